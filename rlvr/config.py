@@ -1,0 +1,221 @@
+"""Structured schemas for every config group, and the fast pre-flight check of command-line keys.
+
+Hydra merges each group's YAML into these dataclasses, so a YAML typo fails at composition. The
+pre-flight check (`check_overrides`) runs before Hydra so that a command-line typo gets one line
+that names the key and the closest valid one, instead of Hydra's multi-line struct error.
+This module imports no torch/transformers: `--cfg job` stays fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from rlvr.errors import ConfigError
+
+
+@dataclass
+class TinyModelConfig:
+    """Shape of the built-in Qwen2-architecture model (random init, byte-level tokenizer)."""
+
+    hidden_size: int = 64
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    intermediate_size: int = 128
+    max_position_embeddings: int = 256
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = False
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: Any = "all-linear"
+
+
+@dataclass
+class ModelConfig:
+    # "tiny" builds the built-in model locally; anything else is a Hub name or a local directory.
+    name_or_path: str = "tiny"
+    dtype: str = "float32"  # float32 | bfloat16 | float16 | auto
+    revision: str | None = None
+    trust_remote_code: bool = False
+    attn_implementation: str | None = None
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    # A random-init model cannot learn by RL alone in minutes; a short supervised warm-up on the
+    # training split gives GRPO a policy that is sometimes right. 0 for pretrained models.
+    warmup_sft_steps: int = 0
+    warmup_sft_learning_rate: float = 1e-3
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+
+@dataclass
+class DatasetConfig:
+    name: str = "arithmetic"
+    # "builtin:<generator>", a Hub dataset name, or a local .json/.jsonl/.parquet file.
+    source: str = "builtin:arithmetic"
+    subset: str | None = None
+    train_split: str = "train"
+    eval_split: str | None = "test"
+    # For a local train file: a separate eval file; without one, `eval_holdout` rows are held out.
+    eval_source: str | None = None
+    eval_holdout: int = 100
+    prompt_column: str = "question"
+    answer_column: str = "answer"
+    prompt_template: str = "{question}"
+    system_prompt: str | None = None
+    chat: bool = False  # prompts as chat messages (instruct models) or plain text
+    sft_completion_template: str = "{gold}"  # target text of the warm-up stage
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = 100
+    shuffle_seed: int = 0
+    generator: dict[str, Any] = field(default_factory=dict)  # arguments of a builtin generator
+
+
+@dataclass
+class RewardConfig:
+    # name -> {_target_: dotted.path, weight: float, **arguments}
+    functions: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AlgorithmConfig:
+    """GRPO hyper-parameters, named exactly as TRL's `GRPOConfig` names them."""
+
+    name: str = "grpo"
+    learning_rate: float = 1e-6
+    lr_scheduler_type: str = "constant"
+    warmup_steps: float = 0  # an int counts steps; a float < 1 is a fraction of max_steps
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    optim: str = "adamw_torch"
+    max_steps: int = 100
+    num_train_epochs: float = 1.0
+    per_device_train_batch_size: int = 8  # completions, not prompts
+    gradient_accumulation_steps: int = 1
+    generation_batch_size: int | None = None
+    steps_per_generation: int | None = None
+    num_generations: int = 8
+    max_completion_length: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+    beta: float = 0.0
+    epsilon: float = 0.2
+    epsilon_high: float | None = None
+    num_iterations: int = 1
+    loss_type: str = "dapo"
+    scale_rewards: str = "group"
+    mask_truncated_completions: bool = False
+    importance_sampling_level: str = "token"
+    logging_steps: int = 1
+    save_steps: int = 0  # 0: only the final model
+    save_total_limit: int | None = 2
+    # Any other GRPOConfig field, passed through unchanged (checked against TRL at start-up).
+    trl: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class HardwareConfig:
+    device: str = "cpu"  # cpu | cuda
+    precision: str = "fp32"  # fp32 | bf16 | fp16
+    torch_threads: int | None = None  # None: torch's default
+    activation_checkpointing: bool = False  # a.k.a. gradient checkpointing; slow on CPU
+    tf32: bool = False
+
+
+@dataclass
+class LoggingConfig:
+    wandb: str = "disabled"  # online | offline | disabled
+    project: str = "rlvr"
+    entity: str | None = None
+    rollouts: bool = True  # rollouts.jsonl in the run dir
+    plots: bool = True
+
+
+@dataclass
+class EvalConfig:
+    before: bool = True
+    after: bool = True
+    batch_size: int = 64
+    max_new_tokens: int | None = None  # None: algorithm.max_completion_length
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+    # None: offline exactly when the config names nothing on the Hub.
+    offline: bool | None = None
+    experiment: str | None = None
+    objective: str = "eval_after_accuracy"  # the metric returned to sweepers (Optuna)
+
+
+@dataclass
+class ScoreConfig:
+    """`python -m rlvr.score`: score a JSONL of completions with a reward preset."""
+
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    input: str = "???"
+    output: str | None = None
+    completion_column: str = "completion"
+    answer_column: str = "answer"
+
+
+def register_schemas() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    store.store(name="rlvr_schema", node=Config)
+    store.store(name="score_schema", node=ScoreConfig)
+
+
+def _field_types(schema: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(schema)
+    return {f.name: hints[f.name] for f in dataclasses.fields(schema)}
+
+
+def _unknown_key_message(key: str, known: list[str], prefix: str) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+    return f"unknown config key '{prefix}{key}'{hint}"
+
+
+def check_key(path: str, schema: type = Config) -> None:
+    """Raise ConfigError if the dotted `path` names no field of `schema` (free-form dicts end the walk)."""
+    prefix = ""
+    for part in path.split("."):
+        if not (isinstance(schema, type) and dataclasses.is_dataclass(schema)):
+            return  # inside a dict[str, Any] or a leaf: anything goes
+        fields = _field_types(schema)
+        if part not in fields:
+            raise ConfigError(_unknown_key_message(part, sorted(fields), prefix))
+        schema = fields[part]
+        prefix += part + "."
+
+
+def check_overrides(args: list[str], schema: type = Config, groups: frozenset[str] = frozenset()) -> None:
+    """Pre-flight: reject `a.b=1` overrides naming no schema key, before Hydra composes anything.
+
+    Group choices (`model=tiny`), additions (`+k=v`), deletions (`~k`) and `hydra.*` keys are left to
+    Hydra, which knows them.
+    """
+    for arg in args:
+        if arg.startswith(("-", "+", "~")) or "=" not in arg:
+            continue
+        key = arg.split("=", 1)[0]
+        if key.startswith("hydra") or key in groups or "/" in key or "@" in key:
+            continue
+        check_key(key, schema)

@@ -1,0 +1,146 @@
+"""Read a dataset from wherever `dataset.source` points, check it, and format the prompts."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from rlvr.errors import DataError
+
+BUILTIN_DIR = Path(__file__).parent / "builtin"
+LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet", ".json.gz", ".jsonl.gz")
+
+
+def builtin_data_path(relative: str) -> str:
+    """Absolute path of a data file shipped with rlvr (the `${rlvr_data:...}` config resolver)."""
+    return str(BUILTIN_DIR / relative)
+
+
+def is_local(source: str) -> bool:
+    return source.startswith(("/", "./", "../", "~")) or source.endswith(LOCAL_SUFFIXES) or os.path.exists(source)
+
+
+def is_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+
+
+def _first_bad_json_line(path: Path) -> str | None:
+    import gzip
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            if line.strip():
+                try:
+                    json.loads(line)
+                except json.JSONDecodeError as exc:
+                    return f"line {number}: {exc.msg}"
+    return None
+
+
+def read_local(path_text: str):
+    """A local json/jsonl(.gz)/parquet file as a `datasets.Dataset`, with one-line errors."""
+    import datasets
+
+    path = Path(path_text).expanduser()
+    if not path.is_file():
+        raise DataError(f"dataset file not found: {path}")
+    kind = "parquet" if path.suffix == ".parquet" else "json"
+    try:
+        return datasets.load_dataset(kind, data_files=str(path), split="train")
+    except Exception as exc:  # datasets raises several types for a malformed file
+        detail = _first_bad_json_line(path) if kind == "json" else None
+        raise DataError(f"cannot read dataset file {path}: {detail or str(exc).splitlines()[0]}") from exc
+
+
+def read_hub(name: str, subset: str | None, split: str):
+    import datasets
+
+    if is_offline():
+        hint = "pass a local file (dataset.source=/path/to/train.jsonl) or go online (unset HF_HUB_OFFLINE)"
+    else:
+        hint = "check the name, or pass a local file (dataset.source=/path/to/train.jsonl)"
+    try:
+        return datasets.load_dataset(name, subset, split=split)
+    except Exception as exc:  # offline, unknown name, or no network: all one message for the user
+        raise DataError(f"cannot load Hub dataset '{name}' split '{split}' ({type(exc).__name__}); {hint}") from exc
+
+
+def read_builtin(name: str, arguments: dict[str, Any], seed: int):
+    import datasets
+
+    from rlvr.data import arithmetic
+
+    generators = {"arithmetic": arithmetic.generate}
+    if name not in generators:
+        raise DataError(f"unknown built-in dataset 'builtin:{name}' (known: {', '.join(sorted(generators))})")
+    try:
+        splits = generators[name](seed=seed, **arguments)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"dataset.generator for builtin:{name}: {exc}") from exc
+    return {split: datasets.Dataset.from_list(rows) for split, rows in splits.items()}
+
+
+def _check_columns(ds, cfg, where: str) -> None:
+    for column in (cfg.prompt_column, cfg.answer_column):
+        if column not in ds.column_names:
+            raise DataError(f"{where} has no column '{column}' (columns: {', '.join(ds.column_names)})")
+        for index, value in enumerate(ds[column]):
+            if value is None or (isinstance(value, str) and not value.strip()):
+                raise DataError(f"{where} row {index} has no value in column '{column}'")
+
+
+def format_prompt(row: dict, cfg) -> str | list[dict]:
+    text = cfg.prompt_template.format_map(row)
+    if not cfg.chat:
+        return text if cfg.system_prompt is None else f"{cfg.system_prompt}\n\n{text}"
+    messages = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
+    return messages + [{"role": "user", "content": text}]
+
+
+def _prepare(ds, cfg, where: str, limit: int | None, seed: int):
+    _check_columns(ds, cfg, where)
+    if limit is not None and limit < len(ds):
+        ds = ds.shuffle(seed=seed).select(range(limit))
+
+    def add_prompt(row: dict, index: int) -> dict:
+        try:
+            prompt = format_prompt(row, cfg)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise DataError(f"{where} row {index}: dataset.prompt_template {cfg.prompt_template!r} fails: {exc!r}") from exc
+        return {"prompt": prompt, "answer": str(row[cfg.answer_column])}
+
+    drop = [c for c in ("prompt",) if c in ds.column_names and c != cfg.prompt_column]
+    return ds.remove_columns(drop).map(add_prompt, with_indices=True, desc=f"formatting {where}")
+
+
+def load_prompt_datasets(cfg, seed: int = 0):
+    """(train, eval) Datasets for the `dataset` config; eval is None when there is no eval data."""
+    source = cfg.source
+    if source.startswith("builtin:"):
+        splits = read_builtin(source.split(":", 1)[1], dict(cfg.generator), seed)
+        train, evaluation = splits["train"], splits.get("test")
+    elif is_local(source):
+        train = read_local(source)
+        if cfg.eval_source:
+            evaluation = read_local(cfg.eval_source)
+        elif cfg.eval_holdout > 0:
+            if cfg.eval_holdout >= len(train):
+                raise DataError(f"dataset.eval_holdout={cfg.eval_holdout} leaves no training rows in {source} ({len(train)} rows)")
+            parts = train.train_test_split(test_size=cfg.eval_holdout, seed=cfg.shuffle_seed)
+            train, evaluation = parts["train"], parts["test"]
+        else:
+            evaluation = None
+    else:
+        train = read_hub(source, cfg.subset, cfg.train_split)
+        evaluation = read_hub(source, cfg.subset, cfg.eval_split) if cfg.eval_split else None
+        if evaluation is None and cfg.eval_holdout > 0:
+            parts = train.train_test_split(test_size=cfg.eval_holdout, seed=cfg.shuffle_seed)
+            train, evaluation = parts["train"], parts["test"]
+    train = _prepare(train, cfg, f"dataset '{cfg.name}' ({source})", cfg.max_train_samples, cfg.shuffle_seed)
+    if evaluation is not None:
+        where = f"eval data of '{cfg.name}' ({cfg.eval_source or source})"
+        evaluation = _prepare(evaluation, cfg, where, cfg.max_eval_samples, cfg.shuffle_seed)
+    return train, evaluation

@@ -1,0 +1,59 @@
+"""Greedy evaluation: generate once per eval prompt, score with the run's rewards, write per-example JSONL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rlvr.rewards.base import primary_correctness
+from rlvr.tracking import JsonlWriter, prompt_id
+
+
+def _prompt_texts(prompts, tokenizer) -> list[str]:
+    if prompts and isinstance(prompts[0], list):
+        return [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    return list(prompts)
+
+
+def greedy_eval(model, tokenizer, dataset, rewards, max_new_tokens: int, batch_size: int, out_path: Path, label: str) -> dict:
+    """Accuracy (first verifier's judgement), mean weighted reward and mean new tokens on `dataset`."""
+    import torch
+    from tqdm.auto import tqdm
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    writer = JsonlWriter(out_path)
+    correct_count = reward_sum = token_sum = 0.0
+    try:
+        for start in tqdm(range(0, len(dataset), batch_size), desc=f"eval ({label})", leave=False):
+            batch = dataset[start:start + batch_size]
+            texts = _prompt_texts(batch["prompt"], tokenizer)
+            encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            with torch.inference_mode():
+                generated = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False,
+                                           pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+            new_tokens = generated[:, encoded["input_ids"].shape[1]:]
+            lengths = (new_tokens != tokenizer.pad_token_id).sum(dim=1).tolist()
+            completions = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            columns = {k: v for k, v in batch.items() if k != "prompt"}
+            per_func = {r.name: r.fn(prompts=batch["prompt"], completions=completions, **columns) for r in rewards}
+            correct = primary_correctness(rewards)
+            rows = []
+            for i, completion in enumerate(completions):
+                total = sum(r.weight * (per_func[r.name][i] or 0.0) for r in rewards)
+                reward_sum += total
+                token_sum += lengths[i]
+                correct_count += bool(correct and correct[i])
+                rows.append({"prompt_id": prompt_id(batch["prompt"][i]), "prompt": batch["prompt"][i],
+                             "completion": completion, "gold": batch["answer"][i], "reward": total,
+                             "rewards": {n: v[i] for n, v in per_func.items()},
+                             "correct": correct[i] if correct else None, "new_tokens": lengths[i]})
+            writer.write(rows)
+    finally:
+        writer.close()
+        tokenizer.padding_side = padding_side
+        model.train(was_training)
+    n = max(len(dataset), 1)
+    return {f"eval_{label}_accuracy": correct_count / n, f"eval_{label}_reward": reward_sum / n,
+            f"eval_{label}_mean_new_tokens": token_sum / n}

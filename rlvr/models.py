@@ -1,0 +1,123 @@
+"""The policy: the built-in tiny model, or a Hub name / local directory, plus optional LoRA.
+
+The tiny model is a Qwen2-architecture causal LM with a byte-level tokenizer made in code (256 byte
+tokens + a few special tokens, no merges), so it needs no file and no network and reads any text.
+"""
+
+from __future__ import annotations
+
+import os
+
+from rlvr.errors import ModelLoadError
+
+TINY = "tiny"
+SPECIAL_TOKENS = {"eos_token": "<|endoftext|>", "pad_token": "<|pad|>"}
+CHAT_TOKENS = ["<|im_start|>", "<|im_end|>"]
+# A ChatML template, so chat-formatted datasets also run on the tiny model.
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+          "float16": "float16", "fp16": "float16", "auto": "auto"}
+
+
+def build_tiny_tokenizer():
+    """Byte-level tokenizer, identical on every machine: ids 0-255 are bytes, then special tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    byte_to_char = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {char: i for i, char in enumerate(sorted(byte_to_char))}
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, **SPECIAL_TOKENS,
+                                        additional_special_tokens=CHAT_TOKENS)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_tiny_model(shape, tokenizer, seed: int):
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=shape.hidden_size,
+        num_hidden_layers=shape.num_hidden_layers,
+        num_attention_heads=shape.num_attention_heads,
+        num_key_value_heads=shape.num_key_value_heads,
+        intermediate_size=shape.intermediate_size,
+        max_position_embeddings=shape.max_position_embeddings,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = Qwen2ForCausalLM(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def _check_reachable(name: str) -> None:
+    """Fail fast, in one line, for a Hub name that offline mode cannot serve."""
+    if os.path.isdir(os.path.expanduser(name)):
+        return
+    if name.startswith(("/", "./", "../", "~")):
+        raise ModelLoadError(f"model directory not found: {name}")
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+    if offline:
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(name, "config.json"), str):
+            raise ModelLoadError(
+                f"model '{name}' is a Hub name, it is not in the local cache and HF_HUB_OFFLINE=1: "
+                f"pass a local path (model.name_or_path=/path/to/model) or go online (unset HF_HUB_OFFLINE)"
+            )
+
+
+def load_pretrained(cfg):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    name = cfg.name_or_path
+    _check_reachable(name)
+    kwargs = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(os.path.expanduser(name), **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            os.path.expanduser(name), dtype=DTYPES.get(cfg.dtype, cfg.dtype),
+            attn_implementation=cfg.attn_implementation, **kwargs)
+    except OSError as exc:  # transformers' message for missing files / no network is an OSError
+        raise ModelLoadError(f"cannot load model '{name}': {str(exc).splitlines()[0]}") from exc
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def load_policy(cfg, seed: int):
+    """(model, tokenizer) for the `model` config group."""
+    if cfg.dtype not in DTYPES:
+        raise ModelLoadError(f"model.dtype={cfg.dtype!r} is not one of {', '.join(DTYPES)}")
+    if cfg.name_or_path == TINY:
+        tokenizer = build_tiny_tokenizer()
+        return build_tiny_model(cfg.tiny, tokenizer, seed), tokenizer
+    return load_pretrained(cfg)
+
+
+def lora_config(cfg):
+    """A peft LoraConfig for TRL's `peft_config`, or None when LoRA is off."""
+    if not cfg.lora.enabled:
+        return None
+    from peft import LoraConfig
+
+    target = cfg.lora.target_modules
+    return LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                      target_modules=target if isinstance(target, str) else list(target), task_type="CAUSAL_LM")
+
+
+def is_hub_name(name: str) -> bool:
+    return name != TINY and not os.path.isdir(os.path.expanduser(name)) and not name.startswith(("/", "./", "../", "~"))

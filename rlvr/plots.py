@@ -1,0 +1,103 @@
+"""PNG curves from a run dir: reward, accuracy, and per-prompt accuracy versus step.
+
+    python -m rlvr.plots RUN_DIR               # reward.png and accuracy.png into RUN_DIR/plots/
+    python -m rlvr.plots RUN_DIR --per-prompt  # also per_prompt_accuracy.png (top prompts by count)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from rlvr.tracking import read_jsonl
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    _pyplot().close(fig)
+    return path
+
+
+def accuracy_by_step(rollouts: list[dict]) -> dict[int, float]:
+    by_step: dict[int, list[bool]] = defaultdict(list)
+    for row in rollouts:
+        if row.get("correct") is not None:
+            by_step[row["step"]].append(bool(row["correct"]))
+    return {step: sum(v) / len(v) for step, v in sorted(by_step.items())}
+
+
+def plot_run(run_dir: Path) -> list[Path]:
+    plt = _pyplot()
+    written = []
+    metrics = [m for m in read_jsonl(run_dir / "metrics.jsonl") if "reward" in m] if (run_dir / "metrics.jsonl").exists() else []
+    if metrics:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot([m["step"] for m in metrics], [m["reward"] for m in metrics], label="mean reward")
+        for key in sorted(k for k in metrics[0] if k.startswith("rewards/") and k.endswith("/mean")):
+            ax.plot([m["step"] for m in metrics], [m.get(key) for m in metrics], alpha=0.6, label=key)
+        ax.set(xlabel="step", ylabel="reward", title="training reward")
+        ax.legend(fontsize=7)
+        written.append(_save(fig, run_dir / "plots" / "reward.png"))
+    rollouts_path = run_dir / "rollouts.jsonl"
+    if rollouts_path.exists():
+        accuracy = accuracy_by_step(read_jsonl(rollouts_path))
+        if accuracy:
+            fig, ax = plt.subplots(figsize=(6, 4))
+            ax.plot(list(accuracy), list(accuracy.values()), label="sampled completions correct")
+            ax.set(xlabel="step", ylabel="accuracy", ylim=(0, 1), title="training accuracy")
+            ax.legend(fontsize=7)
+            written.append(_save(fig, run_dir / "plots" / "accuracy.png"))
+    return written
+
+
+def plot_per_prompt(run_dir: Path, top: int = 12) -> Path:
+    plt = _pyplot()
+    rows = read_jsonl(run_dir / "rollouts.jsonl")
+    series: dict[str, dict[int, list[bool]]] = defaultdict(lambda: defaultdict(list))
+    labels = {}
+    for row in rows:
+        if row.get("correct") is not None:
+            series[row["prompt_id"]][row["step"]].append(bool(row["correct"]))
+            labels[row["prompt_id"]] = str(row["prompt"])[-40:]
+    busiest = sorted(series, key=lambda pid: -sum(len(v) for v in series[pid].values()))[:top]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for pid in busiest:
+        steps = sorted(series[pid])
+        ax.plot(steps, [sum(series[pid][s]) / len(series[pid][s]) for s in steps], marker="o", ms=3, label=labels[pid])
+    ax.set(xlabel="step", ylabel="accuracy of its completions", ylim=(-0.05, 1.05), title="per-prompt accuracy")
+    ax.legend(fontsize=6, ncol=2)
+    return _save(fig, run_dir / "plots" / "per_prompt_accuracy.png")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rlvr.plots", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--per-prompt", action="store_true", help="also plot accuracy per prompt versus step")
+    parser.add_argument("--top", type=int, default=12, help="prompts in the per-prompt plot")
+    args = parser.parse_args(argv)
+    if not (args.run_dir / "metrics.jsonl").exists() and not (args.run_dir / "rollouts.jsonl").exists():
+        print(f"rlvr.plots: error: {args.run_dir} has no metrics.jsonl or rollouts.jsonl", file=sys.stderr)
+        return 2
+    paths = plot_run(args.run_dir)
+    if args.per_prompt:
+        paths.append(plot_per_prompt(args.run_dir, args.top))
+    for path in paths:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,16 @@
+"""Recipes: `train(cfg, run_dir) -> dict[str, float]`, one module per `algorithm.name`.
+
+`run.py` imports the module named by the config, so a recipe's dependencies load only when used.
+"""
+
+import importlib
+
+from rlvr.errors import ConfigError
+
+RECIPES = ("grpo",)
+
+
+def get_recipe(name: str):
+    if name not in RECIPES:
+        raise ConfigError(f"algorithm.name={name!r} is not a recipe (known: {', '.join(RECIPES)})")
+    return importlib.import_module(f"rlvr.recipes.{name}").train

@@ -1,0 +1,54 @@
+"""Gold answers and numbers as they appear in text: extraction and normalisation."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+# Bounded lengths keep every match linear on adversarial input (a 1 MB run of digits included).
+NUMBER = re.compile(r"-?\d[\d,]{0,30}(?:\.\d{1,12})?")
+FINAL_LINE = re.compile(r"^\s*Final:\s*(?P<value>\S.{0,60}?)\s*$")
+
+
+def gold_answer(raw: Any) -> str | None:
+    """The gold value of an `answer` cell: the part after the last '####' (GSM8K), else the cell itself."""
+    if raw is None:
+        return None
+    text = str(raw)
+    if "####" in text:
+        text = text.rsplit("####", 1)[1]
+    return text.strip().replace(",", "") or None
+
+
+def normalize_number(text: str) -> str | None:
+    """Canonical decimal form of a number written as text ("1,000.50" -> "1000.5"), or None."""
+    cleaned = text.strip().replace(",", "").rstrip(".")
+    if cleaned.startswith("$"):
+        cleaned = cleaned[1:]
+    if not re.fullmatch(r"-?\d{1,40}(?:\.\d{1,20})?", cleaned):
+        return None
+    if "." in cleaned:
+        cleaned = cleaned.rstrip("0").rstrip(".")
+    if cleaned in ("-0", ""):
+        cleaned = "0"
+    sign = "-" if cleaned.startswith("-") else ""
+    digits = cleaned.lstrip("-").lstrip("0") or "0"
+    if digits.startswith("."):
+        digits = "0" + digits
+    return sign + digits
+
+
+def last_number(text: str) -> str | None:
+    """The last number in `text`, or None. Scans from the end so a huge completion costs little."""
+    tail = text[-4096:]
+    matches = NUMBER.findall(tail)
+    return matches[-1] if matches else None
+
+
+def completion_text(completion: Any) -> str:
+    """Text of a TRL completion: a plain string, or the content of the last chat message."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
+        return str(completion[-1].get("content", ""))
+    return str(completion)

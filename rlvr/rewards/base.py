@@ -1,0 +1,110 @@
+"""The reward-function contract: TRL's signature outside, per-completion `Outcome`s inside.
+
+TRL calls `fn(prompts=..., completions=..., completion_ids=..., **dataset_columns,
+trainer_state=..., log_metric=..., log_extra=...)` and wants one float per completion. Built-in
+rewards subclass `Reward` and implement `score`; the outcomes (prediction, reason, correctness)
+feed rollouts.jsonl, eval and `rlvr.score`, and the reason fractions are logged as metrics.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from rlvr.errors import ConfigError
+from rlvr.rewards.answers import completion_text, gold_answer
+
+# Why a completion got its reward. Fractions of the failure reasons are logged per function.
+REASONS = ("correct", "wrong", "ok", "missing", "unparsable", "timeout", "error")
+FAILURE_REASONS = ("missing", "unparsable", "timeout", "error")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    reward: float
+    reason: str
+    prediction: str | None = None
+    correct: bool | None = None  # None: the function judges form, not correctness
+
+
+class Reward(ABC):
+    """Base of built-in rewards. Subclasses set `needs_gold` and implement `score`."""
+
+    needs_gold = True
+
+    def __init__(self, name: str | None = None):
+        self.__name__ = name or type(self).__name__  # TRL names metrics after __name__
+        self.last_outcomes: list[Outcome] = []
+
+    @abstractmethod
+    def score(self, completions: Sequence[str], golds: Sequence[str | None]) -> list[Outcome]:
+        """One Outcome per completion, in order."""
+
+    def __call__(self, prompts=None, completions=(), answer=None, log_metric=None, **_: Any) -> list[float]:
+        texts = [completion_text(c) for c in completions]
+        if self.needs_gold and answer is None:
+            raise ConfigError(f"reward '{self.__name__}' needs an 'answer' column in the data")
+        golds = [gold_answer(a) for a in answer] if answer is not None else [None] * len(texts)
+        self.last_outcomes = self.score(texts, golds)
+        if log_metric is not None and texts:
+            for reason, fraction in failure_fractions(self.last_outcomes).items():
+                log_metric(f"rewards/{self.__name__}/{reason}_frac", fraction)
+        return [o.reward for o in self.last_outcomes]
+
+
+def failure_fractions(outcomes: Sequence[Outcome]) -> dict[str, float]:
+    n = max(len(outcomes), 1)
+    return {r: sum(o.reason == r for o in outcomes) / n for r in FAILURE_REASONS}
+
+
+@dataclass
+class WeightedReward:
+    name: str
+    fn: Callable[..., list[float]]
+    weight: float
+
+
+def build_rewards(functions: dict[str, Any]) -> list[WeightedReward]:
+    """Instantiate `reward.functions` entries: {_target_, weight, **arguments} each.
+
+    A class target is constructed with the arguments (built-ins); a plain function target
+    (a user's TRL-style reward) is bound to them with functools.partial.
+    """
+    import functools
+    import inspect
+
+    from hydra.utils import get_object
+
+    if not functions:
+        raise ConfigError("no reward functions configured: pick one, e.g. reward=gsm8k_strict")
+    rewards = []
+    for name, entry in functions.items():
+        entry = dict(entry)
+        target = entry.pop("_target_", None)
+        weight = float(entry.pop("weight", 1.0))
+        if target is None:
+            raise ConfigError(f"reward.functions.{name} has no _target_")
+        try:
+            obj = get_object(target)
+        except Exception as exc:  # Hydra wraps ImportError/AttributeError in its own types
+            raise ConfigError(f"reward.functions.{name}._target_: cannot import '{target}'") from exc
+        try:
+            if inspect.isclass(obj):
+                fn = obj(name=name, **entry) if issubclass(obj, Reward) else obj(**entry)
+            else:
+                fn = functools.update_wrapper(functools.partial(obj, **entry), obj)
+        except TypeError as exc:
+            raise ConfigError(f"reward.functions.{name}: {exc}") from exc
+        fn.__name__ = name
+        rewards.append(WeightedReward(name, fn, weight))
+    return rewards
+
+
+def primary_correctness(rewards: Sequence[WeightedReward]) -> list[bool | None]:
+    """Per completion of the last call: correctness from the first reward that judges it."""
+    for reward in rewards:
+        outcomes = getattr(reward.fn, "last_outcomes", None)
+        if outcomes and outcomes[0].correct is not None:
+            return [o.correct for o in outcomes]
+    return []

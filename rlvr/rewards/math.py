@@ -1,0 +1,65 @@
+"""math-verify on the completion's final answer (preferring the last \\boxed{}) against the gold answer."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from rlvr.rewards.base import Outcome, Reward
+from rlvr.rewards.sandbox import TimeLimitedPool
+
+
+def verify_one(completion: str, gold: str) -> tuple[bool, str | None]:
+    """(is_correct, extracted prediction). Runs inside a worker; no internal alarms: the pool kills."""
+    import logging
+
+    from math_verify import parse, verify
+
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    gold_parsed = parse(f"\\boxed{{{gold}}}", parsing_timeout=None)
+    predicted = parse(completion, parsing_timeout=None)
+    if not predicted:
+        return False, None
+    prediction = str(predicted[-1])[:200]
+    return bool(verify(gold_parsed, predicted, timeout_seconds=None)), prediction
+
+
+class MathVerifyReward(Reward):
+    """1.0 when math-verify finds the completion's answer equal to the gold answer, else 0.0.
+
+    `workers: 0` verifies in-process with math-verify's own SIGALRM limits (main thread only;
+    no protection from inputs that ignore the alarm). Use it for debugging, not training.
+    """
+
+    def __init__(self, name: str | None = None, timeout_s: float = 2.0, workers: int = 2,
+                 correct: float = 1.0, wrong: float = 0.0):
+        super().__init__(name)
+        self.correct, self.wrong, self.workers = correct, wrong, workers
+        self.timeout_s = timeout_s
+        self.pool = TimeLimitedPool(workers, timeout_s, preload=["math_verify", "rlvr.rewards.math"]) if workers else None
+
+    def _run(self, items: list[tuple[str, str]]) -> list[tuple[str, object]]:
+        if self.pool is not None:
+            return self.pool.map(verify_one, items)
+        results = []
+        for completion, gold in items:
+            try:
+                results.append(("ok", verify_one(completion, gold)))
+            except Exception as exc:  # a bad input is a zero reward with its reason, never a crash
+                results.append(("error", f"{type(exc).__name__}: {exc}"[:200]))
+        return results
+
+    def score(self, completions: Sequence[str], golds: Sequence[str | None]) -> list[Outcome]:
+        todo = [i for i, g in enumerate(golds) if g is not None]
+        outcomes = [Outcome(self.wrong, "missing", None, False)] * len(completions)
+        results = self._run([(completions[i], golds[i]) for i in todo])
+        for i, (status, value) in zip(todo, results, strict=True):
+            if status != "ok":
+                outcomes[i] = Outcome(self.wrong, status, None, False)
+                continue
+            is_correct, prediction = value
+            if prediction is None:
+                outcomes[i] = Outcome(self.wrong, "unparsable", None, False)
+            else:
+                outcomes[i] = Outcome(self.correct if is_correct else self.wrong,
+                                      "correct" if is_correct else "wrong", prediction, is_correct)
+        return outcomes

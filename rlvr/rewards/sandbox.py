@@ -1,0 +1,60 @@
+"""Run untrusted-input checks in worker processes with a hard, killable time limit.
+
+math-verify's own timeouts use SIGALRM: they fail off the main thread and some inputs (deep sympy
+evaluation in C) never see the alarm. pebble's ProcessPool kills and replaces a worker whose task
+overruns, which is what "never hang training" needs; concurrent.futures cannot cancel a running task.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import multiprocessing
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, Callable, Sequence
+
+log = logging.getLogger(__name__)
+
+
+class TimeLimitedPool:
+    """A lazily started pool of `workers` processes; `map` returns (status, value) per item.
+
+    status is "ok", "timeout" (killed after `timeout_s`) or "error" (raised or the worker died).
+    """
+
+    def __init__(self, workers: int, timeout_s: float, preload: Sequence[str] = ()):
+        self.workers, self.timeout_s, self.preload = workers, timeout_s, list(preload)
+        self._pool = None
+
+    def _start(self):
+        from pebble import ProcessPool
+
+        # forkserver: workers fork from a small clean process, not from a trainer holding torch threads.
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(self.preload)
+        self._pool = ProcessPool(max_workers=self.workers, context=context)
+        atexit.register(self.close)
+        return self._pool
+
+    def map(self, fn: Callable[..., Any], items: Sequence[tuple]) -> list[tuple[str, Any]]:
+        from pebble import ProcessExpired
+
+        pool = self._pool or self._start()
+        futures = [pool.schedule(fn, args=item, timeout=self.timeout_s) for item in items]
+        results = []
+        for future in futures:
+            try:
+                results.append(("ok", future.result()))
+            except FutureTimeout:
+                results.append(("timeout", None))
+            except ProcessExpired as exc:
+                results.append(("error", f"worker died: {exc}"))
+            except Exception as exc:  # the task raised: a verdict on this input, not a crash of ours
+                results.append(("error", f"{type(exc).__name__}: {exc}"[:200]))
+        return results
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.stop()
+            self._pool.join()
+            self._pool = None

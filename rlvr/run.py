@@ -1,0 +1,94 @@
+"""The one entry point: `python -m rlvr.run [group=option ...] [key=value ...] [-m]`.
+
+validate → seed → offline env → recipe(cfg) → metrics.json, and the objective returned for sweepers.
+Composing or printing a config (`--cfg job`, `--help`) imports no torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from rlvr.config import check_overrides, register_schemas
+from rlvr.data.loading import builtin_data_path
+from rlvr.errors import RlvrError
+
+log = logging.getLogger("rlvr")
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+GROUPS = frozenset({"model", "dataset", "reward", "algorithm", "hardware", "logging", "experiment"})
+
+OmegaConf.register_new_resolver("rlvr_data", builtin_data_path, replace=True)
+register_schemas()
+
+
+def needs_hub(cfg: DictConfig) -> bool:
+    from rlvr.data.loading import is_local
+    from rlvr.models import is_hub_name
+
+    source = cfg.dataset.source
+    return is_hub_name(cfg.model.name_or_path) or not (source.startswith("builtin:") or is_local(source))
+
+
+def set_offline(cfg: DictConfig) -> bool:
+    """HF_HUB_OFFLINE=1 when asked, or (offline=null) when nothing in the config lives on the Hub."""
+    offline = (not needs_hub(cfg)) if cfg.offline is None else bool(cfg.offline)
+    if offline:
+        for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+            os.environ[var] = "1"
+    return offline
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    """Run the composed config in Hydra's output dir; returns the final metrics."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from rlvr.recipes import get_recipe
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    recipe = get_recipe(cfg.algorithm.name)
+    offline = set_offline(cfg)
+    (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    log.info("run dir %s (offline=%s)", run_dir, offline)
+
+    from transformers import set_seed
+
+    from rlvr.hardware import apply_threads
+
+    import datasets
+
+    datasets.disable_progress_bars()  # per-map bars drown the training progress bar
+    set_seed(cfg.seed)
+    apply_threads(cfg.hardware)
+    return recipe(cfg, run_dir)
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def hydra_main(cfg: DictConfig) -> float:
+    try:
+        metrics = run(cfg)
+    except RlvrError as exc:
+        log.error("%s", exc)
+        print(f"rlvr: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    summary = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+    log.info("final metrics: %s", summary)
+    return metrics.get(cfg.objective, float("nan"))
+
+
+def main() -> None:
+    """Console-script entry: a one-line error for an unknown key before Hydra composes anything."""
+    try:
+        check_overrides(sys.argv[1:], groups=GROUPS)
+    except RlvrError as exc:
+        print(f"rlvr: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    hydra_main()
+
+
+if __name__ == "__main__":
+    main()

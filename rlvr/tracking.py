@@ -1,0 +1,90 @@
+"""What a run leaves in its Hydra run dir: metrics.jsonl, rollouts.jsonl, metrics.json, wandb files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+from rlvr.errors import ConfigError
+
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+def prompt_id(prompt: Any) -> str:
+    """A short stable id for a prompt (text or chat messages), for per-prompt curves."""
+    text = prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)
+    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+
+
+class JsonlWriter:
+    """Appends JSON rows to a file, line-buffered so a crash loses at most the current line."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._handle = open(path, "a", encoding="utf-8", buffering=1)
+
+    def write(self, rows: Iterable[dict]) -> None:
+        for row in rows:
+            self._handle.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def setup_wandb(logging_cfg, run_dir: Path, run_name: str) -> list[str]:
+    """Configure wandb through its own env vars; returns TRL's `report_to`."""
+    mode = logging_cfg.wandb
+    if mode not in WANDB_MODES:
+        raise ConfigError(f"logging.wandb={mode!r} must be one of {', '.join(WANDB_MODES)}")
+    if mode == "disabled":
+        return []
+    os.environ["WANDB_MODE"] = mode
+    os.environ["WANDB_DIR"] = str(run_dir)
+    os.environ["WANDB_PROJECT"] = logging_cfg.project
+    os.environ.setdefault("WANDB_NAME", run_name)
+    os.environ.setdefault("WANDB_SILENT", "true")
+    if logging_cfg.entity:
+        os.environ["WANDB_ENTITY"] = logging_cfg.entity
+    return ["wandb"]
+
+
+def metrics_callback(path: Path):
+    """A transformers TrainerCallback writing every logged dict, with its step, to metrics.jsonl."""
+    from transformers import TrainerCallback
+
+    class MetricsJsonl(TrainerCallback):
+        def __init__(self):
+            self.writer = JsonlWriter(path)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and logs:
+                self.writer.write([{"step": state.global_step, **logs}])
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.writer.close()
+
+    return MetricsJsonl()
+
+
+def phase_means(values: list[float], fraction: float = 0.2) -> tuple[float, float]:
+    """Mean of the first and of the last `fraction` of a curve (at least one point each)."""
+    if not values:
+        return float("nan"), float("nan")
+    k = max(1, int(len(values) * fraction))
+    return sum(values[:k]) / k, sum(values[-k:]) / k

@@ -1,0 +1,49 @@
+"""TRL's GRPOTrainer plus rollouts.jsonl: every scored completion with its prediction and rewards."""
+
+from __future__ import annotations
+
+from trl import GRPOTrainer
+
+from rlvr.rewards.base import primary_correctness
+from rlvr.tracking import JsonlWriter, prompt_id
+
+
+class RolloutLoggingGRPOTrainer(GRPOTrainer):
+    """Overrides `_calculate_rewards` (TRL >= 1.16) only to record what the rewards saw and said.
+
+    `rewards` are rlvr's WeightedRewards, in the same order as the trainer's `reward_funcs`.
+    """
+
+    def __init__(self, *args, rewards, rollout_writer: JsonlWriter | None = None, **kwargs):
+        super().__init__(*args, reward_funcs=[r.fn for r in rewards], **kwargs)
+        self.rewards = rewards
+        self.rollout_writer = rollout_writer
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        if self.rollout_writer is not None and self.accelerator.is_main_process:
+            self._write_rollouts(inputs, prompts, completions, rewards_per_func[: len(prompts)])
+        return rewards_per_func
+
+    def _write_rollouts(self, inputs, prompts, completions, rewards_per_func) -> None:
+        weights = self.reward_weights.to(rewards_per_func.device)
+        totals = (rewards_per_func * weights).nansum(dim=1).tolist()
+        per_func = rewards_per_func.tolist()
+        correct = primary_correctness(self.rewards)
+        outcomes = [getattr(r.fn, "last_outcomes", None) or [None] * len(prompts) for r in self.rewards]
+        rows = []
+        for i, (prompt, completion, example) in enumerate(zip(prompts, completions, inputs, strict=True)):
+            first = next((o[i] for o in outcomes if o[i] is not None and o[i].prediction is not None), None)
+            rows.append({
+                "step": self.state.global_step,
+                "prompt_id": prompt_id(prompt),
+                "prompt": prompt,
+                "completion": completion,
+                "prediction": first.prediction if first else None,
+                "gold": example.get("answer"),
+                "rewards": {r.name: per_func[i][j] for j, r in enumerate(self.rewards)},
+                "reasons": {r.name: o[i].reason for r, o in zip(self.rewards, outcomes) if o[i] is not None},
+                "reward": totals[i],
+                "correct": correct[i] if correct else None,
+            })
+        self.rollout_writer.write(rows)
