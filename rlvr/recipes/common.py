@@ -44,6 +44,17 @@ def setup_policy(cfg) -> PolicySetup:
     return setup
 
 
+def save_reference_policy(setup: PolicySetup, run_dir: Path) -> None:
+    """Save the policy as RL starts (after any warm-up) and point its config at it.
+
+    TRL builds the KL reference model by loading `model.config.name_or_path`; a model made in
+    memory has no path, and a warmed-up one differs from its path. This makes both correct.
+    """
+    path = run_dir / "reference_model"
+    setup.model.save_pretrained(path)
+    setup.model.config.name_or_path = str(path)
+
+
 def evaluate(cfg, setup: PolicySetup, run_dir: Path, label: str) -> dict[str, float]:
     if setup.evaluation is None or not getattr(cfg.eval, label):
         return {}

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from rlvr.config import AlgorithmConfig
 from rlvr.errors import ConfigError
-from rlvr.recipes.common import evaluate, finish, setup_policy, training_curve_summary
+from rlvr.recipes.common import evaluate, finish, save_reference_policy, setup_policy, training_curve_summary
 from rlvr.tracking import JsonlWriter, metrics_callback, setup_wandb
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,8 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
     args = grpo_config(cfg, run_dir, report_to, setup.trainer_kwargs)
     metrics = {"warmup_sft_loss": setup.warmup_loss} if setup.warmup_loss is not None else {}
     metrics |= evaluate(cfg, setup, run_dir, "before")
+    if cfg.algorithm.beta != 0 and (cfg.model.name_or_path == "tiny" or setup.warmup_loss is not None):
+        save_reference_policy(setup, run_dir)
 
     rollouts = JsonlWriter(run_dir / "rollouts.jsonl") if cfg.logging.rollouts else None
     trainer = RolloutLoggingGRPOTrainer(

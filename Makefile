@@ -1,0 +1,39 @@
+# Every target sets itself up: a fresh clone needs only `make run` or `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# On a machine without an NVIDIA GPU, torch is installed first and pinned to a CPU build, so the
+# project's `torch` requirement never pulls a multi-GB CUDA build. Elsewhere pass e.g.
+#   make TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu test
+TORCH_CPU ?= torch==2.13.0
+TORCH_CPU_INDEX ?=
+ARGS ?=
+
+.PHONY: install run test test-fast bench clean
+.DEFAULT_GOAL := test
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	@if ! $(PY) -c "import torch" 2>/dev/null; then \
+		if command -v nvidia-smi >/dev/null 2>&1; then $(PIP) install -q "torch>=2.4,<2.15"; \
+		else $(PIP) install -q "$(TORCH_CPU)" $(if $(TORCH_CPU_INDEX),--index-url $(TORCH_CPU_INDEX)); fi; \
+	fi
+	$(PIP) install -q -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+run: $(VENV)/.installed  ## the offline default: tiny model, arithmetic, GRPO on CPU
+	$(PY) -m rlvr.run $(ARGS)
+
+test: $(VENV)/.installed  ## the whole suite, slow end-to-end runs included
+	$(PY) -m pytest -q $(ARGS)
+
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+bench: $(VENV)/.installed  ## prints a table and writes bench-results.json
+	$(PY) tests/benchmarks/bench.py $(ARGS)
+
+clean:
+	rm -rf outputs multirun bench-results.json .pytest_cache

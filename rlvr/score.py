@@ -1,0 +1,105 @@
+"""Score a JSONL of completions with a reward preset, without a model:
+
+    python -m rlvr.score reward=gsm8k_strict input=rows.jsonl [output=scored.jsonl]
+
+Each row needs `completion` and the gold column (`answer`: a value, or a GSM8K solution ending
+'#### n'); `prompt` and other columns are passed to the reward functions as in training. Writes
+each row back with `reward`, `rewards` (per function), `reasons` and `prediction`, and prints a summary.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from rlvr.config import check_overrides, register_schemas
+from rlvr.errors import DataError, RlvrError
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+register_schemas()
+
+
+def read_rows(path: Path, completion_column: str) -> list[dict]:
+    if not path.is_file():
+        raise DataError(f"input file not found: {path}")
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path} line {number}: not JSON ({exc.msg})") from exc
+            if not isinstance(row, dict) or completion_column not in row:
+                raise DataError(f"{path} line {number}: no '{completion_column}' field")
+            rows.append(row)
+    return rows
+
+
+def score_rows(rows: list[dict], rewards, completion_column: str, answer_column: str) -> list[dict]:
+    """Rows with reward, per-function rewards, reasons and the first extracted prediction added."""
+    completions = [str(r[completion_column]) for r in rows]
+    columns = {k: [r.get(k) for r in rows] for k in set().union(*rows) - {completion_column, "prompt"}}
+    if answer_column in columns:
+        columns["answer"] = columns.pop(answer_column)
+    prompts = [r.get("prompt", "") for r in rows]
+    values = {rw.name: rw.fn(prompts=prompts, completions=completions, **columns) for rw in rewards}
+    scored = []
+    for i, row in enumerate(rows):
+        outcomes = {rw.name: rw.fn.last_outcomes[i] for rw in rewards if getattr(rw.fn, "last_outcomes", None)}
+        prediction = next((o.prediction for o in outcomes.values() if o.prediction is not None), None)
+        scored.append({**row, "reward": sum(rw.weight * (values[rw.name][i] or 0.0) for rw in rewards),
+                       "rewards": {name: v[i] for name, v in values.items()},
+                       "reasons": {name: o.reason for name, o in outcomes.items()}, "prediction": prediction})
+    return scored
+
+
+def summary(scored: list[dict]) -> str:
+    n = len(scored)
+    mean = sum(r["reward"] for r in scored) / max(n, 1)
+    lines = [f"{n} rows, mean reward {mean:.4f}"]
+    for name in scored[0]["rewards"] if scored else []:
+        vals = [r["rewards"][name] for r in scored]
+        reasons = Counter(r["reasons"].get(name, "-") for r in scored)
+        lines.append(f"  {name}: mean {sum(vals) / n:.4f}; " + ", ".join(f"{k} {v}" for k, v in reasons.most_common()))
+    return "\n".join(lines)
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="score")
+def hydra_main(cfg: DictConfig) -> None:
+    from rlvr.rewards import build_rewards
+
+    try:
+        rewards = build_rewards(OmegaConf.to_container(cfg.reward.functions, resolve=True))
+        rows = read_rows(Path(cfg.input), cfg.completion_column)
+        scored = score_rows(rows, rewards, cfg.completion_column, cfg.answer_column)
+    except RlvrError as exc:
+        print(f"rlvr.score: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    if cfg.output:
+        Path(cfg.output).parent.mkdir(parents=True, exist_ok=True)
+        with open(cfg.output, "w", encoding="utf-8") as handle:
+            for row in scored:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    print(summary(scored))
+
+
+def main() -> None:
+    from rlvr.config import ScoreConfig
+
+    try:
+        check_overrides(sys.argv[1:], schema=ScoreConfig, groups=frozenset({"reward"}))
+    except RlvrError as exc:
+        print(f"rlvr.score: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""Dataset sources (built-in, local files), prompt formatting, and one-line errors on bad input."""
+
+import json
+
+import pytest
+
+from rlvr.config import DatasetConfig
+from rlvr.data import load_prompt_datasets
+from rlvr.data.arithmetic import generate
+from rlvr.errors import DataError
+from omegaconf import OmegaConf
+
+
+def dataset_cfg(**overrides):
+    return OmegaConf.merge(OmegaConf.structured(DatasetConfig), overrides)
+
+
+def test_builtin_arithmetic_is_deterministic_and_correct():
+    first, second = generate(num_train=50, num_eval=10, seed=3), generate(num_train=50, num_eval=10, seed=3)
+    assert first == second
+    for row in first["train"]:
+        a, b = row["question"].rstrip("=").split("+")
+        assert int(a) + int(b) == int(row["answer"])
+
+
+def test_builtin_dataset_has_prompt_and_answer():
+    train, evaluation = load_prompt_datasets(dataset_cfg(generator={"num_train": 20, "num_eval": 5}))
+    assert len(train) == 20 and len(evaluation) == 5
+    assert train[0]["prompt"] == train[0]["question"] and train[0]["answer"].isdigit()
+
+
+def test_local_jsonl_with_chat_prompts_and_holdout(rows_file):
+    path = rows_file([{"q": f"What is {i}+1?", "sol": f"It is {i + 1}. #### {i + 1}"} for i in range(30)])
+    cfg = dataset_cfg(source=str(path), prompt_column="q", answer_column="sol", prompt_template="{q}",
+                      chat=True, system_prompt="Be brief.", eval_holdout=10, max_eval_samples=None)
+    train, evaluation = load_prompt_datasets(cfg)
+    assert (len(train), len(evaluation)) == (20, 10)
+    assert train[0]["prompt"][0] == {"role": "system", "content": "Be brief."}
+    assert train[0]["prompt"][1]["role"] == "user" and train[0]["answer"].startswith("It is")
+
+
+def test_local_gsm8k_copy_with_separate_eval_file(tmp_path):
+    from pathlib import Path
+
+    data = Path(__file__).parent.parent / "data" / "gsm8k_test_300.jsonl"
+    cfg = dataset_cfg(source=str(data), eval_source=str(data), max_train_samples=40, max_eval_samples=8,
+                      prompt_column="question", chat=True)
+    train, evaluation = load_prompt_datasets(cfg)
+    assert (len(train), len(evaluation)) == (40, 8)
+
+
+def test_missing_file_is_named():
+    with pytest.raises(DataError, match="dataset file not found: /no/such/file.jsonl"):
+        load_prompt_datasets(dataset_cfg(source="/no/such/file.jsonl"))
+
+
+def test_row_missing_gold_names_the_row(rows_file):
+    rows = [{"question": "1+1=", "answer": "2"}] * 5 + [{"question": "2+2="}] + [{"question": "3+3=", "answer": "6"}]
+    with pytest.raises(DataError, match="row 5 has no value in column 'answer'"):
+        load_prompt_datasets(dataset_cfg(source=str(rows_file(rows)), eval_holdout=0))
+
+
+def test_missing_column_lists_the_columns(rows_file):
+    path = rows_file([{"problem": "1+1=", "answer": "2"}] * 3)
+    with pytest.raises(DataError, match=r"has no column 'question' \(columns: problem, answer\)"):
+        load_prompt_datasets(dataset_cfg(source=str(path), eval_holdout=0))
+
+
+def test_malformed_json_line_is_named(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"question": "1", "answer": "1"}) + "\n{not json\n")
+    with pytest.raises(DataError, match="line 2"):
+        load_prompt_datasets(dataset_cfg(source=str(path), eval_holdout=0))
+
+
+def test_prompt_template_naming_a_missing_column(rows_file):
+    path = rows_file([{"question": "1+1=", "answer": "2"}] * 3)
+    with pytest.raises(DataError, match="row 0: dataset.prompt_template"):
+        load_prompt_datasets(dataset_cfg(source=str(path), eval_holdout=0, prompt_template="{problem}"))
+
+
+def test_unknown_builtin_generator():
+    with pytest.raises(DataError, match="unknown built-in dataset 'builtin:nope'"):
+        load_prompt_datasets(dataset_cfg(source="builtin:nope"))

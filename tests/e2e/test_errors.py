@@ -1,0 +1,53 @@
+"""Bad input at the command line: one line on stderr naming the culprit, exit code 2, no traceback."""
+
+import pytest
+
+from conftest import TINY_RUN, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def one_line_error(result) -> str:
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("rlvr: error:")]
+    assert len(errors) == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    return errors[0]
+
+
+def test_dataset_path_that_does_not_exist(tmp_path):
+    line = one_line_error(run_cli("rlvr.run", *TINY_RUN, "dataset.source=/nope/train.jsonl",
+                                  f"hydra.run.dir={tmp_path}"))
+    assert "dataset file not found: /nope/train.jsonl" in line
+
+
+def test_row_missing_the_gold_column(tmp_path):
+    data = tmp_path / "rows.jsonl"
+    data.write_text('{"question": "1+1=", "answer": "2"}\n{"question": "2+2="}\n')
+    line = one_line_error(run_cli("rlvr.run", *TINY_RUN, f"dataset.source={data}", "dataset.eval_holdout=0",
+                                  f"hydra.run.dir={tmp_path / 'run'}"))
+    assert "row 1 has no value in column 'answer'" in line
+
+
+def test_hub_model_while_offline(tmp_path):
+    line = one_line_error(run_cli("rlvr.run", *TINY_RUN, "model=qwen2.5_0.5b_instruct",
+                                  f"hydra.run.dir={tmp_path}", env={"HF_HOME": str(tmp_path / "hf")}))
+    assert "model 'Qwen/Qwen2.5-0.5B-Instruct' is a Hub name" in line and "pass a local path" in line
+
+
+def test_hub_dataset_while_offline(tmp_path):
+    line = one_line_error(run_cli("rlvr.run", *TINY_RUN, "dataset=gsm8k", f"hydra.run.dir={tmp_path}",
+                                  env={"HF_HOME": str(tmp_path / "hf")}))
+    assert "cannot load Hub dataset 'openai/gsm8k'" in line and "pass a local file" in line
+
+
+def test_batch_not_divisible_by_generations(tmp_path):
+    line = one_line_error(run_cli("rlvr.run", *TINY_RUN, "algorithm.num_generations=5",
+                                  f"hydra.run.dir={tmp_path}"))
+    assert "divisible by num_generations" in line
+
+
+def test_unknown_trl_passthrough_field(tmp_path):
+    line = one_line_error(run_cli("rlvr.run", *TINY_RUN, "+algorithm.trl.temprature=1",
+                                  f"hydra.run.dir={tmp_path}"))
+    assert "algorithm.trl.temprature is not a GRPOConfig field (did you mean 'temperature'?)" in line

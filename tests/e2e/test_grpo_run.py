@@ -1,0 +1,105 @@
+"""Whole runs through `python -m rlvr.run`, as a user types them (offline, CPU)."""
+
+import json
+
+import pytest
+
+from conftest import TINY_RUN, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    result = run_cli("rlvr.run", *TINY_RUN, f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+def test_run_writes_every_artefact(tiny_run):
+    for name in ["config_resolved.yaml", ".hydra/config.yaml", "metrics.json", "metrics.jsonl", "rollouts.jsonl",
+                 "eval/before.jsonl", "eval/after.jsonl", "plots/reward.png", "plots/accuracy.png",
+                 "final_model/model.safetensors", "final_model/tokenizer.json", "checkpoints/checkpoint-4"]:
+        assert (tiny_run / name).exists(), name
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    for key in ["eval_before_accuracy", "eval_after_accuracy", "eval_after_mean_new_tokens",
+                "train_reward_first20", "train_reward_last20", "train_steps"]:
+        assert key in metrics, key
+    assert metrics["train_steps"] == 4
+
+
+def test_rollouts_record_each_completion(tiny_run):
+    rows = read_jsonl(tiny_run / "rollouts.jsonl")
+    assert len(rows) == 4 * 16  # steps x completions per step
+    assert {r["step"] for r in rows} == {0, 1, 2, 3}
+    for row in rows:
+        assert set(row) >= {"prompt_id", "prompt", "completion", "prediction", "gold", "rewards", "reward", "correct"}
+        assert row["correct"] == (row["rewards"]["gsm8k_flexible"] == 1.0)
+        a, b = row["prompt"].rstrip("=").split("+")
+        assert int(row["gold"]) == int(a) + int(b)
+
+
+def test_metrics_log_reward_stats_per_function(tiny_run):
+    logged = [m for m in read_jsonl(tiny_run / "metrics.jsonl") if "reward" in m]
+    assert [m["step"] for m in logged] == [1, 2, 3, 4]
+    for key in ["rewards/gsm8k_flexible/mean", "rewards/gsm8k_flexible/std",
+                "rewards/gsm8k_flexible/timeout_frac", "rewards/gsm8k_flexible/unparsable_frac"]:
+        assert key in logged[0], key
+
+
+def test_eval_rows_match_the_eval_split(tiny_run):
+    before = read_jsonl(tiny_run / "eval/before.jsonl")
+    assert len(before) == 16
+    accuracy = sum(bool(r["correct"]) for r in before) / len(before)
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    assert metrics["eval_before_accuracy"] == pytest.approx(accuracy)
+
+
+def test_final_model_reloads_and_generates(tiny_run):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_run / "final_model")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_run / "final_model")
+    ids = tokenizer("2+3=", return_tensors="pt")
+    out = model.generate(**ids, max_new_tokens=3, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    assert out.shape[1] > ids["input_ids"].shape[1]
+
+
+def test_per_prompt_plot_command(tiny_run):
+    result = run_cli("rlvr.plots", str(tiny_run), "--per-prompt")
+    assert result.returncode == 0, result.stderr
+    assert (tiny_run / "plots" / "per_prompt_accuracy.png").stat().st_size > 1000
+
+
+def test_two_job_sweep(tmp_path):
+    result = run_cli("rlvr.run", "-m", *TINY_RUN, "algorithm.max_steps=2", "algorithm.beta=0.0,0.04",
+                     f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
+    assert [p.name for p in jobs] == ["0", "1"]
+    betas = [float((p / "config_resolved.yaml").read_text().split("beta: ")[1].split()[0]) for p in jobs]
+    assert betas == [0.0, 0.04]
+    for job in jobs:
+        assert json.loads((job / "metrics.json").read_text())["train_steps"] == 2
+
+
+def test_lora_run(tmp_path):
+    result = run_cli("rlvr.run", *TINY_RUN, "model.lora.enabled=true", "model.lora.r=4",
+                     "algorithm.save_steps=0", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "final_model" / "adapter_config.json").exists()
+
+
+def test_default_run_learns(tmp_path):
+    """The offline default (`make run`): the sampled reward and greedy accuracy rise."""
+    result = run_cli("rlvr.run", "logging=disabled", f"hydra.run.dir={tmp_path}", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    print({k: round(v, 3) for k, v in m.items()})
+    assert m["train_reward_last20"] > m["train_reward_first20"] + 0.15
+    assert m["eval_after_accuracy"] > m["eval_before_accuracy"] + 0.15

@@ -1,0 +1,65 @@
+"""GSM8K strict/flexible rewards on real GSM8K solutions (tests/data/gsm8k_test_300.jsonl)."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from rlvr.rewards.answers import gold_answer, last_number, normalize_number
+from rlvr.rewards.numeric import FinalLineReward, LastNumberReward
+
+ROWS = [json.loads(line) for line in (Path(__file__).parent.parent / "data" / "gsm8k_test_300.jsonl").open()]
+
+
+def test_gold_answer_extracts_every_gsm8k_number():
+    for row in ROWS:
+        expected = row["answer"].split("####")[-1].strip().replace(",", "")
+        assert gold_answer(row["answer"]) == expected
+        assert normalize_number(expected) is not None, expected
+
+
+def test_flexible_scores_every_gold_solution_correct():
+    reward = LastNumberReward(name="flex")
+    values = reward(completions=[r["answer"] for r in ROWS], answer=[r["answer"] for r in ROWS])
+    assert values == [1.0] * len(ROWS)
+
+
+def test_strict_scores_every_final_line_correct_and_wrong_numbers_0_1():
+    completions = [re.sub(r"####\s*(.+)$", r"Final: \1", r["answer"]) for r in ROWS]
+    reward = FinalLineReward(name="strict")
+    assert reward(completions=completions, answer=[r["answer"] for r in ROWS]) == [1.0] * len(ROWS)
+    shifted = [ROWS[(i + 1) % len(ROWS)]["answer"] for i in range(len(ROWS))]
+    expected = [1.0 if gold_answer(a) == gold_answer(b["answer"]) else 0.1 for a, b in zip(shifted, ROWS)]
+    assert reward(completions=completions, answer=shifted) == expected
+
+
+@pytest.mark.parametrize(("completion", "reward", "reason"), [
+    ("steps\nFinal: 42", 1.0, "correct"),
+    ("steps\nFinal: 42.0\n\n", 1.0, "correct"),
+    ("Final: 1,042", 0.1, "wrong"),
+    ("Final: 42\nmore text after", 0.0, "missing"),
+    ("the answer is 42", 0.0, "missing"),
+    ("Final: forty-two", 0.0, "unparsable"),
+    ("", 0.0, "missing"),
+])
+def test_strict_cases(completion, reward, reason):
+    scorer = FinalLineReward()
+    [outcome] = scorer.score([completion], ["42"])
+    assert (outcome.reward, outcome.reason) == (reward, reason)
+
+
+def test_flexible_cases_and_numbers():
+    scorer = LastNumberReward()
+    outcomes = scorer.score(["so 3 + 4 = 7", "no digits", "x = -2.50", "1,000 apples"], ["7", "7", "-2.5", "1000"])
+    assert [o.reward for o in outcomes] == [1.0, 0.0, 1.0, 1.0]
+    assert outcomes[1].reason == "missing"
+    assert last_number("a 12 b 0.5.") == "0.5"
+    assert normalize_number("$1,000.50") == "1000.5" and normalize_number("007") == "7"
+
+
+def test_a_reward_without_gold_column_says_so():
+    from rlvr.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs an 'answer' column"):
+        LastNumberReward(name="flex")(completions=["1"])

@@ -1,0 +1,51 @@
+"""The built-in tiny model and tokenizer, and loading a policy from a local directory."""
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from rlvr.config import ModelConfig
+from rlvr.errors import ModelLoadError
+from rlvr.models import build_tiny_tokenizer, load_policy
+
+
+def test_tiny_tokenizer_round_trips_any_text():
+    tokenizer = build_tiny_tokenizer()
+    for text in ["3+5=8", "héllo wörld ∑ 🙂", "Final: 42\n"]:
+        assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
+    assert tokenizer.pad_token_id != tokenizer.eos_token_id
+
+
+def test_tiny_model_is_deterministic_per_seed():
+    cfg = OmegaConf.structured(ModelConfig)
+    first, _ = load_policy(cfg, seed=1)
+    second, _ = load_policy(cfg, seed=1)
+    third, _ = load_policy(cfg, seed=2)
+    w = lambda m: m.model.embed_tokens.weight
+    assert torch.equal(w(first), w(second)) and not torch.equal(w(first), w(third))
+
+
+def test_policy_loads_from_a_local_directory(tmp_path):
+    model, tokenizer = load_policy(OmegaConf.structured(ModelConfig), seed=0)
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), {"name_or_path": str(tmp_path)})
+    loaded, loaded_tokenizer = load_policy(cfg, seed=0)
+    ids = tokenizer("1+2=", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert torch.allclose(model(ids).logits, loaded(ids).logits)
+    assert loaded_tokenizer.eos_token_id == tokenizer.eos_token_id
+
+
+def test_missing_local_directory_is_named():
+    cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), {"name_or_path": "/no/such/model"})
+    with pytest.raises(ModelLoadError, match="model directory not found: /no/such/model"):
+        load_policy(cfg, seed=0)
+
+
+def test_hub_name_offline_says_to_pass_a_local_path(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache
+    cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), {"name_or_path": "Qwen/Qwen2.5-0.5B-Instruct"})
+    with pytest.raises(ModelLoadError, match="pass a local path .* or go online"):
+        load_policy(cfg, seed=0)
