@@ -60,8 +60,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
     from rlvr.hardware import apply_threads
 
     import datasets
+    import transformers
 
-    datasets.disable_progress_bars()  # per-map bars drown the training progress bar
+    datasets.disable_progress_bars()  # per-map and per-save bars drown the training progress bar
+    transformers.utils.logging.disable_progress_bar()
     set_seed(cfg.seed)
     apply_threads(cfg.hardware)
     return recipe(cfg, run_dir)

@@ -65,16 +65,33 @@ def setup_wandb(logging_cfg, run_dir: Path, run_name: str) -> list[str]:
 
 
 def metrics_callback(path: Path):
-    """A transformers TrainerCallback writing every logged dict, with its step, to metrics.jsonl."""
+    """A transformers TrainerCallback writing every logged dict, with its step, to metrics.jsonl.
+
+    Each row also carries `step_seconds`: wall time from the end of the previous optimizer step
+    to the end of this one (generation, rewards, backward, optimizer, logging: all of it).
+    """
+    import time
+
     from transformers import TrainerCallback
 
     class MetricsJsonl(TrainerCallback):
         def __init__(self):
             self.writer = JsonlWriter(path)
+            self.last_end = None
+            self.step_seconds = None
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            if self.last_end is None:
+                self.last_end = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            now = time.perf_counter()
+            self.step_seconds, self.last_end = now - self.last_end, now
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if state.is_world_process_zero and logs:
-                self.writer.write([{"step": state.global_step, **logs}])
+                timing = {"step_seconds": self.step_seconds} if "loss" in logs and self.step_seconds else {}
+                self.writer.write([{"step": state.global_step, **logs, **timing}])
 
         def on_train_end(self, args, state, control, **kwargs):
             self.writer.close()
@@ -88,3 +105,31 @@ def phase_means(values: list[float], fraction: float = 0.2) -> tuple[float, floa
         return float("nan"), float("nan")
     k = max(1, int(len(values) * fraction))
     return sum(values[:k]) / k, sum(values[-k:]) / k
+
+
+PROGRESS_KEYS = {"reward": "reward", "loss": "loss", "kl": "kl", "completions/mean_length": "len"}
+
+
+def compact_progress_callback():
+    """TRL's progress bar with the key numbers as its postfix, instead of a printed dict per step."""
+    from transformers.trainer_callback import ProgressCallback
+
+    class CompactProgress(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and self.training_bar is not None and logs:
+                shown = {short: f"{logs[key]:.3g}" for key, short in PROGRESS_KEYS.items()
+                         if isinstance(logs.get(key), (int, float))}
+                if shown:
+                    self.training_bar.set_postfix(shown, refresh=False)
+
+    return CompactProgress()
+
+
+def close_wandb(metrics: dict) -> None:
+    """Put the final metrics in the wandb run summary and finish it (one wandb run per sweep job)."""
+    import sys
+
+    wandb = sys.modules.get("wandb")  # imported by transformers' callback only when it reports to wandb
+    if wandb is not None and wandb.run is not None:
+        wandb.run.summary.update(metrics)
+        wandb.finish()

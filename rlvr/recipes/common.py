@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rlvr import hardware
-from rlvr.tracking import phase_means, read_jsonl, write_json
+from rlvr.tracking import close_wandb, phase_means, read_jsonl, write_json
 
 log = logging.getLogger(__name__)
 
@@ -85,4 +85,5 @@ def finish(cfg, run_dir: Path, metrics: dict[str, Any]) -> dict[str, float]:
         plot_run(run_dir)
     flat = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None}
     write_json(run_dir / "metrics.json", flat)
+    close_wandb(flat)
     return flat

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from rlvr.config import AlgorithmConfig
 from rlvr.errors import ConfigError
 from rlvr.recipes.common import evaluate, finish, save_reference_policy, setup_policy, training_curve_summary
-from rlvr.tracking import JsonlWriter, metrics_callback, setup_wandb
+from rlvr.tracking import JsonlWriter, compact_progress_callback, metrics_callback, setup_wandb
 
 log = logging.getLogger(__name__)
 # AlgorithmConfig fields that are rlvr's, not GRPOConfig's.
@@ -49,6 +49,8 @@ def grpo_config(cfg, run_dir: Path, report_to: list[str], trainer_kwargs: dict):
 
 
 def train(cfg, run_dir: Path) -> dict[str, float]:
+    from transformers.trainer_callback import ProgressCallback
+
     from rlvr.models import lora_config
     from rlvr.trainers.grpo import RolloutLoggingGRPOTrainer
 
@@ -66,6 +68,8 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
         processing_class=setup.tokenizer, peft_config=lora_config(cfg.model),
         callbacks=[metrics_callback(run_dir / "metrics.jsonl")], rollout_writer=rollouts,
     )
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(compact_progress_callback())
     started = time.perf_counter()
     result = trainer.train()
     metrics["train_seconds"] = time.perf_counter() - started

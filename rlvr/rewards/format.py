@@ -24,7 +24,7 @@ class ThinkFormatReward(Reward):
         for text in completions:
             if "<think>" not in text:
                 outcomes.append(Outcome(0.0, "missing"))
-            elif THINK_THEN_ANSWER.match(text):
+            elif (match := THINK_THEN_ANSWER.match(text)) and "think>" not in match.group("answer"):
                 outcomes.append(Outcome(self.reward, "ok"))
             else:
                 outcomes.append(Outcome(0.0, "unparsable"))

@@ -1,0 +1,97 @@
+"""`make bench`: measured numbers, printed as a table and written to bench-results.json.
+
+- cfg_job_seconds: wall time of `python -m rlvr.run --cfg job` (median of 5).
+- grpo_step_ratio_vs_trl: median GRPO step wall time of rlvr / of a plain TRL script
+  (tests/benchmarks/trl_plain_grpo.py), same tiny model, data and settings, each in a fresh
+  subprocess with the same environment, steps 6.. of STEPS (the first 5 are warm-up).
+- verify_speedup_parallel_vs_serial: math_verify throughput on MATH-500 gold solutions, the
+  worker pool (2 workers, hard time limit) over in-process serial verification.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+STEPS = int(os.environ.get("BENCH_STEPS", "40"))
+WARMUP_STEPS = 5
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+
+
+def run(args: list[str]) -> float:
+    started = time.perf_counter()
+    subprocess.run([sys.executable, *args], cwd=ROOT, env=ENV, check=True, capture_output=True, text=True)
+    return time.perf_counter() - started
+
+
+def median_step_seconds(metrics_path: Path) -> float:
+    rows = [json.loads(line) for line in metrics_path.read_text().splitlines()]
+    times = [r["step_seconds"] for r in rows if "step_seconds" in r and r["step"] > WARMUP_STEPS]
+    if len(times) < 10:
+        raise RuntimeError(f"only {len(times)} timed steps in {metrics_path}")
+    return statistics.median(times)
+
+
+def bench_cfg_job() -> dict:
+    times = sorted(run(["-m", "rlvr.run", "--cfg", "job"]) for _ in range(5))
+    return {"cfg_job_seconds": times[2]}
+
+
+def bench_grpo_step() -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        run(["-m", "rlvr.run", "logging=disabled", "logging.plots=false", "logging.rollouts=true",
+             "eval.before=false", "eval.after=false", "model.warmup_sft_steps=0", "algorithm.save_steps=0",
+             f"algorithm.max_steps={STEPS}", f"hydra.run.dir={tmp / 'rlvr'}"])
+        run([str(ROOT / "tests" / "benchmarks" / "trl_plain_grpo.py"), str(tmp / "trl"), str(STEPS)])
+        rlvr_step = median_step_seconds(tmp / "rlvr" / "metrics.jsonl")
+        trl_step = median_step_seconds(tmp / "trl" / "metrics.jsonl")
+    return {"grpo_step_seconds_rlvr": rlvr_step, "grpo_step_seconds_trl": trl_step,
+            "grpo_step_ratio_vs_trl": rlvr_step / trl_step}
+
+
+def bench_verify() -> dict:
+    from rlvr.data import builtin_data_path
+    from rlvr.rewards.math import MathVerifyReward
+
+    rows = [json.loads(line) for line in open(builtin_data_path("math500/test.jsonl"), encoding="utf-8")]
+    completions, golds = [r["solution"] for r in rows], [r["answer"] for r in rows]
+    serial, parallel = MathVerifyReward(workers=0), MathVerifyReward(workers=2, timeout_s=5.0)
+    parallel.score(completions[:4], golds[:4])  # start the pool outside the timing
+    serial.score(completions[:4], golds[:4])  # import math_verify outside the timing
+    started = time.perf_counter()
+    serial_out = serial.score(completions, golds)
+    serial_s = time.perf_counter() - started
+    started = time.perf_counter()
+    parallel_out = parallel.score(completions, golds)
+    parallel_s = time.perf_counter() - started
+    parallel.pool.close()
+    assert [o.reward for o in serial_out] == [o.reward for o in parallel_out], "pool changed a verdict"
+    return {"verify_per_s_serial": len(rows) / serial_s, "verify_per_s_parallel": len(rows) / parallel_s,
+            "verify_speedup_parallel_vs_serial": serial_s / parallel_s}
+
+
+def main() -> None:
+    results: dict[str, float] = {}
+    for bench in (bench_cfg_job, bench_grpo_step, bench_verify):
+        print(f"running {bench.__name__} ...", file=sys.stderr, flush=True)
+        results |= bench()
+    path = ROOT / "bench-results.json"
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps(previous | results, indent=2) + "\n")
+    width = max(map(len, results))
+    print(f"{'measure'.ljust(width)}  value")
+    for name, value in results.items():
+        print(f"{name.ljust(width)}  {value:.4g}")
+    print(f"(written to {path})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""The baseline for `make bench`: a plain TRL GRPOTrainer script, as a TRL user would write it.
+
+Same tiny model (built by the same code), same arithmetic data, same GRPOConfig values as rlvr's
+bench run; step wall times are taken by the same callback rlvr uses (metrics.jsonl, step_seconds).
+
+    python tests/benchmarks/trl_plain_grpo.py OUT_DIR STEPS
+"""
+
+import re
+import sys
+from pathlib import Path
+
+from datasets import Dataset
+from omegaconf import OmegaConf
+from transformers import set_seed
+from trl import GRPOConfig, GRPOTrainer
+
+from rlvr.config import TinyModelConfig
+from rlvr.data.arithmetic import generate
+from rlvr.models import build_tiny_model, build_tiny_tokenizer
+from rlvr.tracking import metrics_callback
+
+
+def last_number_reward(completions, answer, **kwargs):
+    rewards = []
+    for completion, gold in zip(completions, answer):
+        numbers = re.findall(r"-?\d+", completion)
+        rewards.append(1.0 if numbers and numbers[-1] == gold else 0.0)
+    return rewards
+
+
+def main(out_dir: Path, steps: int) -> None:
+    set_seed(0)
+    tokenizer = build_tiny_tokenizer()
+    model = build_tiny_model(OmegaConf.structured(TinyModelConfig), tokenizer, seed=0)
+    rows = generate(num_train=2000, num_eval=1, seed=0)["train"]
+    train = Dataset.from_list([{"prompt": r["question"], "answer": r["answer"]} for r in rows])
+    args = GRPOConfig(
+        output_dir=str(out_dir / "trl"), max_steps=steps, learning_rate=3e-4, lr_scheduler_type="constant",
+        per_device_train_batch_size=64, num_generations=8, max_completion_length=6, temperature=1.0,
+        beta=0.0, loss_type="dapo", logging_steps=1, save_strategy="no", report_to=[], use_cpu=True,
+        bf16=False, seed=0,
+    )
+    trainer = GRPOTrainer(model=model, reward_funcs=last_number_reward, args=args, train_dataset=train,
+                          processing_class=tokenizer, callbacks=[metrics_callback(out_dir / "metrics.jsonl")])
+    trainer.train()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), int(sys.argv[2]))

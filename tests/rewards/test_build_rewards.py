@@ -1,0 +1,49 @@
+"""`reward.functions` entries become TRL-signature callables: built-in classes and users' plain functions."""
+
+import pytest
+
+from rlvr.errors import ConfigError
+from rlvr.rewards import build_rewards
+from rlvr.rewards.format import ThinkFormatReward
+
+
+def brevity(completions, max_chars=200, **kwargs):
+    return [1.0 if len(c) <= max_chars else 0.0 for c in completions]
+
+
+def test_user_plain_function_with_arguments():
+    [reward] = build_rewards({"brevity": {"_target_": f"{__name__}.brevity", "weight": 0.1, "max_chars": 3}})
+    assert (reward.name, reward.weight, reward.fn.__name__) == ("brevity", 0.1, "brevity")
+    assert reward.fn(prompts=["p", "p"], completions=["abc", "abcd"], completion_ids=None, answer=["1", "1"]) == [1.0, 0.0]
+
+
+def test_builtin_class_gets_name_and_arguments():
+    [reward] = build_rewards({"strict": {"_target_": "rlvr.rewards.numeric.FinalLineReward", "wrong": 0.25}})
+    assert reward.fn(completions=["Final: 3"], answer=["4"]) == [0.25]
+    assert reward.fn.__name__ == "strict" and reward.weight == 1.0
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ({"_target_": "no.such.module.fn"}, "cannot import 'no.such.module.fn'"),
+    ({"weight": 1.0}, "has no _target_"),
+    ({"_target_": "rlvr.rewards.numeric.FinalLineReward", "wrnog": 0.1}, "unexpected keyword argument 'wrnog'"),
+])
+def test_bad_entries_name_the_reward(entry, message):
+    with pytest.raises(ConfigError, match=message):
+        build_rewards({"mine": entry})
+
+
+def test_no_rewards_is_an_error():
+    with pytest.raises(ConfigError, match="no reward functions configured"):
+        build_rewards({})
+
+
+@pytest.mark.parametrize(("text", "reward", "reason"), [
+    ("<think>add 2 and 2</think> 4", 1.0, "ok"),
+    ("<think>a</think><think>b</think> 4", 0.0, "unparsable"),
+    ("<think>no answer</think>   ", 0.0, "unparsable"),
+    ("just 4", 0.0, "missing"),
+])
+def test_think_format(text, reward, reason):
+    [outcome] = ThinkFormatReward().score([text], [None])
+    assert (outcome.reward, outcome.reason) == (reward, reason)
