@@ -55,6 +55,19 @@ class ModelConfig:
 
 
 @dataclass
+class PreferenceConfig:
+    """Preference pairs (algorithm=reward_model): TRL message lists, raw HH transcripts, or strings."""
+
+    chosen_column: str = "chosen"
+    rejected_column: str = "rejected"
+    prompt_column: str | None = None  # without one, the turns chosen and rejected share are the prompt
+    chat_template: str = "tokenizer"  # tokenizer | simple_concat_with_space | simple_chat
+    max_token_length: int | None = None  # drop pairs whose prompt + answer is longer
+    max_prompt_token_length: int | None = None
+    sanity_check: bool = False  # keep 100 pairs: a fast end-to-end check of a new setup
+
+
+@dataclass
 class DatasetConfig:
     name: str = "arithmetic"
     # "builtin:<generator>", a Hub dataset name, or a local .json/.jsonl/.parquet file.
@@ -75,6 +88,9 @@ class DatasetConfig:
     max_eval_samples: int | None = 100
     shuffle_seed: int = 0
     generator: dict[str, Any] = field(default_factory=dict)  # arguments of a builtin generator
+    # {name_or_path: fraction (<= 1.0) or count (> 1)}: train on a mixture instead of `source`.
+    mixer: dict[str, Any] = field(default_factory=dict)
+    preference: PreferenceConfig = field(default_factory=lambda: PreferenceConfig())
 
 
 @dataclass
@@ -85,9 +101,12 @@ class RewardConfig:
 
 @dataclass
 class AlgorithmConfig:
-    """GRPO hyper-parameters, named exactly as TRL's `GRPOConfig` names them."""
+    """The recipe (`name`) and its hyper-parameters, named exactly as TRL's configs name them.
 
-    name: str = "grpo"
+    One schema for every recipe: each recipe passes TRL the fields its TRL config has.
+    """
+
+    name: str = "grpo"  # grpo | reward_model
     learning_rate: float = 1e-6
     lr_scheduler_type: str = "constant"
     warmup_steps: float = 0  # an int counts steps; a float < 1 is a fraction of max_steps
@@ -96,7 +115,10 @@ class AlgorithmConfig:
     optim: str = "adamw_torch"
     max_steps: int = 100
     num_train_epochs: float = 1.0
-    per_device_train_batch_size: int = 8  # completions, not prompts
+    per_device_train_batch_size: int = 8  # GRPO: completions, not prompts; reward_model: pairs
+    per_device_eval_batch_size: int = 8
+    eval_steps: int | None = None  # reward_model: evaluate every N steps (None: at the end only)
+    center_rewards_coefficient: float | None = None  # reward_model: pull mean reward towards 0
     gradient_accumulation_steps: int = 1
     generation_batch_size: int | None = None
     steps_per_generation: int | None = None
@@ -117,7 +139,7 @@ class AlgorithmConfig:
     logging_steps: int = 1
     save_steps: int = 0  # 0: only the final model
     save_total_limit: int | None = 2
-    # Any other GRPOConfig field, passed through unchanged (checked against TRL at start-up).
+    # Any other field of the recipe's TRL config, passed through unchanged (checked at start-up).
     trl: dict[str, Any] = field(default_factory=dict)
 
 

@@ -14,28 +14,37 @@ def _prompt_texts(prompts, tokenizer) -> list[str]:
     return list(prompts)
 
 
-def greedy_eval(model, tokenizer, dataset, rewards, max_new_tokens: int, batch_size: int, out_path: Path, label: str) -> dict:
-    """Accuracy (first verifier's judgement), mean weighted reward and mean new tokens on `dataset`."""
+def generate(model, tokenizer, prompts, max_new_tokens: int, do_sample: bool = False) -> tuple[list[str], list[int]]:
+    """Completions (text) and their new-token counts for a batch of prompts (text or chat messages)."""
     import torch
-    from tqdm.auto import tqdm
 
     device = next(model.parameters()).device
+    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        texts = _prompt_texts(prompts, tokenizer)
+        encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        with torch.inference_mode():
+            generated = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=do_sample,
+                                       pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    finally:
+        tokenizer.padding_side = padding_side
+    new_tokens = generated[:, encoded["input_ids"].shape[1]:]
+    lengths = (new_tokens != tokenizer.pad_token_id).sum(dim=1).tolist()
+    return tokenizer.batch_decode(new_tokens, skip_special_tokens=True), lengths
+
+
+def greedy_eval(model, tokenizer, dataset, rewards, max_new_tokens: int, batch_size: int, out_path: Path, label: str) -> dict:
+    """Accuracy (first verifier's judgement), mean weighted reward and mean new tokens on `dataset`."""
+    from tqdm.auto import tqdm
+
     was_training = model.training
     model.eval()
-    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
     writer = JsonlWriter(out_path)
     correct_count = reward_sum = token_sum = 0.0
     try:
         for start in tqdm(range(0, len(dataset), batch_size), desc=f"eval ({label})", leave=False):
             batch = dataset[start:start + batch_size]
-            texts = _prompt_texts(batch["prompt"], tokenizer)
-            encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-            with torch.inference_mode():
-                generated = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False,
-                                           pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-            new_tokens = generated[:, encoded["input_ids"].shape[1]:]
-            lengths = (new_tokens != tokenizer.pad_token_id).sum(dim=1).tolist()
-            completions = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            completions, lengths = generate(model, tokenizer, batch["prompt"], max_new_tokens)
             columns = {k: v for k, v in batch.items() if k != "prompt"}
             per_func = {r.name: r.fn(prompts=batch["prompt"], completions=completions, **columns) for r in rewards}
             correct = primary_correctness(rewards)
@@ -52,7 +61,6 @@ def greedy_eval(model, tokenizer, dataset, rewards, max_new_tokens: int, batch_s
             writer.write(rows)
     finally:
         writer.close()
-        tokenizer.padding_side = padding_side
         model.train(was_training)
     n = max(len(dataset), 1)
     return {f"eval_{label}_accuracy": correct_count / n, f"eval_{label}_reward": reward_sum / n,

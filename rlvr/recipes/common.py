@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rlvr import hardware
+from rlvr.errors import ConfigError
 from rlvr.tracking import close_wandb, phase_means, read_jsonl, write_json
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,37 @@ class PolicySetup:
     rewards: list
     trainer_kwargs: dict
     warmup_loss: float | None = None
+
+
+# AlgorithmConfig fields that are rlvr's, not TRL's.
+NOT_TRL = {"name", "trl", "save_steps", "eval_steps"}
+
+
+def trl_config(config_class, cfg, run_dir: Path, report_to: list[str], trainer_kwargs: dict, **extra):
+    """A TRL config (GRPOConfig, RewardConfig, ...) from `cfg.algorithm`: the fields that class has,
+    plus `algorithm.trl.*` passed through, plus the hardware arguments. One-line errors."""
+    import dataclasses
+    import difflib
+
+    from omegaconf import OmegaConf
+
+    algorithm = OmegaConf.to_container(cfg.algorithm, resolve=True)
+    known = {f.name for f in dataclasses.fields(config_class)}
+    for key in algorithm["trl"]:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            raise ConfigError(f"algorithm.trl.{key} is not a {config_class.__name__} field"
+                              + (f" (did you mean '{close[0]}'?)" if close else ""))
+    knobs = {k: v for k, v in algorithm.items() if k in known and k not in NOT_TRL}
+    save_steps, eval_steps = algorithm["save_steps"], algorithm["eval_steps"]
+    schedule = {"save_strategy": "steps" if save_steps > 0 else "no", "save_steps": save_steps if save_steps > 0 else 500}
+    if eval_steps:
+        schedule |= {"eval_strategy": "steps", "eval_steps": eval_steps}
+    try:
+        return config_class(output_dir=str(run_dir / "checkpoints"), seed=cfg.seed, report_to=report_to,
+                            run_name=run_dir.name, **schedule, **knobs, **trainer_kwargs, **extra, **algorithm["trl"])
+    except ValueError as exc:  # TRL's own consistency checks (batch divisibility, ...), in one line
+        raise ConfigError(f"algorithm: {' '.join(str(exc).split())}") from exc
 
 
 def setup_policy(cfg) -> PolicySetup:
@@ -42,6 +74,15 @@ def setup_policy(cfg) -> PolicySetup:
 
         setup.warmup_loss = sft_warmup(model, tokenizer, train, cfg, trainer_kwargs, cfg.seed)
     return setup
+
+
+def calibrate_rewards(cfg, setup: PolicySetup, run_dir: Path) -> None:
+    """Let rewards that normalise by the starting policy's outputs (hybrid) see a few of them."""
+    for reward in setup.rewards:
+        if getattr(reward.fn, "needs_calibration", False):
+            setup.model.to(hardware.torch_device(cfg.hardware))
+            reward.fn.calibrate(setup.model, setup.tokenizer, setup.train["prompt"], cfg.algorithm.max_completion_length,
+                                run_dir / f"{reward.name}_calibration.json")
 
 
 def save_reference_policy(setup: PolicySetup, run_dir: Path) -> None:

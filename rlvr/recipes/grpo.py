@@ -2,62 +2,30 @@
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import logging
 import time
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
-from rlvr.config import AlgorithmConfig
-from rlvr.errors import ConfigError
-from rlvr.recipes.common import evaluate, finish, save_reference_policy, setup_policy, training_curve_summary
+from rlvr.recipes.common import (
+    calibrate_rewards, evaluate, finish, save_reference_policy, setup_policy, trl_config, training_curve_summary,
+)
 from rlvr.tracking import JsonlWriter, compact_progress_callback, metrics_callback, setup_wandb
 
 log = logging.getLogger(__name__)
-# AlgorithmConfig fields that are rlvr's, not GRPOConfig's.
-NOT_TRL = {"name", "trl", "save_steps"}
-
-
-def grpo_config(cfg, run_dir: Path, report_to: list[str], trainer_kwargs: dict):
-    """A GRPOConfig whose every field comes from `cfg.algorithm` (TRL names) and `cfg.hardware`."""
-    from trl import GRPOConfig
-
-    algorithm = OmegaConf.to_container(cfg.algorithm, resolve=True)
-    knobs = {f.name: algorithm[f.name] for f in dataclasses.fields(AlgorithmConfig) if f.name not in NOT_TRL}
-    known = {f.name for f in dataclasses.fields(GRPOConfig)}
-    for key in algorithm["trl"]:
-        if key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=1)
-            raise ConfigError(f"algorithm.trl.{key} is not a GRPOConfig field" + (f" (did you mean '{close[0]}'?)" if close else ""))
-    save_steps = algorithm["save_steps"]
-    try:
-        return GRPOConfig(
-            output_dir=str(run_dir / "checkpoints"),
-            seed=cfg.seed,
-            report_to=report_to,
-            run_name=run_dir.name,
-            save_strategy="steps" if save_steps > 0 else "no",
-            save_steps=save_steps if save_steps > 0 else 500,
-            **knobs,
-            **trainer_kwargs,
-            **algorithm["trl"],
-        )
-    except ValueError as exc:  # TRL's own consistency checks (batch divisibility, ...), in one line
-        raise ConfigError(f"algorithm: {' '.join(str(exc).split())}") from exc
 
 
 def train(cfg, run_dir: Path) -> dict[str, float]:
     from transformers.trainer_callback import ProgressCallback
+    from trl import GRPOConfig
 
     from rlvr.models import lora_config
     from rlvr.trainers.grpo import RolloutLoggingGRPOTrainer
 
     setup = setup_policy(cfg)
     report_to = setup_wandb(cfg.logging, run_dir, run_dir.name)
-    args = grpo_config(cfg, run_dir, report_to, setup.trainer_kwargs)
+    args = trl_config(GRPOConfig, cfg, run_dir, report_to, setup.trainer_kwargs)
     metrics = {"warmup_sft_loss": setup.warmup_loss} if setup.warmup_loss is not None else {}
+    calibrate_rewards(cfg, setup, run_dir)
     metrics |= evaluate(cfg, setup, run_dir, "before")
     if cfg.algorithm.beta != 0 and (cfg.model.name_or_path == "tiny" or setup.warmup_loss is not None):
         save_reference_policy(setup, run_dir)

@@ -38,15 +38,15 @@ class Reward(ABC):
         self.last_outcomes: list[Outcome] = []
 
     @abstractmethod
-    def score(self, completions: Sequence[str], golds: Sequence[str | None]) -> list[Outcome]:
-        """One Outcome per completion, in order."""
+    def score(self, completions: Sequence[str], golds: Sequence[str | None], prompts: Sequence | None = None) -> list[Outcome]:
+        """One Outcome per completion, in order. `prompts` (text or chat messages) for rewards that read them."""
 
     def __call__(self, prompts=None, completions=(), answer=None, log_metric=None, **_: Any) -> list[float]:
         texts = [completion_text(c) for c in completions]
         if self.needs_gold and answer is None:
             raise ConfigError(f"reward '{self.__name__}' needs an 'answer' column in the data")
         golds = [gold_answer(a) for a in answer] if answer is not None else [None] * len(texts)
-        self.last_outcomes = self.score(texts, golds)
+        self.last_outcomes = self.score(texts, golds, prompts)
         if log_metric is not None and texts:
             for reason, fraction in failure_fractions(self.last_outcomes).items():
                 log_metric(f"rewards/{self.__name__}/{reason}_frac", fraction)
@@ -75,7 +75,13 @@ def build_rewards(functions: dict[str, Any]) -> list[WeightedReward]:
     import inspect
 
     from hydra.utils import get_object
+    from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 
+    if isinstance(functions, DictConfig):
+        try:
+            functions = OmegaConf.to_container(functions, resolve=True, throw_on_missing=True)
+        except MissingMandatoryValue as exc:
+            raise ConfigError(f"reward.{exc.full_key} must be set (it is ???)") from exc
     if not functions:
         raise ConfigError("no reward functions configured: pick one, e.g. reward=gsm8k_strict")
     rewards = []

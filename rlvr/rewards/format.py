@@ -19,7 +19,7 @@ class ThinkFormatReward(Reward):
         super().__init__(name)
         self.reward = reward
 
-    def score(self, completions: Sequence[str], golds: Sequence[str | None]) -> list[Outcome]:
+    def score(self, completions: Sequence[str], golds: Sequence[str | None], prompts=None) -> list[Outcome]:
         outcomes = []
         for text in completions:
             if "<think>" not in text:

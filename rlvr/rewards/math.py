@@ -48,7 +48,7 @@ class MathVerifyReward(Reward):
                 results.append(("error", f"{type(exc).__name__}: {exc}"[:200]))
         return results
 
-    def score(self, completions: Sequence[str], golds: Sequence[str | None]) -> list[Outcome]:
+    def score(self, completions: Sequence[str], golds: Sequence[str | None], prompts=None) -> list[Outcome]:
         todo = [i for i, g in enumerate(golds) if g is not None]
         outcomes = [Outcome(self.wrong, "missing", None, False)] * len(completions)
         results = self._run([(completions[i], golds[i]) for i in todo])

@@ -20,7 +20,7 @@ class LastNumberReward(Reward):
         super().__init__(name)
         self.correct, self.wrong = correct, wrong
 
-    def score(self, completions: Sequence[str], golds: Sequence[str | None]) -> list[Outcome]:
+    def score(self, completions: Sequence[str], golds: Sequence[str | None], prompts=None) -> list[Outcome]:
         outcomes = []
         for text, gold in zip(completions, golds, strict=True):
             prediction = last_number(text)
@@ -40,7 +40,7 @@ class FinalLineReward(Reward):
         super().__init__(name)
         self.correct, self.wrong, self.missing = correct, wrong, missing
 
-    def score(self, completions: Sequence[str], golds: Sequence[str | None]) -> list[Outcome]:
+    def score(self, completions: Sequence[str], golds: Sequence[str | None], prompts=None) -> list[Outcome]:
         outcomes = []
         for text, gold in zip(completions, golds, strict=True):
             lines = text[-512:].rstrip().splitlines()

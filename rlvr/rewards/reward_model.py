@@ -1,0 +1,134 @@
+"""Reward-model scores as a reward, alone or combined with a verifier (`reward=hybrid`).
+
+Hybrid (the tiny-grpo refactor): verifier v in {0, 1}, reward-model score r normalised to
+n = clip((r - r_min) / (r_max - r_min + eps), 0, 1), then
+    v == 1: (1 - beta) + 2 * beta * n        v == 0: -alpha + 2 * alpha * n
+The clip keeps every verified answer above every unverified one (ranges [1-β, 1+β] and [-α, α]),
+also when r falls outside the calibrated range.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+from rlvr.errors import ConfigError
+from rlvr.rewards.base import Outcome, Reward, build_rewards
+
+log = logging.getLogger(__name__)
+
+
+def resolve_reward_model_path(path: str) -> str:
+    """A run dir of `algorithm=reward_model` (its final_model/), a local model dir, or a Hub name."""
+    candidate = Path(path).expanduser()
+    if (candidate / "final_model" / "config.json").exists():
+        return str(candidate / "final_model")
+    return str(candidate) if candidate.exists() else path
+
+
+def as_messages(prompt: Any, completion: str) -> list[dict]:
+    """The conversation a reward model scores: prompt turns (or a text prompt as one user turn) + the answer."""
+    turns = [dict(m) for m in prompt] if isinstance(prompt, list) else [{"role": "user", "content": str(prompt)}]
+    return turns + [{"role": "assistant", "content": completion}]
+
+
+class RewardModelScorer:
+    """Batched scoring with a one-output sequence-classification model, right-padded as in training.
+
+    `offload: true` keeps the model on the CPU between calls and moves it to `device` to score.
+    """
+
+    def __init__(self, path: str, device: str = "cpu", batch_size: int = 32, offload: bool = False):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        resolved = resolve_reward_model_path(path)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(resolved)
+            self.model = AutoModelForSequenceClassification.from_pretrained(resolved).eval()
+        except OSError as exc:
+            raise ConfigError(f"cannot load reward model '{path}': {str(exc).splitlines()[0]}") from exc
+        self.device, self.batch_size, self.offload = device, batch_size, offload
+        self.model.to("cpu" if offload else device)
+
+    def token_ids(self, conversations: Sequence[list[dict]]) -> list[list[int]]:
+        if self.tokenizer.chat_template:
+            return [self.tokenizer.apply_chat_template(c, tokenize=True, return_dict=False) for c in conversations]
+        texts = ["\n\n".join(m["content"] for m in c) for c in conversations]
+        return self.tokenizer(texts, add_special_tokens=True)["input_ids"]
+
+    def score(self, conversations: Sequence[list[dict]]) -> list[float]:
+        import torch
+
+        ids = self.token_ids(conversations)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        limit = getattr(self.model.config, "max_position_embeddings", None) or 10**9
+        scores: list[float] = []
+        if self.offload:
+            self.model.to(self.device)
+        try:
+            for start in range(0, len(ids), self.batch_size):
+                batch = [seq[-limit:] for seq in ids[start:start + self.batch_size]]
+                width = max(len(seq) for seq in batch)
+                input_ids = torch.tensor([seq + [pad] * (width - len(seq)) for seq in batch], device=self.device)
+                mask = torch.tensor([[1] * len(seq) + [0] * (width - len(seq)) for seq in batch], device=self.device)
+                with torch.inference_mode():
+                    scores += self.model(input_ids=input_ids, attention_mask=mask).logits[:, 0].float().tolist()
+        finally:
+            if self.offload:
+                self.model.to("cpu")
+        return scores
+
+
+def hybrid_value(verified: bool, r: float, r_min: float, r_max: float, alpha: float, beta: float, eps: float) -> float:
+    n = min(max((r - r_min) / (r_max - r_min + eps), 0.0), 1.0)
+    return (1 - beta) + 2 * beta * n if verified else -alpha + 2 * alpha * n
+
+
+class HybridReward(Reward):
+    """Verifier + reward model. r_min/r_max: fixed in config, or from `calibrate` before training."""
+
+    def __init__(self, name: str | None = None, verifier: dict | None = None, reward_model: str | None = None,
+                 alpha: float = 0.5, beta: float = 0.5, eps: float = 0.01, r_min: float | None = None,
+                 r_max: float | None = None, calibration_prompts: int = 16, batch_size: int = 32,
+                 device: str = "cpu", offload: bool = False):
+        super().__init__(name)
+        if not reward_model:
+            raise ConfigError(f"reward '{self.__name__}' needs reward_model=<run dir of algorithm=reward_model or model path>")
+        if not verifier:
+            raise ConfigError(f"reward '{self.__name__}' needs a verifier: {{_target_: ...}}")
+        self.verifier = build_rewards({f"{self.__name__}_verifier": verifier})[0].fn
+        self.scorer = RewardModelScorer(reward_model, device=device, batch_size=batch_size, offload=offload)
+        self.alpha, self.beta, self.eps = alpha, beta, eps
+        self.r_min, self.r_max = r_min, r_max
+        self.calibration_prompts = calibration_prompts
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.r_min is None or self.r_max is None
+
+    def calibrate(self, policy, tokenizer, prompts: Sequence, max_new_tokens: int, out_path: Path) -> dict:
+        """Sample one completion for each of the first K prompts; r_min/r_max are their RM score range."""
+        from rlvr.evaluation import generate
+
+        chosen = list(prompts[: self.calibration_prompts])
+        completions, _ = generate(policy, tokenizer, chosen, max_new_tokens, do_sample=True)
+        scores = self.scorer.score([as_messages(p, c) for p, c in zip(chosen, completions)])
+        self.r_min, self.r_max = min(scores), max(scores)
+        record = {"r_min": self.r_min, "r_max": self.r_max, "prompts": len(chosen), "scores": scores}
+        out_path.write_text(json.dumps(record, indent=2) + "\n")
+        log.info("hybrid reward calibrated on %d prompts: r_min=%.4f r_max=%.4f", len(chosen), self.r_min, self.r_max)
+        return record
+
+    def score(self, completions: Sequence[str], golds: Sequence[str | None], prompts=None) -> list[Outcome]:
+        if self.needs_calibration:
+            raise ConfigError(f"reward '{self.__name__}': set r_min and r_max, or let the recipe calibrate it")
+        verdicts = self.verifier.score(completions, golds, prompts)
+        prompts = prompts if prompts is not None else [""] * len(completions)
+        scores = self.scorer.score([as_messages(p, c) for p, c in zip(prompts, completions)])
+        return [
+            Outcome(hybrid_value(bool(v.correct), r, self.r_min, self.r_max, self.alpha, self.beta, self.eps),
+                    v.reason, v.prediction, v.correct)
+            for v, r in zip(verdicts, scores)
+        ]
