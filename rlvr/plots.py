@@ -82,6 +82,28 @@ def plot_per_prompt(run_dir: Path, top: int = 12) -> Path:
     return _save(fig, run_dir / "plots" / "per_prompt_accuracy.png")
 
 
+def plot_token_lengths(tokenized, pairs, tokenizer, path: Path) -> Path:
+    """Histogram of token lengths: prompt, prompt + chosen, prompt + rejected (reward-model data)."""
+    plt = _pyplot()
+    chosen = [len(ids) for ids in tokenized["chosen_ids"]]
+    rejected = [len(ids) for ids in tokenized["rejected_ids"]]
+    prompts = [len(tokenizer.apply_chat_template(p, tokenize=True, return_dict=False)) if p else 0 for p in pairs["prompt"]]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for values, label in ((prompts, "prompt"), (chosen, "prompt + chosen"), (rejected, "prompt + rejected")):
+        ax.hist(values, bins=40, alpha=0.5, label=label)
+    ax.set(xlabel="tokens", ylabel="pairs", title="token lengths")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def print_coloured_tokens(tokenizer, ids: list[int], limit: int = 200) -> None:
+    """Print one tokenized sample with alternating background colours, so token boundaries show."""
+    colours = ("\033[48;5;153m", "\033[48;5;223m")
+    pieces = [f"{colours[i % 2]}{tokenizer.decode([t])}" for i, t in enumerate(ids[:limit])]
+    more = f" … (+{len(ids) - limit} tokens)" if len(ids) > limit else ""
+    print("sample tokens: " + "".join(pieces) + "\033[0m" + more, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rlvr.plots", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)

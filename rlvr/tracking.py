@@ -76,7 +76,7 @@ def metrics_callback(path: Path):
 
     class MetricsJsonl(TrainerCallback):
         def __init__(self):
-            self.writer = JsonlWriter(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
             self.last_end = None
             self.step_seconds = None
 
@@ -91,10 +91,8 @@ def metrics_callback(path: Path):
         def on_log(self, args, state, control, logs=None, **kwargs):
             if state.is_world_process_zero and logs:
                 timing = {"step_seconds": self.step_seconds} if "loss" in logs and self.step_seconds else {}
-                self.writer.write([{"step": state.global_step, **logs, **timing}])
-
-        def on_train_end(self, args, state, control, **kwargs):
-            self.writer.close()
+                with open(path, "a", encoding="utf-8") as handle:  # also after training: final eval logs
+                    handle.write(json.dumps({"step": state.global_step, **logs, **timing}, default=str) + "\n")
 
     return MetricsJsonl()
 

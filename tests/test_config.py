@@ -7,6 +7,7 @@ from omegaconf import OmegaConf
 from conftest import CONF_DIR, GROUPS, run_cli
 from rlvr.config import Config, check_key, check_overrides
 from rlvr.errors import ConfigError
+from rlvr.recipes import RECIPES
 import rlvr.run  # noqa: F401  registers the schema and the rlvr_data resolver
 
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]
@@ -22,7 +23,7 @@ def test_every_option_composes_and_resolves(group, option):
     cfg = compose_with(f"{group}={option}")
     container = OmegaConf.to_container(cfg, resolve=True)
     merged = OmegaConf.merge(OmegaConf.structured(Config), container)  # schema-valid after resolution
-    assert merged.algorithm.name == "grpo"
+    assert merged.algorithm.name in RECIPES
     if group == "experiment":
         assert cfg.experiment == option
 
@@ -47,6 +48,13 @@ def test_experiment_preset_mirrors_simple_grpo():
     assert "Final: <number>" in cfg.dataset.system_prompt
     strict = cfg.reward.functions.gsm8k_strict
     assert (strict.correct, strict.wrong, strict.missing) == (1.0, 0.1, 0.0)
+
+
+def test_reward_model_algorithm_brings_preference_data():
+    cfg = compose_with("algorithm=reward_model")
+    assert cfg.algorithm.name == "reward_model" and cfg.dataset.name == "preferences_tiny"
+    assert cfg.objective == "eval_pair_accuracy"
+    assert compose_with("algorithm=reward_model", "dataset=hh_harmless").dataset.name == "hh_harmless"
 
 
 def test_command_line_group_choice_beats_experiment():

@@ -34,7 +34,10 @@ def parse_hh(transcript: str) -> list[dict]:
     parts = HH_TURN.split(transcript)
     if len(parts) < 3 or parts[0].strip():
         raise ValueError("not an HH transcript (expected '\\n\\nHuman: … \\n\\nAssistant: …')")
-    return [{"role": ROLES[speaker], "content": text.strip()} for speaker, text in zip(parts[1::2], parts[2::2])]
+    messages = [{"role": ROLES[speaker], "content": text.strip()} for speaker, text in zip(parts[1::2], parts[2::2])]
+    if messages[-1]["role"] != "assistant":
+        raise ValueError("HH transcript does not end with an Assistant turn")
+    return messages
 
 
 def split_shared_prompt(chosen: list[dict], rejected: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
@@ -62,12 +65,11 @@ def to_pair(row: dict, chosen_column: str, rejected_column: str, prompt_column: 
     prompt = _as_messages(row[prompt_column], "user") if prompt_column and row.get(prompt_column) is not None else []
     if not prompt:
         prompt, chosen, rejected = split_shared_prompt(chosen, rejected)
-    if not chosen or not rejected:
-        raise ValueError("chosen and rejected are identical")
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
 
 
 def convert(ds, pref, where: str):
+    """Rows in any accepted format -> pairs; identical pairs carry no signal and are dropped (counted)."""
     for column in (pref.chosen_column, pref.rejected_column):
         if column not in ds.column_names:
             raise DataError(f"{where} has no column '{column}' (columns: {', '.join(ds.column_names)})")
@@ -78,7 +80,9 @@ def convert(ds, pref, where: str):
         except (ValueError, KeyError, TypeError) as exc:
             raise DataError(f"{where} row {index}: {exc}") from exc
 
-    return ds.map(convert_row, with_indices=True, remove_columns=ds.column_names)
+    pairs = ds.map(convert_row, with_indices=True, remove_columns=ds.column_names)
+    distinct = pairs.filter(lambda row: row["chosen"] != row["rejected"])
+    return distinct, len(pairs) - len(distinct)
 
 
 @dataclass
@@ -86,6 +90,7 @@ class FilterCounts:
     """How many pairs each filter dropped, reported in metrics.json."""
 
     kept: int = 0
+    dropped_identical: int = 0
     dropped_too_long: int = 0
     dropped_prompt_too_long: int = 0
 

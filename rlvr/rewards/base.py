@@ -81,7 +81,7 @@ def build_rewards(functions: dict[str, Any]) -> list[WeightedReward]:
         try:
             functions = OmegaConf.to_container(functions, resolve=True, throw_on_missing=True)
         except MissingMandatoryValue as exc:
-            raise ConfigError(f"reward.{exc.full_key} must be set (it is ???)") from exc
+            raise ConfigError(f"{exc.full_key} must be set (it is ???)") from exc
     if not functions:
         raise ConfigError("no reward functions configured: pick one, e.g. reward=gsm8k_strict")
     rewards = []

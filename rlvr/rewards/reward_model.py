@@ -40,17 +40,31 @@ class RewardModelScorer:
     `offload: true` keeps the model on the CPU between calls and moves it to `device` to score.
     """
 
-    def __init__(self, path: str, device: str = "cpu", batch_size: int = 32, offload: bool = False):
+    def __init__(self, model, tokenizer, device: str = "cpu", batch_size: int = 32, offload: bool = False):
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.device, self.batch_size, self.offload = device, batch_size, offload
+        self.model.to("cpu" if offload else device)
+
+    @classmethod
+    def from_path(cls, path: str, **kwargs) -> "RewardModelScorer":
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         resolved = resolve_reward_model_path(path)
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(resolved)
-            self.model = AutoModelForSequenceClassification.from_pretrained(resolved).eval()
+            tokenizer = AutoTokenizer.from_pretrained(resolved)
+            model = AutoModelForSequenceClassification.from_pretrained(resolved)
         except OSError as exc:
             raise ConfigError(f"cannot load reward model '{path}': {str(exc).splitlines()[0]}") from exc
-        self.device, self.batch_size, self.offload = device, batch_size, offload
-        self.model.to("cpu" if offload else device)
+        return cls(model, tokenizer, **kwargs)
+
+    def pair_accuracy(self, pairs) -> float:
+        """Share of preference pairs (TRL conversational rows) whose chosen answer outscores the rejected one.
+
+        Weighted per pair; TRL's eval `accuracy` averages per-batch means, which a partial last batch skews.
+        """
+        chosen = self.score([p["prompt"] + p["chosen"] for p in pairs])
+        rejected = self.score([p["prompt"] + p["rejected"] for p in pairs])
+        return sum(c > r for c, r in zip(chosen, rejected)) / max(len(chosen), 1)
 
     def token_ids(self, conversations: Sequence[list[dict]]) -> list[list[int]]:
         if self.tokenizer.chat_template:
@@ -99,7 +113,7 @@ class HybridReward(Reward):
         if not verifier:
             raise ConfigError(f"reward '{self.__name__}' needs a verifier: {{_target_: ...}}")
         self.verifier = build_rewards({f"{self.__name__}_verifier": verifier})[0].fn
-        self.scorer = RewardModelScorer(reward_model, device=device, batch_size=batch_size, offload=offload)
+        self.scorer = RewardModelScorer.from_path(reward_model, device=device, batch_size=batch_size, offload=offload)
         self.alpha, self.beta, self.eps = alpha, beta, eps
         self.r_min, self.r_max = r_min, r_max
         self.calibration_prompts = calibration_prompts

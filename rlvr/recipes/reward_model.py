@@ -1,0 +1,98 @@
+"""Reward model: Bradley–Terry on preference pairs with TRL's RewardTrainer.
+
+loss = -logsigmoid(r_chosen - r_rejected).mean(), the reward read at the last non-pad token of a
+right-padded sequence (transformers' sequence-classification heads do this).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+from rlvr import hardware
+from rlvr.errors import ConfigError
+from rlvr.recipes.common import finish, trl_config
+from rlvr.tracking import compact_progress_callback, metrics_callback, setup_wandb
+
+log = logging.getLogger(__name__)
+SANITY_CHECK_PAIRS = 100
+
+
+def load_pairs(cfg, tokenizer):
+    """(train, eval, counts): preference pairs as TRL conversational rows, limited and length-filtered."""
+    from rlvr.data.loading import read_splits
+    from rlvr.data.preferences import convert, length_filter
+
+    pref = cfg.dataset.preference
+    train, evaluation = read_splits(cfg.dataset, cfg.seed)
+    train, train_identical = convert(train, pref, f"dataset '{cfg.dataset.name}'")
+    if evaluation is not None:
+        evaluation, eval_identical = convert(evaluation, pref, f"eval data of '{cfg.dataset.name}'")
+    train_limit = SANITY_CHECK_PAIRS if pref.sanity_check else cfg.dataset.max_train_samples
+    eval_limit = SANITY_CHECK_PAIRS if pref.sanity_check else cfg.dataset.max_eval_samples
+    if train_limit is not None:
+        train = train.select(range(min(train_limit, len(train))))
+    if evaluation is not None and eval_limit is not None:
+        evaluation = evaluation.select(range(min(eval_limit, len(evaluation))))
+    train, train_counts = length_filter(train, tokenizer, pref.max_token_length, pref.max_prompt_token_length)
+    train_counts.dropped_identical = train_identical
+    counts = {f"train_{k}": v for k, v in dataclasses.asdict(train_counts).items()}
+    if evaluation is not None:
+        evaluation, eval_counts = length_filter(evaluation, tokenizer, pref.max_token_length, pref.max_prompt_token_length)
+        eval_counts.dropped_identical = eval_identical
+        counts |= {f"eval_{k}": v for k, v in dataclasses.asdict(eval_counts).items()}
+    if len(train) == 0:
+        raise ConfigError("no training pairs left after dataset.preference length filters")
+    log.info("preference pairs: %s", counts)
+    return train, evaluation, counts
+
+
+def set_chat_template(tokenizer, name: str) -> None:
+    from rlvr.data.preferences import CHAT_TEMPLATES
+
+    if name == "tokenizer":
+        if not tokenizer.chat_template:
+            raise ConfigError("the tokenizer has no chat template: set dataset.preference.chat_template=simple_chat")
+        return
+    if name not in CHAT_TEMPLATES:
+        raise ConfigError(f"dataset.preference.chat_template={name!r}: use tokenizer, {', '.join(CHAT_TEMPLATES)}")
+    tokenizer.chat_template = CHAT_TEMPLATES[name]
+
+
+def train(cfg, run_dir: Path) -> dict[str, float]:
+    from transformers.trainer_callback import ProgressCallback
+    from trl import RewardConfig
+
+    from rlvr.models import load_reward_model, lora_config
+    from rlvr.plots import plot_token_lengths, print_coloured_tokens
+    from rlvr.trainers.reward import PreferenceRewardTrainer
+
+    trainer_kwargs = hardware.trainer_arguments(cfg.hardware)
+    model, tokenizer = load_reward_model(cfg.model, cfg.seed)
+    set_chat_template(tokenizer, cfg.dataset.preference.chat_template)
+    train_pairs, eval_pairs, counts = load_pairs(cfg, tokenizer)
+    report_to = setup_wandb(cfg.logging, run_dir, run_dir.name)
+    args = trl_config(RewardConfig, cfg, run_dir, report_to, trainer_kwargs, max_length=None, disable_dropout=True)
+    trainer = PreferenceRewardTrainer(
+        model=model, args=args, train_dataset=train_pairs, eval_dataset=eval_pairs, processing_class=tokenizer,
+        peft_config=lora_config(cfg.model), callbacks=[metrics_callback(run_dir / "metrics.jsonl")],
+    )
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(compact_progress_callback())
+    if cfg.logging.plots:
+        plot_token_lengths(trainer.train_dataset, train_pairs, tokenizer, run_dir / "plots" / "token_lengths.png")
+        print_coloured_tokens(tokenizer, trainer.train_dataset[0]["chosen_ids"])
+    result = trainer.train()
+    metrics = {"train_loss": result.training_loss, "train_steps": trainer.state.global_step, **counts}
+    if eval_pairs is not None:
+        from rlvr.rewards.reward_model import RewardModelScorer
+
+        metrics |= trainer.evaluate()
+        scorer = RewardModelScorer(trainer.model, tokenizer, device=hardware.torch_device(cfg.hardware),
+                                   batch_size=cfg.algorithm.per_device_eval_batch_size)
+        metrics["eval_pair_accuracy"] = scorer.pair_accuracy(eval_pairs)
+    trainer.save_model(str(run_dir / "final_model"))
+    tokenizer.save_pretrained(str(run_dir / "final_model"))
+    log.info("reward model: %s", {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)})
+    return finish(cfg, run_dir, metrics)

@@ -1,0 +1,72 @@
+"""`algorithm=reward_model` end to end, the trained RM reloaded, then used by `reward=hybrid` in GRPO."""
+
+import gzip
+import json
+
+import pytest
+
+from conftest import TINY_RUN, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def rm_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("rm")
+    result = run_cli("rlvr.run", "algorithm=reward_model", "logging=disabled", "algorithm.max_steps=300",
+                     f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+def test_reward_model_run_writes_metrics_plots_and_model(rm_run):
+    metrics = json.loads((rm_run / "metrics.json").read_text())
+    for key in ["eval_accuracy", "eval_pair_accuracy", "eval_loss", "eval_chosen_reward", "eval_rejected_reward", "eval_margin",
+                "train_kept", "train_dropped_too_long", "eval_kept"]:
+        assert key in metrics, key
+    assert metrics["eval_pair_accuracy"] > 0.75  # the built-in pairs are learnable: right sum vs wrong sum
+    logged = [json.loads(line) for line in (rm_run / "metrics.jsonl").read_text().splitlines()]
+    assert any("learning_rate" in row and "accuracy" in row for row in logged)
+    assert (rm_run / "plots" / "token_lengths.png").stat().st_size > 1000
+    assert (rm_run / "final_model" / "config.json").exists()
+
+
+def test_reloaded_reward_model_scores_pairs_like_training_eval(rm_run):
+    from rlvr.data.arithmetic import generate_preferences
+    from rlvr.rewards.reward_model import RewardModelScorer, as_messages
+
+    scorer = RewardModelScorer.from_path(str(rm_run), batch_size=16)
+    pairs = generate_preferences(num_train=4000, num_eval=200, seed=0)["test"]  # the run's eval split (conf)
+    chosen = scorer.score([as_messages(p["prompt"], p["chosen"]) for p in pairs])
+    rejected = scorer.score([as_messages(p["prompt"], p["rejected"]) for p in pairs])
+    accuracy = sum(c > r for c, r in zip(chosen, rejected)) / len(pairs)
+    trained = json.loads((rm_run / "metrics.json").read_text())["eval_pair_accuracy"]
+    assert accuracy == pytest.approx(trained, abs=1e-9)  # the saved model scores as the trained one did
+    one_by_one = [scorer.score([as_messages(pairs[0]["prompt"], pairs[0]["chosen"])])[0]]
+    assert one_by_one[0] == pytest.approx(chosen[0], abs=1e-4)  # padding does not change a score
+
+
+def test_grpo_with_hybrid_reward_uses_the_trained_model(rm_run, tmp_path):
+    result = run_cli("rlvr.run", *TINY_RUN, "reward=hybrid", f"reward.functions.hybrid.reward_model={rm_run}",
+                     "reward.functions.hybrid.calibration_prompts=8", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    calibration = json.loads((tmp_path / "hybrid_calibration.json").read_text())
+    assert calibration["prompts"] == 8 and calibration["r_min"] <= calibration["r_max"]
+    rows = [json.loads(line) for line in (tmp_path / "rollouts.jsonl").read_text().splitlines()]
+    for row in rows:
+        value = row["rewards"]["hybrid"]
+        assert (0.5 <= value <= 1.5) if row["correct"] else (-0.5 <= value <= 0.5)
+
+
+def test_hybrid_without_a_reward_model_is_one_line(tmp_path):
+    result = run_cli("rlvr.run", *TINY_RUN, "reward=hybrid", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 2
+    assert "rlvr: error: reward.functions.hybrid.reward_model must be set" in result.stderr
+
+
+def test_hh_sanity_check_run(tmp_path):
+    result = run_cli("rlvr.run", "experiment=rm_hh", "logging=disabled", "dataset.preference.sanity_check=true",
+                     "algorithm.max_steps=3", "algorithm.eval_steps=null", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["train_kept"] + metrics["train_dropped_too_long"] + metrics["train_dropped_prompt_too_long"] == 100

@@ -1,0 +1,107 @@
+"""Preference data: the HH parser on real rows, formats, the mixer, the length filters."""
+
+import gzip
+import json
+
+import pytest
+from omegaconf import OmegaConf
+
+from rlvr.config import DatasetConfig
+from rlvr.data import builtin_data_path
+from rlvr.data.loading import read_splits
+from rlvr.data.preferences import length_filter, parse_hh, to_pair
+from rlvr.errors import DataError
+from rlvr.models import build_tiny_tokenizer
+
+HH_PATH = builtin_data_path("hh-rlhf/harmless-base-1200.jsonl.gz")
+HH_ROWS = [json.loads(line) for line in gzip.open(HH_PATH, "rt", encoding="utf-8")]
+
+
+def test_hh_parser_on_every_shipped_row():
+    for row in HH_ROWS:
+        for side in ("chosen", "rejected"):
+            messages = parse_hh(row[side])
+            assert messages[0]["role"] == "user"
+            assert "\n\nHuman:" not in "".join(m["content"] for m in messages)
+            rebuilt = "".join(f"\n\n{'Human' if m['role'] == 'user' else 'Assistant'}: {m['content']}" for m in messages)
+            assert rebuilt.split() == row[side].split()  # same words, only outer whitespace trimmed
+
+
+def test_hh_pairs_share_the_prompt_and_differ_in_the_answer():
+    pairs = [to_pair(row, "chosen", "rejected", None) for row in HH_ROWS]
+    for pair in pairs:
+        assert pair["prompt"] and pair["prompt"][-1]["role"] == "user"
+        assert pair["chosen"][0]["role"] == "assistant" and pair["rejected"][0]["role"] == "assistant"
+    assert sum(p["chosen"] != p["rejected"] for p in pairs) == len(pairs)
+
+
+def test_trl_format_and_plain_strings():
+    trl_row = {"prompt": [{"role": "user", "content": "hi"}],
+               "chosen": [{"role": "assistant", "content": "hello"}], "rejected": [{"role": "assistant", "content": "go"}]}
+    assert to_pair(trl_row, "chosen", "rejected", "prompt") == trl_row
+    strings = to_pair({"q": "2+2=", "good": "4", "bad": "5"}, "good", "bad", "q")
+    assert strings == {"prompt": [{"role": "user", "content": "2+2="}],
+                       "chosen": [{"role": "assistant", "content": "4"}], "rejected": [{"role": "assistant", "content": "5"}]}
+
+
+
+def test_identical_pairs_are_dropped_and_counted():
+    import datasets
+
+    from rlvr.config import PreferenceConfig
+    from rlvr.data.preferences import convert
+
+    same = "\n\nHuman: a\n\nAssistant: b"
+    rows = [{"chosen": same, "rejected": same}, {"chosen": same, "rejected": same + " c"}]
+    pairs, identical = convert(datasets.Dataset.from_list(rows), OmegaConf.structured(PreferenceConfig), "test")
+    assert (len(pairs), identical) == (1, 1)
+
+
+def test_a_malformed_row_is_named():
+    import datasets
+
+    from rlvr.config import PreferenceConfig
+    from rlvr.data.preferences import convert
+
+    rows = [{"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "x"}, {"chosen": "\n\nHuman: a", "rejected": "y"}]
+    with pytest.raises(DataError, match="test row 1: HH transcript does not end with an Assistant turn"):
+        convert(datasets.Dataset.from_list(rows), OmegaConf.structured(PreferenceConfig), "test")
+
+
+def mixer_cfg(tmp_path, mixer):
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text("".join(json.dumps({"chosen": f"a{i}", "rejected": "x", "src": "a"}) + "\n" for i in range(40)))
+    b.write_text("".join(json.dumps({"chosen": f"b{i}", "rejected": "x", "src": "b"}) + "\n" for i in range(10)))
+    sources = {str(a): mixer[0], str(b): mixer[1]}
+    return OmegaConf.merge(OmegaConf.structured(DatasetConfig), {"mixer": sources, "eval_holdout": 0})
+
+
+def test_mixer_fractions_and_counts(tmp_path):
+    train, _ = read_splits(mixer_cfg(tmp_path, (0.5, 7)), seed=0)
+    sources = [row["src"] for row in train]
+    assert (sources.count("a"), sources.count("b")) == (20, 7)
+    train, _ = read_splits(mixer_cfg(tmp_path, (1.0, 1.0)), seed=0)
+    assert len(train) == 50
+
+
+def test_mixer_rejects_impossible_amounts(tmp_path):
+    with pytest.raises(DataError, match=r"asks for 11 rows; it has 10"):
+        read_splits(mixer_cfg(tmp_path, (0.5, 11)), seed=0)
+    with pytest.raises(DataError, match="must be a fraction"):
+        read_splits(mixer_cfg(tmp_path, (0, 1)), seed=0)
+
+
+def test_length_filters_count_what_they_drop():
+    import datasets
+
+    tokenizer = build_tiny_tokenizer()
+    user = lambda n: [{"role": "user", "content": "x" * n}]
+    answer = lambda n: [{"role": "assistant", "content": "y" * n}]
+    rows = [{"prompt": user(5), "chosen": answer(5), "rejected": answer(5)},      # kept
+            {"prompt": user(200), "chosen": answer(1), "rejected": answer(1)},    # prompt too long
+            {"prompt": user(5), "chosen": answer(5), "rejected": answer(300)},    # pair too long
+            {"prompt": user(5), "chosen": answer(2), "rejected": answer(3)}]      # kept
+    kept, counts = length_filter(datasets.Dataset.from_list(rows), tokenizer, max_token_length=100,
+                                 max_prompt_token_length=100)
+    assert (counts.kept, counts.dropped_prompt_too_long, counts.dropped_too_long) == (2, 1, 1)
+    assert [len(r["chosen"][0]["content"]) for r in kept] == [5, 2]

@@ -1,0 +1,68 @@
+"""Reward-model pieces: score-head init, the Bradley–Terry loss and accuracy, the hybrid formula."""
+
+import math
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from rlvr.config import ModelConfig
+from rlvr.models import load_reward_model
+from rlvr.rewards.reward_model import hybrid_value
+
+
+def test_score_head_init_std_and_dropout_free_forward():
+    cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), {"tiny": {"hidden_size": 256, "intermediate_size": 256}})
+    model, _ = load_reward_model(cfg, seed=0)
+    weight = model.score.weight
+    assert weight.shape == (1, 256)
+    assert weight.std().item() == pytest.approx(1 / math.sqrt(257), rel=0.15)
+
+
+def test_loss_and_accuracy_on_a_hand_made_batch():
+    import datasets
+    from trl import RewardConfig
+
+    from rlvr.trainers.reward import PreferenceRewardTrainer
+
+    model, tokenizer = load_reward_model(OmegaConf.structured(ModelConfig), seed=0)
+    pair = {"prompt": [{"role": "user", "content": "1+1="}], "chosen": [{"role": "assistant", "content": "2"}],
+            "rejected": [{"role": "assistant", "content": "3"}]}
+    args = RewardConfig(output_dir="/tmp/rlvr-rm-test", use_cpu=True, report_to=[], max_length=None)
+    trainer = PreferenceRewardTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list([pair] * 4),
+                                      processing_class=tokenizer)
+    ids = [[5, 6, 7, 8], [9, 10, 11, tokenizer.pad_token_id], [12, 13, 14, 15], [16, 17, tokenizer.pad_token_id, tokenizer.pad_token_id]]
+    mask = [[1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 1, 1], [1, 1, 0, 0]]
+    inputs = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}  # 2 chosen, then 2 rejected
+    model.train()
+    loss = trainer.compute_loss(model, dict(inputs))
+    model.eval()
+    with torch.no_grad():
+        # The reward is read at each sequence's last real token.
+        single = [model(input_ids=torch.tensor([row[:sum(m)]])).logits[0, 0] for row, m in zip(ids, mask)]
+    expected = -torch.nn.functional.logsigmoid(torch.stack(single[:2]) - torch.stack(single[2:])).mean()
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-5)
+    accuracy = trainer._metrics["train"]["accuracy"][-1]
+    assert accuracy == pytest.approx(float(((torch.stack(single[:2]) > torch.stack(single[2:])).float().mean())))
+    chosen = trainer._metrics["train"]["chosen_reward"][-1]
+    assert chosen == pytest.approx(torch.stack(single[:2]).mean().item(), abs=1e-5)
+
+
+@pytest.mark.parametrize(("verified", "r", "expected"), [
+    (True, 0.0, 0.5),     # correct, lowest RM score -> 1 - beta
+    (True, 10.0, 1.5),    # correct, highest -> 1 + beta (n = 10/10.01, so a hair below)
+    (False, 0.0, -0.5),   # wrong, lowest -> -alpha
+    (False, 10.0, 0.5),   # wrong, highest -> +alpha
+    (True, -5.0, 0.5),    # below the calibrated range: clipped to n = 0
+    (False, 99.0, 0.5),   # above: clipped to n = 1, still not above a correct answer's minimum
+])
+def test_hybrid_formula_edges(verified, r, expected):
+    value = hybrid_value(verified, r, r_min=0.0, r_max=10.0, alpha=0.5, beta=0.5, eps=0.01)
+    assert value == pytest.approx(expected, abs=0.001)
+
+
+def test_hybrid_keeps_every_correct_answer_at_or_above_every_wrong_one():
+    grid = [x / 4 for x in range(-8, 49)]
+    correct = min(hybrid_value(True, r, 0.0, 10.0, 0.5, 0.5, 0.01) for r in grid)
+    wrong = max(hybrid_value(False, r, 0.0, 10.0, 0.5, 0.5, 0.01) for r in grid)
+    assert correct >= wrong
