@@ -100,13 +100,26 @@ class RewardConfig:
 
 
 @dataclass
+class FineGrainedConfig:
+    """algorithm=fgrpo: how span scores become per-token advantages."""
+
+    normalization: str = "standard"  # standard (s-mean)/(std+eps) | centered s-mean | none
+    scope: str = "prompt"  # normalise within a prompt's completions, or across the batch
+    uncovered: str = "keep"  # tokens no span covers: keep (advantage 0, in the loss) | drop (out of it)
+    strict: bool = False  # malformed spans: error naming the span, instead of clip/drop + count
+    eps: float = 1e-4
+    toy: bool = False  # toy mode: pre-defined rollouts, no generation (experiment=fgrpo_toy)
+    toy_steps: int = 20
+
+
+@dataclass
 class AlgorithmConfig:
     """The recipe (`name`) and its hyper-parameters, named exactly as TRL's configs name them.
 
     One schema for every recipe: each recipe passes TRL the fields its TRL config has.
     """
 
-    name: str = "grpo"  # grpo | reward_model
+    name: str = "grpo"  # grpo | fgrpo | reward_model
     learning_rate: float = 1e-6
     lr_scheduler_type: str = "constant"
     warmup_steps: float = 0  # an int counts steps; a float < 1 is a fraction of max_steps
@@ -139,6 +152,7 @@ class AlgorithmConfig:
     logging_steps: int = 1
     save_steps: int = 0  # 0: only the final model
     save_total_limit: int | None = 2
+    fine_grained: FineGrainedConfig = field(default_factory=FineGrainedConfig)
     # Any other field of the recipe's TRL config, passed through unchanged (checked at start-up).
     trl: dict[str, Any] = field(default_factory=dict)
 

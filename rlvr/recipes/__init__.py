@@ -7,7 +7,7 @@ import importlib
 
 from rlvr.errors import ConfigError
 
-RECIPES = ("grpo", "reward_model")
+RECIPES = ("grpo", "fgrpo", "reward_model")
 
 
 def get_recipe(name: str):

@@ -26,7 +26,7 @@ class PolicySetup:
 
 
 # AlgorithmConfig fields that are rlvr's, not TRL's.
-NOT_TRL = {"name", "trl", "save_steps", "eval_steps"}
+NOT_TRL = {"name", "trl", "save_steps", "eval_steps", "fine_grained"}
 
 
 def trl_config(config_class, cfg, run_dir: Path, report_to: list[str], trainer_kwargs: dict, **extra):

@@ -15,15 +15,24 @@ log = logging.getLogger(__name__)
 
 
 def train(cfg, run_dir: Path) -> dict[str, float]:
+    from rlvr.trainers.grpo import RolloutLoggingGRPOTrainer
+
+    return run_grpo(cfg, run_dir, RolloutLoggingGRPOTrainer)
+
+
+def run_grpo(cfg, run_dir: Path, trainer_class, wrap_rewards=None, **trainer_extra) -> dict[str, float]:
+    """The GRPO run every GRPO-family recipe shares; they differ in trainer class and reward adapter."""
     from transformers.trainer_callback import ProgressCallback
     from trl import GRPOConfig
 
     from rlvr.models import lora_config
-    from rlvr.trainers.grpo import RolloutLoggingGRPOTrainer
 
     setup = setup_policy(cfg)
+    if wrap_rewards is not None:
+        setup.rewards = wrap_rewards(setup.rewards)
     report_to = setup_wandb(cfg.logging, run_dir, run_dir.name)
-    args = trl_config(GRPOConfig, cfg, run_dir, report_to, setup.trainer_kwargs)
+    args = trl_config(GRPOConfig, cfg, run_dir, report_to, setup.trainer_kwargs,
+                      reward_weights=[r.weight for r in setup.rewards])
     metrics = {"warmup_sft_loss": setup.warmup_loss} if setup.warmup_loss is not None else {}
     calibrate_rewards(cfg, setup, run_dir)
     metrics |= evaluate(cfg, setup, run_dir, "before")
@@ -31,10 +40,10 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
         save_reference_policy(setup, run_dir)
 
     rollouts = JsonlWriter(run_dir / "rollouts.jsonl") if cfg.logging.rollouts else None
-    trainer = RolloutLoggingGRPOTrainer(
+    trainer = trainer_class(
         model=setup.model, rewards=setup.rewards, args=args, train_dataset=setup.train,
         processing_class=setup.tokenizer, peft_config=lora_config(cfg.model),
-        callbacks=[metrics_callback(run_dir / "metrics.jsonl")], rollout_writer=rollouts,
+        callbacks=[metrics_callback(run_dir / "metrics.jsonl")], rollout_writer=rollouts, **trainer_extra,
     )
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(compact_progress_callback())

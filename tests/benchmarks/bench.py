@@ -6,6 +6,12 @@
   subprocess with the same environment, steps 6.. of STEPS (the first 5 are warm-up).
 - verify_speedup_parallel_vs_serial: math_verify throughput on MATH-500 gold solutions, the
   worker pool (2 workers, hard time limit) over in-process serial verification.
+- fgrpo_step_ratio_vs_grpo: median step of `algorithm=fgrpo` (built-in span rewards) over the
+  GRPO step, both on the default config (SFT warm-up included, as `make run`), same measurement.
+- span_to_token_per_s: span->token mappings per second (offsets + vectorised coverage) on
+  GSM8K-length text.
+- rm_scoring_speedup_batched: reward-model scoring throughput (pairs/s) of the tiny reward model
+  on 256 built-in pairs, batches of 32 over one pair at a time.
 """
 
 from __future__ import annotations
@@ -44,17 +50,55 @@ def bench_cfg_job() -> dict:
     return {"cfg_job_seconds": times[2]}
 
 
+RLVR_BENCH_RUN = ["-m", "rlvr.run", "logging=disabled", "logging.plots=false", "logging.rollouts=true",
+                  "eval.before=false", "eval.after=false", "model.warmup_sft_steps=0", "algorithm.save_steps=0"]
+
+
 def bench_grpo_step() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        run(["-m", "rlvr.run", "logging=disabled", "logging.plots=false", "logging.rollouts=true",
-             "eval.before=false", "eval.after=false", "model.warmup_sft_steps=0", "algorithm.save_steps=0",
-             f"algorithm.max_steps={STEPS}", f"hydra.run.dir={tmp / 'rlvr'}"])
+        run([*RLVR_BENCH_RUN, f"algorithm.max_steps={STEPS}", f"hydra.run.dir={tmp / 'rlvr'}"])
         run([str(ROOT / "tests" / "benchmarks" / "trl_plain_grpo.py"), str(tmp / "trl"), str(STEPS)])
         rlvr_step = median_step_seconds(tmp / "rlvr" / "metrics.jsonl")
         trl_step = median_step_seconds(tmp / "trl" / "metrics.jsonl")
     return {"grpo_step_seconds_rlvr": rlvr_step, "grpo_step_seconds_trl": trl_step,
             "grpo_step_ratio_vs_trl": rlvr_step / trl_step}
+
+
+def bench_fgrpo_step(repeats: int = 3) -> dict:
+    """Alternating runs, median of the per-run medians: run-to-run spread on 2 shared cores is ~10%."""
+    default = [arg for arg in RLVR_BENCH_RUN if not arg.startswith("model.warmup_sft_steps")]
+    medians: dict[str, list[float]] = {"grpo": [], "fgrpo": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for repeat in range(repeats):
+            for name in medians:
+                run_dir = Path(tmp) / f"{name}{repeat}"
+                run([*default, f"algorithm={name}", f"algorithm.max_steps={STEPS}", f"hydra.run.dir={run_dir}"])
+                medians[name].append(median_step_seconds(run_dir / "metrics.jsonl"))
+    grpo_step, fgrpo_step = statistics.median(medians["grpo"]), statistics.median(medians["fgrpo"])
+    return {"grpo_step_seconds_default": grpo_step, "fgrpo_step_seconds_default": fgrpo_step,
+            "fgrpo_step_ratio_vs_grpo": fgrpo_step / grpo_step}
+
+
+def bench_span_mapping() -> dict:
+    from rlvr.data.loading import read_local
+    from rlvr.models import build_tiny_tokenizer
+    from rlvr.rewards.spans import answer_spans
+    from rlvr.trainers.fine_grained import SpanStats, clean_spans, coverage, token_advantages, token_char_offsets
+
+    tokenizer = build_tiny_tokenizer()
+    rows = read_local(str(ROOT / "tests" / "data" / "gsm8k_test_300.jsonl"))
+    texts = list(rows["answer"])
+    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    spans = answer_spans(texts, texts)
+    started = time.perf_counter()
+    mapped = 0
+    for text, row_ids, row_spans in zip(texts, ids, spans):
+        clean = clean_spans(row_spans, len(text), False, SpanStats(), "bench")
+        starts, ends, _ = token_char_offsets(tokenizer, row_ids, text)
+        token_advantages(coverage(starts, ends, clean.starts, clean.ends), clean.scores)
+        mapped += len(clean.scores)
+    return {"span_to_token_per_s": mapped / (time.perf_counter() - started)}
 
 
 def bench_verify() -> dict:
@@ -78,9 +122,31 @@ def bench_verify() -> dict:
             "verify_speedup_parallel_vs_serial": serial_s / parallel_s}
 
 
+def bench_rm_scoring() -> dict:
+    from omegaconf import OmegaConf
+
+    from rlvr.config import ModelConfig
+    from rlvr.data.arithmetic import generate_preferences
+    from rlvr.models import load_reward_model
+    from rlvr.rewards.reward_model import RewardModelScorer, as_messages
+
+    model, tokenizer = load_reward_model(OmegaConf.structured(ModelConfig), seed=0)
+    pairs = generate_preferences(num_train=256, num_eval=1, seed=0)["train"]
+    conversations = [as_messages(p["prompt"], p[side]) for p in pairs for side in ("chosen", "rejected")]
+    rates = {}
+    for name, batch_size in (("one_by_one", 1), ("batched", 32)):
+        scorer = RewardModelScorer(model, tokenizer, batch_size=batch_size)
+        scorer.score(conversations[:64])  # warm-up
+        started = time.perf_counter()
+        scorer.score(conversations)
+        rates[name] = len(pairs) / (time.perf_counter() - started)
+    return {"rm_pairs_per_s_one_by_one": rates["one_by_one"], "rm_pairs_per_s_batched": rates["batched"],
+            "rm_scoring_speedup_batched": rates["batched"] / rates["one_by_one"]}
+
+
 def main() -> None:
     results: dict[str, float] = {}
-    for bench in (bench_cfg_job, bench_grpo_step, bench_verify):
+    for bench in (bench_cfg_job, bench_grpo_step, bench_fgrpo_step, bench_span_mapping, bench_verify, bench_rm_scoring):
         print(f"running {bench.__name__} ...", file=sys.stderr, flush=True)
         results |= bench()
     path = ROOT / "bench-results.json"

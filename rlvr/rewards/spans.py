@@ -1,0 +1,92 @@
+"""Span rewards for fine-grained GRPO: a function scores parts of a completion, not the whole.
+
+Contract (TRL's signature, another return type): `fn(prompts, completions, **columns)` returns, per
+completion, a list of spans `(score, (start_char, end_char), group)`; `group` names a reward group
+(format, accuracy, reasoning, ...). `SpanReward` adapts such a function for TRL (the scalar it
+logs is the sum of a completion's span scores) and keeps the spans for the trainer.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, Sequence
+
+from rlvr.rewards.answers import FINAL_LINE, NUMBER, completion_text, gold_answer, normalize_number
+from rlvr.rewards.base import Outcome
+
+Span = tuple[float, tuple[int, int], Any]
+BOXED = re.compile(r"\\boxed\{(?P<value>[^{}]{0,80})\}")
+
+
+class SpanReward:
+    """TRL-facing wrapper of a span function; `last_spans` holds the spans of the latest call."""
+
+    def __init__(self, name: str, fn: Callable[..., list[list[Span]]], weight: float = 1.0):
+        self.__name__ = name
+        self.fn, self.weight = fn, weight
+        self.last_spans: list[list[Span]] = []
+        self.last_outcomes: list[Outcome] = []
+
+    def __call__(self, prompts=None, completions=(), **columns) -> list[float]:
+        texts = [completion_text(c) for c in completions]
+        spans = self.fn(prompts=prompts, completions=texts, **columns)
+        if len(spans) != len(texts):
+            raise ValueError(f"span reward '{self.__name__}' returned {len(spans)} span lists for {len(texts)} completions")
+        self.last_spans = [[(float(s) * self.weight, tuple(r), g) for s, r, g in row] for row in spans]
+        totals = [sum(s for s, _, _ in row) for row in self.last_spans]
+        self.last_outcomes = [Outcome(total, "ok", None, _correct(row)) for total, row in zip(totals, self.last_spans)]
+        return totals
+
+
+def _correct(spans: list[Span]) -> bool | None:
+    """A completion is correct when it has accuracy-group spans and all of them score above 0."""
+    accuracy = [score for score, _, group in spans if group == "accuracy"]
+    return all(score > 0 for score in accuracy) if accuracy else None
+
+
+def _answer_match(text: str):
+    """The final answer's location: a 'Final: n' last line, else the last \\boxed{}, else the last number."""
+    lines = list(re.finditer(r"[^\n]+", text))
+    if lines:
+        last = lines[-1]
+        match = FINAL_LINE.match(last.group())
+        if match:
+            return last.start(), last.end(), last.start() + match.start("value"), last.start() + match.end("value")
+    boxed = list(BOXED.finditer(text))
+    if boxed:
+        m = boxed[-1]
+        return m.start(), m.end(), m.start("value"), m.end("value")
+    numbers = list(NUMBER.finditer(text))
+    if numbers:
+        m = numbers[-1]
+        return None, None, m.start(), m.end()
+    return None
+
+
+def answer_spans(completions: Sequence[str], answer: Sequence[Any], format_score: float = 0.5,
+                 correct: float = 1.0, wrong: float = -1.0, reasoning_score: float = 0.0,
+                 missing: float = -1.0, **_: Any) -> list[list[Span]]:
+    """Built-in spans for arithmetic and GSM8K-style answers.
+
+    - format: the final answer line / \\boxed{} (format_score when present);
+    - accuracy: the number itself (correct or wrong against the gold answer);
+    - reasoning: the text before the answer (reasoning_score, 0 by default: no pressure either way).
+    A completion with no number at all gets one `missing` span over all of it, in the accuracy group.
+    """
+    out = []
+    for text, raw in zip(completions, answer, strict=True):
+        located = _answer_match(text)
+        if located is None:
+            out.append([(missing, (0, len(text)), "accuracy")] if text else [])
+            continue
+        fmt_start, fmt_end, value_start, value_end = located
+        gold = normalize_number(gold_answer(raw) or "")
+        right = gold is not None and normalize_number(text[value_start:value_end]) == gold
+        spans = [(correct if right else wrong, (value_start, value_end), "accuracy")]
+        if fmt_start is not None:
+            spans.append((format_score, (fmt_start, fmt_end), "format"))
+        reasoning_end = fmt_start if fmt_start is not None else value_start
+        if reasoning_end > 0 and text[:reasoning_end].strip():
+            spans.append((reasoning_score, (0, reasoning_end), "reasoning"))
+        out.append(spans)
+    return out

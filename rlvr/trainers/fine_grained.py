@@ -1,0 +1,224 @@
+"""Fine-grained GRPO: span rewards become per-token advantages; the loss is TRL's, unchanged.
+
+TRL's `_compute_loss` accepts advantages of shape (B, T) as well as (B,), so the only override
+is `_generate_and_score_completions`: after TRL has generated and scored (the scalar rewards are
+the sums of span scores, for logging), the advantages are replaced by token-level ones:
+
+1. each span's score is normalised within its reward group, over the completions of the same
+   prompt (`scope: prompt`) or the whole batch (`scope: batch`): standard (s-mean)/(std+eps),
+   centered s-mean, or none. std is TRL's (Bessel-corrected) so one whole-completion span in one
+   group reproduces GRPO's advantages exactly;
+2. character spans map to tokens through the completion's offset mapping (exact when the fast
+   tokenizer re-encodes the decoded text to the same ids; else an incremental-decode fallback);
+3. a token's advantage is the mean advantage of the spans covering it; uncovered tokens get 0 and,
+   with `uncovered: drop`, leave the loss denominator and the KL term (their mask is cleared).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from accelerate.utils import gather_object
+
+from rlvr.errors import ConfigError
+from rlvr.trainers.grpo import RolloutLoggingGRPOTrainer
+
+NORMALIZATIONS = ("standard", "centered", "none")
+SCOPES = ("prompt", "batch")
+SUPPORTED_LOSSES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo")
+
+
+@dataclass
+class SpanStats:
+    exact: int = 0
+    approximate: int = 0
+    malformed: int = 0
+
+
+@dataclass
+class CleanSpans:
+    """Spans of one completion after validation: arrays of scores, starts, ends, group names."""
+
+    scores: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    groups: list = field(default_factory=list)
+
+
+def clean_spans(spans: Sequence, text_length: int, strict: bool, stats: SpanStats, where: str) -> CleanSpans:
+    """Clip spans to the text, drop reversed/empty ones (counted), or raise with `strict`."""
+    kept = []
+    for score, (start, end), group in spans:
+        empty = start == end and text_length > 0  # (0, 0) is the whole of an empty completion
+        bad = start > end or empty or start < 0 or end > text_length or not np.isfinite(score)
+        if bad and strict:
+            raise ConfigError(f"{where}: malformed span (score={score}, chars=({start}, {end}), group={group!r}) "
+                              f"for a completion of {text_length} characters")
+        if bad:
+            stats.malformed += 1
+            start, end = max(0, min(start, text_length)), max(0, min(end, text_length))
+            if start >= end or not np.isfinite(score):
+                continue  # reversed, empty or non-finite after clipping: dropped
+        kept.append((float(score), int(start), int(end), group))
+    if not kept:
+        return CleanSpans(np.zeros(0), np.zeros(0, dtype=int), np.zeros(0, dtype=int), [])
+    scores, starts, ends, groups = zip(*kept)
+    return CleanSpans(np.array(scores), np.array(starts), np.array(ends), list(groups))
+
+
+def normalize_span_scores(spans: list[CleanSpans], num_generations: int, normalization: str, scope: str,
+                          eps: float = 1e-4) -> list[np.ndarray]:
+    """Per-span advantages: scores normalised within (reward group x prompt) or (reward group x batch)."""
+    if normalization not in NORMALIZATIONS:
+        raise ConfigError(f"algorithm.fine_grained.normalization={normalization!r}: use {', '.join(NORMALIZATIONS)}")
+    if scope not in SCOPES:
+        raise ConfigError(f"algorithm.fine_grained.scope={scope!r}: use {', '.join(SCOPES)}")
+    advantages = [np.zeros_like(s.scores) for s in spans]
+    population: dict[tuple, list[tuple[int, int]]] = {}
+    for i, s in enumerate(spans):
+        unit = i // num_generations if scope == "prompt" else 0
+        for j, group in enumerate(s.groups):
+            population.setdefault((unit, group), []).append((i, j))
+    for members in population.values():
+        scores = np.array([spans[i].scores[j] for i, j in members])
+        centred = scores - scores.mean()
+        if normalization == "standard":
+            std = scores.std(ddof=1) if len(scores) > 1 else 0.0  # TRL's nanstd is Bessel-corrected
+            centred = centred / (std + eps)
+        values = scores if normalization == "none" else centred
+        for (i, j), value in zip(members, values):
+            advantages[i][j] = value
+    return advantages
+
+
+def token_char_offsets(tokenizer, ids: Sequence[int], text: str, encoded: dict | None = None,
+                       special: set[int] | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(starts, ends, exact) character offsets in `text` of each id; special tokens are zero-width.
+
+    `text` is the completion as TRL decoded it (special tokens skipped). `encoded`: the fast
+    tokenizer's encoding of `text` with offsets, when the caller encoded a whole batch at once;
+    `special`: the tokenizer's special ids, when the caller already has them.
+    """
+    special = set(tokenizer.all_special_ids) if special is None else special
+    content = [t for t in ids if t not in special]
+    offsets, exact = None, False
+    if encoded is None and getattr(tokenizer, "is_fast", False):
+        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    if encoded is not None and encoded["input_ids"] == content:
+        offsets, exact = encoded["offset_mapping"], True
+    if offsets is None:  # re-encoding differs: cumulative decoding, approximate inside multi-byte characters
+        lengths = [len(tokenizer.decode(content[: k + 1], skip_special_tokens=True)) for k in range(len(content))]
+        offsets = [(min(a, b), b) for a, b in zip([0] + lengths[:-1], lengths)]
+    starts, ends, k, position = [], [], 0, 0
+    for token in ids:
+        if token in special:
+            starts.append(position), ends.append(position)
+        else:
+            start, end = offsets[k]
+            k, position = k + 1, end
+            starts.append(start), ends.append(end)
+    return np.array(starts, dtype=int), np.array(ends, dtype=int), exact
+
+
+def coverage(tok_starts: np.ndarray, tok_ends: np.ndarray, span_starts: np.ndarray, span_ends: np.ndarray) -> np.ndarray:
+    """(S, T) bool: span s covers token t (overlap; a zero-width token is covered by spans touching it)."""
+    s0, s1 = span_starts[:, None], span_ends[:, None]
+    t0, t1 = tok_starts[None, :], tok_ends[None, :]
+    overlap = (t0 < s1) & (t1 > s0)
+    zero_width = (t0 == t1) & (t0 >= s0) & (t0 <= s1)
+    return overlap | zero_width
+
+
+def token_advantages(cover: np.ndarray, span_advantages: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(advantage per token, covered mask): the mean of the covering spans' advantages, 0 if none."""
+    counts = cover.sum(axis=0)
+    total = (cover * span_advantages[:, None]).sum(axis=0)
+    return np.where(counts > 0, total / np.maximum(counts, 1), 0.0), counts > 0
+
+
+@dataclass
+class FineGrainedSettings:
+    normalization: str = "standard"
+    scope: str = "prompt"
+    uncovered: str = "keep"
+    strict: bool = False
+    eps: float = 1e-4
+
+
+class FineGrainedGRPOTrainer(RolloutLoggingGRPOTrainer):
+    """GRPO with span-level rewards and per-reward-group advantages (see the module docstring)."""
+
+    def __init__(self, *args, fine_grained: FineGrainedSettings, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.loss_type not in SUPPORTED_LOSSES:
+            raise ConfigError(f"algorithm=fgrpo supports loss_type in {', '.join(SUPPORTED_LOSSES)}, not {self.loss_type!r}")
+        if fine_grained.uncovered not in ("keep", "drop"):
+            raise ConfigError(f"algorithm.fine_grained.uncovered={fine_grained.uncovered!r}: use keep or drop")
+        self.fine_grained = fine_grained
+        self.special_ids = set(self.processing_class.all_special_ids)
+
+    def _local_spans(self) -> list[list]:
+        per_function = [getattr(r.fn, "last_spans", None) for r in self.rewards]
+        if any(spans is None for spans in per_function):
+            raise ConfigError("algorithm=fgrpo needs span rewards (e.g. reward=fgrpo_spans)")
+        return [sum(rows, []) for rows in zip(*per_function)]
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        mode = "train" if self.model.training else "eval"
+        settings, stats = self.fine_grained, SpanStats()
+        ids = output["completion_ids"].tolist()
+        mask = output["completion_mask"]
+        texts = self.processing_class.batch_decode(output["completion_ids"], skip_special_tokens=True)
+        local = self._local_spans()
+        lengths = gather_object([len(t) for t in texts])
+        cleaned = [clean_spans(s, n, settings.strict, stats, f"completion {i}")
+                   for i, (s, n) in enumerate(zip(gather_object(local), lengths))]
+        num_generations = self.num_generations if mode == "train" else self.num_generations_eval
+        span_adv = normalize_span_scores(cleaned, num_generations, settings.normalization, settings.scope, settings.eps)
+        offset = self.accelerator.process_index * len(texts)
+        encodings = [None] * len(texts)
+        if getattr(self.processing_class, "is_fast", False):  # one batched (parallel, Rust) call for all rows
+            batch = self.processing_class(texts, add_special_tokens=False, return_offsets_mapping=True)
+            encodings = [{"input_ids": i, "offset_mapping": o} for i, o in zip(batch["input_ids"], batch["offset_mapping"])]
+        advantages = np.zeros(tuple(mask.shape), dtype=np.float32)
+        covered = np.zeros(tuple(mask.shape), dtype=bool)
+        for i, (text, length) in enumerate(zip(texts, mask.sum(dim=1).tolist())):
+            spans = cleaned[offset + i]
+            starts, ends, exact = token_char_offsets(self.processing_class, ids[i][:length], text, encodings[i],
+                                                     self.special_ids)
+            cover = coverage(starts, ends, spans.starts, spans.ends)
+            advantages[i, :length], covered[i, :length] = token_advantages(cover, span_adv[offset + i])
+            if exact and len(spans.scores):  # a span maps exactly when it starts and ends on token boundaries
+                first, last = cover.argmax(axis=1), length - 1 - cover[:, ::-1].argmax(axis=1)
+                on_boundary = (starts[first] == spans.starts) & (ends[last] == spans.ends)
+                stats.exact += int(on_boundary.sum())
+                stats.approximate += int((~on_boundary).sum())
+            else:
+                stats.approximate += len(spans.scores)
+        advantages, covered = torch.from_numpy(advantages), torch.from_numpy(covered)
+        device = output["completion_mask"].device
+        output["advantages"] = advantages.to(device)
+        if settings.uncovered == "drop":
+            output["completion_mask"] = mask * covered.to(device, mask.dtype)
+            output["num_items_in_batch"] = self.accelerator.gather(output["completion_mask"].sum()).sum()
+        self._log_span_metrics(mode, cleaned, span_adv, covered, mask, stats)
+        return output
+
+    def _log_span_metrics(self, mode, cleaned, span_adv, covered, mask, stats: SpanStats) -> None:
+        metrics = self._metrics[mode]
+        groups = sorted({g for s in cleaned for g in s.groups}, key=str)
+        for group in groups:
+            scores = np.array([sc for s in cleaned for sc, g in zip(s.scores, s.groups) if g == group])
+            advs = np.array([a for s, adv in zip(cleaned, span_adv) for a, g in zip(adv, s.groups) if g == group])
+            metrics[f"fgrpo/{group}/score_mean"].append(float(scores.mean()))
+            metrics[f"fgrpo/{group}/score_std"].append(float(scores.std()))
+            metrics[f"fgrpo/{group}/advantage_mean"].append(float(advs.mean()))
+            metrics[f"fgrpo/{group}/advantage_std"].append(float(advs.std()))
+        total = stats.exact + stats.approximate
+        metrics["fgrpo/covered_token_frac"].append(float((covered & mask.bool().cpu()).sum() / max(mask.sum().item(), 1)))
+        metrics["fgrpo/spans_exact_frac"].append(stats.exact / total if total else 1.0)
+        metrics["fgrpo/spans_malformed"].append(float(stats.malformed))

@@ -1,0 +1,191 @@
+"""Fine-grained GRPO: equivalence with TRL's GRPO, span->token offsets on real text, advantages, toy mode."""
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rlvr.errors import ConfigError
+from rlvr.models import build_tiny_model, build_tiny_tokenizer
+from rlvr.rewards.spans import answer_spans
+from rlvr.trainers.fine_grained import (
+    CleanSpans, SpanStats, clean_spans, coverage, normalize_span_scores, token_advantages, token_char_offsets,
+)
+
+GSM8K = [json.loads(line) for line in (Path(__file__).parent.parent / "data" / "gsm8k_test_300.jsonl").open()]
+
+
+def scalar_reward(completions, **kwargs):
+    """A varied, deterministic reward of the completion text."""
+    return [float(sum(map(ord, c)) % 5) for c in completions]
+
+
+def whole_span_reward(completions, **kwargs):
+    return [[(r, (0, len(c)), "all")] for c, r in zip(completions, scalar_reward(completions))]
+
+
+def build_trainer(kind, model_dir, out_dir, loss_type, beta):
+    import datasets
+    from trl import GRPOConfig, GRPOTrainer
+
+    from rlvr.rewards.base import WeightedReward
+    from rlvr.rewards.spans import SpanReward
+    from rlvr.trainers.fine_grained import FineGrainedGRPOTrainer, FineGrainedSettings
+
+    prompts = datasets.Dataset.from_list([{"prompt": f"{a}+{b}="} for a, b in [(1, 2), (3, 4), (5, 6), (7, 8)]])
+    args = GRPOConfig(output_dir=str(out_dir), use_cpu=True, per_device_train_batch_size=16, num_generations=4,
+                      max_completion_length=8, loss_type=loss_type, beta=beta, report_to=[], seed=0)
+    if kind == "trl":
+        trainer = GRPOTrainer(model=str(model_dir), reward_funcs=scalar_reward, args=args, train_dataset=prompts)
+    else:
+        rewards = [WeightedReward("all", SpanReward("all", whole_span_reward), 1.0)]
+        trainer = FineGrainedGRPOTrainer(model=str(model_dir), rewards=rewards, args=args, train_dataset=prompts,
+                                         fine_grained=FineGrainedSettings())
+    trainer.current_gradient_accumulation_steps = 1
+    return trainer, [{"prompt": row["prompt"]} for row in prompts for _ in range(4)]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny")
+    tokenizer = build_tiny_tokenizer()
+    from omegaconf import OmegaConf
+
+    from rlvr.config import TinyModelConfig
+
+    build_tiny_model(OmegaConf.structured(TinyModelConfig), tokenizer, seed=0).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize(("loss_type", "beta"), [("dapo", 0.0), ("grpo", 0.0), ("bnpo", 0.0), ("dr_grpo", 0.0),
+                                                 ("cispo", 0.0), ("sapo", 0.0), ("dapo", 0.04)])
+def test_one_whole_span_equals_trl_grpo(model_dir, tmp_path, loss_type, beta):
+    results = []
+    for kind in ("trl", "fgrpo"):
+        trainer, inputs = build_trainer(kind, model_dir, tmp_path / kind, loss_type, beta)
+        torch.manual_seed(123)
+        batch = trainer._generate_and_score_completions(inputs)
+        loss = trainer._compute_loss(trainer.model, batch)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+        results.append((batch, loss.item(), grads))
+    (trl_batch, trl_loss, trl_grads), (fg_batch, fg_loss, fg_grads) = results
+    assert torch.equal(trl_batch["completion_ids"], fg_batch["completion_ids"])
+    assert fg_batch["advantages"].shape == trl_batch["completion_ids"].shape
+    assert trl_batch["advantages"].abs().sum() > 0  # a batch with a learning signal
+    assert fg_loss == pytest.approx(trl_loss, abs=1e-6)
+    assert trl_grads.keys() == fg_grads.keys()
+    for name in trl_grads:
+        torch.testing.assert_close(fg_grads[name], trl_grads[name], atol=1e-6, rtol=0)
+
+
+def check_span_tokens(tokenizer, ids, text, spans):
+    starts, ends, _ = token_char_offsets(tokenizer, ids, text)
+    clean = clean_spans(spans, len(text), True, SpanStats(), "gsm8k")
+    cover = coverage(starts, ends, clean.starts, clean.ends)
+    for j in range(len(clean.scores)):
+        s, e = clean.starts[j], clean.ends[j]
+        tokens = np.nonzero(cover[j])[0]
+        first, last = tokens[0], tokens[-1]
+        assert list(tokens) == list(range(first, last + 1))  # contiguous
+        assert text[s:e] in tokenizer.decode(ids[first:last + 1], skip_special_tokens=True)  # covers the span
+        for t in tokens:  # no token wholly outside the span
+            assert starts[t] < e and ends[t] > s or starts[t] == ends[t]
+
+
+def test_offsets_on_gsm8k_solutions():
+    tokenizer = build_tiny_tokenizer()
+    rng = random.Random(0)
+    for row in GSM8K:
+        ids = tokenizer(row["answer"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        text = tokenizer.decode(ids, skip_special_tokens=True)
+        spans = answer_spans([text], [row["answer"]])[0]
+        for _ in range(3):
+            a, b = sorted(rng.sample(range(len(text) + 1), 2))
+            spans.append((1.0, (a, b), "random"))
+        check_span_tokens(tokenizer, ids, text, spans)
+
+
+class SlowTokenizer:
+    """The tiny tokenizer seen as a tokenizer without offsets: exercises the decoding fallback."""
+
+    is_fast = False
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.all_special_ids = inner.all_special_ids
+
+    def decode(self, ids, **kwargs):
+        return self.inner.decode(ids, **kwargs)
+
+
+def test_fallback_offsets_match_the_fast_ones_on_gsm8k():
+    fast = build_tiny_tokenizer()
+    slow = SlowTokenizer(fast)
+    for row in GSM8K[:50]:
+        ids = fast(row["answer"], add_special_tokens=False)["input_ids"] + [fast.eos_token_id]
+        text = fast.decode(ids, skip_special_tokens=True)
+        fast_starts, fast_ends, exact = token_char_offsets(fast, ids, text)
+        slow_starts, slow_ends, slow_exact = token_char_offsets(slow, ids, text)
+        assert exact and not slow_exact
+        if text.isascii():
+            assert (fast_starts == slow_starts).all() and (fast_ends == slow_ends).all()
+        check_span_tokens(slow, ids, text, answer_spans([text], [row["answer"]])[0])
+
+
+def test_normalisations_and_scopes():
+    spans = [CleanSpans(np.array([s]), np.array([0]), np.array([1]), ["g"]) for s in (1.0, 3.0, 10.0, 30.0)]
+    centered = normalize_span_scores(spans, num_generations=2, normalization="centered", scope="prompt")
+    assert [a[0] for a in centered] == [-1.0, 1.0, -10.0, 10.0]
+    standard = normalize_span_scores(spans, 2, "standard", "prompt")
+    std = np.std([1.0, 3.0], ddof=1)
+    assert standard[0][0] == pytest.approx(-1.0 / (std + 1e-4))
+    batch = normalize_span_scores(spans, 2, "centered", "batch")
+    assert [a[0] for a in batch] == pytest.approx([1 - 11, 3 - 11, 10 - 11, 30 - 11])
+    assert [a[0] for a in normalize_span_scores(spans, 2, "none", "prompt")] == [1.0, 3.0, 10.0, 30.0]
+    with pytest.raises(ConfigError, match="normalization='zscore'"):
+        normalize_span_scores(spans, 2, "zscore", "prompt")
+
+
+def test_groups_are_normalised_separately():
+    spans = [CleanSpans(np.array([1.0, 100.0]), np.array([0, 0]), np.array([1, 1]), ["a", "b"]),
+             CleanSpans(np.array([3.0, 300.0]), np.array([0, 0]), np.array([1, 1]), ["a", "b"])]
+    adv = normalize_span_scores(spans, 2, "centered", "prompt")
+    assert list(adv[0]) == [-1.0, -100.0] and list(adv[1]) == [1.0, 100.0]
+
+
+def test_token_advantage_is_the_mean_of_covering_spans():
+    tok_starts, tok_ends = np.array([0, 2, 4, 6]), np.array([2, 4, 6, 6])  # last: a zero-width EOS
+    cover = coverage(tok_starts, tok_ends, np.array([0, 3]), np.array([4, 6]))
+    adv, covered = token_advantages(cover, np.array([1.0, 3.0]))
+    assert list(adv) == [1.0, 2.0, 3.0, 3.0] and covered.all()
+    adv, covered = token_advantages(coverage(tok_starts, tok_ends, np.array([0]), np.array([2])), np.array([5.0]))
+    assert list(adv) == [5.0, 0.0, 0.0, 0.0] and list(covered) == [True, False, False, False]
+
+
+def test_malformed_spans_are_clipped_dropped_and_counted_or_rejected():
+    stats = SpanStats()
+    clean = clean_spans([(1.0, (5, 2), "r"), (1.0, (3, 3), "e"), (1.0, (-4, 3), "c"), (1.0, (8, 99), "o"),
+                         (float("nan"), (0, 2), "n"), (1.0, (0, 10), "ok")], 10, False, stats, "x")
+    assert stats.malformed == 5
+    assert list(zip(clean.starts, clean.ends, clean.groups)) == [(0, 3, "c"), (8, 10, "o"), (0, 10, "ok")]
+    with pytest.raises(ConfigError, match=r"completion 7: malformed span \(score=1.0, chars=\(5, 2\)"):
+        clean_spans([(1.0, (5, 2), "r")], 10, True, SpanStats(), "completion 7")
+
+
+@pytest.mark.slow
+def test_toy_mode_moves_positive_spans_up_and_negative_down(tmp_path):
+    from conftest import run_cli
+
+    result = run_cli("rlvr.run", "experiment=fgrpo_toy", "logging=disabled", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "advantage" in result.stdout and "per-response loss" in result.stdout
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["toy_positive_logp_after"] > m["toy_positive_logp_before"]
+    assert m["toy_negative_logp_after"] < m["toy_negative_logp_before"]
+    spans = json.loads((tmp_path / "toy_spans.json").read_text())["spans"]
+    assert {s["group"] for s in spans} == {"accuracy", "format", "reasoning", "completeness"}
