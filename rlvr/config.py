@@ -159,11 +159,19 @@ class AlgorithmConfig:
 
 @dataclass
 class HardwareConfig:
+    """What a job runs on: the same meaning locally and on SLURM (launcher presets read the resources)."""
+
     device: str = "cpu"  # cpu | cuda
     precision: str = "fp32"  # fp32 | bf16 | fp16
     torch_threads: int | None = None  # None: torch's default
     activation_checkpointing: bool = False  # a.k.a. gradient checkpointing; slow on CPU
     tf32: bool = False
+    # Job resources (hydra/launcher=slurm|local): processes = nodes x tasks_per_node, data-parallel.
+    nodes: int = 1
+    tasks_per_node: int = 1
+    gpus_per_node: int = 0
+    cpus_per_task: int = 2
+    mem_gb: int = 8
 
 
 @dataclass

@@ -49,11 +49,15 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     from rlvr.recipes import get_recipe
 
+    from rlvr.distributed import export_torch_distributed, is_main_process
+
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     recipe = get_recipe(cfg.algorithm.name)
     offline = set_offline(cfg)
-    (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    log.info("run dir %s (offline=%s)", run_dir, offline)
+    world_size = export_torch_distributed()
+    if is_main_process():
+        (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    log.info("run dir %s (offline=%s, processes=%d)", run_dir, offline, world_size)
 
     from transformers import set_seed
 

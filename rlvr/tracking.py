@@ -40,6 +40,16 @@ def read_jsonl(path: Path) -> list[dict]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
+def truncate_jsonl(path: Path, keep) -> None:
+    """Rewrite a JSONL file with only the rows `keep(row)` accepts (atomically; no-op if absent)."""
+    if not path.exists():
+        return
+    rows = [row for row in read_jsonl(path) if keep(row)]
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("".join(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows))
+    os.replace(tmp, path)
+
+
 def write_json(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rlvr import hardware
+from rlvr.distributed import barrier, is_main_process
 from rlvr.errors import ConfigError
 from rlvr.tracking import close_wandb, phase_means, read_jsonl, write_json
 
@@ -92,12 +93,14 @@ def save_reference_policy(setup: PolicySetup, run_dir: Path) -> None:
     memory has no path, and a warmed-up one differs from its path. This makes both correct.
     """
     path = run_dir / "reference_model"
-    setup.model.save_pretrained(path)
+    if is_main_process():
+        setup.model.save_pretrained(path)
+    barrier()  # every rank loads it
     setup.model.config.name_or_path = str(path)
 
 
 def evaluate(cfg, setup: PolicySetup, run_dir: Path, label: str) -> dict[str, float]:
-    if setup.evaluation is None or not getattr(cfg.eval, label):
+    if setup.evaluation is None or not getattr(cfg.eval, label) or not is_main_process():
         return {}
     from rlvr.evaluation import greedy_eval
 
@@ -119,12 +122,14 @@ def training_curve_summary(run_dir: Path) -> dict[str, float]:
 
 
 def finish(cfg, run_dir: Path, metrics: dict[str, Any]) -> dict[str, float]:
-    """Plots and metrics.json; returns the flat float metrics."""
+    """Plots and metrics.json (rank 0 only); returns the flat float metrics."""
+    flat = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None}
+    if not is_main_process():
+        return flat
     if cfg.logging.plots:
         from rlvr.plots import plot_run
 
         plot_run(run_dir)
-    flat = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None}
     write_json(run_dir / "metrics.json", flat)
     close_wandb(flat)
     return flat

@@ -9,7 +9,8 @@ from pathlib import Path
 from rlvr.recipes.common import (
     calibrate_rewards, evaluate, finish, save_reference_policy, setup_policy, trl_config, training_curve_summary,
 )
-from rlvr.tracking import JsonlWriter, compact_progress_callback, metrics_callback, setup_wandb
+from rlvr.distributed import checkpoint_callback, is_main_process, latest_complete_checkpoint, rank, weights_digest
+from rlvr.tracking import JsonlWriter, compact_progress_callback, metrics_callback, setup_wandb, truncate_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -35,27 +36,38 @@ def run_grpo(cfg, run_dir: Path, trainer_class, wrap_rewards=None, **trainer_ext
                       reward_weights=[r.weight for r in setup.rewards])
     metrics = {"warmup_sft_loss": setup.warmup_loss} if setup.warmup_loss is not None else {}
     calibrate_rewards(cfg, setup, run_dir)
-    metrics |= evaluate(cfg, setup, run_dir, "before")
+    resume = latest_complete_checkpoint(run_dir / "checkpoints")
+    if resume is None:
+        metrics |= evaluate(cfg, setup, run_dir, "before")
+    else:  # a requeued or re-run job: drop what was logged after the checkpoint, then continue from it
+        step = int(resume.name.split("-")[-1])
+        log.info("resuming from %s", resume)
+        truncate_jsonl(run_dir / "metrics.jsonl", keep=lambda row: row.get("step", 0) <= step)
+        truncate_jsonl(run_dir / "rollouts.jsonl", keep=lambda row: row.get("step", 0) < step)
     if cfg.algorithm.beta != 0 and (cfg.model.name_or_path == "tiny" or setup.warmup_loss is not None):
         save_reference_policy(setup, run_dir)
 
-    rollouts = JsonlWriter(run_dir / "rollouts.jsonl") if cfg.logging.rollouts else None
+    rollouts = JsonlWriter(run_dir / "rollouts.jsonl") if cfg.logging.rollouts and is_main_process() else None
     trainer = trainer_class(
         model=setup.model, rewards=setup.rewards, args=args, train_dataset=setup.train,
         processing_class=setup.tokenizer, peft_config=lora_config(cfg.model),
-        callbacks=[metrics_callback(run_dir / "metrics.jsonl")], rollout_writer=rollouts, **trainer_extra,
+        callbacks=[metrics_callback(run_dir / "metrics.jsonl"), checkpoint_callback()],
+        rollout_writer=rollouts, **trainer_extra,
     )
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(compact_progress_callback())
     started = time.perf_counter()
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     metrics["train_seconds"] = time.perf_counter() - started
     metrics["train_loss"] = result.training_loss
     metrics["train_steps"] = trainer.state.global_step
     if rollouts is not None:
         rollouts.close()
     trainer.save_model(str(run_dir / "final_model"))
-    setup.tokenizer.save_pretrained(str(run_dir / "final_model"))
+    if is_main_process():
+        setup.tokenizer.save_pretrained(str(run_dir / "final_model"))
+    if trainer.accelerator.num_processes > 1:
+        print(f"rlvr: rank {rank()} weights {weights_digest(trainer.model)}", flush=True)
 
     setup.model = trainer.model
     metrics |= evaluate(cfg, setup, run_dir, "after")

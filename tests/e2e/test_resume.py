@@ -1,0 +1,61 @@
+"""Runs resume from the newest complete checkpoint in their run dir: after a crash, a requeue, or SIGUSR2."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, TINY_RUN, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def logged_steps(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [row["step"] for row in rows if "loss" in row]
+
+
+def test_rerun_resumes_from_the_last_complete_checkpoint(tmp_path):
+    first = run_cli("rlvr.run", *TINY_RUN, "algorithm.max_steps=3", "algorithm.save_steps=3", f"hydra.run.dir={tmp_path}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert (tmp_path / "checkpoints" / "checkpoint-3" / "COMPLETE").exists()
+    (tmp_path / "checkpoints" / "checkpoint-9").mkdir()  # half-written: no COMPLETE marker, must be ignored
+    second = run_cli("rlvr.run", *TINY_RUN, "algorithm.max_steps=6", "algorithm.save_steps=3", f"hydra.run.dir={tmp_path}")
+    assert second.returncode == 0, second.stderr[-3000:]
+    log = (tmp_path / "run.log").read_text()
+    assert "resuming from" in log and "checkpoint-3" in log
+    assert logged_steps(tmp_path) == [1, 2, 3, 4, 5, 6]
+    rollout_steps = sorted({json.loads(l)["step"] for l in (tmp_path / "rollouts.jsonl").read_text().splitlines()})
+    assert rollout_steps == [0, 1, 2, 3, 4, 5]
+
+
+def test_sigusr2_saves_a_checkpoint_and_the_rerun_continues(tmp_path):
+    args = [sys.executable, "-m", "rlvr.run", *TINY_RUN, "algorithm.max_steps=400", "algorithm.save_steps=0",
+            "eval.before=false", f"hydra.run.dir={tmp_path}"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            path = tmp_path / "metrics.jsonl"
+            if path.exists() and len(path.read_text().splitlines()) >= 5:
+                break
+            time.sleep(0.2)
+        process.send_signal(signal.SIGUSR2)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode != 0  # stopped, not finished
+    checkpoints = list((tmp_path / "checkpoints").glob("checkpoint-*"))
+    assert len(checkpoints) == 1 and (checkpoints[0] / "COMPLETE").exists(), stderr[-2000:]
+    saved = int(checkpoints[0].name.split("-")[1])
+    assert 5 <= saved < 400
+    assert logged_steps(tmp_path) == list(range(1, saved + 1))
+    again = run_cli("rlvr.run", *TINY_RUN, f"algorithm.max_steps={saved + 3}", "algorithm.save_steps=0",
+                    "eval.before=false", f"hydra.run.dir={tmp_path}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert logged_steps(tmp_path) == list(range(1, saved + 4))  # continues; no step repeated
