@@ -9,7 +9,7 @@ TORCH_CPU ?= torch==2.13.0
 TORCH_CPU_INDEX ?=
 ARGS ?=
 
-.PHONY: install run test test-fast bench clean
+.PHONY: install run test test-fast bench slurm-up slurm-down clean
 .DEFAULT_GOAL := test
 
 $(VENV)/.installed: pyproject.toml
@@ -29,11 +29,17 @@ run: $(VENV)/.installed  ## the offline default: tiny model, arithmetic, GRPO on
 test: $(VENV)/.installed  ## the whole suite, slow end-to-end runs included
 	$(PY) -m pytest -q $(ARGS)
 
-test-fast: $(VENV)/.installed
-	$(PY) -m pytest -q -m "not slow" $(ARGS)
+test-fast: $(VENV)/.installed  ## no end-to-end runs, no SLURM
+	$(PY) -m pytest -q -m "not slow and not slurm" $(ARGS)
 
 bench: $(VENV)/.installed  ## prints a table and writes bench-results.json
 	$(PY) tests/benchmarks/bench.py $(ARGS)
+
+slurm-up:  ## a real single-node SLURM on localhost (root, Debian); prints the partition
+	bash launchers/slurm-up.sh
+
+slurm-down:
+	bash launchers/slurm-down.sh
 
 clean:
 	rm -rf outputs multirun bench-results.json .pytest_cache

@@ -20,12 +20,14 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 COMPLETE = "COMPLETE"
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by SIGUSR2 after a checkpoint; launchers/sbatch_run.sh requeues on it
 
 
 def export_torch_distributed() -> int:
     """World size of this job; with more than one task, the torch.distributed variables are exported."""
-    if int(os.environ.get("SLURM_NTASKS", "1")) <= 1 or "SUBMITIT_EXECUTOR" not in os.environ:
+    if int(os.environ.get("SLURM_NTASKS", "1")) <= 1 or "SLURM_PROCID" not in os.environ:
         return int(os.environ.get("WORLD_SIZE", "1"))
+    os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")  # submitit reads SLURM's variables (sbatch path too)
     import submitit
 
     env = submitit.helpers.TorchDistributedEnvironment().export()
@@ -93,6 +95,7 @@ def checkpoint_callback():
                 barrier()
                 if callable(self.previous):  # submitit's handler: checkpoint(), requeue, exit
                     self.previous(signal.SIGUSR2, None)
-                raise SystemExit(f"stopped by SIGUSR2 after saving checkpoint-{state.global_step}")
+                log.warning("stopped by SIGUSR2 after saving checkpoint-%d", state.global_step)
+                raise SystemExit(EXIT_PREEMPTED)
 
     return PreemptibleCheckpoints()

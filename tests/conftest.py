@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -32,3 +33,24 @@ def rows_file(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def slurm_partition():
+    """A real single-node SLURM on localhost (launchers/slurm-up.sh), torn down after the session.
+
+    Every job left in the queue is cancelled at the end, and the test that asked for the cluster
+    fails if one had to be: no job of ours outlives the suite.
+    """
+    up = subprocess.run(["bash", str(ROOT / "launchers" / "slurm-up.sh")], capture_output=True, text=True, timeout=600)
+    assert up.returncode == 0, f"launchers/slurm-up.sh failed:\n{up.stderr[-3000:]}"
+    yield up.stdout.strip().splitlines()[-1]
+    deadline = time.time() + 60  # jobs whose results are in finish exiting within seconds
+    while (left := subprocess.run(["squeue", "-h", "-o", "%A"], capture_output=True, text=True).stdout.split()):
+        if time.time() > deadline:
+            break
+        time.sleep(0.5)
+    if left:
+        subprocess.run(["scancel", *left], check=False)
+    subprocess.run(["bash", str(ROOT / "launchers" / "slurm-down.sh")], capture_output=True, text=True, timeout=300)
+    assert not left, f"jobs left in the queue after the tests: {left}"

@@ -86,6 +86,24 @@ def test_two_job_sweep(tmp_path):
     assert betas == [0.0, 0.04]
     for job in jobs:
         assert json.loads((job / "metrics.json").read_text())["train_steps"] == 2
+    report = (tmp_path / "sweep_summary.md").read_text()
+    assert "| 0 | algorithm.beta=0.0 | completed |" in report and "| 1 | algorithm.beta=0.04 | completed |" in report
+    assert (tmp_path / "sweep_summary.csv").read_text().count("completed") == 2
+    assert (tmp_path / "sweep_summary.png").stat().st_size > 1000
+
+
+def test_reward_weights_reach_trl(tmp_path):
+    result = run_cli("rlvr.run", *TINY_RUN, "model.warmup_sft_steps=100", "reward=[gsm8k_flexible,think_format]",
+                     "reward.functions.gsm8k_flexible.weight=0.5", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = read_jsonl(tmp_path / "rollouts.jsonl")
+    assert any(row["rewards"]["gsm8k_flexible"] == 1.0 for row in rows)
+    for row in rows:
+        expected = 0.5 * row["rewards"]["gsm8k_flexible"] + row["rewards"]["think_format"]
+        assert row["reward"] == pytest.approx(expected)
+    logged = [m for m in read_jsonl(tmp_path / "metrics.jsonl") if "reward" in m]
+    step_one = [r for r in rows if r["step"] == 0]
+    assert logged[0]["reward"] == pytest.approx(sum(r["reward"] for r in step_one) / len(step_one))  # TRL's mean
 
 
 def test_lora_run(tmp_path):

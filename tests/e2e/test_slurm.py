@@ -1,0 +1,105 @@
+"""Sweeps and multi-process jobs through Hydra's submitit launcher on a real local SLURM."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, TINY_RUN, run_cli
+
+pytestmark = [pytest.mark.slow, pytest.mark.slurm]
+
+
+def slurm_args(partition, sweep_dir, *extra):
+    return ["hydra/launcher=slurm", f"hydra.launcher.partition={partition}", "hydra.launcher.timeout_min=10",
+            "hardware.cpus_per_task=1", "hardware.mem_gb=2", f"hydra.sweep.dir={sweep_dir}", *extra]
+
+
+def job_ids(sweep_dir):
+    return sorted(p.name for p in (sweep_dir / ".submitit").iterdir() if p.is_dir())
+
+
+def sacct_states(job_id, timeout=60):
+    """Final accounting states of an (array) job: results reach the caller before sacct records the end."""
+    deadline = time.time() + timeout
+    while True:
+        out = subprocess.run(["sacct", "-n", "-P", "-X", "-j", job_id.split("_")[0], "-o", "JobID,State"],
+                             capture_output=True, text=True, check=True).stdout
+        states = dict(line.split("|") for line in out.split())
+        if states and not any(s in ("RUNNING", "PENDING", "COMPLETING") for s in states.values()) or time.time() > deadline:
+            return states
+        time.sleep(0.5)
+
+
+def test_sweep_of_two_values_completes(slurm_partition, tmp_path):
+    result = run_cli("rlvr.run", "-m", *TINY_RUN, *slurm_args(slurm_partition, tmp_path, "algorithm.beta=0.0,0.04"))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    states = {}
+    for job_id in job_ids(tmp_path):
+        states |= sacct_states(job_id)
+    assert sorted(states.values()) == ["COMPLETED", "COMPLETED"], states
+    report = (tmp_path / "sweep_summary.md").read_text()
+    assert "| 0 | algorithm.beta=0.0 | completed |" in report and "| 1 | algorithm.beta=0.04 | completed |" in report
+
+
+def test_two_tasks_train_data_parallel_with_identical_weights(slurm_partition, tmp_path):
+    result = run_cli("rlvr.run", "-m", *TINY_RUN, *slurm_args(slurm_partition, tmp_path, "hardware.tasks_per_node=2",
+                                                          "algorithm.save_steps=0"))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    [job_id] = job_ids(tmp_path)
+    digests = {}
+    for rank in (0, 1):
+        log = (tmp_path / ".submitit" / job_id / f"{job_id}_{rank}_log.out").read_text()
+        line = next(l for l in log.splitlines() if l.startswith(f"rlvr: rank {rank} weights "))
+        digests[rank] = line.split()[-1]
+    assert digests[0] == digests[1]
+    job_dir = tmp_path / "0"
+    steps = [json.loads(l)["step"] for l in (job_dir / "metrics.jsonl").read_text().splitlines() if '"loss"' in l]
+    assert steps == [1, 2, 3, 4]  # one writer: no step logged twice
+    rollouts = (job_dir / "rollouts.jsonl").read_text().splitlines()
+    assert len(rollouts) == 4 * 16  # rank 0's completions only (16 per step per rank)
+    assert json.loads((job_dir / "metrics.json").read_text())["train_steps"] == 4
+
+
+def test_preempted_job_requeues_and_resumes(slurm_partition, tmp_path):
+    args = [sys.executable, "-m", "rlvr.run", "-m", *TINY_RUN, "algorithm.max_steps=150", "algorithm.save_steps=0",
+            "eval.before=false", *slurm_args(slurm_partition, tmp_path)]
+    caller = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        metrics = tmp_path / "0" / "metrics.jsonl"
+        deadline = time.time() + 180
+        while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 5):
+            time.sleep(0.3)
+        [job_id] = job_ids(tmp_path)
+        subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
+        # SLURM holds a requeued job ~2 minutes before it may start again; let it start now.
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            state = subprocess.run(["squeue", "-h", "-j", job_id.split("_")[0], "-o", "%T"],
+                                   capture_output=True, text=True).stdout.split()
+            if state == ["PENDING"]:
+                subprocess.run(["scontrol", "update", f"JobId={job_id.split('_')[0]}", "StartTime=now"], check=True)
+                break
+            time.sleep(0.3)
+        out, err = caller.communicate(timeout=300)
+    finally:
+        caller.kill()
+    assert caller.returncode == 0, out[-2000:] + err[-3000:]
+    log = (tmp_path / "0" / "run.log").read_text()
+    assert "SIGUSR2" in log and "resuming from" in log
+    steps = [json.loads(l)["step"] for l in metrics.read_text().splitlines() if '"loss"' in l]
+    assert steps == list(range(1, 151))  # the step counter continued; no step repeated
+
+
+def test_crashing_job_names_its_override_and_log(slurm_partition, tmp_path):
+    result = run_cli("rlvr.run", "-m", *TINY_RUN, *slurm_args(slurm_partition, tmp_path, "dataset.source=/nope/a.jsonl,builtin:arithmetic"))
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "rlvr: error: dataset file not found: /nope/a.jsonl" in output  # the job's own one-line error
+    assert "#0 : " in output and "dataset.source=/nope/a.jsonl" in output  # the launcher names the override
+    assert str(tmp_path / ".submitit") in output  # and the caller gets the job's log path
+    summary = run_cli("rlvr.sweep_report", str(tmp_path))
+    assert "job 0 (" in summary.stdout and "dataset.source=/nope/a.jsonl" in summary.stdout
