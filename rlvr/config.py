@@ -263,3 +263,14 @@ def check_overrides(args: list[str], schema: type = Config, groups: frozenset[st
         if key.startswith("hydra") or key in groups or "/" in key or "@" in key:
             continue
         check_key(key, schema)
+
+
+def exit_on_unknown_keys(prog: str, args: list[str], schema: type = Config, groups: frozenset[str] = frozenset()) -> None:
+    """`check_overrides` for a command-line entry point: one line on stderr and exit code 2."""
+    import sys
+
+    try:
+        check_overrides(args, schema, groups)
+    except ConfigError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -14,7 +14,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from rlvr.config import check_overrides, register_schemas
+from rlvr.config import exit_on_unknown_keys, register_schemas
 from rlvr.data.loading import builtin_data_path
 from rlvr.errors import RlvrError
 
@@ -88,11 +88,7 @@ def hydra_main(cfg: DictConfig) -> float:
 
 def main() -> None:
     """Console-script entry: a one-line error for an unknown key before Hydra composes anything."""
-    try:
-        check_overrides(sys.argv[1:], groups=GROUPS)
-    except RlvrError as exc:
-        print(f"rlvr: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    exit_on_unknown_keys("rlvr", sys.argv[1:], groups=GROUPS)
     hydra_main()
 
 

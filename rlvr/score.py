@@ -17,7 +17,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from rlvr.config import check_overrides, register_schemas
+from rlvr.config import ScoreConfig, exit_on_unknown_keys, register_schemas
 from rlvr.errors import DataError, RlvrError
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -91,13 +91,7 @@ def hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    from rlvr.config import ScoreConfig
-
-    try:
-        check_overrides(sys.argv[1:], schema=ScoreConfig, groups=frozenset({"reward"}))
-    except RlvrError as exc:
-        print(f"rlvr.score: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    exit_on_unknown_keys("rlvr.score", sys.argv[1:], schema=ScoreConfig, groups=frozenset({"reward"}))
     hydra_main()
 
 

@@ -17,7 +17,7 @@ the sums of span scores, for logging), the advantages are replaced by token-leve
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch

@@ -1,6 +1,5 @@
 """`algorithm=reward_model` end to end, the trained RM reloaded, then used by `reward=hybrid` in GRPO."""
 
-import gzip
 import json
 
 import pytest

@@ -1,7 +1,6 @@
 """Sweeps and multi-process jobs through Hydra's submitit launcher on a real local SLURM."""
 
 import json
-import signal
 import subprocess
 import sys
 import time
