@@ -124,9 +124,12 @@ def token_char_offsets(tokenizer, ids: Sequence[int], text: str, encoded: dict |
 
 
 def coverage(tok_starts: np.ndarray, tok_ends: np.ndarray, span_starts: np.ndarray, span_ends: np.ndarray) -> np.ndarray:
-    """(S, T) bool: span s covers token t (overlap; a zero-width token is covered by spans touching it)."""
+    """(S, T) bool: span s covers token t (overlap; a zero-width token is covered by spans touching it).
+
+    Token offsets are (T,) for one completion, or (S, T): each span's own completion's tokens.
+    """
     s0, s1 = span_starts[:, None], span_ends[:, None]
-    t0, t1 = tok_starts[None, :], tok_ends[None, :]
+    t0, t1 = (tok_starts, tok_ends) if tok_starts.ndim == 2 else (tok_starts[None, :], tok_ends[None, :])
     overlap = (t0 < s1) & (t1 > s0)
     zero_width = (t0 == t1) & (t0 >= s0) & (t0 <= s1)
     return overlap | zero_width
@@ -184,21 +187,30 @@ class FineGrainedGRPOTrainer(RolloutLoggingGRPOTrainer):
         if getattr(self.processing_class, "is_fast", False):  # one batched (parallel, Rust) call for all rows
             batch = self.processing_class(texts, add_special_tokens=False, return_offsets_mapping=True)
             encodings = [{"input_ids": i, "offset_mapping": o} for i, o in zip(batch["input_ids"], batch["offset_mapping"])]
-        advantages = np.zeros(tuple(mask.shape), dtype=np.float32)
-        covered = np.zeros(tuple(mask.shape), dtype=bool)
+        # Token offsets of every row, then one vectorised span x token coverage for the whole batch.
+        shape = tuple(mask.shape)
+        tok_starts, tok_ends = np.zeros(shape, dtype=np.int64), np.full(shape, -1, dtype=np.int64)  # padding: never covered
+        exact_rows = np.zeros(shape[0], dtype=bool)
         for i, (text, length) in enumerate(zip(texts, mask.sum(dim=1).tolist())):
-            spans = cleaned[offset + i]
-            starts, ends, exact = token_char_offsets(self.processing_class, ids[i][:length], text, encodings[i],
-                                                     self.special_ids)
-            cover = coverage(starts, ends, spans.starts, spans.ends)
-            advantages[i, :length], covered[i, :length] = token_advantages(cover, span_adv[offset + i])
-            if exact and len(spans.scores):  # a span maps exactly when it starts and ends on token boundaries
-                first, last = cover.argmax(axis=1), length - 1 - cover[:, ::-1].argmax(axis=1)
-                on_boundary = (starts[first] == spans.starts) & (ends[last] == spans.ends)
-                stats.exact += int(on_boundary.sum())
-                stats.approximate += int((~on_boundary).sum())
-            else:
-                stats.approximate += len(spans.scores)
+            tok_starts[i, :length], tok_ends[i, :length], exact_rows[i] = token_char_offsets(
+                self.processing_class, ids[i][:length], text, encodings[i], self.special_ids)
+        local_spans = cleaned[offset:offset + len(texts)]
+        rows = np.concatenate([np.full(len(sp.scores), i) for i, sp in enumerate(local_spans)]).astype(np.int64)
+        span_starts = np.concatenate([sp.starts for sp in local_spans]).astype(np.int64)
+        span_ends = np.concatenate([sp.ends for sp in local_spans]).astype(np.int64)
+        span_values = np.concatenate(span_adv[offset:offset + len(texts)])
+        cover = coverage(tok_starts[rows], tok_ends[rows], span_starts, span_ends)  # (S, T)
+        total, count = np.zeros(shape), np.zeros(shape)
+        np.add.at(total, rows, cover * span_values[:, None])
+        np.add.at(count, rows, cover)
+        advantages = np.where(count > 0, total / np.maximum(count, 1), 0.0).astype(np.float32)
+        covered = count > 0
+        if len(rows):  # a span maps exactly when it starts and ends on token boundaries (and offsets were exact)
+            first, last = cover.argmax(axis=1), shape[1] - 1 - cover[:, ::-1].argmax(axis=1)
+            on_boundary = ((tok_starts[rows, first] == span_starts) & (tok_ends[rows, last] == span_ends)
+                           & exact_rows[rows] & cover.any(axis=1))
+            stats.exact += int(on_boundary.sum())
+            stats.approximate += int((~on_boundary).sum())
         advantages, covered = torch.from_numpy(advantages), torch.from_numpy(covered)
         device = output["completion_mask"].device
         output["advantages"] = advantages.to(device)
