@@ -3,7 +3,8 @@
 - cfg_job_seconds: wall time of `python -m rlvr.run --cfg job` (median of 5).
 - grpo_step_ratio_vs_trl: median GRPO step wall time of rlvr / of a plain TRL script
   (tests/benchmarks/trl_plain_grpo.py), same tiny model, data and settings, each in a fresh
-  subprocess with the same environment, steps 6.. of STEPS (the first 5 are warm-up).
+  subprocess with the same environment, steps 6.. of STEPS (the first 5 are warm-up); three
+  alternating runs each, the median of their medians.
 - verify_speedup_parallel_vs_serial: math_verify throughput on MATH-500 gold solutions, the
   worker pool (2 workers, hard time limit) over in-process serial verification.
 - fgrpo_step_ratio_vs_grpo: median step of `algorithm=fgrpo` (built-in span rewards) over the
@@ -54,30 +55,39 @@ RLVR_BENCH_RUN = ["-m", "rlvr.run", "logging=disabled", "logging.plots=false", "
                   "eval.before=false", "eval.after=false", "model.warmup_sft_steps=0", "algorithm.save_steps=0"]
 
 
-def bench_grpo_step() -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        run([*RLVR_BENCH_RUN, f"algorithm.max_steps={STEPS}", f"hydra.run.dir={tmp / 'rlvr'}"])
-        run([str(ROOT / "tests" / "benchmarks" / "trl_plain_grpo.py"), str(tmp / "trl"), str(STEPS)])
-        rlvr_step = median_step_seconds(tmp / "rlvr" / "metrics.jsonl")
-        trl_step = median_step_seconds(tmp / "trl" / "metrics.jsonl")
-    return {"grpo_step_seconds_rlvr": rlvr_step, "grpo_step_seconds_trl": trl_step,
-            "grpo_step_ratio_vs_trl": rlvr_step / trl_step}
+def alternating_step_medians(commands: dict[str, list[str]], repeats: int = 3) -> dict[str, float]:
+    """Median over `repeats` runs of each command's median step time, the commands taking turns.
 
-
-def bench_fgrpo_step(repeats: int = 3) -> dict:
-    """Alternating runs, median of the per-run medians: run-to-run spread on 2 shared cores is ~10%."""
-    default = [arg for arg in RLVR_BENCH_RUN if not arg.startswith("model.warmup_sft_steps")]
-    medians: dict[str, list[float]] = {"grpo": [], "fgrpo": []}
+    Run-to-run spread on this 2-core VM is ~10-20%; alternating and repeating keeps drift from
+    landing on one side. Each command gets `{run_dir}` replaced by a fresh directory.
+    """
+    medians: dict[str, list[float]] = {name: [] for name in commands}
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(repeats):
-            for name in medians:
+            for name, command in commands.items():
                 run_dir = Path(tmp) / f"{name}{repeat}"
-                run([*default, f"algorithm={name}", f"algorithm.max_steps={STEPS}", f"hydra.run.dir={run_dir}"])
+                run([arg.replace("{run_dir}", str(run_dir)) for arg in command])
                 medians[name].append(median_step_seconds(run_dir / "metrics.jsonl"))
-    grpo_step, fgrpo_step = statistics.median(medians["grpo"]), statistics.median(medians["fgrpo"])
-    return {"grpo_step_seconds_default": grpo_step, "fgrpo_step_seconds_default": fgrpo_step,
-            "fgrpo_step_ratio_vs_grpo": fgrpo_step / grpo_step}
+    return {name: statistics.median(values) for name, values in medians.items()}
+
+
+def bench_grpo_step() -> dict:
+    steps = f"algorithm.max_steps={STEPS}"
+    m = alternating_step_medians({
+        "rlvr": [*RLVR_BENCH_RUN, steps, "hydra.run.dir={run_dir}"],
+        "trl": [str(ROOT / "tests" / "benchmarks" / "trl_plain_grpo.py"), "{run_dir}", str(STEPS)],
+    })
+    return {"grpo_step_seconds_rlvr": m["rlvr"], "grpo_step_seconds_trl": m["trl"],
+            "grpo_step_ratio_vs_trl": m["rlvr"] / m["trl"]}
+
+
+def bench_fgrpo_step() -> dict:
+    default = [arg for arg in RLVR_BENCH_RUN if not arg.startswith("model.warmup_sft_steps")]
+    steps = f"algorithm.max_steps={STEPS}"
+    m = alternating_step_medians({name: [*default, f"algorithm={name}", steps, "hydra.run.dir={run_dir}"]
+                                  for name in ("grpo", "fgrpo")})
+    return {"grpo_step_seconds_default": m["grpo"], "fgrpo_step_seconds_default": m["fgrpo"],
+            "fgrpo_step_ratio_vs_grpo": m["fgrpo"] / m["grpo"]}
 
 
 def bench_span_mapping() -> dict:
