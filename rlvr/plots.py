@@ -45,12 +45,29 @@ def plot_run(run_dir: Path) -> list[Path]:
     metrics = [m for m in read_jsonl(run_dir / "metrics.jsonl") if "reward" in m] if (run_dir / "metrics.jsonl").exists() else []
     if metrics:
         fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot([m["step"] for m in metrics], [m["reward"] for m in metrics], label="mean reward")
+        steps, rewards = [m["step"] for m in metrics], [m["reward"] for m in metrics]
+        ax.plot(steps, rewards, alpha=0.35, label="mean reward")
+        window = max(1, len(rewards) // 40)
+        if window > 1:  # a rolling mean, so a rising trend shows through per-step noise
+            smoothed = [sum(rewards[max(0, i - window + 1):i + 1]) / len(rewards[max(0, i - window + 1):i + 1])
+                        for i in range(len(rewards))]
+            ax.plot(steps, smoothed, linewidth=2, label=f"mean reward, rolling mean of {window}")
         for key in sorted(k for k in metrics[0] if k.startswith("rewards/") and k.endswith("/mean")):
-            ax.plot([m["step"] for m in metrics], [m.get(key) for m in metrics], alpha=0.6, label=key)
+            ax.plot(steps, [m.get(key) for m in metrics], alpha=0.35, label=key)
         ax.set(xlabel="step", ylabel="reward", title="training reward")
         ax.legend(fontsize=7)
         written.append(_save(fig, run_dir / "plots" / "reward.png"))
+    logged = read_jsonl(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
+    train_acc = [(m["step"], m["accuracy"]) for m in logged if "accuracy" in m]  # reward-model runs
+    eval_acc = [(m["step"], m["eval_accuracy"]) for m in logged if "eval_accuracy" in m]
+    if train_acc:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(*zip(*train_acc), label="train pair accuracy")
+        if eval_acc:
+            ax.plot(*zip(*eval_acc), marker="o", label="eval pair accuracy (TRL, batch-averaged)")
+        ax.set(xlabel="step", ylabel="chosen > rejected", ylim=(0, 1), title="reward model accuracy")
+        ax.legend(fontsize=7)
+        written.append(_save(fig, run_dir / "plots" / "rm_accuracy.png"))
     rollouts_path = run_dir / "rollouts.jsonl"
     if rollouts_path.exists():
         accuracy = accuracy_by_step(read_jsonl(rollouts_path))

@@ -27,6 +27,7 @@ def test_reward_model_run_writes_metrics_plots_and_model(rm_run):
     logged = [json.loads(line) for line in (rm_run / "metrics.jsonl").read_text().splitlines()]
     assert any("learning_rate" in row and "accuracy" in row for row in logged)
     assert (rm_run / "plots" / "token_lengths.png").stat().st_size > 1000
+    assert (rm_run / "plots" / "rm_accuracy.png").stat().st_size > 1000
     assert (rm_run / "final_model" / "config.json").exists()
 
 
