@@ -99,3 +99,15 @@ def test_yaml_typo_is_caught_by_the_schema(tmp_path):
     result = run_cli("rlvr.run", f"hydra.searchpath=[file://{tmp_path}]", "algorithm=typo", "--cfg", "job")
     assert result.returncode != 0
     assert "num_generatoins" in result.stderr
+
+
+@pytest.mark.parametrize("launcher", ["slurm", "local"])
+def test_launcher_presets_take_resources_from_hardware(launcher):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"hydra/launcher={launcher}", "hardware=h100x8"],
+                      return_hydra_config=True)
+    hydra_launcher = cfg.hydra.launcher
+    assert (hydra_launcher.nodes, hydra_launcher.tasks_per_node, hydra_launcher.gpus_per_node) == (1, 8, 8)
+    assert hydra_launcher.mem_gb == cfg.hardware.mem_gb and hydra_launcher.cpus_per_task == cfg.hardware.cpus_per_task
+    if launcher == "slurm":
+        assert hydra_launcher.signal_delay_s > 0 and "setup" in hydra_launcher and "account" in hydra_launcher
