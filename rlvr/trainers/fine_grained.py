@@ -135,11 +135,20 @@ def coverage(tok_starts: np.ndarray, tok_ends: np.ndarray, span_starts: np.ndarr
     return overlap | zero_width
 
 
-def token_advantages(cover: np.ndarray, span_advantages: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(advantage per token, covered mask): the mean of the covering spans' advantages, 0 if none."""
-    counts = cover.sum(axis=0)
-    total = (cover * span_advantages[:, None]).sum(axis=0)
-    return np.where(counts > 0, total / np.maximum(counts, 1), 0.0), counts > 0
+def token_advantages(cover: np.ndarray, span_advantages: np.ndarray, rows: np.ndarray | None = None,
+                     num_rows: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(advantage per token, covered mask): the mean of the covering spans' advantages, 0 if none.
+
+    One completion: `cover` is (S, T) and the results are (T,). A batch: `rows` gives each span's
+    completion and the results are (num_rows, T).
+    """
+    single = rows is None
+    rows = np.zeros(len(span_advantages), dtype=np.int64) if single else rows
+    total, count = np.zeros((num_rows, cover.shape[1])), np.zeros((num_rows, cover.shape[1]))
+    np.add.at(total, rows, cover * span_advantages[:, None])
+    np.add.at(count, rows, cover)
+    advantages, covered = np.where(count > 0, total / np.maximum(count, 1), 0.0), count > 0
+    return (advantages[0], covered[0]) if single else (advantages, covered)
 
 
 @dataclass
@@ -200,18 +209,14 @@ class FineGrainedGRPOTrainer(RolloutLoggingGRPOTrainer):
         span_ends = np.concatenate([sp.ends for sp in local_spans]).astype(np.int64)
         span_values = np.concatenate(span_adv[offset:offset + len(texts)])
         cover = coverage(tok_starts[rows], tok_ends[rows], span_starts, span_ends)  # (S, T)
-        total, count = np.zeros(shape), np.zeros(shape)
-        np.add.at(total, rows, cover * span_values[:, None])
-        np.add.at(count, rows, cover)
-        advantages = np.where(count > 0, total / np.maximum(count, 1), 0.0).astype(np.float32)
-        covered = count > 0
+        advantages, covered = token_advantages(cover, span_values, rows, shape[0])
         if len(rows):  # a span maps exactly when it starts and ends on token boundaries (and offsets were exact)
             first, last = cover.argmax(axis=1), shape[1] - 1 - cover[:, ::-1].argmax(axis=1)
             on_boundary = ((tok_starts[rows, first] == span_starts) & (tok_ends[rows, last] == span_ends)
                            & exact_rows[rows] & cover.any(axis=1))
             stats.exact += int(on_boundary.sum())
             stats.approximate += int((~on_boundary).sum())
-        advantages, covered = torch.from_numpy(advantages), torch.from_numpy(covered)
+        advantages, covered = torch.from_numpy(advantages.astype(np.float32)), torch.from_numpy(covered)
         device = output["completion_mask"].device
         output["advantages"] = advantages.to(device)
         if settings.uncovered == "drop":
