@@ -118,8 +118,9 @@ def phase_means(values: list[float], fraction: float = 0.2) -> tuple[float, floa
 PROGRESS_KEYS = {"reward": "reward", "loss": "loss", "kl": "kl", "completions/mean_length": "len"}
 
 
-def compact_progress_callback():
-    """TRL's progress bar with the key numbers as its postfix, instead of a printed dict per step."""
+def use_compact_progress(trainer) -> None:
+    """Replace a Trainer's progress bar by one showing the key numbers as its postfix, instead of a
+    printed dict of every metric per step."""
     from transformers.trainer_callback import ProgressCallback
 
     class CompactProgress(ProgressCallback):
@@ -130,7 +131,8 @@ def compact_progress_callback():
                 if shown:
                     self.training_bar.set_postfix(shown, refresh=False)
 
-    return CompactProgress()
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(CompactProgress())
 
 
 def close_wandb(metrics: dict) -> None:

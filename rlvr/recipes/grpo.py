@@ -10,7 +10,7 @@ from rlvr.recipes.common import (
     calibrate_rewards, evaluate, finish, save_reference_policy, setup_policy, trl_config, training_curve_summary,
 )
 from rlvr.distributed import checkpoint_callback, is_main_process, latest_complete_checkpoint, rank, weights_digest
-from rlvr.tracking import JsonlWriter, compact_progress_callback, metrics_callback, setup_wandb, truncate_jsonl
+from rlvr.tracking import JsonlWriter, metrics_callback, setup_wandb, truncate_jsonl, use_compact_progress
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,6 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
 
 def run_grpo(cfg, run_dir: Path, trainer_class, wrap_rewards=None, **trainer_extra) -> dict[str, float]:
     """The GRPO run every GRPO-family recipe shares; they differ in trainer class and reward adapter."""
-    from transformers.trainer_callback import ProgressCallback
     from trl import GRPOConfig
 
     from rlvr.models import lora_config
@@ -54,8 +53,7 @@ def run_grpo(cfg, run_dir: Path, trainer_class, wrap_rewards=None, **trainer_ext
         callbacks=[metrics_callback(run_dir / "metrics.jsonl"), checkpoint_callback()],
         rollout_writer=rollouts, **trainer_extra,
     )
-    trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(compact_progress_callback())
+    use_compact_progress(trainer)
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     metrics["train_seconds"] = time.perf_counter() - started

@@ -13,35 +13,38 @@ from pathlib import Path
 from rlvr import hardware
 from rlvr.errors import ConfigError
 from rlvr.recipes.common import finish, trl_config
-from rlvr.tracking import compact_progress_callback, metrics_callback, setup_wandb
+from rlvr.tracking import metrics_callback, setup_wandb, use_compact_progress
 
 log = logging.getLogger(__name__)
 SANITY_CHECK_PAIRS = 100
 
 
-def load_pairs(cfg, tokenizer):
-    """(train, eval, counts): preference pairs as TRL conversational rows, limited and length-filtered."""
-    from rlvr.data.loading import read_splits
+def prepare_split(ds, cfg, tokenizer, limit: int | None, where: str, prefix: str):
+    """Pairs in TRL's format, cut to `limit` and length-filtered; with the counts of what was dropped."""
     from rlvr.data.preferences import convert, length_filter
 
     pref = cfg.dataset.preference
+    ds, identical = convert(ds, pref, where)
+    if pref.sanity_check:
+        limit = SANITY_CHECK_PAIRS
+    if limit is not None:
+        ds = ds.select(range(min(limit, len(ds))))
+    ds, counts = length_filter(ds, tokenizer, pref.max_token_length, pref.max_prompt_token_length)
+    counts.dropped_identical = identical
+    return ds, {f"{prefix}_{k}": v for k, v in dataclasses.asdict(counts).items()}
+
+
+def load_pairs(cfg, tokenizer):
+    """(train, eval, counts): preference pairs as TRL conversational rows, limited and length-filtered."""
+    from rlvr.data.loading import read_splits
+
+    name = cfg.dataset.name
     train, evaluation = read_splits(cfg.dataset, cfg.seed)
-    train, train_identical = convert(train, pref, f"dataset '{cfg.dataset.name}'")
+    train, counts = prepare_split(train, cfg, tokenizer, cfg.dataset.max_train_samples, f"dataset '{name}'", "train")
     if evaluation is not None:
-        evaluation, eval_identical = convert(evaluation, pref, f"eval data of '{cfg.dataset.name}'")
-    train_limit = SANITY_CHECK_PAIRS if pref.sanity_check else cfg.dataset.max_train_samples
-    eval_limit = SANITY_CHECK_PAIRS if pref.sanity_check else cfg.dataset.max_eval_samples
-    if train_limit is not None:
-        train = train.select(range(min(train_limit, len(train))))
-    if evaluation is not None and eval_limit is not None:
-        evaluation = evaluation.select(range(min(eval_limit, len(evaluation))))
-    train, train_counts = length_filter(train, tokenizer, pref.max_token_length, pref.max_prompt_token_length)
-    train_counts.dropped_identical = train_identical
-    counts = {f"train_{k}": v for k, v in dataclasses.asdict(train_counts).items()}
-    if evaluation is not None:
-        evaluation, eval_counts = length_filter(evaluation, tokenizer, pref.max_token_length, pref.max_prompt_token_length)
-        eval_counts.dropped_identical = eval_identical
-        counts |= {f"eval_{k}": v for k, v in dataclasses.asdict(eval_counts).items()}
+        evaluation, eval_counts = prepare_split(evaluation, cfg, tokenizer, cfg.dataset.max_eval_samples,
+                                                f"eval data of '{name}'", "eval")
+        counts |= eval_counts
     if len(train) == 0:
         raise ConfigError("no training pairs left after dataset.preference length filters")
     log.info("preference pairs: %s", counts)
@@ -61,7 +64,6 @@ def set_chat_template(tokenizer, name: str) -> None:
 
 
 def train(cfg, run_dir: Path) -> dict[str, float]:
-    from transformers.trainer_callback import ProgressCallback
     from trl import RewardConfig
 
     from rlvr.models import load_reward_model, lora_config
@@ -78,8 +80,7 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
         model=model, args=args, train_dataset=train_pairs, eval_dataset=eval_pairs, processing_class=tokenizer,
         peft_config=lora_config(cfg.model), callbacks=[metrics_callback(run_dir / "metrics.jsonl")],
     )
-    trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(compact_progress_callback())
+    use_compact_progress(trainer)
     if cfg.logging.plots:
         plot_token_lengths(trainer.train_dataset, train_pairs, tokenizer, run_dir / "plots" / "token_lengths.png")
         print_coloured_tokens(tokenizer, trainer.train_dataset[0]["chosen_ids"])
