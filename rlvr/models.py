@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 from rlvr.errors import ModelLoadError
+from rlvr.hub import is_offline, looks_like_path
 
 TINY = "tiny"
 SPECIAL_TOKENS = {"eos_token": "<|endoftext|>", "pad_token": "<|pad|>"}
@@ -90,10 +91,9 @@ def _check_reachable(name: str) -> None:
     """Fail fast, in one line, for a Hub name that offline mode cannot serve."""
     if os.path.isdir(os.path.expanduser(name)):
         return
-    if name.startswith(("/", "./", "../", "~")):
+    if looks_like_path(name):
         raise ModelLoadError(f"model directory not found: {name}")
-    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
-    if offline:
+    if is_offline():
         from huggingface_hub import try_to_load_from_cache
 
         if not isinstance(try_to_load_from_cache(name, "config.json"), str):
@@ -167,4 +167,4 @@ def lora_config(cfg):
 
 
 def is_hub_name(name: str) -> bool:
-    return name != TINY and not os.path.isdir(os.path.expanduser(name)) and not name.startswith(("/", "./", "../", "~"))
+    return name != TINY and not os.path.isdir(os.path.expanduser(name)) and not looks_like_path(name)

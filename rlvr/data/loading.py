@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rlvr.errors import DataError
+from rlvr.hub import is_offline, looks_like_path
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet", ".json.gz", ".jsonl.gz")
@@ -19,11 +20,7 @@ def builtin_data_path(relative: str) -> str:
 
 
 def is_local(source: str) -> bool:
-    return source.startswith(("/", "./", "../", "~")) or source.endswith(LOCAL_SUFFIXES) or os.path.exists(source)
-
-
-def is_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+    return looks_like_path(source) or source.endswith(LOCAL_SUFFIXES) or os.path.exists(source)
 
 
 def _first_bad_json_line(path: Path) -> str | None:
