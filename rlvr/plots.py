@@ -42,7 +42,8 @@ def accuracy_by_step(rollouts: list[dict]) -> dict[int, float]:
 def plot_run(run_dir: Path) -> list[Path]:
     plt = _pyplot()
     written = []
-    metrics = [m for m in read_jsonl(run_dir / "metrics.jsonl") if "reward" in m] if (run_dir / "metrics.jsonl").exists() else []
+    logged = read_jsonl(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
+    metrics = [m for m in logged if "reward" in m]  # GRPO-family runs
     if metrics:
         fig, ax = plt.subplots(figsize=(6, 4))
         steps, rewards = [m["step"] for m in metrics], [m["reward"] for m in metrics]
@@ -57,7 +58,6 @@ def plot_run(run_dir: Path) -> list[Path]:
         ax.set(xlabel="step", ylabel="reward", title="training reward")
         ax.legend(fontsize=7)
         written.append(_save(fig, run_dir / "plots" / "reward.png"))
-    logged = read_jsonl(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
     train_acc = [(m["step"], m["accuracy"]) for m in logged if "accuracy" in m]  # reward-model runs
     eval_acc = [(m["step"], m["eval_accuracy"]) for m in logged if "eval_accuracy" in m]
     if train_acc:
