@@ -15,21 +15,33 @@ def _prompt_texts(prompts, tokenizer) -> list[str]:
 
 
 def generate(model, tokenizer, prompts, max_new_tokens: int, do_sample: bool = False) -> tuple[list[str], list[int]]:
-    """Completions (text) and their new-token counts for a batch of prompts (text or chat messages)."""
+    """Completions (text) and their new-token counts for a batch of prompts (text or chat messages).
+
+    A model with a reasoning vocabulary generates under its think-segment processor and its
+    reasoning ids are decoded as the standard ids they copy (rlvr/vocab.py).
+    """
     import torch
+    from transformers import LogitsProcessorList
+
+    from rlvr.vocab import ReasoningVocab
 
     device = next(model.parameters()).device
+    vocab = ReasoningVocab.of(model)
+    processors = LogitsProcessorList([vocab.processor()] if vocab else [])
     padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
     try:
         texts = _prompt_texts(prompts, tokenizer)
         encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
         with torch.inference_mode():
             generated = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=do_sample,
-                                       pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+                                       logits_processor=processors, pad_token_id=tokenizer.pad_token_id,
+                                       eos_token_id=tokenizer.eos_token_id)
     finally:
         tokenizer.padding_side = padding_side
     new_tokens = generated[:, encoded["input_ids"].shape[1]:]
     lengths = (new_tokens != tokenizer.pad_token_id).sum(dim=1).tolist()
+    if vocab is not None:
+        return vocab.decode(tokenizer, new_tokens.tolist()), lengths
     return tokenizer.batch_decode(new_tokens, skip_special_tokens=True), lengths
 
 

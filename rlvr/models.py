@@ -14,6 +14,7 @@ from rlvr.hub import is_offline, looks_like_path
 TINY = "tiny"
 SPECIAL_TOKENS = {"eos_token": "<|endoftext|>", "pad_token": "<|pad|>"}
 CHAT_TOKENS = ["<|im_start|>", "<|im_end|>"]
+THINK_TOKENS = ["<think>", "</think>"]  # ordinary (not special) tokens: decoded text keeps them
 # A ChatML template, so chat-formatted datasets also run on the tiny model.
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -24,8 +25,9 @@ DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16
 
 
 def build_tiny_tokenizer():
-    """Byte-level tokenizer, identical on every machine: ids 0-255 are bytes, then special tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    """Byte-level tokenizer, identical on every machine: ids 0-255 are bytes, then special tokens,
+    then <think> and </think> as single tokens."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     byte_to_char = pre_tokenizers.ByteLevel.alphabet()
@@ -35,6 +37,7 @@ def build_tiny_tokenizer():
     core.decoder = decoders.ByteLevel()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, **SPECIAL_TOKENS,
                                         additional_special_tokens=CHAT_TOKENS)
+    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK_TOKENS])
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
 
@@ -155,15 +158,24 @@ def load_reward_model(cfg, seed: int):
     return model, tokenizer
 
 
-def lora_config(cfg):
-    """A peft LoraConfig for TRL's `peft_config`, or None when LoRA is off."""
+def lora_config(cfg, reasoning_vocab=None):
+    """A peft LoraConfig for TRL's `peft_config`, or None when LoRA is off.
+
+    With a reasoning vocabulary its embedding rows train too (peft's trainable tokens, which keep
+    tied embeddings tied): LoRA alone would leave the copies frozen at their originals.
+    """
     if not cfg.lora.enabled:
         return None
     from peft import LoraConfig
 
     target = cfg.lora.target_modules
+    extra = {}
+    if reasoning_vocab is not None:
+        start = reasoning_vocab.standard_size
+        extra["trainable_token_indices"] = list(range(start, start + reasoning_vocab.size))
     return LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                      target_modules=target if isinstance(target, str) else list(target), task_type="CAUSAL_LM")
+                      target_modules=target if isinstance(target, str) else list(target), task_type="CAUSAL_LM",
+                      **extra)
 
 
 def is_hub_name(name: str) -> bool:

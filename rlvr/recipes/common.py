@@ -24,6 +24,7 @@ class PolicySetup:
     rewards: list
     trainer_kwargs: dict
     warmup_loss: float | None = None
+    reasoning_vocab: Any = None  # rlvr.vocab.ReasoningVocab when model.reasoning_vocab_size > 0
 
 
 # AlgorithmConfig fields that are rlvr's, not TRL's.
@@ -58,7 +59,8 @@ def trl_config(config_class, cfg, run_dir: Path, report_to: list[str], trainer_k
 
 
 def setup_policy(cfg) -> PolicySetup:
-    """Model, data and rewards from their config groups; the SFT warm-up if the model asks for one."""
+    """Model, data and rewards from their config groups; the SFT warm-up if the model asks for one,
+    then the reasoning vocabulary (copied from the warmed-up rows, so copies start equal)."""
     from rlvr.data import load_prompt_datasets
     from rlvr.models import load_policy
     from rlvr.rewards import build_rewards
@@ -74,6 +76,14 @@ def setup_policy(cfg) -> PolicySetup:
         from rlvr.warmup import sft_warmup
 
         setup.warmup_loss = sft_warmup(model, tokenizer, train, cfg, trainer_kwargs, cfg.seed)
+    if cfg.model.reasoning_vocab_size > 0:
+        from rlvr.vocab import expand_vocabulary
+
+        setup.reasoning_vocab = expand_vocabulary(
+            model, tokenizer, cfg.model.reasoning_vocab_size, cfg.model.reasoning_vocab_ids,
+            corpus=train["prompt"] if isinstance(train[0]["prompt"], str) else (), only_in_think=cfg.model.reasoning_only_in_think)
+        log.info("reasoning vocabulary: %d tokens after the %d standard ones", setup.reasoning_vocab.size,
+                 setup.reasoning_vocab.standard_size)
     return setup
 
 

@@ -49,7 +49,7 @@ def run_grpo(cfg, run_dir: Path, trainer_class, wrap_rewards=None, **trainer_ext
     rollouts = JsonlWriter(run_dir / "rollouts.jsonl") if cfg.logging.rollouts and is_main_process() else None
     trainer = trainer_class(
         model=setup.model, rewards=setup.rewards, args=args, train_dataset=setup.train,
-        processing_class=setup.tokenizer, peft_config=lora_config(cfg.model),
+        processing_class=setup.tokenizer, peft_config=lora_config(cfg.model, setup.reasoning_vocab),
         callbacks=[metrics_callback(run_dir / "metrics.jsonl"), checkpoint_callback()],
         rollout_writer=rollouts, **trainer_extra,
     )

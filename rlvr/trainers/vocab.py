@@ -1,0 +1,76 @@
+"""GRPO generation for a policy with a reasoning vocabulary (rlvr/vocab.py).
+
+TRL generates, decodes and scores; three things change when the model carries a reasoning
+vocabulary: generation runs with the think-segment logits processor, the text rewards see has
+reasoning ids mapped back to their standard ids, and vocabulary usage is logged every step.
+Without a reasoning vocabulary every hook is a pass-through, so plain GRPO is untouched.
+"""
+
+from __future__ import annotations
+
+import functools
+from contextlib import contextmanager
+
+import torch
+
+from rlvr.vocab import ReasoningVocab
+
+
+@contextmanager
+def bound_logits_processor(model, processor):
+    """TRL's `model.generate(...)` call takes no logits processor: bind one to this model's
+    `generate` for the duration of one generation call."""
+    from transformers import LogitsProcessorList
+
+    model.generate = functools.partial(model.generate, logits_processor=LogitsProcessorList([processor]))
+    try:
+        yield
+    finally:
+        del model.generate
+
+
+class ReasoningVocabMixin:
+    """Mixed into rlvr's GRPOTrainer; active only when the model's config has a reasoning vocabulary."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.reasoning_vocab = ReasoningVocab.of(self.model)
+
+    def _generate_single_turn(self, prompt_ids, *args, **kwargs):
+        if self.reasoning_vocab is None:
+            return super()._generate_single_turn(prompt_ids, *args, **kwargs)
+        model = self.accelerator.unwrap_model(self.model_wrapped)
+        with bound_logits_processor(model, self.reasoning_vocab.processor()):
+            return super()._generate_single_turn(prompt_ids, *args, **kwargs)
+
+    def _generate(self, prompts):
+        outputs = super()._generate(prompts)
+        if self.reasoning_vocab is None:
+            return outputs
+        prompt_ids, completion_ids, tool_mask, completions, *rest = outputs
+        texts = self.reasoning_vocab.decode(self.processing_class, completion_ids)
+        if completions and isinstance(completions[0], list):  # conversational: one assistant message each
+            completions = [[{"role": "assistant", "content": text}] for text in texts]
+        else:
+            completions = texts
+        self._log_vocab_usage(prompt_ids, completion_ids)
+        return (prompt_ids, completion_ids, tool_mask, completions, *rest)
+
+    def _log_vocab_usage(self, prompt_ids, completion_ids) -> None:
+        usage = self.reasoning_vocab.usage(prompt_ids, completion_ids)
+        keys = ("think_tokens", "reasoning_in_think", "reasoning_outside_think")
+        local = torch.tensor([usage[k] for k in keys], device=self.accelerator.device)
+        think, in_think, outside = self.accelerator.gather(local[None]).sum(dim=0).tolist()
+        drift = self.reasoning_vocab.embedding_norms(self.accelerator.unwrap_model(self.model))["relative_drift"]
+        metrics = self._metrics["train" if self.model.training else "eval"]
+        metrics["vocab/reasoning_share_in_think"].append(in_think / think if think else 0.0)
+        metrics["vocab/think_tokens_per_completion"].append(think / max(len(completion_ids), 1))
+        metrics["vocab/reasoning_outside_think"].append(outside)
+        metrics["vocab/embedding_drift"].append(sum(drift) / len(drift))
+
+    def reasoning_positions(self, completion_ids) -> list[list[int]] | None:
+        """Per completion, the positions of reasoning ids (rollouts keep which tokens were which)."""
+        if self.reasoning_vocab is None:
+            return None
+        start = self.reasoning_vocab.standard_size
+        return [[t for t, i in enumerate(ids) if i >= start] for ids in completion_ids]
