@@ -52,6 +52,10 @@ class ModelConfig:
     warmup_sft_steps: int = 0
     warmup_sft_learning_rate: float = 1e-3
     lora: LoraConfig = field(default_factory=LoraConfig)
+    # A second copy of N tokens, usable only inside <think> ... </think> (rlvr/vocab.py); 0 = off.
+    reasoning_vocab_size: int = 0
+    reasoning_vocab_ids: Any = "first"  # which tokens get a copy: first | frequent | [id, ...]
+    reasoning_only_in_think: bool = False  # inside think, only reasoning ids (and </think>)
 
 
 @dataclass

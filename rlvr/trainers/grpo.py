@@ -6,9 +6,10 @@ from trl import GRPOTrainer
 
 from rlvr.rewards.base import primary_correctness
 from rlvr.tracking import JsonlWriter, prompt_id
+from rlvr.trainers.vocab import ReasoningVocabMixin
 
 
-class RolloutLoggingGRPOTrainer(GRPOTrainer):
+class RolloutLoggingGRPOTrainer(ReasoningVocabMixin, GRPOTrainer):
     """Overrides `_calculate_rewards` (TRL >= 1.16) only to record what the rewards saw and said.
 
     `rewards` are rlvr's WeightedRewards, in the same order as the trainer's `reward_funcs`.
@@ -22,15 +23,16 @@ class RolloutLoggingGRPOTrainer(GRPOTrainer):
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         if self.rollout_writer is not None and self.accelerator.is_main_process:
-            self._write_rollouts(inputs, prompts, completions, rewards_per_func[: len(prompts)])
+            self._write_rollouts(inputs, prompts, completions, rewards_per_func[: len(prompts)], completion_ids_list)
         return rewards_per_func
 
-    def _write_rollouts(self, inputs, prompts, completions, rewards_per_func) -> None:
+    def _write_rollouts(self, inputs, prompts, completions, rewards_per_func, completion_ids) -> None:
         weights = self.reward_weights.to(rewards_per_func.device)
         totals = (rewards_per_func * weights).nansum(dim=1).tolist()
         per_func = rewards_per_func.tolist()
         correct = primary_correctness(self.rewards)
         outcomes = [getattr(r.fn, "last_outcomes", None) or [None] * len(prompts) for r in self.rewards]
+        reasoning_positions = self.reasoning_positions(completion_ids)
         rows = []
         for i, (prompt, completion, example) in enumerate(zip(prompts, completions, inputs, strict=True)):
             first = next((o[i] for o in outcomes if o[i] is not None and o[i].prediction is not None), None)
@@ -46,4 +48,6 @@ class RolloutLoggingGRPOTrainer(GRPOTrainer):
                 "reward": totals[i],
                 "correct": correct[i] if correct else None,
             })
+            if reasoning_positions is not None:  # which tokens came from the reasoning vocabulary
+                rows[-1]["reasoning_token_positions"] = reasoning_positions[i]
         self.rollout_writer.write(rows)
