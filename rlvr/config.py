@@ -185,6 +185,7 @@ class LoggingConfig:
     entity: str | None = None
     rollouts: bool = True  # rollouts.jsonl in the run dir
     plots: bool = True
+    stage_timing: bool = False  # GRPO: per-stage seconds of each step in metrics.jsonl (rlvr/stage_timing.py)
 
 
 @dataclass

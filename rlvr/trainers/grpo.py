@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 from trl import GRPOTrainer
 
+from rlvr import stage_timing
 from rlvr.rewards.base import primary_correctness
 from rlvr.tracking import JsonlWriter, prompt_id
 from rlvr.trainers.vocab import ReasoningVocabMixin
@@ -19,6 +22,8 @@ class RolloutLoggingGRPOTrainer(ReasoningVocabMixin, GRPOTrainer):
         super().__init__(*args, reward_funcs=[r.fn for r in rewards], **kwargs)
         self.rewards = rewards
         self.rollout_writer = rollout_writer
+        if os.environ.get(stage_timing.ENV) == "1":  # logging.stage_timing=true
+            stage_timing.instrument(self)
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)

@@ -1,10 +1,13 @@
 """`make bench`: measured numbers, printed as a table and written to bench-results.json.
 
 - cfg_job_seconds: wall time of `python -m rlvr.run --cfg job` (median of 5).
-- grpo_step_ratio_vs_trl: median GRPO step wall time of rlvr / of a plain TRL script
-  (tests/benchmarks/trl_plain_grpo.py), same tiny model, data and settings, each in a fresh
-  subprocess with the same environment, steps 6.. of STEPS (the first 5 are warm-up); three
-  alternating runs each, the median of their medians.
+- grpo_step_ratio_vs_trl (tiny model) and grpo_step_ratio_vs_trl_mid (a ~13M-parameter model of
+  the same code path, 64 completion tokens): median GRPO step wall time of rlvr / of a plain TRL
+  script (tests/benchmarks/trl_plain_grpo.py), same model, data and settings, each in a fresh
+  subprocess with the same environment and torch thread count (BENCH_THREADS, default 2), steps
+  after the warm-up ones; alternating runs, the median of their medians. Both sides are cut into
+  stages by the same instrument (rlvr/stage_timing.py): grpo_stage_<size>_<side>_<stage>_s, where
+  `other` is the step time no stage covers.
 - verify_speedup_parallel_vs_serial: math_verify throughput on MATH-500 gold solutions, the
   worker pool (2 workers, hard time limit) over in-process serial verification.
 - fgrpo_step_ratio_vs_grpo: median step of `algorithm=fgrpo` (built-in span rewards) over the
@@ -29,7 +32,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = int(os.environ.get("BENCH_STEPS", "40"))
 WARMUP_STEPS = 5
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+THREADS = os.environ.get("BENCH_THREADS", "2")
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": THREADS,
+       "MKL_NUM_THREADS": THREADS}
+# The GRPO step comparison at two sizes: model shape (`tiny.*`) and GRPOConfig values that differ
+# from the tiny default, steps per run (the first `warmup` untimed) and alternating repeats.
+GRPO_SIZES = {
+    "tiny": {"settings": {}, "steps": STEPS, "warmup": WARMUP_STEPS, "repeats": 3},
+    "mid": {"settings": {"tiny.hidden_size": 384, "tiny.num_hidden_layers": 6, "tiny.num_attention_heads": 6,
+                         "tiny.num_key_value_heads": 2, "tiny.intermediate_size": 1536, "max_completion_length": 64,
+                         "per_device_train_batch_size": 16},
+            "steps": int(os.environ.get("BENCH_MID_STEPS", "14")), "warmup": 2, "repeats": 2},
+}
 
 
 def run(args: list[str]) -> float:
@@ -38,12 +52,18 @@ def run(args: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def median_step_seconds(metrics_path: Path) -> float:
+def median_step_seconds(metrics_path: Path, warmup: int = WARMUP_STEPS) -> dict[str, float]:
+    """Median `step_seconds` ("step") and, where logged, of each `stage/<name>_s` and of the rest ("other")."""
     rows = [json.loads(line) for line in metrics_path.read_text().splitlines()]
-    times = [r["step_seconds"] for r in rows if "step_seconds" in r and r["step"] > WARMUP_STEPS]
-    if len(times) < 10:
-        raise RuntimeError(f"only {len(times)} timed steps in {metrics_path}")
-    return statistics.median(times)
+    rows = [r for r in rows if "step_seconds" in r and r["step"] > warmup]
+    if len(rows) < 10:
+        raise RuntimeError(f"only {len(rows)} timed steps in {metrics_path}")
+    stages = [k for k in rows[0] if k.startswith("stage/")]
+    medians = {"step": statistics.median(r["step_seconds"] for r in rows)}
+    medians |= {k[len("stage/"):-len("_s")]: statistics.median(r[k] for r in rows) for k in stages}
+    if stages:
+        medians["other"] = statistics.median(r["step_seconds"] - sum(r[k] for k in stages) for r in rows)
+    return medians
 
 
 def bench_cfg_job() -> dict:
@@ -55,30 +75,47 @@ RLVR_BENCH_RUN = ["-m", "rlvr.run", "logging=disabled", "logging.plots=false", "
                   "eval.before=false", "eval.after=false", "model.warmup_sft_steps=0", "algorithm.save_steps=0"]
 
 
-def alternating_step_medians(commands: dict[str, list[str]], repeats: int = 3) -> dict[str, float]:
-    """Median over `repeats` runs of each command's median step time, the commands taking turns.
+def alternating_step_medians(commands: dict[str, list[str]], repeats: int = 3,
+                             warmup: int = WARMUP_STEPS) -> dict[str, dict[str, float]]:
+    """Per command, the median over `repeats` runs of each median from `median_step_seconds`, the
+    commands taking turns.
 
     Run-to-run spread on this 2-core VM is ~10-20%; alternating and repeating keeps drift from
     landing on one side. Each command gets `{run_dir}` replaced by a fresh directory.
     """
-    medians: dict[str, list[float]] = {name: [] for name in commands}
+    medians: dict[str, list[dict[str, float]]] = {name: [] for name in commands}
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(repeats):
             for name, command in commands.items():
                 run_dir = Path(tmp) / f"{name}{repeat}"
                 run([arg.replace("{run_dir}", str(run_dir)) for arg in command])
-                medians[name].append(median_step_seconds(run_dir / "metrics.jsonl"))
-    return {name: statistics.median(values) for name, values in medians.items()}
+                medians[name].append(median_step_seconds(run_dir / "metrics.jsonl", warmup))
+    return {name: {k: statistics.median(run[k] for run in runs) for k in runs[0]} for name, runs in medians.items()}
 
 
-def bench_grpo_step() -> dict:
-    steps = f"algorithm.max_steps={STEPS}"
-    m = alternating_step_medians({
-        "rlvr": [*RLVR_BENCH_RUN, steps, "hydra.run.dir={run_dir}"],
-        "trl": [str(ROOT / "tests" / "benchmarks" / "trl_plain_grpo.py"), "{run_dir}", str(STEPS)],
-    })
-    return {"grpo_step_seconds_rlvr": m["rlvr"], "grpo_step_seconds_trl": m["trl"],
-            "grpo_step_ratio_vs_trl": m["rlvr"] / m["trl"]}
+def grpo_step_commands(size: dict) -> dict[str, list[str]]:
+    """rlvr's run and the plain TRL script with the same model shape and GRPOConfig values."""
+    rlvr_overrides = [f"model.{k}={v}" if k.startswith("tiny.") else f"algorithm.{k}={v}"
+                      for k, v in size["settings"].items()]
+    return {
+        "rlvr": [*RLVR_BENCH_RUN, "logging.stage_timing=true", f"algorithm.max_steps={size['steps']}",
+                 *rlvr_overrides, "hydra.run.dir={run_dir}"],
+        "trl": [str(ROOT / "tests" / "benchmarks" / "trl_plain_grpo.py"), "{run_dir}", str(size["steps"]),
+                *(f"{k}={v}" for k, v in size["settings"].items())],
+    }
+
+
+def bench_grpo_step(sizes: str = os.environ.get("BENCH_GRPO_SIZES", "tiny,mid")) -> dict:
+    results = {}
+    for name in sizes.split(","):
+        size = GRPO_SIZES[name]
+        m = alternating_step_medians(grpo_step_commands(size), size["repeats"], size["warmup"])
+        suffix = "" if name == "tiny" else f"_{name}"
+        results |= {f"grpo_step_seconds_rlvr{suffix}": m["rlvr"]["step"], f"grpo_step_seconds_trl{suffix}": m["trl"]["step"],
+                    f"grpo_step_ratio_vs_trl{suffix}": m["rlvr"]["step"] / m["trl"]["step"]}
+        results |= {f"grpo_stage_{name}_{side}_{stage}_s": seconds for side in ("rlvr", "trl")
+                    for stage, seconds in m[side].items() if stage != "step"}
+    return results
 
 
 def bench_fgrpo_step() -> dict:
@@ -86,8 +123,8 @@ def bench_fgrpo_step() -> dict:
     steps = f"algorithm.max_steps={STEPS}"
     m = alternating_step_medians({name: [*default, f"algorithm={name}", steps, "hydra.run.dir={run_dir}"]
                                   for name in ("grpo", "fgrpo")})
-    return {"grpo_step_seconds_default": m["grpo"], "fgrpo_step_seconds_default": m["fgrpo"],
-            "fgrpo_step_ratio_vs_grpo": m["fgrpo"] / m["grpo"]}
+    grpo, fgrpo = m["grpo"]["step"], m["fgrpo"]["step"]
+    return {"grpo_step_seconds_default": grpo, "fgrpo_step_seconds_default": fgrpo, "fgrpo_step_ratio_vs_grpo": fgrpo / grpo}
 
 
 def bench_span_mapping() -> dict:
@@ -154,9 +191,13 @@ def bench_rm_scoring() -> dict:
             "rm_scoring_speedup_batched": rates["batched"] / rates["one_by_one"]}
 
 
-def main() -> None:
+BENCHES = (bench_cfg_job, bench_grpo_step, bench_fgrpo_step, bench_span_mapping, bench_verify, bench_rm_scoring)
+
+
+def main(names: list[str]) -> None:
+    """Run every bench, or those named (`bench.py bench_grpo_step`); merge into bench-results.json."""
     results: dict[str, float] = {}
-    for bench in (bench_cfg_job, bench_grpo_step, bench_fgrpo_step, bench_span_mapping, bench_verify, bench_rm_scoring):
+    for bench in [b for b in BENCHES if not names or b.__name__ in names]:
         print(f"running {bench.__name__} ...", file=sys.stderr, flush=True)
         results |= bench()
     path = ROOT / "bench-results.json"
@@ -170,4 +211,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

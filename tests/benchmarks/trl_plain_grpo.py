@@ -1,9 +1,11 @@
 """The baseline for `make bench`: a plain TRL GRPOTrainer script, as a TRL user would write it.
 
 Same tiny model (built by the same code), same arithmetic data, same GRPOConfig values as rlvr's
-bench run; step wall times are taken by the same callback rlvr uses (metrics.jsonl, step_seconds).
+bench run; step wall times are taken by the same callback rlvr uses (metrics.jsonl, step_seconds),
+and split into stages by the same instrument (rlvr.stage_timing). Dotted overrides change the
+model shape (`tiny.hidden_size=384`) or a GRPOConfig value (`max_completion_length=64`).
 
-    python tests/benchmarks/trl_plain_grpo.py OUT_DIR STEPS
+    python tests/benchmarks/trl_plain_grpo.py OUT_DIR STEPS [key=value ...]
 """
 
 import re
@@ -18,6 +20,7 @@ from trl import GRPOConfig, GRPOTrainer
 from rlvr.config import TinyModelConfig
 from rlvr.data.arithmetic import generate
 from rlvr.models import build_tiny_model, build_tiny_tokenizer
+from rlvr.stage_timing import instrument
 from rlvr.tracking import metrics_callback
 
 
@@ -29,22 +32,25 @@ def last_number_reward(completions, answer, **kwargs):
     return rewards
 
 
-def main(out_dir: Path, steps: int) -> None:
+def main(out_dir: Path, steps: int, overrides: list[str]) -> None:
     set_seed(0)
+    settings = OmegaConf.to_container(OmegaConf.from_dotlist(overrides))
+    shape = OmegaConf.merge(OmegaConf.structured(TinyModelConfig), settings.pop("tiny", {}))
     tokenizer = build_tiny_tokenizer()
-    model = build_tiny_model(OmegaConf.structured(TinyModelConfig), tokenizer, seed=0)
+    model = build_tiny_model(shape, tokenizer, seed=0)
     rows = generate(num_train=2000, num_eval=1, seed=0)["train"]
     train = Dataset.from_list([{"prompt": r["question"], "answer": r["answer"]} for r in rows])
-    args = GRPOConfig(
-        output_dir=str(out_dir / "trl"), max_steps=steps, learning_rate=3e-4, lr_scheduler_type="constant",
-        per_device_train_batch_size=64, num_generations=8, max_completion_length=6, temperature=1.0,
-        beta=0.0, loss_type="dapo", logging_steps=1, save_strategy="no", report_to=[], use_cpu=True,
-        bf16=False, seed=0,
-    )
+    args = GRPOConfig(**{
+        "output_dir": str(out_dir / "trl"), "max_steps": steps, "learning_rate": 3e-4, "lr_scheduler_type": "constant",
+        "per_device_train_batch_size": 64, "num_generations": 8, "max_completion_length": 6, "temperature": 1.0,
+        "beta": 0.0, "loss_type": "dapo", "logging_steps": 1, "save_strategy": "no", "report_to": [], "use_cpu": True,
+        "bf16": False, "seed": 0, **settings,
+    })
     trainer = GRPOTrainer(model=model, reward_funcs=last_number_reward, args=args, train_dataset=train,
                           processing_class=tokenizer, callbacks=[metrics_callback(out_dir / "metrics.jsonl")])
+    instrument(trainer)
     trainer.train()
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), int(sys.argv[2]))
+    main(Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3:])
