@@ -161,8 +161,10 @@ def load_reward_model(cfg, seed: int):
 def lora_config(cfg, reasoning_vocab=None):
     """A peft LoraConfig for TRL's `peft_config`, or None when LoRA is off.
 
-    With a reasoning vocabulary its embedding rows train too (peft's trainable tokens, which keep
-    tied embeddings tied): LoRA alone would leave the copies frozen at their originals.
+    With a reasoning vocabulary the embeddings and LM head train too (peft's modules_to_save, kept
+    tied where the model ties them): LoRA alone would leave the copies frozen at their originals.
+    (peft's row-level trainable tokens would be lighter, but TRL's fused log-prob head reads
+    `lm_head.weight` directly and would miss their update.)
     """
     if not cfg.lora.enabled:
         return None
@@ -171,8 +173,7 @@ def lora_config(cfg, reasoning_vocab=None):
     target = cfg.lora.target_modules
     extra = {}
     if reasoning_vocab is not None:
-        start = reasoning_vocab.standard_size
-        extra["trainable_token_indices"] = list(range(start, start + reasoning_vocab.size))
+        extra = {"modules_to_save": ["embed_tokens", "lm_head"], "ensure_weight_tying": True}
     return LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                       target_modules=target if isinstance(target, str) else list(target), task_type="CAUSAL_LM",
                       **extra)

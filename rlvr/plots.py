@@ -39,6 +39,12 @@ def accuracy_by_step(rollouts: list[dict]) -> dict[int, float]:
     return {step: sum(v) / len(v) for step, v in sorted(by_step.items())}
 
 
+def rolling_mean(values: list[float], window: int) -> list[float]:
+    """Trailing mean over `window` values, so a trend shows through per-step noise."""
+    return [sum(values[max(0, i - window + 1):i + 1]) / len(values[max(0, i - window + 1):i + 1])
+            for i in range(len(values))]
+
+
 def plot_run(run_dir: Path) -> list[Path]:
     plt = _pyplot()
     written = []
@@ -49,10 +55,8 @@ def plot_run(run_dir: Path) -> list[Path]:
         steps, rewards = [m["step"] for m in metrics], [m["reward"] for m in metrics]
         ax.plot(steps, rewards, alpha=0.35, label="mean reward")
         window = max(1, len(rewards) // 40)
-        if window > 1:  # a rolling mean, so a rising trend shows through per-step noise
-            smoothed = [sum(rewards[max(0, i - window + 1):i + 1]) / len(rewards[max(0, i - window + 1):i + 1])
-                        for i in range(len(rewards))]
-            ax.plot(steps, smoothed, linewidth=2, label=f"mean reward, rolling mean of {window}")
+        if window > 1:
+            ax.plot(steps, rolling_mean(rewards, window), linewidth=2, label=f"mean reward, rolling mean of {window}")
         for key in sorted(k for k in metrics[0] if k.startswith("rewards/") and k.endswith("/mean")):
             ax.plot(steps, [m.get(key) for m in metrics], alpha=0.35, label=key)
         ax.set(xlabel="step", ylabel="reward", title="training reward")
@@ -68,6 +72,8 @@ def plot_run(run_dir: Path) -> list[Path]:
         ax.set(xlabel="step", ylabel="chosen > rejected", ylim=(0, 1), title="reward model accuracy")
         ax.legend(fontsize=7)
         written.append(_save(fig, run_dir / "plots" / "rm_accuracy.png"))
+    if any("vocab/reasoning_share_in_think" in m for m in metrics):
+        written += plot_reasoning_vocab(run_dir, metrics)
     rollouts_path = run_dir / "rollouts.jsonl"
     if rollouts_path.exists():
         accuracy = accuracy_by_step(read_jsonl(rollouts_path))
@@ -77,6 +83,35 @@ def plot_run(run_dir: Path) -> list[Path]:
             ax.set(xlabel="step", ylabel="accuracy", ylim=(0, 1), title="training accuracy")
             ax.legend(fontsize=7)
             written.append(_save(fig, run_dir / "plots" / "accuracy.png"))
+    return written
+
+
+def plot_reasoning_vocab(run_dir: Path, metrics: list[dict]) -> list[Path]:
+    """vocab_usage.png: share of think tokens drawn from the reasoning vocabulary, and reasoning ids
+    outside think (0 by construction); embedding_drift.png: how far the copies moved from their
+    originals, over training and (from reasoning_vocab.json) per row at the end."""
+    import json
+
+    plt = _pyplot()
+    rows = [m for m in metrics if "vocab/reasoning_share_in_think" in m]
+    steps = [m["step"] for m in rows]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(steps, [m["vocab/reasoning_share_in_think"] for m in rows], label="reasoning ids / think tokens")
+    ax.plot(steps, [m["vocab/reasoning_outside_think"] for m in rows], label="reasoning ids outside think (count)")
+    ax.set(xlabel="step", ylabel="share", title="reasoning vocabulary usage")
+    ax.legend(fontsize=7)
+    written = [_save(fig, run_dir / "plots" / "vocab_usage.png")]
+    final = run_dir / "reasoning_vocab.json"
+    fig, axes = plt.subplots(1, 2 if final.exists() else 1, figsize=(10 if final.exists() else 6, 4), squeeze=False)
+    axes[0][0].plot(steps, [m["vocab/embedding_drift"] for m in rows])
+    axes[0][0].set(xlabel="step", ylabel="mean |e_reasoning - e_standard| / |e_standard|", title="embedding drift")
+    if final.exists():
+        norms = json.loads(final.read_text())
+        axes[0][1].scatter(norms["standard_norm"], norms["reasoning_norm"], s=8)
+        low, high = min(norms["standard_norm"] + norms["reasoning_norm"]), max(norms["standard_norm"] + norms["reasoning_norm"])
+        axes[0][1].plot([low, high], [low, high], linewidth=0.8, color="grey")
+        axes[0][1].set(xlabel="norm of the standard row", ylabel="norm of its reasoning copy", title="rows at the end")
+    written.append(_save(fig, run_dir / "plots" / "embedding_drift.png"))
     return written
 
 

@@ -1,4 +1,5 @@
-"""A report of a `-m` sweep: sweep_summary.csv, sweep_summary.md and sweep_summary.png in the sweep dir.
+"""A report of a `-m` sweep in the sweep dir: sweep_summary.csv, sweep_summary.md, sweep_summary.png
+(the final metric per job) and, for GRPO-family jobs, sweep_rewards.png (their reward curves, overlaid).
 
 Runs by itself at the end of every multirun (a Hydra callback), whatever the launcher; also by hand:
     python -m rlvr.sweep_report multirun/DATE/TIME
@@ -63,6 +64,7 @@ def write_report(sweep_dir: Path, objective: str | None = None) -> list[dict[str
     metric = next((c for c in shown if any(isinstance(r.get(c), float) for r in rows)), None)
     if metric:
         plot(rows, metric, sweep_dir / "sweep_summary.png")
+    plot_reward_curves(sweep_dir, rows, sweep_dir / "sweep_rewards.png")
     return rows
 
 
@@ -75,6 +77,28 @@ def plot(rows: list[dict], metric: str, path: Path) -> None:
     ax.bar(range(len(done)), [r[metric] for r in done])
     ax.set_xticks(range(len(done)), [r["swept"].replace(" ", "\n") or str(r["job"]) for r in done], fontsize=7)
     ax.set(ylabel=metric, title=f"sweep: {metric}")
+    _save(fig, path)
+
+
+def plot_reward_curves(sweep_dir: Path, rows: list[dict], path: Path) -> None:
+    """Each job's training reward (rolling mean) on one set of axes, labelled by what the sweep varied."""
+    from rlvr.plots import _pyplot, _save, rolling_mean
+    from rlvr.tracking import read_jsonl
+
+    curves = []
+    for r in rows:
+        metrics_file = sweep_dir / str(r["job"]) / "metrics.jsonl"
+        logged = [m for m in read_jsonl(metrics_file) if "reward" in m] if metrics_file.exists() else []
+        if logged:
+            curves.append((r["swept"] or str(r["job"]), [m["step"] for m in logged], [m["reward"] for m in logged]))
+    if not curves:
+        return
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, steps, rewards in curves:
+        ax.plot(steps, rolling_mean(rewards, max(1, len(rewards) // 20)), label=label)
+    ax.set(xlabel="step", ylabel="mean reward (rolling mean, 5% of steps)", title="sweep: training reward")
+    ax.legend(fontsize=7)
     _save(fig, path)
 
 

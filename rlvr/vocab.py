@@ -95,11 +95,14 @@ class ReasoningVocab:
                 "reasoning_outside_think": float(int((reasoning & ~inside & valid).sum())),
                 "reasoning_share_in_think": in_think / think if think else 0.0}
 
+    @torch.no_grad()
     def embedding_norms(self, model) -> dict[str, list[float]]:
-        """Per reasoning row: its norm, its original's norm, and the relative distance between them."""
-        weight = model.get_input_embeddings().weight.detach().float()
-        reasoning = weight[self.standard_size:self.standard_size + self.size]
-        original = weight[list(self.source_ids)]
+        """Per reasoning row: its norm, its original's norm, and the relative distance between them.
+        Rows are read through the embedding module, so adapters (peft trainable tokens) count."""
+        embed = model.get_input_embeddings()
+        device = next(model.parameters()).device
+        reasoning = embed(torch.arange(self.standard_size, self.standard_size + self.size, device=device)).float()
+        original = embed(torch.tensor(self.source_ids, device=device)).float()
         return {"reasoning_norm": reasoning.norm(dim=1).tolist(), "standard_norm": original.norm(dim=1).tolist(),
                 "relative_drift": ((reasoning - original).norm(dim=1) / original.norm(dim=1).clamp(min=1e-12)).tolist()}
 

@@ -10,7 +10,7 @@ from rlvr.recipes.common import (
     calibrate_rewards, evaluate, finish, save_reference_policy, setup_policy, trl_config, training_curve_summary,
 )
 from rlvr.distributed import checkpoint_callback, is_main_process, latest_complete_checkpoint, rank, weights_digest
-from rlvr.tracking import JsonlWriter, metrics_callback, setup_wandb, truncate_jsonl, use_compact_progress
+from rlvr.tracking import JsonlWriter, metrics_callback, setup_wandb, truncate_jsonl, use_compact_progress, write_json
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,9 @@ def run_grpo(cfg, run_dir: Path, trainer_class, wrap_rewards=None, **trainer_ext
     trainer.save_model(str(run_dir / "final_model"))
     if is_main_process():
         setup.tokenizer.save_pretrained(str(run_dir / "final_model"))
+    if setup.reasoning_vocab is not None and is_main_process():  # the map, and where each copy ended up
+        write_json(run_dir / "reasoning_vocab.json",
+                   setup.reasoning_vocab.as_dict() | setup.reasoning_vocab.embedding_norms(trainer.model))
     if trainer.accelerator.num_processes > 1:
         print(f"rlvr: rank {rank()} weights {weights_digest(trainer.model)}", flush=True)
 
