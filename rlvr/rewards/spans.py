@@ -12,6 +12,7 @@ import re
 from typing import Any, Callable, Sequence
 
 from rlvr.rewards.answers import FINAL_LINE, NUMBER, completion_text, gold_answer, normalize_number
+from rlvr.errors import ConfigError
 from rlvr.rewards.base import Outcome
 
 Span = tuple[float, tuple[int, int], Any]
@@ -30,6 +31,9 @@ class SpanReward:
     def __call__(self, prompts=None, completions=(), **columns) -> list[float]:
         texts = [completion_text(c) for c in completions]
         spans = self.fn(prompts=prompts, completions=texts, **columns)
+        if spans and not isinstance(spans[0], (list, tuple)):
+            raise ConfigError(f"reward '{self.__name__}' returned {type(spans[0]).__name__}s, not span lists: "
+                              "algorithm=fgrpo needs span rewards (e.g. reward=fgrpo_spans)")
         if len(spans) != len(texts):
             raise ValueError(f"span reward '{self.__name__}' returned {len(spans)} span lists for {len(texts)} completions")
         self.last_spans = [[(float(s) * self.weight, tuple(r), g) for s, r, g in row] for row in spans]

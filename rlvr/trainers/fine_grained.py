@@ -183,8 +183,10 @@ class FineGrainedGRPOTrainer(RolloutLoggingGRPOTrainer):
         mode = "train" if self.model.training else "eval"
         settings, stats = self.fine_grained, SpanStats()
         ids = output["completion_ids"].tolist()
+        if self.reasoning_vocab is not None:  # spans index the text rewards read: standard ids
+            ids = [self.reasoning_vocab.to_standard(row) for row in ids]
         mask = output["completion_mask"]
-        texts = self.processing_class.batch_decode(output["completion_ids"], skip_special_tokens=True)
+        texts = self.processing_class.batch_decode(ids, skip_special_tokens=True)
         local = self._local_spans()
         lengths = gather_object([len(t) for t in texts])
         cleaned = [clean_spans(s, n, settings.strict, stats, f"completion {i}")

@@ -72,6 +72,20 @@ def test_lora_run_with_a_reasoning_vocabulary(tmp_path):
     assert logged and all(m["vocab/reasoning_outside_think"] == 0 for m in logged)
 
 
+def test_fine_grained_grpo_with_a_reasoning_vocabulary(tmp_path):
+    scalar = run_cli("rlvr.run", *VOCAB_RUN, "algorithm=fgrpo", "eval.before=false", f"hydra.run.dir={tmp_path}")
+    assert scalar.returncode == 2
+    assert "rlvr: error: reward 'gsm8k_flexible' returned floats, not span lists" in scalar.stderr
+    assert "Traceback" not in scalar.stderr
+    result = run_cli("rlvr.run", *VOCAB_RUN, "algorithm=fgrpo", "reward=fgrpo_spans", "algorithm.max_steps=3", "eval.before=false",
+                     f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    logged = [m for m in read_jsonl(tmp_path / "metrics.jsonl") if "reward" in m]
+    assert len(logged) == 3 and all(m["vocab/reasoning_outside_think"] == 0 for m in logged)
+    # spans index the reward text (reasoning ids mapped back); a shorter, unmapped text would clip them
+    assert all(m["fgrpo/spans_malformed"] == 0 for m in logged)
+
+
 def test_sweep_over_vocabulary_size_compares_reward_curves(tmp_path):
     result = run_cli("rlvr.run", "-m", *VOCAB_RUN, "algorithm.max_steps=3", "eval.before=false",
                      "model.reasoning_vocab_size=0,16", f"hydra.sweep.dir={tmp_path}")
