@@ -7,13 +7,10 @@ import pytest
 import torch
 
 from conftest import TINY_RUN, run_cli
+from rlvr.tracking import read_jsonl
 
 pytestmark = pytest.mark.slow
 VOCAB_RUN = ["experiment=vocab_reasoning", *TINY_RUN, "model.warmup_sft_steps=60", "algorithm.max_completion_length=12"]
-
-
-def read_jsonl(path):
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")
