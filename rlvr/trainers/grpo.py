@@ -1,7 +1,4 @@
-"""TRL's GRPOTrainer plus rollouts.jsonl: every scored completion with its prediction and rewards.
-
-Generation goes through rlvr.sampling where it draws what TRL's `generate` call would (FastSamplingMixin).
-"""
+"""TRL's GRPOTrainer plus rollouts.jsonl: every scored completion with its prediction and rewards."""
 
 from __future__ import annotations
 
@@ -12,11 +9,10 @@ from trl import GRPOTrainer
 from rlvr import stage_timing
 from rlvr.rewards.base import primary_correctness
 from rlvr.tracking import JsonlWriter, prompt_id
-from rlvr.trainers.fast_sampling import FastSamplingMixin
 from rlvr.trainers.vocab import ReasoningVocabMixin
 
 
-class RolloutLoggingGRPOTrainer(ReasoningVocabMixin, FastSamplingMixin, GRPOTrainer):
+class RolloutLoggingGRPOTrainer(ReasoningVocabMixin, GRPOTrainer):
     """Overrides `_calculate_rewards` (TRL >= 1.16) only to record what the rewards saw and said.
 
     `rewards` are rlvr's WeightedRewards, in the same order as the trainer's `reward_funcs`.
