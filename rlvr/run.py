@@ -17,7 +17,6 @@ from omegaconf import DictConfig, OmegaConf
 from rlvr.config import exit_on_unknown_keys, register_schemas
 from rlvr.data.loading import builtin_data_path
 from rlvr.errors import RlvrError
-from rlvr.stage_timing import ENV as STAGE_TIMING_ENV
 
 log = logging.getLogger("rlvr")
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -55,8 +54,6 @@ def run(cfg: DictConfig) -> dict[str, float]:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     recipe = get_recipe(cfg.algorithm.name)
     offline = set_offline(cfg)
-    if cfg.logging.stage_timing:  # read by the trainer (rlvr/trainers/grpo.py), which the recipe builds
-        os.environ[STAGE_TIMING_ENV] = "1"
     world_size = export_torch_distributed()
     if is_main_process():
         (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))

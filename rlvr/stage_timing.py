@@ -27,7 +27,6 @@ import time
 from collections import defaultdict
 
 STAGES = ("generation", "rewards", "logprobs", "forward", "backward", "optimizer", "log")
-ENV = "RLVR_STAGE_TIMING"  # "1": rlvr's trainer instruments itself (set by run.py from logging.stage_timing)
 
 
 class StageTimer:

@@ -51,7 +51,7 @@ def run_grpo(cfg, run_dir: Path, trainer_class, wrap_rewards=None, **trainer_ext
         model=setup.model, rewards=setup.rewards, args=args, train_dataset=setup.train,
         processing_class=setup.tokenizer, peft_config=lora_config(cfg.model, setup.reasoning_vocab),
         callbacks=[metrics_callback(run_dir / "metrics.jsonl"), checkpoint_callback()],
-        rollout_writer=rollouts, **trainer_extra,
+        rollout_writer=rollouts, stage_timing=cfg.logging.stage_timing, **trainer_extra,
     )
     use_compact_progress(trainer)
     started = time.perf_counter()

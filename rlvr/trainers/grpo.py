@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 from trl import GRPOTrainer
 
-from rlvr import stage_timing
+from rlvr.stage_timing import instrument
 from rlvr.rewards.base import primary_correctness
 from rlvr.tracking import JsonlWriter, prompt_id
 from rlvr.trainers.vocab import ReasoningVocabMixin
@@ -18,12 +16,13 @@ class RolloutLoggingGRPOTrainer(ReasoningVocabMixin, GRPOTrainer):
     `rewards` are rlvr's WeightedRewards, in the same order as the trainer's `reward_funcs`.
     """
 
-    def __init__(self, *args, rewards, rollout_writer: JsonlWriter | None = None, **kwargs):
+    def __init__(self, *args, rewards, rollout_writer: JsonlWriter | None = None, stage_timing: bool = False,
+                 **kwargs):
         super().__init__(*args, reward_funcs=[r.fn for r in rewards], **kwargs)
         self.rewards = rewards
         self.rollout_writer = rollout_writer
-        if os.environ.get(stage_timing.ENV) == "1":  # logging.stage_timing=true
-            stage_timing.instrument(self)
+        if stage_timing:  # logging.stage_timing=true: per-stage seconds in metrics.jsonl
+            instrument(self)
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
