@@ -12,6 +12,8 @@
   worker pool (2 workers, hard time limit) over in-process serial verification.
 - fgrpo_step_ratio_vs_grpo: median step of `algorithm=fgrpo` (built-in span rewards) over the
   GRPO step, both on the default config (SFT warm-up included, as `make run`), same measurement.
+- vocab_step_ratio_vs_grpo: median step of `experiment=vocab_reasoning` (64 reasoning tokens) over
+  the same experiment with `model.reasoning_vocab_size=0`, same warm-up, same measurement.
 - span_to_token_per_s: span->token mappings per second (offsets + vectorised coverage) on
   GSM8K-length text.
 - rm_scoring_speedup_batched: reward-model scoring throughput (pairs/s) of the tiny reward model
@@ -127,6 +129,14 @@ def bench_fgrpo_step() -> dict:
     return {"grpo_step_seconds_default": grpo, "fgrpo_step_seconds_default": fgrpo, "fgrpo_step_ratio_vs_grpo": fgrpo / grpo}
 
 
+def bench_vocab_step() -> dict:
+    default = [arg for arg in RLVR_BENCH_RUN if not arg.startswith("model.warmup_sft_steps")]
+    common = [*default, "experiment=vocab_reasoning", f"algorithm.max_steps={STEPS}", "hydra.run.dir={run_dir}"]
+    m = alternating_step_medians({"grpo": [*common, "model.reasoning_vocab_size=0"], "vocab": common}, repeats=5)
+    grpo, vocab = m["grpo"]["step"], m["vocab"]["step"]
+    return {"grpo_step_seconds_vocab_baseline": grpo, "vocab_step_seconds": vocab, "vocab_step_ratio_vs_grpo": vocab / grpo}
+
+
 def bench_span_mapping() -> dict:
     from rlvr.data.loading import read_local
     from rlvr.models import build_tiny_tokenizer
@@ -191,7 +201,8 @@ def bench_rm_scoring() -> dict:
             "rm_scoring_speedup_batched": rates["batched"] / rates["one_by_one"]}
 
 
-BENCHES = (bench_cfg_job, bench_grpo_step, bench_fgrpo_step, bench_span_mapping, bench_verify, bench_rm_scoring)
+BENCHES = (bench_cfg_job, bench_grpo_step, bench_fgrpo_step, bench_vocab_step, bench_span_mapping, bench_verify,
+           bench_rm_scoring)
 
 
 def main(names: list[str]) -> None:
