@@ -70,6 +70,8 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
     from rlvr.plots import plot_token_lengths, print_coloured_tokens
     from rlvr.trainers.reward import PreferenceRewardTrainer
 
+    if cfg.model.reasoning_vocab_size:
+        raise ConfigError("model.reasoning_vocab_size is for policies (algorithm=grpo or fgrpo), not reward models")
     trainer_kwargs = hardware.trainer_arguments(cfg.hardware)
     model, tokenizer = load_reward_model(cfg.model, cfg.seed)
     set_chat_template(tokenizer, cfg.dataset.preference.chat_template)

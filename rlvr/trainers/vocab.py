@@ -13,6 +13,7 @@ from contextlib import contextmanager
 
 import torch
 
+from rlvr.errors import ConfigError
 from rlvr.vocab import ReasoningVocab
 
 
@@ -35,6 +36,9 @@ class ReasoningVocabMixin:
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.reasoning_vocab = ReasoningVocab.of(self.model)
+        if self.reasoning_vocab is not None and (self.use_vllm or self.use_transformers_continuous_batching):
+            raise ConfigError("a reasoning vocabulary needs TRL's transformers generation (its logits processor "
+                              "is bound to model.generate): set use_vllm and continuous batching off")
 
     def _generate_single_turn(self, prompt_ids, *args, **kwargs):
         if self.reasoning_vocab is None:

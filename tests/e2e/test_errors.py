@@ -51,3 +51,15 @@ def test_unknown_trl_passthrough_field(tmp_path):
     line = one_line_error(run_cli("rlvr.run", *TINY_RUN, "+algorithm.trl.temprature=1",
                                   f"hydra.run.dir={tmp_path}"))
     assert "algorithm.trl.temprature is not a GRPOConfig field (did you mean 'temperature'?)" in line
+
+
+def test_reasoning_vocabulary_on_a_reward_model(tmp_path):
+    line = one_line_error(run_cli("rlvr.run", "algorithm=reward_model", "model.reasoning_vocab_size=8",
+                                  "logging=disabled", f"hydra.run.dir={tmp_path}"))
+    assert "model.reasoning_vocab_size is for policies" in line
+
+
+def test_reasoning_vocabulary_larger_than_the_copyable_tokens(tmp_path):
+    line = one_line_error(run_cli("rlvr.run", *TINY_RUN, "model.reasoning_vocab_size=100000", "eval.before=false",
+                                  f"hydra.run.dir={tmp_path}"))
+    assert "model.reasoning_vocab_size=100000 is more than the 256 copyable tokens" in line
