@@ -129,7 +129,7 @@ class AlgorithmConfig:
     warmup_steps: float = 0  # an int counts steps; a float < 1 is a fraction of max_steps
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    optim: str = "adamw_torch"
+    optim: str = "adamw_torch_fused"  # transformers' default (torch >= 2.8), also on CPU
     max_steps: int = 100
     num_train_epochs: float = 1.0
     per_device_train_batch_size: int = 8  # GRPO: completions, not prompts; reward_model: pairs
