@@ -108,8 +108,8 @@ def plot_reasoning_vocab(run_dir: Path, metrics: list[dict]) -> list[Path]:
     if final.exists():
         norms = json.loads(final.read_text())
         axes[0][1].scatter(norms["standard_norm"], norms["reasoning_norm"], s=8)
-        low, high = min(norms["standard_norm"] + norms["reasoning_norm"]), max(norms["standard_norm"] + norms["reasoning_norm"])
-        axes[0][1].plot([low, high], [low, high], linewidth=0.8, color="grey")
+        every = norms["standard_norm"] + norms["reasoning_norm"]
+        axes[0][1].plot([min(every), max(every)], [min(every), max(every)], linewidth=0.8, color="grey")  # no drift
         axes[0][1].set(xlabel="norm of the standard row", ylabel="norm of its reasoning copy", title="rows at the end")
     written.append(_save(fig, run_dir / "plots" / "embedding_drift.png"))
     return written

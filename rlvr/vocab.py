@@ -109,7 +109,8 @@ class ReasoningVocab:
 
 def _pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
     width = max((len(r) for r in rows), default=0)
-    return torch.tensor([list(r) + [value] * (width - len(r)) for r in rows], dtype=torch.long).reshape(len(rows), width)
+    padded = [list(r) + [value] * (width - len(r)) for r in rows]
+    return torch.tensor(padded, dtype=torch.long).reshape(len(rows), width)
 
 
 class ThinkSegmentLogitsProcessor(LogitsProcessor):

@@ -79,9 +79,10 @@ def setup_policy(cfg) -> PolicySetup:
     if cfg.model.reasoning_vocab_size > 0:
         from rlvr.vocab import expand_vocabulary
 
-        setup.reasoning_vocab = expand_vocabulary(
-            model, tokenizer, cfg.model.reasoning_vocab_size, cfg.model.reasoning_vocab_ids,
-            corpus=train["prompt"] if isinstance(train[0]["prompt"], str) else (), only_in_think=cfg.model.reasoning_only_in_think)
+        corpus = train["prompt"] if isinstance(train[0]["prompt"], str) else ()  # for reasoning_vocab_ids=frequent
+        setup.reasoning_vocab = expand_vocabulary(model, tokenizer, cfg.model.reasoning_vocab_size,
+                                                  cfg.model.reasoning_vocab_ids, corpus,
+                                                  only_in_think=cfg.model.reasoning_only_in_think)
         log.info("reasoning vocabulary: %d tokens after the %d standard ones", setup.reasoning_vocab.size,
                  setup.reasoning_vocab.standard_size)
     return setup

@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Sequence
 
-from rlvr.rewards.answers import FINAL_LINE, NUMBER, completion_text, gold_answer, normalize_number
 from rlvr.errors import ConfigError
+from rlvr.rewards.answers import FINAL_LINE, NUMBER, completion_text, gold_answer, normalize_number
 from rlvr.rewards.base import Outcome
 
 Span = tuple[float, tuple[int, int], Any]
