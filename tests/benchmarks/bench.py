@@ -13,7 +13,9 @@
 - fgrpo_step_ratio_vs_grpo: median step of `algorithm=fgrpo` (built-in span rewards) over the
   GRPO step, both on the default config (SFT warm-up included, as `make run`), same measurement.
 - vocab_step_ratio_vs_grpo: median step of `experiment=vocab_reasoning` (64 reasoning tokens) over
-  the same experiment with `model.reasoning_vocab_size=0`, same warm-up, same measurement.
+  the same experiment with `model.reasoning_vocab_size=0`, same warm-up, same measurement; and,
+  in-process (free of run-to-run noise), what the vocabulary adds per step of that config: the
+  logits processor per generated token, and the re-decode plus usage metrics of 64 completions.
 - span_to_token_per_s: span->token mappings per second (offsets + vectorised coverage) on
   GSM8K-length text.
 - rm_scoring_speedup_batched: reward-model scoring throughput (pairs/s) of the tiny reward model
@@ -134,7 +136,40 @@ def bench_vocab_step() -> dict:
     common = [*default, "experiment=vocab_reasoning", f"algorithm.max_steps={STEPS}", "hydra.run.dir={run_dir}"]
     m = alternating_step_medians({"grpo": [*common, "model.reasoning_vocab_size=0"], "vocab": common}, repeats=5)
     grpo, vocab = m["grpo"]["step"], m["vocab"]["step"]
-    return {"grpo_step_seconds_vocab_baseline": grpo, "vocab_step_seconds": vocab, "vocab_step_ratio_vs_grpo": vocab / grpo}
+    return {"grpo_step_seconds_vocab_baseline": grpo, "vocab_step_seconds": vocab, "vocab_step_ratio_vs_grpo": vocab / grpo,
+            **vocab_overheads()}
+
+
+def vocab_overheads(rows: int = 64, tokens: int = 12, calls: int = 500) -> dict:
+    import random
+
+    import torch
+    from omegaconf import OmegaConf
+
+    from rlvr.config import TinyModelConfig
+    from rlvr.models import build_tiny_model, build_tiny_tokenizer
+    from rlvr.vocab import expand_vocabulary
+
+    tokenizer = build_tiny_tokenizer()
+    model = build_tiny_model(OmegaConf.structured(TinyModelConfig), tokenizer, seed=0)
+    vocab = expand_vocabulary(model, tokenizer, 64)
+    ids = torch.randint(0, vocab.standard_size, (rows, tokens))
+    scores = torch.randn(rows, vocab.standard_size + vocab.size)
+    processor = vocab.processor()
+    started = time.perf_counter()
+    for _ in range(calls):  # each call a one-token continuation: the incremental path
+        processor.length = tokens - 1
+        processor(ids, scores)
+    per_token = (time.perf_counter() - started) / calls
+    rng = random.Random(0)
+    prompts = [[rng.randrange(vocab.standard_size) for _ in range(5)] for _ in range(rows)]
+    completions = [[rng.randrange(vocab.standard_size + vocab.size) for _ in range(tokens)] for _ in range(rows)]
+    started = time.perf_counter()
+    for _ in range(50):
+        vocab.decode(tokenizer, completions)
+        vocab.usage(prompts, completions)
+    return {"vocab_processor_us_per_token": per_token * 1e6,
+            "vocab_decode_and_usage_ms_per_step": (time.perf_counter() - started) / 50 * 1e3}
 
 
 def bench_span_mapping() -> dict:
