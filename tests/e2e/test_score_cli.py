@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import run_cli
+from conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -23,6 +23,7 @@ def test_score_writes_rewards_and_prints_a_summary(rows_file, tmp_path):
     assert [r["reasons"]["gsm8k_strict"] for r in scored] == ["correct", "wrong", "missing"]
     assert scored[0]["prediction"] == "18" and scored[0]["prompt"] == "p1"
     assert "3 rows, mean reward 0.3667" in result.stdout
+    assert not (ROOT / "score.log").exists()  # Hydra's job log goes to stdout, not into the current directory
 
 
 def test_score_with_combined_presets_and_a_custom_gold_column(rows_file):
