@@ -22,6 +22,22 @@ def run_cli(module: str, *args: str, env: dict | None = None, timeout: int = 300
                           capture_output=True, text=True, timeout=timeout)
 
 
+def completed_run(run_dir: Path, *args: str, timeout: int = 300) -> Path:
+    """`python -m rlvr.run args... hydra.run.dir=run_dir`, which must succeed; returns run_dir."""
+    result = run_cli("rlvr.run", *args, f"hydra.run.dir={run_dir}", timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+def one_line_error(result) -> str:
+    """The one `rlvr: error:` line of a run that failed as it should: exit code 2, no traceback."""
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("rlvr: error:")]
+    assert len(errors) == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    return errors[0]
+
+
 @pytest.fixture
 def rows_file(tmp_path):
     """Write rows to a jsonl file and return its path."""

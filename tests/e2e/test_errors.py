@@ -2,17 +2,9 @@
 
 import pytest
 
-from conftest import TINY_RUN, run_cli
+from conftest import TINY_RUN, one_line_error, run_cli
 
 pytestmark = pytest.mark.slow
-
-
-def one_line_error(result) -> str:
-    assert result.returncode == 2, result.stderr[-2000:]
-    errors = [line for line in result.stderr.splitlines() if line.startswith("rlvr: error:")]
-    assert len(errors) == 1, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
-    return errors[0]
 
 
 def test_dataset_path_that_does_not_exist(tmp_path):

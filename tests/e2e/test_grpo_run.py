@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import TINY_RUN, run_cli
+from conftest import TINY_RUN, completed_run, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -15,10 +15,7 @@ def read_jsonl(path):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("run")
-    result = run_cli("rlvr.run", *TINY_RUN, f"hydra.run.dir={run_dir}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return run_dir
+    return completed_run(tmp_path_factory.mktemp("run"), *TINY_RUN)
 
 
 def test_run_writes_every_artefact(tiny_run):
@@ -93,9 +90,8 @@ def test_two_job_sweep(tmp_path):
 
 
 def test_reward_weights_reach_trl(tmp_path):
-    result = run_cli("rlvr.run", *TINY_RUN, "model.warmup_sft_steps=100", "reward=[gsm8k_flexible,think_format]",
-                     "reward.functions.gsm8k_flexible.weight=0.5", f"hydra.run.dir={tmp_path}")
-    assert result.returncode == 0, result.stderr[-3000:]
+    completed_run(tmp_path, *TINY_RUN, "model.warmup_sft_steps=100", "reward=[gsm8k_flexible,think_format]",
+                  "reward.functions.gsm8k_flexible.weight=0.5")
     rows = read_jsonl(tmp_path / "rollouts.jsonl")
     assert any(row["rewards"]["gsm8k_flexible"] == 1.0 for row in rows)
     for row in rows:
@@ -107,16 +103,13 @@ def test_reward_weights_reach_trl(tmp_path):
 
 
 def test_lora_run(tmp_path):
-    result = run_cli("rlvr.run", *TINY_RUN, "model.lora.enabled=true", "model.lora.r=4",
-                     "algorithm.save_steps=0", f"hydra.run.dir={tmp_path}")
-    assert result.returncode == 0, result.stderr[-3000:]
+    completed_run(tmp_path, *TINY_RUN, "model.lora.enabled=true", "model.lora.r=4", "algorithm.save_steps=0")
     assert (tmp_path / "final_model" / "adapter_config.json").exists()
 
 
 def test_default_run_learns(tmp_path):
     """The offline default (`make run`): the sampled reward and greedy accuracy rise."""
-    result = run_cli("rlvr.run", "logging=disabled", f"hydra.run.dir={tmp_path}", timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    completed_run(tmp_path, "logging=disabled", timeout=600)
     m = json.loads((tmp_path / "metrics.json").read_text())
     print({k: round(v, 3) for k, v in m.items()})
     assert m["train_reward_last20"] > m["train_reward_first20"] + 0.15

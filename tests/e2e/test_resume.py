@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, TINY_RUN, run_cli
+from conftest import ROOT, TINY_RUN, completed_run
 
 pytestmark = pytest.mark.slow
 
@@ -20,12 +20,10 @@ def logged_steps(run_dir):
 
 
 def test_rerun_resumes_from_the_last_complete_checkpoint(tmp_path):
-    first = run_cli("rlvr.run", *TINY_RUN, "algorithm.max_steps=3", "algorithm.save_steps=3", f"hydra.run.dir={tmp_path}")
-    assert first.returncode == 0, first.stderr[-3000:]
+    completed_run(tmp_path, *TINY_RUN, "algorithm.max_steps=3", "algorithm.save_steps=3")
     assert (tmp_path / "checkpoints" / "checkpoint-3" / "COMPLETE").exists()
     (tmp_path / "checkpoints" / "checkpoint-9").mkdir()  # half-written: no COMPLETE marker, must be ignored
-    second = run_cli("rlvr.run", *TINY_RUN, "algorithm.max_steps=6", "algorithm.save_steps=3", f"hydra.run.dir={tmp_path}")
-    assert second.returncode == 0, second.stderr[-3000:]
+    completed_run(tmp_path, *TINY_RUN, "algorithm.max_steps=6", "algorithm.save_steps=3")
     log = (tmp_path / "run.log").read_text()
     assert "resuming from" in log and "checkpoint-3" in log
     assert logged_steps(tmp_path) == [1, 2, 3, 4, 5, 6]
@@ -55,7 +53,6 @@ def test_sigusr2_saves_a_checkpoint_and_the_rerun_continues(tmp_path):
     saved = int(checkpoints[0].name.split("-")[1])
     assert 5 <= saved < 400
     assert logged_steps(tmp_path) == list(range(1, saved + 1))
-    again = run_cli("rlvr.run", *TINY_RUN, f"algorithm.max_steps={saved + 3}", "algorithm.save_steps=0",
-                    "eval.before=false", f"hydra.run.dir={tmp_path}")
-    assert again.returncode == 0, again.stderr[-3000:]
+    completed_run(tmp_path, *TINY_RUN, f"algorithm.max_steps={saved + 3}", "algorithm.save_steps=0",
+                  "eval.before=false")
     assert logged_steps(tmp_path) == list(range(1, saved + 4))  # continues; no step repeated

@@ -4,18 +4,14 @@ import json
 
 import pytest
 
-from conftest import TINY_RUN, run_cli
+from conftest import TINY_RUN, completed_run, one_line_error, run_cli
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def rm_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("rm")
-    result = run_cli("rlvr.run", "algorithm=reward_model", "logging=disabled", "algorithm.max_steps=300",
-                     f"hydra.run.dir={run_dir}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return run_dir
+    return completed_run(tmp_path_factory.mktemp("rm"), "algorithm=reward_model", "logging=disabled", "algorithm.max_steps=300")
 
 
 def test_reward_model_run_writes_metrics_plots_and_model(rm_run):
@@ -47,9 +43,8 @@ def test_reloaded_reward_model_scores_pairs_like_training_eval(rm_run):
 
 
 def test_grpo_with_hybrid_reward_uses_the_trained_model(rm_run, tmp_path):
-    result = run_cli("rlvr.run", *TINY_RUN, "reward=hybrid", f"reward.functions.hybrid.reward_model={rm_run}",
-                     "reward.functions.hybrid.calibration_prompts=8", f"hydra.run.dir={tmp_path}")
-    assert result.returncode == 0, result.stderr[-3000:]
+    completed_run(tmp_path, *TINY_RUN, "reward=hybrid", f"reward.functions.hybrid.reward_model={rm_run}",
+                  "reward.functions.hybrid.calibration_prompts=8")
     calibration = json.loads((tmp_path / "hybrid_calibration.json").read_text())
     assert calibration["prompts"] == 8 and calibration["r_min"] <= calibration["r_max"]
     rows = [json.loads(line) for line in (tmp_path / "rollouts.jsonl").read_text().splitlines()]
@@ -60,13 +55,11 @@ def test_grpo_with_hybrid_reward_uses_the_trained_model(rm_run, tmp_path):
 
 def test_hybrid_without_a_reward_model_is_one_line(tmp_path):
     result = run_cli("rlvr.run", *TINY_RUN, "reward=hybrid", f"hydra.run.dir={tmp_path}")
-    assert result.returncode == 2
-    assert "rlvr: error: reward.functions.hybrid.reward_model must be set" in result.stderr
+    assert "rlvr: error: reward.functions.hybrid.reward_model must be set" in one_line_error(result)
 
 
 def test_hh_sanity_check_run(tmp_path):
-    result = run_cli("rlvr.run", "experiment=rm_hh", "logging=disabled", "dataset.preference.sanity_check=true",
-                     "algorithm.max_steps=3", "algorithm.eval_steps=null", f"hydra.run.dir={tmp_path}")
-    assert result.returncode == 0, result.stderr[-3000:]
+    completed_run(tmp_path, "experiment=rm_hh", "logging=disabled", "dataset.preference.sanity_check=true",
+                  "algorithm.max_steps=3", "algorithm.eval_steps=null")
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["train_kept"] + metrics["train_dropped_too_long"] + metrics["train_dropped_prompt_too_long"] == 100

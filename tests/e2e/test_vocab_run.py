@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from conftest import TINY_RUN, run_cli
+from conftest import TINY_RUN, completed_run, one_line_error, run_cli
 from rlvr.tracking import read_jsonl
 
 pytestmark = pytest.mark.slow
@@ -15,10 +15,7 @@ VOCAB_RUN = ["experiment=vocab_reasoning", *TINY_RUN, "model.warmup_sft_steps=60
 
 @pytest.fixture(scope="module")
 def vocab_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("vocab")
-    result = run_cli("rlvr.run", *VOCAB_RUN, f"hydra.run.dir={run_dir}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return run_dir
+    return completed_run(tmp_path_factory.mktemp("vocab"), *VOCAB_RUN)
 
 
 def test_run_logs_vocabulary_usage_and_plots_it(vocab_run):
@@ -62,21 +59,17 @@ def test_saved_model_reloads_and_generates_under_its_processor(vocab_run):
 
 
 def test_lora_run_with_a_reasoning_vocabulary(tmp_path):
-    result = run_cli("rlvr.run", *VOCAB_RUN, "model.lora.enabled=true", "model.lora.r=4", "algorithm.save_steps=0",
-                     "eval.before=false", f"hydra.run.dir={tmp_path}")
-    assert result.returncode == 0, result.stderr[-3000:]
+    completed_run(tmp_path, *VOCAB_RUN, "model.lora.enabled=true", "model.lora.r=4", "algorithm.save_steps=0",
+                  "eval.before=false")
     logged = [m for m in read_jsonl(tmp_path / "metrics.jsonl") if "reward" in m]
     assert logged and all(m["vocab/reasoning_outside_think"] == 0 for m in logged)
 
 
 def test_fine_grained_grpo_with_a_reasoning_vocabulary(tmp_path):
     scalar = run_cli("rlvr.run", *VOCAB_RUN, "algorithm=fgrpo", "eval.before=false", f"hydra.run.dir={tmp_path}")
-    assert scalar.returncode == 2
-    assert "rlvr: error: reward 'gsm8k_flexible' returned floats, not span lists" in scalar.stderr
-    assert "Traceback" not in scalar.stderr
-    result = run_cli("rlvr.run", *VOCAB_RUN, "algorithm=fgrpo", "reward=fgrpo_spans", "algorithm.max_steps=3", "eval.before=false",
-                     f"hydra.run.dir={tmp_path}")
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert "rlvr: error: reward 'gsm8k_flexible' returned floats, not span lists" in one_line_error(scalar)
+    completed_run(tmp_path, *VOCAB_RUN, "algorithm=fgrpo", "reward=fgrpo_spans", "algorithm.max_steps=3",
+                  "eval.before=false")
     logged = [m for m in read_jsonl(tmp_path / "metrics.jsonl") if "reward" in m]
     assert len(logged) == 3 and all(m["vocab/reasoning_outside_think"] == 0 for m in logged)
     # spans index the reward text (reasoning ids mapped back); a shorter, unmapped text would clip them
