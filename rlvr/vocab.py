@@ -169,8 +169,8 @@ def choose_source_ids(choice: Any, size: int, tokenizer, corpus: Sequence[str] =
         return (ranked + [i for i in eligible if i not in counts])[:size]
     if isinstance(choice, str):
         raise ConfigError(f"model.reasoning_vocab_ids={choice!r} must be 'first', 'frequent' or a list of token ids")
-    ids = [int(i) for i in choice]
-    bad = [i for i in ids if i not in set(eligible)]
+    ids, allowed = [int(i) for i in choice], set(eligible)
+    bad = [i for i in ids if i not in allowed]
     if bad or len(set(ids)) != len(ids) or len(ids) != size:
         raise ConfigError(f"model.reasoning_vocab_ids: need {size} distinct ids of ordinary tokens in "
                           f"[0, {len(tokenizer)}); got {len(ids)}" + (f", invalid: {bad[:5]}" if bad else ""))
