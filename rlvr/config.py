@@ -36,6 +36,9 @@ class LoraConfig:
     alpha: int = 32
     dropout: float = 0.05
     target_modules: Any = "all-linear"
+    # final_model/ = the adapter merged into its base (loads with transformers alone); the adapter
+    # itself goes to final_adapter/. false: only final_adapter/ (a base too large to store twice).
+    save_merged: bool = True
 
 
 @dataclass

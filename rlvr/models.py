@@ -158,13 +158,14 @@ def load_reward_model(cfg, seed: int):
     return model, tokenizer
 
 
-def lora_config(cfg, reasoning_vocab=None):
+def lora_config(cfg, reasoning_vocab=None, task_type: str = "CAUSAL_LM"):
     """A peft LoraConfig for TRL's `peft_config`, or None when LoRA is off.
 
-    With a reasoning vocabulary the embeddings and LM head train too (peft's modules_to_save, kept
-    tied where the model ties them): LoRA alone would leave the copies frozen at their originals.
-    (peft's row-level trainable tokens would be lighter, but TRL's fused log-prob head reads
-    `lm_head.weight` directly and would miss their update.)
+    task_type="SEQ_CLS" for reward models: peft then trains their score head in full, which LoRA
+    alone would leave at its random init. With a reasoning vocabulary the embeddings and LM head
+    train too (peft's modules_to_save, kept tied where the model ties them): LoRA alone would leave
+    the copies frozen at their originals. (peft's row-level trainable tokens would be lighter, but
+    TRL's fused log-prob head reads `lm_head.weight` directly and would miss their update.)
     """
     if not cfg.lora.enabled:
         return None
@@ -175,7 +176,7 @@ def lora_config(cfg, reasoning_vocab=None):
     if reasoning_vocab is not None:
         extra = {"modules_to_save": ["embed_tokens", "lm_head"], "ensure_weight_tying": True}
     return LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                      target_modules=target if isinstance(target, str) else list(target), task_type="CAUSAL_LM",
+                      target_modules=target if isinstance(target, str) else list(target), task_type=task_type,
                       **extra)
 
 

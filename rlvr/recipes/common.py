@@ -110,6 +110,34 @@ def save_reference_policy(setup: PolicySetup, run_dir: Path) -> None:
     setup.model.config.name_or_path = str(path)
 
 
+def save_final_model(trainer, tokenizer, model_cfg, run_dir: Path):
+    """Write final_model/ so that it loads with transformers alone; returns the model to evaluate.
+
+    A LoRA run also leaves its adapter in final_adapter/, and final_model/ is the adapter merged
+    into its base: the base may be SFT-warmed or vocabulary-expanded in memory, which no Hub name or
+    path reproduces, so an adapter alone could not be loaded again. `model.lora.save_merged=false`
+    writes the adapter only (a base too large to store twice).
+    """
+    from peft import PeftModel
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if not isinstance(model, PeftModel):
+        trainer.save_model(str(run_dir / "final_model"))
+        if is_main_process():
+            tokenizer.save_pretrained(str(run_dir / "final_model"))
+        return model
+    trainer.save_model(str(run_dir / "final_adapter"))
+    if is_main_process():
+        tokenizer.save_pretrained(str(run_dir / "final_adapter"))
+    if not model_cfg.lora.save_merged:
+        return model
+    merged = model.merge_and_unload()  # every rank, so that their weights stay equal
+    if is_main_process():
+        merged.save_pretrained(str(run_dir / "final_model"))
+        tokenizer.save_pretrained(str(run_dir / "final_model"))
+    return merged
+
+
 def evaluate(cfg, setup: PolicySetup, run_dir: Path, label: str) -> dict[str, float]:
     if setup.evaluation is None or not getattr(cfg.eval, label) or not is_main_process():
         return {}

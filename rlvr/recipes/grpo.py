@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 
 from rlvr.recipes.common import (
-    calibrate_rewards, evaluate, finish, save_reference_policy, setup_policy, trl_config, training_curve_summary,
+    calibrate_rewards, evaluate, finish, save_final_model, save_reference_policy, setup_policy, trl_config,
+    training_curve_summary,
 )
 from rlvr.distributed import checkpoint_callback, is_main_process, latest_complete_checkpoint, rank, weights_digest
 from rlvr.tracking import JsonlWriter, metrics_callback, setup_wandb, truncate_jsonl, use_compact_progress, write_json
@@ -61,16 +62,13 @@ def run_grpo(cfg, run_dir: Path, trainer_class, wrap_rewards=None, **trainer_ext
     metrics["train_steps"] = trainer.state.global_step
     if rollouts is not None:
         rollouts.close()
-    trainer.save_model(str(run_dir / "final_model"))
-    if is_main_process():
-        setup.tokenizer.save_pretrained(str(run_dir / "final_model"))
+    setup.model = save_final_model(trainer, setup.tokenizer, cfg.model, run_dir)
     if setup.reasoning_vocab is not None and is_main_process():  # the map, and where each copy ended up
         write_json(run_dir / "reasoning_vocab.json",
-                   setup.reasoning_vocab.as_dict() | setup.reasoning_vocab.embedding_norms(trainer.model))
+                   setup.reasoning_vocab.as_dict() | setup.reasoning_vocab.embedding_norms(setup.model))
     if trainer.accelerator.num_processes > 1:
-        print(f"rlvr: rank {rank()} weights {weights_digest(trainer.model)}", flush=True)
+        print(f"rlvr: rank {rank()} weights {weights_digest(setup.model)}", flush=True)
 
-    setup.model = trainer.model
     metrics |= evaluate(cfg, setup, run_dir, "after")
     metrics |= training_curve_summary(run_dir)
     return finish(cfg, run_dir, metrics)

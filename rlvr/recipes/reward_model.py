@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rlvr import hardware
 from rlvr.errors import ConfigError
-from rlvr.recipes.common import finish, trl_config
+from rlvr.recipes.common import finish, save_final_model, trl_config
 from rlvr.tracking import metrics_callback, setup_wandb, use_compact_progress
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
     args = trl_config(RewardConfig, cfg, run_dir, report_to, trainer_kwargs, max_length=None, disable_dropout=True)
     trainer = PreferenceRewardTrainer(
         model=model, args=args, train_dataset=train_pairs, eval_dataset=eval_pairs, processing_class=tokenizer,
-        peft_config=lora_config(cfg.model), callbacks=[metrics_callback(run_dir / "metrics.jsonl")],
+        peft_config=lora_config(cfg.model, task_type="SEQ_CLS"), callbacks=[metrics_callback(run_dir / "metrics.jsonl")],
     )
     use_compact_progress(trainer)
     if cfg.logging.plots:
@@ -95,7 +95,6 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
         scorer = RewardModelScorer(trainer.model, tokenizer, device=hardware.torch_device(cfg.hardware),
                                    batch_size=cfg.algorithm.per_device_eval_batch_size)
         metrics["eval_pair_accuracy"] = scorer.pair_accuracy(eval_pairs)
-    trainer.save_model(str(run_dir / "final_model"))
-    tokenizer.save_pretrained(str(run_dir / "final_model"))
+    save_final_model(trainer, tokenizer, cfg.model, run_dir)
     log.info("reward model: %s", {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)})
     return finish(cfg, run_dir, metrics)

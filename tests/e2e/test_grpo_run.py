@@ -102,9 +102,31 @@ def test_reward_weights_reach_trl(tmp_path):
     assert logged[0]["reward"] == pytest.approx(sum(r["reward"] for r in step_one) / len(step_one))  # TRL's mean
 
 
-def test_lora_run(tmp_path):
-    completed_run(tmp_path, *TINY_RUN, "model.lora.enabled=true", "model.lora.r=4", "algorithm.save_steps=0")
-    assert (tmp_path / "final_model" / "adapter_config.json").exists()
+def test_lora_run_saves_a_merged_model_that_reproduces_its_eval(tmp_path):
+    """The adapter's base here is the SFT-warmed tiny model, which exists only in the run: the
+    adapter alone could not be loaded again, so final_model/ is the merged model."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rlvr.evaluation import generate
+
+    completed_run(tmp_path, *TINY_RUN, "model.lora.enabled=true", "model.lora.r=4", "algorithm.save_steps=0",
+                  "model.warmup_sft_steps=100")
+    assert (tmp_path / "final_adapter" / "adapter_config.json").exists()
+    assert not (tmp_path / "final_model" / "adapter_config.json").exists()
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "final_model")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "final_model")
+    rows = read_jsonl(tmp_path / "eval" / "after.jsonl")
+    max_new = max(row["new_tokens"] for row in rows)
+    completions, _ = generate(model.eval(), tokenizer, [row["prompt"] for row in rows], max_new)
+    assert completions == [row["completion"] for row in rows]  # the saved model is the evaluated one
+    assert sum(row["correct"] for row in rows) > 0  # and it is the trained one, not a blank model
+
+
+def test_lora_run_can_keep_the_adapter_only(tmp_path):
+    completed_run(tmp_path, *TINY_RUN, "model.lora.enabled=true", "model.lora.r=4", "algorithm.save_steps=0",
+                  "model.lora.save_merged=false", "eval.after=false")
+    assert (tmp_path / "final_adapter" / "adapter_config.json").exists()
+    assert not (tmp_path / "final_model").exists()
 
 
 def test_default_run_learns(tmp_path):

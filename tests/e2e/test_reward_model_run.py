@@ -63,3 +63,22 @@ def test_hh_sanity_check_run(tmp_path):
                   "algorithm.max_steps=3", "algorithm.eval_steps=null")
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["train_kept"] + metrics["train_dropped_too_long"] + metrics["train_dropped_prompt_too_long"] == 100
+
+
+def test_lora_reward_model_trains_its_score_head(tmp_path):
+    """LoRA alone would leave the randomly initialised score head as it was (and peft's causal-LM
+    wrapper cannot even hold a classifier): the head must train, and final_model/ load alone."""
+    import torch
+    from omegaconf import OmegaConf
+    from transformers import AutoModelForSequenceClassification
+
+    from rlvr.config import ModelConfig
+    from rlvr.models import load_reward_model
+
+    completed_run(tmp_path, "algorithm=reward_model", "logging=disabled", "algorithm.max_steps=300",
+                  "model.lora.enabled=true")
+    assert json.loads((tmp_path / "metrics.json").read_text())["eval_pair_accuracy"] > 0.75
+    assert (tmp_path / "final_adapter" / "adapter_config.json").exists()
+    initial, _ = load_reward_model(OmegaConf.structured(ModelConfig), seed=0)  # the run's seed (conf/config.yaml)
+    saved = AutoModelForSequenceClassification.from_pretrained(tmp_path / "final_model")
+    assert not torch.allclose(saved.score.weight, initial.score.weight)

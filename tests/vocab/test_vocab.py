@@ -190,6 +190,33 @@ def test_lora_trains_the_reasoning_rows_and_keeps_embeddings_tied():
     assert not torch.equal(before, embed(reasoning).detach())  # the reasoning rows learn
 
 
+def test_merged_lora_model_with_a_reasoning_vocabulary_saves_and_reloads_unchanged(tmp_path):
+    """What a LoRA run writes to final_model/ (rlvr.recipes.common.save_final_model): the adapters
+    and the trained, tied embedding rows folded in, loadable with transformers alone."""
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from rlvr.config import ModelConfig
+    from rlvr.models import lora_config
+
+    model, tokenizer = tiny()
+    vocab = expand_vocabulary(model, tokenizer, 16)
+    cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), {"lora": {"enabled": True, "r": 4}})
+    peft_model = get_peft_model(model, lora_config(cfg, vocab)).eval()  # eval: no LoRA dropout
+    with torch.no_grad():  # as if trained: every trainable tensor moved
+        for param in peft_model.parameters():
+            if param.requires_grad:
+                param.add_(0.05 * torch.randn_like(param))
+    ids = torch.tensor([[5, 6, vocab.think_open_id, vocab.standard_size + 3, vocab.standard_size + 9, 7]])
+    expected = peft_model(ids).logits
+    merged = peft_model.merge_and_unload()
+    merged.save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert ReasoningVocab.of(loaded) == vocab
+    assert loaded.get_input_embeddings().weight is loaded.get_output_embeddings().weight
+    torch.testing.assert_close(loaded(ids).logits, expected, atol=1e-5, rtol=1e-5)
+
+
 def test_size_zero_is_trl_grpo_exactly(tmp_path):
     """reasoning_vocab_size=0: rlvr's trainer gives TRL's losses, step for step, on the same seed."""
     import datasets
