@@ -226,6 +226,18 @@ class ScoreConfig:
     answer_column: str = "answer"
 
 
+# Algorithm knobs TRL's configs accept but that fail deep inside training (torch's optimizer, `generate`).
+MUST_BE_POSITIVE = ("learning_rate", "max_completion_length", "per_device_train_batch_size",
+                    "gradient_accumulation_steps", "num_iterations", "temperature")
+
+
+def check_ranges(algorithm) -> None:
+    """A one-line error for a non-positive knob, before anything loads."""
+    for key in MUST_BE_POSITIVE:
+        if algorithm[key] <= 0:
+            raise ConfigError(f"algorithm.{key}={algorithm[key]} must be > 0")
+
+
 def register_schemas() -> None:
     from hydra.core.config_store import ConfigStore
 

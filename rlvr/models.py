@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from rlvr.errors import ModelLoadError
+from rlvr.errors import ConfigError, ModelLoadError
 from rlvr.hub import is_offline, looks_like_path
 
 TINY = "tiny"
@@ -91,8 +91,12 @@ def resolve_package_path(name: str) -> str:
 
 
 def _check_reachable(name: str) -> None:
-    """Fail fast, in one line, for a Hub name that offline mode cannot serve."""
+    """Fail fast, in one line, for a local directory that holds no model or a Hub name that offline
+    mode cannot serve."""
     if os.path.isdir(os.path.expanduser(name)):
+        if not os.path.isfile(os.path.join(os.path.expanduser(name), "config.json")):
+            raise ModelLoadError(f"model directory {name} has no config.json: point model.name_or_path at a "
+                                 f"directory written by save_pretrained (a run's final_model/)")
         return
     if looks_like_path(name):
         raise ModelLoadError(f"model directory not found: {name}")
@@ -178,6 +182,23 @@ def lora_config(cfg, reasoning_vocab=None, task_type: str = "CAUSAL_LM"):
     return LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                       target_modules=target if isinstance(target, str) else list(target), task_type=task_type,
                       **extra)
+
+
+def check_lora_targets(model, lora_cfg) -> None:
+    """A one-line error for `model.lora.target_modules` names the model lacks (peft's own error is a
+    traceback from inside TRL's trainer). A string is peft's regex or "all-linear": peft checks it."""
+    import torch
+
+    target = lora_cfg.target_modules
+    if not lora_cfg.enabled or isinstance(target, str):
+        return
+    names = [name for name, _ in model.named_modules()]
+    missing = [t for t in target if not any(name == t or name.endswith("." + t) for name in names)]
+    if missing:
+        linear = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                         if isinstance(module, torch.nn.Linear)})
+        raise ConfigError(f"model.lora.target_modules: {', '.join(missing)} not in {type(model).__name__}; "
+                          f"its linear layers are {', '.join(linear)}")
 
 
 def is_hub_name(name: str) -> bool:

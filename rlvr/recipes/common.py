@@ -62,13 +62,14 @@ def setup_policy(cfg) -> PolicySetup:
     """Model, data and rewards from their config groups; the SFT warm-up if the model asks for one,
     then the reasoning vocabulary (copied from the warmed-up rows, so copies start equal)."""
     from rlvr.data import load_prompt_datasets
-    from rlvr.models import load_policy
+    from rlvr.models import check_lora_targets, load_policy
     from rlvr.rewards import build_rewards
 
     rewards = build_rewards(cfg.reward.functions)  # first: a bad reward config fails before any loading
     trainer_kwargs = hardware.trainer_arguments(cfg.hardware)
     train, evaluation = load_prompt_datasets(cfg.dataset, cfg.seed)
     model, tokenizer = load_policy(cfg.model, cfg.seed)
+    check_lora_targets(model, cfg.model.lora)
     log.info("policy %s: %.2fM parameters; %d train / %d eval prompts", cfg.model.name_or_path,
              sum(p.numel() for p in model.parameters()) / 1e6, len(train), len(evaluation or []))
     setup = PolicySetup(model, tokenizer, train, evaluation, rewards, trainer_kwargs)

@@ -66,7 +66,7 @@ def set_chat_template(tokenizer, name: str) -> None:
 def train(cfg, run_dir: Path) -> dict[str, float]:
     from trl import RewardConfig
 
-    from rlvr.models import load_reward_model, lora_config
+    from rlvr.models import check_lora_targets, load_reward_model, lora_config
     from rlvr.plots import plot_token_lengths, print_coloured_tokens
     from rlvr.trainers.reward import PreferenceRewardTrainer
 
@@ -74,6 +74,7 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
         raise ConfigError("model.reasoning_vocab_size is for policies (algorithm=grpo or fgrpo), not reward models")
     trainer_kwargs = hardware.trainer_arguments(cfg.hardware)
     model, tokenizer = load_reward_model(cfg.model, cfg.seed)
+    check_lora_targets(model, cfg.model.lora)
     set_chat_template(tokenizer, cfg.dataset.preference.chat_template)
     train_pairs, eval_pairs, counts = load_pairs(cfg, tokenizer)
     report_to = setup_wandb(cfg.logging, run_dir, run_dir.name)

@@ -55,3 +55,23 @@ def test_reasoning_vocabulary_larger_than_the_copyable_tokens(tmp_path):
     line = one_line_error(run_cli("rlvr.run", *TINY_RUN, "model.reasoning_vocab_size=100000", "eval.before=false",
                                   f"hydra.run.dir={tmp_path}"))
     assert "model.reasoning_vocab_size=100000 is more than the 256 copyable tokens" in line
+
+
+@pytest.mark.parametrize("knob", ["algorithm.learning_rate=-1", "algorithm.max_completion_length=0",
+                                  "algorithm.temperature=0"])
+def test_non_positive_knob_fails_before_anything_loads(tmp_path, knob):
+    line = one_line_error(run_cli("rlvr.run", *TINY_RUN, knob, f"hydra.run.dir={tmp_path}"))
+    assert f"{knob} must be > 0" in line.replace("-1.0", "-1").replace("=0.0", "=0")
+    assert not (tmp_path / "config_resolved.yaml").exists()  # failed before the run started
+
+
+def test_model_directory_without_a_model(tmp_path):
+    line = one_line_error(run_cli("rlvr.run", *TINY_RUN, f"model.name_or_path={tmp_path}",
+                                  f"hydra.run.dir={tmp_path / 'run'}"))
+    assert f"model directory {tmp_path} has no config.json" in line
+
+
+def test_lora_target_the_model_lacks(tmp_path):
+    line = one_line_error(run_cli("rlvr.run", *TINY_RUN, "model.lora.enabled=true", "model.lora.target_modules=[qkv]",
+                                  f"hydra.run.dir={tmp_path}"))
+    assert "model.lora.target_modules: qkv not in Qwen2ForCausalLM; its linear layers are down_proj" in line
