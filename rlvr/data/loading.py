@@ -24,17 +24,20 @@ def is_local(source: str) -> bool:
 
 
 def _first_bad_json_line(path: Path) -> str | None:
+    """What is wrong with a JSON-lines file that `datasets` refused: its first bad line, or no lines."""
     import gzip
 
     opener = gzip.open if path.suffix == ".gz" else open
+    empty = True
     with opener(path, "rt", encoding="utf-8", errors="replace") as handle:
         for number, line in enumerate(handle, start=1):
             if line.strip():
+                empty = False
                 try:
                     json.loads(line)
                 except json.JSONDecodeError as exc:
                     return f"line {number}: {exc.msg}"
-    return None
+    return "the file has no rows" if empty else None
 
 
 def read_local(path_text: str):
@@ -49,7 +52,8 @@ def read_local(path_text: str):
         return datasets.load_dataset(kind, data_files=str(path), split="train")
     except Exception as exc:  # datasets raises several types for a malformed file
         detail = _first_bad_json_line(path) if kind == "json" else None
-        raise DataError(f"cannot read dataset file {path}: {detail or str(exc).splitlines()[0]}") from exc
+        detail = detail or next(iter(str(exc).splitlines()), type(exc).__name__)
+        raise DataError(f"cannot read dataset file {path}: {detail}") from exc
 
 
 def read_hub(name: str, subset: str | None, split: str):
@@ -101,6 +105,8 @@ def _prepare(ds, cfg, where: str, limit: int | None, seed: int):
     _check_columns(ds, cfg, where)
     if limit is not None and limit < len(ds):
         ds = ds.shuffle(seed=seed).select(range(limit))
+    if len(ds) == 0:
+        raise DataError(f"{where} has no rows" + (f" (a limit of {limit} rows)" if limit == 0 else ""))
 
     def add_prompt(row: dict, index: int) -> dict:
         try:

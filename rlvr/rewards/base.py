@@ -88,7 +88,9 @@ def build_rewards(functions: dict[str, Any]) -> list[WeightedReward]:
     for name, entry in functions.items():
         entry = dict(entry)
         target = entry.pop("_target_", None)
-        weight = float(entry.pop("weight", 1.0))
+        weight = entry.pop("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+            raise ConfigError(f"reward.functions.{name}.weight={weight!r} is not a number")
         if target is None:
             raise ConfigError(f"reward.functions.{name} has no _target_")
         try:

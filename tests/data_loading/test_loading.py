@@ -73,6 +73,20 @@ def test_malformed_json_line_is_named(tmp_path):
         load_prompt_datasets(dataset_cfg(source=str(path), eval_holdout=0))
 
 
+@pytest.mark.parametrize("content", ["", "\n\n"])
+def test_empty_file_is_named(tmp_path, content):
+    path = tmp_path / "empty.jsonl"
+    path.write_text(content)
+    with pytest.raises(DataError, match=f"cannot read dataset file {path}: the file has no rows"):
+        load_prompt_datasets(dataset_cfg(source=str(path), eval_holdout=0))
+
+
+@pytest.mark.parametrize("limit", ["max_train_samples", "max_eval_samples"])
+def test_a_limit_of_zero_rows_is_an_error_not_an_empty_run(limit):
+    with pytest.raises(DataError, match=r"has no rows \(a limit of 0 rows\)"):
+        load_prompt_datasets(dataset_cfg(**{limit: 0}))
+
+
 def test_prompt_template_naming_a_missing_column(rows_file):
     path = rows_file([{"question": "1+1=", "answer": "2"}] * 3)
     with pytest.raises(DataError, match="row 0: dataset.prompt_template"):

@@ -26,6 +26,7 @@ def test_builtin_class_gets_name_and_arguments():
 @pytest.mark.parametrize(("entry", "message"), [
     ({"_target_": "no.such.module.fn"}, "cannot import 'no.such.module.fn'"),
     ({"weight": 1.0}, "has no _target_"),
+    ({"_target_": "rlvr.rewards.numeric.FinalLineReward", "weight": "abc"}, "mine.weight='abc' is not a number"),
     ({"_target_": "rlvr.rewards.numeric.FinalLineReward", "wrnog": 0.1}, "unexpected keyword argument 'wrnog'"),
 ])
 def test_bad_entries_name_the_reward(entry, message):
