@@ -27,11 +27,17 @@ class TimeLimitedPool:
         self._pool = None
 
     def _start(self):
+        import multiprocessing.forkserver
+
         from pebble import ProcessPool
+
+        from rlvr.distributed import stop_signals_ignored
 
         # forkserver: workers fork from a small clean process, not from a trainer holding torch threads.
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(self.preload)
+        with stop_signals_ignored():  # the forkserver, its resource tracker and so every worker
+            multiprocessing.forkserver.ensure_running()
         self._pool = ProcessPool(max_workers=self.workers, context=context)
         atexit.register(self.close)
         return self._pool

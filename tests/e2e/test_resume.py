@@ -31,11 +31,18 @@ def test_rerun_resumes_from_the_last_complete_checkpoint(tmp_path):
     assert rollout_steps == [0, 1, 2, 3, 4, 5]
 
 
-def test_sigusr2_saves_a_checkpoint_and_the_rerun_continues(tmp_path):
+@pytest.mark.parametrize(("stop", "exit_code", "logged"), [
+    (signal.SIGUSR2, 75, "stopped by SIGUSR2 after saving checkpoint-"),  # EXIT_PREEMPTED: the launcher requeues
+    (signal.SIGINT, 130, "stopped by Ctrl-C after saving checkpoint-"),
+])
+def test_a_stop_signal_saves_a_checkpoint_and_the_rerun_continues(tmp_path, stop, exit_code, logged):
+    """The signal goes to the whole process group, as a terminal's Ctrl-C and `scancel --signal` send
+    it: math_verify's worker processes must not die of it and zero the step's rewards."""
     args = [sys.executable, "-m", "rlvr.run", *TINY_RUN, "algorithm.max_steps=400", "algorithm.save_steps=0",
-            "eval.before=false", f"hydra.run.dir={tmp_path}"]
+            "eval.before=false", "reward=math_verify", f"hydra.run.dir={tmp_path}"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
     try:
         deadline = time.time() + 120
         while time.time() < deadline:
@@ -43,16 +50,19 @@ def test_sigusr2_saves_a_checkpoint_and_the_rerun_continues(tmp_path):
             if path.exists() and len(path.read_text().splitlines()) >= 5:
                 break
             time.sleep(0.2)
-        process.send_signal(signal.SIGUSR2)
+        os.killpg(process.pid, stop)
         _, stderr = process.communicate(timeout=120)
     finally:
         process.kill()
-    assert process.returncode == 75  # EXIT_PREEMPTED: stopped after a checkpoint, not finished
+    assert process.returncode == exit_code, stderr[-2000:]
+    assert logged in (tmp_path / "run.log").read_text() and "Traceback" not in stderr
     checkpoints = list((tmp_path / "checkpoints").glob("checkpoint-*"))
     assert len(checkpoints) == 1 and (checkpoints[0] / "COMPLETE").exists(), stderr[-2000:]
     saved = int(checkpoints[0].name.split("-")[1])
     assert 5 <= saved < 400
     assert logged_steps(tmp_path) == list(range(1, saved + 1))
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(row["rewards/math_verify/error_frac"] == 0 for row in rows if "loss" in row)
     completed_run(tmp_path, *TINY_RUN, f"algorithm.max_steps={saved + 3}", "algorithm.save_steps=0",
-                  "eval.before=false")
+                  "eval.before=false", "reward=math_verify")
     assert logged_steps(tmp_path) == list(range(1, saved + 4))  # continues; no step repeated
