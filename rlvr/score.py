@@ -39,6 +39,8 @@ def read_rows(path: Path, completion_column: str) -> list[dict]:
             if not isinstance(row, dict) or completion_column not in row:
                 raise DataError(f"{path} line {number}: no '{completion_column}' field")
             rows.append(row)
+    if not rows:
+        raise DataError(f"{path} has no rows")
     return rows
 
 

@@ -40,3 +40,11 @@ def test_score_bad_input_is_one_line(tmp_path):
     result = run_cli("rlvr.score", f"input={bad}")
     assert result.returncode == 2
     assert result.stderr.strip() == f"rlvr.score: error: {bad} line 2: not JSON (Expecting value)"
+
+
+def test_score_empty_input_is_one_line(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    result = run_cli("rlvr.score", f"input={empty}")
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"rlvr.score: error: {empty} has no rows"
