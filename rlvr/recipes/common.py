@@ -70,6 +70,9 @@ def setup_policy(cfg) -> PolicySetup:
     train, evaluation = load_prompt_datasets(cfg.dataset, cfg.seed)
     model, tokenizer = load_policy(cfg.model, cfg.seed)
     check_lora_targets(model, cfg.model.lora)
+    if cfg.dataset.chat and not tokenizer.chat_template:
+        raise ConfigError(f"dataset.chat=true (chat-message prompts) but the tokenizer of '{cfg.model.name_or_path}' "
+                          f"has no chat template: use an instruct model, or dataset.chat=false for plain-text prompts")
     log.info("policy %s: %.2fM parameters; %d train / %d eval prompts", cfg.model.name_or_path,
              sum(p.numel() for p in model.parameters()) / 1e6, len(train), len(evaluation or []))
     setup = PolicySetup(model, tokenizer, train, evaluation, rewards, trainer_kwargs)

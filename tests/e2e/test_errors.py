@@ -75,3 +75,18 @@ def test_lora_target_the_model_lacks(tmp_path):
     line = one_line_error(run_cli("rlvr.run", *TINY_RUN, "model.lora.enabled=true", "model.lora.target_modules=[qkv]",
                                   f"hydra.run.dir={tmp_path}"))
     assert "model.lora.target_modules: qkv not in Qwen2ForCausalLM; its linear layers are down_proj" in line
+
+
+def test_chat_prompts_for_a_tokenizer_without_a_chat_template(tmp_path):
+    from omegaconf import OmegaConf
+
+    from rlvr.config import TinyModelConfig
+    from rlvr.models import build_tiny_model, build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer()
+    tokenizer.chat_template = None  # a base model's tokenizer
+    build_tiny_model(OmegaConf.structured(TinyModelConfig), tokenizer, seed=0).save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    line = one_line_error(run_cli("rlvr.run", *TINY_RUN, f"model.name_or_path={tmp_path / 'base'}", "dataset.chat=true",
+                                  f"hydra.run.dir={tmp_path / 'run'}"))
+    assert "dataset.chat=true (chat-message prompts) but the tokenizer of" in line and "dataset.chat=false" in line
