@@ -34,17 +34,13 @@ def test_score_with_combined_presets_and_a_custom_gold_column(rows_file):
     assert "1 rows, mean reward 2.0000" in result.stdout
 
 
-def test_score_bad_input_is_one_line(tmp_path):
+@pytest.mark.parametrize(("content", "problem"), [
+    ('{"completion": "x", "answer": "1"}\nnot json\n', "line 2: not JSON (Expecting value)"),
+    ("\n", "has no rows"),
+])
+def test_score_bad_input_is_one_line(tmp_path, content, problem):
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"completion": "x", "answer": "1"}\nnot json\n')
+    bad.write_text(content)
     result = run_cli("rlvr.score", f"input={bad}")
     assert result.returncode == 2
-    assert result.stderr.strip() == f"rlvr.score: error: {bad} line 2: not JSON (Expecting value)"
-
-
-def test_score_empty_input_is_one_line(tmp_path):
-    empty = tmp_path / "empty.jsonl"
-    empty.write_text("\n")
-    result = run_cli("rlvr.score", f"input={empty}")
-    assert result.returncode == 2
-    assert result.stderr.strip() == f"rlvr.score: error: {empty} has no rows"
+    assert result.stderr.strip() == f"rlvr.score: error: {bad} {problem}"
