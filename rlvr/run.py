@@ -76,6 +76,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def hydra_main(cfg: DictConfig) -> float:
+    from hydra.core.hydra_config import HydraConfig
+
     try:
         metrics = run(cfg)
     except RlvrError as exc:
@@ -84,6 +86,7 @@ def hydra_main(cfg: DictConfig) -> float:
         sys.exit(2)
     summary = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
     log.info("final metrics: %s", summary)
+    log.info("done: everything this run wrote is in %s", HydraConfig.get().runtime.output_dir)
     return metrics.get(cfg.objective, float("nan"))
 
 
