@@ -226,16 +226,20 @@ class ScoreConfig:
     answer_column: str = "answer"
 
 
-# Algorithm knobs TRL's configs accept but that fail deep inside training (torch's optimizer, `generate`).
-MUST_BE_POSITIVE = ("learning_rate", "max_completion_length", "per_device_train_batch_size",
-                    "gradient_accumulation_steps", "num_iterations", "temperature")
+# Knobs that TRL's configs accept but that fail deep inside training (torch's optimizer, `generate`).
+MUST_BE_POSITIVE = ("algorithm.learning_rate", "algorithm.max_completion_length", "algorithm.per_device_train_batch_size",
+                    "algorithm.gradient_accumulation_steps", "algorithm.num_iterations", "algorithm.temperature",
+                    "eval.batch_size")
 
 
-def check_ranges(algorithm) -> None:
+def check_ranges(cfg) -> None:
     """A one-line error for a non-positive knob, before anything loads."""
+    from omegaconf import OmegaConf
+
     for key in MUST_BE_POSITIVE:
-        if algorithm[key] <= 0:
-            raise ConfigError(f"algorithm.{key}={algorithm[key]} must be > 0")
+        value = OmegaConf.select(cfg, key)
+        if value <= 0:
+            raise ConfigError(f"{key}={value} must be > 0")
 
 
 def register_schemas() -> None:

@@ -51,7 +51,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     from rlvr.distributed import export_torch_distributed, is_main_process
 
-    check_ranges(cfg.algorithm)
+    check_ranges(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     recipe = get_recipe(cfg.algorithm.name)
     offline = set_offline(cfg)

@@ -58,7 +58,7 @@ def test_reasoning_vocabulary_larger_than_the_copyable_tokens(tmp_path):
 
 
 @pytest.mark.parametrize("knob", ["algorithm.learning_rate=-1", "algorithm.max_completion_length=0",
-                                  "algorithm.temperature=0"])
+                                  "algorithm.temperature=0", "eval.batch_size=0"])
 def test_non_positive_knob_fails_before_anything_loads(tmp_path, knob):
     line = one_line_error(run_cli("rlvr.run", *TINY_RUN, knob, f"hydra.run.dir={tmp_path}"))
     assert f"{knob} must be > 0" in line.replace("-1.0", "-1").replace("=0.0", "=0")
