@@ -25,6 +25,11 @@ def resolve_reward_model_path(path: str) -> str:
     candidate = Path(path).expanduser()
     if (candidate / "final_model" / "config.json").exists():
         return str(candidate / "final_model")
+    if (candidate / "final_adapter").is_dir():
+        raise ConfigError(f"reward model '{path}' kept only its LoRA adapter (model.lora.save_merged=false): "
+                          f"train it again without that option")
+    if candidate.is_dir() and not (candidate / "config.json").exists():
+        raise ConfigError(f"reward model '{path}' is a directory with neither final_model/ nor config.json")
     return str(candidate) if candidate.exists() else path
 
 

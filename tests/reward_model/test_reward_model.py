@@ -66,3 +66,17 @@ def test_hybrid_keeps_every_correct_answer_at_or_above_every_wrong_one():
     correct = min(hybrid_value(True, r, 0.0, 10.0, 0.5, 0.5, 0.01) for r in grid)
     wrong = max(hybrid_value(False, r, 0.0, 10.0, 0.5, 0.5, 0.01) for r in grid)
     assert correct >= wrong
+
+
+def test_reward_model_paths_without_a_model_are_named(tmp_path):
+    from rlvr.errors import ConfigError
+    from rlvr.rewards.reward_model import resolve_reward_model_path
+
+    with pytest.raises(ConfigError, match="is a directory with neither final_model/ nor config.json"):
+        resolve_reward_model_path(str(tmp_path))
+    (tmp_path / "final_adapter").mkdir()
+    with pytest.raises(ConfigError, match="kept only its LoRA adapter"):
+        resolve_reward_model_path(str(tmp_path))
+    (tmp_path / "final_model").mkdir()
+    (tmp_path / "final_model" / "config.json").write_text("{}")
+    assert resolve_reward_model_path(str(tmp_path)) == str(tmp_path / "final_model")
