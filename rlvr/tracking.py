@@ -71,6 +71,14 @@ def setup_wandb(logging_cfg, run_dir: Path, run_name: str) -> list[str]:
     os.environ.setdefault("WANDB_SILENT", "true")
     if logging_cfg.entity:
         os.environ["WANDB_ENTITY"] = logging_cfg.entity
+    if mode == "online":  # else wandb fails at the first training step, a traceback from deep inside TRL
+        import wandb
+
+        try:
+            wandb.login(verify=False)  # a stored key or WANDB_API_KEY; asks for one on a terminal
+        except wandb.errors.UsageError as exc:
+            raise ConfigError(f"logging.wandb=online: {exc} (or logging=offline: the same logs, "
+                              f"`wandb sync` them later)") from exc
     return ["wandb"]
 
 
