@@ -28,10 +28,10 @@ def run_grpo(cfg, run_dir: Path, trainer_class, wrap_rewards=None, **trainer_ext
 
     from rlvr.models import lora_config
 
+    report_to = setup_wandb(cfg.logging, run_dir, run_dir.name)  # first: a missing wandb key fails before loading
     setup = setup_policy(cfg)
     if wrap_rewards is not None:
         setup.rewards = wrap_rewards(setup.rewards)
-    report_to = setup_wandb(cfg.logging, run_dir, run_dir.name)
     args = trl_config(GRPOConfig, cfg, run_dir, report_to, setup.trainer_kwargs,
                       reward_weights=[r.weight for r in setup.rewards])
     metrics = {"warmup_sft_loss": setup.warmup_loss} if setup.warmup_loss is not None else {}

@@ -73,11 +73,11 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
     if cfg.model.reasoning_vocab_size:
         raise ConfigError("model.reasoning_vocab_size is for policies (algorithm=grpo or fgrpo), not reward models")
     trainer_kwargs = hardware.trainer_arguments(cfg.hardware)
+    report_to = setup_wandb(cfg.logging, run_dir, run_dir.name)  # first: a missing wandb key fails before loading
     model, tokenizer = load_reward_model(cfg.model, cfg.seed)
     check_lora_targets(model, cfg.model.lora)
     set_chat_template(tokenizer, cfg.dataset.preference.chat_template)
     train_pairs, eval_pairs, counts = load_pairs(cfg, tokenizer)
-    report_to = setup_wandb(cfg.logging, run_dir, run_dir.name)
     args = trl_config(RewardConfig, cfg, run_dir, report_to, trainer_kwargs, max_length=None, disable_dropout=True)
     trainer = PreferenceRewardTrainer(
         model=model, args=args, train_dataset=train_pairs, eval_dataset=eval_pairs, processing_class=tokenizer,
