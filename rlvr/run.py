@@ -63,6 +63,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     from transformers import set_seed
 
     from rlvr.hardware import apply_threads
+    from rlvr.provenance import run_info
+    from rlvr.tracking import JsonlWriter
 
     import datasets
     import transformers
@@ -71,6 +73,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
     transformers.utils.logging.disable_progress_bar()
     set_seed(cfg.seed)
     apply_threads(cfg.hardware)
+    if is_main_process():  # one line per start: a resumed run keeps what its first start ran on
+        writer = JsonlWriter(run_dir / "run_info.jsonl")
+        writer.write([run_info()])
+        writer.close()
     return recipe(cfg, run_dir)
 
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import TINY_RUN, completed_run, run_cli
+from conftest import ROOT, TINY_RUN, completed_run, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -28,6 +28,18 @@ def test_run_writes_every_artefact(tiny_run):
                 "train_reward_first20", "train_reward_last20", "train_steps"]:
         assert key in metrics, key
     assert metrics["train_steps"] == 4
+
+
+def test_run_info_says_what_produced_the_run(tiny_run):
+    import subprocess
+
+    import trl
+
+    [info] = read_jsonl(tiny_run / "run_info.jsonl")
+    assert info["command"][1:3] == ["-m", "rlvr.run"] and f"hydra.run.dir={tiny_run}" in info["command"]
+    assert info["packages"]["trl"] == trl.__version__
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert info["git"]["commit"] == head
 
 
 def test_rollouts_record_each_completion(tiny_run):
