@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
@@ -70,6 +71,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     import transformers
 
     datasets.disable_progress_bars()  # per-map and per-save bars drown the training progress bar
+    # TRL 1.16 calls transformers' deprecated `is_gradient_checkpointing` inside training: a warning
+    # the user cannot act on, printed through the progress bar.
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     transformers.utils.logging.disable_progress_bar()
     set_seed(cfg.seed)
     apply_threads(cfg.hardware)
