@@ -30,11 +30,20 @@ EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C: stopped after a checkpoin
 STOPPING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGUSR2", "SIGINT") if hasattr(signal, name))
 
 
+def job_tasks() -> int:
+    """Tasks of the submitit job (local executor) or SLURM job step this process belongs to; 1 outside one."""
+    if os.environ.get("SUBMITIT_EXECUTOR") == "local":  # hydra/launcher=local: submitit's own processes
+        return int(os.environ.get("SUBMITIT_LOCAL_NTASKS", "1"))
+    if "SLURM_PROCID" in os.environ:
+        os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")  # submitit reads SLURM's variables (sbatch path too)
+        return int(os.environ.get("SLURM_NTASKS", "1"))
+    return 1
+
+
 def export_torch_distributed() -> int:
     """World size of this job; with more than one task, the torch.distributed variables are exported."""
-    if int(os.environ.get("SLURM_NTASKS", "1")) <= 1 or "SLURM_PROCID" not in os.environ:
+    if job_tasks() <= 1:
         return int(os.environ.get("WORLD_SIZE", "1"))
-    os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")  # submitit reads SLURM's variables (sbatch path too)
     import submitit
 
     env = submitit.helpers.TorchDistributedEnvironment().export()

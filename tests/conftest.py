@@ -29,6 +29,16 @@ def completed_run(run_dir: Path, *args: str, timeout: int = 300) -> Path:
     return run_dir
 
 
+def rank_weight_digests(sweep_dir: Path) -> dict[int, str]:
+    """{rank: weights digest} that each task of a multi-task submitit job printed at the end."""
+    digests = {}
+    for log in (sweep_dir / ".submitit").glob("*/*_log.out"):
+        for line in log.read_text().splitlines():
+            if line.startswith("rlvr: rank ") and " weights " in line:
+                digests[int(line.split()[2])] = line.split()[-1]
+    return digests
+
+
 def one_line_error(result) -> str:
     """The one `rlvr: error:` line of a run that failed as it should: exit code 2, no traceback."""
     assert result.returncode == 2, result.stderr[-2000:]

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import ROOT, TINY_RUN, completed_run, run_cli
+from conftest import ROOT, TINY_RUN, completed_run, rank_weight_digests, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -99,6 +99,18 @@ def test_two_job_sweep(tmp_path):
     assert "| 0 | algorithm.beta=0.0 | completed |" in report and "| 1 | algorithm.beta=0.04 | completed |" in report
     assert (tmp_path / "sweep_summary.csv").read_text().count("completed") == 2
     assert (tmp_path / "sweep_summary.png").stat().st_size > 1000
+
+
+def test_local_launcher_trains_data_parallel_like_slurm(tmp_path):
+    """hydra/launcher=local with 2 tasks: one gloo job of 2 ranks (not 2 runs sharing a dir), same
+    weights on both ranks after LoRA is merged, one writer of the logs."""
+    result = run_cli("rlvr.run", "-m", "hydra/launcher=local", "hardware.tasks_per_node=2", *TINY_RUN,
+                     "model.lora.enabled=true", "eval.before=false", f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    digests = rank_weight_digests(tmp_path)
+    assert sorted(digests) == [0, 1] and digests[0] == digests[1]
+    steps = [row["step"] for row in read_jsonl(tmp_path / "0" / "metrics.jsonl") if "loss" in row]
+    assert steps == [1, 2, 3, 4]
 
 
 def test_reward_weights_reach_trl(tmp_path):

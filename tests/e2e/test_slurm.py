@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, TINY_RUN, run_cli
+from conftest import ROOT, TINY_RUN, rank_weight_digests, run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
@@ -48,13 +48,9 @@ def test_two_tasks_train_data_parallel_with_identical_weights(slurm_partition, t
     result = run_cli("rlvr.run", "-m", *TINY_RUN, *slurm_args(slurm_partition, tmp_path, "hardware.tasks_per_node=2",
                                                           "algorithm.save_steps=0"))
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    [job_id] = job_ids(tmp_path)
-    digests = {}
-    for rank in (0, 1):
-        log = (tmp_path / ".submitit" / job_id / f"{job_id}_{rank}_log.out").read_text()
-        line = next(l for l in log.splitlines() if l.startswith(f"rlvr: rank {rank} weights "))
-        digests[rank] = line.split()[-1]
-    assert digests[0] == digests[1]
+    assert len(job_ids(tmp_path)) == 1
+    digests = rank_weight_digests(tmp_path)
+    assert sorted(digests) == [0, 1] and digests[0] == digests[1]
     job_dir = tmp_path / "0"
     steps = [json.loads(l)["step"] for l in (job_dir / "metrics.jsonl").read_text().splitlines() if '"loss"' in l]
     assert steps == [1, 2, 3, 4]  # one writer: no step logged twice
