@@ -60,6 +60,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if is_main_process():
         (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     log.info("run dir %s (offline=%s, processes=%d)", run_dir, offline, world_size)
+    asked = cfg.hardware.nodes * cfg.hardware.tasks_per_node
+    if world_size == 1 and asked > 1:
+        log.warning("hardware asks for %d processes but this is one process: start it with -m hydra/launcher=slurm "
+                    "(or local), torchrun or accelerate launch to train data-parallel", asked)
 
     from transformers import set_seed
 

@@ -113,6 +113,12 @@ def test_local_launcher_trains_data_parallel_like_slurm(tmp_path):
     assert steps == [1, 2, 3, 4]
 
 
+def test_several_tasks_without_a_launcher_say_so(tmp_path):
+    completed_run(tmp_path, *TINY_RUN, "hardware.tasks_per_node=2", "algorithm.max_steps=1", "eval.before=false",
+                  "eval.after=false")
+    assert "hardware asks for 2 processes but this is one process" in (tmp_path / "run.log").read_text()
+
+
 def test_reward_weights_reach_trl(tmp_path):
     completed_run(tmp_path, *TINY_RUN, "model.warmup_sft_steps=100", "reward=[gsm8k_flexible,think_format]",
                   "reward.functions.gsm8k_flexible.weight=0.5")
