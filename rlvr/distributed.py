@@ -66,12 +66,16 @@ def barrier() -> None:
         dist.barrier()
 
 
+def checkpoint_step(checkpoint: Path) -> int:
+    return int(checkpoint.name.split("-")[-1])
+
+
 def latest_complete_checkpoint(checkpoint_dir: Path) -> Path | None:
     """The highest-step `checkpoint-N` that carries the COMPLETE marker; half-written ones are ignored."""
     if not checkpoint_dir.is_dir():
         return None
     complete = [p for p in checkpoint_dir.glob("checkpoint-*") if (p / COMPLETE).exists() and p.name.split("-")[-1].isdigit()]
-    return max(complete, key=lambda p: int(p.name.split("-")[-1]), default=None)
+    return max(complete, key=checkpoint_step, default=None)
 
 
 def weights_digest(model) -> str:

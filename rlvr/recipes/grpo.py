@@ -10,7 +10,10 @@ from rlvr.recipes.common import (
     calibrate_rewards, evaluate, finish, save_final_model, save_reference_policy, setup_policy, trl_config,
     training_curve_summary,
 )
-from rlvr.distributed import checkpoint_callback, is_main_process, latest_complete_checkpoint, rank, weights_digest
+from rlvr.distributed import (
+    checkpoint_callback, checkpoint_step, is_main_process, latest_complete_checkpoint, rank, weights_digest,
+)
+from rlvr.errors import ConfigError
 from rlvr.tracking import JsonlWriter, metrics_callback, setup_wandb, truncate_jsonl, use_compact_progress, write_json
 
 log = logging.getLogger(__name__)
@@ -28,6 +31,11 @@ def run_grpo(cfg, run_dir: Path, trainer_class, wrap_rewards=None, **trainer_ext
 
     from rlvr.models import lora_config
 
+    resume = latest_complete_checkpoint(run_dir / "checkpoints")
+    if resume is not None and 0 < cfg.algorithm.max_steps <= checkpoint_step(resume):
+        raise ConfigError(f"{run_dir} already holds a run trained to step {checkpoint_step(resume)} "
+                          f"(algorithm.max_steps={cfg.algorithm.max_steps}): raise algorithm.max_steps to continue it, "
+                          f"or pick a new hydra.run.dir")
     report_to = setup_wandb(cfg.logging, run_dir, run_dir.name)  # first: a missing wandb key fails before loading
     setup = setup_policy(cfg)
     if wrap_rewards is not None:
@@ -36,11 +44,10 @@ def run_grpo(cfg, run_dir: Path, trainer_class, wrap_rewards=None, **trainer_ext
                       reward_weights=[r.weight for r in setup.rewards])
     metrics = {"warmup_sft_loss": setup.warmup_loss} if setup.warmup_loss is not None else {}
     calibrate_rewards(cfg, setup, run_dir)
-    resume = latest_complete_checkpoint(run_dir / "checkpoints")
     if resume is None:
         metrics |= evaluate(cfg, setup, run_dir, "before")
     else:  # a requeued or re-run job: drop what was logged after the checkpoint, then continue from it
-        step = int(resume.name.split("-")[-1])
+        step = checkpoint_step(resume)
         log.info("resuming from %s", resume)
         truncate_jsonl(run_dir / "metrics.jsonl", keep=lambda row: row.get("step", 0) <= step)
         truncate_jsonl(run_dir / "rollouts.jsonl", keep=lambda row: row.get("step", 0) < step)

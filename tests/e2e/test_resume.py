@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, TINY_RUN, completed_run
+from conftest import ROOT, TINY_RUN, completed_run, one_line_error, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -30,6 +30,9 @@ def test_rerun_resumes_from_the_last_complete_checkpoint(tmp_path):
     assert logged_steps(tmp_path) == [1, 2, 3, 4, 5, 6]
     rollout_steps = sorted({json.loads(l)["step"] for l in (tmp_path / "rollouts.jsonl").read_text().splitlines()})
     assert rollout_steps == [0, 1, 2, 3, 4, 5]
+    again = run_cli("rlvr.run", *TINY_RUN, "algorithm.max_steps=6", "algorithm.save_steps=3", f"hydra.run.dir={tmp_path}")
+    assert "already holds a run trained to step 6 (algorithm.max_steps=6)" in one_line_error(again)
+    assert logged_steps(tmp_path) == [1, 2, 3, 4, 5, 6]  # a finished run is not trained further by accident
 
 
 @pytest.mark.parametrize(("stop", "exit_code", "logged"), [
