@@ -52,7 +52,7 @@ def greedy_eval(model, tokenizer, dataset, rewards, max_new_tokens: int, batch_s
     was_training = model.training
     model.eval()
     writer = JsonlWriter(out_path)
-    correct_count = reward_sum = token_sum = 0.0
+    rows = []
     try:
         for start in tqdm(range(0, len(dataset), batch_size), desc=f"eval ({label})", leave=False):
             batch = dataset[start:start + batch_size]
@@ -60,20 +60,24 @@ def greedy_eval(model, tokenizer, dataset, rewards, max_new_tokens: int, batch_s
             columns = {k: v for k, v in batch.items() if k != "prompt"}
             per_func = {r.name: r.fn(prompts=batch["prompt"], completions=completions, **columns) for r in rewards}
             correct = primary_correctness(rewards)
-            rows = []
-            for i, completion in enumerate(completions):
-                total = sum(r.weight * (per_func[r.name][i] or 0.0) for r in rewards)
-                reward_sum += total
-                token_sum += lengths[i]
-                correct_count += bool(correct and correct[i])
-                rows.append({"prompt_id": prompt_id(batch["prompt"][i]), "prompt": batch["prompt"][i],
-                             "completion": completion, "gold": batch["answer"][i], "reward": total,
-                             "rewards": {n: v[i] for n, v in per_func.items()},
-                             "correct": correct[i] if correct else None, "new_tokens": lengths[i]})
-            writer.write(rows)
+            batch_rows = [{"prompt_id": prompt_id(batch["prompt"][i]), "prompt": batch["prompt"][i],
+                           "completion": completion, "gold": batch["answer"][i],
+                           "reward": sum(r.weight * (per_func[r.name][i] or 0.0) for r in rewards),
+                           "rewards": {n: v[i] for n, v in per_func.items()},
+                           "correct": correct[i] if correct else None, "new_tokens": lengths[i]}
+                          for i, completion in enumerate(completions)]
+            writer.write(batch_rows)
+            rows += batch_rows
     finally:
         writer.close()
         model.train(was_training)
-    n = max(len(dataset), 1)
-    return {f"eval_{label}_accuracy": correct_count / n, f"eval_{label}_reward": reward_sum / n,
-            f"eval_{label}_mean_new_tokens": token_sum / n}
+    return summarise(rows, label)
+
+
+def summarise(rows: list[dict], label: str) -> dict:
+    """eval_<label>_accuracy / _reward / _mean_new_tokens of eval rows (also re-read from
+    eval/<label>.jsonl when a resumed run reports its first eval)."""
+    n = max(len(rows), 1)
+    return {f"eval_{label}_accuracy": sum(bool(r["correct"]) for r in rows) / n,
+            f"eval_{label}_reward": sum(r["reward"] for r in rows) / n,
+            f"eval_{label}_mean_new_tokens": sum(r["new_tokens"] for r in rows) / n}

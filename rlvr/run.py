@@ -96,7 +96,9 @@ def hydra_main(cfg: DictConfig) -> float:
         metrics = run(cfg)
     except RlvrError as exc:
         log.error("%s", exc)
-        print(f"rlvr: error: {exc}", file=sys.stderr)
+        from tqdm import tqdm
+
+        tqdm.write(f"rlvr: error: {exc}", file=sys.stderr)  # on a line of its own, also under a live progress bar
         sys.exit(2)
     summary = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
     log.info("final metrics: %s", summary)

@@ -14,7 +14,9 @@ from rlvr.distributed import (
     checkpoint_callback, checkpoint_step, is_main_process, latest_complete_checkpoint, rank, weights_digest,
 )
 from rlvr.errors import ConfigError
-from rlvr.tracking import JsonlWriter, metrics_callback, setup_wandb, truncate_jsonl, use_compact_progress, write_json
+from rlvr.tracking import (
+    JsonlWriter, metrics_callback, read_jsonl, setup_wandb, truncate_jsonl, use_compact_progress, write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,10 @@ def run_grpo(cfg, run_dir: Path, trainer_class, wrap_rewards=None, **trainer_ext
     else:  # a requeued or re-run job: drop what was logged after the checkpoint, then continue from it
         step = checkpoint_step(resume)
         log.info("resuming from %s", resume)
+        if (run_dir / "eval" / "before.jsonl").exists():  # the first start's eval, for this run's metrics.json
+            from rlvr.evaluation import summarise
+
+            metrics |= summarise(read_jsonl(run_dir / "eval" / "before.jsonl"), "before")
         truncate_jsonl(run_dir / "metrics.jsonl", keep=lambda row: row.get("step", 0) <= step)
         truncate_jsonl(run_dir / "rollouts.jsonl", keep=lambda row: row.get("step", 0) < step)
     if cfg.algorithm.beta != 0 and (cfg.model.name_or_path == "tiny" or setup.warmup_loss is not None):

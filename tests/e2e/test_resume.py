@@ -21,12 +21,14 @@ def logged_steps(run_dir):
 
 def test_rerun_resumes_from_the_last_complete_checkpoint(tmp_path):
     completed_run(tmp_path, *TINY_RUN, "algorithm.max_steps=3", "algorithm.save_steps=3")
+    before = json.loads((tmp_path / "metrics.json").read_text())["eval_before_accuracy"]
     assert (tmp_path / "checkpoints" / "checkpoint-3" / "COMPLETE").exists()
     (tmp_path / "checkpoints" / "checkpoint-9").mkdir()  # half-written: no COMPLETE marker, must be ignored
     completed_run(tmp_path, *TINY_RUN, "algorithm.max_steps=6", "algorithm.save_steps=3")
     log = (tmp_path / "run.log").read_text()
     assert "resuming from" in log and "checkpoint-3" in log
     assert len((tmp_path / "run_info.jsonl").read_text().splitlines()) == 2  # the first start is kept
+    assert json.loads((tmp_path / "metrics.json").read_text())["eval_before_accuracy"] == before
     assert logged_steps(tmp_path) == [1, 2, 3, 4, 5, 6]
     rollout_steps = sorted({json.loads(l)["step"] for l in (tmp_path / "rollouts.jsonl").read_text().splitlines()})
     assert rollout_steps == [0, 1, 2, 3, 4, 5]
