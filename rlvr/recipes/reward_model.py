@@ -72,6 +72,9 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
 
     if cfg.model.reasoning_vocab_size:
         raise ConfigError("model.reasoning_vocab_size is for policies (algorithm=grpo or fgrpo), not reward models")
+    if (run_dir / "metrics.jsonl").exists():  # reward-model runs do not resume: a second run would mix its logs in
+        raise ConfigError(f"{run_dir} already holds a reward-model run (reward-model runs do not resume): "
+                          f"pick a new hydra.run.dir")
     trainer_kwargs = hardware.trainer_arguments(cfg.hardware)
     report_to = setup_wandb(cfg.logging, run_dir, run_dir.name)  # first: a missing wandb key fails before loading
     model, tokenizer = load_reward_model(cfg.model, cfg.seed)

@@ -27,6 +27,12 @@ def test_reward_model_run_writes_metrics_plots_and_model(rm_run):
     assert (rm_run / "final_model" / "config.json").exists()
 
 
+def test_a_second_run_in_the_same_dir_is_refused(rm_run):
+    again = run_cli("rlvr.run", "algorithm=reward_model", "logging=disabled", "algorithm.max_steps=300",
+                    f"hydra.run.dir={rm_run}")
+    assert "already holds a reward-model run (reward-model runs do not resume)" in one_line_error(again)
+
+
 def test_reloaded_reward_model_scores_pairs_like_training_eval(rm_run):
     from rlvr.data.arithmetic import generate_preferences
     from rlvr.rewards.reward_model import RewardModelScorer, as_messages
