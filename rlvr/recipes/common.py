@@ -101,6 +101,25 @@ def calibrate_rewards(cfg, setup: PolicySetup, run_dir: Path) -> None:
                                 run_dir / f"{reward.name}_calibration.json")
 
 
+def reuse_run_dir(run_dir: Path, resume_step: int | None, kind: str, why: str) -> None:
+    """Make a run dir that may hold an earlier start's logs safe to write into.
+
+    A finished run (metrics.json) with no checkpoint to continue from is refused in one line;
+    otherwise what was logged after the step this start continues from is dropped (all of it for a
+    fresh start, e.g. after a crash before the first checkpoint), so no step or eval row appears twice.
+    """
+    from rlvr.tracking import truncate_jsonl
+
+    if resume_step is None and (run_dir / "metrics.json").exists():
+        raise ConfigError(f"{run_dir} already holds a {kind} run ({why}): pick a new hydra.run.dir")
+    step = -1 if resume_step is None else resume_step
+    truncate_jsonl(run_dir / "metrics.jsonl", keep=lambda row: row.get("step", 0) <= step)
+    truncate_jsonl(run_dir / "rollouts.jsonl", keep=lambda row: row.get("step", 0) < step)
+    truncate_jsonl(run_dir / "eval" / "after.jsonl", keep=lambda row: False)  # written anew by the start that finishes
+    if resume_step is None:
+        truncate_jsonl(run_dir / "eval" / "before.jsonl", keep=lambda row: False)
+
+
 def save_reference_policy(setup: PolicySetup, run_dir: Path) -> None:
     """Save the policy as RL starts (after any warm-up) and point its config at it.
 

@@ -7,15 +7,15 @@ import time
 from pathlib import Path
 
 from rlvr.recipes.common import (
-    calibrate_rewards, evaluate, finish, save_final_model, save_reference_policy, setup_policy, trl_config,
-    training_curve_summary,
+    calibrate_rewards, evaluate, finish, reuse_run_dir, save_final_model, save_reference_policy, setup_policy,
+    trl_config, training_curve_summary,
 )
 from rlvr.distributed import (
     checkpoint_callback, checkpoint_step, is_main_process, latest_complete_checkpoint, rank, weights_digest,
 )
 from rlvr.errors import ConfigError
 from rlvr.tracking import (
-    JsonlWriter, metrics_callback, read_jsonl, setup_wandb, truncate_jsonl, use_compact_progress, write_json,
+    JsonlWriter, metrics_callback, read_jsonl, setup_wandb, use_compact_progress, write_json,
 )
 
 log = logging.getLogger(__name__)
@@ -34,10 +34,12 @@ def run_grpo(cfg, run_dir: Path, trainer_class, wrap_rewards=None, **trainer_ext
     from rlvr.models import lora_config
 
     resume = latest_complete_checkpoint(run_dir / "checkpoints")
-    if resume is not None and 0 < cfg.algorithm.max_steps <= checkpoint_step(resume):
-        raise ConfigError(f"{run_dir} already holds a run trained to step {checkpoint_step(resume)} "
+    resume_step = None if resume is None else checkpoint_step(resume)
+    if resume_step is not None and 0 < cfg.algorithm.max_steps <= resume_step:
+        raise ConfigError(f"{run_dir} already holds a run trained to step {resume_step} "
                           f"(algorithm.max_steps={cfg.algorithm.max_steps}): raise algorithm.max_steps to continue it, "
                           f"or pick a new hydra.run.dir")
+    reuse_run_dir(run_dir, resume_step, "finished GRPO", "it saved no checkpoint to continue from")
     report_to = setup_wandb(cfg.logging, run_dir, run_dir.name)  # first: a missing wandb key fails before loading
     setup = setup_policy(cfg)
     if wrap_rewards is not None:
@@ -48,15 +50,12 @@ def run_grpo(cfg, run_dir: Path, trainer_class, wrap_rewards=None, **trainer_ext
     calibrate_rewards(cfg, setup, run_dir)
     if resume is None:
         metrics |= evaluate(cfg, setup, run_dir, "before")
-    else:  # a requeued or re-run job: drop what was logged after the checkpoint, then continue from it
-        step = checkpoint_step(resume)
+    else:  # a requeued or re-run job (reuse_run_dir dropped what was logged after the checkpoint)
         log.info("resuming from %s", resume)
         if (run_dir / "eval" / "before.jsonl").exists():  # the first start's eval, for this run's metrics.json
             from rlvr.evaluation import summarise
 
             metrics |= summarise(read_jsonl(run_dir / "eval" / "before.jsonl"), "before")
-        truncate_jsonl(run_dir / "metrics.jsonl", keep=lambda row: row.get("step", 0) <= step)
-        truncate_jsonl(run_dir / "rollouts.jsonl", keep=lambda row: row.get("step", 0) < step)
     if cfg.algorithm.beta != 0 and (cfg.model.name_or_path == "tiny" or setup.warmup_loss is not None):
         save_reference_policy(setup, run_dir)
 

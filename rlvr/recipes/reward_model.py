@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rlvr import hardware
 from rlvr.errors import ConfigError
-from rlvr.recipes.common import finish, save_final_model, trl_config
+from rlvr.recipes.common import finish, reuse_run_dir, save_final_model, trl_config
 from rlvr.tracking import metrics_callback, setup_wandb, use_compact_progress
 
 log = logging.getLogger(__name__)
@@ -72,9 +72,7 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
 
     if cfg.model.reasoning_vocab_size:
         raise ConfigError("model.reasoning_vocab_size is for policies (algorithm=grpo or fgrpo), not reward models")
-    if (run_dir / "metrics.jsonl").exists():  # reward-model runs do not resume: a second run would mix its logs in
-        raise ConfigError(f"{run_dir} already holds a reward-model run (reward-model runs do not resume): "
-                          f"pick a new hydra.run.dir")
+    reuse_run_dir(run_dir, None, "reward-model", "reward-model runs do not resume")
     trainer_kwargs = hardware.trainer_arguments(cfg.hardware)
     report_to = setup_wandb(cfg.logging, run_dir, run_dir.name)  # first: a missing wandb key fails before loading
     model, tokenizer = load_reward_model(cfg.model, cfg.seed)

@@ -37,6 +37,18 @@ def test_rerun_resumes_from_the_last_complete_checkpoint(tmp_path):
     assert logged_steps(tmp_path) == [1, 2, 3, 4, 5, 6]  # a finished run is not trained further by accident
 
 
+def test_a_run_without_checkpoints_starts_over_after_a_crash_and_is_kept_once_finished(tmp_path):
+    completed_run(tmp_path, *TINY_RUN, "algorithm.max_steps=2", "algorithm.save_steps=0")
+    assert not (tmp_path / "checkpoints").exists() or not list((tmp_path / "checkpoints").glob("checkpoint-*"))
+    again = run_cli("rlvr.run", *TINY_RUN, "algorithm.max_steps=2", "algorithm.save_steps=0", f"hydra.run.dir={tmp_path}")
+    assert "already holds a finished GRPO run (it saved no checkpoint to continue from)" in one_line_error(again)
+    (tmp_path / "metrics.json").unlink()  # as if the first start had crashed before finishing
+    completed_run(tmp_path, *TINY_RUN, "algorithm.max_steps=2", "algorithm.save_steps=0")
+    assert logged_steps(tmp_path) == [1, 2]  # started over: the crashed start's rows are not kept beside the new ones
+    eval_rows = [json.loads(l) for l in (tmp_path / "eval" / "before.jsonl").read_text().splitlines()]
+    assert len(eval_rows) == 16  # dataset.max_eval_samples in TINY_RUN: one eval, not two appended
+
+
 @pytest.mark.parametrize(("stop", "exit_code", "logged"), [
     (signal.SIGUSR2, 75, "stopped by SIGUSR2 after saving checkpoint-"),  # EXIT_PREEMPTED: the launcher requeues
     (signal.SIGINT, 130, "stopped by Ctrl-C after saving checkpoint-"),
