@@ -35,7 +35,6 @@ def job_tasks() -> int:
     if os.environ.get("SUBMITIT_EXECUTOR") == "local":  # hydra/launcher=local: submitit's own processes
         return int(os.environ.get("SUBMITIT_LOCAL_NTASKS", "1"))
     if "SLURM_PROCID" in os.environ:
-        os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")  # submitit reads SLURM's variables (sbatch path too)
         return int(os.environ.get("SLURM_NTASKS", "1"))
     return 1
 
@@ -44,6 +43,7 @@ def export_torch_distributed() -> int:
     """World size of this job; with more than one task, the torch.distributed variables are exported."""
     if job_tasks() <= 1:
         return int(os.environ.get("WORLD_SIZE", "1"))
+    os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")  # submitit reads SLURM's variables (sbatch path too)
     import submitit
 
     env = submitit.helpers.TorchDistributedEnvironment().export()
