@@ -101,9 +101,20 @@ class DatasetConfig:
 
 
 @dataclass
+class RewardChecksConfig:
+    """How rlvr watches every reward's output (rlvr/rewards/checks.py)."""
+
+    failure_warn_frac: float = 0.5  # a call with a larger share of no verdicts (None/timeout/error) warns
+    none_patience: int = 20  # this many calls in a row of None for every completion stop the run (0: never)
+    slow_call_s: float = 60.0  # a call running longer is named in a warning, while it runs and when it returns
+
+
+@dataclass
 class RewardConfig:
-    # name -> {_target_: dotted.path, weight: float, **arguments}
+    # name -> {_target_: dotted.path, weight: float, **arguments}; a plain function also takes
+    # timeout_s: each call then runs in a killable worker process.
     functions: dict[str, Any] = field(default_factory=dict)
+    checks: RewardChecksConfig = field(default_factory=RewardChecksConfig)
 
 
 @dataclass

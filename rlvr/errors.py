@@ -15,3 +15,7 @@ class DataError(RlvrError):
 
 class ModelLoadError(RlvrError):
     pass
+
+
+class RewardError(RlvrError):
+    """A reward function returned something that is not one finite float or None per completion, or raised."""

@@ -85,12 +85,21 @@ def read_builtin(name: str, arguments: dict[str, Any], seed: int):
 
 
 def _check_columns(ds, cfg, where: str) -> None:
+    from rlvr.rewards.answers import short
+    from rlvr.rewards.checks import colliding_columns
+
+    if clashes := colliding_columns(ds.column_names):
+        raise DataError(f"{where} has columns named like the keywords TRL passes to reward functions "
+                        f"({', '.join(clashes)}): rename them")
     for column in (cfg.prompt_column, cfg.answer_column):
         if column not in ds.column_names:
             raise DataError(f"{where} has no column '{column}' (columns: {', '.join(ds.column_names)})")
         for index, value in enumerate(ds[column]):
             if value is None or (isinstance(value, str) and not value.strip()):
                 raise DataError(f"{where} row {index} has no value in column '{column}'")
+            if column == cfg.answer_column and isinstance(value, (list, dict)):
+                raise DataError(f"{where} row {index}: the gold answer {short(value)} in column '{column}' is a "
+                                f"{type(value).__name__}, not one value: give each row a single answer")
 
 
 def format_prompt(row: dict, cfg) -> str | list[dict]:

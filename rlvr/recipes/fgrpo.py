@@ -13,6 +13,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from rlvr.errors import ConfigError
 from rlvr.recipes.common import finish
 from rlvr.recipes.grpo import run_grpo
 from rlvr.rewards.base import WeightedReward
@@ -69,6 +70,10 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
 
     def as_span_rewards(rewards: list[WeightedReward]) -> list[WeightedReward]:
         # Weights scale the spans; TRL's scalar (for logs) is their sum, so TRL's own weight is 1.
+        for r in rewards:  # the spans must come back to this process, where the trainer reads them
+            if r.timeout_s is not None:
+                raise ConfigError(f"reward.functions.{r.name}.timeout_s: span rewards (algorithm=fgrpo) run in the "
+                                  f"trainer's process; drop timeout_s")
         return [WeightedReward(r.name, SpanReward(r.name, r.fn, r.weight), 1.0) for r in rewards]
 
     return run_grpo(cfg, run_dir, FineGrainedGRPOTrainer, wrap_rewards=as_span_rewards, fine_grained=settings)

@@ -14,6 +14,7 @@ from rlvr.distributed import (
     checkpoint_callback, checkpoint_step, is_main_process, latest_complete_checkpoint, rank, weights_digest,
 )
 from rlvr.errors import ConfigError
+from rlvr.rewards.checks import checked_rewards
 from rlvr.tracking import (
     JsonlWriter, metrics_callback, read_jsonl, setup_wandb, use_compact_progress, write_json,
 )
@@ -44,6 +45,7 @@ def run_grpo(cfg, run_dir: Path, trainer_class, wrap_rewards=None, **trainer_ext
     setup = setup_policy(cfg)
     if wrap_rewards is not None:
         setup.rewards = wrap_rewards(setup.rewards)
+    setup.rewards = checked_rewards(setup.rewards, cfg.reward.checks)  # for training, calibration and eval alike
     args = trl_config(GRPOConfig, cfg, run_dir, report_to, setup.trainer_kwargs,
                       reward_weights=[r.weight for r in setup.rewards])
     metrics = {"warmup_sft_loss": setup.warmup_loss} if setup.warmup_loss is not None else {}

@@ -5,19 +5,35 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from rlvr.errors import DataError
+
 # Bounded lengths keep every match linear on adversarial input (a 1 MB run of digits included).
 NUMBER = re.compile(r"-?\d[\d,]{0,30}(?:\.\d{1,12})?")
 FINAL_LINE = re.compile(r"^\s*Final:\s*(?P<value>\S.{0,60}?)\s*$")
 
 
 def gold_answer(raw: Any) -> str | None:
-    """The gold value of an `answer` cell: the part after the last '####' (GSM8K), else the cell itself."""
+    """The gold answer of an `answer` cell as written: the part after the last '####' (GSM8K), else the cell.
+
+    Commas stay: they separate the parts of tuples, intervals and sets ("(1,2)" is not "12"). Each
+    verifier normalises the text its own way (`normalize_number` drops thousands separators).
+    A list or dict is refused: which of its parts is the answer is not rlvr's to guess.
+    """
     if raw is None:
         return None
+    if isinstance(raw, (list, tuple, dict, set)):
+        raise DataError(f"the gold answer {short(raw)} is a {type(raw).__name__}, not one value: "
+                        f"give each row a single answer (a string or a number)")
     text = str(raw)
     if "####" in text:
         text = text.rsplit("####", 1)[1]
-    return text.strip().replace(",", "") or None
+    return text.strip() or None
+
+
+def short(value: Any, limit: int = 80) -> str:
+    """`repr(value)`, cut to `limit` characters, for one-line messages about bad values."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def normalize_number(text: str) -> str | None:

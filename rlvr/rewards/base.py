@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from rlvr.errors import ConfigError
+from rlvr.errors import ConfigError, DataError
 from rlvr.rewards.answers import completion_text, gold_answer
 
 # Why a completion got its reward. Fractions of the failure reasons are logged per function.
@@ -45,12 +45,18 @@ class Reward(ABC):
         texts = [completion_text(c) for c in completions]
         if self.needs_gold and answer is None:
             raise ConfigError(f"reward '{self.__name__}' needs an 'answer' column in the data")
-        golds = [gold_answer(a) for a in answer] if answer is not None else [None] * len(texts)
+        golds = [self._gold(row, a) for row, a in enumerate(answer)] if answer is not None else [None] * len(texts)
         self.last_outcomes = self.score(texts, golds, prompts)
         if log_metric is not None and texts:
             for reason, fraction in failure_fractions(self.last_outcomes).items():
                 log_metric(f"rewards/{self.__name__}/{reason}_frac", fraction)
         return [o.reward for o in self.last_outcomes]
+
+    def _gold(self, row: int, raw: Any) -> str | None:
+        try:
+            return gold_answer(raw)
+        except DataError as exc:
+            raise DataError(f"reward '{self.__name__}', row {row}: {exc}") from None
 
 
 def failure_fractions(outcomes: Sequence[Outcome]) -> dict[str, float]:
@@ -63,13 +69,15 @@ class WeightedReward:
     name: str
     fn: Callable[..., list[float]]
     weight: float
+    timeout_s: float | None = None  # a plain function given `timeout_s` runs in a killable worker
 
 
 def build_rewards(functions: dict[str, Any]) -> list[WeightedReward]:
     """Instantiate `reward.functions` entries: {_target_, weight, **arguments} each.
 
     A class target is constructed with the arguments (built-ins); a plain function target
-    (a user's TRL-style reward) is bound to them with functools.partial.
+    (a user's TRL-style reward) is bound to them with functools.partial, except `timeout_s`, which
+    makes each call run in a killable worker process (rlvr/rewards/checks.py).
     """
     import functools
     import inspect
@@ -97,6 +105,7 @@ def build_rewards(functions: dict[str, Any]) -> list[WeightedReward]:
             obj = get_object(target)
         except Exception as exc:  # Hydra wraps ImportError/AttributeError in its own types
             raise ConfigError(f"reward.functions.{name}._target_: cannot import '{target}'") from exc
+        timeout_s = None if inspect.isclass(obj) else entry.pop("timeout_s", None)
         try:
             if inspect.isclass(obj):
                 fn = obj(name=name, **entry) if issubclass(obj, Reward) else obj(**entry)
@@ -105,8 +114,23 @@ def build_rewards(functions: dict[str, Any]) -> list[WeightedReward]:
         except TypeError as exc:
             raise ConfigError(f"reward.functions.{name}: {exc}") from exc
         fn.__name__ = name
-        rewards.append(WeightedReward(name, fn, weight))
+        if timeout_s is not None:
+            check_runs_in_worker(name, fn, timeout_s)
+        rewards.append(WeightedReward(name, fn, weight, timeout_s))
     return rewards
+
+
+def check_runs_in_worker(name: str, fn: Callable, timeout_s: Any) -> None:
+    """A reward with `timeout_s` must be a positive time and a function a worker process can import."""
+    import pickle
+
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or timeout_s <= 0:
+        raise ConfigError(f"reward.functions.{name}.timeout_s={timeout_s!r} must be a number of seconds > 0")
+    try:
+        pickle.dumps(fn)
+    except Exception as exc:  # a lambda, a closure, a function defined in __main__ ...
+        raise ConfigError(f"reward.functions.{name}.timeout_s runs the reward in a worker process, which needs "
+                          f"a module-level function importable by its path ({type(exc).__name__})") from exc
 
 
 def primary_correctness(rewards: Sequence[WeightedReward]) -> list[bool | None]:

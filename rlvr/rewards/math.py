@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 from rlvr.rewards.base import Outcome, Reward
 from rlvr.rewards.sandbox import TimeLimitedPool
+
+
+# LaTeX that math-verify's parser anchors on: an unescaped $, \( \[ or \boxed.
+LATEX_ANCHOR = re.compile(r"(?<!\\)\$|\\\(|\\\[|\\boxed")
+
+
+def gold_latex(gold: str) -> str:
+    """The gold answer as math-verify's README and TRL's `accuracy_reward` hand it to `parse`: LaTeX.
+
+    A bare answer ("(-2,1)", "10,\\!080", "25\\%") goes between $...$, as in math-verify's
+    examples; text that already carries math delimiters (a whole worked solution, as TRL's
+    `solution` column) is passed as it is. No other rewriting: commas are part of tuples and sets.
+    """
+    return gold if LATEX_ANCHOR.search(gold) else f"${gold}$"
 
 
 def verify_one(completion: str, gold: str) -> tuple[bool, str | None]:
@@ -15,7 +30,7 @@ def verify_one(completion: str, gold: str) -> tuple[bool, str | None]:
     from math_verify import parse, verify
 
     logging.getLogger("math_verify").setLevel(logging.ERROR)
-    gold_parsed = parse(f"\\boxed{{{gold}}}", parsing_timeout=None)
+    gold_parsed = parse(gold_latex(gold), parsing_timeout=None)
     predicted = parse(completion, parsing_timeout=None)
     if not predicted:
         return False, None
@@ -53,8 +68,8 @@ class MathVerifyReward(Reward):
         outcomes = [Outcome(self.wrong, "missing", None, False)] * len(completions)
         results = self._run([(completions[i], golds[i]) for i in todo])
         for i, (status, value) in zip(todo, results, strict=True):
-            if status != "ok":
-                outcomes[i] = Outcome(self.wrong, status, None, False)
+            if status != "ok":  # a dead worker is an error of this completion's check, like a raise
+                outcomes[i] = Outcome(self.wrong, "error" if status == "died" else status, None, False)
                 continue
             is_correct, prediction = value
             if prediction is None:

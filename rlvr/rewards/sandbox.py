@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 class TimeLimitedPool:
     """A lazily started pool of `workers` processes; `map` returns (status, value) per item.
 
-    status is "ok", "timeout" (killed after `timeout_s`) or "error" (raised or the worker died).
+    status is "ok", "timeout" (killed after `timeout_s`), "died" (the worker process ended: a crash,
+    `os._exit`) or "error" (the task raised); value is the result or a one-line reason.
     """
 
     def __init__(self, workers: int, timeout_s: float, preload: Sequence[str] = ()):
@@ -54,7 +55,7 @@ class TimeLimitedPool:
             except FutureTimeout:
                 results.append(("timeout", None))
             except ProcessExpired as exc:
-                results.append(("error", f"worker died: {exc}"))
+                results.append(("died", f"its worker process died (exit code {exc.exitcode})"))
             except Exception as exc:  # the task raised: a verdict on this input, not a crash of ours
                 results.append(("error", f"{type(exc).__name__}: {exc}"[:200]))
         return results

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from trl import GRPOTrainer
 
+from rlvr.errors import RewardError
 from rlvr.stage_timing import instrument
 from rlvr.rewards.base import primary_correctness
+from rlvr.rewards.checks import checked_rewards
 from rlvr.tracking import JsonlWriter, prompt_id
 from rlvr.trainers.vocab import ReasoningVocabMixin
 
@@ -18,17 +20,35 @@ class RolloutLoggingGRPOTrainer(ReasoningVocabMixin, GRPOTrainer):
 
     def __init__(self, *args, rewards, rollout_writer: JsonlWriter | None = None, stage_timing: bool = False,
                  **kwargs):
+        rewards = checked_rewards(rewards)  # the recipes pass them checked already; anything else gets the defaults
         super().__init__(*args, reward_funcs=[r.fn for r in rewards], **kwargs)
         self.rewards = rewards
+        for reward in rewards:  # every rank must reach TRL's gather; errors are raised after it, on all ranks
+            reward.fn.defer_errors = self.accelerator.num_processes > 1
         self.rollout_writer = rollout_writer
         if stage_timing:  # logging.stage_timing=true: per-stage seconds in metrics.jsonl
             instrument(self)
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._stop_on_reward_errors()
         if self.rollout_writer is not None and self.accelerator.is_main_process:
             self._write_rollouts(inputs, prompts, completions, rewards_per_func[: len(prompts)], completion_ids_list)
         return rewards_per_func
+
+    def _stop_on_reward_errors(self) -> None:
+        """Raise a reward's deferred error on every rank at once (before the rewards reach the loss)."""
+        import torch
+
+        errors = [e for r in self.rewards if (e := r.fn.take_pending_error()) is not None]
+        failed_anywhere = bool(errors)
+        if self.accelerator.num_processes > 1:
+            flag = torch.tensor([float(failed_anywhere)], device=self.accelerator.device)
+            failed_anywhere = bool(self.accelerator.reduce(flag, reduction="sum").item())
+        if errors:
+            raise errors[0]
+        if failed_anywhere:
+            raise RewardError("a reward failed on another rank: that rank's log names it")
 
     def _write_rollouts(self, inputs, prompts, completions, rewards_per_func, completion_ids) -> None:
         weights = self.reward_weights.to(rewards_per_func.device)

@@ -1,0 +1,196 @@
+"""The one checked path every reward's output takes before TRL, eval or `rlvr.score` sees it.
+
+TRL turns whatever a reward returns into a float tensor: `inf` trains with zero gradients, NaN is
+skipped as "not applicable", a string or a short list fails deep inside. rlvr accepts exactly one
+finite float or None (= not applicable, as TRL means it) per completion and otherwise stops the run
+in one line naming the reward, the row and the value. It also watches each reward across calls:
+the share of completions it gave no verdict on (None, timeout, error) as a metric and a warning,
+a reward that gave no verdict at all for `none_patience` calls in a row stops the run, and a call
+still running after `slow_call_s` is named while it runs. A plain-function reward given `timeout_s`
+runs in a killable worker process (as math_verify does), so it can neither hang nor kill the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from rlvr.errors import ConfigError, RewardError, RlvrError
+from rlvr.rewards.answers import completion_text, short
+
+log = logging.getLogger(__name__)
+
+# What TRL's GRPOTrainer passes every reward besides the data columns (`_calculate_rewards`); a data
+# column of the same name collides. tests/rewards/test_checks.py holds this list against TRL itself.
+TRL_REWARD_KEYWORDS = ("prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric",
+                       "environments")
+NO_VERDICT_REASONS = ("timeout", "error")  # Outcome reasons of built-in rewards that judged nothing
+
+
+def colliding_columns(columns: Sequence[str]) -> list[str]:
+    """Data columns that TRL's reward keywords would overwrite or clash with."""
+    return [c for c in columns if c in TRL_REWARD_KEYWORDS]
+
+
+def as_reward(value: Any) -> float | None:
+    """A finite float or None from one returned value (numpy and 0-d torch scalars included), else ValueError."""
+    if value is None:
+        return None
+    if not isinstance(value, numbers.Real) and getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, numbers.Real) and math.isfinite(value):
+        return float(value)
+    raise ValueError(value)
+
+
+def call_in_worker(fn: Callable, prompts, completions, kwargs: dict) -> list:
+    """Run one reward call in a pool worker; the list comes back pickled."""
+    return list(fn(prompts=prompts, completions=completions, **kwargs))
+
+
+def where_raised(exc: BaseException) -> str:
+    """'file.py:12' of the innermost frame, so a one-line error still points at the reward's code."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+
+
+class CheckedReward:
+    """Wraps a reward (built-in or a user's function); everything else reads through to the wrapped one.
+
+    In a multi-process trainer `defer_errors` is set: an error is kept in `pending_error` and the
+    call returns Nones, so every rank reaches TRL's gather and the trainer stops all ranks together
+    instead of leaving the others waiting on a collective forever.
+    """
+
+    def __init__(self, fn: Callable, name: str, failure_warn_frac: float = 0.5, none_patience: int = 20,
+                 slow_call_s: float = 60.0, timeout_s: float | None = None):
+        from rlvr.rewards.sandbox import TimeLimitedPool
+
+        self.fn, self.__name__ = fn, name
+        self.failure_warn_frac, self.none_patience, self.slow_call_s = failure_warn_frac, none_patience, slow_call_s
+        self.timeout_s = timeout_s
+        self.pool = TimeLimitedPool(1, timeout_s, preload=["rlvr.rewards.checks"]) if timeout_s else None
+        self.none_streak = 0
+        self.defer_errors = False
+        self.pending_error: RlvrError | None = None
+
+    def __getattr__(self, attr: str):  # last_outcomes, last_spans, calibrate, ... of the wrapped reward
+        fn = self.__dict__.get("fn")
+        if fn is None:
+            raise AttributeError(attr)
+        return getattr(fn, attr)
+
+    def __call__(self, prompts=None, completions=(), **kwargs) -> list[float | None]:
+        try:
+            return self._checked_call(prompts, completions, kwargs)
+        except RlvrError as exc:
+            if not self.defer_errors:
+                raise
+            self.pending_error = exc
+            return [None] * len(completions)
+
+    def take_pending_error(self) -> RlvrError | None:
+        error, self.pending_error = self.pending_error, None
+        return error
+
+    def _checked_call(self, prompts, completions, kwargs: dict) -> list[float | None]:
+        n = len(completions)
+        timer = threading.Timer(self.slow_call_s, log.warning, args=(
+            "reward '%s' has been running for %.0f s on %d completions and has not returned "
+            "(give it timeout_s to bound it)", self.__name__, self.slow_call_s, n))
+        timer.daemon = True
+        started = time.perf_counter()
+        timer.start()
+        try:
+            values = self._call(prompts, completions, kwargs)
+        finally:
+            timer.cancel()
+        seconds = time.perf_counter() - started
+        if seconds > self.slow_call_s:
+            log.warning("reward '%s' is slow: %.1f s for a call of %d completions (reward.checks.slow_call_s=%g)",
+                        self.__name__, seconds, n, self.slow_call_s)
+        values = self._validated(values, prompts, completions)
+        self._watch(values, seconds, kwargs.get("log_metric"))
+        return values
+
+    def _call(self, prompts, completions, kwargs: dict):
+        if self.pool is None:
+            try:
+                return self.fn(prompts=prompts, completions=completions, **kwargs)
+            except RlvrError:
+                raise
+            except Exception as exc:  # a user's reward: its failure in one line, pointing at its code
+                raise RewardError(f"reward '{self.__name__}' raised {type(exc).__name__}: {exc}"[:300]
+                                  + where_raised(exc)) from exc
+        portable = {k: v for k, v in kwargs.items() if not callable(v) and k != "environments"}
+        [(status, value)] = self.pool.map(call_in_worker, [(self.fn, prompts, completions, portable)])
+        if status == "ok":
+            return value
+        if status == "error":
+            raise RewardError(f"reward '{self.__name__}' raised {value}")
+        why = f"timed out after {self.timeout_s:g} s" if status == "timeout" else value
+        log.warning("reward '%s' %s on a call of %d completions: they score None (no verdict)",
+                    self.__name__, why, len(completions))
+        return [None] * len(completions)
+
+    def _validated(self, values, prompts, completions) -> list[float | None]:
+        n = len(completions)
+        if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__len__"):
+            raise RewardError(f"reward '{self.__name__}' returned {short(values)} ({type(values).__name__}), "
+                              f"not a list of {n} rewards (one float or None per completion)")
+        values = list(values)
+        if len(values) != n:
+            raise RewardError(f"reward '{self.__name__}' returned {len(values)} rewards for {n} completions "
+                              f"(one float or None per completion)")
+        checked = []
+        for row, value in enumerate(values):
+            try:
+                checked.append(as_reward(value))
+            except ValueError:
+                prompt = completion_text(prompts[row]) if prompts is not None else ""
+                raise RewardError(f"reward '{self.__name__}' returned {short(value)} for row {row} "
+                                  f"(prompt {short(prompt, 60)}): a reward must be a finite float or None") from None
+        return checked
+
+    def _watch(self, values: list[float | None], seconds: float, log_metric) -> None:
+        n = len(values)
+        if n == 0:
+            return
+        outcomes = getattr(self.fn, "last_outcomes", None)
+        if not outcomes or len(outcomes) != n:
+            outcomes = [None] * n
+        no_verdict = sum(v is None or (o is not None and o.reason in NO_VERDICT_REASONS)
+                         for v, o in zip(values, outcomes))
+        if log_metric is not None:
+            log_metric(f"rewards/{self.__name__}/no_verdict_frac", no_verdict / n)
+            log_metric(f"rewards/{self.__name__}/call_s", seconds)
+        if no_verdict / n > self.failure_warn_frac:
+            log.warning("reward '%s' gave no verdict (None, timeout or error) on %d of %d completions "
+                        "(reward.checks.failure_warn_frac=%g)", self.__name__, no_verdict, n, self.failure_warn_frac)
+        self.none_streak = self.none_streak + 1 if all(v is None for v in values) else 0
+        if self.none_patience and self.none_streak >= self.none_patience:
+            raise RewardError(f"reward '{self.__name__}' returned None for every completion in {self.none_streak} "
+                              f"calls in a row: it scores nothing (reward.checks.none_patience={self.none_patience})")
+
+
+def checked_rewards(rewards: list, checks=None) -> list:
+    """Every WeightedReward's function behind a CheckedReward (`checks`: the `reward.checks` settings,
+    None for their defaults); rewards already checked are kept as they are."""
+    from rlvr.rewards.base import WeightedReward
+
+    settings = dict(checks or {})
+    if not 0 <= settings.get("failure_warn_frac", 0) <= 1:
+        raise ConfigError(f"reward.checks.failure_warn_frac={settings['failure_warn_frac']} must be in [0, 1]")
+    if settings.get("none_patience", 0) < 0:
+        raise ConfigError(f"reward.checks.none_patience={settings['none_patience']} must be >= 0 (0: never stop)")
+    if settings.get("slow_call_s", 1) <= 0:
+        raise ConfigError(f"reward.checks.slow_call_s={settings['slow_call_s']} must be > 0")
+    return [r if isinstance(r.fn, CheckedReward)
+            else WeightedReward(r.name, CheckedReward(r.fn, r.name, timeout_s=r.timeout_s, **settings), r.weight)
+            for r in rewards]
