@@ -5,11 +5,16 @@
 Each row needs `completion` and the gold column (`answer`: a value, or a GSM8K solution ending
 '#### n'); `prompt` and other columns are passed to the reward functions as in training. Writes
 each row back with `reward`, `rewards` (per function), `reasons` and `prediction`, and prints a summary.
+
+A line that is not UTF-8 stops the run with one error line naming it. A lone surrogate (JSON allows
+"\\ud800"; UTF-8 cannot encode it) is kept: the row is written with the same escape, the run goes
+on. The output appears whole or not at all: a failed run leaves no file, or the previous one.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -28,8 +33,13 @@ def read_rows(path: Path, completion_column: str) -> list[dict]:
     if not path.is_file():
         raise DataError(f"input file not found: {path}")
     rows = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with open(path, "rb") as handle:  # bytes, decoded line by line, so a decoding error names its line
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path} line {number}: not UTF-8 (byte 0x{raw[exc.start]:02x} "
+                                f"at column {exc.start + 1}: {exc.reason})") from exc
             if not line.strip():
                 continue
             try:
@@ -62,6 +72,22 @@ def score_rows(rows: list[dict], rewards, completion_column: str, answer_column:
     return scored
 
 
+def write_rows(rows: list[dict], path: Path) -> None:
+    """Write to a temp file beside `path`, then rename: a failure never leaves an empty or partial file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # backslashreplace writes a lone surrogate, which only occurs inside JSON strings, as its JSON escape.
+        with open(tmp, "w", encoding="utf-8", errors="backslashreplace") as handle:
+            handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise DataError(f"cannot write {path} ({exc.strerror or exc})") from exc
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 def summary(scored: list[dict]) -> str:
     n = len(scored)
     mean = sum(r["reward"] for r in scored) / max(n, 1)
@@ -81,18 +107,16 @@ def hydra_main(cfg: DictConfig) -> None:
         rewards = build_rewards(OmegaConf.to_container(cfg.reward.functions, resolve=True))
         rows = read_rows(Path(cfg.input), cfg.completion_column)
         scored = score_rows(rows, rewards, cfg.completion_column, cfg.answer_column)
+        if cfg.output:
+            write_rows(scored, Path(cfg.output))
     except RlvrError as exc:
         print(f"rlvr.score: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    if cfg.output:
-        Path(cfg.output).parent.mkdir(parents=True, exist_ok=True)
-        with open(cfg.output, "w", encoding="utf-8") as handle:
-            for row in scored:
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     print(summary(scored))
 
 
 def main() -> None:
+    sys.stdout.reconfigure(errors="backslashreplace")  # a reward's reason may quote a lone surrogate
     exit_on_unknown_keys("rlvr.score", sys.argv[1:], schema=ScoreConfig, groups=frozenset({"reward"}))
     hydra_main()
 

@@ -11,9 +11,32 @@ import atexit
 import logging
 import multiprocessing
 from concurrent.futures import TimeoutError as FutureTimeout
+from multiprocessing.context import ForkServerContext
 from typing import Any, Callable, Sequence
 
 log = logging.getLogger(__name__)
+
+
+class _LocksOutliveWorkers(ForkServerContext):
+    """The forkserver context, keeping every lock it makes until `release_locks`.
+
+    pebble's stop unlinks its channel's named semaphores before it kills the workers, so a worker
+    still starting (many workers on few cores) fails to open them and prints a SemLock
+    FileNotFoundError traceback at exit. Dropping our references only after `join` moves the
+    unlink after the last worker is gone.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._locks = []
+
+    def RLock(self):
+        lock = super().RLock()
+        self._locks.append(lock)
+        return lock
+
+    def release_locks(self) -> None:
+        self._locks.clear()
 
 
 class TimeLimitedPool:
@@ -26,6 +49,7 @@ class TimeLimitedPool:
     def __init__(self, workers: int, timeout_s: float, preload: Sequence[str] = ()):
         self.workers, self.timeout_s, self.preload = workers, timeout_s, list(preload)
         self._pool = None
+        self._context = None
 
     def _start(self):
         import multiprocessing.forkserver
@@ -35,11 +59,11 @@ class TimeLimitedPool:
         from rlvr.distributed import stop_signals_ignored
 
         # forkserver: workers fork from a small clean process, not from a trainer holding torch threads.
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(self.preload)
+        self._context = _LocksOutliveWorkers()
+        self._context.set_forkserver_preload(self.preload)
         with stop_signals_ignored():  # the forkserver, its resource tracker and so every worker
             multiprocessing.forkserver.ensure_running()
-        self._pool = ProcessPool(max_workers=self.workers, context=context)
+        self._pool = ProcessPool(max_workers=self.workers, context=self._context)
         atexit.register(self.close)
         return self._pool
 
@@ -63,5 +87,6 @@ class TimeLimitedPool:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.stop()
-            self._pool.join()
+            self._pool.join()  # every worker is stopped: the channel's semaphores may go now
+            self._context.release_locks()
             self._pool = None

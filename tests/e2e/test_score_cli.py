@@ -1,6 +1,7 @@
 """`python -m rlvr.score`: debug rewards on a JSONL file without a model."""
 
 import json
+import os
 
 import pytest
 
@@ -44,3 +45,62 @@ def test_score_bad_input_is_one_line(tmp_path, content, problem):
     result = run_cli("rlvr.score", f"input={bad}")
     assert result.returncode == 2
     assert result.stderr.strip() == f"rlvr.score: error: {bad} {problem}"
+
+
+def test_score_input_that_is_not_utf8_is_one_line_naming_the_line(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"completion": "x", "answer": "1"}\n{"completion": "\xff\xfe", "answer": "1"}\n')
+    out = tmp_path / "scored.jsonl"
+    out.write_text("previous\n")
+    result = run_cli("rlvr.score", f"input={bad}", f"output={out}")
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"rlvr.score: error: {bad} line 2: not UTF-8 (byte 0xff at column 17: invalid start byte)"
+    assert out.read_text() == "previous\n"
+
+
+def test_score_keeps_a_lone_surrogate_as_its_json_escape(rows_file, tmp_path):
+    # JSON allows "\ud800" (a model can emit half a surrogate pair); UTF-8 cannot encode it.
+    rows = [{"completion": "Final: 3 \ud800", "answer": "3", "note": "é"}, {"completion": "Final: 4", "answer": "4"}]
+    out = tmp_path / "scored.jsonl"
+    result = run_cli("rlvr.score", f"input={rows_file(rows)}", f"output={out}")
+    assert result.returncode == 0, result.stderr
+    text = out.read_text(encoding="utf-8")
+    assert '"Final: 3 \\ud800"' in text and '"é"' in text  # only the surrogate is escaped
+    scored = [json.loads(line) for line in text.splitlines()]
+    assert [(r["completion"], r["reward"]) for r in scored] == [("Final: 3 \ud800", 0.0), ("Final: 4", 1.0)]
+    assert "2 rows, mean reward 0.5000" in result.stdout
+
+
+def test_score_summary_prints_a_reason_holding_a_lone_surrogate(rows_file, tmp_path):
+    (tmp_path / "echo_reward.py").write_text(
+        "from rlvr.rewards.base import Outcome, Reward\n\n"
+        "class Echo(Reward):\n"
+        "    needs_gold = False\n\n"
+        "    def score(self, completions, golds, prompts=None):\n"
+        "        return [Outcome(0.0, c) for c in completions]\n")
+    rows = rows_file([{"completion": "half \ud800"}])
+    path = os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p)
+    result = run_cli("rlvr.score", "reward=think_format", "reward.functions.think_format._target_=echo_reward.Echo",
+                     f"input={rows}", env={"PYTHONPATH": path})
+    assert result.returncode == 0, result.stderr
+    assert "think_format: mean 0.0000; half \\ud800 1" in result.stdout
+
+
+def test_score_output_that_cannot_be_written_is_one_line(rows_file, tmp_path):
+    out = tmp_path / "scored.jsonl"
+    out.mkdir()
+    result = run_cli("rlvr.score", f"input={rows_file([{'completion': 'Final: 1', 'answer': '1'}])}", f"output={out}")
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"rlvr.score: error: cannot write {out} (Is a directory)"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.jsonl", "scored.jsonl"]  # no temp file left
+
+
+def test_score_with_math_verify_exits_without_a_traceback(rows_file):
+    # More workers than cores: some are still starting when the run ends, and pebble's stop used to
+    # unlink their channel's semaphores first (SemLock FileNotFoundError tracebacks, exit code 0).
+    rows = [{"completion": "\\boxed{4}", "answer": "4"}, {"completion": "\\boxed{5}", "answer": "4"}]
+    result = run_cli("rlvr.score", "reward=math_verify", "reward.functions.math_verify.workers=32",
+                     f"input={rows_file(rows)}")
+    assert result.returncode == 0, result.stderr
+    assert "2 rows, mean reward 0.5000" in result.stdout
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
