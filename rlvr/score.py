@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rlvr.config import ScoreConfig, exit_on_unknown_keys, register_schemas
 from rlvr.errors import DataError, RlvrError
+from rlvr.rewards.checks import colliding_columns
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 register_schemas()
@@ -60,6 +61,9 @@ def score_rows(rows: list[dict], rewards, completion_column: str, answer_column:
     columns = {k: [r.get(k) for r in rows] for k in set().union(*rows) - {completion_column, "prompt"}}
     if answer_column in columns:
         columns["answer"] = columns.pop(answer_column)
+    if clashes := colliding_columns(columns):
+        raise DataError(f"input columns named like the keywords TRL passes to reward functions ({', '.join(clashes)}): "
+                        f"rename them")
     prompts = [r.get("prompt", "") for r in rows]
     values = {rw.name: rw.fn(prompts=prompts, completions=completions, **columns) for rw in rewards}
     scored = []
@@ -72,6 +76,14 @@ def score_rows(rows: list[dict], rewards, completion_column: str, answer_column:
     return scored
 
 
+def is_utf8_encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def write_rows(rows: list[dict], path: Path) -> None:
     """Write to a temp file beside `path`, then rename: a failure never leaves an empty or partial file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -79,7 +91,12 @@ def write_rows(rows: list[dict], path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         # backslashreplace writes a lone surrogate, which only occurs inside JSON strings, as its JSON escape.
         with open(tmp, "w", encoding="utf-8", errors="backslashreplace") as handle:
-            handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+            for number, row in enumerate(rows, start=1):
+                line = json.dumps(row, ensure_ascii=False) + "\n"
+                if not line.isascii() and not is_utf8_encodable(line):
+                    print(f"rlvr.score: row {number}: a lone surrogate is written as its JSON escape (\\ud8xx)",
+                          file=sys.stderr)
+                handle.write(line)
         os.replace(tmp, path)
     except OSError as exc:
         raise DataError(f"cannot write {path} ({exc.strerror or exc})") from exc
@@ -102,9 +119,11 @@ def summary(scored: list[dict]) -> str:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="score")
 def hydra_main(cfg: DictConfig) -> None:
     from rlvr.rewards import build_rewards
+    from rlvr.rewards.checks import checked_rewards
 
     try:
-        rewards = build_rewards(OmegaConf.to_container(cfg.reward.functions, resolve=True))
+        rewards = checked_rewards(build_rewards(OmegaConf.to_container(cfg.reward.functions, resolve=True)),
+                                  OmegaConf.to_container(cfg.reward.checks))
         rows = read_rows(Path(cfg.input), cfg.completion_column)
         scored = score_rows(rows, rewards, cfg.completion_column, cfg.answer_column)
         if cfg.output:

@@ -96,3 +96,16 @@ def test_prompt_template_naming_a_missing_column(rows_file):
 def test_unknown_builtin_generator():
     with pytest.raises(DataError, match="unknown built-in dataset 'builtin:nope'"):
         load_prompt_datasets(dataset_cfg(source="builtin:nope"))
+
+
+def test_a_gold_answer_that_is_a_list_is_refused_naming_the_row(rows_file):
+    path = rows_file([{"question": "1+1=", "answer": "2"}, {"question": "x?", "answer": ["11", "x"]}])
+    with pytest.raises(DataError, match=r"row 1: the gold answer \['11', 'x'\] in column 'answer' is a list, not one value"):
+        load_prompt_datasets(dataset_cfg(source=str(path), eval_holdout=0))
+
+
+@pytest.mark.parametrize("column", ["completions", "log_metric", "trainer_state"])
+def test_columns_named_like_trl_reward_keywords_are_refused(rows_file, column):
+    path = rows_file([{"question": "1+1=", "answer": "2", column: "x"}])
+    with pytest.raises(DataError, match=f"columns named like the keywords TRL passes to reward functions \\({column}\\)"):
+        load_prompt_datasets(dataset_cfg(source=str(path), eval_holdout=0))

@@ -69,6 +69,7 @@ def test_score_keeps_a_lone_surrogate_as_its_json_escape(rows_file, tmp_path):
     scored = [json.loads(line) for line in text.splitlines()]
     assert [(r["completion"], r["reward"]) for r in scored] == [("Final: 3 \ud800", 0.0), ("Final: 4", 1.0)]
     assert "2 rows, mean reward 0.5000" in result.stdout
+    assert result.stderr.strip() == "rlvr.score: row 1: a lone surrogate is written as its JSON escape (\\ud8xx)"
 
 
 def test_score_summary_prints_a_reason_holding_a_lone_surrogate(rows_file, tmp_path):

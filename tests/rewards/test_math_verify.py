@@ -73,3 +73,63 @@ def test_pool_survives_a_killed_worker(verifier):
     verifier.score([ADVERSARIAL["power tower"]] * 3, ["1"] * 3)
     [outcome] = verifier.score(["so \\boxed{\\frac{1}{2}}"], ["0.5"])
     assert outcome.correct is True
+
+
+# A completion that boxes exactly the gold answer, as a model trained on MATH would write it.
+def boxed(answer: str) -> str:
+    return f"So the final answer is $\\boxed{{{answer}}}$."
+
+
+def test_every_math500_answer_boxed_scores_one(verifier):
+    rewards = verifier(completions=[boxed(r["answer"]) for r in ROWS], answer=[r["answer"] for r in ROWS])
+    missed = [ROWS[i]["answer"] for i, reward in enumerate(rewards) if reward != 1.0]
+    assert missed == []  # 500/500; the comma-stripping gold scored 476 (every tuple, interval and set lost)
+
+
+def test_boxed_answers_paired_with_another_problems_answer_score_zero_unless_math_verify_equates_them(verifier):
+    """The reference is math-verify called as its README shows, in this process: verify(parse(gold), parse(answer))."""
+    from math_verify import parse, verify
+
+    others = [ROWS[(i + 1) % len(ROWS)]["answer"] for i in range(len(ROWS))]
+    completions = [boxed(r["answer"]) for r in ROWS]
+    rewards = verifier(completions=completions, answer=others)
+    reference = [bool(verify(parse(f"${gold}$"), parse(c))) for gold, c in zip(others, completions)]
+    assert [reward == 1.0 for reward in rewards] == reference
+    assert sum(reference) <= 3  # same-valued answers of different problems, e.g. two problems answering 2
+
+
+@pytest.mark.parametrize(("gold", "completion", "correct"), [
+    ("(-2,1)", "\\boxed{(-2,1)}", True),  # tuple / open interval
+    ("(1,2)", "\\boxed{12}", False),  # was read as 12 once its comma was stripped
+    ("(3,4]", "\\boxed{(3,4]}", True),  # half-open interval
+    ("(-\\infty, 0]", "\\boxed{(-\\infty,0]}", True),
+    ("(-\\infty, 2) \\cup (3, \\infty)", "\\boxed{(-\\infty,2)\\cup(3,\\infty)}", True),
+    ("3, 5, 7", "\\boxed{7, 5, 3}", True),  # a list of solutions, any order
+    ("3, 5, 7", "\\boxed{357}", False),
+    ("\\{1\\pm\\sqrt{5},-2\\}", "\\boxed{\\{-2, 1+\\sqrt5, 1-\\sqrt5\\}}", True),  # a set
+    ("\\left( 3, \\frac{\\pi}{2} \\right)", "\\boxed{(3, \\frac{\\pi}{2})}", True),
+    ("25\\%", "\\boxed{25}", True),  # percent: math-verify accepts the bare number
+    ("25\\%", "\\boxed{26}", False),
+    ("5.4 \\text{ cents}", "\\boxed{5.4}", True),  # units
+    ("\\frac{270}7\\text{ degrees}", "\\boxed{\\frac{270}{7}}", True),
+    ("90^\\circ", "\\boxed{90}", True),
+    ("\\text{Evelyn}", "\\boxed{\\text{Evelyn}}", True),  # \text{} answers
+    ("\\text{(C)}", "\\boxed{C}", True),
+    ("\\text{(C)}", "\\boxed{B}", False),
+    ("10,\\!080", "\\boxed{10080}", True),  # thousands separators
+    ("10,\\!080", "\\boxed{10,080}", True),
+    ("11,\\! 111,\\! 111,\\! 100", "\\boxed{11111111100}", True),
+    ("\\$32,\\!348", "\\boxed{32348}", True),
+    ("1,234", "\\boxed{1234}", True),  # a GSM8K gold after '####'
+    ("#### 1,234", "The answer is 1234", True),
+])
+def test_named_answer_forms(verifier, gold, completion, correct):
+    verifier(completions=[completion], answer=[gold])
+    [outcome] = verifier.last_outcomes
+    assert outcome.correct is correct, (gold, completion, outcome)
+
+
+def test_a_worked_solution_as_gold_is_parsed_as_it_is(verifier):
+    """TRL's `solution` column style: the whole solution text, its last \\boxed{} the answer."""
+    rows = ROWS[:40]
+    assert verifier(completions=[boxed(r["answer"]) for r in rows], answer=[r["solution"] for r in rows]) == [1.0] * 40

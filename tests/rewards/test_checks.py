@@ -1,0 +1,215 @@
+"""The checked path of every reward's output (rlvr/rewards/checks.py): what passes, what stops a run, what warns."""
+
+import logging
+import math
+import os
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from rlvr.errors import ConfigError, RewardError
+from rlvr.rewards import build_rewards
+from rlvr.rewards.base import WeightedReward
+from rlvr.rewards.checks import TRL_REWARD_KEYWORDS, CheckedReward, checked_rewards
+
+PROMPTS = ["1+1=", "2+2=", "3+3="]
+COMPLETIONS = ["2", "4", "6"]
+
+
+def returning(value):
+    def reward(completions, **kwargs):
+        return value(completions) if callable(value) else value
+    return reward
+
+
+def call(fn, **settings):
+    return CheckedReward(fn, "mine", **settings)(prompts=PROMPTS, completions=COMPLETIONS)
+
+
+@pytest.mark.parametrize(("output", "message"), [
+    ([1.0, math.inf, 0.0], "reward 'mine' returned inf for row 1 (prompt '2+2=')"),
+    ([1.0, 0.0, math.nan], "reward 'mine' returned nan for row 2 (prompt '3+3=')"),
+    ([1.0, "0.5", 0.0], "reward 'mine' returned '0.5' for row 1"),
+    ([1.0, [0.5], 0.0], "reward 'mine' returned [0.5] for row 1"),
+    ([1.0, 0.0], "reward 'mine' returned 2 rewards for 3 completions"),
+    (1.0, "reward 'mine' returned 1.0 (float), not a list of 3 rewards"),
+    ("1,0,1", "reward 'mine' returned '1,0,1' (str), not a list of 3 rewards"),
+    ({"a": 1.0}, "reward 'mine' returned {'a': 1.0} (dict)"),
+    (None, "reward 'mine' returned None (NoneType), not a list of 3 rewards"),
+])
+def test_bad_outputs_stop_in_one_line_naming_reward_row_and_value(output, message):
+    with pytest.raises(RewardError) as info:
+        call(returning(output))
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_floats_none_and_numeric_scalars_pass_as_floats_or_none():
+    output = [np.float32(0.5), None, torch.tensor(2.0)]
+    assert call(returning(output)) == [0.5, None, 2.0]
+    assert call(returning(np.array([1, 0, 1]))) == [1.0, 0.0, 1.0]
+    assert call(returning(torch.tensor([0.25, 0.5, 1.0]))) == [0.25, 0.5, 1.0]
+
+
+def test_a_raising_reward_is_one_line_pointing_at_its_code():
+    def broken(completions, **kwargs):
+        return [1 / 0 for _ in completions]
+
+    with pytest.raises(RewardError, match=r"reward 'mine' raised ZeroDivisionError: division by zero \(at test_checks.py:\d+\)"):
+        call(broken)
+
+
+def test_no_verdict_share_is_a_metric_and_a_warning(caplog):
+    logged = {}
+    reward = CheckedReward(returning([None, None, 1.0]), "mine", failure_warn_frac=0.5)
+    with caplog.at_level(logging.WARNING, logger="rlvr.rewards.checks"):
+        reward(prompts=PROMPTS, completions=COMPLETIONS, log_metric=logged.__setitem__)
+    assert logged["rewards/mine/no_verdict_frac"] == pytest.approx(2 / 3)
+    assert "rewards/mine/call_s" in logged
+    assert "reward 'mine' gave no verdict (None, timeout or error) on 2 of 3 completions" in caplog.text
+
+
+def test_builtin_timeouts_count_as_no_verdict():
+    from rlvr.rewards.base import Outcome
+
+    class Judge:
+        last_outcomes = [Outcome(0.0, "timeout"), Outcome(1.0, "correct"), Outcome(0.0, "error")]
+
+        def __call__(self, completions, **kwargs):
+            return [o.reward for o in self.last_outcomes]
+
+    logged = {}
+    CheckedReward(Judge(), "judge")(prompts=PROMPTS, completions=COMPLETIONS, log_metric=logged.__setitem__)
+    assert logged["rewards/judge/no_verdict_frac"] == pytest.approx(2 / 3)
+
+
+def test_a_reward_that_scores_nothing_for_none_patience_calls_stops_the_run():
+    answers = iter([[None] * 3, [1.0, None, None], [None] * 3, [None] * 3])
+    reward = CheckedReward(lambda completions, **_: next(answers), "mine", none_patience=2)
+    for _ in range(3):  # the second call judged one completion: the streak starts again
+        reward(prompts=PROMPTS, completions=COMPLETIONS)
+    with pytest.raises(RewardError, match="reward 'mine' returned None for every completion in 2 calls in a row"):
+        reward(prompts=PROMPTS, completions=COMPLETIONS)
+
+
+def test_a_slow_call_is_named_while_it_runs_and_when_it_returns(caplog):
+    def slow(completions, **kwargs):
+        time.sleep(0.6)
+        return [0.0] * len(completions)
+
+    with caplog.at_level(logging.WARNING, logger="rlvr.rewards.checks"):
+        call(slow, slow_call_s=0.2)
+    assert "reward 'mine' has been running for 0 s on 3 completions and has not returned" in caplog.text
+    assert "reward 'mine' is slow: 0.6 s for a call of 3 completions" in caplog.text
+
+
+def test_multi_process_errors_are_deferred_until_every_rank_gathered():
+    reward = CheckedReward(returning([1.0, math.inf, 0.0]), "mine")
+    reward.defer_errors = True
+    assert reward(prompts=PROMPTS, completions=COMPLETIONS) == [None, None, None]
+    assert "returned inf for row 1" in str(reward.take_pending_error())
+    assert reward.take_pending_error() is None
+
+
+def test_checks_settings_are_validated():
+    reward = [WeightedReward("mine", returning([1.0]), 1.0)]
+    with pytest.raises(ConfigError, match="reward.checks.failure_warn_frac=1.5 must be in"):
+        checked_rewards(reward, {"failure_warn_frac": 1.5})
+    with pytest.raises(ConfigError, match="reward.checks.slow_call_s=0 must be > 0"):
+        checked_rewards(reward, {"slow_call_s": 0})
+
+
+# Rewards that run in a worker process (`timeout_s`) must be importable there: module-level here.
+def sleeps(completions, **kwargs):
+    time.sleep(30)
+    return [1.0] * len(completions)
+
+
+def exits(completions, **kwargs):
+    os._exit(3)
+
+
+def raises(completions, **kwargs):
+    raise KeyError("gold")
+
+
+def echoes_length(completions, trainer_state=None, **kwargs):
+    return [float(len(c)) + (trainer_state.global_step if trainer_state else 0) for c in completions]
+
+
+def isolated(fn, timeout_s=2.0):
+    [reward] = checked_rewards(build_rewards({"mine": {"_target_": f"{__name__}.{fn.__name__}", "timeout_s": timeout_s}}))
+    return reward.fn
+
+
+@pytest.fixture
+def closes_pools():
+    rewards = []
+    yield rewards.append
+    for reward in rewards:
+        reward.pool.close()
+
+
+def test_timeout_s_runs_the_reward_in_a_worker_and_passes_trl_kwargs(closes_pools):
+    reward = isolated(echoes_length)
+    closes_pools(reward)
+    state = SimpleNamespace(global_step=10)
+    assert reward(prompts=PROMPTS, completions=["ab", "c", ""], trainer_state=state, log_metric=lambda k, v: None) \
+        == [12.0, 11.0, 10.0]
+    assert reward.pool._pool is not None  # it ran in the pool, not in this process
+
+
+def test_a_hanging_isolated_reward_is_killed_and_scores_none(closes_pools, caplog):
+    reward = isolated(sleeps, timeout_s=0.5)
+    closes_pools(reward)
+    started = time.perf_counter()
+    with caplog.at_level(logging.WARNING, logger="rlvr.rewards.checks"):
+        assert reward(prompts=PROMPTS, completions=COMPLETIONS) == [None, None, None]
+    assert time.perf_counter() - started < 5
+    assert "reward 'mine' timed out after 0.5 s on a call of 3 completions" in caplog.text
+
+
+def test_an_isolated_reward_whose_process_dies_is_reported(closes_pools, caplog):
+    reward = isolated(exits)
+    closes_pools(reward)
+    with caplog.at_level(logging.WARNING, logger="rlvr.rewards.checks"):
+        assert reward(prompts=PROMPTS, completions=COMPLETIONS) == [None, None, None]
+    assert "reward 'mine' its worker process died (exit code 3)" in caplog.text
+    assert reward(prompts=PROMPTS, completions=["a"]) is not None  # a fresh worker takes its place
+
+
+def test_an_isolated_reward_that_raises_is_one_line(closes_pools):
+    reward = isolated(raises)
+    closes_pools(reward)
+    with pytest.raises(RewardError, match="reward 'mine' raised KeyError: 'gold'"):
+        reward(prompts=PROMPTS, completions=COMPLETIONS)
+
+
+@pytest.mark.parametrize(("timeout_s", "message"), [
+    (0, "timeout_s=0 must be a number of seconds > 0"),
+    ("soon", "timeout_s='soon' must be a number of seconds > 0"),
+])
+def test_bad_timeout_s_is_a_config_error(timeout_s, message):
+    with pytest.raises(ConfigError, match=message):
+        build_rewards({"mine": {"_target_": f"{__name__}.sleeps", "timeout_s": timeout_s}})
+
+
+def test_trl_reward_keywords_are_the_ones_trl_passes():
+    """Call TRL's own `_calculate_rewards` with a recording reward: fails the day TRL adds a keyword."""
+    from trl import GRPOTrainer
+
+    seen = {}
+
+    def record(**kwargs):
+        seen.update(kwargs)
+        return [1.0] * len(kwargs["completions"])
+
+    trainer = SimpleNamespace(
+        accelerator=SimpleNamespace(device="cpu", is_main_process=True), reward_funcs=[record], reward_processing_classes=[None],
+        reward_func_names=["record"], state=SimpleNamespace(global_step=0), args=SimpleNamespace(report_to=[]), _log_completion_extra=print, _log_metric=print,
+        environments=[None], chat_template_kwargs={})
+    inputs = [{"prompt": "p", "answer": "1", "my_column": 3}]
+    GRPOTrainer._calculate_rewards(trainer, inputs, ["p"], ["c"], [[1]])
+    assert set(seen) - {"answer", "my_column"} == set(TRL_REWARD_KEYWORDS)
