@@ -133,3 +133,21 @@ def test_a_worked_solution_as_gold_is_parsed_as_it_is(verifier):
     """TRL's `solution` column style: the whole solution text, its last \\boxed{} the answer."""
     rows = ROWS[:40]
     assert verifier(completions=[boxed(r["answer"]) for r in rows], answer=[r["solution"] for r in rows]) == [1.0] * 40
+
+
+def test_agreement_with_trls_accuracy_reward(verifier):
+    """README's comparison: TRL's accuracy_reward given the gold as $gold$, on boxed own and other answers."""
+    from trl.rewards import accuracy_reward
+
+    golds = [r["answer"] for r in ROWS]
+    others = [golds[(i + 1) % len(golds)] for i in range(len(golds))]
+    completions = [boxed(g) for g in golds] * 2
+    answers = golds + others
+    ours = verifier(completions=completions, answer=answers)
+    theirs = accuracy_reward([[{"role": "assistant", "content": c}] for c in completions], [f"${a}$" for a in answers])
+    differ = [i for i in range(len(ours)) if ours[i] != theirs[i]]
+    print(f"rlvr math_verify vs TRL accuracy_reward: agree on {len(ours) - len(differ)}/{len(ours)}; differ on "
+          f"{[(answers[i], ours[i], theirs[i]) for i in differ]}")
+    # Only exact golds that TRL's extraction cannot read (shorthand such as \frac43), at most 2%.
+    assert all(i < len(golds) and (ours[i], theirs[i]) == (1.0, 0.0) for i in differ)
+    assert len(differ) <= 10
