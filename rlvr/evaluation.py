@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from rlvr.rewards.base import primary_correctness
@@ -51,7 +52,9 @@ def greedy_eval(model, tokenizer, dataset, rewards, max_new_tokens: int, batch_s
 
     was_training = model.training
     model.eval()
-    writer = JsonlWriter(out_path)
+    partial = out_path.with_name(out_path.name + ".partial")  # replaces out_path whole once the eval is done
+    partial.unlink(missing_ok=True)
+    writer = JsonlWriter(partial)
     rows = []
     try:
         for start in tqdm(range(0, len(dataset), batch_size), desc=f"eval ({label})", leave=False):
@@ -71,6 +74,7 @@ def greedy_eval(model, tokenizer, dataset, rewards, max_new_tokens: int, batch_s
     finally:
         writer.close()
         model.train(was_training)
+    os.replace(partial, out_path)
     return summarise(rows, label)
 
 

@@ -52,14 +52,20 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     from rlvr.distributed import export_torch_distributed, is_main_process
 
+    from rlvr.run_dir import RunDirLock, record_start, resume_changes
+
     check_ranges(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     recipe = get_recipe(cfg.algorithm.name)
     offline = set_offline(cfg)
     world_size = export_torch_distributed()
-    if is_main_process():
-        (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    log.info("run dir %s (offline=%s, processes=%d)", run_dir, offline, world_size)
+    RunDirLock(run_dir, main_process=is_main_process()).acquire()  # held until this process exits
+    start = recipe.preflight(cfg, run_dir)  # may refuse; writes nothing
+    changed = resume_changes(OmegaConf.to_container(cfg, resolve=True), start.checkpoint)
+    if is_main_process():  # every check that can refuse the run has passed: now it may write
+        record_start(run_dir, cfg, changed, start.mode)
+    log.info("run dir %s (offline=%s, processes=%d, %s)", run_dir, offline, world_size,
+             start.mode if start.checkpoint is None else f"{start.mode} from {start.checkpoint.name}")
     asked = cfg.hardware.nodes * cfg.hardware.tasks_per_node
     if world_size == 1 and asked > 1:
         log.warning("hardware asks for %d processes but this is one process: start it with -m hydra/launcher=slurm "
@@ -68,8 +74,6 @@ def run(cfg: DictConfig) -> dict[str, float]:
     from transformers import set_seed
 
     from rlvr.hardware import apply_threads
-    from rlvr.provenance import run_info
-    from rlvr.tracking import JsonlWriter
 
     import datasets
     import transformers
@@ -81,11 +85,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     transformers.utils.logging.disable_progress_bar()
     set_seed(cfg.seed)
     apply_threads(cfg.hardware)
-    if is_main_process():  # one line per start: a resumed run keeps what its first start ran on
-        writer = JsonlWriter(run_dir / "run_info.jsonl")
-        writer.write([run_info()])
-        writer.close()
-    return recipe(cfg, run_dir)
+    return recipe.train(cfg, run_dir, start)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")

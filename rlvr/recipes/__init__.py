@@ -1,4 +1,8 @@
-"""Recipes: `train(cfg, run_dir) -> dict[str, float]`, one module per `algorithm.name`.
+"""Recipes, one module per `algorithm.name`, each with two functions:
+
+- `preflight(cfg, run_dir) -> Start`: what this start will do in the run dir (new, resume, finish),
+  or a one-line refusal; it reads the run dir and writes nothing.
+- `train(cfg, run_dir, start) -> dict[str, float]`: the run.
 
 `run.py` imports the module named by the config, so a recipe's dependencies load only when used.
 """
@@ -13,4 +17,4 @@ RECIPES = ("grpo", "fgrpo", "reward_model")
 def get_recipe(name: str):
     if name not in RECIPES:
         raise ConfigError(f"algorithm.name={name!r} is not a recipe (known: {', '.join(RECIPES)})")
-    return importlib.import_module(f"rlvr.recipes.{name}").train
+    return importlib.import_module(f"rlvr.recipes.{name}")

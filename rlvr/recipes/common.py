@@ -13,6 +13,7 @@ from rlvr.errors import ConfigError
 from rlvr.tracking import close_wandb, phase_means, read_jsonl, write_json
 
 log = logging.getLogger(__name__)
+INITIAL_POLICY = "initial_policy"  # the policy as RL started, where only this run could rebuild it
 
 
 @dataclass
@@ -58,9 +59,13 @@ def trl_config(config_class, cfg, run_dir: Path, report_to: list[str], trainer_k
         raise ConfigError(f"algorithm: {' '.join(str(exc).split())}") from exc
 
 
-def setup_policy(cfg) -> PolicySetup:
+def setup_policy(cfg, run_dir: Path, resuming: bool = False) -> PolicySetup:
     """Model, data and rewards from their config groups; the SFT warm-up if the model asks for one,
-    then the reasoning vocabulary (copied from the warmed-up rows, so copies start equal)."""
+    then the reasoning vocabulary (copied from the warmed-up rows, so copies start equal).
+
+    A resumed run skips the warm-up: its checkpoint holds the weights, or (LoRA: the checkpoint holds
+    the adapter) its base is the policy as RL started, saved by the first start (`initial_policy/`).
+    """
     from rlvr.data import load_prompt_datasets
     from rlvr.models import check_lora_targets, load_policy
     from rlvr.rewards import build_rewards
@@ -68,18 +73,29 @@ def setup_policy(cfg) -> PolicySetup:
     rewards = build_rewards(cfg.reward.functions)  # first: a bad reward config fails before any loading
     trainer_kwargs = hardware.trainer_arguments(cfg.hardware)
     train, evaluation = load_prompt_datasets(cfg.dataset, cfg.seed)
-    model, tokenizer = load_policy(cfg.model, cfg.seed)
+    initial = run_dir / INITIAL_POLICY
+    restored = resuming and (initial / "config.json").exists()
+    model, tokenizer = load_saved_policy(cfg.model, initial) if restored else load_policy(cfg.model, cfg.seed)
     check_lora_targets(model, cfg.model.lora)
     if cfg.dataset.chat and not tokenizer.chat_template:
         raise ConfigError(f"dataset.chat=true (chat-message prompts) but the tokenizer of '{cfg.model.name_or_path}' "
                           f"has no chat template: use an instruct model, or dataset.chat=false for plain-text prompts")
-    log.info("policy %s: %.2fM parameters; %d train / %d eval prompts", cfg.model.name_or_path,
+    log.info("policy %s: %.2fM parameters; %d train / %d eval prompts", initial if restored else cfg.model.name_or_path,
              sum(p.numel() for p in model.parameters()) / 1e6, len(train), len(evaluation or []))
     setup = PolicySetup(model, tokenizer, train, evaluation, rewards, trainer_kwargs)
-    if cfg.model.warmup_sft_steps > 0:
+    if restored:
+        from rlvr.vocab import ReasoningVocab
+
+        setup.reasoning_vocab = ReasoningVocab.of(model)  # saved with the policy: not expanded again
+        return setup
+    if cfg.model.warmup_sft_steps > 0 and resuming and not cfg.model.lora.enabled:
+        log.info("resuming: no SFT warm-up (the checkpoint holds the trained weights)")
+    elif cfg.model.warmup_sft_steps > 0:
         from rlvr.warmup import sft_warmup
 
         setup.warmup_loss = sft_warmup(model, tokenizer, train, cfg, trainer_kwargs, cfg.seed)
+        if is_main_process():
+            write_json(run_dir / "warmup.json", {"warmup_sft_loss": setup.warmup_loss})
     if cfg.model.reasoning_vocab_size > 0:
         from rlvr.vocab import expand_vocabulary
 
@@ -92,6 +108,26 @@ def setup_policy(cfg) -> PolicySetup:
     return setup
 
 
+def load_saved_policy(model_cfg, path: Path):
+    """(model, tokenizer) saved by a run (initial_policy/, final_model/), with the model group's dtype."""
+    from omegaconf import OmegaConf
+
+    from rlvr.models import load_pretrained
+
+    return load_pretrained(OmegaConf.merge(model_cfg, {"name_or_path": str(path), "revision": None}))
+
+
+def load_trained_policy(cfg, run_dir: Path) -> PolicySetup:
+    """A trained run's final model, eval data and rewards: what finishing its eval needs, no training."""
+    from rlvr.data import load_prompt_datasets
+    from rlvr.rewards import build_rewards
+
+    rewards = build_rewards(cfg.reward.functions)
+    _, evaluation = load_prompt_datasets(cfg.dataset, cfg.seed)
+    model, tokenizer = load_saved_policy(cfg.model, run_dir / "final_model")
+    return PolicySetup(model, tokenizer, None, evaluation, rewards, hardware.trainer_arguments(cfg.hardware))
+
+
 def calibrate_rewards(cfg, setup: PolicySetup, run_dir: Path) -> None:
     """Let rewards that normalise by the starting policy's outputs (hybrid) see a few of them."""
     for reward in setup.rewards:
@@ -101,34 +137,32 @@ def calibrate_rewards(cfg, setup: PolicySetup, run_dir: Path) -> None:
                                 run_dir / f"{reward.name}_calibration.json")
 
 
-def reuse_run_dir(run_dir: Path, resume_step: int | None, kind: str, why: str) -> None:
-    """Make a run dir that may hold an earlier start's logs safe to write into.
-
-    A finished run (metrics.json) with no checkpoint to continue from is refused in one line;
-    otherwise what was logged after the step this start continues from is dropped (all of it for a
-    fresh start, e.g. after a crash before the first checkpoint), so no step or eval row appears twice.
-    """
+def reuse_run_dir(run_dir: Path, resume_step: int | None) -> None:
+    """Drop what an earlier start logged after the step this start continues from (all of it for a
+    start from scratch, e.g. after a crash before the first checkpoint), so no step appears twice.
+    Eval files are not touched: each is replaced whole when its eval is done (rlvr/evaluation.py)."""
     from rlvr.tracking import truncate_jsonl
 
-    if resume_step is None and (run_dir / "metrics.json").exists():
-        raise ConfigError(f"{run_dir} already holds a {kind} run ({why}): pick a new hydra.run.dir")
     step = -1 if resume_step is None else resume_step
     truncate_jsonl(run_dir / "metrics.jsonl", keep=lambda row: row.get("step", 0) <= step)
     truncate_jsonl(run_dir / "rollouts.jsonl", keep=lambda row: row.get("step", 0) < step)
-    truncate_jsonl(run_dir / "eval" / "after.jsonl", keep=lambda row: False)  # written anew by the start that finishes
-    if resume_step is None:
-        truncate_jsonl(run_dir / "eval" / "before.jsonl", keep=lambda row: False)
 
 
-def save_reference_policy(setup: PolicySetup, run_dir: Path) -> None:
-    """Save the policy as RL starts (after any warm-up) and point its config at it.
+def save_initial_policy(cfg, setup: PolicySetup, run_dir: Path) -> None:
+    """Save the policy as RL starts (after any warm-up and vocabulary expansion) where nothing else
+    could rebuild it, and point its config at it.
 
-    TRL builds the KL reference model by loading `model.config.name_or_path`; a model made in
-    memory has no path, and a warmed-up one differs from its path. This makes both correct.
+    TRL builds the KL reference model (beta != 0) by loading `model.config.name_or_path`: a model made
+    in memory has no path, and a warmed-up one differs from its path. A resumed LoRA run needs it as
+    the base its checkpointed adapter belongs to, without warming up again.
     """
-    path = run_dir / "reference_model"
+    built_here = cfg.model.name_or_path == "tiny" or setup.warmup_loss is not None
+    if not built_here or (cfg.algorithm.beta == 0 and not (cfg.model.lora.enabled and setup.warmup_loss is not None)):
+        return
+    path = run_dir / INITIAL_POLICY
     if is_main_process():
         setup.model.save_pretrained(path)
+        setup.tokenizer.save_pretrained(path)
     barrier()  # every rank loads it
     setup.model.config.name_or_path = str(path)
 
@@ -176,11 +210,14 @@ def evaluate(cfg, setup: PolicySetup, run_dir: Path, label: str) -> dict[str, fl
 
 
 def training_curve_summary(run_dir: Path) -> dict[str, float]:
-    """Mean reward over the first and last 20% of logged steps, from metrics.jsonl."""
+    """From metrics.jsonl, so that they cover every start of a resumed run: the mean reward over the
+    first and last 20% of logged steps, the mean training loss and the summed step times."""
     path = run_dir / "metrics.jsonl"
-    rewards = [m["reward"] for m in read_jsonl(path) if "reward" in m] if path.exists() else []
-    first, last = phase_means(rewards)
-    return {"train_reward_first20": first, "train_reward_last20": last, "train_logged_steps": float(len(rewards))}
+    rows = [m for m in read_jsonl(path) if "loss" in m] if path.exists() else []
+    first, last = phase_means([m["reward"] for m in rows if "reward" in m])
+    return {"train_reward_first20": first, "train_reward_last20": last, "train_logged_steps": float(len(rows)),
+            "train_loss": sum(m["loss"] for m in rows) / max(len(rows), 1),
+            "train_seconds": sum(m.get("step_seconds") or 0.0 for m in rows)}
 
 
 def finish(cfg, run_dir: Path, metrics: dict[str, Any]) -> dict[str, float]:

@@ -15,9 +15,11 @@ from omegaconf import OmegaConf
 
 from rlvr.errors import ConfigError
 from rlvr.recipes.common import finish
+from rlvr.recipes.grpo import preflight as grpo_preflight
 from rlvr.recipes.grpo import run_grpo
 from rlvr.rewards.base import WeightedReward
 from rlvr.rewards.spans import SpanReward
+from rlvr.run_dir import Start
 from rlvr.tracking import write_json
 
 log = logging.getLogger(__name__)
@@ -60,7 +62,11 @@ def toy_rows() -> list[tuple[str, str, list]]:
     return rows
 
 
-def train(cfg, run_dir: Path) -> dict[str, float]:
+def preflight(cfg, run_dir: Path) -> Start:
+    return Start("new") if cfg.algorithm.fine_grained.toy else grpo_preflight(cfg, run_dir)
+
+
+def train(cfg, run_dir: Path, start: Start) -> dict[str, float]:
     from rlvr.trainers.fine_grained import FineGrainedGRPOTrainer, FineGrainedSettings
 
     settings = FineGrainedSettings(**{k: v for k, v in OmegaConf.to_container(cfg.algorithm.fine_grained).items()
@@ -76,7 +82,7 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
                                   f"trainer's process; drop timeout_s")
         return [WeightedReward(r.name, SpanReward(r.name, r.fn, r.weight), 1.0) for r in rewards]
 
-    return run_grpo(cfg, run_dir, FineGrainedGRPOTrainer, wrap_rewards=as_span_rewards, fine_grained=settings)
+    return run_grpo(cfg, run_dir, start, FineGrainedGRPOTrainer, wrap_rewards=as_span_rewards, fine_grained=settings)
 
 
 def toy(cfg, run_dir: Path, settings) -> dict[str, float]:

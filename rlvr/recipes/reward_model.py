@@ -13,6 +13,7 @@ from pathlib import Path
 from rlvr import hardware
 from rlvr.errors import ConfigError
 from rlvr.recipes.common import finish, reuse_run_dir, save_final_model, trl_config
+from rlvr.run_dir import Start
 from rlvr.tracking import metrics_callback, setup_wandb, use_compact_progress
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,15 @@ def set_chat_template(tokenizer, name: str) -> None:
     tokenizer.chat_template = CHAT_TEMPLATES[name]
 
 
-def train(cfg, run_dir: Path) -> dict[str, float]:
+def preflight(cfg, run_dir: Path) -> Start:
+    """Reward-model runs do not resume: a finished one is kept, an unfinished one starts over."""
+    if (run_dir / "metrics.json").exists():
+        raise ConfigError(f"{run_dir} already holds a reward-model run (reward-model runs do not resume): "
+                          f"pick a new hydra.run.dir")
+    return Start("new")
+
+
+def train(cfg, run_dir: Path, start: Start) -> dict[str, float]:
     from trl import RewardConfig
 
     from rlvr.models import check_lora_targets, load_reward_model, lora_config
@@ -72,7 +81,7 @@ def train(cfg, run_dir: Path) -> dict[str, float]:
 
     if cfg.model.reasoning_vocab_size:
         raise ConfigError("model.reasoning_vocab_size is for policies (algorithm=grpo or fgrpo), not reward models")
-    reuse_run_dir(run_dir, None, "reward-model", "reward-model runs do not resume")
+    reuse_run_dir(run_dir, None)
     trainer_kwargs = hardware.trainer_arguments(cfg.hardware)
     report_to = setup_wandb(cfg.logging, run_dir, run_dir.name)  # first: a missing wandb key fails before loading
     model, tokenizer = load_reward_model(cfg.model, cfg.seed)

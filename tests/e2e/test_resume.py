@@ -42,7 +42,8 @@ def test_a_run_without_checkpoints_starts_over_after_a_crash_and_is_kept_once_fi
     assert not (tmp_path / "checkpoints").exists() or not list((tmp_path / "checkpoints").glob("checkpoint-*"))
     again = run_cli("rlvr.run", *TINY_RUN, "algorithm.max_steps=2", "algorithm.save_steps=0", f"hydra.run.dir={tmp_path}")
     assert "already holds a finished GRPO run (it saved no checkpoint to continue from)" in one_line_error(again)
-    (tmp_path / "metrics.json").unlink()  # as if the first start had crashed before finishing
+    for name in ("metrics.json", "train_result.json"):  # as if the first start had crashed while training
+        (tmp_path / name).unlink()
     completed_run(tmp_path, *TINY_RUN, "algorithm.max_steps=2", "algorithm.save_steps=0")
     assert logged_steps(tmp_path) == [1, 2]  # started over: the crashed start's rows are not kept beside the new ones
     eval_rows = [json.loads(l) for l in (tmp_path / "eval" / "before.jsonl").read_text().splitlines()]
@@ -84,3 +85,80 @@ def test_a_stop_signal_saves_a_checkpoint_and_the_rerun_continues(tmp_path, stop
     completed_run(tmp_path, *TINY_RUN, f"algorithm.max_steps={saved + 3}", "algorithm.save_steps=0",
                   "eval.before=false", "reward=math_verify")
     assert logged_steps(tmp_path) == list(range(1, saved + 4))  # continues; no step repeated
+
+
+def run_log_since_last_start(run_dir) -> str:
+    """run.log of the latest start only (Hydra appends one log per start)."""
+    return (run_dir / "run.log").read_text().rsplit("] - run dir ", 1)[1]
+
+
+def test_a_resume_skips_the_warm_up_records_its_changes_and_totals_cover_every_start(tmp_path):
+    completed_run(tmp_path, *TINY_RUN, "algorithm.max_steps=2", "algorithm.save_steps=2")
+    first = json.loads((tmp_path / "metrics.json").read_text())
+    refused = run_cli("rlvr.run", *TINY_RUN, "algorithm.max_steps=4", "algorithm.save_steps=2", "seed=7",
+                      f"hydra.run.dir={tmp_path}")
+    assert "checkpoint-2 was trained with other values of what it depends on (seed: 0 -> 7)" in one_line_error(refused)
+    assert len((tmp_path / "run_info.jsonl").read_text().splitlines()) == 1  # a refused start writes nothing
+    completed_run(tmp_path, *TINY_RUN, "algorithm.max_steps=4", "algorithm.save_steps=2", "algorithm.learning_rate=2e-6")
+    log = run_log_since_last_start(tmp_path)
+    assert "resuming: no SFT warm-up" in log and "SFT warm-up:" not in log
+    starts = [json.loads(line) for line in (tmp_path / "run_info.jsonl").read_text().splitlines()]
+    assert [s["mode"] for s in starts] == ["new", "resume"]
+    first_rate = starts[0]["config"]["algorithm"]["learning_rate"]
+    assert starts[1]["changed"] == {"algorithm.learning_rate": [first_rate, 2e-06], "algorithm.max_steps": [2, 4]}
+    assert starts[1]["config"]["algorithm"]["learning_rate"] == 2e-06
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["warmup_sft_loss"] == first["warmup_sft_loss"]  # from the first start, which warmed up
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+    assert metrics["train_logged_steps"] == 4 and metrics["train_seconds"] == sum(r["step_seconds"] for r in rows)
+    assert metrics["train_loss"] == pytest.approx(sum(r["loss"] for r in rows) / 4)
+
+
+def test_a_run_stopped_during_its_final_eval_is_finished_by_the_rerun(tmp_path):
+    completed_run(tmp_path, *TINY_RUN, "algorithm.max_steps=2", "algorithm.save_steps=0")
+    expected = json.loads((tmp_path / "metrics.json").read_text())
+    (tmp_path / "metrics.json").unlink()  # stopped while evaluating: no metrics.json, a partial eval
+    (tmp_path / "eval" / "after.jsonl").write_text((tmp_path / "eval" / "after.jsonl").read_text().splitlines()[0])
+    completed_run(tmp_path, *TINY_RUN, "algorithm.max_steps=2", "algorithm.save_steps=0")
+    assert "doing what is missing" in run_log_since_last_start(tmp_path)
+    assert logged_steps(tmp_path) == [1, 2]  # nothing trained again
+    assert json.loads((tmp_path / "metrics.json").read_text()) == expected
+    assert len((tmp_path / "eval" / "after.jsonl").read_text().splitlines()) == 16
+
+
+def test_a_run_stopped_after_its_last_checkpoint_is_finished_from_it(tmp_path):
+    from safetensors.torch import load_file
+
+    completed_run(tmp_path, *TINY_RUN, "algorithm.max_steps=2", "algorithm.save_steps=2")
+    for name in ("metrics.json", "train_result.json"):  # stopped after checkpoint-2, before the final model
+        (tmp_path / name).unlink()
+    (tmp_path / "final_model" / "config.json").unlink()
+    completed_run(tmp_path, *TINY_RUN, "algorithm.max_steps=2", "algorithm.save_steps=2")
+    assert "checkpoint-2 is the end of training: restoring it" in run_log_since_last_start(tmp_path)
+    assert logged_steps(tmp_path) == [1, 2]  # no step trained past max_steps
+    final = load_file(tmp_path / "final_model" / "model.safetensors")
+    saved = load_file(tmp_path / "checkpoints" / "checkpoint-2" / "model.safetensors")
+    assert final.keys() == saved.keys() and all((final[k] == saved[k]).all() for k in final)
+    assert json.loads((tmp_path / "metrics.json").read_text())["train_steps"] == 2
+
+
+def test_a_second_run_in_a_busy_run_dir_is_refused_naming_the_holder(tmp_path):
+    args = [sys.executable, "-m", "rlvr.run", *TINY_RUN, "algorithm.max_steps=400", "algorithm.save_steps=0",
+            "eval.before=false", f"hydra.run.dir={tmp_path}"]
+    first = subprocess.Popen(args, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (tmp_path / "metrics.jsonl").exists():
+            time.sleep(0.2)
+        config = (tmp_path / "config_resolved.yaml").read_text()
+        second = run_cli("rlvr.run", *TINY_RUN, "algorithm.max_steps=3", f"hydra.run.dir={tmp_path}")
+        assert f"is in use by another run: pid {first.pid} on " in one_line_error(second)
+        assert (tmp_path / "config_resolved.yaml").read_text() == config  # the refused start wrote nothing
+        assert first.poll() is None  # and the first run trains on
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.wait(timeout=120)
+    steps = logged_steps(tmp_path)
+    assert steps == list(range(1, len(steps) + 1))
+    assert not (tmp_path / ".rlvr.lock").exists()  # released by the first run's exit

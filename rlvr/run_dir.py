@@ -1,0 +1,223 @@
+"""One run at a time in a run dir, and a record of every start in it.
+
+- `RunDirLock`: a lock file naming its holder (job, host, pid). A second run is refused in one line
+  naming the holder; a lock left by a dead process on this host (kill -9, a lost node's job) is
+  taken over with a log line, and so is one left by an earlier start of the same SLURM job (a
+  requeue lands on any node). A lock file rather than flock(): flock is not reliable across the
+  nodes of a shared file system, and a holder must be named to the user anyway.
+- `resume_changes`: a continued run must keep the values its checkpoint was trained with (the
+  model, the data, the rewards, the batch geometry); other changes (learning rate, max_steps,
+  eval, logging) are allowed and recorded.
+- `record_start`: written only after every check that can refuse the run has passed:
+  `config_resolved.yaml` and `.hydra/` for the latest start, and one `run_info.jsonl` line per start
+  with its overrides, its resolved config and what it changed.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlvr.errors import ConfigError
+
+log = logging.getLogger(__name__)
+LOCK_NAME = ".rlvr.lock"
+CHECKPOINT_CONFIG = "rlvr_config.json"  # in every checkpoint: the resolved config that trained it
+# What a checkpoint's weights, optimizer state and step count mean: a resume may not change these.
+CHECKPOINT_DEPENDS_ON = (
+    "model", "dataset", "reward.functions", "seed", "algorithm.name", "algorithm.per_device_train_batch_size",
+    "algorithm.gradient_accumulation_steps", "algorithm.num_generations", "algorithm.generation_batch_size",
+    "algorithm.steps_per_generation", "algorithm.optim", "algorithm.fine_grained", "hardware.nodes",
+    "hardware.tasks_per_node", "hardware.precision",
+)
+SIBLING_WAIT_S = 30.0  # how long a rank > 0 waits for rank 0 to take the lock for their job
+
+
+@dataclass(frozen=True)
+class Start:
+    """What a start does in its run dir: `new` (train from scratch), `resume` (continue from
+    `checkpoint`) or `finish` (training is complete: do what is missing, e.g. the final eval)."""
+
+    mode: str
+    checkpoint: Path | None = None
+    step: int | None = None
+
+
+def process_start_time(pid: int) -> str | None:
+    """The kernel's start time of `pid` (Linux), so a recycled pid is not mistaken for the holder."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def is_alive(pid: int, started: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return started is None or process_start_time(pid) in (None, started)
+
+
+def job_identity() -> str:
+    """What makes two processes one run: the SLURM job (any node, any requeue), the torch.distributed
+    job (all ranks), else this process."""
+    if "SLURM_JOB_ID" in os.environ:
+        return f"slurm:{os.environ['SLURM_JOB_ID']}:{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return f"dist:{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
+    return f"process:{socket.gethostname()}:{os.getpid()}:{process_start_time(os.getpid())}"
+
+
+class RunDirLock:
+    """Held by rank 0 from before anything is written until the process exits, however it exits."""
+
+    def __init__(self, run_dir: Path, main_process: bool = True):
+        self.path = run_dir / LOCK_NAME
+        self.main_process = main_process
+        self.me = {"job": job_identity(), "host": socket.gethostname(), "pid": os.getpid(),
+                   "pid_started": process_start_time(os.getpid()), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                   "command": " ".join(sys.argv)}
+
+    def _holder(self) -> dict | None:
+        try:
+            return json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):  # being written this instant, or torn by a crash mid-write
+            return {}
+
+    def _refuse(self, holder: dict) -> ConfigError:
+        who = f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('since')} ({holder.get('command')})"
+        gone = "" if holder.get("host") == self.me["host"] else f"; if that job is gone, delete {self.path}"
+        return ConfigError(f"{self.path.parent} is in use by another run: {who}: wait for it to end, "
+                           f"or pick a new hydra.run.dir{gone}")
+
+    def acquire(self) -> "RunDirLock":
+        if not self.main_process:
+            return self._wait_for_rank_zero()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            try:
+                with open(self.path, "x", encoding="utf-8") as handle:
+                    handle.write(json.dumps(self.me))
+            except FileExistsError:
+                holder = self._holder()
+                if holder is None:
+                    continue  # released between our two looks
+                if holder.get("job") == self.me["job"]:
+                    log.warning("taking over the lock of an earlier start of this job (pid %s on %s)",
+                                holder.get("pid"), holder.get("host"))
+                elif holder and holder.get("host") == self.me["host"] and not is_alive(holder["pid"], holder.get("pid_started")):
+                    log.warning("taking over a stale lock: pid %s on %s (since %s) is gone", holder["pid"],
+                                holder["host"], holder.get("since"))
+                elif holder:
+                    raise self._refuse(holder) from None
+                else:
+                    time.sleep(0.2)
+                    continue
+                self.path.unlink(missing_ok=True)
+                continue
+            atexit.register(self.release)
+            return self
+        raise self._refuse(self._holder() or {})
+
+    def _wait_for_rank_zero(self) -> "RunDirLock":
+        """Ranks > 0 write nothing: they wait until rank 0 holds the lock for their job, or refuse with it."""
+        deadline = time.monotonic() + SIBLING_WAIT_S
+        while True:
+            holder = self._holder()
+            if holder and holder.get("job") == self.me["job"]:
+                return self
+            if time.monotonic() > deadline and holder:
+                raise self._refuse(holder)
+            time.sleep(0.2)
+
+    def release(self) -> None:
+        holder = self._holder()
+        if self.main_process and holder and holder.get("pid") == self.me["pid"] and holder.get("job") == self.me["job"]:
+            self.path.unlink(missing_ok=True)
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat |= flatten(value, f"{prefix}{key}" if not prefix else f"{prefix}.{key}")
+    return flat
+
+
+def changes(old: dict, new: dict) -> dict[str, list]:
+    """{dotted.key: [old, new]} for every leaf that differs."""
+    before, after = flatten(old), flatten(new)
+    return {key: [before.get(key), after.get(key)] for key in sorted(set(before) | set(after))
+            if before.get(key) != after.get(key)}
+
+
+def depends_on_checkpoint(key: str) -> bool:
+    return any(key == prefix or key.startswith(prefix + ".") for prefix in CHECKPOINT_DEPENDS_ON)
+
+
+def resume_changes(resolved: dict, checkpoint: Path | None) -> dict[str, list]:
+    """What this start changes from the config that trained `checkpoint`; refused in one line when
+    the checkpoint depends on it. A checkpoint saved before rlvr recorded its config: nothing to compare."""
+    if checkpoint is None or not (checkpoint / CHECKPOINT_CONFIG).exists():
+        return {}
+    changed = changes(json.loads((checkpoint / CHECKPOINT_CONFIG).read_text()), resolved)
+    if refused := {k: v for k, v in changed.items() if depends_on_checkpoint(k)}:
+        listed = ", ".join(f"{k}: {v[0]!r} -> {v[1]!r}" for k, v in refused.items())
+        raise ConfigError(f"{checkpoint} was trained with other values of what it depends on ({listed}): continue "
+                          f"with the same values, or start a new run (a new hydra.run.dir)")
+    if changed:
+        log.warning("continuing %s with changed values: %s", checkpoint.name,
+                    ", ".join(f"{k}: {v[0]!r} -> {v[1]!r}" for k, v in changed.items()))
+    return changed
+
+
+def record_start(run_dir: Path, cfg, changed: dict[str, list], mode: str) -> None:
+    """config_resolved.yaml and .hydra/ (the latest start), and this start's line in run_info.jsonl."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from rlvr.provenance import run_info
+    from rlvr.tracking import JsonlWriter
+
+    hydra_cfg = HydraConfig.get()
+    (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    hydra_dir = run_dir / ".hydra"  # what Hydra writes at job start, written here once the run is accepted
+    hydra_dir.mkdir(exist_ok=True)
+    OmegaConf.save(cfg, hydra_dir / "config.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": hydra_cfg}), hydra_dir / "hydra.yaml")
+    OmegaConf.save(OmegaConf.create(list(hydra_cfg.overrides.task)), hydra_dir / "overrides.yaml")
+    writer = JsonlWriter(run_dir / "run_info.jsonl")
+    writer.write([run_info() | {"mode": mode, "overrides": list(hydra_cfg.overrides.task), "changed": changed,
+                                "config": OmegaConf.to_container(cfg, resolve=True)}])
+    writer.close()
+
+
+def checkpoint_config_callback(cfg):
+    """Writes the resolved config into every checkpoint as it is saved, before the checkpoint is
+    marked complete (list it before `checkpoint_callback`), so a resume compares with what trained it."""
+    from omegaconf import OmegaConf
+    from transformers import TrainerCallback
+
+    resolved = json.dumps(OmegaConf.to_container(cfg, resolve=True), indent=1, default=str)
+
+    class CheckpointConfig(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if state.is_world_process_zero and path.is_dir():
+                (path / CHECKPOINT_CONFIG).write_text(resolved)
+
+    return CheckpointConfig()

@@ -1,0 +1,109 @@
+"""The run-dir lock and the comparison of a resumed start's config with its checkpoint's (rlvr/run_dir.py)."""
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from rlvr.errors import ConfigError
+from rlvr.run_dir import CHECKPOINT_CONFIG, LOCK_NAME, RunDirLock, process_start_time, resume_changes
+
+
+def write_lock(run_dir, **holder):
+    run_dir.mkdir(parents=True, exist_ok=True)
+    defaults = {"job": "process:other", "host": socket.gethostname(), "pid": 1, "pid_started": None,
+                "since": "2026-11-28T00:00:00", "command": "python -m rlvr.run"}
+    (run_dir / LOCK_NAME).write_text(json.dumps(defaults | holder))
+
+
+def dead_pid() -> int:
+    process = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(process.stdout)
+
+
+def test_the_lock_names_its_holder_and_is_released(tmp_path):
+    lock = RunDirLock(tmp_path).acquire()
+    holder = json.loads((tmp_path / LOCK_NAME).read_text())
+    assert (holder["pid"], holder["host"]) == (os.getpid(), socket.gethostname())
+    lock.release()
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_a_live_holder_refuses_the_run_in_one_line(tmp_path):
+    write_lock(tmp_path, pid=1, pid_started=process_start_time(1))  # init: alive
+    with pytest.raises(ConfigError) as info:
+        RunDirLock(tmp_path).acquire()
+    message = str(info.value)
+    assert f"{tmp_path} is in use by another run: pid 1 on {socket.gethostname()}" in message
+    assert "wait for it to end, or pick a new hydra.run.dir" in message and "\n" not in message
+
+
+def test_a_holder_on_another_host_is_refused_with_how_to_clear_it(tmp_path):
+    write_lock(tmp_path, host="node-17")
+    with pytest.raises(ConfigError, match=f"pid 1 on node-17 .*if that job is gone, delete {tmp_path / LOCK_NAME}"):
+        RunDirLock(tmp_path).acquire()
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over_with_a_log_line(tmp_path, caplog):
+    write_lock(tmp_path, pid=dead_pid())
+    with caplog.at_level(logging.WARNING, logger="rlvr.run_dir"):
+        lock = RunDirLock(tmp_path).acquire()
+    assert "taking over a stale lock" in caplog.text and "is gone" in caplog.text
+    assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
+    lock.release()
+
+
+def test_a_recycled_pid_is_not_mistaken_for_the_holder(tmp_path):
+    write_lock(tmp_path, pid=os.getpid(), pid_started="1")  # this pid, but started at another time
+    RunDirLock(tmp_path).acquire().release()
+
+
+def test_an_earlier_start_of_the_same_slurm_job_is_taken_over(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    write_lock(tmp_path, job="slurm:4242:", host="node-3", pid=99)  # a requeue lands on any node
+    with caplog.at_level(logging.WARNING, logger="rlvr.run_dir"):
+        RunDirLock(tmp_path).acquire().release()
+    assert "taking over the lock of an earlier start of this job (pid 99 on node-3)" in caplog.text
+
+
+def test_release_leaves_someone_elses_lock(tmp_path):
+    lock = RunDirLock(tmp_path).acquire()
+    write_lock(tmp_path, pid=1)
+    lock.release()
+    assert (tmp_path / LOCK_NAME).exists()
+
+
+def checkpoint_with(tmp_path, config):
+    checkpoint = tmp_path / "checkpoint-3"
+    checkpoint.mkdir()
+    (checkpoint / CHECKPOINT_CONFIG).write_text(json.dumps(config))
+    return checkpoint
+
+
+CONFIG = {"model": {"name_or_path": "tiny", "tiny": {"hidden_size": 64}}, "seed": 0,
+          "algorithm": {"learning_rate": 1e-4, "max_steps": 10, "num_generations": 8}}
+
+
+def test_a_resume_may_change_what_the_checkpoint_does_not_depend_on(tmp_path, caplog):
+    checkpoint = checkpoint_with(tmp_path, CONFIG)
+    changed = {"algorithm": {**CONFIG["algorithm"], "learning_rate": 3e-4, "max_steps": 20}}
+    with caplog.at_level(logging.WARNING, logger="rlvr.run_dir"):
+        assert resume_changes(CONFIG | changed, checkpoint) == {"algorithm.learning_rate": [1e-4, 3e-4],
+                                                                "algorithm.max_steps": [10, 20]}
+    assert "continuing checkpoint-3 with changed values: algorithm.learning_rate: 0.0001 -> 0.0003" in caplog.text
+    assert resume_changes(CONFIG, checkpoint) == {}
+
+
+@pytest.mark.parametrize(("change", "named"), [
+    ({"model": {"name_or_path": "tiny", "tiny": {"hidden_size": 128}}}, "model.tiny.hidden_size: 64 -> 128"),
+    ({"seed": 1}, "seed: 0 -> 1"),
+    ({"algorithm": {**CONFIG["algorithm"], "num_generations": 4}}, "algorithm.num_generations: 8 -> 4"),
+])
+def test_a_resume_that_changes_what_the_checkpoint_depends_on_is_refused(tmp_path, change, named):
+    checkpoint = checkpoint_with(tmp_path, CONFIG)
+    with pytest.raises(ConfigError, match=f"{checkpoint} was trained with other values of what it depends on \\({named}\\)"):
+        resume_changes(CONFIG | change, checkpoint)
