@@ -11,7 +11,7 @@ from rlvr.recipes.common import (
     trl_config, training_curve_summary,
 )
 from rlvr.distributed import (
-    checkpoint_callback, checkpoint_step, is_main_process, latest_complete_checkpoint, rank, weights_digest,
+    checkpoint_callback, checkpoint_step, is_main_process, latest_complete_checkpoint, phase, rank, weights_digest,
 )
 from rlvr.errors import ConfigError
 from rlvr.rewards.checks import checked_rewards
@@ -42,7 +42,8 @@ def run_grpo(cfg, run_dir: Path, trainer_class, wrap_rewards=None, **trainer_ext
                           f"or pick a new hydra.run.dir")
     reuse_run_dir(run_dir, resume_step, "finished GRPO", "it saved no checkpoint to continue from")
     report_to = setup_wandb(cfg.logging, run_dir, run_dir.name)  # first: a missing wandb key fails before loading
-    setup = setup_policy(cfg)
+    with phase("loading the model and data"):
+        setup = setup_policy(cfg)
     if wrap_rewards is not None:
         setup.rewards = wrap_rewards(setup.rewards)
     setup.rewards = checked_rewards(setup.rewards, cfg.reward.checks)  # for training, calibration and eval alike
@@ -70,13 +71,15 @@ def run_grpo(cfg, run_dir: Path, trainer_class, wrap_rewards=None, **trainer_ext
     )
     use_compact_progress(trainer)
     started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    with phase("training"):
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     metrics["train_seconds"] = time.perf_counter() - started
     metrics["train_loss"] = result.training_loss
     metrics["train_steps"] = trainer.state.global_step
     if rollouts is not None:
         rollouts.close()
-    setup.model = save_final_model(trainer, setup.tokenizer, cfg.model, run_dir)
+    with phase("saving the final model"):
+        setup.model = save_final_model(trainer, setup.tokenizer, cfg.model, run_dir)
     if setup.reasoning_vocab is not None and is_main_process():  # the map, and where each copy ended up
         write_json(run_dir / "reasoning_vocab.json",
                    setup.reasoning_vocab.as_dict() | setup.reasoning_vocab.embedding_norms(setup.model))
