@@ -29,7 +29,7 @@ def sacct_states(job_id, timeout=60):
     while True:
         out = subprocess.run(["sacct", "-n", "-P", "-X", "-j", job_id.split("_")[0], "-o", "JobID,State"],
                              capture_output=True, text=True, check=True).stdout
-        states = dict(line.split("|") for line in out.split())
+        states = dict(line.split("|") for line in out.splitlines())  # "CANCELLED by 0" holds spaces
         if states and not any(s in ("RUNNING", "PENDING", "COMPLETING") for s in states.values()) or time.time() > deadline:
             return states
         time.sleep(0.5)
@@ -143,5 +143,9 @@ def test_plain_scancel_of_an_sbatch_job_saves_a_checkpoint(slurm_partition, tmp_
     job_id = submitted.stdout.strip()
     wait_for_steps(run_dir / "metrics.jsonl")
     subprocess.run(["scancel", job_id], check=True)
-    assert all(state.startswith("CANCELLED") for state in sacct_states(job_id, timeout=120).values())
+    deadline = time.time() + 120  # CANCELLED at once; its processes end within KillWait (COMPLETING meanwhile)
+    while time.time() < deadline and subprocess.run(["squeue", "-h", "-j", job_id], capture_output=True,
+                                                    text=True).stdout.strip():
+        time.sleep(0.3)
+    assert all(state.startswith("CANCELLED") for state in sacct_states(job_id).values())
     assert_stopped_with_a_checkpoint(run_dir)
