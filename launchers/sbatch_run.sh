@@ -6,6 +6,9 @@
 # With several tasks, each srun task is one data-parallel rank (rlvr exports RANK/WORLD_SIZE/...).
 # On SIGUSR2 (120 s before the time limit) rlvr saves a checkpoint and exits with 75; this script
 # then requeues the job, and the requeued run resumes from that checkpoint in the same run dir.
+# On SIGTERM (a plain `scancel`, a time limit reached) rlvr saves a checkpoint at the end of the
+# step and exits with 143 within SLURM's KillWait; it is not requeued: `sbatch` again with the same
+# RLVR_RUN_DIR continues it.
 #SBATCH --job-name=rlvr
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=1
@@ -18,6 +21,7 @@ set -uo pipefail
 cd "${SLURM_SUBMIT_DIR:-.}"
 [ -f .venv/bin/activate ] && source .venv/bin/activate
 RUN_DIR=${RLVR_RUN_DIR:-outputs/sbatch/${SLURM_JOB_ID:-local}}
+trap 'echo "rlvr: SIGTERM: waiting for the run to save its checkpoint"' TERM  # bash waits for srun, not dies
 srun python -m rlvr.run "hydra.run.dir=$RUN_DIR" "$@"
 rc=$?
 if [ "$rc" -eq 75 ] && [ -n "${SLURM_JOB_ID:-}" ]; then

@@ -5,29 +5,98 @@
   (NCCL on GPU, gloo on CPU) and trains data-parallel.
 - Checkpoints are marked complete only after the Trainer has finished writing them (`COMPLETE`
   file, written on `on_save`); a run resumes from the newest complete one in its run dir.
+- A checkpoint marked complete is still checked cheaply before resuming (JSON parses, safetensors
+  headers match file sizes, torch files end in their zip directory): a corrupt one (a disk that
+  filled, a node that died while the filesystem cached it) is reported, its marker renamed to
+  CORRUPT, and the previous complete one used; with none left the run starts over, as after a
+  crash before the first checkpoint (a requeued job keeps going rather than waiting for a human).
+- `save_total_limit` rotation is done here, after the new checkpoint is marked complete
+  (transformers rotates before `on_save`, so a crash in between could leave no complete one).
 - On SIGUSR2 (SLURM's warning before a time limit, or `scancel --signal=USR2`), the run saves a
   checkpoint at the end of the current step and then hands over to submitit's own handler, which
   requeues the job; the requeued job resumes from that checkpoint.
-- Ctrl-C (SIGINT) while training does the same without the requeue: a checkpoint at the end of the
-  step, then exit 130, and the same command with `hydra.run.dir=<that run>` continues from it. A
-  second Ctrl-C stops at once.
+- SIGTERM (a plain `scancel`, a time limit reached without a warning signal, a preemption, `kill`)
+  and Ctrl-C (SIGINT) while training do the same without the requeue: a checkpoint at the end of
+  the step, then exit 143 or 130, and the same command with `hydra.run.dir=<that run>` continues
+  from it. SIGTERM does not requeue: a user's `scancel` and a time limit look alike, and coming back
+  after `scancel` would defeat it (SLURM requeues a preempted job itself). SLURM sends SIGKILL
+  KillWait seconds (30 by default) after SIGTERM: the step in progress must end by then.
+- Outside training (loading, SFT warm-up, evals, saving) there is nothing to checkpoint: Ctrl-C or
+  SIGTERM stops at once with one line naming the phase, exit 130 or 143; so does a second Ctrl-C
+  while training waits for the end of its step.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
+import shutil
 import signal
+import struct
+import sys
 import threading
+import zipfile
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 COMPLETE = "COMPLETE"
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by SIGUSR2 after a checkpoint; launchers/sbatch_run.sh requeues on it
 EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C: stopped after a checkpoint, as asked
-STOPPING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGUSR2", "SIGINT") if hasattr(signal, name))
+EXIT_TERMINATED = 143  # the shell's code for SIGTERM: stopped after a checkpoint, not requeued
+STOPPING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGUSR2", "SIGINT", "SIGTERM") if hasattr(signal, name))
+STOP_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+STOP_EXITS = {signal.SIGINT: EXIT_INTERRUPTED, signal.SIGTERM: EXIT_TERMINATED}
+_phases = ["start-up"]  # what the run is doing, innermost last, for the line a stop prints
+
+
+class Stopped(KeyboardInterrupt):
+    """A stop signal where no checkpoint can be saved: ends the run at once, reported in one line."""
+
+    def __init__(self, signum: int, phase: str):
+        super().__init__(signum, phase)
+        self.signum, self.phase = signum, phase
+
+
+@contextlib.contextmanager
+def phase(name: str):
+    """Name what the run is doing inside this block, for the line printed if it is stopped there."""
+    _phases.append(name)
+    try:
+        yield
+    finally:
+        _phases.pop()
+
+
+def _stop_now(signum, frame):
+    raise Stopped(signum, _phases[-1])
+
+
+@contextlib.contextmanager
+def stops_reported(run_dir):
+    """Ctrl-C and SIGTERM end the run at once with one line naming the phase, exit 130 / 143, no
+    traceback (training installs its own handlers: a checkpoint at the end of the step first)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, _stop_now) for sig in stops}
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        signum, where = (exc.signum, exc.phase) if isinstance(exc, Stopped) else (signal.SIGINT, _phases[-1])
+        message = (f"{STOP_NAMES[signum]} during {where}: stopped at once; the same command with "
+                   f"hydra.run.dir={run_dir} continues from its newest complete checkpoint, if any")
+        log.warning("%s", message)
+        from tqdm import tqdm
+
+        tqdm.write(f"rlvr: {message}", file=sys.stderr)
+        raise SystemExit(STOP_EXITS[signum]) from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def job_tasks() -> int:
@@ -70,12 +139,78 @@ def checkpoint_step(checkpoint: Path) -> int:
     return int(checkpoint.name.split("-")[-1])
 
 
-def latest_complete_checkpoint(checkpoint_dir: Path) -> Path | None:
-    """The highest-step `checkpoint-N` that carries the COMPLETE marker; half-written ones are ignored."""
+def numbered_checkpoints(checkpoint_dir: Path) -> list[Path]:
+    """Every `checkpoint-N` dir, lowest step first."""
     if not checkpoint_dir.is_dir():
-        return None
-    complete = [p for p in checkpoint_dir.glob("checkpoint-*") if (p / COMPLETE).exists() and p.name.split("-")[-1].isdigit()]
-    return max(complete, key=checkpoint_step, default=None)
+        return []
+    return sorted((p for p in checkpoint_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+                  key=checkpoint_step)
+
+
+def latest_complete_checkpoint(checkpoint_dir: Path) -> Path | None:
+    """The highest-step `checkpoint-N` that carries the COMPLETE marker and passes `checkpoint_problem`;
+    half-written ones are ignored, corrupt ones reported and marked CORRUPT (so that the step, when
+    trained again, is not taken for complete while it is being rewritten)."""
+    for path in reversed([p for p in numbered_checkpoints(checkpoint_dir) if (p / COMPLETE).exists()]):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        log.warning("%s is marked complete but is corrupt (%s): using the previous complete checkpoint, if any",
+                    path, problem)
+        if is_main_process():
+            os.replace(path / COMPLETE, path / "CORRUPT")
+    return None
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """What makes a checkpoint unusable, found without reading a tensor: JSON files that do not parse,
+    safetensors whose header or size is off, torch files cut before their zip directory; None if none."""
+    if not (path / "trainer_state.json").is_file():
+        return "no trainer_state.json"
+    for file in sorted(path.rglob("*")):
+        name = file.relative_to(path)
+        try:
+            if file.suffix == ".json":
+                json.loads(file.read_bytes())
+            elif file.suffix == ".safetensors":
+                problem = safetensors_problem(file)
+                if problem:
+                    return f"{name}: {problem}"
+            elif file.suffix in (".pt", ".pth", ".bin"):
+                zipfile.ZipFile(file).close()  # torch.save's format: the directory is at the end
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+            return f"{name}: {exc}"
+    return None
+
+
+def safetensors_problem(file: Path) -> str | None:
+    """A safetensors file is an 8-byte header length, a JSON header, then exactly the bytes it maps."""
+    size = file.stat().st_size
+    with open(file, "rb") as handle:
+        if size < 8:
+            return f"{size} bytes, shorter than a header"
+        (length,) = struct.unpack("<Q", handle.read(8))
+        if 8 + length > size:
+            return f"{size} bytes, shorter than its {length}-byte header"
+        header = json.loads(handle.read(length))
+    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    return None if size == 8 + length + end else f"{size} bytes where its header maps {8 + length + end}"
+
+
+def rotate_checkpoints(checkpoint_dir: Path, keep: int | None) -> None:
+    """Keep the newest `keep` complete checkpoints; delete older ones and unmarked ones below the newest.
+    Called after the newest is marked complete, so a crash at any moment leaves one to resume from."""
+    if not keep or keep <= 0:
+        return
+    checkpoints = numbered_checkpoints(checkpoint_dir)
+    complete = [p for p in checkpoints if (p / COMPLETE).exists()]
+    if not complete:
+        return
+    kept = set(complete[-keep:])
+    newest = checkpoint_step(complete[-1])
+    for path in checkpoints:
+        if path not in kept and checkpoint_step(path) < newest:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def weights_digest(model) -> str:
@@ -105,23 +240,30 @@ def stop_signals_ignored():
 
 
 def checkpoint_callback():
-    """Marks finished checkpoints complete; on SIGUSR2 or Ctrl-C saves one at the end of the step,
-    then requeues (SIGUSR2) or stops (Ctrl-C)."""
+    """Marks finished checkpoints complete, then rotates; on SIGUSR2, SIGTERM or Ctrl-C saves one at
+    the end of the step, then requeues (SIGUSR2) or stops (SIGTERM, Ctrl-C)."""
     from transformers import TrainerCallback
 
     class PreemptibleCheckpoints(TrainerCallback):
         def __init__(self):
             self.requested = None  # the signal that asked for a checkpoint
+            self.keep = None  # save_total_limit, applied by rotate_checkpoints after COMPLETE
             self.previous = {sig: signal.getsignal(sig) for sig in STOPPING_SIGNALS}
             for sig in STOPPING_SIGNALS:
                 signal.signal(sig, self._request)
 
         def _request(self, signum, frame):
-            if self.requested == signal.SIGINT and signum == signal.SIGINT:  # Ctrl-C twice: stop now
-                raise KeyboardInterrupt
-            then = "requeueing" if signum != signal.SIGINT else "stopping (Ctrl-C again: stop now)"
+            if self.requested and signum == signal.SIGINT:  # Ctrl-C again: stop now, one line
+                raise Stopped(signum, "training, before the requested checkpoint")
+            if self.requested:  # a repeated SIGTERM or SIGUSR2: already on its way
+                return
+            then = "requeueing" if signum == signal.SIGUSR2 else "stopping (Ctrl-C again: stop now)"
             log.warning("%s: saving a checkpoint at the end of this step, then %s", signal.Signals(signum).name, then)
             self.requested = signum
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if args.save_total_limit is not None:  # transformers would rotate before on_save marks COMPLETE
+                self.keep, args.save_total_limit = args.save_total_limit, None
 
         def on_step_end(self, args, state, control, **kwargs):
             if self.requested:
@@ -131,20 +273,22 @@ def checkpoint_callback():
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if state.is_world_process_zero and path.is_dir():
                 (path / COMPLETE).write_text(f"{state.global_step}\n")
+                rotate_checkpoints(path.parent, self.keep)
             if not self.requested:
                 return
             barrier()
-            if self.requested == signal.SIGINT:
-                log.warning("stopped by Ctrl-C after saving checkpoint-%d: the same command with hydra.run.dir=%s "
-                            "continues from it", state.global_step, Path(args.output_dir).parent)
-                raise SystemExit(EXIT_INTERRUPTED)
+            if self.requested != signal.SIGUSR2:
+                log.warning("stopped by %s after saving checkpoint-%d: the same command with hydra.run.dir=%s "
+                            "continues from it", STOP_NAMES[self.requested], state.global_step,
+                            Path(args.output_dir).parent)
+                raise SystemExit(STOP_EXITS[self.requested])
             if callable(self.previous[signal.SIGUSR2]):  # submitit's handler: checkpoint(), requeue, exit
                 self.previous[signal.SIGUSR2](signal.SIGUSR2, None)
             log.warning("stopped by SIGUSR2 after saving checkpoint-%d", state.global_step)
             raise SystemExit(EXIT_PREEMPTED)
 
         def on_train_end(self, args, state, control, **kwargs):
-            for sig, handler in self.previous.items():  # eval and saving after training: the usual Ctrl-C
+            for sig, handler in self.previous.items():  # eval and saving after training: stop at once
                 signal.signal(sig, handler)
 
     return PreemptibleCheckpoints()

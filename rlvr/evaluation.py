@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from rlvr.distributed import phase
 from rlvr.rewards.base import primary_correctness
 from rlvr.tracking import JsonlWriter, prompt_id
 
@@ -56,24 +57,25 @@ def greedy_eval(model, tokenizer, dataset, rewards, max_new_tokens: int, batch_s
     partial.unlink(missing_ok=True)
     writer = JsonlWriter(partial)
     rows = []
-    try:
-        for start in tqdm(range(0, len(dataset), batch_size), desc=f"eval ({label})", leave=False):
-            batch = dataset[start:start + batch_size]
-            completions, lengths = generate(model, tokenizer, batch["prompt"], max_new_tokens)
-            columns = {k: v for k, v in batch.items() if k != "prompt"}
-            per_func = {r.name: r.fn(prompts=batch["prompt"], completions=completions, **columns) for r in rewards}
-            correct = primary_correctness(rewards)
-            batch_rows = [{"prompt_id": prompt_id(batch["prompt"][i]), "prompt": batch["prompt"][i],
-                           "completion": completion, "gold": batch["answer"][i],
-                           "reward": sum(r.weight * (per_func[r.name][i] or 0.0) for r in rewards),
-                           "rewards": {n: v[i] for n, v in per_func.items()},
-                           "correct": correct[i] if correct else None, "new_tokens": lengths[i]}
-                          for i, completion in enumerate(completions)]
-            writer.write(batch_rows)
-            rows += batch_rows
-    finally:
-        writer.close()
-        model.train(was_training)
+    with phase(f"the eval {label} training"):
+        try:
+            for start in tqdm(range(0, len(dataset), batch_size), desc=f"eval ({label})", leave=False):
+                batch = dataset[start:start + batch_size]
+                completions, lengths = generate(model, tokenizer, batch["prompt"], max_new_tokens)
+                columns = {k: v for k, v in batch.items() if k != "prompt"}
+                per_func = {r.name: r.fn(prompts=batch["prompt"], completions=completions, **columns) for r in rewards}
+                correct = primary_correctness(rewards)
+                batch_rows = [{"prompt_id": prompt_id(batch["prompt"][i]), "prompt": batch["prompt"][i],
+                               "completion": completion, "gold": batch["answer"][i],
+                               "reward": sum(r.weight * (per_func[r.name][i] or 0.0) for r in rewards),
+                               "rewards": {n: v[i] for n, v in per_func.items()},
+                               "correct": correct[i] if correct else None, "new_tokens": lengths[i]}
+                              for i, completion in enumerate(completions)]
+                writer.write(batch_rows)
+                rows += batch_rows
+        finally:
+            writer.close()
+            model.train(was_training)
     os.replace(partial, out_path)
     return summarise(rows, label)
 

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rlvr.config import check_ranges, exit_on_unknown_keys, register_schemas
 from rlvr.data.loading import builtin_data_path
+from rlvr.distributed import stops_reported
 from rlvr.errors import RlvrError
 
 log = logging.getLogger("rlvr")
@@ -93,7 +94,8 @@ def hydra_main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
     try:
-        metrics = run(cfg)
+        with stops_reported(HydraConfig.get().runtime.output_dir):  # Ctrl-C, SIGTERM: one line, exit 130 / 143
+            metrics = run(cfg)
     except RlvrError as exc:
         log.error("%s", exc)
         from tqdm import tqdm

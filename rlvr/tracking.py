@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from rlvr.errors import ConfigError
+from rlvr.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 WANDB_MODES = ("online", "offline", "disabled")
 
@@ -25,6 +28,7 @@ class JsonlWriter:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        drop_torn_tail(path)  # else the first new row would be glued to a torn one, corrupting both
         self._handle = open(path, "a", encoding="utf-8", buffering=1)
 
     def write(self, rows: Iterable[dict]) -> None:
@@ -35,9 +39,54 @@ class JsonlWriter:
         self._handle.close()
 
 
+def warn_torn(path: Path, size: int) -> None:
+    log.warning("%s: dropped a torn last line (%d bytes; a write cut short by a crash or a full disk)", path, size)
+
+
 def read_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    """The rows of a JSONL file. A bad last line with no newline after it is a write cut short (a
+    crash, a full disk): dropped with a warning. A bad line anywhere else is corruption that no
+    crash makes: a one-line DataError naming file and line, rather than rows silently lost."""
+    lines = path.read_bytes().split(b"\n")
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError as exc:  # bad JSON or bad UTF-8
+            if number == len(lines):
+                warn_torn(path, len(line))
+                break
+            raise DataError(f"{path} line {number} is not a JSON row ({exc}): the file is corrupt; "
+                            f"delete or fix that line") from None
+    return rows
+
+
+def drop_torn_tail(path: Path) -> None:
+    """Cut a file back to its last newline if what follows it is not a whole JSON row (reads the
+    tail only: a rollout log can be large)."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as handle:
+        end = handle.seek(0, os.SEEK_END)
+        start, tail = end, b""
+        while start > 0 and b"\n" not in tail:
+            start = max(0, start - 65536)
+            handle.seek(start)
+            tail = handle.read(end - start)
+        if tail.endswith(b"\n"):
+            return
+        cut = start + tail.rfind(b"\n") + 1  # 0 when the file holds no newline at all
+        last = tail[cut - start:]
+        try:
+            json.loads(last)
+        except ValueError:
+            warn_torn(path, len(last))
+            handle.truncate(cut)
+        else:  # a whole row that only lost its newline
+            handle.seek(end)
+            handle.write(b"\n")
 
 
 def truncate_jsonl(path: Path, keep) -> None:

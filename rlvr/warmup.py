@@ -28,9 +28,11 @@ def sft_warmup(model, tokenizer, train, cfg, trainer_kwargs: dict, seed: int):
     """Train `model` in place for `cfg.model.warmup_sft_steps` steps; returns the final SFT loss."""
     from trl import SFTConfig, SFTTrainer
 
+    from rlvr.distributed import phase
+
     steps = cfg.model.warmup_sft_steps
     pairs = sft_dataset(train, cfg.dataset.sft_completion_template, cfg.dataset.chat)
-    with tempfile.TemporaryDirectory(prefix="rlvr-warmup-") as tmp:
+    with phase("the SFT warm-up"), tempfile.TemporaryDirectory(prefix="rlvr-warmup-") as tmp:
         args = SFTConfig(
             output_dir=tmp, max_steps=steps, learning_rate=cfg.model.warmup_sft_learning_rate,
             per_device_train_batch_size=32, lr_scheduler_type="constant", logging_steps=steps,

@@ -48,3 +48,53 @@ def test_online_mode_with_a_key_needs_no_network(clean_wandb_env, monkeypatch, t
 def test_disabled_reports_nowhere(clean_wandb_env, tmp_path):
     assert setup_wandb(logging_cfg(wandb="disabled"), tmp_path, "run-1") == []
     assert "WANDB_MODE" not in os.environ
+
+
+def test_a_torn_last_line_is_dropped_with_one_warning_naming_the_file(tmp_path, caplog):
+    from rlvr.tracking import read_jsonl, truncate_jsonl
+
+    path = tmp_path / "rollouts.jsonl"
+    path.write_bytes(b'{"step": 0}\n{"step": 1}\n{"step": 2, "completion": "\xc3')  # a full disk: cut mid-character
+    assert read_jsonl(path) == [{"step": 0}, {"step": 1}]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: dropped a torn last line (28 bytes; a write cut short by a crash or a full disk)"]
+    truncate_jsonl(path, keep=lambda row: True)  # what a resume does: the file is whole again
+    assert path.read_text() == '{"step": 0}\n{"step": 1}\n'
+
+
+def test_a_bad_line_before_the_last_is_corruption_named_by_file_and_line(tmp_path):
+    from rlvr.errors import DataError
+    from rlvr.tracking import read_jsonl
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1}\n{"step": 2\n{"step": 3}\n')
+    with pytest.raises(DataError, match=rf"^{path} line 2 is not a JSON row \(.*\): the file is corrupt; delete or fix that line$"):
+        read_jsonl(path)
+
+
+def test_appending_after_a_torn_line_keeps_every_whole_row(tmp_path, caplog):
+    from rlvr.tracking import JsonlWriter, read_jsonl
+
+    torn, unterminated = tmp_path / "torn.jsonl", tmp_path / "unterminated.jsonl"
+    torn.write_text('{"a": 1}\n' + "x" * 70000 + '{"b": ')  # a tail longer than one read of drop_torn_tail
+    unterminated.write_text('{"a": 1}\n{"b": 2}')  # a whole row that only lost its newline
+    for path in (torn, unterminated):
+        writer = JsonlWriter(path)
+        writer.write([{"c": 3}])
+        writer.close()
+    assert read_jsonl(torn) == [{"a": 1}, {"c": 3}]
+    assert read_jsonl(unterminated) == [{"a": 1}, {"b": 2}, {"c": 3}]
+    assert [r.getMessage() for r in caplog.records] == [f"{torn}: dropped a torn last line (70006 bytes; a write "
+                                                        f"cut short by a crash or a full disk)"]
+
+
+def test_a_resume_after_a_torn_rollout_line_goes_on(tmp_path, caplog):
+    """`reuse_run_dir` is what every resume calls first: it died in a JSONDecodeError traceback."""
+    from rlvr.recipes.common import reuse_run_dir
+
+    (tmp_path / "rollouts.jsonl").write_text('{"step": 0}\n{"step": 1}\n{"step": 2, "comp')
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 0}\n{"step": 2, "lo')
+    reuse_run_dir(tmp_path, 2)
+    assert (tmp_path / "rollouts.jsonl").read_text() == '{"step": 0}\n{"step": 1}\n'
+    assert (tmp_path / "metrics.jsonl").read_text() == '{"step": 1, "loss": 0}\n'
+    assert len(caplog.records) == 2

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 from rlvr.recipes.common import (
@@ -11,7 +10,7 @@ from rlvr.recipes.common import (
     setup_policy, trl_config, training_curve_summary,
 )
 from rlvr.distributed import (
-    checkpoint_callback, checkpoint_step, is_main_process, latest_complete_checkpoint, rank, weights_digest,
+    checkpoint_callback, checkpoint_step, is_main_process, latest_complete_checkpoint, phase, rank, weights_digest,
 )
 from rlvr.errors import ConfigError
 from rlvr.rewards.checks import checked_rewards
@@ -80,12 +79,14 @@ def run_grpo(cfg, run_dir: Path, start: Start, trainer_class, wrap_rewards=None,
     if start.mode == "finish" and start.checkpoint is None:
         log.info("%s: training ended and its final model is saved: doing what is missing (eval, plots, metrics)",
                  run_dir)
-        setup = load_trained_policy(cfg, run_dir)
+        with phase("loading the model and data"):
+            setup = load_trained_policy(cfg, run_dir)
         setup.rewards = checked_rewards(wrap_rewards(setup.rewards) if wrap_rewards else setup.rewards, cfg.reward.checks)
         return finish(cfg, run_dir, completion_metrics(cfg, setup, run_dir, start.step))
     reuse_run_dir(run_dir, start.step)
     report_to = setup_wandb(cfg.logging, run_dir, run_dir.name)  # first: a missing wandb key fails before loading
-    setup = setup_policy(cfg, run_dir, resuming=start.checkpoint is not None)
+    with phase("loading the model and data"):
+        setup = setup_policy(cfg, run_dir, resuming=start.checkpoint is not None)
     if wrap_rewards is not None:
         setup.rewards = wrap_rewards(setup.rewards)
     setup.rewards = checked_rewards(setup.rewards, cfg.reward.checks)  # for training, calibration and eval alike
@@ -110,10 +111,12 @@ def run_grpo(cfg, run_dir: Path, start: Start, trainer_class, wrap_rewards=None,
     else:
         if start.checkpoint is not None:
             log.info("resuming from %s", start.checkpoint)
-        trainer.train(resume_from_checkpoint=str(start.checkpoint) if start.checkpoint else None)
+        with phase("training"):
+            trainer.train(resume_from_checkpoint=str(start.checkpoint) if start.checkpoint else None)
     if rollouts is not None:
         rollouts.close()
-    setup.model = save_final_model(trainer, setup.tokenizer, cfg.model, run_dir)
+    with phase("saving the final model"):
+        setup.model = save_final_model(trainer, setup.tokenizer, cfg.model, run_dir)
     if setup.reasoning_vocab is not None and is_main_process():  # the map, and where each copy ended up
         write_json(run_dir / "reasoning_vocab.json",
                    setup.reasoning_vocab.as_dict() | setup.reasoning_vocab.embedding_norms(setup.model))

@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 from rlvr import hardware
+from rlvr.distributed import phase
 from rlvr.errors import ConfigError
 from rlvr.recipes.common import finish, reuse_run_dir, save_final_model, trl_config
 from rlvr.run_dir import Start
@@ -97,7 +98,8 @@ def train(cfg, run_dir: Path, start: Start) -> dict[str, float]:
     if cfg.logging.plots:
         plot_token_lengths(trainer.train_dataset, train_pairs, tokenizer, run_dir / "plots" / "token_lengths.png")
         print_coloured_tokens(tokenizer, trainer.train_dataset[0]["chosen_ids"])
-    result = trainer.train()
+    with phase("training"):
+        result = trainer.train()
     metrics = {"train_loss": result.training_loss, "train_steps": trainer.state.global_step, **counts}
     if eval_pairs is not None:
         from rlvr.rewards.reward_model import RewardModelScorer

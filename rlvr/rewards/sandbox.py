@@ -10,11 +10,24 @@ from __future__ import annotations
 import atexit
 import logging
 import multiprocessing
+import signal
 from concurrent.futures import TimeoutError as FutureTimeout
 from multiprocessing.context import ForkServerContext
 from typing import Any, Callable, Sequence
 
 log = logging.getLogger(__name__)
+
+
+def ignore_sigterm() -> None:
+    """A worker's initializer (after pebble's own signal set-up): SIGTERM from `scancel`, a time limit
+    or `kill` of the process group must not cost the step in progress its rewards while the trainer
+    checkpoints; pebble stops a worker by `terminate`, which kills it instead (`_KilledWorker`)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+class _KilledWorker(multiprocessing.context.ForkServerProcess):
+    def terminate(self):
+        self.kill()
 
 
 class _LocksOutliveWorkers(ForkServerContext):
@@ -25,6 +38,8 @@ class _LocksOutliveWorkers(ForkServerContext):
     FileNotFoundError traceback at exit. Dropping our references only after `join` moves the
     unlink after the last worker is gone.
     """
+
+    Process = _KilledWorker
 
     def __init__(self):
         super().__init__()
@@ -63,7 +78,7 @@ class TimeLimitedPool:
         self._context.set_forkserver_preload(self.preload)
         with stop_signals_ignored():  # the forkserver, its resource tracker and so every worker
             multiprocessing.forkserver.ensure_running()
-        self._pool = ProcessPool(max_workers=self.workers, context=self._context)
+        self._pool = ProcessPool(max_workers=self.workers, context=self._context, initializer=ignore_sigterm)
         atexit.register(self.close)
         return self._pool
 

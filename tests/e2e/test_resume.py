@@ -53,6 +53,7 @@ def test_a_run_without_checkpoints_starts_over_after_a_crash_and_is_kept_once_fi
 @pytest.mark.parametrize(("stop", "exit_code", "logged"), [
     (signal.SIGUSR2, 75, "stopped by SIGUSR2 after saving checkpoint-"),  # EXIT_PREEMPTED: the launcher requeues
     (signal.SIGINT, 130, "stopped by Ctrl-C after saving checkpoint-"),
+    (signal.SIGTERM, 143, "stopped by SIGTERM after saving checkpoint-"),  # kill, scancel: no requeue
 ])
 def test_a_stop_signal_saves_a_checkpoint_and_the_rerun_continues(tmp_path, stop, exit_code, logged):
     """The signal goes to the whole process group, as a terminal's Ctrl-C and `scancel --signal` send
@@ -162,3 +163,63 @@ def test_a_second_run_in_a_busy_run_dir_is_refused_naming_the_holder(tmp_path):
     steps = logged_steps(tmp_path)
     assert steps == list(range(1, len(steps) + 1))
     assert not (tmp_path / ".rlvr.lock").exists()  # released by the first run's exit
+
+
+# Runs rlvr with the Trainer dying (as a node does) right after it wrote checkpoint-4, before rlvr marks it complete.
+CRASH_AFTER_WRITING_4 = """
+import os, sys
+from transformers import Trainer
+write = Trainer._save_checkpoint
+def write_then_die(self, *args, **kwargs):
+    write(self, *args, **kwargs)
+    if self.state.global_step == 4:
+        os._exit(3)
+Trainer._save_checkpoint = write_then_die
+from rlvr.run import main
+sys.argv[0] = "rlvr"
+main()
+"""
+
+
+def test_a_crash_before_the_new_checkpoint_is_complete_leaves_the_previous_one(tmp_path):
+    """save_total_limit=1: the old checkpoint goes only once the new one is complete."""
+    args = [*TINY_RUN, "model.warmup_sft_steps=0", "eval.before=false", "algorithm.save_total_limit=1",
+            f"hydra.run.dir={tmp_path}"]
+    crashed = subprocess.run([sys.executable, "-c", CRASH_AFTER_WRITING_4, *args], cwd=ROOT, capture_output=True,
+                             text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert crashed.returncode == 3, crashed.stderr[-2000:]
+    checkpoints = tmp_path / "checkpoints"
+    assert (checkpoints / "checkpoint-2" / "COMPLETE").exists() and not (checkpoints / "checkpoint-4" / "COMPLETE").exists()
+    completed_run(tmp_path, *args, "algorithm.max_steps=5", "algorithm.save_steps=5")
+    assert "resuming from" in (tmp_path / "run.log").read_text() and logged_steps(tmp_path) == [1, 2, 3, 4, 5]
+    assert [p.name for p in checkpoints.glob("checkpoint-*")] == ["checkpoint-5"]  # rotated once 5 was complete
+
+
+def test_ctrl_c_in_the_sft_warm_up_and_twice_in_training_is_one_line_and_exit_130(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TMPDIR": str(tmp_path / "tmp")}
+    (tmp_path / "tmp").mkdir()
+    warm_up = [*TINY_RUN, "model.warmup_sft_steps=500", f"hydra.run.dir={tmp_path / 'warm-up'}"]
+    training = [*TINY_RUN, "model.warmup_sft_steps=0", "eval.before=false", "algorithm.max_steps=400",
+                "algorithm.save_steps=0", f"hydra.run.dir={tmp_path / 'training'}"]
+    for args, started, stops, said in [
+        (warm_up, lambda: any((tmp_path / "tmp").glob("rlvr-warmup-*")), 1, "Ctrl-C during the SFT warm-up"),
+        (training, lambda: (tmp_path / "training" / "metrics.jsonl").exists(), 2,
+         "Ctrl-C during training, before the requested checkpoint"),
+    ]:
+        process = subprocess.Popen([sys.executable, "-m", "rlvr.run", *args], cwd=ROOT, env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            deadline = time.time() + 120
+            while time.time() < deadline and not started():
+                time.sleep(0.1)
+            for _ in range(stops):
+                os.killpg(process.pid, signal.SIGINT)
+                time.sleep(0.05)
+            _, stderr = process.communicate(timeout=120)
+        finally:
+            process.kill()
+        assert process.returncode == 130, stderr[-2000:]
+        assert [line for line in stderr.splitlines() if line.startswith("rlvr:")] == [
+            f"rlvr: {said}: stopped at once; the same command with hydra.run.dir={args[-1].split('=')[1]} "
+            f"continues from its newest complete checkpoint, if any"], stderr[-2000:]
+        assert "Traceback" not in stderr and stderr.count("Warning") + stderr.count("WARNING") <= 2, stderr[-2000:]

@@ -1,9 +1,11 @@
 """Sweeps and multi-process jobs through Hydra's submitit launcher on a real local SLURM."""
 
 import json
+import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -27,7 +29,7 @@ def sacct_states(job_id, timeout=60):
     while True:
         out = subprocess.run(["sacct", "-n", "-P", "-X", "-j", job_id.split("_")[0], "-o", "JobID,State"],
                              capture_output=True, text=True, check=True).stdout
-        states = dict(line.split("|") for line in out.split())
+        states = dict(line.split("|") for line in out.splitlines())  # "CANCELLED by 0" holds spaces
         if states and not any(s in ("RUNNING", "PENDING", "COMPLETING") for s in states.values()) or time.time() > deadline:
             return states
         time.sleep(0.5)
@@ -98,3 +100,52 @@ def test_crashing_job_names_its_override_and_log(slurm_partition, tmp_path):
     assert str(tmp_path / ".submitit") in output  # and the caller gets the job's log path
     summary = run_cli("rlvr.sweep_report", str(tmp_path))
     assert "job 0 (" in summary.stdout and "dataset.source=/nope/a.jsonl" in summary.stdout
+
+
+def wait_for_steps(metrics, steps=5, timeout=180):
+    deadline = time.time() + timeout
+    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= steps):
+        time.sleep(0.3)
+
+
+def assert_stopped_with_a_checkpoint(run_dir):
+    assert "stopped by SIGTERM after saving checkpoint-" in (run_dir / "run.log").read_text()
+    [checkpoint] = (run_dir / "checkpoints").glob("checkpoint-*")
+    assert (checkpoint / "COMPLETE").exists()
+    steps = [json.loads(l)["step"] for l in (run_dir / "metrics.jsonl").read_text().splitlines() if '"loss"' in l]
+    assert steps == list(range(1, int(checkpoint.name.split("-")[1]) + 1))  # nothing trained since it is lost
+
+
+def test_plain_scancel_of_a_submitit_job_saves_a_checkpoint(slurm_partition, tmp_path):
+    """`scancel` sends SIGTERM, then SIGKILL after KillWait: the step ends and is saved in between."""
+    args = [sys.executable, "-m", "rlvr.run", "-m", *TINY_RUN, "algorithm.max_steps=400", "algorithm.save_steps=0",
+            "eval.before=false", "model.warmup_sft_steps=0", *slurm_args(slurm_partition, tmp_path)]
+    caller = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_steps(tmp_path / "0" / "metrics.jsonl")
+        [job_id] = job_ids(tmp_path)
+        subprocess.run(["scancel", job_id], check=True)
+        caller.communicate(timeout=120)
+    finally:
+        caller.kill()
+    assert all(state.startswith("CANCELLED") for state in sacct_states(job_id).values())
+    assert_stopped_with_a_checkpoint(tmp_path / "0")
+
+
+def test_plain_scancel_of_an_sbatch_job_saves_a_checkpoint(slurm_partition, tmp_path):
+    run_dir = tmp_path / "run"
+    submitted = subprocess.run(
+        ["sbatch", "--parsable", f"--partition={slurm_partition}", "--cpus-per-task=1", "--mem=2G",
+         f"--output={tmp_path}/slurm-%j.out", "launchers/sbatch_run.sh", *TINY_RUN, "algorithm.max_steps=400",
+         "algorithm.save_steps=0", "eval.before=false", "model.warmup_sft_steps=0"],
+        cwd=ROOT, capture_output=True, text=True, check=True, env={**os.environ, "RLVR_RUN_DIR": str(run_dir), "HF_HUB_OFFLINE": "1",
+                                                                  "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
+    job_id = submitted.stdout.strip()
+    wait_for_steps(run_dir / "metrics.jsonl")
+    subprocess.run(["scancel", job_id], check=True)
+    deadline = time.time() + 120  # CANCELLED at once; its processes end within KillWait (COMPLETING meanwhile)
+    while time.time() < deadline and subprocess.run(["squeue", "-h", "-j", job_id], capture_output=True,
+                                                    text=True).stdout.strip():
+        time.sleep(0.3)
+    assert all(state.startswith("CANCELLED") for state in sacct_states(job_id).values())
+    assert_stopped_with_a_checkpoint(run_dir)

@@ -1,0 +1,74 @@
+"""What a run finds in its run dir after a crash, a full disk or a signal: checks that need no training."""
+
+import json
+import os
+import signal
+
+import pytest
+
+from rlvr.distributed import COMPLETE, latest_complete_checkpoint, phase, rotate_checkpoints, stops_reported
+
+
+def checkpoint(checkpoint_dir, step, complete=True):
+    """A checkpoint laid out as the Trainer writes one: weights, optimizer, trainer state."""
+    import torch
+    from safetensors.torch import save_file
+
+    path = checkpoint_dir / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    save_file({"w": torch.ones(64, 64)}, str(path / "model.safetensors"))
+    torch.save({"state": {0: {"exp_avg": torch.zeros(64, 64)}}}, path / "optimizer.pt")
+    (path / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    if complete:
+        (path / COMPLETE).write_text(f"{step}\n")
+    return path
+
+
+def cut(path, keep_fraction=0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * keep_fraction)])
+
+
+@pytest.mark.parametrize(("file", "why"), [
+    ("model.safetensors", "model.safetensors: {cut} bytes where its header maps {whole}"),
+    ("optimizer.pt", "optimizer.pt: File is not a zip file"),
+    ("trainer_state.json", "trainer_state.json: Unterminated string"),
+])
+def test_a_corrupt_complete_checkpoint_is_reported_and_the_previous_one_used(tmp_path, caplog, file, why):
+    older, newest = checkpoint(tmp_path, 2), checkpoint(tmp_path, 4)
+    whole = (newest / file).stat().st_size
+    cut(newest / file)
+    why = why.format(cut=(newest / file).stat().st_size, whole=whole)
+    assert latest_complete_checkpoint(tmp_path) == older
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert warning.startswith(f"{newest} is marked complete but is corrupt ({why}") and "previous complete" in warning
+    assert not (newest / COMPLETE).exists() and (newest / "CORRUPT").exists()  # its step, trained again, is rewritten unmarked
+    assert latest_complete_checkpoint(tmp_path) == older and len(caplog.records) == 1  # reported once
+
+
+def test_with_no_usable_checkpoint_the_run_starts_over(tmp_path):
+    cut(checkpoint(tmp_path, 2) / "model.safetensors", 0.001)
+    assert latest_complete_checkpoint(tmp_path) is None
+
+
+def test_rotation_never_deletes_the_last_complete_checkpoint(tmp_path):
+    """rlvr rotates after COMPLETE: here checkpoint-6 is being written (no marker yet)."""
+    checkpoint(tmp_path, 2), checkpoint(tmp_path, 3, complete=False), checkpoint(tmp_path, 4)
+    checkpoint(tmp_path, 6, complete=False)
+    rotate_checkpoints(tmp_path, 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-4", "checkpoint-6"]
+    (tmp_path / "checkpoint-6" / COMPLETE).write_text("6\n")
+    rotate_checkpoints(tmp_path, 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-6"]
+
+
+@pytest.mark.parametrize(("stop", "code", "said"), [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")])
+def test_a_stop_outside_training_is_one_line_naming_the_phase(tmp_path, capsys, stop, code, said):
+    with pytest.raises(SystemExit) as exit_info:
+        with stops_reported(tmp_path), phase("the SFT warm-up"):
+            os.kill(os.getpid(), stop)
+            signal.pause()  # returns after the handler ran, which raises
+    assert exit_info.value.code == code
+    assert capsys.readouterr().err == (f"rlvr: {said} during the SFT warm-up: stopped at once; the same command with "
+                                       f"hydra.run.dir={tmp_path} continues from its newest complete checkpoint, if any\n")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers put back
