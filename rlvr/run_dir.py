@@ -31,13 +31,16 @@ from rlvr.errors import ConfigError
 log = logging.getLogger(__name__)
 LOCK_NAME = ".rlvr.lock"
 CHECKPOINT_CONFIG = "rlvr_config.json"  # in every checkpoint: the resolved config that trained it
-# What a checkpoint's weights, optimizer state and step count mean: a resume may not change these.
+# What a checkpoint's weights, optimizer state and step count mean (the model, the data order it
+# has consumed, the batch geometry): a resume may not change these. Rewards, learning rate, max_steps,
+# eval and logging may change: the checkpoint stays valid, and the change is recorded.
 CHECKPOINT_DEPENDS_ON = (
-    "model", "dataset", "reward.functions", "seed", "algorithm.name", "algorithm.per_device_train_batch_size",
+    "model", "dataset", "seed", "algorithm.name", "algorithm.per_device_train_batch_size",
     "algorithm.gradient_accumulation_steps", "algorithm.num_generations", "algorithm.generation_batch_size",
     "algorithm.steps_per_generation", "algorithm.optim", "algorithm.fine_grained", "hardware.nodes",
     "hardware.tasks_per_node", "hardware.precision",
 )
+EVAL_ONLY = ("dataset.max_eval_samples", "dataset.eval_source", "dataset.eval_split")  # not the training data
 SIBLING_WAIT_S = 30.0  # how long a rank > 0 waits for rank 0 to take the lock for their job
 
 
@@ -166,7 +169,10 @@ def changes(old: dict, new: dict) -> dict[str, list]:
 
 
 def depends_on_checkpoint(key: str) -> bool:
-    return any(key == prefix or key.startswith(prefix + ".") for prefix in CHECKPOINT_DEPENDS_ON)
+    def under(prefixes) -> bool:
+        return any(key == prefix or key.startswith(prefix + ".") for prefix in prefixes)
+
+    return under(CHECKPOINT_DEPENDS_ON) and not under(EVAL_ONLY)
 
 
 def resume_changes(resolved: dict, checkpoint: Path | None) -> dict[str, list]:

@@ -79,7 +79,7 @@ def test_release_leaves_someone_elses_lock(tmp_path):
 
 def checkpoint_with(tmp_path, config):
     checkpoint = tmp_path / "checkpoint-3"
-    checkpoint.mkdir()
+    checkpoint.mkdir(parents=True)
     (checkpoint / CHECKPOINT_CONFIG).write_text(json.dumps(config))
     return checkpoint
 
@@ -96,6 +96,9 @@ def test_a_resume_may_change_what_the_checkpoint_does_not_depend_on(tmp_path, ca
                                                                 "algorithm.max_steps": [10, 20]}
     assert "continuing checkpoint-3 with changed values: algorithm.learning_rate: 0.0001 -> 0.0003" in caplog.text
     assert resume_changes(CONFIG, checkpoint) == {}
+    evals = {"dataset": {"max_eval_samples": 50}}  # eval only: the training data is the same
+    assert resume_changes(CONFIG | evals, checkpoint_with(tmp_path / "b", CONFIG | {"dataset": {"max_eval_samples": 9}})) \
+        == {"dataset.max_eval_samples": [9, 50]}
 
 
 @pytest.mark.parametrize(("change", "named"), [
