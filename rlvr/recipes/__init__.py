@@ -7,7 +7,9 @@ import importlib
 
 from rlvr.errors import ConfigError
 
-RECIPES = ("grpo", "fgrpo", "reward_model")
+# Each recipe and the TRL config class it trains with (`algorithm.trl.*` must be one of its fields).
+TRL_CONFIGS = {"grpo": "GRPOConfig", "fgrpo": "GRPOConfig", "reward_model": "RewardConfig"}
+RECIPES = tuple(TRL_CONFIGS)
 
 
 def get_recipe(name: str):

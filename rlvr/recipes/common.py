@@ -33,19 +33,14 @@ NOT_TRL = {"name", "trl", "save_steps", "eval_steps", "fine_grained"}
 
 def trl_config(config_class, cfg, run_dir: Path, report_to: list[str], trainer_kwargs: dict, **extra):
     """A TRL config (GRPOConfig, RewardConfig, ...) from `cfg.algorithm`: the fields that class has,
-    plus `algorithm.trl.*` passed through, plus the hardware arguments. One-line errors."""
+    plus `algorithm.trl.*` passed through (checked by `rlvr.config.check_values`), plus the hardware
+    arguments. One-line errors."""
     import dataclasses
-    import difflib
 
     from omegaconf import OmegaConf
 
     algorithm = OmegaConf.to_container(cfg.algorithm, resolve=True)
     known = {f.name for f in dataclasses.fields(config_class)}
-    for key in algorithm["trl"]:
-        if key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=1)
-            raise ConfigError(f"algorithm.trl.{key} is not a {config_class.__name__} field"
-                              + (f" (did you mean '{close[0]}'?)" if close else ""))
     knobs = {k: v for k, v in algorithm.items() if k in known and k not in NOT_TRL}
     save_steps, eval_steps = algorithm["save_steps"], algorithm["eval_steps"]
     schedule = {"save_strategy": "steps" if save_steps > 0 else "no", "save_steps": save_steps if save_steps > 0 else 500}
