@@ -18,7 +18,7 @@ def test_row_missing_the_gold_column(tmp_path):
     data.write_text('{"question": "1+1=", "answer": "2"}\n{"question": "2+2="}\n')
     line = one_line_error(run_cli("rlvr.run", *TINY_RUN, f"dataset.source={data}", "dataset.eval_holdout=0",
                                   f"hydra.run.dir={tmp_path / 'run'}"))
-    assert "row 1 has no value in column 'answer'" in line
+    assert "line 2 has no value in column 'answer'" in line
 
 
 def test_hub_model_while_offline(tmp_path):
