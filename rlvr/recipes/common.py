@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ class PolicySetup:
     trainer_kwargs: dict
     warmup_loss: float | None = None
     reasoning_vocab: Any = None  # rlvr.vocab.ReasoningVocab when model.reasoning_vocab_size > 0
+    prompts_dropped: dict = field(default_factory=dict)  # {split}_prompts_dropped_too_long: no room in the context
 
 
 # AlgorithmConfig fields that are rlvr's, not TRL's.
@@ -57,6 +58,7 @@ def setup_policy(cfg) -> PolicySetup:
     """Model, data and rewards from their config groups; the SFT warm-up if the model asks for one,
     then the reasoning vocabulary (copied from the warmed-up rows, so copies start equal)."""
     from rlvr.data import load_prompt_datasets
+    from rlvr.data.lengths import fit_to_context
     from rlvr.models import check_lora_targets, load_policy
     from rlvr.rewards import build_rewards
 
@@ -68,9 +70,10 @@ def setup_policy(cfg) -> PolicySetup:
     if cfg.dataset.chat and not tokenizer.chat_template:
         raise ConfigError(f"dataset.chat=true (chat-message prompts) but the tokenizer of '{cfg.model.name_or_path}' "
                           f"has no chat template: use an instruct model, or dataset.chat=false for plain-text prompts")
+    train, evaluation, dropped = fit_to_context(train, evaluation, model, tokenizer, cfg)
     log.info("policy %s: %.2fM parameters; %d train / %d eval prompts", cfg.model.name_or_path,
              sum(p.numel() for p in model.parameters()) / 1e6, len(train), len(evaluation or []))
-    setup = PolicySetup(model, tokenizer, train, evaluation, rewards, trainer_kwargs)
+    setup = PolicySetup(model, tokenizer, train, evaluation, rewards, trainer_kwargs, prompts_dropped=dropped)
     if cfg.model.warmup_sft_steps > 0:
         from rlvr.warmup import sft_warmup
 

@@ -49,6 +49,7 @@ def run_grpo(cfg, run_dir: Path, trainer_class, wrap_rewards=None, **trainer_ext
     args = trl_config(GRPOConfig, cfg, run_dir, report_to, setup.trainer_kwargs,
                       reward_weights=[r.weight for r in setup.rewards])
     metrics = {"warmup_sft_loss": setup.warmup_loss} if setup.warmup_loss is not None else {}
+    metrics |= setup.prompts_dropped
     calibrate_rewards(cfg, setup, run_dir)
     if resume is None:
         metrics |= evaluate(cfg, setup, run_dir, "before")
