@@ -257,7 +257,7 @@ class Range:
         return value in self.also or (above and below)
 
     def __str__(self) -> str:
-        low, high = (int(x) if x != math.inf and x == int(x) else x for x in (self.low, self.high))
+        low, high = (int(x) if math.isfinite(x) and x == int(x) else x for x in (self.low, self.high))
         if high == math.inf:
             text = f"{'>' if self.open_low else '>='} {low}"
         else:
@@ -350,13 +350,14 @@ def _resolved(cfg) -> dict:
         raise ConfigError(f"{exc.full_key}: {str(exc).splitlines()[0]}") from exc
 
 
-def _check_trl_fields(algorithm: dict) -> None:
-    """`algorithm.trl.*`: each a field of the recipe's TRL config that no other key sets already."""
+def _check_against_trl(algorithm: dict) -> None:
+    """`algorithm.trl.*`: each a field of the recipe's TRL config that no other key sets already; and
+    every knob with a list of values in TRL's docs one of them."""
     import trl
 
-    from rlvr.recipes import TRL_CONFIGS
+    from rlvr.recipes import trl_config_name
 
-    config_class = getattr(trl, TRL_CONFIGS[algorithm["name"]])
+    config_class = getattr(trl, trl_config_name(algorithm["name"]))
     known = sorted(f.name for f in dataclasses.fields(config_class))
     for key, value in algorithm["trl"].items():
         if (owner := trl_duplicate(key)) is not None:
@@ -384,7 +385,7 @@ def check_values(cfg) -> None:
         value = OmegaConf.select(values, key)
         if value is not None and not allowed.admits(value):
             raise ConfigError(f"{key}={value} must be {allowed}")
-    _check_trl_fields(OmegaConf.to_container(values.algorithm))
+    _check_against_trl(OmegaConf.to_container(values.algorithm))
 
 
 def register_schemas() -> None:

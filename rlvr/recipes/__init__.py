@@ -12,7 +12,13 @@ TRL_CONFIGS = {"grpo": "GRPOConfig", "fgrpo": "GRPOConfig", "reward_model": "Rew
 RECIPES = tuple(TRL_CONFIGS)
 
 
-def get_recipe(name: str):
-    if name not in RECIPES:
+def trl_config_name(name: str) -> str:
+    """The TRL config class a recipe trains with; one line for a name that is no recipe."""
+    if name not in TRL_CONFIGS:
         raise ConfigError(f"algorithm.name={name!r} is not a recipe (known: {', '.join(RECIPES)})")
+    return TRL_CONFIGS[name]
+
+
+def get_recipe(name: str):
+    trl_config_name(name)
     return importlib.import_module(f"rlvr.recipes.{name}").train
