@@ -355,9 +355,11 @@ def _check_against_trl(algorithm: dict) -> None:
     every knob with a list of values in TRL's docs one of them."""
     import trl
 
-    from rlvr.recipes import trl_config_name
+    from rlvr.recipes import TRL_CONFIGS
 
-    config_class = getattr(trl, trl_config_name(algorithm["name"]))
+    if algorithm["name"] not in TRL_CONFIGS:
+        return  # get_recipe names the unknown recipe
+    config_class = getattr(trl, TRL_CONFIGS[algorithm["name"]])
     known = sorted(f.name for f in dataclasses.fields(config_class))
     for key, value in algorithm["trl"].items():
         if (owner := trl_duplicate(key)) is not None:
@@ -374,10 +376,11 @@ def _check_against_trl(algorithm: dict) -> None:
                                   f"choices: {', '.join(sorted(allowed))}")
 
 
-def check_values(cfg) -> None:
-    """Every value a run would take silently wrong or fail on late, in one line, before anything loads:
-    interpolations that do not resolve or fit their type, `RANGES`, `algorithm.trl.*` fields, and
-    TRL's documented choices. Imports trl (for its config's fields), so it runs at run time only."""
+def check_ranges(cfg) -> None:
+    """Every value within what it may be, in one line, before anything loads: interpolations that
+    resolve and fit their type, numbers in `RANGES`, `algorithm.trl.*` names among the TRL config's
+    fields, and strings among TRL's documented choices. Imports trl (for its config's fields), so it
+    runs at run time only, never while composing."""
     from omegaconf import OmegaConf
 
     values = OmegaConf.create(_resolved(cfg))

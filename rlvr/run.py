@@ -15,7 +15,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from rlvr.config import check_values, exit_on_unknown_keys, register_schemas
+from rlvr.config import check_ranges, exit_on_unknown_keys, register_schemas
 from rlvr.data.loading import builtin_data_path
 from rlvr.errors import RlvrError
 
@@ -52,7 +52,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     from rlvr.distributed import export_torch_distributed, is_main_process
 
-    check_values(cfg)
+    check_ranges(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     recipe = get_recipe(cfg.algorithm.name)
     offline = set_offline(cfg)

@@ -5,7 +5,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from conftest import CONF_DIR, GROUPS, run_cli
-from rlvr.config import Config, check_key, check_overrides, check_values, trl_choices
+from rlvr.config import Config, check_key, check_overrides, check_ranges, trl_choices
 from rlvr.errors import ConfigError
 from rlvr.recipes import RECIPES
 import rlvr.run  # noqa: F401  registers the schema and the rlvr_data resolver
@@ -24,7 +24,7 @@ def test_every_option_composes_and_resolves(group, option):
     container = OmegaConf.to_container(cfg, resolve=True)
     merged = OmegaConf.merge(OmegaConf.structured(Config), container)  # schema-valid after resolution
     assert merged.algorithm.name in RECIPES
-    check_values(cfg)  # every shipped option is within the ranges and TRL's choices
+    check_ranges(cfg)  # every shipped option is within the ranges and TRL's choices
     if group == "experiment":
         assert cfg.experiment == option
 
@@ -134,7 +134,7 @@ def test_trl_passthrough_of_a_field_rlvr_sets_names_the_rlvr_key(field, owner):
     with pytest.raises(ConfigError, match=f"'\\+algorithm.trl.{field}' repeats {owner}: set {owner} instead"):
         check_overrides([f"+algorithm.trl.{field}=1"])
     with pytest.raises(ConfigError, match=f"^algorithm.trl.{field}=1 repeats {owner}"):  # from YAML, past the pre-flight
-        check_values(compose_with(f"+algorithm.trl.{field}=1"))
+        check_ranges(compose_with(f"+algorithm.trl.{field}=1"))
 
 
 @pytest.mark.parametrize(("override", "message"), [
@@ -153,17 +153,17 @@ def test_trl_passthrough_of_a_field_rlvr_sets_names_the_rlvr_key(field, owner):
 ])
 def test_out_of_range_values_are_one_line(override, message):
     with pytest.raises(ConfigError) as caught:
-        check_values(compose_with(override))
+        check_ranges(compose_with(override))
     assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
 
 
 def test_max_steps_minus_one_trains_epochs():
-    check_values(compose_with("algorithm.max_steps=-1", "algorithm.num_train_epochs=2"))
+    check_ranges(compose_with("algorithm.max_steps=-1", "algorithm.num_train_epochs=2"))
 
 
 def test_an_interpolation_that_is_no_number_names_the_key():
     with pytest.raises(ConfigError, match=r"^algorithm.learning_rate: .*'\$\{oc.env:HOME\}'.*could not be converted to Float$"):
-        check_values(compose_with("algorithm.learning_rate=${oc.env:HOME}"))
+        check_ranges(compose_with("algorithm.learning_rate=${oc.env:HOME}"))
 
 
 @pytest.mark.parametrize(("override", "message"), [
@@ -174,8 +174,8 @@ def test_an_interpolation_that_is_no_number_names_the_key():
 ])
 def test_choices_are_checked_against_trl(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
-        check_values(compose_with(override))
-    check_values(compose_with("algorithm.loss_type=dr_grpo", "algorithm.scale_rewards=none"))
+        check_ranges(compose_with(override))
+    check_ranges(compose_with("algorithm.loss_type=dr_grpo", "algorithm.scale_rewards=none"))
 
 
 def _trainer_literals(attribute: str) -> set[str]:

@@ -54,7 +54,7 @@ def _first_bad_utf8(path: Path) -> str | None:
     return None
 
 
-def row_labeller(path: Path, rows: int):
+def _row_labeller(path: Path, rows: int):
     """How an error names row `index` of a local file: `line N` (1-based, as an editor shows it) for
     JSON lines, else `row i` (0-based, as `datasets` and pandas index it: parquet, a JSON array)."""
 
@@ -191,7 +191,7 @@ def read_source(source: str, cfg, split: str, prepare=None):
     """One local file or Hub split; `prepare(ds, where, label)`, if given, runs on it as read."""
     if is_local(source):
         ds = read_local(source)
-        where, label = f"dataset file {source}", row_labeller(Path(source).expanduser(), len(ds))
+        where, label = f"dataset file {source}", _row_labeller(Path(source).expanduser(), len(ds))
     else:
         ds = read_hub(source, cfg.subset, split)
         where, label = f"Hub dataset '{source}' split '{split}'", _row_index

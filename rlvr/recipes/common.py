@@ -34,7 +34,7 @@ NOT_TRL = {"name", "trl", "save_steps", "eval_steps", "fine_grained"}
 
 def trl_config(config_class, cfg, run_dir: Path, report_to: list[str], trainer_kwargs: dict, **extra):
     """A TRL config (GRPOConfig, RewardConfig, ...) from `cfg.algorithm`: the fields that class has,
-    plus `algorithm.trl.*` passed through (checked by `rlvr.config.check_values`), plus the hardware
+    plus `algorithm.trl.*` passed through (checked by `rlvr.config.check_ranges`), plus the hardware
     arguments. One-line errors."""
     import dataclasses
 
