@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
+import math
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -237,20 +240,155 @@ class ScoreConfig:
     answer_column: str = "answer"
 
 
-# Knobs that TRL's configs accept but that fail deep inside training (torch's optimizer, `generate`).
-MUST_BE_POSITIVE = ("algorithm.learning_rate", "algorithm.max_completion_length", "algorithm.per_device_train_batch_size",
-                    "algorithm.gradient_accumulation_steps", "algorithm.num_iterations", "algorithm.temperature",
-                    "eval.batch_size")
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric knob may take; `str()` is how its error line words it."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    open_low: bool = False
+    open_high: bool = False
+    also: tuple = ()  # values outside the interval that mean something (max_steps=-1)
+    why: str = ""
+
+    def admits(self, value) -> bool:
+        above = value > self.low if self.open_low else value >= self.low
+        below = value < self.high if self.open_high else value <= self.high
+        return value in self.also or (above and below)
+
+    def __str__(self) -> str:
+        low, high = (int(x) if math.isfinite(x) and x == int(x) else x for x in (self.low, self.high))
+        if high == math.inf:
+            text = f"{'>' if self.open_low else '>='} {low}"
+        else:
+            text = f"in {'(' if self.open_low else '['}{low}, {high}{')' if self.open_high else ']'}"
+        text += "".join(f", or {value}" for value in self.also)
+        return text + (f" ({self.why})" if self.why else "")
+
+
+POSITIVE, NON_NEGATIVE = Range(0, open_low=True), Range(0)
+SEED = Range(0, 2**32 - 1, why="numpy's seed range")
+# Every numeric knob that TRL, torch or rlvr would take silently wrong or fail on late. None (an
+# optional knob left unset) always passes. Checked at the start of a run, before anything loads.
+RANGES = {
+    "seed": SEED,
+    "model.warmup_sft_steps": NON_NEGATIVE, "model.warmup_sft_learning_rate": POSITIVE,
+    "model.reasoning_vocab_size": NON_NEGATIVE, "model.lora.r": POSITIVE, "model.lora.alpha": POSITIVE,
+    "model.lora.dropout": Range(0, 1, open_high=True),
+    "dataset.eval_holdout": NON_NEGATIVE, "dataset.max_train_samples": NON_NEGATIVE,
+    "dataset.max_eval_samples": NON_NEGATIVE, "dataset.shuffle_seed": SEED,
+    "reward.checks.failure_warn_frac": Range(0, 1), "reward.checks.none_patience": NON_NEGATIVE,
+    "reward.checks.slow_call_s": POSITIVE,
+    "algorithm.learning_rate": POSITIVE, "algorithm.warmup_steps": NON_NEGATIVE, "algorithm.weight_decay": NON_NEGATIVE,
+    "algorithm.max_grad_norm": NON_NEGATIVE,
+    "algorithm.max_steps": Range(0, open_low=True, also=(-1,), why="-1: train algorithm.num_train_epochs"),
+    "algorithm.num_train_epochs": POSITIVE,
+    "algorithm.per_device_train_batch_size": POSITIVE, "algorithm.per_device_eval_batch_size": POSITIVE,
+    "algorithm.eval_steps": NON_NEGATIVE, "algorithm.center_rewards_coefficient": NON_NEGATIVE,
+    "algorithm.gradient_accumulation_steps": POSITIVE, "algorithm.generation_batch_size": POSITIVE,
+    "algorithm.steps_per_generation": POSITIVE,
+    "algorithm.num_generations": Range(2, why="GRPO compares the completions of one prompt with each other"),
+    "algorithm.max_completion_length": POSITIVE, "algorithm.temperature": POSITIVE,
+    "algorithm.top_p": Range(0, 1, open_low=True), "algorithm.top_k": Range(0, why="0: no top-k filter"),
+    "algorithm.repetition_penalty": POSITIVE, "algorithm.beta": NON_NEGATIVE, "algorithm.epsilon": POSITIVE,
+    "algorithm.epsilon_high": POSITIVE, "algorithm.num_iterations": POSITIVE, "algorithm.logging_steps": POSITIVE,
+    "algorithm.save_steps": Range(0, why="0: only the final model"), "algorithm.save_total_limit": POSITIVE,
+    "algorithm.fine_grained.eps": POSITIVE, "algorithm.fine_grained.toy_steps": POSITIVE,
+    "hardware.torch_threads": POSITIVE, "hardware.nodes": POSITIVE, "hardware.tasks_per_node": POSITIVE,
+    "hardware.gpus_per_node": NON_NEGATIVE, "hardware.cpus_per_task": POSITIVE, "hardware.mem_gb": POSITIVE,
+    "eval.batch_size": POSITIVE, "eval.max_new_tokens": POSITIVE,
+}
+# String knobs whose allowed values TRL's config documents (read from its docstring, not copied here),
+# whether set as `algorithm.<name>` or passed through as `algorithm.trl.<name>`.
+TRL_CHOICES = ("loss_type", "scale_rewards", "importance_sampling_level", "multi_objective_aggregation",
+               "vllm_importance_sampling_mode")
+# TRL config fields that rlvr fills from another key: `algorithm.trl.<field>` would clash with it.
+SET_ELSEWHERE = {"seed": "seed", "output_dir": "hydra.run.dir", "run_name": "hydra.run.dir",
+                 "report_to": "logging.wandb", "save_strategy": "algorithm.save_steps",
+                 "eval_strategy": "algorithm.eval_steps", "reward_weights": "reward.functions.<name>.weight",
+                 "use_cpu": "hardware.device", "bf16": "hardware.precision", "fp16": "hardware.precision",
+                 "tf32": "hardware.tf32", "activation_checkpointing": "hardware.activation_checkpointing",
+                 "gradient_checkpointing": "hardware.activation_checkpointing"}
+
+
+def trl_duplicate(field_name: str) -> str | None:
+    """The rlvr key that already sets TRL's `field_name`, if one does (`algorithm.trl.*` must not repeat it)."""
+    if field_name in SET_ELSEWHERE:
+        return SET_ELSEWHERE[field_name]
+    first_class = {f.name for f in dataclasses.fields(AlgorithmConfig)} - {"name", "trl", "fine_grained"}
+    return f"algorithm.{field_name}" if field_name in first_class else None
+
+
+def trl_choices(config_class: type, field_name: str) -> frozenset[str]:
+    """The values TRL's docstring of `config_class` lists for `field_name` (empty if it lists none).
+
+    A list ("Supported values are:" and one `- "value": ...` bullet per value) gives its bullet heads;
+    an entry without bullets (importance_sampling_level) gives every quoted value it names.
+    """
+    lines = (inspect.getdoc(config_class) or "").splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip().startswith(f"{field_name} (`")), None)
+    if start is None:
+        return frozenset()
+    indent = len(lines[start]) - len(lines[start].lstrip())
+    entry = []
+    for line in lines[start + 1:]:
+        if line.strip() and len(line) - len(line.lstrip()) <= indent:
+            break
+        entry.append(line.strip())
+    bullets = [line.split(":", 1)[0] for line in entry if line.startswith("- ")]
+    return frozenset(re.findall(r'`"(\w+)"`', " ".join(bullets or entry)))
+
+
+def _resolved(cfg) -> dict:
+    """The config with every interpolation resolved; one line naming the key whose value does not fit."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{exc.full_key}: {str(exc).splitlines()[0]}") from exc
+
+
+def _check_against_trl(algorithm: dict) -> None:
+    """`algorithm.trl.*`: each a field of the recipe's TRL config that no other key sets already; and
+    every knob with a list of values in TRL's docs one of them."""
+    import trl
+
+    from rlvr.recipes import TRL_CONFIGS
+
+    if algorithm["name"] not in TRL_CONFIGS:
+        return  # get_recipe names the unknown recipe
+    config_class = getattr(trl, TRL_CONFIGS[algorithm["name"]])
+    known = sorted(f.name for f in dataclasses.fields(config_class))
+    for key, value in algorithm["trl"].items():
+        if (owner := trl_duplicate(key)) is not None:
+            raise ConfigError(f"algorithm.trl.{key}={value} repeats {owner}: set {owner} instead")
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            raise ConfigError(f"algorithm.trl.{key} is not a {config_class.__name__} field"
+                              + (f" (did you mean '{close[0]}'?)" if close else ""))
+    for key in TRL_CHOICES:
+        for prefix, values in (("algorithm.", algorithm), ("algorithm.trl.", algorithm["trl"])):
+            allowed = trl_choices(config_class, key) if key in known else frozenset()
+            if key in values and allowed and values[key] not in allowed:
+                raise ConfigError(f"{prefix}{key}={values[key]!r} is not one of TRL's {config_class.__name__} "
+                                  f"choices: {', '.join(sorted(allowed))}")
 
 
 def check_ranges(cfg) -> None:
-    """A one-line error for a non-positive knob, before anything loads."""
+    """Every value within what it may be, in one line, before anything loads: interpolations that
+    resolve and fit their type, numbers in `RANGES`, `algorithm.trl.*` names among the TRL config's
+    fields, and strings among TRL's documented choices. Imports trl (for its config's fields), so it
+    runs at run time only, never while composing."""
     from omegaconf import OmegaConf
 
-    for key in MUST_BE_POSITIVE:
-        value = OmegaConf.select(cfg, key)
-        if value <= 0:
-            raise ConfigError(f"{key}={value} must be > 0")
+    values = OmegaConf.create(_resolved(cfg))
+    for key, allowed in RANGES.items():
+        value = OmegaConf.select(values, key)
+        if value is not None and not allowed.admits(value):
+            raise ConfigError(f"{key}={value} must be {allowed}")
+    _check_against_trl(OmegaConf.to_container(values.algorithm))
 
 
 def register_schemas() -> None:
@@ -272,32 +410,40 @@ def _unknown_key_message(key: str, known: list[str], prefix: str) -> str:
     return f"unknown config key '{prefix}{key}'{hint}"
 
 
-def check_key(path: str, schema: type = Config) -> None:
-    """Raise ConfigError if the dotted `path` names no field of `schema` (free-form dicts end the walk)."""
+def check_key(path: str, schema: type = Config) -> bool:
+    """Raise ConfigError if the dotted `path` names no field of `schema`; True if it names a schema
+    field, False if it ends inside a free-form dict (where anything goes)."""
     prefix = ""
     for part in path.split("."):
         if not (isinstance(schema, type) and dataclasses.is_dataclass(schema)):
-            return  # inside a dict[str, Any] or a leaf: anything goes
+            return False
         fields = _field_types(schema)
         if part not in fields:
             raise ConfigError(_unknown_key_message(part, sorted(fields), prefix))
         schema = fields[part]
         prefix += part + "."
+    return True
 
 
 def check_overrides(args: list[str], schema: type = Config, groups: frozenset[str] = frozenset()) -> None:
-    """Pre-flight: reject `a.b=1` overrides naming no schema key, before Hydra composes anything.
+    """Pre-flight: reject overrides naming no schema key, before Hydra composes anything.
 
-    Group choices (`model=tiny`), additions (`+k=v`), deletions (`~k`) and `hydra.*` keys are left to
-    Hydra, which knows them.
+    `+a.b=1` is checked like `a.b=1` (Hydra would add a typo silently), and refused when `a.b` is a
+    schema key (Hydra's own refusal takes several lines); `+algorithm.trl.<field>` is refused when an
+    rlvr key sets that field. Group choices (`model=tiny`), deletions (`~k`) and `hydra.*` keys are
+    left to Hydra, which knows them.
     """
     for arg in args:
-        if arg.startswith(("-", "+", "~")) or "=" not in arg:
+        if arg.startswith(("-", "~")) or "=" not in arg:
             continue
-        key = arg.split("=", 1)[0]
+        written = arg.split("=", 1)[0]
+        key = written.lstrip("+")
         if key.startswith("hydra") or key in groups or "/" in key or "@" in key:
             continue
-        check_key(key, schema)
+        if check_key(key, schema) and written.startswith("+") and not written.startswith("++"):
+            raise ConfigError(f"'{written}': {key} is already a config key: drop the '+' ({key}=...)")
+        if schema is Config and key.startswith("algorithm.trl.") and (owner := trl_duplicate(key.split(".")[2])):
+            raise ConfigError(f"'{written}' repeats {owner}: set {owner} instead")
 
 
 def exit_on_unknown_keys(prog: str, args: list[str], schema: type = Config, groups: frozenset[str] = frozenset()) -> None:

@@ -5,7 +5,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from conftest import CONF_DIR, GROUPS, run_cli
-from rlvr.config import Config, check_key, check_overrides
+from rlvr.config import Config, check_key, check_overrides, check_ranges, trl_choices
 from rlvr.errors import ConfigError
 from rlvr.recipes import RECIPES
 import rlvr.run  # noqa: F401  registers the schema and the rlvr_data resolver
@@ -24,6 +24,7 @@ def test_every_option_composes_and_resolves(group, option):
     container = OmegaConf.to_container(cfg, resolve=True)
     merged = OmegaConf.merge(OmegaConf.structured(Config), container)  # schema-valid after resolution
     assert merged.algorithm.name in RECIPES
+    check_ranges(cfg)  # every shipped option is within the ranges and TRL's choices
     if group == "experiment":
         assert cfg.experiment == option
 
@@ -70,8 +71,8 @@ def test_check_key_suggests_the_closest_key():
 
 
 def test_check_overrides_leaves_groups_and_hydra_keys_alone():
-    check_overrides(["model=tiny", "hydra.run.dir=/tmp/x", "+extra=1", "~seed", "-m", "seed=1,2"],
-                    groups=frozenset(GROUPS))
+    check_overrides(["model=tiny", "hydra.run.dir=/tmp/x", "+reward.functions.mine.weight=1", "~seed", "-m",
+                     "seed=1,2", "+hydra/launcher=slurm", "+experiment=gsm8k_grpo"], groups=frozenset(GROUPS))
     with pytest.raises(ConfigError, match="unknown config key 'sed'"):
         check_overrides(["sed=1"])
 
@@ -111,3 +112,93 @@ def test_launcher_presets_take_resources_from_hardware(launcher):
     assert hydra_launcher.mem_gb == cfg.hardware.mem_gb and hydra_launcher.cpus_per_task == cfg.hardware.cpus_per_task
     if launcher == "slurm":
         assert hydra_launcher.signal_delay_s > 0 and "setup" in hydra_launcher and "account" in hydra_launcher
+
+
+@pytest.mark.parametrize("written", ["algorithm.lerning_rate=0.5", "+algorithm.lerning_rate=0.5",
+                                     "++algorithm.lerning_rate=0.5"])
+def test_a_typo_behind_plus_gets_the_same_line(written):
+    with pytest.raises(ConfigError, match=r"^unknown config key 'algorithm.lerning_rate' "
+                                          r"\(did you mean 'algorithm.learning_rate'\?\)$"):
+        check_overrides([written])
+
+
+def test_plus_on_a_schema_key_is_one_line():
+    with pytest.raises(ConfigError, match=r"'\+algorithm.beta': algorithm.beta is already a config key: drop the '\+'"):
+        check_overrides(["+algorithm.beta=0.1"])
+    check_overrides(["++algorithm.beta=0.1"])  # Hydra's add-or-override
+
+
+@pytest.mark.parametrize(("field", "owner"), [("learning_rate", "algorithm.learning_rate"), ("loss_type", "algorithm.loss_type"),
+                                              ("seed", "seed"), ("bf16", "hardware.precision")])
+def test_trl_passthrough_of_a_field_rlvr_sets_names_the_rlvr_key(field, owner):
+    with pytest.raises(ConfigError, match=f"'\\+algorithm.trl.{field}' repeats {owner}: set {owner} instead"):
+        check_overrides([f"+algorithm.trl.{field}=1"])
+    with pytest.raises(ConfigError, match=f"^algorithm.trl.{field}=1 repeats {owner}"):  # from YAML, past the pre-flight
+        check_ranges(compose_with(f"+algorithm.trl.{field}=1"))
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("algorithm.epsilon=-1", "algorithm.epsilon=-1.0 must be > 0"),
+    ("algorithm.beta=-1", "algorithm.beta=-1.0 must be >= 0"),
+    ("algorithm.top_p=1.5", "algorithm.top_p=1.5 must be in (0, 1]"),
+    ("algorithm.top_p=0", "algorithm.top_p=0.0 must be in (0, 1]"),
+    ("algorithm.top_k=-1", "algorithm.top_k=-1 must be >= 0"),
+    ("algorithm.max_steps=0", "algorithm.max_steps=0 must be > 0, or -1"),
+    ("algorithm.save_steps=-5", "algorithm.save_steps=-5 must be >= 0"),
+    ("dataset.eval_holdout=-1", "dataset.eval_holdout=-1 must be >= 0"),
+    ("algorithm.num_generations=0", "algorithm.num_generations=0 must be >= 2"),
+    ("algorithm.num_generations=1", "algorithm.num_generations=1 must be >= 2"),
+    ("seed=-5", "seed=-5 must be in [0, 4294967295]"),
+    ("eval.max_new_tokens=0", "eval.max_new_tokens=0 must be > 0"),
+])
+def test_out_of_range_values_are_one_line(override, message):
+    with pytest.raises(ConfigError) as caught:
+        check_ranges(compose_with(override))
+    assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+
+
+def test_max_steps_minus_one_trains_epochs():
+    check_ranges(compose_with("algorithm.max_steps=-1", "algorithm.num_train_epochs=2"))
+
+
+def test_an_interpolation_that_is_no_number_names_the_key():
+    with pytest.raises(ConfigError, match=r"^algorithm.learning_rate: .*'\$\{oc.env:HOME\}'.*could not be converted to Float$"):
+        check_ranges(compose_with("algorithm.learning_rate=${oc.env:HOME}"))
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("algorithm.loss_type=dpo", "algorithm.loss_type='dpo' is not one of TRL's GRPOConfig choices: bnpo, cispo, dapo,"),
+    ("algorithm.scale_rewards=std", "algorithm.scale_rewards='std' is not one of TRL's GRPOConfig choices: batch, group, none"),
+    ("algorithm.importance_sampling_level=seq", "choices: sequence, token"),
+    ("+algorithm.trl.multi_objective_aggregation=mean", "algorithm.trl.multi_objective_aggregation='mean' is not one of"),
+])
+def test_choices_are_checked_against_trl(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        check_ranges(compose_with(override))
+    check_ranges(compose_with("algorithm.loss_type=dr_grpo", "algorithm.scale_rewards=none"))
+
+
+def _trainer_literals(attribute: str) -> set[str]:
+    """The strings GRPOTrainer's code compares `<x>.<attribute>` with: the values it acts on."""
+    import ast
+    import inspect
+
+    import trl.trainer.grpo_trainer as module
+
+    found = set()
+    for node in ast.walk(ast.parse(inspect.getsource(module))):
+        if isinstance(node, ast.Compare) and isinstance(node.left, ast.Attribute) and node.left.attr == attribute:
+            for side in node.comparators:
+                items = side.elts if isinstance(side, (ast.List, ast.Tuple, ast.Set)) else [side]
+                found |= {item.value for item in items if isinstance(item, ast.Constant) and isinstance(item.value, str)}
+    return found
+
+
+@pytest.mark.parametrize("field", ["loss_type", "scale_rewards", "importance_sampling_level"])
+def test_choices_read_from_trls_docs_are_the_values_its_trainer_handles(field):
+    """Breaks if TRL's docstring changes shape (the derivation would read nothing or too much)."""
+    from trl import GRPOConfig
+
+    documented = trl_choices(GRPOConfig, field)
+    assert documented == _trainer_literals(field), (field, documented)
+    assert getattr(GRPOConfig, field) in documented

@@ -23,13 +23,16 @@ def is_local(source: str) -> bool:
     return looks_like_path(source) or source.endswith(LOCAL_SUFFIXES) or os.path.exists(source)
 
 
-def _first_bad_json_line(path: Path) -> str | None:
-    """What is wrong with a JSON-lines file that `datasets` refused: its first bad line, or no lines."""
+def _open(path: Path):
     import gzip
 
-    opener = gzip.open if path.suffix == ".gz" else open
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def _first_bad_json_line(path: Path) -> str | None:
+    """What is wrong with a JSON-lines file that `datasets` refused: its first bad line, or no lines."""
     empty = True
-    with opener(path, "rt", encoding="utf-8", errors="replace") as handle:
+    with _open(path) as handle:
         for number, line in enumerate(handle, start=1):
             if line.strip():
                 empty = False
@@ -40,6 +43,32 @@ def _first_bad_json_line(path: Path) -> str | None:
     return "the file has no rows" if empty else None
 
 
+def _first_bad_utf8(path: Path) -> str | None:
+    """The first line of a JSON file that is not UTF-8 (`datasets` reads it, and fails when a row is used)."""
+    with _open(path) as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return f"line {number}: byte {exc.start + 1} (0x{line[exc.start]:02x}) is not UTF-8: save the file as UTF-8"
+    return None
+
+
+def _row_labeller(path: Path, rows: int):
+    """How an error names row `index` of a local file: `line N` (1-based, as an editor shows it) for
+    JSON lines, else `row i` (0-based, as `datasets` and pandas index it: parquet, a JSON array)."""
+
+    def label(index: int) -> str:
+        if path.suffix != ".parquet":
+            with _open(path) as handle:
+                numbers = [n for n, line in enumerate(handle, start=1) if line.strip()]  # datasets skips blank lines
+            if len(numbers) == rows:
+                return f"line {numbers[index]}"
+        return f"row {index}"
+
+    return label
+
+
 def read_local(path_text: str):
     """A local json/jsonl(.gz)/parquet file as a `datasets.Dataset`, with one-line errors."""
     import datasets
@@ -48,6 +77,8 @@ def read_local(path_text: str):
     if not path.is_file():
         raise DataError(f"dataset file not found: {path}")
     kind = "parquet" if path.suffix == ".parquet" else "json"
+    if kind == "json" and (bad := _first_bad_utf8(path)):
+        raise DataError(f"cannot read dataset file {path}: {bad}")
     try:
         return datasets.load_dataset(kind, data_files=str(path), split="train")
     except Exception as exc:  # datasets raises several types for a malformed file
@@ -84,7 +115,7 @@ def read_builtin(name: str, arguments: dict[str, Any], seed: int):
     return {split: datasets.Dataset.from_list(rows) for split, rows in splits.items()}
 
 
-def _check_columns(ds, cfg, where: str) -> None:
+def _check_columns(ds, cfg, where: str, label) -> None:
     from rlvr.rewards.answers import short
     from rlvr.rewards.checks import colliding_columns
 
@@ -96,9 +127,9 @@ def _check_columns(ds, cfg, where: str) -> None:
             raise DataError(f"{where} has no column '{column}' (columns: {', '.join(ds.column_names)})")
         for index, value in enumerate(ds[column]):
             if value is None or (isinstance(value, str) and not value.strip()):
-                raise DataError(f"{where} row {index} has no value in column '{column}'")
+                raise DataError(f"{where} {label(index)} has no value in column '{column}'")
             if column == cfg.answer_column and isinstance(value, (list, dict)):
-                raise DataError(f"{where} row {index}: the gold answer {short(value)} in column '{column}' is a "
+                raise DataError(f"{where} {label(index)}: the gold answer {short(value)} in column '{column}' is a "
                                 f"{type(value).__name__}, not one value: give each row a single answer")
 
 
@@ -110,22 +141,29 @@ def format_prompt(row: dict, cfg) -> str | list[dict]:
     return messages + [{"role": "user", "content": text}]
 
 
-def _prepare(ds, cfg, where: str, limit: int | None, seed: int):
-    _check_columns(ds, cfg, where)
-    if limit is not None and limit < len(ds):
-        ds = ds.shuffle(seed=seed).select(range(limit))
-    if len(ds) == 0:
-        raise DataError(f"{where} has no rows" + (f" (a limit of {limit} rows)" if limit == 0 else ""))
+def _with_prompts(ds, cfg, where: str, label):
+    """Rows of one source, checked and given `prompt`/`answer` columns in the order the source holds
+    them (before any mixing, holdout or limit), so that an error names the row the user wrote."""
+    _check_columns(ds, cfg, where, label)
 
     def add_prompt(row: dict, index: int) -> dict:
         try:
             prompt = format_prompt(row, cfg)
         except (KeyError, IndexError, ValueError) as exc:
-            raise DataError(f"{where} row {index}: dataset.prompt_template {cfg.prompt_template!r} fails: {exc!r}") from exc
+            raise DataError(f"{where} {label(index)}: dataset.prompt_template {cfg.prompt_template!r} fails: "
+                            f"{exc!r}") from exc
         return {"prompt": prompt, "answer": str(row[cfg.answer_column])}
 
     drop = [c for c in ("prompt",) if c in ds.column_names and c != cfg.prompt_column]
     return ds.remove_columns(drop).map(add_prompt, with_indices=True, desc=f"formatting {where}")
+
+
+def _limit(ds, where: str, limit: int | None, seed: int):
+    if limit is not None and limit < len(ds):
+        ds = ds.shuffle(seed=seed).select(range(limit))
+    if len(ds) == 0:
+        raise DataError(f"{where} has no rows" + (f" (a limit of {limit} rows)" if limit == 0 else ""))
+    return ds
 
 
 def mix(sources: dict[str, Any], read, seed: int):
@@ -145,8 +183,19 @@ def mix(sources: dict[str, Any], read, seed: int):
     return datasets.concatenate_datasets(parts)
 
 
-def read_source(source: str, cfg, split: str):
-    return read_local(source) if is_local(source) else read_hub(source, cfg.subset, split)
+def _row_index(index: int) -> str:
+    return f"row {index}"
+
+
+def read_source(source: str, cfg, split: str, prepare=None):
+    """One local file or Hub split; `prepare(ds, where, label)`, if given, runs on it as read."""
+    if is_local(source):
+        ds = read_local(source)
+        where, label = f"dataset file {source}", _row_labeller(Path(source).expanduser(), len(ds))
+    else:
+        ds = read_hub(source, cfg.subset, split)
+        where, label = f"Hub dataset '{source}' split '{split}'", _row_index
+    return ds if prepare is None else prepare(ds, where, label)
 
 
 def _holdout(train, cfg, where: str):
@@ -158,21 +207,26 @@ def _holdout(train, cfg, where: str):
     return parts["train"], parts["test"]
 
 
-def read_splits(cfg, seed: int):
-    """Raw (train, eval) Datasets from `source` (or `mixer`), `eval_source`/`eval_split` or a holdout."""
+def read_splits(cfg, seed: int, prepare=None):
+    """(train, eval) Datasets from `source` (or `mixer`), `eval_source`/`eval_split` or a holdout.
+
+    `prepare(ds, where, label)` runs on each source as read, before mixing and holdout shuffle it.
+    """
     source = cfg.source
     if cfg.mixer:
-        train = mix(dict(cfg.mixer), lambda name: read_source(name, cfg, cfg.train_split), cfg.shuffle_seed)
-        evaluation = read_source(cfg.eval_source, cfg, cfg.eval_split or "test") if cfg.eval_source else None
+        train = mix(dict(cfg.mixer), lambda name: read_source(name, cfg, cfg.train_split, prepare), cfg.shuffle_seed)
+        evaluation = read_source(cfg.eval_source, cfg, cfg.eval_split or "test", prepare) if cfg.eval_source else None
     elif source.startswith("builtin:"):
         splits = read_builtin(source.split(":", 1)[1], dict(cfg.generator), seed)
+        if prepare is not None:
+            splits = {split: prepare(ds, f"{source} split '{split}'", _row_index) for split, ds in splits.items()}
         return splits["train"], splits.get("test")
     elif is_local(source):
-        train = read_local(source)
-        evaluation = read_local(cfg.eval_source) if cfg.eval_source else None
+        train = read_source(source, cfg, cfg.train_split, prepare)
+        evaluation = read_source(cfg.eval_source, cfg, cfg.eval_split or "test", prepare) if cfg.eval_source else None
     else:
-        train = read_hub(source, cfg.subset, cfg.train_split)
-        evaluation = read_hub(source, cfg.subset, cfg.eval_split) if cfg.eval_split else None
+        train = read_source(source, cfg, cfg.train_split, prepare)
+        evaluation = read_source(source, cfg, cfg.eval_split, prepare) if cfg.eval_split else None
     if evaluation is None:
         train, evaluation = _holdout(train, cfg, "the mixture" if cfg.mixer else source)
     return train, evaluation
@@ -180,9 +234,9 @@ def read_splits(cfg, seed: int):
 
 def load_prompt_datasets(cfg, seed: int = 0):
     """(train, eval) Datasets for the `dataset` config; eval is None when there is no eval data."""
-    train, evaluation = read_splits(cfg, seed)
-    train = _prepare(train, cfg, f"dataset '{cfg.name}' ({cfg.source})", cfg.max_train_samples, cfg.shuffle_seed)
+    train, evaluation = read_splits(cfg, seed, lambda ds, where, label: _with_prompts(ds, cfg, where, label))
+    train = _limit(train, f"dataset '{cfg.name}' ({cfg.source})", cfg.max_train_samples, cfg.shuffle_seed)
     if evaluation is not None:
         where = f"eval data of '{cfg.name}' ({cfg.eval_source or cfg.source})"
-        evaluation = _prepare(evaluation, cfg, where, cfg.max_eval_samples, cfg.shuffle_seed)
+        evaluation = _limit(evaluation, where, cfg.max_eval_samples, cfg.shuffle_seed)
     return train, evaluation

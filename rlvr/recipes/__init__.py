@@ -12,6 +12,8 @@ import importlib
 from rlvr.errors import ConfigError
 
 RECIPES = ("grpo", "fgrpo", "reward_model")
+# The TRL config class each recipe trains with (`algorithm.trl.*` must be one of its fields).
+TRL_CONFIGS = {"grpo": "GRPOConfig", "fgrpo": "GRPOConfig", "reward_model": "RewardConfig"}
 
 
 def get_recipe(name: str):

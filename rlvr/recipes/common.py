@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ class PolicySetup:
     trainer_kwargs: dict
     warmup_loss: float | None = None
     reasoning_vocab: Any = None  # rlvr.vocab.ReasoningVocab when model.reasoning_vocab_size > 0
+    prompts_dropped: dict = field(default_factory=dict)  # {split}_prompts_dropped_too_long: no room in the context
 
 
 # AlgorithmConfig fields that are rlvr's, not TRL's.
@@ -34,19 +35,14 @@ NOT_TRL = {"name", "trl", "save_steps", "eval_steps", "fine_grained"}
 
 def trl_config(config_class, cfg, run_dir: Path, report_to: list[str], trainer_kwargs: dict, **extra):
     """A TRL config (GRPOConfig, RewardConfig, ...) from `cfg.algorithm`: the fields that class has,
-    plus `algorithm.trl.*` passed through, plus the hardware arguments. One-line errors."""
+    plus `algorithm.trl.*` passed through (checked by `rlvr.config.check_ranges`), plus the hardware
+    arguments. One-line errors."""
     import dataclasses
-    import difflib
 
     from omegaconf import OmegaConf
 
     algorithm = OmegaConf.to_container(cfg.algorithm, resolve=True)
     known = {f.name for f in dataclasses.fields(config_class)}
-    for key in algorithm["trl"]:
-        if key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=1)
-            raise ConfigError(f"algorithm.trl.{key} is not a {config_class.__name__} field"
-                              + (f" (did you mean '{close[0]}'?)" if close else ""))
     knobs = {k: v for k, v in algorithm.items() if k in known and k not in NOT_TRL}
     save_steps, eval_steps = algorithm["save_steps"], algorithm["eval_steps"]
     schedule = {"save_strategy": "steps" if save_steps > 0 else "no", "save_steps": save_steps if save_steps > 0 else 500}
@@ -67,6 +63,7 @@ def setup_policy(cfg, run_dir: Path, resuming: bool = False) -> PolicySetup:
     the adapter) its base is the policy as RL started, saved by the first start (`initial_policy/`).
     """
     from rlvr.data import load_prompt_datasets
+    from rlvr.data.lengths import fit_to_context
     from rlvr.models import check_lora_targets, load_policy
     from rlvr.rewards import build_rewards
 
@@ -80,9 +77,10 @@ def setup_policy(cfg, run_dir: Path, resuming: bool = False) -> PolicySetup:
     if cfg.dataset.chat and not tokenizer.chat_template:
         raise ConfigError(f"dataset.chat=true (chat-message prompts) but the tokenizer of '{cfg.model.name_or_path}' "
                           f"has no chat template: use an instruct model, or dataset.chat=false for plain-text prompts")
+    train, evaluation, dropped = fit_to_context(train, evaluation, model, tokenizer, cfg)
     log.info("policy %s: %.2fM parameters; %d train / %d eval prompts", initial if restored else cfg.model.name_or_path,
              sum(p.numel() for p in model.parameters()) / 1e6, len(train), len(evaluation or []))
-    setup = PolicySetup(model, tokenizer, train, evaluation, rewards, trainer_kwargs)
+    setup = PolicySetup(model, tokenizer, train, evaluation, rewards, trainer_kwargs, prompts_dropped=dropped)
     if restored:
         from rlvr.vocab import ReasoningVocab
 
@@ -120,12 +118,15 @@ def load_saved_policy(model_cfg, path: Path):
 def load_trained_policy(cfg, run_dir: Path) -> PolicySetup:
     """A trained run's final model, eval data and rewards: what finishing its eval needs, no training."""
     from rlvr.data import load_prompt_datasets
+    from rlvr.data.lengths import fit_to_context
     from rlvr.rewards import build_rewards
 
     rewards = build_rewards(cfg.reward.functions)
-    _, evaluation = load_prompt_datasets(cfg.dataset, cfg.seed)
+    train, evaluation = load_prompt_datasets(cfg.dataset, cfg.seed)
     model, tokenizer = load_saved_policy(cfg.model, run_dir / "final_model")
-    return PolicySetup(model, tokenizer, None, evaluation, rewards, hardware.trainer_arguments(cfg.hardware))
+    _, evaluation, dropped = fit_to_context(train, evaluation, model, tokenizer, cfg)  # as when it trained
+    return PolicySetup(model, tokenizer, None, evaluation, rewards, hardware.trainer_arguments(cfg.hardware),
+                       prompts_dropped=dropped)
 
 
 def calibrate_rewards(cfg, setup: PolicySetup, run_dir: Path) -> None:

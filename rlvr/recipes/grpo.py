@@ -135,6 +135,6 @@ def completion_metrics(cfg, setup, run_dir: Path, train_steps: int) -> dict[str,
     metrics = read_json(run_dir / "warmup.json") if (run_dir / "warmup.json").exists() else {}
     if (run_dir / "eval" / "before.jsonl").exists():
         metrics |= summarise(read_jsonl(run_dir / "eval" / "before.jsonl"), "before")
-    metrics |= training_curve_summary(run_dir) | {"train_steps": train_steps}
+    metrics |= setup.prompts_dropped | training_curve_summary(run_dir) | {"train_steps": train_steps}
     metrics |= evaluate(cfg, setup, run_dir, "after")
     return metrics

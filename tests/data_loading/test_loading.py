@@ -56,7 +56,7 @@ def test_missing_file_is_named():
 
 def test_row_missing_gold_names_the_row(rows_file):
     rows = [{"question": "1+1=", "answer": "2"}] * 5 + [{"question": "2+2="}] + [{"question": "3+3=", "answer": "6"}]
-    with pytest.raises(DataError, match="row 5 has no value in column 'answer'"):
+    with pytest.raises(DataError, match="line 6 has no value in column 'answer'"):
         load_prompt_datasets(dataset_cfg(source=str(rows_file(rows)), eval_holdout=0))
 
 
@@ -89,7 +89,7 @@ def test_a_limit_of_zero_rows_is_an_error_not_an_empty_run(limit):
 
 def test_prompt_template_naming_a_missing_column(rows_file):
     path = rows_file([{"question": "1+1=", "answer": "2"}] * 3)
-    with pytest.raises(DataError, match="row 0: dataset.prompt_template"):
+    with pytest.raises(DataError, match="line 1: dataset.prompt_template"):
         load_prompt_datasets(dataset_cfg(source=str(path), eval_holdout=0, prompt_template="{problem}"))
 
 
@@ -100,7 +100,7 @@ def test_unknown_builtin_generator():
 
 def test_a_gold_answer_that_is_a_list_is_refused_naming_the_row(rows_file):
     path = rows_file([{"question": "1+1=", "answer": "2"}, {"question": "x?", "answer": ["11", "x"]}])
-    with pytest.raises(DataError, match=r"row 1: the gold answer \['11', 'x'\] in column 'answer' is a list, not one value"):
+    with pytest.raises(DataError, match=r"line 2: the gold answer \['11', 'x'\] in column 'answer' is a list, not one value"):
         load_prompt_datasets(dataset_cfg(source=str(path), eval_holdout=0))
 
 
@@ -108,4 +108,42 @@ def test_a_gold_answer_that_is_a_list_is_refused_naming_the_row(rows_file):
 def test_columns_named_like_trl_reward_keywords_are_refused(rows_file, column):
     path = rows_file([{"question": "1+1=", "answer": "2", column: "x"}])
     with pytest.raises(DataError, match=f"columns named like the keywords TRL passes to reward functions \\({column}\\)"):
+        load_prompt_datasets(dataset_cfg(source=str(path), eval_holdout=0))
+
+
+def test_a_bad_row_is_named_by_its_line_in_the_file_not_after_the_holdout_shuffle(tmp_path):
+    """Blank lines count (an editor shows them); the holdout split shuffles rows, the error does not."""
+    lines = [json.dumps({"question": f"{i}+1=", "answer": str(i + 1)}) for i in range(40)]
+    lines[30] = json.dumps({"question": "30+1="})
+    path = tmp_path / "rows.jsonl"
+    path.write_text("\n".join(lines[:10] + [""] + lines[10:]) + "\n")  # a blank line 11: row 30 is line 32
+    with pytest.raises(DataError, match=f"^dataset file {path} line 32 has no value in column 'answer'$"):
+        load_prompt_datasets(dataset_cfg(source=str(path), eval_holdout=10))
+
+
+def test_a_failing_template_names_the_line_also_in_a_separate_eval_file(rows_file):
+    train = rows_file([{"question": "11+1=", "answer": "12"}] * 5, name="train.jsonl")
+    evaluation = rows_file([{"question": "11+1=", "answer": "12"}] * 3 + [{"question": "2+2", "answer": "4"}],
+                           name="eval.jsonl")
+    with pytest.raises(DataError, match=f"^dataset file {evaluation} line 4: dataset.prompt_template '{{question\\[4\\]}}' fails"):
+        load_prompt_datasets(dataset_cfg(source=str(train), eval_source=str(evaluation), prompt_template="{question[4]}"))
+
+
+def test_a_bad_row_of_a_parquet_file_is_named_by_its_index(tmp_path):
+    import datasets
+
+    path = tmp_path / "rows.parquet"
+    datasets.Dataset.from_list([{"question": "1+1=", "answer": "2"}] * 3 + [{"question": "2+2=", "answer": None}]).to_parquet(path)
+    with pytest.raises(DataError, match="row 3 has no value in column 'answer'"):
+        load_prompt_datasets(dataset_cfg(source=str(path), eval_holdout=0))
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz"])
+def test_bytes_that_are_not_utf8_are_one_line_naming_file_and_line(tmp_path, suffix):
+    import gzip
+
+    content = b'{"question": "1+1=", "answer": "2"}\n{"question": "caf\xe9", "answer": "3"}\n'
+    path = tmp_path / f"latin1{suffix}"
+    path.write_bytes(gzip.compress(content) if suffix.endswith(".gz") else content)
+    with pytest.raises(DataError, match=f"^cannot read dataset file {path}: line 2: byte 18 \\(0xe9\\) is not UTF-8: save the file as UTF-8$"):
         load_prompt_datasets(dataset_cfg(source=str(path), eval_holdout=0))

@@ -18,7 +18,7 @@ def test_row_missing_the_gold_column(tmp_path):
     data.write_text('{"question": "1+1=", "answer": "2"}\n{"question": "2+2="}\n')
     line = one_line_error(run_cli("rlvr.run", *TINY_RUN, f"dataset.source={data}", "dataset.eval_holdout=0",
                                   f"hydra.run.dir={tmp_path / 'run'}"))
-    assert "row 1 has no value in column 'answer'" in line
+    assert "line 2 has no value in column 'answer'" in line
 
 
 def test_hub_model_while_offline(tmp_path):
@@ -90,3 +90,41 @@ def test_chat_prompts_for_a_tokenizer_without_a_chat_template(tmp_path):
     line = one_line_error(run_cli("rlvr.run", *TINY_RUN, f"model.name_or_path={tmp_path / 'base'}", "dataset.chat=true",
                                   f"hydra.run.dir={tmp_path / 'run'}"))
     assert "dataset.chat=true (chat-message prompts) but the tokenizer of" in line and "dataset.chat=false" in line
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("+algorithm.lerning_rate=0.5", "unknown config key 'algorithm.lerning_rate' (did you mean 'algorithm.learning_rate'?)"),
+    ("+algorithm.trl.learning_rate=0.5", "'+algorithm.trl.learning_rate' repeats algorithm.learning_rate"),
+    ("algorithm.epsilon=-1", "algorithm.epsilon=-1.0 must be > 0"),
+    ("algorithm.num_generations=0", "algorithm.num_generations=0 must be >= 2"),
+    ("algorithm.learning_rate=${oc.env:HOME}", "algorithm.learning_rate: While dereferencing interpolation"),
+    ("algorithm.loss_type=ppo", "algorithm.loss_type='ppo' is not one of TRL's GRPOConfig choices: bnpo, cispo, dapo"),
+])
+def test_bad_values_fail_in_one_line_before_anything_loads(tmp_path, override, message):
+    line = one_line_error(run_cli("rlvr.run", *TINY_RUN, override, f"hydra.run.dir={tmp_path}", timeout=120))
+    assert message in line
+    assert not (tmp_path / "config_resolved.yaml").exists()
+
+
+def test_a_completion_length_beyond_the_context_is_one_line(tmp_path):
+    line = one_line_error(run_cli("rlvr.run", *TINY_RUN, "algorithm.max_completion_length=100000",
+                                  f"hydra.run.dir={tmp_path}", timeout=120))
+    assert "algorithm.max_completion_length=100000 leaves no room for a prompt in the 256-token context of 'tiny'" in line
+    assert not (tmp_path / "eval").exists()  # refused before the warm-up and the first eval
+
+
+def test_a_5_mb_prompt_is_dropped_and_counted_and_the_run_finishes(tmp_path):
+    import json
+
+    rows = [{"question": f"{a}+{b}=", "answer": str(a + b)} for a in range(8) for b in range(8)]
+    rows.insert(20, {"question": "7+" * 2_500_000 + "1=", "answer": "?"})
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    run_dir = tmp_path / "run"
+    result = run_cli("rlvr.run", *TINY_RUN, f"dataset.source={data}", "dataset.eval_holdout=16", "algorithm.max_steps=1",
+                     "model.warmup_sft_steps=0", "eval.before=false", "eval.after=false", "algorithm.save_steps=0",
+                     "logging.plots=false", f"hydra.run.dir={run_dir}", timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["train_prompts_dropped_too_long"] + metrics["eval_prompts_dropped_too_long"] == 1
+    assert "prompts longer than 250 tokens (the model's 256-token context minus algorithm.max_completion_length=6)" in result.stdout
