@@ -14,6 +14,7 @@ from rlvr.tracking import close_wandb, phase_means, read_jsonl, write_json
 
 log = logging.getLogger(__name__)
 INITIAL_POLICY = "initial_policy"  # the policy as RL started, where only this run could rebuild it
+TRAIN_RESULT = "train_result.json"  # written once training has ended and final_model/ is saved
 
 
 @dataclass
@@ -72,7 +73,7 @@ def setup_policy(cfg, run_dir: Path, resuming: bool = False) -> PolicySetup:
     train, evaluation = load_prompt_datasets(cfg.dataset, cfg.seed)
     initial = run_dir / INITIAL_POLICY
     restored = resuming and (initial / "config.json").exists()
-    model, tokenizer = load_saved_policy(cfg.model, initial) if restored else load_policy(cfg.model, cfg.seed)
+    model, tokenizer = load_saved_model(cfg.model, initial) if restored else load_policy(cfg.model, cfg.seed)
     check_lora_targets(model, cfg.model.lora)
     if cfg.dataset.chat and not tokenizer.chat_template:
         raise ConfigError(f"dataset.chat=true (chat-message prompts) but the tokenizer of '{cfg.model.name_or_path}' "
@@ -106,13 +107,14 @@ def setup_policy(cfg, run_dir: Path, resuming: bool = False) -> PolicySetup:
     return setup
 
 
-def load_saved_policy(model_cfg, path: Path):
+def load_saved_model(model_cfg, path: Path, auto_class_name: str = "AutoModelForCausalLM", **model_kwargs):
     """(model, tokenizer) saved by a run (initial_policy/, final_model/), with the model group's dtype."""
     from omegaconf import OmegaConf
 
     from rlvr.models import load_pretrained
 
-    return load_pretrained(OmegaConf.merge(model_cfg, {"name_or_path": str(path), "revision": None}))
+    return load_pretrained(OmegaConf.merge(model_cfg, {"name_or_path": str(path), "revision": None}),
+                           auto_class_name, **model_kwargs)
 
 
 def load_trained_policy(cfg, run_dir: Path) -> PolicySetup:
@@ -123,7 +125,7 @@ def load_trained_policy(cfg, run_dir: Path) -> PolicySetup:
 
     rewards = build_rewards(cfg.reward.functions)
     train, evaluation = load_prompt_datasets(cfg.dataset, cfg.seed)
-    model, tokenizer = load_saved_policy(cfg.model, run_dir / "final_model")
+    model, tokenizer = load_saved_model(cfg.model, run_dir / "final_model")
     _, evaluation, dropped = fit_to_context(train, evaluation, model, tokenizer, cfg)  # as when it trained
     return PolicySetup(model, tokenizer, None, evaluation, rewards, hardware.trainer_arguments(cfg.hardware),
                        prompts_dropped=dropped)

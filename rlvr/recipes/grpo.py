@@ -6,8 +6,8 @@ import logging
 from pathlib import Path
 
 from rlvr.recipes.common import (
-    calibrate_rewards, evaluate, finish, load_trained_policy, reuse_run_dir, save_final_model, save_initial_policy,
-    setup_policy, trl_config, training_curve_summary,
+    TRAIN_RESULT, calibrate_rewards, evaluate, finish, load_trained_policy, reuse_run_dir, save_final_model,
+    save_initial_policy, setup_policy, trl_config, training_curve_summary,
 )
 from rlvr.distributed import (
     checkpoint_callback, checkpoint_step, is_main_process, latest_complete_checkpoint, phase, rank, weights_digest,
@@ -20,7 +20,6 @@ from rlvr.tracking import (
 )
 
 log = logging.getLogger(__name__)
-TRAIN_RESULT = "train_result.json"  # written once training has ended and final_model/ is saved
 
 
 def preflight(cfg, run_dir: Path) -> Start:

@@ -11,11 +11,11 @@ import logging
 from pathlib import Path
 
 from rlvr import hardware
-from rlvr.distributed import phase
+from rlvr.distributed import is_main_process, phase
 from rlvr.errors import ConfigError
-from rlvr.recipes.common import finish, reuse_run_dir, save_final_model, trl_config
+from rlvr.recipes.common import TRAIN_RESULT, finish, load_saved_model, reuse_run_dir, save_final_model, trl_config
 from rlvr.run_dir import Start
-from rlvr.tracking import metrics_callback, setup_wandb, use_compact_progress
+from rlvr.tracking import metrics_callback, read_json, setup_wandb, use_compact_progress, write_json
 
 log = logging.getLogger(__name__)
 SANITY_CHECK_PAIRS = 100
@@ -66,10 +66,13 @@ def set_chat_template(tokenizer, name: str) -> None:
 
 
 def preflight(cfg, run_dir: Path) -> Start:
-    """Reward-model runs do not resume: a finished one is kept, an unfinished one starts over."""
+    """Reward-model runs do not resume: a finished one is kept, one stopped after training (its final
+    model saved) is finished by evaluating that model, any other starts over."""
     if (run_dir / "metrics.json").exists():
         raise ConfigError(f"{run_dir} already holds a reward-model run (reward-model runs do not resume): "
                           f"pick a new hydra.run.dir")
+    if (run_dir / TRAIN_RESULT).exists() and (run_dir / "final_model" / "config.json").exists():
+        return Start("finish")
     return Start("new")
 
 
@@ -82,25 +85,42 @@ def train(cfg, run_dir: Path, start: Start) -> dict[str, float]:
 
     if cfg.model.reasoning_vocab_size:
         raise ConfigError("model.reasoning_vocab_size is for policies (algorithm=grpo or fgrpo), not reward models")
-    reuse_run_dir(run_dir, None)
+    finishing = start.mode == "finish"
+    if not finishing:
+        reuse_run_dir(run_dir, None)
     trainer_kwargs = hardware.trainer_arguments(cfg.hardware)
     report_to = setup_wandb(cfg.logging, run_dir, run_dir.name)  # first: a missing wandb key fails before loading
-    model, tokenizer = load_reward_model(cfg.model, cfg.seed)
-    check_lora_targets(model, cfg.model.lora)
-    set_chat_template(tokenizer, cfg.dataset.preference.chat_template)
-    train_pairs, eval_pairs, counts = load_pairs(cfg, tokenizer)
+    with phase("loading the model and data"):
+        if finishing:
+            log.info("%s: training ended and its final model is saved: evaluating it", run_dir)
+            model, tokenizer = load_saved_model(cfg.model, run_dir / "final_model", "AutoModelForSequenceClassification",
+                                                num_labels=1)
+        else:
+            model, tokenizer = load_reward_model(cfg.model, cfg.seed)
+            check_lora_targets(model, cfg.model.lora)
+        set_chat_template(tokenizer, cfg.dataset.preference.chat_template)
+        train_pairs, eval_pairs, counts = load_pairs(cfg, tokenizer)
     args = trl_config(RewardConfig, cfg, run_dir, report_to, trainer_kwargs, max_length=None, disable_dropout=True)
     trainer = PreferenceRewardTrainer(
         model=model, args=args, train_dataset=train_pairs, eval_dataset=eval_pairs, processing_class=tokenizer,
-        peft_config=lora_config(cfg.model, task_type="SEQ_CLS"), callbacks=[metrics_callback(run_dir / "metrics.jsonl")],
+        peft_config=None if finishing else lora_config(cfg.model, task_type="SEQ_CLS"),
+        callbacks=[metrics_callback(run_dir / "metrics.jsonl")],
     )
     use_compact_progress(trainer)
-    if cfg.logging.plots:
-        plot_token_lengths(trainer.train_dataset, train_pairs, tokenizer, run_dir / "plots" / "token_lengths.png")
-        print_coloured_tokens(tokenizer, trainer.train_dataset[0]["chosen_ids"])
-    with phase("training"):
-        result = trainer.train()
-    metrics = {"train_loss": result.training_loss, "train_steps": trainer.state.global_step, **counts}
+    if finishing:
+        metrics = read_json(run_dir / TRAIN_RESULT)
+    else:
+        if cfg.logging.plots:
+            plot_token_lengths(trainer.train_dataset, train_pairs, tokenizer, run_dir / "plots" / "token_lengths.png")
+            print_coloured_tokens(tokenizer, trainer.train_dataset[0]["chosen_ids"])
+        with phase("training"):
+            result = trainer.train()
+        with phase("saving the final model"):  # before the eval: a run stopped in it is finished from this
+            trainer.model = save_final_model(trainer, tokenizer, cfg.model, run_dir)
+        metrics = {"train_loss": result.training_loss, "train_steps": trainer.state.global_step}
+        if is_main_process():
+            write_json(run_dir / TRAIN_RESULT, metrics)
+    metrics |= counts
     if eval_pairs is not None:
         from rlvr.rewards.reward_model import RewardModelScorer
 
@@ -108,6 +128,5 @@ def train(cfg, run_dir: Path, start: Start) -> dict[str, float]:
         scorer = RewardModelScorer(trainer.model, tokenizer, device=hardware.torch_device(cfg.hardware),
                                    batch_size=cfg.algorithm.per_device_eval_batch_size)
         metrics["eval_pair_accuracy"] = scorer.pair_accuracy(eval_pairs)
-    save_final_model(trainer, tokenizer, cfg.model, run_dir)
     log.info("reward model: %s", {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)})
     return finish(cfg, run_dir, metrics)

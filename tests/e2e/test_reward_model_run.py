@@ -88,3 +88,17 @@ def test_lora_reward_model_trains_its_score_head(tmp_path):
     initial, _ = load_reward_model(OmegaConf.structured(ModelConfig), seed=0)  # the run's seed (conf/config.yaml)
     saved = AutoModelForSequenceClassification.from_pretrained(tmp_path / "final_model")
     assert not torch.allclose(saved.score.weight, initial.score.weight)
+
+
+def test_a_reward_model_run_stopped_in_its_eval_is_finished_without_training(tmp_path):
+    args = ["algorithm=reward_model", "logging=disabled", "algorithm.max_steps=20"]
+    completed_run(tmp_path, *args)
+    expected = json.loads((tmp_path / "metrics.json").read_text())
+    (tmp_path / "metrics.json").unlink()  # stopped while evaluating the saved model
+    steps = (tmp_path / "metrics.jsonl").read_text()
+    completed_run(tmp_path, *args)
+    assert "training ended and its final model is saved: evaluating it" in (tmp_path / "run.log").read_text()
+    assert (tmp_path / "metrics.jsonl").read_text().startswith(steps)  # no step trained again
+    finished = json.loads((tmp_path / "metrics.json").read_text())
+    assert finished["train_steps"] == 20 and finished["train_loss"] == expected["train_loss"]
+    assert finished["eval_pair_accuracy"] == expected["eval_pair_accuracy"]
