@@ -78,7 +78,7 @@ def test_full_vocabulary_copy_on_qwen3_shape(tmp_path):
     from rlvr.vocab import ReasoningVocab
 
     completed_run(tmp_path, "experiment=vocab_reasoning", "model=qwen3_shape", "model.reasoning_vocab_size=151646",
-                  "model.warmup_sft_steps=0", "dataset.prompt_template={question}<think>", *FEW_STEPS)
+                  "model.warmup_sft_steps=0", 'dataset.prompt_template="{question}<think>"', *FEW_STEPS)
     steps = [m for m in rows(tmp_path / "metrics.jsonl") if "vocab/reasoning_outside_think" in m]
     assert len(steps) == 2 and all(m["vocab/reasoning_outside_think"] == 0 for m in steps)
     assert all(m["vocab/reasoning_share_in_think"] > 0.2 for m in steps)  # the copies carry about half the mass
@@ -103,7 +103,7 @@ def hh_reward_model(tmp_path_factory):
     return completed_run(tmp_path_factory.mktemp("rm_hh_qwen"), "experiment=rm_hh", "model=qwen2.5_shape", "hardware=cpu",
                          "logging=disabled", "algorithm.max_steps=5", "algorithm.per_device_train_batch_size=4",
                          "algorithm.eval_steps=null", "dataset.preference.sanity_check=true",
-                         "dataset.preference.max_token_length=256")
+                         "dataset.preference.max_token_length=256", "dataset.preference.chat_template=tokenizer")
 
 
 def test_reward_model_on_the_hh_slice(hh_reward_model):
