@@ -22,8 +22,12 @@ from rlvr.errors import ConfigError
 
 @dataclass
 class TinyModelConfig:
-    """Shape of the built-in Qwen2-architecture model (random init, byte-level tokenizer)."""
+    """The built-in random-init model: architecture, tokenizer and shape."""
 
+    architecture: str = "qwen2"  # qwen2 | qwen3
+    # bytes: ~260 ids made in code; qwen2.5 | qwen3: the real Qwen BPE tokenizer (rlvr/qwen_tokenizers.py)
+    tokenizer: str = "bytes"
+    vocab_rows: int | None = None  # rows of the embedding matrix (the real models pad theirs); None: the tokenizer's size
     hidden_size: int = 64
     num_hidden_layers: int = 2
     num_attention_heads: int = 4

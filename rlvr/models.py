@@ -1,7 +1,9 @@
 """The policy: the built-in tiny model, or a Hub name / local directory, plus optional LoRA.
 
-The tiny model is a Qwen2-architecture causal LM with a byte-level tokenizer made in code (256 byte
-tokens + a few special tokens, no merges), so it needs no file and no network and reads any text.
+The tiny model is a random-init Qwen2- or Qwen3-architecture causal LM. Its default tokenizer is
+byte-level, made in code (256 byte tokens + a few special tokens, no merges), so it needs no file
+and no network and reads any text; `model.tiny.tokenizer=qwen2.5|qwen3` gives it the real Qwen
+tokenizer instead (the `qwen2.5_shape` / `qwen3_shape` presets: rlvr/qwen_tokenizers.py).
 """
 
 from __future__ import annotations
@@ -42,12 +44,40 @@ def build_tiny_tokenizer():
     return tokenizer
 
 
-def tiny_config(shape, tokenizer):
-    from transformers import Qwen2Config
+ARCHITECTURES = {"qwen2": "Qwen2", "qwen3": "Qwen3"}  # transformers' class prefix
 
-    return Qwen2Config(
-        vocab_size=len(tokenizer),
+
+def build_tokenizer(shape):
+    """The tiny model's tokenizer: `bytes` (made in code) or a real Qwen one (cached per machine)."""
+    if shape.tokenizer == "bytes":
+        return build_tiny_tokenizer()
+    from rlvr.qwen_tokenizers import FLAVOURS, qwen_tokenizer
+
+    if shape.tokenizer not in FLAVOURS:
+        raise ModelLoadError(f"model.tiny.tokenizer={shape.tokenizer!r} is not one of bytes, {', '.join(FLAVOURS)}")
+    return qwen_tokenizer(shape.tokenizer)
+
+
+def end_of_generation_ids(tokenizer) -> list[int]:
+    """The end of turn, then <|endoftext|>: what ends generation in Qwen Instruct's generation_config."""
+    return list(dict.fromkeys([tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(SPECIAL_TOKENS["eos_token"])]))
+
+
+def _architecture(shape) -> str:
+    if shape.architecture not in ARCHITECTURES:
+        raise ModelLoadError(f"model.tiny.architecture={shape.architecture!r} is not one of {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[shape.architecture]
+
+
+def tiny_config(shape, tokenizer):
+    import transformers
+
+    if shape.vocab_rows is not None and shape.vocab_rows < len(tokenizer):
+        raise ModelLoadError(f"model.tiny.vocab_rows={shape.vocab_rows} is less than the tokenizer's {len(tokenizer)} ids")
+    return getattr(transformers, f"{_architecture(shape)}Config")(
+        vocab_size=shape.vocab_rows or len(tokenizer),
         hidden_size=shape.hidden_size,
+        head_dim=shape.hidden_size // shape.num_attention_heads,
         num_hidden_layers=shape.num_hidden_layers,
         num_attention_heads=shape.num_attention_heads,
         num_key_value_heads=shape.num_key_value_heads,
@@ -61,18 +91,19 @@ def tiny_config(shape, tokenizer):
 
 
 def build_tiny_model(shape, tokenizer, seed: int, head: str = "causal_lm"):
-    """The tiny Qwen2 model: a causal LM (policy) or a one-output sequence classifier (reward model)."""
+    """The tiny model: a causal LM (policy) or a one-output sequence classifier (reward model)."""
     import torch
-    from transformers import Qwen2ForCausalLM, Qwen2ForSequenceClassification
+    import transformers
 
     config = tiny_config(shape, tokenizer)
+    prefix = _architecture(shape)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         if head == "reward":
             config.num_labels = 1
-            return Qwen2ForSequenceClassification(config)
-        model = Qwen2ForCausalLM(config)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
+            return getattr(transformers, f"{prefix}ForSequenceClassification")(config)
+        model = getattr(transformers, f"{prefix}ForCausalLM")(config)
+    model.generation_config.eos_token_id = end_of_generation_ids(tokenizer)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model
 
@@ -134,7 +165,7 @@ def load_policy(cfg, seed: int):
     if cfg.dtype not in DTYPES:
         raise ModelLoadError(f"model.dtype={cfg.dtype!r} is not one of {', '.join(DTYPES)}")
     if cfg.name_or_path == TINY:
-        tokenizer = build_tiny_tokenizer()
+        tokenizer = build_tokenizer(cfg.tiny)
         return build_tiny_model(cfg.tiny, tokenizer, seed), tokenizer
     return load_pretrained(cfg)
 
@@ -146,7 +177,7 @@ def load_reward_model(cfg, seed: int):
     import torch
 
     if cfg.name_or_path == TINY:
-        tokenizer = build_tiny_tokenizer()
+        tokenizer = build_tokenizer(cfg.tiny)
         model = build_tiny_model(cfg.tiny, tokenizer, seed, head="reward")
     else:
         model, tokenizer = load_pretrained(cfg, "AutoModelForSequenceClassification", num_labels=1)

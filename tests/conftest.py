@@ -80,3 +80,13 @@ def slurm_partition():
         subprocess.run(["scancel", *left], check=False)
     subprocess.run(["bash", str(ROOT / "launchers" / "slurm-down.sh")], capture_output=True, text=True, timeout=300)
     assert not left, f"jobs left in the queue after the tests: {left}"
+
+
+@pytest.fixture(scope="session")
+def qwen_tokenizer():
+    """The real Qwen tokenizers ('qwen2.5', 'qwen3'), each built (or read from the per-machine cache) once."""
+    from functools import cache
+
+    from rlvr.qwen_tokenizers import qwen_tokenizer as build
+
+    return cache(build)

@@ -57,6 +57,8 @@ class RolloutLoggingGRPOTrainer(ReasoningVocabMixin, GRPOTrainer):
         correct = primary_correctness(self.rewards)
         outcomes = [getattr(r.fn, "last_outcomes", None) or [None] * len(prompts) for r in self.rewards]
         reasoning_positions = self.reasoning_positions(completion_ids)
+        stops = [self.processing_class.decode(ids[-1:]) if ids and ids[-1] in self.eos_token_ids else None
+                 for ids in completion_ids]
         rows = []
         for i, (prompt, completion, example) in enumerate(zip(prompts, completions, inputs, strict=True)):
             first = next((o[i] for o in outcomes if o[i] is not None and o[i].prediction is not None), None)
@@ -65,6 +67,7 @@ class RolloutLoggingGRPOTrainer(ReasoningVocabMixin, GRPOTrainer):
                 "prompt_id": prompt_id(prompt),
                 "prompt": prompt,
                 "completion": completion,
+                "stop": stops[i],  # the token that ended the completion (<|im_end|>, ...); None: cut at the length limit
                 "prediction": first.prediction if first else None,
                 "gold": example.get("answer"),
                 "rewards": {r.name: per_func[i][j] for j, r in enumerate(self.rewards)},
@@ -72,6 +75,14 @@ class RolloutLoggingGRPOTrainer(ReasoningVocabMixin, GRPOTrainer):
                 "reward": totals[i],
                 "correct": correct[i] if correct else None,
             })
+            if isinstance(prompt, list):  # chat messages: also the text the model saw
+                rows[-1]["prompt_text"] = self._chat_text(prompt)
             if reasoning_positions is not None:  # which tokens came from the reasoning vocabulary
                 rows[-1]["reasoning_token_positions"] = reasoning_positions[i]
         self.rollout_writer.write(rows)
+
+    def _chat_text(self, messages) -> str:
+        """Chat messages rendered as TRL renders them for generation (same template, tools and kwargs)."""
+        return self.processing_class.apply_chat_template(
+            messages, tools=self.tools or None, chat_template=self.chat_template, add_generation_prompt=True,
+            tokenize=False, **self.chat_template_kwargs)

@@ -189,3 +189,66 @@ def test_toy_mode_moves_positive_spans_up_and_negative_down(tmp_path):
     assert m["toy_negative_logp_after"] < m["toy_negative_logp_before"]
     spans = json.loads((tmp_path / "toy_spans.json").read_text())["spans"]
     assert {s["group"] for s in spans} == {"accuracy", "format", "reasoning", "completeness"}
+
+
+def bpe_trainer(tmp_path, span_fn, completions: list[str]):
+    """A fine-grained trainer on the qwen2.5_shape model (real BPE tokenizer) whose rollouts are
+    `completions`, tokenized as a model emits them (canonical ids, then <|im_end|>)."""
+    import datasets
+    from omegaconf import OmegaConf
+    from trl import GRPOConfig
+
+    from rlvr.config import ModelConfig
+    from rlvr.models import load_policy
+    from rlvr.rewards.base import WeightedReward
+    from rlvr.rewards.spans import SpanReward
+    from rlvr.trainers.fine_grained import FineGrainedGRPOTrainer, FineGrainedSettings
+
+    preset = OmegaConf.load(Path(__file__).parent.parent.parent / "conf" / "model" / "qwen2.5_shape.yaml")
+    model, tokenizer = load_policy(OmegaConf.merge(OmegaConf.structured(ModelConfig), preset), seed=0)
+    completion_ids = [tokenizer(c, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for c in completions]
+
+    def rollout(prompts, trainer):
+        return {"prompt_ids": [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts],
+                "completion_ids": completion_ids, "logprobs": [[0.0] * len(c) for c in completion_ids]}
+
+    n = len(completions)
+    args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, per_device_train_batch_size=n, num_generations=n,
+                      max_completion_length=max(map(len, completion_ids)), report_to=[], seed=0)
+    rows = [{"prompt": GSM8K[i]["question"], "answer": GSM8K[i]["answer"]} for i in range(n)]
+    trainer = FineGrainedGRPOTrainer(model=model, processing_class=tokenizer, args=args, rollout_func=rollout,
+                                     rewards=[WeightedReward("spans", SpanReward("spans", span_fn), 1.0)],
+                                     train_dataset=datasets.Dataset.from_list(rows), fine_grained=FineGrainedSettings())
+    batch = trainer._generate_and_score_completions(rows)
+    return batch, trainer._metrics["train"], completion_ids, tokenizer
+
+
+def test_gsm8k_shaped_completions_map_exactly_under_bpe(tmp_path):
+    shaped = [GSM8K[i]["answer"].replace("#### ", "Final: " if i % 2 else "Final: 1") for i in range(8)]  # half wrong
+    batch, metrics, ids, tokenizer = bpe_trainer(tmp_path, answer_spans, shaped)
+    assert any(len(tokenizer.decode([t])) > 1 for row in ids for t in row)  # multi-character tokens
+    assert metrics["fgrpo/spans_exact_frac"] == [1.0]
+    assert batch["advantages"].abs().sum() > 0
+
+
+def test_spans_inside_multi_character_tokens_cover_those_tokens(tmp_path):
+    """A span from the middle of one word to the middle of another covers both words' tokens whole,
+    nothing outside them, and counts as not exact."""
+    texts = ["Natalia sold clips to 48 of her friends", "Weng earns $12 an hour for babysitting yesterday"]
+    spans = [(text.index(first) + 2, text.index(last) + 3) for text, first, last in
+             zip(texts, ["sold", "earns"], ["friends", "babysitting"])]
+
+    def inside(completions, **kwargs):
+        return [[(1.0 if i == 0 else -1.0, spans[texts.index(c)], "g")] for i, c in enumerate(completions)]
+
+    batch, metrics, ids, tokenizer = bpe_trainer(tmp_path, inside, texts)
+    assert metrics["fgrpo/spans_exact_frac"] == [0.0]
+    for row, (text, (start, end)) in enumerate(zip(texts, spans)):
+        pieces = [tokenizer.decode([t]) for t in ids[row][:-1]]
+        ends = np.cumsum([len(p) for p in pieces])
+        starts = ends - [len(p) for p in pieces]
+        inside_token = [k for k in range(len(pieces)) if starts[k] < start < ends[k] or starts[k] < end < ends[k]]
+        assert len(inside_token) == 2 and all(len(pieces[k]) > 2 for k in inside_token)  # both ends split a token
+        expected = [bool(starts[k] < end and ends[k] > start) for k in range(len(pieces))]
+        covered = (batch["advantages"][row, :len(pieces)] != 0).tolist()
+        assert covered == expected, (pieces, covered)
