@@ -112,7 +112,7 @@ class RewardChecksConfig:
     """How rlvr watches every reward's output (rlvr/rewards/checks.py)."""
 
     failure_warn_frac: float = 0.5  # a call with a larger share of no verdicts (None/timeout/error) warns
-    none_patience: int = 20  # this many calls in a row of None for every completion stop the run (0: never)
+    none_patience: int = 20  # this many training steps in a row of None for every completion stop the run (0: never)
     slow_call_s: float = 60.0  # a call running longer is named in a warning, while it runs and when it returns
 
 

@@ -193,7 +193,10 @@ def safetensors_problem(file: Path) -> str | None:
         if 8 + length > size:
             return f"{size} bytes, shorter than its {length}-byte header"
         header = json.loads(handle.read(length))
-    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    try:
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    except (AttributeError, KeyError, TypeError, IndexError):
+        return "a header that maps no tensors"
     return None if size == 8 + length + end else f"{size} bytes where its header maps {8 + length + end}"
 
 

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rlvr.config import check_ranges, exit_on_unknown_keys, register_schemas
 from rlvr.data.loading import builtin_data_path
-from rlvr.distributed import stops_reported
+from rlvr.distributed import EXIT_INTERRUPTED, stops_reported
 from rlvr.errors import RlvrError
 
 log = logging.getLogger("rlvr")
@@ -111,7 +111,15 @@ def hydra_main(cfg: DictConfig) -> float:
 def main() -> None:
     """Console-script entry: a one-line error for an unknown key before Hydra composes anything."""
     exit_on_unknown_keys("rlvr", sys.argv[1:], groups=GROUPS)
-    hydra_main()
+    import signal
+
+    try:
+        hydra_main()
+    except KeyboardInterrupt:  # a second Ctrl-C landing while the run was already exiting after its checkpoint
+        sys.exit(EXIT_INTERRUPTED)
+    finally:  # the run is over: a Ctrl-C or SIGTERM during the interpreter's exit changes nothing
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

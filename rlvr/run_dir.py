@@ -32,10 +32,12 @@ log = logging.getLogger(__name__)
 LOCK_NAME = ".rlvr.lock"
 CHECKPOINT_CONFIG = "rlvr_config.json"  # in every checkpoint: the resolved config that trained it
 # What a checkpoint's weights, optimizer state and step count mean (the model, the data order it
-# has consumed, the batch geometry): a resume may not change these. Rewards, learning rate, max_steps,
-# eval and logging may change: the checkpoint stays valid, and the change is recorded.
+# has consumed, the batch geometry, the optimizer and schedule, whose state transformers restores
+# over the config's values): a resume may not change these. Rewards, beta, max_steps, eval and
+# logging may change: the checkpoint stays valid, and the change is recorded.
 CHECKPOINT_DEPENDS_ON = (
-    "model", "dataset", "seed", "algorithm.name", "algorithm.per_device_train_batch_size",
+    "model", "dataset", "seed", "algorithm.name", "algorithm.learning_rate", "algorithm.lr_scheduler_type",
+    "algorithm.warmup_steps", "algorithm.weight_decay", "algorithm.per_device_train_batch_size",
     "algorithm.gradient_accumulation_steps", "algorithm.num_generations", "algorithm.generation_batch_size",
     "algorithm.steps_per_generation", "algorithm.optim", "algorithm.fine_grained", "hardware.nodes",
     "hardware.tasks_per_node", "hardware.precision",
@@ -118,10 +120,15 @@ class RunDirLock:
                 holder = self._holder()
                 if holder is None:
                     continue  # released between our two looks
-                if holder.get("job") == self.me["job"]:
+                same_host = holder.get("host") == self.me["host"]
+                if same_host and holder.get("pid") == self.me["pid"]:  # this process's own, from an earlier run
+                    self.path.unlink(missing_ok=True)
+                    continue
+                alive = same_host and holder.get("pid") is not None and is_alive(holder["pid"], holder.get("pid_started"))
+                if holder.get("job") == self.me["job"] and not alive:  # a requeue; a live one is a second run
                     log.warning("taking over the lock of an earlier start of this job (pid %s on %s)",
                                 holder.get("pid"), holder.get("host"))
-                elif holder and holder.get("host") == self.me["host"] and not is_alive(holder["pid"], holder.get("pid_started")):
+                elif holder and same_host and not alive:
                     log.warning("taking over a stale lock: pid %s on %s (since %s) is gone", holder["pid"],
                                 holder["host"], holder.get("since"))
                 elif holder:
@@ -180,7 +187,9 @@ def resume_changes(resolved: dict, checkpoint: Path | None) -> dict[str, list]:
     the checkpoint depends on it. A checkpoint saved before rlvr recorded its config: nothing to compare."""
     if checkpoint is None or not (checkpoint / CHECKPOINT_CONFIG).exists():
         return {}
-    changed = changes(json.loads((checkpoint / CHECKPOINT_CONFIG).read_text()), resolved)
+    before = json.loads((checkpoint / CHECKPOINT_CONFIG).read_text())
+    shared = set(flatten(before)) & set(flatten(resolved))  # a key that one rlvr version lacks is no change
+    changed = {k: v for k, v in changes(before, resolved).items() if k in shared}
     if refused := {k: v for k, v in changed.items() if depends_on_checkpoint(k)}:
         listed = ", ".join(f"{k}: {v[0]!r} -> {v[1]!r}" for k, v in refused.items())
         raise ConfigError(f"{checkpoint} was trained with other values of what it depends on ({listed}): continue "

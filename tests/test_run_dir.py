@@ -70,6 +70,13 @@ def test_an_earlier_start_of_the_same_slurm_job_is_taken_over(tmp_path, monkeypa
     assert "taking over the lock of an earlier start of this job (pid 99 on node-3)" in caplog.text
 
 
+def test_a_live_run_of_the_same_slurm_job_on_this_host_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")  # two runs inside one allocation: not a requeue
+    write_lock(tmp_path, job="slurm:4242:", pid=1, pid_started=process_start_time(1))
+    with pytest.raises(ConfigError, match="is in use by another run: pid 1"):
+        RunDirLock(tmp_path).acquire()
+
+
 def test_release_leaves_someone_elses_lock(tmp_path):
     lock = RunDirLock(tmp_path).acquire()
     write_lock(tmp_path, pid=1)
@@ -85,16 +92,18 @@ def checkpoint_with(tmp_path, config):
 
 
 CONFIG = {"model": {"name_or_path": "tiny", "tiny": {"hidden_size": 64}}, "seed": 0,
-          "algorithm": {"learning_rate": 1e-4, "max_steps": 10, "num_generations": 8}}
+          "algorithm": {"learning_rate": 1e-4, "temperature": 1.0, "max_steps": 10, "num_generations": 8}}
 
 
 def test_a_resume_may_change_what_the_checkpoint_does_not_depend_on(tmp_path, caplog):
     checkpoint = checkpoint_with(tmp_path, CONFIG)
-    changed = {"algorithm": {**CONFIG["algorithm"], "learning_rate": 3e-4, "max_steps": 20}}
+    changed = {"algorithm": {**CONFIG["algorithm"], "temperature": 0.7, "max_steps": 20}}
     with caplog.at_level(logging.WARNING, logger="rlvr.run_dir"):
-        assert resume_changes(CONFIG | changed, checkpoint) == {"algorithm.learning_rate": [1e-4, 3e-4],
-                                                                "algorithm.max_steps": [10, 20]}
-    assert "continuing checkpoint-3 with changed values: algorithm.learning_rate: 0.0001 -> 0.0003" in caplog.text
+        assert resume_changes(CONFIG | changed, checkpoint) == {"algorithm.max_steps": [10, 20],
+                                                                "algorithm.temperature": [1.0, 0.7]}
+    assert "continuing checkpoint-3 with changed values: algorithm.max_steps: 10 -> 20" in caplog.text
+    newer = CONFIG | {"logging": {"new_knob": True}}  # a key an older rlvr did not have is no change
+    assert resume_changes(newer, checkpoint) == {}
     assert resume_changes(CONFIG, checkpoint) == {}
     evals = {"dataset": {"max_eval_samples": 50}}  # eval only: the training data is the same
     assert resume_changes(CONFIG | evals, checkpoint_with(tmp_path / "b", CONFIG | {"dataset": {"max_eval_samples": 9}})) \
@@ -105,6 +114,7 @@ def test_a_resume_may_change_what_the_checkpoint_does_not_depend_on(tmp_path, ca
     ({"model": {"name_or_path": "tiny", "tiny": {"hidden_size": 128}}}, "model.tiny.hidden_size: 64 -> 128"),
     ({"seed": 1}, "seed: 0 -> 1"),
     ({"algorithm": {**CONFIG["algorithm"], "num_generations": 4}}, "algorithm.num_generations: 8 -> 4"),
+    ({"algorithm": {**CONFIG["algorithm"], "learning_rate": 3e-4}}, "algorithm.learning_rate: 0.0001 -> 0.0003"),
 ])
 def test_a_resume_that_changes_what_the_checkpoint_depends_on_is_refused(tmp_path, change, named):
     checkpoint = checkpoint_with(tmp_path, CONFIG)

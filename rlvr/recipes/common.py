@@ -14,6 +14,7 @@ from rlvr.tracking import close_wandb, phase_means, read_jsonl, write_json
 
 log = logging.getLogger(__name__)
 INITIAL_POLICY = "initial_policy"  # the policy as RL started, where only this run could rebuild it
+LEGACY_INITIAL_POLICY = "reference_model"  # its name in run dirs of rlvr before 2026-11-28 (saved with beta != 0)
 TRAIN_RESULT = "train_result.json"  # written once training has ended and final_model/ is saved
 
 
@@ -71,7 +72,8 @@ def setup_policy(cfg, run_dir: Path, resuming: bool = False) -> PolicySetup:
     rewards = build_rewards(cfg.reward.functions)  # first: a bad reward config fails before any loading
     trainer_kwargs = hardware.trainer_arguments(cfg.hardware)
     train, evaluation = load_prompt_datasets(cfg.dataset, cfg.seed)
-    initial = run_dir / INITIAL_POLICY
+    initial = next((d for d in (run_dir / INITIAL_POLICY, run_dir / LEGACY_INITIAL_POLICY) if (d / "config.json").exists()),
+                   run_dir / INITIAL_POLICY)
     restored = resuming and (initial / "config.json").exists()
     model, tokenizer = load_saved_model(cfg.model, initial) if restored else load_policy(cfg.model, cfg.seed)
     check_lora_targets(model, cfg.model.lora)
@@ -85,6 +87,7 @@ def setup_policy(cfg, run_dir: Path, resuming: bool = False) -> PolicySetup:
     if restored:
         from rlvr.vocab import ReasoningVocab
 
+        log.info("resuming: no SFT warm-up (the policy as RL started is loaded from %s)", initial)
         setup.reasoning_vocab = ReasoningVocab.of(model)  # saved with the policy: not expanded again
         return setup
     if cfg.model.warmup_sft_steps > 0 and resuming and not cfg.model.lora.enabled:
@@ -132,12 +135,20 @@ def load_trained_policy(cfg, run_dir: Path) -> PolicySetup:
 
 
 def calibrate_rewards(cfg, setup: PolicySetup, run_dir: Path) -> None:
-    """Let rewards that normalise by the starting policy's outputs (hybrid) see a few of them."""
+    """Let rewards that normalise by the starting policy's outputs (hybrid) see a few of them; a later
+    start of the run (a resume, a finish) reads the first start's calibration: the same scale throughout."""
+    from rlvr.tracking import read_json
+
     for reward in setup.rewards:
         if getattr(reward.fn, "needs_calibration", False):
+            path = run_dir / f"{reward.name}_calibration.json"
+            if path.exists():
+                calibration = read_json(path)
+                reward.fn.r_min, reward.fn.r_max = calibration["r_min"], calibration["r_max"]
+                continue
             setup.model.to(hardware.torch_device(cfg.hardware))
             reward.fn.calibrate(setup.model, setup.tokenizer, setup.train["prompt"], cfg.algorithm.max_completion_length,
-                                run_dir / f"{reward.name}_calibration.json")
+                                path)
 
 
 def reuse_run_dir(run_dir: Path, resume_step: int | None) -> None:
@@ -147,27 +158,33 @@ def reuse_run_dir(run_dir: Path, resume_step: int | None) -> None:
     from rlvr.tracking import truncate_jsonl
 
     step = -1 if resume_step is None else resume_step
-    truncate_jsonl(run_dir / "metrics.jsonl", keep=lambda row: row.get("step", 0) <= step)
-    truncate_jsonl(run_dir / "rollouts.jsonl", keep=lambda row: row.get("step", 0) < step)
+    if is_main_process():  # the one writer of these files
+        truncate_jsonl(run_dir / "metrics.jsonl", keep=lambda row: row.get("step", 0) <= step)
+        truncate_jsonl(run_dir / "rollouts.jsonl", keep=lambda row: row.get("step", 0) < step)
+    barrier()
 
 
 def save_initial_policy(cfg, setup: PolicySetup, run_dir: Path) -> None:
     """Save the policy as RL starts (after any warm-up and vocabulary expansion) where nothing else
     could rebuild it, and point its config at it.
 
-    TRL builds the KL reference model (beta != 0) by loading `model.config.name_or_path`: a model made
-    in memory has no path, and a warmed-up one differs from its path. A resumed LoRA run needs it as
-    the base its checkpointed adapter belongs to, without warming up again.
+    TRL builds the KL reference model (beta != 0, now or after a resume that raises it) by loading
+    `model.config.name_or_path`: a model made in memory has no path, and a warmed-up or expanded one
+    differs from its path. A resume loads it too (no warm-up again; a LoRA adapter's base).
     """
-    built_here = cfg.model.name_or_path == "tiny" or setup.warmup_loss is not None
-    if not built_here or (cfg.algorithm.beta == 0 and not (cfg.model.lora.enabled and setup.warmup_loss is not None)):
-        return
+    import shutil
+
     path = run_dir / INITIAL_POLICY
     if is_main_process():
-        setup.model.save_pretrained(path)
-        setup.tokenizer.save_pretrained(path)
+        shutil.rmtree(path, ignore_errors=True)  # an earlier, crashed attempt's: not this run's start
+    built_here = (cfg.model.name_or_path == "tiny" or setup.warmup_loss is not None
+                  or cfg.model.reasoning_vocab_size > 0)
+    if built_here:
+        if is_main_process():
+            setup.model.save_pretrained(path)
+            setup.tokenizer.save_pretrained(path)
+        setup.model.config.name_or_path = str(path)
     barrier()  # every rank loads it
-    setup.model.config.name_or_path = str(path)
 
 
 def save_final_model(trainer, tokenizer, model_cfg, run_dir: Path):

@@ -34,6 +34,8 @@ def preflight(cfg, run_dir: Path) -> Start:
     step = None if checkpoint is None else checkpoint_step(checkpoint)
     saved = (run_dir / TRAIN_RESULT).exists() and (run_dir / "final_model" / "config.json").exists()
     trained = read_json(run_dir / TRAIN_RESULT) if saved else None
+    if trained is not None and step is not None and step > trained["train_steps"]:
+        trained = None  # a later start trained past the saved final model: its checkpoint is the newer state
     trained_steps = max(step or 0, trained["train_steps"] if trained else 0)
     max_steps = cfg.algorithm.max_steps
     if max_steps > 0:
@@ -41,7 +43,7 @@ def preflight(cfg, run_dir: Path) -> Start:
     else:  # epochs: only a saved final model says that training ended
         done = trained is not None
     finished = (run_dir / "metrics.json").exists()
-    if finished and checkpoint is None:
+    if (finished or (trained is not None and not done)) and checkpoint is None:
         raise ConfigError(f"{run_dir} already holds a finished GRPO run (it saved no checkpoint to continue from): "
                           f"pick a new hydra.run.dir")
     if done and finished:
@@ -83,6 +85,9 @@ def run_grpo(cfg, run_dir: Path, start: Start, trainer_class, wrap_rewards=None,
         setup.rewards = checked_rewards(wrap_rewards(setup.rewards) if wrap_rewards else setup.rewards, cfg.reward.checks)
         return finish(cfg, run_dir, completion_metrics(cfg, setup, run_dir, start.step))
     reuse_run_dir(run_dir, start.step)
+    if is_main_process() and start.mode != "finish":  # they describe an earlier end of training, not this one
+        for stale in (run_dir / "metrics.json", run_dir / TRAIN_RESULT):
+            stale.unlink(missing_ok=True)
     report_to = setup_wandb(cfg.logging, run_dir, run_dir.name)  # first: a missing wandb key fails before loading
     with phase("loading the model and data"):
         setup = setup_policy(cfg, run_dir, resuming=start.checkpoint is not None)
@@ -97,21 +102,25 @@ def run_grpo(cfg, run_dir: Path, start: Start, trainer_class, wrap_rewards=None,
         save_initial_policy(cfg, setup, run_dir)
 
     rollouts = JsonlWriter(run_dir / "rollouts.jsonl") if cfg.logging.rollouts and is_main_process() else None
+    stops = checkpoint_callback()
     trainer = trainer_class(
         model=setup.model, rewards=setup.rewards, args=args, train_dataset=setup.train,
         processing_class=setup.tokenizer, peft_config=lora_config(cfg.model, setup.reasoning_vocab),
-        callbacks=[metrics_callback(run_dir / "metrics.jsonl"), checkpoint_config_callback(cfg), checkpoint_callback()],
+        callbacks=[metrics_callback(run_dir / "metrics.jsonl"), checkpoint_config_callback(cfg), stops],
         rollout_writer=rollouts, stage_timing=cfg.logging.stage_timing, **trainer_extra,
     )
     use_compact_progress(trainer)
     if start.mode == "finish":
         log.info("%s is the end of training: restoring it to save the final model", start.checkpoint)
         restore_checkpoint(trainer, start.checkpoint)
+        stops.on_train_end(trainer.args, trainer.state, trainer.control)  # no training: Ctrl-C/SIGTERM stop at once
     else:
         if start.checkpoint is not None:
             log.info("resuming from %s", start.checkpoint)
         with phase("training"):
             trainer.train(resume_from_checkpoint=str(start.checkpoint) if start.checkpoint else None)
+    for reward in setup.rewards:  # the evals after training run on rank 0 alone: errors are raised at once
+        reward.fn.defer_errors = False
     if rollouts is not None:
         rollouts.close()
     with phase("saving the final model"):

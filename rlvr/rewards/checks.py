@@ -5,7 +5,7 @@ skipped as "not applicable", a string or a short list fails deep inside. rlvr ac
 finite float or None (= not applicable, as TRL means it) per completion and otherwise stops the run
 in one line naming the reward, the row and the value. It also watches each reward across calls:
 the share of completions it gave no verdict on (None, timeout, error) as a metric and a warning,
-a reward that gave no verdict at all for `none_patience` calls in a row stops the run, and a call
+a reward that gave no verdict at all for `none_patience` training steps in a row stops the run, and a call
 still running after `slow_call_s` is named while it runs. A plain-function reward given `timeout_s`
 runs in a killable worker process (as math_verify does), so it can neither hang nor kill the run.
 """
@@ -116,7 +116,7 @@ class CheckedReward:
             log.warning("reward '%s' is slow: %.1f s for a call of %d completions (reward.checks.slow_call_s=%g)",
                         self.__name__, seconds, n, self.slow_call_s)
         values = self._validated(values, prompts, completions)
-        self._watch(values, seconds, kwargs.get("log_metric"))
+        self._watch(values, seconds, kwargs.get("log_metric"), training="trainer_state" in kwargs)
         return values
 
     def _call(self, prompts, completions, kwargs: dict):
@@ -158,7 +158,7 @@ class CheckedReward:
                                   f"(prompt {short(prompt, 60)}): a reward must be a finite float or None") from None
         return checked
 
-    def _watch(self, values: list[float | None], seconds: float, log_metric) -> None:
+    def _watch(self, values: list[float | None], seconds: float, log_metric, training: bool) -> None:
         n = len(values)
         if n == 0:
             return
@@ -173,10 +173,12 @@ class CheckedReward:
         if no_verdict / n > self.failure_warn_frac:
             log.warning("reward '%s' gave no verdict (None, timeout or error) on %d of %d completions "
                         "(reward.checks.failure_warn_frac=%g)", self.__name__, no_verdict, n, self.failure_warn_frac)
+        if not training:  # eval batches may be grouped by task: a streak counts training steps only
+            return
         self.none_streak = self.none_streak + 1 if all(v is None for v in values) else 0
         if self.none_patience and self.none_streak >= self.none_patience:
             raise RewardError(f"reward '{self.__name__}' returned None for every completion in {self.none_streak} "
-                              f"calls in a row: it scores nothing (reward.checks.none_patience={self.none_patience})")
+                              f"training steps in a row: it scores nothing (reward.checks.none_patience={self.none_patience})")
 
 
 def checked_rewards(rewards: list, checks=None) -> list:

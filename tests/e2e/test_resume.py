@@ -100,14 +100,14 @@ def test_a_resume_skips_the_warm_up_records_its_changes_and_totals_cover_every_s
                       f"hydra.run.dir={tmp_path}")
     assert "checkpoint-2 was trained with other values of what it depends on (seed: 0 -> 7)" in one_line_error(refused)
     assert len((tmp_path / "run_info.jsonl").read_text().splitlines()) == 1  # a refused start writes nothing
-    completed_run(tmp_path, *TINY_RUN, "algorithm.max_steps=4", "algorithm.save_steps=2", "algorithm.learning_rate=2e-6")
+    completed_run(tmp_path, *TINY_RUN, "algorithm.max_steps=4", "algorithm.save_steps=2", "algorithm.temperature=0.9")
     log = run_log_since_last_start(tmp_path)
     assert "resuming: no SFT warm-up" in log and "SFT warm-up:" not in log
     starts = [json.loads(line) for line in (tmp_path / "run_info.jsonl").read_text().splitlines()]
     assert [s["mode"] for s in starts] == ["new", "resume"]
-    first_rate = starts[0]["config"]["algorithm"]["learning_rate"]
-    assert starts[1]["changed"] == {"algorithm.learning_rate": [first_rate, 2e-06], "algorithm.max_steps": [2, 4]}
-    assert starts[1]["config"]["algorithm"]["learning_rate"] == 2e-06
+    temperature = starts[0]["config"]["algorithm"]["temperature"]
+    assert starts[1]["changed"] == {"algorithm.temperature": [temperature, 0.9], "algorithm.max_steps": [2, 4]}
+    assert starts[1]["config"]["algorithm"]["temperature"] == 0.9
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["warmup_sft_loss"] == first["warmup_sft_loss"]  # from the first start, which warmed up
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
@@ -199,8 +199,10 @@ def test_ctrl_c_in_the_sft_warm_up_and_twice_in_training_is_one_line_and_exit_13
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TMPDIR": str(tmp_path / "tmp")}
     (tmp_path / "tmp").mkdir()
     warm_up = [*TINY_RUN, "model.warmup_sft_steps=500", f"hydra.run.dir={tmp_path / 'warm-up'}"]
+    # Steps long enough (1024 completions, ~0.3 s) for the second Ctrl-C to land before the step ends.
     training = [*TINY_RUN, "model.warmup_sft_steps=0", "eval.before=false", "algorithm.max_steps=400",
-                "algorithm.save_steps=0", f"hydra.run.dir={tmp_path / 'training'}"]
+                "algorithm.save_steps=0", "algorithm.per_device_train_batch_size=1024", "algorithm.num_generations=8",
+                f"hydra.run.dir={tmp_path / 'training'}"]
     for args, started, stops, said in [
         (warm_up, lambda: any((tmp_path / "tmp").glob("rlvr-warmup-*")), 1, "Ctrl-C during the SFT warm-up"),
         (training, lambda: (tmp_path / "training" / "metrics.jsonl").exists(), 2,
@@ -223,3 +225,29 @@ def test_ctrl_c_in_the_sft_warm_up_and_twice_in_training_is_one_line_and_exit_13
             f"rlvr: {said}: stopped at once; the same command with hydra.run.dir={args[-1].split('=')[1]} "
             f"continues from its newest complete checkpoint, if any"], stderr[-2000:]
         assert "Traceback" not in stderr and stderr.count("Warning") + stderr.count("WARNING") <= 2, stderr[-2000:]
+
+
+FAILS_IN_EVAL = """
+def train_only(completions, trainer_state=None, **kwargs):
+    if trainer_state is None:  # the eval after training passes no trainer state
+        raise RuntimeError("no eval today")
+    return [0.0] * len(completions)
+"""
+
+
+def test_a_continued_run_stopped_in_its_final_eval_is_finished_and_can_raise_beta(tmp_path):
+    """A finished run continued with a higher max_steps (and a KL term it did not have) that stops in
+    its final eval: the rerun evaluates the step-4 model, not the step-2 one, and is not refused."""
+    (tmp_path / "user_rewards.py").write_text(FAILS_IN_EVAL)
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p)}
+    run_dir = tmp_path / "run"
+    completed_run(run_dir, *TINY_RUN, "algorithm.max_steps=2", "algorithm.save_steps=2")
+    stopped = run_cli("rlvr.run", *TINY_RUN, "algorithm.max_steps=4", "algorithm.save_steps=2", "algorithm.beta=0.04",
+                      "reward.functions.gsm8k_flexible._target_=user_rewards.train_only", f"hydra.run.dir={run_dir}",
+                      env=env)
+    assert "reward 'gsm8k_flexible' raised RuntimeError: no eval today" in one_line_error(stopped)
+    assert not (run_dir / "metrics.json").exists()  # the step-2 metrics are not this run's any more
+    completed_run(run_dir, *TINY_RUN, "algorithm.max_steps=4", "algorithm.save_steps=2", "algorithm.beta=0.04")
+    assert "doing what is missing" in run_log_since_last_start(run_dir)
+    assert json.loads((run_dir / "metrics.json").read_text())["train_steps"] == 4
+    assert logged_steps(run_dir) == [1, 2, 3, 4]

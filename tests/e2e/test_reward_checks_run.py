@@ -40,5 +40,5 @@ def test_an_isolated_reward_whose_process_dies_is_reported_and_stops_the_run(tmp
                              "reward.checks.none_patience=2")
     line = one_line_error(result)
     assert "its worker process died (exit code 3)" in result.stdout + result.stderr
-    assert line == ("rlvr: error: reward 'gsm8k_flexible' returned None for every completion in 2 calls in a row: "
+    assert line == ("rlvr: error: reward 'gsm8k_flexible' returned None for every completion in 2 training steps in a row: "
                     "it scores nothing (reward.checks.none_patience=2)")

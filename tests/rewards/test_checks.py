@@ -85,13 +85,16 @@ def test_builtin_timeouts_count_as_no_verdict():
     assert logged["rewards/judge/no_verdict_frac"] == pytest.approx(2 / 3)
 
 
-def test_a_reward_that_scores_nothing_for_none_patience_calls_stops_the_run():
-    answers = iter([[None] * 3, [1.0, None, None], [None] * 3, [None] * 3])
+def test_a_reward_that_scores_nothing_for_none_patience_training_steps_stops_the_run():
+    answers = iter([[None] * 3, [1.0, None, None], [None] * 3, [None] * 3, [None] * 3])
     reward = CheckedReward(lambda completions, **_: next(answers), "mine", none_patience=2)
-    for _ in range(3):  # the second call judged one completion: the streak starts again
-        reward(prompts=PROMPTS, completions=COMPLETIONS)
-    with pytest.raises(RewardError, match="reward 'mine' returned None for every completion in 2 calls in a row"):
-        reward(prompts=PROMPTS, completions=COMPLETIONS)
+    training = {"trainer_state": SimpleNamespace(global_step=1)}  # what TRL passes; eval calls do not count
+    for _ in range(2):  # the second call judged one completion: the streak starts again
+        reward(prompts=PROMPTS, completions=COMPLETIONS, **training)
+    reward(prompts=PROMPTS, completions=COMPLETIONS)  # an eval batch of Nones: not a training step
+    reward(prompts=PROMPTS, completions=COMPLETIONS, **training)
+    with pytest.raises(RewardError, match="reward 'mine' returned None for every completion in 2 training steps in a row"):
+        reward(prompts=PROMPTS, completions=COMPLETIONS, **training)
 
 
 def test_a_slow_call_is_named_while_it_runs_and_when_it_returns(caplog):
