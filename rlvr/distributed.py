@@ -242,9 +242,10 @@ def stop_signals_ignored():
             signal.signal(sig, handler)
 
 
-def checkpoint_callback():
-    """Marks finished checkpoints complete, then rotates; on SIGUSR2, SIGTERM or Ctrl-C saves one at
-    the end of the step, then requeues (SIGUSR2) or stops (SIGTERM, Ctrl-C)."""
+def checkpoint_callback(extra_files: dict[str, str] | None = None):
+    """Writes `extra_files` ({name: text}) into each finished checkpoint and marks it complete, then
+    rotates; on SIGUSR2, SIGTERM or Ctrl-C saves one at the end of the step, then requeues (SIGUSR2)
+    or stops (SIGTERM, Ctrl-C)."""
     from transformers import TrainerCallback
 
     class PreemptibleCheckpoints(TrainerCallback):
@@ -275,6 +276,8 @@ def checkpoint_callback():
         def on_save(self, args, state, control, **kwargs):
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if state.is_world_process_zero and path.is_dir():
+                for name, text in (extra_files or {}).items():
+                    (path / name).write_text(text)
                 (path / COMPLETE).write_text(f"{state.global_step}\n")
                 rotate_checkpoints(path.parent, self.keep)
             if not self.requested:

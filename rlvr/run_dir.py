@@ -221,18 +221,9 @@ def record_start(run_dir: Path, cfg, changed: dict[str, list], mode: str) -> Non
     writer.close()
 
 
-def checkpoint_config_callback(cfg):
-    """Writes the resolved config into every checkpoint as it is saved, before the checkpoint is
-    marked complete (list it before `checkpoint_callback`), so a resume compares with what trained it."""
+def checkpoint_config(cfg) -> dict[str, str]:
+    """The file every checkpoint carries (written before it is marked complete): the resolved config
+    that trained it, which a resume compares with (`resume_changes`)."""
     from omegaconf import OmegaConf
-    from transformers import TrainerCallback
 
-    resolved = json.dumps(OmegaConf.to_container(cfg, resolve=True), indent=1, default=str)
-
-    class CheckpointConfig(TrainerCallback):
-        def on_save(self, args, state, control, **kwargs):
-            path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if state.is_world_process_zero and path.is_dir():
-                (path / CHECKPOINT_CONFIG).write_text(resolved)
-
-    return CheckpointConfig()
+    return {CHECKPOINT_CONFIG: json.dumps(OmegaConf.to_container(cfg, resolve=True), indent=1, default=str)}

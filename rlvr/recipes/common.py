@@ -110,6 +110,11 @@ def setup_policy(cfg, run_dir: Path, resuming: bool = False) -> PolicySetup:
     return setup
 
 
+def final_model_saved(run_dir: Path) -> bool:
+    """Training ended and final_model/ was written whole (train_result.json comes after it)."""
+    return (run_dir / TRAIN_RESULT).exists() and (run_dir / "final_model" / "config.json").exists()
+
+
 def load_saved_model(model_cfg, path: Path, auto_class_name: str = "AutoModelForCausalLM", **model_kwargs):
     """(model, tokenizer) saved by a run (initial_policy/, final_model/), with the model group's dtype."""
     from omegaconf import OmegaConf

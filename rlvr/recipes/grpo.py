@@ -6,15 +6,15 @@ import logging
 from pathlib import Path
 
 from rlvr.recipes.common import (
-    TRAIN_RESULT, calibrate_rewards, evaluate, finish, load_trained_policy, reuse_run_dir, save_final_model,
-    save_initial_policy, setup_policy, trl_config, training_curve_summary,
+    TRAIN_RESULT, calibrate_rewards, evaluate, final_model_saved, finish, load_trained_policy, reuse_run_dir,
+    save_final_model, save_initial_policy, setup_policy, trl_config, training_curve_summary,
 )
 from rlvr.distributed import (
     checkpoint_callback, checkpoint_step, is_main_process, latest_complete_checkpoint, phase, rank, weights_digest,
 )
 from rlvr.errors import ConfigError
 from rlvr.rewards.checks import checked_rewards
-from rlvr.run_dir import Start, checkpoint_config_callback
+from rlvr.run_dir import Start, checkpoint_config
 from rlvr.tracking import (
     JsonlWriter, metrics_callback, read_json, read_jsonl, setup_wandb, use_compact_progress, write_json,
 )
@@ -32,8 +32,7 @@ def preflight(cfg, run_dir: Path) -> Start:
     """
     checkpoint = latest_complete_checkpoint(run_dir / "checkpoints")
     step = None if checkpoint is None else checkpoint_step(checkpoint)
-    saved = (run_dir / TRAIN_RESULT).exists() and (run_dir / "final_model" / "config.json").exists()
-    trained = read_json(run_dir / TRAIN_RESULT) if saved else None
+    trained = read_json(run_dir / TRAIN_RESULT) if final_model_saved(run_dir) else None
     if trained is not None and step is not None and step > trained["train_steps"]:
         trained = None  # a later start trained past the saved final model: its checkpoint is the newer state
     trained_steps = max(step or 0, trained["train_steps"] if trained else 0)
@@ -102,11 +101,11 @@ def run_grpo(cfg, run_dir: Path, start: Start, trainer_class, wrap_rewards=None,
         save_initial_policy(cfg, setup, run_dir)
 
     rollouts = JsonlWriter(run_dir / "rollouts.jsonl") if cfg.logging.rollouts and is_main_process() else None
-    stops = checkpoint_callback()
+    stops = checkpoint_callback(checkpoint_config(cfg))
     trainer = trainer_class(
         model=setup.model, rewards=setup.rewards, args=args, train_dataset=setup.train,
         processing_class=setup.tokenizer, peft_config=lora_config(cfg.model, setup.reasoning_vocab),
-        callbacks=[metrics_callback(run_dir / "metrics.jsonl"), checkpoint_config_callback(cfg), stops],
+        callbacks=[metrics_callback(run_dir / "metrics.jsonl"), stops],
         rollout_writer=rollouts, stage_timing=cfg.logging.stage_timing, **trainer_extra,
     )
     use_compact_progress(trainer)

@@ -13,7 +13,9 @@ from pathlib import Path
 from rlvr import hardware
 from rlvr.distributed import is_main_process, phase
 from rlvr.errors import ConfigError
-from rlvr.recipes.common import TRAIN_RESULT, finish, load_saved_model, reuse_run_dir, save_final_model, trl_config
+from rlvr.recipes.common import (
+    TRAIN_RESULT, final_model_saved, finish, load_saved_model, reuse_run_dir, save_final_model, trl_config,
+)
 from rlvr.run_dir import Start
 from rlvr.tracking import metrics_callback, read_json, setup_wandb, use_compact_progress, write_json
 
@@ -71,7 +73,7 @@ def preflight(cfg, run_dir: Path) -> Start:
     if (run_dir / "metrics.json").exists():
         raise ConfigError(f"{run_dir} already holds a reward-model run (reward-model runs do not resume): "
                           f"pick a new hydra.run.dir")
-    if (run_dir / TRAIN_RESULT).exists() and (run_dir / "final_model" / "config.json").exists():
+    if final_model_saved(run_dir):
         return Start("finish")
     return Start("new")
 
