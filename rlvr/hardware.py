@@ -28,7 +28,9 @@ def trainer_arguments(hw) -> dict:
             raise ConfigError("hardware.device=cuda but torch sees no GPU: use hardware=cpu")
     elif hw.precision != "fp32":
         raise ConfigError(f"hardware.precision={hw.precision} needs a GPU; on CPU use precision=fp32")
-    return {
+    from rlvr.sharding import trainer_arguments as sharding_arguments
+
+    return sharding_arguments(hw) | {
         "use_cpu": hw.device == "cpu",
         "bf16": hw.precision == "bf16",
         "fp16": hw.precision == "fp16",
