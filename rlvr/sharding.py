@@ -31,7 +31,7 @@ def trainer_arguments(hw) -> dict:
     if hw.nodes * hw.tasks_per_node < 2:
         raise ConfigError(f"hardware.sharding={hw.sharding} splits the model across processes, but the hardware asks "
                           f"for one (hardware.nodes x hardware.tasks_per_node = 1): ask for 2 or more, or sharding=none")
-    return {"fsdp": "full_shard auto_wrap",
+    return {"fsdp": True,  # fully sharded, each decoder layer its own FSDP unit (transformers' defaults for fsdp_config)
             "fsdp_config": {"version": 2, "reshard_after_forward": True, "state_dict_type": "SHARDED_STATE_DICT"}}
 
 
