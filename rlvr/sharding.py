@@ -40,6 +40,7 @@ class ShardedTrainerMixin:
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.add_callback(MemoryReport())
         if self.args.fsdp_plugin_args is not None:
             self.add_callback(ShardingCheck(self))
 
@@ -101,6 +102,39 @@ class ShardingCheck(TrainerCallback):
         fraction = check_running(self.trainer.accelerator, self.trainer.model)
         log.info("sharding: process %d holds %.1f%% of the parameters", self.trainer.accelerator.process_index,
                  100 * fraction)
+
+
+def held_bytes(model, optimizer) -> dict[str, int]:
+    """Bytes of parameters, gradients (one per trainable parameter, as allocated in backward) and
+    optimizer state that this process holds: its shards under FSDP, everything under DDP."""
+    import torch
+    from torch.distributed.tensor import DTensor
+
+    local = lambda t: t.to_local() if isinstance(t, DTensor) else t  # noqa: E731
+    params = [local(p) for p in model.parameters()]
+    state = [local(v) for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
+    return {"parameters": sum(p.numel() * p.element_size() for p in params),
+            "gradients": sum(local(p).numel() * local(p).element_size() for p in model.parameters() if p.requires_grad),
+            "optimizer_state": sum(t.numel() * t.element_size() for t in state)}
+
+
+class MemoryReport(TrainerCallback):
+    """One log line per process after the first optimizer step (state is allocated by then): what
+    it holds of parameters, gradients and optimizer state; and its peak resident memory at the end.
+    Tells a user what sharding saved, and `make bench` reads them."""
+
+    def on_step_end(self, args, state, control, model=None, optimizer=None, **kwargs):
+        if state.global_step == 1 and model is not None and optimizer is not None:
+            held = held_bytes(model, optimizer)
+            log.info("memory: process %d holds %s bytes (parameters %d, gradients %d, optimizer state %d)",
+                     args.process_index, sum(held.values()), held["parameters"], held["gradients"],
+                     held["optimizer_state"])
+
+    def on_train_end(self, args, state, control, **kwargs):
+        import resource
+
+        log.info("memory: process %d peak RSS %d kB", args.process_index,
+                 resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 def save_gathered(trainer, tokenizer, model_cfg, run_dir: Path):
