@@ -11,6 +11,7 @@ optimizer state); `final_model/` is gathered into one Hugging Face directory tha
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -47,6 +48,29 @@ class ShardedTrainerMixin:
     def create_accelerator_and_postprocess(self) -> None:
         super().create_accelerator_and_postprocess()
         enable_fsdp_on_cpu(self)
+
+    def _generate(self, prompts):  # GRPO-family trainers: the rollouts
+        with gathered_for_generation(self.model if self.is_fsdp_enabled else None):
+            return super()._generate(prompts)
+
+
+@contextlib.contextmanager
+def gathered_for_generation(model):
+    """FSDP2 gathers a layer's shards at each forward and frees them after it, so generating T tokens
+    would gather the whole model T times. During generation each layer stays gathered after its first
+    forward (the model is whole on each process for that long, as with TRL's ds3_gather_for_generation
+    under ZeRO-3), then goes back to its shard."""
+    from torch.distributed.fsdp import FSDPModule
+
+    modules = [m for m in model.modules() if isinstance(m, FSDPModule)] if model is not None else []
+    for module in modules:
+        module.set_reshard_after_forward(False, recurse=False)
+    try:
+        yield
+    finally:
+        for module in modules:
+            module.reshard()
+            module.set_reshard_after_forward(True, recurse=False)
 
 
 def enable_fsdp_on_cpu(trainer) -> None:
