@@ -30,13 +30,13 @@ def trainer_arguments(hw) -> dict:
         raise ConfigError(f"hardware.precision={hw.precision} needs a GPU; on CPU use precision=fp32")
     from rlvr.sharding import trainer_arguments as sharding_arguments
 
-    return sharding_arguments(hw) | {
+    return {
         "use_cpu": hw.device == "cpu",
         "bf16": hw.precision == "bf16",
         "fp16": hw.precision == "fp16",
         "tf32": hw.tf32 if hw.device == "cuda" else None,
         "activation_checkpointing": hw.activation_checkpointing,
-    }
+    } | sharding_arguments(hw)
 
 
 def torch_device(hw) -> str:

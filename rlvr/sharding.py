@@ -32,8 +32,11 @@ def trainer_arguments(hw) -> dict:
     if hw.nodes * hw.tasks_per_node < 2:
         raise ConfigError(f"hardware.sharding={hw.sharding} splits the model across processes, but the hardware asks "
                           f"for one (hardware.nodes x hardware.tasks_per_node = 1): ask for 2 or more, or sharding=none")
-    return {"fsdp": True,  # fully sharded, each decoder layer its own FSDP unit (transformers' defaults for fsdp_config)
-            "fsdp_config": {"version": 2, "reshard_after_forward": True, "state_dict_type": "SHARDED_STATE_DICT"}}
+    # Fully sharded, each decoder layer its own FSDP unit (transformers' defaults); activation
+    # checkpointing by FSDP itself (the Trainer's own would all-gather each layer once more in backward).
+    return {"fsdp": True, "activation_checkpointing": False,
+            "fsdp_config": {"version": 2, "reshard_after_forward": True, "state_dict_type": "SHARDED_STATE_DICT",
+                            "activation_checkpointing": hw.activation_checkpointing}}
 
 
 class ShardedTrainerMixin:

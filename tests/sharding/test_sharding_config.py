@@ -50,3 +50,22 @@ def test_a_run_that_is_not_sharded_is_stopped():
 
     with pytest.raises(ConfigError, match="accelerate runs MULTI_CPU with 2 process"):
         check_running(Accelerator, model=None)
+
+
+def test_activation_checkpointing_under_fsdp_is_fsdps_own():
+    from trl import GRPOConfig
+
+    arguments = trainer_arguments(hardware(sharding="fsdp", tasks_per_node=2, activation_checkpointing=True))
+    assert arguments["activation_checkpointing"] is False and arguments["fsdp_config"]["activation_checkpointing"] is True
+    config = GRPOConfig(output_dir="/tmp/unused", report_to=[], **arguments)  # transformers refuses both at once
+    assert config.fsdp_plugin_args["activation_checkpointing"] is True
+
+
+@pytest.mark.parametrize("preset", ["h100x8", "a100x4"])
+def test_multi_gpu_presets_shard(preset):
+    from hydra import compose, initialize_config_dir
+
+    from conftest import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        assert compose(config_name="config", overrides=[f"hardware={preset}"]).hardware.sharding == "fsdp"
