@@ -15,6 +15,7 @@ import math
 import re
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from rlvr.errors import ConfigError
@@ -393,6 +394,14 @@ def check_ranges(cfg) -> None:
         if value is not None and not allowed.admits(value):
             raise ConfigError(f"{key}={value} must be {allowed}")
     _check_against_trl(OmegaConf.to_container(values.algorithm))
+
+
+def conf_dir() -> str:
+    """rlvr's config tree: `rlvr/conf/` in an installed wheel (setup.py puts it there), else the
+    clone's top-level `conf/` (an editable install, or PYTHONPATH pointing at the clone)."""
+    package = Path(__file__).resolve().parent
+    installed, clone = package / "conf", package.parent / "conf"
+    return str(installed if (installed / "config.yaml").is_file() else clone)
 
 
 def register_schemas() -> None:

@@ -15,13 +15,13 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from rlvr.config import check_ranges, exit_on_unknown_keys, register_schemas
+from rlvr.config import check_ranges, conf_dir, exit_on_unknown_keys, register_schemas
 from rlvr.data.loading import builtin_data_path
 from rlvr.distributed import EXIT_INTERRUPTED, stops_reported
 from rlvr.errors import RlvrError
 
 log = logging.getLogger("rlvr")
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONF_DIR = conf_dir()
 GROUPS = frozenset({"model", "dataset", "reward", "algorithm", "hardware", "logging", "experiment"})
 
 OmegaConf.register_new_resolver("rlvr_data", builtin_data_path, replace=True)

@@ -22,11 +22,11 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from rlvr.config import ScoreConfig, exit_on_unknown_keys, register_schemas
+from rlvr.config import ScoreConfig, conf_dir, exit_on_unknown_keys, register_schemas
 from rlvr.errors import DataError, RlvrError
 from rlvr.rewards.checks import colliding_columns
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONF_DIR = conf_dir()
 register_schemas()
 
 
