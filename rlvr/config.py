@@ -459,6 +459,55 @@ def check_overrides(args: list[str], schema: type = Config, groups: frozenset[st
             raise ConfigError(f"'{written}' repeats {owner}: set {owner} instead")
 
 
+def preset_error_line(exc: BaseException, schema: type = Config) -> str | None:
+    """One line for Hydra's error about a preset that does not fit the schema (an unknown key, a
+    value of the wrong type, in rlvr's presets or a user's), or None for any other error."""
+    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+    cause = exc.__cause__ or exc.__context__  # Hydra raises it inside `except OmegaConfBaseException`
+    preset = re.match(r"In '([^']+)'", str(exc))
+    if not (isinstance(cause, OmegaConfBaseException) and cause.full_key and preset):
+        return None
+    problem = f"{cause.full_key}: {str(cause).splitlines()[0]}"
+    if isinstance(cause, ConfigKeyError):
+        try:
+            check_key(cause.full_key, schema)
+        except ConfigError as unknown:
+            problem = str(unknown)
+    return f"{preset.group(1)}.yaml: {problem}"
+
+
+def one_line_preset_errors(prog: str, schema: type = Config) -> None:
+    """Make Hydra report a preset that does not fit the schema in one line, exit code 2.
+
+    Hydra words these errors in seven lines and offers no hook to word them otherwise, so its
+    reporter (the one function every command - run, -m, --cfg - goes through) is wrapped here.
+    """
+    import sys
+
+    import hydra._internal.utils as hydra_utils
+    from hydra.errors import ConfigCompositionException
+
+    report = hydra_utils.run_and_report
+    if getattr(report, "rlvr_wrapped", False):
+        return
+
+    def run_and_report(func):
+        def composing():
+            try:
+                return func()
+            except ConfigCompositionException as exc:
+                if (line := preset_error_line(exc, schema)) is None:
+                    raise
+                print(f"{prog}: error: {line}", file=sys.stderr)
+                sys.exit(2)
+
+        return report(composing)
+
+    run_and_report.rlvr_wrapped = True
+    hydra_utils.run_and_report = run_and_report
+
+
 def exit_on_unknown_keys(prog: str, args: list[str], schema: type = Config, groups: frozenset[str] = frozenset()) -> None:
     """`check_overrides` for a command-line entry point: one line on stderr and exit code 2."""
     import sys

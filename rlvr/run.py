@@ -15,7 +15,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from rlvr.config import check_ranges, conf_dir, exit_on_unknown_keys, register_schemas
+from rlvr.config import check_ranges, conf_dir, exit_on_unknown_keys, one_line_preset_errors, register_schemas
 from rlvr.data.loading import builtin_data_path
 from rlvr.distributed import EXIT_INTERRUPTED, stops_reported
 from rlvr.errors import RlvrError
@@ -111,6 +111,7 @@ def hydra_main(cfg: DictConfig) -> float:
 def main() -> None:
     """Console-script entry: a one-line error for an unknown key before Hydra composes anything."""
     exit_on_unknown_keys("rlvr", sys.argv[1:], groups=GROUPS)
+    one_line_preset_errors("rlvr")
     import signal
 
     try:

@@ -53,7 +53,7 @@ def test_the_installed_wheel_runs_from_any_directory(installed_venv, tmp_path):
     composed = run_installed(tmp_path, installed_venv / "python", "-m", "rlvr.run", "--cfg", "job")
     assert composed.returncode == 0, composed.stderr[-2000:]
     assert "name_or_path: tiny" in composed.stdout
-    run = run_installed(tmp_path, installed_venv / "rlvr", *TINY_RUN, "algorithm.max_steps=2",
+    run = run_installed(tmp_path, installed_venv / "rlvr", *TINY_RUN, "algorithm.max_steps=2", "eval.before=false",
                         "hydra.run.dir=run")
     assert run.returncode == 0, run.stderr[-3000:]
     assert (tmp_path / "run" / "final_model" / "config.json").is_file()
