@@ -438,6 +438,21 @@ def check_key(path: str, schema: type = Config) -> bool:
     return True
 
 
+# Command-line choices that need an optional extra: {choice prefix: (module it needs, the extra)}.
+EXTRAS = {"hydra/sweeper=optuna": ("hydra_plugins.hydra_optuna_sweeper", "optuna")}
+
+
+def check_extras(args: list[str]) -> None:
+    """A choice whose optional extra is not installed: one line saying which (Hydra's own error
+    lists the options it found instead)."""
+    import importlib.util
+
+    for arg in args:
+        for prefix, (module, extra) in EXTRAS.items():
+            if arg.startswith(prefix) and importlib.util.find_spec(module) is None:
+                raise ConfigError(f"{arg} needs the '{extra}' extra: pip install 'rlvr[{extra}]'")
+
+
 def check_overrides(args: list[str], schema: type = Config, groups: frozenset[str] = frozenset()) -> None:
     """Pre-flight: reject overrides naming no schema key, before Hydra composes anything.
 
@@ -514,6 +529,7 @@ def exit_on_unknown_keys(prog: str, args: list[str], schema: type = Config, grou
 
     try:
         check_overrides(args, schema, groups)
+        check_extras(args)
     except ConfigError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         sys.exit(2)
