@@ -187,7 +187,7 @@ class AlgorithmConfig:
 class HardwareConfig:
     """What a job runs on: the same meaning locally and on SLURM (launcher presets read the resources)."""
 
-    device: str = "cpu"  # cpu | cuda
+    device: str = "cpu"  # cpu | cuda | mps (Apple silicon)
     precision: str = "fp32"  # fp32 | bf16 | fp16
     torch_threads: int | None = None  # None: torch's default
     activation_checkpointing: bool = False  # a.k.a. gradient checkpointing; slow on CPU

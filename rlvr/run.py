@@ -55,7 +55,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     from rlvr.run_dir import RunDirLock, record_start, resume_changes
 
+    from rlvr.hardware import check_device, export_device_environment
+
+    export_device_environment(cfg.hardware)  # first: check_ranges imports trl, hence torch
     check_ranges(cfg)
+    check_device(cfg.hardware)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     recipe = get_recipe(cfg.algorithm.name)
     offline = set_offline(cfg)
