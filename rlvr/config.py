@@ -63,6 +63,9 @@ class ModelConfig:
     warmup_sft_steps: int = 0
     warmup_sft_learning_rate: float = 1e-3
     lora: LoraConfig = field(default_factory=LoraConfig)
+    # none | 8bit | 4bit: weights loaded quantized by bitsandbytes (transformers' BitsAndBytesConfig;
+    # 4bit is QLoRA's NF4), frozen, with LoRA trained on top. Needs the quantization extra.
+    quantization: str = "none"
     # A second copy of N tokens, usable only inside <think> ... </think> (rlvr/vocab.py); 0 = off.
     reasoning_vocab_size: int = 0
     reasoning_vocab_ids: Any = "first"  # which tokens get a copy: first | frequent | [id, ...]

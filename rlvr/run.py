@@ -57,9 +57,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     from rlvr.hardware import check_device, export_device_environment
 
+    from rlvr.models import check_quantization
+
     export_device_environment(cfg.hardware)  # first: check_ranges imports trl, hence torch
     check_ranges(cfg)
     check_device(cfg.hardware)
+    check_quantization(cfg, cfg.hardware.device)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     recipe = get_recipe(cfg.algorithm.name)
     offline = set_offline(cfg)
@@ -87,6 +90,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     # TRL 1.16 calls transformers' deprecated `is_gradient_checkpointing` inside training: a warning
     # the user cannot act on, printed through the progress bar.
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    # model.quantization=8bit on CPU: bitsandbytes says so on every matmul of every step.
+    warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast from torch.float32 to float16")
     transformers.utils.logging.disable_progress_bar()
     set_seed(cfg.seed)
     apply_threads(cfg.hardware)

@@ -43,6 +43,7 @@ def test_mps_preset_is_fp32_on_mps():
     assert "device: mps\n  precision: fp32" in result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(__import__("torch").backends.mps.is_available(), reason="this machine has MPS")
 def test_mps_without_mps_is_one_line_set_before_torch_loads(tmp_path):
     """The run stops in one line before anything loads, and torch was imported with the fallback on."""
