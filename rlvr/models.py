@@ -231,9 +231,12 @@ def check_bitsandbytes(quantization: str, device: str) -> None:
     except ImportError:
         raise ConfigError(f"model.quantization={quantization} needs bitsandbytes: "
                           f"pip install 'rlvr[quantization]'") from None
+    import warnings
+
     import torch
 
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its per-matmul notes; only whether it runs matters here
         try:
             layer = (bnb.nn.Linear4bit(16, 16, compute_dtype=torch.float32) if quantization == "4bit"
                      else bnb.nn.Linear8bitLt(16, 16, has_fp16_weights=False))
