@@ -15,6 +15,7 @@ import math
 import re
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from rlvr.errors import ConfigError
@@ -62,6 +63,9 @@ class ModelConfig:
     warmup_sft_steps: int = 0
     warmup_sft_learning_rate: float = 1e-3
     lora: LoraConfig = field(default_factory=LoraConfig)
+    # none | 8bit | 4bit: weights loaded quantized by bitsandbytes (transformers' BitsAndBytesConfig;
+    # 4bit is QLoRA's NF4), frozen, with LoRA trained on top. Needs the quantization extra.
+    quantization: str = "none"
     # A second copy of N tokens, usable only inside <think> ... </think> (rlvr/vocab.py); 0 = off.
     reasoning_vocab_size: int = 0
     reasoning_vocab_ids: Any = "first"  # which tokens get a copy: first | frequent | [id, ...]
@@ -186,7 +190,7 @@ class AlgorithmConfig:
 class HardwareConfig:
     """What a job runs on: the same meaning locally and on SLURM (launcher presets read the resources)."""
 
-    device: str = "cpu"  # cpu | cuda
+    device: str = "cpu"  # cpu | cuda | mps (Apple silicon)
     precision: str = "fp32"  # fp32 | bf16 | fp16
     torch_threads: int | None = None  # None: torch's default
     activation_checkpointing: bool = False  # a.k.a. gradient checkpointing; slow on CPU
@@ -399,6 +403,14 @@ def check_ranges(cfg) -> None:
     _check_against_trl(OmegaConf.to_container(values.algorithm))
 
 
+def conf_dir() -> str:
+    """rlvr's config tree: `rlvr/conf/` in an installed wheel (setup.py puts it there), else the
+    clone's top-level `conf/` (an editable install, or PYTHONPATH pointing at the clone)."""
+    package = Path(__file__).resolve().parent
+    installed, clone = package / "conf", package.parent / "conf"
+    return str(installed if (installed / "config.yaml").is_file() else clone)
+
+
 def register_schemas() -> None:
     from hydra.core.config_store import ConfigStore
 
@@ -433,6 +445,21 @@ def check_key(path: str, schema: type = Config) -> bool:
     return True
 
 
+# Command-line choices that need an optional extra: {choice prefix: (module it needs, the extra)}.
+EXTRAS = {"hydra/sweeper=optuna": ("hydra_plugins.hydra_optuna_sweeper", "optuna")}
+
+
+def check_extras(args: list[str]) -> None:
+    """A choice whose optional extra is not installed: one line saying which (Hydra's own error
+    lists the options it found instead)."""
+    import importlib.util
+
+    for arg in args:
+        for prefix, (module, extra) in EXTRAS.items():
+            if arg.startswith(prefix) and importlib.util.find_spec(module) is None:
+                raise ConfigError(f"{arg} needs the '{extra}' extra: pip install 'rlvr[{extra}]'")
+
+
 def check_overrides(args: list[str], schema: type = Config, groups: frozenset[str] = frozenset()) -> None:
     """Pre-flight: reject overrides naming no schema key, before Hydra composes anything.
 
@@ -454,12 +481,62 @@ def check_overrides(args: list[str], schema: type = Config, groups: frozenset[st
             raise ConfigError(f"'{written}' repeats {owner}: set {owner} instead")
 
 
+def preset_error_line(exc: BaseException, schema: type = Config) -> str | None:
+    """One line for Hydra's error about a preset that does not fit the schema (an unknown key, a
+    value of the wrong type, in rlvr's presets or a user's), or None for any other error."""
+    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+    cause = exc.__cause__ or exc.__context__  # Hydra raises it inside `except OmegaConfBaseException`
+    preset = re.match(r"In '([^']+)'", str(exc))
+    if not (isinstance(cause, OmegaConfBaseException) and cause.full_key and preset):
+        return None
+    problem = f"{cause.full_key}: {str(cause).splitlines()[0]}"
+    if isinstance(cause, ConfigKeyError):
+        try:
+            check_key(cause.full_key, schema)
+        except ConfigError as unknown:
+            problem = str(unknown)
+    return f"{preset.group(1)}.yaml: {problem}"
+
+
+def one_line_preset_errors(prog: str, schema: type = Config) -> None:
+    """Make Hydra report a preset that does not fit the schema in one line, exit code 2.
+
+    Hydra words these errors in seven lines and offers no hook to word them otherwise, so its
+    reporter (the one function every command - run, -m, --cfg - goes through) is wrapped here.
+    """
+    import sys
+
+    import hydra._internal.utils as hydra_utils
+    from hydra.errors import ConfigCompositionException
+
+    report = hydra_utils.run_and_report
+    if getattr(report, "rlvr_wrapped", False):
+        return
+
+    def run_and_report(func):
+        def composing():
+            try:
+                return func()
+            except ConfigCompositionException as exc:
+                if (line := preset_error_line(exc, schema)) is None:
+                    raise
+                print(f"{prog}: error: {line}", file=sys.stderr)
+                sys.exit(2)
+
+        return report(composing)
+
+    run_and_report.rlvr_wrapped = True
+    hydra_utils.run_and_report = run_and_report
+
+
 def exit_on_unknown_keys(prog: str, args: list[str], schema: type = Config, groups: frozenset[str] = frozenset()) -> None:
     """`check_overrides` for a command-line entry point: one line on stderr and exit code 2."""
     import sys
 
     try:
         check_overrides(args, schema, groups)
+        check_extras(args)
     except ConfigError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -2,9 +2,36 @@
 
 from __future__ import annotations
 
+import os
+
 from rlvr.errors import ConfigError
 
+DEVICES = ("cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def export_device_environment(hw) -> None:
+    """hardware.device=mps: PYTORCH_ENABLE_MPS_FALLBACK=1 (ops MPS lacks run on the CPU instead of
+    failing). torch reads it when it is imported, so this runs before anything imports torch."""
+    if hw.device == "mps":
+        os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
+
+
+def check_device(hw) -> None:
+    """The device exists and takes the precision: one line before anything loads."""
+    if hw.device not in DEVICES:
+        raise ConfigError(f"hardware.device={hw.device!r} must be one of {', '.join(DEVICES)}")
+    if hw.precision not in PRECISIONS:
+        raise ConfigError(f"hardware.precision={hw.precision!r} must be one of {', '.join(PRECISIONS)}")
+    import torch
+
+    if hw.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("hardware.device=cuda but torch sees no GPU: use hardware=cpu")
+    if hw.device == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("hardware.device=mps but torch sees no Apple-silicon GPU (MPS needs a Mac with "
+                          "Apple silicon and macOS 12.3+): use hardware=cpu")
+    if hw.device != "cuda" and hw.precision != "fp32":
+        raise ConfigError(f"hardware.precision={hw.precision} needs a CUDA GPU; on {hw.device} use precision=fp32")
 
 
 def apply_threads(hw) -> None:
@@ -17,17 +44,7 @@ def apply_threads(hw) -> None:
 
 def trainer_arguments(hw) -> dict:
     """Keyword arguments shared by every TRL config (GRPOConfig, SFTConfig, RewardConfig)."""
-    if hw.device not in ("cpu", "cuda"):
-        raise ConfigError(f"hardware.device={hw.device!r} must be 'cpu' or 'cuda'")
-    if hw.precision not in PRECISIONS:
-        raise ConfigError(f"hardware.precision={hw.precision!r} must be one of {', '.join(PRECISIONS)}")
-    if hw.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ConfigError("hardware.device=cuda but torch sees no GPU: use hardware=cpu")
-    elif hw.precision != "fp32":
-        raise ConfigError(f"hardware.precision={hw.precision} needs a GPU; on CPU use precision=fp32")
+    check_device(hw)
     from rlvr.sharding import trainer_arguments as sharding_arguments
 
     return {
@@ -40,4 +57,4 @@ def trainer_arguments(hw) -> dict:
 
 
 def torch_device(hw) -> str:
-    return "cuda" if hw.device == "cuda" else "cpu"
+    return hw.device

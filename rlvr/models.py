@@ -22,6 +22,7 @@ CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+QUANTIZATIONS = ("none", "8bit", "4bit")
 DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
           "float16": "float16", "fp16": "float16", "auto": "auto"}
 
@@ -160,14 +161,90 @@ def load_pretrained(cfg, auto_class_name: str = "AutoModelForCausalLM", **model_
     return model, tokenizer
 
 
-def load_policy(cfg, seed: int):
-    """(model, tokenizer) for the `model` config group."""
+def load_policy(cfg, seed: int, device: str = "cpu"):
+    """(model, tokenizer) for the `model` config group; a quantized one is loaded onto `device`."""
     if cfg.dtype not in DTYPES:
         raise ModelLoadError(f"model.dtype={cfg.dtype!r} is not one of {', '.join(DTYPES)}")
     if cfg.name_or_path == TINY:
         tokenizer = build_tokenizer(cfg.tiny)
         return build_tiny_model(cfg.tiny, tokenizer, seed), tokenizer
-    return load_pretrained(cfg)
+    if cfg.quantization == "none":
+        return load_pretrained(cfg)
+    from peft import prepare_model_for_kbit_training
+
+    if device == "cuda":  # bitsandbytes places the weights as they load: on this process's GPU
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    model, tokenizer = load_pretrained(cfg, quantization_config=bitsandbytes_config(cfg), device_map={"": device})
+    keep_4bit_weights_trainable(model)
+    # QLoRA's preparation: every weight frozen, norms in fp32; TRL turns on checkpointing itself if asked.
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False), tokenizer
+
+
+def keep_4bit_weights_trainable(model) -> None:
+    """bitsandbytes (0.50) repacks a 4-bit layer's weights for its fast CPU kernel on the first forward
+    in eval mode (rlvr's eval before training) and never back, so the next training forward fails
+    ("a view of a leaf Variable ... in-place"): rlvr keeps the training layout throughout."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+
+
+def bitsandbytes_config(cfg):
+    """transformers' BitsAndBytesConfig for `model.quantization`: 8-bit (LLM.int8), or QLoRA's 4-bit
+    NF4 with double quantization, computing in the model's dtype."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if cfg.quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    compute = DTYPES[cfg.dtype] if DTYPES[cfg.dtype] != "auto" else "float32"
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=getattr(torch, compute))
+
+
+def check_quantization(cfg, device: str) -> None:
+    """`model.quantization` in one line before anything loads: a known value, a combination that can
+    train (a pretrained policy, LoRA on top, no full-weight stage), and bitsandbytes able to run on
+    `device` (tried on one small layer: its backends differ by version and device)."""
+    quantization = cfg.model.quantization
+    if quantization not in QUANTIZATIONS:
+        raise ConfigError(f"model.quantization={quantization!r} must be one of {', '.join(QUANTIZATIONS)}")
+    if quantization == "none":
+        return
+    said = f"model.quantization={quantization}"
+    if cfg.model.name_or_path == TINY:
+        raise ConfigError(f"{said} applies as weights load: the built-in tiny model is made in memory; save one "
+                          f"(a run's final_model/) and pass its directory as model.name_or_path")
+    if not cfg.model.lora.enabled:
+        raise ConfigError(f"{said} freezes the quantized weights: train LoRA on top (model.lora.enabled=true)")
+    for knob, value in (("algorithm", cfg.algorithm.name == "reward_model" and "reward_model"),
+                        ("model.warmup_sft_steps", cfg.model.warmup_sft_steps),
+                        ("model.reasoning_vocab_size", cfg.model.reasoning_vocab_size)):
+        if value:  # each trains full-precision weights (score head, every weight, embeddings)
+            raise ConfigError(f"{said} cannot be combined with {knob}={value}: it trains full-precision weights")
+    check_bitsandbytes(quantization, device)
+
+
+def check_bitsandbytes(quantization: str, device: str) -> None:
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        raise ConfigError(f"model.quantization={quantization} needs bitsandbytes: "
+                          f"pip install 'rlvr[quantization]'") from None
+    import warnings
+
+    import torch
+
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its per-matmul notes; only whether it runs matters here
+        try:
+            layer = (bnb.nn.Linear4bit(16, 16, compute_dtype=torch.float32) if quantization == "4bit"
+                     else bnb.nn.Linear8bitLt(16, 16, has_fp16_weights=False))
+            layer.to(device)(torch.ones(1, 16, device=device))
+        except Exception as exc:  # whatever bitsandbytes or torch raises, the answer is "not on this device"
+            why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ConfigError(f"model.quantization={quantization}: bitsandbytes {bnb.__version__} cannot run on "
+                              f"{device}: {why}") from None
 
 
 def load_reward_model(cfg, seed: int):

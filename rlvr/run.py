@@ -15,13 +15,13 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from rlvr.config import check_ranges, exit_on_unknown_keys, register_schemas
+from rlvr.config import check_ranges, conf_dir, exit_on_unknown_keys, one_line_preset_errors, register_schemas
 from rlvr.data.loading import builtin_data_path
 from rlvr.distributed import EXIT_INTERRUPTED, stops_reported
 from rlvr.errors import RlvrError
 
 log = logging.getLogger("rlvr")
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONF_DIR = conf_dir()
 GROUPS = frozenset({"model", "dataset", "reward", "algorithm", "hardware", "logging", "experiment"})
 
 OmegaConf.register_new_resolver("rlvr_data", builtin_data_path, replace=True)
@@ -55,7 +55,14 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     from rlvr.run_dir import RunDirLock, record_start, resume_changes
 
+    from rlvr.hardware import check_device, export_device_environment
+
+    from rlvr.models import check_quantization
+
+    export_device_environment(cfg.hardware)  # first: check_ranges imports trl, hence torch
     check_ranges(cfg)
+    check_device(cfg.hardware)
+    check_quantization(cfg, cfg.hardware.device)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     recipe = get_recipe(cfg.algorithm.name)
     offline = set_offline(cfg)
@@ -83,6 +90,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     # TRL 1.16 calls transformers' deprecated `is_gradient_checkpointing` inside training: a warning
     # the user cannot act on, printed through the progress bar.
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    # model.quantization=8bit on CPU: bitsandbytes says so on every matmul of every step.
+    warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast from torch.float32 to float16")
     transformers.utils.logging.disable_progress_bar()
     set_seed(cfg.seed)
     apply_threads(cfg.hardware)
@@ -111,6 +120,7 @@ def hydra_main(cfg: DictConfig) -> float:
 def main() -> None:
     """Console-script entry: a one-line error for an unknown key before Hydra composes anything."""
     exit_on_unknown_keys("rlvr", sys.argv[1:], groups=GROUPS)
+    one_line_preset_errors("rlvr")
     import signal
 
     try:

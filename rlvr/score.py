@@ -22,11 +22,11 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from rlvr.config import ScoreConfig, exit_on_unknown_keys, register_schemas
+from rlvr.config import ScoreConfig, conf_dir, exit_on_unknown_keys, one_line_preset_errors, register_schemas
 from rlvr.errors import DataError, RlvrError
 from rlvr.rewards.checks import colliding_columns
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONF_DIR = conf_dir()
 register_schemas()
 
 
@@ -137,6 +137,7 @@ def hydra_main(cfg: DictConfig) -> None:
 def main() -> None:
     sys.stdout.reconfigure(errors="backslashreplace")  # a reward's reason may quote a lone surrogate
     exit_on_unknown_keys("rlvr.score", sys.argv[1:], schema=ScoreConfig, groups=frozenset({"reward"}))
+    one_line_preset_errors("rlvr.score", ScoreConfig)
     hydra_main()
 
 

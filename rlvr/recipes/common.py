@@ -75,7 +75,8 @@ def setup_policy(cfg, run_dir: Path, resuming: bool = False) -> PolicySetup:
     initial = next((d for d in (run_dir / INITIAL_POLICY, run_dir / LEGACY_INITIAL_POLICY) if (d / "config.json").exists()),
                    run_dir / INITIAL_POLICY)
     restored = resuming and (initial / "config.json").exists()
-    model, tokenizer = load_saved_model(cfg.model, initial) if restored else load_policy(cfg.model, cfg.seed)
+    model, tokenizer = (load_saved_model(cfg.model, initial) if restored
+                        else load_policy(cfg.model, cfg.seed, hardware.torch_device(cfg.hardware)))
     check_lora_targets(model, cfg.model.lora)
     if cfg.dataset.chat and not tokenizer.chat_template:
         raise ConfigError(f"dataset.chat=true (chat-message prompts) but the tokenizer of '{cfg.model.name_or_path}' "
@@ -229,8 +230,8 @@ def evaluate(cfg, setup: PolicySetup, run_dir: Path, label: str) -> dict[str, fl
         return {}
     from rlvr.evaluation import greedy_eval
 
-    device = hardware.torch_device(cfg.hardware)
-    setup.model.to(device)
+    if not getattr(setup.model, "is_quantized", False):  # bitsandbytes placed it as it loaded, and refuses .to()
+        setup.model.to(hardware.torch_device(cfg.hardware))
     max_new = cfg.eval.max_new_tokens or cfg.algorithm.max_completion_length
     result = greedy_eval(setup.model, setup.tokenizer, setup.evaluation, setup.rewards, max_new,
                          cfg.eval.batch_size, run_dir / "eval" / f"{label}.jsonl", label)

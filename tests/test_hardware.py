@@ -1,0 +1,69 @@
+"""The hardware group: devices, precisions and the environment torch must see before it loads."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import ROOT, one_line_error, run_cli
+from rlvr.config import HardwareConfig
+from rlvr.errors import ConfigError
+from rlvr.hardware import check_device, export_device_environment
+
+NO_MPS = "hardware.device=mps but torch sees no Apple-silicon GPU"
+
+
+def hardware(**values):
+    return OmegaConf.merge(OmegaConf.structured(HardwareConfig), values)
+
+
+def test_mps_asks_for_the_cpu_fallback_and_cpu_does_not(monkeypatch):
+    monkeypatch.delenv("PYTORCH_ENABLE_MPS_FALLBACK", raising=False)
+    export_device_environment(hardware(device="cpu"))
+    assert "PYTORCH_ENABLE_MPS_FALLBACK" not in os.environ
+    export_device_environment(hardware(device="mps"))
+    assert os.environ["PYTORCH_ENABLE_MPS_FALLBACK"] == "1"
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"device": "tpu"}, "hardware.device='tpu' must be one of cpu, cuda, mps"),
+    ({"device": "cpu", "precision": "bf16"}, "hardware.precision=bf16 needs a CUDA GPU; on cpu use precision=fp32"),
+    ({"device": "cpu", "precision": "fp8"}, "hardware.precision='fp8' must be one of fp32, bf16, fp16"),
+])
+def test_device_and_precision_are_checked(values, message):
+    with pytest.raises(ConfigError, match=f"^{message}$"):
+        check_device(hardware(**values))
+
+
+def test_mps_preset_is_fp32_on_mps():
+    result = run_cli("rlvr.run", "hardware=mps", "--cfg", "job")
+    assert result.returncode == 0, result.stderr
+    assert "device: mps\n  precision: fp32" in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(__import__("torch").backends.mps.is_available(), reason="this machine has MPS")
+def test_mps_without_mps_is_one_line_set_before_torch_loads(tmp_path):
+    """The run stops in one line before anything loads, and torch was imported with the fallback on."""
+    code = f"""
+import importlib.abc, os, sys
+seen = []
+class Watch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "torch":
+            seen.append(os.environ.get("PYTORCH_ENABLE_MPS_FALLBACK"))
+sys.meta_path.insert(0, Watch())
+sys.argv = ["rlvr.run", "hardware=mps", "hydra.run.dir={tmp_path / 'run'}"]
+import rlvr.run
+try:
+    rlvr.run.main()
+finally:
+    print("torch imported with PYTORCH_ENABLE_MPS_FALLBACK =", seen[:1], file=sys.stderr)
+"""
+    env_without = {k: v for k, v in os.environ.items() if k != "PYTORCH_ENABLE_MPS_FALLBACK"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env_without)
+    assert one_line_error(result).startswith(f"rlvr: error: {NO_MPS}")
+    assert "torch imported with PYTORCH_ENABLE_MPS_FALLBACK = ['1']" in result.stderr
+    assert not (tmp_path / "run" / "config_resolved.yaml").exists()  # refused before the run dir is written
