@@ -59,13 +59,3 @@ def test_activation_checkpointing_under_fsdp_is_fsdps_own():
     assert arguments["activation_checkpointing"] is False and arguments["fsdp_config"]["activation_checkpointing"] is True
     config = GRPOConfig(output_dir="/tmp/unused", report_to=[], **arguments)  # transformers refuses both at once
     assert config.fsdp_plugin_args["activation_checkpointing"] is True
-
-
-@pytest.mark.parametrize("preset", ["h100x8", "a100x4"])
-def test_multi_gpu_presets_shard(preset):
-    from hydra import compose, initialize_config_dir
-
-    from conftest import CONF_DIR
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        assert compose(config_name="config", overrides=[f"hardware={preset}"]).hardware.sharding == "fsdp"
