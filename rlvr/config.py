@@ -195,6 +195,9 @@ class HardwareConfig:
     torch_threads: int | None = None  # None: torch's default
     activation_checkpointing: bool = False  # a.k.a. gradient checkpointing; slow on CPU
     tf32: bool = False
+    # none: every process holds the whole model (DDP); fsdp: FSDP2 shards parameters, gradients and
+    # optimizer state across the processes (rlvr/sharding.py).
+    sharding: str = "none"
     # Job resources (hydra/launcher=slurm|local): processes = nodes x tasks_per_node, data-parallel.
     nodes: int = 1
     tasks_per_node: int = 1
@@ -316,7 +319,8 @@ SET_ELSEWHERE = {"seed": "seed", "output_dir": "hydra.run.dir", "run_name": "hyd
                  "eval_strategy": "algorithm.eval_steps", "reward_weights": "reward.functions.<name>.weight",
                  "use_cpu": "hardware.device", "bf16": "hardware.precision", "fp16": "hardware.precision",
                  "tf32": "hardware.tf32", "activation_checkpointing": "hardware.activation_checkpointing",
-                 "gradient_checkpointing": "hardware.activation_checkpointing"}
+                 "gradient_checkpointing": "hardware.activation_checkpointing",
+                 "fsdp": "hardware.sharding", "fsdp_config": "hardware.sharding", "deepspeed": "hardware.sharding"}
 
 
 def trl_duplicate(field_name: str) -> str | None:

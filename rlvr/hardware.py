@@ -45,13 +45,15 @@ def apply_threads(hw) -> None:
 def trainer_arguments(hw) -> dict:
     """Keyword arguments shared by every TRL config (GRPOConfig, SFTConfig, RewardConfig)."""
     check_device(hw)
+    from rlvr.sharding import trainer_arguments as sharding_arguments
+
     return {
         "use_cpu": hw.device == "cpu",
         "bf16": hw.precision == "bf16",
         "fp16": hw.precision == "fp16",
         "tf32": hw.tf32 if hw.device == "cuda" else None,
         "activation_checkpointing": hw.activation_checkpointing,
-    }
+    } | sharding_arguments(hw)
 
 
 def torch_device(hw) -> str:

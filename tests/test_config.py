@@ -102,6 +102,11 @@ def test_yaml_typo_is_caught_by_the_schema(tmp_path):
                                       "'algorithm.num_generatoins' (did you mean 'algorithm.num_generations'?)")
 
 
+@pytest.mark.parametrize("preset", ["h100x8", "a100x4"])
+def test_multi_gpu_presets_shard(preset):
+    assert compose_with(f"hardware={preset}").hardware.sharding == "fsdp"
+
+
 @pytest.mark.parametrize("launcher", ["slurm", "local"])
 def test_launcher_presets_take_resources_from_hardware(launcher):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

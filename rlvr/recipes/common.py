@@ -203,6 +203,10 @@ def save_final_model(trainer, tokenizer, model_cfg, run_dir: Path):
     """
     from peft import PeftModel
 
+    if trainer.is_fsdp_enabled:
+        from rlvr.sharding import save_gathered
+
+        return save_gathered(trainer, tokenizer, model_cfg, run_dir)
     model = trainer.accelerator.unwrap_model(trainer.model)
     if not isinstance(model, PeftModel):
         trainer.save_model(str(run_dir / "final_model"))

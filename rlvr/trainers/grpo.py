@@ -8,11 +8,12 @@ from rlvr.errors import RewardError
 from rlvr.stage_timing import instrument
 from rlvr.rewards.base import primary_correctness
 from rlvr.rewards.checks import checked_rewards
+from rlvr.sharding import ShardedTrainerMixin
 from rlvr.tracking import JsonlWriter, prompt_id
 from rlvr.trainers.vocab import ReasoningVocabMixin
 
 
-class RolloutLoggingGRPOTrainer(ReasoningVocabMixin, GRPOTrainer):
+class RolloutLoggingGRPOTrainer(ShardedTrainerMixin, ReasoningVocabMixin, GRPOTrainer):
     """Overrides `_calculate_rewards` (TRL >= 1.16) only to record what the rewards saw and said.
 
     `rewards` are rlvr's WeightedRewards, in the same order as the trainer's `reward_funcs`.

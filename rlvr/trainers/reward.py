@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 from trl import RewardTrainer
 
+from rlvr.sharding import ShardedTrainerMixin
 
-class PreferenceRewardTrainer(RewardTrainer):
+
+class PreferenceRewardTrainer(ShardedTrainerMixin, RewardTrainer):
     """Overrides `compute_loss` only to add `chosen_reward` and `rejected_reward` to the metrics."""
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

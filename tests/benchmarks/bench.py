@@ -238,8 +238,45 @@ def bench_rm_scoring() -> dict:
             "rm_scoring_speedup_batched": rates["batched"] / rates["one_by_one"]}
 
 
+def logged_memory(run_log: Path) -> dict[str, dict[int, int]]:
+    """{"held": {process: bytes}, "peak_rss_kb": {process: kB}} from the `memory:` lines (rlvr/sharding.py)."""
+    found: dict[str, dict[int, int]] = {"held": {}, "peak_rss_kb": {}}
+    for line in run_log.read_text().splitlines():
+        if "memory: process" not in line:
+            continue
+        process = int(line.split("memory: process ")[1].split()[0])
+        if " holds " in line:
+            found["held"][process] = int(line.split(" holds ")[1].split()[0])
+        elif "peak RSS" in line:
+            found["peak_rss_kb"][process] = int(line.split("peak RSS ")[1].split()[0])
+    return found
+
+
+def bench_sharding(steps: int = int(os.environ.get("BENCH_SHARDING_STEPS", "14"))) -> dict:
+    """DDP vs FSDP2, 2 processes (gloo, one thread each), the mid-size model: bytes of parameters +
+    gradients + optimizer state each process holds, peak RSS per process, median step time."""
+    mid = [f"model.{k}={v}" if k.startswith("tiny.") else f"algorithm.{k}={v}" for k, v in GRPO_SIZES["mid"]["settings"].items()]
+    results: dict[str, float] = {}
+    measured = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode in ("none", "fsdp"):
+            run_dir = Path(tmp) / mode
+            run(["-m", "torch.distributed.run", "--nproc_per_node", "2", *RLVR_BENCH_RUN, *mid, "hardware.tasks_per_node=2",
+                 "hardware.torch_threads=1", f"hardware.sharding={mode}", f"algorithm.max_steps={steps}",
+                 f"hydra.run.dir={run_dir}"])
+            memory = logged_memory(run_dir / "run.log")
+            measured[mode] = {"held": max(memory["held"].values()),
+                              "step": median_step_seconds(run_dir / "metrics.jsonl", warmup=2)["step"]}
+            name = "ddp" if mode == "none" else mode
+            results |= {f"sharded_state_mb_{name}": measured[mode]["held"] / 2**20, f"sharded_step_seconds_{name}": measured[mode]["step"]}
+            results |= {f"sharded_peak_rss_mb_{name}_rank{p}": kb / 1024 for p, kb in sorted(memory["peak_rss_kb"].items())}
+    results["sharded_state_ratio_fsdp_vs_ddp"] = measured["fsdp"]["held"] / measured["none"]["held"]
+    results["sharded_step_ratio_fsdp_vs_ddp"] = measured["fsdp"]["step"] / measured["none"]["step"]
+    return results
+
+
 BENCHES = (bench_cfg_job, bench_grpo_step, bench_fgrpo_step, bench_vocab_step, bench_span_mapping, bench_verify,
-           bench_rm_scoring)
+           bench_rm_scoring, bench_sharding)
 
 
 def main(names: list[str]) -> None:

@@ -149,3 +149,15 @@ def test_plain_scancel_of_an_sbatch_job_saves_a_checkpoint(slurm_partition, tmp_
         time.sleep(0.3)
     assert all(state.startswith("CANCELLED") for state in sacct_states(job_id).values())
     assert_stopped_with_a_checkpoint(run_dir)
+
+
+def test_fsdp_job_shards_across_its_two_tasks(slurm_partition, tmp_path):
+    result = run_cli("rlvr.run", "-m", *TINY_RUN, *slurm_args(slurm_partition, tmp_path, "hardware.tasks_per_node=2",
+                                                          "hardware.sharding=fsdp", "eval.before=false"))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    log = (tmp_path / "0" / "run.log").read_text()
+    assert "sharding: process 0 holds 50.0% of the parameters" in log
+    assert "sharding: process 1 holds 50.0% of the parameters" in log
+    digests = rank_weight_digests(tmp_path)
+    assert sorted(digests) == [0, 1] and digests[0] == digests[1]
+    assert json.loads((tmp_path / "0" / "metrics.json").read_text())["train_steps"] == 4
