@@ -1,6 +1,6 @@
-"""PNG curves from a run dir: reward, accuracy, and per-prompt accuracy versus step.
+"""PNG curves from a run dir: reward, accuracy, eval metrics and per-prompt accuracy versus step.
 
-    python -m rlvr.plots RUN_DIR               # reward.png and accuracy.png into RUN_DIR/plots/
+    python -m rlvr.plots RUN_DIR               # reward.png, accuracy.png (eval.png if it evaluated while training) into RUN_DIR/plots/
     python -m rlvr.plots RUN_DIR --per-prompt  # also per_prompt_accuracy.png (top prompts by count)
 """
 
@@ -72,6 +72,9 @@ def plot_run(run_dir: Path) -> list[Path]:
         ax.set(xlabel="step", ylabel="chosen > rejected", ylim=(0, 1), title="reward model accuracy")
         ax.legend(fontsize=7)
         written.append(_save(fig, run_dir / "plots" / "rm_accuracy.png"))
+    evals = [m for m in logged if any(k.startswith("eval/") for k in m)]  # eval.every_steps > 0
+    if evals:
+        written.append(plot_eval_curve(run_dir, evals))
     if any("vocab/reasoning_share_in_think" in m for m in metrics):
         written += plot_reasoning_vocab(run_dir, metrics)
     rollouts_path = run_dir / "rollouts.jsonl"
@@ -84,6 +87,29 @@ def plot_run(run_dir: Path) -> list[Path]:
             ax.legend(fontsize=7)
             written.append(_save(fig, run_dir / "plots" / "accuracy.png"))
     return written
+
+
+def plot_eval_curve(run_dir: Path, rows: list[dict]) -> Path:
+    """eval.png: each eval metric that is a share of prompts (greedy accuracy, mean@n, pass@k,
+    maj@k) versus training step, with its standard error or bootstrap interval as error bars."""
+    plt = _pyplot()
+    names = sorted({k[len("eval/"):] for m in rows for k in m if k.startswith("eval/")})
+    shown = [n for n in names if n == "accuracy" or (n.split("@")[0] in ("mean", "pass", "maj") and n.split("@")[1].isdigit())]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in shown:
+        points = [m for m in rows if f"eval/{name}" in m]
+        steps, values = [m["step"] for m in points], [m[f"eval/{name}"] for m in points]
+        if f"eval/{name}_se" in points[0]:
+            errors = [m[f"eval/{name}_se"] for m in points]
+        elif f"eval/{name}_ci_low" in points[0]:
+            errors = [[v - m[f"eval/{name}_ci_low"] for v, m in zip(values, points)],
+                      [m[f"eval/{name}_ci_high"] - v for v, m in zip(values, points)]]
+        else:
+            errors = None
+        ax.errorbar(steps, values, yerr=errors, marker="o", capsize=3, label="greedy accuracy" if name == "accuracy" else name)
+    ax.set(xlabel="step", ylabel="share of eval prompts", ylim=(0, 1), title="evaluation during training")
+    ax.legend(fontsize=7)
+    return _save(fig, run_dir / "plots" / "eval.png")
 
 
 def plot_reasoning_vocab(run_dir: Path, metrics: list[dict]) -> list[Path]:
