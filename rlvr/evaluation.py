@@ -95,7 +95,8 @@ def generate_batch(model, tokenizer, prompts, max_new_tokens: int, samples: int 
         if samples > 1:  # what num_return_sequences does, which greedy generation refuses
             encoded = {k: v.repeat_interleave(samples, dim=0) for k, v in encoded.items()}
         with torch.inference_mode():
-            generated = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=do_sample,
+            # use_cache: training with activation checkpointing turns the model's default off
+            generated = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=do_sample, use_cache=True,
                                        logits_processor=processors, pad_token_id=tokenizer.pad_token_id,
                                        eos_token_id=stop)
     finally:
@@ -135,6 +136,11 @@ def score(rewards, prompts, completions, columns: dict) -> tuple[list[dict], str
             for i, outcome in enumerate(outcomes)], rewards[judge].name if judge is not None else None
 
 
+def _each_times(values: list, times: int) -> list:
+    """Each value `times` times in a row: a batch's columns beside its completions, prompt-major as generated."""
+    return [value for value in values for _ in range(times)]
+
+
 def by_length(dataset, rows: list[int], tokenizer) -> list[int]:
     """`rows` longest prompt first: neighbours in a batch need little padding, and a batch too large
     for memory fails at the start, not after most of the eval."""
@@ -164,9 +170,8 @@ def evaluate_rows(model, tokenizer, dataset, rows: list[int], rewards, eval_cfg,
             seeds = [sample_seed(seed, row, j) for row in chunk for j in range(n)] if kind == "samples" else None
             completions, lengths, truncated = generate_batch(model, tokenizer, batch["prompt"], max_new_tokens, samples,
                                                              seeds=seeds, sampling=sampling)
-            repeat = lambda values: [v for v in values for _ in range(samples)]  # noqa: E731  prompt-major, as generated
-            columns = {k: repeat(v) for k, v in batch.items() if k != "prompt"}
-            scored, judge = score(rewards, repeat(batch["prompt"]), completions, columns)
+            columns = {k: _each_times(v, samples) for k, v in batch.items() if k != "prompt"}
+            scored, judge = score(rewards, _each_times(batch["prompt"], samples), completions, columns)
             for i, (completion, scores) in enumerate(zip(completions, scored, strict=True)):
                 row = chunk[i // samples]
                 results[row]["judge"] = judge
@@ -190,7 +195,7 @@ def gather_rows(rows: list[dict], failure: Exception | None, label: str) -> list
     import torch.distributed as dist
 
     gathered = [None] * dist.get_world_size() if is_main_process() else None
-    message = None if failure is None else f"the eval {label} failed on rank {rank()}: {str(failure).splitlines()[0]}"
+    message = None if failure is None else f"eval '{label}' failed on rank {rank()}: {str(failure).splitlines()[0]}"
     dist.gather_object((rows, message), gathered, dst=0)
     first = [next((m for _, m in gathered or () if m is not None), None)]
     dist.broadcast_object_list(first, src=0)
@@ -213,7 +218,7 @@ def run_eval(model, tokenizer, dataset, rewards, eval_cfg, max_new_tokens: int, 
     model.eval()
     rows, failure = [], None
     try:
-        with phase(f"the eval {label}"):
+        with phase(f"eval '{label}'"):
             rows = evaluate_rows(model, tokenizer, dataset, mine, rewards, eval_cfg, max_new_tokens, seed, f"eval {label}")
         failure = _reward_error(rewards)
     except Exception as exc:  # noqa: BLE001  raised below, after the other ranks have heard of it

@@ -103,7 +103,7 @@ def test_two_ranks_evaluate_each_row_once_agree_with_one_process_and_stop_togeth
     assert read_jsonl(tmp_path / "two.jsonl") == read_jsonl(tmp_path / "one.jsonl")  # each row once, samples alike
     # a reward failing on rank 1 only: both ranks stop (none waits for the other), rank 0 names rank 1's error
     assert (tmp_path / "error-1.txt").read_text().startswith("reward 'length_class' raised ValueError: no verdict on rank 1")
-    assert (tmp_path / "error-0.txt").read_text().startswith("the eval two failed on rank 1: reward 'length_class' raised")
+    assert (tmp_path / "error-0.txt").read_text().startswith("eval 'two' failed on rank 1: reward 'length_class' raised")
     assert not (tmp_path / "failed.jsonl").exists()
 
 
