@@ -38,4 +38,7 @@ def trainer_arguments(hw) -> dict:
 
 
 def torch_device(hw) -> str:
-    return "cuda" if hw.device == "cuda" else "cpu"
+    """This process's device: with several processes on a node, each its own GPU (LOCAL_RANK)."""
+    import os
+
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if hw.device == "cuda" else "cpu"

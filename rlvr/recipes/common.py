@@ -134,8 +134,8 @@ def load_trained_policy(cfg, run_dir: Path) -> PolicySetup:
     rewards = build_rewards(cfg.reward.functions)
     train, evaluation = load_prompt_datasets(cfg.dataset, cfg.seed)
     model, tokenizer = load_saved_model(cfg.model, run_dir / "final_model")
-    _, evaluation, dropped = fit_to_context(train, evaluation, model, tokenizer, cfg)  # as when it trained
-    return PolicySetup(model, tokenizer, None, evaluation, rewards, hardware.trainer_arguments(cfg.hardware),
+    train, evaluation, dropped = fit_to_context(train, evaluation, model, tokenizer, cfg)  # as when it trained
+    return PolicySetup(model, tokenizer, train, evaluation, rewards, hardware.trainer_arguments(cfg.hardware),
                        prompts_dropped=dropped)
 
 
@@ -158,14 +158,18 @@ def calibrate_rewards(cfg, setup: PolicySetup, run_dir: Path) -> None:
 
 def reuse_run_dir(run_dir: Path, resume_step: int | None) -> None:
     """Drop what an earlier start logged after the step this start continues from (all of it for a
-    start from scratch, e.g. after a crash before the first checkpoint), so no step appears twice.
-    Eval files are not touched: each is replaced whole when its eval is done (rlvr/evaluation.py)."""
+    start from scratch, e.g. after a crash before the first checkpoint), so no step appears twice:
+    training and `eval/` rows of metrics.jsonl alike, and the eval/step-<N>.jsonl of those steps.
+    Other eval files are not touched: each is replaced whole when its eval is done (rlvr/evaluation.py)."""
     from rlvr.tracking import truncate_jsonl
 
     step = -1 if resume_step is None else resume_step
     if is_main_process():  # the one writer of these files
         truncate_jsonl(run_dir / "metrics.jsonl", keep=lambda row: row.get("step", 0) <= step)
         truncate_jsonl(run_dir / "rollouts.jsonl", keep=lambda row: row.get("step", 0) < step)
+        for path in (run_dir / "eval").glob("step-*.jsonl"):
+            if int(path.stem.split("-")[1]) > step:
+                path.unlink()
     barrier()
 
 
@@ -221,17 +225,44 @@ def save_final_model(trainer, tokenizer, model_cfg, run_dir: Path):
 
 
 def evaluate(cfg, setup: PolicySetup, run_dir: Path, label: str) -> dict[str, float]:
-    if setup.evaluation is None or not getattr(cfg.eval, label) or not is_main_process():
+    """The eval `label` (before, after) if `cfg.eval` asks for it: on every rank, each its share of
+    the rows; rank 0 gets the metrics, the others {}."""
+    if not getattr(cfg.eval, label):
         return {}
-    from rlvr.evaluation import greedy_eval
+    setup.model.to(hardware.torch_device(cfg.hardware))
+    return eval_model(cfg, setup, setup.model, run_dir, label)
 
-    device = hardware.torch_device(cfg.hardware)
-    setup.model.to(device)
+
+def eval_model(cfg, setup: PolicySetup, model, run_dir: Path, label: str) -> dict[str, float]:
+    """`model` on the eval config's split and settings, rows in eval/<label>.jsonl; every rank calls it."""
+    from rlvr.evaluation import run_eval
+
+    dataset = setup.train if cfg.eval.split == "train" else setup.evaluation
+    if dataset is None:
+        return {}
     max_new = cfg.eval.max_new_tokens or cfg.algorithm.max_completion_length
-    result = greedy_eval(setup.model, setup.tokenizer, setup.evaluation, setup.rewards, max_new,
-                         cfg.eval.batch_size, run_dir / "eval" / f"{label}.jsonl", label)
-    log.info("eval %s: %s", label, {k: round(v, 4) for k, v in result.items()})
+    result = run_eval(model, setup.tokenizer, dataset, setup.rewards, cfg.eval, max_new,
+                      run_dir / "eval" / f"{label}.jsonl", label, cfg.eval.seed)
+    if result:
+        log.info("eval %s: %s", label, {k: round(v, 4) for k, v in result.items()})
     return result
+
+
+def eval_callback(cfg, setup: PolicySetup, run_dir: Path, trainer):
+    """A TrainerCallback evaluating the policy every `eval.every_steps` steps (all ranks take part):
+    eval/step-<N>.jsonl, and `eval/<metric>` in the trainer's log at step N (metrics.jsonl, wandb)."""
+    from transformers import Trainer, TrainerCallback
+
+    class EvalEverySteps(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step % cfg.eval.every_steps:
+                return
+            label = f"step-{state.global_step}"
+            metrics = eval_model(cfg, setup, trainer.model, run_dir, label)
+            if metrics:  # rank 0; the base class's log: GRPOTrainer's would flush this step's training metrics into it
+                Trainer.log(trainer, {f"eval/{k[len(f'eval_{label}_'):]}": v for k, v in metrics.items()})
+
+    return EvalEverySteps()
 
 
 def training_curve_summary(run_dir: Path) -> dict[str, float]:
