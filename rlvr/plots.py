@@ -86,6 +86,27 @@ def plot_run(run_dir: Path) -> list[Path]:
     return written
 
 
+def plot_eval_curve(rows: list[dict], path: Path, title: str = "eval") -> Path:
+    """Eval metrics against step from rows of `step` and `eval/<metric>` (metrics.jsonl's eval rows,
+    rlvr.eval's curve.jsonl): greedy accuracy, mean@n, pass@k, maj@k, each with its 95% interval."""
+    from rlvr.eval_metrics import interval95, sample_metric_names
+
+    plt = _pyplot()
+    keys = {k for row in rows for k in row}
+    names = [k for k in ("eval/accuracy", *sample_metric_names(keys, "eval/")) if k in keys]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in names:
+        points = [row for row in rows if isinstance(row.get(name), (int, float))]
+        steps = [row["step"] for row in points]
+        ax.plot(steps, [row[name] for row in points], marker="o", ms=3, label=name.removeprefix("eval/"))
+        bands = [interval95({k.removeprefix("eval/"): v for k, v in row.items()}, name.removeprefix("eval/")) for row in points]
+        if all(bands):
+            ax.fill_between(steps, [lo for lo, _ in bands], [hi for _, hi in bands], alpha=0.15)
+    ax.set(xlabel="step", ylabel="share of eval prompts (95% intervals)", ylim=(-0.02, 1.02), title=title)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
 def plot_reasoning_vocab(run_dir: Path, metrics: list[dict]) -> list[Path]:
     """vocab_usage.png: share of think tokens drawn from the reasoning vocabulary, and reasoning ids
     outside think (0 by construction); embedding_drift.png: how far the copies moved from their
