@@ -101,8 +101,11 @@ def generate_batch(model, tokenizer, prompts, max_new_tokens: int, samples: int 
     finally:
         tokenizer.padding_side = padding_side
     new_tokens = generated[:, encoded["input_ids"].shape[1]:]
-    lengths = (new_tokens != tokenizer.pad_token_id).sum(dim=1).tolist()
-    truncated = (~torch.isin(new_tokens, torch.tensor(stop, device=new_tokens.device)).any(dim=1)).tolist()
+    ended = torch.isin(new_tokens, torch.tensor(stop, device=new_tokens.device))
+    truncated = ~ended.any(dim=1)
+    # up to and with the first end token (generate pads after it); all of them if none came
+    lengths = torch.where(truncated, new_tokens.shape[1], ended.int().argmax(dim=1) + 1).tolist()
+    truncated = truncated.tolist()
     if vocab is not None:
         return vocab.decode(tokenizer, new_tokens.tolist()), lengths, truncated
     return tokenizer.batch_decode(new_tokens, skip_special_tokens=True), lengths, truncated
@@ -147,7 +150,8 @@ def evaluate_rows(model, tokenizer, dataset, rows: list[int], rewards, eval_cfg,
     from tqdm.auto import tqdm
 
     order = by_length(dataset, rows, tokenizer)
-    results = {row: {"index": row} for row in order}
+    results = {row: {"index": row, "prompt_id": prompt_id(example["prompt"]), "prompt": example["prompt"],
+                     "gold": example.get("answer")} for row, example in zip(rows, (dataset[row] for row in rows))}
     n = eval_cfg.n
     passes = ([("greedy", 1, eval_cfg.batch_size)] if eval_cfg.greedy else []) + (
         [("samples", n, max(1, eval_cfg.batch_size // n))] if n > 0 else [])
@@ -171,10 +175,6 @@ def evaluate_rows(model, tokenizer, dataset, rows: list[int], rewards, eval_cfg,
                     results[row] |= one
                 else:
                     results[row].setdefault("samples", []).append(one)
-    for row in order:
-        example = dataset[row]
-        results[row] |= {"prompt_id": prompt_id(example["prompt"]), "prompt": example["prompt"],
-                         "gold": example.get("answer")}
     return [results[row] for row in rows]
 
 
@@ -192,7 +192,7 @@ def gather_rows(rows: list[dict], failure: Exception | None, label: str) -> list
     gathered = [None] * dist.get_world_size() if is_main_process() else None
     message = None if failure is None else f"the eval {label} failed on rank {rank()}: {str(failure).splitlines()[0]}"
     dist.gather_object((rows, message), gathered, dst=0)
-    first = [next((m for _, m in gathered if m is not None), None)]
+    first = [next((m for _, m in gathered or () if m is not None), None)]
     dist.broadcast_object_list(first, src=0)
     if failure is not None:
         raise failure
@@ -250,25 +250,18 @@ def answer_equivalence(rewards, rows: list[dict]) -> Callable[[str, str], bool]:
     return getattr(judge.fn, "same_answer", None) or _same_text if judge else _same_text
 
 
-def _mean_se(values: list[float]) -> tuple[float, float]:
-    """Mean and its standard error (sample standard deviation / sqrt(count))."""
-    count = len(values)
-    mean = sum(values) / max(count, 1)
-    if count < 2:
-        return mean, 0.0
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (count - 1) / count)
-
-
 def summarise(rows: list[dict], label: str, ks: Sequence[int] = (), same: Callable[[str, str], bool] | None = None,
               seed: int = 0) -> dict[str, float]:
     """The `eval_<label>_*` metrics of eval rows (also of eval/<label>.jsonl re-read when a resumed
     run reports its first eval): greedy accuracy (with SE), reward, mean new tokens and truncated
     share; over the n samples, rlvr.eval_metrics' mean@n / pass@k / maj@k for each k <= n, mean new
     tokens and truncated share."""
+    from rlvr.eval_metrics import mean_se, sample_metrics
+
     metrics = {}
     greedy = [r for r in rows if "completion" in r]
     if greedy:
-        metrics["accuracy"], metrics["accuracy_se"] = _mean_se([float(bool(r["correct"])) for r in greedy])
+        metrics["accuracy"], metrics["accuracy_se"] = mean_se([float(bool(r["correct"])) for r in greedy])
         metrics["reward"] = sum(r["reward"] for r in greedy) / len(greedy)
         metrics["mean_new_tokens"] = sum(r["new_tokens"] for r in greedy) / len(greedy)
         if all("truncated" in r for r in greedy):  # rows of rlvr before 2026-11-28 lack it
@@ -278,11 +271,9 @@ def summarise(rows: list[dict], label: str, ks: Sequence[int] = (), same: Callab
         every = [s for samples in sampled for s in samples]
         metrics["sampled_mean_new_tokens"] = sum(s["new_tokens"] for s in every) / len(every)
         metrics["sampled_truncated_frac"] = sum(s["truncated"] for s in every) / len(every)
-        if every[0]["correct"] is not None:
-            from rlvr.eval_metrics import sample_metrics
-
+        if every[0]["correct"] is not None:  # a reward judges correctness
             n = min(len(samples) for samples in sampled)
             metrics |= sample_metrics([[bool(s["correct"]) for s in samples[:n]] for samples in sampled],
-                                      [[s["prediction"] for s in samples[:n]] for samples in sampled], None,
-                                      [k for k in ks if k <= n], same or _same_text, seed)
+                                      [[s["prediction"] for s in samples[:n]] for samples in sampled],
+                                      ks=[k for k in ks if k <= n], same=same or _same_text, seed=seed)
     return {f"eval_{label}_{name}": value for name, value in metrics.items()}
