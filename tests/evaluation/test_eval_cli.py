@@ -79,16 +79,18 @@ def test_a_result_is_reused_only_with_the_same_settings(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "out" / "eval" / "final_model.json").read_text())["settings"]["eval"]["n"] == 8
 
 
-EVAL_RUN = [*TINY_RUN, "model.warmup_sft_steps=100", "eval.before=false"]
-
-
-def metrics_of(result_file):
-    return json.loads(result_file.read_text())["metrics"]
+def eval_after(run):
+    return {k.removeprefix("eval_after_"): v for k, v in json.loads((run / "metrics.json").read_text()).items()
+            if k.startswith("eval_after_")}
 
 
 @pytest.mark.slow
-def test_every_checkpoint_of_a_run_gives_a_curve_and_the_last_equals_the_eval_after_training(tmp_path):
-    run = completed_run(tmp_path / "run", *EVAL_RUN, "eval=pass_at_k", "eval.n=4", "eval.ks=[1,2,4]")  # max_steps=4, save_steps=2
+def test_every_checkpoint_of_a_lora_run_gives_a_curve_and_the_last_equals_the_eval_after_training(tmp_path):
+    """Each checkpoint holds an adapter whose base is the SFT-warmed tiny model, which only the run's
+    initial_policy/ holds; checkpoint-4 is the end of training (max_steps=4, save_steps=2)."""
+    run = completed_run(tmp_path / "run", *TINY_RUN, "model.warmup_sft_steps=100", "eval.before=false",
+                        "model.lora.enabled=true", "model.lora.r=4", "eval=pass_at_k", "eval.n=4", "eval.ks=[1,2,4]")
+    assert (run / "checkpoints" / "checkpoint-4" / "adapter_config.json").exists()
     result = run_cli("rlvr.eval", str(run))
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in (run / "eval").glob("checkpoint-*.json")) == ["checkpoint-2.json", "checkpoint-4.json"]
@@ -96,10 +98,9 @@ def test_every_checkpoint_of_a_run_gives_a_curve_and_the_last_equals_the_eval_af
     curve = read_jsonl(run / "eval" / "curve.jsonl")
     assert [row["step"] for row in curve] == [2, 4] and "eval/pass@4" in curve[0] and "eval/maj@4_ci_low" in curve[0]
     assert (run / "plots" / "eval_checkpoints.png").stat().st_size > 1000
-    # checkpoint-4 is the end of training: eval-only gives the in-training eval's numbers, every one of them
-    after = {k.removeprefix("eval_after_"): v for k, v in json.loads((run / "metrics.json").read_text()).items()
-             if k.startswith("eval_after_")}
-    assert metrics_of(run / "eval" / "checkpoint-4.json") == after
+    # eval-only on the last checkpoint gives the in-training eval's numbers, every one of them
+    after = eval_after(run)
+    assert json.loads((run / "eval" / "checkpoint-4.json").read_text())["metrics"] == after
     assert after["accuracy"] > 0 and "maj@4" in after
 
     stamps = {p.name: p.stat().st_mtime_ns for p in (run / "eval").glob("checkpoint-*")}
@@ -108,17 +109,7 @@ def test_every_checkpoint_of_a_run_gives_a_curve_and_the_last_equals_the_eval_af
     assert again.stderr.count("skipped") == 2
     assert {p.name: p.stat().st_mtime_ns for p in (run / "eval").glob("checkpoint-*")} == stamps
 
-
-@pytest.mark.slow
-def test_a_lora_checkpoint_is_evaluated_on_the_base_the_run_trained(tmp_path):
-    """The adapter's base is the SFT-warmed tiny model, which only the run's initial_policy/ holds."""
-    run = completed_run(tmp_path / "run", *EVAL_RUN, "model.lora.enabled=true", "model.lora.r=4",
-                        "algorithm.save_steps=4")
-    checkpoint = run / "checkpoints" / "checkpoint-4"
-    assert (checkpoint / "adapter_config.json").exists() and not (checkpoint / "config.json").exists()
-    result = run_cli("rlvr.eval", str(checkpoint), "--output-dir", str(tmp_path / "out"))
-    assert result.returncode == 0, result.stderr[-3000:]
-    after = {k.removeprefix("eval_after_"): v for k, v in json.loads((run / "metrics.json").read_text()).items()
-             if k.startswith("eval_after_")}
-    assert metrics_of(tmp_path / "out" / "eval" / "checkpoint-4.json") == after
-    assert after["accuracy"] > 0
+    # the merged final model, a whole-model dir, evaluated into another dir: the same numbers again
+    final = run_cli("rlvr.eval", str(run / "final_model"), "--output-dir", str(tmp_path / "out"))
+    assert final.returncode == 0, final.stderr[-3000:]
+    assert json.loads((tmp_path / "out" / "eval" / "final_model.json").read_text())["metrics"] == after
