@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rlvr.config import Config, check_ranges, exit_on_unknown_keys
+from rlvr.distributed import is_main_process
 from rlvr.errors import ConfigError, RlvrError
 from rlvr.run import CONF_DIR, GROUPS, set_offline
 
@@ -142,7 +143,6 @@ def evaluate_model(cfg, label: str, model_dir: Path, run_dir: Path | None, out_d
 
 def evaluate_target(target: Target, cfg, out_dir: Path) -> list[dict]:
     """One result per model of `target` (evaluated now, or read back when done with these settings)."""
-    from rlvr.distributed import is_main_process
     from rlvr.tracking import write_json
 
     wanted = settings(cfg)
@@ -205,6 +205,7 @@ def run(argv: list[str]) -> list[dict]:
     cfg = compose(overrides, target.run_dir)
     set_offline(cfg)
     out_dir = Path(output_dir).expanduser() if output_dir else target.run_dir or target.models[0][1]
+    out_dir.mkdir(parents=True, exist_ok=True)
     import datasets
     import transformers
 
@@ -215,7 +216,7 @@ def run(argv: list[str]) -> list[dict]:
     transformers.set_seed(cfg.seed)
     apply_threads(cfg.hardware)
     results = evaluate_target(target, cfg, out_dir)
-    if target.is_run:
+    if target.is_run and is_main_process():
         log.info("curve: %s", write_curve(results, out_dir))
     return results
 
