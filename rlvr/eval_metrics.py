@@ -157,11 +157,13 @@ SAMPLE_METRIC = re.compile(r"(?P<kind>mean|pass|maj)@(?P<k>\d+)$")
 Z95 = 1.959963984540054  # two-sided 95% normal quantile: SE intervals match maj@k's 95% bootstrap
 
 
-def sample_metric_names(keys: Iterable[str], prefix: str) -> list[str]:
-    """`{prefix}mean@n`, `pass@k`, `maj@k` among `keys` (not their _se / _ci parts), in the order mean, pass, maj by k."""
+def sample_metric_names(keys: Iterable[str], prefix: str, plotted: bool = False) -> list[str]:
+    """`{prefix}mean@n`, `pass@k`, `maj@k` among `keys` (not their _se / _ci parts), in the order mean, pass, maj by k.
+    `plotted`: without pass@1 and maj@1, which repeat mean@n (one sample is its own majority)."""
     found = [(key, SAMPLE_METRIC.fullmatch(key[len(prefix):])) for key in set(keys) if key.startswith(prefix)]
+    found = [f for f in found if f[1] and not (plotted and f[1]["kind"] != "mean" and f[1]["k"] == "1")]
     order = {"mean": 0, "pass": 1, "maj": 2}
-    return [key for key, match in sorted((f for f in found if f[1]), key=lambda f: (order[f[1]["kind"]], int(f[1]["k"])))]
+    return [key for key, match in sorted(found, key=lambda f: (order[f[1]["kind"]], int(f[1]["k"])))]
 
 
 def interval95(metrics: Mapping[str, Any], name: str) -> tuple[float, float] | None:

@@ -93,15 +93,15 @@ def plot_eval_curve(rows: list[dict], path: Path, title: str = "eval") -> Path:
 
     plt = _pyplot()
     keys = {k for row in rows for k in row}
-    names = [k for k in ("eval/accuracy", *sample_metric_names(keys, "eval/")) if k in keys]
+    names = [k for k in ("eval/accuracy", *sample_metric_names(keys, "eval/", plotted=True)) if k in keys]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name in names:
         points = [row for row in rows if isinstance(row.get(name), (int, float))]
         steps = [row["step"] for row in points]
-        ax.plot(steps, [row[name] for row in points], marker="o", ms=3, label=name.removeprefix("eval/"))
+        line, = ax.plot(steps, [row[name] for row in points], marker="o", ms=3, label=name.removeprefix("eval/"))
         bands = [interval95({k.removeprefix("eval/"): v for k, v in row.items()}, name.removeprefix("eval/")) for row in points]
         if all(bands):
-            ax.fill_between(steps, [lo for lo, _ in bands], [hi for _, hi in bands], alpha=0.15)
+            ax.fill_between(steps, [lo for lo, _ in bands], [hi for _, hi in bands], color=line.get_color(), alpha=0.1)
     ax.set(xlabel="step", ylabel="share of eval prompts (95% intervals)", ylim=(-0.02, 1.02), title=title)
     ax.legend(fontsize=7)
     return _save(fig, path)

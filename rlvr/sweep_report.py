@@ -75,7 +75,8 @@ def write_report(sweep_dir: Path, objective: str | None = None) -> list[dict[str
         plot(rows, metric, sweep_dir / "sweep_summary.png")
     plot_reward_curves(sweep_dir, rows, sweep_dir / "sweep_rewards.png")
     if sampled:
-        plot_eval_comparison(rows, [c for c in ("eval_after_accuracy", *sampled) if any(c in r for r in rows)],
+        plotted = sample_metric_names(sampled, EVAL_PREFIX, plotted=True)
+        plot_eval_comparison(rows, [c for c in ("eval_after_accuracy", *plotted) if any(c in r for r in rows)],
                              sweep_dir / "sweep_eval.png")
     return rows
 
