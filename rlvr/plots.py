@@ -1,6 +1,6 @@
-"""PNG curves from a run dir: reward, accuracy, and per-prompt accuracy versus step.
+"""PNG curves from a run dir: reward, accuracy, eval metrics and per-prompt accuracy versus step.
 
-    python -m rlvr.plots RUN_DIR               # reward.png and accuracy.png into RUN_DIR/plots/
+    python -m rlvr.plots RUN_DIR               # reward.png, accuracy.png (eval.png if it evaluated while training) into RUN_DIR/plots/
     python -m rlvr.plots RUN_DIR --per-prompt  # also per_prompt_accuracy.png (top prompts by count)
 """
 
@@ -72,6 +72,9 @@ def plot_run(run_dir: Path) -> list[Path]:
         ax.set(xlabel="step", ylabel="chosen > rejected", ylim=(0, 1), title="reward model accuracy")
         ax.legend(fontsize=7)
         written.append(_save(fig, run_dir / "plots" / "rm_accuracy.png"))
+    evals = [m for m in logged if any(k.startswith("eval/") for k in m)]  # eval.every_steps > 0
+    if evals:
+        written.append(plot_eval_curve(evals, run_dir / "plots" / "eval.png", title="evaluation during training"))
     if any("vocab/reasoning_share_in_think" in m for m in metrics):
         written += plot_reasoning_vocab(run_dir, metrics)
     rollouts_path = run_dir / "rollouts.jsonl"

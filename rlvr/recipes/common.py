@@ -279,7 +279,9 @@ def eval_callback(cfg, setup: PolicySetup, run_dir: Path, trainer):
             label = f"step-{state.global_step}"
             metrics = eval_model(cfg, setup, trainer.model, run_dir, label)
             if metrics:  # rank 0; the base class's log: GRPOTrainer's would flush this step's training metrics into it
+                log_due = control.should_log  # logging resets it: the step's own training row is still to come
                 Trainer.log(trainer, {f"eval/{k[len(f'eval_{label}_'):]}": v for k, v in metrics.items()})
+                control.should_log = log_due
 
     return EvalEverySteps()
 
