@@ -70,11 +70,12 @@ def resolve_target(text: str) -> Target:
     if not has_model(path):
         raise ConfigError(f"target {text}: no model there (no config.json or adapter_config.json), and it is not a "
                           f"run dir ({RUN_CONFIG})")
-    if path.parent.name == "checkpoints" and path.name.startswith("checkpoint-"):
+    run_dir = run_dir_of(path)
+    if run_dir is not None and path.parent.name == "checkpoints" and path.name.split("-")[-1].isdigit():
         if not (path / COMPLETE).exists():
             raise ConfigError(f"target {text}: the checkpoint is not marked {COMPLETE} (still being written, or cut short)")
-        return Target([(path.name, path, checkpoint_step(path))], run_dir_of(path))
-    return Target([(path.name, path, None)], run_dir_of(path))
+        return Target([(path.name, path, checkpoint_step(path))], run_dir)
+    return Target([(path.name, path, None)], run_dir)
 
 
 def compose(overrides: list[str], run_dir: Path | None):
