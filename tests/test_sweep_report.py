@@ -43,9 +43,3 @@ def test_eval_columns_and_comparison_plot(tmp_path):
     assert (tmp_path / "sweep_eval.png").stat().st_size > 1000
     assert (tmp_path / "sweep_summary.png").exists()
 
-
-def test_no_eval_plot_without_sampled_metrics(tmp_path):
-    fake_job(tmp_path, 0, ["seed=1"], {"eval_after_accuracy": 0.5})
-    write_report(tmp_path)
-    assert "pass@" not in (tmp_path / "sweep_summary.md").read_text()
-    assert not (tmp_path / "sweep_eval.png").exists()
