@@ -105,3 +105,16 @@ def test_two_ranks_evaluate_each_row_once_agree_with_one_process_and_stop_togeth
     assert (tmp_path / "error-1.txt").read_text().startswith("reward 'length_class' raised ValueError: no verdict on rank 1")
     assert (tmp_path / "error-0.txt").read_text().startswith("the eval two failed on rank 1: reward 'length_class' raised")
     assert not (tmp_path / "failed.jsonl").exists()
+
+
+def test_split_train_and_limit_choose_the_rows(tiny, tmp_path):
+    from rlvr.config import Config
+    from rlvr.recipes.common import PolicySetup, eval_model
+
+    cfg = OmegaConf.structured(Config)
+    cfg.eval = with_eval(split="train", limit=3, n=0, ks=[], max_new_tokens=MAX_NEW)
+    train = tiny.dataset.select([9, 8, 7, 6])
+    setup = PolicySetup(tiny.model, tiny.tokenizer, train, tiny.dataset, tiny.rewards, {})
+    metrics = eval_model(cfg, setup, tiny.model, tmp_path, "after")
+    rows = read_jsonl(tmp_path / "eval" / "after.jsonl")
+    assert [r["prompt"] for r in rows] == train["prompt"][:3] and "eval_after_accuracy" in metrics
