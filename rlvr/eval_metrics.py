@@ -21,7 +21,8 @@ from __future__ import annotations
 import itertools
 import math
 import random
-from typing import Callable, Sequence
+import re
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 SameAnswer = Callable[[str, str], bool]
 
@@ -150,3 +151,35 @@ def sample_metrics(correct: Sequence[Sequence[bool]], predictions: Sequence[Sequ
         metrics[f"maj@{k}"] = math.fsum(per_prompt) / len(per_prompt)
         metrics[f"maj@{k}_ci_low"], metrics[f"maj@{k}_ci_high"] = bootstrap_interval(per_prompt, seed)
     return metrics
+
+
+SAMPLE_METRIC = re.compile(r"(?P<kind>mean|pass|maj)@(?P<k>\d+)$")
+Z95 = 1.959963984540054  # two-sided 95% normal quantile: SE intervals match maj@k's 95% bootstrap
+
+
+def sample_metric_names(keys: Iterable[str], prefix: str, plotted: bool = False) -> list[str]:
+    """`{prefix}mean@n`, `pass@k`, `maj@k` among `keys` (not their _se / _ci parts), in the order mean, pass, maj by k.
+    `plotted`: without pass@1 and maj@1, which repeat mean@n (one sample is its own majority)."""
+    found = [(key, SAMPLE_METRIC.fullmatch(key[len(prefix):])) for key in set(keys) if key.startswith(prefix)]
+    found = [f for f in found if f[1] and not (plotted and f[1]["kind"] != "mean" and f[1]["k"] == "1")]
+    order = {"mean": 0, "pass": 1, "maj": 2}
+    return [key for key, match in sorted(found, key=lambda f: (order[f[1]["kind"]], int(f[1]["k"])))]
+
+
+def interval95(metrics: Mapping[str, Any], name: str) -> tuple[float, float] | None:
+    """The 95% interval of metric `name`: maj@k's bootstrap interval, else value ± 1.96 SE; None if neither."""
+    if f"{name}_ci_low" in metrics:
+        return metrics[f"{name}_ci_low"], metrics[f"{name}_ci_high"]
+    se = metrics.get(f"{name}_se")
+    if isinstance(se, (int, float)) and math.isfinite(se):
+        return metrics[name] - Z95 * se, metrics[name] + Z95 * se
+    return None
+
+
+def with_uncertainty(metrics: Mapping[str, Any], name: str) -> str:
+    """`0.512 ± 0.031` (value ± SE) or `0.5 [0.4, 0.6]` (maj@k's bootstrap interval) for tables."""
+    value = metrics[name]
+    if f"{name}_ci_low" in metrics:
+        return f"{value:.4g} [{metrics[f'{name}_ci_low']:.4g}, {metrics[f'{name}_ci_high']:.4g}]"
+    se = metrics.get(f"{name}_se")
+    return f"{value:.4g} ± {se:.2g}" if isinstance(se, (int, float)) and math.isfinite(se) else f"{value:.4g}"

@@ -74,7 +74,7 @@ def plot_run(run_dir: Path) -> list[Path]:
         written.append(_save(fig, run_dir / "plots" / "rm_accuracy.png"))
     evals = [m for m in logged if any(k.startswith("eval/") for k in m)]  # eval.every_steps > 0
     if evals:
-        written.append(plot_eval_curve(run_dir, evals))
+        written.append(plot_eval_curve(evals, run_dir / "plots" / "eval.png", title="evaluation during training"))
     if any("vocab/reasoning_share_in_think" in m for m in metrics):
         written += plot_reasoning_vocab(run_dir, metrics)
     rollouts_path = run_dir / "rollouts.jsonl"
@@ -89,27 +89,25 @@ def plot_run(run_dir: Path) -> list[Path]:
     return written
 
 
-def plot_eval_curve(run_dir: Path, rows: list[dict]) -> Path:
-    """eval.png: each eval metric that is a share of prompts (greedy accuracy, mean@n, pass@k,
-    maj@k) versus training step, with its standard error or bootstrap interval as error bars."""
+def plot_eval_curve(rows: list[dict], path: Path, title: str = "eval") -> Path:
+    """Eval metrics against step from rows of `step` and `eval/<metric>` (metrics.jsonl's eval rows,
+    rlvr.eval's curve.jsonl): greedy accuracy, mean@n, pass@k, maj@k, each with its 95% interval."""
+    from rlvr.eval_metrics import interval95, sample_metric_names
+
     plt = _pyplot()
-    names = sorted({k[len("eval/"):] for m in rows for k in m if k.startswith("eval/")})
-    shown = [n for n in names if n == "accuracy" or (n.split("@")[0] in ("mean", "pass", "maj") and n.split("@")[1].isdigit())]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name in shown:
-        points = [m for m in rows if f"eval/{name}" in m]
-        steps, values = [m["step"] for m in points], [m[f"eval/{name}"] for m in points]
-        if f"eval/{name}_se" in points[0]:
-            errors = [m[f"eval/{name}_se"] for m in points]
-        elif f"eval/{name}_ci_low" in points[0]:
-            errors = [[v - m[f"eval/{name}_ci_low"] for v, m in zip(values, points)],
-                      [m[f"eval/{name}_ci_high"] - v for v, m in zip(values, points)]]
-        else:
-            errors = None
-        ax.errorbar(steps, values, yerr=errors, marker="o", capsize=3, label="greedy accuracy" if name == "accuracy" else name)
-    ax.set(xlabel="step", ylabel="share of eval prompts", ylim=(0, 1), title="evaluation during training")
+    keys = {k for row in rows for k in row}
+    names = [k for k in ("eval/accuracy", *sample_metric_names(keys, "eval/", plotted=True)) if k in keys]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in names:
+        points = [row for row in rows if isinstance(row.get(name), (int, float))]
+        steps = [row["step"] for row in points]
+        line, = ax.plot(steps, [row[name] for row in points], marker="o", ms=3, label=name.removeprefix("eval/"))
+        bands = [interval95({k.removeprefix("eval/"): v for k, v in row.items()}, name.removeprefix("eval/")) for row in points]
+        if all(bands):
+            ax.fill_between(steps, [lo for lo, _ in bands], [hi for _, hi in bands], color=line.get_color(), alpha=0.1)
+    ax.set(xlabel="step", ylabel="share of eval prompts (95% intervals)", ylim=(-0.02, 1.02), title=title)
     ax.legend(fontsize=7)
-    return _save(fig, run_dir / "plots" / "eval.png")
+    return _save(fig, path)
 
 
 def plot_reasoning_vocab(run_dir: Path, metrics: list[dict]) -> list[Path]:

@@ -72,9 +72,8 @@ def setup_policy(cfg, run_dir: Path, resuming: bool = False) -> PolicySetup:
     rewards = build_rewards(cfg.reward.functions)  # first: a bad reward config fails before any loading
     trainer_kwargs = hardware.trainer_arguments(cfg.hardware)
     train, evaluation = load_prompt_datasets(cfg.dataset, cfg.seed)
-    initial = next((d for d in (run_dir / INITIAL_POLICY, run_dir / LEGACY_INITIAL_POLICY) if (d / "config.json").exists()),
-                   run_dir / INITIAL_POLICY)
-    restored = resuming and (initial / "config.json").exists()
+    initial = initial_policy_dir(run_dir)
+    restored = resuming and initial is not None
     model, tokenizer = load_saved_model(cfg.model, initial) if restored else load_policy(cfg.model, cfg.seed)
     check_lora_targets(model, cfg.model.lora)
     if cfg.dataset.chat and not tokenizer.chat_template:
@@ -110,6 +109,12 @@ def setup_policy(cfg, run_dir: Path, resuming: bool = False) -> PolicySetup:
     return setup
 
 
+def initial_policy_dir(run_dir: Path) -> Path | None:
+    """The policy as the run's RL started, where the run saved it (a LoRA adapter's base); else None."""
+    return next((d for d in (run_dir / INITIAL_POLICY, run_dir / LEGACY_INITIAL_POLICY) if (d / "config.json").exists()),
+                None)
+
+
 def final_model_saved(run_dir: Path) -> bool:
     """Training ended and final_model/ was written whole (train_result.json comes after it)."""
     return (run_dir / TRAIN_RESULT).exists() and (run_dir / "final_model" / "config.json").exists()
@@ -125,15 +130,29 @@ def load_saved_model(model_cfg, path: Path, auto_class_name: str = "AutoModelFor
                            auto_class_name, **model_kwargs)
 
 
-def load_trained_policy(cfg, run_dir: Path) -> PolicySetup:
-    """A trained run's final model, eval data and rewards: what finishing its eval needs, no training."""
+def load_saved_policy(cfg, path: Path, run_dir: Path | None):
+    """(model, tokenizer) saved at `path`: a whole model, or a LoRA run's adapter (its checkpoints),
+    merged into its base as the run built it: the run's initial_policy/ if it saved one, else the model group's."""
+    if (path / "config.json").exists() or not (path / "adapter_config.json").exists():
+        return load_saved_model(cfg.model, path)
+    from peft import PeftModel
+
+    from rlvr.models import load_policy
+
+    base = initial_policy_dir(run_dir) if run_dir is not None else None
+    model, tokenizer = load_saved_model(cfg.model, base) if base is not None else load_policy(cfg.model, cfg.seed)
+    return PeftModel.from_pretrained(model, str(path)).merge_and_unload(), tokenizer
+
+
+def load_trained_policy(cfg, run_dir: Path, model_dir: Path | None = None) -> PolicySetup:
+    """A trained model (default: the run's final model), eval data and rewards: what an eval needs, no training."""
     from rlvr.data import load_prompt_datasets
     from rlvr.data.lengths import fit_to_context
     from rlvr.rewards import build_rewards
 
     rewards = build_rewards(cfg.reward.functions)
     train, evaluation = load_prompt_datasets(cfg.dataset, cfg.seed)
-    model, tokenizer = load_saved_model(cfg.model, run_dir / "final_model")
+    model, tokenizer = load_saved_policy(cfg, model_dir or run_dir / "final_model", run_dir)
     train, evaluation, dropped = fit_to_context(train, evaluation, model, tokenizer, cfg)  # as when it trained
     return PolicySetup(model, tokenizer, train, evaluation, rewards, hardware.trainer_arguments(cfg.hardware),
                        prompts_dropped=dropped)
