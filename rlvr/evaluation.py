@@ -35,13 +35,16 @@ def sample_seed(seed: int, row: int, sample: int) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def row_seeded_sampler(seeds: Sequence[int], temperature: float, top_p: float, top_k: int, device):
-    """A logits processor that draws each sequence's next token from its own seeded generator and
+def row_seeded_sampler(seeds: Sequence[int], steps: int, temperature: float, top_p: float, top_k: int, device):
+    """A logits processor that draws each sequence's next token from its own seeded stream and
     leaves only that token, for the last place in a greedy `generate` (which then takes it).
 
     transformers' sampling draws the whole batch from one global generator, so a sequence's tokens
-    would depend on its batch mates; no generation option seeds per sequence. The temperature and
-    top-k / top-p filters are transformers' own warpers.
+    would depend on its batch mates; no generation option seeds per sequence. Each sequence's
+    `steps` uniforms are drawn up front on the CPU (the same on any device), and step t takes token
+    i where the uniform falls in [cdf(i-1), cdf(i)) of its filtered distribution: one vectorised
+    draw per step, however many sequences. The temperature and top-k / top-p filters are
+    transformers' own warpers.
     """
     import torch
     from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
@@ -49,14 +52,19 @@ def row_seeded_sampler(seeds: Sequence[int], temperature: float, top_p: float, t
     warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)]
                                   + ([TopKLogitsWarper(top_k)] if top_k > 0 else [])
                                   + ([TopPLogitsWarper(top_p)] if top_p < 1.0 else []))
-    generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+    uniforms = torch.stack([torch.rand(steps, generator=torch.Generator().manual_seed(s), dtype=torch.float64)
+                            for s in seeds]).to(device)  # (B, steps)
 
     class RowSeededSampler(LogitsProcessor):
+        step = 0
+
         def __call__(self, input_ids, scores):
-            probs = torch.softmax(warpers(input_ids, scores).float(), dim=-1)  # (B, V)
-            drawn = torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, generators, strict=True)])
-            only = torch.full_like(scores, -math.inf)
-            return only.scatter_(1, drawn.unsqueeze(1), 0.0)
+            probs = torch.softmax(warpers(input_ids, scores).double(), dim=-1)  # (B, V)
+            cdf = probs.cumsum(dim=-1)
+            point = (uniforms[:, self.step] * cdf[:, -1]).unsqueeze(1)  # (B, 1)
+            drawn = torch.searchsorted(cdf, point, right=True).clamp(max=scores.shape[1] - 1)  # a 0-probability id never
+            self.step += 1
+            return torch.full_like(scores, -math.inf).scatter_(1, drawn, 0.0)
 
     return RowSeededSampler()
 
@@ -86,7 +94,7 @@ def generate_batch(model, tokenizer, prompts, max_new_tokens: int, samples: int 
     vocab = ReasoningVocab.of(model)
     processors = LogitsProcessorList([vocab.processor()] if vocab else [])
     if seeds is not None:
-        processors.append(row_seeded_sampler(seeds, device=device, **sampling))
+        processors.append(row_seeded_sampler(seeds, max_new_tokens, device=device, **sampling))
     stop = end_ids(model, tokenizer)
     padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
     try:
