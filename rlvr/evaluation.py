@@ -4,8 +4,8 @@ Rows are split across ranks (rank r takes rows r, r + world, ...), each rank gen
 in batches of prompts of similar token length (less padding), a prompt's n samples in the same
 batch; rank 0 gathers every row, writes the per-example JSONL and returns the metrics.
 
-Sampled completions are reproducible per row: sample j of eval row i is drawn with its own
-generator seeded from (eval.seed, i, j), so it does not depend on which rows share its batch, on
+Sampled completions are reproducible per row: sample j of eval row i is drawn from its own
+stream seeded from (eval.seed, i, j), so it does not depend on which rows share its batch, on
 the number of ranks, or on the training step that evaluates (the same noise at every eval: the
 curves compare policies, not draws).
 """
