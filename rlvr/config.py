@@ -218,10 +218,22 @@ class LoggingConfig:
 
 @dataclass
 class EvalConfig:
-    before: bool = True
-    after: bool = True
-    batch_size: int = 64
+    """What is evaluated, when, and how (rlvr/evaluation.py); options in conf/eval/."""
+
+    before: bool = True  # before training
+    after: bool = True  # after training
+    every_steps: int = 0  # also every N training steps (eval/<metric> rows in metrics.jsonl); 0: before/after only
+    greedy: bool = True  # one greedy completion per prompt: `accuracy`
+    n: int = 0  # sampled completions per prompt: mean@n, pass@k, maj@k; 0: none
+    ks: list[int] = field(default_factory=list)  # the k of pass@k and maj@k, each <= n
+    temperature: float = 1.0  # sampling settings of the n samples
+    top_p: float = 1.0
+    top_k: int = 0  # 0: no top-k filter
+    seed: int = 0  # the samples of prompt row i depend on (seed, i) only: not on batches, ranks or step
     max_new_tokens: int | None = None  # None: algorithm.max_completion_length
+    split: str = "eval"  # eval: the dataset's eval split | train: its training prompts
+    limit: int | None = None  # the first N rows of that split; None: all
+    batch_size: int = 64  # sequences per generate call (a prompt's n samples count n)
 
 
 @dataclass
@@ -307,8 +319,12 @@ RANGES = {
     "algorithm.fine_grained.eps": POSITIVE, "algorithm.fine_grained.toy_steps": POSITIVE,
     "hardware.torch_threads": POSITIVE, "hardware.nodes": POSITIVE, "hardware.tasks_per_node": POSITIVE,
     "hardware.gpus_per_node": NON_NEGATIVE, "hardware.cpus_per_task": POSITIVE, "hardware.mem_gb": POSITIVE,
-    "eval.batch_size": POSITIVE, "eval.max_new_tokens": POSITIVE,
+    "eval.batch_size": POSITIVE, "eval.max_new_tokens": POSITIVE, "eval.every_steps": Range(0, why="0: before/after only"),
+    "eval.n": Range(0, why="0: no sampled completions"), "eval.temperature": POSITIVE,
+    "eval.top_p": Range(0, 1, open_low=True), "eval.top_k": Range(0, why="0: no top-k filter"), "eval.seed": SEED,
+    "eval.limit": POSITIVE,
 }
+EVAL_SPLITS = ("eval", "train")
 # String knobs whose allowed values TRL's config documents (read from its docstring, not copied here),
 # whether set as `algorithm.<name>` or passed through as `algorithm.trl.<name>`.
 TRL_CHOICES = ("loss_type", "scale_rewards", "importance_sampling_level", "multi_objective_aggregation",
@@ -400,6 +416,7 @@ def check_ranges(cfg) -> None:
         value = OmegaConf.select(values, key)
         if value is not None and not allowed.admits(value):
             raise ConfigError(f"{key}={value} must be {allowed}")
+    _check_eval(OmegaConf.to_container(values.eval))
     _check_against_trl(OmegaConf.to_container(values.algorithm))
 
 
@@ -409,6 +426,19 @@ def conf_dir() -> str:
     package = Path(__file__).resolve().parent
     installed, clone = package / "conf", package.parent / "conf"
     return str(installed if (installed / "config.yaml").is_file() else clone)
+
+
+def _check_eval(evaluation: dict) -> None:
+    """What one eval knob's range cannot say: each k within the samples, the split known, something to do."""
+    n, ks = evaluation["n"], evaluation["ks"]
+    for k in ks:
+        if not 1 <= k <= n:
+            raise ConfigError(f"eval.ks={ks}: each k must be in [1, eval.n={n}] (pass@k and maj@k take k of the n samples)")
+    if evaluation["split"] not in EVAL_SPLITS:
+        raise ConfigError(f"eval.split={evaluation['split']!r} must be one of {', '.join(EVAL_SPLITS)}")
+    if not evaluation["greedy"] and n == 0:
+        raise ConfigError("eval.greedy=false and eval.n=0 leave nothing to evaluate: set eval.n > 0 (e.g. eval=pass_at_k)"
+                          " or eval.before=false eval.after=false eval.every_steps=0")
 
 
 def register_schemas() -> None:

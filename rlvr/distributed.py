@@ -128,6 +128,20 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
+def process_count() -> int:
+    """Processes of this job; with several, torch.distributed is started (through accelerate, as the
+    Trainer would start it) if nothing has yet, so that they can exchange results."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        from accelerate import PartialState
+
+        PartialState()
+    return dist.get_world_size()
+
+
 def barrier() -> None:
     import torch.distributed as dist
 

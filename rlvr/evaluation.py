@@ -1,12 +1,25 @@
-"""Greedy evaluation: generate once per eval prompt, score with the run's rewards, write per-example JSONL."""
+"""Evaluation: a greedy completion and `eval.n` sampled ones per prompt, scored with the run's rewards.
+
+Rows are split across ranks (rank r takes rows r, r + world, ...), each rank generates its share
+in batches of prompts of similar token length (less padding), a prompt's n samples in the same
+batch; rank 0 gathers every row, writes the per-example JSONL and returns the metrics.
+
+Sampled completions are reproducible per row: sample j of eval row i is drawn from its own
+stream seeded from (eval.seed, i, j), so it does not depend on which rows share its batch, on
+the number of ranks, or on the training step that evaluates (the same noise at every eval: the
+curves compare policies, not draws).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import math
 import os
 from pathlib import Path
+from typing import Callable, Sequence
 
-from rlvr.distributed import phase
-from rlvr.rewards.base import primary_correctness
+from rlvr.distributed import is_main_process, phase, process_count, rank
+from rlvr.errors import RlvrError
 from rlvr.tracking import JsonlWriter, prompt_id
 
 
@@ -16,11 +29,61 @@ def _prompt_texts(prompts, tokenizer) -> list[str]:
     return list(prompts)
 
 
-def generate(model, tokenizer, prompts, max_new_tokens: int, do_sample: bool = False) -> tuple[list[str], list[int]]:
-    """Completions (text) and their new-token counts for a batch of prompts (text or chat messages).
+def sample_seed(seed: int, row: int, sample: int) -> int:
+    """The generator seed of sample `sample` of eval row `row` (63 bits of a hash: unrelated streams)."""
+    digest = hashlib.sha256(f"{seed}/{row}/{sample}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
 
-    A model with a reasoning vocabulary generates under its think-segment processor and its
-    reasoning ids are decoded as the standard ids they copy (rlvr/vocab.py).
+
+def row_seeded_sampler(seeds: Sequence[int], steps: int, temperature: float, top_p: float, top_k: int, device):
+    """A logits processor that draws each sequence's next token from its own seeded stream and
+    leaves only that token, for the last place in a greedy `generate` (which then takes it).
+
+    transformers' sampling draws the whole batch from one global generator, so a sequence's tokens
+    would depend on its batch mates; no generation option seeds per sequence. Each sequence's
+    `steps` uniforms are drawn up front on the CPU (the same on any device), and step t takes token
+    i where the uniform falls in [cdf(i-1), cdf(i)) of its filtered distribution: one vectorised
+    draw per step, however many sequences. The temperature and top-k / top-p filters are
+    transformers' own warpers.
+    """
+    import torch
+    from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)]
+                                  + ([TopKLogitsWarper(top_k)] if top_k > 0 else [])
+                                  + ([TopPLogitsWarper(top_p)] if top_p < 1.0 else []))
+    uniforms = torch.stack([torch.rand(steps, generator=torch.Generator().manual_seed(s), dtype=torch.float64)
+                            for s in seeds]).to(device)  # (B, steps)
+
+    class RowSeededSampler(LogitsProcessor):
+        step = 0
+
+        def __call__(self, input_ids, scores):
+            probs = torch.softmax(warpers(input_ids, scores).double(), dim=-1)  # (B, V)
+            cdf = probs.cumsum(dim=-1)
+            point = (uniforms[:, self.step] * cdf[:, -1]).unsqueeze(1)  # (B, 1)
+            drawn = torch.searchsorted(cdf, point, right=True).clamp(max=scores.shape[1] - 1)  # a 0-probability id never
+            self.step += 1
+            return torch.full_like(scores, -math.inf).scatter_(1, drawn, 0.0)
+
+    return RowSeededSampler()
+
+
+def end_ids(model, tokenizer) -> list[int]:
+    """The ids that end a completion: the model's generation config (may list several), else the tokenizer's EOS."""
+    ids = getattr(model.generation_config, "eos_token_id", None) or tokenizer.eos_token_id
+    return list(ids) if isinstance(ids, (list, tuple)) else [ids]
+
+
+def generate_batch(model, tokenizer, prompts, max_new_tokens: int, samples: int = 1,
+                   seeds: Sequence[int] | None = None, sampling: dict | None = None, do_sample: bool = False):
+    """Completions (text), new-token counts and truncation flags (no end token within
+    `max_new_tokens`) for a batch of prompts (text or chat messages), `samples` per prompt, prompt-major.
+
+    Greedy, unless `seeds` are given (one per completion: drawn by `row_seeded_sampler` with
+    `sampling`'s temperature, top_p, top_k) or `do_sample` (transformers' sampling with the model's
+    generation settings). A model with a reasoning vocabulary generates under its think-segment
+    processor and its reasoning ids are decoded as the standard ids they copy (rlvr/vocab.py).
     """
     import torch
     from transformers import LogitsProcessorList
@@ -30,60 +93,200 @@ def generate(model, tokenizer, prompts, max_new_tokens: int, do_sample: bool = F
     device = next(model.parameters()).device
     vocab = ReasoningVocab.of(model)
     processors = LogitsProcessorList([vocab.processor()] if vocab else [])
+    if seeds is not None:
+        processors.append(row_seeded_sampler(seeds, max_new_tokens, device=device, **sampling))
+    stop = end_ids(model, tokenizer)
     padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
     try:
-        texts = _prompt_texts(prompts, tokenizer)
-        encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        encoded = tokenizer(_prompt_texts(prompts, tokenizer), return_tensors="pt", padding=True,
+                            add_special_tokens=False).to(device)
+        if samples > 1:  # what num_return_sequences does, which greedy generation refuses
+            encoded = {k: v.repeat_interleave(samples, dim=0) for k, v in encoded.items()}
         with torch.inference_mode():
-            generated = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=do_sample,
+            # use_cache: training with activation checkpointing turns the model's default off
+            generated = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=do_sample, use_cache=True,
                                        logits_processor=processors, pad_token_id=tokenizer.pad_token_id,
-                                       eos_token_id=tokenizer.eos_token_id)
+                                       eos_token_id=stop)
     finally:
         tokenizer.padding_side = padding_side
     new_tokens = generated[:, encoded["input_ids"].shape[1]:]
-    lengths = (new_tokens != tokenizer.pad_token_id).sum(dim=1).tolist()
+    ended = torch.isin(new_tokens, torch.tensor(stop, device=new_tokens.device))
+    truncated = ~ended.any(dim=1)
+    # up to and with the first end token (generate pads after it); all of them if none came
+    lengths = torch.where(truncated, new_tokens.shape[1], ended.int().argmax(dim=1) + 1).tolist()
+    truncated = truncated.tolist()
     if vocab is not None:
-        return vocab.decode(tokenizer, new_tokens.tolist()), lengths
-    return tokenizer.batch_decode(new_tokens, skip_special_tokens=True), lengths
+        return vocab.decode(tokenizer, new_tokens.tolist()), lengths, truncated
+    return tokenizer.batch_decode(new_tokens, skip_special_tokens=True), lengths, truncated
 
 
-def greedy_eval(model, tokenizer, dataset, rewards, max_new_tokens: int, batch_size: int, out_path: Path, label: str) -> dict:
-    """Accuracy (first verifier's judgement), mean weighted reward and mean new tokens on `dataset`."""
+def generate(model, tokenizer, prompts, max_new_tokens: int, do_sample: bool = False) -> tuple[list[str], list[int]]:
+    """Completions and their new-token counts, one per prompt (a reward's calibration draws)."""
+    return generate_batch(model, tokenizer, prompts, max_new_tokens, do_sample=do_sample)[:2]
+
+
+def _judge(rewards) -> int | None:
+    """Index of the reward whose correctness counts: the first that judged any completion of its last call."""
+    return next((i for i, r in enumerate(rewards)
+                 if (outcomes := getattr(r.fn, "last_outcomes", None)) and outcomes[0].correct is not None), None)
+
+
+def score(rewards, prompts, completions, columns: dict) -> tuple[list[dict], str | None]:
+    """Per completion: weighted reward, each reward, correctness and prediction (from the judging
+    reward's outcomes; None where no reward judges correctness); and the judging reward's name."""
+    per_func = {r.name: r.fn(prompts=prompts, completions=completions, **columns) for r in rewards}
+    judge = _judge(rewards)
+    outcomes = rewards[judge].fn.last_outcomes if judge is not None else [None] * len(completions)
+    return [{"prediction": outcome.prediction if outcome else None,
+             "reward": sum(r.weight * (per_func[r.name][i] or 0.0) for r in rewards),
+             "rewards": {name: values[i] for name, values in per_func.items()},
+             "correct": outcome.correct if outcome else None}
+            for i, outcome in enumerate(outcomes)], rewards[judge].name if judge is not None else None
+
+
+def _each_times(values: list, times: int) -> list:
+    """Each value `times` times in a row: a batch's columns beside its completions, prompt-major as generated."""
+    return [value for value in values for _ in range(times)]
+
+
+def by_length(dataset, rows: list[int], tokenizer) -> list[int]:
+    """`rows` longest prompt first: neighbours in a batch need little padding, and a batch too large
+    for memory fails at the start, not after most of the eval."""
+    texts = _prompt_texts(dataset[rows]["prompt"], tokenizer) if rows else []
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
+    return [row for _, row in sorted(zip(lengths, rows), key=lambda pair: (-pair[0], pair[1]))]
+
+
+def evaluate_rows(model, tokenizer, dataset, rows: list[int], rewards, eval_cfg, max_new_tokens: int, seed: int,
+                  desc: str) -> list[dict]:
+    """The eval rows `rows` of `dataset` (its row indices), each with its greedy completion and its
+    `eval_cfg.n` samples, scored; in `rows`' order."""
     from tqdm.auto import tqdm
 
+    order = by_length(dataset, rows, tokenizer)
+    results = {row: {"index": row, "prompt_id": prompt_id(example["prompt"]), "prompt": example["prompt"],
+                     "gold": example.get("answer")} for row, example in zip(rows, (dataset[row] for row in rows))}
+    n = eval_cfg.n
+    passes = ([("greedy", 1, eval_cfg.batch_size)] if eval_cfg.greedy else []) + (
+        [("samples", n, max(1, eval_cfg.batch_size // n))] if n > 0 else [])
+    sampling = {"temperature": eval_cfg.temperature, "top_p": eval_cfg.top_p, "top_k": eval_cfg.top_k}
+    for kind, samples, prompts_per_batch in passes:
+        for start in tqdm(range(0, len(order), prompts_per_batch), desc=f"{desc} ({kind})", leave=False,
+                          disable=not is_main_process()):
+            chunk = order[start:start + prompts_per_batch]
+            batch = dataset[chunk]
+            seeds = [sample_seed(seed, row, j) for row in chunk for j in range(n)] if kind == "samples" else None
+            completions, lengths, truncated = generate_batch(model, tokenizer, batch["prompt"], max_new_tokens, samples,
+                                                             seeds=seeds, sampling=sampling)
+            columns = {k: _each_times(v, samples) for k, v in batch.items() if k != "prompt"}
+            scored, judge = score(rewards, _each_times(batch["prompt"], samples), completions, columns)
+            for i, (completion, scores) in enumerate(zip(completions, scored, strict=True)):
+                row = chunk[i // samples]
+                results[row]["judge"] = judge
+                one = {"completion": completion, **scores, "new_tokens": lengths[i], "truncated": truncated[i]}
+                if kind == "greedy":
+                    results[row] |= one
+                else:
+                    results[row].setdefault("samples", []).append(one)
+    return [results[row] for row in rows]
+
+
+def _reward_error(rewards) -> Exception | None:
+    """A reward error kept back during multi-process training (rlvr/rewards/checks.py), if any."""
+    errors = [e for r in rewards if (take := getattr(r.fn, "take_pending_error", None)) and (e := take()) is not None]
+    return errors[0] if errors else None
+
+
+def gather_rows(rows: list[dict], failure: Exception | None, label: str) -> list[dict]:
+    """Every rank's rows on rank 0 (in row order; [] elsewhere). A failure on any rank is raised on
+    every rank, so that none waits forever for the others."""
+    import torch.distributed as dist
+
+    gathered = [None] * dist.get_world_size() if is_main_process() else None
+    message = None if failure is None else f"eval '{label}' failed on rank {rank()}: {str(failure).splitlines()[0]}"
+    dist.gather_object((rows, message), gathered, dst=0)
+    first = [next((m for _, m in gathered or () if m is not None), None)]
+    dist.broadcast_object_list(first, src=0)
+    if failure is not None:
+        raise failure
+    if first[0] is not None:
+        raise RlvrError(first[0])
+    return sorted((row for part, _ in gathered for row in part), key=lambda row: row["index"]) if gathered else []
+
+
+def run_eval(model, tokenizer, dataset, rewards, eval_cfg, max_new_tokens: int, out_path: Path, label: str,
+             seed: int) -> dict[str, float]:
+    """Evaluate `dataset` (its first `eval_cfg.limit` rows) on every rank, each its share; rank 0
+    writes `out_path` (one row per example: greedy completion and n samples with predictions,
+    rewards, correctness, new tokens, truncation) and returns the `eval_<label>_*` metrics; other ranks return {}."""
+    world = process_count()
+    total = len(dataset) if eval_cfg.limit is None else min(len(dataset), eval_cfg.limit)
+    mine = list(range(rank(), total, world))
     was_training = model.training
     model.eval()
-    partial = out_path.with_name(out_path.name + ".partial")  # replaces out_path whole once the eval is done
+    rows, failure = [], None
+    try:
+        with phase(f"eval '{label}'"):
+            rows = evaluate_rows(model, tokenizer, dataset, mine, rewards, eval_cfg, max_new_tokens, seed, f"eval {label}")
+        failure = _reward_error(rewards)
+    except Exception as exc:  # noqa: BLE001  raised below, after the other ranks have heard of it
+        if world == 1:
+            raise
+        failure = exc
+    finally:
+        model.train(was_training)
+    if world > 1:
+        rows = gather_rows(rows, failure, label)
+    elif failure is not None:
+        raise failure
+    if not is_main_process():
+        return {}
+    partial = out_path.with_name(out_path.name + ".partial")  # replaces out_path whole once complete
     partial.unlink(missing_ok=True)
     writer = JsonlWriter(partial)
-    rows = []
-    with phase(f"the eval {label} training"):
-        try:
-            for start in tqdm(range(0, len(dataset), batch_size), desc=f"eval ({label})", leave=False):
-                batch = dataset[start:start + batch_size]
-                completions, lengths = generate(model, tokenizer, batch["prompt"], max_new_tokens)
-                columns = {k: v for k, v in batch.items() if k != "prompt"}
-                per_func = {r.name: r.fn(prompts=batch["prompt"], completions=completions, **columns) for r in rewards}
-                correct = primary_correctness(rewards)
-                batch_rows = [{"prompt_id": prompt_id(batch["prompt"][i]), "prompt": batch["prompt"][i],
-                               "completion": completion, "gold": batch["answer"][i],
-                               "reward": sum(r.weight * (per_func[r.name][i] or 0.0) for r in rewards),
-                               "rewards": {n: v[i] for n, v in per_func.items()},
-                               "correct": correct[i] if correct else None, "new_tokens": lengths[i]}
-                              for i, completion in enumerate(completions)]
-                writer.write(batch_rows)
-                rows += batch_rows
-        finally:
-            writer.close()
-            model.train(was_training)
+    try:
+        writer.write(rows)
+    finally:
+        writer.close()
     os.replace(partial, out_path)
-    return summarise(rows, label)
+    return summarise(rows, label, eval_cfg.ks, answer_equivalence(rewards, rows), seed)
 
 
-def summarise(rows: list[dict], label: str) -> dict:
-    """eval_<label>_accuracy / _reward / _mean_new_tokens of eval rows (also re-read from
-    eval/<label>.jsonl when a resumed run reports its first eval)."""
-    n = max(len(rows), 1)
-    return {f"eval_{label}_accuracy": sum(bool(r["correct"]) for r in rows) / n,
-            f"eval_{label}_reward": sum(r["reward"] for r in rows) / n,
-            f"eval_{label}_mean_new_tokens": sum(r["new_tokens"] for r in rows) / n}
+def _same_text(a: str, b: str) -> bool:
+    return a.strip() == b.strip()
+
+
+def answer_equivalence(rewards, rows: list[dict]) -> Callable[[str, str], bool]:
+    """When two predictions of `rows` are the same answer (maj@k's vote): the `same_answer` of the
+    reward that judged them (numbers normalised, math-verify equivalence, ...), else equal stripped strings."""
+    judge = next((r for r in rewards if rows and r.name == rows[0].get("judge")), None)
+    return getattr(judge.fn, "same_answer", None) or _same_text if judge else _same_text
+
+
+def summarise(rows: list[dict], label: str, ks: Sequence[int] = (), same: Callable[[str, str], bool] | None = None,
+              seed: int = 0) -> dict[str, float]:
+    """The `eval_<label>_*` metrics of eval rows (also of eval/<label>.jsonl re-read when a resumed
+    run reports its first eval): greedy accuracy (with SE), reward, mean new tokens and truncated
+    share; over the n samples, rlvr.eval_metrics' mean@n / pass@k / maj@k for each k <= n, mean new
+    tokens and truncated share."""
+    from rlvr.eval_metrics import mean_se, sample_metrics
+
+    metrics = {}
+    greedy = [r for r in rows if "completion" in r]
+    if greedy:
+        metrics["accuracy"], metrics["accuracy_se"] = mean_se([float(bool(r["correct"])) for r in greedy])
+        metrics["reward"] = sum(r["reward"] for r in greedy) / len(greedy)
+        metrics["mean_new_tokens"] = sum(r["new_tokens"] for r in greedy) / len(greedy)
+        if all("truncated" in r for r in greedy):  # rows of rlvr before 2026-11-28 lack it
+            metrics["truncated_frac"] = sum(r["truncated"] for r in greedy) / len(greedy)
+    sampled = [r["samples"] for r in rows if r.get("samples")]
+    if sampled:
+        every = [s for samples in sampled for s in samples]
+        metrics["sampled_mean_new_tokens"] = sum(s["new_tokens"] for s in every) / len(every)
+        metrics["sampled_truncated_frac"] = sum(s["truncated"] for s in every) / len(every)
+        if every[0]["correct"] is not None:  # a reward judges correctness
+            n = min(len(samples) for samples in sampled)
+            metrics |= sample_metrics([[bool(s["correct"]) for s in samples[:n]] for samples in sampled],
+                                      [[s["prediction"] for s in samples[:n]] for samples in sampled],
+                                      ks=[k for k in ks if k <= n], same=same or _same_text, seed=seed)
+    return {f"eval_{label}_{name}": value for name, value in metrics.items()}

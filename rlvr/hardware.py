@@ -57,4 +57,7 @@ def trainer_arguments(hw) -> dict:
 
 
 def torch_device(hw) -> str:
+    """This process's device: with several processes on a node, each its own GPU (LOCAL_RANK)."""
+    if hw.device == "cuda":
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     return hw.device

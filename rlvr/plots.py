@@ -1,6 +1,6 @@
-"""PNG curves from a run dir: reward, accuracy, and per-prompt accuracy versus step.
+"""PNG curves from a run dir: reward, accuracy, eval metrics and per-prompt accuracy versus step.
 
-    python -m rlvr.plots RUN_DIR               # reward.png and accuracy.png into RUN_DIR/plots/
+    python -m rlvr.plots RUN_DIR               # reward.png, accuracy.png (eval.png if it evaluated while training) into RUN_DIR/plots/
     python -m rlvr.plots RUN_DIR --per-prompt  # also per_prompt_accuracy.png (top prompts by count)
 """
 
@@ -72,6 +72,9 @@ def plot_run(run_dir: Path) -> list[Path]:
         ax.set(xlabel="step", ylabel="chosen > rejected", ylim=(0, 1), title="reward model accuracy")
         ax.legend(fontsize=7)
         written.append(_save(fig, run_dir / "plots" / "rm_accuracy.png"))
+    evals = [m for m in logged if any(k.startswith("eval/") for k in m)]  # eval.every_steps > 0
+    if evals:
+        written.append(plot_eval_curve(evals, run_dir / "plots" / "eval.png", title="evaluation during training"))
     if any("vocab/reasoning_share_in_think" in m for m in metrics):
         written += plot_reasoning_vocab(run_dir, metrics)
     rollouts_path = run_dir / "rollouts.jsonl"
@@ -84,6 +87,27 @@ def plot_run(run_dir: Path) -> list[Path]:
             ax.legend(fontsize=7)
             written.append(_save(fig, run_dir / "plots" / "accuracy.png"))
     return written
+
+
+def plot_eval_curve(rows: list[dict], path: Path, title: str = "eval") -> Path:
+    """Eval metrics against step from rows of `step` and `eval/<metric>` (metrics.jsonl's eval rows,
+    rlvr.eval's curve.jsonl): greedy accuracy, mean@n, pass@k, maj@k, each with its 95% interval."""
+    from rlvr.eval_metrics import interval95, sample_metric_names
+
+    plt = _pyplot()
+    keys = {k for row in rows for k in row}
+    names = [k for k in ("eval/accuracy", *sample_metric_names(keys, "eval/", plotted=True)) if k in keys]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in names:
+        points = [row for row in rows if isinstance(row.get(name), (int, float))]
+        steps = [row["step"] for row in points]
+        line, = ax.plot(steps, [row[name] for row in points], marker="o", ms=3, label=name.removeprefix("eval/"))
+        bands = [interval95({k.removeprefix("eval/"): v for k, v in row.items()}, name.removeprefix("eval/")) for row in points]
+        if all(bands):
+            ax.fill_between(steps, [lo for lo, _ in bands], [hi for _, hi in bands], color=line.get_color(), alpha=0.1)
+    ax.set(xlabel="step", ylabel="share of eval prompts (95% intervals)", ylim=(-0.02, 1.02), title=title)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
 
 
 def plot_reasoning_vocab(run_dir: Path, metrics: list[dict]) -> list[Path]:

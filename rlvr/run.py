@@ -22,7 +22,7 @@ from rlvr.errors import RlvrError
 
 log = logging.getLogger("rlvr")
 CONF_DIR = conf_dir()
-GROUPS = frozenset({"model", "dataset", "reward", "algorithm", "hardware", "logging", "experiment"})
+GROUPS = frozenset({"model", "dataset", "reward", "algorithm", "hardware", "logging", "eval", "experiment"})
 
 OmegaConf.register_new_resolver("rlvr_data", builtin_data_path, replace=True)
 register_schemas()

@@ -59,15 +59,18 @@ class ShardedTrainerMixin:
 
 @contextlib.contextmanager
 def gathered_for_generation(model):
-    """FSDP2 gathers a layer's shards at each forward and frees them after it, so generating T tokens
-    would gather the whole model T times. During generation each layer stays gathered after its first
-    forward (the model is whole on each process for that long, as with TRL's ds3_gather_for_generation
-    under ZeRO-3), then goes back to its shard."""
+    """The whole model on every process for the length of the block (generation, an eval), then
+    back to its shards. FSDP2 otherwise gathers a layer's shards at each forward and frees them
+    after it: generating T tokens would gather the whole model T times, and processes generating
+    different numbers of tokens or batches would wait on each other's gathers for ever. Every
+    process gathers each layer once, together, at the start (as TRL's ds3_gather_for_generation
+    does under ZeRO-3); inside, forwards need no collective. `None`: nothing to do (not sharded)."""
     from torch.distributed.fsdp import FSDPModule
 
     modules = [m for m in model.modules() if isinstance(m, FSDPModule)] if model is not None else []
     for module in modules:
         module.set_reshard_after_forward(False, recurse=False)
+        module.unshard()
     try:
         yield
     finally:

@@ -1,5 +1,6 @@
 """A report of a `-m` sweep in the sweep dir: sweep_summary.csv, sweep_summary.md, sweep_summary.png
-(the final metric per job) and, for GRPO-family jobs, sweep_rewards.png (their reward curves, overlaid).
+(the final metric per job), for GRPO-family jobs sweep_rewards.png (their reward curves, overlaid)
+and, where jobs evaluated n samples per prompt, sweep_eval.png (mean@n / pass@k / maj@k per job, 95% intervals).
 
 Runs by itself at the end of every multirun (a Hydra callback), whatever the launcher; also by hand:
     python -m rlvr.sweep_report multirun/DATE/TIME
@@ -16,10 +17,15 @@ from typing import Any
 
 import yaml
 
+from rlvr.eval_metrics import interval95, sample_metric_names, with_uncertainty
+
 try:
     from hydra.experimental.callback import Callback
 except ImportError:  # pragma: no cover - hydra-core < 1.2
     Callback = object
+
+
+EVAL_PREFIX = "eval_after_"
 
 
 def collect(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -53,11 +59,14 @@ def write_report(sweep_dir: Path, objective: str | None = None) -> list[dict[str
         writer.writerows(rows)
     shown = [c for c in (objective, "eval_after_accuracy", "eval_pair_accuracy", "train_reward_last20", "train_seconds") if c]
     shown = list(dict.fromkeys(c for c in shown if any(c in r for r in rows)))
-    lines = ["| job | swept | status | " + " | ".join(shown) + " |", "|" + " --- |" * (3 + len(shown))]
+    sampled = sample_metric_names({k for r in rows for k in r}, EVAL_PREFIX)
+    lines = ["| job | swept | status | " + " | ".join(shown + sampled) + " |", "|" + " --- |" * (3 + len(shown) + len(sampled))]
     for r in rows:
-        values = [f"{r[c]:.4g}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in shown]
+        values = [with_uncertainty(r, c) if isinstance(r.get(c), float) else str(r.get(c, "")) for c in shown + sampled]
         lines.append(f"| {r['job']} | {r['swept']} | {r['status']} | " + " | ".join(values) + " |")
     failed = [r for r in rows if r["status"] == "failed"]
+    if sampled:
+        lines += ["", "accuracy, mean@n, pass@k: value ± standard error over prompts; maj@k: value [95% bootstrap interval]."]
     if failed:
         lines += ["", "Failed jobs:"] + [f"- job {r['job']} ({r['overrides']}): {r['logs'] or 'no log found'}" for r in failed]
     (sweep_dir / "sweep_summary.md").write_text("\n".join(lines) + "\n")
@@ -65,6 +74,10 @@ def write_report(sweep_dir: Path, objective: str | None = None) -> list[dict[str
     if metric:
         plot(rows, metric, sweep_dir / "sweep_summary.png")
     plot_reward_curves(sweep_dir, rows, sweep_dir / "sweep_rewards.png")
+    if sampled:
+        plotted = sample_metric_names(sampled, EVAL_PREFIX, plotted=True)
+        plot_eval_comparison(rows, [c for c in ("eval_after_accuracy", *plotted) if any(c in r for r in rows)],
+                             sweep_dir / "sweep_eval.png")
     return rows
 
 
@@ -77,6 +90,27 @@ def plot(rows: list[dict], metric: str, path: Path) -> None:
     ax.bar(range(len(done)), [r[metric] for r in done])
     ax.set_xticks(range(len(done)), [r["swept"].replace(" ", "\n") or str(r["job"]) for r in done], fontsize=7)
     ax.set(ylabel=metric, title=f"sweep: {metric}")
+    _save(fig, path)
+
+
+def plot_eval_comparison(rows: list[dict], metrics: list[str], path: Path) -> None:
+    """Grouped bars: one group per eval metric, one bar per job, 95% intervals as error bars."""
+    from rlvr.plots import _pyplot, _save
+
+    plt = _pyplot()
+    done = [r for r in rows if any(isinstance(r.get(m), (int, float)) for m in metrics)]
+    width = 0.8 / len(done)
+    fig, ax = plt.subplots(figsize=(max(6, len(metrics) * (0.6 + 0.25 * len(done))), 4.5))
+    for j, r in enumerate(done):
+        present = [i for i, m in enumerate(metrics) if isinstance(r.get(m), (int, float))]
+        values = [r[metrics[i]] for i in present]
+        bounds = [interval95(r, metrics[i]) or (r[metrics[i]],) * 2 for i in present]
+        errors = [[max(v - lo, 0.0) for v, (lo, _) in zip(values, bounds)], [max(hi - v, 0.0) for v, (_, hi) in zip(values, bounds)]]
+        ax.bar([i - 0.4 + width * (j + 0.5) for i in present], values, width, yerr=errors, capsize=3,
+               label=r["swept"] or f"job {r['job']}")
+    ax.set_xticks(range(len(metrics)), [m.removeprefix(EVAL_PREFIX) for m in metrics], fontsize=8)
+    ax.set(ylabel="after training (95% intervals)", ylim=(0, 1.05), title="sweep: eval metrics")
+    ax.legend(fontsize=7)
     _save(fig, path)
 
 

@@ -91,9 +91,13 @@ def drop_torn_tail(path: Path) -> None:
 
 def truncate_jsonl(path: Path, keep) -> None:
     """Rewrite a JSONL file with only the rows `keep(row)` accepts (atomically; no-op if absent)."""
-    if not path.exists():
-        return
-    rows = [row for row in read_jsonl(path) if keep(row)]
+    if path.exists():
+        write_jsonl(path, [row for row in read_jsonl(path) if keep(row)])
+
+
+def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
+    """Write a JSONL file whole (a temp file, then a rename): readers never see part of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text("".join(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows))
     os.replace(tmp, path)

@@ -8,7 +8,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = ROOT / "conf"
-GROUPS = ("model", "dataset", "reward", "algorithm", "hardware", "logging", "experiment")
+GROUPS = ("model", "dataset", "reward", "algorithm", "hardware", "logging", "eval", "experiment")
 # Small enough for seconds on 2 cores, large enough to exercise every stage of a run.
 TINY_RUN = ["logging=disabled", "algorithm.max_steps=4", "algorithm.per_device_train_batch_size=16",
             "algorithm.num_generations=4", "model.warmup_sft_steps=5", "dataset.max_eval_samples=16",

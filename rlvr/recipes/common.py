@@ -72,9 +72,8 @@ def setup_policy(cfg, run_dir: Path, resuming: bool = False) -> PolicySetup:
     rewards = build_rewards(cfg.reward.functions)  # first: a bad reward config fails before any loading
     trainer_kwargs = hardware.trainer_arguments(cfg.hardware)
     train, evaluation = load_prompt_datasets(cfg.dataset, cfg.seed)
-    initial = next((d for d in (run_dir / INITIAL_POLICY, run_dir / LEGACY_INITIAL_POLICY) if (d / "config.json").exists()),
-                   run_dir / INITIAL_POLICY)
-    restored = resuming and (initial / "config.json").exists()
+    initial = initial_policy_dir(run_dir)
+    restored = resuming and initial is not None
     model, tokenizer = (load_saved_model(cfg.model, initial) if restored
                         else load_policy(cfg.model, cfg.seed, hardware.torch_device(cfg.hardware)))
     check_lora_targets(model, cfg.model.lora)
@@ -111,6 +110,12 @@ def setup_policy(cfg, run_dir: Path, resuming: bool = False) -> PolicySetup:
     return setup
 
 
+def initial_policy_dir(run_dir: Path) -> Path | None:
+    """The policy as the run's RL started, where the run saved it (a LoRA adapter's base); else None."""
+    return next((d for d in (run_dir / INITIAL_POLICY, run_dir / LEGACY_INITIAL_POLICY) if (d / "config.json").exists()),
+                None)
+
+
 def final_model_saved(run_dir: Path) -> bool:
     """Training ended and final_model/ was written whole (train_result.json comes after it)."""
     return (run_dir / TRAIN_RESULT).exists() and (run_dir / "final_model" / "config.json").exists()
@@ -126,17 +131,31 @@ def load_saved_model(model_cfg, path: Path, auto_class_name: str = "AutoModelFor
                            auto_class_name, **model_kwargs)
 
 
-def load_trained_policy(cfg, run_dir: Path) -> PolicySetup:
-    """A trained run's final model, eval data and rewards: what finishing its eval needs, no training."""
+def load_saved_policy(cfg, path: Path, run_dir: Path | None):
+    """(model, tokenizer) saved at `path`: a whole model, or a LoRA run's adapter (its checkpoints),
+    merged into its base as the run built it: the run's initial_policy/ if it saved one, else the model group's."""
+    if (path / "config.json").exists() or not (path / "adapter_config.json").exists():
+        return load_saved_model(cfg.model, path)
+    from peft import PeftModel
+
+    from rlvr.models import load_policy
+
+    base = initial_policy_dir(run_dir) if run_dir is not None else None
+    model, tokenizer = load_saved_model(cfg.model, base) if base is not None else load_policy(cfg.model, cfg.seed)
+    return PeftModel.from_pretrained(model, str(path)).merge_and_unload(), tokenizer
+
+
+def load_trained_policy(cfg, run_dir: Path, model_dir: Path | None = None) -> PolicySetup:
+    """A trained model (default: the run's final model), eval data and rewards: what an eval needs, no training."""
     from rlvr.data import load_prompt_datasets
     from rlvr.data.lengths import fit_to_context
     from rlvr.rewards import build_rewards
 
     rewards = build_rewards(cfg.reward.functions)
     train, evaluation = load_prompt_datasets(cfg.dataset, cfg.seed)
-    model, tokenizer = load_saved_model(cfg.model, run_dir / "final_model")
-    _, evaluation, dropped = fit_to_context(train, evaluation, model, tokenizer, cfg)  # as when it trained
-    return PolicySetup(model, tokenizer, None, evaluation, rewards, hardware.trainer_arguments(cfg.hardware),
+    model, tokenizer = load_saved_policy(cfg, model_dir or run_dir / "final_model", run_dir)
+    train, evaluation, dropped = fit_to_context(train, evaluation, model, tokenizer, cfg)  # as when it trained
+    return PolicySetup(model, tokenizer, train, evaluation, rewards, hardware.trainer_arguments(cfg.hardware),
                        prompts_dropped=dropped)
 
 
@@ -159,14 +178,18 @@ def calibrate_rewards(cfg, setup: PolicySetup, run_dir: Path) -> None:
 
 def reuse_run_dir(run_dir: Path, resume_step: int | None) -> None:
     """Drop what an earlier start logged after the step this start continues from (all of it for a
-    start from scratch, e.g. after a crash before the first checkpoint), so no step appears twice.
-    Eval files are not touched: each is replaced whole when its eval is done (rlvr/evaluation.py)."""
+    start from scratch, e.g. after a crash before the first checkpoint), so no step appears twice:
+    training and `eval/` rows of metrics.jsonl alike, and the eval/step-<N>.jsonl of those steps.
+    Other eval files are not touched: each is replaced whole when its eval is done (rlvr/evaluation.py)."""
     from rlvr.tracking import truncate_jsonl
 
     step = -1 if resume_step is None else resume_step
     if is_main_process():  # the one writer of these files
         truncate_jsonl(run_dir / "metrics.jsonl", keep=lambda row: row.get("step", 0) <= step)
         truncate_jsonl(run_dir / "rollouts.jsonl", keep=lambda row: row.get("step", 0) < step)
+        for path in (run_dir / "eval").glob("step-*.jsonl"):
+            if int(path.stem.split("-")[1]) > step:
+                path.unlink()
     barrier()
 
 
@@ -226,17 +249,50 @@ def save_final_model(trainer, tokenizer, model_cfg, run_dir: Path):
 
 
 def evaluate(cfg, setup: PolicySetup, run_dir: Path, label: str) -> dict[str, float]:
-    if setup.evaluation is None or not getattr(cfg.eval, label) or not is_main_process():
+    """The eval `label` (before, after) if `cfg.eval` asks for it: on every rank, each its share of
+    the rows; rank 0 gets the metrics, the others {}."""
+    if not getattr(cfg.eval, label):
         return {}
-    from rlvr.evaluation import greedy_eval
-
     if not getattr(setup.model, "is_quantized", False):  # bitsandbytes placed it as it loaded, and refuses .to()
         setup.model.to(hardware.torch_device(cfg.hardware))
+    return eval_model(cfg, setup, setup.model, run_dir, label)
+
+
+def eval_model(cfg, setup: PolicySetup, model, run_dir: Path, label: str) -> dict[str, float]:
+    """`model` on the eval config's split and settings, rows in eval/<label>.jsonl; every rank calls it."""
+    from rlvr.evaluation import run_eval
+
+    dataset = setup.train if cfg.eval.split == "train" else setup.evaluation
+    if dataset is None:
+        return {}
     max_new = cfg.eval.max_new_tokens or cfg.algorithm.max_completion_length
-    result = greedy_eval(setup.model, setup.tokenizer, setup.evaluation, setup.rewards, max_new,
-                         cfg.eval.batch_size, run_dir / "eval" / f"{label}.jsonl", label)
-    log.info("eval %s: %s", label, {k: round(v, 4) for k, v in result.items()})
+    result = run_eval(model, setup.tokenizer, dataset, setup.rewards, cfg.eval, max_new,
+                      run_dir / "eval" / f"{label}.jsonl", label, cfg.eval.seed)
+    if result:
+        log.info("eval %s: %s", label, {k: round(v, 4) for k, v in result.items()})
     return result
+
+
+def eval_callback(cfg, setup: PolicySetup, run_dir: Path, trainer):
+    """A TrainerCallback evaluating the policy every `eval.every_steps` steps (all ranks take part):
+    eval/step-<N>.jsonl, and `eval/<metric>` in the trainer's log at step N (metrics.jsonl, wandb)."""
+    from transformers import Trainer, TrainerCallback
+
+    from rlvr.sharding import gathered_for_generation
+
+    class EvalEverySteps(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step % cfg.eval.every_steps:
+                return
+            label = f"step-{state.global_step}"
+            with gathered_for_generation(trainer.model if trainer.is_fsdp_enabled else None):  # ranks generate apart
+                metrics = eval_model(cfg, setup, trainer.model, run_dir, label)
+            if metrics:  # rank 0; the base class's log: GRPOTrainer's would flush this step's training metrics into it
+                log_due = control.should_log  # logging resets it: the step's own training row is still to come
+                Trainer.log(trainer, {f"eval/{k[len(f'eval_{label}_'):]}": v for k, v in metrics.items()})
+                control.should_log = log_due
+
+    return EvalEverySteps()
 
 
 def training_curve_summary(run_dir: Path) -> dict[str, float]:

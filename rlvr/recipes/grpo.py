@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from rlvr.recipes.common import (
-    TRAIN_RESULT, calibrate_rewards, evaluate, final_model_saved, finish, load_trained_policy, reuse_run_dir,
+    TRAIN_RESULT, calibrate_rewards, eval_callback, evaluate, final_model_saved, finish, load_trained_policy, reuse_run_dir,
     save_final_model, save_initial_policy, setup_policy, trl_config, training_curve_summary,
 )
 from rlvr.distributed import (
@@ -109,6 +109,8 @@ def run_grpo(cfg, run_dir: Path, start: Start, trainer_class, wrap_rewards=None,
         rollout_writer=rollouts, stage_timing=cfg.logging.stage_timing, **trainer_extra,
     )
     use_compact_progress(trainer)
+    if cfg.eval.every_steps > 0:
+        trainer.add_callback(eval_callback(cfg, setup, run_dir, trainer))
     if start.mode == "finish":
         log.info("%s is the end of training: restoring it to save the final model", start.checkpoint)
         restore_checkpoint(trainer, start.checkpoint)
@@ -118,7 +120,7 @@ def run_grpo(cfg, run_dir: Path, start: Start, trainer_class, wrap_rewards=None,
             log.info("resuming from %s", start.checkpoint)
         with phase("training"):
             trainer.train(resume_from_checkpoint=str(start.checkpoint) if start.checkpoint else None)
-    for reward in setup.rewards:  # the evals after training run on rank 0 alone: errors are raised at once
+    for reward in setup.rewards:  # the eval after training gathers every rank's error itself: raised at once
         reward.fn.defer_errors = False
     if rollouts is not None:
         rollouts.close()
@@ -136,12 +138,13 @@ def run_grpo(cfg, run_dir: Path, start: Start, trainer_class, wrap_rewards=None,
 
 def completion_metrics(cfg, setup, run_dir: Path, train_steps: int) -> dict[str, float]:
     """metrics.json's content, over every start of the run: the warm-up, the first start's eval before,
-    training totals and curve from metrics.jsonl, and the eval after (run now)."""
-    from rlvr.evaluation import summarise
+    training totals and curve from metrics.jsonl, and the eval after (run now, on every rank)."""
+    from rlvr.evaluation import answer_equivalence, summarise
 
     metrics = read_json(run_dir / "warmup.json") if (run_dir / "warmup.json").exists() else {}
     if (run_dir / "eval" / "before.jsonl").exists():
-        metrics |= summarise(read_jsonl(run_dir / "eval" / "before.jsonl"), "before")
+        before = read_jsonl(run_dir / "eval" / "before.jsonl")
+        metrics |= summarise(before, "before", cfg.eval.ks, answer_equivalence(setup.rewards, before), cfg.eval.seed)
     metrics |= setup.prompts_dropped | training_curve_summary(run_dir) | {"train_steps": train_steps}
     metrics |= evaluate(cfg, setup, run_dir, "after")
     return metrics

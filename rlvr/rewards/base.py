@@ -52,6 +52,11 @@ class Reward(ABC):
                 log_metric(f"rewards/{self.__name__}/{reason}_frac", fraction)
         return [o.reward for o in self.last_outcomes]
 
+    def same_answer(self, a: str, b: str) -> bool:
+        """Whether two predictions (`Outcome.prediction`s) are the same answer: maj@k votes by it.
+        Rewards whose answers have equivalent spellings (numbers, LaTeX) override it."""
+        return a.strip() == b.strip()
+
     def _gold(self, row: int, raw: Any) -> str | None:
         try:
             return gold_answer(raw)

@@ -38,6 +38,18 @@ def verify_one(completion: str, gold: str) -> tuple[bool, str | None]:
     return bool(verify(gold_parsed, predicted, timeout_seconds=None)), prediction
 
 
+def same_one(a: str, b: str) -> bool:
+    """Whether math-verify finds two extracted answers equal (a read as the gold). Runs inside a worker."""
+    import logging
+
+    from math_verify import parse, verify
+
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    parsed_a = parse(gold_latex(a), parsing_timeout=None)
+    parsed_b = parse(gold_latex(b), parsing_timeout=None)
+    return bool(parsed_a and parsed_b and verify(parsed_a, parsed_b, timeout_seconds=None))
+
+
 class MathVerifyReward(Reward):
     """1.0 when math-verify finds the completion's answer equal to the gold answer, else 0.0.
 
@@ -52,21 +64,29 @@ class MathVerifyReward(Reward):
         self.timeout_s = timeout_s
         self.pool = TimeLimitedPool(workers, timeout_s, preload=["math_verify", "rlvr.rewards.math"]) if workers else None
 
-    def _run(self, items: list[tuple[str, str]]) -> list[tuple[str, object]]:
+    def _run(self, fn, items: list[tuple[str, str]]) -> list[tuple[str, object]]:
         if self.pool is not None:
-            return self.pool.map(verify_one, items)
+            return self.pool.map(fn, items)
         results = []
-        for completion, gold in items:
+        for item in items:
             try:
-                results.append(("ok", verify_one(completion, gold)))
+                results.append(("ok", fn(*item)))
             except Exception as exc:  # a bad input is a zero reward with its reason, never a crash
                 results.append(("error", f"{type(exc).__name__}: {exc}"[:200]))
         return results
 
+    def same_answer(self, a: str, b: str) -> bool:
+        """math-verify's verdict on two predictions (as `score` stores them), under the same time limit;
+        a timeout or an error is "not the same"."""
+        if a.strip() == b.strip():
+            return True
+        [(status, value)] = self._run(same_one, [(a, b)])
+        return status == "ok" and bool(value)
+
     def score(self, completions: Sequence[str], golds: Sequence[str | None], prompts=None) -> list[Outcome]:
         todo = [i for i, g in enumerate(golds) if g is not None]
         outcomes = [Outcome(self.wrong, "missing", None, False)] * len(completions)
-        results = self._run([(completions[i], golds[i]) for i in todo])
+        results = self._run(verify_one, [(completions[i], golds[i]) for i in todo])
         for i, (status, value) in zip(todo, results, strict=True):
             if status != "ok":  # a dead worker is an error of this completion's check, like a raise
                 outcomes[i] = Outcome(self.wrong, "error" if status == "died" else status, None, False)

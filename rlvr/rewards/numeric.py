@@ -13,7 +13,15 @@ def _matches(prediction: str, gold: str | None) -> bool:
     return expected is not None and normalize_number(prediction) == expected
 
 
-class LastNumberReward(Reward):
+class NumberReward(Reward):
+    """A reward whose predictions are numbers as written: "1,000", "1000.0" and "$1000" are one answer."""
+
+    def same_answer(self, a: str, b: str) -> bool:
+        number_a = normalize_number(a)
+        return number_a == normalize_number(b) if number_a is not None else a.strip() == b.strip()
+
+
+class LastNumberReward(NumberReward):
     """Flexible: the last number anywhere in the completion must equal the gold answer."""
 
     def __init__(self, name: str | None = None, correct: float = 1.0, wrong: float = 0.0):
@@ -33,7 +41,7 @@ class LastNumberReward(Reward):
         return outcomes
 
 
-class FinalLineReward(Reward):
+class FinalLineReward(NumberReward):
     """Strict: the last non-empty line must read 'Final: <number>'."""
 
     def __init__(self, name: str | None = None, correct: float = 1.0, wrong: float = 0.1, missing: float = 0.0):

@@ -123,6 +123,10 @@ class HybridReward(Reward):
         self.r_min, self.r_max = r_min, r_max
         self.calibration_prompts = calibration_prompts
 
+    def same_answer(self, a: str, b: str) -> bool:
+        """Predictions are the verifier's: it says which are one answer."""
+        return self.verifier.same_answer(a, b)
+
     @property
     def needs_calibration(self) -> bool:
         return self.r_min is None or self.r_max is None

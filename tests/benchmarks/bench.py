@@ -20,6 +20,10 @@
   GSM8K-length text.
 - rm_scoring_speedup_batched: reward-model scoring throughput (pairs/s) of the tiny reward model
   on 256 built-in pairs, batches of 32 over one pair at a time.
+- eval_completions_per_s (tiny model; _mid: the mid-size shape above) and eval_speedup_vs_naive:
+  `rlvr.evaluation.run_eval` with n=8 samples per prompt on 32 built-in prompts (32 new tokens,
+  temperature 1), scoring and file included, over one `model.generate` call per prompt and sample
+  with the same settings, scored alike (BENCH_EVAL_SIZES, BENCH_EVAL_PROMPTS, BENCH_EVAL_N).
 """
 
 from __future__ import annotations
@@ -272,11 +276,66 @@ def bench_sharding(steps: int = int(os.environ.get("BENCH_SHARDING_STEPS", "14")
             results |= {f"sharded_peak_rss_mb_{name}_rank{p}": kb / 1024 for p, kb in sorted(memory["peak_rss_kb"].items())}
     results["sharded_state_ratio_fsdp_vs_ddp"] = measured["fsdp"]["held"] / measured["none"]["held"]
     results["sharded_step_ratio_fsdp_vs_ddp"] = measured["fsdp"]["step"] / measured["none"]["step"]
+
+
+def bench_eval(sizes: str = os.environ.get("BENCH_EVAL_SIZES", "tiny,mid"),
+               prompts: int = int(os.environ.get("BENCH_EVAL_PROMPTS", "32")), n: int = int(os.environ.get("BENCH_EVAL_N", "8")),
+               max_new_tokens: int = 32) -> dict:
+    """rlvr's run_eval (n samples per prompt together, prompts batched by length, per-row seeded
+    sampling, scoring, file) over one `model.generate` call per prompt and sample (same prompts,
+    temperature 1, no top-k/top-p, same length limit, scored alike), in-process, BENCH_THREADS threads."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from rlvr.config import Config, EvalConfig
+    from rlvr.data import load_prompt_datasets
+    from rlvr.evaluation import run_eval
+    from rlvr.models import load_policy
+    from rlvr.rewards import build_rewards
+    from rlvr.rewards.checks import checked_rewards
+
+    torch.set_num_threads(int(THREADS))
+    results = {}
+    for name in sizes.split(","):
+        cfg = OmegaConf.structured(Config)
+        cfg.model.tiny = OmegaConf.merge(cfg.model.tiny, {k[len("tiny."):]: v for k, v in GRPO_SIZES[name]["settings"].items()
+                                                          if k.startswith("tiny.")})
+        cfg.dataset.generator = {"num_train": 1, "num_eval": prompts}
+        model, tokenizer = load_policy(cfg.model, 0)
+        model.eval()
+        _, dataset = load_prompt_datasets(cfg.dataset, 0)
+        rewards = checked_rewards(build_rewards({"gsm8k_flexible": {"_target_": "rlvr.rewards.numeric.LastNumberReward"}}))
+        eval_cfg = OmegaConf.structured(EvalConfig(greedy=False, n=n, ks=[1, n], batch_size=64))
+
+        def naive():
+            completions = []
+            for prompt in dataset["prompt"]:
+                encoded = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+                for _ in range(n):
+                    with torch.inference_mode():
+                        ids = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=True, temperature=1.0,
+                                             top_p=1.0, top_k=0, pad_token_id=tokenizer.pad_token_id)
+                    completions.append(tokenizer.decode(ids[0, encoded["input_ids"].shape[1]:], skip_special_tokens=True))
+            for reward in rewards:
+                reward.fn(prompts=[p for p in dataset["prompt"] for _ in range(n)], completions=completions,
+                          answer=[a for a in dataset["answer"] for _ in range(n)])
+
+        with tempfile.TemporaryDirectory() as tmp:
+            seconds = {}
+            for side, work in (("naive", naive), ("rlvr", lambda: run_eval(model, tokenizer, dataset, rewards, eval_cfg,
+                                                                            max_new_tokens, Path(tmp) / "eval.jsonl", "bench", 0))):
+                started = time.perf_counter()
+                work()
+                seconds[side] = time.perf_counter() - started
+        suffix = "" if name == "tiny" else f"_{name}"
+        results |= {f"eval_completions_per_s{suffix}": prompts * n / seconds["rlvr"],
+                    f"eval_completions_per_s_naive{suffix}": prompts * n / seconds["naive"],
+                    f"eval_speedup_vs_naive{suffix}": seconds["naive"] / seconds["rlvr"]}
     return results
 
 
 BENCHES = (bench_cfg_job, bench_grpo_step, bench_fgrpo_step, bench_vocab_step, bench_span_mapping, bench_verify,
-           bench_rm_scoring, bench_sharding)
+           bench_rm_scoring, bench_sharding, bench_eval)
 
 
 def main(names: list[str]) -> None:

@@ -103,14 +103,19 @@ def test_two_job_sweep(tmp_path):
 
 def test_local_launcher_trains_data_parallel_like_slurm(tmp_path):
     """hydra/launcher=local with 2 tasks: one gloo job of 2 ranks (not 2 runs sharing a dir), same
-    weights on both ranks after LoRA is merged, one writer of the logs."""
+    weights on both ranks after LoRA is merged, one writer of the logs; the eval after training
+    split across the ranks, each row evaluated once."""
     result = run_cli("rlvr.run", "-m", "hydra/launcher=local", "hardware.tasks_per_node=2", *TINY_RUN,
-                     "model.lora.enabled=true", "eval.before=false", f"hydra.sweep.dir={tmp_path}")
+                     "model.lora.enabled=true", "eval.before=false", "eval=pass_at_k", "eval.n=2", "eval.ks=[2]",
+                     f"hydra.sweep.dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]
     digests = rank_weight_digests(tmp_path)
     assert sorted(digests) == [0, 1] and digests[0] == digests[1]
     steps = [row["step"] for row in read_jsonl(tmp_path / "0" / "metrics.jsonl") if "loss" in row]
     assert steps == [1, 2, 3, 4]
+    rows = read_jsonl(tmp_path / "0" / "eval" / "after.jsonl")
+    assert [row["index"] for row in rows] == list(range(16)) and all(len(row["samples"]) == 2 for row in rows)
+    assert "eval_after_pass@2" in json.loads((tmp_path / "0" / "metrics.json").read_text())
 
 
 def test_several_tasks_without_a_launcher_say_so(tmp_path):

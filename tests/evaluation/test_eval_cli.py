@@ -1,0 +1,115 @@
+"""`python -m rlvr.eval`: targets, config from the run, results per model, skipping what is done, the curve."""
+
+import json
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import TINY_RUN, completed_run, one_line_error, run_cli
+from rlvr import eval as rlvr_eval
+from rlvr.tracking import read_jsonl
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def fake_run_dir(path, *overrides):
+    """A run dir as far as rlvr.eval reads it before loading anything: its config_resolved.yaml."""
+    cfg = rlvr_eval.compose(list(overrides), None)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    return path
+
+
+def error_of(capsys, *argv):
+    assert rlvr_eval.main(list(argv)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("rlvr.eval: error: "), err
+    return err
+
+
+def test_targets_that_cannot_be_evaluated_fail_in_one_line(tmp_path, capsys):
+    assert "no such directory" in error_of(capsys, str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    assert "no model there" in error_of(capsys, str(tmp_path / "empty"))
+    run = fake_run_dir(tmp_path / "run")
+    assert "the run dir has no complete checkpoint" in error_of(capsys, str(run))
+    (run / "checkpoints" / "checkpoint-3").mkdir(parents=True)
+    (run / "checkpoints" / "checkpoint-3" / "config.json").write_text("{}")  # being written: no COMPLETE
+    assert "no complete checkpoint" in error_of(capsys, str(run))
+    assert "not marked COMPLETE" in error_of(capsys, str(run / "checkpoints" / "checkpoint-3"))
+    assert "no target" in error_of(capsys, "eval=pass_at_k")
+    assert "unknown option --frobnicate" in error_of(capsys, str(run), "--frobnicate")
+    (run / "checkpoints" / "checkpoint-3" / "COMPLETE").touch()
+    assert "eval.ks=[16]: each k must be in [1, eval.n=0]" in error_of(capsys, str(run), "eval.ks=[16]")
+
+
+def test_unknown_key_fails_before_anything_loads(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        rlvr_eval.main([str(tmp_path), "eval.nn=3"])
+    assert info.value.code == 2
+    assert "unknown config key 'eval.nn' (did you mean 'eval.n'?)" in capsys.readouterr().err
+
+
+def test_the_run_config_is_taken_and_the_command_line_replaces_parts_of_it(tmp_path):
+    run = fake_run_dir(tmp_path / "run", "dataset.max_eval_samples=16", "algorithm.max_completion_length=12",
+                       "reward=math_verify")
+    cfg = rlvr_eval.compose(["dataset.max_eval_samples=4", "eval=pass_at_k"], run)
+    assert cfg.dataset.max_eval_samples == 4  # the key named
+    assert cfg.eval.n == 8 and list(cfg.eval.ks) == [1, 2, 4, 8]  # the group chosen
+    assert cfg.algorithm.max_completion_length == 12 and list(cfg.reward.functions) == ["math_verify"]  # the run's
+    assert rlvr_eval.compose([], None).reward.functions.keys() != cfg.reward.functions.keys()  # not the defaults'
+
+
+def test_a_result_is_reused_only_with_the_same_settings(tmp_path, monkeypatch):
+    model_dir = tmp_path / "final_model"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text("{}")
+    evaluated = []
+
+    def fake_eval(cfg, label, model_dir, run_dir, out_dir):
+        evaluated.append(cfg.eval.n)
+        return {f"eval_{label}_accuracy": 0.5}
+
+    monkeypatch.setattr(rlvr_eval, "evaluate_model", fake_eval)
+    target = rlvr_eval.resolve_target(str(model_dir))
+    for overrides in ([], [], ["eval=pass_at_k"], ["eval=pass_at_k"]):
+        [result] = rlvr_eval.evaluate_target(target, rlvr_eval.compose(overrides, None), tmp_path / "out")
+        assert result["metrics"] == {"accuracy": 0.5}
+    assert evaluated == [0, 8]
+    assert json.loads((tmp_path / "out" / "eval" / "final_model.json").read_text())["settings"]["eval"]["n"] == 8
+
+
+def eval_after(run):
+    return {k.removeprefix("eval_after_"): v for k, v in json.loads((run / "metrics.json").read_text()).items()
+            if k.startswith("eval_after_")}
+
+
+@pytest.mark.slow
+def test_every_checkpoint_of_a_lora_run_gives_a_curve_and_the_last_equals_the_eval_after_training(tmp_path):
+    """Each checkpoint holds an adapter whose base is the SFT-warmed tiny model, which only the run's
+    initial_policy/ holds; checkpoint-4 is the end of training (max_steps=4, save_steps=2)."""
+    run = completed_run(tmp_path / "run", *TINY_RUN, "model.warmup_sft_steps=100", "eval.before=false",
+                        "model.lora.enabled=true", "model.lora.r=4", "eval=pass_at_k", "eval.n=4", "eval.ks=[1,2,4]")
+    assert (run / "checkpoints" / "checkpoint-4" / "adapter_config.json").exists()
+    result = run_cli("rlvr.eval", str(run))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in (run / "eval").glob("checkpoint-*.json")) == ["checkpoint-2.json", "checkpoint-4.json"]
+    assert len(read_jsonl(run / "eval" / "checkpoint-4.jsonl")) == 16  # the run's dataset.max_eval_samples
+    curve = read_jsonl(run / "eval" / "curve.jsonl")
+    assert [row["step"] for row in curve] == [2, 4] and "eval/pass@4" in curve[0] and "eval/maj@4_ci_low" in curve[0]
+    assert (run / "plots" / "eval_checkpoints.png").stat().st_size > 1000
+    # eval-only on the last checkpoint gives the in-training eval's numbers, every one of them
+    after = eval_after(run)
+    assert json.loads((run / "eval" / "checkpoint-4.json").read_text())["metrics"] == after
+    assert after["accuracy"] > 0 and "maj@4" in after
+
+    stamps = {p.name: p.stat().st_mtime_ns for p in (run / "eval").glob("checkpoint-*")}
+    again = run_cli("rlvr.eval", str(run))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stderr.count("skipped") == 2
+    assert {p.name: p.stat().st_mtime_ns for p in (run / "eval").glob("checkpoint-*")} == stamps
+
+    # the merged final model, a whole-model dir, evaluated into another dir: the same numbers again
+    final = run_cli("rlvr.eval", str(run / "final_model"), "--output-dir", str(tmp_path / "out"))
+    assert final.returncode == 0, final.stderr[-3000:]
+    assert json.loads((tmp_path / "out" / "eval" / "final_model.json").read_text())["metrics"] == after

@@ -1,0 +1,141 @@
+"""rlvr/evaluation.py on the tiny model: reproducible samples, batching that changes nothing, the
+per-example file and its metrics, and two ranks that give what one gives."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from evaluation_setup import EVAL, MAX_NEW, TinySetup
+from omegaconf import OmegaConf
+
+from rlvr.eval_metrics import pass_at_k
+from rlvr.evaluation import answer_equivalence, evaluate_rows, run_eval, summarise
+from rlvr.tracking import read_jsonl
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return TinySetup()
+
+
+def with_eval(**changes):
+    return OmegaConf.merge(EVAL, changes)
+
+
+def sample_texts(row):
+    return [s["completion"] for s in row["samples"]]
+
+
+def test_a_rows_samples_depend_on_the_seed_only_not_on_its_batch(tiny):
+    alone = evaluate_rows(tiny.model, tiny.tokenizer, tiny.dataset, [3], tiny.rewards, EVAL, MAX_NEW, 0, "t")[0]
+    crowded = evaluate_rows(tiny.model, tiny.tokenizer, tiny.dataset, [7, 3, 1, 5], tiny.rewards,
+                            with_eval(batch_size=8), MAX_NEW, 0, "t")[1]
+    assert crowded["index"] == 3 and sample_texts(crowded) == sample_texts(alone)
+    assert len(set(sample_texts(alone))) == EVAL.n  # n different draws, not one repeated
+    other_seed = evaluate_rows(tiny.model, tiny.tokenizer, tiny.dataset, [3], tiny.rewards, EVAL, MAX_NEW, 1, "t")[0]
+    assert sample_texts(other_seed) != sample_texts(alone)
+
+
+def test_batched_greedy_equals_one_generate_call_per_prompt(tiny):
+    import torch
+
+    rows = evaluate_rows(tiny.model, tiny.tokenizer, tiny.dataset, list(range(6)), tiny.rewards,
+                         with_eval(n=0, ks=[]), MAX_NEW, 0, "t")
+    for row in rows:
+        encoded = tiny.tokenizer(row["prompt"], return_tensors="pt", add_special_tokens=False)
+        with torch.inference_mode():
+            ids = tiny.model.generate(**encoded, max_new_tokens=MAX_NEW, do_sample=False,
+                                      pad_token_id=tiny.tokenizer.pad_token_id)
+        assert row["completion"] == tiny.tokenizer.decode(ids[0, encoded["input_ids"].shape[1]:], skip_special_tokens=True)
+        assert "samples" not in row
+
+
+def test_top_k_one_samples_are_the_greedy_completion(tiny):
+    """The sampler applies the filters: with one token left, every draw is the greedy one."""
+    [row] = evaluate_rows(tiny.model, tiny.tokenizer, tiny.dataset, [2], tiny.rewards, with_eval(top_k=1), MAX_NEW, 0, "t")
+    assert sample_texts(row) == [row["completion"]] * EVAL.n
+
+
+def test_the_sampler_draws_from_the_filtered_distribution():
+    """4,000 rows of one step each: frequencies within 4 standard errors of softmax(logits / T); top-k
+    leaves only the k largest, and a masked (-inf) token is never drawn."""
+    import torch
+
+    from rlvr.evaluation import row_seeded_sampler, sample_seed
+
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, -math.inf]]).repeat(4000, 1)
+    for top_k, temperature in ((0, 1.0), (0, 2.0), (2, 1.0)):
+        sampler = row_seeded_sampler([sample_seed(0, row, 0) for row in range(4000)], 1, temperature, 1.0, top_k, "cpu")
+        drawn = sampler(None, logits.clone()).argmax(dim=1)
+        frequencies = torch.bincount(drawn, minlength=5).double() / 4000
+        kept = logits[0] / temperature if top_k == 0 else torch.tensor([2.0, 1.0, -math.inf, -math.inf, -math.inf])
+        expected = torch.softmax(kept.double(), dim=0)
+        assert torch.all((frequencies - expected).abs() <= 4 * (expected * (1 - expected) / 4000).sqrt() + 1e-12), (
+            top_k, temperature, frequencies, expected)
+        assert frequencies[4] == 0
+
+
+def test_the_file_holds_every_row_and_the_metrics_are_those_of_the_file(tiny, tmp_path):
+    out = tmp_path / "eval" / "after.jsonl"
+    metrics = run_eval(tiny.model, tiny.tokenizer, tiny.dataset, tiny.rewards, with_eval(limit=8), MAX_NEW, out, "after", 0)
+    rows = read_jsonl(out)
+    assert [r["index"] for r in rows] == list(range(8)) and not out.with_name("after.jsonl.partial").exists()
+    for row in rows:
+        assert len(row["samples"]) == 4 and row["judge"] == "length_class"
+        for one in [row, *row["samples"]]:
+            assert one["prediction"] in {"0", "1", "2"} and one["correct"] == (one["prediction"] == "0")
+            assert one["new_tokens"] == MAX_NEW if one["truncated"] else 1 <= one["new_tokens"] <= MAX_NEW
+    assert any(s["truncated"] for r in rows for s in r["samples"])
+    correct = [[s["correct"] for s in r["samples"]] for r in rows]
+    assert metrics["eval_after_accuracy"] == pytest.approx(sum(r["correct"] for r in rows) / 8)
+    assert metrics["eval_after_mean@4"] == pytest.approx(sum(map(sum, correct)) / 32)
+    assert metrics["eval_after_pass@2"] == pytest.approx(sum(pass_at_k(4, sum(c), 2) for c in correct) / 8)
+    assert 0 < metrics["eval_after_mean@4"] < metrics["eval_after_pass@4"] <= 1  # the data exercise the metrics
+    assert {"eval_after_maj@4", "eval_after_maj@4_ci_low", "eval_after_accuracy_se", "eval_after_sampled_truncated_frac",
+            "eval_after_truncated_frac", "eval_after_mean_new_tokens", "eval_after_reward"} <= set(metrics)
+    # a resumed run re-reads eval/before.jsonl: the same numbers
+    assert summarise(rows, "after", EVAL.ks, answer_equivalence(tiny.rewards, rows), 0) == metrics
+
+
+def test_eval_rows_of_older_rlvr_still_summarise():
+    rows = [{"completion": "4", "reward": 1.0, "correct": True, "new_tokens": 3},
+            {"completion": "x", "reward": 0.0, "correct": False, "new_tokens": 5}]
+    assert summarise(rows, "before") == pytest.approx({"eval_before_accuracy": 0.5, "eval_before_accuracy_se": 0.5,
+                                                       "eval_before_reward": 0.5, "eval_before_mean_new_tokens": 4.0})
+
+
+@pytest.mark.slow
+def test_two_ranks_evaluate_each_row_once_agree_with_one_process_and_stop_together(tiny, tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parents[1]), str(HERE)]), "OMP_NUM_THREADS": "1",
+           "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             str(HERE / "two_rank_eval.py"), str(tmp_path)], env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    one = run_eval(tiny.model, tiny.tokenizer, tiny.dataset, tiny.rewards, EVAL, MAX_NEW, tmp_path / "one.jsonl", "two", 0)
+    assert json.loads((tmp_path / "metrics-0.json").read_text()) == one
+    assert json.loads((tmp_path / "metrics-1.json").read_text()) == {}  # rank 1 handed its rows over
+    assert read_jsonl(tmp_path / "two.jsonl") == read_jsonl(tmp_path / "one.jsonl")  # each row once, samples alike
+    # a reward failing on rank 1 only: both ranks stop (none waits for the other), rank 0 names rank 1's error
+    assert (tmp_path / "error-1.txt").read_text().startswith("reward 'length_class' raised ValueError: no verdict on rank 1")
+    assert (tmp_path / "error-0.txt").read_text().startswith("eval 'two' failed on rank 1: reward 'length_class' raised")
+    assert not (tmp_path / "failed.jsonl").exists()
+
+
+def test_split_train_and_limit_choose_the_rows(tiny, tmp_path):
+    from rlvr.config import Config
+    from rlvr.recipes.common import PolicySetup, eval_model
+
+    cfg = OmegaConf.structured(Config)
+    cfg.eval = with_eval(split="train", limit=3, n=0, ks=[], max_new_tokens=MAX_NEW)
+    train = tiny.dataset.select([9, 8, 7, 6])
+    setup = PolicySetup(tiny.model, tiny.tokenizer, train, tiny.dataset, tiny.rewards, {})
+    metrics = eval_model(cfg, setup, tiny.model, tmp_path, "after")
+    rows = read_jsonl(tmp_path / "eval" / "after.jsonl")
+    assert [r["prompt"] for r in rows] == train["prompt"][:3] and "eval_after_accuracy" in metrics

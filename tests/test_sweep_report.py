@@ -1,0 +1,45 @@
+"""The sweep report's eval columns and comparison plot, on a fabricated sweep dir."""
+
+import csv
+import json
+
+import yaml
+
+from rlvr.sweep_report import write_report
+
+
+def fake_job(sweep_dir, job, overrides, metrics):
+    (sweep_dir / str(job) / ".hydra").mkdir(parents=True)
+    (sweep_dir / str(job) / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    (sweep_dir / str(job) / "metrics.json").write_text(json.dumps(metrics))
+
+
+def eval_metrics(accuracy, mean, pass4, maj4):
+    return {"eval_after_accuracy": accuracy, "eval_after_accuracy_se": 0.05, "train_seconds": 3.0,
+            "eval_after_mean@4": mean, "eval_after_mean@4_se": 0.02,
+            "eval_after_pass@1": mean, "eval_after_pass@1_se": 0.02,
+            "eval_after_pass@4": pass4, "eval_after_pass@4_se": 0.03,
+            "eval_after_maj@4": maj4, "eval_after_maj@4_ci_low": maj4 - 0.1, "eval_after_maj@4_ci_high": maj4 + 0.05}
+
+
+def test_eval_columns_and_comparison_plot(tmp_path):
+    fake_job(tmp_path, 0, ["seed=1", "algorithm.beta=0.0"], eval_metrics(0.5, 0.4, 0.75, 0.5))
+    fake_job(tmp_path, 1, ["seed=1", "algorithm.beta=0.04"], eval_metrics(0.6, 0.55, 0.875, 0.625))
+    (tmp_path / "2").mkdir()  # a failed job: no metrics.json
+    write_report(tmp_path)
+
+    table = (tmp_path / "sweep_summary.md").read_text().splitlines()
+    header = [c.strip() for c in table[0].strip("|").split("|")]
+    assert header[-4:] == ["eval_after_mean@4", "eval_after_pass@1", "eval_after_pass@4", "eval_after_maj@4"]
+    job1 = [c.strip() for c in table[3].strip("|").split("|")]
+    assert job1[header.index("eval_after_accuracy")] == "0.6 ± 0.05"
+    assert job1[-4:] == ["0.55 ± 0.02", "0.55 ± 0.02", "0.875 ± 0.03", "0.625 [0.525, 0.675]"]
+    assert [c.strip() for c in table[4].strip("|").split("|")][-4:] == [""] * 4  # the failed job
+
+    with open(tmp_path / "sweep_summary.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert float(rows[1]["eval_after_pass@4"]) == 0.875 and float(rows[1]["eval_after_maj@4_ci_low"]) == 0.525
+    assert float(rows[0]["eval_after_pass@4_se"]) == 0.03
+    assert (tmp_path / "sweep_eval.png").stat().st_size > 1000
+    assert (tmp_path / "sweep_summary.png").exists()
+
