@@ -40,7 +40,9 @@ def held_fractions(run_dir: Path) -> dict[int, float]:
 
 @pytest.fixture(scope="module")
 def ddp_and_fsdp(tmp_path_factory) -> Path:
-    return multirun(tmp_path_factory.mktemp("sweep"), "hardware.sharding=none,fsdp")
+    # An eval during training on 15 rows: the two ranks generate 8 and 7 prompts' worth on the sharded model.
+    return multirun(tmp_path_factory.mktemp("sweep"), "hardware.sharding=none,fsdp", "eval.every_steps=2",
+                    "dataset.max_eval_samples=15")
 
 
 def test_fsdp_shards_and_trains_as_ddp_does(ddp_and_fsdp):
@@ -52,8 +54,10 @@ def test_fsdp_shards_and_trains_as_ddp_does(ddp_and_fsdp):
     assert "accelerate would have trained plain DDP here" in log
     assert max_difference(weights(fsdp), weights(ddp)) < 1e-5
     assert max_difference(weights(fsdp), load_file(fsdp / "initial_policy" / "model.safetensors")) > 1e-4  # it learned
-    rewards = lambda run: [m["reward"] for m in read_jsonl(run / "metrics.jsonl") if "reward" in m]
+    rewards = lambda run: [m["reward"] for m in read_jsonl(run / "metrics.jsonl") if "reward" in m]  # noqa: E731
     assert rewards(fsdp) == pytest.approx(rewards(ddp), abs=1e-6)
+    evals = lambda run: [m for m in read_jsonl(run / "metrics.jsonl") if "eval/accuracy" in m]  # noqa: E731
+    assert [m["step"] for m in evals(fsdp)] == [2, 4] and evals(fsdp) == evals(ddp)
     checkpoint = fsdp / "checkpoints" / "checkpoint-4"
     assert (checkpoint / "pytorch_model_fsdp_0").is_dir()  # each process wrote its own shard
     assert json.loads((fsdp / "metrics.json").read_text())["eval_after_accuracy"] == \
@@ -78,7 +82,7 @@ def test_fsdp_resume_equals_the_uninterrupted_run(ddp_and_fsdp, tmp_path):
         shutil.rmtree(run / later)
     for later in ("metrics.json", "train_result.json"):
         (run / later).unlink()
-    multirun(tmp_path, "hardware.sharding=fsdp")
+    multirun(tmp_path, "hardware.sharding=fsdp", "eval.every_steps=2", "dataset.max_eval_samples=15")
     assert "resume from checkpoint-2" in (run / "run.log").read_text()
     assert max_difference(weights(run), weights(ddp_and_fsdp / "1")) == 0.0
 
