@@ -8,6 +8,10 @@ PIP := $(PY) -m pip
 TORCH_CPU ?= torch==2.13.0
 TORCH_CPU_INDEX ?=
 ARGS ?=
+# Test processes (pytest-xdist): most tests wait on a subprocess training a small model on one core,
+# so two run side by side on a 2-core machine. TEST_WORKERS=0: one process, in order.
+TEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
 
 .PHONY: install run test test-fast bench slurm-up slurm-down clean
 .DEFAULT_GOAL := test
@@ -27,10 +31,10 @@ run: $(VENV)/.installed  ## the offline default: tiny model, arithmetic, GRPO on
 	$(PY) -m rlvr.run $(ARGS)
 
 test: $(VENV)/.installed  ## the whole suite, slow end-to-end runs included
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q $(XDIST) $(ARGS)
 
 test-fast: $(VENV)/.installed  ## no end-to-end runs, no SLURM
-	$(PY) -m pytest -q -m "not slow and not slurm" $(ARGS)
+	$(PY) -m pytest -q $(XDIST) -m "not slow and not slurm" $(ARGS)
 
 bench: $(VENV)/.installed  ## prints a table and writes bench-results.json
 	$(PY) tests/benchmarks/bench.py $(ARGS)

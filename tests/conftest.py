@@ -18,6 +18,8 @@ TINY_RUN = ["logging=disabled", "algorithm.max_steps=4", "algorithm.per_device_t
 def run_cli(module: str, *args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     """`python -m <module> args...` from the repo root, offline, capturing output."""
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", **(env or {})}
+    if "PYTEST_XDIST_WORKER" in os.environ:  # test processes run side by side: one core's worth of threads each
+        full_env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
     return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
 

@@ -11,7 +11,8 @@ import pytest
 
 from conftest import ROOT, TINY_RUN, rank_weight_digests, run_cli
 
-pytestmark = [pytest.mark.slow, pytest.mark.slurm]
+# One xdist worker runs every SLURM test: they share one local cluster (the session's slurm_partition).
+pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.xdist_group("slurm")]
 
 
 def slurm_args(partition, sweep_dir, *extra):

@@ -14,19 +14,29 @@ TIMEOUT_S = 1.0
 
 @pytest.fixture(scope="module")
 def verifier():
+    """The time limit under test: adversarial inputs must end within it."""
     reward = MathVerifyReward(name="math_verify", timeout_s=TIMEOUT_S, workers=2)
     yield reward
     reward.pool.close()
 
 
-def test_gold_solutions_verify_against_their_answers(verifier):
-    outcomes = verifier.score([r["solution"] for r in ROWS], [r["answer"] for r in ROWS])
+@pytest.fixture(scope="module")
+def judge():
+    """For what math-verify decides: a limit no honest check nears even on a loaded machine, so a
+    verdict is never a timeout (a 1 s limit flipped answers when test processes ran side by side)."""
+    reward = MathVerifyReward(name="math_verify", timeout_s=30.0, workers=2)
+    yield reward
+    reward.pool.close()
+
+
+def test_gold_solutions_verify_against_their_answers(judge):
+    outcomes = judge.score([r["solution"] for r in ROWS], [r["answer"] for r in ROWS])
     rate = sum(o.reward == 1.0 for o in outcomes) / len(ROWS)
     print(f"MATH-500 gold solution vs own answer: {rate:.4f} scored 1.0")
     assert rate >= 0.99
 
 
-def test_solutions_paired_with_another_answer_score_zero(verifier):
+def test_solutions_paired_with_another_answer_score_zero(judge):
     # Pair each solution with the next problem whose answer differs as text.
     others = []
     for i, row in enumerate(ROWS):
@@ -34,7 +44,7 @@ def test_solutions_paired_with_another_answer_score_zero(verifier):
         while ROWS[j]["answer"].strip() == row["answer"].strip():
             j = (j + 1) % len(ROWS)
         others.append(ROWS[j]["answer"])
-    outcomes = verifier.score([r["solution"] for r in ROWS], others)
+    outcomes = judge.score([r["solution"] for r in ROWS], others)
     false_positives = [(ROWS[i]["answer"], others[i]) for i, o in enumerate(outcomes) if o.reward != 0.0]
     print(f"MATH-500 solution vs another answer: {len(false_positives)}/{len(ROWS)} scored 1.0: {false_positives}")
     assert len(false_positives) / len(ROWS) <= 0.01
@@ -80,19 +90,19 @@ def boxed(answer: str) -> str:
     return f"So the final answer is $\\boxed{{{answer}}}$."
 
 
-def test_every_math500_answer_boxed_scores_one(verifier):
-    rewards = verifier(completions=[boxed(r["answer"]) for r in ROWS], answer=[r["answer"] for r in ROWS])
+def test_every_math500_answer_boxed_scores_one(judge):
+    rewards = judge(completions=[boxed(r["answer"]) for r in ROWS], answer=[r["answer"] for r in ROWS])
     missed = [ROWS[i]["answer"] for i, reward in enumerate(rewards) if reward != 1.0]
     assert missed == []  # 500/500; the comma-stripping gold scored 476 (every tuple, interval and set lost)
 
 
-def test_boxed_answers_paired_with_another_problems_answer_score_zero_unless_math_verify_equates_them(verifier):
+def test_boxed_answers_paired_with_another_problems_answer_score_zero_unless_math_verify_equates_them(judge):
     """The reference is math-verify called as its README shows, in this process: verify(parse(gold), parse(answer))."""
     from math_verify import parse, verify
 
     others = [ROWS[(i + 1) % len(ROWS)]["answer"] for i in range(len(ROWS))]
     completions = [boxed(r["answer"]) for r in ROWS]
-    rewards = verifier(completions=completions, answer=others)
+    rewards = judge(completions=completions, answer=others)
     reference = [bool(verify(parse(f"${gold}$"), parse(c))) for gold, c in zip(others, completions)]
     assert [reward == 1.0 for reward in rewards] == reference
     assert sum(reference) <= 3  # same-valued answers of different problems, e.g. two problems answering 2
@@ -123,19 +133,19 @@ def test_boxed_answers_paired_with_another_problems_answer_score_zero_unless_mat
     ("1,234", "\\boxed{1234}", True),  # a GSM8K gold after '####'
     ("#### 1,234", "The answer is 1234", True),
 ])
-def test_named_answer_forms(verifier, gold, completion, correct):
-    verifier(completions=[completion], answer=[gold])
-    [outcome] = verifier.last_outcomes
+def test_named_answer_forms(judge, gold, completion, correct):
+    judge(completions=[completion], answer=[gold])
+    [outcome] = judge.last_outcomes
     assert outcome.correct is correct, (gold, completion, outcome)
 
 
-def test_a_worked_solution_as_gold_is_parsed_as_it_is(verifier):
+def test_a_worked_solution_as_gold_is_parsed_as_it_is(judge):
     """TRL's `solution` column style: the whole solution text, its last \\boxed{} the answer."""
     rows = ROWS[:40]
-    assert verifier(completions=[boxed(r["answer"]) for r in rows], answer=[r["solution"] for r in rows]) == [1.0] * 40
+    assert judge(completions=[boxed(r["answer"]) for r in rows], answer=[r["solution"] for r in rows]) == [1.0] * 40
 
 
-def test_agreement_with_trls_accuracy_reward(verifier):
+def test_agreement_with_trls_accuracy_reward(judge):
     """README's comparison: TRL's accuracy_reward given the gold as $gold$, on boxed own and other answers."""
     from trl.rewards import accuracy_reward
 
@@ -143,7 +153,7 @@ def test_agreement_with_trls_accuracy_reward(verifier):
     others = [golds[(i + 1) % len(golds)] for i in range(len(golds))]
     completions = [boxed(g) for g in golds] * 2
     answers = golds + others
-    ours = verifier(completions=completions, answer=answers)
+    ours = judge(completions=completions, answer=answers)
     theirs = accuracy_reward([[{"role": "assistant", "content": c}] for c in completions], [f"${a}$" for a in answers])
     differ = [i for i in range(len(ours)) if ours[i] != theirs[i]]
     print(f"rlvr math_verify vs TRL accuracy_reward: agree on {len(ours) - len(differ)}/{len(ours)}; differ on "

@@ -30,7 +30,7 @@ def test_numeric_rewards_compare_normalised_numbers(cls):
 
 @pytest.fixture(scope="module")
 def math_verify():
-    reward = MathVerifyReward(name="math_verify", timeout_s=1.0, workers=1)
+    reward = MathVerifyReward(name="math_verify", timeout_s=30.0, workers=1)  # a verdict, never a timeout, on a loaded machine
     yield reward
     reward.pool.close()
 
@@ -52,10 +52,14 @@ def test_math_verify_predictions_parse_back_to_their_gold(math_verify):
     assert sum(others) <= 1
 
 
-def test_math_verify_timeout_is_not_the_same(math_verify):
-    started = time.perf_counter()
-    assert not math_verify.same_answer("9^{9^{9^{9}}}", "1")
-    assert time.perf_counter() - started <= 1.5
+def test_math_verify_timeout_is_not_the_same():
+    reward = MathVerifyReward(name="math_verify", timeout_s=1.0, workers=1)
+    try:
+        started = time.perf_counter()
+        assert not reward.same_answer("9^{9^{9^{9}}}", "1")
+        assert time.perf_counter() - started <= 1.5 + 3.0  # the limit, plus the worker's first start
+    finally:
+        reward.pool.close()
 
 
 def test_math_verify_in_process_error_is_not_the_same(monkeypatch):
