@@ -12,7 +12,8 @@ from rlvr.models import build_tiny_model, build_tiny_tokenizer
 
 
 def test_only_labelled_positions_are_projected_and_the_result_is_unchanged(monkeypatch):
-    monkeypatch.setattr(trl_utils, "_use_triton", trl_utils._use_triton)  # restored after the test: the change is process-wide
+    # The change is process-wide: monkeypatch puts both globals back after the test.
+    monkeypatch.setattr(trl_utils, "_use_triton", trl_utils._use_triton)
     monkeypatch.setattr(trl_utils, "_CHUNKED_LOGPROB_CHUNK_SIZE", trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE)
     projected = []
     apply = trl_utils._ChunkedLogProbFunction.apply
