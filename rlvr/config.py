@@ -62,6 +62,7 @@ class ModelConfig:
     # training split gives GRPO a policy that is sometimes right. 0 for pretrained models.
     warmup_sft_steps: int = 0
     warmup_sft_learning_rate: float = 1e-3
+    warmup_sft_batch_size: int = 32  # examples per warm-up step (at a 151,936-row vocabulary each costs)
     lora: LoraConfig = field(default_factory=LoraConfig)
     # none | 8bit | 4bit: weights loaded quantized by bitsandbytes (transformers' BitsAndBytesConfig;
     # 4bit is QLoRA's NF4), frozen, with LoRA trained on top. Needs the quantization extra.
@@ -296,6 +297,7 @@ SEED = Range(0, 2**32 - 1, why="numpy's seed range")
 RANGES = {
     "seed": SEED,
     "model.warmup_sft_steps": NON_NEGATIVE, "model.warmup_sft_learning_rate": POSITIVE,
+    "model.warmup_sft_batch_size": POSITIVE,
     "model.reasoning_vocab_size": NON_NEGATIVE, "model.lora.r": POSITIVE, "model.lora.alpha": POSITIVE,
     "model.lora.dropout": Range(0, 1, open_high=True),
     "dataset.eval_holdout": NON_NEGATIVE, "dataset.max_train_samples": NON_NEGATIVE,

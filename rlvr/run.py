@@ -95,6 +95,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
     transformers.utils.logging.disable_progress_bar()
     set_seed(cfg.seed)
     apply_threads(cfg.hardware)
+    if cfg.hardware.device == "cpu":
+        from rlvr.cpu_log_probs import score_labelled_positions_only_on_cpu
+
+        score_labelled_positions_only_on_cpu()
     return recipe.train(cfg, run_dir, start)
 
 

@@ -38,7 +38,7 @@ def sft_warmup(model, tokenizer, train, cfg, trainer_kwargs: dict, seed: int):
     with phase("the SFT warm-up"), tempfile.TemporaryDirectory(prefix="rlvr-warmup-") as tmp:
         args = SFTConfig(
             output_dir=tmp, max_steps=steps, learning_rate=cfg.model.warmup_sft_learning_rate,
-            per_device_train_batch_size=32, lr_scheduler_type="constant", logging_steps=steps,
+            per_device_train_batch_size=cfg.model.warmup_sft_batch_size, lr_scheduler_type="constant", logging_steps=steps,
             save_strategy="no", report_to=[], seed=seed, **unsharded,
         )
         trainer = SFTTrainer(model=model, args=args, train_dataset=pairs, processing_class=tokenizer)

@@ -155,6 +155,7 @@ def test_trl_passthrough_of_a_field_rlvr_sets_names_the_rlvr_key(field, owner):
     ("algorithm.num_generations=1", "algorithm.num_generations=1 must be >= 2"),
     ("seed=-5", "seed=-5 must be in [0, 4294967295]"),
     ("eval.max_new_tokens=0", "eval.max_new_tokens=0 must be > 0"),
+    ("model.warmup_sft_batch_size=0", "model.warmup_sft_batch_size=0 must be > 0"),
 ])
 def test_out_of_range_values_are_one_line(override, message):
     with pytest.raises(ConfigError) as caught:

@@ -16,6 +16,14 @@
   the same experiment with `model.reasoning_vocab_size=0`, same warm-up, same measurement; and,
   in-process (free of run-to-run noise), what the vocabulary adds per step of that config: the
   logits processor per generated token, and the re-decode plus usage metrics of 64 completions.
+- real_vocab_step_ratio_vs_trl / real_vocab_peak_rss_ratio_vs_trl: the GRPO step comparison above
+  on model=qwen2.5_shape (the real Qwen tokenizer and 151,936 vocabulary rows, width 64; the plain
+  script builds the same model from the same preset), median step time and peak RSS of each fresh
+  process (os.wait4's rusage of that child), rlvr over TRL.
+- vocab_full_copy_step_ratio / vocab_full_copy_peak_rss_ratio: `experiment=vocab_reasoning` on
+  qwen3_shape with model.reasoning_vocab_size=151646 (the whole vocabulary copied: 303,582 rows)
+  over the same with 0; and vocab_processor_us_per_token_v303k, the think-segment processor alone
+  per generated token (64 rows) at that width.
 - span_to_token_per_s: span->token mappings per second (offsets + vectorised coverage) on
   GSM8K-length text.
 - rm_scoring_speedup_batched: reward-model scoring throughput (pairs/s) of the tiny reward model
@@ -51,13 +59,29 @@ GRPO_SIZES = {
                          "tiny.num_key_value_heads": 2, "tiny.intermediate_size": 1536, "max_completion_length": 64,
                          "per_device_train_batch_size": 16},
             "steps": int(os.environ.get("BENCH_MID_STEPS", "14")), "warmup": 2, "repeats": 2},
+    # Qwen2.5-0.5B-Instruct's tokenizer and 151,936-row vocabulary (model=qwen2.5_shape) at width 64.
+    "real_vocab": {"settings": {"model": "qwen2.5_shape", "per_device_train_batch_size": 32},
+                   "steps": int(os.environ.get("BENCH_REAL_VOCAB_STEPS", "14")), "warmup": 2, "repeats": 2},
 }
 
 
 def run(args: list[str]) -> float:
-    started = time.perf_counter()
-    subprocess.run([sys.executable, *args], cwd=ROOT, env=ENV, check=True, capture_output=True, text=True)
-    return time.perf_counter() - started
+    return run_measured(args)[0]
+
+
+def run_measured(args: list[str]) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MB) of `python args...` in a fresh process: os.wait4 gives that one
+    child's own rusage (RUSAGE_CHILDREN would be the maximum over every child so far)."""
+    with tempfile.TemporaryFile() as output:
+        started = time.perf_counter()
+        child = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=ENV, stdout=output, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - started
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode != 0:
+            output.seek(0)
+            raise subprocess.CalledProcessError(child.returncode, args, output.read().decode(errors="replace")[-3000:])
+    return seconds, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
 
 
 def median_step_seconds(metrics_path: Path, warmup: int = WARMUP_STEPS) -> dict[str, float]:
@@ -85,10 +109,13 @@ RLVR_BENCH_RUN = ["-m", "rlvr.run", "logging=disabled", "logging.plots=false", "
 RLVR_BENCH_RUN_WARMED_UP = [arg for arg in RLVR_BENCH_RUN if not arg.startswith("model.warmup_sft_steps")]
 
 
+PEAK_RSS = "peak_rss_mb"
+
+
 def alternating_step_medians(commands: dict[str, list[str]], repeats: int = 3,
                              warmup: int = WARMUP_STEPS) -> dict[str, dict[str, float]]:
-    """Per command, the median over `repeats` runs of each median from `median_step_seconds`, the
-    commands taking turns.
+    """Per command, the median over `repeats` runs of each median from `median_step_seconds` and of
+    the process's peak RSS (`PEAK_RSS`, MB), the commands taking turns.
 
     Run-to-run spread on this 2-core VM is ~10-20%; alternating and repeating keeps drift from
     landing on one side. Each command gets `{run_dir}` replaced by a fresh directory.
@@ -98,14 +125,14 @@ def alternating_step_medians(commands: dict[str, list[str]], repeats: int = 3,
         for repeat in range(repeats):
             for name, command in commands.items():
                 run_dir = Path(tmp) / f"{name}{repeat}"
-                run([arg.replace("{run_dir}", str(run_dir)) for arg in command])
-                medians[name].append(median_step_seconds(run_dir / "metrics.jsonl", warmup))
+                _, peak_rss_mb = run_measured([arg.replace("{run_dir}", str(run_dir)) for arg in command])
+                medians[name].append(median_step_seconds(run_dir / "metrics.jsonl", warmup) | {PEAK_RSS: peak_rss_mb})
     return {name: {k: statistics.median(run[k] for run in runs) for k in runs[0]} for name, runs in medians.items()}
 
 
 def grpo_step_commands(size: dict) -> dict[str, list[str]]:
     """rlvr's run and the plain TRL script with the same model shape and GRPOConfig values."""
-    rlvr_overrides = [f"model.{k}={v}" if k.startswith("tiny.") else f"algorithm.{k}={v}"
+    rlvr_overrides = [f"{k}={v}" if k == "model" else f"model.{k}={v}" if k.startswith("tiny.") else f"algorithm.{k}={v}"
                       for k, v in size["settings"].items()]
     return {
         "rlvr": [*RLVR_BENCH_RUN, "logging.stage_timing=true", f"algorithm.max_steps={size['steps']}",
@@ -123,9 +150,51 @@ def bench_grpo_step(sizes: str = os.environ.get("BENCH_GRPO_SIZES", "tiny,mid"))
         suffix = "" if name == "tiny" else f"_{name}"
         results |= {f"grpo_step_seconds_rlvr{suffix}": m["rlvr"]["step"], f"grpo_step_seconds_trl{suffix}": m["trl"]["step"],
                     f"grpo_step_ratio_vs_trl{suffix}": m["rlvr"]["step"] / m["trl"]["step"]}
-        results |= {f"grpo_stage_{name}_{side}_{stage}_s": seconds for side in ("rlvr", "trl")
-                    for stage, seconds in m[side].items() if stage != "step"}
+        results |= stage_seconds(f"grpo_stage_{name}", m)
     return results
+
+
+def stage_seconds(prefix: str, medians: dict[str, dict[str, float]]) -> dict[str, float]:
+    """`<prefix>_<side>_<stage>_s` for each side's stage medians."""
+    return {f"{prefix}_{side}_{stage}_s": seconds for side, stages in medians.items()
+            for stage, seconds in stages.items() if stage not in ("step", PEAK_RSS)}
+
+
+def bench_real_vocab_step() -> dict:
+    """rlvr against the plain TRL script at the real Qwen vocabulary: step time and peak RSS."""
+    size = GRPO_SIZES["real_vocab"]
+    m = alternating_step_medians(grpo_step_commands(size), size["repeats"], size["warmup"])
+    results = {f"real_vocab_{key}_{side}": m[side][stat] for side in ("rlvr", "trl")
+               for key, stat in (("step_seconds", "step"), ("peak_rss_mb", PEAK_RSS))}
+    results |= {"real_vocab_step_ratio_vs_trl": m["rlvr"]["step"] / m["trl"]["step"],
+                "real_vocab_peak_rss_ratio_vs_trl": m["rlvr"][PEAK_RSS] / m["trl"][PEAK_RSS]}
+    return results | stage_seconds("real_vocab_stage", m)
+
+
+FULL_COPY = 151646  # model.reasoning_vocab_size of the vocabulary-expansion study: the whole Qwen vocabulary
+
+
+def bench_vocab_full_copy() -> dict:
+    """A copy of the whole Qwen3 vocabulary (303,582 rows) against none, on qwen3_shape, rlvr both sides;
+    and the think-segment processor alone at that width."""
+    size = GRPO_SIZES["real_vocab"]
+    common = [*RLVR_BENCH_RUN, "experiment=vocab_reasoning", "model=qwen3_shape", 'dataset.prompt_template="{question}<think>"',
+              "algorithm.max_completion_length=6", "algorithm.per_device_train_batch_size=32",
+              f"algorithm.max_steps={size['steps']}", "hydra.run.dir={run_dir}"]
+    m = alternating_step_medians({"none": [*common, "model.reasoning_vocab_size=0"],
+                                  "full": [*common, f"model.reasoning_vocab_size={FULL_COPY}"]},
+                                 size["repeats"], size["warmup"])
+    from omegaconf import OmegaConf
+
+    from rlvr.models import load_policy
+
+    model, tokenizer = load_policy(OmegaConf.load(ROOT / "conf" / "model" / "qwen3_shape.yaml"), seed=0)
+    overheads = vocab_overheads(model, tokenizer, FULL_COPY, calls=50)
+    return {"vocab_full_copy_step_seconds": m["full"]["step"], "vocab_none_step_seconds_qwen3_shape": m["none"]["step"],
+            "vocab_full_copy_step_ratio": m["full"]["step"] / m["none"]["step"],
+            "vocab_full_copy_peak_rss_mb": m["full"][PEAK_RSS], "vocab_none_peak_rss_mb_qwen3_shape": m["none"][PEAK_RSS],
+            "vocab_full_copy_peak_rss_ratio": m["full"][PEAK_RSS] / m["none"][PEAK_RSS],
+            "vocab_processor_us_per_token_v303k": overheads["vocab_processor_us_per_token"]}
 
 
 def bench_fgrpo_step() -> dict:
@@ -143,22 +212,30 @@ def bench_vocab_step() -> dict:
     m = alternating_step_medians({"grpo": [*common, "model.reasoning_vocab_size=0"], "vocab": common}, repeats=5)
     grpo, vocab = m["grpo"]["step"], m["vocab"]["step"]
     return {"grpo_step_seconds_vocab_baseline": grpo, "vocab_step_seconds": vocab, "vocab_step_ratio_vs_grpo": vocab / grpo,
-            **vocab_overheads()}
+            **vocab_overheads(*tiny_model_and_tokenizer(), 64)}
 
 
-def vocab_overheads(rows: int = 64, tokens: int = 12, calls: int = 500) -> dict:
-    import random
-
-    import torch
+def tiny_model_and_tokenizer():
     from omegaconf import OmegaConf
 
     from rlvr.config import TinyModelConfig
     from rlvr.models import build_tiny_model, build_tiny_tokenizer
-    from rlvr.vocab import expand_vocabulary
 
     tokenizer = build_tiny_tokenizer()
-    model = build_tiny_model(OmegaConf.structured(TinyModelConfig), tokenizer, seed=0)
-    vocab = expand_vocabulary(model, tokenizer, 64)
+    return build_tiny_model(OmegaConf.structured(TinyModelConfig), tokenizer, seed=0), tokenizer
+
+
+def vocab_overheads(model, tokenizer, size: int, rows: int = 64, tokens: int = 12, calls: int = 500) -> dict:
+    """In-process cost of `size` reasoning tokens on `model`: the think-segment processor per generated
+    token (one call for `rows` rows, scores of full width), and the re-decode plus usage metrics of
+    `rows` completions."""
+    import random
+
+    import torch
+
+    from rlvr.vocab import expand_vocabulary
+
+    vocab = expand_vocabulary(model, tokenizer, size)
     ids = torch.randint(0, vocab.standard_size, (rows, tokens))
     scores = torch.randn(rows, vocab.standard_size + vocab.size)
     processor = vocab.processor()
@@ -334,8 +411,8 @@ def bench_eval(sizes: str = os.environ.get("BENCH_EVAL_SIZES", "tiny,mid"),
     return results
 
 
-BENCHES = (bench_cfg_job, bench_grpo_step, bench_fgrpo_step, bench_vocab_step, bench_span_mapping, bench_verify,
-           bench_rm_scoring, bench_sharding, bench_eval)
+BENCHES = (bench_cfg_job, bench_grpo_step, bench_real_vocab_step, bench_fgrpo_step, bench_vocab_step,
+           bench_vocab_full_copy, bench_span_mapping, bench_verify, bench_rm_scoring, bench_sharding, bench_eval)
 
 
 def main(names: list[str]) -> None:

@@ -1,11 +1,13 @@
 """The baseline for `make bench`: a plain TRL GRPOTrainer script, as a TRL user would write it.
 
-Same tiny model (built by the same code), same arithmetic data, same GRPOConfig values as rlvr's
-bench run; step wall times are taken by the same callback rlvr uses (metrics.jsonl, step_seconds),
-and split into stages by the same instrument (rlvr.stage_timing). Dotted overrides change the
-model shape (`tiny.hidden_size=384`) or a GRPOConfig value (`max_completion_length=64`).
+Same tiny model and tokenizer (built by the same code from the same model preset), same arithmetic
+data, same GRPOConfig values as rlvr's bench run; step wall times are taken by the same callback
+rlvr uses (metrics.jsonl, step_seconds), and split into stages by the same instrument
+(rlvr.stage_timing). Dotted overrides choose the model preset (`model=qwen2.5_shape`: its `tiny`
+block from conf/model/, real Qwen tokenizer included), change its shape (`tiny.hidden_size=384`)
+or a GRPOConfig value (`max_completion_length=64`).
 
-    python tests/benchmarks/trl_plain_grpo.py OUT_DIR STEPS [key=value ...]
+    python tests/benchmarks/trl_plain_grpo.py OUT_DIR STEPS [model=PRESET] [key=value ...]
 """
 
 import re
@@ -19,9 +21,11 @@ from trl import GRPOConfig, GRPOTrainer
 
 from rlvr.config import TinyModelConfig
 from rlvr.data.arithmetic import generate
-from rlvr.models import build_tiny_model, build_tiny_tokenizer
+from rlvr.models import build_tiny_model, build_tokenizer
 from rlvr.stage_timing import instrument
 from rlvr.tracking import metrics_callback
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def last_number_reward(completions, answer, **kwargs):
@@ -35,8 +39,9 @@ def last_number_reward(completions, answer, **kwargs):
 def main(out_dir: Path, steps: int, overrides: list[str]) -> None:
     set_seed(0)
     settings = OmegaConf.to_container(OmegaConf.from_dotlist(overrides))
-    shape = OmegaConf.merge(OmegaConf.structured(TinyModelConfig), settings.pop("tiny", {}))
-    tokenizer = build_tiny_tokenizer()
+    preset = OmegaConf.load(ROOT / "conf" / "model" / f"{settings.pop('model', 'tiny')}.yaml")
+    shape = OmegaConf.merge(OmegaConf.structured(TinyModelConfig), preset.tiny, settings.pop("tiny", {}))
+    tokenizer = build_tokenizer(shape)
     model = build_tiny_model(shape, tokenizer, seed=0)
     rows = generate(num_train=2000, num_eval=1, seed=0)["train"]
     train = Dataset.from_list([{"prompt": r["question"], "answer": r["answer"]} for r in rows])
