@@ -353,6 +353,7 @@ def bench_sharding(steps: int = int(os.environ.get("BENCH_SHARDING_STEPS", "14")
             results |= {f"sharded_peak_rss_mb_{name}_rank{p}": kb / 1024 for p, kb in sorted(memory["peak_rss_kb"].items())}
     results["sharded_state_ratio_fsdp_vs_ddp"] = measured["fsdp"]["held"] / measured["none"]["held"]
     results["sharded_step_ratio_fsdp_vs_ddp"] = measured["fsdp"]["step"] / measured["none"]["step"]
+    return results
 
 
 def bench_eval(sizes: str = os.environ.get("BENCH_EVAL_SIZES", "tiny,mid"),
@@ -418,12 +419,12 @@ BENCHES = (bench_cfg_job, bench_grpo_step, bench_real_vocab_step, bench_fgrpo_st
 def main(names: list[str]) -> None:
     """Run every bench, or those named (`bench.py bench_grpo_step`); merge into bench-results.json."""
     results: dict[str, float] = {}
+    path = ROOT / "bench-results.json"
+    previous = json.loads(path.read_text()) if path.exists() else {}
     for bench in [b for b in BENCHES if not names or b.__name__ in names]:
         print(f"running {bench.__name__} ...", file=sys.stderr, flush=True)
         results |= bench()
-    path = ROOT / "bench-results.json"
-    previous = json.loads(path.read_text()) if path.exists() else {}
-    path.write_text(json.dumps(previous | results, indent=2) + "\n")
+        path.write_text(json.dumps(previous | results, indent=2) + "\n")  # after each: a later failure loses nothing
     width = max(map(len, results))
     print(f"{'measure'.ljust(width)}  value")
     for name, value in results.items():
