@@ -113,3 +113,10 @@ def test_every_checkpoint_of_a_lora_run_gives_a_curve_and_the_last_equals_the_ev
     final = run_cli("rlvr.eval", str(run / "final_model"), "--output-dir", str(tmp_path / "out"))
     assert final.returncode == 0, final.stderr[-3000:]
     assert json.loads((tmp_path / "out" / "eval" / "final_model.json").read_text())["metrics"] == after
+
+    # with two processes: each evaluates its share of the rows, rank 0 writes them; the same numbers
+    two = run_cli("torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "rlvr.eval",
+                  str(run / "final_model"), "--output-dir", str(tmp_path / "two"))
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert json.loads((tmp_path / "two" / "eval" / "final_model.json").read_text())["metrics"] == after
+    assert [row["index"] for row in read_jsonl(tmp_path / "two" / "eval" / "final_model.jsonl")] == list(range(16))
