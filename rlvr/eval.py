@@ -125,9 +125,8 @@ def done_result(path: Path, wanted: dict) -> dict | None:
 
 def evaluate_model(cfg, label: str, model_dir: Path, run_dir: Path | None, out_dir: Path) -> dict[str, float]:
     """`eval_<label>_*` metrics of the model in `model_dir`; eval/<label>.jsonl written under `out_dir`."""
-    from rlvr import hardware
     from rlvr.distributed import phase
-    from rlvr.recipes.common import calibrate_rewards, eval_model, load_trained_policy
+    from rlvr.recipes.common import calibrate_rewards, eval_model, load_trained_policy, to_device
     from rlvr.rewards.checks import checked_rewards
 
     with phase("loading the model and data"):
@@ -138,8 +137,7 @@ def evaluate_model(cfg, label: str, model_dir: Path, run_dir: Path | None, out_d
                           f"(eval.split={cfg.eval.split})")
     setup.rewards = checked_rewards(setup.rewards, cfg.reward.checks)
     calibrate_rewards(cfg, setup, run_dir or out_dir)  # a hybrid reward: the run's own scale
-    setup.model.to(hardware.torch_device(cfg.hardware))
-    return eval_model(cfg, setup, setup.model, out_dir, label)
+    return eval_model(cfg, setup, to_device(cfg, setup.model), out_dir, label)
 
 
 def evaluate_target(target: Target, cfg, out_dir: Path) -> list[dict]:

@@ -171,7 +171,7 @@ def calibrate_rewards(cfg, setup: PolicySetup, run_dir: Path) -> None:
                 calibration = read_json(path)
                 reward.fn.r_min, reward.fn.r_max = calibration["r_min"], calibration["r_max"]
                 continue
-            setup.model.to(hardware.torch_device(cfg.hardware))
+            to_device(cfg, setup.model)
             reward.fn.calibrate(setup.model, setup.tokenizer, setup.train["prompt"], cfg.algorithm.max_completion_length,
                                 path)
 
@@ -253,9 +253,15 @@ def evaluate(cfg, setup: PolicySetup, run_dir: Path, label: str) -> dict[str, fl
     the rows; rank 0 gets the metrics, the others {}."""
     if not getattr(cfg.eval, label):
         return {}
-    if not getattr(setup.model, "is_quantized", False):  # bitsandbytes placed it as it loaded, and refuses .to()
-        setup.model.to(hardware.torch_device(cfg.hardware))
-    return eval_model(cfg, setup, setup.model, run_dir, label)
+    return eval_model(cfg, setup, to_device(cfg, setup.model), run_dir, label)
+
+
+def to_device(cfg, model):
+    """`model` on this process's device; a quantized one stays where bitsandbytes placed it as it
+    loaded (it refuses `.to()`)."""
+    if not getattr(model, "is_quantized", False):
+        model.to(hardware.torch_device(cfg.hardware))
+    return model
 
 
 def eval_model(cfg, setup: PolicySetup, model, run_dir: Path, label: str) -> dict[str, float]:
