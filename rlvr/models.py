@@ -162,7 +162,8 @@ def load_pretrained(cfg, auto_class_name: str = "AutoModelForCausalLM", **model_
 
 
 def load_policy(cfg, seed: int, device: str = "cpu"):
-    """(model, tokenizer) for the `model` config group; a quantized one is loaded onto `device`."""
+    """(model, tokenizer) for the `model` config group; a quantized one is loaded onto `device`
+    (`cuda:<LOCAL_RANK>` from hardware.torch_device, not a bare `cuda`)."""
     if cfg.dtype not in DTYPES:
         raise ModelLoadError(f"model.dtype={cfg.dtype!r} is not one of {', '.join(DTYPES)}")
     if cfg.name_or_path == TINY:
@@ -172,8 +173,7 @@ def load_policy(cfg, seed: int, device: str = "cpu"):
         return load_pretrained(cfg)
     from peft import prepare_model_for_kbit_training
 
-    if device == "cuda":  # bitsandbytes places the weights as they load: on this process's GPU
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    # bitsandbytes places the weights as they load: on `device`, this process's own (hardware.torch_device)
     model, tokenizer = load_pretrained(cfg, quantization_config=bitsandbytes_config(cfg), device_map={"": device})
     keep_4bit_weights_trainable(model)
     # QLoRA's preparation: every weight frozen, norms in fp32; TRL turns on checkpointing itself if asked.
