@@ -65,9 +65,12 @@ def gathered_for_generation(model):
     different numbers of tokens or batches would wait on each other's gathers for ever. Every
     process gathers each layer once, together, at the start (as TRL's ds3_gather_for_generation
     does under ZeRO-3); inside, forwards need no collective. `None`: nothing to do (not sharded)."""
+    if model is None:  # before the import: FSDPModule is public from torch 2.6, rlvr runs on 2.4 too
+        yield
+        return
     from torch.distributed.fsdp import FSDPModule
 
-    modules = [m for m in model.modules() if isinstance(m, FSDPModule)] if model is not None else []
+    modules = [m for m in model.modules() if isinstance(m, FSDPModule)]
     for module in modules:
         module.set_reshard_after_forward(False, recurse=False)
         module.unshard()
@@ -96,15 +99,22 @@ def enable_fsdp_on_cpu(trainer) -> None:
     log.info("FSDP on CPU: accelerate would have trained plain DDP here; rlvr turned its FSDP2 on")
 
 
+def local_part(tensor):
+    """This process's part of a tensor: an FSDP2 (DTensor) parameter's or state's local shard, else the
+    tensor itself. By its method, not its class: DTensor's import path moved between torch 2.4 and 2.5,
+    and every run (MemoryReport) asks."""
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
+
+
+def held_size(tensor) -> int:
+    local = local_part(tensor)
+    return local.numel() * local.element_size()
+
+
 def sharded_fraction(model) -> float:
     """Parameters this process holds / the model's parameters (1.0: not sharded)."""
-    from torch.distributed.tensor import DTensor
-
-    local = full = 0
-    for p in model.parameters():
-        full += p.numel()
-        local += p.to_local().numel() if isinstance(p, DTensor) else p.numel()
-    return local / max(full, 1)
+    params = list(model.parameters())
+    return sum(local_part(p).numel() for p in params) / max(sum(p.numel() for p in params), 1)
 
 
 def check_running(accelerator, model) -> float:
@@ -138,14 +148,12 @@ def held_bytes(model, optimizer) -> dict[str, int]:
     """Bytes of parameters, gradients (one per trainable parameter, as allocated in backward) and
     optimizer state that this process holds: its shards under FSDP, everything under DDP."""
     import torch
-    from torch.distributed.tensor import DTensor
 
-    local = lambda t: t.to_local() if isinstance(t, DTensor) else t  # noqa: E731
-    params = [local(p) for p in model.parameters()]
-    state = [local(v) for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
-    return {"parameters": sum(p.numel() * p.element_size() for p in params),
-            "gradients": sum(local(p).numel() * local(p).element_size() for p in model.parameters() if p.requires_grad),
-            "optimizer_state": sum(t.numel() * t.element_size() for t in state)}
+    params = list(model.parameters())
+    state = [v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
+    return {"parameters": sum(map(held_size, params)),
+            "gradients": sum(held_size(p) for p in params if p.requires_grad),
+            "optimizer_state": sum(map(held_size, state))}
 
 
 class MemoryReport(TrainerCallback):
@@ -181,17 +189,18 @@ def save_gathered(trainer, tokenizer, model_cfg, run_dir: Path):
     model_class = type(model.get_base_model() if lora else model)  # a causal LM, or a reward model's classifier
     saved = run_dir / ("final_adapter" if lora else "final_model")
     base = model.get_base_model().config.name_or_path if lora else None  # initial_policy/ or a Hub name
+    load = lambda path: model_class.from_pretrained(path, dtype=model.dtype)  # noqa: E731  whole, in the trained dtype
     if is_main_process():
         for tied in getattr(model, "all_tied_weights_keys", None) or {}:  # gathered as copies: save_pretrained would keep both
             state_dict.pop(tied, None)
         model.save_pretrained(saved, state_dict=state_dict)
         tokenizer.save_pretrained(saved)
         if lora and model_cfg.lora.save_merged:
-            merged = PeftModel.from_pretrained(model_class.from_pretrained(base), saved).merge_and_unload()
+            merged = PeftModel.from_pretrained(load(base), saved).merge_and_unload()
             merged.save_pretrained(run_dir / "final_model")
             tokenizer.save_pretrained(run_dir / "final_model")
     del state_dict
     barrier()
     if lora and not model_cfg.lora.save_merged:
-        return PeftModel.from_pretrained(model_class.from_pretrained(base, dtype=model.dtype), saved)
-    return model_class.from_pretrained(run_dir / "final_model", dtype=model.dtype)
+        return PeftModel.from_pretrained(load(base), saved)
+    return load(run_dir / "final_model")
