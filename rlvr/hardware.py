@@ -42,8 +42,9 @@ def apply_threads(hw) -> None:
         torch.set_num_threads(hw.torch_threads)
 
 
-def trainer_arguments(hw) -> dict:
-    """Keyword arguments shared by every TRL config (GRPOConfig, SFTConfig, RewardConfig)."""
+def trainer_arguments(hw, shard: bool = True) -> dict:
+    """Keyword arguments shared by every TRL config (GRPOConfig, SFTConfig, RewardConfig); `shard=False`:
+    without `hardware.sharding` (the SFT warm-up runs data-parallel)."""
     check_device(hw)
     from rlvr.sharding import trainer_arguments as sharding_arguments
 
@@ -53,7 +54,7 @@ def trainer_arguments(hw) -> dict:
         "fp16": hw.precision == "fp16",
         "tf32": hw.tf32 if hw.device == "cuda" else None,
         "activation_checkpointing": hw.activation_checkpointing,
-    } | sharding_arguments(hw)
+    } | (sharding_arguments(hw) if shard else {})
 
 
 def torch_device(hw) -> str:

@@ -95,7 +95,9 @@ def setup_policy(cfg, run_dir: Path, resuming: bool = False) -> PolicySetup:
     elif cfg.model.warmup_sft_steps > 0:
         from rlvr.warmup import sft_warmup
 
-        setup.warmup_loss = sft_warmup(model, tokenizer, train, cfg, trainer_kwargs, cfg.seed)
+        # data-parallel, never sharded: sharding would leave the policy wrapped before the RL trainer wraps it
+        setup.warmup_loss = sft_warmup(model, tokenizer, train, cfg, hardware.trainer_arguments(cfg.hardware, shard=False),
+                                       cfg.seed)
         if is_main_process():
             write_json(run_dir / "warmup.json", {"warmup_sft_loss": setup.warmup_loss})
     if cfg.model.reasoning_vocab_size > 0:

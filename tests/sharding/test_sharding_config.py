@@ -59,3 +59,9 @@ def test_activation_checkpointing_under_fsdp_is_fsdps_own():
     assert arguments["activation_checkpointing"] is False and arguments["fsdp_config"]["activation_checkpointing"] is True
     config = GRPOConfig(output_dir="/tmp/unused", report_to=[], **arguments)  # transformers refuses both at once
     assert config.fsdp_plugin_args["activation_checkpointing"] is True
+
+
+def test_the_warm_ups_arguments_are_unsharded_and_keep_activation_checkpointing():
+    arguments = trainer_arguments(hardware(sharding="fsdp", tasks_per_node=2, activation_checkpointing=True), shard=False)
+    assert "fsdp" not in arguments and "fsdp_config" not in arguments
+    assert arguments["activation_checkpointing"] is True  # the sharded arguments hand it to FSDP instead
