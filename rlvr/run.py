@@ -49,15 +49,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
     """Run the composed config in Hydra's output dir; returns the final metrics."""
     from hydra.core.hydra_config import HydraConfig
 
-    from rlvr.recipes import get_recipe
-
     from rlvr.distributed import export_torch_distributed, is_main_process
-
-    from rlvr.run_dir import RunDirLock, record_start, resume_changes
-
     from rlvr.hardware import check_device, export_device_environment
-
     from rlvr.models import check_quantization
+    from rlvr.recipes import get_recipe
+    from rlvr.run_dir import RunDirLock, record_start, resume_changes
 
     export_device_environment(cfg.hardware)  # first: check_ranges imports trl, hence torch
     check_ranges(cfg)
