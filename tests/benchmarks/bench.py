@@ -130,13 +130,17 @@ def alternating_step_medians(commands: dict[str, list[str]], repeats: int = 3,
     return {name: {k: statistics.median(run[k] for run in runs) for k in runs[0]} for name, runs in medians.items()}
 
 
+def rlvr_overrides(settings: dict) -> list[str]:
+    """A GRPO_SIZES entry's settings as rlvr overrides: `model` is the preset, `tiny.*` its shape, the rest GRPOConfig's."""
+    return [f"{k}={v}" if k == "model" else f"model.{k}={v}" if k.startswith("tiny.") else f"algorithm.{k}={v}"
+            for k, v in settings.items()]
+
+
 def grpo_step_commands(size: dict) -> dict[str, list[str]]:
     """rlvr's run and the plain TRL script with the same model shape and GRPOConfig values."""
-    rlvr_overrides = [f"{k}={v}" if k == "model" else f"model.{k}={v}" if k.startswith("tiny.") else f"algorithm.{k}={v}"
-                      for k, v in size["settings"].items()]
     return {
         "rlvr": [*RLVR_BENCH_RUN, "logging.stage_timing=true", f"algorithm.max_steps={size['steps']}",
-                 *rlvr_overrides, "hydra.run.dir={run_dir}"],
+                 *rlvr_overrides(size["settings"]), "hydra.run.dir={run_dir}"],
         "trl": [str(ROOT / "tests" / "benchmarks" / "trl_plain_grpo.py"), "{run_dir}", str(size["steps"]),
                 *(f"{k}={v}" for k, v in size["settings"].items())],
     }
@@ -336,7 +340,7 @@ def logged_memory(run_log: Path) -> dict[str, dict[int, int]]:
 def bench_sharding(steps: int = int(os.environ.get("BENCH_SHARDING_STEPS", "14"))) -> dict:
     """DDP vs FSDP2, 2 processes (gloo, one thread each), the mid-size model: bytes of parameters +
     gradients + optimizer state each process holds, peak RSS per process, median step time."""
-    mid = [f"model.{k}={v}" if k.startswith("tiny.") else f"algorithm.{k}={v}" for k, v in GRPO_SIZES["mid"]["settings"].items()]
+    mid = rlvr_overrides(GRPO_SIZES["mid"]["settings"])
     results: dict[str, float] = {}
     measured = {}
     with tempfile.TemporaryDirectory() as tmp:
