@@ -13,7 +13,6 @@ curves compare policies, not draws).
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 from pathlib import Path
 from typing import Callable, Sequence
@@ -35,40 +34,6 @@ def sample_seed(seed: int, row: int, sample: int) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def row_seeded_sampler(seeds: Sequence[int], steps: int, temperature: float, top_p: float, top_k: int, device):
-    """A logits processor that draws each sequence's next token from its own seeded stream and
-    leaves only that token, for the last place in a greedy `generate` (which then takes it).
-
-    transformers' sampling draws the whole batch from one global generator, so a sequence's tokens
-    would depend on its batch mates; no generation option seeds per sequence. Each sequence's
-    `steps` uniforms are drawn up front on the CPU (the same on any device), and step t takes token
-    i where the uniform falls in [cdf(i-1), cdf(i)) of its filtered distribution: one vectorised
-    draw per step, however many sequences. The temperature and top-k / top-p filters are
-    transformers' own warpers.
-    """
-    import torch
-    from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
-
-    warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)]
-                                  + ([TopKLogitsWarper(top_k)] if top_k > 0 else [])
-                                  + ([TopPLogitsWarper(top_p)] if top_p < 1.0 else []))
-    uniforms = torch.stack([torch.rand(steps, generator=torch.Generator().manual_seed(s), dtype=torch.float64)
-                            for s in seeds]).to(device)  # (B, steps)
-
-    class RowSeededSampler(LogitsProcessor):
-        step = 0
-
-        def __call__(self, input_ids, scores):
-            probs = torch.softmax(warpers(input_ids, scores).double(), dim=-1)  # (B, V)
-            cdf = probs.cumsum(dim=-1)
-            point = (uniforms[:, self.step] * cdf[:, -1]).unsqueeze(1)  # (B, 1)
-            drawn = torch.searchsorted(cdf, point, right=True).clamp(max=scores.shape[1] - 1)  # a 0-probability id never
-            self.step += 1
-            return torch.full_like(scores, -math.inf).scatter_(1, drawn, 0.0)
-
-    return RowSeededSampler()
-
-
 def end_ids(model, tokenizer) -> list[int]:
     """The ids that end a completion: the model's generation config (may list several), else the tokenizer's EOS."""
     ids = getattr(model.generation_config, "eos_token_id", None) or tokenizer.eos_token_id
@@ -88,6 +53,7 @@ def generate_batch(model, tokenizer, prompts, max_new_tokens: int, samples: int 
     import torch
     from transformers import LogitsProcessorList
 
+    from rlvr.sampling import row_seeded_sampler
     from rlvr.vocab import ReasoningVocab
 
     device = next(model.parameters()).device

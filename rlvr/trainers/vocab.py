@@ -8,29 +8,14 @@ Without a reasoning vocabulary every hook is a pass-through, so plain GRPO is un
 
 from __future__ import annotations
 
-import functools
-from contextlib import contextmanager
-
 import torch
 
 from rlvr.errors import ConfigError
+from rlvr.trainers.generation import GenerationMixin
 from rlvr.vocab import ReasoningVocab
 
 
-@contextmanager
-def bound_logits_processor(model, processor):
-    """TRL's `model.generate(...)` call takes no logits processor: bind one to this model's
-    `generate` for the duration of one generation call."""
-    from transformers import LogitsProcessorList
-
-    model.generate = functools.partial(model.generate, logits_processor=LogitsProcessorList([processor]))
-    try:
-        yield
-    finally:
-        del model.generate
-
-
-class ReasoningVocabMixin:
+class ReasoningVocabMixin(GenerationMixin):
     """Mixed into rlvr's GRPOTrainer; active only when the model's config has a reasoning vocabulary."""
 
     def __init__(self, *args, **kwargs):
@@ -40,12 +25,9 @@ class ReasoningVocabMixin:
             raise ConfigError("a reasoning vocabulary needs TRL's transformers generation (its logits processor "
                               "is bound to model.generate): set use_vllm and continuous batching off")
 
-    def _generate_single_turn(self, prompt_ids, *args, **kwargs):
-        if self.reasoning_vocab is None:
-            return super()._generate_single_turn(prompt_ids, *args, **kwargs)
-        model = self.accelerator.unwrap_model(self.model_wrapped)
-        with bound_logits_processor(model, self.reasoning_vocab.processor()):
-            return super()._generate_single_turn(prompt_ids, *args, **kwargs)
+    def generation_processors(self) -> list:
+        processors = super().generation_processors()
+        return processors + [self.reasoning_vocab.processor()] if self.reasoning_vocab is not None else processors
 
     def _generate(self, prompts):
         outputs = super()._generate(prompts)

@@ -2,7 +2,6 @@
 per-example file and its metrics, and two ranks that give what one gives."""
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -60,25 +59,6 @@ def test_top_k_one_samples_are_the_greedy_completion(tiny):
     """The sampler applies the filters: with one token left, every draw is the greedy one."""
     [row] = evaluate_rows(tiny.model, tiny.tokenizer, tiny.dataset, [2], tiny.rewards, with_eval(top_k=1), MAX_NEW, 0, "t")
     assert sample_texts(row) == [row["completion"]] * EVAL.n
-
-
-def test_the_sampler_draws_from_the_filtered_distribution():
-    """4,000 rows of one step each: frequencies within 4 standard errors of softmax(logits / T); top-k
-    leaves only the k largest, and a masked (-inf) token is never drawn."""
-    import torch
-
-    from rlvr.evaluation import row_seeded_sampler, sample_seed
-
-    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, -math.inf]]).repeat(4000, 1)
-    for top_k, temperature in ((0, 1.0), (0, 2.0), (2, 1.0)):
-        sampler = row_seeded_sampler([sample_seed(0, row, 0) for row in range(4000)], 1, temperature, 1.0, top_k, "cpu")
-        drawn = sampler(None, logits.clone()).argmax(dim=1)
-        frequencies = torch.bincount(drawn, minlength=5).double() / 4000
-        kept = logits[0] / temperature if top_k == 0 else torch.tensor([2.0, 1.0, -math.inf, -math.inf, -math.inf])
-        expected = torch.softmax(kept.double(), dim=0)
-        assert torch.all((frequencies - expected).abs() <= 4 * (expected * (1 - expected) / 4000).sqrt() + 1e-12), (
-            top_k, temperature, frequencies, expected)
-        assert frequencies[4] == 0
 
 
 def test_the_file_holds_every_row_and_the_metrics_are_those_of_the_file(tiny, tmp_path):

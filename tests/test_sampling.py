@@ -1,0 +1,92 @@
+"""rlvr's inverse-CDF sampler (rlvr/sampling.py): the distribution it draws from, and that GRPO
+rollouts on CPU use it (never torch.multinomial) with the same settings as TRL's sampling."""
+
+import math
+
+import datasets
+import pytest
+import torch
+
+from rlvr.evaluation import sample_seed
+from rlvr.sampling import global_stream_sampler, row_seeded_sampler
+
+DRAWS = 4000
+LOGITS = torch.tensor([[2.0, 1.0, 0.0, -1.0, -math.inf]])
+
+
+def expected(temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+    probs = torch.softmax(LOGITS[0].double() / temperature, dim=0)
+    if top_k:
+        probs[top_k:] = 0  # LOGITS is sorted
+    if top_p < 1.0:  # the smallest head of the sorted distribution holding top_p
+        probs[int((probs.cumsum(0) < top_p).sum()) + 1:] = 0
+    return probs / probs.sum()
+
+
+@pytest.mark.parametrize("source", ["row_seeded", "global_stream"])
+@pytest.mark.parametrize("top_k,top_p,temperature", [(0, 1.0, 1.0), (0, 1.0, 2.0), (2, 1.0, 1.0), (0, 0.8, 1.0)])
+def test_the_sampler_draws_from_the_filtered_distribution(source, top_k, top_p, temperature):
+    """4,000 one-step draws: frequencies within 4 standard errors of the filtered softmax(logits / T);
+    a masked (-inf) token is never drawn."""
+    if source == "row_seeded":
+        sampler = row_seeded_sampler([sample_seed(0, row, 0) for row in range(DRAWS)], 1, temperature, top_p, top_k, "cpu")
+    else:
+        torch.manual_seed(0)
+        sampler = global_stream_sampler(temperature, top_p, top_k, None)
+    scores = sampler(None, LOGITS.repeat(DRAWS, 1))
+    assert torch.all(torch.isinf(scores).sum(dim=1) == LOGITS.shape[1] - 1)  # one token left per row
+    frequencies = torch.bincount(scores.argmax(dim=1), minlength=5).double() / DRAWS
+    want = expected(temperature, top_k, top_p)
+    assert torch.all((frequencies - want).abs() <= 4 * (want * (1 - want) / DRAWS).sqrt() + 1e-12), (frequencies, want)
+    assert frequencies[4] == 0
+
+
+def grpo_trainer(tmp_path, temperature: float = 1.0):
+    from omegaconf import OmegaConf
+    from trl import GRPOConfig
+
+    from rlvr.config import TinyModelConfig
+    from rlvr.models import build_tiny_model, build_tiny_tokenizer
+    from rlvr.rewards.base import WeightedReward
+    from rlvr.rewards.numeric import LastNumberReward
+    from rlvr.trainers.grpo import RolloutLoggingGRPOTrainer
+
+    tokenizer = build_tiny_tokenizer()
+    model = build_tiny_model(OmegaConf.structured(TinyModelConfig), tokenizer, seed=0)
+    prompts = datasets.Dataset.from_list([{"prompt": f"{a}+{b}=", "answer": str(a + b)} for a in range(4) for b in range(4)])
+    args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, per_device_train_batch_size=16, num_generations=4,
+                      max_completion_length=4, max_steps=2, learning_rate=1e-2, logging_steps=1, save_strategy="no",
+                      report_to=[], seed=0, beta=0.0, temperature=temperature)
+    return RolloutLoggingGRPOTrainer(model=model, args=args, train_dataset=prompts, processing_class=tokenizer,
+                                     rewards=[WeightedReward("acc", LastNumberReward(), 1.0)])
+
+
+def test_cpu_rollouts_draw_by_inverse_cdf_never_by_multinomial(tmp_path, monkeypatch):
+    """A GRPO run on CPU generates without torch.multinomial (transformers' sampler), and leaves TRL's
+    sampling generation config as it found it."""
+    trainer = grpo_trainer(tmp_path)
+    config = trainer.generation_config.to_dict()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("torch.multinomial drew a rollout token")
+
+    monkeypatch.setattr(torch, "multinomial", refuse)
+    trainer.train()
+    assert trainer.state.global_step == 2 and trainer.generation_config.to_dict() == config
+    assert trainer.generation_config.do_sample
+
+
+def test_cpu_rollouts_are_sampled_with_the_trainers_temperature(tmp_path):
+    """The first rollout token's frequencies over 1,600 draws match softmax(logits / T) of the model
+    at T = 3 (a T the sampler ignored, or applied twice, is far outside 4 standard errors)."""
+    trainer = grpo_trainer(tmp_path, temperature=3.0)
+    with torch.no_grad():  # logits spread wide enough that T = 1, 3 and 9 differ clearly
+        trainer.model.model.norm.weight.mul_(10)
+    prompt = trainer.processing_class("1+2=", add_special_tokens=False)["input_ids"]
+    torch.manual_seed(0)
+    completions, _ = trainer._generate_single_turn([prompt] * 1600, None, {}, 1)
+    with torch.no_grad():
+        logits = trainer.model(torch.tensor([prompt])).logits[0, -1].double()
+    want = torch.softmax(logits / 3.0, dim=0)
+    frequencies = torch.bincount(torch.tensor([c[0] for c in completions]), minlength=want.numel()).double() / 1600
+    assert torch.all((frequencies - want).abs() <= 4 * (want * (1 - want) / 1600).sqrt() + 2e-3)
