@@ -23,7 +23,10 @@
 - vocab_full_copy_step_ratio / vocab_full_copy_peak_rss_ratio: `experiment=vocab_reasoning` on
   qwen3_shape with model.reasoning_vocab_size=151646 (the whole vocabulary copied: 303,582 rows)
   over the same with 0; and vocab_processor_us_per_token_v303k, the think-segment processor alone
-  per generated token (64 rows) at that width.
+  per generated token (64 rows) at that width. vocab_full_copy_bare_model_ratio: the same model's
+  own work (generate, completion log-probs, backward, AdamW; no rlvr, no TRL) at 303,582 over
+  151,936 rows, in-process: what the doubled LM head costs by arithmetic at width 64;
+  vocab_full_copy_ratio_over_bare = step ratio / that: what rlvr and TRL add on top.
 - span_to_token_per_s: span->token mappings per second (offsets + vectorised coverage) on
   GSM8K-length text.
 - rm_scoring_speedup_batched: reward-model scoring throughput (pairs/s) of the tiny reward model
@@ -193,9 +196,14 @@ def bench_vocab_full_copy() -> dict:
     from rlvr.models import load_policy
 
     model, tokenizer = load_policy(OmegaConf.load(ROOT / "conf" / "model" / "qwen3_shape.yaml"), seed=0)
+    rows = model.get_input_embeddings().num_embeddings
+    bare = {size: bare_model_step_seconds(model, tokenizer, rows + size) for size in (0, FULL_COPY)}
     overheads = vocab_overheads(model, tokenizer, FULL_COPY, calls=50)
-    return {"vocab_full_copy_step_seconds": m["full"]["step"], "vocab_none_step_seconds_qwen3_shape": m["none"]["step"],
-            "vocab_full_copy_step_ratio": m["full"]["step"] / m["none"]["step"],
+    ratio = m["full"]["step"] / m["none"]["step"]
+    return {"vocab_full_copy_bare_model_ratio": bare[FULL_COPY] / bare[0],
+            "vocab_full_copy_ratio_over_bare": ratio / (bare[FULL_COPY] / bare[0]),
+            "vocab_full_copy_step_seconds": m["full"]["step"], "vocab_none_step_seconds_qwen3_shape": m["none"]["step"],
+            "vocab_full_copy_step_ratio": ratio,
             "vocab_full_copy_peak_rss_mb": m["full"][PEAK_RSS], "vocab_none_peak_rss_mb_qwen3_shape": m["none"][PEAK_RSS],
             "vocab_full_copy_peak_rss_ratio": m["full"][PEAK_RSS] / m["none"][PEAK_RSS],
             "vocab_processor_us_per_token_v303k": overheads["vocab_processor_us_per_token"]}
@@ -227,6 +235,41 @@ def tiny_model_and_tokenizer():
 
     tokenizer = build_tiny_tokenizer()
     return build_tiny_model(OmegaConf.structured(TinyModelConfig), tokenizer, seed=0), tokenizer
+
+
+def bare_model_step_seconds(model, tokenizer, rows: int, batch: int = 32, new_tokens: int = 6, steps: int = 5) -> float:
+    """The model's own work in one step of bench_vocab_full_copy, without rlvr or TRL: `model` with
+    `rows` embedding rows generates `new_tokens` for `batch` prompts of the bench's shape (sampled as
+    rlvr samples on CPU), then the log-probs of those tokens (LM head on the completion positions
+    only, as TRL's fused head), a backward and an AdamW step. Median seconds of `steps` after one
+    untimed. What more rows cost by arithmetic alone, to set beside the measured step ratio."""
+    import copy
+
+    import torch
+    from transformers import LogitsProcessorList
+
+    from rlvr.sampling import global_stream_sampler
+
+    torch.set_num_threads(int(THREADS))
+    model = copy.deepcopy(model)
+    model.resize_token_embeddings(rows, mean_resizing=False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    prompts = tokenizer([f"{i % 10}+{i // 10 % 10}=<think>" for i in range(batch)], return_tensors="pt", padding=True,
+                        padding_side="left")
+    seconds = []
+    for _ in range(steps + 1):
+        started = time.perf_counter()
+        with torch.no_grad():
+            ids = model.generate(**prompts, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                                 logits_processor=LogitsProcessorList([global_stream_sampler(1.0, 1.0, 0, None)]),
+                                 pad_token_id=tokenizer.pad_token_id)
+        hidden = model.model(ids).last_hidden_state[:, -new_tokens - 1:-1]
+        log_probs = torch.log_softmax(model.lm_head(hidden), dim=-1).gather(2, ids[:, -new_tokens:, None])
+        (-log_probs.mean()).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds[1:])
 
 
 def vocab_overheads(model, tokenizer, size: int, rows: int = 64, tokens: int = 12, calls: int = 500) -> dict:
