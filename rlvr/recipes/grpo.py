@@ -106,7 +106,8 @@ def run_grpo(cfg, run_dir: Path, start: Start, trainer_class, wrap_rewards=None,
         model=setup.model, rewards=setup.rewards, args=args, train_dataset=setup.train,
         processing_class=setup.tokenizer, peft_config=lora_config(cfg.model, setup.reasoning_vocab),
         callbacks=[metrics_callback(run_dir / "metrics.jsonl"), stops],
-        rollout_writer=rollouts, stage_timing=cfg.logging.stage_timing, **trainer_extra,
+        rollout_writer=rollouts, stage_timing=cfg.logging.stage_timing,
+        inverse_cdf_on_cpu=cfg.hardware.cpu_inverse_cdf_sampling, **trainer_extra,
     )
     use_compact_progress(trainer)
     if cfg.eval.every_steps > 0:

@@ -41,7 +41,11 @@ def greedy_copy(config):
 
 
 class GenerationMixin:
-    inverse_cdf_on_cpu = True  # False: transformers' own sampling (to compare with plain TRL draw for draw)
+    def __init__(self, *args, inverse_cdf_on_cpu: bool = True, **kwargs):
+        """inverse_cdf_on_cpu=False (`hardware.cpu_inverse_cdf_sampling=false`): transformers' own
+        sampling, the draws plain TRL makes with the same seed."""
+        super().__init__(*args, **kwargs)
+        self.inverse_cdf_on_cpu = inverse_cdf_on_cpu
 
     def generation_processors(self) -> list:
         """Logits processors for one generation call (fresh ones: they may keep per-sequence state)."""

@@ -43,7 +43,7 @@ def build_trainer(kind, model_dir, out_dir, loss_type, beta):
     else:
         rewards = [WeightedReward("all", SpanReward("all", whole_span_reward), 1.0)]
         trainer = FineGrainedGRPOTrainer(model=str(model_dir), rewards=rewards, args=args, train_dataset=prompts,
-                                         fine_grained=FineGrainedSettings())
+                                         fine_grained=FineGrainedSettings(), inverse_cdf_on_cpu=False)  # TRL's draws
     trainer.current_gradient_accumulation_steps = 1
     return trainer, [{"prompt": row["prompt"]} for row in prompts for _ in range(4)]
 

@@ -238,8 +238,8 @@ def test_size_zero_is_trl_grpo_exactly(tmp_path):
         if kind == "trl":
             trainer = GRPOTrainer(reward_funcs=[reward], **common)
         else:
-            trainer = RolloutLoggingGRPOTrainer(rewards=[WeightedReward("acc", reward, 1.0)], **common)
-            trainer.inverse_cdf_on_cpu = False  # transformers' own draws, as TRL's (tests/test_sampling.py: rlvr's)
+            trainer = RolloutLoggingGRPOTrainer(rewards=[WeightedReward("acc", reward, 1.0)], inverse_cdf_on_cpu=False,
+                                                **common)  # transformers' own draws, as TRL's (tests/test_sampling.py: rlvr's)
             assert trainer.reasoning_vocab is None
         trainer.train()
         losses[kind] = [(row["loss"], row["reward"]) for row in trainer.state.log_history if "loss" in row]
