@@ -87,6 +87,8 @@ class ShardedTrainerMixin:
     """For every rlvr trainer: FSDP on CPU, and a stop in one line if the asked sharding is not the one running."""
 
     def __init__(self, *args, **kwargs):
+        if sharding_asked(kwargs["args"]).startswith("zero"):
+            start_deepspeed_comm()  # before the trainer loads TRL's KL reference model
         super().__init__(*args, **kwargs)
         self.add_callback(MemoryReport())
         if sharding_asked(self.args) != "none":
@@ -99,6 +101,19 @@ class ShardedTrainerMixin:
     def _generate(self, prompts):  # GRPO-family trainers: the rollouts (TRL gathers ZeRO-3's parameters itself)
         with gathered_for_generation(self.model if self.is_fsdp_enabled else None):
             return super()._generate(prompts)
+
+
+def start_deepspeed_comm() -> None:
+    """DeepSpeed's own view of the process group, over the one accelerate started. Under ZeRO-3 every
+    model transformers loads by path while a Trainer's arguments live (TRL's KL reference model) is
+    split as it loads (deepspeed.zero.Init), which reads the number of processes from DeepSpeed: on a
+    GPU accelerate starts it, on CPU it does not, and zero.Init then counts one process and stops on
+    DeepSpeed's batch-size check (train_batch_size 32 != 16 * 1 * 1)."""
+    import deepspeed
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        deepspeed.init_distributed(dist_backend=dist.get_backend())
 
 
 def sharding_asked(args) -> str:
@@ -295,10 +310,13 @@ def save_gathered(trainer, tokenizer, model_cfg, run_dir: Path):
 
     from rlvr.distributed import barrier, is_main_process
 
-    # whole on process 0 (FSDP: empty elsewhere); ZeRO-3 gathers from its engine, as configured by
-    # stage3_gather_16bit_weights_on_model_save (deepspeed_config)
-    state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped if trainer.is_deepspeed_enabled else trainer.model)
     model = trainer.accelerator.unwrap_model(trainer.model)
+    if not trainer.is_deepspeed_enabled:
+        state_dict = trainer.accelerator.get_state_dict(trainer.model)  # whole on process 0, empty elsewhere
+    elif trainer.deepspeed is not None:  # ZeRO-3 gathers from its engine (stage3_gather_16bit_weights_on_model_save)
+        state_dict = trainer.accelerator.get_state_dict(trainer.deepspeed)
+    else:  # no engine: this start trained nothing (it finishes a run from its last checkpoint), the model is whole
+        state_dict = model.state_dict()
     lora = isinstance(model, PeftModel)
     model_class = type(model.get_base_model() if lora else model)  # a causal LM, or a reward model's classifier
     saved = run_dir / ("final_adapter" if lora else "final_model")
