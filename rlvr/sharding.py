@@ -69,7 +69,8 @@ def use_deepspeed(mode: str) -> None:
     """DeepSpeed, ready for rlvr's trainers; one line if it is not installed.
 
     Its torch backend JIT-compiles a shared-memory all-reduce op when it starts (60-100 s the first
-    time on a machine, needs g++, cached in TORCH_EXTENSIONS_DIR). DeepSpeed calls that op only from
+    time on a machine, needs g++; cached per machine in TORCH_EXTENSIONS_DIR, by default
+    ~/.cache/torch_extensions). DeepSpeed calls that op only from
     `inference_all_reduce`, its tensor-parallel inference kernels, which training never uses: ZeRO's
     collectives are torch.distributed's (gloo on CPU, NCCL on GPU). So the op is marked as not
     buildable here, its one reader (deepspeed.comm.torch.build_shm_op) skips it, and no run waits on,
@@ -87,7 +88,7 @@ class ShardedTrainerMixin:
     """For every rlvr trainer: FSDP on CPU, and a stop in one line if the asked sharding is not the one running."""
 
     def __init__(self, *args, **kwargs):
-        if sharding_asked(kwargs["args"]).startswith("zero"):
+        if kwargs.get("args") is not None and sharding_asked(kwargs["args"]).startswith("zero"):
             start_deepspeed_comm()  # before the trainer loads TRL's KL reference model
         super().__init__(*args, **kwargs)
         self.add_callback(MemoryReport())
