@@ -88,13 +88,13 @@ def test_reward_model_under_zero_matches_ddp(tmp_path):
 
 def test_zero3_starts_end_with_a_clean_exit(tmp_path):
     """ZeRO-3 processes were seen to abort (SIGABRT) at interpreter exit after all their work, in 3 of 17
-    resumed runs (issue 18): three starts of one run (new, resumed twice) under torchrun, whose exit
-    status, unlike a submitit task's, is each process's own."""
-    for steps in (2, 3, 4):
+    resumed runs (issue 18): two starts of one run (new, resumed) under torchrun, whose exit status,
+    unlike a submitit task's, is each process's own (rlvr.distributed.close_process_group)."""
+    for steps in (2, 3):
         result = run_cli("torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "rlvr.run", *TINY_RUN,
                          "hardware.tasks_per_node=2", "hardware.sharding=zero3", "eval.before=false", "eval.after=false",
                          "model.warmup_sft_steps=0", "algorithm.save_steps=1", f"algorithm.max_steps={steps}",
                          f"hydra.run.dir={tmp_path}", timeout=300)
         assert result.returncode == 0, f"start to step {steps}: {result.stderr[-3000:]}"
         assert "SIGABRT" not in result.stderr and "terminate called" not in result.stderr
-    assert "resume from checkpoint-3" in (tmp_path / "run.log").read_text()
+    assert "resume from checkpoint-2" in (tmp_path / "run.log").read_text()
