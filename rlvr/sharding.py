@@ -85,7 +85,8 @@ def use_deepspeed(mode: str) -> None:
 
 
 class ShardedTrainerMixin:
-    """For every rlvr trainer: FSDP on CPU, and a stop in one line if the asked sharding is not the one running."""
+    """For every rlvr trainer: FSDP on CPU, DeepSpeed's comm started before anything loads under ZeRO, and a
+    stop in one line if the asked sharding is not the one running."""
 
     def __init__(self, *args, **kwargs):
         if kwargs.get("args") is not None and sharding_asked(kwargs["args"]).startswith("zero"):
