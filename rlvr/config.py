@@ -197,7 +197,8 @@ class HardwareConfig:
     activation_checkpointing: bool = False  # a.k.a. gradient checkpointing; slow on CPU
     tf32: bool = False
     # none: every process holds the whole model (DDP); fsdp: FSDP2 shards parameters, gradients and
-    # optimizer state across the processes (rlvr/sharding.py).
+    # optimizer state across the processes; zero2: DeepSpeed ZeRO-2 shards gradients and optimizer
+    # state; zero3: DeepSpeed ZeRO-3 shards all three (rlvr/sharding.py; pip install 'rlvr[deepspeed]').
     sharding: str = "none"
     # Job resources (hydra/launcher=slurm|local): processes = nodes x tasks_per_node, data-parallel.
     nodes: int = 1

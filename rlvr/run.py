@@ -49,7 +49,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     """Run the composed config in Hydra's output dir; returns the final metrics."""
     from hydra.core.hydra_config import HydraConfig
 
-    from rlvr.distributed import export_torch_distributed, is_main_process
+    from rlvr.distributed import close_process_group, export_torch_distributed, is_main_process
     from rlvr.hardware import check_device, export_device_environment
     from rlvr.models import check_quantization
     from rlvr.recipes import get_recipe
@@ -95,7 +95,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
         from rlvr.cpu_log_probs import score_labelled_positions_only_on_cpu
 
         score_labelled_positions_only_on_cpu()
-    return recipe.train(cfg, run_dir, start)
+    metrics = recipe.train(cfg, run_dir, start)
+    close_process_group()
+    return metrics
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")

@@ -1,9 +1,13 @@
 """`hardware.sharding`: the model's parameters, gradients and optimizer state split across processes.
 
-rlvr only chooses and checks; the sharding is torch's FSDP2 (`fully_shard`) as transformers and
-accelerate apply it from the Trainer's own `fsdp` / `fsdp_config` fields. Each block wraps the
-model's decoder-layer class (transformers' `_no_split_modules`, accelerate's default), so no
-model needs its class named in a config.
+rlvr only chooses and checks; the sharding is done by what transformers and accelerate apply from
+the Trainer's own fields:
+- fsdp: torch's FSDP2 (`fully_shard`), from `fsdp` / `fsdp_config`. Each block wraps the model's
+  decoder-layer class (transformers' `_no_split_modules`, accelerate's default), so no model needs
+  its class named in a config.
+- zero2 / zero3: DeepSpeed ZeRO stage 2 (optimizer state and gradients split, parameters whole on
+  every process) or 3 (parameters split too), from `deepspeed` (a config dict, "auto" where the
+  Trainer fills the value). DeepSpeed is an optional extra: `pip install 'rlvr[deepspeed]'`.
 
 Checkpoints are sharded (each process writes its own shard: no process ever holds the whole
 optimizer state); `final_model/` is gathered into one Hugging Face directory that loads alone.
@@ -20,7 +24,8 @@ from transformers import TrainerCallback
 from rlvr.errors import ConfigError
 
 log = logging.getLogger(__name__)
-SHARDING = ("none", "fsdp")
+ZERO_STAGES = {"zero2": 2, "zero3": 3}
+SHARDING = ("none", "fsdp", *ZERO_STAGES)
 
 
 def trainer_arguments(hw) -> dict:
@@ -32,6 +37,8 @@ def trainer_arguments(hw) -> dict:
     if hw.nodes * hw.tasks_per_node < 2:
         raise ConfigError(f"hardware.sharding={hw.sharding} splits the model across processes, but the hardware asks "
                           f"for one (hardware.nodes x hardware.tasks_per_node = 1): ask for 2 or more, or sharding=none")
+    if hw.sharding in ZERO_STAGES:
+        return {"deepspeed": deepspeed_config(hw)}
     # Fully sharded, each decoder layer its own FSDP unit (transformers' defaults); activation
     # checkpointing by FSDP itself (the Trainer's own would all-gather each layer once more in backward).
     return {"fsdp": True, "activation_checkpointing": False,
@@ -39,22 +46,103 @@ def trainer_arguments(hw) -> dict:
                             "activation_checkpointing": hw.activation_checkpointing}}
 
 
+def deepspeed_config(hw) -> dict:
+    """The DeepSpeed config of `hardware.sharding=zero2|zero3`: "auto" wherever transformers fills the
+    value from the TrainingArguments or the model (batch sizes, clipping, precision, bucket sizes)."""
+    use_deepspeed(hw.sharding)
+    zero = {"stage": ZERO_STAGES[hw.sharding], "contiguous_gradients": True, "reduce_bucket_size": "auto"}
+    if zero["stage"] == 3:
+        zero |= {"stage3_prefetch_bucket_size": "auto",
+                 # A parameter with fewer elements than this stays whole on every process. "auto" is 10 x
+                 # hidden size: on a GPU it spares the gathers of norms and biases, whose latency costs more
+                 # than their memory. On CPU (tests, small models) 0: with "auto" a model as small as the tiny
+                 # one (hidden size 64) would not be split at all.
+                 "stage3_param_persistence_threshold": 0 if hw.device == "cpu" else "auto",
+                 # checkpoints and final_model/ get the whole model, gathered, beside the sharded state
+                 "stage3_gather_16bit_weights_on_model_save": True}
+    return {"zero_optimization": zero, "train_micro_batch_size_per_gpu": "auto", "train_batch_size": "auto",
+            "gradient_accumulation_steps": "auto", "gradient_clipping": "auto",
+            "bf16": {"enabled": "auto"}, "fp16": {"enabled": "auto"}}
+
+
+def use_deepspeed(mode: str) -> None:
+    """DeepSpeed, ready for rlvr's trainers; one line if it is not installed.
+
+    Its torch backend JIT-compiles a shared-memory all-reduce op when it starts (60-100 s the first
+    time on a machine, needs g++; cached per machine in TORCH_EXTENSIONS_DIR, by default
+    ~/.cache/torch_extensions). DeepSpeed calls that op only from
+    `inference_all_reduce`, its tensor-parallel inference kernels, which training never uses: ZeRO's
+    collectives are torch.distributed's (gloo on CPU, NCCL on GPU). So the op is marked as not
+    buildable here, its one reader (deepspeed.comm.torch.build_shm_op) skips it, and no run waits on,
+    or fails for want of, a compiler. Set before DeepSpeed's probe of every op, which it also spares.
+    """
+    try:
+        import deepspeed.ops
+    except ImportError as exc:
+        raise ConfigError(f"hardware.sharding={mode} needs DeepSpeed, which is not installed "
+                          f"({exc}): pip install 'rlvr[deepspeed]'") from exc
+    vars(deepspeed.ops).setdefault("__compatible_ops__", {})["deepspeed_shm_comm"] = False
+
+
 class ShardedTrainerMixin:
-    """For every rlvr trainer: FSDP on CPU, and a stop in one line if the asked sharding is not the one running."""
+    """For every rlvr trainer: FSDP on CPU, DeepSpeed's comm started before anything loads under ZeRO, and a
+    stop in one line if the asked sharding is not the one running."""
 
     def __init__(self, *args, **kwargs):
+        if kwargs.get("args") is not None and sharding_asked(kwargs["args"]).startswith("zero"):
+            start_deepspeed_comm()  # before the trainer loads TRL's KL reference model
         super().__init__(*args, **kwargs)
         self.add_callback(MemoryReport())
-        if self.args.fsdp_plugin_args is not None:
+        if sharding_asked(self.args) != "none":
             self.add_callback(ShardingCheck(self))
 
     def create_accelerator_and_postprocess(self) -> None:
         super().create_accelerator_and_postprocess()
         enable_fsdp_on_cpu(self)
 
-    def _generate(self, prompts):  # GRPO-family trainers: the rollouts
+    def _generate(self, prompts):  # GRPO-family trainers: the rollouts (TRL gathers ZeRO-3's parameters itself)
         with gathered_for_generation(self.model if self.is_fsdp_enabled else None):
             return super()._generate(prompts)
+
+
+def start_deepspeed_comm() -> None:
+    """DeepSpeed's own view of the process group, over the one accelerate started. Under ZeRO-3 every
+    model transformers loads by path while a Trainer's arguments live (TRL's KL reference model) is
+    split as it loads (deepspeed.zero.Init), which reads the number of processes from DeepSpeed: on a
+    GPU accelerate starts it, on CPU it does not, and zero.Init then counts one process and stops on
+    DeepSpeed's batch-size check (train_batch_size 32 != 16 * 1 * 1)."""
+    import deepspeed
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        deepspeed.init_distributed(dist_backend=dist.get_backend())
+
+
+def sharding_asked(args) -> str:
+    """The `hardware.sharding` mode a Trainer's arguments ask for: none, fsdp, zero2 or zero3."""
+    if args.fsdp_plugin_args is not None:
+        return "fsdp"
+    if args.deepspeed:
+        return f"zero{args.hf_deepspeed_config.config['zero_optimization']['stage']}"
+    return "none"
+
+
+def is_sharded(trainer) -> bool:
+    return trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled
+
+
+@contextlib.contextmanager
+def generating_model(trainer):
+    """The trainer's model, whole on every process for the length of the block (an eval during
+    training): FSDP's by gathered_for_generation, ZeRO-3's by TRL's own gather (ZeRO-2 holds it whole)."""
+    if trainer.is_deepspeed_enabled:
+        from trl.models import unwrap_model_for_generation
+
+        with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as model:
+            yield model
+        return
+    with gathered_for_generation(trainer.model if trainer.is_fsdp_enabled else None):
+        yield trainer.model
 
 
 @contextlib.contextmanager
@@ -100,10 +188,16 @@ def enable_fsdp_on_cpu(trainer) -> None:
 
 
 def local_part(tensor):
-    """This process's part of a tensor: an FSDP2 (DTensor) parameter's or state's local shard, else the
-    tensor itself. By its method, not its class: DTensor's import path moved between torch 2.4 and 2.5,
-    and every run (MemoryReport) asks."""
+    """This process's part of a tensor: a ZeRO-3 parameter's partition, an FSDP2 (DTensor) parameter's
+    or state's local shard, else the tensor itself. By attribute, not class: DTensor's import path
+    moved between torch 2.4 and 2.5, and every run (MemoryReport) asks."""
+    if hasattr(tensor, "ds_tensor"):
+        return tensor.ds_tensor
     return tensor.to_local() if hasattr(tensor, "to_local") else tensor
+
+
+def full_numel(tensor) -> int:
+    return getattr(tensor, "ds_numel", None) or tensor.numel()  # a ZeRO-3 parameter's own tensor is empty
 
 
 def held_size(tensor) -> int:
@@ -111,24 +205,49 @@ def held_size(tensor) -> int:
     return local.numel() * local.element_size()
 
 
-def sharded_fraction(model) -> float:
-    """Parameters this process holds / the model's parameters (1.0: not sharded)."""
+def zero_optimizer(optimizer):
+    """DeepSpeed's ZeRO optimizer (inside accelerate's wrapper), or None under FSDP / DDP."""
+    inner = getattr(optimizer, "optimizer", optimizer)
+    return inner if any(hasattr(inner, name) for name in MASTER_PARTITIONS) else None
+
+
+# Where a ZeRO optimizer keeps the fp32 master weights it updates, this process's partition of them:
+# stages 1-2, stage 3. A copy beside the model's own parameters, also in fp32 training (DeepSpeed clones them).
+MASTER_PARTITIONS = ("single_partition_of_fp32_groups", "fp32_partitioned_groups_flat")
+
+
+def master_partitions(zero) -> list:
+    return next(list(getattr(zero, name)) for name in MASTER_PARTITIONS if hasattr(zero, name))
+
+
+def sharded_fraction(model, optimizer=None) -> float:
+    """Parameters this process holds / the model's parameters (1.0: not sharded); under ZeRO-2, whose
+    parameters are whole everywhere, the share of the optimizer's master weights (its state is per element of them)."""
     params = list(model.parameters())
-    return sum(local_part(p).numel() for p in params) / max(sum(p.numel() for p in params), 1)
+    total = max(sum(map(full_numel, params)), 1)
+    zero = zero_optimizer(optimizer)
+    if zero is not None and not any(hasattr(p, "ds_tensor") for p in params):
+        trainable = max(sum(full_numel(p) for p in params if p.requires_grad), 1)
+        return sum(t.numel() for t in master_partitions(zero)) / trainable
+    return sum(local_part(p).numel() for p in params) / total
 
 
-def check_running(accelerator, model) -> float:
-    """Raise in one line unless FSDP is what runs and this process holds only part of the model;
-    returns the part it holds. Asked is never assumed: a flag can be dropped on the way (above)."""
+def check_running(trainer, asked: str) -> float:
+    """Raise in one line unless the asked sharding is what runs and this process holds only part of
+    the model (zero2: of its optimizer state); returns the part it holds. Asked is never assumed: a
+    flag can be dropped on the way (enable_fsdp_on_cpu)."""
     from accelerate.utils import DistributedType
 
-    if accelerator.distributed_type != DistributedType.FSDP:
-        raise ConfigError(f"hardware.sharding=fsdp was asked, but accelerate runs {accelerator.distributed_type.value} "
+    accelerator = trainer.accelerator
+    expected = DistributedType.FSDP if asked == "fsdp" else DistributedType.DEEPSPEED
+    if accelerator.distributed_type != expected:
+        raise ConfigError(f"hardware.sharding={asked} was asked, but accelerate runs {accelerator.distributed_type.value} "
                           f"with {accelerator.num_processes} process(es): the model is not sharded")
-    fraction = sharded_fraction(model)
+    fraction = sharded_fraction(trainer.model, trainer.optimizer)
     if fraction >= 1.0:
-        raise ConfigError(f"hardware.sharding=fsdp: process {accelerator.process_index} holds the whole model "
-                          f"after FSDP wrapped it (nothing was sharded)")
+        what = "optimizer state" if asked == "zero2" else "model"
+        raise ConfigError(f"hardware.sharding={asked}: process {accelerator.process_index} holds the whole {what} "
+                          f"after the trainer wrapped it (nothing was sharded)")
     return fraction
 
 
@@ -139,21 +258,31 @@ class ShardingCheck(TrainerCallback):
         self.trainer = trainer
 
     def on_train_begin(self, args, state, control, **kwargs):
-        fraction = check_running(self.trainer.accelerator, self.trainer.model)
-        log.info("sharding: process %d holds %.1f%% of the parameters", self.trainer.accelerator.process_index,
-                 100 * fraction)
+        asked = sharding_asked(args)
+        fraction = check_running(self.trainer, asked)
+        log.info("sharding: process %d holds %.1f%% of the %s", self.trainer.accelerator.process_index, 100 * fraction,
+                 "optimizer state" if asked == "zero2" else "parameters")
 
 
 def held_bytes(model, optimizer) -> dict[str, int]:
     """Bytes of parameters, gradients (one per trainable parameter, as allocated in backward) and
-    optimizer state that this process holds: its shards under FSDP, everything under DDP."""
+    optimizer state that this process holds: its shards under FSDP, everything under DDP. Under ZeRO:
+    the model's parameters (ZeRO-3: their partitions) plus the fp32 master partition, one gradient per
+    element of that partition (DeepSpeed reduces them into it; its reduce buckets, bounded by
+    reduce_bucket_size, are not counted) and the state of the optimizer stepping that partition."""
     import torch
 
     params = list(model.parameters())
     state = [v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
-    return {"parameters": sum(map(held_size, params)),
+    held = {"parameters": sum(map(held_size, params)),
             "gradients": sum(held_size(p) for p in params if p.requires_grad),
             "optimizer_state": sum(map(held_size, state))}
+    zero = zero_optimizer(optimizer)
+    if zero is not None:
+        masters = master_partitions(zero)
+        held["parameters"] += sum(t.numel() * t.element_size() for t in masters)
+        held["gradients"] = sum(t.numel() for t in masters) * next(p.element_size() for p in params if p.requires_grad)
+    return held
 
 
 class MemoryReport(TrainerCallback):
@@ -183,13 +312,21 @@ def save_gathered(trainer, tokenizer, model_cfg, run_dir: Path):
 
     from rlvr.distributed import barrier, is_main_process
 
-    state_dict = trainer.accelerator.get_state_dict(trainer.model)  # whole on process 0, empty elsewhere
     model = trainer.accelerator.unwrap_model(trainer.model)
+    if not trainer.is_deepspeed_enabled:
+        state_dict = trainer.accelerator.get_state_dict(trainer.model)  # whole on process 0, empty elsewhere
+    elif trainer.deepspeed is not None:  # ZeRO-3 gathers from its engine (stage3_gather_16bit_weights_on_model_save)
+        state_dict = trainer.accelerator.get_state_dict(trainer.deepspeed)
+    else:  # no engine: this start trained nothing (it finishes a run from its last checkpoint), the model is whole
+        state_dict = model.state_dict()
     lora = isinstance(model, PeftModel)
     model_class = type(model.get_base_model() if lora else model)  # a causal LM, or a reward model's classifier
     saved = run_dir / ("final_adapter" if lora else "final_model")
     base = model.get_base_model().config.name_or_path if lora else None  # initial_policy/ or a Hub name
-    load = lambda path: model_class.from_pretrained(path, dtype=model.dtype)  # noqa: E731  whole, in the trained dtype
+    def load(path):  # whole, in the trained dtype
+        with loading_whole():
+            return model_class.from_pretrained(path, dtype=model.dtype)
+
     if is_main_process():
         for tied in getattr(model, "all_tied_weights_keys", None) or {}:  # gathered as copies: save_pretrained would keep both
             state_dict.pop(tied, None)
@@ -204,3 +341,18 @@ def save_gathered(trainer, tokenizer, model_cfg, run_dir: Path):
     if lora and not model_cfg.lora.save_merged:
         return PeftModel.from_pretrained(load(base), saved)
     return load(run_dir / "final_model")
+
+
+@contextlib.contextmanager
+def loading_whole():
+    """from_pretrained loads the model whole inside this block. While a ZeRO-3 Trainer's arguments live,
+    transformers loads every model partitioned across the processes (deepspeed.zero.Init), to be trained
+    by that Trainer's engine: a model loaded back for the evals after training must not be."""
+    from transformers.integrations import deepspeed
+
+    reference = deepspeed._hf_deepspeed_config_weak_ref  # transformers' own switch (set_/unset_hf_deepspeed_config)
+    deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        deepspeed._hf_deepspeed_config_weak_ref = reference

@@ -228,9 +228,9 @@ def save_final_model(trainer, tokenizer, model_cfg, run_dir: Path):
     """
     from peft import PeftModel
 
-    if trainer.is_fsdp_enabled:
-        from rlvr.sharding import save_gathered
+    from rlvr.sharding import is_sharded, save_gathered
 
+    if is_sharded(trainer):
         return save_gathered(trainer, tokenizer, model_cfg, run_dir)
     model = trainer.accelerator.unwrap_model(trainer.model)
     if not isinstance(model, PeftModel):
@@ -286,15 +286,15 @@ def eval_callback(cfg, setup: PolicySetup, run_dir: Path, trainer):
     eval/step-<N>.jsonl, and `eval/<metric>` in the trainer's log at step N (metrics.jsonl, wandb)."""
     from transformers import Trainer, TrainerCallback
 
-    from rlvr.sharding import gathered_for_generation
+    from rlvr.sharding import generating_model
 
     class EvalEverySteps(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step % cfg.eval.every_steps:
                 return
             label = f"step-{state.global_step}"
-            with gathered_for_generation(trainer.model if trainer.is_fsdp_enabled else None):  # ranks generate apart
-                metrics = eval_model(cfg, setup, trainer.model, run_dir, label)
+            with generating_model(trainer) as model:  # whole: the ranks generate apart
+                metrics = eval_model(cfg, setup, model, run_dir, label)
             if metrics:  # rank 0; the base class's log: GRPOTrainer's would flush this step's training metrics into it
                 log_due = control.should_log  # logging resets it: the step's own training row is still to come
                 Trainer.log(trainer, {f"eval/{k[len(f'eval_{label}_'):]}": v for k, v in metrics.items()})

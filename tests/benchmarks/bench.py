@@ -381,13 +381,14 @@ def logged_memory(run_log: Path) -> dict[str, dict[int, int]]:
 
 
 def bench_sharding(steps: int = int(os.environ.get("BENCH_SHARDING_STEPS", "14"))) -> dict:
-    """DDP vs FSDP2, 2 processes (gloo, one thread each), the mid-size model: bytes of parameters +
-    gradients + optimizer state each process holds, peak RSS per process, median step time."""
+    """DDP vs FSDP2 vs DeepSpeed ZeRO-2 / ZeRO-3, 2 processes (gloo, one thread each), the mid-size
+    model: bytes of parameters + gradients + optimizer state each process holds (ZeRO: with its fp32
+    master copy of the process's partition), peak RSS per process, median step time."""
     mid = rlvr_overrides(GRPO_SIZES["mid"]["settings"])
     results: dict[str, float] = {}
     measured = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for mode in ("none", "fsdp"):
+        for mode in ("none", "fsdp", "zero2", "zero3"):
             run_dir = Path(tmp) / mode
             run(["-m", "torch.distributed.run", "--nproc_per_node", "2", *RLVR_BENCH_RUN, *mid, "hardware.tasks_per_node=2",
                  "hardware.torch_threads=1", f"hardware.sharding={mode}", f"algorithm.max_steps={steps}",
@@ -398,8 +399,9 @@ def bench_sharding(steps: int = int(os.environ.get("BENCH_SHARDING_STEPS", "14")
             name = "ddp" if mode == "none" else mode
             results |= {f"sharded_state_mb_{name}": measured[mode]["held"] / 2**20, f"sharded_step_seconds_{name}": measured[mode]["step"]}
             results |= {f"sharded_peak_rss_mb_{name}_rank{p}": kb / 1024 for p, kb in sorted(memory["peak_rss_kb"].items())}
-    results["sharded_state_ratio_fsdp_vs_ddp"] = measured["fsdp"]["held"] / measured["none"]["held"]
-    results["sharded_step_ratio_fsdp_vs_ddp"] = measured["fsdp"]["step"] / measured["none"]["step"]
+    for mode in ("fsdp", "zero2", "zero3"):
+        results[f"sharded_state_ratio_{mode}_vs_ddp"] = measured[mode]["held"] / measured["none"]["held"]
+        results[f"sharded_step_ratio_{mode}_vs_ddp"] = measured[mode]["step"] / measured["none"]["step"]
     return results
 
 

@@ -152,9 +152,10 @@ def test_plain_scancel_of_an_sbatch_job_saves_a_checkpoint(slurm_partition, tmp_
     assert_stopped_with_a_checkpoint(run_dir)
 
 
-def test_fsdp_job_shards_across_its_two_tasks(slurm_partition, tmp_path):
+@pytest.mark.parametrize("sharding", ["fsdp", "zero3"])
+def test_sharded_job_shards_across_its_two_tasks(slurm_partition, tmp_path, sharding):
     result = run_cli("rlvr.run", "-m", *TINY_RUN, *slurm_args(slurm_partition, tmp_path, "hardware.tasks_per_node=2",
-                                                          "hardware.sharding=fsdp", "eval.before=false"))
+                                                          f"hardware.sharding={sharding}", "eval.before=false"))
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     log = (tmp_path / "0" / "run.log").read_text()
     assert "sharding: process 0 holds 50.0% of the parameters" in log

@@ -7,7 +7,8 @@ from conftest import one_line_error, run_cli
 from rlvr.config import HardwareConfig
 from rlvr.errors import ConfigError
 from rlvr.hardware import trainer_arguments
-from rlvr.sharding import check_running
+from rlvr.sharding import check_running, sharding_asked
+from rlvr.sharding import trainer_arguments as sharding_arguments
 
 
 def hardware(**values):
@@ -29,8 +30,9 @@ def test_a_sharded_checkpoint_config_builds_transformers_fsdp2_plugin():
 
 
 @pytest.mark.parametrize("values, message", [
-    ({"sharding": "zero4"}, "hardware.sharding='zero4' must be one of none, fsdp"),
+    ({"sharding": "zero4"}, "hardware.sharding='zero4' must be one of none, fsdp, zero2, zero3"),
     ({"sharding": "fsdp"}, "asks for one"),
+    ({"sharding": "zero3"}, "asks for one"),
 ])
 def test_refused(values, message):
     with pytest.raises(ConfigError, match=message):
@@ -42,14 +44,55 @@ def test_fsdp_through_algorithm_trl_is_refused_naming_the_knob():
     assert "hardware.sharding" in error
 
 
-def test_a_run_that_is_not_sharded_is_stopped():
+@pytest.mark.parametrize("asked", ["fsdp", "zero2", "zero3"])
+def test_a_run_that_is_not_sharded_is_stopped(asked):
     from accelerate.utils import DistributedType
 
-    class Accelerator:
-        distributed_type, num_processes, process_index = DistributedType.MULTI_CPU, 2, 0
+    class Trainer:
+        class accelerator:
+            distributed_type, num_processes, process_index = DistributedType.MULTI_CPU, 2, 0
 
-    with pytest.raises(ConfigError, match="accelerate runs MULTI_CPU with 2 process"):
-        check_running(Accelerator, model=None)
+    with pytest.raises(ConfigError, match=f"sharding={asked} was asked, but accelerate runs MULTI_CPU with 2 process"):
+        check_running(Trainer, asked)
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_zero_asks_transformers_for_deepspeed_with_the_trainers_values(stage):
+    from trl import GRPOConfig
+
+    arguments = trainer_arguments(hardware(sharding=f"zero{stage}", tasks_per_node=2))
+    assert arguments["use_cpu"] is True and "fsdp" not in arguments
+    config = GRPOConfig(output_dir="/tmp/unused", report_to=[], per_device_train_batch_size=4, num_generations=4,
+                        max_grad_norm=0.5, **arguments)
+    assert sharding_asked(config) == f"zero{stage}"
+    filled = config.hf_deepspeed_config.config  # "auto" filled from the arguments by transformers
+    assert filled["zero_optimization"]["stage"] == stage and filled["gradient_clipping"] == 0.5
+    assert filled["train_micro_batch_size_per_gpu"] == 4
+    if stage == 3:  # else the tiny test model (hidden size 64) would not be split; a whole model is saved
+        assert filled["zero_optimization"]["stage3_param_persistence_threshold"] == 0
+        assert filled["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
+
+
+def test_zero3_keeps_small_parameters_whole_on_a_gpu_only():
+    threshold = lambda device: sharding_arguments(hardware(sharding="zero3", tasks_per_node=2, device=device))[  # noqa: E731
+        "deepspeed"]["zero_optimization"]["stage3_param_persistence_threshold"]
+    assert threshold("cpu") == 0 and threshold("cuda") == "auto"
+
+
+def test_zero_without_deepspeed_installed_says_how_to_install_it(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "deepspeed", None)  # as if not installed: its import fails
+    monkeypatch.setitem(sys.modules, "deepspeed.ops", None)
+    with pytest.raises(ConfigError, match=r"hardware.sharding=zero2 needs DeepSpeed, .*pip install 'rlvr\[deepspeed\]'"):
+        trainer_arguments(hardware(sharding="zero2", tasks_per_node=2))
+
+
+def test_deepspeed_does_not_compile_its_inference_only_shm_op():
+    from deepspeed.comm.torch import build_shm_op
+
+    sharding_arguments(hardware(sharding="zero2", tasks_per_node=2))
+    assert build_shm_op() is None  # would JIT-compile for a minute (g++) on a machine without its cache
 
 
 def test_activation_checkpointing_under_fsdp_is_fsdps_own():
