@@ -149,6 +149,23 @@ def barrier() -> None:
         dist.barrier()
 
 
+def agreed_stop(requested: int | None) -> int | None:
+    """The stop signal every process acts on at the end of a step: the one any of them received (if
+    they differ, the highest number: SIGTERM over SIGUSR2 over Ctrl-C). A signal reaches a job's
+    processes at slightly different moments; one that got it only after its step ended would train
+    another step while the others save, and a sharded save's collectives would wait for it for ever.
+    One small all-reduce per step, only with several processes."""
+    if process_count() < 2:
+        return requested
+    import torch
+    import torch.distributed as dist
+
+    device = f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"
+    flag = torch.tensor([requested or 0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return int(flag.item()) or None
+
+
 def close_process_group() -> None:
     """At the end of a run that succeeded: every process waits until all have done their work, then
     torch.distributed's process group is closed, while the interpreter is whole. Left to the
@@ -298,6 +315,7 @@ def checkpoint_callback(extra_files: dict[str, str] | None = None):
                 self.keep, args.save_total_limit = args.save_total_limit, None
 
         def on_step_end(self, args, state, control, **kwargs):
+            self.requested = agreed_stop(self.requested)
             if self.requested:
                 control.should_save = True
 

@@ -72,3 +72,32 @@ def test_a_stop_outside_training_is_one_line_naming_the_phase(tmp_path, capsys, 
     assert capsys.readouterr().err == (f"rlvr: {said} during the SFT warm-up: stopped at once; the same command with "
                                        f"hydra.run.dir={tmp_path} continues from its newest complete checkpoint, if any\n")
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers put back
+
+
+def _agree(rank_index, world, port, requested, results):
+    import torch.distributed as dist
+
+    from rlvr.distributed import agreed_stop
+
+    os.environ.update(RANK=str(rank_index), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank_index, world_size=world)
+    try:
+        results[rank_index] = [agreed_stop(r) for r in requested[rank_index]]
+    finally:
+        dist.destroy_process_group()
+
+
+def test_every_process_acts_on_a_stop_signal_any_of_them_received():
+    """Rank 0 got SIGUSR2 in a step that rank 1 finished without it; then SIGTERM beside a SIGUSR2;
+    then nothing: both ranks agree each time (without it, rank 1 would train on while rank 0 saves)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    requested = {0: [signal.SIGUSR2, signal.SIGUSR2, None], 1: [None, signal.SIGTERM, None]}
+    results = mp.Manager().dict()
+    mp.spawn(_agree, args=(2, port, requested, results), nprocs=2)
+    assert results[0] == results[1] == [signal.SIGUSR2, signal.SIGTERM, None]
