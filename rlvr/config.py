@@ -35,6 +35,9 @@ class TinyModelConfig:
     num_key_value_heads: int = 2
     intermediate_size: int = 128
     max_position_embeddings: int = 256
+    # one matrix for the input embeddings and the LM head, as Qwen2.5-0.5B/1.5B and Qwen3-0.6B have it;
+    # false: two, as the larger Qwen models have them
+    tie_word_embeddings: bool = True
 
 
 @dataclass

@@ -84,7 +84,7 @@ def tiny_config(shape, tokenizer):
         num_key_value_heads=shape.num_key_value_heads,
         intermediate_size=shape.intermediate_size,
         max_position_embeddings=shape.max_position_embeddings,
-        tie_word_embeddings=True,
+        tie_word_embeddings=shape.tie_word_embeddings,
         bos_token_id=None,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

@@ -25,6 +25,18 @@ def test_tiny_model_is_deterministic_per_seed():
     assert torch.equal(w(first), w(second)) and not torch.equal(w(first), w(third))
 
 
+@pytest.mark.parametrize("tied", [True, False])
+def test_tiny_model_ties_its_embeddings_as_asked_and_reloads_so(tmp_path, tied):
+    cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), {"tiny": {"tie_word_embeddings": tied}})
+    model, tokenizer = load_policy(cfg, seed=0)
+    same = lambda m: m.get_input_embeddings().weight.data_ptr() == m.get_output_embeddings().weight.data_ptr()  # noqa: E731
+    assert same(model) == tied
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    loaded, _ = load_policy(OmegaConf.merge(OmegaConf.structured(ModelConfig), {"name_or_path": str(tmp_path)}), seed=0)
+    assert same(loaded) == tied and torch.equal(loaded.lm_head.weight, model.lm_head.weight)
+
+
 def test_policy_loads_from_a_local_directory(tmp_path):
     model, tokenizer = load_policy(OmegaConf.structured(ModelConfig), seed=0)
     model.save_pretrained(tmp_path)
