@@ -315,7 +315,7 @@ def save_gathered(trainer, tokenizer, model_cfg, run_dir: Path):
     model = trainer.accelerator.unwrap_model(trainer.model)
     if not trainer.is_deepspeed_enabled:
         state_dict = trainer.accelerator.get_state_dict(trainer.model)  # whole on process 0, empty elsewhere
-    elif trainer.deepspeed is not None:  # ZeRO-3 gathers from its engine (stage3_gather_16bit_weights_on_model_save)
+    elif trainer.deepspeed is not None:  # from ZeRO's engine (ZeRO-3: gathered, stage3_gather_16bit_weights_on_model_save)
         state_dict = trainer.accelerator.get_state_dict(trainer.deepspeed)
     else:  # no engine: this start trained nothing (it finishes a run from its last checkpoint), the model is whole
         state_dict = model.state_dict()

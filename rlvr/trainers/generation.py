@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import copy
 import functools
-import logging
 from contextlib import contextmanager
 
 from rlvr.sampling import global_stream_sampler
-
-log = logging.getLogger(__name__)
 
 
 @contextmanager
