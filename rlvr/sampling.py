@@ -65,3 +65,35 @@ def row_seeded_sampler(seeds: Sequence[int], steps: int, temperature: float, top
     table = torch.stack([torch.rand(steps, generator=torch.Generator().manual_seed(s), dtype=torch.float64)
                          for s in seeds]).to(device)  # (B, steps)
     return InverseCdfSampler(sampling_warpers(temperature, top_p, top_k), lambda step, batch, _: table[:, step])
+
+
+class SampledTokenLogProbs(LogitsProcessor):
+    """Records the log-prob of every drawn token under the scores this processor sees, divided by
+    `temperature`: the distribution TRL's training log-probs are computed from (temperature, no top-k or
+    top-p), with whatever the processors before this one masked. Leaves the scores untouched.
+
+    The token drawn at step t is known at step t + 1 (the last input id), so each call settles the
+    previous step; `per_completion` settles the last one from the completions.
+    """
+
+    def __init__(self, temperature: float):
+        self.temperature = temperature
+        self.steps: list[torch.Tensor] = []  # (B,) log-prob of the token drawn at each settled step
+        self.pending: torch.Tensor | None = None  # (B, V) log-softmax of the step not yet settled
+
+    def __call__(self, input_ids, scores):
+        if self.pending is not None:
+            self.steps.append(self.pending.gather(1, input_ids[:, -1:]).squeeze(1))
+        self.pending = torch.log_softmax(scores.float() / self.temperature, dim=-1)
+        return scores
+
+    def per_completion(self, completion_ids: Sequence[Sequence[int]]) -> list[list[float]]:
+        """One log-prob per token of each completion (token lists as TRL returns them: up to the stop token)."""
+        if self.pending is not None:
+            step = len(self.steps)
+            last = torch.tensor([ids[step] if len(ids) > step else 0 for ids in completion_ids],
+                                device=self.pending.device)
+            self.steps.append(self.pending.gather(1, last[:, None]).squeeze(1))
+            self.pending = None
+        table = torch.stack(self.steps, dim=1).tolist() if self.steps else [[] for _ in completion_ids]
+        return [row[: len(ids)] for row, ids in zip(table, completion_ids, strict=True)]

@@ -22,6 +22,7 @@ from rlvr.errors import ConfigError
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 CONFIG_KEY = "reasoning_vocab"
+STANDARD, ALL, REASONING = 0, 1, 2  # the ids a token may be drawn from (ReasoningVocab.allowed_sets)
 
 
 @dataclass(frozen=True)
@@ -69,17 +70,25 @@ class ReasoningVocab:
         last_close = torch.where(ids == self.think_close_id, positions, -1).max(dim=1).values
         return last_open > last_close
 
-    def think_mask(self, ids: torch.Tensor, open_before: torch.Tensor) -> torch.Tensor:
-        """(B, T) True for tokens generated inside a think segment (the tags themselves excluded).
-
-        `open_before` (B,) is the state the prompt left each row in.
-        """
+    def open_before(self, ids: torch.Tensor, open_before: torch.Tensor) -> torch.Tensor:
+        """(B, T) True where a think segment is open before token t: the state the logits processor
+        sampled token t in. `open_before` (B,) is the state the prompt left each row in."""
         events = torch.where(ids == self.think_open_id, 1, torch.where(ids == self.think_close_id, -1, 0))
         positions = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
         last_event = torch.where(events != 0, positions, -1).cummax(dim=1).values
         before = torch.cat([torch.full_like(last_event[:, :1], -1), last_event[:, :-1]], dim=1)
-        open_now = torch.where(before >= 0, events.gather(1, before.clamp(min=0)) == 1, open_before[:, None])
-        return open_now & (events == 0)
+        return torch.where(before >= 0, events.gather(1, before.clamp(min=0)) == 1, open_before[:, None].to(ids.device))
+
+    def think_mask(self, ids: torch.Tensor, open_before: torch.Tensor) -> torch.Tensor:
+        """(B, T) True for tokens generated inside a think segment (the tags themselves excluded)."""
+        tags = (ids == self.think_open_id) | (ids == self.think_close_id)
+        return self.open_before(ids, open_before) & ~tags
+
+    def allowed_sets(self, prompt_ids: torch.Tensor, completion_ids: torch.Tensor) -> torch.Tensor:
+        """(B, T) which ids the processor let completion token t be drawn from: STANDARD (outside think),
+        ALL (inside) or REASONING (inside, with `only_in_think`: the reasoning ids and the closing tag)."""
+        inside = self.open_before(completion_ids, self.open_at_end(prompt_ids))
+        return torch.where(inside, REASONING if self.only_in_think else ALL, STANDARD)
 
     def usage(self, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]]) -> dict[str, float]:
         """Token counts for the metrics: think-segment tokens, how many are reasoning ids, and any
