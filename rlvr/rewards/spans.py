@@ -70,27 +70,32 @@ def _answer_match(text: str):
 def answer_spans(completions: Sequence[str], answer: Sequence[Any], format_score: float = 0.5,
                  correct: float = 1.0, wrong: float = -1.0, reasoning_score: float = 0.0,
                  missing: float = -1.0, **_: Any) -> list[list[Span]]:
-    """Built-in spans for arithmetic and GSM8K-style answers.
+    """Built-in spans for arithmetic and GSM8K-style answers, one span per reward group per completion.
 
-    - format: the final answer line / \\boxed{} (format_score when present);
-    - accuracy: the number itself (correct or wrong against the gold answer);
-    - reasoning: the text before the answer (reasoning_score, 0 by default: no pressure either way).
-    A completion with no number at all gets one `missing` span over all of it, in the accuracy group.
+    - accuracy: the number itself, `correct` or `wrong` against the gold answer; a completion with no
+      number at all (an empty one included) gets `missing` over all of it;
+    - format: the final answer line / \\boxed{}, `format_score` when present, else 0 over the whole
+      completion (as open-instruct's format reward): every completion is in the group, so it has
+      variance whenever some completions keep the format and some do not;
+    - reasoning: the text before the answer, `reasoning_score` when present, else 0 over the whole
+      completion; `reasoning_score=0` (the default) leaves the group out (it could carry no signal).
     """
     out = []
     for text, raw in zip(completions, answer, strict=True):
+        whole = (0, len(text))
         located = _answer_match(text)
         if located is None:
-            out.append([(missing, (0, len(text)), "accuracy")] if text else [])
+            spans = [(missing, whole, "accuracy"), (0.0, whole, "format")]
+            out.append(spans + ([(0.0, whole, "reasoning")] if reasoning_score else []))
             continue
         fmt_start, fmt_end, value_start, value_end = located
         gold = normalize_number(gold_answer(raw) or "")
         right = gold is not None and normalize_number(text[value_start:value_end]) == gold
         spans = [(correct if right else wrong, (value_start, value_end), "accuracy")]
-        if fmt_start is not None:
-            spans.append((format_score, (fmt_start, fmt_end), "format"))
-        reasoning_end = fmt_start if fmt_start is not None else value_start
-        if reasoning_end > 0 and text[:reasoning_end].strip():
-            spans.append((reasoning_score, (0, reasoning_end), "reasoning"))
+        spans.append((format_score, (fmt_start, fmt_end), "format") if fmt_start is not None else (0.0, whole, "format"))
+        if reasoning_score:
+            reasoning_end = fmt_start if fmt_start is not None else value_start
+            present = reasoning_end > 0 and text[:reasoning_end].strip()
+            spans.append((reasoning_score, (0, reasoning_end), "reasoning") if present else (0.0, whole, "reasoning"))
         out.append(spans)
     return out

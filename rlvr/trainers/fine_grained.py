@@ -11,13 +11,18 @@ the sums of span scores, for logging), the advantages are replaced by token-leve
 2. character spans map to tokens through the completion's offset mapping (exact when the fast
    tokenizer re-encodes the decoded text to the same ids; else an incremental-decode fallback);
 3. a token's advantage is the mean advantage of the spans covering it; uncovered tokens get 0 and,
-   with `uncovered: drop`, leave the loss denominator and the KL term (their mask is cleared).
+   with `uncovered: drop`, leave the loss denominator and the KL term (their mask is cleared);
+4. the stop token (one of TRL's `eos_token_ids` that ended the completion) is covered by every span of
+   its completion, so it gets the mean of all of them, as in open-instruct: whether to stop here is
+   learned from the whole completion's reward, not only from the spans that reach its last character.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Sequence
+
+import logging
 
 import numpy as np
 import torch
@@ -26,6 +31,7 @@ from accelerate.utils import gather_object
 from rlvr.errors import ConfigError
 from rlvr.trainers.grpo import RolloutLoggingGRPOTrainer
 
+log = logging.getLogger(__name__)
 NORMALIZATIONS = ("standard", "centered", "none")
 SCOPES = ("prompt", "batch")
 SUPPORTED_LOSSES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo")
@@ -163,6 +169,8 @@ class FineGrainedSettings:
 class FineGrainedGRPOTrainer(RolloutLoggingGRPOTrainer):
     """GRPO with span-level rewards and per-reward-group advantages (see the module docstring)."""
 
+    silent_group_steps = 10  # warn once when a reward group's advantages were all 0 for this many steps in a row
+
     def __init__(self, *args, fine_grained: FineGrainedSettings, **kwargs):
         super().__init__(*args, **kwargs)
         if self.loss_type not in SUPPORTED_LOSSES:
@@ -171,6 +179,7 @@ class FineGrainedGRPOTrainer(RolloutLoggingGRPOTrainer):
             raise ConfigError(f"algorithm.fine_grained.uncovered={fine_grained.uncovered!r}: use keep or drop")
         self.fine_grained = fine_grained
         self.special_ids = set(self.processing_class.all_special_ids)
+        self.silent_steps: dict[str, int] = {}  # reward group -> training steps in a row without signal
 
     def _local_spans(self) -> list[list]:
         per_function = [getattr(r.fn, "last_spans", None) for r in self.rewards]
@@ -211,6 +220,8 @@ class FineGrainedGRPOTrainer(RolloutLoggingGRPOTrainer):
         span_ends = np.concatenate([sp.ends for sp in local_spans]).astype(np.int64)
         span_values = np.concatenate(span_adv[offset:offset + len(texts)])
         cover = coverage(tok_starts[rows], tok_ends[rows], span_starts, span_ends)  # (S, T)
+        stops = np.isin(output["completion_ids"].cpu().numpy(), self.eos_token_ids) & mask.bool().cpu().numpy()
+        cover |= stops[rows]  # the stop token: every span of its completion
         advantages, covered = token_advantages(cover, span_values, rows, shape[0])
         if len(rows):  # a span maps exactly when it starts and ends on token boundaries (and offsets were exact)
             first, last = cover.argmax(axis=1), shape[1] - 1 - cover[:, ::-1].argmax(axis=1)
@@ -237,7 +248,20 @@ class FineGrainedGRPOTrainer(RolloutLoggingGRPOTrainer):
             metrics[f"fgrpo/{group}/score_std"].append(float(scores.std()))
             metrics[f"fgrpo/{group}/advantage_mean"].append(float(advs.mean()))
             metrics[f"fgrpo/{group}/advantage_std"].append(float(advs.std()))
+            metrics[f"fgrpo/{group}/adv_abs_mean"].append(float(np.abs(advs).mean()))
+            if mode == "train":
+                self._watch_signal(str(group), bool(np.any(advs != 0)))
         total = stats.exact + stats.approximate
         metrics["fgrpo/covered_token_frac"].append(float((covered & mask.bool().cpu()).sum() / max(mask.sum().item(), 1)))
         metrics["fgrpo/spans_exact_frac"].append(stats.exact / total if total else 1.0)
         metrics["fgrpo/spans_malformed"].append(float(stats.malformed))
+
+    def _watch_signal(self, group: str, has_signal: bool) -> None:
+        """Count the steps in a row in which `group` trained nothing; warn once when they reach
+        `silent_group_steps` (a group whose every member scores the same never trains)."""
+        steps = 0 if has_signal else self.silent_steps.get(group, 0) + 1
+        self.silent_steps[group] = steps
+        if steps == self.silent_group_steps and self.accelerator.is_main_process:
+            log.warning("fgrpo: reward group %r has had all-zero advantages for %d steps in a row: its spans "
+                        "score the same in every completion of a prompt, so it carries no learning signal "
+                        "(see fgrpo/%s/adv_abs_mean)", group, steps, group)
