@@ -191,7 +191,7 @@ def test_toy_mode_moves_positive_spans_up_and_negative_down(tmp_path):
     assert {s["group"] for s in spans} == {"accuracy", "format", "reasoning", "completeness"}
 
 
-def bpe_trainer(tmp_path, span_fn, completions: list[str]):
+def bpe_trainer(tmp_path, span_fn, completions: list[str], answers: list[str] | None = None, settings=None):
     """A fine-grained trainer on the qwen2.5_shape model (real BPE tokenizer) whose rollouts are
     `completions`, tokenized as a model emits them (canonical ids, then <|im_end|>)."""
     import datasets
@@ -215,10 +215,12 @@ def bpe_trainer(tmp_path, span_fn, completions: list[str]):
     n = len(completions)
     args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, per_device_train_batch_size=n, num_generations=n,
                       max_completion_length=max(map(len, completion_ids)), report_to=[], seed=0)
-    rows = [{"prompt": GSM8K[i]["question"], "answer": GSM8K[i]["answer"]} for i in range(n)]
+    answers = answers or [GSM8K[i]["answer"] for i in range(n)]
+    rows = [{"prompt": GSM8K[i]["question"], "answer": answer} for i, answer in enumerate(answers)]
     trainer = FineGrainedGRPOTrainer(model=model, processing_class=tokenizer, args=args, rollout_func=rollout,
                                      rewards=[WeightedReward("spans", SpanReward("spans", span_fn), 1.0)],
-                                     train_dataset=datasets.Dataset.from_list(rows), fine_grained=FineGrainedSettings())
+                                     train_dataset=datasets.Dataset.from_list(rows),
+                                     fine_grained=settings or FineGrainedSettings())
     batch = trainer._generate_and_score_completions(rows)
     return batch, trainer._metrics["train"], completion_ids, tokenizer
 
@@ -252,3 +254,99 @@ def test_spans_inside_multi_character_tokens_cover_those_tokens(tmp_path):
         expected = [bool(starts[k] < end and ends[k] > start) for k in range(len(pieces))]
         covered = (batch["advantages"][row, :len(pieces)] != 0).tolist()
         assert covered == expected, (pieces, covered)
+
+
+# open-instruct's fine-grained GRPO (fgrpo_fast.py), written out for the comparisons below: a score object
+# (score, span, group) per reward group; per (prompt, group) advantage (s - mean) / (np.std(s) + 1e-8);
+# a token's advantage is the mean of the objects whose mask holds it, and the stop token is in every mask.
+def open_instruct_token_advantages(pieces: list[list[str]], objects: list[list[tuple]]) -> list[np.ndarray]:
+    """`pieces`: each completion's tokens as text, the stop token last; one prompt's completions."""
+    groups = {}
+    for row in objects:
+        for score, _, group in row:
+            groups.setdefault(group, []).append(score)
+    stats = {g: (np.mean(s), np.std(s) + 1e-8) for g, s in groups.items()}
+    out = []
+    for row_pieces, row in zip(pieces, objects):
+        ends = np.cumsum([len(p) for p in row_pieces[:-1]])
+        starts = ends - [len(p) for p in row_pieces[:-1]]
+        total, count = np.zeros(len(row_pieces)), np.zeros(len(row_pieces))
+        for score, (a, b), group in row:
+            mean, std = stats[group]
+            held = np.append((starts < b) & (ends > a), True)  # the stop token: always held
+            total += held * (score - mean) / std
+            count += held
+        out.append(np.where(count > 0, total / np.maximum(count, 1), 0.0))
+    return out
+
+
+ISSUE_COMPLETIONS = ["3 * 4 = 12\nFinal: 12", "3 * 4 = 13\nFinal: 13", "So it is 12", "I do not know"]
+
+
+def test_format_group_absent_case_scores_zero_over_the_whole_completion():
+    spans = answer_spans(ISSUE_COMPLETIONS, ["#### 12"] * 4)
+    by_group = [{g: (s, r) for s, r, g in row} for row in spans]
+    assert [row["format"] for row in by_group] == [(0.5, (11, 20)), (0.5, (11, 20)), (0.0, (0, 11)), (0.0, (0, 13))]
+    assert [row["accuracy"][0] for row in by_group] == [1.0, -1.0, 1.0, -1.0]
+    assert all("reasoning" not in row for row in by_group)  # reasoning_score=0: no group that cannot train
+    with_reasoning = answer_spans(ISSUE_COMPLETIONS, ["#### 12"] * 4, reasoning_score=0.2)
+    assert [[(s, r) for s, r, g in row if g == "reasoning"][0] for row in with_reasoning] == [
+        (0.2, (0, 11)), (0.2, (0, 11)), (0.2, (0, 9)), (0.0, (0, 13))]
+
+
+def test_token_advantages_match_open_instruct_up_to_the_documented_std_convention(tmp_path):
+    """The issue's four completions (gold 12: right + format, wrong + format, right without format, no
+    answer) through rlvr's trainer on the real Qwen tokenizer and through open-instruct's formula: the
+    format group trains, the stop token gets the mean of all spans, and the only difference is rlvr's
+    Bessel-corrected std (TRL's convention): a factor sqrt((n - 1) / n) for groups of n."""
+    batch, metrics, ids, tokenizer = bpe_trainer(tmp_path, answer_spans, ISSUE_COMPLETIONS, ["#### 12"] * 4)
+    pieces = [[tokenizer.decode([t]) for t in row] for row in ids]
+    reference = open_instruct_token_advantages(pieces, answer_spans(ISSUE_COMPLETIONS, ["#### 12"] * 4))
+    n = len(ISSUE_COMPLETIONS)
+    for row, expected in enumerate(reference):
+        got = batch["advantages"][row, :len(expected)].numpy()
+        np.testing.assert_allclose(got, expected * np.sqrt((n - 1) / n), rtol=1e-3, atol=1e-3)  # eps: 1e-4 vs 1e-8
+    assert metrics["fgrpo/format/adv_abs_mean"][0] > 0.5 and metrics["fgrpo/accuracy/adv_abs_mean"][0] > 0.5
+    assert batch["advantages"][0, len(ids[0]) - 1] != 0  # the stop token
+
+
+def test_stop_token_gets_the_mean_of_every_span(tmp_path):
+    """The issue's examples (advantages = scores): one span over "Paris" gives the stop token 1.0 (it got 0
+    when only spans reaching the last character covered it); spans of 1.0 and 0.1 give it 0.55."""
+    from rlvr.trainers.fine_grained import FineGrainedSettings
+
+    texts = ["Paris is the capital.", "So 3+4=7. Final: 7"]
+
+    def fixed(completions, **kwargs):
+        return [[(1.0, (0, 5), "a")] if c.startswith("Paris") else [(1.0, (0, 9), "a"), (0.1, (10, 18), "b")]
+                for c in completions]
+
+    batch, _, ids, _ = bpe_trainer(tmp_path, fixed, texts, settings=FineGrainedSettings(normalization="none"))
+    assert batch["advantages"][0, len(ids[0]) - 1].item() == pytest.approx(1.0)
+    assert batch["advantages"][1, len(ids[1]) - 1].item() == pytest.approx(0.55)
+
+
+@pytest.mark.parametrize("n", [2, 3, 8])
+def test_group_scale_is_trls_bessel_corrected_std(n):
+    """rlvr normalises each group as TRL does (std with ddof=1, eps 1e-4); fgrpo_fast uses np.std (ddof=0)
+    and 1e-8. The ratio, sqrt((n - 1) / n), depends on the group's size: 0.707 for 2, 0.816 for 3."""
+    scores = np.arange(n, dtype=float) ** 1.5
+    spans = [CleanSpans(np.array([s]), np.array([0]), np.array([1]), ["g"]) for s in scores]
+    rlvr = np.concatenate(normalize_span_scores(spans, n, "standard", "prompt"))
+    fgrpo_fast = (scores - scores.mean()) / (np.std(scores) + 1e-8)
+    np.testing.assert_allclose(rlvr / fgrpo_fast, np.sqrt((n - 1) / n), rtol=1e-3)
+
+
+def test_a_group_without_signal_is_warned_about_once(caplog):
+    """After `silent_group_steps` steps of all-zero advantages in a row: one warning naming the group."""
+    from types import SimpleNamespace
+
+    from rlvr.trainers.fine_grained import FineGrainedGRPOTrainer
+
+    trainer = SimpleNamespace(silent_steps={}, silent_group_steps=3, accelerator=SimpleNamespace(is_main_process=True))
+    watch = FineGrainedGRPOTrainer._watch_signal.__get__(trainer)
+    for has_signal in [False, False, True, False, False, False, False, False]:
+        watch("format", has_signal)
+        watch("accuracy", True)
+    warnings = [r.getMessage() for r in caplog.records if "no learning signal" in r.getMessage()]
+    assert len(warnings) == 1 and "'format'" in warnings[0]
