@@ -15,6 +15,7 @@ from rlvr.hub import is_offline, looks_like_path
 
 TINY = "tiny"
 SPECIAL_TOKENS = {"eos_token": "<|endoftext|>", "pad_token": "<|pad|>"}
+REWARD_PAD_TOKEN = "<|reward_pad|>"  # a reward model's pad token when its tokenizer pads with eos
 CHAT_TOKENS = ["<|im_start|>", "<|im_end|>"]
 THINK_TOKENS = ["<think>", "</think>"]  # ordinary (not special) tokens: decoded text keeps them
 # A ChatML template, so chat-formatted datasets also run on the tiny model.
@@ -248,7 +249,8 @@ def check_bitsandbytes(quantization: str, device: str) -> None:
 
 
 def load_reward_model(cfg, seed: int):
-    """(model, tokenizer) with a one-output score head initialised with std 1/sqrt(hidden_size + 1)."""
+    """(model, tokenizer) with a one-output score head initialised with std 1/sqrt(hidden_size + 1); a
+    tokenizer that pads with its eos token gets a pad token of its own (REWARD_PAD_TOKEN)."""
     import math
 
     import torch
@@ -258,6 +260,11 @@ def load_reward_model(cfg, seed: int):
         model = build_tiny_model(cfg.tiny, tokenizer, seed, head="reward")
     else:
         model, tokenizer = load_pretrained(cfg, "AutoModelForSequenceClassification", num_labels=1)
+    if tokenizer.eos_token is not None and tokenizer.pad_token_id == tokenizer.eos_token_id:
+        # The score is read at the last token that is not padding: with pad = eos that would be the
+        # token before the EOS the chat templates end with. A pad token of its own, as open-instruct has.
+        tokenizer.add_special_tokens({"pad_token": REWARD_PAD_TOKEN})
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     model.config.pad_token_id = tokenizer.pad_token_id
     head = getattr(model, "score", None) or getattr(model, "classifier", None)
     if head is None:

@@ -18,12 +18,15 @@ log = logging.getLogger(__name__)
 HH_TURN = re.compile(r"\n\n(Human|Assistant): ")
 ROLES = {"Human": "user", "Assistant": "assistant"}
 
-# Chat templates by name, as open-instruct names them ("tokenizer" keeps the tokenizer's own).
+# Chat templates by name, as open-instruct writes them ("tokenizer" keeps the tokenizer's own): the last
+# message ends with the tokenizer's eos token (when it has one), so the reward is read at EOS.
+_EOS_AFTER_LAST = "{% if loop.last and not add_generation_prompt %}{{ eos_token }}{% endif %}"
 CHAT_TEMPLATES = {
-    "simple_concat_with_space": "{% for m in messages %}{{ ' ' if not loop.first else '' }}{{ m['content'] }}{% endfor %}",
+    "simple_concat_with_space": "{% for m in messages %}{{ ' ' if not loop.first else '' }}{{ m['content'] }}"
+                                + _EOS_AFTER_LAST + "{% endfor %}",
     "simple_chat": (
         "{% for m in messages %}{{ '\n\n' if not loop.first else '' }}"
-        "{{ m['role'].capitalize() + ': ' + m['content'] }}{% endfor %}"
+        "{{ m['role'].capitalize() + ': ' + m['content'] }}" + _EOS_AFTER_LAST + "{% endfor %}"
         "{% if add_generation_prompt %}{{ '\n\nAssistant:' }}{% endif %}"
     ),
 }
