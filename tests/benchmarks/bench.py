@@ -35,6 +35,12 @@
   `rlvr.evaluation.run_eval` with n=8 samples per prompt on 32 built-in prompts (32 new tokens,
   temperature 1), scoring and file included, over one `model.generate` call per prompt and sample
   with the same settings, scored alike (BENCH_EVAL_SIZES, BENCH_EVAL_PROMPTS, BENCH_EVAL_N).
+
+BENCH_SMOKE=1: every bench at a smoke size (the same code paths and models; 2 GRPO steps of 8
+completions of at most 8 tokens, a few rows or calls, one run each side), for
+tests/benchmarks/test_bench_smoke.py; its figures only show that each bench runs and yields finite
+numbers, they measure nothing. Smoke results go to bench-results-smoke.json in the system's
+temporary directory, never to bench-results.json; BENCH_RESULTS=PATH writes either elsewhere.
 """
 
 from __future__ import annotations
@@ -49,8 +55,19 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-STEPS = int(os.environ.get("BENCH_STEPS", "40"))
-WARMUP_STEPS = 5
+SMOKE = os.environ.get("BENCH_SMOKE") == "1"
+
+
+def sized(full, smoke):
+    """`full` for `make bench`, `smoke` under BENCH_SMOKE=1."""
+    return smoke if SMOKE else full
+
+
+RESULTS = Path(os.environ.get("BENCH_RESULTS") or sized(ROOT / "bench-results.json",
+                                                         Path(tempfile.gettempdir()) / "bench-results-smoke.json"))
+STEPS = sized(int(os.environ.get("BENCH_STEPS", "40")), 2)
+WARMUP_STEPS = sized(5, 1)
+MIN_TIMED_STEPS = sized(10, 1)  # fewer timed steps than this in a run: an error, not a median
 THREADS = os.environ.get("BENCH_THREADS", "2")
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": THREADS,
        "MKL_NUM_THREADS": THREADS}
@@ -66,6 +83,11 @@ GRPO_SIZES = {
     "real_vocab": {"settings": {"model": "qwen2.5_shape", "per_device_train_batch_size": 32},
                    "steps": int(os.environ.get("BENCH_REAL_VOCAB_STEPS", "14")), "warmup": 2, "repeats": 2},
 }
+# BENCH_SMOKE=1: every GRPO run of the benches generates 8 completions of at most 8 tokens per step.
+SMOKE_SETTINGS = {"per_device_train_batch_size": 8, "max_completion_length": 8}
+if SMOKE:  # the same models, their steps that small, one run each side
+    GRPO_SIZES = {name: {"settings": size["settings"] | SMOKE_SETTINGS, "steps": STEPS, "warmup": WARMUP_STEPS, "repeats": 1}
+                  for name, size in GRPO_SIZES.items()}
 
 
 def run(args: list[str]) -> float:
@@ -83,7 +105,8 @@ def run_measured(args: list[str]) -> tuple[float, float]:
         child.returncode = os.waitstatus_to_exitcode(status)
         if child.returncode != 0:
             output.seek(0)
-            raise subprocess.CalledProcessError(child.returncode, args, output.read().decode(errors="replace")[-3000:])
+            raise RuntimeError(f"`python {' '.join(args)}` exited with {child.returncode}; its output ends:\n"
+                               + output.read().decode(errors="replace")[-3000:])
     return seconds, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
 
 
@@ -91,7 +114,7 @@ def median_step_seconds(metrics_path: Path, warmup: int = WARMUP_STEPS) -> dict[
     """Median `step_seconds` ("step") and, where logged, of each `stage/<name>_s` and of the rest ("other")."""
     rows = [json.loads(line) for line in metrics_path.read_text().splitlines()]
     rows = [r for r in rows if "step_seconds" in r and r["step"] > warmup]
-    if len(rows) < 10:
+    if len(rows) < MIN_TIMED_STEPS:
         raise RuntimeError(f"only {len(rows)} timed steps in {metrics_path}")
     stages = [k for k in rows[0] if k.startswith("stage/")]
     medians = {"step": statistics.median(r["step_seconds"] for r in rows)}
@@ -102,14 +125,15 @@ def median_step_seconds(metrics_path: Path, warmup: int = WARMUP_STEPS) -> dict[
 
 
 def bench_cfg_job() -> dict:
-    times = sorted(run(["-m", "rlvr.run", "--cfg", "job"]) for _ in range(5))
-    return {"cfg_job_seconds": times[2]}
+    return {"cfg_job_seconds": statistics.median(run(["-m", "rlvr.run", "--cfg", "job"]) for _ in range(sized(5, 1)))}
 
 
 RLVR_BENCH_RUN = ["-m", "rlvr.run", "logging=disabled", "logging.plots=false", "logging.rollouts=true",
                   "eval.before=false", "eval.after=false", "model.warmup_sft_steps=0", "algorithm.save_steps=0"]
 # The same with the model preset's SFT warm-up, as a user's run has it (step times are taken after it).
 RLVR_BENCH_RUN_WARMED_UP = [arg for arg in RLVR_BENCH_RUN if not arg.startswith("model.warmup_sft_steps")]
+if SMOKE:
+    RLVR_BENCH_RUN_WARMED_UP += ["model.warmup_sft_steps=2", *(f"algorithm.{k}={v}" for k, v in SMOKE_SETTINGS.items())]
 
 
 PEAK_RSS = "peak_rss_mb"
@@ -117,15 +141,15 @@ PEAK_RSS = "peak_rss_mb"
 
 def alternating_step_medians(commands: dict[str, list[str]], repeats: int = 3,
                              warmup: int = WARMUP_STEPS) -> dict[str, dict[str, float]]:
-    """Per command, the median over `repeats` runs of each median from `median_step_seconds` and of
-    the process's peak RSS (`PEAK_RSS`, MB), the commands taking turns.
+    """Per command, the median over `repeats` runs (one under BENCH_SMOKE=1) of each median from
+    `median_step_seconds` and of the process's peak RSS (`PEAK_RSS`, MB), the commands taking turns.
 
     Run-to-run spread on this 2-core VM is ~10-20%; alternating and repeating keeps drift from
     landing on one side. Each command gets `{run_dir}` replaced by a fresh directory.
     """
     medians: dict[str, list[dict[str, float]]] = {name: [] for name in commands}
     with tempfile.TemporaryDirectory() as tmp:
-        for repeat in range(repeats):
+        for repeat in range(sized(repeats, 1)):
             for name, command in commands.items():
                 run_dir = Path(tmp) / f"{name}{repeat}"
                 _, peak_rss_mb = run_measured([arg.replace("{run_dir}", str(run_dir)) for arg in command])
@@ -186,19 +210,19 @@ def bench_vocab_full_copy() -> dict:
     and the think-segment processor alone at that width."""
     size = GRPO_SIZES["real_vocab"]
     common = [*RLVR_BENCH_RUN, "experiment=vocab_reasoning", "model=qwen3_shape", 'dataset.prompt_template="{question}<think>"',
-              "algorithm.max_completion_length=6", "algorithm.per_device_train_batch_size=32",
+              "algorithm.max_completion_length=6", f"algorithm.per_device_train_batch_size={sized(32, 8)}",
               f"algorithm.max_steps={size['steps']}", "hydra.run.dir={run_dir}"]
     m = alternating_step_medians({"none": [*common, "model.reasoning_vocab_size=0"],
                                   "full": [*common, f"model.reasoning_vocab_size={FULL_COPY}"]},
                                  size["repeats"], size["warmup"])
-    from omegaconf import OmegaConf
-
+    from rlvr.eval import compose
     from rlvr.models import load_policy
 
-    model, tokenizer = load_policy(OmegaConf.load(ROOT / "conf" / "model" / "qwen3_shape.yaml"), seed=0)
+    model_cfg = compose(["experiment=vocab_reasoning", "model=qwen3_shape", "model.reasoning_vocab_size=0"], None).model
+    model, tokenizer = load_policy(model_cfg, seed=0)
     rows = model.get_input_embeddings().num_embeddings
-    bare = {size: bare_model_step_seconds(model, tokenizer, rows + size) for size in (0, FULL_COPY)}
-    overheads = vocab_overheads(model, tokenizer, FULL_COPY, calls=50)
+    bare = {size: bare_model_step_seconds(model, tokenizer, rows + size, batch=sized(32, 8)) for size in (0, FULL_COPY)}
+    overheads = vocab_overheads(model, tokenizer, FULL_COPY, calls=sized(50, 2))
     ratio = m["full"]["step"] / m["none"]["step"]
     return {"vocab_full_copy_bare_model_ratio": bare[FULL_COPY] / bare[0],
             "vocab_full_copy_ratio_over_bare": ratio / (bare[FULL_COPY] / bare[0]),
@@ -224,7 +248,7 @@ def bench_vocab_step() -> dict:
     m = alternating_step_medians({"grpo": [*common, "model.reasoning_vocab_size=0"], "vocab": common}, repeats=5)
     grpo, vocab = m["grpo"]["step"], m["vocab"]["step"]
     return {"grpo_step_seconds_vocab_baseline": grpo, "vocab_step_seconds": vocab, "vocab_step_ratio_vs_grpo": vocab / grpo,
-            **vocab_overheads(*tiny_model_and_tokenizer(), 64)}
+            **vocab_overheads(*tiny_model_and_tokenizer(), 64, calls=sized(500, 2))}
 
 
 def tiny_model_and_tokenizer():
@@ -237,7 +261,8 @@ def tiny_model_and_tokenizer():
     return build_tiny_model(OmegaConf.structured(TinyModelConfig), tokenizer, seed=0), tokenizer
 
 
-def bare_model_step_seconds(model, tokenizer, rows: int, batch: int = 32, new_tokens: int = 6, steps: int = 5) -> float:
+def bare_model_step_seconds(model, tokenizer, rows: int, batch: int = 32, new_tokens: int = 6,
+                            steps: int = sized(5, 1)) -> float:
     """The model's own work in one step of bench_vocab_full_copy, without rlvr or TRL: `model` with
     `rows` embedding rows generates `new_tokens` for `batch` prompts of the bench's shape (sampled as
     rlvr samples on CPU), then the log-probs of those tokens (LM head on the completion positions
@@ -294,12 +319,13 @@ def vocab_overheads(model, tokenizer, size: int, rows: int = 64, tokens: int = 1
     rng = random.Random(0)
     prompts = [[rng.randrange(vocab.standard_size) for _ in range(5)] for _ in range(rows)]
     completions = [[rng.randrange(vocab.standard_size + vocab.size) for _ in range(tokens)] for _ in range(rows)]
+    repeats = sized(50, 1)
     started = time.perf_counter()
-    for _ in range(50):
+    for _ in range(repeats):
         vocab.decode(tokenizer, completions)
         vocab.usage(prompts, completions)
     return {"vocab_processor_us_per_token": per_token * 1e6,
-            "vocab_decode_and_usage_ms_per_step": (time.perf_counter() - started) / 50 * 1e3}
+            "vocab_decode_and_usage_ms_per_step": (time.perf_counter() - started) / repeats * 1e3}
 
 
 def bench_span_mapping() -> dict:
@@ -310,7 +336,7 @@ def bench_span_mapping() -> dict:
 
     tokenizer = build_tiny_tokenizer()
     rows = read_local(str(ROOT / "tests" / "data" / "gsm8k_test_300.jsonl"))
-    texts = list(rows["answer"])
+    texts = list(rows["answer"])[:sized(None, 20)]
     ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     spans = answer_spans(texts, texts)
     started = time.perf_counter()
@@ -327,7 +353,7 @@ def bench_verify() -> dict:
     from rlvr.data import builtin_data_path
     from rlvr.rewards.math import MathVerifyReward
 
-    rows = [json.loads(line) for line in open(builtin_data_path("math500/test.jsonl"), encoding="utf-8")]
+    rows = [json.loads(line) for line in open(builtin_data_path("math500/test.jsonl"), encoding="utf-8")][:sized(None, 16)]
     completions, golds = [r["solution"] for r in rows], [r["answer"] for r in rows]
     serial, parallel = MathVerifyReward(workers=0), MathVerifyReward(workers=2, timeout_s=5.0)
     parallel.score(completions[:4], golds[:4])  # start the pool outside the timing
@@ -353,7 +379,7 @@ def bench_rm_scoring() -> dict:
     from rlvr.rewards.reward_model import RewardModelScorer, as_messages
 
     model, tokenizer = load_reward_model(OmegaConf.structured(ModelConfig), seed=0)
-    pairs = generate_preferences(num_train=256, num_eval=1, seed=0)["train"]
+    pairs = generate_preferences(num_train=sized(256, 16), num_eval=1, seed=0)["train"]
     conversations = [as_messages(p["prompt"], p[side]) for p in pairs for side in ("chosen", "rejected")]
     rates = {}
     for name, batch_size in (("one_by_one", 1), ("batched", 32)):
@@ -380,7 +406,7 @@ def logged_memory(run_log: Path) -> dict[str, dict[int, int]]:
     return found
 
 
-def bench_sharding(steps: int = int(os.environ.get("BENCH_SHARDING_STEPS", "14"))) -> dict:
+def bench_sharding(steps: int = sized(int(os.environ.get("BENCH_SHARDING_STEPS", "14")), STEPS)) -> dict:
     """DDP vs FSDP2 vs DeepSpeed ZeRO-2 / ZeRO-3, 2 processes (gloo, one thread each), the mid-size
     model: bytes of parameters + gradients + optimizer state each process holds (ZeRO: with its fp32
     master copy of the process's partition), peak RSS per process, median step time."""
@@ -390,12 +416,13 @@ def bench_sharding(steps: int = int(os.environ.get("BENCH_SHARDING_STEPS", "14")
     with tempfile.TemporaryDirectory() as tmp:
         for mode in ("none", "fsdp", "zero2", "zero3"):
             run_dir = Path(tmp) / mode
-            run(["-m", "torch.distributed.run", "--nproc_per_node", "2", *RLVR_BENCH_RUN, *mid, "hardware.tasks_per_node=2",
-                 "hardware.torch_threads=1", f"hardware.sharding={mode}", f"algorithm.max_steps={steps}",
-                 f"hydra.run.dir={run_dir}"])
+            # --standalone: a free port of its own, not torchrun's fixed default (another job may hold it)
+            run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *RLVR_BENCH_RUN, *mid,
+                 "hardware.tasks_per_node=2", "hardware.torch_threads=1", f"hardware.sharding={mode}",
+                 f"algorithm.max_steps={steps}", f"hydra.run.dir={run_dir}"])
             memory = logged_memory(run_dir / "run.log")
             measured[mode] = {"held": max(memory["held"].values()),
-                              "step": median_step_seconds(run_dir / "metrics.jsonl", warmup=2)["step"]}
+                              "step": median_step_seconds(run_dir / "metrics.jsonl", warmup=sized(2, WARMUP_STEPS))["step"]}
             name = "ddp" if mode == "none" else mode
             results |= {f"sharded_state_mb_{name}": measured[mode]["held"] / 2**20, f"sharded_step_seconds_{name}": measured[mode]["step"]}
             results |= {f"sharded_peak_rss_mb_{name}_rank{p}": kb / 1024 for p, kb in sorted(memory["peak_rss_kb"].items())}
@@ -406,8 +433,8 @@ def bench_sharding(steps: int = int(os.environ.get("BENCH_SHARDING_STEPS", "14")
 
 
 def bench_eval(sizes: str = os.environ.get("BENCH_EVAL_SIZES", "tiny,mid"),
-               prompts: int = int(os.environ.get("BENCH_EVAL_PROMPTS", "32")), n: int = int(os.environ.get("BENCH_EVAL_N", "8")),
-               max_new_tokens: int = 32) -> dict:
+               prompts: int = sized(int(os.environ.get("BENCH_EVAL_PROMPTS", "32")), 2),
+               n: int = sized(int(os.environ.get("BENCH_EVAL_N", "8")), 2), max_new_tokens: int = sized(32, 8)) -> dict:
     """rlvr's run_eval (n samples per prompt together, prompts batched by length, per-row seeded
     sampling, scoring, file) over one `model.generate` call per prompt and sample (same prompts,
     temperature 1, no top-k/top-p, same length limit, scored alike), in-process, BENCH_THREADS threads."""
@@ -461,24 +488,27 @@ def bench_eval(sizes: str = os.environ.get("BENCH_EVAL_SIZES", "tiny,mid"),
     return results
 
 
-BENCHES = (bench_cfg_job, bench_grpo_step, bench_real_vocab_step, bench_fgrpo_step, bench_vocab_step,
-           bench_vocab_full_copy, bench_span_mapping, bench_verify, bench_rm_scoring, bench_sharding, bench_eval)
+# Every module-level `bench_*` function, in the order they are defined.
+BENCHES = tuple(f for name, f in list(globals().items()) if name.startswith("bench_") and callable(f))
 
 
 def main(names: list[str]) -> None:
-    """Run every bench, or those named (`bench.py bench_grpo_step`); merge into bench-results.json."""
+    """Run every bench, or those named (`bench.py bench_grpo_step`); merge into RESULTS."""
+    unknown = set(names) - {b.__name__ for b in BENCHES}
+    if unknown:
+        sys.exit(f"bench.py: no bench named {', '.join(sorted(unknown))}; "
+                 f"the benches: {', '.join(b.__name__ for b in BENCHES)}")
     results: dict[str, float] = {}
-    path = ROOT / "bench-results.json"
-    previous = json.loads(path.read_text()) if path.exists() else {}
+    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     for bench in [b for b in BENCHES if not names or b.__name__ in names]:
         print(f"running {bench.__name__} ...", file=sys.stderr, flush=True)
         results |= bench()
-        path.write_text(json.dumps(previous | results, indent=2) + "\n")  # after each: a later failure loses nothing
+        RESULTS.write_text(json.dumps(previous | results, indent=2) + "\n")  # after each: a later failure loses nothing
     width = max(map(len, results))
     print(f"{'measure'.ljust(width)}  value")
     for name, value in results.items():
         print(f"{name.ljust(width)}  {value:.4g}")
-    print(f"(written to {path})")
+    print(f"(written to {RESULTS})")
 
 
 if __name__ == "__main__":

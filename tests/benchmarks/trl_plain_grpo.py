@@ -1,6 +1,7 @@
 """The baseline for `make bench`: a plain TRL GRPOTrainer script, as a TRL user would write it.
 
-Same tiny model and tokenizer (built by the same code from the same model preset), same arithmetic
+Same tiny model and tokenizer (built by the same code from the same model preset, composed through
+rlvr's config schema as `python -m rlvr.run model=PRESET` composes it), same arithmetic
 data, same GRPOConfig values as rlvr's bench run; step wall times are taken by the same callback
 rlvr uses (metrics.jsonl, step_seconds), and split into stages by the same instrument
 (rlvr.stage_timing). Dotted overrides choose the model preset (`model=qwen2.5_shape`: its `tiny`
@@ -19,13 +20,11 @@ from omegaconf import OmegaConf
 from transformers import set_seed
 from trl import GRPOConfig, GRPOTrainer
 
-from rlvr.config import TinyModelConfig
 from rlvr.data.arithmetic import generate
+from rlvr.eval import compose
 from rlvr.models import build_tiny_model, build_tokenizer
 from rlvr.stage_timing import instrument
 from rlvr.tracking import metrics_callback
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def last_number_reward(completions, answer, **kwargs):
@@ -38,9 +37,9 @@ def last_number_reward(completions, answer, **kwargs):
 
 def main(out_dir: Path, steps: int, overrides: list[str]) -> None:
     set_seed(0)
-    settings = OmegaConf.to_container(OmegaConf.from_dotlist(overrides))
-    preset = OmegaConf.load(ROOT / "conf" / "model" / f"{settings.pop('model', 'tiny')}.yaml")
-    shape = OmegaConf.merge(OmegaConf.structured(TinyModelConfig), preset.tiny, settings.pop("tiny", {}))
+    model_args = [arg for arg in overrides if arg.startswith(("model=", "tiny."))]
+    shape = compose([arg if arg.startswith("model=") else f"model.{arg}" for arg in model_args], None).model.tiny
+    settings = OmegaConf.to_container(OmegaConf.from_dotlist([arg for arg in overrides if arg not in model_args]))
     tokenizer = build_tokenizer(shape)
     model = build_tiny_model(shape, tokenizer, seed=0)
     rows = generate(num_train=2000, num_eval=1, seed=0)["train"]
