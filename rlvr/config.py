@@ -154,7 +154,7 @@ class AlgorithmConfig:
 
     name: str = "grpo"  # grpo | fgrpo | reward_model
     learning_rate: float = 1e-6
-    lr_scheduler_type: str = "constant"
+    lr_scheduler_type: str = "constant"  # rlvr's default; TRL's and transformers' is linear (decay to 0 at max_steps)
     warmup_steps: float = 0  # an int counts steps; a float < 1 is a fraction of max_steps
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0

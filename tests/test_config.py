@@ -208,3 +208,37 @@ def test_choices_read_from_trls_docs_are_the_values_its_trainer_handles(field):
     documented = trl_choices(GRPOConfig, field)
     assert documented == _trainer_literals(field), (field, documented)
     assert getattr(GRPOConfig, field) in documented
+
+
+# bfan05/simple_grpo: gpu_config.yaml's values, and TRL 0.26.2's defaults (the version it pins) for the
+# GRPOConfig fields it leaves unset; its system prompt and reward, verbatim.
+SIMPLE_GRPO = {
+    "model.name_or_path": "Qwen/Qwen2.5-0.5B-Instruct", "dataset.source": "openai/gsm8k", "dataset.subset": "main",
+    "dataset.train_split": "train[:128]", "dataset.eval_split": "test[:64]",
+    "dataset.system_prompt": "You are a helpful assistant. Solve the problem.\nShow your reasoning briefly.\nAt the end, "
+                             "output exactly one line in this format:\nFinal: <number>\nDo not write anything after the Final line.",
+    "algorithm.learning_rate": 5e-6, "algorithm.max_completion_length": 256, "algorithm.num_generations": 8,
+    "algorithm.max_steps": 128, "algorithm.per_device_train_batch_size": 8, "algorithm.gradient_accumulation_steps": 8,
+    "algorithm.generation_batch_size": 64,
+    "algorithm.beta": 0.0, "algorithm.temperature": 1.0, "algorithm.lr_scheduler_type": "linear", "algorithm.warmup_steps": 0,
+    "algorithm.loss_type": "dapo", "algorithm.scale_rewards": "group", "algorithm.epsilon": 0.2, "algorithm.top_p": 1.0,
+    "algorithm.num_iterations": 1, "algorithm.mask_truncated_completions": False,
+    "eval.greedy": True,
+}
+
+
+def test_simple_grpo_preset_is_the_seed_systems_setup():
+    cfg = compose_with("experiment=simple_grpo")
+    got = {key: OmegaConf.select(cfg, key) for key in SIMPLE_GRPO}
+    assert got == SIMPLE_GRPO
+    [reward] = cfg.reward.functions.values()
+    assert (reward._target_, reward.correct, reward.wrong, reward.missing) == (
+        "rlvr.rewards.numeric.FinalLineReward", 1.0, 0.1, 0.0)
+
+
+def test_no_preset_claims_to_mirror_a_system_it_does_not_reproduce():
+    """Only presets with a test pinning them to their seed's settings may say they reproduce one."""
+    pinned = {"simple_grpo"}
+    for path in (CONF_DIR / "experiment").glob("*.yaml"):
+        claims = any(word in path.read_text().lower() for word in ("mirrors", "reproduced", "reproduces"))
+        assert not claims or path.stem in pinned, path
