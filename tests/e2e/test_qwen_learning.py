@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 def test_grpo_raises_greedy_accuracy_through_the_chat_template(tmp_path):
     completed_run(tmp_path, "experiment=addition_chat_qwen", "logging=disabled", timeout=1800)  # a hang guard only
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    # The target: at least 0.2 over the warm-up's greedy accuracy (seeds 0-3 gained 0.27-0.52: README).
+    # The target: at least 0.2 over the warm-up's greedy accuracy (seeds 0-3 gained 0.27-0.52: docs/performance.md).
     assert metrics["eval_after_accuracy"] - metrics["eval_before_accuracy"] >= 0.2, metrics
     rollouts = [json.loads(line) for line in (tmp_path / "rollouts.jsonl").read_text().splitlines()]
     assert rollouts[0]["prompt_text"] == "<|im_start|>system\nAdd.<|im_end|>\n<|im_start|>user\n" + \

@@ -148,7 +148,7 @@ def test_a_worked_solution_as_gold_is_parsed_as_it_is(judge):
 
 
 def test_agreement_with_trls_accuracy_reward(judge):
-    """README's comparison: TRL's accuracy_reward given the gold as $gold$, on boxed own and other answers."""
+    """The comparison in docs/performance.md: TRL's accuracy_reward given the gold as $gold$, on boxed own and other answers."""
     from trl.rewards import accuracy_reward
 
     golds = [r["answer"] for r in ROWS]
