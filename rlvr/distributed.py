@@ -20,7 +20,10 @@
   the step, then exit 143 or 130, and the same command with `hydra.run.dir=<that run>` continues
   from it. SIGTERM does not requeue: a user's `scancel` and a time limit look alike, and coming back
   after `scancel` would defeat it (SLURM requeues a preempted job itself). SLURM sends SIGKILL
-  KillWait seconds (30 by default) after SIGTERM: the step in progress must end by then.
+  KillWait seconds (30 by default) after SIGTERM: the step in progress must end by then. A reward
+  call the step waits on (`awaited`) is named in the log and given STOP_WAIT_S after the stop (or
+  after it began, if later); one still running then is given up: the run stops without a checkpoint
+  of that step, in one line naming the reward, exit 130 / 143, before SLURM's SIGKILL.
 - Outside training (loading, SFT warm-up, evals, saving) there is nothing to checkpoint: Ctrl-C or
   SIGTERM stops at once with one line naming the phase, exit 130 or 143; so does a second Ctrl-C
   while training waits for the end of its step.
@@ -38,6 +41,7 @@ import signal
 import struct
 import sys
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -49,15 +53,31 @@ EXIT_TERMINATED = 143  # the shell's code for SIGTERM: stopped after a checkpoin
 STOPPING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGUSR2", "SIGINT", "SIGTERM") if hasattr(signal, name))
 STOP_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 STOP_EXITS = {signal.SIGINT: EXIT_INTERRUPTED, signal.SIGTERM: EXIT_TERMINATED}
+STOP_WAIT_S = 20.0  # how long a stop in training waits for a reward call: under SLURM's default KillWait (30 s)
+STOP_EXIT_GRACE_S = 5.0  # then how long the main thread has to leave the call before the process is ended outright
+_exit_process = os._exit  # the real one: an in-process reward call replaces os._exit while it runs (rewards/checks.py)
 _phases = ["start-up"]  # what the run is doing, innermost last, for the line a stop prints
+_run_dirs = []  # the run dir of each `stops_reported` block, innermost last, for the line a stop prints
+_awaited = []  # (what, how to bound it, since) of each call the training step waits on, innermost last
 
 
 class Stopped(KeyboardInterrupt):
-    """A stop signal where no checkpoint can be saved: ends the run at once, reported in one line."""
+    """A stop signal where no checkpoint can be saved: ends the run, reported in one line."""
 
-    def __init__(self, signum: int, phase: str):
-        super().__init__(signum, phase)
-        self.signum, self.phase = signum, phase
+    def __init__(self, signum: int, phase: str, outcome: str = "stopped at once"):
+        super().__init__(signum, phase, outcome)
+        self.signum, self.phase, self.outcome = signum, phase, outcome
+
+    def report(self) -> None:
+        """One line naming the signal, the phase, what happened and how to continue: in the log, and on
+        stderr on a line of its own (also under a live progress bar)."""
+        from tqdm import tqdm
+
+        run_dir = f" with hydra.run.dir={_run_dirs[-1]}" if _run_dirs else ""
+        line = (f"{STOP_NAMES[self.signum]} during {self.phase}: {self.outcome}; the same command{run_dir} "
+                f"continues from its newest complete checkpoint, if any")
+        log.warning("%s", line)
+        tqdm.write(f"rlvr: {line}", file=sys.stderr)
 
 
 @contextlib.contextmanager
@@ -68,6 +88,18 @@ def phase(name: str):
         yield
     finally:
         _phases.pop()
+
+
+@contextlib.contextmanager
+def awaited(what: str, bound: str):
+    """Name a call the training step waits on while it runs (a reward's, `what`) and how a user bounds it
+    (`bound`): a stop in training that finds it running says so, and gives up on it after STOP_WAIT_S."""
+    call = (what, bound, time.monotonic())
+    _awaited.append(call)
+    try:
+        yield
+    finally:
+        _awaited.remove(call)
 
 
 def _stop_now(signum, frame):
@@ -83,20 +115,64 @@ def stops_reported(run_dir):
         return
     stops = (signal.SIGINT, signal.SIGTERM)
     previous = {sig: signal.signal(sig, _stop_now) for sig in stops}
+    _run_dirs.append(run_dir)
     try:
         yield
     except KeyboardInterrupt as exc:
-        signum, where = (exc.signum, exc.phase) if isinstance(exc, Stopped) else (signal.SIGINT, _phases[-1])
-        message = (f"{STOP_NAMES[signum]} during {where}: stopped at once; the same command with "
-                   f"hydra.run.dir={run_dir} continues from its newest complete checkpoint, if any")
-        log.warning("%s", message)
-        from tqdm import tqdm
-
-        tqdm.write(f"rlvr: {message}", file=sys.stderr)
-        raise SystemExit(STOP_EXITS[signum]) from None
+        stop = exc if isinstance(exc, Stopped) else Stopped(signal.SIGINT, _phases[-1])
+        stop.report()
+        raise SystemExit(STOP_EXITS[stop.signum]) from None
     finally:
+        _run_dirs.pop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+class StopWait(threading.Thread):
+    """Watches the step that a Ctrl-C or SIGTERM in training waits for (to save its checkpoint).
+
+    A reward call it waits on (`awaited`) is named in the log once it has run a second, with when the
+    wait ends; one still running STOP_WAIT_S after the stop (or after it began, if later) is given
+    up: `stop` is set and the signal sent again to the main thread, whose handler raises it (the run
+    ends in one line, exit 130 / 143, without a checkpoint of this step). If the main thread has not
+    left the call STOP_EXIT_GRACE_S later (a C call that never returns to Python, a reward that
+    swallowed the interrupt), this thread prints the line and ends the process with that exit code.
+    A call stuck in C code holding the GIL stops this thread too: SLURM's SIGKILL ends that one.
+    It watches until it gives up or `end` is called (training is over).
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(name="rlvr-stop-wait", daemon=True)
+        self.signum, self.since = signum, time.monotonic()
+        self.stop: Stopped | None = None
+        self.ended = threading.Event()
+
+    def end(self) -> None:
+        self.ended.set()
+
+    def run(self) -> None:
+        named = None
+        while self.stop is None and not self.ended.wait(0.2):
+            call = (_awaited[-1:] or [None])[0]
+            if call is None:
+                continue
+            what, _, started = call
+            now, deadline = time.monotonic(), max(self.since, started) + STOP_WAIT_S
+            if call is not named and now - started >= 1:
+                log.warning("%s: waiting for %s (running for %.0f s) to finish the step; giving up in %.0f s",
+                            signal.Signals(self.signum).name, what, now - started, max(deadline - now, 0))
+                named = call
+            if now >= deadline:
+                self._give_up(call)
+
+    def _give_up(self, call: tuple) -> None:
+        what, bound, _ = call
+        self.stop = Stopped(self.signum, "training", f"gave up waiting for {what} after {STOP_WAIT_S:g} s ({bound})")
+        signal.pthread_kill(threading.main_thread().ident, self.signum)
+        time.sleep(STOP_EXIT_GRACE_S)
+        if any(c is call for c in _awaited):  # the main thread is still inside the call
+            self.stop.report()
+            _exit_process(STOP_EXITS[self.signum])
 
 
 def job_tasks() -> int:
@@ -297,13 +373,19 @@ def checkpoint_callback(extra_files: dict[str, str] | None = None):
         def __init__(self):
             self.requested = None  # the signal that asked for a checkpoint
             self.keep = None  # save_total_limit, applied by rotate_checkpoints after COMPLETE
+            self.wait = None  # a StopWait, from the first Ctrl-C or SIGTERM on
             self.previous = {sig: signal.getsignal(sig) for sig in STOPPING_SIGNALS}
             for sig in STOPPING_SIGNALS:
                 signal.signal(sig, self._request)
 
         def _request(self, signum, frame):
+            if self.wait is not None and self.wait.stop is not None:  # the wait for the step was given up
+                raise self.wait.stop
             if self.requested and signum == signal.SIGINT:  # Ctrl-C again: stop now, one line
                 raise Stopped(signum, "training, before the requested checkpoint")
+            if signum in STOP_NAMES and self.wait is None:  # SIGUSR2 waits: the time limit's SIGTERM bounds it
+                self.wait = StopWait(signum)
+                self.wait.start()
             if self.requested:  # a repeated SIGTERM or SIGUSR2: already on its way
                 return
             then = "requeueing" if signum == signal.SIGUSR2 else "stopping (Ctrl-C again: stop now)"
@@ -340,6 +422,8 @@ def checkpoint_callback(extra_files: dict[str, str] | None = None):
             raise SystemExit(EXIT_PREEMPTED)
 
         def on_train_end(self, args, state, control, **kwargs):
+            if self.wait is not None:
+                self.wait.end()
             for sig, handler in self.previous.items():  # eval and saving after training: stop at once
                 signal.signal(sig, handler)
 

@@ -8,19 +8,27 @@ the share of completions it gave no verdict on (None, timeout, error) as a metri
 a reward that gave no verdict at all for `none_patience` training steps in a row stops the run, and a call
 still running after `slow_call_s` is named while it runs. A plain-function reward given `timeout_s`
 runs in a killable worker process (as math_verify does), so it can neither hang nor kill the run.
+Without it, the reward runs in the training process: ending the process there (sys.exit, os._exit)
+stops the run in one line naming the reward, and a stop signal waits for its call a bounded time
+(rlvr/distributed.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import numbers
+import os
+import signal
+import sys
 import threading
 import time
 import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from rlvr.distributed import awaited
 from rlvr.errors import ConfigError, RewardError, RlvrError
 from rlvr.rewards.answers import completion_text, short
 
@@ -58,6 +66,51 @@ def where_raised(exc: BaseException) -> str:
     """'file.py:12' of the innermost frame, so a one-line error still points at the reward's code."""
     frames = traceback.extract_tb(exc.__traceback__)
     return f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+
+
+class ExitRefused(BaseException):
+    """Raised in place of `os._exit` during an in-process reward call; a BaseException, as SystemExit is,
+    so that the reward's own `except Exception` does not swallow it."""
+
+
+def raised_by_a_signal_handler(exc: BaseException) -> bool:
+    """Whether `exc` came from a Python signal handler that interrupted the call (submitit's requeue on
+    SIGUSR2 ends the process so): the handler's decision, not the reward's."""
+    handlers = (signal.getsignal(sig) for sig in signal.valid_signals())
+    codes = {getattr(getattr(h, "__func__", h), "__code__", None) for h in handlers if callable(h)}
+    return any(frame.f_code in codes for frame, _ in traceback.walk_tb(exc.__traceback__))
+
+
+@contextlib.contextmanager
+def exits_refused(name: str):
+    """Around an in-process call of reward `name`: ending the process becomes a one-line RewardError
+    naming the reward and where. SystemExit (sys.exit) is caught; `os._exit`, which would end the run
+    with no message, no flushed logs and, with several processes, the others waiting on it for ever,
+    raises `ExitRefused` instead while the call runs (in any thread; a child process the reward forks
+    keeps the real one). A crash below Python (a segfault, the OOM killer) cannot be caught here."""
+    owner, real_exit, exits = os.getpid(), os._exit, []
+
+    def refused_exit(code):
+        if os.getpid() != owner:
+            real_exit(code)
+        caller = sys._getframe(1)
+        exits.append(f"called os._exit({code!r}) (at {Path(caller.f_code.co_filename).name}:{caller.f_lineno})")
+        raise ExitRefused(exits[-1])
+
+    os._exit = refused_exit
+    try:
+        yield
+    except ExitRefused:
+        pass
+    except SystemExit as exc:
+        if raised_by_a_signal_handler(exc):
+            raise
+        exits.append(f"raised SystemExit({exc.code!r}){where_raised(exc)}")
+    finally:
+        os._exit = real_exit
+    if exits:  # also when the reward caught ExitRefused, or another of its threads called os._exit
+        raise RewardError(f"reward '{name}' {exits[0]}: a reward must return its scores, not end the run; give it "
+                          f"timeout_s to run it in a worker process, where an exit scores None")
 
 
 class CheckedReward:
@@ -107,8 +160,11 @@ class CheckedReward:
         timer.daemon = True
         started = time.perf_counter()
         timer.start()
+        bound = ("give it timeout_s to bound it" if self.pool is None
+                 else f"its timeout_s={self.timeout_s:g} is longer than a stop waits")
         try:
-            values = self._call(prompts, completions, kwargs)
+            with awaited(f"reward '{self.__name__}'", bound):  # named, and waited for a bounded time, by a stop
+                values = self._call(prompts, completions, kwargs)
         finally:
             timer.cancel()
         seconds = time.perf_counter() - started
@@ -122,7 +178,8 @@ class CheckedReward:
     def _call(self, prompts, completions, kwargs: dict):
         if self.pool is None:
             try:
-                return self.fn(prompts=prompts, completions=completions, **kwargs)
+                with exits_refused(self.__name__):
+                    return self.fn(prompts=prompts, completions=completions, **kwargs)
             except RlvrError:
                 raise
             except Exception as exc:  # a user's reward: its failure in one line, pointing at its code

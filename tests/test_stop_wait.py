@@ -1,0 +1,81 @@
+"""A stop in training waits for the reward call in progress a bounded time, naming it, then gives up in one line."""
+
+import logging
+import os
+import signal
+import time
+
+import pytest
+
+from rlvr import distributed
+from rlvr.distributed import checkpoint_callback, stops_reported
+from rlvr.rewards.checks import CheckedReward
+
+
+@pytest.fixture
+def training(monkeypatch):
+    """Training's stop handlers for the test, put back after it; a stop waits 1 s for a reward call."""
+    monkeypatch.setattr(distributed, "STOP_WAIT_S", 1.0)
+    monkeypatch.setattr(distributed, "STOP_EXIT_GRACE_S", 0.5)
+    previous = {sig: signal.getsignal(sig) for sig in distributed.STOPPING_SIGNALS}
+    callbacks = []
+    yield lambda: callbacks.append(checkpoint_callback()) or callbacks[-1]
+    for callback in callbacks:
+        if callback.wait is not None:
+            callback.wait.end()
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
+def score(fn):
+    return CheckedReward(fn, "slow")(prompts=["1+1="], completions=["2"], trainer_state=None)
+
+
+def test_sigterm_gives_up_on_a_reward_that_does_not_return(training, tmp_path, capsys, caplog):
+    def hangs(completions, **kwargs):
+        time.sleep(60)
+
+    with pytest.raises(SystemExit) as info, caplog.at_level(logging.WARNING, logger="rlvr.distributed"):
+        with stops_reported(tmp_path):
+            training()
+            stopped = time.monotonic()
+            os.kill(os.getpid(), signal.SIGTERM)
+            score(hangs)
+    assert info.value.code == 143 and 1 <= time.monotonic() - stopped < 3
+    assert capsys.readouterr().err == (
+        f"rlvr: SIGTERM during training: gave up waiting for reward 'slow' after 1 s (give it timeout_s to bound it); "
+        f"the same command with hydra.run.dir={tmp_path} continues from its newest complete checkpoint, if any\n")
+    assert "SIGTERM: waiting for reward 'slow' (running for 1 s) to finish the step; giving up in 0 s" in caplog.text
+
+
+def test_a_reward_that_returns_in_time_lets_the_step_finish(training, tmp_path):
+    def slow(completions, **kwargs):
+        time.sleep(0.5)
+        return [1.0] * len(completions)
+
+    with stops_reported(tmp_path):
+        stops = training()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert score(slow) == [1.0]
+        time.sleep(1.5)  # past the wait: nothing given up, the step goes on to its checkpoint
+    assert stops.requested == signal.SIGTERM and stops.wait.stop is None
+
+
+def test_a_reward_that_swallows_the_interrupt_is_ended_with_the_stops_exit_code(training, tmp_path, monkeypatch, capsys):
+    exits = []
+    monkeypatch.setattr(distributed, "_exit_process", exits.append)
+
+    def stubborn(completions, **kwargs):
+        while not exits:
+            try:
+                time.sleep(0.1)
+            except BaseException:
+                pass
+        return [0.0] * len(completions)
+
+    with stops_reported(tmp_path):
+        training()
+        os.kill(os.getpid(), signal.SIGINT)
+        score(stubborn)
+    assert exits == [130]
+    assert capsys.readouterr().err.startswith("rlvr: Ctrl-C during training: gave up waiting for reward 'slow' after 1 s")
