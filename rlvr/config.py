@@ -538,32 +538,68 @@ def preset_error_line(exc: BaseException, schema: type = Config) -> str | None:
     return f"{preset.group(1)}.yaml: {problem}"
 
 
-def one_line_preset_errors(prog: str, schema: type = Config) -> None:
-    """Make Hydra report a preset that does not fit the schema in one line, exit code 2.
+def raised_by_a_config_source(exc: BaseException) -> bool:
+    """`exc` was raised while one of Hydra's config sources read a preset (not, say, by a run's own code)."""
+    frame = exc.__traceback__
+    while frame is not None:
+        module = frame.tb_frame.f_globals.get("__name__", "")
+        if module.startswith("hydra._internal.core_plugins.") and module.endswith("config_source"):
+            return True
+        frame = frame.tb_next
+    return False
 
-    Hydra words these errors in seven lines and offers no hook to word them otherwise, so its
-    reporter (the one function every command - run, -m, --cfg - goes through) is wrapped here.
+
+def yaml_error_line(exc: BaseException) -> str | None:
+    """One line for a preset that is not valid YAML (the file, where, what the parser expected), or
+    None if `exc` (or what caused it) is no YAML error raised while reading a preset."""
+    import yaml
+
+    while exc is not None and not isinstance(exc, yaml.YAMLError):
+        exc = exc.__cause__ or exc.__context__
+    if exc is None or not raised_by_a_config_source(exc):
+        return None
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
+        return f"a preset is not valid YAML: {str(exc).splitlines()[0]}"
+    mark = exc.problem_mark
+    where = f"{mark.name} is not valid YAML: line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"
+    if exc.context and exc.context_mark is not None:
+        where += f" ({exc.context} at line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1})"
+    return where
+
+
+def one_line_preset_errors(prog: str, schema: type = Config, report=None) -> None:
+    """Make Hydra report a preset that does not fit the schema (an unknown key, a value of the wrong
+    type) or is not valid YAML, in rlvr's presets or a user's, in one line, exit code 2. `report(exc)`
+    may report any other exception itself and return the exit code (None: not one it reports).
+
+    Hydra words these errors in seven lines (a YAML error: a 60-line traceback) and offers no hook to
+    word them otherwise, so its reporter (the one function every command - run, -m, --cfg - goes
+    through) is wrapped here. Written against hydra-core 1.3 (`hydra._internal.utils.run_and_report`);
+    remove it the day Hydra reports a composition error in one line of its own.
     """
     import sys
 
     import hydra._internal.utils as hydra_utils
     from hydra.errors import ConfigCompositionException
 
-    report = hydra_utils.run_and_report
-    if getattr(report, "rlvr_wrapped", False):
+    original = hydra_utils.run_and_report
+    if getattr(original, "rlvr_wrapped", False):
         return
 
     def run_and_report(func):
         def composing():
             try:
                 return func()
-            except ConfigCompositionException as exc:
-                if (line := preset_error_line(exc, schema)) is None:
+            except Exception as exc:
+                line = preset_error_line(exc, schema) if isinstance(exc, ConfigCompositionException) else None
+                if (line := line or yaml_error_line(exc)) is not None:
+                    print(f"{prog}: error: {line}", file=sys.stderr)
+                    sys.exit(2)
+                if report is None or (code := report(exc)) is None:
                     raise
-                print(f"{prog}: error: {line}", file=sys.stderr)
-                sys.exit(2)
+                sys.exit(code)
 
-        return report(composing)
+        return original(composing)
 
     run_and_report.rlvr_wrapped = True
     hydra_utils.run_and_report = run_and_report

@@ -11,6 +11,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -45,33 +46,59 @@ def set_offline(cfg: DictConfig) -> bool:
     return offline
 
 
-def run(cfg: DictConfig) -> dict[str, float]:
-    """Run the composed config in Hydra's output dir; returns the final metrics."""
-    from hydra.core.hydra_config import HydraConfig
+class Accepted(NamedTuple):
+    """A start that every check has let through: what it does in its run dir, and how."""
 
-    from rlvr.distributed import close_process_group, export_torch_distributed, is_main_process
+    recipe: Any  # the recipe's module (rlvr/recipes/)
+    start: Any  # rlvr.run_dir.Start: new, resume or finish
+    changed: dict[str, list]  # what a continued run changes from its checkpoint's config
+    processes: int
+    offline: bool
+
+
+def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
+    """Every check that can refuse this start, in one place, before any model or data loads and
+    before anything is written; takes the run dir's lock. A refusal is a one-line RlvrError, with
+    the lock given back."""
+    from rlvr.distributed import export_torch_distributed, is_main_process
     from rlvr.hardware import check_device, export_device_environment
     from rlvr.models import check_quantization
     from rlvr.recipes import get_recipe
-    from rlvr.run_dir import RunDirLock, record_start, resume_changes
+    from rlvr.run_dir import RunDirLock, resume_changes
+    from rlvr.sharding import check_sharding
 
     export_device_environment(cfg.hardware)  # first: check_ranges imports trl, hence torch
     check_ranges(cfg)
     check_device(cfg.hardware)
     check_quantization(cfg, cfg.hardware.device)
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
     recipe = get_recipe(cfg.algorithm.name)
     offline = set_offline(cfg)
     world_size = export_torch_distributed()
-    RunDirLock(run_dir, main_process=is_main_process()).acquire()  # held until this process exits
-    start = recipe.preflight(cfg, run_dir)  # may refuse; writes nothing
-    changed = resume_changes(OmegaConf.to_container(cfg, resolve=True), start.checkpoint)
+    check_sharding(cfg.hardware, world_size)
+    lock = RunDirLock(run_dir, main_process=is_main_process()).acquire()  # held until this process exits
+    try:
+        start = recipe.preflight(cfg, run_dir)  # may refuse; writes nothing
+        changed = resume_changes(OmegaConf.to_container(cfg, resolve=True), start.checkpoint)
+    except RlvrError:
+        lock.release()
+        raise
+    return Accepted(recipe, start, changed, world_size, offline)
+
+
+def run(cfg: DictConfig, run_dir: Path, accepted: Accepted) -> dict[str, float]:
+    """Run an accepted start in Hydra's output dir; returns the final metrics."""
+    from rlvr.distributed import close_process_group, is_main_process
+    from rlvr.run_dir import record_start
+    from rlvr.tracking import start_run_log
+
+    start = accepted.start
     if is_main_process():  # every check that can refuse the run has passed: now it may write
-        record_start(run_dir, cfg, changed, start.mode)
-    log.info("run dir %s (offline=%s, processes=%d, %s)", run_dir, offline, world_size,
+        record_start(run_dir, cfg, accepted.changed, start.mode)
+    start_run_log(run_dir)
+    log.info("run dir %s (offline=%s, processes=%d, %s)", run_dir, accepted.offline, accepted.processes,
              start.mode if start.checkpoint is None else f"{start.mode} from {start.checkpoint.name}")
     asked = cfg.hardware.nodes * cfg.hardware.tasks_per_node
-    if world_size == 1 and asked > 1:
+    if accepted.processes == 1 and asked > 1:
         log.warning("hardware asks for %d processes but this is one process: start it with -m hydra/launcher=slurm "
                     "(or local), torchrun or accelerate launch to train data-parallel", asked)
 
@@ -95,34 +122,59 @@ def run(cfg: DictConfig) -> dict[str, float]:
         from rlvr.cpu_log_probs import score_labelled_positions_only_on_cpu
 
         score_labelled_positions_only_on_cpu()
-    metrics = recipe.train(cfg, run_dir, start)
+    metrics = accepted.recipe.train(cfg, run_dir, start)
     close_process_group()
     return metrics
 
 
+def fail(exc: RlvrError, run_dir: Path, refused: bool) -> None:
+    """One line naming the cause and the fix, exit code 2 (a job of a `-m` run: the sweep goes on).
+    A refused start leaves nothing behind (`rlvr.launcher.forget_refused_start`)."""
+    from tqdm import tqdm
+
+    from rlvr.launcher import end_run, forget_refused_start
+
+    if refused:
+        forget_refused_start(run_dir)
+    log.error("%s", exc)
+    line = f"rlvr: error: {exc}"
+    tqdm.write(line, file=sys.stderr)  # on a line of its own, also under a live progress bar
+    end_run(2, line)
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def hydra_main(cfg: DictConfig) -> float:
+    """The task Hydra runs (once, or per job of a `-m` run): start-up check, run, the objective for
+    the sweeper. An error is one line (`fail`); a stop is one line from rlvr.distributed."""
     from hydra.core.hydra_config import HydraConfig
 
-    try:
-        with stops_reported(HydraConfig.get().runtime.output_dir):  # Ctrl-C, SIGTERM: one line, exit 130 / 143
-            metrics = run(cfg)
-    except RlvrError as exc:
-        log.error("%s", exc)
-        from tqdm import tqdm
+    from rlvr.launcher import end_stopped_job, objective_value
 
-        tqdm.write(f"rlvr: error: {exc}", file=sys.stderr)  # on a line of its own, also under a live progress bar
-        sys.exit(2)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    accepted = None
+    try:
+        with stops_reported(run_dir):  # Ctrl-C, SIGTERM: one line, exit 130 / 143
+            accepted = start_up(cfg, run_dir)
+            metrics = run(cfg, run_dir, accepted)
+    except RlvrError as exc:
+        fail(exc, run_dir, refused=accepted is None)
+    except SystemExit as stop:
+        end_stopped_job(stop)  # a job of a -m run in its own process: reported by the launching process
     summary = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
     log.info("final metrics: %s", summary)
-    log.info("done: everything this run wrote is in %s", HydraConfig.get().runtime.output_dir)
-    return metrics.get(cfg.objective, float("nan"))
+    log.info("done: everything this run wrote is in %s", run_dir)
+    return objective_value(cfg, metrics)
 
 
 def main() -> None:
-    """Console-script entry: a one-line error for an unknown key before Hydra composes anything."""
+    """Console-script entry: a one-line error for an unknown key before Hydra composes anything,
+    and for a preset that does not fit or does not parse; a `-m` run's job that failed or stopped
+    reported by `rlvr.launcher.report_end`, with the job's exit code."""
+    from rlvr.launcher import report_end, report_ended_jobs_once
+
     exit_on_unknown_keys("rlvr", sys.argv[1:], groups=GROUPS)
-    one_line_preset_errors("rlvr")
+    one_line_preset_errors("rlvr", report=report_end)
+    report_ended_jobs_once()
     import signal
 
     try:

@@ -28,15 +28,30 @@ ZERO_STAGES = {"zero2": 2, "zero3": 3}
 SHARDING = ("none", "fsdp", *ZERO_STAGES)
 
 
-def trainer_arguments(hw) -> dict:
-    """The TrainingArguments fields of `hardware.sharding` (none: nothing, DDP as before)."""
+def check_sharding(hw, processes: int | None = None) -> None:
+    """`hardware.sharding` is a mode this start can run, in one line: the mode known, 2 or more
+    processes asked for and (`processes`: the number this start runs) running, DeepSpeed installed
+    for zero2 / zero3. Part of the start-up check (rlvr/run.py), before anything is written."""
     if hw.sharding not in SHARDING:
         raise ConfigError(f"hardware.sharding={hw.sharding!r} must be one of {', '.join(SHARDING)}")
     if hw.sharding == "none":
-        return {}
+        return
     if hw.nodes * hw.tasks_per_node < 2:
         raise ConfigError(f"hardware.sharding={hw.sharding} splits the model across processes, but the hardware asks "
                           f"for one (hardware.nodes x hardware.tasks_per_node = 1): ask for 2 or more, or sharding=none")
+    if processes == 1:
+        raise ConfigError(f"hardware.sharding={hw.sharding} splits the model across the {hw.nodes * hw.tasks_per_node} "
+                          f"processes the hardware asks for, but this is one process: start it with -m "
+                          f"hydra/launcher=local (or slurm), torchrun or accelerate launch, or use sharding=none")
+    if hw.sharding in ZERO_STAGES:
+        use_deepspeed(hw.sharding)
+
+
+def trainer_arguments(hw) -> dict:
+    """The TrainingArguments fields of `hardware.sharding` (none: nothing, DDP as before)."""
+    check_sharding(hw)
+    if hw.sharding == "none":
+        return {}
     if hw.sharding in ZERO_STAGES:
         return {"deepspeed": deepspeed_config(hw)}
     # Fully sharded, each decoder layer its own FSDP unit (transformers' defaults); activation

@@ -49,7 +49,8 @@ def write_report(sweep_dir: Path, objective: str | None = None) -> list[dict[str
     rows = collect(sweep_dir)
     if not rows:
         return rows
-    shared = set.intersection(*(set(r["overrides"].split()) for r in rows))
+    known = [set(r["overrides"].split()) for r in rows if r["overrides"]]  # a refused job recorded none
+    shared = set.intersection(*known) if known else set()
     for r in rows:  # what the sweep varied; the csv keeps every override
         r["swept"] = " ".join(o for o in r["overrides"].split() if o not in shared)
     columns = ["job", "swept", "status"] + sorted({k for r in rows for k in r} - {"job", "swept", "overrides", "status", "logs"}) + ["overrides", "logs"]
@@ -60,10 +61,11 @@ def write_report(sweep_dir: Path, objective: str | None = None) -> list[dict[str
     shown = [c for c in (objective, "eval_after_accuracy", "eval_pair_accuracy", "train_reward_last20", "train_seconds") if c]
     shown = list(dict.fromkeys(c for c in shown if any(c in r for r in rows)))
     sampled = sample_metric_names({k for r in rows for k in r}, EVAL_PREFIX)
-    lines = ["| job | swept | status | " + " | ".join(shown + sampled) + " |", "|" + " --- |" * (3 + len(shown) + len(sampled))]
+    header = ["job", "swept", "status", *shown, *sampled]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for r in rows:
         values = [with_uncertainty(r, c) if isinstance(r.get(c), float) else str(r.get(c, "")) for c in shown + sampled]
-        lines.append(f"| {r['job']} | {r['swept']} | {r['status']} | " + " | ".join(values) + " |")
+        lines.append("| " + " | ".join([str(r["job"]), r["swept"], r["status"], *values]) + " |")
     failed = [r for r in rows if r["status"] == "failed"]
     if sampled:
         lines += ["", "accuracy, mean@n, pass@k: value ± standard error over prompts; maj@k: value [95% bootstrap interval]."]

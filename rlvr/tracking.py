@@ -1,10 +1,11 @@
-"""What a run leaves in its Hydra run dir: metrics.jsonl, rollouts.jsonl, metrics.json, wandb files."""
+"""What a run leaves in its Hydra run dir: run.log, metrics.jsonl, rollouts.jsonl, metrics.json, wandb files."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import logging.handlers
 import os
 from pathlib import Path
 from typing import Any, Iterable
@@ -139,11 +140,36 @@ def setup_wandb(logging_cfg, run_dir: Path, run_name: str) -> list[str]:
     return ["wandb"]
 
 
+def start_run_log(run_dir: Path) -> None:
+    """Once a start is accepted: what this process logged so far, and all it logs from now on, goes
+    to run.log in `run_dir`. Until then conf/hydra/job_logging/rlvr.yaml holds the lines in memory,
+    so that a refused start writes no run.log, nor into the run.log of the run that holds the dir.
+    Does nothing under another job_logging (Hydra's default opens run.log at once)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    root = logging.getLogger()
+    for held in [h for h in root.handlers if isinstance(h, logging.handlers.MemoryHandler)]:
+        file = logging.FileHandler(run_dir / f"{HydraConfig.get().job.name}.log", encoding="utf-8")
+        file.setFormatter(held.formatter)
+        file.setLevel(held.level)
+        for record in held.buffer:
+            file.handle(record)
+        root.removeHandler(held)
+        held.close()
+        root.addHandler(file)
+
+
+# The row transformers' Trainer logs when training ends (runtime, throughput, mean loss), by a key only it has.
+TRAINING_SUMMARY_KEY = "train_runtime"
+
+
 def metrics_callback(path: Path):
     """A transformers TrainerCallback writing every logged dict, with its step, to metrics.jsonl.
 
     Each row also carries `step_seconds`: wall time from the end of the previous optimizer step
-    to the end of this one (generation, rewards, backward, optimizer, logging: all of it).
+    to the end of this one (generation, rewards, backward, optimizer, logging: all of it). When
+    training (re)starts, the end-of-training row of an earlier start is dropped: a continued run has
+    one, its own.
     """
     import time
 
@@ -154,6 +180,10 @@ def metrics_callback(path: Path):
             path.parent.mkdir(parents=True, exist_ok=True)
             self.last_end = None
             self.step_seconds = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                truncate_jsonl(path, keep=lambda row: TRAINING_SUMMARY_KEY not in row)
 
         def on_step_begin(self, args, state, control, **kwargs):
             if self.last_end is None:

@@ -1,0 +1,244 @@
+"""How a run, or a job of a `-m` run, starts and ends as its user sees it, whatever launches it (the
+Python side of `hydra/launcher`: the presets are in conf/hydra/launcher/, the shell scripts in launchers/).
+
+- `RunDirCheck` (a Hydra callback): a `hydra.run.dir` or `hydra.sweep.dir` that is a file, or that
+  cannot be created or written, is one line before anything runs. A single run whose start is
+  refused removes the run dir its start created (`forget_refused_start`): a refused config leaves
+  no `outputs/...` folder behind.
+- `RunEnded`: how a job of a `-m` run ends on an error or a refusal (and, in a process of its own,
+  a submitit job, on a stop): Hydra records the job as failed and the sweep goes on (Optuna records
+  a failed trial). The process that launched the sweep reports it (`report_end`): the job's rlvr line
+  on top, where its logs are, the command that continues it (`continue_command`), and its exit code.
+- `report_ended_jobs_once`: the one patch of Hydra's internals here (hydra-core 1.3), so that
+  Hydra's own line about a failed job does not come above rlvr's.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+
+# The directories the current single run's start created (deepest first), removed if it is refused.
+_created: list[Path] = []
+# The sweep dir of the `-m` run this process launched, for the report of a sweep that ends in a failure.
+_sweep_dirs: list[Path] = []
+
+
+class RunEnded(Exception):
+    """A job of a `-m` run that ended without its metrics. `line`: the rlvr line the job printed
+    (by process `pid`), if any; `summary`: what the job was, how it ended, where its logs are and, for
+    a stop, the command that continues it; `code`: the exit code of the `-m` command. Picklable:
+    a submitit job's comes back to the process that launched it."""
+
+    def __init__(self, code: int, line: str | None, summary: str, pid: int | None = None):
+        pid = os.getpid() if pid is None else pid
+        super().__init__(code, line, summary, pid)  # the arguments it is unpickled with
+        self.code, self.line, self.summary, self.pid = code, line, summary, pid
+
+    def __str__(self) -> str:
+        return self.line or self.summary
+
+
+def dir_problem(path: Path) -> str | None:
+    """Why `path` cannot be a run dir (a file, a parent that is a file, no permission), or None once
+    it exists as a directory this process can write."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        return f"{path} is a file, not a directory"
+    except NotADirectoryError:
+        return f"{next((p for p in path.parents if p.is_file()), path)} is a file, not a directory"
+    except OSError as exc:
+        return f"it cannot be created ({exc.strerror}: {exc.filename})"
+    if not os.access(path, os.W_OK | os.X_OK):
+        return f"{path} is not writable"
+    return None
+
+
+def prepare_dir(key: str, path: Path) -> list[Path]:
+    """Create `path` (the value of `key`); returns the directories this created, deepest first. One
+    line on stderr and exit code 2 if it cannot be a directory that rlvr writes."""
+    created = [p for p in (path, *path.parents) if not p.exists()]
+    if (problem := dir_problem(path)) is not None:
+        print(f"rlvr: error: {key}={path}: {problem}: pick another {key}", file=sys.stderr)
+        sys.exit(2)  # a callback's exception would be a warning to Hydra; this ends the command
+    return created
+
+
+class RunDirCheck(Callback):
+    """Hydra callback (conf/config.yaml): the run dir (sweep dir) is checked and created before Hydra
+    goes on; Hydra's own attempt would end in a traceback."""
+
+    def on_run_start(self, config, **kwargs) -> None:
+        _created[:] = prepare_dir("hydra.run.dir", Path(config.hydra.run.dir))
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        prepare_dir("hydra.sweep.dir", sweep_dir)
+        _sweep_dirs[:] = [sweep_dir]
+
+
+def is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def own_process() -> bool:
+    """This job of a `-m` run has its process(es) to itself (submitit, local or SLURM): a stop ends it
+    alone, rather than the whole sweep that a basic launcher runs in one process."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return is_multirun() and "submitit" in str(HydraConfig.get().launcher.get("_target_", ""))
+
+
+def forget_refused_start(run_dir: Path) -> None:
+    """A refused start leaves nothing: a single run's dir that its start created goes (it is empty:
+    rlvr writes nothing before the start is accepted); a `-m` job's own new dir keeps the start's
+    log in run.log, for the sweep report to point at. An existing run dir is left as it was."""
+    from rlvr.tracking import start_run_log
+
+    if is_multirun():
+        if run_dir.is_dir() and not any(run_dir.iterdir()):
+            start_run_log(run_dir)
+        return
+    for path in _created:
+        try:
+            path.rmdir()
+        except OSError:  # not empty: something else lives there now
+            break
+    _created.clear()
+
+
+def continue_command(hydra_cfg) -> str:
+    """The command that runs this job of a `-m` run again, alone, in the same run dir and the same
+    way: its launcher and launcher settings, its config dir, its own overrides (an Optuna trial's drawn
+    values, not the search), `hydra.sweep.dir` and `hydra.sweep.subdir` pointing at it."""
+    dropped = ("hydra.sweep.dir=", "hydra.sweep.subdir=", "hydra/sweeper=", "hydra.sweeper.", "hydra.mode=")
+    sweep_dir = Path(hydra_cfg.sweep.dir).absolute()
+    args = ["python", "-m", "rlvr.run", "-m"]
+    args += [f"--config-dir={s.path}" for s in hydra_cfg.runtime.config_sources if s.provider == "command-line"]
+    if hydra_cfg.job.config_name != "config":
+        args.append(f"--config-name={hydra_cfg.job.config_name}")
+    args += [o for o in hydra_cfg.overrides.hydra if not o.lstrip("+~").startswith(dropped)]
+    args += [*hydra_cfg.overrides.task, f"hydra.sweep.dir={sweep_dir}",
+             f"hydra.sweep.subdir={Path(hydra_cfg.runtime.output_dir).relative_to(sweep_dir)}"]
+    return shlex.join(args)
+
+
+def job_logs(run_dir: Path) -> list[str]:
+    """Where a job's logs are: its run.log, and the error stream of a submitit task."""
+    logs = [str(run_dir / "run.log")] if (run_dir / "run.log").exists() else []
+    if os.environ.get("SUBMITIT_FOLDER"):
+        import submitit
+
+        logs.append(str(submitit.JobEnvironment().paths.stderr))
+    return logs
+
+
+def job_ended(code: int, line: str | None, how: str, resume: bool = False) -> RunEnded:
+    """This job's end, as the process that launched the sweep reports it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    summary = f"job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)}) {how}"
+    if logs := job_logs(run_dir):
+        summary += f"; its log: {', '.join(logs)}"
+    if resume:
+        summary += f"; this continues it from its newest complete checkpoint, if any: {continue_command(hydra_cfg)}"
+    return RunEnded(code, line, summary)
+
+
+def end_run(code: int, line: str | None) -> None:
+    """A run that failed or was refused, its line printed: exit with `code`; a job of a `-m` run
+    raises `RunEnded` instead, so that the sweep goes on and the launching process reports it."""
+    if not is_multirun():
+        sys.exit(code)
+    raise job_ended(code, line, "failed")
+
+
+def end_stopped_job(stop: SystemExit) -> None:
+    """A stop (Ctrl-C, SIGTERM) of a job in a process of its own: `RunEnded`, whose report says how
+    to continue it; any other exit goes on (a requeue's, or a sweep's that runs in one process)."""
+    from rlvr.distributed import STOP_EXITS, STOP_NAMES
+
+    names = {code: STOP_NAMES[signum] for signum, code in STOP_EXITS.items()}
+    if stop.code not in names or not own_process():
+        raise stop
+    raise job_ended(stop.code, None, f"stopped by {names[stop.code]}", resume=True) from None
+
+
+def objective_value(cfg, metrics: dict[str, float]) -> float:
+    """What the run returns to the sweeper: its `objective` metric. A sweeper that reads it (Optuna)
+    cannot take NaN (it would end the search): the job fails in one line instead."""
+    from hydra.core.hydra_config import HydraConfig
+
+    value = metrics.get(cfg.objective, math.nan)
+    if not math.isnan(value) or not is_multirun() or "BasicSweeper" in str(HydraConfig.get().sweeper._target_):
+        return value
+    problem = "is NaN" if cfg.objective in metrics else "is not among this run's metrics"
+    line = (f"rlvr: error: objective={cfg.objective} {problem}: the sweeper needs a number (set objective to "
+            f"one of metrics.json's keys)")
+    print(line, file=sys.stderr)
+    raise job_ended(2, line, "failed")
+
+
+def report_ended_jobs_once() -> None:
+    """Hydra (hydra-core 1.3, `hydra.core.utils.JobReturn.return_value`) prints "Error executing job
+    with overrides: [...]" whenever a sweeper reads a failed job's result, above anything rlvr says:
+    for a job that ended with `RunEnded` (its line printed, its overrides in `report_end`'s line) the
+    result is raised without it. Remove this when Hydra lets a launcher or job word a failure itself."""
+    from hydra.core.utils import JobReturn, JobStatus
+
+    hydra_property = JobReturn.return_value
+    if getattr(hydra_property.fget, "rlvr_wrapped", False):
+        return
+
+    def return_value(job: JobReturn):
+        if job.status == JobStatus.FAILED and isinstance(job._return_value, RunEnded):
+            raise job._return_value
+        return hydra_property.fget(job)
+
+    return_value.rlvr_wrapped = True
+    JobReturn.return_value = property(return_value, hydra_property.fset)
+
+
+def raised_in(package: str, exc: BaseException) -> bool:
+    """`exc` was raised by code of `package` (its traceback passes through one of its modules)."""
+    frame = exc.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_globals.get("__name__", "").startswith(package + "."):
+            return True
+        frame = frame.tb_next
+    return False
+
+
+def report_end(exc: BaseException) -> int | None:
+    """In the process that launched a `-m` run: report a job's end and give the command's exit code
+    (None: not a job's end, left to Hydra). The sweep report is written first (Hydra skips it when a
+    sweep raises)."""
+    if _sweep_dirs and _sweep_dirs[0].is_dir():
+        from rlvr.sweep_report import write_report
+
+        write_report(_sweep_dirs[0])
+    if isinstance(exc, RunEnded):
+        if exc.line and exc.pid != os.getpid():  # a submitit job's: printed in its own log only
+            print(exc.line, file=sys.stderr)
+        print(f"rlvr: {exc.summary}", file=sys.stderr)
+        return exc.code
+    if type(exc).__module__.startswith("submitit"):  # a job that died without a result (killed, out of memory)
+        where = str(exc).splitlines()[0]
+        print(f"rlvr: a job ended without a result (killed, or it died outside rlvr): {where}", file=sys.stderr)
+        return 1
+    if _sweep_dirs and raised_in("optuna", exc):  # e.g. a search that went past failed trials, to none completed
+        print(f"rlvr: error: the search stopped: {exc} (its trials: {_sweep_dirs[0] / 'sweep_summary.md'})",
+              file=sys.stderr)
+        return 2
+    return None

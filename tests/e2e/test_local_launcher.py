@@ -1,0 +1,79 @@
+"""`-m hydra/launcher=local` jobs (2 processes on one machine through submitit) end as a single
+process does: rlvr's line on top, its exit code, and a stop's command to continue that works as pasted."""
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, TINY_RUN, one_line_error, run_cli
+
+pytestmark = pytest.mark.slow
+
+TWO_PROCESSES = ["-m", "hydra/launcher=local", "hardware.tasks_per_node=2"]
+
+
+def job_line(stderr: str) -> str:
+    """The line the launching process prints about its job."""
+    [line] = [line for line in stderr.splitlines() if line.startswith("rlvr: job 0 (")]
+    return line
+
+
+def test_a_refused_job_is_rlvrs_line_and_exit_code_2(tmp_path):
+    result = run_cli("rlvr.run", *TWO_PROCESSES, *TINY_RUN, "algorithm.learning_rate=-1", f"hydra.sweep.dir={tmp_path}")
+    assert one_line_error(result) == "rlvr: error: algorithm.learning_rate=-1.0 must be > 0"
+    assert result.stderr.startswith("rlvr: error:")  # on top: nothing of Hydra's or submitit's above it
+    line = job_line(result.stderr)
+    assert "algorithm.learning_rate=-1) failed; its log: " in line and str(tmp_path / ".submitit") in line
+    assert "| 0 |  | failed |" in (tmp_path / "sweep_summary.md").read_text()
+
+
+def loss_rows(run_dir):
+    path = run_dir / "metrics.jsonl"
+    return [row for row in map(json.loads, path.read_text().splitlines()) if "loss" in row] if path.exists() else []
+
+
+def test_a_sigterm_stop_is_one_line_whose_command_continues_the_run(tmp_path):
+    """FSDP over 2 processes: the command printed relaunches it the same way (the job's own one-process
+    `hydra.run.dir=` hint is refused in one line, writing nothing)."""
+    args = [sys.executable, "-m", "rlvr.run", *TWO_PROCESSES, "hardware.sharding=fsdp", *TINY_RUN,
+            "algorithm.max_steps=40", "algorithm.save_steps=0", "eval.before=false", f"hydra.sweep.dir={tmp_path}"]
+    caller = subprocess.Popen(args, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    run_dir = tmp_path / "0"
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and len(loss_rows(run_dir)) < 3:
+            time.sleep(0.2)
+        [job] = [p.name for p in (tmp_path / ".submitit").iterdir() if p.name.isdigit()]
+        os.kill(int(job), signal.SIGTERM)  # the job's controller (submitit's job id), as `scancel` signals a job
+        _, stderr = caller.communicate(timeout=300)
+    finally:
+        caller.kill()
+    assert caller.returncode == 143, stderr[-3000:]
+    assert "Traceback" not in stderr and stderr.startswith("rlvr: job 0 (")
+    line = job_line(stderr)
+    assert ") stopped by SIGTERM; its log: " in line
+    command = shlex.split(line.split("continues it from its newest complete checkpoint, if any: ")[1])
+    assert command[:4] == ["python", "-m", "rlvr.run", "-m"] and "hardware.sharding=fsdp" in command
+    [checkpoint] = (run_dir / "checkpoints").glob("checkpoint-*")
+    saved = int(checkpoint.name.split("-")[1])
+    assert 3 <= saved < 40 and [row["step"] for row in loss_rows(run_dir)] == list(range(1, saved + 1))
+
+    plain = run_cli("rlvr.run", *TINY_RUN, "hardware.tasks_per_node=2", "hardware.sharding=fsdp",
+                    "algorithm.max_steps=40", "algorithm.save_steps=0", "eval.before=false", f"hydra.run.dir={run_dir}")
+    assert "but this is one process: start it with -m hydra/launcher=local" in one_line_error(plain)
+    assert len((run_dir / "run_info.jsonl").read_text().splitlines()) == 1
+
+    pasted = subprocess.run([sys.executable, *command[1:]], cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                            capture_output=True, text=True, timeout=600)  # `python` of the venv the user runs
+    assert pasted.returncode == 0, pasted.stderr[-3000:]
+    assert [row["step"] for row in loss_rows(run_dir)] == list(range(1, 41))  # continued; no step repeated
+    starts = [json.loads(line) for line in (run_dir / "run_info.jsonl").read_text().splitlines()]
+    assert [start["mode"] for start in starts] == ["new", "resume"]
+    assert json.loads((run_dir / "metrics.json").read_text())["train_steps"] == 40

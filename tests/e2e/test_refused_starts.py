@@ -1,0 +1,50 @@
+"""A start that is refused writes nothing: no folder of its own, nothing in the run dir it names, nothing in
+the log of the run that holds that dir. And a continued run keeps one end-of-training row, its own."""
+
+import json
+import os
+import socket
+
+import pytest
+
+from conftest import TINY_RUN, completed_run, one_line_error, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_refused_config_leaves_no_outputs_folder(tmp_path):
+    line = one_line_error(run_cli("rlvr.run", *TINY_RUN, "algorithm.learning_rate=-1",
+                                  f"hydra.run.dir={tmp_path / 'outputs' / 'today' / 'now'}", timeout=120))
+    assert "algorithm.learning_rate=-1.0 must be > 0" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_start_refused_for_its_process_count_writes_nothing(tmp_path):
+    """What a user gets who continues a 2-process FSDP run with a plain, one-process command."""
+    line = one_line_error(run_cli("rlvr.run", *TINY_RUN, "hardware.tasks_per_node=2", "hardware.sharding=fsdp",
+                                  f"hydra.run.dir={tmp_path}", timeout=120))
+    assert line == ("rlvr: error: hardware.sharding=fsdp splits the model across the 2 processes the hardware asks "
+                    "for, but this is one process: start it with -m hydra/launcher=local (or slurm), torchrun or "
+                    "accelerate launch, or use sharding=none")
+    assert list(tmp_path.iterdir()) == []  # no config_resolved.yaml, run_info.jsonl, run.log or lock
+
+
+def test_a_start_refused_by_the_lock_leaves_the_holders_log_alone(tmp_path):
+    from rlvr.run_dir import LOCK_NAME, process_start_time
+
+    holder = {"job": "process:elsewhere", "host": socket.gethostname(), "pid": os.getpid(),  # alive: this test
+              "pid_started": process_start_time(os.getpid()), "since": "earlier", "command": "rlvr (the holder)"}
+    (tmp_path / LOCK_NAME).write_text(json.dumps(holder))
+    (tmp_path / "run.log").write_text("the holder's log\n")
+    line = one_line_error(run_cli("rlvr.run", *TINY_RUN, f"hydra.run.dir={tmp_path}", timeout=120))
+    assert f"is in use by another run: pid {os.getpid()} on {socket.gethostname()}" in line
+    assert (tmp_path / "run.log").read_text() == "the holder's log\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([LOCK_NAME, "run.log"])
+
+
+def test_a_continued_run_keeps_one_end_of_training_row(tmp_path):
+    completed_run(tmp_path, *TINY_RUN, "algorithm.max_steps=2", "algorithm.save_steps=2", "eval.before=false")
+    completed_run(tmp_path, *TINY_RUN, "algorithm.max_steps=3", "algorithm.save_steps=2", "eval.before=false")
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows if "train_runtime" in row] == [3]
+    assert [row["step"] for row in rows if "loss" in row] == [1, 2, 3]

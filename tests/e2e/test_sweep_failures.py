@@ -1,0 +1,59 @@
+"""A failing job of a `-m` run does not end the sweep: the other jobs run, an Optuna search records the
+trial as failed and goes on, and the sweep's reports are written."""
+
+import csv
+import importlib.util
+
+import pytest
+import yaml
+
+from conftest import TINY_RUN, one_line_error, run_cli
+
+OPTUNA = importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is not None
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not OPTUNA, reason="needs the optuna extra")]
+SHORT = [*TINY_RUN, "algorithm.max_steps=1", "algorithm.save_steps=0", "eval.before=false", "logging.plots=false"]
+
+
+def statuses(sweep_dir) -> dict[str, str]:
+    with open(sweep_dir / "sweep_summary.csv") as handle:
+        return {row["job"]: row["status"] for row in csv.DictReader(handle)}
+
+
+def test_one_failing_optuna_trial_is_recorded_and_the_search_goes_on(tmp_path):
+    # Optuna's sampler, seeded by `seed`, draws 1e-4, -1, 1e-4: the second trial is refused in one line.
+    result = run_cli("rlvr.run", "-m", "hydra/sweeper=optuna_maximize", "hydra.sweeper.n_trials=3",
+                     "algorithm.learning_rate=choice(-1.0, 1e-4)", *SHORT, f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "rlvr: error: algorithm.learning_rate=-1.0 must be > 0" in result.stderr and "Traceback" not in result.stderr
+    assert "Failed experiment: rlvr: error: algorithm.learning_rate=-1.0 must be > 0" in result.stdout
+    assert statuses(tmp_path) == {"0": "completed", "1": "failed", "2": "completed"}
+    best = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
+    assert best["best_params"] == {"algorithm.learning_rate": 1e-4}
+
+
+def test_a_search_whose_every_trial_fails_is_one_line(tmp_path):
+    result = run_cli("rlvr.run", "-m", "hydra/sweeper=optuna_maximize", "hydra.sweeper.n_trials=2",
+                     "algorithm.learning_rate=choice(-1.0, -2.0)", *SHORT, f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert f"rlvr: error: the search stopped: No trials are completed yet. (its trials: " \
+           f"{tmp_path / 'sweep_summary.md'})" in result.stderr.splitlines()
+    assert statuses(tmp_path) == {"0": "failed", "1": "failed"}
+
+
+def test_a_trial_without_its_objective_fails_in_one_line(tmp_path):
+    """Optuna cannot take NaN: a run without its `objective` metric (no eval after training) is a failed trial."""
+    result = run_cli("rlvr.run", "-m", "hydra/sweeper=optuna_maximize", "hydra.sweeper.n_trials=1",
+                     *SHORT, "eval.after=false", f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert ("rlvr: error: objective=eval_after_accuracy is not among this run's metrics: the sweeper needs a number "
+            "(set objective to one of metrics.json's keys)") in result.stderr.splitlines()
+
+
+def test_a_failing_job_of_a_grid_sweep_leaves_the_next_to_run(tmp_path):
+    result = run_cli("rlvr.run", "-m", "algorithm.learning_rate=-1,1e-4", *SHORT, f"hydra.sweep.dir={tmp_path}")
+    assert one_line_error(result) == "rlvr: error: algorithm.learning_rate=-1.0 must be > 0"
+    [job_line] = [line for line in result.stderr.splitlines() if line.startswith("rlvr: job 0 (")]
+    assert job_line.startswith("rlvr: job 0 (algorithm.learning_rate=-1 ") and str(tmp_path / "0" / "run.log") in job_line
+    assert statuses(tmp_path) == {"0": "failed", "1": "completed"}

@@ -1,0 +1,47 @@
+"""Mistakes caught before anything runs, each in one line (exit code 2, no traceback): a preset of the
+user's that is not valid YAML, and a run dir or sweep dir that cannot be one. Nothing here imports torch."""
+
+import pytest
+
+from conftest import one_line_error, run_cli
+
+
+def broken_preset(tmp_path):
+    """A user's config tree whose experiment preset does not parse (a list left open)."""
+    preset = tmp_path / "conf" / "experiment" / "mine.yaml"
+    preset.parent.mkdir(parents=True)
+    preset.write_text("# @package _global_\nalgorithm:\n  learning_rate: [1e-4\n")
+    return preset
+
+
+@pytest.mark.parametrize("how", ["--config-dir", "hydra.searchpath", "--cfg job"])
+def test_a_yaml_syntax_error_in_a_user_preset_is_one_line(tmp_path, how):
+    preset = broken_preset(tmp_path)
+    conf = tmp_path / "conf"
+    args = {"--config-dir": ["--config-dir", str(conf), "-m", "seed=1,2"],
+            "hydra.searchpath": [f"hydra.searchpath=[file://{conf}]", f"hydra.run.dir={tmp_path / 'run'}"],
+            "--cfg job": ["--config-dir", str(conf), "--cfg", "job"]}[how]
+    line = one_line_error(run_cli("rlvr.run", *args, "experiment=mine", timeout=60))
+    assert line == (f"rlvr: error: {preset} is not valid YAML: line 4, column 1: expected ',' or ']', but got "
+                    "'<stream end>' (while parsing a flow sequence at line 3, column 18)")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("where", "problem"), [
+    ("afile", "{tmp}/afile is a file, not a directory"),
+    ("afile/run", "{tmp}/afile is a file, not a directory"),
+    ("/proc/rlvr/run", "it cannot be created (No such file or directory: /proc/rlvr)"),
+])
+def test_a_run_dir_that_cannot_be_one_is_one_line(tmp_path, where, problem):
+    (tmp_path / "afile").write_text("not a directory\n")
+    run_dir = tmp_path / where
+    line = one_line_error(run_cli("rlvr.run", f"hydra.run.dir={run_dir}", timeout=60))
+    assert line == f"rlvr: error: hydra.run.dir={run_dir}: {problem.format(tmp=tmp_path)}: pick another hydra.run.dir"
+    assert (tmp_path / "afile").read_text() == "not a directory\n"
+
+
+def test_a_sweep_dir_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "afile").write_text("not a directory\n")
+    line = one_line_error(run_cli("rlvr.run", "-m", "seed=1,2", f"hydra.sweep.dir={tmp_path / 'afile'}", timeout=60))
+    assert line == f"rlvr: error: hydra.sweep.dir={tmp_path}/afile: {tmp_path}/afile is a file, not a directory: " \
+                   f"pick another hydra.sweep.dir"
