@@ -11,6 +11,9 @@ run's (a group choice its whole group, a key that key); outside a run the tree's
 Each model's per-example rows and metrics go to `<out>/eval/<label>.jsonl` and `<label>.json`
 (label: the checkpoint or directory name; out: --output-dir, else the run dir, else the model dir);
 a re-run skips a model whose results exist with the same eval, dataset, reward and model settings.
+A run's corrupt checkpoints are skipped, each named in one line, and the curve is of the others.
+A LoRA adapter goes on its run's initial_policy/; outside its run dir, on the base model named with
+model.name_or_path=... (refused without one: the default tiny model would be built with random weights).
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rlvr.config import Config, check_ranges, exit_on_unknown_keys
-from rlvr.distributed import is_main_process
+from rlvr.distributed import COMPLETE, checkpoint_problem, checkpoint_step, is_main_process, numbered_checkpoints
 from rlvr.errors import ConfigError, RlvrError
 from rlvr.run import CONF_DIR, GROUPS, set_offline
+from rlvr.run_dir import CORRUPT
 
 log = logging.getLogger("rlvr.eval")
 USAGE = "usage: python -m rlvr.eval TARGET [--output-dir DIR] [group=option ...] [key=value ...]"
@@ -55,17 +59,15 @@ def run_dir_of(path: Path) -> Path | None:
 
 def resolve_target(text: str) -> Target:
     """The target named on the command line, or a one-line ConfigError saying why it cannot be evaluated."""
-    from rlvr.distributed import COMPLETE, checkpoint_step, numbered_checkpoints
-
     path = Path(text).expanduser().resolve()
     if not path.is_dir():
         raise ConfigError(f"target {text}: no such directory")
     if (path / RUN_CONFIG).exists() and not has_model(path):
-        checkpoints = [c for c in numbered_checkpoints(path / "checkpoints") if (c / COMPLETE).exists()]
+        checkpoints = sound_checkpoints(path / "checkpoints")
         if not checkpoints:
             hint = f" (its final model: python -m rlvr.eval {path / 'final_model'})" if has_model(path / "final_model") else ""
-            raise ConfigError(f"target {text}: the run dir has no complete checkpoint (checkpoints/checkpoint-N with "
-                              f"{COMPLETE}){hint}")
+            raise ConfigError(f"target {text}: the run dir has no complete checkpoint that is not corrupt "
+                              f"(checkpoints/checkpoint-N with {COMPLETE}){hint}")
         return Target([(c.name, c, checkpoint_step(c)) for c in checkpoints], path, is_run=True)
     if not has_model(path):
         raise ConfigError(f"target {text}: no model there (no config.json or adapter_config.json), and it is not a "
@@ -73,9 +75,29 @@ def resolve_target(text: str) -> Target:
     run_dir = run_dir_of(path)
     if run_dir is not None and path.parent.name == "checkpoints" and path.name.split("-")[-1].isdigit():
         if not (path / COMPLETE).exists():
-            raise ConfigError(f"target {text}: the checkpoint is not marked {COMPLETE} (still being written, or cut short)")
+            why = "a resume found it corrupt" if (path / CORRUPT).exists() else "still being written, or cut short"
+            raise ConfigError(f"target {text}: the checkpoint is not marked {COMPLETE} ({why})")
+        if problem := checkpoint_problem(path):
+            raise ConfigError(f"target {text}: the checkpoint is corrupt ({problem})")
         return Target([(path.name, path, checkpoint_step(path))], run_dir)
     return Target([(path.name, path, None)], run_dir)
+
+
+def sound_checkpoints(checkpoint_dir: Path) -> list[Path]:
+    """The checkpoints marked complete, lowest step first, less the corrupt ones, each named in one
+    line: those a resume marked CORRUPT (rlvr.run_dir.resumable_checkpoint) and those whose files
+    fail the check a resume makes before loading (`checkpoint_problem`). Nothing is written: a run may
+    be training in that dir."""
+    checkpoints = []
+    for checkpoint in numbered_checkpoints(checkpoint_dir):
+        if not (checkpoint / COMPLETE).exists():
+            if (checkpoint / CORRUPT).exists():
+                log.warning("%s: skipped, marked %s by a resume that could not load it", checkpoint.name, CORRUPT)
+        elif problem := checkpoint_problem(checkpoint):
+            log.warning("%s: skipped, corrupt (%s)", checkpoint.name, problem)
+        else:
+            checkpoints.append(checkpoint)
+    return checkpoints
 
 
 def compose(overrides: list[str], run_dir: Path | None):
@@ -199,9 +221,13 @@ def parse_args(argv: list[str]) -> tuple[str, str | None, list[str]]:
 
 
 def run(argv: list[str]) -> list[dict]:
+    from rlvr.recipes.common import check_adapter_base
+
     target_text, output_dir, overrides = parse_args(argv)
     target = resolve_target(target_text)
     cfg = compose(overrides, target.run_dir)
+    for _, model_dir, _ in target.models:  # before anything loads or is written
+        check_adapter_base(cfg, model_dir, target.run_dir)
     set_offline(cfg)
     out_dir = Path(output_dir).expanduser() if output_dir else target.run_dir or target.models[0][1]
     out_dir.mkdir(parents=True, exist_ok=True)

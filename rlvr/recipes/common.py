@@ -9,7 +9,7 @@ from typing import Any
 
 from rlvr import hardware
 from rlvr.distributed import barrier, is_main_process
-from rlvr.errors import ConfigError
+from rlvr.errors import ConfigError, ModelLoadError
 from rlvr.tracking import close_wandb, phase_means, read_jsonl, write_json
 
 log = logging.getLogger(__name__)
@@ -133,10 +133,16 @@ def load_saved_model(model_cfg, path: Path, auto_class_name: str = "AutoModelFor
                            auto_class_name, **model_kwargs)
 
 
+def is_adapter(path: Path) -> bool:
+    """A LoRA adapter alone (a LoRA run's checkpoints, final_adapter/): no whole model to load."""
+    return (path / "adapter_config.json").exists() and not (path / "config.json").exists()
+
+
 def load_saved_policy(cfg, path: Path, run_dir: Path | None):
     """(model, tokenizer) saved at `path`: a whole model, or a LoRA run's adapter (its checkpoints),
-    merged into its base as the run built it: the run's initial_policy/ if it saved one, else the model group's."""
-    if (path / "config.json").exists() or not (path / "adapter_config.json").exists():
+    merged into its base as the run built it: the run's initial_policy/ if it saved one, else the model
+    group's (which `check_adapter_base` makes sure is no random model)."""
+    if not is_adapter(path):
         return load_saved_model(cfg.model, path)
     from peft import PeftModel
 
@@ -145,6 +151,28 @@ def load_saved_policy(cfg, path: Path, run_dir: Path | None):
     base = initial_policy_dir(run_dir) if run_dir is not None else None
     model, tokenizer = load_saved_model(cfg.model, base) if base is not None else load_policy(cfg.model, cfg.seed)
     return PeftModel.from_pretrained(model, str(path)).merge_and_unload(), tokenizer
+
+
+def check_adapter_base(cfg, path: Path, run_dir: Path | None) -> None:
+    """Refuses in one line a LoRA adapter at `path` that `load_saved_policy` would merge onto a random
+    model: with no run's initial_policy/ to put it on (outside its run dir, or a run dir without one),
+    its base is the model group's, and the built-in tiny model (the default) is built afresh."""
+    import json
+
+    from rlvr.models import TINY
+
+    if not is_adapter(path) or (run_dir is not None and initial_policy_dir(run_dir) is not None) \
+            or cfg.model.name_or_path != TINY:
+        return
+    where = "outside its run dir" if run_dir is None else f"in a run dir without {INITIAL_POLICY}/ ({run_dir})"
+    try:
+        recorded = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError):  # unreadable: no hint
+        recorded = None
+    hint = f" (its adapter_config.json names {recorded})" if recorded and recorded != TINY else ""
+    raise ModelLoadError(f"{path} is a LoRA adapter {where}, with no base to put it on: name its base model with "
+                         f"model.name_or_path=PATH_OR_HUB_NAME{hint}; it is not merged onto the built-in tiny model "
+                         f"built afresh (random weights)")
 
 
 def load_trained_policy(cfg, run_dir: Path, model_dir: Path | None = None) -> PolicySetup:

@@ -39,6 +39,7 @@ def test_targets_that_cannot_be_evaluated_fail_in_one_line(tmp_path, capsys):
     assert "not marked COMPLETE" in error_of(capsys, str(run / "checkpoints" / "checkpoint-3"))
     assert "no target" in error_of(capsys, "eval=pass_at_k")
     assert "unknown option --frobnicate" in error_of(capsys, str(run), "--frobnicate")
+    (run / "checkpoints" / "checkpoint-3" / "trainer_state.json").write_text("{}")
     (run / "checkpoints" / "checkpoint-3" / "COMPLETE").touch()
     assert "eval.ks=[16]: each k must be in [1, eval.n=0]" in error_of(capsys, str(run), "eval.ks=[16]")
 
