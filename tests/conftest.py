@@ -92,3 +92,11 @@ def qwen_tokenizer():
     from rlvr.qwen_tokenizers import qwen_tokenizer as build
 
     return cache(build)
+
+
+def garble(file, at: bytes):
+    """64 bytes overwritten where `at` is stored, the zip directory at the end intact (a bad sector)."""
+    data = bytearray(file.read_bytes())
+    start = data.index(at)
+    data[start:start + 64] = b"\xff" * 64
+    file.write_bytes(bytes(data))

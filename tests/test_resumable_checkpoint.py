@@ -7,6 +7,7 @@ import logging
 
 import pytest
 
+from conftest import garble
 from rlvr.distributed import COMPLETE, checkpoint_problem
 from rlvr.run_dir import CORRUPT, resumable_checkpoint
 
@@ -39,14 +40,6 @@ def checkpoint(checkpoint_dir, step, ranks=1):
 
 def reported(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "rlvr.run_dir"]
-
-
-def garble(file, at: bytes):
-    """64 bytes overwritten where `at` is stored, the zip directory at the end intact (a bad sector)."""
-    data = bytearray(file.read_bytes())
-    start = data.index(at)
-    data[start:start + 64] = b"\xff" * 64
-    file.write_bytes(bytes(data))
 
 
 def not_an_optimizer_state(file):

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from conftest import TINY_RUN, completed_run, run_cli
+from conftest import TINY_RUN, completed_run, garble, run_cli
 from rlvr.tracking import read_jsonl
 
 pytestmark = pytest.mark.slow
@@ -25,14 +25,6 @@ def trained(tmp_path_factory):
 def run(trained, tmp_path):
     """A copy of the trained run, for a test to spoil."""
     return shutil.copytree(trained, tmp_path / "run")
-
-
-def garble(file, at: bytes):
-    """64 bytes overwritten where `at` is stored, the zip directory at the end intact (a bad sector)."""
-    data = bytearray(file.read_bytes())
-    start = data.index(at)
-    data[start:start + 64] = b"\xff" * 64
-    file.write_bytes(bytes(data))
 
 
 def not_an_optimizer_state(file):

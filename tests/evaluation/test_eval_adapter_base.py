@@ -8,6 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from rlvr import eval as rlvr_eval
+from eval_cli_errors import error_of
 
 
 def adapter(path, base=None):
@@ -15,13 +16,6 @@ def adapter(path, base=None):
     path.mkdir(parents=True)
     (path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "base_model_name_or_path": base}))
     return path
-
-
-def error_of(capsys, *argv):
-    assert rlvr_eval.main(list(argv)) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("rlvr.eval: error: "), err
-    return err
 
 
 @pytest.mark.parametrize("named", [[], ["model.name_or_path=tiny"], ["model=qwen3_shape"]])

@@ -8,6 +8,7 @@ from omegaconf import OmegaConf
 from conftest import TINY_RUN, completed_run, one_line_error, run_cli
 from rlvr import eval as rlvr_eval
 from rlvr.tracking import read_jsonl
+from eval_cli_errors import error_of
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -18,13 +19,6 @@ def fake_run_dir(path, *overrides):
     path.mkdir(parents=True, exist_ok=True)
     (path / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     return path
-
-
-def error_of(capsys, *argv):
-    assert rlvr_eval.main(list(argv)) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("rlvr.eval: error: "), err
-    return err
 
 
 def test_targets_that_cannot_be_evaluated_fail_in_one_line(tmp_path, capsys):

@@ -7,6 +7,7 @@ import logging
 from omegaconf import OmegaConf
 
 from rlvr import eval as rlvr_eval
+from eval_cli_errors import error_of
 
 
 def run_dir(path, *steps):
@@ -24,13 +25,6 @@ def run_dir(path, *steps):
         (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": step}))
         (checkpoint / "COMPLETE").write_text(f"{step}\n")
     return path
-
-
-def error_of(capsys, *argv):
-    assert rlvr_eval.main(list(argv)) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("rlvr.eval: error: "), err
-    return err
 
 
 def test_a_runs_corrupt_checkpoints_are_skipped_each_named_in_one_line(tmp_path, caplog):
