@@ -73,11 +73,25 @@ class Stopped(KeyboardInterrupt):
         stderr on a line of its own (also under a live progress bar)."""
         from tqdm import tqdm
 
-        run_dir = f" with hydra.run.dir={_run_dirs[-1]}" if _run_dirs else ""
-        line = (f"{STOP_NAMES[self.signum]} during {self.phase}: {self.outcome}; the same command{run_dir} "
-                f"continues from its newest complete checkpoint, if any")
+        line = (f"{STOP_NAMES[self.signum]} during {self.phase}: {self.outcome}; "
+                f"{how_to_continue(_run_dirs[-1] if _run_dirs else None)} continues from its newest complete "
+                f"checkpoint, if any")
         log.warning("%s", line)
         tqdm.write(f"rlvr: {line}", file=sys.stderr)
+
+
+def how_to_continue(run_dir) -> str:
+    """The command that continues this run: for a job of a `-m` run (several processes from the local
+    or SLURM launcher), its own `-m` command (rlvr.launcher.continue_command); else the same command
+    with `hydra.run.dir` set to the run dir, when one is known."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        from rlvr.launcher import continue_command
+
+        return f"running {continue_command(HydraConfig.get())}"
+    return "the same command" + (f" with hydra.run.dir={run_dir}" if run_dir else "")
 
 
 @contextlib.contextmanager
@@ -412,9 +426,8 @@ def checkpoint_callback(extra_files: dict[str, str] | None = None):
                 return
             barrier()
             if self.requested != signal.SIGUSR2:
-                log.warning("stopped by %s after saving checkpoint-%d: the same command with hydra.run.dir=%s "
-                            "continues from it", STOP_NAMES[self.requested], state.global_step,
-                            Path(args.output_dir).parent)
+                log.warning("stopped by %s after saving checkpoint-%d: %s continues from it", STOP_NAMES[self.requested],
+                            state.global_step, how_to_continue(Path(args.output_dir).parent))
                 raise SystemExit(STOP_EXITS[self.requested])
             if callable(self.previous[signal.SIGUSR2]):  # submitit's handler: checkpoint(), requeue, exit
                 self.previous[signal.SIGUSR2](signal.SIGUSR2, None)

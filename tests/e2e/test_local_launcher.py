@@ -61,6 +61,8 @@ def test_a_sigterm_stop_is_one_line_whose_command_continues_the_run(tmp_path):
     assert ") stopped by SIGTERM; its log: " in line
     command = shlex.split(line.split("continues it from its newest complete checkpoint, if any: ")[1])
     assert command[:4] == ["python", "-m", "rlvr.run", "-m"] and "hardware.sharding=fsdp" in command
+    said = (run_dir / "run.log").read_text()  # the job's own log gives the same command, not hydra.run.dir=
+    assert f"running {shlex.join(command)} continues from it" in said and "hydra.run.dir=" not in said
     [checkpoint] = (run_dir / "checkpoints").glob("checkpoint-*")
     saved = int(checkpoint.name.split("-")[1])
     assert 3 <= saved < 40 and [row["step"] for row in loss_rows(run_dir)] == list(range(1, saved + 1))
