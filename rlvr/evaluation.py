@@ -243,8 +243,7 @@ def summarise(rows: list[dict], label: str, ks: Sequence[int] = (), same: Callab
         metrics["accuracy"], metrics["accuracy_se"] = mean_se([float(bool(r["correct"])) for r in greedy])
         metrics["reward"] = sum(r["reward"] for r in greedy) / len(greedy)
         metrics["mean_new_tokens"] = sum(r["new_tokens"] for r in greedy) / len(greedy)
-        if all("truncated" in r for r in greedy):  # rows of rlvr before 2026-11-28 lack it
-            metrics["truncated_frac"] = sum(r["truncated"] for r in greedy) / len(greedy)
+        metrics["truncated_frac"] = sum(r["truncated"] for r in greedy) / len(greedy)
     sampled = [r["samples"] for r in rows if r.get("samples")]
     if sampled:
         every = [s for samples in sampled for s in samples]

@@ -14,7 +14,6 @@ from rlvr.tracking import close_wandb, phase_means, read_jsonl, write_json
 
 log = logging.getLogger(__name__)
 INITIAL_POLICY = "initial_policy"  # the policy as RL started, where only this run could rebuild it
-LEGACY_INITIAL_POLICY = "reference_model"  # its name in run dirs of rlvr before 2026-11-28 (saved with beta != 0)
 TRAIN_RESULT = "train_result.json"  # written once training has ended and final_model/ is saved
 
 
@@ -114,8 +113,7 @@ def setup_policy(cfg, run_dir: Path, resuming: bool = False) -> PolicySetup:
 
 def initial_policy_dir(run_dir: Path) -> Path | None:
     """The policy as the run's RL started, where the run saved it (a LoRA adapter's base); else None."""
-    return next((d for d in (run_dir / INITIAL_POLICY, run_dir / LEGACY_INITIAL_POLICY) if (d / "config.json").exists()),
-                None)
+    return run_dir / INITIAL_POLICY if (run_dir / INITIAL_POLICY / "config.json").exists() else None
 
 
 def final_model_saved(run_dir: Path) -> bool:

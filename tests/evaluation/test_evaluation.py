@@ -83,13 +83,6 @@ def test_the_file_holds_every_row_and_the_metrics_are_those_of_the_file(tiny, tm
     assert summarise(rows, "after", EVAL.ks, answer_equivalence(tiny.rewards, rows), 0) == metrics
 
 
-def test_eval_rows_of_older_rlvr_still_summarise():
-    rows = [{"completion": "4", "reward": 1.0, "correct": True, "new_tokens": 3},
-            {"completion": "x", "reward": 0.0, "correct": False, "new_tokens": 5}]
-    assert summarise(rows, "before") == pytest.approx({"eval_before_accuracy": 0.5, "eval_before_accuracy_se": 0.5,
-                                                       "eval_before_reward": 0.5, "eval_before_mean_new_tokens": 4.0})
-
-
 @pytest.mark.slow
 def test_two_ranks_evaluate_each_row_once_agree_with_one_process_and_stop_together(tiny, tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parents[1]), str(HERE)]), "OMP_NUM_THREADS": "1",
