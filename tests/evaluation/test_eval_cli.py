@@ -5,7 +5,7 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import TINY_RUN, completed_run, one_line_error, run_cli
+from conftest import TINY_RUN, completed_run, run_cli
 from rlvr import eval as rlvr_eval
 from rlvr.tracking import read_jsonl
 from eval_cli_errors import error_of
