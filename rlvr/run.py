@@ -65,7 +65,6 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
     from rlvr.models import check_quantization
     from rlvr.recipes import get_recipe
     from rlvr.run_dir import RunDirLock, resume_changes
-    from rlvr.sharding import check_sharding
 
     export_device_environment(cfg.hardware)  # first: check_ranges imports trl, hence torch
     check_ranges(cfg)
@@ -74,6 +73,8 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
     recipe = get_recipe(cfg.algorithm.name)
     offline = set_offline(cfg)
     world_size = export_torch_distributed()
+    from rlvr.sharding import check_sharding  # imports transformers: after export_device_environment
+
     check_sharding(cfg.hardware, world_size)
     lock = RunDirLock(run_dir, main_process=is_main_process()).acquire()  # held until this process exits
     try:
