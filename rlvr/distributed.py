@@ -5,8 +5,9 @@
   (NCCL on GPU, gloo on CPU) and trains data-parallel.
 - Checkpoints are marked complete only after the Trainer has finished writing them (`COMPLETE`
   file, written on `on_save`); a run resumes from the newest complete one in its run dir.
-- A checkpoint marked complete is still checked cheaply before resuming (JSON parses, safetensors
-  headers match file sizes, torch files end in their zip directory): a corrupt one (a disk that
+- A checkpoint marked complete is still checked before resuming (JSON parses, safetensors headers
+  match file sizes, torch files end in their zip directory, the training state loads as the Trainer
+  loads it, tensors memory-mapped): a corrupt one (a disk that
   filled, a node that died while the filesystem cached it) is reported, its marker renamed to
   CORRUPT, and the previous complete one used; with none left the run starts over, as after a
   crash before the first checkpoint (a requeued job keeps going rather than waiting for a human).
@@ -47,6 +48,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 COMPLETE = "COMPLETE"
+CORRUPT = "CORRUPT"  # what a corrupt checkpoint's COMPLETE marker is renamed to
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by SIGUSR2 after a checkpoint; launchers/sbatch_run.sh requeues on it
 EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C: stopped after a checkpoint, as asked
 EXIT_TERMINATED = 143  # the shell's code for SIGTERM: stopped after a checkpoint, not requeued
@@ -85,11 +87,10 @@ def how_to_continue(run_dir) -> str:
     or SLURM launcher), its own `-m` command (rlvr.launcher.continue_command); else the same command
     with `hydra.run.dir` set to the run dir, when one is known."""
     from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
 
-    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        from rlvr.launcher import continue_command
+    from rlvr.launcher import continue_command, is_multirun
 
+    if HydraConfig.initialized() and is_multirun():
         return f"running {continue_command(HydraConfig.get())}"
     return "the same command" + (f" with hydra.run.dir={run_dir}" if run_dir else "")
 
@@ -282,17 +283,20 @@ def numbered_checkpoints(checkpoint_dir: Path) -> list[Path]:
 
 
 def latest_complete_checkpoint(checkpoint_dir: Path) -> Path | None:
-    """The highest-step `checkpoint-N` that carries the COMPLETE marker and passes `checkpoint_problem`;
-    half-written ones are ignored, corrupt ones reported and marked CORRUPT (so that the step, when
-    trained again, is not taken for complete while it is being rewritten)."""
+    """The highest-step `checkpoint-N` that carries the COMPLETE marker and passes `checkpoint_problem`
+    (its files are whole) and `state_problem` (its training state loads); half-written ones are
+    ignored, corrupt ones reported in one line naming why and marked CORRUPT (so that the step, when
+    trained again, is not taken for complete while it is being rewritten), and the previous complete
+    one is tried next. None when none is left: the run starts over, as after a crash before its first
+    checkpoint. Every rank finds the same one; rank 0 alone renames."""
     for path in reversed([p for p in numbered_checkpoints(checkpoint_dir) if (p / COMPLETE).exists()]):
-        problem = checkpoint_problem(path)
+        problem = checkpoint_problem(path) or state_problem(path)
         if problem is None:
             return path
         log.warning("%s is marked complete but is corrupt (%s): using the previous complete checkpoint, if any",
                     path, problem)
         if is_main_process():
-            os.replace(path / COMPLETE, path / "CORRUPT")
+            os.replace(path / COMPLETE, path / CORRUPT)
     return None
 
 
@@ -314,6 +318,85 @@ def checkpoint_problem(path: Path) -> str | None:
                 zipfile.ZipFile(file).close()  # torch.save's format: the directory is at the end
         except (OSError, ValueError, zipfile.BadZipFile) as exc:
             return f"{name}: {exc}"
+    return None
+
+
+def state_problem(checkpoint: Path) -> str | None:
+    """What of `checkpoint`'s training state a resume could not load, found by loading each file as the
+    Trainer does (`torch.load(weights_only=True)`, `TrainerState.load_from_json`) and checking that
+    it holds what the Trainer takes from it, without reading tensor data (mmap) or touching the
+    process's random generators; None if all of it loads. Files a checkpoint lacks are not checked:
+    the Trainer skips them too (an FSDP or DeepSpeed optimizer is saved elsewhere)."""
+    checks = {"trainer_state.json": trainer_state_problem, "optimizer.pt": optimizer_state_problem,
+              "scheduler.pt": scheduler_state_problem, "scaler.pt": scaler_state_problem}
+    files = [(checkpoint / name, check) for name, check in checks.items()]
+    files += [(file, rng_state_problem) for file in sorted(checkpoint.glob("rng_state*.pth"))]
+    for file, check in files:
+        if not file.is_file():
+            continue
+        try:
+            problem = check(file)
+        except Exception as exc:  # noqa: BLE001  whatever the Trainer's own load would have raised
+            return f"{file.name} does not load: {one_line(exc)}"
+        if problem:
+            return f"{file.name}: {problem}"
+    return None
+
+
+def one_line(exc: Exception) -> str:
+    """An exception as one short line: its type and first line, its first sentence if that line runs on."""
+    text = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {text.split('. ')[0] if len(text) > 200 else text}"
+
+
+def load_torch_state(file: Path):
+    """`file` as the Trainer loads it (weights_only, numpy's types allowed), its tensors left on disk."""
+    import torch
+    from transformers.trainer_pt_utils import safe_globals
+
+    with safe_globals():
+        return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+
+
+def trainer_state_problem(file: Path) -> str | None:
+    from transformers import TrainerState
+
+    step = TrainerState.load_from_json(str(file)).global_step
+    return None if isinstance(step, int) and step >= 0 else f"global_step {step!r} is not a step count"
+
+
+def optimizer_state_problem(file: Path) -> str | None:
+    state = load_torch_state(file)
+    groups = state.get("param_groups") if isinstance(state, dict) else None
+    if not (isinstance(groups, list) and isinstance(state.get("state"), dict)
+            and all(isinstance(group, dict) and isinstance(group.get("params"), list) for group in groups)):
+        return "not an optimizer's state_dict (state, param_groups)"
+    return None
+
+
+def scheduler_state_problem(file: Path) -> str | None:
+    state = load_torch_state(file)
+    return None if isinstance(state, dict) and "last_epoch" in state else "not a scheduler's state_dict (last_epoch)"
+
+
+def scaler_state_problem(file: Path) -> str | None:
+    return None if isinstance(load_torch_state(file), dict) else "not a gradient scaler's state_dict"
+
+
+def rng_state_problem(file: Path) -> str | None:
+    """The python, numpy and CPU torch states, each set on a generator of its own (device states are
+    not checked: the Trainer only warns when it cannot set them)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    state = load_torch_state(file)
+    if not (isinstance(state, dict) and {"python", "numpy", "cpu"} <= state.keys()):
+        return "not an RNG state (python, numpy, cpu)"
+    random.Random().setstate(state["python"])
+    np.random.RandomState().set_state(state["numpy"])
+    torch.Generator().set_state(state["cpu"])
     return None
 
 

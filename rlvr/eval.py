@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rlvr.config import Config, check_ranges, exit_on_unknown_keys
-from rlvr.distributed import COMPLETE, checkpoint_problem, checkpoint_step, is_main_process, numbered_checkpoints
+from rlvr.distributed import (COMPLETE, CORRUPT, checkpoint_problem, checkpoint_step, is_main_process,
+                              numbered_checkpoints)
 from rlvr.errors import ConfigError, RlvrError
 from rlvr.run import CONF_DIR, GROUPS, set_offline
-from rlvr.run_dir import CORRUPT
 
 log = logging.getLogger("rlvr.eval")
 USAGE = "usage: python -m rlvr.eval TARGET [--output-dir DIR] [group=option ...] [key=value ...]"
@@ -85,7 +85,7 @@ def resolve_target(text: str) -> Target:
 
 def sound_checkpoints(checkpoint_dir: Path) -> list[Path]:
     """The checkpoints marked complete, lowest step first, less the corrupt ones, each named in one
-    line: those a resume marked CORRUPT (rlvr.run_dir.resumable_checkpoint) and those whose files
+    line: those a resume marked CORRUPT (rlvr.distributed.latest_complete_checkpoint) and those whose files
     fail the check a resume makes before loading (`checkpoint_problem`). Nothing is written: a run may
     be training in that dir."""
     checkpoints = []

@@ -11,9 +11,6 @@
 - `record_start`: written only after every check that can refuse the run has passed:
   `config_resolved.yaml` and `.hydra/` for the latest start, and one `run_info.jsonl` line per start
   with its overrides, its resolved config and what it changed.
-- `resumable_checkpoint`: the newest complete checkpoint that a resume can load whole, its files
-  checked as the Trainer will read them; one that cannot be loaded in any part (weights, optimizer,
-  scheduler, RNG or trainer state) is reported in one line, marked CORRUPT, and the previous one used.
 """
 
 from __future__ import annotations
@@ -34,7 +31,6 @@ from rlvr.errors import ConfigError
 log = logging.getLogger(__name__)
 LOCK_NAME = ".rlvr.lock"
 CHECKPOINT_CONFIG = "rlvr_config.json"  # in every checkpoint: the resolved config that trained it
-CORRUPT = "CORRUPT"  # what a corrupt checkpoint's COMPLETE marker is renamed to (as rlvr.distributed does)
 # What a checkpoint's weights, optimizer state and step count mean (the model, the data order it
 # has consumed, the batch geometry, the optimizer and schedule, whose state transformers restores
 # over the config's values): a resume may not change these. Rewards, beta, max_steps, eval and
@@ -232,101 +228,3 @@ def checkpoint_config(cfg) -> dict[str, str]:
 
     return {CHECKPOINT_CONFIG: json.dumps(OmegaConf.to_container(cfg, resolve=True), indent=1, default=str)}
 
-
-def resumable_checkpoint(checkpoint_dir: Path) -> Path | None:
-    """The highest-step checkpoint marked complete whose files pass `checkpoint_problem` (rlvr.distributed:
-    JSON, safetensors headers, torch zip directories) and `state_problem` (the training state loads).
-    One that fails is reported in one line naming it and why, and its marker renamed to CORRUPT (so
-    that its step, when trained again, is not taken for complete while it is being rewritten); the
-    previous complete one is tried next. None when none is left: the run starts over, as after a crash
-    before its first checkpoint. Every rank finds the same one; rank 0 alone renames."""
-    from rlvr.distributed import COMPLETE, checkpoint_problem, is_main_process, numbered_checkpoints
-
-    for path in reversed([p for p in numbered_checkpoints(checkpoint_dir) if (p / COMPLETE).exists()]):
-        problem = checkpoint_problem(path) or state_problem(path)
-        if problem is None:
-            return path
-        log.warning("%s is marked complete but is corrupt (%s): using the previous complete checkpoint, if any",
-                    path, problem)
-        if is_main_process():
-            os.replace(path / COMPLETE, path / CORRUPT)
-    return None
-
-
-def state_problem(checkpoint: Path) -> str | None:
-    """What of `checkpoint`'s training state a resume could not load, found by loading each file as the
-    Trainer does (`torch.load(weights_only=True)`, `TrainerState.load_from_json`) and checking that
-    it holds what the Trainer takes from it, without reading tensor data (mmap) or touching the
-    process's random generators; None if all of it loads. Files a checkpoint lacks are not checked:
-    the Trainer skips them too (an FSDP or DeepSpeed optimizer is saved elsewhere)."""
-    checks = {"trainer_state.json": trainer_state_problem, "optimizer.pt": optimizer_state_problem,
-              "scheduler.pt": scheduler_state_problem, "scaler.pt": scaler_state_problem}
-    files = [(checkpoint / name, check) for name, check in checks.items()]
-    files += [(file, rng_state_problem) for file in sorted(checkpoint.glob("rng_state*.pth"))]
-    for file, check in files:
-        if not file.is_file():
-            continue
-        try:
-            problem = check(file)
-        except Exception as exc:  # noqa: BLE001  whatever the Trainer's own load would have raised
-            return f"{file.name} does not load: {one_line(exc)}"
-        if problem:
-            return f"{file.name}: {problem}"
-    return None
-
-
-def one_line(exc: Exception) -> str:
-    """An exception as one short line: its type and first line, its first sentence if that line runs on."""
-    text = (str(exc).strip().splitlines() or [""])[0]
-    return f"{type(exc).__name__}: {text.split('. ')[0] if len(text) > 200 else text}"
-
-
-def load_torch_state(file: Path):
-    """`file` as the Trainer loads it (weights_only, numpy's types allowed), its tensors left on disk."""
-    import torch
-    from transformers.trainer_pt_utils import safe_globals
-
-    with safe_globals():
-        return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-
-
-def trainer_state_problem(file: Path) -> str | None:
-    from transformers import TrainerState
-
-    step = TrainerState.load_from_json(str(file)).global_step
-    return None if isinstance(step, int) and step >= 0 else f"global_step {step!r} is not a step count"
-
-
-def optimizer_state_problem(file: Path) -> str | None:
-    state = load_torch_state(file)
-    groups = state.get("param_groups") if isinstance(state, dict) else None
-    if not (isinstance(groups, list) and isinstance(state.get("state"), dict)
-            and all(isinstance(group, dict) and isinstance(group.get("params"), list) for group in groups)):
-        return "not an optimizer's state_dict (state, param_groups)"
-    return None
-
-
-def scheduler_state_problem(file: Path) -> str | None:
-    state = load_torch_state(file)
-    return None if isinstance(state, dict) and "last_epoch" in state else "not a scheduler's state_dict (last_epoch)"
-
-
-def scaler_state_problem(file: Path) -> str | None:
-    return None if isinstance(load_torch_state(file), dict) else "not a gradient scaler's state_dict"
-
-
-def rng_state_problem(file: Path) -> str | None:
-    """The python, numpy and CPU torch states, each set on a generator of its own (device states are
-    not checked: the Trainer only warns when it cannot set them)."""
-    import random
-
-    import numpy as np
-    import torch
-
-    state = load_torch_state(file)
-    if not (isinstance(state, dict) and {"python", "numpy", "cpu"} <= state.keys()):
-        return "not an RNG state (python, numpy, cpu)"
-    random.Random().setstate(state["python"])
-    np.random.RandomState().set_state(state["numpy"])
-    torch.Generator().set_state(state["cpu"])
-    return None

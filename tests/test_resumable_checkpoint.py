@@ -8,8 +8,7 @@ import logging
 import pytest
 
 from conftest import garble
-from rlvr.distributed import COMPLETE, checkpoint_problem
-from rlvr.run_dir import CORRUPT, resumable_checkpoint
+from rlvr.distributed import COMPLETE, CORRUPT, checkpoint_problem, latest_complete_checkpoint
 
 
 def checkpoint(checkpoint_dir, step, ranks=1):
@@ -39,7 +38,7 @@ def checkpoint(checkpoint_dir, step, ranks=1):
 
 
 def reported(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "rlvr.run_dir"]
+    return [r.getMessage() for r in caplog.records if r.name == "rlvr.distributed"]
 
 
 def not_an_optimizer_state(file):
@@ -63,25 +62,25 @@ def test_a_checkpoint_whose_training_state_cannot_be_loaded_is_marked_corrupt(tm
     spoil(newest / file)
     assert checkpoint_problem(newest) is None  # its files are whole: only loading them shows the problem
     with caplog.at_level(logging.WARNING):
-        assert resumable_checkpoint(tmp_path) == older
+        assert latest_complete_checkpoint(tmp_path) == older
     [line] = reported(caplog)
     assert line.startswith(f"{newest} is marked complete but is corrupt ({why}") and "\n" not in line
     assert line.endswith("using the previous complete checkpoint, if any")
     assert not (newest / COMPLETE).exists() and (newest / CORRUPT).exists()
-    assert resumable_checkpoint(tmp_path) == older and len(reported(caplog)) == 1  # reported once
+    assert latest_complete_checkpoint(tmp_path) == older and len(reported(caplog)) == 1  # reported once
 
 
 def test_every_rank_rng_state_is_checked(tmp_path, caplog):
     older, newest = checkpoint(tmp_path, 2, ranks=2), checkpoint(tmp_path, 4, ranks=2)
     garble(newest / "rng_state_1.pth", b"numpy")
-    assert resumable_checkpoint(tmp_path) == older
+    assert latest_complete_checkpoint(tmp_path) == older
     assert "(rng_state_1.pth does not load: " in caplog.text
 
 
 def test_sound_checkpoints_are_used_and_with_none_left_the_run_starts_over(tmp_path, caplog):
     older, newest = checkpoint(tmp_path, 2), checkpoint(tmp_path, 4)
-    assert resumable_checkpoint(tmp_path) == newest and not reported(caplog)
+    assert latest_complete_checkpoint(tmp_path) == newest and not reported(caplog)
     garble(newest / "rng_state.pth", b"numpy")
     not_an_optimizer_state(older / "optimizer.pt")
-    assert resumable_checkpoint(tmp_path) is None
+    assert latest_complete_checkpoint(tmp_path) is None
     assert [p.name for p in tmp_path.glob(f"*/{CORRUPT}")] and not list(tmp_path.glob(f"*/{COMPLETE}"))

@@ -10,11 +10,11 @@ from rlvr.recipes.common import (
     save_final_model, save_initial_policy, setup_policy, trl_config, training_curve_summary,
 )
 from rlvr.distributed import (
-    checkpoint_callback, checkpoint_step, is_main_process, phase, rank, weights_digest,
+    checkpoint_callback, checkpoint_step, is_main_process, latest_complete_checkpoint, phase, rank, weights_digest,
 )
 from rlvr.errors import ConfigError
 from rlvr.rewards.checks import checked_rewards
-from rlvr.run_dir import Start, checkpoint_config, resumable_checkpoint
+from rlvr.run_dir import Start, checkpoint_config
 from rlvr.tracking import (
     JsonlWriter, metrics_callback, read_json, read_jsonl, setup_wandb, use_compact_progress, write_json,
 )
@@ -25,13 +25,13 @@ log = logging.getLogger(__name__)
 def preflight(cfg, run_dir: Path) -> Start:
     """What this start does in `run_dir` (shared by the GRPO-family recipes); refuses in one line a run
     dir whose run is finished, and writes nothing but the CORRUPT marker of a checkpoint that cannot
-    be loaded (`resumable_checkpoint`: the previous one is used).
+    be loaded (`latest_complete_checkpoint`: the previous one is used).
 
     `finish` is a run whose training ended but whose eval, plots or metrics.json did not: with its
     final model saved (train_result.json) it is evaluated from disk; stopped after its last
     checkpoint, the final model is restored from that checkpoint first.
     """
-    checkpoint = resumable_checkpoint(run_dir / "checkpoints")
+    checkpoint = latest_complete_checkpoint(run_dir / "checkpoints")
     step = None if checkpoint is None else checkpoint_step(checkpoint)
     trained = read_json(run_dir / TRAIN_RESULT) if final_model_saved(run_dir) else None
     if trained is not None and step is not None and step > trained["train_steps"]:

@@ -7,8 +7,8 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from rlvr import eval as rlvr_eval
 from eval_cli_errors import error_of
+from rlvr import eval as rlvr_eval
 
 
 def adapter(path, base=None):

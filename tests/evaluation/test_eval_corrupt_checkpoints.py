@@ -6,8 +6,8 @@ import logging
 
 from omegaconf import OmegaConf
 
-from rlvr import eval as rlvr_eval
 from eval_cli_errors import error_of
+from rlvr import eval as rlvr_eval
 
 
 def run_dir(path, *steps):

@@ -290,7 +290,7 @@ def test_format_group_absent_case_scores_zero_over_the_whole_completion():
     assert [row["accuracy"][0] for row in by_group] == [1.0, -1.0, 1.0, -1.0]
     assert all("reasoning" not in row for row in by_group)  # reasoning_score=0: no group that cannot train
     with_reasoning = answer_spans(ISSUE_COMPLETIONS, ["#### 12"] * 4, reasoning_score=0.2)
-    assert [[(s, r) for s, r, g in row if g == "reasoning"][0] for row in with_reasoning] == [
+    assert [next((s, r) for s, r, g in row if g == "reasoning") for row in with_reasoning] == [
         (0.2, (0, 11)), (0.2, (0, 11)), (0.2, (0, 9)), (0.0, (0, 13))]
 
 
