@@ -1,0 +1,116 @@
+"""Code as a verifiable reward: a completion's program run against the row's unit tests in a sandbox.
+
+A row gives the tests as its answer column, the name of the function under test in `entry_point`
+and, optionally, `code_prelude`: code both the program and the tests start from (HumanEval's prompt:
+imports, helpers and the function's signature). Tests are either bare `assert`s calling the entry
+point by name (MBPP style) or a `check(candidate)` function (HumanEval style); each `assert` counts.
+
+The program is taken from the completion as stated in `extract_program`. It is run as the prelude
+followed by the program, so a body continuing the prompt and a whole function both work.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import re
+from concurrent.futures import ThreadPoolExecutor
+from typing import Sequence
+
+from rlvr.errors import DataError
+from rlvr.rewards.base import Outcome, Reward
+from rlvr.rewards.code_sandbox import Limits, Sandbox
+
+log = logging.getLogger(__name__)
+
+FENCED = re.compile(r"```[ \t]*(python3?|py)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL | re.IGNORECASE)
+SCORES = ("pass", "fraction")
+
+
+def extract_program(completion: str, entry_point: str) -> str:
+    """The program in a completion: the first fenced block (```python, ```py or bare ```) that defines
+    `entry_point`, else the first fenced block, else the whole completion as it is (a body continuing
+    the prompt, or raw code). An unclosed last fence runs to the end (a completion cut at max length)."""
+    blocks = [m.group(2) for m in FENCED.finditer(completion)]
+    defines = re.compile(rf"^\s*(async\s+)?def\s+{re.escape(entry_point)}\s*\(", re.MULTILINE)
+    for block in blocks:
+        if defines.search(block):
+            return block
+    return blocks[0] if blocks else completion
+
+
+class CodeTestsReward(Reward):
+    """`correct` (1.0 by default) when every test passes; with `score: fraction`, the share of the
+    tests' asserts that passed (a test run that stopped early counts one more failure).
+
+    Reasons: correct, wrong (a test failed, or the program did not load), missing (no code),
+    timeout (killed at `timeout_s`), error (the sandbox returned no verdict). `sandbox: none` runs
+    model-written code with no isolation at all: an explicit opt-in, logged loudly, never a fallback.
+    """
+
+    def __init__(self, name: str | None = None, sandbox: str = "bubblewrap", workers: int = 2, score: str = "pass",
+                 correct: float = 1.0, wrong: float = 0.0, **limits):
+        from rlvr.errors import ConfigError
+
+        super().__init__(name)
+        if score not in SCORES:
+            raise ConfigError(f"reward.functions.{self.__name__}.score={score!r}: must be one of {', '.join(SCORES)}")
+        if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 256:
+            raise ConfigError(f"reward.functions.{self.__name__}.workers={workers!r}: must be an integer in [1, 256]")
+        try:
+            self.sandbox = Sandbox(sandbox, Limits(**limits))
+        except TypeError as exc:
+            raise ConfigError(f"reward.functions.{self.__name__}: {exc}") from None
+        except ConfigError as exc:
+            raise ConfigError(f"reward.functions.{self.__name__}: {exc}") from None
+        if sandbox == "none":
+            log.warning("reward '%s' RUNS MODEL-WRITTEN CODE UNSANDBOXED (sandbox=none): it can read and write "
+                        "your files, reach the network and outlive the run", self.__name__)
+        self.sandbox.check_works()
+        self.score_mode, self.correct, self.wrong = score, correct, wrong
+        self.slots: queue.Queue[int] = queue.Queue()
+        for slot in range(workers):
+            self.slots.put(slot)
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix=f"{self.__name__}-sandbox")
+        self._rows: tuple[Sequence[str], Sequence[str]] = ((), ())
+
+    def __call__(self, prompts=None, completions=(), answer=None, entry_point=None, code_prelude=None, **kwargs):
+        if entry_point is None:
+            raise DataError(f"reward '{self.__name__}' needs an 'entry_point' column: the name of the function the "
+                            f"tests call")
+        self._rows = (entry_point, code_prelude if code_prelude is not None else [""] * len(entry_point))
+        return super().__call__(prompts=prompts, completions=completions, answer=answer, **kwargs)
+
+    def _run(self, program: str, tests: str, entry_point: str, prelude: str):
+        slot = self.slots.get()
+        try:
+            return self.sandbox.run(program, tests, entry_point, prelude or "", slot)
+        finally:
+            self.slots.put(slot)
+
+    def score(self, completions: Sequence[str], golds: Sequence[str | None], prompts=None) -> list[Outcome]:
+        entry_points, preludes = self._rows
+        outcomes: list[Outcome | None] = [None] * len(completions)
+        futures = {}
+        for i, (completion, tests) in enumerate(zip(completions, golds, strict=True)):
+            program = extract_program(completion, entry_points[i])
+            if tests is None or not program.strip():
+                outcomes[i] = Outcome(self.wrong, "missing", None, False)
+                continue
+            futures[i] = self.pool.submit(self._run, program, tests, entry_points[i], preludes[i])
+        for i, future in futures.items():
+            outcomes[i] = self._outcome(future.result())
+        return outcomes
+
+    def _outcome(self, verdict) -> Outcome:
+        if verdict.status != "ok":
+            return Outcome(self.wrong, verdict.status, None, False)
+        ran = verdict.passed + verdict.failed + (verdict.error is not None)
+        passed = ran > 0 and verdict.passed == ran
+        summary = f"{verdict.passed}/{ran} tests passed" + (f"; {verdict.error}" if verdict.error else "")
+        if self.score_mode == "fraction":
+            value = self.wrong + (self.correct - self.wrong) * (verdict.passed / ran if ran else 0.0)
+        else:
+            value = self.correct if passed else self.wrong
+        return Outcome(value, "correct" if passed else "wrong", summary, passed)
+

@@ -1,0 +1,197 @@
+"""Runs inside the sandbox (standard library only): a completion's program against a row's tests.
+
+Started as `python -I -S code_harness.py LIMITS` with LIMITS a JSON object {"cpu_s", "memory_mb",
+"processes", "file_mb", "uid"} (uid: null, or the unprivileged user the program runs as when the
+sandbox runs as root); reads one JSON object {"program", "prelude", "tests", "entry_point", "token"}
+on stdin and prints one line, `<token> {"passed": n, "failed": n, "error": str|null}`.
+
+The program never shares a process with the tests or the token, so no reward hack inside it can
+reach them: this process forks the candidate process BEFORE it reads its input, the candidate
+closes stdin and stdout at once and becomes an unprivileged user (or, without a uid, this
+process makes itself non-dumpable, so that the same user cannot read its memory), then receives only the prelude, the program and the entry point. The tests run
+here, with the entry point bound to a proxy that calls the function in the candidate process over
+a pipe. Arguments and return values cross as tagged JSON of plain built-in types only, so an
+object that compares equal to anything, an exit before the tests, a fake "OK" on stdout, a
+patched `assert` or `sys.exit`, or a look for the tests' file all end as failed checks. Each
+`assert` of the tests is counted (passed, failed) instead of stopping at the first failure.
+"""
+
+import ast
+import json
+import os
+import sys
+
+MESSAGE_LIMIT = 16 << 20  # bytes of one value crossing the pipe
+
+
+def encode(value, depth=0):
+    """Tagged JSON of exactly None, bool, int, float, str, bytes, list, tuple, dict, set, frozenset."""
+    if depth > 100:
+        raise TypeError("value nested too deep")
+    kind = type(value)
+    if value is None or kind in (bool, int, float, str):
+        return value if kind is not float or value == value and abs(value) != float("inf") else {"x": repr(value)}
+    if kind is bytes:
+        return {"b": value.decode("latin-1")}
+    if kind in (list, tuple, set, frozenset):
+        tag = {list: "l", tuple: "t", set: "s", frozenset: "f"}[kind]
+        return {tag: [encode(item, depth + 1) for item in value]}
+    if kind is dict:
+        return {"d": [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in value.items()]}
+    raise TypeError(f"a {kind.__name__} cannot be returned (plain built-in values only)")
+
+
+def decode(data):
+    if not isinstance(data, dict):
+        return data
+    [(tag, body)] = data.items()
+    if tag == "x":
+        return float(body)
+    if tag == "b":
+        return body.encode("latin-1")
+    if tag == "d":
+        return {decode(k): decode(v) for k, v in body}
+    return {"l": list, "t": tuple, "s": set, "f": frozenset}[tag](decode(item) for item in body)
+
+
+def send(fd, message):
+    data = json.dumps(message).encode() + b"\n"
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def receive(stream):
+    line = stream.readline(MESSAGE_LIMIT + 1)
+    if not line.endswith(b"\n"):
+        raise EOFError("the candidate process ended" if not line else "a message over the size limit")
+    return json.loads(line)
+
+
+def one_line(exc):
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
+def candidate_process(requests, replies, limits):
+    """The untrusted side: limits, drop privileges, run the program, serve calls to the entry point."""
+    import resource
+
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    mb = 1 << 20
+    for name, value in (("RLIMIT_CPU", limits["cpu_s"]), ("RLIMIT_AS", limits["memory_mb"] * mb),
+                        ("RLIMIT_NPROC", limits["processes"]), ("RLIMIT_FSIZE", limits["file_mb"] * mb),
+                        ("RLIMIT_CORE", 0)):
+        resource.setrlimit(getattr(resource, name), (value, value))
+    if limits["uid"] is not None:
+        os.setgroups([])
+        os.setgid(limits["uid"])
+        os.setuid(limits["uid"])
+    reader = os.fdopen(requests, "rb")
+    try:
+        job = receive(reader)
+        namespace = {"__name__": "__main__"}
+        exec(compile(job["prelude"] + "\n" + job["program"], "<completion>", "exec"), namespace)
+        function = namespace[job["entry_point"]]
+        if not callable(function):
+            raise TypeError(f"{job['entry_point']} is not a function")
+    except BaseException as exc:  # SystemExit and KeyboardInterrupt too: the program failed to load
+        send(replies, {"error": one_line(exc)})
+        os._exit(0)
+    send(replies, {"ready": True})
+    while True:
+        try:
+            call = receive(reader)
+        except EOFError:
+            os._exit(0)
+        try:
+            result = {"value": encode(function(*decode(call["args"]), **decode(call["kwargs"])))}
+        except BaseException as exc:
+            result = {"raised": one_line(exc)}
+        send(replies, result)
+
+
+class CountAsserts(ast.NodeTransformer):
+    """`assert test, msg` becomes `rlvr_assert_(lambda: test)`: counted, never stopping the tests."""
+
+    def visit_Assert(self, node):
+        check = ast.Lambda(args=ast.arguments(posonlyargs=[], args=[], kwonlyargs=[], kw_defaults=[], defaults=[]),
+                           body=node.test)
+        call = ast.Call(func=ast.Name(id="rlvr_assert_", ctx=ast.Load()), args=[check], keywords=[])
+        return ast.copy_location(ast.Expr(value=call), node)
+
+
+def run_tests(job, call_candidate):
+    counts = {"passed": 0, "failed": 0, "error": None}
+
+    def rlvr_assert_(check):
+        try:
+            ok = bool(check())
+        except Exception:
+            ok = False
+        counts["passed" if ok else "failed"] += 1
+
+    def candidate(*args, **kwargs):
+        return call_candidate(args, kwargs)
+
+    namespace = {"__name__": "__main__"}
+    try:
+        exec(compile(job["prelude"], "<prelude>", "exec"), namespace)
+        namespace[job["entry_point"]] = candidate
+        namespace["rlvr_assert_"] = rlvr_assert_
+        tree = ast.fix_missing_locations(CountAsserts().visit(ast.parse(job["tests"])))
+        exec(compile(tree, "<tests>", "exec"), namespace)
+        if callable(namespace.get("check")):
+            namespace["check"](candidate)
+    except Exception as exc:  # the tests stopped: a call raised outside an assert, or the program did not load
+        counts["error"] = one_line(exc)
+    return counts
+
+
+def main():
+    limits = json.loads(sys.argv[1])
+    if limits["uid"] is None:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: no /proc/<pid>/mem, fd or ptrace access
+    requests_r, requests_w = os.pipe()
+    replies_r, replies_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # nothing secret has been read yet: the input is still unread on stdin
+        os.close(requests_w)
+        os.close(replies_r)
+        candidate_process(requests_r, replies_w, limits)
+    os.close(requests_r)
+    os.close(replies_w)
+    job = json.loads(sys.stdin.buffer.read())
+    replies = os.fdopen(replies_r, "rb")
+
+    def call_candidate(args, kwargs):
+        try:
+            send(requests_w, {"args": encode(list(args)), "kwargs": encode(kwargs)})
+        except BrokenPipeError:
+            raise EOFError("the candidate process ended") from None
+        reply = receive(replies)
+        if "raised" in reply:
+            raise RuntimeError(reply["raised"])
+        return decode(reply["value"])
+
+    try:
+        send(requests_w, {"prelude": job["prelude"], "program": job["program"], "entry_point": job["entry_point"]})
+        ready = receive(replies)
+    except (BrokenPipeError, EOFError, ValueError) as exc:
+        ready = {"error": f"the program ended before the tests ran ({exc})"}
+    if "error" in ready:
+        counts = {"passed": 0, "failed": 0, "error": ready["error"]}
+    else:
+        counts = run_tests(job, call_candidate)
+    sys.stdout.write(job["token"] + " " + json.dumps(counts) + "\n")
+    sys.stdout.flush()
+    try:
+        os.kill(pid, 9)
+    except PermissionError:  # it became another user; the sandbox's end takes it
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""Run a completion's program against tests in a bubblewrap sandbox, with limits and a hard wall time.
+
+The sandbox (Debian's `bubblewrap`, the tool Flatpak uses) unshares every namespace: no network
+interface but its own loopback, its own PID space (ending its first process kills every process in
+it), nothing of the host's file system but a read-only Python runtime (the interpreter, its standard
+library, the shared libraries they link) and a private, size-capped /tmp. rlvr/rewards/code_harness.py
+runs inside and applies the per-process limits (CPU seconds, address space, processes, file size).
+
+Run as root (containers, CI), bwrap runs without a user namespace and the program drops to an
+unprivileged user id of its own, because the kernel never applies RLIMIT_NPROC to root: a fork bomb
+would otherwise be stopped only by the wall time. Run as anyone else, bwrap makes a user namespace
+(the program's process count is then kept per namespace).
+
+`sandbox="none"` runs the same harness as a plain subprocess with the same limits but no namespaces:
+the program sees the host. It exists for machines without bubblewrap and is never a fallback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+
+from rlvr.errors import ConfigError
+
+HARNESS = Path(__file__).with_name("code_harness.py")
+SANDBOX_HARNESS = "/harness/code_harness.py"
+SANDBOXES = ("bubblewrap", "none")
+FIRST_UID = 3_000_000_000  # sandboxed programs run as FIRST_UID + slot when rlvr is root: ids no account uses
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per program. Each is checked at construction: a bad value fails the run's start in one line."""
+
+    timeout_s: float = 10.0  # wall time of the whole sandbox, start-up included; then its processes are killed
+    cpu_s: int = 5
+    memory_mb: int = 1024  # address space of the program's process
+    processes: int = 16  # processes and threads the program may have at once
+    file_mb: int = 16  # largest file it may write; /tmp holds at most tmpfs_mb
+    tmpfs_mb: int = 64
+
+    RANGES = {"timeout_s": (0.5, 600), "cpu_s": (1, 600), "memory_mb": (64, 65536), "processes": (1, 4096),
+              "file_mb": (0, 4096), "tmpfs_mb": (1, 4096)}
+
+    def __post_init__(self):
+        for name, (low, high) in self.RANGES.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+                raise ConfigError(f"code reward limit {name}={value!r} must be a number in [{low}, {high}]")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: str  # "ok" (the tests ran: see passed/failed/error), "timeout", or "error" (no verdict came back)
+    passed: int = 0
+    failed: int = 0
+    error: str | None = None  # why the tests stopped early, or why there is no verdict
+
+
+@functools.cache
+def runtime_paths() -> tuple[tuple[str, str], ...]:
+    """(host path, sandbox path) pairs of what the Python runtime needs: the interpreter, its standard
+    library and each shared library they link, bound by the name the loader asks for."""
+    executable = os.path.realpath(sys._base_executable)  # the interpreter a venv's python links to
+    stdlib = os.path.realpath(sysconfig.get_path("stdlib"))
+    dynload = Path(stdlib) / "lib-dynload"
+    linked = set()
+    for binary in [executable, *map(str, dynload.glob("*.so"))]:
+        result = subprocess.run(["ldd", binary], capture_output=True, text=True)
+        for line in result.stdout.splitlines():
+            path = line.split("=>")[-1].split("(")[0].strip()
+            if path.startswith("/"):
+                linked.add(path)
+    pairs = [(executable, executable), (stdlib, stdlib)]
+    for path in sorted(linked):
+        pairs.append((os.path.realpath(path), os.path.join(os.path.realpath(os.path.dirname(path)),
+                                                           os.path.basename(path))))
+    return tuple(pairs)
+
+
+def bubblewrap_argv(limits: Limits, as_root: bool) -> list[str]:
+    argv = ["bwrap", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--clearenv",
+            "--setenv", "PATH", "/nonexistent", "--setenv", "HOME", "/tmp",
+            "--tmpfs", "/", "--proc", "/proc", "--dev", "/dev",
+            "--perms", "1777", "--size", str(limits.tmpfs_mb << 20), "--tmpfs", "/tmp"]
+    for link, target in (("/lib", "usr/lib"), ("/lib64", "usr/lib64"), ("/bin", "usr/bin")):
+        if os.path.islink(link):
+            argv += ["--symlink", target, link]
+    binds = [*runtime_paths(), (str(HARNESS), SANDBOX_HARNESS)]
+    ancestors = {str(parent) for _, destination in binds for parent in Path(destination).parents} - {"/"}
+    for directory in sorted(ancestors, key=lambda d: d.count("/")):  # readable by the unprivileged program
+        if not os.path.islink(directory):
+            argv += ["--perms", "0755", "--dir", directory]
+    for source, destination in binds:
+        argv += ["--ro-bind", source, destination]
+    stdlib = runtime_paths()[1][1]
+    for hidden in ("site-packages", "dist-packages"):  # the runtime only: no installed packages
+        if os.path.isdir(os.path.join(stdlib, hidden)):
+            argv += ["--tmpfs", os.path.join(stdlib, hidden)]
+    argv += ["--chdir", "/tmp"]
+    if as_root:
+        argv += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    else:
+        argv += ["--unshare-user", "--disable-userns"]
+    return argv
+
+
+class Sandbox:
+    """Runs programs one per call to `run`; safe to call from several threads (one slot each)."""
+
+    def __init__(self, kind: str, limits: Limits):
+        if kind not in SANDBOXES:
+            raise ConfigError(f"code reward sandbox={kind!r}: must be one of {', '.join(SANDBOXES)}")
+        self.kind, self.limits = kind, limits
+        self.as_root = os.geteuid() == 0
+
+    def command(self, slot: int) -> list[str]:
+        limits = {"cpu_s": self.limits.cpu_s, "memory_mb": self.limits.memory_mb, "processes": self.limits.processes,
+                  "file_mb": self.limits.file_mb, "uid": FIRST_UID + slot if self.as_root else None}
+        interpreter = runtime_paths()[0][1]
+        if self.kind == "none":
+            return [interpreter, "-I", "-S", str(HARNESS), json.dumps(limits)]
+        return bubblewrap_argv(self.limits, self.as_root) + [interpreter, "-I", "-S", SANDBOX_HARNESS,
+                                                             json.dumps(limits)]
+
+    def run(self, program: str, tests: str, entry_point: str, prelude: str = "", slot: int = 0) -> Verdict:
+        token = secrets.token_hex(16)
+        job = json.dumps({"program": program, "tests": tests, "entry_point": entry_point, "prelude": prelude,
+                          "token": token}).encode()
+        process = subprocess.Popen(self.command(slot), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            out, err = process.communicate(job, timeout=self.limits.timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)  # bwrap's end takes every process in its PID space
+            process.communicate()
+            return Verdict("timeout", error=f"still running after {self.limits.timeout_s:g} s")
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        for line in out.decode(errors="replace").splitlines():
+            if line.startswith(token + " "):
+                counts = json.loads(line[len(token) + 1:])
+                return Verdict("ok", counts["passed"], counts["failed"], counts["error"])
+        detail = err.decode(errors="replace").strip().splitlines()
+        return Verdict("error", error=f"no verdict (exit {process.returncode}"
+                                      + (f": {detail[-1][:200]})" if detail else ")"))
+
+    def check_works(self) -> None:
+        """Raise ConfigError naming the cause when this machine cannot run the sandbox."""
+        if self.kind == "bubblewrap" and shutil.which("bwrap") is None:
+            raise ConfigError("the code reward's sandbox needs bubblewrap, which is not installed: install Debian's or "
+                              "your distribution's 'bubblewrap' package (apt-get install bubblewrap), or opt in to "
+                              "running model-written code unsandboxed with sandbox=none")
+        verdict = self.run("def f():\n    return 1\n", "assert f() == 1\n", "f")
+        if verdict.status != "ok" or verdict.passed != 1:
+            raise ConfigError(f"the code reward's sandbox ({self.kind}) cannot run a trivial program on this machine: "
+                              f"{verdict.error or verdict}; bubblewrap needs user namespaces (or root), which some "
+                              f"containers and macOS lack")
