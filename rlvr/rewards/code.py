@@ -12,14 +12,12 @@ followed by the program, so a body continuing the prompt and a whole function bo
 from __future__ import annotations
 
 import logging
-import queue
 import re
-from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 from rlvr.errors import DataError
 from rlvr.rewards.base import Outcome, Reward
-from rlvr.rewards.code_sandbox import Limits, Sandbox
+from rlvr.rewards.code_sandbox import Job, Limits, Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +56,7 @@ class CodeTestsReward(Reward):
         if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 256:
             raise ConfigError(f"reward.functions.{self.__name__}.workers={workers!r}: must be an integer in [1, 256]")
         try:
-            self.sandbox = Sandbox(sandbox, Limits(**limits))
+            self.sandbox = Sandbox(sandbox, Limits(**limits), workers)
         except TypeError as exc:
             raise ConfigError(f"reward.functions.{self.__name__}: {exc}") from None
         except ConfigError as exc:
@@ -68,10 +66,6 @@ class CodeTestsReward(Reward):
                         "your files, reach the network and outlive the run", self.__name__)
         self.sandbox.check_works()
         self.score_mode, self.correct, self.wrong = score, correct, wrong
-        self.slots: queue.Queue[int] = queue.Queue()
-        for slot in range(workers):
-            self.slots.put(slot)
-        self.pool = ThreadPoolExecutor(workers, thread_name_prefix=f"{self.__name__}-sandbox")
         self._rows: tuple[Sequence[str], Sequence[str]] = ((), ())
 
     def __call__(self, prompts=None, completions=(), answer=None, entry_point=None, code_prelude=None, **kwargs):
@@ -81,25 +75,18 @@ class CodeTestsReward(Reward):
         self._rows = (entry_point, code_prelude if code_prelude is not None else [""] * len(entry_point))
         return super().__call__(prompts=prompts, completions=completions, answer=answer, **kwargs)
 
-    def _run(self, program: str, tests: str, entry_point: str, prelude: str):
-        slot = self.slots.get()
-        try:
-            return self.sandbox.run(program, tests, entry_point, prelude or "", slot)
-        finally:
-            self.slots.put(slot)
-
     def score(self, completions: Sequence[str], golds: Sequence[str | None], prompts=None) -> list[Outcome]:
         entry_points, preludes = self._rows
         outcomes: list[Outcome | None] = [None] * len(completions)
-        futures = {}
+        jobs = {}
         for i, (completion, tests) in enumerate(zip(completions, golds, strict=True)):
             program = extract_program(completion, entry_points[i])
             if tests is None or not program.strip():
                 outcomes[i] = Outcome(self.wrong, "missing", None, False)
-                continue
-            futures[i] = self.pool.submit(self._run, program, tests, entry_points[i], preludes[i])
-        for i, future in futures.items():
-            outcomes[i] = self._outcome(future.result())
+            else:
+                jobs[i] = Job(program, tests, entry_points[i], preludes[i] or "")
+        for i, verdict in zip(jobs, self.sandbox.run(list(jobs.values())), strict=True):
+            outcomes[i] = self._outcome(verdict)
         return outcomes
 
     def _outcome(self, verdict) -> Outcome:

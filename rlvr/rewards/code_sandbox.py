@@ -26,6 +26,8 @@ import signal
 import subprocess
 import sys
 import sysconfig
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +36,8 @@ from rlvr.errors import ConfigError
 HARNESS = Path(__file__).with_name("code_harness.py")
 SANDBOX_HARNESS = "/harness/code_harness.py"
 SANDBOXES = ("bubblewrap", "none")
-FIRST_UID = 3_000_000_000  # sandboxed programs run as FIRST_UID + slot when rlvr is root: ids no account uses
+VERDICT_BYTES = 1 << 16  # read of the sandbox's output: the verdict is one short line
+FIRST_UID = 1_900_000_000  # sandboxed programs run as FIRST_UID + slot when rlvr is root: ids no account uses
 
 
 @dataclass(frozen=True)
@@ -114,13 +117,23 @@ def bubblewrap_argv(limits: Limits, as_root: bool) -> list[str]:
     return argv
 
 
-class Sandbox:
-    """Runs programs one per call to `run`; safe to call from several threads (one slot each)."""
+@dataclass(frozen=True)
+class Job:
+    program: str
+    tests: str
+    entry_point: str
+    prelude: str = ""
 
-    def __init__(self, kind: str, limits: Limits):
+
+class Sandbox:
+    """Runs programs, up to `workers` at a time, all from the calling thread: an exception there
+    (Ctrl-C, a stop) kills every sandbox still running before it propagates, and a killed process
+    takes its sandboxes along (bwrap's --die-with-parent)."""
+
+    def __init__(self, kind: str, limits: Limits, workers: int = 1):
         if kind not in SANDBOXES:
             raise ConfigError(f"code reward sandbox={kind!r}: must be one of {', '.join(SANDBOXES)}")
-        self.kind, self.limits = kind, limits
+        self.kind, self.limits, self.workers = kind, limits, workers
         self.as_root = os.geteuid() == 0
 
     def command(self, slot: int) -> list[str]:
@@ -132,27 +145,59 @@ class Sandbox:
         return bubblewrap_argv(self.limits, self.as_root) + [interpreter, "-I", "-S", SANDBOX_HARNESS,
                                                              json.dumps(limits)]
 
-    def run(self, program: str, tests: str, entry_point: str, prelude: str = "", slot: int = 0) -> Verdict:
-        token = secrets.token_hex(16)
-        job = json.dumps({"program": program, "tests": tests, "entry_point": entry_point, "prelude": prelude,
-                          "token": token}).encode()
-        process = subprocess.Popen(self.command(slot), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, start_new_session=True)
+    def run(self, jobs: list[Job]) -> list[Verdict]:
+        """One Verdict per job, in order."""
+        verdicts: list[Verdict | None] = [None] * len(jobs)
+        waiting = list(enumerate(jobs))[::-1]
+        running: dict[int, tuple] = {}  # slot: (job index, process, token, deadline, stdout, stderr)
         try:
-            out, err = process.communicate(job, timeout=self.limits.timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)  # bwrap's end takes every process in its PID space
-            process.communicate()
-            return Verdict("timeout", error=f"still running after {self.limits.timeout_s:g} s")
+            while waiting or running:
+                while waiting and len(running) < self.workers:
+                    slot = next(s for s in range(self.workers) if s not in running)
+                    index, job = waiting.pop()
+                    running[slot] = (index, *self._start(job, slot))
+                for slot, (index, process, token, deadline, out, err) in list(running.items()):
+                    if process.poll() is None and time.monotonic() < deadline:
+                        continue
+                    timed_out = process.poll() is None
+                    self._kill(process)
+                    verdicts[index] = self._verdict(process, token, out, err, timed_out)
+                    del running[slot]
+                time.sleep(0.002)
         finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        for line in out.decode(errors="replace").splitlines():
+            for _, process, *_ in running.values():
+                self._kill(process)
+        return verdicts
+
+    def _start(self, job: Job, slot: int) -> tuple:
+        token = secrets.token_hex(16)
+        files = [tempfile.TemporaryFile() for _ in range(3)]  # the job in, the verdict and errors out
+        files[0].write(json.dumps({"program": job.program, "tests": job.tests, "entry_point": job.entry_point,
+                                   "prelude": job.prelude, "token": token}).encode())
+        files[0].seek(0)
+        with files[0]:
+            process = subprocess.Popen(self.command(slot), stdin=files[0], stdout=files[1], stderr=files[2],
+                                       start_new_session=True)
+        return process, token, time.monotonic() + self.limits.timeout_s, files[1], files[2]
+
+    @staticmethod
+    def _kill(process) -> None:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)  # bwrap's end takes every process in its PID space
+        process.wait()
+
+    def _verdict(self, process, token: str, out, err, timed_out: bool) -> Verdict:
+        with out, err:
+            out.seek(0)
+            err.seek(0)
+            output, errors = out.read(VERDICT_BYTES).decode(errors="replace"), err.read(VERDICT_BYTES)
+        if timed_out:
+            return Verdict("timeout", error=f"still running after {self.limits.timeout_s:g} s")
+        for line in output.splitlines():
             if line.startswith(token + " "):
                 counts = json.loads(line[len(token) + 1:])
                 return Verdict("ok", counts["passed"], counts["failed"], counts["error"])
-        detail = err.decode(errors="replace").strip().splitlines()
+        detail = errors.decode(errors="replace").strip().splitlines()
         return Verdict("error", error=f"no verdict (exit {process.returncode}"
                                       + (f": {detail[-1][:200]})" if detail else ")"))
 
@@ -162,7 +207,7 @@ class Sandbox:
             raise ConfigError("the code reward's sandbox needs bubblewrap, which is not installed: install Debian's or "
                               "your distribution's 'bubblewrap' package (apt-get install bubblewrap), or opt in to "
                               "running model-written code unsandboxed with sandbox=none")
-        verdict = self.run("def f():\n    return 1\n", "assert f() == 1\n", "f")
+        [verdict] = self.run([Job("def f():\n    return 1\n", "assert f() == 1\n", "f")])
         if verdict.status != "ok" or verdict.passed != 1:
             raise ConfigError(f"the code reward's sandbox ({self.kind}) cannot run a trivial program on this machine: "
                               f"{verdict.error or verdict}; bubblewrap needs user namespaces (or root), which some "

@@ -1,0 +1,317 @@
+"""Hostile programs against the code reward: each scores 0 or is contained, and leaves nothing running."""
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from rlvr.errors import ConfigError
+from rlvr.rewards.code import CodeTestsReward, extract_program
+from rlvr.rewards.code_sandbox import HARNESS, Job, Limits, Sandbox
+
+ADD_TESTS = "def check(candidate):\n    assert candidate(1, 2) == 3\n    assert candidate(-1, 1) == 0\n"
+CORRECT_ADD = "def add(a, b):\n    return a + b\n"
+
+
+@pytest.fixture(scope="module")
+def reward():
+    return CodeTestsReward(name="code", workers=2, timeout_s=5, cpu_s=3)
+
+
+def score(reward, program, tests=ADD_TESTS, entry_point="add", prelude=""):
+    [value] = reward(completions=[program], answer=[tests], entry_point=[entry_point], code_prelude=[prelude])
+    return value, reward.last_outcomes[0]
+
+
+def sandboxed_processes() -> list[str]:
+    """Processes of any sandbox still alive: the harness's command line, or a sandbox user id."""
+    out = subprocess.run(["ps", "-eo", "pid=,uid=,args="], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines()
+            if HARNESS.name in line or int(line.split()[1]) >= 1_900_000_000]
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_running():
+    yield
+    deadline = time.monotonic() + 5
+    while (left := sandboxed_processes()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not left, f"sandboxed processes outlived their call: {left}"
+
+
+def test_a_correct_program_passes_and_a_wrong_one_fails(reward):
+    assert score(reward, CORRECT_ADD)[0] == 1.0
+    value, outcome = score(reward, "def add(a, b):\n    return 3\n")
+    assert value == 0.0 and outcome.reason == "wrong" and outcome.prediction == "1/2 tests passed"
+
+
+def test_fraction_counts_each_assert():
+    fraction = CodeTestsReward(name="code", score="fraction")
+    assert score(fraction, "def add(a, b):\n    return 3\n")[0] == 0.5
+    assert score(fraction, CORRECT_ADD)[0] == 1.0
+
+
+def test_bare_asserts_call_the_entry_point_by_name(reward):
+    tests = "assert add(2, 2) == 4\nassert add(0, 0) == 0\n"
+    assert score(reward, CORRECT_ADD, tests)[0] == 1.0
+    assert score(reward, "def add(a, b):\n    return 4\n", tests)[0] == 0.0
+
+
+def test_a_body_continues_the_prelude(reward):
+    prelude = 'def add(a, b):\n    """Sum."""\n'
+    assert score(reward, "    return a + b\n", prelude=prelude)[0] == 1.0
+
+
+def test_extraction_takes_the_block_that_defines_the_entry_point():
+    completion = "Use this:\n```python\nprint(add(1, 2))\n```\nand\n```python\ndef add(a, b):\n    return a + b\n```\n"
+    assert extract_program(completion, "add") == "def add(a, b):\n    return a + b\n"
+    assert extract_program("```py\nx = 1\n", "add") == "x = 1\n"  # an unclosed fence runs to the end
+    assert extract_program("    return a + b", "add") == "    return a + b"
+
+
+@pytest.mark.parametrize("completion", ["", "   \n", "I cannot solve this.", "```python\n```"])
+def test_no_code_scores_zero(reward, completion):
+    value, outcome = score(reward, completion)
+    assert value == 0.0 and outcome.reason in ("missing", "wrong")
+
+
+HACKS = {
+    "exit 0 before the tests": "import sys\nsys.exit(0)\n",
+    "os._exit before the tests": "import os\nos._exit(0)\n",
+    "a fake OK and a fake verdict on stdout": (
+        'import sys\nprint("OK")\nprint(\'{"passed": 2, "failed": 0, "error": null}\')\n'
+        "sys.stdout.flush()\ndef add(a, b):\n    return 0\n"),
+    "redefined assert and exit": (
+        "import builtins\nbuiltins.AssertionError = type('Never', (Exception,), {})\n"
+        "builtins.exit = builtins.quit = lambda *a: None\ndef add(a, b):\n    return 0\n"),
+    "SystemExit inside the tested call": "def add(a, b):\n    raise SystemExit(0)\n",
+    "an object equal to everything": (
+        "class Anything:\n    def __eq__(self, other):\n        return True\n"
+        "def add(a, b):\n    return Anything()\n"),
+    "an int subclass equal to everything": (
+        "class Anything(int):\n    def __eq__(self, other):\n        return True\n"
+        "def add(a, b):\n    return Anything(0)\n"),
+    "patching the harness's own functions": (
+        "import __main__\n__main__.run_tests = lambda *a: {'passed': 9, 'failed': 0, 'error': None}\n"
+        "__main__.CountAsserts = None\ndef add(a, b):\n    return 0\n"),
+    "forged replies on every open descriptor": (
+        "import os\nfor fd in range(3, 64):\n    try:\n        os.write(fd, b'{\"ready\": true}\\n{\"value\": 3}\\n')\n"
+        "    except OSError:\n        pass\ndef add(a, b):\n    return 0\n"),
+}
+
+
+@pytest.mark.parametrize("hack", list(HACKS))
+def test_reward_hacks_score_zero(reward, hack):
+    value, outcome = score(reward, HACKS[hack])
+    assert value == 0.0 and not outcome.correct, outcome
+
+
+def test_the_tests_and_their_expected_values_cannot_be_read(reward):
+    """The expected value is a secret only the tests hold; the program searches everything it can open."""
+    secret = "s3cr3t" + secrets.token_hex(8)
+    tests = f"def check(candidate):\n    assert candidate() == {secret!r}\n"
+    program = textwrap.dedent(r'''
+        import os, re
+        def found():
+            pattern = re.compile(rb"s3cr3t[0-9a-f]{16}")
+            paths = ["/tmp"]
+            for pid in os.listdir("/proc"):
+                if pid.isdigit():
+                    paths += [f"/proc/{pid}/{name}" for name in ("cmdline", "environ", "fd", "mem", "maps")]
+            for path in paths:
+                try:
+                    if os.path.isdir(path):
+                        paths += [os.path.join(path, entry) for entry in os.listdir(path)]
+                        continue
+                    if path.endswith("/mem"):
+                        maps = open(path[:-3] + "maps").read().splitlines()
+                        with open(path, "rb") as memory:
+                            for line in maps:
+                                start, end = (int(x, 16) for x in line.split()[0].split("-"))
+                                memory.seek(start)
+                                if (match := pattern.search(memory.read(min(end - start, 1 << 24)))):
+                                    return match.group().decode()
+                        continue
+                    if (match := pattern.search(open(path, "rb").read(1 << 24))):
+                        return match.group().decode()
+                except Exception:
+                    pass
+            return None
+        import gc
+        def add():
+            for obj in gc.get_objects():
+                if isinstance(obj, (str, bytes)) and b"s3cr3t" in (obj if isinstance(obj, bytes) else obj.encode()):
+                    return obj
+            return found()
+        ''')
+    value, outcome = score(reward, program, tests)
+    assert value == 0.0, outcome
+
+
+def test_host_files_environment_and_tools_are_out_of_reach(reward, tmp_path, monkeypatch):
+    secret = "host" + secrets.token_hex(8)
+    monkeypatch.setenv("RLVR_TEST_SECRET", secret)
+    (tmp_path / "secret.txt").write_text(secret)
+    marker = tmp_path / "written-from-the-sandbox"
+    program = textwrap.dedent(f'''
+        import os, subprocess
+        def add():
+            for attempt in (lambda: os.environ["RLVR_TEST_SECRET"],
+                            lambda: open({str(tmp_path / "secret.txt")!r}).read(),
+                            lambda: subprocess.run(["/bin/cat", {str(tmp_path / "secret.txt")!r}],
+                                                   capture_output=True, text=True).stdout,
+                            lambda: str(os.system("touch {marker}")),
+                            lambda: open({str(marker)!r}, "w").write("x")):
+                try:
+                    value = attempt()
+                    if value == {secret!r}:
+                        return value
+                except Exception:
+                    pass
+            return None
+        ''')
+    value, outcome = score(reward, program, f"assert add() == {secret!r}\n")
+    assert value == 0.0, outcome
+    assert not marker.exists()
+
+
+def test_a_server_on_the_hosts_loopback_is_unreachable(reward):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    server.settimeout(0.2)
+    port = server.getsockname()[1]
+    connections = []
+
+    def accept():
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            try:
+                connections.append(server.accept())
+            except (socket.timeout, OSError):
+                pass
+
+    watcher = threading.Thread(target=accept)
+    watcher.start()
+    program = textwrap.dedent(f'''
+        import socket
+        def add(a, b):
+            try:
+                socket.create_connection(("127.0.0.1", {port}), timeout=1).sendall(b"hello")
+                return a + b
+            except OSError:
+                return 0
+        ''')
+    value, outcome = score(reward, program)
+    watcher.join()
+    server.close()
+    assert value == 0.0 and not connections, outcome
+
+
+def test_killing_parents_and_everyone_reaches_neither_the_harness_nor_the_host():
+    """The program signals its parent (the harness), the sandbox's first process, this test's own
+    process id and every process it may (-1), then answers correctly: its verdict still comes back."""
+    reward = CodeTestsReward(name="code")
+    program = f"import os\nfor pid in (os.getppid(), 1, {os.getpid()}, -1):\n" \
+              f"    try:\n        os.kill(pid, 9)\n    except OSError:\n        pass\n" + CORRECT_ADD
+    value, outcome = score(reward, program)
+    if os.geteuid() != 0:  # the program runs as the harness's user: it may kill it, and so scores 0
+        assert value == 0.0
+        return
+    assert value == 1.0 and outcome.prediction == "2/2 tests passed", outcome
+
+
+RESOURCE_HOGS = {
+    "a fork bomb": "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
+    "an endless loop": "while True:\n    pass\n",
+    "an endless loop in the tested call": "def add(a, b):\n    while True:\n        pass\n",
+    "50 GB of memory": "x = bytearray(50 << 30)\n" + CORRECT_ADD,
+    "a 10 GB file": ("block = b'0' * (1 << 20)\nwith open('/tmp/big', 'wb') as f:\n"
+                     "    for _ in range(10 << 10):\n        f.write(block)\n" + CORRECT_ADD),
+    "100 MB on stdout": "import sys\nfor _ in range(100):\n    sys.stdout.write('x' * (1 << 20))\n"
+                        "def add(a, b):\n    return 0\n",
+}
+
+
+@pytest.mark.parametrize("hog", list(RESOURCE_HOGS))
+def test_resource_hogs_are_stopped_at_their_limits(reward, hog):
+    started = time.monotonic()
+    value, outcome = score(reward, RESOURCE_HOGS[hog])
+    assert value == 0.0 and outcome.reason in ("wrong", "timeout", "error"), outcome
+    assert time.monotonic() - started < 5 + 3  # the wall-time limit, plus the kill
+
+
+def test_a_stopped_run_leaves_no_sandboxed_process(tmp_path):
+    """SIGTERM and Ctrl-C (SIGINT) of a process mid-call: every sandbox it started is gone."""
+    script = tmp_path / "score.py"
+    script.write_text(textwrap.dedent('''
+        from rlvr.rewards.code import CodeTestsReward
+        reward = CodeTestsReward(name="code", workers=2, timeout_s=60, cpu_s=60)
+        print("started", flush=True)
+        reward(completions=["while True:\\n    pass\\n"] * 4, answer=["assert add(1, 1) == 2"] * 4,
+               entry_point=["add"] * 4)
+        '''))
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+        assert process.stdout.readline() == "started\n"
+        deadline = time.monotonic() + 10
+        while len(sandboxed_processes()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sandboxed_processes(), "no sandbox started"
+        process.send_signal(stop)
+        process.wait(timeout=10)
+
+
+def test_limits_are_range_checked():
+    with pytest.raises(ConfigError, match="memory_mb=0 must be a number in"):
+        Limits(memory_mb=0)
+    with pytest.raises(ConfigError, match="reward.functions.code: .*unexpected keyword argument 'walltime'"):
+        CodeTestsReward(name="code", walltime=3)
+    with pytest.raises(ConfigError, match="sandbox='docker': must be one of bubblewrap, none"):
+        CodeTestsReward(name="code", sandbox="docker")
+
+
+def test_a_machine_without_bubblewrap_is_refused_in_one_line(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(ConfigError, match="needs bubblewrap, which is not installed.*apt-get install bubblewrap"):
+        CodeTestsReward(name="code")
+
+
+def test_unsandboxed_is_an_explicit_loud_opt_in(caplog):
+    reward = CodeTestsReward(name="code", sandbox="none")
+    assert "RUNS MODEL-WRITTEN CODE UNSANDBOXED" in caplog.text
+    assert score(reward, CORRECT_ADD)[0] == 1.0
+
+
+def test_a_sandbox_that_cannot_start_is_refused(monkeypatch):
+    monkeypatch.setattr(Sandbox, "command", lambda self, slot: ["/bin/false"])
+    with pytest.raises(ConfigError, match=r"cannot run a trivial program on this machine: no verdict \(exit 1\)"):
+        CodeTestsReward(name="code")
+
+
+def test_jobs_run_in_parallel_up_to_the_workers():
+    """Each running sandbox's program has its slot's own user id: count them while 6 jobs run on 3 workers."""
+    sleepy = Job("import time\ntime.sleep(1)\n" + CORRECT_ADD, ADD_TESTS, "add")
+    seen, done = set(), threading.Event()
+
+    def watch():
+        while not done.is_set():
+            alive = {int(line.split()[1]) for line in sandboxed_processes()}
+            seen.add(len({uid for uid in alive if uid >= 1_900_000_000}))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    verdicts = Sandbox("bubblewrap", Limits(), workers=3).run([sleepy] * 6)
+    done.set()
+    watcher.join()
+    assert [v.passed for v in verdicts] == [2] * 6
+    assert max(seen) == 3
