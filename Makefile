@@ -13,7 +13,7 @@ ARGS ?=
 TEST_WORKERS ?= 2
 XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
 
-.PHONY: install run test test-fast bench slurm-up slurm-down clean
+.PHONY: install sandbox run test test-fast bench slurm-up slurm-down clean
 .DEFAULT_GOAL := test
 
 $(VENV)/.installed: pyproject.toml
@@ -27,16 +27,23 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+sandbox:  ## Debian's bubblewrap, the code reward's sandbox: installed with apt when missing (as root)
+	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		export DEBIAN_FRONTEND=noninteractive && \
+		apt-get -o DPkg::Lock::Timeout=300 update -q >/dev/null && \
+		apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends bubblewrap >/dev/null; } || \
+		{ echo "install bubblewrap (e.g. apt-get install bubblewrap): the code reward and its tests need it" >&2; exit 1; }
+
 run: $(VENV)/.installed  ## the offline default: tiny model, arithmetic, GRPO on CPU
 	$(PY) -m rlvr.run $(ARGS)
 
-test: $(VENV)/.installed  ## the whole suite, slow end-to-end runs included
+test: $(VENV)/.installed sandbox  ## the whole suite, slow end-to-end runs included
 	$(PY) -m pytest -q $(XDIST) $(ARGS)
 
-test-fast: $(VENV)/.installed  ## no end-to-end runs, no SLURM
+test-fast: $(VENV)/.installed sandbox  ## no end-to-end runs, no SLURM
 	$(PY) -m pytest -q $(XDIST) -m "not slow and not slurm" $(ARGS)
 
-bench: $(VENV)/.installed  ## prints a table and writes bench-results.json
+bench: $(VENV)/.installed sandbox  ## prints a table and writes bench-results.json
 	$(PY) tests/benchmarks/bench.py $(ARGS)
 
 slurm-up:  ## a real single-node SLURM on localhost (root, Debian); prints the partition

@@ -103,9 +103,10 @@ def read_hub(name: str, subset: str | None, split: str):
 def read_builtin(name: str, arguments: dict[str, Any], seed: int):
     import datasets
 
-    from rlvr.data import arithmetic
+    from rlvr.data import arithmetic, humaneval
 
-    generators = {"arithmetic": arithmetic.generate, "preferences": arithmetic.generate_preferences}
+    generators = {"arithmetic": arithmetic.generate, "preferences": arithmetic.generate_preferences,
+                  "humaneval": humaneval.generate}
     if name not in generators:
         raise DataError(f"unknown built-in dataset 'builtin:{name}' (known: {', '.join(sorted(generators))})")
     try:

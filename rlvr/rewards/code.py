@@ -75,6 +75,10 @@ class CodeTestsReward(Reward):
         self._rows = (entry_point, code_prelude if code_prelude is not None else [""] * len(entry_point))
         return super().__call__(prompts=prompts, completions=completions, answer=answer, **kwargs)
 
+    def _gold(self, row: int, raw) -> str | None:
+        """The tests as written (no answer extraction)."""
+        return None if raw is None else str(raw)
+
     def score(self, completions: Sequence[str], golds: Sequence[str | None], prompts=None) -> list[Outcome]:
         entry_points, preludes = self._rows
         outcomes: list[Outcome | None] = [None] * len(completions)
@@ -94,7 +98,10 @@ class CodeTestsReward(Reward):
             return Outcome(self.wrong, verdict.status, None, False)
         ran = verdict.passed + verdict.failed + (verdict.error is not None)
         passed = ran > 0 and verdict.passed == ran
-        summary = f"{verdict.passed}/{ran} tests passed" + (f"; {verdict.error}" if verdict.error else "")
+        if verdict.passed + verdict.failed == 0 and verdict.error:
+            summary = f"no test ran: {verdict.error}"  # the program did not load, or the tests stopped at once
+        else:
+            summary = f"{verdict.passed}/{ran} tests passed" + (f"; {verdict.error}" if verdict.error else "")
         if self.score_mode == "fraction":
             value = self.wrong + (self.correct - self.wrong) * (verdict.passed / ran if ran else 0.0)
         else:

@@ -69,6 +69,19 @@ def test_fgrpo_on_qwen25_shape(tmp_path):
     assert all(0.0 <= m["fgrpo/spans_exact_frac"] <= 1.0 and m["fgrpo/covered_token_frac"] > 0 for m in logged)
 
 
+def test_code_grpo_on_qwen25_shape(tmp_path):
+    """experiment=code_grpo's dry run: HumanEval prompts in Qwen's chat template, every completion run
+    against its problem's tests in the sandbox, pass@k on the held-out problems."""
+    completed_run(tmp_path, "experiment=code_grpo", "model=qwen2.5_shape", *FEW_STEPS, "eval.n=2", "eval.ks=[1,2]",
+                  "reward.functions.code_tests.workers=2")
+    rollouts = check_chat_rollouts(tmp_path, "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.", 2)
+    assert all(r["prompt"][-1]["content"].startswith("Complete this Python function.") for r in rollouts)
+    assert all(r["gold"].lstrip().startswith(("def check", "METADATA", "import")) for r in rollouts)
+    assert all(r["prediction"].startswith(("no test ran", "0/")) for r in rollouts)  # a random policy's gibberish
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["train_steps"] == 2 and {"eval_after_pass@1", "eval_after_pass@2"} <= metrics.keys()
+
+
 def test_full_vocabulary_copy_on_qwen3_shape(tmp_path):
     """model.reasoning_vocab_size=151646 (the vocabulary-expansion study's setting): trains, saves,
     reloads and generates; reasoning ids only inside <think> (one token here, id 151667)."""

@@ -35,6 +35,16 @@ def test_score_with_combined_presets_and_a_custom_gold_column(rows_file):
     assert "1 rows, mean reward 2.0000" in result.stdout
 
 
+def test_score_runs_code_rows_in_the_sandbox(rows_file):
+    tests = "assert add(1, 2) == 3\nassert add(0, 0) == 0\n"
+    rows = [{"completion": "```python\ndef add(a, b):\n    return a + b\n```", "tests": tests, "entry_point": "add"},
+            {"completion": "def add(a, b):\n    return 3\n", "tests": tests, "entry_point": "add"},
+            {"completion": "import sys\nsys.exit(0)\n", "tests": tests, "entry_point": "add"}]
+    result = run_cli("rlvr.score", "reward=code_tests", f"input={rows_file(rows)}", "answer_column=tests")
+    assert result.returncode == 0, result.stderr
+    assert "3 rows, mean reward 0.3333" in result.stdout and "wrong 2, correct 1" in result.stdout
+
+
 @pytest.mark.parametrize(("content", "problem"), [
     ('{"completion": "x", "answer": "1"}\nnot json\n', "line 2: not JSON (Expecting value)"),
     ("\n", "has no rows"),
