@@ -64,6 +64,7 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
     from rlvr.hardware import check_device, export_device_environment
     from rlvr.models import check_quantization
     from rlvr.recipes import get_recipe
+    from rlvr.rewards.base import preflight_rewards
     from rlvr.run_dir import RunDirLock, resume_changes
 
     export_device_environment(cfg.hardware)  # first: check_ranges imports trl, hence torch
@@ -76,6 +77,7 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
     from rlvr.sharding import check_sharding  # imports transformers: after export_device_environment
 
     check_sharding(cfg.hardware, world_size)
+    preflight_rewards(cfg.reward.functions)
     lock = RunDirLock(run_dir, main_process=is_main_process()).acquire()  # held until this process exits
     try:
         start = recipe.preflight(cfg, run_dir)  # may refuse; writes nothing

@@ -125,6 +125,24 @@ def build_rewards(functions: dict[str, Any]) -> list[WeightedReward]:
     return rewards
 
 
+def preflight_rewards(functions: dict[str, Any]) -> None:
+    """Run the `preflight(name, **arguments)` classmethod of each configured reward class that has one:
+    checks of the machine (a sandbox that must work) made before a run writes anything."""
+    from hydra.utils import get_object
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(functions, DictConfig):
+        functions = OmegaConf.to_container(functions, resolve=True)
+    for name, entry in (functions or {}).items():
+        arguments = {k: v for k, v in dict(entry).items() if k not in ("_target_", "weight")}
+        try:
+            target = get_object(entry.get("_target_"))
+        except Exception:  # an unknown target: build_rewards names it
+            continue
+        if isinstance(target, type) and hasattr(target, "preflight"):
+            target.preflight(name, **arguments)
+
+
 def check_runs_in_worker(name: str, fn: Callable, timeout_s: Any) -> None:
     """A reward with `timeout_s` must be a positive time and a function a worker process can import."""
     import pickle

@@ -15,7 +15,7 @@ import logging
 import re
 from typing import Sequence
 
-from rlvr.errors import DataError
+from rlvr.errors import ConfigError, DataError
 from rlvr.rewards.base import Outcome, Reward
 from rlvr.rewards.code_sandbox import Job, Limits, Sandbox
 
@@ -48,25 +48,31 @@ class CodeTestsReward(Reward):
 
     def __init__(self, name: str | None = None, sandbox: str = "bubblewrap", workers: int = 2, score: str = "pass",
                  correct: float = 1.0, wrong: float = 0.0, **limits):
-        from rlvr.errors import ConfigError
-
         super().__init__(name)
-        if score not in SCORES:
-            raise ConfigError(f"reward.functions.{self.__name__}.score={score!r}: must be one of {', '.join(SCORES)}")
-        if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 256:
-            raise ConfigError(f"reward.functions.{self.__name__}.workers={workers!r}: must be an integer in [1, 256]")
-        try:
-            self.sandbox = Sandbox(sandbox, Limits(**limits), workers)
-        except TypeError as exc:
-            raise ConfigError(f"reward.functions.{self.__name__}: {exc}") from None
-        except ConfigError as exc:
-            raise ConfigError(f"reward.functions.{self.__name__}: {exc}") from None
+        self.sandbox = self.preflight(self.__name__, sandbox, workers, score, **limits)
         if sandbox == "none":
             log.warning("reward '%s' RUNS MODEL-WRITTEN CODE UNSANDBOXED (sandbox=none): it can read and write "
                         "your files, reach the network and outlive the run", self.__name__)
-        self.sandbox.check_works()
         self.score_mode, self.correct, self.wrong = score, correct, wrong
         self._rows: tuple[Sequence[str], Sequence[str]] = ((), ())
+
+    @classmethod
+    def preflight(cls, name: str, sandbox: str = "bubblewrap", workers: int = 2, score: str = "pass",
+                  correct: float = 1.0, wrong: float = 0.0, **limits) -> Sandbox:
+        """The checked sandbox: every argument in range, and a trivial program run in it on this machine."""
+        if score not in SCORES:
+            raise ConfigError(f"reward.functions.{name}.score={score!r}: must be one of {', '.join(SCORES)}")
+        if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 256:
+            raise ConfigError(f"reward.functions.{name}.workers={workers!r}: must be an integer in [1, 256]")
+        try:
+            checked = Sandbox(sandbox, Limits(**limits), workers)
+            checked.check_works()
+        except TypeError as exc:
+            raise ConfigError(f"reward.functions.{name}: {exc}") from None
+        except ConfigError as exc:
+            raise ConfigError(f"reward.functions.{name}: {exc}".replace("sandbox=none", f"reward.functions.{name}."
+                                                                                      f"sandbox=none")) from None
+        return checked
 
     def __call__(self, prompts=None, completions=(), answer=None, entry_point=None, code_prelude=None, **kwargs):
         if entry_point is None:

@@ -29,6 +29,10 @@
   vocab_full_copy_ratio_over_bare = step ratio / that: what rlvr and TRL add on top.
 - span_to_token_per_s: span->token mappings per second (offsets + vectorised coverage) on
   GSM8K-length text.
+- code_reward_per_s: the code reward (bubblewrap sandbox, 2 workers) on the 164 canonical HumanEval
+  solutions against their tests, completions per second; code_sandbox_overhead_ms: per program,
+  the sandbox's median wall time over the same harness run as a bare subprocess (sandbox=none),
+  one worker, a two-assert program, alternating calls.
 - rm_scoring_speedup_batched: reward-model scoring throughput (pairs/s) of the tiny reward model
   on 256 built-in pairs, batches of 32 over one pair at a time.
 - eval_completions_per_s (tiny model; _mid: the mid-size shape above) and eval_speedup_vs_naive:
@@ -368,6 +372,35 @@ def bench_verify() -> dict:
     assert [o.reward for o in serial_out] == [o.reward for o in parallel_out], "pool changed a verdict"
     return {"verify_per_s_serial": len(rows) / serial_s, "verify_per_s_parallel": len(rows) / parallel_s,
             "verify_speedup_parallel_vs_serial": serial_s / parallel_s}
+
+
+def bench_code_reward() -> dict:
+    import statistics
+
+    from rlvr.data.humaneval import generate
+    from rlvr.rewards.code import CodeTestsReward
+    from rlvr.rewards.code_sandbox import Job, Limits, Sandbox
+
+    split = generate(num_eval=64, seed=0)
+    problems = (split["train"] + split["test"])[:sized(None, 8)]
+    reward = CodeTestsReward(workers=2)
+    started = time.perf_counter()
+    values = reward(completions=[p["canonical_solution"] for p in problems], answer=[p["tests"] for p in problems],
+                    entry_point=[p["entry_point"] for p in problems], code_prelude=[p["code_prelude"] for p in problems])
+    per_s = len(problems) / (time.perf_counter() - started)
+    assert sum(values) == len(problems), "a canonical HumanEval solution failed its tests"
+    job = Job("def add(a, b):\n    return a + b\n", "assert add(1, 2) == 3\nassert add(0, 0) == 0\n", "add")
+    sides = {kind: Sandbox(kind, Limits()) for kind in ("bubblewrap", "none")}
+    seconds = {kind: [] for kind in sides}
+    for _ in range(sized(40, 4)):
+        for kind, sandbox in sides.items():
+            started = time.perf_counter()
+            [verdict] = sandbox.run([job])
+            seconds[kind].append(time.perf_counter() - started)
+            assert verdict.passed == 2, verdict
+    overhead = statistics.median(seconds["bubblewrap"]) - statistics.median(seconds["none"])
+    return {"code_reward_per_s": per_s, "code_sandbox_overhead_ms": 1000 * overhead,
+            "code_bare_subprocess_ms": 1000 * statistics.median(seconds["none"])}
 
 
 def bench_rm_scoring() -> dict:

@@ -4,6 +4,7 @@ the log of the run that holds that dir. And a continued run keeps one end-of-tra
 import json
 import os
 import socket
+import sys
 
 import pytest
 
@@ -27,6 +28,21 @@ def test_a_start_refused_for_its_process_count_writes_nothing(tmp_path):
                     "for, but this is one process: start it with -m hydra/launcher=local (or slurm), torchrun or "
                     "accelerate launch, or use sharding=none")
     assert list(tmp_path.iterdir()) == []  # no config_resolved.yaml, run_info.jsonl, run.log or lock
+
+
+def test_a_machine_without_bubblewrap_refuses_a_code_run_and_writes_nothing(tmp_path):
+    """The sandbox is checked with the start's other checks: no run dir, one line naming the package and the opt-in."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").symlink_to(sys.executable)
+    run_dir = tmp_path / "run"
+    line = one_line_error(run_cli("rlvr.run", *TINY_RUN, "reward=code_tests", "dataset=humaneval",
+                                  f"hydra.run.dir={run_dir}", env={"PATH": str(bin_dir)}, timeout=120))
+    assert line == ("rlvr: error: reward.functions.code_tests: the code reward's sandbox needs bubblewrap, which is not "
+                    "installed: install Debian's or your distribution's 'bubblewrap' package (apt-get install "
+                    "bubblewrap), or opt in to running model-written code unsandboxed with "
+                    "reward.functions.code_tests.sandbox=none")
+    assert not run_dir.exists()
 
 
 def test_a_start_refused_by_the_lock_leaves_the_holders_log_alone(tmp_path):
