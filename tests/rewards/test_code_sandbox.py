@@ -315,3 +315,37 @@ def test_jobs_run_in_parallel_up_to_the_workers():
     watcher.join()
     assert [v.passed for v in verdicts] == [2] * 6
     assert max(seen) == 3
+
+
+NON_ROOT_CHECK = textwrap.dedent('''
+    import json, os, sys
+    sys.path.insert(0, sys.argv[1])
+    from rlvr.rewards.code_sandbox import Job, Limits, Sandbox
+    sandbox = Sandbox("bubblewrap", Limits(timeout_s=5, cpu_s=3), workers=2)
+    tests = "assert add(1, 2) == 3\\n"
+    jobs = [Job("def add(a, b):\\n    return a + b\\n", tests, "add"),
+            Job("import os\\nwhile True:\\n    try:\\n        os.fork()\\n    except OSError:\\n        pass\\n", tests, "add"),
+            Job("import os\\ndef add(a, b):\\n    return open(f'/proc/{os.getppid()}/environ').read()\\n", tests, "add")]
+    print(json.dumps([sandbox.as_root] + [[v.status, v.passed] for v in sandbox.run(jobs)]))
+    ''')
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/python3").exists(),
+                    reason="needs root to switch to an unprivileged user, and a Python that user can read")
+def test_run_by_an_unprivileged_user_the_sandbox_makes_a_user_namespace():
+    """What a user on a laptop or cluster gets (rlvr not root): a correct program passes, a fork bomb
+    is killed at the wall time, the harness's environment is unreadable. The system Python runs it,
+    as user nobody, on rlvr's sources (standard library only)."""
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir="/tmp") as readable:  # the clone's folder may be closed to that user
+        shutil.copytree(Path(__file__).resolve().parents[2] / "rlvr", Path(readable) / "rlvr")
+        for path in [Path(readable), *Path(readable).rglob("*")]:
+            path.chmod(0o755)
+        done = subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "/usr/bin/python3",
+                               "-c", NON_ROOT_CHECK, readable], capture_output=True, text=True, timeout=60, cwd="/")
+    assert done.returncode == 0, done.stderr[-2000:]
+    import json
+
+    assert json.loads(done.stdout) == [False, ["ok", 1], ["timeout", 0], ["ok", 0]]
