@@ -18,6 +18,7 @@ patched `assert` or `sys.exit`, or a look for the tests' file all end as failed 
 
 import ast
 import json
+import math
 import os
 import sys
 
@@ -30,7 +31,7 @@ def encode(value, depth=0):
         raise TypeError("value nested too deep")
     kind = type(value)
     if value is None or kind in (bool, int, float, str):
-        return value if kind is not float or value == value and abs(value) != float("inf") else {"x": repr(value)}
+        return value if kind is not float or math.isfinite(value) else {"x": repr(value)}  # JSON has no nan, inf
     if kind is bytes:
         return {"b": value.decode("latin-1")}
     if kind in (list, tuple, set, frozenset):

@@ -40,6 +40,10 @@ VERDICT_BYTES = 1 << 16  # read of the sandbox's output: the verdict is one shor
 FIRST_UID = 1_900_000_000  # sandboxed programs run as FIRST_UID + slot when rlvr is root: ids no account uses
 
 
+LIMIT_RANGES = {"timeout_s": (0.5, 600), "cpu_s": (1, 600), "memory_mb": (64, 65536), "processes": (1, 4096),
+                "file_mb": (0, 4096), "tmpfs_mb": (1, 4096)}
+
+
 @dataclass(frozen=True)
 class Limits:
     """Per program. Each is checked at construction: a bad value fails the run's start in one line."""
@@ -51,11 +55,8 @@ class Limits:
     file_mb: int = 16  # largest file it may write; /tmp holds at most tmpfs_mb
     tmpfs_mb: int = 64
 
-    RANGES = {"timeout_s": (0.5, 600), "cpu_s": (1, 600), "memory_mb": (64, 65536), "processes": (1, 4096),
-              "file_mb": (0, 4096), "tmpfs_mb": (1, 4096)}
-
     def __post_init__(self):
-        for name, (low, high) in self.RANGES.items():
+        for name, (low, high) in LIMIT_RANGES.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
                 raise ConfigError(f"code reward limit {name}={value!r} must be a number in [{low}, {high}]")
@@ -76,9 +77,12 @@ def runtime_paths() -> tuple[tuple[str, str], ...]:
     executable = os.path.realpath(sys._base_executable)  # the interpreter a venv's python links to
     stdlib = os.path.realpath(sysconfig.get_path("stdlib"))
     dynload = Path(stdlib) / "lib-dynload"
+    if shutil.which("ldd") is None:
+        raise ConfigError("the code reward's sandbox lists the Python runtime's shared libraries with ldd, which is "
+                          "not installed (Debian: libc-bin)")
     linked = set()
     for binary in [executable, *map(str, dynload.glob("*.so"))]:
-        result = subprocess.run(["ldd", binary], capture_output=True, text=True)
+        result = subprocess.run(["ldd", binary], capture_output=True, text=True, check=False)
         for line in result.stdout.splitlines():
             path = line.split("=>")[-1].split("(")[0].strip()
             if path.startswith("/"):
@@ -91,11 +95,13 @@ def runtime_paths() -> tuple[tuple[str, str], ...]:
 
 
 def bubblewrap_argv(limits: Limits, as_root: bool) -> list[str]:
-    argv = ["bwrap", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--clearenv",
-            "--setenv", "PATH", "/nonexistent", "--setenv", "HOME", "/tmp",
+    # Each namespace named rather than --unshare-all, which as root also makes a user namespace that
+    # maps only root, and so no unprivileged user for the program to become.
+    argv = ["bwrap", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
+            "--die-with-parent", "--new-session", "--clearenv", "--setenv", "PATH", "/nonexistent", "--setenv", "HOME", "/tmp",
             "--tmpfs", "/", "--proc", "/proc", "--dev", "/dev",
             "--perms", "1777", "--size", str(limits.tmpfs_mb << 20), "--tmpfs", "/tmp"]
-    for link, target in (("/lib", "usr/lib"), ("/lib64", "usr/lib64"), ("/bin", "usr/bin")):
+    for link, target in (("/lib", "usr/lib"), ("/lib64", "usr/lib64")):  # merged-/usr systems: the loader's paths
         if os.path.islink(link):
             argv += ["--symlink", target, link]
     binds = [*runtime_paths(), (str(HARNESS), SANDBOX_HARNESS)]
