@@ -46,10 +46,11 @@ test-fast: $(VENV)/.installed sandbox  ## no end-to-end runs, no SLURM
 bench: $(VENV)/.installed sandbox  ## prints a table and writes bench-results.json
 	$(PY) tests/benchmarks/bench.py $(ARGS)
 
-slurm-up:  ## a real single-node SLURM on localhost (root, Debian); prints the partition
-	bash launchers/slurm-up.sh
+NODES ?= 1
+slurm-up:  ## a real SLURM on localhost (root, Debian): one node (prints its partition), or NODES=2 (prints `export SLURM_CONF=...`)
+	$(if $(filter 2,$(NODES)),bash launchers/slurm-up-2node.sh,bash launchers/slurm-up.sh)
 
-slurm-down:
+slurm-down:  ## stops both (by the PIDs they recorded)
 	bash launchers/slurm-down.sh
 
 clean:

@@ -130,7 +130,7 @@ def evaluate_rows(model, tokenizer, dataset, rows: list[int], rewards, eval_cfg,
     from tqdm.auto import tqdm
 
     order = by_length(dataset, rows, tokenizer)
-    results = {row: {"index": row, "prompt_id": prompt_id(example["prompt"]), "prompt": example["prompt"],
+    results = {row: {"index": row, "rank": rank(), "prompt_id": prompt_id(example["prompt"]), "prompt": example["prompt"],
                      "gold": example.get("answer")} for row, example in zip(rows, (dataset[row] for row in rows))}
     n = eval_cfg.n
     passes = ([("greedy", 1, eval_cfg.batch_size)] if eval_cfg.greedy else []) + (

@@ -115,6 +115,7 @@ def test_local_launcher_trains_data_parallel_like_slurm(tmp_path):
     assert steps == [1, 2, 3, 4]
     rows = read_jsonl(tmp_path / "0" / "eval" / "after.jsonl")
     assert [row["index"] for row in rows] == list(range(16)) and all(len(row["samples"]) == 2 for row in rows)
+    assert [row["rank"] for row in rows] == [0, 1] * 8  # rank r evaluates rows r, r + 2, ...
     assert "eval_after_pass@2" in json.loads((tmp_path / "0" / "metrics.json").read_text())
 
 
