@@ -104,14 +104,14 @@ start munged setpriv --reuid=munge --regid=munge --init-groups /usr/sbin/munged 
   --log-file="$D/munge/munged.log" --seed-file="$D/munge/munged.seed"
 waitfor munged 80 sh -c "munge -S $D/munge/munge.socket -n | unmunge -S $D/munge/munge.socket"
 
-# ---- MariaDB: own datadir, 127.0.0.1:13306, own socket; --no-defaults everywhere ----
+# ---- MariaDB: own datadir (its temporary files too: $TMPDIR may be closed to mysql), 127.0.0.1:13306, own socket ----
 chown mysql:mysql "$D/mysql"
 MY="mariadb --no-defaults -S $D/mysql/mysqld.sock -uroot"
 if [ ! -d "$D/mysql/mysql" ]; then
-  mariadb-install-db --no-defaults --user=mysql --datadir="$D/mysql" --skip-test-db >"$D/log/mariadb-install.log" 2>&1
+  mariadb-install-db --no-defaults --user=mysql --datadir="$D/mysql" --tmpdir="$D/mysql" --skip-test-db >"$D/log/mariadb-install.log" 2>&1
   log "mariadb datadir initialised"
 fi
-start mariadbd /usr/sbin/mariadbd --no-defaults --user=mysql --datadir="$D/mysql" --socket="$D/mysql/mysqld.sock" \
+start mariadbd /usr/sbin/mariadbd --no-defaults --user=mysql --datadir="$D/mysql" --tmpdir="$D/mysql" --socket="$D/mysql/mysqld.sock" \
   --port=13306 --bind-address=127.0.0.1 --pid-file="$D/mysql/mariadbd.pid" --innodb-buffer-pool-size=32M \
   --log-error="$D/log/mariadb.err" --skip-name-resolve
 waitfor mariadb 240 $MY -e 'select 1'

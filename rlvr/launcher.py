@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -235,7 +236,10 @@ def report_end(exc: BaseException) -> int | None:
         return exc.code
     if type(exc).__module__.startswith("submitit"):  # a job that died without a result (killed, out of memory)
         where = str(exc).splitlines()[0]
-        print(f"rlvr: a job ended without a result (killed, or it died outside rlvr): {where}", file=sys.stderr)
+        task = re.match(r"Job (\S+) \(task: (\d+)\)", where)
+        who = f"rank {task[2]} of job {task[1]}" if task else "a job"  # submitit's task = the global rank
+        print(f"rlvr: {who} ended without a result (killed, or it died outside rlvr; the scheduler stops the "
+              f"job's other ranks, and the job's newest complete checkpoint continues it): {where}", file=sys.stderr)
         return 1
     if _sweep_dirs and raised_in("optuna", exc):  # e.g. a search that went past failed trials, to none completed
         print(f"rlvr: error: the search stopped: {exc} (its trials: {_sweep_dirs[0] / 'sweep_summary.md'})",

@@ -168,8 +168,9 @@ def metrics_callback(path: Path):
 
     Each row also carries `step_seconds`: wall time from the end of the previous optimizer step
     to the end of this one (generation, rewards, backward, optimizer, logging: all of it). When
-    training (re)starts, the end-of-training row of an earlier start is dropped: a continued run has
-    one, its own.
+    training (re)starts, the end-of-training row of an earlier start is dropped (a continued run has
+    one, its own), and so are the rows of steps after the checkpoint it resumes from (a crash lost
+    them; they are trained and logged again): no step is logged twice.
     """
     import time
 
@@ -186,7 +187,9 @@ def metrics_callback(path: Path):
                 truncate_jsonl(path, keep=lambda row: TRAINING_SUMMARY_KEY not in row)
 
         def on_step_begin(self, args, state, control, **kwargs):
-            if self.last_end is None:
+            if self.last_end is None:  # the first step of this start: the resumed state is loaded by now
+                if state.is_world_process_zero:
+                    truncate_jsonl(path, keep=lambda row: row.get("step", 0) <= state.global_step)
                 self.last_end = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kwargs):

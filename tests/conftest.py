@@ -41,6 +41,23 @@ def rank_weight_digests(sweep_dir: Path) -> dict[int, str]:
     return digests
 
 
+def job_ids(sweep_dir: Path) -> list[str]:
+    """The SLURM job ids of a `-m` run's submitit jobs."""
+    return sorted(p.name for p in (sweep_dir / ".submitit").iterdir() if p.is_dir())
+
+
+def sacct_states(job_id: str, timeout: float = 60, env: dict | None = None) -> dict[str, str]:
+    """Final accounting states of an (array) job: results reach the caller before sacct records the end."""
+    deadline = time.time() + timeout
+    while True:
+        out = subprocess.run(["sacct", "-n", "-P", "-X", "-j", job_id.split("_")[0], "-o", "JobID,State"],
+                             capture_output=True, text=True, check=True, env={**os.environ, **(env or {})}).stdout
+        states = dict(line.split("|") for line in out.splitlines())  # "CANCELLED by 0" holds spaces
+        if states and not any(s in ("RUNNING", "PENDING", "COMPLETING") for s in states.values()) or time.time() > deadline:
+            return states
+        time.sleep(0.5)
+
+
 def one_line_error(result) -> str:
     """The one `rlvr: error:` line of a run that failed as it should: exit code 2, no traceback."""
     assert result.returncode == 2, result.stderr[-2000:]
@@ -82,6 +99,27 @@ def slurm_partition():
         subprocess.run(["scancel", *left], check=False)
     subprocess.run(["bash", str(ROOT / "launchers" / "slurm-down.sh")], capture_output=True, text=True, timeout=300)
     assert not left, f"jobs left in the queue after the tests: {left}"
+
+
+@pytest.fixture(scope="session")
+def two_nodes():
+    """A real two-node SLURM on this machine (launchers/slurm-up-2node.sh): the environment that reaches it
+    (SLURM_CONF). Every job left in its queue is cancelled at the end, and then the asking test fails."""
+    up = subprocess.run(["bash", str(ROOT / "launchers" / "slurm-up-2node.sh")], capture_output=True, text=True,
+                        timeout=600)
+    assert up.returncode == 0, f"launchers/slurm-up-2node.sh failed:\n{up.stderr[-3000:]}"
+    env = {"SLURM_CONF": up.stdout.strip().splitlines()[-1].split("=", 1)[1]}
+    yield env
+    squeue = ["squeue", "-h", "-o", "%A"]
+    deadline = time.time() + 60
+    while (left := subprocess.run(squeue, capture_output=True, text=True, env={**os.environ, **env}).stdout.split()):
+        if time.time() > deadline:
+            break
+        time.sleep(0.5)
+    if left:
+        subprocess.run(["scancel", *left], check=False, env={**os.environ, **env})
+    subprocess.run(["bash", str(ROOT / "launchers" / "slurm-down.sh")], capture_output=True, text=True, timeout=300)
+    assert not left, f"jobs left in the two-node queue after the tests: {left}"
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""Sweeps and multi-process jobs through Hydra's submitit launcher on a real local SLURM."""
+"""Jobs through Hydra's submitit launcher (and plain sbatch) on a real single-node local SLURM: stops,
+requeues and failures. Sweeps and multi-process jobs: tests/e2e/test_slurm_two_nodes.py."""
 
 import json
 import os
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, TINY_RUN, rank_weight_digests, run_cli
+from conftest import ROOT, TINY_RUN, job_ids, run_cli, sacct_states
 
 # One xdist worker runs every SLURM test: they share one local cluster (the session's slurm_partition).
 pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.xdist_group("slurm")]
@@ -20,56 +21,12 @@ def slurm_args(partition, sweep_dir, *extra):
             "hardware.cpus_per_task=1", "hardware.mem_gb=2", f"hydra.sweep.dir={sweep_dir}", *extra]
 
 
-def job_ids(sweep_dir):
-    return sorted(p.name for p in (sweep_dir / ".submitit").iterdir() if p.is_dir())
-
-
-def sacct_states(job_id, timeout=60):
-    """Final accounting states of an (array) job: results reach the caller before sacct records the end."""
-    deadline = time.time() + timeout
-    while True:
-        out = subprocess.run(["sacct", "-n", "-P", "-X", "-j", job_id.split("_")[0], "-o", "JobID,State"],
-                             capture_output=True, text=True, check=True).stdout
-        states = dict(line.split("|") for line in out.splitlines())  # "CANCELLED by 0" holds spaces
-        if states and not any(s in ("RUNNING", "PENDING", "COMPLETING") for s in states.values()) or time.time() > deadline:
-            return states
-        time.sleep(0.5)
-
-
-def test_sweep_of_two_values_completes(slurm_partition, tmp_path):
-    result = run_cli("rlvr.run", "-m", *TINY_RUN, *slurm_args(slurm_partition, tmp_path, "algorithm.beta=0.0,0.04"))
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    states = {}
-    for job_id in job_ids(tmp_path):
-        states |= sacct_states(job_id)
-    assert sorted(states.values()) == ["COMPLETED", "COMPLETED"], states
-    report = (tmp_path / "sweep_summary.md").read_text()
-    assert "| 0 | algorithm.beta=0.0 | completed |" in report and "| 1 | algorithm.beta=0.04 | completed |" in report
-
-
-def test_two_tasks_train_data_parallel_with_identical_weights(slurm_partition, tmp_path):
-    result = run_cli("rlvr.run", "-m", *TINY_RUN, *slurm_args(slurm_partition, tmp_path, "hardware.tasks_per_node=2",
-                                                          "algorithm.save_steps=0"))
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    assert len(job_ids(tmp_path)) == 1
-    digests = rank_weight_digests(tmp_path)
-    assert sorted(digests) == [0, 1] and digests[0] == digests[1]
-    job_dir = tmp_path / "0"
-    steps = [json.loads(l)["step"] for l in (job_dir / "metrics.jsonl").read_text().splitlines() if '"loss"' in l]
-    assert steps == [1, 2, 3, 4]  # one writer: no step logged twice
-    rollouts = (job_dir / "rollouts.jsonl").read_text().splitlines()
-    assert len(rollouts) == 4 * 16  # rank 0's completions only (16 per step per rank)
-    assert json.loads((job_dir / "metrics.json").read_text())["train_steps"] == 4
-
-
-@pytest.mark.parametrize("sharding", ["none", "zero3"])
-def test_preempted_job_requeues_and_resumes(slurm_partition, tmp_path, sharding):
-    """SIGUSR2: a checkpoint at the end of the step, a requeue, a resume. zero3: two tasks, each saving
-    its partition of the engine's state (every task acts on the signal at the same step's end)."""
-    steps = 150 if sharding == "none" else 40
-    sharded = [] if sharding == "none" else ["hardware.tasks_per_node=2", f"hardware.sharding={sharding}"]
+def test_preempted_job_requeues_and_resumes(slurm_partition, tmp_path):
+    """SIGUSR2: a checkpoint at the end of the step, a requeue, a resume. (Sharded, across two nodes:
+    tests/e2e/test_slurm_two_nodes.py.)"""
+    steps = 150
     args = [sys.executable, "-m", "rlvr.run", "-m", *TINY_RUN, f"algorithm.max_steps={steps}", "algorithm.save_steps=0",
-            "eval.before=false", *sharded, *slurm_args(slurm_partition, tmp_path)]
+            "eval.before=false", *slurm_args(slurm_partition, tmp_path)]
     caller = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         metrics = tmp_path / "0" / "metrics.jsonl"
@@ -155,16 +112,3 @@ def test_plain_scancel_of_an_sbatch_job_saves_a_checkpoint(slurm_partition, tmp_
         time.sleep(0.3)
     assert all(state.startswith("CANCELLED") for state in sacct_states(job_id).values())
     assert_stopped_with_a_checkpoint(run_dir)
-
-
-@pytest.mark.parametrize("sharding", ["fsdp", "zero3"])
-def test_sharded_job_shards_across_its_two_tasks(slurm_partition, tmp_path, sharding):
-    result = run_cli("rlvr.run", "-m", *TINY_RUN, *slurm_args(slurm_partition, tmp_path, "hardware.tasks_per_node=2",
-                                                          f"hardware.sharding={sharding}", "eval.before=false"))
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    log = (tmp_path / "0" / "run.log").read_text()
-    assert "sharding: process 0 holds 50.0% of the parameters" in log
-    assert "sharding: process 1 holds 50.0% of the parameters" in log
-    digests = rank_weight_digests(tmp_path)
-    assert sorted(digests) == [0, 1] and digests[0] == digests[1]
-    assert json.loads((tmp_path / "0" / "metrics.json").read_text())["train_steps"] == 4
