@@ -102,9 +102,15 @@ def test_yaml_typo_is_caught_by_the_schema(tmp_path):
                                       "'algorithm.num_generatoins' (did you mean 'algorithm.num_generations'?)")
 
 
-@pytest.mark.parametrize("preset", ["h100x8", "a100x4"])
+@pytest.mark.parametrize("preset", ["h100x8", "h100x16", "a100x4"])
 def test_multi_gpu_presets_shard(preset):
     assert compose_with(f"hardware={preset}").hardware.sharding == "fsdp"
+
+
+def test_the_two_node_preset_is_h100x8_on_two_nodes():
+    two_nodes = OmegaConf.to_container(compose_with("hardware=h100x16").hardware)
+    assert two_nodes == OmegaConf.to_container(compose_with("hardware=h100x8", "hardware.nodes=2").hardware)
+    assert two_nodes["nodes"] * two_nodes["tasks_per_node"] == 16
 
 
 @pytest.mark.parametrize("launcher", ["slurm", "local"])
