@@ -13,8 +13,11 @@ ARGS ?=
 TEST_WORKERS ?= 2
 XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
 
-.PHONY: install sandbox run test test-fast bench slurm-up slurm-down clean
+.PHONY: help install sandbox lint run test test-fast bench slurm-up slurm-down clean
 .DEFAULT_GOAL := test
+
+help:  ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -25,7 +28,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q -e ".[test]"
 	touch $@
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed  ## the venv: torch (CPU build where there is no NVIDIA GPU), rlvr and its test extras
 
 sandbox:  ## Debian's bubblewrap, the code reward's sandbox: installed with apt when missing (as root)
 	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
@@ -33,6 +36,9 @@ sandbox:  ## Debian's bubblewrap, the code reward's sandbox: installed with apt 
 		apt-get -o DPkg::Lock::Timeout=300 update -q >/dev/null && \
 		apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends bubblewrap >/dev/null; } || \
 		{ echo "install bubblewrap (e.g. apt-get install bubblewrap): the code reward and its tests need it" >&2; exit 1; }
+
+lint: $(VENV)/.installed  ## ruff, with the rules in pyproject.toml (CI runs it before the tests)
+	$(VENV)/bin/ruff check rlvr tests launchers
 
 run: $(VENV)/.installed  ## the offline default: tiny model, arithmetic, GRPO on CPU
 	$(PY) -m rlvr.run $(ARGS)

@@ -53,7 +53,8 @@ def write_report(sweep_dir: Path, objective: str | None = None) -> list[dict[str
     shared = set.intersection(*known) if known else set()
     for r in rows:  # what the sweep varied; the csv keeps every override
         r["swept"] = " ".join(o for o in r["overrides"].split() if o not in shared)
-    columns = ["job", "swept", "status"] + sorted({k for r in rows for k in r} - {"job", "swept", "overrides", "status", "logs"}) + ["overrides", "logs"]
+    fixed = {"job", "swept", "overrides", "status", "logs"}
+    columns = ["job", "swept", "status"] + sorted({k for r in rows for k in r} - fixed) + ["overrides", "logs"]
     with open(sweep_dir / "sweep_summary.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()

@@ -88,7 +88,8 @@ def test_cfg_job_prints_config_without_importing_torch():
     code = ("import sys; sys.argv=['rlvr.run','--cfg','job']; import rlvr.run as r\n"
             "try:\n    r.main()\nexcept SystemExit:\n    pass\n"
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'\n")
-    import subprocess, sys
+    import subprocess
+    import sys
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=CONF_DIR.parent)
     assert result.returncode == 0, result.stderr
     assert "name_or_path: tiny" in result.stdout

@@ -21,7 +21,9 @@ def test_tiny_model_is_deterministic_per_seed():
     first, _ = load_policy(cfg, seed=1)
     second, _ = load_policy(cfg, seed=1)
     third, _ = load_policy(cfg, seed=2)
-    w = lambda m: m.model.embed_tokens.weight
+    def w(m):
+        return m.model.embed_tokens.weight
+
     assert torch.equal(w(first), w(second)) and not torch.equal(w(first), w(third))
 
 

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from omegaconf import OmegaConf
 
 from rlvr.config import ModelConfig
@@ -70,7 +69,7 @@ def test_special_tokens_are_atomic_at_their_official_ids(qwen_tokenizer, flavour
     official = OFFICIAL[flavour]
     assert len(tokenizer) == official[-1][0] + 1  # 151665 (Qwen2.5) / 151669 (Qwen3)
     around = tokenizer("x y", add_special_tokens=False)["input_ids"]
-    for token_id, token, special in official:
+    for token_id, token, _special in official:
         assert tokenizer.convert_tokens_to_ids(token) == token_id, token
         assert tokenizer(f"x{token} y", add_special_tokens=False)["input_ids"] == [around[0], token_id, around[1]], token
         assert tokenizer.decode([token_id]) == token

@@ -146,7 +146,7 @@ def toy(cfg, run_dir: Path, settings) -> dict[str, float]:
         return sum(positive) / len(positive), sum(negative) / len(negative)
 
     print("\nper-response loss (TRL's loss on that response alone):")
-    for i, (prompt, text, _) in enumerate(rows):
+    for i, (_prompt, text, _) in enumerate(rows):
         single = {k: v[i:i + 1] for k, v in batch.items() if k != "num_items_in_batch"}
         single["num_items_in_batch"] = single["completion_mask"].sum()
         with torch.no_grad():

@@ -8,7 +8,8 @@ on stdin and prints one line, `<token> {"passed": n, "failed": n, "error": str|n
 The program never shares a process with the tests or the token, so no reward hack inside it can
 reach them: this process forks the candidate process BEFORE it reads its input, the candidate
 closes stdin and stdout at once and becomes an unprivileged user (or, without a uid, this
-process makes itself non-dumpable, so that the same user cannot read its memory), then receives only the prelude, the program and the entry point. The tests run
+process makes itself non-dumpable, so that the same user cannot read its memory), then receives
+only the prelude, the program and the entry point. The tests run
 here, with the entry point bound to a proxy that calls the function in the candidate process over
 a pipe. Arguments and return values cross as tagged JSON of plain built-in types only, so an
 object that compares equal to anything, an exit before the tests, a fake "OK" on stdout, a

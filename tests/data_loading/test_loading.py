@@ -145,5 +145,6 @@ def test_bytes_that_are_not_utf8_are_one_line_naming_file_and_line(tmp_path, suf
     content = b'{"question": "1+1=", "answer": "2"}\n{"question": "caf\xe9", "answer": "3"}\n'
     path = tmp_path / f"latin1{suffix}"
     path.write_bytes(gzip.compress(content) if suffix.endswith(".gz") else content)
-    with pytest.raises(DataError, match=f"^cannot read dataset file {path}: line 2: byte 18 \\(0xe9\\) is not UTF-8: save the file as UTF-8$"):
+    problem = "line 2: byte 18 \\(0xe9\\) is not UTF-8: save the file as UTF-8"
+    with pytest.raises(DataError, match=f"^cannot read dataset file {path}: {problem}$"):
         load_prompt_datasets(dataset_cfg(source=str(path), eval_holdout=0))

@@ -30,7 +30,7 @@ def test_rerun_resumes_from_the_last_complete_checkpoint(tmp_path):
     assert len((tmp_path / "run_info.jsonl").read_text().splitlines()) == 2  # the first start is kept
     assert json.loads((tmp_path / "metrics.json").read_text())["eval_before_accuracy"] == before
     assert logged_steps(tmp_path) == [1, 2, 3, 4, 5, 6]
-    rollout_steps = sorted({json.loads(l)["step"] for l in (tmp_path / "rollouts.jsonl").read_text().splitlines()})
+    rollout_steps = sorted({json.loads(line)["step"] for line in (tmp_path / "rollouts.jsonl").read_text().splitlines()})
     assert rollout_steps == [0, 1, 2, 3, 4, 5]
     again = run_cli("rlvr.run", *TINY_RUN, "algorithm.max_steps=6", "algorithm.save_steps=3", f"hydra.run.dir={tmp_path}")
     assert "already holds a run trained to step 6 (algorithm.max_steps=6)" in one_line_error(again)
@@ -46,7 +46,7 @@ def test_a_run_without_checkpoints_starts_over_after_a_crash_and_is_kept_once_fi
         (tmp_path / name).unlink()
     completed_run(tmp_path, *TINY_RUN, "algorithm.max_steps=2", "algorithm.save_steps=0")
     assert logged_steps(tmp_path) == [1, 2]  # started over: the crashed start's rows are not kept beside the new ones
-    eval_rows = [json.loads(l) for l in (tmp_path / "eval" / "before.jsonl").read_text().splitlines()]
+    eval_rows = [json.loads(line) for line in (tmp_path / "eval" / "before.jsonl").read_text().splitlines()]
     assert len(eval_rows) == 16  # dataset.max_eval_samples in TINY_RUN: one eval, not two appended
 
 

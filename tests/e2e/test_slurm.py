@@ -50,7 +50,7 @@ def test_preempted_job_requeues_and_resumes(slurm_partition, tmp_path):
     assert caller.returncode == 0, out[-2000:] + err[-3000:]
     log = (tmp_path / "0" / "run.log").read_text()
     assert "SIGUSR2" in log and "resuming from" in log
-    logged = [json.loads(l)["step"] for l in metrics.read_text().splitlines() if '"loss"' in l]
+    logged = [json.loads(line)["step"] for line in metrics.read_text().splitlines() if '"loss"' in line]
     assert logged == list(range(1, steps + 1))  # the step counter continued; no step repeated
 
 
@@ -75,7 +75,7 @@ def assert_stopped_with_a_checkpoint(run_dir):
     assert "stopped by SIGTERM after saving checkpoint-" in (run_dir / "run.log").read_text()
     [checkpoint] = (run_dir / "checkpoints").glob("checkpoint-*")
     assert (checkpoint / "COMPLETE").exists()
-    steps = [json.loads(l)["step"] for l in (run_dir / "metrics.jsonl").read_text().splitlines() if '"loss"' in l]
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
     assert steps == list(range(1, int(checkpoint.name.split("-")[1]) + 1))  # nothing trained since it is lost
 
 

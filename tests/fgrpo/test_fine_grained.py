@@ -245,7 +245,7 @@ def test_spans_inside_multi_character_tokens_cover_those_tokens(tmp_path):
 
     batch, metrics, ids, tokenizer = bpe_trainer(tmp_path, inside, texts)
     assert metrics["fgrpo/spans_exact_frac"] == [0.0]
-    for row, (text, (start, end)) in enumerate(zip(texts, spans)):
+    for row, (_text, (start, end)) in enumerate(zip(texts, spans)):
         pieces = [tokenizer.decode([t]) for t in ids[row][:-1]]
         ends = np.cumsum([len(p) for p in pieces])
         starts = ends - [len(p) for p in pieces]

@@ -95,8 +95,12 @@ def test_length_filters_count_what_they_drop():
     import datasets
 
     tokenizer = build_tiny_tokenizer()
-    user = lambda n: [{"role": "user", "content": "x" * n}]
-    answer = lambda n: [{"role": "assistant", "content": "y" * n}]
+    def user(n):
+        return [{"role": "user", "content": "x" * n}]
+
+    def answer(n):
+        return [{"role": "assistant", "content": "y" * n}]
+
     rows = [{"prompt": user(5), "chosen": answer(5), "rejected": answer(5)},      # kept
             {"prompt": user(200), "chosen": answer(1), "rejected": answer(1)},    # prompt too long
             {"prompt": user(5), "chosen": answer(5), "rejected": answer(300)},    # pair too long

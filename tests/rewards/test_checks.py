@@ -211,8 +211,8 @@ def test_trl_reward_keywords_are_the_ones_trl_passes():
 
     trainer = SimpleNamespace(
         accelerator=SimpleNamespace(device="cpu", is_main_process=True), reward_funcs=[record], reward_processing_classes=[None],
-        reward_func_names=["record"], state=SimpleNamespace(global_step=0), args=SimpleNamespace(report_to=[]), _log_completion_extra=print, _log_metric=print,
-        environments=[None], chat_template_kwargs={})
+        reward_func_names=["record"], state=SimpleNamespace(global_step=0), args=SimpleNamespace(report_to=[]),
+        _log_completion_extra=print, _log_metric=print, environments=[None], chat_template_kwargs={})
     inputs = [{"prompt": "p", "answer": "1", "my_column": 3}]
     GRPOTrainer._calculate_rewards(trainer, inputs, ["p"], ["c"], [[1]])
     assert set(seen) - {"answer", "my_column"} == set(TRL_REWARD_KEYWORDS)
