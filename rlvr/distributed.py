@@ -199,6 +199,25 @@ def job_tasks() -> int:
     return 1
 
 
+def rendezvous_port(job_id: str) -> int:
+    """The port of a job's torch.distributed rendezvous on its first task's host: the same on every task
+    (drawn with the job id as seed, as submitit does), but below the range the kernel hands out to
+    outgoing connections (ip_local_port_range), where submitit draws it from (20000-60000): there one of
+    the host's own connections (another job's gloo sockets) may hold it, rank 0 fails with
+    EADDRINUSE, and its siblings wait for a rendezvous that never opens."""
+    import random
+
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):  # not Linux: the usual IANA ephemeral range
+        low, high = 49152, 65535
+    if low - 20000 >= 1000:
+        return random.Random(job_id).randint(20000, low - 1)
+    if 65535 - high >= 1000:
+        return random.Random(job_id).randint(high + 1, 65535)
+    return random.Random(job_id).randint(20000, 60000)
+
+
 def export_torch_distributed() -> int:
     """World size of this job; with more than one task, the torch.distributed variables are exported."""
     if job_tasks() <= 1:
@@ -206,7 +225,10 @@ def export_torch_distributed() -> int:
     os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")  # submitit reads SLURM's variables (sbatch path too)
     import submitit
 
-    env = submitit.helpers.TorchDistributedEnvironment().export()
+    env = submitit.helpers.TorchDistributedEnvironment()
+    if "MASTER_PORT" not in os.environ:  # a port the user set is kept
+        env.master_port = rendezvous_port(str(submitit.JobEnvironment().job_id))
+    env = env.export()
     log.info("rank %d of %d (master %s:%s)", env.rank, env.world_size, env.master_addr, env.master_port)
     return env.world_size
 

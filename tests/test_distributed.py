@@ -107,3 +107,16 @@ def test_every_process_acts_on_a_stop_signal_any_of_them_received():
     results = mp.Manager().dict()
     mp.spawn(_agree, args=(2, port, requested, results), nprocs=2)
     assert results[0] == results[1] == [signal.SIGUSR2, signal.SIGTERM, None]
+
+
+def test_the_rendezvous_port_is_the_jobs_own_and_outside_the_outgoing_connection_range():
+    """Every task of a job draws the same port; none falls where the host's own connections take theirs."""
+    from pathlib import Path
+
+    from rlvr.distributed import rendezvous_port
+
+    low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    ports = [rendezvous_port(str(job)) for job in range(14000, 16000)]
+    assert ports[:10] == [rendezvous_port(str(job)) for job in range(14000, 14010)]
+    assert not any(low <= port <= high for port in ports) and all(1024 < port <= 65535 for port in ports)
+    assert len(set(ports)) > 1500  # spread: two jobs on one host rarely share one

@@ -94,7 +94,10 @@ def test_two_ranks_evaluate_each_row_once_agree_with_one_process_and_stop_togeth
     one = run_eval(tiny.model, tiny.tokenizer, tiny.dataset, tiny.rewards, EVAL, MAX_NEW, tmp_path / "one.jsonl", "two", 0)
     assert json.loads((tmp_path / "metrics-0.json").read_text()) == one
     assert json.loads((tmp_path / "metrics-1.json").read_text()) == {}  # rank 1 handed its rows over
-    assert read_jsonl(tmp_path / "two.jsonl") == read_jsonl(tmp_path / "one.jsonl")  # each row once, samples alike
+    two, one = read_jsonl(tmp_path / "two.jsonl"), read_jsonl(tmp_path / "one.jsonl")
+    assert [row.pop("rank") for row in two] == [0, 1] * (len(two) // 2) + [0] * (len(two) % 2)  # rank r: rows r, r + 2, ...
+    assert [row.pop("rank") for row in one] == [0] * len(one)
+    assert two == one  # each row once, samples alike
     # a reward failing on rank 1 only: both ranks stop (none waits for the other), rank 0 names rank 1's error
     assert (tmp_path / "error-1.txt").read_text().startswith("reward 'length_class' raised ValueError: no verdict on rank 1")
     assert (tmp_path / "error-0.txt").read_text().startswith("eval 'two' failed on rank 1: reward 'length_class' raised")
