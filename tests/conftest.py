@@ -58,6 +58,24 @@ def sacct_states(job_id: str, timeout: float = 60, env: dict | None = None) -> d
         time.sleep(0.5)
 
 
+def squeue_state(job_id: str, env: dict | None = None) -> list[str]:
+    """The queue states of a job (empty once it has left the queue)."""
+    return subprocess.run(["squeue", "-h", "-j", job_id.split("_")[0], "-o", "%T"], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}).stdout.split()
+
+
+def start_requeued_job_now(job_id: str, env: dict | None = None, timeout: float = 60) -> None:
+    """SLURM holds a requeued job ~2 minutes before it may start again: let it start now."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if squeue_state(job_id, env) == ["PENDING"]:
+            subprocess.run(["scontrol", "update", f"JobId={job_id.split('_')[0]}", "StartTime=now"], check=True,
+                           env={**os.environ, **(env or {})})
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} was not requeued")
+
+
 def one_line_error(result) -> str:
     """The one `rlvr: error:` line of a run that failed as it should: exit code 2, no traceback."""
     assert result.returncode == 2, result.stderr[-2000:]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, TINY_RUN, job_ids, run_cli, sacct_states
+from conftest import ROOT, TINY_RUN, job_ids, run_cli, sacct_states, start_requeued_job_now
 
 # One xdist worker runs every SLURM test: they share one local cluster (the session's slurm_partition).
 pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.xdist_group("slurm")]
@@ -30,20 +30,10 @@ def test_preempted_job_requeues_and_resumes(slurm_partition, tmp_path):
     caller = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         metrics = tmp_path / "0" / "metrics.jsonl"
-        deadline = time.time() + 180
-        while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 5):
-            time.sleep(0.3)
+        wait_for_steps(metrics)
         [job_id] = job_ids(tmp_path)
         subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
-        # SLURM holds a requeued job ~2 minutes before it may start again; let it start now.
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            state = subprocess.run(["squeue", "-h", "-j", job_id.split("_")[0], "-o", "%T"],
-                                   capture_output=True, text=True).stdout.split()
-            if state == ["PENDING"]:
-                subprocess.run(["scontrol", "update", f"JobId={job_id.split('_')[0]}", "StartTime=now"], check=True)
-                break
-            time.sleep(0.3)
+        start_requeued_job_now(job_id)
         out, err = caller.communicate(timeout=300)
     finally:
         caller.kill()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, TINY_RUN, job_ids, rank_weight_digests, run_cli, sacct_states
+from conftest import ROOT, TINY_RUN, job_ids, rank_weight_digests, run_cli, sacct_states, squeue_state, start_requeued_job_now
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.xdist_group("slurm")]
 
@@ -95,23 +95,6 @@ def test_a_sharded_job_holds_half_the_model_on_each_node(two_nodes, tmp_path, sh
 
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "0" / "final_model")  # whole, in one process
     assert sum(p.numel() for p in model.parameters()) == sum(v.numel() for v in final_weights(tmp_path / "0").values())
-
-
-def squeue_state(job_id: str, env: dict) -> list[str]:
-    return subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True,
-                          env={**os.environ, **env}).stdout.split()
-
-
-def start_requeued_job_now(job_id: str, env: dict, timeout: float = 60) -> None:
-    """SLURM holds a requeued job ~2 minutes before it may start again: let it start now."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if squeue_state(job_id, env) == ["PENDING"]:
-            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True,
-                           env={**os.environ, **env})
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"job {job_id} was not requeued")
 
 
 def wait_for_steps(run_dir: Path, steps: int, timeout: float = 180) -> None:
