@@ -1,8 +1,10 @@
 """Runs inside the sandbox (standard library only): a completion's program against a row's tests.
 
 Started as `python -I -S code_harness.py LIMITS` with LIMITS a JSON object {"cpu_s", "memory_mb",
-"processes", "file_mb", "uid"} (uid: null, or the unprivileged user the program runs as when the
-sandbox runs as root); reads one JSON object {"program", "prelude", "tests", "entry_point", "token"}
+"processes", "file_mb", "uid", "lifeline"} (uid: null, or the unprivileged user the program runs as
+when the sandbox runs as root; lifeline: null, or the read end of a pipe whose write end the caller
+holds: when it closes, because the caller ended or gave up on this job, this process ends at once,
+and with it the sandbox); reads one JSON object {"program", "prelude", "tests", "entry_point", "token"}
 on stdin and prints one line, `<token> {"passed": n, "failed": n, "error": str|null}`.
 
 The program never shares a process with the tests or the token, so no reward hack inside it can
@@ -150,6 +152,19 @@ def run_tests(job, call_candidate):
     return counts
 
 
+def end_with_the_caller(lifeline: int, candidate: int) -> None:
+    """Blocks until the caller's end of the lifeline closes, then ends this process (and so the sandbox:
+    its PID space ends with it). bwrap's --die-with-parent alone misses a caller killed while the
+    sandbox starts (the kernel's parent-death signal is set too late), which left programs running."""
+    while os.read(lifeline, 1):
+        pass
+    try:
+        os.kill(candidate, 9)
+    except OSError:  # it became another user; the sandbox's end takes it
+        pass
+    os._exit(3)
+
+
 def main():
     limits = json.loads(sys.argv[1])
     if limits["uid"] is None:
@@ -162,7 +177,13 @@ def main():
     if pid == 0:  # nothing secret has been read yet: the input is still unread on stdin
         os.close(requests_w)
         os.close(replies_r)
+        if limits["lifeline"] is not None:
+            os.close(limits["lifeline"])
         candidate_process(requests_r, replies_w, limits)
+    if limits["lifeline"] is not None:
+        import threading
+
+        threading.Thread(target=end_with_the_caller, args=(limits["lifeline"], pid), daemon=True).start()
     os.close(requests_r)
     os.close(replies_w)
     job = json.loads(sys.stdin.buffer.read())

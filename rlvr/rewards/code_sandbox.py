@@ -97,8 +97,12 @@ def runtime_paths() -> tuple[tuple[str, str], ...]:
 def bubblewrap_argv(limits: Limits, as_root: bool) -> list[str]:
     # Each namespace named rather than --unshare-all, which as root also makes a user namespace that
     # maps only root, and so no unprivileged user for the program to become.
-    argv = ["bwrap", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
-            "--die-with-parent", "--new-session", "--clearenv", "--setenv", "PATH", "/nonexistent", "--setenv", "HOME", "/tmp",
+    # --as-pid-1: the harness is the PID space's first process, so its end (a verdict, or its caller gone:
+    # see code_harness.end_with_the_caller) ends every process in it. bwrap's own first process would
+    # instead wait for all of them.
+    argv = ["bwrap", "--unshare-ipc", "--unshare-pid", "--as-pid-1", "--unshare-net", "--unshare-uts",
+            "--unshare-cgroup-try", "--die-with-parent", "--new-session",
+            "--clearenv", "--setenv", "PATH", "/nonexistent", "--setenv", "HOME", "/tmp",
             "--tmpfs", "/", "--proc", "/proc", "--dev", "/dev",
             "--perms", "1777", "--size", str(limits.tmpfs_mb << 20), "--tmpfs", "/tmp"]
     for link, target in (("/lib", "usr/lib"), ("/lib64", "usr/lib64")):  # merged-/usr systems: the loader's paths
@@ -134,7 +138,7 @@ class Job:
 class Sandbox:
     """Runs programs, up to `workers` at a time, all from the calling thread: an exception there
     (Ctrl-C, a stop) kills every sandbox still running before it propagates, and a killed process
-    takes its sandboxes along (bwrap's --die-with-parent)."""
+    takes its sandboxes along (each harness watches a pipe whose other end this process holds)."""
 
     def __init__(self, kind: str, limits: Limits, workers: int = 1):
         if kind not in SANDBOXES:
@@ -142,9 +146,11 @@ class Sandbox:
         self.kind, self.limits, self.workers = kind, limits, workers
         self.as_root = os.geteuid() == 0
 
-    def command(self, slot: int) -> list[str]:
+    def command(self, slot: int, lifeline: int) -> list[str]:
+        """The sandbox's command line for a worker slot; `lifeline`: the read end the harness watches."""
         limits = {"cpu_s": self.limits.cpu_s, "memory_mb": self.limits.memory_mb, "processes": self.limits.processes,
-                  "file_mb": self.limits.file_mb, "uid": FIRST_UID + slot if self.as_root else None}
+                  "file_mb": self.limits.file_mb, "uid": FIRST_UID + slot if self.as_root else None,
+                  "lifeline": lifeline}
         interpreter = runtime_paths()[0][1]
         if self.kind == "none":
             return [interpreter, "-I", "-S", str(HARNESS), json.dumps(limits)]
@@ -155,24 +161,24 @@ class Sandbox:
         """One Verdict per job, in order."""
         verdicts: list[Verdict | None] = [None] * len(jobs)
         waiting = list(enumerate(jobs))[::-1]
-        running: dict[int, tuple] = {}  # slot: (job index, process, token, deadline, stdout, stderr)
+        running: dict[int, tuple] = {}  # slot: (job index, process, lifeline, token, deadline, stdout, stderr)
         try:
             while waiting or running:
                 while waiting and len(running) < self.workers:
                     slot = next(s for s in range(self.workers) if s not in running)
                     index, job = waiting.pop()
                     running[slot] = (index, *self._start(job, slot))
-                for slot, (index, process, token, deadline, out, err) in list(running.items()):
+                for slot, (index, process, lifeline, token, deadline, out, err) in list(running.items()):
                     if process.poll() is None and time.monotonic() < deadline:
                         continue
                     timed_out = process.poll() is None
-                    self._kill(process)
+                    self._kill(process, lifeline)
                     verdicts[index] = self._verdict(process, token, out, err, timed_out)
                     del running[slot]
                 time.sleep(0.002)
         finally:
-            for _, process, *_ in running.values():
-                self._kill(process)
+            for _, process, lifeline, *_ in running.values():
+                self._kill(process, lifeline)
         return verdicts
 
     def _start(self, job: Job, slot: int) -> tuple:
@@ -181,15 +187,26 @@ class Sandbox:
         files[0].write(json.dumps({"program": job.program, "tests": job.tests, "entry_point": job.entry_point,
                                    "prelude": job.prelude, "token": token}).encode())
         files[0].seek(0)
-        with files[0]:
-            process = subprocess.Popen(self.command(slot), stdin=files[0], stdout=files[1], stderr=files[2],
-                                       start_new_session=True)
-        return process, token, time.monotonic() + self.limits.timeout_s, files[1], files[2]
+        # The write end stays here, not inheritable: it closes when this process ends, however it ends.
+        lifeline, lifeline_w = os.pipe()
+        try:
+            with files[0]:
+                process = subprocess.Popen(self.command(slot, lifeline), stdin=files[0], stdout=files[1],
+                                           stderr=files[2], start_new_session=True, pass_fds=(lifeline,))
+        except BaseException:
+            os.close(lifeline_w)
+            raise
+        finally:
+            os.close(lifeline)
+        return process, lifeline_w, token, time.monotonic() + self.limits.timeout_s, files[1], files[2]
 
     @staticmethod
-    def _kill(process) -> None:
+    def _kill(process, lifeline: int) -> None:
+        """Ends a sandbox: closing the lifeline ends its harness (and so its PID space) even when bwrap's
+        inner process missed its parent-death signal; killing bwrap's process group ends the rest."""
+        os.close(lifeline)
         if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)  # bwrap's end takes every process in its PID space
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait()
 
     def _verdict(self, process, token: str, out, err, timed_out: bool) -> Verdict:

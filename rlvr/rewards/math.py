@@ -50,6 +50,12 @@ def same_one(a: str, b: str) -> bool:
     return bool(parsed_a and parsed_b and verify(parsed_a, parsed_b, timeout_seconds=None))
 
 
+def warm_up() -> None:
+    """A worker's one-time set-up: math-verify builds its parsers on first use (0.1 s here, seconds
+    on a loaded machine), which must not count against a completion's time limit."""
+    verify_one("\\boxed{\\frac{1}{2}}", "0.5")
+
+
 class MathVerifyReward(Reward):
     """1.0 when math-verify finds the completion's answer equal to the gold answer, else 0.0.
 
@@ -62,7 +68,8 @@ class MathVerifyReward(Reward):
         super().__init__(name)
         self.correct, self.wrong, self.workers = correct, wrong, workers
         self.timeout_s = timeout_s
-        self.pool = TimeLimitedPool(workers, timeout_s, preload=["math_verify", "rlvr.rewards.math"]) if workers else None
+        self.pool = TimeLimitedPool(workers, timeout_s, preload=["math_verify", "rlvr.rewards.math"],
+                                     warm_up=warm_up) if workers else None
 
     def _run(self, fn, items: list[tuple[str, str]]) -> list[tuple[str, object]]:
         if self.pool is not None:

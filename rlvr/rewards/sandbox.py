@@ -18,11 +18,18 @@ from typing import Any, Callable, Sequence
 log = logging.getLogger(__name__)
 
 
-def ignore_sigterm() -> None:
-    """A worker's initializer (after pebble's own signal set-up): SIGTERM from `scancel`, a time limit
-    or `kill` of the process group must not cost the step in progress its rewards while the trainer
-    checkpoints; pebble stops a worker by `terminate`, which kills it instead (`_KilledWorker`)."""
+def initialize_worker(warm_up: Callable[[], Any] | None) -> None:
+    """A worker's initializer (after pebble's own signal set-up), run before it takes its first task.
+
+    SIGTERM from `scancel`, a time limit or `kill` of the process group must not cost the step in
+    progress its rewards while the trainer checkpoints; pebble stops a worker by `terminate`, which
+    kills it instead (`_KilledWorker`). `warm_up` pays one-time lazy set-up (parsers built on first
+    use) here, outside every task's time limit: a worker that replaces a killed one would otherwise
+    spend its first honest task's limit on it, and time out on a loaded machine.
+    """
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if warm_up is not None:
+        warm_up()
 
 
 class _KilledWorker(multiprocessing.context.ForkServerProcess):
@@ -61,8 +68,11 @@ class TimeLimitedPool:
     `os._exit`) or "error" (the task raised); value is the result or a one-line reason.
     """
 
-    def __init__(self, workers: int, timeout_s: float, preload: Sequence[str] = ()):
-        self.workers, self.timeout_s, self.preload = workers, timeout_s, list(preload)
+    def __init__(self, workers: int, timeout_s: float, preload: Sequence[str] = (),
+                 warm_up: Callable[[], Any] | None = None):
+        """`preload`: modules the forkserver imports once for every worker; `warm_up`: a module-level
+        function each worker runs before its first task (see `initialize_worker`)."""
+        self.workers, self.timeout_s, self.preload, self.warm_up = workers, timeout_s, list(preload), warm_up
         self._pool = None
         self._context = None
 
@@ -78,7 +88,8 @@ class TimeLimitedPool:
         self._context.set_forkserver_preload(self.preload)
         with stop_signals_ignored():  # the forkserver, its resource tracker and so every worker
             multiprocessing.forkserver.ensure_running()
-        self._pool = ProcessPool(max_workers=self.workers, context=self._context, initializer=ignore_sigterm)
+        self._pool = ProcessPool(max_workers=self.workers, context=self._context,
+                                 initializer=initialize_worker, initargs=(self.warm_up,))
         atexit.register(self.close)
         return self._pool
 

@@ -33,10 +33,25 @@ def score(reward, program, tests=ADD_TESTS, entry_point="add", prelude=""):
 
 
 def sandboxed_processes() -> list[str]:
-    """Processes of any sandbox still alive: the harness's command line, or a sandbox user id."""
-    out = subprocess.run(["ps", "-eo", "pid=,uid=,args="], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines()
-            if HARNESS.name in line or int(line.split()[1]) >= 1_900_000_000]
+    """Processes of a sandbox this test process started that are still alive ("pid uid args"): the
+    harness's command line, or a sandbox user id.
+
+    Other pytest-xdist workers score code at the same time (the HumanEval and run tests), so a
+    process descended from a sibling worker is theirs, not ours; an orphan (reparented to init) is
+    counted, whoever left it.
+    """
+    out = subprocess.run(["ps", "-ww", "-eo", "pid=,ppid=,uid=,args="], capture_output=True, text=True).stdout
+    rows = [row for line in out.splitlines() if len(row := line.split(maxsplit=3)) == 4]
+    parent = {int(pid): int(ppid) for pid, ppid, *_ in rows}
+    siblings = {pid for pid, ppid in parent.items() if ppid == os.getppid()} - {os.getpid()}
+
+    def a_siblings(pid: int) -> bool:
+        while pid > 1 and pid not in siblings and pid != os.getpid():
+            pid = parent.get(pid, 0)
+        return pid in siblings
+
+    return [f"{pid} {uid} {args}" for pid, _, uid, args in rows
+            if (HARNESS.name in args or int(uid) >= 1_900_000_000) and not a_siblings(int(pid))]
 
 
 @pytest.fixture(autouse=True)
@@ -268,7 +283,31 @@ def test_a_stopped_run_leaves_no_sandboxed_process(tmp_path):
             time.sleep(0.05)
         assert sandboxed_processes(), "no sandbox started"
         process.send_signal(stop)
-        process.wait(timeout=10)
+        assert process.wait(timeout=10) is not None, stop
+
+
+def test_a_killed_caller_ends_sandboxes_that_missed_the_parent_death_signal(tmp_path):
+    """bwrap's --die-with-parent misses a caller killed while a sandbox starts (a kernel race that left
+    programs running under load): drop it, SIGKILL the caller mid-call, and the sandboxes still end."""
+    script = tmp_path / "score.py"
+    script.write_text(textwrap.dedent('''
+        from rlvr.rewards import code_sandbox
+        from rlvr.rewards.code import CodeTestsReward
+        argv = code_sandbox.bubblewrap_argv
+        code_sandbox.bubblewrap_argv = lambda *a: [arg for arg in argv(*a) if arg != "--die-with-parent"]
+        reward = CodeTestsReward(name="code", workers=2, timeout_s=60, cpu_s=60)
+        print("started", flush=True)
+        reward(completions=["while True:\\n    pass\\n"] * 2, answer=["assert add(1, 1) == 2"] * 2,
+               entry_point=["add"] * 2)
+        '''))
+    process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline() == "started\n"
+    deadline = time.monotonic() + 10
+    while len(sandboxed_processes()) < 4 and time.monotonic() < deadline:  # two harnesses, two programs
+        time.sleep(0.05)
+    assert len(sandboxed_processes()) >= 4, "the sandboxes did not start"
+    process.kill()
+    process.wait(timeout=10)
 
 
 def test_limits_are_range_checked():
@@ -293,7 +332,7 @@ def test_unsandboxed_is_an_explicit_loud_opt_in(caplog):
 
 
 def test_a_sandbox_that_cannot_start_is_refused(monkeypatch):
-    monkeypatch.setattr(Sandbox, "command", lambda self, slot: ["/bin/false"])
+    monkeypatch.setattr(Sandbox, "command", lambda self, slot, lifeline: ["/bin/false"])
     with pytest.raises(ConfigError, match=r"cannot run a trivial program on this machine: no verdict \(exit 1\)"):
         CodeTestsReward(name="code")
 

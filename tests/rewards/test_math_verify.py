@@ -7,6 +7,7 @@ import pytest
 
 from rlvr.data import builtin_data_path
 from rlvr.rewards.math import MathVerifyReward
+from rlvr.rewards.sandbox import TimeLimitedPool
 
 ROWS = [json.loads(line) for line in open(builtin_data_path("math500/test.jsonl"), encoding="utf-8")]
 TIMEOUT_S = 1.0
@@ -85,6 +86,20 @@ def test_pool_survives_a_killed_worker(verifier):
     verifier.score([ADVERSARIAL["power tower"]] * 3, ["1"] * 3)
     [outcome] = verifier.score(["so \\boxed{\\frac{1}{2}}"], ["0.5"])
     assert outcome.correct is True
+
+
+def slow_warm_up():
+    time.sleep(1.5)
+
+
+def test_a_workers_warm_up_is_outside_every_tasks_time_limit():
+    # A replacement worker's one-time set-up once spent its first honest task's limit (a correct
+    # answer scored "timeout" on a loaded machine).
+    pool = TimeLimitedPool(1, timeout_s=0.5, warm_up=slow_warm_up)
+    try:
+        assert pool.map(len, [("abc",)]) == [("ok", 3)]
+    finally:
+        pool.close()
 
 
 # A completion that boxes exactly the gold answer, as a model trained on MATH would write it.
