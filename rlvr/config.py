@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import inspect
 import math
 import re
@@ -333,7 +334,56 @@ RANGES = {
     "eval.top_p": Range(0, 1, open_low=True), "eval.top_k": Range(0, why="0: no top-k filter"), "eval.seed": SEED,
     "eval.limit": POSITIVE,
 }
-EVAL_SPLITS = ("eval", "train")
+
+
+def _keys(module: str, mapping: str, *extra: str):
+    """Allowed values read, when checked, from the mapping that acts on them: `extra`, then its keys."""
+    return lambda: (*extra, *getattr(importlib.import_module(module), mapping))
+
+
+def _values(module: str, enum: str):
+    """Allowed values read, when checked, from a library's Enum."""
+    return lambda: tuple(member.value for member in getattr(importlib.import_module(module), enum))
+
+
+# Every string knob with a fixed set of values, checked with RANGES before anything loads (a typo gets
+# a "did you mean"). A tuple is the list itself; a function reads it where the values act, so each
+# list lives in one place. The modules that branch on a value trust what passed here.
+CHOICES = {
+    "model.tiny.architecture": _keys("rlvr.models", "ARCHITECTURES"),
+    "model.tiny.tokenizer": _keys("rlvr.qwen_tokenizers", "FLAVOURS", "bytes"),
+    "model.dtype": _keys("rlvr.models", "DTYPES"),
+    "model.quantization": ("none", "8bit", "4bit"),
+    "dataset.preference.chat_template": _keys("rlvr.data.preferences", "CHAT_TEMPLATES", "tokenizer"),
+    "algorithm.name": _keys("rlvr.recipes", "TRL_CONFIGS"),
+    "algorithm.lr_scheduler_type": _values("transformers", "SchedulerType"),
+    "algorithm.optim": _values("transformers.training_args", "OptimizerNames"),
+    "algorithm.fine_grained.normalization": ("standard", "centered", "none"),
+    "algorithm.fine_grained.scope": ("prompt", "batch"),
+    "algorithm.fine_grained.uncovered": ("keep", "drop"),
+    "hardware.device": ("cpu", "cuda", "mps"),
+    "hardware.precision": ("fp32", "bf16", "fp16"),
+    "hardware.sharding": _keys("rlvr.sharding", "ZERO_STAGES", "none", "fsdp"),
+    "logging.wandb": ("online", "offline", "disabled"),
+    "eval.split": ("eval", "train"),
+}
+
+
+def allowed_values(key: str) -> tuple[str, ...]:
+    """The values `key` (a key of CHOICES) may take."""
+    allowed = CHOICES[key]
+    return allowed if isinstance(allowed, tuple) else allowed()
+
+
+def choice_error(key: str, value: Any, allowed: typing.Iterable[str]) -> str | None:
+    """The one-line refusal of `key=value` when value is not among `allowed`, with a "did you mean"."""
+    allowed = [str(a) for a in allowed]
+    if value in allowed:
+        return None
+    close = difflib.get_close_matches(str(value), allowed, n=1, cutoff=0.5)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"{key}={value!r} must be one of {', '.join(allowed)}{hint}"
+
 # String knobs whose allowed values TRL's config documents (read from its docstring, not copied here),
 # whether set as `algorithm.<name>` or passed through as `algorithm.trl.<name>`.
 TRL_CHOICES = ("loss_type", "scale_rewards", "importance_sampling_level", "multi_objective_aggregation",
@@ -408,15 +458,14 @@ def _check_against_trl(algorithm: dict) -> None:
     for key in TRL_CHOICES:
         for prefix, values in (("algorithm.", algorithm), ("algorithm.trl.", algorithm["trl"])):
             allowed = trl_choices(config_class, key) if key in known else frozenset()
-            if key in values and allowed and values[key] not in allowed:
-                raise ConfigError(f"{prefix}{key}={values[key]!r} is not one of TRL's {config_class.__name__} "
-                                  f"choices: {', '.join(sorted(allowed))}")
+            if key in values and allowed and (error := choice_error(prefix + key, values[key], sorted(allowed))):
+                raise ConfigError(f"{error} (TRL's {config_class.__name__} choices)")
 
 
 def check_ranges(cfg) -> None:
     """Every value within what it may be, in one line, before anything loads: interpolations that
-    resolve and fit their type, numbers in `RANGES`, `algorithm.trl.*` names among the TRL config's
-    fields, and strings among TRL's documented choices. Imports trl (for its config's fields), so it
+    resolve and fit their type, numbers in `RANGES`, strings in `CHOICES`, `algorithm.trl.*` names among
+    the TRL config's fields, and strings among TRL's documented choices. Imports trl (for its config's fields), so it
     runs at run time only, never while composing."""
     from omegaconf import OmegaConf
 
@@ -425,6 +474,10 @@ def check_ranges(cfg) -> None:
         value = OmegaConf.select(values, key)
         if value is not None and not allowed.admits(value):
             raise ConfigError(f"{key}={value} must be {allowed}")
+    for key in CHOICES:
+        value = OmegaConf.select(values, key)
+        if value is not None and (error := choice_error(key, value, allowed_values(key))):
+            raise ConfigError(error)
     _check_eval(OmegaConf.to_container(values.eval))
     _check_against_trl(OmegaConf.to_container(values.algorithm))
 
@@ -438,13 +491,11 @@ def conf_dir() -> str:
 
 
 def _check_eval(evaluation: dict) -> None:
-    """What one eval knob's range cannot say: each k within the samples, the split known, something to do."""
+    """What one eval knob's range cannot say: each k within the samples, something to do."""
     n, ks = evaluation["n"], evaluation["ks"]
     for k in ks:
         if not 1 <= k <= n:
             raise ConfigError(f"eval.ks={ks}: each k must be in [1, eval.n={n}] (pass@k and maj@k take k of the n samples)")
-    if evaluation["split"] not in EVAL_SPLITS:
-        raise ConfigError(f"eval.split={evaluation['split']!r} must be one of {', '.join(EVAL_SPLITS)}")
     if not evaluation["greedy"] and n == 0:
         raise ConfigError("eval.greedy=false and eval.n=0 leave nothing to evaluate: set eval.n > 0 (e.g. eval=pass_at_k)"
                           " or eval.before=false eval.after=false eval.every_steps=0")

@@ -24,16 +24,13 @@ from transformers import TrainerCallback
 from rlvr.errors import ConfigError
 
 log = logging.getLogger(__name__)
-ZERO_STAGES = {"zero2": 2, "zero3": 3}
-SHARDING = ("none", "fsdp", *ZERO_STAGES)
+ZERO_STAGES = {"zero2": 2, "zero3": 3}  # with none and fsdp, the values of hardware.sharding
 
 
 def check_sharding(hw, processes: int | None = None) -> None:
-    """`hardware.sharding` is a mode this start can run, in one line: the mode known, 2 or more
+    """`hardware.sharding` (one of config.CHOICES) is a mode this start can run, in one line: 2 or more
     processes asked for and (`processes`: the number this start runs) running, DeepSpeed installed
     for zero2 / zero3. Part of the start-up check (rlvr/run.py), before anything is written."""
-    if hw.sharding not in SHARDING:
-        raise ConfigError(f"hardware.sharding={hw.sharding!r} must be one of {', '.join(SHARDING)}")
     if hw.sharding == "none":
         return
     if hw.nodes * hw.tasks_per_node < 2:

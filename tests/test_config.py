@@ -1,13 +1,15 @@
 """Every option of every config group composes and validates; bad keys fail fast with one line."""
 
+import re
+
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from conftest import CONF_DIR, GROUPS, one_line_error, run_cli
-from rlvr.config import Config, check_key, check_overrides, check_ranges, trl_choices
+from rlvr.config import CHOICES, Config, allowed_values, check_key, check_overrides, check_ranges, trl_choices
 from rlvr.errors import ConfigError
-from rlvr.recipes import RECIPES
+from rlvr.recipes import TRL_CONFIGS
 import rlvr.run  # noqa: F401  registers the schema and the rlvr_data resolver
 
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]
@@ -23,7 +25,7 @@ def test_every_option_composes_and_resolves(group, option):
     cfg = compose_with(f"{group}={option}")
     container = OmegaConf.to_container(cfg, resolve=True)
     merged = OmegaConf.merge(OmegaConf.structured(Config), container)  # schema-valid after resolution
-    assert merged.algorithm.name in RECIPES
+    assert merged.algorithm.name in TRL_CONFIGS
     check_ranges(cfg)  # every shipped option is within the ranges and TRL's choices
     if group == "experiment":
         assert cfg.experiment == option
@@ -180,15 +182,32 @@ def test_an_interpolation_that_is_no_number_names_the_key():
 
 
 @pytest.mark.parametrize(("override", "message"), [
-    ("algorithm.loss_type=dpo", "algorithm.loss_type='dpo' is not one of TRL's GRPOConfig choices: bnpo, cispo, dapo,"),
-    ("algorithm.scale_rewards=std", "algorithm.scale_rewards='std' is not one of TRL's GRPOConfig choices: batch, group, none"),
-    ("algorithm.importance_sampling_level=seq", "choices: sequence, token"),
-    ("+algorithm.trl.multi_objective_aggregation=mean", "algorithm.trl.multi_objective_aggregation='mean' is not one of"),
+    ("algorithm.loss_type=dpo", "algorithm.loss_type='dpo' must be one of bnpo, cispo, dapo,"),
+    ("algorithm.scale_rewards=std", "algorithm.scale_rewards='std' must be one of batch, group, none (TRL's GRPOConfig choices)"),
+    ("algorithm.importance_sampling_level=seq", "must be one of sequence, token (did you mean 'sequence'?) (TRL's GRPOConfig"),
+    ("+algorithm.trl.multi_objective_aggregation=mean", "algorithm.trl.multi_objective_aggregation='mean' must be one of"),
 ])
 def test_choices_are_checked_against_trl(override, message):
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         check_ranges(compose_with(override))
     check_ranges(compose_with("algorithm.loss_type=dr_grpo", "algorithm.scale_rewards=none"))
+
+
+@pytest.mark.parametrize("key", list(CHOICES))
+def test_a_typo_in_any_string_knob_is_refused_in_one_line_with_a_suggestion(key):
+    value = allowed_values(key)[0]
+    with pytest.raises(ConfigError) as caught:
+        check_ranges(compose_with(f"{key}={value}x"))
+    message = str(caught.value)
+    assert message.startswith(f"{key}='{value}x' must be one of {value}, ")
+    assert message.endswith(f"(did you mean '{value}'?)") and "\n" not in message
+
+
+def test_every_choice_in_the_schema_is_a_string_knob_and_its_default_is_allowed():
+    defaults = OmegaConf.structured(Config)
+    for key in CHOICES:
+        default = OmegaConf.select(defaults, key, throw_on_missing=False)
+        assert isinstance(default, str) and default in allowed_values(key), key
 
 
 def _trainer_literals(attribute: str) -> set[str]:

@@ -152,9 +152,5 @@ def test_shape_presets_have_the_real_vocabulary_and_ids(name, model_type):
 
 
 def test_bad_shape_settings_are_one_line_errors():
-    with pytest.raises(ModelLoadError, match="model.tiny.tokenizer='qwen4' is not one of bytes, qwen2.5, qwen3"):
-        load_policy(shape("qwen3_shape", tiny={"tokenizer": "qwen4"}), seed=0)
-    with pytest.raises(ModelLoadError, match="model.tiny.architecture='llama' is not one of qwen2, qwen3"):
-        load_policy(shape("qwen3_shape", tiny={"architecture": "llama"}), seed=0)
     with pytest.raises(ModelLoadError, match="vocab_rows=1000 is less than the tokenizer's 151669 ids"):
         load_policy(shape("qwen3_shape", tiny={"vocab_rows": 1000}), seed=0)

@@ -9,14 +9,11 @@
 
 import importlib
 
-from rlvr.errors import ConfigError
-
-RECIPES = ("grpo", "fgrpo", "reward_model")
-# The TRL config class each recipe trains with (`algorithm.trl.*` must be one of its fields).
+# The recipes, by `algorithm.name`, and the TRL config class each trains with (`algorithm.trl.*` must be
+# one of its fields).
 TRL_CONFIGS = {"grpo": "GRPOConfig", "fgrpo": "GRPOConfig", "reward_model": "RewardConfig"}
 
 
 def get_recipe(name: str):
-    if name not in RECIPES:
-        raise ConfigError(f"algorithm.name={name!r} is not a recipe (known: {', '.join(RECIPES)})")
+    """The recipe module of `algorithm.name` (a key of TRL_CONFIGS: config.CHOICES checked it)."""
     return importlib.import_module(f"rlvr.recipes.{name}")

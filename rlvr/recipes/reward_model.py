@@ -62,8 +62,6 @@ def set_chat_template(tokenizer, name: str) -> None:
         if not tokenizer.chat_template:
             raise ConfigError("the tokenizer has no chat template: set dataset.preference.chat_template=simple_chat")
         return
-    if name not in CHAT_TEMPLATES:
-        raise ConfigError(f"dataset.preference.chat_template={name!r}: use tokenizer, {', '.join(CHAT_TEMPLATES)}")
     tokenizer.chat_template = CHAT_TEMPLATES[name]
 
 

@@ -98,7 +98,8 @@ def test_chat_prompts_for_a_tokenizer_without_a_chat_template(tmp_path):
     ("algorithm.epsilon=-1", "algorithm.epsilon=-1.0 must be > 0"),
     ("algorithm.num_generations=0", "algorithm.num_generations=0 must be >= 2"),
     ("algorithm.learning_rate=${oc.env:HOME}", "algorithm.learning_rate: While dereferencing interpolation"),
-    ("algorithm.loss_type=ppo", "algorithm.loss_type='ppo' is not one of TRL's GRPOConfig choices: bnpo, cispo, dapo"),
+    ("algorithm.loss_type=ppo", "algorithm.loss_type='ppo' must be one of bnpo, cispo, dapo"),
+    ("hardware.device=cpux", "hardware.device='cpux' must be one of cpu, cuda, mps (did you mean 'cpu'?)"),
 ])
 def test_bad_values_fail_in_one_line_before_anything_loads(tmp_path, override, message):
     line = one_line_error(run_cli("rlvr.run", *TINY_RUN, override, f"hydra.run.dir={tmp_path}", timeout=120))

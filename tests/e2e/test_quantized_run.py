@@ -22,7 +22,6 @@ def config(**model):
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    ({"quantization": "3bit"}, "model.quantization='3bit' must be one of none, 8bit, 4bit"),
     ({"name_or_path": "tiny"}, "model.quantization=4bit applies as weights load: the built-in tiny model is made in memory"),
     ({"lora": {"enabled": False}}, "model.quantization=4bit freezes the quantized weights: train LoRA on top"),
     ({"warmup_sft_steps": 5}, "model.quantization=4bit cannot be combined with model.warmup_sft_steps=5"),

@@ -147,8 +147,6 @@ def test_normalisations_and_scopes():
     batch = normalize_span_scores(spans, 2, "centered", "batch")
     assert [a[0] for a in batch] == pytest.approx([1 - 11, 3 - 11, 10 - 11, 30 - 11])
     assert [a[0] for a in normalize_span_scores(spans, 2, "none", "prompt")] == [1.0, 3.0, 10.0, 30.0]
-    with pytest.raises(ConfigError, match="normalization='zscore'"):
-        normalize_span_scores(spans, 2, "zscore", "prompt")
 
 
 def test_groups_are_normalised_separately():
