@@ -154,15 +154,15 @@ class AlgorithmConfig:
     """
 
     name: str = "grpo"  # grpo | fgrpo | reward_model
-    learning_rate: float = 1e-6
+    learning_rate: float = 3e-4
     lr_scheduler_type: str = "constant"  # rlvr's default; TRL's and transformers' is linear (decay to 0 at max_steps)
     warmup_steps: float = 0  # an int counts steps; a float < 1 is a fraction of max_steps
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     optim: str = "adamw_torch_fused"  # transformers' default (torch >= 2.8), also on CPU
-    max_steps: int = 100
+    max_steps: int = 1000
     num_train_epochs: float = 1.0
-    per_device_train_batch_size: int = 8  # GRPO: completions, not prompts; reward_model: pairs
+    per_device_train_batch_size: int = 64  # GRPO: completions, not prompts; reward_model: pairs
     per_device_eval_batch_size: int = 8
     eval_steps: int | None = None  # reward_model: evaluate every N steps (None: at the end only)
     center_rewards_coefficient: float | None = None  # reward_model: pull mean reward towards 0
@@ -170,7 +170,7 @@ class AlgorithmConfig:
     generation_batch_size: int | None = None
     steps_per_generation: int | None = None
     num_generations: int = 8
-    max_completion_length: int = 256
+    max_completion_length: int = 6
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
@@ -184,7 +184,7 @@ class AlgorithmConfig:
     mask_truncated_completions: bool = False
     importance_sampling_level: str = "token"
     logging_steps: int = 1
-    save_steps: int = 0  # 0: only the final model
+    save_steps: int = 250  # 0: only the final model
     save_total_limit: int | None = 2
     fine_grained: FineGrainedConfig = field(default_factory=FineGrainedConfig)
     # Any other field of the recipe's TRL config, passed through unchanged (checked at start-up).
@@ -217,7 +217,7 @@ class HardwareConfig:
 
 @dataclass
 class LoggingConfig:
-    wandb: str = "disabled"  # online | offline | disabled
+    wandb: str = "offline"  # online | offline (logs in the run dir, `wandb sync` later) | disabled
     project: str = "rlvr"
     entity: str | None = None
     rollouts: bool = True  # rollouts.jsonl in the run dir
