@@ -150,12 +150,17 @@ class SweepReport(Callback):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1 or not Path(args[0]).is_dir():
-        print("usage: python -m rlvr.sweep_report SWEEP_DIR", file=sys.stderr)
-        return 2
-    rows = write_report(Path(args[0]))
-    print((Path(args[0]) / "sweep_summary.md").read_text() if rows else "no job dirs found")
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m rlvr.sweep_report",
+                                     description="sweep_summary.csv/.md/.png of a -m sweep's dir (written after "
+                                                 "every sweep; this writes them again, e.g. while jobs still run)")
+    parser.add_argument("sweep_dir", type=Path)
+    sweep_dir = parser.parse_args(argv).sweep_dir
+    if not sweep_dir.is_dir():
+        parser.error(f"{sweep_dir} is not a directory")
+    rows = write_report(sweep_dir)
+    print((sweep_dir / "sweep_summary.md").read_text() if rows else "no job dirs found")
     return 0
 
 

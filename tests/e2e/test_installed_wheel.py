@@ -58,3 +58,10 @@ def test_the_installed_wheel_runs_from_any_directory(installed_venv, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert (tmp_path / "run" / "final_model" / "config.json").is_file()
     assert (tmp_path / "run" / "metrics.json").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["rlvr", "rlvr-eval", "rlvr-score", "rlvr-plots", "rlvr-sweep-report"])
+def test_every_cli_is_a_console_script(installed_venv, tmp_path, script):
+    shown = run_installed(tmp_path, installed_venv / script, "--help")
+    assert shown.returncode == 0 and shown.stdout.strip(), shown.stderr[-2000:]
