@@ -38,7 +38,7 @@ sandbox:  ## Debian's bubblewrap, the code reward's sandbox: installed with apt 
 		{ echo "install bubblewrap (e.g. apt-get install bubblewrap): the code reward and its tests need it" >&2; exit 1; }
 
 lint: $(VENV)/.installed  ## ruff, with the rules in pyproject.toml (CI runs it before the tests)
-	$(VENV)/bin/ruff check rlvr tests launchers
+	$(VENV)/bin/ruff check rlvr tests launchers examples
 
 run: $(VENV)/.installed  ## the offline default: tiny model, arithmetic, GRPO on CPU
 	$(PY) -m rlvr.run $(ARGS)

@@ -142,8 +142,6 @@ class FineGrainedConfig:
     uncovered: str = "keep"  # tokens no span covers: keep (advantage 0, in the loss) | drop (out of it)
     strict: bool = False  # malformed spans: error naming the span, instead of clip/drop + count
     eps: float = 1e-4
-    toy: bool = False  # toy mode: pre-defined rollouts, no generation (experiment=fgrpo_toy)
-    toy_steps: int = 20
 
 
 @dataclass
@@ -326,7 +324,7 @@ RANGES = {
     "algorithm.repetition_penalty": POSITIVE, "algorithm.beta": NON_NEGATIVE, "algorithm.epsilon": POSITIVE,
     "algorithm.epsilon_high": POSITIVE, "algorithm.num_iterations": POSITIVE, "algorithm.logging_steps": POSITIVE,
     "algorithm.save_steps": Range(0, why="0: only the final model"), "algorithm.save_total_limit": POSITIVE,
-    "algorithm.fine_grained.eps": POSITIVE, "algorithm.fine_grained.toy_steps": POSITIVE,
+    "algorithm.fine_grained.eps": POSITIVE,
     "hardware.torch_threads": POSITIVE, "hardware.nodes": POSITIVE, "hardware.tasks_per_node": POSITIVE,
     "hardware.gpus_per_node": NON_NEGATIVE, "hardware.cpus_per_task": POSITIVE, "hardware.mem_gb": POSITIVE,
     "eval.batch_size": POSITIVE, "eval.max_new_tokens": POSITIVE, "eval.every_steps": Range(0, why="0: before/after only"),

@@ -2,6 +2,8 @@
 
 import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -176,13 +178,14 @@ def test_malformed_spans_are_clipped_dropped_and_counted_or_rejected():
 
 
 @pytest.mark.slow
-def test_toy_mode_moves_positive_spans_up_and_negative_down(tmp_path):
-    from conftest import run_cli
+def test_the_toy_example_moves_positive_spans_up_and_negative_down(tmp_path):
+    from conftest import ROOT
 
-    result = run_cli("rlvr.run", "experiment=fgrpo_toy", "logging=disabled", f"hydra.run.dir={tmp_path}")
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / "fgrpo_toy.py"), str(tmp_path)],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "advantage" in result.stdout and "per-response loss" in result.stdout
-    m = json.loads((tmp_path / "metrics.json").read_text())
+    m = json.loads((tmp_path / "toy_metrics.json").read_text())
     assert m["toy_positive_logp_after"] > m["toy_positive_logp_before"]
     assert m["toy_negative_logp_after"] < m["toy_negative_logp_before"]
     spans = json.loads((tmp_path / "toy_spans.json").read_text())["spans"]

@@ -1,0 +1,147 @@
+"""The run every GRPO-family recipe shares (grpo, fgrpo): what a start does in its run dir, the run
+itself (new, resumed or finished), and metrics.json. The recipes differ in trainer class and reward adapter."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from rlvr.recipes.common import (
+    TRAIN_RESULT, calibrate_rewards, eval_callback, evaluate, final_model_saved, finish, load_trained_policy, reuse_run_dir,
+    save_final_model, save_initial_policy, setup_policy, trl_config, training_curve_summary,
+)
+from rlvr.distributed import (
+    checkpoint_callback, checkpoint_step, is_main_process, latest_complete_checkpoint, phase, rank, weights_digest,
+)
+from rlvr.errors import ConfigError
+from rlvr.rewards.checks import checked_rewards
+from rlvr.run_dir import Start, checkpoint_config
+from rlvr.tracking import (
+    JsonlWriter, metrics_callback, read_json, read_jsonl, setup_wandb, use_compact_progress, write_json,
+)
+
+log = logging.getLogger(__name__)
+
+
+def preflight(cfg, run_dir: Path) -> Start:
+    """What this start does in `run_dir`; refuses in one line a run
+    dir whose run is finished, and writes nothing but the CORRUPT marker of a checkpoint that cannot
+    be loaded (`latest_complete_checkpoint`: the previous one is used).
+
+    `finish` is a run whose training ended but whose eval, plots or metrics.json did not: with its
+    final model saved (train_result.json) it is evaluated from disk; stopped after its last
+    checkpoint, the final model is restored from that checkpoint first.
+    """
+    checkpoint = latest_complete_checkpoint(run_dir / "checkpoints")
+    step = None if checkpoint is None else checkpoint_step(checkpoint)
+    trained = read_json(run_dir / TRAIN_RESULT) if final_model_saved(run_dir) else None
+    if trained is not None and step is not None and step > trained["train_steps"]:
+        trained = None  # a later start trained past the saved final model: its checkpoint is the newer state
+    trained_steps = max(step or 0, trained["train_steps"] if trained else 0)
+    max_steps = cfg.algorithm.max_steps
+    if max_steps > 0:
+        done = (trained is not None or step is not None) and trained_steps >= max_steps
+    else:  # epochs: only a saved final model says that training ended
+        done = trained is not None
+    finished = (run_dir / "metrics.json").exists()
+    if (finished or (trained is not None and not done)) and checkpoint is None:
+        raise ConfigError(f"{run_dir} already holds a finished GRPO run (it saved no checkpoint to continue from): "
+                          f"pick a new hydra.run.dir")
+    if done and finished:
+        raise ConfigError(f"{run_dir} already holds a run trained to step {trained_steps} "
+                          f"(algorithm.max_steps={max_steps}): raise algorithm.max_steps to continue it, "
+                          f"or pick a new hydra.run.dir")
+    if done:
+        return Start("finish", None if trained is not None else checkpoint, trained_steps)
+    return Start("new") if checkpoint is None else Start("resume", checkpoint, step)
+
+
+def restore_checkpoint(trainer, checkpoint: Path) -> None:
+    """The trainer as `checkpoint` left it, without training: the weights (or a LoRA run's adapter)
+    through transformers' own loader, and the state with its step count. Resuming at max_steps
+    instead would train one step more (transformers' resume always runs a step)."""
+    from transformers import TrainerState
+
+    trainer._load_from_checkpoint(str(checkpoint))
+    trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+
+
+def run_grpo(cfg, run_dir: Path, start: Start, trainer_class, wrap_rewards=None, **trainer_extra) -> dict[str, float]:
+    """The GRPO run every GRPO-family recipe shares; they differ in trainer class and reward adapter."""
+    from trl import GRPOConfig
+
+    from rlvr.models import lora_config
+
+    if start.mode == "finish" and start.checkpoint is None:
+        log.info("%s: training ended and its final model is saved: doing what is missing (eval, plots, metrics)",
+                 run_dir)
+        with phase("loading the model and data"):
+            setup = load_trained_policy(cfg, run_dir)
+        setup.rewards = checked_rewards(wrap_rewards(setup.rewards) if wrap_rewards else setup.rewards, cfg.reward.checks)
+        return finish(cfg, run_dir, completion_metrics(cfg, setup, run_dir, start.step))
+    reuse_run_dir(run_dir, start.step)
+    if is_main_process() and start.mode != "finish":  # they describe an earlier end of training, not this one
+        for stale in (run_dir / "metrics.json", run_dir / TRAIN_RESULT):
+            stale.unlink(missing_ok=True)
+    report_to = setup_wandb(cfg.logging, run_dir, run_dir.name)  # first: a missing wandb key fails before loading
+    with phase("loading the model and data"):
+        setup = setup_policy(cfg, run_dir, resuming=start.checkpoint is not None)
+    if wrap_rewards is not None:
+        setup.rewards = wrap_rewards(setup.rewards)
+    setup.rewards = checked_rewards(setup.rewards, cfg.reward.checks)  # for training, calibration and eval alike
+    args = trl_config(GRPOConfig, cfg, run_dir, report_to, setup.trainer_kwargs,
+                      reward_weights=[r.weight for r in setup.rewards])
+    calibrate_rewards(cfg, setup, run_dir)
+    if start.mode == "new":
+        evaluate(cfg, setup, run_dir, "before")
+        save_initial_policy(cfg, setup, run_dir)
+
+    rollouts = JsonlWriter(run_dir / "rollouts.jsonl") if cfg.logging.rollouts and is_main_process() else None
+    stops = checkpoint_callback(checkpoint_config(cfg))
+    trainer = trainer_class(
+        model=setup.model, rewards=setup.rewards, args=args, train_dataset=setup.train,
+        processing_class=setup.tokenizer, peft_config=lora_config(cfg.model, setup.reasoning_vocab),
+        callbacks=[metrics_callback(run_dir / "metrics.jsonl"), stops],
+        rollout_writer=rollouts, stage_timing=cfg.logging.stage_timing,
+        inverse_cdf_on_cpu=cfg.hardware.cpu_inverse_cdf_sampling, **trainer_extra,
+    )
+    use_compact_progress(trainer)
+    if cfg.eval.every_steps > 0:
+        trainer.add_callback(eval_callback(cfg, setup, run_dir, trainer))
+    if start.mode == "finish":
+        log.info("%s is the end of training: restoring it to save the final model", start.checkpoint)
+        restore_checkpoint(trainer, start.checkpoint)
+        stops.on_train_end(trainer.args, trainer.state, trainer.control)  # no training: Ctrl-C/SIGTERM stop at once
+    else:
+        if start.checkpoint is not None:
+            log.info("resuming from %s", start.checkpoint)
+        with phase("training"):
+            trainer.train(resume_from_checkpoint=str(start.checkpoint) if start.checkpoint else None)
+    for reward in setup.rewards:  # the eval after training gathers every rank's error itself: raised at once
+        reward.fn.defer_errors = False
+    if rollouts is not None:
+        rollouts.close()
+    with phase("saving the final model"):
+        setup.model = save_final_model(trainer, setup.tokenizer, cfg.model, run_dir)
+    if setup.reasoning_vocab is not None and is_main_process():  # the map, and where each copy ended up
+        write_json(run_dir / "reasoning_vocab.json",
+                   setup.reasoning_vocab.as_dict() | setup.reasoning_vocab.embedding_norms(setup.model))
+    if trainer.accelerator.num_processes > 1:
+        print(f"rlvr: rank {rank()} weights {weights_digest(setup.model)}", flush=True)
+    if is_main_process():
+        write_json(run_dir / TRAIN_RESULT, {"train_steps": trainer.state.global_step})
+    return finish(cfg, run_dir, completion_metrics(cfg, setup, run_dir, trainer.state.global_step))
+
+
+def completion_metrics(cfg, setup, run_dir: Path, train_steps: int) -> dict[str, float]:
+    """metrics.json's content, over every start of the run: the warm-up, the first start's eval before,
+    training totals and curve from metrics.jsonl, and the eval after (run now, on every rank)."""
+    from rlvr.evaluation import answer_equivalence, summarise
+
+    metrics = read_json(run_dir / "warmup.json") if (run_dir / "warmup.json").exists() else {}
+    if (run_dir / "eval" / "before.jsonl").exists():
+        before = read_jsonl(run_dir / "eval" / "before.jsonl")
+        metrics |= summarise(before, "before", cfg.eval.ks, answer_equivalence(setup.rewards, before), cfg.eval.seed)
+    metrics |= setup.prompts_dropped | training_curve_summary(run_dir) | {"train_steps": train_steps}
+    metrics |= evaluate(cfg, setup, run_dir, "after")
+    return metrics
