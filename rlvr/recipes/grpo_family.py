@@ -67,18 +67,41 @@ def restore_checkpoint(trainer, checkpoint: Path) -> None:
 
 
 def run_grpo(cfg, run_dir: Path, start: Start, trainer_class, wrap_rewards=None, **trainer_extra) -> dict[str, float]:
-    """The GRPO run every GRPO-family recipe shares; they differ in trainer class and reward adapter."""
+    """The GRPO run every GRPO-family recipe shares; they differ in trainer class and reward adapter
+    (`wrap_rewards`). Each mode of `preflight` is one straight path: finish from the saved final model;
+    or build the trainer, then train (new, resume) or restore the last checkpoint (finish), then end."""
+    if start.mode == "finish" and start.checkpoint is None:
+        return finish_saved_run(cfg, run_dir, start, wrap_rewards)
+    setup, trainer, rollouts, stops = build_trainer(cfg, run_dir, start, trainer_class, wrap_rewards, trainer_extra)
+    if start.mode == "finish":
+        log.info("%s is the end of training: restoring it to save the final model", start.checkpoint)
+        restore_checkpoint(trainer, start.checkpoint)
+        stops.on_train_end(trainer.args, trainer.state, trainer.control)  # no training: Ctrl-C/SIGTERM stop at once
+    else:
+        if start.checkpoint is not None:
+            log.info("resuming from %s", start.checkpoint)
+        with phase("training"):
+            trainer.train(resume_from_checkpoint=str(start.checkpoint) if start.checkpoint else None)
+    return end_training(cfg, run_dir, setup, trainer, rollouts)
+
+
+def finish_saved_run(cfg, run_dir: Path, start: Start, wrap_rewards) -> dict[str, float]:
+    """Training ended and its final model is saved: only what is missing (eval, plots, metrics.json)."""
+    log.info("%s: training ended and its final model is saved: doing what is missing (eval, plots, metrics)", run_dir)
+    with phase("loading the model and data"):
+        setup = load_trained_policy(cfg, run_dir)
+    setup.rewards = checked_rewards(wrap_rewards(setup.rewards) if wrap_rewards else setup.rewards, cfg.reward.checks)
+    return finish(cfg, run_dir, completion_metrics(cfg, setup, run_dir, start.step))
+
+
+def build_trainer(cfg, run_dir: Path, start: Start, trainer_class, wrap_rewards, trainer_extra: dict):
+    """(setup, trainer, rollout writer or None, stop callback): the policy loaded (from the start's
+    checkpoint's weights on resume), rewards checked and calibrated, the eval before and the initial
+    policy saved on a new run, the trainer with rlvr's callbacks."""
     from trl import GRPOConfig
 
     from rlvr.models import lora_config
 
-    if start.mode == "finish" and start.checkpoint is None:
-        log.info("%s: training ended and its final model is saved: doing what is missing (eval, plots, metrics)",
-                 run_dir)
-        with phase("loading the model and data"):
-            setup = load_trained_policy(cfg, run_dir)
-        setup.rewards = checked_rewards(wrap_rewards(setup.rewards) if wrap_rewards else setup.rewards, cfg.reward.checks)
-        return finish(cfg, run_dir, completion_metrics(cfg, setup, run_dir, start.step))
     reuse_run_dir(run_dir, start.step)
     if is_main_process() and start.mode != "finish":  # they describe an earlier end of training, not this one
         for stale in (run_dir / "metrics.json", run_dir / TRAIN_RESULT):
@@ -95,7 +118,6 @@ def run_grpo(cfg, run_dir: Path, start: Start, trainer_class, wrap_rewards=None,
     if start.mode == "new":
         evaluate(cfg, setup, run_dir, "before")
         save_initial_policy(cfg, setup, run_dir)
-
     rollouts = JsonlWriter(run_dir / "rollouts.jsonl") if cfg.logging.rollouts and is_main_process() else None
     stops = checkpoint_callback(checkpoint_config(cfg))
     trainer = trainer_class(
@@ -108,15 +130,12 @@ def run_grpo(cfg, run_dir: Path, start: Start, trainer_class, wrap_rewards=None,
     use_compact_progress(trainer)
     if cfg.eval.every_steps > 0:
         trainer.add_callback(eval_callback(cfg, setup, run_dir, trainer))
-    if start.mode == "finish":
-        log.info("%s is the end of training: restoring it to save the final model", start.checkpoint)
-        restore_checkpoint(trainer, start.checkpoint)
-        stops.on_train_end(trainer.args, trainer.state, trainer.control)  # no training: Ctrl-C/SIGTERM stop at once
-    else:
-        if start.checkpoint is not None:
-            log.info("resuming from %s", start.checkpoint)
-        with phase("training"):
-            trainer.train(resume_from_checkpoint=str(start.checkpoint) if start.checkpoint else None)
+    return setup, trainer, rollouts, stops
+
+
+def end_training(cfg, run_dir: Path, setup, trainer, rollouts) -> dict[str, float]:
+    """After training (or restoring its last checkpoint): the final model saved, the reasoning
+    vocabulary's map, train_result.json, then the eval after and metrics.json."""
     for reward in setup.rewards:  # the eval after training gathers every rank's error itself: raised at once
         reward.fn.defer_errors = False
     if rollouts is not None:
