@@ -21,7 +21,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 import rlvr.run  # noqa: F401  registers rlvr's schema and resolvers
-from rlvr.config import conf_dir
+from rlvr.config import check_ranges, conf_dir
 from rlvr.rewards.base import WeightedReward
 from rlvr.rewards.spans import SpanReward
 from rlvr.tracking import write_json
@@ -191,6 +191,7 @@ def main(argv: list[str]) -> int:
 
     with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
         cfg = compose(config_name="config", overrides=DEFAULTS + argv[1:])
+    check_ranges(cfg)  # every value checked, as `rlvr.run` does before anything loads
     settings = FineGrainedSettings(**{k: v for k, v in OmegaConf.to_container(cfg.algorithm.fine_grained).items()
                                       if k in FineGrainedSettings.__dataclass_fields__})
     run_dir = Path(argv[0])

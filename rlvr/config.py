@@ -443,7 +443,7 @@ def _check_against_trl(algorithm: dict) -> None:
     from rlvr.recipes import TRL_CONFIGS
 
     if algorithm["name"] not in TRL_CONFIGS:
-        return  # get_recipe names the unknown recipe
+        return  # CHOICES refuses the unknown recipe
     config_class = getattr(trl, TRL_CONFIGS[algorithm["name"]])
     known = sorted(f.name for f in dataclasses.fields(config_class))
     for key, value in algorithm["trl"].items():
@@ -510,6 +510,25 @@ def register_schemas() -> None:
 def _field_types(schema: type) -> dict[str, Any]:
     hints = typing.get_type_hints(schema)
     return {f.name: hints[f.name] for f in dataclasses.fields(schema)}
+
+
+def drop_retired_keys(saved: dict, schema: type = Config) -> list[str]:
+    """Removes, in place, the keys of a saved config (a run dir's config_resolved.yaml) that `schema`
+    no longer has, because an earlier rlvr wrote it; returns their dotted names. Free-form dicts
+    (`algorithm.trl`, `reward.functions`, ...) are kept whole."""
+    dropped = []
+
+    def walk(node: dict, node_schema: type, prefix: str) -> None:
+        fields = _field_types(node_schema)
+        for key in list(node):
+            if key not in fields:
+                dropped.append(prefix + key)
+                del node[key]
+            elif dataclasses.is_dataclass(fields[key]) and isinstance(node[key], dict):
+                walk(node[key], fields[key], f"{prefix}{key}.")
+
+    walk(saved, schema, "")
+    return dropped
 
 
 def _unknown_key_message(key: str, known: list[str], prefix: str) -> str:

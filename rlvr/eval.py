@@ -23,7 +23,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from rlvr.config import Config, check_ranges, exit_on_unknown_keys
+from rlvr.config import Config, check_ranges, drop_retired_keys, exit_on_unknown_keys
 from rlvr.distributed import (COMPLETE, CORRUPT, checkpoint_problem, checkpoint_step, is_main_process,
                               numbered_checkpoints)
 from rlvr.errors import ConfigError, RlvrError
@@ -116,7 +116,11 @@ def compose(overrides: list[str], run_dir: Path | None):
         cfg = composed
     else:
         try:
-            cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(run_dir / RUN_CONFIG))
+            saved = OmegaConf.to_container(OmegaConf.load(run_dir / RUN_CONFIG))
+            if retired := drop_retired_keys(saved):
+                log.warning("%s: ignoring %s (written by an earlier rlvr; no longer settings)",
+                            run_dir / RUN_CONFIG, ", ".join(retired))
+            cfg = OmegaConf.merge(OmegaConf.structured(Config), saved)
         except OmegaConfBaseException as exc:
             raise ConfigError(f"{run_dir / RUN_CONFIG}: {str(exc).splitlines()[0]}") from exc
         for override in overrides:

@@ -181,7 +181,7 @@ def print_coloured_tokens(tokenizer, ids: list[int], limit: int = 200) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rlvr.plots", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="rlvr-plots", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--per-prompt", action="store_true", help="also plot accuracy per prompt versus step")
     parser.add_argument("--top", type=int, default=12, help="prompts in the per-prompt plot")

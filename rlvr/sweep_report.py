@@ -152,7 +152,7 @@ class SweepReport(Callback):
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m rlvr.sweep_report",
+    parser = argparse.ArgumentParser(prog="rlvr-sweep-report",
                                      description="sweep_summary.csv/.md/.png of a -m sweep's dir (written after "
                                                  "every sweep; this writes them again, e.g. while jobs still run)")
     parser.add_argument("sweep_dir", type=Path)

@@ -1,6 +1,7 @@
 """Presets hold only their deltas: from the schema's defaults (what a bare run uses), or from the
 preset they build on through their defaults list."""
 
+import json
 import shutil
 
 import pytest
@@ -68,6 +69,6 @@ def test_a_preset_sets_nothing_it_would_get_anyway(conf_copy, group, option):
 def test_no_two_options_of_a_group_are_copies(group):
     seen = {}
     for option in sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")):
-        key = repr(composed(CONF_DIR, group, option))
+        key = json.dumps(composed(CONF_DIR, group, option), sort_keys=True, default=str)
         assert key not in seen, f"conf/{group}/{option}.yaml composes to the same config as {seen[key]}.yaml"
         seen[key] = option

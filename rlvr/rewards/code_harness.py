@@ -160,7 +160,8 @@ def end_with_the_caller(lifeline: int, candidate: int) -> None:
         pass
     try:
         os.kill(candidate, 9)
-    except OSError:  # it became another user; the sandbox's end takes it
+        os.killpg(0, 9)  # this process's group, itself included: with sandbox="none" no PID space ends the rest
+    except OSError:  # the candidate became another user; the sandbox's end takes it
         pass
     os._exit(3)
 

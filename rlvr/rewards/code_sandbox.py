@@ -188,23 +188,25 @@ class Sandbox:
                                    "prelude": job.prelude, "token": token}).encode())
         files[0].seek(0)
         # The write end stays here, not inheritable: it closes when this process ends, however it ends.
-        lifeline, lifeline_w = os.pipe()
+        lifeline, write_end = os.pipe()
+        held = os.fdopen(write_end, "wb", buffering=0)  # a file object: closing it twice is harmless
         try:
             with files[0]:
                 process = subprocess.Popen(self.command(slot, lifeline), stdin=files[0], stdout=files[1],
                                            stderr=files[2], start_new_session=True, pass_fds=(lifeline,))
         except BaseException:
-            os.close(lifeline_w)
+            held.close()
             raise
         finally:
             os.close(lifeline)
-        return process, lifeline_w, token, time.monotonic() + self.limits.timeout_s, files[1], files[2]
+        return process, held, token, time.monotonic() + self.limits.timeout_s, files[1], files[2]
 
     @staticmethod
-    def _kill(process, lifeline: int) -> None:
+    def _kill(process, lifeline) -> None:
         """Ends a sandbox: closing the lifeline ends its harness (and so its PID space) even when bwrap's
-        inner process missed its parent-death signal; killing bwrap's process group ends the rest."""
-        os.close(lifeline)
+        inner process missed its parent-death signal; killing bwrap's process group ends the rest.
+        Safe to call again for the same sandbox (an interrupt between the two calls in `run`)."""
+        lifeline.close()
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()

@@ -29,7 +29,11 @@ def initialize_worker(warm_up: Callable[[], Any] | None) -> None:
     """
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if warm_up is not None:
-        warm_up()
+        try:
+            warm_up()
+        except Exception as exc:  # best effort: the worker still serves its tasks, each under its limit
+            log.warning("a worker's warm-up failed (%s: %s); its first task pays the set-up instead",
+                        type(exc).__name__, exc)
 
 
 class _KilledWorker(multiprocessing.context.ForkServerProcess):

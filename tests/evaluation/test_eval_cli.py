@@ -55,6 +55,17 @@ def test_the_run_config_is_taken_and_the_command_line_replaces_parts_of_it(tmp_p
     assert rlvr_eval.compose([], None).reward.functions.keys() != cfg.reward.functions.keys()  # not the defaults'
 
 
+def test_a_run_written_by_an_earlier_rlvr_is_read_without_its_retired_keys(tmp_path, caplog):
+    run = fake_run_dir(tmp_path / "run", "dataset.max_eval_samples=16")
+    saved = OmegaConf.load(run / "config_resolved.yaml")
+    saved.algorithm.fine_grained.toy = False  # schema keys an earlier rlvr wrote into every run dir
+    saved.algorithm.fine_grained.toy_steps = 20
+    (run / "config_resolved.yaml").write_text(OmegaConf.to_yaml(saved))
+    cfg = rlvr_eval.compose([], run)
+    assert cfg.dataset.max_eval_samples == 16
+    assert "ignoring algorithm.fine_grained.toy, algorithm.fine_grained.toy_steps" in caplog.text
+
+
 def test_a_result_is_reused_only_with_the_same_settings(tmp_path, monkeypatch):
     model_dir = tmp_path / "final_model"
     model_dir.mkdir()

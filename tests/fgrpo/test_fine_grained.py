@@ -1,4 +1,4 @@
-"""Fine-grained GRPO: equivalence with TRL's GRPO, span->token offsets on real text, advantages, toy mode."""
+"""Fine-grained GRPO: equivalence with TRL's GRPO, span->token offsets on real text, advantages, the toy example."""
 
 import json
 import random

@@ -88,16 +88,24 @@ def test_pool_survives_a_killed_worker(verifier):
     assert outcome.correct is True
 
 
+WARMED_UP = []  # in a worker process: set by its warm-up
+
+
 def slow_warm_up():
-    time.sleep(1.5)
+    time.sleep(4)
+    WARMED_UP.append(True)
 
 
-def test_a_workers_warm_up_is_outside_every_tasks_time_limit():
+def warmed_up(text: str) -> tuple[int, bool]:
+    return len(text), bool(WARMED_UP)
+
+
+def test_a_workers_warm_up_runs_before_its_tasks_and_outside_their_time_limit():
     # A replacement worker's one-time set-up once spent its first honest task's limit (a correct
     # answer scored "timeout" on a loaded machine).
-    pool = TimeLimitedPool(1, timeout_s=0.5, warm_up=slow_warm_up)
+    pool = TimeLimitedPool(1, timeout_s=2.0, warm_up=slow_warm_up)
     try:
-        assert pool.map(len, [("abc",)]) == [("ok", 3)]
+        assert pool.map(warmed_up, [("abc",)]) == [("ok", (3, True))]
     finally:
         pool.close()
 
