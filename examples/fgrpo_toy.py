@@ -18,8 +18,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 import rlvr.run  # noqa: F401  registers rlvr's schema and resolvers
 from rlvr.config import check_ranges, conf_dir
 from rlvr.rewards.base import WeightedReward
@@ -192,8 +190,7 @@ def main(argv: list[str]) -> int:
     with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
         cfg = compose(config_name="config", overrides=DEFAULTS + argv[1:])
     check_ranges(cfg)  # every value checked, as `rlvr.run` does before anything loads
-    settings = FineGrainedSettings(**{k: v for k, v in OmegaConf.to_container(cfg.algorithm.fine_grained).items()
-                                      if k in FineGrainedSettings.__dataclass_fields__})
+    settings = FineGrainedSettings.of(cfg.algorithm.fine_grained)
     run_dir = Path(argv[0])
     run_dir.mkdir(parents=True, exist_ok=True)
     toy(cfg, run_dir, settings)

@@ -437,13 +437,11 @@ def _resolved(cfg) -> dict:
 
 def _check_against_trl(algorithm: dict) -> None:
     """`algorithm.trl.*`: each a field of the recipe's TRL config that no other key sets already; and
-    every knob with a list of values in TRL's docs one of them."""
+    every knob with a list of values in TRL's docs one of them. Runs after CHOICES (a known recipe)."""
     import trl
 
     from rlvr.recipes import TRL_CONFIGS
 
-    if algorithm["name"] not in TRL_CONFIGS:
-        return  # CHOICES refuses the unknown recipe
     config_class = getattr(trl, TRL_CONFIGS[algorithm["name"]])
     known = sorted(f.name for f in dataclasses.fields(config_class))
     for key, value in algorithm["trl"].items():

@@ -15,7 +15,6 @@ from rlvr.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 
-
 def prompt_id(prompt: Any) -> str:
     """A short stable id for a prompt (text or chat messages), for per-prompt curves."""
     text = prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from rlvr.errors import ConfigError
 from rlvr.recipes.grpo_family import preflight, run_grpo
 from rlvr.rewards.base import WeightedReward
@@ -19,8 +17,7 @@ __all__ = ["preflight", "train"]
 def train(cfg, run_dir: Path, start: Start) -> dict[str, float]:
     from rlvr.trainers.fine_grained import FineGrainedGRPOTrainer, FineGrainedSettings
 
-    settings = FineGrainedSettings(**{k: v for k, v in OmegaConf.to_container(cfg.algorithm.fine_grained).items()
-                                      if k in FineGrainedSettings.__dataclass_fields__})
+    settings = FineGrainedSettings.of(cfg.algorithm.fine_grained)
 
     def as_span_rewards(rewards: list[WeightedReward]) -> list[WeightedReward]:
         # Weights scale the spans; TRL's scalar (for logs) is their sum, so TRL's own weight is 1.

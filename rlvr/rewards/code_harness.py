@@ -158,11 +158,12 @@ def end_with_the_caller(lifeline: int, candidate: int) -> None:
     sandbox starts (the kernel's parent-death signal is set too late), which left programs running."""
     while os.read(lifeline, 1):
         pass
-    try:
-        os.kill(candidate, 9)
-        os.killpg(0, 9)  # this process's group, itself included: with sandbox="none" no PID space ends the rest
-    except OSError:  # the candidate became another user; the sandbox's end takes it
-        pass
+    for end in (lambda: os.kill(candidate, 9),
+                lambda: os.killpg(0, 9)):  # this process's group: with sandbox="none" no PID space ends the rest
+        try:
+            end()
+        except OSError:  # gone already, or another user now: the sandbox's end takes it
+            pass
     os._exit(3)
 
 

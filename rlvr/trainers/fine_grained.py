@@ -159,6 +159,13 @@ class FineGrainedSettings:
     strict: bool = False
     eps: float = 1e-4
 
+    @classmethod
+    def of(cls, fine_grained) -> FineGrainedSettings:
+        """From the `algorithm.fine_grained` config node, whose fields these are."""
+        from omegaconf import OmegaConf
+
+        return cls(**OmegaConf.to_container(fine_grained))
+
 
 class FineGrainedGRPOTrainer(RolloutLoggingGRPOTrainer):
     """GRPO with span-level rewards and per-reward-group advantages (see the module docstring)."""
