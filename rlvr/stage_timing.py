@@ -8,6 +8,7 @@ own methods (no subclass needed) with two `perf_counter` calls each:
 | --- | --- |
 | generation | `_generate`: tokenising, sampling (or `rollout_func`), decoding |
 | rewards | `_calculate_rewards` |
+| advantages | fine-grained GRPO only: `span_advantages` (span scores to token-level advantages) |
 | logprobs | `_get_per_token_logps_and_entropies` without grad: old/reference log-probs |
 | forward | `compute_loss`: the policy forward and the loss |
 | backward | `accelerator.backward` |
@@ -17,7 +18,7 @@ own methods (no subclass needed) with two `perf_counter` calls each:
 The times are per-step means since the previous logged row. `log` itself cannot be finished when
 its own row is written, so a row carries the *previous* logging call's seconds; that call ran
 inside this row's `step_seconds` (see rlvr.tracking.metrics_callback), so the stages still add up.
-What no stage covers (advantages, padding, the dataloader) is `step_seconds` minus their sum.
+What no stage covers (GRPO's advantages, padding, the dataloader) is `step_seconds` minus their sum.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ STAGES = ("generation", "rewards", "logprobs", "forward", "backward", "optimizer
 class StageTimer:
     """Sums of wall seconds per stage since the last logged row, and the number of steps they span."""
 
-    def __init__(self):
+    def __init__(self, stages: tuple[str, ...] = STAGES):
+        self.stages = stages
         self.totals: dict[str, float] = defaultdict(float)
         self.steps = 0
         self.last_log_s = 0.0
@@ -55,7 +57,7 @@ class StageTimer:
     def row(self) -> dict[str, float]:
         """`stage/<name>_s` per-step means for the row being logged; starts the next interval."""
         steps = max(self.steps, 1)
-        row = {f"stage/{name}_s": self.totals[name] / steps for name in STAGES if name != "log"}
+        row = {f"stage/{name}_s": self.totals[name] / steps for name in self.stages if name != "log"}
         row["stage/log_s"] = self.last_log_s
         self.totals.clear()
         self.steps = 0
@@ -67,9 +69,12 @@ def instrument(trainer) -> StageTimer:
     import torch
     from transformers import TrainerCallback
 
-    timer = StageTimer()
+    fine_grained = hasattr(trainer, "span_advantages")
+    timer = StageTimer((*STAGES, "advantages") if fine_grained else STAGES)
     trainer._generate = timer.timed("generation", trainer._generate)
     trainer._calculate_rewards = timer.timed("rewards", trainer._calculate_rewards)
+    if fine_grained:
+        trainer.span_advantages = timer.timed("advantages", trainer.span_advantages)
     trainer._get_per_token_logps_and_entropies = timer.timed(
         "logprobs", trainer._get_per_token_logps_and_entropies, when=lambda: not torch.is_grad_enabled())
     trainer.compute_loss = timer.timed("forward", trainer.compute_loss)

@@ -94,33 +94,50 @@ def normalize_span_scores(spans: list[CleanSpans], num_generations: int, normali
     return advantages
 
 
-def token_char_offsets(tokenizer, ids: Sequence[int], text: str, encoded: dict | None = None,
+def token_char_offsets(tokenizer, ids: Sequence[int], text: str,
                        special: set[int] | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
-    """(starts, ends, exact) character offsets in `text` of each id; special tokens are zero-width.
+    """(starts, ends, exact) character offsets in `text` of each id; see `batch_token_char_offsets`."""
+    return batch_token_char_offsets(tokenizer, [ids], [text], special)[0]
 
-    `text` is the completion as TRL decoded it (special tokens skipped). `encoded`: the fast
-    tokenizer's encoding of `text` with offsets, when the caller encoded a whole batch at once;
+
+def batch_token_char_offsets(tokenizer, rows: Sequence[Sequence[int]], texts: Sequence[str],
+                             special: set[int] | None = None) -> list[tuple[np.ndarray, np.ndarray, bool]]:
+    """Per row, (starts, ends, exact): the character offsets in `texts[i]` of each id of `rows[i]`;
+    special tokens are zero-width.
+
+    `texts[i]` is the completion as TRL decoded it (special tokens skipped). Exact: a fast
+    tokenizer re-encodes the text to the same ids, and its offsets are used. Otherwise each token
+    ends where the decoded prefix ending with it ends (approximate inside multi-byte characters).
+    Each source is one batched call for all rows: the fast tokenizer's Rust encoder, then one
+    `batch_decode` of every prefix of every row that did not re-encode.
     `special`: the tokenizer's special ids, when the caller already has them.
     """
     special = set(tokenizer.all_special_ids) if special is None else special
-    content = [t for t in ids if t not in special]
-    offsets, exact = None, False
-    if encoded is None and getattr(tokenizer, "is_fast", False):
-        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    if encoded is not None and encoded["input_ids"] == content:
-        offsets, exact = encoded["offset_mapping"], True
-    if offsets is None:  # re-encoding differs: cumulative decoding, approximate inside multi-byte characters
-        lengths = [len(tokenizer.decode(content[: k + 1], skip_special_tokens=True)) for k in range(len(content))]
-        offsets = [(min(a, b), b) for a, b in zip([0] + lengths[:-1], lengths)]
-    starts, ends, k, position = [], [], 0, 0
-    for token in ids:
-        if token in special:
-            starts.append(position), ends.append(position)
-        else:
-            start, end = offsets[k]
-            k, position = k + 1, end
-            starts.append(start), ends.append(end)
-    return np.array(starts, dtype=int), np.array(ends, dtype=int), exact
+    contents = [[t for t in ids if t not in special] for ids in rows]
+    offsets: list = [None] * len(rows)
+    if getattr(tokenizer, "is_fast", False):
+        for i, encoding in enumerate(tokenizer.backend_tokenizer.encode_batch(list(texts), add_special_tokens=False)):
+            if encoding.ids == contents[i]:
+                offsets[i] = encoding.offsets
+    exact = [o is not None for o in offsets]
+    inexact = [i for i, o in enumerate(offsets) if o is None]
+    prefixes = [contents[i][: k + 1] for i in inexact for k in range(len(contents[i]))]
+    lengths = iter(len(t) for t in tokenizer.batch_decode(prefixes, skip_special_tokens=True)) if prefixes else iter(())
+    for i in inexact:
+        ends = [next(lengths) for _ in contents[i]]
+        offsets[i] = [(min(a, b), b) for a, b in zip([0] + ends[:-1], ends)]
+    results = []
+    for ids, row_offsets, row_exact in zip(rows, offsets, exact):
+        starts, ends, k, position = [], [], 0, 0
+        for token in ids:
+            if token in special:
+                starts.append(position), ends.append(position)
+            else:
+                start, end = row_offsets[k]
+                k, position = k + 1, end
+                starts.append(start), ends.append(end)
+        results.append((np.array(starts, dtype=int), np.array(ends, dtype=int), row_exact))
+    return results
 
 
 def coverage(tok_starts: np.ndarray, tok_ends: np.ndarray, span_starts: np.ndarray, span_ends: np.ndarray) -> np.ndarray:
@@ -187,7 +204,11 @@ class FineGrainedGRPOTrainer(RolloutLoggingGRPOTrainer):
         return [sum(rows, []) for rows in zip(*per_function)]
 
     def _generate_and_score_completions(self, inputs):
-        output = super()._generate_and_score_completions(inputs)
+        return self.span_advantages(super()._generate_and_score_completions(inputs))
+
+    def span_advantages(self, output: dict) -> dict:
+        """TRL's generated and scored batch `output` with its advantages replaced by token-level ones
+        from the span rewards (and, with `uncovered: drop`, uncovered tokens out of the mask)."""
         mode = "train" if self.model.training else "eval"
         settings, stats = self.fine_grained, SpanStats()
         ids = output["completion_ids"].tolist()
@@ -202,17 +223,15 @@ class FineGrainedGRPOTrainer(RolloutLoggingGRPOTrainer):
         num_generations = self.num_generations if mode == "train" else self.num_generations_eval
         span_adv = normalize_span_scores(cleaned, num_generations, settings.normalization, settings.scope, settings.eps)
         offset = self.accelerator.process_index * len(texts)
-        encodings = [None] * len(texts)
-        if getattr(self.processing_class, "is_fast", False):  # one batched (parallel, Rust) call for all rows
-            batch = self.processing_class(texts, add_special_tokens=False, return_offsets_mapping=True)
-            encodings = [{"input_ids": i, "offset_mapping": o} for i, o in zip(batch["input_ids"], batch["offset_mapping"])]
         # Token offsets of every row, then one vectorised span x token coverage for the whole batch.
         shape = tuple(mask.shape)
         tok_starts, tok_ends = np.zeros(shape, dtype=np.int64), np.full(shape, -1, dtype=np.int64)  # padding: never covered
         exact_rows = np.zeros(shape[0], dtype=bool)
-        for i, (text, length) in enumerate(zip(texts, mask.sum(dim=1).tolist())):
-            tok_starts[i, :length], tok_ends[i, :length], exact_rows[i] = token_char_offsets(
-                self.processing_class, ids[i][:length], text, encodings[i], self.special_ids)
+        lengths = mask.sum(dim=1).tolist()
+        row_offsets = batch_token_char_offsets(self.processing_class, [row[:n] for row, n in zip(ids, lengths)], texts,
+                                               self.special_ids)
+        for i, (length, (starts, ends, exact)) in enumerate(zip(lengths, row_offsets)):
+            tok_starts[i, :length], tok_ends[i, :length], exact_rows[i] = starts, ends, exact
         local_spans = cleaned[offset:offset + len(texts)]
         rows = np.concatenate([np.full(len(sp.scores), i) for i, sp in enumerate(local_spans)]).astype(np.int64)
         span_starts = np.concatenate([sp.starts for sp in local_spans]).astype(np.int64)

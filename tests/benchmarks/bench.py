@@ -11,7 +11,10 @@
 - verify_speedup_parallel_vs_serial: math_verify throughput on MATH-500 gold solutions, the
   worker pool (2 workers, hard time limit) over in-process serial verification.
 - fgrpo_step_ratio_vs_grpo: median step of `algorithm=fgrpo` (built-in span rewards) over the
-  GRPO step, both on the default config (SFT warm-up included, as `make run`), same measurement.
+  GRPO step, both on the default config (SFT warm-up included, as `make run`) with every completion
+  generated to its full length (`min_new_tokens`), so both steps do the same work whatever the two
+  policies learn to write; same measurement, cut into stages (fgrpo's own work is its `advantages`
+  stage). _default: the same without `min_new_tokens`, with each side's mean completion length.
 - vocab_step_ratio_vs_grpo: median step of `experiment=vocab_reasoning` (64 reasoning tokens) over
   the same experiment with `model.reasoning_vocab_size=0`, same warm-up, same measurement; and,
   in-process (free of run-to-run noise), what the vocabulary adds per step of that config: the
@@ -114,8 +117,13 @@ def run_measured(args: list[str]) -> tuple[float, float]:
     return seconds, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
 
 
+PEAK_RSS = "peak_rss_mb"
+MEAN_LENGTH = "mean_completion_tokens"
+
+
 def median_step_seconds(metrics_path: Path, warmup: int = WARMUP_STEPS) -> dict[str, float]:
-    """Median `step_seconds` ("step") and, where logged, of each `stage/<name>_s` and of the rest ("other")."""
+    """Median `step_seconds` ("step") and, where logged, of each `stage/<name>_s`, of the rest ("other") and
+    of the completions' mean length in tokens (`MEAN_LENGTH`)."""
     rows = [json.loads(line) for line in metrics_path.read_text().splitlines()]
     rows = [r for r in rows if "step_seconds" in r and r["step"] > warmup]
     if len(rows) < MIN_TIMED_STEPS:
@@ -125,6 +133,8 @@ def median_step_seconds(metrics_path: Path, warmup: int = WARMUP_STEPS) -> dict[
     medians |= {k[len("stage/"):-len("_s")]: statistics.median(r[k] for r in rows) for k in stages}
     if stages:
         medians["other"] = statistics.median(r["step_seconds"] - sum(r[k] for k in stages) for r in rows)
+    if "completions/mean_length" in rows[0]:
+        medians[MEAN_LENGTH] = statistics.median(r["completions/mean_length"] for r in rows)
     return medians
 
 
@@ -140,7 +150,6 @@ if SMOKE:
     RLVR_BENCH_RUN_WARMED_UP += ["model.warmup_sft_steps=2", *(f"algorithm.{k}={v}" for k, v in SMOKE_SETTINGS.items())]
 
 
-PEAK_RSS = "peak_rss_mb"
 
 
 def alternating_step_medians(commands: dict[str, list[str]], repeats: int = 3,
@@ -192,7 +201,7 @@ def bench_grpo_step(sizes: str = os.environ.get("BENCH_GRPO_SIZES", "tiny,mid"))
 def stage_seconds(prefix: str, medians: dict[str, dict[str, float]]) -> dict[str, float]:
     """`<prefix>_<side>_<stage>_s` for each side's stage medians."""
     return {f"{prefix}_{side}_{stage}_s": seconds for side, stages in medians.items()
-            for stage, seconds in stages.items() if stage not in ("step", PEAK_RSS)}
+            for stage, seconds in stages.items() if stage not in ("step", PEAK_RSS, MEAN_LENGTH)}
 
 
 def bench_real_vocab_step() -> dict:
@@ -238,12 +247,19 @@ def bench_vocab_full_copy() -> dict:
 
 
 def bench_fgrpo_step() -> dict:
+    """fgrpo over GRPO at equal work (every completion as long as allowed, so what the two policies learn
+    to write cannot change the step's size), cut into stages; and at the default config, where it can."""
     steps = f"algorithm.max_steps={STEPS}"
-    m = alternating_step_medians({name: [*RLVR_BENCH_RUN_WARMED_UP, f"algorithm={name}", steps,
-                                         "hydra.run.dir={run_dir}"]
-                                  for name in ("grpo", "fgrpo")})
-    grpo, fgrpo = m["grpo"]["step"], m["fgrpo"]["step"]
-    return {"grpo_step_seconds_default": grpo, "fgrpo_step_seconds_default": fgrpo, "fgrpo_step_ratio_vs_grpo": fgrpo / grpo}
+    common = [*RLVR_BENCH_RUN_WARMED_UP, steps, "logging.stage_timing=true", "hydra.run.dir={run_dir}"]
+    full_length = f"+algorithm.trl.generation_kwargs={{min_new_tokens:{sized(6, SMOKE_SETTINGS['max_completion_length'])}}}"
+    equal = alternating_step_medians({name: [*common, f"algorithm={name}", full_length] for name in ("grpo", "fgrpo")})
+    default = alternating_step_medians({name: [*common, f"algorithm={name}"] for name in ("grpo", "fgrpo")})
+    return {"grpo_step_seconds_full_length": equal["grpo"]["step"], "fgrpo_step_seconds_full_length": equal["fgrpo"]["step"],
+            "fgrpo_step_ratio_vs_grpo": equal["fgrpo"]["step"] / equal["grpo"]["step"],
+            **stage_seconds("fgrpo_stage_full_length", equal),
+            "grpo_step_seconds_default": default["grpo"]["step"], "fgrpo_step_seconds_default": default["fgrpo"]["step"],
+            "fgrpo_step_ratio_vs_grpo_default": default["fgrpo"]["step"] / default["grpo"]["step"],
+            **{f"{name}_mean_completion_tokens_default": default[name][MEAN_LENGTH] for name in ("grpo", "fgrpo")}}
 
 
 def bench_vocab_step() -> dict:

@@ -14,7 +14,7 @@ from rlvr.errors import ConfigError
 from rlvr.models import build_tiny_model, build_tiny_tokenizer
 from rlvr.rewards.spans import answer_spans
 from rlvr.trainers.fine_grained import (
-    CleanSpans, SpanStats, clean_spans, coverage, normalize_span_scores, token_advantages, token_char_offsets,
+    CleanSpans, SpanStats, batch_token_char_offsets, clean_spans, coverage, normalize_span_scores, token_advantages, token_char_offsets,
 )
 
 GSM8K = [json.loads(line) for line in (Path(__file__).parent.parent / "data" / "gsm8k_test_300.jsonl").open()]
@@ -123,6 +123,25 @@ class SlowTokenizer:
 
     def decode(self, ids, **kwargs):
         return self.inner.decode(ids, **kwargs)
+
+    def batch_decode(self, rows, **kwargs):
+        return [self.decode(ids, **kwargs) for ids in rows]
+
+
+def test_a_batch_of_exact_and_decoded_rows_maps_as_each_row_alone():
+    """Rows that re-encode (GSM8K text) and rows that do not (random ids, decoded prefix by prefix),
+    interleaved in one batch, get the offsets each gets on its own."""
+    tokenizer, rng = build_tiny_tokenizer(), random.Random(0)
+    rows = []
+    for row in GSM8K[:6]:
+        rows.append(tokenizer(row["answer"][:60], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id])
+        rows.append([rng.randrange(len(tokenizer)) for _ in range(rng.randrange(1, 12))])
+    texts = tokenizer.batch_decode(rows, skip_special_tokens=True)
+    batch = batch_token_char_offsets(tokenizer, rows, texts)
+    assert {exact for _, _, exact in batch} == {True, False}
+    for ids, text, (starts, ends, exact) in zip(rows, texts, batch):
+        alone = token_char_offsets(tokenizer, ids, text)
+        assert (starts == alone[0]).all() and (ends == alone[1]).all() and exact == alone[2]
 
 
 def test_fallback_offsets_match_the_fast_ones_on_gsm8k():
