@@ -370,3 +370,13 @@ def test_a_group_without_signal_is_warned_about_once(caplog):
         watch("accuracy", True)
     warnings = [r.getMessage() for r in caplog.records if "no learning signal" in r.getMessage()]
     assert len(warnings) == 1 and "'format'" in warnings[0]
+
+
+def test_stage_timing_times_the_span_advantages_as_their_own_stage(model_dir, tmp_path):
+    from rlvr.stage_timing import instrument
+
+    trainer, inputs = build_trainer("fgrpo", model_dir, tmp_path, "dapo", 0.0)
+    timer = instrument(trainer)
+    trainer._generate_and_score_completions(inputs)
+    assert timer.totals["advantages"] > 0 and timer.totals["generation"] > 0
+    assert timer.row()["stage/advantages_s"] > 0
