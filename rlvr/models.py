@@ -8,10 +8,12 @@ tokenizer instead (the `qwen2.5_shape` / `qwen3_shape` presets: rlvr/qwen_tokeni
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 from rlvr.errors import ConfigError, ModelLoadError
 from rlvr.hub import is_offline, looks_like_path
+from rlvr.machine_cache import built_once
 
 TINY = "tiny"
 SPECIAL_TOKENS = {"eos_token": "<|endoftext|>", "pad_token": "<|pad|>"}
@@ -87,22 +89,51 @@ def tiny_config(shape, tokenizer):
     )
 
 
+# Building a random-init model of this many parameters or more takes seconds (Qwen2.5-0.5B's shape: 10 s on
+# 2 cores) and loading a saved copy a fraction of one, so such policies are built once per machine and kept.
+CACHED_FROM_PARAMETERS = 50_000_000
+
+
 def build_tiny_model(shape, tokenizer, seed: int, head: str = "causal_lm"):
-    """The tiny model: a causal LM (policy) or a one-output sequence classifier (reward model)."""
+    """The tiny model: a causal LM (policy) or a one-output sequence classifier (reward model), random init
+    from `seed`. A policy of `CACHED_FROM_PARAMETERS` or more is loaded from the machine's cache (the
+    same weights, built there on first use)."""
     import torch
     import transformers
 
     config = tiny_config(shape, tokenizer)
     prefix = _architecture(shape)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        if head == "reward":
-            config.num_labels = 1
-            return getattr(transformers, f"{prefix}ForSequenceClassification")(config)
-        model = getattr(transformers, f"{prefix}ForCausalLM")(config)
+    if head == "reward":
+        config.num_labels = 1
+        return random_init(getattr(transformers, f"{prefix}ForSequenceClassification"), config, seed)
+    model_class = getattr(transformers, f"{prefix}ForCausalLM")
+    if parameter_count(model_class, config) < CACHED_FROM_PARAMETERS:
+        model = random_init(model_class, config, seed)
+    else:
+        key = hashlib.sha256(repr((config.to_json_string(), seed, transformers.__version__, torch.__version__)).encode())
+        path = built_once("models", f"{prefix.lower()}-{key.hexdigest()[:16]}", "config.json",
+                          lambda staging: random_init(model_class, config, seed).save_pretrained(staging))
+        model = model_class.from_pretrained(path, dtype=torch.float32)
     model.generation_config.eos_token_id = end_of_generation_ids(tokenizer)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model
+
+
+def random_init(model_class, config, seed: int):
+    """`model_class(config)` with weights drawn from `seed` (the global RNG left as it was)."""
+    import torch
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return model_class(config)
+
+
+def parameter_count(model_class, config) -> int:
+    """Parameters of `model_class(config)`, counted on the meta device (nothing allocated)."""
+    import torch
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in model_class(config).parameters())
 
 
 def resolve_package_path(name: str) -> str:

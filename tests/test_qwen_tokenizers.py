@@ -151,6 +151,20 @@ def test_shape_presets_have_the_real_vocabulary_and_ids(name, model_type):
     assert reward_model(**prompt).logits.shape == (1, 1)
 
 
+def test_full_shape_preset_is_qwen25_05b_exactly():
+    """Counted on the meta device: building 494M parameters is `make bench`'s job, not a unit test's."""
+    from transformers import Qwen2ForCausalLM
+
+    from rlvr.models import build_tokenizer, parameter_count, tiny_config
+
+    preset = shape("qwen2.5_0.5b_full_shape")
+    config = tiny_config(preset.tiny, build_tokenizer(preset.tiny))
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.num_key_value_heads,
+            config.intermediate_size, config.head_dim, config.vocab_size) == (896, 24, 14, 2, 4864, 64, 151936)
+    assert config.tie_word_embeddings
+    assert parameter_count(Qwen2ForCausalLM, config) == 494_032_768  # Qwen2.5-0.5B's count
+
+
 def test_bad_shape_settings_are_one_line_errors():
     with pytest.raises(ModelLoadError, match="vocab_rows=1000 is less than the tokenizer's 151669 ids"):
         load_policy(shape("qwen3_shape", tiny={"vocab_rows": 1000}), seed=0)
