@@ -119,14 +119,18 @@ def run_measured(args: list[str]) -> tuple[float, float]:
 
 PEAK_RSS = "peak_rss_mb"
 MEAN_LENGTH = "mean_completion_tokens"
+TOKENS = "tokens_per_step"
+NOT_STAGES = ("step", PEAK_RSS, MEAN_LENGTH, TOKENS)
 
 
-def median_step_seconds(metrics_path: Path, warmup: int = WARMUP_STEPS) -> dict[str, float]:
-    """Median `step_seconds` ("step") and, where logged, of each `stage/<name>_s`, of the rest ("other") and
-    of the completions' mean length in tokens (`MEAN_LENGTH`)."""
-    rows = [json.loads(line) for line in metrics_path.read_text().splitlines()]
-    rows = [r for r in rows if "step_seconds" in r and r["step"] > warmup]
-    if len(rows) < MIN_TIMED_STEPS:
+def median_step_seconds(metrics_path: Path, warmup: int = WARMUP_STEPS, min_timed: int = MIN_TIMED_STEPS) -> dict[str, float]:
+    """Median `step_seconds` ("step") and, where logged, of each `stage/<name>_s`, of the rest ("other"), of
+    the completions' mean length in tokens (`MEAN_LENGTH`) and of the prompt + completion tokens a step
+    trained on (`TOKENS`, from TRL's running `num_tokens`), over the steps after `warmup`."""
+    every = [json.loads(line) for line in metrics_path.read_text().splitlines()]
+    every = [r for r in every if "step_seconds" in r]
+    rows = [r for r in every if r["step"] > warmup]
+    if len(rows) < min_timed:
         raise RuntimeError(f"only {len(rows)} timed steps in {metrics_path}")
     stages = [k for k in rows[0] if k.startswith("stage/")]
     medians = {"step": statistics.median(r["step_seconds"] for r in rows)}
@@ -135,6 +139,9 @@ def median_step_seconds(metrics_path: Path, warmup: int = WARMUP_STEPS) -> dict[
         medians["other"] = statistics.median(r["step_seconds"] - sum(r[k] for k in stages) for r in rows)
     if "completions/mean_length" in rows[0]:
         medians[MEAN_LENGTH] = statistics.median(r["completions/mean_length"] for r in rows)
+    if "num_tokens" in rows[0]:
+        medians[TOKENS] = statistics.median(b["num_tokens"] - a["num_tokens"] for a, b in zip(every, every[1:])
+                                            if b["step"] > warmup)
     return medians
 
 
@@ -152,8 +159,8 @@ if SMOKE:
 
 
 
-def alternating_step_medians(commands: dict[str, list[str]], repeats: int = 3,
-                             warmup: int = WARMUP_STEPS) -> dict[str, dict[str, float]]:
+def alternating_step_medians(commands: dict[str, list[str]], repeats: int = 3, warmup: int = WARMUP_STEPS,
+                             min_timed: int = MIN_TIMED_STEPS) -> dict[str, dict[str, float]]:
     """Per command, the median over `repeats` runs (one under BENCH_SMOKE=1) of each median from
     `median_step_seconds` and of the process's peak RSS (`PEAK_RSS`, MB), the commands taking turns.
 
@@ -166,7 +173,8 @@ def alternating_step_medians(commands: dict[str, list[str]], repeats: int = 3,
             for name, command in commands.items():
                 run_dir = Path(tmp) / f"{name}{repeat}"
                 _, peak_rss_mb = run_measured([arg.replace("{run_dir}", str(run_dir)) for arg in command])
-                medians[name].append(median_step_seconds(run_dir / "metrics.jsonl", warmup) | {PEAK_RSS: peak_rss_mb})
+                medians[name].append(median_step_seconds(run_dir / "metrics.jsonl", warmup, min_timed)
+                                    | {PEAK_RSS: peak_rss_mb})
     return {name: {k: statistics.median(run[k] for run in runs) for k in runs[0]} for name, runs in medians.items()}
 
 
@@ -201,7 +209,7 @@ def bench_grpo_step(sizes: str = os.environ.get("BENCH_GRPO_SIZES", "tiny,mid"))
 def stage_seconds(prefix: str, medians: dict[str, dict[str, float]]) -> dict[str, float]:
     """`<prefix>_<side>_<stage>_s` for each side's stage medians."""
     return {f"{prefix}_{side}_{stage}_s": seconds for side, stages in medians.items()
-            for stage, seconds in stages.items() if stage not in ("step", PEAK_RSS, MEAN_LENGTH)}
+            for stage, seconds in stages.items() if stage not in NOT_STAGES}
 
 
 def bench_real_vocab_step() -> dict:
@@ -213,6 +221,105 @@ def bench_real_vocab_step() -> dict:
     results |= {"real_vocab_step_ratio_vs_trl": m["rlvr"]["step"] / m["trl"]["step"],
                 "real_vocab_peak_rss_ratio_vs_trl": m["rlvr"][PEAK_RSS] / m["trl"][PEAK_RSS]}
     return results | stage_seconds("real_vocab_stage", m)
+
+
+# Qwen2.5-0.5B's exact shape (494M parameters, random init), 2 prompts x 4 completions of 32 tokens.
+FULL_SIZE = {"settings": {"model": "qwen2.5_0.5b_full_shape", "per_device_train_batch_size": 8, "num_generations": 4,
+                          "max_completion_length": 32},
+             "steps": int(os.environ.get("BENCH_FULL_STEPS", "6")), "warmup": 2, "repeats": 1}
+if SMOKE:  # the same preset and code path at one layer, 4 completions of 4 tokens
+    FULL_SIZE = {"settings": FULL_SIZE["settings"] | {"tiny.num_hidden_layers": 1, "per_device_train_batch_size": 4,
+                                                      "num_generations": 2, "max_completion_length": 4},
+                 "steps": STEPS, "warmup": WARMUP_STEPS, "repeats": 1}
+
+
+def bench_full_05b() -> dict:
+    """rlvr against the plain TRL script at Qwen2.5-0.5B's full shape: step time, peak RSS, stages; and how far
+    training and decoding are from what this machine's matmuls and memory copies reach (measured after the
+    runs, in this process, with the runs' thread count)."""
+    size = FULL_SIZE
+    m = alternating_step_medians(grpo_step_commands(size), size["repeats"], size["warmup"], min_timed=size["steps"] - size["warmup"])
+    results = {f"full_0.5b_{key}_{side}": m[side][stat] for side in ("rlvr", "trl")
+               for key, stat in (("step_seconds", "step"), ("peak_rss_mb", PEAK_RSS))}
+    results |= {"full_0.5b_step_ratio_vs_trl": m["rlvr"]["step"] / m["trl"]["step"],
+                "full_0.5b_peak_rss_ratio_vs_trl": m["rlvr"][PEAK_RSS] / m["trl"][PEAK_RSS]}
+    results |= stage_seconds("full_0.5b_stage", m)
+    import torch
+
+    torch.set_num_threads(int(THREADS))
+    config = full_size_config(size["settings"])
+    rlvr = m["rlvr"]
+    completion_tokens = rlvr[MEAN_LENGTH] * size["settings"]["per_device_train_batch_size"]
+    flops = training_flops(config, rlvr[TOKENS], completion_tokens)
+    mm = matmul_flops_per_s(config, int(rlvr[TOKENS]))
+    copy = copy_bytes_per_s()
+    train_flops_per_s = flops / (rlvr["forward"] + rlvr["backward"])
+    decode_bytes_per_s = 4 * parameter_total(config) * rlvr[MEAN_LENGTH] / rlvr["generation"]
+    return results | {"full_0.5b_train_gflops_per_s": train_flops_per_s / 1e9, "machine_fp32_mm_gflops_per_s": mm / 1e9,
+                      "full_0.5b_train_matmul_efficiency": train_flops_per_s / mm,
+                      "full_0.5b_decode_gb_per_s": decode_bytes_per_s / 1e9, "machine_copy_gb_per_s": copy / 1e9,
+                      "full_0.5b_decode_bandwidth_efficiency": decode_bytes_per_s / copy}
+
+
+def full_size_config(settings: dict):
+    """The transformers config of the full-size bench's model (as its runs build it)."""
+    from rlvr.eval import compose
+    from rlvr.models import build_tokenizer, tiny_config
+
+    shape = compose([f"model={settings['model']}", *(f"model.{k}={v}" for k, v in settings.items() if k.startswith("tiny."))],
+                    None).model.tiny
+    return tiny_config(shape, build_tokenizer(shape))
+
+
+def parameter_total(config) -> int:
+    from transformers import AutoModelForCausalLM
+
+    from rlvr.models import parameter_count
+
+    return parameter_count(lambda c: AutoModelForCausalLM.from_config(c), config)
+
+
+def training_flops(config, tokens: float, completion_tokens: float) -> float:
+    """Matmul FLOPs of one training forward + backward (3x the forward) over `tokens` prompt + completion
+    tokens: 2 per weight per token through the layers, and 2 * hidden * vocab per completion token through
+    the LM head (TRL keeps only the completion's logits). Attention scores and padding are left out (under
+    1% at these lengths), so the efficiency derived from it errs low."""
+    layers = parameter_total(config) - config.vocab_size * config.hidden_size * (1 if config.tie_word_embeddings else 2)
+    return 3 * (2 * layers * tokens + 2 * config.hidden_size * config.vocab_size * completion_tokens)
+
+
+def matmul_flops_per_s(config, tokens: int, repeats: int = sized(10, 2)) -> float:
+    """FLOP/s `torch.mm` reaches here in float32 on a step's shapes: the projections and MLP of `tokens`
+    rows, their weight gradients, and an LM-head tile; total FLOPs over total median time."""
+    import torch
+
+    d, inner, kv = config.hidden_size, config.intermediate_size, config.num_key_value_heads * config.head_dim
+    shapes = [(tokens, d, inner), (tokens, inner, d), (tokens, d, d), (tokens, d, kv), (d, tokens, inner),
+              (inner, tokens, d), (tokens, d, 8192)]
+    flops = seconds = 0.0
+    for m, k, n in shapes:
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        times = []
+        for _ in range(repeats + 1):
+            started = time.perf_counter()
+            torch.mm(a, b)
+            times.append(time.perf_counter() - started)
+        flops, seconds = flops + 2 * m * k * n, seconds + statistics.median(times[1:])
+    return flops / seconds
+
+
+def copy_bytes_per_s(gib: float = sized(1.0, 0.0625), repeats: int = sized(5, 2)) -> float:
+    """Bytes a plain large copy moves per second here (read + write)."""
+    import torch
+
+    src = torch.ones(int(gib * 2**30) // 4)
+    dst = torch.empty_like(src)
+    times = []
+    for _ in range(repeats + 1):
+        started = time.perf_counter()
+        dst.copy_(src)
+        times.append(time.perf_counter() - started)
+    return 2 * src.nbytes / statistics.median(times[1:])
 
 
 FULL_COPY = 151646  # model.reasoning_vocab_size of the vocabulary-expansion study: the whole Qwen vocabulary
