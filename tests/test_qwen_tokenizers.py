@@ -151,18 +151,22 @@ def test_shape_presets_have_the_real_vocabulary_and_ids(name, model_type):
     assert reward_model(**prompt).logits.shape == (1, 1)
 
 
-def test_full_shape_preset_is_qwen25_05b_exactly():
-    """Counted on the meta device: building 494M parameters is `make bench`'s job, not a unit test's."""
+@pytest.mark.parametrize(("name", "sizes", "parameters"), [
+    ("qwen2.5_0.5b_full_shape", (896, 24, 14, 2, 4864, 64), 494_032_768),
+    ("qwen2.5_1.5b_full_shape", (1536, 28, 12, 2, 8960, 128), 1_543_714_304),
+])
+def test_full_shape_presets_are_the_real_models_exactly(name, sizes, parameters):
+    """Counted on the meta device: building them is `make bench`'s and `make gpu-check`'s job, not a unit test's."""
     from transformers import Qwen2ForCausalLM
 
     from rlvr.models import build_tokenizer, parameter_count, tiny_config
 
-    preset = shape("qwen2.5_0.5b_full_shape")
+    preset = shape(name)
     config = tiny_config(preset.tiny, build_tokenizer(preset.tiny))
     assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.num_key_value_heads,
-            config.intermediate_size, config.head_dim, config.vocab_size) == (896, 24, 14, 2, 4864, 64, 151936)
-    assert config.tie_word_embeddings
-    assert parameter_count(Qwen2ForCausalLM, config) == 494_032_768  # Qwen2.5-0.5B's count
+            config.intermediate_size, config.head_dim) == sizes
+    assert config.vocab_size == 151936 and config.tie_word_embeddings
+    assert parameter_count(Qwen2ForCausalLM, config) == parameters  # the published models' counts
 
 
 def test_bad_shape_settings_are_one_line_errors():

@@ -120,13 +120,15 @@ def run_measured(args: list[str]) -> tuple[float, float]:
 PEAK_RSS = "peak_rss_mb"
 MEAN_LENGTH = "mean_completion_tokens"
 TOKENS = "tokens_per_step"
-NOT_STAGES = ("step", PEAK_RSS, MEAN_LENGTH, TOKENS)
+GPU_PEAK = "gpu_peak_memory_mb"
+NOT_STAGES = ("step", PEAK_RSS, MEAN_LENGTH, TOKENS, GPU_PEAK)
 
 
 def median_step_seconds(metrics_path: Path, warmup: int = WARMUP_STEPS, min_timed: int = MIN_TIMED_STEPS) -> dict[str, float]:
     """Median `step_seconds` ("step") and, where logged, of each `stage/<name>_s`, of the rest ("other"), of
     the completions' mean length in tokens (`MEAN_LENGTH`) and of the prompt + completion tokens a step
-    trained on (`TOKENS`, from TRL's running `num_tokens`), over the steps after `warmup`."""
+    trained on (`TOKENS`, from TRL's running `num_tokens`), over the steps after `warmup`; and on a GPU the
+    process's peak allocated GPU memory (`GPU_PEAK`, MB)."""
     every = [json.loads(line) for line in metrics_path.read_text().splitlines()]
     every = [r for r in every if "step_seconds" in r]
     rows = [r for r in every if r["step"] > warmup]
@@ -139,6 +141,8 @@ def median_step_seconds(metrics_path: Path, warmup: int = WARMUP_STEPS, min_time
         medians["other"] = statistics.median(r["step_seconds"] - sum(r[k] for k in stages) for r in rows)
     if "completions/mean_length" in rows[0]:
         medians[MEAN_LENGTH] = statistics.median(r["completions/mean_length"] for r in rows)
+    if GPU_PEAK in rows[0]:
+        medians[GPU_PEAK] = max(r[GPU_PEAK] for r in rows)
     if "num_tokens" in rows[0]:
         medians[TOKENS] = statistics.median(b["num_tokens"] - a["num_tokens"] for a, b in zip(every, every[1:])
                                             if b["step"] > warmup)
