@@ -231,9 +231,12 @@ def bench_real_vocab_step() -> dict:
 FULL_SIZE = {"settings": {"model": "qwen2.5_0.5b_full_shape", "per_device_train_batch_size": 8, "num_generations": 4,
                           "max_completion_length": 32},
              "steps": int(os.environ.get("BENCH_FULL_STEPS", "6")), "warmup": 2, "repeats": 1}
-if SMOKE:  # the same preset and code path at one layer, 4 completions of 4 tokens
-    FULL_SIZE = {"settings": FULL_SIZE["settings"] | {"tiny.num_hidden_layers": 1, "per_device_train_batch_size": 4,
-                                                      "num_generations": 2, "max_completion_length": 4},
+# BENCH_SMOKE=1: a full-size preset at width 64 and one layer (its real tokenizer and vocabulary kept).
+SMOKE_SHAPE = {"tiny.hidden_size": 64, "tiny.num_hidden_layers": 1, "tiny.num_attention_heads": 4,
+               "tiny.num_key_value_heads": 2, "tiny.intermediate_size": 128}
+if SMOKE:  # the same preset and code path, 4 completions of 4 tokens
+    FULL_SIZE = {"settings": FULL_SIZE["settings"] | SMOKE_SHAPE | {"per_device_train_batch_size": 4, "num_generations": 2,
+                                                                    "max_completion_length": 4},
                  "steps": STEPS, "warmup": WARMUP_STEPS, "repeats": 1}
 
 
@@ -566,29 +569,49 @@ def logged_memory(run_log: Path) -> dict[str, dict[int, int]]:
     return found
 
 
-def bench_sharding(steps: int = sized(int(os.environ.get("BENCH_SHARDING_STEPS", "14")), STEPS)) -> dict:
-    """DDP vs FSDP2 vs DeepSpeed ZeRO-2 / ZeRO-3, 2 processes (gloo, one thread each), the mid-size
-    model: bytes of parameters + gradients + optimizer state each process holds (ZeRO: with its fp32
-    master copy of the process's partition), peak RSS per process, median step time."""
-    mid = rlvr_overrides(GRPO_SIZES["mid"]["settings"])
+# Model arguments of each bench_sharding size: the mid-size model, and Qwen2.5-0.5B's full shape, where the
+# state (7.5 GB per process under DDP) dominates each process's memory (4 completions of 16 tokens each).
+SHARDING_SIZES = {"mid": rlvr_overrides(GRPO_SIZES["mid"]["settings"]),
+                  "full_0.5b": rlvr_overrides(FULL_SIZE["settings"] | {"per_device_train_batch_size": 4,
+                                                                       "max_completion_length": 16})}
+
+
+def bench_sharding(sizes: str = os.environ.get("BENCH_SHARDING_SIZES", sized("mid,full_0.5b", "mid")),
+                   steps: int = sized(int(os.environ.get("BENCH_SHARDING_STEPS", "14")), STEPS),
+                   full_steps: int = sized(int(os.environ.get("BENCH_SHARDING_FULL_STEPS", "4")), STEPS)) -> dict:
+    """DDP vs FSDP2 vs DeepSpeed ZeRO-2 / ZeRO-3, 2 processes (gloo, one thread each), at each of `sizes`:
+    bytes of parameters + gradients + optimizer state each process holds (ZeRO: with its fp32 master copy
+    of the process's partition), peak RSS per process, median step time; keys `sharded_*` (mid) and
+    `sharded_0.5b_*`. At smoke size only `mid` runs: the sizes share every line but the model's arguments."""
+    results = {}
+    for size in sizes.split(","):
+        prefix, size_steps = ("sharded", steps) if size == "mid" else ("sharded_0.5b", full_steps)
+        results |= sharding_modes(prefix, SHARDING_SIZES[size], size_steps, warmup=sized(2, WARMUP_STEPS))
+    return results
+
+
+def sharding_modes(prefix: str, model_args: list[str], steps: int, warmup: int) -> dict:
+    """`<prefix>_state_mb_<mode>`, `<prefix>_step_seconds_<mode>`, `<prefix>_peak_rss_mb_<mode>_rank<p>` and each
+    sharded mode's state and step ratios to DDP, for 2-process runs of `model_args`."""
     results: dict[str, float] = {}
     measured = {}
     with tempfile.TemporaryDirectory() as tmp:
         for mode in ("none", "fsdp", "zero2", "zero3"):
             run_dir = Path(tmp) / mode
             # --standalone: a free port of its own, not torchrun's fixed default (another job may hold it)
-            run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *RLVR_BENCH_RUN, *mid,
+            run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *RLVR_BENCH_RUN, *model_args,
                  "hardware.tasks_per_node=2", "hardware.torch_threads=1", f"hardware.sharding={mode}",
                  f"algorithm.max_steps={steps}", f"hydra.run.dir={run_dir}"])
             memory = logged_memory(run_dir / "run.log")
             measured[mode] = {"held": max(memory["held"].values()),
-                              "step": median_step_seconds(run_dir / "metrics.jsonl", warmup=sized(2, WARMUP_STEPS))["step"]}
+                              "step": median_step_seconds(run_dir / "metrics.jsonl", warmup, steps - warmup)["step"]}
             name = "ddp" if mode == "none" else mode
-            results |= {f"sharded_state_mb_{name}": measured[mode]["held"] / 2**20, f"sharded_step_seconds_{name}": measured[mode]["step"]}
-            results |= {f"sharded_peak_rss_mb_{name}_rank{p}": kb / 1024 for p, kb in sorted(memory["peak_rss_kb"].items())}
+            results |= {f"{prefix}_state_mb_{name}": measured[mode]["held"] / 2**20,
+                        f"{prefix}_step_seconds_{name}": measured[mode]["step"]}
+            results |= {f"{prefix}_peak_rss_mb_{name}_rank{p}": kb / 1024 for p, kb in sorted(memory["peak_rss_kb"].items())}
     for mode in ("fsdp", "zero2", "zero3"):
-        results[f"sharded_state_ratio_{mode}_vs_ddp"] = measured[mode]["held"] / measured["none"]["held"]
-        results[f"sharded_step_ratio_{mode}_vs_ddp"] = measured[mode]["step"] / measured["none"]["step"]
+        results[f"{prefix}_state_ratio_{mode}_vs_ddp"] = measured[mode]["held"] / measured["none"]["held"]
+        results[f"{prefix}_step_ratio_{mode}_vs_ddp"] = measured[mode]["step"] / measured["none"]["step"]
     return results
 
 

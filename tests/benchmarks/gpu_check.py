@@ -33,7 +33,7 @@ SIZES = {
 }
 SETTINGS = bench.sized({"per_device_train_batch_size": 64, "num_generations": 8, "max_completion_length": 128},
                        {"per_device_train_batch_size": 4, "num_generations": 2, "max_completion_length": 4,
-                        "tiny.num_hidden_layers": 1})
+                        **bench.SMOKE_SHAPE})
 if bench.SMOKE:  # small enough for CPU
     SIZES = {"0.5b": SIZES["0.5b"]}
 # On the GPU: rlvr's bf16 preset, and the same in the plain script's GRPOConfig.
