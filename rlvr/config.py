@@ -639,20 +639,15 @@ def one_line_preset_errors(prog: str, schema: type = Config, report=None) -> Non
     may report any other exception itself and return the exit code (None: not one it reports).
 
     Hydra words these errors in seven lines (a YAML error: a 60-line traceback) and offers no hook to
-    word them otherwise, so its reporter (the one function every command - run, -m, --cfg - goes
-    through) is wrapped here. Written against hydra-core 1.3 (`hydra._internal.utils.run_and_report`);
-    remove it the day Hydra reports a composition error in one line of its own.
+    word them otherwise, so its reporter is wrapped (rlvr._compat.wrap_hydra_reporter).
     """
     import sys
 
-    import hydra._internal.utils as hydra_utils
     from hydra.errors import ConfigCompositionException
 
-    original = hydra_utils.run_and_report
-    if getattr(original, "rlvr_wrapped", False):
-        return
+    from rlvr._compat import wrap_hydra_reporter
 
-    def run_and_report(func):
+    def one_line(func):
         def composing():
             try:
                 return func()
@@ -665,10 +660,9 @@ def one_line_preset_errors(prog: str, schema: type = Config, report=None) -> Non
                     raise
                 sys.exit(code)
 
-        return original(composing)
+        return composing
 
-    run_and_report.rlvr_wrapped = True
-    hydra_utils.run_and_report = run_and_report
+    wrap_hydra_reporter(one_line)
 
 
 def exit_on_unknown_keys(prog: str, args: list[str], schema: type = Config, groups: frozenset[str] = frozenset()) -> None:

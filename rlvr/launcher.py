@@ -9,8 +9,8 @@ Python side of `hydra/launcher`: the presets are in conf/hydra/launcher/, the sh
   a submitit job, on a stop): Hydra records the job as failed and the sweep goes on (Optuna records
   a failed trial). The process that launched the sweep reports it (`report_end`): the job's rlvr line
   on top, where its logs are, the command that continues it (`continue_command`), and its exit code.
-- `report_ended_jobs_once`: the one patch of Hydra's internals here (hydra-core 1.3), so that
-  Hydra's own line about a failed job does not come above rlvr's.
+- `report_ended_jobs_once`: Hydra's own line about a failed job does not come above rlvr's
+  (through rlvr._compat).
 """
 
 from __future__ import annotations
@@ -192,23 +192,12 @@ def objective_value(cfg, metrics: dict[str, float]) -> float:
 
 
 def report_ended_jobs_once() -> None:
-    """Hydra (hydra-core 1.3, `hydra.core.utils.JobReturn.return_value`) prints "Error executing job
-    with overrides: [...]" whenever a sweeper reads a failed job's result, above anything rlvr says:
-    for a job that ended with `RunEnded` (its line printed, its overrides in `report_end`'s line) the
-    result is raised without it. Remove this when Hydra lets a launcher or job word a failure itself."""
-    from hydra.core.utils import JobReturn, JobStatus
+    """Hydra prints "Error executing job with overrides: [...]" whenever a sweeper reads a failed job's
+    result, above anything rlvr says: for a job that ended with `RunEnded` (its line printed, its
+    overrides in `report_end`'s line) the result is raised without it (rlvr._compat.raise_failed_job_results)."""
+    from rlvr._compat import raise_failed_job_results
 
-    hydra_property = JobReturn.return_value
-    if getattr(hydra_property.fget, "rlvr_wrapped", False):
-        return
-
-    def return_value(job: JobReturn):
-        if job.status == JobStatus.FAILED and isinstance(job._return_value, RunEnded):
-            raise job._return_value
-        return hydra_property.fget(job)
-
-    return_value.rlvr_wrapped = True
-    JobReturn.return_value = property(return_value, hydra_property.fset)
+    raise_failed_job_results(lambda exc: isinstance(exc, RunEnded))
 
 
 def raised_in(package: str, exc: BaseException) -> bool:

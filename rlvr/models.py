@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 
+from rlvr._compat import keep_4bit_weights_trainable
 from rlvr.errors import ConfigError, ModelLoadError
 from rlvr.hub import is_offline, looks_like_path
 from rlvr.machine_cache import built_once
@@ -203,15 +204,6 @@ def load_policy(cfg, seed: int, device: str = "cpu"):
     keep_4bit_weights_trainable(model)
     # QLoRA's preparation: every weight frozen, norms in fp32; TRL turns on checkpointing itself if asked.
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False), tokenizer
-
-
-def keep_4bit_weights_trainable(model) -> None:
-    """bitsandbytes (0.50) repacks a 4-bit layer's weights for its fast CPU kernel on the first forward
-    in eval mode (rlvr's eval before training) and never back, so the next training forward fails
-    ("a view of a leaf Variable ... in-place"): rlvr keeps the training layout throughout."""
-    for module in model.modules():
-        if hasattr(module, "support_avx512bf16_for_cpu"):
-            module.support_avx512bf16_for_cpu = False
 
 
 def bitsandbytes_config(cfg):

@@ -122,7 +122,7 @@ def run(cfg: DictConfig, run_dir: Path, accepted: Accepted) -> dict[str, float]:
     set_seed(cfg.seed)
     apply_threads(cfg.hardware)
     if cfg.hardware.device == "cpu":
-        from rlvr.cpu_log_probs import score_labelled_positions_only_on_cpu
+        from rlvr._compat import score_labelled_positions_only_on_cpu
 
         score_labelled_positions_only_on_cpu()
     metrics = accepted.recipe.train(cfg, run_dir, start)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from rlvr._compat import enable_fsdp_on_cpu, skip_deepspeed_shm_comm_op
 from rlvr.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -78,22 +79,14 @@ def deepspeed_config(hw) -> dict:
 
 
 def use_deepspeed(mode: str) -> None:
-    """DeepSpeed, ready for rlvr's trainers; one line if it is not installed.
-
-    Its torch backend JIT-compiles a shared-memory all-reduce op when it starts (60-100 s the first
-    time on a machine, needs g++; cached per machine in TORCH_EXTENSIONS_DIR, by default
-    ~/.cache/torch_extensions). DeepSpeed calls that op only from
-    `inference_all_reduce`, its tensor-parallel inference kernels, which training never uses: ZeRO's
-    collectives are torch.distributed's (gloo on CPU, NCCL on GPU). So the op is marked as not
-    buildable here, its one reader (deepspeed.comm.torch.build_shm_op) skips it, and no run waits on,
-    or fails for want of, a compiler. Set before DeepSpeed's probe of every op, which it also spares.
-    """
+    """DeepSpeed, ready for rlvr's trainers (no run waits on, or fails for want of, a compiler for an op
+    ZeRO never uses: rlvr._compat.skip_deepspeed_shm_comm_op); one line if it is not installed."""
     try:
-        import deepspeed.ops
+        import deepspeed.ops  # noqa: F401
     except ImportError as exc:
         raise ConfigError(f"hardware.sharding={mode} needs DeepSpeed, which is not installed "
                           f"({exc}): pip install 'rlvr[deepspeed]'") from exc
-    vars(deepspeed.ops).setdefault("__compatible_ops__", {})["deepspeed_shm_comm"] = False
+    skip_deepspeed_shm_comm_op()
 
 
 class ShardedTrainerMixin:
@@ -180,23 +173,6 @@ def gathered_for_generation(model):
         for module in modules:
             module.reshard()
             module.set_reshard_after_forward(True, recurse=False)
-
-
-def enable_fsdp_on_cpu(trainer) -> None:
-    """accelerate 1.15 turns an FSDP plugin into `DistributedType.FSDP` for GPU-like devices only: on
-    CPU (MULTI_CPU, gloo) it drops the plugin without a word and trains plain DDP. FSDP2 itself works
-    on CPU with gloo, so set the state accelerate sets on a GPU. Applied only on CPU and only when
-    FSDP is asked; tests/sharding fails the day accelerate does this itself (then remove this)."""
-    from accelerate.state import PartialState
-    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
-
-    state = trainer.accelerator.state
-    if trainer.args.fsdp_plugin_args is None or state.distributed_type != DistributedType.MULTI_CPU:
-        return
-    state.fsdp_plugin = FullyShardedDataParallelPlugin(**trainer.args.fsdp_plugin_args)
-    state.distributed_type = PartialState._shared_state["distributed_type"] = DistributedType.FSDP
-    trainer.is_fsdp_enabled = True
-    log.info("FSDP on CPU: accelerate would have trained plain DDP here; rlvr turned its FSDP2 on")
 
 
 def local_part(tensor):

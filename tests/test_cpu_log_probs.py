@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 from trl.trainer.utils import add_fused_lm_head
 
 from rlvr.config import TinyModelConfig
-from rlvr.cpu_log_probs import CPU_VOCAB_TILE, score_labelled_positions_only_on_cpu
+from rlvr._compat import CPU_VOCAB_TILE, score_labelled_positions_only_on_cpu
 from rlvr.models import build_tiny_model, build_tiny_tokenizer
 
 

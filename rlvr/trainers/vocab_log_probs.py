@@ -12,9 +12,9 @@ so the same function, given only those rows, computes the log-softmax over that 
 the same memory savings. For the length of one call, `restricted_vocabulary` swaps TRL's function for
 one that splits the labelled positions by allowed set and runs TRL's own on each with its rows.
 
-Patches a private name of trl 1.16.x (`_ChunkedLogProbFunction` and the positional arguments its fused
-forward passes it); every call checks that the labels it receives are the ones expected, so a change
-upstream fails loudly. Remove when TRL's fused head takes a per-position vocabulary mask.
+The swap is rlvr._compat.swapped_chunked_log_prob_function (a private name of trl 1.16.x); the stand-in
+relies on the positional arguments TRL's fused forward passes, and every call checks that the labels
+it receives are the ones expected, so a change upstream fails loudly.
 """
 
 from __future__ import annotations
@@ -95,11 +95,7 @@ class _RestrictedLogProbs:
 def restricted_vocabulary(vocab: ReasoningVocab, labels: torch.Tensor, allowed: torch.Tensor):
     """Inside the block, TRL's fused head scores position j of `labels` (B, L - 1) against the ids of
     `allowed[j]` (B, L - 1): STANDARD, ALL or REASONING. Not reentrant; one model call at a time."""
-    import trl.trainer.utils as trl_utils
+    from rlvr._compat import swapped_chunked_log_prob_function
 
-    original = trl_utils._ChunkedLogProbFunction
-    trl_utils._ChunkedLogProbFunction = _RestrictedLogProbs(original, vocab, labels, allowed)
-    try:
+    with swapped_chunked_log_prob_function(lambda original: _RestrictedLogProbs(original, vocab, labels, allowed)):
         yield
-    finally:
-        trl_utils._ChunkedLogProbFunction = original

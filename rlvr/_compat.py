@@ -1,0 +1,148 @@
+"""Every patch rlvr makes to another library's internals, in one place.
+
+Each function names the upstream version it was written against and when to remove it, and
+tests/test_compat.py fails when upstream changes underneath one of them (the name is gone, or the code
+that reads it no longer does). The behaviour each patch serves is documented and tested where it is
+used; here is only the mechanism.
+
+| patch | library | used by |
+| --- | --- | --- |
+| `wrap_hydra_reporter` | hydra-core 1.3 | config.one_line_preset_errors |
+| `raise_failed_job_results` | hydra-core 1.3 | launcher.report_ended_jobs_once |
+| `score_labelled_positions_only_on_cpu` | trl 1.16 | run (CPU runs) |
+| `swapped_chunked_log_prob_function` | trl 1.16 | trainers.vocab_log_probs |
+| `enable_fsdp_on_cpu` | accelerate 1.15-1.16 | sharding.ShardedTrainerMixin |
+| `skip_deepspeed_shm_comm_op` | deepspeed 0.17-0.19 | sharding.use_deepspeed |
+| `keep_4bit_weights_trainable` | bitsandbytes 0.50 | models (QLoRA) |
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from typing import Callable
+
+log = logging.getLogger(__name__)
+# Vocabulary columns per tile of TRL's fused log-prob head on CPU: 320 tokens x 2048 fp32 stays in L2;
+# measured fastest of 1k-32k at hidden 64, and equal to 1k within noise at Qwen2.5-0.5B's hidden 896.
+CPU_VOCAB_TILE = 2048
+
+
+def wrap_hydra_reporter(wrapper: Callable[[Callable], Callable]) -> None:
+    """Hydra calls every command's work (run, -m, --cfg, composition) through
+    `hydra._internal.utils.run_and_report(func)`; from now on it gets `wrapper(func)` instead of `func`.
+    Once per process. hydra-core 1.3; remove when Hydra has a hook for wording its errors."""
+    import hydra._internal.utils as hydra_utils
+
+    original = hydra_utils.run_and_report
+    if getattr(original, "rlvr_wrapped", False):
+        return
+
+    def run_and_report(func):
+        return original(wrapper(func))
+
+    run_and_report.rlvr_wrapped = True
+    hydra_utils.run_and_report = run_and_report
+
+
+def raise_failed_job_results(raised_as_is: Callable[[BaseException], bool]) -> None:
+    """Hydra (`JobReturn.return_value`) prints "Error executing job with overrides: [...]" whenever a
+    sweeper reads a failed job's result; a failed job's exception for which `raised_as_is(exc)` holds is
+    raised without that line. Once per process. hydra-core 1.3; remove when Hydra lets a launcher or job
+    word a failure itself."""
+    from hydra.core.utils import JobReturn, JobStatus
+
+    hydra_property = JobReturn.return_value
+    if getattr(hydra_property.fget, "rlvr_wrapped", False):
+        return
+
+    def return_value(job: JobReturn):
+        if job.status == JobStatus.FAILED and raised_as_is(job._return_value):
+            raise job._return_value
+        return hydra_property.fget(job)
+
+    return_value.rlvr_wrapped = True
+    JobReturn.return_value = property(return_value, hydra_property.fset)
+
+
+def score_labelled_positions_only_on_cpu() -> None:
+    """TRL's fused log-prob head (`add_fused_lm_head`, every training log-prob of GRPOTrainer and
+    SFTTrainer) runs the LM head in [tokens, 32,768-column] tiles. Where Triton runs (CUDA, XPU) it
+    projects only the positions whose label is not -100 (the completion); elsewhere EVERY position,
+    prompt included, and each tile of torch temporaries is hundreds of MB. On CPU neither pays: nothing
+    compiles the tiles, and a tile that fits the cache is faster. At the real Qwen vocabulary (hidden 64)
+    one forward + backward of 64 chat prompts took 17.5 s as TRL does it, 0.8 s with both changes.
+
+    So CPU tensors take the compact path, in `CPU_VOCAB_TILE` columns: the same log-probs and gradients.
+    Process-wide; changes nothing for CUDA tensors except the tile width, so call it for CPU runs only.
+    Both are module globals of `trl.trainer.utils` read at each call (trl 1.16); remove when TRL has an
+    option for them."""
+    import trl.trainer.utils as trl_utils
+
+    if not hasattr(trl_utils, "_use_triton") or not hasattr(trl_utils, "_CHUNKED_LOGPROB_CHUNK_SIZE"):
+        log.warning("this TRL version has no _use_triton / _CHUNKED_LOGPROB_CHUNK_SIZE: its fused log-prob head "
+                    "runs as TRL ships it (slower on CPU at large vocabularies)")
+        return
+    with_triton = getattr(trl_utils._use_triton, "rlvr_wrapped", trl_utils._use_triton)
+
+    def compact(device) -> bool:  # TRL asks this only to choose between the compact and all-positions paths
+        return device.type == "cpu" or with_triton(device)
+
+    compact.rlvr_wrapped = with_triton
+    trl_utils._use_triton = compact
+    trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE = CPU_VOCAB_TILE
+
+
+@contextmanager
+def swapped_chunked_log_prob_function(replacement: Callable):
+    """Inside the block, TRL's fused head calls `replacement(original).apply(...)` where it calls
+    `_ChunkedLogProbFunction.apply(...)` (the autograd function computing log-probs tile by tile).
+    Not reentrant. trl 1.16 (`trl.trainer.utils._ChunkedLogProbFunction`, read at each call); remove
+    when TRL's fused head takes a per-position vocabulary mask."""
+    import trl.trainer.utils as trl_utils
+
+    original = trl_utils._ChunkedLogProbFunction
+    trl_utils._ChunkedLogProbFunction = replacement(original)
+    try:
+        yield
+    finally:
+        trl_utils._ChunkedLogProbFunction = original
+
+
+def enable_fsdp_on_cpu(trainer) -> None:
+    """accelerate (1.15, 1.16) turns an FSDP plugin into `DistributedType.FSDP` for GPU-like devices only:
+    on CPU (MULTI_CPU, gloo) it drops the plugin without a word and trains plain DDP. FSDP2 itself works
+    on CPU with gloo, so set the state accelerate sets on a GPU. Applied only on CPU and only when FSDP
+    is asked; tests/sharding fails the day accelerate does this itself (then remove this)."""
+    from accelerate.state import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    state = trainer.accelerator.state
+    if trainer.args.fsdp_plugin_args is None or state.distributed_type != DistributedType.MULTI_CPU:
+        return
+    state.fsdp_plugin = FullyShardedDataParallelPlugin(**trainer.args.fsdp_plugin_args)
+    state.distributed_type = PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+    trainer.is_fsdp_enabled = True
+    log.info("FSDP on CPU: accelerate would have trained plain DDP here; rlvr turned its FSDP2 on")
+
+
+def skip_deepspeed_shm_comm_op() -> None:
+    """DeepSpeed's torch backend JIT-compiles a shared-memory all-reduce op when it starts (60-100 s the
+    first time on a machine, needs g++; cached in TORCH_EXTENSIONS_DIR). Only its tensor-parallel
+    inference (`inference_all_reduce`) calls that op, never ZeRO training, whose collectives are
+    torch.distributed's. So the op is marked as not buildable in DeepSpeed's table of compatible ops,
+    which its one reader (`deepspeed.comm.torch.build_shm_op`) then skips; set before DeepSpeed probes
+    every op, which it also spares. deepspeed 0.17-0.19; remove when DeepSpeed builds the op lazily."""
+    import deepspeed.ops
+
+    vars(deepspeed.ops).setdefault("__compatible_ops__", {})["deepspeed_shm_comm"] = False
+
+
+def keep_4bit_weights_trainable(model) -> None:
+    """bitsandbytes (0.50) repacks a 4-bit layer's weights for its fast CPU kernel on the first forward
+    in eval mode (rlvr's eval before training) and never back, so the next training forward fails
+    ("a view of a leaf Variable ... in-place"): the training layout is kept throughout by turning that
+    kernel off per layer. Remove when bitsandbytes repacks back for training."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False

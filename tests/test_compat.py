@@ -1,0 +1,76 @@
+"""rlvr._compat: each patch's upstream internals are still where and what the patch expects.
+
+A failure here means a library upgrade moved something a patch relies on: read the patch's docstring
+(its target version and removal condition) before changing anything else. The behaviour each patch
+serves is tested where it is used (config, launcher, test_cpu_log_probs, vocab, sharding, QLoRA).
+"""
+
+import dataclasses
+import importlib
+import inspect
+
+from rlvr import _compat
+
+
+def test_hydra_runs_every_command_through_run_and_report():
+    import hydra._internal.utils as hydra_utils
+
+    assert list(inspect.signature(hydra_utils.run_and_report).parameters) == ["func"]
+    # read as a module global at each call, so the wrapped one is the one called
+    assert "run_and_report(" in inspect.getsource(hydra_utils._run_hydra)
+
+
+def test_hydra_job_results_are_read_through_a_property():
+    from hydra.core.utils import JobReturn
+
+    assert isinstance(JobReturn.return_value, property) and JobReturn.return_value.fset is not None
+    assert "_return_value" in {f.name for f in dataclasses.fields(JobReturn)}
+
+
+def test_trls_fused_head_reads_the_tile_width_and_the_triton_switch_at_each_call():
+    import trl.trainer.utils as trl_utils
+
+    assert callable(trl_utils._use_triton) and isinstance(trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE, int)
+    source = inspect.getsource(trl_utils)
+    assert "compact = _use_triton(" in source and "_CHUNKED_LOGPROB_CHUNK_SIZE," in source
+
+
+def test_trls_fused_head_calls_its_chunked_function_by_module_global():
+    import trl.trainer.utils as trl_utils
+
+    assert hasattr(trl_utils._ChunkedLogProbFunction, "apply")
+    assert "_ChunkedLogProbFunction.apply(" in inspect.getsource(trl_utils)
+
+    class Marker:
+        def __init__(self, original):
+            self.original = original
+
+    original = trl_utils._ChunkedLogProbFunction
+    with _compat.swapped_chunked_log_prob_function(Marker):
+        assert isinstance(trl_utils._ChunkedLogProbFunction, Marker)
+        assert trl_utils._ChunkedLogProbFunction.original is original
+    assert trl_utils._ChunkedLogProbFunction is original
+
+
+def test_accelerate_keeps_its_distributed_type_in_a_shared_state():
+    from accelerate.state import PartialState
+    from accelerate.utils import DistributedType
+
+    assert isinstance(PartialState._shared_state, dict)
+    assert {"MULTI_CPU", "FSDP"} <= set(DistributedType.__members__)
+
+
+def test_deepspeed_reads_its_table_of_compatible_ops_before_building_the_shm_op():
+    import deepspeed.ops  # the deepspeed extra: `make install` installs it
+
+    deepspeed_torch = importlib.import_module("deepspeed.comm.torch")  # `import ... as` would find deepspeed.comm's `torch`
+
+    assert "__compatible_ops__" in inspect.getsource(deepspeed_torch.build_shm_op)
+    _compat.skip_deepspeed_shm_comm_op()
+    assert deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] is False
+
+
+def test_bitsandbytes_4bit_layers_have_the_cpu_kernel_switch():
+    from bitsandbytes.nn import Linear4bit  # the quantization extra: `make install` installs it
+
+    assert "self.support_avx512bf16_for_cpu" in inspect.getsource(Linear4bit)
