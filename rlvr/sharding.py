@@ -21,7 +21,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from rlvr._compat import enable_fsdp_on_cpu, skip_deepspeed_shm_comm_op
+from rlvr._compat import enable_fsdp_on_cpu, loading_whole, skip_deepspeed_shm_comm_op
 from rlvr.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -331,16 +331,3 @@ def save_gathered(trainer, tokenizer, model_cfg, run_dir: Path):
     return load(run_dir / "final_model")
 
 
-@contextlib.contextmanager
-def loading_whole():
-    """from_pretrained loads the model whole inside this block. While a ZeRO-3 Trainer's arguments live,
-    transformers loads every model partitioned across the processes (deepspeed.zero.Init), to be trained
-    by that Trainer's engine: a model loaded back for the evals after training must not be."""
-    from transformers.integrations import deepspeed
-
-    reference = deepspeed._hf_deepspeed_config_weak_ref  # transformers' own switch (set_/unset_hf_deepspeed_config)
-    deepspeed.unset_hf_deepspeed_config()
-    try:
-        yield
-    finally:
-        deepspeed._hf_deepspeed_config_weak_ref = reference

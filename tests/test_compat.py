@@ -70,6 +70,17 @@ def test_deepspeed_reads_its_table_of_compatible_ops_before_building_the_shm_op(
     assert deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] is False
 
 
+def test_transformers_keeps_its_deepspeed_switch_in_a_module_weak_reference():
+    from transformers.integrations import deepspeed
+
+    assert hasattr(deepspeed, "_hf_deepspeed_config_weak_ref")
+    assert "_hf_deepspeed_config_weak_ref" in inspect.getsource(deepspeed.is_deepspeed_zero3_enabled)
+    before = deepspeed._hf_deepspeed_config_weak_ref
+    with _compat.loading_whole():
+        assert not deepspeed.is_deepspeed_zero3_enabled()
+    assert deepspeed._hf_deepspeed_config_weak_ref is before
+
+
 def test_bitsandbytes_4bit_layers_have_the_cpu_kernel_switch():
     from bitsandbytes.nn import Linear4bit  # the quantization extra: `make install` installs it
 

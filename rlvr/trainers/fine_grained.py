@@ -116,7 +116,11 @@ def batch_token_char_offsets(tokenizer, rows: Sequence[Sequence[int]], texts: Se
     contents = [[t for t in ids if t not in special] for ids in rows]
     offsets: list = [None] * len(rows)
     if getattr(tokenizer, "is_fast", False):
-        for i, encoding in enumerate(tokenizer.backend_tokenizer.encode_batch(list(texts), add_special_tokens=False)):
+        backend = tokenizer.backend_tokenizer
+        # The Rust tokenizer keeps the padding and truncation of the last transformers call (which sets them
+        # before each of its own): unpadded, untruncated here, or rows would not re-encode to their ids.
+        backend.no_padding(), backend.no_truncation()
+        for i, encoding in enumerate(backend.encode_batch(list(texts), add_special_tokens=False)):
             if encoding.ids == contents[i]:
                 offsets[i] = encoding.offsets
     exact = [o is not None for o in offsets]
@@ -207,8 +211,10 @@ class FineGrainedGRPOTrainer(RolloutLoggingGRPOTrainer):
         return self.span_advantages(super()._generate_and_score_completions(inputs))
 
     def span_advantages(self, output: dict) -> dict:
-        """TRL's generated and scored batch `output` with its advantages replaced by token-level ones
-        from the span rewards (and, with `uncovered: drop`, uncovered tokens out of the mask)."""
+        """TRL's generated and scored batch `output`, changed in place and returned: its advantages replaced
+        by token-level ones from the spans the span rewards kept (`last_spans`) when they scored this batch,
+        and with `uncovered: drop` uncovered tokens out of the mask. Every process calls it (spans and
+        lengths are gathered across processes)."""
         mode = "train" if self.model.training else "eval"
         settings, stats = self.fine_grained, SpanStats()
         ids = output["completion_ids"].tolist()
@@ -217,9 +223,9 @@ class FineGrainedGRPOTrainer(RolloutLoggingGRPOTrainer):
         mask = output["completion_mask"]
         texts = self.processing_class.batch_decode(ids, skip_special_tokens=True)
         local = self._local_spans()
-        lengths = gather_object([len(t) for t in texts])
+        text_lengths = gather_object([len(t) for t in texts])
         cleaned = [clean_spans(s, n, settings.strict, stats, f"completion {i}")
-                   for i, (s, n) in enumerate(zip(gather_object(local), lengths))]
+                   for i, (s, n) in enumerate(zip(gather_object(local), text_lengths))]
         num_generations = self.num_generations if mode == "train" else self.num_generations_eval
         span_adv = normalize_span_scores(cleaned, num_generations, settings.normalization, settings.scope, settings.eps)
         offset = self.accelerator.process_index * len(texts)
@@ -227,10 +233,10 @@ class FineGrainedGRPOTrainer(RolloutLoggingGRPOTrainer):
         shape = tuple(mask.shape)
         tok_starts, tok_ends = np.zeros(shape, dtype=np.int64), np.full(shape, -1, dtype=np.int64)  # padding: never covered
         exact_rows = np.zeros(shape[0], dtype=bool)
-        lengths = mask.sum(dim=1).tolist()
-        row_offsets = batch_token_char_offsets(self.processing_class, [row[:n] for row, n in zip(ids, lengths)], texts,
-                                               self.special_ids)
-        for i, (length, (starts, ends, exact)) in enumerate(zip(lengths, row_offsets)):
+        token_lengths = mask.sum(dim=1).tolist()
+        row_offsets = batch_token_char_offsets(self.processing_class, [row[:n] for row, n in zip(ids, token_lengths)],
+                                               texts, self.special_ids)
+        for i, (length, (starts, ends, exact)) in enumerate(zip(token_lengths, row_offsets)):
             tok_starts[i, :length], tok_ends[i, :length], exact_rows[i] = starts, ends, exact
         local_spans = cleaned[offset:offset + len(texts)]
         rows = np.concatenate([np.full(len(sp.scores), i) for i, sp in enumerate(local_spans)]).astype(np.int64)

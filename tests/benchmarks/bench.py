@@ -12,9 +12,10 @@
   worker pool (2 workers, hard time limit) over in-process serial verification.
 - fgrpo_step_ratio_vs_grpo: median step of `algorithm=fgrpo` (built-in span rewards) over the
   GRPO step, both on the default config (SFT warm-up included, as `make run`) with every completion
-  generated to its full length (`min_new_tokens`), so both steps do the same work whatever the two
+  generated to its full length (`min_new_tokens`, a generation kwarg: on both sides transformers then
+  samples, not rlvr's CPU inverse-CDF sampler), so both steps do the same work whatever the two
   policies learn to write; same measurement, cut into stages (fgrpo's own work is its `advantages`
-  stage). _default: the same without `min_new_tokens`, with each side's mean completion length.
+  stage). _default: the default config as it is, with each side's mean completion length.
 - vocab_step_ratio_vs_grpo: median step of `experiment=vocab_reasoning` (64 reasoning tokens) over
   the same experiment with `model.reasoning_vocab_size=0`, same warm-up, same measurement; and,
   in-process (free of run-to-run noise), what the vocabulary adds per step of that config: the
@@ -30,6 +31,17 @@
   own work (generate, completion log-probs, backward, AdamW; no rlvr, no TRL) at 303,582 over
   151,936 rows, in-process: what the doubled LM head costs by arithmetic at width 64;
   vocab_full_copy_ratio_over_bare = step ratio / that: what rlvr and TRL add on top.
+- full_0.5b_*: rlvr against the plain TRL script at Qwen2.5-0.5B's full shape
+  (model=qwen2.5_0.5b_full_shape, 494M parameters, random init; 2 prompts x 4 completions of 32
+  tokens; one alternating pair of BENCH_FULL_STEPS steps, default 6, 2 untimed): step time, peak RSS,
+  stages; full_0.5b_train_matmul_efficiency, forward + backward FLOP/s (matmul FLOPs by arithmetic)
+  over what `torch.mm` reaches here on the step's shapes in fp32; full_0.5b_decode_bandwidth_efficiency,
+  the fp32 weights' bytes per decode step x decode steps per second of generation (the mean completion
+  length as steps: errs low) over a 1 GiB copy's bytes (read + write) per second; both measured in
+  this process after the runs, at BENCH_THREADS.
+- sharded_*: see bench_sharding below; sharded_0.5b_*: the same four modes at the 0.5B shape, 4
+  completions of 16 tokens per process, BENCH_SHARDING_FULL_STEPS steps (default 4, 2 untimed);
+  BENCH_SHARDING_SIZES chooses (default mid,full_0.5b).
 - span_to_token_per_s: span->token mappings per second (offsets + vectorised coverage) on
   GSM8K-length text.
 - code_reward_per_s: the code reward (bubblewrap sandbox, 2 workers) on the 164 canonical HumanEval
@@ -365,7 +377,10 @@ def bench_fgrpo_step() -> dict:
     to write cannot change the step's size), cut into stages; and at the default config, where it can."""
     steps = f"algorithm.max_steps={STEPS}"
     common = [*RLVR_BENCH_RUN_WARMED_UP, steps, "logging.stage_timing=true", "hydra.run.dir={run_dir}"]
-    full_length = f"+algorithm.trl.generation_kwargs={{min_new_tokens:{sized(6, SMOKE_SETTINGS['max_completion_length'])}}}"
+    from rlvr.config import AlgorithmConfig
+
+    length = sized(AlgorithmConfig.max_completion_length, SMOKE_SETTINGS["max_completion_length"])
+    full_length = f"+algorithm.trl.generation_kwargs={{min_new_tokens:{length}}}"
     equal = alternating_step_medians({name: [*common, f"algorithm={name}", full_length] for name in ("grpo", "fgrpo")})
     default = alternating_step_medians({name: [*common, f"algorithm={name}"] for name in ("grpo", "fgrpo")})
     return {"grpo_step_seconds_full_length": equal["grpo"]["step"], "fgrpo_step_seconds_full_length": equal["fgrpo"]["step"],

@@ -144,6 +144,14 @@ def test_a_batch_of_exact_and_decoded_rows_maps_as_each_row_alone():
         assert (starts == alone[0]).all() and (ends == alone[1]).all() and exact == alone[2]
 
 
+def test_offsets_are_exact_whatever_padding_the_tokenizer_was_last_called_with():
+    tokenizer = build_tiny_tokenizer()
+    rows = [tokenizer(row["answer"], add_special_tokens=False)["input_ids"] for row in GSM8K[:4]]
+    texts = tokenizer.batch_decode(rows, skip_special_tokens=True)
+    tokenizer(["1", "a much longer text than that"], padding=True, truncation=True, max_length=4)
+    assert all(exact for _, _, exact in batch_token_char_offsets(tokenizer, rows, texts))
+
+
 def test_fallback_offsets_match_the_fast_ones_on_gsm8k():
     fast = build_tiny_tokenizer()
     slow = SlowTokenizer(fast)
