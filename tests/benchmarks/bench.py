@@ -173,8 +173,6 @@ if SMOKE:
     RLVR_BENCH_RUN_WARMED_UP += ["model.warmup_sft_steps=2", *(f"algorithm.{k}={v}" for k, v in SMOKE_SETTINGS.items())]
 
 
-
-
 def alternating_step_medians(commands: dict[str, list[str]], repeats: int = 3, warmup: int = WARMUP_STEPS,
                              min_timed: int = MIN_TIMED_STEPS) -> dict[str, dict[str, float]]:
     """Per command, the median over `repeats` runs (one under BENCH_SMOKE=1) of each median from
@@ -228,15 +226,20 @@ def stage_seconds(prefix: str, medians: dict[str, dict[str, float]]) -> dict[str
             for stage, seconds in stages.items() if stage not in NOT_STAGES}
 
 
+def rlvr_against_trl(prefix: str, medians: dict[str, dict[str, float]]) -> dict[str, float]:
+    """`<prefix>_step_seconds_<side>`, `<prefix>_peak_rss_mb_<side>`, their rlvr / TRL ratios and each side's
+    stages (`<prefix>_stage_<side>_<stage>_s`) from `alternating_step_medians` of `grpo_step_commands`."""
+    results = {f"{prefix}_{key}_{side}": medians[side][stat] for side in ("rlvr", "trl")
+               for key, stat in (("step_seconds", "step"), ("peak_rss_mb", PEAK_RSS))}
+    results |= {f"{prefix}_step_ratio_vs_trl": medians["rlvr"]["step"] / medians["trl"]["step"],
+                f"{prefix}_peak_rss_ratio_vs_trl": medians["rlvr"][PEAK_RSS] / medians["trl"][PEAK_RSS]}
+    return results | stage_seconds(f"{prefix}_stage", medians)
+
+
 def bench_real_vocab_step() -> dict:
     """rlvr against the plain TRL script at the real Qwen vocabulary: step time and peak RSS."""
     size = GRPO_SIZES["real_vocab"]
-    m = alternating_step_medians(grpo_step_commands(size), size["repeats"], size["warmup"])
-    results = {f"real_vocab_{key}_{side}": m[side][stat] for side in ("rlvr", "trl")
-               for key, stat in (("step_seconds", "step"), ("peak_rss_mb", PEAK_RSS))}
-    results |= {"real_vocab_step_ratio_vs_trl": m["rlvr"]["step"] / m["trl"]["step"],
-                "real_vocab_peak_rss_ratio_vs_trl": m["rlvr"][PEAK_RSS] / m["trl"][PEAK_RSS]}
-    return results | stage_seconds("real_vocab_stage", m)
+    return rlvr_against_trl("real_vocab", alternating_step_medians(grpo_step_commands(size), size["repeats"], size["warmup"]))
 
 
 # Qwen2.5-0.5B's exact shape (494M parameters, random init), 2 prompts x 4 completions of 32 tokens.
@@ -256,28 +259,25 @@ def bench_full_05b() -> dict:
     """rlvr against the plain TRL script at Qwen2.5-0.5B's full shape: step time, peak RSS, stages; and how far
     training and decoding are from what this machine's matmuls and memory copies reach (measured after the
     runs, in this process, with the runs' thread count)."""
-    size = FULL_SIZE
-    m = alternating_step_medians(grpo_step_commands(size), size["repeats"], size["warmup"], min_timed=size["steps"] - size["warmup"])
-    results = {f"full_0.5b_{key}_{side}": m[side][stat] for side in ("rlvr", "trl")
-               for key, stat in (("step_seconds", "step"), ("peak_rss_mb", PEAK_RSS))}
-    results |= {"full_0.5b_step_ratio_vs_trl": m["rlvr"]["step"] / m["trl"]["step"],
-                "full_0.5b_peak_rss_ratio_vs_trl": m["rlvr"][PEAK_RSS] / m["trl"][PEAK_RSS]}
-    results |= stage_seconds("full_0.5b_stage", m)
     import torch
 
+    size = FULL_SIZE
+    m = alternating_step_medians(grpo_step_commands(size), size["repeats"], size["warmup"], min_timed=size["steps"] - size["warmup"])
     torch.set_num_threads(int(THREADS))
     config = full_size_config(size["settings"])
+    parameters = parameter_total(config)
     rlvr = m["rlvr"]
     completion_tokens = rlvr[MEAN_LENGTH] * size["settings"]["per_device_train_batch_size"]
-    flops = training_flops(config, rlvr[TOKENS], completion_tokens)
+    flops = training_flops(config, parameters, rlvr[TOKENS], completion_tokens)
     mm = matmul_flops_per_s(config, int(rlvr[TOKENS]))
     copy = copy_bytes_per_s()
     train_flops_per_s = flops / (rlvr["forward"] + rlvr["backward"])
-    decode_bytes_per_s = 4 * parameter_total(config) * rlvr[MEAN_LENGTH] / rlvr["generation"]
-    return results | {"full_0.5b_train_gflops_per_s": train_flops_per_s / 1e9, "machine_fp32_mm_gflops_per_s": mm / 1e9,
-                      "full_0.5b_train_matmul_efficiency": train_flops_per_s / mm,
-                      "full_0.5b_decode_gb_per_s": decode_bytes_per_s / 1e9, "machine_copy_gb_per_s": copy / 1e9,
-                      "full_0.5b_decode_bandwidth_efficiency": decode_bytes_per_s / copy}
+    decode_bytes_per_s = 4 * parameters * rlvr[MEAN_LENGTH] / rlvr["generation"]
+    return rlvr_against_trl("full_0.5b", m) | {
+        "full_0.5b_train_gflops_per_s": train_flops_per_s / 1e9, "machine_fp32_mm_gflops_per_s": mm / 1e9,
+        "full_0.5b_train_matmul_efficiency": train_flops_per_s / mm,
+        "full_0.5b_decode_gb_per_s": decode_bytes_per_s / 1e9, "machine_copy_gb_per_s": copy / 1e9,
+        "full_0.5b_decode_bandwidth_efficiency": decode_bytes_per_s / copy}
 
 
 def full_size_config(settings: dict):
@@ -285,8 +285,7 @@ def full_size_config(settings: dict):
     from rlvr.eval import compose
     from rlvr.models import build_tokenizer, tiny_config
 
-    shape = compose([f"model={settings['model']}", *(f"model.{k}={v}" for k, v in settings.items() if k.startswith("tiny."))],
-                    None).model.tiny
+    shape = compose([arg for arg in rlvr_overrides(settings) if arg.startswith("model")], None).model.tiny
     return tiny_config(shape, build_tokenizer(shape))
 
 
@@ -298,12 +297,13 @@ def parameter_total(config) -> int:
     return parameter_count(lambda c: AutoModelForCausalLM.from_config(c), config)
 
 
-def training_flops(config, tokens: float, completion_tokens: float) -> float:
-    """Matmul FLOPs of one training forward + backward (3x the forward) over `tokens` prompt + completion
-    tokens: 2 per weight per token through the layers, and 2 * hidden * vocab per completion token through
-    the LM head (TRL keeps only the completion's logits). Attention scores and padding are left out (under
-    1% at these lengths), so the efficiency derived from it errs low."""
-    layers = parameter_total(config) - config.vocab_size * config.hidden_size * (1 if config.tie_word_embeddings else 2)
+def training_flops(config, parameters: int, tokens: float, completion_tokens: float) -> float:
+    """Matmul FLOPs of one training forward + backward (3x the forward) of the model of `config` (with
+    `parameters` parameters) over `tokens` prompt + completion tokens: 2 per weight per token through the
+    layers, and 2 * hidden * vocab per completion token through the LM head (TRL keeps only the
+    completion's logits). Attention scores and padding are left out (under 1% at these lengths), so the
+    efficiency derived from it errs low."""
+    layers = parameters - config.vocab_size * config.hidden_size * (1 if config.tie_word_embeddings else 2)
     return 3 * (2 * layers * tokens + 2 * config.hidden_size * config.vocab_size * completion_tokens)
 
 
@@ -375,10 +375,9 @@ def bench_vocab_full_copy() -> dict:
 def bench_fgrpo_step() -> dict:
     """fgrpo over GRPO at equal work (every completion as long as allowed, so what the two policies learn
     to write cannot change the step's size), cut into stages; and at the default config, where it can."""
-    steps = f"algorithm.max_steps={STEPS}"
-    common = [*RLVR_BENCH_RUN_WARMED_UP, steps, "logging.stage_timing=true", "hydra.run.dir={run_dir}"]
     from rlvr.config import AlgorithmConfig
 
+    common = [*RLVR_BENCH_RUN_WARMED_UP, f"algorithm.max_steps={STEPS}", "logging.stage_timing=true", "hydra.run.dir={run_dir}"]
     length = sized(AlgorithmConfig.max_completion_length, SMOKE_SETTINGS["max_completion_length"])
     full_length = f"+algorithm.trl.generation_kwargs={{min_new_tokens:{length}}}"
     equal = alternating_step_medians({name: [*common, f"algorithm={name}", full_length] for name in ("grpo", "fgrpo")})
