@@ -54,9 +54,7 @@ def check_size(name: str) -> dict:
                    f"{name}_{side}_generation_tokens_per_s": m[side][bench.MEAN_LENGTH] * completions / m[side]["generation"]}
         if bench.GPU_PEAK in m[side]:
             result[f"{name}_{side}_gpu_peak_memory_mb"] = m[side][bench.GPU_PEAK]
-        result |= {f"{name}_{side}_stage_{stage}_s": seconds for stage, seconds in m[side].items()
-                   if stage not in bench.NOT_STAGES}
-    return result | {f"{name}_step_ratio_vs_trl": m["rlvr"]["step"] / m["trl"]["step"]}
+    return result | bench.stage_seconds(f"{name}_stage", m) | {f"{name}_step_ratio_vs_trl": m["rlvr"]["step"] / m["trl"]["step"]}
 
 
 def machine() -> dict:
