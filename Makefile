@@ -13,7 +13,7 @@ ARGS ?=
 TEST_WORKERS ?= 2
 XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
 
-.PHONY: help install sandbox lint run test test-fast bench gpu-wheels gpu-check slurm-up slurm-down clean
+.PHONY: help install sandbox lint format run test test-fast bench gpu-wheels gpu-check slurm-up slurm-down clean
 .DEFAULT_GOAL := test
 
 help:  ## this list
@@ -37,8 +37,13 @@ sandbox:  ## Debian's bubblewrap, the code reward's sandbox: installed with apt 
 		apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends bubblewrap >/dev/null; } || \
 		{ echo "install bubblewrap (e.g. apt-get install bubblewrap): the code reward and its tests need it" >&2; exit 1; }
 
-lint: $(VENV)/.installed  ## ruff, with the rules in pyproject.toml (CI runs it before the tests)
-	$(VENV)/bin/ruff check rlvr tests launchers examples
+SOURCES := rlvr tests launchers examples
+lint: $(VENV)/.installed  ## ruff's linter and a formatting check, with the rules in pyproject.toml (CI runs it before the tests)
+	$(VENV)/bin/ruff check $(SOURCES)
+	$(VENV)/bin/ruff format --check $(SOURCES)
+
+format: $(VENV)/.installed  ## ruff format: rewrites the sources in the project's one style
+	$(VENV)/bin/ruff format $(SOURCES)
 
 run: $(VENV)/.installed  ## the offline default: tiny model, arithmetic, GRPO on CPU
 	$(PY) -m rlvr.run $(ARGS)

@@ -29,29 +29,57 @@ DEFAULTS = ["algorithm=fgrpo", "model.warmup_sft_steps=0", "algorithm.learning_r
 
 # (prompt, [(response, [(score, covered substring, group), ...]), ...]); substrings become char spans.
 TOY_ROLLOUTS = [
-    ("What is the capital of France?", [
-        ("The capital of France is Paris.", [(1.0, "Paris", "accuracy"), (0.5, "The capital of France is Paris.", "format"),
-                                             (0.5, "The capital of France is", "completeness")]),
-        ("The capital of France is Lyon.", [(-1.0, "Lyon", "accuracy"), (0.5, "The capital of France is Lyon.", "format"),
-                                            (0.5, "The capital of France is", "completeness")]),
-        ("Paris", [(1.0, "Paris", "accuracy"), (-0.5, "Paris", "format"), (-0.5, "Paris", "completeness")]),
-    ]),
-    ("What is 2 + 3 * 4?", [
-        ("3 * 4 = 12, then 2 + 12 = 14. Answer: 14", [(1.0, "Answer: 14", "accuracy"),
-                                                      (1.0, "3 * 4 = 12, then 2 + 12 = 14.", "reasoning"),
-                                                      (0.5, "Answer:", "format")]),
-        ("2 + 3 = 5, then 5 * 4 = 20. Answer: 20", [(-1.0, "Answer: 20", "accuracy"),
-                                                    (-1.0, "2 + 3 = 5, then 5 * 4 = 20.", "reasoning"),
-                                                    (0.5, "Answer:", "format")]),
-        ("14", [(1.0, "14", "accuracy"), (-0.5, "14", "format")]),
-    ]),
-    ("What does photosynthesis produce?", [
-        ("Photosynthesis turns light, water and CO2 into glucose and oxygen.",
-         [(1.0, "glucose and oxygen", "accuracy"), (1.0, "Photosynthesis turns light, water and CO2", "reasoning"),
-          (0.5, "Photosynthesis turns light, water and CO2 into glucose and oxygen.", "completeness")]),
-        ("It produces carbon dioxide.", [(-1.0, "carbon dioxide", "accuracy"), (-0.5, "It produces carbon dioxide.", "completeness")]),
-        ("Photosynthesis makes glucose.", [(1.0, "glucose", "accuracy"), (-0.5, "Photosynthesis makes glucose.", "completeness")]),
-    ]),
+    (
+        "What is the capital of France?",
+        [
+            (
+                "The capital of France is Paris.",
+                [
+                    (1.0, "Paris", "accuracy"),
+                    (0.5, "The capital of France is Paris.", "format"),
+                    (0.5, "The capital of France is", "completeness"),
+                ],
+            ),
+            (
+                "The capital of France is Lyon.",
+                [
+                    (-1.0, "Lyon", "accuracy"),
+                    (0.5, "The capital of France is Lyon.", "format"),
+                    (0.5, "The capital of France is", "completeness"),
+                ],
+            ),
+            ("Paris", [(1.0, "Paris", "accuracy"), (-0.5, "Paris", "format"), (-0.5, "Paris", "completeness")]),
+        ],
+    ),
+    (
+        "What is 2 + 3 * 4?",
+        [
+            (
+                "3 * 4 = 12, then 2 + 12 = 14. Answer: 14",
+                [(1.0, "Answer: 14", "accuracy"), (1.0, "3 * 4 = 12, then 2 + 12 = 14.", "reasoning"), (0.5, "Answer:", "format")],
+            ),
+            (
+                "2 + 3 = 5, then 5 * 4 = 20. Answer: 20",
+                [(-1.0, "Answer: 20", "accuracy"), (-1.0, "2 + 3 = 5, then 5 * 4 = 20.", "reasoning"), (0.5, "Answer:", "format")],
+            ),
+            ("14", [(1.0, "14", "accuracy"), (-0.5, "14", "format")]),
+        ],
+    ),
+    (
+        "What does photosynthesis produce?",
+        [
+            (
+                "Photosynthesis turns light, water and CO2 into glucose and oxygen.",
+                [
+                    (1.0, "glucose and oxygen", "accuracy"),
+                    (1.0, "Photosynthesis turns light, water and CO2", "reasoning"),
+                    (0.5, "Photosynthesis turns light, water and CO2 into glucose and oxygen.", "completeness"),
+                ],
+            ),
+            ("It produces carbon dioxide.", [(-1.0, "carbon dioxide", "accuracy"), (-0.5, "It produces carbon dioxide.", "completeness")]),
+            ("Photosynthesis makes glucose.", [(1.0, "glucose", "accuracy"), (-0.5, "Photosynthesis makes glucose.", "completeness")]),
+        ],
+    ),
 ]
 
 
@@ -71,9 +99,7 @@ def toy(cfg, run_dir: Path, settings) -> dict[str, float]:
     import torch
 
     from rlvr.models import load_policy
-    from rlvr.trainers.fine_grained import (
-        clean_spans, coverage, normalize_span_scores, SpanStats, token_advantages, token_char_offsets,
-    )
+    from rlvr.trainers.fine_grained import clean_spans, coverage, normalize_span_scores, SpanStats, token_advantages, token_char_offsets
 
     model, tokenizer = load_policy(cfg.model, cfg.seed)
     group_size = len(TOY_ROLLOUTS[0][1])
@@ -99,19 +125,30 @@ def toy(cfg, run_dir: Path, settings) -> dict[str, float]:
         starts, ends, _ = token_char_offsets(tokenizer, completion_ids[i], text)
         cover = coverage(starts, ends, spans.starts, spans.ends)
         token_adv, covered = token_advantages(cover, span_adv[i])
-        advantages[i, :len(completion_ids[i])] = torch.from_numpy(token_adv)
+        advantages[i, : len(completion_ids[i])] = torch.from_numpy(token_adv)
         if settings.uncovered == "drop":
-            batch["completion_mask"][i, :len(completion_ids[i])] *= torch.from_numpy(covered).long()
+            batch["completion_mask"][i, : len(completion_ids[i])] *= torch.from_numpy(covered).long()
         print(f"\n[{prompt}] -> {text!r}")
         for j, group in enumerate(spans.groups):
             tokens = cover[j].nonzero()[0]
             span_tokens.append((i, spans.scores[j], tokens))
             covered_text = tokenizer.decode([completion_ids[i][t] for t in tokens])
-            print(f"  {group:<12} score {spans.scores[j]:+.2f}  advantage {span_adv[i][j]:+.3f}  "
-                  f"chars {spans.starts[j]}-{spans.ends[j]}  tokens {tokens[0]}-{tokens[-1]}  {covered_text!r}")
-            report.append({"prompt": prompt, "response": text, "group": group, "score": float(spans.scores[j]),
-                           "advantage": float(span_adv[i][j]), "chars": [int(spans.starts[j]), int(spans.ends[j])],
-                           "tokens": [int(tokens[0]), int(tokens[-1])], "text": covered_text})
+            print(
+                f"  {group:<12} score {spans.scores[j]:+.2f}  advantage {span_adv[i][j]:+.3f}  "
+                f"chars {spans.starts[j]}-{spans.ends[j]}  tokens {tokens[0]}-{tokens[-1]}  {covered_text!r}"
+            )
+            report.append(
+                {
+                    "prompt": prompt,
+                    "response": text,
+                    "group": group,
+                    "score": float(spans.scores[j]),
+                    "advantage": float(span_adv[i][j]),
+                    "chars": [int(spans.starts[j]), int(spans.ends[j])],
+                    "tokens": [int(tokens[0]), int(tokens[-1])],
+                    "text": covered_text,
+                }
+            )
     batch["advantages"] = advantages
     batch["num_items_in_batch"] = batch["completion_mask"].sum()
 
@@ -127,7 +164,7 @@ def toy(cfg, run_dir: Path, settings) -> dict[str, float]:
 
     print("\nper-response loss (TRL's loss on that response alone):")
     for i, (_prompt, text, _) in enumerate(rows):
-        single = {k: v[i:i + 1] for k, v in batch.items() if k != "num_items_in_batch"}
+        single = {k: v[i : i + 1] for k, v in batch.items() if k != "num_items_in_batch"}
         single["num_items_in_batch"] = single["completion_mask"].sum()
         with torch.no_grad():
             print(f"  {trainer._compute_loss(model, single).item():+.4f}  {text!r}")
@@ -144,9 +181,14 @@ def toy(cfg, run_dir: Path, settings) -> dict[str, float]:
     print(f"mean log-prob of positive spans: {before[0]:.4f} -> {after[0]:.4f}")
     print(f"mean log-prob of negative spans: {before[1]:.4f} -> {after[1]:.4f}")
     write_json(run_dir / "toy_spans.json", {"spans": report})
-    metrics = {"toy_positive_logp_before": before[0], "toy_positive_logp_after": after[0],
-               "toy_negative_logp_before": before[1], "toy_negative_logp_after": after[1],
-               "toy_final_loss": loss.item(), "toy_spans_malformed": float(stats.malformed)}
+    metrics = {
+        "toy_positive_logp_before": before[0],
+        "toy_positive_logp_after": after[0],
+        "toy_negative_logp_before": before[1],
+        "toy_negative_logp_after": after[1],
+        "toy_final_loss": loss.item(),
+        "toy_spans_malformed": float(stats.malformed),
+    }
     write_json(run_dir / "toy_metrics.json", metrics)
     return metrics
 
@@ -169,12 +211,16 @@ def toy_trainer(cfg, model, tokenizer, run_dir: Path):
     from rlvr.recipes.common import trl_config
     from rlvr.trainers.fine_grained import FineGrainedGRPOTrainer, FineGrainedSettings
 
-    args = trl_config(GRPOConfig, cfg, run_dir, [], hardware.trainer_arguments(cfg.hardware),
-                      reward_weights=[1.0])
+    args = trl_config(GRPOConfig, cfg, run_dir, [], hardware.trainer_arguments(cfg.hardware), reward_weights=[1.0])
     stub = WeightedReward("toy", SpanReward("toy", lambda completions, **_: [[] for _ in completions]), 1.0)
-    trainer = FineGrainedGRPOTrainer(model=model, rewards=[stub], args=args, processing_class=tokenizer,
-                                     train_dataset=datasets.Dataset.from_list([{"prompt": "x"}]),
-                                     fine_grained=FineGrainedSettings())
+    trainer = FineGrainedGRPOTrainer(
+        model=model,
+        rewards=[stub],
+        args=args,
+        processing_class=tokenizer,
+        train_dataset=datasets.Dataset.from_list([{"prompt": "x"}]),
+        fine_grained=FineGrainedSettings(),
+    )
     trainer.current_gradient_accumulation_steps = 1  # set by Trainer's loop, which toy mode does not run
     return trainer
 

@@ -81,8 +81,10 @@ def score_labelled_positions_only_on_cpu() -> None:
     import trl.trainer.utils as trl_utils
 
     if not hasattr(trl_utils, "_use_triton") or not hasattr(trl_utils, "_CHUNKED_LOGPROB_CHUNK_SIZE"):
-        log.warning("this TRL version has no _use_triton / _CHUNKED_LOGPROB_CHUNK_SIZE: its fused log-prob head "
-                    "runs as TRL ships it (slower on CPU at large vocabularies)")
+        log.warning(
+            "this TRL version has no _use_triton / _CHUNKED_LOGPROB_CHUNK_SIZE: its fused log-prob head "
+            "runs as TRL ships it (slower on CPU at large vocabularies)"
+        )
         return
     with_triton = getattr(trl_utils._use_triton, "rlvr_wrapped", trl_utils._use_triton)
 

@@ -302,34 +302,61 @@ SEED = Range(0, 2**32 - 1, why="numpy's seed range")
 # optional knob left unset) always passes. Checked at the start of a run, before anything loads.
 RANGES = {
     "seed": SEED,
-    "model.warmup_sft_steps": NON_NEGATIVE, "model.warmup_sft_learning_rate": POSITIVE,
+    "model.warmup_sft_steps": NON_NEGATIVE,
+    "model.warmup_sft_learning_rate": POSITIVE,
     "model.warmup_sft_batch_size": POSITIVE,
-    "model.reasoning_vocab_size": NON_NEGATIVE, "model.lora.r": POSITIVE, "model.lora.alpha": POSITIVE,
+    "model.reasoning_vocab_size": NON_NEGATIVE,
+    "model.lora.r": POSITIVE,
+    "model.lora.alpha": POSITIVE,
     "model.lora.dropout": Range(0, 1, open_high=True),
-    "dataset.eval_holdout": NON_NEGATIVE, "dataset.max_train_samples": NON_NEGATIVE,
-    "dataset.max_eval_samples": NON_NEGATIVE, "dataset.shuffle_seed": SEED,
-    "reward.checks.failure_warn_frac": Range(0, 1), "reward.checks.none_patience": NON_NEGATIVE,
+    "dataset.eval_holdout": NON_NEGATIVE,
+    "dataset.max_train_samples": NON_NEGATIVE,
+    "dataset.max_eval_samples": NON_NEGATIVE,
+    "dataset.shuffle_seed": SEED,
+    "reward.checks.failure_warn_frac": Range(0, 1),
+    "reward.checks.none_patience": NON_NEGATIVE,
     "reward.checks.slow_call_s": POSITIVE,
-    "algorithm.learning_rate": POSITIVE, "algorithm.warmup_steps": NON_NEGATIVE, "algorithm.weight_decay": NON_NEGATIVE,
+    "algorithm.learning_rate": POSITIVE,
+    "algorithm.warmup_steps": NON_NEGATIVE,
+    "algorithm.weight_decay": NON_NEGATIVE,
     "algorithm.max_grad_norm": NON_NEGATIVE,
     "algorithm.max_steps": Range(0, open_low=True, also=(-1,), why="-1: train algorithm.num_train_epochs"),
     "algorithm.num_train_epochs": POSITIVE,
-    "algorithm.per_device_train_batch_size": POSITIVE, "algorithm.per_device_eval_batch_size": POSITIVE,
-    "algorithm.eval_steps": NON_NEGATIVE, "algorithm.center_rewards_coefficient": NON_NEGATIVE,
-    "algorithm.gradient_accumulation_steps": POSITIVE, "algorithm.generation_batch_size": POSITIVE,
+    "algorithm.per_device_train_batch_size": POSITIVE,
+    "algorithm.per_device_eval_batch_size": POSITIVE,
+    "algorithm.eval_steps": NON_NEGATIVE,
+    "algorithm.center_rewards_coefficient": NON_NEGATIVE,
+    "algorithm.gradient_accumulation_steps": POSITIVE,
+    "algorithm.generation_batch_size": POSITIVE,
     "algorithm.steps_per_generation": POSITIVE,
     "algorithm.num_generations": Range(2, why="GRPO compares the completions of one prompt with each other"),
-    "algorithm.max_completion_length": POSITIVE, "algorithm.temperature": POSITIVE,
-    "algorithm.top_p": Range(0, 1, open_low=True), "algorithm.top_k": Range(0, why="0: no top-k filter"),
-    "algorithm.repetition_penalty": POSITIVE, "algorithm.beta": NON_NEGATIVE, "algorithm.epsilon": POSITIVE,
-    "algorithm.epsilon_high": POSITIVE, "algorithm.num_iterations": POSITIVE, "algorithm.logging_steps": POSITIVE,
-    "algorithm.save_steps": Range(0, why="0: only the final model"), "algorithm.save_total_limit": POSITIVE,
+    "algorithm.max_completion_length": POSITIVE,
+    "algorithm.temperature": POSITIVE,
+    "algorithm.top_p": Range(0, 1, open_low=True),
+    "algorithm.top_k": Range(0, why="0: no top-k filter"),
+    "algorithm.repetition_penalty": POSITIVE,
+    "algorithm.beta": NON_NEGATIVE,
+    "algorithm.epsilon": POSITIVE,
+    "algorithm.epsilon_high": POSITIVE,
+    "algorithm.num_iterations": POSITIVE,
+    "algorithm.logging_steps": POSITIVE,
+    "algorithm.save_steps": Range(0, why="0: only the final model"),
+    "algorithm.save_total_limit": POSITIVE,
     "algorithm.fine_grained.eps": POSITIVE,
-    "hardware.torch_threads": POSITIVE, "hardware.nodes": POSITIVE, "hardware.tasks_per_node": POSITIVE,
-    "hardware.gpus_per_node": NON_NEGATIVE, "hardware.cpus_per_task": POSITIVE, "hardware.mem_gb": POSITIVE,
-    "eval.batch_size": POSITIVE, "eval.max_new_tokens": POSITIVE, "eval.every_steps": Range(0, why="0: before/after only"),
-    "eval.n": Range(0, why="0: no sampled completions"), "eval.temperature": POSITIVE,
-    "eval.top_p": Range(0, 1, open_low=True), "eval.top_k": Range(0, why="0: no top-k filter"), "eval.seed": SEED,
+    "hardware.torch_threads": POSITIVE,
+    "hardware.nodes": POSITIVE,
+    "hardware.tasks_per_node": POSITIVE,
+    "hardware.gpus_per_node": NON_NEGATIVE,
+    "hardware.cpus_per_task": POSITIVE,
+    "hardware.mem_gb": POSITIVE,
+    "eval.batch_size": POSITIVE,
+    "eval.max_new_tokens": POSITIVE,
+    "eval.every_steps": Range(0, why="0: before/after only"),
+    "eval.n": Range(0, why="0: no sampled completions"),
+    "eval.temperature": POSITIVE,
+    "eval.top_p": Range(0, 1, open_low=True),
+    "eval.top_k": Range(0, why="0: no top-k filter"),
+    "eval.seed": SEED,
     "eval.limit": POSITIVE,
 }
 
@@ -382,18 +409,29 @@ def choice_error(key: str, value: Any, allowed: typing.Iterable[str]) -> str | N
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return f"{key}={value!r} must be one of {', '.join(allowed)}{hint}"
 
+
 # String knobs whose allowed values TRL's config documents (read from its docstring, not copied here),
 # whether set as `algorithm.<name>` or passed through as `algorithm.trl.<name>`.
-TRL_CHOICES = ("loss_type", "scale_rewards", "importance_sampling_level", "multi_objective_aggregation",
-               "vllm_importance_sampling_mode")
+TRL_CHOICES = ("loss_type", "scale_rewards", "importance_sampling_level", "multi_objective_aggregation", "vllm_importance_sampling_mode")
 # TRL config fields that rlvr fills from another key: `algorithm.trl.<field>` would clash with it.
-SET_ELSEWHERE = {"seed": "seed", "output_dir": "hydra.run.dir", "run_name": "hydra.run.dir",
-                 "report_to": "logging.wandb", "save_strategy": "algorithm.save_steps",
-                 "eval_strategy": "algorithm.eval_steps", "reward_weights": "reward.functions.<name>.weight",
-                 "use_cpu": "hardware.device", "bf16": "hardware.precision", "fp16": "hardware.precision",
-                 "tf32": "hardware.tf32", "activation_checkpointing": "hardware.activation_checkpointing",
-                 "gradient_checkpointing": "hardware.activation_checkpointing",
-                 "fsdp": "hardware.sharding", "fsdp_config": "hardware.sharding", "deepspeed": "hardware.sharding"}
+SET_ELSEWHERE = {
+    "seed": "seed",
+    "output_dir": "hydra.run.dir",
+    "run_name": "hydra.run.dir",
+    "report_to": "logging.wandb",
+    "save_strategy": "algorithm.save_steps",
+    "eval_strategy": "algorithm.eval_steps",
+    "reward_weights": "reward.functions.<name>.weight",
+    "use_cpu": "hardware.device",
+    "bf16": "hardware.precision",
+    "fp16": "hardware.precision",
+    "tf32": "hardware.tf32",
+    "activation_checkpointing": "hardware.activation_checkpointing",
+    "gradient_checkpointing": "hardware.activation_checkpointing",
+    "fsdp": "hardware.sharding",
+    "fsdp_config": "hardware.sharding",
+    "deepspeed": "hardware.sharding",
+}
 
 
 def trl_duplicate(field_name: str) -> str | None:
@@ -416,7 +454,7 @@ def trl_choices(config_class: type, field_name: str) -> frozenset[str]:
         return frozenset()
     indent = len(lines[start]) - len(lines[start].lstrip())
     entry = []
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if line.strip() and len(line) - len(line.lstrip()) <= indent:
             break
         entry.append(line.strip())
@@ -449,8 +487,9 @@ def _check_against_trl(algorithm: dict) -> None:
             raise ConfigError(f"algorithm.trl.{key}={value} repeats {owner}: set {owner} instead")
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
-            raise ConfigError(f"algorithm.trl.{key} is not a {config_class.__name__} field"
-                              + (f" (did you mean '{close[0]}'?)" if close else ""))
+            raise ConfigError(
+                f"algorithm.trl.{key} is not a {config_class.__name__} field" + (f" (did you mean '{close[0]}'?)" if close else "")
+            )
     for key in TRL_CHOICES:
         for prefix, values in (("algorithm.", algorithm), ("algorithm.trl.", algorithm["trl"])):
             allowed = trl_choices(config_class, key) if key in known else frozenset()
@@ -493,8 +532,10 @@ def _check_eval(evaluation: dict) -> None:
         if not 1 <= k <= n:
             raise ConfigError(f"eval.ks={ks}: each k must be in [1, eval.n={n}] (pass@k and maj@k take k of the n samples)")
     if not evaluation["greedy"] and n == 0:
-        raise ConfigError("eval.greedy=false and eval.n=0 leave nothing to evaluate: set eval.n > 0 (e.g. eval=pass_at_k)"
-                          " or eval.before=false eval.after=false eval.every_steps=0")
+        raise ConfigError(
+            "eval.greedy=false and eval.n=0 leave nothing to evaluate: set eval.n > 0 (e.g. eval=pass_at_k)"
+            " or eval.before=false eval.after=false eval.every_steps=0"
+        )
 
 
 def register_schemas() -> None:

@@ -75,9 +75,11 @@ class Stopped(KeyboardInterrupt):
         stderr on a line of its own (also under a live progress bar)."""
         from tqdm import tqdm
 
-        line = (f"{STOP_NAMES[self.signum]} during {self.phase}: {self.outcome}; "
-                f"{how_to_continue(_run_dirs[-1] if _run_dirs else None)} continues from its newest complete "
-                f"checkpoint, if any")
+        line = (
+            f"{STOP_NAMES[self.signum]} during {self.phase}: {self.outcome}; "
+            f"{how_to_continue(_run_dirs[-1] if _run_dirs else None)} continues from its newest complete "
+            f"checkpoint, if any"
+        )
         log.warning("%s", line)
         tqdm.write(f"rlvr: {line}", file=sys.stderr)
 
@@ -174,8 +176,13 @@ class StopWait(threading.Thread):
             what, _, started = call
             now, deadline = time.monotonic(), max(self.since, started) + STOP_WAIT_S
             if call is not named and now - started >= 1:
-                log.warning("%s: waiting for %s (running for %.0f s) to finish the step; giving up in %.0f s",
-                            signal.Signals(self.signum).name, what, now - started, max(deadline - now, 0))
+                log.warning(
+                    "%s: waiting for %s (running for %.0f s) to finish the step; giving up in %.0f s",
+                    signal.Signals(self.signum).name,
+                    what,
+                    now - started,
+                    max(deadline - now, 0),
+                )
                 named = call
             if now >= deadline:
                 self._give_up(call)
@@ -300,8 +307,7 @@ def numbered_checkpoints(checkpoint_dir: Path) -> list[Path]:
     """Every `checkpoint-N` dir, lowest step first."""
     if not checkpoint_dir.is_dir():
         return []
-    return sorted((p for p in checkpoint_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
-                  key=checkpoint_step)
+    return sorted((p for p in checkpoint_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()), key=checkpoint_step)
 
 
 def latest_complete_checkpoint(checkpoint_dir: Path) -> Path | None:
@@ -315,8 +321,7 @@ def latest_complete_checkpoint(checkpoint_dir: Path) -> Path | None:
         problem = checkpoint_problem(path) or state_problem(path)
         if problem is None:
             return path
-        log.warning("%s is marked complete but is corrupt (%s): using the previous complete checkpoint, if any",
-                    path, problem)
+        log.warning("%s is marked complete but is corrupt (%s): using the previous complete checkpoint, if any", path, problem)
         if is_main_process():
             os.replace(path / COMPLETE, path / CORRUPT)
     return None
@@ -349,8 +354,12 @@ def state_problem(checkpoint: Path) -> str | None:
     it holds what the Trainer takes from it, without reading tensor data (mmap) or touching the
     process's random generators; None if all of it loads. Files a checkpoint lacks are not checked:
     the Trainer skips them too (an FSDP or DeepSpeed optimizer is saved elsewhere)."""
-    checks = {"trainer_state.json": trainer_state_problem, "optimizer.pt": optimizer_state_problem,
-              "scheduler.pt": scheduler_state_problem, "scaler.pt": scaler_state_problem}
+    checks = {
+        "trainer_state.json": trainer_state_problem,
+        "optimizer.pt": optimizer_state_problem,
+        "scheduler.pt": scheduler_state_problem,
+        "scaler.pt": scaler_state_problem,
+    }
     files = [(checkpoint / name, check) for name, check in checks.items()]
     files += [(file, rng_state_problem) for file in sorted(checkpoint.glob("rng_state*.pth"))]
     for file, check in files:
@@ -390,8 +399,11 @@ def trainer_state_problem(file: Path) -> str | None:
 def optimizer_state_problem(file: Path) -> str | None:
     state = load_torch_state(file)
     groups = state.get("param_groups") if isinstance(state, dict) else None
-    if not (isinstance(groups, list) and isinstance(state.get("state"), dict)
-            and all(isinstance(group, dict) and isinstance(group.get("params"), list) for group in groups)):
+    if not (
+        isinstance(groups, list)
+        and isinstance(state.get("state"), dict)
+        and all(isinstance(group, dict) and isinstance(group.get("params"), list) for group in groups)
+    ):
         return "not an optimizer's state_dict (state, param_groups)"
     return None
 
@@ -530,8 +542,12 @@ def checkpoint_callback(extra_files: dict[str, str] | None = None):
                 return
             barrier()
             if self.requested != signal.SIGUSR2:
-                log.warning("stopped by %s after saving checkpoint-%d: %s continues from it", STOP_NAMES[self.requested],
-                            state.global_step, how_to_continue(Path(args.output_dir).parent))
+                log.warning(
+                    "stopped by %s after saving checkpoint-%d: %s continues from it",
+                    STOP_NAMES[self.requested],
+                    state.global_step,
+                    how_to_continue(Path(args.output_dir).parent),
+                )
                 raise SystemExit(STOP_EXITS[self.requested])
             if callable(self.previous[signal.SIGUSR2]):  # submitit's handler: checkpoint(), requeue, exit
                 self.previous[signal.SIGUSR2](signal.SIGUSR2, None)

@@ -24,8 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rlvr.config import Config, check_ranges, drop_retired_keys, exit_on_unknown_keys
-from rlvr.distributed import (COMPLETE, CORRUPT, checkpoint_problem, checkpoint_step, is_main_process,
-                              numbered_checkpoints)
+from rlvr.distributed import COMPLETE, CORRUPT, checkpoint_problem, checkpoint_step, is_main_process, numbered_checkpoints
 from rlvr.errors import ConfigError, RlvrError
 from rlvr.run import CONF_DIR, GROUPS, set_offline
 
@@ -66,12 +65,13 @@ def resolve_target(text: str) -> Target:
         checkpoints = sound_checkpoints(path / "checkpoints")
         if not checkpoints:
             hint = f" (its final model: python -m rlvr.eval {path / 'final_model'})" if has_model(path / "final_model") else ""
-            raise ConfigError(f"target {text}: the run dir has no complete checkpoint that is not corrupt "
-                              f"(checkpoints/checkpoint-N with {COMPLETE}){hint}")
+            raise ConfigError(
+                f"target {text}: the run dir has no complete checkpoint that is not corrupt "
+                f"(checkpoints/checkpoint-N with {COMPLETE}){hint}"
+            )
         return Target([(c.name, c, checkpoint_step(c)) for c in checkpoints], path, is_run=True)
     if not has_model(path):
-        raise ConfigError(f"target {text}: no model there (no config.json or adapter_config.json), and it is not a "
-                          f"run dir ({RUN_CONFIG})")
+        raise ConfigError(f"target {text}: no model there (no config.json or adapter_config.json), and it is not a run dir ({RUN_CONFIG})")
     run_dir = run_dir_of(path)
     if run_dir is not None and path.parent.name == "checkpoints" and path.name.split("-")[-1].isdigit():
         if not (path / COMPLETE).exists():
@@ -118,16 +118,17 @@ def compose(overrides: list[str], run_dir: Path | None):
         try:
             saved = OmegaConf.to_container(OmegaConf.load(run_dir / RUN_CONFIG))
             if retired := drop_retired_keys(saved):
-                log.warning("%s: ignoring %s (written by an earlier rlvr; no longer settings)",
-                            run_dir / RUN_CONFIG, ", ".join(retired))
+                log.warning("%s: ignoring %s (written by an earlier rlvr; no longer settings)", run_dir / RUN_CONFIG, ", ".join(retired))
             cfg = OmegaConf.merge(OmegaConf.structured(Config), saved)
         except OmegaConfBaseException as exc:
             raise ConfigError(f"{run_dir / RUN_CONFIG}: {str(exc).splitlines()[0]}") from exc
         for override in overrides:
             key = override.split("=", 1)[0].lstrip("+~")
             if key == "experiment":
-                raise ConfigError("experiment=... sets several groups at once: with a run's target, name the groups "
-                                  "or keys to change (dataset=..., eval=...)")
+                raise ConfigError(
+                    "experiment=... sets several groups at once: with a run's target, name the groups "
+                    "or keys to change (dataset=..., eval=...)"
+                )
             OmegaConf.update(cfg, key, OmegaConf.select(composed, key), merge=False)
     check_ranges(cfg)
     return cfg
@@ -159,8 +160,7 @@ def evaluate_model(cfg, label: str, model_dir: Path, run_dir: Path | None, out_d
         setup = load_trained_policy(cfg, run_dir, model_dir)
     data = setup.train if cfg.eval.split == "train" else setup.evaluation
     if data is None or len(data) == 0:
-        raise ConfigError(f"dataset '{cfg.dataset.name}' has no {cfg.eval.split} split to evaluate on "
-                          f"(eval.split={cfg.eval.split})")
+        raise ConfigError(f"dataset '{cfg.dataset.name}' has no {cfg.eval.split} split to evaluate on (eval.split={cfg.eval.split})")
     setup.rewards = checked_rewards(setup.rewards, cfg.reward.checks)
     calibrate_rewards(cfg, setup, run_dir or out_dir)  # a hybrid reward: the run's own scale
     return eval_model(cfg, setup, to_device(cfg, setup.model), out_dir, label)
@@ -181,8 +181,13 @@ def evaluate_target(target: Target, cfg, out_dir: Path) -> list[dict]:
             log.info("%s: evaluating %s", label, model_dir)
             metrics = evaluate_model(cfg, label, model_dir, target.run_dir, out_dir)
             prefix = f"eval_{label}_"
-            result = {"label": label, "model": str(model_dir), "step": step, "settings": wanted,
-                      "metrics": {k[len(prefix):]: v for k, v in metrics.items()}}
+            result = {
+                "label": label,
+                "model": str(model_dir),
+                "step": step,
+                "settings": wanted,
+                "metrics": {k[len(prefix) :]: v for k, v in metrics.items()},
+            }
             if is_main_process():
                 write_json(path, result)  # atomic: a stop mid-write leaves no result, and the re-run redoes it
         results.append(result)
@@ -194,8 +199,10 @@ def write_curve(results: list[dict], out_dir: Path) -> Path:
     from rlvr.plots import plot_eval_curve
     from rlvr.tracking import write_jsonl
 
-    rows = [{"step": r["step"], "checkpoint": r["label"], **{f"eval/{k}": v for k, v in r["metrics"].items()}}
-            for r in sorted(results, key=lambda r: r["step"])]
+    rows = [
+        {"step": r["step"], "checkpoint": r["label"], **{f"eval/{k}": v for k, v in r["metrics"].items()}}
+        for r in sorted(results, key=lambda r: r["step"])
+    ]
     path = out_dir / "eval" / CURVE
     write_jsonl(path, rows)
     plot_eval_curve(rows, out_dir / "plots" / "eval_checkpoints.png", title="eval of each checkpoint")
@@ -269,8 +276,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     for result in results:
         metrics = result["metrics"]
-        shown = ", ".join(f"{name}={with_uncertainty(metrics, name)}" for name in metrics
-                          if not name.endswith(("_se", "_ci_low", "_ci_high")))
+        shown = ", ".join(
+            f"{name}={with_uncertainty(metrics, name)}" for name in metrics if not name.endswith(("_se", "_ci_low", "_ci_high"))
+        )
         print(f"{result['label']}: {shown}")
     return 0
 

@@ -107,8 +107,7 @@ def bootstrap_interval(values: Sequence[float], seed: int, resamples: int = 1000
     return means[int(tail * (resamples - 1))], means[math.ceil((1.0 - tail) * (resamples - 1))]
 
 
-def majority_correct(classes: Sequence[int | None], correct: Sequence[bool], k: int, rng: random.Random,
-                     resamples: int) -> float:
+def majority_correct(classes: Sequence[int | None], correct: Sequence[bool], k: int, rng: random.Random, resamples: int) -> float:
     """Expected correctness of the majority vote of k of one prompt's n samples (see the module doc)."""
     n = len(classes)
     if math.comb(n, k) <= resamples:
@@ -122,8 +121,14 @@ def majority_correct(classes: Sequence[int | None], correct: Sequence[bool], k: 
     return hits / len(subsets)
 
 
-def sample_metrics(correct: Sequence[Sequence[bool]], predictions: Sequence[Sequence[str | None]],
-                   ks: Sequence[int], same: SameAnswer, seed: int = 0, resamples: int = 1000) -> dict[str, float]:
+def sample_metrics(
+    correct: Sequence[Sequence[bool]],
+    predictions: Sequence[Sequence[str | None]],
+    ks: Sequence[int],
+    same: SameAnswer,
+    seed: int = 0,
+    resamples: int = 1000,
+) -> dict[str, float]:
     """mean@n, pass@k, maj@k (k in `ks`) with their SEs / interval, over prompts; keys without a prefix.
 
     correct[i][j], predictions[i][j]: whether sample j of prompt i is correct and its extracted
@@ -134,8 +139,7 @@ def sample_metrics(correct: Sequence[Sequence[bool]], predictions: Sequence[Sequ
         raise ValueError("sample_metrics: no prompts to score")
     n = len(correct[0])
     if n == 0 or any(len(row) != n for row in correct) or [len(p) for p in predictions] != [n] * len(correct):
-        raise ValueError(f"sample_metrics: every prompt needs the same n >= 1 samples and one prediction per sample "
-                         f"(first prompt has {n})")
+        raise ValueError(f"sample_metrics: every prompt needs the same n >= 1 samples and one prediction per sample (first prompt has {n})")
     for k in ks:
         if not 1 <= k <= n:
             raise ValueError(f"eval ks: k={k} needs 1 <= k <= n={n} samples per prompt")
@@ -160,7 +164,7 @@ Z95 = 1.959963984540054  # two-sided 95% normal quantile: SE intervals match maj
 def sample_metric_names(keys: Iterable[str], prefix: str, plotted: bool = False) -> list[str]:
     """`{prefix}mean@n`, `pass@k`, `maj@k` among `keys` (not their _se / _ci parts), in the order mean, pass, maj by k.
     `plotted`: without pass@1 and maj@1, which repeat mean@n (one sample is its own majority)."""
-    found = [(key, SAMPLE_METRIC.fullmatch(key[len(prefix):])) for key in set(keys) if key.startswith(prefix)]
+    found = [(key, SAMPLE_METRIC.fullmatch(key[len(prefix) :])) for key in set(keys) if key.startswith(prefix)]
     found = [f for f in found if f[1] and not (plotted and f[1]["kind"] != "mean" and f[1]["k"] == "1")]
     order = {"mean": 0, "pass": 1, "maj": 2}
     return [key for key, match in sorted(found, key=lambda f: (order[f[1]["kind"]], int(f[1]["k"])))]

@@ -40,8 +40,16 @@ def end_ids(model, tokenizer) -> list[int]:
     return list(ids) if isinstance(ids, (list, tuple)) else [ids]
 
 
-def generate_batch(model, tokenizer, prompts, max_new_tokens: int, samples: int = 1,
-                   seeds: Sequence[int] | None = None, sampling: dict | None = None, do_sample: bool = False):
+def generate_batch(
+    model,
+    tokenizer,
+    prompts,
+    max_new_tokens: int,
+    samples: int = 1,
+    seeds: Sequence[int] | None = None,
+    sampling: dict | None = None,
+    do_sample: bool = False,
+):
     """Completions (text), new-token counts and truncation flags (no end token within
     `max_new_tokens`) for a batch of prompts (text or chat messages), `samples` per prompt, prompt-major.
 
@@ -64,18 +72,23 @@ def generate_batch(model, tokenizer, prompts, max_new_tokens: int, samples: int 
     stop = end_ids(model, tokenizer)
     padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
     try:
-        encoded = tokenizer(_prompt_texts(prompts, tokenizer), return_tensors="pt", padding=True,
-                            add_special_tokens=False).to(device)
+        encoded = tokenizer(_prompt_texts(prompts, tokenizer), return_tensors="pt", padding=True, add_special_tokens=False).to(device)
         if samples > 1:  # what num_return_sequences does, which greedy generation refuses
             encoded = {k: v.repeat_interleave(samples, dim=0) for k, v in encoded.items()}
         with torch.inference_mode():
             # use_cache: training with activation checkpointing turns the model's default off
-            generated = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=do_sample, use_cache=True,
-                                       logits_processor=processors, pad_token_id=tokenizer.pad_token_id,
-                                       eos_token_id=stop)
+            generated = model.generate(
+                **encoded,
+                max_new_tokens=max_new_tokens,
+                do_sample=do_sample,
+                use_cache=True,
+                logits_processor=processors,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=stop,
+            )
     finally:
         tokenizer.padding_side = padding_side
-    new_tokens = generated[:, encoded["input_ids"].shape[1]:]
+    new_tokens = generated[:, encoded["input_ids"].shape[1] :]
     ended = torch.isin(new_tokens, torch.tensor(stop, device=new_tokens.device))
     truncated = ~ended.any(dim=1)
     # up to and with the first end token (generate pads after it); all of them if none came
@@ -93,8 +106,9 @@ def generate(model, tokenizer, prompts, max_new_tokens: int, do_sample: bool = F
 
 def _judge(rewards) -> int | None:
     """Index of the reward whose correctness counts: the first that judged any completion of its last call."""
-    return next((i for i, r in enumerate(rewards)
-                 if (outcomes := getattr(r.fn, "last_outcomes", None)) and outcomes[0].correct is not None), None)
+    return next(
+        (i for i, r in enumerate(rewards) if (outcomes := getattr(r.fn, "last_outcomes", None)) and outcomes[0].correct is not None), None
+    )
 
 
 def score(rewards, prompts, completions, columns: dict) -> tuple[list[dict], str | None]:
@@ -103,11 +117,15 @@ def score(rewards, prompts, completions, columns: dict) -> tuple[list[dict], str
     per_func = {r.name: r.fn(prompts=prompts, completions=completions, **columns) for r in rewards}
     judge = _judge(rewards)
     outcomes = rewards[judge].fn.last_outcomes if judge is not None else [None] * len(completions)
-    return [{"prediction": outcome.prediction if outcome else None,
-             "reward": sum(r.weight * (per_func[r.name][i] or 0.0) for r in rewards),
-             "rewards": {name: values[i] for name, values in per_func.items()},
-             "correct": outcome.correct if outcome else None}
-            for i, outcome in enumerate(outcomes)], rewards[judge].name if judge is not None else None
+    return [
+        {
+            "prediction": outcome.prediction if outcome else None,
+            "reward": sum(r.weight * (per_func[r.name][i] or 0.0) for r in rewards),
+            "rewards": {name: values[i] for name, values in per_func.items()},
+            "correct": outcome.correct if outcome else None,
+        }
+        for i, outcome in enumerate(outcomes)
+    ], rewards[judge].name if judge is not None else None
 
 
 def _each_times(values: list, times: int) -> list:
@@ -123,27 +141,35 @@ def by_length(dataset, rows: list[int], tokenizer) -> list[int]:
     return [row for _, row in sorted(zip(lengths, rows), key=lambda pair: (-pair[0], pair[1]))]
 
 
-def evaluate_rows(model, tokenizer, dataset, rows: list[int], rewards, eval_cfg, max_new_tokens: int, seed: int,
-                  desc: str) -> list[dict]:
+def evaluate_rows(model, tokenizer, dataset, rows: list[int], rewards, eval_cfg, max_new_tokens: int, seed: int, desc: str) -> list[dict]:
     """The eval rows `rows` of `dataset` (its row indices), each with its greedy completion and its
     `eval_cfg.n` samples, scored; in `rows`' order."""
     from tqdm.auto import tqdm
 
     order = by_length(dataset, rows, tokenizer)
-    results = {row: {"index": row, "rank": rank(), "prompt_id": prompt_id(example["prompt"]), "prompt": example["prompt"],
-                     "gold": example.get("answer")} for row, example in zip(rows, (dataset[row] for row in rows))}
+    results = {
+        row: {
+            "index": row,
+            "rank": rank(),
+            "prompt_id": prompt_id(example["prompt"]),
+            "prompt": example["prompt"],
+            "gold": example.get("answer"),
+        }
+        for row, example in zip(rows, (dataset[row] for row in rows))
+    }
     n = eval_cfg.n
     passes = ([("greedy", 1, eval_cfg.batch_size)] if eval_cfg.greedy else []) + (
-        [("samples", n, max(1, eval_cfg.batch_size // n))] if n > 0 else [])
+        [("samples", n, max(1, eval_cfg.batch_size // n))] if n > 0 else []
+    )
     sampling = {"temperature": eval_cfg.temperature, "top_p": eval_cfg.top_p, "top_k": eval_cfg.top_k}
     for kind, samples, prompts_per_batch in passes:
-        for start in tqdm(range(0, len(order), prompts_per_batch), desc=f"{desc} ({kind})", leave=False,
-                          disable=not is_main_process()):
-            chunk = order[start:start + prompts_per_batch]
+        for start in tqdm(range(0, len(order), prompts_per_batch), desc=f"{desc} ({kind})", leave=False, disable=not is_main_process()):
+            chunk = order[start : start + prompts_per_batch]
             batch = dataset[chunk]
             seeds = [sample_seed(seed, row, j) for row in chunk for j in range(n)] if kind == "samples" else None
-            completions, lengths, truncated = generate_batch(model, tokenizer, batch["prompt"], max_new_tokens, samples,
-                                                             seeds=seeds, sampling=sampling)
+            completions, lengths, truncated = generate_batch(
+                model, tokenizer, batch["prompt"], max_new_tokens, samples, seeds=seeds, sampling=sampling
+            )
             columns = {k: _each_times(v, samples) for k, v in batch.items() if k != "prompt"}
             scored, judge = score(rewards, _each_times(batch["prompt"], samples), completions, columns)
             for i, (completion, scores) in enumerate(zip(completions, scored, strict=True)):
@@ -180,8 +206,7 @@ def gather_rows(rows: list[dict], failure: Exception | None, label: str) -> list
     return sorted((row for part, _ in gathered for row in part), key=lambda row: row["index"]) if gathered else []
 
 
-def run_eval(model, tokenizer, dataset, rewards, eval_cfg, max_new_tokens: int, out_path: Path, label: str,
-             seed: int) -> dict[str, float]:
+def run_eval(model, tokenizer, dataset, rewards, eval_cfg, max_new_tokens: int, out_path: Path, label: str, seed: int) -> dict[str, float]:
     """Evaluate `dataset` (its first `eval_cfg.limit` rows) on every rank, each its share; rank 0
     writes `out_path` (one row per example: greedy completion and n samples with predictions,
     rewards, correctness, new tokens, truncation) and returns the `eval_<label>_*` metrics; other ranks return {}."""
@@ -229,8 +254,9 @@ def answer_equivalence(rewards, rows: list[dict]) -> Callable[[str, str], bool]:
     return getattr(judge.fn, "same_answer", None) or _same_text if judge else _same_text
 
 
-def summarise(rows: list[dict], label: str, ks: Sequence[int] = (), same: Callable[[str, str], bool] | None = None,
-              seed: int = 0) -> dict[str, float]:
+def summarise(
+    rows: list[dict], label: str, ks: Sequence[int] = (), same: Callable[[str, str], bool] | None = None, seed: int = 0
+) -> dict[str, float]:
     """The `eval_<label>_*` metrics of eval rows (also of eval/<label>.jsonl re-read when a resumed
     run reports its first eval): greedy accuracy (with SE), reward, mean new tokens and truncated
     share; over the n samples, rlvr.eval_metrics' mean@n / pass@k / maj@k for each k <= n, mean new
@@ -251,7 +277,11 @@ def summarise(rows: list[dict], label: str, ks: Sequence[int] = (), same: Callab
         metrics["sampled_truncated_frac"] = sum(s["truncated"] for s in every) / len(every)
         if every[0]["correct"] is not None:  # a reward judges correctness
             n = min(len(samples) for samples in sampled)
-            metrics |= sample_metrics([[bool(s["correct"]) for s in samples[:n]] for samples in sampled],
-                                      [[s["prediction"] for s in samples[:n]] for samples in sampled],
-                                      ks=[k for k in ks if k <= n], same=same or _same_text, seed=seed)
+            metrics |= sample_metrics(
+                [[bool(s["correct"]) for s in samples[:n]] for samples in sampled],
+                [[s["prediction"] for s in samples[:n]] for samples in sampled],
+                ks=[k for k in ks if k <= n],
+                same=same or _same_text,
+                seed=seed,
+            )
     return {f"eval_{label}_{name}": value for name, value in metrics.items()}

@@ -21,8 +21,9 @@ def check_device(hw) -> None:
     if hw.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("hardware.device=cuda but torch sees no GPU: use hardware=cpu")
     if hw.device == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("hardware.device=mps but torch sees no Apple-silicon GPU (MPS needs a Mac with "
-                          "Apple silicon and macOS 12.3+): use hardware=cpu")
+        raise ConfigError(
+            "hardware.device=mps but torch sees no Apple-silicon GPU (MPS needs a Mac with Apple silicon and macOS 12.3+): use hardware=cpu"
+        )
     if hw.device != "cuda" and hw.precision != "fp32":
         raise ConfigError(f"hardware.precision={hw.precision} needs a CUDA GPU; on {hw.device} use precision=fp32")
 

@@ -128,8 +128,11 @@ def continue_command(hydra_cfg) -> str:
     if hydra_cfg.job.config_name != "config":
         args.append(f"--config-name={hydra_cfg.job.config_name}")
     args += [o for o in hydra_cfg.overrides.hydra if not o.lstrip("+~").startswith(dropped)]
-    args += [*hydra_cfg.overrides.task, f"hydra.sweep.dir={sweep_dir}",
-             f"hydra.sweep.subdir={Path(hydra_cfg.runtime.output_dir).relative_to(sweep_dir)}"]
+    args += [
+        *hydra_cfg.overrides.task,
+        f"hydra.sweep.dir={sweep_dir}",
+        f"hydra.sweep.subdir={Path(hydra_cfg.runtime.output_dir).relative_to(sweep_dir)}",
+    ]
     return shlex.join(args)
 
 
@@ -185,8 +188,7 @@ def objective_value(cfg, metrics: dict[str, float]) -> float:
     if not math.isnan(value) or not is_multirun() or "BasicSweeper" in str(HydraConfig.get().sweeper._target_):
         return value
     problem = "is NaN" if cfg.objective in metrics else "is not among this run's metrics"
-    line = (f"rlvr: error: objective={cfg.objective} {problem}: the sweeper needs a number (set objective to "
-            f"one of metrics.json's keys)")
+    line = f"rlvr: error: objective={cfg.objective} {problem}: the sweeper needs a number (set objective to one of metrics.json's keys)"
     print(line, file=sys.stderr)
     raise job_ended(2, line, "failed")
 
@@ -227,11 +229,13 @@ def report_end(exc: BaseException) -> int | None:
         where = str(exc).splitlines()[0]
         task = re.match(r"Job (\S+) \(task: (\d+)\)", where)
         who = f"rank {task[2]} of job {task[1]}" if task else "a job"  # submitit's task = the global rank
-        print(f"rlvr: {who} ended without a result (killed, or it died outside rlvr; the scheduler stops the "
-              f"job's other ranks, and the job's newest complete checkpoint continues it): {where}", file=sys.stderr)
+        print(
+            f"rlvr: {who} ended without a result (killed, or it died outside rlvr; the scheduler stops the "
+            f"job's other ranks, and the job's newest complete checkpoint continues it): {where}",
+            file=sys.stderr,
+        )
         return 1
     if _sweep_dirs and raised_in("optuna", exc):  # e.g. a search that went past failed trials, to none completed
-        print(f"rlvr: error: the search stopped: {exc} (its trials: {_sweep_dirs[0] / 'sweep_summary.md'})",
-              file=sys.stderr)
+        print(f"rlvr: error: the search stopped: {exc} (its trials: {_sweep_dirs[0] / 'sweep_summary.md'})", file=sys.stderr)
         return 2
     return None

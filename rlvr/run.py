@@ -98,12 +98,20 @@ def run(cfg: DictConfig, run_dir: Path, accepted: Accepted) -> dict[str, float]:
     if is_main_process():  # every check that can refuse the run has passed: now it may write
         record_start(run_dir, cfg, accepted.changed, start.mode)
     start_run_log(run_dir)
-    log.info("run dir %s (offline=%s, processes=%d, %s)", run_dir, accepted.offline, accepted.processes,
-             start.mode if start.checkpoint is None else f"{start.mode} from {start.checkpoint.name}")
+    log.info(
+        "run dir %s (offline=%s, processes=%d, %s)",
+        run_dir,
+        accepted.offline,
+        accepted.processes,
+        start.mode if start.checkpoint is None else f"{start.mode} from {start.checkpoint.name}",
+    )
     asked = cfg.hardware.nodes * cfg.hardware.tasks_per_node
     if accepted.processes == 1 and asked > 1:
-        log.warning("hardware asks for %d processes but this is one process: start it with -m hydra/launcher=slurm "
-                    "(or local), torchrun or accelerate launch to train data-parallel", asked)
+        log.warning(
+            "hardware asks for %d processes but this is one process: start it with -m hydra/launcher=slurm "
+            "(or local), torchrun or accelerate launch to train data-parallel",
+            asked,
+        )
 
     from transformers import set_seed
 

@@ -36,11 +36,24 @@ CHECKPOINT_CONFIG = "rlvr_config.json"  # in every checkpoint: the resolved conf
 # over the config's values): a resume may not change these. Rewards, beta, max_steps, eval and
 # logging may change: the checkpoint stays valid, and the change is recorded.
 CHECKPOINT_DEPENDS_ON = (
-    "model", "dataset", "seed", "algorithm.name", "algorithm.learning_rate", "algorithm.lr_scheduler_type",
-    "algorithm.warmup_steps", "algorithm.weight_decay", "algorithm.per_device_train_batch_size",
-    "algorithm.gradient_accumulation_steps", "algorithm.num_generations", "algorithm.generation_batch_size",
-    "algorithm.steps_per_generation", "algorithm.optim", "algorithm.fine_grained", "hardware.nodes",
-    "hardware.tasks_per_node", "hardware.precision",
+    "model",
+    "dataset",
+    "seed",
+    "algorithm.name",
+    "algorithm.learning_rate",
+    "algorithm.lr_scheduler_type",
+    "algorithm.warmup_steps",
+    "algorithm.weight_decay",
+    "algorithm.per_device_train_batch_size",
+    "algorithm.gradient_accumulation_steps",
+    "algorithm.num_generations",
+    "algorithm.generation_batch_size",
+    "algorithm.steps_per_generation",
+    "algorithm.optim",
+    "algorithm.fine_grained",
+    "hardware.nodes",
+    "hardware.tasks_per_node",
+    "hardware.precision",
 )
 EVAL_ONLY = ("dataset.max_eval_samples", "dataset.eval_source", "dataset.eval_split")  # not the training data
 SIBLING_WAIT_S = 30.0  # how long a rank > 0 waits for rank 0 to take the lock for their job
@@ -90,9 +103,14 @@ class RunDirLock:
     def __init__(self, run_dir: Path, main_process: bool = True):
         self.path = run_dir / LOCK_NAME
         self.main_process = main_process
-        self.me = {"job": job_identity(), "host": socket.gethostname(), "pid": os.getpid(),
-                   "pid_started": process_start_time(os.getpid()), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                   "command": " ".join(sys.argv)}
+        self.me = {
+            "job": job_identity(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "pid_started": process_start_time(os.getpid()),
+            "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "command": " ".join(sys.argv),
+        }
 
     def _holder(self) -> dict | None:
         try:
@@ -105,8 +123,7 @@ class RunDirLock:
     def _refuse(self, holder: dict) -> ConfigError:
         who = f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('since')} ({holder.get('command')})"
         gone = "" if holder.get("host") == self.me["host"] else f"; if that job is gone, delete {self.path}"
-        return ConfigError(f"{self.path.parent} is in use by another run: {who}: wait for it to end, "
-                           f"or pick a new hydra.run.dir{gone}")
+        return ConfigError(f"{self.path.parent} is in use by another run: {who}: wait for it to end, or pick a new hydra.run.dir{gone}")
 
     def acquire(self) -> "RunDirLock":
         if not self.main_process:
@@ -126,11 +143,13 @@ class RunDirLock:
                     continue
                 alive = same_host and holder.get("pid") is not None and is_alive(holder["pid"], holder.get("pid_started"))
                 if holder.get("job") == self.me["job"] and not alive:  # a requeue; a live one is a second run
-                    log.warning("taking over the lock of an earlier start of this job (pid %s on %s)",
-                                holder.get("pid"), holder.get("host"))
+                    log.warning(
+                        "taking over the lock of an earlier start of this job (pid %s on %s)", holder.get("pid"), holder.get("host")
+                    )
                 elif holder and same_host and not alive:
-                    log.warning("taking over a stale lock: pid %s on %s (since %s) is gone", holder["pid"],
-                                holder["host"], holder.get("since"))
+                    log.warning(
+                        "taking over a stale lock: pid %s on %s (since %s) is gone", holder["pid"], holder["host"], holder.get("since")
+                    )
                 elif holder:
                     raise self._refuse(holder) from None
                 else:
@@ -171,8 +190,7 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 def changes(old: dict, new: dict) -> dict[str, list]:
     """{dotted.key: [old, new]} for every leaf that differs."""
     before, after = flatten(old), flatten(new)
-    return {key: [before.get(key), after.get(key)] for key in sorted(set(before) | set(after))
-            if before.get(key) != after.get(key)}
+    return {key: [before.get(key), after.get(key)] for key in sorted(set(before) | set(after)) if before.get(key) != after.get(key)}
 
 
 def depends_on_checkpoint(key: str) -> bool:
@@ -192,11 +210,14 @@ def resume_changes(resolved: dict, checkpoint: Path | None) -> dict[str, list]:
     changed = {k: v for k, v in changes(before, resolved).items() if k in shared}
     if refused := {k: v for k, v in changed.items() if depends_on_checkpoint(k)}:
         listed = ", ".join(f"{k}: {v[0]!r} -> {v[1]!r}" for k, v in refused.items())
-        raise ConfigError(f"{checkpoint} was trained with other values of what it depends on ({listed}): continue "
-                          f"with the same values, or start a new run (a new hydra.run.dir)")
+        raise ConfigError(
+            f"{checkpoint} was trained with other values of what it depends on ({listed}): continue "
+            f"with the same values, or start a new run (a new hydra.run.dir)"
+        )
     if changed:
-        log.warning("continuing %s with changed values: %s", checkpoint.name,
-                    ", ".join(f"{k}: {v[0]!r} -> {v[1]!r}" for k, v in changed.items()))
+        log.warning(
+            "continuing %s with changed values: %s", checkpoint.name, ", ".join(f"{k}: {v[0]!r} -> {v[1]!r}" for k, v in changed.items())
+        )
     return changed
 
 
@@ -216,8 +237,17 @@ def record_start(run_dir: Path, cfg, changed: dict[str, list], mode: str) -> Non
     OmegaConf.save(OmegaConf.create({"hydra": hydra_cfg}), hydra_dir / "hydra.yaml")
     OmegaConf.save(OmegaConf.create(list(hydra_cfg.overrides.task)), hydra_dir / "overrides.yaml")
     writer = JsonlWriter(run_dir / "run_info.jsonl")
-    writer.write([run_info() | {"mode": mode, "overrides": list(hydra_cfg.overrides.task), "changed": changed,
-                                "config": OmegaConf.to_container(cfg, resolve=True)}])
+    writer.write(
+        [
+            run_info()
+            | {
+                "mode": mode,
+                "overrides": list(hydra_cfg.overrides.task),
+                "changed": changed,
+                "config": OmegaConf.to_container(cfg, resolve=True),
+            }
+        ]
+    )
     writer.close()
 
 
@@ -227,4 +257,3 @@ def checkpoint_config(cfg) -> dict[str, str]:
     from omegaconf import OmegaConf
 
     return {CHECKPOINT_CONFIG: json.dumps(OmegaConf.to_container(cfg, resolve=True), indent=1, default=str)}
-

@@ -16,18 +16,19 @@ import math
 from typing import Callable, Sequence
 
 import torch
-from transformers import (LogitsProcessor, LogitsProcessorList, MinPLogitsWarper, TemperatureLogitsWarper,
-                          TopKLogitsWarper, TopPLogitsWarper)
+from transformers import LogitsProcessor, LogitsProcessorList, MinPLogitsWarper, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 Uniforms = Callable[[int, int, torch.device], torch.Tensor]  # (step, batch, device) -> (batch,) float64 in [0, 1)
 
 
 def sampling_warpers(temperature: float, top_p: float = 1.0, top_k: int = 0, min_p: float | None = None):
     """transformers' own filters, in the order `generate` applies them when it samples."""
-    return LogitsProcessorList(([TemperatureLogitsWarper(temperature)] if temperature != 1.0 else [])
-                               + ([TopKLogitsWarper(top_k)] if top_k else [])
-                               + ([TopPLogitsWarper(top_p)] if top_p < 1.0 else [])
-                               + ([MinPLogitsWarper(min_p)] if min_p is not None else []))
+    return LogitsProcessorList(
+        ([TemperatureLogitsWarper(temperature)] if temperature != 1.0 else [])
+        + ([TopKLogitsWarper(top_k)] if top_k else [])
+        + ([TopPLogitsWarper(top_p)] if top_p < 1.0 else [])
+        + ([MinPLogitsWarper(min_p)] if min_p is not None else [])
+    )
 
 
 class InverseCdfSampler(LogitsProcessor):
@@ -50,20 +51,22 @@ class InverseCdfSampler(LogitsProcessor):
 
 def global_stream_sampler(temperature: float, top_p: float, top_k: int, min_p: float | None) -> InverseCdfSampler:
     """Uniforms from torch's global generator (seeded by the run's seed, as transformers' sampling is)."""
-    return InverseCdfSampler(sampling_warpers(temperature, top_p, top_k, min_p),
-                             lambda step, batch, device: torch.rand(batch, dtype=torch.float64, device=device))
+    return InverseCdfSampler(
+        sampling_warpers(temperature, top_p, top_k, min_p),
+        lambda step, batch, device: torch.rand(batch, dtype=torch.float64, device=device),
+    )
 
 
-def row_seeded_sampler(seeds: Sequence[int], steps: int, temperature: float, top_p: float, top_k: int,
-                       device) -> InverseCdfSampler:
+def row_seeded_sampler(seeds: Sequence[int], steps: int, temperature: float, top_p: float, top_k: int, device) -> InverseCdfSampler:
     """Sequence i's token at step t from the t-th uniform of its own stream `seeds[i]`.
 
     transformers' sampling draws the whole batch from one global generator, so a sequence's tokens
     would depend on its batch mates; no generation option seeds per sequence. Each stream's `steps`
     uniforms are drawn up front on the CPU (the same on any device).
     """
-    table = torch.stack([torch.rand(steps, generator=torch.Generator().manual_seed(s), dtype=torch.float64)
-                         for s in seeds]).to(device)  # (B, steps)
+    table = torch.stack([torch.rand(steps, generator=torch.Generator().manual_seed(s), dtype=torch.float64) for s in seeds]).to(
+        device
+    )  # (B, steps)
     return InverseCdfSampler(sampling_warpers(temperature, top_p, top_k), lambda step, batch, _: table[:, step])
 
 
@@ -91,8 +94,7 @@ class SampledTokenLogProbs(LogitsProcessor):
         """One log-prob per token of each completion (token lists as TRL returns them: up to the stop token)."""
         if self.pending is not None:
             step = len(self.steps)
-            last = torch.tensor([ids[step] if len(ids) > step else 0 for ids in completion_ids],
-                                device=self.pending.device)
+            last = torch.tensor([ids[step] if len(ids) > step else 0 for ids in completion_ids], device=self.pending.device)
             self.steps.append(self.pending.gather(1, last[:, None]).squeeze(1))
             self.pending = None
         table = torch.stack(self.steps, dim=1).tolist() if self.steps else [[] for _ in completion_ids]

@@ -39,8 +39,9 @@ def read_rows(path: Path, completion_column: str) -> list[dict]:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise DataError(f"{path} line {number}: not UTF-8 (byte 0x{raw[exc.start]:02x} "
-                                f"at column {exc.start + 1}: {exc.reason})") from exc
+                raise DataError(
+                    f"{path} line {number}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}: {exc.reason})"
+                ) from exc
             if not line.strip():
                 continue
             try:
@@ -62,17 +63,22 @@ def score_rows(rows: list[dict], rewards, completion_column: str, answer_column:
     if answer_column in columns:
         columns["answer"] = columns.pop(answer_column)
     if clashes := colliding_columns(columns):
-        raise DataError(f"input columns named like the keywords TRL passes to reward functions ({', '.join(clashes)}): "
-                        f"rename them")
+        raise DataError(f"input columns named like the keywords TRL passes to reward functions ({', '.join(clashes)}): rename them")
     prompts = [r.get("prompt", "") for r in rows]
     values = {rw.name: rw.fn(prompts=prompts, completions=completions, **columns) for rw in rewards}
     scored = []
     for i, row in enumerate(rows):
         outcomes = {rw.name: rw.fn.last_outcomes[i] for rw in rewards if getattr(rw.fn, "last_outcomes", None)}
         prediction = next((o.prediction for o in outcomes.values() if o.prediction is not None), None)
-        scored.append({**row, "reward": sum(rw.weight * (values[rw.name][i] or 0.0) for rw in rewards),
-                       "rewards": {name: v[i] for name, v in values.items()},
-                       "reasons": {name: o.reason for name, o in outcomes.items()}, "prediction": prediction})
+        scored.append(
+            {
+                **row,
+                "reward": sum(rw.weight * (values[rw.name][i] or 0.0) for rw in rewards),
+                "rewards": {name: v[i] for name, v in values.items()},
+                "reasons": {name: o.reason for name, o in outcomes.items()},
+                "prediction": prediction,
+            }
+        )
     return scored
 
 
@@ -94,8 +100,7 @@ def write_rows(rows: list[dict], path: Path) -> None:
             for number, row in enumerate(rows, start=1):
                 line = json.dumps(row, ensure_ascii=False) + "\n"
                 if not line.isascii() and not is_utf8_encodable(line):
-                    print(f"rlvr.score: row {number}: a lone surrogate is written as its JSON escape (\\ud8xx)",
-                          file=sys.stderr)
+                    print(f"rlvr.score: row {number}: a lone surrogate is written as its JSON escape (\\ud8xx)", file=sys.stderr)
                 handle.write(line)
         os.replace(tmp, path)
     except OSError as exc:
@@ -122,8 +127,9 @@ def hydra_main(cfg: DictConfig) -> None:
     from rlvr.rewards.checks import checked_rewards
 
     try:
-        rewards = checked_rewards(build_rewards(OmegaConf.to_container(cfg.reward.functions, resolve=True)),
-                                  OmegaConf.to_container(cfg.reward.checks))
+        rewards = checked_rewards(
+            build_rewards(OmegaConf.to_container(cfg.reward.functions, resolve=True)), OmegaConf.to_container(cfg.reward.checks)
+        )
         rows = read_rows(Path(cfg.input), cfg.completion_column)
         scored = score_rows(rows, rewards, cfg.completion_column, cfg.answer_column)
         if cfg.output:

@@ -35,12 +35,16 @@ def check_sharding(hw, processes: int | None = None) -> None:
     if hw.sharding == "none":
         return
     if hw.nodes * hw.tasks_per_node < 2:
-        raise ConfigError(f"hardware.sharding={hw.sharding} splits the model across processes, but the hardware asks "
-                          f"for one (hardware.nodes x hardware.tasks_per_node = 1): ask for 2 or more, or sharding=none")
+        raise ConfigError(
+            f"hardware.sharding={hw.sharding} splits the model across processes, but the hardware asks "
+            f"for one (hardware.nodes x hardware.tasks_per_node = 1): ask for 2 or more, or sharding=none"
+        )
     if processes == 1:
-        raise ConfigError(f"hardware.sharding={hw.sharding} splits the model across the {hw.nodes * hw.tasks_per_node} "
-                          f"processes the hardware asks for, but this is one process: start it with -m "
-                          f"hydra/launcher=local (or slurm), torchrun or accelerate launch, or use sharding=none")
+        raise ConfigError(
+            f"hardware.sharding={hw.sharding} splits the model across the {hw.nodes * hw.tasks_per_node} "
+            f"processes the hardware asks for, but this is one process: start it with -m "
+            f"hydra/launcher=local (or slurm), torchrun or accelerate launch, or use sharding=none"
+        )
     if hw.sharding in ZERO_STAGES:
         use_deepspeed(hw.sharding)
 
@@ -54,9 +58,16 @@ def trainer_arguments(hw) -> dict:
         return {"deepspeed": deepspeed_config(hw)}
     # Fully sharded, each decoder layer its own FSDP unit (transformers' defaults); activation
     # checkpointing by FSDP itself (the Trainer's own would all-gather each layer once more in backward).
-    return {"fsdp": True, "activation_checkpointing": False,
-            "fsdp_config": {"version": 2, "reshard_after_forward": True, "state_dict_type": "SHARDED_STATE_DICT",
-                            "activation_checkpointing": hw.activation_checkpointing}}
+    return {
+        "fsdp": True,
+        "activation_checkpointing": False,
+        "fsdp_config": {
+            "version": 2,
+            "reshard_after_forward": True,
+            "state_dict_type": "SHARDED_STATE_DICT",
+            "activation_checkpointing": hw.activation_checkpointing,
+        },
+    }
 
 
 def deepspeed_config(hw) -> dict:
@@ -65,17 +76,25 @@ def deepspeed_config(hw) -> dict:
     use_deepspeed(hw.sharding)
     zero = {"stage": ZERO_STAGES[hw.sharding], "contiguous_gradients": True, "reduce_bucket_size": "auto"}
     if zero["stage"] == 3:
-        zero |= {"stage3_prefetch_bucket_size": "auto",
-                 # A parameter with fewer elements than this stays whole on every process. "auto" is 10 x
-                 # hidden size: on a GPU it spares the gathers of norms and biases, whose latency costs more
-                 # than their memory. On CPU (tests, small models) 0: with "auto" a model as small as the tiny
-                 # one (hidden size 64) would not be split at all.
-                 "stage3_param_persistence_threshold": 0 if hw.device == "cpu" else "auto",
-                 # checkpoints and final_model/ get the whole model, gathered, beside the sharded state
-                 "stage3_gather_16bit_weights_on_model_save": True}
-    return {"zero_optimization": zero, "train_micro_batch_size_per_gpu": "auto", "train_batch_size": "auto",
-            "gradient_accumulation_steps": "auto", "gradient_clipping": "auto",
-            "bf16": {"enabled": "auto"}, "fp16": {"enabled": "auto"}}
+        zero |= {
+            "stage3_prefetch_bucket_size": "auto",
+            # A parameter with fewer elements than this stays whole on every process. "auto" is 10 x
+            # hidden size: on a GPU it spares the gathers of norms and biases, whose latency costs more
+            # than their memory. On CPU (tests, small models) 0: with "auto" a model as small as the tiny
+            # one (hidden size 64) would not be split at all.
+            "stage3_param_persistence_threshold": 0 if hw.device == "cpu" else "auto",
+            # checkpoints and final_model/ get the whole model, gathered, beside the sharded state
+            "stage3_gather_16bit_weights_on_model_save": True,
+        }
+    return {
+        "zero_optimization": zero,
+        "train_micro_batch_size_per_gpu": "auto",
+        "train_batch_size": "auto",
+        "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto",
+        "bf16": {"enabled": "auto"},
+        "fp16": {"enabled": "auto"},
+    }
 
 
 def use_deepspeed(mode: str) -> None:
@@ -84,8 +103,9 @@ def use_deepspeed(mode: str) -> None:
     try:
         import deepspeed.ops  # noqa: F401
     except ImportError as exc:
-        raise ConfigError(f"hardware.sharding={mode} needs DeepSpeed, which is not installed "
-                          f"({exc}): pip install 'rlvr[deepspeed]'") from exc
+        raise ConfigError(
+            f"hardware.sharding={mode} needs DeepSpeed, which is not installed ({exc}): pip install 'rlvr[deepspeed]'"
+        ) from exc
     skip_deepspeed_shm_comm_op()
 
 
@@ -229,13 +249,17 @@ def check_running(trainer, asked: str) -> float:
     accelerator = trainer.accelerator
     expected = DistributedType.FSDP if asked == "fsdp" else DistributedType.DEEPSPEED
     if accelerator.distributed_type != expected:
-        raise ConfigError(f"hardware.sharding={asked} was asked, but accelerate runs {accelerator.distributed_type.value} "
-                          f"with {accelerator.num_processes} process(es): the model is not sharded")
+        raise ConfigError(
+            f"hardware.sharding={asked} was asked, but accelerate runs {accelerator.distributed_type.value} "
+            f"with {accelerator.num_processes} process(es): the model is not sharded"
+        )
     fraction = sharded_fraction(trainer.model, trainer.optimizer)
     if fraction >= 1.0:
         what = "optimizer state" if asked == "zero2" else "model"
-        raise ConfigError(f"hardware.sharding={asked}: process {accelerator.process_index} holds the whole {what} "
-                          f"after the trainer wrapped it (nothing was sharded)")
+        raise ConfigError(
+            f"hardware.sharding={asked}: process {accelerator.process_index} holds the whole {what} "
+            f"after the trainer wrapped it (nothing was sharded)"
+        )
     return fraction
 
 
@@ -248,8 +272,12 @@ class ShardingCheck(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         asked = sharding_asked(args)
         fraction = check_running(self.trainer, asked)
-        log.info("sharding: process %d holds %.1f%% of the %s", self.trainer.accelerator.process_index, 100 * fraction,
-                 "optimizer state" if asked == "zero2" else "parameters")
+        log.info(
+            "sharding: process %d holds %.1f%% of the %s",
+            self.trainer.accelerator.process_index,
+            100 * fraction,
+            "optimizer state" if asked == "zero2" else "parameters",
+        )
 
 
 def held_bytes(model, optimizer) -> dict[str, int]:
@@ -262,9 +290,11 @@ def held_bytes(model, optimizer) -> dict[str, int]:
 
     params = list(model.parameters())
     state = [v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
-    held = {"parameters": sum(map(held_size, params)),
-            "gradients": sum(held_size(p) for p in params if p.requires_grad),
-            "optimizer_state": sum(map(held_size, state))}
+    held = {
+        "parameters": sum(map(held_size, params)),
+        "gradients": sum(held_size(p) for p in params if p.requires_grad),
+        "optimizer_state": sum(map(held_size, state)),
+    }
     zero = zero_optimizer(optimizer)
     if zero is not None:
         masters = master_partitions(zero)
@@ -281,15 +311,19 @@ class MemoryReport(TrainerCallback):
     def on_step_end(self, args, state, control, model=None, optimizer=None, **kwargs):
         if state.global_step == 1 and model is not None and optimizer is not None:
             held = held_bytes(model, optimizer)
-            log.info("memory: process %d holds %s bytes (parameters %d, gradients %d, optimizer state %d)",
-                     args.process_index, sum(held.values()), held["parameters"], held["gradients"],
-                     held["optimizer_state"])
+            log.info(
+                "memory: process %d holds %s bytes (parameters %d, gradients %d, optimizer state %d)",
+                args.process_index,
+                sum(held.values()),
+                held["parameters"],
+                held["gradients"],
+                held["optimizer_state"],
+            )
 
     def on_train_end(self, args, state, control, **kwargs):
         import resource
 
-        log.info("memory: process %d peak RSS %d kB", args.process_index,
-                 resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        log.info("memory: process %d peak RSS %d kB", args.process_index, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 def save_gathered(trainer, tokenizer, model_cfg, run_dir: Path):
@@ -311,6 +345,7 @@ def save_gathered(trainer, tokenizer, model_cfg, run_dir: Path):
     model_class = type(model.get_base_model() if lora else model)  # a causal LM, or a reward model's classifier
     saved = run_dir / ("final_adapter" if lora else "final_model")
     base = model.get_base_model().config.name_or_path if lora else None  # initial_policy/ or a Hub name
+
     def load(path):  # whole, in the trained dtype
         with loading_whole():
             return model_class.from_pretrained(path, dtype=model.dtype)
@@ -329,5 +364,3 @@ def save_gathered(trainer, tokenizer, model_cfg, run_dir: Path):
     if lora and not model_cfg.lora.save_merged:
         return PeftModel.from_pretrained(load(base), saved)
     return load(run_dir / "final_model")
-
-

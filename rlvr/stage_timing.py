@@ -76,7 +76,8 @@ def instrument(trainer) -> StageTimer:
     if fine_grained:
         trainer.span_advantages = timer.timed("advantages", trainer.span_advantages)
     trainer._get_per_token_logps_and_entropies = timer.timed(
-        "logprobs", trainer._get_per_token_logps_and_entropies, when=lambda: not torch.is_grad_enabled())
+        "logprobs", trainer._get_per_token_logps_and_entropies, when=lambda: not torch.is_grad_enabled()
+    )
     trainer.compute_loss = timer.timed("forward", trainer.compute_loss)
     trainer.accelerator.backward = timer.timed("backward", trainer.accelerator.backward)
     trainer._clip_grad_norm = timer.timed("optimizer", trainer._clip_grad_norm)

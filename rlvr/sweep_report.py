@@ -79,8 +79,9 @@ def write_report(sweep_dir: Path, objective: str | None = None) -> list[dict[str
     plot_reward_curves(sweep_dir, rows, sweep_dir / "sweep_rewards.png")
     if sampled:
         plotted = sample_metric_names(sampled, EVAL_PREFIX, plotted=True)
-        plot_eval_comparison(rows, [c for c in ("eval_after_accuracy", *plotted) if any(c in r for r in rows)],
-                             sweep_dir / "sweep_eval.png")
+        plot_eval_comparison(
+            rows, [c for c in ("eval_after_accuracy", *plotted) if any(c in r for r in rows)], sweep_dir / "sweep_eval.png"
+        )
     return rows
 
 
@@ -109,8 +110,7 @@ def plot_eval_comparison(rows: list[dict], metrics: list[str], path: Path) -> No
         values = [r[metrics[i]] for i in present]
         bounds = [interval95(r, metrics[i]) or (r[metrics[i]],) * 2 for i in present]
         errors = [[max(v - lo, 0.0) for v, (lo, _) in zip(values, bounds)], [max(hi - v, 0.0) for v, (_, hi) in zip(values, bounds)]]
-        ax.bar([i - 0.4 + width * (j + 0.5) for i in present], values, width, yerr=errors, capsize=3,
-               label=r["swept"] or f"job {r['job']}")
+        ax.bar([i - 0.4 + width * (j + 0.5) for i in present], values, width, yerr=errors, capsize=3, label=r["swept"] or f"job {r['job']}")
     ax.set_xticks(range(len(metrics)), [m.removeprefix(EVAL_PREFIX) for m in metrics], fontsize=8)
     ax.set(ylabel="after training (95% intervals)", ylim=(0, 1.05), title="sweep: eval metrics")
     ax.legend(fontsize=7)
@@ -152,9 +152,11 @@ class SweepReport(Callback):
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="rlvr-sweep-report",
-                                     description="sweep_summary.csv/.md/.png of a -m sweep's dir (written after "
-                                                 "every sweep; this writes them again, e.g. while jobs still run)")
+    parser = argparse.ArgumentParser(
+        prog="rlvr-sweep-report",
+        description="sweep_summary.csv/.md/.png of a -m sweep's dir (written after "
+        "every sweep; this writes them again, e.g. while jobs still run)",
+    )
     parser.add_argument("sweep_dir", type=Path)
     sweep_dir = parser.parse_args(argv).sweep_dir
     if not sweep_dir.is_dir():

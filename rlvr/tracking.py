@@ -57,8 +57,7 @@ def read_jsonl(path: Path) -> list[dict]:
             if number == len(lines):
                 warn_torn(path, len(line))
                 break
-            raise DataError(f"{path} line {number} is not a JSON row ({exc}): the file is corrupt; "
-                            f"delete or fix that line") from None
+            raise DataError(f"{path} line {number} is not a JSON row ({exc}): the file is corrupt; delete or fix that line") from None
     return rows
 
 
@@ -77,7 +76,7 @@ def drop_torn_tail(path: Path) -> None:
         if tail.endswith(b"\n"):
             return
         cut = start + tail.rfind(b"\n") + 1  # 0 when the file holds no newline at all
-        last = tail[cut - start:]
+        last = tail[cut - start :]
         try:
             json.loads(last)
         except ValueError:
@@ -131,8 +130,7 @@ def setup_wandb(logging_cfg, run_dir: Path, run_name: str) -> list[str]:
         try:
             wandb.login(verify=False)  # a stored key or WANDB_API_KEY; asks for one on a terminal
         except wandb.errors.UsageError as exc:
-            raise ConfigError(f"logging.wandb=online: {exc} (or logging=offline: the same logs, "
-                              f"`wandb sync` them later)") from exc
+            raise ConfigError(f"logging.wandb=online: {exc} (or logging=offline: the same logs, `wandb sync` them later)") from exc
     return ["wandb"]
 
 
@@ -224,8 +222,7 @@ def use_compact_progress(trainer) -> None:
     class CompactProgress(ProgressCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
             if state.is_world_process_zero and self.training_bar is not None and logs:
-                shown = {short: f"{logs[key]:.3g}" for key, short in PROGRESS_KEYS.items()
-                         if isinstance(logs.get(key), (int, float))}
+                shown = {short: f"{logs[key]:.3g}" for key, short in PROGRESS_KEYS.items() if isinstance(logs.get(key), (int, float))}
                 if shown:
                     self.training_bar.set_postfix(shown, refresh=False)
 

@@ -100,9 +100,12 @@ class ReasoningVocab:
         reasoning = completions >= self.standard_size
         think = int(inside.sum())
         in_think = int((reasoning & inside).sum())
-        return {"think_tokens": float(think), "reasoning_in_think": float(in_think),
-                "reasoning_outside_think": float(int((reasoning & ~inside & valid).sum())),
-                "reasoning_share_in_think": in_think / think if think else 0.0}
+        return {
+            "think_tokens": float(think),
+            "reasoning_in_think": float(in_think),
+            "reasoning_outside_think": float(int((reasoning & ~inside & valid).sum())),
+            "reasoning_share_in_think": in_think / think if think else 0.0,
+        }
 
     @torch.no_grad()
     def embedding_norms(self, model) -> dict[str, list[float]]:
@@ -112,8 +115,11 @@ class ReasoningVocab:
         device = next(model.parameters()).device
         reasoning = embed(torch.arange(self.standard_size, self.standard_size + self.size, device=device)).float()
         original = embed(torch.tensor(self.source_ids, device=device)).float()
-        return {"reasoning_norm": reasoning.norm(dim=1).tolist(), "standard_norm": original.norm(dim=1).tolist(),
-                "relative_drift": ((reasoning - original).norm(dim=1) / original.norm(dim=1).clamp(min=1e-12)).tolist()}
+        return {
+            "reasoning_norm": reasoning.norm(dim=1).tolist(),
+            "standard_norm": original.norm(dim=1).tolist(),
+            "relative_drift": ((reasoning - original).norm(dim=1) / original.norm(dim=1).clamp(min=1e-12)).tolist(),
+        }
 
 
 def _pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
@@ -140,16 +146,15 @@ class ThinkSegmentLogitsProcessor(LogitsProcessor):
             self.in_think = v.open_at_end(input_ids)
         else:
             last = input_ids[:, -1]
-            self.in_think = torch.where(last == v.think_open_id, True,
-                                        torch.where(last == v.think_close_id, False, self.in_think))
+            self.in_think = torch.where(last == v.think_open_id, True, torch.where(last == v.think_close_id, False, self.in_think))
         self.length = input_ids.shape[1]
         outside = ~self.in_think[:, None]
         # In place on the column views: a masked copy written back costs 5.5x as much at a full copy
         # of the Qwen vocabulary (64 rows x 151,646 columns: 112 ms vs 20 ms on one core, under load).
-        scores[:, v.standard_size:].masked_fill_(outside, float("-inf"))
+        scores[:, v.standard_size :].masked_fill_(outside, float("-inf"))
         if v.only_in_think:
             close = scores[:, v.think_close_id].clone()
-            scores[:, :v.standard_size].masked_fill_(~outside, float("-inf"))
+            scores[:, : v.standard_size].masked_fill_(~outside, float("-inf"))
             scores[:, v.think_close_id] = close
         return scores
 
@@ -183,14 +188,17 @@ def choose_source_ids(choice: Any, size: int, tokenizer, corpus: Sequence[str] =
     ids, allowed = [int(i) for i in choice], set(eligible)
     bad = [i for i in ids if i not in allowed]
     if bad or len(set(ids)) != len(ids) or len(ids) != size:
-        raise ConfigError(f"model.reasoning_vocab_ids: need {size} distinct ids of ordinary tokens in "
-                          f"[0, {len(tokenizer)}); got {len(ids)}" + (f", invalid: {bad[:5]}" if bad else ""))
+        raise ConfigError(
+            f"model.reasoning_vocab_ids: need {size} distinct ids of ordinary tokens in "
+            f"[0, {len(tokenizer)}); got {len(ids)}" + (f", invalid: {bad[:5]}" if bad else "")
+        )
     return ids
 
 
 @torch.no_grad()
-def expand_vocabulary(model, tokenizer, size: int, choice: Any = "first", corpus: Sequence[str] = (),
-                      only_in_think: bool = False) -> ReasoningVocab:
+def expand_vocabulary(
+    model, tokenizer, size: int, choice: Any = "first", corpus: Sequence[str] = (), only_in_think: bool = False
+) -> ReasoningVocab:
     """Resize the embeddings (and an untied LM head) to V + size and copy the chosen rows; record the
     map in `model.config` so that it is saved with the model."""
     if ReasoningVocab.of(model) is not None:
@@ -210,7 +218,8 @@ def expand_vocabulary(model, tokenizer, size: int, choice: Any = "first", corpus
         head.weight[new] = head.weight[rows]
         if getattr(head, "bias", None) is not None:
             head.bias[new] = head.bias[rows]
-    vocab = ReasoningVocab(standard, tuple(source), *tokenizer.convert_tokens_to_ids([THINK_OPEN, THINK_CLOSE]),
-                           only_in_think=only_in_think)
+    vocab = ReasoningVocab(
+        standard, tuple(source), *tokenizer.convert_tokens_to_ids([THINK_OPEN, THINK_CLOSE]), only_in_think=only_in_think
+    )
     setattr(model.config, CONFIG_KEY, vocab.as_dict())
     return vocab

@@ -34,9 +34,16 @@ def sft_warmup(model, tokenizer, train, cfg, trainer_kwargs: dict, seed: int):
     pairs = sft_dataset(train, cfg.dataset.sft_completion_template, cfg.dataset.chat)
     with phase("the SFT warm-up"), tempfile.TemporaryDirectory(prefix="rlvr-warmup-") as tmp:
         args = SFTConfig(
-            output_dir=tmp, max_steps=steps, learning_rate=cfg.model.warmup_sft_learning_rate,
-            per_device_train_batch_size=cfg.model.warmup_sft_batch_size, lr_scheduler_type="constant", logging_steps=steps,
-            save_strategy="no", report_to=[], seed=seed, **trainer_kwargs,
+            output_dir=tmp,
+            max_steps=steps,
+            learning_rate=cfg.model.warmup_sft_learning_rate,
+            per_device_train_batch_size=cfg.model.warmup_sft_batch_size,
+            lr_scheduler_type="constant",
+            logging_steps=steps,
+            save_strategy="no",
+            report_to=[],
+            seed=seed,
+            **trainer_kwargs,
         )
         trainer = SFTTrainer(model=model, args=args, train_dataset=pairs, processing_class=tokenizer)
         result = trainer.train()

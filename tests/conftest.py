@@ -10,9 +10,15 @@ ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = ROOT / "conf"
 GROUPS = ("model", "dataset", "reward", "algorithm", "hardware", "logging", "eval", "experiment")
 # Small enough for seconds on 2 cores, large enough to exercise every stage of a run.
-TINY_RUN = ["logging=disabled", "algorithm.max_steps=4", "algorithm.per_device_train_batch_size=16",
-            "algorithm.num_generations=4", "model.warmup_sft_steps=5", "dataset.max_eval_samples=16",
-            "algorithm.save_steps=2"]
+TINY_RUN = [
+    "logging=disabled",
+    "algorithm.max_steps=4",
+    "algorithm.per_device_train_batch_size=16",
+    "algorithm.num_generations=4",
+    "model.warmup_sft_steps=5",
+    "dataset.max_eval_samples=16",
+    "algorithm.save_steps=2",
+]
 
 
 def run_cli(module: str, *args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -20,8 +26,7 @@ def run_cli(module: str, *args: str, env: dict | None = None, timeout: int = 300
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", **(env or {})}
     if "PYTEST_XDIST_WORKER" in os.environ:  # test processes run side by side: one core's worth of threads each
         full_env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
 def completed_run(run_dir: Path, *args: str, timeout: int = 300) -> Path:
@@ -50,8 +55,13 @@ def sacct_states(job_id: str, timeout: float = 60, env: dict | None = None) -> d
     """Final accounting states of an (array) job: results reach the caller before sacct records the end."""
     deadline = time.time() + timeout
     while True:
-        out = subprocess.run(["sacct", "-n", "-P", "-X", "-j", job_id.split("_")[0], "-o", "JobID,State"],
-                             capture_output=True, text=True, check=True, env={**os.environ, **(env or {})}).stdout
+        out = subprocess.run(
+            ["sacct", "-n", "-P", "-X", "-j", job_id.split("_")[0], "-o", "JobID,State"],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, **(env or {})},
+        ).stdout
         states = dict(line.split("|") for line in out.splitlines())  # "CANCELLED by 0" holds spaces
         if states and not any(s in ("RUNNING", "PENDING", "COMPLETING") for s in states.values()) or time.time() > deadline:
             return states
@@ -60,8 +70,9 @@ def sacct_states(job_id: str, timeout: float = 60, env: dict | None = None) -> d
 
 def squeue_state(job_id: str, env: dict | None = None) -> list[str]:
     """The queue states of a job (empty once it has left the queue)."""
-    return subprocess.run(["squeue", "-h", "-j", job_id.split("_")[0], "-o", "%T"], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}).stdout.split()
+    return subprocess.run(
+        ["squeue", "-h", "-j", job_id.split("_")[0], "-o", "%T"], capture_output=True, text=True, env={**os.environ, **(env or {})}
+    ).stdout.split()
 
 
 def start_requeued_job_now(job_id: str, env: dict | None = None, timeout: float = 60) -> None:
@@ -69,8 +80,9 @@ def start_requeued_job_now(job_id: str, env: dict | None = None, timeout: float 
     deadline = time.time() + timeout
     while time.time() < deadline:
         if squeue_state(job_id, env) == ["PENDING"]:
-            subprocess.run(["scontrol", "update", f"JobId={job_id.split('_')[0]}", "StartTime=now"], check=True,
-                           env={**os.environ, **(env or {})})
+            subprocess.run(
+                ["scontrol", "update", f"JobId={job_id.split('_')[0]}", "StartTime=now"], check=True, env={**os.environ, **(env or {})}
+            )
             return
         time.sleep(0.3)
     raise AssertionError(f"job {job_id} was not requeued")
@@ -109,7 +121,7 @@ def slurm_partition():
     assert up.returncode == 0, f"launchers/slurm-up.sh failed:\n{up.stderr[-3000:]}"
     yield up.stdout.strip().splitlines()[-1]
     deadline = time.time() + 60  # jobs whose results are in finish exiting within seconds
-    while (left := subprocess.run(["squeue", "-h", "-o", "%A"], capture_output=True, text=True).stdout.split()):
+    while left := subprocess.run(["squeue", "-h", "-o", "%A"], capture_output=True, text=True).stdout.split():
         if time.time() > deadline:
             break
         time.sleep(0.5)
@@ -123,14 +135,13 @@ def slurm_partition():
 def two_nodes():
     """A real two-node SLURM on this machine (launchers/slurm-up-2node.sh): the environment that reaches it
     (SLURM_CONF). Every job left in its queue is cancelled at the end, and then the asking test fails."""
-    up = subprocess.run(["bash", str(ROOT / "launchers" / "slurm-up-2node.sh")], capture_output=True, text=True,
-                        timeout=600)
+    up = subprocess.run(["bash", str(ROOT / "launchers" / "slurm-up-2node.sh")], capture_output=True, text=True, timeout=600)
     assert up.returncode == 0, f"launchers/slurm-up-2node.sh failed:\n{up.stderr[-3000:]}"
     env = {"SLURM_CONF": up.stdout.strip().splitlines()[-1].split("=", 1)[1]}
     yield env
     squeue = ["squeue", "-h", "-o", "%A"]
     deadline = time.time() + 60
-    while (left := subprocess.run(squeue, capture_output=True, text=True, env={**os.environ, **env}).stdout.split()):
+    while left := subprocess.run(squeue, capture_output=True, text=True, env={**os.environ, **env}).stdout.split():
         if time.time() > deadline:
             break
         time.sleep(0.5)
@@ -154,7 +165,7 @@ def garble(file, at: bytes):
     """64 bytes overwritten where `at` is stored, the zip directory at the end intact (a bad sector)."""
     data = bytearray(file.read_bytes())
     start = data.index(at)
-    data[start:start + 64] = b"\xff" * 64
+    data[start : start + 64] = b"\xff" * 64
     file.write_bytes(bytes(data))
 
 
@@ -167,7 +178,10 @@ def pytest_itemcollected(item):
     if fixtures is None or item.get_closest_marker("xdist_group") is not None:
         return
     module = item.nodeid.split("::")[0]
-    shared = [name for name, definitions in fixtures.name2fixturedefs.items()
-              if definitions[-1].scope in ("module", "session") and definitions[-1].baseid == module]
+    shared = [
+        name
+        for name, definitions in fixtures.name2fixturedefs.items()
+        if definitions[-1].scope in ("module", "session") and definitions[-1].baseid == module
+    ]
     if shared:
         item.add_marker(pytest.mark.xdist_group(f"{module}:{min(shared)}"))

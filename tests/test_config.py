@@ -73,8 +73,19 @@ def test_check_key_suggests_the_closest_key():
 
 
 def test_check_overrides_leaves_groups_and_hydra_keys_alone():
-    check_overrides(["model=tiny", "hydra.run.dir=/tmp/x", "+reward.functions.mine.weight=1", "~seed", "-m",
-                     "seed=1,2", "+hydra/launcher=slurm", "+experiment=gsm8k_grpo"], groups=frozenset(GROUPS))
+    check_overrides(
+        [
+            "model=tiny",
+            "hydra.run.dir=/tmp/x",
+            "+reward.functions.mine.weight=1",
+            "~seed",
+            "-m",
+            "seed=1,2",
+            "+hydra/launcher=slurm",
+            "+experiment=gsm8k_grpo",
+        ],
+        groups=frozenset(GROUPS),
+    )
     with pytest.raises(ConfigError, match="unknown config key 'sed'"):
         check_overrides(["sed=1"])
 
@@ -87,11 +98,14 @@ def test_unknown_key_fails_in_one_line_without_torch():
 
 
 def test_cfg_job_prints_config_without_importing_torch():
-    code = ("import sys; sys.argv=['rlvr.run','--cfg','job']; import rlvr.run as r\n"
-            "try:\n    r.main()\nexcept SystemExit:\n    pass\n"
-            "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'\n")
+    code = (
+        "import sys; sys.argv=['rlvr.run','--cfg','job']; import rlvr.run as r\n"
+        "try:\n    r.main()\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'\n"
+    )
     import subprocess
     import sys
+
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=CONF_DIR.parent)
     assert result.returncode == 0, result.stderr
     assert "name_or_path: tiny" in result.stdout
@@ -101,8 +115,9 @@ def test_yaml_typo_is_caught_by_the_schema(tmp_path):
     (tmp_path / "algorithm").mkdir()
     (tmp_path / "algorithm" / "typo.yaml").write_text("name: grpo\nnum_generatoins: 4\n")
     result = run_cli("rlvr.run", f"hydra.searchpath=[file://{tmp_path}]", "algorithm=typo", "--cfg", "job")
-    assert one_line_error(result) == ("rlvr: error: algorithm/typo.yaml: unknown config key "
-                                      "'algorithm.num_generatoins' (did you mean 'algorithm.num_generations'?)")
+    assert one_line_error(result) == (
+        "rlvr: error: algorithm/typo.yaml: unknown config key 'algorithm.num_generatoins' (did you mean 'algorithm.num_generations'?)"
+    )
 
 
 @pytest.mark.parametrize("preset", ["h100x8", "h100x16", "a100x4"])
@@ -119,8 +134,7 @@ def test_the_two_node_preset_is_h100x8_on_two_nodes():
 @pytest.mark.parametrize("launcher", ["slurm", "local"])
 def test_launcher_presets_take_resources_from_hardware(launcher):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"hydra/launcher={launcher}", "hardware=h100x8"],
-                      return_hydra_config=True)
+        cfg = compose(config_name="config", overrides=[f"hydra/launcher={launcher}", "hardware=h100x8"], return_hydra_config=True)
     hydra_launcher = cfg.hydra.launcher
     assert (hydra_launcher.nodes, hydra_launcher.tasks_per_node, hydra_launcher.gpus_per_node) == (1, 8, 8)
     assert hydra_launcher.mem_gb == cfg.hardware.mem_gb and hydra_launcher.cpus_per_task == cfg.hardware.cpus_per_task
@@ -128,11 +142,13 @@ def test_launcher_presets_take_resources_from_hardware(launcher):
         assert hydra_launcher.signal_delay_s > 0 and "setup" in hydra_launcher and "account" in hydra_launcher
 
 
-@pytest.mark.parametrize("written", ["algorithm.lerning_rate=0.5", "+algorithm.lerning_rate=0.5",
-                                     "++algorithm.lerning_rate=0.5"])
+@pytest.mark.parametrize("written", ["algorithm.lerning_rate=0.5", "+algorithm.lerning_rate=0.5", "++algorithm.lerning_rate=0.5"])
 def test_a_typo_behind_plus_gets_the_same_line(written):
-    with pytest.raises(ConfigError, match=r"^unknown config key 'algorithm.lerning_rate' "
-                                          r"\(did you mean 'algorithm.learning_rate'\?\)$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^unknown config key 'algorithm.lerning_rate' "
+        r"\(did you mean 'algorithm.learning_rate'\?\)$",
+    ):
         check_overrides([written])
 
 
@@ -142,8 +158,10 @@ def test_plus_on_a_schema_key_is_one_line():
     check_overrides(["++algorithm.beta=0.1"])  # Hydra's add-or-override
 
 
-@pytest.mark.parametrize(("field", "owner"), [("learning_rate", "algorithm.learning_rate"), ("loss_type", "algorithm.loss_type"),
-                                              ("seed", "seed"), ("bf16", "hardware.precision")])
+@pytest.mark.parametrize(
+    ("field", "owner"),
+    [("learning_rate", "algorithm.learning_rate"), ("loss_type", "algorithm.loss_type"), ("seed", "seed"), ("bf16", "hardware.precision")],
+)
 def test_trl_passthrough_of_a_field_rlvr_sets_names_the_rlvr_key(field, owner):
     with pytest.raises(ConfigError, match=f"'\\+algorithm.trl.{field}' repeats {owner}: set {owner} instead"):
         check_overrides([f"+algorithm.trl.{field}=1"])
@@ -151,21 +169,24 @@ def test_trl_passthrough_of_a_field_rlvr_sets_names_the_rlvr_key(field, owner):
         check_ranges(compose_with(f"+algorithm.trl.{field}=1"))
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("algorithm.epsilon=-1", "algorithm.epsilon=-1.0 must be > 0"),
-    ("algorithm.beta=-1", "algorithm.beta=-1.0 must be >= 0"),
-    ("algorithm.top_p=1.5", "algorithm.top_p=1.5 must be in (0, 1]"),
-    ("algorithm.top_p=0", "algorithm.top_p=0.0 must be in (0, 1]"),
-    ("algorithm.top_k=-1", "algorithm.top_k=-1 must be >= 0"),
-    ("algorithm.max_steps=0", "algorithm.max_steps=0 must be > 0, or -1"),
-    ("algorithm.save_steps=-5", "algorithm.save_steps=-5 must be >= 0"),
-    ("dataset.eval_holdout=-1", "dataset.eval_holdout=-1 must be >= 0"),
-    ("algorithm.num_generations=0", "algorithm.num_generations=0 must be >= 2"),
-    ("algorithm.num_generations=1", "algorithm.num_generations=1 must be >= 2"),
-    ("seed=-5", "seed=-5 must be in [0, 4294967295]"),
-    ("eval.max_new_tokens=0", "eval.max_new_tokens=0 must be > 0"),
-    ("model.warmup_sft_batch_size=0", "model.warmup_sft_batch_size=0 must be > 0"),
-])
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("algorithm.epsilon=-1", "algorithm.epsilon=-1.0 must be > 0"),
+        ("algorithm.beta=-1", "algorithm.beta=-1.0 must be >= 0"),
+        ("algorithm.top_p=1.5", "algorithm.top_p=1.5 must be in (0, 1]"),
+        ("algorithm.top_p=0", "algorithm.top_p=0.0 must be in (0, 1]"),
+        ("algorithm.top_k=-1", "algorithm.top_k=-1 must be >= 0"),
+        ("algorithm.max_steps=0", "algorithm.max_steps=0 must be > 0, or -1"),
+        ("algorithm.save_steps=-5", "algorithm.save_steps=-5 must be >= 0"),
+        ("dataset.eval_holdout=-1", "dataset.eval_holdout=-1 must be >= 0"),
+        ("algorithm.num_generations=0", "algorithm.num_generations=0 must be >= 2"),
+        ("algorithm.num_generations=1", "algorithm.num_generations=1 must be >= 2"),
+        ("seed=-5", "seed=-5 must be in [0, 4294967295]"),
+        ("eval.max_new_tokens=0", "eval.max_new_tokens=0 must be > 0"),
+        ("model.warmup_sft_batch_size=0", "model.warmup_sft_batch_size=0 must be > 0"),
+    ],
+)
 def test_out_of_range_values_are_one_line(override, message):
     with pytest.raises(ConfigError) as caught:
         check_ranges(compose_with(override))
@@ -181,12 +202,15 @@ def test_an_interpolation_that_is_no_number_names_the_key():
         check_ranges(compose_with("algorithm.learning_rate=${oc.env:HOME}"))
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("algorithm.loss_type=dpo", "algorithm.loss_type='dpo' must be one of bnpo, cispo, dapo,"),
-    ("algorithm.scale_rewards=std", "algorithm.scale_rewards='std' must be one of batch, group, none (TRL's GRPOConfig choices)"),
-    ("algorithm.importance_sampling_level=seq", "must be one of sequence, token (did you mean 'sequence'?) (TRL's GRPOConfig"),
-    ("+algorithm.trl.multi_objective_aggregation=mean", "algorithm.trl.multi_objective_aggregation='mean' must be one of"),
-])
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("algorithm.loss_type=dpo", "algorithm.loss_type='dpo' must be one of bnpo, cispo, dapo,"),
+        ("algorithm.scale_rewards=std", "algorithm.scale_rewards='std' must be one of batch, group, none (TRL's GRPOConfig choices)"),
+        ("algorithm.importance_sampling_level=seq", "must be one of sequence, token (did you mean 'sequence'?) (TRL's GRPOConfig"),
+        ("+algorithm.trl.multi_objective_aggregation=mean", "algorithm.trl.multi_objective_aggregation='mean' must be one of"),
+    ],
+)
 def test_choices_are_checked_against_trl(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         check_ranges(compose_with(override))
@@ -239,16 +263,30 @@ def test_choices_read_from_trls_docs_are_the_values_its_trainer_handles(field):
 # bfan05/simple_grpo: gpu_config.yaml's values, and TRL 0.26.2's defaults (the version it pins) for the
 # GRPOConfig fields it leaves unset; its system prompt and reward, verbatim.
 SIMPLE_GRPO = {
-    "model.name_or_path": "Qwen/Qwen2.5-0.5B-Instruct", "dataset.source": "openai/gsm8k", "dataset.subset": "main",
-    "dataset.train_split": "train[:128]", "dataset.eval_split": "test[:64]",
+    "model.name_or_path": "Qwen/Qwen2.5-0.5B-Instruct",
+    "dataset.source": "openai/gsm8k",
+    "dataset.subset": "main",
+    "dataset.train_split": "train[:128]",
+    "dataset.eval_split": "test[:64]",
     "dataset.system_prompt": "You are a helpful assistant. Solve the problem.\nShow your reasoning briefly.\nAt the end, "
-                             "output exactly one line in this format:\nFinal: <number>\nDo not write anything after the Final line.",
-    "algorithm.learning_rate": 5e-6, "algorithm.max_completion_length": 256, "algorithm.num_generations": 8,
-    "algorithm.max_steps": 128, "algorithm.per_device_train_batch_size": 8, "algorithm.gradient_accumulation_steps": 8,
+    "output exactly one line in this format:\nFinal: <number>\nDo not write anything after the Final line.",
+    "algorithm.learning_rate": 5e-6,
+    "algorithm.max_completion_length": 256,
+    "algorithm.num_generations": 8,
+    "algorithm.max_steps": 128,
+    "algorithm.per_device_train_batch_size": 8,
+    "algorithm.gradient_accumulation_steps": 8,
     "algorithm.generation_batch_size": 64,
-    "algorithm.beta": 0.0, "algorithm.temperature": 1.0, "algorithm.lr_scheduler_type": "linear", "algorithm.warmup_steps": 0,
-    "algorithm.loss_type": "dapo", "algorithm.scale_rewards": "group", "algorithm.epsilon": 0.2, "algorithm.top_p": 1.0,
-    "algorithm.num_iterations": 1, "algorithm.mask_truncated_completions": False,
+    "algorithm.beta": 0.0,
+    "algorithm.temperature": 1.0,
+    "algorithm.lr_scheduler_type": "linear",
+    "algorithm.warmup_steps": 0,
+    "algorithm.loss_type": "dapo",
+    "algorithm.scale_rewards": "group",
+    "algorithm.epsilon": 0.2,
+    "algorithm.top_p": 1.0,
+    "algorithm.num_iterations": 1,
+    "algorithm.mask_truncated_completions": False,
     "eval.greedy": True,
 }
 
@@ -258,8 +296,7 @@ def test_simple_grpo_preset_is_the_seed_systems_setup():
     got = {key: OmegaConf.select(cfg, key) for key in SIMPLE_GRPO}
     assert got == SIMPLE_GRPO
     [reward] = cfg.reward.functions.values()
-    assert (reward._target_, reward.correct, reward.wrong, reward.missing) == (
-        "rlvr.rewards.numeric.FinalLineReward", 1.0, 0.1, 0.0)
+    assert (reward._target_, reward.correct, reward.wrong, reward.missing) == ("rlvr.rewards.numeric.FinalLineReward", 1.0, 0.1, 0.0)
 
 
 def test_no_preset_claims_to_mirror_a_system_it_does_not_reproduce():

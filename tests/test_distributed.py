@@ -26,7 +26,7 @@ def checkpoint(checkpoint_dir, step, complete=True):
 
 def cut(path, keep_fraction=0.5):
     data = path.read_bytes()
-    path.write_bytes(data[:int(len(data) * keep_fraction)])
+    path.write_bytes(data[: int(len(data) * keep_fraction)])
 
 
 def reported(caplog) -> list[str]:
@@ -35,11 +35,14 @@ def reported(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "rlvr.distributed"]
 
 
-@pytest.mark.parametrize(("file", "why"), [
-    ("model.safetensors", "model.safetensors: {cut} bytes where its header maps {whole}"),
-    ("optimizer.pt", "optimizer.pt: File is not a zip file"),
-    ("trainer_state.json", "trainer_state.json: Unterminated string"),
-])
+@pytest.mark.parametrize(
+    ("file", "why"),
+    [
+        ("model.safetensors", "model.safetensors: {cut} bytes where its header maps {whole}"),
+        ("optimizer.pt", "optimizer.pt: File is not a zip file"),
+        ("trainer_state.json", "trainer_state.json: Unterminated string"),
+    ],
+)
 def test_a_corrupt_complete_checkpoint_is_reported_and_the_previous_one_used(tmp_path, caplog, file, why):
     older, newest = checkpoint(tmp_path, 2), checkpoint(tmp_path, 4)
     whole = (newest / file).stat().st_size
@@ -75,8 +78,10 @@ def test_a_stop_outside_training_is_one_line_naming_the_phase(tmp_path, capsys, 
             os.kill(os.getpid(), stop)
             signal.pause()  # returns after the handler ran, which raises
     assert exit_info.value.code == code
-    assert capsys.readouterr().err == (f"rlvr: {said} during the SFT warm-up: stopped at once; the same command with "
-                                       f"hydra.run.dir={tmp_path} continues from its newest complete checkpoint, if any\n")
+    assert capsys.readouterr().err == (
+        f"rlvr: {said} during the SFT warm-up: stopped at once; the same command with "
+        f"hydra.run.dir={tmp_path} continues from its newest complete checkpoint, if any\n"
+    )
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers put back
 
 

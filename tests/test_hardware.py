@@ -27,9 +27,9 @@ def test_mps_asks_for_the_cpu_fallback_and_cpu_does_not(monkeypatch):
     assert os.environ["PYTORCH_ENABLE_MPS_FALLBACK"] == "1"
 
 
-@pytest.mark.parametrize(("values", "message"), [
-    ({"device": "cpu", "precision": "bf16"}, "hardware.precision=bf16 needs a CUDA GPU; on cpu use precision=fp32"),
-])
+@pytest.mark.parametrize(
+    ("values", "message"), [({"device": "cpu", "precision": "bf16"}, "hardware.precision=bf16 needs a CUDA GPU; on cpu use precision=fp32")]
+)
 def test_device_and_precision_are_checked(values, message):
     with pytest.raises(ConfigError, match=f"^{message}$"):
         check_device(hardware(**values))
@@ -53,7 +53,7 @@ class Watch(importlib.abc.MetaPathFinder):
         if name == "torch":
             seen.append(os.environ.get("PYTORCH_ENABLE_MPS_FALLBACK"))
 sys.meta_path.insert(0, Watch())
-sys.argv = ["rlvr.run", "hardware=mps", "hydra.run.dir={tmp_path / 'run'}"]
+sys.argv = ["rlvr.run", "hardware=mps", "hydra.run.dir={tmp_path / "run"}"]
 import rlvr.run
 try:
     rlvr.run.main()

@@ -18,20 +18,27 @@ def broken_preset(tmp_path):
 def test_a_yaml_syntax_error_in_a_user_preset_is_one_line(tmp_path, how):
     preset = broken_preset(tmp_path)
     conf = tmp_path / "conf"
-    args = {"--config-dir": ["--config-dir", str(conf), "-m", "seed=1,2"],
-            "hydra.searchpath": [f"hydra.searchpath=[file://{conf}]", f"hydra.run.dir={tmp_path / 'run'}"],
-            "--cfg job": ["--config-dir", str(conf), "--cfg", "job"]}[how]
+    args = {
+        "--config-dir": ["--config-dir", str(conf), "-m", "seed=1,2"],
+        "hydra.searchpath": [f"hydra.searchpath=[file://{conf}]", f"hydra.run.dir={tmp_path / 'run'}"],
+        "--cfg job": ["--config-dir", str(conf), "--cfg", "job"],
+    }[how]
     line = one_line_error(run_cli("rlvr.run", *args, "experiment=mine", timeout=60))
-    assert line == (f"rlvr: error: {preset} is not valid YAML: line 4, column 1: expected ',' or ']', but got "
-                    "'<stream end>' (while parsing a flow sequence at line 3, column 18)")
+    assert line == (
+        f"rlvr: error: {preset} is not valid YAML: line 4, column 1: expected ',' or ']', but got "
+        "'<stream end>' (while parsing a flow sequence at line 3, column 18)"
+    )
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize(("where", "problem"), [
-    ("afile", "{tmp}/afile is a file, not a directory"),
-    ("afile/run", "{tmp}/afile is a file, not a directory"),
-    ("/proc/rlvr/run", "it cannot be created (No such file or directory: /proc/rlvr)"),
-])
+@pytest.mark.parametrize(
+    ("where", "problem"),
+    [
+        ("afile", "{tmp}/afile is a file, not a directory"),
+        ("afile/run", "{tmp}/afile is a file, not a directory"),
+        ("/proc/rlvr/run", "it cannot be created (No such file or directory: /proc/rlvr)"),
+    ],
+)
 def test_a_run_dir_that_cannot_be_one_is_one_line(tmp_path, where, problem):
     (tmp_path / "afile").write_text("not a directory\n")
     run_dir = tmp_path / where
@@ -43,5 +50,6 @@ def test_a_run_dir_that_cannot_be_one_is_one_line(tmp_path, where, problem):
 def test_a_sweep_dir_that_is_a_file_is_one_line(tmp_path):
     (tmp_path / "afile").write_text("not a directory\n")
     line = one_line_error(run_cli("rlvr.run", "-m", "seed=1,2", f"hydra.sweep.dir={tmp_path / 'afile'}", timeout=60))
-    assert line == f"rlvr: error: hydra.sweep.dir={tmp_path}/afile: {tmp_path}/afile is a file, not a directory: " \
-                   f"pick another hydra.sweep.dir"
+    assert (
+        line == f"rlvr: error: hydra.sweep.dir={tmp_path}/afile: {tmp_path}/afile is a file, not a directory: pick another hydra.sweep.dir"
+    )

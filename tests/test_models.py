@@ -21,6 +21,7 @@ def test_tiny_model_is_deterministic_per_seed():
     first, _ = load_policy(cfg, seed=1)
     second, _ = load_policy(cfg, seed=1)
     third, _ = load_policy(cfg, seed=2)
+
     def w(m):
         return m.model.embed_tokens.weight
 

@@ -16,17 +16,35 @@ ROOT = Path(__file__).resolve().parent.parent
 BUILTIN = ROOT / "rlvr" / "data" / "builtin"
 # Official added tokens (Qwen2.5-*-Instruct and Qwen3 tokenizer_config.json, added_tokens_decoder): id, token, special.
 QWEN25 = [
-    (151643, "<|endoftext|>", True), (151644, "<|im_start|>", True), (151645, "<|im_end|>", True),
-    (151646, "<|object_ref_start|>", True), (151647, "<|object_ref_end|>", True), (151648, "<|box_start|>", True),
-    (151649, "<|box_end|>", True), (151650, "<|quad_start|>", True), (151651, "<|quad_end|>", True),
-    (151652, "<|vision_start|>", True), (151653, "<|vision_end|>", True), (151654, "<|vision_pad|>", True),
-    (151655, "<|image_pad|>", True), (151656, "<|video_pad|>", True), (151657, "<tool_call>", False),
-    (151658, "</tool_call>", False), (151659, "<|fim_prefix|>", False), (151660, "<|fim_middle|>", False),
-    (151661, "<|fim_suffix|>", False), (151662, "<|fim_pad|>", False), (151663, "<|repo_name|>", False),
+    (151643, "<|endoftext|>", True),
+    (151644, "<|im_start|>", True),
+    (151645, "<|im_end|>", True),
+    (151646, "<|object_ref_start|>", True),
+    (151647, "<|object_ref_end|>", True),
+    (151648, "<|box_start|>", True),
+    (151649, "<|box_end|>", True),
+    (151650, "<|quad_start|>", True),
+    (151651, "<|quad_end|>", True),
+    (151652, "<|vision_start|>", True),
+    (151653, "<|vision_end|>", True),
+    (151654, "<|vision_pad|>", True),
+    (151655, "<|image_pad|>", True),
+    (151656, "<|video_pad|>", True),
+    (151657, "<tool_call>", False),
+    (151658, "</tool_call>", False),
+    (151659, "<|fim_prefix|>", False),
+    (151660, "<|fim_middle|>", False),
+    (151661, "<|fim_suffix|>", False),
+    (151662, "<|fim_pad|>", False),
+    (151663, "<|repo_name|>", False),
     (151664, "<|file_sep|>", False),
 ]
-QWEN3 = QWEN25 + [(151665, "<tool_response>", False), (151666, "</tool_response>", False),
-                  (151667, "<think>", False), (151668, "</think>", False)]
+QWEN3 = QWEN25 + [
+    (151665, "<tool_response>", False),
+    (151666, "</tool_response>", False),
+    (151667, "<think>", False),
+    (151668, "</think>", False),
+]
 OFFICIAL = {"qwen2.5": QWEN25, "qwen3": QWEN3}
 NON_ASCII = ["naïve café, Zürich — 東京タワー 🙂 ∑x² ≤ π", "Ünïcödé\u00a0spaces\tand\r\nnewlines", "Привет, мир! مرحبا"]
 
@@ -82,11 +100,14 @@ def test_qwen25_chat_template_renders_the_known_strings(qwen_tokenizer):
     tokenizer = qwen_tokenizer("qwen2.5")
     messages = [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": "What is 2+2?"}]
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    assert text == ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-                    "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n")
+    assert text == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"
+    )
     default = tokenizer.apply_chat_template(messages[1:], tokenize=False, add_generation_prompt=True)
-    assert default == ("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
-                       "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n")
+    assert default == (
+        "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+        "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"
+    )
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     assert ids[:3] == [151644, 8948, 198] and ids[-3:] == [151644, 77091, 198]  # <|im_start|> system \n ... assistant \n
 
@@ -95,9 +116,11 @@ def test_qwen3_chat_template_has_the_thinking_markup(qwen_tokenizer):
     tokenizer = qwen_tokenizer("qwen3")
     user = [{"role": "user", "content": "What is 2+2?"}]
     assert tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True) == (
-        "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n")  # no default system line
+        "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"
+    )  # no default system line
     assert tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True, enable_thinking=False) == (
-        "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n")
+        "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    )
     turn = user + [{"role": "assistant", "content": "<think>\n2+2 is 4.\n</think>\n\n4"}]
     text = tokenizer.apply_chat_template(turn, tokenize=False)
     assert text.endswith("<|im_start|>assistant\n<think>\n2+2 is 4.\n</think>\n\n4<|im_end|>\n")
@@ -143,18 +166,22 @@ def test_shape_presets_have_the_real_vocabulary_and_ids(name, model_type):
     assert model.generation_config.eos_token_id == [151645, 151643]  # the Instruct models' generation_config
     embedding = model.get_input_embeddings().weight.numel()
     assert 4 * (sum(p.numel() for p in model.parameters()) - embedding) < 4e6  # a few MB beside the embeddings
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "1+1="}], add_generation_prompt=True,
-                                           return_tensors="pt", return_dict=True)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "1+1="}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
     out = model.generate(**prompt, max_new_tokens=4, do_sample=False, pad_token_id=tokenizer.pad_token_id)
     assert out.shape[1] > prompt["input_ids"].shape[1]
     reward_model, _ = load_reward_model(shape(name), seed=0)
     assert reward_model(**prompt).logits.shape == (1, 1)
 
 
-@pytest.mark.parametrize(("name", "sizes", "parameters"), [
-    ("qwen2.5_0.5b_full_shape", (896, 24, 14, 2, 4864, 64), 494_032_768),
-    ("qwen2.5_1.5b_full_shape", (1536, 28, 12, 2, 8960, 128), 1_543_714_304),
-])
+@pytest.mark.parametrize(
+    ("name", "sizes", "parameters"),
+    [
+        ("qwen2.5_0.5b_full_shape", (896, 24, 14, 2, 4864, 64), 494_032_768),
+        ("qwen2.5_1.5b_full_shape", (1536, 28, 12, 2, 8960, 128), 1_543_714_304),
+    ],
+)
 def test_full_shape_presets_are_the_real_models_exactly(name, sizes, parameters):
     """Counted on the meta device: building them is `make bench`'s and `make gpu-check`'s job, not a unit test's."""
     from transformers import Qwen2ForCausalLM
@@ -163,8 +190,14 @@ def test_full_shape_presets_are_the_real_models_exactly(name, sizes, parameters)
 
     preset = shape(name)
     config = tiny_config(preset.tiny, build_tokenizer(preset.tiny))
-    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.num_key_value_heads,
-            config.intermediate_size, config.head_dim) == sizes
+    assert (
+        config.hidden_size,
+        config.num_hidden_layers,
+        config.num_attention_heads,
+        config.num_key_value_heads,
+        config.intermediate_size,
+        config.head_dim,
+    ) == sizes
     assert config.vocab_size == 151936 and config.tie_word_embeddings
     assert parameter_count(Qwen2ForCausalLM, config) == parameters  # the published models' counts
 

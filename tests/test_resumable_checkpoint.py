@@ -47,16 +47,25 @@ def not_an_optimizer_state(file):
     torch.save({"param_groups": "?"}, file)
 
 
-@pytest.mark.parametrize(("file", "spoil", "why"), [
-    ("optimizer.pt", lambda f: garble(f, b"param_groups"), "optimizer.pt does not load: UnicodeDecodeError: "),
-    ("optimizer.pt", not_an_optimizer_state, "optimizer.pt: not an optimizer's state_dict"),
-    ("scheduler.pt", lambda f: garble(f, b"last_epoch"), "scheduler.pt does not load: "),
-    ("rng_state.pth", lambda f: garble(f, b"numpy"), "rng_state.pth does not load: "),
-    ("trainer_state.json", lambda f: f.write_text(json.dumps({"global_step": "4"})),
-     "trainer_state.json: global_step '4' is not a step count"),
-    ("trainer_state.json", lambda f: f.write_text(json.dumps({"global_step": 4, "steps_taken": 4})),
-     "trainer_state.json does not load: TypeError: TrainerState.__init__() got an unexpected keyword argument"),
-])
+@pytest.mark.parametrize(
+    ("file", "spoil", "why"),
+    [
+        ("optimizer.pt", lambda f: garble(f, b"param_groups"), "optimizer.pt does not load: UnicodeDecodeError: "),
+        ("optimizer.pt", not_an_optimizer_state, "optimizer.pt: not an optimizer's state_dict"),
+        ("scheduler.pt", lambda f: garble(f, b"last_epoch"), "scheduler.pt does not load: "),
+        ("rng_state.pth", lambda f: garble(f, b"numpy"), "rng_state.pth does not load: "),
+        (
+            "trainer_state.json",
+            lambda f: f.write_text(json.dumps({"global_step": "4"})),
+            "trainer_state.json: global_step '4' is not a step count",
+        ),
+        (
+            "trainer_state.json",
+            lambda f: f.write_text(json.dumps({"global_step": 4, "steps_taken": 4})),
+            "trainer_state.json does not load: TypeError: TrainerState.__init__() got an unexpected keyword argument",
+        ),
+    ],
+)
 def test_a_checkpoint_whose_training_state_cannot_be_loaded_is_marked_corrupt(tmp_path, caplog, file, spoil, why):
     older, newest = checkpoint(tmp_path, 2), checkpoint(tmp_path, 4)
     spoil(newest / file)

@@ -15,8 +15,14 @@ from rlvr.run_dir import CHECKPOINT_CONFIG, LOCK_NAME, RunDirLock, process_start
 
 def write_lock(run_dir, **holder):
     run_dir.mkdir(parents=True, exist_ok=True)
-    defaults = {"job": "process:other", "host": socket.gethostname(), "pid": 1, "pid_started": None,
-                "since": "2026-11-28T00:00:00", "command": "python -m rlvr.run"}
+    defaults = {
+        "job": "process:other",
+        "host": socket.gethostname(),
+        "pid": 1,
+        "pid_started": None,
+        "since": "2026-11-28T00:00:00",
+        "command": "python -m rlvr.run",
+    }
     (run_dir / LOCK_NAME).write_text(json.dumps(defaults | holder))
 
 
@@ -91,31 +97,37 @@ def checkpoint_with(tmp_path, config):
     return checkpoint
 
 
-CONFIG = {"model": {"name_or_path": "tiny", "tiny": {"hidden_size": 64}}, "seed": 0,
-          "algorithm": {"learning_rate": 1e-4, "temperature": 1.0, "max_steps": 10, "num_generations": 8}}
+CONFIG = {
+    "model": {"name_or_path": "tiny", "tiny": {"hidden_size": 64}},
+    "seed": 0,
+    "algorithm": {"learning_rate": 1e-4, "temperature": 1.0, "max_steps": 10, "num_generations": 8},
+}
 
 
 def test_a_resume_may_change_what_the_checkpoint_does_not_depend_on(tmp_path, caplog):
     checkpoint = checkpoint_with(tmp_path, CONFIG)
     changed = {"algorithm": {**CONFIG["algorithm"], "temperature": 0.7, "max_steps": 20}}
     with caplog.at_level(logging.WARNING, logger="rlvr.run_dir"):
-        assert resume_changes(CONFIG | changed, checkpoint) == {"algorithm.max_steps": [10, 20],
-                                                                "algorithm.temperature": [1.0, 0.7]}
+        assert resume_changes(CONFIG | changed, checkpoint) == {"algorithm.max_steps": [10, 20], "algorithm.temperature": [1.0, 0.7]}
     assert "continuing checkpoint-3 with changed values: algorithm.max_steps: 10 -> 20" in caplog.text
     newer = CONFIG | {"logging": {"new_knob": True}}  # a key an older rlvr did not have is no change
     assert resume_changes(newer, checkpoint) == {}
     assert resume_changes(CONFIG, checkpoint) == {}
     evals = {"dataset": {"max_eval_samples": 50}}  # eval only: the training data is the same
-    assert resume_changes(CONFIG | evals, checkpoint_with(tmp_path / "b", CONFIG | {"dataset": {"max_eval_samples": 9}})) \
-        == {"dataset.max_eval_samples": [9, 50]}
+    assert resume_changes(CONFIG | evals, checkpoint_with(tmp_path / "b", CONFIG | {"dataset": {"max_eval_samples": 9}})) == {
+        "dataset.max_eval_samples": [9, 50]
+    }
 
 
-@pytest.mark.parametrize(("change", "named"), [
-    ({"model": {"name_or_path": "tiny", "tiny": {"hidden_size": 128}}}, "model.tiny.hidden_size: 64 -> 128"),
-    ({"seed": 1}, "seed: 0 -> 1"),
-    ({"algorithm": {**CONFIG["algorithm"], "num_generations": 4}}, "algorithm.num_generations: 8 -> 4"),
-    ({"algorithm": {**CONFIG["algorithm"], "learning_rate": 3e-4}}, "algorithm.learning_rate: 0.0001 -> 0.0003"),
-])
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"model": {"name_or_path": "tiny", "tiny": {"hidden_size": 128}}}, "model.tiny.hidden_size: 64 -> 128"),
+        ({"seed": 1}, "seed: 0 -> 1"),
+        ({"algorithm": {**CONFIG["algorithm"], "num_generations": 4}}, "algorithm.num_generations: 8 -> 4"),
+        ({"algorithm": {**CONFIG["algorithm"], "learning_rate": 3e-4}}, "algorithm.learning_rate: 0.0001 -> 0.0003"),
+    ],
+)
 def test_a_resume_that_changes_what_the_checkpoint_depends_on_is_refused(tmp_path, change, named):
     checkpoint = checkpoint_with(tmp_path, CONFIG)
     with pytest.raises(ConfigError, match=f"{checkpoint} was trained with other values of what it depends on \\({named}\\)"):

@@ -19,7 +19,7 @@ def expected(temperature: float, top_k: int, top_p: float) -> torch.Tensor:
     if top_k:
         probs[top_k:] = 0  # LOGITS is sorted
     if top_p < 1.0:  # the smallest head of the sorted distribution holding top_p
-        probs[int((probs.cumsum(0) < top_p).sum()) + 1:] = 0
+        probs[int((probs.cumsum(0) < top_p).sum()) + 1 :] = 0
     return probs / probs.sum()
 
 
@@ -54,11 +54,24 @@ def grpo_trainer(tmp_path, temperature: float = 1.0):
     tokenizer = build_tiny_tokenizer()
     model = build_tiny_model(OmegaConf.structured(TinyModelConfig), tokenizer, seed=0)
     prompts = datasets.Dataset.from_list([{"prompt": f"{a}+{b}=", "answer": str(a + b)} for a in range(4) for b in range(4)])
-    args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, per_device_train_batch_size=16, num_generations=4,
-                      max_completion_length=4, max_steps=2, learning_rate=1e-2, logging_steps=1, save_strategy="no",
-                      report_to=[], seed=0, beta=0.0, temperature=temperature)
-    return RolloutLoggingGRPOTrainer(model=model, args=args, train_dataset=prompts, processing_class=tokenizer,
-                                     rewards=[WeightedReward("acc", LastNumberReward(), 1.0)])
+    args = GRPOConfig(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        per_device_train_batch_size=16,
+        num_generations=4,
+        max_completion_length=4,
+        max_steps=2,
+        learning_rate=1e-2,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        seed=0,
+        beta=0.0,
+        temperature=temperature,
+    )
+    return RolloutLoggingGRPOTrainer(
+        model=model, args=args, train_dataset=prompts, processing_class=tokenizer, rewards=[WeightedReward("acc", LastNumberReward(), 1.0)]
+    )
 
 
 def test_cpu_rollouts_draw_by_inverse_cdf_never_by_multinomial(tmp_path, monkeypatch):

@@ -24,12 +24,27 @@ def timed_rows(tmp_path_factory):
     out = tmp_path_factory.mktemp("timed")
     tokenizer = build_tiny_tokenizer()
     build_tiny_model(OmegaConf.structured(TinyModelConfig), tokenizer, seed=0).save_pretrained(out / "policy")
-    args = GRPOConfig(output_dir=str(out), max_steps=3, per_device_train_batch_size=8, num_generations=4,
-                      max_completion_length=4, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True,
-                      beta=0.04, disable_tqdm=True)  # beta: a reference model
-    trainer = GRPOTrainer(model=str(out / "policy"), reward_funcs=count_reward, args=args, processing_class=tokenizer,
-                          train_dataset=Dataset.from_list([{"prompt": f"{i}+1="} for i in range(32)]),
-                          callbacks=[metrics_callback(out / "metrics.jsonl")])
+    args = GRPOConfig(
+        output_dir=str(out),
+        max_steps=3,
+        per_device_train_batch_size=8,
+        num_generations=4,
+        max_completion_length=4,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        beta=0.04,
+        disable_tqdm=True,
+    )  # beta: a reference model
+    trainer = GRPOTrainer(
+        model=str(out / "policy"),
+        reward_funcs=count_reward,
+        args=args,
+        processing_class=tokenizer,
+        train_dataset=Dataset.from_list([{"prompt": f"{i}+1="} for i in range(32)]),
+        callbacks=[metrics_callback(out / "metrics.jsonl")],
+    )
     instrument(trainer)
     trainer.train()
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -44,7 +44,8 @@ def test_sigterm_gives_up_on_a_reward_that_does_not_return(training, tmp_path, c
     assert info.value.code == 143 and 1 <= time.monotonic() - stopped < 3
     assert capsys.readouterr().err == (
         f"rlvr: SIGTERM during training: gave up waiting for reward 'slow' after 1 s (give it timeout_s to bound it); "
-        f"the same command with hydra.run.dir={tmp_path} continues from its newest complete checkpoint, if any\n")
+        f"the same command with hydra.run.dir={tmp_path} continues from its newest complete checkpoint, if any\n"
+    )
     assert "SIGTERM: waiting for reward 'slow' (running for 1 s) to finish the step; giving up in 0 s" in caplog.text
 
 

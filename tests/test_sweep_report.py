@@ -15,11 +15,20 @@ def fake_job(sweep_dir, job, overrides, metrics):
 
 
 def eval_metrics(accuracy, mean, pass4, maj4):
-    return {"eval_after_accuracy": accuracy, "eval_after_accuracy_se": 0.05, "train_seconds": 3.0,
-            "eval_after_mean@4": mean, "eval_after_mean@4_se": 0.02,
-            "eval_after_pass@1": mean, "eval_after_pass@1_se": 0.02,
-            "eval_after_pass@4": pass4, "eval_after_pass@4_se": 0.03,
-            "eval_after_maj@4": maj4, "eval_after_maj@4_ci_low": maj4 - 0.1, "eval_after_maj@4_ci_high": maj4 + 0.05}
+    return {
+        "eval_after_accuracy": accuracy,
+        "eval_after_accuracy_se": 0.05,
+        "train_seconds": 3.0,
+        "eval_after_mean@4": mean,
+        "eval_after_mean@4_se": 0.02,
+        "eval_after_pass@1": mean,
+        "eval_after_pass@1_se": 0.02,
+        "eval_after_pass@4": pass4,
+        "eval_after_pass@4_se": 0.03,
+        "eval_after_maj@4": maj4,
+        "eval_after_maj@4_ci_low": maj4 - 0.1,
+        "eval_after_maj@4_ci_high": maj4 + 0.05,
+    }
 
 
 def test_eval_columns_and_comparison_plot(tmp_path):
@@ -42,4 +51,3 @@ def test_eval_columns_and_comparison_plot(tmp_path):
     assert float(rows[0]["eval_after_pass@4_se"]) == 0.03
     assert (tmp_path / "sweep_eval.png").stat().st_size > 1000
     assert (tmp_path / "sweep_summary.png").exists()
-

@@ -31,8 +31,7 @@ def logging_cfg(**overrides):
 
 def test_offline_mode_is_wandbs_own_in_the_run_dir(clean_wandb_env, tmp_path):
     assert setup_wandb(logging_cfg(wandb="offline", project="p"), tmp_path / "run", "run-1") == ["wandb"]
-    assert (os.environ["WANDB_MODE"], os.environ["WANDB_DIR"], os.environ["WANDB_PROJECT"]) == (
-        "offline", str(tmp_path / "run"), "p")
+    assert (os.environ["WANDB_MODE"], os.environ["WANDB_DIR"], os.environ["WANDB_PROJECT"]) == ("offline", str(tmp_path / "run"), "p")
 
 
 def test_online_mode_without_a_key_fails_before_training(clean_wandb_env, tmp_path):
@@ -57,7 +56,8 @@ def test_a_torn_last_line_is_dropped_with_one_warning_naming_the_file(tmp_path, 
     path.write_bytes(b'{"step": 0}\n{"step": 1}\n{"step": 2, "completion": "\xc3')  # a full disk: cut mid-character
     assert read_jsonl(path) == [{"step": 0}, {"step": 1}]
     assert [r.getMessage() for r in caplog.records] == [
-        f"{path}: dropped a torn last line (28 bytes; a write cut short by a crash or a full disk)"]
+        f"{path}: dropped a torn last line (28 bytes; a write cut short by a crash or a full disk)"
+    ]
     truncate_jsonl(path, keep=lambda row: True)  # what a resume does: the file is whole again
     assert path.read_text() == '{"step": 0}\n{"step": 1}\n'
 
@@ -84,8 +84,9 @@ def test_appending_after_a_torn_line_keeps_every_whole_row(tmp_path, caplog):
         writer.close()
     assert read_jsonl(torn) == [{"a": 1}, {"c": 3}]
     assert read_jsonl(unterminated) == [{"a": 1}, {"b": 2}, {"c": 3}]
-    assert [r.getMessage() for r in caplog.records] == [f"{torn}: dropped a torn last line (70006 bytes; a write "
-                                                        f"cut short by a crash or a full disk)"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{torn}: dropped a torn last line (70006 bytes; a write cut short by a crash or a full disk)"
+    ]
 
 
 def test_a_resume_after_a_torn_rollout_line_goes_on(tmp_path, caplog):

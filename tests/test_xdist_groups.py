@@ -14,8 +14,9 @@ def under_loadgroup(request) -> bool:
 def test_a_marked_group_reaches_the_scheduler(request):
     if not under_loadgroup(request):
         pytest.skip("only `make test`'s --dist loadgroup groups tests")
-    assert request.node.nodeid.endswith("@grouping-check"), \
+    assert request.node.nodeid.endswith("@grouping-check"), (
         "pytest-xdist did not tag this test's id with its group: --dist loadgroup spreads grouped tests (pytest-xdist#1386)"
+    )
 
 
 @pytest.fixture(scope="module")

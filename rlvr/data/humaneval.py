@@ -23,6 +23,15 @@ def generate(num_eval: int = 64, seed: int = 0) -> dict[str, list[dict]]:
     if not 0 < num_eval < len(problems):
         raise ValueError(f"num_eval={num_eval} must leave rows on both sides of {len(problems)} problems")
     random.Random(seed).shuffle(problems)
-    rows = [{"task_id": p["task_id"], "problem": p["prompt"], "tests": p["test"], "entry_point": p["entry_point"],
-             "code_prelude": p["prompt"], "canonical_solution": p["canonical_solution"]} for p in problems]
+    rows = [
+        {
+            "task_id": p["task_id"],
+            "problem": p["prompt"],
+            "tests": p["test"],
+            "entry_point": p["entry_point"],
+            "code_prelude": p["prompt"],
+            "canonical_solution": p["canonical_solution"],
+        }
+        for p in problems
+    ]
     return {"train": rows[num_eval:], "test": rows[:num_eval]}

@@ -23,8 +23,10 @@ def check_completion_fits(context: int, name: str, completion_tokens: dict[str, 
     that leaves no room in the context for a prompt."""
     for key, tokens in completion_tokens.items():
         if tokens >= context:
-            raise ConfigError(f"{key}={tokens} leaves no room for a prompt in the {context}-token context of "
-                              f"'{name}' (its max_position_embeddings): lower it")
+            raise ConfigError(
+                f"{key}={tokens} leaves no room for a prompt in the {context}-token context of "
+                f"'{name}' (its max_position_embeddings): lower it"
+            )
 
 
 def prompt_tokens(prompts: list, tokenizer, budget: int) -> list[int]:
@@ -56,8 +58,7 @@ def drop_long_prompts(ds, tokenizer, context: int, completion_key: str, completi
     dropped = len(ds) - len(keep)
     why = f"the model's {context}-token context minus {completion_key}={completion_tokens}"
     if not keep:
-        raise DataError(f"every {label} prompt is longer than {budget} tokens ({why}): shorten the prompts "
-                        f"or lower {completion_key}")
+        raise DataError(f"every {label} prompt is longer than {budget} tokens ({why}): shorten the prompts or lower {completion_key}")
     if dropped:
         log.warning("dropped %d of %d %s prompts longer than %d tokens (%s)", dropped, len(ds), label, budget, why)
     return ds.select(keep) if dropped else ds, dropped

@@ -105,8 +105,7 @@ def read_builtin(name: str, arguments: dict[str, Any], seed: int):
 
     from rlvr.data import arithmetic, humaneval
 
-    generators = {"arithmetic": arithmetic.generate, "preferences": arithmetic.generate_preferences,
-                  "humaneval": humaneval.generate}
+    generators = {"arithmetic": arithmetic.generate, "preferences": arithmetic.generate_preferences, "humaneval": humaneval.generate}
     if name not in generators:
         raise DataError(f"unknown built-in dataset 'builtin:{name}' (known: {', '.join(sorted(generators))})")
     try:
@@ -121,8 +120,7 @@ def _check_columns(ds, cfg, where: str, label) -> None:
     from rlvr.rewards.checks import colliding_columns
 
     if clashes := colliding_columns(ds.column_names):
-        raise DataError(f"{where} has columns named like the keywords TRL passes to reward functions "
-                        f"({', '.join(clashes)}): rename them")
+        raise DataError(f"{where} has columns named like the keywords TRL passes to reward functions ({', '.join(clashes)}): rename them")
     for column in (cfg.prompt_column, cfg.answer_column):
         if column not in ds.column_names:
             raise DataError(f"{where} has no column '{column}' (columns: {', '.join(ds.column_names)})")
@@ -130,8 +128,10 @@ def _check_columns(ds, cfg, where: str, label) -> None:
             if value is None or (isinstance(value, str) and not value.strip()):
                 raise DataError(f"{where} {label(index)} has no value in column '{column}'")
             if column == cfg.answer_column and isinstance(value, (list, dict)):
-                raise DataError(f"{where} {label(index)}: the gold answer {short(value)} in column '{column}' is a "
-                                f"{type(value).__name__}, not one value: give each row a single answer")
+                raise DataError(
+                    f"{where} {label(index)}: the gold answer {short(value)} in column '{column}' is a "
+                    f"{type(value).__name__}, not one value: give each row a single answer"
+                )
 
 
 def format_prompt(row: dict, cfg) -> str | list[dict]:
@@ -151,8 +151,7 @@ def _with_prompts(ds, cfg, where: str, label):
         try:
             prompt = format_prompt(row, cfg)
         except (KeyError, IndexError, ValueError) as exc:
-            raise DataError(f"{where} {label(index)}: dataset.prompt_template {cfg.prompt_template!r} fails: "
-                            f"{exc!r}") from exc
+            raise DataError(f"{where} {label(index)}: dataset.prompt_template {cfg.prompt_template!r} fails: {exc!r}") from exc
         return {"prompt": prompt, "answer": str(row[cfg.answer_column])}
 
     drop = [c for c in ("prompt",) if c in ds.column_names and c != cfg.prompt_column]

@@ -23,7 +23,8 @@ ROLES = {"Human": "user", "Assistant": "assistant"}
 _EOS_AFTER_LAST = "{% if loop.last and not add_generation_prompt %}{{ eos_token }}{% endif %}"
 CHAT_TEMPLATES = {
     "simple_concat_with_space": "{% for m in messages %}{{ ' ' if not loop.first else '' }}{{ m['content'] }}"
-                                + _EOS_AFTER_LAST + "{% endfor %}",
+    + _EOS_AFTER_LAST
+    + "{% endfor %}",
     "simple_chat": (
         "{% for m in messages %}{{ '\n\n' if not loop.first else '' }}"
         "{{ m['role'].capitalize() + ': ' + m['content'] }}" + _EOS_AFTER_LAST + "{% endfor %}"
@@ -112,12 +113,12 @@ def length_filter(ds, tokenizer, max_token_length: int | None, max_prompt_token_
     for i, row in enumerate(ds):
         if max_prompt_token_length is not None and row["prompt"] and length(row["prompt"]) > max_prompt_token_length:
             counts.dropped_prompt_too_long += 1
-        elif max_token_length is not None and max(length(row["prompt"] + row["chosen"]),
-                                                  length(row["prompt"] + row["rejected"])) > max_token_length:
+        elif (
+            max_token_length is not None
+            and max(length(row["prompt"] + row["chosen"]), length(row["prompt"] + row["rejected"])) > max_token_length
+        ):
             counts.dropped_too_long += 1
         else:
             keep.append(i)
     counts.kept = len(keep)
     return ds.select(keep), counts
-
-

@@ -50,8 +50,17 @@ def trl_config(config_class, cfg, run_dir: Path, report_to: list[str], trainer_k
     if eval_steps:
         schedule |= {"eval_strategy": "steps", "eval_steps": eval_steps}
     try:
-        return config_class(output_dir=str(run_dir / "checkpoints"), seed=cfg.seed, report_to=report_to,
-                            run_name=run_dir.name, **schedule, **knobs, **trainer_kwargs, **extra, **algorithm["trl"])
+        return config_class(
+            output_dir=str(run_dir / "checkpoints"),
+            seed=cfg.seed,
+            report_to=report_to,
+            run_name=run_dir.name,
+            **schedule,
+            **knobs,
+            **trainer_kwargs,
+            **extra,
+            **algorithm["trl"],
+        )
     except ValueError as exc:  # TRL's own consistency checks (batch divisibility, ...), in one line
         raise ConfigError(f"algorithm: {' '.join(str(exc).split())}") from exc
 
@@ -73,15 +82,23 @@ def setup_policy(cfg, run_dir: Path, resuming: bool = False) -> PolicySetup:
     train, evaluation = load_prompt_datasets(cfg.dataset, cfg.seed)
     initial = initial_policy_dir(run_dir)
     restored = resuming and initial is not None
-    model, tokenizer = (load_saved_model(cfg.model, initial) if restored
-                        else load_policy(cfg.model, cfg.seed, hardware.torch_device(cfg.hardware)))
+    model, tokenizer = (
+        load_saved_model(cfg.model, initial) if restored else load_policy(cfg.model, cfg.seed, hardware.torch_device(cfg.hardware))
+    )
     check_lora_targets(model, cfg.model.lora)
     if cfg.dataset.chat and not tokenizer.chat_template:
-        raise ConfigError(f"dataset.chat=true (chat-message prompts) but the tokenizer of '{cfg.model.name_or_path}' "
-                          f"has no chat template: use an instruct model, or dataset.chat=false for plain-text prompts")
+        raise ConfigError(
+            f"dataset.chat=true (chat-message prompts) but the tokenizer of '{cfg.model.name_or_path}' "
+            f"has no chat template: use an instruct model, or dataset.chat=false for plain-text prompts"
+        )
     train, evaluation, dropped = fit_to_context(train, evaluation, model, tokenizer, cfg)
-    log.info("policy %s: %.2fM parameters; %d train / %d eval prompts", initial if restored else cfg.model.name_or_path,
-             sum(p.numel() for p in model.parameters()) / 1e6, len(train), len(evaluation or []))
+    log.info(
+        "policy %s: %.2fM parameters; %d train / %d eval prompts",
+        initial if restored else cfg.model.name_or_path,
+        sum(p.numel() for p in model.parameters()) / 1e6,
+        len(train),
+        len(evaluation or []),
+    )
     setup = PolicySetup(model, tokenizer, train, evaluation, rewards, trainer_kwargs, prompts_dropped=dropped)
     if restored:
         from rlvr.vocab import ReasoningVocab
@@ -95,19 +112,24 @@ def setup_policy(cfg, run_dir: Path, resuming: bool = False) -> PolicySetup:
         from rlvr.warmup import sft_warmup
 
         # data-parallel, never sharded: sharding would leave the policy wrapped before the RL trainer wraps it
-        setup.warmup_loss = sft_warmup(model, tokenizer, train, cfg, hardware.trainer_arguments(cfg.hardware, shard=False),
-                                       cfg.seed)
+        setup.warmup_loss = sft_warmup(model, tokenizer, train, cfg, hardware.trainer_arguments(cfg.hardware, shard=False), cfg.seed)
         if is_main_process():
             write_json(run_dir / "warmup.json", {"warmup_sft_loss": setup.warmup_loss})
     if cfg.model.reasoning_vocab_size > 0:
         from rlvr.vocab import expand_vocabulary
 
         corpus = train["prompt"] if isinstance(train[0]["prompt"], str) else ()  # for reasoning_vocab_ids=frequent
-        setup.reasoning_vocab = expand_vocabulary(model, tokenizer, cfg.model.reasoning_vocab_size,
-                                                  cfg.model.reasoning_vocab_ids, corpus,
-                                                  only_in_think=cfg.model.reasoning_only_in_think)
-        log.info("reasoning vocabulary: %d tokens after the %d standard ones", setup.reasoning_vocab.size,
-                 setup.reasoning_vocab.standard_size)
+        setup.reasoning_vocab = expand_vocabulary(
+            model,
+            tokenizer,
+            cfg.model.reasoning_vocab_size,
+            cfg.model.reasoning_vocab_ids,
+            corpus,
+            only_in_think=cfg.model.reasoning_only_in_think,
+        )
+        log.info(
+            "reasoning vocabulary: %d tokens after the %d standard ones", setup.reasoning_vocab.size, setup.reasoning_vocab.standard_size
+        )
     return setup
 
 
@@ -127,8 +149,7 @@ def load_saved_model(model_cfg, path: Path, auto_class_name: str = "AutoModelFor
 
     from rlvr.models import load_pretrained
 
-    return load_pretrained(OmegaConf.merge(model_cfg, {"name_or_path": str(path), "revision": None}),
-                           auto_class_name, **model_kwargs)
+    return load_pretrained(OmegaConf.merge(model_cfg, {"name_or_path": str(path), "revision": None}), auto_class_name, **model_kwargs)
 
 
 def is_adapter(path: Path) -> bool:
@@ -159,8 +180,7 @@ def check_adapter_base(cfg, path: Path, run_dir: Path | None) -> None:
 
     from rlvr.models import TINY
 
-    if not is_adapter(path) or (run_dir is not None and initial_policy_dir(run_dir) is not None) \
-            or cfg.model.name_or_path != TINY:
+    if not is_adapter(path) or (run_dir is not None and initial_policy_dir(run_dir) is not None) or cfg.model.name_or_path != TINY:
         return
     where = "outside its run dir" if run_dir is None else f"in a run dir without {INITIAL_POLICY}/ ({run_dir})"
     try:
@@ -168,9 +188,11 @@ def check_adapter_base(cfg, path: Path, run_dir: Path | None) -> None:
     except (OSError, ValueError, AttributeError):  # unreadable: no hint
         recorded = None
     hint = f" (its adapter_config.json names {recorded})" if recorded and recorded != TINY else ""
-    raise ModelLoadError(f"{path} is a LoRA adapter {where}, with no base to put it on: name its base model with "
-                         f"model.name_or_path=PATH_OR_HUB_NAME{hint}; it is not merged onto the built-in tiny model "
-                         f"built afresh (random weights)")
+    raise ModelLoadError(
+        f"{path} is a LoRA adapter {where}, with no base to put it on: name its base model with "
+        f"model.name_or_path=PATH_OR_HUB_NAME{hint}; it is not merged onto the built-in tiny model "
+        f"built afresh (random weights)"
+    )
 
 
 def load_trained_policy(cfg, run_dir: Path, model_dir: Path | None = None) -> PolicySetup:
@@ -183,8 +205,7 @@ def load_trained_policy(cfg, run_dir: Path, model_dir: Path | None = None) -> Po
     train, evaluation = load_prompt_datasets(cfg.dataset, cfg.seed)
     model, tokenizer = load_saved_policy(cfg, model_dir or run_dir / "final_model", run_dir)
     train, evaluation, dropped = fit_to_context(train, evaluation, model, tokenizer, cfg)  # as when it trained
-    return PolicySetup(model, tokenizer, train, evaluation, rewards, hardware.trainer_arguments(cfg.hardware),
-                       prompts_dropped=dropped)
+    return PolicySetup(model, tokenizer, train, evaluation, rewards, hardware.trainer_arguments(cfg.hardware), prompts_dropped=dropped)
 
 
 def calibrate_rewards(cfg, setup: PolicySetup, run_dir: Path) -> None:
@@ -200,8 +221,7 @@ def calibrate_rewards(cfg, setup: PolicySetup, run_dir: Path) -> None:
                 reward.fn.r_min, reward.fn.r_max = calibration["r_min"], calibration["r_max"]
                 continue
             to_device(cfg, setup.model)
-            reward.fn.calibrate(setup.model, setup.tokenizer, setup.train["prompt"], cfg.algorithm.max_completion_length,
-                                path)
+            reward.fn.calibrate(setup.model, setup.tokenizer, setup.train["prompt"], cfg.algorithm.max_completion_length, path)
 
 
 def reuse_run_dir(run_dir: Path, resume_step: int | None) -> None:
@@ -234,8 +254,7 @@ def save_initial_policy(cfg, setup: PolicySetup, run_dir: Path) -> None:
     path = run_dir / INITIAL_POLICY
     if is_main_process():
         shutil.rmtree(path, ignore_errors=True)  # an earlier, crashed attempt's: not this run's start
-    built_here = (cfg.model.name_or_path == "tiny" or setup.warmup_loss is not None
-                  or cfg.model.reasoning_vocab_size > 0)
+    built_here = cfg.model.name_or_path == "tiny" or setup.warmup_loss is not None or cfg.model.reasoning_vocab_size > 0
     if built_here:
         if is_main_process():
             setup.model.save_pretrained(path)
@@ -300,8 +319,9 @@ def eval_model(cfg, setup: PolicySetup, model, run_dir: Path, label: str) -> dic
     if dataset is None:
         return {}
     max_new = cfg.eval.max_new_tokens or cfg.algorithm.max_completion_length
-    result = run_eval(model, setup.tokenizer, dataset, setup.rewards, cfg.eval, max_new,
-                      run_dir / "eval" / f"{label}.jsonl", label, cfg.eval.seed)
+    result = run_eval(
+        model, setup.tokenizer, dataset, setup.rewards, cfg.eval, max_new, run_dir / "eval" / f"{label}.jsonl", label, cfg.eval.seed
+    )
     if result:
         log.info("eval %s: %s", label, {k: round(v, 4) for k, v in result.items()})
     return result
@@ -323,7 +343,7 @@ def eval_callback(cfg, setup: PolicySetup, run_dir: Path, trainer):
                 metrics = eval_model(cfg, setup, model, run_dir, label)
             if metrics:  # rank 0; the base class's log: GRPOTrainer's would flush this step's training metrics into it
                 log_due = control.should_log  # logging resets it: the step's own training row is still to come
-                Trainer.log(trainer, {f"eval/{k[len(f'eval_{label}_'):]}": v for k, v in metrics.items()})
+                Trainer.log(trainer, {f"eval/{k[len(f'eval_{label}_') :]}": v for k, v in metrics.items()})
                 control.should_log = log_due
 
     return EvalEverySteps()
@@ -335,9 +355,13 @@ def training_curve_summary(run_dir: Path) -> dict[str, float]:
     path = run_dir / "metrics.jsonl"
     rows = [m for m in read_jsonl(path) if "loss" in m] if path.exists() else []
     first, last = phase_means([m["reward"] for m in rows if "reward" in m])
-    return {"train_reward_first20": first, "train_reward_last20": last, "train_logged_steps": float(len(rows)),
-            "train_loss": sum(m["loss"] for m in rows) / max(len(rows), 1),
-            "train_seconds": sum(m.get("step_seconds") or 0.0 for m in rows)}
+    return {
+        "train_reward_first20": first,
+        "train_reward_last20": last,
+        "train_logged_steps": float(len(rows)),
+        "train_loss": sum(m["loss"] for m in rows) / max(len(rows), 1),
+        "train_seconds": sum(m.get("step_seconds") or 0.0 for m in rows),
+    }
 
 
 def finish(cfg, run_dir: Path, metrics: dict[str, Any]) -> dict[str, float]:

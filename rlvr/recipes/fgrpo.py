@@ -23,8 +23,9 @@ def train(cfg, run_dir: Path, start: Start) -> dict[str, float]:
         # Weights scale the spans; TRL's scalar (for logs) is their sum, so TRL's own weight is 1.
         for r in rewards:  # the spans must come back to this process, where the trainer reads them
             if r.timeout_s is not None:
-                raise ConfigError(f"reward.functions.{r.name}.timeout_s: span rewards (algorithm=fgrpo) run in the "
-                                  f"trainer's process; drop timeout_s")
+                raise ConfigError(
+                    f"reward.functions.{r.name}.timeout_s: span rewards (algorithm=fgrpo) run in the trainer's process; drop timeout_s"
+                )
         return [WeightedReward(r.name, SpanReward(r.name, r.fn, r.weight), 1.0) for r in rewards]
 
     return run_grpo(cfg, run_dir, start, FineGrainedGRPOTrainer, wrap_rewards=as_span_rewards, fine_grained=settings)

@@ -7,18 +7,25 @@ import logging
 from pathlib import Path
 
 from rlvr.recipes.common import (
-    TRAIN_RESULT, calibrate_rewards, eval_callback, evaluate, final_model_saved, finish, load_trained_policy, reuse_run_dir,
-    save_final_model, save_initial_policy, setup_policy, trl_config, training_curve_summary,
+    TRAIN_RESULT,
+    calibrate_rewards,
+    eval_callback,
+    evaluate,
+    final_model_saved,
+    finish,
+    load_trained_policy,
+    reuse_run_dir,
+    save_final_model,
+    save_initial_policy,
+    setup_policy,
+    trl_config,
+    training_curve_summary,
 )
-from rlvr.distributed import (
-    checkpoint_callback, checkpoint_step, is_main_process, latest_complete_checkpoint, phase, rank, weights_digest,
-)
+from rlvr.distributed import checkpoint_callback, checkpoint_step, is_main_process, latest_complete_checkpoint, phase, rank, weights_digest
 from rlvr.errors import ConfigError
 from rlvr.rewards.checks import checked_rewards
 from rlvr.run_dir import Start, checkpoint_config
-from rlvr.tracking import (
-    JsonlWriter, metrics_callback, read_json, read_jsonl, setup_wandb, use_compact_progress, write_json,
-)
+from rlvr.tracking import JsonlWriter, metrics_callback, read_json, read_jsonl, setup_wandb, use_compact_progress, write_json
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +52,15 @@ def preflight(cfg, run_dir: Path) -> Start:
         done = trained is not None
     finished = (run_dir / "metrics.json").exists()
     if (finished or (trained is not None and not done)) and checkpoint is None:
-        raise ConfigError(f"{run_dir} already holds a finished GRPO run (it saved no checkpoint to continue from): "
-                          f"pick a new hydra.run.dir")
+        raise ConfigError(
+            f"{run_dir} already holds a finished GRPO run (it saved no checkpoint to continue from): pick a new hydra.run.dir"
+        )
     if done and finished:
-        raise ConfigError(f"{run_dir} already holds a run trained to step {trained_steps} "
-                          f"(algorithm.max_steps={max_steps}): raise algorithm.max_steps to continue it, "
-                          f"or pick a new hydra.run.dir")
+        raise ConfigError(
+            f"{run_dir} already holds a run trained to step {trained_steps} "
+            f"(algorithm.max_steps={max_steps}): raise algorithm.max_steps to continue it, "
+            f"or pick a new hydra.run.dir"
+        )
     if done:
         return Start("finish", None if trained is not None else checkpoint, trained_steps)
     return Start("new") if checkpoint is None else Start("resume", checkpoint, step)
@@ -112,8 +122,7 @@ def build_trainer(cfg, run_dir: Path, start: Start, trainer_class, wrap_rewards,
     if wrap_rewards is not None:
         setup.rewards = wrap_rewards(setup.rewards)
     setup.rewards = checked_rewards(setup.rewards, cfg.reward.checks)  # for training, calibration and eval alike
-    args = trl_config(GRPOConfig, cfg, run_dir, report_to, setup.trainer_kwargs,
-                      reward_weights=[r.weight for r in setup.rewards])
+    args = trl_config(GRPOConfig, cfg, run_dir, report_to, setup.trainer_kwargs, reward_weights=[r.weight for r in setup.rewards])
     calibrate_rewards(cfg, setup, run_dir)
     if start.mode == "new":
         evaluate(cfg, setup, run_dir, "before")
@@ -121,11 +130,17 @@ def build_trainer(cfg, run_dir: Path, start: Start, trainer_class, wrap_rewards,
     rollouts = JsonlWriter(run_dir / "rollouts.jsonl") if cfg.logging.rollouts and is_main_process() else None
     stops = checkpoint_callback(checkpoint_config(cfg))
     trainer = trainer_class(
-        model=setup.model, rewards=setup.rewards, args=args, train_dataset=setup.train,
-        processing_class=setup.tokenizer, peft_config=lora_config(cfg.model, setup.reasoning_vocab),
+        model=setup.model,
+        rewards=setup.rewards,
+        args=args,
+        train_dataset=setup.train,
+        processing_class=setup.tokenizer,
+        peft_config=lora_config(cfg.model, setup.reasoning_vocab),
         callbacks=[metrics_callback(run_dir / "metrics.jsonl"), stops],
-        rollout_writer=rollouts, stage_timing=cfg.logging.stage_timing,
-        inverse_cdf_on_cpu=cfg.hardware.cpu_inverse_cdf_sampling, **trainer_extra,
+        rollout_writer=rollouts,
+        stage_timing=cfg.logging.stage_timing,
+        inverse_cdf_on_cpu=cfg.hardware.cpu_inverse_cdf_sampling,
+        **trainer_extra,
     )
     use_compact_progress(trainer)
     if cfg.eval.every_steps > 0:
@@ -143,8 +158,7 @@ def end_training(cfg, run_dir: Path, setup, trainer, rollouts) -> dict[str, floa
     with phase("saving the final model"):
         setup.model = save_final_model(trainer, setup.tokenizer, cfg.model, run_dir)
     if setup.reasoning_vocab is not None and is_main_process():  # the map, and where each copy ended up
-        write_json(run_dir / "reasoning_vocab.json",
-                   setup.reasoning_vocab.as_dict() | setup.reasoning_vocab.embedding_norms(setup.model))
+        write_json(run_dir / "reasoning_vocab.json", setup.reasoning_vocab.as_dict() | setup.reasoning_vocab.embedding_norms(setup.model))
     if trainer.accelerator.num_processes > 1:
         print(f"rlvr: rank {rank()} weights {weights_digest(setup.model)}", flush=True)
     if is_main_process():

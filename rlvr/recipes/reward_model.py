@@ -13,9 +13,7 @@ from pathlib import Path
 from rlvr import hardware
 from rlvr.distributed import is_main_process, phase
 from rlvr.errors import ConfigError
-from rlvr.recipes.common import (
-    TRAIN_RESULT, final_model_saved, finish, load_saved_model, reuse_run_dir, save_final_model, trl_config,
-)
+from rlvr.recipes.common import TRAIN_RESULT, final_model_saved, finish, load_saved_model, reuse_run_dir, save_final_model, trl_config
 from rlvr.run_dir import Start
 from rlvr.tracking import metrics_callback, read_json, setup_wandb, use_compact_progress, write_json
 
@@ -46,8 +44,7 @@ def load_pairs(cfg, tokenizer):
     train, evaluation = read_splits(cfg.dataset, cfg.seed)
     train, counts = prepare_split(train, cfg, tokenizer, cfg.dataset.max_train_samples, f"dataset '{name}'", "train")
     if evaluation is not None:
-        evaluation, eval_counts = prepare_split(evaluation, cfg, tokenizer, cfg.dataset.max_eval_samples,
-                                                f"eval data of '{name}'", "eval")
+        evaluation, eval_counts = prepare_split(evaluation, cfg, tokenizer, cfg.dataset.max_eval_samples, f"eval data of '{name}'", "eval")
         counts |= eval_counts
     if len(train) == 0:
         raise ConfigError("no training pairs left after dataset.preference length filters")
@@ -69,8 +66,7 @@ def preflight(cfg, run_dir: Path) -> Start:
     """Reward-model runs do not resume: a finished one is kept, one stopped after training (its final
     model saved) is finished by evaluating that model, any other starts over."""
     if (run_dir / "metrics.json").exists():
-        raise ConfigError(f"{run_dir} already holds a reward-model run (reward-model runs do not resume): "
-                          f"pick a new hydra.run.dir")
+        raise ConfigError(f"{run_dir} already holds a reward-model run (reward-model runs do not resume): pick a new hydra.run.dir")
     if final_model_saved(run_dir):
         return Start("finish")
     return Start("new")
@@ -93,8 +89,7 @@ def train(cfg, run_dir: Path, start: Start) -> dict[str, float]:
     with phase("loading the model and data"):
         if finishing:
             log.info("%s: training ended and its final model is saved: evaluating it", run_dir)
-            model, tokenizer = load_saved_model(cfg.model, run_dir / "final_model", "AutoModelForSequenceClassification",
-                                                num_labels=1)
+            model, tokenizer = load_saved_model(cfg.model, run_dir / "final_model", "AutoModelForSequenceClassification", num_labels=1)
         else:
             model, tokenizer = load_reward_model(cfg.model, cfg.seed)
             check_lora_targets(model, cfg.model.lora)
@@ -102,7 +97,11 @@ def train(cfg, run_dir: Path, start: Start) -> dict[str, float]:
         train_pairs, eval_pairs, counts = load_pairs(cfg, tokenizer)
     args = trl_config(RewardConfig, cfg, run_dir, report_to, trainer_kwargs, max_length=None, disable_dropout=True)
     trainer = PreferenceRewardTrainer(
-        model=model, args=args, train_dataset=train_pairs, eval_dataset=eval_pairs, processing_class=tokenizer,
+        model=model,
+        args=args,
+        train_dataset=train_pairs,
+        eval_dataset=eval_pairs,
+        processing_class=tokenizer,
         peft_config=None if finishing else lora_config(cfg.model, task_type="SEQ_CLS"),
         callbacks=[metrics_callback(run_dir / "metrics.jsonl")],
     )
@@ -125,8 +124,9 @@ def train(cfg, run_dir: Path, start: Start) -> dict[str, float]:
         from rlvr.rewards.reward_model import RewardModelScorer
 
         metrics |= trainer.evaluate()
-        scorer = RewardModelScorer(trainer.model, tokenizer, device=hardware.torch_device(cfg.hardware),
-                                   batch_size=cfg.algorithm.per_device_eval_batch_size)
+        scorer = RewardModelScorer(
+            trainer.model, tokenizer, device=hardware.torch_device(cfg.hardware), batch_size=cfg.algorithm.per_device_eval_batch_size
+        )
         metrics["eval_pair_accuracy"] = scorer.pair_accuracy(eval_pairs)
     log.info("reward model: %s", {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)})
     return finish(cfg, run_dir, metrics)

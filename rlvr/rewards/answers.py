@@ -22,8 +22,9 @@ def gold_answer(raw: Any) -> str | None:
     if raw is None:
         return None
     if isinstance(raw, (list, tuple, dict, set)):
-        raise DataError(f"the gold answer {short(raw)} is a {type(raw).__name__}, not one value: "
-                        f"give each row a single answer (a string or a number)")
+        raise DataError(
+            f"the gold answer {short(raw)} is a {type(raw).__name__}, not one value: give each row a single answer (a string or a number)"
+        )
     text = str(raw)
     if "####" in text:
         text = text.rsplit("####", 1)[1]

@@ -152,8 +152,10 @@ def check_runs_in_worker(name: str, fn: Callable, timeout_s: Any) -> None:
     try:
         pickle.dumps(fn)
     except Exception as exc:  # a lambda, a closure, a function defined in __main__ ...
-        raise ConfigError(f"reward.functions.{name}.timeout_s runs the reward in a worker process, which needs "
-                          f"a module-level function importable by its path ({type(exc).__name__})") from exc
+        raise ConfigError(
+            f"reward.functions.{name}.timeout_s runs the reward in a worker process, which needs "
+            f"a module-level function importable by its path ({type(exc).__name__})"
+        ) from exc
 
 
 def primary_correctness(rewards: Sequence[WeightedReward]) -> list[bool | None]:

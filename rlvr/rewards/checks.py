@@ -36,8 +36,7 @@ log = logging.getLogger(__name__)
 
 # What TRL's GRPOTrainer passes every reward besides the data columns (`_calculate_rewards`); a data
 # column of the same name collides. tests/rewards/test_checks.py holds this list against TRL itself.
-TRL_REWARD_KEYWORDS = ("prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric",
-                       "environments")
+TRL_REWARD_KEYWORDS = ("prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric", "environments")
 NO_VERDICT_REASONS = ("timeout", "error")  # Outcome reasons of built-in rewards that judged nothing
 
 
@@ -109,8 +108,10 @@ def exits_refused(name: str):
     finally:
         os._exit = real_exit
     if exits:  # also when the reward caught ExitRefused, or another of its threads called os._exit
-        raise RewardError(f"reward '{name}' {exits[0]}: a reward must return its scores, not end the run; give it "
-                          f"timeout_s to run it in a worker process, where an exit scores None")
+        raise RewardError(
+            f"reward '{name}' {exits[0]}: a reward must return its scores, not end the run; give it "
+            f"timeout_s to run it in a worker process, where an exit scores None"
+        )
 
 
 class CheckedReward:
@@ -121,8 +122,15 @@ class CheckedReward:
     instead of leaving the others waiting on a collective forever.
     """
 
-    def __init__(self, fn: Callable, name: str, failure_warn_frac: float = 0.5, none_patience: int = 20,
-                 slow_call_s: float = 60.0, timeout_s: float | None = None):
+    def __init__(
+        self,
+        fn: Callable,
+        name: str,
+        failure_warn_frac: float = 0.5,
+        none_patience: int = 20,
+        slow_call_s: float = 60.0,
+        timeout_s: float | None = None,
+    ):
         from rlvr.rewards.sandbox import TimeLimitedPool
 
         self.fn, self.__name__ = fn, name
@@ -154,14 +162,20 @@ class CheckedReward:
 
     def _checked_call(self, prompts, completions, kwargs: dict) -> list[float | None]:
         n = len(completions)
-        timer = threading.Timer(self.slow_call_s, log.warning, args=(
-            "reward '%s' has been running for %.0f s on %d completions and has not returned "
-            "(give it timeout_s to bound it)", self.__name__, self.slow_call_s, n))
+        timer = threading.Timer(
+            self.slow_call_s,
+            log.warning,
+            args=(
+                "reward '%s' has been running for %.0f s on %d completions and has not returned (give it timeout_s to bound it)",
+                self.__name__,
+                self.slow_call_s,
+                n,
+            ),
+        )
         timer.daemon = True
         started = time.perf_counter()
         timer.start()
-        bound = ("give it timeout_s to bound it" if self.pool is None
-                 else f"its timeout_s={self.timeout_s:g} is longer than a stop waits")
+        bound = "give it timeout_s to bound it" if self.pool is None else f"its timeout_s={self.timeout_s:g} is longer than a stop waits"
         try:
             with awaited(f"reward '{self.__name__}'", bound):  # named, and waited for a bounded time, by a stop
                 values = self._call(prompts, completions, kwargs)
@@ -169,8 +183,13 @@ class CheckedReward:
             timer.cancel()
         seconds = time.perf_counter() - started
         if seconds > self.slow_call_s:
-            log.warning("reward '%s' is slow: %.1f s for a call of %d completions (reward.checks.slow_call_s=%g)",
-                        self.__name__, seconds, n, self.slow_call_s)
+            log.warning(
+                "reward '%s' is slow: %.1f s for a call of %d completions (reward.checks.slow_call_s=%g)",
+                self.__name__,
+                seconds,
+                n,
+                self.slow_call_s,
+            )
         values = self._validated(values, prompts, completions)
         self._watch(values, seconds, kwargs.get("log_metric"), training="trainer_state" in kwargs)
         return values
@@ -183,8 +202,7 @@ class CheckedReward:
             except RlvrError:
                 raise
             except Exception as exc:  # a user's reward: its failure in one line, pointing at its code
-                raise RewardError(f"reward '{self.__name__}' raised {type(exc).__name__}: {exc}"[:300]
-                                  + where_raised(exc)) from exc
+                raise RewardError(f"reward '{self.__name__}' raised {type(exc).__name__}: {exc}"[:300] + where_raised(exc)) from exc
         portable = {k: v for k, v in kwargs.items() if not callable(v) and k != "environments"}
         [(status, value)] = self.pool.map(call_in_worker, [(self.fn, prompts, completions, portable)])
         if status == "ok":
@@ -192,27 +210,31 @@ class CheckedReward:
         if status == "error":
             raise RewardError(f"reward '{self.__name__}' raised {value}")
         why = f"timed out after {self.timeout_s:g} s" if status == "timeout" else value
-        log.warning("reward '%s' %s on a call of %d completions: they score None (no verdict)",
-                    self.__name__, why, len(completions))
+        log.warning("reward '%s' %s on a call of %d completions: they score None (no verdict)", self.__name__, why, len(completions))
         return [None] * len(completions)
 
     def _validated(self, values, prompts, completions) -> list[float | None]:
         n = len(completions)
         if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__len__"):
-            raise RewardError(f"reward '{self.__name__}' returned {short(values)} ({type(values).__name__}), "
-                              f"not a list of {n} rewards (one float or None per completion)")
+            raise RewardError(
+                f"reward '{self.__name__}' returned {short(values)} ({type(values).__name__}), "
+                f"not a list of {n} rewards (one float or None per completion)"
+            )
         values = list(values)
         if len(values) != n:
-            raise RewardError(f"reward '{self.__name__}' returned {len(values)} rewards for {n} completions "
-                              f"(one float or None per completion)")
+            raise RewardError(
+                f"reward '{self.__name__}' returned {len(values)} rewards for {n} completions (one float or None per completion)"
+            )
         checked = []
         for row, value in enumerate(values):
             try:
                 checked.append(as_reward(value))
             except ValueError:
                 prompt = completion_text(prompts[row]) if prompts is not None else ""
-                raise RewardError(f"reward '{self.__name__}' returned {short(value)} for row {row} "
-                                  f"(prompt {short(prompt, 60)}): a reward must be a finite float or None") from None
+                raise RewardError(
+                    f"reward '{self.__name__}' returned {short(value)} for row {row} "
+                    f"(prompt {short(prompt, 60)}): a reward must be a finite float or None"
+                ) from None
         return checked
 
     def _watch(self, values: list[float | None], seconds: float, log_metric, training: bool) -> None:
@@ -222,20 +244,26 @@ class CheckedReward:
         outcomes = getattr(self.fn, "last_outcomes", None)
         if not outcomes or len(outcomes) != n:
             outcomes = [None] * n
-        no_verdict = sum(v is None or (o is not None and o.reason in NO_VERDICT_REASONS)
-                         for v, o in zip(values, outcomes))
+        no_verdict = sum(v is None or (o is not None and o.reason in NO_VERDICT_REASONS) for v, o in zip(values, outcomes))
         if log_metric is not None:
             log_metric(f"rewards/{self.__name__}/no_verdict_frac", no_verdict / n)
             log_metric(f"rewards/{self.__name__}/call_s", seconds)
         if no_verdict / n > self.failure_warn_frac:
-            log.warning("reward '%s' gave no verdict (None, timeout or error) on %d of %d completions "
-                        "(reward.checks.failure_warn_frac=%g)", self.__name__, no_verdict, n, self.failure_warn_frac)
+            log.warning(
+                "reward '%s' gave no verdict (None, timeout or error) on %d of %d completions (reward.checks.failure_warn_frac=%g)",
+                self.__name__,
+                no_verdict,
+                n,
+                self.failure_warn_frac,
+            )
         if not training:  # eval batches may be grouped by task: a streak counts training steps only
             return
         self.none_streak = self.none_streak + 1 if all(v is None for v in values) else 0
         if self.none_patience and self.none_streak >= self.none_patience:
-            raise RewardError(f"reward '{self.__name__}' returned None for every completion in {self.none_streak} "
-                              f"training steps in a row: it scores nothing (reward.checks.none_patience={self.none_patience})")
+            raise RewardError(
+                f"reward '{self.__name__}' returned None for every completion in {self.none_streak} "
+                f"training steps in a row: it scores nothing (reward.checks.none_patience={self.none_patience})"
+            )
 
 
 def checked_rewards(rewards: list, checks=None) -> list:
@@ -250,6 +278,9 @@ def checked_rewards(rewards: list, checks=None) -> list:
         raise ConfigError(f"reward.checks.none_patience={settings['none_patience']} must be >= 0 (0: never stop)")
     if settings.get("slow_call_s", 1) <= 0:
         raise ConfigError(f"reward.checks.slow_call_s={settings['slow_call_s']} must be > 0")
-    return [r if isinstance(r.fn, CheckedReward)
-            else WeightedReward(r.name, CheckedReward(r.fn, r.name, timeout_s=r.timeout_s, **settings), r.weight)
-            for r in rewards]
+    return [
+        r
+        if isinstance(r.fn, CheckedReward)
+        else WeightedReward(r.name, CheckedReward(r.fn, r.name, timeout_s=r.timeout_s, **settings), r.weight)
+        for r in rewards
+    ]

@@ -46,19 +46,38 @@ class CodeTestsReward(Reward):
     model-written code with no isolation at all: an explicit opt-in, logged loudly, never a fallback.
     """
 
-    def __init__(self, name: str | None = None, sandbox: str = "bubblewrap", workers: int = 2, score: str = "pass",
-                 correct: float = 1.0, wrong: float = 0.0, **limits):
+    def __init__(
+        self,
+        name: str | None = None,
+        sandbox: str = "bubblewrap",
+        workers: int = 2,
+        score: str = "pass",
+        correct: float = 1.0,
+        wrong: float = 0.0,
+        **limits,
+    ):
         super().__init__(name)
         self.sandbox = self.preflight(self.__name__, sandbox, workers, score, **limits)
         if sandbox == "none":
-            log.warning("reward '%s' RUNS MODEL-WRITTEN CODE UNSANDBOXED (sandbox=none): it can read and write "
-                        "your files, reach the network and outlive the run", self.__name__)
+            log.warning(
+                "reward '%s' RUNS MODEL-WRITTEN CODE UNSANDBOXED (sandbox=none): it can read and write "
+                "your files, reach the network and outlive the run",
+                self.__name__,
+            )
         self.score_mode, self.correct, self.wrong = score, correct, wrong
         self._rows: tuple[Sequence[str], Sequence[str]] = ((), ())
 
     @classmethod
-    def preflight(cls, name: str, sandbox: str = "bubblewrap", workers: int = 2, score: str = "pass",
-                  correct: float = 1.0, wrong: float = 0.0, **limits) -> Sandbox:
+    def preflight(
+        cls,
+        name: str,
+        sandbox: str = "bubblewrap",
+        workers: int = 2,
+        score: str = "pass",
+        correct: float = 1.0,
+        wrong: float = 0.0,
+        **limits,
+    ) -> Sandbox:
         """The checked sandbox: every argument in range, and a trivial program run in it on this machine."""
         if score not in SCORES:
             raise ConfigError(f"reward.functions.{name}.score={score!r}: must be one of {', '.join(SCORES)}")
@@ -70,14 +89,12 @@ class CodeTestsReward(Reward):
         except TypeError as exc:
             raise ConfigError(f"reward.functions.{name}: {exc}") from None
         except ConfigError as exc:
-            raise ConfigError(f"reward.functions.{name}: {exc}".replace("sandbox=none", f"reward.functions.{name}."
-                                                                                      f"sandbox=none")) from None
+            raise ConfigError(f"reward.functions.{name}: {exc}".replace("sandbox=none", f"reward.functions.{name}.sandbox=none")) from None
         return checked
 
     def __call__(self, prompts=None, completions=(), answer=None, entry_point=None, code_prelude=None, **kwargs):
         if entry_point is None:
-            raise DataError(f"reward '{self.__name__}' needs an 'entry_point' column: the name of the function the "
-                            f"tests call")
+            raise DataError(f"reward '{self.__name__}' needs an 'entry_point' column: the name of the function the tests call")
         self._rows = (entry_point, code_prelude if code_prelude is not None else [""] * len(entry_point))
         return super().__call__(prompts=prompts, completions=completions, answer=answer, **kwargs)
 
@@ -113,4 +130,3 @@ class CodeTestsReward(Reward):
         else:
             value = self.correct if passed else self.wrong
         return Outcome(value, "correct" if passed else "wrong", summary, passed)
-

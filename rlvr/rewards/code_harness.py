@@ -61,7 +61,7 @@ def decode(data):
 def send(fd, message):
     data = json.dumps(message).encode() + b"\n"
     while data:
-        data = data[os.write(fd, data):]
+        data = data[os.write(fd, data) :]
 
 
 def receive(stream):
@@ -83,9 +83,13 @@ def candidate_process(requests, replies, limits):
     for fd in (0, 1, 2):
         os.dup2(null, fd)
     mb = 1 << 20
-    for name, value in (("RLIMIT_CPU", limits["cpu_s"]), ("RLIMIT_AS", limits["memory_mb"] * mb),
-                        ("RLIMIT_NPROC", limits["processes"]), ("RLIMIT_FSIZE", limits["file_mb"] * mb),
-                        ("RLIMIT_CORE", 0)):
+    for name, value in (
+        ("RLIMIT_CPU", limits["cpu_s"]),
+        ("RLIMIT_AS", limits["memory_mb"] * mb),
+        ("RLIMIT_NPROC", limits["processes"]),
+        ("RLIMIT_FSIZE", limits["file_mb"] * mb),
+        ("RLIMIT_CORE", 0),
+    ):
         resource.setrlimit(getattr(resource, name), (value, value))
     if limits["uid"] is not None:
         os.setgroups([])
@@ -119,8 +123,7 @@ class CountAsserts(ast.NodeTransformer):
     """`assert test, msg` becomes `rlvr_assert_(lambda: test)`: counted, never stopping the tests."""
 
     def visit_Assert(self, node):
-        check = ast.Lambda(args=ast.arguments(posonlyargs=[], args=[], kwonlyargs=[], kw_defaults=[], defaults=[]),
-                           body=node.test)
+        check = ast.Lambda(args=ast.arguments(posonlyargs=[], args=[], kwonlyargs=[], kw_defaults=[], defaults=[]), body=node.test)
         call = ast.Call(func=ast.Name(id="rlvr_assert_", ctx=ast.Load()), args=[check], keywords=[])
         return ast.copy_location(ast.Expr(value=call), node)
 
@@ -158,8 +161,10 @@ def end_with_the_caller(lifeline: int, candidate: int) -> None:
     sandbox starts (the kernel's parent-death signal is set too late), which left programs running."""
     while os.read(lifeline, 1):
         pass
-    for end in (lambda: os.kill(candidate, 9),
-                lambda: os.killpg(0, 9)):  # this process's group: with sandbox="none" no PID space ends the rest
+    for end in (
+        lambda: os.kill(candidate, 9),
+        lambda: os.killpg(0, 9),
+    ):  # this process's group: with sandbox="none" no PID space ends the rest
         try:
             end()
         except OSError:  # gone already, or another user now: the sandbox's end takes it

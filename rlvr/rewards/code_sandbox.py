@@ -40,8 +40,14 @@ VERDICT_BYTES = 1 << 16  # read of the sandbox's output: the verdict is one shor
 FIRST_UID = 1_900_000_000  # sandboxed programs run as FIRST_UID + slot when rlvr is root: ids no account uses
 
 
-LIMIT_RANGES = {"timeout_s": (0.5, 600), "cpu_s": (1, 600), "memory_mb": (64, 65536), "processes": (1, 4096),
-                "file_mb": (0, 4096), "tmpfs_mb": (1, 4096)}
+LIMIT_RANGES = {
+    "timeout_s": (0.5, 600),
+    "cpu_s": (1, 600),
+    "memory_mb": (64, 65536),
+    "processes": (1, 4096),
+    "file_mb": (0, 4096),
+    "tmpfs_mb": (1, 4096),
+}
 
 
 @dataclass(frozen=True)
@@ -78,8 +84,9 @@ def runtime_paths() -> tuple[tuple[str, str], ...]:
     stdlib = os.path.realpath(sysconfig.get_path("stdlib"))
     dynload = Path(stdlib) / "lib-dynload"
     if shutil.which("ldd") is None:
-        raise ConfigError("the code reward's sandbox lists the Python runtime's shared libraries with ldd, which is "
-                          "not installed (Debian: libc-bin)")
+        raise ConfigError(
+            "the code reward's sandbox lists the Python runtime's shared libraries with ldd, which is not installed (Debian: libc-bin)"
+        )
     linked = set()
     for binary in [executable, *map(str, dynload.glob("*.so"))]:
         result = subprocess.run(["ldd", binary], capture_output=True, text=True, check=False)
@@ -89,8 +96,7 @@ def runtime_paths() -> tuple[tuple[str, str], ...]:
                 linked.add(path)
     pairs = [(executable, executable), (stdlib, stdlib)]
     for path in sorted(linked):
-        pairs.append((os.path.realpath(path), os.path.join(os.path.realpath(os.path.dirname(path)),
-                                                           os.path.basename(path))))
+        pairs.append((os.path.realpath(path), os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))))
     return tuple(pairs)
 
 
@@ -100,11 +106,36 @@ def bubblewrap_argv(limits: Limits, as_root: bool) -> list[str]:
     # --as-pid-1: the harness is the PID space's first process, so its end (a verdict, or its caller gone:
     # see code_harness.end_with_the_caller) ends every process in it. bwrap's own first process would
     # instead wait for all of them.
-    argv = ["bwrap", "--unshare-ipc", "--unshare-pid", "--as-pid-1", "--unshare-net", "--unshare-uts",
-            "--unshare-cgroup-try", "--die-with-parent", "--new-session",
-            "--clearenv", "--setenv", "PATH", "/nonexistent", "--setenv", "HOME", "/tmp",
-            "--tmpfs", "/", "--proc", "/proc", "--dev", "/dev",
-            "--perms", "1777", "--size", str(limits.tmpfs_mb << 20), "--tmpfs", "/tmp"]
+    argv = [
+        "bwrap",
+        "--unshare-ipc",
+        "--unshare-pid",
+        "--as-pid-1",
+        "--unshare-net",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--die-with-parent",
+        "--new-session",
+        "--clearenv",
+        "--setenv",
+        "PATH",
+        "/nonexistent",
+        "--setenv",
+        "HOME",
+        "/tmp",
+        "--tmpfs",
+        "/",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--perms",
+        "1777",
+        "--size",
+        str(limits.tmpfs_mb << 20),
+        "--tmpfs",
+        "/tmp",
+    ]
     for link, target in (("/lib", "usr/lib"), ("/lib64", "usr/lib64")):  # merged-/usr systems: the loader's paths
         if os.path.islink(link):
             argv += ["--symlink", target, link]
@@ -148,14 +179,18 @@ class Sandbox:
 
     def command(self, slot: int, lifeline: int) -> list[str]:
         """The sandbox's command line for a worker slot; `lifeline`: the read end the harness watches."""
-        limits = {"cpu_s": self.limits.cpu_s, "memory_mb": self.limits.memory_mb, "processes": self.limits.processes,
-                  "file_mb": self.limits.file_mb, "uid": FIRST_UID + slot if self.as_root else None,
-                  "lifeline": lifeline}
+        limits = {
+            "cpu_s": self.limits.cpu_s,
+            "memory_mb": self.limits.memory_mb,
+            "processes": self.limits.processes,
+            "file_mb": self.limits.file_mb,
+            "uid": FIRST_UID + slot if self.as_root else None,
+            "lifeline": lifeline,
+        }
         interpreter = runtime_paths()[0][1]
         if self.kind == "none":
             return [interpreter, "-I", "-S", str(HARNESS), json.dumps(limits)]
-        return bubblewrap_argv(self.limits, self.as_root) + [interpreter, "-I", "-S", SANDBOX_HARNESS,
-                                                             json.dumps(limits)]
+        return bubblewrap_argv(self.limits, self.as_root) + [interpreter, "-I", "-S", SANDBOX_HARNESS, json.dumps(limits)]
 
     def run(self, jobs: list[Job]) -> list[Verdict]:
         """One Verdict per job, in order."""
@@ -184,16 +219,25 @@ class Sandbox:
     def _start(self, job: Job, slot: int) -> tuple:
         token = secrets.token_hex(16)
         files = [tempfile.TemporaryFile() for _ in range(3)]  # the job in, the verdict and errors out
-        files[0].write(json.dumps({"program": job.program, "tests": job.tests, "entry_point": job.entry_point,
-                                   "prelude": job.prelude, "token": token}).encode())
+        files[0].write(
+            json.dumps(
+                {"program": job.program, "tests": job.tests, "entry_point": job.entry_point, "prelude": job.prelude, "token": token}
+            ).encode()
+        )
         files[0].seek(0)
         # The write end stays here, not inheritable: it closes when this process ends, however it ends.
         lifeline, write_end = os.pipe()
         held = os.fdopen(write_end, "wb", buffering=0)  # a file object: closing it twice is harmless
         try:
             with files[0]:
-                process = subprocess.Popen(self.command(slot, lifeline), stdin=files[0], stdout=files[1],
-                                           stderr=files[2], start_new_session=True, pass_fds=(lifeline,))
+                process = subprocess.Popen(
+                    self.command(slot, lifeline),
+                    stdin=files[0],
+                    stdout=files[1],
+                    stderr=files[2],
+                    start_new_session=True,
+                    pass_fds=(lifeline,),
+                )
         except BaseException:
             held.close()
             raise
@@ -220,20 +264,23 @@ class Sandbox:
             return Verdict("timeout", error=f"still running after {self.limits.timeout_s:g} s")
         for line in output.splitlines():
             if line.startswith(token + " "):
-                counts = json.loads(line[len(token) + 1:])
+                counts = json.loads(line[len(token) + 1 :])
                 return Verdict("ok", counts["passed"], counts["failed"], counts["error"])
         detail = errors.decode(errors="replace").strip().splitlines()
-        return Verdict("error", error=f"no verdict (exit {process.returncode}"
-                                      + (f": {detail[-1][:200]})" if detail else ")"))
+        return Verdict("error", error=f"no verdict (exit {process.returncode}" + (f": {detail[-1][:200]})" if detail else ")"))
 
     def check_works(self) -> None:
         """Raise ConfigError naming the cause when this machine cannot run the sandbox."""
         if self.kind == "bubblewrap" and shutil.which("bwrap") is None:
-            raise ConfigError("the code reward's sandbox needs bubblewrap, which is not installed: install Debian's or "
-                              "your distribution's 'bubblewrap' package (apt-get install bubblewrap), or opt in to "
-                              "running model-written code unsandboxed with sandbox=none")
+            raise ConfigError(
+                "the code reward's sandbox needs bubblewrap, which is not installed: install Debian's or "
+                "your distribution's 'bubblewrap' package (apt-get install bubblewrap), or opt in to "
+                "running model-written code unsandboxed with sandbox=none"
+            )
         [verdict] = self.run([Job("def f():\n    return 1\n", "assert f() == 1\n", "f")])
         if verdict.status != "ok" or verdict.passed != 1:
-            raise ConfigError(f"the code reward's sandbox ({self.kind}) cannot run a trivial program on this machine: "
-                              f"{verdict.error or verdict}; bubblewrap needs user namespaces (or root), which some "
-                              f"containers and macOS lack")
+            raise ConfigError(
+                f"the code reward's sandbox ({self.kind}) cannot run a trivial program on this machine: "
+                f"{verdict.error or verdict}; bubblewrap needs user namespaces (or root), which some "
+                f"containers and macOS lack"
+            )

@@ -63,13 +63,11 @@ class MathVerifyReward(Reward):
     no protection from inputs that ignore the alarm). Use it for debugging, not training.
     """
 
-    def __init__(self, name: str | None = None, timeout_s: float = 2.0, workers: int = 2,
-                 correct: float = 1.0, wrong: float = 0.0):
+    def __init__(self, name: str | None = None, timeout_s: float = 2.0, workers: int = 2, correct: float = 1.0, wrong: float = 0.0):
         super().__init__(name)
         self.correct, self.wrong, self.workers = correct, wrong, workers
         self.timeout_s = timeout_s
-        self.pool = TimeLimitedPool(workers, timeout_s, preload=["math_verify", "rlvr.rewards.math"],
-                                     warm_up=warm_up) if workers else None
+        self.pool = TimeLimitedPool(workers, timeout_s, preload=["math_verify", "rlvr.rewards.math"], warm_up=warm_up) if workers else None
 
     def _run(self, fn, items: list[tuple[str, str]]) -> list[tuple[str, object]]:
         if self.pool is not None:
@@ -102,6 +100,7 @@ class MathVerifyReward(Reward):
             if prediction is None:
                 outcomes[i] = Outcome(self.wrong, "unparsable", None, False)
             else:
-                outcomes[i] = Outcome(self.correct if is_correct else self.wrong,
-                                      "correct" if is_correct else "wrong", prediction, is_correct)
+                outcomes[i] = Outcome(
+                    self.correct if is_correct else self.wrong, "correct" if is_correct else "wrong", prediction, is_correct
+                )
         return outcomes

@@ -26,8 +26,9 @@ def resolve_reward_model_path(path: str) -> str:
     if (candidate / "final_model" / "config.json").exists():
         return str(candidate / "final_model")
     if (candidate / "final_adapter").is_dir():
-        raise ConfigError(f"reward model '{path}' kept only its LoRA adapter (model.lora.save_merged=false): "
-                          f"train it again without that option")
+        raise ConfigError(
+            f"reward model '{path}' kept only its LoRA adapter (model.lora.save_merged=false): train it again without that option"
+        )
     if candidate.is_dir() and not (candidate / "config.json").exists():
         raise ConfigError(f"reward model '{path}' is a directory with neither final_model/ nor config.json")
     return str(candidate) if candidate.exists() else path
@@ -88,7 +89,7 @@ class RewardModelScorer:
             self.model.to(self.device)
         try:
             for start in range(0, len(ids), self.batch_size):
-                batch = [seq[-limit:] for seq in ids[start:start + self.batch_size]]
+                batch = [seq[-limit:] for seq in ids[start : start + self.batch_size]]
                 width = max(len(seq) for seq in batch)
                 input_ids = torch.tensor([seq + [pad] * (width - len(seq)) for seq in batch], device=self.device)
                 mask = torch.tensor([[1] * len(seq) + [0] * (width - len(seq)) for seq in batch], device=self.device)
@@ -108,10 +109,21 @@ def hybrid_value(verified: bool, r: float, r_min: float, r_max: float, alpha: fl
 class HybridReward(Reward):
     """Verifier + reward model. r_min/r_max: fixed in config, or from `calibrate` before training."""
 
-    def __init__(self, name: str | None = None, verifier: dict | None = None, reward_model: str | None = None,
-                 alpha: float = 0.5, beta: float = 0.5, eps: float = 0.01, r_min: float | None = None,
-                 r_max: float | None = None, calibration_prompts: int = 16, batch_size: int = 32,
-                 device: str = "cpu", offload: bool = False):
+    def __init__(
+        self,
+        name: str | None = None,
+        verifier: dict | None = None,
+        reward_model: str | None = None,
+        alpha: float = 0.5,
+        beta: float = 0.5,
+        eps: float = 0.01,
+        r_min: float | None = None,
+        r_max: float | None = None,
+        calibration_prompts: int = 16,
+        batch_size: int = 32,
+        device: str = "cpu",
+        offload: bool = False,
+    ):
         super().__init__(name)
         if not reward_model:
             raise ConfigError(f"reward '{self.__name__}' needs reward_model=<run dir of algorithm=reward_model or model path>")
@@ -151,7 +163,8 @@ class HybridReward(Reward):
         prompts = prompts if prompts is not None else [""] * len(completions)
         scores = self.scorer.score([as_messages(p, c) for p, c in zip(prompts, completions)])
         return [
-            Outcome(hybrid_value(bool(v.correct), r, self.r_min, self.r_max, self.alpha, self.beta, self.eps),
-                    v.reason, v.prediction, v.correct)
+            Outcome(
+                hybrid_value(bool(v.correct), r, self.r_min, self.r_max, self.alpha, self.beta, self.eps), v.reason, v.prediction, v.correct
+            )
             for v, r in zip(verdicts, scores)
         ]

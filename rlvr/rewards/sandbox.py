@@ -32,8 +32,7 @@ def initialize_worker(warm_up: Callable[[], Any] | None) -> None:
         try:
             warm_up()
         except Exception as exc:  # best effort: the worker still serves its tasks, each under its limit
-            log.warning("a worker's warm-up failed (%s: %s); its first task pays the set-up instead",
-                        type(exc).__name__, exc)
+            log.warning("a worker's warm-up failed (%s: %s); its first task pays the set-up instead", type(exc).__name__, exc)
 
 
 class _KilledWorker(multiprocessing.context.ForkServerProcess):
@@ -72,8 +71,7 @@ class TimeLimitedPool:
     `os._exit`) or "error" (the task raised); value is the result or a one-line reason.
     """
 
-    def __init__(self, workers: int, timeout_s: float, preload: Sequence[str] = (),
-                 warm_up: Callable[[], Any] | None = None):
+    def __init__(self, workers: int, timeout_s: float, preload: Sequence[str] = (), warm_up: Callable[[], Any] | None = None):
         """`preload`: modules the forkserver imports once for every worker; `warm_up`: a module-level
         function each worker runs before its first task (see `initialize_worker`)."""
         self.workers, self.timeout_s, self.preload, self.warm_up = workers, timeout_s, list(preload), warm_up
@@ -92,8 +90,7 @@ class TimeLimitedPool:
         self._context.set_forkserver_preload(self.preload)
         with stop_signals_ignored():  # the forkserver, its resource tracker and so every worker
             multiprocessing.forkserver.ensure_running()
-        self._pool = ProcessPool(max_workers=self.workers, context=self._context,
-                                 initializer=initialize_worker, initargs=(self.warm_up,))
+        self._pool = ProcessPool(max_workers=self.workers, context=self._context, initializer=initialize_worker, initargs=(self.warm_up,))
         atexit.register(self.close)
         return self._pool
 

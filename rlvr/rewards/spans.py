@@ -32,8 +32,10 @@ class SpanReward:
         texts = [completion_text(c) for c in completions]
         spans = self.fn(prompts=prompts, completions=texts, **columns)
         if spans and not isinstance(spans[0], (list, tuple)):
-            raise ConfigError(f"reward '{self.__name__}' returned {type(spans[0]).__name__}s, not span lists: "
-                              "algorithm=fgrpo needs span rewards (e.g. reward=fgrpo_spans)")
+            raise ConfigError(
+                f"reward '{self.__name__}' returned {type(spans[0]).__name__}s, not span lists: "
+                "algorithm=fgrpo needs span rewards (e.g. reward=fgrpo_spans)"
+            )
         if len(spans) != len(texts):
             raise ValueError(f"span reward '{self.__name__}' returned {len(spans)} span lists for {len(texts)} completions")
         self.last_spans = [[(float(s) * self.weight, tuple(r), g) for s, r, g in row] for row in spans]
@@ -67,9 +69,16 @@ def _answer_match(text: str):
     return None
 
 
-def answer_spans(completions: Sequence[str], answer: Sequence[Any], format_score: float = 0.5,
-                 correct: float = 1.0, wrong: float = -1.0, reasoning_score: float = 0.0,
-                 missing: float = -1.0, **_: Any) -> list[list[Span]]:
+def answer_spans(
+    completions: Sequence[str],
+    answer: Sequence[Any],
+    format_score: float = 0.5,
+    correct: float = 1.0,
+    wrong: float = -1.0,
+    reasoning_score: float = 0.0,
+    missing: float = -1.0,
+    **_: Any,
+) -> list[list[Span]]:
     """Built-in spans for arithmetic and GSM8K-style answers, one span per reward group per completion.
 
     - accuracy: the number itself, `correct` or `wrong` against the gold answer; a completion with no

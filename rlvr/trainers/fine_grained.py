@@ -59,8 +59,10 @@ def clean_spans(spans: Sequence, text_length: int, strict: bool, stats: SpanStat
         empty = start == end and text_length > 0  # (0, 0) is the whole of an empty completion
         bad = start > end or empty or start < 0 or end > text_length or not np.isfinite(score)
         if bad and strict:
-            raise ConfigError(f"{where}: malformed span (score={score}, chars=({start}, {end}), group={group!r}) "
-                              f"for a completion of {text_length} characters")
+            raise ConfigError(
+                f"{where}: malformed span (score={score}, chars=({start}, {end}), group={group!r}) "
+                f"for a completion of {text_length} characters"
+            )
         if bad:
             stats.malformed += 1
             start, end = max(0, min(start, text_length)), max(0, min(end, text_length))
@@ -73,8 +75,9 @@ def clean_spans(spans: Sequence, text_length: int, strict: bool, stats: SpanStat
     return CleanSpans(np.array(scores), np.array(starts), np.array(ends), list(groups))
 
 
-def normalize_span_scores(spans: list[CleanSpans], num_generations: int, normalization: str, scope: str,
-                          eps: float = 1e-4) -> list[np.ndarray]:
+def normalize_span_scores(
+    spans: list[CleanSpans], num_generations: int, normalization: str, scope: str, eps: float = 1e-4
+) -> list[np.ndarray]:
     """Per-span advantages: scores normalised within (reward group x prompt) or (reward group x batch)."""
     advantages = [np.zeros_like(s.scores) for s in spans]
     population: dict[tuple, list[tuple[int, int]]] = {}
@@ -94,14 +97,14 @@ def normalize_span_scores(spans: list[CleanSpans], num_generations: int, normali
     return advantages
 
 
-def token_char_offsets(tokenizer, ids: Sequence[int], text: str,
-                       special: set[int] | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
+def token_char_offsets(tokenizer, ids: Sequence[int], text: str, special: set[int] | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
     """(starts, ends, exact) character offsets in `text` of each id; see `batch_token_char_offsets`."""
     return batch_token_char_offsets(tokenizer, [ids], [text], special)[0]
 
 
-def batch_token_char_offsets(tokenizer, rows: Sequence[Sequence[int]], texts: Sequence[str],
-                             special: set[int] | None = None) -> list[tuple[np.ndarray, np.ndarray, bool]]:
+def batch_token_char_offsets(
+    tokenizer, rows: Sequence[Sequence[int]], texts: Sequence[str], special: set[int] | None = None
+) -> list[tuple[np.ndarray, np.ndarray, bool]]:
     """Per row, (starts, ends, exact): the character offsets in `texts[i]` of each id of `rows[i]`;
     special tokens are zero-width.
 
@@ -156,8 +159,9 @@ def coverage(tok_starts: np.ndarray, tok_ends: np.ndarray, span_starts: np.ndarr
     return overlap | zero_width
 
 
-def token_advantages(cover: np.ndarray, span_advantages: np.ndarray, rows: np.ndarray | None = None,
-                     num_rows: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def token_advantages(
+    cover: np.ndarray, span_advantages: np.ndarray, rows: np.ndarray | None = None, num_rows: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
     """(advantage per token, covered mask): the mean of the covering spans' advantages, 0 if none.
 
     One completion: `cover` is (S, T) and the results are (T,). A batch: `rows` gives each span's
@@ -224,8 +228,9 @@ class FineGrainedGRPOTrainer(RolloutLoggingGRPOTrainer):
         texts = self.processing_class.batch_decode(ids, skip_special_tokens=True)
         local = self._local_spans()
         text_lengths = gather_object([len(t) for t in texts])
-        cleaned = [clean_spans(s, n, settings.strict, stats, f"completion {i}")
-                   for i, (s, n) in enumerate(zip(gather_object(local), text_lengths))]
+        cleaned = [
+            clean_spans(s, n, settings.strict, stats, f"completion {i}") for i, (s, n) in enumerate(zip(gather_object(local), text_lengths))
+        ]
         num_generations = self.num_generations if mode == "train" else self.num_generations_eval
         span_adv = normalize_span_scores(cleaned, num_generations, settings.normalization, settings.scope, settings.eps)
         offset = self.accelerator.process_index * len(texts)
@@ -234,23 +239,25 @@ class FineGrainedGRPOTrainer(RolloutLoggingGRPOTrainer):
         tok_starts, tok_ends = np.zeros(shape, dtype=np.int64), np.full(shape, -1, dtype=np.int64)  # padding: never covered
         exact_rows = np.zeros(shape[0], dtype=bool)
         token_lengths = mask.sum(dim=1).tolist()
-        row_offsets = batch_token_char_offsets(self.processing_class, [row[:n] for row, n in zip(ids, token_lengths)],
-                                               texts, self.special_ids)
+        row_offsets = batch_token_char_offsets(
+            self.processing_class, [row[:n] for row, n in zip(ids, token_lengths)], texts, self.special_ids
+        )
         for i, (length, (starts, ends, exact)) in enumerate(zip(token_lengths, row_offsets)):
             tok_starts[i, :length], tok_ends[i, :length], exact_rows[i] = starts, ends, exact
-        local_spans = cleaned[offset:offset + len(texts)]
+        local_spans = cleaned[offset : offset + len(texts)]
         rows = np.concatenate([np.full(len(sp.scores), i) for i, sp in enumerate(local_spans)]).astype(np.int64)
         span_starts = np.concatenate([sp.starts for sp in local_spans]).astype(np.int64)
         span_ends = np.concatenate([sp.ends for sp in local_spans]).astype(np.int64)
-        span_values = np.concatenate(span_adv[offset:offset + len(texts)])
+        span_values = np.concatenate(span_adv[offset : offset + len(texts)])
         cover = coverage(tok_starts[rows], tok_ends[rows], span_starts, span_ends)  # (S, T)
         stops = np.isin(output["completion_ids"].cpu().numpy(), self.eos_token_ids) & mask.bool().cpu().numpy()
         cover |= stops[rows]  # the stop token: every span of its completion
         advantages, covered = token_advantages(cover, span_values, rows, shape[0])
         if len(rows):  # a span maps exactly when it starts and ends on token boundaries (and offsets were exact)
             first, last = cover.argmax(axis=1), shape[1] - 1 - cover[:, ::-1].argmax(axis=1)
-            on_boundary = ((tok_starts[rows, first] == span_starts) & (tok_ends[rows, last] == span_ends)
-                           & exact_rows[rows] & cover.any(axis=1))
+            on_boundary = (
+                (tok_starts[rows, first] == span_starts) & (tok_ends[rows, last] == span_ends) & exact_rows[rows] & cover.any(axis=1)
+            )
             stats.exact += int(on_boundary.sum())
             stats.approximate += int((~on_boundary).sum())
         advantages, covered = torch.from_numpy(advantages.astype(np.float32)), torch.from_numpy(covered)
@@ -286,6 +293,11 @@ class FineGrainedGRPOTrainer(RolloutLoggingGRPOTrainer):
         steps = 0 if has_signal else self.silent_steps.get(group, 0) + 1
         self.silent_steps[group] = steps
         if steps == self.silent_group_steps and self.accelerator.is_main_process:
-            log.warning("fgrpo: reward group %r has had all-zero advantages for %d steps in a row: its spans "
-                        "score the same in every completion of a prompt, so it carries no learning signal "
-                        "(see fgrpo/%s/adv_abs_mean)", group, steps, group)
+            log.warning(
+                "fgrpo: reward group %r has had all-zero advantages for %d steps in a row: its spans "
+                "score the same in every completion of a prompt, so it carries no learning signal "
+                "(see fgrpo/%s/adv_abs_mean)",
+                group,
+                steps,
+                group,
+            )

@@ -51,9 +51,14 @@ class GenerationMixin:
     def samples_by_inverse_cdf(self) -> bool:
         """On CPU, for TRL's transformers sampling with only the filters TRL sets (a user's own
         `generation_kwargs` may add others: then transformers samples as it does)."""
-        return (self.inverse_cdf_on_cpu and self.accelerator.device.type == "cpu" and bool(self.generation_config.do_sample)
-                and self.args.generation_kwargs is None and not self.use_vllm
-                and not self.use_transformers_continuous_batching)
+        return (
+            self.inverse_cdf_on_cpu
+            and self.accelerator.device.type == "cpu"
+            and bool(self.generation_config.do_sample)
+            and self.args.generation_kwargs is None
+            and not self.use_vllm
+            and not self.use_transformers_continuous_batching
+        )
 
     def _generate_single_turn(self, prompt_ids, *args, **kwargs):
         processors = self.generation_processors()

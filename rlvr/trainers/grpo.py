@@ -19,8 +19,7 @@ class RolloutLoggingGRPOTrainer(ShardedTrainerMixin, ReasoningVocabMixin, GRPOTr
     `rewards` are rlvr's WeightedRewards, in the same order as the trainer's `reward_funcs`.
     """
 
-    def __init__(self, *args, rewards, rollout_writer: JsonlWriter | None = None, stage_timing: bool = False,
-                 **kwargs):
+    def __init__(self, *args, rewards, rollout_writer: JsonlWriter | None = None, stage_timing: bool = False, **kwargs):
         rewards = checked_rewards(rewards)  # the recipes pass them checked already; anything else gets the defaults
         super().__init__(*args, reward_funcs=[r.fn for r in rewards], **kwargs)
         self.rewards = rewards
@@ -58,24 +57,25 @@ class RolloutLoggingGRPOTrainer(ShardedTrainerMixin, ReasoningVocabMixin, GRPOTr
         correct = primary_correctness(self.rewards)
         outcomes = [getattr(r.fn, "last_outcomes", None) or [None] * len(prompts) for r in self.rewards]
         reasoning_positions = self.reasoning_positions(completion_ids)
-        stops = [self.processing_class.decode(ids[-1:]) if ids and ids[-1] in self.eos_token_ids else None
-                 for ids in completion_ids]
+        stops = [self.processing_class.decode(ids[-1:]) if ids and ids[-1] in self.eos_token_ids else None for ids in completion_ids]
         rows = []
         for i, (prompt, completion, example) in enumerate(zip(prompts, completions, inputs, strict=True)):
             first = next((o[i] for o in outcomes if o[i] is not None and o[i].prediction is not None), None)
-            rows.append({
-                "step": self.state.global_step,
-                "prompt_id": prompt_id(prompt),
-                "prompt": prompt,
-                "completion": completion,
-                "stop": stops[i],  # the token that ended the completion (<|im_end|>, ...); None: cut at the length limit
-                "prediction": first.prediction if first else None,
-                "gold": example.get("answer"),
-                "rewards": {r.name: per_func[i][j] for j, r in enumerate(self.rewards)},
-                "reasons": {r.name: o[i].reason for r, o in zip(self.rewards, outcomes) if o[i] is not None},
-                "reward": totals[i],
-                "correct": correct[i] if correct else None,
-            })
+            rows.append(
+                {
+                    "step": self.state.global_step,
+                    "prompt_id": prompt_id(prompt),
+                    "prompt": prompt,
+                    "completion": completion,
+                    "stop": stops[i],  # the token that ended the completion (<|im_end|>, ...); None: cut at the length limit
+                    "prediction": first.prediction if first else None,
+                    "gold": example.get("answer"),
+                    "rewards": {r.name: per_func[i][j] for j, r in enumerate(self.rewards)},
+                    "reasons": {r.name: o[i].reason for r, o in zip(self.rewards, outcomes) if o[i] is not None},
+                    "reward": totals[i],
+                    "correct": correct[i] if correct else None,
+                }
+            )
             if isinstance(prompt, list):  # chat messages: also the text the model saw
                 rows[-1]["prompt_text"] = self._chat_text(prompt)
             if reasoning_positions is not None:  # which tokens came from the reasoning vocabulary
@@ -85,5 +85,10 @@ class RolloutLoggingGRPOTrainer(ShardedTrainerMixin, ReasoningVocabMixin, GRPOTr
     def _chat_text(self, messages) -> str:
         """Chat messages rendered as TRL renders them for generation (same template, tools and kwargs)."""
         return self.processing_class.apply_chat_template(
-            messages, tools=self.tools or None, chat_template=self.chat_template, add_generation_prompt=True,
-            tokenize=False, **self.chat_template_kwargs)
+            messages,
+            tools=self.tools or None,
+            chat_template=self.chat_template,
+            add_generation_prompt=True,
+            tokenize=False,
+            **self.chat_template_kwargs,
+        )

@@ -32,8 +32,10 @@ class ReasoningVocabMixin(GenerationMixin):
         super().__init__(*args, **kwargs)
         self.reasoning_vocab = ReasoningVocab.of(self.model)
         if self.reasoning_vocab is not None and (self.use_vllm or self.use_transformers_continuous_batching):
-            raise ConfigError("a reasoning vocabulary needs TRL's transformers generation (its logits processor "
-                              "is bound to model.generate): set use_vllm and continuous batching off")
+            raise ConfigError(
+                "a reasoning vocabulary needs TRL's transformers generation (its logits processor "
+                "is bound to model.generate): set use_vllm and continuous batching off"
+            )
 
     def generation_processors(self) -> list:
         processors = super().generation_processors()
@@ -49,27 +51,30 @@ class ReasoningVocabMixin(GenerationMixin):
             logprobs = recorder.per_completion(completion_ids)
         return completion_ids, logprobs
 
-    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
-                                           compute_entropy=False, compute_aux_loss=False, **media):
+    def _get_per_token_logps_and_entropies(
+        self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, compute_entropy=False, compute_aux_loss=False, **media
+    ):
         """TRL's, over each token's allowed ids (see the module docstring); logs `vocab/logprob_gap` for
         the policy's log-probs inside `compute_loss`."""
         if self.reasoning_vocab is None:
-            return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep,
-                                                              batch_size, compute_entropy, compute_aux_loss, **media)
+            return super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy, compute_aux_loss, **media
+            )
         if any(value is not None for value in media.values()):
             raise ConfigError("a reasoning vocabulary is for text-only models: this batch has image inputs")
         labels = shifted_labels(input_ids, attention_mask, logits_to_keep)
         allowed = torch.full_like(labels, STANDARD)
-        allowed[:, -logits_to_keep:] = self.reasoning_vocab.allowed_sets(input_ids[:, :-logits_to_keep],
-                                                                         input_ids[:, -logits_to_keep:])
+        allowed[:, -logits_to_keep:] = self.reasoning_vocab.allowed_sets(input_ids[:, :-logits_to_keep], input_ids[:, -logits_to_keep:])
         batch_size = batch_size or input_ids.size(0)
         results = []
         for start in range(0, input_ids.size(0), batch_size):
             rows = slice(start, start + batch_size)
             with restricted_vocabulary(self.reasoning_vocab, labels[rows], allowed[rows]):
-                results.append(super()._get_per_token_logps_and_entropies(
-                    model, input_ids[rows], attention_mask[rows], logits_to_keep, batch_size,
-                    compute_entropy, compute_aux_loss))
+                results.append(
+                    super()._get_per_token_logps_and_entropies(
+                        model, input_ids[rows], attention_mask[rows], logits_to_keep, batch_size, compute_entropy, compute_aux_loss
+                    )
+                )
         logps = torch.cat([r[0] for r in results])
         entropies = torch.cat([r[1] for r in results]) if compute_entropy else None
         aux_loss = torch.stack([r[2] for r in results]).mean() if compute_aux_loss else None

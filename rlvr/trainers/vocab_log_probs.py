@@ -50,8 +50,10 @@ class _RestrictedLogProbs:
         else:
             expected = None
         if expected is None or not torch.equal(expected, labels):
-            raise RuntimeError("TRL's fused LM head passed other positions than rlvr's reasoning-vocabulary "
-                               "log-probs expect: this TRL version is not supported (trl 1.16.x is)")
+            raise RuntimeError(
+                "TRL's fused LM head passed other positions than rlvr's reasoning-vocabulary "
+                "log-probs expect: this TRL version is not supported (trl 1.16.x is)"
+            )
         v = self.vocab
         standard_label = labels < v.standard_size
         # A label its set cannot hold (not drawn by the processor, e.g. a rollout_func's tokens): full vocabulary.
@@ -66,8 +68,8 @@ class _RestrictedLogProbs:
         if code == ALL:
             return weight, bias, labels
         close = slice(v.think_close_id, v.think_close_id + 1)
-        rows = torch.cat([weight[v.standard_size:], weight[close]])
-        rows_bias = None if bias is None else torch.cat([bias[v.standard_size:], bias[close]])
+        rows = torch.cat([weight[v.standard_size :], weight[close]])
+        rows_bias = None if bias is None else torch.cat([bias[v.standard_size :], bias[close]])
         return rows, rows_bias, torch.where(labels >= v.standard_size, labels - v.standard_size, v.size)
 
     def apply(self, hidden, weight, bias, labels, *rest):

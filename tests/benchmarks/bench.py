@@ -82,31 +82,47 @@ def sized(full, smoke):
     return smoke if SMOKE else full
 
 
-RESULTS = Path(os.environ.get("BENCH_RESULTS") or sized(ROOT / "bench-results.json",
-                                                         Path(tempfile.gettempdir()) / "bench-results-smoke.json"))
+RESULTS = Path(
+    os.environ.get("BENCH_RESULTS") or sized(ROOT / "bench-results.json", Path(tempfile.gettempdir()) / "bench-results-smoke.json")
+)
 STEPS = sized(int(os.environ.get("BENCH_STEPS", "40")), 2)
 WARMUP_STEPS = sized(5, 1)
 MIN_TIMED_STEPS = sized(10, 1)  # fewer timed steps than this in a run: an error, not a median
 THREADS = os.environ.get("BENCH_THREADS", "2")
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": THREADS,
-       "MKL_NUM_THREADS": THREADS}
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": THREADS, "MKL_NUM_THREADS": THREADS}
 # The GRPO step comparison at two sizes: model shape (`tiny.*`) and GRPOConfig values that differ
 # from the tiny default, steps per run (the first `warmup` untimed) and alternating repeats.
 GRPO_SIZES = {
     "tiny": {"settings": {}, "steps": STEPS, "warmup": WARMUP_STEPS, "repeats": 3},
-    "mid": {"settings": {"tiny.hidden_size": 384, "tiny.num_hidden_layers": 6, "tiny.num_attention_heads": 6,
-                         "tiny.num_key_value_heads": 2, "tiny.intermediate_size": 1536, "max_completion_length": 64,
-                         "per_device_train_batch_size": 16},
-            "steps": int(os.environ.get("BENCH_MID_STEPS", "14")), "warmup": 2, "repeats": 2},
+    "mid": {
+        "settings": {
+            "tiny.hidden_size": 384,
+            "tiny.num_hidden_layers": 6,
+            "tiny.num_attention_heads": 6,
+            "tiny.num_key_value_heads": 2,
+            "tiny.intermediate_size": 1536,
+            "max_completion_length": 64,
+            "per_device_train_batch_size": 16,
+        },
+        "steps": int(os.environ.get("BENCH_MID_STEPS", "14")),
+        "warmup": 2,
+        "repeats": 2,
+    },
     # Qwen2.5-0.5B-Instruct's tokenizer and 151,936-row vocabulary (model=qwen2.5_shape) at width 64.
-    "real_vocab": {"settings": {"model": "qwen2.5_shape", "per_device_train_batch_size": 32},
-                   "steps": int(os.environ.get("BENCH_REAL_VOCAB_STEPS", "14")), "warmup": 2, "repeats": 2},
+    "real_vocab": {
+        "settings": {"model": "qwen2.5_shape", "per_device_train_batch_size": 32},
+        "steps": int(os.environ.get("BENCH_REAL_VOCAB_STEPS", "14")),
+        "warmup": 2,
+        "repeats": 2,
+    },
 }
 # BENCH_SMOKE=1: every GRPO run of the benches generates 8 completions of at most 8 tokens per step.
 SMOKE_SETTINGS = {"per_device_train_batch_size": 8, "max_completion_length": 8}
 if SMOKE:  # the same models, their steps that small, one run each side
-    GRPO_SIZES = {name: {"settings": size["settings"] | SMOKE_SETTINGS, "steps": STEPS, "warmup": WARMUP_STEPS, "repeats": 1}
-                  for name, size in GRPO_SIZES.items()}
+    GRPO_SIZES = {
+        name: {"settings": size["settings"] | SMOKE_SETTINGS, "steps": STEPS, "warmup": WARMUP_STEPS, "repeats": 1}
+        for name, size in GRPO_SIZES.items()
+    }
 
 
 def run(args: list[str]) -> float:
@@ -124,8 +140,10 @@ def run_measured(args: list[str]) -> tuple[float, float]:
         child.returncode = os.waitstatus_to_exitcode(status)
         if child.returncode != 0:
             output.seek(0)
-            raise RuntimeError(f"`python {' '.join(args)}` exited with {child.returncode}; its output ends:\n"
-                               + output.read().decode(errors="replace")[-3000:])
+            raise RuntimeError(
+                f"`python {' '.join(args)}` exited with {child.returncode}; its output ends:\n"
+                + output.read().decode(errors="replace")[-3000:]
+            )
     return seconds, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
 
 
@@ -148,7 +166,7 @@ def median_step_seconds(metrics_path: Path, warmup: int = WARMUP_STEPS, min_time
         raise RuntimeError(f"only {len(rows)} timed steps in {metrics_path}")
     stages = [k for k in rows[0] if k.startswith("stage/")]
     medians = {"step": statistics.median(r["step_seconds"] for r in rows)}
-    medians |= {k[len("stage/"):-len("_s")]: statistics.median(r[k] for r in rows) for k in stages}
+    medians |= {k[len("stage/") : -len("_s")]: statistics.median(r[k] for r in rows) for k in stages}
     if stages:
         medians["other"] = statistics.median(r["step_seconds"] - sum(r[k] for k in stages) for r in rows)
     if "completions/mean_length" in rows[0]:
@@ -156,8 +174,7 @@ def median_step_seconds(metrics_path: Path, warmup: int = WARMUP_STEPS, min_time
     if GPU_PEAK in rows[0]:
         medians[GPU_PEAK] = max(r[GPU_PEAK] for r in rows)
     if "num_tokens" in rows[0]:
-        medians[TOKENS] = statistics.median(b["num_tokens"] - a["num_tokens"] for a, b in zip(every, every[1:])
-                                            if b["step"] > warmup)
+        medians[TOKENS] = statistics.median(b["num_tokens"] - a["num_tokens"] for a, b in zip(every, every[1:]) if b["step"] > warmup)
     return medians
 
 
@@ -165,16 +182,26 @@ def bench_cfg_job() -> dict:
     return {"cfg_job_seconds": statistics.median(run(["-m", "rlvr.run", "--cfg", "job"]) for _ in range(sized(5, 1)))}
 
 
-RLVR_BENCH_RUN = ["-m", "rlvr.run", "logging=disabled", "logging.plots=false", "logging.rollouts=true",
-                  "eval.before=false", "eval.after=false", "model.warmup_sft_steps=0", "algorithm.save_steps=0"]
+RLVR_BENCH_RUN = [
+    "-m",
+    "rlvr.run",
+    "logging=disabled",
+    "logging.plots=false",
+    "logging.rollouts=true",
+    "eval.before=false",
+    "eval.after=false",
+    "model.warmup_sft_steps=0",
+    "algorithm.save_steps=0",
+]
 # The same with the model preset's SFT warm-up, as a user's run has it (step times are taken after it).
 RLVR_BENCH_RUN_WARMED_UP = [arg for arg in RLVR_BENCH_RUN if not arg.startswith("model.warmup_sft_steps")]
 if SMOKE:
     RLVR_BENCH_RUN_WARMED_UP += ["model.warmup_sft_steps=2", *(f"algorithm.{k}={v}" for k, v in SMOKE_SETTINGS.items())]
 
 
-def alternating_step_medians(commands: dict[str, list[str]], repeats: int = 3, warmup: int = WARMUP_STEPS,
-                             min_timed: int = MIN_TIMED_STEPS) -> dict[str, dict[str, float]]:
+def alternating_step_medians(
+    commands: dict[str, list[str]], repeats: int = 3, warmup: int = WARMUP_STEPS, min_timed: int = MIN_TIMED_STEPS
+) -> dict[str, dict[str, float]]:
     """Per command, the median over `repeats` runs (one under BENCH_SMOKE=1) of each median from
     `median_step_seconds` and of the process's peak RSS (`PEAK_RSS`, MB), the commands taking turns.
 
@@ -187,24 +214,33 @@ def alternating_step_medians(commands: dict[str, list[str]], repeats: int = 3, w
             for name, command in commands.items():
                 run_dir = Path(tmp) / f"{name}{repeat}"
                 _, peak_rss_mb = run_measured([arg.replace("{run_dir}", str(run_dir)) for arg in command])
-                medians[name].append(median_step_seconds(run_dir / "metrics.jsonl", warmup, min_timed)
-                                    | {PEAK_RSS: peak_rss_mb})
+                medians[name].append(median_step_seconds(run_dir / "metrics.jsonl", warmup, min_timed) | {PEAK_RSS: peak_rss_mb})
     return {name: {k: statistics.median(run[k] for run in runs) for k in runs[0]} for name, runs in medians.items()}
 
 
 def rlvr_overrides(settings: dict) -> list[str]:
     """A GRPO_SIZES entry's settings as rlvr overrides: `model` is the preset, `tiny.*` its shape, the rest GRPOConfig's."""
-    return [f"{k}={v}" if k == "model" else f"model.{k}={v}" if k.startswith("tiny.") else f"algorithm.{k}={v}"
-            for k, v in settings.items()]
+    return [
+        f"{k}={v}" if k == "model" else f"model.{k}={v}" if k.startswith("tiny.") else f"algorithm.{k}={v}" for k, v in settings.items()
+    ]
 
 
 def grpo_step_commands(size: dict) -> dict[str, list[str]]:
     """rlvr's run and the plain TRL script with the same model shape and GRPOConfig values."""
     return {
-        "rlvr": [*RLVR_BENCH_RUN, "logging.stage_timing=true", f"algorithm.max_steps={size['steps']}",
-                 *rlvr_overrides(size["settings"]), "hydra.run.dir={run_dir}"],
-        "trl": [str(ROOT / "tests" / "benchmarks" / "trl_plain_grpo.py"), "{run_dir}", str(size["steps"]),
-                *(f"{k}={v}" for k, v in size["settings"].items())],
+        "rlvr": [
+            *RLVR_BENCH_RUN,
+            "logging.stage_timing=true",
+            f"algorithm.max_steps={size['steps']}",
+            *rlvr_overrides(size["settings"]),
+            "hydra.run.dir={run_dir}",
+        ],
+        "trl": [
+            str(ROOT / "tests" / "benchmarks" / "trl_plain_grpo.py"),
+            "{run_dir}",
+            str(size["steps"]),
+            *(f"{k}={v}" for k, v in size["settings"].items()),
+        ],
     }
 
 
@@ -214,25 +250,37 @@ def bench_grpo_step(sizes: str = os.environ.get("BENCH_GRPO_SIZES", "tiny,mid"))
         size = GRPO_SIZES[name]
         m = alternating_step_medians(grpo_step_commands(size), size["repeats"], size["warmup"])
         suffix = "" if name == "tiny" else f"_{name}"
-        results |= {f"grpo_step_seconds_rlvr{suffix}": m["rlvr"]["step"], f"grpo_step_seconds_trl{suffix}": m["trl"]["step"],
-                    f"grpo_step_ratio_vs_trl{suffix}": m["rlvr"]["step"] / m["trl"]["step"]}
+        results |= {
+            f"grpo_step_seconds_rlvr{suffix}": m["rlvr"]["step"],
+            f"grpo_step_seconds_trl{suffix}": m["trl"]["step"],
+            f"grpo_step_ratio_vs_trl{suffix}": m["rlvr"]["step"] / m["trl"]["step"],
+        }
         results |= stage_seconds(f"grpo_stage_{name}", m)
     return results
 
 
 def stage_seconds(prefix: str, medians: dict[str, dict[str, float]]) -> dict[str, float]:
     """`<prefix>_<side>_<stage>_s` for each side's stage medians."""
-    return {f"{prefix}_{side}_{stage}_s": seconds for side, stages in medians.items()
-            for stage, seconds in stages.items() if stage not in NOT_STAGES}
+    return {
+        f"{prefix}_{side}_{stage}_s": seconds
+        for side, stages in medians.items()
+        for stage, seconds in stages.items()
+        if stage not in NOT_STAGES
+    }
 
 
 def rlvr_against_trl(prefix: str, medians: dict[str, dict[str, float]]) -> dict[str, float]:
     """`<prefix>_step_seconds_<side>`, `<prefix>_peak_rss_mb_<side>`, their rlvr / TRL ratios and each side's
     stages (`<prefix>_stage_<side>_<stage>_s`) from `alternating_step_medians` of `grpo_step_commands`."""
-    results = {f"{prefix}_{key}_{side}": medians[side][stat] for side in ("rlvr", "trl")
-               for key, stat in (("step_seconds", "step"), ("peak_rss_mb", PEAK_RSS))}
-    results |= {f"{prefix}_step_ratio_vs_trl": medians["rlvr"]["step"] / medians["trl"]["step"],
-                f"{prefix}_peak_rss_ratio_vs_trl": medians["rlvr"][PEAK_RSS] / medians["trl"][PEAK_RSS]}
+    results = {
+        f"{prefix}_{key}_{side}": medians[side][stat]
+        for side in ("rlvr", "trl")
+        for key, stat in (("step_seconds", "step"), ("peak_rss_mb", PEAK_RSS))
+    }
+    results |= {
+        f"{prefix}_step_ratio_vs_trl": medians["rlvr"]["step"] / medians["trl"]["step"],
+        f"{prefix}_peak_rss_ratio_vs_trl": medians["rlvr"][PEAK_RSS] / medians["trl"][PEAK_RSS],
+    }
     return results | stage_seconds(f"{prefix}_stage", medians)
 
 
@@ -243,16 +291,29 @@ def bench_real_vocab_step() -> dict:
 
 
 # Qwen2.5-0.5B's exact shape (494M parameters, random init), 2 prompts x 4 completions of 32 tokens.
-FULL_SIZE = {"settings": {"model": "qwen2.5_0.5b_full_shape", "per_device_train_batch_size": 8, "num_generations": 4,
-                          "max_completion_length": 32},
-             "steps": int(os.environ.get("BENCH_FULL_STEPS", "6")), "warmup": 2, "repeats": 1}
+FULL_SIZE = {
+    "settings": {"model": "qwen2.5_0.5b_full_shape", "per_device_train_batch_size": 8, "num_generations": 4, "max_completion_length": 32},
+    "steps": int(os.environ.get("BENCH_FULL_STEPS", "6")),
+    "warmup": 2,
+    "repeats": 1,
+}
 # BENCH_SMOKE=1: a full-size preset at width 64 and one layer (its real tokenizer and vocabulary kept).
-SMOKE_SHAPE = {"tiny.hidden_size": 64, "tiny.num_hidden_layers": 1, "tiny.num_attention_heads": 4,
-               "tiny.num_key_value_heads": 2, "tiny.intermediate_size": 128}
+SMOKE_SHAPE = {
+    "tiny.hidden_size": 64,
+    "tiny.num_hidden_layers": 1,
+    "tiny.num_attention_heads": 4,
+    "tiny.num_key_value_heads": 2,
+    "tiny.intermediate_size": 128,
+}
 if SMOKE:  # the same preset and code path, 4 completions of 4 tokens
-    FULL_SIZE = {"settings": FULL_SIZE["settings"] | SMOKE_SHAPE | {"per_device_train_batch_size": 4, "num_generations": 2,
-                                                                    "max_completion_length": 4},
-                 "steps": STEPS, "warmup": WARMUP_STEPS, "repeats": 1}
+    FULL_SIZE = {
+        "settings": FULL_SIZE["settings"]
+        | SMOKE_SHAPE
+        | {"per_device_train_batch_size": 4, "num_generations": 2, "max_completion_length": 4},
+        "steps": STEPS,
+        "warmup": WARMUP_STEPS,
+        "repeats": 1,
+    }
 
 
 def bench_full_05b() -> dict:
@@ -274,10 +335,13 @@ def bench_full_05b() -> dict:
     train_flops_per_s = flops / (rlvr["forward"] + rlvr["backward"])
     decode_bytes_per_s = 4 * parameters * rlvr[MEAN_LENGTH] / rlvr["generation"]
     return rlvr_against_trl("full_0.5b", m) | {
-        "full_0.5b_train_gflops_per_s": train_flops_per_s / 1e9, "machine_fp32_mm_gflops_per_s": mm / 1e9,
+        "full_0.5b_train_gflops_per_s": train_flops_per_s / 1e9,
+        "machine_fp32_mm_gflops_per_s": mm / 1e9,
         "full_0.5b_train_matmul_efficiency": train_flops_per_s / mm,
-        "full_0.5b_decode_gb_per_s": decode_bytes_per_s / 1e9, "machine_copy_gb_per_s": copy / 1e9,
-        "full_0.5b_decode_bandwidth_efficiency": decode_bytes_per_s / copy}
+        "full_0.5b_decode_gb_per_s": decode_bytes_per_s / 1e9,
+        "machine_copy_gb_per_s": copy / 1e9,
+        "full_0.5b_decode_bandwidth_efficiency": decode_bytes_per_s / copy,
+    }
 
 
 def full_size_config(settings: dict):
@@ -313,8 +377,15 @@ def matmul_flops_per_s(config, tokens: int, repeats: int = sized(10, 2)) -> floa
     import torch
 
     d, inner, kv = config.hidden_size, config.intermediate_size, config.num_key_value_heads * config.head_dim
-    shapes = [(tokens, d, inner), (tokens, inner, d), (tokens, d, d), (tokens, d, kv), (d, tokens, inner),
-              (inner, tokens, d), (tokens, d, 8192)]
+    shapes = [
+        (tokens, d, inner),
+        (tokens, inner, d),
+        (tokens, d, d),
+        (tokens, d, kv),
+        (d, tokens, inner),
+        (inner, tokens, d),
+        (tokens, d, 8192),
+    ]
     flops = seconds = 0.0
     for m, k, n in shapes:
         a, b = torch.randn(m, k), torch.randn(k, n)
@@ -348,12 +419,21 @@ def bench_vocab_full_copy() -> dict:
     """A copy of the whole Qwen3 vocabulary (303,582 rows) against none, on qwen3_shape, rlvr both sides;
     and the think-segment processor alone at that width."""
     size = GRPO_SIZES["real_vocab"]
-    common = [*RLVR_BENCH_RUN, "experiment=vocab_reasoning", "model=qwen3_shape", 'dataset.prompt_template="{question}<think>"',
-              "algorithm.max_completion_length=6", f"algorithm.per_device_train_batch_size={sized(32, 8)}",
-              f"algorithm.max_steps={size['steps']}", "hydra.run.dir={run_dir}"]
-    m = alternating_step_medians({"none": [*common, "model.reasoning_vocab_size=0"],
-                                  "full": [*common, f"model.reasoning_vocab_size={FULL_COPY}"]},
-                                 size["repeats"], size["warmup"])
+    common = [
+        *RLVR_BENCH_RUN,
+        "experiment=vocab_reasoning",
+        "model=qwen3_shape",
+        'dataset.prompt_template="{question}<think>"',
+        "algorithm.max_completion_length=6",
+        f"algorithm.per_device_train_batch_size={sized(32, 8)}",
+        f"algorithm.max_steps={size['steps']}",
+        "hydra.run.dir={run_dir}",
+    ]
+    m = alternating_step_medians(
+        {"none": [*common, "model.reasoning_vocab_size=0"], "full": [*common, f"model.reasoning_vocab_size={FULL_COPY}"]},
+        size["repeats"],
+        size["warmup"],
+    )
     from rlvr.eval import compose
     from rlvr.models import load_policy
 
@@ -363,13 +443,17 @@ def bench_vocab_full_copy() -> dict:
     bare = {size: bare_model_step_seconds(model, tokenizer, rows + size, batch=sized(32, 8)) for size in (0, FULL_COPY)}
     overheads = vocab_overheads(model, tokenizer, FULL_COPY, calls=sized(50, 2))
     ratio = m["full"]["step"] / m["none"]["step"]
-    return {"vocab_full_copy_bare_model_ratio": bare[FULL_COPY] / bare[0],
-            "vocab_full_copy_ratio_over_bare": ratio / (bare[FULL_COPY] / bare[0]),
-            "vocab_full_copy_step_seconds": m["full"]["step"], "vocab_none_step_seconds_qwen3_shape": m["none"]["step"],
-            "vocab_full_copy_step_ratio": ratio,
-            "vocab_full_copy_peak_rss_mb": m["full"][PEAK_RSS], "vocab_none_peak_rss_mb_qwen3_shape": m["none"][PEAK_RSS],
-            "vocab_full_copy_peak_rss_ratio": m["full"][PEAK_RSS] / m["none"][PEAK_RSS],
-            "vocab_processor_us_per_token_v303k": overheads["vocab_processor_us_per_token"]}
+    return {
+        "vocab_full_copy_bare_model_ratio": bare[FULL_COPY] / bare[0],
+        "vocab_full_copy_ratio_over_bare": ratio / (bare[FULL_COPY] / bare[0]),
+        "vocab_full_copy_step_seconds": m["full"]["step"],
+        "vocab_none_step_seconds_qwen3_shape": m["none"]["step"],
+        "vocab_full_copy_step_ratio": ratio,
+        "vocab_full_copy_peak_rss_mb": m["full"][PEAK_RSS],
+        "vocab_none_peak_rss_mb_qwen3_shape": m["none"][PEAK_RSS],
+        "vocab_full_copy_peak_rss_ratio": m["full"][PEAK_RSS] / m["none"][PEAK_RSS],
+        "vocab_processor_us_per_token_v303k": overheads["vocab_processor_us_per_token"],
+    }
 
 
 def bench_fgrpo_step() -> dict:
@@ -382,21 +466,28 @@ def bench_fgrpo_step() -> dict:
     full_length = f"+algorithm.trl.generation_kwargs={{min_new_tokens:{length}}}"
     equal = alternating_step_medians({name: [*common, f"algorithm={name}", full_length] for name in ("grpo", "fgrpo")})
     default = alternating_step_medians({name: [*common, f"algorithm={name}"] for name in ("grpo", "fgrpo")})
-    return {"grpo_step_seconds_full_length": equal["grpo"]["step"], "fgrpo_step_seconds_full_length": equal["fgrpo"]["step"],
-            "fgrpo_step_ratio_vs_grpo": equal["fgrpo"]["step"] / equal["grpo"]["step"],
-            **stage_seconds("fgrpo_stage_full_length", equal),
-            "grpo_step_seconds_default": default["grpo"]["step"], "fgrpo_step_seconds_default": default["fgrpo"]["step"],
-            "fgrpo_step_ratio_vs_grpo_default": default["fgrpo"]["step"] / default["grpo"]["step"],
-            **{f"{name}_mean_completion_tokens_default": default[name][MEAN_LENGTH] for name in ("grpo", "fgrpo")}}
+    return {
+        "grpo_step_seconds_full_length": equal["grpo"]["step"],
+        "fgrpo_step_seconds_full_length": equal["fgrpo"]["step"],
+        "fgrpo_step_ratio_vs_grpo": equal["fgrpo"]["step"] / equal["grpo"]["step"],
+        **stage_seconds("fgrpo_stage_full_length", equal),
+        "grpo_step_seconds_default": default["grpo"]["step"],
+        "fgrpo_step_seconds_default": default["fgrpo"]["step"],
+        "fgrpo_step_ratio_vs_grpo_default": default["fgrpo"]["step"] / default["grpo"]["step"],
+        **{f"{name}_mean_completion_tokens_default": default[name][MEAN_LENGTH] for name in ("grpo", "fgrpo")},
+    }
 
 
 def bench_vocab_step() -> dict:
-    common = [*RLVR_BENCH_RUN_WARMED_UP, "experiment=vocab_reasoning", f"algorithm.max_steps={STEPS}",
-              "hydra.run.dir={run_dir}"]
+    common = [*RLVR_BENCH_RUN_WARMED_UP, "experiment=vocab_reasoning", f"algorithm.max_steps={STEPS}", "hydra.run.dir={run_dir}"]
     m = alternating_step_medians({"grpo": [*common, "model.reasoning_vocab_size=0"], "vocab": common}, repeats=5)
     grpo, vocab = m["grpo"]["step"], m["vocab"]["step"]
-    return {"grpo_step_seconds_vocab_baseline": grpo, "vocab_step_seconds": vocab, "vocab_step_ratio_vs_grpo": vocab / grpo,
-            **vocab_overheads(*tiny_model_and_tokenizer(), 64, calls=sized(500, 2))}
+    return {
+        "grpo_step_seconds_vocab_baseline": grpo,
+        "vocab_step_seconds": vocab,
+        "vocab_step_ratio_vs_grpo": vocab / grpo,
+        **vocab_overheads(*tiny_model_and_tokenizer(), 64, calls=sized(500, 2)),
+    }
 
 
 def tiny_model_and_tokenizer():
@@ -409,8 +500,7 @@ def tiny_model_and_tokenizer():
     return build_tiny_model(OmegaConf.structured(TinyModelConfig), tokenizer, seed=0), tokenizer
 
 
-def bare_model_step_seconds(model, tokenizer, rows: int, batch: int = 32, new_tokens: int = 6,
-                            steps: int = sized(5, 1)) -> float:
+def bare_model_step_seconds(model, tokenizer, rows: int, batch: int = 32, new_tokens: int = 6, steps: int = sized(5, 1)) -> float:
     """The model's own work in one step of bench_vocab_full_copy, without rlvr or TRL: `model` with
     `rows` embedding rows generates `new_tokens` for `batch` prompts of the bench's shape (sampled as
     rlvr samples on CPU), then the log-probs of those tokens (LM head on the completion positions
@@ -427,16 +517,20 @@ def bare_model_step_seconds(model, tokenizer, rows: int, batch: int = 32, new_to
     model = copy.deepcopy(model)
     model.resize_token_embeddings(rows, mean_resizing=False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    prompts = tokenizer([f"{i % 10}+{i // 10 % 10}=<think>" for i in range(batch)], return_tensors="pt", padding=True,
-                        padding_side="left")
+    prompts = tokenizer([f"{i % 10}+{i // 10 % 10}=<think>" for i in range(batch)], return_tensors="pt", padding=True, padding_side="left")
     seconds = []
     for _ in range(steps + 1):
         started = time.perf_counter()
         with torch.no_grad():
-            ids = model.generate(**prompts, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                                 logits_processor=LogitsProcessorList([global_stream_sampler(1.0, 1.0, 0, None)]),
-                                 pad_token_id=tokenizer.pad_token_id)
-        hidden = model.model(ids).last_hidden_state[:, -new_tokens - 1:-1]
+            ids = model.generate(
+                **prompts,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
+                logits_processor=LogitsProcessorList([global_stream_sampler(1.0, 1.0, 0, None)]),
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        hidden = model.model(ids).last_hidden_state[:, -new_tokens - 1 : -1]
         log_probs = torch.log_softmax(model.lm_head(hidden), dim=-1).gather(2, ids[:, -new_tokens:, None])
         (-log_probs.mean()).backward()
         optimizer.step()
@@ -472,8 +566,10 @@ def vocab_overheads(model, tokenizer, size: int, rows: int = 64, tokens: int = 1
     for _ in range(repeats):
         vocab.decode(tokenizer, completions)
         vocab.usage(prompts, completions)
-    return {"vocab_processor_us_per_token": per_token * 1e6,
-            "vocab_decode_and_usage_ms_per_step": (time.perf_counter() - started) / repeats * 1e3}
+    return {
+        "vocab_processor_us_per_token": per_token * 1e6,
+        "vocab_decode_and_usage_ms_per_step": (time.perf_counter() - started) / repeats * 1e3,
+    }
 
 
 def bench_span_mapping() -> dict:
@@ -484,7 +580,7 @@ def bench_span_mapping() -> dict:
 
     tokenizer = build_tiny_tokenizer()
     rows = read_local(str(ROOT / "tests" / "data" / "gsm8k_test_300.jsonl"))
-    texts = list(rows["answer"])[:sized(None, 20)]
+    texts = list(rows["answer"])[: sized(None, 20)]
     ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     spans = answer_spans(texts, texts)
     started = time.perf_counter()
@@ -501,7 +597,7 @@ def bench_verify() -> dict:
     from rlvr.data import builtin_data_path
     from rlvr.rewards.math import MathVerifyReward
 
-    rows = [json.loads(line) for line in open(builtin_data_path("math500/test.jsonl"), encoding="utf-8")][:sized(None, 16)]
+    rows = [json.loads(line) for line in open(builtin_data_path("math500/test.jsonl"), encoding="utf-8")][: sized(None, 16)]
     completions, golds = [r["solution"] for r in rows], [r["answer"] for r in rows]
     serial, parallel = MathVerifyReward(workers=0), MathVerifyReward(workers=2, timeout_s=5.0)
     parallel.score(completions[:4], golds[:4])  # start the pool outside the timing
@@ -514,8 +610,11 @@ def bench_verify() -> dict:
     parallel_s = time.perf_counter() - started
     parallel.pool.close()
     assert [o.reward for o in serial_out] == [o.reward for o in parallel_out], "pool changed a verdict"
-    return {"verify_per_s_serial": len(rows) / serial_s, "verify_per_s_parallel": len(rows) / parallel_s,
-            "verify_speedup_parallel_vs_serial": serial_s / parallel_s}
+    return {
+        "verify_per_s_serial": len(rows) / serial_s,
+        "verify_per_s_parallel": len(rows) / parallel_s,
+        "verify_speedup_parallel_vs_serial": serial_s / parallel_s,
+    }
 
 
 def bench_code_reward() -> dict:
@@ -526,11 +625,15 @@ def bench_code_reward() -> dict:
     from rlvr.rewards.code_sandbox import Job, Limits, Sandbox
 
     split = generate(num_eval=64, seed=0)
-    problems = (split["train"] + split["test"])[:sized(None, 8)]
+    problems = (split["train"] + split["test"])[: sized(None, 8)]
     reward = CodeTestsReward(workers=2)
     started = time.perf_counter()
-    values = reward(completions=[p["canonical_solution"] for p in problems], answer=[p["tests"] for p in problems],
-                    entry_point=[p["entry_point"] for p in problems], code_prelude=[p["code_prelude"] for p in problems])
+    values = reward(
+        completions=[p["canonical_solution"] for p in problems],
+        answer=[p["tests"] for p in problems],
+        entry_point=[p["entry_point"] for p in problems],
+        code_prelude=[p["code_prelude"] for p in problems],
+    )
     per_s = len(problems) / (time.perf_counter() - started)
     assert sum(values) == len(problems), "a canonical HumanEval solution failed its tests"
     job = Job("def add(a, b):\n    return a + b\n", "assert add(1, 2) == 3\nassert add(0, 0) == 0\n", "add")
@@ -543,8 +646,11 @@ def bench_code_reward() -> dict:
             seconds[kind].append(time.perf_counter() - started)
             assert verdict.passed == 2, verdict
     overhead = statistics.median(seconds["bubblewrap"]) - statistics.median(seconds["none"])
-    return {"code_reward_per_s": per_s, "code_sandbox_overhead_ms": 1000 * overhead,
-            "code_bare_subprocess_ms": 1000 * statistics.median(seconds["none"])}
+    return {
+        "code_reward_per_s": per_s,
+        "code_sandbox_overhead_ms": 1000 * overhead,
+        "code_bare_subprocess_ms": 1000 * statistics.median(seconds["none"]),
+    }
 
 
 def bench_rm_scoring() -> dict:
@@ -565,8 +671,11 @@ def bench_rm_scoring() -> dict:
         started = time.perf_counter()
         scorer.score(conversations)
         rates[name] = len(pairs) / (time.perf_counter() - started)
-    return {"rm_pairs_per_s_one_by_one": rates["one_by_one"], "rm_pairs_per_s_batched": rates["batched"],
-            "rm_scoring_speedup_batched": rates["batched"] / rates["one_by_one"]}
+    return {
+        "rm_pairs_per_s_one_by_one": rates["one_by_one"],
+        "rm_pairs_per_s_batched": rates["batched"],
+        "rm_scoring_speedup_batched": rates["batched"] / rates["one_by_one"],
+    }
 
 
 def logged_memory(run_log: Path) -> dict[str, dict[int, int]]:
@@ -585,14 +694,17 @@ def logged_memory(run_log: Path) -> dict[str, dict[int, int]]:
 
 # Model arguments of each bench_sharding size: the mid-size model, and Qwen2.5-0.5B's full shape, where the
 # state (7.5 GB per process under DDP) dominates each process's memory (4 completions of 16 tokens each).
-SHARDING_SIZES = {"mid": rlvr_overrides(GRPO_SIZES["mid"]["settings"]),
-                  "full_0.5b": rlvr_overrides(FULL_SIZE["settings"] | {"per_device_train_batch_size": 4,
-                                                                       "max_completion_length": 16})}
+SHARDING_SIZES = {
+    "mid": rlvr_overrides(GRPO_SIZES["mid"]["settings"]),
+    "full_0.5b": rlvr_overrides(FULL_SIZE["settings"] | {"per_device_train_batch_size": 4, "max_completion_length": 16}),
+}
 
 
-def bench_sharding(sizes: str = os.environ.get("BENCH_SHARDING_SIZES", sized("mid,full_0.5b", "mid")),
-                   steps: int = sized(int(os.environ.get("BENCH_SHARDING_STEPS", "14")), STEPS),
-                   full_steps: int = sized(int(os.environ.get("BENCH_SHARDING_FULL_STEPS", "4")), STEPS)) -> dict:
+def bench_sharding(
+    sizes: str = os.environ.get("BENCH_SHARDING_SIZES", sized("mid,full_0.5b", "mid")),
+    steps: int = sized(int(os.environ.get("BENCH_SHARDING_STEPS", "14")), STEPS),
+    full_steps: int = sized(int(os.environ.get("BENCH_SHARDING_FULL_STEPS", "4")), STEPS),
+) -> dict:
     """DDP vs FSDP2 vs DeepSpeed ZeRO-2 / ZeRO-3, 2 processes (gloo, one thread each), at each of `sizes`:
     bytes of parameters + gradients + optimizer state each process holds (ZeRO: with its fp32 master copy
     of the process's partition), peak RSS per process, median step time; keys `sharded_*` (mid) and
@@ -613,15 +725,32 @@ def sharding_modes(prefix: str, model_args: list[str], steps: int, warmup: int) 
         for mode in ("none", "fsdp", "zero2", "zero3"):
             run_dir = Path(tmp) / mode
             # --standalone: a free port of its own, not torchrun's fixed default (another job may hold it)
-            run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *RLVR_BENCH_RUN, *model_args,
-                 "hardware.tasks_per_node=2", "hardware.torch_threads=1", f"hardware.sharding={mode}",
-                 f"algorithm.max_steps={steps}", f"hydra.run.dir={run_dir}"])
+            run(
+                [
+                    "-m",
+                    "torch.distributed.run",
+                    "--standalone",
+                    "--nproc_per_node",
+                    "2",
+                    *RLVR_BENCH_RUN,
+                    *model_args,
+                    "hardware.tasks_per_node=2",
+                    "hardware.torch_threads=1",
+                    f"hardware.sharding={mode}",
+                    f"algorithm.max_steps={steps}",
+                    f"hydra.run.dir={run_dir}",
+                ]
+            )
             memory = logged_memory(run_dir / "run.log")
-            measured[mode] = {"held": max(memory["held"].values()),
-                              "step": median_step_seconds(run_dir / "metrics.jsonl", warmup, steps - warmup)["step"]}
+            measured[mode] = {
+                "held": max(memory["held"].values()),
+                "step": median_step_seconds(run_dir / "metrics.jsonl", warmup, steps - warmup)["step"],
+            }
             name = "ddp" if mode == "none" else mode
-            results |= {f"{prefix}_state_mb_{name}": measured[mode]["held"] / 2**20,
-                        f"{prefix}_step_seconds_{name}": measured[mode]["step"]}
+            results |= {
+                f"{prefix}_state_mb_{name}": measured[mode]["held"] / 2**20,
+                f"{prefix}_step_seconds_{name}": measured[mode]["step"],
+            }
             results |= {f"{prefix}_peak_rss_mb_{name}_rank{p}": kb / 1024 for p, kb in sorted(memory["peak_rss_kb"].items())}
     for mode in ("fsdp", "zero2", "zero3"):
         results[f"{prefix}_state_ratio_{mode}_vs_ddp"] = measured[mode]["held"] / measured["none"]["held"]
@@ -629,9 +758,12 @@ def sharding_modes(prefix: str, model_args: list[str], steps: int, warmup: int) 
     return results
 
 
-def bench_eval(sizes: str = os.environ.get("BENCH_EVAL_SIZES", "tiny,mid"),
-               prompts: int = sized(int(os.environ.get("BENCH_EVAL_PROMPTS", "32")), 2),
-               n: int = sized(int(os.environ.get("BENCH_EVAL_N", "8")), 2), max_new_tokens: int = sized(32, 8)) -> dict:
+def bench_eval(
+    sizes: str = os.environ.get("BENCH_EVAL_SIZES", "tiny,mid"),
+    prompts: int = sized(int(os.environ.get("BENCH_EVAL_PROMPTS", "32")), 2),
+    n: int = sized(int(os.environ.get("BENCH_EVAL_N", "8")), 2),
+    max_new_tokens: int = sized(32, 8),
+) -> dict:
     """rlvr's run_eval (n samples per prompt together, prompts batched by length, per-row seeded
     sampling, scoring, file) over one `model.generate` call per prompt and sample (same prompts,
     temperature 1, no top-k/top-p, same length limit, scored alike), in-process, BENCH_THREADS threads."""
@@ -649,8 +781,9 @@ def bench_eval(sizes: str = os.environ.get("BENCH_EVAL_SIZES", "tiny,mid"),
     results = {}
     for name in sizes.split(","):
         cfg = OmegaConf.structured(Config)
-        cfg.model.tiny = OmegaConf.merge(cfg.model.tiny, {k[len("tiny."):]: v for k, v in GRPO_SIZES[name]["settings"].items()
-                                                          if k.startswith("tiny.")})
+        cfg.model.tiny = OmegaConf.merge(
+            cfg.model.tiny, {k[len("tiny.") :]: v for k, v in GRPO_SIZES[name]["settings"].items() if k.startswith("tiny.")}
+        )
         cfg.dataset.generator = {"num_train": 1, "num_eval": prompts}
         model, tokenizer = load_policy(cfg.model, 0)
         model.eval()
@@ -664,24 +797,41 @@ def bench_eval(sizes: str = os.environ.get("BENCH_EVAL_SIZES", "tiny,mid"),
                 encoded = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
                 for _ in range(n):
                     with torch.inference_mode():
-                        ids = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=True, temperature=1.0,
-                                             top_p=1.0, top_k=0, pad_token_id=tokenizer.pad_token_id)
-                    completions.append(tokenizer.decode(ids[0, encoded["input_ids"].shape[1]:], skip_special_tokens=True))
+                        ids = model.generate(
+                            **encoded,
+                            max_new_tokens=max_new_tokens,
+                            do_sample=True,
+                            temperature=1.0,
+                            top_p=1.0,
+                            top_k=0,
+                            pad_token_id=tokenizer.pad_token_id,
+                        )
+                    completions.append(tokenizer.decode(ids[0, encoded["input_ids"].shape[1] :], skip_special_tokens=True))
             for reward in rewards:
-                reward.fn(prompts=[p for p in dataset["prompt"] for _ in range(n)], completions=completions,
-                          answer=[a for a in dataset["answer"] for _ in range(n)])
+                reward.fn(
+                    prompts=[p for p in dataset["prompt"] for _ in range(n)],
+                    completions=completions,
+                    answer=[a for a in dataset["answer"] for _ in range(n)],
+                )
 
         with tempfile.TemporaryDirectory() as tmp:
             seconds = {}
-            for side, work in (("naive", naive), ("rlvr", lambda: run_eval(model, tokenizer, dataset, rewards, eval_cfg,
-                                                                            max_new_tokens, Path(tmp) / "eval.jsonl", "bench", 0))):
+            for side, work in (
+                ("naive", naive),
+                (
+                    "rlvr",
+                    lambda: run_eval(model, tokenizer, dataset, rewards, eval_cfg, max_new_tokens, Path(tmp) / "eval.jsonl", "bench", 0),
+                ),
+            ):
                 started = time.perf_counter()
                 work()
                 seconds[side] = time.perf_counter() - started
         suffix = "" if name == "tiny" else f"_{name}"
-        results |= {f"eval_completions_per_s{suffix}": prompts * n / seconds["rlvr"],
-                    f"eval_completions_per_s_naive{suffix}": prompts * n / seconds["naive"],
-                    f"eval_speedup_vs_naive{suffix}": seconds["naive"] / seconds["rlvr"]}
+        results |= {
+            f"eval_completions_per_s{suffix}": prompts * n / seconds["rlvr"],
+            f"eval_completions_per_s_naive{suffix}": prompts * n / seconds["naive"],
+            f"eval_speedup_vs_naive{suffix}": seconds["naive"] / seconds["rlvr"],
+        }
     return results
 
 
@@ -693,8 +843,7 @@ def main(names: list[str]) -> None:
     """Run every bench, or those named (`bench.py bench_grpo_step`); merge into RESULTS."""
     unknown = set(names) - {b.__name__ for b in BENCHES}
     if unknown:
-        sys.exit(f"bench.py: no bench named {', '.join(sorted(unknown))}; "
-                 f"the benches: {', '.join(b.__name__ for b in BENCHES)}")
+        sys.exit(f"bench.py: no bench named {', '.join(sorted(unknown))}; the benches: {', '.join(b.__name__ for b in BENCHES)}")
     results: dict[str, float] = {}
     previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     for bench in [b for b in BENCHES if not names or b.__name__ in names]:

@@ -28,13 +28,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 import bench  # noqa: E402  (the same commands, instrument and medians as `make bench`)
 
 STEPS, WARMUP = bench.sized(5, 2), bench.sized(2, 1)
-SIZES = {
-    "0.5b": {"model": "qwen2.5_0.5b_full_shape"},
-    "1.5b": {"model": "qwen2.5_1.5b_full_shape"},
-}
-SETTINGS = bench.sized({"per_device_train_batch_size": 64, "num_generations": 8, "max_completion_length": 128},
-                       {"per_device_train_batch_size": 4, "num_generations": 2, "max_completion_length": 4,
-                        **bench.SMOKE_SHAPE})
+SIZES = {"0.5b": {"model": "qwen2.5_0.5b_full_shape"}, "1.5b": {"model": "qwen2.5_1.5b_full_shape"}}
+SETTINGS = bench.sized(
+    {"per_device_train_batch_size": 64, "num_generations": 8, "max_completion_length": 128},
+    {"per_device_train_batch_size": 4, "num_generations": 2, "max_completion_length": 4, **bench.SMOKE_SHAPE},
+)
 if bench.SMOKE:  # small enough for CPU
     SIZES = {"0.5b": SIZES["0.5b"]}
 # On the GPU: rlvr's bf16 preset, and the same in the plain script's GRPOConfig.
@@ -50,8 +48,10 @@ def check_size(name: str) -> dict:
     completions = SETTINGS["per_device_train_batch_size"]
     result = {}
     for side in ("rlvr", "trl"):
-        result |= {f"{name}_{side}_step_seconds": m[side]["step"],
-                   f"{name}_{side}_generation_tokens_per_s": m[side][bench.MEAN_LENGTH] * completions / m[side]["generation"]}
+        result |= {
+            f"{name}_{side}_step_seconds": m[side]["step"],
+            f"{name}_{side}_generation_tokens_per_s": m[side][bench.MEAN_LENGTH] * completions / m[side]["generation"],
+        }
         if bench.GPU_PEAK in m[side]:
             result[f"{name}_{side}_gpu_peak_memory_mb"] = m[side][bench.GPU_PEAK]
     return result | bench.stage_seconds(f"{name}_stage", m) | {f"{name}_step_ratio_vs_trl": m["rlvr"]["step"] / m["trl"]["step"]}
@@ -62,10 +62,16 @@ def machine() -> dict:
     import transformers
     import trl
 
-    return {"date": datetime.date.today().isoformat(),
-            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-            "torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__,
-            "settings": SETTINGS, "steps": STEPS, "warmup_steps": WARMUP}
+    return {
+        "date": datetime.date.today().isoformat(),
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "trl": trl.__version__,
+        "settings": SETTINGS,
+        "steps": STEPS,
+        "warmup_steps": WARMUP,
+    }
 
 
 def main(out: Path) -> None:

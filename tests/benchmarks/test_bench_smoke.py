@@ -27,8 +27,11 @@ def bench_names() -> list[str]:
     spec = importlib.util.spec_from_file_location("bench", BENCH)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # constants and functions only: nothing runs
-    return [name for name, function in inspect.getmembers(module, inspect.isfunction)
-            if name.startswith("bench_") and function.__module__ == module.__name__]
+    return [
+        name
+        for name, function in inspect.getmembers(module, inspect.isfunction)
+        if name.startswith("bench_") and function.__module__ == module.__name__
+    ]
 
 
 def modified(path: Path) -> int | None:
@@ -42,14 +45,24 @@ def test_bench_runs_at_smoke_size(name, tmp_path):
     temporary directory, here tmp_path) holds at least one figure, each a finite number."""
     real_results = modified(REAL_RESULTS)
     # One thread per process: the bench's own subprocesses and other test processes share the cores.
-    env = {**os.environ, "BENCH_SMOKE": "1", "TMPDIR": str(tmp_path), "BENCH_THREADS": "1", "OMP_NUM_THREADS": "1",
-           "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    env = {
+        **os.environ,
+        "BENCH_SMOKE": "1",
+        "TMPDIR": str(tmp_path),
+        "BENCH_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_MODE": "disabled",
+    }
     env.pop("BENCH_RESULTS", None)
     done = subprocess.run([sys.executable, str(BENCH), name], env=env, capture_output=True, text=True, timeout=540)
     assert done.returncode == 0, f"{name} crashed at smoke size:\n{done.stderr[-4000:]}"
     figures = json.loads((tmp_path / "bench-results-smoke.json").read_text())
     assert figures, f"{name} returned no figures"
-    not_finite = {key: value for key, value in figures.items()
-                  if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)}
+    not_finite = {
+        key: value
+        for key, value in figures.items()
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+    }
     assert not not_finite, f"{name}: figures that are not finite numbers: {not_finite}"
     assert modified(REAL_RESULTS) == real_results, "a smoke run wrote bench-results.json"

@@ -15,8 +15,15 @@ SCRIPT = Path(__file__).with_name("gpu_check.py")
 
 @pytest.mark.slow
 def test_gpu_check_runs_at_smoke_size(tmp_path):
-    env = {**os.environ, "BENCH_SMOKE": "1", "TMPDIR": str(tmp_path), "BENCH_THREADS": "1", "OMP_NUM_THREADS": "1",
-           "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    env = {
+        **os.environ,
+        "BENCH_SMOKE": "1",
+        "TMPDIR": str(tmp_path),
+        "BENCH_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_MODE": "disabled",
+    }
     out = tmp_path / "gpu-check.json"
     done = subprocess.run([sys.executable, str(SCRIPT), str(out)], env=env, capture_output=True, text=True, timeout=540)
     assert done.returncode == 0, done.stderr[-4000:]

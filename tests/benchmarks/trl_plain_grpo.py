@@ -44,14 +44,36 @@ def main(out_dir: Path, steps: int, overrides: list[str]) -> None:
     model = build_tiny_model(shape, tokenizer, seed=0)
     rows = generate(num_train=2000, num_eval=1, seed=0)["train"]
     train = Dataset.from_list([{"prompt": r["question"], "answer": r["answer"]} for r in rows])
-    args = GRPOConfig(**{
-        "output_dir": str(out_dir / "trl"), "max_steps": steps, "learning_rate": 3e-4, "lr_scheduler_type": "constant",
-        "per_device_train_batch_size": 64, "num_generations": 8, "max_completion_length": 6, "temperature": 1.0,
-        "beta": 0.0, "loss_type": "dapo", "logging_steps": 1, "save_strategy": "no", "report_to": [], "use_cpu": True,
-        "bf16": False, "gradient_checkpointing": False, "seed": 0, **settings,
-    })
-    trainer = GRPOTrainer(model=model, reward_funcs=last_number_reward, args=args, train_dataset=train,
-                          processing_class=tokenizer, callbacks=[metrics_callback(out_dir / "metrics.jsonl")])
+    args = GRPOConfig(
+        **{
+            "output_dir": str(out_dir / "trl"),
+            "max_steps": steps,
+            "learning_rate": 3e-4,
+            "lr_scheduler_type": "constant",
+            "per_device_train_batch_size": 64,
+            "num_generations": 8,
+            "max_completion_length": 6,
+            "temperature": 1.0,
+            "beta": 0.0,
+            "loss_type": "dapo",
+            "logging_steps": 1,
+            "save_strategy": "no",
+            "report_to": [],
+            "use_cpu": True,
+            "bf16": False,
+            "gradient_checkpointing": False,
+            "seed": 0,
+            **settings,
+        }
+    )
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=last_number_reward,
+        args=args,
+        train_dataset=train,
+        processing_class=tokenizer,
+        callbacks=[metrics_callback(out_dir / "metrics.jsonl")],
+    )
     instrument(trainer)
     trainer.train()
 

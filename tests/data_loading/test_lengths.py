@@ -17,8 +17,7 @@ MODEL = SimpleNamespace(config=SimpleNamespace(max_position_embeddings=256))
 
 
 def run_cfg(*overrides):
-    return OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.from_dotlist(["algorithm.max_completion_length=56",
-                                                                                 *overrides]))
+    return OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.from_dotlist(["algorithm.max_completion_length=56", *overrides]))
 
 
 def prompts(*texts):
@@ -34,8 +33,7 @@ def test_a_prompt_longer_than_context_minus_completion_is_dropped_and_counted():
 
 
 def test_eval_prompts_get_the_room_eval_max_new_tokens_leaves():
-    _, evaluation, metrics = fit_to_context(prompts("x"), prompts("d" * 201, "e" * 250), MODEL, TOKENIZER,
-                                            run_cfg("eval.max_new_tokens=6"))
+    _, evaluation, metrics = fit_to_context(prompts("x"), prompts("d" * 201, "e" * 250), MODEL, TOKENIZER, run_cfg("eval.max_new_tokens=6"))
     assert evaluation["prompt"] == ["d" * 201, "e" * 250] and metrics["eval_prompts_dropped_too_long"] == 0
 
 
@@ -43,8 +41,11 @@ def test_chat_prompts_are_counted_with_their_template():
     chat = [{"role": "user", "content": "a" * 190}]  # 190 characters, past 200 tokens once rendered
     rendered = TOKENIZER.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
     assert prompt_tokens([chat], TOKENIZER, 200) == [len(TOKENIZER(rendered, add_special_tokens=False)["input_ids"])]
-    with pytest.raises(DataError, match=r"every train prompt is longer than 200 tokens \(the model's 256-token context "
-                                        r"minus algorithm.max_completion_length=56\)"):
+    with pytest.raises(
+        DataError,
+        match=r"every train prompt is longer than 200 tokens \(the model's 256-token context "
+        r"minus algorithm.max_completion_length=56\)",
+    ):
         fit_to_context(prompts(chat), None, MODEL, TOKENIZER, run_cfg())
 
 
@@ -56,8 +57,10 @@ def test_a_5_mb_prompt_is_dropped_without_being_tokenized():
     assert train["prompt"] == ["1+1="] and metrics == {"train_prompts_dropped_too_long": 1}
 
 
-@pytest.mark.parametrize(("override", "key"), [("algorithm.max_completion_length=100000", "algorithm.max_completion_length"),
-                                               ("eval.max_new_tokens=256", "eval.max_new_tokens")])
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [("algorithm.max_completion_length=100000", "algorithm.max_completion_length"), ("eval.max_new_tokens=256", "eval.max_new_tokens")],
+)
 def test_a_completion_length_the_context_cannot_hold_is_one_line(override, key):
     with pytest.raises(ConfigError, match=f"^{key}=\\d+ leaves no room for a prompt in the 256-token context of 'tiny'"):
         fit_to_context(prompts("1+1="), None, MODEL, TOKENIZER, run_cfg(override))

@@ -31,8 +31,16 @@ def test_builtin_dataset_has_prompt_and_answer():
 
 def test_local_jsonl_with_chat_prompts_and_holdout(rows_file):
     path = rows_file([{"q": f"What is {i}+1?", "sol": f"It is {i + 1}. #### {i + 1}"} for i in range(30)])
-    cfg = dataset_cfg(source=str(path), prompt_column="q", answer_column="sol", prompt_template="{q}",
-                      chat=True, system_prompt="Be brief.", eval_holdout=10, max_eval_samples=None)
+    cfg = dataset_cfg(
+        source=str(path),
+        prompt_column="q",
+        answer_column="sol",
+        prompt_template="{q}",
+        chat=True,
+        system_prompt="Be brief.",
+        eval_holdout=10,
+        max_eval_samples=None,
+    )
     train, evaluation = load_prompt_datasets(cfg)
     assert (len(train), len(evaluation)) == (20, 10)
     assert train[0]["prompt"][0] == {"role": "system", "content": "Be brief."}
@@ -43,8 +51,9 @@ def test_local_gsm8k_copy_with_separate_eval_file(tmp_path):
     from pathlib import Path
 
     data = Path(__file__).parent.parent / "data" / "gsm8k_test_300.jsonl"
-    cfg = dataset_cfg(source=str(data), eval_source=str(data), max_train_samples=40, max_eval_samples=8,
-                      prompt_column="question", chat=True)
+    cfg = dataset_cfg(
+        source=str(data), eval_source=str(data), max_train_samples=40, max_eval_samples=8, prompt_column="question", chat=True
+    )
     train, evaluation = load_prompt_datasets(cfg)
     assert (len(train), len(evaluation)) == (40, 8)
 
@@ -123,8 +132,7 @@ def test_a_bad_row_is_named_by_its_line_in_the_file_not_after_the_holdout_shuffl
 
 def test_a_failing_template_names_the_line_also_in_a_separate_eval_file(rows_file):
     train = rows_file([{"question": "11+1=", "answer": "12"}] * 5, name="train.jsonl")
-    evaluation = rows_file([{"question": "11+1=", "answer": "12"}] * 3 + [{"question": "2+2", "answer": "4"}],
-                           name="eval.jsonl")
+    evaluation = rows_file([{"question": "11+1=", "answer": "12"}] * 3 + [{"question": "2+2", "answer": "4"}], name="eval.jsonl")
     with pytest.raises(DataError, match=f"^dataset file {evaluation} line 4: dataset.prompt_template '{{question\\[4\\]}}' fails"):
         load_prompt_datasets(dataset_cfg(source=str(train), eval_source=str(evaluation), prompt_template="{question[4]}"))
 

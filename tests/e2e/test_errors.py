@@ -8,57 +8,60 @@ pytestmark = pytest.mark.slow
 
 
 def test_dataset_path_that_does_not_exist(tmp_path):
-    line = one_line_error(run_cli("rlvr.run", *TINY_RUN, "dataset.source=/nope/train.jsonl",
-                                  f"hydra.run.dir={tmp_path}"))
+    line = one_line_error(run_cli("rlvr.run", *TINY_RUN, "dataset.source=/nope/train.jsonl", f"hydra.run.dir={tmp_path}"))
     assert "dataset file not found: /nope/train.jsonl" in line
 
 
 def test_row_missing_the_gold_column(tmp_path):
     data = tmp_path / "rows.jsonl"
     data.write_text('{"question": "1+1=", "answer": "2"}\n{"question": "2+2="}\n')
-    line = one_line_error(run_cli("rlvr.run", *TINY_RUN, f"dataset.source={data}", "dataset.eval_holdout=0",
-                                  f"hydra.run.dir={tmp_path / 'run'}"))
+    line = one_line_error(
+        run_cli("rlvr.run", *TINY_RUN, f"dataset.source={data}", "dataset.eval_holdout=0", f"hydra.run.dir={tmp_path / 'run'}")
+    )
     assert "line 2 has no value in column 'answer'" in line
 
 
 def test_hub_model_while_offline(tmp_path):
-    line = one_line_error(run_cli("rlvr.run", *TINY_RUN, "model=qwen2.5_0.5b_instruct",
-                                  f"hydra.run.dir={tmp_path}", env={"HF_HOME": str(tmp_path / "hf")}))
+    line = one_line_error(
+        run_cli("rlvr.run", *TINY_RUN, "model=qwen2.5_0.5b_instruct", f"hydra.run.dir={tmp_path}", env={"HF_HOME": str(tmp_path / "hf")})
+    )
     assert "model 'Qwen/Qwen2.5-0.5B-Instruct' is a Hub name" in line and "pass a local path" in line
 
 
 def test_hub_dataset_while_offline(tmp_path):
-    line = one_line_error(run_cli("rlvr.run", *TINY_RUN, "dataset=gsm8k", f"hydra.run.dir={tmp_path}",
-                                  env={"HF_HOME": str(tmp_path / "hf")}))
+    line = one_line_error(
+        run_cli("rlvr.run", *TINY_RUN, "dataset=gsm8k", f"hydra.run.dir={tmp_path}", env={"HF_HOME": str(tmp_path / "hf")})
+    )
     assert "cannot load Hub dataset 'openai/gsm8k'" in line and "pass a local file" in line
 
 
 def test_batch_not_divisible_by_generations(tmp_path):
-    line = one_line_error(run_cli("rlvr.run", *TINY_RUN, "algorithm.num_generations=5",
-                                  f"hydra.run.dir={tmp_path}"))
+    line = one_line_error(run_cli("rlvr.run", *TINY_RUN, "algorithm.num_generations=5", f"hydra.run.dir={tmp_path}"))
     assert "divisible by num_generations" in line
 
 
 def test_unknown_trl_passthrough_field(tmp_path):
-    line = one_line_error(run_cli("rlvr.run", *TINY_RUN, "+algorithm.trl.temprature=1",
-                                  f"hydra.run.dir={tmp_path}"))
+    line = one_line_error(run_cli("rlvr.run", *TINY_RUN, "+algorithm.trl.temprature=1", f"hydra.run.dir={tmp_path}"))
     assert "algorithm.trl.temprature is not a GRPOConfig field (did you mean 'temperature'?)" in line
 
 
 def test_reasoning_vocabulary_on_a_reward_model(tmp_path):
-    line = one_line_error(run_cli("rlvr.run", "algorithm=reward_model", "model.reasoning_vocab_size=8",
-                                  "logging=disabled", f"hydra.run.dir={tmp_path}"))
+    line = one_line_error(
+        run_cli("rlvr.run", "algorithm=reward_model", "model.reasoning_vocab_size=8", "logging=disabled", f"hydra.run.dir={tmp_path}")
+    )
     assert "model.reasoning_vocab_size is for policies" in line
 
 
 def test_reasoning_vocabulary_larger_than_the_copyable_tokens(tmp_path):
-    line = one_line_error(run_cli("rlvr.run", *TINY_RUN, "model.reasoning_vocab_size=100000", "eval.before=false",
-                                  f"hydra.run.dir={tmp_path}"))
+    line = one_line_error(
+        run_cli("rlvr.run", *TINY_RUN, "model.reasoning_vocab_size=100000", "eval.before=false", f"hydra.run.dir={tmp_path}")
+    )
     assert "model.reasoning_vocab_size=100000 is more than the 256 copyable tokens" in line
 
 
-@pytest.mark.parametrize("knob", ["algorithm.learning_rate=-1", "algorithm.max_completion_length=0",
-                                  "algorithm.temperature=0", "eval.batch_size=0"])
+@pytest.mark.parametrize(
+    "knob", ["algorithm.learning_rate=-1", "algorithm.max_completion_length=0", "algorithm.temperature=0", "eval.batch_size=0"]
+)
 def test_non_positive_knob_fails_before_anything_loads(tmp_path, knob):
     line = one_line_error(run_cli("rlvr.run", *TINY_RUN, knob, f"hydra.run.dir={tmp_path}"))
     assert f"{knob} must be > 0" in line.replace("-1.0", "-1").replace("=0.0", "=0")
@@ -66,14 +69,14 @@ def test_non_positive_knob_fails_before_anything_loads(tmp_path, knob):
 
 
 def test_model_directory_without_a_model(tmp_path):
-    line = one_line_error(run_cli("rlvr.run", *TINY_RUN, f"model.name_or_path={tmp_path}",
-                                  f"hydra.run.dir={tmp_path / 'run'}"))
+    line = one_line_error(run_cli("rlvr.run", *TINY_RUN, f"model.name_or_path={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}"))
     assert f"model directory {tmp_path} has no config.json" in line
 
 
 def test_lora_target_the_model_lacks(tmp_path):
-    line = one_line_error(run_cli("rlvr.run", *TINY_RUN, "model.lora.enabled=true", "model.lora.target_modules=[qkv]",
-                                  f"hydra.run.dir={tmp_path}"))
+    line = one_line_error(
+        run_cli("rlvr.run", *TINY_RUN, "model.lora.enabled=true", "model.lora.target_modules=[qkv]", f"hydra.run.dir={tmp_path}")
+    )
     assert "model.lora.target_modules: qkv not in Qwen2ForCausalLM; its linear layers are down_proj" in line
 
 
@@ -87,20 +90,24 @@ def test_chat_prompts_for_a_tokenizer_without_a_chat_template(tmp_path):
     tokenizer.chat_template = None  # a base model's tokenizer
     build_tiny_model(OmegaConf.structured(TinyModelConfig), tokenizer, seed=0).save_pretrained(tmp_path / "base")
     tokenizer.save_pretrained(tmp_path / "base")
-    line = one_line_error(run_cli("rlvr.run", *TINY_RUN, f"model.name_or_path={tmp_path / 'base'}", "dataset.chat=true",
-                                  f"hydra.run.dir={tmp_path / 'run'}"))
+    line = one_line_error(
+        run_cli("rlvr.run", *TINY_RUN, f"model.name_or_path={tmp_path / 'base'}", "dataset.chat=true", f"hydra.run.dir={tmp_path / 'run'}")
+    )
     assert "dataset.chat=true (chat-message prompts) but the tokenizer of" in line and "dataset.chat=false" in line
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("+algorithm.lerning_rate=0.5", "unknown config key 'algorithm.lerning_rate' (did you mean 'algorithm.learning_rate'?)"),
-    ("+algorithm.trl.learning_rate=0.5", "'+algorithm.trl.learning_rate' repeats algorithm.learning_rate"),
-    ("algorithm.epsilon=-1", "algorithm.epsilon=-1.0 must be > 0"),
-    ("algorithm.num_generations=0", "algorithm.num_generations=0 must be >= 2"),
-    ("algorithm.learning_rate=${oc.env:HOME}", "algorithm.learning_rate: While dereferencing interpolation"),
-    ("algorithm.loss_type=ppo", "algorithm.loss_type='ppo' must be one of bnpo, cispo, dapo"),
-    ("hardware.device=cpux", "hardware.device='cpux' must be one of cpu, cuda, mps (did you mean 'cpu'?)"),
-])
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("+algorithm.lerning_rate=0.5", "unknown config key 'algorithm.lerning_rate' (did you mean 'algorithm.learning_rate'?)"),
+        ("+algorithm.trl.learning_rate=0.5", "'+algorithm.trl.learning_rate' repeats algorithm.learning_rate"),
+        ("algorithm.epsilon=-1", "algorithm.epsilon=-1.0 must be > 0"),
+        ("algorithm.num_generations=0", "algorithm.num_generations=0 must be >= 2"),
+        ("algorithm.learning_rate=${oc.env:HOME}", "algorithm.learning_rate: While dereferencing interpolation"),
+        ("algorithm.loss_type=ppo", "algorithm.loss_type='ppo' must be one of bnpo, cispo, dapo"),
+        ("hardware.device=cpux", "hardware.device='cpux' must be one of cpu, cuda, mps (did you mean 'cpu'?)"),
+    ],
+)
 def test_bad_values_fail_in_one_line_before_anything_loads(tmp_path, override, message):
     line = one_line_error(run_cli("rlvr.run", *TINY_RUN, override, f"hydra.run.dir={tmp_path}", timeout=120))
     assert message in line
@@ -108,8 +115,9 @@ def test_bad_values_fail_in_one_line_before_anything_loads(tmp_path, override, m
 
 
 def test_a_completion_length_beyond_the_context_is_one_line(tmp_path):
-    line = one_line_error(run_cli("rlvr.run", *TINY_RUN, "algorithm.max_completion_length=100000",
-                                  f"hydra.run.dir={tmp_path}", timeout=120))
+    line = one_line_error(
+        run_cli("rlvr.run", *TINY_RUN, "algorithm.max_completion_length=100000", f"hydra.run.dir={tmp_path}", timeout=120)
+    )
     assert "algorithm.max_completion_length=100000 leaves no room for a prompt in the 256-token context of 'tiny'" in line
     assert not (tmp_path / "eval").exists()  # refused before the warm-up and the first eval
 
@@ -122,9 +130,20 @@ def test_a_5_mb_prompt_is_dropped_and_counted_and_the_run_finishes(tmp_path):
     data = tmp_path / "rows.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
     run_dir = tmp_path / "run"
-    result = run_cli("rlvr.run", *TINY_RUN, f"dataset.source={data}", "dataset.eval_holdout=16", "algorithm.max_steps=1",
-                     "model.warmup_sft_steps=0", "eval.before=false", "eval.after=false", "algorithm.save_steps=0",
-                     "logging.plots=false", f"hydra.run.dir={run_dir}", timeout=120)
+    result = run_cli(
+        "rlvr.run",
+        *TINY_RUN,
+        f"dataset.source={data}",
+        "dataset.eval_holdout=16",
+        "algorithm.max_steps=1",
+        "model.warmup_sft_steps=0",
+        "eval.before=false",
+        "eval.after=false",
+        "algorithm.save_steps=0",
+        "logging.plots=false",
+        f"hydra.run.dir={run_dir}",
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["train_prompts_dropped_too_long"] + metrics["eval_prompts_dropped_too_long"] == 1

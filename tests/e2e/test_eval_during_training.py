@@ -7,8 +7,16 @@ from rlvr.tracking import read_jsonl
 
 pytestmark = pytest.mark.slow
 
-EVERY_2 = [*TINY_RUN, "eval=pass_at_k", "eval.n=2", "eval.ks=[1,2]", "eval.every_steps=2", "eval.before=false",
-           "dataset.max_eval_samples=4", "algorithm.save_steps=2"]
+EVERY_2 = [
+    *TINY_RUN,
+    "eval=pass_at_k",
+    "eval.n=2",
+    "eval.ks=[1,2]",
+    "eval.every_steps=2",
+    "eval.before=false",
+    "dataset.max_eval_samples=4",
+    "algorithm.save_steps=2",
+]
 
 
 def eval_steps(run_dir):

@@ -19,13 +19,30 @@ def tiny_run(tmp_path_factory):
 
 
 def test_run_writes_every_artefact(tiny_run):
-    for name in ["config_resolved.yaml", ".hydra/config.yaml", "metrics.json", "metrics.jsonl", "rollouts.jsonl",
-                 "eval/before.jsonl", "eval/after.jsonl", "plots/reward.png", "plots/accuracy.png",
-                 "final_model/model.safetensors", "final_model/tokenizer.json", "checkpoints/checkpoint-4"]:
+    for name in [
+        "config_resolved.yaml",
+        ".hydra/config.yaml",
+        "metrics.json",
+        "metrics.jsonl",
+        "rollouts.jsonl",
+        "eval/before.jsonl",
+        "eval/after.jsonl",
+        "plots/reward.png",
+        "plots/accuracy.png",
+        "final_model/model.safetensors",
+        "final_model/tokenizer.json",
+        "checkpoints/checkpoint-4",
+    ]:
         assert (tiny_run / name).exists(), name
     metrics = json.loads((tiny_run / "metrics.json").read_text())
-    for key in ["eval_before_accuracy", "eval_after_accuracy", "eval_after_mean_new_tokens",
-                "train_reward_first20", "train_reward_last20", "train_steps"]:
+    for key in [
+        "eval_before_accuracy",
+        "eval_after_accuracy",
+        "eval_after_mean_new_tokens",
+        "train_reward_first20",
+        "train_reward_last20",
+        "train_steps",
+    ]:
         assert key in metrics, key
     assert metrics["train_steps"] == 4
 
@@ -56,8 +73,12 @@ def test_rollouts_record_each_completion(tiny_run):
 def test_metrics_log_reward_stats_per_function(tiny_run):
     logged = [m for m in read_jsonl(tiny_run / "metrics.jsonl") if "reward" in m]
     assert [m["step"] for m in logged] == [1, 2, 3, 4]
-    for key in ["rewards/gsm8k_flexible/mean", "rewards/gsm8k_flexible/std",
-                "rewards/gsm8k_flexible/timeout_frac", "rewards/gsm8k_flexible/unparsable_frac"]:
+    for key in [
+        "rewards/gsm8k_flexible/mean",
+        "rewards/gsm8k_flexible/std",
+        "rewards/gsm8k_flexible/timeout_frac",
+        "rewards/gsm8k_flexible/unparsable_frac",
+    ]:
         assert key in logged[0], key
 
 
@@ -86,8 +107,7 @@ def test_per_prompt_plot_command(tiny_run):
 
 
 def test_two_job_sweep(tmp_path):
-    result = run_cli("rlvr.run", "-m", *TINY_RUN, "algorithm.max_steps=2", "algorithm.beta=0.0,0.04",
-                     f"hydra.sweep.dir={tmp_path}")
+    result = run_cli("rlvr.run", "-m", *TINY_RUN, "algorithm.max_steps=2", "algorithm.beta=0.0,0.04", f"hydra.sweep.dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
     assert [p.name for p in jobs] == ["0", "1"]
@@ -105,9 +125,19 @@ def test_local_launcher_trains_data_parallel_like_slurm(tmp_path):
     """hydra/launcher=local with 2 tasks: one gloo job of 2 ranks (not 2 runs sharing a dir), same
     weights on both ranks after LoRA is merged, one writer of the logs; the eval after training
     split across the ranks, each row evaluated once."""
-    result = run_cli("rlvr.run", "-m", "hydra/launcher=local", "hardware.tasks_per_node=2", *TINY_RUN,
-                     "model.lora.enabled=true", "eval.before=false", "eval=pass_at_k", "eval.n=2", "eval.ks=[2]",
-                     f"hydra.sweep.dir={tmp_path}")
+    result = run_cli(
+        "rlvr.run",
+        "-m",
+        "hydra/launcher=local",
+        "hardware.tasks_per_node=2",
+        *TINY_RUN,
+        "model.lora.enabled=true",
+        "eval.before=false",
+        "eval=pass_at_k",
+        "eval.n=2",
+        "eval.ks=[2]",
+        f"hydra.sweep.dir={tmp_path}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     digests = rank_weight_digests(tmp_path)
     assert sorted(digests) == [0, 1] and digests[0] == digests[1]
@@ -120,14 +150,18 @@ def test_local_launcher_trains_data_parallel_like_slurm(tmp_path):
 
 
 def test_several_tasks_without_a_launcher_say_so(tmp_path):
-    completed_run(tmp_path, *TINY_RUN, "hardware.tasks_per_node=2", "algorithm.max_steps=1", "eval.before=false",
-                  "eval.after=false")
+    completed_run(tmp_path, *TINY_RUN, "hardware.tasks_per_node=2", "algorithm.max_steps=1", "eval.before=false", "eval.after=false")
     assert "hardware asks for 2 processes but this is one process" in (tmp_path / "run.log").read_text()
 
 
 def test_reward_weights_reach_trl(tmp_path):
-    completed_run(tmp_path, *TINY_RUN, "model.warmup_sft_steps=100", "reward=[gsm8k_flexible,think_format]",
-                  "reward.functions.gsm8k_flexible.weight=0.5")
+    completed_run(
+        tmp_path,
+        *TINY_RUN,
+        "model.warmup_sft_steps=100",
+        "reward=[gsm8k_flexible,think_format]",
+        "reward.functions.gsm8k_flexible.weight=0.5",
+    )
     rows = read_jsonl(tmp_path / "rollouts.jsonl")
     assert any(row["rewards"]["gsm8k_flexible"] == 1.0 for row in rows)
     for row in rows:
@@ -145,8 +179,7 @@ def test_lora_run_saves_a_merged_model_that_reproduces_its_eval(tmp_path):
 
     from rlvr.evaluation import generate
 
-    completed_run(tmp_path, *TINY_RUN, "model.lora.enabled=true", "model.lora.r=4", "algorithm.save_steps=0",
-                  "model.warmup_sft_steps=100")
+    completed_run(tmp_path, *TINY_RUN, "model.lora.enabled=true", "model.lora.r=4", "algorithm.save_steps=0", "model.warmup_sft_steps=100")
     assert (tmp_path / "final_adapter" / "adapter_config.json").exists()
     assert not (tmp_path / "final_model" / "adapter_config.json").exists()
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "final_model")
@@ -159,8 +192,15 @@ def test_lora_run_saves_a_merged_model_that_reproduces_its_eval(tmp_path):
 
 
 def test_lora_run_can_keep_the_adapter_only(tmp_path):
-    completed_run(tmp_path, *TINY_RUN, "model.lora.enabled=true", "model.lora.r=4", "algorithm.save_steps=0",
-                  "model.lora.save_merged=false", "eval.after=false")
+    completed_run(
+        tmp_path,
+        *TINY_RUN,
+        "model.lora.enabled=true",
+        "model.lora.r=4",
+        "algorithm.save_steps=0",
+        "model.lora.save_merged=false",
+        "eval.after=false",
+    )
     assert (tmp_path / "final_adapter" / "adapter_config.json").exists()
     assert not (tmp_path / "final_model").exists()
 

@@ -12,8 +12,9 @@ import pytest
 from conftest import ROOT, TINY_RUN
 
 # What a clone holds besides the sources: never part of a build.
-NOT_SOURCES = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "outputs",
-                                     "multirun", "wandb", ".pytest_cache", "tests")
+NOT_SOURCES = shutil.ignore_patterns(
+    ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "outputs", "multirun", "wandb", ".pytest_cache", "tests"
+)
 
 
 @pytest.fixture(scope="module")
@@ -22,39 +23,43 @@ def installed_venv(tmp_path_factory):
     site-packages, linked by a .pth file, so nothing is downloaded and torch is not installed twice."""
     base = tmp_path_factory.mktemp("wheel")
     shutil.copytree(ROOT, base / "src", ignore=NOT_SOURCES)  # a build in the clone would leave build/ there
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                    "-w", base / "dist", base / "src"], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", base / "dist", base / "src"],
+        check=True,
+        capture_output=True,
+    )
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", base / "venv"], check=True)
     python = base / "venv" / "bin" / "python"
-    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          check=True, capture_output=True, text=True).stdout.strip()
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], check=True, capture_output=True, text=True
+    ).stdout.strip()
     # A plain path line: the test venv's .pth files (an editable rlvr's finder) are not run.
     (Path(site) / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     (wheel,) = (base / "dist").glob("rlvr-*.whl")
     # --ignore-installed: the linked site-packages holds the test venv's rlvr, which pip must neither
     # take as this one nor uninstall.
-    subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--ignore-installed", wheel],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--ignore-installed", wheel], check=True, capture_output=True
+    )
     return base / "venv" / "bin"
 
 
 def run_installed(cwd, *args):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the tests point it at the clone
-    return subprocess.run([*args], cwd=cwd, capture_output=True, text=True, timeout=300,
-                          env={**env, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"})
+    return subprocess.run(
+        [*args], cwd=cwd, capture_output=True, text=True, timeout=300, env={**env, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    )
 
 
 @pytest.mark.slow
 def test_the_installed_wheel_runs_from_any_directory(installed_venv, tmp_path):
-    where = run_installed(tmp_path, installed_venv / "python", "-c",
-                          "import rlvr.config as c; print(c.__file__); print(c.conf_dir())")
+    where = run_installed(tmp_path, installed_venv / "python", "-c", "import rlvr.config as c; print(c.__file__); print(c.conf_dir())")
     module, conf = where.stdout.split()
     assert module.startswith(str(installed_venv.parent)) and conf.startswith(str(installed_venv.parent)), where
     composed = run_installed(tmp_path, installed_venv / "python", "-m", "rlvr.run", "--cfg", "job")
     assert composed.returncode == 0, composed.stderr[-2000:]
     assert "name_or_path: tiny" in composed.stdout
-    run = run_installed(tmp_path, installed_venv / "rlvr", *TINY_RUN, "algorithm.max_steps=2", "eval.before=false",
-                        "hydra.run.dir=run")
+    run = run_installed(tmp_path, installed_venv / "rlvr", *TINY_RUN, "algorithm.max_steps=2", "eval.before=false", "hydra.run.dir=run")
     assert run.returncode == 0, run.stderr[-3000:]
     assert (tmp_path / "run" / "final_model" / "config.json").is_file()
     assert (tmp_path / "run" / "metrics.json").is_file()

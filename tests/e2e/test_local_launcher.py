@@ -41,10 +41,21 @@ def loss_rows(run_dir):
 def test_a_sigterm_stop_is_one_line_whose_command_continues_the_run(tmp_path):
     """FSDP over 2 processes: the command printed relaunches it the same way (the job's own one-process
     `hydra.run.dir=` hint is refused in one line, writing nothing)."""
-    args = [sys.executable, "-m", "rlvr.run", *TWO_PROCESSES, "hardware.sharding=fsdp", *TINY_RUN,
-            "algorithm.max_steps=40", "algorithm.save_steps=0", "eval.before=false", f"hydra.sweep.dir={tmp_path}"]
-    caller = subprocess.Popen(args, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
+    args = [
+        sys.executable,
+        "-m",
+        "rlvr.run",
+        *TWO_PROCESSES,
+        "hardware.sharding=fsdp",
+        *TINY_RUN,
+        "algorithm.max_steps=40",
+        "algorithm.save_steps=0",
+        "eval.before=false",
+        f"hydra.sweep.dir={tmp_path}",
+    ]
+    caller = subprocess.Popen(
+        args, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     run_dir = tmp_path / "0"
     try:
         deadline = time.time() + 300
@@ -67,13 +78,22 @@ def test_a_sigterm_stop_is_one_line_whose_command_continues_the_run(tmp_path):
     saved = int(checkpoint.name.split("-")[1])
     assert 3 <= saved < 40 and [row["step"] for row in loss_rows(run_dir)] == list(range(1, saved + 1))
 
-    plain = run_cli("rlvr.run", *TINY_RUN, "hardware.tasks_per_node=2", "hardware.sharding=fsdp",
-                    "algorithm.max_steps=40", "algorithm.save_steps=0", "eval.before=false", f"hydra.run.dir={run_dir}")
+    plain = run_cli(
+        "rlvr.run",
+        *TINY_RUN,
+        "hardware.tasks_per_node=2",
+        "hardware.sharding=fsdp",
+        "algorithm.max_steps=40",
+        "algorithm.save_steps=0",
+        "eval.before=false",
+        f"hydra.run.dir={run_dir}",
+    )
     assert "but this is one process: start it with -m hydra/launcher=local" in one_line_error(plain)
     assert len((run_dir / "run_info.jsonl").read_text().splitlines()) == 1
 
-    pasted = subprocess.run([sys.executable, *command[1:]], cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-                            capture_output=True, text=True, timeout=600)  # `python` of the venv the user runs
+    pasted = subprocess.run(
+        [sys.executable, *command[1:]], cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600
+    )  # `python` of the venv the user runs
     assert pasted.returncode == 0, pasted.stderr[-3000:]
     assert [row["step"] for row in loss_rows(run_dir)] == list(range(1, 41))  # continued; no step repeated
     starts = [json.loads(line) for line in (run_dir / "run_info.jsonl").read_text().splitlines()]

@@ -21,12 +21,15 @@ def config(**model):
     return cfg
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"name_or_path": "tiny"}, "model.quantization=4bit applies as weights load: the built-in tiny model is made in memory"),
-    ({"lora": {"enabled": False}}, "model.quantization=4bit freezes the quantized weights: train LoRA on top"),
-    ({"warmup_sft_steps": 5}, "model.quantization=4bit cannot be combined with model.warmup_sft_steps=5"),
-    ({"reasoning_vocab_size": 8}, "model.quantization=4bit cannot be combined with model.reasoning_vocab_size=8"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"name_or_path": "tiny"}, "model.quantization=4bit applies as weights load: the built-in tiny model is made in memory"),
+        ({"lora": {"enabled": False}}, "model.quantization=4bit freezes the quantized weights: train LoRA on top"),
+        ({"warmup_sft_steps": 5}, "model.quantization=4bit cannot be combined with model.warmup_sft_steps=5"),
+        ({"reasoning_vocab_size": 8}, "model.quantization=4bit cannot be combined with model.reasoning_vocab_size=8"),
+    ],
+)
 def test_what_cannot_train_is_refused_in_one_line(change, message):
     with pytest.raises(ConfigError, match="^" + message.replace("(", r"\(").replace(")", r"\)")):
         check_quantization(config(**{"quantization": "4bit", **change}), "cpu")
@@ -66,11 +69,21 @@ def test_qlora_run_trains_its_adapter(tmp_path):
     tokenizer.save_pretrained(tmp_path / "base")
     (tmp_path / "length_reward.py").write_text(LENGTH_REWARD)  # completions differ in length: a gradient
     short = [arg for arg in TINY_RUN if not arg.startswith("model.warmup_sft_steps")]
-    result = run_cli("rlvr.run", *short, "algorithm.max_steps=2", "eval.before=false", "model.warmup_sft_steps=0",
-                     f"model.name_or_path={tmp_path / 'base'}", "model.quantization=4bit", "model.lora.enabled=true",
-                     "reward=gsm8k_flexible", "+reward.functions.length={_target_: length_reward.length, weight: 1.0}",
-                     "algorithm.learning_rate=1e-2", f"hydra.run.dir={tmp_path / 'run'}",
-                     env={"PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))})
+    result = run_cli(
+        "rlvr.run",
+        *short,
+        "algorithm.max_steps=2",
+        "eval.before=false",
+        "model.warmup_sft_steps=0",
+        f"model.name_or_path={tmp_path / 'base'}",
+        "model.quantization=4bit",
+        "model.lora.enabled=true",
+        "reward=gsm8k_flexible",
+        "+reward.functions.length={_target_: length_reward.length, weight: 1.0}",
+        "algorithm.learning_rate=1e-2",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        env={"PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "run"
     assert json.loads((run / "metrics.json").read_text())["train_steps"] == 2

@@ -11,9 +11,19 @@ from conftest import ROOT, completed_run
 pytestmark = pytest.mark.slow
 GSM8K_FILE = ROOT / "tests" / "data" / "gsm8k_test_300.jsonl"
 # A few GRPO steps of a random-init policy: what a dry run before a GPU job does.
-FEW_STEPS = ["hardware=cpu", "logging=disabled", "algorithm.max_steps=2", "algorithm.per_device_train_batch_size=4",
-             "algorithm.gradient_accumulation_steps=1", "algorithm.num_generations=4", "algorithm.max_completion_length=8",
-             "algorithm.save_steps=0", "dataset.max_train_samples=8", "dataset.max_eval_samples=4", "eval.batch_size=4"]
+FEW_STEPS = [
+    "hardware=cpu",
+    "logging=disabled",
+    "algorithm.max_steps=2",
+    "algorithm.per_device_train_batch_size=4",
+    "algorithm.gradient_accumulation_steps=1",
+    "algorithm.num_generations=4",
+    "algorithm.max_completion_length=8",
+    "algorithm.save_steps=0",
+    "dataset.max_train_samples=8",
+    "dataset.max_eval_samples=4",
+    "eval.batch_size=4",
+]
 GSM8K = ["experiment=gsm8k_grpo", "model=qwen2.5_shape", f"dataset.source={GSM8K_FILE}"]
 
 
@@ -27,8 +37,7 @@ def check_chat_rollouts(run_dir: Path, system: str, steps: int) -> list[dict]:
     assert {r["step"] for r in rollouts} == set(range(steps))
     for r in rollouts:
         user = r["prompt"][-1]["content"]
-        assert r["prompt_text"] == (f"<|im_start|>system\n{system}<|im_end|>\n"
-                                    f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n")
+        assert r["prompt_text"] == (f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n")
         assert r["stop"] in ("<|im_end|>", "<|endoftext|>", None)
         assert "<|im_end|>" not in r["completion"][0]["content"]
     return rollouts
@@ -72,8 +81,15 @@ def test_fgrpo_on_qwen25_shape(tmp_path):
 def test_code_grpo_on_qwen25_shape(tmp_path):
     """experiment=code_grpo's dry run: HumanEval prompts in Qwen's chat template, every completion run
     against its problem's tests in the sandbox, pass@k on the held-out problems."""
-    completed_run(tmp_path, "experiment=code_grpo", "model=qwen2.5_shape", *FEW_STEPS, "eval.n=2", "eval.ks=[1,2]",
-                  "reward.functions.code_tests.workers=2")
+    completed_run(
+        tmp_path,
+        "experiment=code_grpo",
+        "model=qwen2.5_shape",
+        *FEW_STEPS,
+        "eval.n=2",
+        "eval.ks=[1,2]",
+        "reward.functions.code_tests.workers=2",
+    )
     rollouts = check_chat_rollouts(tmp_path, "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.", 2)
     assert all(r["prompt"][-1]["content"].startswith("Complete this Python function.") for r in rollouts)
     assert all(r["gold"].lstrip().startswith(("def check", "METADATA", "import")) for r in rollouts)
@@ -90,8 +106,15 @@ def test_full_vocabulary_copy_on_qwen3_shape(tmp_path):
 
     from rlvr.vocab import ReasoningVocab
 
-    completed_run(tmp_path, "experiment=vocab_reasoning", "model=qwen3_shape", "model.reasoning_vocab_size=151646",
-                  "model.warmup_sft_steps=0", 'dataset.prompt_template="{question}<think>"', *FEW_STEPS)
+    completed_run(
+        tmp_path,
+        "experiment=vocab_reasoning",
+        "model=qwen3_shape",
+        "model.reasoning_vocab_size=151646",
+        "model.warmup_sft_steps=0",
+        'dataset.prompt_template="{question}<think>"',
+        *FEW_STEPS,
+    )
     steps = [m for m in rows(tmp_path / "metrics.jsonl") if "vocab/reasoning_outside_think" in m]
     assert len(steps) == 2 and all(m["vocab/reasoning_outside_think"] == 0 for m in steps)
     assert all(m["vocab/reasoning_share_in_think"] > 0.2 for m in steps)  # the copies carry about half the mass
@@ -102,9 +125,14 @@ def test_full_vocabulary_copy_on_qwen3_shape(tmp_path):
     assert model.get_input_embeddings().num_embeddings == 151936 + 151646
     prompts = tokenizer(["3+4=<think>", "3+4=</think>"], return_tensors="pt", padding=True, padding_side="left")
     torch.manual_seed(0)
-    out = model.generate(**prompts, max_new_tokens=8, do_sample=True, logits_processor=LogitsProcessorList([vocab.processor()]),
-                         pad_token_id=tokenizer.pad_token_id)
-    new = out[:, prompts["input_ids"].shape[1]:]
+    out = model.generate(
+        **prompts,
+        max_new_tokens=8,
+        do_sample=True,
+        logits_processor=LogitsProcessorList([vocab.processor()]),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    new = out[:, prompts["input_ids"].shape[1] :]
     usage = vocab.usage(prompts["input_ids"].tolist(), new.tolist())
     assert usage["reasoning_outside_think"] == 0 and usage["reasoning_in_think"] > 0
     assert (new[1] >= 151936).sum() == 0  # the closed segment: standard ids only
@@ -113,10 +141,19 @@ def test_full_vocabulary_copy_on_qwen3_shape(tmp_path):
 
 @pytest.fixture(scope="module")
 def hh_reward_model(tmp_path_factory):
-    return completed_run(tmp_path_factory.mktemp("rm_hh_qwen"), "experiment=rm_hh", "model=qwen2.5_shape", "hardware=cpu",
-                         "logging=disabled", "algorithm.max_steps=5", "algorithm.per_device_train_batch_size=4",
-                         "algorithm.eval_steps=null", "dataset.preference.sanity_check=true",
-                         "dataset.preference.max_token_length=256", "dataset.preference.chat_template=tokenizer")
+    return completed_run(
+        tmp_path_factory.mktemp("rm_hh_qwen"),
+        "experiment=rm_hh",
+        "model=qwen2.5_shape",
+        "hardware=cpu",
+        "logging=disabled",
+        "algorithm.max_steps=5",
+        "algorithm.per_device_train_batch_size=4",
+        "algorithm.eval_steps=null",
+        "dataset.preference.sanity_check=true",
+        "dataset.preference.max_token_length=256",
+        "dataset.preference.chat_template=tokenizer",
+    )
 
 
 def test_reward_model_on_the_hh_slice(hh_reward_model):
@@ -127,14 +164,19 @@ def test_reward_model_on_the_hh_slice(hh_reward_model):
     model = AutoModelForSequenceClassification.from_pretrained(hh_reward_model / "final_model")
     tokenizer = AutoTokenizer.from_pretrained(hh_reward_model / "final_model")
     assert model.get_input_embeddings().num_embeddings == 151936 and model.config.num_labels == 1
-    text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
-                                         tokenize=False)
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}], tokenize=False)
     assert text.startswith("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud.")
 
 
 def test_hybrid_reward_with_that_reward_model(hh_reward_model, tmp_path):
-    completed_run(tmp_path, *GSM8K, *FEW_STEPS, "reward=hybrid", f"reward.functions.hybrid.reward_model={hh_reward_model}",
-                  "reward.functions.hybrid.calibration_prompts=4")
+    completed_run(
+        tmp_path,
+        *GSM8K,
+        *FEW_STEPS,
+        "reward=hybrid",
+        f"reward.functions.hybrid.reward_model={hh_reward_model}",
+        "reward.functions.hybrid.calibration_prompts=4",
+    )
     calibration = json.loads((tmp_path / "hybrid_calibration.json").read_text())
     assert calibration["prompts"] == 4 and calibration["r_min"] <= calibration["r_max"]
     for row in rows(tmp_path / "rollouts.jsonl"):

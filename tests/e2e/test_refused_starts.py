@@ -14,19 +14,23 @@ pytestmark = pytest.mark.slow
 
 
 def test_a_refused_config_leaves_no_outputs_folder(tmp_path):
-    line = one_line_error(run_cli("rlvr.run", *TINY_RUN, "algorithm.learning_rate=-1",
-                                  f"hydra.run.dir={tmp_path / 'outputs' / 'today' / 'now'}", timeout=120))
+    line = one_line_error(
+        run_cli("rlvr.run", *TINY_RUN, "algorithm.learning_rate=-1", f"hydra.run.dir={tmp_path / 'outputs' / 'today' / 'now'}", timeout=120)
+    )
     assert "algorithm.learning_rate=-1.0 must be > 0" in line
     assert list(tmp_path.iterdir()) == []
 
 
 def test_a_start_refused_for_its_process_count_writes_nothing(tmp_path):
     """What a user gets who continues a 2-process FSDP run with a plain, one-process command."""
-    line = one_line_error(run_cli("rlvr.run", *TINY_RUN, "hardware.tasks_per_node=2", "hardware.sharding=fsdp",
-                                  f"hydra.run.dir={tmp_path}", timeout=120))
-    assert line == ("rlvr: error: hardware.sharding=fsdp splits the model across the 2 processes the hardware asks "
-                    "for, but this is one process: start it with -m hydra/launcher=local (or slurm), torchrun or "
-                    "accelerate launch, or use sharding=none")
+    line = one_line_error(
+        run_cli("rlvr.run", *TINY_RUN, "hardware.tasks_per_node=2", "hardware.sharding=fsdp", f"hydra.run.dir={tmp_path}", timeout=120)
+    )
+    assert line == (
+        "rlvr: error: hardware.sharding=fsdp splits the model across the 2 processes the hardware asks "
+        "for, but this is one process: start it with -m hydra/launcher=local (or slurm), torchrun or "
+        "accelerate launch, or use sharding=none"
+    )
     assert list(tmp_path.iterdir()) == []  # no config_resolved.yaml, run_info.jsonl, run.log or lock
 
 
@@ -36,20 +40,37 @@ def test_a_machine_without_bubblewrap_refuses_a_code_run_and_writes_nothing(tmp_
     bin_dir.mkdir()
     (bin_dir / "python").symlink_to(sys.executable)
     run_dir = tmp_path / "run"
-    line = one_line_error(run_cli("rlvr.run", *TINY_RUN, "reward=code_tests", "dataset=humaneval",
-                                  f"hydra.run.dir={run_dir}", env={"PATH": str(bin_dir)}, timeout=120))
-    assert line == ("rlvr: error: reward.functions.code_tests: the code reward's sandbox needs bubblewrap, which is not "
-                    "installed: install Debian's or your distribution's 'bubblewrap' package (apt-get install "
-                    "bubblewrap), or opt in to running model-written code unsandboxed with "
-                    "reward.functions.code_tests.sandbox=none")
+    line = one_line_error(
+        run_cli(
+            "rlvr.run",
+            *TINY_RUN,
+            "reward=code_tests",
+            "dataset=humaneval",
+            f"hydra.run.dir={run_dir}",
+            env={"PATH": str(bin_dir)},
+            timeout=120,
+        )
+    )
+    assert line == (
+        "rlvr: error: reward.functions.code_tests: the code reward's sandbox needs bubblewrap, which is not "
+        "installed: install Debian's or your distribution's 'bubblewrap' package (apt-get install "
+        "bubblewrap), or opt in to running model-written code unsandboxed with "
+        "reward.functions.code_tests.sandbox=none"
+    )
     assert not run_dir.exists()
 
 
 def test_a_start_refused_by_the_lock_leaves_the_holders_log_alone(tmp_path):
     from rlvr.run_dir import LOCK_NAME, process_start_time
 
-    holder = {"job": "process:elsewhere", "host": socket.gethostname(), "pid": os.getpid(),  # alive: this test
-              "pid_started": process_start_time(os.getpid()), "since": "earlier", "command": "rlvr (the holder)"}
+    holder = {
+        "job": "process:elsewhere",
+        "host": socket.gethostname(),
+        "pid": os.getpid(),  # alive: this test
+        "pid_started": process_start_time(os.getpid()),
+        "since": "earlier",
+        "command": "rlvr (the holder)",
+    }
     (tmp_path / LOCK_NAME).write_text(json.dumps(holder))
     (tmp_path / "run.log").write_text("the holder's log\n")
     line = one_line_error(run_cli("rlvr.run", *TINY_RUN, f"hydra.run.dir={tmp_path}", timeout=120))

@@ -50,19 +50,32 @@ def test_a_run_without_checkpoints_starts_over_after_a_crash_and_is_kept_once_fi
     assert len(eval_rows) == 16  # dataset.max_eval_samples in TINY_RUN: one eval, not two appended
 
 
-@pytest.mark.parametrize(("stop", "exit_code", "logged"), [
-    (signal.SIGUSR2, 75, "stopped by SIGUSR2 after saving checkpoint-"),  # EXIT_PREEMPTED: the launcher requeues
-    (signal.SIGINT, 130, "stopped by Ctrl-C after saving checkpoint-"),
-    (signal.SIGTERM, 143, "stopped by SIGTERM after saving checkpoint-"),  # kill, scancel: no requeue
-])
+@pytest.mark.parametrize(
+    ("stop", "exit_code", "logged"),
+    [
+        (signal.SIGUSR2, 75, "stopped by SIGUSR2 after saving checkpoint-"),  # EXIT_PREEMPTED: the launcher requeues
+        (signal.SIGINT, 130, "stopped by Ctrl-C after saving checkpoint-"),
+        (signal.SIGTERM, 143, "stopped by SIGTERM after saving checkpoint-"),  # kill, scancel: no requeue
+    ],
+)
 def test_a_stop_signal_saves_a_checkpoint_and_the_rerun_continues(tmp_path, stop, exit_code, logged):
     """The signal goes to the whole process group, as a terminal's Ctrl-C and `scancel --signal` send
     it: math_verify's worker processes must not die of it and zero the step's rewards."""
-    args = [sys.executable, "-m", "rlvr.run", *TINY_RUN, "algorithm.max_steps=400", "algorithm.save_steps=0",
-            "eval.before=false", "reward=math_verify", f"hydra.run.dir={tmp_path}"]
+    args = [
+        sys.executable,
+        "-m",
+        "rlvr.run",
+        *TINY_RUN,
+        "algorithm.max_steps=400",
+        "algorithm.save_steps=0",
+        "eval.before=false",
+        "reward=math_verify",
+        f"hydra.run.dir={tmp_path}",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         deadline = time.time() + 120
         while time.time() < deadline:
@@ -83,8 +96,9 @@ def test_a_stop_signal_saves_a_checkpoint_and_the_rerun_continues(tmp_path, stop
     assert logged_steps(tmp_path) == list(range(1, saved + 1))
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert all(row["rewards/math_verify/error_frac"] == 0 for row in rows if "loss" in row)
-    completed_run(tmp_path, *TINY_RUN, f"algorithm.max_steps={saved + 3}", "algorithm.save_steps=0",
-                  "eval.before=false", "reward=math_verify")
+    completed_run(
+        tmp_path, *TINY_RUN, f"algorithm.max_steps={saved + 3}", "algorithm.save_steps=0", "eval.before=false", "reward=math_verify"
+    )
     assert logged_steps(tmp_path) == list(range(1, saved + 4))  # continues; no step repeated
 
 
@@ -96,8 +110,7 @@ def run_log_since_last_start(run_dir) -> str:
 def test_a_resume_skips_the_warm_up_records_its_changes_and_totals_cover_every_start(tmp_path):
     completed_run(tmp_path, *TINY_RUN, "algorithm.max_steps=2", "algorithm.save_steps=2")
     first = json.loads((tmp_path / "metrics.json").read_text())
-    refused = run_cli("rlvr.run", *TINY_RUN, "algorithm.max_steps=4", "algorithm.save_steps=2", "seed=7",
-                      f"hydra.run.dir={tmp_path}")
+    refused = run_cli("rlvr.run", *TINY_RUN, "algorithm.max_steps=4", "algorithm.save_steps=2", "seed=7", f"hydra.run.dir={tmp_path}")
     assert "checkpoint-2 was trained with other values of what it depends on (seed: 0 -> 7)" in one_line_error(refused)
     assert len((tmp_path / "run_info.jsonl").read_text().splitlines()) == 1  # a refused start writes nothing
     completed_run(tmp_path, *TINY_RUN, "algorithm.max_steps=4", "algorithm.save_steps=2", "algorithm.temperature=0.9")
@@ -144,10 +157,19 @@ def test_a_run_stopped_after_its_last_checkpoint_is_finished_from_it(tmp_path):
 
 
 def test_a_second_run_in_a_busy_run_dir_is_refused_naming_the_holder(tmp_path):
-    args = [sys.executable, "-m", "rlvr.run", *TINY_RUN, "algorithm.max_steps=400", "algorithm.save_steps=0",
-            "eval.before=false", f"hydra.run.dir={tmp_path}"]
-    first = subprocess.Popen(args, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+    args = [
+        sys.executable,
+        "-m",
+        "rlvr.run",
+        *TINY_RUN,
+        "algorithm.max_steps=400",
+        "algorithm.save_steps=0",
+        "eval.before=false",
+        f"hydra.run.dir={tmp_path}",
+    ]
+    first = subprocess.Popen(
+        args, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.time() + 120
         while time.time() < deadline and not (tmp_path / "metrics.jsonl").exists():
@@ -183,10 +205,15 @@ main()
 
 def test_a_crash_before_the_new_checkpoint_is_complete_leaves_the_previous_one(tmp_path):
     """save_total_limit=1: the old checkpoint goes only once the new one is complete."""
-    args = [*TINY_RUN, "model.warmup_sft_steps=0", "eval.before=false", "algorithm.save_total_limit=1",
-            f"hydra.run.dir={tmp_path}"]
-    crashed = subprocess.run([sys.executable, "-c", CRASH_AFTER_WRITING_4, *args], cwd=ROOT, capture_output=True,
-                             text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    args = [*TINY_RUN, "model.warmup_sft_steps=0", "eval.before=false", "algorithm.save_total_limit=1", f"hydra.run.dir={tmp_path}"]
+    crashed = subprocess.run(
+        [sys.executable, "-c", CRASH_AFTER_WRITING_4, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=300,
+    )
     assert crashed.returncode == 3, crashed.stderr[-2000:]
     checkpoints = tmp_path / "checkpoints"
     assert (checkpoints / "checkpoint-2" / "COMPLETE").exists() and not (checkpoints / "checkpoint-4" / "COMPLETE").exists()
@@ -200,16 +227,34 @@ def test_ctrl_c_in_the_sft_warm_up_and_twice_in_training_is_one_line_and_exit_13
     (tmp_path / "tmp").mkdir()
     warm_up = [*TINY_RUN, "model.warmup_sft_steps=500", f"hydra.run.dir={tmp_path / 'warm-up'}"]
     # Steps long enough (1024 completions, ~0.3 s) for the second Ctrl-C to land before the step ends.
-    training = [*TINY_RUN, "model.warmup_sft_steps=0", "eval.before=false", "algorithm.max_steps=400",
-                "algorithm.save_steps=0", "algorithm.per_device_train_batch_size=1024", "algorithm.num_generations=8",
-                f"hydra.run.dir={tmp_path / 'training'}"]
+    training = [
+        *TINY_RUN,
+        "model.warmup_sft_steps=0",
+        "eval.before=false",
+        "algorithm.max_steps=400",
+        "algorithm.save_steps=0",
+        "algorithm.per_device_train_batch_size=1024",
+        "algorithm.num_generations=8",
+        f"hydra.run.dir={tmp_path / 'training'}",
+    ]
     for args, started, stops, said in [
         (warm_up, lambda: any((tmp_path / "tmp").glob("rlvr-warmup-*")), 1, "Ctrl-C during the SFT warm-up"),
-        (training, lambda: (tmp_path / "training" / "metrics.jsonl").exists(), 2,
-         "Ctrl-C during training, before the requested checkpoint"),
+        (
+            training,
+            lambda: (tmp_path / "training" / "metrics.jsonl").exists(),
+            2,
+            "Ctrl-C during training, before the requested checkpoint",
+        ),
     ]:
-        process = subprocess.Popen([sys.executable, "-m", "rlvr.run", *args], cwd=ROOT, env=env,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "rlvr.run", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         try:
             deadline = time.time() + 120
             while time.time() < deadline and not started():
@@ -223,7 +268,8 @@ def test_ctrl_c_in_the_sft_warm_up_and_twice_in_training_is_one_line_and_exit_13
         assert process.returncode == 130, stderr[-2000:]
         assert [line for line in stderr.splitlines() if line.startswith("rlvr:")] == [
             f"rlvr: {said}: stopped at once; the same command with hydra.run.dir={args[-1].split('=')[1]} "
-            f"continues from its newest complete checkpoint, if any"], stderr[-2000:]
+            f"continues from its newest complete checkpoint, if any"
+        ], stderr[-2000:]
         assert "Traceback" not in stderr and stderr.count("Warning") + stderr.count("WARNING") <= 2, stderr[-2000:]
 
 
@@ -242,9 +288,16 @@ def test_a_continued_run_stopped_in_its_final_eval_is_finished_and_can_raise_bet
     env = {"PYTHONPATH": os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p)}
     run_dir = tmp_path / "run"
     completed_run(run_dir, *TINY_RUN, "algorithm.max_steps=2", "algorithm.save_steps=2")
-    stopped = run_cli("rlvr.run", *TINY_RUN, "algorithm.max_steps=4", "algorithm.save_steps=2", "algorithm.beta=0.04",
-                      "reward.functions.gsm8k_flexible._target_=user_rewards.train_only", f"hydra.run.dir={run_dir}",
-                      env=env)
+    stopped = run_cli(
+        "rlvr.run",
+        *TINY_RUN,
+        "algorithm.max_steps=4",
+        "algorithm.save_steps=2",
+        "algorithm.beta=0.04",
+        "reward.functions.gsm8k_flexible._target_=user_rewards.train_only",
+        f"hydra.run.dir={run_dir}",
+        env=env,
+    )
     assert "reward 'gsm8k_flexible' raised RuntimeError: no eval today" in one_line_error(stopped)
     assert not (run_dir / "metrics.json").exists()  # the step-2 metrics are not this run's any more
     completed_run(run_dir, *TINY_RUN, "algorithm.max_steps=4", "algorithm.save_steps=2", "algorithm.beta=0.04")

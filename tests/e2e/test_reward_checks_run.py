@@ -24,9 +24,15 @@ def crashes(completions, **kwargs):
 def run_with_reward(tmp_path, function: str, *args: str):
     (tmp_path / "user_rewards.py").write_text(USER_REWARDS)
     path = os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p)
-    return run_cli("rlvr.run", *TINY_RUN, "eval.before=false", f"hydra.run.dir={tmp_path / 'run'}",
-                   f"reward.functions.gsm8k_flexible._target_=user_rewards.{function}", *args,
-                   env={"PYTHONPATH": path})
+    return run_cli(
+        "rlvr.run",
+        *TINY_RUN,
+        "eval.before=false",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"reward.functions.gsm8k_flexible._target_=user_rewards.{function}",
+        *args,
+        env={"PYTHONPATH": path},
+    )
 
 
 def test_a_reward_returning_inf_stops_the_run_before_the_loss(tmp_path):
@@ -36,9 +42,10 @@ def test_a_reward_returning_inf_stops_the_run_before_the_loss(tmp_path):
 
 
 def test_an_isolated_reward_whose_process_dies_is_reported_and_stops_the_run(tmp_path):
-    result = run_with_reward(tmp_path, "crashes", "+reward.functions.gsm8k_flexible.timeout_s=5",
-                             "reward.checks.none_patience=2")
+    result = run_with_reward(tmp_path, "crashes", "+reward.functions.gsm8k_flexible.timeout_s=5", "reward.checks.none_patience=2")
     line = one_line_error(result)
     assert "its worker process died (exit code 3)" in result.stdout + result.stderr
-    assert line == ("rlvr: error: reward 'gsm8k_flexible' returned None for every completion in 2 training steps in a row: "
-                    "it scores nothing (reward.checks.none_patience=2)")
+    assert line == (
+        "rlvr: error: reward 'gsm8k_flexible' returned None for every completion in 2 training steps in a row: "
+        "it scores nothing (reward.checks.none_patience=2)"
+    )

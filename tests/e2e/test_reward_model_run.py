@@ -16,8 +16,17 @@ def rm_run(tmp_path_factory):
 
 def test_reward_model_run_writes_metrics_plots_and_model(rm_run):
     metrics = json.loads((rm_run / "metrics.json").read_text())
-    for key in ["eval_accuracy", "eval_pair_accuracy", "eval_loss", "eval_chosen_reward", "eval_rejected_reward", "eval_margin",
-                "train_kept", "train_dropped_too_long", "eval_kept"]:
+    for key in [
+        "eval_accuracy",
+        "eval_pair_accuracy",
+        "eval_loss",
+        "eval_chosen_reward",
+        "eval_rejected_reward",
+        "eval_margin",
+        "train_kept",
+        "train_dropped_too_long",
+        "eval_kept",
+    ]:
         assert key in metrics, key
     assert metrics["eval_pair_accuracy"] > 0.75  # the built-in pairs are learnable: right sum vs wrong sum
     logged = [json.loads(line) for line in (rm_run / "metrics.jsonl").read_text().splitlines()]
@@ -28,8 +37,7 @@ def test_reward_model_run_writes_metrics_plots_and_model(rm_run):
 
 
 def test_a_second_run_in_the_same_dir_is_refused(rm_run):
-    again = run_cli("rlvr.run", "algorithm=reward_model", "logging=disabled", "algorithm.max_steps=300",
-                    f"hydra.run.dir={rm_run}")
+    again = run_cli("rlvr.run", "algorithm=reward_model", "logging=disabled", "algorithm.max_steps=300", f"hydra.run.dir={rm_run}")
     assert "already holds a reward-model run (reward-model runs do not resume)" in one_line_error(again)
 
 
@@ -49,8 +57,13 @@ def test_reloaded_reward_model_scores_pairs_like_training_eval(rm_run):
 
 
 def test_grpo_with_hybrid_reward_uses_the_trained_model(rm_run, tmp_path):
-    completed_run(tmp_path, *TINY_RUN, "reward=hybrid", f"reward.functions.hybrid.reward_model={rm_run}",
-                  "reward.functions.hybrid.calibration_prompts=8")
+    completed_run(
+        tmp_path,
+        *TINY_RUN,
+        "reward=hybrid",
+        f"reward.functions.hybrid.reward_model={rm_run}",
+        "reward.functions.hybrid.calibration_prompts=8",
+    )
     calibration = json.loads((tmp_path / "hybrid_calibration.json").read_text())
     assert calibration["prompts"] == 8 and calibration["r_min"] <= calibration["r_max"]
     rows = [json.loads(line) for line in (tmp_path / "rollouts.jsonl").read_text().splitlines()]
@@ -65,8 +78,14 @@ def test_hybrid_without_a_reward_model_is_one_line(tmp_path):
 
 
 def test_hh_sanity_check_run(tmp_path):
-    completed_run(tmp_path, "experiment=rm_hh", "logging=disabled", "dataset.preference.sanity_check=true",
-                  "algorithm.max_steps=3", "algorithm.eval_steps=null")
+    completed_run(
+        tmp_path,
+        "experiment=rm_hh",
+        "logging=disabled",
+        "dataset.preference.sanity_check=true",
+        "algorithm.max_steps=3",
+        "algorithm.eval_steps=null",
+    )
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["train_kept"] + metrics["train_dropped_too_long"] + metrics["train_dropped_prompt_too_long"] == 100
 
@@ -81,8 +100,7 @@ def test_lora_reward_model_trains_its_score_head(tmp_path):
     from rlvr.config import ModelConfig
     from rlvr.models import load_reward_model
 
-    completed_run(tmp_path, "algorithm=reward_model", "logging=disabled", "algorithm.max_steps=300",
-                  "model.lora.enabled=true")
+    completed_run(tmp_path, "algorithm=reward_model", "logging=disabled", "algorithm.max_steps=300", "model.lora.enabled=true")
     assert json.loads((tmp_path / "metrics.json").read_text())["eval_pair_accuracy"] > 0.75
     assert (tmp_path / "final_adapter" / "adapter_config.json").exists()
     initial, _ = load_reward_model(OmegaConf.structured(ModelConfig), seed=0)  # the run's seed (conf/config.yaml)

@@ -29,26 +29,27 @@ def test_score_writes_rewards_and_prints_a_summary(rows_file, tmp_path):
 
 def test_score_with_combined_presets_and_a_custom_gold_column(rows_file):
     rows = [{"completion": "<think>2+2</think> \\boxed{4}", "gold": "4"}]
-    result = run_cli("rlvr.score", "reward=[math_verify,think_format]", f"input={rows_file(rows)}",
-                     "answer_column=gold")
+    result = run_cli("rlvr.score", "reward=[math_verify,think_format]", f"input={rows_file(rows)}", "answer_column=gold")
     assert result.returncode == 0, result.stderr
     assert "1 rows, mean reward 2.0000" in result.stdout
 
 
 def test_score_runs_code_rows_in_the_sandbox(rows_file):
     tests = "assert add(1, 2) == 3\nassert add(0, 0) == 0\n"
-    rows = [{"completion": "```python\ndef add(a, b):\n    return a + b\n```", "tests": tests, "entry_point": "add"},
-            {"completion": "def add(a, b):\n    return 3\n", "tests": tests, "entry_point": "add"},
-            {"completion": "import sys\nsys.exit(0)\n", "tests": tests, "entry_point": "add"}]
+    rows = [
+        {"completion": "```python\ndef add(a, b):\n    return a + b\n```", "tests": tests, "entry_point": "add"},
+        {"completion": "def add(a, b):\n    return 3\n", "tests": tests, "entry_point": "add"},
+        {"completion": "import sys\nsys.exit(0)\n", "tests": tests, "entry_point": "add"},
+    ]
     result = run_cli("rlvr.score", "reward=code_tests", f"input={rows_file(rows)}", "answer_column=tests")
     assert result.returncode == 0, result.stderr
     assert "3 rows, mean reward 0.3333" in result.stdout and "wrong 2, correct 1" in result.stdout
 
 
-@pytest.mark.parametrize(("content", "problem"), [
-    ('{"completion": "x", "answer": "1"}\nnot json\n', "line 2: not JSON (Expecting value)"),
-    ("\n", "has no rows"),
-])
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [('{"completion": "x", "answer": "1"}\nnot json\n', "line 2: not JSON (Expecting value)"), ("\n", "has no rows")],
+)
 def test_score_bad_input_is_one_line(tmp_path, content, problem):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(content)
@@ -88,11 +89,17 @@ def test_score_summary_prints_a_reason_holding_a_lone_surrogate(rows_file, tmp_p
         "class Echo(Reward):\n"
         "    needs_gold = False\n\n"
         "    def score(self, completions, golds, prompts=None):\n"
-        "        return [Outcome(0.0, c) for c in completions]\n")
+        "        return [Outcome(0.0, c) for c in completions]\n"
+    )
     rows = rows_file([{"completion": "half \ud800"}])
     path = os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p)
-    result = run_cli("rlvr.score", "reward=think_format", "reward.functions.think_format._target_=echo_reward.Echo",
-                     f"input={rows}", env={"PYTHONPATH": path})
+    result = run_cli(
+        "rlvr.score",
+        "reward=think_format",
+        "reward.functions.think_format._target_=echo_reward.Echo",
+        f"input={rows}",
+        env={"PYTHONPATH": path},
+    )
     assert result.returncode == 0, result.stderr
     assert "think_format: mean 0.0000; half \\ud800 1" in result.stdout
 
@@ -110,8 +117,7 @@ def test_score_with_math_verify_exits_without_a_traceback(rows_file):
     # More workers than cores: some are still starting when the run ends, and pebble's stop used to
     # unlink their channel's semaphores first (SemLock FileNotFoundError tracebacks, exit code 0).
     rows = [{"completion": "\\boxed{4}", "answer": "4"}, {"completion": "\\boxed{5}", "answer": "4"}]
-    result = run_cli("rlvr.score", "reward=math_verify", "reward.functions.math_verify.workers=32",
-                     f"input={rows_file(rows)}")
+    result = run_cli("rlvr.score", "reward=math_verify", "reward.functions.math_verify.workers=32", f"input={rows_file(rows)}")
     assert result.returncode == 0, result.stderr
     assert "2 rows, mean reward 0.5000" in result.stdout
     assert "Traceback" not in result.stderr, result.stderr[-3000:]

@@ -17,16 +17,32 @@ pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.xdist_group("slur
 
 
 def slurm_args(partition, sweep_dir, *extra):
-    return ["hydra/launcher=slurm", f"hydra.launcher.partition={partition}", "hydra.launcher.timeout_min=10",
-            "hardware.cpus_per_task=1", "hardware.mem_gb=2", f"hydra.sweep.dir={sweep_dir}", *extra]
+    return [
+        "hydra/launcher=slurm",
+        f"hydra.launcher.partition={partition}",
+        "hydra.launcher.timeout_min=10",
+        "hardware.cpus_per_task=1",
+        "hardware.mem_gb=2",
+        f"hydra.sweep.dir={sweep_dir}",
+        *extra,
+    ]
 
 
 def test_preempted_job_requeues_and_resumes(slurm_partition, tmp_path):
     """SIGUSR2: a checkpoint at the end of the step, a requeue, a resume. (Sharded, across two nodes:
     tests/e2e/test_slurm_two_nodes.py.)"""
     steps = 150
-    args = [sys.executable, "-m", "rlvr.run", "-m", *TINY_RUN, f"algorithm.max_steps={steps}", "algorithm.save_steps=0",
-            "eval.before=false", *slurm_args(slurm_partition, tmp_path)]
+    args = [
+        sys.executable,
+        "-m",
+        "rlvr.run",
+        "-m",
+        *TINY_RUN,
+        f"algorithm.max_steps={steps}",
+        "algorithm.save_steps=0",
+        "eval.before=false",
+        *slurm_args(slurm_partition, tmp_path),
+    ]
     caller = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         metrics = tmp_path / "0" / "metrics.jsonl"
@@ -71,8 +87,18 @@ def assert_stopped_with_a_checkpoint(run_dir):
 
 def test_plain_scancel_of_a_submitit_job_saves_a_checkpoint(slurm_partition, tmp_path):
     """`scancel` sends SIGTERM, then SIGKILL after KillWait: the step ends and is saved in between."""
-    args = [sys.executable, "-m", "rlvr.run", "-m", *TINY_RUN, "algorithm.max_steps=400", "algorithm.save_steps=0",
-            "eval.before=false", "model.warmup_sft_steps=0", *slurm_args(slurm_partition, tmp_path)]
+    args = [
+        sys.executable,
+        "-m",
+        "rlvr.run",
+        "-m",
+        *TINY_RUN,
+        "algorithm.max_steps=400",
+        "algorithm.save_steps=0",
+        "eval.before=false",
+        "model.warmup_sft_steps=0",
+        *slurm_args(slurm_partition, tmp_path),
+    ]
     caller = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for_steps(tmp_path / "0" / "metrics.jsonl")
@@ -88,17 +114,36 @@ def test_plain_scancel_of_a_submitit_job_saves_a_checkpoint(slurm_partition, tmp
 def test_plain_scancel_of_an_sbatch_job_saves_a_checkpoint(slurm_partition, tmp_path):
     run_dir = tmp_path / "run"
     submitted = subprocess.run(
-        ["sbatch", "--parsable", f"--partition={slurm_partition}", "--cpus-per-task=1", "--mem=2G",
-         f"--output={tmp_path}/slurm-%j.out", "launchers/sbatch_run.sh", *TINY_RUN, "algorithm.max_steps=400",
-         "algorithm.save_steps=0", "eval.before=false", "model.warmup_sft_steps=0"],
-        cwd=ROOT, capture_output=True, text=True, check=True, env={**os.environ, "RLVR_RUN_DIR": str(run_dir), "HF_HUB_OFFLINE": "1",
-                                                                  "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
+        [
+            "sbatch",
+            "--parsable",
+            f"--partition={slurm_partition}",
+            "--cpus-per-task=1",
+            "--mem=2G",
+            f"--output={tmp_path}/slurm-%j.out",
+            "launchers/sbatch_run.sh",
+            *TINY_RUN,
+            "algorithm.max_steps=400",
+            "algorithm.save_steps=0",
+            "eval.before=false",
+            "model.warmup_sft_steps=0",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={
+            **os.environ,
+            "RLVR_RUN_DIR": str(run_dir),
+            "HF_HUB_OFFLINE": "1",
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        },
+    )
     job_id = submitted.stdout.strip()
     wait_for_steps(run_dir / "metrics.jsonl")
     subprocess.run(["scancel", job_id], check=True)
     deadline = time.time() + 120  # CANCELLED at once; its processes end within KillWait (COMPLETING meanwhile)
-    while time.time() < deadline and subprocess.run(["squeue", "-h", "-j", job_id], capture_output=True,
-                                                    text=True).stdout.strip():
+    while time.time() < deadline and subprocess.run(["squeue", "-h", "-j", job_id], capture_output=True, text=True).stdout.strip():
         time.sleep(0.3)
     assert all(state.startswith("CANCELLED") for state in sacct_states(job_id).values())
     assert_stopped_with_a_checkpoint(run_dir)

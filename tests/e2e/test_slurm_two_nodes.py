@@ -19,9 +19,19 @@ pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.xdist_group("slur
 
 
 def on_two_nodes(sweep_dir: Path, *extra: str) -> list[str]:
-    return ["-m", *TINY_RUN, "hydra/launcher=slurm", "hydra.launcher.partition=two", "hydra.launcher.timeout_min=10",
-            "hardware.cpus_per_task=1", "hardware.mem_gb=2", "hardware.nodes=2", "hardware.tasks_per_node=1",
-            f"hydra.sweep.dir={sweep_dir}", *extra]
+    return [
+        "-m",
+        *TINY_RUN,
+        "hydra/launcher=slurm",
+        "hydra.launcher.partition=two",
+        "hydra.launcher.timeout_min=10",
+        "hardware.cpus_per_task=1",
+        "hardware.mem_gb=2",
+        "hardware.nodes=2",
+        "hardware.tasks_per_node=1",
+        f"hydra.sweep.dir={sweep_dir}",
+        *extra,
+    ]
 
 
 def rank_hosts(sweep_dir: Path) -> dict[int, str]:
@@ -56,8 +66,13 @@ def test_a_sweep_whose_jobs_span_both_nodes_trains_as_one_node_with_two_tasks(tw
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     [array] = {job_id.split("_")[0] for job_id in job_ids(sweep)}  # a sweep is one array job
     assert sacct_states(array, env=two_nodes) == {f"{array}_0": "COMPLETED", f"{array}_1": "COMPLETED"}
-    nodes = subprocess.run(["sacct", "-n", "-P", "-X", "-j", array, "-o", "NodeList"], capture_output=True,
-                           text=True, check=True, env={**os.environ, **two_nodes}).stdout.split()
+    nodes = subprocess.run(
+        ["sacct", "-n", "-P", "-X", "-j", array, "-o", "NodeList"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **two_nodes},
+    ).stdout.split()
     assert nodes == ["n[1-2]", "n[1-2]"]
     report = (sweep / "sweep_summary.md").read_text()
     assert "| 0 | algorithm.beta=0.0 | completed |" in report and "| 1 | algorithm.beta=0.04 | completed |" in report
@@ -65,8 +80,11 @@ def test_a_sweep_whose_jobs_span_both_nodes_trains_as_one_node_with_two_tasks(tw
         assert trained_steps(sweep / job) == [1, 2, 3, 4]  # one writer: no step logged twice
         assert [row["rank"] for row in read_jsonl(sweep / job / "eval" / "after.jsonl")] == [0, 1] * 8
     one_node = tmp_path / "one_node"
-    result = run_cli("rlvr.run", *on_two_nodes(one_node, "algorithm.beta=0.04", "algorithm.save_steps=0",
-                                               "hardware.nodes=1", "hardware.tasks_per_node=2"), env=two_nodes)
+    result = run_cli(
+        "rlvr.run",
+        *on_two_nodes(one_node, "algorithm.beta=0.04", "algorithm.save_steps=0", "hardware.nodes=1", "hardware.tasks_per_node=2"),
+        env=two_nodes,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert rank_hosts(one_node) == {0: "n1", 1: "n1"}
     digests = rank_weight_digests(one_node)
@@ -82,8 +100,9 @@ def test_a_sweep_whose_jobs_span_both_nodes_trains_as_one_node_with_two_tasks(tw
 
 @pytest.mark.parametrize("sharding", ["fsdp", "zero3"])
 def test_a_sharded_job_holds_half_the_model_on_each_node(two_nodes, tmp_path, sharding):
-    result = run_cli("rlvr.run", *on_two_nodes(tmp_path, f"hardware.sharding={sharding}", "eval.before=false",
-                                               "algorithm.save_steps=0"), env=two_nodes)
+    result = run_cli(
+        "rlvr.run", *on_two_nodes(tmp_path, f"hardware.sharding={sharding}", "eval.before=false", "algorithm.save_steps=0"), env=two_nodes
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert rank_hosts(tmp_path) == {0: "n1", 1: "n2"}
     log = (tmp_path / "0" / "run.log").read_text()
@@ -105,17 +124,24 @@ def wait_for_steps(run_dir: Path, steps: int, timeout: float = 180) -> None:
 
 
 def launch(args: list[str], env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "rlvr.run", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", **env})
+    return subprocess.Popen(
+        [sys.executable, "-m", "rlvr.run", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", **env},
+    )
 
 
 def test_a_preempted_two_node_zero3_job_saves_on_both_nodes_requeues_and_resumes(two_nodes, tmp_path):
     """SIGUSR2: both nodes save their shards of the same step's checkpoint, the job requeues onto both
     nodes again and resumes; no step is repeated or lost."""
     steps = 40
-    caller = launch(on_two_nodes(tmp_path, f"algorithm.max_steps={steps}", "algorithm.save_steps=0", "eval.before=false",
-                                 "hardware.sharding=zero3"), two_nodes)
+    caller = launch(
+        on_two_nodes(tmp_path, f"algorithm.max_steps={steps}", "algorithm.save_steps=0", "eval.before=false", "hardware.sharding=zero3"),
+        two_nodes,
+    )
     try:
         wait_for_steps(tmp_path / "0", 3)
         [job_id] = job_ids(tmp_path)
@@ -139,8 +165,7 @@ def test_the_run_dir_lock_follows_the_job_across_nodes_and_refuses_another(two_n
     a DIFFERENT job for the same run dir on n2 is refused in one line. The first job's task is killed
     (its lock left behind on n1); requeued while n1 is drained, the same job comes back on n2, takes
     its own lock over and finishes from its checkpoint."""
-    one_node = ["hardware.nodes=1", "algorithm.max_steps=40", "algorithm.save_steps=4", "eval.before=false",
-                "eval.after=false"]
+    one_node = ["hardware.nodes=1", "algorithm.max_steps=40", "algorithm.save_steps=4", "eval.before=false", "eval.after=false"]
     env = {**os.environ, **two_nodes}
     first = launch(on_two_nodes(tmp_path, *one_node), two_nodes)
     drained = False
@@ -149,8 +174,13 @@ def test_the_run_dir_lock_follows_the_job_across_nodes_and_refuses_another(two_n
         [job_id] = job_ids(tmp_path)
         assert rank_hosts(tmp_path) == {0: "n1"}
         subprocess.run(["scontrol", "suspend", job_id], check=True, env=env)
-        second = run_cli("rlvr.run", *on_two_nodes(tmp_path / "second", *one_node, f"hydra.sweep.subdir={tmp_path / '0'}",
-                                                   "+hydra.launcher.additional_parameters.nodelist=n2"), env=two_nodes)
+        second = run_cli(
+            "rlvr.run",
+            *on_two_nodes(
+                tmp_path / "second", *one_node, f"hydra.sweep.subdir={tmp_path / '0'}", "+hydra.launcher.additional_parameters.nodelist=n2"
+            ),
+            env=two_nodes,
+        )
         assert second.returncode == 2, second.stderr[-3000:]
         assert re.search(r"rlvr: error: .*is in use by another run: pid \d+ on n1", second.stderr), second.stderr[-3000:]
         subprocess.run(["scontrol", "resume", job_id], check=True, env=env)
@@ -184,8 +214,11 @@ def rank_process(job_id: str, rank: int) -> int:
         except OSError:
             continue
         variables = dict(item.split(b"=", 1) for item in environ if b"=" in item)
-        if (variables.get(b"SLURM_JOB_ID") == job_id.encode() and variables.get(b"SLURM_PROCID") == str(rank).encode()
-                and b"submitit.core._submit" in command):
+        if (
+            variables.get(b"SLURM_JOB_ID") == job_id.encode()
+            and variables.get(b"SLURM_PROCID") == str(rank).encode()
+            and b"submitit.core._submit" in command
+        ):
             return int(pid)
     raise AssertionError(f"no process of rank {rank} of job {job_id}")
 
@@ -193,8 +226,7 @@ def rank_process(job_id: str, rank: int) -> int:
 def test_a_node_dying_mid_run_ends_the_job_names_the_rank_and_leaves_it_resumable(two_nodes, tmp_path):
     """kill -9 of rank 1 (on n2): no rank waits in a collective; the launching command exits naming the rank;
     the same command continues from the newest complete checkpoint."""
-    args = on_two_nodes(tmp_path, "algorithm.max_steps=200", "algorithm.save_steps=4", "eval.before=false",
-                        "eval.after=false")
+    args = on_two_nodes(tmp_path, "algorithm.max_steps=200", "algorithm.save_steps=4", "eval.before=false", "eval.after=false")
     caller = launch(args, two_nodes)
     try:
         wait_for_steps(tmp_path / "0", 9)

@@ -21,8 +21,15 @@ def statuses(sweep_dir) -> dict[str, str]:
 
 def test_one_failing_optuna_trial_is_recorded_and_the_search_goes_on(tmp_path):
     # Optuna's sampler, seeded by `seed`, draws 1e-4, -1, 1e-4: the second trial is refused in one line.
-    result = run_cli("rlvr.run", "-m", "hydra/sweeper=optuna_maximize", "hydra.sweeper.n_trials=3",
-                     "algorithm.learning_rate=choice(-1.0, 1e-4)", *SHORT, f"hydra.sweep.dir={tmp_path}")
+    result = run_cli(
+        "rlvr.run",
+        "-m",
+        "hydra/sweeper=optuna_maximize",
+        "hydra.sweeper.n_trials=3",
+        "algorithm.learning_rate=choice(-1.0, 1e-4)",
+        *SHORT,
+        f"hydra.sweep.dir={tmp_path}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "rlvr: error: algorithm.learning_rate=-1.0 must be > 0" in result.stderr and "Traceback" not in result.stderr
     assert "Failed experiment: rlvr: error: algorithm.learning_rate=-1.0 must be > 0" in result.stdout
@@ -32,23 +39,41 @@ def test_one_failing_optuna_trial_is_recorded_and_the_search_goes_on(tmp_path):
 
 
 def test_a_search_whose_every_trial_fails_is_one_line(tmp_path):
-    result = run_cli("rlvr.run", "-m", "hydra/sweeper=optuna_maximize", "hydra.sweeper.n_trials=2",
-                     "algorithm.learning_rate=choice(-1.0, -2.0)", *SHORT, f"hydra.sweep.dir={tmp_path}")
+    result = run_cli(
+        "rlvr.run",
+        "-m",
+        "hydra/sweeper=optuna_maximize",
+        "hydra.sweeper.n_trials=2",
+        "algorithm.learning_rate=choice(-1.0, -2.0)",
+        *SHORT,
+        f"hydra.sweep.dir={tmp_path}",
+    )
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
-    assert f"rlvr: error: the search stopped: No trials are completed yet. (its trials: " \
-           f"{tmp_path / 'sweep_summary.md'})" in result.stderr.splitlines()
+    assert (
+        f"rlvr: error: the search stopped: No trials are completed yet. (its trials: "
+        f"{tmp_path / 'sweep_summary.md'})" in result.stderr.splitlines()
+    )
     assert statuses(tmp_path) == {"0": "failed", "1": "failed"}
 
 
 def test_a_trial_without_its_objective_fails_in_one_line(tmp_path):
     """Optuna cannot take NaN: a run without its `objective` metric (no eval after training) is a failed trial."""
-    result = run_cli("rlvr.run", "-m", "hydra/sweeper=optuna_maximize", "hydra.sweeper.n_trials=1",
-                     *SHORT, "eval.after=false", f"hydra.sweep.dir={tmp_path}")
+    result = run_cli(
+        "rlvr.run",
+        "-m",
+        "hydra/sweeper=optuna_maximize",
+        "hydra.sweeper.n_trials=1",
+        *SHORT,
+        "eval.after=false",
+        f"hydra.sweep.dir={tmp_path}",
+    )
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
-    assert ("rlvr: error: objective=eval_after_accuracy is not among this run's metrics: the sweeper needs a number "
-            "(set objective to one of metrics.json's keys)") in result.stderr.splitlines()
+    assert (
+        "rlvr: error: objective=eval_after_accuracy is not among this run's metrics: the sweeper needs a number "
+        "(set objective to one of metrics.json's keys)"
+    ) in result.stderr.splitlines()
 
 
 def test_a_failing_job_of_a_grid_sweep_leaves_the_next_to_run(tmp_path):

@@ -44,10 +44,13 @@ def logged_steps(run_dir):
     return [row["step"] for row in read_jsonl(run_dir / "metrics.jsonl") if "loss" in row]
 
 
-@pytest.mark.parametrize(("file", "spoil", "why"), [
-    ("rng_state.pth", lambda f: garble(f, b"numpy"), "rng_state.pth does not load: UnicodeDecodeError: "),
-    ("optimizer.pt", not_an_optimizer_state, "optimizer.pt: not an optimizer's state_dict"),
-])
+@pytest.mark.parametrize(
+    ("file", "spoil", "why"),
+    [
+        ("rng_state.pth", lambda f: garble(f, b"numpy"), "rng_state.pth does not load: UnicodeDecodeError: "),
+        ("optimizer.pt", not_an_optimizer_state, "optimizer.pt: not an optimizer's state_dict"),
+    ],
+)
 def test_a_resume_falls_back_from_a_checkpoint_whose_state_cannot_be_loaded(run, file, spoil, why):
     newest = run / "checkpoints" / "checkpoint-4"
     spoil(newest / file)
@@ -78,9 +81,11 @@ def test_eval_of_a_run_skips_a_corrupt_checkpoint_and_writes_the_curve_of_the_ot
 def test_an_adapter_outside_its_run_is_refused_unless_its_base_is_named(trained, tmp_path):
     adapter = shutil.copytree(trained / "checkpoints" / "checkpoint-4", tmp_path / "adapter")
     line = eval_error(run_cli("rlvr.eval", str(adapter)))
-    assert line == (f"rlvr.eval: error: {adapter} is a LoRA adapter outside its run dir, with no base to put it on: "
-                    f"name its base model with model.name_or_path=PATH_OR_HUB_NAME; it is not merged onto the "
-                    f"built-in tiny model built afresh (random weights)")
+    assert line == (
+        f"rlvr.eval: error: {adapter} is a LoRA adapter outside its run dir, with no base to put it on: "
+        f"name its base model with model.name_or_path=PATH_OR_HUB_NAME; it is not merged onto the "
+        f"built-in tiny model built afresh (random weights)"
+    )
     assert not (adapter / "eval").exists()
 
     config = json.loads((adapter / "adapter_config.json").read_text())  # as PEFT records a base it knows by name
@@ -88,8 +93,14 @@ def test_an_adapter_outside_its_run_is_refused_unless_its_base_is_named(trained,
     hinted = eval_error(run_cli("rlvr.eval", str(adapter)))
     assert "model.name_or_path=PATH_OR_HUB_NAME (its adapter_config.json names org/base-model);" in hinted
 
-    named = run_cli("rlvr.eval", str(adapter), f"model.name_or_path={trained / 'initial_policy'}",
-                    "dataset.max_eval_samples=16", "--output-dir", str(tmp_path / "out"))
+    named = run_cli(
+        "rlvr.eval",
+        str(adapter),
+        f"model.name_or_path={trained / 'initial_policy'}",
+        "dataset.max_eval_samples=16",
+        "--output-dir",
+        str(tmp_path / "out"),
+    )
     assert named.returncode == 0, named.stderr[-3000:]
     rows = read_jsonl(tmp_path / "out" / "eval" / "adapter.jsonl")
     after = read_jsonl(trained / "eval" / "after.jsonl")  # the run's own eval of the same weights (step 4)

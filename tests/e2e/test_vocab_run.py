@@ -51,16 +51,20 @@ def test_saved_model_reloads_and_generates_under_its_processor(vocab_run):
     assert len(texts) == 2
     ids = tokenizer(["2+3="] * 16, return_tensors="pt")
     torch.manual_seed(0)
-    out = model.generate(**ids, do_sample=True, max_new_tokens=12, logits_processor=LogitsProcessorList([vocab.processor()]),
-                         pad_token_id=tokenizer.pad_token_id)
-    completions = out[:, ids["input_ids"].shape[1]:]
+    out = model.generate(
+        **ids,
+        do_sample=True,
+        max_new_tokens=12,
+        logits_processor=LogitsProcessorList([vocab.processor()]),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    completions = out[:, ids["input_ids"].shape[1] :]
     inside = vocab.think_mask(completions, torch.zeros(16, dtype=torch.bool))
     assert not ((completions >= vocab.standard_size) & ~inside).any()
 
 
 def test_lora_run_with_a_reasoning_vocabulary(tmp_path):
-    completed_run(tmp_path, *VOCAB_RUN, "model.lora.enabled=true", "model.lora.r=4", "algorithm.save_steps=0",
-                  "eval.before=false")
+    completed_run(tmp_path, *VOCAB_RUN, "model.lora.enabled=true", "model.lora.r=4", "algorithm.save_steps=0", "eval.before=false")
     logged = [m for m in read_jsonl(tmp_path / "metrics.jsonl") if "reward" in m]
     assert logged and all(m["vocab/reasoning_outside_think"] == 0 for m in logged)
 
@@ -68,8 +72,7 @@ def test_lora_run_with_a_reasoning_vocabulary(tmp_path):
 def test_fine_grained_grpo_with_a_reasoning_vocabulary(tmp_path):
     scalar = run_cli("rlvr.run", *VOCAB_RUN, "algorithm=fgrpo", "eval.before=false", f"hydra.run.dir={tmp_path}")
     assert "rlvr: error: reward 'gsm8k_flexible' returned floats, not span lists" in one_line_error(scalar)
-    completed_run(tmp_path, *VOCAB_RUN, "algorithm=fgrpo", "reward=fgrpo_spans", "algorithm.max_steps=3",
-                  "eval.before=false")
+    completed_run(tmp_path, *VOCAB_RUN, "algorithm=fgrpo", "reward=fgrpo_spans", "algorithm.max_steps=3", "eval.before=false")
     logged = [m for m in read_jsonl(tmp_path / "metrics.jsonl") if "reward" in m]
     assert len(logged) == 3 and all(m["vocab/reasoning_outside_think"] == 0 for m in logged)
     # spans index the reward text (reasoning ids mapped back); a shorter, unmapped text would clip them
@@ -77,8 +80,15 @@ def test_fine_grained_grpo_with_a_reasoning_vocabulary(tmp_path):
 
 
 def test_sweep_over_vocabulary_size_compares_reward_curves(tmp_path):
-    result = run_cli("rlvr.run", "-m", *VOCAB_RUN, "algorithm.max_steps=3", "eval.before=false",
-                     "model.reasoning_vocab_size=0,16", f"hydra.sweep.dir={tmp_path}")
+    result = run_cli(
+        "rlvr.run",
+        "-m",
+        *VOCAB_RUN,
+        "algorithm.max_steps=3",
+        "eval.before=false",
+        "model.reasoning_vocab_size=0,16",
+        f"hydra.sweep.dir={tmp_path}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = (tmp_path / "sweep_summary.md").read_text()
     assert "model.reasoning_vocab_size=0 | completed" in report and "model.reasoning_vocab_size=16 | completed" in report

@@ -46,8 +46,7 @@ def test_unknown_key_fails_before_anything_loads(tmp_path, capsys):
 
 
 def test_the_run_config_is_taken_and_the_command_line_replaces_parts_of_it(tmp_path):
-    run = fake_run_dir(tmp_path / "run", "dataset.max_eval_samples=16", "algorithm.max_completion_length=12",
-                       "reward=math_verify")
+    run = fake_run_dir(tmp_path / "run", "dataset.max_eval_samples=16", "algorithm.max_completion_length=12", "reward=math_verify")
     cfg = rlvr_eval.compose(["dataset.max_eval_samples=4", "eval=pass_at_k"], run)
     assert cfg.dataset.max_eval_samples == 4  # the key named
     assert cfg.eval.n == 8 and list(cfg.eval.ks) == [1, 2, 4, 8]  # the group chosen
@@ -86,16 +85,26 @@ def test_a_result_is_reused_only_with_the_same_settings(tmp_path, monkeypatch):
 
 
 def eval_after(run):
-    return {k.removeprefix("eval_after_"): v for k, v in json.loads((run / "metrics.json").read_text()).items()
-            if k.startswith("eval_after_")}
+    return {
+        k.removeprefix("eval_after_"): v for k, v in json.loads((run / "metrics.json").read_text()).items() if k.startswith("eval_after_")
+    }
 
 
 @pytest.mark.slow
 def test_every_checkpoint_of_a_lora_run_gives_a_curve_and_the_last_equals_the_eval_after_training(tmp_path):
     """Each checkpoint holds an adapter whose base is the SFT-warmed tiny model, which only the run's
     initial_policy/ holds; checkpoint-4 is the end of training (max_steps=4, save_steps=2)."""
-    run = completed_run(tmp_path / "run", *TINY_RUN, "model.warmup_sft_steps=100", "eval.before=false",
-                        "model.lora.enabled=true", "model.lora.r=4", "eval=pass_at_k", "eval.n=4", "eval.ks=[1,2,4]")
+    run = completed_run(
+        tmp_path / "run",
+        *TINY_RUN,
+        "model.warmup_sft_steps=100",
+        "eval.before=false",
+        "model.lora.enabled=true",
+        "model.lora.r=4",
+        "eval=pass_at_k",
+        "eval.n=4",
+        "eval.ks=[1,2,4]",
+    )
     assert (run / "checkpoints" / "checkpoint-4" / "adapter_config.json").exists()
     result = run_cli("rlvr.eval", str(run))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -121,8 +130,16 @@ def test_every_checkpoint_of_a_lora_run_gives_a_curve_and_the_last_equals_the_ev
     assert json.loads((tmp_path / "out" / "eval" / "final_model.json").read_text())["metrics"] == after
 
     # with two processes: each evaluates its share of the rows, rank 0 writes them; the same numbers
-    two = run_cli("torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "rlvr.eval",
-                  str(run / "final_model"), "--output-dir", str(tmp_path / "two"))
+    two = run_cli(
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "rlvr.eval",
+        str(run / "final_model"),
+        "--output-dir",
+        str(tmp_path / "two"),
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     assert json.loads((tmp_path / "two" / "eval" / "final_model.json").read_text())["metrics"] == after
     assert [row["index"] for row in read_jsonl(tmp_path / "two" / "eval" / "final_model.jsonl")] == list(range(16))

@@ -22,18 +22,21 @@ def test_the_default_is_greedy_before_and_after_and_pass_at_k_adds_samples():
     check_ranges(compose_with("eval=pass_at_k", "eval.n=4", "eval.ks=[1,4]", "eval.every_steps=10", "eval.split=train"))
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    (["eval=pass_at_k", "eval.n=4"], "eval.ks=[1, 2, 4, 8]: each k must be in [1, eval.n=4]"),
-    (["eval.ks=[1]"], "eval.ks=[1]: each k must be in [1, eval.n=0]"),
-    (["eval=pass_at_k", "eval.ks=[0]"], "eval.ks=[0]: each k must be in [1, eval.n=8]"),
-    (["eval.n=-1"], "eval.n=-1 must be >= 0"),
-    (["eval=pass_at_k", "eval.temperature=0"], "eval.temperature=0.0 must be > 0"),
-    (["eval.top_p=0"], "eval.top_p=0.0 must be in (0, 1]"),
-    (["eval.every_steps=-1"], "eval.every_steps=-1 must be >= 0"),
-    (["eval.limit=0"], "eval.limit=0 must be > 0"),
-    (["eval.split=test"], "eval.split='test' must be one of eval, train"),
-    (["eval.greedy=false"], "eval.greedy=false and eval.n=0 leave nothing to evaluate"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["eval=pass_at_k", "eval.n=4"], "eval.ks=[1, 2, 4, 8]: each k must be in [1, eval.n=4]"),
+        (["eval.ks=[1]"], "eval.ks=[1]: each k must be in [1, eval.n=0]"),
+        (["eval=pass_at_k", "eval.ks=[0]"], "eval.ks=[0]: each k must be in [1, eval.n=8]"),
+        (["eval.n=-1"], "eval.n=-1 must be >= 0"),
+        (["eval=pass_at_k", "eval.temperature=0"], "eval.temperature=0.0 must be > 0"),
+        (["eval.top_p=0"], "eval.top_p=0.0 must be in (0, 1]"),
+        (["eval.every_steps=-1"], "eval.every_steps=-1 must be >= 0"),
+        (["eval.limit=0"], "eval.limit=0 must be > 0"),
+        (["eval.split=test"], "eval.split='test' must be one of eval, train"),
+        (["eval.greedy=false"], "eval.greedy=false and eval.n=0 leave nothing to evaluate"),
+    ],
+)
 def test_bad_eval_values_are_one_line(overrides, message):
     with pytest.raises(ConfigError) as caught:
         check_ranges(compose_with(*overrides))

@@ -109,8 +109,9 @@ def metrics_of(all_correct: bool):
 def test_every_metric_of_an_all_correct_and_an_all_wrong_model(all_correct):
     metrics = metrics_of(all_correct)
     value = 1.0 if all_correct else 0.0
-    assert set(metrics) == {"mean@4", "mean@4_se"} | {f"pass@{k}{s}" for k in (1, 2, 4) for s in ("", "_se")} \
-        | {f"maj@{k}{s}" for k in (1, 2, 4) for s in ("", "_ci_low", "_ci_high")}
+    assert set(metrics) == {"mean@4", "mean@4_se"} | {f"pass@{k}{s}" for k in (1, 2, 4) for s in ("", "_se")} | {
+        f"maj@{k}{s}" for k in (1, 2, 4) for s in ("", "_ci_low", "_ci_high")
+    }
     for name, number in metrics.items():
         assert number == (0.0 if name.endswith("_se") else value), name
 

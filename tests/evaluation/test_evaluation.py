@@ -33,8 +33,9 @@ def sample_texts(row):
 
 def test_a_rows_samples_depend_on_the_seed_only_not_on_its_batch(tiny):
     alone = evaluate_rows(tiny.model, tiny.tokenizer, tiny.dataset, [3], tiny.rewards, EVAL, MAX_NEW, 0, "t")[0]
-    crowded = evaluate_rows(tiny.model, tiny.tokenizer, tiny.dataset, [7, 3, 1, 5], tiny.rewards,
-                            with_eval(batch_size=8), MAX_NEW, 0, "t")[1]
+    crowded = evaluate_rows(tiny.model, tiny.tokenizer, tiny.dataset, [7, 3, 1, 5], tiny.rewards, with_eval(batch_size=8), MAX_NEW, 0, "t")[
+        1
+    ]
     assert crowded["index"] == 3 and sample_texts(crowded) == sample_texts(alone)
     assert len(set(sample_texts(alone))) == EVAL.n  # n different draws, not one repeated
     other_seed = evaluate_rows(tiny.model, tiny.tokenizer, tiny.dataset, [3], tiny.rewards, EVAL, MAX_NEW, 1, "t")[0]
@@ -44,14 +45,12 @@ def test_a_rows_samples_depend_on_the_seed_only_not_on_its_batch(tiny):
 def test_batched_greedy_equals_one_generate_call_per_prompt(tiny):
     import torch
 
-    rows = evaluate_rows(tiny.model, tiny.tokenizer, tiny.dataset, list(range(6)), tiny.rewards,
-                         with_eval(n=0, ks=[]), MAX_NEW, 0, "t")
+    rows = evaluate_rows(tiny.model, tiny.tokenizer, tiny.dataset, list(range(6)), tiny.rewards, with_eval(n=0, ks=[]), MAX_NEW, 0, "t")
     for row in rows:
         encoded = tiny.tokenizer(row["prompt"], return_tensors="pt", add_special_tokens=False)
         with torch.inference_mode():
-            ids = tiny.model.generate(**encoded, max_new_tokens=MAX_NEW, do_sample=False,
-                                      pad_token_id=tiny.tokenizer.pad_token_id)
-        assert row["completion"] == tiny.tokenizer.decode(ids[0, encoded["input_ids"].shape[1]:], skip_special_tokens=True)
+            ids = tiny.model.generate(**encoded, max_new_tokens=MAX_NEW, do_sample=False, pad_token_id=tiny.tokenizer.pad_token_id)
+        assert row["completion"] == tiny.tokenizer.decode(ids[0, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
         assert "samples" not in row
 
 
@@ -77,19 +76,37 @@ def test_the_file_holds_every_row_and_the_metrics_are_those_of_the_file(tiny, tm
     assert metrics["eval_after_mean@4"] == pytest.approx(sum(map(sum, correct)) / 32)
     assert metrics["eval_after_pass@2"] == pytest.approx(sum(pass_at_k(4, sum(c), 2) for c in correct) / 8)
     assert 0 < metrics["eval_after_mean@4"] < metrics["eval_after_pass@4"] <= 1  # the data exercise the metrics
-    assert {"eval_after_maj@4", "eval_after_maj@4_ci_low", "eval_after_accuracy_se", "eval_after_sampled_truncated_frac",
-            "eval_after_truncated_frac", "eval_after_mean_new_tokens", "eval_after_reward"} <= set(metrics)
+    assert {
+        "eval_after_maj@4",
+        "eval_after_maj@4_ci_low",
+        "eval_after_accuracy_se",
+        "eval_after_sampled_truncated_frac",
+        "eval_after_truncated_frac",
+        "eval_after_mean_new_tokens",
+        "eval_after_reward",
+    } <= set(metrics)
     # a resumed run re-reads eval/before.jsonl: the same numbers
     assert summarise(rows, "after", EVAL.ks, answer_equivalence(tiny.rewards, rows), 0) == metrics
 
 
 @pytest.mark.slow
 def test_two_ranks_evaluate_each_row_once_agree_with_one_process_and_stop_together(tiny, tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parents[1]), str(HERE)]), "OMP_NUM_THREADS": "1",
-           "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                             str(HERE / "two_rank_eval.py"), str(tmp_path)], env=env, capture_output=True, text=True,
-                            timeout=300)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parents[1]), str(HERE)]), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(HERE / "two_rank_eval.py"),
+            str(tmp_path),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     one = run_eval(tiny.model, tiny.tokenizer, tiny.dataset, tiny.rewards, EVAL, MAX_NEW, tmp_path / "one.jsonl", "two", 0)
     assert json.loads((tmp_path / "metrics-0.json").read_text()) == one

@@ -14,7 +14,14 @@ from rlvr.errors import ConfigError
 from rlvr.models import build_tiny_model, build_tiny_tokenizer
 from rlvr.rewards.spans import answer_spans
 from rlvr.trainers.fine_grained import (
-    CleanSpans, SpanStats, batch_token_char_offsets, clean_spans, coverage, normalize_span_scores, token_advantages, token_char_offsets,
+    CleanSpans,
+    SpanStats,
+    batch_token_char_offsets,
+    clean_spans,
+    coverage,
+    normalize_span_scores,
+    token_advantages,
+    token_char_offsets,
 )
 
 GSM8K = [json.loads(line) for line in (Path(__file__).parent.parent / "data" / "gsm8k_test_300.jsonl").open()]
@@ -38,14 +45,29 @@ def build_trainer(kind, model_dir, out_dir, loss_type, beta):
     from rlvr.trainers.fine_grained import FineGrainedGRPOTrainer, FineGrainedSettings
 
     prompts = datasets.Dataset.from_list([{"prompt": f"{a}+{b}="} for a, b in [(1, 2), (3, 4), (5, 6), (7, 8)]])
-    args = GRPOConfig(output_dir=str(out_dir), use_cpu=True, per_device_train_batch_size=16, num_generations=4,
-                      max_completion_length=8, loss_type=loss_type, beta=beta, report_to=[], seed=0)
+    args = GRPOConfig(
+        output_dir=str(out_dir),
+        use_cpu=True,
+        per_device_train_batch_size=16,
+        num_generations=4,
+        max_completion_length=8,
+        loss_type=loss_type,
+        beta=beta,
+        report_to=[],
+        seed=0,
+    )
     if kind == "trl":
         trainer = GRPOTrainer(model=str(model_dir), reward_funcs=scalar_reward, args=args, train_dataset=prompts)
     else:
         rewards = [WeightedReward("all", SpanReward("all", whole_span_reward), 1.0)]
-        trainer = FineGrainedGRPOTrainer(model=str(model_dir), rewards=rewards, args=args, train_dataset=prompts,
-                                         fine_grained=FineGrainedSettings(), inverse_cdf_on_cpu=False)  # TRL's draws
+        trainer = FineGrainedGRPOTrainer(
+            model=str(model_dir),
+            rewards=rewards,
+            args=args,
+            train_dataset=prompts,
+            fine_grained=FineGrainedSettings(),
+            inverse_cdf_on_cpu=False,
+        )  # TRL's draws
     trainer.current_gradient_accumulation_steps = 1
     return trainer, [{"prompt": row["prompt"]} for row in prompts for _ in range(4)]
 
@@ -63,8 +85,9 @@ def model_dir(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize(("loss_type", "beta"), [("dapo", 0.0), ("grpo", 0.0), ("bnpo", 0.0), ("dr_grpo", 0.0),
-                                                 ("cispo", 0.0), ("sapo", 0.0), ("dapo", 0.04)])
+@pytest.mark.parametrize(
+    ("loss_type", "beta"), [("dapo", 0.0), ("grpo", 0.0), ("bnpo", 0.0), ("dr_grpo", 0.0), ("cispo", 0.0), ("sapo", 0.0), ("dapo", 0.04)]
+)
 def test_one_whole_span_equals_trl_grpo(model_dir, tmp_path, loss_type, beta):
     results = []
     for kind in ("trl", "fgrpo"):
@@ -94,7 +117,7 @@ def check_span_tokens(tokenizer, ids, text, spans):
         tokens = np.nonzero(cover[j])[0]
         first, last = tokens[0], tokens[-1]
         assert list(tokens) == list(range(first, last + 1))  # contiguous
-        assert text[s:e] in tokenizer.decode(ids[first:last + 1], skip_special_tokens=True)  # covers the span
+        assert text[s:e] in tokenizer.decode(ids[first : last + 1], skip_special_tokens=True)  # covers the span
         for t in tokens:  # no token wholly outside the span
             assert starts[t] < e and ends[t] > s or starts[t] == ends[t]
 
@@ -179,8 +202,10 @@ def test_normalisations_and_scopes():
 
 
 def test_groups_are_normalised_separately():
-    spans = [CleanSpans(np.array([1.0, 100.0]), np.array([0, 0]), np.array([1, 1]), ["a", "b"]),
-             CleanSpans(np.array([3.0, 300.0]), np.array([0, 0]), np.array([1, 1]), ["a", "b"])]
+    spans = [
+        CleanSpans(np.array([1.0, 100.0]), np.array([0, 0]), np.array([1, 1]), ["a", "b"]),
+        CleanSpans(np.array([3.0, 300.0]), np.array([0, 0]), np.array([1, 1]), ["a", "b"]),
+    ]
     adv = normalize_span_scores(spans, 2, "centered", "prompt")
     assert list(adv[0]) == [-1.0, -100.0] and list(adv[1]) == [1.0, 100.0]
 
@@ -196,8 +221,20 @@ def test_token_advantage_is_the_mean_of_covering_spans():
 
 def test_malformed_spans_are_clipped_dropped_and_counted_or_rejected():
     stats = SpanStats()
-    clean = clean_spans([(1.0, (5, 2), "r"), (1.0, (3, 3), "e"), (1.0, (-4, 3), "c"), (1.0, (8, 99), "o"),
-                         (float("nan"), (0, 2), "n"), (1.0, (0, 10), "ok")], 10, False, stats, "x")
+    clean = clean_spans(
+        [
+            (1.0, (5, 2), "r"),
+            (1.0, (3, 3), "e"),
+            (1.0, (-4, 3), "c"),
+            (1.0, (8, 99), "o"),
+            (float("nan"), (0, 2), "n"),
+            (1.0, (0, 10), "ok"),
+        ],
+        10,
+        False,
+        stats,
+        "x",
+    )
     assert stats.malformed == 5
     assert list(zip(clean.starts, clean.ends, clean.groups)) == [(0, 3, "c"), (8, 10, "o"), (0, 10, "ok")]
     with pytest.raises(ConfigError, match=r"completion 7: malformed span \(score=1.0, chars=\(5, 2\)"):
@@ -208,8 +245,9 @@ def test_malformed_spans_are_clipped_dropped_and_counted_or_rejected():
 def test_the_toy_example_moves_positive_spans_up_and_negative_down(tmp_path):
     from conftest import ROOT
 
-    result = subprocess.run([sys.executable, str(ROOT / "examples" / "fgrpo_toy.py"), str(tmp_path)],
-                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "fgrpo_toy.py"), str(tmp_path)], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "advantage" in result.stdout and "per-response loss" in result.stdout
     m = json.loads((tmp_path / "toy_metrics.json").read_text())
@@ -237,18 +275,33 @@ def bpe_trainer(tmp_path, span_fn, completions: list[str], answers: list[str] | 
     completion_ids = [tokenizer(c, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for c in completions]
 
     def rollout(prompts, trainer):
-        return {"prompt_ids": [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts],
-                "completion_ids": completion_ids, "logprobs": [[0.0] * len(c) for c in completion_ids]}
+        return {
+            "prompt_ids": [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts],
+            "completion_ids": completion_ids,
+            "logprobs": [[0.0] * len(c) for c in completion_ids],
+        }
 
     n = len(completions)
-    args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, per_device_train_batch_size=n, num_generations=n,
-                      max_completion_length=max(map(len, completion_ids)), report_to=[], seed=0)
+    args = GRPOConfig(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        per_device_train_batch_size=n,
+        num_generations=n,
+        max_completion_length=max(map(len, completion_ids)),
+        report_to=[],
+        seed=0,
+    )
     answers = answers or [GSM8K[i]["answer"] for i in range(n)]
     rows = [{"prompt": GSM8K[i]["question"], "answer": answer} for i, answer in enumerate(answers)]
-    trainer = FineGrainedGRPOTrainer(model=model, processing_class=tokenizer, args=args, rollout_func=rollout,
-                                     rewards=[WeightedReward("spans", SpanReward("spans", span_fn), 1.0)],
-                                     train_dataset=datasets.Dataset.from_list(rows),
-                                     fine_grained=settings or FineGrainedSettings())
+    trainer = FineGrainedGRPOTrainer(
+        model=model,
+        processing_class=tokenizer,
+        args=args,
+        rollout_func=rollout,
+        rewards=[WeightedReward("spans", SpanReward("spans", span_fn), 1.0)],
+        train_dataset=datasets.Dataset.from_list(rows),
+        fine_grained=settings or FineGrainedSettings(),
+    )
     batch = trainer._generate_and_score_completions(rows)
     return batch, trainer._metrics["train"], completion_ids, tokenizer
 
@@ -265,8 +318,9 @@ def test_spans_inside_multi_character_tokens_cover_those_tokens(tmp_path):
     """A span from the middle of one word to the middle of another covers both words' tokens whole,
     nothing outside them, and counts as not exact."""
     texts = ["Natalia sold clips to 48 of her friends", "Weng earns $12 an hour for babysitting yesterday"]
-    spans = [(text.index(first) + 2, text.index(last) + 3) for text, first, last in
-             zip(texts, ["sold", "earns"], ["friends", "babysitting"])]
+    spans = [
+        (text.index(first) + 2, text.index(last) + 3) for text, first, last in zip(texts, ["sold", "earns"], ["friends", "babysitting"])
+    ]
 
     def inside(completions, **kwargs):
         return [[(1.0 if i == 0 else -1.0, spans[texts.index(c)], "g")] for i, c in enumerate(completions)]
@@ -280,7 +334,7 @@ def test_spans_inside_multi_character_tokens_cover_those_tokens(tmp_path):
         inside_token = [k for k in range(len(pieces)) if starts[k] < start < ends[k] or starts[k] < end < ends[k]]
         assert len(inside_token) == 2 and all(len(pieces[k]) > 2 for k in inside_token)  # both ends split a token
         expected = [bool(starts[k] < end and ends[k] > start) for k in range(len(pieces))]
-        covered = (batch["advantages"][row, :len(pieces)] != 0).tolist()
+        covered = (batch["advantages"][row, : len(pieces)] != 0).tolist()
         assert covered == expected, (pieces, covered)
 
 
@@ -319,7 +373,11 @@ def test_format_group_absent_case_scores_zero_over_the_whole_completion():
     assert all("reasoning" not in row for row in by_group)  # reasoning_score=0: no group that cannot train
     with_reasoning = answer_spans(ISSUE_COMPLETIONS, ["#### 12"] * 4, reasoning_score=0.2)
     assert [next((s, r) for s, r, g in row if g == "reasoning") for row in with_reasoning] == [
-        (0.2, (0, 11)), (0.2, (0, 11)), (0.2, (0, 9)), (0.0, (0, 13))]
+        (0.2, (0, 11)),
+        (0.2, (0, 11)),
+        (0.2, (0, 9)),
+        (0.0, (0, 13)),
+    ]
 
 
 def test_token_advantages_match_open_instruct_up_to_the_documented_std_convention(tmp_path):
@@ -332,7 +390,7 @@ def test_token_advantages_match_open_instruct_up_to_the_documented_std_conventio
     reference = open_instruct_token_advantages(pieces, answer_spans(ISSUE_COMPLETIONS, ["#### 12"] * 4))
     n = len(ISSUE_COMPLETIONS)
     for row, expected in enumerate(reference):
-        got = batch["advantages"][row, :len(expected)].numpy()
+        got = batch["advantages"][row, : len(expected)].numpy()
         np.testing.assert_allclose(got, expected * np.sqrt((n - 1) / n), rtol=1e-3, atol=1e-3)  # eps: 1e-4 vs 1e-8
     assert metrics["fgrpo/format/adv_abs_mean"][0] > 0.5 and metrics["fgrpo/accuracy/adv_abs_mean"][0] > 0.5
     assert batch["advantages"][0, len(ids[0]) - 1] != 0  # the stop token
@@ -346,8 +404,7 @@ def test_stop_token_gets_the_mean_of_every_span(tmp_path):
     texts = ["Paris is the capital.", "So 3+4=7. Final: 7"]
 
     def fixed(completions, **kwargs):
-        return [[(1.0, (0, 5), "a")] if c.startswith("Paris") else [(1.0, (0, 9), "a"), (0.1, (10, 18), "b")]
-                for c in completions]
+        return [[(1.0, (0, 5), "a")] if c.startswith("Paris") else [(1.0, (0, 9), "a"), (0.1, (10, 18), "b")] for c in completions]
 
     batch, _, ids, _ = bpe_trainer(tmp_path, fixed, texts, settings=FineGrainedSettings(normalization="none"))
     assert batch["advantages"][0, len(ids[0]) - 1].item() == pytest.approx(1.0)

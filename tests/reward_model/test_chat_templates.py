@@ -46,8 +46,10 @@ def test_score_is_read_at_eos_when_the_tokenizer_pads_with_eos(tmp_path):
     cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), {"name_or_path": str(tmp_path)})
     model, tokenizer = load_reward_model(cfg, seed=0)
     assert tokenizer.pad_token_id != tokenizer.eos_token_id == tokenizer.convert_tokens_to_ids(tokenizer.eos_token)
-    texts = [tokenizer.apply_chat_template(m, chat_template=CHAT_TEMPLATES["simple_chat"], tokenize=False)
-             for m in (PAIR, PAIR[:1] + [{"role": "assistant", "content": "it is 8, I think"}])]
+    texts = [
+        tokenizer.apply_chat_template(m, chat_template=CHAT_TEMPLATES["simple_chat"], tokenize=False)
+        for m in (PAIR, PAIR[:1] + [{"role": "assistant", "content": "it is 8, I think"}])
+    ]
     batch = tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False)
     with torch.no_grad():
         scores = model(**batch).logits[:, 0]

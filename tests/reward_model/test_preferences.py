@@ -36,13 +36,18 @@ def test_hh_pairs_share_the_prompt_and_differ_in_the_answer():
 
 
 def test_trl_format_and_plain_strings():
-    trl_row = {"prompt": [{"role": "user", "content": "hi"}],
-               "chosen": [{"role": "assistant", "content": "hello"}], "rejected": [{"role": "assistant", "content": "go"}]}
+    trl_row = {
+        "prompt": [{"role": "user", "content": "hi"}],
+        "chosen": [{"role": "assistant", "content": "hello"}],
+        "rejected": [{"role": "assistant", "content": "go"}],
+    }
     assert to_pair(trl_row, "chosen", "rejected", "prompt") == trl_row
     strings = to_pair({"q": "2+2=", "good": "4", "bad": "5"}, "good", "bad", "q")
-    assert strings == {"prompt": [{"role": "user", "content": "2+2="}],
-                       "chosen": [{"role": "assistant", "content": "4"}], "rejected": [{"role": "assistant", "content": "5"}]}
-
+    assert strings == {
+        "prompt": [{"role": "user", "content": "2+2="}],
+        "chosen": [{"role": "assistant", "content": "4"}],
+        "rejected": [{"role": "assistant", "content": "5"}],
+    }
 
 
 def test_identical_pairs_are_dropped_and_counted():
@@ -95,17 +100,19 @@ def test_length_filters_count_what_they_drop():
     import datasets
 
     tokenizer = build_tiny_tokenizer()
+
     def user(n):
         return [{"role": "user", "content": "x" * n}]
 
     def answer(n):
         return [{"role": "assistant", "content": "y" * n}]
 
-    rows = [{"prompt": user(5), "chosen": answer(5), "rejected": answer(5)},      # kept
-            {"prompt": user(200), "chosen": answer(1), "rejected": answer(1)},    # prompt too long
-            {"prompt": user(5), "chosen": answer(5), "rejected": answer(300)},    # pair too long
-            {"prompt": user(5), "chosen": answer(2), "rejected": answer(3)}]      # kept
-    kept, counts = length_filter(datasets.Dataset.from_list(rows), tokenizer, max_token_length=100,
-                                 max_prompt_token_length=100)
+    rows = [
+        {"prompt": user(5), "chosen": answer(5), "rejected": answer(5)},  # kept
+        {"prompt": user(200), "chosen": answer(1), "rejected": answer(1)},  # prompt too long
+        {"prompt": user(5), "chosen": answer(5), "rejected": answer(300)},  # pair too long
+        {"prompt": user(5), "chosen": answer(2), "rejected": answer(3)},
+    ]  # kept
+    kept, counts = length_filter(datasets.Dataset.from_list(rows), tokenizer, max_token_length=100, max_prompt_token_length=100)
     assert (counts.kept, counts.dropped_prompt_too_long, counts.dropped_too_long) == (2, 1, 1)
     assert [len(r["chosen"][0]["content"]) for r in kept] == [5, 2]

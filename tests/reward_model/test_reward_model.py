@@ -26,11 +26,15 @@ def test_loss_and_accuracy_on_a_hand_made_batch():
     from rlvr.trainers.reward import PreferenceRewardTrainer
 
     model, tokenizer = load_reward_model(OmegaConf.structured(ModelConfig), seed=0)
-    pair = {"prompt": [{"role": "user", "content": "1+1="}], "chosen": [{"role": "assistant", "content": "2"}],
-            "rejected": [{"role": "assistant", "content": "3"}]}
+    pair = {
+        "prompt": [{"role": "user", "content": "1+1="}],
+        "chosen": [{"role": "assistant", "content": "2"}],
+        "rejected": [{"role": "assistant", "content": "3"}],
+    }
     args = RewardConfig(output_dir="/tmp/rlvr-rm-test", use_cpu=True, report_to=[], max_length=None)
-    trainer = PreferenceRewardTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list([pair] * 4),
-                                      processing_class=tokenizer)
+    trainer = PreferenceRewardTrainer(
+        model=model, args=args, train_dataset=datasets.Dataset.from_list([pair] * 4), processing_class=tokenizer
+    )
     ids = [[5, 6, 7, 8], [9, 10, 11, tokenizer.pad_token_id], [12, 13, 14, 15], [16, 17, tokenizer.pad_token_id, tokenizer.pad_token_id]]
     mask = [[1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 1, 1], [1, 1, 0, 0]]
     inputs = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}  # 2 chosen, then 2 rejected
@@ -39,7 +43,7 @@ def test_loss_and_accuracy_on_a_hand_made_batch():
     model.eval()
     with torch.no_grad():
         # The reward is read at each sequence's last real token.
-        single = [model(input_ids=torch.tensor([row[:sum(m)]])).logits[0, 0] for row, m in zip(ids, mask)]
+        single = [model(input_ids=torch.tensor([row[: sum(m)]])).logits[0, 0] for row, m in zip(ids, mask)]
     expected = -torch.nn.functional.logsigmoid(torch.stack(single[:2]) - torch.stack(single[2:])).mean()
     assert loss.item() == pytest.approx(expected.item(), abs=1e-5)
     accuracy = trainer._metrics["train"]["accuracy"][-1]
@@ -48,14 +52,17 @@ def test_loss_and_accuracy_on_a_hand_made_batch():
     assert chosen == pytest.approx(torch.stack(single[:2]).mean().item(), abs=1e-5)
 
 
-@pytest.mark.parametrize(("verified", "r", "expected"), [
-    (True, 0.0, 0.5),     # correct, lowest RM score -> 1 - beta
-    (True, 10.0, 1.5),    # correct, highest -> 1 + beta (n = 10/10.01, so a hair below)
-    (False, 0.0, -0.5),   # wrong, lowest -> -alpha
-    (False, 10.0, 0.5),   # wrong, highest -> +alpha
-    (True, -5.0, 0.5),    # below the calibrated range: clipped to n = 0
-    (False, 99.0, 0.5),   # above: clipped to n = 1, still not above a correct answer's minimum
-])
+@pytest.mark.parametrize(
+    ("verified", "r", "expected"),
+    [
+        (True, 0.0, 0.5),  # correct, lowest RM score -> 1 - beta
+        (True, 10.0, 1.5),  # correct, highest -> 1 + beta (n = 10/10.01, so a hair below)
+        (False, 0.0, -0.5),  # wrong, lowest -> -alpha
+        (False, 10.0, 0.5),  # wrong, highest -> +alpha
+        (True, -5.0, 0.5),  # below the calibrated range: clipped to n = 0
+        (False, 99.0, 0.5),  # above: clipped to n = 1, still not above a correct answer's minimum
+    ],
+)
 def test_hybrid_formula_edges(verified, r, expected):
     value = hybrid_value(verified, r, r_min=0.0, r_max=10.0, alpha=0.5, beta=0.5, eps=0.01)
     assert value == pytest.approx(expected, abs=0.001)

@@ -23,12 +23,15 @@ def test_builtin_class_gets_name_and_arguments():
     assert reward.fn.__name__ == "strict" and reward.weight == 1.0
 
 
-@pytest.mark.parametrize(("entry", "message"), [
-    ({"_target_": "no.such.module.fn"}, "cannot import 'no.such.module.fn'"),
-    ({"weight": 1.0}, "has no _target_"),
-    ({"_target_": "rlvr.rewards.numeric.FinalLineReward", "weight": "abc"}, "mine.weight='abc' is not a number"),
-    ({"_target_": "rlvr.rewards.numeric.FinalLineReward", "wrnog": 0.1}, "unexpected keyword argument 'wrnog'"),
-])
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"_target_": "no.such.module.fn"}, "cannot import 'no.such.module.fn'"),
+        ({"weight": 1.0}, "has no _target_"),
+        ({"_target_": "rlvr.rewards.numeric.FinalLineReward", "weight": "abc"}, "mine.weight='abc' is not a number"),
+        ({"_target_": "rlvr.rewards.numeric.FinalLineReward", "wrnog": 0.1}, "unexpected keyword argument 'wrnog'"),
+    ],
+)
 def test_bad_entries_name_the_reward(entry, message):
     with pytest.raises(ConfigError, match=message):
         build_rewards({"mine": entry})
@@ -39,12 +42,15 @@ def test_no_rewards_is_an_error():
         build_rewards({})
 
 
-@pytest.mark.parametrize(("text", "reward", "reason"), [
-    ("<think>add 2 and 2</think> 4", 1.0, "ok"),
-    ("<think>a</think><think>b</think> 4", 0.0, "unparsable"),
-    ("<think>no answer</think>   ", 0.0, "unparsable"),
-    ("just 4", 0.0, "missing"),
-])
+@pytest.mark.parametrize(
+    ("text", "reward", "reason"),
+    [
+        ("<think>add 2 and 2</think> 4", 1.0, "ok"),
+        ("<think>a</think><think>b</think> 4", 0.0, "unparsable"),
+        ("<think>no answer</think>   ", 0.0, "unparsable"),
+        ("just 4", 0.0, "missing"),
+    ],
+)
 def test_think_format(text, reward, reason):
     [outcome] = ThinkFormatReward().score([text], [None])
     assert (outcome.reward, outcome.reason) == (reward, reason)

@@ -22,6 +22,7 @@ COMPLETIONS = ["2", "4", "6"]
 def returning(value):
     def reward(completions, **kwargs):
         return value(completions) if callable(value) else value
+
     return reward
 
 
@@ -29,17 +30,20 @@ def call(fn, **settings):
     return CheckedReward(fn, "mine", **settings)(prompts=PROMPTS, completions=COMPLETIONS)
 
 
-@pytest.mark.parametrize(("output", "message"), [
-    ([1.0, math.inf, 0.0], "reward 'mine' returned inf for row 1 (prompt '2+2=')"),
-    ([1.0, 0.0, math.nan], "reward 'mine' returned nan for row 2 (prompt '3+3=')"),
-    ([1.0, "0.5", 0.0], "reward 'mine' returned '0.5' for row 1"),
-    ([1.0, [0.5], 0.0], "reward 'mine' returned [0.5] for row 1"),
-    ([1.0, 0.0], "reward 'mine' returned 2 rewards for 3 completions"),
-    (1.0, "reward 'mine' returned 1.0 (float), not a list of 3 rewards"),
-    ("1,0,1", "reward 'mine' returned '1,0,1' (str), not a list of 3 rewards"),
-    ({"a": 1.0}, "reward 'mine' returned {'a': 1.0} (dict)"),
-    (None, "reward 'mine' returned None (NoneType), not a list of 3 rewards"),
-])
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        ([1.0, math.inf, 0.0], "reward 'mine' returned inf for row 1 (prompt '2+2=')"),
+        ([1.0, 0.0, math.nan], "reward 'mine' returned nan for row 2 (prompt '3+3=')"),
+        ([1.0, "0.5", 0.0], "reward 'mine' returned '0.5' for row 1"),
+        ([1.0, [0.5], 0.0], "reward 'mine' returned [0.5] for row 1"),
+        ([1.0, 0.0], "reward 'mine' returned 2 rewards for 3 completions"),
+        (1.0, "reward 'mine' returned 1.0 (float), not a list of 3 rewards"),
+        ("1,0,1", "reward 'mine' returned '1,0,1' (str), not a list of 3 rewards"),
+        ({"a": 1.0}, "reward 'mine' returned {'a': 1.0} (dict)"),
+        (None, "reward 'mine' returned None (NoneType), not a list of 3 rewards"),
+    ],
+)
 def test_bad_outputs_stop_in_one_line_naming_reward_row_and_value(output, message):
     with pytest.raises(RewardError) as info:
         call(returning(output))
@@ -159,8 +163,7 @@ def test_timeout_s_runs_the_reward_in_a_worker_and_passes_trl_kwargs(closes_pool
     reward = isolated(echoes_length)
     closes_pools(reward)
     state = SimpleNamespace(global_step=10)
-    assert reward(prompts=PROMPTS, completions=["ab", "c", ""], trainer_state=state, log_metric=lambda k, v: None) \
-        == [12.0, 11.0, 10.0]
+    assert reward(prompts=PROMPTS, completions=["ab", "c", ""], trainer_state=state, log_metric=lambda k, v: None) == [12.0, 11.0, 10.0]
     assert reward.pool._pool is not None  # it ran in the pool, not in this process
 
 
@@ -190,10 +193,10 @@ def test_an_isolated_reward_that_raises_is_one_line(closes_pools):
         reward(prompts=PROMPTS, completions=COMPLETIONS)
 
 
-@pytest.mark.parametrize(("timeout_s", "message"), [
-    (0, "timeout_s=0 must be a number of seconds > 0"),
-    ("soon", "timeout_s='soon' must be a number of seconds > 0"),
-])
+@pytest.mark.parametrize(
+    ("timeout_s", "message"),
+    [(0, "timeout_s=0 must be a number of seconds > 0"), ("soon", "timeout_s='soon' must be a number of seconds > 0")],
+)
 def test_bad_timeout_s_is_a_config_error(timeout_s, message):
     with pytest.raises(ConfigError, match=message):
         build_rewards({"mine": {"_target_": f"{__name__}.sleeps", "timeout_s": timeout_s}})
@@ -210,9 +213,17 @@ def test_trl_reward_keywords_are_the_ones_trl_passes():
         return [1.0] * len(kwargs["completions"])
 
     trainer = SimpleNamespace(
-        accelerator=SimpleNamespace(device="cpu", is_main_process=True), reward_funcs=[record], reward_processing_classes=[None],
-        reward_func_names=["record"], state=SimpleNamespace(global_step=0), args=SimpleNamespace(report_to=[]),
-        _log_completion_extra=print, _log_metric=print, environments=[None], chat_template_kwargs={})
+        accelerator=SimpleNamespace(device="cpu", is_main_process=True),
+        reward_funcs=[record],
+        reward_processing_classes=[None],
+        reward_func_names=["record"],
+        state=SimpleNamespace(global_step=0),
+        args=SimpleNamespace(report_to=[]),
+        _log_completion_extra=print,
+        _log_metric=print,
+        environments=[None],
+        chat_template_kwargs={},
+    )
     inputs = [{"prompt": "p", "answer": "1", "my_column": 3}]
     GRPOTrainer._calculate_rewards(trainer, inputs, ["p"], ["c"], [[1]])
     assert set(seen) - {"answer", "my_column"} == set(TRL_REWARD_KEYWORDS)

@@ -19,9 +19,13 @@ def reward():
 
 
 def call(reward, problems, tests):
-    return reward(prompts=[p["problem"] for p in problems], completions=[p["canonical_solution"] for p in problems],
-                  answer=tests, entry_point=[p["entry_point"] for p in problems],
-                  code_prelude=[p["code_prelude"] for p in problems])
+    return reward(
+        prompts=[p["problem"] for p in problems],
+        completions=[p["canonical_solution"] for p in problems],
+        answer=tests,
+        entry_point=[p["entry_point"] for p in problems],
+        code_prelude=[p["code_prelude"] for p in problems],
+    )
 
 
 def test_the_split_holds_all_164_problems_once(problems):
@@ -45,8 +49,7 @@ def test_a_chat_answer_with_the_whole_function_in_a_block_passes(reward, problem
     """What an instruct model writes: prose, then the full function (signature, docstring, body)."""
     p = problems[0]
     completion = f"Here is the function:\n```python\n{p['code_prelude']}{p['canonical_solution']}```\nDone."
-    [value] = reward(completions=[completion], answer=[p["tests"]], entry_point=[p["entry_point"]],
-                     code_prelude=[p["code_prelude"]])
+    [value] = reward(completions=[completion], answer=[p["tests"]], entry_point=[p["entry_point"]], code_prelude=[p["code_prelude"]])
     assert value == 1.0
 
 

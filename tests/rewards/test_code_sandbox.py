@@ -51,8 +51,11 @@ def sandboxed_processes() -> list[str]:
             pid = parent.get(pid, 0)
         return pid in siblings
 
-    return [f"{pid} {uid} {args}" for pid, _, uid, args in rows
-            if (HARNESS.name in args or int(uid) >= 1_900_000_000) and not a_siblings(int(pid))]
+    return [
+        f"{pid} {uid} {args}"
+        for pid, _, uid, args in rows
+        if (HARNESS.name in args or int(uid) >= 1_900_000_000) and not a_siblings(int(pid))
+    ]
 
 
 @pytest.fixture(autouse=True)
@@ -104,24 +107,27 @@ HACKS = {
     "exit 0 before the tests": "import sys\nsys.exit(0)\n",
     "os._exit before the tests": "import os\nos._exit(0)\n",
     "a fake OK and a fake verdict on stdout": (
-        'import sys\nprint("OK")\nprint(\'{"passed": 2, "failed": 0, "error": null}\')\n'
-        "sys.stdout.flush()\ndef add(a, b):\n    return 0\n"),
+        'import sys\nprint("OK")\nprint(\'{"passed": 2, "failed": 0, "error": null}\')\nsys.stdout.flush()\ndef add(a, b):\n    return 0\n'
+    ),
     "redefined assert and exit": (
         "import builtins\nbuiltins.AssertionError = type('Never', (Exception,), {})\n"
-        "builtins.exit = builtins.quit = lambda *a: None\ndef add(a, b):\n    return 0\n"),
+        "builtins.exit = builtins.quit = lambda *a: None\ndef add(a, b):\n    return 0\n"
+    ),
     "SystemExit inside the tested call": "def add(a, b):\n    raise SystemExit(0)\n",
     "an object equal to everything": (
-        "class Anything:\n    def __eq__(self, other):\n        return True\n"
-        "def add(a, b):\n    return Anything()\n"),
+        "class Anything:\n    def __eq__(self, other):\n        return True\ndef add(a, b):\n    return Anything()\n"
+    ),
     "an int subclass equal to everything": (
-        "class Anything(int):\n    def __eq__(self, other):\n        return True\n"
-        "def add(a, b):\n    return Anything(0)\n"),
+        "class Anything(int):\n    def __eq__(self, other):\n        return True\ndef add(a, b):\n    return Anything(0)\n"
+    ),
     "patching the harness's own functions": (
         "import __main__\n__main__.run_tests = lambda *a: {'passed': 9, 'failed': 0, 'error': None}\n"
-        "__main__.CountAsserts = None\ndef add(a, b):\n    return 0\n"),
+        "__main__.CountAsserts = None\ndef add(a, b):\n    return 0\n"
+    ),
     "forged replies on every open descriptor": (
-        "import os\nfor fd in range(3, 64):\n    try:\n        os.write(fd, b'{\"ready\": true}\\n{\"value\": 3}\\n')\n"
-        "    except OSError:\n        pass\ndef add(a, b):\n    return 0\n"),
+        'import os\nfor fd in range(3, 64):\n    try:\n        os.write(fd, b\'{"ready": true}\\n{"value": 3}\\n\')\n'
+        "    except OSError:\n        pass\ndef add(a, b):\n    return 0\n"
+    ),
 }
 
 
@@ -135,7 +141,7 @@ def test_the_tests_and_their_expected_values_cannot_be_read(reward):
     """The expected value is a secret only the tests hold; the program searches everything it can open."""
     secret = "s3cr3t" + secrets.token_hex(8)
     tests = f"def check(candidate):\n    assert candidate() == {secret!r}\n"
-    program = textwrap.dedent(r'''
+    program = textwrap.dedent(r"""
         import os, re
         def found():
             pattern = re.compile(rb"s3cr3t[0-9a-f]{16}")
@@ -168,7 +174,7 @@ def test_the_tests_and_their_expected_values_cannot_be_read(reward):
                 if isinstance(obj, (str, bytes)) and b"s3cr3t" in (obj if isinstance(obj, bytes) else obj.encode()):
                     return obj
             return found()
-        ''')
+        """)
     value, outcome = score(reward, program, tests)
     assert value == 0.0, outcome
 
@@ -178,7 +184,7 @@ def test_host_files_environment_and_tools_are_out_of_reach(reward, tmp_path, mon
     monkeypatch.setenv("RLVR_TEST_SECRET", secret)
     (tmp_path / "secret.txt").write_text(secret)
     marker = tmp_path / "written-from-the-sandbox"
-    program = textwrap.dedent(f'''
+    program = textwrap.dedent(f"""
         import os, subprocess
         def add():
             for attempt in (lambda: os.environ["RLVR_TEST_SECRET"],
@@ -194,7 +200,7 @@ def test_host_files_environment_and_tools_are_out_of_reach(reward, tmp_path, mon
                 except Exception:
                     pass
             return None
-        ''')
+        """)
     value, outcome = score(reward, program, f"assert add() == {secret!r}\n")
     assert value == 0.0, outcome
     assert not marker.exists()
@@ -217,7 +223,7 @@ def test_a_server_on_the_hosts_loopback_is_unreachable(reward):
 
     watcher = threading.Thread(target=accept)
     watcher.start()
-    program = textwrap.dedent(f'''
+    program = textwrap.dedent(f"""
         import socket
         def add(a, b):
             try:
@@ -225,7 +231,7 @@ def test_a_server_on_the_hosts_loopback_is_unreachable(reward):
                 return a + b
             except OSError:
                 return 0
-        ''')
+        """)
     value, outcome = score(reward, program)
     scored.set()
     watcher.join()
@@ -237,8 +243,10 @@ def test_killing_parents_and_everyone_reaches_neither_the_harness_nor_the_host()
     """The program signals its parent (the harness), the sandbox's first process, this test's own
     process id and every process it may (-1), then answers correctly: its verdict still comes back."""
     reward = CodeTestsReward(name="code")
-    program = f"import os\nfor pid in (os.getppid(), 1, {os.getpid()}, -1):\n" \
-              f"    try:\n        os.kill(pid, 9)\n    except OSError:\n        pass\n" + CORRECT_ADD
+    program = (
+        f"import os\nfor pid in (os.getppid(), 1, {os.getpid()}, -1):\n"
+        f"    try:\n        os.kill(pid, 9)\n    except OSError:\n        pass\n" + CORRECT_ADD
+    )
     value, outcome = score(reward, program)
     if os.geteuid() != 0:  # the program runs as the harness's user: it may kill it, and so scores 0
         assert value == 0.0
@@ -251,10 +259,10 @@ RESOURCE_HOGS = {
     "an endless loop": "while True:\n    pass\n",
     "an endless loop in the tested call": "def add(a, b):\n    while True:\n        pass\n",
     "50 GB of memory": "x = bytearray(50 << 30)\n" + CORRECT_ADD,
-    "a 10 GB file": ("block = b'0' * (1 << 20)\nwith open('/tmp/big', 'wb') as f:\n"
-                     "    for _ in range(10 << 10):\n        f.write(block)\n" + CORRECT_ADD),
-    "100 MB on stdout": "import sys\nfor _ in range(100):\n    sys.stdout.write('x' * (1 << 20))\n"
-                        "def add(a, b):\n    return 0\n",
+    "a 10 GB file": (
+        "block = b'0' * (1 << 20)\nwith open('/tmp/big', 'wb') as f:\n    for _ in range(10 << 10):\n        f.write(block)\n" + CORRECT_ADD
+    ),
+    "100 MB on stdout": "import sys\nfor _ in range(100):\n    sys.stdout.write('x' * (1 << 20))\ndef add(a, b):\n    return 0\n",
 }
 
 
@@ -269,13 +277,15 @@ def test_resource_hogs_are_stopped_at_their_limits(reward, hog):
 def test_a_stopped_run_leaves_no_sandboxed_process(tmp_path):
     """SIGTERM and Ctrl-C (SIGINT) of a process mid-call: every sandbox it started is gone."""
     script = tmp_path / "score.py"
-    script.write_text(textwrap.dedent('''
+    script.write_text(
+        textwrap.dedent("""
         from rlvr.rewards.code import CodeTestsReward
         reward = CodeTestsReward(name="code", workers=2, timeout_s=60, cpu_s=60)
         print("started", flush=True)
         reward(completions=["while True:\\n    pass\\n"] * 4, answer=["assert add(1, 1) == 2"] * 4,
                entry_point=["add"] * 4)
-        '''))
+        """)
+    )
     for stop in (signal.SIGTERM, signal.SIGINT):
         process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
         assert process.stdout.readline() == "started\n"
@@ -291,7 +301,8 @@ def test_a_killed_caller_ends_sandboxes_that_missed_the_parent_death_signal(tmp_
     """bwrap's --die-with-parent misses a caller killed while a sandbox starts (a kernel race that left
     programs running under load): drop it, SIGKILL the caller mid-call, and the sandboxes still end."""
     script = tmp_path / "score.py"
-    script.write_text(textwrap.dedent('''
+    script.write_text(
+        textwrap.dedent("""
         from rlvr.rewards import code_sandbox
         from rlvr.rewards.code import CodeTestsReward
         argv = code_sandbox.bubblewrap_argv
@@ -300,10 +311,12 @@ def test_a_killed_caller_ends_sandboxes_that_missed_the_parent_death_signal(tmp_
         print("started", flush=True)
         reward(completions=["while True:\\n    pass\\n"] * 2, answer=["assert add(1, 1) == 2"] * 2,
                entry_point=["add"] * 2)
-        '''))
+        """)
+    )
     process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     assert process.stdout.readline() == "started\n"
     deadline = time.monotonic() + 10
+
     def programs() -> int:  # processes running as a sandbox's own user: the programs have started
         return sum(int(line.split()[1]) >= FIRST_UID for line in sandboxed_processes())
 
@@ -361,7 +374,7 @@ def test_jobs_run_in_parallel_up_to_the_workers():
     assert max(seen) == 3
 
 
-NON_ROOT_CHECK = textwrap.dedent('''
+NON_ROOT_CHECK = textwrap.dedent("""
     import json, os, sys
     sys.path.insert(0, sys.argv[1])
     from rlvr.rewards.code_sandbox import Job, Limits, Sandbox
@@ -371,11 +384,13 @@ NON_ROOT_CHECK = textwrap.dedent('''
             Job("import os\\nwhile True:\\n    try:\\n        os.fork()\\n    except OSError:\\n        pass\\n", tests, "add"),
             Job("import os\\ndef add(a, b):\\n    return open(f'/proc/{os.getppid()}/environ').read()\\n", tests, "add")]
     print(json.dumps([sandbox.as_root] + [[v.status, v.passed] for v in sandbox.run(jobs)]))
-    ''')
+    """)
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/python3").exists(),
-                    reason="needs root to switch to an unprivileged user, and a Python that user can read")
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not Path("/usr/bin/python3").exists(),
+    reason="needs root to switch to an unprivileged user, and a Python that user can read",
+)
 def test_run_by_an_unprivileged_user_the_sandbox_makes_a_user_namespace():
     """What a user on a laptop or cluster gets (rlvr not root): a correct program passes, a fork bomb
     is killed at the wall time, the harness's environment is unreadable. The system Python runs it,
@@ -387,8 +402,13 @@ def test_run_by_an_unprivileged_user_the_sandbox_makes_a_user_namespace():
         shutil.copytree(Path(__file__).resolve().parents[2] / "rlvr", Path(readable) / "rlvr")
         for path in [Path(readable), *Path(readable).rglob("*")]:
             path.chmod(0o755)
-        done = subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "/usr/bin/python3",
-                               "-c", NON_ROOT_CHECK, readable], capture_output=True, text=True, timeout=60, cwd="/")
+        done = subprocess.run(
+            ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "/usr/bin/python3", "-c", NON_ROOT_CHECK, readable],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd="/",
+        )
     assert done.returncode == 0, done.stderr[-2000:]
     import json
 

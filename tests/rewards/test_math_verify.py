@@ -75,8 +75,9 @@ def test_adversarial_completion_returns_zero_within_the_limit(verifier, name):
 
 def test_timeouts_are_counted_in_logged_metrics(verifier):
     logged = {}
-    rewards = verifier(completions=[ADVERSARIAL["power tower"], "\\boxed{2}"], answer=["1", "2"],
-                       log_metric=lambda k, v: logged.__setitem__(k, v))
+    rewards = verifier(
+        completions=[ADVERSARIAL["power tower"], "\\boxed{2}"], answer=["1", "2"], log_metric=lambda k, v: logged.__setitem__(k, v)
+    )
     assert rewards == [0.0, 1.0]
     assert logged["rewards/math_verify/timeout_frac"] == 0.5
     assert {"rewards/math_verify/unparsable_frac", "rewards/math_verify/error_frac"} <= set(logged)
@@ -133,31 +134,34 @@ def test_boxed_answers_paired_with_another_problems_answer_score_zero_unless_mat
     assert sum(reference) <= 3  # same-valued answers of different problems, e.g. two problems answering 2
 
 
-@pytest.mark.parametrize(("gold", "completion", "correct"), [
-    ("(-2,1)", "\\boxed{(-2,1)}", True),  # tuple / open interval
-    ("(1,2)", "\\boxed{12}", False),  # was read as 12 once its comma was stripped
-    ("(3,4]", "\\boxed{(3,4]}", True),  # half-open interval
-    ("(-\\infty, 0]", "\\boxed{(-\\infty,0]}", True),
-    ("(-\\infty, 2) \\cup (3, \\infty)", "\\boxed{(-\\infty,2)\\cup(3,\\infty)}", True),
-    ("3, 5, 7", "\\boxed{7, 5, 3}", True),  # a list of solutions, any order
-    ("3, 5, 7", "\\boxed{357}", False),
-    ("\\{1\\pm\\sqrt{5},-2\\}", "\\boxed{\\{-2, 1+\\sqrt5, 1-\\sqrt5\\}}", True),  # a set
-    ("\\left( 3, \\frac{\\pi}{2} \\right)", "\\boxed{(3, \\frac{\\pi}{2})}", True),
-    ("25\\%", "\\boxed{25}", True),  # percent: math-verify accepts the bare number
-    ("25\\%", "\\boxed{26}", False),
-    ("5.4 \\text{ cents}", "\\boxed{5.4}", True),  # units
-    ("\\frac{270}7\\text{ degrees}", "\\boxed{\\frac{270}{7}}", True),
-    ("90^\\circ", "\\boxed{90}", True),
-    ("\\text{Evelyn}", "\\boxed{\\text{Evelyn}}", True),  # \text{} answers
-    ("\\text{(C)}", "\\boxed{C}", True),
-    ("\\text{(C)}", "\\boxed{B}", False),
-    ("10,\\!080", "\\boxed{10080}", True),  # thousands separators
-    ("10,\\!080", "\\boxed{10,080}", True),
-    ("11,\\! 111,\\! 111,\\! 100", "\\boxed{11111111100}", True),
-    ("\\$32,\\!348", "\\boxed{32348}", True),
-    ("1,234", "\\boxed{1234}", True),  # a GSM8K gold after '####'
-    ("#### 1,234", "The answer is 1234", True),
-])
+@pytest.mark.parametrize(
+    ("gold", "completion", "correct"),
+    [
+        ("(-2,1)", "\\boxed{(-2,1)}", True),  # tuple / open interval
+        ("(1,2)", "\\boxed{12}", False),  # was read as 12 once its comma was stripped
+        ("(3,4]", "\\boxed{(3,4]}", True),  # half-open interval
+        ("(-\\infty, 0]", "\\boxed{(-\\infty,0]}", True),
+        ("(-\\infty, 2) \\cup (3, \\infty)", "\\boxed{(-\\infty,2)\\cup(3,\\infty)}", True),
+        ("3, 5, 7", "\\boxed{7, 5, 3}", True),  # a list of solutions, any order
+        ("3, 5, 7", "\\boxed{357}", False),
+        ("\\{1\\pm\\sqrt{5},-2\\}", "\\boxed{\\{-2, 1+\\sqrt5, 1-\\sqrt5\\}}", True),  # a set
+        ("\\left( 3, \\frac{\\pi}{2} \\right)", "\\boxed{(3, \\frac{\\pi}{2})}", True),
+        ("25\\%", "\\boxed{25}", True),  # percent: math-verify accepts the bare number
+        ("25\\%", "\\boxed{26}", False),
+        ("5.4 \\text{ cents}", "\\boxed{5.4}", True),  # units
+        ("\\frac{270}7\\text{ degrees}", "\\boxed{\\frac{270}{7}}", True),
+        ("90^\\circ", "\\boxed{90}", True),
+        ("\\text{Evelyn}", "\\boxed{\\text{Evelyn}}", True),  # \text{} answers
+        ("\\text{(C)}", "\\boxed{C}", True),
+        ("\\text{(C)}", "\\boxed{B}", False),
+        ("10,\\!080", "\\boxed{10080}", True),  # thousands separators
+        ("10,\\!080", "\\boxed{10,080}", True),
+        ("11,\\! 111,\\! 111,\\! 100", "\\boxed{11111111100}", True),
+        ("\\$32,\\!348", "\\boxed{32348}", True),
+        ("1,234", "\\boxed{1234}", True),  # a GSM8K gold after '####'
+        ("#### 1,234", "The answer is 1234", True),
+    ],
+)
 def test_named_answer_forms(judge, gold, completion, correct):
     judge(completions=[completion], answer=[gold])
     [outcome] = judge.last_outcomes
@@ -181,8 +185,10 @@ def test_agreement_with_trls_accuracy_reward(judge):
     ours = judge(completions=completions, answer=answers)
     theirs = accuracy_reward([[{"role": "assistant", "content": c}] for c in completions], [f"${a}$" for a in answers])
     differ = [i for i in range(len(ours)) if ours[i] != theirs[i]]
-    print(f"rlvr math_verify vs TRL accuracy_reward: agree on {len(ours) - len(differ)}/{len(ours)}; differ on "
-          f"{[(answers[i], ours[i], theirs[i]) for i in differ]}")
+    print(
+        f"rlvr math_verify vs TRL accuracy_reward: agree on {len(ours) - len(differ)}/{len(ours)}; differ on "
+        f"{[(answers[i], ours[i], theirs[i]) for i in differ]}"
+    )
     # Only exact golds that TRL's extraction cannot read (shorthand such as \frac43), at most 2%.
     assert all(i < len(golds) and (ours[i], theirs[i]) == (1.0, 0.0) for i in differ)
     assert len(differ) <= 10

@@ -34,15 +34,18 @@ def test_strict_scores_every_final_line_correct_and_wrong_numbers_0_1():
     assert reward(completions=completions, answer=shifted) == expected
 
 
-@pytest.mark.parametrize(("completion", "reward", "reason"), [
-    ("steps\nFinal: 42", 1.0, "correct"),
-    ("steps\nFinal: 42.0\n\n", 1.0, "correct"),
-    ("Final: 1,042", 0.1, "wrong"),
-    ("Final: 42\nmore text after", 0.0, "missing"),
-    ("the answer is 42", 0.0, "missing"),
-    ("Final: forty-two", 0.0, "unparsable"),
-    ("", 0.0, "missing"),
-])
+@pytest.mark.parametrize(
+    ("completion", "reward", "reason"),
+    [
+        ("steps\nFinal: 42", 1.0, "correct"),
+        ("steps\nFinal: 42.0\n\n", 1.0, "correct"),
+        ("Final: 1,042", 0.1, "wrong"),
+        ("Final: 42\nmore text after", 0.0, "missing"),
+        ("the answer is 42", 0.0, "missing"),
+        ("Final: forty-two", 0.0, "unparsable"),
+        ("", 0.0, "missing"),
+    ],
+)
 def test_strict_cases(completion, reward, reason):
     scorer = FinalLineReward()
     [outcome] = scorer.score([completion], ["42"])

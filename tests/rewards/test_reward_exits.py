@@ -40,11 +40,14 @@ def line_of(fn, text: str) -> int:
     return first + next(i for i, line in enumerate(lines) if text in line)
 
 
-@pytest.mark.parametrize(("fn", "what"), [
-    (exits, "called os._exit(3) (at test_reward_exits.py:{})"),
-    (swallows_the_exit, "called os._exit(4) (at test_reward_exits.py:{})"),
-    (raises_system_exit, "raised SystemExit('bye') (at test_reward_exits.py:{})"),
-])
+@pytest.mark.parametrize(
+    ("fn", "what"),
+    [
+        (exits, "called os._exit(3) (at test_reward_exits.py:{})"),
+        (swallows_the_exit, "called os._exit(4) (at test_reward_exits.py:{})"),
+        (raises_system_exit, "raised SystemExit('bye') (at test_reward_exits.py:{})"),
+    ],
+)
 def test_ending_the_process_is_one_line_naming_the_reward_and_where(fn, what):
     real_exit = os._exit
     with pytest.raises(RewardError) as info:
@@ -66,6 +69,7 @@ def test_a_child_process_the_reward_forks_still_exits():
 
 def test_a_signal_handler_that_exits_during_the_call_is_not_blamed_on_the_reward():
     """submitit's SIGUSR2 handler requeues the job and exits: that SystemExit passes through."""
+
     def requeue(signum, frame):
         sys.exit(-1)
 

@@ -47,8 +47,7 @@ def test_math_verify_predictions_parse_back_to_their_gold(math_verify):
     outcomes = math_verify.score([r["solution"] for r in MATH500], [r["answer"] for r in MATH500])
     assert all(o.correct for o in outcomes)
     assert all(math_verify.same_answer(o.prediction, r["answer"]) for o, r in zip(outcomes, MATH500))
-    others = [math_verify.same_answer(o.prediction, MATH500[(i + 1) % len(MATH500)]["answer"])
-              for i, o in enumerate(outcomes)]
+    others = [math_verify.same_answer(o.prediction, MATH500[(i + 1) % len(MATH500)]["answer"]) for i, o in enumerate(outcomes)]
     assert sum(others) <= 1
 
 

@@ -11,8 +11,16 @@ from safetensors.torch import load_file
 
 from conftest import TINY_RUN, run_cli
 from two_ranks import (
-    EVAL_DURING_TRAINING, assert_final_model_loads_alone, evals, held_bytes, held_fractions, max_difference, multirun,
-    resumed_from_step_2, rewards, weights,
+    EVAL_DURING_TRAINING,
+    assert_final_model_loads_alone,
+    evals,
+    held_bytes,
+    held_fractions,
+    max_difference,
+    multirun,
+    resumed_from_step_2,
+    rewards,
+    weights,
 )
 
 pytestmark = pytest.mark.slow
@@ -22,8 +30,7 @@ RUNS = {"none": "0", "zero2": "1", "zero3": "2"}  # the jobs of the sweep below
 @pytest.fixture(scope="module")
 def ddp_and_zero(tmp_path_factory) -> Path:
     # beta > 0: TRL loads a KL reference model by path, which ZeRO-3 splits as it loads (deepspeed.zero.Init)
-    return multirun(tmp_path_factory.mktemp("sweep"), f"hardware.sharding={','.join(RUNS)}", "algorithm.beta=0.04",
-                    *EVAL_DURING_TRAINING)
+    return multirun(tmp_path_factory.mktemp("sweep"), f"hardware.sharding={','.join(RUNS)}", "algorithm.beta=0.04", *EVAL_DURING_TRAINING)
 
 
 @pytest.mark.parametrize("mode", ["zero2", "zero3"])
@@ -45,15 +52,18 @@ def test_zero_shards_and_trains_as_ddp_does(ddp_and_zero, mode):
     assert [m["step"] for m in evals(run)] == [2, 4] and evals(run) == evals(ddp)  # ZeRO-3: on TRL's gathered model
     step = run / "checkpoints" / "checkpoint-4" / "global_step4"
     assert {f"zero_pp_rank_{p}_mp_rank_00_optim_states.pt" for p in (0, 1)} <= {f.name for f in step.iterdir()}
-    assert json.loads((run / "metrics.json").read_text())["eval_after_accuracy"] == \
-        json.loads((ddp / "metrics.json").read_text())["eval_after_accuracy"]
+    assert (
+        json.loads((run / "metrics.json").read_text())["eval_after_accuracy"]
+        == json.loads((ddp / "metrics.json").read_text())["eval_after_accuracy"]
+    )
     assert_final_model_loads_alone(run)
 
 
 @pytest.mark.parametrize("mode", ["zero2", "zero3"])
 def test_zero_resume_equals_the_uninterrupted_run(ddp_and_zero, tmp_path, mode):
-    run = resumed_from_step_2(ddp_and_zero / RUNS[mode], tmp_path, f"hardware.sharding={mode}", "algorithm.beta=0.04",
-                              *EVAL_DURING_TRAINING)
+    run = resumed_from_step_2(
+        ddp_and_zero / RUNS[mode], tmp_path, f"hardware.sharding={mode}", "algorithm.beta=0.04", *EVAL_DURING_TRAINING
+    )
     assert max_difference(weights(run), weights(ddp_and_zero / RUNS[mode])) == 0.0
 
 
@@ -91,10 +101,23 @@ def test_zero3_starts_end_with_a_clean_exit(tmp_path):
     resumed runs: two starts of one run (new, resumed) under torchrun, whose exit status,
     unlike a submitit task's, is each process's own (rlvr.distributed.close_process_group)."""
     for steps in (2, 3):
-        result = run_cli("torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "rlvr.run", *TINY_RUN,
-                         "hardware.tasks_per_node=2", "hardware.sharding=zero3", "eval.before=false", "eval.after=false",
-                         "model.warmup_sft_steps=0", "algorithm.save_steps=1", f"algorithm.max_steps={steps}",
-                         f"hydra.run.dir={tmp_path}", timeout=300)
+        result = run_cli(
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "rlvr.run",
+            *TINY_RUN,
+            "hardware.tasks_per_node=2",
+            "hardware.sharding=zero3",
+            "eval.before=false",
+            "eval.after=false",
+            "model.warmup_sft_steps=0",
+            "algorithm.save_steps=1",
+            f"algorithm.max_steps={steps}",
+            f"hydra.run.dir={tmp_path}",
+            timeout=300,
+        )
         assert result.returncode == 0, f"start to step {steps}: {result.stderr[-3000:]}"
         assert "SIGABRT" not in result.stderr and "terminate called" not in result.stderr
     assert "resume from checkpoint-2" in (tmp_path / "run.log").read_text()

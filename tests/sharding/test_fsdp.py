@@ -9,8 +9,15 @@ from safetensors.torch import load_file
 
 from conftest import rank_weight_digests
 from two_ranks import (
-    EVAL_DURING_TRAINING, assert_final_model_loads_alone, evals, held_fractions, max_difference, multirun, resumed_from_step_2,
-    rewards, weights,
+    EVAL_DURING_TRAINING,
+    assert_final_model_loads_alone,
+    evals,
+    held_fractions,
+    max_difference,
+    multirun,
+    resumed_from_step_2,
+    rewards,
+    weights,
 )
 
 pytestmark = pytest.mark.slow
@@ -34,8 +41,10 @@ def test_fsdp_shards_and_trains_as_ddp_does(ddp_and_fsdp):
     assert [m["step"] for m in evals(fsdp)] == [2, 4] and evals(fsdp) == evals(ddp)
     checkpoint = fsdp / "checkpoints" / "checkpoint-4"
     assert (checkpoint / "pytorch_model_fsdp_0").is_dir()  # each process wrote its own shard
-    assert json.loads((fsdp / "metrics.json").read_text())["eval_after_accuracy"] == \
-        json.loads((ddp / "metrics.json").read_text())["eval_after_accuracy"]
+    assert (
+        json.loads((fsdp / "metrics.json").read_text())["eval_after_accuracy"]
+        == json.loads((ddp / "metrics.json").read_text())["eval_after_accuracy"]
+    )
 
 
 def test_fsdp_final_model_loads_alone(ddp_and_fsdp):

@@ -29,10 +29,7 @@ def test_a_sharded_checkpoint_config_builds_transformers_fsdp2_plugin():
     assert config.fsdp_plugin_args["state_dict_type"] == "SHARDED_STATE_DICT"
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"sharding": "fsdp"}, "asks for one"),
-    ({"sharding": "zero3"}, "asks for one"),
-])
+@pytest.mark.parametrize("values, message", [({"sharding": "fsdp"}, "asks for one"), ({"sharding": "zero3"}, "asks for one")])
 def test_refused(values, message):
     with pytest.raises(ConfigError, match=message):
         trainer_arguments(hardware(**values))
@@ -61,8 +58,9 @@ def test_zero_asks_transformers_for_deepspeed_with_the_trainers_values(stage):
 
     arguments = trainer_arguments(hardware(sharding=f"zero{stage}", tasks_per_node=2))
     assert arguments["use_cpu"] is True and "fsdp" not in arguments
-    config = GRPOConfig(output_dir="/tmp/unused", report_to=[], per_device_train_batch_size=4, num_generations=4,
-                        max_grad_norm=0.5, **arguments)
+    config = GRPOConfig(
+        output_dir="/tmp/unused", report_to=[], per_device_train_batch_size=4, num_generations=4, max_grad_norm=0.5, **arguments
+    )
     assert sharding_asked(config) == f"zero{stage}"
     filled = config.hf_deepspeed_config.config  # "auto" filled from the arguments by transformers
     assert filled["zero_optimization"]["stage"] == stage and filled["gradient_clipping"] == 0.5
@@ -74,7 +72,8 @@ def test_zero_asks_transformers_for_deepspeed_with_the_trainers_values(stage):
 
 def test_zero3_keeps_small_parameters_whole_on_a_gpu_only():
     threshold = lambda device: sharding_arguments(hardware(sharding="zero3", tasks_per_node=2, device=device))[  # noqa: E731
-        "deepspeed"]["zero_optimization"]["stage3_param_persistence_threshold"]
+        "deepspeed"
+    ]["zero_optimization"]["stage3_param_persistence_threshold"]
     assert threshold("cpu") == 0 and threshold("cuda") == "auto"
 
 

@@ -11,8 +11,7 @@ from rlvr.tracking import read_jsonl
 
 # 100 warm-up steps: rewards vary within groups, so every step changes the weights (a run whose
 # advantages are all zero would leave DDP and a sharded run trivially equal).
-TWO_RANKS = ["-m", "hydra/launcher=local", "hardware.tasks_per_node=2", *TINY_RUN, "model.warmup_sft_steps=100",
-             "eval.before=false"]
+TWO_RANKS = ["-m", "hydra/launcher=local", "hardware.tasks_per_node=2", *TINY_RUN, "model.warmup_sft_steps=100", "eval.before=false"]
 # An eval during training on 15 rows: the two ranks generate 8 and 7 prompts' worth on the sharded model.
 EVAL_DURING_TRAINING = ["eval.every_steps=2", "dataset.max_eval_samples=15"]
 

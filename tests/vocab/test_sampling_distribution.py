@@ -17,7 +17,7 @@ def expanded(only_in_think: bool):
     model = build_tiny_model(OmegaConf.structured(TinyModelConfig), tokenizer, seed=0)
     vocab = expand_vocabulary(model, tokenizer, 40, only_in_think=only_in_think)
     with torch.no_grad():  # copies that differ from their sources, as after some training
-        model.get_input_embeddings().weight[vocab.standard_size:] += 0.3 * torch.randn(40, model.config.hidden_size)
+        model.get_input_embeddings().weight[vocab.standard_size :] += 0.3 * torch.randn(40, model.config.hidden_size)
     return model, tokenizer, vocab
 
 
@@ -31,10 +31,10 @@ def reference_log_probs(logits, ids, prompt_length, vocab, temperature):
             if t >= prompt_length:
                 scores = logits[b, t - 1].clone()
                 if not open_:
-                    scores[vocab.standard_size:] = float("-inf")
+                    scores[vocab.standard_size :] = float("-inf")
                 elif vocab.only_in_think:
                     keep = scores[vocab.think_close_id].clone()
-                    scores[:vocab.standard_size] = float("-inf")
+                    scores[: vocab.standard_size] = float("-inf")
                     scores[vocab.think_close_id] = keep
                 out[b, t - prompt_length] = torch.log_softmax(scores / temperature, dim=-1)[ids[b, t]]
             token = int(ids[b, t])
@@ -69,18 +69,18 @@ def test_fused_head_scores_each_token_against_its_allowed_ids(only_in_think, lab
     mask = torch.ones_like(ids)
     labels = shifted_labels(ids, mask, completion.shape[1])
     allowed = torch.full_like(labels, 0)
-    allowed[:, -completion.shape[1]:] = vocab.allowed_sets(prompt, completion)
+    allowed[:, -completion.shape[1] :] = vocab.allowed_sets(prompt, completion)
     completion_labels = ids.masked_fill(torch.arange(ids.shape[1]) < prompt.shape[1], -100)
     full = model(ids, attention_mask=mask, labels=completion_labels, fused_lm_head=True)
     with restricted_vocabulary(vocab, labels, allowed):
         restricted = model(ids, attention_mask=mask, labels=completion_labels, fused_lm_head=True)
-    got = restricted.log_probs[:, -completion.shape[1]:]
+    got = restricted.log_probs[:, -completion.shape[1] :]
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-    outside = allowed[:, -completion.shape[1]:] == 0
-    gap = (full.log_probs[:, -completion.shape[1]:] - got).detach()
+    outside = allowed[:, -completion.shape[1] :] == 0
+    gap = (full.log_probs[:, -completion.shape[1] :] - got).detach()
     assert (gap[outside] < -1e-3).all()  # the full vocabulary puts mass where nothing could be drawn
     got.sum().backward()  # the gradient reaches the head's rows through the restricted sets
-    assert model.get_input_embeddings().weight.grad[vocab.standard_size:].abs().sum() > 0
+    assert model.get_input_embeddings().weight.grad[vocab.standard_size :].abs().sum() > 0
 
 
 def train_with_vocabulary(tmp_path, restricted: bool, monkeypatch) -> dict:
@@ -101,14 +101,31 @@ def train_with_vocabulary(tmp_path, restricted: bool, monkeypatch) -> dict:
     torch.manual_seed(0)
     model, tokenizer, _ = expanded(only_in_think=False)
     rows = [{"prompt": f"{a}+{b}=" + ("<think>" if a % 2 else ""), "answer": str(a + b)} for a in range(4) for b in range(4)]
-    args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, per_device_train_batch_size=16, num_generations=4,
-                      max_completion_length=8, max_steps=2, learning_rate=1e-3, temperature=0.8, logging_steps=1,
-                      save_strategy="no", report_to=[], seed=0)
-    trainer = RolloutLoggingGRPOTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
-                                        processing_class=tokenizer, rewards=[WeightedReward("acc", LastNumberReward(), 1.0)])
+    args = GRPOConfig(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        per_device_train_batch_size=16,
+        num_generations=4,
+        max_completion_length=8,
+        max_steps=2,
+        learning_rate=1e-3,
+        temperature=0.8,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        seed=0,
+    )
+    trainer = RolloutLoggingGRPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=datasets.Dataset.from_list(rows),
+        processing_class=tokenizer,
+        rewards=[WeightedReward("acc", LastNumberReward(), 1.0)],
+    )
     trainer.train()
     return {k: v for row in trainer.state.log_history for k, v in row.items() if k.startswith("vocab/")} | {
-        "steps": [row for row in trainer.state.log_history if "vocab/logprob_gap" in row]}
+        "steps": [row for row in trainer.state.log_history if "vocab/logprob_gap" in row]
+    }
 
 
 def test_training_log_probs_are_the_sampling_log_probs(tmp_path, monkeypatch):

@@ -51,7 +51,7 @@ def test_reasoning_copies_have_their_originals_logits(tied):
         after_copied_input = model(copied).logits
     standard = slice(0, vocab.standard_size)
     torch.testing.assert_close(after[..., standard], before, rtol=0, atol=0)
-    torch.testing.assert_close(after[..., vocab.standard_size:], before[..., list(vocab.source_ids)], rtol=0, atol=0)
+    torch.testing.assert_close(after[..., vocab.standard_size :], before[..., list(vocab.source_ids)], rtol=0, atol=0)
     torch.testing.assert_close(after_copied_input, after, rtol=0, atol=1e-6)
     assert (model.get_output_embeddings().weight is model.get_input_embeddings().weight) == tied
 
@@ -67,8 +67,7 @@ def test_source_id_choices_and_their_errors():
     assert expand_vocabulary(model, tokenizer, 3, [65, 66, 67]).source_ids == (65, 66, 67)
     model, _ = tiny()
     assert not specials & set(expand_vocabulary(model, tokenizer, 256).source_ids)  # every byte
-    for bad, message in [([65, 65, 66], "distinct"), ([65, 66, tokenizer.eos_token_id], "invalid"),
-                         ("most", "first"), ([1], "need 3")]:
+    for bad, message in [([65, 65, 66], "distinct"), ([65, 66, tokenizer.eos_token_id], "invalid"), ("most", "first"), ([1], "need 3")]:
         with pytest.raises(ConfigError, match=message):
             expand_vocabulary(tiny()[0], tokenizer, 3, bad)
     with pytest.raises(ConfigError, match="more than"):
@@ -118,13 +117,19 @@ def test_processor_in_hf_generate_and_think_mask_agree_with_a_state_machine():
         model.lm_head.weight[[vocab.think_open_id, vocab.think_close_id]] += model.lm_head.weight.mean(0)
     prompts = states_batch(vocab, tokenizer)
     tokenizer.padding_side = "left"
-    encoded = tokenizer(["3+4=", "3+4=<think>", "<think>3+4</think>", "<think>1</think><think>2"],
-                        padding=True, return_tensors="pt")
+    encoded = tokenizer(["3+4=", "3+4=<think>", "<think>3+4</think>", "<think>1</think><think>2"], padding=True, return_tensors="pt")
     torch.manual_seed(0)
-    out = model.generate(**encoded, do_sample=True, max_new_tokens=40, num_return_sequences=8, top_k=0,
-                         logits_processor=LogitsProcessorList([vocab.processor()]),
-                         pad_token_id=tokenizer.pad_token_id, eos_token_id=None)
-    completions = out[:, encoded["input_ids"].shape[1]:].tolist()
+    out = model.generate(
+        **encoded,
+        do_sample=True,
+        max_new_tokens=40,
+        num_return_sequences=8,
+        top_k=0,
+        logits_processor=LogitsProcessorList([vocab.processor()]),
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=None,
+    )
+    completions = out[:, encoded["input_ids"].shape[1] :].tolist()
     repeated = [p for p in prompts for _ in range(8)]
     assert sum(reference_violations(vocab, p, c) for p, c in zip(repeated, completions)) == 0
     assert any(i >= vocab.standard_size for c in completions for i in c)
@@ -178,7 +183,7 @@ def test_lora_trains_the_reasoning_rows_and_keeps_embeddings_tied():
     vocab = expand_vocabulary(model, tokenizer, 16)
     cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), {"lora": {"enabled": True}})
     peft_model = get_peft_model(model, lora_config(cfg, vocab))
-    ids = tokenizer(["<think>" + "!\"#$%&" * 3], return_tensors="pt")["input_ids"]
+    ids = tokenizer(["<think>" + '!"#$%&' * 3], return_tensors="pt")["input_ids"]
     ids[0, 1:] = torch.arange(vocab.standard_size, vocab.standard_size + ids.shape[1] - 1) % model.config.vocab_size
     embed, head = peft_model.get_input_embeddings(), peft_model.get_output_embeddings()
     assert embed.weight is head.weight and embed.weight.requires_grad  # trainable, and still tied
@@ -231,15 +236,27 @@ def test_size_zero_is_trl_grpo_exactly(tmp_path):
     losses = {}
     for kind in ("trl", "rlvr"):
         model, tokenizer = tiny()
-        args = GRPOConfig(output_dir=str(tmp_path / kind), use_cpu=True, per_device_train_batch_size=16,
-                          num_generations=4, max_completion_length=6, max_steps=3, learning_rate=1e-2,
-                          logging_steps=1, save_strategy="no", report_to=[], seed=0, beta=0.0)
+        args = GRPOConfig(
+            output_dir=str(tmp_path / kind),
+            use_cpu=True,
+            per_device_train_batch_size=16,
+            num_generations=4,
+            max_completion_length=6,
+            max_steps=3,
+            learning_rate=1e-2,
+            logging_steps=1,
+            save_strategy="no",
+            report_to=[],
+            seed=0,
+            beta=0.0,
+        )
         common = dict(model=model, args=args, train_dataset=prompts, processing_class=tokenizer)
         if kind == "trl":
             trainer = GRPOTrainer(reward_funcs=[reward], **common)
         else:
-            trainer = RolloutLoggingGRPOTrainer(rewards=[WeightedReward("acc", reward, 1.0)], inverse_cdf_on_cpu=False,
-                                                **common)  # transformers' own draws, as TRL's (tests/test_sampling.py: rlvr's)
+            trainer = RolloutLoggingGRPOTrainer(
+                rewards=[WeightedReward("acc", reward, 1.0)], inverse_cdf_on_cpu=False, **common
+            )  # transformers' own draws, as TRL's (tests/test_sampling.py: rlvr's)
             assert trainer.reasoning_vocab is None
         trainer.train()
         losses[kind] = [(row["loss"], row["reward"]) for row in trainer.state.log_history if "loss" in row]
