@@ -15,6 +15,8 @@ used; here is only the mechanism.
 | `skip_deepspeed_shm_comm_op` | deepspeed 0.17-0.19 | sharding.use_deepspeed |
 | `loading_whole` | transformers 5 | sharding (the final model loaded back after ZeRO-3) |
 | `keep_4bit_weights_trainable` | bitsandbytes 0.50 | models (QLoRA) |
+| `vllm_engine_arguments` | trl 1.16 | trainers.rollout_engine (algorithm.rollout=vllm) |
+| `sync_vllm_weights_by_reload` | trl 1.16, vllm 0.31 | trainers.rollout_engine (vLLM on CPU) |
 """
 
 from __future__ import annotations
@@ -166,3 +168,50 @@ def keep_4bit_weights_trainable(model) -> None:
     for module in model.modules():
         if hasattr(module, "support_avx512bf16_for_cpu"):
             module.support_avx512bf16_for_cpu = False
+
+
+def vllm_engine_arguments(**arguments) -> None:
+    """TRL builds its colocated vLLM engine as `LLM(...)` with fixed arguments (`_init_vllm` of
+    `trl.generation.vllm_generation`, which looks `LLM` up in its module at each call): from now on that
+    call also passes `arguments` (e.g. dtype, enforce_eager), the latest set winning. Process-wide.
+    trl 1.16; remove when TRL's config takes vLLM engine arguments."""
+    import trl.generation.vllm_generation as trl_vllm
+
+    engine = getattr(trl_vllm.LLM, "rlvr_wrapped", trl_vllm.LLM)
+
+    def llm(*args, **kwargs):
+        return engine(*args, **kwargs | arguments)
+
+    llm.rlvr_wrapped = engine
+    trl_vllm.LLM = llm
+
+
+def sync_vllm_weights_by_reload(generation) -> None:
+    """vLLM (0.31) on CPU repacks every linear layer's weight for its GEMM kernels once loaded and drops the
+    parameter, so TRL's colocated weight sync (`VLLMGeneration.sync_weights`, trl 1.16), which calls the
+    engine model's `load_weights` directly, fails (`'Parameter' object has no attribute 'weight_loader'`).
+    vLLM's own in-place reload (`GPUModelRunner.reload_weights`) brackets `load_weights` with
+    `initialize_layerwise_reload` / `finalize_layerwise_reload`, which restore the checkpoint layout and
+    repack after: `generation`'s sync does the same from now on. That reload repacks a weight shared by
+    two layers for one of them only ("Tied parameters" in its limitations): an LM head tied to the input
+    embeddings would go on scoring with the old matrix, so it is repacked too. Remove when TRL syncs
+    through vLLM's reload and vLLM repacks tied heads."""
+    from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead, VocabParallelEmbedding
+    from vllm.model_executor.model_loader.reload import finalize_layerwise_reload, initialize_layerwise_reload
+
+    sync = generation.sync_weights
+
+    def sync_weights(*args, **kwargs):
+        runner = generation.llm.llm_engine.model_executor.driver_worker.model_runner  # where TRL loads
+        model = runner.model
+        initialize_layerwise_reload(model)
+        try:
+            return sync(*args, **kwargs)
+        finally:
+            finalize_layerwise_reload(model, runner.model_config)
+            modules = list(model.modules())
+            embeddings = {id(m.weight) for m in modules if type(m) is VocabParallelEmbedding}
+            for head in (m for m in modules if isinstance(m, ParallelLMHead) and id(m.weight) in embeddings):
+                head.quant_method.process_weights_after_loading(head)
+
+    generation.sync_weights = sync_weights

@@ -145,6 +145,23 @@ class FineGrainedConfig:
 
 
 @dataclass
+class VllmConfig:
+    """algorithm.rollout=vllm: how TRL runs vLLM (its `vllm_*` GRPOConfig fields; rlvr/trainers/rollout_engine.py)."""
+
+    # colocate: one engine inside each training process, weights synced before each generation;
+    # server: `trl vllm-serve` on GPUs of its own (CUDA only: TRL's weight sync to it is NCCL)
+    mode: str = "colocate"
+    server_base_url: str | None = None  # server: e.g. http://gen-node:8000 (None: TRL's host and port)
+    gpu_memory_utilization: float = 0.3  # colocate on CUDA: the share of GPU memory the engine takes
+    tensor_parallel_size: int = 1  # colocate: training ranks per engine
+    sleep_mode: bool = False  # colocate: the engine frees its GPU memory while the policy trains
+    cpu_kv_cache_gib: int = 1  # CPU: the KV cache (VLLM_CPU_KVCACHE_SPACE; vLLM reads gpu_memory_utilization as a share of RAM)
+    dtype: str = "auto"  # the engine's weights; auto: vLLM's choice (bf16 for an fp32 policy on CPU)
+    # None: eager on CPU (Inductor's first compile takes minutes at 0.5B), compiled graphs on CUDA
+    enforce_eager: bool | None = None
+
+
+@dataclass
 class AlgorithmConfig:
     """The recipe (`name`) and its hyper-parameters, named exactly as TRL's configs name them.
 
@@ -185,6 +202,9 @@ class AlgorithmConfig:
     save_steps: int = 250  # 0: only the final model
     save_total_limit: int | None = 2
     fine_grained: FineGrainedConfig = field(default_factory=FineGrainedConfig)
+    # GRPO-family rollouts: hf (transformers' model.generate, TRL's default) | vllm (TRL's vLLM integration)
+    rollout: str = "hf"
+    vllm: VllmConfig = field(default_factory=VllmConfig)
     # Any other field of the recipe's TRL config, passed through unchanged (checked at start-up).
     trl: dict[str, Any] = field(default_factory=dict)
 
@@ -343,6 +363,9 @@ RANGES = {
     "algorithm.save_steps": Range(0, why="0: only the final model"),
     "algorithm.save_total_limit": POSITIVE,
     "algorithm.fine_grained.eps": POSITIVE,
+    "algorithm.vllm.gpu_memory_utilization": Range(0, 1, open_low=True),
+    "algorithm.vllm.tensor_parallel_size": POSITIVE,
+    "algorithm.vllm.cpu_kv_cache_gib": POSITIVE,
     "hardware.torch_threads": POSITIVE,
     "hardware.nodes": POSITIVE,
     "hardware.tasks_per_node": POSITIVE,
@@ -386,6 +409,9 @@ CHOICES = {
     "algorithm.fine_grained.normalization": ("standard", "centered", "none"),
     "algorithm.fine_grained.scope": ("prompt", "batch"),
     "algorithm.fine_grained.uncovered": ("keep", "drop"),
+    "algorithm.rollout": ("hf", "vllm"),
+    "algorithm.vllm.mode": ("colocate", "server"),
+    "algorithm.vllm.dtype": ("auto", "float32", "bfloat16", "float16"),
     "hardware.device": ("cpu", "cuda", "mps"),
     "hardware.precision": ("fp32", "bf16", "fp16"),
     "hardware.sharding": _keys("rlvr.sharding", "ZERO_STAGES", "none", "fsdp"),
@@ -431,6 +457,12 @@ SET_ELSEWHERE = {
     "fsdp": "hardware.sharding",
     "fsdp_config": "hardware.sharding",
     "deepspeed": "hardware.sharding",
+    "use_vllm": "algorithm.rollout",
+    "vllm_mode": "algorithm.vllm.mode",
+    "vllm_server_base_url": "algorithm.vllm.server_base_url",
+    "vllm_gpu_memory_utilization": "algorithm.vllm.gpu_memory_utilization",
+    "vllm_tensor_parallel_size": "algorithm.vllm.tensor_parallel_size",
+    "vllm_enable_sleep_mode": "algorithm.vllm.sleep_mode",
 }
 
 
@@ -438,7 +470,7 @@ def trl_duplicate(field_name: str) -> str | None:
     """The rlvr key that already sets TRL's `field_name`, if one does (`algorithm.trl.*` must not repeat it)."""
     if field_name in SET_ELSEWHERE:
         return SET_ELSEWHERE[field_name]
-    first_class = {f.name for f in dataclasses.fields(AlgorithmConfig)} - {"name", "trl", "fine_grained"}
+    first_class = {f.name for f in dataclasses.fields(AlgorithmConfig)} - {"name", "trl", "fine_grained", "rollout", "vllm"}
     return f"algorithm.{field_name}" if field_name in first_class else None
 
 

@@ -32,6 +32,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import contextlib
 import hashlib
 import json
@@ -286,6 +288,16 @@ def agreed_stop(requested: int | None) -> int | None:
     return int(flag.item()) or None
 
 
+# What close_process_group runs once every process has arrived, before it closes the group.
+_BEFORE_CLOSE: list[Callable[[], None]] = []
+
+
+def before_closing_process_group(fn: Callable[[], None]) -> None:
+    """Run `fn` at the end of a run that succeeded, after every process arrived and before the process
+    group is closed (a colocated vLLM engine's shutdown, which closes torch's default group itself)."""
+    _BEFORE_CLOSE.append(fn)
+
+
 def close_process_group() -> None:
     """At the end of a run that succeeded: every process waits until all have done their work, then
     torch.distributed's process group is closed, while the interpreter is whole. Left to the
@@ -296,6 +308,9 @@ def close_process_group() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+    while _BEFORE_CLOSE:
+        _BEFORE_CLOSE.pop()()
+    if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 

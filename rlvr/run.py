@@ -61,16 +61,19 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
     before anything is written; takes the run dir's lock. A refusal is a one-line RlvrError, with
     the lock given back."""
     from rlvr.distributed import export_torch_distributed, is_main_process
-    from rlvr.hardware import check_device, export_device_environment
+    from rlvr.hardware import check_device, check_torchvision, export_device_environment
     from rlvr.models import check_quantization
     from rlvr.recipes import get_recipe
     from rlvr.rewards.base import preflight_rewards
     from rlvr.run_dir import RunDirLock, resume_changes
+    from rlvr.trainers.rollout_engine import check_rollout_engine
 
     export_device_environment(cfg.hardware)  # first: check_ranges imports trl, hence torch
+    check_torchvision()  # before anything imports transformers
     check_ranges(cfg)
     check_device(cfg.hardware)
     check_quantization(cfg, cfg.hardware.device)
+    check_rollout_engine(cfg)
     recipe = get_recipe(cfg.algorithm.name)
     offline = set_offline(cfg)
     world_size = export_torch_distributed()

@@ -23,6 +23,7 @@ from transformers import TrainerCallback
 
 from rlvr._compat import enable_fsdp_on_cpu, loading_whole, skip_deepspeed_shm_comm_op
 from rlvr.errors import ConfigError
+from rlvr.hardware import checkpointing_argument
 
 log = logging.getLogger(__name__)
 ZERO_STAGES = {"zero2": 2, "zero3": 3}  # with none and fsdp, the values of hardware.sharding
@@ -60,7 +61,7 @@ def trainer_arguments(hw) -> dict:
     # checkpointing by FSDP itself (the Trainer's own would all-gather each layer once more in backward).
     return {
         "fsdp": True,
-        "activation_checkpointing": False,
+        checkpointing_argument(): False,
         "fsdp_config": {
             "version": 2,
             "reshard_after_forward": True,

@@ -246,8 +246,8 @@ def save_initial_policy(cfg, setup: PolicySetup, run_dir: Path) -> None:
     could rebuild it, and point its config at it.
 
     TRL builds the KL reference model (beta != 0, now or after a resume that raises it) by loading
-    `model.config.name_or_path`: a model made in memory has no path, and a warmed-up or expanded one
-    differs from its path. A resume loads it too (no warm-up again; a LoRA adapter's base).
+    `model.config.name_or_path`, and a colocated vLLM engine `model.name_or_path`: a model made in memory
+    has no path, and a warmed-up or expanded one differs from its path. A resume loads it too (no warm-up again; a LoRA adapter's base).
     """
     import shutil
 
@@ -259,7 +259,7 @@ def save_initial_policy(cfg, setup: PolicySetup, run_dir: Path) -> None:
         if is_main_process():
             setup.model.save_pretrained(path)
             setup.tokenizer.save_pretrained(path)
-        setup.model.config.name_or_path = str(path)
+        setup.model.config.name_or_path = setup.model.name_or_path = str(path)  # vLLM's engine loads the latter
     barrier()  # every rank loads it
 
 

@@ -111,6 +111,7 @@ def build_trainer(cfg, run_dir: Path, start: Start, trainer_class, wrap_rewards,
     from trl import GRPOConfig
 
     from rlvr.models import lora_config
+    from rlvr.trainers.rollout_engine import prepare_vllm, trl_vllm_fields, uses_vllm
 
     reuse_run_dir(run_dir, start.step)
     if is_main_process() and start.mode != "finish":  # they describe an earlier end of training, not this one
@@ -122,13 +123,17 @@ def build_trainer(cfg, run_dir: Path, start: Start, trainer_class, wrap_rewards,
     if wrap_rewards is not None:
         setup.rewards = wrap_rewards(setup.rewards)
     setup.rewards = checked_rewards(setup.rewards, cfg.reward.checks)  # for training, calibration and eval alike
-    args = trl_config(GRPOConfig, cfg, run_dir, report_to, setup.trainer_kwargs, reward_weights=[r.weight for r in setup.rewards])
+    args = trl_config(
+        GRPOConfig, cfg, run_dir, report_to, setup.trainer_kwargs, reward_weights=[r.weight for r in setup.rewards], **trl_vllm_fields(cfg)
+    )
     calibrate_rewards(cfg, setup, run_dir)
     if start.mode == "new":
         evaluate(cfg, setup, run_dir, "before")
         save_initial_policy(cfg, setup, run_dir)
     rollouts = JsonlWriter(run_dir / "rollouts.jsonl") if cfg.logging.rollouts and is_main_process() else None
     stops = checkpoint_callback(checkpoint_config(cfg))
+    if uses_vllm(cfg):
+        prepare_vllm(cfg)
     trainer = trainer_class(
         model=setup.model,
         rewards=setup.rewards,

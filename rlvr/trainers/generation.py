@@ -1,4 +1,8 @@
-"""The one place rlvr changes TRL's transformers generation (GRPO-family trainers).
+"""The one place rlvr changes TRL's generation (GRPO-family trainers).
+
+Whichever engine TRL samples with (transformers' `model.generate`, or vLLM with `use_vllm`), every
+training row logs how many generate calls each one served since the previous row
+(`rollout/hf_generate_calls`, `rollout/vllm_generate_calls`): what ran, not what was asked for.
 
 TRL's `model.generate(...)` call takes no logits processor and no sampler of ours; for one
 generation call this binds to the model's `generate` the processors the trainer's mixins ask for
@@ -11,17 +15,37 @@ from __future__ import annotations
 
 import copy
 import functools
+from collections import Counter
 from contextlib import contextmanager
 
+from rlvr._compat import sync_vllm_weights_by_reload
+from rlvr.distributed import before_closing_process_group
 from rlvr.sampling import global_stream_sampler
 
 
+ENGINES = ("hf", "vllm")
+
+
+def counted(fn, calls: Counter, engine: str):
+    """`fn`, adding one to `calls[engine]` per call."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        calls[engine] += 1
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
 @contextmanager
-def bound_logits_processors(model, processors):
-    """`model.generate` with `processors` for the length of the block."""
+def bound_generate(model, processors, calls: Counter):
+    """`model.generate` with `processors` (if any) and counted as an "hf" call, for the length of the block."""
     from transformers import LogitsProcessorList
 
-    model.generate = functools.partial(model.generate, logits_processor=LogitsProcessorList(processors))
+    generate = model.generate
+    if processors:
+        generate = functools.partial(generate, logits_processor=LogitsProcessorList(processors))
+    model.generate = counted(generate, calls, "hf")
     try:
         yield
     finally:
@@ -43,6 +67,20 @@ class GenerationMixin:
         sampling, the draws plain TRL makes with the same seed."""
         super().__init__(*args, **kwargs)
         self.inverse_cdf_on_cpu = inverse_cdf_on_cpu
+        self.generate_calls: Counter = Counter()  # per engine, since the last logged training row
+        if self.use_vllm:
+            self.vllm_generation.generate = counted(self.vllm_generation.generate, self.generate_calls, "vllm")
+            if self.vllm_mode == "colocate":
+                # shut down at the run's end, while the process group it shares is whole
+                before_closing_process_group(self.vllm_generation.llm.llm_engine.engine_core.shutdown)
+                if self.accelerator.device.type == "cpu":
+                    sync_vllm_weights_by_reload(self.vllm_generation)
+
+    def log(self, logs, *args, **kwargs):
+        if "loss" in logs:  # a training row (evaluation rows carry eval_loss)
+            logs.update({f"rollout/{engine}_generate_calls": float(self.generate_calls[engine]) for engine in ENGINES})
+            self.generate_calls.clear()
+        return super().log(logs, *args, **kwargs)
 
     def generation_processors(self) -> list:
         """Logits processors for one generation call (fresh ones: they may keep per-sequence state)."""
@@ -61,15 +99,15 @@ class GenerationMixin:
         )
 
     def _generate_single_turn(self, prompt_ids, *args, **kwargs):
+        if self.use_vllm:  # TRL has no generation config then; vLLM samples with its own sampler
+            return super()._generate_single_turn(prompt_ids, *args, **kwargs)
         processors = self.generation_processors()
         config = self.generation_config
         if self.samples_by_inverse_cdf():
             processors.append(global_stream_sampler(self.temperature, self.top_p, self.top_k, self.min_p))
             self.generation_config = greedy_copy(config)
-        if not processors:
-            return super()._generate_single_turn(prompt_ids, *args, **kwargs)
         try:
-            with bound_logits_processors(self.accelerator.unwrap_model(self.model_wrapped), processors):
+            with bound_generate(self.accelerator.unwrap_model(self.model_wrapped), processors, self.generate_calls):
                 return super()._generate_single_turn(prompt_ids, *args, **kwargs)
         finally:
             self.generation_config = config

