@@ -29,6 +29,67 @@ def run_cli(module: str, *args: str, env: dict | None = None, timeout: int = 300
     return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
+def refused_in_process(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m rlvr.run args...` for a start that must be refused, run in this test process: the same
+    `rlvr.run.main` (its checks before Hydra, Hydra's composition and callbacks, `start_up`, the one-line
+    `fail`), without paying a fresh interpreter's ~5-10 s of importing torch, transformers and TRL.
+    Only for a single run whose refusal is the point; a start that gets past `start_up` fails the
+    test (use `run_cli`: training would patch libraries in this process). What the call changes in this
+    process (environment, argv, logging, the SIGINT/SIGTERM handlers, Hydra's config) is put back.
+    Returns what `run_cli` returns: exit code, stdout, stderr."""
+    import contextlib
+    import io
+    import logging
+    import signal
+    import warnings
+
+    from hydra.core.hydra_config import HydraConfig
+
+    import rlvr.run
+
+    assert "-m" not in args and "--multirun" not in args, "a -m run's jobs and reports: use run_cli"
+    environ, argv, cwd = dict(os.environ), sys.argv, os.getcwd()
+    loggers = [logging.getLogger(), *(x for x in logging.Logger.manager.loggerDict.values() if isinstance(x, logging.Logger))]
+    logger_state = [(x, x.handlers[:], x.level, x.propagate, x.disabled) for x in loggers]
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    hydra_config = HydraConfig.instance().cfg
+    accepted, out, err = [], io.StringIO(), io.StringIO()
+
+    def must_not_start(cfg, run_dir, start):
+        accepted.append(run_dir)
+        raise SystemExit(99)
+
+    run = rlvr.run.run
+    code = 0
+    try:
+        os.environ.update({"HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", **(env or {})})
+        sys.argv = [rlvr.run.__file__, *args]
+        rlvr.run.run = must_not_start
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            try:
+                rlvr.run.main()
+            except SystemExit as exc:  # what the interpreter would exit with, and print
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+                if exc.code is not None and not isinstance(exc.code, int):
+                    print(exc.code, file=sys.stderr)
+    finally:
+        rlvr.run.run = run
+        os.environ.clear()
+        os.environ.update(environ)
+        sys.argv = argv
+        os.chdir(cwd)
+        for logger, logger_handlers, level, propagate, disabled in logger_state:
+            logger.handlers[:] = logger_handlers
+            logger.setLevel(level)
+            logger.propagate, logger.disabled = propagate, disabled
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        HydraConfig.instance().cfg = hydra_config
+    if accepted:
+        pytest.fail(f"rlvr.run accepted this start (run dir {accepted[0]}): refused_in_process is for refusals; use run_cli")
+    return subprocess.CompletedProcess(["rlvr.run", *args], code, out.getvalue(), err.getvalue())
+
+
 def completed_run(run_dir: Path, *args: str, timeout: int = 300) -> Path:
     """`python -m rlvr.run args... hydra.run.dir=run_dir`, which must succeed; returns run_dir."""
     result = run_cli("rlvr.run", *args, f"hydra.run.dir={run_dir}", timeout=timeout)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import TINY_RUN, one_line_error, run_cli
+from conftest import TINY_RUN, one_line_error, refused_in_process, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +41,7 @@ def test_batch_not_divisible_by_generations(tmp_path):
 
 
 def test_unknown_trl_passthrough_field(tmp_path):
-    line = one_line_error(run_cli("rlvr.run", *TINY_RUN, "+algorithm.trl.temprature=1", f"hydra.run.dir={tmp_path}"))
+    line = one_line_error(refused_in_process(*TINY_RUN, "+algorithm.trl.temprature=1", f"hydra.run.dir={tmp_path}"))
     assert "algorithm.trl.temprature is not a GRPOConfig field (did you mean 'temperature'?)" in line
 
 
@@ -63,7 +63,7 @@ def test_reasoning_vocabulary_larger_than_the_copyable_tokens(tmp_path):
     "knob", ["algorithm.learning_rate=-1", "algorithm.max_completion_length=0", "algorithm.temperature=0", "eval.batch_size=0"]
 )
 def test_non_positive_knob_fails_before_anything_loads(tmp_path, knob):
-    line = one_line_error(run_cli("rlvr.run", *TINY_RUN, knob, f"hydra.run.dir={tmp_path}"))
+    line = one_line_error(refused_in_process(*TINY_RUN, knob, f"hydra.run.dir={tmp_path}"))
     assert f"{knob} must be > 0" in line.replace("-1.0", "-1").replace("=0.0", "=0")
     assert not (tmp_path / "config_resolved.yaml").exists()  # failed before the run started
 
@@ -109,7 +109,7 @@ def test_chat_prompts_for_a_tokenizer_without_a_chat_template(tmp_path):
     ],
 )
 def test_bad_values_fail_in_one_line_before_anything_loads(tmp_path, override, message):
-    line = one_line_error(run_cli("rlvr.run", *TINY_RUN, override, f"hydra.run.dir={tmp_path}", timeout=120))
+    line = one_line_error(refused_in_process(*TINY_RUN, override, f"hydra.run.dir={tmp_path}"))
     assert message in line
     assert not (tmp_path / "config_resolved.yaml").exists()
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, TINY_RUN, one_line_error, run_cli
+from conftest import ROOT, TINY_RUN, one_line_error, refused_in_process, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -78,8 +78,7 @@ def test_a_sigterm_stop_is_one_line_whose_command_continues_the_run(tmp_path):
     saved = int(checkpoint.name.split("-")[1])
     assert 3 <= saved < 40 and [row["step"] for row in loss_rows(run_dir)] == list(range(1, saved + 1))
 
-    plain = run_cli(
-        "rlvr.run",
+    plain = refused_in_process(
         *TINY_RUN,
         "hardware.tasks_per_node=2",
         "hardware.sharding=fsdp",

@@ -8,14 +8,14 @@ import sys
 
 import pytest
 
-from conftest import TINY_RUN, completed_run, one_line_error, run_cli
+from conftest import TINY_RUN, completed_run, one_line_error, refused_in_process, run_cli
 
 pytestmark = pytest.mark.slow
 
 
 def test_a_refused_config_leaves_no_outputs_folder(tmp_path):
     line = one_line_error(
-        run_cli("rlvr.run", *TINY_RUN, "algorithm.learning_rate=-1", f"hydra.run.dir={tmp_path / 'outputs' / 'today' / 'now'}", timeout=120)
+        refused_in_process(*TINY_RUN, "algorithm.learning_rate=-1", f"hydra.run.dir={tmp_path / 'outputs' / 'today' / 'now'}")
     )
     assert "algorithm.learning_rate=-1.0 must be > 0" in line
     assert list(tmp_path.iterdir()) == []
@@ -23,9 +23,7 @@ def test_a_refused_config_leaves_no_outputs_folder(tmp_path):
 
 def test_a_start_refused_for_its_process_count_writes_nothing(tmp_path):
     """What a user gets who continues a 2-process FSDP run with a plain, one-process command."""
-    line = one_line_error(
-        run_cli("rlvr.run", *TINY_RUN, "hardware.tasks_per_node=2", "hardware.sharding=fsdp", f"hydra.run.dir={tmp_path}", timeout=120)
-    )
+    line = one_line_error(refused_in_process(*TINY_RUN, "hardware.tasks_per_node=2", "hardware.sharding=fsdp", f"hydra.run.dir={tmp_path}"))
     assert line == (
         "rlvr: error: hardware.sharding=fsdp splits the model across the 2 processes the hardware asks "
         "for, but this is one process: start it with -m hydra/launcher=local (or slurm), torchrun or "
@@ -41,15 +39,7 @@ def test_a_machine_without_bubblewrap_refuses_a_code_run_and_writes_nothing(tmp_
     (bin_dir / "python").symlink_to(sys.executable)
     run_dir = tmp_path / "run"
     line = one_line_error(
-        run_cli(
-            "rlvr.run",
-            *TINY_RUN,
-            "reward=code_tests",
-            "dataset=humaneval",
-            f"hydra.run.dir={run_dir}",
-            env={"PATH": str(bin_dir)},
-            timeout=120,
-        )
+        refused_in_process(*TINY_RUN, "reward=code_tests", "dataset=humaneval", f"hydra.run.dir={run_dir}", env={"PATH": str(bin_dir)})
     )
     assert line == (
         "rlvr: error: reward.functions.code_tests: the code reward's sandbox needs bubblewrap, which is not "

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, TINY_RUN, completed_run, one_line_error, run_cli
+from conftest import ROOT, TINY_RUN, completed_run, one_line_error, refused_in_process, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ def test_rerun_resumes_from_the_last_complete_checkpoint(tmp_path):
     assert logged_steps(tmp_path) == [1, 2, 3, 4, 5, 6]
     rollout_steps = sorted({json.loads(line)["step"] for line in (tmp_path / "rollouts.jsonl").read_text().splitlines()})
     assert rollout_steps == [0, 1, 2, 3, 4, 5]
-    again = run_cli("rlvr.run", *TINY_RUN, "algorithm.max_steps=6", "algorithm.save_steps=3", f"hydra.run.dir={tmp_path}")
+    again = refused_in_process(*TINY_RUN, "algorithm.max_steps=6", "algorithm.save_steps=3", f"hydra.run.dir={tmp_path}")
     assert "already holds a run trained to step 6 (algorithm.max_steps=6)" in one_line_error(again)
     assert logged_steps(tmp_path) == [1, 2, 3, 4, 5, 6]  # a finished run is not trained further by accident
 
@@ -40,7 +40,7 @@ def test_rerun_resumes_from_the_last_complete_checkpoint(tmp_path):
 def test_a_run_without_checkpoints_starts_over_after_a_crash_and_is_kept_once_finished(tmp_path):
     completed_run(tmp_path, *TINY_RUN, "algorithm.max_steps=2", "algorithm.save_steps=0")
     assert not (tmp_path / "checkpoints").exists() or not list((tmp_path / "checkpoints").glob("checkpoint-*"))
-    again = run_cli("rlvr.run", *TINY_RUN, "algorithm.max_steps=2", "algorithm.save_steps=0", f"hydra.run.dir={tmp_path}")
+    again = refused_in_process(*TINY_RUN, "algorithm.max_steps=2", "algorithm.save_steps=0", f"hydra.run.dir={tmp_path}")
     assert "already holds a finished GRPO run (it saved no checkpoint to continue from)" in one_line_error(again)
     for name in ("metrics.json", "train_result.json"):  # as if the first start had crashed while training
         (tmp_path / name).unlink()
@@ -110,7 +110,7 @@ def run_log_since_last_start(run_dir) -> str:
 def test_a_resume_skips_the_warm_up_records_its_changes_and_totals_cover_every_start(tmp_path):
     completed_run(tmp_path, *TINY_RUN, "algorithm.max_steps=2", "algorithm.save_steps=2")
     first = json.loads((tmp_path / "metrics.json").read_text())
-    refused = run_cli("rlvr.run", *TINY_RUN, "algorithm.max_steps=4", "algorithm.save_steps=2", "seed=7", f"hydra.run.dir={tmp_path}")
+    refused = refused_in_process(*TINY_RUN, "algorithm.max_steps=4", "algorithm.save_steps=2", "seed=7", f"hydra.run.dir={tmp_path}")
     assert "checkpoint-2 was trained with other values of what it depends on (seed: 0 -> 7)" in one_line_error(refused)
     assert len((tmp_path / "run_info.jsonl").read_text().splitlines()) == 1  # a refused start writes nothing
     completed_run(tmp_path, *TINY_RUN, "algorithm.max_steps=4", "algorithm.save_steps=2", "algorithm.temperature=0.9")
@@ -175,7 +175,7 @@ def test_a_second_run_in_a_busy_run_dir_is_refused_naming_the_holder(tmp_path):
         while time.time() < deadline and not (tmp_path / "metrics.jsonl").exists():
             time.sleep(0.2)
         config = (tmp_path / "config_resolved.yaml").read_text()
-        second = run_cli("rlvr.run", *TINY_RUN, "algorithm.max_steps=3", f"hydra.run.dir={tmp_path}")
+        second = refused_in_process(*TINY_RUN, "algorithm.max_steps=3", f"hydra.run.dir={tmp_path}")
         assert f"is in use by another run: pid {first.pid} on " in one_line_error(second)
         assert (tmp_path / "config_resolved.yaml").read_text() == config  # the refused start wrote nothing
         assert first.poll() is None  # and the first run trains on

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import TINY_RUN, completed_run, one_line_error, run_cli
+from conftest import TINY_RUN, completed_run, one_line_error, refused_in_process, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +37,7 @@ def test_reward_model_run_writes_metrics_plots_and_model(rm_run):
 
 
 def test_a_second_run_in_the_same_dir_is_refused(rm_run):
-    again = run_cli("rlvr.run", "algorithm=reward_model", "logging=disabled", "algorithm.max_steps=300", f"hydra.run.dir={rm_run}")
+    again = refused_in_process("algorithm=reward_model", "logging=disabled", "algorithm.max_steps=300", f"hydra.run.dir={rm_run}")
     assert "already holds a reward-model run (reward-model runs do not resume)" in one_line_error(again)
 
 
