@@ -246,3 +246,30 @@ def pytest_itemcollected(item):
     ]
     if shared:
         item.add_marker(pytest.mark.xdist_group(f"{module}:{min(shared)}"))
+
+
+# The longest tests that share no fixture with others (CI, seconds), handed out first: under --dist
+# loadgroup pytest-xdist queues the groups first (most tests first), then every other test in collection
+# order, where the Qwen learning run came 90th of ~560, after the benches' smoke runs. Started first,
+# longest first, none of them can be the last test running while the other test process has finished.
+LONGEST_FIRST = {
+    "tests/e2e/test_qwen_learning.py::": 200,
+    "tests/benchmarks/test_bench_smoke.py::test_bench_runs_at_smoke_size[bench_sharding]": 93,
+    "tests/e2e/test_grpo_run.py::test_default_run_learns": 71,
+    "tests/e2e/test_local_launcher.py::test_a_sigterm_stop_is_one_line_whose_command_continues_the_run": 65,
+    "tests/benchmarks/test_bench_smoke.py::": 50,  # the other benches: 34-64 s
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist: the ungrouped tests of LONGEST_FIRST first, longest first; the rest keep
+    their order (every test process sorts alike, so all collect the same order)."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return
+
+    def seconds(item) -> float:
+        if item.get_closest_marker("xdist_group") is not None:
+            return 0
+        return max((s for prefix, s in LONGEST_FIRST.items() if item.nodeid.startswith(prefix)), default=0)
+
+    items.sort(key=lambda item: -seconds(item))
