@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, TINY_RUN, one_line_error, refused_in_process
+from conftest import ROOT, TINY_RUN, one_line_error, rank_weight_digests, refused_in_process
 
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 # vLLM's CPU attention has kernels for head_dim 32 and up: the tiny model's hidden 64 over 2 heads
@@ -55,11 +55,13 @@ def test_a_torchvision_built_for_another_torch_is_refused_with_the_fix(tmp_path,
 
 
 def vllm_process(run_dir: Path, *args: str, **popen) -> subprocess.Popen:
-    """`python -m rlvr.run args... hydra.run.dir=run_dir` in the vLLM venv, in a session of its own."""
+    """`python -m rlvr.run args... hydra.run.dir=run_dir` (a `-m` run: hydra.sweep.dir) in the vLLM
+    venv, in a session of its own."""
     if not VLLM_PYTHON.exists():
         pytest.fail("no .venv-vllm here: `make vllm-venv` builds it (`make test` does)")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
-    command = [str(VLLM_PYTHON), "-m", "rlvr.run", *args, f"hydra.run.dir={run_dir}"]
+    directory = "hydra.sweep.dir" if "-m" in args else "hydra.run.dir"
+    command = [str(VLLM_PYTHON), "-m", "rlvr.run", *args, f"{directory}={run_dir}"]
     return subprocess.Popen(command, cwd=ROOT, env=env, text=True, start_new_session=True, **popen)
 
 
@@ -77,9 +79,10 @@ def vllm_run(run_dir: Path, *args: str, timeout: int = 600) -> subprocess.Comple
 
 
 def session_processes(session: int) -> list[str]:
-    """The processes still alive in session `session` (a run started with start_new_session)."""
-    ps = subprocess.run(["ps", "-e", "-o", "sid=,pid=,args="], capture_output=True, text=True, check=True)
-    return [line for line in ps.stdout.splitlines() if line.split()[0] == str(session)]
+    """The processes still running in session `session` (a run started with start_new_session). An
+    exited one is not counted: where nothing reaps orphans (a container's PID 1) it stays a zombie."""
+    ps = subprocess.run(["ps", "-e", "-o", "sid=,pid=,stat=,args="], capture_output=True, text=True, check=True)
+    return [line for line in ps.stdout.splitlines() if line.split()[0] == str(session) and not line.split()[2].startswith("Z")]
 
 
 def training_rows(run_dir: Path) -> list[dict]:
@@ -162,3 +165,14 @@ def test_a_sigterm_stops_a_vllm_run_after_a_checkpoint_and_the_rerun_continues(t
     vllm_run(tmp_path, *VLLM, *TINY_RUN, f"algorithm.max_steps={saved + 3}", "algorithm.save_steps=0", "eval.before=false")
     assert [row["step"] for row in training_rows(tmp_path)] == list(range(1, saved + 4))
     assert_vllm_sampled_with_the_policys_weights(tmp_path)
+
+
+@pytest.mark.slow
+def test_two_processes_each_sample_with_their_own_engine_and_train_as_one(tmp_path):
+    """Colocate mode with 2 data-parallel processes (hydra/launcher=local): an engine per rank, every
+    step sampled by vLLM with the weights being trained, the ranks ending with equal weights."""
+    vllm_run(tmp_path, "-m", "hydra/launcher=local", "hardware.tasks_per_node=2", *VLLM, *TINY_RUN, "eval.before=false")
+    assert (tmp_path / "0" / "run.log").read_text().count("rollouts: vLLM 0.31") == 2
+    assert_vllm_sampled_with_the_policys_weights(tmp_path / "0")
+    digests = rank_weight_digests(tmp_path)
+    assert sorted(digests) == [0, 1] and len(set(digests.values())) == 1
