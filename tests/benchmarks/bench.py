@@ -39,6 +39,12 @@
   the fp32 weights' bytes per decode step x decode steps per second of generation (the mean completion
   length as steps: errs low) over a 1 GiB copy's bytes (read + write) per second; both measured in
   this process after the runs, at BENCH_THREADS.
+- vllm_*: rlvr's GRPO step with algorithm.rollout=vllm over the same run with rollout=hf, both in
+  .venv-vllm (`make vllm-venv`: the same transformers on both sides), at the mid shape and the 0.5B
+  full shape (BENCH_VLLM_SIZES): vllm_grpo_step_ratio_vs_hf_<size>, the median steps;
+  vllm_generation_speedup_vs_hf_<size>, the generation stage (TRL's `_generate`: sampling and, for
+  vLLM, its weight sync) of transformers over vLLM's; vllm_startup_extra_seconds_<size>, the wall time
+  outside the logged steps (imports, building the model and the engine), vLLM's minus transformers'.
 - sharded_*: see bench_sharding below; sharded_0.5b_*: the same four modes at the 0.5B shape, 4
   completions of 16 tokens per process, BENCH_SHARDING_FULL_STEPS steps (default 4, 2 untimed);
   BENCH_SHARDING_SIZES chooses (default mid,full_0.5b).
@@ -129,12 +135,12 @@ def run(args: list[str]) -> float:
     return run_measured(args)[0]
 
 
-def run_measured(args: list[str]) -> tuple[float, float]:
+def run_measured(args: list[str], python: str = sys.executable) -> tuple[float, float]:
     """(wall seconds, peak RSS in MB) of `python args...` in a fresh process: os.wait4 gives that one
     child's own rusage (RUSAGE_CHILDREN would be the maximum over every child so far)."""
     with tempfile.TemporaryFile() as output:
         started = time.perf_counter()
-        child = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=ENV, stdout=output, stderr=subprocess.STDOUT)
+        child = subprocess.Popen([python, *args], cwd=ROOT, env=ENV, stdout=output, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(child.pid, 0)
         seconds = time.perf_counter() - started
         child.returncode = os.waitstatus_to_exitcode(status)
@@ -151,7 +157,8 @@ PEAK_RSS = "peak_rss_mb"
 MEAN_LENGTH = "mean_completion_tokens"
 TOKENS = "tokens_per_step"
 GPU_PEAK = "gpu_peak_memory_mb"
-NOT_STAGES = ("step", PEAK_RSS, MEAN_LENGTH, TOKENS, GPU_PEAK)
+OUTSIDE_STEPS = "outside_steps_s"  # the process's wall time minus every logged step's
+NOT_STAGES = ("step", PEAK_RSS, MEAN_LENGTH, TOKENS, GPU_PEAK, OUTSIDE_STEPS)
 
 
 def median_step_seconds(metrics_path: Path, warmup: int = WARMUP_STEPS, min_timed: int = MIN_TIMED_STEPS) -> dict[str, float]:
@@ -200,10 +207,15 @@ if SMOKE:
 
 
 def alternating_step_medians(
-    commands: dict[str, list[str]], repeats: int = 3, warmup: int = WARMUP_STEPS, min_timed: int = MIN_TIMED_STEPS
+    commands: dict[str, list[str]],
+    repeats: int = 3,
+    warmup: int = WARMUP_STEPS,
+    min_timed: int = MIN_TIMED_STEPS,
+    python: str = sys.executable,
 ) -> dict[str, dict[str, float]]:
     """Per command, the median over `repeats` runs (one under BENCH_SMOKE=1) of each median from
-    `median_step_seconds` and of the process's peak RSS (`PEAK_RSS`, MB), the commands taking turns.
+    `median_step_seconds`, of the process's peak RSS (`PEAK_RSS`, MB) and of its wall time outside the
+    logged steps (`OUTSIDE_STEPS`), the commands taking turns, each run by `python`.
 
     Run-to-run spread on this 2-core VM is ~10-20%; alternating and repeating keeps drift from
     landing on one side. Each command gets `{run_dir}` replaced by a fresh directory.
@@ -213,8 +225,12 @@ def alternating_step_medians(
         for repeat in range(sized(repeats, 1)):
             for name, command in commands.items():
                 run_dir = Path(tmp) / f"{name}{repeat}"
-                _, peak_rss_mb = run_measured([arg.replace("{run_dir}", str(run_dir)) for arg in command])
-                medians[name].append(median_step_seconds(run_dir / "metrics.jsonl", warmup, min_timed) | {PEAK_RSS: peak_rss_mb})
+                wall, peak_rss_mb = run_measured([arg.replace("{run_dir}", str(run_dir)) for arg in command], python)
+                steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+                outside = wall - sum(row["step_seconds"] for row in steps if "step_seconds" in row)
+                medians[name].append(
+                    median_step_seconds(run_dir / "metrics.jsonl", warmup, min_timed) | {PEAK_RSS: peak_rss_mb, OUTSIDE_STEPS: outside}
+                )
     return {name: {k: statistics.median(run[k] for run in runs) for k in runs[0]} for name, runs in medians.items()}
 
 
@@ -301,7 +317,7 @@ FULL_SIZE = {
 SMOKE_SHAPE = {
     "tiny.hidden_size": 64,
     "tiny.num_hidden_layers": 1,
-    "tiny.num_attention_heads": 4,
+    "tiny.num_attention_heads": 2,  # head_dim 32: the smallest vLLM's CPU attention takes
     "tiny.num_key_value_heads": 2,
     "tiny.intermediate_size": 128,
 }
@@ -342,6 +358,31 @@ def bench_full_05b() -> dict:
         "machine_copy_gb_per_s": copy / 1e9,
         "full_0.5b_decode_bandwidth_efficiency": decode_bytes_per_s / copy,
     }
+
+
+VLLM_PYTHON = str(ROOT / ".venv-vllm" / "bin" / "python")
+VLLM_SIZES = {"mid": GRPO_SIZES["mid"], "full_0.5b": FULL_SIZE}
+
+
+def bench_vllm(sizes: str = os.environ.get("BENCH_VLLM_SIZES", "mid,full_0.5b")) -> dict:
+    """rlvr's GRPO step sampling with vLLM against sampling with transformers, both in .venv-vllm."""
+    if not Path(VLLM_PYTHON).exists():
+        raise RuntimeError("bench_vllm needs .venv-vllm: make vllm-venv")
+    results = {}
+    for name in sizes.split(","):
+        size = VLLM_SIZES[name]
+        hf = grpo_step_commands(size)["rlvr"]
+        commands = {"hf": hf, "vllm": [*hf, "algorithm.rollout=vllm"]}
+        m = alternating_step_medians(
+            commands, size["repeats"], size["warmup"], min_timed=size["steps"] - size["warmup"], python=VLLM_PYTHON
+        )
+        results |= {
+            f"vllm_grpo_step_ratio_vs_hf_{name}": m["vllm"]["step"] / m["hf"]["step"],
+            f"vllm_generation_speedup_vs_hf_{name}": m["hf"]["generation"] / m["vllm"]["generation"],
+            f"vllm_startup_extra_seconds_{name}": m["vllm"][OUTSIDE_STEPS] - m["hf"][OUTSIDE_STEPS],
+        }
+        results |= stage_seconds(f"vllm_stage_{name}", m)
+    return results
 
 
 def full_size_config(settings: dict):
