@@ -1,11 +1,11 @@
 """Which engine samples GRPO-family rollouts: transformers' `model.generate` (`algorithm.rollout=hf`,
 TRL's default) or vLLM (`algorithm.rollout=vllm`) through TRL's own integration (`use_vllm`).
 
-rlvr adds to TRL only what a run needs to work and be trusted: the checks that refuse a start in one
-line (vLLM missing, vLLM's CPU attention shapes, server mode on
-CPU, a reasoning vocabulary), the CPU set-up TRL leaves to the user (KV cache size, eager mode, dtype),
-and a count of the generate calls each engine actually served, logged with every training row
-(`rollout/vllm_generate_calls`, `rollout/hf_generate_calls`).
+What rlvr adds to TRL here: the checks that refuse a start in one line (vLLM missing, a head size
+vLLM's CPU attention lacks, server mode without CUDA, a reasoning vocabulary, a recipe without
+rollouts), TRL's `vllm_*` fields from `algorithm.vllm`, and the set-up TRL leaves to the user (CPU KV
+cache size, eager mode, dtype). The trainer side (the weight sync on CPU, the engine's shutdown, the
+generate calls counted per engine) is in rlvr/trainers/generation.py.
 """
 
 from __future__ import annotations
