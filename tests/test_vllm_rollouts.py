@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, TINY_RUN, one_line_error, rank_weight_digests, refused_in_process
+from conftest import ROOT, TINY_RUN, one_line_error, rank_weight_digests, refused_in_process, run_env
 
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 # vLLM's CPU attention has kernels for head_dim 32 and up: the tiny model's hidden 64 over 2 heads
@@ -60,10 +60,9 @@ def vllm_process(run_dir: Path, *args: str, **popen) -> subprocess.Popen:
     venv, in a session of its own."""
     if not VLLM_PYTHON.exists():
         pytest.fail("no .venv-vllm here: `make vllm-venv` builds it (`make test` does)")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
     directory = "hydra.sweep.dir" if "-m" in args else "hydra.run.dir"
     command = [str(VLLM_PYTHON), "-m", "rlvr.run", *args, f"{directory}={run_dir}"]
-    return subprocess.Popen(command, cwd=ROOT, env=env, text=True, start_new_session=True, **popen)
+    return subprocess.Popen(command, cwd=ROOT, env=run_env(), text=True, start_new_session=True, **popen)
 
 
 def vllm_run(run_dir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -81,10 +81,10 @@ def test_eval_of_a_run_skips_a_corrupt_checkpoint_and_writes_the_curve_of_the_ot
 def test_an_adapter_outside_its_run_is_refused_unless_its_base_is_named(trained, tmp_path):
     adapter = shutil.copytree(trained / "checkpoints" / "checkpoint-4", tmp_path / "adapter")
     line = eval_error(run_cli("rlvr.eval", str(adapter)))
-    assert line == (
+    assert line == (  # PEFT recorded its base: the policy as RL started, which the run saved
         f"rlvr.eval: error: {adapter} is a LoRA adapter outside its run dir, with no base to put it on: "
-        f"name its base model with model.name_or_path=PATH_OR_HUB_NAME; it is not merged onto the "
-        f"built-in tiny model built afresh (random weights)"
+        f"name its base model with model.name_or_path=PATH_OR_HUB_NAME (its adapter_config.json names "
+        f"{trained / 'initial_policy'}); it is not merged onto the built-in tiny model built afresh (random weights)"
     )
     assert not (adapter / "eval").exists()
 
