@@ -90,14 +90,15 @@ def training_rows(run_dir: Path) -> list[dict]:
     return [row for row in rows if "loss" in row]
 
 
-def assert_vllm_sampled_with_the_policys_weights(run_dir: Path) -> None:
-    """Every step's completions came from vLLM, none from transformers, and vLLM sampled from the
-    weights being trained: the gap between its log-probs and the policy's stays at bf16 rounding (an
-    engine left with stale weights drifts away step by step: 0.6 nats after 500 steps)."""
-    rows = training_rows(run_dir)
+def assert_vllm_sampled_with_the_policys_weights(rows: list[dict], fp32: bool = False) -> None:
+    """Every step's completions (training `rows`) came from vLLM, none from transformers, and vLLM
+    sampled from the weights being trained: the gap between its log-probs and the policy's stays at
+    rounding, bf16's (under 0.05 over the last 10 steps) or, with algorithm.vllm.dtype=float32, none
+    (under 1e-4 at every step). An engine left with stale weights drifts away step by step: 0.6 nats
+    after 500 steps."""
     assert rows and all(row["rollout/vllm_generate_calls"] >= 1 and row["rollout/hf_generate_calls"] == 0 for row in rows)
     gaps = [row["sampling/sampling_logp_difference/mean"] for row in rows]
-    assert max(gaps[-10:]) < 0.05, gaps
+    assert max(gaps) < 1e-4 if fp32 else max(gaps[-10:]) < 0.05, gaps
 
 
 @pytest.mark.slow
@@ -110,7 +111,7 @@ def test_grpo_learns_with_vllm_rollouts(tmp_path):
     print({k: round(v, 3) for k, v in m.items()})
     assert m["train_reward_last20"] > m["train_reward_first20"] + 0.15
     assert m["eval_after_accuracy"] > m["eval_before_accuracy"] + 0.15
-    assert_vllm_sampled_with_the_policys_weights(tmp_path)
+    assert_vllm_sampled_with_the_policys_weights(training_rows(tmp_path))
     assert "rollouts: vLLM 0.31" in (tmp_path / "run.log").read_text()
 
 
@@ -132,11 +133,8 @@ def test_fine_grained_grpo_with_lora_and_a_kl_reference_samples_with_vllm(tmp_pa
         "algorithm.vllm.dtype=float32",
     )
     rows = training_rows(tmp_path)
-    assert all(row["rollout/vllm_generate_calls"] >= 1 and row["rollout/hf_generate_calls"] == 0 for row in rows)
     assert max(row["kl"] for row in rows) > 0.01  # the weights vLLM must follow did move
-    assert all(row["sampling/sampling_logp_difference/mean"] < 1e-4 for row in rows), [
-        row["sampling/sampling_logp_difference/mean"] for row in rows
-    ]
+    assert_vllm_sampled_with_the_policys_weights(rows, fp32=True)
     assert (tmp_path / "final_adapter" / "adapter_config.json").exists()
 
 
@@ -164,7 +162,7 @@ def test_a_sigterm_stops_a_vllm_run_after_a_checkpoint_and_the_rerun_continues(t
     saved = int(checkpoints[0].name.split("-")[1])
     vllm_run(tmp_path, *VLLM, *TINY_RUN, f"algorithm.max_steps={saved + 3}", "algorithm.save_steps=0", "eval.before=false")
     assert [row["step"] for row in training_rows(tmp_path)] == list(range(1, saved + 4))
-    assert_vllm_sampled_with_the_policys_weights(tmp_path)
+    assert_vllm_sampled_with_the_policys_weights(training_rows(tmp_path))
 
 
 @pytest.mark.slow
@@ -186,8 +184,6 @@ def test_two_processes_each_sample_with_their_own_engine_and_train_as_one(tmp_pa
     )
     run_dir = tmp_path / "0"
     assert (run_dir / "run.log").read_text().count("rollouts: vLLM 0.31") == 2
-    rows = training_rows(run_dir)
-    assert rows and all(row["rollout/vllm_generate_calls"] >= 1 and row["rollout/hf_generate_calls"] == 0 for row in rows)
-    assert all(row["sampling/sampling_logp_difference/mean"] < 1e-4 for row in rows)
+    assert_vllm_sampled_with_the_policys_weights(training_rows(run_dir), fp32=True)
     digests = rank_weight_digests(tmp_path)
     assert sorted(digests) == [0, 1] and len(set(digests.values())) == 1

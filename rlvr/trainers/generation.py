@@ -94,7 +94,6 @@ class GenerationMixin:
             and self.accelerator.device.type == "cpu"
             and bool(self.generation_config.do_sample)
             and self.args.generation_kwargs is None
-            and not self.use_vllm
             and not self.use_transformers_continuous_batching
         )
 
