@@ -261,6 +261,7 @@ class EvalConfig:
     split: str = "eval"  # eval: the dataset's eval split | train: its training prompts
     limit: int | None = None  # the first N rows of that split; None: all
     batch_size: int = 64  # sequences per generate call (a prompt's n samples count n)
+    engine: str = "hf"  # hf: transformers' generate | vllm: vLLM (in training, the run's rollout engine: algorithm.rollout=vllm)
 
 
 @dataclass
@@ -417,6 +418,7 @@ CHOICES = {
     "hardware.sharding": _keys("rlvr.sharding", "ZERO_STAGES", "none", "fsdp"),
     "logging.wandb": ("online", "offline", "disabled"),
     "eval.split": ("eval", "train"),
+    "eval.engine": ("hf", "vllm"),
 }
 
 

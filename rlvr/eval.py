@@ -155,6 +155,7 @@ def evaluate_model(cfg, label: str, model_dir: Path, run_dir: Path | None, out_d
     from rlvr.distributed import phase
     from rlvr.recipes.common import calibrate_rewards, eval_model, load_trained_policy, to_device
     from rlvr.rewards.checks import checked_rewards
+    from rlvr.vllm_eval import own_completer
 
     with phase("loading the model and data"):
         setup = load_trained_policy(cfg, run_dir, model_dir)
@@ -163,7 +164,8 @@ def evaluate_model(cfg, label: str, model_dir: Path, run_dir: Path | None, out_d
         raise ConfigError(f"dataset '{cfg.dataset.name}' has no {cfg.eval.split} split to evaluate on (eval.split={cfg.eval.split})")
     setup.rewards = checked_rewards(setup.rewards, cfg.reward.checks)
     calibrate_rewards(cfg, setup, run_dir or out_dir)  # a hybrid reward: the run's own scale
-    return eval_model(cfg, setup, to_device(cfg, setup.model), out_dir, label)
+    with own_completer(cfg, setup.model, setup.tokenizer, model_dir) as engine:
+        return eval_model(cfg, setup, engine or to_device(cfg, setup.model), out_dir, label)
 
 
 def evaluate_target(target: Target, cfg, out_dir: Path) -> list[dict]:
@@ -233,12 +235,15 @@ def parse_args(argv: list[str]) -> tuple[str, str | None, list[str]]:
 
 def run(argv: list[str]) -> list[dict]:
     from rlvr.recipes.common import check_adapter_base
+    from rlvr.trainers.rollout_engine import check_vllm_here
 
     target_text, output_dir, overrides = parse_args(argv)
     target = resolve_target(target_text)
     cfg = compose(overrides, target.run_dir)
     for _, model_dir, _ in target.models:  # before anything loads or is written
         check_adapter_base(cfg, model_dir, target.run_dir)
+        if cfg.eval.engine == "vllm":
+            check_vllm_here(cfg, "eval.engine=vllm", model_dir)
     set_offline(cfg)
     out_dir = Path(output_dir).expanduser() if output_dir else target.run_dir or target.models[0][1]
     out_dir.mkdir(parents=True, exist_ok=True)

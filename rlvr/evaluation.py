@@ -22,7 +22,8 @@ from rlvr.errors import RlvrError
 from rlvr.tracking import JsonlWriter, prompt_id
 
 
-def _prompt_texts(prompts, tokenizer) -> list[str]:
+def prompt_texts(prompts, tokenizer) -> list[str]:
+    """Prompts as the model reads them: chat messages through the tokenizer's template, text as it is."""
     if prompts and isinstance(prompts[0], list):
         return [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
     return list(prompts)
@@ -72,7 +73,7 @@ def generate_batch(
     stop = end_ids(model, tokenizer)
     padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
     try:
-        encoded = tokenizer(_prompt_texts(prompts, tokenizer), return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        encoded = tokenizer(prompt_texts(prompts, tokenizer), return_tensors="pt", padding=True, add_special_tokens=False).to(device)
         if samples > 1:  # what num_return_sequences does, which greedy generation refuses
             encoded = {k: v.repeat_interleave(samples, dim=0) for k, v in encoded.items()}
         with torch.inference_mode():
@@ -136,16 +137,25 @@ def _each_times(values: list, times: int) -> list:
 def by_length(dataset, rows: list[int], tokenizer) -> list[int]:
     """`rows` longest prompt first: neighbours in a batch need little padding, and a batch too large
     for memory fails at the start, not after most of the eval."""
-    texts = _prompt_texts(dataset[rows]["prompt"], tokenizer) if rows else []
+    texts = prompt_texts(dataset[rows]["prompt"], tokenizer) if rows else []
     lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
     return [row for _, row in sorted(zip(lengths, rows), key=lambda pair: (-pair[0], pair[1]))]
 
 
+def completer(model, tokenizer) -> Callable:
+    """`generate_batch`'s contract for `model`: a vLLM engine's own (rlvr.vllm_eval.VllmCompleter),
+    else transformers' generate."""
+    if hasattr(model, "complete"):
+        return model.complete
+    return lambda *args, **kwargs: generate_batch(model, tokenizer, *args, **kwargs)
+
+
 def evaluate_rows(model, tokenizer, dataset, rows: list[int], rewards, eval_cfg, max_new_tokens: int, seed: int, desc: str) -> list[dict]:
     """The eval rows `rows` of `dataset` (its row indices), each with its greedy completion and its
-    `eval_cfg.n` samples, scored; in `rows`' order."""
+    `eval_cfg.n` samples, scored; in `rows`' order. `model`: a transformers model or a vLLM completer."""
     from tqdm.auto import tqdm
 
+    complete = completer(model, tokenizer)
     order = by_length(dataset, rows, tokenizer)
     results = {
         row: {
@@ -167,9 +177,7 @@ def evaluate_rows(model, tokenizer, dataset, rows: list[int], rewards, eval_cfg,
             chunk = order[start : start + prompts_per_batch]
             batch = dataset[chunk]
             seeds = [sample_seed(seed, row, j) for row in chunk for j in range(n)] if kind == "samples" else None
-            completions, lengths, truncated = generate_batch(
-                model, tokenizer, batch["prompt"], max_new_tokens, samples, seeds=seeds, sampling=sampling
-            )
+            completions, lengths, truncated = complete(batch["prompt"], max_new_tokens, samples, seeds=seeds, sampling=sampling)
             columns = {k: _each_times(v, samples) for k, v in batch.items() if k != "prompt"}
             scored, judge = score(rewards, _each_times(batch["prompt"], samples), completions, columns)
             for i, (completion, scores) in enumerate(zip(completions, scored, strict=True)):
@@ -213,8 +221,9 @@ def run_eval(model, tokenizer, dataset, rewards, eval_cfg, max_new_tokens: int, 
     world = process_count()
     total = len(dataset) if eval_cfg.limit is None else min(len(dataset), eval_cfg.limit)
     mine = list(range(rank(), total, world))
-    was_training = model.training
-    model.eval()
+    was_training = getattr(model, "training", False)  # a vLLM completer has no training mode
+    if was_training:
+        model.eval()
     rows, failure = [], None
     try:
         with phase(f"eval '{label}'"):
@@ -225,7 +234,8 @@ def run_eval(model, tokenizer, dataset, rewards, eval_cfg, max_new_tokens: int, 
             raise
         failure = exc
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()
     if world > 1:
         rows = gather_rows(rows, failure, label)
     elif failure is not None:

@@ -26,6 +26,7 @@ from rlvr.errors import ConfigError
 from rlvr.rewards.checks import checked_rewards
 from rlvr.run_dir import Start, checkpoint_config
 from rlvr.tracking import JsonlWriter, metrics_callback, read_json, read_jsonl, setup_wandb, use_compact_progress, write_json
+from rlvr.vllm_eval import own_completer, trainer_completer
 
 log = logging.getLogger(__name__)
 
@@ -101,13 +102,15 @@ def finish_saved_run(cfg, run_dir: Path, start: Start, wrap_rewards) -> dict[str
     with phase("loading the model and data"):
         setup = load_trained_policy(cfg, run_dir)
     setup.rewards = checked_rewards(wrap_rewards(setup.rewards) if wrap_rewards else setup.rewards, cfg.reward.checks)
-    return finish(cfg, run_dir, completion_metrics(cfg, setup, run_dir, start.step))
+    with own_completer(cfg, setup.model, setup.tokenizer, run_dir / "final_model") as engine:
+        return finish(cfg, run_dir, completion_metrics(cfg, setup, run_dir, start.step, engine))
 
 
 def build_trainer(cfg, run_dir: Path, start: Start, trainer_class, wrap_rewards, trainer_extra: dict):
     """(setup, trainer, rollout writer or None, stop callback): the policy loaded (from the start's
     checkpoint's weights on resume), rewards checked and calibrated, the eval before and the initial
-    policy saved on a new run, the trainer with rlvr's callbacks."""
+    policy saved on a new run, the trainer with rlvr's callbacks. The eval before comes before the
+    trainer, unless it generates with the trainer's vLLM engine (eval.engine=vllm)."""
     from trl import GRPOConfig
 
     from rlvr.models import lora_config
@@ -128,7 +131,8 @@ def build_trainer(cfg, run_dir: Path, start: Start, trainer_class, wrap_rewards,
     )
     calibrate_rewards(cfg, setup, run_dir)
     if start.mode == "new":
-        evaluate(cfg, setup, run_dir, "before")
+        if cfg.eval.engine == "hf":
+            evaluate(cfg, setup, run_dir, "before")
         save_initial_policy(cfg, setup, run_dir)
     rollouts = JsonlWriter(run_dir / "rollouts.jsonl") if cfg.logging.rollouts and is_main_process() else None
     stops = checkpoint_callback(checkpoint_config(cfg))
@@ -150,6 +154,8 @@ def build_trainer(cfg, run_dir: Path, start: Start, trainer_class, wrap_rewards,
     use_compact_progress(trainer)
     if cfg.eval.every_steps > 0:
         trainer.add_callback(eval_callback(cfg, setup, run_dir, trainer))
+    if start.mode == "new" and cfg.eval.engine == "vllm":
+        evaluate(cfg, setup, run_dir, "before", trainer_completer(cfg, trainer, setup.model, setup.tokenizer))
     return setup, trainer, rollouts, stops
 
 
@@ -160,6 +166,7 @@ def end_training(cfg, run_dir: Path, setup, trainer, rollouts) -> dict[str, floa
         reward.fn.defer_errors = False
     if rollouts is not None:
         rollouts.close()
+    engine = trainer_completer(cfg, trainer, setup.model, setup.tokenizer)  # synced before a LoRA adapter is merged to save
     with phase("saving the final model"):
         setup.model = save_final_model(trainer, setup.tokenizer, cfg.model, run_dir)
     if setup.reasoning_vocab is not None and is_main_process():  # the map, and where each copy ended up
@@ -168,12 +175,13 @@ def end_training(cfg, run_dir: Path, setup, trainer, rollouts) -> dict[str, floa
         print(f"rlvr: rank {rank()} weights {weights_digest(setup.model)}", flush=True)
     if is_main_process():
         write_json(run_dir / TRAIN_RESULT, {"train_steps": trainer.state.global_step})
-    return finish(cfg, run_dir, completion_metrics(cfg, setup, run_dir, trainer.state.global_step))
+    return finish(cfg, run_dir, completion_metrics(cfg, setup, run_dir, trainer.state.global_step, engine))
 
 
-def completion_metrics(cfg, setup, run_dir: Path, train_steps: int) -> dict[str, float]:
+def completion_metrics(cfg, setup, run_dir: Path, train_steps: int, engine=None) -> dict[str, float]:
     """metrics.json's content, over every start of the run: the warm-up, the first start's eval before,
-    training totals and curve from metrics.jsonl, and the eval after (run now, on every rank)."""
+    training totals and curve from metrics.jsonl, and the eval after (run now, on every rank; by
+    `engine`, a vLLM completer, if given)."""
     from rlvr.evaluation import answer_equivalence, summarise
 
     metrics = read_json(run_dir / "warmup.json") if (run_dir / "warmup.json").exists() else {}
@@ -181,5 +189,5 @@ def completion_metrics(cfg, setup, run_dir: Path, train_steps: int) -> dict[str,
         before = read_jsonl(run_dir / "eval" / "before.jsonl")
         metrics |= summarise(before, "before", cfg.eval.ks, answer_equivalence(setup.rewards, before), cfg.eval.seed)
     metrics |= setup.prompts_dropped | training_curve_summary(run_dir) | {"train_steps": train_steps}
-    metrics |= evaluate(cfg, setup, run_dir, "after")
+    metrics |= evaluate(cfg, setup, run_dir, "after", engine)
     return metrics

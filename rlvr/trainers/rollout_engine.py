@@ -31,9 +31,15 @@ def uses_vllm(cfg) -> bool:
 
 
 def check_rollout_engine(cfg) -> None:
-    """Refuse in one line, before anything loads, a vLLM run that cannot work here."""
-    if not uses_vllm(cfg):
-        return
+    """Refuse in one line, before anything loads, a training run whose vLLM rollouts or evals cannot work here."""
+    from rlvr.vllm_eval import check_trainer_engine
+
+    check_trainer_engine(cfg)
+    if uses_vllm(cfg):
+        check_vllm_rollouts(cfg)
+
+
+def check_vllm_rollouts(cfg) -> None:
     prefix = "algorithm.rollout=vllm"
     if cfg.algorithm.name not in GRPO_FAMILY:
         raise ConfigError(f"{prefix}: the {cfg.algorithm.name} recipe samples no rollouts (only {', '.join(GRPO_FAMILY)} do)")
@@ -52,8 +58,14 @@ def check_rollout_engine(cfg) -> None:
             f"{prefix} with hardware.sharding=fsdp on CPU: TRL's FSDP2 weight sync fails there "
             "('Tensor' object has no attribute 'full_tensor'); on CPU use hardware.sharding=zero3 or none"
         )
+    check_vllm_here(cfg, prefix)
+
+
+def check_vllm_here(cfg, prefix: str, model_dir: Path | None = None) -> None:
+    """Refuse in one line vLLM where it cannot run the model (the one saved in `model_dir`, else
+    the model group's): a head size vLLM's CPU attention lacks, or no vLLM installed."""
     if cfg.hardware.device == "cpu":
-        head_dim = model_head_dim(cfg.model)
+        head_dim = model_head_dim(cfg.model, model_dir)
         if head_dim is not None and head_dim not in VLLM_CPU_HEAD_DIMS:
             tiny = cfg.model.tiny
             hint = f" (e.g. model.tiny.num_attention_heads={tiny.hidden_size // 32})" if cfg.model.name_or_path == "tiny" else ""
@@ -64,12 +76,13 @@ def check_rollout_engine(cfg) -> None:
         raise ConfigError(f"{prefix}: vLLM is not installed: {INSTALL_HINT}")
 
 
-def model_head_dim(model_cfg) -> int | None:
-    """The attention head size of the model `model_cfg` names, without loading it (None: not known
-    before loading, e.g. a Hub name not in the local cache)."""
-    if model_cfg.name_or_path == "tiny":
+def model_head_dim(model_cfg, model_dir: Path | None = None) -> int | None:
+    """The attention head size of the model saved in `model_dir` if it holds a whole one, else of the
+    model `model_cfg` names, without loading it (None: not known before loading, e.g. a Hub name not
+    in the local cache)."""
+    config_file = Path(model_dir or model_cfg.name_or_path) / "config.json"
+    if model_cfg.name_or_path == "tiny" and not config_file.is_file():
         return model_cfg.tiny.hidden_size // model_cfg.tiny.num_attention_heads
-    config_file = Path(model_cfg.name_or_path) / "config.json"
     if not config_file.is_file():
         return None
     config = json.loads(config_file.read_text())
@@ -98,17 +111,24 @@ def trl_vllm_fields(cfg) -> dict:
 
 
 def prepare_vllm(cfg) -> None:
-    """What TRL's colocated engine needs before it is built: on CPU, its KV cache size (vLLM reads
-    `gpu_memory_utilization` there as a share of the RAM and fails at TRL's value); the engine's dtype
-    and eager mode, which TRL does not pass (rlvr._compat.vllm_engine_arguments)."""
+    """What TRL's colocated engine needs before it is built: `engine_arguments`, which TRL does not
+    pass (rlvr._compat.vllm_engine_arguments)."""
     from rlvr._compat import vllm_engine_arguments
 
+    v = cfg.algorithm.vllm
+    arguments = engine_arguments(cfg)
+    vllm_engine_arguments(**arguments)
+    import vllm
+
+    log.info("rollouts: vLLM %s, %s, dtype %s%s", vllm.__version__, v.mode, v.dtype, ", eager" if arguments["enforce_eager"] else "")
+
+
+def engine_arguments(cfg) -> dict:
+    """The `vllm.LLM` arguments rlvr sets from `algorithm.vllm` beyond TRL's (dtype, eager mode: on
+    CPU by default, where compiling costs minutes); on CPU, the KV cache size set in the environment
+    (vLLM reads `gpu_memory_utilization` there as a share of the RAM and fails at TRL's value)."""
     v = cfg.algorithm.vllm
     cpu = cfg.hardware.device == "cpu"
     if cpu:
         os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(v.cpu_kv_cache_gib)
-    enforce_eager = cpu if v.enforce_eager is None else v.enforce_eager
-    vllm_engine_arguments(dtype=v.dtype, enforce_eager=enforce_eager)
-    import vllm
-
-    log.info("rollouts: vLLM %s, %s, dtype %s%s", vllm.__version__, v.mode, v.dtype, ", eager" if enforce_eager else "")
+    return {"dtype": v.dtype, "enforce_eager": cpu if v.enforce_eager is None else v.enforce_eager}

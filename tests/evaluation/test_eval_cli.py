@@ -143,3 +143,15 @@ def test_every_checkpoint_of_a_lora_run_gives_a_curve_and_the_last_equals_the_ev
     assert two.returncode == 0, two.stderr[-3000:]
     assert json.loads((tmp_path / "two" / "eval" / "final_model.json").read_text())["metrics"] == after
     assert [row["index"] for row in read_jsonl(tmp_path / "two" / "eval" / "final_model.jsonl")] == list(range(16))
+
+
+def test_a_vllm_eval_that_cannot_run_here_fails_in_one_line(tmp_path, capsys):
+    """Read from the model's config.json before anything loads: a head size vLLM's CPU attention
+    lacks, then (in this venv) vLLM missing."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"hidden_size": 64, "num_attention_heads": 4}))
+    assert "eval.engine=vllm: vLLM's CPU attention takes head_dim 32, 64" in error_of(capsys, str(model), "eval.engine=vllm")
+    (model / "config.json").write_text(json.dumps({"hidden_size": 64, "num_attention_heads": 2}))
+    assert "eval.engine=vllm: vLLM is not installed" in error_of(capsys, str(model), "eval.engine=vllm")
+    assert "eval.engine='vlm' must be one of hf, vllm (did you mean 'vllm'?)" in error_of(capsys, str(model), "eval.engine=vlm")
