@@ -123,7 +123,8 @@ def own_completer(cfg, model, tokenizer, model_dir: Path | None) -> Iterator[Vll
             model_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rlvr-vllm-eval-")))
             model.save_pretrained(model_dir)
             tokenizer.save_pretrained(model_dir)
-        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # in this process, as TRL's colocated engine: no worker processes to start or leave behind
+        # in this process, as TRL's colocated engine: no worker processes to start or leave behind
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         memory = cfg.algorithm.vllm.gpu_memory_utilization
         arguments = engine_arguments(cfg)
         llm = LLM(model=str(model_dir), seed=cfg.seed, gpu_memory_utilization=memory, distributed_executor_backend="uni", **arguments)
