@@ -263,11 +263,11 @@ def pytest_itemcollected(item):
 # longest first, none of them can be the last test running while the other test process has finished.
 LONGEST_FIRST = {
     "tests/e2e/test_qwen_learning.py::": 200,
-    "tests/test_vllm_rollouts.py::test_grpo_learns_with_vllm_rollouts_and_evaluates_through_vllm": 150,
+    "tests/test_vllm_rollouts.py::test_grpo_learns_with_vllm_rollouts_and_evaluates_through_vllm": 250,
     "tests/benchmarks/test_bench_smoke.py::test_bench_runs_at_smoke_size[bench_sharding]": 93,
     "tests/e2e/test_grpo_run.py::test_default_run_learns": 71,
     "tests/e2e/test_local_launcher.py::test_a_sigterm_stop_is_one_line_whose_command_continues_the_run": 65,
-    "tests/test_vllm_rollouts.py::test_a_sigterm": 60,
+    "tests/test_vllm_rollouts.py::test_a_stop_signal": 60,
     "tests/benchmarks/test_bench_smoke.py::": 50,  # the other benches: 34-64 s
 }
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, TINY_RUN, one_line_error, rank_weight_digests, refused_in_process, run_env
+from conftest import ROOT, TINY_RUN, completed_run, one_line_error, rank_weight_digests, refused_in_process, run_env
 
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 # vLLM's CPU attention has kernels for head_dim 32 and up: the tiny model's hidden 64 over 2 heads
@@ -169,31 +169,54 @@ def test_fine_grained_grpo_with_lora_and_a_kl_reference_samples_with_vllm(tmp_pa
     assert (tmp_path / "final_adapter" / "adapter_config.json").exists()
 
 
+def hybrid_reward(tmp_path: Path) -> list[str]:
+    """reward=hybrid (verifier + reward model) with a reward model trained here for a few steps."""
+    reward_model = completed_run(tmp_path / "rm", "algorithm=reward_model", "logging=disabled", "algorithm.max_steps=5")
+    return ["reward=hybrid", f"reward.functions.hybrid.reward_model={reward_model}", "reward.functions.hybrid.calibration_prompts=8"]
+
+
+def assert_hybrid_values_in_their_bands(run_dir: Path) -> None:
+    """Every rollout's hybrid reward in its band: correct [0.5, 1.5], wrong [-0.5, 0.5]."""
+    rows = [json.loads(line) for line in (run_dir / "rollouts.jsonl").read_text().splitlines()]
+    assert rows and json.loads((run_dir / "hybrid_calibration.json").read_text())["prompts"] == 8
+    for row in rows:
+        value = row["rewards"]["hybrid"]
+        assert (0.5 <= value <= 1.5) if row["correct"] else (-0.5 <= value <= 0.5)
+
+
 @pytest.mark.slow
-def test_a_sigterm_stops_a_vllm_run_after_a_checkpoint_and_the_rerun_continues(tmp_path):
-    """No engine process outlives the stop, and the rerun syncs the resumed weights into a new engine."""
+@pytest.mark.parametrize(("stop", "exit_code", "reward"), [(signal.SIGTERM, 143, "verifier"), (signal.SIGUSR2, 75, "hybrid")])
+def test_a_stop_signal_ends_a_vllm_run_after_a_checkpoint_and_the_rerun_continues(tmp_path, stop, exit_code, reward):
+    """SIGTERM, or SIGUSR2 (SLURM's warning before a time limit: exit 75, requeue): no engine process
+    outlives the stop, and the rerun syncs the resumed weights into a new engine. The SIGUSR2 run's
+    rollouts are scored by the hybrid reward (a reward model beside the verifier), calibrated on
+    the starting policy's completions."""
+    extra = hybrid_reward(tmp_path) if reward == "hybrid" else []
+    run_dir = tmp_path / "run"
     process = vllm_process(
-        tmp_path, *VLLM, *TINY_RUN, "algorithm.max_steps=400", "algorithm.save_steps=0", "eval.before=false", stderr=subprocess.PIPE
+        run_dir, *VLLM, *TINY_RUN, *extra, "algorithm.max_steps=400", "algorithm.save_steps=0", "eval.before=false", stderr=subprocess.PIPE
     )
     try:
         deadline = time.time() + 300
         while time.time() < deadline and process.poll() is None:
-            path = tmp_path / "metrics.jsonl"
+            path = run_dir / "metrics.jsonl"
             if path.exists() and len(path.read_text().splitlines()) >= 5:
                 break
             time.sleep(0.2)
-        os.killpg(process.pid, signal.SIGTERM)
+        os.killpg(process.pid, stop)
         _, stderr = process.communicate(timeout=120)
     finally:
         process.kill()
-    assert process.returncode == 143, stderr[-2000:]
+    assert process.returncode == exit_code, stderr[-2000:]
     assert session_processes(process.pid) == []
-    checkpoints = list((tmp_path / "checkpoints").glob("checkpoint-*"))
+    checkpoints = list((run_dir / "checkpoints").glob("checkpoint-*"))
     assert len(checkpoints) == 1 and (checkpoints[0] / "COMPLETE").exists(), stderr[-2000:]
     saved = int(checkpoints[0].name.split("-")[1])
-    vllm_run(tmp_path, *VLLM, *TINY_RUN, f"algorithm.max_steps={saved + 3}", "algorithm.save_steps=0", "eval.before=false")
-    assert [row["step"] for row in training_rows(tmp_path)] == list(range(1, saved + 4))
-    assert_vllm_sampled_with_the_policys_weights(training_rows(tmp_path))
+    vllm_run(run_dir, *VLLM, *TINY_RUN, *extra, f"algorithm.max_steps={saved + 3}", "algorithm.save_steps=0", "eval.before=false")
+    assert [row["step"] for row in training_rows(run_dir)] == list(range(1, saved + 4))
+    assert_vllm_sampled_with_the_policys_weights(training_rows(run_dir))
+    if reward == "hybrid":
+        assert_hybrid_values_in_their_bands(run_dir)
 
 
 @pytest.mark.slow

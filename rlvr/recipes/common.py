@@ -210,18 +210,18 @@ def load_trained_policy(cfg, run_dir: Path, model_dir: Path | None = None) -> Po
 
 def calibrate_rewards(cfg, setup: PolicySetup, run_dir: Path) -> None:
     """Let rewards that normalise by the starting policy's outputs (hybrid) see a few of them; a later
-    start of the run (a resume, a finish) reads the first start's calibration: the same scale throughout."""
-    from rlvr.tracking import read_json
-
+    start of the run (a resume, a finish) reads the first start's calibration (`<name>_calibration.json`):
+    the same scale throughout."""
     for reward in setup.rewards:
         if getattr(reward.fn, "needs_calibration", False):
-            path = run_dir / f"{reward.name}_calibration.json"
-            if path.exists():
-                calibration = read_json(path)
-                reward.fn.r_min, reward.fn.r_max = calibration["r_min"], calibration["r_max"]
-                continue
             to_device(cfg, setup.model)
-            reward.fn.calibrate(setup.model, setup.tokenizer, setup.train["prompt"], cfg.algorithm.max_completion_length, path)
+            reward.fn.calibrate(
+                setup.model,
+                setup.tokenizer,
+                setup.train["prompt"],
+                cfg.algorithm.max_completion_length,
+                run_dir / f"{reward.name}_calibration.json",
+            )
 
 
 def reuse_run_dir(run_dir: Path, resume_step: int | None) -> None:

@@ -144,9 +144,15 @@ class HybridReward(Reward):
         return self.r_min is None or self.r_max is None
 
     def calibrate(self, policy, tokenizer, prompts: Sequence, max_new_tokens: int, out_path: Path) -> dict:
-        """Sample one completion for each of the first K prompts; r_min/r_max are their RM score range."""
+        """r_min/r_max: the RM score range over one sampled completion for each of the first K prompts,
+        recorded in `out_path`; read from it where it exists (a later start of the run, an eval of
+        it): one scale throughout."""
         from rlvr.evaluation import generate
 
+        if out_path.exists():
+            record = json.loads(out_path.read_text())
+            self.r_min, self.r_max = record["r_min"], record["r_max"]
+            return record
         chosen = list(prompts[: self.calibration_prompts])
         completions, _ = generate(policy, tokenizer, chosen, max_new_tokens, do_sample=True)
         scores = self.scorer.score([as_messages(p, c) for p, c in zip(chosen, completions)])

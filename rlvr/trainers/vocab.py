@@ -31,10 +31,10 @@ class ReasoningVocabMixin(GenerationMixin):
         self._sampling_logps: torch.Tensor | None = None  # the batch's, while compute_loss runs
         super().__init__(*args, **kwargs)
         self.reasoning_vocab = ReasoningVocab.of(self.model)
-        if self.reasoning_vocab is not None and (self.use_vllm or self.use_transformers_continuous_batching):
+        if self.reasoning_vocab is not None and self.use_transformers_continuous_batching:  # vLLM: refused at start-up
             raise ConfigError(
-                "a reasoning vocabulary needs TRL's transformers generation (its logits processor "
-                "is bound to model.generate): set use_vllm and continuous batching off"
+                "a reasoning vocabulary needs model.generate (its logits processor is bound to it): "
+                "set algorithm.trl.use_transformers_continuous_batching=false"
             )
 
     def generation_processors(self) -> list:
