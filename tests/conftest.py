@@ -257,18 +257,18 @@ def pytest_itemcollected(item):
         item.add_marker(pytest.mark.xdist_group(f"{module}:{min(shared)}"))
 
 
-# The longest tests that share no fixture with others (CI, seconds), handed out first: under --dist
+# The longest tests that share no fixture with others (seconds, a rehearsal of CI on a slow day), handed out first: under --dist
 # loadgroup pytest-xdist queues the groups first (most tests first), then every other test in collection
 # order, where the Qwen learning run came 90th of ~560, after the benches' smoke runs. Started first,
 # longest first, none of them can be the last test running while the other test process has finished.
 LONGEST_FIRST = {
-    "tests/e2e/test_qwen_learning.py::": 200,
-    "tests/test_vllm_rollouts.py::test_grpo_learns_with_vllm_rollouts_and_evaluates_through_vllm": 250,
-    "tests/benchmarks/test_bench_smoke.py::test_bench_runs_at_smoke_size[bench_sharding]": 93,
-    "tests/e2e/test_grpo_run.py::test_default_run_learns": 71,
-    "tests/e2e/test_local_launcher.py::test_a_sigterm_stop_is_one_line_whose_command_continues_the_run": 65,
-    "tests/test_vllm_rollouts.py::test_a_stop_signal": 60,
-    "tests/benchmarks/test_bench_smoke.py::": 50,  # the other benches: 34-64 s
+    "tests/e2e/test_qwen_learning.py::": 314,
+    "tests/test_vllm_rollouts.py::test_grpo_learns_with_vllm_rollouts_and_evaluates_through_vllm": 153,
+    "tests/benchmarks/test_bench_smoke.py::test_bench_runs_at_smoke_size[bench_sharding]": 136,
+    "tests/e2e/test_grpo_run.py::test_default_run_learns": 127,
+    "tests/e2e/test_local_launcher.py::test_a_sigterm_stop_is_one_line_whose_command_continues_the_run": 84,
+    "tests/test_vllm_rollouts.py::test_a_stop_signal": 90,
+    "tests/benchmarks/test_bench_smoke.py::": 70,  # the other benches: 38-130 s
 }
 
 
