@@ -16,7 +16,8 @@ used; here is only the mechanism.
 | `loading_whole` | transformers 5 | sharding (the final model loaded back after ZeRO-3) |
 | `keep_4bit_weights_trainable` | bitsandbytes 0.50 | models (QLoRA) |
 | `vllm_engine_arguments` | trl 1.16 | trainers.rollout_engine (algorithm.rollout=vllm) |
-| `sync_vllm_weights_by_reload` | trl 1.16, vllm 0.31 | trainers.rollout_engine (vLLM on CPU) |
+| `sync_vllm_weights_by_reload` | trl 1.16, vllm 0.31 | trainers.generation (vLLM on CPU) |
+| `reshard_fsdp2_before_vllm_sync` | trl 1.16, torch 2.13 | trainers.generation (vLLM colocated) |
 """
 
 from __future__ import annotations
@@ -213,5 +214,24 @@ def sync_vllm_weights_by_reload(generation) -> None:
             embeddings = {id(m.weight) for m in modules if type(m) is VocabParallelEmbedding}
             for head in (m for m in modules if isinstance(m, ParallelLMHead) and id(m.weight) in embeddings):
                 head.quant_method.process_weights_after_loading(head)
+
+    generation.sync_weights = sync_weights
+
+
+def reshard_fsdp2_before_vllm_sync(generation) -> None:
+    """TRL's colocated weight sync under FSDP2 (`VLLMGeneration._iter_fsdp2_params`, trl 1.16) calls
+    `full_tensor()` on every parameter, which only a sharded (DTensor) one has; FSDP2 leaves the root
+    module's parameters unsharded (plain tensors) after a forward, and the sync fails ("'Tensor' object
+    has no attribute 'full_tensor'"). From now on `generation`'s sync reshards every FSDP2 module first
+    (a no-op where they are sharded, or without FSDP). Remove when TRL's sync takes unsharded parameters."""
+    from torch.distributed.fsdp import FSDPModule
+
+    sync = generation.sync_weights
+
+    def sync_weights(*args, **kwargs):
+        for module in generation.model.modules():
+            if isinstance(module, FSDPModule):
+                module.reshard()
+        return sync(*args, **kwargs)
 
     generation.sync_weights = sync_weights

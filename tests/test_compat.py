@@ -99,3 +99,12 @@ def test_trl_syncs_vllm_weights_through_the_engine_models_load_weights():
 
     source = inspect.getsource(VLLMGeneration.sync_weights)
     assert "llm.llm_engine.model_executor.driver_worker.model_runner.model.load_weights(" in source
+
+
+def test_trl_gathers_fsdp2_parameters_for_vllm_with_full_tensor():
+    """What reshard_fsdp2_before_vllm_sync prepares for: TRL reads `generation.model` and calls
+    full_tensor() on each parameter (FSDP2 runs with vLLM in tests/test_vllm_rollouts.py)."""
+    from trl.generation.vllm_generation import VLLMGeneration
+
+    assert "param.full_tensor()" in inspect.getsource(VLLMGeneration._iter_fsdp2_params)
+    assert "model = self.model" in inspect.getsource(VLLMGeneration._iter_named_params)

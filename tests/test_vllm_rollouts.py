@@ -29,7 +29,6 @@ VLLM = ["algorithm.rollout=vllm", "model.tiny.num_attention_heads=2"]
         (["algorithm.rollout=vllm"], "this model's is 16 (e.g. model.tiny.num_attention_heads=2)"),
         (VLLM, "vLLM is not installed: pip install 'rlvr[vllm]' on a CUDA machine; on CPU `make vllm-venv`"),
         ([*VLLM, "algorithm.vllm.mode=server"], "algorithm.vllm.mode=server needs CUDA GPUs"),
-        ([*VLLM, "hardware.sharding=fsdp"], "hardware.sharding=fsdp on CPU: TRL's FSDP2 weight sync fails there"),
         ([*VLLM, "model.reasoning_vocab_size=8"], "a reasoning vocabulary masks its copies during sampling"),
         ([*VLLM, "algorithm=reward_model"], "the reward_model recipe samples no rollouts"),
         (["+algorithm.trl.use_vllm=true"], "algorithm.rollout"),
@@ -229,11 +228,12 @@ def test_a_stop_signal_ends_a_vllm_run_after_a_checkpoint_and_the_rerun_continue
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sharding", ["none", "zero3"])
+@pytest.mark.parametrize("sharding", ["fsdp", "zero3"])
 def test_two_processes_each_sample_with_their_own_engine_and_train_as_one(tmp_path, sharding):
     """Colocate mode with 2 data-parallel processes (hydra/launcher=local): an engine per rank, every
-    step sampled by vLLM with exactly the weights being trained (fp32: ZeRO-3 gathers its shards for
-    the sync), the ranks ending with equal weights."""
+    step sampled by vLLM with exactly the weights being trained (fp32: FSDP2 and ZeRO-3 gather their
+    shards for the sync), the ranks ending with equal weights. Plain data parallelism syncs as one
+    process does (tested above)."""
     vllm_run(
         tmp_path,
         "-m",

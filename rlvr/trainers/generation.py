@@ -18,7 +18,7 @@ import functools
 from collections import Counter
 from contextlib import contextmanager
 
-from rlvr._compat import sync_vllm_weights_by_reload
+from rlvr._compat import reshard_fsdp2_before_vllm_sync, sync_vllm_weights_by_reload
 from rlvr.distributed import before_closing_process_group
 from rlvr.sampling import global_stream_sampler
 
@@ -73,6 +73,7 @@ class GenerationMixin:
             if self.vllm_mode == "colocate":
                 # shut down at the run's end, while the process group it shares is whole
                 before_closing_process_group(self.vllm_generation.llm.llm_engine.engine_core.shutdown)
+                reshard_fsdp2_before_vllm_sync(self.vllm_generation)
                 if self.accelerator.device.type == "cpu":
                     sync_vllm_weights_by_reload(self.vllm_generation)
 

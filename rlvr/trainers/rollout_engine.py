@@ -2,7 +2,7 @@
 TRL's default) or vLLM (`algorithm.rollout=vllm`) through TRL's own integration (`use_vllm`).
 
 What rlvr adds to TRL here: the checks that refuse a start in one line (vLLM missing, a head size
-vLLM's CPU attention lacks, server mode without CUDA, FSDP on CPU, a reasoning vocabulary, a recipe
+vLLM's CPU attention lacks, server mode without CUDA, a reasoning vocabulary, a recipe
 without rollouts), TRL's `vllm_*` fields from `algorithm.vllm`, and the set-up TRL leaves to the user (CPU KV
 cache size, eager mode, dtype). The trainer side (the weight sync on CPU, the engine's shutdown, the
 generate calls counted per engine) is in rlvr/trainers/generation.py.
@@ -52,11 +52,6 @@ def check_vllm_rollouts(cfg) -> None:
         raise ConfigError(
             f"{prefix} algorithm.vllm.mode=server needs CUDA GPUs (TRL syncs weights to the server over NCCL): "
             "on CPU use algorithm.vllm.mode=colocate"
-        )
-    if cfg.hardware.device == "cpu" and cfg.hardware.sharding == "fsdp":
-        raise ConfigError(
-            f"{prefix} with hardware.sharding=fsdp on CPU: TRL's FSDP2 weight sync fails there "
-            "('Tensor' object has no attribute 'full_tensor'); on CPU use hardware.sharding=zero3 or none"
         )
     check_vllm_here(cfg, prefix)
 
