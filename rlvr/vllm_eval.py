@@ -56,10 +56,12 @@ class VllmCompleter:
 
 def check_trainer_engine(cfg) -> None:
     """Refuse in one line a training run whose evals cannot go through its rollout engine."""
+    from rlvr.trainers.rollout_engine import uses_vllm
+
     if cfg.eval.engine != "vllm":
         return
     prefix = "eval.engine=vllm in a training run evaluates with its rollout engine"
-    if cfg.algorithm.rollout != "vllm":
+    if not uses_vllm(cfg):
         raise ConfigError(
             f"{prefix}: set algorithm.rollout=vllm too, or evaluate the run's checkpoints afterwards "
             f"(python -m rlvr.eval RUN_DIR eval.engine=vllm)"

@@ -166,7 +166,8 @@ def end_training(cfg, run_dir: Path, setup, trainer, rollouts) -> dict[str, floa
         reward.fn.defer_errors = False
     if rollouts is not None:
         rollouts.close()
-    engine = trainer_completer(cfg, trainer, setup.model, setup.tokenizer)  # synced before a LoRA adapter is merged to save
+    # synced before a LoRA adapter is merged to save; no sync where no eval follows
+    engine = trainer_completer(cfg, trainer, setup.model, setup.tokenizer) if cfg.eval.after else None
     with phase("saving the final model"):
         setup.model = save_final_model(trainer, setup.tokenizer, cfg.model, run_dir)
     if setup.reasoning_vocab is not None and is_main_process():  # the map, and where each copy ended up
