@@ -22,7 +22,7 @@ import rlvr.run  # noqa: F401  registers rlvr's schema and resolvers
 from rlvr.config import check_ranges, conf_dir
 from rlvr.rewards.base import WeightedReward
 from rlvr.rewards.spans import SpanReward
-from rlvr.tracking import write_json
+from rlvr.tracking.outputs import write_json
 
 STEPS = 20
 DEFAULTS = ["algorithm=fgrpo", "model.warmup_sft_steps=0", "algorithm.learning_rate=1e-3", "logging=disabled"]
@@ -98,7 +98,7 @@ def toy(cfg, run_dir: Path, settings) -> dict[str, float]:
     how the mean log-probability of positive and negative spans moved."""
     import torch
 
-    from rlvr.models import load_policy
+    from rlvr.models.loading import load_policy
     from rlvr.trainers.fine_grained import clean_spans, coverage, normalize_span_scores, SpanStats, token_advantages, token_char_offsets
 
     model, tokenizer = load_policy(cfg.model, cfg.seed)
@@ -207,7 +207,7 @@ def toy_trainer(cfg, model, tokenizer, run_dir: Path):
     import datasets
     from trl import GRPOConfig
 
-    from rlvr import hardware
+    from rlvr.hardware import device as hardware
     from rlvr.recipes.common import trl_config
     from rlvr.trainers.fine_grained import FineGrainedGRPOTrainer, FineGrainedSettings
 

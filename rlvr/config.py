@@ -27,7 +27,7 @@ class TinyModelConfig:
     """The built-in random-init model: architecture, tokenizer and shape."""
 
     architecture: str = "qwen2"  # qwen2 | qwen3
-    # bytes: ~260 ids made in code; qwen2.5 | qwen3: the real Qwen BPE tokenizer (rlvr/qwen_tokenizers.py)
+    # bytes: ~260 ids made in code; qwen2.5 | qwen3: the real Qwen BPE tokenizer (rlvr/models/qwen_tokenizers.py)
     tokenizer: str = "bytes"
     vocab_rows: int | None = None  # rows of the embedding matrix (the real models pad theirs); None: the tokenizer's size
     hidden_size: int = 64
@@ -71,7 +71,7 @@ class ModelConfig:
     # none | 8bit | 4bit: weights loaded quantized by bitsandbytes (transformers' BitsAndBytesConfig;
     # 4bit is QLoRA's NF4), frozen, with LoRA trained on top. Needs the quantization extra.
     quantization: str = "none"
-    # A second copy of N tokens, usable only inside <think> ... </think> (rlvr/vocab.py); 0 = off.
+    # A second copy of N tokens, usable only inside <think> ... </think> (rlvr/models/vocab.py); 0 = off.
     reasoning_vocab_size: int = 0
     reasoning_vocab_ids: Any = "first"  # which tokens get a copy: first | frequent | [id, ...]
     reasoning_only_in_think: bool = False  # inside think, only reasoning ids (and </think>)
@@ -220,7 +220,7 @@ class HardwareConfig:
     tf32: bool = False
     # none: every process holds the whole model (DDP); fsdp: FSDP2 shards parameters, gradients and
     # optimizer state across the processes; zero2: DeepSpeed ZeRO-2 shards gradients and optimizer
-    # state; zero3: DeepSpeed ZeRO-3 shards all three (rlvr/sharding.py; pip install 'rlvr[deepspeed]').
+    # state; zero3: DeepSpeed ZeRO-3 shards all three (rlvr/hardware/sharding.py; pip install 'rlvr[deepspeed]').
     sharding: str = "none"
     # Job resources (hydra/launcher=slurm|local): processes = nodes x tasks_per_node, data-parallel.
     nodes: int = 1
@@ -228,7 +228,7 @@ class HardwareConfig:
     gpus_per_node: int = 0
     cpus_per_task: int = 2
     mem_gb: int = 8
-    # GRPO rollouts on CPU: the next token by inverse CDF (rlvr/sampling.py; the same distribution,
+    # GRPO rollouts on CPU: the next token by inverse CDF (rlvr/trainers/sampling.py; the same distribution,
     # ~3x faster at Qwen's vocabulary); false: torch.multinomial, the draws plain TRL makes.
     cpu_inverse_cdf_sampling: bool = True
 
@@ -240,12 +240,12 @@ class LoggingConfig:
     entity: str | None = None
     rollouts: bool = True  # rollouts.jsonl in the run dir
     plots: bool = True
-    stage_timing: bool = False  # GRPO: per-stage seconds of each step in metrics.jsonl (rlvr/stage_timing.py)
+    stage_timing: bool = False  # GRPO: per-stage seconds of each step in metrics.jsonl (rlvr/trainers/stage_timing.py)
 
 
 @dataclass
 class EvalConfig:
-    """What is evaluated, when, and how (rlvr/evaluation.py); options in conf/eval/."""
+    """What is evaluated, when, and how (rlvr/evaluation/engine.py); options in conf/eval/."""
 
     before: bool = True  # before training
     after: bool = True  # after training
@@ -399,9 +399,9 @@ def _values(module: str, enum: str):
 # a "did you mean"). A tuple is the list itself; a function reads it where the values act, so each
 # list lives in one place. The modules that branch on a value trust what passed here.
 CHOICES = {
-    "model.tiny.architecture": _keys("rlvr.models", "ARCHITECTURES"),
-    "model.tiny.tokenizer": _keys("rlvr.qwen_tokenizers", "FLAVOURS", "bytes"),
-    "model.dtype": _keys("rlvr.models", "DTYPES"),
+    "model.tiny.architecture": _keys("rlvr.models.loading", "ARCHITECTURES"),
+    "model.tiny.tokenizer": _keys("rlvr.models.qwen_tokenizers", "FLAVOURS", "bytes"),
+    "model.dtype": _keys("rlvr.models.loading", "DTYPES"),
     "model.quantization": ("none", "8bit", "4bit"),
     "dataset.preference.chat_template": _keys("rlvr.data.preferences", "CHAT_TEMPLATES", "tokenizer"),
     "algorithm.name": _keys("rlvr.recipes", "TRL_CONFIGS"),
@@ -415,7 +415,7 @@ CHOICES = {
     "algorithm.vllm.dtype": ("auto", "float32", "bfloat16", "float16"),
     "hardware.device": ("cpu", "cuda", "mps"),
     "hardware.precision": ("fp32", "bf16", "fp16"),
-    "hardware.sharding": _keys("rlvr.sharding", "ZERO_STAGES", "none", "fsdp"),
+    "hardware.sharding": _keys("rlvr.hardware.sharding", "ZERO_STAGES", "none", "fsdp"),
     "logging.wandb": ("online", "offline", "disabled"),
     "eval.split": ("eval", "train"),
     "eval.engine": ("hf", "vllm"),

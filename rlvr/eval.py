@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rlvr.config import Config, check_ranges, drop_retired_keys, exit_on_unknown_keys
-from rlvr.distributed import COMPLETE, CORRUPT, checkpoint_problem, checkpoint_step, is_main_process, numbered_checkpoints
+from rlvr.hardware.distributed import COMPLETE, CORRUPT, checkpoint_problem, checkpoint_step, is_main_process, numbered_checkpoints
 from rlvr.errors import ConfigError, RlvrError
 from rlvr.run import CONF_DIR, GROUPS, set_offline
 
@@ -85,7 +85,7 @@ def resolve_target(text: str) -> Target:
 
 def sound_checkpoints(checkpoint_dir: Path) -> list[Path]:
     """The checkpoints marked complete, lowest step first, less the corrupt ones, each named in one
-    line: those a resume marked CORRUPT (rlvr.distributed.latest_complete_checkpoint) and those whose files
+    line: those a resume marked CORRUPT (rlvr.hardware.distributed.latest_complete_checkpoint) and those whose files
     fail the check a resume makes before loading (`checkpoint_problem`). Nothing is written: a run may
     be training in that dir."""
     checkpoints = []
@@ -142,7 +142,7 @@ def settings(cfg) -> dict:
 
 def done_result(path: Path, wanted: dict) -> dict | None:
     """The saved result at `path` if it was made with the `wanted` settings."""
-    from rlvr.tracking import read_json
+    from rlvr.tracking.outputs import read_json
 
     if not path.exists():
         return None
@@ -152,10 +152,10 @@ def done_result(path: Path, wanted: dict) -> dict | None:
 
 def evaluate_model(cfg, label: str, model_dir: Path, run_dir: Path | None, out_dir: Path) -> dict[str, float]:
     """`eval_<label>_*` metrics of the model in `model_dir`; eval/<label>.jsonl written under `out_dir`."""
-    from rlvr.distributed import phase
+    from rlvr.hardware.distributed import phase
     from rlvr.recipes.common import calibrate_rewards, eval_model, load_trained_policy, to_device
     from rlvr.rewards.checks import checked_rewards
-    from rlvr.vllm_eval import own_completer
+    from rlvr.evaluation.vllm_engine import own_completer
 
     with phase("loading the model and data"):
         setup = load_trained_policy(cfg, run_dir, model_dir)
@@ -170,7 +170,7 @@ def evaluate_model(cfg, label: str, model_dir: Path, run_dir: Path | None, out_d
 
 def evaluate_target(target: Target, cfg, out_dir: Path) -> list[dict]:
     """One result per model of `target` (evaluated now, or read back when done with these settings)."""
-    from rlvr.tracking import write_json
+    from rlvr.tracking.outputs import write_json
 
     wanted = settings(cfg)
     results = []
@@ -199,7 +199,7 @@ def evaluate_target(target: Target, cfg, out_dir: Path) -> list[dict]:
 def write_curve(results: list[dict], out_dir: Path) -> Path:
     """eval/curve.jsonl (one row per checkpoint: step and `eval/<metric>`, as training logs them) and its plot."""
     from rlvr.plots import plot_eval_curve
-    from rlvr.tracking import write_jsonl
+    from rlvr.tracking.outputs import write_jsonl
 
     rows = [
         {"step": r["step"], "checkpoint": r["label"], **{f"eval/{k}": v for k, v in r["metrics"].items()}}
@@ -250,7 +250,7 @@ def run(argv: list[str]) -> list[dict]:
     import datasets
     import transformers
 
-    from rlvr.hardware import apply_threads
+    from rlvr.hardware.device import apply_threads
 
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
@@ -263,7 +263,7 @@ def run(argv: list[str]) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rlvr.eval_metrics import with_uncertainty
+    from rlvr.evaluation.metrics import with_uncertainty
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] in (["-h"], ["--help"]):

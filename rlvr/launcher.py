@@ -103,7 +103,7 @@ def forget_refused_start(run_dir: Path) -> None:
     """A refused start leaves nothing: a single run's dir that its start created goes (it is empty:
     rlvr writes nothing before the start is accepted); a `-m` job's own new dir keeps the start's
     log in run.log, for the sweep report to point at. An existing run dir is left as it was."""
-    from rlvr.tracking import start_run_log
+    from rlvr.tracking.outputs import start_run_log
 
     if is_multirun():
         if run_dir.is_dir() and not any(run_dir.iterdir()):
@@ -171,7 +171,7 @@ def end_run(code: int, line: str | None) -> None:
 def end_stopped_job(stop: SystemExit) -> None:
     """A stop (Ctrl-C, SIGTERM) of a job in a process of its own: `RunEnded`, whose report says how
     to continue it; any other exit goes on (a requeue's, or a sweep's that runs in one process)."""
-    from rlvr.distributed import STOP_EXITS, STOP_NAMES
+    from rlvr.hardware.distributed import STOP_EXITS, STOP_NAMES
 
     names = {code: STOP_NAMES[signum] for signum, code in STOP_EXITS.items()}
     if stop.code not in names or not own_process():

@@ -11,7 +11,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from rlvr.tracking import read_jsonl
+from rlvr.tracking.outputs import read_jsonl
 
 
 def _pyplot():
@@ -91,7 +91,7 @@ def plot_run(run_dir: Path) -> list[Path]:
 def plot_eval_curve(rows: list[dict], path: Path, title: str = "eval") -> Path:
     """Eval metrics against step from rows of `step` and `eval/<metric>` (metrics.jsonl's eval rows,
     rlvr.eval's curve.jsonl): greedy accuracy, mean@n, pass@k, maj@k, each with its 95% interval."""
-    from rlvr.eval_metrics import interval95, sample_metric_names
+    from rlvr.evaluation.metrics import interval95, sample_metric_names
 
     plt = _pyplot()
     keys = {k for row in rows for k in row}

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rlvr.config import check_ranges, conf_dir, exit_on_unknown_keys, one_line_preset_errors, register_schemas
 from rlvr.data.loading import builtin_data_path
-from rlvr.distributed import EXIT_INTERRUPTED, stops_reported
+from rlvr.hardware.distributed import EXIT_INTERRUPTED, stops_reported
 from rlvr.errors import RlvrError
 
 log = logging.getLogger("rlvr")
@@ -31,7 +31,7 @@ register_schemas()
 
 def needs_hub(cfg: DictConfig) -> bool:
     from rlvr.data.loading import is_local
-    from rlvr.models import is_hub_name
+    from rlvr.models.loading import is_hub_name
 
     source = cfg.dataset.source
     return is_hub_name(cfg.model.name_or_path) or not (source.startswith("builtin:") or is_local(source))
@@ -50,7 +50,7 @@ class Accepted(NamedTuple):
     """A start that every check has let through: what it does in its run dir, and how."""
 
     recipe: Any  # the recipe's module (rlvr/recipes/)
-    start: Any  # rlvr.run_dir.Start: new, resume or finish
+    start: Any  # rlvr.tracking.run_dir.Start: new, resume or finish
     changed: dict[str, list]  # what a continued run changes from its checkpoint's config
     processes: int
     offline: bool
@@ -60,12 +60,12 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
     """Every check that can refuse this start, in one place, before any model or data loads and
     before anything is written; takes the run dir's lock. A refusal is a one-line RlvrError, with
     the lock given back."""
-    from rlvr.distributed import export_torch_distributed, is_main_process
-    from rlvr.hardware import check_device, check_torchvision, export_device_environment
-    from rlvr.models import check_quantization
+    from rlvr.hardware.distributed import export_torch_distributed, is_main_process
+    from rlvr.hardware.device import check_device, check_torchvision, export_device_environment
+    from rlvr.models.loading import check_quantization
     from rlvr.recipes import get_recipe
     from rlvr.rewards.base import preflight_rewards
-    from rlvr.run_dir import RunDirLock, resume_changes
+    from rlvr.tracking.run_dir import RunDirLock, resume_changes
     from rlvr.trainers.rollout_engine import check_rollout_engine
 
     export_device_environment(cfg.hardware)  # first: check_ranges imports trl, hence torch
@@ -77,7 +77,7 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
     recipe = get_recipe(cfg.algorithm.name)
     offline = set_offline(cfg)
     world_size = export_torch_distributed()
-    from rlvr.sharding import check_sharding  # imports transformers: after export_device_environment
+    from rlvr.hardware.sharding import check_sharding  # imports transformers: after export_device_environment
 
     check_sharding(cfg.hardware, world_size)
     preflight_rewards(cfg.reward.functions)
@@ -93,9 +93,9 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
 
 def run(cfg: DictConfig, run_dir: Path, accepted: Accepted) -> dict[str, float]:
     """Run an accepted start in Hydra's output dir; returns the final metrics."""
-    from rlvr.distributed import close_process_group, is_main_process
-    from rlvr.run_dir import record_start
-    from rlvr.tracking import start_run_log
+    from rlvr.hardware.distributed import close_process_group, is_main_process
+    from rlvr.tracking.run_dir import record_start
+    from rlvr.tracking.outputs import start_run_log
 
     start = accepted.start
     if is_main_process():  # every check that can refuse the run has passed: now it may write
@@ -118,7 +118,7 @@ def run(cfg: DictConfig, run_dir: Path, accepted: Accepted) -> dict[str, float]:
 
     from transformers import set_seed
 
-    from rlvr.hardware import apply_threads
+    from rlvr.hardware.device import apply_threads
 
     import datasets
     import transformers
@@ -159,7 +159,7 @@ def fail(exc: RlvrError, run_dir: Path, refused: bool) -> None:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def hydra_main(cfg: DictConfig) -> float:
     """The task Hydra runs (once, or per job of a `-m` run): start-up check, run, the objective for
-    the sweeper. An error is one line (`fail`); a stop is one line from rlvr.distributed."""
+    the sweeper. An error is one line (`fail`); a stop is one line from rlvr.hardware.distributed."""
     from hydra.core.hydra_config import HydraConfig
 
     from rlvr.launcher import end_stopped_job, objective_value

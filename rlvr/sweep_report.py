@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from rlvr.eval_metrics import interval95, sample_metric_names, with_uncertainty
+from rlvr.evaluation.metrics import interval95, sample_metric_names, with_uncertainty
 
 try:
     from hydra.experimental.callback import Callback
@@ -120,7 +120,7 @@ def plot_eval_comparison(rows: list[dict], metrics: list[str], path: Path) -> No
 def plot_reward_curves(sweep_dir: Path, rows: list[dict], path: Path) -> None:
     """Each job's training reward (rolling mean) on one set of axes, labelled by what the sweep varied."""
     from rlvr.plots import _pyplot, _save, rolling_mean
-    from rlvr.tracking import read_jsonl
+    from rlvr.tracking.outputs import read_jsonl
 
     curves = []
     for r in rows:

@@ -226,7 +226,7 @@ def qwen_tokenizer():
     """The real Qwen tokenizers ('qwen2.5', 'qwen3'), each built (or read from the per-machine cache) once."""
     from functools import cache
 
-    from rlvr.qwen_tokenizers import qwen_tokenizer as build
+    from rlvr.models.qwen_tokenizers import qwen_tokenizer as build
 
     return cache(build)
 

@@ -8,7 +8,7 @@ from trl.trainer.utils import add_fused_lm_head
 
 from rlvr.config import TinyModelConfig
 from rlvr._compat import CPU_VOCAB_TILE, score_labelled_positions_only_on_cpu
-from rlvr.models import build_tiny_model, build_tiny_tokenizer
+from rlvr.models.loading import build_tiny_model, build_tiny_tokenizer
 
 
 def test_only_labelled_positions_are_projected_and_the_result_is_unchanged(monkeypatch):

@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from rlvr.distributed import COMPLETE, latest_complete_checkpoint, phase, rotate_checkpoints, stops_reported
+from rlvr.hardware.distributed import COMPLETE, latest_complete_checkpoint, phase, rotate_checkpoints, stops_reported
 
 
 def checkpoint(checkpoint_dir, step, complete=True):
@@ -32,7 +32,7 @@ def cut(path, keep_fraction=0.5):
 def reported(caplog) -> list[str]:
     """rlvr's own log lines (checking the training state imports transformers, whose first import may
     log a warning of a library's own)."""
-    return [r.getMessage() for r in caplog.records if r.name == "rlvr.distributed"]
+    return [r.getMessage() for r in caplog.records if r.name == "rlvr.hardware.distributed"]
 
 
 @pytest.mark.parametrize(
@@ -88,7 +88,7 @@ def test_a_stop_outside_training_is_one_line_naming_the_phase(tmp_path, capsys, 
 def _agree(rank_index, world, port, requested, results):
     import torch.distributed as dist
 
-    from rlvr.distributed import agreed_stop
+    from rlvr.hardware.distributed import agreed_stop
 
     os.environ.update(RANK=str(rank_index), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank_index, world_size=world)
@@ -118,7 +118,7 @@ def test_the_rendezvous_port_is_the_jobs_own_and_outside_the_outgoing_connection
     """Every task of a job draws the same port; none falls where the host's own connections take theirs."""
     from pathlib import Path
 
-    from rlvr.distributed import rendezvous_port
+    from rlvr.hardware.distributed import rendezvous_port
 
     low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
     ports = [rendezvous_port(str(job)) for job in range(14000, 16000)]

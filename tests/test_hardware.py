@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from conftest import ROOT, one_line_error, run_cli
 from rlvr.config import HardwareConfig
 from rlvr.errors import ConfigError
-from rlvr.hardware import check_device, export_device_environment
+from rlvr.hardware.device import check_device, export_device_environment
 
 NO_MPS = "hardware.device=mps but torch sees no Apple-silicon GPU"
 

@@ -6,7 +6,7 @@ from omegaconf import OmegaConf
 
 from rlvr.config import ModelConfig
 from rlvr.errors import ModelLoadError
-from rlvr.models import build_tiny_tokenizer, load_policy
+from rlvr.models.loading import build_tiny_tokenizer, load_policy
 
 
 def test_tiny_tokenizer_round_trips_any_text():
@@ -67,7 +67,7 @@ def test_hub_name_offline_says_to_pass_a_local_path(monkeypatch, tmp_path):
 
 
 def test_a_large_policy_is_built_once_per_machine_with_the_same_weights(tmp_path, monkeypatch):
-    from rlvr import models
+    from rlvr.models import loading as models
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     shape, tokenizer = OmegaConf.structured(ModelConfig).tiny, build_tiny_tokenizer()

@@ -3,7 +3,7 @@
 import subprocess
 
 from conftest import ROOT
-from rlvr.provenance import source_commit
+from rlvr.tracking.provenance import source_commit
 
 
 def test_commit_of_this_checkout_and_none_for_an_installed_copy(tmp_path):

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from rlvr.config import ModelConfig
 from rlvr.errors import ModelLoadError
-from rlvr.models import load_policy, load_reward_model
+from rlvr.models.loading import load_policy, load_reward_model
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILTIN = ROOT / "rlvr" / "data" / "builtin"
@@ -139,7 +139,7 @@ def test_decode_round_trips_including_non_ascii(qwen_tokenizer, package_encoder,
 
 
 def test_tokenizer_is_built_once_per_machine(tmp_path, monkeypatch):
-    from rlvr import qwen_tokenizers
+    from rlvr.models import qwen_tokenizers
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     first = qwen_tokenizers.qwen_tokenizer("qwen2.5")
@@ -186,7 +186,7 @@ def test_full_shape_presets_are_the_real_models_exactly(name, sizes, parameters)
     """Counted on the meta device: building them is `make bench`'s and `make gpu-check`'s job, not a unit test's."""
     from transformers import Qwen2ForCausalLM
 
-    from rlvr.models import build_tokenizer, parameter_count, tiny_config
+    from rlvr.models.loading import build_tokenizer, parameter_count, tiny_config
 
     preset = shape(name)
     config = tiny_config(preset.tiny, build_tokenizer(preset.tiny))

@@ -1,4 +1,4 @@
-"""The run-dir lock and the comparison of a resumed start's config with its checkpoint's (rlvr/run_dir.py)."""
+"""The run-dir lock and the comparison of a resumed start's config with its checkpoint's (rlvr/tracking/run_dir.py)."""
 
 import json
 import logging
@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from rlvr.errors import ConfigError
-from rlvr.run_dir import CHECKPOINT_CONFIG, LOCK_NAME, RunDirLock, process_start_time, resume_changes
+from rlvr.tracking.run_dir import CHECKPOINT_CONFIG, LOCK_NAME, RunDirLock, process_start_time, resume_changes
 
 
 def write_lock(run_dir, **holder):
@@ -56,7 +56,7 @@ def test_a_holder_on_another_host_is_refused_with_how_to_clear_it(tmp_path):
 
 def test_a_stale_lock_of_a_dead_process_is_taken_over_with_a_log_line(tmp_path, caplog):
     write_lock(tmp_path, pid=dead_pid())
-    with caplog.at_level(logging.WARNING, logger="rlvr.run_dir"):
+    with caplog.at_level(logging.WARNING, logger="rlvr.tracking.run_dir"):
         lock = RunDirLock(tmp_path).acquire()
     assert "taking over a stale lock" in caplog.text and "is gone" in caplog.text
     assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
@@ -71,7 +71,7 @@ def test_a_recycled_pid_is_not_mistaken_for_the_holder(tmp_path):
 def test_an_earlier_start_of_the_same_slurm_job_is_taken_over(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
     write_lock(tmp_path, job="slurm:4242:", host="node-3", pid=99)  # a requeue lands on any node
-    with caplog.at_level(logging.WARNING, logger="rlvr.run_dir"):
+    with caplog.at_level(logging.WARNING, logger="rlvr.tracking.run_dir"):
         RunDirLock(tmp_path).acquire().release()
     assert "taking over the lock of an earlier start of this job (pid 99 on node-3)" in caplog.text
 
@@ -107,7 +107,7 @@ CONFIG = {
 def test_a_resume_may_change_what_the_checkpoint_does_not_depend_on(tmp_path, caplog):
     checkpoint = checkpoint_with(tmp_path, CONFIG)
     changed = {"algorithm": {**CONFIG["algorithm"], "temperature": 0.7, "max_steps": 20}}
-    with caplog.at_level(logging.WARNING, logger="rlvr.run_dir"):
+    with caplog.at_level(logging.WARNING, logger="rlvr.tracking.run_dir"):
         assert resume_changes(CONFIG | changed, checkpoint) == {"algorithm.max_steps": [10, 20], "algorithm.temperature": [1.0, 0.7]}
     assert "continuing checkpoint-3 with changed values: algorithm.max_steps: 10 -> 20" in caplog.text
     newer = CONFIG | {"logging": {"new_knob": True}}  # a key an older rlvr did not have is no change

@@ -1,4 +1,4 @@
-"""rlvr's inverse-CDF sampler (rlvr/sampling.py): the distribution it draws from, and that GRPO
+"""rlvr's inverse-CDF sampler (rlvr/trainers/sampling.py): the distribution it draws from, and that GRPO
 rollouts on CPU use it (never torch.multinomial) with the same settings as TRL's sampling."""
 
 import math
@@ -7,8 +7,8 @@ import datasets
 import pytest
 import torch
 
-from rlvr.evaluation import sample_seed
-from rlvr.sampling import global_stream_sampler, row_seeded_sampler
+from rlvr.evaluation.engine import sample_seed
+from rlvr.trainers.sampling import global_stream_sampler, row_seeded_sampler
 
 DRAWS = 4000
 LOGITS = torch.tensor([[2.0, 1.0, 0.0, -1.0, -math.inf]])
@@ -46,7 +46,7 @@ def grpo_trainer(tmp_path, temperature: float = 1.0):
     from trl import GRPOConfig
 
     from rlvr.config import TinyModelConfig
-    from rlvr.models import build_tiny_model, build_tiny_tokenizer
+    from rlvr.models.loading import build_tiny_model, build_tiny_tokenizer
     from rlvr.rewards.base import WeightedReward
     from rlvr.rewards.numeric import LastNumberReward
     from rlvr.trainers.grpo import RolloutLoggingGRPOTrainer

@@ -1,4 +1,4 @@
-"""rlvr.stage_timing on a plain TRL GRPOTrainer: every training row gets every stage, and they fit in the step."""
+"""rlvr.trainers.stage_timing on a plain TRL GRPOTrainer: every training row gets every stage, and they fit in the step."""
 
 import json
 
@@ -6,8 +6,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from rlvr.config import TinyModelConfig
-from rlvr.stage_timing import STAGES, instrument
-from rlvr.tracking import metrics_callback
+from rlvr.trainers.stage_timing import STAGES, instrument
+from rlvr.tracking.outputs import metrics_callback
 
 
 def count_reward(completions, **kwargs):
@@ -19,7 +19,7 @@ def timed_rows(tmp_path_factory):
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from rlvr.models import build_tiny_model, build_tiny_tokenizer
+    from rlvr.models.loading import build_tiny_model, build_tiny_tokenizer
 
     out = tmp_path_factory.mktemp("timed")
     tokenizer = build_tiny_tokenizer()

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from rlvr import distributed
-from rlvr.distributed import checkpoint_callback, stops_reported
+from rlvr.hardware import distributed
+from rlvr.hardware.distributed import checkpoint_callback, stops_reported
 from rlvr.rewards.checks import CheckedReward
 
 
@@ -35,7 +35,7 @@ def test_sigterm_gives_up_on_a_reward_that_does_not_return(training, tmp_path, c
     def hangs(completions, **kwargs):
         time.sleep(60)
 
-    with pytest.raises(SystemExit) as info, caplog.at_level(logging.WARNING, logger="rlvr.distributed"):
+    with pytest.raises(SystemExit) as info, caplog.at_level(logging.WARNING, logger="rlvr.hardware.distributed"):
         with stops_reported(tmp_path):
             training()
             stopped = time.monotonic()

@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 
 from rlvr.config import LoggingConfig
 from rlvr.errors import ConfigError
-from rlvr.tracking import setup_wandb
+from rlvr.tracking.outputs import setup_wandb
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def test_disabled_reports_nowhere(clean_wandb_env, tmp_path):
 
 
 def test_a_torn_last_line_is_dropped_with_one_warning_naming_the_file(tmp_path, caplog):
-    from rlvr.tracking import read_jsonl, truncate_jsonl
+    from rlvr.tracking.outputs import read_jsonl, truncate_jsonl
 
     path = tmp_path / "rollouts.jsonl"
     path.write_bytes(b'{"step": 0}\n{"step": 1}\n{"step": 2, "completion": "\xc3')  # a full disk: cut mid-character
@@ -64,7 +64,7 @@ def test_a_torn_last_line_is_dropped_with_one_warning_naming_the_file(tmp_path, 
 
 def test_a_bad_line_before_the_last_is_corruption_named_by_file_and_line(tmp_path):
     from rlvr.errors import DataError
-    from rlvr.tracking import read_jsonl
+    from rlvr.tracking.outputs import read_jsonl
 
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 1}\n{"step": 2\n{"step": 3}\n')
@@ -73,7 +73,7 @@ def test_a_bad_line_before_the_last_is_corruption_named_by_file_and_line(tmp_pat
 
 
 def test_appending_after_a_torn_line_keeps_every_whole_row(tmp_path, caplog):
-    from rlvr.tracking import JsonlWriter, read_jsonl
+    from rlvr.tracking.outputs import JsonlWriter, read_jsonl
 
     torn, unterminated = tmp_path / "torn.jsonl", tmp_path / "unterminated.jsonl"
     torn.write_text('{"a": 1}\n' + "x" * 70000 + '{"b": ')  # a tail longer than one read of drop_torn_tail

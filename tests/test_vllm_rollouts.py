@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from rlvr.tracking import read_jsonl
+from rlvr.tracking.outputs import read_jsonl
 from conftest import ROOT, TINY_RUN, completed_run, one_line_error, rank_weight_digests, refused_in_process, run_env
 
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
@@ -47,7 +47,7 @@ def test_a_vllm_run_that_cannot_work_is_refused_in_one_line(tmp_path, args, refu
 def test_a_torchvision_built_for_another_torch_is_refused_with_the_fix(tmp_path, monkeypatch):
     """What PyPI's CUDA torchvision does beside a CPU torch: it fails as it is imported."""
     from rlvr.errors import ConfigError
-    from rlvr.hardware import check_torchvision
+    from rlvr.hardware.device import check_torchvision
 
     (tmp_path / "torchvision").mkdir()
     (tmp_path / "torchvision" / "__init__.py").write_text('raise RuntimeError("operator torchvision::nms does not exist")\n')

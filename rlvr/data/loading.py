@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rlvr.errors import DataError
-from rlvr.hub import is_offline, looks_like_path
+from rlvr.models.hub import is_offline, looks_like_path
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet", ".json.gz", ".jsonl.gz")

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlvr import hardware
-from rlvr.distributed import barrier, is_main_process
+from rlvr.hardware import device as hardware
+from rlvr.hardware.distributed import barrier, is_main_process
 from rlvr.errors import ConfigError, ModelLoadError
-from rlvr.tracking import close_wandb, phase_means, read_jsonl, write_json
+from rlvr.tracking.outputs import close_wandb, phase_means, read_jsonl, write_json
 
 log = logging.getLogger(__name__)
 INITIAL_POLICY = "initial_policy"  # the policy as RL started, where only this run could rebuild it
@@ -26,7 +26,7 @@ class PolicySetup:
     rewards: list
     trainer_kwargs: dict
     warmup_loss: float | None = None
-    reasoning_vocab: Any = None  # rlvr.vocab.ReasoningVocab when model.reasoning_vocab_size > 0
+    reasoning_vocab: Any = None  # rlvr.models.vocab.ReasoningVocab when model.reasoning_vocab_size > 0
     prompts_dropped: dict = field(default_factory=dict)  # {split}_prompts_dropped_too_long: no room in the context
 
 
@@ -74,7 +74,7 @@ def setup_policy(cfg, run_dir: Path, resuming: bool = False) -> PolicySetup:
     """
     from rlvr.data import load_prompt_datasets
     from rlvr.data.lengths import fit_to_context
-    from rlvr.models import check_lora_targets, load_policy
+    from rlvr.models.loading import check_lora_targets, load_policy
     from rlvr.rewards import build_rewards
 
     rewards = build_rewards(cfg.reward.functions)  # first: a bad reward config fails before any loading
@@ -101,7 +101,7 @@ def setup_policy(cfg, run_dir: Path, resuming: bool = False) -> PolicySetup:
     )
     setup = PolicySetup(model, tokenizer, train, evaluation, rewards, trainer_kwargs, prompts_dropped=dropped)
     if restored:
-        from rlvr.vocab import ReasoningVocab
+        from rlvr.models.vocab import ReasoningVocab
 
         log.info("resuming: no SFT warm-up (the policy as RL started is loaded from %s)", initial)
         setup.reasoning_vocab = ReasoningVocab.of(model)  # saved with the policy: not expanded again
@@ -109,14 +109,14 @@ def setup_policy(cfg, run_dir: Path, resuming: bool = False) -> PolicySetup:
     if cfg.model.warmup_sft_steps > 0 and resuming and not cfg.model.lora.enabled:
         log.info("resuming: no SFT warm-up (the checkpoint holds the trained weights)")
     elif cfg.model.warmup_sft_steps > 0:
-        from rlvr.warmup import sft_warmup
+        from rlvr.recipes.warmup import sft_warmup
 
         # data-parallel, never sharded: sharding would leave the policy wrapped before the RL trainer wraps it
         setup.warmup_loss = sft_warmup(model, tokenizer, train, cfg, hardware.trainer_arguments(cfg.hardware, shard=False), cfg.seed)
         if is_main_process():
             write_json(run_dir / "warmup.json", {"warmup_sft_loss": setup.warmup_loss})
     if cfg.model.reasoning_vocab_size > 0:
-        from rlvr.vocab import expand_vocabulary
+        from rlvr.models.vocab import expand_vocabulary
 
         corpus = train["prompt"] if isinstance(train[0]["prompt"], str) else ()  # for reasoning_vocab_ids=frequent
         setup.reasoning_vocab = expand_vocabulary(
@@ -147,7 +147,7 @@ def load_saved_model(model_cfg, path: Path, auto_class_name: str = "AutoModelFor
     """(model, tokenizer) saved by a run (initial_policy/, final_model/), with the model group's dtype."""
     from omegaconf import OmegaConf
 
-    from rlvr.models import load_pretrained
+    from rlvr.models.loading import load_pretrained
 
     return load_pretrained(OmegaConf.merge(model_cfg, {"name_or_path": str(path), "revision": None}), auto_class_name, **model_kwargs)
 
@@ -165,7 +165,7 @@ def load_saved_policy(cfg, path: Path, run_dir: Path | None):
         return load_saved_model(cfg.model, path)
     from peft import PeftModel
 
-    from rlvr.models import load_policy
+    from rlvr.models.loading import load_policy
 
     base = initial_policy_dir(run_dir) if run_dir is not None else None
     model, tokenizer = load_saved_model(cfg.model, base) if base is not None else load_policy(cfg.model, cfg.seed)
@@ -178,7 +178,7 @@ def check_adapter_base(cfg, path: Path, run_dir: Path | None) -> None:
     its base is the model group's, and the built-in tiny model (the default) is built afresh."""
     import json
 
-    from rlvr.models import TINY
+    from rlvr.models.loading import TINY
 
     if not is_adapter(path) or (run_dir is not None and initial_policy_dir(run_dir) is not None) or cfg.model.name_or_path != TINY:
         return
@@ -228,8 +228,8 @@ def reuse_run_dir(run_dir: Path, resume_step: int | None) -> None:
     """Drop what an earlier start logged after the step this start continues from (all of it for a
     start from scratch, e.g. after a crash before the first checkpoint), so no step appears twice:
     training and `eval/` rows of metrics.jsonl alike, and the eval/step-<N>.jsonl of those steps.
-    Other eval files are not touched: each is replaced whole when its eval is done (rlvr/evaluation.py)."""
-    from rlvr.tracking import truncate_jsonl
+    Other eval files are not touched: each is replaced whole when its eval is done (rlvr/evaluation/engine.py)."""
+    from rlvr.tracking.outputs import truncate_jsonl
 
     step = -1 if resume_step is None else resume_step
     if is_main_process():  # the one writer of these files
@@ -273,7 +273,7 @@ def save_final_model(trainer, tokenizer, model_cfg, run_dir: Path):
     """
     from peft import PeftModel
 
-    from rlvr.sharding import is_sharded, save_gathered
+    from rlvr.hardware.sharding import is_sharded, save_gathered
 
     if is_sharded(trainer):
         return save_gathered(trainer, tokenizer, model_cfg, run_dir)
@@ -297,7 +297,7 @@ def save_final_model(trainer, tokenizer, model_cfg, run_dir: Path):
 
 def evaluate(cfg, setup: PolicySetup, run_dir: Path, label: str, engine=None) -> dict[str, float]:
     """The eval `label` (before, after) if `cfg.eval` asks for it: on every rank, each its share of
-    the rows, generated by `engine` (a vLLM completer, rlvr.vllm_eval) or else by the policy through
+    the rows, generated by `engine` (a vLLM completer, rlvr.evaluation.vllm_engine) or else by the policy through
     transformers; rank 0 gets the metrics, the others {}."""
     if not getattr(cfg.eval, label):
         return {}
@@ -315,7 +315,7 @@ def to_device(cfg, model):
 def eval_model(cfg, setup: PolicySetup, model, run_dir: Path, label: str) -> dict[str, float]:
     """`model` (or a vLLM completer) on the eval config's split and settings, rows in
     eval/<label>.jsonl; every rank calls it."""
-    from rlvr.evaluation import run_eval
+    from rlvr.evaluation.engine import run_eval
 
     dataset = setup.train if cfg.eval.split == "train" else setup.evaluation
     if dataset is None:
@@ -335,8 +335,8 @@ def eval_callback(cfg, setup: PolicySetup, run_dir: Path, trainer):
     eval/step-<N>.jsonl, and `eval/<metric>` in the trainer's log at step N (metrics.jsonl, wandb)."""
     from transformers import Trainer, TrainerCallback
 
-    from rlvr.sharding import generating_model
-    from rlvr.vllm_eval import trainer_completer
+    from rlvr.hardware.sharding import generating_model
+    from rlvr.evaluation.vllm_engine import trainer_completer
 
     class EvalEverySteps(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):

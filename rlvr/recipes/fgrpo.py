@@ -9,7 +9,7 @@ from rlvr.errors import ConfigError
 from rlvr.recipes.grpo_family import preflight, run_grpo
 from rlvr.rewards.base import WeightedReward
 from rlvr.rewards.spans import SpanReward
-from rlvr.run_dir import Start
+from rlvr.tracking.run_dir import Start
 
 __all__ = ["preflight", "train"]
 

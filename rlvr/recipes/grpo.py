@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rlvr.recipes.grpo_family import preflight, run_grpo
-from rlvr.run_dir import Start
+from rlvr.tracking.run_dir import Start
 
 __all__ = ["preflight", "train"]
 

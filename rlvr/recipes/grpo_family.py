@@ -21,12 +21,20 @@ from rlvr.recipes.common import (
     trl_config,
     training_curve_summary,
 )
-from rlvr.distributed import checkpoint_callback, checkpoint_step, is_main_process, latest_complete_checkpoint, phase, rank, weights_digest
+from rlvr.hardware.distributed import (
+    checkpoint_callback,
+    checkpoint_step,
+    is_main_process,
+    latest_complete_checkpoint,
+    phase,
+    rank,
+    weights_digest,
+)
 from rlvr.errors import ConfigError
 from rlvr.rewards.checks import checked_rewards
-from rlvr.run_dir import Start, checkpoint_config
-from rlvr.tracking import JsonlWriter, metrics_callback, read_json, read_jsonl, setup_wandb, use_compact_progress, write_json
-from rlvr.vllm_eval import own_completer, trainer_completer
+from rlvr.tracking.run_dir import Start, checkpoint_config
+from rlvr.tracking.outputs import JsonlWriter, metrics_callback, read_json, read_jsonl, setup_wandb, use_compact_progress, write_json
+from rlvr.evaluation.vllm_engine import own_completer, trainer_completer
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +121,7 @@ def build_trainer(cfg, run_dir: Path, start: Start, trainer_class, wrap_rewards,
     trainer, unless it generates with the trainer's vLLM engine (eval.engine=vllm)."""
     from trl import GRPOConfig
 
-    from rlvr.models import lora_config
+    from rlvr.models.loading import lora_config
     from rlvr.trainers.rollout_engine import prepare_vllm, trl_vllm_fields, uses_vllm
 
     reuse_run_dir(run_dir, start.step)
@@ -183,7 +191,7 @@ def completion_metrics(cfg, setup, run_dir: Path, train_steps: int, engine=None)
     """metrics.json's content, over every start of the run: the warm-up, the first start's eval before,
     training totals and curve from metrics.jsonl, and the eval after (run now, on every rank; by
     `engine`, a vLLM completer, if given)."""
-    from rlvr.evaluation import answer_equivalence, summarise
+    from rlvr.evaluation.engine import answer_equivalence, summarise
 
     metrics = read_json(run_dir / "warmup.json") if (run_dir / "warmup.json").exists() else {}
     if (run_dir / "eval" / "before.jsonl").exists():

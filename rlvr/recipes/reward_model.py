@@ -10,12 +10,12 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from rlvr import hardware
-from rlvr.distributed import is_main_process, phase
+from rlvr.hardware import device as hardware
+from rlvr.hardware.distributed import is_main_process, phase
 from rlvr.errors import ConfigError
 from rlvr.recipes.common import TRAIN_RESULT, final_model_saved, finish, load_saved_model, reuse_run_dir, save_final_model, trl_config
-from rlvr.run_dir import Start
-from rlvr.tracking import metrics_callback, read_json, setup_wandb, use_compact_progress, write_json
+from rlvr.tracking.run_dir import Start
+from rlvr.tracking.outputs import metrics_callback, read_json, setup_wandb, use_compact_progress, write_json
 
 log = logging.getLogger(__name__)
 SANITY_CHECK_PAIRS = 100
@@ -75,7 +75,7 @@ def preflight(cfg, run_dir: Path) -> Start:
 def train(cfg, run_dir: Path, start: Start) -> dict[str, float]:
     from trl import RewardConfig
 
-    from rlvr.models import check_lora_targets, load_reward_model, lora_config
+    from rlvr.models.loading import check_lora_targets, load_reward_model, lora_config
     from rlvr.plots import plot_token_lengths, print_coloured_tokens
     from rlvr.trainers.reward import PreferenceRewardTrainer
 
@@ -121,7 +121,7 @@ def train(cfg, run_dir: Path, start: Start) -> dict[str, float]:
             write_json(run_dir / TRAIN_RESULT, metrics)
     metrics |= counts
     if eval_pairs is not None:
-        from rlvr.rewards.reward_model import RewardModelScorer
+        from rlvr.rewards.hybrid import RewardModelScorer
 
         metrics |= trainer.evaluate()
         scorer = RewardModelScorer(

@@ -7,7 +7,7 @@ training row logs how many generate calls each one served since the previous row
 TRL's `model.generate(...)` call takes no logits processor and no sampler of ours; for one
 generation call this binds to the model's `generate` the processors the trainer's mixins ask for
 (`generation_processors`: a reasoning vocabulary's think-segment mask) and, on CPU, the inverse-CDF
-sampler (rlvr/sampling.py) in place of `torch.multinomial`, under a greedy copy of TRL's
+sampler (rlvr/trainers/sampling.py) in place of `torch.multinomial`, under a greedy copy of TRL's
 generation config. Same distribution; at Qwen's vocabulary a rollout takes about half the time.
 """
 
@@ -19,8 +19,8 @@ from collections import Counter
 from contextlib import contextmanager
 
 from rlvr._compat import reshard_fsdp2_before_vllm_sync, sync_vllm_weights_by_reload
-from rlvr.distributed import before_closing_process_group
-from rlvr.sampling import global_stream_sampler
+from rlvr.hardware.distributed import before_closing_process_group
+from rlvr.trainers.sampling import global_stream_sampler
 
 
 ENGINES = ("hf", "vllm")

@@ -5,11 +5,11 @@ from __future__ import annotations
 from trl import GRPOTrainer
 
 from rlvr.errors import RewardError
-from rlvr.stage_timing import instrument
+from rlvr.trainers.stage_timing import instrument
 from rlvr.rewards.base import primary_correctness
 from rlvr.rewards.checks import checked_rewards
-from rlvr.sharding import ShardedTrainerMixin
-from rlvr.tracking import JsonlWriter, prompt_id
+from rlvr.hardware.sharding import ShardedTrainerMixin
+from rlvr.tracking.outputs import JsonlWriter, prompt_id
 from rlvr.trainers.vocab import ReasoningVocabMixin
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from trl import RewardTrainer
 
-from rlvr.sharding import ShardedTrainerMixin
+from rlvr.hardware.sharding import ShardedTrainerMixin
 
 
 class PreferenceRewardTrainer(ShardedTrainerMixin, RewardTrainer):

@@ -32,7 +32,7 @@ def uses_vllm(cfg) -> bool:
 
 def check_rollout_engine(cfg) -> None:
     """Refuse in one line, before anything loads, a training run whose vLLM rollouts or evals cannot work here."""
-    from rlvr.vllm_eval import check_trainer_engine
+    from rlvr.evaluation.vllm_engine import check_trainer_engine
 
     check_trainer_engine(cfg)
     if uses_vllm(cfg):

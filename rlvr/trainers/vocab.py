@@ -1,4 +1,4 @@
-"""GRPO generation for a policy with a reasoning vocabulary (rlvr/vocab.py).
+"""GRPO generation for a policy with a reasoning vocabulary (rlvr/models/vocab.py).
 
 TRL generates, decodes and scores; when the model carries a reasoning vocabulary:
 - generation runs with the think-segment logits processor, and records each drawn token's log-prob
@@ -17,10 +17,10 @@ from __future__ import annotations
 import torch
 
 from rlvr.errors import ConfigError
-from rlvr.sampling import SampledTokenLogProbs
+from rlvr.trainers.sampling import SampledTokenLogProbs
 from rlvr.trainers.generation import GenerationMixin
 from rlvr.trainers.vocab_log_probs import restricted_vocabulary, shifted_labels
-from rlvr.vocab import STANDARD, ReasoningVocab
+from rlvr.models.vocab import STANDARD, ReasoningVocab
 
 
 class ReasoningVocabMixin(GenerationMixin):

@@ -1,6 +1,6 @@
 """Training log-probs of a reasoning-vocabulary policy from the distribution its tokens were drawn from.
 
-The think-segment processor (rlvr/vocab.py) lets a token be drawn from the standard ids outside a think
+The think-segment processor (rlvr/models/vocab.py) lets a token be drawn from the standard ids outside a think
 segment and from all ids (or only the reasoning ids and the closing tag) inside one. TRL scores every
 token against the whole vocabulary, so outside think the loss and the KL term would see a distribution
 with mass on ids that can never be drawn there, and the gradient would push on their logits.
@@ -23,7 +23,7 @@ from contextlib import contextmanager
 
 import torch
 
-from rlvr.vocab import ALL, REASONING, STANDARD, ReasoningVocab
+from rlvr.models.vocab import ALL, REASONING, STANDARD, ReasoningVocab
 
 
 def shifted_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int) -> torch.Tensor:

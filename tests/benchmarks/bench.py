@@ -6,7 +6,7 @@
   script (tests/benchmarks/trl_plain_grpo.py), same model, data and settings, each in a fresh
   subprocess with the same environment and torch thread count (BENCH_THREADS, default 2), steps
   after the warm-up ones; alternating runs, the median of their medians. Both sides are cut into
-  stages by the same instrument (rlvr/stage_timing.py): grpo_stage_<size>_<side>_<stage>_s, where
+  stages by the same instrument (rlvr/trainers/stage_timing.py): grpo_stage_<size>_<side>_<stage>_s, where
   `other` is the step time no stage covers.
 - verify_speedup_parallel_vs_serial: math_verify throughput on MATH-500 gold solutions, the
   worker pool (2 workers, hard time limit) over in-process serial verification.
@@ -57,7 +57,7 @@
 - rm_scoring_speedup_batched: reward-model scoring throughput (pairs/s) of the tiny reward model
   on 256 built-in pairs, batches of 32 over one pair at a time.
 - eval_completions_per_s (tiny model; _mid: the mid-size shape above) and eval_speedup_vs_naive:
-  `rlvr.evaluation.run_eval` with n=8 samples per prompt on 32 built-in prompts (32 new tokens,
+  `rlvr.evaluation.engine.run_eval` with n=8 samples per prompt on 32 built-in prompts (32 new tokens,
   temperature 1), scoring and file included, over one `model.generate` call per prompt and sample
   with the same settings, scored alike (BENCH_EVAL_SIZES, BENCH_EVAL_PROMPTS, BENCH_EVAL_N).
 
@@ -388,7 +388,7 @@ def bench_vllm(sizes: str = os.environ.get("BENCH_VLLM_SIZES", "mid,full_0.5b"))
 def full_size_config(settings: dict):
     """The transformers config of the full-size bench's model (as its runs build it)."""
     from rlvr.eval import compose
-    from rlvr.models import build_tokenizer, tiny_config
+    from rlvr.models.loading import build_tokenizer, tiny_config
 
     shape = compose([arg for arg in rlvr_overrides(settings) if arg.startswith("model")], None).model.tiny
     return tiny_config(shape, build_tokenizer(shape))
@@ -397,7 +397,7 @@ def full_size_config(settings: dict):
 def parameter_total(config) -> int:
     from transformers import AutoModelForCausalLM
 
-    from rlvr.models import parameter_count
+    from rlvr.models.loading import parameter_count
 
     return parameter_count(lambda c: AutoModelForCausalLM.from_config(c), config)
 
@@ -476,7 +476,7 @@ def bench_vocab_full_copy() -> dict:
         size["warmup"],
     )
     from rlvr.eval import compose
-    from rlvr.models import load_policy
+    from rlvr.models.loading import load_policy
 
     model_cfg = compose(["experiment=vocab_reasoning", "model=qwen3_shape", "model.reasoning_vocab_size=0"], None).model
     model, tokenizer = load_policy(model_cfg, seed=0)
@@ -535,7 +535,7 @@ def tiny_model_and_tokenizer():
     from omegaconf import OmegaConf
 
     from rlvr.config import TinyModelConfig
-    from rlvr.models import build_tiny_model, build_tiny_tokenizer
+    from rlvr.models.loading import build_tiny_model, build_tiny_tokenizer
 
     tokenizer = build_tiny_tokenizer()
     return build_tiny_model(OmegaConf.structured(TinyModelConfig), tokenizer, seed=0), tokenizer
@@ -552,7 +552,7 @@ def bare_model_step_seconds(model, tokenizer, rows: int, batch: int = 32, new_to
     import torch
     from transformers import LogitsProcessorList
 
-    from rlvr.sampling import global_stream_sampler
+    from rlvr.trainers.sampling import global_stream_sampler
 
     torch.set_num_threads(int(THREADS))
     model = copy.deepcopy(model)
@@ -588,7 +588,7 @@ def vocab_overheads(model, tokenizer, size: int, rows: int = 64, tokens: int = 1
 
     import torch
 
-    from rlvr.vocab import expand_vocabulary
+    from rlvr.models.vocab import expand_vocabulary
 
     vocab = expand_vocabulary(model, tokenizer, size)
     ids = torch.randint(0, vocab.standard_size, (rows, tokens))
@@ -615,7 +615,7 @@ def vocab_overheads(model, tokenizer, size: int, rows: int = 64, tokens: int = 1
 
 def bench_span_mapping() -> dict:
     from rlvr.data.loading import read_local
-    from rlvr.models import build_tiny_tokenizer
+    from rlvr.models.loading import build_tiny_tokenizer
     from rlvr.rewards.spans import answer_spans
     from rlvr.trainers.fine_grained import SpanStats, clean_spans, coverage, token_advantages, token_char_offsets
 
@@ -699,8 +699,8 @@ def bench_rm_scoring() -> dict:
 
     from rlvr.config import ModelConfig
     from rlvr.data.arithmetic import generate_preferences
-    from rlvr.models import load_reward_model
-    from rlvr.rewards.reward_model import RewardModelScorer, as_messages
+    from rlvr.models.loading import load_reward_model
+    from rlvr.rewards.hybrid import RewardModelScorer, as_messages
 
     model, tokenizer = load_reward_model(OmegaConf.structured(ModelConfig), seed=0)
     pairs = generate_preferences(num_train=sized(256, 16), num_eval=1, seed=0)["train"]
@@ -720,7 +720,7 @@ def bench_rm_scoring() -> dict:
 
 
 def logged_memory(run_log: Path) -> dict[str, dict[int, int]]:
-    """{"held": {process: bytes}, "peak_rss_kb": {process: kB}} from the `memory:` lines (rlvr/sharding.py)."""
+    """{"held": {process: bytes}, "peak_rss_kb": {process: kB}} from the `memory:` lines (rlvr/hardware/sharding.py)."""
     found: dict[str, dict[int, int]] = {"held": {}, "peak_rss_kb": {}}
     for line in run_log.read_text().splitlines():
         if "memory: process" not in line:
@@ -813,8 +813,8 @@ def bench_eval(
 
     from rlvr.config import Config, EvalConfig
     from rlvr.data import load_prompt_datasets
-    from rlvr.evaluation import run_eval
-    from rlvr.models import load_policy
+    from rlvr.evaluation.engine import run_eval
+    from rlvr.models.loading import load_policy
     from rlvr.rewards import build_rewards
     from rlvr.rewards.checks import checked_rewards
 

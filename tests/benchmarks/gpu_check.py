@@ -5,7 +5,7 @@ random init, real tokenizer, nothing downloaded), bf16 mixed precision with acti
 (rlvr's `hardware=gpu_bf16`; the plain script with the same GRPOConfig values), 8 prompts x 8
 completions of up to 128 tokens, each side in a fresh process, alternating: per side the median
 GRPO step, generation tokens/s (completion tokens over the generation stage) and peak allocated GPU
-memory (`torch.cuda.max_memory_allocated`, logged by rlvr.tracking's metrics callback on both sides).
+memory (`torch.cuda.max_memory_allocated`, logged by rlvr.tracking.outputs's metrics callback on both sides).
 Sized to fit 8 minutes on one H200 with no network by estimate (not yet run on one): each run also
 builds its model once into the per-machine cache (1.5B: 6 GB) and saves final_model/. 7B is left out
 (building a random-init 7B model on the host alone would take much of that budget). Every finished size

@@ -4,7 +4,7 @@ Same tiny model and tokenizer (built by the same code from the same model preset
 rlvr's config schema as `python -m rlvr.run model=PRESET` composes it), same arithmetic
 data, same GRPOConfig values as rlvr's bench run; step wall times are taken by the same callback
 rlvr uses (metrics.jsonl, step_seconds), and split into stages by the same instrument
-(rlvr.stage_timing). Dotted overrides choose the model preset (`model=qwen2.5_shape`: its `tiny`
+(rlvr.trainers.stage_timing). Dotted overrides choose the model preset (`model=qwen2.5_shape`: its `tiny`
 block from conf/model/, real Qwen tokenizer included), change its shape (`tiny.hidden_size=384`)
 or a GRPOConfig value (`max_completion_length=64`).
 
@@ -22,9 +22,9 @@ from trl import GRPOConfig, GRPOTrainer
 
 from rlvr.data.arithmetic import generate
 from rlvr.eval import compose
-from rlvr.models import build_tiny_model, build_tokenizer
-from rlvr.stage_timing import instrument
-from rlvr.tracking import metrics_callback
+from rlvr.models.loading import build_tiny_model, build_tokenizer
+from rlvr.trainers.stage_timing import instrument
+from rlvr.tracking.outputs import metrics_callback
 
 
 def last_number_reward(completions, answer, **kwargs):

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from rlvr.config import Config
 from rlvr.data.lengths import fit_to_context, prompt_tokens
 from rlvr.errors import ConfigError, DataError
-from rlvr.models import build_tiny_tokenizer
+from rlvr.models.loading import build_tiny_tokenizer
 
 TOKENIZER = build_tiny_tokenizer()  # one token per byte: token counts are easy to reason about
 MODEL = SimpleNamespace(config=SimpleNamespace(max_position_embeddings=256))

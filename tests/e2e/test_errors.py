@@ -84,7 +84,7 @@ def test_chat_prompts_for_a_tokenizer_without_a_chat_template(tmp_path):
     from omegaconf import OmegaConf
 
     from rlvr.config import TinyModelConfig
-    from rlvr.models import build_tiny_model, build_tiny_tokenizer
+    from rlvr.models.loading import build_tiny_model, build_tiny_tokenizer
 
     tokenizer = build_tiny_tokenizer()
     tokenizer.chat_template = None  # a base model's tokenizer

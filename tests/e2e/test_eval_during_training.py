@@ -3,7 +3,7 @@
 import pytest
 
 from conftest import TINY_RUN, completed_run
-from rlvr.tracking import read_jsonl
+from rlvr.tracking.outputs import read_jsonl
 
 pytestmark = pytest.mark.slow
 

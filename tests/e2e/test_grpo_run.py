@@ -177,7 +177,7 @@ def test_lora_run_saves_a_merged_model_that_reproduces_its_eval(tmp_path):
     adapter alone could not be loaded again, so final_model/ is the merged model."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rlvr.evaluation import generate
+    from rlvr.evaluation.engine import generate
 
     completed_run(tmp_path, *TINY_RUN, "model.lora.enabled=true", "model.lora.r=4", "algorithm.save_steps=0", "model.warmup_sft_steps=100")
     assert (tmp_path / "final_adapter" / "adapter_config.json").exists()

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from conftest import TINY_RUN, one_line_error, run_cli
 from rlvr.config import Config
 from rlvr.errors import ConfigError
-from rlvr.models import check_bitsandbytes, check_quantization
+from rlvr.models.loading import check_bitsandbytes, check_quantization
 
 LENGTH_REWARD = "def length(completions, **kwargs):\n    return [len(c) / 10 for c in completions]\n"
 
@@ -62,7 +62,7 @@ def test_qlora_run_trains_its_adapter(tmp_path):
     from safetensors.torch import load_file
 
     from rlvr.config import TinyModelConfig
-    from rlvr.models import build_tiny_model, build_tiny_tokenizer
+    from rlvr.models.loading import build_tiny_model, build_tiny_tokenizer
 
     tokenizer = build_tiny_tokenizer()  # a pretrained model directory: quantization happens as it loads
     build_tiny_model(OmegaConf.structured(TinyModelConfig), tokenizer, seed=0).save_pretrained(tmp_path / "base")

@@ -104,7 +104,7 @@ def test_full_vocabulary_copy_on_qwen3_shape(tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList
 
-    from rlvr.vocab import ReasoningVocab
+    from rlvr.models.vocab import ReasoningVocab
 
     completed_run(
         tmp_path,

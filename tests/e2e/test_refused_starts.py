@@ -51,7 +51,7 @@ def test_a_machine_without_bubblewrap_refuses_a_code_run_and_writes_nothing(tmp_
 
 
 def test_a_start_refused_by_the_lock_leaves_the_holders_log_alone(tmp_path):
-    from rlvr.run_dir import LOCK_NAME, process_start_time
+    from rlvr.tracking.run_dir import LOCK_NAME, process_start_time
 
     holder = {
         "job": "process:elsewhere",

@@ -43,7 +43,7 @@ def test_a_second_run_in_the_same_dir_is_refused(rm_run):
 
 def test_reloaded_reward_model_scores_pairs_like_training_eval(rm_run):
     from rlvr.data.arithmetic import generate_preferences
-    from rlvr.rewards.reward_model import RewardModelScorer, as_messages
+    from rlvr.rewards.hybrid import RewardModelScorer, as_messages
 
     scorer = RewardModelScorer.from_path(str(rm_run), batch_size=16)
     pairs = generate_preferences(num_train=4000, num_eval=200, seed=0)["test"]  # the run's eval split (conf)
@@ -98,7 +98,7 @@ def test_lora_reward_model_trains_its_score_head(tmp_path):
     from transformers import AutoModelForSequenceClassification
 
     from rlvr.config import ModelConfig
-    from rlvr.models import load_reward_model
+    from rlvr.models.loading import load_reward_model
 
     completed_run(tmp_path, "algorithm=reward_model", "logging=disabled", "algorithm.max_steps=300", "model.lora.enabled=true")
     assert json.loads((tmp_path / "metrics.json").read_text())["eval_pair_accuracy"] > 0.75

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from conftest import TINY_RUN, completed_run, garble, run_cli
-from rlvr.tracking import read_jsonl
+from rlvr.tracking.outputs import read_jsonl
 
 pytestmark = pytest.mark.slow
 # A LoRA run (checkpoints 2 and 4 hold adapters; its base is the SFT-warmed tiny model, kept in

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import TINY_RUN, completed_run, one_line_error, run_cli
-from rlvr.tracking import read_jsonl
+from rlvr.tracking.outputs import read_jsonl
 
 pytestmark = pytest.mark.slow
 VOCAB_RUN = ["experiment=vocab_reasoning", *TINY_RUN, "model.warmup_sft_steps=60", "algorithm.max_completion_length=12"]
@@ -40,8 +40,8 @@ def test_rollouts_are_standard_text_with_reasoning_positions(vocab_run):
 def test_saved_model_reloads_and_generates_under_its_processor(vocab_run):
     from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList
 
-    from rlvr.evaluation import generate
-    from rlvr.vocab import ReasoningVocab
+    from rlvr.evaluation.engine import generate
+    from rlvr.models.vocab import ReasoningVocab
 
     model = AutoModelForCausalLM.from_pretrained(vocab_run / "final_model")
     tokenizer = AutoTokenizer.from_pretrained(vocab_run / "final_model")

@@ -4,7 +4,7 @@ eval metric a value, shared by the eval tests and their two-rank script."""
 from omegaconf import OmegaConf
 
 from rlvr.config import Config, EvalConfig
-from rlvr.distributed import rank
+from rlvr.hardware.distributed import rank
 from rlvr.rewards.base import Outcome, Reward, WeightedReward
 from rlvr.rewards.checks import checked_rewards
 
@@ -42,7 +42,7 @@ class TinySetup:
 
     def __init__(self, rows: int = 10):
         from rlvr.data import load_prompt_datasets
-        from rlvr.models import load_policy
+        from rlvr.models.loading import load_policy
 
         cfg = OmegaConf.structured(Config)
         cfg.dataset.generator = {"num_train": 4, "num_eval": rows}

@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from conftest import TINY_RUN, completed_run, run_cli
 from eval_cli_errors import error_of
 from rlvr import eval as rlvr_eval
-from rlvr.tracking import read_jsonl
+from rlvr.tracking.outputs import read_jsonl
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

@@ -1,4 +1,4 @@
-"""pass@k, maj@k and mean@n (rlvr/eval_metrics.py) against brute force, crafted votes and degenerate models."""
+"""pass@k, maj@k and mean@n (rlvr/evaluation/metrics.py) against brute force, crafted votes and degenerate models."""
 
 import itertools
 import math
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from rlvr.eval_metrics import answer_classes, majority, pass_at_k, sample_metrics
+from rlvr.evaluation.metrics import answer_classes, majority, pass_at_k, sample_metrics
 from rlvr.rewards.math import MathVerifyReward
 
 

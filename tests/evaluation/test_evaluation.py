@@ -1,4 +1,4 @@
-"""rlvr/evaluation.py on the tiny model: reproducible samples, batching that changes nothing, the
+"""rlvr/evaluation/engine.py on the tiny model: reproducible samples, batching that changes nothing, the
 per-example file and its metrics, and two ranks that give what one gives."""
 
 import json
@@ -11,9 +11,9 @@ import pytest
 from evaluation_setup import EVAL, MAX_NEW, TinySetup
 from omegaconf import OmegaConf
 
-from rlvr.eval_metrics import pass_at_k
-from rlvr.evaluation import answer_equivalence, evaluate_rows, run_eval, summarise
-from rlvr.tracking import read_jsonl
+from rlvr.evaluation.metrics import pass_at_k
+from rlvr.evaluation.engine import answer_equivalence, evaluate_rows, run_eval, summarise
+from rlvr.tracking.outputs import read_jsonl
 
 HERE = Path(__file__).resolve().parent
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from evaluation_setup import EVAL, MAX_NEW, TinySetup, failing_rewards
 
-from rlvr.distributed import rank
+from rlvr.hardware.distributed import rank
 from rlvr.errors import RlvrError
-from rlvr.evaluation import run_eval
+from rlvr.evaluation.engine import run_eval
 
 out = Path(sys.argv[1])
 setup = TinySetup()

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from rlvr.errors import ConfigError
-from rlvr.models import build_tiny_model, build_tiny_tokenizer
+from rlvr.models.loading import build_tiny_model, build_tiny_tokenizer
 from rlvr.rewards.spans import answer_spans
 from rlvr.trainers.fine_grained import (
     CleanSpans,
@@ -265,7 +265,7 @@ def bpe_trainer(tmp_path, span_fn, completions: list[str], answers: list[str] | 
     from trl import GRPOConfig
 
     from rlvr.config import ModelConfig
-    from rlvr.models import load_policy
+    from rlvr.models.loading import load_policy
     from rlvr.rewards.base import WeightedReward
     from rlvr.rewards.spans import SpanReward
     from rlvr.trainers.fine_grained import FineGrainedGRPOTrainer, FineGrainedSettings
@@ -438,7 +438,7 @@ def test_a_group_without_signal_is_warned_about_once(caplog):
 
 
 def test_stage_timing_times_the_span_advantages_as_their_own_stage(model_dir, tmp_path):
-    from rlvr.stage_timing import instrument
+    from rlvr.trainers.stage_timing import instrument
 
     trainer, inputs = build_trainer("fgrpo", model_dir, tmp_path, "dapo", 0.0)
     timer = instrument(trainer)

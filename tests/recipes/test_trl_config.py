@@ -5,7 +5,7 @@ from omegaconf import OmegaConf
 from trl import GRPOConfig
 
 from rlvr.config import Config, TinyModelConfig
-from rlvr.models import build_tiny_model, build_tiny_tokenizer
+from rlvr.models.loading import build_tiny_model, build_tiny_tokenizer
 from rlvr.recipes.common import trl_config
 
 

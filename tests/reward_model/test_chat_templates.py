@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 
 from rlvr.config import ModelConfig
 from rlvr.data.preferences import CHAT_TEMPLATES
-from rlvr.models import build_tiny_tokenizer, load_reward_model
+from rlvr.models.loading import build_tiny_tokenizer, load_reward_model
 
 # open-instruct's dataset_transformation.py CHAT_TEMPLATES, verbatim.
 OPEN_INSTRUCT = {

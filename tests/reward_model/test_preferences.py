@@ -11,7 +11,7 @@ from rlvr.data import builtin_data_path
 from rlvr.data.loading import read_splits
 from rlvr.data.preferences import length_filter, parse_hh, to_pair
 from rlvr.errors import DataError
-from rlvr.models import build_tiny_tokenizer
+from rlvr.models.loading import build_tiny_tokenizer
 
 HH_PATH = builtin_data_path("hh-rlhf/harmless-base-1200.jsonl.gz")
 HH_ROWS = [json.loads(line) for line in gzip.open(HH_PATH, "rt", encoding="utf-8")]

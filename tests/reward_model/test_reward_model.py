@@ -7,8 +7,8 @@ import torch
 from omegaconf import OmegaConf
 
 from rlvr.config import ModelConfig
-from rlvr.models import load_reward_model
-from rlvr.rewards.reward_model import hybrid_value
+from rlvr.models.loading import load_reward_model
+from rlvr.rewards.hybrid import hybrid_value
 
 
 def test_score_head_init_std_and_dropout_free_forward():
@@ -77,7 +77,7 @@ def test_hybrid_keeps_every_correct_answer_at_or_above_every_wrong_one():
 
 def test_reward_model_paths_without_a_model_are_named(tmp_path):
     from rlvr.errors import ConfigError
-    from rlvr.rewards.reward_model import resolve_reward_model_path
+    from rlvr.rewards.hybrid import resolve_reward_model_path
 
     with pytest.raises(ConfigError, match="is a directory with neither final_model/ nor config.json"):
         resolve_reward_model_path(str(tmp_path))

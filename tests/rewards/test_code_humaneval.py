@@ -54,7 +54,7 @@ def test_a_chat_answer_with_the_whole_function_in_a_block_passes(reward, problem
 
 
 def test_eval_scoring_passes_the_rows_columns_to_the_code_reward(reward, problems):
-    from rlvr.evaluation import score
+    from rlvr.evaluation.engine import score
 
     rows = problems[:3]
     columns = {k: [r[k] for r in rows] for k in ("entry_point", "code_prelude")} | {"answer": [r["tests"] for r in rows]}

@@ -99,7 +99,7 @@ def test_reward_model_under_zero_matches_ddp(tmp_path):
 def test_zero3_starts_end_with_a_clean_exit(tmp_path):
     """ZeRO-3 processes were seen to abort (SIGABRT) at interpreter exit after all their work, in 3 of 17
     resumed runs: two starts of one run (new, resumed) under torchrun, whose exit status,
-    unlike a submitit task's, is each process's own (rlvr.distributed.close_process_group)."""
+    unlike a submitit task's, is each process's own (rlvr.hardware.distributed.close_process_group)."""
     for steps in (2, 3):
         result = run_cli(
             "torch.distributed.run",

@@ -6,9 +6,9 @@ from omegaconf import OmegaConf
 from conftest import one_line_error, run_cli
 from rlvr.config import HardwareConfig
 from rlvr.errors import ConfigError
-from rlvr.hardware import trainer_arguments
-from rlvr.sharding import check_running, sharding_asked
-from rlvr.sharding import trainer_arguments as sharding_arguments
+from rlvr.hardware.device import trainer_arguments
+from rlvr.hardware.sharding import check_running, sharding_asked
+from rlvr.hardware.sharding import sharding_arguments
 
 
 def hardware(**values):

@@ -7,7 +7,7 @@ from pathlib import Path
 from safetensors.torch import load_file
 
 from conftest import TINY_RUN, run_cli
-from rlvr.tracking import read_jsonl
+from rlvr.tracking.outputs import read_jsonl
 
 # 100 warm-up steps: rewards vary within groups, so every step changes the weights (a run whose
 # advantages are all zero would leave DDP and a sharded run trivially equal).

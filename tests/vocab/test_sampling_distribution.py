@@ -7,9 +7,9 @@ import torch
 from omegaconf import OmegaConf
 
 from rlvr.config import TinyModelConfig
-from rlvr.models import build_tiny_model, build_tiny_tokenizer
+from rlvr.models.loading import build_tiny_model, build_tiny_tokenizer
 from rlvr.trainers.vocab_log_probs import restricted_vocabulary, shifted_labels
-from rlvr.vocab import expand_vocabulary
+from rlvr.models.vocab import expand_vocabulary
 
 
 def expanded(only_in_think: bool):

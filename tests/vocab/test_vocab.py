@@ -9,8 +9,8 @@ from omegaconf import OmegaConf
 
 from rlvr.config import TinyModelConfig
 from rlvr.errors import ConfigError
-from rlvr.models import build_tiny_model, build_tiny_tokenizer
-from rlvr.vocab import ReasoningVocab, expand_vocabulary
+from rlvr.models.loading import build_tiny_model, build_tiny_tokenizer
+from rlvr.models.vocab import ReasoningVocab, expand_vocabulary
 
 
 def tiny(tied: bool = True, seed: int = 0):
@@ -159,7 +159,7 @@ def test_decoding_maps_reasoning_ids_back_to_the_same_text():
 def test_saved_model_reloads_with_its_vocabulary_and_generates(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rlvr.evaluation import generate
+    from rlvr.evaluation.engine import generate
 
     model, tokenizer = tiny()
     vocab = expand_vocabulary(model, tokenizer, 32, only_in_think=True)
@@ -177,7 +177,7 @@ def test_lora_trains_the_reasoning_rows_and_keeps_embeddings_tied():
     from peft import get_peft_model
 
     from rlvr.config import ModelConfig
-    from rlvr.models import lora_config
+    from rlvr.models.loading import lora_config
 
     model, tokenizer = tiny()
     vocab = expand_vocabulary(model, tokenizer, 16)
@@ -202,7 +202,7 @@ def test_merged_lora_model_with_a_reasoning_vocabulary_saves_and_reloads_unchang
     from transformers import AutoModelForCausalLM
 
     from rlvr.config import ModelConfig
-    from rlvr.models import lora_config
+    from rlvr.models.loading import lora_config
 
     model, tokenizer = tiny()
     vocab = expand_vocabulary(model, tokenizer, 16)

@@ -14,7 +14,7 @@ import hashlib
 from pathlib import Path
 
 from rlvr.errors import ModelLoadError
-from rlvr.machine_cache import built_once
+from rlvr.models.machine_cache import built_once
 
 # Qwen2's pre-tokenizer: contractions, letters, single digits, punctuation runs, newlines, spaces.
 PATTERN = (

@@ -23,7 +23,7 @@ from transformers import TrainerCallback
 
 from rlvr._compat import enable_fsdp_on_cpu, loading_whole, skip_deepspeed_shm_comm_op
 from rlvr.errors import ConfigError
-from rlvr.hardware import checkpointing_argument
+from rlvr.hardware.device import checkpointing_argument
 
 log = logging.getLogger(__name__)
 ZERO_STAGES = {"zero2": 2, "zero3": 3}  # with none and fsdp, the values of hardware.sharding
@@ -50,7 +50,7 @@ def check_sharding(hw, processes: int | None = None) -> None:
         use_deepspeed(hw.sharding)
 
 
-def trainer_arguments(hw) -> dict:
+def sharding_arguments(hw) -> dict:
     """The TrainingArguments fields of `hardware.sharding` (none: nothing, DDP as before)."""
     check_sharding(hw)
     if hw.sharding == "none":
@@ -333,7 +333,7 @@ def save_gathered(trainer, tokenizer, model_cfg, run_dir: Path):
     evals after training run data-parallel on plain copies, not through the shards' collectives)."""
     from peft import PeftModel
 
-    from rlvr.distributed import barrier, is_main_process
+    from rlvr.hardware.distributed import barrier, is_main_process
 
     model = trainer.accelerator.unwrap_model(trainer.model)
     if not trainer.is_deepspeed_enabled:

@@ -56,7 +56,7 @@ def trainer_arguments(hw, shard: bool = True) -> dict:
     """Keyword arguments shared by every TRL config (GRPOConfig, SFTConfig, RewardConfig); `shard=False`:
     without `hardware.sharding` (the SFT warm-up runs data-parallel)."""
     check_device(hw)
-    from rlvr.sharding import trainer_arguments as sharding_arguments
+    from rlvr.hardware.sharding import sharding_arguments
 
     return {
         "use_cpu": hw.device == "cpu",

@@ -17,7 +17,7 @@ own methods (no subclass needed) with two `perf_counter` calls each:
 
 The times are per-step means since the previous logged row. `log` itself cannot be finished when
 its own row is written, so a row carries the *previous* logging call's seconds; that call ran
-inside this row's `step_seconds` (see rlvr.tracking.metrics_callback), so the stages still add up.
+inside this row's `step_seconds` (see rlvr.tracking.outputs.metrics_callback), so the stages still add up.
 What no stage covers (GRPO's advantages, padding, the dataloader) is `step_seconds` minus their sum.
 """
 

@@ -1,6 +1,6 @@
 """Benchmark metrics over n sampled completions per prompt: mean@n, pass@k, maj@k, with their uncertainty.
 
-Pure Python (no torch): the engine (rlvr/evaluation.py) gathers per-prompt correctness and extracted
+Pure Python (no torch): the engine (rlvr/evaluation/engine.py) gathers per-prompt correctness and extracted
 answers, this module turns them into numbers. Written by hand because no installed library has the
 three together: pass@k is the unbiased estimator of Chen et al. (2021), maj@k the majority vote over
 answers that a reward judges equivalent (`Reward.same_answer`), each with the uncertainty a paper reports:

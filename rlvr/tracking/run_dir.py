@@ -226,8 +226,8 @@ def record_start(run_dir: Path, cfg, changed: dict[str, list], mode: str) -> Non
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
-    from rlvr.provenance import run_info
-    from rlvr.tracking import JsonlWriter
+    from rlvr.tracking.provenance import run_info
+    from rlvr.tracking.outputs import JsonlWriter
 
     hydra_cfg = HydraConfig.get()
     (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))

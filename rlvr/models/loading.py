@@ -3,7 +3,7 @@
 The tiny model is a random-init Qwen2- or Qwen3-architecture causal LM. Its default tokenizer is
 byte-level, made in code (256 byte tokens + a few special tokens, no merges), so it needs no file
 and no network and reads any text; `model.tiny.tokenizer=qwen2.5|qwen3` gives it the real Qwen
-tokenizer instead (the `qwen2.5_shape` / `qwen3_shape` presets: rlvr/qwen_tokenizers.py).
+tokenizer instead (the `qwen2.5_shape` / `qwen3_shape` presets: rlvr/models/qwen_tokenizers.py).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import os
 
 from rlvr._compat import keep_4bit_weights_trainable
 from rlvr.errors import ConfigError, ModelLoadError
-from rlvr.hub import is_offline, looks_like_path
-from rlvr.machine_cache import built_once
+from rlvr.models.hub import is_offline, looks_like_path
+from rlvr.models.machine_cache import built_once
 
 TINY = "tiny"
 SPECIAL_TOKENS = {"eos_token": "<|endoftext|>", "pad_token": "<|pad|>"}
@@ -61,7 +61,7 @@ def build_tokenizer(shape):
     """The tiny model's tokenizer: `bytes` (made in code) or a real Qwen one (cached per machine)."""
     if shape.tokenizer == "bytes":
         return build_tiny_tokenizer()
-    from rlvr.qwen_tokenizers import qwen_tokenizer
+    from rlvr.models.qwen_tokenizers import qwen_tokenizer
 
     return qwen_tokenizer(shape.tokenizer)
 

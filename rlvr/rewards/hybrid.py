@@ -147,7 +147,7 @@ class HybridReward(Reward):
         """r_min/r_max: the RM score range over one sampled completion for each of the first K prompts,
         recorded in `out_path`; read from it where it exists (a later start of the run, an eval of
         it): one scale throughout."""
-        from rlvr.evaluation import generate
+        from rlvr.evaluation.engine import generate
 
         if out_path.exists():
             record = json.loads(out_path.read_text())

@@ -28,7 +28,7 @@ def package_versions() -> dict[str, str | None]:
     return {name: version(name) for name in ("rlvr", *PACKAGES)}
 
 
-def source_commit(source_dir: Path = Path(__file__).resolve().parent) -> dict | None:
+def source_commit(source_dir: Path = Path(__file__).resolve().parents[1]) -> dict | None:
     """{commit, dirty} of the rlvr checkout this runs from (tracked files only); None for an
     installed, non-editable copy or without git."""
     if not (source_dir.parent / "pyproject.toml").is_file():  # site-packages: no checkout of ours

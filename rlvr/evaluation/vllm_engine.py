@@ -1,4 +1,4 @@
-"""Evaluation through vLLM (`eval.engine=vllm`): the completions rlvr/evaluation.py scores, generated
+"""Evaluation through vLLM (`eval.engine=vllm`): the completions rlvr/evaluation/engine.py scores, generated
 by a vLLM engine instead of transformers' `model.generate`.
 
 Where the engine comes from: in a training run, the run's own colocated rollout engine
@@ -9,7 +9,7 @@ run finished from its saved final model).
 
 What matches the transformers path: the prompts' token ids (the same chat template, no special
 tokens added), the end ids, the decoding (`skip_special_tokens`), a greedy pass, and one seed per
-sample (`rlvr.evaluation.sample_seed`, given to vLLM as the request's own seed: a sample does not
+sample (`rlvr.evaluation.engine.sample_seed`, given to vLLM as the request's own seed: a sample does not
 depend on its batch). The draws themselves differ (another sampler), so the metrics agree within
 their confidence intervals, not row by row.
 """
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 class VllmCompleter:
-    """`complete` as rlvr.evaluation.generate_batch does it, through the vLLM engine `llm`."""
+    """`complete` as rlvr.evaluation.engine.generate_batch does it, through the vLLM engine `llm`."""
 
     def __init__(self, llm, tokenizer, stop: list[int]):
         self.llm, self.tokenizer, self.stop = llm, tokenizer, stop
@@ -39,7 +39,7 @@ class VllmCompleter:
         greedy, or sample i drawn with seed `seeds[i]` and `sampling`'s temperature, top_p, top_k."""
         from vllm import SamplingParams
 
-        from rlvr.evaluation import prompt_texts
+        from rlvr.evaluation.engine import prompt_texts
 
         ids = self.tokenizer(prompt_texts(prompts, self.tokenizer), add_special_tokens=False)["input_ids"]
         requests = [{"prompt_token_ids": one} for one in ids for _ in range(samples)]
@@ -76,7 +76,7 @@ def check_trainer_engine(cfg) -> None:
 
 def check_model(model) -> None:
     """Refuse in one line a model vLLM cannot sample as transformers would."""
-    from rlvr.vocab import ReasoningVocab
+    from rlvr.models.vocab import ReasoningVocab
 
     if ReasoningVocab.of(model) is not None:
         raise ConfigError(
@@ -89,7 +89,7 @@ def trainer_completer(cfg, trainer, model, tokenizer) -> VllmCompleter | None:
     """For eval.engine=vllm, the trainer's colocated rollout engine with the policy's weights as they
     are now: synced unless TRL's bookkeeping says they are (the last sync was at this step), or
     before the first step (the engine loaded the policy it starts from). None for eval.engine=hf."""
-    from rlvr.evaluation import end_ids
+    from rlvr.evaluation.engine import end_ids
 
     if cfg.eval.engine != "vllm":
         return None
@@ -110,8 +110,8 @@ def own_completer(cfg, model, tokenizer, model_dir: Path | None) -> Iterator[Vll
         return
     from vllm import LLM
 
-    from rlvr.distributed import process_count
-    from rlvr.evaluation import end_ids
+    from rlvr.hardware.distributed import process_count
+    from rlvr.evaluation.engine import end_ids
     from rlvr.trainers.rollout_engine import engine_arguments
 
     check_model(model)

@@ -17,9 +17,9 @@ import os
 from pathlib import Path
 from typing import Callable, Sequence
 
-from rlvr.distributed import is_main_process, phase, process_count, rank
+from rlvr.hardware.distributed import is_main_process, phase, process_count, rank
 from rlvr.errors import RlvrError
-from rlvr.tracking import JsonlWriter, prompt_id
+from rlvr.tracking.outputs import JsonlWriter, prompt_id
 
 
 def prompt_texts(prompts, tokenizer) -> list[str]:
@@ -57,13 +57,13 @@ def generate_batch(
     Greedy, unless `seeds` are given (one per completion: drawn by `row_seeded_sampler` with
     `sampling`'s temperature, top_p, top_k) or `do_sample` (transformers' sampling with the model's
     generation settings). A model with a reasoning vocabulary generates under its think-segment
-    processor and its reasoning ids are decoded as the standard ids they copy (rlvr/vocab.py).
+    processor and its reasoning ids are decoded as the standard ids they copy (rlvr/models/vocab.py).
     """
     import torch
     from transformers import LogitsProcessorList
 
-    from rlvr.sampling import row_seeded_sampler
-    from rlvr.vocab import ReasoningVocab
+    from rlvr.trainers.sampling import row_seeded_sampler
+    from rlvr.models.vocab import ReasoningVocab
 
     device = next(model.parameters()).device
     vocab = ReasoningVocab.of(model)
@@ -143,7 +143,7 @@ def by_length(dataset, rows: list[int], tokenizer) -> list[int]:
 
 
 def completer(model, tokenizer) -> Callable:
-    """`generate_batch`'s contract for `model`: a vLLM engine's own (rlvr.vllm_eval.VllmCompleter),
+    """`generate_batch`'s contract for `model`: a vLLM engine's own (rlvr.evaluation.vllm_engine.VllmCompleter),
     else transformers' generate."""
     if hasattr(model, "complete"):
         return model.complete
@@ -269,9 +269,9 @@ def summarise(
 ) -> dict[str, float]:
     """The `eval_<label>_*` metrics of eval rows (also of eval/<label>.jsonl re-read when a resumed
     run reports its first eval): greedy accuracy (with SE), reward, mean new tokens and truncated
-    share; over the n samples, rlvr.eval_metrics' mean@n / pass@k / maj@k for each k <= n, mean new
+    share; over the n samples, rlvr.evaluation.metrics' mean@n / pass@k / maj@k for each k <= n, mean new
     tokens and truncated share."""
-    from rlvr.eval_metrics import mean_se, sample_metrics
+    from rlvr.evaluation.metrics import mean_se, sample_metrics
 
     metrics = {}
     greedy = [r for r in rows if "completion" in r]
