@@ -256,7 +256,7 @@ def test_size_zero_is_trl_grpo_exactly(tmp_path):
         else:
             trainer = RolloutLoggingGRPOTrainer(
                 rewards=[WeightedReward("acc", reward, 1.0)], inverse_cdf_on_cpu=False, **common
-            )  # transformers' own draws, as TRL's (tests/test_sampling.py: rlvr's)
+            )  # transformers' own draws, as TRL's (tests/trainers/test_sampling.py: rlvr's)
             assert trainer.reasoning_vocab is None
         trainer.train()
         losses[kind] = [(row["loss"], row["reward"]) for row in trainer.state.log_history if "loss" in row]

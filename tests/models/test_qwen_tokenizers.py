@@ -12,7 +12,7 @@ from rlvr.config import ModelConfig
 from rlvr.errors import ModelLoadError
 from rlvr.models.loading import load_policy, load_reward_model
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BUILTIN = ROOT / "rlvr" / "data" / "builtin"
 # Official added tokens (Qwen2.5-*-Instruct and Qwen3 tokenizer_config.json, added_tokens_decoder): id, token, special.
 QWEN25 = [
