@@ -26,7 +26,7 @@ from pathlib import Path
 from rlvr.config import Config, check_ranges, drop_retired_keys, exit_on_unknown_keys
 from rlvr.hardware.distributed import COMPLETE, CORRUPT, checkpoint_problem, checkpoint_step, is_main_process, numbered_checkpoints
 from rlvr.errors import ConfigError, RlvrError
-from rlvr.run import CONF_DIR, GROUPS, set_offline
+from rlvr.run import CONF_DIR, GROUPS, set_offline, set_up_process
 
 log = logging.getLogger("rlvr.eval")
 USAGE = "usage: python -m rlvr.eval TARGET [--output-dir DIR] [group=option ...] [key=value ...]"
@@ -247,15 +247,7 @@ def run(argv: list[str]) -> list[dict]:
     set_offline(cfg)
     out_dir = Path(output_dir).expanduser() if output_dir else target.run_dir or target.models[0][1]
     out_dir.mkdir(parents=True, exist_ok=True)
-    import datasets
-    import transformers
-
-    from rlvr.hardware.device import apply_threads
-
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
-    transformers.set_seed(cfg.seed)
-    apply_threads(cfg.hardware)
+    set_up_process(cfg)
     results = evaluate_target(target, cfg, out_dir)
     if target.is_run and is_main_process():
         log.info("curve: %s", write_curve(results, out_dir))

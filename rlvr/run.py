@@ -91,6 +91,30 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
     return Accepted(recipe, start, changed, world_size, offline)
 
 
+def set_up_process(cfg: DictConfig) -> None:
+    """What every process that loads a model sets first (a run, `rlvr.eval`): quiet progress bars and
+    warnings the user cannot act on, the seed, the thread count, the CPU patches."""
+    from transformers import set_seed
+
+    from rlvr.hardware.device import apply_threads
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()  # per-map and per-save bars drown the training progress bar
+    # TRL 1.16 calls transformers' deprecated `is_gradient_checkpointing` inside training: a warning
+    # the user cannot act on, printed through the progress bar.
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    # model.quantization=8bit on CPU: bitsandbytes says so on every matmul of every step.
+    warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast from torch.float32 to float16")
+    transformers.utils.logging.disable_progress_bar()
+    set_seed(cfg.seed)
+    apply_threads(cfg.hardware)
+    if cfg.hardware.device == "cpu":
+        from rlvr._compat import score_labelled_positions_only_on_cpu
+
+        score_labelled_positions_only_on_cpu()
+
+
 def run(cfg: DictConfig, run_dir: Path, accepted: Accepted) -> dict[str, float]:
     """Run an accepted start in Hydra's output dir; returns the final metrics."""
     from rlvr.hardware.distributed import close_process_group, is_main_process
@@ -116,26 +140,7 @@ def run(cfg: DictConfig, run_dir: Path, accepted: Accepted) -> dict[str, float]:
             asked,
         )
 
-    from transformers import set_seed
-
-    from rlvr.hardware.device import apply_threads
-
-    import datasets
-    import transformers
-
-    datasets.disable_progress_bars()  # per-map and per-save bars drown the training progress bar
-    # TRL 1.16 calls transformers' deprecated `is_gradient_checkpointing` inside training: a warning
-    # the user cannot act on, printed through the progress bar.
-    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-    # model.quantization=8bit on CPU: bitsandbytes says so on every matmul of every step.
-    warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast from torch.float32 to float16")
-    transformers.utils.logging.disable_progress_bar()
-    set_seed(cfg.seed)
-    apply_threads(cfg.hardware)
-    if cfg.hardware.device == "cpu":
-        from rlvr._compat import score_labelled_positions_only_on_cpu
-
-        score_labelled_positions_only_on_cpu()
+    set_up_process(cfg)
     metrics = accepted.recipe.train(cfg, run_dir, start)
     close_process_group()
     return metrics
