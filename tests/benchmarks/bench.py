@@ -745,25 +745,27 @@ def bench_sharding(
     sizes: str = os.environ.get("BENCH_SHARDING_SIZES", sized("mid,full_0.5b", "mid")),
     steps: int = sized(int(os.environ.get("BENCH_SHARDING_STEPS", "14")), STEPS),
     full_steps: int = sized(int(os.environ.get("BENCH_SHARDING_FULL_STEPS", "4")), STEPS),
+    modes: tuple[str, ...] = sized(("none", "fsdp", "zero2", "zero3"), ("none", "zero3")),
 ) -> dict:
     """DDP vs FSDP2 vs DeepSpeed ZeRO-2 / ZeRO-3, 2 processes (gloo, one thread each), at each of `sizes`:
     bytes of parameters + gradients + optimizer state each process holds (ZeRO: with its fp32 master copy
     of the process's partition), peak RSS per process, median step time; keys `sharded_*` (mid) and
-    `sharded_0.5b_*`. At smoke size only `mid` runs: the sizes share every line but the model's arguments."""
+    `sharded_0.5b_*`. At smoke size only `mid`, DDP and ZeRO-3 run: the sizes share every line but the model's
+    arguments, the modes every line but `hardware.sharding` (each mode's runs are tests/sharding/)."""
     results = {}
     for size in sizes.split(","):
         prefix, size_steps = ("sharded", steps) if size == "mid" else ("sharded_0.5b", full_steps)
-        results |= sharding_modes(prefix, SHARDING_SIZES[size], size_steps, warmup=sized(2, WARMUP_STEPS))
+        results |= sharding_modes(prefix, SHARDING_SIZES[size], size_steps, sized(2, WARMUP_STEPS), modes)
     return results
 
 
-def sharding_modes(prefix: str, model_args: list[str], steps: int, warmup: int) -> dict:
+def sharding_modes(prefix: str, model_args: list[str], steps: int, warmup: int, modes: tuple[str, ...]) -> dict:
     """`<prefix>_state_mb_<mode>`, `<prefix>_step_seconds_<mode>`, `<prefix>_peak_rss_mb_<mode>_rank<p>` and each
-    sharded mode's state and step ratios to DDP, for 2-process runs of `model_args`."""
+    sharded mode's state and step ratios to DDP, for 2-process runs of `model_args` in each of `modes` (DDP, "none", first)."""
     results: dict[str, float] = {}
     measured = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for mode in ("none", "fsdp", "zero2", "zero3"):
+        for mode in modes:
             run_dir = Path(tmp) / mode
             # --standalone: a free port of its own, not torchrun's fixed default (another job may hold it)
             run(
@@ -793,7 +795,7 @@ def sharding_modes(prefix: str, model_args: list[str], steps: int, warmup: int) 
                 f"{prefix}_step_seconds_{name}": measured[mode]["step"],
             }
             results |= {f"{prefix}_peak_rss_mb_{name}_rank{p}": kb / 1024 for p, kb in sorted(memory["peak_rss_kb"].items())}
-    for mode in ("fsdp", "zero2", "zero3"):
+    for mode in modes[1:]:
         results[f"{prefix}_state_ratio_{mode}_vs_ddp"] = measured[mode]["held"] / measured["none"]["held"]
         results[f"{prefix}_step_ratio_{mode}_vs_ddp"] = measured[mode]["step"] / measured["none"]["step"]
     return results

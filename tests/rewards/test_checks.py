@@ -173,7 +173,7 @@ def test_a_hanging_isolated_reward_is_killed_and_scores_none(closes_pools, caplo
     started = time.perf_counter()
     with caplog.at_level(logging.WARNING, logger="rlvr.rewards.checks"):
         assert reward(prompts=PROMPTS, completions=COMPLETIONS) == [None, None, None]
-    assert time.perf_counter() - started < 5
+    assert time.perf_counter() - started < 15  # killed: the reward sleeps 30 s (room left for a loaded machine)
     assert "reward 'mine' timed out after 0.5 s on a call of 3 completions" in caplog.text
 
 

@@ -56,7 +56,7 @@ def test_math_verify_timeout_is_not_the_same():
     try:
         started = time.perf_counter()
         assert not reward.same_answer("9^{9^{9^{9}}}", "1")
-        assert time.perf_counter() - started <= 1.5 + 3.0  # the limit, plus the worker's first start
+        assert time.perf_counter() - started <= 15  # the limit, the worker's first start, a loaded machine: not the hours 9^9^9^9 takes
     finally:
         reward.pool.close()
 
