@@ -264,7 +264,8 @@ def pytest_itemcollected(item):
 LONGEST_FIRST = {
     "tests/e2e/test_qwen_learning.py::": 314,
     "tests/test_vllm_rollouts.py::test_grpo_learns_with_vllm_rollouts_and_evaluates_through_vllm": 153,
-    "tests/benchmarks/test_bench_smoke.py::test_bench_runs_at_smoke_size[bench_sharding]": 136,
+    "tests/sharding/test_reward_model_sharding.py::": 150,  # estimated: the 3-run sweep it replaces took 159 s
+    "tests/benchmarks/test_bench_smoke.py::test_bench_runs_at_smoke_size[bench_sharding]": 100,
     "tests/e2e/test_grpo_run.py::test_default_run_learns": 127,
     "tests/e2e/test_local_launcher.py::test_a_sigterm_stop_is_one_line_whose_command_continues_the_run": 84,
     "tests/test_vllm_rollouts.py::test_a_stop_signal": 90,

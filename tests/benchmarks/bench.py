@@ -260,7 +260,9 @@ def grpo_step_commands(size: dict) -> dict[str, list[str]]:
     }
 
 
-def bench_grpo_step(sizes: str = os.environ.get("BENCH_GRPO_SIZES", "tiny,mid")) -> dict:
+def bench_grpo_step(sizes: str = os.environ.get("BENCH_GRPO_SIZES", sized("tiny,mid", "tiny"))) -> dict:
+    """rlvr's GRPO step against TRL's plain script at each of `sizes` (at smoke size `tiny` only: the sizes
+    share every line but the model's arguments)."""
     results = {}
     for name in sizes.split(","):
         size = GRPO_SIZES[name]
@@ -364,8 +366,9 @@ VLLM_PYTHON = str(ROOT / ".venv-vllm" / "bin" / "python")
 VLLM_SIZES = {"mid": GRPO_SIZES["mid"], "full_0.5b": FULL_SIZE}
 
 
-def bench_vllm(sizes: str = os.environ.get("BENCH_VLLM_SIZES", "mid,full_0.5b")) -> dict:
-    """rlvr's GRPO step sampling with vLLM against sampling with transformers, both in .venv-vllm."""
+def bench_vllm(sizes: str = os.environ.get("BENCH_VLLM_SIZES", sized("mid,full_0.5b", "mid"))) -> dict:
+    """rlvr's GRPO step sampling with vLLM against sampling with transformers, both in .venv-vllm (at smoke
+    size `mid` only: the sizes share every line but the model's arguments)."""
     if not Path(VLLM_PYTHON).exists():
         raise RuntimeError("bench_vllm needs .venv-vllm: make vllm-venv")
     results = {}

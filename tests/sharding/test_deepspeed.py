@@ -1,6 +1,6 @@
 """hardware.sharding=zero2|zero3 (DeepSpeed) with 2 processes on CPU (gloo), through hydra/launcher=local:
 each shards what its stage shards, trains as DDP does, resumes exactly, and writes a final model that
-loads alone; the reward model too."""
+loads alone (the reward model: test_reward_model_sharding.py)."""
 
 import json
 import shutil
@@ -77,23 +77,6 @@ def test_zero3_run_stopped_after_its_last_checkpoint_is_finished_from_it(ddp_and
     multirun(tmp_path, "hardware.sharding=zero3", "algorithm.beta=0.04", *EVAL_DURING_TRAINING)
     assert "checkpoint-4 is the end of training: restoring it" in (run / "run.log").read_text()
     assert max_difference(weights(run), weights(original)) == 0.0
-
-
-def test_reward_model_under_zero_matches_ddp(tmp_path):
-    multirun(tmp_path, "algorithm=reward_model", "algorithm.max_steps=6", f"hardware.sharding={','.join(RUNS)}")
-    ddp = tmp_path / RUNS["none"]
-    ddp_metrics = json.loads((ddp / "metrics.json").read_text())
-    for mode in ("zero2", "zero3"):
-        run = tmp_path / RUNS[mode]
-        assert held_fractions(run) == pytest.approx({0: 0.5, 1: 0.5}, abs=0.02)
-        # ZeRO-3 sums each gradient over the processes in another order than DDP (a reduce-scatter of its
-        # flat buckets) and clips by a norm summed per partition: rounding of 1e-7, which Adam's m / sqrt(v)
-        # amplifies where a gradient is near zero. Measured: 1 of the 91k weights 2.6e-5 off after 6 steps at
-        # lr 1e-3, all others within 5e-6 (ZeRO-2, whose gradients are reduced as DDP's: within 1e-5).
-        assert max_difference(weights(run), weights(ddp)) < (1e-5 if mode == "zero2" else 1e-4)
-        metrics = json.loads((run / "metrics.json").read_text())
-        assert metrics["eval_pair_accuracy"] == ddp_metrics["eval_pair_accuracy"]
-        assert metrics["eval_loss"] == pytest.approx(ddp_metrics["eval_loss"], abs=1e-5)
 
 
 def test_zero3_starts_end_with_a_clean_exit(tmp_path):
