@@ -61,8 +61,16 @@ format: $(VENV)/.installed  ## ruff format: rewrites the sources in the project'
 run: $(VENV)/.installed  ## the offline default: tiny model, arithmetic, GRPO on CPU
 	$(PY) -m rlvr.run $(ARGS)
 
-test: $(VENV)/.installed $(VLLM_VENV)/.installed sandbox  ## the whole suite, slow end-to-end runs included
-	$(PY) -m pytest -q $(XDIST) $(ARGS)
+# .venv-vllm is built while the suite runs (its log: .venv-vllm.log): the tests that need it come last and
+# wait for it (tests/conftest.py: vllm_python), so a fresh clone does not wait for vLLM's install first.
+test: $(VENV)/.installed sandbox  ## the whole suite, slow end-to-end runs included (building .venv-vllm meanwhile)
+	@if ! $(MAKE) -q $(VLLM_VENV)/.installed 2>/dev/null; then \
+		echo "building $(VLLM_VENV) while the tests run (log: $(VLLM_VENV).log)"; \
+		rm -f $(VLLM_VENV).log.status; \
+		( $(MAKE) --no-print-directory $(VLLM_VENV)/.installed > $(VLLM_VENV).log 2>&1; echo $$? > $(VLLM_VENV).log.status ) & \
+		export RLVR_VLLM_VENV_LOG="$(abspath $(VLLM_VENV)).log"; \
+	fi; \
+	$(PY) -m pytest -q $(XDIST) $(ARGS); status=$$?; wait; exit $$status
 
 test-fast: $(VENV)/.installed sandbox  ## no end-to-end runs, no SLURM
 	$(PY) -m pytest -q $(XDIST) -m "not slow and not slurm" $(ARGS)

@@ -21,6 +21,25 @@ TINY_RUN = [
 ]
 
 
+VLLM_VENV = ROOT / ".venv-vllm"
+
+
+def vllm_python() -> Path:
+    """.venv-vllm's python (`make vllm-venv`). `make test` builds it while the suite runs, with
+    RLVR_VLLM_VENV_LOG naming the build's log, and the tests that need it come last: this waits for the
+    build to end, and fails with the end of its log if it failed."""
+    log = os.environ.get("RLVR_VLLM_VENV_LOG")
+    status = Path(f"{log}.status")
+    deadline = time.time() + 1800
+    while log and not status.exists() and time.time() < deadline:
+        time.sleep(5)
+    if status.exists() and status.read_text().strip() != "0":
+        pytest.fail(f"make vllm-venv failed (exit {status.read_text().strip()}); the end of {log}:\n{Path(log).read_text()[-3000:]}")
+    if not (VLLM_VENV / ".installed").exists():
+        pytest.fail("no .venv-vllm here: `make vllm-venv` builds it (`make test` does)")
+    return VLLM_VENV / "bin" / "python"
+
+
 def run_env(env: dict | None = None) -> dict:
     """The environment of a run a test starts: offline, and under pytest-xdist (test processes side by
     side) one core's worth of threads: oversubscribed, OpenMP's waiting threads slow a run down (a vLLM
@@ -274,14 +293,14 @@ LONGEST_FIRST = {
 
 
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist: the ungrouped tests of LONGEST_FIRST first, longest first; the rest keep
-    their order (every test process sorts alike, so all collect the same order)."""
-    if "PYTEST_XDIST_WORKER" not in os.environ:
-        return
+    """The tests marked `vllm_venv` last (`make test` builds .venv-vllm meanwhile); under pytest-xdist,
+    within each part the ungrouped tests of LONGEST_FIRST first, longest first. The rest keep their
+    order (every test process sorts alike, so all collect the same order)."""
+    under_xdist = "PYTEST_XDIST_WORKER" in os.environ
 
     def seconds(item) -> float:
-        if item.get_closest_marker("xdist_group") is not None:
+        if not under_xdist or item.get_closest_marker("xdist_group") is not None:
             return 0
         return max((s for prefix, s in LONGEST_FIRST.items() if item.nodeid.startswith(prefix)), default=0)
 
-    items.sort(key=lambda item: -seconds(item))
+    items.sort(key=lambda item: (item.get_closest_marker("vllm_venv") is not None, -seconds(item)))

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from rlvr.tracking.outputs import read_jsonl
-from conftest import ROOT, TINY_RUN, completed_run, one_line_error, rank_weight_digests, refused_in_process, run_env
+from conftest import ROOT, TINY_RUN, completed_run, one_line_error, rank_weight_digests, refused_in_process, run_env, vllm_python
 
-VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
+pytestmark = pytest.mark.vllm_venv  # after the rest of the suite (`make test` builds .venv-vllm meanwhile)
 # vLLM's CPU attention has kernels for head_dim 32 and up: the tiny model's hidden 64 over 2 heads
 VLLM = ["algorithm.rollout=vllm", "model.tiny.num_attention_heads=2"]
 
@@ -60,10 +60,8 @@ def test_a_torchvision_built_for_another_torch_is_refused_with_the_fix(tmp_path,
 def vllm_process(run_dir: Path, *args: str, **popen) -> subprocess.Popen:
     """`python -m rlvr.run args... hydra.run.dir=run_dir` (a `-m` run: hydra.sweep.dir) in the vLLM
     venv, in a session of its own."""
-    if not VLLM_PYTHON.exists():
-        pytest.fail("no .venv-vllm here: `make vllm-venv` builds it (`make test` does)")
     directory = "hydra.sweep.dir" if "-m" in args else "hydra.run.dir"
-    command = [str(VLLM_PYTHON), "-m", "rlvr.run", *args, f"{directory}={run_dir}"]
+    command = [str(vllm_python()), "-m", "rlvr.run", *args, f"{directory}={run_dir}"]
     return subprocess.Popen(command, cwd=ROOT, env=run_env(), text=True, start_new_session=True, **popen)
 
 
@@ -105,7 +103,7 @@ def assert_vllm_sampled_with_the_policys_weights(rows: list[dict], fp32: bool = 
 
 def rlvr_eval(model_dir: Path, out_dir: Path, *overrides: str) -> dict:
     """`python -m rlvr.eval model_dir overrides... --output-dir out_dir` in the vLLM venv: its metrics."""
-    command = [str(VLLM_PYTHON), "-m", "rlvr.eval", str(model_dir), *overrides, f"--output-dir={out_dir}"]
+    command = [str(vllm_python()), "-m", "rlvr.eval", str(model_dir), *overrides, f"--output-dir={out_dir}"]
     result = subprocess.run(command, cwd=ROOT, env=run_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads((out_dir / "eval" / f"{model_dir.name}.json").read_text())["metrics"]

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import vllm_python
+
 BENCH = Path(__file__).with_name("bench.py")
 REAL_RESULTS = BENCH.parents[2] / "bench-results.json"
 
@@ -39,10 +41,12 @@ def modified(path: Path) -> int | None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", bench_names())
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.vllm_venv) if "vllm" in name else name for name in bench_names()])
 def test_bench_runs_at_smoke_size(name, tmp_path):
     """`BENCH_SMOKE=1 python tests/benchmarks/bench.py <name>` exits 0, and its results file (in the
     temporary directory, here tmp_path) holds at least one figure, each a finite number."""
+    if "vllm" in name:
+        vllm_python()  # .venv-vllm, once built
     real_results = modified(REAL_RESULTS)
     # One thread per process: the bench's own subprocesses and other test processes share the cores.
     env = {
