@@ -314,17 +314,19 @@ def test_a_killed_caller_ends_sandboxes_that_missed_the_parent_death_signal(tmp_
         """)
     )
     process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
-    assert process.stdout.readline() == "started\n"
-    deadline = time.monotonic() + 10
+    try:
+        assert process.stdout.readline() == "started\n"
+        deadline = time.monotonic() + 10
 
-    def programs() -> int:  # processes running as a sandbox's own user: the programs have started
-        return sum(int(line.split()[1]) >= FIRST_UID for line in sandboxed_processes())
+        def slots_running() -> int:  # sandbox user ids with a process: the programs have started
+            return len({line.split()[1] for line in sandboxed_processes() if int(line.split()[1]) >= FIRST_UID})
 
-    while programs() < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert programs() == 2, "the sandboxes did not start"
-    process.kill()
-    process.wait(timeout=10)
+        while slots_running() < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert slots_running() == 2, "the sandboxes did not start"
+    finally:
+        process.kill()
+        process.wait(timeout=10)
 
 
 def test_limits_are_range_checked():
