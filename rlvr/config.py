@@ -281,6 +281,16 @@ class Config:
 
 
 @dataclass
+class EvalAppConfig(Config):
+    """`python -m rlvr.eval`: the models in `target` (a run dir: every complete checkpoint; a
+    checkpoint dir; a model dir) evaluated with the training config, their results in `output_dir`
+    (None: the target's run dir, else the model dir)."""
+
+    target: str = "???"
+    output_dir: str | None = None
+
+
+@dataclass
 class ScoreConfig:
     """`python -m rlvr.score`: score a JSONL of completions with a reward preset."""
 
@@ -577,6 +587,7 @@ def register_schemas() -> None:
 
     store = ConfigStore.instance()
     store.store(name="rlvr_schema", node=Config)
+    store.store(name="rlvr_eval_schema", node=EvalAppConfig)
     store.store(name="score_schema", node=ScoreConfig)
 
 
@@ -657,7 +668,7 @@ def check_overrides(args: list[str], schema: type = Config, groups: frozenset[st
             continue
         if check_key(key, schema) and written.startswith("+") and not written.startswith("++"):
             raise ConfigError(f"'{written}': {key} is already a config key: drop the '+' ({key}=...)")
-        if schema is Config and key.startswith("algorithm.trl.") and (owner := trl_duplicate(key.split(".")[2])):
+        if issubclass(schema, Config) and key.startswith("algorithm.trl.") and (owner := trl_duplicate(key.split(".")[2])):
             raise ConfigError(f"'{written}' repeats {owner}: set {owner} instead")
 
 

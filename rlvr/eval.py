@@ -1,15 +1,17 @@
 """Evaluate without training: a saved model, one checkpoint, or every checkpoint of a run (a curve).
 
-    python -m rlvr.eval RUN_DIR                                  # every complete checkpoint: eval/curve.jsonl, plots/eval_checkpoints.png
-    python -m rlvr.eval RUN_DIR/checkpoints/checkpoint-200 eval=pass_at_k
-    python -m rlvr.eval RUN_DIR/final_model eval.n=16 'eval.ks=[1,4,16]'
-    python -m rlvr.eval /models/Qwen2.5-0.5B-Instruct dataset=math500 reward=math_verify --output-dir evals/qwen
+    python -m rlvr.eval target=RUN_DIR                       # every complete checkpoint: eval/curve.jsonl, plots/eval_checkpoints.png
+    python -m rlvr.eval target=RUN_DIR/checkpoints/checkpoint-200 eval=pass_at_k
+    python -m rlvr.eval target=RUN_DIR/final_model eval.n=16 'eval.ks=[1,4,16]'
+    python -m rlvr.eval target=/models/Qwen2.5-0.5B-Instruct dataset=math500 reward=math_verify output_dir=evals/qwen
+    python -m rlvr.eval -m target=RUN_A,RUN_B hydra/launcher=slurm  # one job per target, here on SLURM
 
-The config is the training tree (conf/, schema-checked): a target inside a run starts from the run's
-config_resolved.yaml (model, dataset, reward, eval), and what the command line names replaces the
-run's (a group choice its whole group, a key that key); outside a run the tree's defaults apply.
+A Hydra app on the training tree (conf/evaluate.yaml, schema `EvalAppConfig`), set up as `rlvr.run`
+is: a target inside a run starts from the run's config_resolved.yaml (model, dataset, reward, eval),
+and what the command line names replaces the run's (a group choice its whole group, a key that key);
+outside a run the tree's defaults apply.
 Each model's per-example rows and metrics go to `<out>/eval/<label>.jsonl` and `<label>.json`
-(label: the checkpoint or directory name; out: --output-dir, else the run dir, else the model dir);
+(label: the checkpoint or directory name; out: output_dir, else the run dir, else the model dir);
 a re-run skips a model whose results exist with the same eval, dataset, reward and model settings.
 A run's corrupt checkpoints are skipped, each named in one line, and the curve is of the others.
 A LoRA adapter goes on its run's initial_policy/; outside its run dir, on the base model named with
@@ -18,18 +20,22 @@ model.name_or_path=... (refused without one: the default tiny model would be bui
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from rlvr.config import Config, check_ranges, drop_retired_keys, exit_on_unknown_keys
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from rlvr.config import Config, EvalAppConfig, check_ranges, drop_retired_keys, exit_on_unknown_keys, one_line_preset_errors
 from rlvr.hardware.distributed import COMPLETE, CORRUPT, checkpoint_problem, checkpoint_step, is_main_process, numbered_checkpoints
 from rlvr.errors import ConfigError, RlvrError
 from rlvr.run import CONF_DIR, GROUPS, set_offline, set_up_process
 
 log = logging.getLogger("rlvr.eval")
-USAGE = "usage: python -m rlvr.eval TARGET [--output-dir DIR] [group=option ...] [key=value ...]"
+APP_KEYS = frozenset(f.name for f in dataclasses.fields(EvalAppConfig)) - {f.name for f in dataclasses.fields(Config)}
 RUN_CONFIG = "config_resolved.yaml"
 SETTINGS = ("model", "dataset", "reward", "eval")  # what a result depends on: a re-run with other values redoes it
 CURVE = "curve.jsonl"
@@ -64,7 +70,7 @@ def resolve_target(text: str) -> Target:
     if (path / RUN_CONFIG).exists() and not has_model(path):
         checkpoints = sound_checkpoints(path / "checkpoints")
         if not checkpoints:
-            hint = f" (its final model: python -m rlvr.eval {path / 'final_model'})" if has_model(path / "final_model") else ""
+            hint = f" (its final model: python -m rlvr.eval target={path / 'final_model'})" if has_model(path / "final_model") else ""
             raise ConfigError(
                 f"target {text}: the run dir has no complete checkpoint that is not corrupt "
                 f"(checkpoints/checkpoint-N with {COMPLETE}){hint}"
@@ -100,11 +106,10 @@ def sound_checkpoints(checkpoint_dir: Path) -> list[Path]:
     return checkpoints
 
 
-def compose(overrides: list[str], run_dir: Path | None):
-    """The eval's config: the run's (if any) with the command line's overrides on top, checked."""
+def compose(overrides: list[str], run_dir: Path | None) -> DictConfig:
+    """`eval_config` of the training tree composed with `overrides` (Hydra's compose API), as the app does."""
     from hydra import compose as hydra_compose, initialize_config_dir
     from hydra.errors import HydraException
-    from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     try:
@@ -112,8 +117,18 @@ def compose(overrides: list[str], run_dir: Path | None):
             composed = hydra_compose("config", overrides)
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(str(exc).splitlines()[0]) from exc
+    return eval_config(composed, overrides, run_dir)
+
+
+def eval_config(composed: DictConfig, overrides: list[str], run_dir: Path | None) -> DictConfig:
+    """The config the models are evaluated with, checked: outside a run, `composed` (the tree with the
+    command line's `overrides`); inside one, the run's config_resolved.yaml, with each key or group an
+    override names taken from `composed`. Not the app's own keys (`APP_KEYS`)."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    settings_only = OmegaConf.masked_copy(composed, [f.name for f in dataclasses.fields(Config)])
     if run_dir is None:
-        cfg = composed
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), settings_only)
     else:
         try:
             saved = OmegaConf.to_container(OmegaConf.load(run_dir / RUN_CONFIG))
@@ -129,14 +144,12 @@ def compose(overrides: list[str], run_dir: Path | None):
                     "experiment=... sets several groups at once: with a run's target, name the groups "
                     "or keys to change (dataset=..., eval=...)"
                 )
-            OmegaConf.update(cfg, key, OmegaConf.select(composed, key), merge=False)
+            OmegaConf.update(cfg, key, OmegaConf.select(settings_only, key), merge=False)
     check_ranges(cfg)
     return cfg
 
 
 def settings(cfg) -> dict:
-    from omegaconf import OmegaConf
-
     return {name: OmegaConf.to_container(cfg[name], resolve=True) for name in SETTINGS}
 
 
@@ -211,36 +224,15 @@ def write_curve(results: list[dict], out_dir: Path) -> Path:
     return path
 
 
-def parse_args(argv: list[str]) -> tuple[str, str | None, list[str]]:
-    """(target, output dir or None, Hydra overrides) from the command line; ConfigError on anything else."""
-    target, output_dir, overrides = None, None, []
-    args = iter(argv)
-    for arg in args:
-        if arg.startswith("--output-dir"):
-            output_dir = arg.split("=", 1)[1] if "=" in arg else next(args, None)
-            if not output_dir:
-                raise ConfigError("--output-dir needs a directory")
-        elif arg.startswith("-"):
-            raise ConfigError(f"unknown option {arg}")
-        elif "=" in arg:
-            overrides.append(arg)
-        elif target is None:
-            target = arg
-        else:
-            raise ConfigError(f"one target only, got {target} and {arg}")
-    if target is None:
-        raise ConfigError("no target: name a run dir, a checkpoints/checkpoint-N dir or a model dir")
-    return target, output_dir, overrides
-
-
-def run(argv: list[str]) -> list[dict]:
+def run(target_text: str, output_dir: str | None, composed: DictConfig, overrides: list[str]) -> list[dict]:
+    """Evaluate what `target_text` names with `eval_config(composed, overrides, its run)`; every check
+    that can refuse it runs before anything loads or is written."""
     from rlvr.recipes.common import check_adapter_base
     from rlvr.trainers.rollout_engine import check_vllm_here
 
-    target_text, output_dir, overrides = parse_args(argv)
     target = resolve_target(target_text)
-    cfg = compose(overrides, target.run_dir)
-    for _, model_dir, _ in target.models:  # before anything loads or is written
+    cfg = eval_config(composed, overrides, target.run_dir)
+    for _, model_dir, _ in target.models:
         check_adapter_base(cfg, model_dir, target.run_dir)
         if cfg.eval.engine == "vllm":
             check_vllm_here(cfg, "eval.engine=vllm", model_dir)
@@ -254,31 +246,51 @@ def run(argv: list[str]) -> list[dict]:
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
-    from rlvr.evaluation.metrics import with_uncertainty
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
+def hydra_main(app: DictConfig) -> None:
+    """The task Hydra runs (once, or per job of a `-m` run): each model's metrics printed, a line each.
+    An error is one line; a job of a `-m` run that fails lets the sweep go on (`rlvr.launcher.end_run`)."""
+    from hydra.core.hydra_config import HydraConfig
 
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] in (["-h"], ["--help"]):
-        print(__doc__.strip() + "\n\n" + USAGE)
-        return 0
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    exit_on_unknown_keys("rlvr.eval", [a for a in argv if "=" in a and not a.startswith("-")], groups=GROUPS)
+    from rlvr.evaluation.metrics import with_uncertainty
+    from rlvr.launcher import end_run
+
+    overrides = [o for o in HydraConfig.get().overrides.task if o.split("=", 1)[0].lstrip("+~") not in APP_KEYS]
     try:
-        results = run(argv)
+        if OmegaConf.is_missing(app, "target"):
+            raise ConfigError("no target: target=PATH names a run dir, a checkpoints/checkpoint-N dir or a model dir")
+        results = run(app.target, app.output_dir, app, overrides)
     except RlvrError as exc:
-        print(f"rlvr.eval: error: {exc}", file=sys.stderr)
-        return 2
+        line = f"rlvr.eval: error: {exc}"
+        print(line, file=sys.stderr)
+        end_run(2, line)
     except KeyboardInterrupt:
         print("rlvr.eval: stopped; the same command goes on from the models not yet evaluated", file=sys.stderr)
-        return 130
+        sys.exit(130)
     for result in results:
         metrics = result["metrics"]
         shown = ", ".join(
             f"{name}={with_uncertainty(metrics, name)}" for name in metrics if not name.endswith(("_se", "_ci_low", "_ci_high"))
         )
         print(f"{result['label']}: {shown}")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry (`argv`: the command line's arguments, else sys.argv's): one line for an
+    unknown key, a bare path (targets are named `target=`) or a preset that does not fit, before
+    Hydra composes anything; a `-m` run's failed job reported by `rlvr.launcher.report_end`."""
+    from rlvr.launcher import report_end, report_ended_jobs_once
+
+    if argv is not None:
+        sys.argv[1:] = argv
+    if bare := next((a for a in sys.argv[1:2] if "=" not in a and not a.startswith("-")), None):
+        print(f"rlvr.eval: error: name what to evaluate as target={bare}", file=sys.stderr)
+        sys.exit(2)
+    exit_on_unknown_keys("rlvr.eval", sys.argv[1:], schema=EvalAppConfig, groups=GROUPS)
+    one_line_preset_errors("rlvr.eval", EvalAppConfig, report=report_end)
+    report_ended_jobs_once()
+    hydra_main()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -102,8 +102,8 @@ def assert_vllm_sampled_with_the_policys_weights(rows: list[dict], fp32: bool = 
 
 
 def rlvr_eval(model_dir: Path, out_dir: Path, *overrides: str) -> dict:
-    """`python -m rlvr.eval model_dir overrides... --output-dir out_dir` in the vLLM venv: its metrics."""
-    command = [str(vllm_python()), "-m", "rlvr.eval", str(model_dir), *overrides, f"--output-dir={out_dir}"]
+    """`python -m rlvr.eval target=model_dir overrides... output_dir=out_dir` in the vLLM venv: its metrics."""
+    command = [str(vllm_python()), "-m", "rlvr.eval", f"target={model_dir}", *overrides, f"output_dir={out_dir}"]
     result = subprocess.run(command, cwd=ROOT, env=run_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads((out_dir / "eval" / f"{model_dir.name}.json").read_text())["metrics"]

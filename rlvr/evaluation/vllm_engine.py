@@ -64,7 +64,7 @@ def check_trainer_engine(cfg) -> None:
     if not uses_vllm(cfg):
         raise ConfigError(
             f"{prefix}: set algorithm.rollout=vllm too, or evaluate the run's checkpoints afterwards "
-            f"(python -m rlvr.eval RUN_DIR eval.engine=vllm)"
+            f"(python -m rlvr.eval target=RUN_DIR eval.engine=vllm)"
         )
     v = cfg.algorithm.vllm
     if v.mode != "colocate" or v.tensor_parallel_size != 1 or v.sleep_mode:

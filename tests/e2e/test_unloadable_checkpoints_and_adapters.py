@@ -68,7 +68,7 @@ def test_a_resume_falls_back_from_a_checkpoint_whose_state_cannot_be_loaded(run,
 def test_eval_of_a_run_skips_a_corrupt_checkpoint_and_writes_the_curve_of_the_others(run):
     adapter = run / "checkpoints" / "checkpoint-2" / "adapter_model.safetensors"
     adapter.write_bytes(adapter.read_bytes()[:1000])  # cut short: still marked COMPLETE
-    result = run_cli("rlvr.eval", str(run))
+    result = run_cli("rlvr.eval", f"target={run}")
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
     [line] = [line for line in result.stderr.splitlines() if "checkpoint-2" in line]
     assert "checkpoint-2: skipped, corrupt (adapter_model.safetensors: 1000 bytes, shorter than its " in line
@@ -80,7 +80,7 @@ def test_eval_of_a_run_skips_a_corrupt_checkpoint_and_writes_the_curve_of_the_ot
 
 def test_an_adapter_outside_its_run_is_refused_unless_its_base_is_named(trained, tmp_path):
     adapter = shutil.copytree(trained / "checkpoints" / "checkpoint-4", tmp_path / "adapter")
-    line = eval_error(run_cli("rlvr.eval", str(adapter)))
+    line = eval_error(run_cli("rlvr.eval", f"target={adapter}"))
     assert line == (  # PEFT recorded its base: the policy as RL started, which the run saved
         f"rlvr.eval: error: {adapter} is a LoRA adapter outside its run dir, with no base to put it on: "
         f"name its base model with model.name_or_path=PATH_OR_HUB_NAME (its adapter_config.json names "
@@ -90,16 +90,15 @@ def test_an_adapter_outside_its_run_is_refused_unless_its_base_is_named(trained,
 
     config = json.loads((adapter / "adapter_config.json").read_text())  # as PEFT records a base it knows by name
     (adapter / "adapter_config.json").write_text(json.dumps(config | {"base_model_name_or_path": "org/base-model"}))
-    hinted = eval_error(run_cli("rlvr.eval", str(adapter)))
+    hinted = eval_error(run_cli("rlvr.eval", f"target={adapter}"))
     assert "model.name_or_path=PATH_OR_HUB_NAME (its adapter_config.json names org/base-model);" in hinted
 
     named = run_cli(
         "rlvr.eval",
-        str(adapter),
+        f"target={adapter}",
         f"model.name_or_path={trained / 'initial_policy'}",
         "dataset.max_eval_samples=16",
-        "--output-dir",
-        str(tmp_path / "out"),
+        f"output_dir={tmp_path / 'out'}",
     )
     assert named.returncode == 0, named.stderr[-3000:]
     rows = read_jsonl(tmp_path / "out" / "eval" / "adapter.jsonl")

@@ -1,11 +1,20 @@
 """The one-line refusal of `python -m rlvr.eval`, as its CLI tests read it."""
 
+import re
+
+import pytest
+
 from rlvr import eval as rlvr_eval
+
+LOG_RECORD = re.compile(r"\[\d{4}-\d\d-\d\d [\d:,]+\]\[")  # conf/hydra/job_logging/stderr.yaml's format
 
 
 def error_of(capsys, *argv) -> str:
-    """rlvr.eval's stderr for `argv`: exit 2 and exactly one line starting 'rlvr.eval: error: '."""
-    assert rlvr_eval.main(list(argv)) == 2
-    err = capsys.readouterr().err.strip()
+    """rlvr.eval's stderr for `argv`, less log records: exit 2 and exactly one line starting
+    'rlvr.eval: error: '."""
+    with pytest.raises(SystemExit) as ended:
+        rlvr_eval.main(list(argv))
+    assert ended.value.code == 2
+    err = "\n".join(line for line in capsys.readouterr().err.splitlines() if not LOG_RECORD.match(line))
     assert len(err.splitlines()) == 1 and err.startswith("rlvr.eval: error: "), err
     return err

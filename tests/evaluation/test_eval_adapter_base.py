@@ -21,7 +21,7 @@ def adapter(path, base=None):
 @pytest.mark.parametrize("named", [[], ["model.name_or_path=tiny"], ["model=qwen3_shape"]])
 def test_an_adapter_outside_its_run_on_the_tiny_model_is_refused(tmp_path, capsys, named):
     path = adapter(tmp_path / "adapter")
-    line = error_of(capsys, str(path), *named, "--output-dir", str(tmp_path / "out"))
+    line = error_of(capsys, f"target={path}", *named, f"output_dir={tmp_path / 'out'}")
     assert line == (
         f"rlvr.eval: error: {path} is a LoRA adapter outside its run dir, with no base to put it on: "
         f"name its base model with model.name_or_path=PATH_OR_HUB_NAME; it is not merged onto the "
@@ -32,7 +32,9 @@ def test_an_adapter_outside_its_run_on_the_tiny_model_is_refused(tmp_path, capsy
 
 def test_the_refusal_names_the_base_the_adapter_records(tmp_path, capsys):
     path = adapter(tmp_path / "adapter", base="Qwen/Qwen2.5-0.5B-Instruct")
-    assert "model.name_or_path=PATH_OR_HUB_NAME (its adapter_config.json names Qwen/Qwen2.5-0.5B-Instruct);" in error_of(capsys, str(path))
+    assert "model.name_or_path=PATH_OR_HUB_NAME (its adapter_config.json names Qwen/Qwen2.5-0.5B-Instruct);" in error_of(
+        capsys, f"target={path}"
+    )
 
 
 def test_an_adapter_of_a_run_that_lost_its_initial_policy_is_refused(tmp_path, capsys):
@@ -40,4 +42,4 @@ def test_an_adapter_of_a_run_that_lost_its_initial_policy_is_refused(tmp_path, c
     run.mkdir()
     (run / "config_resolved.yaml").write_text(OmegaConf.to_yaml(rlvr_eval.compose([], None), resolve=True))
     path = adapter(run / "final_adapter")
-    assert f"{path} is a LoRA adapter in a run dir without initial_policy/ ({run}), with no base" in error_of(capsys, str(path))
+    assert f"{path} is a LoRA adapter in a run dir without initial_policy/ ({run}), with no base" in error_of(capsys, f"target={path}")

@@ -22,25 +22,25 @@ def fake_run_dir(path, *overrides):
 
 
 def test_targets_that_cannot_be_evaluated_fail_in_one_line(tmp_path, capsys):
-    assert "no such directory" in error_of(capsys, str(tmp_path / "missing"))
+    assert "no such directory" in error_of(capsys, f"target={tmp_path / 'missing'}")
     (tmp_path / "empty").mkdir()
-    assert "no model there" in error_of(capsys, str(tmp_path / "empty"))
+    assert "no model there" in error_of(capsys, f"target={tmp_path / 'empty'}")
     run = fake_run_dir(tmp_path / "run")
-    assert "the run dir has no complete checkpoint" in error_of(capsys, str(run))
+    assert "the run dir has no complete checkpoint" in error_of(capsys, f"target={run}")
     (run / "checkpoints" / "checkpoint-3").mkdir(parents=True)
     (run / "checkpoints" / "checkpoint-3" / "config.json").write_text("{}")  # being written: no COMPLETE
-    assert "no complete checkpoint" in error_of(capsys, str(run))
-    assert "not marked COMPLETE" in error_of(capsys, str(run / "checkpoints" / "checkpoint-3"))
+    assert "no complete checkpoint" in error_of(capsys, f"target={run}")
+    assert "not marked COMPLETE" in error_of(capsys, f"target={run / 'checkpoints' / 'checkpoint-3'}")
     assert "no target" in error_of(capsys, "eval=pass_at_k")
-    assert "unknown option --frobnicate" in error_of(capsys, str(run), "--frobnicate")
+    assert f"name what to evaluate as target={run}" in error_of(capsys, str(run))
     (run / "checkpoints" / "checkpoint-3" / "trainer_state.json").write_text("{}")
     (run / "checkpoints" / "checkpoint-3" / "COMPLETE").touch()
-    assert "eval.ks=[16]: each k must be in [1, eval.n=0]" in error_of(capsys, str(run), "eval.ks=[16]")
+    assert "eval.ks=[16]: each k must be in [1, eval.n=0]" in error_of(capsys, f"target={run}", "eval.ks=[16]")
 
 
 def test_unknown_key_fails_before_anything_loads(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
-        rlvr_eval.main([str(tmp_path), "eval.nn=3"])
+        rlvr_eval.main([f"target={tmp_path}", "eval.nn=3"])
     assert info.value.code == 2
     assert "unknown config key 'eval.nn' (did you mean 'eval.n'?)" in capsys.readouterr().err
 
@@ -84,6 +84,27 @@ def test_a_result_is_reused_only_with_the_same_settings(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "out" / "eval" / "final_model.json").read_text())["settings"]["eval"]["n"] == 8
 
 
+def test_a_sweep_over_targets_evaluates_each_and_reports_the_one_that_failed(tmp_path, monkeypatch, capsys):
+    """`-m target=A,B,C`: one job per target (Hydra's launcher, here the basic one in this process);
+    a target that cannot be evaluated fails its job in one line and the others still run."""
+    models = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}")
+        models.append(tmp_path / name)
+    monkeypatch.setattr(rlvr_eval, "evaluate_model", lambda cfg, label, *_: {f"eval_{label}_accuracy": cfg.eval.n / 10})
+    targets = ",".join(str(p) for p in (models[0], tmp_path / "missing", models[1]))
+    with pytest.raises(SystemExit) as ended:
+        rlvr_eval.main(["-m", f"target={targets}", "eval=pass_at_k", f"hydra.sweep.dir={tmp_path / 'sweep'}"])
+    assert ended.value.code == 2
+    for model in models:
+        assert json.loads((model / "eval" / f"{model.name}.json").read_text())["metrics"] == {"accuracy": 0.8}
+    out, err = capsys.readouterr()
+    assert "a: accuracy=0.8" in out and "b: accuracy=0.8" in out
+    assert f"rlvr.eval: error: target {tmp_path / 'missing'}: no such directory" in err
+    assert f"job 1 (target={tmp_path / 'missing'} eval=pass_at_k) failed" in err
+
+
 def eval_after(run):
     return {
         k.removeprefix("eval_after_"): v for k, v in json.loads((run / "metrics.json").read_text()).items() if k.startswith("eval_after_")
@@ -106,7 +127,7 @@ def test_every_checkpoint_of_a_lora_run_gives_a_curve_and_the_last_equals_the_ev
         "eval.ks=[1,2,4]",
     )
     assert (run / "checkpoints" / "checkpoint-4" / "adapter_config.json").exists()
-    result = run_cli("rlvr.eval", str(run))
+    result = run_cli("rlvr.eval", f"target={run}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in (run / "eval").glob("checkpoint-*.json")) == ["checkpoint-2.json", "checkpoint-4.json"]
     assert len(read_jsonl(run / "eval" / "checkpoint-4.jsonl")) == 16  # the run's dataset.max_eval_samples
@@ -119,13 +140,13 @@ def test_every_checkpoint_of_a_lora_run_gives_a_curve_and_the_last_equals_the_ev
     assert after["accuracy"] > 0 and "maj@4" in after
 
     stamps = {p.name: p.stat().st_mtime_ns for p in (run / "eval").glob("checkpoint-*")}
-    again = run_cli("rlvr.eval", str(run))
+    again = run_cli("rlvr.eval", f"target={run}")
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stderr.count("skipped") == 2
     assert {p.name: p.stat().st_mtime_ns for p in (run / "eval").glob("checkpoint-*")} == stamps
 
     # the merged final model, a whole-model dir, evaluated into another dir: the same numbers again
-    final = run_cli("rlvr.eval", str(run / "final_model"), "--output-dir", str(tmp_path / "out"))
+    final = run_cli("rlvr.eval", f"target={run / 'final_model'}", f"output_dir={tmp_path / 'out'}")
     assert final.returncode == 0, final.stderr[-3000:]
     assert json.loads((tmp_path / "out" / "eval" / "final_model.json").read_text())["metrics"] == after
 
@@ -136,9 +157,8 @@ def test_every_checkpoint_of_a_lora_run_gives_a_curve_and_the_last_equals_the_ev
         "--nproc_per_node=2",
         "-m",
         "rlvr.eval",
-        str(run / "final_model"),
-        "--output-dir",
-        str(tmp_path / "two"),
+        f"target={run / 'final_model'}",
+        f"output_dir={tmp_path / 'two'}",
     )
     assert two.returncode == 0, two.stderr[-3000:]
     assert json.loads((tmp_path / "two" / "eval" / "final_model.json").read_text())["metrics"] == after
@@ -151,7 +171,7 @@ def test_a_vllm_eval_that_cannot_run_here_fails_in_one_line(tmp_path, capsys):
     model = tmp_path / "model"
     model.mkdir()
     (model / "config.json").write_text(json.dumps({"hidden_size": 64, "num_attention_heads": 4}))
-    assert "eval.engine=vllm: vLLM's CPU attention takes head_dim 32, 64" in error_of(capsys, str(model), "eval.engine=vllm")
+    assert "eval.engine=vllm: vLLM's CPU attention takes head_dim 32, 64" in error_of(capsys, f"target={model}", "eval.engine=vllm")
     (model / "config.json").write_text(json.dumps({"hidden_size": 64, "num_attention_heads": 2}))
-    assert "eval.engine=vllm: vLLM is not installed" in error_of(capsys, str(model), "eval.engine=vllm")
-    assert "eval.engine='vlm' must be one of hf, vllm (did you mean 'vllm'?)" in error_of(capsys, str(model), "eval.engine=vlm")
+    assert "eval.engine=vllm: vLLM is not installed" in error_of(capsys, f"target={model}", "eval.engine=vllm")
+    assert "eval.engine='vlm' must be one of hf, vllm (did you mean 'vllm'?)" in error_of(capsys, f"target={model}", "eval.engine=vlm")

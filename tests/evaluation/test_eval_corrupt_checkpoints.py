@@ -44,10 +44,10 @@ def test_a_corrupt_checkpoint_named_as_the_target_is_refused_in_one_line(tmp_pat
     run = run_dir(tmp_path / "run", 2, 4)
     (run / "checkpoints" / "checkpoint-2" / "trainer_state.json").write_text('{"global_step": ')
     assert "checkpoint-2: the checkpoint is corrupt (trainer_state.json: Expecting value" in error_of(
-        capsys, str(run / "checkpoints" / "checkpoint-2")
+        capsys, f"target={run / 'checkpoints' / 'checkpoint-2'}"
     )
     (run / "checkpoints" / "checkpoint-4" / "COMPLETE").rename(run / "checkpoints" / "checkpoint-4" / "CORRUPT")
     assert "checkpoint-4: the checkpoint is not marked COMPLETE (a resume found it corrupt)" in error_of(
-        capsys, str(run / "checkpoints" / "checkpoint-4")
+        capsys, f"target={run / 'checkpoints' / 'checkpoint-4'}"
     )
-    assert "the run dir has no complete checkpoint that is not corrupt" in error_of(capsys, str(run))
+    assert "the run dir has no complete checkpoint that is not corrupt" in error_of(capsys, f"target={run}")
