@@ -1,3 +1,4 @@
+import contextlib
 import os
 import subprocess
 import sys
@@ -57,51 +58,24 @@ def run_cli(module: str, *args: str, env: dict | None = None, timeout: int = 300
     )
 
 
-def refused_in_process(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`python -m rlvr.run args...` for a start that must be refused, run in this test process: the same
-    `rlvr.run.main` (its checks before Hydra, Hydra's composition and callbacks, `start_up`, the one-line
-    `fail`), without paying a fresh interpreter's ~5-10 s of importing torch, transformers and TRL.
-    Only for a single run whose refusal is the point; a start that gets past `start_up` fails the
-    test (use `run_cli`: training would patch libraries in this process). What the call changes in this
-    process (environment, argv, logging, the SIGINT/SIGTERM handlers, Hydra's config) is put back.
-    Returns what `run_cli` returns: exit code, stdout, stderr."""
-    import contextlib
-    import io
+@contextlib.contextmanager
+def process_state_kept():
+    """What an in-process run of a Hydra app changes in this test process is put back when the block
+    ends: environment, argv, working dir, logging (Hydra's job logging binds handlers to streams that
+    pytest closes after the test), the SIGINT/SIGTERM handlers, Hydra's config."""
     import logging
     import signal
-    import warnings
 
     from hydra.core.hydra_config import HydraConfig
 
-    import rlvr.run
-
-    assert "-m" not in args and "--multirun" not in args, "a -m run's jobs and reports: use run_cli"
-    environ, argv, cwd = dict(os.environ), sys.argv, os.getcwd()
+    environ, argv, cwd = dict(os.environ), sys.argv[:], os.getcwd()
     loggers = [logging.getLogger(), *(x for x in logging.Logger.manager.loggerDict.values() if isinstance(x, logging.Logger))]
     logger_state = [(x, x.handlers[:], x.level, x.propagate, x.disabled) for x in loggers]
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     hydra_config = HydraConfig.instance().cfg
-    accepted, out, err = [], io.StringIO(), io.StringIO()
-
-    def must_not_start(cfg, run_dir, start):
-        accepted.append(run_dir)
-        raise SystemExit(99)
-
-    run = rlvr.run.run
-    code = 0
     try:
-        os.environ.update({"HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", **(env or {})})
-        sys.argv = [rlvr.run.__file__, *args]
-        rlvr.run.run = must_not_start
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
-            try:
-                rlvr.run.main()
-            except SystemExit as exc:  # what the interpreter would exit with, and print
-                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-                if exc.code is not None and not isinstance(exc.code, int):
-                    print(exc.code, file=sys.stderr)
+        yield
     finally:
-        rlvr.run.run = run
         os.environ.clear()
         os.environ.update(environ)
         sys.argv = argv
@@ -113,6 +87,43 @@ def refused_in_process(*args: str, env: dict | None = None) -> subprocess.Comple
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
         HydraConfig.instance().cfg = hydra_config
+
+
+def refused_in_process(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m rlvr.run args...` for a start that must be refused, run in this test process: the same
+    `rlvr.run.main` (its checks before Hydra, Hydra's composition and callbacks, `start_up`, the one-line
+    `fail`), without paying a fresh interpreter's ~5-10 s of importing torch, transformers and TRL.
+    Only for a single run whose refusal is the point; a start that gets past `start_up` fails the
+    test (use `run_cli`: training would patch libraries in this process). What the call changes in this
+    process is put back (`process_state_kept`). Returns what `run_cli` returns: exit code, stdout, stderr."""
+    import io
+    import warnings
+
+    import rlvr.run
+
+    assert "-m" not in args and "--multirun" not in args, "a -m run's jobs and reports: use run_cli"
+    accepted, out, err = [], io.StringIO(), io.StringIO()
+
+    def must_not_start(cfg, run_dir, start):
+        accepted.append(run_dir)
+        raise SystemExit(99)
+
+    run = rlvr.run.run
+    code = 0
+    with process_state_kept():
+        try:
+            os.environ.update({"HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", **(env or {})})
+            sys.argv = [rlvr.run.__file__, *args]
+            rlvr.run.run = must_not_start
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+                try:
+                    rlvr.run.main()
+                except SystemExit as exc:  # what the interpreter would exit with, and print
+                    code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+                    if exc.code is not None and not isinstance(exc.code, int):
+                        print(exc.code, file=sys.stderr)
+        finally:
+            rlvr.run.run = run
     if accepted:
         pytest.fail(f"rlvr.run accepted this start (run dir {accepted[0]}): refused_in_process is for refusals; use run_cli")
     return subprocess.CompletedProcess(["rlvr.run", *args], code, out.getvalue(), err.getvalue())

@@ -4,6 +4,7 @@ import re
 
 import pytest
 
+from conftest import process_state_kept
 from rlvr import eval as rlvr_eval
 
 LOG_RECORD = re.compile(r"\[\d{4}-\d\d-\d\d [\d:,]+\]\[")  # conf/hydra/job_logging/stderr.yaml's format
@@ -12,7 +13,7 @@ LOG_RECORD = re.compile(r"\[\d{4}-\d\d-\d\d [\d:,]+\]\[")  # conf/hydra/job_logg
 def error_of(capsys, *argv) -> str:
     """rlvr.eval's stderr for `argv`, less log records: exit 2 and exactly one line starting
     'rlvr.eval: error: '."""
-    with pytest.raises(SystemExit) as ended:
+    with process_state_kept(), pytest.raises(SystemExit) as ended:
         rlvr_eval.main(list(argv))
     assert ended.value.code == 2
     err = "\n".join(line for line in capsys.readouterr().err.splitlines() if not LOG_RECORD.match(line))

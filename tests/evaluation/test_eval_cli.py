@@ -5,7 +5,7 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import TINY_RUN, completed_run, run_cli
+from conftest import TINY_RUN, completed_run, process_state_kept, run_cli
 from eval_cli_errors import error_of
 from rlvr import eval as rlvr_eval
 from rlvr.tracking.outputs import read_jsonl
@@ -39,7 +39,7 @@ def test_targets_that_cannot_be_evaluated_fail_in_one_line(tmp_path, capsys):
 
 
 def test_unknown_key_fails_before_anything_loads(tmp_path, capsys):
-    with pytest.raises(SystemExit) as info:
+    with process_state_kept(), pytest.raises(SystemExit) as info:
         rlvr_eval.main([f"target={tmp_path}", "eval.nn=3"])
     assert info.value.code == 2
     assert "unknown config key 'eval.nn' (did you mean 'eval.n'?)" in capsys.readouterr().err
@@ -94,7 +94,7 @@ def test_a_sweep_over_targets_evaluates_each_and_reports_the_one_that_failed(tmp
         models.append(tmp_path / name)
     monkeypatch.setattr(rlvr_eval, "evaluate_model", lambda cfg, label, *_: {f"eval_{label}_accuracy": cfg.eval.n / 10})
     targets = ",".join(str(p) for p in (models[0], tmp_path / "missing", models[1]))
-    with pytest.raises(SystemExit) as ended:
+    with process_state_kept(), pytest.raises(SystemExit) as ended:
         rlvr_eval.main(["-m", f"target={targets}", "eval=pass_at_k", f"hydra.sweep.dir={tmp_path / 'sweep'}"])
     assert ended.value.code == 2
     for model in models:
