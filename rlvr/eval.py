@@ -123,7 +123,7 @@ def compose(overrides: list[str], run_dir: Path | None) -> DictConfig:
 def eval_config(composed: DictConfig, overrides: list[str], run_dir: Path | None) -> DictConfig:
     """The config the models are evaluated with, checked: outside a run, `composed` (the tree with the
     command line's `overrides`); inside one, the run's config_resolved.yaml, with each key or group an
-    override names taken from `composed`. Not the app's own keys (`APP_KEYS`)."""
+    override names taken from `composed`. The app's own keys (`APP_KEYS`) are not settings: left out."""
     from omegaconf.errors import OmegaConfBaseException
 
     settings_only = OmegaConf.masked_copy(composed, [f.name for f in dataclasses.fields(Config)])
@@ -139,6 +139,8 @@ def eval_config(composed: DictConfig, overrides: list[str], run_dir: Path | None
             raise ConfigError(f"{run_dir / RUN_CONFIG}: {str(exc).splitlines()[0]}") from exc
         for override in overrides:
             key = override.split("=", 1)[0].lstrip("+~")
+            if key in APP_KEYS:
+                continue
             if key == "experiment":
                 raise ConfigError(
                     "experiment=... sets several groups at once: with a run's target, name the groups "
@@ -255,11 +257,10 @@ def hydra_main(app: DictConfig) -> None:
     from rlvr.evaluation.metrics import with_uncertainty
     from rlvr.launcher import end_run
 
-    overrides = [o for o in HydraConfig.get().overrides.task if o.split("=", 1)[0].lstrip("+~") not in APP_KEYS]
     try:
         if OmegaConf.is_missing(app, "target"):
             raise ConfigError("no target: target=PATH names a run dir, a checkpoints/checkpoint-N dir or a model dir")
-        results = run(app.target, app.output_dir, app, overrides)
+        results = run(app.target, app.output_dir, app, list(HydraConfig.get().overrides.task))
     except RlvrError as exc:
         line = f"rlvr.eval: error: {exc}"
         print(line, file=sys.stderr)
@@ -283,8 +284,9 @@ def main(argv: list[str] | None = None) -> None:
 
     if argv is not None:
         sys.argv[1:] = argv
-    if bare := next((a for a in sys.argv[1:2] if "=" not in a and not a.startswith("-")), None):
-        print(f"rlvr.eval: error: name what to evaluate as target={bare}", file=sys.stderr)
+    first = sys.argv[1] if len(sys.argv) > 1 else "-"
+    if "=" not in first and not first.startswith("-"):
+        print(f"rlvr.eval: error: name what to evaluate as target={first}", file=sys.stderr)
         sys.exit(2)
     exit_on_unknown_keys("rlvr.eval", sys.argv[1:], schema=EvalAppConfig, groups=GROUPS)
     one_line_preset_errors("rlvr.eval", EvalAppConfig, report=report_end)
