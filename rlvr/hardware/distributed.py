@@ -210,21 +210,48 @@ def job_tasks() -> int:
 
 def rendezvous_port(job_id: str) -> int:
     """The port of a job's torch.distributed rendezvous on its first task's host: the same on every task
-    (drawn with the job id as seed, as submitit does), but below the range the kernel hands out to
-    outgoing connections (ip_local_port_range), where submitit draws it from (20000-60000): there one of
-    the host's own connections (another job's gloo sockets) may hold it, rank 0 fails with
-    EADDRINUSE, and its siblings wait for a rendezvous that never opens."""
+    (drawn with the job id as seed, as submitit does), from `rendezvous_port_range`."""
     import random
 
+    return random.Random(job_id).randint(*rendezvous_port_range())
+
+
+def rendezvous_port_range() -> tuple[int, int]:
+    """Where rendezvous ports are drawn: below the range the kernel hands out to outgoing connections
+    (ip_local_port_range), unlike submitit's 20000-60000: inside it one of the host's own connections
+    (another job's gloo sockets) may hold the port, rank 0 fails with EADDRINUSE, and its siblings wait
+    for a rendezvous that never opens."""
     try:
         low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
     except (OSError, ValueError):  # not Linux: the usual IANA ephemeral range
         low, high = 49152, 65535
     if low - 20000 >= 1000:
-        return random.Random(job_id).randint(20000, low - 1)
+        return 20000, low - 1
     if 65535 - high >= 1000:
-        return random.Random(job_id).randint(high + 1, 65535)
-    return random.Random(job_id).randint(20000, 60000)
+        return high + 1, 65535
+    return 20000, 60000
+
+
+def own_master_port() -> None:
+    """MASTER_PORT, unless set, for a one-process run that opens a torch.distributed group of its own
+    (TRL's colocated vLLM engine): a port free now, drawn from `rendezvous_port_range`. TRL would take
+    torchrun's default 29500 whenever it is free at the moment it looks, so two runs starting together
+    on one machine both chose it and the later one died with EADDRINUSE."""
+    import random
+    import socket
+
+    if "MASTER_PORT" in os.environ:
+        return
+    draw = random.Random()  # seeded by the OS: every run draws its own
+    for _ in range(100):
+        port = draw.randint(*rendezvous_port_range())
+        with socket.socket() as probe:
+            try:
+                probe.bind(("", port))
+            except OSError:
+                continue
+        break
+    os.environ["MASTER_PORT"] = str(port)
 
 
 def export_torch_distributed() -> int:

@@ -107,9 +107,11 @@ def trl_vllm_fields(cfg) -> dict:
 
 def prepare_vllm(cfg) -> None:
     """What TRL's colocated engine needs before it is built: `engine_arguments`, which TRL does not
-    pass (rlvr._compat.vllm_engine_arguments)."""
+    pass (rlvr._compat.vllm_engine_arguments), and a rendezvous port of the run's own."""
     from rlvr._compat import vllm_engine_arguments
+    from rlvr.hardware.distributed import own_master_port
 
+    own_master_port()
     v = cfg.algorithm.vllm
     arguments = engine_arguments(cfg)
     vllm_engine_arguments(**arguments)

@@ -125,3 +125,32 @@ def test_the_rendezvous_port_is_the_jobs_own_and_outside_the_outgoing_connection
     assert ports[:10] == [rendezvous_port(str(job)) for job in range(14000, 14010)]
     assert not any(low <= port <= high for port in ports) and all(1024 < port <= 65535 for port in ports)
     assert len(set(ports)) > 1500  # spread: two jobs on one host rarely share one
+
+
+def test_a_one_process_run_takes_a_free_rendezvous_port_of_its_own_which_trl_keeps(monkeypatch):
+    """TRL's colocated vLLM engine opens a process group even in one process; left to TRL, two runs
+    starting together both took 29500. rlvr draws a port that nothing holds, and keeps a port the user set."""
+    import socket
+
+    from trl.trainer.utils import ensure_master_addr_port
+
+    from rlvr.hardware import distributed
+
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    with socket.socket() as held:
+        held.bind(("", 0))
+        held.listen()
+        taken = held.getsockname()[1]
+        with socket.socket() as neighbour:
+            neighbour.bind(("", taken + 1))  # free: the draw below has one port left to take
+        monkeypatch.setattr(distributed, "rendezvous_port_range", lambda: (taken, taken + 1))
+        for _ in range(10):  # each draw of the two ports is random: a port held is never the one taken
+            monkeypatch.delenv("MASTER_PORT", raising=False)
+            distributed.own_master_port()
+            assert os.environ["MASTER_PORT"] == str(taken + 1)
+    ensure_master_addr_port()
+    assert os.environ["MASTER_PORT"] == str(taken + 1)
+
+    monkeypatch.setenv("MASTER_PORT", "23456")
+    distributed.own_master_port()
+    assert os.environ["MASTER_PORT"] == "23456"
