@@ -2,6 +2,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -52,10 +53,22 @@ def run_env(env: dict | None = None) -> dict:
 
 
 def run_cli(module: str, *args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """`python -m <module> args...` from the repo root, offline, capturing output."""
-    return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=ROOT, env=run_env(env), capture_output=True, text=True, timeout=timeout
-    )
+    """`python -m <module> args...` from the repo root, offline, capturing output: in a child of this
+    test process's prewarmed interpreter (tests/prewarmed.py) where it serves the run, else in a fresh one."""
+    global _prewarmed
+    full_env = run_env(env)
+    if os.environ.get("RLVR_TEST_PREWARMED", "1") == "1":
+        if _prewarmed is None:
+            from prewarmed import Prewarmed
+
+            _prewarmed = Prewarmed(run_env())
+        if _prewarmed.serves(module, full_env):
+            with tempfile.TemporaryDirectory() as output_dir:
+                return _prewarmed.run(module, args, full_env, Path(output_dir), timeout)
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+_prewarmed = None
 
 
 @contextlib.contextmanager

@@ -1,0 +1,155 @@
+"""A prewarmed interpreter for the suite's `python -m rlvr.<cli> args...` runs (conftest.run_cli).
+
+A fresh interpreter spends about 10 of a tiny run's 18 s importing torch, transformers, TRL, peft and
+datasets, and the suite starts a few hundred of them. Run as a script, this module imports those once
+and then serves requests on stdin: for each, it forks, and the child runs the module as `python -m`
+does (`runpy._run_module_as_main`, what the interpreter itself calls for `-m`) with its output in
+the files named, then exits as that interpreter would. The parent answers with the child's pid, then
+its exit code (negative: the signal that ended it).
+
+Nothing is served that could differ from a fresh interpreter's run: `Prewarmed.run` takes a request
+only when the run's environment is the one this interpreter started with (variables read at import,
+such as HF_HOME or OMP_NUM_THREADS, are the same); the server refuses to serve if the imports left a
+Python thread running (a fork copies only the calling thread, and the locks others hold stay held).
+The native threads these imports start (torch's, pyarrow's allocator) are the ones every fork of a
+torch process meets: a DataLoader's workers and `datasets`' num_proc fork after the same imports. Runs that signal their process, change
+the environment or start a non-rlvr module still get a fresh interpreter (run_cli decides).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# Variables the child takes from the request that need not match the server's: the test's name, and
+# two that torch sets in the test process as it runs and reads only when it compiles or asks for CUDA.
+READ_AT_RUN_TIME = {"PYTEST_CURRENT_TEST", "TORCHINDUCTOR_CACHE_DIR", "PYTORCH_NVML_BASED_CUDA_CHECK"}
+PRELOADED = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "hydra", "omegaconf", "math_verify")
+
+
+class _Launch(BaseException):
+    """Raised in a forked child to leave the serving loop and run `module` at the top level."""
+
+    def __init__(self, module: str, args: list[str]):
+        self.module, self.args = module, args
+
+
+def _child(request: dict) -> None:
+    """In the forked child: fds 0-2 as `subprocess.run(..., capture_output=True)` would give them."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    os.environ.clear()
+    os.environ.update(request["env"])
+    stdin = os.open(os.devnull, os.O_RDONLY)
+    stdout = os.open(request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    stderr = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
+        os.dup2(fd, target)
+        os.close(fd)
+    sys.stdin = open(0, closefd=False)
+    sys.stdout = open(1, "w", closefd=False)
+    sys.stderr = open(2, "w", closefd=False, buffering=1)
+    raise _Launch(request["module"], request["args"])
+
+
+def _serve() -> None:
+    import gc
+    import importlib
+
+    for name in PRELOADED:
+        importlib.import_module(name)
+    from trl import GRPOTrainer  # noqa: F401  (TRL's trainers import lazily)
+
+    gc.freeze()  # the children's collections skip what is imported here, and leave its pages shared
+    print(json.dumps({"ready": threading.active_count() == 1, "environ": dict(os.environ)}), flush=True)
+    for line in sys.stdin:
+        request = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            _child(request)
+        print(json.dumps({"pid": pid}), flush=True)
+        _, status = os.waitpid(pid, 0)
+        print(json.dumps({"returncode": os.waitstatus_to_exitcode(status)}), flush=True)
+
+
+class Prewarmed:
+    """One server per test process, started at the first run it is asked for."""
+
+    def __init__(self, env: dict):
+        self.server = subprocess.Popen([sys.executable, __file__], cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.buffer = b""
+        started = json.loads(self._line(None))
+        self.usable, self.environ = started["ready"], started["environ"]  # with what its imports set
+        self.lock = threading.Lock()
+
+    def serves(self, module: str, env: dict) -> bool:
+        """Whether a run of `module` with `env` can be a child of the server: an rlvr CLI, and an
+        environment that differs from the server's only in variables READ_AT_RUN_TIME."""
+        differs = {key for key in env.keys() | self.environ.keys() if env.get(key) != self.environ.get(key)}
+        return self.usable and self.server.poll() is None and module.startswith("rlvr") and differs <= READ_AT_RUN_TIME
+
+    def run(self, module: str, args: list[str], env: dict, output_dir: Path, timeout: float | None) -> subprocess.CompletedProcess:
+        """What `subprocess.run([python, -m, module, *args], cwd=ROOT, env=env, capture_output=True,
+        text=True, timeout=timeout)` returns or raises, from a child of the server."""
+        stdout, stderr = output_dir / "stdout", output_dir / "stderr"
+        with self.lock:
+            request = {"module": module, "args": list(args), "env": env, "stdout": str(stdout), "stderr": str(stderr)}
+            self.server.stdin.write(json.dumps(request).encode() + b"\n")
+            self.server.stdin.flush()
+            pid = json.loads(self._line(None))["pid"]
+            ended = self._line(timeout)
+            if ended is None:  # the server reaps the child only after it ends: `pid` is still the child's
+                os.kill(pid, signal.SIGKILL)
+                self._line(None)
+        out, err = (_text(path) for path in (stdout, stderr))
+        command = [sys.executable, "-m", module, *args]
+        if ended is None:
+            raise subprocess.TimeoutExpired(command, timeout, out, err)
+        return subprocess.CompletedProcess(command, json.loads(ended)["returncode"], out, err)
+
+    def close(self) -> None:
+        """The server ends at the end of its input."""
+        self.server.stdin.close()
+        self.server.wait(timeout=60)
+
+    def _line(self, timeout: float | None) -> str | None:
+        """The server's next line, or None if it has written none within `timeout` seconds."""
+        import select
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not select.select([self.server.stdout], [], [], left)[0]:
+                return None
+            chunk = os.read(self.server.stdout.fileno(), 65536)
+            if not chunk:
+                raise RuntimeError(f"the prewarmed interpreter ended (exit code {self.server.wait()})")
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return line.decode()
+
+
+def _text(path: Path) -> str:
+    """The file's bytes read as `subprocess.run(..., text=True)` reads a pipe (locale encoding, universal newlines)."""
+    import io
+    import locale
+
+    return io.TextIOWrapper(io.BytesIO(path.read_bytes()), encoding=locale.getpreferredencoding(False)).read()
+
+
+if __name__ == "__main__":
+    try:
+        _serve()
+    except _Launch as launch:
+        import runpy
+
+        sys.argv = ["-m", *launch.args]
+        sys.orig_argv = [sys.executable, "-m", launch.module, *launch.args]
+        sys.path[0] = str(ROOT)  # what `python -m` puts first: its working directory
+        runpy._run_module_as_main(launch.module, alter_argv=True)
