@@ -71,6 +71,17 @@ def run_cli(module: str, *args: str, env: dict | None = None, timeout: int = 300
 _prewarmed = None
 
 
+@pytest.fixture(autouse=True)
+def distributed_environment_kept():
+    """A test that leaves torch.distributed's variables changed in this test process fails: every run
+    a later test starts would inherit them (and a submitit job refuses to export its own over them)."""
+    names = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK")
+    before = {name: os.environ.get(name) for name in names}
+    yield
+    changed = {name: os.environ.get(name) for name in names if os.environ.get(name) != before[name]}
+    assert not changed, f"the test left these in the environment: {changed}"
+
+
 @contextlib.contextmanager
 def process_state_kept():
     """What an in-process run of a Hydra app changes in this test process is put back when the block

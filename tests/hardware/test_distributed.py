@@ -136,7 +136,8 @@ def test_a_one_process_run_takes_a_free_rendezvous_port_of_its_own_which_trl_kee
 
     from rlvr.hardware import distributed
 
-    monkeypatch.delenv("MASTER_PORT", raising=False)
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")  # kept by TRL; monkeypatch puts back what was there before
+    monkeypatch.setenv("MASTER_PORT", "0")  # recorded by monkeypatch first, so that the ports set below are undone
     with socket.socket() as held:
         held.bind(("", 0))
         held.listen()
