@@ -12,8 +12,9 @@ only when the run's environment is the one this interpreter started with (variab
 such as HF_HOME or OMP_NUM_THREADS, are the same); the server refuses to serve if the imports left a
 Python thread running (a fork copies only the calling thread, and the locks others hold stay held).
 The native threads these imports start (torch's, pyarrow's allocator) are the ones every fork of a
-torch process meets: a DataLoader's workers and `datasets`' num_proc fork after the same imports. Runs that signal their process, change
-the environment or start a non-rlvr module still get a fresh interpreter (run_cli decides).
+torch process meets: a DataLoader's workers and `datasets`' num_proc fork after the same imports.
+Runs that signal their process, change the environment or start a non-rlvr module still get a fresh
+interpreter (run_cli decides).
 """
 
 from __future__ import annotations
