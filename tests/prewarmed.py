@@ -2,10 +2,11 @@
 
 A fresh interpreter spends about 10 of a tiny run's 18 s importing torch, transformers, TRL, peft and
 datasets, and the suite starts a few hundred of them. Run as a script, this module imports those once
-and then serves requests on stdin: for each, it forks, and the child runs the module as `python -m`
-does (`runpy._run_module_as_main`, what the interpreter itself calls for `-m`) with its output in
-the files named, then exits as that interpreter would. The parent answers with the child's pid, then
-its exit code (negative: the signal that ended it).
+and then serves requests on stdin: for each, it forks, and the child runs `python -m module args`
+as that interpreter does (`runpy._run_module_as_main`, what it calls for `-m`), or `python script
+args` (`runpy.run_path`), with its output in the files named, then exits as that interpreter would.
+The parent answers with the child's pid, then its exit code (negative: the signal that ended it)
+and its peak RSS (`os.wait4`: the child's own, as a fresh process's would be measured).
 
 Nothing is served that could differ from a fresh interpreter's run: `Prewarmed.run` takes a request
 only when the run's environment is the one this interpreter started with (variables read at import,
@@ -14,7 +15,7 @@ Python thread running (a fork copies only the calling thread, and the locks othe
 The native threads these imports start (torch's, pyarrow's allocator) are the ones every fork of a
 torch process meets: a DataLoader's workers and `datasets`' num_proc fork after the same imports.
 Runs that signal their process, change the environment or start a non-rlvr module still get a fresh
-interpreter (run_cli decides).
+interpreter (run_cli decides); tests/benchmarks/bench.py's smoke runs are served by one of their own.
 """
 
 from __future__ import annotations
@@ -35,10 +36,10 @@ PRELOADED = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "
 
 
 class _Launch(BaseException):
-    """Raised in a forked child to leave the serving loop and run `module` at the top level."""
+    """Raised in a forked child to leave the serving loop and run `python *argv` at the top level."""
 
-    def __init__(self, module: str, args: list[str]):
-        self.module, self.args = module, args
+    def __init__(self, argv: list[str]):
+        self.argv = argv
 
 
 def _child(request: dict) -> None:
@@ -55,7 +56,7 @@ def _child(request: dict) -> None:
     sys.stdin = open(0, closefd=False)
     sys.stdout = open(1, "w", closefd=False)
     sys.stderr = open(2, "w", closefd=False, buffering=1)
-    raise _Launch(request["module"], request["args"])
+    raise _Launch(request["argv"])
 
 
 def _serve() -> None:
@@ -74,8 +75,8 @@ def _serve() -> None:
         if pid == 0:
             _child(request)
         print(json.dumps({"pid": pid}), flush=True)
-        _, status = os.waitpid(pid, 0)
-        print(json.dumps({"returncode": os.waitstatus_to_exitcode(status)}), flush=True)
+        _, status, usage = os.wait4(pid, 0)
+        print(json.dumps({"returncode": os.waitstatus_to_exitcode(status), "peak_rss_kb": usage.ru_maxrss}), flush=True)
 
 
 class Prewarmed:
@@ -88,18 +89,19 @@ class Prewarmed:
         self.usable, self.environ = started["ready"], started["environ"]  # with what its imports set
         self.lock = threading.Lock()
 
-    def serves(self, module: str, env: dict) -> bool:
-        """Whether a run of `module` with `env` can be a child of the server: an rlvr CLI, and an
-        environment that differs from the server's only in variables READ_AT_RUN_TIME."""
+    def serves(self, env: dict) -> bool:
+        """Whether a run with `env` can be a child of the server: one whose environment differs from
+        the server's only in variables READ_AT_RUN_TIME."""
         differs = {key for key in env.keys() | self.environ.keys() if env.get(key) != self.environ.get(key)}
-        return self.usable and self.server.poll() is None and module.startswith("rlvr") and differs <= READ_AT_RUN_TIME
+        return self.usable and self.server.poll() is None and differs <= READ_AT_RUN_TIME
 
-    def run(self, module: str, args: list[str], env: dict, output_dir: Path, timeout: float | None) -> subprocess.CompletedProcess:
-        """What `subprocess.run([python, -m, module, *args], cwd=ROOT, env=env, capture_output=True,
-        text=True, timeout=timeout)` returns or raises, from a child of the server."""
+    def run(self, argv: list[str], env: dict, output_dir: Path, timeout: float | None) -> subprocess.CompletedProcess:
+        """What `subprocess.run([python, *argv], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=timeout)` returns or raises, from a child of the server; `argv` is `-m module args...`
+        or `script args...`. The result also holds the child's `peak_rss_kb`."""
         stdout, stderr = output_dir / "stdout", output_dir / "stderr"
         with self.lock:
-            request = {"module": module, "args": list(args), "env": env, "stdout": str(stdout), "stderr": str(stderr)}
+            request = {"argv": list(argv), "env": env, "stdout": str(stdout), "stderr": str(stderr)}
             self.server.stdin.write(json.dumps(request).encode() + b"\n")
             self.server.stdin.flush()
             pid = json.loads(self._line(None))["pid"]
@@ -108,10 +110,13 @@ class Prewarmed:
                 os.kill(pid, signal.SIGKILL)
                 self._line(None)
         out, err = (_text(path) for path in (stdout, stderr))
-        command = [sys.executable, "-m", module, *args]
+        command = [sys.executable, *argv]
         if ended is None:
             raise subprocess.TimeoutExpired(command, timeout, out, err)
-        return subprocess.CompletedProcess(command, json.loads(ended)["returncode"], out, err)
+        ended = json.loads(ended)
+        completed = subprocess.CompletedProcess(command, ended["returncode"], out, err)
+        completed.peak_rss_kb = ended["peak_rss_kb"]
+        return completed
 
     def close(self) -> None:
         """The server ends at the end of its input."""
@@ -150,7 +155,12 @@ if __name__ == "__main__":
     except _Launch as launch:
         import runpy
 
-        sys.argv = ["-m", *launch.args]
-        sys.orig_argv = [sys.executable, "-m", launch.module, *launch.args]
-        sys.path[0] = str(ROOT)  # what `python -m` puts first: its working directory
-        runpy._run_module_as_main(launch.module, alter_argv=True)
+        sys.orig_argv = [sys.executable, *launch.argv]
+        if launch.argv[0] == "-m":
+            sys.argv = launch.argv[:1] + launch.argv[2:]
+            sys.path[0] = str(ROOT)  # what `python -m` puts first: its working directory
+            runpy._run_module_as_main(launch.argv[1], alter_argv=True)
+        else:
+            sys.argv = launch.argv
+            sys.path[0] = str(Path(launch.argv[0]).resolve().parent)  # what `python script` puts first
+            runpy.run_path(launch.argv[0], run_name="__main__")

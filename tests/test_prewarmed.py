@@ -19,18 +19,33 @@ def prewarmed():
     server.close()
 
 
-def fresh(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rlvr.run", *args], cwd=ROOT, env=env, capture_output=True, text=True)
+def fresh(*argv: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True)
 
 
-@pytest.mark.parametrize("args", [("--cfg", "job", "algorithm.beta=0.5"), ("algorithm.lerning_rate=1",)])
-def test_a_served_run_prints_and_exits_as_a_fresh_interpreter_does(prewarmed, tmp_path, args):
-    env = run_env({"RLVR_PROBE": "seen"})
-    assert not prewarmed.serves("rlvr.run", env)  # a variable the server did not start with
+SCRIPT = """import sys
+print(__name__, sys.argv, sys.path[0], sys.orig_argv[1:])
+print("to stderr", file=sys.stderr)
+sys.exit(3)
+"""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [("-m", "rlvr.run", "--cfg", "job", "algorithm.beta=0.5"), ("-m", "rlvr.run", "algorithm.lerning_rate=1"), ("{script}", "an argument")],
+)
+def test_a_served_run_prints_and_exits_as_a_fresh_interpreter_does(prewarmed, tmp_path, argv):
+    """Modules and scripts alike: the same output, exit code, argv and sys.path[0]; and the child's own peak RSS."""
+    script = tmp_path / "scripts" / "probe.py"
+    script.parent.mkdir()
+    script.write_text(SCRIPT)
+    argv = [arg.replace("{script}", str(script)) for arg in argv]
+    assert not prewarmed.serves(run_env({"RLVR_PROBE": "seen"}))  # a variable the server did not start with
     env = run_env()
-    assert prewarmed.serves("rlvr.run", env) and not prewarmed.serves("json.tool", env)
-    served, expected = prewarmed.run("rlvr.run", list(args), env, tmp_path, timeout=120), fresh(*args, env=env)
+    assert prewarmed.serves(env)
+    served, expected = prewarmed.run(argv, env, tmp_path, timeout=120), fresh(*argv, env=env)
     assert (served.returncode, served.stdout, served.stderr) == (expected.returncode, expected.stdout, expected.stderr)
+    assert served.peak_rss_kb > 100_000  # the child's own maximum, which holds the preloaded torch
 
 
 def test_a_served_run_past_its_timeout_is_killed_and_raises_as_subprocess_run_does(prewarmed):
@@ -38,7 +53,7 @@ def test_a_served_run_past_its_timeout_is_killed_and_raises_as_subprocess_run_do
     answers again afterwards: the next run is served."""
     with tempfile.TemporaryDirectory() as run_dir, tempfile.TemporaryDirectory() as output_dir:
         with pytest.raises(subprocess.TimeoutExpired) as timed_out:
-            prewarmed.run("rlvr.run", ["logging=disabled", f"hydra.run.dir={run_dir}"], run_env(), Path(output_dir), timeout=3)
+            prewarmed.run(["-m", "rlvr.run", "logging=disabled", f"hydra.run.dir={run_dir}"], run_env(), Path(output_dir), timeout=3)
         assert "done: everything this run wrote is in" not in timed_out.value.stdout
     with tempfile.TemporaryDirectory() as output_dir:
-        assert prewarmed.run("rlvr.run", ["--cfg", "job"], run_env(), Path(output_dir), timeout=120).returncode == 0
+        assert prewarmed.run(["-m", "rlvr.run", "--cfg", "job"], run_env(), Path(output_dir), timeout=120).returncode == 0

@@ -62,8 +62,8 @@
   with the same settings, scored alike (BENCH_EVAL_SIZES, BENCH_EVAL_PROMPTS, BENCH_EVAL_N).
 
 BENCH_SMOKE=1: every bench at a smoke size (the same code paths and models; 2 GRPO steps of 8
-completions of at most 8 tokens, a few rows or calls, one run each side), for
-tests/benchmarks/test_bench_smoke.py; its figures only show that each bench runs and yields finite
+completions of at most 8 tokens, a few rows or calls, one run each side, each run a fork of one
+prewarmed interpreter), for tests/benchmarks/test_bench_smoke.py; its figures only show that each bench runs and yields finite
 numbers, they measure nothing. Smoke results go to bench-results-smoke.json in the system's
 temporary directory, never to bench-results.json; BENCH_RESULTS=PATH writes either elsewhere.
 """
@@ -137,20 +137,39 @@ def run(args: list[str]) -> float:
 
 def run_measured(args: list[str], python: str = sys.executable) -> tuple[float, float]:
     """(wall seconds, peak RSS in MB) of `python args...` in a fresh process: os.wait4 gives that one
-    child's own rusage (RUSAGE_CHILDREN would be the maximum over every child so far)."""
-    with tempfile.TemporaryFile() as output:
+    child's own rusage (RUSAGE_CHILDREN would be the maximum over every child so far). Under BENCH_SMOKE=1
+    a run by this interpreter is a child of a prewarmed one instead (`smoke_server`)."""
+    with tempfile.TemporaryDirectory() as output:
         started = time.perf_counter()
-        child = subprocess.Popen([python, *args], cwd=ROOT, env=ENV, stdout=output, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(child.pid, 0)
+        if SMOKE and python == sys.executable and smoke_server().serves(ENV):
+            done = smoke_server().run(args, ENV, Path(output), timeout=None)
+            returncode, peak_rss_kb, printed = done.returncode, done.peak_rss_kb, done.stdout + done.stderr
+        else:
+            with open(Path(output) / "output", "w+b") as file:
+                child = subprocess.Popen([python, *args], cwd=ROOT, env=ENV, stdout=file, stderr=subprocess.STDOUT)
+                _, status, usage = os.wait4(child.pid, 0)
+                returncode, peak_rss_kb = os.waitstatus_to_exitcode(status), usage.ru_maxrss  # KiB on Linux
+                file.seek(0)
+                printed = file.read().decode(errors="replace")
         seconds = time.perf_counter() - started
-        child.returncode = os.waitstatus_to_exitcode(status)
-        if child.returncode != 0:
-            output.seek(0)
-            raise RuntimeError(
-                f"`python {' '.join(args)}` exited with {child.returncode}; its output ends:\n"
-                + output.read().decode(errors="replace")[-3000:]
-            )
-    return seconds, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+    if returncode != 0:
+        raise RuntimeError(f"`python {' '.join(args)}` exited with {returncode}; its output ends:\n{printed[-3000:]}")
+    return seconds, peak_rss_kb / 1024
+
+
+_smoke_server = None
+
+
+def smoke_server():
+    """At smoke size, the runs' time goes to importing torch, transformers and TRL: one interpreter
+    (tests/prewarmed.py) imports them once for all of this process's runs, each a fork of it."""
+    global _smoke_server
+    if _smoke_server is None:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from prewarmed import Prewarmed
+
+        _smoke_server = Prewarmed(ENV)
+    return _smoke_server
 
 
 PEAK_RSS = "peak_rss_mb"

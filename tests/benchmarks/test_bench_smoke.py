@@ -3,8 +3,9 @@
 its smoke results file, never to bench-results.json.
 
 The benches are found in bench.py itself (each module-level `bench_*` function), so a new bench is
-covered without touching this file. The figures are not checked against anything: at smoke size
-they measure nothing.
+covered without touching this file. Those this venv runs go in one bench process, whose runs are
+forks of one prewarmed interpreter (bench.py's `smoke_server`); those of .venv-vllm each in one of
+their own. The figures are not checked against anything: at smoke size they measure nothing.
 """
 
 import importlib.util
@@ -40,12 +41,20 @@ def modified(path: Path) -> int | None:
     return path.stat().st_mtime_ns if path.exists() else None
 
 
+def bench_groups() -> list:
+    """The benches this venv runs, together; then each vLLM bench (.venv-vllm's children) alone."""
+    names = bench_names()
+    vllm = [name for name in names if "vllm" in name]
+    here = [name for name in names if name not in vllm]
+    return [pytest.param(here, id="this-venv"), *(pytest.param([name], id=name, marks=pytest.mark.vllm_venv) for name in vllm)]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.vllm_venv) if "vllm" in name else name for name in bench_names()])
-def test_bench_runs_at_smoke_size(name, tmp_path):
-    """`BENCH_SMOKE=1 python tests/benchmarks/bench.py <name>` exits 0, and its results file (in the
-    temporary directory, here tmp_path) holds at least one figure, each a finite number."""
-    if "vllm" in name:
+@pytest.mark.parametrize("names", bench_groups())
+def test_benches_run_at_smoke_size(names, tmp_path):
+    """`BENCH_SMOKE=1 python tests/benchmarks/bench.py <names>` exits 0 having run each of them, and its
+    results file (in the temporary directory, here tmp_path) holds figures, each a finite number."""
+    if any("vllm" in name for name in names):
         vllm_python()  # .venv-vllm, once built
     real_results = modified(REAL_RESULTS)
     # One thread per process: the bench's own subprocesses and other test processes share the cores.
@@ -59,14 +68,16 @@ def test_bench_runs_at_smoke_size(name, tmp_path):
         "WANDB_MODE": "disabled",
     }
     env.pop("BENCH_RESULTS", None)
-    done = subprocess.run([sys.executable, str(BENCH), name], env=env, capture_output=True, text=True, timeout=540)
-    assert done.returncode == 0, f"{name} crashed at smoke size:\n{done.stderr[-4000:]}"
+    done = subprocess.run([sys.executable, str(BENCH), *names], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"a bench crashed at smoke size:\n{done.stderr[-4000:]}"
+    ran = sorted(line.split()[1] for line in done.stderr.splitlines() if line.startswith("running bench_"))
+    assert ran == sorted(names)
     figures = json.loads((tmp_path / "bench-results-smoke.json").read_text())
-    assert figures, f"{name} returned no figures"
+    assert figures, f"{names} returned no figures"
     not_finite = {
         key: value
         for key, value in figures.items()
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
     }
-    assert not not_finite, f"{name}: figures that are not finite numbers: {not_finite}"
+    assert not not_finite, f"figures that are not finite numbers: {not_finite}"
     assert modified(REAL_RESULTS) == real_results, "a smoke run wrote bench-results.json"
