@@ -100,7 +100,9 @@ def test_a_sweep_whose_jobs_span_both_nodes_trains_as_one_node_with_two_tasks(tw
 
 def test_an_fsdp_job_holds_half_the_model_on_each_node(two_nodes, tmp_path):
     """ZeRO-3's two-node job is the preempted one below."""
-    result = run_cli("rlvr.run", *on_two_nodes(tmp_path, "hardware.sharding=fsdp", "eval.before=false", "algorithm.save_steps=0"), env=two_nodes)
+    result = run_cli(
+        "rlvr.run", *on_two_nodes(tmp_path, "hardware.sharding=fsdp", "eval.before=false", "algorithm.save_steps=0"), env=two_nodes
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert_half_the_model_on_each_node(tmp_path)
 
