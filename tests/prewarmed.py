@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # Variables the child takes from the request that need not match the server's: the test's name, and
 # two that torch sets in the test process as it runs and reads only when it compiles or asks for CUDA.
 READ_AT_RUN_TIME = {"PYTEST_CURRENT_TEST", "TORCHINDUCTOR_CACHE_DIR", "PYTORCH_NVML_BASED_CUDA_CHECK"}
-PRELOADED = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "hydra", "omegaconf", "math_verify")
+# What a run imports that takes time; pyplot (1 s) for the plots a run writes as it ends.
+PRELOADED = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "hydra", "omegaconf", "math_verify", "matplotlib.pyplot")
 
 
 class _Launch(BaseException):
