@@ -63,8 +63,8 @@
 
 BENCH_SMOKE=1: every bench at a smoke size (the same code paths and models; 2 GRPO steps of 8
 completions of at most 8 tokens, a few rows or calls, one run each side, each run a fork of one
-prewarmed interpreter), for tests/benchmarks/test_bench_smoke.py; its figures only show that each bench runs and yields finite
-numbers, they measure nothing. Smoke results go to bench-results-smoke.json in the system's
+prewarmed interpreter), for tests/benchmarks/test_bench_smoke.py; its figures only show that each
+bench runs and yields finite numbers, they measure nothing. Smoke results go to bench-results-smoke.json in the system's
 temporary directory, never to bench-results.json; BENCH_RESULTS=PATH writes either elsewhere.
 """
 
