@@ -55,20 +55,27 @@ def run_env(env: dict | None = None) -> dict:
 def run_cli(module: str, *args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     """`python -m <module> args...` from the repo root, offline, capturing output: in a child of this
     test process's prewarmed interpreter (tests/prewarmed.py) where it serves the run, else in a fresh one."""
-    global _prewarmed
     full_env = run_env(env)
-    if os.environ.get("RLVR_TEST_PREWARMED", "1") == "1":
-        if _prewarmed is None:
-            from prewarmed import Prewarmed
-
-            _prewarmed = Prewarmed(run_env())
-        if module.startswith("rlvr") and _prewarmed.serves(full_env):
-            with tempfile.TemporaryDirectory() as output_dir:
-                return _prewarmed.run(["-m", module, *args], full_env, Path(output_dir), timeout)
+    server = prewarmed()
+    if server is not None and module.startswith("rlvr") and server.serves(full_env):
+        with tempfile.TemporaryDirectory() as output_dir:
+            return server.run(["-m", module, *args], full_env, Path(output_dir), timeout)
     return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
-_prewarmed = None
+def prewarmed(python: str = sys.executable, also: tuple[str, ...] = ()):
+    """This test process's prewarmed interpreter (tests/prewarmed.Prewarmed) of `python`, with the modules
+    `also` names imported too, started at the first call; None with RLVR_TEST_PREWARMED=0."""
+    if os.environ.get("RLVR_TEST_PREWARMED", "1") != "1":
+        return None
+    if str(python) not in _prewarmed:
+        from prewarmed import Prewarmed
+
+        _prewarmed[str(python)] = Prewarmed(run_env(), python, also)
+    return _prewarmed[str(python)]
+
+
+_prewarmed = {}
 
 
 @pytest.fixture(autouse=True)

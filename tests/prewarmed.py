@@ -15,7 +15,8 @@ Python thread running (a fork copies only the calling thread, and the locks othe
 The native threads these imports start (torch's, pyarrow's allocator) are the ones every fork of a
 torch process meets: a DataLoader's workers and `datasets`' num_proc fork after the same imports.
 Runs that signal their process, change the environment or start a non-rlvr module still get a fresh
-interpreter (run_cli decides); tests/benchmarks/bench.py's smoke runs are served by one of their own.
+interpreter (run_cli decides); tests/benchmarks/bench.py's smoke runs are served by one of their own,
+and tests/test_vllm_rollouts.py's runs by one in .venv-vllm that has imported vLLM too.
 """
 
 from __future__ import annotations
@@ -44,10 +45,14 @@ class _Launch(BaseException):
 
 
 def _child(request: dict) -> None:
-    """In the forked child: fds 0-2 as `subprocess.run(..., capture_output=True)` would give them."""
+    """In the forked child: fds 0-2 as `subprocess.run(..., capture_output=True)` would give them, and
+    a session of its own if the request asks for one (`start_new_session=True`)."""
+    if request.get("new_session"):
+        os.setsid()
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    os.environ.clear()
-    os.environ.update(request["env"])
+    # The server's environment, as a fresh interpreter's would be after the same imports (which set some:
+    # vLLM's do), with the run's own value of each variable READ_AT_RUN_TIME.
+    os.environ.update({key: value for key, value in request["env"].items() if key in READ_AT_RUN_TIME})
     stdin = os.open(os.devnull, os.O_RDONLY)
     stdout = os.open(request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     stderr = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -60,16 +65,17 @@ def _child(request: dict) -> None:
     raise _Launch(request["argv"])
 
 
-def _serve() -> None:
+def _serve(also: list[str]) -> None:
+    """Import PRELOADED and the modules `also` names, then serve until stdin ends."""
     import gc
     import importlib
 
-    for name in PRELOADED:
+    for name in (*PRELOADED, *also):
         importlib.import_module(name)
     from trl import GRPOTrainer  # noqa: F401  (TRL's trainers import lazily)
 
     gc.freeze()  # the children's collections skip what is imported here, and leave its pages shared
-    print(json.dumps({"ready": threading.active_count() == 1, "environ": dict(os.environ)}), flush=True)
+    print(json.dumps({"ready": threading.active_count() == 1}), flush=True)
     for line in sys.stdin:
         request = json.loads(line)
         pid = os.fork()
@@ -78,31 +84,38 @@ def _serve() -> None:
         print(json.dumps({"pid": pid}), flush=True)
         _, status, usage = os.wait4(pid, 0)
         print(json.dumps({"returncode": os.waitstatus_to_exitcode(status), "peak_rss_kb": usage.ru_maxrss}), flush=True)
+    os._exit(0)  # no teardown: the server has nothing to flush, and vLLM's triton bindings report "leaks" at a normal exit
 
 
 class Prewarmed:
-    """One server per test process, started at the first run it is asked for."""
+    """One server per test process and interpreter, started at the first run it is asked for: `python`
+    (this one's by default) with PRELOADED and the modules `also` names imported."""
 
-    def __init__(self, env: dict):
-        self.server = subprocess.Popen([sys.executable, __file__], cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    def __init__(self, env: dict, python: str = sys.executable, also: tuple[str, ...] = ()):
+        self.python = str(python)
+        command = [self.python, __file__, *also]
+        self.server = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.buffer = b""
         started = json.loads(self._line(None))
-        self.usable, self.environ = started["ready"], started["environ"]  # with what its imports set
+        self.usable, self.started_with = started["ready"], dict(env)
         self.lock = threading.Lock()
 
     def serves(self, env: dict) -> bool:
         """Whether a run with `env` can be a child of the server: one whose environment differs from
-        the server's only in variables READ_AT_RUN_TIME."""
-        differs = {key for key in env.keys() | self.environ.keys() if env.get(key) != self.environ.get(key)}
+        the one the server started with only in variables READ_AT_RUN_TIME."""
+        differs = {key for key in env.keys() | self.started_with.keys() if env.get(key) != self.started_with.get(key)}
         return self.usable and self.server.poll() is None and differs <= READ_AT_RUN_TIME
 
-    def run(self, argv: list[str], env: dict, output_dir: Path, timeout: float | None) -> subprocess.CompletedProcess:
+    def run(
+        self, argv: list[str], env: dict, output_dir: Path, timeout: float | None, new_session: bool = False
+    ) -> subprocess.CompletedProcess:
         """What `subprocess.run([python, *argv], cwd=ROOT, env=env, capture_output=True, text=True,
-        timeout=timeout)` returns or raises, from a child of the server; `argv` is `-m module args...`
-        or `script args...`. The result also holds the child's `peak_rss_kb`."""
+        timeout=timeout, start_new_session=new_session)` returns or raises, from a child of the server;
+        `argv` is `-m module args...` or `script args...`. The result also holds the child's `pid` and
+        `peak_rss_kb`."""
         stdout, stderr = output_dir / "stdout", output_dir / "stderr"
         with self.lock:
-            request = {"argv": list(argv), "env": env, "stdout": str(stdout), "stderr": str(stderr)}
+            request = {"argv": list(argv), "env": env, "stdout": str(stdout), "stderr": str(stderr), "new_session": new_session}
             self.server.stdin.write(json.dumps(request).encode() + b"\n")
             self.server.stdin.flush()
             pid = json.loads(self._line(None))["pid"]
@@ -111,12 +124,12 @@ class Prewarmed:
                 os.kill(pid, signal.SIGKILL)
                 self._line(None)
         out, err = (_text(path) for path in (stdout, stderr))
-        command = [sys.executable, *argv]
+        command = [self.python, *argv]
         if ended is None:
             raise subprocess.TimeoutExpired(command, timeout, out, err)
         ended = json.loads(ended)
         completed = subprocess.CompletedProcess(command, ended["returncode"], out, err)
-        completed.peak_rss_kb = ended["peak_rss_kb"]
+        completed.pid, completed.peak_rss_kb = pid, ended["peak_rss_kb"]
         return completed
 
     def close(self) -> None:
@@ -152,7 +165,7 @@ def _text(path: Path) -> str:
 
 if __name__ == "__main__":
     try:
-        _serve()
+        _serve(sys.argv[1:])
     except _Launch as launch:
         import runpy
 

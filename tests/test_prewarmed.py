@@ -1,5 +1,6 @@
 """The suite's prewarmed interpreter (tests/prewarmed.py) gives what a fresh `python -m` gives."""
 
+import json
 import subprocess
 import sys
 import tempfile
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_env
+from conftest import ROOT, run_env, vllm_python
 from prewarmed import Prewarmed
 
 
@@ -57,3 +58,49 @@ def test_a_served_run_past_its_timeout_is_killed_and_raises_as_subprocess_run_do
         assert "done: everything this run wrote is in" not in timed_out.value.stdout
     with tempfile.TemporaryDirectory() as output_dir:
         assert prewarmed.run(["-m", "rlvr.run", "--cfg", "job"], run_env(), Path(output_dir), timeout=120).returncode == 0
+
+
+SESSION = "import os; print(os.getpid(), os.getsid(0))"
+
+
+@pytest.mark.parametrize("new_session", [True, False])
+def test_a_served_run_has_a_session_of_its_own_when_asked_as_start_new_session_gives_it(prewarmed, tmp_path, new_session):
+    """With new_session, the child leads a session whose id is its `pid` (what a test signals and
+    looks for leftover processes in); without, it stays in the server's session."""
+    script = tmp_path / "session.py"
+    script.write_text(SESSION)
+    served = prewarmed.run([str(script)], run_env(), tmp_path, timeout=120, new_session=new_session)
+    pid, session = map(int, served.stdout.split())
+    assert pid == served.pid
+    assert (session == pid) is new_session
+    fresh = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, start_new_session=new_session)
+    pid, session = map(int, fresh.stdout.split())
+    assert (session == pid) is new_session  # as a fresh interpreter's
+
+
+ENVIRONMENT_AFTER_IMPORTS = f"""import importlib, json, os, sys
+sys.path.insert(0, {str(ROOT / "tests")!r})
+from prewarmed import PRELOADED, READ_AT_RUN_TIME
+for name in (*PRELOADED, *sys.argv[1:]):
+    importlib.import_module(name)
+from trl import GRPOTrainer
+print(json.dumps({{k: v for k, v in os.environ.items() if k not in READ_AT_RUN_TIME}}, sort_keys=True))
+"""
+
+
+@pytest.mark.parametrize("venv", ["this", pytest.param("vllm", marks=[pytest.mark.vllm_venv, pytest.mark.slow])])
+def test_a_served_run_has_the_environment_a_fresh_interpreter_has_after_the_same_imports(prewarmed, tmp_path, venv):
+    """Imports set variables (vLLM's do): the child has what the server's imports set, as a fresh
+    interpreter would after the same imports, and not only the variables of its request."""
+    script = tmp_path / "environment.py"
+    script.write_text(ENVIRONMENT_AFTER_IMPORTS)
+    env, also = run_env(), ("vllm",) if venv == "vllm" else ()
+    server = Prewarmed(env, vllm_python(), also) if venv == "vllm" else prewarmed
+    try:
+        served = server.run([str(script), *also], env, tmp_path, timeout=300)
+    finally:
+        if server is not prewarmed:
+            server.close()
+    expected = subprocess.run([server.python, str(script), *also], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert served.returncode == expected.returncode == 0, served.stderr[-2000:] + expected.stderr[-2000:]
+    assert json.loads(served.stdout) == json.loads(expected.stdout)

@@ -9,13 +9,14 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
 from rlvr.tracking.outputs import read_jsonl
-from conftest import ROOT, TINY_RUN, completed_run, one_line_error, rank_weight_digests, refused_in_process, run_env, vllm_python
+from conftest import ROOT, TINY_RUN, completed_run, one_line_error, prewarmed, rank_weight_digests, refused_in_process, run_env, vllm_python
 
 pytestmark = pytest.mark.vllm_venv  # after the rest of the suite (`make test` builds .venv-vllm meanwhile)
 # vLLM's CPU attention has kernels for head_dim 32 and up: the tiny model's hidden 64 over 2 heads
@@ -57,25 +58,45 @@ def test_a_torchvision_built_for_another_torch_is_refused_with_the_fix(tmp_path,
         check_torchvision()
 
 
+def run_dir_override(run_dir: Path, args: tuple[str, ...]) -> str:
+    return f"{'hydra.sweep.dir' if '-m' in args else 'hydra.run.dir'}={run_dir}"
+
+
 def vllm_process(run_dir: Path, *args: str, **popen) -> subprocess.Popen:
     """`python -m rlvr.run args... hydra.run.dir=run_dir` (a `-m` run: hydra.sweep.dir) in the vLLM
-    venv, in a session of its own."""
-    directory = "hydra.sweep.dir" if "-m" in args else "hydra.run.dir"
-    command = [str(vllm_python()), "-m", "rlvr.run", *args, f"{directory}={run_dir}"]
+    venv, in a session of its own, as a fresh interpreter (a test signals it)."""
+    command = [str(vllm_python()), "-m", "rlvr.run", *args, run_dir_override(run_dir, args)]
     return subprocess.Popen(command, cwd=ROOT, env=run_env(), text=True, start_new_session=True, **popen)
 
 
-def vllm_run(run_dir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    """A run in the vLLM venv that must succeed and leave no process of its session behind."""
-    process = vllm_process(run_dir, *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+def in_vllm_venv(module: str, *args: str, timeout: int) -> subprocess.CompletedProcess:
+    """`python -m module args...` in the vLLM venv, in a session of its own, capturing output: a child
+    of the venv's prewarmed interpreter (tests/prewarmed.py, vLLM imported too) where it serves the
+    run, else a fresh interpreter. The result holds the process's `pid`, its session's id."""
+    server = prewarmed(vllm_python(), also=("vllm",))
+    if server is not None and server.serves(run_env()):
+        with tempfile.TemporaryDirectory() as output_dir:
+            return server.run(["-m", module, *args], run_env(), Path(output_dir), timeout, new_session=True)
+    command = [str(vllm_python()), "-m", module, *args]
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=run_env(), text=True, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     finally:
         process.kill()
-    assert process.returncode == 0, stderr[-3000:]
-    assert "Traceback" not in stderr, stderr[-3000:]
-    assert session_processes(process.pid) == [], "the run left processes behind"
-    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    result = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+    result.pid = process.pid
+    return result
+
+
+def vllm_run(run_dir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """A run in the vLLM venv that must succeed and leave no process of its session behind."""
+    result = in_vllm_venv("rlvr.run", *args, run_dir_override(run_dir, args), timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert session_processes(result.pid) == [], "the run left processes behind"
+    return result
 
 
 def session_processes(session: int) -> list[str]:
@@ -103,8 +124,7 @@ def assert_vllm_sampled_with_the_policys_weights(rows: list[dict], fp32: bool = 
 
 def rlvr_eval(model_dir: Path, out_dir: Path, *overrides: str) -> dict:
     """`python -m rlvr.eval target=model_dir overrides... output_dir=out_dir` in the vLLM venv: its metrics."""
-    command = [str(vllm_python()), "-m", "rlvr.eval", f"target={model_dir}", *overrides, f"output_dir={out_dir}"]
-    result = subprocess.run(command, cwd=ROOT, env=run_env(), capture_output=True, text=True, timeout=300)
+    result = in_vllm_venv("rlvr.eval", f"target={model_dir}", *overrides, f"output_dir={out_dir}", timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads((out_dir / "eval" / f"{model_dir.name}.json").read_text())["metrics"]
 
