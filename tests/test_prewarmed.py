@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import conftest
 from conftest import ROOT, run_env, vllm_python
 from prewarmed import Prewarmed
 
@@ -88,19 +89,20 @@ print(json.dumps({{k: v for k, v in os.environ.items() if k not in READ_AT_RUN_T
 """
 
 
-@pytest.mark.parametrize("venv", ["this", pytest.param("vllm", marks=[pytest.mark.vllm_venv, pytest.mark.slow])])
-def test_a_served_run_has_the_environment_a_fresh_interpreter_has_after_the_same_imports(prewarmed, tmp_path, venv):
-    """Imports set variables (vLLM's do): the child has what the server's imports set, as a fresh
-    interpreter would after the same imports, and not only the variables of its request."""
+@pytest.mark.slow
+@pytest.mark.vllm_venv
+def test_a_served_vllm_run_has_the_environment_a_fresh_interpreter_has_after_the_same_imports(tmp_path):
+    """vLLM's imports set variables: a child of .venv-vllm's prewarmed interpreter (the one this test
+    process serves its vLLM runs from) has them, as a fresh interpreter has them after the same
+    imports, and not only the variables of its request."""
+    server = conftest.prewarmed(vllm_python(), also=("vllm",))
+    if server is None:
+        pytest.skip("RLVR_TEST_PREWARMED=0: no run is served")
     script = tmp_path / "environment.py"
     script.write_text(ENVIRONMENT_AFTER_IMPORTS)
-    env, also = run_env(), ("vllm",) if venv == "vllm" else ()
-    server = Prewarmed(env, vllm_python(), also) if venv == "vllm" else prewarmed
-    try:
-        served = server.run([str(script), *also], env, tmp_path, timeout=300)
-    finally:
-        if server is not prewarmed:
-            server.close()
-    expected = subprocess.run([server.python, str(script), *also], cwd=ROOT, env=env, capture_output=True, text=True)
+    env = run_env()
+    assert server.serves(env)
+    served = server.run([str(script), "vllm"], env, tmp_path, timeout=300)
+    expected = subprocess.run([server.python, str(script), "vllm"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert served.returncode == expected.returncode == 0, served.stderr[-2000:] + expected.stderr[-2000:]
     assert json.loads(served.stdout) == json.loads(expected.stdout)
