@@ -51,7 +51,7 @@ def _child(request: dict) -> None:
         os.setsid()
     signal.signal(signal.SIGINT, signal.default_int_handler)
     # The server's environment, as a fresh interpreter's would be after the same imports (which set some:
-    # vLLM's do), with the run's own value of each variable READ_AT_RUN_TIME.
+    # vLLM's do), with the run's own value of each variable READ_AT_RUN_TIME that the run has.
     os.environ.update({key: value for key, value in request["env"].items() if key in READ_AT_RUN_TIME})
     stdin = os.open(os.devnull, os.O_RDONLY)
     stdout = os.open(request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
