@@ -73,13 +73,13 @@ def in_vllm_venv(module: str, *args: str, timeout: int) -> subprocess.CompletedP
     """`python -m module args...` in the vLLM venv, in a session of its own, capturing output: a child
     of the venv's prewarmed interpreter (tests/prewarmed.py, vLLM imported too) where it serves the
     run, else a fresh interpreter. The result holds the process's `pid`, its session's id."""
-    server = prewarmed(vllm_python(), also=("vllm",))
-    if server is not None and server.serves(run_env()):
+    env, server = run_env(), prewarmed(vllm_python(), also=("vllm",))
+    if server is not None and server.serves(env):
         with tempfile.TemporaryDirectory() as output_dir:
-            return server.run(["-m", module, *args], run_env(), Path(output_dir), timeout, new_session=True)
+            return server.run(["-m", module, *args], env, Path(output_dir), timeout, new_session=True)
     command = [str(vllm_python()), "-m", module, *args]
     process = subprocess.Popen(
-        command, cwd=ROOT, env=run_env(), text=True, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        command, cwd=ROOT, env=env, text=True, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     try:
         stdout, stderr = process.communicate(timeout=timeout)
