@@ -1,4 +1,4 @@
-"""`make gpu-check`: rlvr against the plain TRL script on one CUDA GPU, for the next time one is lent.
+"""`make gpu-check`: rlvr against the plain TRL script on one CUDA GPU, whenever one is lent.
 
 At Qwen2.5-0.5B's and Qwen2.5-1.5B's full shapes (model=qwen2.5_0.5b_full_shape / _1.5b_full_shape:
 random init, real tokenizer, nothing downloaded), bf16 mixed precision with activation checkpointing
@@ -6,10 +6,11 @@ random init, real tokenizer, nothing downloaded), bf16 mixed precision with acti
 completions of up to 128 tokens, each side in a fresh process, alternating: per side the median
 GRPO step, generation tokens/s (completion tokens over the generation stage) and peak allocated GPU
 memory (`torch.cuda.max_memory_allocated`, logged by rlvr.tracking.outputs's metrics callback on both sides).
-Sized to fit 8 minutes on one H200 with no network by estimate (not yet run on one): each run also
-builds its model once into the per-machine cache (1.5B: 6 GB) and saves final_model/. 7B is left out
-(building a random-init 7B model on the host alone would take much of that budget). Every finished size
-is written at once, so a run cut short keeps what it measured.
+On one H200 with no network it takes about 4 minutes on a fresh machine, 3 on a warm one: each run
+also builds its model once into the per-machine cache (1.5B: 6 GB) and saves final_model/. 7B is left
+out: its fp32 weights, gradients and AdamW moments alone (16 bytes a parameter, ~120 GB) leave no room
+for the rollouts on one 141 GB GPU. Every finished size is written at once, so a run cut short keeps
+what it measured.
 
     python tests/benchmarks/gpu_check.py [OUT.json]      (default gpu-check.json)
 
