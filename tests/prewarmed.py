@@ -17,10 +17,20 @@ torch process meets: a DataLoader's workers and `datasets`' num_proc fork after 
 Runs that signal their process, change the environment or start a non-rlvr module still get a fresh
 interpreter (run_cli decides); tests/benchmarks/bench.py's smoke runs are served by one of their own,
 and tests/test_vllm_rollouts.py's runs by one in .venv-vllm that has imported vLLM too.
+
+The tasks of a served run's submitit jobs (`hydra/launcher=local`: 2 ranks, each a fresh interpreter
+that imports all of the above) are served too, side by side. A served run's `sys.executable` is
+tests/served/python, which submitit's local controller starts each task with: it hands
+`-m submitit.core._submit` to tests/served_task.py, a client that asks this server over a Unix socket
+to fork the task with the client's stdin/stdout/stderr, relays the signals the controller sends, and
+exits as the task did (the server kills the task if the client dies first); anything else it starts
+is the real interpreter. A task is served only when its environment differs from this interpreter's
+in variables read at run time: READ_AT_RUN_TIME and those submitit sets for each task.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -35,56 +45,153 @@ ROOT = Path(__file__).resolve().parents[1]
 READ_AT_RUN_TIME = {"PYTEST_CURRENT_TEST", "TORCHINDUCTOR_CACHE_DIR", "PYTORCH_NVML_BASED_CUDA_CHECK"}
 # What a run imports that takes time; pyplot (1 s) for the plots a run writes as it ends.
 PRELOADED = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "hydra", "omegaconf", "math_verify", "matplotlib.pyplot")
+# How a served run's submitit tasks find this server (tests/served/python, tests/served_task.py).
+TASK_SOCKET, REAL_PYTHON = "RLVR_TEST_TASK_SOCKET", "RLVR_TEST_REAL_PYTHON"
+SERVED_PYTHON = Path(__file__).with_name("served") / "python"
+# What a submitit local task's environment adds to its run's: submitit's variables (read by its
+# _submit module as it runs) and CUDA_VISIBLE_DEVICES (read when CUDA is first asked for).
+TASK_READ_AT_RUN_TIME = READ_AT_RUN_TIME | {"CUDA_VISIBLE_DEVICES", TASK_SOCKET, REAL_PYTHON}
 
 
 class _Launch(BaseException):
     """Raised in a forked child to leave the serving loop and run `python *argv` at the top level."""
 
-    def __init__(self, argv: list[str]):
-        self.argv = argv
+    def __init__(self, argv: list[str], cwd: str):
+        self.argv, self.cwd = argv, cwd
 
 
-def _child(request: dict) -> None:
-    """In the forked child: fds 0-2 as `subprocess.run(..., capture_output=True)` would give them, and
-    a session of its own if the request asks for one (`start_new_session=True`)."""
+def task_env_differs(env: dict, server_env: dict) -> set[str]:
+    """The variables of a task's `env` that differ from the server's and are not read at run time."""
+    differs = {key for key in env.keys() | server_env.keys() if env.get(key) != server_env.get(key)}
+    return {key for key in differs if key not in TASK_READ_AT_RUN_TIME and not key.startswith("SUBMITIT_")}
+
+
+def _child(request: dict, fds: list[int] | None, socket_path: str) -> None:
+    """In the forked child: fds 0-2 as `subprocess.run(..., capture_output=True)` would give them (a
+    task: the client's own), a session of its own if the request asks for one (`start_new_session=True`),
+    and, for a run, tests/served/python as `sys.executable` so that its submitit tasks are served."""
     if request.get("new_session"):
         os.setsid()
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.set_wakeup_fd(-1)
     # The server's environment, as a fresh interpreter's would be after the same imports (which set some:
-    # vLLM's do), with the run's own value of each variable READ_AT_RUN_TIME that the run has.
-    os.environ.update({key: value for key, value in request["env"].items() if key in READ_AT_RUN_TIME})
-    stdin = os.open(os.devnull, os.O_RDONLY)
-    stdout = os.open(request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    stderr = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
+    # vLLM's do), with the run's own value of each variable read at run time that the run has.
+    if fds is None:
+        os.environ.update({key: value for key, value in request["env"].items() if key in READ_AT_RUN_TIME})
+        os.environ.update({TASK_SOCKET: socket_path, REAL_PYTHON: sys.executable})
+        sys.executable = str(SERVED_PYTHON)
+        stdin = os.open(os.devnull, os.O_RDONLY)
+        stdout = os.open(request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        stderr = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fds = [stdin, stdout, stderr]
+    else:
+        for key in set(os.environ) - set(request["env"]):
+            del os.environ[key]
+        os.environ.update(request["env"])
+    for fd, target in zip(fds, (0, 1, 2)):
         os.dup2(fd, target)
         os.close(fd)
     sys.stdin = open(0, closefd=False)
     sys.stdout = open(1, "w", closefd=False)
     sys.stderr = open(2, "w", closefd=False, buffering=1)
-    raise _Launch(request["argv"])
+    raise _Launch(request["argv"], request.get("cwd", str(ROOT)))
 
 
 def _serve(also: list[str]) -> None:
-    """Import PRELOADED and the modules `also` names, then serve until stdin ends."""
+    """Import PRELOADED and the modules `also` names, then serve until stdin ends: runs asked for on
+    stdin (one at a time: answered on stdout) and tasks asked for on the task socket (any number)."""
     import gc
     import importlib
+    import select
+    import socket
+    import tempfile
 
     for name in (*PRELOADED, *also):
         importlib.import_module(name)
     from trl import GRPOTrainer  # noqa: F401  (TRL's trainers import lazily)
 
     gc.freeze()  # the children's collections skip what is imported here, and leave its pages shared
+    socket_path = os.path.join(tempfile.mkdtemp(prefix="rlvr-prewarmed-"), "tasks")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)  # a request is one message, never split
+    listener.bind(socket_path)
+    listener.listen(16)
+    wakeup_r, wakeup_w = os.pipe()
+    os.set_blocking(wakeup_w, False)
+    signal.set_wakeup_fd(wakeup_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes select() through the pipe
+    server_env = dict(os.environ)
     print(json.dumps({"ready": threading.active_count() == 1}), flush=True)
-    for line in sys.stdin:
-        request = json.loads(line)
+    stdin_pid, tasks, connections = None, {}, []  # tasks: {pid: its client's connection, None once the client died}
+    stdin = os.fdopen(0, "rb", buffering=0, closefd=False)
+    buffered = b""
+
+    def fork(request: dict, fds: list[int] | None) -> int:
         pid = os.fork()
         if pid == 0:
-            _child(request)
-        print(json.dumps({"pid": pid}), flush=True)
-        _, status, usage = os.wait4(pid, 0)
-        print(json.dumps({"returncode": os.waitstatus_to_exitcode(status), "peak_rss_kb": usage.ru_maxrss}), flush=True)
-    os._exit(0)  # no teardown: the server has nothing to flush, and vLLM's triton bindings report "leaks" at a normal exit
+            listener.close()
+            for connection in connections:
+                connection.close()
+            os.close(wakeup_r)
+            os.close(wakeup_w)
+            _child(request, fds, socket_path)
+        return pid
+
+    while True:
+        connections = [connection for connection in tasks.values() if connection is not None]
+        readable = select.select([stdin, listener, wakeup_r, *connections], [], [])[0]
+        if stdin in readable:
+            chunk = os.read(0, 1 << 20)
+            if not chunk:
+                os.unlink(socket_path)
+                os.rmdir(os.path.dirname(socket_path))
+                os._exit(0)  # no teardown: nothing to flush; vLLM's triton bindings report "leaks" at a normal exit
+            buffered += chunk
+            while b"\n" in buffered:
+                line, buffered = buffered.split(b"\n", 1)
+                stdin_pid = fork(json.loads(line), None)
+                print(json.dumps({"pid": stdin_pid}), flush=True)
+        if listener in readable:
+            connection, _ = listener.accept()
+            connections.append(connection)  # closed in the task's child, as the others are
+            message, fds, _, _ = socket.recv_fds(connection, 1 << 20, 3)
+            request = json.loads(message)
+            refused = task_env_differs(request["env"], server_env)
+            if refused or len(fds) != 3:
+                connection.sendall(json.dumps({"refused": sorted(refused)}).encode() + b"\n")
+                connection.close()
+                for fd in fds:
+                    os.close(fd)
+            else:
+                pid = fork(request, fds)
+                for fd in fds:
+                    os.close(fd)
+                connection.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+                tasks[pid] = connection
+        for pid, connection in list(tasks.items()):
+            if connection in readable and not connection.recv(1):  # its client died: so does the task
+                os.kill(pid, signal.SIGKILL)
+                connection.close()
+                tasks[pid] = None
+        if wakeup_r in readable:
+            os.read(wakeup_r, 1 << 16)
+        while True:
+            try:
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            ended = json.dumps({"returncode": os.waitstatus_to_exitcode(status), "peak_rss_kb": usage.ru_maxrss})
+            if pid == stdin_pid:
+                print(ended, flush=True)
+            elif tasks.get(pid) is not None:
+                connection = tasks.pop(pid)
+                with contextlib.suppress(OSError):  # its client may have died as the task ended
+                    connection.sendall(ended.encode() + b"\n")
+                connection.close()
+            else:
+                tasks.pop(pid, None)
 
 
 class Prewarmed:
@@ -169,12 +276,19 @@ if __name__ == "__main__":
     except _Launch as launch:
         import runpy
 
+        os.chdir(launch.cwd)
+        argv = launch.argv
+        if argv[0] == "-u":  # submitit starts its tasks unbuffered: text straight to the file, as -u gives it
+            import io
+
+            argv = argv[1:]
+            sys.stdout, sys.stderr = (io.TextIOWrapper(io.FileIO(fd, "w", closefd=False), write_through=True) for fd in (1, 2))
         sys.orig_argv = [sys.executable, *launch.argv]
-        if launch.argv[0] == "-m":
-            sys.argv = launch.argv[:1] + launch.argv[2:]
-            sys.path[0] = str(ROOT)  # what `python -m` puts first: its working directory
-            runpy._run_module_as_main(launch.argv[1], alter_argv=True)
+        if argv[0] == "-m":
+            sys.argv = argv[:1] + argv[2:]
+            sys.path[0] = launch.cwd  # what `python -m` puts first: its working directory
+            runpy._run_module_as_main(argv[1], alter_argv=True)
         else:
-            sys.argv = launch.argv
-            sys.path[0] = str(Path(launch.argv[0]).resolve().parent)  # what `python script` puts first
-            runpy.run_path(launch.argv[0], run_name="__main__")
+            sys.argv = argv
+            sys.path[0] = str(Path(argv[0]).resolve().parent)  # what `python script` puts first
+            runpy.run_path(argv[0], run_name="__main__")

@@ -81,11 +81,12 @@ def test_a_served_run_has_a_session_of_its_own_when_asked_as_start_new_session_g
 
 ENVIRONMENT_AFTER_IMPORTS = f"""import importlib, json, os, sys
 sys.path.insert(0, {str(ROOT / "tests")!r})
-from prewarmed import PRELOADED, READ_AT_RUN_TIME
+from prewarmed import PRELOADED, READ_AT_RUN_TIME, REAL_PYTHON, TASK_SOCKET
 for name in (*PRELOADED, *sys.argv[1:]):
     importlib.import_module(name)
 from trl import GRPOTrainer
-print(json.dumps({{k: v for k, v in os.environ.items() if k not in READ_AT_RUN_TIME}}, sort_keys=True))
+ours = READ_AT_RUN_TIME | {{REAL_PYTHON, TASK_SOCKET}}
+print(json.dumps({{k: v for k, v in os.environ.items() if k not in ours}}, sort_keys=True))
 """
 
 
@@ -106,3 +107,86 @@ def test_a_served_vllm_run_has_the_environment_a_fresh_interpreter_has_after_the
     expected = subprocess.run([server.python, str(script), "vllm"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert served.returncode == expected.returncode == 0, served.stderr[-2000:] + expected.stderr[-2000:]
     assert json.loads(served.stdout) == json.loads(expected.stdout)
+
+
+SUBMITS_TASKS = """import json, os, signal, sys, time
+from pathlib import Path
+import submitit
+
+mode, folder = sys.argv[1], Path(sys.argv[2])
+
+
+def task():
+    if mode == "results":
+        print("task output")
+        return {"preloaded": "trl" in sys.modules, "parent": os.getppid(), "rank": os.environ["SUBMITIT_LOCAL_GLOBALID"]}
+    rank = os.environ["SUBMITIT_LOCAL_GLOBALID"]
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a cancelled job's task lives on until the SIGKILL
+    signal.signal(signal.SIGTERM, lambda *_: (Path(folder / f"sigterm{rank}").touch(), os._exit(0)))
+    (folder / f"pid{rank}").write_text(str(os.getpid()))
+    time.sleep(120)
+
+
+if mode == "refused":
+    os.environ["OMP_NUM_THREADS"] = "7"  # read when torch is imported: a task with it cannot be a child of the server
+    mode = "results"
+executor = submitit.LocalExecutor(folder=folder / "jobs")
+executor.update_parameters(timeout_min=5, tasks_per_node=2)
+job = executor.submit(task)
+if mode == "results":
+    print(json.dumps({"results": job.results(), "stdout": job.stdout()}))
+    sys.exit()
+pid_files = [folder / f"pid{rank}" for rank in (0, 1)]
+while not all(path.exists() for path in pid_files):
+    time.sleep(0.1)
+pids = [int(path.read_text()) for path in pid_files]
+if mode == "sigterm":
+    job._process.send_signal(signal.SIGTERM)  # the controller passes it on to its tasks
+else:
+    job.cancel()  # SIGINT to the controller: it ends its tasks with SIGINT, then SIGKILL
+job._process.wait(60)
+def running(pid):
+    status = Path(f"/proc/{pid}/status")
+    return status.exists() and "zombie" not in status.read_text()
+
+
+deadline = time.time() + 30
+while any(map(running, pids)) and time.time() < deadline:
+    time.sleep(0.1)
+alive = [pid for pid in pids if running(pid)]
+print(json.dumps({"sigterm": sorted(p.name for p in folder.glob("sigterm*")), "alive": alive}))
+"""
+
+
+def submit_tasks(prewarmed, tmp_path, mode: str) -> dict:
+    tmp_path.mkdir(exist_ok=True)
+    script = tmp_path / "submits.py"
+    script.write_text(SUBMITS_TASKS)
+    served = prewarmed.run([str(script), mode, str(tmp_path)], run_env(), tmp_path, timeout=120)
+    assert served.returncode == 0, served.stderr[-3000:]
+    return json.loads(served.stdout.splitlines()[-1])
+
+
+def test_the_submitit_tasks_of_a_served_run_are_served_too_and_give_what_fresh_ones_give(prewarmed, tmp_path):
+    """Each task of a served run's local submitit job is a child of the server (its imports done), with
+    its own rank, result and output; a task whose environment differs in a variable read at import is
+    a fresh interpreter, with the same results."""
+    served = submit_tasks(prewarmed, tmp_path / "served", "results")
+    assert [(r["preloaded"], r["parent"], r["rank"]) for r in served["results"]] == [
+        (True, prewarmed.server.pid, "0"),
+        (True, prewarmed.server.pid, "1"),
+    ]
+    assert "task output" in served["stdout"]
+    refused = submit_tasks(prewarmed, tmp_path / "refused", "refused")
+    assert [(r["preloaded"], r["rank"]) for r in refused["results"]] == [(False, "0"), (False, "1")]
+    assert all(r["parent"] != prewarmed.server.pid for r in refused["results"])
+    assert "task output" in refused["stdout"]
+
+
+@pytest.mark.parametrize("mode", ["sigterm", "cancel"])
+def test_a_served_task_gets_the_signals_its_controller_sends_and_ends_with_it(prewarmed, tmp_path, mode):
+    """SIGTERM reaches the task (its handler runs); a cancelled job's tasks, killed with SIGKILL by the
+    controller, end although the server, not the controller, is their parent."""
+    ended = submit_tasks(prewarmed, tmp_path, mode)
+    assert ended["alive"] == []
+    assert ended["sigterm"] == (["sigterm0", "sigterm1"] if mode == "sigterm" else [])
