@@ -23,9 +23,11 @@ that imports all of the above) are served too, side by side. A served run's `sys
 tests/served/python, which submitit's local controller starts each task with: it hands
 `-m submitit.core._submit` to tests/served_task.py, a client that asks this server over a Unix socket
 to fork the task with the client's stdin/stdout/stderr, relays the signals the controller sends, and
-exits as the task did (the server kills the task if the client dies first); anything else it starts
-is the real interpreter. A task is served only when its environment differs from this interpreter's
-in variables read at run time: READ_AT_RUN_TIME and those submitit sets for each task.
+exits as the task did (the task dies if its client or the server dies first); anything else it
+starts is the real interpreter. A task is served only when its environment differs from this
+interpreter's in variables read at run time (READ_AT_RUN_TIME and those submitit sets for each task)
+and its client is in this interpreter's session (a run started in a session of its own keeps all its
+processes there).
 """
 
 from __future__ import annotations
@@ -49,8 +51,9 @@ PRELOADED = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "
 TASK_SOCKET, REAL_PYTHON = "RLVR_TEST_TASK_SOCKET", "RLVR_TEST_REAL_PYTHON"
 SERVED_PYTHON = Path(__file__).with_name("served") / "python"
 # What a submitit local task's environment adds to its run's: submitit's variables (read by its
-# _submit module as it runs) and CUDA_VISIBLE_DEVICES (read when CUDA is first asked for).
-TASK_READ_AT_RUN_TIME = READ_AT_RUN_TIME | {"CUDA_VISIBLE_DEVICES", TASK_SOCKET, REAL_PYTHON}
+# _submit module as it runs), what the shell of tests/served/python sets, and CUDA_VISIBLE_DEVICES
+# (read when CUDA is first asked for: on a CPU build of torch, never at import; see _serve).
+TASK_READ_AT_RUN_TIME = READ_AT_RUN_TIME | {"CUDA_VISIBLE_DEVICES", TASK_SOCKET, REAL_PYTHON, "PWD", "OLDPWD", "SHLVL", "_"}
 
 
 class _Launch(BaseException):
@@ -60,13 +63,13 @@ class _Launch(BaseException):
         self.argv, self.cwd = argv, cwd
 
 
-def task_env_differs(env: dict, server_env: dict) -> set[str]:
+def task_env_differs(env: dict, server_env: dict, read_at_run_time: set[str]) -> set[str]:
     """The variables of a task's `env` that differ from the server's and are not read at run time."""
     differs = {key for key in env.keys() | server_env.keys() if env.get(key) != server_env.get(key)}
-    return {key for key in differs if key not in TASK_READ_AT_RUN_TIME and not key.startswith("SUBMITIT_")}
+    return {key for key in differs if key not in read_at_run_time and not key.startswith("SUBMITIT_")}
 
 
-def _child(request: dict, fds: list[int] | None, socket_path: str) -> None:
+def _child(request: dict, fds: list[int] | None, socket_name: str) -> None:
     """In the forked child: fds 0-2 as `subprocess.run(..., capture_output=True)` would give them (a
     task: the client's own), a session of its own if the request asks for one (`start_new_session=True`),
     and, for a run, tests/served/python as `sys.executable` so that its submitit tasks are served."""
@@ -74,18 +77,22 @@ def _child(request: dict, fds: list[int] | None, socket_path: str) -> None:
         os.setsid()
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    signal.set_wakeup_fd(-1)
     # The server's environment, as a fresh interpreter's would be after the same imports (which set some:
     # vLLM's do), with the run's own value of each variable read at run time that the run has.
     if fds is None:
         os.environ.update({key: value for key, value in request["env"].items() if key in READ_AT_RUN_TIME})
-        os.environ.update({TASK_SOCKET: socket_path, REAL_PYTHON: sys.executable})
+        os.environ.update({TASK_SOCKET: socket_name, REAL_PYTHON: sys.executable})
         sys.executable = str(SERVED_PYTHON)
         stdin = os.open(os.devnull, os.O_RDONLY)
         stdout = os.open(request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         stderr = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         fds = [stdin, stdout, stderr]
     else:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: a task never outlives the server
+        if os.getppid() != request["server"]:  # the server ended before the line above
+            os._exit(1)
         for key in set(os.environ) - set(request["env"]):
             del os.environ[key]
         os.environ.update(request["env"])
@@ -105,22 +112,26 @@ def _serve(also: list[str]) -> None:
     import importlib
     import select
     import socket
-    import tempfile
 
     for name in (*PRELOADED, *also):
         importlib.import_module(name)
     from trl import GRPOTrainer  # noqa: F401  (TRL's trainers import lazily)
 
+    import torch
+
     gc.freeze()  # the children's collections skip what is imported here, and leave its pages shared
-    socket_path = os.path.join(tempfile.mkdtemp(prefix="rlvr-prewarmed-"), "tasks")
+    # An abstract socket (its name after a NUL byte): no file to clean up, no path-length limit.
+    socket_name = f"rlvr-prewarmed-{os.getpid()}-{os.urandom(4).hex()}"
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)  # a request is one message, never split
-    listener.bind(socket_path)
+    listener.bind(f"\0{socket_name}")
     listener.listen(16)
     wakeup_r, wakeup_w = os.pipe()
     os.set_blocking(wakeup_w, False)
     signal.set_wakeup_fd(wakeup_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes select() through the pipe
     server_env = dict(os.environ)
+    # A CUDA build may have counted the devices during the imports (bitsandbytes asks): then the variable counts.
+    read_at_run_time = TASK_READ_AT_RUN_TIME - ({"CUDA_VISIBLE_DEVICES"} if torch.version.cuda else set())
     print(json.dumps({"ready": threading.active_count() == 1}), flush=True)
     stdin_pid, tasks, connections = None, {}, []  # tasks: {pid: its client's connection, None once the client died}
     stdin = os.fdopen(0, "rb", buffering=0, closefd=False)
@@ -129,13 +140,55 @@ def _serve(also: list[str]) -> None:
     def fork(request: dict, fds: list[int] | None) -> int:
         pid = os.fork()
         if pid == 0:
+            signal.set_wakeup_fd(-1)
             listener.close()
             for connection in connections:
                 connection.close()
             os.close(wakeup_r)
             os.close(wakeup_w)
-            _child(request, fds, socket_path)
+            _child(request, fds, socket_name)
         return pid
+
+    def refusal(connection, fds: list[int], request: dict) -> str | None:
+        """Why the task `request` asks for is not served, or None."""
+        peer = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+        peer_pid, peer_uid = int.from_bytes(peer[:4], sys.byteorder), int.from_bytes(peer[4:8], sys.byteorder)
+        if peer_uid != os.getuid():
+            return "another user"
+        if os.getsid(peer_pid) != os.getsid(0):  # a run in a session of its own: its tasks stay in it
+            return "another session"
+        if len(fds) != 3:
+            return "no stdin/stdout/stderr"
+        differs = task_env_differs(request["env"], server_env, read_at_run_time)
+        return f"the environment differs in {sorted(differs)}" if differs else None
+
+    def serve_task(connection) -> None:
+        """Fork the task `connection` asks for, or answer why not; raises OSError or ValueError if the
+        client died or asked for nothing (a task already forked is then killed)."""
+        connection.settimeout(10)  # a client that connects and stops before asking holds nothing up for long
+        message, fds, _, _ = socket.recv_fds(connection, 1 << 20, 3)
+        try:
+            request = json.loads(message) | {"server": os.getpid()}
+            why = refusal(connection, fds, request)
+        except (OSError, ValueError):
+            for fd in fds:
+                os.close(fd)
+            raise
+        connections.append(connection)  # closed in the task's child, as the other clients' are
+        pid = None if why else fork(request, fds)  # in the child, fork raises _Launch
+        for fd in fds:
+            os.close(fd)
+        if pid is None:
+            connection.sendall(json.dumps({"refused": why}).encode() + b"\n")
+            connection.close()
+            return
+        tasks[pid] = None  # reaped whatever happens to its client
+        try:
+            connection.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+        except OSError:
+            os.kill(pid, signal.SIGKILL)
+            raise
+        tasks[pid] = connection
 
     while True:
         connections = [connection for connection in tasks.values() if connection is not None]
@@ -143,8 +196,8 @@ def _serve(also: list[str]) -> None:
         if stdin in readable:
             chunk = os.read(0, 1 << 20)
             if not chunk:
-                os.unlink(socket_path)
-                os.rmdir(os.path.dirname(socket_path))
+                for pid in tasks:
+                    os.kill(pid, signal.SIGKILL)
                 os._exit(0)  # no teardown: nothing to flush; vLLM's triton bindings report "leaks" at a normal exit
             buffered += chunk
             while b"\n" in buffered:
@@ -153,26 +206,20 @@ def _serve(also: list[str]) -> None:
                 print(json.dumps({"pid": stdin_pid}), flush=True)
         if listener in readable:
             connection, _ = listener.accept()
-            connections.append(connection)  # closed in the task's child, as the others are
-            message, fds, _, _ = socket.recv_fds(connection, 1 << 20, 3)
-            request = json.loads(message)
-            refused = task_env_differs(request["env"], server_env)
-            if refused or len(fds) != 3:
-                connection.sendall(json.dumps({"refused": sorted(refused)}).encode() + b"\n")
+            try:
+                serve_task(connection)
+            except (OSError, ValueError):  # the client died, or sent no request: nothing to answer
                 connection.close()
-                for fd in fds:
-                    os.close(fd)
-            else:
-                pid = fork(request, fds)
-                for fd in fds:
-                    os.close(fd)
-                connection.sendall(json.dumps({"pid": pid}).encode() + b"\n")
-                tasks[pid] = connection
         for pid, connection in list(tasks.items()):
-            if connection in readable and not connection.recv(1):  # its client died: so does the task
-                os.kill(pid, signal.SIGKILL)
-                connection.close()
-                tasks[pid] = None
+            if connection in readable:
+                try:
+                    alive = connection.recv(1) != b""
+                except OSError:
+                    alive = False
+                if not alive:  # its client died: so does the task
+                    os.kill(pid, signal.SIGKILL)
+                    connection.close()
+                    tasks[pid] = None
         if wakeup_r in readable:
             os.read(wakeup_r, 1 << 16)
         while True:
@@ -183,15 +230,15 @@ def _serve(also: list[str]) -> None:
             if pid == 0:
                 break
             ended = json.dumps({"returncode": os.waitstatus_to_exitcode(status), "peak_rss_kb": usage.ru_maxrss})
-            if pid == stdin_pid:
-                print(ended, flush=True)
-            elif tasks.get(pid) is not None:
+            if pid in tasks:
                 connection = tasks.pop(pid)
-                with contextlib.suppress(OSError):  # its client may have died as the task ended
-                    connection.sendall(ended.encode() + b"\n")
-                connection.close()
-            else:
-                tasks.pop(pid, None)
+                if connection is not None:
+                    with contextlib.suppress(OSError):  # its client may have died as the task ended
+                        connection.sendall(ended.encode() + b"\n")
+                    connection.close()
+            elif pid == stdin_pid:
+                stdin_pid = None
+                print(ended, flush=True)
 
 
 class Prewarmed:
@@ -270,25 +317,36 @@ def _text(path: Path) -> str:
     return io.TextIOWrapper(io.BytesIO(path.read_bytes()), encoding=locale.getpreferredencoding(False)).read()
 
 
+def _run(launch: _Launch) -> None:
+    """In the forked child, at the top level: `python *launch.argv` in `launch.cwd`."""
+    import runpy
+    import types
+
+    os.chdir(launch.cwd)
+    argv = launch.argv
+    if argv[0] == "-u":  # submitit starts its tasks unbuffered: text straight to the file, as -u gives it
+        import io
+
+        argv = argv[1:]
+        sys.stdout, sys.stderr = (
+            io.TextIOWrapper(io.FileIO(fd, "w", closefd=False), write_through=True, errors=errors)
+            for fd, errors in ((1, "strict"), (2, "backslashreplace"))
+        )
+    sys.orig_argv = [sys.executable, *launch.argv]
+    if argv[0] == "-m":
+        sys.argv = argv[:1] + argv[2:]
+        sys.path[0] = launch.cwd  # what `python -m` puts first: its working directory
+        sys.modules["__main__"] = types.ModuleType("__main__")  # whose globals the module runs in: not the server's
+        runpy._run_module_as_main(argv[1], alter_argv=True)
+    else:
+        sys.argv = argv
+        sys.path[0] = str(Path(argv[0]).resolve().parent)  # what `python script` puts first
+        runpy.run_path(argv[0], run_name="__main__")
+
+
 if __name__ == "__main__":
     try:
         _serve(sys.argv[1:])
-    except _Launch as launch:
-        import runpy
-
-        os.chdir(launch.cwd)
-        argv = launch.argv
-        if argv[0] == "-u":  # submitit starts its tasks unbuffered: text straight to the file, as -u gives it
-            import io
-
-            argv = argv[1:]
-            sys.stdout, sys.stderr = (io.TextIOWrapper(io.FileIO(fd, "w", closefd=False), write_through=True) for fd in (1, 2))
-        sys.orig_argv = [sys.executable, *launch.argv]
-        if argv[0] == "-m":
-            sys.argv = argv[:1] + argv[2:]
-            sys.path[0] = launch.cwd  # what `python -m` puts first: its working directory
-            runpy._run_module_as_main(argv[1], alter_argv=True)
-        else:
-            sys.argv = argv
-            sys.path[0] = str(Path(argv[0]).resolve().parent)  # what `python script` puts first
-            runpy.run_path(argv[0], run_name="__main__")
+    except _Launch as raised:
+        launch = raised  # run outside the `except`: the run's own tracebacks chain to nothing of the server's
+    _run(launch)

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -117,10 +118,13 @@ mode, folder = sys.argv[1], Path(sys.argv[2])
 
 
 def task():
-    if mode == "results":
-        print("task output")
-        return {"preloaded": "trl" in sys.modules, "parent": os.getppid(), "rank": os.environ["SUBMITIT_LOCAL_GLOBALID"]}
     rank = os.environ["SUBMITIT_LOCAL_GLOBALID"]
+    if mode == "requeue" and not (folder / f"exited{rank}").exists():
+        (folder / f"exited{rank}").touch()
+        os._exit(144)  # submitit's "requeue me": the controller starts the tasks again
+    if mode in ("results", "requeue"):
+        print("task output")
+        return {"preloaded": "trl" in sys.modules, "parent": os.getppid(), "rank": rank}
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a cancelled job's task lives on until the SIGKILL
     signal.signal(signal.SIGTERM, lambda *_: (Path(folder / f"sigterm{rank}").touch(), os._exit(0)))
     (folder / f"pid{rank}").write_text(str(os.getpid()))
@@ -133,7 +137,7 @@ if mode == "refused":
 executor = submitit.LocalExecutor(folder=folder / "jobs")
 executor.update_parameters(timeout_min=5, tasks_per_node=2)
 job = executor.submit(task)
-if mode == "results":
+if mode in ("results", "requeue"):
     print(json.dumps({"results": job.results(), "stdout": job.stdout()}))
     sys.exit()
 pid_files = [folder / f"pid{rank}" for rank in (0, 1)]
@@ -142,9 +146,12 @@ while not all(path.exists() for path in pid_files):
 pids = [int(path.read_text()) for path in pid_files]
 if mode == "sigterm":
     job._process.send_signal(signal.SIGTERM)  # the controller passes it on to its tasks
-else:
+elif mode == "cancel":
     job.cancel()  # SIGINT to the controller: it ends its tasks with SIGINT, then SIGKILL
-job._process.wait(60)
+else:
+    os.kill(os.getppid(), signal.SIGKILL)  # the prewarmed interpreter dies (this run is its child)
+if mode != "server-dies":
+    job._process.wait(60)
 def running(pid):
     status = Path(f"/proc/{pid}/status")
     return status.exists() and "zombie" not in status.read_text()
@@ -181,6 +188,28 @@ def test_the_submitit_tasks_of_a_served_run_are_served_too_and_give_what_fresh_o
     assert [(r["preloaded"], r["rank"]) for r in refused["results"]] == [(False, "0"), (False, "1")]
     assert all(r["parent"] != prewarmed.server.pid for r in refused["results"])
     assert "task output" in refused["stdout"]
+
+
+def test_a_served_tasks_exit_code_reaches_its_controller(prewarmed, tmp_path):
+    """Each task exits 144 once (submitit's requeue code): the controller starts both again, and the
+    second attempts give the job's results."""
+    requeued = submit_tasks(prewarmed, tmp_path, "requeue")
+    assert [(r["preloaded"], r["rank"]) for r in requeued["results"]] == [(True, "0"), (True, "1")]
+    assert sorted(path.name for path in tmp_path.glob("exited*")) == ["exited0", "exited1"]
+
+
+def test_served_tasks_end_with_their_server(tmp_path):
+    """A prewarmed interpreter that dies takes the tasks it forked along (their controller would
+    otherwise lose sight of them); the run that killed it reports from outside."""
+    script = tmp_path / "submits.py"
+    script.write_text(SUBMITS_TASKS)
+    server = Prewarmed(run_env())
+    with pytest.raises(RuntimeError, match="the prewarmed interpreter ended"):
+        server.run([str(script), "server-dies", str(tmp_path)], run_env(), tmp_path, timeout=120)
+    deadline = time.time() + 60
+    while not (tmp_path / "stdout").read_text() and time.time() < deadline:
+        time.sleep(0.2)
+    assert json.loads((tmp_path / "stdout").read_text())["alive"] == []
 
 
 @pytest.mark.parametrize("mode", ["sigterm", "cancel"])
