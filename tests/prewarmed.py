@@ -63,10 +63,9 @@ class _Launch(BaseException):
         self.argv, self.cwd = argv, cwd
 
 
-def task_env_differs(env: dict, server_env: dict, read_at_run_time: set[str]) -> set[str]:
-    """The variables of a task's `env` that differ from the server's and are not read at run time."""
-    differs = {key for key in env.keys() | server_env.keys() if env.get(key) != server_env.get(key)}
-    return {key for key in differs if key not in read_at_run_time and not key.startswith("SUBMITIT_")}
+def differing(env: dict, other: dict) -> set[str]:
+    """The variables set in one environment and not the other, or set to another value."""
+    return {key for key in env.keys() | other.keys() if env.get(key) != other.get(key)}
 
 
 def _child(request: dict, fds: list[int] | None, socket_name: str) -> None:
@@ -93,8 +92,7 @@ def _child(request: dict, fds: list[int] | None, socket_name: str) -> None:
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: a task never outlives the server
         if os.getppid() != request["server"]:  # the server ended before the line above
             os._exit(1)
-        for key in set(os.environ) - set(request["env"]):
-            del os.environ[key]
+        os.environ.clear()
         os.environ.update(request["env"])
     for fd, target in zip(fds, (0, 1, 2)):
         os.dup2(fd, target)
@@ -159,7 +157,7 @@ def _serve(also: list[str]) -> None:
             return "another session"
         if len(fds) != 3:
             return "no stdin/stdout/stderr"
-        differs = task_env_differs(request["env"], server_env, read_at_run_time)
+        differs = {key for key in differing(request["env"], server_env) if key not in read_at_run_time and not key.startswith("SUBMITIT_")}
         return f"the environment differs in {sorted(differs)}" if differs else None
 
     def serve_task(connection) -> None:
@@ -257,8 +255,7 @@ class Prewarmed:
     def serves(self, env: dict) -> bool:
         """Whether a run with `env` can be a child of the server: one whose environment differs from
         the one the server started with only in variables READ_AT_RUN_TIME."""
-        differs = {key for key in env.keys() | self.started_with.keys() if env.get(key) != self.started_with.get(key)}
-        return self.usable and self.server.poll() is None and differs <= READ_AT_RUN_TIME
+        return self.usable and self.server.poll() is None and differing(env, self.started_with) <= READ_AT_RUN_TIME
 
     def run(
         self, argv: list[str], env: dict, output_dir: Path, timeout: float | None, new_session: bool = False

@@ -12,12 +12,14 @@ import signal
 import socket
 import sys
 
+from prewarmed import REAL_PYTHON, TASK_SOCKET  # stdlib imports only: this process stays light
+
 # Every signal a process can catch, but the one that says a child of its own ended.
 FORWARDED = set(signal.Signals) - {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD}
 
 
 def fresh() -> None:
-    python = os.environ["RLVR_TEST_REAL_PYTHON"]
+    python = os.environ[REAL_PYTHON]
     os.execv(python, [python, *sys.argv[1:]])
 
 
@@ -33,7 +35,7 @@ def main() -> int:
     server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     request = {"argv": sys.argv[1:], "env": dict(os.environ), "cwd": os.getcwd()}
     try:
-        server.connect("\0" + os.environ["RLVR_TEST_TASK_SOCKET"])
+        server.connect("\0" + os.environ[TASK_SOCKET])
         socket.send_fds(server, [json.dumps(request).encode() + b"\n"], [0, 1, 2])
         replies = server.makefile("rb")
         reply = json.loads(replies.readline() or b'{"refused": "the server ended"}')
