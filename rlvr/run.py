@@ -65,6 +65,7 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
     from rlvr.models.loading import check_quantization
     from rlvr.recipes import get_recipe
     from rlvr.rewards.base import preflight_rewards
+    from rlvr.tracking.outputs import check_wandb_installed
     from rlvr.tracking.run_dir import RunDirLock, resume_changes
     from rlvr.trainers.rollout_engine import check_rollout_engine
 
@@ -74,6 +75,7 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
     check_device(cfg.hardware)
     check_quantization(cfg, cfg.hardware.device)
     check_rollout_engine(cfg)
+    check_wandb_installed(cfg.logging)
     recipe = get_recipe(cfg.algorithm.name)
     offline = set_offline(cfg)
     world_size = export_torch_distributed()

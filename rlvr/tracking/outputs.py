@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import logging.handlers
@@ -110,6 +111,13 @@ def write_json(path: Path, payload: dict) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     os.replace(tmp, path)
+
+
+def check_wandb_installed(logging_cfg) -> None:
+    """Refuse a run that logs to wandb where wandb is not installed (it is a dependency, but images
+    built without it exist); else transformers' WandbCallback fails as the trainer is built."""
+    if logging_cfg.wandb != "disabled" and importlib.util.find_spec("wandb") is None:
+        raise ConfigError(f"logging.wandb={logging_cfg.wandb} but wandb is not installed: pip install wandb, or logging=disabled")
 
 
 def setup_wandb(logging_cfg, run_dir: Path, run_name: str) -> list[str]:

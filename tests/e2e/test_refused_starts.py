@@ -50,6 +50,16 @@ def test_a_machine_without_bubblewrap_refuses_a_code_run_and_writes_nothing(tmp_
     assert not run_dir.exists()
 
 
+def test_a_machine_without_wandb_refuses_a_logged_run_and_writes_nothing(tmp_path, monkeypatch):
+    """GPU images built without wandb exist: one line naming the package and logging=disabled, not
+    transformers' error from inside the trainer's constructor after the model has loaded."""
+    monkeypatch.setitem(sys.modules, "wandb", None)  # what `import wandb` sees where it is not installed
+    run_dir = tmp_path / "run"
+    line = one_line_error(refused_in_process(*TINY_RUN, "logging=offline", f"hydra.run.dir={run_dir}"))
+    assert line == "rlvr: error: logging.wandb=offline but wandb is not installed: pip install wandb, or logging=disabled"
+    assert not run_dir.exists()
+
+
 def test_a_start_refused_by_the_lock_leaves_the_holders_log_alone(tmp_path):
     from rlvr.tracking.run_dir import LOCK_NAME, process_start_time
 
