@@ -27,8 +27,7 @@ from contextlib import contextmanager
 from typing import Callable
 
 log = logging.getLogger(__name__)
-# Vocabulary columns per tile of TRL's fused log-prob head on CPU: 320 tokens x 2048 fp32 stays in L2;
-# measured fastest of 1k-32k at hidden 64, and equal to 1k within noise at Qwen2.5-0.5B's hidden 896.
+# Vocabulary columns per tile of TRL's fused log-prob head on CPU: 320 tokens x 2048 fp32 stays in L2.
 CPU_VOCAB_TILE = 2048
 
 
@@ -74,8 +73,7 @@ def score_labelled_positions_only_on_cpu() -> None:
     SFTTrainer) runs the LM head in [tokens, 32,768-column] tiles. Where Triton runs (CUDA, XPU) it
     projects only the positions whose label is not -100 (the completion); elsewhere EVERY position,
     prompt included, and each tile of torch temporaries is hundreds of MB. On CPU neither pays: nothing
-    compiles the tiles, and a tile that fits the cache is faster. At the real Qwen vocabulary (hidden 64)
-    one forward + backward of 64 chat prompts took 17.5 s as TRL does it, 0.8 s with both changes.
+    compiles the tiles, and a tile that fits the cache is faster (docs/performance.md).
 
     So CPU tensors take the compact path, in `CPU_VOCAB_TILE` columns: the same log-probs and gradients.
     Process-wide; changes nothing for CUDA tensors except the tile width, so call it for CPU runs only.
@@ -83,12 +81,6 @@ def score_labelled_positions_only_on_cpu() -> None:
     option for them."""
     import trl.trainer.utils as trl_utils
 
-    if not hasattr(trl_utils, "_use_triton") or not hasattr(trl_utils, "_CHUNKED_LOGPROB_CHUNK_SIZE"):
-        log.warning(
-            "this TRL version has no _use_triton / _CHUNKED_LOGPROB_CHUNK_SIZE: its fused log-prob head "
-            "runs as TRL ships it (slower on CPU at large vocabularies)"
-        )
-        return
     with_triton = getattr(trl_utils._use_triton, "rlvr_wrapped", trl_utils._use_triton)
 
     def compact(device) -> bool:  # TRL asks this only to choose between the compact and all-positions paths
@@ -133,8 +125,8 @@ def enable_fsdp_on_cpu(trainer) -> None:
 
 
 def skip_deepspeed_shm_comm_op() -> None:
-    """DeepSpeed's torch backend JIT-compiles a shared-memory all-reduce op when it starts (60-100 s the
-    first time on a machine, needs g++; cached in TORCH_EXTENSIONS_DIR). Only its tensor-parallel
+    """DeepSpeed's torch backend JIT-compiles a shared-memory all-reduce op when it starts (a minute or
+    more the first time on a machine, needs g++). Only its tensor-parallel
     inference (`inference_all_reduce`) calls that op, never ZeRO training, whose collectives are
     torch.distributed's. So the op is marked as not buildable in DeepSpeed's table of compatible ops,
     which its one reader (`deepspeed.comm.torch.build_shm_op`) then skips; set before DeepSpeed probes

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlvr.errors import ConfigError
+from rlvr.errors import ConfigError, modules_raised_through
 
 
 @dataclass
@@ -690,17 +690,6 @@ def preset_error_line(exc: BaseException, schema: type = Config) -> str | None:
     return f"{preset.group(1)}.yaml: {problem}"
 
 
-def raised_by_a_config_source(exc: BaseException) -> bool:
-    """`exc` was raised while one of Hydra's config sources read a preset (not, say, by a run's own code)."""
-    frame = exc.__traceback__
-    while frame is not None:
-        module = frame.tb_frame.f_globals.get("__name__", "")
-        if module.startswith("hydra._internal.core_plugins.") and module.endswith("config_source"):
-            return True
-        frame = frame.tb_next
-    return False
-
-
 def yaml_error_line(exc: BaseException) -> str | None:
     """One line for a preset that is not valid YAML (the file, where, what the parser expected), or
     None if `exc` (or what caused it) is no YAML error raised while reading a preset."""
@@ -708,7 +697,9 @@ def yaml_error_line(exc: BaseException) -> str | None:
 
     while exc is not None and not isinstance(exc, yaml.YAMLError):
         exc = exc.__cause__ or exc.__context__
-    if exc is None or not raised_by_a_config_source(exc):
+    if exc is None or not any(  # raised while one of Hydra's config sources read a preset
+        m.startswith("hydra._internal.core_plugins.") and m.endswith("config_source") for m in modules_raised_through(exc)
+    ):
         return None
     if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
         return f"a preset is not valid YAML: {str(exc).splitlines()[0]}"

@@ -1,5 +1,7 @@
 """User-facing errors: each carries one line that names the culprit, printed without a traceback."""
 
+import traceback
+
 
 class RlvrError(Exception):
     """Bad input a user can fix (config, data, paths). `run.py` prints it on one line and exits 2."""
@@ -19,3 +21,8 @@ class ModelLoadError(RlvrError):
 
 class RewardError(RlvrError):
     """A reward function returned something that is not one finite float or None per completion, or raised."""
+
+
+def modules_raised_through(exc: BaseException) -> list[str]:
+    """The names of the modules `exc`'s traceback passes through (who raised it: Hydra, optuna, a run)."""
+    return [frame.f_globals.get("__name__", "") for frame, _ in traceback.walk_tb(exc.__traceback__)]

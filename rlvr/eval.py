@@ -7,15 +7,7 @@
     python -m rlvr.eval -m target=RUN_A,RUN_B hydra/launcher=slurm  # one job per target, here on SLURM
 
 A Hydra app on the training tree (conf/evaluate.yaml, schema `EvalAppConfig`), set up as `rlvr.run`
-is: a target inside a run starts from the run's config_resolved.yaml (model, dataset, reward, eval),
-and what the command line names replaces the run's (a group choice its whole group, a key that key);
-outside a run the tree's defaults apply.
-Each model's per-example rows and metrics go to `<out>/eval/<label>.jsonl` and `<label>.json`
-(label: the checkpoint or directory name; out: output_dir, else the run dir, else the model dir);
-a re-run skips a model whose results exist with the same eval, dataset, reward and model settings.
-A run's corrupt checkpoints are skipped, each named in one line, and the curve is of the others.
-A LoRA adapter goes on its run's initial_policy/; outside its run dir, on the base model named with
-model.name_or_path=... (refused without one: the default tiny model would be built with random weights).
+is; what it evaluates with, where results go, what a re-run skips: docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -38,7 +30,6 @@ log = logging.getLogger("rlvr.eval")
 APP_KEYS = frozenset(f.name for f in dataclasses.fields(EvalAppConfig)) - {f.name for f in dataclasses.fields(Config)}
 RUN_CONFIG = "config_resolved.yaml"
 SETTINGS = ("model", "dataset", "reward", "eval")  # what a result depends on: a re-run with other values redoes it
-CURVE = "curve.jsonl"
 
 
 @dataclass
@@ -52,14 +43,6 @@ class Target:
 
 def has_model(path: Path) -> bool:
     return (path / "config.json").exists() or (path / "adapter_config.json").exists()
-
-
-def run_dir_of(path: Path) -> Path | None:
-    """The run a model dir belongs to: final_model/ or checkpoints/checkpoint-N inside a run dir."""
-    for parent in (path.parent, path.parent.parent):
-        if (parent / RUN_CONFIG).exists():
-            return parent
-    return None
 
 
 def resolve_target(text: str) -> Target:
@@ -78,7 +61,8 @@ def resolve_target(text: str) -> Target:
         return Target([(c.name, c, checkpoint_step(c)) for c in checkpoints], path, is_run=True)
     if not has_model(path):
         raise ConfigError(f"target {text}: no model there (no config.json or adapter_config.json), and it is not a run dir ({RUN_CONFIG})")
-    run_dir = run_dir_of(path)
+    # the run a model dir belongs to: final_model/ or checkpoints/checkpoint-N inside a run dir
+    run_dir = next((p for p in (path.parent, path.parent.parent) if (p / RUN_CONFIG).exists()), None)
     if run_dir is not None and path.parent.name == "checkpoints" and path.name.split("-")[-1].isdigit():
         if not (path / COMPLETE).exists():
             why = "a resume found it corrupt" if (path / CORRUPT).exists() else "still being written, or cut short"
@@ -151,20 +135,6 @@ def eval_config(composed: DictConfig, overrides: list[str], run_dir: Path | None
     return cfg
 
 
-def settings(cfg) -> dict:
-    return {name: OmegaConf.to_container(cfg[name], resolve=True) for name in SETTINGS}
-
-
-def done_result(path: Path, wanted: dict) -> dict | None:
-    """The saved result at `path` if it was made with the `wanted` settings."""
-    from rlvr.tracking.outputs import read_json
-
-    if not path.exists():
-        return None
-    result = read_json(path)
-    return result if result.get("settings") == wanted else None
-
-
 def evaluate_model(cfg, label: str, model_dir: Path, run_dir: Path | None, out_dir: Path) -> dict[str, float]:
     """`eval_<label>_*` metrics of the model in `model_dir`; eval/<label>.jsonl written under `out_dir`."""
     from rlvr.hardware.distributed import phase
@@ -185,14 +155,14 @@ def evaluate_model(cfg, label: str, model_dir: Path, run_dir: Path | None, out_d
 
 def evaluate_target(target: Target, cfg, out_dir: Path) -> list[dict]:
     """One result per model of `target` (evaluated now, or read back when done with these settings)."""
-    from rlvr.tracking.outputs import write_json
+    from rlvr.tracking.outputs import read_json, write_json
 
-    wanted = settings(cfg)
+    wanted = {name: OmegaConf.to_container(cfg[name], resolve=True) for name in SETTINGS}
     results = []
     for label, model_dir, step in target.models:
         path = out_dir / "eval" / f"{label}.json"
-        result = done_result(path, wanted)
-        if result is not None:
+        result = read_json(path) if path.exists() else None
+        if result is not None and result.get("settings") == wanted:
             log.info("%s: done (%s), skipped", label, path)
         else:
             log.info("%s: evaluating %s", label, model_dir)
@@ -220,7 +190,7 @@ def write_curve(results: list[dict], out_dir: Path) -> Path:
         {"step": r["step"], "checkpoint": r["label"], **{f"eval/{k}": v for k, v in r["metrics"].items()}}
         for r in sorted(results, key=lambda r: r["step"])
     ]
-    path = out_dir / "eval" / CURVE
+    path = out_dir / "eval" / "curve.jsonl"
     write_jsonl(path, rows)
     plot_eval_curve(rows, out_dir / "plots" / "eval_checkpoints.png", title="eval of each checkpoint")
     return path

@@ -1,16 +1,5 @@
-"""How a run, or a job of a `-m` run, starts and ends as its user sees it, whatever launches it (the
-Python side of `hydra/launcher`: the presets are in conf/hydra/launcher/, the shell scripts in launchers/).
-
-- `RunDirCheck` (a Hydra callback): a `hydra.run.dir` or `hydra.sweep.dir` that is a file, or that
-  cannot be created or written, is one line before anything runs. A single run whose start is
-  refused removes the run dir its start created (`forget_refused_start`): a refused config leaves
-  no `outputs/...` folder behind.
-- `RunEnded`: how a job of a `-m` run ends on an error or a refusal (and, in a process of its own,
-  a submitit job, on a stop): Hydra records the job as failed and the sweep goes on (Optuna records
-  a failed trial). The process that launched the sweep reports it (`report_end`): the job's rlvr line
-  on top, where its logs are, the command that continues it (`continue_command`), and its exit code.
-- `report_ended_jobs_once`: Hydra's own line about a failed job does not come above rlvr's
-  (through rlvr._compat).
+"""How a run, or a job of a `-m` run, starts and ends as its user sees it, whatever launches it: the
+Python side of `hydra/launcher` (presets in conf/hydra/launcher/, shell scripts in launchers/).
 """
 
 from __future__ import annotations
@@ -23,6 +12,8 @@ import sys
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
+
+from rlvr.errors import modules_raised_through
 
 # The directories the current single run's start created (deepest first), removed if it is refused.
 _created: list[Path] = []
@@ -202,16 +193,6 @@ def report_ended_jobs_once() -> None:
     raise_failed_job_results(lambda exc: isinstance(exc, RunEnded))
 
 
-def raised_in(package: str, exc: BaseException) -> bool:
-    """`exc` was raised by code of `package` (its traceback passes through one of its modules)."""
-    frame = exc.__traceback__
-    while frame is not None:
-        if frame.tb_frame.f_globals.get("__name__", "").startswith(package + "."):
-            return True
-        frame = frame.tb_next
-    return False
-
-
 def report_end(exc: BaseException) -> int | None:
     """In the process that launched a `-m` run: report a job's end and give the command's exit code
     (None: not a job's end, left to Hydra). The sweep report is written first (Hydra skips it when a
@@ -235,7 +216,8 @@ def report_end(exc: BaseException) -> int | None:
             file=sys.stderr,
         )
         return 1
-    if _sweep_dirs and raised_in("optuna", exc):  # e.g. a search that went past failed trials, to none completed
+    # raised by optuna: e.g. a search that went past failed trials, to none completed
+    if _sweep_dirs and any(m.startswith("optuna.") for m in modules_raised_through(exc)):
         print(f"rlvr: error: the search stopped: {exc} (its trials: {_sweep_dirs[0] / 'sweep_summary.md'})", file=sys.stderr)
         return 2
     return None

@@ -29,17 +29,14 @@ OmegaConf.register_new_resolver("rlvr_data", builtin_data_path, replace=True)
 register_schemas()
 
 
-def needs_hub(cfg: DictConfig) -> bool:
+def set_offline(cfg: DictConfig) -> bool:
+    """HF_HUB_OFFLINE=1 when asked, or (offline=null) when nothing in the config lives on the Hub."""
     from rlvr.data.loading import is_local
     from rlvr.models.loading import is_hub_name
 
     source = cfg.dataset.source
-    return is_hub_name(cfg.model.name_or_path) or not (source.startswith("builtin:") or is_local(source))
-
-
-def set_offline(cfg: DictConfig) -> bool:
-    """HF_HUB_OFFLINE=1 when asked, or (offline=null) when nothing in the config lives on the Hub."""
-    offline = (not needs_hub(cfg)) if cfg.offline is None else bool(cfg.offline)
+    needs_hub = is_hub_name(cfg.model.name_or_path) or not (source.startswith("builtin:") or is_local(source))
+    offline = (not needs_hub) if cfg.offline is None else bool(cfg.offline)
     if offline:
         for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
             os.environ[var] = "1"
@@ -96,8 +93,6 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
 def set_up_process(cfg: DictConfig) -> None:
     """What every process that loads a model sets first (a run, `rlvr.eval`): quiet progress bars and
     warnings the user cannot act on, the seed, the thread count, the CPU patches."""
-    from transformers import set_seed
-
     from rlvr.hardware.device import apply_threads
     import datasets
     import transformers
@@ -109,7 +104,7 @@ def set_up_process(cfg: DictConfig) -> None:
     # model.quantization=8bit on CPU: bitsandbytes says so on every matmul of every step.
     warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast from torch.float32 to float16")
     transformers.utils.logging.disable_progress_bar()
-    set_seed(cfg.seed)
+    transformers.set_seed(cfg.seed)
     apply_threads(cfg.hardware)
     if cfg.hardware.device == "cpu":
         from rlvr._compat import score_labelled_positions_only_on_cpu

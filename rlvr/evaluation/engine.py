@@ -13,13 +13,12 @@ curves compare policies, not draws).
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Callable, Sequence
 
 from rlvr.hardware.distributed import is_main_process, phase, process_count, rank
 from rlvr.errors import RlvrError
-from rlvr.tracking.outputs import JsonlWriter, prompt_id
+from rlvr.tracking.outputs import prompt_id, write_jsonl
 
 
 def prompt_texts(prompts, tokenizer) -> list[str]:
@@ -242,14 +241,7 @@ def run_eval(model, tokenizer, dataset, rewards, eval_cfg, max_new_tokens: int, 
         raise failure
     if not is_main_process():
         return {}
-    partial = out_path.with_name(out_path.name + ".partial")  # replaces out_path whole once complete
-    partial.unlink(missing_ok=True)
-    writer = JsonlWriter(partial)
-    try:
-        writer.write(rows)
-    finally:
-        writer.close()
-    os.replace(partial, out_path)
+    write_jsonl(out_path, rows)  # replaces out_path whole once complete
     return summarise(rows, label, eval_cfg.ks, answer_equivalence(rewards, rows), seed)
 
 

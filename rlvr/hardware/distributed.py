@@ -1,33 +1,13 @@
 """Jobs with several processes, and jobs that stop and come back (SLURM preemption, time limits, crashes).
 
-- `export_torch_distributed`: inside a submitit job with several tasks, export RANK/WORLD_SIZE/
-  MASTER_ADDR... from SLURM's environment; accelerate (inside TRL) then starts torch.distributed
-  (NCCL on GPU, gloo on CPU) and trains data-parallel.
-- Checkpoints are marked complete only after the Trainer has finished writing them (`COMPLETE`
-  file, written on `on_save`); a run resumes from the newest complete one in its run dir.
-- A checkpoint marked complete is still checked before resuming (JSON parses, safetensors headers
-  match file sizes, torch files end in their zip directory, the training state loads as the Trainer
-  loads it, tensors memory-mapped): a corrupt one (a disk that
-  filled, a node that died while the filesystem cached it) is reported, its marker renamed to
-  CORRUPT, and the previous complete one used; with none left the run starts over, as after a
-  crash before the first checkpoint (a requeued job keeps going rather than waiting for a human).
-- `save_total_limit` rotation is done here, after the new checkpoint is marked complete
-  (transformers rotates before `on_save`, so a crash in between could leave no complete one).
-- On SIGUSR2 (SLURM's warning before a time limit, or `scancel --signal=USR2`), the run saves a
-  checkpoint at the end of the current step and then hands over to submitit's own handler, which
-  requeues the job; the requeued job resumes from that checkpoint.
-- SIGTERM (a plain `scancel`, a time limit reached without a warning signal, a preemption, `kill`)
-  and Ctrl-C (SIGINT) while training do the same without the requeue: a checkpoint at the end of
-  the step, then exit 143 or 130, and the same command with `hydra.run.dir=<that run>` continues
-  from it. SIGTERM does not requeue: a user's `scancel` and a time limit look alike, and coming back
-  after `scancel` would defeat it (SLURM requeues a preempted job itself). SLURM sends SIGKILL
-  KillWait seconds (30 by default) after SIGTERM: the step in progress must end by then. A reward
-  call the step waits on (`awaited`) is named in the log and given STOP_WAIT_S after the stop (or
-  after it began, if later); one still running then is given up: the run stops without a checkpoint
-  of that step, in one line naming the reward, exit 130 / 143, before SLURM's SIGKILL.
-- Outside training (loading, SFT warm-up, evals, saving) there is nothing to checkpoint: Ctrl-C or
-  SIGTERM stops at once with one line naming the phase, exit 130 or 143; so does a second Ctrl-C
-  while training waits for the end of its step.
+- `export_torch_distributed`: a submitit job's tasks become torch.distributed ranks (accelerate, inside
+  TRL, starts the process group from the exported RANK/WORLD_SIZE/MASTER_ADDR).
+- Checkpoints: marked `COMPLETE` once the Trainer has written them, checked before a resume (a corrupt
+  one is marked `CORRUPT` and the previous one used), rotated only after the new one is complete.
+- Stops: SIGUSR2 saves a checkpoint at the end of the step and requeues (submitit's handler); SIGTERM
+  and Ctrl-C save it and exit 143 / 130 without a requeue (a user's `scancel` and a time limit look
+  alike); outside training they stop at once. What users see: docs/slurm.md#signals-preemption-and-requeue
+  and docs/run-dir.md.
 """
 
 from __future__ import annotations

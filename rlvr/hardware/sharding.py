@@ -1,16 +1,9 @@
 """`hardware.sharding`: the model's parameters, gradients and optimizer state split across processes.
 
-rlvr only chooses and checks; the sharding is done by what transformers and accelerate apply from
-the Trainer's own fields:
-- fsdp: torch's FSDP2 (`fully_shard`), from `fsdp` / `fsdp_config`. Each block wraps the model's
-  decoder-layer class (transformers' `_no_split_modules`, accelerate's default), so no model needs
-  its class named in a config.
-- zero2 / zero3: DeepSpeed ZeRO stage 2 (optimizer state and gradients split, parameters whole on
-  every process) or 3 (parameters split too), from `deepspeed` (a config dict, "auto" where the
-  Trainer fills the value). DeepSpeed is an optional extra: `pip install 'rlvr[deepspeed]'`.
-
-Checkpoints are sharded (each process writes its own shard: no process ever holds the whole
-optimizer state); `final_model/` is gathered into one Hugging Face directory that loads alone.
+rlvr only chooses and checks; transformers and accelerate shard from the Trainer's own fields: `fsdp` /
+`fsdp_config` (torch's FSDP2, a block per decoder layer from `_no_split_modules`) and `deepspeed`
+(ZeRO stage 2 or 3, the optional `deepspeed` extra). Checkpoints are sharded; `final_model/` is
+gathered into one Hugging Face directory that loads alone (docs/sharding.md).
 """
 
 from __future__ import annotations

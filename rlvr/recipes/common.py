@@ -10,7 +10,7 @@ from typing import Any
 from rlvr.hardware import device as hardware
 from rlvr.hardware.distributed import barrier, is_main_process
 from rlvr.errors import ConfigError, ModelLoadError
-from rlvr.tracking.outputs import close_wandb, phase_means, read_jsonl, write_json
+from rlvr.tracking.outputs import close_wandb, read_jsonl, write_json
 
 log = logging.getLogger(__name__)
 INITIAL_POLICY = "initial_policy"  # the policy as RL started, where only this run could rebuild it
@@ -362,7 +362,9 @@ def training_curve_summary(run_dir: Path) -> dict[str, float]:
     first and last 20% of logged steps, the mean training loss and the summed step times."""
     path = run_dir / "metrics.jsonl"
     rows = [m for m in read_jsonl(path) if "loss" in m] if path.exists() else []
-    first, last = phase_means([m["reward"] for m in rows if "reward" in m])
+    rewards = [m["reward"] for m in rows if "reward" in m]
+    k = max(1, len(rewards) // 5)  # 20%, at least one point
+    first, last = (sum(rewards[:k]) / k, sum(rewards[-k:]) / k) if rewards else (float("nan"), float("nan"))
     return {
         "train_reward_first20": first,
         "train_reward_last20": last,

@@ -98,7 +98,7 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
     """Write a JSONL file whole (a temp file, then a rename): readers never see part of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows))
+    tmp.write_text("".join(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows), encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -209,14 +209,6 @@ def metrics_callback(path: Path):
                     handle.write(json.dumps({"step": state.global_step, **logs, **timing}, default=str) + "\n")
 
     return MetricsJsonl()
-
-
-def phase_means(values: list[float], fraction: float = 0.2) -> tuple[float, float]:
-    """Mean of the first and of the last `fraction` of a curve (at least one point each)."""
-    if not values:
-        return float("nan"), float("nan")
-    k = max(1, int(len(values) * fraction))
-    return sum(values[:k]) / k, sum(values[-k:]) / k
 
 
 PROGRESS_KEYS = {"reward": "reward", "loss": "loss", "kl": "kl", "completions/mean_length": "len"}

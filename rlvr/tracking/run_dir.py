@@ -1,16 +1,6 @@
-"""One run at a time in a run dir, and a record of every start in it.
-
-- `RunDirLock`: a lock file naming its holder (job, host, pid). A second run is refused in one line
-  naming the holder; a lock left by a dead process on this host (kill -9, a lost node's job) is
-  taken over with a log line, and so is one left by an earlier start of the same SLURM job (a
-  requeue lands on any node). A lock file rather than flock(): flock is not reliable across the
-  nodes of a shared file system, and a holder must be named to the user anyway.
-- `resume_changes`: a continued run must keep the values its checkpoint was trained with (the
-  model, the data, the rewards, the batch geometry); other changes (learning rate, max_steps,
-  eval, logging) are allowed and recorded.
-- `record_start`: written only after every check that can refuse the run has passed:
-  `config_resolved.yaml` and `.hydra/` for the latest start, and one `run_info.jsonl` line per start
-  with its overrides, its resolved config and what it changed.
+"""One run at a time in a run dir (`RunDirLock`), what a continued run may change from its checkpoint
+(`resume_changes`), and the record of every start in it (`record_start`, written only once every check
+that can refuse the start has passed). What users see: docs/run-dir.md.
 """
 
 from __future__ import annotations
@@ -98,7 +88,10 @@ def job_identity() -> str:
 
 
 class RunDirLock:
-    """Held by rank 0 from before anything is written until the process exits, however it exits."""
+    """Held by rank 0 from before anything is written until the process exits, however it exits. A lock
+    file naming its holder rather than flock(), which is not reliable across the nodes of a shared file
+    system. A lock left by a dead process on this host, or by an earlier start of the same SLURM job (a
+    requeue lands on any node), is taken over with a log line."""
 
     def __init__(self, run_dir: Path, main_process: bool = True):
         self.path = run_dir / LOCK_NAME
@@ -187,12 +180,6 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def changes(old: dict, new: dict) -> dict[str, list]:
-    """{dotted.key: [old, new]} for every leaf that differs."""
-    before, after = flatten(old), flatten(new)
-    return {key: [before.get(key), after.get(key)] for key in sorted(set(before) | set(after)) if before.get(key) != after.get(key)}
-
-
 def depends_on_checkpoint(key: str) -> bool:
     def under(prefixes) -> bool:
         return any(key == prefix or key.startswith(prefix + ".") for prefix in prefixes)
@@ -205,9 +192,9 @@ def resume_changes(resolved: dict, checkpoint: Path | None) -> dict[str, list]:
     the checkpoint depends on it. A checkpoint saved before rlvr recorded its config: nothing to compare."""
     if checkpoint is None or not (checkpoint / CHECKPOINT_CONFIG).exists():
         return {}
-    before = json.loads((checkpoint / CHECKPOINT_CONFIG).read_text())
-    shared = set(flatten(before)) & set(flatten(resolved))  # a key that one rlvr version lacks is no change
-    changed = {k: v for k, v in changes(before, resolved).items() if k in shared}
+    before, after = flatten(json.loads((checkpoint / CHECKPOINT_CONFIG).read_text())), flatten(resolved)
+    # {dotted.key: [old, new]} per leaf that differs; a key that one rlvr version lacks is no change
+    changed = {k: [before[k], after[k]] for k in sorted(before.keys() & after.keys()) if before[k] != after[k]}
     if refused := {k: v for k, v in changed.items() if depends_on_checkpoint(k)}:
         listed = ", ".join(f"{k}: {v[0]!r} -> {v[1]!r}" for k, v in refused.items())
         raise ConfigError(

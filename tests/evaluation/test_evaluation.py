@@ -64,7 +64,7 @@ def test_the_file_holds_every_row_and_the_metrics_are_those_of_the_file(tiny, tm
     out = tmp_path / "eval" / "after.jsonl"
     metrics = run_eval(tiny.model, tiny.tokenizer, tiny.dataset, tiny.rewards, with_eval(limit=8), MAX_NEW, out, "after", 0)
     rows = read_jsonl(out)
-    assert [r["index"] for r in rows] == list(range(8)) and not out.with_name("after.jsonl.partial").exists()
+    assert [r["index"] for r in rows] == list(range(8)) and not out.with_name("after.jsonl.tmp").exists()
     for row in rows:
         assert len(row["samples"]) == 4 and row["judge"] == "length_class"
         for one in [row, *row["samples"]]:
