@@ -438,14 +438,18 @@ def allowed_values(key: str) -> tuple[str, ...]:
     return allowed if isinstance(allowed, tuple) else allowed()
 
 
+def did_you_mean(word: str, options: typing.Iterable[str], cutoff: float = 0.6, prefix: str = "") -> str:
+    """` (did you mean 'PREFIXOPTION'?)` for the option closest to `word`, or "" when none is close."""
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=cutoff)
+    return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+
+
 def choice_error(key: str, value: Any, allowed: typing.Iterable[str]) -> str | None:
     """The one-line refusal of `key=value` when value is not among `allowed`, with a "did you mean"."""
     allowed = [str(a) for a in allowed]
     if value in allowed:
         return None
-    close = difflib.get_close_matches(str(value), allowed, n=1, cutoff=0.5)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return f"{key}={value!r} must be one of {', '.join(allowed)}{hint}"
+    return f"{key}={value!r} must be one of {', '.join(allowed)}{did_you_mean(str(value), allowed, cutoff=0.5)}"
 
 
 # String knobs whose allowed values TRL's config documents (read from its docstring, not copied here),
@@ -506,17 +510,6 @@ def trl_choices(config_class: type, field_name: str) -> frozenset[str]:
     return frozenset(re.findall(r'`"(\w+)"`', " ".join(bullets or entry)))
 
 
-def _resolved(cfg) -> dict:
-    """The config with every interpolation resolved; one line naming the key whose value does not fit."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    try:
-        return OmegaConf.to_container(cfg, resolve=True)
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"{exc.full_key}: {str(exc).splitlines()[0]}") from exc
-
-
 def _check_against_trl(algorithm: dict) -> None:
     """`algorithm.trl.*`: each a field of the recipe's TRL config that no other key sets already; and
     every knob with a list of values in TRL's docs one of them. Runs after CHOICES (a known recipe)."""
@@ -530,10 +523,7 @@ def _check_against_trl(algorithm: dict) -> None:
         if (owner := trl_duplicate(key)) is not None:
             raise ConfigError(f"algorithm.trl.{key}={value} repeats {owner}: set {owner} instead")
         if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            raise ConfigError(
-                f"algorithm.trl.{key} is not a {config_class.__name__} field" + (f" (did you mean '{close[0]}'?)" if close else "")
-            )
+            raise ConfigError(f"algorithm.trl.{key} is not a {config_class.__name__} field{did_you_mean(key, known)}")
     for key in TRL_CHOICES:
         for prefix, values in (("algorithm.", algorithm), ("algorithm.trl.", algorithm["trl"])):
             allowed = trl_choices(config_class, key) if key in known else frozenset()
@@ -547,8 +537,12 @@ def check_ranges(cfg) -> None:
     the TRL config's fields, and strings among TRL's documented choices. Imports trl (for its config's fields), so it
     runs at run time only, never while composing."""
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
-    values = OmegaConf.create(_resolved(cfg))
+    try:  # every interpolation resolved; one line naming the key whose value does not fit
+        values = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{exc.full_key}: {str(exc).splitlines()[0]}") from exc
     for key, allowed in RANGES.items():
         value = OmegaConf.select(values, key)
         if value is not None and not allowed.admits(value):
@@ -615,12 +609,6 @@ def drop_retired_keys(saved: dict, schema: type = Config) -> list[str]:
     return dropped
 
 
-def _unknown_key_message(key: str, known: list[str], prefix: str) -> str:
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
-    return f"unknown config key '{prefix}{key}'{hint}"
-
-
 def check_key(path: str, schema: type = Config) -> bool:
     """Raise ConfigError if the dotted `path` names no field of `schema`; True if it names a schema
     field, False if it ends inside a free-form dict (where anything goes)."""
@@ -630,7 +618,7 @@ def check_key(path: str, schema: type = Config) -> bool:
             return False
         fields = _field_types(schema)
         if part not in fields:
-            raise ConfigError(_unknown_key_message(part, sorted(fields), prefix))
+            raise ConfigError(f"unknown config key '{prefix}{part}'{did_you_mean(part, sorted(fields), prefix=prefix)}")
         schema = fields[part]
         prefix += part + "."
     return True

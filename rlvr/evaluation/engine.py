@@ -12,12 +12,14 @@ curves compare policies, not draws).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 from typing import Callable, Sequence
 
 from rlvr.hardware.distributed import is_main_process, phase, process_count, rank
 from rlvr.errors import RlvrError
+from rlvr.rewards.base import judging_reward
 from rlvr.tracking.outputs import prompt_id, write_jsonl
 
 
@@ -99,24 +101,12 @@ def generate_batch(
     return tokenizer.batch_decode(new_tokens, skip_special_tokens=True), lengths, truncated
 
 
-def generate(model, tokenizer, prompts, max_new_tokens: int, do_sample: bool = False) -> tuple[list[str], list[int]]:
-    """Completions and their new-token counts, one per prompt (a reward's calibration draws)."""
-    return generate_batch(model, tokenizer, prompts, max_new_tokens, do_sample=do_sample)[:2]
-
-
-def _judge(rewards) -> int | None:
-    """Index of the reward whose correctness counts: the first that judged any completion of its last call."""
-    return next(
-        (i for i, r in enumerate(rewards) if (outcomes := getattr(r.fn, "last_outcomes", None)) and outcomes[0].correct is not None), None
-    )
-
-
 def score(rewards, prompts, completions, columns: dict) -> tuple[list[dict], str | None]:
     """Per completion: weighted reward, each reward, correctness and prediction (from the judging
     reward's outcomes; None where no reward judges correctness); and the judging reward's name."""
     per_func = {r.name: r.fn(prompts=prompts, completions=completions, **columns) for r in rewards}
-    judge = _judge(rewards)
-    outcomes = rewards[judge].fn.last_outcomes if judge is not None else [None] * len(completions)
+    judge = judging_reward(rewards)
+    outcomes = judge.fn.last_outcomes if judge is not None else [None] * len(completions)
     return [
         {
             "prediction": outcome.prediction if outcome else None,
@@ -125,7 +115,7 @@ def score(rewards, prompts, completions, columns: dict) -> tuple[list[dict], str
             "correct": outcome.correct if outcome else None,
         }
         for i, outcome in enumerate(outcomes)
-    ], rewards[judge].name if judge is not None else None
+    ], judge.name if judge is not None else None
 
 
 def _each_times(values: list, times: int) -> list:
@@ -141,20 +131,13 @@ def by_length(dataset, rows: list[int], tokenizer) -> list[int]:
     return [row for _, row in sorted(zip(lengths, rows), key=lambda pair: (-pair[0], pair[1]))]
 
 
-def completer(model, tokenizer) -> Callable:
-    """`generate_batch`'s contract for `model`: a vLLM engine's own (rlvr.evaluation.vllm_engine.VllmCompleter),
-    else transformers' generate."""
-    if hasattr(model, "complete"):
-        return model.complete
-    return lambda *args, **kwargs: generate_batch(model, tokenizer, *args, **kwargs)
-
-
 def evaluate_rows(model, tokenizer, dataset, rows: list[int], rewards, eval_cfg, max_new_tokens: int, seed: int, desc: str) -> list[dict]:
     """The eval rows `rows` of `dataset` (its row indices), each with its greedy completion and its
     `eval_cfg.n` samples, scored; in `rows`' order. `model`: a transformers model or a vLLM completer."""
     from tqdm.auto import tqdm
 
-    complete = completer(model, tokenizer)
+    # generate_batch's contract: a vLLM engine's own (rlvr.evaluation.vllm_engine.VllmCompleter), else transformers'
+    complete = model.complete if hasattr(model, "complete") else functools.partial(generate_batch, model, tokenizer)
     order = by_length(dataset, rows, tokenizer)
     results = {
         row: {

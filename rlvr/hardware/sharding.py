@@ -146,10 +146,6 @@ def sharding_asked(args) -> str:
     return "none"
 
 
-def is_sharded(trainer) -> bool:
-    return trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled
-
-
 @contextlib.contextmanager
 def generating_model(trainer):
     """The trainer's model, whole on every process for the length of the block (an eval during

@@ -273,20 +273,17 @@ def save_final_model(trainer, tokenizer, model_cfg, run_dir: Path):
     """
     from peft import PeftModel
 
-    from rlvr.hardware.sharding import is_sharded, save_gathered
+    from rlvr.hardware.sharding import save_gathered
 
-    if is_sharded(trainer):
+    if trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
         return save_gathered(trainer, tokenizer, model_cfg, run_dir)
     model = trainer.accelerator.unwrap_model(trainer.model)
-    if not isinstance(model, PeftModel):
-        trainer.save_model(str(run_dir / "final_model"))
-        if is_main_process():
-            tokenizer.save_pretrained(str(run_dir / "final_model"))
-        return model
-    trainer.save_model(str(run_dir / "final_adapter"))
+    lora = isinstance(model, PeftModel)
+    out = str(run_dir / ("final_adapter" if lora else "final_model"))
+    trainer.save_model(out)
     if is_main_process():
-        tokenizer.save_pretrained(str(run_dir / "final_adapter"))
-    if not model_cfg.lora.save_merged:
+        tokenizer.save_pretrained(out)
+    if not lora or not model_cfg.lora.save_merged:
         return model
     merged = model.merge_and_unload()  # every rank, so that their weights stay equal
     if is_main_process():

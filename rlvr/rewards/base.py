@@ -158,10 +158,6 @@ def check_runs_in_worker(name: str, fn: Callable, timeout_s: Any) -> None:
         ) from exc
 
 
-def primary_correctness(rewards: Sequence[WeightedReward]) -> list[bool | None]:
-    """Per completion of the last call: correctness from the first reward that judges it."""
-    for reward in rewards:
-        outcomes = getattr(reward.fn, "last_outcomes", None)
-        if outcomes and outcomes[0].correct is not None:
-            return [o.correct for o in outcomes]
-    return []
+def judging_reward(rewards: Sequence[WeightedReward]) -> WeightedReward | None:
+    """The reward whose correctness counts: the first that judged the completions of its last call."""
+    return next((r for r in rewards if (outcomes := getattr(r.fn, "last_outcomes", None)) and outcomes[0].correct is not None), None)

@@ -147,14 +147,14 @@ class HybridReward(Reward):
         """r_min/r_max: the RM score range over one sampled completion for each of the first K prompts,
         recorded in `out_path`; read from it where it exists (a later start of the run, an eval of
         it): one scale throughout."""
-        from rlvr.evaluation.engine import generate
+        from rlvr.evaluation.engine import generate_batch
 
         if out_path.exists():
             record = json.loads(out_path.read_text())
             self.r_min, self.r_max = record["r_min"], record["r_max"]
             return record
         chosen = list(prompts[: self.calibration_prompts])
-        completions, _ = generate(policy, tokenizer, chosen, max_new_tokens, do_sample=True)
+        completions = generate_batch(policy, tokenizer, chosen, max_new_tokens, do_sample=True)[0]
         scores = self.scorer.score([as_messages(p, c) for p, c in zip(chosen, completions)])
         self.r_min, self.r_max = min(scores), max(scores)
         record = {"r_min": self.r_min, "r_max": self.r_max, "prompts": len(chosen), "scores": scores}

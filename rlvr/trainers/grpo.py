@@ -6,7 +6,7 @@ from trl import GRPOTrainer
 
 from rlvr.errors import RewardError
 from rlvr.trainers.stage_timing import instrument
-from rlvr.rewards.base import primary_correctness
+from rlvr.rewards.base import judging_reward
 from rlvr.rewards.checks import checked_rewards
 from rlvr.hardware.sharding import ShardedTrainerMixin
 from rlvr.tracking.outputs import JsonlWriter, prompt_id
@@ -54,7 +54,7 @@ class RolloutLoggingGRPOTrainer(ShardedTrainerMixin, ReasoningVocabMixin, GRPOTr
         weights = self.reward_weights.to(rewards_per_func.device)
         totals = (rewards_per_func * weights).nansum(dim=1).tolist()
         per_func = rewards_per_func.tolist()
-        correct = primary_correctness(self.rewards)
+        judge = judging_reward(self.rewards)
         outcomes = [getattr(r.fn, "last_outcomes", None) or [None] * len(prompts) for r in self.rewards]
         reasoning_positions = self.reasoning_positions(completion_ids)
         stops = [self.processing_class.decode(ids[-1:]) if ids and ids[-1] in self.eos_token_ids else None for ids in completion_ids]
@@ -73,7 +73,7 @@ class RolloutLoggingGRPOTrainer(ShardedTrainerMixin, ReasoningVocabMixin, GRPOTr
                     "rewards": {r.name: per_func[i][j] for j, r in enumerate(self.rewards)},
                     "reasons": {r.name: o[i].reason for r, o in zip(self.rewards, outcomes) if o[i] is not None},
                     "reward": totals[i],
-                    "correct": correct[i] if correct else None,
+                    "correct": judge.fn.last_outcomes[i].correct if judge else None,
                 }
             )
             if isinstance(prompt, list):  # chat messages: also the text the model saw

@@ -177,7 +177,7 @@ def test_lora_run_saves_a_merged_model_that_reproduces_its_eval(tmp_path):
     adapter alone could not be loaded again, so final_model/ is the merged model."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rlvr.evaluation.engine import generate
+    from rlvr.evaluation.engine import generate_batch
 
     completed_run(tmp_path, *TINY_RUN, "model.lora.enabled=true", "model.lora.r=4", "algorithm.save_steps=0", "model.warmup_sft_steps=100")
     assert (tmp_path / "final_adapter" / "adapter_config.json").exists()
@@ -186,7 +186,7 @@ def test_lora_run_saves_a_merged_model_that_reproduces_its_eval(tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "final_model")
     rows = read_jsonl(tmp_path / "eval" / "after.jsonl")
     max_new = max(row["new_tokens"] for row in rows)
-    completions, _ = generate(model.eval(), tokenizer, [row["prompt"] for row in rows], max_new)
+    completions = generate_batch(model.eval(), tokenizer, [row["prompt"] for row in rows], max_new)[0]
     assert completions == [row["completion"] for row in rows]  # the saved model is the evaluated one
     assert sum(row["correct"] for row in rows) > 0  # and it is the trained one, not a blank model
 

@@ -40,14 +40,14 @@ def test_rollouts_are_standard_text_with_reasoning_positions(vocab_run):
 def test_saved_model_reloads_and_generates_under_its_processor(vocab_run):
     from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList
 
-    from rlvr.evaluation.engine import generate
+    from rlvr.evaluation.engine import generate_batch
     from rlvr.models.vocab import ReasoningVocab
 
     model = AutoModelForCausalLM.from_pretrained(vocab_run / "final_model")
     tokenizer = AutoTokenizer.from_pretrained(vocab_run / "final_model")
     vocab = ReasoningVocab.of(model)
     assert vocab is not None and vocab.size == 64
-    texts, _ = generate(model, tokenizer, ["2+3=", "4+4="], max_new_tokens=12)
+    texts = generate_batch(model, tokenizer, ["2+3=", "4+4="], max_new_tokens=12)[0]
     assert len(texts) == 2
     ids = tokenizer(["2+3="] * 16, return_tensors="pt")
     torch.manual_seed(0)

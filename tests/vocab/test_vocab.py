@@ -159,7 +159,7 @@ def test_decoding_maps_reasoning_ids_back_to_the_same_text():
 def test_saved_model_reloads_with_its_vocabulary_and_generates(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rlvr.evaluation.engine import generate
+    from rlvr.evaluation.engine import generate_batch
 
     model, tokenizer = tiny()
     vocab = expand_vocabulary(model, tokenizer, 32, only_in_think=True)
@@ -169,7 +169,7 @@ def test_saved_model_reloads_with_its_vocabulary_and_generates(tmp_path):
     loaded_tokenizer = AutoTokenizer.from_pretrained(tmp_path)
     assert ReasoningVocab.of(loaded) == vocab
     torch.testing.assert_close(loaded.get_input_embeddings().weight, model.get_input_embeddings().weight)
-    texts, lengths = generate(loaded, loaded_tokenizer, ["1+2=<think>", "3+4="], max_new_tokens=8)
+    texts, lengths, _ = generate_batch(loaded, loaded_tokenizer, ["1+2=<think>", "3+4="], max_new_tokens=8)
     assert len(texts) == 2 and all(n > 0 for n in lengths)
 
 
