@@ -310,11 +310,10 @@ def close_process_group() -> None:
     torch.distributed's process group is closed, while the interpreter is whole. Left to the
     interpreter's exit, gloo's process group is torn down in whatever order its finalizers run, a
     process possibly closing its connections while a peer still finishes with them; ZeRO-3 runs were
-    seen to abort (SIGABRT) after all their work (not reproduced here in 22 tries, before or after this)."""
+    seen to abort (SIGABRT) after all their work."""
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+    barrier()
     while _BEFORE_CLOSE:
         _BEFORE_CLOSE.pop()()
     if dist.is_available() and dist.is_initialized():

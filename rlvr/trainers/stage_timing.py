@@ -2,23 +2,11 @@
 
 One instrument for rlvr's trainer and for a plain TRL `GRPOTrainer` (the `make bench` baseline),
 so both sides of the comparison are cut into stages the same way. It wraps a trainer instance's
-own methods (no subclass needed) with two `perf_counter` calls each:
-
-| stage | what is timed |
-| --- | --- |
-| generation | `_generate`: tokenising, sampling (or `rollout_func`), decoding |
-| rewards | `_calculate_rewards` |
-| advantages | fine-grained GRPO only: `span_advantages` (span scores to token-level advantages) |
-| logprobs | `_get_per_token_logps_and_entropies` without grad: old/reference log-probs |
-| forward | `compute_loss`: the policy forward and the loss |
-| backward | `accelerator.backward` |
-| optimizer | gradient clipping and `optimizer.step()` |
-| log | the trainer's `log` (metrics reduction, callbacks, printing) |
-
-The times are per-step means since the previous logged row. `log` itself cannot be finished when
-its own row is written, so a row carries the *previous* logging call's seconds; that call ran
-inside this row's `step_seconds` (see rlvr.tracking.outputs.metrics_callback), so the stages still add up.
-What no stage covers (GRPO's advantages, padding, the dataloader) is `step_seconds` minus their sum.
+own methods (no subclass needed) with two `perf_counter` calls each: `STAGES`, plus `advantages` for
+fine-grained GRPO (what each times: docs/performance.md#the-instrument). The times are per-step means since the previous logged
+row. `log` cannot be finished when its own row is written, so a row carries the *previous* logging
+call's seconds; that call ran inside this row's `step_seconds`, so the stages still add up. What no
+stage covers (padding, the dataloader) is `step_seconds` minus their sum.
 """
 
 from __future__ import annotations
