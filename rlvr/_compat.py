@@ -18,6 +18,7 @@ used; here is only the mechanism.
 | `vllm_engine_arguments` | trl 1.16 | trainers.rollout_engine (algorithm.rollout=vllm) |
 | `sync_vllm_weights_by_reload` | trl 1.16, vllm 0.31 | trainers.generation (vLLM on CPU) |
 | `reshard_fsdp2_before_vllm_sync` | trl 1.16, torch 2.13 | trainers.generation (vLLM colocated) |
+| `TiedWeightsLoadQuietly` | transformers 5 | trainers.grpo (resume) |
 """
 
 from __future__ import annotations
@@ -227,3 +228,23 @@ def reshard_fsdp2_before_vllm_sync(generation) -> None:
         return sync(*args, **kwargs)
 
     generation.sync_weights = sync_weights
+
+
+class TiedWeightsLoadQuietly:
+    """A transformers Trainer mixin. Loading a checkpoint (a resume), the Trainer warns "There were
+    missing keys in the checkpoint model loaded" for every key the checkpoint lacks unless the model
+    lists it in `_keys_to_ignore_on_save`; transformers 5's models tie their LM head to the input
+    embeddings without listing it, and the saved checkpoint leaves the tied copy out, so every resume
+    of a tied model (Qwen2.5-0.5B and 1.5B, Qwen3-0.6B, the tiny model) warned of weights it did not lose.
+    A missing key whose parameter is the same tensor as one the checkpoint did hold is not reported;
+    any other missing or unexpected key is, as transformers words it. transformers 5
+    (`Trainer._issue_warnings_after_load`, called by `_load_from_checkpoint`); remove when it knows tied weights."""
+
+    def _issue_warnings_after_load(self, load_result) -> None:
+        missing = set(load_result.missing_keys)
+        names_per_tensor: dict[int, set[str]] = {}
+        for name, parameter in self.model.named_parameters(remove_duplicate=False):
+            names_per_tensor.setdefault(id(parameter), set()).add(name)
+        loaded_through_a_tie = {n for names in names_per_tensor.values() if names - missing for n in names & missing}
+        kept = [key for key in load_result.missing_keys if key not in loaded_through_a_tie]
+        super()._issue_warnings_after_load(load_result._replace(missing_keys=kept))

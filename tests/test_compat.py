@@ -108,3 +108,46 @@ def test_trl_gathers_fsdp2_parameters_for_vllm_with_full_tensor():
 
     assert "param.full_tensor()" in inspect.getsource(VLLMGeneration._iter_fsdp2_params)
     assert "model = self.model" in inspect.getsource(VLLMGeneration._iter_named_params)
+
+
+def test_transformers_warns_of_missing_keys_through_one_trainer_method():
+    from transformers import Trainer
+
+    assert "self._issue_warnings_after_load(load_result)" in inspect.getsource(Trainer._load_from_checkpoint)
+    assert "missing keys in the checkpoint" in inspect.getsource(Trainer._issue_warnings_after_load)
+
+
+def warnings_after_load(tie: bool, missing: list[str]) -> list[str]:
+    """What a Trainer with the mixin warns after a checkpoint without `missing` loaded into a Qwen2 model."""
+    import logging
+
+    from torch.nn.modules.module import _IncompatibleKeys
+    from transformers import Qwen2Config, Qwen2ForCausalLM, Trainer
+
+    class Quiet(_compat.TiedWeightsLoadQuietly, Trainer):
+        pass
+
+    trainer = object.__new__(Quiet)  # only `model` is read
+    shape = dict(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, intermediate_size=16)
+    trainer.model = Qwen2ForCausalLM(Qwen2Config(vocab_size=16, tie_word_embeddings=tie, **shape))
+    records, logger = [], logging.getLogger("transformers.trainer")
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger.addHandler(handler)
+    try:
+        trainer._issue_warnings_after_load(_IncompatibleKeys(missing, []))
+    finally:
+        logger.removeHandler(handler)
+    return [r.getMessage() for r in records]
+
+
+def test_a_tied_head_missing_from_a_checkpoint_is_no_warning_and_anything_else_still_is():
+    assert warnings_after_load(tie=True, missing=["lm_head.weight"]) == []
+    assert warnings_after_load(tie=False, missing=["lm_head.weight"]) == [
+        "There were missing keys in the checkpoint model loaded: ['lm_head.weight']."
+    ]
+    both = ["model.embed_tokens.weight", "lm_head.weight"]  # neither loaded: the tie restores nothing
+    assert warnings_after_load(tie=True, missing=both) == [f"There were missing keys in the checkpoint model loaded: {both}."]
+    assert warnings_after_load(tie=True, missing=["lm_head.weight", "model.norm.weight"]) == [
+        "There were missing keys in the checkpoint model loaded: ['model.norm.weight']."
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from trl import GRPOTrainer
 
+from rlvr._compat import TiedWeightsLoadQuietly
 from rlvr.errors import RewardError
 from rlvr.trainers.stage_timing import instrument
 from rlvr.rewards.base import judging_reward
@@ -13,7 +14,7 @@ from rlvr.tracking.outputs import JsonlWriter, prompt_id
 from rlvr.trainers.vocab import ReasoningVocabMixin
 
 
-class RolloutLoggingGRPOTrainer(ShardedTrainerMixin, ReasoningVocabMixin, GRPOTrainer):
+class RolloutLoggingGRPOTrainer(TiedWeightsLoadQuietly, ShardedTrainerMixin, ReasoningVocabMixin, GRPOTrainer):
     """Overrides `_calculate_rewards` (TRL >= 1.16) only to record what the rewards saw and said.
 
     `rewards` are rlvr's WeightedRewards, in the same order as the trainer's `reward_funcs`.
