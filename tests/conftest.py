@@ -52,15 +52,36 @@ def run_env(env: dict | None = None) -> dict:
     return full_env
 
 
-def run_cli(module: str, *args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+def run_cli(
+    module: str,
+    *args: str,
+    env: dict | None = None,
+    timeout: int = 300,
+    python: str = sys.executable,
+    also: tuple[str, ...] = (),
+    new_session: bool = False,
+) -> subprocess.CompletedProcess:
     """`python -m <module> args...` from the repo root, offline, capturing output: in a child of this
-    test process's prewarmed interpreter (tests/prewarmed.py) where it serves the run, else in a fresh one."""
+    test process's prewarmed interpreter of `python` (tests/prewarmed.py, with the modules `also` names
+    imported too) where it serves the run, else in a fresh one; in a session of its own with
+    `new_session`. The result also holds the process's `pid` (with `new_session`, its session's id)."""
     full_env = run_env(env)
-    server = prewarmed()
+    server = prewarmed(python, also)
     if server is not None and module.startswith("rlvr") and server.serves(full_env):
         with tempfile.TemporaryDirectory() as output_dir:
-            return server.run(["-m", module, *args], full_env, Path(output_dir), timeout)
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
+            return server.run(["-m", module, *args], full_env, Path(output_dir), timeout, new_session=new_session)
+    command = [str(python), "-m", module, *args]
+    with subprocess.Popen(
+        command, cwd=ROOT, env=full_env, text=True, start_new_session=new_session, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+    result = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+    result.pid = process.pid
+    return result
 
 
 def prewarmed(python: str = sys.executable, also: tuple[str, ...] = ()):

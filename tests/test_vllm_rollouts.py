@@ -9,14 +9,13 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
 from rlvr.tracking.outputs import read_jsonl
-from conftest import ROOT, TINY_RUN, completed_run, one_line_error, prewarmed, rank_weight_digests, refused_in_process, run_env, vllm_python
+from conftest import ROOT, TINY_RUN, completed_run, one_line_error, rank_weight_digests, refused_in_process, run_cli, run_env, vllm_python
 
 pytestmark = pytest.mark.vllm_venv  # after the rest of the suite (`make test` builds .venv-vllm meanwhile)
 # vLLM's CPU attention has kernels for head_dim 32 and up: the tiny model's hidden 64 over 2 heads
@@ -70,24 +69,8 @@ def vllm_process(run_dir: Path, *args: str, **popen) -> subprocess.Popen:
 
 
 def in_vllm_venv(module: str, *args: str, timeout: int) -> subprocess.CompletedProcess:
-    """`python -m module args...` in the vLLM venv, in a session of its own, capturing output: a child
-    of the venv's prewarmed interpreter (tests/prewarmed.py, vLLM imported too) where it serves the
-    run, else a fresh interpreter. The result holds the process's `pid`, its session's id."""
-    env, server = run_env(), prewarmed(vllm_python(), also=("vllm",))
-    if server is not None and server.serves(env):
-        with tempfile.TemporaryDirectory() as output_dir:
-            return server.run(["-m", module, *args], env, Path(output_dir), timeout, new_session=True)
-    command = [str(vllm_python()), "-m", module, *args]
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=env, text=True, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    try:
-        stdout, stderr = process.communicate(timeout=timeout)
-    finally:
-        process.kill()
-    result = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
-    result.pid = process.pid
-    return result
+    """`python -m module args...` in the vLLM venv (vLLM prewarmed too), in a session of its own: `run_cli`'s result."""
+    return run_cli(module, *args, timeout=timeout, python=vllm_python(), also=("vllm",), new_session=True)
 
 
 def vllm_run(run_dir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
