@@ -1,5 +1,6 @@
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -76,8 +77,11 @@ def run_cli(
     ) as process:
         try:
             stdout, stderr = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        except BaseException:  # a timeout, pytest-timeout, Ctrl-C: nothing of the run outlives the test
+            if new_session:
+                os.killpg(process.pid, signal.SIGKILL)
+            else:
+                process.kill()
             raise
     result = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
     result.pid = process.pid
@@ -116,7 +120,6 @@ def process_state_kept():
     ends: environment, argv, working dir, logging (Hydra's job logging binds handlers to streams that
     pytest closes after the test), the SIGINT/SIGTERM handlers, Hydra's config."""
     import logging
-    import signal
 
     from hydra.core.hydra_config import HydraConfig
 

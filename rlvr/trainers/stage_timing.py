@@ -6,7 +6,7 @@ own methods (no subclass needed) with two `perf_counter` calls each: `STAGES`, p
 fine-grained GRPO (what each times: docs/performance.md#the-instrument). The times are per-step means since the previous logged
 row. `log` cannot be finished when its own row is written, so a row carries the *previous* logging
 call's seconds; that call ran inside this row's `step_seconds`, so the stages still add up. What no
-stage covers (padding, the dataloader) is `step_seconds` minus their sum.
+stage covers (GRPO's advantages, padding, the dataloader) is `step_seconds` minus their sum.
 """
 
 from __future__ import annotations
