@@ -82,6 +82,20 @@ def is_multirun() -> bool:
     return HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def check_one_run_per_launch(processes: int) -> None:
+    """Refuse a `-m` run whose jobs run one after another in this process (Hydra's basic launcher) when
+    this process is one rank of several started by torchrun or accelerate launch: each run ends by
+    closing the process group its ranks share, so the second job would wait for its peers forever."""
+    from rlvr.errors import ConfigError
+
+    if processes > 1 and is_multirun() and not own_process():
+        raise ConfigError(
+            f"a -m run inside a {processes}-process launch (torchrun, accelerate launch) runs its jobs one after "
+            "another in each process, and the second would hang: launch one run at a time, or let Hydra start "
+            "each job's processes (-m hydra/launcher=local or slurm, hardware.tasks_per_node=N)"
+        )
+
+
 def own_process() -> bool:
     """This job of a `-m` run has its process(es) to itself (submitit, local or SLURM): a stop ends it
     alone, rather than the whole sweep that a basic launcher runs in one process."""

@@ -59,6 +59,7 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
     the lock given back."""
     from rlvr.hardware.distributed import export_torch_distributed, is_main_process
     from rlvr.hardware.device import check_device, check_torchvision, export_device_environment
+    from rlvr.launcher import check_one_run_per_launch
     from rlvr.models.loading import check_quantization
     from rlvr.recipes import get_recipe
     from rlvr.rewards.base import preflight_rewards
@@ -76,6 +77,7 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
     recipe = get_recipe(cfg.algorithm.name)
     offline = set_offline(cfg)
     world_size = export_torch_distributed()
+    check_one_run_per_launch(world_size)
     from rlvr.hardware.sharding import check_sharding  # imports transformers: after export_device_environment
 
     check_sharding(cfg.hardware, world_size)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from evaluation_setup import EVAL, MAX_NEW, TinySetup, failing_rewards
 
-from rlvr.hardware.distributed import rank
+from rlvr.hardware.distributed import close_process_group, rank
 from rlvr.errors import RlvrError
 from rlvr.evaluation.engine import run_eval
 
@@ -20,3 +20,4 @@ try:
     run_eval(setup.model, setup.tokenizer, setup.dataset, failing_rewards(1), EVAL, MAX_NEW, out / "failed.jsonl", "two", 0)
 except RlvrError as exc:
     (out / f"error-{rank()}.txt").write_text(str(exc))
+close_process_group()  # as a run ends: left to the interpreter's exit, gloo's teardown may abort a rank
