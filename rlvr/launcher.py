@@ -13,7 +13,7 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-from rlvr.errors import modules_raised_through
+from rlvr.errors import ConfigError, modules_raised_through
 
 # The directories the current single run's start created (deepest first), removed if it is refused.
 _created: list[Path] = []
@@ -86,8 +86,6 @@ def check_one_run_per_launch(processes: int) -> None:
     """Refuse a `-m` run whose jobs run one after another in this process (Hydra's basic launcher) when
     this process is one rank of several started by torchrun or accelerate launch: each run ends by
     closing the process group its ranks share, so the second job would wait for its peers forever."""
-    from rlvr.errors import ConfigError
-
     if processes > 1 and is_multirun() and not own_process():
         raise ConfigError(
             f"a -m run inside a {processes}-process launch (torchrun, accelerate launch) runs its jobs one after "
