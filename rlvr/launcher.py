@@ -219,7 +219,8 @@ def report_end(exc: BaseException) -> int | None:
         print(f"rlvr: {exc.summary}", file=sys.stderr)
         return exc.code
     if type(exc).__module__.startswith("submitit"):  # a job that died without a result (killed, out of memory)
-        where = str(exc).splitlines()[0]
+        # submitit's first two lines: "Job J (task: T) with path P", "has not produced any output (state: S)"
+        where = " ".join(str(exc).splitlines()[:2])
         task = re.match(r"Job (\S+) \(task: (\d+)\)", where)
         who = f"rank {task[2]} of job {task[1]}" if task else "a job"  # submitit's task = the global rank
         print(

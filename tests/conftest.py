@@ -231,13 +231,17 @@ def squeue_state(job_id: str, env: dict | None = None) -> list[str]:
 
 
 def start_requeued_job_now(job_id: str, env: dict | None = None, timeout: float = 60) -> None:
-    """SLURM holds a requeued job ~2 minutes before it may start again: let it start now."""
+    """SLURM holds a requeued job ~2 minutes before it may start again: let it start now, once no node is
+    still completing its previous start and a second has passed. Not at once: a node refuses to start the
+    job within the second it revoked its previous credential ("Killing non-startable batch JobId=N: Job
+    credential revoked" in slurmctld's log), and the job ends FAILED without a result."""
+    environment = {**os.environ, **(env or {})}
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if squeue_state(job_id, env) == ["PENDING"]:
-            subprocess.run(
-                ["scontrol", "update", f"JobId={job_id.split('_')[0]}", "StartTime=now"], check=True, env={**os.environ, **(env or {})}
-            )
+        completing = "completing" in subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, env=environment).stdout
+        if squeue_state(job_id, env) == ["PENDING"] and not completing:
+            time.sleep(1.5)
+            subprocess.run(["scontrol", "update", f"JobId={job_id.split('_')[0]}", "StartTime=now"], check=True, env=environment)
             return
         time.sleep(0.3)
     raise AssertionError(f"job {job_id} was not requeued")

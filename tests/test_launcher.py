@@ -53,3 +53,20 @@ def test_a_sweep_dir_that_is_a_file_is_one_line(tmp_path):
     assert (
         line == f"rlvr: error: hydra.sweep.dir={tmp_path}/afile: {tmp_path}/afile is a file, not a directory: pick another hydra.sweep.dir"
     )
+
+
+def test_a_job_that_ended_without_a_result_is_one_line_naming_its_rank_and_state(capsys):
+    """submitit's error (its message as submitit words it: the result file, the state, then the job's
+    whole error stream) becomes one line in the launching command's output, exit code 1."""
+    from submitit.core.utils import UncompletedJobError
+
+    from rlvr.launcher import report_end
+
+    error_stream = "Traceback (most recent call last):\n  ...\nKilled"
+    exc = UncompletedJobError(
+        f"Job 56 (task: 1) with path /j/56_1_result.pkl\nhas not produced any output (state: FAILED)\nError stream produced:\n{error_stream}"
+    )
+    assert report_end(exc) == 1
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("rlvr: rank 1 of job 56 ended without a result (")
+    assert line.endswith(": Job 56 (task: 1) with path /j/56_1_result.pkl has not produced any output (state: FAILED)")

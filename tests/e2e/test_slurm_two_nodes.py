@@ -213,7 +213,8 @@ def test_the_run_dir_lock_follows_the_job_across_nodes_and_refuses_another(two_n
 
 
 def rank_process(job_id: str, rank: int) -> int:
-    """The pid of the task of `job_id` with global rank `rank` (SLURM_PROCID), found in /proc."""
+    """The pid of the task of `job_id` with global rank `rank` (SLURM_PROCID), found in /proc: a process of a
+    step (SLURM_STEP_ID), not the batch script's `srun`, whose command line and environment match too."""
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
@@ -224,6 +225,7 @@ def rank_process(job_id: str, rank: int) -> int:
         if (
             variables.get(b"SLURM_JOB_ID") == job_id.encode()
             and variables.get(b"SLURM_PROCID") == str(rank).encode()
+            and b"SLURM_STEP_ID" in variables
             and b"submitit.core._submit" in command
         ):
             return int(pid)
@@ -245,7 +247,7 @@ def test_a_node_dying_mid_run_ends_the_job_names_the_rank_and_leaves_it_resumabl
     finally:
         caller.kill()
     assert caller.returncode == 1, err[-3000:]
-    assert f"rlvr: rank 1 of job {job_id} ended without a result" in err
+    assert re.search(rf"rlvr: rank 1 of job {job_id} ended without a result .*\(state: FAILED\)", err), err[-3000:]
     assert sacct_states(job_id, env=two_nodes) == {job_id: "FAILED"}
     print(f"the launching command ended {ended_after:.0f} s after the kill")
     checkpoints = sorted((tmp_path / "0" / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
