@@ -63,9 +63,8 @@ def test_a_job_that_ended_without_a_result_is_one_line_naming_its_rank_and_state
     from rlvr.launcher import report_end
 
     error_stream = "Traceback (most recent call last):\n  ...\nKilled"
-    exc = UncompletedJobError(
-        f"Job 56 (task: 1) with path /j/56_1_result.pkl\nhas not produced any output (state: FAILED)\nError stream produced:\n{error_stream}"
-    )
+    lines = ["Job 56 (task: 1) with path /j/56_1_result.pkl", "has not produced any output (state: FAILED)", "Error stream produced:"]
+    exc = UncompletedJobError("\n".join([*lines, error_stream]))
     assert report_end(exc) == 1
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith("rlvr: rank 1 of job 56 ended without a result (")
