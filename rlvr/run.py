@@ -46,6 +46,7 @@ def set_offline(cfg: DictConfig) -> bool:
 class Accepted(NamedTuple):
     """A start that every check has let through: what it does in its run dir, and how."""
 
+    run_dir: Path  # every process's, rank 0's (rlvr.hardware.distributed.agreed_run_dir)
     recipe: Any  # the recipe's module (rlvr/recipes/)
     start: Any  # rlvr.tracking.run_dir.Start: new, resume or finish
     changed: dict[str, list]  # what a continued run changes from its checkpoint's config
@@ -57,7 +58,7 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
     """Every check that can refuse this start, in one place, before any model or data loads and
     before anything is written; takes the run dir's lock. A refusal is a one-line RlvrError, with
     the lock given back."""
-    from rlvr.hardware.distributed import export_torch_distributed, is_main_process
+    from rlvr.hardware.distributed import agreed_run_dir, export_torch_distributed, is_main_process
     from rlvr.hardware.device import check_device, check_torchvision, export_device_environment
     from rlvr.launcher import check_one_run_per_launch
     from rlvr.models.loading import check_quantization
@@ -78,6 +79,7 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
     offline = set_offline(cfg)
     world_size = export_torch_distributed()
     check_one_run_per_launch(world_size)
+    run_dir = agreed_run_dir(run_dir)
     from rlvr.hardware.sharding import check_sharding  # imports transformers: after export_device_environment
 
     check_sharding(cfg.hardware, world_size)
@@ -89,7 +91,7 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
     except RlvrError:
         lock.release()
         raise
-    return Accepted(recipe, start, changed, world_size, offline)
+    return Accepted(run_dir, recipe, start, changed, world_size, offline)
 
 
 def set_up_process(cfg: DictConfig) -> None:
@@ -114,13 +116,13 @@ def set_up_process(cfg: DictConfig) -> None:
         score_labelled_positions_only_on_cpu()
 
 
-def run(cfg: DictConfig, run_dir: Path, accepted: Accepted) -> dict[str, float]:
-    """Run an accepted start in Hydra's output dir; returns the final metrics."""
+def run(cfg: DictConfig, accepted: Accepted) -> dict[str, float]:
+    """Run an accepted start in its run dir; returns the final metrics."""
     from rlvr.hardware.distributed import close_process_group, is_main_process
     from rlvr.tracking.run_dir import record_start
     from rlvr.tracking.outputs import start_run_log
 
-    start = accepted.start
+    run_dir, start = accepted.run_dir, accepted.start
     if is_main_process():  # every check that can refuse the run has passed: now it may write
         record_start(run_dir, cfg, accepted.changed, start.mode)
     start_run_log(run_dir)
@@ -173,14 +175,14 @@ def hydra_main(cfg: DictConfig) -> float:
     try:
         with stops_reported(run_dir):  # Ctrl-C, SIGTERM: one line, exit 130 / 143
             accepted = start_up(cfg, run_dir)
-            metrics = run(cfg, run_dir, accepted)
+            metrics = run(cfg, accepted)
     except RlvrError as exc:
         fail(exc, run_dir, refused=accepted is None)
     except SystemExit as stop:
         end_stopped_job(stop)  # a job of a -m run in its own process: reported by the launching process
     summary = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
     log.info("final metrics: %s", summary)
-    log.info("done: everything this run wrote is in %s", run_dir)
+    log.info("done: everything this run wrote is in %s", accepted.run_dir)
     return objective_value(cfg, metrics)
 
 

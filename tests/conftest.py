@@ -159,8 +159,8 @@ def refused_in_process(*args: str, env: dict | None = None) -> subprocess.Comple
     assert "-m" not in args and "--multirun" not in args, "a -m run's jobs and reports: use run_cli"
     accepted, out, err = [], io.StringIO(), io.StringIO()
 
-    def must_not_start(cfg, run_dir, start):
-        accepted.append(run_dir)
+    def must_not_start(cfg, start):
+        accepted.append(start.run_dir)
         raise SystemExit(99)
 
     run = rlvr.run.run

@@ -271,6 +271,26 @@ def process_count() -> int:
     return dist.get_world_size()
 
 
+def agreed_run_dir(run_dir: Path) -> Path:
+    """Rank 0's run dir, for every process of a torchrun or `accelerate launch` launch. Each of its
+    processes resolves `hydra.run.dir` itself, and `${now:...}` differs between processes started
+    either side of a second's turn: each would take a dir of its own and wait there for rank 0's lock
+    for ever. The empty dir Hydra made for this process's own name is removed. A submitit job's tasks
+    share the dir their launching process chose."""
+    if job_tasks() > 1 or process_count() < 2:
+        return run_dir
+    import torch.distributed as dist
+
+    chosen = [str(run_dir.absolute())]
+    dist.broadcast_object_list(chosen, src=0)
+    agreed = Path(chosen[0])
+    if agreed != run_dir.absolute():
+        log.info("rank %d: run dir %s, rank 0's (this process had resolved %s)", rank(), agreed, run_dir)
+        with contextlib.suppress(OSError):  # not empty: left as it is
+            run_dir.rmdir()
+    return agreed
+
+
 def barrier() -> None:
     import torch.distributed as dist
 

@@ -149,6 +149,28 @@ def test_local_launcher_trains_data_parallel_like_slurm(tmp_path):
     assert "eval_after_pass@2" in json.loads((tmp_path / "0" / "metrics.json").read_text())
 
 
+def test_the_processes_of_a_torchrun_launch_share_rank_zeros_run_dir(tmp_path):
+    """Each process of a torchrun launch resolves hydra.run.dir itself, and `${now:...}` differs between
+    processes started either side of a second's turn; here the dir differs by rank on purpose. The run
+    trains in rank 0's dir and rank 1's empty one is removed (rank 1 used to wait there for ever)."""
+    result = run_cli(
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "rlvr.run",
+        *TINY_RUN,
+        "hardware.tasks_per_node=2",
+        "eval.before=false",
+        "eval.after=false",
+        f"hydra.run.dir={tmp_path}/rank${{oc.env:RANK}}",
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [path.name for path in tmp_path.iterdir()] == ["rank0"]
+    assert [row["step"] for row in read_jsonl(tmp_path / "rank0" / "metrics.jsonl") if "loss" in row] == [1, 2, 3, 4]
+
+
 def test_several_tasks_without_a_launcher_say_so(tmp_path):
     completed_run(tmp_path, *TINY_RUN, "hardware.tasks_per_node=2", "algorithm.max_steps=1", "eval.before=false", "eval.after=false")
     assert "hardware asks for 2 processes but this is one process" in (tmp_path / "run.log").read_text()
