@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import ROOT, TINY_RUN, completed_run, rank_weight_digests, run_cli
+from conftest import ROOT, TINY_RUN, TORCHRUN_TWO, completed_run, rank_weight_digests, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -154,9 +154,7 @@ def test_the_processes_of_a_torchrun_launch_share_rank_zeros_run_dir(tmp_path):
     processes started either side of a second's turn; here the dir differs by rank on purpose. The run
     trains in rank 0's dir and rank 1's empty one is removed (rank 1 used to wait there for ever)."""
     result = run_cli(
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
+        *TORCHRUN_TWO,
         "-m",
         "rlvr.run",
         *TINY_RUN,

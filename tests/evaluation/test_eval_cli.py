@@ -5,7 +5,7 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import TINY_RUN, completed_run, process_state_kept, run_cli
+from conftest import TINY_RUN, TORCHRUN_TWO, completed_run, process_state_kept, run_cli
 from eval_cli_errors import error_of
 from rlvr import eval as rlvr_eval
 from rlvr.tracking.outputs import read_jsonl
@@ -151,15 +151,7 @@ def test_every_checkpoint_of_a_lora_run_gives_a_curve_and_the_last_equals_the_ev
     assert json.loads((tmp_path / "out" / "eval" / "final_model.json").read_text())["metrics"] == after
 
     # with two processes: each evaluates its share of the rows, rank 0 writes them; the same numbers
-    two = run_cli(
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "rlvr.eval",
-        f"target={run / 'final_model'}",
-        f"output_dir={tmp_path / 'two'}",
-    )
+    two = run_cli(*TORCHRUN_TWO, "-m", "rlvr.eval", f"target={run / 'final_model'}", f"output_dir={tmp_path / 'two'}")
     assert two.returncode == 0, two.stderr[-3000:]
     assert json.loads((tmp_path / "two" / "eval" / "final_model.json").read_text())["metrics"] == after
     assert [row["index"] for row in read_jsonl(tmp_path / "two" / "eval" / "final_model.jsonl")] == list(range(16))

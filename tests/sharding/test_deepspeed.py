@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from conftest import TINY_RUN, run_cli
+from conftest import TINY_RUN, TORCHRUN_TWO, run_cli
 from two_ranks import (
     EVAL_DURING_TRAINING,
     assert_final_model_loads_alone,
@@ -85,9 +85,7 @@ def test_zero3_starts_end_with_a_clean_exit(tmp_path):
     unlike a submitit task's, is each process's own (rlvr.hardware.distributed.close_process_group)."""
     for steps in (2, 3):
         result = run_cli(
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
+            *TORCHRUN_TWO,
             "-m",
             "rlvr.run",
             *TINY_RUN,
