@@ -678,6 +678,34 @@ def preset_error_line(exc: BaseException, schema: type = Config) -> str | None:
     return f"{preset.group(1)}.yaml: {problem}"
 
 
+def missing_option_line(exc: BaseException) -> str | None:
+    """One line for a config group option that does not exist (`reward=gsm8k_strct`): the closest option
+    and the group's options, or None for any other error."""
+    import sys
+
+    from hydra.errors import MissingConfigException
+
+    if not (isinstance(exc, MissingConfigException) and "/" in (exc.missing_cfg_file or "")):
+        return None
+    group, option = exc.missing_cfg_file.rsplit("/", 1)
+    options = exc.options or group_options(group)  # Hydra names none for an entry of a list of options
+    if not options:
+        return None
+    typed = any(arg.lstrip("+~").startswith(f"{group}=") and option in arg for arg in sys.argv[1:])
+    where = "" if typed else " (named in a preset's defaults list)"  # Hydra's "In '...'" names groups.yaml then
+    hint = did_you_mean(option, options, prefix=f"{group}=")
+    return f"{group}={option}{where}: no such option{hint}; the {group} options: {', '.join(options)}"
+
+
+def group_options(group: str) -> list[str]:
+    """The options of a config group on the search path of the app being composed (none outside one)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    if not GlobalHydra.instance().is_initialized():
+        return []
+    return GlobalHydra.instance().config_loader().get_group_options(group)
+
+
 def yaml_error_line(exc: BaseException) -> str | None:
     """One line for a preset that is not valid YAML (the file, where, what the parser expected), or
     None if `exc` (or what caused it) is no YAML error raised while reading a preset."""
@@ -700,7 +728,8 @@ def yaml_error_line(exc: BaseException) -> str | None:
 
 def one_line_preset_errors(prog: str, schema: type = Config, report=None) -> None:
     """Make Hydra report a preset that does not fit the schema (an unknown key, a value of the wrong
-    type) or is not valid YAML, in rlvr's presets or a user's, in one line, exit code 2. `report(exc)`
+    type) or is not valid YAML, in rlvr's presets or a user's, and a group option that does not exist,
+    in one line, exit code 2. `report(exc)`
     may report any other exception itself and return the exit code (None: not one it reports).
 
     Hydra words these errors in seven lines (a YAML error: a 60-line traceback) and offers no hook to
@@ -718,7 +747,7 @@ def one_line_preset_errors(prog: str, schema: type = Config, report=None) -> Non
                 return func()
             except Exception as exc:
                 line = preset_error_line(exc, schema) if isinstance(exc, ConfigCompositionException) else None
-                if (line := line or yaml_error_line(exc)) is not None:
+                if (line := line or missing_option_line(exc) or yaml_error_line(exc)) is not None:
                     print(f"{prog}: error: {line}", file=sys.stderr)
                     sys.exit(2)
                 if report is None or (code := report(exc)) is None:

@@ -120,6 +120,37 @@ def test_yaml_typo_is_caught_by_the_schema(tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    "app, args, line",
+    [
+        (
+            "rlvr.run",
+            ["reward=gsm8k_strct"],
+            "reward=gsm8k_strct: no such option (did you mean 'reward=gsm8k_strict'?); the reward options: ",
+        ),
+        ("rlvr.run", ["hydra/launcher=slurmm"], "hydra/launcher=slurmm: no such option (did you mean 'hydra/launcher=slurm'?); the "),
+        ("rlvr.eval", ["target=x", "model=tinyy"], "model=tinyy: no such option (did you mean 'model=tiny'?); the model options: "),
+        (
+            "rlvr.score",
+            ["input=x", "reward=[gsm8k_strict,think_formt]"],
+            "reward=think_formt: no such option (did you mean 'reward=think_format'?)",
+        ),
+    ],
+)
+def test_a_group_option_that_does_not_exist_is_one_line_with_the_closest(app, args, line):
+    result = run_cli(app, *args, "--cfg", "job")
+    prog = "rlvr" if app == "rlvr.run" else app
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()] and result.stderr.startswith(f"{prog}: error: {line}")
+
+
+def test_a_group_option_that_does_not_exist_in_a_presets_defaults_says_so(tmp_path):
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "mine.yaml").write_text("# @package _global_\ndefaults:\n  - override /model: tinyy\n")
+    result = run_cli("rlvr.run", f"hydra.searchpath=[file://{tmp_path}]", "experiment=mine", "--cfg", "job")
+    assert one_line_error(result).startswith("rlvr: error: model=tinyy (named in a preset's defaults list): no such option (did you")
+
+
 @pytest.mark.parametrize("preset", ["h100x8", "h100x16", "a100x4"])
 def test_multi_gpu_presets_shard(preset):
     assert compose_with(f"hardware={preset}").hardware.sharding == "fsdp"

@@ -77,6 +77,19 @@ class WeightedReward:
     timeout_s: float | None = None  # a plain function given `timeout_s` runs in a killable worker
 
 
+def reward_entries(functions: dict[str, Any]) -> dict[str, Any]:
+    """`reward.functions` as plain dicts; a value a preset leaves for the user (`???`, e.g. the hybrid
+    reward's reward_model) is refused in one line naming it."""
+    from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
+
+    if not isinstance(functions, DictConfig):
+        return functions or {}
+    try:
+        return OmegaConf.to_container(functions, resolve=True, throw_on_missing=True)
+    except MissingMandatoryValue as exc:
+        raise ConfigError(f"{exc.full_key} must be set (it is ???)") from exc
+
+
 def build_rewards(functions: dict[str, Any]) -> list[WeightedReward]:
     """Instantiate `reward.functions` entries: {_target_, weight, **arguments} each.
 
@@ -88,13 +101,8 @@ def build_rewards(functions: dict[str, Any]) -> list[WeightedReward]:
     import inspect
 
     from hydra.utils import get_object
-    from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 
-    if isinstance(functions, DictConfig):
-        try:
-            functions = OmegaConf.to_container(functions, resolve=True, throw_on_missing=True)
-        except MissingMandatoryValue as exc:
-            raise ConfigError(f"{exc.full_key} must be set (it is ???)") from exc
+    functions = reward_entries(functions)
     if not functions:
         raise ConfigError("no reward functions configured: pick one, e.g. reward=gsm8k_strict")
     rewards = []
@@ -129,11 +137,8 @@ def preflight_rewards(functions: dict[str, Any]) -> None:
     """Run the `preflight(name, **arguments)` classmethod of each configured reward class that has one:
     checks of the machine (a sandbox that must work) made before a run writes anything."""
     from hydra.utils import get_object
-    from omegaconf import DictConfig, OmegaConf
 
-    if isinstance(functions, DictConfig):
-        functions = OmegaConf.to_container(functions, resolve=True)
-    for name, entry in (functions or {}).items():
+    for name, entry in reward_entries(functions).items():
         arguments = {k: v for k, v in dict(entry).items() if k not in ("_target_", "weight")}
         try:
             target = get_object(entry.get("_target_"))

@@ -21,6 +21,13 @@ def test_a_refused_config_leaves_no_outputs_folder(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_value_a_preset_leaves_for_the_user_is_refused_before_anything_is_written(tmp_path):
+    """reward=hybrid asks for its reward model (`???`): refused with the start's other checks."""
+    line = one_line_error(refused_in_process(*TINY_RUN, "reward=hybrid", f"hydra.run.dir={tmp_path / 'run'}"))
+    assert line == "rlvr: error: reward.functions.hybrid.reward_model must be set (it is ???)"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_start_refused_for_its_process_count_writes_nothing(tmp_path):
     """What a user gets who continues a 2-process FSDP run with a plain, one-process command."""
     line = one_line_error(refused_in_process(*TINY_RUN, "hardware.tasks_per_node=2", "hardware.sharding=fsdp", f"hydra.run.dir={tmp_path}"))
