@@ -8,6 +8,7 @@ import json
 import logging
 import logging.handlers
 import os
+import sys
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -121,10 +122,14 @@ def check_wandb_installed(logging_cfg) -> None:
 
 
 def setup_wandb(logging_cfg, run_dir: Path, run_name: str) -> list[str]:
-    """Configure wandb through its own env vars; returns TRL's `report_to`."""
+    """Configure wandb through its own env vars; returns TRL's `report_to`. A run after another in this
+    process (a `-m` run's jobs under Hydra's basic launcher) starts wandb afresh: wandb reads its env
+    vars once per process, and each job's files went to the first job's run dir."""
     mode = logging_cfg.wandb
     if mode == "disabled":
         return []
+    if "wandb" in sys.modules:
+        sys.modules["wandb"].teardown()
     os.environ["WANDB_MODE"] = mode
     os.environ["WANDB_DIR"] = str(run_dir)
     os.environ["WANDB_PROJECT"] = logging_cfg.project

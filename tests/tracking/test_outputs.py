@@ -34,6 +34,20 @@ def test_offline_mode_is_wandbs_own_in_the_run_dir(clean_wandb_env, tmp_path):
     assert (os.environ["WANDB_MODE"], os.environ["WANDB_DIR"], os.environ["WANDB_PROJECT"]) == ("offline", str(tmp_path / "run"), "p")
 
 
+def test_each_run_in_one_process_writes_its_wandb_files_into_its_own_run_dir(clean_wandb_env, tmp_path):
+    """Hydra's basic launcher runs a `-m` run's jobs one after another in one process."""
+    import wandb
+
+    try:
+        for job in ("0", "1"):
+            setup_wandb(logging_cfg(wandb="offline"), tmp_path / job, job)
+            wandb.init(name=job)
+            wandb.finish()
+    finally:
+        wandb.teardown()
+    assert sorted(run.parts[-3] for run in tmp_path.glob("*/wandb/offline-run-*")) == ["0", "1"]
+
+
 def test_online_mode_without_a_key_fails_before_training(clean_wandb_env, tmp_path):
     with pytest.raises(ConfigError, match=r"logging.wandb=online: .*API key.*logging=offline"):
         setup_wandb(logging_cfg(wandb="online"), tmp_path, "run-1")
