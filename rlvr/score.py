@@ -23,7 +23,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from rlvr.config import ScoreConfig, conf_dir, exit_on_unknown_keys, one_line_preset_errors, register_schemas
-from rlvr.errors import DataError, RlvrError
+from rlvr.errors import ConfigError, DataError, RlvrError
 from rlvr.rewards.checks import colliding_columns
 
 CONF_DIR = conf_dir()
@@ -127,9 +127,9 @@ def hydra_main(cfg: DictConfig) -> None:
     from rlvr.rewards.checks import checked_rewards
 
     try:
-        rewards = checked_rewards(
-            build_rewards(OmegaConf.to_container(cfg.reward.functions, resolve=True)), OmegaConf.to_container(cfg.reward.checks)
-        )
+        if OmegaConf.is_missing(cfg, "input"):
+            raise ConfigError("input must be set (it is ???): input=ROWS.jsonl, the rows to score")
+        rewards = checked_rewards(build_rewards(cfg.reward.functions), OmegaConf.to_container(cfg.reward.checks))
         rows = read_rows(Path(cfg.input), cfg.completion_column)
         scored = score_rows(rows, rewards, cfg.completion_column, cfg.answer_column)
         if cfg.output:

@@ -58,6 +58,19 @@ def test_score_bad_input_is_one_line(tmp_path, content, problem):
     assert result.stderr.strip() == f"rlvr.score: error: {bad} {problem}"
 
 
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["reward=gsm8k_strict"], "input must be set (it is ???): input=ROWS.jsonl, the rows to score"),
+        (["reward=hybrid", "input=rows.jsonl"], "reward.functions.hybrid.reward_model must be set (it is ???)"),
+    ],
+)
+def test_a_value_left_unset_is_one_line_naming_it(args, line):
+    result = run_cli("rlvr.score", *args)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"rlvr.score: error: {line}"
+
+
 def test_score_input_that_is_not_utf8_is_one_line_naming_the_line(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(b'{"completion": "x", "answer": "1"}\n{"completion": "\xff\xfe", "answer": "1"}\n')
