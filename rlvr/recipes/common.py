@@ -234,7 +234,7 @@ def reuse_run_dir(run_dir: Path, resume_step: int | None) -> None:
     step = -1 if resume_step is None else resume_step
     if is_main_process():  # the one writer of these files
         truncate_jsonl(run_dir / "metrics.jsonl", keep=lambda row: row.get("step", 0) <= step)
-        truncate_jsonl(run_dir / "rollouts.jsonl", keep=lambda row: row.get("step", 0) < step)
+        truncate_jsonl(run_dir / "rollouts.jsonl", keep=lambda row: row.get("step", 0) <= step)
         for path in (run_dir / "eval").glob("step-*.jsonl"):
             if int(path.stem.split("-")[1]) > step:
                 path.unlink()

@@ -64,7 +64,7 @@ class RolloutLoggingGRPOTrainer(TiedWeightsLoadQuietly, ShardedTrainerMixin, Rea
             first = next((o[i] for o in outcomes if o[i] is not None and o[i].prediction is not None), None)
             rows.append(
                 {
-                    "step": self.state.global_step,
+                    "step": self.state.global_step + 1,  # the step they train first: metrics.jsonl's numbering
                     "prompt_id": prompt_id(prompt),
                     "prompt": prompt,
                     "completion": completion,

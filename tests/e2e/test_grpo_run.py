@@ -62,7 +62,7 @@ def test_run_info_says_what_produced_the_run(tiny_run):
 def test_rollouts_record_each_completion(tiny_run):
     rows = read_jsonl(tiny_run / "rollouts.jsonl")
     assert len(rows) == 4 * 16  # steps x completions per step
-    assert {r["step"] for r in rows} == {0, 1, 2, 3}
+    assert {r["step"] for r in rows} == {1, 2, 3, 4}  # metrics.jsonl's steps
     for row in rows:
         assert set(row) >= {"prompt_id", "prompt", "completion", "prediction", "gold", "rewards", "reward", "correct"}
         assert row["correct"] == (row["rewards"]["gsm8k_flexible"] == 1.0)
@@ -188,7 +188,7 @@ def test_reward_weights_reach_trl(tmp_path):
         expected = 0.5 * row["rewards"]["gsm8k_flexible"] + row["rewards"]["think_format"]
         assert row["reward"] == pytest.approx(expected)
     logged = [m for m in read_jsonl(tmp_path / "metrics.jsonl") if "reward" in m]
-    step_one = [r for r in rows if r["step"] == 0]
+    step_one = [r for r in rows if r["step"] == 1]
     assert logged[0]["reward"] == pytest.approx(sum(r["reward"] for r in step_one) / len(step_one))  # TRL's mean
 
 

@@ -29,5 +29,5 @@ def test_grpo_raises_greedy_accuracy_through_the_chat_template(tmp_path):
         + rollouts[0]["prompt"][-1]["content"]
         + "<|im_end|>\n<|im_start|>assistant\n"
     )
-    last = [r for r in rollouts if r["step"] >= metrics["train_steps"] - 10]
+    last = [r for r in rollouts if r["step"] > metrics["train_steps"] - 10]
     assert sum(r["stop"] == "<|im_end|>" for r in last) / len(last) >= 0.9  # the turn ends where the model was taught

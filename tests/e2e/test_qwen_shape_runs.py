@@ -34,7 +34,7 @@ def rows(path: Path) -> list[dict]:
 def check_chat_rollouts(run_dir: Path, system: str, steps: int) -> list[dict]:
     """Every rollout shows the chat-formatted prompt the model saw, and ends at a stop token or the length limit."""
     rollouts = rows(run_dir / "rollouts.jsonl")
-    assert {r["step"] for r in rollouts} == set(range(steps))
+    assert {r["step"] for r in rollouts} == set(range(1, steps + 1))
     for r in rollouts:
         user = r["prompt"][-1]["content"]
         assert r["prompt_text"] == (f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n")

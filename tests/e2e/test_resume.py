@@ -33,7 +33,7 @@ def test_rerun_resumes_from_the_last_complete_checkpoint(tmp_path):
     assert json.loads((tmp_path / "metrics.json").read_text())["eval_before_accuracy"] == before
     assert logged_steps(tmp_path) == [1, 2, 3, 4, 5, 6]
     rollout_steps = sorted({json.loads(line)["step"] for line in (tmp_path / "rollouts.jsonl").read_text().splitlines()})
-    assert rollout_steps == [0, 1, 2, 3, 4, 5]
+    assert rollout_steps == [1, 2, 3, 4, 5, 6]  # metrics.jsonl's steps
     again = refused_in_process(*TINY_RUN, "algorithm.max_steps=6", "algorithm.save_steps=3", f"hydra.run.dir={tmp_path}")
     assert "already holds a run trained to step 6 (algorithm.max_steps=6)" in one_line_error(again)
     assert logged_steps(tmp_path) == [1, 2, 3, 4, 5, 6]  # a finished run is not trained further by accident

@@ -107,9 +107,9 @@ def test_a_resume_after_a_torn_rollout_line_goes_on(tmp_path, caplog):
     """`reuse_run_dir` is what every resume calls first: it died in a JSONDecodeError traceback."""
     from rlvr.recipes.common import reuse_run_dir
 
-    (tmp_path / "rollouts.jsonl").write_text('{"step": 0}\n{"step": 1}\n{"step": 2, "comp')
+    (tmp_path / "rollouts.jsonl").write_text('{"step": 1}\n{"step": 2}\n{"step": 3}\n{"step": 4, "comp')
     (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 0}\n{"step": 2, "lo')
     reuse_run_dir(tmp_path, 2)
-    assert (tmp_path / "rollouts.jsonl").read_text() == '{"step": 0}\n{"step": 1}\n'
+    assert (tmp_path / "rollouts.jsonl").read_text() == '{"step": 1}\n{"step": 2}\n'
     assert (tmp_path / "metrics.jsonl").read_text() == '{"step": 1, "loss": 0}\n'
     assert len(caplog.records) == 2
