@@ -12,9 +12,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = ROOT / "conf"
 GROUPS = ("model", "dataset", "reward", "algorithm", "hardware", "logging", "eval", "experiment")
-# Small enough for seconds on 2 cores, large enough to exercise every stage of a run.
-# The module a run_cli call names to start two processes of a run, as a user's torchrun would: run_cli(*TORCHRUN_TWO, "-m", ...).
+# run_cli(*TORCHRUN_TWO, "-m", ...): two processes of a run, started as a user's torchrun would start them.
 TORCHRUN_TWO = ["torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+# Small enough for seconds on 2 cores, large enough to exercise every stage of a run.
 TINY_RUN = [
     "logging=disabled",
     "algorithm.max_steps=4",
