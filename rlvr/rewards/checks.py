@@ -61,6 +61,19 @@ def call_in_worker(fn: Callable, prompts, completions, kwargs: dict) -> list:
     return list(fn(prompts=prompts, completions=completions, **kwargs))
 
 
+def worker_keywords(kwargs: dict) -> dict:
+    """The keywords a worker's reward call gets: TRL's callables (log_metric, log_extra) and
+    environments stay in the trainer; `trainer_state` goes as a SimpleNamespace with its attributes.
+    Unpickling the TrainerState itself imports transformers, which costs a worker that replaces a
+    killed one seconds of every step after a timeout."""
+    import types
+
+    portable = {k: v for k, v in kwargs.items() if not callable(v) and k != "environments"}
+    if (state := portable.get("trainer_state")) is not None and hasattr(state, "__dict__"):
+        portable["trainer_state"] = types.SimpleNamespace(**vars(state))
+    return portable
+
+
 def where_raised(exc: BaseException) -> str:
     """'file.py:12' of the innermost frame, so a one-line error still points at the reward's code."""
     frames = traceback.extract_tb(exc.__traceback__)
@@ -203,8 +216,7 @@ class CheckedReward:
                 raise
             except Exception as exc:  # a user's reward: its failure in one line, pointing at its code
                 raise RewardError(f"reward '{self.__name__}' raised {type(exc).__name__}: {exc}"[:300] + where_raised(exc)) from exc
-        portable = {k: v for k, v in kwargs.items() if not callable(v) and k != "environments"}
-        [(status, value)] = self.pool.map(call_in_worker, [(self.fn, prompts, completions, portable)])
+        [(status, value)] = self.pool.map(call_in_worker, [(self.fn, prompts, completions, worker_keywords(kwargs))])
         if status == "ok":
             return value
         if status == "error":

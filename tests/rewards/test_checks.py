@@ -167,6 +167,15 @@ def test_timeout_s_runs_the_reward_in_a_worker_and_passes_trl_kwargs(closes_pool
     assert reward.pool._pool is not None  # it ran in the pool, not in this process
 
 
+def test_an_isolated_reward_gets_the_trainer_states_attributes_without_importing_transformers(closes_pools):
+    from transformers import TrainerState
+
+    [reward] = checked_rewards(build_rewards({"mine": {"_target_": "tests.rewards.worker_reward.sees_trainer_state", "timeout_s": 30}}))
+    closes_pools(reward.fn)
+    state = TrainerState(global_step=7, max_steps=9)
+    assert reward.fn(prompts=PROMPTS, completions=COMPLETIONS, trainer_state=state) == [7.0, 9.0, 0.0]
+
+
 def test_a_hanging_isolated_reward_is_killed_and_scores_none(closes_pools, caplog):
     reward = isolated(sleeps, timeout_s=0.5)
     closes_pools(reward)
