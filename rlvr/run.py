@@ -83,6 +83,7 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
     from rlvr.hardware.sharding import check_sharding  # imports transformers: after export_device_environment
 
     check_sharding(cfg.hardware, world_size)
+    recipe.check(cfg, world_size)
     preflight_rewards(cfg.reward.functions)
     lock = RunDirLock(run_dir, main_process=is_main_process()).acquire()  # held until this process exits
     try:

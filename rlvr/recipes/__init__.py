@@ -1,5 +1,7 @@
-"""Recipes, one module per `algorithm.name`, each with two functions:
+"""Recipes, one module per `algorithm.name`, each with three functions:
 
+- `check(cfg, processes)`: a one-line refusal of settings this recipe cannot run with `processes`
+  processes; part of the start-up check, before anything loads.
 - `preflight(cfg, run_dir) -> Start`: what this start will do in the run dir (new, resume, finish),
   or a one-line refusal; it reads the run dir and writes nothing.
 - `train(cfg, run_dir, start) -> dict[str, float]`: the run.

@@ -6,12 +6,29 @@ from __future__ import annotations
 from pathlib import Path
 
 from rlvr.errors import ConfigError
+from rlvr.recipes import grpo_family
 from rlvr.recipes.grpo_family import preflight, run_grpo
-from rlvr.rewards.base import WeightedReward
+from rlvr.rewards.base import WeightedReward, reward_entries, reward_target
 from rlvr.rewards.spans import SpanReward
 from rlvr.tracking.run_dir import Start
 
-__all__ = ["preflight", "train"]
+__all__ = ["check", "preflight", "train"]
+
+
+def check(cfg, processes: int) -> None:
+    """The GRPO family's check, a loss the span advantages support, and no reward in a worker process
+    (`timeout_s`): the spans must come back to this process, where the trainer reads them."""
+    import inspect
+
+    from rlvr.trainers.fine_grained import check_loss_type
+
+    grpo_family.check(cfg, processes)
+    check_loss_type(cfg.algorithm.loss_type)
+    for name, entry in reward_entries(cfg.reward.functions).items():
+        if "timeout_s" in entry and not inspect.isclass(reward_target(name, entry)):
+            raise ConfigError(
+                f"reward.functions.{name}.timeout_s: span rewards (algorithm=fgrpo) run in the trainer's process; drop timeout_s"
+            )
 
 
 def train(cfg, run_dir: Path, start: Start) -> dict[str, float]:
@@ -21,11 +38,6 @@ def train(cfg, run_dir: Path, start: Start) -> dict[str, float]:
 
     def as_span_rewards(rewards: list[WeightedReward]) -> list[WeightedReward]:
         # Weights scale the spans; TRL's scalar (for logs) is their sum, so TRL's own weight is 1.
-        for r in rewards:  # the spans must come back to this process, where the trainer reads them
-            if r.timeout_s is not None:
-                raise ConfigError(
-                    f"reward.functions.{r.name}.timeout_s: span rewards (algorithm=fgrpo) run in the trainer's process; drop timeout_s"
-                )
         return [WeightedReward(r.name, SpanReward(r.name, r.fn, r.weight), 1.0) for r in rewards]
 
     return run_grpo(cfg, run_dir, start, FineGrainedGRPOTrainer, wrap_rewards=as_span_rewards, fine_grained=settings)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rlvr.recipes.grpo_family import preflight, run_grpo
+from rlvr.recipes.grpo_family import check, preflight, run_grpo
 from rlvr.tracking.run_dir import Start
 
-__all__ = ["preflight", "train"]
+__all__ = ["check", "preflight", "train"]
 
 
 def train(cfg, run_dir: Path, start: Start) -> dict[str, float]:

@@ -39,6 +39,34 @@ from rlvr.evaluation.vllm_engine import own_completer, trainer_completer
 log = logging.getLogger(__name__)
 
 
+def check(cfg, processes: int) -> None:
+    """Refuse, in one line, a generation that would split a prompt's group: the completions generated
+    at once (TRL's generation_batch_size) are whole groups of `num_generations`, and a set
+    generation_batch_size is whole global batches (`processes` x per_device_train_batch_size).
+    TRL's GRPOConfig checks the same, but only once the model has loaded and warmed up;
+    tests/recipes/test_recipe_checks.py holds the two together."""
+    a = cfg.algorithm
+    global_batch = a.per_device_train_batch_size * processes
+    per_step = f"algorithm.per_device_train_batch_size={a.per_device_train_batch_size} x {processes} process(es)"
+    if a.generation_batch_size is not None and a.steps_per_generation is not None:
+        raise ConfigError("algorithm.generation_batch_size and algorithm.steps_per_generation are both set: set one of them")
+    if a.generation_batch_size is not None:
+        if a.generation_batch_size % global_batch:
+            raise ConfigError(
+                f"algorithm.generation_batch_size={a.generation_batch_size} must be a multiple of {per_step} = {global_batch}"
+            )
+        generated, named = a.generation_batch_size, f"algorithm.generation_batch_size={a.generation_batch_size}"
+    else:
+        key = "steps_per_generation" if a.steps_per_generation is not None else "gradient_accumulation_steps"
+        generated = global_batch * a[key]
+        named = f"{per_step} x algorithm.{key}={a[key]} = {generated}"
+    if generated % a.num_generations:
+        raise ConfigError(
+            f"algorithm.num_generations={a.num_generations} must divide the completions generated at once, {named}: "
+            f"a prompt's completions are generated together"
+        )
+
+
 def preflight(cfg, run_dir: Path) -> Start:
     """What this start does in `run_dir`; refuses in one line a run
     dir whose run is finished, and writes nothing but the CORRUPT marker of a checkpoint that cannot

@@ -62,6 +62,12 @@ def set_chat_template(tokenizer, name: str) -> None:
     tokenizer.chat_template = CHAT_TEMPLATES[name]
 
 
+def check(cfg, processes: int) -> None:
+    """A reward model has no reasoning vocabulary (a policy's)."""
+    if cfg.model.reasoning_vocab_size:
+        raise ConfigError("model.reasoning_vocab_size is for policies (algorithm=grpo or fgrpo), not reward models")
+
+
 def preflight(cfg, run_dir: Path) -> Start:
     """Reward-model runs do not resume: a finished one is kept, one stopped after training (its final
     model saved) is finished by evaluating that model, any other starts over."""
@@ -79,8 +85,6 @@ def train(cfg, run_dir: Path, start: Start) -> dict[str, float]:
     from rlvr.plots import plot_token_lengths, print_coloured_tokens
     from rlvr.trainers.reward import PreferenceRewardTrainer
 
-    if cfg.model.reasoning_vocab_size:
-        raise ConfigError("model.reasoning_vocab_size is for policies (algorithm=grpo or fgrpo), not reward models")
     finishing = start.mode == "finish"
     if not finishing:
         reuse_run_dir(run_dir, None)

@@ -90,6 +90,21 @@ def reward_entries(functions: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"{exc.full_key} must be set (it is ???)") from exc
 
 
+def reward_target(name: str, entry: dict) -> Any:
+    """The module-level class or function `reward.functions.<name>._target_` names, or a one-line
+    ConfigError with the reason. (Not hydra's get_object: it logs each failure as an ERROR block first.)"""
+    import importlib
+
+    target = entry.get("_target_")
+    if target is None:
+        raise ConfigError(f"reward.functions.{name} has no _target_")
+    module, _, attribute = str(target).rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), attribute)
+    except Exception as exc:  # not found, or the module failed while importing
+        raise ConfigError(f"reward.functions.{name}._target_: cannot import '{target}' ({type(exc).__name__}: {exc})") from exc
+
+
 def build_rewards(functions: dict[str, Any]) -> list[WeightedReward]:
     """Instantiate `reward.functions` entries: {_target_, weight, **arguments} each.
 
@@ -100,24 +115,16 @@ def build_rewards(functions: dict[str, Any]) -> list[WeightedReward]:
     import functools
     import inspect
 
-    from hydra.utils import get_object
-
     functions = reward_entries(functions)
     if not functions:
         raise ConfigError("no reward functions configured: pick one, e.g. reward=gsm8k_strict")
     rewards = []
     for name, entry in functions.items():
-        entry = dict(entry)
-        target = entry.pop("_target_", None)
+        obj = reward_target(name, entry)
+        entry = {k: v for k, v in entry.items() if k != "_target_"}
         weight = entry.pop("weight", 1.0)
         if isinstance(weight, bool) or not isinstance(weight, (int, float)):
             raise ConfigError(f"reward.functions.{name}.weight={weight!r} is not a number")
-        if target is None:
-            raise ConfigError(f"reward.functions.{name} has no _target_")
-        try:
-            obj = get_object(target)
-        except Exception as exc:  # Hydra wraps ImportError/AttributeError in its own types
-            raise ConfigError(f"reward.functions.{name}._target_: cannot import '{target}'") from exc
         timeout_s = None if inspect.isclass(obj) else entry.pop("timeout_s", None)
         try:
             if inspect.isclass(obj):
@@ -134,16 +141,12 @@ def build_rewards(functions: dict[str, Any]) -> list[WeightedReward]:
 
 
 def preflight_rewards(functions: dict[str, Any]) -> None:
-    """Run the `preflight(name, **arguments)` classmethod of each configured reward class that has one:
-    checks of the machine (a sandbox that must work) made before a run writes anything."""
-    from hydra.utils import get_object
-
+    """Each configured reward's target importable, and the `preflight(name, **arguments)` classmethod
+    of each reward class that has one run: checks of the machine (a sandbox that must work) made
+    before a run writes anything."""
     for name, entry in reward_entries(functions).items():
         arguments = {k: v for k, v in dict(entry).items() if k not in ("_target_", "weight")}
-        try:
-            target = get_object(entry.get("_target_"))
-        except Exception:  # an unknown target: build_rewards names it
-            continue
+        target = reward_target(name, entry)
         if isinstance(target, type) and hasattr(target, "preflight"):
             target.preflight(name, **arguments)
 

@@ -35,6 +35,12 @@ log = logging.getLogger(__name__)
 SUPPORTED_LOSSES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo")
 
 
+def check_loss_type(loss_type: str) -> None:
+    """The span advantages are defined for these TRL losses only."""
+    if loss_type not in SUPPORTED_LOSSES:
+        raise ConfigError(f"algorithm=fgrpo supports loss_type in {', '.join(SUPPORTED_LOSSES)}, not {loss_type!r}")
+
+
 @dataclass
 class SpanStats:
     exact: int = 0
@@ -199,8 +205,7 @@ class FineGrainedGRPOTrainer(RolloutLoggingGRPOTrainer):
 
     def __init__(self, *args, fine_grained: FineGrainedSettings, **kwargs):
         super().__init__(*args, **kwargs)
-        if self.loss_type not in SUPPORTED_LOSSES:
-            raise ConfigError(f"algorithm=fgrpo supports loss_type in {', '.join(SUPPORTED_LOSSES)}, not {self.loss_type!r}")
+        check_loss_type(self.loss_type)
         self.fine_grained = fine_grained
         self.special_ids = set(self.processing_class.all_special_ids)
         self.silent_steps: dict[str, int] = {}  # reward group -> training steps in a row without signal

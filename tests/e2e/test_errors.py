@@ -35,11 +35,6 @@ def test_hub_dataset_while_offline(tmp_path):
     assert "cannot load Hub dataset 'openai/gsm8k'" in line and "pass a local file" in line
 
 
-def test_batch_not_divisible_by_generations(tmp_path):
-    line = one_line_error(run_cli("rlvr.run", *TINY_RUN, "algorithm.num_generations=5", f"hydra.run.dir={tmp_path}"))
-    assert "divisible by num_generations" in line
-
-
 def test_unknown_trl_passthrough_field(tmp_path):
     line = one_line_error(refused_in_process(*TINY_RUN, "+algorithm.trl.temprature=1", f"hydra.run.dir={tmp_path}"))
     assert "algorithm.trl.temprature is not a GRPOConfig field (did you mean 'temperature'?)" in line
@@ -47,9 +42,12 @@ def test_unknown_trl_passthrough_field(tmp_path):
 
 def test_reasoning_vocabulary_on_a_reward_model(tmp_path):
     line = one_line_error(
-        run_cli("rlvr.run", "algorithm=reward_model", "model.reasoning_vocab_size=8", "logging=disabled", f"hydra.run.dir={tmp_path}")
+        refused_in_process(
+            "algorithm=reward_model", "model.reasoning_vocab_size=8", "logging=disabled", f"hydra.run.dir={tmp_path / 'run'}"
+        )
     )
     assert "model.reasoning_vocab_size is for policies" in line
+    assert list(tmp_path.iterdir()) == []  # refused by the start-up check
 
 
 def test_reasoning_vocabulary_larger_than_the_copyable_tokens(tmp_path):

@@ -102,3 +102,24 @@ def test_a_continued_run_keeps_one_end_of_training_row(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows if "train_runtime" in row] == [3]
     assert [row["step"] for row in rows if "loss" in row] == [1, 2, 3]
+
+
+def test_a_batch_that_splits_a_prompts_group_is_refused_before_anything_is_written(tmp_path):
+    """TRL's GRPOConfig would refuse it too, but only after the model loaded and warmed up."""
+    line = one_line_error(refused_in_process(*TINY_RUN, "algorithm.per_device_train_batch_size=18", f"hydra.run.dir={tmp_path / 'run'}"))
+    assert line == (
+        "rlvr: error: algorithm.num_generations=4 must divide the completions generated at once, "
+        "algorithm.per_device_train_batch_size=18 x 1 process(es) x algorithm.gradient_accumulation_steps=1 = 18: "
+        "a prompt's completions are generated together"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_reward_that_does_not_import_is_refused_before_anything_is_written(tmp_path):
+    run_dir = f"hydra.run.dir={tmp_path / 'run'}"
+    line = one_line_error(refused_in_process(*TINY_RUN, "+reward.functions.mine={_target_: no_such_module.fn}", run_dir))
+    assert line == (
+        "rlvr: error: reward.functions.mine._target_: cannot import 'no_such_module.fn' "
+        "(ModuleNotFoundError: No module named 'no_such_module')"
+    )
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,75 @@
+"""Each recipe's `check(cfg, processes)`: the settings it refuses at start-up, before anything loads."""
+
+import itertools
+
+import pytest
+from omegaconf import OmegaConf
+from trl import GRPOConfig
+
+from rlvr.config import Config
+from rlvr.errors import ConfigError
+from rlvr.recipes import fgrpo, grpo_family, reward_model
+
+
+def config(**algorithm):
+    cfg = OmegaConf.structured(Config)
+    for key, value in algorithm.items():
+        cfg.algorithm[key] = value
+    return cfg
+
+
+def refusal(check, cfg, processes=1) -> str | None:
+    try:
+        check(cfg, processes)
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
+KEYS = ("per_device_train_batch_size", "num_generations", "gradient_accumulation_steps", "generation_batch_size", "steps_per_generation")
+SHAPES = [dict(zip(KEYS, v)) for v in itertools.product((6, 8), (4, 8), (1, 2), (None, 24, 32), (None, 3))]
+
+
+@pytest.mark.parametrize("processes", [1, 3])
+def test_the_grpo_check_refuses_exactly_what_trls_grpoconfig_refuses(processes, tmp_path, monkeypatch):
+    """The same verdict as GRPOConfig's own batch checks, for every shape here, with 1 and 3 processes."""
+    monkeypatch.setattr(GRPOConfig, "world_size", property(lambda self: processes))
+    refused_by_both = 0
+    for shape in SHAPES:
+        try:
+            GRPOConfig(output_dir=str(tmp_path), use_cpu=True, **shape)
+            trl_refuses = False
+        except ValueError:
+            trl_refuses = True
+        ours = refusal(grpo_family.check, config(**shape), processes)
+        assert (ours is not None) == trl_refuses, (shape, ours)
+        refused_by_both += trl_refuses
+    assert 0 < refused_by_both < len(SHAPES)
+
+
+def test_a_batch_the_generations_do_not_divide_is_refused_naming_each_factor():
+    assert refusal(grpo_family.check, config(per_device_train_batch_size=30), processes=2) == (
+        "algorithm.num_generations=8 must divide the completions generated at once, algorithm.per_device_train_batch_size=30 "
+        "x 2 process(es) x algorithm.gradient_accumulation_steps=1 = 60: a prompt's completions are generated together"
+    )
+    assert refusal(grpo_family.check, config(per_device_train_batch_size=16, generation_batch_size=40)) == (
+        "algorithm.generation_batch_size=40 must be a multiple of algorithm.per_device_train_batch_size=16 x 1 process(es) = 16"
+    )
+
+
+def test_fgrpo_refuses_a_loss_its_span_advantages_do_not_support_and_a_worker_reward():
+    cfg = config(loss_type="luspo")
+    assert refusal(fgrpo.check, cfg) == ("algorithm=fgrpo supports loss_type in grpo, bnpo, dr_grpo, dapo, cispo, sapo, not 'luspo'")
+    cfg = config()
+    cfg.reward.functions = {"mine": {"_target_": "tests.rewards.worker_reward.sees_trainer_state", "timeout_s": 5}}
+    assert refusal(fgrpo.check, cfg) == (
+        "reward.functions.mine.timeout_s: span rewards (algorithm=fgrpo) run in the trainer's process; drop timeout_s"
+    )
+    cfg.reward.functions = {"math": {"_target_": "rlvr.rewards.math.MathVerifyReward", "timeout_s": 5}}
+    assert refusal(fgrpo.check, cfg) is None  # a built-in's own time limit, not a worker for the whole call
+
+
+def test_a_reward_model_with_a_reasoning_vocabulary_is_refused():
+    cfg = config()
+    cfg.model.reasoning_vocab_size = 4
+    assert refusal(reward_model.check, cfg) == "model.reasoning_vocab_size is for policies (algorithm=grpo or fgrpo), not reward models"
