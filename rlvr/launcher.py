@@ -102,6 +102,29 @@ def own_process() -> bool:
     return is_multirun() and "submitit" in str(HydraConfig.get().launcher.get("_target_", ""))
 
 
+JOB_ANNOUNCED = re.compile(r"^rlvr: sweep job (\d+), run dir ", re.MULTILINE)
+
+
+def announce_job(run_dir: Path) -> None:
+    """A job of a `-m` run in its own process(es) (submitit) says first, on every rank's error stream,
+    which job it is: `submitit_logs_by_job` finds a failed job's own `.submitit` logs by it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if own_process():
+        print(f"rlvr: sweep job {HydraConfig.get().job.num}, run dir {run_dir}", file=sys.stderr, flush=True)
+
+
+def submitit_logs_by_job(sweep_dir: Path) -> dict[int | None, list[str]]:
+    """A sweep's `.submitit/*/*.err` streams by the job number each announced in its first 64 KiB
+    (None: a process that ended before it announced its job)."""
+    logs: dict[int | None, list[str]] = {}
+    for path in sorted((sweep_dir / ".submitit").glob("*/*.err")):
+        with open(path, errors="replace") as handle:
+            found = JOB_ANNOUNCED.search(handle.read(65536))
+        logs.setdefault(int(found[1]) if found else None, []).append(str(path))
+    return logs
+
+
 def forget_refused_start(run_dir: Path) -> None:
     """A refused start leaves nothing: a single run's dir that its start created goes (it is empty:
     rlvr writes nothing before the start is accepted); a `-m` job's own new dir keeps the start's

@@ -29,7 +29,11 @@ EVAL_PREFIX = "eval_after_"
 
 
 def collect(sweep_dir: Path) -> list[dict[str, Any]]:
-    """One row per job dir: its overrides, status, final metrics (or the logs of a failed job)."""
+    """One row per job dir: its overrides, status, final metrics (or the logs of a failed job: its
+    run.log and its own `.submitit` error streams, else those no job claimed)."""
+    from rlvr.launcher import submitit_logs_by_job
+
+    submitit_logs = submitit_logs_by_job(sweep_dir)
     rows = []
     for job in sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)):
         overrides_file = job / ".hydra" / "overrides.yaml"
@@ -39,7 +43,8 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
         if metrics_file.exists():
             row |= {"status": "completed", **json.loads(metrics_file.read_text())}
         else:
-            logs = [str(p) for p in [job / "run.log", *sorted((sweep_dir / ".submitit").glob("*/*.err"))] if p.exists()]
+            own = submitit_logs.get(int(job.name)) or submitit_logs.get(None, [])
+            logs = [str(job / "run.log")] * (job / "run.log").exists() + own
             row |= {"status": "failed", "logs": " ".join(logs)}
         rows.append(row)
     return rows

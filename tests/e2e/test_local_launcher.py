@@ -25,12 +25,21 @@ def job_line(stderr: str) -> str:
 
 
 def test_a_refused_job_is_rlvrs_line_and_exit_code_2(tmp_path):
-    result = run_cli("rlvr.run", *TWO_PROCESSES, *TINY_RUN, "algorithm.learning_rate=-1", f"hydra.sweep.dir={tmp_path}")
+    """Two refused jobs: each job's line in the sweep report points at its own logs, both ranks'."""
+    result = run_cli("rlvr.run", *TWO_PROCESSES, *TINY_RUN, "algorithm.learning_rate=-1,-2", f"hydra.sweep.dir={tmp_path}")
     assert one_line_error(result) == "rlvr: error: algorithm.learning_rate=-1.0 must be > 0"
     assert result.stderr.startswith("rlvr: error:")  # on top: nothing of Hydra's or submitit's above it
     line = job_line(result.stderr)
     assert "algorithm.learning_rate=-1) failed; its log: " in line and str(tmp_path / ".submitit") in line
-    assert "| 0 |  | failed |" in (tmp_path / "sweep_summary.md").read_text()
+    report = (tmp_path / "sweep_summary.md").read_text()
+    assert "| 0 |  | failed |" in report  # a refused job records no overrides
+    for job, rate in ((0, "-1.0"), (1, "-2.0")):
+        [failed] = [line for line in report.splitlines() if line.startswith(f"- job {job} (")]
+        logs = failed.split("): ", 1)[1].split()
+        assert logs[0] == str(tmp_path / str(job) / "run.log")
+        assert len(logs) == 3 and all(log.endswith("_log.err") for log in logs[1:])  # one per rank
+        for log in logs:
+            assert f"algorithm.learning_rate={rate} must be > 0" in open(log).read()
 
 
 def loss_rows(run_dir):
