@@ -22,7 +22,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from rlvr.config import Config, EvalAppConfig, check_ranges, drop_retired_keys, exit_on_unknown_keys, one_line_preset_errors
-from rlvr.hardware.distributed import COMPLETE, CORRUPT, checkpoint_problem, checkpoint_step, is_main_process, numbered_checkpoints
+from rlvr.hardware.checkpoints import COMPLETE, CORRUPT, checkpoint_problem, checkpoint_step, numbered_checkpoints
+from rlvr.hardware.distributed import is_main_process
 from rlvr.errors import ConfigError, RlvrError
 from rlvr.run import CONF_DIR, GROUPS, set_offline, set_up_process
 
@@ -75,7 +76,7 @@ def resolve_target(text: str) -> Target:
 
 def sound_checkpoints(checkpoint_dir: Path) -> list[Path]:
     """The checkpoints marked complete, lowest step first, less the corrupt ones, each named in one
-    line: those a resume marked CORRUPT (rlvr.hardware.distributed.latest_complete_checkpoint) and those whose files
+    line: those a resume marked CORRUPT (rlvr.hardware.checkpoints.latest_complete_checkpoint) and those whose files
     fail the check a resume makes before loading (`checkpoint_problem`). Nothing is written: a run may
     be training in that dir."""
     checkpoints = []
@@ -137,7 +138,7 @@ def eval_config(composed: DictConfig, overrides: list[str], run_dir: Path | None
 
 def evaluate_model(cfg, label: str, model_dir: Path, run_dir: Path | None, out_dir: Path) -> dict[str, float]:
     """`eval_<label>_*` metrics of the model in `model_dir`; eval/<label>.jsonl written under `out_dir`."""
-    from rlvr.hardware.distributed import phase
+    from rlvr.hardware.stops import phase
     from rlvr.recipes.common import calibrate_rewards, eval_model, load_trained_policy, to_device
     from rlvr.rewards.checks import checked_rewards
     from rlvr.evaluation.vllm_engine import own_completer

@@ -197,7 +197,7 @@ def end_run(code: int, line: str | None) -> None:
 def end_stopped_job(stop: SystemExit) -> None:
     """A stop (Ctrl-C, SIGTERM) of a job in a process of its own: `RunEnded`, whose report says how
     to continue it; any other exit goes on (a requeue's, or a sweep's that runs in one process)."""
-    from rlvr.hardware.distributed import STOP_EXITS, STOP_NAMES
+    from rlvr.hardware.stops import STOP_EXITS, STOP_NAMES
 
     names = {code: STOP_NAMES[signum] for signum, code in STOP_EXITS.items()}
     if stop.code not in names or not own_process():

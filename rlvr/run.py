@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rlvr.config import check_ranges, conf_dir, exit_on_unknown_keys, one_line_preset_errors, register_schemas
 from rlvr.data.loading import builtin_data_path
-from rlvr.hardware.distributed import EXIT_INTERRUPTED, stops_reported
+from rlvr.hardware.stops import EXIT_INTERRUPTED, stops_reported
 from rlvr.errors import RlvrError
 
 log = logging.getLogger("rlvr")
@@ -166,7 +166,7 @@ def fail(exc: RlvrError, run_dir: Path, refused: bool) -> None:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def hydra_main(cfg: DictConfig) -> float:
     """The task Hydra runs (once, or per job of a `-m` run): start-up check, run, the objective for
-    the sweeper. An error is one line (`fail`); a stop is one line from rlvr.hardware.distributed."""
+    the sweeper. An error is one line (`fail`); a stop is one line from rlvr.hardware.stops."""
     from hydra.core.hydra_config import HydraConfig
 
     from rlvr.launcher import announce_job, end_stopped_job, objective_value

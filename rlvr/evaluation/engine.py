@@ -17,7 +17,8 @@ import hashlib
 from pathlib import Path
 from typing import Callable, Sequence
 
-from rlvr.hardware.distributed import is_main_process, phase, process_count, rank
+from rlvr.hardware.distributed import is_main_process, process_count, rank
+from rlvr.hardware.stops import phase
 from rlvr.errors import RlvrError
 from rlvr.rewards.base import judging_reward
 from rlvr.tracking.outputs import prompt_id, write_jsonl

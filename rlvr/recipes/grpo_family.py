@@ -21,15 +21,9 @@ from rlvr.recipes.common import (
     trl_config,
     training_curve_summary,
 )
-from rlvr.hardware.distributed import (
-    checkpoint_callback,
-    checkpoint_step,
-    is_main_process,
-    latest_complete_checkpoint,
-    phase,
-    rank,
-    weights_digest,
-)
+from rlvr.hardware.checkpoints import checkpoint_step, latest_complete_checkpoint
+from rlvr.hardware.distributed import is_main_process, rank, weights_digest
+from rlvr.hardware.stops import checkpoint_callback, phase
 from rlvr.errors import ConfigError
 from rlvr.rewards.checks import checked_rewards
 from rlvr.tracking.run_dir import Start, checkpoint_config

@@ -11,7 +11,8 @@ import logging
 from pathlib import Path
 
 from rlvr.hardware import device as hardware
-from rlvr.hardware.distributed import is_main_process, phase
+from rlvr.hardware.distributed import is_main_process
+from rlvr.hardware.stops import phase
 from rlvr.errors import ConfigError
 from rlvr.recipes.common import TRAIN_RESULT, final_model_saved, finish, load_saved_model, reuse_run_dir, save_final_model, trl_config
 from rlvr.tracking.run_dir import Start

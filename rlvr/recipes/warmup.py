@@ -28,7 +28,7 @@ def sft_warmup(model, tokenizer, train, cfg, trainer_kwargs: dict, seed: int):
     """Train `model` in place for `cfg.model.warmup_sft_steps` steps; returns the final SFT loss."""
     from trl import SFTConfig, SFTTrainer
 
-    from rlvr.hardware.distributed import phase
+    from rlvr.hardware.stops import phase
 
     steps = cfg.model.warmup_sft_steps
     pairs = sft_dataset(train, cfg.dataset.sft_completion_template, cfg.dataset.chat)

@@ -10,7 +10,7 @@ still running after `slow_call_s` is named while it runs. A plain-function rewar
 runs in a killable worker process (as math_verify does), so it can neither hang nor kill the run.
 Without it, the reward runs in the training process: ending the process there (sys.exit, os._exit)
 stops the run in one line naming the reward, and a stop signal waits for its call a bounded time
-(rlvr/hardware/distributed.py).
+(rlvr/hardware/stops.py).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from rlvr.hardware.distributed import awaited
+from rlvr.hardware.stops import awaited
 from rlvr.errors import ConfigError, RewardError, RlvrError
 from rlvr.rewards.answers import completion_text, short
 

@@ -83,7 +83,7 @@ class TimeLimitedPool:
 
         from pebble import ProcessPool
 
-        from rlvr.hardware.distributed import stop_signals_ignored
+        from rlvr.hardware.stops import stop_signals_ignored
 
         # forkserver: workers fork from a small clean process, not from a trainer holding torch threads.
         self._context = _LocksOutliveWorkers()

@@ -6,7 +6,8 @@ import signal
 
 import pytest
 
-from rlvr.hardware.distributed import COMPLETE, latest_complete_checkpoint, phase, rotate_checkpoints, stops_reported
+from rlvr.hardware.checkpoints import COMPLETE, latest_complete_checkpoint, rotate_checkpoints
+from rlvr.hardware.stops import phase, stops_reported
 
 
 def checkpoint(checkpoint_dir, step, complete=True):
@@ -32,7 +33,7 @@ def cut(path, keep_fraction=0.5):
 def reported(caplog) -> list[str]:
     """rlvr's own log lines (checking the training state imports transformers, whose first import may
     log a warning of a library's own)."""
-    return [r.getMessage() for r in caplog.records if r.name == "rlvr.hardware.distributed"]
+    return [r.getMessage() for r in caplog.records if r.name == "rlvr.hardware.checkpoints"]
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from conftest import garble
-from rlvr.hardware.distributed import COMPLETE, CORRUPT, checkpoint_problem, latest_complete_checkpoint
+from rlvr.hardware.checkpoints import COMPLETE, CORRUPT, checkpoint_problem, latest_complete_checkpoint
 
 
 def checkpoint(checkpoint_dir, step, ranks=1):
@@ -38,7 +38,7 @@ def checkpoint(checkpoint_dir, step, ranks=1):
 
 
 def reported(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "rlvr.hardware.distributed"]
+    return [r.getMessage() for r in caplog.records if r.name == "rlvr.hardware.checkpoints"]
 
 
 def not_an_optimizer_state(file):

@@ -7,17 +7,17 @@ import time
 
 import pytest
 
-from rlvr.hardware import distributed
-from rlvr.hardware.distributed import checkpoint_callback, stops_reported
+from rlvr.hardware import stops
+from rlvr.hardware.stops import checkpoint_callback, stops_reported
 from rlvr.rewards.checks import CheckedReward
 
 
 @pytest.fixture
 def training(monkeypatch):
     """Training's stop handlers for the test, put back after it; a stop waits 1 s for a reward call."""
-    monkeypatch.setattr(distributed, "STOP_WAIT_S", 1.0)
-    monkeypatch.setattr(distributed, "STOP_EXIT_GRACE_S", 0.5)
-    previous = {sig: signal.getsignal(sig) for sig in distributed.STOPPING_SIGNALS}
+    monkeypatch.setattr(stops, "STOP_WAIT_S", 1.0)
+    monkeypatch.setattr(stops, "STOP_EXIT_GRACE_S", 0.5)
+    previous = {sig: signal.getsignal(sig) for sig in stops.STOPPING_SIGNALS}
     callbacks = []
     yield lambda: callbacks.append(checkpoint_callback()) or callbacks[-1]
     for callback in callbacks:
@@ -35,7 +35,7 @@ def test_sigterm_gives_up_on_a_reward_that_does_not_return(training, tmp_path, c
     def hangs(completions, **kwargs):
         time.sleep(60)
 
-    with pytest.raises(SystemExit) as info, caplog.at_level(logging.WARNING, logger="rlvr.hardware.distributed"):
+    with pytest.raises(SystemExit) as info, caplog.at_level(logging.WARNING, logger="rlvr.hardware.stops"):
         with stops_reported(tmp_path):
             training()
             stopped = time.monotonic()
@@ -64,7 +64,7 @@ def test_a_reward_that_returns_in_time_lets_the_step_finish(training, tmp_path):
 
 def test_a_reward_that_swallows_the_interrupt_is_ended_with_the_stops_exit_code(training, tmp_path, monkeypatch, capsys):
     exits = []
-    monkeypatch.setattr(distributed, "_exit_process", exits.append)
+    monkeypatch.setattr(stops, "_exit_process", exits.append)
 
     def stubborn(completions, **kwargs):
         while not exits:

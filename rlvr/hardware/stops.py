@@ -1,0 +1,254 @@
+"""Stops of a run: SIGUSR2 saves a checkpoint at the end of the step and requeues (submitit's handler);
+SIGTERM and Ctrl-C save it and exit 143 / 130 without a requeue (a user's `scancel` and a time limit
+look alike); outside training they stop at once, in one line naming what the run was doing. What
+users see: docs/slurm.md#signals-preemption-and-requeue and docs/run-dir.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from rlvr.hardware.checkpoints import COMPLETE, rotate_checkpoints
+from rlvr.hardware.distributed import agreed_stop, barrier
+
+log = logging.getLogger(__name__)
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by SIGUSR2 after a checkpoint; launchers/sbatch_run.sh requeues on it
+EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C: stopped after a checkpoint, as asked
+EXIT_TERMINATED = 143  # the shell's code for SIGTERM: stopped after a checkpoint, not requeued
+STOPPING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGUSR2", "SIGINT", "SIGTERM") if hasattr(signal, name))
+STOP_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+STOP_EXITS = {signal.SIGINT: EXIT_INTERRUPTED, signal.SIGTERM: EXIT_TERMINATED}
+STOP_WAIT_S = 20.0  # how long a stop in training waits for a reward call: under SLURM's default KillWait (30 s)
+STOP_EXIT_GRACE_S = 5.0  # then how long the main thread has to leave the call before the process is ended outright
+_exit_process = os._exit  # the real one: an in-process reward call replaces os._exit while it runs (rewards/checks.py)
+_phases = ["start-up"]  # what the run is doing, innermost last, for the line a stop prints
+_run_dirs = []  # the run dir of each `stops_reported` block, innermost last, for the line a stop prints
+_awaited = []  # (what, how to bound it, since) of each call the training step waits on, innermost last
+
+
+class Stopped(KeyboardInterrupt):
+    """A stop signal where no checkpoint can be saved: ends the run, reported in one line."""
+
+    def __init__(self, signum: int, phase: str, outcome: str = "stopped at once"):
+        super().__init__(signum, phase, outcome)
+        self.signum, self.phase, self.outcome = signum, phase, outcome
+
+    def report(self) -> None:
+        """One line naming the signal, the phase, what happened and how to continue: in the log, and on
+        stderr on a line of its own (also under a live progress bar)."""
+        from tqdm import tqdm
+
+        line = (
+            f"{STOP_NAMES[self.signum]} during {self.phase}: {self.outcome}; "
+            f"{how_to_continue(_run_dirs[-1] if _run_dirs else None)} continues from its newest complete "
+            f"checkpoint, if any"
+        )
+        log.warning("%s", line)
+        tqdm.write(f"rlvr: {line}", file=sys.stderr)
+
+
+def how_to_continue(run_dir) -> str:
+    """The command that continues this run: for a job of a `-m` run (several processes from the local
+    or SLURM launcher), its own `-m` command (rlvr.launcher.continue_command); else the same command
+    with `hydra.run.dir` set to the run dir, when one is known."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from rlvr.launcher import continue_command, is_multirun
+
+    if HydraConfig.initialized() and is_multirun():
+        return f"running {continue_command(HydraConfig.get())}"
+    return "the same command" + (f" with hydra.run.dir={run_dir}" if run_dir else "")
+
+
+@contextlib.contextmanager
+def phase(name: str):
+    """Name what the run is doing inside this block, for the line printed if it is stopped there."""
+    _phases.append(name)
+    try:
+        yield
+    finally:
+        _phases.pop()
+
+
+@contextlib.contextmanager
+def awaited(what: str, bound: str):
+    """Name a call the training step waits on while it runs (a reward's, `what`) and how a user bounds it
+    (`bound`): a stop in training that finds it running says so, and gives up on it after STOP_WAIT_S."""
+    call = (what, bound, time.monotonic())
+    _awaited.append(call)
+    try:
+        yield
+    finally:
+        _awaited.remove(call)
+
+
+def _stop_now(signum, frame):
+    raise Stopped(signum, _phases[-1])
+
+
+@contextlib.contextmanager
+def stops_reported(run_dir):
+    """Ctrl-C and SIGTERM end the run at once with one line naming the phase, exit 130 / 143, no
+    traceback (training installs its own handlers: a checkpoint at the end of the step first)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, _stop_now) for sig in stops}
+    _run_dirs.append(run_dir)
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        stop = exc if isinstance(exc, Stopped) else Stopped(signal.SIGINT, _phases[-1])
+        stop.report()
+        raise SystemExit(STOP_EXITS[stop.signum]) from None
+    finally:
+        _run_dirs.pop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+class StopWait(threading.Thread):
+    """Watches the step that a Ctrl-C or SIGTERM in training waits for (to save its checkpoint).
+
+    A reward call it waits on (`awaited`) is named in the log once it has run a second, with when the
+    wait ends; one still running STOP_WAIT_S after the stop (or after it began, if later) is given
+    up: `stop` is set and the signal sent again to the main thread, whose handler raises it (the run
+    ends in one line, exit 130 / 143, without a checkpoint of this step). If the main thread has not
+    left the call STOP_EXIT_GRACE_S later (a C call that never returns to Python, a reward that
+    swallowed the interrupt), this thread prints the line and ends the process with that exit code.
+    A call stuck in C code holding the GIL stops this thread too: SLURM's SIGKILL ends that one.
+    It watches until it gives up or `end` is called (training is over).
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(name="rlvr-stop-wait", daemon=True)
+        self.signum, self.since = signum, time.monotonic()
+        self.stop: Stopped | None = None
+        self.ended = threading.Event()
+
+    def end(self) -> None:
+        self.ended.set()
+
+    def run(self) -> None:
+        named = None
+        while self.stop is None and not self.ended.wait(0.2):
+            call = (_awaited[-1:] or [None])[0]
+            if call is None:
+                continue
+            what, _, started = call
+            now, deadline = time.monotonic(), max(self.since, started) + STOP_WAIT_S
+            if call is not named and now - started >= 1:
+                log.warning(
+                    "%s: waiting for %s (running for %.0f s) to finish the step; giving up in %.0f s",
+                    signal.Signals(self.signum).name,
+                    what,
+                    now - started,
+                    max(deadline - now, 0),
+                )
+                named = call
+            if now >= deadline:
+                self._give_up(call)
+
+    def _give_up(self, call: tuple) -> None:
+        what, bound, _ = call
+        self.stop = Stopped(self.signum, "training", f"gave up waiting for {what} after {STOP_WAIT_S:g} s ({bound})")
+        signal.pthread_kill(threading.main_thread().ident, self.signum)
+        time.sleep(STOP_EXIT_GRACE_S)
+        if any(c is call for c in _awaited):  # the main thread is still inside the call
+            self.stop.report()
+            _exit_process(STOP_EXITS[self.signum])
+
+
+@contextlib.contextmanager
+def stop_signals_ignored():
+    """Start helper processes inside this block: they inherit SIG_IGN for Ctrl-C and SIGUSR2 (fork
+    and exec keep an ignored signal ignored). A terminal's Ctrl-C and `scancel --signal=USR2` reach
+    the whole process group, and a verifier worker killed mid-step would zero that step's rewards;
+    saving the checkpoint is the trainer process's job alone."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOPPING_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def checkpoint_callback(extra_files: dict[str, str] | None = None):
+    """Writes `extra_files` ({name: text}) into each finished checkpoint and marks it complete, then
+    rotates; on SIGUSR2, SIGTERM or Ctrl-C saves one at the end of the step, then requeues (SIGUSR2)
+    or stops (SIGTERM, Ctrl-C)."""
+    from transformers import TrainerCallback
+
+    class PreemptibleCheckpoints(TrainerCallback):
+        def __init__(self):
+            self.requested = None  # the signal that asked for a checkpoint
+            self.keep = None  # save_total_limit, applied by rotate_checkpoints after COMPLETE
+            self.wait = None  # a StopWait, from the first Ctrl-C or SIGTERM on
+            self.previous = {sig: signal.getsignal(sig) for sig in STOPPING_SIGNALS}
+            for sig in STOPPING_SIGNALS:
+                signal.signal(sig, self._request)
+
+        def _request(self, signum, frame):
+            if self.wait is not None and self.wait.stop is not None:  # the wait for the step was given up
+                raise self.wait.stop
+            if self.requested and signum == signal.SIGINT:  # Ctrl-C again: stop now, one line
+                raise Stopped(signum, "training, before the requested checkpoint")
+            if signum in STOP_NAMES and self.wait is None:  # SIGUSR2 waits: the time limit's SIGTERM bounds it
+                self.wait = StopWait(signum)
+                self.wait.start()
+            if self.requested:  # a repeated SIGTERM or SIGUSR2: already on its way
+                return
+            then = "requeueing" if signum == signal.SIGUSR2 else "stopping (Ctrl-C again: stop now)"
+            log.warning("%s: saving a checkpoint at the end of this step, then %s", signal.Signals(signum).name, then)
+            self.requested = signum
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if args.save_total_limit is not None:  # transformers would rotate before on_save marks COMPLETE
+                self.keep, args.save_total_limit = args.save_total_limit, None
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.requested = agreed_stop(self.requested)
+            if self.requested:
+                control.should_save = True
+
+        def on_save(self, args, state, control, **kwargs):
+            path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if state.is_world_process_zero and path.is_dir():
+                for name, text in (extra_files or {}).items():
+                    (path / name).write_text(text)
+                (path / COMPLETE).write_text(f"{state.global_step}\n")
+                rotate_checkpoints(path.parent, self.keep)
+            if not self.requested:
+                return
+            barrier()
+            if self.requested != signal.SIGUSR2:
+                log.warning(
+                    "stopped by %s after saving checkpoint-%d: %s continues from it",
+                    STOP_NAMES[self.requested],
+                    state.global_step,
+                    how_to_continue(Path(args.output_dir).parent),
+                )
+                raise SystemExit(STOP_EXITS[self.requested])
+            if callable(self.previous[signal.SIGUSR2]):  # submitit's handler: checkpoint(), requeue, exit
+                self.previous[signal.SIGUSR2](signal.SIGUSR2, None)
+            log.warning("stopped by SIGUSR2 after saving checkpoint-%d", state.global_step)
+            raise SystemExit(EXIT_PREEMPTED)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.wait is not None:
+                self.wait.end()
+            for sig, handler in self.previous.items():  # eval and saving after training: stop at once
+                signal.signal(sig, handler)
+
+    return PreemptibleCheckpoints()
