@@ -41,7 +41,7 @@ def check(cfg, processes: int) -> None:
     tests/recipes/test_recipe_checks.py holds the two together."""
     a = cfg.algorithm
     global_batch = a.per_device_train_batch_size * processes
-    per_step = f"algorithm.per_device_train_batch_size={a.per_device_train_batch_size} x {processes} process(es)"
+    per_step = f"algorithm.per_device_train_batch_size={a.per_device_train_batch_size} x {processes} process{'es' * (processes > 1)}"
     if a.generation_batch_size is not None and a.steps_per_generation is not None:
         raise ConfigError("algorithm.generation_batch_size and algorithm.steps_per_generation are both set: set one of them")
     if a.generation_batch_size is not None:

@@ -109,7 +109,7 @@ def test_a_batch_that_splits_a_prompts_group_is_refused_before_anything_is_writt
     line = one_line_error(refused_in_process(*TINY_RUN, "algorithm.per_device_train_batch_size=18", f"hydra.run.dir={tmp_path / 'run'}"))
     assert line == (
         "rlvr: error: algorithm.num_generations=4 must divide the completions generated at once, "
-        "algorithm.per_device_train_batch_size=18 x 1 process(es) x algorithm.gradient_accumulation_steps=1 = 18: "
+        "algorithm.per_device_train_batch_size=18 x 1 process x algorithm.gradient_accumulation_steps=1 = 18: "
         "a prompt's completions are generated together"
     )
     assert list(tmp_path.iterdir()) == []

@@ -50,10 +50,10 @@ def test_the_grpo_check_refuses_exactly_what_trls_grpoconfig_refuses(processes, 
 def test_a_batch_the_generations_do_not_divide_is_refused_naming_each_factor():
     assert refusal(grpo_family.check, config(per_device_train_batch_size=30), processes=2) == (
         "algorithm.num_generations=8 must divide the completions generated at once, algorithm.per_device_train_batch_size=30 "
-        "x 2 process(es) x algorithm.gradient_accumulation_steps=1 = 60: a prompt's completions are generated together"
+        "x 2 processes x algorithm.gradient_accumulation_steps=1 = 60: a prompt's completions are generated together"
     )
     assert refusal(grpo_family.check, config(per_device_train_batch_size=16, generation_batch_size=40)) == (
-        "algorithm.generation_batch_size=40 must be a multiple of algorithm.per_device_train_batch_size=16 x 1 process(es) = 16"
+        "algorithm.generation_batch_size=40 must be a multiple of algorithm.per_device_train_batch_size=16 x 1 process = 16"
     )
 
 
