@@ -128,12 +128,14 @@ def submitit_logs_by_job(sweep_dir: Path) -> dict[int | None, list[str]]:
 def forget_refused_start(run_dir: Path) -> None:
     """A refused start leaves nothing: a single run's dir that its start created goes (it is empty:
     rlvr writes nothing before the start is accepted); a `-m` job's own new dir keeps the start's
-    log in run.log, for the sweep report to point at. An existing run dir is left as it was."""
+    log in run.log and its overrides, for the sweep report to show. An existing run dir is left as it was."""
     from rlvr.tracking.outputs import start_run_log
+    from rlvr.tracking.run_dir import save_overrides
 
     if is_multirun():
         if run_dir.is_dir() and not any(run_dir.iterdir()):
             start_run_log(run_dir)
+            save_overrides(run_dir)
         return
     for path in _created:
         try:

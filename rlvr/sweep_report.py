@@ -54,7 +54,7 @@ def write_report(sweep_dir: Path, objective: str | None = None) -> list[dict[str
     rows = collect(sweep_dir)
     if not rows:
         return rows
-    known = [set(r["overrides"].split()) for r in rows if r["overrides"]]  # a refused job recorded none
+    known = [set(r["overrides"].split()) for r in rows if r["overrides"]]  # a job that died before its start recorded none
     shared = set.intersection(*known) if known else set()
     for r in rows:  # what the sweep varied; the csv keeps every override
         r["swept"] = " ".join(o for o in r["overrides"].split() if o not in shared)

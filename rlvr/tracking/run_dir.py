@@ -208,6 +208,15 @@ def resume_changes(resolved: dict, checkpoint: Path | None) -> dict[str, list]:
     return changed
 
 
+def save_overrides(run_dir: Path) -> None:
+    """.hydra/overrides.yaml: this job's command-line overrides, as Hydra writes them."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    (run_dir / ".hydra").mkdir(exist_ok=True)
+    OmegaConf.save(OmegaConf.create(list(HydraConfig.get().overrides.task)), run_dir / ".hydra" / "overrides.yaml")
+
+
 def record_start(run_dir: Path, cfg, changed: dict[str, list], mode: str) -> None:
     """config_resolved.yaml and .hydra/ (the latest start), and this start's line in run_info.jsonl."""
     from hydra.core.hydra_config import HydraConfig
@@ -222,7 +231,7 @@ def record_start(run_dir: Path, cfg, changed: dict[str, list], mode: str) -> Non
     hydra_dir.mkdir(exist_ok=True)
     OmegaConf.save(cfg, hydra_dir / "config.yaml")
     OmegaConf.save(OmegaConf.create({"hydra": hydra_cfg}), hydra_dir / "hydra.yaml")
-    OmegaConf.save(OmegaConf.create(list(hydra_cfg.overrides.task)), hydra_dir / "overrides.yaml")
+    save_overrides(run_dir)
     writer = JsonlWriter(run_dir / "run_info.jsonl")
     writer.write(
         [

@@ -32,7 +32,7 @@ def test_a_refused_job_is_rlvrs_line_and_exit_code_2(tmp_path):
     line = job_line(result.stderr)
     assert "algorithm.learning_rate=-1) failed; its log: " in line and str(tmp_path / ".submitit") in line
     report = (tmp_path / "sweep_summary.md").read_text()
-    assert "| 0 |  | failed |" in report  # a refused job records no overrides
+    assert "| 0 | algorithm.learning_rate=-1 | failed |" in report
     for job, rate in ((0, "-1.0"), (1, "-2.0")):
         [failed] = [line for line in report.splitlines() if line.startswith(f"- job {job} (")]
         logs = failed.split("): ", 1)[1].split()
