@@ -697,6 +697,31 @@ def missing_option_line(exc: BaseException) -> str | None:
     return f"{group}={option}{where}: no such option{hint}; the {group} options: {', '.join(options)}"
 
 
+def command_line_error_line(exc: BaseException) -> str | None:
+    """One line for Hydra's error about the command line, or None for any other error: a key the
+    config does not hold (the closest of its neighbours named), a value of the wrong type, the override
+    grammar (`seed=1,2` without -m, an unquoted `{`), a `--config-dir` that does not exist."""
+    from hydra.errors import ConfigCompositionException, OverrideParseException, SearchPathException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+    if not isinstance(exc, (ConfigCompositionException, OverrideParseException, SearchPathException)):
+        return None
+    cause = exc.__cause__ or exc.__context__
+    override = re.match(r"(?:Could not override '|Error merging override )([^'\s]+)", str(exc))
+    missing = isinstance(cause, (ConfigKeyError, ConfigAttributeError))
+    if override and missing and getattr(cause, "parent_node", None) is not None:
+        parent, key = cause.full_key.rpartition(".")[0], str(cause.key)
+        keys = [str(k) for k in cause.parent_node.keys()]
+        return (
+            f"{override[1]}: {parent or 'the config'} has no '{key}'{did_you_mean(key, keys)}; its keys: {', '.join(keys)} "
+            f"(to add a key, start the override with +)"
+        )
+    if override and isinstance(cause, OmegaConfBaseException):  # a value that does not fit its key's type
+        return f"{override[1]}: {str(cause).splitlines()[0]}"
+    lines = [line.strip() for line in str(exc).split("\n\n")[0].splitlines()]
+    return "; ".join(line.rstrip(".") for line in lines if line)
+
+
 def group_options(group: str) -> list[str]:
     """The options of a config group on the search path of the app being composed (none outside one)."""
     from hydra.core.global_hydra import GlobalHydra
@@ -747,7 +772,8 @@ def one_line_preset_errors(prog: str, schema: type = Config, report=None) -> Non
                 return func()
             except Exception as exc:
                 line = preset_error_line(exc, schema) if isinstance(exc, ConfigCompositionException) else None
-                if (line := line or missing_option_line(exc) or yaml_error_line(exc)) is not None:
+                line = line or missing_option_line(exc) or yaml_error_line(exc) or command_line_error_line(exc)
+                if line is not None:
                     print(f"{prog}: error: {line}", file=sys.stderr)
                     sys.exit(2)
                 if report is None or (code := report(exc)) is None:

@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import CONF_DIR, GROUPS, one_line_error, run_cli
+from conftest import CONF_DIR, GROUPS, one_line_error, refused_in_process, run_cli
 from rlvr.config import CHOICES, Config, allowed_values, check_key, check_overrides, check_ranges, trl_choices
 from rlvr.errors import ConfigError
 from rlvr.recipes import TRL_CONFIGS
@@ -336,3 +336,28 @@ def test_no_preset_claims_to_mirror_a_system_it_does_not_reproduce():
     for path in (CONF_DIR / "experiment").glob("*.yaml"):
         claims = any(word in path.read_text().lower() for word in ("mirrors", "reproduced", "reproduces"))
         assert not claims or path.stem in pinned, path
+
+
+@pytest.mark.parametrize(
+    "argument, line",
+    [
+        ("algorithm.max_steps=ten", "algorithm.max_steps=ten: Value 'ten' of type 'str' could not be converted to Integer"),
+        ("offline=maybe", "offline=maybe: Value 'maybe' is not a valid bool (type str)"),
+        (
+            "reward.functions.gsm8k_flexible.wieght=0.2",
+            "reward.functions.gsm8k_flexible.wieght: reward.functions.gsm8k_flexible has no 'wieght' (did you mean 'weight'?); "
+            "its keys: _target_, weight (to add a key, start the override with +)",
+        ),
+        ("seed=1,2", "Ambiguous value for argument 'seed=1,2'; 1. To use it as a list, use key=[value1,value2]; "),
+        ("dataset.prompt_template={qestion}", "no viable alternative at input '{qestion}'; See https://hydra.cc/docs/"),
+        ("--config-dir=/nonexistent/presets", "Additional config directory '/nonexistent/presets' not found"),
+        ("experiment=gsm8k_grp", "experiment=gsm8k_grp: no such option (did you mean 'experiment=gsm8k_grpo'?); the experiment options: "),
+    ],
+)
+def test_a_command_line_that_hydra_refuses_is_one_line(argument, line, tmp_path):
+    """A wrong type, a key the config lacks, the override grammar, a missing --config-dir, an
+    experiment that does not exist (an optional group would skip it silently and run the default)."""
+    result = refused_in_process(argument, f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 2 and result.stderr.strip().startswith(f"rlvr: error: {line}"), result.stderr[-2000:]
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []

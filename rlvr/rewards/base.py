@@ -147,8 +147,28 @@ def preflight_rewards(functions: dict[str, Any]) -> None:
     for name, entry in reward_entries(functions).items():
         arguments = {k: v for k, v in dict(entry).items() if k not in ("_target_", "weight")}
         target = reward_target(name, entry)
+        check_arguments(name, target, arguments)
         if isinstance(target, type) and hasattr(target, "preflight"):
             target.preflight(name, **arguments)
+
+
+def check_arguments(name: str, target: Any, arguments: dict) -> None:
+    """Each of `reward.functions.<name>`'s arguments one that its target takes (unless it takes **kwargs)."""
+    import inspect
+
+    from rlvr.config import did_you_mean
+
+    try:
+        parameters = inspect.signature(target).parameters
+    except (TypeError, ValueError):  # a builtin without a signature: its call names what it refuses
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return
+    known = [p for p in parameters if p != "name" or not inspect.isclass(target)]
+    known += ["weight"] + ([] if inspect.isclass(target) else ["timeout_s"])
+    for key in arguments:
+        if key not in known:
+            raise ConfigError(f"reward.functions.{name}.{key}: {target.__name__} takes no '{key}'{did_you_mean(key, known)}")
 
 
 def check_runs_in_worker(name: str, fn: Callable, timeout_s: Any) -> None:

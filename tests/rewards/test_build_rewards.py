@@ -4,6 +4,7 @@ import pytest
 
 from rlvr.errors import ConfigError
 from rlvr.rewards import build_rewards
+from rlvr.rewards.base import preflight_rewards
 from rlvr.rewards.format import ThinkFormatReward
 
 
@@ -54,3 +55,31 @@ def test_no_rewards_is_an_error():
 def test_think_format(text, reward, reason):
     [outcome] = ThinkFormatReward().score([text], [None])
     assert (outcome.reward, outcome.reason) == (reward, reason)
+
+
+def exact(completions, answer, strict=True):
+    return [float(c == a) for c, a in zip(completions, answer)]
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (
+            {"_target_": "rlvr.rewards.numeric.FinalLineReward", "wieght": 0.2},
+            "reward.functions.mine.wieght: FinalLineReward takes no 'wieght' (did you mean 'weight'?)",
+        ),
+        (
+            {"_target_": f"{__name__}.exact", "strickt": False},
+            "reward.functions.mine.strickt: exact takes no 'strickt' (did you mean 'strict'?)",
+        ),
+    ],
+)
+def test_an_argument_the_reward_does_not_take_is_refused_at_start_up(entry, message):
+    with pytest.raises(ConfigError) as info:
+        preflight_rewards({"mine": entry})
+    assert str(info.value) == message
+
+
+def test_a_reward_that_takes_keyword_arguments_or_a_timeout_passes_the_start_up_check():
+    preflight_rewards({"mine": {"_target_": f"{__name__}.brevity", "anything": 1}})
+    preflight_rewards({"mine": {"_target_": f"{__name__}.exact", "strict": False, "timeout_s": 3, "weight": 2}})
