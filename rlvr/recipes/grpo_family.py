@@ -24,7 +24,7 @@ from rlvr.recipes.common import (
 from rlvr.hardware.checkpoints import checkpoint_step, latest_complete_checkpoint
 from rlvr.hardware.distributed import is_main_process, rank, weights_digest
 from rlvr.hardware.stops import checkpoint_callback, phase
-from rlvr.errors import ConfigError
+from rlvr.errors import ConfigError, DataError
 from rlvr.rewards.checks import checked_rewards
 from rlvr.tracking.run_dir import Start, checkpoint_config
 from rlvr.tracking.outputs import JsonlWriter, metrics_callback, read_json, read_jsonl, setup_wandb, use_compact_progress, write_json
@@ -159,6 +159,7 @@ def build_trainer(cfg, run_dir: Path, start: Start, trainer_class, wrap_rewards,
     args = trl_config(
         GRPOConfig, cfg, run_dir, report_to, setup.trainer_kwargs, reward_weights=[r.weight for r in setup.rewards], **trl_vllm_fields(cfg)
     )
+    check_enough_prompts(len(setup.train), args)
     calibrate_rewards(cfg, setup, run_dir)
     if start.mode == "new":
         if cfg.eval.engine == "hf":
@@ -187,6 +188,18 @@ def build_trainer(cfg, run_dir: Path, start: Start, trainer_class, wrap_rewards,
     if start.mode == "new" and cfg.eval.engine == "vllm":
         evaluate(cfg, setup, run_dir, "before", trainer_completer(cfg, trainer, setup.model, setup.tokenizer))
     return setup, trainer, rollouts, stops
+
+
+def check_enough_prompts(prompts: int, args) -> None:
+    """One generation takes generation_batch_size / num_generations prompts, and TRL's sampler drops
+    a partial one: with fewer train prompts the run would train 0 steps and end as if it had trained."""
+    needed = args.generation_batch_size // args.num_generations
+    if prompts < needed:
+        raise DataError(
+            f"{prompts} train prompts (after dataset limits and prompts too long for the context), fewer than the {needed} "
+            f"that one generation of {args.generation_batch_size} completions takes at algorithm.num_generations="
+            f"{args.num_generations}: use more data or a smaller algorithm.per_device_train_batch_size"
+        )
 
 
 def end_training(cfg, run_dir: Path, setup, trainer, rollouts) -> dict[str, float]:

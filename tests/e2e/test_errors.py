@@ -146,3 +146,13 @@ def test_a_5_mb_prompt_is_dropped_and_counted_and_the_run_finishes(tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["train_prompts_dropped_too_long"] + metrics["eval_prompts_dropped_too_long"] == 1
     assert "prompts longer than 250 tokens (the model's 256-token context minus algorithm.max_completion_length=6)" in result.stdout
+
+
+def test_fewer_train_prompts_than_one_generation_takes_is_one_line(tmp_path):
+    """3 prompts, 16 completions of 4 each a generation: TRL's sampler would yield no batch, 0 steps trained."""
+    line = one_line_error(run_cli("rlvr.run", *TINY_RUN, "dataset.max_train_samples=3", f"hydra.run.dir={tmp_path}"))
+    assert line == (
+        "rlvr: error: 3 train prompts (after dataset limits and prompts too long for the context), fewer than the 4 that "
+        "one generation of 16 completions takes at algorithm.num_generations=4: use more data or a smaller "
+        "algorithm.per_device_train_batch_size"
+    )
