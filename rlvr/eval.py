@@ -26,6 +26,7 @@ from rlvr.hardware.checkpoints import COMPLETE, CORRUPT, checkpoint_problem, che
 from rlvr.hardware.distributed import is_main_process
 from rlvr.errors import ConfigError, RlvrError
 from rlvr.run import CONF_DIR, GROUPS, set_offline, set_up_process
+from rlvr.launcher import dir_problem
 
 log = logging.getLogger("rlvr.eval")
 APP_KEYS = frozenset(f.name for f in dataclasses.fields(EvalAppConfig)) - {f.name for f in dataclasses.fields(Config)}
@@ -211,7 +212,8 @@ def run(target_text: str, output_dir: str | None, composed: DictConfig, override
             check_vllm_here(cfg, "eval.engine=vllm", model_dir)
     set_offline(cfg)
     out_dir = Path(output_dir).expanduser() if output_dir else target.run_dir or target.models[0][1]
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if (problem := dir_problem(out_dir)) is not None:
+        raise ConfigError(f"output_dir={out_dir}: {problem}")
     set_up_process(cfg)
     results = evaluate_target(target, cfg, out_dir)
     if target.is_run and is_main_process():
@@ -229,7 +231,7 @@ def hydra_main(app: DictConfig) -> None:
     from rlvr.launcher import end_run
 
     try:
-        if OmegaConf.is_missing(app, "target"):
+        if OmegaConf.is_missing(app, "target") or not str(app.target or "").strip():
             raise ConfigError("no target: target=PATH names a run dir, a checkpoints/checkpoint-N dir or a model dir")
         results = run(app.target, app.output_dir, app, list(HydraConfig.get().overrides.task))
     except RlvrError as exc:

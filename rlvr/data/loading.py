@@ -213,20 +213,20 @@ def read_splits(cfg, seed: int, prepare=None):
     `prepare(ds, where, label)` runs on each source as read, before mixing and holdout shuffle it.
     """
     source = cfg.source
-    if cfg.mixer:
-        train = mix(dict(cfg.mixer), lambda name: read_source(name, cfg, cfg.train_split, prepare), cfg.shuffle_seed)
-        evaluation = read_source(cfg.eval_source, cfg, cfg.eval_split or "test", prepare) if cfg.eval_source else None
-    elif source.startswith("builtin:"):
+    if source.startswith("builtin:") and not cfg.mixer:
         splits = read_builtin(source.split(":", 1)[1], dict(cfg.generator), seed)
         if prepare is not None:
             splits = {split: prepare(ds, f"{source} split '{split}'", _row_index) for split, ds in splits.items()}
         return splits["train"], splits.get("test")
-    elif is_local(source):
-        train = read_source(source, cfg, cfg.train_split, prepare)
-        evaluation = read_source(cfg.eval_source, cfg, cfg.eval_split or "test", prepare) if cfg.eval_source else None
+    if cfg.mixer:
+        train = mix(dict(cfg.mixer), lambda name: read_source(name, cfg, cfg.train_split, prepare), cfg.shuffle_seed)
     else:
         train = read_source(source, cfg, cfg.train_split, prepare)
-        evaluation = read_source(source, cfg, cfg.eval_split, prepare) if cfg.eval_split else None
+    evaluation = None
+    if cfg.eval_source:
+        evaluation = read_source(cfg.eval_source, cfg, cfg.eval_split or "test", prepare)
+    elif cfg.eval_split and not cfg.mixer and not is_local(source):  # the Hub dataset's own eval split
+        evaluation = read_source(source, cfg, cfg.eval_split, prepare)
     if evaluation is None:
         train, evaluation = _holdout(train, cfg, "the mixture" if cfg.mixer else source)
     return train, evaluation

@@ -156,3 +156,24 @@ def test_bytes_that_are_not_utf8_are_one_line_naming_file_and_line(tmp_path, suf
     problem = "line 2: byte 18 \\(0xe9\\) is not UTF-8: save the file as UTF-8"
     with pytest.raises(DataError, match=f"^cannot read dataset file {path}: {problem}$"):
         load_prompt_datasets(dataset_cfg(source=str(path), eval_holdout=0))
+
+
+def test_a_hub_source_takes_its_eval_rows_from_eval_source_when_one_is_set(tmp_path, monkeypatch):
+    """`dataset=gsm8k dataset.eval_source=FILE`: the file's rows, not the Hub dataset's eval split."""
+    from datasets import Dataset
+
+    import rlvr.data.loading as loading
+
+    read = []
+
+    def hub(name, subset, split):
+        read.append(split)
+        return Dataset.from_list([{"question": f"hub {split} {i}", "answer": "1"} for i in range(4)])
+
+    monkeypatch.setattr(loading, "read_hub", hub)
+    local = tmp_path / "test.jsonl"
+    local.write_text("".join(json.dumps({"question": f"local {i}", "answer": "2"}) + "\n" for i in range(3)))
+    cfg = dataset_cfg(source="openai/gsm8k", eval_split="test", eval_source=str(local), prompt_column="question")
+    train, evaluation = load_prompt_datasets(cfg)
+    assert read == ["train"] and len(train) == 4
+    assert [row["question"] for row in evaluation] == ["local 0", "local 1", "local 2"]

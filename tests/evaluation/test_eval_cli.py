@@ -32,10 +32,15 @@ def test_targets_that_cannot_be_evaluated_fail_in_one_line(tmp_path, capsys):
     assert "no complete checkpoint" in error_of(capsys, f"target={run}")
     assert "not marked COMPLETE" in error_of(capsys, f"target={run / 'checkpoints' / 'checkpoint-3'}")
     assert "no target" in error_of(capsys, "eval=pass_at_k")
+    assert "no target" in error_of(capsys, "target=")  # not the current directory
     assert f"name what to evaluate as target={run}" in error_of(capsys, str(run))
     (run / "checkpoints" / "checkpoint-3" / "trainer_state.json").write_text("{}")
     (run / "checkpoints" / "checkpoint-3" / "COMPLETE").touch()
     assert "eval.ks=[16]: each k must be in [1, eval.n=0]" in error_of(capsys, f"target={run}", "eval.ks=[16]")
+    (tmp_path / "a_file").write_text("")
+    assert f"output_dir={tmp_path / 'a_file'}: {tmp_path / 'a_file'} is a file, not a directory" in error_of(
+        capsys, f"target={run}", f"output_dir={tmp_path / 'a_file'}"
+    )
 
 
 def test_unknown_key_fails_before_anything_loads(tmp_path, capsys):
