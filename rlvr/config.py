@@ -98,7 +98,8 @@ class DatasetConfig:
     subset: str | None = None
     train_split: str = "train"
     eval_split: str | None = "test"
-    # For a local train file: a separate eval file; without one, `eval_holdout` rows are held out.
+    # The eval rows' own file or Hub dataset (its `eval_split`), for any `source` but a builtin; without
+    # one, a Hub source's `eval_split`, else `eval_holdout` rows held out of the train rows.
     eval_source: str | None = None
     eval_holdout: int = 100
     prompt_column: str = "question"
