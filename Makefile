@@ -112,5 +112,5 @@ slurm-up:  ## a real SLURM on localhost (root, Debian): one node (prints its par
 slurm-down:  ## stops both (by the PIDs they recorded)
 	bash launchers/slurm-down.sh
 
-clean:
+clean:  ## remove outputs/, multirun/ and the bench and GPU-check results
 	rm -rf outputs multirun bench-results.json gpu-check.json .pytest_cache
