@@ -62,6 +62,9 @@ def score_rows(rows: list[dict], rewards, completion_column: str, answer_column:
     columns = {k: [r.get(k) for r in rows] for k in set().union(*rows) - {completion_column, "prompt"}}
     if answer_column in columns:
         columns["answer"] = columns.pop(answer_column)
+    elif answer_column != "answer":
+        present = ", ".join(sorted(set().union(*rows)))
+        raise DataError(f"answer_column={answer_column}: the input has no such column (its columns: {present})")
     if clashes := colliding_columns(columns):
         raise DataError(f"input columns named like the keywords TRL passes to reward functions ({', '.join(clashes)}): rename them")
     prompts = [r.get("prompt", "") for r in rows]

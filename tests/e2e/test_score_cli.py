@@ -134,3 +134,18 @@ def test_score_with_math_verify_exits_without_a_traceback(rows_file):
     assert result.returncode == 0, result.stderr
     assert "2 rows, mean reward 0.5000" in result.stdout
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
+
+
+def test_an_answer_column_the_input_lacks_is_one_line(rows_file):
+    """Not silently the `answer` column instead."""
+    rows = [{"completion": "The answer is 4.", "answer": "4"}]
+    result = run_cli("rlvr.score", f"input={rows_file(rows)}", "answer_column=gold")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "rlvr.score: error: answer_column=gold: the input has no such column (its columns: answer, completion)"
+
+
+def test_help_is_rlvr_scores_own():
+    """Not Hydra's generic help, whose groups (model, dataset, ...) rlvr.score refuses."""
+    shown = run_cli("rlvr.score", "--help")
+    assert shown.returncode == 0 and shown.stdout.startswith("rlvr.score: score a JSONL of completions")
+    assert "== Configuration groups ==" not in shown.stdout and "gsm8k_strict:" in shown.stdout
