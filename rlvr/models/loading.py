@@ -160,25 +160,24 @@ def resolve_package_path(name: str) -> str:
     return os.path.join(list(spec.submodule_search_locations)[0], sub)
 
 
-def _check_reachable(name: str) -> None:
+def check_reachable(name: str, key: str = "model.name_or_path") -> None:
     """Fail fast, in one line, for a local directory that holds no model or a Hub name that offline
-    mode cannot serve."""
+    mode cannot serve; `key` is the setting that names it."""
     if os.path.isdir(os.path.expanduser(name)):
         if not os.path.isfile(os.path.join(os.path.expanduser(name), "config.json")):
             raise ModelLoadError(
-                f"model directory {name} has no config.json: point model.name_or_path at a "
-                f"directory written by save_pretrained (a run's final_model/)"
+                f"model directory {name} has no config.json: point {key} at a directory written by save_pretrained (a run's final_model/)"
             )
         return
     if looks_like_path(name):
-        raise ModelLoadError(f"model directory not found: {name}")
+        raise ModelLoadError(f"model directory not found: {name} ({key})")
     if is_offline():
         from huggingface_hub import try_to_load_from_cache
 
         if not isinstance(try_to_load_from_cache(name, "config.json"), str):
             raise ModelLoadError(
-                f"model '{name}' is a Hub name, it is not in the local cache and HF_HUB_OFFLINE=1: "
-                f"pass a local path (model.name_or_path=/path/to/model) or go online (unset HF_HUB_OFFLINE)"
+                f"model '{name}' is not a directory here, and as a Hub name it is not in the local cache while "
+                f"HF_HUB_OFFLINE=1: pass a local path ({key}=/path/to/model) or go online (unset HF_HUB_OFFLINE)"
             )
 
 
@@ -187,7 +186,7 @@ def load_pretrained(cfg, auto_class_name: str = "AutoModelForCausalLM", **model_
     from transformers import AutoTokenizer
 
     name = resolve_package_path(cfg.name_or_path)
-    _check_reachable(name)
+    check_reachable(name)
     kwargs = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
     try:
         tokenizer = AutoTokenizer.from_pretrained(os.path.expanduser(name), **kwargs)

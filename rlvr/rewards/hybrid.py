@@ -135,6 +135,15 @@ class HybridReward(Reward):
         self.r_min, self.r_max = r_min, r_max
         self.calibration_prompts = calibration_prompts
 
+    @classmethod
+    def preflight(cls, name: str, reward_model: str | None = None, **_) -> None:
+        """At start-up: `reward_model` names a model this machine can load (a run dir of
+        algorithm=reward_model, a model dir, a Hub name it can reach)."""
+        from rlvr.models.loading import check_reachable
+
+        if reward_model:
+            check_reachable(resolve_reward_model_path(reward_model), f"reward.functions.{name}.reward_model")
+
     def same_answer(self, a: str, b: str) -> bool:
         """Predictions are the verifier's: it says which are one answer."""
         return self.verifier.same_answer(a, b)

@@ -123,3 +123,14 @@ def test_a_reward_that_does_not_import_is_refused_before_anything_is_written(tmp
         "(ModuleNotFoundError: No module named 'no_such_module')"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_hybrid_reward_model_that_is_not_there_is_refused_before_anything_is_written(tmp_path):
+    missing = tmp_path / "no_such_rm"
+    line = one_line_error(
+        refused_in_process(
+            *TINY_RUN, "reward=hybrid", f"reward.functions.hybrid.reward_model={missing}", f"hydra.run.dir={tmp_path / 'run'}"
+        )
+    )
+    assert line == f"rlvr: error: model directory not found: {missing} (reward.functions.hybrid.reward_model)"
+    assert list(tmp_path.iterdir()) == []
