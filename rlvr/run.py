@@ -157,7 +157,7 @@ def fail(exc: RlvrError, run_dir: Path, refused: bool) -> None:
 
     if refused:
         forget_refused_start(run_dir)
-    log.error("%s", exc)
+    log.error("%s", exc, extra={"run_log_only": True})  # the console shows the line below
     line = f"rlvr: error: {exc}"
     tqdm.write(line, file=sys.stderr)  # on a line of its own, also under a live progress bar
     end_run(2, line)

@@ -147,6 +147,14 @@ def setup_wandb(logging_cfg, run_dir: Path, run_name: str) -> list[str]:
     return ["wandb"]
 
 
+class NotRunLogOnly(logging.Filter):
+    """The console handler's filter (conf/hydra/job_logging/rlvr.yaml): a record logged with
+    extra={"run_log_only": True} goes to run.log only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, "run_log_only", False)
+
+
 def start_run_log(run_dir: Path) -> None:
     """Once a start is accepted: what this process logged so far, and all it logs from now on, goes
     to run.log in `run_dir`. Until then conf/hydra/job_logging/rlvr.yaml holds the lines in memory,

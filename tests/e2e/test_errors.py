@@ -25,7 +25,8 @@ def test_hub_model_while_offline(tmp_path):
     line = one_line_error(
         run_cli("rlvr.run", *TINY_RUN, "model=qwen2.5_0.5b_instruct", f"hydra.run.dir={tmp_path}", env={"HF_HOME": str(tmp_path / "hf")})
     )
-    assert "model 'Qwen/Qwen2.5-0.5B-Instruct' is a Hub name" in line and "pass a local path" in line
+    assert "model 'Qwen/Qwen2.5-0.5B-Instruct' is not a directory here, and as a Hub name it is not in the local cache" in line
+    assert "pass a local path (model.name_or_path=/path/to/model)" in line
 
 
 def test_hub_dataset_while_offline(tmp_path):

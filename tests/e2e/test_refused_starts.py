@@ -14,10 +14,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_a_refused_config_leaves_no_outputs_folder(tmp_path):
-    line = one_line_error(
-        refused_in_process(*TINY_RUN, "algorithm.learning_rate=-1", f"hydra.run.dir={tmp_path / 'outputs' / 'today' / 'now'}")
-    )
-    assert "algorithm.learning_rate=-1.0 must be > 0" in line
+    result = refused_in_process(*TINY_RUN, "algorithm.learning_rate=-1", f"hydra.run.dir={tmp_path / 'outputs' / 'today' / 'now'}")
+    assert "algorithm.learning_rate=-1.0 must be > 0" in one_line_error(result)
+    assert "must be > 0" not in result.stdout  # one line: not also the log record on the console
     assert list(tmp_path.iterdir()) == []
 
 
