@@ -186,8 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=12, help="prompts in the per-prompt plot")
     args = parser.parse_args(argv)
     if not (args.run_dir / "metrics.jsonl").exists() and not (args.run_dir / "rollouts.jsonl").exists():
-        print(f"rlvr.plots: error: {args.run_dir} has no metrics.jsonl or rollouts.jsonl", file=sys.stderr)
-        return 2
+        parser.error(f"{args.run_dir} has no metrics.jsonl or rollouts.jsonl")  # exit 2, as argparse's own errors
     paths = plot_run(args.run_dir)
     if args.per_prompt:
         paths.append(plot_per_prompt(args.run_dir, args.top))

@@ -167,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     if not sweep_dir.is_dir():
         parser.error(f"{sweep_dir} is not a directory")
     rows = write_report(sweep_dir)
-    print((sweep_dir / "sweep_summary.md").read_text() if rows else "no job dirs found")
+    if not rows:
+        parser.error(f"{sweep_dir} holds no job dirs (0/, 1/, ...): name the sweep dir of a -m run (hydra.sweep.dir)")
+    print((sweep_dir / "sweep_summary.md").read_text())
     return 0
 
 

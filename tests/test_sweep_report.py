@@ -3,6 +3,7 @@
 import csv
 import json
 
+import pytest
 import yaml
 
 from rlvr.sweep_report import write_report
@@ -51,3 +52,14 @@ def test_eval_columns_and_comparison_plot(tmp_path):
     assert float(rows[0]["eval_after_pass@4_se"]) == 0.03
     assert (tmp_path / "sweep_eval.png").stat().st_size > 1000
     assert (tmp_path / "sweep_summary.png").exists()
+
+
+def test_the_cli_on_a_dir_without_job_dirs_is_one_line_exit_2(tmp_path, capsys):
+    from rlvr.sweep_report import main
+
+    with pytest.raises(SystemExit) as info:
+        main([str(tmp_path)])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"rlvr-sweep-report: error: {tmp_path} holds no job dirs (0/, 1/, ...): name the sweep dir of a -m run (hydra.sweep.dir)"
+    )
