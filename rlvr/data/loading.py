@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -79,12 +80,19 @@ def read_local(path_text: str):
     kind = "parquet" if path.suffix == ".parquet" else "json"
     if kind == "json" and (bad := _first_bad_utf8(path)):
         raise DataError(f"cannot read dataset file {path}: {bad}")
+    # datasets' JSON reader logs its own error for a malformed file, naming pyarrow's row; the one line
+    # below names the file's line instead
+    json_reader_log = logging.getLogger("datasets.packaged_modules.json.json")
+    level = json_reader_log.level
+    json_reader_log.setLevel(logging.CRITICAL)
     try:
         return datasets.load_dataset(kind, data_files=str(path), split="train")
     except Exception as exc:  # datasets raises several types for a malformed file
         detail = _first_bad_json_line(path) if kind == "json" else None
         detail = detail or next(iter(str(exc).splitlines()), type(exc).__name__)
         raise DataError(f"cannot read dataset file {path}: {detail}") from exc
+    finally:
+        json_reader_log.setLevel(level)
 
 
 def read_hub(name: str, subset: str | None, split: str):
