@@ -75,11 +75,13 @@ def test_missing_column_lists_the_columns(rows_file):
         load_prompt_datasets(dataset_cfg(source=str(path), eval_holdout=0))
 
 
-def test_malformed_json_line_is_named(tmp_path):
+def test_malformed_json_line_is_named(tmp_path, caplog):
+    """In rlvr's one line only: datasets' JSON reader logs nothing of its own."""
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps({"question": "1", "answer": "1"}) + "\n{not json\n")
-    with pytest.raises(DataError, match="line 2"):
+    with pytest.raises(DataError, match="line 2"), caplog.at_level("DEBUG"):
         load_prompt_datasets(dataset_cfg(source=str(path), eval_holdout=0))
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("datasets") and r.levelname == "ERROR"] == []
 
 
 @pytest.mark.parametrize("content", ["", "\n\n"])
