@@ -230,10 +230,10 @@ def report_ended_jobs_once() -> None:
     raise_failed_job_results(lambda exc: isinstance(exc, RunEnded))
 
 
-def report_end(exc: BaseException) -> int | None:
-    """In the process that launched a `-m` run: report a job's end and give the command's exit code
-    (None: not a job's end, left to Hydra). The sweep report is written first (Hydra skips it when a
-    sweep raises)."""
+def report_end(exc: BaseException, prog: str = "rlvr") -> int | None:
+    """In the process that launched a `-m` run of `prog`: report a job's end and give the command's
+    exit code (None: not a job's end, left to Hydra). The sweep report is written first (Hydra skips
+    it when a sweep raises)."""
     if _sweep_dirs and _sweep_dirs[0].is_dir():
         from rlvr.sweep_report import write_report
 
@@ -241,7 +241,7 @@ def report_end(exc: BaseException) -> int | None:
     if isinstance(exc, RunEnded):
         if exc.line and exc.pid != os.getpid():  # a submitit job's: printed in its own log only
             print(exc.line, file=sys.stderr)
-        print(f"rlvr: {exc.summary}", file=sys.stderr)
+        print(f"{prog}: {exc.summary}", file=sys.stderr)
         return exc.code
     if type(exc).__module__.startswith("submitit"):  # a job that died without a result (killed, out of memory)
         # submitit's first two lines: "Job J (task: T) with path P", "has not produced any output (state: S)"
@@ -249,13 +249,13 @@ def report_end(exc: BaseException) -> int | None:
         task = re.match(r"Job (\S+) \(task: (\d+)\)", where)
         who = f"rank {task[2]} of job {task[1]}" if task else "a job"  # submitit's task = the global rank
         print(
-            f"rlvr: {who} ended without a result (killed, or it died outside rlvr; the scheduler stops the "
+            f"{prog}: {who} ended without a result (killed, or it died outside rlvr; the scheduler stops the "
             f"job's other ranks, and the job's newest complete checkpoint continues it): {where}",
             file=sys.stderr,
         )
         return 1
     # raised by optuna: e.g. a search that went past failed trials, to none completed
     if _sweep_dirs and any(m.startswith("optuna.") for m in modules_raised_through(exc)):
-        print(f"rlvr: error: the search stopped: {exc} (its trials: {_sweep_dirs[0] / 'sweep_summary.md'})", file=sys.stderr)
+        print(f"{prog}: error: the search stopped: {exc} (its trials: {_sweep_dirs[0] / 'sweep_summary.md'})", file=sys.stderr)
         return 2
     return None

@@ -107,7 +107,7 @@ def test_a_sweep_over_targets_evaluates_each_and_reports_the_one_that_failed(tmp
     out, err = capsys.readouterr()
     assert "a: accuracy=0.8" in out and "b: accuracy=0.8" in out
     assert f"rlvr.eval: error: target {tmp_path / 'missing'}: no such directory" in err
-    assert f"job 1 (target={tmp_path / 'missing'} eval=pass_at_k) failed" in err
+    assert f"rlvr.eval: job 1 (target={tmp_path / 'missing'} eval=pass_at_k) failed" in err
 
 
 def eval_after(run):
