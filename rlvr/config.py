@@ -754,8 +754,8 @@ def yaml_error_line(exc: BaseException) -> str | None:
 
 def one_line_preset_errors(prog: str, schema: type = Config, report=None) -> None:
     """Make Hydra report a preset that does not fit the schema (an unknown key, a value of the wrong
-    type) or is not valid YAML, in rlvr's presets or a user's, and a group option that does not exist,
-    in one line, exit code 2. `report(exc, prog)`
+    type) or is not valid YAML, in rlvr's presets or a user's, a group option that does not exist and
+    a command line it refuses, in one line, exit code 2. `report(exc, prog)`
     may report any other exception itself and return the exit code (None: not one it reports).
 
     Hydra words these errors in seven lines (a YAML error: a 60-line traceback) and offers no hook to
