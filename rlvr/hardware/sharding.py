@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -24,11 +25,12 @@ ZERO_STAGES = {"zero2": 2, "zero3": 3}  # with none and fsdp, the values of hard
 
 def check_sharding(hw, processes: int | None = None) -> None:
     """`hardware.sharding` (one of config.CHOICES) is a mode this start can run, in one line: 2 or more
-    processes asked for and (`processes`: the number this start runs) running, DeepSpeed installed
-    for zero2 / zero3. Part of the start-up check (rlvr/run.py), before anything is written."""
+    processes running (`processes`: the number this start runs; torchrun's need not be what the hardware
+    asks for) or, where that is not known, asked for; DeepSpeed installed for zero2 / zero3. Part of
+    the start-up check (rlvr/run.py), before anything is written."""
     if hw.sharding == "none":
         return
-    if hw.nodes * hw.tasks_per_node < 2:
+    if (processes or 1) < 2 and hw.nodes * hw.tasks_per_node < 2:
         raise ConfigError(
             f"hardware.sharding={hw.sharding} splits the model across processes, but the hardware asks "
             f"for one (hardware.nodes x hardware.tasks_per_node = 1): ask for 2 or more, or sharding=none"
@@ -45,7 +47,8 @@ def check_sharding(hw, processes: int | None = None) -> None:
 
 def sharding_arguments(hw) -> dict:
     """The TrainingArguments fields of `hardware.sharding` (none: nothing, DDP as before)."""
-    check_sharding(hw)
+    launched = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's processes count whatever the hardware asks
+    check_sharding(hw, launched if launched > 1 else None)
     if hw.sharding == "none":
         return {}
     if hw.sharding in ZERO_STAGES:

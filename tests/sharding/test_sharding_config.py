@@ -106,3 +106,17 @@ def test_the_warm_ups_arguments_are_unsharded_and_keep_activation_checkpointing(
     arguments = trainer_arguments(hardware(sharding="fsdp", tasks_per_node=2, activation_checkpointing=True), shard=False)
     assert "fsdp" not in arguments and "fsdp_config" not in arguments
     assert arguments["activation_checkpointing"] is True  # the sharded arguments hand it to FSDP instead
+
+
+def test_a_torchrun_launch_of_two_processes_shards_whatever_the_hardware_asks_for():
+    """torchrun starts the processes: hardware.tasks_per_node (1 by default) need not say so."""
+    from rlvr.hardware.sharding import check_sharding
+
+    check_sharding(hardware(sharding="fsdp"), processes=2)
+    with pytest.raises(ConfigError, match="asks for one"):
+        check_sharding(hardware(sharding="fsdp"), processes=1)
+
+
+def test_the_trainer_arguments_of_a_torchrun_launch_shard(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert trainer_arguments(hardware(sharding="fsdp"))["fsdp"] is True
