@@ -88,7 +88,7 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
     lock = RunDirLock(run_dir, main_process=is_main_process()).acquire()  # held until this process exits
     try:
         start = recipe.preflight(cfg, run_dir)  # may refuse; writes nothing
-        changed = resume_changes(OmegaConf.to_container(cfg, resolve=True), start.checkpoint)
+        changed = resume_changes(OmegaConf.to_container(cfg, resolve=True), start.checkpoint, world_size)
     except RlvrError:
         lock.release()
         raise

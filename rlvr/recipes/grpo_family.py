@@ -22,7 +22,7 @@ from rlvr.recipes.common import (
     training_curve_summary,
 )
 from rlvr.hardware.checkpoints import checkpoint_step, latest_complete_checkpoint
-from rlvr.hardware.distributed import is_main_process, rank, weights_digest
+from rlvr.hardware.distributed import is_main_process, process_count, rank, weights_digest
 from rlvr.hardware.stops import checkpoint_callback, phase
 from rlvr.errors import ConfigError, DataError
 from rlvr.rewards.checks import checked_rewards
@@ -166,7 +166,7 @@ def build_trainer(cfg, run_dir: Path, start: Start, trainer_class, wrap_rewards,
             evaluate(cfg, setup, run_dir, "before")
         save_initial_policy(cfg, setup, run_dir)
     rollouts = JsonlWriter(run_dir / "rollouts.jsonl") if cfg.logging.rollouts and is_main_process() else None
-    stops = checkpoint_callback(checkpoint_config(cfg))
+    stops = checkpoint_callback(checkpoint_config(cfg, process_count()))
     if uses_vllm(cfg):
         prepare_vllm(cfg)
     trainer = trainer_class(

@@ -41,8 +41,7 @@ CHECKPOINT_DEPENDS_ON = (
     "algorithm.steps_per_generation",
     "algorithm.optim",
     "algorithm.fine_grained",
-    "hardware.nodes",
-    "hardware.tasks_per_node",
+    "processes",  # that trained it, however started (not hardware.nodes x tasks_per_node: torchrun's are its own)
     "hardware.precision",
 )
 EVAL_ONLY = ("dataset.max_eval_samples", "dataset.eval_source", "dataset.eval_split")  # not the training data
@@ -187,12 +186,14 @@ def depends_on_checkpoint(key: str) -> bool:
     return under(CHECKPOINT_DEPENDS_ON) and not under(EVAL_ONLY)
 
 
-def resume_changes(resolved: dict, checkpoint: Path | None) -> dict[str, list]:
-    """What this start changes from the config that trained `checkpoint`; refused in one line when
-    the checkpoint depends on it. A checkpoint saved before rlvr recorded its config: nothing to compare."""
+def resume_changes(resolved: dict, checkpoint: Path | None, processes: int) -> dict[str, list]:
+    """What this start (its resolved config, run by `processes` processes) changes from what trained
+    `checkpoint`; refused in one line when the checkpoint depends on it. A checkpoint saved before rlvr
+    recorded its config: nothing to compare."""
     if checkpoint is None or not (checkpoint / CHECKPOINT_CONFIG).exists():
         return {}
-    before, after = flatten(json.loads((checkpoint / CHECKPOINT_CONFIG).read_text())), flatten(resolved)
+    before = flatten(json.loads((checkpoint / CHECKPOINT_CONFIG).read_text()))
+    after = flatten(resolved | {"processes": processes})
     # {dotted.key: [old, new]} per leaf that differs; a key that one rlvr version lacks is no change
     changed = {k: [before[k], after[k]] for k in sorted(before.keys() & after.keys()) if before[k] != after[k]}
     if refused := {k: v for k, v in changed.items() if depends_on_checkpoint(k)}:
@@ -247,9 +248,10 @@ def record_start(run_dir: Path, cfg, changed: dict[str, list], mode: str) -> Non
     writer.close()
 
 
-def checkpoint_config(cfg) -> dict[str, str]:
+def checkpoint_config(cfg, processes: int) -> dict[str, str]:
     """The file every checkpoint carries (written before it is marked complete): the resolved config
-    that trained it, which a resume compares with (`resume_changes`)."""
+    that trained it and its number of processes, which a resume compares with (`resume_changes`)."""
     from omegaconf import OmegaConf
 
-    return {CHECKPOINT_CONFIG: json.dumps(OmegaConf.to_container(cfg, resolve=True), indent=1, default=str)}
+    trained = OmegaConf.to_container(cfg, resolve=True) | {"processes": processes}
+    return {CHECKPOINT_CONFIG: json.dumps(trained, indent=1, default=str)}

@@ -101,20 +101,22 @@ CONFIG = {
     "model": {"name_or_path": "tiny", "tiny": {"hidden_size": 64}},
     "seed": 0,
     "algorithm": {"learning_rate": 1e-4, "temperature": 1.0, "max_steps": 10, "num_generations": 8},
+    "hardware": {"nodes": 1, "tasks_per_node": 1},
 }
+TRAINED = CONFIG | {"processes": 1}  # what a checkpoint records: the config and its number of processes
 
 
 def test_a_resume_may_change_what_the_checkpoint_does_not_depend_on(tmp_path, caplog):
-    checkpoint = checkpoint_with(tmp_path, CONFIG)
+    checkpoint = checkpoint_with(tmp_path, TRAINED)
     changed = {"algorithm": {**CONFIG["algorithm"], "temperature": 0.7, "max_steps": 20}}
     with caplog.at_level(logging.WARNING, logger="rlvr.tracking.run_dir"):
-        assert resume_changes(CONFIG | changed, checkpoint) == {"algorithm.max_steps": [10, 20], "algorithm.temperature": [1.0, 0.7]}
+        assert resume_changes(CONFIG | changed, checkpoint, 1) == {"algorithm.max_steps": [10, 20], "algorithm.temperature": [1.0, 0.7]}
     assert "continuing checkpoint-3 with changed values: algorithm.max_steps: 10 -> 20" in caplog.text
     newer = CONFIG | {"logging": {"new_knob": True}}  # a key an older rlvr did not have is no change
-    assert resume_changes(newer, checkpoint) == {}
-    assert resume_changes(CONFIG, checkpoint) == {}
+    assert resume_changes(newer, checkpoint, 1) == {}
+    assert resume_changes(CONFIG, checkpoint, 1) == {}
     evals = {"dataset": {"max_eval_samples": 50}}  # eval only: the training data is the same
-    assert resume_changes(CONFIG | evals, checkpoint_with(tmp_path / "b", CONFIG | {"dataset": {"max_eval_samples": 9}})) == {
+    assert resume_changes(CONFIG | evals, checkpoint_with(tmp_path / "b", TRAINED | {"dataset": {"max_eval_samples": 9}}), 1) == {
         "dataset.max_eval_samples": [9, 50]
     }
 
@@ -129,6 +131,15 @@ def test_a_resume_may_change_what_the_checkpoint_does_not_depend_on(tmp_path, ca
     ],
 )
 def test_a_resume_that_changes_what_the_checkpoint_depends_on_is_refused(tmp_path, change, named):
-    checkpoint = checkpoint_with(tmp_path, CONFIG)
+    checkpoint = checkpoint_with(tmp_path, TRAINED)
     with pytest.raises(ConfigError, match=f"{checkpoint} was trained with other values of what it depends on \\({named}\\)"):
-        resume_changes(CONFIG | change, checkpoint)
+        resume_changes(CONFIG | change, checkpoint, 1)
+
+
+def test_a_resume_by_another_number_of_processes_is_refused_whatever_the_hardware_says(tmp_path):
+    """torchrun's 2 processes (hardware.tasks_per_node=1) continued by one: the global batch would halve."""
+    checkpoint = checkpoint_with(tmp_path, CONFIG | {"processes": 2})
+    with pytest.raises(ConfigError, match=r"depends on \(processes: 2 -> 1\)"):
+        resume_changes(CONFIG, checkpoint, 1)
+    local_launcher = CONFIG | {"hardware": {"nodes": 1, "tasks_per_node": 2}}  # the same 2 processes, asked for
+    assert resume_changes(local_launcher, checkpoint, 2) == {"hardware.tasks_per_node": [1, 2]}
