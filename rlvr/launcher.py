@@ -70,9 +70,40 @@ class RunDirCheck(Callback):
         _created[:] = prepare_dir("hydra.run.dir", Path(config.hydra.run.dir))
 
     def on_multirun_start(self, config, **kwargs) -> None:
+        check_launcher_resources(config)
         sweep_dir = Path(config.hydra.sweep.dir)
         prepare_dir("hydra.sweep.dir", sweep_dir)
         _sweep_dirs[:] = [sweep_dir]
+
+
+# The `hardware` values conf/hydra/launcher/{local,slurm}.yaml hand to submitit.
+LAUNCHER_RESOURCES = ("hardware.nodes", "hardware.tasks_per_node", "hardware.gpus_per_node", "hardware.cpus_per_task", "hardware.mem_gb")
+
+
+def check_launcher_resources(config) -> None:
+    """What a submitit launcher reads before any job starts, in one line and exit code 2 (the jobs'
+    own start-up check would come after submitit's traceback): LAUNCHER_RESOURCES within their
+    ranges, and one node for hydra/launcher=local."""
+    from omegaconf import OmegaConf
+
+    from rlvr.config import RANGES
+
+    launcher = str(config.hydra.launcher.get("_target_", ""))
+    if "submitit" not in launcher:
+        return
+    problems = [
+        f"{key}={value} must be {RANGES[key]}"
+        for key in LAUNCHER_RESOURCES
+        if not RANGES[key].admits(value := OmegaConf.select(config, key))
+    ]
+    if "LocalLauncher" in launcher and config.hardware.nodes != 1:
+        problems.append(
+            f"hardware.nodes={config.hardware.nodes}: hydra/launcher=local runs on this machine, one node "
+            f"(hydra/launcher=slurm for several)"
+        )
+    if problems:
+        print(f"rlvr: error: {problems[0]}", file=sys.stderr)
+        sys.exit(2)
 
 
 def is_multirun() -> bool:

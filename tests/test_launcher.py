@@ -69,3 +69,17 @@ def test_a_job_that_ended_without_a_result_is_one_line_naming_its_rank_and_state
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith("rlvr: rank 1 of job 56 ended without a result (")
     assert line.endswith(": Job 56 (task: 1) with path /j/56_1_result.pkl has not produced any output (state: FAILED)")
+
+
+@pytest.mark.parametrize(
+    ("resource", "line"),
+    [
+        ("hardware.tasks_per_node=0", "hardware.tasks_per_node=0 must be > 0"),
+        ("hardware.nodes=2", "hardware.nodes=2: hydra/launcher=local runs on this machine, one node (hydra/launcher=slurm for several)"),
+    ],
+)
+def test_resources_the_launcher_cannot_start_are_one_line_before_any_job(tmp_path, resource, line):
+    """submitit would fail first, in a traceback, before any job's own start-up check."""
+    result = run_cli("rlvr.run", "-m", "hydra/launcher=local", resource, f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert one_line_error(result) == f"rlvr: error: {line}"
+    assert list(tmp_path.iterdir()) == []
