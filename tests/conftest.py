@@ -120,9 +120,11 @@ def distributed_environment_kept():
 def process_state_kept():
     """What an in-process run of a Hydra app changes in this test process is put back when the block
     ends: environment, argv, working dir, logging (Hydra's job logging binds handlers to streams that
-    pytest closes after the test), the SIGINT/SIGTERM handlers, Hydra's config."""
+    pytest closes after the test), the SIGINT/SIGTERM handlers, Hydra's config and its error reporter
+    (each app words Hydra's errors with its own name: rlvr._compat.wrap_hydra_reporter)."""
     import logging
 
+    import hydra._internal.utils as hydra_utils
     from hydra.core.hydra_config import HydraConfig
 
     environ, argv, cwd = dict(os.environ), sys.argv[:], os.getcwd()
@@ -130,9 +132,11 @@ def process_state_kept():
     logger_state = [(x, x.handlers[:], x.level, x.propagate, x.disabled) for x in loggers]
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     hydra_config = HydraConfig.instance().cfg
+    reporter = hydra_utils.run_and_report
     try:
         yield
     finally:
+        hydra_utils.run_and_report = reporter
         os.environ.clear()
         os.environ.update(environ)
         sys.argv = argv
