@@ -532,6 +532,14 @@ def _check_against_trl(algorithm: dict) -> None:
                 raise ConfigError(f"{error} (TRL's {config_class.__name__} choices)")
 
 
+def range_problem(values, key: str) -> str | None:
+    """'<key>=<value> must be <range>' when `key` (one of RANGES) holds a value outside its range in `values`."""
+    from omegaconf import OmegaConf
+
+    value = OmegaConf.select(values, key)
+    return f"{key}={value} must be {RANGES[key]}" if value is not None and not RANGES[key].admits(value) else None
+
+
 def check_ranges(cfg) -> None:
     """Every value within what it may be, in one line, before anything loads: interpolations that
     resolve and fit their type, numbers in `RANGES`, strings in `CHOICES`, `algorithm.trl.*` names among
@@ -544,10 +552,9 @@ def check_ranges(cfg) -> None:
         values = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     except OmegaConfBaseException as exc:
         raise ConfigError(f"{exc.full_key}: {str(exc).splitlines()[0]}") from exc
-    for key, allowed in RANGES.items():
-        value = OmegaConf.select(values, key)
-        if value is not None and not allowed.admits(value):
-            raise ConfigError(f"{key}={value} must be {allowed}")
+    for key in RANGES:
+        if (problem := range_problem(values, key)) is not None:
+            raise ConfigError(problem)
     for key in CHOICES:
         value = OmegaConf.select(values, key)
         if value is not None and (error := choice_error(key, value, allowed_values(key))):

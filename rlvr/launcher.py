@@ -84,19 +84,12 @@ def check_launcher_resources(config) -> None:
     """What a submitit launcher reads before any job starts, in one line and exit code 2 (the jobs'
     own start-up check would come after submitit's traceback): LAUNCHER_RESOURCES within their
     ranges, and one node for hydra/launcher=local."""
-    from omegaconf import OmegaConf
+    from rlvr.config import range_problem
 
-    from rlvr.config import RANGES
-
-    launcher = str(config.hydra.launcher.get("_target_", ""))
-    if "submitit" not in launcher:
+    if not is_submitit(config.hydra.launcher):
         return
-    problems = [
-        f"{key}={value} must be {RANGES[key]}"
-        for key in LAUNCHER_RESOURCES
-        if not RANGES[key].admits(value := OmegaConf.select(config, key))
-    ]
-    if "LocalLauncher" in launcher and config.hardware.nodes != 1:
+    problems = [problem for key in LAUNCHER_RESOURCES if (problem := range_problem(config, key)) is not None]
+    if "LocalLauncher" in str(config.hydra.launcher.get("_target_", "")) and config.hardware.nodes != 1:
         problems.append(
             f"hardware.nodes={config.hardware.nodes}: hydra/launcher=local runs on this machine, one node "
             f"(hydra/launcher=slurm for several)"
@@ -130,7 +123,12 @@ def own_process() -> bool:
     alone, rather than the whole sweep that a basic launcher runs in one process."""
     from hydra.core.hydra_config import HydraConfig
 
-    return is_multirun() and "submitit" in str(HydraConfig.get().launcher.get("_target_", ""))
+    return is_multirun() and is_submitit(HydraConfig.get().launcher)
+
+
+def is_submitit(launcher) -> bool:
+    """Whether `hydra.launcher` is one of submitit's (hydra/launcher=local or slurm)."""
+    return "submitit" in str(launcher.get("_target_", ""))
 
 
 JOB_ANNOUNCED = re.compile(r"^rlvr: sweep job (\d+), run dir ", re.MULTILINE)

@@ -8,7 +8,7 @@ from pathlib import Path
 from rlvr.errors import ConfigError
 from rlvr.recipes import grpo_family
 from rlvr.recipes.grpo_family import preflight, run_grpo
-from rlvr.rewards.base import WeightedReward, reward_entries, reward_target
+from rlvr.rewards.base import WeightedReward, reward_entries, reward_target, runs_in_worker
 from rlvr.rewards.spans import SpanReward
 from rlvr.tracking.run_dir import Start
 
@@ -18,14 +18,12 @@ __all__ = ["check", "preflight", "train"]
 def check(cfg, processes: int) -> None:
     """The GRPO family's check, a loss the span advantages support, and no reward in a worker process
     (`timeout_s`): the spans must come back to this process, where the trainer reads them."""
-    import inspect
-
     from rlvr.trainers.fine_grained import check_loss_type
 
     grpo_family.check(cfg, processes)
     check_loss_type(cfg.algorithm.loss_type)
     for name, entry in reward_entries(cfg.reward.functions).items():
-        if "timeout_s" in entry and not inspect.isclass(reward_target(name, entry)):
+        if runs_in_worker(reward_target(name, entry), entry):
             raise ConfigError(
                 f"reward.functions.{name}.timeout_s: span rewards (algorithm=fgrpo) run in the trainer's process; drop timeout_s"
             )

@@ -105,6 +105,14 @@ def reward_target(name: str, entry: dict) -> Any:
         raise ConfigError(f"reward.functions.{name}._target_: cannot import '{target}' ({type(exc).__name__}: {exc})") from exc
 
 
+def runs_in_worker(target: Any, entry: dict) -> bool:
+    """Whether `timeout_s` in `entry` runs a plain-function `target` in a killable worker; a class takes
+    `timeout_s` as an argument of its own (MathVerifyReward's limit per completion)."""
+    import inspect
+
+    return "timeout_s" in entry and not inspect.isclass(target)
+
+
 def build_rewards(functions: dict[str, Any]) -> list[WeightedReward]:
     """Instantiate `reward.functions` entries: {_target_, weight, **arguments} each.
 
@@ -125,7 +133,7 @@ def build_rewards(functions: dict[str, Any]) -> list[WeightedReward]:
         weight = entry.pop("weight", 1.0)
         if isinstance(weight, bool) or not isinstance(weight, (int, float)):
             raise ConfigError(f"reward.functions.{name}.weight={weight!r} is not a number")
-        timeout_s = None if inspect.isclass(obj) else entry.pop("timeout_s", None)
+        timeout_s = entry.pop("timeout_s") if runs_in_worker(obj, entry) else None
         try:
             if inspect.isclass(obj):
                 fn = obj(name=name, **entry) if issubclass(obj, Reward) else obj(**entry)
@@ -165,7 +173,7 @@ def check_arguments(name: str, target: Any, arguments: dict) -> None:
     if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
         return
     known = [p for p in parameters if p != "name" or not inspect.isclass(target)]
-    known += ["weight"] + ([] if inspect.isclass(target) else ["timeout_s"])
+    known += ["weight"] + ([] if inspect.isclass(target) else ["timeout_s"])  # see runs_in_worker
     for key in arguments:
         if key not in known:
             raise ConfigError(f"reward.functions.{name}.{key}: {target.__name__} takes no '{key}'{did_you_mean(key, known)}")
