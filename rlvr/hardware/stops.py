@@ -31,6 +31,7 @@ _exit_process = os._exit  # the real one: an in-process reward call replaces os.
 _phases = ["start-up"]  # what the run is doing, innermost last, for the line a stop prints
 _run_dirs = []  # the run dir of each `stops_reported` block, innermost last, for the line a stop prints
 _awaited = []  # (what, how to bound it, since) of each call the training step waits on, innermost last
+_dropped = []  # the signal of a stop that Python dropped in a finalizer, until the run raises it
 
 
 class Stopped(KeyboardInterrupt):
@@ -93,6 +94,30 @@ def _stop_now(signum, frame):
     raise Stopped(signum, _phases[-1])
 
 
+def _stop_again_outside_finalizers(previous_hook):
+    """A sys.unraisablehook for while stops are reported. Python drops an exception raised in a
+    finalizer (`__del__`, a weakref or gc callback) and prints it as "Exception ignored": a stop
+    signal whose handler ran there would be lost, and the run would go on. This hook notes the stop
+    and a thread sends its signal to the main thread again every 0.1 s until the run has raised it;
+    other exceptions go to `previous_hook`."""
+
+    def hook(unraisable) -> None:
+        if not isinstance(unraisable.exc_value, Stopped):
+            previous_hook(unraisable)
+        elif not _dropped:  # else the thread already sends it again
+            _dropped.append(unraisable.exc_value.signum)
+            threading.Thread(target=_send_dropped_stop_again, name="rlvr-stop-again", daemon=True).start()
+
+    return hook
+
+
+def _send_dropped_stop_again() -> None:
+    while _dropped:
+        time.sleep(0.1)  # first: out of the hook that started this thread, where a stop is lost too
+        if _dropped:
+            signal.pthread_kill(threading.main_thread().ident, _dropped[0])
+
+
 @contextlib.contextmanager
 def stops_reported(run_dir):
     """Ctrl-C and SIGTERM end the run at once with one line naming the phase, exit 130 / 143, no
@@ -102,15 +127,19 @@ def stops_reported(run_dir):
         return
     stops = (signal.SIGINT, signal.SIGTERM)
     previous = {sig: signal.signal(sig, _stop_now) for sig in stops}
+    previous_hook, sys.unraisablehook = sys.unraisablehook, _stop_again_outside_finalizers(sys.unraisablehook)
     _run_dirs.append(run_dir)
     try:
         yield
     except KeyboardInterrupt as exc:
+        _dropped.clear()
         stop = exc if isinstance(exc, Stopped) else Stopped(signal.SIGINT, _phases[-1])
         stop.report()
         raise SystemExit(STOP_EXITS[stop.signum]) from None
     finally:
         _run_dirs.pop()
+        _dropped.clear()
+        sys.unraisablehook = previous_hook
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 

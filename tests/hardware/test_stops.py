@@ -1,0 +1,27 @@
+"""A stop signal ends the run wherever it lands."""
+
+import os
+import signal
+import time
+
+import pytest
+
+from rlvr.hardware.stops import stops_reported
+
+
+class CtrlCInItsFinalizer:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):  # Python code: the handler runs here, where Python drops what it raises
+            pass
+
+
+def test_a_ctrl_c_that_lands_in_a_finalizer_still_stops_the_run(tmp_path, capsys):
+    began = time.monotonic()
+    with pytest.raises(SystemExit) as info, stops_reported(tmp_path):
+        CtrlCInItsFinalizer()
+        while time.monotonic() - began < 10:
+            time.sleep(0.01)
+    assert info.value.code == 130 and time.monotonic() - began < 5
+    err = capsys.readouterr().err
+    assert err.startswith("rlvr: Ctrl-C during start-up: stopped at once") and "Exception ignored" not in err, err
