@@ -228,12 +228,11 @@ def end_run(code: int, line: str | None) -> None:
 def end_stopped_job(stop: SystemExit) -> None:
     """A stop (Ctrl-C, SIGTERM) of a job in a process of its own: `RunEnded`, whose report says how
     to continue it; any other exit goes on (a requeue's, or a sweep's that runs in one process)."""
-    from rlvr.hardware.stops import STOP_EXITS, STOP_NAMES
+    from rlvr.hardware.stops import STOP_EXITS, STOPPED_BY
 
-    names = {code: STOP_NAMES[signum] for signum, code in STOP_EXITS.items()}
-    if stop.code not in names or not own_process():
+    if stop.code not in STOP_EXITS.values() or not own_process():
         raise stop
-    raise job_ended(stop.code, None, f"stopped by {names[stop.code]}", resume=True) from None
+    raise job_ended(stop.code, None, f"stopped by {STOPPED_BY[stop.code]}", resume=True) from None
 
 
 def objective_value(cfg, metrics: dict[str, float]) -> float:

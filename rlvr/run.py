@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rlvr.config import check_ranges, conf_dir, exit_on_unknown_keys, one_line_preset_errors, register_schemas
 from rlvr.data.loading import builtin_data_path
-from rlvr.hardware.stops import EXIT_INTERRUPTED, stops_reported
+from rlvr.hardware.stops import EXIT_INTERRUPTED, how_it_ended, stops_reported
 from rlvr.errors import RlvrError
 
 log = logging.getLogger("rlvr")
@@ -120,7 +120,7 @@ def set_up_process(cfg: DictConfig) -> None:
 def run(cfg: DictConfig, accepted: Accepted) -> dict[str, float]:
     """Run an accepted start in its run dir; returns the final metrics."""
     from rlvr.hardware.distributed import close_process_group, is_main_process
-    from rlvr.tracking.run_dir import record_start
+    from rlvr.tracking.run_dir import record_end, record_start
     from rlvr.tracking.outputs import start_run_log
 
     run_dir, start = accepted.run_dir, accepted.start
@@ -143,7 +143,12 @@ def run(cfg: DictConfig, accepted: Accepted) -> dict[str, float]:
         )
 
     set_up_process(cfg)
-    metrics = accepted.recipe.train(cfg, run_dir, start)
+    try:
+        metrics = accepted.recipe.train(cfg, run_dir, start)
+    except BaseException as exc:
+        record_end(run_dir, how_it_ended(exc))
+        raise
+    record_end(run_dir, "completed")
     close_process_group()
     return metrics
 

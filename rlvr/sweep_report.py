@@ -4,7 +4,8 @@ and, where jobs evaluated n samples per prompt, sweep_eval.png (mean@n / pass@k 
 
 Runs by itself at the end of every multirun (a Hydra callback), whatever the launcher; also by hand:
     python -m rlvr.sweep_report multirun/DATE/TIME
-Jobs without metrics.json are listed as failed, with the logs to read.
+Jobs without metrics.json are listed as failed, with the logs to read, or as stopped (a Ctrl-C or
+SIGTERM), with the command that continues them.
 """
 
 from __future__ import annotations
@@ -30,8 +31,11 @@ EVAL_PREFIX = "eval_after_"
 
 def collect(sweep_dir: Path) -> list[dict[str, Any]]:
     """One row per job dir: its overrides, status, final metrics (or the logs of a failed job: its
-    run.log and its own `.submitit` error streams, else those no job claimed)."""
+    run.log and its own `.submitit` error streams, else those no job claimed; or how a stopped job
+    continues). The status is the latest start's: completed, stopped, or failed (also a job with no
+    end recorded and no metrics.json: killed, or still running)."""
     from rlvr.launcher import submitit_logs_by_job
+    from rlvr.tracking.run_dir import latest_end
 
     submitit_logs = submitit_logs_by_job(sweep_dir)
     rows = []
@@ -40,8 +44,11 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
         overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
         metrics_file = job / "metrics.json"
         row: dict[str, Any] = {"job": int(job.name), "overrides": " ".join(overrides or [])}
-        if metrics_file.exists():
+        end = latest_end(job) or {}
+        if metrics_file.exists() and end.get("ended", "completed") == "completed":
             row |= {"status": "completed", **json.loads(metrics_file.read_text())}
+        elif end.get("ended", "").startswith("stopped"):
+            row |= {"status": "stopped", "logs": f"{end['ended']}; {end['continue']}"}
         else:
             own = submitit_logs.get(int(job.name)) or submitit_logs.get(None, [])
             logs = [str(job / "run.log")] * (job / "run.log").exists() + own
@@ -77,6 +84,8 @@ def write_report(sweep_dir: Path, objective: str | None = None) -> list[dict[str
         lines += ["", "accuracy, mean@n, pass@k: value ± standard error over prompts; maj@k: value [95% bootstrap interval]."]
     if failed:
         lines += ["", "Failed jobs:"] + [f"- job {r['job']} ({r['overrides']}): {r['logs'] or 'no log found'}" for r in failed]
+    if stopped := [r for r in rows if r["status"] == "stopped"]:
+        lines += ["", "Stopped jobs:"] + [f"- job {r['job']} ({r['overrides']}): {r['logs']}" for r in stopped]
     (sweep_dir / "sweep_summary.md").write_text("\n".join(lines) + "\n")
     metric = next((c for c in shown if any(isinstance(r.get(c), float) for r in rows)), None)
     if metric:

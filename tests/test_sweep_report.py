@@ -63,3 +63,18 @@ def test_the_cli_on_a_dir_without_job_dirs_is_one_line_exit_2(tmp_path, capsys):
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"rlvr-sweep-report: error: {tmp_path} holds no job dirs (0/, 1/, ...): name the sweep dir of a -m run (hydra.sweep.dir)"
     )
+
+
+def test_a_stopped_job_is_listed_as_stopped_with_its_command_and_a_failed_continuation_as_failed(tmp_path):
+    from rlvr.tracking.run_dir import record_end
+
+    fake_job(tmp_path, 0, ["seed=0"], {"train_seconds": 3.0})
+    record_end(tmp_path / "0", "completed")
+    (tmp_path / "1").mkdir()
+    record_end(tmp_path / "1", "stopped by Ctrl-C")
+    fake_job(tmp_path, 2, ["seed=2"], {"train_seconds": 3.0})  # an earlier start's metrics; the latest start failed
+    record_end(tmp_path / "2", "failed")
+    assert [row["status"] for row in write_report(tmp_path)] == ["completed", "stopped", "failed"]
+    report = (tmp_path / "sweep_summary.md").read_text()
+    continues = f"the same command with hydra.run.dir={tmp_path / '1'} continues it from its newest complete checkpoint"
+    assert report.split("Stopped jobs:\n")[1] == f"- job 1 (): stopped by Ctrl-C; {continues}\n"

@@ -25,6 +25,7 @@ EXIT_TERMINATED = 143  # the shell's code for SIGTERM: stopped after a checkpoin
 STOPPING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGUSR2", "SIGINT", "SIGTERM") if hasattr(signal, name))
 STOP_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 STOP_EXITS = {signal.SIGINT: EXIT_INTERRUPTED, signal.SIGTERM: EXIT_TERMINATED}
+STOPPED_BY = {EXIT_INTERRUPTED: "Ctrl-C", EXIT_TERMINATED: "SIGTERM", EXIT_PREEMPTED: "SIGUSR2"}  # exit code -> what stopped the run
 STOP_WAIT_S = 20.0  # how long a stop in training waits for a reward call: under SLURM's default KillWait (30 s)
 STOP_EXIT_GRACE_S = 5.0  # then how long the main thread has to leave the call before the process is ended outright
 _exit_process = os._exit  # the real one: an in-process reward call replaces os._exit while it runs (rewards/checks.py)
@@ -53,6 +54,16 @@ class Stopped(KeyboardInterrupt):
         )
         log.warning("%s", line)
         tqdm.write(f"rlvr: {line}", file=sys.stderr)
+
+
+def how_it_ended(exc: BaseException) -> str:
+    """How a run that raised `exc` ended, for its end line in run_info.jsonl: "stopped by <signal>"
+    (Stopped, a stop's exit code), "failed" (an error), else "exited with code N"."""
+    if isinstance(exc, KeyboardInterrupt):
+        return f"stopped by {STOP_NAMES[getattr(exc, 'signum', signal.SIGINT)]}"
+    if isinstance(exc, SystemExit):
+        return f"stopped by {STOPPED_BY[exc.code]}" if exc.code in STOPPED_BY else f"exited with code {exc.code}"
+    return "failed"
 
 
 def how_to_continue(run_dir) -> str:

@@ -248,6 +248,32 @@ def record_start(run_dir: Path, cfg, changed: dict[str, list], mode: str) -> Non
     writer.close()
 
 
+def record_end(run_dir: Path, ended: str) -> None:
+    """This start's end, a line after its start line in run_info.jsonl: `ended` is "completed",
+    "failed" or how it was stopped ("stopped by Ctrl-C", with how to continue it); the sweep report
+    reads it. A start with no end line was killed. Rank 0 writes it."""
+    from rlvr.hardware.distributed import is_main_process
+    from rlvr.hardware.stops import how_to_continue
+    from rlvr.tracking.outputs import JsonlWriter
+
+    if is_main_process():
+        end = {"ended": ended, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        if ended.startswith("stopped"):
+            end["continue"] = f"{how_to_continue(run_dir)} continues it from its newest complete checkpoint"
+        writer = JsonlWriter(run_dir / "run_info.jsonl")
+        writer.write([end])
+        writer.close()
+
+
+def latest_end(run_dir: Path) -> dict | None:
+    """The end line `record_end` wrote for the latest start in `run_dir`, if any."""
+    from rlvr.tracking.outputs import read_jsonl
+
+    path = run_dir / "run_info.jsonl"
+    last = read_jsonl(path)[-1:] if path.exists() else []
+    return last[0] if last and "ended" in last[0] else None
+
+
 def checkpoint_config(cfg, processes: int) -> dict[str, str]:
     """The file every checkpoint carries (written before it is marked complete): the resolved config
     that trained it and its number of processes, which a resume compares with (`resume_changes`)."""

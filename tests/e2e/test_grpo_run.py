@@ -52,7 +52,8 @@ def test_run_info_says_what_produced_the_run(tiny_run):
 
     import trl
 
-    [info] = read_jsonl(tiny_run / "run_info.jsonl")
+    info, end = read_jsonl(tiny_run / "run_info.jsonl")
+    assert end["ended"] == "completed" and "continue" not in end
     assert info["command"][1:3] == ["-m", "rlvr.run"] and f"hydra.run.dir={tiny_run}" in info["command"]
     assert info["packages"]["trl"] == trl.__version__
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from conftest import ROOT, TINY_RUN, one_line_error, refused_in_process, run_cli
+from rlvr.tracking.outputs import read_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -86,6 +87,10 @@ def test_a_sigterm_stop_is_one_line_whose_command_continues_the_run(tmp_path):
     [checkpoint] = (run_dir / "checkpoints").glob("checkpoint-*")
     saved = int(checkpoint.name.split("-")[1])
     assert 3 <= saved < 40 and [row["step"] for row in loss_rows(run_dir)] == list(range(1, saved + 1))
+    report = (tmp_path / "sweep_summary.md").read_text()
+    assert "| 0 |  | stopped |" in report  # not "failed"
+    [stopped] = [line for line in report.splitlines() if line.startswith("- job 0 (")]
+    assert stopped.endswith(f"): stopped by SIGTERM; running {shlex.join(command)} continues it from its newest complete checkpoint")
 
     plain = refused_in_process(
         *TINY_RUN,
@@ -97,13 +102,14 @@ def test_a_sigterm_stop_is_one_line_whose_command_continues_the_run(tmp_path):
         f"hydra.run.dir={run_dir}",
     )
     assert "but this is one process: start it with -m hydra/launcher=local" in one_line_error(plain)
-    assert len((run_dir / "run_info.jsonl").read_text().splitlines()) == 1
+    assert [r.get("mode") or r["ended"] for r in read_jsonl(run_dir / "run_info.jsonl")] == ["new", "stopped by SIGTERM"]
 
     pasted = subprocess.run(
         [sys.executable, *command[1:]], cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600
     )  # `python` of the venv the user runs
     assert pasted.returncode == 0, pasted.stderr[-3000:]
     assert [row["step"] for row in loss_rows(run_dir)] == list(range(1, 41))  # continued; no step repeated
-    starts = [json.loads(line) for line in (run_dir / "run_info.jsonl").read_text().splitlines()]
-    assert [start["mode"] for start in starts] == ["new", "resume"]
+    records = read_jsonl(run_dir / "run_info.jsonl")
+    assert [r.get("mode") or r["ended"] for r in records] == ["new", "stopped by SIGTERM", "resume", "completed"]
+    assert "| 0 |  | completed |" in (tmp_path / "sweep_summary.md").read_text()
     assert json.loads((run_dir / "metrics.json").read_text())["train_steps"] == 40

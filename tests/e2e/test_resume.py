@@ -6,10 +6,12 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from conftest import ROOT, TINY_RUN, completed_run, one_line_error, refused_in_process, run_cli
+from rlvr.tracking.outputs import read_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +31,8 @@ def test_rerun_resumes_from_the_last_complete_checkpoint(tmp_path):
     assert "missing keys" not in resumed.stderr  # the tiny model's LM head is tied to its embeddings: nothing was lost
     log = (tmp_path / "run.log").read_text()
     assert "resuming from" in log and "checkpoint-3" in log
-    assert len((tmp_path / "run_info.jsonl").read_text().splitlines()) == 2  # the first start is kept
+    records = read_jsonl(tmp_path / "run_info.jsonl")  # the first start and its end are kept
+    assert [r.get("mode") or r["ended"] for r in records] == ["new", "completed", "resume", "completed"]
     assert json.loads((tmp_path / "metrics.json").read_text())["eval_before_accuracy"] == before
     assert logged_steps(tmp_path) == [1, 2, 3, 4, 5, 6]
     rollout_steps = sorted({json.loads(line)["step"] for line in (tmp_path / "rollouts.jsonl").read_text().splitlines()})
@@ -114,11 +117,11 @@ def test_a_resume_skips_the_warm_up_records_its_changes_and_totals_cover_every_s
     first = json.loads((tmp_path / "metrics.json").read_text())
     refused = refused_in_process(*TINY_RUN, "algorithm.max_steps=4", "algorithm.save_steps=2", "seed=7", f"hydra.run.dir={tmp_path}")
     assert "checkpoint-2 was trained with other values of what it depends on (seed: 0 -> 7)" in one_line_error(refused)
-    assert len((tmp_path / "run_info.jsonl").read_text().splitlines()) == 1  # a refused start writes nothing
+    assert len(read_jsonl(tmp_path / "run_info.jsonl")) == 2  # the first start and its end: a refused start writes nothing
     completed_run(tmp_path, *TINY_RUN, "algorithm.max_steps=4", "algorithm.save_steps=2", "algorithm.temperature=0.9")
     log = run_log_since_last_start(tmp_path)
     assert "resuming: no SFT warm-up" in log and "SFT warm-up:" not in log
-    starts = [json.loads(line) for line in (tmp_path / "run_info.jsonl").read_text().splitlines()]
+    starts = [record for record in read_jsonl(tmp_path / "run_info.jsonl") if "mode" in record]
     assert [s["mode"] for s in starts] == ["new", "resume"]
     temperature = starts[0]["config"]["algorithm"]["temperature"]
     assert starts[1]["changed"] == {"algorithm.temperature": [temperature, 0.9], "algorithm.max_steps": [2, 4]}
@@ -273,6 +276,7 @@ def test_ctrl_c_in_the_sft_warm_up_and_twice_in_training_is_one_line_and_exit_13
             f"continues from its newest complete checkpoint, if any"
         ], stderr[-2000:]
         assert "Traceback" not in stderr and stderr.count("Warning") + stderr.count("WARNING") <= 2, stderr[-2000:]
+        assert read_jsonl(Path(args[-1].split("=")[1]) / "run_info.jsonl")[-1]["ended"] == "stopped by Ctrl-C"
 
 
 FAILS_IN_EVAL = """
