@@ -133,7 +133,7 @@ class RunDirLock:
                 if same_host and holder.get("pid") == self.me["pid"]:  # this process's own, from an earlier run
                     self.path.unlink(missing_ok=True)
                     continue
-                alive = same_host and holder.get("pid") is not None and is_alive(holder["pid"], holder.get("pid_started"))
+                alive = self._alive_here(holder)
                 if holder.get("job") == self.me["job"] and not alive:  # a requeue; a live one is a second run
                     log.warning(
                         "taking over the lock of an earlier start of this job (pid %s on %s)", holder.get("pid"), holder.get("host")
@@ -154,15 +154,21 @@ class RunDirLock:
         raise self._refuse(self._holder() or {})
 
     def _wait_for_rank_zero(self) -> "RunDirLock":
-        """Ranks > 0 write nothing: they wait until rank 0 holds the lock for their job, or refuse with it."""
+        """Ranks > 0 write nothing: they wait until rank 0 holds the lock for their job, or refuse with
+        the holder: at once when it is another job alive on this host (rank 0 refuses it too), else
+        after SIBLING_WAIT_S."""
         deadline = time.monotonic() + SIBLING_WAIT_S
         while True:
             holder = self._holder()
             if holder and holder.get("job") == self.me["job"]:
                 return self
-            if time.monotonic() > deadline and holder:
+            if holder and (time.monotonic() > deadline or self._alive_here(holder)):
                 raise self._refuse(holder)
             time.sleep(0.2)
+
+    def _alive_here(self, holder: dict) -> bool:
+        here = holder.get("host") == self.me["host"] and holder.get("pid") is not None
+        return here and is_alive(holder["pid"], holder.get("pid_started"))
 
     def release(self) -> None:
         holder = self._holder()

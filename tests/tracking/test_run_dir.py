@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -81,6 +82,21 @@ def test_a_live_run_of_the_same_slurm_job_on_this_host_is_refused(tmp_path, monk
     write_lock(tmp_path, job="slurm:4242:", pid=1, pid_started=process_start_time(1))
     with pytest.raises(ConfigError, match="is in use by another run: pid 1"):
         RunDirLock(tmp_path).acquire()
+
+
+def test_a_rank_above_0_refuses_a_live_holder_at_once_and_waits_for_a_stale_one(tmp_path, monkeypatch):
+    """Rank 0 refuses another job alive on this host at once, so its sibling does not wait 30 s; a
+    dead holder's lock is rank 0's to take over, so the sibling waits for its job's lock."""
+    monkeypatch.setattr("rlvr.tracking.run_dir.SIBLING_WAIT_S", 5.0)
+    write_lock(tmp_path, pid=1, pid_started=process_start_time(1))  # init: alive
+    began = time.monotonic()
+    with pytest.raises(ConfigError, match="is in use by another run: pid 1"):
+        RunDirLock(tmp_path, main_process=False).acquire()
+    assert time.monotonic() - began < 1
+    write_lock(tmp_path, pid=dead_pid())
+    with pytest.raises(ConfigError, match="is in use by another run"):
+        RunDirLock(tmp_path, main_process=False).acquire()
+    assert time.monotonic() - began >= 5
 
 
 def test_release_leaves_someone_elses_lock(tmp_path):
