@@ -13,7 +13,7 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-from rlvr.errors import ConfigError, modules_raised_through
+from rlvr.errors import modules_raised_through
 
 # The directories the current single run's start created (deepest first), removed if it is refused.
 _created: list[Path] = []
@@ -70,6 +70,7 @@ class RunDirCheck(Callback):
         _created[:] = prepare_dir("hydra.run.dir", Path(config.hydra.run.dir))
 
     def on_multirun_start(self, config, **kwargs) -> None:
+        check_one_sweep_per_launch()
         check_launcher_resources(config)
         sweep_dir = Path(config.hydra.sweep.dir)
         prepare_dir("hydra.sweep.dir", sweep_dir)
@@ -106,16 +107,22 @@ def is_multirun() -> bool:
     return HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def check_one_run_per_launch(processes: int) -> None:
-    """Refuse a `-m` run whose jobs run one after another in this process (Hydra's basic launcher) when
-    this process is one rank of several started by torchrun or accelerate launch: each run ends by
-    closing the process group its ranks share, so the second job would wait for its peers forever."""
-    if processes > 1 and is_multirun() and not own_process():
-        raise ConfigError(
-            f"a -m run inside a {processes}-process launch (torchrun, accelerate launch) runs its jobs one after "
-            "another in each process, and the second would hang: launch one run at a time, or let Hydra start "
-            "each job's processes (-m hydra/launcher=local or slurm, hardware.tasks_per_node=N)"
+def check_one_sweep_per_launch() -> None:
+    """Refuse a `-m` run in a process that is one of several started by torchrun or accelerate launch,
+    before any job starts: each process would run the whole sweep (under the basic launcher the first
+    job's end closes the process group, and the second job waits for its peers forever). One line per
+    node (its local rank 0 says it), exit code 2."""
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    if processes <= 1:
+        return
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        print(
+            f"rlvr: error: a -m run inside a {processes}-process launch (torchrun, accelerate launch) would run the "
+            "whole sweep in each process: launch one run at a time, or let Hydra start each job's processes "
+            "(-m hydra/launcher=local or slurm, hardware.tasks_per_node=N)",
+            file=sys.stderr,
         )
+    sys.exit(2)
 
 
 def own_process() -> bool:

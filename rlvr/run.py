@@ -60,7 +60,6 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
     the lock given back."""
     from rlvr.hardware.distributed import agreed_run_dir, export_torch_distributed, is_main_process
     from rlvr.hardware.device import check_device, check_torchvision, export_device_environment
-    from rlvr.launcher import check_one_run_per_launch
     from rlvr.models.loading import check_quantization
     from rlvr.recipes import get_recipe
     from rlvr.rewards.base import preflight_rewards
@@ -78,7 +77,6 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
     recipe = get_recipe(cfg.algorithm.name)
     offline = set_offline(cfg)
     world_size = export_torch_distributed()
-    check_one_run_per_launch(world_size)
     run_dir = agreed_run_dir(run_dir)
     from rlvr.hardware.sharding import check_sharding  # imports transformers: after export_device_environment
 

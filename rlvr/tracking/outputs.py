@@ -159,10 +159,18 @@ def start_run_log(run_dir: Path) -> None:
     """Once a start is accepted: what this process logged so far, and all it logs from now on, goes
     to run.log in `run_dir`. Until then conf/hydra/job_logging/rlvr.yaml holds the lines in memory,
     so that a refused start writes no run.log, nor into the run.log of the run that holds the dir.
-    Does nothing under another job_logging (Hydra's default opens run.log at once)."""
+    Does nothing under another job_logging (Hydra's default opens run.log at once).
+
+    The processes of a torchrun or `accelerate launch` launch share one console: there, ranks above 0
+    print only their warnings and errors (rank 0 says the rest once); run.log has every rank's lines."""
     from hydra.core.hydra_config import HydraConfig
 
+    from rlvr.hardware.distributed import rank
+
     root = logging.getLogger()
+    if rank() > 0 and "TORCHELASTIC_RUN_ID" in os.environ:  # set by torchrun's agent, which accelerate launch runs too
+        for console in [h for h in root.handlers if type(h) is logging.StreamHandler]:
+            console.setLevel(logging.WARNING)
     for held in [h for h in root.handlers if isinstance(h, logging.handlers.MemoryHandler)]:
         file = logging.FileHandler(run_dir / f"{HydraConfig.get().job.name}.log", encoding="utf-8")
         file.setFormatter(held.formatter)

@@ -66,14 +66,16 @@ def test_a_machine_without_wandb_refuses_a_logged_run_and_writes_nothing(tmp_pat
     assert not run_dir.exists()
 
 
-def test_a_sweep_inside_a_torchrun_launch_is_refused_before_its_second_job_could_hang(tmp_path):
-    """Each rank of `torchrun -m rlvr.run -m ...` runs every job in turn; the first run's end closes the
-    process group, so the second waited on its peers forever. Refused at each job's start instead."""
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=local"]])
+def test_a_sweep_inside_a_torchrun_launch_is_refused_before_any_job_starts(tmp_path, launcher):
+    """Each rank of `torchrun -m rlvr.run -m ...` would run the whole sweep: under the basic launcher
+    the first run's end closes the process group, so the second waited on its peers forever; under
+    submitit's, each rank would launch every job. One line, before any job starts."""
     ranks = {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29999"}
-    result = run_cli("rlvr.run", "-m", *TINY_RUN, "seed=1,2", f"hydra.sweep.dir={tmp_path}", env=ranks, timeout=120)
-    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
-    assert "rlvr: error: a -m run inside a 2-process launch (torchrun, accelerate launch) runs its jobs" in result.stderr
-    assert not list(tmp_path.glob("*/metrics.json")) and not list(tmp_path.glob("*/run_info.jsonl"))  # nothing ran
+    result = run_cli("rlvr.run", "-m", *launcher, *TINY_RUN, "seed=1,2", f"hydra.sweep.dir={tmp_path}", env=ranks, timeout=120)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert one_line_error(result).startswith("rlvr: error: a -m run inside a 2-process launch (torchrun, accelerate launch) would")
+    assert not [p for p in tmp_path.iterdir() if p.name != "multirun.yaml"]  # no job dir
 
 
 def test_a_start_refused_by_the_lock_leaves_the_holders_log_alone(tmp_path):
