@@ -4,6 +4,7 @@ Python side of `hydra/launcher` (presets in conf/hydra/launcher/, shell scripts 
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -15,10 +16,13 @@ from hydra.experimental.callback import Callback
 
 from rlvr.errors import modules_raised_through
 
+log = logging.getLogger(__name__)
 # The directories the current single run's start created (deepest first), removed if it is refused.
 _created: list[Path] = []
 # The sweep dir of the `-m` run this process launched, for the report of a sweep that ends in a failure.
 _sweep_dirs: list[Path] = []
+# "pid:start time" of the process that launched a hydra/launcher=local run, in its jobs' environment.
+LOCAL_LAUNCHER_VAR = "RLVR_LOCAL_LAUNCHER"
 
 
 class RunEnded(Exception):
@@ -72,6 +76,10 @@ class RunDirCheck(Callback):
     def on_multirun_start(self, config, **kwargs) -> None:
         check_one_sweep_per_launch()
         check_launcher_resources(config)
+        if "LocalLauncher" in str(config.hydra.launcher.get("_target_", "")):  # its jobs watch this process
+            from rlvr.tracking.run_dir import process_start_time
+
+            os.environ[LOCAL_LAUNCHER_VAR] = f"{os.getpid()}:{process_start_time(os.getpid()) or ''}"
         sweep_dir = Path(config.hydra.sweep.dir)
         prepare_dir("hydra.sweep.dir", sweep_dir)
         _sweep_dirs[:] = [sweep_dir]
@@ -148,6 +156,31 @@ def announce_job(run_dir: Path) -> None:
 
     if own_process():
         print(f"rlvr: sweep job {HydraConfig.get().job.num}, run dir {run_dir}", file=sys.stderr, flush=True)
+
+
+def stop_when_launcher_gone() -> None:
+    """A job of a hydra/launcher=local run stops as SIGTERM stops it (a checkpoint at the end of the
+    step, its run dir's lock given back) once the process that launched it is gone. Killed on its
+    own (not with its process group, as a terminal's Ctrl-C is), that process leaves its jobs
+    running, and submitit does not tell them."""
+    import signal
+    import threading
+    import time
+
+    from rlvr.tracking.run_dir import is_alive
+
+    launcher = os.environ.get(LOCAL_LAUNCHER_VAR)
+    if not launcher or not own_process():
+        return
+    pid, started = launcher.split(":", 1)
+
+    def watch() -> None:
+        while is_alive(int(pid), started or None):
+            time.sleep(1)
+        log.warning("the process that launched this job (pid %s) is gone: stopping as SIGTERM stops it", pid)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="rlvr-launcher-watch", daemon=True).start()
 
 
 def submitit_logs_by_job(sweep_dir: Path) -> dict[int | None, list[str]]:

@@ -172,10 +172,11 @@ def hydra_main(cfg: DictConfig) -> float:
     the sweeper. An error is one line (`fail`); a stop is one line from rlvr.hardware.stops."""
     from hydra.core.hydra_config import HydraConfig
 
-    from rlvr.launcher import announce_job, end_stopped_job, objective_value
+    from rlvr.launcher import announce_job, end_stopped_job, objective_value, stop_when_launcher_gone
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     announce_job(run_dir)
+    stop_when_launcher_gone()
     accepted = None
     try:
         with stops_reported(run_dir):  # Ctrl-C, SIGTERM: one line, exit 130 / 143

@@ -58,21 +58,32 @@ class Start:
     step: int | None = None
 
 
-def process_start_time(pid: int) -> str | None:
-    """The kernel's start time of `pid` (Linux), so a recycled pid is not mistaken for the holder."""
+def process_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/`pid`/stat after the command's name (Linux): [0] the state, [19] the start time."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
 
 
+def process_start_time(pid: int) -> str | None:
+    """The kernel's start time of `pid` (Linux), so a recycled pid is not mistaken for the holder."""
+    stat = process_stat(pid)
+    return stat[19] if stat and len(stat) > 19 else None
+
+
 def is_alive(pid: int, started: str | None) -> bool:
+    """Whether `pid` runs, and is the process that started at `started` (None: any); an exited process
+    its parent has not yet reaped (a zombie) is not."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # someone else's live process
         return True
+    stat = process_stat(pid)
+    if stat and stat[0] == "Z":
+        return False
     return started is None or process_start_time(pid) in (None, started)
 
 

@@ -1,6 +1,7 @@
 """`-m hydra/launcher=local` jobs (2 processes on one machine through submitit) end as a single
 process does: rlvr's line on top, its exit code, and a stop's command to continue that works as pasted."""
 
+import contextlib
 import json
 import os
 import shlex
@@ -113,3 +114,39 @@ def test_a_sigterm_stop_is_one_line_whose_command_continues_the_run(tmp_path):
     assert [r.get("mode") or r["ended"] for r in records] == ["new", "stopped by SIGTERM", "resume", "completed"]
     assert "| 0 |  | completed |" in (tmp_path / "sweep_summary.md").read_text()
     assert json.loads((run_dir / "metrics.json").read_text())["train_steps"] == 40
+
+
+def test_a_job_whose_launching_process_is_killed_alone_stops_after_a_checkpoint(tmp_path):
+    """`kill` of the launching process only (not its process group, as a terminal's Ctrl-C is): its
+    job used to train on unattended, holding its run dir's lock."""
+    # Steps long enough (1024 completions) for the stop to land long before the end.
+    args = [sys.executable, "-m", "rlvr.run", "-m", "hydra/launcher=local", *TINY_RUN, "algorithm.max_steps=400", "algorithm.save_steps=0"]
+    args += ["algorithm.per_device_train_batch_size=1024", "algorithm.num_generations=8", "eval.before=false"]
+    caller = subprocess.Popen(
+        [*args, f"hydra.sweep.dir={tmp_path}"],
+        cwd=ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    run_dir = tmp_path / "0"
+    job = None
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and len(loss_rows(run_dir)) < 2:
+            time.sleep(0.2)
+        [job] = [int(p.name) for p in (tmp_path / ".submitit").iterdir() if p.name.isdigit()]  # the job's controller
+        caller.kill()
+        while time.time() < deadline and (run_dir / ".rlvr.lock").exists():
+            time.sleep(0.2)
+        assert not (run_dir / ".rlvr.lock").exists()
+    finally:
+        caller.kill()
+        if job is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(job, signal.SIGKILL)
+    assert read_jsonl(run_dir / "run_info.jsonl")[-1]["ended"] == "stopped by SIGTERM"
+    [checkpoint] = (run_dir / "checkpoints").glob("checkpoint-*")
+    assert 2 <= int(checkpoint.name.split("-")[1]) < 400
+    said = f"the process that launched this job (pid {caller.pid}) is gone: stopping as SIGTERM stops it"
+    assert said in (run_dir / "run.log").read_text()
