@@ -414,6 +414,7 @@ CHOICES = {
     "model.tiny.tokenizer": _keys("rlvr.models.qwen_tokenizers", "FLAVOURS", "bytes"),
     "model.dtype": _keys("rlvr.models.loading", "DTYPES"),
     "model.quantization": ("none", "8bit", "4bit"),
+    "model.reasoning_vocab_ids": ("first", "frequent"),  # or a list of ids: checked against the tokenizer
     "dataset.preference.chat_template": _keys("rlvr.data.preferences", "CHAT_TEMPLATES", "tokenizer"),
     "algorithm.name": _keys("rlvr.recipes", "TRL_CONFIGS"),
     "algorithm.lr_scheduler_type": _values("transformers", "SchedulerType"),
@@ -557,7 +558,7 @@ def check_ranges(cfg) -> None:
             raise ConfigError(problem)
     for key in CHOICES:
         value = OmegaConf.select(values, key)
-        if value is not None and (error := choice_error(key, value, allowed_values(key))):
+        if isinstance(value, str) and (error := choice_error(key, value, allowed_values(key))):
             raise ConfigError(error)
     _check_eval(OmegaConf.to_container(values.eval))
     _check_against_trl(OmegaConf.to_container(values.algorithm))

@@ -183,16 +183,14 @@ def choose_source_ids(choice: Any, size: int, tokenizer, corpus: Sequence[str] =
         counts = Counter(i for text in corpus for i in tokenizer(text, add_special_tokens=False)["input_ids"])
         ranked = [i for i, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if i not in excluded]
         return (ranked + [i for i in eligible if i not in counts])[:size]
-    if isinstance(choice, str):
-        raise ConfigError(f"model.reasoning_vocab_ids={choice!r} must be 'first', 'frequent' or a list of token ids")
-    ids, allowed = [int(i) for i in choice], set(eligible)
+    ids, allowed = list(choice), set(eligible)  # any other string was refused at start-up (config.CHOICES)
     bad = [i for i in ids if i not in allowed]
     if bad or len(set(ids)) != len(ids) or len(ids) != size:
         raise ConfigError(
             f"model.reasoning_vocab_ids: need {size} distinct ids of ordinary tokens in "
             f"[0, {len(tokenizer)}); got {len(ids)}" + (f", invalid: {bad[:5]}" if bad else "")
         )
-    return ids
+    return [int(i) for i in ids]
 
 
 @torch.no_grad()
