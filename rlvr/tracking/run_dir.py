@@ -268,18 +268,23 @@ def record_start(run_dir: Path, cfg, changed: dict[str, list], mode: str) -> Non
 def record_end(run_dir: Path, ended: str) -> None:
     """This start's end, a line after its start line in run_info.jsonl: `ended` is "completed",
     "failed" or how it was stopped ("stopped by Ctrl-C", with how to continue it); the sweep report
-    reads it. A start with no end line was killed. Rank 0 writes it."""
+    reads it. A start with no end line was killed. Rank 0 writes it; a write that fails (a full disk)
+    is a warning, so that the run ends as it was ending."""
     from rlvr.hardware.distributed import is_main_process
     from rlvr.hardware.stops import how_to_continue
     from rlvr.tracking.outputs import JsonlWriter
 
-    if is_main_process():
-        end = {"ended": ended, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        if ended.startswith("stopped"):
-            end["continue"] = f"{how_to_continue(run_dir)} continues it from its newest complete checkpoint"
+    if not is_main_process():
+        return
+    end = {"ended": ended, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if ended.startswith("stopped"):
+        end["continue"] = f"{how_to_continue(run_dir)} continues it from its newest complete checkpoint"
+    try:
         writer = JsonlWriter(run_dir / "run_info.jsonl")
         writer.write([end])
         writer.close()
+    except OSError as exc:
+        log.warning("could not record how this start ended in run_info.jsonl: %s", exc)
 
 
 def latest_end(run_dir: Path) -> dict | None:
