@@ -21,20 +21,42 @@ from rlvr.rewards.code_sandbox import Job, Limits, Sandbox
 
 log = logging.getLogger(__name__)
 
-FENCED = re.compile(r"```[ \t]*(python3?|py)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL | re.IGNORECASE)
+FENCE = re.compile(r"[ \t]*(`{3,}|~{3,})[ \t]*([^\s`]*)[^`]*")  # an opening fence line and its language
+PYTHON_FENCES = ("", "python", "python3", "py")
 SCORES = ("pass", "fraction")
 
 
+def fenced_blocks(text: str) -> list[tuple[str, str]]:
+    """(language, body) of each Markdown fenced block (``` or ~~~, CommonMark's rule: closed by a line
+    of the same character, at least as long); an unclosed last block runs to the end (a completion
+    cut at max length). Written by hand: the standard library has no Markdown parser, and this is
+    the one rule needed."""
+    blocks, fence, language, body = [], None, "", []
+    for line in text.replace("\r\n", "\n").split("\n"):
+        if fence is None:
+            if opening := FENCE.fullmatch(line):
+                fence, language, body = opening[1], opening[2].lower(), []
+        elif line.strip().startswith(fence) and not line.strip().strip(fence[0]):
+            blocks.append((language, "\n".join(body) + "\n"))
+            fence = None
+        else:
+            body.append(line)
+    if fence is not None:
+        blocks.append((language, "\n".join(body)))
+    return blocks
+
+
 def extract_program(completion: str, entry_point: str) -> str:
-    """The program in a completion: the first fenced block (```python, ```py or bare ```) that defines
-    `entry_point`, else the first fenced block, else the whole completion as it is (a body continuing
-    the prompt, or raw code). An unclosed last fence runs to the end (a completion cut at max length)."""
-    blocks = [m.group(2) for m in FENCED.finditer(completion)]
+    """The program in a completion: the first Python block (```python, ```py or a bare fence; ~~~ too)
+    that defines `entry_point`, else the first Python block; "" when the completion has fenced blocks
+    but none in Python (a shell or text block alone); with no fence, the whole completion as it is
+    (a body continuing the prompt, or raw code)."""
+    blocks = fenced_blocks(completion)
+    if not blocks:
+        return completion
+    python = [body for language, body in blocks if language in PYTHON_FENCES]
     defines = re.compile(rf"^\s*(async\s+)?def\s+{re.escape(entry_point)}\s*\(", re.MULTILINE)
-    for block in blocks:
-        if defines.search(block):
-            return block
-    return blocks[0] if blocks else completion
+    return next((body for body in python if defines.search(body)), python[0] if python else "")
 
 
 class CodeTestsReward(Reward):

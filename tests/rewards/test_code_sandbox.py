@@ -97,6 +97,29 @@ def test_extraction_takes_the_block_that_defines_the_entry_point():
     assert extract_program("    return a + b", "add") == "    return a + b"
 
 
+ADD = "def add(a, b):\n    return a + b\n"
+
+
+@pytest.mark.parametrize(
+    "completion",
+    [
+        f"Run it with:\n```bash\npython add.py\n```\nThe code:\n```python\n{ADD}```\n",  # another language's block first
+        f"```text\nadd(1, 2) -> 3\n```\n```\n{ADD}```",
+        f"```python\r\n{ADD.replace(chr(10), chr(13) + chr(10))}```\r\n",  # CRLF line ends
+        f"~~~python\n{ADD}~~~\n",
+        f"````python\n{ADD}x = '```'\n````\n",  # a longer fence holds a shorter one
+    ],
+)
+def test_the_python_block_is_found_among_markdown_fences(reward, completion):
+    assert extract_program(completion, "add").replace("\r", "").startswith(ADD)
+    assert score(reward, completion)[0] == 1.0
+
+
+def test_fenced_blocks_without_python_are_missing_code(reward):
+    value, outcome = score(reward, "```bash\necho 3\n```\n```text\n3\n```\n")
+    assert value == 0.0 and outcome.reason == "missing"
+
+
 @pytest.mark.parametrize("completion", ["", "   \n", "I cannot solve this.", "```python\n```"])
 def test_no_code_scores_zero(reward, completion):
     value, outcome = score(reward, completion)
