@@ -58,7 +58,8 @@ def read_rows(path: Path, completion_column: str) -> list[dict]:
 
 def score_rows(rows: list[dict], rewards, completion_column: str, answer_column: str) -> list[dict]:
     """Rows with reward, per-function rewards, reasons and the first extracted prediction added."""
-    completions = [str(r[completion_column]) for r in rows]
+    # text, or chat messages (a list), as TRL passes them; the rewards read either
+    completions = [c if isinstance(c := r[completion_column], (str, list)) else str(c) for r in rows]
     columns = {k: [r.get(k) for r in rows] for k in set().union(*rows) - {completion_column, "prompt"}}
     if answer_column in columns:
         columns["answer"] = columns.pop(answer_column)

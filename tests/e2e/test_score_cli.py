@@ -27,6 +27,15 @@ def test_score_writes_rewards_and_prints_a_summary(rows_file, tmp_path):
     assert not (ROOT / "score.log").exists()  # Hydra's job log goes to stdout, not into the current directory
 
 
+def test_a_chat_completion_is_scored_by_its_message_text(rows_file):
+    """Completions as TRL passes them for chat data: a list of messages, scored by the last one's text."""
+    chat = [{"role": "assistant", "content": "work\nFinal: 18"}]
+    rows = [{"prompt": [{"role": "user", "content": "q"}], "completion": chat, "answer": "#### 18"}]
+    result = run_cli("rlvr.score", "reward=gsm8k_strict", f"input={rows_file(rows)}")
+    assert result.returncode == 0, result.stderr
+    assert "1 rows, mean reward 1.0000" in result.stdout
+
+
 def test_score_with_combined_presets_and_a_custom_gold_column(rows_file):
     rows = [{"completion": "<think>2+2</think> \\boxed{4}", "gold": "4"}]
     result = run_cli("rlvr.score", "reward=[math_verify,think_format]", f"input={rows_file(rows)}", "answer_column=gold")
