@@ -3,7 +3,7 @@
 The sandbox (Debian's `bubblewrap`, the tool Flatpak uses) unshares every namespace: no network
 interface but its own loopback, its own PID space (ending its first process kills every process in
 it), nothing of the host's file system but a read-only Python runtime (the interpreter, its standard
-library, the shared libraries they link) and a private, size-capped /tmp. rlvr/rewards/code_harness.py
+library, the shared libraries they link) and a private, size-capped /tmp and /dev/shm; the rest is read-only. rlvr/rewards/code_harness.py
 runs inside and applies the per-process limits (CPU seconds, address space, processes, file size).
 
 Run as root (containers, CI), bwrap runs without a user namespace and the program drops to an
@@ -129,13 +129,9 @@ def bubblewrap_argv(limits: Limits, as_root: bool) -> list[str]:
         "/proc",
         "--dev",
         "/dev",
-        "--perms",
-        "1777",
-        "--size",
-        str(limits.tmpfs_mb << 20),
-        "--tmpfs",
-        "/tmp",
     ]
+    for writable in ("/tmp", "/dev/shm"):  # the only ones: each capped at tmpfs_mb
+        argv += ["--perms", "1777", "--size", str(limits.tmpfs_mb << 20), "--tmpfs", writable]
     for link, target in (("/lib", "usr/lib"), ("/lib64", "usr/lib64")):  # merged-/usr systems: the loader's paths
         if os.path.islink(link):
             argv += ["--symlink", target, link]
@@ -150,7 +146,10 @@ def bubblewrap_argv(limits: Limits, as_root: bool) -> list[str]:
     for hidden in ("site-packages", "dist-packages"):  # the runtime only: no installed packages
         if os.path.isdir(os.path.join(stdlib, hidden)):
             argv += ["--tmpfs", os.path.join(stdlib, hidden)]
-    argv += ["--chdir", "/tmp"]
+    # Without root the user namespace makes the program the owner of the root and /dev tmpfs (and of
+    # the directories made on them), with no size cap: read-only, so that it can neither fill memory
+    # there nor plant a module on the interpreter's search path for the tests to import.
+    argv += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/tmp"]
     if as_root:
         argv += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
     else:

@@ -438,3 +438,40 @@ def test_run_by_an_unprivileged_user_the_sandbox_makes_a_user_namespace():
     import json
 
     assert json.loads(done.stdout) == [False, ["ok", 1], ["timeout", 0], ["ok", 0]]
+
+
+WHERE_IT_WRITES = """
+import os
+def where():
+    writable = []
+    for directory in ("/", "/usr", "/lib", "/dev", "/harness", os.path.dirname(os.__file__), "/tmp", "/dev/shm"):
+        try:
+            open(os.path.join(directory, "planted.py"), "w").close()
+            writable.append(directory)
+        except OSError:
+            pass
+    return ",".join(writable)
+"""
+AS_ANOTHER_USER = f"""
+from rlvr.rewards.code_sandbox import Job, Limits, Sandbox
+[verdict] = Sandbox("bubblewrap", Limits(), 1).run([Job({WHERE_IT_WRITES!r}, "raise Exception(where())", "where")])
+print(verdict.error)
+"""
+
+
+def test_the_program_writes_only_its_size_capped_tmp_and_shm():
+    """Run as root, the program drops to a user of its own; run as anyone else, bwrap's user namespace
+    made the program the owner of the root and /dev tmpfs, uncapped, where it could plant a module on
+    the interpreter's path for the tests to import (a faked pass). Both modes, from a root test
+    process through setpriv (as nobody, with Debian's interpreter: the venv's lives under /root)."""
+    [verdict] = Sandbox("bubblewrap", Limits(), 1).run([Job(WHERE_IT_WRITES, "raise Exception(where())", "where")])
+    assert verdict.error == "Exception: /tmp,/dev/shm"
+    unprivileged = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "/usr/bin/python3", "-c", AS_ANOTHER_USER]
+    result = subprocess.run(
+        unprivileged if os.geteuid() == 0 else [sys.executable, "-c", AS_ANOTHER_USER],
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        timeout=120,
+    )
+    assert result.stdout == "Exception: /tmp,/dev/shm\n", result.stderr[-2000:]
