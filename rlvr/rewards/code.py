@@ -17,7 +17,7 @@ from typing import Sequence
 
 from rlvr.errors import ConfigError, DataError
 from rlvr.rewards.base import Outcome, Reward
-from rlvr.rewards.code_sandbox import Job, Limits, Sandbox
+from rlvr.rewards.code_sandbox import MAX_WORKERS, Job, Limits, Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +103,8 @@ class CodeTestsReward(Reward):
         """The checked sandbox: every argument in range, and a trivial program run in it on this machine."""
         if score not in SCORES:
             raise ConfigError(f"reward.functions.{name}.score={score!r}: must be one of {', '.join(SCORES)}")
-        if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 256:
-            raise ConfigError(f"reward.functions.{name}.workers={workers!r}: must be an integer in [1, 256]")
+        if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
+            raise ConfigError(f"reward.functions.{name}.workers={workers!r}: must be an integer in [1, {MAX_WORKERS}]")
         try:
             checked = Sandbox(sandbox, Limits(**limits), workers)
             checked.check_works()

@@ -37,7 +37,11 @@ HARNESS = Path(__file__).with_name("code_harness.py")
 SANDBOX_HARNESS = "/harness/code_harness.py"
 SANDBOXES = ("bubblewrap", "none")
 VERDICT_BYTES = 1 << 16  # read of the sandbox's output: the verdict is one short line
-FIRST_UID = 1_900_000_000  # sandboxed programs run as FIRST_UID + slot when rlvr is root: ids no account uses
+MAX_WORKERS = 256  # sandboxes one Sandbox runs at once
+# Run as root, a sandboxed program is user FIRST_UID + pid * MAX_WORKERS + slot (pid: the process that
+# started it): ids no account uses, and none shared by two processes of a node (ranks, rlvr.score)
+# whose limit on processes per user would otherwise be one.
+FIRST_UID = 1_900_000_000
 
 
 LIMIT_RANGES = {
@@ -183,7 +187,7 @@ class Sandbox:
             "memory_mb": self.limits.memory_mb,
             "processes": self.limits.processes,
             "file_mb": self.limits.file_mb,
-            "uid": FIRST_UID + slot if self.as_root else None,
+            "uid": FIRST_UID + os.getpid() * MAX_WORKERS + slot if self.as_root else None,
             "lifeline": lifeline,
         }
         interpreter = runtime_paths()[0][1]

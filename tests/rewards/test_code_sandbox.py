@@ -1,5 +1,6 @@
 """Hostile programs against the code reward: each scores 0 or is contained, and leaves nothing running."""
 
+import json
 import os
 import secrets
 import signal
@@ -441,6 +442,7 @@ def test_run_by_an_unprivileged_user_the_sandbox_makes_a_user_namespace():
 
 
 WHERE_IT_WRITES = """
+import json
 import os
 def where():
     writable = []
@@ -475,3 +477,25 @@ def test_the_program_writes_only_its_size_capped_tmp_and_shm():
         timeout=120,
     )
     assert result.stdout == "Exception: /tmp,/dev/shm\n", result.stderr[-2000:]
+
+
+def sandbox_user(slot: int) -> int | None:
+    return json.loads(Sandbox("bubblewrap", Limits(), 2).command(slot, lifeline=0)[-1])["uid"]
+
+
+def test_sandboxes_of_two_processes_never_share_a_user():
+    """Run as root, each program runs as a user of its own: two processes of a node (two ranks, a run
+    and rlvr.score) each numbered their slots from 0, so a fork bomb in one used up the other's
+    process limit, and a correct program there failed."""
+    other = subprocess.run(
+        [sys.executable, "-c", "from test_code_sandbox import sandbox_user; print(sandbox_user(0), sandbox_user(1))"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent,
+        check=True,
+    ).stdout.split()
+    mine = [str(sandbox_user(0)), str(sandbox_user(1))]
+    if os.geteuid() != 0:  # the program keeps the caller's user (in its own user namespace)
+        assert mine == other == ["None", "None"]
+    else:
+        assert len(set(mine) | set(other)) == 4 and all(int(uid) >= FIRST_UID for uid in mine + other)
