@@ -26,6 +26,9 @@ import os
 import sys
 
 MESSAGE_LIMIT = 16 << 20  # bytes of one value crossing the pipe
+# Open files per process of the program. Memory held in files outside its address space (memfd) is
+# not in RLIMIT_AS: file_mb caps each file, and this their number.
+OPEN_FILES = 32
 
 
 def encode(value, depth=0):
@@ -88,6 +91,7 @@ def candidate_process(requests, replies, limits):
         ("RLIMIT_AS", limits["memory_mb"] * mb),
         ("RLIMIT_NPROC", limits["processes"]),
         ("RLIMIT_FSIZE", limits["file_mb"] * mb),
+        ("RLIMIT_NOFILE", OPEN_FILES),
         ("RLIMIT_CORE", 0),
     ):
         resource.setrlimit(getattr(resource, name), (value, value))

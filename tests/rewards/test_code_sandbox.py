@@ -499,3 +499,22 @@ def test_sandboxes_of_two_processes_never_share_a_user():
         assert mine == other == ["None", "None"]
     else:
         assert len(set(mine) | set(other)) == 4 and all(int(uid) >= FIRST_UID for uid in mine + other)
+
+
+HOLDS_MEMORY_IN_FILES = """
+import os
+def held_mb():
+    files = []
+    try:
+        while len(files) < 1000:  # each a memfd of file_mb: memory outside the address space limit
+            files.append(os.memfd_create("m"))
+            os.write(files[-1], b"x" * (1 << 20))
+    except OSError:
+        pass
+    return len(files)
+"""
+
+
+def test_memory_held_in_files_outside_the_address_space_is_bounded():
+    [verdict] = Sandbox("bubblewrap", Limits(file_mb=1), 1).run([Job(HOLDS_MEMORY_IN_FILES, "raise Exception(held_mb())", "held_mb")])
+    assert verdict.status == "ok" and 16 <= int(verdict.error.split(": ")[1]) < 32, verdict
