@@ -64,7 +64,7 @@ class CodeTestsReward(Reward):
     tests' asserts that passed (a test run that stopped early counts one more failure).
 
     Reasons: correct, wrong (a test failed, or the program did not load), missing (no code),
-    timeout (killed at `timeout_s`), error (the sandbox returned no verdict). `sandbox: none` runs
+    timeout (killed at `timeout_s`, or out of its `cpu_s`), error (the sandbox returned no verdict). `sandbox: none` runs
     model-written code with no isolation at all: an explicit opt-in, logged loudly, never a fallback.
     """
 
@@ -141,7 +141,7 @@ class CodeTestsReward(Reward):
     def _outcome(self, verdict) -> Outcome:
         if verdict.status != "ok":
             return Outcome(self.wrong, verdict.status, None, False)
-        ran = verdict.passed + verdict.failed + (verdict.error is not None)
+        ran = verdict.passed + verdict.failed + (verdict.error is not None and not verdict.out_of_cpu)
         passed = ran > 0 and verdict.passed == ran
         if verdict.passed + verdict.failed == 0 and verdict.error:
             summary = f"no test ran: {verdict.error}"  # the program did not load, or the tests stopped at once
@@ -151,4 +151,4 @@ class CodeTestsReward(Reward):
             value = self.wrong + (self.correct - self.wrong) * (verdict.passed / ran if ran else 0.0)
         else:
             value = self.correct if passed else self.wrong
-        return Outcome(value, "correct" if passed else "wrong", summary, passed)
+        return Outcome(value, "correct" if passed else "timeout" if verdict.out_of_cpu else "wrong", summary, passed)

@@ -94,7 +94,7 @@ def candidate_process(requests, replies, limits):
         ("RLIMIT_NOFILE", OPEN_FILES),
         ("RLIMIT_CORE", 0),
     ):
-        resource.setrlimit(getattr(resource, name), (value, value))
+        resource.setrlimit(getattr(resource, name), (value, value + (name == "RLIMIT_CPU")))  # CPU: SIGXCPU, then a kill
     if limits["uid"] is not None:
         os.setgroups([])
         os.setgid(limits["uid"])
@@ -176,6 +176,25 @@ def end_with_the_caller(lifeline: int, candidate: int) -> None:
     os._exit(3)
 
 
+def ran_out_of_cpu(candidate: int, cpu_s: int) -> bool:
+    """Whether the candidate process, which has ended or is ending, was ended by its CPU time limit:
+    SIGXCPU, or the kill a second later when it caught that."""
+    import signal
+    import time
+
+    for _ in range(100):  # its pipe closed as it ended: the kernel reaps it within moments
+        try:
+            ended, status, usage = os.wait4(candidate, os.WNOHANG)
+        except ChildProcessError:
+            return False
+        if ended:
+            stopped_by = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+            used = usage.ru_utime + usage.ru_stime
+            return stopped_by == signal.SIGXCPU or (stopped_by == signal.SIGKILL and used >= cpu_s)
+        time.sleep(0.01)
+    return False
+
+
 def main():
     limits = json.loads(sys.argv[1])
     if limits["uid"] is None:
@@ -200,12 +219,15 @@ def main():
     job = json.loads(sys.stdin.buffer.read())
     replies = os.fdopen(replies_r, "rb")
 
+    gone = []  # the candidate process ended (its pipe closed)
+
     def call_candidate(args, kwargs):
         try:
             send(requests_w, {"args": encode(list(args)), "kwargs": encode(kwargs)})
-        except BrokenPipeError:
+            reply = receive(replies)
+        except (BrokenPipeError, EOFError):
+            gone.append(True)
             raise EOFError("the candidate process ended") from None
-        reply = receive(replies)
         if "raised" in reply:
             raise RuntimeError(reply["raised"])
         return decode(reply["value"])
@@ -215,10 +237,14 @@ def main():
         ready = receive(replies)
     except (BrokenPipeError, EOFError, ValueError) as exc:
         ready = {"error": f"the program ended before the tests ran ({exc})"}
+        gone.append(True)
     if "error" in ready:
         counts = {"passed": 0, "failed": 0, "error": ready["error"]}
     else:
         counts = run_tests(job, call_candidate)
+    if gone and ran_out_of_cpu(pid, limits["cpu_s"]):
+        counts["error"] = f"the program used up its {limits['cpu_s']} s of CPU time (cpu_s)"
+        counts["out_of_cpu"] = True
     sys.stdout.write(job["token"] + " " + json.dumps(counts) + "\n")
     sys.stdout.flush()
     try:

@@ -78,6 +78,7 @@ class Verdict:
     passed: int = 0
     failed: int = 0
     error: str | None = None  # why the tests stopped early, or why there is no verdict
+    out_of_cpu: bool = False  # the program was ended by its cpu_s limit
 
 
 @functools.cache
@@ -268,7 +269,7 @@ class Sandbox:
         for line in output.splitlines():
             if line.startswith(token + " "):
                 counts = json.loads(line[len(token) + 1 :])
-                return Verdict("ok", counts["passed"], counts["failed"], counts["error"])
+                return Verdict("ok", counts["passed"], counts["failed"], counts["error"], counts.get("out_of_cpu", False))
         detail = errors.decode(errors="replace").strip().splitlines()
         return Verdict("error", error=f"no verdict (exit {process.returncode}" + (f": {detail[-1][:200]})" if detail else ")"))
 

@@ -518,3 +518,17 @@ def held_mb():
 def test_memory_held_in_files_outside_the_address_space_is_bounded():
     [verdict] = Sandbox("bubblewrap", Limits(file_mb=1), 1).run([Job(HOLDS_MEMORY_IN_FILES, "raise Exception(held_mb())", "held_mb")])
     assert verdict.status == "ok" and 16 <= int(verdict.error.split(": ")[1]) < 32, verdict
+
+
+@pytest.mark.parametrize(
+    ("program", "said"),
+    [
+        ("while True:\n    pass\n", "no test ran: the program used up its 1 s of CPU time (cpu_s)"),
+        ("def add(a, b):\n    while True:\n        pass\n", "0/2 tests passed; the program used up its 1 s of CPU time (cpu_s)"),
+    ],
+)
+def test_a_program_out_of_cpu_time_is_a_timeout_that_says_so(program, said):
+    """cpu_s ends the program before timeout_s: it was scored `wrong`, "the candidate process ended"."""
+    reward = CodeTestsReward(name="code", timeout_s=20, cpu_s=1)
+    value, outcome = score(reward, program)
+    assert (value, outcome.reason, outcome.prediction) == (0.0, "timeout", said)
