@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import rlvr.run  # noqa: F401  registers rlvr's schema and resolvers
+from rlvr.run import set_offline  # importing rlvr.run registers rlvr's schema and resolvers
 from rlvr.config import check_ranges, conf_dir
 from rlvr.rewards.base import WeightedReward
 from rlvr.rewards.spans import SpanReward
@@ -235,6 +235,7 @@ def main(argv: list[str]) -> int:
 
     with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
         cfg = compose(config_name="config", overrides=DEFAULTS + argv[1:])
+    set_offline(cfg)  # the tiny model and these rollouts need no Hub: before check_ranges imports transformers
     check_ranges(cfg)  # every value checked, as `rlvr.run` does before anything loads
     settings = FineGrainedSettings.of(cfg.algorithm.fine_grained)
     run_dir = Path(argv[0])

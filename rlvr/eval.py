@@ -109,7 +109,8 @@ def compose(overrides: list[str], run_dir: Path | None) -> DictConfig:
 def eval_config(composed: DictConfig, overrides: list[str], run_dir: Path | None) -> DictConfig:
     """The config the models are evaluated with, checked: outside a run, `composed` (the tree with the
     command line's `overrides`); inside one, the run's config_resolved.yaml, with each key or group an
-    override names taken from `composed`. The app's own keys (`APP_KEYS`) are not settings: left out."""
+    override names taken from `composed`. The app's own keys (`APP_KEYS`) are not settings: left out.
+    Sets the offline environment it asks for (`rlvr.run.set_offline`)."""
     from omegaconf.errors import OmegaConfBaseException
 
     settings_only = OmegaConf.masked_copy(composed, [f.name for f in dataclasses.fields(Config)])
@@ -133,6 +134,7 @@ def eval_config(composed: DictConfig, overrides: list[str], run_dir: Path | None
                     "or keys to change (dataset=..., eval=...)"
                 )
             OmegaConf.update(cfg, key, OmegaConf.select(settings_only, key), merge=False)
+    set_offline(cfg)  # before check_ranges imports transformers: huggingface_hub reads it once, at its import
     check_ranges(cfg)
     return cfg
 
@@ -210,7 +212,6 @@ def run(target_text: str, output_dir: str | None, composed: DictConfig, override
         check_adapter_base(cfg, model_dir, target.run_dir)
         if cfg.eval.engine == "vllm":
             check_vllm_here(cfg, "eval.engine=vllm", model_dir)
-    set_offline(cfg)
     out_dir = Path(output_dir).expanduser() if output_dir else target.run_dir or target.models[0][1]
     if (problem := dir_problem(out_dir)) is not None:
         raise ConfigError(f"output_dir={out_dir}: {problem}")

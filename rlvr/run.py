@@ -30,13 +30,19 @@ register_schemas()
 
 
 def set_offline(cfg: DictConfig) -> bool:
-    """HF_HUB_OFFLINE=1 when asked, or (offline=null) when nothing in the config lives on the Hub."""
+    """HF_HUB_OFFLINE=1 when asked, or (offline=null) when nothing in the config lives on the Hub.
+    A value that does not resolve sets nothing: check_ranges refuses it next, in one line."""
+    from omegaconf.errors import OmegaConfBaseException
+
     from rlvr.data.loading import is_local
     from rlvr.models.loading import is_hub_name
 
-    source = cfg.dataset.source
-    needs_hub = is_hub_name(cfg.model.name_or_path) or not (source.startswith("builtin:") or is_local(source))
-    offline = (not needs_hub) if cfg.offline is None else bool(cfg.offline)
+    try:
+        source, model, asked = cfg.dataset.source, cfg.model.name_or_path, cfg.offline
+    except OmegaConfBaseException:
+        return False
+    needs_hub = is_hub_name(model) or not (source.startswith("builtin:") or is_local(source))
+    offline = (not needs_hub) if asked is None else bool(asked)
     if offline:
         for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
             os.environ[var] = "1"
@@ -67,7 +73,8 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
     from rlvr.tracking.run_dir import RunDirLock, resume_changes
     from rlvr.trainers.rollout_engine import check_rollout_engine
 
-    export_device_environment(cfg.hardware)  # first: check_ranges imports trl, hence torch
+    offline = set_offline(cfg)  # first: huggingface_hub reads HF_HUB_OFFLINE once, at its import (check_ranges's)
+    export_device_environment(cfg.hardware)  # before check_ranges imports trl, hence torch
     check_torchvision()  # before anything imports transformers
     check_ranges(cfg)
     check_device(cfg.hardware)
@@ -75,7 +82,6 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
     check_rollout_engine(cfg)
     check_wandb_installed(cfg.logging)
     recipe = get_recipe(cfg.algorithm.name)
-    offline = set_offline(cfg)
     world_size = export_torch_distributed()
     run_dir = agreed_run_dir(run_dir)
     from rlvr.hardware.sharding import check_sharding  # imports transformers: after export_device_environment

@@ -4,6 +4,7 @@ the log of the run that holds that dir. And a continued run keeps one end-of-tra
 import json
 import os
 import socket
+import subprocess
 import sys
 
 import pytest
@@ -135,3 +136,26 @@ def test_a_hybrid_reward_model_that_is_not_there_is_refused_before_anything_is_w
     )
     assert line == f"rlvr: error: model directory not found: {missing} (reward.functions.hybrid.reward_model)"
     assert list(tmp_path.iterdir()) == []
+
+
+HUB_STATE_AT_EXIT = """
+import atexit, sys
+def show():
+    import huggingface_hub.constants
+    print("HF_HUB_OFFLINE", huggingface_hub.constants.HF_HUB_OFFLINE)
+atexit.register(show)
+sys.argv = ["rlvr", "hardware.device=cuda", "hydra.run.dir=" + sys.argv[1]]
+from rlvr.run import main
+main()
+"""
+
+
+def test_an_offline_run_is_offline_before_anything_imports_huggingface_hub(tmp_path):
+    """huggingface_hub reads HF_HUB_OFFLINE once, at its import: the start-up check imported it (through
+    transformers, peft and bitsandbytes, which looked for a kernel on the Hub) before the run set it."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    result = subprocess.run(
+        [sys.executable, "-c", HUB_STATE_AT_EXIT, str(tmp_path / "run")], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert "rlvr: error: hardware.device=cuda" in result.stderr, result.stderr[-2000:]  # refused after the range check
+    assert result.stdout.splitlines()[-1] == "HF_HUB_OFFLINE True"
