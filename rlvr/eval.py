@@ -158,7 +158,8 @@ def evaluate_model(cfg, label: str, model_dir: Path, run_dir: Path | None, out_d
 
 
 def evaluate_target(target: Target, cfg, out_dir: Path) -> list[dict]:
-    """One result per model of `target` (evaluated now, or read back when done with these settings)."""
+    """One result per model of `target` (evaluated now, or read back when done with these settings on
+    these very files: a continued run rewrites final_model/ and may rebuild a checkpoint)."""
     from rlvr.tracking.outputs import read_json, write_json
 
     wanted = {name: OmegaConf.to_container(cfg[name], resolve=True) for name in SETTINGS}
@@ -166,7 +167,8 @@ def evaluate_target(target: Target, cfg, out_dir: Path) -> list[dict]:
     for label, model_dir, step in target.models:
         path = out_dir / "eval" / f"{label}.json"
         result = read_json(path) if path.exists() else None
-        if result is not None and result.get("settings") == wanted:
+        files = files_fingerprint(model_dir)
+        if result is not None and result.get("settings") == wanted and result.get("files") == files:
             log.info("%s: done (%s), skipped", label, path)
         else:
             log.info("%s: evaluating %s", label, model_dir)
@@ -177,12 +179,23 @@ def evaluate_target(target: Target, cfg, out_dir: Path) -> list[dict]:
                 "model": str(model_dir),
                 "step": step,
                 "settings": wanted,
+                "files": files,
                 "metrics": {k[len(prefix) :]: v for k, v in metrics.items()},
             }
             if is_main_process():
                 write_json(path, result)  # atomic: a stop mid-write leaves no result, and the re-run redoes it
         results.append(result)
     return results
+
+
+def files_fingerprint(model_dir: Path) -> str:
+    """A digest of the name, size and modification time of each file in `model_dir` (weights, configs;
+    not the eval/ an evaluation of a bare model dir writes into it): it changes when the model is
+    written again."""
+    import hashlib
+
+    stats = sorted(f"{p.name} {p.stat().st_size} {p.stat().st_mtime_ns}" for p in model_dir.iterdir() if p.is_file())
+    return hashlib.sha256("\n".join(stats).encode()).hexdigest()[:16]
 
 
 def write_curve(results: list[dict], out_dir: Path) -> Path:

@@ -70,7 +70,7 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
     from rlvr.recipes import get_recipe
     from rlvr.rewards.base import preflight_rewards
     from rlvr.tracking.outputs import check_wandb_installed
-    from rlvr.tracking.run_dir import RunDirLock, resume_changes
+    from rlvr.tracking.run_dir import RunDirLock, check_not_a_model_dir, resume_changes
     from rlvr.trainers.rollout_engine import check_rollout_engine
 
     offline = set_offline(cfg)  # first: huggingface_hub reads HF_HUB_OFFLINE once, at its import (check_ranges's)
@@ -84,6 +84,7 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
     recipe = get_recipe(cfg.algorithm.name)
     world_size = export_torch_distributed()
     run_dir = agreed_run_dir(run_dir)
+    check_not_a_model_dir(run_dir)
     from rlvr.hardware.sharding import check_sharding  # imports transformers: after export_device_environment
 
     check_sharding(cfg.hardware, world_size)

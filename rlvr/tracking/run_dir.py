@@ -226,6 +226,24 @@ def resume_changes(resolved: dict, checkpoint: Path | None, processes: int) -> d
     return changed
 
 
+MODEL_FILES = ("trainer_state.json", "adapter_config.json", "config.json")  # a checkpoint's, an adapter's, a model's
+
+
+def check_not_a_model_dir(run_dir: Path) -> None:
+    """Refuse a run dir that holds a saved model or a checkpoint (`hydra.run.dir=RUN/final_model`, or
+    `RUN/checkpoints/checkpoint-8` meant as "continue from here"): a new run would start inside it."""
+    held = next((name for name in MODEL_FILES if (run_dir / name).is_file()), None)
+    if held is None:
+        return
+    run = next((parent for parent in run_dir.parents if (parent / "run_info.jsonl").is_file()), None)
+    fix = (
+        f"to continue that run from its newest complete checkpoint, pass hydra.run.dir={run}"
+        if run
+        else "pick a new hydra.run.dir (model.name_or_path= trains from a saved model)"
+    )
+    raise ConfigError(f"hydra.run.dir={run_dir} holds a saved model or checkpoint ({held}), not a run: {fix}")
+
+
 def save_overrides(run_dir: Path) -> None:
     """.hydra/overrides.yaml: this job's command-line overrides, as Hydra writes them."""
     from hydra.core.hydra_config import HydraConfig

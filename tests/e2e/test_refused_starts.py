@@ -159,3 +159,21 @@ def test_an_offline_run_is_offline_before_anything_imports_huggingface_hub(tmp_p
     )
     assert "rlvr: error: hardware.device=cuda" in result.stderr, result.stderr[-2000:]  # refused after the range check
     assert result.stdout.splitlines()[-1] == "HF_HUB_OFFLINE True"
+
+
+@pytest.mark.parametrize("inside", ["final_model", "checkpoints/checkpoint-8", "final_adapter"])
+def test_a_run_dir_that_holds_a_saved_model_or_a_checkpoint_is_refused_naming_its_run(tmp_path, inside):
+    """`hydra.run.dir=RUN/checkpoints/checkpoint-8`, meant as "continue from here", started a new run
+    inside the checkpoint, writing its files among the saved ones."""
+    (tmp_path / "run_info.jsonl").write_text("{}\n")
+    held = tmp_path / inside
+    held.mkdir(parents=True)
+    name = {"final_model": "config.json", "final_adapter": "adapter_config.json"}.get(inside, "trainer_state.json")
+    (held / name).write_text("{}")
+    before = sorted(held.iterdir())
+    line = one_line_error(refused_in_process(*TINY_RUN, f"hydra.run.dir={held}"))
+    assert line == (
+        f"rlvr: error: hydra.run.dir={held} holds a saved model or checkpoint ({name}), not a run: "
+        f"to continue that run from its newest complete checkpoint, pass hydra.run.dir={tmp_path}"
+    )
+    assert sorted(held.iterdir()) == before

@@ -1,6 +1,7 @@
 """`python -m rlvr.eval`: targets, config from the run, results per model, skipping what is done, the curve."""
 
 import json
+import os
 
 import pytest
 from omegaconf import OmegaConf
@@ -149,6 +150,12 @@ def test_every_checkpoint_of_a_lora_run_gives_a_curve_and_the_last_equals_the_ev
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stderr.count("skipped") == 2
     assert {p.name: p.stat().st_mtime_ns for p in (run / "eval").glob("checkpoint-*")} == stamps
+    # a checkpoint written again (a continued run rebuilds it) is evaluated again, not read back
+    rewritten = run / "checkpoints" / "checkpoint-4" / "adapter_model.safetensors"
+    os.utime(rewritten, ns=(rewritten.stat().st_atime_ns, rewritten.stat().st_mtime_ns + 1))
+    third = run_cli("rlvr.eval", f"target={run}")
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert third.stderr.count("skipped") == 1 and "checkpoint-4: evaluating" in third.stderr
 
     # the merged final model, a whole-model dir, evaluated into another dir: the same numbers again
     final = run_cli("rlvr.eval", f"target={run / 'final_model'}", f"output_dir={tmp_path / 'out'}")
