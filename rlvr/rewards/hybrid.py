@@ -34,6 +34,33 @@ def resolve_reward_model_path(path: str) -> str:
     return str(candidate) if candidate.exists() else path
 
 
+def check_is_reward_model(resolved: str, path: str) -> None:
+    """Refuse a model whose config.json (local, or in the Hub cache) names no sequence-classification
+    head: a policy (a GRPO run's final_model/) would load with a new, random score head, and every
+    reward would be noise. A Hub model not yet downloaded is checked when it loads."""
+    from rlvr.models.hub import looks_like_path
+
+    config = Path(resolved).expanduser() / "config.json"
+    if not config.is_file():
+        if looks_like_path(resolved):
+            return  # not there: check_reachable says so
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(resolved, "config.json")
+        if not isinstance(cached, str):
+            return
+        config = Path(cached)
+    try:
+        architectures = json.loads(config.read_text()).get("architectures") or []
+    except ValueError:
+        return  # a config that does not parse: transformers' error names it when the model loads
+    if architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
+        raise ConfigError(
+            f"reward model '{path}' is a {', '.join(architectures)}, not a reward model (no trained score head): "
+            "name the run dir of an algorithm=reward_model run, or a sequence-classification model"
+        )
+
+
 def as_messages(prompt: Any, completion: str) -> list[dict]:
     """The conversation a reward model scores: prompt turns (or a text prompt as one user turn) + the answer."""
     turns = [dict(m) for m in prompt] if isinstance(prompt, list) else [{"role": "user", "content": str(prompt)}]
@@ -56,6 +83,7 @@ class RewardModelScorer:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         resolved = resolve_reward_model_path(path)
+        check_is_reward_model(resolved, path)
         try:
             tokenizer = AutoTokenizer.from_pretrained(resolved)
             model = AutoModelForSequenceClassification.from_pretrained(resolved)
@@ -142,7 +170,9 @@ class HybridReward(Reward):
         from rlvr.models.loading import check_reachable
 
         if reward_model:
-            check_reachable(resolve_reward_model_path(reward_model), f"reward.functions.{name}.reward_model")
+            resolved = resolve_reward_model_path(reward_model)
+            check_reachable(resolved, f"reward.functions.{name}.reward_model")
+            check_is_reward_model(resolved, reward_model)
 
     def same_answer(self, a: str, b: str) -> bool:
         """Predictions are the verifier's: it says which are one answer."""

@@ -177,3 +177,20 @@ def test_a_run_dir_that_holds_a_saved_model_or_a_checkpoint_is_refused_naming_it
         f"to continue that run from its newest complete checkpoint, pass hydra.run.dir={tmp_path}"
     )
     assert sorted(held.iterdir()) == before
+
+
+def test_a_policy_named_as_the_hybrid_reward_model_is_refused_before_anything_is_written(tmp_path):
+    """A GRPO run's final_model/ (a causal LM) loaded as a reward model got a new, random score head:
+    the run trained on noise, exit 0."""
+    policy = tmp_path / "grpo_run" / "final_model"
+    policy.mkdir(parents=True)
+    (policy / "config.json").write_text('{"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2"}')
+    run_dir = tmp_path / "run"
+    line = one_line_error(
+        refused_in_process(*TINY_RUN, "reward=hybrid", f"reward.functions.hybrid.reward_model={policy.parent}", f"hydra.run.dir={run_dir}")
+    )
+    assert line == (
+        f"rlvr: error: reward model '{policy.parent}' is a Qwen2ForCausalLM, not a reward model (no trained score head): "
+        "name the run dir of an algorithm=reward_model run, or a sequence-classification model"
+    )
+    assert not run_dir.exists()
