@@ -269,7 +269,9 @@ def save_final_model(trainer, tokenizer, model_cfg, run_dir: Path):
     A LoRA run also leaves its adapter in final_adapter/, and final_model/ is the adapter merged
     into its base: the base may be SFT-warmed or vocabulary-expanded in memory, which no Hub name or
     path reproduces, so an adapter alone could not be loaded again. `model.lora.save_merged=false`
-    writes the adapter only (a base too large to store twice).
+    writes the adapter only (a base too large to store twice), and so does a 4-bit base: merged
+    into it, the adapter's updates vanish in the re-quantization (the merged model evaluates as the
+    base did before training).
     """
     from peft import PeftModel
 
@@ -283,7 +285,9 @@ def save_final_model(trainer, tokenizer, model_cfg, run_dir: Path):
     trainer.save_model(out)
     if is_main_process():
         tokenizer.save_pretrained(out)
-    if not lora or not model_cfg.lora.save_merged:
+    if lora and model_cfg.lora.save_merged and model_cfg.quantization == "4bit":
+        log.info("final_adapter/ only: merged into the 4-bit base, the adapter's updates would round away")
+    if not lora or not model_cfg.lora.save_merged or model_cfg.quantization == "4bit":
         return model
     merged = model.merge_and_unload()  # every rank, so that their weights stay equal
     if is_main_process():

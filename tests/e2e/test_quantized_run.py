@@ -90,4 +90,6 @@ def test_qlora_run_trains_its_adapter(tmp_path):
     adapter = load_file(run / "final_adapter" / "adapter_model.safetensors")
     lora_b = [w for name, w in adapter.items() if "lora_B" in name]
     assert lora_b and any(torch.count_nonzero(w) for w in lora_b)  # LoRA's B starts at 0: it trained
-    assert json.loads((run / "final_model" / "config.json").read_text())["quantization_config"]["load_in_4bit"]
+    # merged into the 4-bit base, the adapter's updates round away (the merged model evaluated as the base): adapter only
+    assert not (run / "final_model").exists()
+    assert "final_adapter/ only: merged into the 4-bit base, the adapter's updates would round away" in (run / "run.log").read_text()
