@@ -121,10 +121,21 @@ def check_wandb_installed(logging_cfg) -> None:
         raise ConfigError(f"logging.wandb={logging_cfg.wandb} but wandb is not installed: pip install wandb, or logging=disabled")
 
 
+def wandb_run_id(run_dir: Path) -> str:
+    """One id per run, the same for every start of it: a digest of its first start's line in
+    run_info.jsonl (else of the run dir's path)."""
+    import hashlib
+
+    info = run_dir / "run_info.jsonl"
+    first = info.read_bytes().split(b"\n", 1)[0] if info.exists() else str(run_dir.resolve()).encode()
+    return hashlib.sha256(first).hexdigest()[:16]
+
+
 def setup_wandb(logging_cfg, run_dir: Path, run_name: str) -> list[str]:
     """Configure wandb through its own env vars; returns TRL's `report_to`. A run after another in this
     process (a `-m` run's jobs under Hydra's basic launcher) starts wandb afresh: wandb reads its env
-    vars once per process, and each job's files went to the first job's run dir."""
+    vars once per process, and each job's files went to the first job's run dir. Every start of a run
+    logs to one wandb run (`wandb_run_id`, resumed)."""
     mode = logging_cfg.wandb
     if mode == "disabled":
         return []
@@ -135,6 +146,9 @@ def setup_wandb(logging_cfg, run_dir: Path, run_name: str) -> list[str]:
     os.environ["WANDB_PROJECT"] = logging_cfg.project
     os.environ.setdefault("WANDB_NAME", run_name)
     os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ["WANDB_RUN_ID"], os.environ["WANDB_RESUME"] = wandb_run_id(run_dir), "allow"  # a continued run: the same wandb run
+    if mode == "offline":
+        log.info("wandb offline: its files go to %s; `wandb sync %s` uploads them", run_dir / "wandb", run_dir / "wandb" / "offline-run-*")
     if logging_cfg.entity:
         os.environ["WANDB_ENTITY"] = logging_cfg.entity
     if mode == "online":  # else wandb fails at the first training step, a traceback from deep inside TRL

@@ -15,7 +15,7 @@ def clean_wandb_env(monkeypatch, tmp_path):
     """No stored key anywhere wandb looks: an empty home, config dir and netrc. setup_wandb writes
     os.environ itself, so the whole environment is put back afterwards."""
     saved = dict(os.environ)
-    for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR", "WANDB_PROJECT", "WANDB_NAME", "WANDB_ENTITY", "NETRC"):
+    for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR", "WANDB_PROJECT", "WANDB_NAME", "WANDB_ENTITY", "WANDB_RUN_ID", "NETRC"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
@@ -46,6 +46,26 @@ def test_each_run_in_one_process_writes_its_wandb_files_into_its_own_run_dir(cle
     finally:
         wandb.teardown()
     assert sorted(run.parts[-3] for run in tmp_path.glob("*/wandb/offline-run-*")) == ["0", "1"]
+
+
+def test_every_start_of_a_run_logs_to_one_wandb_run(clean_wandb_env, tmp_path):
+    """A continued run made a second wandb run, which `wandb sync` uploaded as another run."""
+    import wandb
+
+    ids = {}
+    try:
+        for run, start in [("a", "new"), ("a", "resume"), ("b", "new")]:
+            (tmp_path / run).mkdir(exist_ok=True)
+            with open(tmp_path / run / "run_info.jsonl", "a") as info:  # each start's line, after the first's
+                info.write(f'{{"mode": "{start}", "run": "{run}"}}\n')
+            setup_wandb(logging_cfg(wandb="offline"), tmp_path / run, run)
+            wandb.init()
+            ids.setdefault(run, []).append(wandb.run.id)
+            wandb.finish()
+    finally:
+        wandb.teardown()
+    assert len(set(ids["a"])) == 1 and ids["a"][0] != ids["b"][0]
+    assert len(list((tmp_path / "a" / "wandb").glob(f"offline-run-*-{ids['a'][0]}*"))) == 2  # `wandb sync` joins them
 
 
 def test_online_mode_without_a_key_fails_before_training(clean_wandb_env, tmp_path):
