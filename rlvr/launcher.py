@@ -75,6 +75,7 @@ class RunDirCheck(Callback):
 
     def on_multirun_start(self, config, **kwargs) -> None:
         check_one_sweep_per_launch()
+        check_swept_once(list(config.hydra.overrides.task))
         check_launcher_resources(config)
         if "LocalLauncher" in str(config.hydra.launcher.get("_target_", "")):  # its jobs watch this process
             from rlvr.tracking.run_dir import process_start_time
@@ -87,6 +88,21 @@ class RunDirCheck(Callback):
 
 # The `hardware` values conf/hydra/launcher/{local,slurm}.yaml hand to submitit.
 LAUNCHER_RESOURCES = ("hardware.nodes", "hardware.tasks_per_node", "hardware.gpus_per_node", "hardware.cpus_per_task", "hardware.mem_gb")
+
+
+def check_swept_once(overrides: list[str]) -> None:
+    """Refuse a `-m` command line that sweeps a key and also fixes it (`max_steps=4 'max_steps=interval(2, 8)'`):
+    Optuna's sweeper keeps the fixed value and searches nothing, the basic one takes the later. One line,
+    exit code 2, before any job starts."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    given: dict[str, list] = {}
+    for override in OverridesParser.create().parse_overrides(overrides):
+        given.setdefault(override.get_key_element().lstrip("+~"), []).append(override)
+    for key, each in given.items():
+        if len(each) > 1 and any(o.is_sweep_override() for o in each):
+            print(f"rlvr: error: {key} is given {len(each)} times ({', '.join(o.input_line for o in each)}): give it once", file=sys.stderr)
+            sys.exit(2)
 
 
 def check_launcher_resources(config) -> None:

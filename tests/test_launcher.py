@@ -83,3 +83,16 @@ def test_resources_the_launcher_cannot_start_are_one_line_before_any_job(tmp_pat
     result = run_cli("rlvr.run", "-m", "hydra/launcher=local", resource, f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert one_line_error(result) == f"rlvr: error: {line}"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_key_swept_and_fixed_on_one_command_line_is_refused(capsys):
+    """Optuna's sweeper kept the fixed value and searched nothing ("Best parameters: {}"), exit 0."""
+    from rlvr.launcher import check_swept_once
+
+    check_swept_once(["seed=1,2", "algorithm.max_steps=4", "algorithm.beta=0.0", "algorithm.beta=0.1"])  # a fixed key twice: the later wins
+    with pytest.raises(SystemExit) as info:
+        check_swept_once(["algorithm.max_steps=4", "seed=1,2", "+algorithm.max_steps=interval(2, 8)"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == (
+        "rlvr: error: algorithm.max_steps is given 2 times (algorithm.max_steps=4, +algorithm.max_steps=interval(2, 8)): give it once\n"
+    )
