@@ -160,7 +160,15 @@ class SweepReport(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if sweep_dir.is_dir():
             rows = write_report(sweep_dir, config.get("objective"))
-            print(f"sweep report: {sweep_dir / 'sweep_summary.md'} ({len(rows)} jobs)")
+            print(f"sweep report: {sweep_dir / 'sweep_summary.md'} ({statuses(rows)})")
+
+
+def statuses(rows: list[dict]) -> str:
+    """Each status's count, in the order first met: "3 jobs: 2 completed, 1 failed"."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    return f"{len(rows)} jobs: " + ", ".join(f"{n} {status}" for status, n in counts.items())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,6 +34,7 @@ def test_one_failing_optuna_trial_is_recorded_and_the_search_goes_on(tmp_path):
     assert "rlvr: error: algorithm.learning_rate=-1.0 must be > 0" in result.stderr and "Traceback" not in result.stderr
     assert "Failed experiment: rlvr: error: algorithm.learning_rate=-1.0 must be > 0" in result.stdout
     assert statuses(tmp_path) == {"0": "completed", "1": "failed", "2": "completed"}
+    assert f"sweep report: {tmp_path / 'sweep_summary.md'} (3 jobs: 2 completed, 1 failed)" in result.stdout  # the search's last line
     best = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
     assert best["best_params"] == {"algorithm.learning_rate": 1e-4}
 
