@@ -627,7 +627,8 @@ def check_key(path: str, schema: type = Config) -> bool:
             return False
         fields = _field_types(schema)
         if part not in fields:
-            raise ConfigError(f"unknown config key '{prefix}{part}'{did_you_mean(part, sorted(fields), prefix=prefix)}")
+            cutoff = 0.6 if len(part) > 3 else 0.5  # a short key's one wrong letter (eval.kz) halves the ratio
+            raise ConfigError(f"unknown config key '{prefix}{part}'{did_you_mean(part, sorted(fields), cutoff, prefix)}")
         schema = fields[part]
         prefix += part + "."
     return True

@@ -68,6 +68,8 @@ def test_command_line_group_choice_beats_experiment():
 def test_check_key_suggests_the_closest_key():
     with pytest.raises(ConfigError, match=r"'algorithm.lerning_rate' \(did you mean 'algorithm.learning_rate'\?\)"):
         check_key("algorithm.lerning_rate")
+    with pytest.raises(ConfigError, match=r"'eval.kz' \(did you mean 'eval.ks'\?\)"):  # a short key's one letter
+        check_key("eval.kz")
     check_key("algorithm.trl.anything_goes")  # free-form dict: TRL checks it at start-up
     check_key("dataset.generator.max_operand")
 
