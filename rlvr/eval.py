@@ -52,6 +52,12 @@ def resolve_target(text: str) -> Target:
     path = Path(text).expanduser().resolve()
     if not path.is_dir():
         raise ConfigError(f"target {text}: no such directory")
+    run = next((p for p in (path, path.parent, path.parent.parent) if (p / RUN_CONFIG).exists()), None)
+    if run is not None and OmegaConf.select(OmegaConf.load(run / RUN_CONFIG), "algorithm.name") == "reward_model":
+        raise ConfigError(
+            f"target {text}: a reward model (algorithm=reward_model): rlvr.eval evaluates policies by what they "
+            f"generate; a reward model's eval is its pair accuracy, eval_pair_accuracy in {run / 'metrics.json'}"
+        )
     if (path / RUN_CONFIG).exists() and not has_model(path):
         checkpoints = sound_checkpoints(path / "checkpoints")
         if not checkpoints:

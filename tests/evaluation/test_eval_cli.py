@@ -22,6 +22,18 @@ def fake_run_dir(path, *overrides):
     return path
 
 
+def test_a_reward_model_run_is_refused_naming_where_its_eval_is(tmp_path, capsys):
+    """It was refused for having no checkpoint, with a hint at final_model/ that failed on missing columns."""
+    rm = fake_run_dir(tmp_path / "rm", "algorithm=reward_model")
+    (rm / "final_model").mkdir()
+    (rm / "final_model" / "config.json").write_text("{}")
+    for target in (rm, rm / "final_model"):
+        assert error_of(capsys, f"target={target}") == (
+            f"rlvr.eval: error: target {target}: a reward model (algorithm=reward_model): rlvr.eval evaluates policies "
+            f"by what they generate; a reward model's eval is its pair accuracy, eval_pair_accuracy in {rm / 'metrics.json'}"
+        )
+
+
 def test_targets_that_cannot_be_evaluated_fail_in_one_line(tmp_path, capsys):
     assert "no such directory" in error_of(capsys, f"target={tmp_path / 'missing'}")
     (tmp_path / "empty").mkdir()
