@@ -185,8 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-prompt", action="store_true", help="also plot accuracy per prompt versus step")
     parser.add_argument("--top", type=int, default=12, help="prompts in the per-prompt plot")
     args = parser.parse_args(argv)
+    if not args.run_dir.is_dir():
+        parser.error(f"{args.run_dir}: no such directory")  # exit 2, as argparse's own errors
     if not (args.run_dir / "metrics.jsonl").exists() and not (args.run_dir / "rollouts.jsonl").exists():
-        parser.error(f"{args.run_dir} has no metrics.jsonl or rollouts.jsonl")  # exit 2, as argparse's own errors
+        sweep = " (a -m run's sweep dir: python -m rlvr.sweep_report DIR plots its jobs)" if (args.run_dir / "0").is_dir() else ""
+        parser.error(f"{args.run_dir} has no metrics.jsonl or rollouts.jsonl{sweep}")
     paths = plot_run(args.run_dir)
     if args.per_prompt:
         paths.append(plot_per_prompt(args.run_dir, args.top))
