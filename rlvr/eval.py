@@ -68,7 +68,9 @@ def resolve_target(text: str) -> Target:
             )
         return Target([(c.name, c, checkpoint_step(c)) for c in checkpoints], path, is_run=True)
     if not has_model(path):
-        raise ConfigError(f"target {text}: no model there (no config.json or adapter_config.json), and it is not a run dir ({RUN_CONFIG})")
+        jobs = sorted((p for p in path.iterdir() if p.name.isdigit() and (p / RUN_CONFIG).exists()), key=lambda p: int(p.name))
+        sweep = f" (a -m run's sweep dir: python -m rlvr.eval -m target={','.join(map(str, jobs))})" if jobs else ""
+        raise ConfigError(f"target {text}: no model there (no config.json or adapter_config.json), and not a run dir ({RUN_CONFIG}){sweep}")
     # the run a model dir belongs to: final_model/ or checkpoints/checkpoint-N inside a run dir
     run_dir = next((p for p in (path.parent, path.parent.parent) if (p / RUN_CONFIG).exists()), None)
     if run_dir is not None and path.parent.name == "checkpoints" and path.name.split("-")[-1].isdigit():

@@ -38,6 +38,8 @@ def test_targets_that_cannot_be_evaluated_fail_in_one_line(tmp_path, capsys):
     assert "no such directory" in error_of(capsys, f"target={tmp_path / 'missing'}")
     (tmp_path / "empty").mkdir()
     assert "no model there" in error_of(capsys, f"target={tmp_path / 'empty'}")
+    jobs = [fake_run_dir(tmp_path / "sweep" / job) for job in ("0", "1")]
+    assert f"(a -m run's sweep dir: python -m rlvr.eval -m target={jobs[0]},{jobs[1]})" in error_of(capsys, f"target={tmp_path / 'sweep'}")
     run = fake_run_dir(tmp_path / "run")
     assert "the run dir has no complete checkpoint" in error_of(capsys, f"target={run}")
     (run / "checkpoints" / "checkpoint-3").mkdir(parents=True)
