@@ -69,7 +69,12 @@ def score_rows(rows: list[dict], rewards, completion_column: str, answer_column:
     if clashes := colliding_columns(columns):
         raise DataError(f"input columns named like the keywords TRL passes to reward functions ({', '.join(clashes)}): rename them")
     prompts = [r.get("prompt", "") for r in rows]
-    values = {rw.name: rw.fn(prompts=prompts, completions=completions, **columns) for rw in rewards}
+    try:
+        values = {rw.name: rw.fn(prompts=prompts, completions=completions, **columns) for rw in rewards}
+    except ConfigError as exc:
+        if "answer" in columns or "gold" not in columns:
+            raise
+        raise ConfigError(f"{exc} (this input has a 'gold' column, as a run's rollouts.jsonl does: answer_column=gold)") from exc
     scored = []
     for i, row in enumerate(rows):
         outcomes = {rw.name: rw.fn.last_outcomes[i] for rw in rewards if getattr(rw.fn, "last_outcomes", None)}

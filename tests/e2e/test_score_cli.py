@@ -153,6 +153,13 @@ def test_an_answer_column_the_input_lacks_is_one_line(rows_file):
     assert result.stderr.strip() == "rlvr.score: error: answer_column=gold: the input has no such column (its columns: answer, completion)"
 
 
+def test_a_runs_rollouts_without_answer_column_gold_are_told_it(rows_file):
+    rows = [{"prompt": "p", "completion": "Final: 4", "gold": "4", "step": 1}]  # rollouts.jsonl's columns
+    result = run_cli("rlvr.score", "reward=gsm8k_strict", f"input={rows_file(rows)}")
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith("(this input has a 'gold' column, as a run's rollouts.jsonl does: answer_column=gold)")
+
+
 def test_help_is_rlvr_scores_own():
     """Not Hydra's generic help, whose groups (model, dataset, ...) rlvr.score refuses."""
     shown = run_cli("rlvr.score", "--help")
