@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from pathlib import Path
 
 from rlvr._compat import keep_4bit_weights_trainable
 from rlvr.errors import ConfigError, ModelLoadError
@@ -163,12 +164,17 @@ def resolve_package_path(name: str) -> str:
 def check_reachable(name: str, key: str = "model.name_or_path") -> None:
     """Fail fast, in one line, for a local directory that holds no model or a Hub name that offline
     mode cannot serve; `key` is the setting that names it."""
-    if os.path.isdir(os.path.expanduser(name)):
-        if not os.path.isfile(os.path.join(os.path.expanduser(name), "config.json")):
-            raise ModelLoadError(
-                f"model directory {name} has no config.json: point {key} at a directory written by save_pretrained (a run's final_model/)"
-            )
-        return
+    directory = Path(name).expanduser()
+    if directory.is_dir():
+        if (directory / "config.json").is_file():
+            return
+        if (directory / "final_model" / "config.json").is_file():
+            fix = f"a run dir: its model is {key}={directory / 'final_model'}"
+        elif (directory / "adapter_config.json").is_file():
+            fix = f"a LoRA adapter alone: name the run's merged final_model/, or rlvr.eval target={directory}"
+        else:
+            fix = f"point {key} at a directory written by save_pretrained (a run's final_model/)"
+        raise ModelLoadError(f"model directory {name} has no config.json: {fix}")
     if looks_like_path(name):
         raise ModelLoadError(f"model directory not found: {name} ({key})")
     if is_offline():

@@ -72,6 +72,21 @@ def test_model_directory_without_a_model(tmp_path):
     assert f"model directory {tmp_path} has no config.json" in line
 
 
+def test_a_run_dir_or_an_adapter_as_the_model_names_what_to_pass(tmp_path):
+    from rlvr.errors import ModelLoadError
+    from rlvr.models.loading import check_reachable
+
+    (tmp_path / "final_model").mkdir()
+    (tmp_path / "final_model" / "config.json").write_text("{}")
+    with pytest.raises(ModelLoadError, match=f"a run dir: its model is model.name_or_path={tmp_path / 'final_model'}$"):
+        check_reachable(str(tmp_path))
+    adapter = tmp_path / "checkpoints" / "checkpoint-8"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text("{}")
+    with pytest.raises(ModelLoadError, match="a LoRA adapter alone: name the run's merged final_model/"):
+        check_reachable(str(adapter))
+
+
 def test_lora_target_the_model_lacks(tmp_path):
     line = one_line_error(
         run_cli("rlvr.run", *TINY_RUN, "model.lora.enabled=true", "model.lora.target_modules=[qkv]", f"hydra.run.dir={tmp_path}")
