@@ -340,6 +340,8 @@ def report_end(exc: BaseException, prog: str = "rlvr") -> int | None:
         return 1
     # raised by optuna: e.g. a search that went past failed trials, to none completed
     if _sweep_dirs and any(m.startswith("optuna.") for m in modules_raised_through(exc)):
-        print(f"{prog}: error: the search stopped: {exc} (its trials: {_sweep_dirs[0] / 'sweep_summary.md'})", file=sys.stderr)
+        report = _sweep_dirs[0] / "sweep_summary.md"
+        trials = f" (its trials: {report})" if report.exists() else " (before any trial ran)"
+        print(f"{prog}: error: the search stopped: {exc}{trials}", file=sys.stderr)
         return 2
     return None

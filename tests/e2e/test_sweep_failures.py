@@ -58,6 +58,22 @@ def test_a_search_whose_every_trial_fails_is_one_line(tmp_path):
     assert statuses(tmp_path) == {"0": "failed", "1": "failed"}
 
 
+def test_a_search_space_optuna_refuses_is_one_line_that_points_at_no_report(tmp_path):
+    result = run_cli(
+        "rlvr.run",
+        "-m",
+        "hydra/sweeper=optuna_maximize",
+        "algorithm.learning_rate=interval(1e-2, 1e-5)",
+        *SHORT,
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.splitlines()[-1] == (
+        "rlvr: error: the search stopped: The `low` value must be smaller than or equal to the `high` value "
+        "(low=0.01, high=1e-05). (before any trial ran)"
+    )
+
+
 def test_a_trial_without_its_objective_fails_in_one_line(tmp_path):
     """Optuna cannot take NaN: a run without its `objective` metric (no eval after training) is a failed trial."""
     result = run_cli(
