@@ -141,12 +141,14 @@ class CodeTestsReward(Reward):
     def _outcome(self, verdict) -> Outcome:
         if verdict.status != "ok":
             return Outcome(self.wrong, verdict.status, None, False)
-        ran = verdict.passed + verdict.failed + (verdict.error is not None and not verdict.out_of_cpu)
-        passed = ran > 0 and verdict.passed == ran
+        ran = verdict.passed + verdict.failed + (verdict.error is not None)
+        passed = ran > 0 and verdict.passed == ran and not verdict.out_of_cpu
         if verdict.passed + verdict.failed == 0 and verdict.error:
             summary = f"no test ran: {verdict.error}"  # the program did not load, or the tests stopped at once
         else:
             summary = f"{verdict.passed}/{ran} tests passed" + (f"; {verdict.error}" if verdict.error else "")
+        if verdict.out_of_cpu:
+            summary += f"; the program used up its {self.sandbox.limits.cpu_s} s of CPU time (cpu_s)"
         if self.score_mode == "fraction":
             value = self.wrong + (self.correct - self.wrong) * (verdict.passed / ran if ran else 0.0)
         else:

@@ -242,9 +242,7 @@ def main():
         counts = {"passed": 0, "failed": 0, "error": ready["error"]}
     else:
         counts = run_tests(job, call_candidate)
-    if gone and ran_out_of_cpu(pid, limits["cpu_s"]):
-        counts["error"] = f"the program used up its {limits['cpu_s']} s of CPU time (cpu_s)"
-        counts["out_of_cpu"] = True
+    counts["out_of_cpu"] = bool(gone) and ran_out_of_cpu(pid, limits["cpu_s"])
     sys.stdout.write(job["token"] + " " + json.dumps(counts) + "\n")
     sys.stdout.flush()
     try:

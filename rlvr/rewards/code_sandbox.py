@@ -78,7 +78,7 @@ class Verdict:
     passed: int = 0
     failed: int = 0
     error: str | None = None  # why the tests stopped early, or why there is no verdict
-    out_of_cpu: bool = False  # the program was ended by its cpu_s limit
+    out_of_cpu: bool = False  # the program was ended by its cpu_s limit (the tests' counts and error stand)
 
 
 @functools.cache
@@ -150,7 +150,7 @@ def bubblewrap_argv(limits: Limits, as_root: bool) -> list[str]:
     stdlib = runtime_paths()[1][1]
     for hidden in ("site-packages", "dist-packages"):  # the runtime only: no installed packages
         if os.path.isdir(os.path.join(stdlib, hidden)):
-            argv += ["--tmpfs", os.path.join(stdlib, hidden)]
+            argv += ["--tmpfs", os.path.join(stdlib, hidden), "--remount-ro", os.path.join(stdlib, hidden)]
     # Without root the user namespace makes the program the owner of the root and /dev tmpfs (and of
     # the directories made on them), with no size cap: read-only, so that it can neither fill memory
     # there nor plant a module on the interpreter's search path for the tests to import.

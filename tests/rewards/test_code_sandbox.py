@@ -446,7 +446,8 @@ import json
 import os
 def where():
     writable = []
-    for directory in ("/", "/usr", "/lib", "/dev", "/harness", os.path.dirname(os.__file__), "/tmp", "/dev/shm"):
+    stdlib = os.path.dirname(os.__file__)
+    for directory in ("/", "/usr", "/lib", "/dev", "/harness", stdlib, stdlib + "/site-packages", "/tmp", "/dev/shm"):
         try:
             open(os.path.join(directory, "planted.py"), "w").close()
             writable.append(directory)
@@ -521,14 +522,24 @@ def test_memory_held_in_files_outside_the_address_space_is_bounded():
 
 
 @pytest.mark.parametrize(
-    ("program", "said"),
+    ("program", "tests", "said"),
     [
-        ("while True:\n    pass\n", "no test ran: the program used up its 1 s of CPU time (cpu_s)"),
-        ("def add(a, b):\n    while True:\n        pass\n", "0/2 tests passed; the program used up its 1 s of CPU time (cpu_s)"),
+        (
+            "while True:\n    pass\n",
+            ADD_TESTS,
+            "no test ran: the program ended before the tests ran (the candidate process ended); "
+            "the program used up its 1 s of CPU time (cpu_s)",
+        ),
+        ("def add(a, b):\n    while True:\n        pass\n", ADD_TESTS, "0/2 tests passed; the program used up its 1 s of CPU time (cpu_s)"),
+        (  # the call that spins is outside an assert: the tests stop, and count one failure more
+            "def add(a, b):\n    while a == 2:\n        pass\n    return a + b\n",
+            "assert add(1, 2) == 3\nx = add(2, 2)\n",
+            "1/2 tests passed; EOFError: the candidate process ended; the program used up its 1 s of CPU time (cpu_s)",
+        ),
     ],
 )
-def test_a_program_out_of_cpu_time_is_a_timeout_that_says_so(program, said):
+def test_a_program_out_of_cpu_time_is_a_timeout_that_says_so(program, tests, said):
     """cpu_s ends the program before timeout_s: it was scored `wrong`, "the candidate process ended"."""
     reward = CodeTestsReward(name="code", timeout_s=20, cpu_s=1)
-    value, outcome = score(reward, program)
+    value, outcome = score(reward, program, tests)
     assert (value, outcome.reason, outcome.prediction) == (0.0, "timeout", said)
