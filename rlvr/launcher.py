@@ -132,16 +132,17 @@ def is_multirun() -> bool:
 
 
 def check_one_sweep_per_launch() -> None:
-    """Refuse a `-m` run in a process that is one of several started by torchrun or accelerate launch,
-    before any job starts: each process would run the whole sweep (under the basic launcher the first
-    job's end closes the process group, and the second job waits for its peers forever). One line per
-    node (its local rank 0 says it), exit code 2."""
-    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    """Refuse a `-m` run in a process that is one of several started by torchrun, accelerate launch or
+    an srun step, before any job starts: each process would run the whole sweep (under the basic
+    launcher the first job's end closes the process group, and the second job waits for its peers
+    forever). One line per node (its local rank 0 says it), exit code 2. A batch script's own process
+    (sbatch, no srun) is one process, whatever the job's task count."""
+    processes = max(int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("SLURM_STEP_NUM_TASKS", "1")))
     if processes <= 1:
         return
-    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+    if int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0"))) == 0:
         print(
-            f"rlvr: error: a -m run inside a {processes}-process launch (torchrun, accelerate launch) would run the "
+            f"rlvr: error: a -m run inside a {processes}-process launch (torchrun, accelerate launch, srun) would run the "
             "whole sweep in each process: launch one run at a time, or let Hydra start each job's processes "
             "(-m hydra/launcher=local or slurm, hardware.tasks_per_node=N)",
             file=sys.stderr,

@@ -123,14 +123,27 @@ def set_up_process(cfg: DictConfig) -> None:
 
 
 def run(cfg: DictConfig, accepted: Accepted) -> dict[str, float]:
-    """Run an accepted start in its run dir; returns the final metrics."""
+    """Run an accepted start in its run dir, its start and end recorded; returns the final metrics."""
     from rlvr.hardware.distributed import close_process_group, is_main_process
     from rlvr.tracking.run_dir import record_end, record_start
+
+    if is_main_process():  # every check that can refuse the run has passed: now it may write
+        record_start(accepted.run_dir, cfg, accepted.changed, accepted.start.mode)
+    try:
+        metrics = train(cfg, accepted)
+    except BaseException as exc:
+        record_end(accepted.run_dir, how_it_ended(exc))
+        raise
+    record_end(accepted.run_dir, "completed")
+    close_process_group()
+    return metrics
+
+
+def train(cfg: DictConfig, accepted: Accepted) -> dict[str, float]:
+    """The recorded start's work: its run.log, the process set up, the recipe."""
     from rlvr.tracking.outputs import start_run_log
 
     run_dir, start = accepted.run_dir, accepted.start
-    if is_main_process():  # every check that can refuse the run has passed: now it may write
-        record_start(run_dir, cfg, accepted.changed, start.mode)
     start_run_log(run_dir)
     log.info(
         "run dir %s (offline=%s, processes=%d, %s)",
@@ -146,16 +159,8 @@ def run(cfg: DictConfig, accepted: Accepted) -> dict[str, float]:
             "(or local), torchrun or accelerate launch to train data-parallel",
             asked,
         )
-
     set_up_process(cfg)
-    try:
-        metrics = accepted.recipe.train(cfg, run_dir, start)
-    except BaseException as exc:
-        record_end(run_dir, how_it_ended(exc))
-        raise
-    record_end(run_dir, "completed")
-    close_process_group()
-    return metrics
+    return accepted.recipe.train(cfg, run_dir, start)
 
 
 def fail(exc: RlvrError, run_dir: Path, refused: bool) -> None:
@@ -183,10 +188,10 @@ def hydra_main(cfg: DictConfig) -> float:
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     announce_job(run_dir)
-    stop_when_launcher_gone()
     accepted = None
     try:
         with stops_reported(run_dir):  # Ctrl-C, SIGTERM: one line, exit 130 / 143
+            stop_when_launcher_gone()  # its SIGTERM needs these handlers: submitit's own only logs one
             accepted = start_up(cfg, run_dir)
             metrics = run(cfg, accepted)
     except RlvrError as exc:

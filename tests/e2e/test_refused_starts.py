@@ -67,15 +67,18 @@ def test_a_machine_without_wandb_refuses_a_logged_run_and_writes_nothing(tmp_pat
     assert not run_dir.exists()
 
 
-@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=local"]])
-def test_a_sweep_inside_a_torchrun_launch_is_refused_before_any_job_starts(tmp_path, launcher):
-    """Each rank of `torchrun -m rlvr.run -m ...` would run the whole sweep: under the basic launcher
-    the first run's end closes the process group, so the second waited on its peers forever; under
-    submitit's, each rank would launch every job. One line, before any job starts."""
-    ranks = {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29999"}
+TORCHRUN_RANK_0 = {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29999"}
+SRUN_TASK_0 = {"SLURM_STEP_NUM_TASKS": "2", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NTASKS": "2"}
+
+
+@pytest.mark.parametrize(("launcher", "ranks"), [([], TORCHRUN_RANK_0), (["hydra/launcher=local"], TORCHRUN_RANK_0), ([], SRUN_TASK_0)])
+def test_a_sweep_inside_a_torchrun_launch_is_refused_before_any_job_starts(tmp_path, launcher, ranks):
+    """Each rank of `torchrun -m rlvr.run -m ...` (or task of `srun -n2`) would run the whole sweep:
+    under the basic launcher the first run's end closes the process group, so the second waited on its
+    peers forever; under submitit's, each rank would launch every job. One line, before any job starts."""
     result = run_cli("rlvr.run", "-m", *launcher, *TINY_RUN, "seed=1,2", f"hydra.sweep.dir={tmp_path}", env=ranks, timeout=120)
     assert result.returncode == 2, result.stderr[-3000:]
-    assert one_line_error(result).startswith("rlvr: error: a -m run inside a 2-process launch (torchrun, accelerate launch) would")
+    assert one_line_error(result).startswith("rlvr: error: a -m run inside a 2-process launch (torchrun, accelerate launch, srun) would")
     assert not [p for p in tmp_path.iterdir() if p.name != "multirun.yaml"]  # no job dir
 
 
