@@ -25,14 +25,13 @@ EXIT_TERMINATED = 143  # the shell's code for SIGTERM: stopped after a checkpoin
 STOPPING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGUSR2", "SIGINT", "SIGTERM") if hasattr(signal, name))
 STOP_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 STOP_EXITS = {signal.SIGINT: EXIT_INTERRUPTED, signal.SIGTERM: EXIT_TERMINATED}
-STOPPED_BY = {EXIT_INTERRUPTED: "Ctrl-C", EXIT_TERMINATED: "SIGTERM", EXIT_PREEMPTED: "SIGUSR2"}  # exit code -> what stopped the run
+STOPPED_BY = {STOP_EXITS[sig]: name for sig, name in STOP_NAMES.items()} | {EXIT_PREEMPTED: "SIGUSR2"}  # exit code -> what stopped it
 STOP_WAIT_S = 20.0  # how long a stop in training waits for a reward call: under SLURM's default KillWait (30 s)
 STOP_EXIT_GRACE_S = 5.0  # then how long the main thread has to leave the call before the process is ended outright
 _exit_process = os._exit  # the real one: an in-process reward call replaces os._exit while it runs (rewards/checks.py)
 _phases = ["start-up"]  # what the run is doing, innermost last, for the line a stop prints
 _run_dirs = []  # the run dir of each `stops_reported` block, innermost last, for the line a stop prints
 _awaited = []  # (what, how to bound it, since) of each call the training step waits on, innermost last
-_dropped = []  # the signal of a stop that Python dropped in a finalizer, until the run raises it
 
 
 class Stopped(KeyboardInterrupt):
@@ -58,11 +57,12 @@ class Stopped(KeyboardInterrupt):
 
 def how_it_ended(exc: BaseException) -> str:
     """How a run that raised `exc` ended, for its end line in run_info.jsonl: "stopped by <signal>"
-    (Stopped, a stop's exit code), "failed" (an error), else "exited with code N"."""
+    (Stopped, a stop's exit code, submitit's requeue exit), "failed" (an error), else "exited with code N"."""
     if isinstance(exc, KeyboardInterrupt):
         return f"stopped by {STOP_NAMES[getattr(exc, 'signum', signal.SIGINT)]}"
     if isinstance(exc, SystemExit):
-        return f"stopped by {STOPPED_BY[exc.code]}" if exc.code in STOPPED_BY else f"exited with code {exc.code}"
+        stopped_by = getattr(exc, "stopped_by", None) or STOPPED_BY.get(exc.code)
+        return f"stopped by {stopped_by}" if stopped_by else f"exited with code {exc.code}"
     return "failed"
 
 
@@ -108,25 +108,24 @@ def _stop_now(signum, frame):
 def _stop_again_outside_finalizers(previous_hook):
     """A sys.unraisablehook for while stops are reported. Python drops an exception raised in a
     finalizer (`__del__`, a weakref or gc callback) and prints it as "Exception ignored": a stop
-    signal whose handler ran there would be lost, and the run would go on. This hook notes the stop
-    and a thread sends its signal to the main thread again every 0.1 s until the run has raised it;
-    other exceptions go to `previous_hook`."""
+    signal whose handler ran there would be lost, and the run would go on. This hook has a thread send
+    the signal to the main thread again, once (dropped again, it comes back here); other exceptions
+    go to `previous_hook`."""
 
     def hook(unraisable) -> None:
-        if not isinstance(unraisable.exc_value, Stopped):
+        if isinstance(unraisable.exc_value, Stopped):
+            signum = unraisable.exc_value.signum
+            threading.Thread(target=_send_stop_again, args=(signum,), name="rlvr-stop-again", daemon=True).start()
+        else:
             previous_hook(unraisable)
-        elif not _dropped:  # else the thread already sends it again
-            _dropped.append(unraisable.exc_value.signum)
-            threading.Thread(target=_send_dropped_stop_again, name="rlvr-stop-again", daemon=True).start()
 
     return hook
 
 
-def _send_dropped_stop_again() -> None:
-    while _dropped:
-        time.sleep(0.1)  # first: out of the hook that started this thread, where a stop is lost too
-        if _dropped:
-            signal.pthread_kill(threading.main_thread().ident, _dropped[0])
+def _send_stop_again(signum: int) -> None:
+    time.sleep(0.1)  # first: out of the hook that started this thread, where a stop is dropped too
+    if _run_dirs:  # stops are still reported: the signal reaches `_stop_now`, not a default handler
+        signal.pthread_kill(threading.main_thread().ident, signum)
 
 
 @contextlib.contextmanager
@@ -143,13 +142,11 @@ def stops_reported(run_dir):
     try:
         yield
     except KeyboardInterrupt as exc:
-        _dropped.clear()
         stop = exc if isinstance(exc, Stopped) else Stopped(signal.SIGINT, _phases[-1])
         stop.report()
         raise SystemExit(STOP_EXITS[stop.signum]) from None
     finally:
         _run_dirs.pop()
-        _dropped.clear()
         sys.unraisablehook = previous_hook
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -281,7 +278,11 @@ def checkpoint_callback(extra_files: dict[str, str] | None = None):
                 )
                 raise SystemExit(STOP_EXITS[self.requested])
             if callable(self.previous[signal.SIGUSR2]):  # submitit's handler: checkpoint(), requeue, exit
-                self.previous[signal.SIGUSR2](signal.SIGUSR2, None)
+                try:
+                    self.previous[signal.SIGUSR2](signal.SIGUSR2, None)
+                except SystemExit as exc:
+                    exc.stopped_by = "SIGUSR2"  # its exit code is submitit's (-1): how_it_ended reads this
+                    raise
             log.warning("stopped by SIGUSR2 after saving checkpoint-%d", state.global_step)
             raise SystemExit(EXIT_PREEMPTED)
 
