@@ -32,8 +32,8 @@ EVAL_PREFIX = "eval_after_"
 def collect(sweep_dir: Path) -> list[dict[str, Any]]:
     """One row per job dir: its overrides, status, final metrics (or the logs of a failed job: its
     run.log and its own `.submitit` error streams, else those no job claimed; or how a stopped job
-    continues). The status is the latest start's: completed, stopped, or failed (also a job with no
-    end recorded and no metrics.json: killed, or still running)."""
+    continues). The status is how the latest start ended: completed, stopped, or failed (also a start
+    with no end recorded: killed, or still running; a metrics.json an earlier start wrote is not its)."""
     from rlvr.launcher import submitit_logs_by_job
     from rlvr.tracking.run_dir import latest_end
 
@@ -44,8 +44,8 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
         overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
         metrics_file = job / "metrics.json"
         row: dict[str, Any] = {"job": int(job.name), "overrides": " ".join(overrides or [])}
-        end = latest_end(job) or {}
-        if metrics_file.exists() and end.get("ended", "completed") == "completed":
+        end = latest_end(job) or {}  # none: the latest start has not ended (running, or killed)
+        if metrics_file.exists() and end.get("ended") == "completed":
             row |= {"status": "completed", **json.loads(metrics_file.read_text())}
         elif end.get("ended", "").startswith("stopped"):
             row |= {"status": "stopped", "logs": f"{end['ended']}; {end['continue']}"}

@@ -10,9 +10,13 @@ from rlvr.sweep_report import write_report
 
 
 def fake_job(sweep_dir, job, overrides, metrics):
+    """A job dir whose run completed with `metrics`."""
+    from rlvr.tracking.run_dir import record_end
+
     (sweep_dir / str(job) / ".hydra").mkdir(parents=True)
     (sweep_dir / str(job) / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     (sweep_dir / str(job) / "metrics.json").write_text(json.dumps(metrics))
+    record_end(sweep_dir / str(job), "completed")
 
 
 def eval_metrics(accuracy, mean, pass4, maj4):
@@ -65,16 +69,18 @@ def test_the_cli_on_a_dir_without_job_dirs_is_one_line_exit_2(tmp_path, capsys):
     )
 
 
-def test_a_stopped_job_is_listed_as_stopped_with_its_command_and_a_failed_continuation_as_failed(tmp_path):
+def test_a_stopped_job_is_listed_as_stopped_with_its_command_and_a_failed_or_killed_continuation_as_failed(tmp_path):
     from rlvr.tracking.run_dir import record_end
 
     fake_job(tmp_path, 0, ["seed=0"], {"train_seconds": 3.0})
-    record_end(tmp_path / "0", "completed")
     (tmp_path / "1").mkdir()
     record_end(tmp_path / "1", "stopped by Ctrl-C")
     fake_job(tmp_path, 2, ["seed=2"], {"train_seconds": 3.0})  # an earlier start's metrics; the latest start failed
     record_end(tmp_path / "2", "failed")
-    assert [row["status"] for row in write_report(tmp_path)] == ["completed", "stopped", "failed"]
+    fake_job(tmp_path, 3, ["seed=3"], {"train_seconds": 3.0})  # the same, and the latest start was killed
+    with open(tmp_path / "3" / "run_info.jsonl", "a") as info:
+        info.write('{"mode": "resume"}\n')
+    assert [row["status"] for row in write_report(tmp_path)] == ["completed", "stopped", "failed", "failed"]
     report = (tmp_path / "sweep_summary.md").read_text()
     continues = f"the same command with hydra.run.dir={tmp_path / '1'} continues it from its newest complete checkpoint"
     assert report.split("Stopped jobs:\n")[1] == f"- job 1 (): stopped by Ctrl-C; {continues}\n"
