@@ -134,8 +134,8 @@ def wandb_run_id(run_dir: Path) -> str:
 def setup_wandb(logging_cfg, run_dir: Path, run_name: str) -> list[str]:
     """Configure wandb through its own env vars; returns TRL's `report_to`. A run after another in this
     process (a `-m` run's jobs under Hydra's basic launcher) starts wandb afresh: wandb reads its env
-    vars once per process, and each job's files went to the first job's run dir. Every start of a run
-    logs to one wandb run (`wandb_run_id`, resumed)."""
+    vars once per process, and each job's files went to the first job's run dir. The starts of a run
+    are one wandb run online (`wandb_run_id`, resumed), and one group of runs offline."""
     mode = logging_cfg.wandb
     if mode == "disabled":
         return []
@@ -146,8 +146,12 @@ def setup_wandb(logging_cfg, run_dir: Path, run_name: str) -> list[str]:
     os.environ["WANDB_PROJECT"] = logging_cfg.project
     os.environ.setdefault("WANDB_NAME", run_name)
     os.environ.setdefault("WANDB_SILENT", "true")
-    os.environ["WANDB_RUN_ID"], os.environ["WANDB_RESUME"] = wandb_run_id(run_dir), "allow"  # a continued run: the same wandb run
-    if mode == "offline":
+    if mode == "online":  # a continued run resumes its wandb run
+        os.environ["WANDB_RUN_ID"], os.environ["WANDB_RESUME"] = wandb_run_id(run_dir), "allow"
+    else:  # offline, each start is a wandb run of its own (synced, one would replace another's history), grouped
+        os.environ.pop("WANDB_RUN_ID", None)
+        os.environ.pop("WANDB_RESUME", None)
+        os.environ["WANDB_RUN_GROUP"] = wandb_run_id(run_dir)
         log.info("wandb offline: its files go to %s; `wandb sync %s` uploads them", run_dir / "wandb", run_dir / "wandb" / "offline-run-*")
     if logging_cfg.entity:
         os.environ["WANDB_ENTITY"] = logging_cfg.entity

@@ -15,8 +15,9 @@ def clean_wandb_env(monkeypatch, tmp_path):
     """No stored key anywhere wandb looks: an empty home, config dir and netrc. setup_wandb writes
     os.environ itself, so the whole environment is put back afterwards."""
     saved = dict(os.environ)
-    for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR", "WANDB_PROJECT", "WANDB_NAME", "WANDB_ENTITY", "WANDB_RUN_ID", "NETRC"):
-        monkeypatch.delenv(var, raising=False)
+    for var in ("API_KEY", "MODE", "DIR", "PROJECT", "NAME", "ENTITY", "RUN_ID", "RESUME", "RUN_GROUP"):
+        monkeypatch.delenv(f"WANDB_{var}", raising=False)
+    monkeypatch.delenv("NETRC", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
     monkeypatch.setenv("WANDB_SILENT", "true")
@@ -48,24 +49,39 @@ def test_each_run_in_one_process_writes_its_wandb_files_into_its_own_run_dir(cle
     assert sorted(run.parts[-3] for run in tmp_path.glob("*/wandb/offline-run-*")) == ["0", "1"]
 
 
-def test_every_start_of_a_run_logs_to_one_wandb_run(clean_wandb_env, tmp_path):
-    """A continued run made a second wandb run, which `wandb sync` uploaded as another run."""
+def start(run_dir, mode):
+    run_dir.mkdir(exist_ok=True)
+    with open(run_dir / "run_info.jsonl", "a") as info:  # each start's line, after the first's
+        info.write(f'{{"mode": "{mode}", "run": "{run_dir.name}"}}\n')
+
+
+def test_the_starts_of_a_run_are_one_wandb_group_offline(clean_wandb_env, tmp_path):
+    """A continued run made an ungrouped second wandb run. Offline, each start stays a run of its own:
+    `wandb sync` of two offline runs with one id keeps only the last one's history."""
     import wandb
 
-    ids = {}
+    runs = []
     try:
-        for run, start in [("a", "new"), ("a", "resume"), ("b", "new")]:
-            (tmp_path / run).mkdir(exist_ok=True)
-            with open(tmp_path / run / "run_info.jsonl", "a") as info:  # each start's line, after the first's
-                info.write(f'{{"mode": "{start}", "run": "{run}"}}\n')
+        for run, mode in [("a", "new"), ("a", "resume"), ("b", "new")]:
+            start(tmp_path / run, mode)
             setup_wandb(logging_cfg(wandb="offline"), tmp_path / run, run)
             wandb.init()
-            ids.setdefault(run, []).append(wandb.run.id)
+            runs.append((wandb.run.id, wandb.run.group))
             wandb.finish()
     finally:
         wandb.teardown()
-    assert len(set(ids["a"])) == 1 and ids["a"][0] != ids["b"][0]
-    assert len(list((tmp_path / "a" / "wandb").glob(f"offline-run-*-{ids['a'][0]}*"))) == 2  # `wandb sync` joins them
+    assert len({run_id for run_id, _ in runs}) == 3
+    assert runs[0][1] == runs[1][1] != runs[2][1]
+
+
+def test_the_starts_of_a_run_are_one_wandb_run_online(clean_wandb_env, monkeypatch, tmp_path):
+    monkeypatch.setenv("WANDB_API_KEY", "a" * 40)
+    ids = []
+    for run, mode in [("a", "new"), ("a", "resume"), ("b", "new")]:
+        start(tmp_path / run, mode)
+        setup_wandb(logging_cfg(wandb="online"), tmp_path / run, run)
+        ids.append((os.environ["WANDB_RUN_ID"], os.environ["WANDB_RESUME"]))
+    assert ids[0] == ids[1] != ids[2] and ids[0][1] == "allow"
 
 
 def test_online_mode_without_a_key_fails_before_training(clean_wandb_env, tmp_path):
