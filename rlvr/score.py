@@ -72,7 +72,7 @@ def score_rows(rows: list[dict], rewards, completion_column: str, answer_column:
     try:
         values = {rw.name: rw.fn(prompts=prompts, completions=completions, **columns) for rw in rewards}
     except ConfigError as exc:
-        if "answer" in columns or "gold" not in columns:
+        if "answer" in columns or "gold" not in columns or "'answer' column" not in str(exc):
             raise
         raise ConfigError(f"{exc} (this input has a 'gold' column, as a run's rollouts.jsonl does: answer_column=gold)") from exc
     scored = []

@@ -35,9 +35,9 @@ def resolve_reward_model_path(path: str) -> str:
 
 
 def check_is_reward_model(resolved: str, path: str) -> None:
-    """Refuse a model whose config.json (local, or in the Hub cache) names no sequence-classification
-    head: a policy (a GRPO run's final_model/) would load with a new, random score head, and every
-    reward would be noise. A Hub model not yet downloaded is checked when it loads."""
+    """Refuse a model whose config.json (local, or in the Hub cache) lists `architectures` none of
+    which is a sequence classifier: a policy (a GRPO run's final_model/) would load with a new, random
+    score head, and every reward would be noise. A Hub model not yet downloaded is not checked."""
     from rlvr.models.hub import looks_like_path
 
     config = Path(resolved).expanduser() / "config.json"
@@ -46,7 +46,10 @@ def check_is_reward_model(resolved: str, path: str) -> None:
             return  # not there: check_reachable says so
         from huggingface_hub import try_to_load_from_cache
 
-        cached = try_to_load_from_cache(resolved, "config.json")
+        try:
+            cached = try_to_load_from_cache(resolved, "config.json")
+        except ValueError:  # not a valid Hub name either: loading it says why
+            return
         if not isinstance(cached, str):
             return
         config = Path(cached)
