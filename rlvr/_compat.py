@@ -19,6 +19,7 @@ used; here is only the mechanism.
 | `sync_vllm_weights_by_reload` | trl 1.16, vllm 0.31 | trainers.generation (vLLM on CPU) |
 | `reshard_fsdp2_before_vllm_sync` | trl 1.16, torch 2.13 | trainers.generation (vLLM colocated) |
 | `TiedWeightsLoadQuietly` | transformers 5 | trainers.grpo (resume) |
+| `requeue_through_submitit` | submitit 1.5 | hardware.stops (SIGUSR2 under hydra/launcher=slurm) |
 """
 
 from __future__ import annotations
@@ -248,3 +249,23 @@ class TiedWeightsLoadQuietly:
         loaded_through_a_tie = {n for names in names_per_tensor.values() if names - missing for n in names & missing}
         kept = [key for key in load_result.missing_keys if key not in loaded_through_a_tie]
         super()._issue_warnings_after_load(load_result._replace(missing_keys=kept))
+
+
+def requeue_through_submitit(handler: Callable) -> None:
+    """Call submitit's SIGUSR2 handler (checkpoint, `scontrol requeue`, then `sys.exit(-1)`). SLURM's
+    requeue signals every process of the job, scontrol among them: when its SIGTERM lands before
+    scontrol exits, submitit's `check_call` raises CalledProcessError after the requeue was made, and
+    submitit records that error as the job's result, so the sweep reports a failure while the job
+    runs again. Such an error ends the process as the handler would have. submitit 1.5; remove when
+    its `_requeue` tolerates the requeue's own signal."""
+    import signal
+    import subprocess
+    import sys
+
+    try:
+        handler(signal.SIGUSR2, None)
+    except subprocess.CalledProcessError as exc:
+        if list(exc.cmd[:2]) != ["scontrol", "requeue"] or exc.returncode != -signal.SIGTERM:
+            raise
+        log.warning("scontrol requeue was ended by the requeue it asked for: the job is requeued")
+        sys.exit(-1)

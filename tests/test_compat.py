@@ -151,3 +151,32 @@ def test_a_tied_head_missing_from_a_checkpoint_is_no_warning_and_anything_else_s
     assert warnings_after_load(tie=True, missing=["lm_head.weight", "model.norm.weight"]) == [
         "There were missing keys in the checkpoint model loaded: ['model.norm.weight']."
     ]
+
+
+def test_submitit_requeues_with_check_call_on_scontrol_then_exits_minus_1():
+    from submitit.core.job_environment import SignalHandler
+    from submitit.slurm.slurm import SlurmJobEnvironment
+
+    assert 'subprocess.check_call(["scontrol", "requeue", jid]' in inspect.getsource(SlurmJobEnvironment._requeue)
+    assert "self.env._requeue(countdown)" in inspect.getsource(SignalHandler.checkpoint_and_try_requeue)
+    assert "sys.exit(-1)" in inspect.getsource(SignalHandler._exit)
+
+
+def test_a_requeue_ended_by_its_own_sigterm_exits_as_submitit_would_and_other_errors_stand():
+    import signal
+    import subprocess
+
+    import pytest
+
+    def killed_by_the_requeue(signum, frame):
+        raise subprocess.CalledProcessError(-signal.SIGTERM, ["scontrol", "requeue", "142"])
+
+    with pytest.raises(SystemExit) as ended:
+        _compat.requeue_through_submitit(killed_by_the_requeue)
+    assert ended.value.code == -1
+
+    def refused(signum, frame):
+        raise subprocess.CalledProcessError(1, ["scontrol", "requeue", "142"])
+
+    with pytest.raises(subprocess.CalledProcessError):
+        _compat.requeue_through_submitit(refused)

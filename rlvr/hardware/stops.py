@@ -278,8 +278,10 @@ def checkpoint_callback(extra_files: dict[str, str] | None = None):
                 )
                 raise SystemExit(STOP_EXITS[self.requested])
             if callable(self.previous[signal.SIGUSR2]):  # submitit's handler: checkpoint(), requeue, exit
+                from rlvr._compat import requeue_through_submitit
+
                 try:
-                    self.previous[signal.SIGUSR2](signal.SIGUSR2, None)
+                    requeue_through_submitit(self.previous[signal.SIGUSR2])
                 except SystemExit as exc:
                     exc.stopped_by = "SIGUSR2"  # its exit code is submitit's (-1): how_it_ended reads this
                     raise
