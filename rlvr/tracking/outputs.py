@@ -124,9 +124,9 @@ def check_wandb_installed(logging_cfg) -> None:
 def wandb_run_id(run_dir: Path) -> str:
     """One id per run, the same for every start of it: a digest of its first start's line in
     run_info.jsonl (else of the run dir's path)."""
-    import hashlib
+    from rlvr.tracking.run_dir import RUN_INFO
 
-    info = run_dir / "run_info.jsonl"
+    info = run_dir / RUN_INFO
     first = info.read_bytes().split(b"\n", 1)[0] if info.exists() else str(run_dir.resolve()).encode()
     return hashlib.sha256(first).hexdigest()[:16]
 

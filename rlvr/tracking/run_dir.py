@@ -20,6 +20,7 @@ from rlvr.errors import ConfigError
 
 log = logging.getLogger(__name__)
 LOCK_NAME = ".rlvr.lock"
+RUN_INFO = "run_info.jsonl"  # a line per start of the run (what it is, what produced it) and one per end
 CHECKPOINT_CONFIG = "rlvr_config.json"  # in every checkpoint: the resolved config that trained it
 # What a checkpoint's weights, optimizer state and step count mean (the model, the data order it
 # has consumed, the batch geometry, the optimizer and schedule, whose state transformers restores
@@ -82,9 +83,9 @@ def is_alive(pid: int, started: str | None) -> bool:
     except PermissionError:  # someone else's live process
         return True
     stat = process_stat(pid)
-    if stat and stat[0] == "Z":
-        return False
-    return started is None or process_start_time(pid) in (None, started)
+    if stat is None or len(stat) <= 19:  # gone this instant, or no /proc: taken as the holder
+        return True
+    return stat[0] != "Z" and (started is None or stat[19] == started)
 
 
 def job_identity() -> str:
@@ -235,7 +236,7 @@ def check_not_a_model_dir(run_dir: Path) -> None:
     held = next((name for name in MODEL_FILES if (run_dir / name).is_file()), None)
     if held is None:
         return
-    run = next((parent for parent in run_dir.parents if (parent / "run_info.jsonl").is_file()), None)
+    run = next((parent for parent in run_dir.parents if (parent / RUN_INFO).is_file()), None)
     fix = (
         f"to continue that run from its newest complete checkpoint, pass hydra.run.dir={run}"
         if run
@@ -259,7 +260,6 @@ def record_start(run_dir: Path, cfg, changed: dict[str, list], mode: str) -> Non
     from omegaconf import OmegaConf
 
     from rlvr.tracking.provenance import run_info
-    from rlvr.tracking.outputs import JsonlWriter
 
     hydra_cfg = HydraConfig.get()
     (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -268,19 +268,8 @@ def record_start(run_dir: Path, cfg, changed: dict[str, list], mode: str) -> Non
     OmegaConf.save(cfg, hydra_dir / "config.yaml")
     OmegaConf.save(OmegaConf.create({"hydra": hydra_cfg}), hydra_dir / "hydra.yaml")
     save_overrides(run_dir)
-    writer = JsonlWriter(run_dir / "run_info.jsonl")
-    writer.write(
-        [
-            run_info()
-            | {
-                "mode": mode,
-                "overrides": list(hydra_cfg.overrides.task),
-                "changed": changed,
-                "config": OmegaConf.to_container(cfg, resolve=True),
-            }
-        ]
-    )
-    writer.close()
+    config = OmegaConf.to_container(cfg, resolve=True)
+    append_run_info(run_dir, run_info() | {"mode": mode, "overrides": list(hydra_cfg.overrides.task), "changed": changed, "config": config})
 
 
 def record_end(run_dir: Path, ended: str) -> None:
@@ -290,7 +279,6 @@ def record_end(run_dir: Path, ended: str) -> None:
     is a warning, so that the run ends as it was ending."""
     from rlvr.hardware.distributed import is_main_process
     from rlvr.hardware.stops import how_to_continue
-    from rlvr.tracking.outputs import JsonlWriter
 
     if not is_main_process():
         return
@@ -298,18 +286,25 @@ def record_end(run_dir: Path, ended: str) -> None:
     if ended.startswith("stopped"):
         end["continue"] = f"{how_to_continue(run_dir)} continues it from its newest complete checkpoint"
     try:
-        writer = JsonlWriter(run_dir / "run_info.jsonl")
-        writer.write([end])
-        writer.close()
+        append_run_info(run_dir, end)
     except OSError as exc:
-        log.warning("could not record how this start ended in run_info.jsonl: %s", exc)
+        log.warning("could not record how this start ended in %s: %s", RUN_INFO, exc)
+
+
+def append_run_info(run_dir: Path, row: dict) -> None:
+    """`row` as the last line of `run_dir`'s run_info.jsonl."""
+    from rlvr.tracking.outputs import JsonlWriter
+
+    writer = JsonlWriter(run_dir / RUN_INFO)
+    writer.write([row])
+    writer.close()
 
 
 def latest_end(run_dir: Path) -> dict | None:
     """The end line `record_end` wrote for the latest start in `run_dir`, if any."""
     from rlvr.tracking.outputs import read_jsonl
 
-    path = run_dir / "run_info.jsonl"
+    path = run_dir / RUN_INFO
     last = read_jsonl(path)[-1:] if path.exists() else []
     return last[0] if last and "ended" in last[0] else None
 
