@@ -52,7 +52,9 @@ def resolve_target(text: str) -> Target:
     path = Path(text).expanduser().resolve()
     if not path.is_dir():
         raise ConfigError(f"target {text}: no such directory")
-    run = next((p for p in (path, path.parent, path.parent.parent) if (p / RUN_CONFIG).exists()), None)
+    # the run a model dir belongs to: final_model/ or checkpoints/checkpoint-N inside a run dir
+    run_dir = next((p for p in (path.parent, path.parent.parent) if (p / RUN_CONFIG).exists()), None)
+    run = path if (path / RUN_CONFIG).exists() else run_dir
     if run is not None and OmegaConf.select(OmegaConf.load(run / RUN_CONFIG), "algorithm.name") == "reward_model":
         raise ConfigError(
             f"target {text}: a reward model (algorithm=reward_model): rlvr.eval evaluates policies by what they "
@@ -71,8 +73,6 @@ def resolve_target(text: str) -> Target:
         jobs = sorted((p for p in path.iterdir() if p.name.isdigit() and (p / RUN_CONFIG).exists()), key=lambda p: int(p.name))
         sweep = f" (a -m run's sweep dir: python -m rlvr.eval -m target={','.join(map(str, jobs))})" if jobs else ""
         raise ConfigError(f"target {text}: no model there (no config.json or adapter_config.json), and not a run dir ({RUN_CONFIG}){sweep}")
-    # the run a model dir belongs to: final_model/ or checkpoints/checkpoint-N inside a run dir
-    run_dir = next((p for p in (path.parent, path.parent.parent) if (p / RUN_CONFIG).exists()), None)
     if run_dir is not None and path.parent.name == "checkpoints" and path.name.split("-")[-1].isdigit():
         if not (path / COMPLETE).exists():
             why = "a resume found it corrupt" if (path / CORRUPT).exists() else "still being written, or cut short"

@@ -77,7 +77,7 @@ class RunDirCheck(Callback):
         check_one_sweep_per_launch()
         check_swept_once(list(config.hydra.overrides.task))
         check_launcher_resources(config)
-        if "LocalLauncher" in str(config.hydra.launcher.get("_target_", "")):  # its jobs watch this process
+        if is_local_launcher(config.hydra.launcher):  # its jobs watch this process
             from rlvr.tracking.run_dir import process_start_time
 
             os.environ[LOCAL_LAUNCHER_VAR] = f"{os.getpid()}:{process_start_time(os.getpid()) or ''}"
@@ -114,7 +114,7 @@ def check_launcher_resources(config) -> None:
     if not is_submitit(config.hydra.launcher):
         return
     problems = [problem for key in LAUNCHER_RESOURCES if (problem := range_problem(config, key)) is not None]
-    if "LocalLauncher" in str(config.hydra.launcher.get("_target_", "")) and config.hardware.nodes != 1:
+    if is_local_launcher(config.hydra.launcher) and config.hardware.nodes != 1:
         problems.append(
             f"hardware.nodes={config.hardware.nodes}: hydra/launcher=local runs on this machine, one node "
             f"(hydra/launcher=slurm for several)"
@@ -161,6 +161,11 @@ def own_process() -> bool:
 def is_submitit(launcher) -> bool:
     """Whether `hydra.launcher` is one of submitit's (hydra/launcher=local or slurm)."""
     return "submitit" in str(launcher.get("_target_", ""))
+
+
+def is_local_launcher(launcher) -> bool:
+    """Whether `hydra.launcher` is submitit's local one (hydra/launcher=local)."""
+    return "LocalLauncher" in str(launcher.get("_target_", ""))
 
 
 JOB_ANNOUNCED = re.compile(r"^rlvr: sweep job (\d+), run dir ", re.MULTILINE)

@@ -11,6 +11,7 @@ SIGTERM), with the command that continues them.
 from __future__ import annotations
 
 import csv
+from collections import Counter
 import json
 import sys
 from pathlib import Path
@@ -165,9 +166,7 @@ class SweepReport(Callback):
 
 def statuses(rows: list[dict]) -> str:
     """Each status's count, in the order first met: "3 jobs: 2 completed, 1 failed"."""
-    counts: dict[str, int] = {}
-    for row in rows:
-        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    counts = Counter(row["status"] for row in rows)
     return f"{len(rows)} jobs: " + ", ".join(f"{n} {status}" for status, n in counts.items())
 
 
