@@ -155,13 +155,20 @@ def plot_reward_curves(sweep_dir: Path, rows: list[dict], path: Path) -> None:
 
 
 class SweepReport(Callback):
-    """Hydra callback: write the report when a multirun ends."""
+    """Hydra callback: write the report when a multirun ends. A sweeper that goes on past a failed
+    or stopped job (Optuna's marks the trial failed and draws the next) ends the command with exit
+    code 1 after its last job, so that a script sees it (the basic sweeper's failed job ends it itself)."""
 
     def on_multirun_end(self, config, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        if sweep_dir.is_dir():
-            rows = write_report(sweep_dir, config.get("objective"))
-            print(f"sweep report: {sweep_dir / 'sweep_summary.md'} ({statuses(rows)})")
+        if not sweep_dir.is_dir():
+            return
+        rows = write_report(sweep_dir, config.get("objective"))
+        report = sweep_dir / "sweep_summary.md"
+        print(f"sweep report: {report} ({statuses(rows)})")
+        if unfinished := [row for row in rows if row["status"] != "completed"]:
+            print(f"rlvr: {len(unfinished)} of {len(rows)} jobs did not complete: their logs are listed in {report}", file=sys.stderr)
+            sys.exit(1)  # a callback's exception would be a warning to Hydra; this ends the command
 
 
 def statuses(rows: list[dict]) -> str:

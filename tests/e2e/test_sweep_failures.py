@@ -1,5 +1,5 @@
 """A failing job of a `-m` run does not end the sweep: the other jobs run, an Optuna search records the
-trial as failed and goes on, and the sweep's reports are written."""
+trial as failed and goes on, the sweep's reports are written, and the command's exit code says a job failed."""
 
 import csv
 import importlib.util
@@ -30,8 +30,11 @@ def test_one_failing_optuna_trial_is_recorded_and_the_search_goes_on(tmp_path):
         *SHORT,
         f"hydra.sweep.dir={tmp_path}",
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 1, result.stderr[-3000:]
     assert "rlvr: error: algorithm.learning_rate=-1.0 must be > 0" in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"rlvr: 1 of 3 jobs did not complete: their logs are listed in {tmp_path / 'sweep_summary.md'}"
+    )
     assert "Failed experiment: rlvr: error: algorithm.learning_rate=-1.0 must be > 0" in result.stdout
     assert statuses(tmp_path) == {"0": "completed", "1": "failed", "2": "completed"}
     assert f"sweep report: {tmp_path / 'sweep_summary.md'} (3 jobs: 2 completed, 1 failed)" in result.stdout  # the search's last line
