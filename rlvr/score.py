@@ -68,13 +68,11 @@ def score_rows(rows: list[dict], rewards, completion_column: str, answer_column:
         raise DataError(f"answer_column={answer_column}: the input has no such column (its columns: {present})")
     if clashes := colliding_columns(columns):
         raise DataError(f"input columns named like the keywords TRL passes to reward functions ({', '.join(clashes)}): rename them")
+    if "answer" not in columns and (needing := [rw.name for rw in rewards if getattr(rw.fn, "needs_gold", False)]):
+        hint = " (it has a 'gold' column, as a run's rollouts.jsonl does: answer_column=gold)" if "gold" in columns else ""
+        raise DataError(f"reward '{needing[0]}' needs an 'answer' column in the input{hint}")
     prompts = [r.get("prompt", "") for r in rows]
-    try:
-        values = {rw.name: rw.fn(prompts=prompts, completions=completions, **columns) for rw in rewards}
-    except ConfigError as exc:
-        if "answer" in columns or "gold" not in columns or "'answer' column" not in str(exc):
-            raise
-        raise ConfigError(f"{exc} (this input has a 'gold' column, as a run's rollouts.jsonl does: answer_column=gold)") from exc
+    values = {rw.name: rw.fn(prompts=prompts, completions=completions, **columns) for rw in rewards}
     scored = []
     for i, row in enumerate(rows):
         outcomes = {rw.name: rw.fn.last_outcomes[i] for rw in rewards if getattr(rw.fn, "last_outcomes", None)}

@@ -157,7 +157,12 @@ def test_a_runs_rollouts_without_answer_column_gold_are_told_it(rows_file):
     rows = [{"prompt": "p", "completion": "Final: 4", "gold": "4", "step": 1}]  # rollouts.jsonl's columns
     result = run_cli("rlvr.score", "reward=gsm8k_strict", f"input={rows_file(rows)}")
     assert result.returncode == 2
-    assert result.stderr.strip().endswith("(this input has a 'gold' column, as a run's rollouts.jsonl does: answer_column=gold)")
+    assert result.stderr.strip() == (
+        "rlvr.score: error: reward 'gsm8k_strict' needs an 'answer' column in the input "
+        "(it has a 'gold' column, as a run's rollouts.jsonl does: answer_column=gold)"
+    )
+    without_gold = run_cli("rlvr.score", "reward=gsm8k_strict", f"input={rows_file([{'completion': 'Final: 4'}])}")
+    assert without_gold.stderr.strip() == "rlvr.score: error: reward 'gsm8k_strict' needs an 'answer' column in the input"
 
 
 def test_help_is_rlvr_scores_own():
