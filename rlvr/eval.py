@@ -160,7 +160,9 @@ def evaluate_model(cfg, label: str, model_dir: Path, run_dir: Path | None, out_d
     if data is None or len(data) == 0:
         raise ConfigError(f"dataset '{cfg.dataset.name}' has no {cfg.eval.split} split to evaluate on (eval.split={cfg.eval.split})")
     setup.rewards = checked_rewards(setup.rewards, cfg.reward.checks)
-    calibrate_rewards(cfg, setup, run_dir or out_dir)  # a hybrid reward: the run's own scale
+    # a hybrid reward: the run's own scale; a bare model's is kept in eval/, beside its results (a file
+    # in the model dir itself would change files_fingerprint and undo the reuse of those results)
+    calibrate_rewards(cfg, setup, run_dir or out_dir / "eval")
     with own_completer(cfg, setup.model, setup.tokenizer, model_dir) as engine:
         return eval_model(cfg, setup, engine or to_device(cfg, setup.model), out_dir, label)
 

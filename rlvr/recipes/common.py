@@ -208,19 +208,20 @@ def load_trained_policy(cfg, run_dir: Path, model_dir: Path | None = None) -> Po
     return PolicySetup(model, tokenizer, train, evaluation, rewards, hardware.trainer_arguments(cfg.hardware), prompts_dropped=dropped)
 
 
-def calibrate_rewards(cfg, setup: PolicySetup, run_dir: Path) -> None:
-    """Let rewards that normalise by the starting policy's outputs (hybrid) see a few of them; a later
-    start of the run (a resume, a finish) reads the first start's calibration (`<name>_calibration.json`):
-    the same scale throughout."""
+def calibrate_rewards(cfg, setup: PolicySetup, out_dir: Path) -> None:
+    """Let rewards that normalise by the starting policy's outputs (hybrid) see a few of them, recorded
+    in `out_dir/<name>_calibration.json` (made if need be); a later start of the run (a resume, a
+    finish, an eval) reads the first start's calibration: the same scale throughout."""
     for reward in setup.rewards:
         if getattr(reward.fn, "needs_calibration", False):
+            out_dir.mkdir(parents=True, exist_ok=True)
             to_device(cfg, setup.model)
             reward.fn.calibrate(
                 setup.model,
                 setup.tokenizer,
                 setup.train["prompt"],
                 cfg.algorithm.max_completion_length,
-                run_dir / f"{reward.name}_calibration.json",
+                out_dir / f"{reward.name}_calibration.json",
             )
 
 

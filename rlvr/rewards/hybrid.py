@@ -194,6 +194,7 @@ class HybridReward(Reward):
         if out_path.exists():
             record = json.loads(out_path.read_text())
             self.r_min, self.r_max = record["r_min"], record["r_max"]
+            log.info("hybrid reward: r_min=%.4f r_max=%.4f, the calibration in %s", self.r_min, self.r_max, out_path)
             return record
         chosen = list(prompts[: self.calibration_prompts])
         completions = generate_batch(policy, tokenizer, chosen, max_new_tokens, do_sample=True)[0]

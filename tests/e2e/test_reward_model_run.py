@@ -1,6 +1,7 @@
 """`algorithm=reward_model` end to end, the trained RM reloaded, then used by `reward=hybrid` in GRPO."""
 
 import json
+import shutil
 
 import pytest
 
@@ -70,6 +71,19 @@ def test_grpo_with_hybrid_reward_uses_the_trained_model(rm_run, tmp_path):
     for row in rows:
         value = row["rewards"]["hybrid"]
         assert (0.5 <= value <= 1.5) if row["correct"] else (-0.5 <= value <= 0.5)
+
+
+def test_a_bare_models_hybrid_eval_keeps_its_calibration_beside_its_results(rm_run, tmp_path):
+    """In the model dir itself it would change the dir's files, and the next eval would run again."""
+    run = completed_run(tmp_path / "run", *TINY_RUN, "algorithm.max_steps=2", "eval.before=false", "eval.after=false")
+    model_dir = shutil.copytree(run / "final_model", tmp_path / "bare_model")  # a model dir outside any run
+    hybrid = ["reward=hybrid", f"reward.functions.hybrid.reward_model={rm_run}", "reward.functions.hybrid.calibration_prompts=4"]
+    first = run_cli("rlvr.eval", f"target={model_dir}", *hybrid, "eval.limit=8")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert json.loads((model_dir / "eval" / "hybrid_calibration.json").read_text())["prompts"] == 4
+    assert not (model_dir / "hybrid_calibration.json").exists()
+    again = run_cli("rlvr.eval", f"target={model_dir}", *hybrid, "eval.limit=8")
+    assert "bare_model: done" in again.stderr and "evaluating" not in again.stderr, again.stderr[-3000:]
 
 
 def test_hybrid_without_a_reward_model_is_one_line(tmp_path):
