@@ -11,7 +11,8 @@ the sums of span scores, for logging), the advantages are replaced by token-leve
 2. character spans map to tokens through the completion's offset mapping (exact when the fast
    tokenizer re-encodes the decoded text to the same ids; else an incremental-decode fallback);
 3. a token's advantage is the mean advantage of the spans covering it; uncovered tokens get 0 and,
-   with `uncovered: drop`, leave the loss denominator and the KL term (their mask is cleared);
+   with `uncovered: drop`, leave the loss, its denominator and the KL term (TRL's `tool_mask`), while
+   the tokens after them still attend to them, as when they were sampled;
 4. the stop token (one of TRL's `eos_token_ids` that ended the completion) is covered by every span of
    its completion, so it gets the mean of all of them, as in open-instruct: whether to stop here is
    learned from the whole completion's reward, not only from the spans that reach its last character.
@@ -255,9 +256,6 @@ class FineGrainedGRPOTrainer(RolloutLoggingGRPOTrainer):
         span_ends = np.concatenate([sp.ends for sp in local_spans]).astype(np.int64)
         span_values = np.concatenate(span_adv[offset : offset + len(texts)])
         cover = coverage(tok_starts[rows], tok_ends[rows], span_starts, span_ends)  # (S, T)
-        stops = np.isin(output["completion_ids"].cpu().numpy(), self.eos_token_ids) & mask.bool().cpu().numpy()
-        cover |= stops[rows]  # the stop token: every span of its completion
-        advantages, covered = token_advantages(cover, span_values, rows, shape[0])
         if len(rows):  # a span maps exactly when it starts and ends on token boundaries (and offsets were exact)
             first, last = cover.argmax(axis=1), shape[1] - 1 - cover[:, ::-1].argmax(axis=1)
             on_boundary = (
@@ -265,12 +263,19 @@ class FineGrainedGRPOTrainer(RolloutLoggingGRPOTrainer):
             )
             stats.exact += int(on_boundary.sum())
             stats.approximate += int((~on_boundary).sum())
+        stops = np.isin(output["completion_ids"].cpu().numpy(), self.eos_token_ids) & mask.bool().cpu().numpy()
+        cover |= stops[rows]  # the stop token: every span of its completion
+        advantages, covered = token_advantages(cover, span_values, rows, shape[0])
         advantages, covered = torch.from_numpy(advantages.astype(np.float32)), torch.from_numpy(covered)
         device = output["completion_mask"].device
         output["advantages"] = advantages.to(device)
         if settings.uncovered == "drop":
-            output["completion_mask"] = mask * covered.to(device, mask.dtype)
-            output["num_items_in_batch"] = self.accelerator.gather(output["completion_mask"].sum()).sum()
+            # Out of the loss and the KL term through TRL's tool_mask, which masks only those: the completion
+            # mask is also the training forward's attention mask, and the kept tokens were sampled attending to
+            # the dropped ones.
+            kept = covered.to(device, mask.dtype)
+            output["tool_mask"] = kept if output.get("tool_mask") is None else output["tool_mask"] * kept
+            output["num_items_in_batch"] = self.accelerator.gather((mask * output["tool_mask"]).sum()).sum()
         self._log_span_metrics(mode, cleaned, span_adv, covered, mask, stats)
         return output
 

@@ -445,3 +445,26 @@ def test_stage_timing_times_the_span_advantages_as_their_own_stage(model_dir, tm
     trainer._generate_and_score_completions(inputs)
     assert timer.totals["advantages"] > 0 and timer.totals["generation"] > 0
     assert timer.row()["stage/advantages_s"] > 0
+
+
+def test_uncovered_drop_takes_tokens_out_of_the_loss_not_out_of_attention(tmp_path):
+    """The completion mask is also the training forward's attention mask: clearing it there would score
+    the kept tokens in a context they were not sampled in. The spans lie on token boundaries, and the
+    stop token each completion ends with does not make them count as approximate."""
+    from rlvr.trainers.fine_grained import FineGrainedSettings
+
+    texts = ["So it is 12", "So it is 13"]
+
+    def first_words(completions, **kwargs):
+        return [[(1.0 if c.endswith("12") else -1.0, (0, 5), "g")] for c in completions]
+
+    keep, _, _, _ = bpe_trainer(tmp_path / "keep", first_words, texts, settings=FineGrainedSettings(normalization="none"))
+    drop, metrics, ids, _ = bpe_trainer(
+        tmp_path / "drop", first_words, texts, settings=FineGrainedSettings(normalization="none", uncovered="drop")
+    )
+    assert torch.equal(drop["completion_mask"], keep["completion_mask"])
+    in_loss = drop["completion_mask"] * drop["tool_mask"]
+    assert torch.equal(in_loss.bool(), keep["advantages"] != 0)  # "So", " it" and the stop token
+    assert in_loss.sum().item() == 2 * 3 < keep["completion_mask"].sum().item()
+    assert drop["num_items_in_batch"].item() == in_loss.sum().item()
+    assert metrics["fgrpo/spans_exact_frac"] == [1.0]
