@@ -16,12 +16,24 @@ __all__ = ["check", "preflight", "train"]
 
 
 def check(cfg, processes: int) -> None:
-    """The GRPO family's check, a loss the span advantages support, and no reward in a worker process
-    (`timeout_s`): the spans must come back to this process, where the trainer reads them."""
+    """The GRPO family's check, a loss the span advantages support, none of TRL's reward normalisations
+    (the span advantages replace them), and no reward in a worker process (`timeout_s`): the spans must
+    come back to this process, where the trainer reads them."""
     from rlvr.trainers.fine_grained import check_loss_type
 
     grpo_family.check(cfg, processes)
     check_loss_type(cfg.algorithm.loss_type)
+    a = cfg.algorithm
+    trl_normalisations = {
+        "scale_rewards": a.scale_rewards != "group",
+        "trl.multi_objective_aggregation": "multi_objective_aggregation" in a.trl,
+    }
+    for key, is_set in trl_normalisations.items():
+        if is_set:
+            raise ConfigError(
+                f"algorithm.{key} has no effect with algorithm=fgrpo: its advantages are normalised per reward group by "
+                "algorithm.fine_grained.normalization (standard|centered|none) and weighted by reward.functions.<name>.weight"
+            )
     for name, entry in reward_entries(cfg.reward.functions).items():
         if runs_in_worker(reward_target(name, entry), entry):
             raise ConfigError(

@@ -20,7 +20,10 @@ BOXED = re.compile(r"\\boxed\{(?P<value>[^{}]{0,80})\}")
 
 
 class SpanReward:
-    """TRL-facing wrapper of a span function; `last_spans` holds the spans of the latest call."""
+    """TRL-facing wrapper of a span function. `last_spans` holds the spans of the latest call, each with
+    the function's `weight` as a fourth item: it scales the span's advantage after the normalisation
+    within its reward group (which would cancel a scale applied to the scores), as TRL's
+    `normalize_then_sum` weighs rewards normalised one by one. The scalar TRL logs is the weighted sum."""
 
     def __init__(self, name: str, fn: Callable[..., list[list[Span]]], weight: float = 1.0):
         self.__name__ = name
@@ -38,15 +41,15 @@ class SpanReward:
             )
         if len(spans) != len(texts):
             raise ValueError(f"span reward '{self.__name__}' returned {len(spans)} span lists for {len(texts)} completions")
-        self.last_spans = [[(float(s) * self.weight, tuple(r), g) for s, r, g in row] for row in spans]
-        totals = [sum(s for s, _, _ in row) for row in self.last_spans]
+        self.last_spans = [[(float(s), tuple(r), g, self.weight) for s, r, g in row] for row in spans]
+        totals = [sum(s for s, _, _, _ in row) * self.weight for row in self.last_spans]
         self.last_outcomes = [Outcome(total, "ok", None, _correct(row)) for total, row in zip(totals, self.last_spans)]
         return totals
 
 
 def _correct(spans: list[Span]) -> bool | None:
     """A completion is correct when it has accuracy-group spans and all of them score above 0."""
-    accuracy = [score for score, _, group in spans if group == "accuracy"]
+    accuracy = [score for score, _, group, _ in spans if group == "accuracy"]
     return all(score > 0 for score in accuracy) if accuracy else None
 
 

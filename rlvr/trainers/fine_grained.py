@@ -4,10 +4,11 @@ TRL's `_compute_loss` accepts advantages of shape (B, T) as well as (B,), so the
 is `_generate_and_score_completions`: after TRL has generated and scored (the scalar rewards are
 the sums of span scores, for logging), the advantages are replaced by token-level ones:
 
-1. each span's score is normalised within its reward group, over the completions of the same
-   prompt (`scope: prompt`) or the whole batch (`scope: batch`): standard (s-mean)/(std+eps),
-   centered s-mean, or none. std is TRL's (Bessel-corrected) so one whole-completion span in one
-   group reproduces GRPO's advantages exactly;
+1. each span's score is normalised within its reward group, over the group's spans in the completions
+   of the same prompt (`scope: prompt`) or of the whole batch (`scope: batch`): standard
+   (s-mean)/(std+eps), centered s-mean, or none, then multiplied by its reward function's weight.
+   std is TRL's (Bessel-corrected) so one whole-completion span in one group reproduces GRPO's
+   advantages exactly;
 2. character spans map to tokens through the completion's offset mapping (exact when the fast
    tokenizer re-encodes the decoded text to the same ids; else an incremental-decode fallback);
 3. a token's advantage is the mean advantage of the spans covering it; uncovered tokens get 0 and,
@@ -51,18 +52,21 @@ class SpanStats:
 
 @dataclass
 class CleanSpans:
-    """Spans of one completion after validation: arrays of scores, starts, ends, group names."""
+    """Spans of one completion after validation: arrays of scores, starts, ends, group names, and the
+    weight that scales each span's normalised advantage."""
 
     scores: np.ndarray
     starts: np.ndarray
     ends: np.ndarray
     groups: list = field(default_factory=list)
+    weights: np.ndarray | None = None  # None: 1 for every span
 
 
 def clean_spans(spans: Sequence, text_length: int, strict: bool, stats: SpanStats, where: str) -> CleanSpans:
-    """Clip spans to the text, drop reversed/empty ones (counted), or raise with `strict`."""
+    """Clip spans `(score, (start, end), group[, weight])` to the text, drop reversed/empty ones
+    (counted), or raise with `strict`."""
     kept = []
-    for score, (start, end), group in spans:
+    for score, (start, end), group, *weight in spans:
         empty = start == end and text_length > 0  # (0, 0) is the whole of an empty completion
         bad = start > end or empty or start < 0 or end > text_length or not np.isfinite(score)
         if bad and strict:
@@ -75,17 +79,18 @@ def clean_spans(spans: Sequence, text_length: int, strict: bool, stats: SpanStat
             start, end = max(0, min(start, text_length)), max(0, min(end, text_length))
             if start >= end or not np.isfinite(score):
                 continue  # reversed, empty or non-finite after clipping: dropped
-        kept.append((float(score), int(start), int(end), group))
+        kept.append((float(score), int(start), int(end), group, float(weight[0]) if weight else 1.0))
     if not kept:
         return CleanSpans(np.zeros(0), np.zeros(0, dtype=int), np.zeros(0, dtype=int), [])
-    scores, starts, ends, groups = zip(*kept)
-    return CleanSpans(np.array(scores), np.array(starts), np.array(ends), list(groups))
+    scores, starts, ends, groups, weights = zip(*kept)
+    return CleanSpans(np.array(scores), np.array(starts), np.array(ends), list(groups), np.array(weights))
 
 
 def normalize_span_scores(
     spans: list[CleanSpans], num_generations: int, normalization: str, scope: str, eps: float = 1e-4
 ) -> list[np.ndarray]:
-    """Per-span advantages: scores normalised within (reward group x prompt) or (reward group x batch)."""
+    """Per-span advantages: scores normalised within (reward group x prompt) or (reward group x batch),
+    then times each span's weight."""
     advantages = [np.zeros_like(s.scores) for s in spans]
     population: dict[tuple, list[tuple[int, int]]] = {}
     for i, s in enumerate(spans):
@@ -100,7 +105,7 @@ def normalize_span_scores(
             centred = centred / (std + eps)
         values = scores if normalization == "none" else centred
         for (i, j), value in zip(members, values):
-            advantages[i][j] = value
+            advantages[i][j] = value if spans[i].weights is None else value * spans[i].weights[j]
     return advantages
 
 

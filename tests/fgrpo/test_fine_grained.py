@@ -210,6 +210,25 @@ def test_groups_are_normalised_separately():
     assert list(adv[0]) == [-1.0, -100.0] and list(adv[1]) == [1.0, 100.0]
 
 
+@pytest.mark.parametrize("normalization", ["standard", "centered", "none"])
+def test_a_reward_functions_weight_scales_its_advantages_under_every_normalisation(normalization):
+    """Under `standard` a weight applied to the scores would cancel in (s - mean) / std: it applies after."""
+    from rlvr.rewards.spans import SpanReward
+
+    def spans(completions, **kwargs):
+        return [[(float(len(c)), (0, len(c)), "g")] for c in completions]
+
+    completions = ["a", "abc", "ab", "abcdef"]
+    advantages = {}
+    for weight in (1.0, 3.0):
+        reward = SpanReward("spans", spans, weight)
+        assert reward(completions=completions) == [weight * n for n in (1, 3, 2, 6)]  # the scalar TRL logs
+        cleaned = [clean_spans(row, len(c), True, SpanStats(), "c") for row, c in zip(reward.last_spans, completions)]
+        advantages[weight] = np.concatenate(normalize_span_scores(cleaned, 2, normalization, "prompt"))
+    assert np.abs(advantages[1.0]).min() > 0
+    np.testing.assert_allclose(advantages[3.0], 3 * advantages[1.0])
+
+
 def test_token_advantage_is_the_mean_of_covering_spans():
     tok_starts, tok_ends = np.array([0, 2, 4, 6]), np.array([2, 4, 6, 6])  # last: a zero-width EOS
     cover = coverage(tok_starts, tok_ends, np.array([0, 3]), np.array([4, 6]))
@@ -468,3 +487,20 @@ def test_uncovered_drop_takes_tokens_out_of_the_loss_not_out_of_attention(tmp_pa
     assert in_loss.sum().item() == 2 * 3 < keep["completion_mask"].sum().item()
     assert drop["num_items_in_batch"].item() == in_loss.sum().item()
     assert metrics["fgrpo/spans_exact_frac"] == [1.0]
+
+
+def test_the_docs_own_span_reward_example_gives_each_of_its_groups_a_signal():
+    import re
+
+    from conftest import ROOT
+
+    docs = (ROOT / "docs" / "fine-grained.md").read_text()
+    [source] = [block for block in re.findall(r"```python\n(.*?)```", docs, re.S) if "def shouting" in block]
+    namespace: dict = {}
+    exec(source, namespace)
+    completions = ["STOP that", "please stop", "thanks, NO", "ok"]  # one prompt's group
+    spans = namespace["shouting"](completions)
+    cleaned = [clean_spans(row, len(c), True, SpanStats(), "docs") for row, c in zip(spans, completions)]
+    advantages = normalize_span_scores(cleaned, len(completions), "standard", "prompt")
+    for group in ("tone", "politeness"):
+        assert any(a != 0 for row, adv in zip(cleaned, advantages) for g, a in zip(row.groups, adv) if g == group), group

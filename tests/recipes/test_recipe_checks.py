@@ -69,6 +69,17 @@ def test_fgrpo_refuses_a_loss_its_span_advantages_do_not_support_and_a_worker_re
     assert refusal(fgrpo.check, cfg) is None  # a built-in's own time limit, not a worker for the whole call
 
 
+def test_fgrpo_refuses_trls_reward_normalisations_which_its_span_advantages_replace():
+    assert refusal(fgrpo.check, config(scale_rewards="none")) == (
+        "algorithm.scale_rewards has no effect with algorithm=fgrpo: its advantages are normalised per reward group by "
+        "algorithm.fine_grained.normalization (standard|centered|none) and weighted by reward.functions.<name>.weight"
+    )
+    cfg = config()
+    cfg.algorithm.trl = {"multi_objective_aggregation": "normalize_then_sum"}
+    assert refusal(fgrpo.check, cfg).startswith("algorithm.trl.multi_objective_aggregation has no effect with algorithm=fgrpo")
+    assert refusal(grpo_family.check, config(scale_rewards="none")) is None  # GRPO's own
+
+
 def test_a_reward_model_with_a_reasoning_vocabulary_is_refused():
     cfg = config()
     cfg.model.reasoning_vocab_size = 4
