@@ -170,9 +170,10 @@ def ensure_think_tokens(model, tokenizer) -> None:
             model.resize_token_embeddings(len(tokenizer))
 
 
-def choose_source_ids(choice: Any, size: int, tokenizer, corpus: Sequence[str] = ()) -> list[int]:
+def choose_source_ids(choice: Any, size: int, tokenizer, corpus: Sequence[str | list] = ()) -> list[int]:
     """Which standard ids get a reasoning copy: 'first' (lowest ids), 'frequent' (most frequent in
-    `corpus`, lowest ids after those), or an explicit list. Special tokens and the think tags never."""
+    `corpus`, lowest ids after those), or an explicit list. Special tokens and the think tags never.
+    `corpus`: texts, or chat prompts (lists of messages; their contents are counted, not the template)."""
     excluded = set(tokenizer.all_special_ids) | set(tokenizer.convert_tokens_to_ids([THINK_OPEN, THINK_CLOSE]))
     eligible = [i for i in range(len(tokenizer)) if i not in excluded]
     if size > len(eligible):
@@ -180,7 +181,8 @@ def choose_source_ids(choice: Any, size: int, tokenizer, corpus: Sequence[str] =
     if choice == "first":
         return eligible[:size]
     if choice == "frequent":
-        counts = Counter(i for text in corpus for i in tokenizer(text, add_special_tokens=False)["input_ids"])
+        texts = (text if isinstance(text, str) else "\n".join(m["content"] for m in text) for text in corpus)
+        counts = Counter(i for text in texts for i in tokenizer(text, add_special_tokens=False)["input_ids"])
         ranked = [i for i, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if i not in excluded]
         return (ranked + [i for i in eligible if i not in counts])[:size]
     ids, allowed = list(choice), set(eligible)  # any other string was refused at start-up (config.CHOICES)
@@ -195,7 +197,7 @@ def choose_source_ids(choice: Any, size: int, tokenizer, corpus: Sequence[str] =
 
 @torch.no_grad()
 def expand_vocabulary(
-    model, tokenizer, size: int, choice: Any = "first", corpus: Sequence[str] = (), only_in_think: bool = False
+    model, tokenizer, size: int, choice: Any = "first", corpus: Sequence[str | list] = (), only_in_think: bool = False
 ) -> ReasoningVocab:
     """Resize the embeddings (and an untied LM head) to V + size and copy the chosen rows; record the
     map in `model.config` so that it is saved with the model."""

@@ -118,13 +118,12 @@ def setup_policy(cfg, run_dir: Path, resuming: bool = False) -> PolicySetup:
     if cfg.model.reasoning_vocab_size > 0:
         from rlvr.models.vocab import expand_vocabulary
 
-        corpus = train["prompt"] if isinstance(train[0]["prompt"], str) else ()  # for reasoning_vocab_ids=frequent
         setup.reasoning_vocab = expand_vocabulary(
             model,
             tokenizer,
             cfg.model.reasoning_vocab_size,
             cfg.model.reasoning_vocab_ids,
-            corpus,
+            train["prompt"],  # for reasoning_vocab_ids=frequent
             only_in_think=cfg.model.reasoning_only_in_think,
         )
         log.info(

@@ -64,6 +64,10 @@ def test_source_id_choices_and_their_errors():
     vocab = expand_vocabulary(model, tokenizer, 4, "frequent", corpus=corpus)
     assert [tokenizer.convert_ids_to_tokens(i) for i in vocab.source_ids] == ["1", "+", "=", "2"]  # ties: lower id first
     model, _ = tiny()
+    chat = [[{"role": "user", "content": text}] for text in corpus]
+    in_chat = expand_vocabulary(model, tokenizer, 4, "frequent", corpus=chat)  # the messages' words, not the template's
+    assert [tokenizer.convert_ids_to_tokens(i) for i in in_chat.source_ids] == ["1", "+", "=", "2"]
+    model, _ = tiny()
     assert expand_vocabulary(model, tokenizer, 3, [65, 66, 67]).source_ids == (65, 66, 67)
     model, _ = tiny()
     assert not specials & set(expand_vocabulary(model, tokenizer, 256).source_ids)  # every byte
