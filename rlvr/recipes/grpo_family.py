@@ -59,6 +59,28 @@ def check(cfg, processes: int) -> None:
             f"algorithm.num_generations={a.num_generations} must divide the completions generated at once, {named}: "
             f"a prompt's completions are generated together"
         )
+    if cfg.model.reasoning_vocab_size > 0:
+        check_untruncated_sampling(a)
+
+
+def check_untruncated_sampling(algorithm) -> None:
+    """With a reasoning vocabulary, training takes each token's log-prob over the ids the think processor
+    allowed when it was drawn, at the sampling temperature; a filter that also reshapes the sampling
+    distribution (top-k, top-p, min-p, a repetition penalty) would be left out of it."""
+    min_p = algorithm.trl.get("min_p")
+    filters = {  # key: (value, set)
+        "top_k": (algorithm.top_k, algorithm.top_k != 0),
+        "top_p": (algorithm.top_p, algorithm.top_p < 1.0),
+        "repetition_penalty": (algorithm.repetition_penalty, algorithm.repetition_penalty != 1.0),
+        "trl.min_p": (min_p, min_p is not None),
+    }
+    for key, (value, is_set) in filters.items():
+        if is_set:
+            raise ConfigError(
+                f"algorithm.{key}={value} with a reasoning vocabulary (model.reasoning_vocab_size > 0): "
+                "training takes each token's log-prob over the ids allowed when it was drawn, without this filter, so it "
+                "would not train on the distribution it samples from: leave it at its default"
+            )
 
 
 def preflight(cfg, run_dir: Path) -> Start:
