@@ -133,7 +133,9 @@ def sample_metrics(
 
     correct[i][j], predictions[i][j]: whether sample j of prompt i is correct and its extracted
     answer (None: none). Every prompt has the same n samples. maj@k counts a vote correct when the
-    winning class's representative sample is. Same inputs and seed -> same numbers.
+    winning class's representative sample is; it is left out when a correct sample has no answer
+    (the judging reward extracts none to vote on, e.g. span rewards): it would read 0. Same inputs
+    and seed -> same numbers.
     """
     if not correct:
         raise ValueError("sample_metrics: no prompts to score")
@@ -148,6 +150,8 @@ def sample_metrics(
     metrics[f"mean@{n}"], metrics[f"mean@{n}_se"] = mean_se([c / n for c in counts])
     for k in ks:
         metrics[f"pass@{k}"], metrics[f"pass@{k}_se"] = mean_se([pass_at_k(n, c, k) for c in counts])
+    if any(c and p is None for row_c, row_p in zip(correct, predictions) for c, p in zip(row_c, row_p)):
+        return metrics
     classes = [answer_classes(row, same) for row in predictions]
     for k in ks:
         rng = random.Random(f"{seed}/maj@{k}")  # one stream per k: adding a k changes no other number

@@ -65,6 +65,17 @@ def trl_config(config_class, cfg, run_dir: Path, report_to: list[str], trainer_k
         raise ConfigError(f"algorithm: {' '.join(str(exc).split())}") from exc
 
 
+def policy_rewards(cfg) -> list:
+    """The `reward` group's functions as the recipe calls them, in training and in every eval of its
+    models: through the recipe's `adapt_rewards` where it has one (fgrpo: span rewards)."""
+    from rlvr.recipes import get_recipe
+    from rlvr.rewards import build_rewards
+
+    rewards = build_rewards(cfg.reward.functions)
+    adapt = getattr(get_recipe(cfg.algorithm.name), "adapt_rewards", None)
+    return adapt(rewards) if adapt is not None else rewards
+
+
 def setup_policy(cfg, run_dir: Path, resuming: bool = False) -> PolicySetup:
     """Model, data and rewards from their config groups; the SFT warm-up if the model asks for one,
     then the reasoning vocabulary (copied from the warmed-up rows, so copies start equal).
@@ -75,9 +86,8 @@ def setup_policy(cfg, run_dir: Path, resuming: bool = False) -> PolicySetup:
     from rlvr.data import load_prompt_datasets
     from rlvr.data.lengths import fit_to_context
     from rlvr.models.loading import check_lora_targets, load_policy
-    from rlvr.rewards import build_rewards
 
-    rewards = build_rewards(cfg.reward.functions)  # first: a bad reward config fails before any loading
+    rewards = policy_rewards(cfg)  # first: a bad reward config fails before any loading
     trainer_kwargs = hardware.trainer_arguments(cfg.hardware)
     train, evaluation = load_prompt_datasets(cfg.dataset, cfg.seed)
     initial = initial_policy_dir(run_dir)
@@ -198,9 +208,8 @@ def load_trained_policy(cfg, run_dir: Path, model_dir: Path | None = None) -> Po
     """A trained model (default: the run's final model), eval data and rewards: what an eval needs, no training."""
     from rlvr.data import load_prompt_datasets
     from rlvr.data.lengths import fit_to_context
-    from rlvr.rewards import build_rewards
 
-    rewards = build_rewards(cfg.reward.functions)
+    rewards = policy_rewards(cfg)
     train, evaluation = load_prompt_datasets(cfg.dataset, cfg.seed)
     model, tokenizer = load_saved_policy(cfg, model_dir or run_dir / "final_model", run_dir)
     train, evaluation, dropped = fit_to_context(train, evaluation, model, tokenizer, cfg)  # as when it trained

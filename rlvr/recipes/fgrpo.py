@@ -12,7 +12,7 @@ from rlvr.rewards.base import WeightedReward, reward_entries, reward_target, run
 from rlvr.rewards.spans import SpanReward
 from rlvr.tracking.run_dir import Start
 
-__all__ = ["check", "preflight", "train"]
+__all__ = ["adapt_rewards", "check", "preflight", "train"]
 
 
 def check(cfg, processes: int) -> None:
@@ -41,13 +41,14 @@ def check(cfg, processes: int) -> None:
             )
 
 
+def adapt_rewards(rewards: list[WeightedReward]) -> list[WeightedReward]:
+    """Span functions as TRL calls rewards, in training and in every eval of an fgrpo model. Weights
+    scale the spans' advantages; TRL's scalar (for logs) is the weighted sum, so TRL's own weight is 1."""
+    return [WeightedReward(r.name, SpanReward(r.name, r.fn, r.weight), 1.0) for r in rewards]
+
+
 def train(cfg, run_dir: Path, start: Start) -> dict[str, float]:
     from rlvr.trainers.fine_grained import FineGrainedGRPOTrainer, FineGrainedSettings
 
     settings = FineGrainedSettings.of(cfg.algorithm.fine_grained)
-
-    def as_span_rewards(rewards: list[WeightedReward]) -> list[WeightedReward]:
-        # Weights scale the spans; TRL's scalar (for logs) is their sum, so TRL's own weight is 1.
-        return [WeightedReward(r.name, SpanReward(r.name, r.fn, r.weight), 1.0) for r in rewards]
-
-    return run_grpo(cfg, run_dir, start, FineGrainedGRPOTrainer, wrap_rewards=as_span_rewards, fine_grained=settings)
+    return run_grpo(cfg, run_dir, start, FineGrainedGRPOTrainer, fine_grained=settings)

@@ -129,13 +129,14 @@ def restore_checkpoint(trainer, checkpoint: Path) -> None:
     trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
 
 
-def run_grpo(cfg, run_dir: Path, start: Start, trainer_class, wrap_rewards=None, **trainer_extra) -> dict[str, float]:
+def run_grpo(cfg, run_dir: Path, start: Start, trainer_class, **trainer_extra) -> dict[str, float]:
     """The GRPO run every GRPO-family recipe shares; they differ in trainer class and reward adapter
-    (`wrap_rewards`). Each mode of `preflight` is one straight path: finish from the saved final model;
-    or build the trainer, then train (new, resume) or restore the last checkpoint (finish), then end."""
+    (the recipe's `adapt_rewards`, applied by `policy_rewards`). Each mode of `preflight` is one
+    straight path: finish from the saved final model; or build the trainer, then train (new, resume)
+    or restore the last checkpoint (finish), then end."""
     if start.mode == "finish" and start.checkpoint is None:
-        return finish_saved_run(cfg, run_dir, start, wrap_rewards)
-    setup, trainer, rollouts, stops = build_trainer(cfg, run_dir, start, trainer_class, wrap_rewards, trainer_extra)
+        return finish_saved_run(cfg, run_dir, start)
+    setup, trainer, rollouts, stops = build_trainer(cfg, run_dir, start, trainer_class, trainer_extra)
     if start.mode == "finish":
         log.info("%s is the end of training: restoring it to save the final model", start.checkpoint)
         restore_checkpoint(trainer, start.checkpoint)
@@ -148,17 +149,17 @@ def run_grpo(cfg, run_dir: Path, start: Start, trainer_class, wrap_rewards=None,
     return end_training(cfg, run_dir, setup, trainer, rollouts)
 
 
-def finish_saved_run(cfg, run_dir: Path, start: Start, wrap_rewards) -> dict[str, float]:
+def finish_saved_run(cfg, run_dir: Path, start: Start) -> dict[str, float]:
     """Training ended and its final model is saved: only what is missing (eval, plots, metrics.json)."""
     log.info("%s: training ended and its final model is saved: doing what is missing (eval, plots, metrics)", run_dir)
     with phase("loading the model and data"):
         setup = load_trained_policy(cfg, run_dir)
-    setup.rewards = checked_rewards(wrap_rewards(setup.rewards) if wrap_rewards else setup.rewards, cfg.reward.checks)
+    setup.rewards = checked_rewards(setup.rewards, cfg.reward.checks)
     with own_completer(cfg, setup.model, setup.tokenizer, run_dir / "final_model") as engine:
         return finish(cfg, run_dir, completion_metrics(cfg, setup, run_dir, start.step, engine))
 
 
-def build_trainer(cfg, run_dir: Path, start: Start, trainer_class, wrap_rewards, trainer_extra: dict):
+def build_trainer(cfg, run_dir: Path, start: Start, trainer_class, trainer_extra: dict):
     """(setup, trainer, rollout writer or None, stop callback): the policy loaded (from the start's
     checkpoint's weights on resume), rewards checked and calibrated, the eval before and the initial
     policy saved on a new run, the trainer with rlvr's callbacks. The eval before comes before the
@@ -175,8 +176,6 @@ def build_trainer(cfg, run_dir: Path, start: Start, trainer_class, wrap_rewards,
     report_to = setup_wandb(cfg.logging, run_dir, run_dir.name)  # first: a missing wandb key fails before loading
     with phase("loading the model and data"):
         setup = setup_policy(cfg, run_dir, resuming=start.checkpoint is not None)
-    if wrap_rewards is not None:
-        setup.rewards = wrap_rewards(setup.rewards)
     setup.rewards = checked_rewards(setup.rewards, cfg.reward.checks)  # for training, calibration and eval alike
     args = trl_config(
         GRPOConfig, cfg, run_dir, report_to, setup.trainer_kwargs, reward_weights=[r.weight for r in setup.rewards], **trl_vllm_fields(cfg)

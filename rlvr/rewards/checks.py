@@ -243,9 +243,11 @@ class CheckedReward:
                 checked.append(as_reward(value))
             except ValueError:
                 prompt = completion_text(prompts[row]) if prompts is not None else ""
+                spans = isinstance(value, (list, tuple)) and all(isinstance(s, (list, tuple)) and len(s) == 3 for s in value)
                 raise RewardError(
                     f"reward '{self.__name__}' returned {short(value)} for row {row} "
                     f"(prompt {short(prompt, 60)}): a reward must be a finite float or None"
+                    + (" (these are spans, for span rewards: algorithm=fgrpo)" if spans and value else "")
                 ) from None
         return checked
 

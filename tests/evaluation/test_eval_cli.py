@@ -193,3 +193,14 @@ def test_a_vllm_eval_that_cannot_run_here_fails_in_one_line(tmp_path, capsys):
     (model / "config.json").write_text(json.dumps({"hidden_size": 64, "num_attention_heads": 2}))
     assert "eval.engine=vllm: vLLM is not installed" in error_of(capsys, f"target={model}", "eval.engine=vllm")
     assert "eval.engine='vlm' must be one of hf, vllm (did you mean 'vllm'?)" in error_of(capsys, f"target={model}", "eval.engine=vlm")
+
+
+@pytest.mark.slow
+def test_an_fgrpo_model_is_evaluated_through_its_span_rewards(tmp_path):
+    """Span functions return spans, which the recipe's adapter makes rewards of (in training, and here);
+    they extract no answer, so maj@k, which would read 0, is left out."""
+    run = completed_run(tmp_path, *TINY_RUN, "algorithm=fgrpo", "algorithm.max_steps=2", "eval.before=false", "eval.after=false")
+    result = run_cli("rlvr.eval", f"target={run / 'final_model'}", "eval=pass_at_k", "eval.limit=8")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run / "eval" / "final_model.json").read_text())["metrics"]
+    assert {"accuracy", "mean@8", "pass@8"} <= metrics.keys() and not any(name.startswith("maj@") for name in metrics)

@@ -116,6 +116,15 @@ def test_every_metric_of_an_all_correct_and_an_all_wrong_model(all_correct):
         assert number == (0.0 if name.endswith("_se") else value), name
 
 
+def test_maj_at_k_is_left_out_when_correct_samples_carry_no_answer_to_vote_on():
+    """Span rewards judge correctness but extract no answer: maj@k would read 0 beside pass@1 = 0.5."""
+    correct = [[True, False], [False, True]]
+    metrics = sample_metrics(correct, [[None, None], [None, None]], [1, 2], string_same)
+    assert metrics["pass@1"] == 0.5 and not any(name.startswith("maj@") for name in metrics)
+    no_answer_is_wrong = sample_metrics([[False, False]], [[None, None]], [2], string_same)  # a model that never answers
+    assert no_answer_is_wrong["maj@2"] == 0.0
+
+
 def test_standard_error_is_over_prompts():
     correct = [[True, True], [False, False], [True, False]]
     metrics = sample_metrics(correct, [["x", "x"]] * 3, [1], string_same)
