@@ -104,7 +104,7 @@ class DatasetConfig:
     eval_holdout: int = 100
     prompt_column: str = "question"
     answer_column: str = "answer"
-    prompt_template: str = "{question}"
+    prompt_template: str | None = None  # e.g. "Solve: {question}"; None: the prompt column as it is
     system_prompt: str | None = None
     chat: bool = False  # prompts as chat messages (instruct models) or plain text
     sft_completion_template: str = "{gold}"  # target text of the warm-up stage

@@ -30,10 +30,12 @@ CONF_DIR = conf_dir()
 register_schemas()
 
 
-def read_rows(path: Path, completion_column: str) -> list[dict]:
+def read_rows(path: Path, completion_column: str, answer_column: str = "answer") -> list[dict]:
+    """The rows of a JSONL file. Gold answers as training reads them: numbers as the file writes them
+    ("12", not 12), and a row without one, where other rows have one, refused naming its line."""
     if not path.is_file():
         raise DataError(f"input file not found: {path}")
-    rows = []
+    rows, no_gold = [], []
     with open(path, "rb") as handle:  # bytes, decoded line by line, so a decoding error names its line
         for number, raw in enumerate(handle, start=1):
             try:
@@ -50,9 +52,16 @@ def read_rows(path: Path, completion_column: str) -> list[dict]:
                 raise DataError(f"{path} line {number}: not JSON ({exc.msg})") from exc
             if not isinstance(row, dict) or completion_column not in row:
                 raise DataError(f"{path} line {number}: no '{completion_column}' field")
+            gold = row.get(answer_column)
+            if isinstance(gold, (int, float)) and not isinstance(gold, bool):
+                row[answer_column] = json.loads(line, parse_int=str, parse_float=str)[answer_column]
+            elif gold is None or (isinstance(gold, str) and not gold.strip()):
+                no_gold.append(number)
             rows.append(row)
     if not rows:
         raise DataError(f"{path} has no rows")
+    if no_gold and len(no_gold) < len(rows):
+        raise DataError(f"{path} line {no_gold[0]} has no value in column '{answer_column}'")
     return rows
 
 
@@ -118,13 +127,17 @@ def write_rows(rows: list[dict], path: Path) -> None:
 
 
 def summary(scored: list[dict]) -> str:
+    """Rows and mean reward, then each reward's mean over the rows it scored (None: no verdict, counted) and its reasons."""
     n = len(scored)
     mean = sum(r["reward"] for r in scored) / max(n, 1)
     lines = [f"{n} rows, mean reward {mean:.4f}"]
     for name in scored[0]["rewards"] if scored else []:
-        vals = [r["rewards"][name] for r in scored]
+        vals = [v for r in scored if (v := r["rewards"][name]) is not None]
         reasons = Counter(r["reasons"].get(name, "-") for r in scored)
-        lines.append(f"  {name}: mean {sum(vals) / n:.4f}; " + ", ".join(f"{k} {v}" for k, v in reasons.most_common()))
+        if len(vals) < n:
+            reasons["no verdict (None)"] = n - len(vals)
+        shown = f"mean {sum(vals) / len(vals):.4f}" if vals else "no verdict on any row"
+        lines.append(f"  {name}: {shown}; " + ", ".join(f"{k} {v}" for k, v in reasons.most_common()))
     return "\n".join(lines)
 
 
@@ -137,7 +150,7 @@ def hydra_main(cfg: DictConfig) -> None:
         if OmegaConf.is_missing(cfg, "input"):
             raise ConfigError("input must be set (it is ???): input=ROWS.jsonl, the rows to score")
         rewards = checked_rewards(build_rewards(cfg.reward.functions), OmegaConf.to_container(cfg.reward.checks))
-        rows = read_rows(Path(cfg.input), cfg.completion_column)
+        rows = read_rows(Path(cfg.input), cfg.completion_column, cfg.answer_column)
         scored = score_rows(rows, rewards, cfg.completion_column, cfg.answer_column)
         if cfg.output:
             write_rows(scored, Path(cfg.output))

@@ -13,6 +13,7 @@ from rlvr.models.hub import is_offline, looks_like_path
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet", ".json.gz", ".jsonl.gz")
+GOLD_TEXT = "_rlvr_gold_text"  # the gold answer as text, until it becomes the `answer` column
 
 
 def builtin_data_path(relative: str) -> str:
@@ -70,13 +71,34 @@ def _row_labeller(path: Path, rows: int):
     return label
 
 
-def read_local(path_text: str):
-    """A local json/jsonl(.gz)/parquet file as a `datasets.Dataset`, with one-line errors."""
+def _literal_values(path: Path, column: str) -> list:
+    """`column` of each row of a JSON(-lines) file with its numbers as the file writes them (text):
+    "12", "2.50", "12345678901234567890"; other values as JSON reads them."""
+    with _open(path) as handle:
+        text = handle.read().decode("utf-8")
+    literal = {"parse_int": str, "parse_float": str}
+    if text.lstrip().startswith("["):  # a JSON array of rows (a JSON-lines row is an object)
+        rows = json.loads(text, **literal)
+    else:
+        rows = [json.loads(line, **literal) for line in text.splitlines() if line.strip()]
+    return [row.get(column) if isinstance(row, dict) else None for row in rows]
+
+
+def read_local(path_text: str, literal_columns: tuple[str, ...] = ()):
+    """A local json/jsonl(.gz)/parquet file as a `datasets.Dataset`, with one-line errors.
+
+    `literal_columns` of a JSON file that pyarrow read as floats (it makes a column of ints and one
+    2.5 all floats, and an integer past 64 bits a float) hold the file's own text instead: a gold
+    answer 12 stays "12", not "12.0", which no reward would match."""
     import datasets
 
     path = Path(path_text).expanduser()
+    if path.is_dir():
+        raise DataError(f"dataset file {path} is a directory: name one file (a mixture of files: dataset.mixer)")
     if not path.is_file():
-        raise DataError(f"dataset file not found: {path}")
+        raise DataError(f"dataset file not found: {path}" + (" (a glob is not expanded: name one file)" if "*" in str(path) else ""))
+    if path.suffix.lower() in (".csv", ".tsv"):
+        raise DataError(f"dataset file {path}: rlvr reads JSON lines, JSON or parquet files, not {path.suffix}: convert it")
     kind = "parquet" if path.suffix == ".parquet" else "json"
     if kind == "json" and (bad := _first_bad_utf8(path)):
         raise DataError(f"cannot read dataset file {path}: {bad}")
@@ -86,13 +108,19 @@ def read_local(path_text: str):
     level = json_reader_log.level
     json_reader_log.setLevel(logging.CRITICAL)
     try:
-        return datasets.load_dataset(kind, data_files=str(path), split="train")
+        ds = datasets.load_dataset(kind, data_files=str(path), split="train")
     except Exception as exc:  # datasets raises several types for a malformed file
         detail = _first_bad_json_line(path) if kind == "json" else None
         detail = detail or next(iter(str(exc).splitlines()), type(exc).__name__)
         raise DataError(f"cannot read dataset file {path}: {detail}") from exc
     finally:
         json_reader_log.setLevel(level)
+    for column in literal_columns if kind == "json" else ():
+        if column in ds.column_names and str(getattr(ds.features[column], "dtype", "")).startswith("float"):
+            values = _literal_values(path, column)
+            if len(values) == len(ds):
+                ds = ds.remove_columns(column).add_column(column, values, feature=datasets.Value("string"))
+    return ds
 
 
 def read_hub(name: str, subset: str | None, split: str):
@@ -143,27 +171,34 @@ def _check_columns(ds, cfg, where: str, label) -> None:
 
 
 def format_prompt(row: dict, cfg) -> str | list[dict]:
-    text = cfg.prompt_template.format_map(row)
+    text = prompt_template(cfg).format_map(row)
     if not cfg.chat:
         return text if cfg.system_prompt is None else f"{cfg.system_prompt}\n\n{text}"
     messages = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
     return messages + [{"role": "user", "content": text}]
 
 
+def prompt_template(cfg) -> str:
+    """`dataset.prompt_template`, or (None) the prompt column as it is."""
+    return cfg.prompt_template if cfg.prompt_template is not None else "{" + cfg.prompt_column + "}"
+
+
 def _with_prompts(ds, cfg, where: str, label):
-    """Rows of one source, checked and given `prompt`/`answer` columns in the order the source holds
-    them (before any mixing, holdout or limit), so that an error names the row the user wrote."""
+    """Rows of one source, checked and given `prompt`/`answer` (text) columns in the order the source
+    holds them (before any mixing, holdout or limit), so that an error names the row the user wrote."""
     _check_columns(ds, cfg, where, label)
 
     def add_prompt(row: dict, index: int) -> dict:
         try:
             prompt = format_prompt(row, cfg)
         except (KeyError, IndexError, ValueError) as exc:
-            raise DataError(f"{where} {label(index)}: dataset.prompt_template {cfg.prompt_template!r} fails: {exc!r}") from exc
-        return {"prompt": prompt, "answer": str(row[cfg.answer_column])}
+            raise DataError(f"{where} {label(index)}: dataset.prompt_template {prompt_template(cfg)!r} fails: {exc!r}") from exc
+        return {"prompt": prompt, GOLD_TEXT: str(row[cfg.answer_column])}
 
     drop = [c for c in ("prompt",) if c in ds.column_names and c != cfg.prompt_column]
-    return ds.remove_columns(drop).map(add_prompt, with_indices=True, desc=f"formatting {where}")
+    ds = ds.remove_columns(drop).map(add_prompt, with_indices=True, desc=f"formatting {where}")
+    # the gold as text under its own name, then as `answer`: a map into the file's own `answer` column keeps its type (int, JSON)
+    return ds.remove_columns([c for c in ("answer",) if c in ds.column_names]).rename_column(GOLD_TEXT, "answer")
 
 
 def _limit(ds, where: str, limit: int | None, seed: int):
@@ -198,7 +233,7 @@ def _row_index(index: int) -> str:
 def read_source(source: str, cfg, split: str, prepare=None):
     """One local file or Hub split; `prepare(ds, where, label)`, if given, runs on it as read."""
     if is_local(source):
-        ds = read_local(source)
+        ds = read_local(source, literal_columns=(cfg.answer_column,))
         where, label = f"dataset file {source}", _row_labeller(Path(source).expanduser(), len(ds))
     else:
         ds = read_hub(source, cfg.subset, split)

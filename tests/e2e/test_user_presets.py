@@ -25,7 +25,7 @@ def user_tree(tmp_path):
     presets = tmp_path / "presets"
     for group, text in {
         "dataset/products": f"name: products\nsource: {tmp_path / 'products.jsonl'}\neval_holdout: 16\n"
-        'prompt_column: q\nanswer_column: product\nprompt_template: "{q}"\n',
+        "prompt_column: q\nanswer_column: product\n",  # the prompt: column q as it is
         "reward/first_word": "functions:\n  first_word:\n    _target_: my_rewards.first_word_is_gold\n    weight: 1.0\n",
         "experiment/products_grpo": "# @package _global_\ndefaults:\n  - override /dataset: products\n"
         "  - override /reward: first_word\n\nexperiment: products_grpo\n"

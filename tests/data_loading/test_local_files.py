@@ -1,0 +1,67 @@
+"""Local dataset files as the user wrote them: gold answers keep their text, and a path that is not
+one readable file is one line."""
+
+import json
+
+import pytest
+from omegaconf import OmegaConf
+
+from rlvr.config import DatasetConfig
+from rlvr.data import load_prompt_datasets
+from rlvr.errors import DataError
+
+
+def dataset_cfg(**overrides):
+    return OmegaConf.merge(OmegaConf.structured(DatasetConfig), {"eval_holdout": 0} | overrides)
+
+
+def answers(path) -> list[str]:
+    train, _ = load_prompt_datasets(dataset_cfg(source=str(path)))
+    return list(train["answer"])
+
+
+@pytest.mark.parametrize("layout", ["lines", "array"])
+def test_numeric_gold_answers_keep_the_files_text(tmp_path, layout):
+    """pyarrow reads a column of ints with one 2.5 as floats ("12.0"), and an int past 64 bits as a
+    float (1.2345678901234567e+19): no reward would match either."""
+    golds = [12, 7, 2.50, 12345678901234567890, 0]
+    rows = [{"question": f"q{i}", "answer": gold} for i, gold in enumerate(golds)]
+    path = tmp_path / f"rows.{'jsonl' if layout == 'lines' else 'json'}"
+    if layout == "lines":
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows).replace("2.5}", "2.50}"))
+    else:
+        path.write_text(json.dumps(rows, indent=1).replace("2.5\n", "2.50\n"))
+    assert answers(path) == ["12", "7", "2.50", "12345678901234567890", "0"]
+
+
+def test_integer_and_text_answers_are_unchanged(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps({"question": f"q{i}", "answer": gold}) + "\n" for i, gold in enumerate([3, 40, 5])))
+    assert answers(path) == ["3", "40", "5"]
+    path.write_text("".join(json.dumps({"question": f"q{i}", "answer": gold}) + "\n" for i, gold in enumerate(["x", 2.5])))
+    assert answers(path) == ["x", "2.5"]
+
+
+def test_the_prompt_column_is_the_prompt_without_a_template(tmp_path):
+    """Not the `question` column the file also has (the default template named it)."""
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps({"q": f"{i}+1=", "question": "IGNORE", "gold": i + 1}) + "\n" for i in range(4)))
+    train, _ = load_prompt_datasets(dataset_cfg(source=str(path), prompt_column="q", answer_column="gold"))
+    assert list(train["prompt"]) == ["0+1=", "1+1=", "2+1=", "3+1="]
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("data", "is a directory: name one file (a mixture of files: dataset.mixer)"),
+        ("data/*.jsonl", "dataset file not found: {tmp}/data/*.jsonl (a glob is not expanded: name one file)"),
+        ("rows.csv", "rlvr reads JSON lines, JSON or parquet files, not .csv: convert it"),
+    ],
+)
+def test_a_path_that_is_not_one_readable_file_is_one_line(tmp_path, name, message):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.jsonl").write_text('{"question": "q", "answer": "1"}\n')
+    (tmp_path / "rows.csv").write_text("question,answer\nq,1\n")
+    with pytest.raises(DataError) as info:
+        load_prompt_datasets(dataset_cfg(source=str(tmp_path / name)))
+    assert message.format(tmp=tmp_path) in str(info.value)

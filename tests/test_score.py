@@ -1,0 +1,40 @@
+"""rlvr.score's rows and summary, as training reads the same file."""
+
+import json
+
+import pytest
+
+from rlvr.errors import DataError
+from rlvr.score import read_rows, summary
+
+
+def write(tmp_path, lines: list[str]):
+    path = tmp_path / "rows.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_numeric_gold_answers_are_the_files_text_as_in_training(tmp_path):
+    path = write(
+        tmp_path,
+        [
+            json.dumps({"completion": "c", "answer": 12}),
+            '{"completion": "c", "answer": 2.50}',
+            '{"completion": "c", "answer": 12345678901234567890}',
+        ],
+    )
+    assert [row["answer"] for row in read_rows(path, "completion")] == ["12", "2.50", "12345678901234567890"]
+
+
+def test_a_row_without_the_gold_other_rows_have_is_refused_naming_its_line(tmp_path):
+    path = write(tmp_path, ['{"completion": "c", "gold": "1"}', '{"completion": "c", "gold": null}', '{"completion": "c"}'])
+    with pytest.raises(DataError, match=r"rows.jsonl line 2 has no value in column 'gold'$"):
+        read_rows(path, "completion", "gold")
+    assert len(read_rows(write(tmp_path, ['{"completion": "c"}'] * 2), "completion")) == 2  # no gold at all: the rewards decide
+
+
+def test_a_reward_without_a_verdict_is_counted_not_summed():
+    scored = [{"reward": 1.0, "rewards": {"mine": value}, "reasons": {}} for value in (1.0, None, 0.0)]
+    assert summary(scored).splitlines()[1] == "  mine: mean 0.5000; - 3, no verdict (None) 1"
+    nothing = [{"reward": 0.0, "rewards": {"mine": None}, "reasons": {}}]
+    assert summary(nothing).splitlines()[1] == "  mine: no verdict on any row; - 1, no verdict (None) 1"
