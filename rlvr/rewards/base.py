@@ -161,7 +161,9 @@ def preflight_rewards(functions: dict[str, Any]) -> None:
 
 
 def check_arguments(name: str, target: Any, arguments: dict) -> None:
-    """Each of `reward.functions.<name>`'s arguments one that its target takes (unless it takes **kwargs)."""
+    """Each of `reward.functions.<name>`'s arguments one that its target takes. A target that takes
+    **kwargs takes any, except a near miss of rlvr's own keys (`wieght`, `timeout`): it would be
+    passed on and ignored, and the weight or time limit meant silently not set."""
     import inspect
 
     from rlvr.config import did_you_mean
@@ -170,10 +172,13 @@ def check_arguments(name: str, target: Any, arguments: dict) -> None:
         parameters = inspect.signature(target).parameters
     except (TypeError, ValueError):  # a builtin without a signature: its call names what it refuses
         return
+    own = ["weight"] + ([] if inspect.isclass(target) else ["timeout_s"])  # see runs_in_worker
     if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        for key in (k for k in arguments if k not in parameters and k not in own):
+            if hint := did_you_mean(key, own, cutoff=0.8):
+                raise ConfigError(f"reward.functions.{name}.{key}: {target.__name__} would get it in **kwargs{hint}")
         return
-    known = [p for p in parameters if p != "name" or not inspect.isclass(target)]
-    known += ["weight"] + ([] if inspect.isclass(target) else ["timeout_s"])  # see runs_in_worker
+    known = [p for p in parameters if p != "name" or not inspect.isclass(target)] + own
     for key in arguments:
         if key not in known:
             raise ConfigError(f"reward.functions.{name}.{key}: {target.__name__} takes no '{key}'{did_you_mean(key, known)}")

@@ -82,4 +82,8 @@ def test_an_argument_the_reward_does_not_take_is_refused_at_start_up(entry, mess
 
 def test_a_reward_that_takes_keyword_arguments_or_a_timeout_passes_the_start_up_check():
     preflight_rewards({"mine": {"_target_": f"{__name__}.brevity", "anything": 1}})
+    for typo, meant in [("wieght", "weight"), ("timeout", "timeout_s")]:  # passed on in **kwargs, the setting lost
+        with pytest.raises(ConfigError) as info:
+            preflight_rewards({"mine": {"_target_": f"{__name__}.brevity", typo: 1}})
+        assert str(info.value) == f"reward.functions.mine.{typo}: brevity would get it in **kwargs (did you mean '{meant}'?)"
     preflight_rewards({"mine": {"_target_": f"{__name__}.exact", "strict": False, "timeout_s": 3, "weight": 2}})
