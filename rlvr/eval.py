@@ -114,6 +114,32 @@ def compose(overrides: list[str], run_dir: Path | None) -> DictConfig:
     return eval_config(composed, overrides, run_dir)
 
 
+def rebase_relative_paths(saved: dict, run_dir: Path) -> None:
+    """Make the relative local paths of a run's config (data files, model and reward-model dirs) that
+    the run found from the directory it started in, and this process does not find from its own,
+    absolute (that directory: Hydra's runtime.cwd in the run's .hydra/hydra.yaml), so that an eval run
+    from anywhere reads what the run read."""
+    hydra_file = run_dir / ".hydra" / "hydra.yaml"
+    started_in = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.cwd") if hydra_file.exists() else None
+    if not started_in:
+        return
+
+    def from_start_dir(value):
+        if isinstance(value, str) and value and not Path(value).is_absolute() and not Path(value).exists():
+            if (Path(started_in) / value).exists():
+                return str(Path(started_in) / value)
+        return value
+
+    dataset, model = saved.get("dataset", {}), saved.get("model", {})
+    places = [(dataset, "source"), (dataset, "eval_source"), (model, "name_or_path")]
+    places += [(entry, "reward_model") for entry in (saved.get("reward", {}).get("functions") or {}).values() if isinstance(entry, dict)]
+    for node, key in places:
+        if key in node:
+            node[key] = from_start_dir(node[key])
+    if dataset.get("mixer"):
+        dataset["mixer"] = {from_start_dir(name): amount for name, amount in dataset["mixer"].items()}
+
+
 def eval_config(composed: DictConfig, overrides: list[str], run_dir: Path | None) -> DictConfig:
     """The config the models are evaluated with, checked: outside a run, `composed` (the tree with the
     command line's `overrides`); inside one, the run's config_resolved.yaml, with each key or group an
@@ -127,6 +153,7 @@ def eval_config(composed: DictConfig, overrides: list[str], run_dir: Path | None
     else:
         try:
             saved = OmegaConf.to_container(OmegaConf.load(run_dir / RUN_CONFIG))
+            rebase_relative_paths(saved, run_dir)
             if retired := drop_retired_keys(saved):
                 log.warning("%s: ignoring %s (written by an earlier rlvr; no longer settings)", run_dir / RUN_CONFIG, ", ".join(retired))
             cfg = OmegaConf.merge(OmegaConf.structured(Config), saved)

@@ -204,3 +204,29 @@ def test_an_fgrpo_model_is_evaluated_through_its_span_rewards(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run / "eval" / "final_model.json").read_text())["metrics"]
     assert {"accuracy", "mean@8", "pass@8"} <= metrics.keys() and not any(name.startswith("maj@") for name in metrics)
+
+
+def test_a_runs_relative_paths_are_read_from_where_it_started(tmp_path, monkeypatch):
+    """An eval run from another directory reads the data and reward model the run read (their paths
+    relative to the run's start dir), and leaves Hub names and paths found from here as they are."""
+    started_in = tmp_path / "project"
+    (started_in / "data").mkdir(parents=True)
+    (started_in / "data" / "own.jsonl").write_text('{"question": "1+1=", "answer": "2"}\n')
+    (started_in / "runs" / "rm").mkdir(parents=True)
+    run = fake_run_dir(
+        tmp_path / "run",
+        "dataset.source=data/own.jsonl",
+        "reward=hybrid",
+        "reward.functions.hybrid.reward_model=runs/rm",
+        "model.name_or_path=Qwen/Qwen2.5-0.5B",
+    )
+    (run / ".hydra").mkdir()
+    (run / ".hydra" / "hydra.yaml").write_text(OmegaConf.to_yaml({"hydra": {"runtime": {"cwd": str(started_in)}}}))
+    monkeypatch.chdir(tmp_path)
+    cfg = rlvr_eval.compose([], run)
+    assert cfg.dataset.source == str(started_in / "data" / "own.jsonl")
+    assert cfg.reward.functions.hybrid.reward_model == str(started_in / "runs" / "rm")
+    assert cfg.model.name_or_path == "Qwen/Qwen2.5-0.5B"
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "own.jsonl").write_text("")  # found from here: the path means this file
+    assert rlvr_eval.compose([], run).dataset.source == "data/own.jsonl"
