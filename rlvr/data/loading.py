@@ -276,10 +276,25 @@ def read_splits(cfg, seed: int, prepare=None):
 
 
 def load_prompt_datasets(cfg, seed: int = 0):
-    """(train, eval) Datasets for the `dataset` config; eval is None when there is no eval data."""
+    """(train, eval) Datasets for the `dataset` config; eval is None when there is no eval data. Eval
+    prompts that are also training prompts are counted in a warning (not for a built-in generator,
+    whose small task space repeats by design)."""
     train, evaluation = read_splits(cfg, seed, lambda ds, where, label: _with_prompts(ds, cfg, where, label))
     train = _limit(train, f"dataset '{cfg.name}' ({cfg.source})", cfg.max_train_samples, cfg.shuffle_seed)
     if evaluation is not None:
         where = f"eval data of '{cfg.name}' ({cfg.eval_source or cfg.source})"
         evaluation = _limit(evaluation, where, cfg.max_eval_samples, cfg.shuffle_seed)
+        if not cfg.source.startswith("builtin:") and (seen := _shared_prompts(train, evaluation)):
+            logging.getLogger(__name__).warning(
+                "%d of the %d eval prompts of %s are also training prompts: the eval measures recall of them too",
+                seen,
+                len(evaluation),
+                where,
+            )
     return train, evaluation
+
+
+def _shared_prompts(train, evaluation) -> int:
+    """How many eval rows have a prompt some training row has."""
+    trained = {str(prompt) for prompt in train["prompt"]}
+    return sum(str(prompt) in trained for prompt in evaluation["prompt"])

@@ -65,3 +65,16 @@ def test_a_path_that_is_not_one_readable_file_is_one_line(tmp_path, name, messag
     with pytest.raises(DataError) as info:
         load_prompt_datasets(dataset_cfg(source=str(tmp_path / name)))
     assert message.format(tmp=tmp_path) in str(info.value)
+
+
+def test_eval_prompts_that_are_also_training_prompts_are_counted_in_a_warning(tmp_path, caplog):
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps({"question": f"{i % 6}+1=", "answer": i % 6 + 1}) + "\n" for i in range(12)))
+    load_prompt_datasets(dataset_cfg(source=str(path), eval_source=str(path), max_eval_samples=4))
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warning.startswith("4 of the 4 eval prompts of eval data of 'arithmetic'") and "are also training prompts" in warning
+    caplog.clear()
+    disjoint = tmp_path / "eval.jsonl"
+    disjoint.write_text(json.dumps({"question": "9+9=", "answer": 18}) + "\n")
+    load_prompt_datasets(dataset_cfg(source=str(path), eval_source=str(disjoint)))
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
