@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from rlvr.errors import DataError
+from rlvr.rewards.answers import short
 
 log = logging.getLogger(__name__)
 HH_TURN = re.compile(r"\n\n(Human|Assistant): ")
@@ -53,7 +54,11 @@ def split_shared_prompt(chosen: list[dict], rejected: list[dict]) -> tuple[list[
 
 
 def _as_messages(value: Any, role: str) -> list[dict]:
+    """A list of {role, content} string dicts (copied), an HH transcript, or a string (one `role` message)."""
     if isinstance(value, list):
+        for index, message in enumerate(value):
+            if not (isinstance(message, dict) and isinstance(message.get("role"), str) and isinstance(message.get("content"), str)):
+                raise ValueError(f"message {index} is not a dict with string 'role' and 'content': {short(message)}")
         return [dict(m) for m in value]
     if isinstance(value, str) and HH_TURN.match(value):
         return parse_hh(value)
@@ -62,31 +67,59 @@ def _as_messages(value: Any, role: str) -> list[dict]:
     raise ValueError(f"expected a string or a list of messages, got {type(value).__name__}")
 
 
+def _messages_of(row: dict, column: str, role: str) -> list[dict]:
+    try:
+        return _as_messages(row[column], role)
+    except ValueError as exc:
+        raise ValueError(f"column '{column}': {exc}") from exc
+
+
 def to_pair(row: dict, chosen_column: str, rejected_column: str, prompt_column: str | None) -> dict:
-    """One row in any accepted format -> {"prompt", "chosen", "rejected"} message lists."""
-    chosen = _as_messages(row[chosen_column], "assistant")
-    rejected = _as_messages(row[rejected_column], "assistant")
-    prompt = _as_messages(row[prompt_column], "user") if prompt_column and row.get(prompt_column) is not None else []
+    """One row in any accepted format -> {"prompt", "chosen", "rejected"} message lists; without a
+    prompt (no `prompt_column`, a null value or an empty list) the turns chosen and rejected share are
+    the prompt. A ValueError names the column at fault."""
+    chosen = _messages_of(row, chosen_column, "assistant")
+    rejected = _messages_of(row, rejected_column, "assistant")
+    prompt = _messages_of(row, prompt_column, "user") if prompt_column and row[prompt_column] is not None else []
     if not prompt:
         prompt, chosen, rejected = split_shared_prompt(chosen, rejected)
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
 
 
-def convert(ds, pref, where: str):
-    """Rows in any accepted format -> pairs; identical pairs carry no signal and are dropped (counted)."""
-    for column in (pref.chosen_column, pref.rejected_column):
+def convert(ds, pref, where: str, label: Callable[[int], str]):
+    """Every row of one source, in its order, in any accepted format -> a pair; errors name
+    `where` and `label(index)` (a file's `line N`) and the column. Degenerate pairs are kept: see
+    `drop_degenerate`."""
+    for column in (pref.chosen_column, pref.rejected_column, *([pref.prompt_column] if pref.prompt_column else [])):
         if column not in ds.column_names:
             raise DataError(f"{where} has no column '{column}' (columns: {', '.join(ds.column_names)})")
 
     def convert_row(row: dict, index: int) -> dict:
         try:
             return to_pair(row, pref.chosen_column, pref.rejected_column, pref.prompt_column)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise DataError(f"{where} row {index}: {exc}") from exc
+        except ValueError as exc:
+            raise DataError(f"{where} {label(index)}: {exc}") from exc
 
-    pairs = ds.map(convert_row, with_indices=True, remove_columns=ds.column_names)
-    distinct = pairs.filter(lambda row: row["chosen"] != row["rejected"])
-    return distinct, len(pairs) - len(distinct)
+    return ds.map(convert_row, with_indices=True, remove_columns=ds.column_names, desc=f"reading pairs of {where}")
+
+
+def _blank(messages: list[dict]) -> bool:
+    return not any(m["content"].strip() for m in messages)
+
+
+def drop_degenerate(ds):
+    """(pairs, identical, empty): pairs with chosen == rejected, or with a blank chosen or rejected
+    answer (no message, or only whitespace), carry no preference signal and are dropped, and counted."""
+    identical = empty = 0
+    keep = []
+    for index, (chosen, rejected) in enumerate(zip(ds["chosen"], ds["rejected"])):
+        if chosen == rejected:
+            identical += 1
+        elif _blank(chosen) or _blank(rejected):
+            empty += 1
+        else:
+            keep.append(index)
+    return ds.select(keep), identical, empty
 
 
 @dataclass
@@ -95,6 +128,7 @@ class FilterCounts:
 
     kept: int = 0
     dropped_identical: int = 0
+    dropped_empty: int = 0
     dropped_too_long: int = 0
     dropped_prompt_too_long: int = 0
 

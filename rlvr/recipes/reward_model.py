@@ -13,7 +13,7 @@ from pathlib import Path
 from rlvr.hardware import device as hardware
 from rlvr.hardware.distributed import is_main_process
 from rlvr.hardware.stops import phase
-from rlvr.errors import ConfigError
+from rlvr.errors import ConfigError, DataError
 from rlvr.recipes.common import TRAIN_RESULT, final_model_saved, finish, load_saved_model, reuse_run_dir, save_final_model, trl_config
 from rlvr.tracking.run_dir import Start
 from rlvr.tracking.outputs import metrics_callback, read_json, setup_wandb, use_compact_progress, write_json
@@ -22,33 +22,51 @@ log = logging.getLogger(__name__)
 SANITY_CHECK_PAIRS = 100
 
 
-def prepare_split(ds, cfg, tokenizer, limit: int | None, where: str, prefix: str):
-    """Pairs in TRL's format, cut to `limit` and length-filtered; with the counts of what was dropped."""
-    from rlvr.data.preferences import convert, length_filter
+def prepare_split(ds, cfg, tokenizer, limit_key: str, where: str, prefix: str):
+    """Pairs without the degenerate ones, cut to the `dataset.<limit_key>` limit and length-filtered;
+    with the counts of what was dropped. A split that this leaves without pairs is refused, naming
+    what emptied it."""
+    from rlvr.data.preferences import drop_degenerate, length_filter
 
     pref = cfg.dataset.preference
-    ds, identical = convert(ds, pref, where)
-    if pref.sanity_check:
-        limit = SANITY_CHECK_PAIRS
+    if not len(ds):
+        raise DataError(f"{where} has no rows")
+    read = len(ds)
+    ds, identical, empty = drop_degenerate(ds)
+    if not len(ds):
+        raise DataError(
+            f"{where} has no pairs left: all {read} have chosen == rejected ({identical}) or an empty chosen or rejected answer ({empty})"
+        )
+    limit = SANITY_CHECK_PAIRS if pref.sanity_check else cfg.dataset[limit_key]
+    if limit == 0:
+        raise ConfigError(f"dataset.{limit_key}=0 leaves {where} without pairs")
     if limit is not None:
         ds = ds.select(range(min(limit, len(ds))))
     ds, counts = length_filter(ds, tokenizer, pref.max_token_length, pref.max_prompt_token_length)
-    counts.dropped_identical = identical
+    if not len(ds):
+        raise ConfigError(
+            f"{where} has no pairs left after dataset.preference length filters: {counts.dropped_too_long} longer than "
+            f"max_token_length={pref.max_token_length}, {counts.dropped_prompt_too_long} with a prompt longer than "
+            f"max_prompt_token_length={pref.max_prompt_token_length}"
+        )
+    counts.dropped_identical, counts.dropped_empty = identical, empty
     return ds, {f"{prefix}_{k}": v for k, v in dataclasses.asdict(counts).items()}
 
 
 def load_pairs(cfg, tokenizer):
-    """(train, eval, counts): preference pairs as TRL conversational rows, limited and length-filtered."""
+    """(train, eval, counts): preference pairs as TRL conversational rows, limited and length-filtered.
+    Each source's rows become pairs as read, so that an error names the file and line the user wrote."""
     from rlvr.data.loading import read_splits
+    from rlvr.data.preferences import convert
 
-    name = cfg.dataset.name
-    train, evaluation = read_splits(cfg.dataset, cfg.seed)
-    train, counts = prepare_split(train, cfg, tokenizer, cfg.dataset.max_train_samples, f"dataset '{name}'", "train")
+    data = cfg.dataset
+    train, evaluation = read_splits(data, cfg.seed, lambda ds, where, label: convert(ds, data.preference, where, label))
+    source = "the mixture" if data.mixer else data.source
+    train, counts = prepare_split(train, cfg, tokenizer, "max_train_samples", f"dataset '{data.name}' ({source})", "train")
     if evaluation is not None:
-        evaluation, eval_counts = prepare_split(evaluation, cfg, tokenizer, cfg.dataset.max_eval_samples, f"eval data of '{name}'", "eval")
+        where = f"eval data of '{data.name}' ({data.eval_source or source})"
+        evaluation, eval_counts = prepare_split(evaluation, cfg, tokenizer, "max_eval_samples", where, "eval")
         counts |= eval_counts
-    if len(train) == 0:
-        raise ConfigError("no training pairs left after dataset.preference length filters")
     log.info("preference pairs: %s", counts)
     return train, evaluation, counts
 

@@ -54,12 +54,13 @@ def test_identical_pairs_are_dropped_and_counted():
     import datasets
 
     from rlvr.config import PreferenceConfig
-    from rlvr.data.preferences import convert
+    from rlvr.data.preferences import convert, drop_degenerate
 
     same = "\n\nHuman: a\n\nAssistant: b"
     rows = [{"chosen": same, "rejected": same}, {"chosen": same, "rejected": same + " c"}]
-    pairs, identical = convert(datasets.Dataset.from_list(rows), OmegaConf.structured(PreferenceConfig), "test")
-    assert (len(pairs), identical) == (1, 1)
+    pairs = convert(datasets.Dataset.from_list(rows), OmegaConf.structured(PreferenceConfig), "test", lambda i: f"row {i}")
+    pairs, identical, empty = drop_degenerate(pairs)
+    assert (len(pairs), identical, empty) == (1, 1, 0)
 
 
 def test_a_malformed_row_is_named():
@@ -69,8 +70,8 @@ def test_a_malformed_row_is_named():
     from rlvr.data.preferences import convert
 
     rows = [{"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "x"}, {"chosen": "\n\nHuman: a", "rejected": "y"}]
-    with pytest.raises(DataError, match="test row 1: HH transcript does not end with an Assistant turn"):
-        convert(datasets.Dataset.from_list(rows), OmegaConf.structured(PreferenceConfig), "test")
+    with pytest.raises(DataError, match="test row 1: column 'chosen': HH transcript does not end with an Assistant turn"):
+        convert(datasets.Dataset.from_list(rows), OmegaConf.structured(PreferenceConfig), "test", lambda i: f"row {i}")
 
 
 def mixer_cfg(tmp_path, mixer):
