@@ -187,9 +187,10 @@ def evaluate_model(cfg, label: str, model_dir: Path, run_dir: Path | None, out_d
     if data is None or len(data) == 0:
         raise ConfigError(f"dataset '{cfg.dataset.name}' has no {cfg.eval.split} split to evaluate on (eval.split={cfg.eval.split})")
     setup.rewards = checked_rewards(setup.rewards, cfg.reward.checks)
-    # a hybrid reward: the run's own scale; a bare model's is kept in eval/, beside its results (a file
-    # in the model dir itself would change files_fingerprint and undo the reuse of those results)
-    calibrate_rewards(cfg, setup, run_dir or out_dir / "eval")
+    # a hybrid reward: the run's own scale, where its reward model is the run's; else one kept in eval/,
+    # beside the results (never the run's own file; in a bare model's dir it would change the
+    # files_fingerprint the reuse of its results checks)
+    calibrate_rewards(cfg, setup, out_dir / "eval", run_dir)
     with own_completer(cfg, setup.model, setup.tokenizer, model_dir) as engine:
         return eval_model(cfg, setup, engine or to_device(cfg, setup.model), out_dir, label)
 
@@ -197,7 +198,7 @@ def evaluate_model(cfg, label: str, model_dir: Path, run_dir: Path | None, out_d
 def evaluate_target(target: Target, cfg, out_dir: Path) -> list[dict]:
     """One result per model of `target` (evaluated now, or read back when done with these settings on
     these very files: a continued run rewrites final_model/ and may rebuild a checkpoint)."""
-    from rlvr.tracking.outputs import read_json, write_json
+    from rlvr.tracking.outputs import files_fingerprint, read_json, write_json
 
     wanted = {name: OmegaConf.to_container(cfg[name], resolve=True) for name in SETTINGS}
     results = []
@@ -223,16 +224,6 @@ def evaluate_target(target: Target, cfg, out_dir: Path) -> list[dict]:
                 write_json(path, result)  # atomic: a stop mid-write leaves no result, and the re-run redoes it
         results.append(result)
     return results
-
-
-def files_fingerprint(model_dir: Path) -> str:
-    """A digest of the name, size and modification time of each file in `model_dir` (weights, configs;
-    not the eval/ an evaluation of a bare model dir writes into it): it changes when the model is
-    written again."""
-    import hashlib
-
-    stats = sorted(f"{p.name} {p.stat().st_size} {p.stat().st_mtime_ns}" for p in model_dir.iterdir() if p.is_file())
-    return hashlib.sha256("\n".join(stats).encode()).hexdigest()[:16]
 
 
 def write_curve(results: list[dict], out_dir: Path) -> Path:

@@ -216,10 +216,11 @@ def load_trained_policy(cfg, run_dir: Path, model_dir: Path | None = None) -> Po
     return PolicySetup(model, tokenizer, train, evaluation, rewards, hardware.trainer_arguments(cfg.hardware), prompts_dropped=dropped)
 
 
-def calibrate_rewards(cfg, setup: PolicySetup, out_dir: Path) -> None:
+def calibrate_rewards(cfg, setup: PolicySetup, out_dir: Path, run_dir: Path | None = None) -> None:
     """Let rewards that normalise by the starting policy's outputs (hybrid) see a few of them, recorded
     in `out_dir/<name>_calibration.json` (made if need be); a later start of the run (a resume, a
-    finish, an eval) reads the first start's calibration: the same scale throughout."""
+    finish) reads the first start's calibration, and an eval of a run (`run_dir`) the run's: the same
+    scale throughout."""
     for reward in setup.rewards:
         if getattr(reward.fn, "needs_calibration", False):
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -230,6 +231,7 @@ def calibrate_rewards(cfg, setup: PolicySetup, out_dir: Path) -> None:
                 setup.train["prompt"],
                 cfg.algorithm.max_completion_length,
                 out_dir / f"{reward.name}_calibration.json",
+                earlier=run_dir / f"{reward.name}_calibration.json" if run_dir is not None else None,
             )
 
 

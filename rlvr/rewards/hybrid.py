@@ -3,19 +3,23 @@
 Hybrid (the tiny-grpo refactor): verifier v in {0, 1}, reward-model score r normalised to
 n = clip((r - r_min) / (r_max - r_min + eps), 0, 1), then
     v == 1: (1 - beta) + 2 * beta * n        v == 0: -alpha + 2 * alpha * n
-The clip keeps every verified answer above every unverified one (ranges [1-β, 1+β] and [-α, α]),
-also when r falls outside the calibrated range.
+With alpha, beta >= 0 the ranges are [1-β, 1+β] and [-α, α], both rising with r; the lowest verified
+value 1-β is at or above the highest unverified one α exactly when α + β <= 1. The clip keeps this also
+when r falls outside the calibrated range.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
+import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Sequence
 
 from rlvr.errors import ConfigError
-from rlvr.rewards.base import Outcome, Reward, build_rewards
+from rlvr.rewards.base import Outcome, Reward, build_rewards, preflight_rewards, reward_target
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +136,103 @@ class RewardModelScorer:
         return scores
 
 
+def check_settings(
+    name: str,
+    verifier: Any,
+    reward_model: str | None,
+    alpha: Any,
+    beta: Any,
+    eps: Any,
+    r_min: Any,
+    r_max: Any,
+    calibration_prompts: Any,
+    **_: Any,
+) -> None:
+    """The hybrid reward's settings (HybridReward's arguments; the model-loading ones are not looked at),
+    checked without loading anything; a ConfigError naming the first bad one: `reward_model` and a
+    `verifier` that is a Reward class set, alpha and beta >= 0 with alpha + beta <= 1 (a verified answer
+    never below an unverified one), eps > 0, r_min and r_max both set with r_min < r_max or both left to
+    the calibration, calibration_prompts a whole number >= 2."""
+    key = f"reward.functions.{name}"
+    if not reward_model:
+        raise ConfigError(f"reward '{name}' needs reward_model=<run dir of algorithm=reward_model or model path>")
+    if not verifier or not isinstance(verifier, Mapping):
+        raise ConfigError(f"reward '{name}' needs a verifier: {{_target_: ...}}, not {verifier!r}")
+    check_verifier(name, verifier)
+    for setting, value in {"alpha": alpha, "beta": beta, "eps": eps, "r_min": r_min, "r_max": r_max}.items():
+        if not (value is None and setting in ("r_min", "r_max")) and not is_finite_number(value):
+            raise ConfigError(f"{key}.{setting}={value!r} is not a finite number")
+    for setting, value in {"alpha": alpha, "beta": beta}.items():
+        if value < 0:
+            raise ConfigError(f"{key}.{setting}={value} must be >= 0: a negative weight ranks higher reward-model scores lower")
+    if alpha + beta > 1:
+        raise ConfigError(
+            f"{key}: alpha + beta = {alpha} + {beta} must be <= 1, or an unverified answer (up to alpha) "
+            f"outscores a verified one (down to 1 - beta)"
+        )
+    if eps <= 0:
+        raise ConfigError(f"{key}.eps={eps} must be > 0 (it keeps (r - r_min) / (r_max - r_min + eps) defined)")
+    if (r_min is None) != (r_max is None):
+        given, value = ("r_min", r_min) if r_max is None else ("r_max", r_max)
+        raise ConfigError(
+            f"{key}.{given}={value} is set without {'r_max' if r_max is None else 'r_min'}: set both (a fixed range) "
+            "or neither (a calibration pass sets them)"
+        )
+    if r_min is not None and r_max <= r_min:
+        raise ConfigError(f"{key}: r_max={r_max} must be > r_min={r_min} (higher reward-model scores must give higher rewards)")
+    if isinstance(calibration_prompts, bool) or not isinstance(calibration_prompts, int) or calibration_prompts < 2:
+        raise ConfigError(
+            f"{key}.calibration_prompts={calibration_prompts!r} must be a whole number >= 2: "
+            "the score range over the completions of that many prompts sets r_min and r_max"
+        )
+
+
+def is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_verifier(name: str, verifier: Mapping) -> None:
+    """The verifier must be a Reward class (rlvr.rewards.base): the hybrid reward reads the `correct` of
+    the Outcomes its `score` returns and asks its `same_answer`, which a plain TRL-style function has not."""
+    target = reward_target(f"{name}.verifier", verifier)
+    if not (inspect.isclass(target) and issubclass(target, Reward)):
+        raise ConfigError(
+            f"reward.functions.{name}.verifier: {verifier['_target_']} is not a verifier: "
+            "a verifier is a subclass of rlvr.rewards.base.Reward whose score() judges each completion "
+            "(Outcome.correct True or False), e.g. rlvr.rewards.numeric.LastNumberReward"
+        )
+
+
+def check_spread(name: str, r_min: float, r_max: float, eps: float, source: str) -> None:
+    """Refuse a score range narrower than eps: the reward model scored the calibration's completions
+    (nearly) alike, and n, set by eps rather than by the scores, would be close to a step at r_min."""
+    if r_max - r_min < eps:
+        raise ConfigError(
+            f"reward '{name}': {source} gives r_max - r_min = {r_max - r_min:.3g}, below eps={eps}: the reward model "
+            "scored its completions (nearly) alike, so the reward-model part would be a step; set "
+            f"reward.functions.{name}.r_min and r_max, more calibration_prompts, or a smaller eps"
+        )
+
+
+def reward_model_record(path: str) -> dict:
+    """What a calibration records of the reward model `path` names (a local one, or a Hub one in the
+    Hub cache, where loading it put it): `path` as given, `resolved`, the dir of its files (a Hub model's
+    snapshot, named by its commit), and `files`, a digest of the name, size and modification time of
+    each file there, which changes when the model is written again. Two records with the same `files`
+    are of one model, wherever its dir is."""
+    directory = Path(resolve_reward_model_path(path)).expanduser()
+    if not directory.is_dir():
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(str(directory), "config.json")
+        if not isinstance(cached, str):
+            raise ConfigError(f"reward model '{path}' is neither a local dir nor in the Hub cache")
+        directory = Path(cached).parent
+    from rlvr.tracking.outputs import files_fingerprint
+
+    return {"path": path, "resolved": str(directory.resolve()), "files": files_fingerprint(directory)}
+
+
 def hybrid_value(verified: bool, r: float, r_min: float, r_max: float, alpha: float, beta: float, eps: float) -> float:
     n = min(max((r - r_min) / (r_max - r_min + eps), 0.0), 1.0)
     return (1 - beta) + 2 * beta * n if verified else -alpha + 2 * alpha * n
@@ -156,26 +257,30 @@ class HybridReward(Reward):
         offload: bool = False,
     ):
         super().__init__(name)
-        if not reward_model:
-            raise ConfigError(f"reward '{self.__name__}' needs reward_model=<run dir of algorithm=reward_model or model path>")
-        if not verifier:
-            raise ConfigError(f"reward '{self.__name__}' needs a verifier: {{_target_: ...}}")
-        self.verifier = build_rewards({f"{self.__name__}_verifier": verifier})[0].fn
+        check_settings(self.__name__, verifier, reward_model, alpha, beta, eps, r_min, r_max, calibration_prompts)
+        self.verifier = build_rewards({f"{self.__name__}.verifier": verifier})[0].fn
         self.scorer = RewardModelScorer.from_path(reward_model, device=device, batch_size=batch_size, offload=offload)
+        self.reward_model = reward_model_record(reward_model)  # the files just loaded, for `calibrate`
         self.alpha, self.beta, self.eps = alpha, beta, eps
         self.r_min, self.r_max = r_min, r_max
         self.calibration_prompts = calibration_prompts
 
     @classmethod
-    def preflight(cls, name: str, reward_model: str | None = None, **_) -> None:
-        """At start-up: `reward_model` names a model this machine can load (a run dir of
-        algorithm=reward_model, a model dir, a Hub name it can reach)."""
+    def preflight(cls, name: str, **arguments) -> None:
+        """At start-up, before anything loads: the settings (`check_settings`; what config leaves out
+        takes `__init__`'s default), the verifier's own start-up checks, and `reward_model` names a
+        reward model this machine can load (a run dir of algorithm=reward_model, a model dir, a Hub name
+        it can reach)."""
         from rlvr.models.loading import check_reachable
 
-        if reward_model:
-            resolved = resolve_reward_model_path(reward_model)
-            check_reachable(resolved, f"reward.functions.{name}.reward_model")
-            check_is_reward_model(resolved, reward_model)
+        settings = inspect.signature(cls).bind(name=name, **arguments)
+        settings.apply_defaults()
+        check_settings(**settings.arguments)
+        preflight_rewards({f"{name}.verifier": settings.arguments["verifier"]})
+        reward_model = settings.arguments["reward_model"]
+        resolved = resolve_reward_model_path(reward_model)
+        check_reachable(resolved, f"reward.functions.{name}.reward_model")
+        check_is_reward_model(resolved, reward_model)
 
     def same_answer(self, a: str, b: str) -> bool:
         """Predictions are the verifier's: it says which are one answer."""
@@ -185,24 +290,35 @@ class HybridReward(Reward):
     def needs_calibration(self) -> bool:
         return self.r_min is None or self.r_max is None
 
-    def calibrate(self, policy, tokenizer, prompts: Sequence, max_new_tokens: int, out_path: Path) -> dict:
-        """r_min/r_max: the RM score range over one sampled completion for each of the first K prompts,
-        recorded in `out_path`; read from it where it exists (a later start of the run, an eval of
-        it): one scale throughout."""
+    def calibrate(self, policy, tokenizer, prompts: Sequence, max_new_tokens: int, out_path: Path, earlier: Path | None = None) -> dict:
+        """For a reward that `needs_calibration` (r_min/r_max not in config): r_min/r_max, the RM score
+        range over one sampled completion for each of the first `calibration_prompts` prompts, recorded
+        in `out_path` with the reward model (its `reward_model_record`). Read instead from `earlier` (the
+        run's own, for an eval of it) or `out_path` where one exists that was made with this reward
+        model: one scale throughout; one made with another reward model, or not saying which, is not
+        used (the log says so), and `earlier` is never written. A range narrower than eps is refused
+        (`check_spread`), and not written."""
         from rlvr.evaluation.engine import generate_batch
 
-        if out_path.exists():
-            record = json.loads(out_path.read_text())
-            self.r_min, self.r_max = record["r_min"], record["r_max"]
-            log.info("hybrid reward: r_min=%.4f r_max=%.4f, the calibration in %s", self.r_min, self.r_max, out_path)
-            return record
+        model = self.reward_model
+        for path in (p for p in (earlier, out_path) if p is not None and p.exists()):
+            record = json.loads(path.read_text())
+            made_with = record.get("reward_model")
+            if made_with is not None and made_with["files"] == model["files"]:
+                check_spread(self.__name__, record["r_min"], record["r_max"], self.eps, f"the calibration in {path}")
+                self.r_min, self.r_max = record["r_min"], record["r_max"]
+                log.info("hybrid reward: r_min=%.4f r_max=%.4f, the calibration in %s", self.r_min, self.r_max, path)
+                return record
+            made_with = f"{made_with['resolved']}, files {made_with['files']}" if made_with else "a reward model it does not record"
+            log.info("hybrid reward: %s was made with %s, not with %s (files %s)", path, made_with, model["resolved"], model["files"])
         chosen = list(prompts[: self.calibration_prompts])
         completions = generate_batch(policy, tokenizer, chosen, max_new_tokens, do_sample=True)[0]
         scores = self.scorer.score([as_messages(p, c) for p, c in zip(chosen, completions)])
+        check_spread(self.__name__, min(scores), max(scores), self.eps, f"the calibration on {len(chosen)} prompts")
         self.r_min, self.r_max = min(scores), max(scores)
-        record = {"r_min": self.r_min, "r_max": self.r_max, "prompts": len(chosen), "scores": scores}
+        record = {"r_min": self.r_min, "r_max": self.r_max, "prompts": len(chosen), "scores": scores, "reward_model": model}
         out_path.write_text(json.dumps(record, indent=2) + "\n")
-        log.info("hybrid reward calibrated on %d prompts: r_min=%.4f r_max=%.4f", len(chosen), self.r_min, self.r_max)
+        log.info("hybrid reward calibrated on %d prompts: r_min=%.4f r_max=%.4f (%s)", len(chosen), self.r_min, self.r_max, out_path)
         return record
 
     def score(self, completions: Sequence[str], golds: Sequence[str | None], prompts=None) -> list[Outcome]:

@@ -103,6 +103,13 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
     os.replace(tmp, path)
 
 
+def files_fingerprint(directory: Path) -> str:
+    """A digest of the name, size and modification time of each file in `directory` (not of its
+    subdirectories): it changes when the files are written again (a model saved anew)."""
+    stats = sorted(f"{p.name} {p.stat().st_size} {p.stat().st_mtime_ns}" for p in directory.iterdir() if p.is_file())
+    return hashlib.sha256("\n".join(stats).encode()).hexdigest()[:16]
+
+
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
