@@ -116,18 +116,17 @@ def compose(overrides: list[str], run_dir: Path | None) -> DictConfig:
 
 def rebase_relative_paths(saved: dict, run_dir: Path) -> None:
     """Make the relative local paths of a run's config (data files, model and reward-model dirs) that
-    the run found from the directory it started in, and this process does not find from its own,
-    absolute (that directory: Hydra's runtime.cwd in the run's .hydra/hydra.yaml), so that an eval run
-    from anywhere reads what the run read."""
+    the run found from the directory it started in absolute (that directory: Hydra's runtime.cwd in the
+    run's .hydra/hydra.yaml), so that an eval run from anywhere reads what the run read, with the same
+    settings (its saved results are reused by them)."""
     hydra_file = run_dir / ".hydra" / "hydra.yaml"
     started_in = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.cwd") if hydra_file.exists() else None
     if not started_in:
         return
 
     def from_start_dir(value):
-        if isinstance(value, str) and value and not Path(value).is_absolute() and not Path(value).exists():
-            if (Path(started_in) / value).exists():
-                return str(Path(started_in) / value)
+        if isinstance(value, str) and value and not Path(value).is_absolute() and (Path(started_in) / value).exists():
+            return str(Path(started_in) / value)
         return value
 
     dataset, model = saved.get("dataset", {}), saved.get("model", {})

@@ -30,9 +30,10 @@ CONF_DIR = conf_dir()
 register_schemas()
 
 
-def read_rows(path: Path, completion_column: str, answer_column: str = "answer") -> list[dict]:
+def read_rows(path: Path, completion_column: str, answer_column: str = "answer", needs_gold: bool = True) -> list[dict]:
     """The rows of a JSONL file. Gold answers as training reads them: numbers as the file writes them
-    ("12", not 12), and a row without one, where other rows have one, refused naming its line."""
+    ("12", not 12), and, for rewards that `needs_gold`, a row without one where other rows have one
+    refused naming its line."""
     if not path.is_file():
         raise DataError(f"input file not found: {path}")
     rows, no_gold = [], []
@@ -60,7 +61,7 @@ def read_rows(path: Path, completion_column: str, answer_column: str = "answer")
             rows.append(row)
     if not rows:
         raise DataError(f"{path} has no rows")
-    if no_gold and len(no_gold) < len(rows):
+    if needs_gold and no_gold and len(no_gold) < len(rows):
         raise DataError(f"{path} line {no_gold[0]} has no value in column '{answer_column}'")
     return rows
 
@@ -133,7 +134,7 @@ def summary(scored: list[dict]) -> str:
     lines = [f"{n} rows, mean reward {mean:.4f}"]
     for name in scored[0]["rewards"] if scored else []:
         vals = [v for r in scored if (v := r["rewards"][name]) is not None]
-        reasons = Counter(r["reasons"].get(name, "-") for r in scored)
+        reasons = Counter(r["reasons"].get(name, "-") for r in scored if r["rewards"][name] is not None)
         if len(vals) < n:
             reasons["no verdict (None)"] = n - len(vals)
         shown = f"mean {sum(vals) / len(vals):.4f}" if vals else "no verdict on any row"
@@ -150,7 +151,8 @@ def hydra_main(cfg: DictConfig) -> None:
         if OmegaConf.is_missing(cfg, "input"):
             raise ConfigError("input must be set (it is ???): input=ROWS.jsonl, the rows to score")
         rewards = checked_rewards(build_rewards(cfg.reward.functions), OmegaConf.to_container(cfg.reward.checks))
-        rows = read_rows(Path(cfg.input), cfg.completion_column, cfg.answer_column)
+        needs_gold = any(getattr(reward.fn, "needs_gold", False) for reward in rewards)
+        rows = read_rows(Path(cfg.input), cfg.completion_column, cfg.answer_column, needs_gold)
         scored = score_rows(rows, rewards, cfg.completion_column, cfg.answer_column)
         if cfg.output:
             write_rows(scored, Path(cfg.output))

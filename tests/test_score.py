@@ -30,11 +30,12 @@ def test_a_row_without_the_gold_other_rows_have_is_refused_naming_its_line(tmp_p
     path = write(tmp_path, ['{"completion": "c", "gold": "1"}', '{"completion": "c", "gold": null}', '{"completion": "c"}'])
     with pytest.raises(DataError, match=r"rows.jsonl line 2 has no value in column 'gold'$"):
         read_rows(path, "completion", "gold")
+    assert len(read_rows(path, "completion", "gold", needs_gold=False)) == 3  # rewards that read no gold (think_format)
     assert len(read_rows(write(tmp_path, ['{"completion": "c"}'] * 2), "completion")) == 2  # no gold at all: the rewards decide
 
 
 def test_a_reward_without_a_verdict_is_counted_not_summed():
     scored = [{"reward": 1.0, "rewards": {"mine": value}, "reasons": {}} for value in (1.0, None, 0.0)]
-    assert summary(scored).splitlines()[1] == "  mine: mean 0.5000; - 3, no verdict (None) 1"
+    assert summary(scored).splitlines()[1] == "  mine: mean 0.5000; - 2, no verdict (None) 1"
     nothing = [{"reward": 0.0, "rewards": {"mine": None}, "reasons": {}}]
-    assert summary(nothing).splitlines()[1] == "  mine: no verdict on any row; - 1, no verdict (None) 1"
+    assert summary(nothing).splitlines()[1] == "  mine: no verdict on any row; no verdict (None) 1"

@@ -75,12 +75,12 @@ def _literal_values(path: Path, column: str) -> list:
     """`column` of each row of a JSON(-lines) file with its numbers as the file writes them (text):
     "12", "2.50", "12345678901234567890"; other values as JSON reads them."""
     with _open(path) as handle:
-        text = handle.read().decode("utf-8")
+        text = handle.read().decode("utf-8-sig")
     literal = {"parse_int": str, "parse_float": str}
     if text.lstrip().startswith("["):  # a JSON array of rows (a JSON-lines row is an object)
         rows = json.loads(text, **literal)
-    else:
-        rows = [json.loads(line, **literal) for line in text.splitlines() if line.strip()]
+    else:  # lines end at "\n" only: str.splitlines would also split at U+2028 and others inside strings
+        rows = [json.loads(line, **literal) for line in text.split("\n") if line.strip()]
     return [row.get(column) if isinstance(row, dict) else None for row in rows]
 
 
@@ -117,7 +117,10 @@ def read_local(path_text: str, literal_columns: tuple[str, ...] = ()):
         json_reader_log.setLevel(level)
     for column in literal_columns if kind == "json" else ():
         if column in ds.column_names and str(getattr(ds.features[column], "dtype", "")).startswith("float"):
-            values = _literal_values(path, column)
+            try:
+                values = _literal_values(path, column)
+            except ValueError:  # a layout datasets reads and this does not: pyarrow's values stay
+                continue
             if len(values) == len(ds):
                 ds = ds.remove_columns(column).add_column(column, values, feature=datasets.Value("string"))
     return ds
@@ -171,16 +174,12 @@ def _check_columns(ds, cfg, where: str, label) -> None:
 
 
 def format_prompt(row: dict, cfg) -> str | list[dict]:
-    text = prompt_template(cfg).format_map(row)
+    """A row's prompt: `prompt_template` filled from the row, or (None) the prompt column's text."""
+    text = str(row[cfg.prompt_column]) if cfg.prompt_template is None else cfg.prompt_template.format_map(row)
     if not cfg.chat:
         return text if cfg.system_prompt is None else f"{cfg.system_prompt}\n\n{text}"
     messages = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
     return messages + [{"role": "user", "content": text}]
-
-
-def prompt_template(cfg) -> str:
-    """`dataset.prompt_template`, or (None) the prompt column as it is."""
-    return cfg.prompt_template if cfg.prompt_template is not None else "{" + cfg.prompt_column + "}"
 
 
 def _with_prompts(ds, cfg, where: str, label):
@@ -192,7 +191,7 @@ def _with_prompts(ds, cfg, where: str, label):
         try:
             prompt = format_prompt(row, cfg)
         except (KeyError, IndexError, ValueError) as exc:
-            raise DataError(f"{where} {label(index)}: dataset.prompt_template {prompt_template(cfg)!r} fails: {exc!r}") from exc
+            raise DataError(f"{where} {label(index)}: dataset.prompt_template {cfg.prompt_template!r} fails: {exc!r}") from exc
         return {"prompt": prompt, GOLD_TEXT: str(row[cfg.answer_column])}
 
     drop = [c for c in ("prompt",) if c in ds.column_names and c != cfg.prompt_column]

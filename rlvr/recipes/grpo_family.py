@@ -33,6 +33,10 @@ from rlvr.evaluation.vllm_engine import own_completer, trainer_completer
 log = logging.getLogger(__name__)
 
 
+# The sampling filters a reasoning vocabulary's training leaves out, with the values that filter nothing.
+SAMPLING_FILTERS = {"top_k": (0, None), "top_p": (1.0, None), "min_p": (0.0, None), "repetition_penalty": (1.0, None)}
+
+
 def check(cfg, processes: int) -> None:
     """Refuse, in one line, a generation that would split a prompt's group: the completions generated
     at once (TRL's generation_batch_size) are whole groups of `num_generations`, and a set
@@ -66,18 +70,16 @@ def check(cfg, processes: int) -> None:
 def check_untruncated_sampling(algorithm) -> None:
     """With a reasoning vocabulary, training takes each token's log-prob over the ids the think processor
     allowed when it was drawn, at the sampling temperature; a filter that also reshapes the sampling
-    distribution (top-k, top-p, min-p, a repetition penalty) would be left out of it."""
-    min_p = algorithm.trl.get("min_p")
-    filters = {  # key: (value, set)
-        "top_k": (algorithm.top_k, algorithm.top_k != 0),
-        "top_p": (algorithm.top_p, algorithm.top_p < 1.0),
-        "repetition_penalty": (algorithm.repetition_penalty, algorithm.repetition_penalty != 1.0),
-        "trl.min_p": (min_p, min_p is not None),
-    }
-    for key, (value, is_set) in filters.items():
-        if is_set:
+    distribution (top-k, top-p, min-p, a repetition penalty, set as a key of `algorithm`, of
+    `algorithm.trl` or of TRL's `generation_kwargs`) would be left out of it."""
+    given = {f"algorithm.{key}": algorithm[key] for key in ("top_k", "top_p", "repetition_penalty")}
+    given["algorithm.trl.min_p"] = algorithm.trl.get("min_p")
+    given |= {f"algorithm.trl.generation_kwargs.{k}": v for k, v in (algorithm.trl.get("generation_kwargs") or {}).items()}
+    for key, value in given.items():
+        neutral = SAMPLING_FILTERS.get(key.rsplit(".", 1)[-1])
+        if neutral is not None and value not in neutral:
             raise ConfigError(
-                f"algorithm.{key}={value} with a reasoning vocabulary (model.reasoning_vocab_size > 0): "
+                f"{key}={value} with a reasoning vocabulary (model.reasoning_vocab_size > 0): "
                 "training takes each token's log-prob over the ids allowed when it was drawn, without this filter, so it "
                 "would not train on the distribution it samples from: leave it at its default"
             )

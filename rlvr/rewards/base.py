@@ -8,12 +8,15 @@ feed rollouts.jsonl, eval and `rlvr.score`, and the reason fractions are logged 
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from rlvr.errors import ConfigError, DataError
 from rlvr.rewards.answers import completion_text, gold_answer
+
+log = logging.getLogger(__name__)
 
 # Why a completion got its reward. Fractions of the failure reasons are logged per function.
 REASONS = ("correct", "wrong", "ok", "missing", "unparsable", "timeout", "error")
@@ -162,8 +165,9 @@ def preflight_rewards(functions: dict[str, Any]) -> None:
 
 def check_arguments(name: str, target: Any, arguments: dict) -> None:
     """Each of `reward.functions.<name>`'s arguments one that its target takes. A target that takes
-    **kwargs takes any, except a near miss of rlvr's own keys (`wieght`, `timeout`): it would be
-    passed on and ignored, and the weight or time limit meant silently not set."""
+    **kwargs takes any; a near miss of rlvr's own keys (`wieght`, `timeout`) is named in a warning:
+    it goes to the function, and the weight or time limit it may have meant is not set (a refusal
+    would also refuse a function's own `weights` or `timeout`)."""
     import inspect
 
     from rlvr.config import did_you_mean
@@ -176,7 +180,7 @@ def check_arguments(name: str, target: Any, arguments: dict) -> None:
     if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
         for key in (k for k in arguments if k not in parameters and k not in own):
             if hint := did_you_mean(key, own, cutoff=0.8):
-                raise ConfigError(f"reward.functions.{name}.{key}: {target.__name__} would get it in **kwargs{hint}")
+                log.warning("reward.functions.%s.%s goes to %s's **kwargs, not to rlvr%s", name, key, target.__name__, hint)
         return
     known = [p for p in parameters if p != "name" or not inspect.isclass(target)] + own
     for key in arguments:

@@ -247,7 +247,7 @@ class CheckedReward:
                 raise RewardError(
                     f"reward '{self.__name__}' returned {short(value)} for row {row} "
                     f"(prompt {short(prompt, 60)}): a reward must be a finite float or None"
-                    + (" (these are spans, for span rewards: algorithm=fgrpo)" if spans and value else "")
+                    + (" (spans: a span reward trains with algorithm=fgrpo)" if spans and value else "")
                 ) from None
         return checked
 

@@ -299,6 +299,8 @@ class HybridReward(Reward):
         used (the log says so), and `earlier` is never written. A range narrower than eps is refused
         (`check_spread`), and not written."""
         from rlvr.evaluation.engine import generate_batch
+        from rlvr.hardware.distributed import is_main_process
+        from rlvr.tracking.outputs import write_json
 
         model = self.reward_model
         for path in (p for p in (earlier, out_path) if p is not None and p.exists()):
@@ -317,7 +319,8 @@ class HybridReward(Reward):
         check_spread(self.__name__, min(scores), max(scores), self.eps, f"the calibration on {len(chosen)} prompts")
         self.r_min, self.r_max = min(scores), max(scores)
         record = {"r_min": self.r_min, "r_max": self.r_max, "prompts": len(chosen), "scores": scores, "reward_model": model}
-        out_path.write_text(json.dumps(record, indent=2) + "\n")
+        if is_main_process():  # every process samples the same completions (one seed, one policy): one writes them
+            write_json(out_path, record)
         log.info("hybrid reward calibrated on %d prompts: r_min=%.4f r_max=%.4f (%s)", len(chosen), self.r_min, self.r_max, out_path)
         return record
 

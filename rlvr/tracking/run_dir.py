@@ -212,6 +212,9 @@ def resume_changes(resolved: dict, checkpoint: Path | None, processes: int) -> d
         return {}
     before = flatten(json.loads((checkpoint / CHECKPOINT_CONFIG).read_text()))
     after = flatten(resolved | {"processes": processes})
+    for config in (before, after):  # no prompt_template is the prompt column as it is: "{<column>}" (format_prompt)
+        if "dataset.prompt_template" in config and config["dataset.prompt_template"] is None:
+            config["dataset.prompt_template"] = "{" + str(config.get("dataset.prompt_column")) + "}"
     # {dotted.key: [old, new]} per leaf that differs; a key that one rlvr version lacks is no change
     changed = {k: [before[k], after[k]] for k in sorted(before.keys() & after.keys()) if before[k] != after[k]}
     if refused := {k: v for k, v in changed.items() if depends_on_checkpoint(k)}:

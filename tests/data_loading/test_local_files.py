@@ -78,3 +78,18 @@ def test_eval_prompts_that_are_also_training_prompts_are_counted_in_a_warning(tm
     disjoint.write_text(json.dumps({"question": "9+9=", "answer": 18}) + "\n")
     load_prompt_datasets(dataset_cfg(source=str(path), eval_source=str(disjoint)))
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_numeric_golds_are_read_back_past_a_byte_order_mark_and_line_separators_in_strings(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    rows = [{"question": "first\u2028line", "answer": 12}, {"question": "q\x85", "answer": 2.5}]
+    path.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode())
+    assert answers(path) == ["12", "2.5"]
+
+
+def test_a_prompt_column_is_taken_as_it_is_whatever_its_name(tmp_path):
+    """Not through str.format, which reads "input.text" as an attribute and "q[0]" as an index."""
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps({"input.text": f"{i}+1=", "answer": i + 1}) + "\n" for i in range(3)))
+    train, _ = load_prompt_datasets(dataset_cfg(source=str(path), prompt_column="input.text"))
+    assert list(train["prompt"]) == ["0+1=", "1+1=", "2+1="]

@@ -207,8 +207,9 @@ def test_an_fgrpo_model_is_evaluated_through_its_span_rewards(tmp_path):
 
 
 def test_a_runs_relative_paths_are_read_from_where_it_started(tmp_path, monkeypatch):
-    """An eval run from another directory reads the data and reward model the run read (their paths
-    relative to the run's start dir), and leaves Hub names and paths found from here as they are."""
+    """An eval run from any directory reads the data and reward model the run read (their paths
+    relative to the run's start dir, also where the same path names another file from here), and
+    leaves Hub names as they are."""
     started_in = tmp_path / "project"
     (started_in / "data").mkdir(parents=True)
     (started_in / "data" / "own.jsonl").write_text('{"question": "1+1=", "answer": "2"}\n')
@@ -228,5 +229,5 @@ def test_a_runs_relative_paths_are_read_from_where_it_started(tmp_path, monkeypa
     assert cfg.reward.functions.hybrid.reward_model == str(started_in / "runs" / "rm")
     assert cfg.model.name_or_path == "Qwen/Qwen2.5-0.5B"
     (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "own.jsonl").write_text("")  # found from here: the path means this file
-    assert rlvr_eval.compose([], run).dataset.source == "data/own.jsonl"
+    (tmp_path / "data" / "own.jsonl").write_text("")  # another file under the same relative path
+    assert rlvr_eval.compose([], run).dataset.source == str(started_in / "data" / "own.jsonl")

@@ -80,17 +80,28 @@ def test_fgrpo_refuses_trls_reward_normalisations_which_its_span_advantages_repl
     assert refusal(grpo_family.check, config(scale_rewards="none")) is None  # GRPO's own
 
 
-@pytest.mark.parametrize("key, value", [("top_k", 3), ("top_p", 0.9), ("repetition_penalty", 1.5), ("trl", {"min_p": 0.1})])
-def test_a_sampling_filter_that_training_would_leave_out_is_refused_with_a_reasoning_vocabulary(key, value):
+@pytest.mark.parametrize(
+    "key, value, shown",
+    [
+        ("top_k", 3, "top_k=3"),
+        ("top_p", 0.9, "top_p=0.9"),
+        ("repetition_penalty", 1.5, "repetition_penalty=1.5"),
+        ("trl", {"min_p": 0.1}, "trl.min_p=0.1"),
+        ("trl", {"generation_kwargs": {"top_p": 0.8}}, "trl.generation_kwargs.top_p=0.8"),
+    ],
+)
+def test_a_sampling_filter_that_training_would_leave_out_is_refused_with_a_reasoning_vocabulary(key, value, shown):
     cfg = config(**{key: value})
     assert refusal(grpo_family.check, cfg) is None  # without one: TRL's GRPO as it is
     cfg.model.reasoning_vocab_size = 8
-    shown = "trl.min_p=0.1" if key == "trl" else f"{key}={value}"
     assert refusal(grpo_family.check, cfg) == (
         f"algorithm.{shown} with a reasoning vocabulary (model.reasoning_vocab_size > 0): training takes each token's log-prob "
         "over the ids allowed when it was drawn, without this filter, so it would not train on the distribution it samples "
         "from: leave it at its default"
     )
+    neutral = config(trl={"generation_kwargs": {"top_p": 1.0, "min_p": 0.0, "num_beams": 1}})
+    neutral.model.reasoning_vocab_size = 8
+    assert refusal(grpo_family.check, neutral) is None
 
 
 def test_a_reward_model_with_a_reasoning_vocabulary_is_refused():

@@ -37,7 +37,7 @@ def call(fn, **settings):
         ([1.0, 0.0, math.nan], "reward 'mine' returned nan for row 2 (prompt '3+3=')"),
         ([1.0, "0.5", 0.0], "reward 'mine' returned '0.5' for row 1"),
         ([1.0, [0.5], 0.0], "reward 'mine' returned [0.5] for row 1"),
-        ([[(1.0, (0, 1), "accuracy")]] * 3, "a reward must be a finite float or None (these are spans, for span rewards: algorithm=fgrpo)"),
+        ([[(1.0, (0, 1), "accuracy")]] * 3, "a reward must be a finite float or None (spans: a span reward trains with algorithm=fgrpo)"),
         ([1.0, 0.0], "reward 'mine' returned 2 rewards for 3 completions"),
         (1.0, "reward 'mine' returned 1.0 (float), not a list of 3 rewards"),
         ("1,0,1", "reward 'mine' returned '1,0,1' (str), not a list of 3 rewards"),

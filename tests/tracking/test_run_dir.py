@@ -137,6 +137,16 @@ def test_a_resume_may_change_what_the_checkpoint_does_not_depend_on(tmp_path, ca
     }
 
 
+def test_no_prompt_template_is_the_template_that_names_the_prompt_column(tmp_path):
+    """A checkpoint trained with prompt_template "{question}" continues with none (the prompt column
+    as it is, the same prompts); "{q}" over the column question would be other prompts."""
+    dataset = {"prompt_column": "question", "prompt_template": "{question}"}
+    checkpoint = checkpoint_with(tmp_path, TRAINED | {"dataset": dataset})
+    assert resume_changes(CONFIG | {"dataset": dataset | {"prompt_template": None}}, checkpoint, 1) == {}
+    with pytest.raises(ConfigError, match=r"dataset.prompt_template: '\{question\}' -> '\{q\}'"):
+        resume_changes(CONFIG | {"dataset": {"prompt_column": "q", "prompt_template": None}}, checkpoint, 1)
+
+
 @pytest.mark.parametrize(
     ("change", "named"),
     [
