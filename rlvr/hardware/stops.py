@@ -221,10 +221,11 @@ def stop_signals_ignored():
             signal.signal(sig, handler)
 
 
-def checkpoint_callback(extra_files: dict[str, str] | None = None):
+def checkpoint_callback(extra_files: dict[str, str] | None = None, every: int = 1):
     """Writes `extra_files` ({name: text}) into each finished checkpoint and marks it complete, then
-    rotates; on SIGUSR2, SIGTERM or Ctrl-C saves one at the end of the step, then requeues (SIGUSR2)
-    or stops (SIGTERM, Ctrl-C)."""
+    rotates; on SIGUSR2, SIGTERM or Ctrl-C saves one at the end of the first step that is a multiple of
+    `every` (the step, unless a checkpoint between two steps would not continue exactly: GRPO's
+    generation period), then requeues (SIGUSR2) or stops (SIGTERM, Ctrl-C)."""
     from transformers import TrainerCallback
 
     class PreemptibleCheckpoints(TrainerCallback):
@@ -247,7 +248,8 @@ def checkpoint_callback(extra_files: dict[str, str] | None = None):
             if self.requested:  # a repeated SIGTERM or SIGUSR2: already on its way
                 return
             then = "requeueing" if signum == signal.SIGUSR2 else "stopping (Ctrl-C again: stop now)"
-            log.warning("%s: saving a checkpoint at the end of this step, then %s", signal.Signals(signum).name, then)
+            when = "this step" if every == 1 else f"the next step that is a multiple of {every} (the end of this generation's steps)"
+            log.warning("%s: saving a checkpoint at the end of %s, then %s", signal.Signals(signum).name, when, then)
             self.requested = signum
 
         def on_train_begin(self, args, state, control, **kwargs):
@@ -256,7 +258,7 @@ def checkpoint_callback(extra_files: dict[str, str] | None = None):
 
         def on_step_end(self, args, state, control, **kwargs):
             self.requested = agreed_stop(self.requested)
-            if self.requested:
+            if self.requested and state.global_step % every == 0:
                 control.should_save = True
 
         def on_save(self, args, state, control, **kwargs):

@@ -4,6 +4,7 @@ itself (new, resumed or finished), and metrics.json. The recipes differ in train
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 from rlvr.recipes.common import (
@@ -31,6 +32,14 @@ from rlvr.tracking.outputs import JsonlWriter, metrics_callback, read_json, read
 from rlvr.evaluation.vllm_engine import own_completer, trainer_completer
 
 log = logging.getLogger(__name__)
+
+
+def generation_period(steps_per_generation: int, num_iterations: int, gradient_accumulation_steps: int) -> int:
+    """Optimizer steps from one generation to the next: TRL generates every steps_per_generation x
+    num_iterations batches and an optimizer step takes gradient_accumulation_steps of them. Only a
+    checkpoint at a multiple of it continues exactly: a resume starts with a new generation."""
+    batches = steps_per_generation * num_iterations
+    return batches // math.gcd(batches, gradient_accumulation_steps)
 
 
 # The sampling filters a reasoning vocabulary's training leaves out, with the values that filter nothing.
@@ -62,6 +71,14 @@ def check(cfg, processes: int) -> None:
         raise ConfigError(
             f"algorithm.num_generations={a.num_generations} must divide the completions generated at once, {named}: "
             f"a prompt's completions are generated together"
+        )
+    steps_per_generation = generated // global_batch
+    period = generation_period(steps_per_generation, a.num_iterations, a.gradient_accumulation_steps)
+    if a.save_steps % period:
+        raise ConfigError(
+            f"algorithm.save_steps={a.save_steps} must be a multiple of {period}: a generation serves {period} optimizer steps "
+            f"({steps_per_generation} batches x algorithm.num_iterations={a.num_iterations}), and a checkpoint inside it "
+            "could not be continued as the run goes on (TRL keeps the generation's completions in memory)"
         )
     if cfg.model.reasoning_vocab_size > 0:
         check_untruncated_sampling(a)
@@ -189,7 +206,10 @@ def build_trainer(cfg, run_dir: Path, start: Start, trainer_class, trainer_extra
             evaluate(cfg, setup, run_dir, "before")
         save_initial_policy(cfg, setup, run_dir)
     rollouts = JsonlWriter(run_dir / "rollouts.jsonl") if cfg.logging.rollouts and is_main_process() else None
-    stops = checkpoint_callback(checkpoint_config(cfg, process_count()))
+    stops = checkpoint_callback(
+        checkpoint_config(cfg, process_count()),
+        every=generation_period(args.steps_per_generation, args.num_iterations, args.gradient_accumulation_steps),
+    )
     if uses_vllm(cfg):
         prepare_vllm(cfg)
     trainer = trainer_class(

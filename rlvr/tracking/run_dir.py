@@ -40,6 +40,7 @@ CHECKPOINT_DEPENDS_ON = (
     "algorithm.num_generations",
     "algorithm.generation_batch_size",
     "algorithm.steps_per_generation",
+    "algorithm.num_iterations",  # TRL's sampler repeats each batch this often: the data order
     "algorithm.optim",
     "algorithm.fine_grained",
     "processes",  # that trained it, however started (not hardware.nodes x tasks_per_node: torchrun's are its own)
@@ -188,8 +189,14 @@ class RunDirLock:
             self.path.unlink(missing_ok=True)
 
 
+# Settings that map names of the user's (file paths, generator arguments) to values: compared whole,
+# so that adding or dropping an entry is a change, and a dot in a path is not a level
+WHOLE_MAPPINGS = ("dataset.mixer", "dataset.generator")
+
+
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, dict):
+    """{dotted.key: value} of each leaf, a `WHOLE_MAPPINGS` setting being one."""
+    if not isinstance(tree, dict) or prefix in WHOLE_MAPPINGS:
         return {prefix: tree}
     flat: dict[str, Any] = {}
     for key, value in tree.items():

@@ -310,3 +310,39 @@ def test_a_continued_run_stopped_in_its_final_eval_is_finished_and_can_raise_bet
     assert "doing what is missing" in run_log_since_last_start(run_dir)
     assert json.loads((run_dir / "metrics.json").read_text())["train_steps"] == 4
     assert logged_steps(run_dir) == [1, 2, 3, 4]
+
+
+def test_a_stop_inside_a_generation_checkpoints_at_its_end_and_continues_as_the_run_would(tmp_path):
+    """steps_per_generation=3: TRL trains three steps on one generation's completions, held in memory.
+    The Ctrl-C checkpoint waits for the generation's last step, and the continued run logs the losses
+    an uninterrupted run logs (a checkpoint inside the generation continued with a new one)."""
+    spg = [*TINY_RUN, "algorithm.steps_per_generation=3", "algorithm.save_steps=0", "eval.before=false", "eval.after=false"]
+    stopped = tmp_path / "stopped"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rlvr.run", *spg, "algorithm.max_steps=300", f"hydra.run.dir={stopped}"],
+        cwd=ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and len(logged_steps(stopped) if (stopped / "metrics.jsonl").exists() else []) < 4:
+            time.sleep(0.05)
+        os.killpg(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr[-2000:]
+    [checkpoint] = (stopped / "checkpoints").glob("checkpoint-*")
+    saved = int(checkpoint.name.split("-")[1])
+    assert saved % 3 == 0 and logged_steps(stopped) == list(range(1, saved + 1))
+    completed_run(stopped, *spg, f"algorithm.max_steps={saved + 3}")
+    uninterrupted = completed_run(tmp_path / "uninterrupted", *spg, f"algorithm.max_steps={saved + 3}")
+
+    def losses(run_dir):
+        return [row["loss"] for row in read_jsonl(run_dir / "metrics.jsonl") if "loss" in row]
+
+    assert losses(stopped) == pytest.approx(losses(uninterrupted), abs=1e-6)

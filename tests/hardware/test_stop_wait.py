@@ -80,3 +80,24 @@ def test_a_reward_that_swallows_the_interrupt_is_ended_with_the_stops_exit_code(
         score(stubborn)
     assert exits == [130]
     assert capsys.readouterr().err.startswith("rlvr: Ctrl-C during training: gave up waiting for reward 'slow' after 1 s")
+
+
+def test_a_stop_inside_a_generation_saves_at_its_last_step():
+    """With every=2 (GRPO trains two steps on one generation's completions, held in memory), a stop
+    during step 3 saves after step 4: a checkpoint after step 3 would continue with a new generation."""
+    from types import SimpleNamespace
+
+    previous = {sig: signal.getsignal(sig) for sig in stops.STOPPING_SIGNALS}
+    callback = checkpoint_callback(every=2)
+    try:
+        callback._request(signal.SIGTERM, None)
+        control = SimpleNamespace(should_save=False)
+        callback.on_step_end(None, SimpleNamespace(global_step=3), control)
+        assert not control.should_save
+        callback.on_step_end(None, SimpleNamespace(global_step=4), control)
+        assert control.should_save
+    finally:
+        if callback.wait is not None:
+            callback.wait.end()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

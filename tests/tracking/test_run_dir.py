@@ -116,7 +116,8 @@ def checkpoint_with(tmp_path, config):
 CONFIG = {
     "model": {"name_or_path": "tiny", "tiny": {"hidden_size": 64}},
     "seed": 0,
-    "algorithm": {"learning_rate": 1e-4, "temperature": 1.0, "max_steps": 10, "num_generations": 8},
+    "algorithm": {"learning_rate": 1e-4, "temperature": 1.0, "max_steps": 10, "num_generations": 8, "num_iterations": 1},
+    "dataset": {"mixer": {"/data/b.jsonl": 40}},
     "hardware": {"nodes": 1, "tasks_per_node": 1},
 }
 TRAINED = CONFIG | {"processes": 1}  # what a checkpoint records: the config and its number of processes
@@ -154,6 +155,8 @@ def test_no_prompt_template_is_the_template_that_names_the_prompt_column(tmp_pat
         ({"seed": 1}, "seed: 0 -> 1"),
         ({"algorithm": {**CONFIG["algorithm"], "num_generations": 4}}, "algorithm.num_generations: 8 -> 4"),
         ({"algorithm": {**CONFIG["algorithm"], "learning_rate": 3e-4}}, "algorithm.learning_rate: 0.0001 -> 0.0003"),
+        ({"algorithm": {**CONFIG["algorithm"], "num_iterations": 2}}, "algorithm.num_iterations: 1 -> 2"),
+        ({"dataset": {"mixer": {}}}, r"dataset.mixer: \{'/data/b.jsonl': 40\} -> \{\}"),
     ],
 )
 def test_a_resume_that_changes_what_the_checkpoint_depends_on_is_refused(tmp_path, change, named):
