@@ -31,7 +31,9 @@ from rlvr.launcher import dir_problem
 log = logging.getLogger("rlvr.eval")
 APP_KEYS = frozenset(f.name for f in dataclasses.fields(EvalAppConfig)) - {f.name for f in dataclasses.fields(Config)}
 RUN_CONFIG = "config_resolved.yaml"
-SETTINGS = ("model", "dataset", "reward", "eval")  # what a result depends on: a re-run with other values redoes it
+# What a result depends on (a re-run with other values redoes it): the groups, and the keys outside them
+# that an eval reads (the default eval length, the rows of a built-in dataset, the recipe's rewards, precision)
+SETTINGS = ("model", "dataset", "reward", "eval", "seed", "algorithm.name", "algorithm.max_completion_length", "hardware.precision")
 
 
 @dataclass
@@ -194,12 +196,17 @@ def evaluate_model(cfg, label: str, model_dir: Path, run_dir: Path | None, out_d
         return eval_model(cfg, setup, engine or to_device(cfg, setup.model), out_dir, label)
 
 
+def to_plain(value):
+    """A config value as plain Python (a node resolved to dicts and lists)."""
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
 def evaluate_target(target: Target, cfg, out_dir: Path) -> list[dict]:
     """One result per model of `target` (evaluated now, or read back when done with these settings on
     these very files: a continued run rewrites final_model/ and may rebuild a checkpoint)."""
     from rlvr.tracking.outputs import files_fingerprint, read_json, write_json
 
-    wanted = {name: OmegaConf.to_container(cfg[name], resolve=True) for name in SETTINGS}
+    wanted = {name: to_plain(OmegaConf.select(cfg, name)) for name in SETTINGS}
     results = []
     for label, model_dir, step in target.models:
         path = out_dir / "eval" / f"{label}.json"

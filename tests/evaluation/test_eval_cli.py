@@ -92,15 +92,24 @@ def test_a_result_is_reused_only_with_the_same_settings(tmp_path, monkeypatch):
     evaluated = []
 
     def fake_eval(cfg, label, model_dir, run_dir, out_dir):
-        evaluated.append(cfg.eval.n)
+        evaluated.append(overrides)
         return {f"eval_{label}_accuracy": 0.5}
 
     monkeypatch.setattr(rlvr_eval, "evaluate_model", fake_eval)
     target = rlvr_eval.resolve_target(str(model_dir))
-    for overrides in ([], [], ["eval=pass_at_k"], ["eval=pass_at_k"]):
+    # outside the groups too: the default eval length, a built-in dataset's rows (seed), the recipe's rewards
+    for overrides in (
+        [],
+        [],
+        ["algorithm.max_completion_length=1"],
+        ["seed=5"],
+        ["algorithm=fgrpo"],
+        ["eval=pass_at_k"],
+        ["eval=pass_at_k"],
+    ):
         [result] = rlvr_eval.evaluate_target(target, rlvr_eval.compose(overrides, None), tmp_path / "out")
         assert result["metrics"] == {"accuracy": 0.5}
-    assert evaluated == [0, 8]
+    assert evaluated == [[], ["algorithm.max_completion_length=1"], ["seed=5"], ["algorithm=fgrpo"], ["eval=pass_at_k"]]
     assert json.loads((tmp_path / "out" / "eval" / "final_model.json").read_text())["settings"]["eval"]["n"] == 8
 
 
