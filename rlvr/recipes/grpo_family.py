@@ -47,12 +47,20 @@ SAMPLING_FILTERS = {"top_k": (0, None), "top_p": (1.0, None), "min_p": (0.0, Non
 
 
 def check(cfg, processes: int) -> None:
-    """Refuse, in one line, a generation that would split a prompt's group: the completions generated
-    at once (TRL's generation_batch_size) are whole groups of `num_generations`, and a set
-    generation_batch_size is whole global batches (`processes` x per_device_train_batch_size).
-    TRL's GRPOConfig checks the same, but only once the model has loaded and warmed up;
-    tests/recipes/test_recipe_checks.py holds the two together."""
+    """Refuse, in one line, settings a GRPO-family run cannot train with, before anything loads:
+    - the reward model's `eval_steps`, and a LoRA adapter on lm_head (TRL refuses it, after loading);
+    - a generation that would split a prompt's group: the completions generated at once (TRL's
+      generation_batch_size) are whole groups of `num_generations`, and a set generation_batch_size
+      is whole global batches (`processes` x per_device_train_batch_size). TRL's GRPOConfig checks the
+      same, but only once the model has loaded and warmed up; tests/recipes/test_recipe_checks.py
+      holds the two together;
+    - checkpoints inside a generation (`generation_period`), and sampling filters that a reasoning
+      vocabulary's training would leave out (`check_untruncated_sampling`)."""
     a = cfg.algorithm
+    if a.eval_steps is not None:
+        raise ConfigError(f"algorithm.eval_steps={a.eval_steps} is for algorithm=reward_model: a GRPO run evaluates every eval.every_steps")
+    if cfg.model.lora.enabled and not isinstance(cfg.model.lora.target_modules, str) and "lm_head" in cfg.model.lora.target_modules:
+        raise ConfigError("model.lora.target_modules: TRL applies no LoRA adapter to lm_head (leave it out)")
     global_batch = a.per_device_train_batch_size * processes
     per_step = f"algorithm.per_device_train_batch_size={a.per_device_train_batch_size} x {processes} process{'es' * (processes > 1)}"
     if a.generation_batch_size is not None and a.steps_per_generation is not None:

@@ -9,19 +9,25 @@ from __future__ import annotations
 import logging
 import tempfile
 
+from rlvr.errors import DataError
+
 log = logging.getLogger(__name__)
 
 
 def sft_dataset(train, template: str, chat: bool):
-    """prompt/completion pairs for SFTTrainer: the completion is `template` filled from the row."""
+    """prompt/completion pairs for SFTTrainer: the completion is `template` filled from the row; a
+    template that does not fit the rows (a column they lack, a format the value refuses) is one line."""
     from rlvr.rewards.answers import gold_answer
 
-    def to_pair(row: dict) -> dict:
-        text = template.format_map({**row, "gold": gold_answer(row["answer"])})
+    def to_pair(row: dict, index: int) -> dict:
+        try:
+            text = template.format_map({**row, "gold": gold_answer(row["answer"])})
+        except (KeyError, IndexError, ValueError, AttributeError) as exc:
+            raise DataError(f"dataset.sft_completion_template {template!r} fails on training row {index}: {exc!r}") from exc
         completion = [{"role": "assistant", "content": text}] if chat else text
         return {"prompt": row["prompt"], "completion": completion}
 
-    return train.map(to_pair, remove_columns=train.column_names, desc="warm-up targets")
+    return train.map(to_pair, with_indices=True, remove_columns=train.column_names, desc="warm-up targets")
 
 
 def sft_warmup(model, tokenizer, train, cfg, trainer_kwargs: dict, seed: int):

@@ -73,6 +73,15 @@ def test_checkpoints_inside_a_generation_are_refused(settings, period):
     assert refused.startswith(f"algorithm.save_steps={period * 5 + 1} must be a multiple of {period}: a generation serves {period}")
 
 
+def test_settings_trl_would_refuse_after_loading_are_refused_at_start_up():
+    assert refusal(grpo_family.check, config(eval_steps=1)) == (
+        "algorithm.eval_steps=1 is for algorithm=reward_model: a GRPO run evaluates every eval.every_steps"
+    )
+    cfg = config()
+    cfg.model.lora.enabled, cfg.model.lora.target_modules = True, ["q_proj", "lm_head"]
+    assert refusal(grpo_family.check, cfg) == "model.lora.target_modules: TRL applies no LoRA adapter to lm_head (leave it out)"
+
+
 def test_fgrpo_refuses_a_loss_its_span_advantages_do_not_support_and_a_worker_reward():
     cfg = config(loss_type="luspo")
     assert refusal(fgrpo.check, cfg) == ("algorithm=fgrpo supports loss_type in grpo, bnpo, dr_grpo, dapo, cispo, sapo, not 'luspo'")
@@ -124,3 +133,19 @@ def test_a_reward_model_with_a_reasoning_vocabulary_is_refused():
     cfg = config()
     cfg.model.reasoning_vocab_size = 4
     assert refusal(reward_model.check, cfg) == "model.reasoning_vocab_size is for policies (algorithm=grpo or fgrpo), not reward models"
+
+
+@pytest.mark.parametrize(
+    "template, error", [("{solution}", "KeyError('solution')"), ("{gold:>5d}", "ValueError(\"Unknown format code 'd'")]
+)
+def test_a_warm_up_template_that_does_not_fit_the_rows_is_one_line(template, error):
+    import datasets
+
+    from rlvr.errors import DataError
+    from rlvr.recipes.warmup import sft_dataset
+
+    rows = datasets.Dataset.from_list([{"prompt": "1+1=", "answer": "2"}, {"prompt": "2+2=", "answer": "4"}])
+    assert len(sft_dataset(rows, "{gold}", chat=False)) == 2
+    with pytest.raises(DataError) as info:
+        sft_dataset(rows, template, chat=False)
+    assert str(info.value).startswith(f"dataset.sft_completion_template {template!r} fails on training row 0: {error}")
