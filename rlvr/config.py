@@ -707,6 +707,10 @@ def missing_option_line(exc: BaseException) -> str | None:
     return f"{group}={option}{where}: no such option{hint}; the {group} options: {', '.join(options)}"
 
 
+# The schema's free-form mappings: their keys are the user's (file paths, TRL fields, generator arguments)
+MAPPINGS = ("dataset.mixer", "dataset.generator", "algorithm.trl")
+
+
 def command_line_error_line(exc: BaseException) -> str | None:
     """One line for Hydra's error about the command line, or None for any other error: a key the
     config does not hold (the closest of its neighbours named), a value of the wrong type, the override
@@ -720,6 +724,8 @@ def command_line_error_line(exc: BaseException) -> str | None:
     override = re.match(r"(?:Could not override '|Error merging override )([^'\s]+)", str(exc))
     missing = isinstance(cause, (ConfigKeyError, ConfigAttributeError))
     if override and missing and getattr(cause, "parent_node", None) is not None:
+        if override[1] in MAPPINGS:  # `dataset.mixer={a.jsonl: 30}` merges into the schema's empty mapping, key by key
+            return f"{override[1]}: to set the whole mapping, write ++{override[1]}={{...}} (quoted); one entry: +{override[1]}.NAME=VALUE"
         parent, key = cause.full_key.rpartition(".")[0], str(cause.key)
         keys = [str(k) for k in cause.parent_node.keys()]
         return (

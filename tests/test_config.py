@@ -351,6 +351,10 @@ def test_no_preset_claims_to_mirror_a_system_it_does_not_reproduce():
             "its keys: _target_, weight (to add a key, start the override with +)",
         ),
         ("seed=1,2", "Ambiguous value for argument 'seed=1,2'; 1. To use it as a list, use key=[value1,value2]; "),
+        (
+            "dataset.mixer={/data/a.jsonl: 30}",
+            "dataset.mixer: to set the whole mapping, write ++dataset.mixer={...} (quoted); one entry: +dataset.mixer.NAME=VALUE",
+        ),
         ("dataset.prompt_template={qestion}", "no viable alternative at input '{qestion}'; See https://hydra.cc/docs/"),
         ("--config-dir=/nonexistent/presets", "Additional config directory '/nonexistent/presets' not found"),
         ("experiment=gsm8k_grp", "experiment=gsm8k_grp: no such option (did you mean 'experiment=gsm8k_grpo'?); the experiment options: "),

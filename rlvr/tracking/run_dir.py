@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rlvr.config import MAPPINGS
 from rlvr.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -189,9 +190,9 @@ class RunDirLock:
             self.path.unlink(missing_ok=True)
 
 
-# Settings that map names of the user's (file paths, generator arguments) to values: compared whole,
-# so that adding or dropping an entry is a change, and a dot in a path is not a level
-WHOLE_MAPPINGS = ("dataset.mixer", "dataset.generator")
+# The free-form mappings but TRL's fields (compared one by one): compared whole, so that adding or
+# dropping an entry is a change, and a dot in a file path is not a level
+WHOLE_MAPPINGS = tuple(m for m in MAPPINGS if m != "algorithm.trl")
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
