@@ -65,6 +65,20 @@ def trl_config(config_class, cfg, run_dir: Path, report_to: list[str], trainer_k
         raise ConfigError(f"algorithm: {' '.join(str(exc).split())}") from exc
 
 
+def bind_chat_template_kwargs(tokenizer, cfg) -> None:
+    """TRL renders the chat prompts it generates from with `algorithm.trl.chat_template_kwargs` (Qwen3's
+    enable_thinking=false, say); bound to this tokenizer's apply_chat_template, they render every other
+    prompt too (the evals, the context-length check), which would otherwise be prompts the policy never
+    trained on. A call's own keywords still win."""
+    import functools
+
+    from omegaconf import OmegaConf
+
+    kwargs = cfg.algorithm.trl.get("chat_template_kwargs")
+    if kwargs:
+        tokenizer.apply_chat_template = functools.partial(tokenizer.apply_chat_template, **OmegaConf.to_container(kwargs))
+
+
 def policy_rewards(cfg) -> list:
     """The `reward` group's functions as the recipe calls them, in training and in every eval of its
     models: through the recipe's `adapt_rewards` where it has one (fgrpo: span rewards)."""
@@ -96,6 +110,7 @@ def setup_policy(cfg, run_dir: Path, resuming: bool = False) -> PolicySetup:
         load_saved_model(cfg.model, initial) if restored else load_policy(cfg.model, cfg.seed, hardware.torch_device(cfg.hardware))
     )
     check_lora_targets(model, cfg.model.lora)
+    bind_chat_template_kwargs(tokenizer, cfg)
     if cfg.dataset.chat and not tokenizer.chat_template:
         raise ConfigError(
             f"dataset.chat=true (chat-message prompts) but the tokenizer of '{cfg.model.name_or_path}' "
@@ -212,6 +227,7 @@ def load_trained_policy(cfg, run_dir: Path, model_dir: Path | None = None) -> Po
     rewards = policy_rewards(cfg)
     train, evaluation = load_prompt_datasets(cfg.dataset, cfg.seed)
     model, tokenizer = load_saved_policy(cfg, model_dir or run_dir / "final_model", run_dir)
+    bind_chat_template_kwargs(tokenizer, cfg)
     train, evaluation, dropped = fit_to_context(train, evaluation, model, tokenizer, cfg)  # as when it trained
     return PolicySetup(model, tokenizer, train, evaluation, rewards, hardware.trainer_arguments(cfg.hardware), prompts_dropped=dropped)
 

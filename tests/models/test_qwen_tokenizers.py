@@ -205,3 +205,21 @@ def test_full_shape_presets_are_the_real_models_exactly(name, sizes, parameters)
 def test_bad_shape_settings_are_one_line_errors():
     with pytest.raises(ModelLoadError, match="vocab_rows=1000 is less than the tokenizer's 151669 ids"):
         load_policy(shape("qwen3_shape", tiny={"vocab_rows": 1000}), seed=0)
+
+
+def test_chat_template_kwargs_render_every_prompt_as_trl_renders_the_training_ones():
+    """`+algorithm.trl.chat_template_kwargs={enable_thinking: false}`: the evals' prompts too."""
+    from omegaconf import OmegaConf
+
+    from rlvr.config import Config
+    from rlvr.evaluation.engine import prompt_texts
+    from rlvr.models.qwen_tokenizers import qwen_tokenizer
+    from rlvr.recipes.common import bind_chat_template_kwargs
+
+    tokenizer = qwen_tokenizer("qwen3")  # its own instance: the binding stays on it
+    cfg = OmegaConf.structured(Config)
+    cfg.algorithm.trl = {"chat_template_kwargs": {"enable_thinking": False}}
+    bind_chat_template_kwargs(tokenizer, cfg)
+    user = [{"role": "user", "content": "What is 2+2?"}]
+    assert prompt_texts([user], tokenizer) == ["<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"]
+    assert tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True, enable_thinking=True).endswith("assistant\n")
