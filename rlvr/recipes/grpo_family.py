@@ -280,9 +280,16 @@ def completion_metrics(cfg, setup, run_dir: Path, train_steps: int, engine=None)
     from rlvr.evaluation.engine import answer_equivalence, summarise
 
     metrics = read_json(run_dir / "warmup.json") if (run_dir / "warmup.json").exists() else {}
-    if (run_dir / "eval" / "before.jsonl").exists():
-        before = read_jsonl(run_dir / "eval" / "before.jsonl")
+    before = read_jsonl(run_dir / "eval" / "before.jsonl") if (run_dir / "eval" / "before.jsonl").exists() else None
+    if before is not None:
         metrics |= summarise(before, "before", cfg.eval.ks, answer_equivalence(setup.rewards, before), cfg.eval.seed)
     metrics |= setup.prompts_dropped | training_curve_summary(run_dir) | {"train_steps": train_steps}
     metrics |= evaluate(cfg, setup, run_dir, "after", engine)
+    after = run_dir / "eval" / "after.jsonl"
+    if before is not None and after.exists() and [r["prompt_id"] for r in before] != [r["prompt_id"] for r in read_jsonl(after)]:
+        log.warning(
+            "the eval before training (eval/before.jsonl) and after it are on different prompts (the eval data changed "
+            "when the run was continued): eval_before_* are left out of metrics.json, which would compare them"
+        )
+        metrics = {k: v for k, v in metrics.items() if not k.startswith("eval_before_")}
     return metrics

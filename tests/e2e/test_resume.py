@@ -346,3 +346,13 @@ def test_a_stop_inside_a_generation_checkpoints_at_its_end_and_continues_as_the_
         return [row["loss"] for row in read_jsonl(run_dir / "metrics.jsonl") if "loss" in row]
 
     assert losses(stopped) == pytest.approx(losses(uninterrupted), abs=1e-6)
+
+
+def test_a_run_continued_on_other_eval_prompts_does_not_set_its_before_beside_its_after(tmp_path):
+    completed_run(tmp_path, *TINY_RUN, "algorithm.max_steps=2", "algorithm.save_steps=2")
+    assert "eval_before_accuracy" in json.loads((tmp_path / "metrics.json").read_text())
+    completed_run(tmp_path, *TINY_RUN, "algorithm.max_steps=4", "algorithm.save_steps=2", "dataset.max_eval_samples=4")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert "eval_after_accuracy" in metrics and not [k for k in metrics if k.startswith("eval_before_")]
+    assert "eval_before_* are left out of metrics.json" in (tmp_path / "run.log").read_text()
+    assert len(read_jsonl(tmp_path / "eval" / "before.jsonl")) == 16  # kept as the first start wrote it
