@@ -177,8 +177,9 @@ def format_prompt(row: dict, cfg) -> str | list[dict]:
     """A row's prompt: `prompt_template` filled from the row, or (None) the prompt column's text."""
     text = str(row[cfg.prompt_column]) if cfg.prompt_template is None else cfg.prompt_template.format_map(row)
     if not cfg.chat:
-        return text if cfg.system_prompt is None else f"{cfg.system_prompt}\n\n{text}"
-    messages = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
+        return f"{cfg.system_prompt}\n\n{text}" if cfg.system_prompt else text
+    # an empty system prompt is a message too: it keeps out the one a template adds by default (Qwen2.5's)
+    messages = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt is not None else []
     return messages + [{"role": "user", "content": text}]
 
 
@@ -214,10 +215,12 @@ def mix(sources: dict[str, Any], read, seed: int):
 
     parts = []
     for name, amount in sources.items():
-        ds = read(name).shuffle(seed=seed)
+        if name.startswith("builtin:"):
+            raise DataError(f"dataset.mixer['{name}']: a built-in generator is not mixed; name files or Hub datasets")
         amount = float(amount)
-        if amount <= 0:
-            raise DataError(f"dataset.mixer['{name}']={amount:g}: must be a fraction in (0, 1] or a count > 1")
+        if amount <= 0 or (amount > 1 and not amount.is_integer()):
+            raise DataError(f"dataset.mixer['{name}']={amount:g}: must be a fraction in (0, 1] or a whole count > 1")
+        ds = read(name).shuffle(seed=seed)
         n = round(amount * len(ds)) if amount <= 1.0 else int(amount)
         if n > len(ds):
             raise DataError(f"dataset.mixer['{name}'] asks for {n} rows; it has {len(ds)}")

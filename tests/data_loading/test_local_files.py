@@ -93,3 +93,29 @@ def test_a_prompt_column_is_taken_as_it_is_whatever_its_name(tmp_path):
     path.write_text("".join(json.dumps({"input.text": f"{i}+1=", "answer": i + 1}) + "\n" for i in range(3)))
     train, _ = load_prompt_datasets(dataset_cfg(source=str(path), prompt_column="input.text"))
     assert list(train["prompt"]) == ["0+1=", "1+1=", "2+1="]
+
+
+@pytest.mark.parametrize(
+    "amount, source, message",
+    [
+        (1.5, "file", "dataset.mixer['{path}']=1.5: must be a fraction in (0, 1] or a whole count > 1"),
+        (0, "file", "dataset.mixer['{path}']=0: must be a fraction in (0, 1] or a whole count > 1"),
+        (2, "builtin:arithmetic", "dataset.mixer['builtin:arithmetic']: a built-in generator is not mixed; name files or Hub datasets"),
+    ],
+)
+def test_a_mixer_entry_that_cannot_be_mixed_is_one_line(tmp_path, amount, source, message):
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps({"question": f"q{i}", "answer": i}) + "\n" for i in range(4)))
+    name = str(path) if source == "file" else source
+    with pytest.raises(DataError) as info:
+        load_prompt_datasets(dataset_cfg(source=str(path), mixer={name: amount}))
+    assert str(info.value) == message.format(path=path)
+
+
+@pytest.mark.parametrize("chat", [True, False])
+def test_an_empty_system_prompt_is_an_empty_system_message_or_nothing(tmp_path, chat):
+    path = tmp_path / "rows.jsonl"
+    path.write_text(json.dumps({"question": "1+1=", "answer": 2}) + "\n")
+    train, _ = load_prompt_datasets(dataset_cfg(source=str(path), system_prompt="", chat=chat))
+    expected = [{"role": "system", "content": ""}, {"role": "user", "content": "1+1="}] if chat else "1+1="
+    assert train[0]["prompt"] == expected
