@@ -20,6 +20,8 @@ used; here is only the mechanism.
 | `reshard_fsdp2_before_vllm_sync` | trl 1.16, torch 2.13 | trainers.generation (vLLM colocated) |
 | `TiedWeightsLoadQuietly` | transformers 5 | trainers.grpo (resume) |
 | `requeue_through_submitit` | submitit 1.5 | hardware.stops (SIGUSR2 under hydra/launcher=slurm) |
+| `generation_used_up` | trl 1.16 | recipes.grpo_family (checkpoints between generations) |
+| `seed_each_epoch` | trl 1.16 | trainers.grpo (resume after the first epoch) |
 """
 
 from __future__ import annotations
@@ -269,3 +271,25 @@ def requeue_through_submitit(handler: Callable) -> None:
             raise
         log.warning("scontrol requeue was ended by the requeue it asked for: the job is requeued")
         sys.exit(-1)
+
+
+def generation_used_up(trainer) -> bool:
+    """Whether TRL's GRPOTrainer holds no generated completions for later steps: it generates every
+    steps_per_generation x num_iterations batches, counted by its private `_step`, and trains on the
+    stored ones in between. trl 1.16; remove when TRL's checkpoints hold that buffer."""
+    return trainer._step % (trainer.args.steps_per_generation * trainer.num_iterations) == 0
+
+
+def seed_each_epoch(sampler):
+    """`sampler` (TRL's RepeatSampler) with a `set_epoch` that transformers calls at each epoch's start:
+    the epoch's order is drawn from seed + epoch, not from one generator seeded once, whose later
+    epochs a resume (which replays no finished epoch) would not reproduce. The first epoch's order is
+    unchanged. trl 1.16; remove when RepeatSampler has set_epoch."""
+    if getattr(sampler, "shuffle", False) and not hasattr(sampler, "set_epoch"):
+        seed = sampler.seed or 0
+
+        def set_epoch(epoch: int) -> None:
+            sampler.generator.manual_seed(seed + epoch)
+
+        sampler.set_epoch = set_epoch
+    return sampler

@@ -32,8 +32,19 @@ log = logging.getLogger("rlvr.eval")
 APP_KEYS = frozenset(f.name for f in dataclasses.fields(EvalAppConfig)) - {f.name for f in dataclasses.fields(Config)}
 RUN_CONFIG = "config_resolved.yaml"
 # What a result depends on (a re-run with other values redoes it): the groups, and the keys outside them
-# that an eval reads (the default eval length, the rows of a built-in dataset, the recipe's rewards, precision)
-SETTINGS = ("model", "dataset", "reward", "eval", "seed", "algorithm.name", "algorithm.max_completion_length", "hardware.precision")
+# that an eval reads (the default eval length, the rows of a built-in dataset, the recipe's rewards,
+# precision, how chat prompts render)
+SETTINGS = (
+    "model",
+    "dataset",
+    "reward",
+    "eval",
+    "seed",
+    "algorithm.name",
+    "algorithm.max_completion_length",
+    "algorithm.trl.chat_template_kwargs",
+    "hardware.precision",
+)
 
 
 @dataclass

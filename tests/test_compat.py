@@ -180,3 +180,24 @@ def test_a_requeue_ended_by_its_own_sigterm_exits_as_submitit_would_and_other_er
 
     with pytest.raises(subprocess.CalledProcessError):
         _compat.requeue_through_submitit(refused)
+
+
+def test_trl_generates_every_steps_per_generation_times_num_iterations_batches_counted_by_step():
+    from trl import GRPOTrainer
+
+    source = inspect.getsource(GRPOTrainer._prepare_inputs)
+    assert "generate_every = self.args.steps_per_generation * self.num_iterations" in source
+    assert "self._step % generate_every == 0" in source and "self._step += 1" in inspect.getsource(GRPOTrainer.training_step)
+
+
+def test_trls_repeat_sampler_has_no_set_epoch_and_transformers_calls_the_samplers():
+    from transformers import Trainer
+    from trl.trainer.utils import RepeatSampler
+
+    assert not hasattr(RepeatSampler, "set_epoch")  # when it has one, drop seed_each_epoch
+    assert "underlying_sampler.set_epoch(epoch)" in inspect.getsource(Trainer._run_epoch)
+    sampler = _compat.seed_each_epoch(RepeatSampler(list(range(8)), mini_repeat_count=1, batch_size=8, shuffle=True, seed=3))
+    sampler.set_epoch(1)
+    first = list(sampler)
+    sampler.set_epoch(1)
+    assert list(sampler) == first  # an epoch's order is its own, however many were drawn before

@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 import time
+from typing import Callable
 from pathlib import Path
 
 from rlvr.hardware.checkpoints import COMPLETE, rotate_checkpoints
@@ -221,11 +222,16 @@ def stop_signals_ignored():
             signal.signal(sig, handler)
 
 
-def checkpoint_callback(extra_files: dict[str, str] | None = None, every: int = 1):
+def checkpoint_callback(extra_files: dict[str, str] | None = None):
     """Writes `extra_files` ({name: text}) into each finished checkpoint and marks it complete, then
-    rotates; on SIGUSR2, SIGTERM or Ctrl-C saves one at the end of the first step that is a multiple of
-    `every` (the step, unless a checkpoint between two steps would not continue exactly: GRPO's
-    generation period), then requeues (SIGUSR2) or stops (SIGTERM, Ctrl-C)."""
+    rotates; on SIGUSR2, SIGTERM or Ctrl-C saves one at the end of the step, then requeues (SIGUSR2)
+    or stops (SIGTERM, Ctrl-C).
+
+    `between_generations()` (set by the GRPO recipes) says whether the trainer holds no completions
+    for later steps: TRL trains several steps on one generation (steps_per_generation,
+    num_iterations) and keeps it in memory, and a resume starts with a new one, so a checkpoint is
+    put off to the end of the generation's last step (the last step of training excepted, which a
+    stop saves as it is)."""
     from transformers import TrainerCallback
 
     class PreemptibleCheckpoints(TrainerCallback):
@@ -234,6 +240,8 @@ def checkpoint_callback(extra_files: dict[str, str] | None = None, every: int = 
             self.keep = None  # save_total_limit, applied by rotate_checkpoints after COMPLETE
             self.wait = None  # a StopWait, from the first Ctrl-C or SIGTERM on
             self.previous = {sig: signal.getsignal(sig) for sig in STOPPING_SIGNALS}
+            self.between_generations: Callable[[], bool] = lambda: True
+            self.put_off = False  # a checkpoint due inside a generation, saved at its end
             for sig in STOPPING_SIGNALS:
                 signal.signal(sig, self._request)
 
@@ -248,8 +256,9 @@ def checkpoint_callback(extra_files: dict[str, str] | None = None, every: int = 
             if self.requested:  # a repeated SIGTERM or SIGUSR2: already on its way
                 return
             then = "requeueing" if signum == signal.SIGUSR2 else "stopping (Ctrl-C again: stop now)"
-            when = "this step" if every == 1 else f"the next step that is a multiple of {every} (the end of this generation's steps)"
-            log.warning("%s: saving a checkpoint at the end of %s, then %s", signal.Signals(signum).name, when, then)
+            log.warning(
+                "%s: saving a checkpoint at the end of this step (of this generation's last), then %s", signal.Signals(signum).name, then
+            )
             self.requested = signum
 
         def on_train_begin(self, args, state, control, **kwargs):
@@ -258,8 +267,12 @@ def checkpoint_callback(extra_files: dict[str, str] | None = None, every: int = 
 
         def on_step_end(self, args, state, control, **kwargs):
             self.requested = agreed_stop(self.requested)
-            if self.requested and state.global_step % every == 0:
-                control.should_save = True
+            due = control.should_save or bool(self.requested) or self.put_off
+            last = state.global_step >= state.max_steps
+            if due and not self.between_generations() and not (self.requested and last):
+                control.should_save, self.put_off = False, not last  # to the generation's end; none at the end of training
+            else:
+                control.should_save, self.put_off = due, False
 
         def on_save(self, args, state, control, **kwargs):
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"

@@ -4,7 +4,6 @@ itself (new, resumed or finished), and metrics.json. The recipes differ in train
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 
 from rlvr.recipes.common import (
@@ -24,6 +23,7 @@ from rlvr.recipes.common import (
 )
 from rlvr.hardware.checkpoints import checkpoint_step, latest_complete_checkpoint
 from rlvr.hardware.distributed import is_main_process, process_count, rank, weights_digest
+from rlvr._compat import generation_used_up
 from rlvr.hardware.stops import checkpoint_callback, phase
 from rlvr.errors import ConfigError, DataError
 from rlvr.rewards.checks import checked_rewards
@@ -32,14 +32,6 @@ from rlvr.tracking.outputs import JsonlWriter, metrics_callback, read_json, read
 from rlvr.evaluation.vllm_engine import own_completer, trainer_completer
 
 log = logging.getLogger(__name__)
-
-
-def generation_period(steps_per_generation: int, num_iterations: int, gradient_accumulation_steps: int) -> int:
-    """Optimizer steps from one generation to the next: TRL generates every steps_per_generation x
-    num_iterations batches and an optimizer step takes gradient_accumulation_steps of them. Only a
-    checkpoint at a multiple of it continues exactly: a resume starts with a new generation."""
-    batches = steps_per_generation * num_iterations
-    return batches // math.gcd(batches, gradient_accumulation_steps)
 
 
 # The sampling filters a reasoning vocabulary's training leaves out, with the values that filter nothing.
@@ -54,8 +46,7 @@ def check(cfg, processes: int) -> None:
       is whole global batches (`processes` x per_device_train_batch_size). TRL's GRPOConfig checks the
       same, but only once the model has loaded and warmed up; tests/recipes/test_recipe_checks.py
       holds the two together;
-    - checkpoints inside a generation (`generation_period`), and sampling filters that a reasoning
-      vocabulary's training would leave out (`check_untruncated_sampling`)."""
+    - sampling filters that a reasoning vocabulary's training would leave out (`check_untruncated_sampling`)."""
     a = cfg.algorithm
     if a.eval_steps is not None:
         raise ConfigError(f"algorithm.eval_steps={a.eval_steps} is for algorithm=reward_model: a GRPO run evaluates every eval.every_steps")
@@ -79,14 +70,6 @@ def check(cfg, processes: int) -> None:
         raise ConfigError(
             f"algorithm.num_generations={a.num_generations} must divide the completions generated at once, {named}: "
             f"a prompt's completions are generated together"
-        )
-    steps_per_generation = generated // global_batch
-    period = generation_period(steps_per_generation, a.num_iterations, a.gradient_accumulation_steps)
-    if a.save_steps % period:
-        raise ConfigError(
-            f"algorithm.save_steps={a.save_steps} must be a multiple of {period}: a generation serves {period} optimizer steps "
-            f"({steps_per_generation} batches x algorithm.num_iterations={a.num_iterations}), and a checkpoint inside it "
-            "could not be continued as the run goes on (TRL keeps the generation's completions in memory)"
         )
     if cfg.model.reasoning_vocab_size > 0:
         check_untruncated_sampling(a)
@@ -214,10 +197,7 @@ def build_trainer(cfg, run_dir: Path, start: Start, trainer_class, trainer_extra
             evaluate(cfg, setup, run_dir, "before")
         save_initial_policy(cfg, setup, run_dir)
     rollouts = JsonlWriter(run_dir / "rollouts.jsonl") if cfg.logging.rollouts and is_main_process() else None
-    stops = checkpoint_callback(
-        checkpoint_config(cfg, process_count()),
-        every=generation_period(args.steps_per_generation, args.num_iterations, args.gradient_accumulation_steps),
-    )
+    stops = checkpoint_callback(checkpoint_config(cfg, process_count()))
     if uses_vllm(cfg):
         prepare_vllm(cfg)
     trainer = trainer_class(
@@ -233,6 +213,7 @@ def build_trainer(cfg, run_dir: Path, start: Start, trainer_class, trainer_extra
         inverse_cdf_on_cpu=cfg.hardware.cpu_inverse_cdf_sampling,
         **trainer_extra,
     )
+    stops.between_generations = lambda: generation_used_up(trainer)
     use_compact_progress(trainer)
     if cfg.eval.every_steps > 0:
         trainer.add_callback(eval_callback(cfg, setup, run_dir, trainer))

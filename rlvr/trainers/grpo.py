@@ -30,6 +30,13 @@ class RolloutLoggingGRPOTrainer(TiedWeightsLoadQuietly, ShardedTrainerMixin, Rea
         if stage_timing:  # logging.stage_timing=true: per-stage seconds in metrics.jsonl
             instrument(self)
 
+    def _get_train_sampler(self, dataset=None):
+        """TRL's, each epoch's order seeded by the epoch (rlvr._compat.seed_each_epoch): a resume after
+        the first epoch draws the order the uninterrupted run drew."""
+        from rlvr._compat import seed_each_epoch
+
+        return seed_each_epoch(super()._get_train_sampler(dataset))
+
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         self._stop_on_reward_errors()

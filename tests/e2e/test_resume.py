@@ -356,3 +356,30 @@ def test_a_run_continued_on_other_eval_prompts_does_not_set_its_before_beside_it
     assert "eval_after_accuracy" in metrics and not [k for k in metrics if k.startswith("eval_before_")]
     assert "eval_before_* are left out of metrics.json" in (tmp_path / "run.log").read_text()
     assert len(read_jsonl(tmp_path / "eval" / "before.jsonl")) == 16  # kept as the first start wrote it
+
+
+@pytest.mark.parametrize(
+    "geometry",
+    [
+        # 3 steps an epoch: a resume in the second epoch draws its order as the uninterrupted run did
+        ["dataset.generator.num_train=12"],
+        # 3 batches a generation, 2 a step, 9 an epoch (its last step takes 1): save_steps=2 falls inside
+        # generations; the checkpoints wait for their ends, also where epochs shift them
+        ["dataset.generator.num_train=36", "algorithm.steps_per_generation=3", "algorithm.gradient_accumulation_steps=2"],
+        # 12 batches, 6 steps an epoch: continued in the second epoch
+        ["dataset.generator.num_train=48", "algorithm.steps_per_generation=3", "algorithm.gradient_accumulation_steps=2"],
+    ],
+)
+def test_a_continued_run_trains_what_the_uninterrupted_run_trains(tmp_path, geometry):
+    args = [*TINY_RUN, *geometry, "algorithm.save_steps=2", "eval.before=false", "eval.after=false", "dataset.max_eval_samples=4"]
+    first_steps = 8 if "dataset.generator.num_train=48" in geometry else 4  # ends inside a generation (the second case)
+    completed_run(tmp_path / "first", *args, f"algorithm.max_steps={first_steps}")
+    saved = sorted(int(p.name.split("-")[1]) for p in (tmp_path / "first" / "checkpoints").glob("checkpoint-*"))
+    continued = completed_run(tmp_path / "first", *args, "algorithm.max_steps=11")
+    uninterrupted = completed_run(tmp_path / "uninterrupted", *args, "algorithm.max_steps=11")
+
+    def losses(run_dir):
+        return {row["step"]: row["loss"] for row in read_jsonl(run_dir / "metrics.jsonl") if "loss" in row}
+
+    assert list(losses(continued)) == list(losses(uninterrupted)) == list(range(1, 12))
+    assert list(losses(continued).values()) == pytest.approx(list(losses(uninterrupted).values()), abs=1e-6), saved

@@ -104,12 +104,20 @@ def test_a_result_is_reused_only_with_the_same_settings(tmp_path, monkeypatch):
         ["algorithm.max_completion_length=1"],
         ["seed=5"],
         ["algorithm=fgrpo"],
+        ["+algorithm.trl.chat_template_kwargs={enable_thinking: false}"],
         ["eval=pass_at_k"],
         ["eval=pass_at_k"],
     ):
         [result] = rlvr_eval.evaluate_target(target, rlvr_eval.compose(overrides, None), tmp_path / "out")
         assert result["metrics"] == {"accuracy": 0.5}
-    assert evaluated == [[], ["algorithm.max_completion_length=1"], ["seed=5"], ["algorithm=fgrpo"], ["eval=pass_at_k"]]
+    assert evaluated == [
+        [],
+        ["algorithm.max_completion_length=1"],
+        ["seed=5"],
+        ["algorithm=fgrpo"],
+        ["+algorithm.trl.chat_template_kwargs={enable_thinking: false}"],
+        ["eval=pass_at_k"],
+    ]
     assert json.loads((tmp_path / "out" / "eval" / "final_model.json").read_text())["settings"]["eval"]["n"] == 8
 
 

@@ -82,20 +82,34 @@ def test_a_reward_that_swallows_the_interrupt_is_ended_with_the_stops_exit_code(
     assert capsys.readouterr().err.startswith("rlvr: Ctrl-C during training: gave up waiting for reward 'slow' after 1 s")
 
 
-def test_a_stop_inside_a_generation_saves_at_its_last_step():
-    """With every=2 (GRPO trains two steps on one generation's completions, held in memory), a stop
-    during step 3 saves after step 4: a checkpoint after step 3 would continue with a new generation."""
+def test_a_checkpoint_due_inside_a_generation_is_put_off_to_its_end():
+    """GRPO trains several steps on one generation's completions, held in memory: a checkpoint (a
+    stop's, or save_steps') waits for the step after which none are left. At the last step of
+    training none is saved inside a generation, unless a stop asks for it."""
     from types import SimpleNamespace
 
     previous = {sig: signal.getsignal(sig) for sig in stops.STOPPING_SIGNALS}
-    callback = checkpoint_callback(every=2)
+    callback = checkpoint_callback()
+    used_up = {3: False, 4: True, 5: False, 6: False}
+    callback.between_generations = lambda: used_up[step]
+
+    def saves(step_now, asked_by_save_steps=False, max_steps=10):
+        control = SimpleNamespace(should_save=asked_by_save_steps)
+        callback.on_step_end(None, SimpleNamespace(global_step=step_now, max_steps=max_steps), control)
+        return control.should_save
+
     try:
+        step = 5
+        assert not saves(5, asked_by_save_steps=True)
+        step = 6
+        assert not saves(6, max_steps=6)  # the end of training: no checkpoint inside a generation
         callback._request(signal.SIGTERM, None)
-        control = SimpleNamespace(should_save=False)
-        callback.on_step_end(None, SimpleNamespace(global_step=3), control)
-        assert not control.should_save
-        callback.on_step_end(None, SimpleNamespace(global_step=4), control)
-        assert control.should_save
+        step = 3
+        assert not saves(3)
+        step = 4
+        assert saves(4)
+        step = 6
+        assert saves(6, max_steps=6)  # a stop at the last step saves it as it is
     finally:
         if callback.wait is not None:
             callback.wait.end()
