@@ -21,7 +21,9 @@ from rlvr.rewards.code_sandbox import MAX_WORKERS, Job, Limits, Sandbox
 
 log = logging.getLogger(__name__)
 
-FENCE = re.compile(r"[ \t]*(`{3,}|~{3,})[ \t]*([^\s`]*)[^`]*")  # an opening fence line and its language
+# An opening fence line (indented up to 3 spaces, as CommonMark allows), its fence and its info string's
+# language (```python, ```{python}, ```python:solution.py)
+FENCE = re.compile(r"( {0,3})(`{3,}|~{3,})[ \t]*\{?([^\s`{}:]*)[^`]*")
 PYTHON_FENCES = ("", "python", "python3", "py")
 SCORES = ("pass", "fraction")
 
@@ -31,16 +33,16 @@ def fenced_blocks(text: str) -> list[tuple[str, str]]:
     of the same character, at least as long); an unclosed last block runs to the end (a completion
     cut at max length). Written by hand: the standard library has no Markdown parser, and this is
     the one rule needed."""
-    blocks, fence, language, body = [], None, "", []
+    blocks, fence, language, body, indent = [], None, "", [], 0
     for line in text.replace("\r\n", "\n").split("\n"):
         if fence is None:
             if opening := FENCE.fullmatch(line):
-                fence, language, body = opening[1], opening[2].lower(), []
-        elif line.strip().startswith(fence) and not line.strip().strip(fence[0]):
+                indent, fence, language, body = len(opening[1]), opening[2], opening[3].lower(), []
+        elif len(line) - len(line.lstrip(" ")) <= 3 and line.strip().startswith(fence) and not line.strip().strip(fence[0]):
             blocks.append((language, "\n".join(body) + "\n"))
             fence = None
-        else:
-            body.append(line)
+        else:  # the opening fence's indentation comes off each line (a block inside a list item)
+            body.append(line[min(indent, len(line) - len(line.lstrip(" "))) :])
     if fence is not None:
         blocks.append((language, "\n".join(body)))
     return blocks
@@ -121,8 +123,16 @@ class CodeTestsReward(Reward):
         return super().__call__(prompts=prompts, completions=completions, answer=answer, **kwargs)
 
     def _gold(self, row: int, raw) -> str | None:
-        """The tests as written (no answer extraction)."""
-        return None if raw is None else str(raw)
+        """The tests as written (no answer extraction): Python source, one string per row."""
+        if raw is not None and not isinstance(raw, str):
+            raise DataError(
+                f"reward '{self.__name__}': row {row}'s tests are a {type(raw).__name__}, not Python source "
+                "(join a list of asserts into one string)"
+            )
+        entry_point = self._rows[0][row]
+        if not isinstance(entry_point, str) or not entry_point.isidentifier():
+            raise DataError(f"reward '{self.__name__}': row {row}'s entry_point {entry_point!r} is not a function name")
+        return raw
 
     def score(self, completions: Sequence[str], golds: Sequence[str | None], prompts=None) -> list[Outcome]:
         entry_points, preludes = self._rows
@@ -142,7 +152,9 @@ class CodeTestsReward(Reward):
         if verdict.status != "ok":
             return Outcome(self.wrong, verdict.status, None, False)
         ran = verdict.passed + verdict.failed + (verdict.error is not None)
-        passed = ran > 0 and verdict.passed == ran and not verdict.out_of_cpu
+        if ran == 0:  # the tests hold no assert and no check(): they judge nothing
+            return Outcome(self.wrong, "error", "the tests ran no assert (no assert, no check function)", False)
+        passed = verdict.passed == ran and not verdict.out_of_cpu
         if verdict.passed + verdict.failed == 0 and verdict.error:
             summary = f"no test ran: {verdict.error}"  # the program did not load, or the tests stopped at once
         else:

@@ -20,6 +20,7 @@ patched `assert` or `sys.exit`, or a look for the tests' file all end as failed 
 """
 
 import ast
+import builtins
 import json
 import math
 import os
@@ -32,20 +33,25 @@ OPEN_FILES = 32
 
 
 def encode(value, depth=0):
-    """Tagged JSON of exactly None, bool, int, float, str, bytes, list, tuple, dict, set, frozenset."""
+    """Tagged JSON of None, bool, int, float, str, bytes, list, tuple, dict, set, frozenset, and of their
+    subclasses (Counter, defaultdict, OrderedDict, a namedtuple, an IntEnum) as the built-in value they
+    hold: read through the built-in type's own methods, so no method the program defines runs here."""
     if depth > 100:
         raise TypeError("value nested too deep")
-    kind = type(value)
-    if value is None or kind in (bool, int, float, str):
-        return value if kind is not float or math.isfinite(value) else {"x": repr(value)}  # JSON has no nan, inf
-    if kind is bytes:
-        return {"b": value.decode("latin-1")}
-    if kind in (list, tuple, set, frozenset):
-        tag = {list: "l", tuple: "t", set: "s", frozenset: "f"}[kind]
-        return {tag: [encode(item, depth + 1) for item in value]}
-    if kind is dict:
-        return {"d": [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in value.items()]}
-    raise TypeError(f"a {kind.__name__} cannot be returned (plain built-in values only)")
+    if value is None:
+        return None
+    for kind, plain in ((bool, bool.__bool__), (int, int.__int__), (str, str.__str__), (float, float.__float__)):
+        if isinstance(value, kind):
+            value = plain(value)
+            return value if kind is not float or math.isfinite(value) else {"x": repr(value)}  # JSON has no nan, inf
+    if isinstance(value, bytes):
+        return {"b": bytes.decode(value, "latin-1")}
+    for kind, tag in ((list, "l"), (tuple, "t"), (set, "s"), (frozenset, "f")):
+        if isinstance(value, kind):
+            return {tag: [encode(item, depth + 1) for item in kind.__iter__(value)]}
+    if isinstance(value, dict):
+        return {"d": [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in dict.items(value)]}
+    raise TypeError(f"a {type(value).__name__} cannot be returned (built-in values only)")
 
 
 def decode(data):
@@ -62,7 +68,10 @@ def decode(data):
 
 
 def send(fd, message):
-    data = json.dumps(message).encode() + b"\n"
+    write_all(fd, json.dumps(message).encode() + b"\n")
+
+
+def write_all(fd, data: bytes):
     while data:
         data = data[os.write(fd, data) :]
 
@@ -102,7 +111,7 @@ def candidate_process(requests, replies, limits):
     reader = os.fdopen(requests, "rb")
     try:
         job = receive(reader)
-        namespace = {"__name__": "__main__"}
+        namespace = {"__name__": "__candidate__"}  # as in HumanEval's harness, an `if __name__ == "__main__":` block does not run
         exec(compile(job["prelude"] + "\n" + job["program"], "<completion>", "exec"), namespace)
         function = namespace[job["entry_point"]]
         if not callable(function):
@@ -119,7 +128,7 @@ def candidate_process(requests, replies, limits):
         try:
             result = {"value": encode(function(*decode(call["args"]), **decode(call["kwargs"])))}
         except BaseException as exc:
-            result = {"raised": one_line(exc)}
+            result = {"raised": one_line(exc), "type": type(exc).__name__}
         send(replies, result)
 
 
@@ -196,6 +205,7 @@ def ran_out_of_cpu(candidate: int, cpu_s: int) -> bool:
 
 
 def main():
+    sys.set_int_max_str_digits(0)  # an int of any size crosses the pipe as JSON
     limits = json.loads(sys.argv[1])
     if limits["uid"] is None:
         import ctypes
@@ -218,6 +228,8 @@ def main():
     os.close(replies_w)
     job = json.loads(sys.stdin.buffer.read())
     replies = os.fdopen(replies_r, "rb")
+    verdict_out = os.dup(1)  # the verdict's own: what the prelude and the tests print goes to stderr
+    os.dup2(2, 1)
 
     gone = []  # the candidate process ended (its pipe closed)
 
@@ -228,8 +240,9 @@ def main():
         except (BrokenPipeError, EOFError):
             gone.append(True)
             raise EOFError("the candidate process ended") from None
-        if "raised" in reply:
-            raise RuntimeError(reply["raised"])
+        if "raised" in reply:  # as the built-in exception the program raised (`except ValueError:` in tests), else RuntimeError
+            kind = getattr(builtins, str(reply.get("type")), None)
+            raise (kind if isinstance(kind, type) and issubclass(kind, Exception) else RuntimeError)(reply["raised"])
         return decode(reply["value"])
 
     try:
@@ -243,8 +256,8 @@ def main():
     else:
         counts = run_tests(job, call_candidate)
     counts["out_of_cpu"] = bool(gone) and ran_out_of_cpu(pid, limits["cpu_s"])
-    sys.stdout.write(job["token"] + " " + json.dumps(counts) + "\n")
     sys.stdout.flush()
+    write_all(verdict_out, f"{job['token']} {json.dumps(counts)}\n".encode())
     try:
         os.kill(pid, 9)
     except PermissionError:  # it became another user; the sandbox's end takes it

@@ -109,11 +109,21 @@ ADD = "def add(a, b):\n    return a + b\n"
         f"```python\r\n{ADD.replace(chr(10), chr(13) + chr(10))}```\r\n",  # CRLF line ends
         f"~~~python\n{ADD}~~~\n",
         f"````python\n{ADD}x = '```'\n````\n",  # a longer fence holds a shorter one
+        "1. Define it:\n   ```python\n   " + ADD.replace("\n", "\n   ").rstrip() + "\n   ```\n",  # a block inside a list item
+        f"```python:add.py\n{ADD}```\n",
+        f"```{{python}}\n{ADD}```\n",
     ],
 )
 def test_the_python_block_is_found_among_markdown_fences(reward, completion):
     assert extract_program(completion, "add").replace("\r", "").startswith(ADD)
     assert score(reward, completion)[0] == 1.0
+
+
+def test_a_fence_indented_four_spaces_is_text_not_a_block(reward):
+    """CommonMark: a docstring's example, in a program written without fences."""
+    program = 'def add(a, b):\n    """Adds.\n\n    ```\n    add(1, 2)\n    ```\n    """\n    return a + b\n'
+    assert extract_program(program, "add") == program
+    assert score(reward, program)[0] == 1.0
 
 
 def test_fenced_blocks_without_python_are_missing_code(reward):
