@@ -725,7 +725,9 @@ def command_line_error_line(exc: BaseException) -> str | None:
     missing = isinstance(cause, (ConfigKeyError, ConfigAttributeError))
     if override and missing and getattr(cause, "parent_node", None) is not None:
         if override[1] in MAPPINGS:  # `dataset.mixer={a.jsonl: 30}` merges into the schema's empty mapping, key by key
-            return f"{override[1]}: to set the whole mapping, write ++{override[1]}={{...}} (quoted); one entry: +{override[1]}.NAME=VALUE"
+            return (
+                f"{override[1]}: to set the whole mapping, write '++{override[1]}={{...}}' (Hydra merges a plain {override[1]}= key by key)"
+            )
         parent, key = cause.full_key.rpartition(".")[0], str(cause.key)
         keys = [str(k) for k in cause.parent_node.keys()]
         return (

@@ -353,7 +353,7 @@ def test_no_preset_claims_to_mirror_a_system_it_does_not_reproduce():
         ("seed=1,2", "Ambiguous value for argument 'seed=1,2'; 1. To use it as a list, use key=[value1,value2]; "),
         (
             "dataset.mixer={/data/a.jsonl: 30}",
-            "dataset.mixer: to set the whole mapping, write ++dataset.mixer={...} (quoted); one entry: +dataset.mixer.NAME=VALUE",
+            "dataset.mixer: to set the whole mapping, write '++dataset.mixer={...}' (Hydra merges a plain dataset.mixer= key by key)",
         ),
         ("dataset.prompt_template={qestion}", "no viable alternative at input '{qestion}'; See https://hydra.cc/docs/"),
         ("--config-dir=/nonexistent/presets", "Additional config directory '/nonexistent/presets' not found"),
