@@ -16,7 +16,7 @@ import pytest
 
 from rlvr.errors import ConfigError
 from rlvr.rewards.code import CodeTestsReward, extract_program
-from rlvr.rewards.code_sandbox import FIRST_UID, HARNESS, Job, Limits, Sandbox
+from rlvr.rewards.code_sandbox import FIRST_UID, HARNESS, MAX_WORKERS, Job, Limits, Sandbox
 
 ADD_TESTS = "def check(candidate):\n    assert candidate(1, 2) == 3\n    assert candidate(-1, 1) == 0\n"
 CORRECT_ADD = "def add(a, b):\n    return a + b\n"
@@ -398,7 +398,7 @@ def test_jobs_run_in_parallel_up_to_the_workers():
     def watch():
         while not done.is_set():
             alive = {int(line.split()[1]) for line in sandboxed_processes()}
-            seen.add(len({uid for uid in alive if uid >= 1_900_000_000}))
+            seen.add(len({uid for uid in alive if uid >= FIRST_UID and (uid - FIRST_UID) // MAX_WORKERS == os.getpid()}))  # ours
             time.sleep(0.05)
 
     watcher = threading.Thread(target=watch)
