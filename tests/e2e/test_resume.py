@@ -21,6 +21,37 @@ def logged_steps(run_dir):
     return [row["step"] for row in rows if "loss" in row]
 
 
+def logged_losses(run_dir) -> dict[int, float]:
+    """{step: training loss} of metrics.jsonl."""
+    return {row["step"]: row["loss"] for row in read_jsonl(run_dir / "metrics.jsonl") if "loss" in row}
+
+
+def interrupted(args: list[str], ready, stops: int = 1, stop=signal.SIGINT, env: dict | None = None) -> tuple[int, str]:
+    """`python -m rlvr.run args` in a process group of its own, sent `stop` `stops` times (50 ms apart) as
+    a terminal's Ctrl-C or `scancel --signal` sends it, once `ready()` holds (at most 120 s on);
+    (exit code, stderr). Nothing of it outlives the call."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rlvr.run", *args],
+        cwd=ROOT,
+        env=env or {**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not ready():
+            time.sleep(0.05)
+        for _ in range(stops):
+            os.killpg(process.pid, stop)
+            time.sleep(0.05)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    return process.returncode, stderr
+
+
 def test_rerun_resumes_from_the_last_complete_checkpoint(tmp_path):
     completed_run(tmp_path, *TINY_RUN, "algorithm.max_steps=3", "algorithm.save_steps=3")
     before = json.loads((tmp_path / "metrics.json").read_text())["eval_before_accuracy"]
@@ -67,9 +98,6 @@ def test_a_stop_signal_saves_a_checkpoint_and_the_rerun_continues(tmp_path, stop
     """The signal goes to the whole process group, as a terminal's Ctrl-C and `scancel --signal` send
     it: math_verify's worker processes must not die of it and zero the step's rewards."""
     args = [
-        sys.executable,
-        "-m",
-        "rlvr.run",
         *TINY_RUN,
         "algorithm.max_steps=400",
         "algorithm.save_steps=0",
@@ -77,22 +105,9 @@ def test_a_stop_signal_saves_a_checkpoint_and_the_rerun_continues(tmp_path, stop
         "reward=math_verify",
         f"hydra.run.dir={tmp_path}",
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen(
-        args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            path = tmp_path / "metrics.jsonl"
-            if path.exists() and len(path.read_text().splitlines()) >= 5:
-                break
-            time.sleep(0.2)
-        os.killpg(process.pid, stop)
-        _, stderr = process.communicate(timeout=120)
-    finally:
-        process.kill()
-    assert process.returncode == exit_code, stderr[-2000:]
+    path = tmp_path / "metrics.jsonl"
+    returncode, stderr = interrupted(args, lambda: path.exists() and len(path.read_text().splitlines()) >= 5, stop=stop)
+    assert returncode == exit_code, stderr[-2000:]
     assert logged in (tmp_path / "run.log").read_text() and "Traceback" not in stderr
     checkpoints = list((tmp_path / "checkpoints").glob("checkpoint-*"))
     assert len(checkpoints) == 1 and (checkpoints[0] / "COMPLETE").exists(), stderr[-2000:]
@@ -251,26 +266,8 @@ def test_ctrl_c_in_the_sft_warm_up_and_twice_in_training_is_one_line_and_exit_13
             "Ctrl-C during training, before the requested checkpoint",
         ),
     ]:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "rlvr.run", *args],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        try:
-            deadline = time.time() + 120
-            while time.time() < deadline and not started():
-                time.sleep(0.1)
-            for _ in range(stops):
-                os.killpg(process.pid, signal.SIGINT)
-                time.sleep(0.05)
-            _, stderr = process.communicate(timeout=120)
-        finally:
-            process.kill()
-        assert process.returncode == 130, stderr[-2000:]
+        returncode, stderr = interrupted(args, started, stops, env=env)
+        assert returncode == 130, stderr[-2000:]
         assert [line for line in stderr.splitlines() if line.startswith("rlvr:")] == [
             f"rlvr: {said}: stopped at once; the same command with hydra.run.dir={args[-1].split('=')[1]} "
             f"continues from its newest complete checkpoint, if any"
@@ -318,34 +315,18 @@ def test_a_stop_inside_a_generation_checkpoints_at_its_end_and_continues_as_the_
     an uninterrupted run logs (a checkpoint inside the generation continued with a new one)."""
     spg = [*TINY_RUN, "algorithm.steps_per_generation=3", "algorithm.save_steps=0", "eval.before=false", "eval.after=false"]
     stopped = tmp_path / "stopped"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "rlvr.run", *spg, "algorithm.max_steps=300", f"hydra.run.dir={stopped}"],
-        cwd=ROOT,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline and len(logged_steps(stopped) if (stopped / "metrics.jsonl").exists() else []) < 4:
-            time.sleep(0.05)
-        os.killpg(process.pid, signal.SIGINT)
-        _, stderr = process.communicate(timeout=120)
-    finally:
-        process.kill()
-    assert process.returncode == 130, stderr[-2000:]
+
+    def four_steps_logged():
+        return (stopped / "metrics.jsonl").exists() and len(logged_steps(stopped)) >= 4
+
+    returncode, stderr = interrupted([*spg, "algorithm.max_steps=300", f"hydra.run.dir={stopped}"], four_steps_logged)
+    assert returncode == 130, stderr[-2000:]
     [checkpoint] = (stopped / "checkpoints").glob("checkpoint-*")
     saved = int(checkpoint.name.split("-")[1])
     assert saved % 3 == 0 and logged_steps(stopped) == list(range(1, saved + 1))
     completed_run(stopped, *spg, f"algorithm.max_steps={saved + 3}")
     uninterrupted = completed_run(tmp_path / "uninterrupted", *spg, f"algorithm.max_steps={saved + 3}")
-
-    def losses(run_dir):
-        return [row["loss"] for row in read_jsonl(run_dir / "metrics.jsonl") if "loss" in row]
-
-    assert losses(stopped) == pytest.approx(losses(uninterrupted), abs=1e-6)
+    assert list(logged_losses(stopped).values()) == pytest.approx(list(logged_losses(uninterrupted).values()), abs=1e-6)
 
 
 def test_a_run_continued_on_other_eval_prompts_does_not_set_its_before_beside_its_after(tmp_path):
@@ -378,8 +359,5 @@ def test_a_continued_run_trains_what_the_uninterrupted_run_trains(tmp_path, geom
     continued = completed_run(tmp_path / "first", *args, "algorithm.max_steps=11")
     uninterrupted = completed_run(tmp_path / "uninterrupted", *args, "algorithm.max_steps=11")
 
-    def losses(run_dir):
-        return {row["step"]: row["loss"] for row in read_jsonl(run_dir / "metrics.jsonl") if "loss" in row}
-
-    assert list(losses(continued)) == list(losses(uninterrupted)) == list(range(1, 12))
-    assert list(losses(continued).values()) == pytest.approx(list(losses(uninterrupted).values()), abs=1e-6), saved
+    assert list(logged_losses(continued)) == list(logged_losses(uninterrupted)) == list(range(1, 12))
+    assert list(logged_losses(continued).values()) == pytest.approx(list(logged_losses(uninterrupted).values()), abs=1e-6), saved
