@@ -23,6 +23,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from rlvr.config import ScoreConfig, conf_dir, exit_on_unknown_keys, one_line_preset_errors, register_schemas
+from rlvr.data.loading import json_with_literal_numbers
 from rlvr.errors import ConfigError, DataError, RlvrError
 from rlvr.rewards.checks import colliding_columns
 
@@ -55,7 +56,7 @@ def read_rows(path: Path, completion_column: str, answer_column: str = "answer",
                 raise DataError(f"{path} line {number}: no '{completion_column}' field")
             gold = row.get(answer_column)
             if isinstance(gold, (int, float)) and not isinstance(gold, bool):
-                row[answer_column] = json.loads(line, parse_int=str, parse_float=str)[answer_column]
+                row[answer_column] = json_with_literal_numbers(line)[answer_column]
             elif gold is None or (isinstance(gold, str) and not gold.strip()):
                 no_gold.append(number)
             rows.append(row)

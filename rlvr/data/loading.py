@@ -71,16 +71,21 @@ def _row_labeller(path: Path, rows: int):
     return label
 
 
+def json_with_literal_numbers(text: str):
+    """`text` as JSON with its numbers as written (text): "12", "2.50", "12345678901234567890"; how
+    training and rlvr.score read gold answers."""
+    return json.loads(text, parse_int=str, parse_float=str)
+
+
 def _literal_values(path: Path, column: str) -> list:
-    """`column` of each row of a JSON(-lines) file with its numbers as the file writes them (text):
-    "12", "2.50", "12345678901234567890"; other values as JSON reads them."""
+    """`column` of each row of a JSON(-lines) file with its numbers as the file writes them; other
+    values as JSON reads them."""
     with _open(path) as handle:
         text = handle.read().decode("utf-8-sig")
-    literal = {"parse_int": str, "parse_float": str}
     if text.lstrip().startswith("["):  # a JSON array of rows (a JSON-lines row is an object)
-        rows = json.loads(text, **literal)
+        rows = json_with_literal_numbers(text)
     else:  # lines end at "\n" only: str.splitlines would also split at U+2028 and others inside strings
-        rows = [json.loads(line, **literal) for line in text.split("\n") if line.strip()]
+        rows = [json_with_literal_numbers(line) for line in text.split("\n") if line.strip()]
     return [row.get(column) if isinstance(row, dict) else None for row in rows]
 
 
