@@ -328,6 +328,16 @@ class Range:
         return text + (f" ({self.why})" if self.why else "")
 
 
+def check_number(key: str, value: Any, allowed: Range = Range(), whole: bool = False) -> None:
+    """A ConfigError "<key>=<value> must be a finite|whole number <allowed>" unless `value` is a finite int or
+    float (an int when `whole`) in `allowed`, and not a bool, which Python counts as an int: the check for
+    numbers outside the typed schema (a reward's arguments), which no dataclass field types."""
+    kinds = int if whole else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value) or not allowed.admits(value):
+        bounds = "" if allowed == Range() else f" {allowed}"
+        raise ConfigError(f"{key}={value!r} must be a {'whole' if whole else 'finite'} number{bounds}")
+
+
 POSITIVE, NON_NEGATIVE = Range(0, open_low=True), Range(0)
 SEED = Range(0, 2**32 - 1, why="numpy's seed range")
 # Every numeric knob that TRL, torch or rlvr would take silently wrong or fail on late. None (an

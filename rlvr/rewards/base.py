@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from rlvr.config import Range, check_number
 from rlvr.errors import ConfigError, DataError
 from rlvr.rewards.answers import completion_text, gold_answer
 
@@ -134,8 +135,7 @@ def build_rewards(functions: dict[str, Any]) -> list[WeightedReward]:
         obj = reward_target(name, entry)
         entry = {k: v for k, v in entry.items() if k != "_target_"}
         weight = entry.pop("weight", 1.0)
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
-            raise ConfigError(f"reward.functions.{name}.weight={weight!r} is not a number")
+        check_number(f"reward.functions.{name}.weight", weight)
         timeout_s = entry.pop("timeout_s") if runs_in_worker(obj, entry) else None
         try:
             if inspect.isclass(obj):
@@ -192,8 +192,7 @@ def check_runs_in_worker(name: str, fn: Callable, timeout_s: Any) -> None:
     """A reward with `timeout_s` must be a positive time and a function a worker process can import."""
     import pickle
 
-    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or timeout_s <= 0:
-        raise ConfigError(f"reward.functions.{name}.timeout_s={timeout_s!r} must be a number of seconds > 0")
+    check_number(f"reward.functions.{name}.timeout_s", timeout_s, Range(0, open_low=True, why="seconds"))
     try:
         pickle.dumps(fn)
     except Exception as exc:  # a lambda, a closure, a function defined in __main__ ...

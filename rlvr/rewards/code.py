@@ -15,6 +15,7 @@ import logging
 import re
 from typing import Sequence
 
+from rlvr.config import Range, check_number
 from rlvr.errors import ConfigError, DataError
 from rlvr.rewards.base import Outcome, Reward
 from rlvr.rewards.code_sandbox import MAX_WORKERS, Job, Limits, Sandbox
@@ -105,8 +106,7 @@ class CodeTestsReward(Reward):
         """The checked sandbox: every argument in range, and a trivial program run in it on this machine."""
         if score not in SCORES:
             raise ConfigError(f"reward.functions.{name}.score={score!r}: must be one of {', '.join(SCORES)}")
-        if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
-            raise ConfigError(f"reward.functions.{name}.workers={workers!r}: must be an integer in [1, {MAX_WORKERS}]")
+        check_number(f"reward.functions.{name}.workers", workers, Range(1, MAX_WORKERS), whole=True)
         try:
             checked = Sandbox(sandbox, Limits(**limits), workers)
             checked.check_works()

@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from rlvr.config import Range, check_number
 from rlvr.errors import ConfigError
 
 HARNESS = Path(__file__).with_name("code_harness.py")
@@ -45,12 +46,12 @@ FIRST_UID = 1_900_000_000
 
 
 LIMIT_RANGES = {
-    "timeout_s": (0.5, 600),
-    "cpu_s": (1, 600),
-    "memory_mb": (64, 65536),
-    "processes": (1, 4096),
-    "file_mb": (0, 4096),
-    "tmpfs_mb": (1, 4096),
+    "timeout_s": Range(0.5, 600),
+    "cpu_s": Range(1, 600),
+    "memory_mb": Range(64, 65536),
+    "processes": Range(1, 4096),
+    "file_mb": Range(0, 4096),
+    "tmpfs_mb": Range(1, 4096),
 }
 
 
@@ -66,10 +67,8 @@ class Limits:
     tmpfs_mb: int = 64
 
     def __post_init__(self):
-        for name, (low, high) in LIMIT_RANGES.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-                raise ConfigError(f"code reward limit {name}={value!r} must be a number in [{low}, {high}]")
+        for name, allowed in LIMIT_RANGES.items():
+            check_number(name, getattr(self, name), allowed)
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,11 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Sequence
 
+from rlvr.config import Range, check_number
 from rlvr.errors import ConfigError
 from rlvr.rewards.base import Outcome, Reward, build_rewards, preflight_rewards, reward_target
 
@@ -159,19 +159,18 @@ def check_settings(
     if not verifier or not isinstance(verifier, Mapping):
         raise ConfigError(f"reward '{name}' needs a verifier: {{_target_: ...}}, not {verifier!r}")
     check_verifier(name, verifier)
-    for setting, value in {"alpha": alpha, "beta": beta, "eps": eps, "r_min": r_min, "r_max": r_max}.items():
-        if not (value is None and setting in ("r_min", "r_max")) and not is_finite_number(value):
-            raise ConfigError(f"{key}.{setting}={value!r} is not a finite number")
-    for setting, value in {"alpha": alpha, "beta": beta}.items():
-        if value < 0:
-            raise ConfigError(f"{key}.{setting}={value} must be >= 0: a negative weight ranks higher reward-model scores lower")
+    weight = Range(0, why="a negative weight ranks higher reward-model scores lower")
+    check_number(f"{key}.alpha", alpha, weight)
+    check_number(f"{key}.beta", beta, weight)
     if alpha + beta > 1:
         raise ConfigError(
             f"{key}: alpha + beta = {alpha} + {beta} must be <= 1, or an unverified answer (up to alpha) "
             f"outscores a verified one (down to 1 - beta)"
         )
-    if eps <= 0:
-        raise ConfigError(f"{key}.eps={eps} must be > 0 (it keeps (r - r_min) / (r_max - r_min + eps) defined)")
+    check_number(f"{key}.eps", eps, Range(0, open_low=True, why="it keeps (r - r_min) / (r_max - r_min + eps) defined"))
+    for setting, value in {"r_min": r_min, "r_max": r_max}.items():
+        if value is not None:
+            check_number(f"{key}.{setting}", value)
     if (r_min is None) != (r_max is None):
         given, value = ("r_min", r_min) if r_max is None else ("r_max", r_max)
         raise ConfigError(
@@ -180,15 +179,12 @@ def check_settings(
         )
     if r_min is not None and r_max <= r_min:
         raise ConfigError(f"{key}: r_max={r_max} must be > r_min={r_min} (higher reward-model scores must give higher rewards)")
-    if isinstance(calibration_prompts, bool) or not isinstance(calibration_prompts, int) or calibration_prompts < 2:
-        raise ConfigError(
-            f"{key}.calibration_prompts={calibration_prompts!r} must be a whole number >= 2: "
-            "the score range over the completions of that many prompts sets r_min and r_max"
-        )
-
-
-def is_finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    check_number(
+        f"{key}.calibration_prompts",
+        calibration_prompts,
+        Range(2, why="the score range over the completions of that many prompts sets r_min and r_max"),
+        whole=True,
+    )
 
 
 def check_verifier(name: str, verifier: Mapping) -> None:

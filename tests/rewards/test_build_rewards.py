@@ -29,7 +29,9 @@ def test_builtin_class_gets_name_and_arguments():
     [
         ({"_target_": "no.such.module.fn"}, "cannot import 'no.such.module.fn'"),
         ({"weight": 1.0}, "has no _target_"),
-        ({"_target_": "rlvr.rewards.numeric.FinalLineReward", "weight": "abc"}, "mine.weight='abc' is not a number"),
+        ({"_target_": "rlvr.rewards.numeric.FinalLineReward", "weight": "abc"}, "mine.weight='abc' must be a finite number"),
+        ({"_target_": "rlvr.rewards.numeric.FinalLineReward", "weight": float("nan")}, "mine.weight=nan must be a finite number"),
+        ({"_target_": "rlvr.rewards.numeric.FinalLineReward", "weight": True}, "mine.weight=True must be a finite number"),
         ({"_target_": "rlvr.rewards.numeric.FinalLineReward", "wrnog": 0.1}, "unexpected keyword argument 'wrnog'"),
     ],
 )

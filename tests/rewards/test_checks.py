@@ -205,7 +205,7 @@ def test_an_isolated_reward_that_raises_is_one_line(closes_pools):
 
 @pytest.mark.parametrize(
     ("timeout_s", "message"),
-    [(0, "timeout_s=0 must be a number of seconds > 0"), ("soon", "timeout_s='soon' must be a number of seconds > 0")],
+    [(0, "timeout_s=0 must be a finite number > 0 \\(seconds\\)"), ("soon", "timeout_s='soon' must be a finite number > 0 \\(seconds\\)")],
 )
 def test_bad_timeout_s_is_a_config_error(timeout_s, message):
     with pytest.raises(ConfigError, match=message):

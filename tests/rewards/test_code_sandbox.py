@@ -364,8 +364,10 @@ def test_a_killed_caller_ends_sandboxes_that_missed_the_parent_death_signal(tmp_
 
 
 def test_limits_are_range_checked():
-    with pytest.raises(ConfigError, match="memory_mb=0 must be a number in"):
+    with pytest.raises(ConfigError, match=r"memory_mb=0 must be a finite number in \[64, 65536\]"):
         Limits(memory_mb=0)
+    with pytest.raises(ConfigError, match=r"reward.functions.code.workers=True must be a whole number in \[1, 256\]"):
+        CodeTestsReward(name="code", workers=True)
     with pytest.raises(ConfigError, match="reward.functions.code: .*unexpected keyword argument 'walltime'"):
         CodeTestsReward(name="code", walltime=3)
     with pytest.raises(ConfigError, match="sandbox='docker': must be one of bubblewrap, none"):
