@@ -554,8 +554,9 @@ def range_problem(values, key: str) -> str | None:
 def check_ranges(cfg) -> None:
     """Every value within what it may be, in one line, before anything loads: interpolations that
     resolve and fit their type, numbers in `RANGES`, strings in `CHOICES`, `algorithm.trl.*` names among
-    the TRL config's fields, and strings among TRL's documented choices. Imports trl (for its config's fields), so it
-    runs at run time only, never while composing."""
+    the TRL config's fields, and strings among TRL's documented choices. Imports trl (for its config's fields)
+    where `cfg` has an algorithm, so it runs at run time only, never while composing. The keys `cfg`
+    lacks (an app's config without some group) are not looked at."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
@@ -570,8 +571,10 @@ def check_ranges(cfg) -> None:
         value = OmegaConf.select(values, key)
         if isinstance(value, str) and (error := choice_error(key, value, allowed_values(key))):
             raise ConfigError(error)
-    _check_eval(OmegaConf.to_container(values.eval))
-    _check_against_trl(OmegaConf.to_container(values.algorithm))
+    if "eval" in values:  # rlvr.run's and rlvr.eval's configs; rlvr.score's holds the reward alone
+        _check_eval(OmegaConf.to_container(values.eval))
+    if "algorithm" in values:
+        _check_against_trl(OmegaConf.to_container(values.algorithm))
 
 
 def conf_dir() -> str:

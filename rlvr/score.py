@@ -22,7 +22,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from rlvr.config import ScoreConfig, conf_dir, exit_on_unknown_keys, one_line_preset_errors, register_schemas
+from rlvr.config import ScoreConfig, check_ranges, conf_dir, exit_on_unknown_keys, one_line_preset_errors, register_schemas
 from rlvr.data.loading import json_with_literal_numbers
 from rlvr.errors import ConfigError, DataError, RlvrError
 from rlvr.rewards.checks import colliding_columns
@@ -151,6 +151,7 @@ def hydra_main(cfg: DictConfig) -> None:
     try:
         if OmegaConf.is_missing(cfg, "input"):
             raise ConfigError("input must be set (it is ???): input=ROWS.jsonl, the rows to score")
+        check_ranges(cfg)
         rewards = checked_rewards(build_rewards(cfg.reward.functions), OmegaConf.to_container(cfg.reward.checks))
         needs_gold = any(getattr(reward.fn, "needs_gold", False) for reward in rewards)
         rows = read_rows(Path(cfg.input), cfg.completion_column, cfg.answer_column, needs_gold)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from rlvr.hardware.stops import awaited
-from rlvr.errors import ConfigError, RewardError, RlvrError
+from rlvr.errors import RewardError, RlvrError
 from rlvr.rewards.answers import completion_text, short
 
 log = logging.getLogger(__name__)
@@ -282,16 +282,10 @@ class CheckedReward:
 
 def checked_rewards(rewards: list, checks=None) -> list:
     """Every WeightedReward's function behind a CheckedReward (`checks`: the `reward.checks` settings,
-    None for their defaults); rewards already checked are kept as they are."""
+    None for their defaults, as `check_ranges` passed them); rewards already checked are kept as they are."""
     from rlvr.rewards.base import WeightedReward
 
-    settings = dict(checks or {})
-    if not 0 <= settings.get("failure_warn_frac", 0) <= 1:
-        raise ConfigError(f"reward.checks.failure_warn_frac={settings['failure_warn_frac']} must be in [0, 1]")
-    if settings.get("none_patience", 0) < 0:
-        raise ConfigError(f"reward.checks.none_patience={settings['none_patience']} must be >= 0 (0: never stop)")
-    if settings.get("slow_call_s", 1) <= 0:
-        raise ConfigError(f"reward.checks.slow_call_s={settings['slow_call_s']} must be > 0")
+    settings = dict(checks or {})  # in range: rlvr.config.check_ranges has seen them
     return [
         r
         if isinstance(r.fn, CheckedReward)

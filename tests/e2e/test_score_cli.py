@@ -72,9 +72,11 @@ def test_score_bad_input_is_one_line(tmp_path, content, problem):
     [
         (["reward=gsm8k_strict"], "input must be set (it is ???): input=ROWS.jsonl, the rows to score"),
         (["reward=hybrid", "input=rows.jsonl"], "reward.functions.hybrid.reward_model must be set (it is ???)"),
+        (["input=rows.jsonl", "reward.checks.slow_call_s=0"], "reward.checks.slow_call_s=0.0 must be > 0"),
+        (["input=rows.jsonl", "reward.checks.failure_warn_frac=1.5"], "reward.checks.failure_warn_frac=1.5 must be in [0, 1]"),
     ],
 )
-def test_a_value_left_unset_is_one_line_naming_it(args, line):
+def test_a_value_left_unset_or_out_of_range_is_one_line_naming_it(args, line):
     result = run_cli("rlvr.score", *args)
     assert result.returncode == 2
     assert result.stderr.strip() == f"rlvr.score: error: {line}"
