@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from rlvr.run import set_offline  # importing rlvr.run registers rlvr's schema and resolvers
-from rlvr.config import check_ranges, conf_dir
+from rlvr.config import FineGrainedConfig, check_ranges, conf_dir
 from rlvr.rewards.base import WeightedReward
 from rlvr.rewards.spans import SpanReward
 from rlvr.tracking.outputs import write_json
@@ -209,7 +209,7 @@ def toy_trainer(cfg, model, tokenizer, run_dir: Path):
 
     from rlvr.hardware import device as hardware
     from rlvr.recipes.common import trl_config
-    from rlvr.trainers.fine_grained import FineGrainedGRPOTrainer, FineGrainedSettings
+    from rlvr.trainers.fine_grained import FineGrainedGRPOTrainer
 
     args = trl_config(GRPOConfig, cfg, run_dir, [], hardware.trainer_arguments(cfg.hardware), reward_weights=[1.0])
     stub = WeightedReward("toy", SpanReward("toy", lambda completions, **_: [[] for _ in completions]), 1.0)
@@ -219,7 +219,7 @@ def toy_trainer(cfg, model, tokenizer, run_dir: Path):
         args=args,
         processing_class=tokenizer,
         train_dataset=datasets.Dataset.from_list([{"prompt": "x"}]),
-        fine_grained=FineGrainedSettings(),
+        fine_grained=FineGrainedConfig(),
     )
     trainer.current_gradient_accumulation_steps = 1  # set by Trainer's loop, which toy mode does not run
     return trainer
@@ -231,13 +231,13 @@ def main(argv: list[str]) -> int:
         return 2
     from hydra import compose, initialize_config_dir
 
-    from rlvr.trainers.fine_grained import FineGrainedSettings
+    from omegaconf import OmegaConf
 
     with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
         cfg = compose(config_name="config", overrides=DEFAULTS + argv[1:])
     set_offline(cfg)  # the tiny model and these rollouts need no Hub: before check_ranges imports transformers
     check_ranges(cfg)  # every value checked, as `rlvr.run` does before anything loads
-    settings = FineGrainedSettings.of(cfg.algorithm.fine_grained)
+    settings = FineGrainedConfig(**OmegaConf.to_container(cfg.algorithm.fine_grained))
     run_dir = Path(argv[0])
     run_dir.mkdir(parents=True, exist_ok=True)
     toy(cfg, run_dir, settings)

@@ -81,12 +81,6 @@ def majority_index(classes: Sequence[int | None]) -> int | None:
     return first[winner]
 
 
-def majority(predictions: Sequence[str | None], same: SameAnswer) -> str | None:
-    """The majority answer (its class's first member) of `predictions`; None only if none has an answer."""
-    position = majority_index(answer_classes(predictions, same))
-    return None if position is None else predictions[position]
-
-
 def mean_se(values: Sequence[float]) -> tuple[float, float]:
     """Mean and its standard error (sample std / sqrt(len)); the SE is NaN for fewer than two values."""
     if not values:

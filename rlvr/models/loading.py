@@ -72,16 +72,12 @@ def end_of_generation_ids(tokenizer) -> list[int]:
     return list(dict.fromkeys([tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(SPECIAL_TOKENS["eos_token"])]))
 
 
-def _architecture(shape) -> str:
-    return ARCHITECTURES[shape.architecture]
-
-
 def tiny_config(shape, tokenizer):
     import transformers
 
     if shape.vocab_rows is not None and shape.vocab_rows < len(tokenizer):
         raise ModelLoadError(f"model.tiny.vocab_rows={shape.vocab_rows} is less than the tokenizer's {len(tokenizer)} ids")
-    return getattr(transformers, f"{_architecture(shape)}Config")(
+    return getattr(transformers, f"{ARCHITECTURES[shape.architecture]}Config")(
         vocab_size=shape.vocab_rows or len(tokenizer),
         hidden_size=shape.hidden_size,
         head_dim=shape.hidden_size // shape.num_attention_heads,
@@ -110,7 +106,7 @@ def build_tiny_model(shape, tokenizer, seed: int, head: str = "causal_lm"):
     import transformers
 
     config = tiny_config(shape, tokenizer)
-    prefix = _architecture(shape)
+    prefix = ARCHITECTURES[shape.architecture]
     if head == "reward":
         config.num_labels = 1
         return random_init(getattr(transformers, f"{prefix}ForSequenceClassification"), config, seed)

@@ -21,7 +21,6 @@ PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
     r"|\s+(?!\S)|\s+"
 )
-FIRST_ADDED_ID = 151643  # right after the 151,643 ranks
 # (token, special) from id 151643 on, as in Qwen2.5-*-Instruct's added_tokens_decoder.
 QWEN25_ADDED = [
     ("<|endoftext|>", True),

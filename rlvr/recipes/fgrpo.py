@@ -48,7 +48,10 @@ def adapt_rewards(rewards: list[WeightedReward]) -> list[WeightedReward]:
 
 
 def train(cfg, run_dir: Path, start: Start) -> dict[str, float]:
-    from rlvr.trainers.fine_grained import FineGrainedGRPOTrainer, FineGrainedSettings
+    from omegaconf import OmegaConf
 
-    settings = FineGrainedSettings.of(cfg.algorithm.fine_grained)
+    from rlvr.config import FineGrainedConfig
+    from rlvr.trainers.fine_grained import FineGrainedGRPOTrainer
+
+    settings = FineGrainedConfig(**OmegaConf.to_container(cfg.algorithm.fine_grained))
     return run_grpo(cfg, run_dir, start, FineGrainedGRPOTrainer, fine_grained=settings)

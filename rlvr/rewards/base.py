@@ -19,15 +19,14 @@ from rlvr.rewards.answers import completion_text, gold_answer
 
 log = logging.getLogger(__name__)
 
-# Why a completion got its reward. Fractions of the failure reasons are logged per function.
-REASONS = ("correct", "wrong", "ok", "missing", "unparsable", "timeout", "error")
+# Fractions of these reasons (Outcome.reason) are logged per function.
 FAILURE_REASONS = ("missing", "unparsable", "timeout", "error")
 
 
 @dataclass(frozen=True)
 class Outcome:
     reward: float
-    reason: str
+    reason: str  # why it got its reward: correct | wrong | ok (a form reward) | one of FAILURE_REASONS
     prediction: str | None = None
     correct: bool | None = None  # None: the function judges form, not correctness
 

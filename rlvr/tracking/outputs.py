@@ -95,12 +95,16 @@ def truncate_jsonl(path: Path, keep) -> None:
         write_jsonl(path, [row for row in read_jsonl(path) if keep(row)])
 
 
-def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
-    """Write a JSONL file whole (a temp file, then a rename): readers never see part of it."""
+def write_whole(path: Path, text: str) -> None:
+    """Write a file whole (a temp file, then a rename): readers never see part of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows), encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
+    write_whole(path, "".join(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows))
 
 
 def files_fingerprint(directory: Path) -> str:
@@ -115,10 +119,7 @@ def read_json(path: Path) -> dict:
 
 
 def write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    write_whole(path, json.dumps(payload, indent=2, default=str) + "\n")
 
 
 def check_wandb_installed(logging_cfg) -> None:
@@ -278,8 +279,6 @@ def use_compact_progress(trainer) -> None:
 
 def close_wandb(metrics: dict) -> None:
     """Put the final metrics in the wandb run summary and finish it (one wandb run per sweep job)."""
-    import sys
-
     wandb = sys.modules.get("wandb")  # imported by transformers' callback only when it reports to wandb
     if wandb is not None and wandb.run is not None:
         wandb.run.summary.update(metrics)

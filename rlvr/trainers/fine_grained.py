@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from accelerate.utils import gather_object
 
+from rlvr.config import FineGrainedConfig
 from rlvr.errors import ConfigError
 from rlvr.trainers.grpo import RolloutLoggingGRPOTrainer
 
@@ -188,28 +189,12 @@ def token_advantages(
     return (advantages[0], covered[0]) if single else (advantages, covered)
 
 
-@dataclass
-class FineGrainedSettings:
-    normalization: str = "standard"
-    scope: str = "prompt"
-    uncovered: str = "keep"
-    strict: bool = False
-    eps: float = 1e-4
-
-    @classmethod
-    def of(cls, fine_grained) -> FineGrainedSettings:
-        """From the `algorithm.fine_grained` config node, whose fields these are."""
-        from omegaconf import OmegaConf
-
-        return cls(**OmegaConf.to_container(fine_grained))
-
-
 class FineGrainedGRPOTrainer(RolloutLoggingGRPOTrainer):
     """GRPO with span-level rewards and per-reward-group advantages (see the module docstring)."""
 
     silent_group_steps = 10  # warn once when a reward group's advantages were all 0 for this many steps in a row
 
-    def __init__(self, *args, fine_grained: FineGrainedSettings, **kwargs):
+    def __init__(self, *args, fine_grained: FineGrainedConfig, **kwargs):
         super().__init__(*args, **kwargs)
         check_loss_type(self.loss_type)
         self.fine_grained = fine_grained

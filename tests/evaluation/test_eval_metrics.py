@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from rlvr.evaluation.metrics import answer_classes, majority, pass_at_k, sample_metrics
+from rlvr.evaluation.metrics import answer_classes, majority_index, pass_at_k, sample_metrics
 from rlvr.rewards.math import MathVerifyReward
 
 
@@ -56,6 +56,12 @@ def math_verify():
     reward = MathVerifyReward(name="math_verify", timeout_s=30.0, workers=1)  # a verdict, never a timeout
     yield reward
     reward.pool.close()
+
+
+def majority(predictions, same):
+    """The majority answer (its class's first member), as maj@k votes; None only if none has an answer."""
+    position = majority_index(answer_classes(predictions, same))
+    return None if position is None else predictions[position]
 
 
 def test_majority_counts_equivalent_answers_as_one(math_verify):

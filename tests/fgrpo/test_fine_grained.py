@@ -42,7 +42,8 @@ def build_trainer(kind, model_dir, out_dir, loss_type, beta):
 
     from rlvr.rewards.base import WeightedReward
     from rlvr.rewards.spans import SpanReward
-    from rlvr.trainers.fine_grained import FineGrainedGRPOTrainer, FineGrainedSettings
+    from rlvr.config import FineGrainedConfig
+    from rlvr.trainers.fine_grained import FineGrainedGRPOTrainer
 
     prompts = datasets.Dataset.from_list([{"prompt": f"{a}+{b}="} for a, b in [(1, 2), (3, 4), (5, 6), (7, 8)]])
     args = GRPOConfig(
@@ -65,7 +66,7 @@ def build_trainer(kind, model_dir, out_dir, loss_type, beta):
             rewards=rewards,
             args=args,
             train_dataset=prompts,
-            fine_grained=FineGrainedSettings(),
+            fine_grained=FineGrainedConfig(),
             inverse_cdf_on_cpu=False,
         )  # TRL's draws
     trainer.current_gradient_accumulation_steps = 1
@@ -287,7 +288,8 @@ def bpe_trainer(tmp_path, span_fn, completions: list[str], answers: list[str] | 
     from rlvr.models.loading import load_policy
     from rlvr.rewards.base import WeightedReward
     from rlvr.rewards.spans import SpanReward
-    from rlvr.trainers.fine_grained import FineGrainedGRPOTrainer, FineGrainedSettings
+    from rlvr.config import FineGrainedConfig
+    from rlvr.trainers.fine_grained import FineGrainedGRPOTrainer
 
     preset = OmegaConf.load(Path(__file__).parent.parent.parent / "conf" / "model" / "qwen2.5_shape.yaml")
     model, tokenizer = load_policy(OmegaConf.merge(OmegaConf.structured(ModelConfig), preset), seed=0)
@@ -319,7 +321,7 @@ def bpe_trainer(tmp_path, span_fn, completions: list[str], answers: list[str] | 
         rollout_func=rollout,
         rewards=[WeightedReward("spans", SpanReward("spans", span_fn), 1.0)],
         train_dataset=datasets.Dataset.from_list(rows),
-        fine_grained=settings or FineGrainedSettings(),
+        fine_grained=settings or FineGrainedConfig(),
     )
     batch = trainer._generate_and_score_completions(rows)
     return batch, trainer._metrics["train"], completion_ids, tokenizer
@@ -418,14 +420,14 @@ def test_token_advantages_match_open_instruct_up_to_the_documented_std_conventio
 def test_stop_token_gets_the_mean_of_every_span(tmp_path):
     """The issue's examples (advantages = scores): one span over "Paris" gives the stop token 1.0 (it got 0
     when only spans reaching the last character covered it); spans of 1.0 and 0.1 give it 0.55."""
-    from rlvr.trainers.fine_grained import FineGrainedSettings
+    from rlvr.config import FineGrainedConfig
 
     texts = ["Paris is the capital.", "So 3+4=7. Final: 7"]
 
     def fixed(completions, **kwargs):
         return [[(1.0, (0, 5), "a")] if c.startswith("Paris") else [(1.0, (0, 9), "a"), (0.1, (10, 18), "b")] for c in completions]
 
-    batch, _, ids, _ = bpe_trainer(tmp_path, fixed, texts, settings=FineGrainedSettings(normalization="none"))
+    batch, _, ids, _ = bpe_trainer(tmp_path, fixed, texts, settings=FineGrainedConfig(normalization="none"))
     assert batch["advantages"][0, len(ids[0]) - 1].item() == pytest.approx(1.0)
     assert batch["advantages"][1, len(ids[1]) - 1].item() == pytest.approx(0.55)
 
@@ -470,16 +472,16 @@ def test_uncovered_drop_takes_tokens_out_of_the_loss_not_out_of_attention(tmp_pa
     """The completion mask is also the training forward's attention mask: clearing it there would score
     the kept tokens in a context they were not sampled in. The spans lie on token boundaries, and the
     stop token each completion ends with does not make them count as approximate."""
-    from rlvr.trainers.fine_grained import FineGrainedSettings
+    from rlvr.config import FineGrainedConfig
 
     texts = ["So it is 12", "So it is 13"]
 
     def first_words(completions, **kwargs):
         return [[(1.0 if c.endswith("12") else -1.0, (0, 5), "g")] for c in completions]
 
-    keep, _, _, _ = bpe_trainer(tmp_path / "keep", first_words, texts, settings=FineGrainedSettings(normalization="none"))
+    keep, _, _, _ = bpe_trainer(tmp_path / "keep", first_words, texts, settings=FineGrainedConfig(normalization="none"))
     drop, metrics, ids, _ = bpe_trainer(
-        tmp_path / "drop", first_words, texts, settings=FineGrainedSettings(normalization="none", uncovered="drop")
+        tmp_path / "drop", first_words, texts, settings=FineGrainedConfig(normalization="none", uncovered="drop")
     )
     assert torch.equal(drop["completion_mask"], keep["completion_mask"])
     in_loss = drop["completion_mask"] * drop["tool_mask"]
