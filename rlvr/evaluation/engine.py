@@ -21,6 +21,7 @@ from rlvr.hardware.distributed import is_main_process, process_count, rank
 from rlvr.hardware.stops import phase
 from rlvr.errors import RlvrError
 from rlvr.rewards.base import judging_reward
+from rlvr.rewards.checks import reward_columns
 from rlvr.tracking.outputs import prompt_id, write_jsonl
 
 
@@ -140,8 +141,10 @@ def evaluate_rows(model, tokenizer, dataset, rows: list[int], rewards, eval_cfg,
     # generate_batch's contract: a vLLM engine's own (rlvr.evaluation.vllm_engine.VllmCompleter), else transformers'
     complete = model.complete if hasattr(model, "complete") else functools.partial(generate_batch, model, tokenizer)
     order = by_length(dataset, rows, tokenizer)
+    named = reward_columns(rewards)  # in each row (under the row's own fields): `rlvr.score` can score it again
     results = {
         row: {
+            **{c: example[c] for c in named if c in example},
             "index": row,
             "rank": rank(),
             "prompt_id": prompt_id(example["prompt"]),

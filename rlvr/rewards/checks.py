@@ -40,6 +40,26 @@ TRL_REWARD_KEYWORDS = ("prompts", "completions", "completion_ids", "trainer_stat
 NO_VERDICT_REASONS = ("timeout", "error")  # Outcome reasons of built-in rewards that judged nothing
 
 
+def reward_columns(rewards) -> list[str]:
+    """The data columns the reward functions name as parameters (CodeTestsReward's entry_point and
+    code_prelude, a user's function's `difficulty`), beyond TRL's keywords and the gold `answer`: what a
+    rollouts or eval row carries, besides prompt and gold, for `rlvr.score` to score it as training did.
+    Wrappers (CheckedReward, SpanReward) are looked through by their `fn`."""
+    import inspect
+
+    names: dict[str, None] = {}
+    for reward in rewards:
+        fn = reward.fn
+        while "fn" in getattr(fn, "__dict__", {}):
+            fn = fn.__dict__["fn"]
+        try:
+            parameters = inspect.signature(fn).parameters.values()
+        except (TypeError, ValueError):  # a callable without a signature: it names no column
+            continue
+        names.update(dict.fromkeys(p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)))
+    return [name for name in names if name not in (*TRL_REWARD_KEYWORDS, "answer")]
+
+
 def colliding_columns(columns: Sequence[str]) -> list[str]:
     """Data columns that TRL's reward keywords would overwrite or clash with."""
     return [c for c in columns if c in TRL_REWARD_KEYWORDS]

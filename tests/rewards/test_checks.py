@@ -12,7 +12,7 @@ import torch
 
 from rlvr.errors import ConfigError, RewardError
 from rlvr.rewards import build_rewards
-from rlvr.rewards.checks import TRL_REWARD_KEYWORDS, CheckedReward, checked_rewards
+from rlvr.rewards.checks import TRL_REWARD_KEYWORDS, CheckedReward, checked_rewards, reward_columns
 
 PROMPTS = ["1+1=", "2+2=", "3+3="]
 COMPLETIONS = ["2", "4", "6"]
@@ -228,3 +228,25 @@ def test_trl_reward_keywords_are_the_ones_trl_passes():
     inputs = [{"prompt": "p", "answer": "1", "my_column": 3}]
     GRPOTrainer._calculate_rewards(trainer, inputs, ["p"], ["c"], [[1]])
     assert set(seen) - {"answer", "my_column"} == set(TRL_REWARD_KEYWORDS)
+
+
+def by_difficulty(prompts, completions, answer, difficulty, trainer_state=None, **kwargs):
+    return [1.0 / d for d in difficulty]
+
+
+def test_reward_columns_are_the_data_columns_rewards_name():
+    """What rollouts and eval rows carry for `rlvr.score`: columns named as parameters, looked up through
+    the wrappers, never TRL's keywords or the gold answer."""
+    from rlvr.rewards.spans import SpanReward
+
+    rewards = checked_rewards(
+        build_rewards(
+            {
+                "code": {"_target_": "rlvr.rewards.code.CodeTestsReward", "sandbox": "none"},
+                "mine": {"_target_": f"{__name__}.by_difficulty"},
+                "strict": {"_target_": "rlvr.rewards.numeric.FinalLineReward"},
+            }
+        )
+    )
+    rewards.append(SimpleNamespace(name="spans", fn=SpanReward("spans", by_difficulty)))
+    assert reward_columns(rewards) == ["entry_point", "code_prelude", "difficulty"]
