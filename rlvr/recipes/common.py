@@ -9,6 +9,7 @@ from typing import Any
 
 from rlvr.hardware import device as hardware
 from rlvr.hardware.distributed import barrier, is_main_process
+from rlvr.hardware.stops import phase
 from rlvr.errors import ConfigError, ModelLoadError
 from rlvr.tracking.outputs import close_wandb, read_jsonl, write_json
 
@@ -404,13 +405,14 @@ def training_curve_summary(run_dir: Path) -> dict[str, float]:
 
 def finish(cfg, run_dir: Path, metrics: dict[str, Any]) -> dict[str, float]:
     """Plots and metrics.json (rank 0 only); returns the flat float metrics."""
-    flat = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None}
+    flat = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
     if not is_main_process():
         return flat
-    if cfg.logging.plots:
-        from rlvr.plots import plot_run
+    with phase("writing plots and metrics.json"):
+        if cfg.logging.plots:
+            from rlvr.plots import plot_run
 
-        plot_run(run_dir)
-    write_json(run_dir / "metrics.json", flat)
-    close_wandb(flat)
+            plot_run(run_dir)
+        write_json(run_dir / "metrics.json", flat)
+        close_wandb(flat)
     return flat

@@ -149,7 +149,8 @@ def run_grpo(cfg, run_dir: Path, start: Start, trainer_class, **trainer_extra) -
     setup, trainer, rollouts, stops = build_trainer(cfg, run_dir, start, trainer_class, trainer_extra)
     if start.mode == "finish":
         log.info("%s is the end of training: restoring it to save the final model", start.checkpoint)
-        restore_checkpoint(trainer, start.checkpoint)
+        with phase("restoring the last checkpoint"):
+            restore_checkpoint(trainer, start.checkpoint)
         stops.on_train_end(trainer.args, trainer.state, trainer.control)  # no training: Ctrl-C/SIGTERM stop at once
     else:
         if start.checkpoint is not None:
@@ -237,20 +238,21 @@ def check_enough_prompts(prompts: int, args) -> None:
 def end_training(cfg, run_dir: Path, setup, trainer, rollouts) -> dict[str, float]:
     """After training (or restoring its last checkpoint): the final model saved, the reasoning
     vocabulary's map, train_result.json, then the eval after and metrics.json."""
-    for reward in setup.rewards:  # the eval after training gathers every rank's error itself: raised at once
-        reward.fn.defer_errors = False
-    if rollouts is not None:
-        rollouts.close()
-    # synced before a LoRA adapter is merged to save; no sync where no eval follows
-    engine = trainer_completer(cfg, trainer, setup.model, setup.tokenizer) if cfg.eval.after else None
-    with phase("saving the final model"):
+    with phase("saving the final model"):  # from training's end until train_result.json says it is saved
+        for reward in setup.rewards:  # the eval after training gathers every rank's error itself: raised at once
+            reward.fn.defer_errors = False
+        if rollouts is not None:
+            rollouts.close()
+        # synced before a LoRA adapter is merged to save; no sync where no eval follows
+        engine = trainer_completer(cfg, trainer, setup.model, setup.tokenizer) if cfg.eval.after else None
         setup.model = save_final_model(trainer, setup.tokenizer, cfg.model, run_dir)
-    if setup.reasoning_vocab is not None and is_main_process():  # the map, and where each copy ended up
-        write_json(run_dir / "reasoning_vocab.json", setup.reasoning_vocab.as_dict() | setup.reasoning_vocab.embedding_norms(setup.model))
-    if trainer.accelerator.num_processes > 1:
-        print(f"rlvr: rank {rank()} weights {weights_digest(setup.model)}", flush=True)
-    if is_main_process():
-        write_json(run_dir / TRAIN_RESULT, {"train_steps": trainer.state.global_step})
+        if setup.reasoning_vocab is not None and is_main_process():  # the map, and where each copy ended up
+            vocab = setup.reasoning_vocab
+            write_json(run_dir / "reasoning_vocab.json", vocab.as_dict() | vocab.embedding_norms(setup.model))
+        if trainer.accelerator.num_processes > 1:
+            print(f"rlvr: rank {rank()} weights {weights_digest(setup.model)}", flush=True)
+        if is_main_process():
+            write_json(run_dir / TRAIN_RESULT, {"train_steps": trainer.state.global_step})
     return finish(cfg, run_dir, completion_metrics(cfg, setup, run_dir, trainer.state.global_step, engine))
 
 

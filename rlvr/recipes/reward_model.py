@@ -139,17 +139,17 @@ def train(cfg, run_dir: Path, start: Start) -> dict[str, float]:
             result = trainer.train()
         with phase("saving the final model"):  # before the eval: a run stopped in it is finished from this
             trainer.model = save_final_model(trainer, tokenizer, cfg.model, run_dir)
-        metrics = {"train_loss": result.training_loss, "train_steps": trainer.state.global_step}
-        if is_main_process():
-            write_json(run_dir / TRAIN_RESULT, metrics)
+            metrics = {"train_loss": result.training_loss, "train_steps": trainer.state.global_step}
+            if is_main_process():
+                write_json(run_dir / TRAIN_RESULT, metrics)
     metrics |= counts
     if eval_pairs is not None:
         from rlvr.rewards.hybrid import RewardModelScorer
 
-        metrics |= trainer.evaluate()
-        scorer = RewardModelScorer(
-            trainer.model, tokenizer, device=hardware.torch_device(cfg.hardware), batch_size=cfg.algorithm.per_device_eval_batch_size
-        )
-        metrics["eval_pair_accuracy"] = scorer.pair_accuracy(eval_pairs)
+        with phase("eval 'after'"):
+            metrics |= trainer.evaluate()
+            device, batch_size = hardware.torch_device(cfg.hardware), cfg.algorithm.per_device_eval_batch_size
+            scorer = RewardModelScorer(trainer.model, tokenizer, device=device, batch_size=batch_size)
+            metrics["eval_pair_accuracy"] = scorer.pair_accuracy(eval_pairs)
     log.info("reward model: %s", {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)})
     return finish(cfg, run_dir, metrics)
