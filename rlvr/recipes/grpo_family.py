@@ -4,6 +4,7 @@ itself (new, resumed or finished), and metrics.json. The recipes differ in train
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 from rlvr.recipes.common import (
@@ -50,8 +51,10 @@ def check(cfg, processes: int) -> None:
     a = cfg.algorithm
     if a.eval_steps is not None:
         raise ConfigError(f"algorithm.eval_steps={a.eval_steps} is for algorithm=reward_model: a GRPO run evaluates every eval.every_steps")
-    if cfg.model.lora.enabled and not isinstance(cfg.model.lora.target_modules, str) and "lm_head" in cfg.model.lora.target_modules:
-        raise ConfigError("model.lora.target_modules: TRL applies no LoRA adapter to lm_head (leave it out)")
+    if cfg.model.lora.enabled and adapts_lm_head(cfg.model.lora.target_modules):
+        raise ConfigError(
+            f"model.lora.target_modules={cfg.model.lora.target_modules}: TRL applies no LoRA adapter to lm_head (leave it out)"
+        )
     global_batch = a.per_device_train_batch_size * processes
     per_step = f"algorithm.per_device_train_batch_size={a.per_device_train_batch_size} x {processes} process{'es' * (processes > 1)}"
     if a.generation_batch_size is not None and a.steps_per_generation is not None:
@@ -221,6 +224,17 @@ def build_trainer(cfg, run_dir: Path, start: Start, trainer_class, trainer_extra
     if start.mode == "new" and cfg.eval.engine == "vllm":
         evaluate(cfg, setup, run_dir, "before", trainer_completer(cfg, trainer, setup.model, setup.tokenizer))
     return setup, trainer, rollouts, stops
+
+
+def adapts_lm_head(target_modules) -> bool:
+    """Whether PEFT puts an adapter on `lm_head` for these `target_modules`: a list naming it, or a regex
+    that PEFT's `re.fullmatch` matches it with ("all-linear" leaves the output layer out)."""
+    if not isinstance(target_modules, str):
+        return "lm_head" in target_modules
+    try:
+        return target_modules != "all-linear" and re.fullmatch(target_modules, "lm_head") is not None
+    except re.error as exc:
+        raise ConfigError(f"model.lora.target_modules={target_modules!r} is not a regular expression ({exc})") from None
 
 
 def check_enough_prompts(prompts: int, args) -> None:

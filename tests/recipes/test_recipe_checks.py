@@ -6,7 +6,7 @@ import pytest
 from omegaconf import OmegaConf
 from trl import GRPOConfig
 
-from rlvr.config import Config
+from rlvr.config import Config, TinyModelConfig
 from rlvr.errors import ConfigError
 from rlvr.recipes import fgrpo, grpo_family, reward_model
 
@@ -124,3 +124,30 @@ def test_a_warm_up_template_that_does_not_fit_the_rows_is_one_line(template, err
     with pytest.raises(DataError) as info:
         sft_dataset(rows, template, chat=False)
     assert str(info.value).startswith(f"dataset.sft_completion_template {template!r} fails on training row 0: {error}")
+
+
+@pytest.mark.parametrize(
+    "target_modules", [["q_proj", "lm_head"], ["q_proj", "v_proj"], "all-linear", ".*_proj", ".*(proj|head)", "lm_head"]
+)
+def test_a_lora_adapter_on_lm_head_is_refused_exactly_where_peft_would_put_one(target_modules):
+    """TRL refuses an adapter on lm_head only once the model has loaded; the check refuses the same
+    target_modules (a list or PEFT's regex) before anything loads."""
+    from peft import LoraConfig, get_peft_model
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from rlvr.models.loading import build_tiny_model, build_tiny_tokenizer
+
+    model = build_tiny_model(OmegaConf.structured(TinyModelConfig), build_tiny_tokenizer(), seed=0)
+    adapted = get_peft_model(model, LoraConfig(target_modules=target_modules, r=2))
+    peft_adapts_lm_head = isinstance(adapted.get_output_embeddings(), BaseTunerLayer)
+    cfg = config()
+    cfg.model.lora.enabled, cfg.model.lora.target_modules = True, target_modules
+    refused = refusal(grpo_family.check, cfg)
+    assert (refused is not None) == peft_adapts_lm_head, refused
+    assert refused is None or refused.endswith("TRL applies no LoRA adapter to lm_head (leave it out)")
+
+
+def test_a_target_modules_regex_that_does_not_compile_is_one_line():
+    cfg = config()
+    cfg.model.lora.enabled, cfg.model.lora.target_modules = True, "(proj"
+    assert refusal(grpo_family.check, cfg).startswith("model.lora.target_modules='(proj' is not a regular expression (")
