@@ -247,15 +247,16 @@ def summarise(
     rows: list[dict], label: str, ks: Sequence[int] = (), same: Callable[[str, str], bool] | None = None, seed: int = 0
 ) -> dict[str, float]:
     """The `eval_<label>_*` metrics of eval rows (also of eval/<label>.jsonl re-read when a resumed
-    run reports its first eval): greedy accuracy (with SE), reward, mean new tokens and truncated
-    share; over the n samples, rlvr.evaluation.metrics' mean@n / pass@k / maj@k for each k <= n, mean new
+    run reports its first eval): greedy accuracy (with SE; where a reward judges correctness), reward,
+    mean new tokens and truncated share; over the n samples, rlvr.evaluation.metrics' mean@n / pass@k / maj@k for each k <= n, mean new
     tokens and truncated share."""
     from rlvr.evaluation.metrics import mean_se, sample_metrics
 
     metrics = {}
     greedy = [r for r in rows if "completion" in r]
     if greedy:
-        metrics["accuracy"], metrics["accuracy_se"] = mean_se([float(bool(r["correct"])) for r in greedy])
+        if greedy[0]["correct"] is not None:  # a reward judges correctness
+            metrics["accuracy"], metrics["accuracy_se"] = mean_se([float(bool(r["correct"])) for r in greedy])
         metrics["reward"] = sum(r["reward"] for r in greedy) / len(greedy)
         metrics["mean_new_tokens"] = sum(r["new_tokens"] for r in greedy) / len(greedy)
         metrics["truncated_frac"] = sum(r["truncated"] for r in greedy) / len(greedy)

@@ -132,3 +132,13 @@ def test_split_train_and_limit_choose_the_rows(tiny, tmp_path):
     metrics = eval_model(cfg, setup, tiny.model, tmp_path, "after")
     rows = read_jsonl(tmp_path / "eval" / "after.jsonl")
     assert [r["prompt"] for r in rows] == train["prompt"][:3] and "eval_after_accuracy" in metrics
+
+
+def test_without_a_reward_that_judges_correctness_no_accuracy_is_reported():
+    """A form reward (correct None) gives the reward and lengths, never an accuracy of 0 (the default
+    sweep objective would read it as a score)."""
+    rows = [
+        {"completion": "a", "correct": None, "reward": 1.0, "new_tokens": 3, "truncated": False},
+        {"completion": "b", "correct": None, "reward": 0.0, "new_tokens": 5, "truncated": True},
+    ]
+    assert summarise(rows, "after") == {"eval_after_reward": 0.5, "eval_after_mean_new_tokens": 4.0, "eval_after_truncated_frac": 0.5}
