@@ -4,7 +4,9 @@
 
 Each row needs `completion` and the gold column (`answer`: a value, or a GSM8K solution ending
 '#### n'); `prompt` and other columns are passed to the reward functions as in training. Writes
-each row back with `reward`, `rewards` (per function), `reasons` and `prediction`, and prints a summary.
+each row back with `reward`, `rewards` (per function), `reasons`, `prediction` and `correct` (the first
+reward that judges correctness; None if none does), and prints a summary. An eval row's `samples` are
+left out (they are not scored: score them as rows of their own).
 
 A line that is not UTF-8 stops the run with one error line naming it. A lone surrogate (JSON allows
 "\\ud800"; UTF-8 cannot encode it) is kept: the row is written with the same escape, the run goes
@@ -25,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from rlvr.config import ScoreConfig, check_ranges, conf_dir, exit_on_unknown_keys, one_line_preset_errors, register_schemas
 from rlvr.data.loading import json_with_literal_numbers
 from rlvr.errors import ConfigError, DataError, RlvrError
+from rlvr.rewards.base import judging_reward
 from rlvr.rewards.checks import colliding_columns
 
 CONF_DIR = conf_dir()
@@ -84,17 +87,21 @@ def score_rows(rows: list[dict], rewards, completion_column: str, answer_column:
         raise DataError(f"reward '{needing[0]}' needs an 'answer' column in the input{hint}")
     prompts = [r.get("prompt", "") for r in rows]
     values = {rw.name: rw.fn(prompts=prompts, completions=completions, **columns) for rw in rewards}
+    judge = judging_reward(rewards)
+    if any("samples" in row for row in rows):
+        print("rlvr.score: the rows' `samples` (an eval's sampled completions) are not scored: left out of the output", file=sys.stderr)
     scored = []
     for i, row in enumerate(rows):
         outcomes = {rw.name: rw.fn.last_outcomes[i] for rw in rewards if getattr(rw.fn, "last_outcomes", None)}
         prediction = next((o.prediction for o in outcomes.values() if o.prediction is not None), None)
         scored.append(
             {
-                **row,
+                **{k: v for k, v in row.items() if k not in ("samples", "judge")},
                 "reward": sum(rw.weight * (values[rw.name][i] or 0.0) for rw in rewards),
                 "rewards": {name: v[i] for name, v in values.items()},
                 "reasons": {name: o.reason for name, o in outcomes.items()},
                 "prediction": prediction,
+                "correct": judge.fn.last_outcomes[i].correct if judge else None,  # None: no reward judges correctness
             }
         )
     return scored

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from rlvr.errors import DataError
-from rlvr.score import read_rows, summary
+from rlvr.score import read_rows, score_rows, summary
 
 
 def write(tmp_path, lines: list[str]):
@@ -39,3 +39,22 @@ def test_a_reward_without_a_verdict_is_counted_not_summed():
     assert summary(scored).splitlines()[1] == "  mine: mean 0.5000; - 2, no verdict (None) 1"
     nothing = [{"reward": 0.0, "rewards": {"mine": None}, "reasons": {}}]
     assert summary(nothing).splitlines()[1] == "  mine: no verdict on any row; no verdict (None) 1"
+
+
+def test_scored_rows_say_what_the_new_rewards_judged_not_what_the_old_ones_did(capsys):
+    """A run's rows carry the training reward's `correct` and an eval's unscored `samples`: the output
+    holds the new judge's `correct` (None where no reward judges), and no stale samples."""
+    from rlvr.rewards import build_rewards
+
+    rows = [
+        {"completion": "The answer is 7", "answer": "4", "correct": True, "judge": "old", "samples": [{"completion": "4"}]},
+        {"completion": "Final: 4", "answer": "4", "correct": False},
+    ]
+    strict = build_rewards({"strict": {"_target_": "rlvr.rewards.numeric.FinalLineReward"}})
+    assert [(row["correct"], "samples" in row, "judge" in row) for row in score_rows(rows, strict, "completion", "answer")] == [
+        (False, False, False),
+        (True, False, False),
+    ]
+    assert "`samples` (an eval's sampled completions) are not scored" in capsys.readouterr().err
+    form = build_rewards({"think": {"_target_": "rlvr.rewards.format.ThinkFormatReward"}})
+    assert [row["correct"] for row in score_rows(rows, form, "completion", "answer")] == [None, None]
