@@ -23,6 +23,8 @@ _created: list[Path] = []
 _sweep_dirs: list[Path] = []
 # "pid:start time" of the process that launched a hydra/launcher=local run, in its jobs' environment.
 LOCAL_LAUNCHER_VAR = "RLVR_LOCAL_LAUNCHER"
+# The keys a `-m` run sweeps, comma-separated, in its jobs' environment: a job dir is one point of the sweep.
+SWEPT_KEYS_VAR = "RLVR_SWEPT_KEYS"
 
 
 class RunEnded(Exception):
@@ -76,6 +78,7 @@ class RunDirCheck(Callback):
     def on_multirun_start(self, config, **kwargs) -> None:
         check_one_sweep_per_launch()
         check_swept_once(list(config.hydra.overrides.task))
+        os.environ[SWEPT_KEYS_VAR] = ",".join(swept_keys(list(config.hydra.overrides.task), config.hydra.sweeper.get("params")))
         check_launcher_resources(config)
         if is_local_launcher(config.hydra.launcher):  # its jobs watch this process
             from rlvr.tracking.run_dir import process_start_time
@@ -103,6 +106,20 @@ def check_swept_once(overrides: list[str]) -> None:
         if len(each) > 1 and any(o.is_sweep_override() for o in each):
             print(f"rlvr: error: {key} is given {len(each)} times ({', '.join(o.input_line for o in each)}): give it once", file=sys.stderr)
             sys.exit(2)
+
+
+def swept_keys(overrides: list[str], params) -> list[str]:
+    """The keys a `-m` run sweeps: those given a sweep on its command line (`seed=1,2`, Optuna's
+    `interval(...)`) and those of the sweeper's `params` (a search space in a config)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    swept = [o.get_key_element().lstrip("+~") for o in OverridesParser.create().parse_overrides(overrides) if o.is_sweep_override()]
+    return list(dict.fromkeys(swept + [str(key) for key in params or {}]))
+
+
+def swept_in_this_job() -> list[str]:
+    """The keys of `swept_keys` for a job of a `-m` run (its launching process set them); [] otherwise."""
+    return [key for key in os.environ.get(SWEPT_KEYS_VAR, "").split(",") if key] if is_multirun() else []
 
 
 def check_launcher_resources(config) -> None:

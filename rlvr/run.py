@@ -54,10 +54,11 @@ class Accepted(NamedTuple):
 
     run_dir: Path  # every process's, rank 0's (rlvr.hardware.distributed.agreed_run_dir)
     recipe: Any  # the recipe's module (rlvr/recipes/)
-    start: Any  # rlvr.tracking.run_dir.Start: new, resume or finish
+    start: Any  # rlvr.tracking.run_dir.Start: new, resume, finish or done
     changed: dict[str, list]  # what a continued run changes from its checkpoint's config
     processes: int
     offline: bool
+    earlier: dict | None = None  # a finished job's metrics, reused by a rerun of its `-m` command (nothing runs)
 
 
 def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
@@ -70,7 +71,8 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
     from rlvr.recipes import get_recipe
     from rlvr.rewards.base import preflight_rewards
     from rlvr.tracking.outputs import check_wandb_installed
-    from rlvr.tracking.run_dir import RunDirLock, check_not_a_model_dir, resume_changes
+    from rlvr.launcher import swept_in_this_job
+    from rlvr.tracking.run_dir import RunDirLock, Start, check_not_a_model_dir, finished_result, resume_changes
     from rlvr.trainers.rollout_engine import check_rollout_engine
 
     offline = set_offline(cfg)  # first: huggingface_hub reads HF_HUB_OFFLINE once, at its import (check_ranges's)
@@ -91,9 +93,12 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
     recipe.check(cfg, world_size)
     preflight_rewards(cfg.reward.functions)
     lock = RunDirLock(run_dir, main_process=is_main_process()).acquire()  # held until this process exits
+    resolved, swept = OmegaConf.to_container(cfg, resolve=True), swept_in_this_job()
     try:
+        if swept and (earlier := finished_result(run_dir, resolved)) is not None:
+            return Accepted(run_dir, recipe, Start("done"), {}, world_size, offline, earlier)
         start = recipe.preflight(cfg, run_dir)  # may refuse; writes nothing
-        changed = resume_changes(OmegaConf.to_container(cfg, resolve=True), start.checkpoint, world_size)
+        changed = resume_changes(resolved, start.checkpoint, world_size, swept)
     except RlvrError:
         lock.release()
         raise
@@ -127,6 +132,12 @@ def run(cfg: DictConfig, accepted: Accepted) -> dict[str, float]:
     from rlvr.hardware.distributed import close_process_group, is_main_process
     from rlvr.tracking.run_dir import record_end, record_start
 
+    if accepted.earlier is not None:
+        if is_main_process():
+            print(
+                f"rlvr: {accepted.run_dir} holds this job, finished with the same config: its metrics.json is the result", file=sys.stderr
+            )
+        return accepted.earlier
     if is_main_process():  # every check that can refuse the run has passed: now it may write
         record_start(accepted.run_dir, cfg, accepted.changed, accepted.start.mode)
     try:

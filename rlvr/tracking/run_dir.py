@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from rlvr.config import MAPPINGS
 from rlvr.errors import ConfigError
@@ -54,7 +54,8 @@ SIBLING_WAIT_S = 30.0  # how long a rank > 0 waits for rank 0 to take the lock f
 @dataclass(frozen=True)
 class Start:
     """What a start does in its run dir: `new` (train from scratch), `resume` (continue from
-    `checkpoint`) or `finish` (training is complete: do what is missing, e.g. the final eval)."""
+    `checkpoint`), `finish` (training is complete: do what is missing, e.g. the final eval) or `done`
+    (a job of a rerun `-m` command that finished with the same config: nothing)."""
 
     mode: str
     checkpoint: Path | None = None
@@ -212,9 +213,11 @@ def depends_on_checkpoint(key: str) -> bool:
     return under(CHECKPOINT_DEPENDS_ON) and not under(EVAL_ONLY)
 
 
-def resume_changes(resolved: dict, checkpoint: Path | None, processes: int) -> dict[str, list]:
+def resume_changes(resolved: dict, checkpoint: Path | None, processes: int, swept: Sequence[str] = ()) -> dict[str, list]:
     """What this start (its resolved config, run by `processes` processes) changes from what trained
-    `checkpoint`; refused in one line when the checkpoint depends on it. A checkpoint saved before rlvr
+    `checkpoint`; refused in one line when the checkpoint depends on it, or when it is one of the
+    `swept` keys of the `-m` run this start is a job of (its job dir holds another point of the sweep:
+    a rerun of an interrupted search whose sampler drew again). A checkpoint saved before rlvr
     recorded its config: nothing to compare."""
     if checkpoint is None or not (checkpoint / CHECKPOINT_CONFIG).exists():
         return {}
@@ -225,6 +228,12 @@ def resume_changes(resolved: dict, checkpoint: Path | None, processes: int) -> d
             config["dataset.prompt_template"] = "{" + str(config.get("dataset.prompt_column")) + "}"
     # {dotted.key: [old, new]} per leaf that differs; a key that one rlvr version lacks is no change
     changed = {k: [before[k], after[k]] for k in sorted(before.keys() & after.keys()) if before[k] != after[k]}
+    if moved := {k: v for k, v in changed.items() if k in swept}:
+        listed = ", ".join(f"{k}: {v[0]!r} -> {v[1]!r}" for k, v in moved.items())
+        raise ConfigError(
+            f"{checkpoint} was trained at another point of this sweep ({listed}): rerun the sweep with the same "
+            f"values to continue it, or give it a new hydra.sweep.dir"
+        )
     if refused := {k: v for k, v in changed.items() if depends_on_checkpoint(k)}:
         listed = ", ".join(f"{k}: {v[0]!r} -> {v[1]!r}" for k, v in refused.items())
         raise ConfigError(
@@ -263,6 +272,23 @@ def save_overrides(run_dir: Path) -> None:
 
     (run_dir / ".hydra").mkdir(exist_ok=True)
     OmegaConf.save(OmegaConf.create(list(HydraConfig.get().overrides.task)), run_dir / ".hydra" / "overrides.yaml")
+
+
+def finished_result(run_dir: Path, resolved: dict) -> dict | None:
+    """The metrics (metrics.json) of the run `run_dir` holds when its last start completed with the
+    config `resolved` (as run_info.jsonl records it); None otherwise. A rerun of a `-m` command takes
+    a finished job's result from it instead of refusing the job."""
+    from rlvr.tracking.outputs import read_json, read_jsonl
+
+    if not (run_dir / "metrics.json").exists() or not (run_dir / RUN_INFO).exists():
+        return None
+    rows = read_jsonl(run_dir / RUN_INFO)
+    starts = [row for row in rows if "config" in row]
+    if not starts or rows[-1].get("ended") != "completed":
+        return None
+    if starts[-1]["config"] != json.loads(json.dumps(resolved, default=str)):
+        return None
+    return read_json(run_dir / "metrics.json")
 
 
 def record_start(run_dir: Path, cfg, changed: dict[str, list], mode: str) -> None:

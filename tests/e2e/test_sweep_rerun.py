@@ -1,0 +1,40 @@
+"""Rerunning a `-m` command continues its sweep: a finished job's result is reused, and a job dir is
+never continued at another point of the sweep (an interrupted search whose sampler drew again)."""
+
+import pytest
+
+from conftest import TINY_RUN, one_line_error, run_cli
+from rlvr.tracking.outputs import read_json, read_jsonl
+
+pytestmark = pytest.mark.slow
+SHORT = [*TINY_RUN, "algorithm.max_steps=2", "eval.before=false", "logging.plots=false"]
+
+
+def sweep(tmp_path, *args: str):
+    return run_cli("rlvr.run", "-m", *SHORT, *args, f"hydra.sweep.dir={tmp_path}")
+
+
+def test_a_finished_jobs_result_is_reused_by_a_rerun_of_its_command(tmp_path):
+    first = sweep(tmp_path, "seed=1,2")
+    assert first.returncode == 0, first.stderr[-3000:]
+    starts = {job: read_jsonl(tmp_path / job / "run_info.jsonl") for job in ("0", "1")}
+    again = sweep(tmp_path, "seed=1,2")
+    assert again.returncode == 0, again.stderr[-3000:]
+    for job in ("0", "1"):
+        assert f"rlvr: {tmp_path / job} holds this job, finished with the same config: its metrics.json is the result" in again.stderr
+        assert read_jsonl(tmp_path / job / "run_info.jsonl") == starts[job]  # nothing ran
+    assert "already holds" not in again.stderr
+    assert read_json(tmp_path / "0" / "metrics.json")["train_steps"] == 2
+
+
+def test_a_job_dir_is_not_continued_at_another_point_of_the_sweep(tmp_path):
+    assert sweep(tmp_path, "algorithm.learning_rate=1e-4,2e-4").returncode == 0
+    # Job 0's point moved (1e-4 -> 3e-4): refused; job 1 is continued to the raised max_steps.
+    rerun = sweep(tmp_path, "algorithm.learning_rate=3e-4,2e-4", "algorithm.max_steps=3")
+    assert one_line_error(rerun) == (
+        f"rlvr: error: {tmp_path / '0' / 'checkpoints' / 'checkpoint-2'} was trained at another point of this sweep "
+        "(algorithm.learning_rate: 0.0001 -> 0.0003): rerun the sweep with the same values to continue it, "
+        "or give it a new hydra.sweep.dir"
+    )
+    assert read_json(tmp_path / "1" / "metrics.json")["train_steps"] == 3
+    assert read_json(tmp_path / "0" / "metrics.json")["train_steps"] == 2
