@@ -102,3 +102,25 @@ def test_a_failing_job_of_a_grid_sweep_leaves_the_next_to_run(tmp_path):
     [job_line] = [line for line in result.stderr.splitlines() if line.startswith("rlvr: job 0 (")]
     assert job_line.startswith("rlvr: job 0 (algorithm.learning_rate=-1 ") and str(tmp_path / "0" / "run.log") in job_line
     assert statuses(tmp_path) == {"0": "failed", "1": "completed"}
+
+
+def test_an_objective_that_is_no_metric_stops_the_search_after_its_first_trial(tmp_path):
+    result = run_cli(
+        "rlvr.run",
+        "-m",
+        "hydra/sweeper=optuna_maximize",
+        "hydra.sweeper.n_trials=3",
+        "algorithm.learning_rate=choice(1e-4, 2e-4)",
+        "objective=eval_after_acuracy",
+        *SHORT,
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("rlvr: error:")]
+    assert errors == [
+        "rlvr: error: objective=eval_after_acuracy is not among this run's metrics (did you mean 'eval_after_accuracy'?): "
+        "the sweeper needs a number (set objective to one of metrics.json's keys)",
+        f"rlvr: error: the search stopped: every trial would end so (its trials: {tmp_path / 'sweep_summary.md'})",
+    ]
+    assert list(statuses(tmp_path)) == ["0"]  # one trial trained, not three
