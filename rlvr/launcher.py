@@ -77,8 +77,9 @@ class RunDirCheck(Callback):
 
     def on_multirun_start(self, config, **kwargs) -> None:
         check_one_sweep_per_launch()
-        check_swept_once(list(config.hydra.overrides.task))
-        os.environ[SWEPT_KEYS_VAR] = ",".join(swept_keys(list(config.hydra.overrides.task), config.hydra.sweeper.get("params")))
+        overrides, params = list(config.hydra.overrides.task), config.hydra.sweeper.get("params")
+        check_swept_once(overrides, params)
+        os.environ[SWEPT_KEYS_VAR] = ",".join(swept_keys(overrides, params))
         check_launcher_resources(config)
         if is_local_launcher(config.hydra.launcher):  # its jobs watch this process
             from rlvr.tracking.run_dir import process_start_time
@@ -93,10 +94,10 @@ class RunDirCheck(Callback):
 LAUNCHER_RESOURCES = ("hardware.nodes", "hardware.tasks_per_node", "hardware.gpus_per_node", "hardware.cpus_per_task", "hardware.mem_gb")
 
 
-def check_swept_once(overrides: list[str]) -> None:
-    """Refuse a `-m` command line that sweeps a key and also fixes it (`max_steps=4 'max_steps=interval(2, 8)'`):
-    Optuna's sweeper keeps the fixed value and searches nothing, the basic one takes the later. One line,
-    exit code 2, before any job starts."""
+def check_swept_once(overrides: list[str], params=None) -> None:
+    """Refuse a `-m` command line that sweeps a key and also fixes it (`max_steps=4 'max_steps=interval(2, 8)'`,
+    or a key of the sweeper's `params` given a fixed value): Optuna's sweeper keeps the fixed value and
+    searches nothing, the basic one takes the later. One line, exit code 2, before any job starts."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     given: dict[str, list] = {}
@@ -105,6 +106,13 @@ def check_swept_once(overrides: list[str]) -> None:
     for key, each in given.items():
         if len(each) > 1 and any(o.is_sweep_override() for o in each):
             print(f"rlvr: error: {key} is given {len(each)} times ({', '.join(o.input_line for o in each)}): give it once", file=sys.stderr)
+            sys.exit(2)
+        if str(key) in (params or {}) and not any(o.is_sweep_override() for o in each):  # a search space replaces it
+            print(
+                f"rlvr: error: {key} is searched (hydra.sweeper.params.{key}: {params[key]}) and given on the command line "
+                f"({each[0].input_line}): give it once",
+                file=sys.stderr,
+            )
             sys.exit(2)
 
 

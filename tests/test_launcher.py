@@ -96,3 +96,19 @@ def test_a_key_swept_and_fixed_on_one_command_line_is_refused(capsys):
     assert capsys.readouterr().err == (
         "rlvr: error: algorithm.max_steps is given 2 times (algorithm.max_steps=4, +algorithm.max_steps=interval(2, 8)): give it once\n"
     )
+
+
+def test_a_key_of_the_sweepers_params_fixed_on_the_command_line_is_refused(capsys):
+    """A config's search space (hydra.sweeper.params) and a fixed value of its key: Optuna searched
+    nothing. Another search space on the command line replaces the config's: allowed."""
+    from rlvr.launcher import check_swept_once
+
+    params = {"algorithm.learning_rate": "tag(log, interval(1e-5, 1e-2))"}
+    check_swept_once(["algorithm.learning_rate=tag(log, interval(1e-6, 1e-3))", "seed=3"], params)
+    with pytest.raises(SystemExit) as info:
+        check_swept_once(["seed=3", "algorithm.learning_rate=1e-3"], params)
+    assert info.value.code == 2
+    assert capsys.readouterr().err == (
+        "rlvr: error: algorithm.learning_rate is searched (hydra.sweeper.params.algorithm.learning_rate: "
+        "tag(log, interval(1e-5, 1e-2))) and given on the command line (algorithm.learning_rate=1e-3): give it once\n"
+    )
