@@ -359,14 +359,17 @@ def report_end(exc: BaseException, prog: str = "rlvr") -> int | None:
     """In the process that launched a `-m` run of `prog`: report a job's end and give the command's
     exit code (None: not a job's end, left to Hydra). The sweep report is written first (Hydra skips
     it when a sweep raises)."""
+    rows = []
     if _sweep_dirs and _sweep_dirs[0].is_dir():
-        from rlvr.sweep_report import write_report
+        from rlvr.sweep_report import unfinished_line, write_report
 
-        write_report(_sweep_dirs[0])
+        rows = write_report(_sweep_dirs[0])
     if isinstance(exc, RunEnded):
         if exc.line and exc.pid != os.getpid():  # a submitit job's: printed in its own log only
             print(exc.line, file=sys.stderr)
         print(f"{prog}: {exc.summary}", file=sys.stderr)
+        if sum(row["status"] != "completed" for row in rows) > 1:  # the basic sweeper raises the first failed job's end
+            print(unfinished_line(rows, _sweep_dirs[0] / "sweep_summary.md", prog), file=sys.stderr)
         return exc.code
     if type(exc).__module__.startswith("submitit"):  # a job that died without a result (killed, out of memory)
         # submitit's first two lines: "Job J (task: T) with path P", "has not produced any output (state: S)"

@@ -166,9 +166,16 @@ class SweepReport(Callback):
         rows = write_report(sweep_dir, config.get("objective"))
         report = sweep_dir / "sweep_summary.md"
         print(f"sweep report: {report} ({statuses(rows)})")
-        if unfinished := [row for row in rows if row["status"] != "completed"]:
-            print(f"rlvr: {len(unfinished)} of {len(rows)} jobs did not complete: their logs are listed in {report}", file=sys.stderr)
+        if line := unfinished_line(rows, report):
+            print(line, file=sys.stderr)
             sys.exit(1)  # a callback's exception would be a warning to Hydra; this ends the command
+
+
+def unfinished_line(rows: list[dict], report: Path, prog: str = "rlvr") -> str | None:
+    """ "<prog>: N of M jobs did not complete: ..." when any job of the report's `rows` did not."""
+    if unfinished := [row for row in rows if row["status"] != "completed"]:
+        return f"{prog}: {len(unfinished)} of {len(rows)} jobs did not complete: their logs are listed in {report}"
+    return None
 
 
 def statuses(rows: list[dict]) -> str:

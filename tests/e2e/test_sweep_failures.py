@@ -102,6 +102,16 @@ def test_a_failing_job_of_a_grid_sweep_leaves_the_next_to_run(tmp_path):
     [job_line] = [line for line in result.stderr.splitlines() if line.startswith("rlvr: job 0 (")]
     assert job_line.startswith("rlvr: job 0 (algorithm.learning_rate=-1 ") and str(tmp_path / "0" / "run.log") in job_line
     assert statuses(tmp_path) == {"0": "failed", "1": "completed"}
+    assert "did not complete" not in result.stderr  # one failed job: its own line says it
+
+
+def test_a_grid_sweep_with_several_failed_jobs_counts_them(tmp_path):
+    result = run_cli("rlvr.run", "-m", "algorithm.learning_rate=-1,1e-4,-2", *SHORT, f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.splitlines()[-1] == (
+        f"rlvr: 2 of 3 jobs did not complete: their logs are listed in {tmp_path / 'sweep_summary.md'}"
+    )
+    assert statuses(tmp_path) == {"0": "failed", "1": "completed", "2": "failed"}
 
 
 def test_an_objective_that_is_no_metric_stops_the_search_after_its_first_trial(tmp_path):
