@@ -318,6 +318,10 @@ def end_stopped_job(stop: SystemExit) -> None:
     from rlvr.hardware.stops import STOP_EXITS, STOPPED_BY
 
     if stop.code not in STOP_EXITS.values() or not own_process():
+        if stop.code in STOP_EXITS.values() and _sweep_dirs:  # the whole sweep stops here: its report first
+            from rlvr.sweep_report import write_report
+
+            write_report(_sweep_dirs[0])
         raise stop
     raise job_ended(stop.code, None, f"stopped by {STOPPED_BY[stop.code]}", resume=True) from None
 

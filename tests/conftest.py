@@ -380,3 +380,29 @@ def pytest_collection_modifyitems(config, items):
         return max((s for prefix, s in LONGEST_FIRST.items() if item.nodeid.startswith(prefix)), default=0)
 
     items.sort(key=lambda item: (item.get_closest_marker("vllm_venv") is not None, -seconds(item)))
+
+
+def interrupted(args: list[str], ready, stops: int = 1, stop=signal.SIGINT, env: dict | None = None) -> tuple[int, str]:
+    """`python -m rlvr.run args` in a process group of its own, sent `stop` `stops` times (50 ms apart) as
+    a terminal's Ctrl-C or `scancel --signal` sends it, once `ready()` holds (at most 120 s on);
+    (exit code, stderr). Nothing of it outlives the call."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rlvr.run", *args],
+        cwd=ROOT,
+        env=env or {**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not ready():
+            time.sleep(0.05)
+        for _ in range(stops):
+            os.killpg(process.pid, stop)
+            time.sleep(0.05)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    return process.returncode, stderr

@@ -68,15 +68,19 @@ def how_it_ended(exc: BaseException) -> str:
 
 
 def how_to_continue(run_dir) -> str:
-    """The command that continues this run: for a job of a `-m` run (several processes from the local
-    or SLURM launcher), its own `-m` command (rlvr.launcher.continue_command); else the same command
-    with `hydra.run.dir` set to the run dir, when one is known."""
+    """The command that continues this run: for a job of a `-m` run in processes of its own (the
+    local or SLURM launcher), its own `-m` command (rlvr.launcher.continue_command); for one of a
+    sweep that runs in this process (the basic launcher, stopped whole), the same `-m` command in the
+    same sweep dir (its finished jobs are kept); else the same command with `hydra.run.dir` set to the
+    run dir, when one is known."""
     from hydra.core.hydra_config import HydraConfig
 
-    from rlvr.launcher import continue_command, is_multirun
+    from rlvr.launcher import continue_command, is_multirun, own_process
 
     if HydraConfig.initialized() and is_multirun():
-        return f"running {continue_command(HydraConfig.get())}"
+        if own_process():
+            return f"running {continue_command(HydraConfig.get())}"
+        return f"the same -m command with hydra.sweep.dir={Path(HydraConfig.get().sweep.dir).absolute()}"
     return "the same command" + (f" with hydra.run.dir={run_dir}" if run_dir else "")
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, TINY_RUN, completed_run, one_line_error, refused_in_process, run_cli
+from conftest import ROOT, TINY_RUN, completed_run, interrupted, one_line_error, refused_in_process, run_cli
 from rlvr.tracking.outputs import read_jsonl
 
 pytestmark = pytest.mark.slow
@@ -24,32 +24,6 @@ def logged_steps(run_dir):
 def logged_losses(run_dir) -> dict[int, float]:
     """{step: training loss} of metrics.jsonl."""
     return {row["step"]: row["loss"] for row in read_jsonl(run_dir / "metrics.jsonl") if "loss" in row}
-
-
-def interrupted(args: list[str], ready, stops: int = 1, stop=signal.SIGINT, env: dict | None = None) -> tuple[int, str]:
-    """`python -m rlvr.run args` in a process group of its own, sent `stop` `stops` times (50 ms apart) as
-    a terminal's Ctrl-C or `scancel --signal` sends it, once `ready()` holds (at most 120 s on);
-    (exit code, stderr). Nothing of it outlives the call."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "rlvr.run", *args],
-        cwd=ROOT,
-        env=env or {**os.environ, "HF_HUB_OFFLINE": "1"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline and not ready():
-            time.sleep(0.05)
-        for _ in range(stops):
-            os.killpg(process.pid, stop)
-            time.sleep(0.05)
-        _, stderr = process.communicate(timeout=120)
-    finally:
-        process.kill()
-    return process.returncode, stderr
 
 
 def test_rerun_resumes_from_the_last_complete_checkpoint(tmp_path):

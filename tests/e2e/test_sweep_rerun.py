@@ -3,7 +3,7 @@ never continued at another point of the sweep (an interrupted search whose sampl
 
 import pytest
 
-from conftest import TINY_RUN, one_line_error, run_cli
+from conftest import TINY_RUN, interrupted, one_line_error, run_cli
 from rlvr.tracking.outputs import read_json, read_jsonl
 
 pytestmark = pytest.mark.slow
@@ -38,3 +38,21 @@ def test_a_job_dir_is_not_continued_at_another_point_of_the_sweep(tmp_path):
     )
     assert read_json(tmp_path / "1" / "metrics.json")["train_steps"] == 3
     assert read_json(tmp_path / "0" / "metrics.json")["train_steps"] == 2
+
+
+def test_a_sweep_stopped_by_ctrl_c_is_continued_whole_by_the_command_its_line_gives(tmp_path):
+    """The basic launcher runs the sweep in one process: Ctrl-C in job 1 stops it whole. Its stop line
+    (the log, run_info.jsonl, the report) gives the same -m command, not job 1's alone, which left job 2
+    out; the report is written; and that command keeps job 0, resumes job 1 and runs job 2."""
+    args = ["-m", *SHORT, "algorithm.max_steps=120", "algorithm.save_steps=0", "seed=1,2,3", f"hydra.sweep.dir={tmp_path}"]
+    code, stderr = interrupted(args, lambda: (tmp_path / "1" / "metrics.jsonl").exists())
+    assert code == 130, stderr[-3000:]
+    assert read_jsonl(tmp_path / "1" / "run_info.jsonl")[-1]["continue"] == (
+        f"the same -m command with hydra.sweep.dir={tmp_path} continues it from its newest complete checkpoint"
+    )
+    assert (tmp_path / "sweep_summary.md").exists() and not (tmp_path / "2").exists()
+    again = run_cli("rlvr.run", *args, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"rlvr: {tmp_path / '0'} holds this job, finished with the same config" in again.stderr
+    assert [read_jsonl(tmp_path / job / "run_info.jsonl")[-2]["mode"] for job in ("1", "2")] == ["resume", "new"]
+    assert all(read_json(tmp_path / job / "metrics.json")["train_steps"] == 120 for job in ("0", "1", "2"))
