@@ -720,8 +720,8 @@ def missing_option_line(exc: BaseException) -> str | None:
     return f"{group}={option}{where}: no such option{hint}; the {group} options: {', '.join(options)}"
 
 
-# The schema's free-form mappings: their keys are the user's (file paths, TRL fields, generator arguments)
-MAPPINGS = ("dataset.mixer", "dataset.generator", "algorithm.trl")
+# The free-form mappings: their keys are the user's (file paths, TRL fields, generator arguments, Optuna's search space)
+MAPPINGS = ("dataset.mixer", "dataset.generator", "algorithm.trl", "hydra.sweeper.params")
 
 
 def command_line_error_line(exc: BaseException) -> str | None:

@@ -11,6 +11,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from rlvr.errors import RlvrError
 from rlvr.tracking.outputs import read_jsonl
 
 
@@ -45,6 +46,9 @@ def rolling_mean(values: list[float], window: int) -> list[float]:
 
 
 def plot_run(run_dir: Path) -> list[Path]:
+    """The curves that `run_dir`'s metrics.jsonl and rollouts.jsonl hold data for, written into
+    `run_dir/plots/`; returns their paths, none when the logs hold nothing to plot (no rows yet, or no
+    reward, accuracy, eval/ values or rollout verdicts). A corrupt log raises DataError naming file and line."""
     plt = _pyplot()
     written = []
     logged = read_jsonl(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
@@ -138,7 +142,10 @@ def plot_reasoning_vocab(run_dir: Path, metrics: list[dict]) -> list[Path]:
     return written
 
 
-def plot_per_prompt(run_dir: Path, top: int = 12) -> Path:
+def plot_per_prompt(run_dir: Path, top: int = 12) -> Path | None:
+    """per_prompt_accuracy.png: the accuracy of each of the `top` prompts with the most judged
+    completions in `run_dir/rollouts.jsonl` (which must exist), per step; None when no rollout has a
+    verdict (`correct`). A corrupt log raises DataError naming file and line."""
     plt = _pyplot()
     rows = read_jsonl(run_dir / "rollouts.jsonl")
     series: dict[str, dict[int, list[bool]]] = defaultdict(lambda: defaultdict(list))
@@ -147,6 +154,8 @@ def plot_per_prompt(run_dir: Path, top: int = 12) -> Path:
         if row.get("correct") is not None:
             series[row["prompt_id"]][row["step"]].append(bool(row["correct"]))
             labels[row["prompt_id"]] = str(row["prompt"])[-40:]
+    if not series:
+        return None
     busiest = sorted(series, key=lambda pid: -sum(len(v) for v in series[pid].values()))[:top]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for pid in busiest:
@@ -179,21 +188,50 @@ def print_coloured_tokens(tokenizer, ids: list[int], limit: int = 200) -> None:
     print("sample tokens: " + "".join(pieces) + "\033[0m" + more, flush=True)
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Writes the plots and prints their paths. A run dir with nothing to plot yet is said so on one
+    line, exit 0; a missing run dir or log, a bad argument or a corrupt log is one line, exit 2."""
     parser = argparse.ArgumentParser(prog="rlvr-plots", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--per-prompt", action="store_true", help="also plot accuracy per prompt versus step")
-    parser.add_argument("--top", type=int, default=12, help="prompts in the per-prompt plot")
+    parser.add_argument("--top", type=positive_int, default=12, help="prompts in the per-prompt plot (at least 1)")
     args = parser.parse_args(argv)
-    if not args.run_dir.is_dir():
-        parser.error(f"{args.run_dir}: no such directory")  # exit 2, as argparse's own errors
-    if not (args.run_dir / "metrics.jsonl").exists() and not (args.run_dir / "rollouts.jsonl").exists():
-        sweep = " (a -m run's sweep dir: python -m rlvr.sweep_report DIR plots its jobs)" if (args.run_dir / "0").is_dir() else ""
-        parser.error(f"{args.run_dir} has no metrics.jsonl or rollouts.jsonl{sweep}")
-    paths = plot_run(args.run_dir)
-    if args.per_prompt:
-        paths.append(plot_per_prompt(args.run_dir, args.top))
-    for path in paths:
+    run_dir = args.run_dir
+    if not run_dir.is_dir():
+        parser.error(f"{run_dir}: no such directory")  # exit 2, as argparse's own errors
+    logs = [name for name in ("metrics.jsonl", "rollouts.jsonl") if (run_dir / name).exists()]
+    if not logs:
+        sweep = " (a -m run's sweep dir: python -m rlvr.sweep_report DIR plots its jobs)" if (run_dir / "0").is_dir() else ""
+        parser.error(f"{run_dir} has no metrics.jsonl or rollouts.jsonl{sweep}")
+    if args.per_prompt and "rollouts.jsonl" not in logs:
+        parser.error(f"{run_dir} has no rollouts.jsonl (logging.rollouts=false?): --per-prompt plots from it")
+    try:
+        paths = plot_run(run_dir)
+        per_prompt = plot_per_prompt(run_dir, args.top) if args.per_prompt else None
+    except RlvrError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    if not paths:
+        plotted_from = {"metrics.jsonl": "reward, accuracy or eval/ values", "rollouts.jsonl": "verdicts (correct)"}
+        found = "; ".join(f"{run_dir / name} holds no {plotted_from[name]}" for name in logs)
+        print(f"{parser.prog}: nothing to plot yet: {found}", file=sys.stderr)
+    elif args.per_prompt and per_prompt is None:  # with no paths, the line above said it
+        print(
+            f"{parser.prog}: nothing to plot per prompt: {run_dir / 'rollouts.jsonl'} holds no verdicts (correct): "
+            "none logged yet, or no reward of the run judges correctness",
+            file=sys.stderr,
+        )
+    for path in [*paths, *([per_prompt] if per_prompt else [])]:
         print(path)
     return 0
 

@@ -1,8 +1,23 @@
-"""`python -m rlvr.plots`'s refusals: one line, exit 2, naming what to do instead."""
+"""`python -m rlvr.plots`: refusals are one line, exit 2, naming what to do instead; a run dir with
+nothing to plot yet is said so on one line, exit 0."""
+
+import json
 
 import pytest
 
 from rlvr.plots import main
+
+REWARD_ROWS = [{"step": 1, "reward": 0.25}, {"step": 2, "reward": 0.5}]
+ROLLOUTS = [
+    {"step": step, "prompt_id": pid, "prompt": f"prompt {pid}", "correct": (step + n) % 2 == 0}
+    for step in (1, 2)
+    for pid in ("a", "b", "c")
+    for n in range(2 if pid == "a" else 1)
+]
+
+
+def write_jsonl(path, rows) -> None:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
 def refusal(capsys, *argv) -> str:
@@ -19,3 +34,77 @@ def test_a_missing_dir_and_a_sweep_dir_are_named_as_such(tmp_path, capsys):
         f"rlvr-plots: error: {tmp_path} has no metrics.jsonl or rollouts.jsonl "
         "(a -m run's sweep dir: python -m rlvr.sweep_report DIR plots its jobs)"
     )
+
+
+def test_per_prompt_without_rollouts_is_refused_before_anything_is_written(tmp_path, capsys):
+    write_jsonl(tmp_path / "metrics.jsonl", REWARD_ROWS)
+    assert refusal(capsys, str(tmp_path), "--per-prompt") == (
+        f"rlvr-plots: error: {tmp_path} has no rollouts.jsonl (logging.rollouts=false?): --per-prompt plots from it"
+    )
+    assert not (tmp_path / "plots").exists()
+
+
+@pytest.mark.parametrize("name", ["metrics.jsonl", "rollouts.jsonl"])
+def test_a_corrupt_line_before_the_last_is_one_line_naming_file_and_line(tmp_path, capsys, name):
+    write_jsonl(tmp_path / "metrics.jsonl", REWARD_ROWS)
+    write_jsonl(tmp_path / "rollouts.jsonl", ROLLOUTS)
+    (tmp_path / name).write_text("{not json\n" + (tmp_path / name).read_text())
+    with pytest.raises(SystemExit) as info:
+        main([str(tmp_path), "--per-prompt"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"rlvr-plots: error: {tmp_path / name} line 1 is not a JSON row ("), err
+
+
+@pytest.mark.parametrize("rows", [[], [{"step": 1, "loss": 0.5}]], ids=["empty", "no reward"])
+def test_a_run_with_nothing_to_plot_says_so(tmp_path, capsys, rows):
+    write_jsonl(tmp_path / "metrics.jsonl", rows)
+    assert main([str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == [f"rlvr-plots: nothing to plot yet: {tmp_path / 'metrics.jsonl'} holds no reward, accuracy or eval/ values"]
+    (tmp_path / "rollouts.jsonl").write_text("")
+    assert main([str(tmp_path), "--per-prompt"]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        f"rlvr-plots: nothing to plot yet: {tmp_path / 'metrics.jsonl'} holds no reward, accuracy or eval/ values; "
+        f"{tmp_path / 'rollouts.jsonl'} holds no verdicts (correct)"
+    ]
+
+
+def test_rollouts_without_verdicts_leave_no_per_prompt_plot_and_say_so(tmp_path, capsys):
+    write_jsonl(tmp_path / "metrics.jsonl", REWARD_ROWS)
+    write_jsonl(tmp_path / "rollouts.jsonl", [{**row, "correct": None} for row in ROLLOUTS])
+    assert main([str(tmp_path), "--per-prompt"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [str(tmp_path / "plots" / "reward.png")]
+    assert err.splitlines() == [
+        f"rlvr-plots: nothing to plot per prompt: {tmp_path / 'rollouts.jsonl'} holds no verdicts (correct): "
+        "none logged yet, or no reward of the run judges correctness"
+    ]
+    assert not (tmp_path / "plots" / "per_prompt_accuracy.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("top", "problem"), [("-3", "must be at least 1, not -3"), ("0", "must be at least 1, not 0"), ("x", "'x' is not an integer")]
+)
+def test_top_below_one_is_refused(tmp_path, capsys, top, problem):
+    write_jsonl(tmp_path / "metrics.jsonl", REWARD_ROWS)
+    write_jsonl(tmp_path / "rollouts.jsonl", ROLLOUTS)
+    assert refusal(capsys, str(tmp_path), "--per-prompt", "--top", top) == f"rlvr-plots: error: argument --top: {problem}"
+    assert not (tmp_path / "plots").exists()
+
+
+def test_per_prompt_plots_the_top_prompts(tmp_path, capsys, monkeypatch):
+    write_jsonl(tmp_path / "metrics.jsonl", REWARD_ROWS)
+    write_jsonl(tmp_path / "rollouts.jsonl", ROLLOUTS)
+    import matplotlib.axes
+
+    legends = []
+    legend = matplotlib.axes.Axes.legend
+    monkeypatch.setattr(
+        matplotlib.axes.Axes, "legend", lambda ax, *a, **k: legends.append(ax.get_legend_handles_labels()[1]) or legend(ax, *a, **k)
+    )
+    assert main([str(tmp_path), "--per-prompt", "--top", "1"]) == 0
+    plots = tmp_path / "plots"
+    assert capsys.readouterr().out.splitlines() == [str(plots / n) for n in ("reward.png", "accuracy.png", "per_prompt_accuracy.png")]
+    assert legends[-1] == ["prompt a"]  # the prompt with the most judged completions

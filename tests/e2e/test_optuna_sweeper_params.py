@@ -1,0 +1,56 @@
+"""`hydra/sweeper=optuna_maximize` takes its search space as one mapping too,
+`+hydra.sweeper.params={key: "range"}`, beside the per-key form of docs/sweeps.md."""
+
+import csv
+import importlib.util
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from conftest import CONF_DIR, TINY_RUN, run_cli
+import rlvr.run  # noqa: F401  registers the schema
+
+OPTUNA = importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is not None
+pytestmark = pytest.mark.skipif(not OPTUNA, reason="needs the optuna extra")
+SPACE = '{algorithm.learning_rate: "tag(log, interval(1e-5, 1e-2))"}'
+
+
+@pytest.mark.parametrize("prefix", ["+", "++"])
+def test_the_search_space_as_one_mapping_composes(prefix):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            "config", overrides=["hydra/sweeper=optuna_maximize", f"{prefix}hydra.sweeper.params={SPACE}"], return_hydra_config=True
+        )
+    assert OmegaConf.to_container(cfg.hydra.sweeper.params) == {"algorithm.learning_rate": "tag(log, interval(1e-5, 1e-2))"}
+
+
+def test_the_mapping_without_a_plus_is_one_line(tmp_path):
+    result = run_cli("rlvr.run", "-m", "hydra/sweeper=optuna_maximize", f"hydra.sweeper.params={SPACE}", f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.splitlines()[-1] == (
+        "rlvr: error: hydra.sweeper.params: to set the whole mapping, write '++hydra.sweeper.params={...}' "
+        "(Hydra merges a plain hydra.sweeper.params= key by key)"
+    ), result.stderr
+
+
+@pytest.mark.slow
+def test_a_search_over_the_mapping_searches_it(tmp_path):
+    short = [*TINY_RUN, "model.warmup_sft_steps=0", "algorithm.max_steps=1", "algorithm.save_steps=0", "dataset.max_eval_samples=4"]
+    result = run_cli(
+        "rlvr.run",
+        "-m",
+        "hydra/sweeper=optuna_maximize",
+        "hydra.sweeper.n_trials=2",
+        f"+hydra.sweeper.params={SPACE}",
+        *short,
+        "eval.before=false",
+        "logging.plots=false",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / "sweep_summary.csv") as handle:
+        trials = list(csv.DictReader(handle))
+    assert [t["status"] for t in trials] == ["completed", "completed"]
+    rates = [float(t["swept"].removeprefix("algorithm.learning_rate=")) for t in trials]
+    assert len(set(rates)) == 2 and all(1e-5 <= rate <= 1e-2 for rate in rates), rates
