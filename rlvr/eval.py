@@ -3,7 +3,8 @@
     python -m rlvr.eval target=RUN_DIR                       # every complete checkpoint: eval/curve.jsonl, plots/eval_checkpoints.png
     python -m rlvr.eval target=RUN_DIR/checkpoints/checkpoint-200 eval=pass_at_k
     python -m rlvr.eval target=RUN_DIR/final_model eval.n=16 'eval.ks=[1,4,16]'
-    python -m rlvr.eval target=/models/Qwen2.5-0.5B-Instruct dataset=math500 reward=math_verify output_dir=evals/qwen
+    python -m rlvr.eval target=/models/Qwen2.5-0.5B-Instruct model=qwen2.5_0.5b_instruct dataset=math500 reward=math_verify \
+        eval.max_new_tokens=2048 dataset.eval_holdout=0 eval.split=train output_dir=evals/qwen   # all 500 problems
     python -m rlvr.eval -m target=RUN_A,RUN_B hydra/launcher=slurm  # one job per target, here on SLURM
 
 A Hydra app on the training tree (conf/evaluate.yaml, schema `EvalAppConfig`), set up as `rlvr.run`
@@ -31,6 +32,8 @@ from rlvr.launcher import dir_problem
 log = logging.getLogger("rlvr.eval")
 APP_KEYS = frozenset(f.name for f in dataclasses.fields(EvalAppConfig)) - {f.name for f in dataclasses.fields(Config)}
 RUN_CONFIG = "config_resolved.yaml"
+GONE = "gone (removed by the running training's rotation), skipped"  # a checkpoint deleted while the eval runs
+SHARDED_WEIGHTS = "pytorch_model_fsdp_*"  # accelerate's sharded state dict: one part per process
 # What a result depends on (a re-run with other values redoes it): the groups, and the keys outside them
 # that an eval reads (the default eval length, the rows of a built-in dataset, the recipe's rewards,
 # precision, how chat prompts render)
@@ -60,6 +63,19 @@ def has_model(path: Path) -> bool:
     return (path / "config.json").exists() or (path / "adapter_config.json").exists()
 
 
+def read_yaml(path: Path) -> DictConfig:
+    """A run's YAML file (config_resolved.yaml, .hydra/hydra.yaml), or a one-line ConfigError naming it."""
+    import yaml
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return OmegaConf.load(path)
+    except (OSError, yaml.YAMLError, OmegaConfBaseException) as exc:
+        mark = getattr(exc, "problem_mark", None)  # YAML's own errors: where, and what
+        why = f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}" if mark else (str(exc).splitlines() or [""])[0]
+        raise ConfigError(f"{path}: not a readable YAML file ({why})") from exc
+
+
 def resolve_target(text: str) -> Target:
     """The target named on the command line, or a one-line ConfigError saying why it cannot be evaluated."""
     path = Path(text).expanduser().resolve()
@@ -68,7 +84,7 @@ def resolve_target(text: str) -> Target:
     # the run a model dir belongs to: final_model/ or checkpoints/checkpoint-N inside a run dir
     run_dir = next((p for p in (path.parent, path.parent.parent) if (p / RUN_CONFIG).exists()), None)
     run = path if (path / RUN_CONFIG).exists() else run_dir
-    if run is not None and OmegaConf.select(OmegaConf.load(run / RUN_CONFIG), "algorithm.name") == "reward_model":
+    if run is not None and OmegaConf.select(read_yaml(run / RUN_CONFIG), "algorithm.name") == "reward_model":
         raise ConfigError(
             f"target {text}: a reward model (algorithm=reward_model): rlvr.eval evaluates policies by what they "
             f"generate; a reward model's eval is its pair accuracy, eval_pair_accuracy in {run / 'metrics.json'}"
@@ -90,24 +106,45 @@ def resolve_target(text: str) -> Target:
         if not (path / COMPLETE).exists():
             why = "a resume found it corrupt" if (path / CORRUPT).exists() else "still being written, or cut short"
             raise ConfigError(f"target {text}: the checkpoint is not marked {COMPLETE} ({why})")
-        if problem := checkpoint_problem(path):
+        if problem := unusable_checkpoint(path):
             raise ConfigError(f"target {text}: the checkpoint is corrupt ({problem})")
         return Target([(path.name, path, checkpoint_step(path))], run_dir)
     return Target([(path.name, path, None)], run_dir)
 
 
+def unusable_checkpoint(checkpoint: Path) -> str | None:
+    """Why a checkpoint marked complete cannot be evaluated, found without reading a tensor: the check
+    a resume makes (`checkpoint_problem`), then what loading its model needs (its weights, config and,
+    for a whole model, tokenizer: `saved_model_problem`); None if nothing."""
+    from rlvr.models.loading import saved_model_problem
+
+    problem = checkpoint_problem(checkpoint) or saved_model_problem(checkpoint)
+    if problem and any(checkpoint.glob(SHARDED_WEIGHTS)):
+        return "its weights are sharded (FSDP): rlvr.eval reads whole models, as the run's final_model/ is"
+    return problem
+
+
 def sound_checkpoints(checkpoint_dir: Path) -> list[Path]:
-    """The checkpoints marked complete, lowest step first, less the corrupt ones, each named in one
-    line: those a resume marked CORRUPT (rlvr.hardware.checkpoints.latest_complete_checkpoint) and those whose files
-    fail the check a resume makes before loading (`checkpoint_problem`). Nothing is written: a run may
-    be training in that dir."""
-    checkpoints = []
-    for checkpoint in numbered_checkpoints(checkpoint_dir):
+    """The checkpoints marked complete, lowest step first; each other one named in one line: those a
+    resume marked CORRUPT (rlvr.hardware.checkpoints.latest_complete_checkpoint), those whose files an
+    eval cannot use (`unusable_checkpoint`), and those not marked complete (the newest of a run that
+    is training is being written). Nothing is written: a run may be training in that dir."""
+    from rlvr.tracking.run_dir import LOCK_NAME
+
+    checkpoints, found = [], numbered_checkpoints(checkpoint_dir)
+    for checkpoint in found:
         if not (checkpoint / COMPLETE).exists():
             if (checkpoint / CORRUPT).exists():
                 log.warning("%s: skipped, marked %s by a resume that could not load it", checkpoint.name, CORRUPT)
-        elif problem := checkpoint_problem(checkpoint):
-            log.warning("%s: skipped, corrupt (%s)", checkpoint.name, problem)
+            elif checkpoint == found[-1] and (checkpoint_dir.parent / LOCK_NAME).exists():
+                log.info("%s: skipped, not marked %s: still being written by the training in this run dir", checkpoint.name, COMPLETE)
+            elif checkpoint.is_dir():
+                log.warning("%s: skipped, not marked %s (cut short: its run stopped or crashed while saving it)", checkpoint.name, COMPLETE)
+        elif problem := unusable_checkpoint(checkpoint):
+            if checkpoint.is_dir():
+                log.warning("%s: skipped, corrupt (%s)", checkpoint.name, problem)
+            else:
+                log.warning("%s: %s", checkpoint.name, GONE)
         else:
             checkpoints.append(checkpoint)
     return checkpoints
@@ -133,7 +170,7 @@ def rebase_relative_paths(saved: dict, run_dir: Path) -> None:
     run's .hydra/hydra.yaml), so that an eval run from anywhere reads what the run read, with the same
     settings (its saved results are reused by them)."""
     hydra_file = run_dir / ".hydra" / "hydra.yaml"
-    started_in = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.cwd") if hydra_file.exists() else None
+    started_in = OmegaConf.select(read_yaml(hydra_file), "hydra.runtime.cwd") if hydra_file.exists() else None
     if not started_in:
         return
 
@@ -164,7 +201,7 @@ def eval_config(composed: DictConfig, overrides: list[str], run_dir: Path | None
         cfg = OmegaConf.merge(OmegaConf.structured(Config), settings_only)
     else:
         try:
-            saved = OmegaConf.to_container(OmegaConf.load(run_dir / RUN_CONFIG))
+            saved = OmegaConf.to_container(read_yaml(run_dir / RUN_CONFIG))
             rebase_relative_paths(saved, run_dir)
             if retired := drop_retired_keys(saved):
                 log.warning("%s: ignoring %s (written by an earlier rlvr; no longer settings)", run_dir / RUN_CONFIG, ", ".join(retired))
@@ -212,35 +249,95 @@ def to_plain(value):
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
-def evaluate_target(target: Target, cfg, out_dir: Path) -> list[dict]:
-    """One result per model of `target` (evaluated now, or read back when done with these settings on
-    these very files: a continued run rewrites final_model/ and may rebuild a checkpoint)."""
-    from rlvr.tracking.outputs import files_fingerprint, read_json, write_json
+def data_fingerprints(cfg) -> dict[str, str]:
+    """{path: digest of its files' names, sizes and modification times} of each local file or directory
+    the dataset reads (dataset.source, dataset.eval_source, the mixer's sources): a data file written
+    anew (other rows, other gold answers) changes it. Builtins and Hub names have none."""
+    import hashlib
 
+    from rlvr.tracking.outputs import files_fingerprint
+
+    digests = {}
+    for name in (cfg.dataset.source, cfg.dataset.eval_source, *(cfg.dataset.mixer or {})):
+        path = Path(str(name)).expanduser() if name else None
+        if path is not None and path.is_dir():
+            digests[str(name)] = files_fingerprint(path)
+        elif path is not None and path.is_file():
+            stat = path.stat()
+            digests[str(name)] = hashlib.sha256(f"{path.name} {stat.st_size} {stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    return digests
+
+
+def evaluate_target(target: Target, cfg, out_dir: Path) -> list[dict]:
+    """One result per model of `target` (`model_result`); in a curve, a checkpoint that the running
+    training's rotation deletes before or while it is evaluated is skipped with a line."""
     wanted = {name: to_plain(OmegaConf.select(cfg, name)) for name in SETTINGS}
+    data = data_fingerprints(cfg)
     results = []
     for label, model_dir, step in target.models:
-        path = out_dir / "eval" / f"{label}.json"
-        result = read_json(path) if path.exists() else None
-        files = files_fingerprint(model_dir)
-        if result is not None and result.get("settings") == wanted and result.get("files") == files:
-            log.info("%s: done (%s), skipped", label, path)
-        else:
-            log.info("%s: evaluating %s", label, model_dir)
-            metrics = evaluate_model(cfg, label, model_dir, target.run_dir, out_dir)
-            prefix = f"eval_{label}_"
-            result = {
-                "label": label,
-                "model": str(model_dir),
-                "step": step,
-                "settings": wanted,
-                "files": files,
-                "metrics": {k[len(prefix) :]: v for k, v in metrics.items()},
-            }
-            if is_main_process():
-                write_json(path, result)  # atomic: a stop mid-write leaves no result, and the re-run redoes it
+        try:
+            result = model_result(cfg, target, (label, model_dir, step), {"settings": wanted, "data": data}, out_dir)
+        except Exception as exc:
+            if step is None or model_dir.is_dir():
+                raise
+            if not target.is_run:
+                raise ConfigError(f"target {model_dir}: removed while it was evaluated (a running training's rotation?)") from exc
+            log.warning("%s: %s", label, GONE)
+            continue
+        warn_if_cut_short(cfg, result)
         results.append(result)
     return results
+
+
+def model_result(cfg, target: Target, model: tuple[str, Path, int | None], inputs: dict, out_dir: Path) -> dict:
+    """The result of one model of `target`: evaluated now, or read back when it was done with these
+    `inputs` (settings and data files' fingerprints) on these very model files (a continued run
+    rewrites final_model/ and may rebuild a checkpoint)."""
+    from rlvr.tracking.outputs import files_fingerprint, read_json, read_jsonl, write_json
+
+    label, model_dir, step = model
+    path = out_dir / "eval" / f"{label}.json"
+    result = read_json(path) if path.exists() else None
+    files = files_fingerprint(model_dir)
+    done = {"settings": result.get("settings"), "data": result.get("data", {})} if result is not None else None
+    if done == inputs and result.get("files") == files:
+        log.info("%s: done (%s), skipped", label, path)
+        return result
+    log.info("%s: evaluating %s", label, model_dir)
+    metrics = evaluate_model(cfg, label, model_dir, target.run_dir, out_dir)
+    prefix = f"eval_{label}_"
+    result = {
+        "label": label,
+        "model": str(model_dir),
+        "step": step,
+        **inputs,
+        "files": files,
+        "metrics": {k[len(prefix) :]: v for k, v in metrics.items()},
+    }
+    if is_main_process():
+        if (rows := out_dir / "eval" / f"{label}.jsonl").exists():  # one row per prompt scored
+            result["prompts"] = len(read_jsonl(rows))
+        write_json(path, result)  # atomic: a stop mid-write leaves no result, and the re-run redoes it
+    return result
+
+
+CUT_SHORT_WARN_FRAC = 0.5  # a larger share of greedy completions cut at the length limit is warned of
+
+
+def warn_if_cut_short(cfg, result: dict) -> None:
+    """One warning line when most of `result`'s greedy completions hit the token limit: its numbers
+    then measure the limit more than the model."""
+    share = result["metrics"].get("truncated_frac", 0.0)
+    if share > CUT_SHORT_WARN_FRAC:
+        limit = cfg.eval.max_new_tokens or cfg.algorithm.max_completion_length
+        source = "" if cfg.eval.max_new_tokens else ", from algorithm.max_completion_length as eval.max_new_tokens is unset"
+        log.warning(
+            "%s: %.0f%% of the greedy completions were cut at the limit of %d new tokens%s: raise eval.max_new_tokens",
+            result["label"],
+            100 * share,
+            limit,
+            source,
+        )
 
 
 def write_curve(results: list[dict], out_dir: Path) -> Path:
@@ -275,7 +372,7 @@ def run(target_text: str, output_dir: str | None, composed: DictConfig, override
         raise ConfigError(f"output_dir={out_dir}: {problem}")
     set_up_process(cfg)
     results = evaluate_target(target, cfg, out_dir)
-    if target.is_run and is_main_process():
+    if target.is_run and results and is_main_process():  # none: every checkpoint was rotated away, each said so
         log.info("curve: %s", write_curve(results, out_dir))
     return results
 
@@ -305,7 +402,8 @@ def hydra_main(app: DictConfig) -> None:
         shown = ", ".join(
             f"{name}={with_uncertainty(metrics, name)}" for name in metrics if not name.endswith(("_se", "_ci_low", "_ci_high"))
         )
-        print(f"{result['label']}: {shown}")
+        scored = f" ({result['prompts']} prompts scored)" if "prompts" in result else ""
+        print(f"{result['label']}: {shown}{scored}")
 
 
 def main(argv: list[str] | None = None) -> None:

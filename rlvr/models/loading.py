@@ -9,6 +9,7 @@ tokenizer instead (the `qwen2.5_shape` / `qwen3_shape` presets: rlvr/models/qwen
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -183,12 +184,61 @@ def check_reachable(name: str, key: str = "model.name_or_path") -> None:
             )
 
 
+# What from_pretrained reads a saved model's weights from, a LoRA adapter's, and its tokenizer (either
+# file: what tokenizer.save_pretrained writes; without one AutoTokenizer gives an empty tokenizer)
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+ADAPTER_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+def saved_model_problem(directory: Path) -> str | None:
+    """What keeps the model that `save_pretrained` wrote into `directory` from loading, found without
+    reading a tensor: a whole model (config.json) without weights or tokenizer, a LoRA adapter
+    (adapter_config.json) without its weights, a sharded model's index naming a shard that is not
+    there, a safetensors file cut short, or neither config; None if none."""
+    from rlvr.hardware.checkpoints import safetensors_problem
+
+    if (directory / "config.json").is_file():
+        required = {"weights": WEIGHT_FILES, "tokenizer": TOKENIZER_FILES}
+    elif (directory / "adapter_config.json").is_file():
+        required = {"weights": ADAPTER_WEIGHT_FILES}
+    else:
+        return "no config (config.json, or a LoRA adapter's adapter_config.json)"
+    for what, names in required.items():
+        if not any((directory / name).is_file() for name in names):
+            return f"no {what} ({' / '.join(names)})"
+    for index in sorted(directory.glob("*.index.json")):
+        try:
+            shards = set(json.loads(index.read_text())["weight_map"].values())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            return f"{index.name}: not a weight index ({exc})"
+        if missing := sorted(shard for shard in shards if not (directory / shard).is_file()):
+            return f"{index.name} names {missing[0]}, which is not there"
+    for file in sorted(directory.glob("*.safetensors")):
+        try:
+            problem = safetensors_problem(file)
+        except (OSError, ValueError) as exc:  # a header that is not JSON
+            problem = str(exc)
+        if problem:
+            return f"{file.name}: {problem}"
+    return None
+
+
+def check_saved_model(name: str) -> None:
+    """`saved_model_problem` of a local model directory `name` as a one-line ModelLoadError (a Hub name: nothing)."""
+    directory = Path(name).expanduser()
+    if directory.is_dir() and (problem := saved_model_problem(directory)):
+        fix = ": save the tokenizer beside the model (tokenizer.save_pretrained)" if problem.startswith("no tokenizer") else ""
+        raise ModelLoadError(f"model directory {name}: {problem}{fix}")
+
+
 def load_pretrained(cfg, auto_class_name: str = "AutoModelForCausalLM", **model_kwargs):
     import transformers
     from transformers import AutoTokenizer
 
     name = resolve_package_path(cfg.name_or_path)
     check_reachable(name)
+    check_saved_model(name)
     kwargs = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
     try:
         tokenizer = AutoTokenizer.from_pretrained(os.path.expanduser(name), **kwargs)

@@ -4,7 +4,9 @@ import json
 import os
 
 import pytest
+import torch
 from omegaconf import OmegaConf
+from safetensors.torch import save_file
 
 from conftest import TINY_RUN, TORCHRUN_TWO, completed_run, process_state_kept, run_cli
 from eval_cli_errors import error_of
@@ -49,8 +51,9 @@ def test_targets_that_cannot_be_evaluated_fail_in_one_line(tmp_path, capsys):
     assert "no target" in error_of(capsys, "eval=pass_at_k")
     assert "no target" in error_of(capsys, "target=")  # not the current directory
     assert f"name what to evaluate as target={run}" in error_of(capsys, str(run))
-    (run / "checkpoints" / "checkpoint-3" / "trainer_state.json").write_text("{}")
-    (run / "checkpoints" / "checkpoint-3" / "COMPLETE").touch()
+    for name in ("trainer_state.json", "tokenizer_config.json", "COMPLETE"):
+        (run / "checkpoints" / "checkpoint-3" / name).write_text("{}")
+    save_file({"w": torch.ones(1)}, str(run / "checkpoints" / "checkpoint-3" / "model.safetensors"))
     assert "eval.ks=[16]: each k must be in [1, eval.n=0]" in error_of(capsys, f"target={run}", "eval.ks=[16]")
     (tmp_path / "a_file").write_text("")
     assert f"output_dir={tmp_path / 'a_file'}: {tmp_path / 'a_file'} is a file, not a directory" in error_of(

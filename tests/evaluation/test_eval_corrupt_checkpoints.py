@@ -22,6 +22,7 @@ def run_dir(path, *steps):
         checkpoint.mkdir(parents=True)
         (checkpoint / "config.json").write_text("{}")
         save_file({"w": torch.ones(4, 4)}, str(checkpoint / "model.safetensors"))
+        (checkpoint / "tokenizer_config.json").write_text("{}")
         (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": step}))
         (checkpoint / "COMPLETE").write_text(f"{step}\n")
     return path

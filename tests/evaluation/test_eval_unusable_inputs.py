@@ -1,0 +1,195 @@
+"""`python -m rlvr.eval` on inputs it cannot use as they are: a model dir missing files or cut short,
+a run config that does not parse, checkpoints incomplete, corrupt or deleted while a curve runs, a
+data file rewritten after its result was saved, completions cut at the token limit. Each is one
+line: a refusal, or a skipped checkpoint and the rest evaluated."""
+
+import json
+import logging
+import os
+import shutil
+
+import pytest
+
+import test_eval_corrupt_checkpoints as corrupt
+from conftest import process_state_kept
+from eval_cli_errors import error_of
+from rlvr import eval as rlvr_eval
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    """The tiny policy as save_pretrained writes it (config.json, model.safetensors), its tokenizer beside it."""
+    from rlvr.models.loading import load_policy
+
+    model, tokenizer = load_policy(rlvr_eval.compose([], None).model, seed=0)
+    path = tmp_path_factory.mktemp("saved") / "model"
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def copy_without(source, target, *names):
+    shutil.copytree(source, target)
+    for name in names:
+        (target / name).unlink()
+    return target
+
+
+def rlvr_eval_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "rlvr.eval"]
+
+
+def test_a_model_dir_without_a_tokenizer_is_refused_in_one_line(saved_model, tmp_path, capsys):
+    """Its tokenizer loaded empty: every prompt was zero tokens, and generation failed with an IndexError."""
+    model = copy_without(saved_model, tmp_path / "model", "tokenizer.json", "tokenizer_config.json")
+    assert error_of(capsys, f"target={model}") == (
+        f"rlvr.eval: error: model directory {model}: no tokenizer (tokenizer.json / tokenizer_config.json): "
+        "save the tokenizer beside the model (tokenizer.save_pretrained)"
+    )
+
+
+def test_a_model_dir_with_its_weights_cut_short_is_refused_naming_the_file(saved_model, tmp_path, capsys):
+    """It was a SafetensorError traceback from inside transformers."""
+    model = shutil.copytree(saved_model, tmp_path / "model")
+    weights = model / "model.safetensors"
+    size = weights.stat().st_size
+    weights.write_bytes(weights.read_bytes()[: size // 2])
+    assert error_of(capsys, f"target={model}") == (
+        f"rlvr.eval: error: model directory {model}: model.safetensors: {size // 2} bytes where its header maps {size}"
+    )
+
+
+def adapter_checkpoint(checkpoint, weights: bool = True):
+    """Turn a fixture checkpoint into a LoRA run's: an adapter, its config, no whole model, no tokenizer."""
+    import torch
+    from safetensors.torch import save_file
+
+    for name in ("config.json", "model.safetensors", "tokenizer_config.json"):
+        (checkpoint / name).unlink()
+    (checkpoint / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4}))
+    if weights:
+        save_file({"a": torch.ones(2, 2)}, str(checkpoint / "adapter_model.safetensors"))
+
+
+def test_a_checkpoint_missing_what_loading_needs_is_skipped_naming_what(tmp_path, caplog):
+    """Only files present were checked: these passed, then failed to load, and the whole curve with them."""
+    run = corrupt.run_dir(tmp_path / "run", 2, 4, 6, 8, 10, 12)
+    checkpoints = run / "checkpoints"
+    (checkpoints / "checkpoint-2" / "model.safetensors").unlink()
+    (checkpoints / "checkpoint-4" / "config.json").unlink()
+    (checkpoints / "checkpoint-6" / "tokenizer_config.json").unlink()
+    adapter_checkpoint(checkpoints / "checkpoint-8")
+    adapter_checkpoint(checkpoints / "checkpoint-10", weights=False)
+    with caplog.at_level(logging.INFO, logger="rlvr.eval"):
+        target = rlvr_eval.resolve_target(str(run))
+    assert [label for label, _, _ in target.models] == ["checkpoint-8", "checkpoint-12"]
+    assert rlvr_eval_lines(caplog) == [
+        "checkpoint-2: skipped, corrupt (no weights (model.safetensors / model.safetensors.index.json / pytorch_model.bin / "
+        "pytorch_model.bin.index.json))",
+        "checkpoint-4: skipped, corrupt (no config (config.json, or a LoRA adapter's adapter_config.json))",
+        "checkpoint-6: skipped, corrupt (no tokenizer (tokenizer.json / tokenizer_config.json))",
+        "checkpoint-10: skipped, corrupt (no weights (adapter_model.safetensors / adapter_model.bin))",
+    ]
+
+
+def test_a_checkpoint_without_a_tokenizer_named_as_the_target_is_refused_in_one_line(tmp_path, capsys):
+    run = corrupt.run_dir(tmp_path / "run", 2)
+    (run / "checkpoints" / "checkpoint-2" / "tokenizer_config.json").unlink()
+    assert error_of(capsys, f"target={run / 'checkpoints' / 'checkpoint-2'}").endswith(
+        "checkpoint-2: the checkpoint is corrupt (no tokenizer (tokenizer.json / tokenizer_config.json))"
+    )
+
+
+def test_checkpoints_not_marked_complete_are_each_named_the_newest_of_a_training_run_as_being_written(tmp_path, caplog):
+    """They were skipped without a word."""
+    run = corrupt.run_dir(tmp_path / "run", 2, 4, 6)
+    for step in (4, 6):
+        (run / "checkpoints" / f"checkpoint-{step}" / "COMPLETE").unlink()
+    with caplog.at_level(logging.INFO, logger="rlvr.eval"):
+        rlvr_eval.resolve_target(str(run))
+        (run / ".rlvr.lock").write_text("{}")  # a training holds the run dir
+        rlvr_eval.resolve_target(str(run))
+    cut_short = "skipped, not marked COMPLETE (cut short: its run stopped or crashed while saving it)"
+    assert rlvr_eval_lines(caplog) == [
+        f"checkpoint-4: {cut_short}",
+        f"checkpoint-6: {cut_short}",
+        f"checkpoint-4: {cut_short}",
+        "checkpoint-6: skipped, not marked COMPLETE: still being written by the training in this run dir",
+    ]
+
+
+def test_checkpoints_rotated_away_while_a_curve_runs_are_skipped_and_the_rest_evaluated(tmp_path, monkeypatch, caplog):
+    """A training's save_total_limit deletes checkpoints the curve has listed: one before its turn came
+    (a FileNotFoundError traceback from its files' fingerprint), one while it was being loaded."""
+    run = corrupt.run_dir(tmp_path / "run", 2, 4, 6, 8)
+    checkpoints = run / "checkpoints"
+
+    def rotating_eval(cfg, label, model_dir, run_dir, out_dir):
+        if label == "checkpoint-2":
+            shutil.rmtree(checkpoints / "checkpoint-4")
+        if label == "checkpoint-6":
+            shutil.rmtree(model_dir)
+            raise OSError(f"{model_dir / 'model.safetensors'}: no such file")
+        return {f"eval_{label}_accuracy": 0.5}
+
+    monkeypatch.setattr(rlvr_eval, "evaluate_model", rotating_eval)
+    target = rlvr_eval.resolve_target(str(run))
+    with caplog.at_level(logging.WARNING, logger="rlvr.eval"):
+        results = rlvr_eval.evaluate_target(target, rlvr_eval.compose([], None), run)
+    assert [r["label"] for r in results] == ["checkpoint-2", "checkpoint-8"]
+    gone = "gone (removed by the running training's rotation), skipped"
+    assert rlvr_eval_lines(caplog) == [f"checkpoint-4: {gone}", f"checkpoint-6: {gone}"]
+    assert rlvr_eval.write_curve(results, run).exists()
+
+
+def test_a_result_is_evaluated_again_when_its_data_file_was_written_anew(tmp_path, monkeypatch):
+    """Only the settings and the model files were compared: other gold answers kept the stale accuracy."""
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text("{}")
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"question": "1+1=", "answer": "2"}\n')
+    evaluated = []
+    monkeypatch.setattr(rlvr_eval, "evaluate_model", lambda cfg, label, *_: evaluated.append(label) or {f"eval_{label}_accuracy": 1.0})
+    target = rlvr_eval.resolve_target(str(model_dir))
+    cfg = rlvr_eval.compose([f"dataset.source={data}"], None)
+    for _ in range(2):
+        rlvr_eval.evaluate_target(target, cfg, tmp_path / "out")
+    assert evaluated == ["model"]
+    data.write_text('{"question": "1+1=", "answer": "3"}\n')  # the same size: its modification time tells
+    os.utime(data, ns=(data.stat().st_atime_ns, data.stat().st_mtime_ns + 1))
+    rlvr_eval.evaluate_target(target, cfg, tmp_path / "out")
+    assert evaluated == ["model", "model"]
+
+
+def test_a_malformed_run_config_is_refused_naming_the_file(tmp_path, capsys):
+    """It was a yaml ParserError traceback."""
+    run = corrupt.run_dir(tmp_path / "run", 2)
+    (run / "config_resolved.yaml").write_text("model:\n  name_or_path: tiny\n dataset: [\n")
+    assert error_of(capsys, f"target={run}") == (
+        f"rlvr.eval: error: {run / 'config_resolved.yaml'}: not a readable YAML file (line 3, column 2: "
+        "expected <block end>, but found '<block mapping start>')"
+    )
+
+
+def test_completions_cut_at_the_limit_are_warned_of_and_the_result_says_how_many_prompts(tmp_path, monkeypatch, capsys):
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text("{}")
+
+    def cut_short_eval(cfg, label, model_dir, run_dir, out_dir):
+        (out_dir / "eval").mkdir(parents=True, exist_ok=True)
+        (out_dir / "eval" / f"{label}.jsonl").write_text('{"index": 0}\n{"index": 1}\n{"index": 2}\n')
+        return {f"eval_{label}_accuracy": 0.0, f"eval_{label}_truncated_frac": 0.75}
+
+    monkeypatch.setattr(rlvr_eval, "evaluate_model", cut_short_eval)
+    with process_state_kept():
+        rlvr_eval.main([f"target={model_dir}"])
+    out, err = capsys.readouterr()
+    assert "model: accuracy=0, truncated_frac=0.75 (3 prompts scored)" in out
+    assert (
+        "model: 75% of the greedy completions were cut at the limit of 6 new tokens, from algorithm.max_completion_length "
+        "as eval.max_new_tokens is unset: raise eval.max_new_tokens"
+    ) in err
