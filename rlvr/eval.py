@@ -292,12 +292,17 @@ def evaluate_target(target: Target, cfg, out_dir: Path) -> list[dict]:
 def model_result(cfg, target: Target, model: tuple[str, Path, int | None], inputs: dict, out_dir: Path) -> dict:
     """The result of one model of `target`: evaluated now, or read back when it was done with these
     `inputs` (settings and data files' fingerprints) on these very model files (a continued run
-    rewrites final_model/ and may rebuild a checkpoint)."""
+    rewrites final_model/ and may rebuild a checkpoint). A result of another model under the same label
+    (two runs' final_model/ into one output_dir) is refused in one line, not overwritten."""
     from rlvr.tracking.outputs import files_fingerprint, read_json, read_jsonl, write_json
 
     label, model_dir, step = model
     path = out_dir / "eval" / f"{label}.json"
     result = read_json(path) if path.exists() else None
+    if result is not None and result.get("model") != str(model_dir) and Path(result.get("model", "")).is_dir():
+        raise ConfigError(
+            f"{path} holds the result of another model of the same name ({result['model']}): give {model_dir} an output_dir of its own"
+        )
     files = files_fingerprint(model_dir)
     done = {"settings": result.get("settings"), "data": result.get("data", {})} if result is not None else None
     if done == inputs and result.get("files") == files:

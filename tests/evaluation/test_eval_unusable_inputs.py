@@ -193,3 +193,21 @@ def test_completions_cut_at_the_limit_are_warned_of_and_the_result_says_how_many
         "model: 75% of the greedy completions were cut at the limit of 6 new tokens, from algorithm.max_completion_length "
         "as eval.max_new_tokens is unset: raise eval.max_new_tokens"
     ) in err
+
+
+def test_two_models_of_one_name_into_one_output_dir_are_refused_not_overwritten(tmp_path, monkeypatch, capsys):
+    """Two runs' final_model/ (`-m target=A/final_model,B/final_model output_dir=X`): the second silently
+    replaced the first's final_model.json."""
+    models = []
+    for run in ("a", "b"):
+        (tmp_path / run / "final_model").mkdir(parents=True)
+        (tmp_path / run / "final_model" / "config.json").write_text("{}")
+        models.append(tmp_path / run / "final_model")
+    monkeypatch.setattr(rlvr_eval, "evaluate_model", lambda cfg, label, *_: {f"eval_{label}_accuracy": 1.0})
+    with process_state_kept():
+        rlvr_eval.main([f"target={models[0]}", f"output_dir={tmp_path / 'out'}"])
+    assert error_of(capsys, f"target={models[1]}", f"output_dir={tmp_path / 'out'}") == (
+        f"rlvr.eval: error: {tmp_path / 'out' / 'eval' / 'final_model.json'} holds the result of another model of the "
+        f"same name ({models[0]}): give {models[1]} an output_dir of its own"
+    )
+    assert json.loads((tmp_path / "out" / "eval" / "final_model.json").read_text())["model"] == str(models[0])
