@@ -98,8 +98,8 @@ class DatasetConfig:
     subset: str | None = None
     train_split: str = "train"
     eval_split: str | None = "test"
-    # The eval rows' own file or Hub dataset (its `eval_split`), for any `source` but a builtin; without
-    # one, a Hub source's `eval_split`, else `eval_holdout` rows held out of the train rows.
+    # The eval rows' own file or Hub dataset (its `eval_split`), for any `source`; without one, a builtin's
+    # eval rows, a Hub source's `eval_split`, else `eval_holdout` rows held out of the train rows.
     eval_source: str | None = None
     eval_holdout: int = 100
     prompt_column: str = "question"

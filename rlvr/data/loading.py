@@ -267,6 +267,8 @@ def read_splits(cfg, seed: int, prepare=None):
         splits = read_builtin(source.split(":", 1)[1], dict(cfg.generator), seed)
         if prepare is not None:
             splits = {split: prepare(ds, f"{source} split '{split}'", _row_index) for split, ds in splits.items()}
+        if cfg.eval_source:  # the generator's tasks, evaluated on the user's own rows
+            return splits["train"], read_source(cfg.eval_source, cfg, cfg.eval_split or "test", prepare)
         return splits["train"], splits.get("test")
     if cfg.mixer:
         train = mix(dict(cfg.mixer), lambda name: read_source(name, cfg, cfg.train_split, prepare), cfg.shuffle_seed)

@@ -179,3 +179,13 @@ def test_a_hub_source_takes_its_eval_rows_from_eval_source_when_one_is_set(tmp_p
     train, evaluation = load_prompt_datasets(cfg)
     assert read == ["train"] and len(train) == 4
     assert [row["question"] for row in evaluation] == ["local 0", "local 1", "local 2"]
+
+
+def test_a_builtin_source_takes_its_eval_rows_from_eval_source_when_one_is_set(tmp_path):
+    """`dataset.eval_source=FILE` beside the arithmetic generator: the file's rows (it was ignored, even a missing file)."""
+    local = tmp_path / "test.jsonl"
+    local.write_text("".join(json.dumps({"question": f"{i}+{i}=", "answer": str(2 * i)}) + "\n" for i in range(3)))
+    train, evaluation = load_prompt_datasets(dataset_cfg(eval_source=str(local)))
+    assert [row["question"] for row in evaluation] == ["0+0=", "1+1=", "2+2="] and len(train) > 3
+    with pytest.raises(DataError, match="typo.jsonl"):
+        load_prompt_datasets(dataset_cfg(eval_source=str(tmp_path / "typo.jsonl")))
