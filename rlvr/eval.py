@@ -268,15 +268,20 @@ def data_fingerprints(cfg) -> dict[str, str]:
     return digests
 
 
+def eval_inputs(cfg) -> dict:
+    """What a saved result must have been made with to stand for a model's eval now: the SETTINGS'
+    values and the local data files' fingerprints."""
+    return {"settings": {name: to_plain(OmegaConf.select(cfg, name)) for name in SETTINGS}, "data": data_fingerprints(cfg)}
+
+
 def evaluate_target(target: Target, cfg, out_dir: Path) -> list[dict]:
     """One result per model of `target` (`model_result`); in a curve, a checkpoint that the running
     training's rotation deletes before or while it is evaluated is skipped with a line."""
-    wanted = {name: to_plain(OmegaConf.select(cfg, name)) for name in SETTINGS}
-    data = data_fingerprints(cfg)
+    inputs = eval_inputs(cfg)
     results = []
     for label, model_dir, step in target.models:
         try:
-            result = model_result(cfg, target, (label, model_dir, step), {"settings": wanted, "data": data}, out_dir)
+            result = model_result(cfg, target, (label, model_dir, step), inputs, out_dir)
         except Exception as exc:
             if step is None or model_dir.is_dir():
                 raise
@@ -345,6 +350,20 @@ def warn_if_cut_short(cfg, result: dict) -> None:
         )
 
 
+def rotated_away(results: list[dict], cfg, out_dir: Path) -> list[dict]:
+    """The results in `out_dir/eval` of checkpoints that are gone (a training's rotation deleted them
+    after an earlier eval) made with this eval's inputs: points of the curve that cannot be redone."""
+    from rlvr.tracking.outputs import read_json
+
+    labels, inputs, kept = {r["label"] for r in results}, eval_inputs(cfg), []
+    for path in sorted((out_dir / "eval").glob("checkpoint-*.json")):
+        result = read_json(path)
+        made_with = {"settings": result.get("settings"), "data": result.get("data", {})}
+        if result.get("label") not in labels and made_with == inputs and not Path(result.get("model", "")).is_dir():
+            kept.append(result)
+    return kept
+
+
 def write_curve(results: list[dict], out_dir: Path) -> Path:
     """eval/curve.jsonl (one row per checkpoint: step and `eval/<metric>`, as training logs them) and its plot."""
     from rlvr.plots import plot_eval_curve
@@ -377,8 +396,9 @@ def run(target_text: str, output_dir: str | None, composed: DictConfig, override
         raise ConfigError(f"output_dir={out_dir}: {problem}")
     set_up_process(cfg)
     results = evaluate_target(target, cfg, out_dir)
-    if target.is_run and results and is_main_process():  # none: every checkpoint was rotated away, each said so
-        log.info("curve: %s", write_curve(results, out_dir))
+    curve = results + rotated_away(results, cfg, out_dir) if target.is_run and is_main_process() else []
+    if curve:  # none: every checkpoint was rotated away before any eval, each said so
+        log.info("curve: %s", write_curve(curve, out_dir))
     return results
 
 

@@ -211,3 +211,20 @@ def test_two_models_of_one_name_into_one_output_dir_are_refused_not_overwritten(
         f"same name ({models[0]}): give {models[1]} an output_dir of its own"
     )
     assert json.loads((tmp_path / "out" / "eval" / "final_model.json").read_text())["model"] == str(models[0])
+
+
+def test_the_curve_keeps_the_points_of_checkpoints_rotated_away_since_their_eval(tmp_path, monkeypatch):
+    """A curve taken while a run trains, taken again later: the checkpoints its rotation deleted meanwhile
+    were evaluated with these settings; their points stay (the curve held the remaining ones alone)."""
+    run = corrupt.run_dir(tmp_path / "run", 2, 4)
+    monkeypatch.setattr(rlvr_eval, "evaluate_model", lambda cfg, label, *_: {f"eval_{label}_accuracy": int(label.split("-")[1]) / 10})
+    rlvr_eval.run(str(run), None, rlvr_eval.compose([], None), [])
+    shutil.rmtree(run / "checkpoints" / "checkpoint-2")
+    corrupt.run_dir(tmp_path / "later", 6)
+    shutil.move(tmp_path / "later" / "checkpoints" / "checkpoint-6", run / "checkpoints")
+    rlvr_eval.run(str(run), None, rlvr_eval.compose([], None), [])
+    curve = [json.loads(line) for line in (run / "eval" / "curve.jsonl").read_text().splitlines()]
+    assert [(row["step"], row["eval/accuracy"]) for row in curve] == [(2, 0.2), (4, 0.4), (6, 0.6)]
+    other = ["eval.n=2", "eval.ks=[1,2]"]  # other settings: not its points
+    rlvr_eval.run(str(run), None, rlvr_eval.compose(other, None), other)
+    assert [json.loads(line)["step"] for line in (run / "eval" / "curve.jsonl").read_text().splitlines()] == [4, 6]
