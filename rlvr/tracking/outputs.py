@@ -47,19 +47,23 @@ def warn_torn(path: Path, size: int) -> None:
 def read_jsonl(path: Path) -> list[dict]:
     """The rows of a JSONL file. A bad last line with no newline after it is a write cut short (a
     crash, a full disk): dropped with a warning. A bad line anywhere else is corruption that no
-    crash makes: a one-line DataError naming file and line, rather than rows silently lost."""
+    crash makes: a one-line DataError naming file and line, rather than rows silently lost. So is a
+    line of JSON that is not an object (a row)."""
     lines = path.read_bytes().split(b"\n")
     rows = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except ValueError as exc:  # bad JSON or bad UTF-8
             if number == len(lines):
                 warn_torn(path, len(line))
                 break
             raise DataError(f"{path} line {number} is not a JSON row ({exc}): the file is corrupt; delete or fix that line") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path} line {number} is not a JSON row (a JSON {type(row).__name__}, not an object): delete or fix that line")
+        rows.append(row)
     return rows
 
 

@@ -120,6 +120,9 @@ def test_a_bad_line_before_the_last_is_corruption_named_by_file_and_line(tmp_pat
     path.write_text('{"step": 1}\n{"step": 2\n{"step": 3}\n')
     with pytest.raises(DataError, match=rf"^{path} line 2 is not a JSON row \(.*\): the file is corrupt; delete or fix that line$"):
         read_jsonl(path)
+    path.write_text('{"step": 1}\n5\n')  # JSON, not a row: a reader's row["step"] was a TypeError traceback
+    with pytest.raises(DataError, match=rf"^{path} line 2 is not a JSON row \(a JSON int, not an object\): delete or fix that line$"):
+        read_jsonl(path)
 
 
 def test_appending_after_a_torn_line_keeps_every_whole_row(tmp_path, caplog):
