@@ -79,6 +79,7 @@ class RunDirCheck(Callback):
         check_one_sweep_per_launch()
         overrides, params = list(config.hydra.overrides.task), config.hydra.sweeper.get("params")
         check_swept_once(overrides, params)
+        check_objective_evaluated(config)
         os.environ[SWEPT_KEYS_VAR] = ",".join(swept_keys(overrides, params))
         check_launcher_resources(config)
         if is_local_launcher(config.hydra.launcher):  # its jobs watch this process
@@ -128,6 +129,23 @@ def swept_keys(overrides: list[str], params) -> list[str]:
 def swept_in_this_job() -> list[str]:
     """The keys of `swept_keys` for a job of a `-m` run (its launching process set them); [] otherwise."""
     return [key for key in os.environ.get(SWEPT_KEYS_VAR, "").split(",") if key] if is_multirun() else []
+
+
+def check_objective_evaluated(config) -> None:
+    """Refuse, before any job starts, a search (a sweeper that reads `objective`, not the basic one)
+    whose objective is an eval that the config turns off (`eval_after_*` with eval.after=false): every
+    trial would train, then fail. One line, exit code 2."""
+    if "BasicSweeper" in str(config.hydra.sweeper.get("_target_", "")):
+        return
+    objective = str(config.get("objective", ""))
+    for when in ("before", "after"):
+        if objective.startswith(f"eval_{when}_") and not config.eval[when]:
+            print(
+                f"rlvr: error: objective={objective} is a metric of the eval {when} training, which "
+                f"eval.{when}=false turns off: set eval.{when}=true or another objective",
+                file=sys.stderr,
+            )
+            sys.exit(2)
 
 
 def check_launcher_resources(config) -> None:
