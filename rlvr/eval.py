@@ -129,16 +129,18 @@ def sound_checkpoints(checkpoint_dir: Path) -> list[Path]:
     resume marked CORRUPT (rlvr.hardware.checkpoints.latest_complete_checkpoint), those whose files an
     eval cannot use (`unusable_checkpoint`), and those not marked complete (the newest of a run that
     is training is being written). Nothing is written: a run may be training in that dir."""
-    from rlvr.tracking.run_dir import LOCK_NAME
+    from rlvr.tracking.run_dir import RunDirLock
 
     checkpoints, found = [], numbered_checkpoints(checkpoint_dir)
     for checkpoint in found:
         if not (checkpoint / COMPLETE).exists():
             if (checkpoint / CORRUPT).exists():
                 log.warning("%s: skipped, marked %s by a resume that could not load it", checkpoint.name, CORRUPT)
-            elif checkpoint == found[-1] and (checkpoint_dir.parent / LOCK_NAME).exists():
+            elif not checkpoint.is_dir():
+                log.warning("%s: %s", checkpoint.name, GONE)
+            elif checkpoint == found[-1] and RunDirLock(checkpoint_dir.parent).in_use():
                 log.info("%s: skipped, not marked %s: still being written by the training in this run dir", checkpoint.name, COMPLETE)
-            elif checkpoint.is_dir():
+            else:
                 log.warning("%s: skipped, not marked %s (cut short: its run stopped or crashed while saving it)", checkpoint.name, COMPLETE)
         elif problem := unusable_checkpoint(checkpoint):
             if checkpoint.is_dir():
@@ -250,19 +252,15 @@ def to_plain(value):
 
 
 def data_fingerprints(cfg) -> dict[str, str]:
-    """{path: digest of its files' names, sizes and modification times} of each local file or directory
-    the dataset reads (dataset.source, dataset.eval_source, the mixer's sources): a data file written
-    anew (other rows, other gold answers) changes it. Builtins and Hub names have none."""
+    """{path: digest of its name, size and modification time} of each local file the dataset reads
+    (dataset.source, dataset.eval_source, the mixer's sources): a data file written anew (other rows,
+    other gold answers) changes it. Builtins and Hub names have none."""
     import hashlib
-
-    from rlvr.tracking.outputs import files_fingerprint
 
     digests = {}
     for name in (cfg.dataset.source, cfg.dataset.eval_source, *(cfg.dataset.mixer or {})):
         path = Path(str(name)).expanduser() if name else None
-        if path is not None and path.is_dir():
-            digests[str(name)] = files_fingerprint(path)
-        elif path is not None and path.is_file():
+        if path is not None and path.is_file():
             stat = path.stat()
             digests[str(name)] = hashlib.sha256(f"{path.name} {stat.st_size} {stat.st_mtime_ns}".encode()).hexdigest()[:16]
     return digests
@@ -304,7 +302,8 @@ def model_result(cfg, target: Target, model: tuple[str, Path, int | None], input
     label, model_dir, step = model
     path = out_dir / "eval" / f"{label}.json"
     result = read_json(path) if path.exists() else None
-    if result is not None and result.get("model") != str(model_dir) and Path(result.get("model", "")).is_dir():
+    other = result.get("model") if result is not None else None
+    if other and other != str(model_dir) and Path(other).is_dir() and out_dir not in (target.run_dir, model_dir):  # not a copied run
         raise ConfigError(
             f"{path} holds the result of another model of the same name ({result['model']}): give {model_dir} an output_dir of its own"
         )
@@ -350,16 +349,18 @@ def warn_if_cut_short(cfg, result: dict) -> None:
         )
 
 
-def rotated_away(results: list[dict], cfg, out_dir: Path) -> list[dict]:
-    """The results in `out_dir/eval` of checkpoints that are gone (a training's rotation deleted them
-    after an earlier eval) made with this eval's inputs: points of the curve that cannot be redone."""
+def rotated_away(results: list[dict], cfg, out_dir: Path, checkpoint_dir: Path) -> list[dict]:
+    """The results in `out_dir/eval` of checkpoints of `checkpoint_dir` that are gone (a training's
+    rotation deleted them after an earlier eval) made with this eval's inputs: points of the curve
+    that cannot be redone."""
     from rlvr.tracking.outputs import read_json
 
     labels, inputs, kept = {r["label"] for r in results}, eval_inputs(cfg), []
     for path in sorted((out_dir / "eval").glob("checkpoint-*.json")):
         result = read_json(path)
         made_with = {"settings": result.get("settings"), "data": result.get("data", {})}
-        if result.get("label") not in labels and made_with == inputs and not Path(result.get("model", "")).is_dir():
+        model = Path(result.get("model") or "")
+        if result.get("label") not in labels and made_with == inputs and model.parent == checkpoint_dir and not model.is_dir():
             kept.append(result)
     return kept
 
@@ -396,7 +397,7 @@ def run(target_text: str, output_dir: str | None, composed: DictConfig, override
         raise ConfigError(f"output_dir={out_dir}: {problem}")
     set_up_process(cfg)
     results = evaluate_target(target, cfg, out_dir)
-    curve = results + rotated_away(results, cfg, out_dir) if target.is_run and is_main_process() else []
+    curve = results + rotated_away(results, cfg, out_dir, target.run_dir / "checkpoints") if target.is_run and is_main_process() else []
     if curve:  # none: every checkpoint was rotated away before any eval, each said so
         log.info("curve: %s", write_curve(curve, out_dir))
     return results

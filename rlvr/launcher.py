@@ -347,8 +347,9 @@ def end_stopped_job(stop: SystemExit) -> None:
 def objective_value(cfg, metrics: dict[str, float]) -> float:
     """What the run returns to the sweeper: its `objective` metric. A sweeper that reads it (Optuna)
     cannot take NaN (it would end the search): the job fails in one line instead. An objective that
-    is no metric of the run (a typo) would fail every trial after its training: a search whose trials
-    run in this process stops at the first, its report written."""
+    is a misspelling of one of the run's metrics would fail every trial after its training: a search
+    whose trials run in this process stops at the first, its report written. (A metric absent for
+    another reason, e.g. no accuracy where a swept reward judges no correctness, fails its trial.)"""
     from hydra.core.hydra_config import HydraConfig
 
     from rlvr.config import did_you_mean
@@ -356,15 +357,20 @@ def objective_value(cfg, metrics: dict[str, float]) -> float:
     value = metrics.get(cfg.objective, math.nan)
     if not math.isnan(value) or not is_multirun() or "BasicSweeper" in str(HydraConfig.get().sweeper._target_):
         return value
-    problem = "is NaN" if cfg.objective in metrics else f"is not among this run's metrics{did_you_mean(cfg.objective, metrics)}"
+    meant = did_you_mean(cfg.objective, metrics)  # "": no metric is close
+    problem = "is NaN" if cfg.objective in metrics else f"is not among this run's metrics{meant}"
     line = f"rlvr: error: objective={cfg.objective} {problem}: the sweeper needs a number (set objective to one of metrics.json's keys)"
     print(line, file=sys.stderr)
-    if cfg.objective in metrics or own_process() or not _sweep_dirs:
+    if cfg.objective in metrics or not meant or own_process() or not _sweep_dirs:
         raise job_ended(2, line, "failed")
     from rlvr.sweep_report import write_report
 
     write_report(_sweep_dirs[0])
-    print(f"rlvr: error: the search stopped: every trial would end so (its trials: {_sweep_dirs[0] / 'sweep_summary.md'})", file=sys.stderr)
+    report = _sweep_dirs[0] / "sweep_summary.md"
+    print(
+        f"rlvr: error: the search stopped: objective={cfg.objective} is misspelt, every trial would fail (its trials: {report})",
+        file=sys.stderr,
+    )
     sys.exit(2)
 
 

@@ -71,7 +71,9 @@ def read_rows(path: Path, completion_column: str, answer_column: str = "answer",
 
 
 def score_rows(rows: list[dict], rewards, completion_column: str, answer_column: str) -> list[dict]:
-    """Rows with reward, per-function rewards, reasons and the first extracted prediction added."""
+    """Rows with reward, per-function rewards, reasons, the first extracted prediction and `correct` (the
+    first reward that judges correctness; None if none does) set; an eval row's `samples` and `judge`,
+    which this scoring does not make, left out."""
     # text, or chat messages (a list), as TRL passes them; the rewards read either
     completions = [c if isinstance(c := r[completion_column], (str, list)) else str(c) for r in rows]
     columns = {k: [r.get(k) for r in rows] for k in set().union(*rows) - {completion_column, "prompt"}}

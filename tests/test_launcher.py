@@ -112,3 +112,16 @@ def test_a_key_of_the_sweepers_params_fixed_on_the_command_line_is_refused(capsy
         "rlvr: error: algorithm.learning_rate is searched (hydra.sweeper.params.algorithm.learning_rate: "
         "tag(log, interval(1e-5, 1e-2))) and given on the command line (algorithm.learning_rate=1e-3): give it once\n"
     )
+
+
+def test_the_swept_keys_are_the_command_lines_sweeps_and_the_sweepers_params():
+    from rlvr.launcher import swept_keys
+
+    overrides = ["seed=1,2", "+algorithm.beta=interval(0, 0.1)", "reward=choice(gsm8k_strict,math_verify)", "algorithm.max_steps=4"]
+    assert swept_keys(overrides, {"algorithm.learning_rate": "tag(log, interval(1e-5, 1e-2))", "seed": "range(1, 3)"}) == [
+        "seed",
+        "algorithm.beta",
+        "reward",
+        "algorithm.learning_rate",
+    ]
+    assert swept_keys(["algorithm.max_steps=4"], None) == []

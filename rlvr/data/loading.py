@@ -263,25 +263,23 @@ def read_splits(cfg, seed: int, prepare=None):
     `prepare(ds, where, label)` runs on each source as read, before mixing and holdout shuffle it.
     """
     source = cfg.source
-    if source.startswith("builtin:") and not cfg.mixer:
+    builtin = source.startswith("builtin:") and not cfg.mixer
+    if builtin:
         splits = read_builtin(source.split(":", 1)[1], dict(cfg.generator), seed)
         if prepare is not None:
             splits = {split: prepare(ds, f"{source} split '{split}'", _row_index) for split, ds in splits.items()}
-        if cfg.eval_source:  # the generator's tasks, evaluated on the user's own rows
-            return splits["train"], read_source(cfg.eval_source, cfg, cfg.eval_split or "test", prepare)
-        return splits["train"], splits.get("test")
-    if cfg.mixer:
+        train = splits["train"]
+    elif cfg.mixer:
         train = mix(dict(cfg.mixer), lambda name: read_source(name, cfg, cfg.train_split, prepare), cfg.shuffle_seed)
     else:
         train = read_source(source, cfg, cfg.train_split, prepare)
-    evaluation = None
-    if cfg.eval_source:
-        evaluation = read_source(cfg.eval_source, cfg, cfg.eval_split or "test", prepare)
-    elif cfg.eval_split and not cfg.mixer and not is_local(source):  # the Hub dataset's own eval split
-        evaluation = read_source(source, cfg, cfg.eval_split, prepare)
-    if evaluation is None:
-        train, evaluation = _holdout(train, cfg, "the mixture" if cfg.mixer else source)
-    return train, evaluation
+    if cfg.eval_source:  # the user's own eval rows, whatever the source (a generator's tasks too)
+        return train, read_source(cfg.eval_source, cfg, cfg.eval_split or "test", prepare)
+    if builtin:
+        return train, splits.get("test")
+    if cfg.eval_split and not cfg.mixer and not is_local(source):  # the Hub dataset's own eval split
+        return train, read_source(source, cfg, cfg.eval_split, prepare)
+    return _holdout(train, cfg, "the mixture" if cfg.mixer else source)
 
 
 def load_prompt_datasets(cfg, seed: int = 0):

@@ -184,18 +184,19 @@ def check_reachable(name: str, key: str = "model.name_or_path") -> None:
             )
 
 
-# What from_pretrained reads a saved model's weights from, a LoRA adapter's, and its tokenizer (either
-# file: what tokenizer.save_pretrained writes; without one AutoTokenizer gives an empty tokenizer)
+# What from_pretrained reads a saved model's weights from (the first present; safetensors first, as it
+# prefers them), a LoRA adapter's, and a tokenizer's (what save_pretrained writes, or a slow tokenizer's
+# vocabulary; with none, AutoTokenizer gives an empty tokenizer: every prompt zero tokens)
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 ADAPTER_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
 
 
 def saved_model_problem(directory: Path) -> str | None:
     """What keeps the model that `save_pretrained` wrote into `directory` from loading, found without
     reading a tensor: a whole model (config.json) without weights or tokenizer, a LoRA adapter
-    (adapter_config.json) without its weights, a sharded model's index naming a shard that is not
-    there, a safetensors file cut short, or neither config; None if none."""
+    (adapter_config.json) without its weights, the weight index that loads naming a shard that is
+    not there, a safetensors file cut short, or neither config; None if none."""
     from rlvr.hardware.checkpoints import safetensors_problem
 
     if (directory / "config.json").is_file():
@@ -206,14 +207,16 @@ def saved_model_problem(directory: Path) -> str | None:
         return "no config (config.json, or a LoRA adapter's adapter_config.json)"
     for what, names in required.items():
         if not any((directory / name).is_file() for name in names):
-            return f"no {what} ({' / '.join(names)})"
-    for index in sorted(directory.glob("*.index.json")):
+            shown = "tokenizer.json / tokenizer_config.json / a vocabulary file" if names is TOKENIZER_FILES else " / ".join(names)
+            return f"no {what} ({shown})"
+    loads = next((directory / name for name in WEIGHT_FILES if (directory / name).is_file()), None)
+    if loads is not None and loads.name.endswith(".index.json"):  # another format's index may name shards left out
         try:
-            shards = set(json.loads(index.read_text())["weight_map"].values())
+            shards = set(json.loads(loads.read_text())["weight_map"].values())
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            return f"{index.name}: not a weight index ({exc})"
+            return f"{loads.name}: not a weight index ({exc})"
         if missing := sorted(shard for shard in shards if not (directory / shard).is_file()):
-            return f"{index.name} names {missing[0]}, which is not there"
+            return f"{loads.name} names {missing[0]}, which is not there"
     for file in sorted(directory.glob("*.safetensors")):
         try:
             problem = safetensors_problem(file)

@@ -127,6 +127,14 @@ class RunDirLock:
         except (OSError, ValueError):  # being written this instant, or torn by a crash mid-write
             return {}
 
+    def in_use(self) -> bool:
+        """Whether a run holds this lock: a live process of this host, or any of another host (which this
+        host cannot look at); a lock file being written counts. A crashed run's lock does not."""
+        holder = self._holder()
+        if holder is None or holder == {}:
+            return holder == {}
+        return holder.get("host") != self.me["host"] or self._alive_here(holder)
+
     def _refuse(self, holder: dict) -> ConfigError:
         who = f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('since')} ({holder.get('command')})"
         gone = "" if holder.get("host") == self.me["host"] else f"; if that job is gone, delete {self.path}"
@@ -228,7 +236,7 @@ def resume_changes(resolved: dict, checkpoint: Path | None, processes: int, swep
             config["dataset.prompt_template"] = "{" + str(config.get("dataset.prompt_column")) + "}"
     # {dotted.key: [old, new]} per leaf that differs; a key that one rlvr version lacks is no change
     changed = {k: [before[k], after[k]] for k in sorted(before.keys() & after.keys()) if before[k] != after[k]}
-    if moved := {k: v for k, v in changed.items() if k in swept}:
+    if moved := {k: v for k, v in changed.items() if any(k == s or k.startswith(f"{s}.") for s in swept)}:  # a group: its keys
         listed = ", ".join(f"{k}: {v[0]!r} -> {v[1]!r}" for k, v in moved.items())
         raise ConfigError(
             f"{checkpoint} was trained at another point of this sweep ({listed}): rerun the sweep with the same "

@@ -130,6 +130,7 @@ def test_an_objective_that_is_no_metric_stops_the_search_after_its_first_trial(t
     assert errors == [
         "rlvr: error: objective=eval_after_acuracy is not among this run's metrics (did you mean 'eval_after_accuracy'?): "
         "the sweeper needs a number (set objective to one of metrics.json's keys)",
-        f"rlvr: error: the search stopped: every trial would end so (its trials: {tmp_path / 'sweep_summary.md'})",
+        f"rlvr: error: the search stopped: objective=eval_after_acuracy is misspelt, every trial would fail (its trials: "
+        f"{tmp_path / 'sweep_summary.md'})",
     ]
     assert list(statuses(tmp_path)) == ["0"]  # one trial trained, not three

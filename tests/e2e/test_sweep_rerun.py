@@ -28,12 +28,12 @@ def test_a_finished_jobs_result_is_reused_by_a_rerun_of_its_command(tmp_path):
 
 
 def test_a_job_dir_is_not_continued_at_another_point_of_the_sweep(tmp_path):
-    assert sweep(tmp_path, "algorithm.learning_rate=1e-4,2e-4").returncode == 0
-    # Job 0's point moved (1e-4 -> 3e-4): refused; job 1 is continued to the raised max_steps.
-    rerun = sweep(tmp_path, "algorithm.learning_rate=3e-4,2e-4", "algorithm.max_steps=3")
+    assert sweep(tmp_path, "algorithm.beta=0.0,0.01").returncode == 0
+    # Job 0's point moved (0.0 -> 0.02; a continued run may raise beta): refused; job 1 is continued to the raised max_steps.
+    rerun = sweep(tmp_path, "algorithm.beta=0.02,0.01", "algorithm.max_steps=3")
     assert one_line_error(rerun) == (
         f"rlvr: error: {tmp_path / '0' / 'checkpoints' / 'checkpoint-2'} was trained at another point of this sweep "
-        "(algorithm.learning_rate: 0.0001 -> 0.0003): rerun the sweep with the same values to continue it, "
+        "(algorithm.beta: 0.0 -> 0.02): rerun the sweep with the same values to continue it, "
         "or give it a new hydra.sweep.dir"
     )
     assert read_json(tmp_path / "1" / "metrics.json")["train_steps"] == 3

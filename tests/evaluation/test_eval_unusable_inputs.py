@@ -45,7 +45,7 @@ def test_a_model_dir_without_a_tokenizer_is_refused_in_one_line(saved_model, tmp
     """Its tokenizer loaded empty: every prompt was zero tokens, and generation failed with an IndexError."""
     model = copy_without(saved_model, tmp_path / "model", "tokenizer.json", "tokenizer_config.json")
     assert error_of(capsys, f"target={model}") == (
-        f"rlvr.eval: error: model directory {model}: no tokenizer (tokenizer.json / tokenizer_config.json): "
+        f"rlvr.eval: error: model directory {model}: no tokenizer (tokenizer.json / tokenizer_config.json / a vocabulary file): "
         "save the tokenizer beside the model (tokenizer.save_pretrained)"
     )
 
@@ -89,7 +89,7 @@ def test_a_checkpoint_missing_what_loading_needs_is_skipped_naming_what(tmp_path
         "checkpoint-2: skipped, corrupt (no weights (model.safetensors / model.safetensors.index.json / pytorch_model.bin / "
         "pytorch_model.bin.index.json))",
         "checkpoint-4: skipped, corrupt (no config (config.json, or a LoRA adapter's adapter_config.json))",
-        "checkpoint-6: skipped, corrupt (no tokenizer (tokenizer.json / tokenizer_config.json))",
+        "checkpoint-6: skipped, corrupt (no tokenizer (tokenizer.json / tokenizer_config.json / a vocabulary file))",
         "checkpoint-10: skipped, corrupt (no weights (adapter_model.safetensors / adapter_model.bin))",
     ]
 
@@ -98,7 +98,7 @@ def test_a_checkpoint_without_a_tokenizer_named_as_the_target_is_refused_in_one_
     run = corrupt.run_dir(tmp_path / "run", 2)
     (run / "checkpoints" / "checkpoint-2" / "tokenizer_config.json").unlink()
     assert error_of(capsys, f"target={run / 'checkpoints' / 'checkpoint-2'}").endswith(
-        "checkpoint-2: the checkpoint is corrupt (no tokenizer (tokenizer.json / tokenizer_config.json))"
+        "checkpoint-2: the checkpoint is corrupt (no tokenizer (tokenizer.json / tokenizer_config.json / a vocabulary file))"
     )
 
 
@@ -228,3 +228,20 @@ def test_the_curve_keeps_the_points_of_checkpoints_rotated_away_since_their_eval
     other = ["eval.n=2", "eval.ks=[1,2]"]  # other settings: not its points
     rlvr_eval.run(str(run), None, rlvr_eval.compose(other, None), other)
     assert [json.loads(line)["step"] for line in (run / "eval" / "curve.jsonl").read_text().splitlines()] == [4, 6]
+
+
+def test_model_dirs_that_load_pass_the_check(saved_model, tmp_path):
+    """What from_pretrained loads passes: a slow tokenizer's vocabulary without tokenizer_config.json,
+    and a Hub snapshot holding both weight indexes with the safetensors shards alone."""
+    from rlvr.models.loading import saved_model_problem
+
+    vocabulary_only = copy_without(saved_model, tmp_path / "vocab", "tokenizer.json", "tokenizer_config.json")
+    (vocabulary_only / "vocab.json").write_text("{}")
+    assert saved_model_problem(vocabulary_only) is None
+    sharded = shutil.copytree(saved_model, tmp_path / "sharded")
+    (sharded / "model.safetensors").rename(sharded / "model-00001-of-00001.safetensors")
+    for index, shard in (("model.safetensors.index.json", "model-00001-of-00001.safetensors"), ("pytorch_model.bin.index.json", "x.bin")):
+        (sharded / index).write_text(json.dumps({"weight_map": {"w": shard}}))
+    assert saved_model_problem(sharded) is None
+    (sharded / "model-00001-of-00001.safetensors").unlink()
+    assert saved_model_problem(sharded) == "model.safetensors.index.json names model-00001-of-00001.safetensors, which is not there"

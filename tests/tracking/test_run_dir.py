@@ -172,3 +172,27 @@ def test_a_resume_by_another_number_of_processes_is_refused_whatever_the_hardwar
         resume_changes(CONFIG, checkpoint, 1)
     local_launcher = CONFIG | {"hardware": {"nodes": 1, "tasks_per_node": 2}}  # the same 2 processes, asked for
     assert resume_changes(local_launcher, checkpoint, 2) == {"hardware.tasks_per_node": [1, 2]}
+
+
+def test_a_job_dir_continued_at_another_point_of_its_sweep_is_refused(tmp_path):
+    """A swept key, or a key of a swept group (`reward=a,b`: its leaves), may not change in a job dir;
+    an unswept one may (a raised max_steps)."""
+    checkpoint = checkpoint_with(tmp_path, TRAINED)
+    raised = CONFIG | {"algorithm": {**CONFIG["algorithm"], "temperature": 0.7, "max_steps": 20}}
+    assert resume_changes(raised, checkpoint, 1, swept=["seed"]) == {"algorithm.max_steps": [10, 20], "algorithm.temperature": [1.0, 0.7]}
+    with pytest.raises(ConfigError, match=r"another point of this sweep \(algorithm.temperature: 1.0 -> 0.7\)"):
+        resume_changes(raised, checkpoint, 1, swept=["algorithm.temperature"])
+    with pytest.raises(ConfigError, match=r"another point of this sweep \(algorithm.max_steps: 10 -> 20, algorithm.temperature"):
+        resume_changes(raised, checkpoint, 1, swept=["algorithm"])
+
+
+def test_a_finished_run_gives_its_metrics_only_to_a_start_with_its_config(tmp_path):
+    from rlvr.tracking.run_dir import RUN_INFO, finished_result
+
+    (tmp_path / "metrics.json").write_text('{"eval_after_accuracy": 0.5}')
+    start = {"config": CONFIG}
+    (tmp_path / RUN_INFO).write_text(json.dumps(start) + "\n" + json.dumps({"ended": "completed"}) + "\n")
+    assert finished_result(tmp_path, CONFIG) == {"eval_after_accuracy": 0.5}
+    assert finished_result(tmp_path, CONFIG | {"seed": 1}) is None
+    (tmp_path / RUN_INFO).write_text(json.dumps(start) + "\n" + json.dumps({"ended": "stopped by Ctrl-C"}) + "\n")
+    assert finished_result(tmp_path, CONFIG) is None
