@@ -67,7 +67,7 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
     the lock given back."""
     from rlvr.hardware.distributed import agreed_run_dir, export_torch_distributed, is_main_process
     from rlvr.hardware.device import check_device, check_torchvision, export_device_environment
-    from rlvr.models.loading import check_quantization
+    from rlvr.models.loading import check_quantization, check_tiny_shape
     from rlvr.recipes import get_recipe
     from rlvr.rewards.base import preflight_rewards
     from rlvr.tracking.outputs import check_wandb_installed
@@ -81,10 +81,11 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
     check_ranges(cfg)
     check_device(cfg.hardware)
     check_quantization(cfg, cfg.hardware.device)
-    check_rollout_engine(cfg)
+    check_tiny_shape(cfg.model)
     check_wandb_installed(cfg.logging)
     recipe = get_recipe(cfg.algorithm.name)
     world_size = export_torch_distributed()
+    check_rollout_engine(cfg, world_size)
     run_dir = agreed_run_dir(run_dir)
     check_not_a_model_dir(run_dir)
     from rlvr.hardware.sharding import check_sharding  # imports transformers: after export_device_environment

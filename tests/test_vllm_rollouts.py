@@ -26,7 +26,14 @@ VLLM = ["algorithm.rollout=vllm", "model.tiny.num_attention_heads=2"]
     ("args", "refusal"),
     [
         (["algorithm.rollout=vllm"], "vLLM's CPU attention takes head_dim 32, 64,"),
-        (["algorithm.rollout=vllm"], "this model's is 16 (e.g. model.tiny.num_attention_heads=2)"),
+        (["algorithm.rollout=vllm"], "this model's is 16 (e.g. model.tiny.num_attention_heads=2 model.tiny.num_key_value_heads=2)"),
+        (
+            ["algorithm.rollout=vllm", "model.tiny.hidden_size=96"],
+            "(e.g. model.tiny.num_attention_heads=3 model.tiny.num_key_value_heads=1)",
+        ),
+        ([*VLLM, "algorithm.vllm.sleep_mode=true"], "algorithm.vllm.sleep_mode=true frees GPU memory: vLLM has no sleep mode on cpu"),
+        ([*VLLM, "algorithm.vllm.tensor_parallel_size=2"], "algorithm.vllm.tensor_parallel_size=2 must divide the 1 training process "),
+        ([*VLLM, "algorithm.vllm.cpu_kv_cache_gib=100000"], "algorithm.vllm.cpu_kv_cache_gib=100000 is more than this machine's memory"),
         (VLLM, "vLLM is not installed: pip install 'rlvr[vllm]' on a CUDA machine; on CPU `make vllm-venv`"),
         ([*VLLM, "algorithm.vllm.mode=server"], "algorithm.vllm.mode=server needs CUDA GPUs"),
         ([*VLLM, "model.reasoning_vocab_size=8"], "a reasoning vocabulary masks its copies during sampling"),

@@ -286,6 +286,23 @@ def bitsandbytes_config(cfg):
     )
 
 
+def check_tiny_shape(model_cfg) -> None:
+    """The built-in model's head counts in one line before it is built: the attention heads divide
+    the hidden size and the key/value heads divide the heads (transformers fails mid-forward otherwise)."""
+    if model_cfg.name_or_path != "tiny":
+        return
+    tiny = model_cfg.tiny
+    if tiny.hidden_size % tiny.num_attention_heads:
+        raise ConfigError(
+            f"model.tiny.num_attention_heads={tiny.num_attention_heads} must divide model.tiny.hidden_size={tiny.hidden_size}"
+        )
+    if tiny.num_attention_heads % tiny.num_key_value_heads:
+        raise ConfigError(
+            f"model.tiny.num_key_value_heads={tiny.num_key_value_heads} must divide model.tiny.num_attention_heads="
+            f"{tiny.num_attention_heads} (each key/value head serves a group of heads)"
+        )
+
+
 def check_quantization(cfg, device: str) -> None:
     """`model.quantization` (one of config.CHOICES) in one line before anything loads: a combination that can
     train (a pretrained policy, LoRA on top, no full-weight stage), and bitsandbytes able to run on

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -30,17 +31,23 @@ def uses_vllm(cfg) -> bool:
     return cfg.algorithm.rollout == "vllm"
 
 
-def check_rollout_engine(cfg) -> None:
-    """Refuse in one line, before anything loads, a training run whose vLLM rollouts or evals cannot work here."""
+def check_rollout_engine(cfg, processes: int) -> None:
+    """Refuse in one line, before anything loads, a training run (of `processes` processes) whose vLLM
+    rollouts or evals cannot work here."""
     from rlvr.evaluation.vllm_engine import check_trainer_engine
 
     check_trainer_engine(cfg)
     if uses_vllm(cfg):
-        check_vllm_rollouts(cfg)
+        check_vllm_rollouts(cfg, processes)
 
 
-def check_vllm_rollouts(cfg) -> None:
+def check_vllm_rollouts(cfg, processes: int) -> None:
     prefix = "algorithm.rollout=vllm"
+    if processes % cfg.algorithm.vllm.tensor_parallel_size:
+        raise ConfigError(
+            f"{prefix}: algorithm.vllm.tensor_parallel_size={cfg.algorithm.vllm.tensor_parallel_size} must divide the "
+            f"{processes} training process{'es' * (processes > 1)} (each engine serves that many ranks)"
+        )
     if cfg.algorithm.name not in GRPO_FAMILY:
         raise ConfigError(f"{prefix}: the {cfg.algorithm.name} recipe samples no rollouts (only {', '.join(GRPO_FAMILY)} do)")
     if cfg.model.reasoning_vocab_size > 0:
@@ -53,6 +60,8 @@ def check_vllm_rollouts(cfg) -> None:
             f"{prefix} algorithm.vllm.mode=server needs CUDA GPUs (TRL syncs weights to the server over NCCL): "
             "on CPU use algorithm.vllm.mode=colocate"
         )
+    if cfg.algorithm.vllm.sleep_mode and cfg.hardware.device != "cuda":
+        raise ConfigError(f"{prefix} algorithm.vllm.sleep_mode=true frees GPU memory: vLLM has no sleep mode on {cfg.hardware.device}")
     check_vllm_here(cfg, prefix)
 
 
@@ -62,13 +71,30 @@ def check_vllm_here(cfg, prefix: str, model_dir: Path | None = None) -> None:
     if cfg.hardware.device == "cpu":
         head_dim = model_head_dim(cfg.model, model_dir)
         if head_dim is not None and head_dim not in VLLM_CPU_HEAD_DIMS:
-            tiny = cfg.model.tiny
-            hint = f" (e.g. model.tiny.num_attention_heads={tiny.hidden_size // 32})" if cfg.model.name_or_path == "tiny" else ""
             raise ConfigError(
-                f"{prefix}: vLLM's CPU attention takes head_dim {', '.join(map(str, VLLM_CPU_HEAD_DIMS))}; this model's is {head_dim}{hint}"
+                f"{prefix}: vLLM's CPU attention takes head_dim {', '.join(map(str, VLLM_CPU_HEAD_DIMS))}; "
+                f"this model's is {head_dim}{head_dim_hint(cfg.model, model_dir)}"
+            )
+        ram_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+        if cfg.algorithm.vllm.cpu_kv_cache_gib > ram_gib:
+            raise ConfigError(
+                f"{prefix}: algorithm.vllm.cpu_kv_cache_gib={cfg.algorithm.vllm.cpu_kv_cache_gib} is more than this "
+                f"machine's memory ({ram_gib:.1f} GiB)"
             )
     if importlib.util.find_spec("vllm") is None:
         raise ConfigError(f"{prefix}: vLLM is not installed: {INSTALL_HINT}")
+
+
+def head_dim_hint(model_cfg, model_dir: Path | None) -> str:
+    """How to reach head_dim 32: the tiny model's head counts (the key/value heads dividing the heads),
+    or, for saved weights, whose shape is fixed, the transformers engine."""
+    if model_dir is not None:
+        return " (saved weights keep their shape: eval.engine=hf evaluates them)"
+    if model_cfg.name_or_path != "tiny":
+        return ""
+    heads = max(1, model_cfg.tiny.hidden_size // 32)
+    key_value_heads = math.gcd(heads, model_cfg.tiny.num_key_value_heads)
+    return f" (e.g. model.tiny.num_attention_heads={heads} model.tiny.num_key_value_heads={key_value_heads})"
 
 
 def model_head_dim(model_cfg, model_dir: Path | None = None) -> int | None:

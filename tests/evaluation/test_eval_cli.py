@@ -209,7 +209,9 @@ def test_a_vllm_eval_that_cannot_run_here_fails_in_one_line(tmp_path, capsys):
     model = tmp_path / "model"
     model.mkdir()
     (model / "config.json").write_text(json.dumps({"hidden_size": 64, "num_attention_heads": 4}))
-    assert "eval.engine=vllm: vLLM's CPU attention takes head_dim 32, 64" in error_of(capsys, f"target={model}", "eval.engine=vllm")
+    refusal = error_of(capsys, f"target={model}", "eval.engine=vllm")
+    assert "eval.engine=vllm: vLLM's CPU attention takes head_dim 32, 64" in refusal
+    assert refusal.endswith("this model's is 16 (saved weights keep their shape: eval.engine=hf evaluates them)")
     (model / "config.json").write_text(json.dumps({"hidden_size": 64, "num_attention_heads": 2}))
     assert "eval.engine=vllm: vLLM is not installed" in error_of(capsys, f"target={model}", "eval.engine=vllm")
     assert "eval.engine='vlm' must be one of hf, vllm (did you mean 'vllm'?)" in error_of(capsys, f"target={model}", "eval.engine=vlm")

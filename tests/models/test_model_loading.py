@@ -82,3 +82,29 @@ def test_a_large_policy_is_built_once_per_machine_with_the_same_weights(tmp_path
         assert model.state_dict().keys() == built_here.state_dict().keys()
         assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), built_here.state_dict().values()))
         assert model.generation_config.eos_token_id == built_here.generation_config.eos_token_id
+
+
+@pytest.mark.parametrize(
+    ("shape", "refusal"),
+    [
+        ({"num_attention_heads": 2}, None),
+        ({"num_attention_heads": 1}, "model.tiny.num_key_value_heads=2 must divide model.tiny.num_attention_heads=1"),
+        ({"hidden_size": 96, "num_attention_heads": 3, "num_key_value_heads": 1}, None),
+        ({"num_attention_heads": 5}, "model.tiny.num_attention_heads=5 must divide model.tiny.hidden_size=64"),
+        (
+            {"num_attention_heads": 4, "num_key_value_heads": 3},
+            "model.tiny.num_key_value_heads=3 must divide model.tiny.num_attention_heads=4",
+        ),
+    ],
+)
+def test_the_tiny_models_head_counts_are_checked_before_it_is_built(shape, refusal):
+    """A shape that does not divide failed mid-forward (a shape mismatch traceback), after the warm-up."""
+    from rlvr.errors import ConfigError
+    from rlvr.models.loading import check_tiny_shape
+
+    model = OmegaConf.merge(OmegaConf.structured(ModelConfig), {"tiny": shape})
+    if refusal is None:
+        check_tiny_shape(model)
+    else:
+        with pytest.raises(ConfigError, match=refusal):
+            check_tiny_shape(model)
