@@ -352,8 +352,9 @@ def test_a_killed_caller_ends_sandboxes_that_missed_the_parent_death_signal(tmp_
         assert process.stdout.readline() == "started\n"
         deadline = time.monotonic() + 10
 
-        def slots_running() -> int:  # sandbox user ids with a process: the programs have started
-            return len({line.split()[1] for line in sandboxed_processes() if int(line.split()[1]) >= FIRST_UID})
+        def slots_running() -> int:  # the caller's sandbox user ids with a process (not a sibling test's)
+            uids = {int(line.split()[1]) for line in sandboxed_processes()}
+            return len({uid for uid in uids if uid >= FIRST_UID and (uid - FIRST_UID) // MAX_WORKERS == process.pid})
 
         while slots_running() < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
