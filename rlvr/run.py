@@ -138,6 +138,7 @@ def run(cfg: DictConfig, accepted: Accepted) -> dict[str, float]:
             print(
                 f"rlvr: {accepted.run_dir} holds this job, finished with the same config: its metrics.json is the result", file=sys.stderr
             )
+        close_process_group()
         return accepted.earlier
     if is_main_process():  # every check that can refuse the run has passed: now it may write
         record_start(accepted.run_dir, cfg, accepted.changed, accepted.start.mode)
