@@ -252,24 +252,24 @@ def to_plain(value):
 
 
 def data_fingerprints(cfg) -> dict[str, str]:
-    """{path: digest of its name, size and modification time} of each local file the dataset reads
-    (dataset.source, dataset.eval_source, the mixer's sources): a data file written anew (other rows,
-    other gold answers) changes it. Builtins and Hub names have none."""
-    import hashlib
+    """{path: `files_fingerprint`} of each local file the dataset reads (dataset.source,
+    dataset.eval_source, the mixer's sources): a data file written anew (other rows, other gold
+    answers) changes it. Builtins and Hub names have none."""
+    from rlvr.tracking.outputs import files_fingerprint
 
-    digests = {}
-    for name in (cfg.dataset.source, cfg.dataset.eval_source, *(cfg.dataset.mixer or {})):
-        path = Path(str(name)).expanduser() if name else None
-        if path is not None and path.is_file():
-            stat = path.stat()
-            digests[str(name)] = hashlib.sha256(f"{path.name} {stat.st_size} {stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    return digests
+    names = (cfg.dataset.source, cfg.dataset.eval_source, *(cfg.dataset.mixer or {}))
+    return {str(name): files_fingerprint(path) for name in names if name and (path := Path(str(name)).expanduser()).is_file()}
 
 
 def eval_inputs(cfg) -> dict:
     """What a saved result must have been made with to stand for a model's eval now: the SETTINGS'
     values and the local data files' fingerprints."""
     return {"settings": {name: to_plain(OmegaConf.select(cfg, name)) for name in SETTINGS}, "data": data_fingerprints(cfg)}
+
+
+def made_with(result: dict) -> dict:
+    """The `eval_inputs` a saved result records (one saved before data was recorded: none)."""
+    return {"settings": result.get("settings"), "data": result.get("data", {})}
 
 
 def evaluate_target(target: Target, cfg, out_dir: Path) -> list[dict]:
@@ -304,12 +304,9 @@ def model_result(cfg, target: Target, model: tuple[str, Path, int | None], input
     result = read_json(path) if path.exists() else None
     other = result.get("model") if result is not None else None
     if other and other != str(model_dir) and Path(other).is_dir() and out_dir not in (target.run_dir, model_dir):  # not a copied run
-        raise ConfigError(
-            f"{path} holds the result of another model of the same name ({result['model']}): give {model_dir} an output_dir of its own"
-        )
+        raise ConfigError(f"{path} holds the result of another model of the same name ({other}): give {model_dir} an output_dir of its own")
     files = files_fingerprint(model_dir)
-    done = {"settings": result.get("settings"), "data": result.get("data", {})} if result is not None else None
-    if done == inputs and result.get("files") == files:
+    if result is not None and made_with(result) == inputs and result.get("files") == files:
         log.info("%s: done (%s), skipped", label, path)
         return result
     log.info("%s: evaluating %s", label, model_dir)
@@ -358,9 +355,8 @@ def rotated_away(results: list[dict], cfg, out_dir: Path, checkpoint_dir: Path) 
     labels, inputs, kept = {r["label"] for r in results}, eval_inputs(cfg), []
     for path in sorted((out_dir / "eval").glob("checkpoint-*.json")):
         result = read_json(path)
-        made_with = {"settings": result.get("settings"), "data": result.get("data", {})}
         model = Path(result.get("model") or "")
-        if result.get("label") not in labels and made_with == inputs and model.parent == checkpoint_dir and not model.is_dir():
+        if result.get("label") not in labels and made_with(result) == inputs and model.parent == checkpoint_dir and not model.is_dir():
             kept.append(result)
     return kept
 

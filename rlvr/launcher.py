@@ -135,7 +135,7 @@ def check_objective_evaluated(config) -> None:
     """Refuse, before any job starts, a search (a sweeper that reads `objective`, not the basic one)
     whose objective is an eval that the config turns off (`eval_after_*` with eval.after=false): every
     trial would train, then fail. One line, exit code 2."""
-    if "BasicSweeper" in str(config.hydra.sweeper.get("_target_", "")):
+    if not reads_objective(config.hydra.sweeper):
         return
     objective = str(config.get("objective", ""))
     for when in ("before", "after"):
@@ -336,10 +336,8 @@ def end_stopped_job(stop: SystemExit) -> None:
     from rlvr.hardware.stops import STOP_EXITS, STOPPED_BY
 
     if stop.code not in STOP_EXITS.values() or not own_process():
-        if stop.code in STOP_EXITS.values() and _sweep_dirs:  # the whole sweep stops here: its report first
-            from rlvr.sweep_report import write_report
-
-            write_report(_sweep_dirs[0])
+        if stop.code in STOP_EXITS.values():  # the whole sweep stops here: its report first
+            write_sweep_report()
         raise stop
     raise job_ended(stop.code, None, f"stopped by {STOPPED_BY[stop.code]}", resume=True) from None
 
@@ -355,7 +353,7 @@ def objective_value(cfg, metrics: dict[str, float]) -> float:
     from rlvr.config import did_you_mean
 
     value = metrics.get(cfg.objective, math.nan)
-    if not math.isnan(value) or not is_multirun() or "BasicSweeper" in str(HydraConfig.get().sweeper._target_):
+    if not math.isnan(value) or not is_multirun() or not reads_objective(HydraConfig.get().sweeper):
         return value
     meant = did_you_mean(cfg.objective, metrics)  # "": no metric is close
     problem = "is NaN" if cfg.objective in metrics else f"is not among this run's metrics{meant}"
@@ -363,15 +361,26 @@ def objective_value(cfg, metrics: dict[str, float]) -> float:
     print(line, file=sys.stderr)
     if cfg.objective in metrics or not meant or own_process() or not _sweep_dirs:
         raise job_ended(2, line, "failed")
-    from rlvr.sweep_report import write_report
-
-    write_report(_sweep_dirs[0])
+    write_sweep_report()
     report = _sweep_dirs[0] / "sweep_summary.md"
     print(
         f"rlvr: error: the search stopped: objective={cfg.objective} is misspelt, every trial would fail (its trials: {report})",
         file=sys.stderr,
     )
     sys.exit(2)
+
+
+def reads_objective(sweeper) -> bool:
+    """Whether `sweeper` (hydra.sweeper) reads each job's `objective` (Optuna's); the basic one does not."""
+    return "BasicSweeper" not in str(sweeper.get("_target_", ""))
+
+
+def write_sweep_report() -> list[dict]:
+    """The report of the sweep this process launched (rlvr.sweep_report), written now, with its rows;
+    [] where this process launched none."""
+    from rlvr.sweep_report import write_report
+
+    return write_report(_sweep_dirs[0]) if _sweep_dirs and _sweep_dirs[0].is_dir() else []
 
 
 def report_ended_jobs_once() -> None:
@@ -387,11 +396,9 @@ def report_end(exc: BaseException, prog: str = "rlvr") -> int | None:
     """In the process that launched a `-m` run of `prog`: report a job's end and give the command's
     exit code (None: not a job's end, left to Hydra). The sweep report is written first (Hydra skips
     it when a sweep raises)."""
-    rows = []
-    if _sweep_dirs and _sweep_dirs[0].is_dir():
-        from rlvr.sweep_report import unfinished_line, write_report
+    from rlvr.sweep_report import unfinished_line
 
-        rows = write_report(_sweep_dirs[0])
+    rows = write_sweep_report()
     if isinstance(exc, RunEnded):
         if exc.line and exc.pid != os.getpid():  # a submitit job's: printed in its own log only
             print(exc.line, file=sys.stderr)

@@ -108,13 +108,16 @@ def write_whole(path: Path, text: str) -> None:
 
 
 def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
+    """`rows` as a JSONL file, written whole (`write_whole`)."""
     write_whole(path, "".join(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows))
 
 
-def files_fingerprint(directory: Path) -> str:
-    """A digest of the name, size and modification time of each file in `directory` (not of its
-    subdirectories): it changes when the files are written again (a model saved anew)."""
-    stats = sorted(f"{p.name} {p.stat().st_size} {p.stat().st_mtime_ns}" for p in directory.iterdir() if p.is_file())
+def files_fingerprint(path: Path) -> str:
+    """A digest of the name, size and modification time of `path` if it is a file, else of each file in
+    it (not of its subdirectories): it changes when the files are written again (a model saved anew,
+    a data file rewritten)."""
+    files = [path] if path.is_file() else [p for p in path.iterdir() if p.is_file()]
+    stats = sorted(f"{p.name} {p.stat().st_size} {p.stat().st_mtime_ns}" for p in files)
     return hashlib.sha256("\n".join(stats).encode()).hexdigest()[:16]
 
 

@@ -237,22 +237,23 @@ def resume_changes(resolved: dict, checkpoint: Path | None, processes: int, swep
     # {dotted.key: [old, new]} per leaf that differs; a key that one rlvr version lacks is no change
     changed = {k: [before[k], after[k]] for k in sorted(before.keys() & after.keys()) if before[k] != after[k]}
     if moved := {k: v for k, v in changed.items() if any(k == s or k.startswith(f"{s}.") for s in swept)}:  # a group: its keys
-        listed = ", ".join(f"{k}: {v[0]!r} -> {v[1]!r}" for k, v in moved.items())
         raise ConfigError(
-            f"{checkpoint} was trained at another point of this sweep ({listed}): rerun the sweep with the same "
+            f"{checkpoint} was trained at another point of this sweep ({listed(moved)}): rerun the sweep with the same "
             f"values to continue it, or give it a new hydra.sweep.dir"
         )
     if refused := {k: v for k, v in changed.items() if depends_on_checkpoint(k)}:
-        listed = ", ".join(f"{k}: {v[0]!r} -> {v[1]!r}" for k, v in refused.items())
         raise ConfigError(
-            f"{checkpoint} was trained with other values of what it depends on ({listed}): continue "
+            f"{checkpoint} was trained with other values of what it depends on ({listed(refused)}): continue "
             f"with the same values, or start a new run (a new hydra.run.dir)"
         )
     if changed:
-        log.warning(
-            "continuing %s with changed values: %s", checkpoint.name, ", ".join(f"{k}: {v[0]!r} -> {v[1]!r}" for k, v in changed.items())
-        )
+        log.warning("continuing %s with changed values: %s", checkpoint.name, listed(changed))
     return changed
+
+
+def listed(changes: dict[str, list]) -> str:
+    """ "key: old -> new, ..." of `resume_changes`' {key: [old, new]}."""
+    return ", ".join(f"{k}: {v[0]!r} -> {v[1]!r}" for k, v in changes.items())
 
 
 MODEL_FILES = ("trainer_state.json", "adapter_config.json", "config.json")  # a checkpoint's, an adapter's, a model's
