@@ -662,6 +662,25 @@ def check_extras(args: list[str]) -> None:
                 raise ConfigError(f"{arg} needs the '{extra}' extra: pip install 'rlvr[{extra}]'")
 
 
+def check_hydra_modes(args: list[str]) -> None:
+    """Hydra runs, sweeps (`-m`), prints a config (`--cfg`), prints info (`--info`) or completes
+    the shell, one at a time: two of them were a ValueError traceback from Hydra."""
+    from hydra._internal.utils import get_args_parser
+
+    parsed, _ = get_args_parser().parse_known_args(args)
+    modes = {
+        "--run": parsed.run,
+        "-m": parsed.multirun,
+        "--cfg": parsed.cfg is not None,
+        "--info": parsed.info is not None,
+        "--shell-completion": parsed.shell_completion,
+    }
+    given = [flag for flag, on in modes.items() if on]
+    if len(given) > 1:
+        advice = " To see a sweep's job, drop -m and give each swept key one value." if "-m" in given else ""
+        raise ConfigError(f"{' and '.join(given)}: Hydra does one of these at a time.{advice}")
+
+
 def check_overrides(args: list[str], schema: type = Config, groups: frozenset[str] = frozenset()) -> None:
     """Pre-flight: reject overrides naming no schema key, before Hydra composes anything.
 
@@ -821,6 +840,7 @@ def exit_on_unknown_keys(prog: str, args: list[str], schema: type = Config, grou
     import sys
 
     try:
+        check_hydra_modes(args)
         check_overrides(args, schema, groups)
         check_extras(args)
     except ConfigError as exc:

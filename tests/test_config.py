@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from conftest import CONF_DIR, GROUPS, one_line_error, refused_in_process, run_cli
-from rlvr.config import CHOICES, Config, allowed_values, check_key, check_overrides, check_ranges, trl_choices
+from rlvr.config import CHOICES, Config, allowed_values, check_hydra_modes, check_key, check_overrides, check_ranges, trl_choices
 from rlvr.errors import ConfigError
 from rlvr.recipes import TRL_CONFIGS
 import rlvr.run  # noqa: F401  registers the schema and the rlvr_data resolver
@@ -97,6 +97,16 @@ def test_unknown_key_fails_in_one_line_without_torch():
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert lines == ["rlvr: error: unknown config key 'algorithm.lerning_rate' (did you mean 'algorithm.learning_rate'?)"]
+
+
+@pytest.mark.parametrize(
+    "args, modes",
+    [(["-m", "seed=1,2", "--cfg", "hydra"], "-m and --cfg"), (["--info", "--cfg=job"], "--cfg and --info")],
+)
+def test_two_hydra_modes_are_one_line(args, modes):
+    with pytest.raises(ConfigError, match=f"^{modes}: Hydra does one of these at a time"):
+        check_hydra_modes(args)
+    check_hydra_modes(["--cfg", "job", "seed=1"])
 
 
 def test_cfg_job_prints_config_without_importing_torch():
