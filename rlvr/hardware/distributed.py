@@ -79,9 +79,17 @@ def export_torch_distributed() -> int:
     import submitit
 
     env = submitit.helpers.TorchDistributedEnvironment()
-    if "MASTER_PORT" not in os.environ:  # a port the user set is kept
+    exported = os.environ.get("MASTER_PORT")
+    if exported is None or "SUBMITIT_FOLDER" in os.environ:  # a plain sbatch script's own port is kept
         env.master_port = rendezvous_port(str(submitit.JobEnvironment().job_id))
-    env = env.export()
+        if exported is not None and env.rank == 0:
+            log.warning(
+                "MASTER_PORT=%s from the launching shell is not used: each job of a -m run draws a port of its own "
+                "(%d); with one port for all, a second job on a host failed to open it and its other ranks waited for ever",
+                exported,
+                env.master_port,
+            )
+    env = env.export(overwrite=True)  # the job's own ranks and port, whatever the launching shell had exported
     log.info("rank %d of %d (master %s:%s)", env.rank, env.world_size, env.master_addr, env.master_port)
     return env.world_size
 

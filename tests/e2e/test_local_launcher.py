@@ -6,6 +6,7 @@ import json
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -51,7 +52,12 @@ def loss_rows(run_dir):
 
 def test_a_sigterm_stop_is_one_line_whose_command_continues_the_run(tmp_path):
     """FSDP over 2 processes: the command printed relaunches it the same way (the job's own one-process
-    `hydra.run.dir=` hint is refused in one line, writing nothing)."""
+    `hydra.run.dir=` hint is refused in one line, writing nothing). A MASTER_PORT the launching shell
+    exports, here one that another process holds, is replaced by the job's own port."""
+    held = socket.socket()
+    held.bind(("", 0))
+    held.listen()
+    shell = {**os.environ, "HF_HUB_OFFLINE": "1", "MASTER_PORT": str(held.getsockname()[1])}
     args = [
         sys.executable,
         "-m",
@@ -65,7 +71,7 @@ def test_a_sigterm_stop_is_one_line_whose_command_continues_the_run(tmp_path):
         f"hydra.sweep.dir={tmp_path}",
     ]
     caller = subprocess.Popen(
-        args, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        args, cwd=ROOT, env=shell, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     run_dir = tmp_path / "0"
     try:
@@ -85,6 +91,7 @@ def test_a_sigterm_stop_is_one_line_whose_command_continues_the_run(tmp_path):
     assert command[:4] == ["python", "-m", "rlvr.run", "-m"] and "hardware.sharding=fsdp" in command
     said = (run_dir / "run.log").read_text()  # the job's own log gives the same command, not hydra.run.dir=
     assert f"running {shlex.join(command)} continues from it" in said and "hydra.run.dir=" not in said
+    assert f"MASTER_PORT={shell['MASTER_PORT']} from the launching shell is not used" in said
     [checkpoint] = (run_dir / "checkpoints").glob("checkpoint-*")
     saved = int(checkpoint.name.split("-")[1])
     assert 3 <= saved < 40 and [row["step"] for row in loss_rows(run_dir)] == list(range(1, saved + 1))
@@ -105,9 +112,10 @@ def test_a_sigterm_stop_is_one_line_whose_command_continues_the_run(tmp_path):
     assert "but this is one process: start it with -m hydra/launcher=local" in one_line_error(plain)
     assert [r.get("mode") or r["ended"] for r in read_jsonl(run_dir / "run_info.jsonl")] == ["new", "stopped by SIGTERM"]
 
-    pasted = subprocess.run(
-        [sys.executable, *command[1:]], cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600
-    )  # `python` of the venv the user runs
+    pasted = subprocess.run(  # `python` of the venv the user runs
+        [sys.executable, *command[1:]], cwd=ROOT, env=shell, capture_output=True, text=True, timeout=600
+    )
+    held.close()
     assert pasted.returncode == 0, pasted.stderr[-3000:]
     assert [row["step"] for row in loss_rows(run_dir)] == list(range(1, 41))  # continued; no step repeated
     records = read_jsonl(run_dir / "run_info.jsonl")
