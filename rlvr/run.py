@@ -72,7 +72,7 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
     from rlvr.rewards.base import preflight_rewards
     from rlvr.tracking.outputs import check_wandb_installed
     from rlvr.launcher import swept_in_this_job
-    from rlvr.tracking.run_dir import RunDirLock, Start, check_not_a_model_dir, finished_result, resume_changes
+    from rlvr.tracking.run_dir import RunDirLock, Start, check_run_dir, finished_result, resume_changes
     from rlvr.trainers.rollout_engine import check_rollout_engine
 
     offline = set_offline(cfg)  # first: huggingface_hub reads HF_HUB_OFFLINE once, at its import (check_ranges's)
@@ -87,7 +87,7 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
     world_size = export_torch_distributed()
     check_rollout_engine(cfg, world_size)
     run_dir = agreed_run_dir(run_dir)
-    check_not_a_model_dir(run_dir)
+    check_run_dir(run_dir)
     from rlvr.hardware.sharding import check_sharding  # imports transformers: after export_device_environment
 
     check_sharding(cfg.hardware, world_size)

@@ -259,19 +259,29 @@ def listed(changes: dict[str, list]) -> str:
 MODEL_FILES = ("trainer_state.json", "adapter_config.json", "config.json")  # a checkpoint's, an adapter's, a model's
 
 
-def check_not_a_model_dir(run_dir: Path) -> None:
-    """Refuse a run dir that holds a saved model or a checkpoint (`hydra.run.dir=RUN/final_model`, or
-    `RUN/checkpoints/checkpoint-8` meant as "continue from here"): a new run would start inside it."""
-    held = next((name for name in MODEL_FILES if (run_dir / name).is_file()), None)
-    if held is None:
-        return
-    run = next((parent for parent in run_dir.parents if (parent / RUN_INFO).is_file()), None)
-    fix = (
-        f"to continue that run from its newest complete checkpoint, pass hydra.run.dir={run}"
-        if run
-        else "pick a new hydra.run.dir (model.name_or_path= trains from a saved model)"
-    )
-    raise ConfigError(f"hydra.run.dir={run_dir} holds a saved model or checkpoint ({held}), not a run: {fix}")
+# What a run dir may hold before its first start is recorded: Hydra's, the log, the lock of a start under way
+BEFORE_FIRST_START = frozenset({".hydra", "run.log", LOCK_NAME})
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """Refuse a run dir that is not a run's, where a new run would write among what is there: one that
+    holds a saved model or a checkpoint (`hydra.run.dir=RUN/final_model`, or `RUN/checkpoints/checkpoint-8`
+    meant as "continue from here"), one inside another run (`RUN/eval`), and a folder of other files
+    (`hydra.run.dir=.` in a project: its metrics.jsonl, plots/ and eval/ were overwritten)."""
+    run = next((parent for parent in run_dir.absolute().parents if (parent / RUN_INFO).is_file()), None)
+    continue_run = f"to continue that run from its newest complete checkpoint, pass hydra.run.dir={run}"
+    if held := next((name for name in MODEL_FILES if (run_dir / name).is_file()), None):
+        fix = continue_run if run else "pick a new hydra.run.dir (model.name_or_path= trains from a saved model)"
+        raise ConfigError(f"hydra.run.dir={run_dir} holds a saved model or checkpoint ({held}), not a run: {fix}")
+    if run is not None:
+        raise ConfigError(f"hydra.run.dir={run_dir} is inside the run dir {run}: pick a dir outside it, or {continue_run}")
+    if run_dir.is_dir() and not (run_dir / RUN_INFO).exists():
+        if others := sorted(entry.name for entry in run_dir.iterdir() if entry.name not in BEFORE_FIRST_START):
+            shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+            raise ConfigError(
+                f"hydra.run.dir={run_dir} holds files that no rlvr run wrote ({shown}): a run would write among them; "
+                "pick a new or empty dir"
+            )
 
 
 def save_overrides(run_dir: Path) -> None:

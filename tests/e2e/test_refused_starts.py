@@ -182,6 +182,33 @@ def test_a_run_dir_that_holds_a_saved_model_or_a_checkpoint_is_refused_naming_it
     assert sorted(held.iterdir()) == before
 
 
+def test_a_folder_of_a_users_files_is_refused_as_a_run_dir_and_left_as_it_was(tmp_path):
+    """`hydra.run.dir=.` in a project: the run replaced its metrics.jsonl, rollouts.jsonl, plots/ and eval/."""
+    (tmp_path / "plots").mkdir()
+    for name in ("metrics.jsonl", "rollouts.jsonl", "plots/reward.png"):
+        (tmp_path / name).write_text("mine")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    line = one_line_error(refused_in_process(*TINY_RUN, f"hydra.run.dir={tmp_path}"))
+    assert line == (
+        f"rlvr: error: hydra.run.dir={tmp_path} holds files that no rlvr run wrote (metrics.jsonl, plots, rollouts.jsonl): "
+        "a run would write among them; pick a new or empty dir"
+    )
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("inside", ["eval", "checkpoints", "new"])
+def test_a_run_dir_inside_another_run_is_refused(tmp_path, inside):
+    (tmp_path / "run_info.jsonl").write_text("{}\n")
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "after.jsonl").write_text("{}\n")
+    line = one_line_error(refused_in_process(*TINY_RUN, f"hydra.run.dir={tmp_path / inside}"))
+    assert line == (
+        f"rlvr: error: hydra.run.dir={tmp_path / inside} is inside the run dir {tmp_path}: pick a dir outside it, "
+        f"or to continue that run from its newest complete checkpoint, pass hydra.run.dir={tmp_path}"
+    )
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "new").exists()
+
+
 def test_a_policy_named_as_the_hybrid_reward_model_is_refused_before_anything_is_written(tmp_path):
     """A GRPO run's final_model/ (a causal LM) loaded as a reward model got a new, random score head:
     the run trained on noise, exit 0."""
