@@ -99,7 +99,7 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
         if swept and (earlier := finished_result(run_dir, resolved)) is not None:
             return Accepted(run_dir, recipe, Start("done"), {}, world_size, offline, earlier)
         start = recipe.preflight(cfg, run_dir)  # may refuse; writes nothing
-        changed = resume_changes(resolved, start.checkpoint, world_size, swept)
+        changed = resume_changes(resolved, start.checkpoint, world_size, swept, final_model_in=run_dir if start.mode == "finish" else None)
     except RlvrError:
         lock.release()
         raise

@@ -221,15 +221,27 @@ def depends_on_checkpoint(key: str) -> bool:
     return under(CHECKPOINT_DEPENDS_ON) and not under(EVAL_ONLY)
 
 
-def resume_changes(resolved: dict, checkpoint: Path | None, processes: int, swept: Sequence[str] = ()) -> dict[str, list]:
+def resume_changes(
+    resolved: dict, checkpoint: Path | None, processes: int, swept: Sequence[str] = (), final_model_in: Path | None = None
+) -> dict[str, list]:
     """What this start (its resolved config, run by `processes` processes) changes from what trained
-    `checkpoint`; refused in one line when the checkpoint depends on it, or when it is one of the
-    `swept` keys of the `-m` run this start is a job of (its job dir holds another point of the sweep:
-    a rerun of an interrupted search whose sampler drew again). A checkpoint saved before rlvr
-    recorded its config: nothing to compare."""
-    if checkpoint is None or not (checkpoint / CHECKPOINT_CONFIG).exists():
+    `checkpoint`, or with no checkpoint the final model saved in the run dir `final_model_in` (a start
+    that finishes its eval: the config of the run's last training start); refused in one line when the
+    trained model depends on it, or when it is one of the `swept` keys of the `-m` run this start is a
+    job of (its job dir holds another point of the sweep: a rerun of an interrupted search whose sampler
+    drew again). Nothing recorded: nothing to compare."""
+    if checkpoint is not None and (checkpoint / CHECKPOINT_CONFIG).exists():
+        trained, what = json.loads((checkpoint / CHECKPOINT_CONFIG).read_text()), str(checkpoint)
+    elif checkpoint is None and final_model_in is not None and (final_model_in / RUN_INFO).exists():
+        from rlvr.tracking.outputs import read_jsonl
+
+        trainings = [start for start in read_jsonl(final_model_in / RUN_INFO) if start.get("mode") in ("new", "resume")]
+        trained, what = (trainings[-1].get("config") if trainings else None), f"the final model in {final_model_in}"
+    else:
+        trained = None
+    if not trained:
         return {}
-    before = flatten(json.loads((checkpoint / CHECKPOINT_CONFIG).read_text()))
+    before = flatten(trained)
     after = flatten(resolved | {"processes": processes})
     for config in (before, after):  # no prompt_template is the prompt column as it is: "{<column>}" (format_prompt)
         if "dataset.prompt_template" in config and config["dataset.prompt_template"] is None:
@@ -238,16 +250,16 @@ def resume_changes(resolved: dict, checkpoint: Path | None, processes: int, swep
     changed = {k: [before[k], after[k]] for k in sorted(before.keys() & after.keys()) if before[k] != after[k]}
     if moved := {k: v for k, v in changed.items() if any(k == s or k.startswith(f"{s}.") for s in swept)}:  # a group: its keys
         raise ConfigError(
-            f"{checkpoint} was trained at another point of this sweep ({listed(moved)}): rerun the sweep with the same "
+            f"{what} was trained at another point of this sweep ({listed(moved)}): rerun the sweep with the same "
             f"values to continue it, or give it a new hydra.sweep.dir"
         )
     if refused := {k: v for k, v in changed.items() if depends_on_checkpoint(k)}:
         raise ConfigError(
-            f"{checkpoint} was trained with other values of what it depends on ({listed(refused)}): continue "
+            f"{what} was trained with other values of what it depends on ({listed(refused)}): continue "
             f"with the same values, or start a new run (a new hydra.run.dir)"
         )
     if changed:
-        log.warning("continuing %s with changed values: %s", checkpoint.name, listed(changed))
+        log.warning("continuing %s with changed values: %s", Path(what).name if checkpoint else what, listed(changed))
     return changed
 
 

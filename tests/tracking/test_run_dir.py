@@ -174,6 +174,25 @@ def test_a_resume_by_another_number_of_processes_is_refused_whatever_the_hardwar
     assert resume_changes(local_launcher, checkpoint, 2) == {"hardware.tasks_per_node": [1, 2]}
 
 
+def test_finishing_a_run_compares_with_the_config_of_its_last_training_start(tmp_path, caplog):
+    """A run killed in its final eval, finished with another learning rate: it started in `finish` mode
+    with `"changed": {}` and recorded 0.01 as the learning rate of a model trained at 1e-4."""
+    starts = [
+        {"mode": "new", "config": CONFIG | {"seed": 5}},
+        {"mode": "resume", "config": CONFIG},
+        {"ended": "stopped by SIGTERM"},
+        {"mode": "finish", "config": CONFIG | {"seed": 7}},  # an earlier finish trained nothing
+    ]
+    (tmp_path / "run_info.jsonl").write_text("".join(json.dumps(start) + "\n" for start in starts))
+    faster = CONFIG | {"algorithm": {**CONFIG["algorithm"], "learning_rate": 1e-2}}
+    with pytest.raises(ConfigError, match=f"^the final model in {tmp_path} was trained with other values .*learning_rate: 0.0001 -> 0.01"):
+        resume_changes(faster, None, 1, final_model_in=tmp_path)
+    cooler = CONFIG | {"algorithm": {**CONFIG["algorithm"], "temperature": 0.7}}
+    with caplog.at_level(logging.WARNING, logger="rlvr.tracking.run_dir"):
+        assert resume_changes(cooler, None, 1, final_model_in=tmp_path) == {"algorithm.temperature": [1.0, 0.7]}
+    assert f"continuing the final model in {tmp_path} with changed values" in caplog.text
+
+
 def test_a_job_dir_continued_at_another_point_of_its_sweep_is_refused(tmp_path):
     """A swept key, or a key of a swept group (`reward=a,b`: its leaves), may not change in a job dir;
     an unswept one may (a raised max_steps)."""
