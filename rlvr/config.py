@@ -15,6 +15,7 @@ import inspect
 import math
 import re
 import typing
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -681,6 +682,16 @@ def check_hydra_modes(args: list[str]) -> None:
         raise ConfigError(f"{' and '.join(given)}: Hydra does one of these at a time.{advice}")
 
 
+def check_searchpath(args: list[str]) -> None:
+    """A `hydra.searchpath` directory on the command line that does not exist (Hydra warns and goes on,
+    and then says only that the option the user's dir holds does not exist)."""
+    for arg in args:
+        if arg.lstrip("+").startswith("hydra.searchpath="):
+            for path in re.findall(r"file://([^,\]'\"\s]+)", arg):
+                if not Path(path).is_dir():
+                    raise ConfigError(f"hydra.searchpath: {path} is not a directory")
+
+
 def check_overrides(args: list[str], schema: type = Config, groups: frozenset[str] = frozenset()) -> None:
     """Pre-flight: reject overrides naming no schema key, before Hydra composes anything.
 
@@ -769,7 +780,11 @@ def command_line_error_line(exc: BaseException) -> str | None:
     if override and isinstance(cause, OmegaConfBaseException):  # a value that does not fit its key's type
         return f"{override[1]}: {str(cause).splitlines()[0]}"
     lines = [line.strip() for line in str(exc).split("\n\n")[0].splitlines()]
-    return "; ".join(line.rstrip(".") for line in lines if line)
+    said = "; ".join(line.rstrip(".") for line in lines if line)
+    if isinstance(exc, OverrideParseException) and exc.override:  # Hydra's message does not name it
+        quote = re.search(r"[\s{}]", exc.override.partition("=")[2])
+        return f"'{exc.override}': {said}" + ("; a value with spaces or braces goes in quotes: key='\"...\"'" if quote else "")
+    return said
 
 
 def group_options(group: str) -> list[str]:
@@ -779,6 +794,22 @@ def group_options(group: str) -> list[str]:
     if not GlobalHydra.instance().is_initialized():
         return []
     return GlobalHydra.instance().config_loader().get_group_options(group)
+
+
+def not_utf8_line(exc: BaseException) -> str | None:
+    """One line for a preset that is not UTF-8 text (the file: Hydra's file config source holds its path
+    as `full_path`), or None for any other error."""
+    while exc is not None and not isinstance(exc, UnicodeDecodeError):
+        exc = exc.__cause__ or exc.__context__
+    if exc is None:
+        return None
+    reading = [
+        f for f, _ in traceback.walk_tb(exc.__traceback__) if f.f_globals.get("__name__", "").startswith("hydra._internal.core_plugins.")
+    ]
+    if not reading:
+        return None
+    path = reading[-1].f_locals.get("full_path", "a preset")
+    return f"{path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}): save it as UTF-8"
 
 
 def yaml_error_line(exc: BaseException) -> str | None:
@@ -822,7 +853,7 @@ def one_line_preset_errors(prog: str, schema: type = Config, report=None) -> Non
                 return func()
             except Exception as exc:
                 line = preset_error_line(exc, schema) if isinstance(exc, ConfigCompositionException) else None
-                line = line or missing_option_line(exc) or yaml_error_line(exc) or command_line_error_line(exc)
+                line = line or missing_option_line(exc) or yaml_error_line(exc) or not_utf8_line(exc) or command_line_error_line(exc)
                 if line is not None:
                     print(f"{prog}: error: {line}", file=sys.stderr)
                     sys.exit(2)
@@ -841,6 +872,7 @@ def exit_on_unknown_keys(prog: str, args: list[str], schema: type = Config, grou
 
     try:
         check_hydra_modes(args)
+        check_searchpath(args)
         check_overrides(args, schema, groups)
         check_extras(args)
     except ConfigError as exc:

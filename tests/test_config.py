@@ -100,8 +100,7 @@ def test_unknown_key_fails_in_one_line_without_torch():
 
 
 @pytest.mark.parametrize(
-    "args, modes",
-    [(["-m", "seed=1,2", "--cfg", "hydra"], "-m and --cfg"), (["--info", "--cfg=job"], "--cfg and --info")],
+    "args, modes", [(["-m", "seed=1,2", "--cfg", "hydra"], "-m and --cfg"), (["--info", "--cfg=job"], "--cfg and --info")]
 )
 def test_two_hydra_modes_are_one_line(args, modes):
     with pytest.raises(ConfigError, match=f"^{modes}: Hydra does one of these at a time"):
@@ -365,7 +364,17 @@ def test_no_preset_claims_to_mirror_a_system_it_does_not_reproduce():
             "dataset.mixer={/data/a.jsonl: 30}",
             "dataset.mixer: to set the whole mapping, write '++dataset.mixer={...}' (Hydra merges a plain dataset.mixer= key by key)",
         ),
-        ("dataset.prompt_template={qestion}", "no viable alternative at input '{qestion}'; See https://hydra.cc/docs/"),
+        (
+            "dataset.prompt_template={qestion}",
+            "'dataset.prompt_template={qestion}': no viable alternative at input '{qestion}'; See https://hydra.cc/docs/",
+        ),
+        (
+            "dataset.prompt_template=Q: {q",
+            "'dataset.prompt_template=Q: {q': mismatched input '{' expecting <EOF>; See https://hydra.cc/docs/1.2/advanced/"
+            "override_grammar/basic for details; a value with spaces or braces goes in quotes: key='\"...\"'",
+        ),
+        ("algorithm.beta=[0.1", "'algorithm.beta=[0.1': no viable alternative at input '[0.1'"),
+        ("hydra.searchpath=[file:///nonexistent/presets]", "hydra.searchpath: /nonexistent/presets is not a directory"),
         ("--config-dir=/nonexistent/presets", "Additional config directory '/nonexistent/presets' not found"),
         ("experiment=gsm8k_grp", "experiment=gsm8k_grp: no such option (did you mean 'experiment=gsm8k_grpo'?); the experiment options: "),
     ],

@@ -31,6 +31,15 @@ def test_a_yaml_syntax_error_in_a_user_preset_is_one_line(tmp_path, how):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_user_preset_that_is_not_utf8_is_one_line_naming_it(tmp_path):
+    """Hydra's UnicodeDecodeError traceback, with `--cfg job` too."""
+    preset = tmp_path / "conf" / "dataset" / "latin1.yaml"
+    preset.parent.mkdir(parents=True)
+    preset.write_bytes("name: café\n".encode("latin-1"))
+    line = one_line_error(run_cli("rlvr.run", "--config-dir", str(tmp_path / "conf"), "dataset=latin1", "--cfg", "job", timeout=60))
+    assert line == f"rlvr: error: {preset} is not UTF-8 text (byte 0xe9 at offset 9): save it as UTF-8"
+
+
 @pytest.mark.parametrize(
     ("where", "problem"),
     [
