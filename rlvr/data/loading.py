@@ -31,18 +31,40 @@ def _open(path: Path):
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
-def _first_bad_json_line(path: Path) -> str | None:
-    """What is wrong with a JSON-lines file that `datasets` refused: its first bad line, or no lines."""
-    empty = True
+def _json_kind(value) -> str:
+    """What a JSON value that is not an object is, in JSON's words: "an array", "a string", "a number", "true"."""
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    return {list: "an array", str: "a string"}.get(type(value), "a number")
+
+
+def _first_bad_json_row(path: Path) -> str | None:
+    """What is wrong with a JSON(-lines) file that `datasets` refused: no rows, the first line that is not
+    JSON or not an object ({...}), or in a JSON array of rows its first element that is not an object."""
     with _open(path) as handle:
-        for number, line in enumerate(handle, start=1):
-            if line.strip():
-                empty = False
-                try:
-                    json.loads(line)
-                except json.JSONDecodeError as exc:
-                    return f"line {number}: {exc.msg}"
-    return "the file has no rows" if empty else None
+        text = handle.read().decode("utf-8-sig")
+    if not text.strip():
+        return "the file has no rows"
+    if text.lstrip().startswith("["):  # a JSON array of rows, or a JSON-lines file whose first line is not a row
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as exc:
+            if exc.msg != "Extra data":  # "Extra data": more lines after the first, as in JSON lines
+                return f"line {exc.lineno}: {exc.msg}"
+        else:
+            if isinstance(rows, list):
+                bad = next((index for index, row in enumerate(rows) if not isinstance(row, dict)), None)
+                return None if bad is None else f"row {bad} is {_json_kind(rows[bad])}, not an object of columns ({{...}})"
+    # lines end at "\n" only, as datasets reads them (str.splitlines would also split at U+2028 inside strings)
+    for number, line in enumerate(text.split("\n"), start=1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                return f"line {number}: {exc.msg}"
+            if not isinstance(row, dict):
+                return f"line {number} is {_json_kind(row)}, not an object of columns ({{...}}): a JSON-lines file has one object per line"
+    return None
 
 
 def _first_bad_utf8(path: Path) -> str | None:
@@ -78,7 +100,7 @@ def json_with_literal_numbers(text: str):
 
 
 def _literal_values(path: Path, column: str) -> list:
-    """`column` of each row of a JSON(-lines) file with its numbers as the file writes them; other
+    """`column` of each row of a JSON(-lines) file with its numbers as the file writes them (text); other
     values as JSON reads them."""
     with _open(path) as handle:
         text = handle.read().decode("utf-8-sig")
@@ -89,12 +111,23 @@ def _literal_values(path: Path, column: str) -> list:
     return [row.get(column) if isinstance(row, dict) else None for row in rows]
 
 
+def _lost_its_numbers(feature) -> bool:
+    """Whether `datasets` read a JSON column without its numbers as written: floats (pyarrow makes a
+    column of ints and one 2.5 all floats, and an integer past 64 bits a float), or a `Json` column
+    (numbers mixed with text, decoded as Python's floats: 2.50 -> 2.5, 1e3 -> 1000.0, -0.0 -> 0.0)."""
+    import datasets
+
+    json_feature = getattr(datasets, "Json", None)  # datasets >= 5 reads a column of mixed types as one
+    return str(getattr(feature, "dtype", "")).startswith("float") or (json_feature is not None and isinstance(feature, json_feature))
+
+
 def read_local(path_text: str, literal_columns: tuple[str, ...] = ()):
     """A local json/jsonl(.gz)/parquet file as a `datasets.Dataset`, with one-line errors.
 
-    `literal_columns` of a JSON file that pyarrow read as floats (it makes a column of ints and one
-    2.5 all floats, and an integer past 64 bits a float) hold the file's own text instead: a gold
-    answer 12 stays "12", not "12.0", which no reward would match."""
+    `literal_columns` of a JSON file whose numbers `datasets` did not keep as written (`_lost_its_numbers`)
+    are text columns holding each number as the file writes it, other values as `str` makes them
+    (`true` -> "True", as in a column of only `true`/`false`): a gold answer 12 stays "12", not "12.0",
+    which no reward would match. A column with a list or object in it stays as read."""
     import datasets
 
     path = Path(path_text).expanduser()
@@ -107,27 +140,28 @@ def read_local(path_text: str, literal_columns: tuple[str, ...] = ()):
     kind = "parquet" if path.suffix == ".parquet" else "json"
     if kind == "json" and (bad := _first_bad_utf8(path)):
         raise DataError(f"cannot read dataset file {path}: {bad}")
-    # datasets' JSON reader logs its own error for a malformed file, naming pyarrow's row; the one line
-    # below names the file's line instead
-    json_reader_log = logging.getLogger("datasets.packaged_modules.json.json")
-    level = json_reader_log.level
-    json_reader_log.setLevel(logging.CRITICAL)
+    # datasets' reader logs its own error for a malformed file (JSON: naming pyarrow's row; parquet: "Failed
+    # to read schema"), which its handler and the root logger's both print; the one line below says it instead
+    reader_log = logging.getLogger(f"datasets.packaged_modules.{kind}.{kind}")
+    level = reader_log.level
+    reader_log.setLevel(logging.CRITICAL)
     try:
         ds = datasets.load_dataset(kind, data_files=str(path), split="train")
     except Exception as exc:  # datasets raises several types for a malformed file
-        detail = _first_bad_json_line(path) if kind == "json" else None
+        detail = _first_bad_json_row(path) if kind == "json" else None
         detail = detail or next(iter(str(exc).splitlines()), type(exc).__name__)
         raise DataError(f"cannot read dataset file {path}: {detail}") from exc
     finally:
-        json_reader_log.setLevel(level)
+        reader_log.setLevel(level)
     for column in literal_columns if kind == "json" else ():
-        if column in ds.column_names and str(getattr(ds.features[column], "dtype", "")).startswith("float"):
+        if column in ds.column_names and _lost_its_numbers(ds.features[column]):
             try:
                 values = _literal_values(path, column)
             except ValueError:  # a layout datasets reads and this does not: pyarrow's values stay
                 continue
-            if len(values) == len(ds):
-                ds = ds.remove_columns(column).add_column(column, values, feature=datasets.Value("string"))
+            if len(values) == len(ds) and not any(isinstance(value, (list, dict)) for value in values):
+                texts = [None if value is None else str(value) for value in values]
+                ds = ds.remove_columns(column).add_column(column, texts, feature=datasets.Value("string"))
     return ds
 
 
@@ -159,6 +193,19 @@ def read_builtin(name: str, arguments: dict[str, Any], seed: int):
     return {split: datasets.Dataset.from_list(rows) for split, rows in splits.items()}
 
 
+def _not_a_text_prompt(value: list | dict, column: str) -> str:
+    """Why a list or dict in the prompt column (no `prompt_template`) is refused: its `str` would be the prompt."""
+    from rlvr.rewards.answers import short
+
+    found = f"the prompt {short(value)} in column '{column}' is a {type(value).__name__}, not text"
+    if isinstance(value, list) and value and all(isinstance(m, dict) and {"role", "content"} <= m.keys() for m in value):
+        return (
+            f"{found}: rlvr takes a text prompt column, not chat messages (TRL's conversational format); "
+            f"dataset.chat=true builds the messages from the text"
+        )
+    return f"{found}: name a text column (dataset.prompt_column) or build the prompt with dataset.prompt_template"
+
+
 def _check_columns(ds, cfg, where: str, label) -> None:
     from rlvr.rewards.answers import short
     from rlvr.rewards.checks import colliding_columns
@@ -171,6 +218,8 @@ def _check_columns(ds, cfg, where: str, label) -> None:
         for index, value in enumerate(ds[column]):
             if value is None or (isinstance(value, str) and not value.strip()):
                 raise DataError(f"{where} {label(index)} has no value in column '{column}'")
+            if column == cfg.prompt_column and cfg.prompt_template is None and isinstance(value, (list, dict)):
+                raise DataError(f"{where} {label(index)}: {_not_a_text_prompt(value, column)}")
             if column == cfg.answer_column and isinstance(value, (list, dict)):
                 raise DataError(
                     f"{where} {label(index)}: the gold answer {short(value)} in column '{column}' is a "

@@ -84,6 +84,59 @@ def test_malformed_json_line_is_named(tmp_path, caplog):
     assert [r.getMessage() for r in caplog.records if r.name.startswith("datasets") and r.levelname == "ERROR"] == []
 
 
+@pytest.mark.parametrize(
+    "name, bad, problem",
+    [
+        ("rows.jsonl", "[1, 2]", "line 6 is an array, not an object of columns ({...}): a JSON-lines file has one object per line"),
+        ("rows.jsonl", '"3+3="', "line 6 is a string, not an object of columns ({...})"),
+        ("rows.json", "[1, 2]", "row 5 is an array, not an object of columns ({...})"),  # a JSON array of rows
+        ("rows.json", "{]", "line 7: Expecting property name enclosed in double quotes"),
+    ],
+)
+def test_a_json_row_that_is_not_an_object_is_named(tmp_path, name, bad, problem):
+    rows = [json.dumps({"question": f"{i}+1=", "answer": str(i + 1)}) for i in range(5)] + [bad]
+    path = tmp_path / name
+    path.write_text("\n".join(rows) + "\n" if name.endswith(".jsonl") else "[\n" + ",\n".join(rows) + "\n]\n")
+    with pytest.raises(DataError) as info:
+        load_prompt_datasets(dataset_cfg(source=str(path), eval_holdout=0))
+    assert str(info.value).startswith(f"cannot read dataset file {path}: {problem}")
+
+
+def test_a_corrupt_parquet_file_is_rlvrs_one_line_only(tmp_path, caplog):
+    """datasets' parquet reader logs its own "Failed to read schema" error, printed twice, before rlvr's line."""
+    path = tmp_path / "rows.parquet"
+    path.write_bytes(b"PAR1 not a parquet file")
+    with pytest.raises(DataError, match=f"^cannot read dataset file {path}: Parquet magic bytes not found"), caplog.at_level("DEBUG"):
+        load_prompt_datasets(dataset_cfg(source=str(path), eval_holdout=0))
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("datasets") and r.levelname == "ERROR"] == []
+
+
+@pytest.mark.parametrize(
+    "value, problem",
+    [
+        (
+            [{"role": "user", "content": "1+1="}],
+            "the prompt [{'role': 'user', 'content': '1+1='}] in column 'messages' is a list, not text: rlvr takes a text "
+            "prompt column, not chat messages (TRL's conversational format); dataset.chat=true builds the messages from the text",
+        ),
+        (
+            {"text": "1+1="},
+            "the prompt {'text': '1+1='} in column 'messages' is a dict, not text: name a text column (dataset.prompt_column) "
+            "or build the prompt with dataset.prompt_template",
+        ),
+    ],
+)
+def test_a_prompt_column_of_lists_or_dicts_is_refused_naming_the_row(rows_file, value, problem):
+    """Not their Python repr as the prompt; a prompt_template may still read them."""
+    path = rows_file([{"messages": value, "answer": "2"}] * 3)
+    with pytest.raises(DataError) as info:
+        load_prompt_datasets(dataset_cfg(source=str(path), eval_holdout=0, prompt_column="messages", chat=True))
+    assert str(info.value) == f"dataset file {path} line 1: {problem}"
+    template = "{messages[0][content]}" if isinstance(value, list) else "{messages[text]}"
+    train, _ = load_prompt_datasets(dataset_cfg(source=str(path), eval_holdout=0, prompt_column="messages", prompt_template=template))
+    assert train[0]["prompt"] == "1+1="
+
+
 @pytest.mark.parametrize("content", ["", "\n\n"])
 def test_empty_file_is_named(tmp_path, content):
     path = tmp_path / "empty.jsonl"

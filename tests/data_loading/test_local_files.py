@@ -80,6 +80,20 @@ def test_eval_prompts_that_are_also_training_prompts_are_counted_in_a_warning(tm
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
 
 
+@pytest.mark.parametrize("layout", ["lines", "array"])
+def test_numeric_gold_answers_keep_the_files_text_beside_text_answers(tmp_path, layout):
+    """datasets decodes a column of numbers and text as JSON (2.50 -> 2.5, 1e3 -> 1000.0, -0.0 -> 0.0);
+    true and false read as in a column of only them."""
+    golds = ['"x"', "2.50", "1e3", "-0.0", "12", "true", "null"]
+    rows = ['{"question": "q%d", "answer": %s}' % (i, gold) for i, gold in enumerate(golds)]
+    path = tmp_path / f"rows.{'jsonl' if layout == 'lines' else 'json'}"
+    path.write_text("\n".join(rows) + "\n" if layout == "lines" else "[\n" + ",\n".join(rows) + "\n]\n")
+    with pytest.raises(DataError, match="row 6 has no value in column 'answer'" if layout == "array" else "line 7 has no value"):
+        answers(path)
+    path.write_text(path.read_text().replace("null", "1.0"))
+    assert answers(path) == ["x", "2.50", "1e3", "-0.0", "12", "True", "1.0"]
+
+
 def test_numeric_golds_are_read_back_past_a_byte_order_mark_and_line_separators_in_strings(tmp_path):
     path = tmp_path / "rows.jsonl"
     rows = [{"question": "first\u2028line", "answer": 12}, {"question": "q\x85", "answer": 2.5}]
