@@ -7,6 +7,7 @@ users see: docs/slurm.md#signals-preemption-and-requeue and docs/run-dir.md.
 from __future__ import annotations
 
 import contextlib
+import shlex
 import logging
 import os
 import signal
@@ -80,8 +81,8 @@ def how_to_continue(run_dir) -> str:
     if HydraConfig.initialized() and is_multirun():
         if own_process():
             return f"running {continue_command(HydraConfig.get())}"
-        return f"the same -m command with hydra.sweep.dir={Path(HydraConfig.get().sweep.dir).absolute()}"
-    return "the same command" + (f" with hydra.run.dir={run_dir}" if run_dir else "")
+        return f"the same -m command with {shlex.quote(f'hydra.sweep.dir={Path(HydraConfig.get().sweep.dir).absolute()}')}"
+    return "the same command" + (f" with {shlex.quote(f'hydra.run.dir={run_dir}')}" if run_dir else "")
 
 
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
 """A stop signal ends the run wherever it lands."""
 
 import os
+from pathlib import Path
 import signal
 import time
 
@@ -25,3 +26,11 @@ def test_a_ctrl_c_that_lands_in_a_finalizer_still_stops_the_run(tmp_path, capsys
     assert info.value.code == 130 and time.monotonic() - began < 5
     err = capsys.readouterr().err
     assert err.startswith("rlvr: Ctrl-C during start-up: stopped at once") and "Exception ignored" not in err, err
+
+
+def test_the_continue_command_quotes_a_run_dir_with_spaces():
+    """Pasted as printed, `hydra.run.dir=/runs/my runs/exp 1` was three arguments."""
+    from rlvr.hardware.stops import how_to_continue
+
+    assert how_to_continue(Path("/runs/my runs/exp 1")) == "the same command with 'hydra.run.dir=/runs/my runs/exp 1'"
+    assert how_to_continue(Path("/runs/exp1")) == "the same command with hydra.run.dir=/runs/exp1"
