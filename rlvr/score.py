@@ -57,6 +57,11 @@ def read_rows(path: Path, completion_column: str, answer_column: str = "answer",
                 raise DataError(f"{path} line {number}: not JSON ({exc.msg})") from exc
             if not isinstance(row, dict) or completion_column not in row:
                 raise DataError(f"{path} line {number}: no '{completion_column}' field")
+            if not is_completion(completion := row[completion_column]):
+                raise DataError(
+                    f"{path} line {number}: '{completion_column}' is {json.dumps(completion)[:60]}, not a completion "
+                    "(the model's text, or a list of chat messages with 'content')"
+                )
             gold = row.get(answer_column)
             if isinstance(gold, (int, float)) and not isinstance(gold, bool):
                 row[answer_column] = json_with_literal_numbers(line)[answer_column]
@@ -70,12 +75,16 @@ def read_rows(path: Path, completion_column: str, answer_column: str = "answer",
     return rows
 
 
+def is_completion(value) -> bool:
+    """Text, or chat messages (a list of {"role", "content"}), as TRL passes completions to rewards."""
+    return isinstance(value, str) or (isinstance(value, list) and all(isinstance(m, dict) and "content" in m for m in value))
+
+
 def score_rows(rows: list[dict], rewards, completion_column: str, answer_column: str) -> list[dict]:
     """Rows with reward, per-function rewards, reasons, the first extracted prediction and `correct` (the
     first reward that judges correctness; None if none does) set; an eval row's `samples` and `judge`,
     which this scoring does not make, left out."""
-    # text, or chat messages (a list), as TRL passes them; the rewards read either
-    completions = [c if isinstance(c := r[completion_column], (str, list)) else str(c) for r in rows]
+    completions = [r[completion_column] for r in rows]  # `is_completion`: the rewards read either form
     columns = {k: [r.get(k) for r in rows] for k in set().union(*rows) - {completion_column, "prompt"}}
     if answer_column in columns:
         columns["answer"] = columns.pop(answer_column)

@@ -1,6 +1,7 @@
 """rlvr.score's rows and summary, as training reads the same file."""
 
 import json
+import re
 
 import pytest
 
@@ -32,6 +33,16 @@ def test_a_row_without_the_gold_other_rows_have_is_refused_naming_its_line(tmp_p
         read_rows(path, "completion", "gold")
     assert len(read_rows(path, "completion", "gold", needs_gold=False)) == 3  # rewards that read no gold (think_format)
     assert len(read_rows(write(tmp_path, ['{"completion": "c"}'] * 2), "completion")) == 2  # no gold at all: the rewards decide
+
+
+@pytest.mark.parametrize("completion, shown", [("4", "4"), ("null", "null"), ('{"text": "4"}', '{"text": "4"}'), ('["4"]', '["4"]')])
+def test_a_completion_that_is_neither_text_nor_messages_is_refused_naming_its_line(tmp_path, completion, shown):
+    """A number 4 against the gold "4" scored correct; a list or null scored 0 as "missing"."""
+    path = write(tmp_path, ['{"completion": "4", "answer": "4"}', f'{{"completion": {completion}, "answer": "4"}}'])
+    with pytest.raises(DataError, match=f"rows.jsonl line 2: 'completion' is {re.escape(shown)}, not a completion "):
+        read_rows(path, "completion")
+    messages = '{"completion": [{"role": "assistant", "content": "4"}], "answer": "4"}'
+    assert len(read_rows(write(tmp_path, [messages]), "completion")) == 1
 
 
 def test_a_reward_without_a_verdict_is_counted_not_summed():
