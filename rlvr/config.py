@@ -572,6 +572,8 @@ def check_ranges(cfg) -> None:
         value = OmegaConf.select(values, key)
         if isinstance(value, str) and (error := choice_error(key, value, allowed_values(key))):
             raise ConfigError(error)
+    if "dataset" in values:
+        _check_mixer(OmegaConf.to_container(values.dataset.mixer))
     if "eval" in values:  # rlvr.run's and rlvr.eval's configs; rlvr.score's holds the reward alone
         _check_eval(OmegaConf.to_container(values.eval))
     if "algorithm" in values:
@@ -584,6 +586,16 @@ def conf_dir() -> str:
     package = Path(__file__).resolve().parent
     installed, clone = package / "conf", package.parent / "conf"
     return str(installed if (installed / "config.yaml").is_file() else clone)
+
+
+def _check_mixer(mixer: dict) -> None:
+    """Each source of `dataset.mixer` a file or Hub dataset, with a fraction (<= 1) or a whole count (> 1) of its rows."""
+    for name, amount in mixer.items():
+        if str(name).startswith("builtin:"):
+            raise ConfigError(f"dataset.mixer['{name}']: a built-in generator is not mixed; name files or Hub datasets")
+        number = isinstance(amount, (int, float)) and not isinstance(amount, bool) and math.isfinite(amount)
+        if not number or amount <= 0 or (amount > 1 and not float(amount).is_integer()):
+            raise ConfigError(f"dataset.mixer['{name}']={amount!r}: must be a fraction in (0, 1] or a whole count > 1")
 
 
 def _check_eval(evaluation: dict) -> None:

@@ -264,16 +264,12 @@ def _limit(ds, where: str, limit: int | None, seed: int):
 
 
 def mix(sources: dict[str, Any], read, seed: int):
-    """Concatenate sources, each cut to a fraction (<= 1.0) or a count (> 1) of its rows."""
+    """Concatenate sources, each cut to a fraction (<= 1.0) or a count (> 1) of its rows (checked at
+    start-up: rlvr.config's `_check_mixer`)."""
     import datasets
 
     parts = []
     for name, amount in sources.items():
-        if name.startswith("builtin:"):
-            raise DataError(f"dataset.mixer['{name}']: a built-in generator is not mixed; name files or Hub datasets")
-        amount = float(amount)
-        if amount <= 0 or (amount > 1 and not amount.is_integer()):
-            raise DataError(f"dataset.mixer['{name}']={amount:g}: must be a fraction in (0, 1] or a whole count > 1")
         ds = read(name).shuffle(seed=seed)
         n = round(amount * len(ds)) if amount <= 1.0 else int(amount)
         if n > len(ds):

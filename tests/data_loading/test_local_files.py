@@ -6,9 +6,9 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from rlvr.config import DatasetConfig
+from rlvr.config import DatasetConfig, check_ranges
 from rlvr.data import load_prompt_datasets
-from rlvr.errors import DataError
+from rlvr.errors import ConfigError, DataError
 
 
 def dataset_cfg(**overrides):
@@ -114,15 +114,18 @@ def test_a_prompt_column_is_taken_as_it_is_whatever_its_name(tmp_path):
     [
         (1.5, "file", "dataset.mixer['{path}']=1.5: must be a fraction in (0, 1] or a whole count > 1"),
         (0, "file", "dataset.mixer['{path}']=0: must be a fraction in (0, 1] or a whole count > 1"),
+        ("abc", "file", "dataset.mixer['{path}']='abc': must be a fraction in (0, 1] or a whole count > 1"),
+        (True, "file", "dataset.mixer['{path}']=True: must be a fraction in (0, 1] or a whole count > 1"),
         (2, "builtin:arithmetic", "dataset.mixer['builtin:arithmetic']: a built-in generator is not mixed; name files or Hub datasets"),
     ],
 )
-def test_a_mixer_entry_that_cannot_be_mixed_is_one_line(tmp_path, amount, source, message):
+def test_a_mixer_entry_that_cannot_be_mixed_is_refused_at_start_up(tmp_path, amount, source, message):
+    """Refused with the other values, before anything loads (a non-number was a ValueError traceback from
+    the data loading, after the run dir was written)."""
     path = tmp_path / "rows.jsonl"
-    path.write_text("".join(json.dumps({"question": f"q{i}", "answer": i}) + "\n" for i in range(4)))
     name = str(path) if source == "file" else source
-    with pytest.raises(DataError) as info:
-        load_prompt_datasets(dataset_cfg(source=str(path), mixer={name: amount}))
+    with pytest.raises(ConfigError) as info:
+        check_ranges(OmegaConf.create({"dataset": dataset_cfg(source=str(path), mixer={name: amount})}))
     assert str(info.value) == message.format(path=path)
 
 
