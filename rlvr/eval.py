@@ -13,6 +13,7 @@ is; what it evaluates with, where results go, what a re-run skips: docs/evaluati
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import sys
@@ -191,14 +192,16 @@ def rebase_relative_paths(saved: dict, run_dir: Path) -> None:
         dataset["mixer"] = {from_start_dir(name): amount for name, amount in dataset["mixer"].items()}
 
 
-def eval_config(composed: DictConfig, overrides: list[str], run_dir: Path | None) -> DictConfig:
+def eval_config(composed: DictConfig, overrides: list[str], run_dir: Path | None, models: list[Path] = ()) -> DictConfig:
     """The config the models are evaluated with, checked: outside a run, `composed` (the tree with the
     command line's `overrides`); inside one, the run's config_resolved.yaml, with each key or group an
     override names taken from `composed`. The app's own keys (`APP_KEYS`) are not settings: left out.
-    Sets the offline environment it asks for (`rlvr.run.set_offline`)."""
+    With the target's `models`, its `model` group is theirs (`model_as_saved`). Sets the offline
+    environment it asks for (`rlvr.run.set_offline`)."""
     from omegaconf.errors import OmegaConfBaseException
 
     settings_only = OmegaConf.masked_copy(composed, [f.name for f in dataclasses.fields(Config)])
+    saved_model = None  # the run's model settings, before the command line's
     if run_dir is None:
         cfg = OmegaConf.merge(OmegaConf.structured(Config), settings_only)
     else:
@@ -210,6 +213,7 @@ def eval_config(composed: DictConfig, overrides: list[str], run_dir: Path | None
             cfg = OmegaConf.merge(OmegaConf.structured(Config), saved)
         except OmegaConfBaseException as exc:
             raise ConfigError(f"{run_dir / RUN_CONFIG}: {str(exc).splitlines()[0]}") from exc
+        saved_model = copy.deepcopy(cfg.model)
         for override in overrides:
             key = override.split("=", 1)[0].lstrip("+~")
             if key in APP_KEYS:
@@ -220,9 +224,91 @@ def eval_config(composed: DictConfig, overrides: list[str], run_dir: Path | None
                     "or keys to change (dataset=..., eval=...)"
                 )
             OmegaConf.update(cfg, key, OmegaConf.select(settings_only, key), merge=False)
+    if models:
+        model_as_saved(cfg, overrides, list(models), run_dir, saved_model)
     set_offline(cfg)  # before check_ranges imports transformers: huggingface_hub reads it once, at its import
     check_ranges(cfg)
     return cfg
+
+
+# The model.* keys that loading a saved model reads (rlvr.recipes.common.load_saved_model); it fixes
+# the others: its shape, tokenizer and vocabulary (reasoning copies included) are its files', and its
+# warm-up, LoRA and quantization were its training's
+LOAD_KEYS = ("dtype", "attn_implementation", "trust_remote_code")
+# and those that build a LoRA adapter's base where no run's initial_policy/ holds one (rlvr.models.loading.load_policy)
+BASE_KEYS = ("name_or_path", "revision", "quantization", "tiny")
+WHERE_KEYS = ("name_or_path", "revision")  # where a model loads from: outside a run, the target is
+TRAINING_KEYS = ("warmup_sft_steps", "warmup_sft_learning_rate", "warmup_sft_batch_size", "lora", "quantization")
+
+
+def applied_model_keys(models: list[Path], run_dir: Path | None) -> tuple[str, ...]:
+    """The model.* keys (top-level names) that loading each of `models` reads: `LOAD_KEYS`, and
+    `BASE_KEYS` where each is a LoRA adapter merged onto the model group's base."""
+    from rlvr.recipes.common import initial_policy_dir, is_adapter
+
+    on_group_base = all(is_adapter(path) for path in models) and (run_dir is None or initial_policy_dir(run_dir) is None)
+    return LOAD_KEYS + BASE_KEYS if on_group_base else LOAD_KEYS
+
+
+def leaves(node: dict, prefix: str = "") -> dict:
+    """{dotted key: value} of a nested dict's leaves (lists are values)."""
+    found = {}
+    for key, value in node.items():
+        found.update(leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return found
+
+
+def override_setting(overrides: list[str], key: str) -> str | None:
+    """The command line's override that sets model.`key`: the last that names it or a node above it,
+    else the last group choice that may (`model=...`, `experiment=...`); None: the tree's default."""
+    names = [(override, override.split("=", 1)[0].lstrip("+~")) for override in reversed(overrides)]
+    full = f"model.{key}"
+    named = next((o for o, name in names if name.startswith("model.") and (full == name or full.startswith(name + "."))), None)
+    return named or next((o for o, name in names if name == "model"), None) or next((o for o, name in names if name == "experiment"), None)
+
+
+def shown(value) -> str:
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def model_as_saved(cfg, overrides: list[str], models: list[Path], run_dir: Path | None, saved_model) -> None:
+    """Make `cfg.model` describe the models evaluated, as they load: the run's model settings
+    (`saved_model`; outside a run, the schema's, with the target as `name_or_path`: nothing built,
+    expanded or trained here) with the keys their loading reads (`applied_model_keys`) taken from
+    `cfg`. An override that would change any other key is refused in one line naming it: loading
+    ignores it, and the result would record it as applied. A group choice (`model=...`,
+    `experiment=...`) may differ in the training keys (`TRAINING_KEYS`), and outside a run in where
+    the model loads from (`WHERE_KEYS`): those are the saved model's, whatever the group says."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    from rlvr.config import ModelConfig
+
+    applied = applied_model_keys(models, run_dir)
+    base = copy.deepcopy(saved_model) if saved_model is not None else OmegaConf.structured(ModelConfig)
+    if saved_model is None and "name_or_path" not in applied:
+        base.name_or_path, base.revision = str(models[0]), None
+    try:
+        asked, have = (leaves(OmegaConf.to_container(node, resolve=True)) for node in (cfg.model, base))
+    except OmegaConfBaseException:  # an interpolation that does not resolve: check_ranges names it
+        return
+    where = f"the saved model {models[0]} fixes" if len(models) == 1 else f"the saved models of {run_dir} fix"
+    takes = ", ".join(f"model.{key}" for key in applied)
+    for key, value in asked.items():
+        top = key.split(".")[0]
+        if top in applied or value == have.get(key) or (said := override_setting(overrides, key)) is None:
+            continue
+        chosen = said.split("=", 1)[0].lstrip("+~") in ("model", "experiment")
+        if chosen and (top in TRAINING_KEYS or (saved_model is None and key in WHERE_KEYS)):
+            continue
+        runs = f" (its run's value: {shown(have.get(key))})" if saved_model is not None else ""
+        what = f"{said} sets model.{key}={shown(value)}, which {where}" if chosen else f"{said}: {where} model.{key}"
+        raise ConfigError(
+            f"{what}{runs}: it loads as it was saved, with its own shape, tokenizer, vocabulary and training; "
+            f"leave the override out (of model.*, only {takes} apply to a saved model) or evaluate another model as the target"
+        )
+    for key in applied:
+        base[key] = cfg.model[key]
+    cfg.model = base
 
 
 def evaluate_model(cfg, label: str, model_dir: Path, run_dir: Path | None, out_dir: Path) -> dict[str, float]:
@@ -383,7 +469,7 @@ def run(target_text: str, output_dir: str | None, composed: DictConfig, override
     from rlvr.trainers.rollout_engine import check_vllm_here
 
     target = resolve_target(target_text)
-    cfg = eval_config(composed, overrides, target.run_dir)
+    cfg = eval_config(composed, overrides, target.run_dir, [model_dir for _, model_dir, _ in target.models])
     for _, model_dir, _ in target.models:
         check_adapter_base(cfg, model_dir, target.run_dir)
         if cfg.eval.engine == "vllm":
