@@ -43,8 +43,9 @@ class RunEnded(Exception):
 
 
 def dir_problem(path: Path) -> str | None:
-    """Why `path` cannot be a run dir (a file, a parent that is a file, no permission), or None once
-    it exists as a directory this process can write."""
+    """Why `path` cannot be a run dir (a file, a parent that is a file, no permission, for it or for
+    what it holds: a run continued there appends to its files), or None once it exists as a directory
+    this process can write."""
     try:
         path.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
@@ -55,6 +56,8 @@ def dir_problem(path: Path) -> str | None:
         return f"it cannot be created ({exc.strerror}: {exc.filename})"
     if not os.access(path, os.W_OK | os.X_OK):
         return f"{path} is not writable"
+    if held := next((p for p in sorted(path.iterdir()) if not os.access(p, os.W_OK | (os.X_OK if p.is_dir() else 0))), None):
+        return f"{held} is not writable"
     return None
 
 

@@ -56,6 +56,21 @@ def test_a_run_dir_that_cannot_be_one_is_one_line(tmp_path, where, problem):
     assert (tmp_path / "afile").read_text() == "not a directory\n"
 
 
+def test_a_run_dir_holding_a_file_this_process_cannot_write_is_refused(tmp_path, monkeypatch):
+    """A read-only run.log in a writable dir (a shared group folder): PermissionError from the run log,
+    after the start was recorded. The tests run as root, which may write anything: the permission
+    check answers as for another user."""
+    import os
+
+    from rlvr.launcher import dir_problem
+
+    (tmp_path / "run.log").write_text("someone's\n")
+    assert dir_problem(tmp_path) is None
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: access(path, mode) and not str(path).endswith("run.log"))
+    assert dir_problem(tmp_path) == f"{tmp_path / 'run.log'} is not writable"
+
+
 def test_a_sweep_dir_that_is_a_file_is_one_line(tmp_path):
     (tmp_path / "afile").write_text("not a directory\n")
     line = one_line_error(run_cli("rlvr.run", "-m", "seed=1,2", f"hydra.sweep.dir={tmp_path / 'afile'}", timeout=60))
