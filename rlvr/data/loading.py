@@ -99,15 +99,15 @@ def json_with_literal_numbers(text: str):
     return json.loads(text, parse_int=str, parse_float=str)
 
 
-def _literal_values(path: Path, column: str) -> list:
+def _literal_values(path: Path, column: str, parse=json_with_literal_numbers) -> list:
     """`column` of each row of a JSON(-lines) file with its numbers as the file writes them (text); other
-    values as JSON reads them."""
+    values as JSON reads them (with `parse=json.loads`, all of them)."""
     with _open(path) as handle:
         text = handle.read().decode("utf-8-sig")
     if text.lstrip().startswith("["):  # a JSON array of rows (a JSON-lines row is an object)
-        rows = json_with_literal_numbers(text)
+        rows = parse(text)
     else:  # lines end at "\n" only: str.splitlines would also split at U+2028 and others inside strings
-        rows = [json_with_literal_numbers(line) for line in text.split("\n") if line.strip()]
+        rows = [parse(line) for line in text.split("\n") if line.strip()]
     return [row.get(column) if isinstance(row, dict) else None for row in rows]
 
 
@@ -162,6 +162,17 @@ def read_local(path_text: str, literal_columns: tuple[str, ...] = ()):
             if len(values) == len(ds) and not any(isinstance(value, (list, dict)) for value in values):
                 texts = [None if value is None else str(value) for value in values]
                 ds = ds.remove_columns(column).add_column(column, texts, feature=datasets.Value("string"))
+    json_feature = getattr(datasets, "Json", None)  # datasets >= 5: a column of mixed types
+    for column in ds.column_names if kind == "json" and json_feature is not None else ():
+        if isinstance(ds.features[column], json_feature):
+            # datasets stores such a column's strings that read as JSON as that JSON: a chosen "2"
+            # beside message lists came back as the int 2. The file's own values instead.
+            try:
+                values = _literal_values(path, column, parse=json.loads)
+            except ValueError:
+                continue
+            if len(values) == len(ds):
+                ds = ds.remove_columns(column).add_column(column, [json.dumps(v) for v in values], feature=json_feature())
     return ds
 
 

@@ -70,9 +70,7 @@ def test_a_sigterm_stop_is_one_line_whose_command_continues_the_run(tmp_path):
         "eval.before=false",
         f"hydra.sweep.dir={tmp_path}",
     ]
-    caller = subprocess.Popen(
-        args, cwd=ROOT, env=shell, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
+    caller = subprocess.Popen(args, cwd=ROOT, env=shell, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     run_dir = tmp_path / "0"
     try:
         deadline = time.time() + 300

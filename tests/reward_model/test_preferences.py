@@ -93,8 +93,20 @@ def test_mixer_fractions_and_counts(tmp_path):
 def test_mixer_rejects_impossible_amounts(tmp_path):
     with pytest.raises(DataError, match=r"asks for 11 rows; it has 10"):
         read_splits(mixer_cfg(tmp_path, (0.5, 11)), seed=0)
-    with pytest.raises(DataError, match="must be a fraction"):
-        read_splits(mixer_cfg(tmp_path, (0, 1)), seed=0)
+
+
+def test_strings_beside_message_lists_in_one_column_stay_strings(tmp_path):
+    """datasets reads such a column as JSON and gave back a chosen "2" as the int 2: the error named
+    line 1, whose row is right, and strings like "[1]" or "null" were other values."""
+    path = tmp_path / "pairs.jsonl"
+    rows = [{"chosen": text, "rejected": "no"} for text in ("2", "[1]", "null")]
+    rows.append({"chosen": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "rejected": "no"})
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    cfg = OmegaConf.merge(OmegaConf.structured(DatasetConfig), {"source": str(path), "eval_holdout": 0})
+    train, _ = read_splits(cfg, seed=0)
+    chosen = [row["chosen"] for row in train]
+    assert sorted(c for c in chosen if isinstance(c, str)) == ["2", "[1]", "null"]
+    assert [c for c in chosen if not isinstance(c, str)] == [rows[-1]["chosen"]]
 
 
 def test_length_filters_count_what_they_drop():
