@@ -18,8 +18,17 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from rlvr.run import set_offline  # importing rlvr.run registers rlvr's schema and resolvers
-from rlvr.config import FineGrainedConfig, check_ranges, conf_dir
+from rlvr.run import GROUPS, set_offline  # importing rlvr.run registers rlvr's schema and resolvers
+from rlvr.config import (
+    FineGrainedConfig,
+    check_ranges,
+    command_line_error_line,
+    conf_dir,
+    exit_on_unknown_keys,
+    missing_option_line,
+    preset_error_line,
+)
+from rlvr.errors import RlvrError
 from rlvr.rewards.base import WeightedReward
 from rlvr.rewards.spans import SpanReward
 from rlvr.tracking.outputs import write_json
@@ -226,21 +235,35 @@ def toy_trainer(cfg, model, tokenizer, run_dir: Path):
 
 
 def main(argv: list[str]) -> int:
+    """The toy run; a bad override or setting is one `rlvr: error:` line and exit code 2, as `rlvr.run` reports it."""
     if not argv or argv[0].startswith("-") or "=" in argv[0]:
         print(__doc__.split("\n\n")[2], file=sys.stderr)
         return 2
-    from hydra import compose, initialize_config_dir
+    import logging
 
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
     from omegaconf import OmegaConf
 
-    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=DEFAULTS + argv[1:])
-    set_offline(cfg)  # the tiny model and these rollouts need no Hub: before check_ranges imports transformers
-    check_ranges(cfg)  # every value checked, as `rlvr.run` does before anything loads
-    settings = FineGrainedConfig(**OmegaConf.to_container(cfg.algorithm.fine_grained))
-    run_dir = Path(argv[0])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    toy(cfg, run_dir, settings)
+    exit_on_unknown_keys("rlvr", argv[1:], groups=GROUPS)
+    for quiet in ("bitsandbytes.backends.cpu.ops", "kernels"):  # offline noise, as rlvr.run's logging config quiets it
+        logging.getLogger(quiet).setLevel(logging.ERROR)
+    try:
+        with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=DEFAULTS + argv[1:])
+        set_offline(cfg)  # the tiny model and these rollouts need no Hub: before check_ranges imports transformers
+        check_ranges(cfg)  # every value checked, as `rlvr.run` does before anything loads
+        settings = FineGrainedConfig(**OmegaConf.to_container(cfg.algorithm.fine_grained))
+        run_dir = Path(argv[0])
+        run_dir.mkdir(parents=True, exist_ok=True)
+        toy(cfg, run_dir, settings)
+    except HydraException as exc:
+        line = preset_error_line(exc) or missing_option_line(exc) or command_line_error_line(exc) or str(exc).splitlines()[0]
+        print(f"rlvr: error: {line}", file=sys.stderr)
+        return 2
+    except RlvrError as exc:
+        print(f"rlvr: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -170,6 +170,23 @@ def ensure_think_tokens(model, tokenizer) -> None:
             model.resize_token_embeddings(len(tokenizer))
 
 
+def check_source_id_list(choice: Any, size: int) -> None:
+    """What can be known of an explicit `model.reasoning_vocab_ids` list before the tokenizer loads (its
+    length, repeated ids, ids that are not whole numbers), refused at start-up, not after an SFT warm-up;
+    `choose_source_ids` checks the ids against the tokenizer."""
+    if isinstance(choice, str) or not isinstance(choice, Sequence):
+        return
+    ids = list(choice)
+    not_ids = [i for i in ids if isinstance(i, bool) or not isinstance(i, int) or i < 0]
+    repeated = list(dict.fromkeys(i for i in ids if ids.count(i) > 1))
+    if not_ids or repeated or len(ids) != size:
+        raise ConfigError(
+            f"model.reasoning_vocab_ids: need {size} distinct token ids (model.reasoning_vocab_size={size}); got {len(ids)}"
+            + (f", not token ids: {not_ids[:5]}" if not_ids else "")
+            + (f", repeated: {repeated[:5]}" if repeated else "")
+        )
+
+
 def choose_source_ids(choice: Any, size: int, tokenizer, corpus: Sequence[str | list] = ()) -> list[int]:
     """Which standard ids get a reasoning copy: 'first' (lowest ids), 'frequent' (most frequent in
     `corpus`, lowest ids after those), or an explicit list. Special tokens and the think tags never.
@@ -187,10 +204,13 @@ def choose_source_ids(choice: Any, size: int, tokenizer, corpus: Sequence[str | 
         return (ranked + [i for i in eligible if i not in counts])[:size]
     ids, allowed = list(choice), set(eligible)  # any other string was refused at start-up (config.CHOICES)
     bad = [i for i in ids if i not in allowed]
-    if bad or len(set(ids)) != len(ids) or len(ids) != size:
+    repeated = list(dict.fromkeys(i for i in ids if ids.count(i) > 1))
+    if bad or repeated or len(ids) != size:
         raise ConfigError(
             f"model.reasoning_vocab_ids: need {size} distinct ids of ordinary tokens in "
-            f"[0, {len(tokenizer)}); got {len(ids)}" + (f", invalid: {bad[:5]}" if bad else "")
+            f"[0, {len(tokenizer)}); got {len(ids)}"
+            + (f", invalid: {bad[:5]}" if bad else "")
+            + (f", repeated: {repeated[:5]}" if repeated else "")
         )
     return [int(i) for i in ids]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from rlvr.errors import ConfigError
 from rlvr.recipes import grpo_family
 from rlvr.recipes.grpo_family import preflight, run_grpo
-from rlvr.rewards.base import WeightedReward, reward_entries, reward_target, runs_in_worker
+from rlvr.rewards.base import Reward, WeightedReward, reward_entries, reward_target, runs_in_worker
 from rlvr.rewards.spans import SpanReward
 from rlvr.tracking.run_dir import Start
 
@@ -17,8 +17,9 @@ __all__ = ["adapt_rewards", "check", "preflight", "train"]
 
 def check(cfg, processes: int) -> None:
     """The GRPO family's check, a loss the span advantages support, none of TRL's reward normalisations
-    (the span advantages replace them), and no reward in a worker process (`timeout_s`): the spans must
-    come back to this process, where the trainer reads them."""
+    (the span advantages replace them), no reward that scores whole completions (a built-in `Reward`
+    class), and no reward in a worker process (`timeout_s`): the spans must come back to this process,
+    where the trainer reads them."""
     from rlvr.trainers.fine_grained import check_loss_type
 
     grpo_family.check(cfg, processes)
@@ -35,7 +36,13 @@ def check(cfg, processes: int) -> None:
                 "algorithm.fine_grained.normalization (standard|centered|none) and weighted by reward.functions.<name>.weight"
             )
     for name, entry in reward_entries(cfg.reward.functions).items():
-        if runs_in_worker(reward_target(name, entry), entry):
+        target = reward_target(name, entry)
+        if isinstance(target, type) and issubclass(target, Reward):
+            raise ConfigError(
+                f"reward.functions.{name} ({target.__name__}) scores whole completions, and algorithm=fgrpo trains on span "
+                "rewards, which score parts of them: use reward=fgrpo_spans, or a function returning spans (docs/fine-grained.md)"
+            )
+        if runs_in_worker(target, entry):
             raise ConfigError(
                 f"reward.functions.{name}.timeout_s: span rewards (algorithm=fgrpo) run in the trainer's process; drop timeout_s"
             )

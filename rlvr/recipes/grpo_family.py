@@ -27,6 +27,7 @@ from rlvr.hardware.distributed import is_main_process, process_count, rank, weig
 from rlvr._compat import generation_used_up
 from rlvr.hardware.stops import checkpoint_callback, phase
 from rlvr.errors import ConfigError, DataError
+from rlvr.rewards.base import check_reward_signal
 from rlvr.rewards.checks import checked_rewards
 from rlvr.tracking.run_dir import Start, checkpoint_config
 from rlvr.tracking.outputs import JsonlWriter, metrics_callback, read_json, read_jsonl, setup_wandb, use_compact_progress, write_json
@@ -47,7 +48,10 @@ def check(cfg, processes: int) -> None:
       is whole global batches (`processes` x per_device_train_batch_size). TRL's GRPOConfig checks the
       same, but only once the model has loaded and warmed up; tests/recipes/test_recipe_checks.py
       holds the two together;
-    - sampling filters that a reasoning vocabulary's training would leave out (`check_untruncated_sampling`)."""
+    - sampling filters that a reasoning vocabulary's training would leave out (`check_untruncated_sampling`), and an
+      explicit list of its source ids of the wrong length or with repeats (`check_source_id_list`);
+    - rewards with no signal to train on: none configured, or every weight 0 (`check_reward_signal`)."""
+    check_reward_signal(cfg.reward.functions)
     a = cfg.algorithm
     if a.eval_steps is not None:
         raise ConfigError(f"algorithm.eval_steps={a.eval_steps} is for algorithm=reward_model: a GRPO run evaluates every eval.every_steps")
@@ -75,7 +79,10 @@ def check(cfg, processes: int) -> None:
             f"a prompt's completions are generated together"
         )
     if cfg.model.reasoning_vocab_size > 0:
+        from rlvr.models.vocab import check_source_id_list
+
         check_untruncated_sampling(a)
+        check_source_id_list(cfg.model.reasoning_vocab_ids, cfg.model.reasoning_vocab_size)
 
 
 def check_untruncated_sampling(algorithm) -> None:

@@ -82,15 +82,26 @@ class WeightedReward:
 
 def reward_entries(functions: dict[str, Any]) -> dict[str, Any]:
     """`reward.functions` as plain dicts; a value a preset leaves for the user (`???`, e.g. the hybrid
-    reward's reward_model) is refused in one line naming it."""
+    reward's reward_model), and an entry that is not a mapping (`reward.functions.f=mypkg.f`), are
+    refused in one line naming it."""
     from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 
-    if not isinstance(functions, DictConfig):
-        return functions or {}
-    try:
-        return OmegaConf.to_container(functions, resolve=True, throw_on_missing=True)
-    except MissingMandatoryValue as exc:
-        raise ConfigError(f"{exc.full_key} must be set (it is ???)") from exc
+    if isinstance(functions, DictConfig):
+        try:
+            functions = OmegaConf.to_container(functions, resolve=True, throw_on_missing=True)
+        except MissingMandatoryValue as exc:
+            raise ConfigError(f"{exc.full_key} must be set (it is ???)") from exc
+    functions = functions or {}
+    if not isinstance(functions, dict):
+        raise ConfigError(f"reward.functions={functions!r} must be a mapping of names to {{_target_: ..., weight: ...}}")
+    for name, entry in functions.items():
+        if not isinstance(entry, dict):
+            example = f", e.g. '+reward.functions.{name}={{_target_: {entry}, weight: 1.0}}'" if isinstance(entry, str) else ""
+            raise ConfigError(
+                f"reward.functions.{name}={entry!r} is not a reward entry: it must be a mapping "
+                f"{{_target_: dotted.path, weight: number, ...arguments}}{example}"
+            )
+    return functions
 
 
 def reward_target(name: str, entry: dict) -> Any:
@@ -127,14 +138,13 @@ def build_rewards(functions: dict[str, Any]) -> list[WeightedReward]:
     import inspect
 
     functions = reward_entries(functions)
-    if not functions:
-        raise ConfigError("no reward functions configured: pick one, e.g. reward=gsm8k_strict")
+    check_configured(functions)
     rewards = []
     for name, entry in functions.items():
         obj = reward_target(name, entry)
         entry = {k: v for k, v in entry.items() if k != "_target_"}
-        weight = entry.pop("weight", 1.0)
-        check_number(f"reward.functions.{name}.weight", weight)
+        weight = reward_weight(name, entry)
+        entry.pop("weight", None)
         timeout_s = entry.pop("timeout_s") if runs_in_worker(obj, entry) else None
         try:
             if inspect.isclass(obj):
@@ -150,14 +160,41 @@ def build_rewards(functions: dict[str, Any]) -> list[WeightedReward]:
     return rewards
 
 
+def check_configured(functions: dict[str, Any]) -> None:
+    """At least one reward function (`functions`: `reward_entries`' plain dicts)."""
+    if not functions:
+        raise ConfigError("no reward functions configured: pick one, e.g. reward=gsm8k_strict")
+
+
+def reward_weight(name: str, entry: dict) -> float:
+    """`reward.functions.<name>.weight` (1 when not set), a finite number or a one-line ConfigError."""
+    weight = entry.get("weight", 1.0)
+    check_number(f"reward.functions.{name}.weight", weight)
+    return weight
+
+
+def check_reward_signal(functions: dict[str, Any]) -> None:
+    """For a policy trained on the rewards (the GRPO family): at least one reward, each weight a number,
+    and not every weight 0, which would train on no reward signal at all (loss and gradients 0 every step)."""
+    entries = reward_entries(functions)
+    check_configured(entries)
+    weights = {name: reward_weight(name, entry) for name, entry in entries.items()}
+    if not any(weights.values()):
+        keys = ", ".join(f"reward.functions.{name}.weight" for name in weights)
+        raise ConfigError(f"{keys}: every reward weight is 0, so the run has no reward signal and learns nothing: give one a weight")
+
+
 def preflight_rewards(functions: dict[str, Any]) -> None:
-    """Each configured reward's target importable, and the `preflight(name, **arguments)` classmethod
-    of each reward class that has one run: checks of the machine (a sandbox that must work) made
-    before a run writes anything."""
+    """Each configured reward's weight a number and its target importable, taking the arguments it is
+    given, and the `preflight(name, **arguments)` classmethod of each reward class that has one run:
+    checks of the machine (a sandbox that must work) made before a run writes anything."""
     for name, entry in reward_entries(functions).items():
-        arguments = {k: v for k, v in dict(entry).items() if k not in ("_target_", "weight")}
+        reward_weight(name, entry)
+        arguments = {k: v for k, v in entry.items() if k not in ("_target_", "weight")}
         target = reward_target(name, entry)
         check_arguments(name, target, arguments)
+        if runs_in_worker(target, arguments):
+            check_number(f"reward.functions.{name}.timeout_s", arguments["timeout_s"], Range(0, open_low=True, why="seconds"))
         if isinstance(target, type) and hasattr(target, "preflight"):
             target.preflight(name, **arguments)
 

@@ -8,14 +8,17 @@ logs is the sum of a completion's span scores) and keeps the spans for the train
 
 from __future__ import annotations
 
+import math
+import numbers
 import re
 from typing import Any, Callable, Sequence
 
-from rlvr.errors import ConfigError
-from rlvr.rewards.answers import FINAL_LINE, NUMBER, completion_text, gold_answer, normalize_number
+from rlvr.errors import ConfigError, RewardError
+from rlvr.rewards.answers import FINAL_LINE, NUMBER, completion_text, gold_answer, normalize_number, short
 from rlvr.rewards.base import Outcome
 
 Span = tuple[float, tuple[int, int], Any]
+CONTRACT = ": a span reward returns, per completion, a list of spans (score, (start_char, end_char), group)"
 BOXED = re.compile(r"\\boxed\{(?P<value>[^{}]{0,80})\}")
 
 
@@ -34,17 +37,52 @@ class SpanReward:
     def __call__(self, prompts=None, completions=(), **columns) -> list[float]:
         texts = [completion_text(c) for c in completions]
         spans = self.fn(prompts=prompts, completions=texts, **columns)
-        if spans and not isinstance(spans[0], (list, tuple)):
+        if spans and isinstance(spans, (list, tuple)) and isinstance(spans[0], numbers.Real):
             raise ConfigError(
                 f"reward '{self.__name__}' returned {type(spans[0]).__name__}s, not span lists: "
                 "algorithm=fgrpo needs span rewards (e.g. reward=fgrpo_spans)"
             )
+        if not isinstance(spans, (list, tuple)):
+            raise RewardError(f"span reward '{self.__name__}' returned {short(spans)}, not a list of {len(texts)} span lists{CONTRACT}")
         if len(spans) != len(texts):
-            raise ValueError(f"span reward '{self.__name__}' returned {len(spans)} span lists for {len(texts)} completions")
-        self.last_spans = [[(float(s), tuple(r), g, self.weight) for s, r, g in row] for row in spans]
+            raise RewardError(f"span reward '{self.__name__}' returned {len(spans)} span lists for {len(texts)} completions{CONTRACT}")
+        self.last_spans = [[(*span, self.weight) for span in self.checked_row(i, row, prompts)] for i, row in enumerate(spans)]
         totals = [sum(s for s, _, _, _ in row) * self.weight for row in self.last_spans]
         self.last_outcomes = [Outcome(total, "ok", None, _correct(row)) for total, row in zip(totals, self.last_spans)]
         return totals
+
+    def checked_row(self, row: int, spans: Any, prompts) -> list[Span]:
+        """Row `row`'s spans as (float score, (int start, int end), group), or a RewardError naming the
+        reward, the row and what it returned. Offsets outside the completion and non-finite scores pass:
+        the trainer drops and counts them (`fgrpo/spans_malformed`), or refuses them with `strict`."""
+        if not isinstance(spans, (list, tuple)) or (spans and isinstance(spans[0], numbers.Real)):
+            self.refuse(row, spans, prompts, "not a list of spans")
+        checked = []
+        for span in spans:
+            if not (isinstance(span, (list, tuple)) and len(span) == 3):
+                self.refuse(row, span, prompts, "a span that is not 3 items")
+            score, chars, group = span
+            if isinstance(score, bool) or not isinstance(score, numbers.Real):
+                self.refuse(row, span, prompts, "a span whose score is not a number")
+            if not (isinstance(chars, (list, tuple)) and len(chars) == 2 and all(_is_int(c) for c in chars)):
+                self.refuse(row, span, prompts, "a span whose characters are not (start_char, end_char) integers")
+            try:
+                hash(group)
+            except TypeError:
+                self.refuse(row, span, prompts, "a span whose group is not a name (hashable)")
+            checked.append((float(score), (int(chars[0]), int(chars[1])), group))
+        return checked
+
+    def refuse(self, row: int, value: Any, prompts, what: str) -> None:
+        prompt = f" (prompt {short(completion_text(prompts[row]), 60)})" if prompts is not None and row < len(prompts) else ""
+        raise RewardError(f"span reward '{self.__name__}' returned {what}, {short(value)}, for row {row}{prompt}{CONTRACT}")
+
+
+def _is_int(value: Any) -> bool:
+    """A character offset: an integer, or a float with an integer value (3.0)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    return isinstance(value, numbers.Integral) or (math.isfinite(value) and float(value).is_integer())
 
 
 def _correct(spans: list[Span]) -> bool | None:

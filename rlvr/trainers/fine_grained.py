@@ -200,6 +200,7 @@ class FineGrainedGRPOTrainer(RolloutLoggingGRPOTrainer):
         self.fine_grained = fine_grained
         self.special_ids = set(self.processing_class.all_special_ids)
         self.silent_steps: dict[str, int] = {}  # reward group -> training steps in a row without signal
+        self.signalless_steps = 0  # training steps in a row in which every span's advantage was 0
 
     def _local_spans(self) -> list[list]:
         per_function = [getattr(r.fn, "last_spans", None) for r in self.rewards]
@@ -282,10 +283,29 @@ class FineGrainedGRPOTrainer(RolloutLoggingGRPOTrainer):
             metrics[f"fgrpo/{group}/adv_abs_mean"].append(float(np.abs(advs).mean()))
             if mode == "train":
                 self._watch_signal(str(group), bool(np.any(advs != 0)))
+        if mode == "train":
+            self._watch_spans(any(np.any(adv != 0) for adv in span_adv), stats.malformed)
         total = stats.exact + stats.approximate
         metrics["fgrpo/covered_token_frac"].append(float((covered & mask.bool().cpu()).sum() / max(mask.sum().item(), 1)))
         metrics["fgrpo/spans_exact_frac"].append(stats.exact / total if total else 1.0)
         metrics["fgrpo/spans_malformed"].append(float(stats.malformed))
+
+    def _watch_spans(self, has_signal: bool, malformed: int) -> None:
+        """Count the steps in a row in which no span of any group had a non-zero advantage; warn once when
+        they reach `silent_group_steps`. The per-group warning misses a run whose spans are all malformed:
+        dropped, they leave no group to watch, or only the odd one (an empty completion's) with nothing to
+        compare against."""
+        self.signalless_steps = 0 if has_signal else self.signalless_steps + 1
+        if self.signalless_steps == self.silent_group_steps and self.accelerator.is_main_process:
+            why = (
+                f"{malformed} spans of this step were malformed (reversed, empty, outside their completion or not finite) and "
+                "dropped (see fgrpo/spans_malformed; algorithm.fine_grained.strict=true stops at the first one)"
+                if malformed
+                else "every span scores the same in every completion of a prompt"
+            )
+            log.warning(
+                "fgrpo: every advantage has been 0 for %d steps in a row, so the run learns nothing: %s", self.signalless_steps, why
+            )
 
     def _watch_signal(self, group: str, has_signal: bool) -> None:
         """Count the steps in a row in which `group` trained nothing; warn once when they reach

@@ -277,6 +277,31 @@ def test_the_toy_example_moves_positive_spans_up_and_negative_down(tmp_path):
     assert {s["group"] for s in spans} == {"accuracy", "format", "reasoning", "completeness"}
 
 
+@pytest.mark.parametrize(
+    ("override", "line"),
+    [
+        (
+            "algorithm.fine_grained.normalization=standart",
+            "rlvr: error: algorithm.fine_grained.normalization='standart' must be one of standard, centered, none "
+            "(did you mean 'standard'?)",
+        ),
+        ("algorithm.fine_grained.eps=abc", "rlvr: error: algorithm.fine_grained.eps=abc: Value 'abc' of type 'str' could not be converted"),
+    ],
+)
+def test_the_toy_examples_bad_setting_is_one_line_and_exit_code_2(tmp_path, capsys, override, line):
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("fgrpo_toy", ROOT / "examples" / "fgrpo_toy.py")
+    toy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(toy)
+    assert toy.main([str(tmp_path / "out"), override]) == 2
+    [error] = capsys.readouterr().err.splitlines()
+    assert error.startswith(line)
+    assert not (tmp_path / "out").exists()
+
+
 def bpe_trainer(tmp_path, span_fn, completions: list[str], answers: list[str] | None = None, settings=None):
     """A fine-grained trainer on the qwen2.5_shape model (real BPE tokenizer) whose rollouts are
     `completions`, tokenized as a model emits them (canonical ids, then <|im_end|>)."""
@@ -506,3 +531,70 @@ def test_the_docs_own_span_reward_example_gives_each_of_its_groups_a_signal():
     advantages = normalize_span_scores(cleaned, len(completions), "standard", "prompt")
     for group in ("tone", "politeness"):
         assert any(a != 0 for row, adv in zip(cleaned, advantages) for g, a in zip(row.groups, adv) if g == group), group
+
+
+@pytest.mark.parametrize(
+    ("returned", "message"),
+    [
+        (
+            [[(1.0, (0, 2))], [(1.0, (0, 2))]],
+            "span reward 'bad' returned a span that is not 3 items, (1.0, (0, 2)), for row 0 (prompt 'p0')",
+        ),
+        ([(1.0, (0, 2), "g"), (1.0, (0, 2), "g")], "span reward 'bad' returned not a list of spans, (1.0, (0, 2), 'g'), for row 0"),
+        ([[(1.0, (0, 2), "g")], None], "span reward 'bad' returned not a list of spans, None, for row 1 (prompt 'p1')"),
+        ([[("high", (0, 2), "g")], []], "span reward 'bad' returned a span whose score is not a number, ('high', (0, 2), 'g'), for row 0"),
+        ([[], [(1.0, (0.5, 2), "g")]], "span reward 'bad' returned a span whose characters are not (start_char, end_char) integers"),
+        ([[], [(1.0, (0, 2), ["g"])]], "span reward 'bad' returned a span whose group is not a name (hashable)"),
+        ([[]], "span reward 'bad' returned 1 span lists for 2 completions"),
+        (None, "span reward 'bad' returned None, not a list of 2 span lists"),
+    ],
+)
+def test_a_span_reward_returning_the_wrong_structure_is_named_with_its_row(returned, message):
+    """One line naming the reward, the row and what it returned (not an unpacking error inside rlvr's own code)."""
+    from rlvr.errors import RewardError
+    from rlvr.rewards.checks import CheckedReward
+    from rlvr.rewards.spans import SpanReward
+
+    reward = CheckedReward(SpanReward("bad", lambda completions, **_: returned), "bad")
+    with pytest.raises(RewardError) as info:
+        reward(prompts=["p0", "p1"], completions=["ab", "cd"])
+    assert str(info.value).startswith(message)
+    assert str(info.value).endswith(": a span reward returns, per completion, a list of spans (score, (start_char, end_char), group)")
+
+
+def test_spans_kept_as_offsets_and_scores_the_trainer_checks():
+    """Offsets outside the completion, a reversed span, a non-finite score, numpy numbers and whole floats pass
+    the structure check: the trainer clips, drops and counts them (or refuses them with strict)."""
+    from rlvr.rewards.spans import SpanReward
+
+    spans = [[(np.float32(1.0), (np.int64(3), 1), "g"), (float("nan"), (0.0, 99), "h")]]
+    reward = SpanReward("ok", lambda completions, **_: spans, weight=2.0)
+    reward(prompts=["p"], completions=["abc"])
+    assert reward.last_spans[0][0] == (1.0, (3, 1), "g", 2.0)
+    assert reward.last_spans[0][1][1:] == ((0, 99), "h", 2.0) and np.isnan(reward.last_spans[0][1][0])
+
+
+def test_a_run_whose_every_advantage_is_0_is_warned_about_once(caplog):
+    """Every span malformed and dropped: no reward group, so the per-group warning has nothing to watch; this one fires."""
+    from types import SimpleNamespace
+
+    from rlvr.trainers.fine_grained import FineGrainedGRPOTrainer
+
+    trainer = SimpleNamespace(signalless_steps=0, silent_group_steps=3, accelerator=SimpleNamespace(is_main_process=True))
+    watch = FineGrainedGRPOTrainer._watch_spans.__get__(trainer)
+    for has_signal in [False, False, True, False, False, False, False, False]:
+        watch(has_signal, 0 if has_signal else 64)
+    [warning] = [r.getMessage() for r in caplog.records if "learns nothing" in r.getMessage()]
+    assert warning.startswith("fgrpo: every advantage has been 0 for 3 steps in a row, so the run learns nothing: 64 spans of this step")
+
+
+def test_a_training_step_with_only_malformed_spans_counts_towards_the_warning(tmp_path, monkeypatch, caplog):
+    from rlvr.trainers.fine_grained import FineGrainedGRPOTrainer
+
+    def reversed_spans(completions, **kwargs):
+        return [[(1.0, (len(c), 0), "g")] for c in completions]
+
+    monkeypatch.setattr(FineGrainedGRPOTrainer, "silent_group_steps", 1)
+    _, metrics, _, _ = bpe_trainer(tmp_path, reversed_spans, ["So it is 12", "So it is 13"])
+    assert metrics["fgrpo/spans_malformed"] == [2.0] and metrics["fgrpo/covered_token_frac"] == [0.0]
+    assert any("0 for 1 steps in a row, so the run learns nothing: 2 spans" in r.getMessage() for r in caplog.records)

@@ -3,16 +3,22 @@
 import itertools
 
 import pytest
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from trl import GRPOConfig
 
-from rlvr.config import Config, TinyModelConfig
+from rlvr.config import Config, TinyModelConfig, conf_dir
 from rlvr.errors import ConfigError
 from rlvr.recipes import fgrpo, grpo_family, reward_model
+import rlvr.run  # noqa: F401  registers the schema the presets compose with
+
+
+SPANS = {"answer_spans": {"_target_": "rlvr.rewards.spans.answer_spans", "weight": 1.0}}
 
 
 def config(**algorithm):
     cfg = OmegaConf.structured(Config)
+    cfg.reward.functions = SPANS  # a reward every GRPO-family recipe trains with
     for key, value in algorithm.items():
         cfg.algorithm[key] = value
     return cfg
@@ -66,7 +72,36 @@ def test_fgrpo_refuses_a_loss_its_span_advantages_do_not_support_and_a_worker_re
         "reward.functions.mine.timeout_s: span rewards (algorithm=fgrpo) run in the trainer's process; drop timeout_s"
     )
     cfg.reward.functions = {"math": {"_target_": "rlvr.rewards.math.MathVerifyReward", "timeout_s": 5}}
-    assert refusal(fgrpo.check, cfg) is None  # a built-in's own time limit, not a worker for the whole call
+    assert not refusal(fgrpo.check, cfg).startswith("reward.functions.math.timeout_s")  # a built-in's own time limit
+
+
+@pytest.mark.parametrize("overrides", [["experiment=vocab_reasoning", "algorithm=fgrpo"], ["algorithm=fgrpo", "reward=math_verify"]])
+def test_fgrpo_refuses_a_reward_that_scores_whole_completions_naming_the_span_preset(overrides):
+    """A built-in reward class returns one float per completion: known before anything loads, not after the
+    warm-up and the first eval (experiment=vocab_reasoning keeps its reward=flexible_think)."""
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    message = refusal(fgrpo.check, cfg)
+    assert message is not None and "scores whole completions" in message and "use reward=fgrpo_spans" in message, message
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        assert refusal(fgrpo.check, compose(config_name="config", overrides=[*overrides, "reward=fgrpo_spans"])) is None
+
+
+@pytest.mark.parametrize("check", [grpo_family.check, fgrpo.check])
+def test_rewards_without_any_signal_are_refused(check):
+    """No reward, or every weight 0: loss and gradients 0 every step, refused before anything is written."""
+    cfg = config()
+    cfg.reward.functions = {}
+    assert refusal(check, cfg) == "no reward functions configured: pick one, e.g. reward=gsm8k_strict"
+    cfg.reward.functions = {"answer_spans": SPANS["answer_spans"] | {"weight": 0}}
+    assert refusal(check, cfg) == (
+        "reward.functions.answer_spans.weight: every reward weight is 0, so the run has no reward signal and learns nothing: "
+        "give one a weight"
+    )
+    cfg.reward.functions = {"answer_spans": SPANS["answer_spans"] | {"weight": "abc"}}
+    assert refusal(check, cfg) == "reward.functions.answer_spans.weight='abc' must be a finite number"
+    cfg.reward.functions = {"answer_spans": SPANS["answer_spans"] | {"weight": 0}, "more": SPANS["answer_spans"] | {"weight": -0.5}}
+    assert refusal(check, cfg) is None  # a weight of 0 beside one that is not
 
 
 def test_fgrpo_refuses_trls_reward_normalisations_which_its_span_advantages_replace():
@@ -151,3 +186,19 @@ def test_a_target_modules_regex_that_does_not_compile_is_one_line():
     cfg = config()
     cfg.model.lora.enabled, cfg.model.lora.target_modules = True, "(proj"
     assert refusal(grpo_family.check, cfg).startswith("model.lora.target_modules='(proj' is not a regular expression (")
+
+
+@pytest.mark.parametrize(
+    ("ids", "error"),
+    [
+        ([5, 5], "model.reasoning_vocab_ids: need 2 distinct token ids (model.reasoning_vocab_size=2); got 2, repeated: [5]"),
+        ([5], "model.reasoning_vocab_ids: need 2 distinct token ids (model.reasoning_vocab_size=2); got 1"),
+        ([5, -1], "model.reasoning_vocab_ids: need 2 distinct token ids (model.reasoning_vocab_size=2); got 2, not token ids: [-1]"),
+        ([5, 6], None),
+        ("frequent", None),
+    ],
+)
+def test_an_explicit_reasoning_vocabulary_id_list_is_checked_before_the_warm_up(ids, error):
+    cfg = config()
+    cfg.model.reasoning_vocab_size, cfg.model.reasoning_vocab_ids = 2, ids
+    assert refusal(grpo_family.check, cfg) == error

@@ -91,3 +91,36 @@ def test_a_reward_that_takes_keyword_arguments_or_a_timeout_passes_the_start_up_
         [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
         assert warning == f"reward.functions.mine.{typo} goes to brevity's **kwargs, not to rlvr (did you mean '{meant}'?)"
     preflight_rewards({"mine": {"_target_": f"{__name__}.exact", "strict": False, "timeout_s": 3, "weight": 2}})
+
+
+@pytest.mark.parametrize(
+    ("functions", "message"),
+    [
+        (
+            {"brevity": "mypkg.rewards.brevity"},  # '+reward.functions.brevity=mypkg.rewards.brevity'
+            "reward.functions.brevity='mypkg.rewards.brevity' is not a reward entry: it must be a mapping "
+            "{_target_: dotted.path, weight: number, ...arguments}, "
+            "e.g. '+reward.functions.brevity={_target_: mypkg.rewards.brevity, weight: 1.0}'",
+        ),
+        (
+            {"f": 3},  # a preset's `functions: {f: 3}`
+            "reward.functions.f=3 is not a reward entry: it must be a mapping {_target_: dotted.path, weight: number, ...arguments}",
+        ),
+    ],
+)
+def test_an_entry_that_is_not_a_mapping_is_one_line_naming_it(functions, message):
+    from omegaconf import OmegaConf
+
+    for given in (functions, OmegaConf.create(functions)):
+        for check in (preflight_rewards, build_rewards):
+            with pytest.raises(ConfigError) as info:
+                check(given)
+            assert str(info.value) == message
+
+
+def test_a_weight_that_is_not_a_number_is_refused_at_start_up():
+    """Before the run dir is written: preflight_rewards, not only build_rewards once the start is accepted."""
+    with pytest.raises(ConfigError, match=r"^reward.functions.mine.weight='abc' must be a finite number$"):
+        preflight_rewards({"mine": {"_target_": "rlvr.rewards.numeric.FinalLineReward", "weight": "abc"}})
+    with pytest.raises(ConfigError, match=r"^reward.functions.mine.timeout_s=-1 must be a finite number > 0"):
+        preflight_rewards({"mine": {"_target_": f"{__name__}.brevity", "timeout_s": -1}})
