@@ -172,7 +172,7 @@ def check_reachable(name: str, key: str = "model.name_or_path") -> None:
         else:
             fix = f"point {key} at a directory written by save_pretrained (a run's final_model/)"
         raise ModelLoadError(f"model directory {name} has no config.json: {fix}")
-    if looks_like_path(name):
+    if looks_like_path(name) or not is_valid_hub_name(name):
         raise ModelLoadError(f"model directory not found: {name} ({key})")
     if is_offline():
         from huggingface_hub import try_to_load_from_cache
@@ -227,12 +227,62 @@ def saved_model_problem(directory: Path) -> str | None:
     return None
 
 
-def check_saved_model(name: str) -> None:
-    """`saved_model_problem` of a local model directory `name` as a one-line ModelLoadError (a Hub name: nothing)."""
+def check_saved_model(name: str, key: str | None = None) -> None:
+    """`saved_model_problem` of a local model directory `name` as a one-line ModelLoadError (a Hub name:
+    nothing); `key`, if given, is the setting that names it."""
     directory = Path(name).expanduser()
     if directory.is_dir() and (problem := saved_model_problem(directory)):
         fix = ": save the tokenizer beside the model (tokenizer.save_pretrained)" if problem.startswith("no tokenizer") else ""
-        raise ModelLoadError(f"model directory {name}: {problem}{fix}")
+        raise ModelLoadError(f"model directory {name}{f' ({key})' if key else ''}: {problem}{fix}")
+
+
+def is_valid_hub_name(name: str) -> bool:
+    """`name` is spelt as a Hub repo id can be ('name' or 'owner/name'): 'runs/rm/final_model' is not."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+def saved_architectures(name: str) -> list[str] | None:
+    """The `architectures` that the config.json of the model `name` lists: a local directory's, or a
+    Hub model's in the local Hub cache; None where there is no such file here, or it does not parse."""
+    config = Path(name).expanduser() / "config.json"
+    if not config.is_file():
+        if looks_like_path(name) or not is_valid_hub_name(name):
+            return None
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(name, "config.json")
+        if not isinstance(cached, str):
+            return None
+        config = Path(cached)
+    try:
+        architectures = json.loads(config.read_text()).get("architectures")
+    except (OSError, ValueError, AttributeError):  # not JSON, or not an object: transformers' error names it when it loads
+        return None
+    return [str(a) for a in architectures] if isinstance(architectures, list) else []
+
+
+def is_sequence_classifier(architectures: list[str]) -> bool:
+    """A model saved with a score head (a reward model), not a language-model head."""
+    return bool(architectures) and all(a.endswith("ForSequenceClassification") for a in architectures)
+
+
+def check_is_policy(name: str) -> None:
+    """Refuse to load a saved sequence classifier (a reward model: `algorithm=reward_model`'s
+    final_model/) as a causal-LM policy: transformers would drop its score head, give it a new, random
+    LM head, and train or evaluate that, saying no more than `score.weight | UNEXPECTED`."""
+    architectures = saved_architectures(name)
+    if architectures and is_sequence_classifier(architectures):
+        raise ModelLoadError(
+            f"model {name} is a {', '.join(architectures)} (a reward model: a score head, no language-model head), "
+            f"not a causal-LM policy: name a policy (a grpo run's final_model/, a causal LM); a reward model is used by "
+            f"reward=hybrid reward.functions.hybrid.reward_model={name}"
+        )
 
 
 def load_pretrained(cfg, auto_class_name: str = "AutoModelForCausalLM", **model_kwargs):
@@ -242,6 +292,8 @@ def load_pretrained(cfg, auto_class_name: str = "AutoModelForCausalLM", **model_
     name = resolve_package_path(cfg.name_or_path)
     check_reachable(name)
     check_saved_model(name)
+    if auto_class_name == "AutoModelForCausalLM":
+        check_is_policy(name)
     kwargs = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
     try:
         tokenizer = AutoTokenizer.from_pretrained(os.path.expanduser(name), **kwargs)

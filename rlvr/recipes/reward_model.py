@@ -97,6 +97,22 @@ def preflight(cfg, run_dir: Path) -> Start:
     return Start("new")
 
 
+RM_ARGS = {"max_length": None, "disable_dropout": True}
+
+
+def without_evals(cfg):
+    """`cfg` for a run without eval pairs (`dataset.eval_holdout=0` and no eval_source or eval split):
+    no evals during training (algorithm.eval_steps=0), which TRL would refuse without eval data, so that
+    every pair trains, as asked; the log says that the run has no eval_* metrics."""
+    from omegaconf import OmegaConf
+
+    log.info(
+        "no eval pairs (dataset.eval_holdout=0 and no eval data of the dataset's own): training on every pair without evals, "
+        "so no eval_* metrics (eval_pair_accuracy); for them, set dataset.eval_holdout=N or dataset.eval_source"
+    )
+    return OmegaConf.merge(cfg, {"algorithm": {"eval_steps": 0}})
+
+
 def train(cfg, run_dir: Path, start: Start) -> dict[str, float]:
     from trl import RewardConfig
 
@@ -118,7 +134,7 @@ def train(cfg, run_dir: Path, start: Start) -> dict[str, float]:
             check_lora_targets(model, cfg.model.lora)
         set_chat_template(tokenizer, cfg.dataset.preference.chat_template)
         train_pairs, eval_pairs, counts = load_pairs(cfg, tokenizer)
-    args = trl_config(RewardConfig, cfg, run_dir, report_to, trainer_kwargs, max_length=None, disable_dropout=True)
+    args = trl_config(RewardConfig, without_evals(cfg) if eval_pairs is None else cfg, run_dir, report_to, trainer_kwargs, **RM_ARGS)
     trainer = PreferenceRewardTrainer(
         model=model,
         args=args,

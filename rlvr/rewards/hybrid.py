@@ -13,11 +13,12 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Sequence
 
-from rlvr.config import Range, check_number
+from rlvr.config import Range, allowed_values, check_number, choice_error
 from rlvr.errors import ConfigError
 from rlvr.rewards.base import Outcome, Reward, build_rewards, preflight_rewards, reward_target
 
@@ -42,30 +43,28 @@ def check_is_reward_model(resolved: str, path: str) -> None:
     """Refuse a model whose config.json (local, or in the Hub cache) lists `architectures` none of
     which is a sequence classifier: a policy (a GRPO run's final_model/) would load with a new, random
     score head, and every reward would be noise. A Hub model not yet downloaded is not checked."""
-    from rlvr.models.hub import looks_like_path
+    from rlvr.models.loading import saved_architectures
 
-    config = Path(resolved).expanduser() / "config.json"
-    if not config.is_file():
-        if looks_like_path(resolved):
-            return  # not there: check_reachable says so
-        from huggingface_hub import try_to_load_from_cache
-
-        try:
-            cached = try_to_load_from_cache(resolved, "config.json")
-        except ValueError:  # not a valid Hub name either: loading it says why
-            return
-        if not isinstance(cached, str):
-            return
-        config = Path(cached)
-    try:
-        architectures = json.loads(config.read_text()).get("architectures") or []
-    except ValueError:
-        return  # a config that does not parse: transformers' error names it when the model loads
+    architectures = saved_architectures(resolved)
     if architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
         raise ConfigError(
             f"reward model '{path}' is a {', '.join(architectures)}, not a reward model (no trained score head): "
             "name the run dir of an algorithm=reward_model run, or a sequence-classification model"
         )
+
+
+def check_reward_model(path: str, key: str) -> str:
+    """The reward model that `path` (the setting `key`) names, checked without loading it: there (a
+    local dir, or a Hub name this machine can reach), a sequence classifier, and a saved model that
+    can load (config, weights, tokenizer: a dir without its tokenizer would score every answer as
+    zero tokens); its resolved path, else a one-line error."""
+    from rlvr.models.loading import check_reachable, check_saved_model
+
+    resolved = resolve_reward_model_path(path)
+    check_reachable(resolved, key)
+    check_is_reward_model(resolved, path)
+    check_saved_model(resolved, key)
+    return resolved
 
 
 def as_messages(prompt: Any, completion: str) -> list[dict]:
@@ -86,11 +85,11 @@ class RewardModelScorer:
         self.model.to("cpu" if offload else device)
 
     @classmethod
-    def from_path(cls, path: str, **kwargs) -> "RewardModelScorer":
+    def from_path(cls, path: str, key: str = "reward_model", **kwargs) -> "RewardModelScorer":
+        """The scorer of the reward model `path` (the setting `key` names it), checked first (`check_reward_model`)."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        resolved = resolve_reward_model_path(path)
-        check_is_reward_model(resolved, path)
+        resolved = check_reward_model(path, key)
         try:
             tokenizer = AutoTokenizer.from_pretrained(resolved)
             model = AutoModelForSequenceClassification.from_pretrained(resolved)
@@ -146,13 +145,17 @@ def check_settings(
     r_min: Any,
     r_max: Any,
     calibration_prompts: Any,
+    batch_size: Any = 32,
+    device: Any = "cpu",
+    offload: Any = False,
     **_: Any,
 ) -> None:
-    """The hybrid reward's settings (HybridReward's arguments; the model-loading ones are not looked at),
-    checked without loading anything; a ConfigError naming the first bad one: `reward_model` and a
-    `verifier` that is a Reward class set, alpha and beta >= 0 with alpha + beta <= 1 (a verified answer
-    never below an unverified one), eps > 0, r_min and r_max both set with r_min < r_max or both left to
-    the calibration, calibration_prompts a whole number >= 2."""
+    """The hybrid reward's settings (HybridReward's arguments), checked without loading anything; a
+    ConfigError naming the first bad one: `reward_model` and a `verifier` that is a Reward class set,
+    alpha and beta >= 0 with alpha + beta <= 1 (a verified answer never below an unverified one), eps > 0,
+    r_min and r_max both set with r_min < r_max or both left to the calibration, calibration_prompts a
+    whole number >= 2, batch_size a whole number >= 1, a device this machine has (`check_device`), and
+    offload true or false."""
     key = f"reward.functions.{name}"
     if not reward_model:
         raise ConfigError(f"reward '{name}' needs reward_model=<run dir of algorithm=reward_model or model path>")
@@ -185,6 +188,28 @@ def check_settings(
         Range(2, why="the score range over the completions of that many prompts sets r_min and r_max"),
         whole=True,
     )
+    check_number(f"{key}.batch_size", batch_size, Range(1, why="completions scored per reward-model forward pass"), whole=True)
+    check_device(f"{key}.device", device)
+    if not isinstance(offload, bool):
+        raise ConfigError(f"{key}.offload={offload!r} must be true or false")
+
+
+def check_device(key: str, device: Any) -> None:
+    """`device` one that torch can put the reward model on here: cpu, cuda, cuda:<index> of a GPU torch
+    sees, or mps (a typo gets a "did you mean"); else a ConfigError naming `key`."""
+    kinds = allowed_values("hardware.device")
+    if not (isinstance(device, str) and (device in kinds or re.fullmatch(r"cuda:\d+", device))):
+        raise ConfigError(choice_error(key, device, (*kinds, "cuda:<index>")))
+    import torch
+
+    if device.startswith("cuda"):
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if gpus == 0:
+            raise ConfigError(f"{key}={device} but torch sees no GPU here: use {key}=cpu")
+        if device != "cuda" and int(device.split(":")[1]) >= gpus:
+            raise ConfigError(f"{key}={device} but torch sees {gpus} GPU(s) here: cuda:0 to cuda:{gpus - 1}")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{key}=mps but torch sees no Apple-silicon GPU here: use {key}=cpu")
 
 
 def check_verifier(name: str, verifier: Mapping) -> None:
@@ -253,9 +278,12 @@ class HybridReward(Reward):
         offload: bool = False,
     ):
         super().__init__(name)
-        check_settings(self.__name__, verifier, reward_model, alpha, beta, eps, r_min, r_max, calibration_prompts)
+        check_settings(
+            self.__name__, verifier, reward_model, alpha, beta, eps, r_min, r_max, calibration_prompts, batch_size, device, offload
+        )
         self.verifier = build_rewards({f"{self.__name__}.verifier": verifier})[0].fn
-        self.scorer = RewardModelScorer.from_path(reward_model, device=device, batch_size=batch_size, offload=offload)
+        key = f"reward.functions.{self.__name__}.reward_model"
+        self.scorer = RewardModelScorer.from_path(reward_model, key=key, device=device, batch_size=batch_size, offload=offload)
         self.reward_model = reward_model_record(reward_model)  # the files just loaded, for `calibrate`
         self.alpha, self.beta, self.eps = alpha, beta, eps
         self.r_min, self.r_max = r_min, r_max
@@ -265,18 +293,13 @@ class HybridReward(Reward):
     def preflight(cls, name: str, **arguments) -> None:
         """At start-up, before anything loads: the settings (`check_settings`; what config leaves out
         takes `__init__`'s default), the verifier's own start-up checks, and `reward_model` names a
-        reward model this machine can load (a run dir of algorithm=reward_model, a model dir, a Hub name
-        it can reach)."""
-        from rlvr.models.loading import check_reachable
-
+        reward model this machine can load (`check_reward_model`: a run dir of algorithm=reward_model, a
+        model dir, a Hub name it can reach)."""
         settings = inspect.signature(cls).bind(name=name, **arguments)
         settings.apply_defaults()
         check_settings(**settings.arguments)
         preflight_rewards({f"{name}.verifier": settings.arguments["verifier"]})
-        reward_model = settings.arguments["reward_model"]
-        resolved = resolve_reward_model_path(reward_model)
-        check_reachable(resolved, f"reward.functions.{name}.reward_model")
-        check_is_reward_model(resolved, reward_model)
+        check_reward_model(settings.arguments["reward_model"], f"reward.functions.{name}.reward_model")
 
     def same_answer(self, a: str, b: str) -> bool:
         """Predictions are the verifier's: it says which are one answer."""

@@ -58,6 +58,31 @@ def test_missing_local_directory_is_named():
         load_policy(cfg, seed=0)
 
 
+def test_a_missing_relative_path_that_is_no_hub_name_is_named_as_a_directory():
+    """'runs/x/final_model' cannot be a Hub name: it was huggingface_hub's "Repo id must be in the form ..."."""
+    cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), {"name_or_path": "runs/no_such_run/final_model"})
+    with pytest.raises(ModelLoadError, match=r"^model directory not found: runs/no_such_run/final_model \(model.name_or_path\)$"):
+        load_policy(cfg, seed=0)
+
+
+def test_a_saved_reward_model_is_refused_as_a_policy_and_loads_as_a_reward_model(tmp_path):
+    """transformers loaded it as a causal LM with a new, random LM head (`score.weight | UNEXPECTED`):
+    rlvr.run trained that, rlvr.eval scored it 0. Training a reward model on from it still loads."""
+    from rlvr.models.loading import load_reward_model
+
+    model, tokenizer = load_reward_model(OmegaConf.structured(ModelConfig), seed=0)
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), {"name_or_path": str(tmp_path)})
+    with pytest.raises(ModelLoadError) as refused:
+        load_policy(cfg, seed=0)
+    assert str(refused.value).startswith(
+        f"model {tmp_path} is a Qwen2ForSequenceClassification (a reward model: a score head, no language-model head), "
+        "not a causal-LM policy"
+    )
+    assert type(load_reward_model(cfg, seed=0)[0]).__name__ == "Qwen2ForSequenceClassification"
+
+
 def test_hub_name_offline_says_to_pass_a_local_path(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache

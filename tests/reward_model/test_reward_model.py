@@ -1,11 +1,13 @@
-"""Reward-model pieces: score-head init, the Bradley–Terry loss and accuracy, the hybrid formula."""
+"""Reward-model pieces: score-head init, the Bradley–Terry loss and accuracy, the hybrid formula; a run without eval pairs."""
 
+import json
 import math
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
+from conftest import completed_run
 from rlvr.config import ModelConfig
 from rlvr.models.loading import load_reward_model
 from rlvr.rewards.hybrid import hybrid_value
@@ -87,3 +89,24 @@ def test_reward_model_paths_without_a_model_are_named(tmp_path):
     (tmp_path / "final_model").mkdir()
     (tmp_path / "final_model" / "config.json").write_text("{}")
     assert resolve_reward_model_path(str(tmp_path)) == str(tmp_path / "final_model")
+
+
+@pytest.mark.slow
+def test_a_reward_model_without_eval_pairs_trains_on_every_pair_without_evals(tmp_path, rows_file):
+    """dataset.eval_holdout=0 with a file of pairs: TRL refused it after loading ("eval_strategy STEPS but
+    you didn't pass an eval_dataset"). Every pair trains, as asked; the run has no eval_* metrics."""
+    pairs = rows_file([{"prompt": f"{a}+{b}=", "chosen": str(a + b), "rejected": str(a + b + 1)} for a in range(4) for b in range(5)])
+    run = completed_run(
+        tmp_path / "run",
+        "algorithm=reward_model",
+        "logging=disabled",
+        f"dataset.source={pairs}",
+        "dataset.eval_holdout=0",
+        "algorithm.max_steps=2",
+        "algorithm.eval_steps=1",
+        "algorithm.per_device_train_batch_size=4",
+    )
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert (metrics["train_steps"], metrics["train_kept"]) == (2, 20)
+    assert not [key for key in metrics if key.startswith("eval_")]
+    assert "no eval pairs (dataset.eval_holdout=0" in (run / "run.log").read_text()

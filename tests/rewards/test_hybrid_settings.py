@@ -4,11 +4,12 @@ reward model's loading and the policy's sampling are stand-ins, its files a few 
 import json
 import logging
 import os
+import struct
 
 import pytest
 
 from conftest import TINY_RUN, one_line_error, refused_in_process
-from rlvr.errors import ConfigError
+from rlvr.errors import ConfigError, RlvrError
 from rlvr.rewards import build_rewards
 from rlvr.rewards.hybrid import HybridReward, RewardModelScorer, hybrid_value
 
@@ -58,12 +59,16 @@ def sampled(monkeypatch):
     return calls
 
 
-def reward_model_dir(path, weights: bytes = b"weights"):
-    """A run dir of algorithm=reward_model as far as its files go: final_model/ with a config and weights."""
+def reward_model_dir(path, weights: bytes = b"weights", tokenizer: bool = True):
+    """A run dir of algorithm=reward_model as far as its files go: final_model/ with a config, weights (a
+    safetensors file that maps no tensor, `weights` in its header) and a tokenizer file."""
     model = path / "final_model"
     model.mkdir(parents=True)
     (model / "config.json").write_text('{"architectures": ["Qwen2ForSequenceClassification"]}')
-    (model / "model.safetensors").write_bytes(weights)
+    header = json.dumps({"__metadata__": {"weights": weights.decode()}}).encode()
+    (model / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header)
+    if tokenizer:
+        (model / "tokenizer.json").write_text("{}")
     return str(path)
 
 
@@ -100,6 +105,13 @@ BAD_SETTINGS = [
         f"reward.functions.hybrid.verifier: {__name__}.first_word_is_gold is not a verifier: a verifier is a subclass of rlvr.rewards",
     ),
     ({"verifier": "rlvr.rewards.numeric.LastNumberReward"}, "reward 'hybrid' needs a verifier: {_target_: ...}, not 'rlvr.rewards.numeric"),
+    ({"batch_size": 0}, "reward.functions.hybrid.batch_size=0 must be a whole number >= 1"),
+    ({"batch_size": -4}, "reward.functions.hybrid.batch_size=-4 must be a whole number >= 1"),
+    ({"batch_size": 2.5}, "reward.functions.hybrid.batch_size=2.5 must be a whole number >= 1"),
+    ({"device": "cpux"}, "reward.functions.hybrid.device='cpux' must be one of cpu, cuda, mps, cuda:<index> (did you mean 'cpu'?)"),
+    ({"device": "cuda:x"}, "reward.functions.hybrid.device='cuda:x' must be one of cpu, cuda, mps, cuda:<index>"),
+    ({"offload": "no"}, "reward.functions.hybrid.offload='no' must be true or false"),
+    ({"offload": 1}, "reward.functions.hybrid.offload=1 must be true or false"),
 ]
 
 
@@ -120,13 +132,38 @@ def test_bad_settings_are_refused_when_built_before_the_reward_model_loads(tmp_p
     assert str(refused.value).startswith(message), str(refused.value)
 
 
+@pytest.mark.parametrize("device", ["cuda", "cuda:0", "cuda:3"])
+def test_a_gpu_device_torch_does_not_see_is_refused_before_the_reward_model_loads(tmp_path, loads, monkeypatch, device):
+    """Without a GPU it failed at the first score, after the warm-up: "Torch not compiled with CUDA enabled"."""
+    import torch
+
+    gpus = 0 if device != "cuda:3" else 2
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    seen = "no GPU here: use reward.functions.hybrid.device=cpu" if not gpus else "2 GPU(s) here: cuda:0 to cuda:1"
+    rm = reward_model_dir(tmp_path / "rm")
+    with pytest.raises(ConfigError) as at_start_up:
+        HybridReward.preflight("hybrid", verifier=VERIFIER, reward_model=rm, device=device)
+    with pytest.raises(ConfigError) as when_built:
+        hybrid(rm, device=device)
+    assert str(at_start_up.value) == str(when_built.value) == f"reward.functions.hybrid.device={device} but torch sees {seen}"
+
+
 def test_the_verifiers_own_start_up_checks_run_with_the_hybrid_rewards(tmp_path):
     verifier = {"_target_": "rlvr.rewards.numeric.LastNumberReward", "wrnog": 1}
     with pytest.raises(ConfigError, match=r"^reward.functions.hybrid.verifier.wrnog: LastNumberReward takes no 'wrnog'"):
         HybridReward.preflight("hybrid", verifier=verifier, reward_model=reward_model_dir(tmp_path / "rm"))
 
 
-@pytest.mark.parametrize("settings", [{"alpha": 0.7, "beta": 0.3}, {"alpha": 0, "beta": 0}, {"r_min": -2.5, "r_max": 4}])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"alpha": 0.7, "beta": 0.3},
+        {"alpha": 0, "beta": 0},
+        {"r_min": -2.5, "r_max": 4},
+        {"batch_size": 1, "device": "cpu", "offload": True},
+    ],
+)
 def test_the_edges_of_the_allowed_settings_are_accepted(tmp_path, loads, settings):
     path = reward_model_dir(tmp_path / "rm")
     loads[path] = []
@@ -158,6 +195,35 @@ def test_a_plain_function_verifier_is_refused_at_start_up_before_anything_is_wri
     )
     assert line.startswith(f"rlvr: error: reward.functions.hybrid.verifier: {__name__}.first_word_is_gold is not a verifier")
     assert not run_dir.exists()
+
+
+def no_tokenizer(tmp_path) -> tuple[str, str]:
+    return reward_model_dir(tmp_path / "rm", tokenizer=False), (
+        f"model directory {tmp_path / 'rm' / 'final_model'} (reward.functions.hybrid.reward_model): no tokenizer "
+        "(tokenizer.json / tokenizer_config.json / a vocabulary file): save the tokenizer beside the model"
+    )
+
+
+def not_there(tmp_path) -> tuple[str, str]:
+    return str(tmp_path / "no_rm"), f"model directory not found: {tmp_path / 'no_rm'} (reward.functions.hybrid.reward_model)"
+
+
+def not_a_hub_name(tmp_path) -> tuple[str, str]:
+    """A relative path that is not there, spelt as no Hub name can be: it was huggingface_hub's "Repo id must be in the form"."""
+    return "runs/no_rm/final_model", "model directory not found: runs/no_rm/final_model (reward.functions.hybrid.reward_model)"
+
+
+@pytest.mark.parametrize("reward_model", [no_tokenizer, not_there, not_a_hub_name])
+def test_a_reward_model_that_cannot_load_is_refused_at_start_up_and_when_built(tmp_path, reward_model):
+    """At rlvr.run's start-up (preflight) and where rlvr.eval and rlvr.score build the reward, before it
+    loads: a dir without its tokenizer scored every answer as zero tokens (a torch traceback, "indices
+    got FloatTensor"); a path that is not there was a Hub error in rlvr.eval and rlvr.score."""
+    path, message = reward_model(tmp_path)
+    with pytest.raises(RlvrError) as at_start_up:
+        HybridReward.preflight("hybrid", verifier=VERIFIER, reward_model=path)
+    with pytest.raises(RlvrError) as when_built:
+        hybrid(path)
+    assert str(at_start_up.value).startswith(message) and str(when_built.value).startswith(message), str(at_start_up.value)
 
 
 def test_a_calibration_records_its_reward_model_and_is_read_back_by_a_later_start(tmp_path, loads, sampled):
