@@ -338,6 +338,18 @@ def bitsandbytes_config(cfg):
     )
 
 
+def check_model_source(model_cfg, policy: bool = True) -> None:
+    """What `load_pretrained` checks of `model.name_or_path`, at start-up: a directory that holds a
+    model that loads, or a Hub name it can reach; with `policy`, not a reward model."""
+    if model_cfg.name_or_path == TINY:
+        return
+    name = resolve_package_path(model_cfg.name_or_path)
+    check_reachable(name)
+    check_saved_model(name)
+    if policy:
+        check_is_policy(name)
+
+
 def check_tiny_shape(model_cfg) -> None:
     """The built-in model's head counts in one line before it is built: the attention heads divide
     the hidden size and the key/value heads divide the heads (transformers fails mid-forward otherwise)."""

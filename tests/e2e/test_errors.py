@@ -67,9 +67,10 @@ def test_non_positive_knob_fails_before_anything_loads(tmp_path, knob):
     assert not (tmp_path / "config_resolved.yaml").exists()  # failed before the run started
 
 
-def test_model_directory_without_a_model(tmp_path):
-    line = one_line_error(run_cli("rlvr.run", *TINY_RUN, f"model.name_or_path={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}"))
+def test_model_directory_without_a_model_is_refused_before_the_run_dir_is_written(tmp_path):
+    line = one_line_error(refused_in_process(*TINY_RUN, f"model.name_or_path={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}"))
     assert f"model directory {tmp_path} has no config.json" in line
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_run_dir_or_an_adapter_as_the_model_names_what_to_pass(tmp_path):
