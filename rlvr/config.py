@@ -694,14 +694,17 @@ def check_hydra_modes(args: list[str]) -> None:
         raise ConfigError(f"{' and '.join(given)}: Hydra does one of these at a time.{advice}")
 
 
+def searchpath_dirs(args: list[str]) -> list[str]:
+    """The `file://` directories of the command line's `hydra.searchpath`."""
+    return [path for arg in args if arg.lstrip("+").startswith("hydra.searchpath=") for path in re.findall(r"file://([^,\]'\"\s]+)", arg)]
+
+
 def check_searchpath(args: list[str]) -> None:
     """A `hydra.searchpath` directory on the command line that does not exist (Hydra warns and goes on,
     and then says only that the option the user's dir holds does not exist)."""
-    for arg in args:
-        if arg.lstrip("+").startswith("hydra.searchpath="):
-            for path in re.findall(r"file://([^,\]'\"\s]+)", arg):
-                if not Path(path).is_dir():
-                    raise ConfigError(f"hydra.searchpath: {path} is not a directory")
+    for path in searchpath_dirs(args):
+        if not Path(path).is_dir():
+            raise ConfigError(f"hydra.searchpath: {path} is not a directory")
 
 
 def check_overrides(args: list[str], schema: type = Config, groups: frozenset[str] = frozenset()) -> None:

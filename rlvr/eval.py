@@ -23,7 +23,16 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from rlvr.config import Config, EvalAppConfig, check_ranges, drop_retired_keys, exit_on_unknown_keys, one_line_preset_errors
+from rlvr.config import (
+    Config,
+    EvalAppConfig,
+    check_key,
+    check_ranges,
+    drop_retired_keys,
+    exit_on_unknown_keys,
+    one_line_preset_errors,
+    searchpath_dirs,
+)
 from rlvr.hardware.checkpoints import COMPLETE, CORRUPT, checkpoint_problem, checkpoint_step, numbered_checkpoints
 from rlvr.hardware.distributed import is_main_process
 from rlvr.errors import ConfigError, RlvrError
@@ -34,6 +43,7 @@ log = logging.getLogger("rlvr.eval")
 APP_KEYS = frozenset(f.name for f in dataclasses.fields(EvalAppConfig)) - {f.name for f in dataclasses.fields(Config)}
 RUN_CONFIG = "config_resolved.yaml"
 GONE = "gone (removed by the running training's rotation), skipped"  # a checkpoint deleted while the eval runs
+RUN_GROUPS = "RLVR_EVAL_RUN_GROUPS"  # hydra.job.env_set: the groups chosen as the target's run chose them (`with_run_choices`)
 SHARDED_WEIGHTS = "pytorch_model_fsdp_*"  # accelerate's sharded state dict: one part per process
 # What a result depends on (a re-run with other values redoes it): the groups, and the keys outside them
 # that an eval reads (the default eval length, the rows of a built-in dataset, the recipe's rewards,
@@ -347,15 +357,79 @@ def data_fingerprints(cfg) -> dict[str, str]:
     return {str(name): files_fingerprint(path) for name in names if name and (path := Path(str(name)).expanduser()).is_file()}
 
 
+def tree_fingerprint(path: Path) -> str:
+    """`files_fingerprint` of a file; of a directory, a digest of the relative name, size and
+    modification time of every file under it (a reward model's run dir: its final_model/ too)."""
+    import hashlib
+    import os
+
+    from rlvr.tracking.outputs import files_fingerprint
+
+    if not path.is_dir():
+        return files_fingerprint(path)
+    stats = []
+    for root, _, names in os.walk(path):
+        for name in names:
+            try:
+                stat = (Path(root) / name).stat()
+            except OSError:  # a link to nothing
+                continue
+            stats.append(f"{Path(root, name).relative_to(path)} {stat.st_size} {stat.st_mtime_ns}")
+    return hashlib.sha256("\n".join(sorted(stats)).encode()).hexdigest()[:16]
+
+
+def named_files(value) -> list[str]:
+    """The strings in a reward function's arguments (nested ones, a verifier's, included)."""
+    if isinstance(value, dict):
+        return [text for key, item in value.items() if key != "_target_" for text in named_files(item)]
+    if isinstance(value, list):
+        return [text for item in value for text in named_files(item)]
+    return [value] if isinstance(value, str) and value.strip() else []
+
+
+def local_input(text: str) -> Path | None:
+    """The local file or directory an argument names, else None: a Hub name in the Hub cache is the
+    snapshot it loads from; the filesystem's root, the home and working directories and those above
+    them are no input (a "/" or "." argument is a separator or a default, not the tree below it)."""
+    path = Path(text).expanduser()
+    if not path.exists() and text.count("/") == 1 and not text.startswith((".", "/", "~")):
+        from huggingface_hub import try_to_load_from_cache
+
+        try:
+            cached = try_to_load_from_cache(text, "config.json")
+        except Exception:  # not a repo id
+            cached = None
+        path = Path(cached).parent if isinstance(cached, str) else path
+    if not path.exists():
+        return None
+    here = path.resolve()
+    if any(here == place or here in place.parents for place in (Path.cwd().resolve(), Path.home().resolve())):
+        return None
+    return here
+
+
+def reward_fingerprints(cfg) -> dict[str, str]:
+    """{argument: `tree_fingerprint`} of each local file or directory a reward function's arguments
+    name (`local_input`: a hybrid reward's reward model, a reward's word list, ...): a reward model
+    trained again, or another one copied to the same path, changes it."""
+    functions = to_plain(cfg.reward.functions) or {}
+    texts = {text for settings in functions.values() if isinstance(settings, dict) for text in named_files(settings)}
+    return {text: tree_fingerprint(path) for text in sorted(texts) if (path := local_input(text)) is not None}
+
+
 def eval_inputs(cfg) -> dict:
     """What a saved result must have been made with to stand for a model's eval now: the SETTINGS'
-    values and the local data files' fingerprints."""
-    return {"settings": {name: to_plain(OmegaConf.select(cfg, name)) for name in SETTINGS}, "data": data_fingerprints(cfg)}
+    values and the fingerprints of the local data files and of the rewards' local inputs."""
+    return {
+        "settings": {name: to_plain(OmegaConf.select(cfg, name)) for name in SETTINGS},
+        "data": data_fingerprints(cfg),
+        "reward_files": reward_fingerprints(cfg),
+    }
 
 
 def made_with(result: dict) -> dict:
-    """The `eval_inputs` a saved result records (one saved before data was recorded: none)."""
-    return {"settings": result.get("settings"), "data": result.get("data", {})}
+    """The `eval_inputs` a saved result records (one saved before data or reward files were recorded: none)."""
+    return {"settings": result.get("settings"), "data": result.get("data", {}), "reward_files": result.get("reward_files", {})}
 
 
 def evaluate_target(target: Target, cfg, out_dir: Path) -> list[dict]:
@@ -380,7 +454,7 @@ def evaluate_target(target: Target, cfg, out_dir: Path) -> list[dict]:
 
 def model_result(cfg, target: Target, model: tuple[str, Path, int | None], inputs: dict, out_dir: Path) -> dict:
     """The result of one model of `target`: evaluated now, or read back when it was done with these
-    `inputs` (settings and data files' fingerprints) on these very model files (a continued run
+    `inputs` (settings, data files' and reward inputs' fingerprints) on these very model files (a continued run
     rewrites final_model/ and may rebuild a checkpoint). A result of another model under the same label
     (two runs' final_model/ into one output_dir) is refused in one line, not overwritten."""
     from rlvr.tracking.outputs import files_fingerprint, read_json, read_jsonl, write_json
@@ -497,7 +571,10 @@ def hydra_main(app: DictConfig) -> None:
     try:
         if OmegaConf.is_missing(app, "target") or not str(app.target or "").strip():
             raise ConfigError("no target: target=PATH names a run dir, a checkpoints/checkpoint-N dir or a model dir")
-        results = run(app.target, app.output_dir, app, list(HydraConfig.get().overrides.task))
+        hydra_cfg = HydraConfig.get()
+        from_run = str(hydra_cfg.job.env_set.get(RUN_GROUPS, "")).split()  # `with_run_choices`: the run's, not the command line's
+        overrides = [o for o in hydra_cfg.overrides.task if o.split("=", 1)[0] not in from_run]
+        results = run(app.target, app.output_dir, app, overrides)
     except RlvrError as exc:
         line = f"rlvr.eval: error: {exc}"
         print(line, file=sys.stderr)
@@ -514,6 +591,96 @@ def hydra_main(app: DictConfig) -> None:
         print(f"{result['label']}: {shown}{scored}")
 
 
+def option_dir(group: str, option: str, dirs: list) -> str | None:
+    """The first of the config dirs `dirs` that holds `group`'s `option` (group/option.yaml)."""
+    return next((str(d) for d in dirs if d and (Path(d) / group / f"{option}.yaml").is_file()), None)
+
+
+def run_choices(target: str, groups: set[str], here: list) -> dict[str, tuple[str, str | None]] | None:
+    """{group: (option, where)} of the options that the run of `target` (a run dir, its final_model/
+    or a checkpoint) chose for `groups`, as its .hydra/hydra.yaml records them (`hydra.runtime.choices`),
+    `where` None when one of the config dirs `here` holds it, else the run's preset dir (`--config-dir`)
+    that does, else ""; None for a target outside a run, or a run that recorded none."""
+    path = Path(target).expanduser().resolve()
+    run = next((p for p in (path, path.parent, path.parent.parent) if (p / RUN_CONFIG).exists()), None)
+    if run is None or not (run / ".hydra" / "hydra.yaml").is_file():
+        return None
+    try:
+        runtime = OmegaConf.select(read_yaml(run / ".hydra" / "hydra.yaml"), "hydra.runtime") or {}
+    except ConfigError:
+        return None
+    chosen = runtime.get("choices") or {}
+    sources = [s.get("path") for s in runtime.get("config_sources") or [] if s.get("schema") == "file" and s.get("provider") != "main"]
+    found = {}
+    for group in groups:
+        if option := chosen.get(group):
+            if option_dir(group, option, here):
+                found[group] = (option, None)
+            else:
+                found[group] = (option, option_dir(group, option, sources) or "")
+    return found
+
+
+def schema_key(key: str) -> bool:
+    """Whether `key` is a field of the schema (not one inside a free-form mapping such as reward.functions)."""
+    try:
+        return check_key(key, EvalAppConfig)
+    except ConfigError:
+        return False
+
+
+def with_run_choices(args: list[str]) -> list[str]:
+    """The command line `args`, with the options that the target's run chose for each group whose keys
+    it sets without choosing the group (`reward.functions.hybrid.reward_model=...` of a `reward=hybrid`
+    run), so that Hydra composes those keys on the run's presets, not the tree's defaults: a
+    `group=option` each (with `--config-dir` for a preset dir the run named, where the command line
+    names none), and `hydra.job.env_set.RLVR_EVAL_RUN_GROUPS`, which tells `hydra_main` that these
+    are the run's own, not choices of the command line (`eval_config` keeps the run's groups). Added
+    only where every target is in a run that chose the same option (a `-m` sweep over targets), and
+    not beside `experiment=` (refused with a run's target). A ConfigError for a key of a run's option
+    found nowhere (its preset dir not named here, or gone), that the schema does not hold."""
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parsed, _ = get_args_parser().parse_known_args(args)
+    try:
+        overrides = OverridesParser.create().parse_overrides(parsed.overrides)
+    except HydraException:  # Hydra words it, in one line
+        return args
+    names = [o.key_or_group for o in overrides]
+    chosen = {name for name in names if name in GROUPS}
+    needed = {name.split(".")[0] for name in names if "." in name} & GROUPS - chosen
+    targets = [
+        t
+        for o in overrides
+        if o.key_or_group == "target"
+        for t in (o.sweep_string_iterator() if o.is_sweep_override() else [str(o.value())])
+    ]
+    if not needed or not targets or "experiment" in chosen:
+        return args
+    found = [run_choices(t, needed, [CONF_DIR, parsed.config_dir, *searchpath_dirs(parsed.overrides)]) for t in targets]
+    if any(f is None for f in found):
+        return args
+    for target, choices in zip(targets, found):
+        for group, (option, where) in choices.items():
+            if where == "" and (key := next((n for n in names if n.startswith(f"{group}.") and not schema_key(n)), None)):
+                raise ConfigError(
+                    f"{key}: a key of {group}={option}, which the run of target {target} chose, and no config dir here holds "
+                    f"{group}/{option}.yaml: name the preset dir that does (--config-dir DIR), or choose the group ({group}=...)"
+                )
+    agreed = {
+        group: found[0][group] for group in sorted(needed) if group in found[0] and all(f.get(group) == found[0][group] for f in found)
+    }
+    preset_dir = None if parsed.config_dir else next((where for _, where in agreed.values() if where), None)
+    agreed = {group: option for group, (option, where) in agreed.items() if where in (None, preset_dir) and where != ""}
+    if not agreed:
+        return args
+    added = [f"{group}={option}" for group, option in agreed.items()] + [f"++hydra.job.env_set.{RUN_GROUPS}='{' '.join(agreed)}'"]
+    at = args.index(parsed.overrides[0])  # beside the command line's overrides: Hydra's parser takes them as one run of arguments
+    return (["--config-dir", preset_dir] if preset_dir else []) + args[:at] + added + args[at:]
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry (`argv`: the command line's arguments, else sys.argv's): one line for an
     unknown key, a bare path (targets are named `target=`) or a preset that does not fit, before
@@ -527,6 +694,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"rlvr.eval: error: name what to evaluate as target={first}", file=sys.stderr)
         sys.exit(2)
     exit_on_unknown_keys("rlvr.eval", sys.argv[1:], schema=EvalAppConfig, groups=GROUPS)
+    try:
+        sys.argv[1:] = with_run_choices(sys.argv[1:])
+    except ConfigError as exc:
+        print(f"rlvr.eval: error: {exc}", file=sys.stderr)
+        sys.exit(2)
     one_line_preset_errors("rlvr.eval", EvalAppConfig, report=report_end)
     report_ended_jobs_once()
     hydra_main()
