@@ -80,7 +80,10 @@ def checkpointing_argument() -> str:
 
 
 def torch_device(hw) -> str:
-    """This process's device: with several processes on a node, each its own GPU (LOCAL_RANK)."""
-    if hw.device == "cuda":
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-    return hw.device
+    """This process's device (`process_device` of hardware.device)."""
+    return process_device(hw.device)
+
+
+def process_device(device: str) -> str:
+    """`device` for this process: "cuda" with several processes on a node is each one's own GPU (LOCAL_RANK)."""
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if device == "cuda" else device

@@ -76,12 +76,15 @@ def as_messages(prompt: Any, completion: str) -> list[dict]:
 class RewardModelScorer:
     """Batched scoring with a one-output sequence-classification model, right-padded as in training.
 
-    `offload: true` keeps the model on the CPU between calls and moves it to `device` to score.
+    `offload: true` keeps the model on the CPU between calls and moves it to `device` to score;
+    `device="cuda"` is each process's own GPU (`process_device`), not GPU 0 for every rank.
     """
 
     def __init__(self, model, tokenizer, device: str = "cpu", batch_size: int = 32, offload: bool = False):
+        from rlvr.hardware.device import process_device
+
         self.model, self.tokenizer = model.eval(), tokenizer
-        self.device, self.batch_size, self.offload = device, batch_size, offload
+        self.device, self.batch_size, self.offload = process_device(device), batch_size, offload
         self.model.to("cpu" if offload else device)
 
     @classmethod

@@ -354,3 +354,13 @@ def test_a_hub_reward_model_is_recorded_by_its_snapshot_in_the_cache(tmp_path, m
     assert first["resolved"] == str(repo / "snapshots" / "aaa111") and first["path"] == "someone/rm"
     (repo / "refs" / "main").write_text("bbb222")
     assert reward_model_record("someone/rm")["files"] != first["files"]
+
+
+def test_a_cuda_reward_model_goes_to_each_processs_own_gpu(monkeypatch):
+    """`device: cuda` put every rank's copy on GPU 0."""
+    import torch
+
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    scorer = RewardModelScorer(torch.nn.Linear(1, 1), tokenizer=None, device="cuda", offload=True)  # offload: stays on the CPU
+    assert scorer.device == "cuda:3"
+    assert RewardModelScorer(torch.nn.Linear(1, 1), tokenizer=None, device="cuda:1", offload=True).device == "cuda:1"
