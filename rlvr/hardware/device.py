@@ -85,5 +85,11 @@ def torch_device(hw) -> str:
 
 
 def process_device(device: str) -> str:
-    """`device` for this process: "cuda" with several processes on a node is each one's own GPU (LOCAL_RANK)."""
-    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if device == "cuda" else device
+    """`device` for this process: "cuda" with several processes on a node is each one's own GPU, the
+    LOCAL_RANK-th of those it sees, counted round as accelerate counts them (a submitit task sees only
+    its own GPU: CUDA_VISIBLE_DEVICES=<local rank>, so cuda:0)."""
+    if device != "cuda":
+        return device
+    import torch
+
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % max(torch.cuda.device_count(), 1)}"

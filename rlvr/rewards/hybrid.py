@@ -85,7 +85,7 @@ class RewardModelScorer:
 
         self.model, self.tokenizer = model.eval(), tokenizer
         self.device, self.batch_size, self.offload = process_device(device), batch_size, offload
-        self.model.to("cpu" if offload else device)
+        self.model.to("cpu" if offload else self.device)
 
     @classmethod
     def from_path(cls, path: str, key: str = "reward_model", **kwargs) -> "RewardModelScorer":

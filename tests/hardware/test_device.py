@@ -65,3 +65,17 @@ finally:
     assert one_line_error(result).startswith(f"rlvr: error: {NO_MPS}")
     assert "torch imported with PYTORCH_ENABLE_MPS_FALLBACK = ['1']" in result.stderr
     assert not (tmp_path / "run" / "config_resolved.yaml").exists()  # refused before the run dir is written
+
+
+@pytest.mark.parametrize("visible, expected", [(8, "cuda:3"), (1, "cuda:0"), (2, "cuda:1")])
+def test_a_process_device_is_its_local_rank_among_the_gpus_it_sees(monkeypatch, visible, expected):
+    """A submitit task sees only its own GPU (CUDA_VISIBLE_DEVICES=<local rank>): rank 3's cuda:3 was
+    an invalid device ordinal; counted round, as accelerate counts."""
+    import torch
+
+    from rlvr.hardware.device import process_device, torch_device
+
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: visible)
+    assert process_device("cuda") == torch_device(hardware(device="cuda")) == expected
+    assert process_device("cpu") == "cpu"

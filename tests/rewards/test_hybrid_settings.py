@@ -361,6 +361,7 @@ def test_a_cuda_reward_model_goes_to_each_processs_own_gpu(monkeypatch):
     import torch
 
     monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
     scorer = RewardModelScorer(torch.nn.Linear(1, 1), tokenizer=None, device="cuda", offload=True)  # offload: stays on the CPU
     assert scorer.device == "cuda:3"
     assert RewardModelScorer(torch.nn.Linear(1, 1), tokenizer=None, device="cuda:1", offload=True).device == "cuda:1"
