@@ -68,6 +68,7 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
     from rlvr.hardware.distributed import agreed_run_dir, export_torch_distributed, is_main_process
     from rlvr.hardware.device import check_device, check_torchvision, export_device_environment
     from rlvr.models.loading import check_model_source, check_quantization, check_tiny_shape
+    from rlvr.recipes.common import initial_policy_dir
     from rlvr.recipes import get_recipe
     from rlvr.rewards.base import preflight_rewards
     from rlvr.tracking.outputs import check_wandb_installed
@@ -99,7 +100,7 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
         if swept and (earlier := finished_result(run_dir, resolved)) is not None:
             return Accepted(run_dir, recipe, Start("done"), {}, world_size, offline, earlier)
         start = recipe.preflight(cfg, run_dir)  # may refuse; writes nothing
-        if start.mode == "new":  # a resume loads its checkpoint
+        if start.mode == "new" or (start.mode == "resume" and initial_policy_dir(run_dir) is None):  # what loads the base
             check_model_source(cfg.model, policy=cfg.algorithm.name != "reward_model")
         changed = resume_changes(resolved, start.checkpoint, world_size, swept, final_model_in=run_dir if start.mode == "finish" else None)
     except RlvrError:

@@ -71,25 +71,42 @@ def own_master_port() -> None:
     os.environ["MASTER_PORT"] = str(port)
 
 
+def shell_rendezvous_ignored() -> bool:
+    """Whether this process is a job of a `-m` run (a submitit task), whose rendezvous is its own: a
+    MASTER_PORT exported in the launching shell would be every job's, and a second job on a host failed
+    to open it (its other ranks waited for ever). A plain sbatch script's MASTER_ADDR/MASTER_PORT are kept."""
+    return "SUBMITIT_FOLDER" in os.environ
+
+
 def export_torch_distributed() -> int:
-    """World size of this job; with more than one task, the torch.distributed variables are exported."""
+    """World size of this job; with more than one task, the torch.distributed variables are exported
+    (submitit's, with this job's own port). torchrun's processes keep torchrun's."""
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # torchrun's, also inside a multi-task allocation
+        return int(os.environ.get("WORLD_SIZE", "1"))
     if job_tasks() <= 1:
+        if shell_rendezvous_ignored():  # a one-process job that opens a group of its own draws its port (`own_master_port`)
+            os.environ.pop("MASTER_PORT", None)
         return int(os.environ.get("WORLD_SIZE", "1"))
     os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")  # submitit reads SLURM's variables (sbatch path too)
     import submitit
 
+    from rlvr.errors import ConfigError
+
+    shell = {key: os.environ.pop(key) for key in ("MASTER_ADDR", "MASTER_PORT") if key in os.environ}
     env = submitit.helpers.TorchDistributedEnvironment()
-    exported = os.environ.get("MASTER_PORT")
-    if exported is None or "SUBMITIT_FOLDER" in os.environ:  # a plain sbatch script's own port is kept
+    if "MASTER_PORT" in shell and not shell_rendezvous_ignored():
+        if not shell["MASTER_PORT"].isdigit() or not 0 < int(shell["MASTER_PORT"]) < 65536:
+            raise ConfigError(f"MASTER_PORT={shell['MASTER_PORT']!r} (from the environment) must be a port number, 1 to 65535")
+        env.master_addr, env.master_port = shell.get("MASTER_ADDR", env.master_addr), int(shell["MASTER_PORT"])
+    else:
         env.master_port = rendezvous_port(str(submitit.JobEnvironment().job_id))
-        if exported is not None and env.rank == 0:
+        if "MASTER_PORT" in shell and env.rank == 0:
             log.warning(
-                "MASTER_PORT=%s from the launching shell is not used: each job of a -m run draws a port of its own "
-                "(%d); with one port for all, a second job on a host failed to open it and its other ranks waited for ever",
-                exported,
+                "MASTER_PORT=%s from the launching shell is not used: each job of a -m run draws a port of its own (%d)",
+                shell["MASTER_PORT"],
                 env.master_port,
             )
-    env = env.export(overwrite=True)  # the job's own ranks and port, whatever the launching shell had exported
+    env = env.export(overwrite=True)  # this job's ranks, whatever the launching shell had exported
     log.info("rank %d of %d (master %s:%s)", env.rank, env.world_size, env.master_addr, env.master_port)
     return env.world_size
 

@@ -6,6 +6,7 @@ import signal
 
 import pytest
 
+from rlvr.errors import ConfigError
 from rlvr.hardware.checkpoints import COMPLETE, latest_complete_checkpoint, rotate_checkpoints
 from rlvr.hardware.stops import phase, stops_reported
 
@@ -156,3 +157,47 @@ def test_a_one_process_run_takes_a_free_rendezvous_port_of_its_own_which_trl_kee
     monkeypatch.setenv("MASTER_PORT", "23456")
     distributed.own_master_port()
     assert os.environ["MASTER_PORT"] == "23456"
+
+
+def slurm_task(monkeypatch, **extra):
+    """This process as task 1 of 2 of SLURM job 77 on one node (what srun exports), `extra` on top."""
+    for key in (
+        "RANK",
+        "WORLD_SIZE",
+        "LOCAL_RANK",
+        "LOCAL_WORLD_SIZE",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "CUDA_VISIBLE_DEVICES",
+        "SUBMITIT_FOLDER",
+    ):
+        monkeypatch.setenv(key, "")  # recorded, so that monkeypatch removes what export writes
+        monkeypatch.delenv(key)
+    slurm = {"SLURM_JOB_ID": "77", "SLURM_PROCID": "1", "SLURM_NTASKS": "2", "SLURM_LOCALID": "1", "SLURM_NODEID": "0"}
+    slurm |= {"SLURM_JOB_NODELIST": "node1", "SLURM_JOB_NUM_NODES": "1", "SUBMITIT_EXECUTOR": "slurm"}
+    for key, value in (slurm | extra).items():
+        monkeypatch.setenv(key, value)
+
+
+def test_a_plain_sbatch_scripts_rendezvous_is_kept_and_a_sweep_jobs_is_its_own(monkeypatch, tmp_path):
+    """submitit refused any of these variables already set (a RuntimeError traceback for every job); a
+    `-m` job (SUBMITIT_FOLDER) now replaces the shell's port with its own, a plain script keeps its own."""
+    from rlvr.hardware.distributed import export_torch_distributed, rendezvous_port
+
+    slurm_task(monkeypatch, MASTER_ADDR="node1-ib", MASTER_PORT="23456", RANK="0")
+    assert export_torch_distributed() == 2
+    assert [os.environ[k] for k in ("RANK", "MASTER_ADDR", "MASTER_PORT")] == ["1", "node1-ib", "23456"]
+    slurm_task(monkeypatch, MASTER_PORT="23456", SUBMITIT_FOLDER=str(tmp_path))
+    export_torch_distributed()
+    assert [os.environ[k] for k in ("MASTER_ADDR", "MASTER_PORT")] == ["node1", str(rendezvous_port("77"))]
+    slurm_task(monkeypatch, MASTER_PORT="29k")
+    with pytest.raises(ConfigError, match=r"^MASTER_PORT='29k' \(from the environment\) must be a port number"):
+        export_torch_distributed()
+
+
+def test_torchruns_processes_inside_a_multi_task_allocation_keep_torchruns_ranks(monkeypatch):
+    from rlvr.hardware.distributed import export_torch_distributed
+
+    slurm_task(monkeypatch, TORCHELASTIC_RUN_ID="x", RANK="5", WORLD_SIZE="8", MASTER_PORT="29500")
+    assert export_torch_distributed() == 8
+    assert [os.environ[k] for k in ("RANK", "MASTER_PORT")] == ["5", "29500"]
