@@ -703,7 +703,7 @@ def check_searchpath(args: list[str]) -> None:
     """A `hydra.searchpath` directory on the command line that does not exist (Hydra warns and goes on,
     and then says only that the option the user's dir holds does not exist)."""
     for path in searchpath_dirs(args):
-        if not Path(path).is_dir():
+        if "${" not in path and not Path(path).is_dir():  # an interpolation: Hydra resolves it
             raise ConfigError(f"hydra.searchpath: {path} is not a directory")
 
 

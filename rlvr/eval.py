@@ -233,6 +233,12 @@ def eval_config(composed: DictConfig, overrides: list[str], run_dir: Path | None
                     "experiment=... sets several groups at once: with a run's target, name the groups "
                     "or keys to change (dataset=..., eval=...)"
                 )
+            if override.startswith("~"):  # a deletion (`~reward.functions.answer_spans`): gone from the run's too
+                parent, _, leaf = key.rpartition(".")
+                node = OmegaConf.select(cfg, parent) if parent else cfg
+                if node is not None and leaf in node:
+                    del node[leaf]
+                continue
             OmegaConf.update(cfg, key, OmegaConf.select(settings_only, key), merge=False)
     if models:
         model_as_saved(cfg, overrides, list(models), run_dir, saved_model)
@@ -307,11 +313,13 @@ def model_as_saved(cfg, overrides: list[str], models: list[Path], run_dir: Path 
         top = key.split(".")[0]
         if top in applied or value == have.get(key) or (said := override_setting(overrides, key)) is None:
             continue
-        chosen = said.split("=", 1)[0].lstrip("+~") in ("model", "experiment")
-        if chosen and (top in TRAINING_KEYS or (saved_model is None and key in WHERE_KEYS)):
+        chosen = said.split("=", 1)[0].lstrip("+~")
+        if chosen == "experiment":  # picked for its other groups: its model keys are the saved model's
+            continue
+        if chosen == "model" and (top in TRAINING_KEYS or (saved_model is None and key in WHERE_KEYS)):
             continue
         runs = f" (its run's value: {shown(have.get(key))})" if saved_model is not None else ""
-        what = f"{said} sets model.{key}={shown(value)}, which {where}" if chosen else f"{said}: {where} model.{key}"
+        what = f"{said} sets model.{key}={shown(value)}, which {where}" if chosen == "model" else f"{said}: {where} model.{key}"
         raise ConfigError(
             f"{what}{runs}: it loads as it was saved, with its own shape, tokenizer, vocabulary and training; "
             f"leave the override out (of model.*, only {takes} apply to a saved model) or evaluate another model as the target"

@@ -43,9 +43,8 @@ class RunEnded(Exception):
 
 
 def dir_problem(path: Path) -> str | None:
-    """Why `path` cannot be a run dir (a file, a parent that is a file, no permission, for it or for
-    what it holds: a run continued there appends to its files), or None once it exists as a directory
-    this process can write."""
+    """Why `path` cannot be a dir rlvr writes in (a file, a parent that is a file, no permission), or
+    None once it exists as a directory this process can write."""
     try:
         path.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
@@ -56,6 +55,12 @@ def dir_problem(path: Path) -> str | None:
         return f"it cannot be created ({exc.strerror}: {exc.filename})"
     if not os.access(path, os.W_OK | os.X_OK):
         return f"{path} is not writable"
+    return None
+
+
+def held_problem(path: Path) -> str | None:
+    """What in the run or sweep dir `path` this process cannot write (a read-only run.log in a shared
+    folder): a run continued there appends to its files."""
     if held := next((p for p in sorted(path.iterdir()) if not os.access(p, os.W_OK | (os.X_OK if p.is_dir() else 0))), None):
         return f"{held} is not writable"
     return None
@@ -65,7 +70,7 @@ def prepare_dir(key: str, path: Path) -> list[Path]:
     """Create `path` (the value of `key`); returns the directories this created, deepest first. One
     line on stderr and exit code 2 if it cannot be a directory that rlvr writes."""
     created = [p for p in (path, *path.parents) if not p.exists()]
-    if (problem := dir_problem(path)) is not None:
+    if (problem := dir_problem(path) or held_problem(path)) is not None:
         print(f"rlvr: error: {key}={path}: {problem}: pick another {key}", file=sys.stderr)
         sys.exit(2)  # a callback's exception would be a warning to Hydra; this ends the command
     return created
@@ -282,6 +287,15 @@ def forget_refused_start(run_dir: Path) -> None:
     _created.clear()
 
 
+def override_arg(key: str, value) -> str:
+    """`key=value` as one shell argument that Hydra reads back as `value`: quoted for Hydra's grammar
+    where it would read it otherwise (a `,` makes a sweep, brackets a list), then for the shell."""
+    text = str(value)
+    if re.search(r"[\s,\[\]{}()'\"=:]", text):
+        text = "'" + text.replace("'", "\\'") + "'"
+    return shlex.quote(f"{key}={text}")
+
+
 def continue_command(hydra_cfg) -> str:
     """The command that runs this job of a `-m` run again, alone, in the same run dir and the same
     way: its launcher and launcher settings, its config dir, its own overrides (an Optuna trial's drawn
@@ -293,12 +307,9 @@ def continue_command(hydra_cfg) -> str:
     if hydra_cfg.job.config_name != "config":
         args.append(f"--config-name={hydra_cfg.job.config_name}")
     args += [o for o in hydra_cfg.overrides.hydra if not o.lstrip("+~").startswith(dropped)]
-    args += [
-        *hydra_cfg.overrides.task,
-        f"hydra.sweep.dir={sweep_dir}",
-        f"hydra.sweep.subdir={Path(hydra_cfg.runtime.output_dir).relative_to(sweep_dir)}",
-    ]
-    return shlex.join(args)
+    subdir = Path(hydra_cfg.runtime.output_dir).relative_to(sweep_dir)
+    dirs = [override_arg("hydra.sweep.dir", sweep_dir), override_arg("hydra.sweep.subdir", subdir)]
+    return " ".join([shlex.join([*args, *hydra_cfg.overrides.task]), *dirs])
 
 
 def job_logs(run_dir: Path) -> list[str]:

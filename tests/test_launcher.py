@@ -62,13 +62,13 @@ def test_a_run_dir_holding_a_file_this_process_cannot_write_is_refused(tmp_path,
     check answers as for another user."""
     import os
 
-    from rlvr.launcher import dir_problem
+    from rlvr.launcher import held_problem
 
     (tmp_path / "run.log").write_text("someone's\n")
-    assert dir_problem(tmp_path) is None
+    assert held_problem(tmp_path) is None
     access = os.access
     monkeypatch.setattr(os, "access", lambda path, mode: access(path, mode) and not str(path).endswith("run.log"))
-    assert dir_problem(tmp_path) == f"{tmp_path / 'run.log'} is not writable"
+    assert held_problem(tmp_path) == f"{tmp_path / 'run.log'} is not writable"
 
 
 def test_a_sweep_dir_that_is_a_file_is_one_line(tmp_path):

@@ -7,7 +7,6 @@ users see: docs/slurm.md#signals-preemption-and-requeue and docs/run-dir.md.
 from __future__ import annotations
 
 import contextlib
-import shlex
 import logging
 import os
 import signal
@@ -76,13 +75,13 @@ def how_to_continue(run_dir) -> str:
     run dir, when one is known."""
     from hydra.core.hydra_config import HydraConfig
 
-    from rlvr.launcher import continue_command, is_multirun, own_process
+    from rlvr.launcher import continue_command, is_multirun, override_arg, own_process
 
     if HydraConfig.initialized() and is_multirun():
         if own_process():
             return f"running {continue_command(HydraConfig.get())}"
-        return f"the same -m command with {shlex.quote(f'hydra.sweep.dir={Path(HydraConfig.get().sweep.dir).absolute()}')}"
-    return "the same command" + (f" with {shlex.quote(f'hydra.run.dir={run_dir}')}" if run_dir else "")
+        return f"the same -m command with {override_arg('hydra.sweep.dir', Path(HydraConfig.get().sweep.dir).absolute())}"
+    return "the same command" + (f" with {override_arg('hydra.run.dir', run_dir)}" if run_dir else "")
 
 
 @contextlib.contextmanager

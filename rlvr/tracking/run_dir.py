@@ -271,8 +271,9 @@ def listed(changes: dict[str, list]) -> str:
 MODEL_FILES = ("trainer_state.json", "adapter_config.json", "config.json")  # a checkpoint's, an adapter's, a model's
 
 
-# What a run dir may hold before its first start is recorded: Hydra's, the log, the lock of a start under way
-BEFORE_FIRST_START = frozenset({".hydra", "run.log", LOCK_NAME})
+# What a run dir may hold before its first start is recorded: Hydra's, the log (`<hydra.job.name>.log`),
+# the lock of a start under way
+BEFORE_FIRST_START = frozenset({".hydra", LOCK_NAME})
 
 
 def check_run_dir(run_dir: Path) -> None:
@@ -280,7 +281,7 @@ def check_run_dir(run_dir: Path) -> None:
     holds a saved model or a checkpoint (`hydra.run.dir=RUN/final_model`, or `RUN/checkpoints/checkpoint-8`
     meant as "continue from here"), one inside another run (`RUN/eval`), and a folder of other files
     (`hydra.run.dir=.` in a project: its metrics.jsonl, plots/ and eval/ were overwritten)."""
-    run = next((parent for parent in run_dir.absolute().parents if (parent / RUN_INFO).is_file()), None)
+    run = next((parent for parent in run_dir.absolute().parents[:2] if (parent / RUN_INFO).is_file()), None)  # RUN/x, RUN/x/y
     continue_run = f"to continue that run from its newest complete checkpoint, pass hydra.run.dir={run}"
     if held := next((name for name in MODEL_FILES if (run_dir / name).is_file()), None):
         fix = continue_run if run else "pick a new hydra.run.dir (model.name_or_path= trains from a saved model)"
@@ -288,7 +289,8 @@ def check_run_dir(run_dir: Path) -> None:
     if run is not None:
         raise ConfigError(f"hydra.run.dir={run_dir} is inside the run dir {run}: pick a dir outside it, or {continue_run}")
     if run_dir.is_dir() and not (run_dir / RUN_INFO).exists():
-        if others := sorted(entry.name for entry in run_dir.iterdir() if entry.name not in BEFORE_FIRST_START):
+        others = sorted(e.name for e in run_dir.iterdir() if e.name not in BEFORE_FIRST_START and not e.name.endswith(".log"))
+        if others:
             shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
             raise ConfigError(
                 f"hydra.run.dir={run_dir} holds files that no rlvr run wrote ({shown}): a run would write among them; "
@@ -323,21 +325,21 @@ def finished_result(run_dir: Path, resolved: dict) -> dict | None:
 
 
 def record_start(run_dir: Path, cfg, changed: dict[str, list], mode: str) -> None:
-    """config_resolved.yaml and .hydra/ (the latest start), and this start's line in run_info.jsonl."""
+    """This start's line in run_info.jsonl, then config_resolved.yaml and .hydra/ (the latest start)."""
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
     from rlvr.tracking.provenance import run_info
 
     hydra_cfg = HydraConfig.get()
+    config = OmegaConf.to_container(cfg, resolve=True)  # the line first: with it the dir is a run's (`check_run_dir`)
+    append_run_info(run_dir, run_info() | {"mode": mode, "overrides": list(hydra_cfg.overrides.task), "changed": changed, "config": config})
     (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     hydra_dir = run_dir / ".hydra"  # what Hydra writes at job start, written here once the run is accepted
     hydra_dir.mkdir(exist_ok=True)
     OmegaConf.save(cfg, hydra_dir / "config.yaml")
     OmegaConf.save(OmegaConf.create({"hydra": hydra_cfg}), hydra_dir / "hydra.yaml")
     save_overrides(run_dir)
-    config = OmegaConf.to_container(cfg, resolve=True)
-    append_run_info(run_dir, run_info() | {"mode": mode, "overrides": list(hydra_cfg.overrides.task), "changed": changed, "config": config})
 
 
 def record_end(run_dir: Path, ended: str) -> None:

@@ -156,3 +156,14 @@ def test_the_runs_choices_are_added_only_where_every_target_is_in_a_run_that_mad
 
 
 AS_RUN = "++hydra.job.env_set.RLVR_EVAL_RUN_GROUPS='{}'"
+
+
+def test_a_deletion_on_the_command_line_removes_the_runs_key(tmp_path, monkeypatch):
+    """`~reward.functions.answer_spans` (docs/fine-grained.md) on a run's target was set to None, then
+    refused as "None is not a reward entry"."""
+    rewards = []
+    monkeypatch.setattr(rlvr_eval, "evaluate_model", lambda cfg, label, *_: rewards.append(cfg.reward.functions) or {})
+    run = fake_run_dir(tmp_path / "run", "algorithm=fgrpo", "+reward.functions.again={_target_: rlvr.rewards.spans.answer_spans}")
+    final = chose(run, {"reward": "fgrpo_spans", "algorithm": "fgrpo"})
+    run_eval(f"target={final}", "~reward.functions.answer_spans", f"output_dir={tmp_path / 'out'}")
+    assert list(rewards[0]) == ["again"]

@@ -79,7 +79,6 @@ def test_an_override_a_runs_saved_model_fixes_is_refused_naming_it(tmp_path, cap
     [
         (["model=qwen2.5_shape"], "model=qwen2.5_shape sets model.tiny.tokenizer=qwen2.5, which the saved model {} fixes"),
         (["model.tiny.hidden_size=128"], "model.tiny.hidden_size=128: the saved model {} fixes model.tiny.hidden_size"),
-        (["experiment=vocab_reasoning"], "experiment=vocab_reasoning sets model.reasoning_vocab_size=64, which the saved model {} fixes"),
         (["model=qwen2.5_0.5b_instruct", "model.name_or_path=/elsewhere"], "model.name_or_path=/elsewhere: the saved model {} fixes"),
     ],
 )
@@ -115,6 +114,13 @@ def test_a_bare_saved_model_is_recorded_as_the_dir_that_loads(tmp_path, evaluate
     recorded = recorded_model(tmp_path / "out", model.name)
     assert (recorded["name_or_path"], recorded["dtype"], recorded["warmup_sft_steps"]) == (str(model), "auto", 0)
     assert evaluated[0].name_or_path == str(model)
+
+
+def test_an_experiment_is_taken_for_its_other_groups_its_model_keys_being_the_saved_models(tmp_path, evaluated):
+    """experiment=vocab_reasoning sets model.reasoning_vocab_size, which the user never named: it was refused."""
+    model = model_dir(tmp_path / "model")
+    run_eval(f"target={model}", "experiment=vocab_reasoning", f"output_dir={tmp_path / 'out'}")
+    assert evaluated[0].reasoning_vocab_size == 0 and recorded_model(tmp_path / "out", "model")["reasoning_vocab_size"] == 0
 
 
 def test_a_lora_adapter_outside_a_run_takes_its_base_from_the_model_group(tmp_path, capsys, evaluated):

@@ -1,6 +1,7 @@
 """A stop signal ends the run wherever it lands."""
 
 import os
+import shlex
 from pathlib import Path
 import signal
 import time
@@ -29,8 +30,14 @@ def test_a_ctrl_c_that_lands_in_a_finalizer_still_stops_the_run(tmp_path, capsys
 
 
 def test_the_continue_command_quotes_a_run_dir_with_spaces():
-    """Pasted as printed, `hydra.run.dir=/runs/my runs/exp 1` was three arguments."""
+    """Pasted as printed, `hydra.run.dir=/runs/my runs/exp 1` was three arguments, and a run dir named
+    with a `,` (hydra.job.override_dirname) a sweep."""
     from rlvr.hardware.stops import how_to_continue
 
-    assert how_to_continue(Path("/runs/my runs/exp 1")) == "the same command with 'hydra.run.dir=/runs/my runs/exp 1'"
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for run_dir in ("/runs/my runs/exp 1", "/runs/lr=0.1,seed=1", "/runs/it's [1]"):
+        [arg] = shlex.split(how_to_continue(Path(run_dir)).removeprefix("the same command with "))  # as the shell reads it
+        [override] = OverridesParser.create().parse_overrides([arg])  # as Hydra reads it: not a sweep of two values
+        assert (override.key_or_group, override.value()) == ("hydra.run.dir", run_dir)
     assert how_to_continue(Path("/runs/exp1")) == "the same command with hydra.run.dir=/runs/exp1"

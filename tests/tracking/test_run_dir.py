@@ -215,3 +215,17 @@ def test_a_finished_run_gives_its_metrics_only_to_a_start_with_its_config(tmp_pa
     assert finished_result(tmp_path, CONFIG | {"seed": 1}) is None
     (tmp_path / RUN_INFO).write_text(json.dumps(start) + "\n" + json.dumps({"ended": "stopped by Ctrl-C"}) + "\n")
     assert finished_result(tmp_path, CONFIG) is None
+
+
+def test_a_first_start_is_not_refused_for_hydras_log_or_a_run_far_above(tmp_path):
+    """A project root that holds a run's run_info.jsonl (an earlier `hydra.run.dir=.`) refused every
+    run under outputs/DATE/TIME as inside it; a job's log is named after hydra.job.name."""
+    from rlvr.tracking.run_dir import check_run_dir
+
+    (tmp_path / "run_info.jsonl").write_text("{}\n")
+    nested = tmp_path / "outputs" / "2026-12-05" / "10-00-00"
+    nested.mkdir(parents=True)
+    (nested / "sweep_job.log").write_text("")
+    check_run_dir(nested)
+    with pytest.raises(ConfigError, match="is inside the run dir"):
+        check_run_dir(tmp_path / "outputs" / "new")
