@@ -115,10 +115,15 @@ def _lost_its_numbers(feature) -> bool:
     """Whether `datasets` read a JSON column without its numbers as written: floats (pyarrow makes a
     column of ints and one 2.5 all floats, and an integer past 64 bits a float), or a `Json` column
     (numbers mixed with text, decoded as Python's floats: 2.50 -> 2.5, 1e3 -> 1000.0, -0.0 -> 0.0)."""
+    return str(getattr(feature, "dtype", "")).startswith("float") or is_json_column(feature)
+
+
+def is_json_column(feature) -> bool:
+    """A column `datasets` (5 and later) read as JSON values: one of mixed types."""
     import datasets
 
-    json_feature = getattr(datasets, "Json", None)  # datasets >= 5 reads a column of mixed types as one
-    return str(getattr(feature, "dtype", "")).startswith("float") or (json_feature is not None and isinstance(feature, json_feature))
+    json_feature = getattr(datasets, "Json", None)
+    return json_feature is not None and isinstance(feature, json_feature)
 
 
 def read_local(path_text: str, literal_columns: tuple[str, ...] = ()):
@@ -162,9 +167,8 @@ def read_local(path_text: str, literal_columns: tuple[str, ...] = ()):
             if len(values) == len(ds) and not any(isinstance(value, (list, dict)) for value in values):
                 texts = [None if value is None else str(value) for value in values]
                 ds = ds.remove_columns(column).add_column(column, texts, feature=datasets.Value("string"))
-    json_feature = getattr(datasets, "Json", None)  # datasets >= 5: a column of mixed types
-    for column in ds.column_names if kind == "json" and json_feature is not None else ():
-        if isinstance(ds.features[column], json_feature):
+    for column in ds.column_names if kind == "json" else ():
+        if is_json_column(ds.features[column]):
             # datasets stores such a column's strings that read as JSON as that JSON: a chosen "2"
             # beside message lists came back as the int 2. The file's own values instead.
             try:
@@ -172,7 +176,7 @@ def read_local(path_text: str, literal_columns: tuple[str, ...] = ()):
             except ValueError:
                 continue
             if len(values) == len(ds):
-                ds = ds.remove_columns(column).add_column(column, [json.dumps(v) for v in values], feature=json_feature())
+                ds = ds.remove_columns(column).add_column(column, [json.dumps(v) for v in values], feature=type(ds.features[column])())
     return ds
 
 

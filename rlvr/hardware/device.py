@@ -32,16 +32,24 @@ def check_torchvision() -> None:
 
 def check_device(hw) -> None:
     """The device (one of config.CHOICES) exists and takes the precision: one line before anything loads."""
-    import torch
-
-    if hw.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("hardware.device=cuda but torch sees no GPU: use hardware=cpu")
-    if hw.device == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(
-            "hardware.device=mps but torch sees no Apple-silicon GPU (MPS needs a Mac with Apple silicon and macOS 12.3+): use hardware=cpu"
-        )
+    check_torch_device("hardware.device", hw.device, fix="use hardware=cpu")
     if hw.device != "cuda" and hw.precision != "fp32":
         raise ConfigError(f"hardware.precision={hw.precision} needs a CUDA GPU; on {hw.device} use precision=fp32")
+
+
+def check_torch_device(key: str, device: str, fix: str) -> None:
+    """`device` (cpu, cuda, cuda:<index>, mps: checked as a choice before) one that torch sees here;
+    else a ConfigError naming `key`, ending with `fix`."""
+    import torch
+
+    if device.startswith("cuda"):
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if gpus == 0:
+            raise ConfigError(f"{key}={device} but torch sees no GPU here: {fix}")
+        if device != "cuda" and int(device.split(":")[1]) >= gpus:
+            raise ConfigError(f"{key}={device} but torch sees {gpus} GPU(s) here: cuda:0 to cuda:{gpus - 1}")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{key}=mps but torch sees no Apple-silicon GPU (MPS needs a Mac with Apple silicon and macOS 12.3+): {fix}")
 
 
 def apply_threads(hw) -> None:

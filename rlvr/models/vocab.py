@@ -170,6 +170,12 @@ def ensure_think_tokens(model, tokenizer) -> None:
             model.resize_token_embeddings(len(tokenizer))
 
 
+def repeated_ids(ids: list) -> list:
+    """The ids that `ids` holds more than once, in their first order (a list among them counts too)."""
+    counts = Counter(map(repr, ids))
+    return list({repr(i): i for i in ids if counts[repr(i)] > 1}.values())
+
+
 def check_source_id_list(choice: Any, size: int) -> None:
     """What can be known of an explicit `model.reasoning_vocab_ids` list before the tokenizer loads (its
     length, repeated ids, ids that are not whole numbers), refused at start-up, not after an SFT warm-up;
@@ -178,7 +184,7 @@ def check_source_id_list(choice: Any, size: int) -> None:
         return
     ids = list(choice)
     not_ids = [i for i in ids if isinstance(i, bool) or not isinstance(i, int) or i < 0]
-    repeated = list(dict.fromkeys(i for i in ids if ids.count(i) > 1))
+    repeated = repeated_ids(ids)
     if not_ids or repeated or len(ids) != size:
         raise ConfigError(
             f"model.reasoning_vocab_ids: need {size} distinct token ids (model.reasoning_vocab_size={size}); got {len(ids)}"
@@ -204,7 +210,7 @@ def choose_source_ids(choice: Any, size: int, tokenizer, corpus: Sequence[str | 
         return (ranked + [i for i in eligible if i not in counts])[:size]
     ids, allowed = list(choice), set(eligible)  # any other string was refused at start-up (config.CHOICES)
     bad = [i for i in ids if i not in allowed]
-    repeated = list(dict.fromkeys(i for i in ids if ids.count(i) > 1))
+    repeated = repeated_ids(ids)
     if bad or repeated or len(ids) != size:
         raise ConfigError(
             f"model.reasoning_vocab_ids: need {size} distinct ids of ordinary tokens in "

@@ -194,7 +194,7 @@ def preflight_rewards(functions: dict[str, Any]) -> None:
         target = reward_target(name, entry)
         check_arguments(name, target, arguments)
         if runs_in_worker(target, arguments):
-            check_number(f"reward.functions.{name}.timeout_s", arguments["timeout_s"], Range(0, open_low=True, why="seconds"))
+            check_timeout(name, arguments["timeout_s"])
         if isinstance(target, type) and hasattr(target, "preflight"):
             target.preflight(name, **arguments)
 
@@ -224,11 +224,15 @@ def check_arguments(name: str, target: Any, arguments: dict) -> None:
             raise ConfigError(f"reward.functions.{name}.{key}: {target.__name__} takes no '{key}'{did_you_mean(key, known)}")
 
 
+def check_timeout(name: str, timeout_s: Any) -> None:
+    check_number(f"reward.functions.{name}.timeout_s", timeout_s, Range(0, open_low=True, why="seconds"))
+
+
 def check_runs_in_worker(name: str, fn: Callable, timeout_s: Any) -> None:
     """A reward with `timeout_s` must be a positive time and a function a worker process can import."""
     import pickle
 
-    check_number(f"reward.functions.{name}.timeout_s", timeout_s, Range(0, open_low=True, why="seconds"))
+    check_timeout(name, timeout_s)
     try:
         pickle.dumps(fn)
     except Exception as exc:  # a lambda, a closure, a function defined in __main__ ...

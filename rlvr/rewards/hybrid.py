@@ -148,9 +148,9 @@ def check_settings(
     r_min: Any,
     r_max: Any,
     calibration_prompts: Any,
-    batch_size: Any = 32,
-    device: Any = "cpu",
-    offload: Any = False,
+    batch_size: Any,
+    device: Any,
+    offload: Any,
     **_: Any,
 ) -> None:
     """The hybrid reward's settings (HybridReward's arguments), checked without loading anything; a
@@ -203,16 +203,9 @@ def check_device(key: str, device: Any) -> None:
     kinds = allowed_values("hardware.device")
     if not (isinstance(device, str) and (device in kinds or re.fullmatch(r"cuda:\d+", device))):
         raise ConfigError(choice_error(key, device, (*kinds, "cuda:<index>")))
-    import torch
+    from rlvr.hardware.device import check_torch_device
 
-    if device.startswith("cuda"):
-        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if gpus == 0:
-            raise ConfigError(f"{key}={device} but torch sees no GPU here: use {key}=cpu")
-        if device != "cuda" and int(device.split(":")[1]) >= gpus:
-            raise ConfigError(f"{key}={device} but torch sees {gpus} GPU(s) here: cuda:0 to cuda:{gpus - 1}")
-    if device == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"{key}=mps but torch sees no Apple-silicon GPU here: use {key}=cpu")
+    check_torch_device(key, device, fix=f"use {key}=cpu")
 
 
 def check_verifier(name: str, verifier: Mapping) -> None:
