@@ -19,15 +19,7 @@ import sys
 from pathlib import Path
 
 from rlvr.run import GROUPS, set_offline  # importing rlvr.run registers rlvr's schema and resolvers
-from rlvr.config import (
-    FineGrainedConfig,
-    check_ranges,
-    command_line_error_line,
-    conf_dir,
-    exit_on_unknown_keys,
-    missing_option_line,
-    preset_error_line,
-)
+from rlvr.config import FineGrainedConfig, check_ranges, conf_dir, exit_on_unknown_keys, hydra_error_line
 from rlvr.errors import RlvrError
 from rlvr.rewards.base import WeightedReward
 from rlvr.rewards.spans import SpanReward
@@ -258,7 +250,7 @@ def main(argv: list[str]) -> int:
         run_dir.mkdir(parents=True, exist_ok=True)
         toy(cfg, run_dir, settings)
     except HydraException as exc:
-        line = preset_error_line(exc) or missing_option_line(exc) or command_line_error_line(exc) or str(exc).splitlines()[0]
+        line = hydra_error_line(exc) or str(exc).splitlines()[0]
         print(f"rlvr: error: {line}", file=sys.stderr)
         return 2
     except RlvrError as exc:

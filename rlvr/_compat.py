@@ -52,6 +52,19 @@ def wrap_hydra_reporter(wrapper: Callable[[Callable], Callable]) -> None:
     hydra_utils.run_and_report = run_and_report
 
 
+def hydra_file_being_read(exc: BaseException) -> str | None:
+    """The config file a Hydra config source was reading when `exc` was raised through it ("a preset"
+    where its frame names none), or None if it was not raised there: Hydra's error names no file.
+    Reads the frame's `full_path` local of hydra-core 1.3's FileConfigSource.load_config; remove when
+    Hydra's error names the file."""
+    import traceback
+
+    reading = [
+        f for f, _ in traceback.walk_tb(exc.__traceback__) if f.f_globals.get("__name__", "").startswith("hydra._internal.core_plugins.")
+    ]
+    return str(reading[-1].f_locals.get("full_path", "a preset")) if reading else None
+
+
 def raise_failed_job_results(raised_as_is: Callable[[BaseException], bool]) -> None:
     """Hydra (`JobReturn.return_value`) prints "Error executing job with overrides: [...]" whenever a
     sweeper reads a failed job's result; a failed job's exception for which `raised_as_is(exc)` holds is

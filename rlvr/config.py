@@ -15,7 +15,6 @@ import inspect
 import math
 import re
 import typing
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -812,18 +811,13 @@ def group_options(group: str) -> list[str]:
 
 
 def not_utf8_line(exc: BaseException) -> str | None:
-    """One line for a preset that is not UTF-8 text (the file: Hydra's file config source holds its path
-    as `full_path`), or None for any other error."""
+    """One line for a preset that is not UTF-8 text, naming the file, or None for any other error."""
+    from rlvr._compat import hydra_file_being_read
+
     while exc is not None and not isinstance(exc, UnicodeDecodeError):
         exc = exc.__cause__ or exc.__context__
-    if exc is None:
+    if exc is None or (path := hydra_file_being_read(exc)) is None:
         return None
-    reading = [
-        f for f, _ in traceback.walk_tb(exc.__traceback__) if f.f_globals.get("__name__", "").startswith("hydra._internal.core_plugins.")
-    ]
-    if not reading:
-        return None
-    path = reading[-1].f_locals.get("full_path", "a preset")
     return f"{path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}): save it as UTF-8"
 
 
@@ -847,6 +841,15 @@ def yaml_error_line(exc: BaseException) -> str | None:
     return where
 
 
+def hydra_error_line(exc: BaseException, schema: type = Config) -> str | None:
+    """One line for an error of Hydra's composition that rlvr words (a preset that does not fit the
+    schema or does not parse, an option that does not exist, a command line Hydra refuses), else None."""
+    from hydra.errors import ConfigCompositionException
+
+    line = preset_error_line(exc, schema) if isinstance(exc, ConfigCompositionException) else None
+    return line or missing_option_line(exc) or yaml_error_line(exc) or not_utf8_line(exc) or command_line_error_line(exc)
+
+
 def one_line_preset_errors(prog: str, schema: type = Config, report=None) -> None:
     """Make Hydra report a preset that does not fit the schema (an unknown key, a value of the wrong
     type) or is not valid YAML, in rlvr's presets or a user's, a group option that does not exist and
@@ -858,8 +861,6 @@ def one_line_preset_errors(prog: str, schema: type = Config, report=None) -> Non
     """
     import sys
 
-    from hydra.errors import ConfigCompositionException
-
     from rlvr._compat import wrap_hydra_reporter
 
     def one_line(func):
@@ -867,9 +868,7 @@ def one_line_preset_errors(prog: str, schema: type = Config, report=None) -> Non
             try:
                 return func()
             except Exception as exc:
-                line = preset_error_line(exc, schema) if isinstance(exc, ConfigCompositionException) else None
-                line = line or missing_option_line(exc) or yaml_error_line(exc) or not_utf8_line(exc) or command_line_error_line(exc)
-                if line is not None:
+                if (line := hydra_error_line(exc, schema)) is not None:
                     print(f"{prog}: error: {line}", file=sys.stderr)
                     sys.exit(2)
                 if report is None or (code := report(exc, prog)) is None:

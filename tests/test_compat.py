@@ -20,6 +20,20 @@ def test_hydra_runs_every_command_through_run_and_report():
     assert "run_and_report(" in inspect.getsource(hydra_utils._run_hydra)
 
 
+def test_hydra_reads_a_config_file_into_a_local_named_full_path(tmp_path):
+    from hydra._internal.core_plugins.file_config_source import FileConfigSource
+
+    from rlvr._compat import hydra_file_being_read
+
+    (tmp_path / "latin1.yaml").write_bytes("name: café\n".encode("latin-1"))
+    try:
+        FileConfigSource(provider="test", path=str(tmp_path)).load_config("latin1.yaml")
+    except UnicodeDecodeError as exc:
+        assert hydra_file_being_read(exc) == str(tmp_path / "latin1.yaml")
+    else:
+        raise AssertionError("hydra read latin-1 as UTF-8")
+
+
 def test_hydra_job_results_are_read_through_a_property():
     from hydra.core.utils import JobReturn
 
