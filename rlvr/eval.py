@@ -266,14 +266,6 @@ def applied_model_keys(models: list[Path], run_dir: Path | None) -> tuple[str, .
     return LOAD_KEYS + BASE_KEYS if on_group_base else LOAD_KEYS
 
 
-def leaves(node: dict, prefix: str = "") -> dict:
-    """{dotted key: value} of a nested dict's leaves (lists are values)."""
-    found = {}
-    for key, value in node.items():
-        found.update(leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
-    return found
-
-
 def override_setting(overrides: list[str], key: str) -> str | None:
     """The command line's override that sets model.`key`: the last that names it or a node above it,
     else the last group choice that may (`model=...`, `experiment=...`); None: the tree's default."""
@@ -298,13 +290,14 @@ def model_as_saved(cfg, overrides: list[str], models: list[Path], run_dir: Path 
     from omegaconf.errors import OmegaConfBaseException
 
     from rlvr.config import ModelConfig
+    from rlvr.tracking.run_dir import flatten
 
     applied = applied_model_keys(models, run_dir)
     base = copy.deepcopy(saved_model) if saved_model is not None else OmegaConf.structured(ModelConfig)
     if saved_model is None and "name_or_path" not in applied:
         base.name_or_path, base.revision = str(models[0]), None
     try:
-        asked, have = (leaves(OmegaConf.to_container(node, resolve=True)) for node in (cfg.model, base))
+        asked, have = (flatten(OmegaConf.to_container(node, resolve=True)) for node in (cfg.model, base))
     except OmegaConfBaseException:  # an interpolation that does not resolve: check_ranges names it
         return
     where = f"the saved model {models[0]} fixes" if len(models) == 1 else f"the saved models of {run_dir} fix"
