@@ -99,15 +99,18 @@ def json_with_literal_numbers(text: str):
     return json.loads(text, parse_int=str, parse_float=str)
 
 
-def _literal_values(path: Path, column: str, parse=json_with_literal_numbers) -> list:
-    """`column` of each row of a JSON(-lines) file with its numbers as the file writes them (text); other
-    values as JSON reads them (with `parse=json.loads`, all of them)."""
+def _file_rows(path: Path, parse=json_with_literal_numbers) -> list:
+    """The rows of a JSON(-lines) file with their numbers as the file writes them (text), other values
+    as JSON reads them (with `parse=json.loads`, all of them)."""
     with _open(path) as handle:
         text = handle.read().decode("utf-8-sig")
     if text.lstrip().startswith("["):  # a JSON array of rows (a JSON-lines row is an object)
-        rows = parse(text)
-    else:  # lines end at "\n" only: str.splitlines would also split at U+2028 and others inside strings
-        rows = [parse(line) for line in text.split("\n") if line.strip()]
+        return parse(text)
+    # lines end at "\n" only: str.splitlines would also split at U+2028 and others inside strings
+    return [parse(line) for line in text.split("\n") if line.strip()]
+
+
+def _column(rows: list, column: str) -> list:
     return [row.get(column) if isinstance(row, dict) else None for row in rows]
 
 
@@ -158,10 +161,17 @@ def read_local(path_text: str, literal_columns: tuple[str, ...] = ()):
         raise DataError(f"cannot read dataset file {path}: {detail}") from exc
     finally:
         reader_log.setLevel(level)
+    parsed: dict = {}  # parse -> the file's rows: the file is read and parsed at most once each way
+
+    def file_column(column: str, parse=json_with_literal_numbers) -> list:
+        if parse not in parsed:
+            parsed[parse] = _file_rows(path, parse)
+        return _column(parsed[parse], column)
+
     for column in literal_columns if kind == "json" else ():
         if column in ds.column_names and _lost_its_numbers(ds.features[column]):
             try:
-                values = _literal_values(path, column)
+                values = file_column(column)
             except ValueError:  # a layout datasets reads and this does not: pyarrow's values stay
                 continue
             if len(values) == len(ds) and not any(isinstance(value, (list, dict)) for value in values):
@@ -172,7 +182,7 @@ def read_local(path_text: str, literal_columns: tuple[str, ...] = ()):
             # datasets stores such a column's strings that read as JSON as that JSON: a chosen "2"
             # beside message lists came back as the int 2. The file's own values instead.
             try:
-                values = _literal_values(path, column, parse=json.loads)
+                values = file_column(column, parse=json.loads)
             except ValueError:
                 continue
             if len(values) == len(ds):
