@@ -87,6 +87,11 @@ def read_yaml(path: Path) -> DictConfig:
         raise ConfigError(f"{path}: not a readable YAML file ({why})") from exc
 
 
+def run_holding(path: Path) -> Path | None:
+    """The run dir `path` is, or is in (its final_model/, a checkpoints/checkpoint-N); None outside a run."""
+    return next((p for p in (path, path.parent, path.parent.parent) if (p / RUN_CONFIG).exists()), None)
+
+
 def resolve_target(text: str) -> Target:
     """The target named on the command line, or a one-line ConfigError saying why it cannot be evaluated."""
     path = Path(text).expanduser().resolve()
@@ -94,7 +99,7 @@ def resolve_target(text: str) -> Target:
         raise ConfigError(f"target {text}: no such directory")
     # the run a model dir belongs to: final_model/ or checkpoints/checkpoint-N inside a run dir
     run_dir = next((p for p in (path.parent, path.parent.parent) if (p / RUN_CONFIG).exists()), None)
-    run = path if (path / RUN_CONFIG).exists() else run_dir
+    run = run_holding(path)
     if run is not None and OmegaConf.select(read_yaml(run / RUN_CONFIG), "algorithm.name") == "reward_model":
         raise ConfigError(
             f"target {text}: a reward model (algorithm=reward_model): rlvr.eval evaluates policies by what they "
@@ -603,7 +608,7 @@ def run_choices(target: str, groups: set[str], here: list) -> dict[str, tuple[st
     `where` None when one of the config dirs `here` holds it, else the run's preset dir (`--config-dir`)
     that does, else ""; None for a target outside a run, or a run that recorded none."""
     path = Path(target).expanduser().resolve()
-    run = next((p for p in (path, path.parent, path.parent.parent) if (p / RUN_CONFIG).exists()), None)
+    run = run_holding(path)
     if run is None or not (run / ".hydra" / "hydra.yaml").is_file():
         return None
     try:
