@@ -363,27 +363,6 @@ def data_fingerprints(cfg) -> dict[str, str]:
     return {str(name): files_fingerprint(path) for name in names if name and (path := Path(str(name)).expanduser()).is_file()}
 
 
-def tree_fingerprint(path: Path) -> str:
-    """`files_fingerprint` of a file; of a directory, a digest of the relative name, size and
-    modification time of every file under it (a reward model's run dir: its final_model/ too)."""
-    import hashlib
-    import os
-
-    from rlvr.tracking.outputs import files_fingerprint
-
-    if not path.is_dir():
-        return files_fingerprint(path)
-    stats = []
-    for root, _, names in os.walk(path):
-        for name in names:
-            try:
-                stat = (Path(root) / name).stat()
-            except OSError:  # a link to nothing
-                continue
-            stats.append(f"{Path(root, name).relative_to(path)} {stat.st_size} {stat.st_mtime_ns}")
-    return hashlib.sha256("\n".join(sorted(stats)).encode()).hexdigest()[:16]
-
-
 def named_files(value) -> list[str]:
     """The strings in a reward function's arguments (nested ones, a verifier's, included)."""
     if isinstance(value, dict):
@@ -397,15 +376,11 @@ def local_input(text: str) -> Path | None:
     """The local file or directory an argument names, else None: a Hub name in the Hub cache is the
     snapshot it loads from; the filesystem's root, the home and working directories and those above
     them are no input (a "/" or "." argument is a separator or a default, not the tree below it)."""
-    path = Path(text).expanduser()
-    if not path.exists() and text.count("/") == 1 and not text.startswith((".", "/", "~")):
-        from huggingface_hub import try_to_load_from_cache
+    from rlvr.models.loading import hub_cached_config
 
-        try:
-            cached = try_to_load_from_cache(text, "config.json")
-        except Exception:  # not a repo id
-            cached = None
-        path = Path(cached).parent if isinstance(cached, str) else path
+    path = Path(text).expanduser()
+    if not path.exists() and (cached := hub_cached_config(text)) is not None:
+        path = cached.parent
     if not path.exists():
         return None
     here = path.resolve()
@@ -415,12 +390,16 @@ def local_input(text: str) -> Path | None:
 
 
 def reward_fingerprints(cfg) -> dict[str, str]:
-    """{argument: `tree_fingerprint`} of each local file or directory a reward function's arguments
-    name (`local_input`: a hybrid reward's reward model, a reward's word list, ...): a reward model
-    trained again, or another one copied to the same path, changes it."""
+    """{argument: `files_fingerprint`} of each local file or directory a reward function's arguments
+    name (`local_input`: a hybrid reward's reward model, a reward's word list, ...), of a run dir's
+    final_model/ (the model a hybrid reward loads from it): a reward model trained again, or another
+    one copied to the same path, changes it."""
+    from rlvr.tracking.outputs import files_fingerprint
+
     functions = to_plain(cfg.reward.functions) or {}
     texts = {text for settings in functions.values() if isinstance(settings, dict) for text in named_files(settings)}
-    return {text: tree_fingerprint(path) for text in sorted(texts) if (path := local_input(text)) is not None}
+    paths = {text: path for text in sorted(texts) if (path := local_input(text)) is not None}
+    return {text: files_fingerprint(path / "final_model" if (path / "final_model").is_dir() else path) for text, path in paths.items()}
 
 
 def eval_inputs(cfg) -> dict:

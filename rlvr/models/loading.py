@@ -175,9 +175,7 @@ def check_reachable(name: str, key: str = "model.name_or_path") -> None:
     if looks_like_path(name) or not is_valid_hub_name(name):
         raise ModelLoadError(f"model directory not found: {name} ({key})")
     if is_offline():
-        from huggingface_hub import try_to_load_from_cache
-
-        if not isinstance(try_to_load_from_cache(name, "config.json"), str):
+        if hub_cached_config(name) is None:
             raise ModelLoadError(
                 f"model '{name}' is not a directory here, and as a Hub name it is not in the local cache while "
                 f"HF_HUB_OFFLINE=1: pass a local path ({key}=/path/to/model) or go online (unset HF_HUB_OFFLINE)"
@@ -247,19 +245,25 @@ def is_valid_hub_name(name: str) -> bool:
     return True
 
 
+def hub_cached_config(name: str) -> Path | None:
+    """The config.json of the Hub model `name` in the local Hub cache; None where `name` is written as
+    a path, cannot be a repo id, or is not cached."""
+    if looks_like_path(name) or not is_valid_hub_name(name):
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(name, "config.json")
+    return Path(cached) if isinstance(cached, str) else None
+
+
 def saved_architectures(name: str) -> list[str] | None:
     """The `architectures` that the config.json of the model `name` lists: a local directory's, or a
     Hub model's in the local Hub cache; None where there is no such file here, or it does not parse."""
     config = Path(name).expanduser() / "config.json"
     if not config.is_file():
-        if looks_like_path(name) or not is_valid_hub_name(name):
+        config = hub_cached_config(name)
+        if config is None:
             return None
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(name, "config.json")
-        if not isinstance(cached, str):
-            return None
-        config = Path(cached)
     try:
         architectures = json.loads(config.read_text()).get("architectures")
     except (OSError, ValueError, AttributeError):  # not JSON, or not an object: transformers' error names it when it loads
@@ -269,7 +273,7 @@ def saved_architectures(name: str) -> list[str] | None:
 
 def is_sequence_classifier(architectures: list[str]) -> bool:
     """A model saved with a score head (a reward model), not a language-model head."""
-    return bool(architectures) and all(a.endswith("ForSequenceClassification") for a in architectures)
+    return all(a.endswith("ForSequenceClassification") for a in architectures)
 
 
 def check_is_policy(name: str) -> None:

@@ -97,9 +97,6 @@ def preflight(cfg, run_dir: Path) -> Start:
     return Start("new")
 
 
-RM_ARGS = {"max_length": None, "disable_dropout": True}
-
-
 def without_evals(cfg):
     """`cfg` for a run without eval pairs (`dataset.eval_holdout=0` and no eval_source or eval split):
     no evals during training (algorithm.eval_steps=0), which TRL would refuse without eval data, so that
@@ -134,7 +131,15 @@ def train(cfg, run_dir: Path, start: Start) -> dict[str, float]:
             check_lora_targets(model, cfg.model.lora)
         set_chat_template(tokenizer, cfg.dataset.preference.chat_template)
         train_pairs, eval_pairs, counts = load_pairs(cfg, tokenizer)
-    args = trl_config(RewardConfig, without_evals(cfg) if eval_pairs is None else cfg, run_dir, report_to, trainer_kwargs, **RM_ARGS)
+    args = trl_config(
+        RewardConfig,
+        without_evals(cfg) if eval_pairs is None else cfg,
+        run_dir,
+        report_to,
+        trainer_kwargs,
+        max_length=None,
+        disable_dropout=True,
+    )
     trainer = PreferenceRewardTrainer(
         model=model,
         args=args,

@@ -43,10 +43,10 @@ def check_is_reward_model(resolved: str, path: str) -> None:
     """Refuse a model whose config.json (local, or in the Hub cache) lists `architectures` none of
     which is a sequence classifier: a policy (a GRPO run's final_model/) would load with a new, random
     score head, and every reward would be noise. A Hub model not yet downloaded is not checked."""
-    from rlvr.models.loading import saved_architectures
+    from rlvr.models.loading import is_sequence_classifier, saved_architectures
 
     architectures = saved_architectures(resolved)
-    if architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
+    if architectures and not is_sequence_classifier(architectures):
         raise ConfigError(
             f"reward model '{path}' is a {', '.join(architectures)}, not a reward model (no trained score head): "
             "name the run dir of an algorithm=reward_model run, or a sequence-classification model"
