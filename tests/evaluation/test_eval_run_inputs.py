@@ -62,6 +62,11 @@ def test_a_result_is_redone_when_its_reward_model_is_another(tmp_path, evaluated
     evaluate()
     evaluate()
     assert len(evaluated) == 3
+    (rm / "plots").mkdir()  # `rlvr.plots` on the reward-model run: not what the hybrid reward loads
+    (rm / "plots" / "reward.png").write_bytes(b"png")
+    (rm / "metrics.jsonl").write_text("{}\n")
+    evaluate()
+    assert len(evaluated) == 3
 
 
 def test_a_result_is_redone_when_a_file_a_reward_argument_names_changes(tmp_path, evaluated):
