@@ -18,13 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hydra.experimental.callback import Callback
 
 from rlvr.evaluation.metrics import interval95, sample_metric_names, with_uncertainty
-
-try:
-    from hydra.experimental.callback import Callback
-except ImportError:  # pragma: no cover - hydra-core < 1.2
-    Callback = object
 
 
 EVAL_PREFIX = "eval_after_"

@@ -293,11 +293,8 @@ def load_pretrained(cfg, auto_class_name: str = "AutoModelForCausalLM", **model_
     import transformers
     from transformers import AutoTokenizer
 
+    check_model_source(cfg, policy=auto_class_name == "AutoModelForCausalLM")
     name = resolve_package_path(cfg.name_or_path)
-    check_reachable(name)
-    check_saved_model(name)
-    if auto_class_name == "AutoModelForCausalLM":
-        check_is_policy(name)
     kwargs = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
     try:
         tokenizer = AutoTokenizer.from_pretrained(os.path.expanduser(name), **kwargs)

@@ -16,6 +16,7 @@ stops the run in one line naming the reward, and a stop signal waits for its cal
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import numbers
@@ -155,19 +156,13 @@ class CheckedReward:
     instead of leaving the others waiting on a collective forever.
     """
 
-    def __init__(
-        self,
-        fn: Callable,
-        name: str,
-        failure_warn_frac: float = 0.5,
-        none_patience: int = 20,
-        slow_call_s: float = 60.0,
-        timeout_s: float | None = None,
-    ):
+    def __init__(self, fn: Callable, name: str, timeout_s: float | None = None, **checks):
+        """`checks`: `reward.checks` settings (RewardChecksConfig's fields), its defaults for the rest."""
+        from rlvr.config import RewardChecksConfig
         from rlvr.rewards.sandbox import TimeLimitedPool
 
         self.fn, self.__name__ = fn, name
-        self.failure_warn_frac, self.none_patience, self.slow_call_s = failure_warn_frac, none_patience, slow_call_s
+        vars(self).update(dataclasses.asdict(RewardChecksConfig(**checks)))  # failure_warn_frac, none_patience, slow_call_s
         self.timeout_s = timeout_s
         self.pool = TimeLimitedPool(1, timeout_s, preload=["rlvr.rewards.checks"]) if timeout_s else None
         self.none_streak = 0
