@@ -47,6 +47,9 @@ ROOT = Path(__file__).resolve().parents[1]
 READ_AT_RUN_TIME = {"PYTEST_CURRENT_TEST", "TORCHINDUCTOR_CACHE_DIR", "PYTORCH_NVML_BASED_CUDA_CHECK"}
 # What a run imports that takes time; pyplot (1 s) for the plots a run writes as it ends.
 PRELOADED = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "hydra", "omegaconf", "math_verify", "matplotlib.pyplot")
+# Imported too where installed (not in every venv): every run imports it, as transformers asks whether it is
+# available (~0.3 s). Not DeepSpeed, which every run imports too: its import logs to stdout, this server's replies.
+PRELOADED_IF_INSTALLED = ("wandb",)
 # How a served run's submitit tasks find this server (tests/served/python, tests/served_task.py).
 TASK_SOCKET, REAL_PYTHON = "RLVR_TEST_TASK_SOCKET", "RLVR_TEST_REAL_PYTHON"
 SERVED_PYTHON = Path(__file__).with_name("served") / "python"
@@ -107,12 +110,15 @@ def _serve(also: list[str]) -> None:
     """Import PRELOADED and the modules `also` names, then serve until stdin ends: runs asked for on
     stdin (one at a time: answered on stdout) and tasks asked for on the task socket (any number)."""
     import gc
-    import importlib
+    import importlib.util
     import select
     import socket
 
     for name in (*PRELOADED, *also):
         importlib.import_module(name)
+    for name in PRELOADED_IF_INSTALLED:
+        if importlib.util.find_spec(name) is not None:
+            importlib.import_module(name)
     from trl import GRPOTrainer  # noqa: F401  (TRL's trainers import lazily)
 
     import torch
