@@ -71,19 +71,11 @@ class CodeTestsReward(Reward):
     model-written code with no isolation at all: an explicit opt-in, logged loudly, never a fallback.
     """
 
-    def __init__(
-        self,
-        name: str | None = None,
-        sandbox: str = "bubblewrap",
-        workers: int = 2,
-        score: str = "pass",
-        correct: float = 1.0,
-        wrong: float = 0.0,
-        **limits,
-    ):
+    def __init__(self, name: str | None = None, score: str = "pass", correct: float = 1.0, wrong: float = 0.0, **settings):
+        """`settings`: the sandbox's (`preflight`'s arguments: sandbox, workers, limits), its defaults for the rest."""
         super().__init__(name)
-        self.sandbox = self.preflight(self.__name__, sandbox, workers, score, **limits)
-        if sandbox == "none":
+        self.sandbox = self.preflight(self.__name__, score=score, **settings)
+        if self.sandbox.kind == "none":
             log.warning(
                 "reward '%s' RUNS MODEL-WRITTEN CODE UNSANDBOXED (sandbox=none): it can read and write "
                 "your files, reach the network and outlive the run",

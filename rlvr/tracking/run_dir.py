@@ -214,11 +214,13 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def depends_on_checkpoint(key: str) -> bool:
-    def under(prefixes) -> bool:
-        return any(key == prefix or key.startswith(prefix + ".") for prefix in prefixes)
+def under(key: str, prefixes) -> bool:
+    """`key` is one of the dotted `prefixes` or a key below one (a group: its keys)."""
+    return any(key == prefix or key.startswith(prefix + ".") for prefix in prefixes)
 
-    return under(CHECKPOINT_DEPENDS_ON) and not under(EVAL_ONLY)
+
+def depends_on_checkpoint(key: str) -> bool:
+    return under(key, CHECKPOINT_DEPENDS_ON) and not under(key, EVAL_ONLY)
 
 
 def resume_changes(
@@ -248,7 +250,7 @@ def resume_changes(
             config["dataset.prompt_template"] = "{" + str(config.get("dataset.prompt_column")) + "}"
     # {dotted.key: [old, new]} per leaf that differs; a key that one rlvr version lacks is no change
     changed = {k: [before[k], after[k]] for k in sorted(before.keys() & after.keys()) if before[k] != after[k]}
-    if moved := {k: v for k, v in changed.items() if any(k == s or k.startswith(f"{s}.") for s in swept)}:  # a group: its keys
+    if moved := {k: v for k, v in changed.items() if under(k, swept)}:
         raise ConfigError(
             f"{what} was trained at another point of this sweep ({listed(moved)}): rerun the sweep with the same "
             f"values to continue it, or give it a new hydra.sweep.dir"
