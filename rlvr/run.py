@@ -73,7 +73,7 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
     from rlvr.rewards.base import preflight_rewards
     from rlvr.tracking.outputs import check_wandb_installed
     from rlvr.launcher import swept_in_this_job
-    from rlvr.tracking.run_dir import RunDirLock, Start, check_run_dir, finished_result, resume_changes
+    from rlvr.tracking.run_dir import RunDirLock, Start, check_run_dir, finished_result, resume_changes, trained_config
     from rlvr.trainers.rollout_engine import check_rollout_engine
 
     offline = set_offline(cfg)  # first: huggingface_hub reads HF_HUB_OFFLINE once, at its import (check_ranges's)
@@ -95,7 +95,7 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
     recipe.check(cfg, world_size)
     preflight_rewards(cfg.reward.functions)
     lock = RunDirLock(run_dir, main_process=is_main_process()).acquire()  # held until this process exits
-    resolved, swept = OmegaConf.to_container(cfg, resolve=True), swept_in_this_job()
+    resolved, swept = trained_config(cfg), swept_in_this_job()
     try:
         if swept and (earlier := finished_result(run_dir, resolved)) is not None:
             return Accepted(run_dir, recipe, Start("done"), {}, world_size, offline, earlier)

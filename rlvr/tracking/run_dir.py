@@ -6,6 +6,8 @@ that can refuse the start has passed). What users see: docs/run-dir.md.
 from __future__ import annotations
 
 import atexit
+import functools
+import hashlib
 import json
 import logging
 import os
@@ -30,6 +32,7 @@ CHECKPOINT_CONFIG = "rlvr_config.json"  # in every checkpoint: the resolved conf
 CHECKPOINT_DEPENDS_ON = (
     "model",
     "dataset",
+    "data_files",  # `trained_config`'s fingerprints of the local training data files
     "seed",
     "algorithm.name",
     "algorithm.learning_rate",
@@ -334,7 +337,7 @@ def record_start(run_dir: Path, cfg, changed: dict[str, list], mode: str) -> Non
     from rlvr.tracking.provenance import run_info
 
     hydra_cfg = HydraConfig.get()
-    config = OmegaConf.to_container(cfg, resolve=True)  # the line first: with it the dir is a run's (`check_run_dir`)
+    config = trained_config(cfg)  # the line first: with it the dir is a run's (`check_run_dir`)
     append_run_info(run_dir, run_info() | {"mode": mode, "overrides": list(hydra_cfg.overrides.task), "changed": changed, "config": config})
     (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     hydra_dir = run_dir / ".hydra"  # what Hydra writes at job start, written here once the run is accepted
@@ -381,10 +384,30 @@ def latest_end(run_dir: Path) -> dict | None:
     return last[0] if last and "ended" in last[0] else None
 
 
-def checkpoint_config(cfg, processes: int) -> dict[str, str]:
-    """The file every checkpoint carries (written before it is marked complete): the resolved config
-    that trained it and its number of processes, which a resume compares with (`resume_changes`)."""
+@functools.lru_cache(maxsize=64)
+def content_digest(path: str, size: int, mtime_ns: int) -> str:
+    """A digest of the file's bytes; read again only when its size or modification time changes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def trained_config(cfg) -> dict:
+    """The resolved config as a start records it (run_info.jsonl, every checkpoint) and a later start
+    compares with it, with `data_files`: {path: `content_digest`} of each local file the training rows
+    come from (dataset.source, the mixer's sources), so that a data file written anew with other rows
+    or gold answers is a change as a changed setting is (the same bytes copied elsewhere, e.g. to a
+    node's local disk, are not)."""
     from omegaconf import OmegaConf
 
-    trained = OmegaConf.to_container(cfg, resolve=True) | {"processes": processes}
-    return {CHECKPOINT_CONFIG: json.dumps(trained, indent=1, default=str)}
+    files = [Path(str(name)).expanduser() for name in (cfg.dataset.source, *(cfg.dataset.mixer or {})) if name]
+    digests = {str(f): content_digest(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()}
+    return OmegaConf.to_container(cfg, resolve=True) | {"data_files": digests}
+
+
+def checkpoint_config(cfg, processes: int) -> dict[str, str]:
+    """The file every checkpoint carries (written before it is marked complete): the config that
+    trained it (`trained_config`) and its number of processes, which a resume compares with (`resume_changes`)."""
+    return {CHECKPOINT_CONFIG: json.dumps(trained_config(cfg) | {"processes": processes}, indent=1, default=str)}

@@ -229,3 +229,24 @@ def test_a_first_start_is_not_refused_for_hydras_log_or_a_run_far_above(tmp_path
     check_run_dir(nested)
     with pytest.raises(ConfigError, match="is inside the run dir"):
         check_run_dir(tmp_path / "outputs" / "new")
+
+
+def test_a_training_data_file_written_anew_is_a_change_a_resume_refuses_and_a_copy_is_not(tmp_path):
+    """`trained_config` records the digest of each local training file's bytes: other gold answers
+    in the same file are refused as a changed setting is; the same bytes elsewhere (a node's local
+    copy, a new modification time) are the same data; an eval-only file is no training data."""
+    from omegaconf import OmegaConf
+
+    from rlvr.tracking.run_dir import trained_config
+
+    data, held_out = tmp_path / "train.jsonl", tmp_path / "eval.jsonl"
+    data.write_text('{"q": "1+1=", "a": "2"}\n')
+    held_out.write_text('{"q": "2+2=", "a": "4"}\n')
+    cfg = OmegaConf.create({"dataset": {"source": str(data), "mixer": None, "eval_source": str(held_out)}, "seed": 0})
+    checkpoint = checkpoint_with(tmp_path / "run", trained_config(cfg))
+    os.utime(data, ns=(0, data.stat().st_mtime_ns + 10**9))  # touched: the same bytes
+    held_out.write_text('{"q": "2+2=", "a": "5"}\n')
+    assert resume_changes(trained_config(cfg), checkpoint, 1) == {}
+    data.write_text('{"q": "1+1=", "a": "7"}\n')
+    with pytest.raises(ConfigError, match=rf"other values of what it depends on \(data_files\.{data}: '[0-9a-f]+' -> '[0-9a-f]+'\)"):
+        resume_changes(trained_config(cfg), checkpoint, 1)
