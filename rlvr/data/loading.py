@@ -78,12 +78,16 @@ def _first_bad_utf8(path: Path) -> str | None:
     return None
 
 
+def is_parquet(path: Path) -> bool:
+    return path.suffix.lower() == ".parquet"
+
+
 def _row_labeller(path: Path, rows: int):
     """How an error names row `index` of a local file: `line N` (1-based, as an editor shows it) for
     JSON lines, else `row i` (0-based, as `datasets` and pandas index it: parquet, a JSON array)."""
 
     def label(index: int) -> str:
-        if path.suffix != ".parquet":
+        if not is_parquet(path):
             with _open(path) as handle:
                 numbers = [n for n, line in enumerate(handle, start=1) if line.strip()]  # datasets skips blank lines
             if len(numbers) == rows:
@@ -145,7 +149,7 @@ def read_local(path_text: str, literal_columns: tuple[str, ...] = ()):
         raise DataError(f"dataset file not found: {path}" + (" (a glob is not expanded: name one file)" if "*" in str(path) else ""))
     if path.suffix.lower() in (".csv", ".tsv"):
         raise DataError(f"dataset file {path}: rlvr reads JSON lines, JSON or parquet files, not {path.suffix}: convert it")
-    kind = "parquet" if path.suffix == ".parquet" else "json"
+    kind = "parquet" if is_parquet(path) else "json"
     if kind == "json" and (bad := _first_bad_utf8(path)):
         raise DataError(f"cannot read dataset file {path}: {bad}")
     # datasets' reader logs its own error for a malformed file (JSON: naming pyarrow's row; parquet: "Failed

@@ -192,10 +192,11 @@ def test_a_failing_template_names_the_line_also_in_a_separate_eval_file(rows_fil
         load_prompt_datasets(dataset_cfg(source=str(train), eval_source=str(evaluation), prompt_template="{question[4]}"))
 
 
-def test_a_bad_row_of_a_parquet_file_is_named_by_its_index(tmp_path):
+@pytest.mark.parametrize("name", ["rows.parquet", "rows.Parquet"])
+def test_a_bad_row_of_a_parquet_file_is_named_by_its_index(tmp_path, name):
     import datasets
 
-    path = tmp_path / "rows.parquet"
+    path = tmp_path / name
     datasets.Dataset.from_list([{"question": "1+1=", "answer": "2"}] * 3 + [{"question": "2+2=", "answer": None}]).to_parquet(path)
     with pytest.raises(DataError, match="row 3 has no value in column 'answer'"):
         load_prompt_datasets(dataset_cfg(source=str(path), eval_holdout=0))
