@@ -86,6 +86,11 @@ def score_rows(rows: list[dict], rewards, completion_column: str, answer_column:
     which this scoring does not make, left out."""
     completions = [r[completion_column] for r in rows]  # `is_completion`: the rewards read either form
     columns = {k: [r.get(k) for r in rows] for k in set().union(*rows) - {completion_column, "prompt"}}
+    if answer_column != "answer" and "answer" in columns and answer_column in columns:
+        raise DataError(
+            f"the input has a column 'answer' besides the gold answer's column '{answer_column}' (answer_column): "
+            "rewards get the gold answer as `answer`, in its place: rename that column"
+        )
     if answer_column in columns:
         columns["answer"] = columns.pop(answer_column)
     elif answer_column != "answer":

@@ -69,3 +69,14 @@ def test_scored_rows_say_what_the_new_rewards_judged_not_what_the_old_ones_did(c
     assert "`samples` (an eval's sampled completions) are not scored" in capsys.readouterr().err
     form = build_rewards({"think": {"_target_": "rlvr.rewards.format.ThinkFormatReward"}})
     assert [row["correct"] for row in score_rows(rows, form, "completion", "answer")] == [None, None]
+
+
+def test_a_column_named_answer_beside_another_gold_column_is_refused():
+    """With answer_column=sol the rewards get `sol` as `answer`: the row's own `answer` was replaced silently."""
+    from rlvr.rewards import build_rewards
+
+    rows = [{"completion": "4", "sol": "4", "answer": "mine"}]
+    rewards = build_rewards({"strict": {"_target_": "rlvr.rewards.numeric.FinalLineReward"}})
+    with pytest.raises(DataError, match="^the input has a column 'answer' besides the gold answer's column 'sol' \\(answer_column\\)"):
+        score_rows(rows, rewards, "completion", "sol")
+    assert score_rows([{"completion": "Final: 4", "sol": "4"}], rewards, "completion", "sol")[0]["correct"] is True

@@ -241,6 +241,11 @@ def _check_columns(ds, cfg, where: str, label) -> None:
 
     if clashes := colliding_columns(ds.column_names):
         raise DataError(f"{where} has columns named like the keywords TRL passes to reward functions ({', '.join(clashes)}): rename them")
+    if cfg.answer_column != "answer" and "answer" in ds.column_names:
+        raise DataError(
+            f"{where} has a column 'answer' besides the gold answer's column '{cfg.answer_column}' (dataset.answer_column): "
+            "rewards get the gold answer as `answer`, in its place: rename that column"
+        )
     for column in (cfg.prompt_column, cfg.answer_column):
         if column not in ds.column_names:
             raise DataError(f"{where} has no column '{column}' (columns: {', '.join(ds.column_names)})")

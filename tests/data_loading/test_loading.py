@@ -243,3 +243,10 @@ def test_a_builtin_source_takes_its_eval_rows_from_eval_source_when_one_is_set(t
     assert [row["question"] for row in evaluation] == ["0+0=", "1+1=", "2+2="] and len(train) > 3
     with pytest.raises(DataError, match="typo.jsonl"):
         load_prompt_datasets(dataset_cfg(eval_source=str(tmp_path / "typo.jsonl")))
+
+
+def test_a_column_named_answer_beside_another_gold_column_is_refused(rows_file):
+    """Rewards get the gold column as `answer`: a row's own `answer` column was replaced by it silently."""
+    path = rows_file([{"q": f"{i}+1=", "sol": str(i + 1), "answer": f"mine-{i}"} for i in range(4)])
+    with pytest.raises(DataError, match=f"^dataset file {path} has a column 'answer' besides the gold answer's column 'sol'"):
+        load_prompt_datasets(dataset_cfg(source=str(path), prompt_column="q", answer_column="sol", eval_holdout=0))
