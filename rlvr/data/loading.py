@@ -161,8 +161,10 @@ def read_local(path_text: str, literal_columns: tuple[str, ...] = ()):
         ds = datasets.load_dataset(kind, data_files=str(path), split="train")
     except Exception as exc:  # datasets raises several types for a malformed file
         detail = _first_bad_json_row(path) if kind == "json" else None
-        detail = detail or next(iter(str(exc).splitlines()), type(exc).__name__)
-        raise DataError(f"cannot read dataset file {path}: {detail}") from exc
+        ds = None if detail else _read_without_blank_lines(path)
+        if ds is None:
+            detail = detail or next(iter(str(exc).splitlines()), type(exc).__name__)
+            raise DataError(f"cannot read dataset file {path}: {detail}") from exc
     finally:
         reader_log.setLevel(level)
     parsed: dict = {}  # parse -> the file's rows: the file is read and parsed at most once each way
@@ -192,6 +194,26 @@ def read_local(path_text: str, literal_columns: tuple[str, ...] = ()):
             if len(values) == len(ds):
                 ds = ds.remove_columns(column).add_column(column, [json.dumps(v) for v in values], feature=type(ds.features[column])())
     return ds
+
+
+def _read_without_blank_lines(path: Path):
+    """A JSON-lines file with blank lines read from a copy without them, else None: `datasets` reads a
+    file whose column mixes numbers and text through pandas, which refuses blank lines."""
+    import tempfile
+
+    import datasets
+
+    with _open(path) as handle:
+        lines = handle.read().decode("utf-8-sig").split("\n")
+    if lines[0].lstrip().startswith("[") or all(line.strip() for line in lines[:-1]):
+        return None
+    with tempfile.TemporaryDirectory(prefix="rlvr-rows-") as directory:
+        copy = Path(directory) / "rows.jsonl"
+        copy.write_text("\n".join(line for line in lines if line.strip()) + "\n", encoding="utf-8")
+        try:
+            return datasets.load_dataset("json", data_files=str(copy), split="train")  # kept in datasets' cache
+        except Exception:  # the one-line error names the original file
+            return None
 
 
 def read_hub(name: str, subset: str | None, split: str):

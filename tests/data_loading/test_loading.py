@@ -250,3 +250,15 @@ def test_a_column_named_answer_beside_another_gold_column_is_refused(rows_file):
     path = rows_file([{"q": f"{i}+1=", "sol": str(i + 1), "answer": f"mine-{i}"} for i in range(4)])
     with pytest.raises(DataError, match=f"^dataset file {path} has a column 'answer' besides the gold answer's column 'sol'"):
         load_prompt_datasets(dataset_cfg(source=str(path), prompt_column="q", answer_column="sol", eval_holdout=0))
+
+
+def test_a_json_lines_file_with_blank_lines_and_a_column_of_numbers_and_text_is_read(rows_file, tmp_path):
+    """datasets reads such a column through pandas, which refused the blank line: "Expected object or value"."""
+    path = tmp_path / "mixed_blank.jsonl"
+    path.write_text('{"question": "1+1=", "answer": "1,000"}\n\n{"question": "2+2=", "answer": 4}\n{"question": "2+3=", "answer": 5.50}\n')
+    train, _ = load_prompt_datasets(dataset_cfg(source=str(path), eval_holdout=0))
+    assert train["answer"] == ["1,000", "4", "5.50"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "1+1=", "answer": "2"}\n\n{"question": "2+2=", "answer": 4\n')
+    with pytest.raises(DataError, match=f"^cannot read dataset file {bad}: line 3: "):
+        load_prompt_datasets(dataset_cfg(source=str(bad), eval_holdout=0))
