@@ -393,13 +393,41 @@ def reward_fingerprints(cfg) -> dict[str, str]:
     """{argument: `files_fingerprint`} of each local file or directory a reward function's arguments
     name (`local_input`: a hybrid reward's reward model, a reward's word list, ...), of a run dir's
     final_model/ (the model a hybrid reward loads from it): a reward model trained again, or another
-    one copied to the same path, changes it."""
+    one copied to the same path, changes it. Also {"<module> (code)": ...} of the source file of each
+    module a `_target_` names: a reward's code edited changes it."""
     from rlvr.tracking.outputs import files_fingerprint
 
     functions = to_plain(cfg.reward.functions) or {}
     texts = {text for settings in functions.values() if isinstance(settings, dict) for text in named_files(settings)}
     paths = {text: path for text in sorted(texts) if (path := local_input(text)) is not None}
-    return {text: files_fingerprint(path / "final_model" if (path / "final_model").is_dir() else path) for text, path in paths.items()}
+    modules = {target.rpartition(".")[0] for settings in functions.values() for target in named_targets(settings)}
+    code = {f"{module} (code)": files_fingerprint(source) for module in sorted(modules) if (source := module_file(module))}
+    return {
+        text: files_fingerprint(path / "final_model" if (path / "final_model").is_dir() else path) for text, path in paths.items()
+    } | code
+
+
+def named_targets(value) -> list[str]:
+    """The `_target_`s in a reward function's settings (nested ones, a verifier's, included)."""
+    if isinstance(value, dict):
+        own = [value["_target_"]] if isinstance(value.get("_target_"), str) else []
+        return own + [target for key, item in value.items() if key != "_target_" for target in named_targets(item)]
+    if isinstance(value, list):
+        return [target for item in value for target in named_targets(item)]
+    return []
+
+
+def module_file(module: str) -> Path | None:
+    """The source file of the module `module` names, where it is one (a user's reward module edited
+    between two evals changes its fingerprint); None where it cannot be found."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(module) if module else None
+    except (ImportError, ValueError):
+        return None
+    origin = Path(spec.origin) if spec is not None and spec.origin else None
+    return origin if origin is not None and origin.is_file() else None
 
 
 def eval_inputs(cfg) -> dict:

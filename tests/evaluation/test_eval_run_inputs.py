@@ -82,7 +82,23 @@ def test_a_result_is_redone_when_a_file_a_reward_argument_names_changes(tmp_path
             rewritten(words, content)
         rlvr_eval.evaluate_target(target, cfg, tmp_path / "out")
     assert len(evaluated) == 2
-    assert rlvr_eval.eval_inputs(cfg).get("reward_files").keys() == {str(words)}
+    assert {key for key in rlvr_eval.eval_inputs(cfg).get("reward_files") if not key.endswith(" (code)")} == {str(words)}
+
+
+def test_a_result_is_redone_when_the_code_of_a_reward_is_edited(tmp_path, evaluated, monkeypatch):
+    """A user's reward function edited between two evals (0.25 -> 0.75) gave the old result back."""
+    (tmp_path / "my_rewards.py").write_text("def score(completions, **_):\n    return [0.25] * len(completions)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model = model_dir(tmp_path / "final_model")
+    cfg = rlvr_eval.compose(["+reward.functions.mine={_target_: my_rewards.score, weight: 1.0}"], None)
+    target = rlvr_eval.resolve_target(str(model))
+    rlvr_eval.evaluate_target(target, cfg, tmp_path / "out")
+    rlvr_eval.evaluate_target(target, cfg, tmp_path / "out")
+    assert len(evaluated) == 1
+    rewritten(tmp_path / "my_rewards.py", "def score(completions, **_):\n    return [0.75] * len(completions)\n")
+    rlvr_eval.evaluate_target(target, cfg, tmp_path / "out")
+    assert len(evaluated) == 2
+    assert "my_rewards (code)" in rlvr_eval.eval_inputs(cfg)["reward_files"]
 
 
 def chose(run, choices: dict, *preset_dirs):
