@@ -597,9 +597,19 @@ def _check_mixer(mixer: dict) -> None:
             raise ConfigError(f"dataset.mixer['{name}']={amount!r}: must be a fraction in (0, 1] or a whole count > 1")
 
 
+SAMPLING_KEYS = ("temperature", "top_p", "top_k", "seed")  # eval's, of its n sampled completions
+
+
 def _check_eval(evaluation: dict) -> None:
-    """What one eval knob's range cannot say: each k within the samples, something to do."""
+    """What one eval knob's range cannot say: each k within the samples, something to do, no sampling
+    setting without samples (it would change nothing)."""
     n, ks = evaluation["n"], evaluation["ks"]
+    defaults = EvalConfig()
+    if n == 0 and (set_for_samples := [key for key in SAMPLING_KEYS if evaluation[key] != getattr(defaults, key)]):
+        raise ConfigError(
+            f"eval.{set_for_samples[0]}={evaluation[set_for_samples[0]]} sets the sampled completions, and eval.n=0 samples none "
+            "(the greedy completion has no sampling): set eval.n > 0 (e.g. eval=pass_at_k), or leave it out"
+        )
     for k in ks:
         if not 1 <= k <= n:
             raise ConfigError(f"eval.ks={ks}: each k must be in [1, eval.n={n}] (pass@k and maj@k take k of the n samples)")

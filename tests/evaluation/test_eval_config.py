@@ -35,6 +35,8 @@ def test_the_default_is_greedy_before_and_after_and_pass_at_k_adds_samples():
         (["eval.limit=0"], "eval.limit=0 must be > 0"),
         (["eval.split=test"], "eval.split='test' must be one of eval, train"),
         (["eval.greedy=false"], "eval.greedy=false and eval.n=0 leave nothing to evaluate"),
+        (["eval.temperature=0.5"], "eval.temperature=0.5 sets the sampled completions, and eval.n=0 samples none"),
+        (["eval.seed=1"], "eval.seed=1 sets the sampled completions, and eval.n=0 samples none"),
     ],
 )
 def test_bad_eval_values_are_one_line(overrides, message):
