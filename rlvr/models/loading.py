@@ -273,7 +273,7 @@ def saved_architectures(name: str) -> list[str] | None:
 
 def is_sequence_classifier(architectures: list[str]) -> bool:
     """A model saved with a score head (a reward model), not a language-model head."""
-    return all(a.endswith("ForSequenceClassification") for a in architectures)
+    return bool(architectures) and all(a.endswith("ForSequenceClassification") for a in architectures)
 
 
 def check_is_policy(name: str) -> None:
