@@ -44,7 +44,7 @@ def read_rows(path: Path, completion_column: str, answer_column: str = "answer",
     with open(path, "rb") as handle:  # bytes, decoded line by line, so a decoding error names its line
         for number, raw in enumerate(handle, start=1):
             try:
-                line = raw.decode("utf-8")
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")  # a leading BOM, as training reads it
             except UnicodeDecodeError as exc:
                 raise DataError(
                     f"{path} line {number}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}: {exc.reason})"

@@ -27,6 +27,12 @@ def test_numeric_gold_answers_are_the_files_text_as_in_training(tmp_path):
     assert [row["answer"] for row in read_rows(path, "completion")] == ["12", "2.50", "12345678901234567890"]
 
 
+def test_a_file_starting_with_a_byte_order_mark_is_read_as_training_reads_it(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"completion": "c", "answer": "1"}\n{"completion": "d", "answer": "2"}\n', encoding="utf-8-sig")
+    assert [row["completion"] for row in read_rows(path, "completion")] == ["c", "d"]
+
+
 def test_a_row_without_the_gold_other_rows_have_is_refused_naming_its_line(tmp_path):
     path = write(tmp_path, ['{"completion": "c", "gold": "1"}', '{"completion": "c", "gold": null}', '{"completion": "c"}'])
     with pytest.raises(DataError, match=r"rows.jsonl line 2 has no value in column 'gold'$"):
