@@ -445,10 +445,9 @@ def made_with(result: dict) -> dict:
     return {"settings": result.get("settings"), "data": result.get("data", {}), "reward_files": result.get("reward_files", {})}
 
 
-def evaluate_target(target: Target, cfg, out_dir: Path) -> list[dict]:
+def evaluate_target(target: Target, cfg, out_dir: Path, inputs: dict) -> list[dict]:
     """One result per model of `target` (`model_result`); in a curve, a checkpoint that the running
     training's rotation deletes before or while it is evaluated is skipped with a line."""
-    inputs = eval_inputs(cfg)
     results = []
     for label, model_dir, step in target.models:
         try:
@@ -519,19 +518,41 @@ def warn_if_cut_short(cfg, result: dict) -> None:
         )
 
 
-def rotated_away(results: list[dict], cfg, out_dir: Path, checkpoint_dir: Path) -> list[dict]:
+def rotated_away(results: list[dict], inputs: dict, out_dir: Path, checkpoint_dir: Path) -> list[dict]:
     """The results in `out_dir/eval` of checkpoints of `checkpoint_dir` that are gone (a training's
-    rotation deleted them after an earlier eval) made with this eval's inputs: points of the curve
+    rotation deleted them after an earlier eval) made with this eval's `inputs`: points of the curve
     that cannot be redone."""
     from rlvr.tracking.outputs import read_json
 
-    labels, inputs, kept = {r["label"] for r in results}, eval_inputs(cfg), []
+    labels, kept = {r["label"] for r in results}, []
     for path in sorted((out_dir / "eval").glob("checkpoint-*.json")):
         result = read_json(path)
         model = Path(result.get("model") or "")
         if result.get("label") not in labels and made_with(result) == inputs and model.parent == checkpoint_dir and not model.is_dir():
             kept.append(result)
     return kept
+
+
+def check_curve_kept(target: Target, out_dir: Path, inputs: dict) -> None:
+    """One checkpoint of a run evaluated with other `inputs` than its point on the curve in `out_dir`
+    (eval/curve.jsonl) is refused in one line: its result would be replaced while the curve and its
+    plot kept the earlier figures. A whole run's eval rewrites its curve from its own results."""
+    from rlvr.tracking.outputs import read_json, read_jsonl
+    from rlvr.tracking.run_dir import flatten, listed
+
+    curve = out_dir / "eval" / "curve.jsonl"
+    if target.is_run or not curve.exists():
+        return
+    on_curve = {row.get("checkpoint") for row in read_jsonl(curve)}
+    for label, _, step in target.models:
+        if step is None or label not in on_curve or not (path := out_dir / "eval" / f"{label}.json").exists():
+            continue
+        before, now = flatten(made_with(read_json(path))), flatten(inputs)
+        if changed := {k: [before.get(k), now.get(k)] for k in sorted(before.keys() | now.keys()) if before.get(k) != now.get(k)}:
+            raise ConfigError(
+                f"{curve} holds {label} evaluated with other inputs ({listed(changed)}): evaluated alone it would "
+                f"disagree with the curve; evaluate the whole run (target={target.run_dir}) or give it an output_dir of its own"
+            )
 
 
 def write_curve(results: list[dict], out_dir: Path) -> Path:
@@ -564,9 +585,11 @@ def run(target_text: str, output_dir: str | None, composed: DictConfig, override
     out_dir = Path(output_dir).expanduser() if output_dir else target.run_dir or target.models[0][1]
     if (problem := dir_problem(out_dir)) is not None:
         raise ConfigError(f"output_dir={out_dir}: {problem}")
+    inputs = eval_inputs(cfg)
+    check_curve_kept(target, out_dir, inputs)
     set_up_process(cfg)
-    results = evaluate_target(target, cfg, out_dir)
-    curve = results + rotated_away(results, cfg, out_dir, target.run_dir / "checkpoints") if target.is_run and is_main_process() else []
+    results = evaluate_target(target, cfg, out_dir, inputs)
+    curve = results + rotated_away(results, inputs, out_dir, target.run_dir / "checkpoints") if target.is_run and is_main_process() else []
     if curve:  # none: every checkpoint was rotated away before any eval, each said so
         log.info("curve: %s", write_curve(curve, out_dir))
     return results

@@ -111,7 +111,8 @@ def test_a_result_is_reused_only_with_the_same_settings(tmp_path, monkeypatch):
         ["eval=pass_at_k"],
         ["eval=pass_at_k"],
     ):
-        [result] = rlvr_eval.evaluate_target(target, rlvr_eval.compose(overrides, None), tmp_path / "out")
+        cfg = rlvr_eval.compose(overrides, None)
+        [result] = rlvr_eval.evaluate_target(target, cfg, tmp_path / "out", rlvr_eval.eval_inputs(cfg))
         assert result["metrics"] == {"accuracy": 0.5}
     assert evaluated == [
         [],

@@ -51,7 +51,7 @@ def test_a_result_is_redone_when_its_reward_model_is_another(tmp_path, evaluated
 
     def evaluate(*overrides):
         cfg = rlvr_eval.compose(["reward=hybrid", f"reward.functions.hybrid.reward_model={rm}", *overrides], None)
-        [result] = rlvr_eval.evaluate_target(target, cfg, tmp_path / "out")
+        [result] = rlvr_eval.evaluate_target(target, cfg, tmp_path / "out", rlvr_eval.eval_inputs(cfg))
         return result
 
     first = evaluate()
@@ -80,7 +80,7 @@ def test_a_result_is_redone_when_a_file_a_reward_argument_names_changes(tmp_path
     for content in ("yes\n", "yes\n", "no\n"):
         if content != words.read_text():
             rewritten(words, content)
-        rlvr_eval.evaluate_target(target, cfg, tmp_path / "out")
+        rlvr_eval.evaluate_target(target, cfg, tmp_path / "out", rlvr_eval.eval_inputs(cfg))
     assert len(evaluated) == 2
     assert {key for key in rlvr_eval.eval_inputs(cfg).get("reward_files") if not key.endswith(" (code)")} == {str(words)}
 
@@ -92,11 +92,11 @@ def test_a_result_is_redone_when_the_code_of_a_reward_is_edited(tmp_path, evalua
     model = model_dir(tmp_path / "final_model")
     cfg = rlvr_eval.compose(["+reward.functions.mine={_target_: my_rewards.score, weight: 1.0}"], None)
     target = rlvr_eval.resolve_target(str(model))
-    rlvr_eval.evaluate_target(target, cfg, tmp_path / "out")
-    rlvr_eval.evaluate_target(target, cfg, tmp_path / "out")
+    rlvr_eval.evaluate_target(target, cfg, tmp_path / "out", rlvr_eval.eval_inputs(cfg))
+    rlvr_eval.evaluate_target(target, cfg, tmp_path / "out", rlvr_eval.eval_inputs(cfg))
     assert len(evaluated) == 1
     rewritten(tmp_path / "my_rewards.py", "def score(completions, **_):\n    return [0.75] * len(completions)\n")
-    rlvr_eval.evaluate_target(target, cfg, tmp_path / "out")
+    rlvr_eval.evaluate_target(target, cfg, tmp_path / "out", rlvr_eval.eval_inputs(cfg))
     assert len(evaluated) == 2
     assert "my_rewards (code)" in rlvr_eval.eval_inputs(cfg)["reward_files"]
 

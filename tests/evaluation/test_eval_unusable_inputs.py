@@ -136,8 +136,9 @@ def test_checkpoints_rotated_away_while_a_curve_runs_are_skipped_and_the_rest_ev
 
     monkeypatch.setattr(rlvr_eval, "evaluate_model", rotating_eval)
     target = rlvr_eval.resolve_target(str(run))
+    cfg = rlvr_eval.compose([], None)
     with caplog.at_level(logging.WARNING, logger="rlvr.eval"):
-        results = rlvr_eval.evaluate_target(target, rlvr_eval.compose([], None), run)
+        results = rlvr_eval.evaluate_target(target, cfg, run, rlvr_eval.eval_inputs(cfg))
     assert [r["label"] for r in results] == ["checkpoint-2", "checkpoint-8"]
     gone = "gone (removed by the running training's rotation), skipped"
     assert rlvr_eval_lines(caplog) == [f"checkpoint-4: {gone}", f"checkpoint-6: {gone}"]
@@ -156,11 +157,11 @@ def test_a_result_is_evaluated_again_when_its_data_file_was_written_anew(tmp_pat
     target = rlvr_eval.resolve_target(str(model_dir))
     cfg = rlvr_eval.compose([f"dataset.source={data}"], None)
     for _ in range(2):
-        rlvr_eval.evaluate_target(target, cfg, tmp_path / "out")
+        rlvr_eval.evaluate_target(target, cfg, tmp_path / "out", rlvr_eval.eval_inputs(cfg))
     assert evaluated == ["model"]
     data.write_text('{"question": "1+1=", "answer": "3"}\n')  # the same size: its modification time tells
     os.utime(data, ns=(data.stat().st_atime_ns, data.stat().st_mtime_ns + 1))
-    rlvr_eval.evaluate_target(target, cfg, tmp_path / "out")
+    rlvr_eval.evaluate_target(target, cfg, tmp_path / "out", rlvr_eval.eval_inputs(cfg))
     assert evaluated == ["model", "model"]
 
 
@@ -228,6 +229,26 @@ def test_the_curve_keeps_the_points_of_checkpoints_rotated_away_since_their_eval
     other = ["eval.n=2", "eval.ks=[1,2]"]  # other settings: not its points
     rlvr_eval.run(str(run), None, rlvr_eval.compose(other, None), other)
     assert [json.loads(line)["step"] for line in (run / "eval" / "curve.jsonl").read_text().splitlines()] == [4, 6]
+
+
+def test_one_checkpoint_evaluated_with_other_settings_than_its_point_on_the_curve_is_refused(tmp_path, monkeypatch, capsys):
+    """It replaced eval/checkpoint-4.json while curve.jsonl and its plot kept the earlier settings' figures."""
+    run = corrupt.run_dir(tmp_path / "run", 2, 4)
+    monkeypatch.setattr(rlvr_eval, "evaluate_model", lambda cfg, label, *_: {f"eval_{label}_accuracy": 0.5})
+    with process_state_kept():
+        rlvr_eval.main([f"target={run}"])
+    result = (run / "eval" / "checkpoint-4.json").read_text()
+    checkpoint = run / "checkpoints" / "checkpoint-4"
+    assert error_of(capsys, f"target={checkpoint}", "eval.max_new_tokens=3") == (
+        f"rlvr.eval: error: {run / 'eval' / 'curve.jsonl'} holds checkpoint-4 evaluated with other inputs "
+        f"(settings.eval.max_new_tokens: None -> 3): evaluated alone it would disagree with the curve; evaluate the whole run "
+        f"(target={run}) or give it an output_dir of its own"
+    )
+    assert (run / "eval" / "checkpoint-4.json").read_text() == result
+    with process_state_kept():  # with the curve's settings, or into a dir of its own, it is evaluated
+        rlvr_eval.main([f"target={checkpoint}"])
+        rlvr_eval.main([f"target={checkpoint}", "eval.max_new_tokens=3", f"output_dir={tmp_path / 'out'}"])
+    assert (tmp_path / "out" / "eval" / "checkpoint-4.json").exists()
 
 
 def test_model_dirs_that_load_pass_the_check(saved_model, tmp_path):
