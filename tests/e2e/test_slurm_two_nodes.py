@@ -172,7 +172,7 @@ def test_the_run_dir_lock_follows_the_job_across_nodes_and_refuses_another(two_n
     a DIFFERENT job for the same run dir on n2 is refused in one line. The first job's task is killed
     (its lock left behind on n1); requeued while n1 is drained, the same job comes back on n2, takes
     its own lock over and finishes from its checkpoint."""
-    one_node = ["hardware.nodes=1", "algorithm.max_steps=40", "algorithm.save_steps=4", "eval.before=false", "eval.after=false"]
+    one_node = ["hardware.nodes=1", "algorithm.max_steps=16", "algorithm.save_steps=4", "eval.before=false", "eval.after=false"]
     env = {**os.environ, **two_nodes}
     first = launch(on_two_nodes(tmp_path, *one_node), two_nodes)
     drained = False
@@ -209,7 +209,7 @@ def test_the_run_dir_lock_follows_the_job_across_nodes_and_refuses_another(two_n
     log = (tmp_path / "0" / "run.log").read_text()
     assert re.search(r"taking over the lock of an earlier start of this job \(pid \d+ on n1\)", log), log[-3000:]
     assert rank_hosts(tmp_path)[0] == "n2"
-    assert trained_steps(tmp_path / "0") == list(range(1, 41))
+    assert trained_steps(tmp_path / "0") == list(range(1, 17))
 
 
 def rank_process(job_id: str, rank: int) -> int:
