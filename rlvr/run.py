@@ -99,7 +99,12 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
     try:
         if swept and (earlier := finished_result(run_dir, resolved)) is not None:
             return Accepted(run_dir, recipe, Start("done"), {}, world_size, offline, earlier)
-        start = recipe.preflight(cfg, run_dir)  # may refuse; writes nothing
+        try:
+            start = recipe.preflight(cfg, run_dir)  # may refuse; writes nothing
+        except RlvrError:
+            if swept:  # a finished job not reused: say which of its values moved, where one did
+                resume_changes(resolved, None, world_size, swept, final_model_in=run_dir)
+            raise
         if start.mode == "new" or (start.mode == "resume" and initial_policy_dir(run_dir) is None):  # what loads the base
             check_model_source(cfg.model, policy=cfg.algorithm.name != "reward_model")
         changed = resume_changes(resolved, start.checkpoint, world_size, swept, final_model_in=run_dir if start.mode == "finish" else None)

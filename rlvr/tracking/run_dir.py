@@ -261,7 +261,7 @@ def resume_changes(
     if refused := {k: v for k, v in changed.items() if depends_on_checkpoint(k)}:
         raise ConfigError(
             f"{what} was trained with other values of what it depends on ({listed(refused)}): continue "
-            f"with the same values, or start a new run (a new hydra.run.dir)"
+            f"with the same values, or start a new run (a new {'hydra.sweep.dir' if swept else 'hydra.run.dir'})"
         )
     if changed:
         log.warning("continuing %s with changed values: %s", Path(what).name if checkpoint else what, listed(changed))

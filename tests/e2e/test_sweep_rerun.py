@@ -1,6 +1,8 @@
 """Rerunning a `-m` command continues its sweep: a finished job's result is reused, and a job dir is
 never continued at another point of the sweep (an interrupted search whose sampler drew again)."""
 
+import json
+
 import pytest
 
 from conftest import TINY_RUN, interrupted, one_line_error, run_cli
@@ -14,17 +16,33 @@ def sweep(tmp_path, *args: str):
     return run_cli("rlvr.run", "-m", *SHORT, *args, f"hydra.sweep.dir={tmp_path}")
 
 
-def test_a_finished_jobs_result_is_reused_by_a_rerun_of_its_command(tmp_path):
-    first = sweep(tmp_path, "seed=1,2")
+def addition_rows(path, answer=lambda a, b: a + b):
+    path.write_text("".join(json.dumps({"question": f"{a}+{b}=", "answer": str(answer(a, b))}) + "\n" for a in range(6) for b in range(6)))
+    return path
+
+
+def test_a_finished_jobs_result_is_reused_by_a_rerun_of_its_command_and_not_after_its_data_changed(tmp_path):
+    data = addition_rows(tmp_path / "train.jsonl")
+    runs = tmp_path / "sweep"
+    on_data = [f"dataset.source={data}", "dataset.eval_holdout=8", f"hydra.sweep.dir={runs}"]
+    first = sweep(runs, "seed=1,2", *on_data)
     assert first.returncode == 0, first.stderr[-3000:]
-    starts = {job: read_jsonl(tmp_path / job / "run_info.jsonl") for job in ("0", "1")}
-    again = sweep(tmp_path, "seed=1,2")
+    starts = {job: read_jsonl(runs / job / "run_info.jsonl") for job in ("0", "1")}
+    again = sweep(runs, "seed=1,2", *on_data)
     assert again.returncode == 0, again.stderr[-3000:]
     for job in ("0", "1"):
-        assert f"rlvr: {tmp_path / job} holds this job, finished with the same config: its metrics.json is the result" in again.stderr
-        assert read_jsonl(tmp_path / job / "run_info.jsonl") == starts[job]  # nothing ran
+        assert f"rlvr: {runs / job} holds this job, finished with the same config: its metrics.json is the result" in again.stderr
+        assert read_jsonl(runs / job / "run_info.jsonl") == starts[job]  # nothing ran
     assert "already holds" not in again.stderr
-    assert read_json(tmp_path / "0" / "metrics.json")["train_steps"] == 2
+    assert read_json(runs / "0" / "metrics.json")["train_steps"] == 2
+    # Its training file rewritten: refused naming the file (it said "already holds a run ... raise algorithm.max_steps")
+    addition_rows(data, answer=lambda a, b: 7)
+    changed = sweep(runs, "seed=1,2", *on_data)
+    assert changed.returncode != 0
+    for job in ("0", "1"):
+        [line] = [x for x in changed.stderr.splitlines() if x.startswith(f"rlvr: error: the final model in {runs / job} ")]
+        assert f"was trained with other values of what it depends on (data_files.{data}: " in line
+        assert line.endswith("continue with the same values, or start a new run (a new hydra.sweep.dir)")
 
 
 def test_a_job_dir_is_not_continued_at_another_point_of_the_sweep(tmp_path):
