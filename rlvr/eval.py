@@ -97,9 +97,8 @@ def resolve_target(text: str) -> Target:
     path = Path(text).expanduser().resolve()
     if not path.is_dir():
         raise ConfigError(f"target {text}: no such directory")
-    # the run a model dir belongs to: final_model/ or checkpoints/checkpoint-N inside a run dir
-    run_dir = next((p for p in (path.parent, path.parent.parent) if (p / RUN_CONFIG).exists()), None)
     run = run_holding(path)
+    run_dir = run if run != path else None  # the run a model dir belongs to (its final_model/, a checkpoint)
     if run is not None and OmegaConf.select(read_yaml(run / RUN_CONFIG), "algorithm.name") == "reward_model":
         raise ConfigError(
             f"target {text}: a reward model (algorithm=reward_model): rlvr.eval evaluates policies by what they "
@@ -357,10 +356,10 @@ def data_fingerprints(cfg) -> dict[str, str]:
     """{path: `files_fingerprint`} of each local file the dataset reads (dataset.source,
     dataset.eval_source, the mixer's sources): a data file written anew (other rows, other gold
     answers) changes it. Builtins and Hub names have none."""
+    from rlvr.data.loading import local_files
     from rlvr.tracking.outputs import files_fingerprint
 
-    names = (cfg.dataset.source, cfg.dataset.eval_source, *(cfg.dataset.mixer or {}))
-    return {str(name): files_fingerprint(path) for name in names if name and (path := Path(str(name)).expanduser()).is_file()}
+    return {str(path): files_fingerprint(path) for path in local_files(cfg.dataset, with_eval=True)}
 
 
 def named_files(value) -> list[str]:

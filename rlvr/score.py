@@ -28,7 +28,7 @@ from rlvr.config import ScoreConfig, check_ranges, conf_dir, exit_on_unknown_key
 from rlvr.data.loading import json_with_literal_numbers
 from rlvr.errors import ConfigError, DataError, RlvrError
 from rlvr.rewards.base import judging_reward
-from rlvr.rewards.checks import colliding_columns
+from rlvr.rewards.checks import check_reward_columns
 
 CONF_DIR = conf_dir()
 register_schemas()
@@ -86,18 +86,12 @@ def score_rows(rows: list[dict], rewards, completion_column: str, answer_column:
     which this scoring does not make, left out."""
     completions = [r[completion_column] for r in rows]  # `is_completion`: the rewards read either form
     columns = {k: [r.get(k) for r in rows] for k in set().union(*rows) - {completion_column, "prompt"}}
-    if answer_column != "answer" and "answer" in columns and answer_column in columns:
-        raise DataError(
-            f"the input has a column 'answer' besides the gold answer's column '{answer_column}' (answer_column): "
-            "rewards get the gold answer as `answer`, in its place: rename that column"
-        )
-    if answer_column in columns:
-        columns["answer"] = columns.pop(answer_column)
-    elif answer_column != "answer":
+    if answer_column not in columns and answer_column != "answer":
         present = ", ".join(sorted(set().union(*rows)))
         raise DataError(f"answer_column={answer_column}: the input has no such column (its columns: {present})")
-    if clashes := colliding_columns(columns):
-        raise DataError(f"input columns named like the keywords TRL passes to reward functions ({', '.join(clashes)}): rename them")
+    check_reward_columns(columns, answer_column, "answer_column", "the input")
+    if answer_column in columns:
+        columns["answer"] = columns.pop(answer_column)
     if "answer" not in columns and (needing := [rw.name for rw in rewards if getattr(rw.fn, "needs_gold", False)]):
         hint = " (it has a 'gold' column, as a run's rollouts.jsonl does: answer_column=gold)" if "gold" in columns else ""
         raise DataError(f"reward '{needing[0]}' needs an 'answer' column in the input{hint}")

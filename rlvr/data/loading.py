@@ -25,6 +25,13 @@ def is_local(source: str) -> bool:
     return looks_like_path(source) or source.endswith(LOCAL_SUFFIXES) or os.path.exists(source)
 
 
+def local_files(dataset, with_eval: bool = False) -> list[Path]:
+    """The local files `dataset` (the config group) takes its training rows from: dataset.source and the
+    mixer's sources; with `with_eval`, dataset.eval_source too. Builtins and Hub names are none."""
+    names = (dataset.source, *(dataset.mixer or {}), *((dataset.eval_source,) if with_eval else ()))
+    return [path for name in names if name and (path := Path(str(name)).expanduser()).is_file()]
+
+
 def _open(path: Path):
     import gzip
 
@@ -259,15 +266,9 @@ def _not_a_text_prompt(value: list | dict, column: str) -> str:
 
 def _check_columns(ds, cfg, where: str, label) -> None:
     from rlvr.rewards.answers import short
-    from rlvr.rewards.checks import colliding_columns
+    from rlvr.rewards.checks import check_reward_columns
 
-    if clashes := colliding_columns(ds.column_names):
-        raise DataError(f"{where} has columns named like the keywords TRL passes to reward functions ({', '.join(clashes)}): rename them")
-    if cfg.answer_column != "answer" and "answer" in ds.column_names:
-        raise DataError(
-            f"{where} has a column 'answer' besides the gold answer's column '{cfg.answer_column}' (dataset.answer_column): "
-            "rewards get the gold answer as `answer`, in its place: rename that column"
-        )
+    check_reward_columns(ds.column_names, cfg.answer_column, "dataset.answer_column", where)
     for column in (cfg.prompt_column, cfg.answer_column):
         if column not in ds.column_names:
             raise DataError(f"{where} has no column '{column}' (columns: {', '.join(ds.column_names)})")

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from rlvr.hardware.stops import awaited
-from rlvr.errors import RewardError, RlvrError
+from rlvr.errors import DataError, RewardError, RlvrError
 from rlvr.rewards.answers import completion_text, short
 
 log = logging.getLogger(__name__)
@@ -61,9 +61,17 @@ def reward_columns(rewards) -> list[str]:
     return [name for name in names if name not in (*TRL_REWARD_KEYWORDS, "answer")]
 
 
-def colliding_columns(columns: Sequence[str]) -> list[str]:
-    """Data columns that TRL's reward keywords would overwrite or clash with."""
-    return [c for c in columns if c in TRL_REWARD_KEYWORDS]
+def check_reward_columns(columns: Sequence[str], answer_column: str, setting: str, where: str) -> None:
+    """Refuses in one line, naming `where`, data columns that would not reach the reward functions as
+    they are: named like a keyword TRL passes them, or a column 'answer' beside the gold answer's column
+    `answer_column` (set by `setting`), which rewards get as `answer` in its place."""
+    if clashes := [c for c in columns if c in TRL_REWARD_KEYWORDS]:
+        raise DataError(f"{where} has columns named like the keywords TRL passes to reward functions ({', '.join(clashes)}): rename them")
+    if answer_column != "answer" and "answer" in columns:
+        raise DataError(
+            f"{where} has a column 'answer' besides the gold answer's column '{answer_column}' ({setting}): "
+            "rewards get the gold answer as `answer`, in its place: rename that column"
+        )
 
 
 def as_reward(value: Any) -> float | None:

@@ -402,8 +402,9 @@ def trained_config(cfg) -> dict:
     node's local disk, are not)."""
     from omegaconf import OmegaConf
 
-    files = [Path(str(name)).expanduser() for name in (cfg.dataset.source, *(cfg.dataset.mixer or {})) if name]
-    digests = {str(f): content_digest(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()}
+    from rlvr.data.loading import local_files
+
+    digests = {str(f): content_digest(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in local_files(cfg.dataset)}
     return OmegaConf.to_container(cfg, resolve=True) | {"data_files": digests}
 
 
