@@ -47,9 +47,10 @@ ROOT = Path(__file__).resolve().parents[1]
 READ_AT_RUN_TIME = {"PYTEST_CURRENT_TEST", "TORCHINDUCTOR_CACHE_DIR", "PYTORCH_NVML_BASED_CUDA_CHECK"}
 # What a run imports that takes time; pyplot (1 s) for the plots a run writes as it ends.
 PRELOADED = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "hydra", "omegaconf", "math_verify", "matplotlib.pyplot")
-# Imported too where installed (not in every venv): every run imports it, as transformers asks whether it is
-# available (~0.3 s). Not DeepSpeed, which every run imports too: its import logs to stdout, this server's replies.
-PRELOADED_IF_INSTALLED = ("wandb",)
+# Imported too where installed (not in every venv), as every run imports them: wandb, as transformers asks
+# whether it is available (~0.3 s); DeepSpeed (~0.5 s), whose import logs a line to stdout (`_serve` keeps it
+# off this server's replies).
+PRELOADED_IF_INSTALLED = ("wandb", "deepspeed")
 # How a served run's submitit tasks find this server (tests/served/python, tests/served_task.py).
 TASK_SOCKET, REAL_PYTHON = "RLVR_TEST_TASK_SOCKET", "RLVR_TEST_REAL_PYTHON"
 SERVED_PYTHON = Path(__file__).with_name("served") / "python"
@@ -116,9 +117,17 @@ def _serve(also: list[str]) -> None:
 
     for name in (*PRELOADED, *also):
         importlib.import_module(name)
+    # fd 1 (the replies) points at fd 2 meanwhile; sys.stdout stays the object a logging handler binds to
+    # at import, so in a child, whose fd 1 is its run's stdout, the handler writes there, as in a fresh run.
+    sys.stdout.flush()
+    replies = os.dup(1)
+    os.dup2(2, 1)
     for name in PRELOADED_IF_INSTALLED:
         if importlib.util.find_spec(name) is not None:
             importlib.import_module(name)
+    sys.stdout.flush()
+    os.dup2(replies, 1)
+    os.close(replies)
     from trl import GRPOTrainer  # noqa: F401  (TRL's trainers import lazily)
 
     import torch
