@@ -23,6 +23,7 @@ import numbers
 import os
 import signal
 import sys
+import sysconfig
 import threading
 import time
 import traceback
@@ -103,10 +104,17 @@ def worker_keywords(kwargs: dict) -> dict:
     return portable
 
 
+# Where the standard library and installed packages live: a frame there is not a reward's own code.
+LIBRARY_DIRS = tuple({sysconfig.get_paths()[key] for key in ("stdlib", "purelib", "platlib")})
+
+
 def where_raised(exc: BaseException) -> str:
-    """'file.py:12' of the innermost frame, so a one-line error still points at the reward's code."""
+    """'file.py:12' of the innermost frame outside the standard library and installed packages (else the
+    innermost), so a one-line error points at the reward's code: not at a library it called, nor at one
+    that wraps `sys.exit` (wandb.init does)."""
     frames = traceback.extract_tb(exc.__traceback__)
-    return f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    own = [frame for frame in frames if not frame.filename.startswith(LIBRARY_DIRS)]
+    return f" (at {Path((own or frames)[-1].filename).name}:{(own or frames)[-1].lineno})" if frames else ""
 
 
 class ExitRefused(BaseException):

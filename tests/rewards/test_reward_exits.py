@@ -57,6 +57,18 @@ def test_ending_the_process_is_one_line_naming_the_reward_and_where(fn, what):
     assert os._exit is real_exit  # put back after the call
 
 
+def test_an_exit_through_a_librarys_hook_on_sys_exit_names_the_rewards_line(monkeypatch):
+    """wandb.init wraps sys.exit: the error named wandb's exit_hooks.py, not the reward's line."""
+    from wandb.sdk.lib.exit_hooks import ExitHooks
+
+    monkeypatch.setattr(sys, "exit", sys.exit)  # both put back after the test
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    ExitHooks().hook()
+    with pytest.raises(RewardError) as info:
+        call(raises_system_exit)
+    assert f"raised SystemExit('bye') (at test_reward_exits.py:{line_of(raises_system_exit, '    sys.exit(')})" in str(info.value)
+
+
 def test_a_child_process_the_reward_forks_still_exits():
     def forks(completions, **kwargs):
         pid = os.fork()

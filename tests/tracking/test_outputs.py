@@ -1,6 +1,7 @@
 """The `logging` group as wandb's own environment variables, and the checks made before training."""
 
 import os
+import sys
 
 import pytest
 from omegaconf import OmegaConf
@@ -35,10 +36,12 @@ def test_offline_mode_is_wandbs_own_in_the_run_dir(clean_wandb_env, tmp_path):
     assert (os.environ["WANDB_MODE"], os.environ["WANDB_DIR"], os.environ["WANDB_PROJECT"]) == ("offline", str(tmp_path / "run"), "p")
 
 
-def test_each_run_in_one_process_writes_its_wandb_files_into_its_own_run_dir(clean_wandb_env, tmp_path):
+def test_each_run_in_one_process_writes_its_wandb_files_into_its_own_run_dir(clean_wandb_env, tmp_path, monkeypatch):
     """Hydra's basic launcher runs a `-m` run's jobs one after another in one process."""
     import wandb
 
+    monkeypatch.setattr(sys, "exit", sys.exit)  # wandb.init wraps both, for good: put back for later tests
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
     try:
         for job in ("0", "1"):
             setup_wandb(logging_cfg(wandb="offline"), tmp_path / job, job)
