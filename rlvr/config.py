@@ -322,6 +322,8 @@ class Range:
         low, high = (int(x) if math.isfinite(x) and x == int(x) else x for x in (self.low, self.high))
         if high == math.inf:
             text = f"{'>' if self.open_low else '>='} {low}"
+        elif low == -math.inf:
+            text = f"{'<' if self.open_high else '<='} {high}"
         else:
             text = f"in {'(' if self.open_low else '['}{low}, {high}{')' if self.open_high else ']'}"
         text += "".join(f", or {value}" for value in self.also)

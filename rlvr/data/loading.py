@@ -6,7 +6,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from rlvr.errors import DataError
 from rlvr.models.hub import is_offline, looks_like_path
@@ -264,12 +264,12 @@ def _not_a_text_prompt(value: list | dict, column: str) -> str:
     return f"{found}: name a text column (dataset.prompt_column) or build the prompt with dataset.prompt_template"
 
 
-def _check_columns(ds, cfg, where: str, label) -> None:
+def _check_columns(ds, cfg, where: str, label, required: Sequence[str]) -> None:
     from rlvr.rewards.answers import short
     from rlvr.rewards.checks import check_reward_columns
 
     check_reward_columns(ds.column_names, cfg.answer_column, "dataset.answer_column", where)
-    for column in (cfg.prompt_column, cfg.answer_column):
+    for column in (cfg.prompt_column, cfg.answer_column, *required):
         if column not in ds.column_names:
             raise DataError(f"{where} has no column '{column}' (columns: {', '.join(ds.column_names)})")
         for index, value in enumerate(ds[column]):
@@ -294,10 +294,11 @@ def format_prompt(row: dict, cfg) -> str | list[dict]:
     return messages + [{"role": "user", "content": text}]
 
 
-def _with_prompts(ds, cfg, where: str, label):
-    """Rows of one source, checked and given `prompt`/`answer` (text) columns in the order the source
-    holds them (before any mixing, holdout or limit), so that an error names the row the user wrote."""
-    _check_columns(ds, cfg, where, label)
+def _with_prompts(ds, cfg, where: str, label, required: Sequence[str]):
+    """Rows of one source, checked (prompt, gold and the `required` columns each hold a value) and given
+    `prompt`/`answer` (text) columns in the order the source holds them (before any mixing, holdout or
+    limit), so that an error names the row the user wrote."""
+    _check_columns(ds, cfg, where, label, required)
 
     def add_prompt(row: dict, index: int) -> dict:
         try:
@@ -384,11 +385,12 @@ def read_splits(cfg, seed: int, prepare=None):
     return _holdout(train, cfg, "the mixture" if cfg.mixer else source)
 
 
-def load_prompt_datasets(cfg, seed: int = 0):
-    """(train, eval) Datasets for the `dataset` config; eval is None when there is no eval data. Eval
+def load_prompt_datasets(cfg, seed: int = 0, required: Sequence[str] = ()):
+    """(train, eval) Datasets for the `dataset` config, each row with a value in every `required` column
+    (what the rewards need: `rewards.checks.required_columns`); eval is None when there is no eval data. Eval
     prompts that are also training prompts are counted in a warning (not for a built-in generator,
     whose small task space repeats by design)."""
-    train, evaluation = read_splits(cfg, seed, lambda ds, where, label: _with_prompts(ds, cfg, where, label))
+    train, evaluation = read_splits(cfg, seed, lambda ds, where, label: _with_prompts(ds, cfg, where, label, required))
     train = _limit(train, f"dataset '{cfg.name}' ({cfg.source})", cfg.max_train_samples, cfg.shuffle_seed)
     if evaluation is not None:
         where = f"eval data of '{cfg.name}' ({cfg.eval_source or cfg.source})"

@@ -11,6 +11,7 @@ from rlvr.hardware import device as hardware
 from rlvr.hardware.distributed import barrier, is_main_process
 from rlvr.hardware.stops import phase
 from rlvr.errors import ConfigError, ModelLoadError
+from rlvr.rewards.checks import required_columns
 from rlvr.tracking.outputs import close_wandb, read_jsonl, write_json
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ def setup_policy(cfg, run_dir: Path, resuming: bool = False) -> PolicySetup:
 
     rewards = policy_rewards(cfg)  # first: a bad reward config fails before any loading
     trainer_kwargs = hardware.trainer_arguments(cfg.hardware)
-    train, evaluation = load_prompt_datasets(cfg.dataset, cfg.seed)
+    train, evaluation = load_prompt_datasets(cfg.dataset, cfg.seed, required_columns(rewards))
     initial = initial_policy_dir(run_dir)
     restored = resuming and initial is not None
     model, tokenizer = (
@@ -226,7 +227,7 @@ def load_trained_policy(cfg, run_dir: Path, model_dir: Path | None = None) -> Po
     from rlvr.data.lengths import fit_to_context
 
     rewards = policy_rewards(cfg)
-    train, evaluation = load_prompt_datasets(cfg.dataset, cfg.seed)
+    train, evaluation = load_prompt_datasets(cfg.dataset, cfg.seed, required_columns(rewards))
     model, tokenizer = load_saved_policy(cfg, model_dir or run_dir / "final_model", run_dir)
     bind_chat_template_kwargs(tokenizer, cfg)
     train, evaluation, dropped = fit_to_context(train, evaluation, model, tokenizer, cfg)  # as when it trained

@@ -35,6 +35,8 @@ class Reward(ABC):
     """Base of built-in rewards. Subclasses set `needs_gold` and implement `score`."""
 
     needs_gold = True
+    # The data columns it reads besides the gold answer (`take_columns`): {name: a value needed in every row}
+    data_columns: dict[str, bool] = {}
 
     def __init__(self, name: str | None = None):
         self.__name__ = name or type(self).__name__  # TRL names metrics after __name__
@@ -44,16 +46,21 @@ class Reward(ABC):
     def score(self, completions: Sequence[str], golds: Sequence[str | None], prompts: Sequence | None = None) -> list[Outcome]:
         """One Outcome per completion, in order. `prompts` (text or chat messages) for rewards that read them."""
 
-    def __call__(self, prompts=None, completions=(), answer=None, log_metric=None, **_: Any) -> list[float]:
+    def __call__(self, prompts=None, completions=(), answer=None, log_metric=None, **columns: Any) -> list[float]:
         texts = [completion_text(c) for c in completions]
         if self.needs_gold and answer is None:
             raise ConfigError(f"reward '{self.__name__}' needs an 'answer' column in the data")
+        self.take_columns(columns)
         golds = [self._gold(row, a) for row, a in enumerate(answer)] if answer is not None else [None] * len(texts)
         self.last_outcomes = self.score(texts, golds, prompts)
         if log_metric is not None and texts:
             for reason, fraction in failure_fractions(self.last_outcomes).items():
                 log_metric(f"rewards/{self.__name__}/{reason}_frac", fraction)
         return [o.reward for o in self.last_outcomes]
+
+    def take_columns(self, columns: dict[str, Any]) -> None:  # noqa: B027 (a hook: most rewards read no other column)
+        """The batch's other keywords (its data's other columns, and what TRL passes), before `_gold` and
+        `score` run: for a reward that reads more of each row than its gold answer. None by default."""
 
     def same_answer(self, a: str, b: str) -> bool:
         """Whether two predictions (`Outcome.prediction`s) are the same answer: maj@k votes by it.

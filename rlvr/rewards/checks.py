@@ -42,24 +42,35 @@ TRL_REWARD_KEYWORDS = ("prompts", "completions", "completion_ids", "trainer_stat
 NO_VERDICT_REASONS = ("timeout", "error")  # Outcome reasons of built-in rewards that judged nothing
 
 
+def innermost(fn: Callable) -> Callable:
+    """The reward function itself, looked through its wrappers (CheckedReward, SpanReward) by their `fn`."""
+    while "fn" in getattr(fn, "__dict__", {}):
+        fn = fn.__dict__["fn"]
+    return fn
+
+
 def reward_columns(rewards) -> list[str]:
-    """The data columns the reward functions name as parameters (CodeTestsReward's entry_point and
-    code_prelude, a user's function's `difficulty`), beyond TRL's keywords and the gold `answer`: what a
-    rollouts or eval row carries, besides prompt and gold, for `rlvr.score` to score it as training did.
-    Wrappers (CheckedReward, SpanReward) are looked through by their `fn`."""
+    """The data columns the reward functions read beyond TRL's keywords and the gold `answer`: those a
+    Reward declares (`data_columns`: CodeTestsReward's entry_point and code_prelude) and those a function
+    names as parameters (a user's function's `difficulty`). What a rollouts or eval row carries, besides
+    prompt and gold, for `rlvr.score` to score it as training did."""
     import inspect
 
     names: dict[str, None] = {}
     for reward in rewards:
-        fn = reward.fn
-        while "fn" in getattr(fn, "__dict__", {}):
-            fn = fn.__dict__["fn"]
+        fn = innermost(reward.fn)
+        names.update(dict.fromkeys(getattr(fn, "data_columns", {})))
         try:
             parameters = inspect.signature(fn).parameters.values()
         except (TypeError, ValueError):  # a callable without a signature: it names no column
             continue
         names.update(dict.fromkeys(p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)))
     return [name for name in names if name not in (*TRL_REWARD_KEYWORDS, "answer")]
+
+
+def required_columns(rewards) -> list[str]:
+    """The data columns a Reward declares it needs a value of in every row (`data_columns`), checked as the data loads."""
+    return [name for reward in rewards for name, required in getattr(innermost(reward.fn), "data_columns", {}).items() if required]
 
 
 def check_reward_columns(columns: Sequence[str], answer_column: str, setting: str, where: str) -> None:

@@ -22,9 +22,11 @@ from rlvr.rewards.code_sandbox import MAX_WORKERS, Job, Limits, Sandbox
 
 log = logging.getLogger(__name__)
 
-# An opening fence line (indented up to 3 spaces, as CommonMark allows), its fence and its info string's
-# language (```python, ```{python}, ```python:solution.py)
-FENCE = re.compile(r"( {0,3})(`{3,}|~{3,})[ \t]*\{?([^\s`{}:]*)[^`]*")
+# An opening fence line (indented up to 3 spaces, as CommonMark allows): its fence, then an info string
+# without backticks, whose language leads it (```python, ```{python}, ```python:solution.py). Two patterns,
+# not one: a single one's overlapping repeats backtracked quadratically on a long line that ends in a backtick.
+FENCE = re.compile(r"( {0,3})(`{3,}|~{3,})(.*)")
+LANGUAGE = re.compile(r"[ \t]*\{?([^\s`{}:]*)")
 PYTHON_FENCES = ("", "python", "python3", "py")
 SCORES = ("pass", "fraction")
 
@@ -37,8 +39,8 @@ def fenced_blocks(text: str) -> list[tuple[str, str]]:
     blocks, fence, language, body, indent = [], None, "", [], 0
     for line in text.replace("\r\n", "\n").split("\n"):
         if fence is None:
-            if opening := FENCE.fullmatch(line):
-                indent, fence, language, body = len(opening[1]), opening[2], opening[3].lower(), []
+            if (opening := FENCE.fullmatch(line)) and "`" not in opening[3]:
+                indent, fence, language, body = len(opening[1]), opening[2], LANGUAGE.match(opening[3])[1].lower(), []
         elif len(line) - len(line.lstrip(" ")) <= 3 and line.strip().startswith(fence) and not line.strip().strip(fence[0]):
             blocks.append((language, "\n".join(body) + "\n"))
             fence = None
@@ -71,10 +73,12 @@ class CodeTestsReward(Reward):
     model-written code with no isolation at all: an explicit opt-in, logged loudly, never a fallback.
     """
 
+    data_columns = {"entry_point": True, "code_prelude": False}
+
     def __init__(self, name: str | None = None, score: str = "pass", correct: float = 1.0, wrong: float = 0.0, **settings):
         """`settings`: the sandbox's (`preflight`'s arguments: sandbox, workers, limits), its defaults for the rest."""
         super().__init__(name)
-        self.sandbox = self.preflight(self.__name__, score=score, **settings)
+        self.sandbox = self.preflight(self.__name__, score=score, correct=correct, wrong=wrong, **settings)
         if self.sandbox.kind == "none":
             log.warning(
                 "reward '%s' RUNS MODEL-WRITTEN CODE UNSANDBOXED (sandbox=none): it can read and write "
@@ -99,6 +103,8 @@ class CodeTestsReward(Reward):
         if score not in SCORES:
             raise ConfigError(f"reward.functions.{name}.score={score!r}: must be one of {', '.join(SCORES)}")
         check_number(f"reward.functions.{name}.workers", workers, Range(1, MAX_WORKERS), whole=True)
+        check_number(f"reward.functions.{name}.correct", correct)
+        check_number(f"reward.functions.{name}.wrong", wrong, Range(high=correct, open_high=True, why="correct"))
         try:
             checked = Sandbox(sandbox, Limits(**limits), workers)
             checked.check_works()
@@ -108,11 +114,11 @@ class CodeTestsReward(Reward):
             raise ConfigError(f"reward.functions.{name}: {exc}".replace("sandbox=none", f"reward.functions.{name}.sandbox=none")) from None
         return checked
 
-    def __call__(self, prompts=None, completions=(), answer=None, entry_point=None, code_prelude=None, **kwargs):
-        if entry_point is None:
+    def take_columns(self, columns: dict) -> None:
+        """Each row's `entry_point` (required) and `code_prelude` (optional)."""
+        if (entry_point := columns.get("entry_point")) is None:
             raise DataError(f"reward '{self.__name__}' needs an 'entry_point' column: the name of the function the tests call")
-        self._rows = (entry_point, code_prelude if code_prelude is not None else [""] * len(entry_point))
-        return super().__call__(prompts=prompts, completions=completions, answer=answer, **kwargs)
+        self._rows = (entry_point, columns.get("code_prelude") or [""] * len(entry_point))
 
     def _gold(self, row: int, raw) -> str | None:
         """The tests as written (no answer extraction): Python source, one string per row."""

@@ -204,6 +204,17 @@ def ran_out_of_cpu(candidate: int, cpu_s: int) -> bool:
     return False
 
 
+def cap_what_the_tests_write(file_mb: int) -> None:
+    """Each file this process writes, stderr included (a file of the caller's, on its disk), holds at most
+    file_mb, as the program's files do: past it a write fails (EFBIG, with SIGXFSZ ignored) in the tests,
+    which print in a loop no faster than the disk fills."""
+    import resource
+    import signal
+
+    resource.setrlimit(resource.RLIMIT_FSIZE, (file_mb << 20, file_mb << 20))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
 def main():
     sys.set_int_max_str_digits(0)  # an int of any size crosses the pipe as JSON
     limits = json.loads(sys.argv[1])
@@ -230,6 +241,7 @@ def main():
     replies = os.fdopen(replies_r, "rb")
     verdict_out = os.dup(1)  # the verdict's own: what the prelude and the tests print goes to stderr
     os.dup2(2, 1)
+    cap_what_the_tests_write(limits["file_mb"])
 
     gone = []  # the candidate process ended (its pipe closed)
 
@@ -256,7 +268,10 @@ def main():
     else:
         counts = run_tests(job, call_candidate)
     counts["out_of_cpu"] = bool(gone) and ran_out_of_cpu(pid, limits["cpu_s"])
-    sys.stdout.flush()
+    try:
+        sys.stdout.flush()
+    except OSError:  # past file_mb: what did not fit is dropped
+        pass
     write_all(verdict_out, f"{job['token']} {json.dumps(counts)}\n".encode())
     try:
         os.kill(pid, 9)

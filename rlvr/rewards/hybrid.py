@@ -302,6 +302,18 @@ class HybridReward(Reward):
         return self.verifier.same_answer(a, b)
 
     @property
+    def data_columns(self) -> dict[str, bool]:
+        return self.verifier.data_columns
+
+    def take_columns(self, columns: dict) -> None:
+        """The verifier's: it reads the rows (the code reward, each row's entry_point)."""
+        self.verifier.take_columns(columns)
+
+    def _gold(self, row: int, raw) -> str | None:
+        """The verifier's reading of the gold answer (the code reward's: the tests, as written)."""
+        return self.verifier._gold(row, raw)
+
+    @property
     def needs_calibration(self) -> bool:
         return self.r_min is None or self.r_max is None
 

@@ -168,6 +168,16 @@ def test_a_gold_answer_that_is_a_list_is_refused_naming_the_row(rows_file):
         load_prompt_datasets(dataset_cfg(source=str(path), eval_holdout=0))
 
 
+def test_a_row_without_a_column_the_rewards_need_is_named_by_its_line_as_the_data_loads(rows_file):
+    """The code reward's entry_point: a row without one failed at the first reward call that met it,
+    mid-training or never, as "row 0" of its batch."""
+    rows = [{"question": "1+1=", "answer": "assert f() == 2", "entry_point": "f"}] * 5
+    path = rows_file([*rows, {"question": "2+2=", "answer": "assert f() == 4"}, *rows])
+    with pytest.raises(DataError, match=f"^dataset file {path} line 6 has no value in column 'entry_point'$"):
+        load_prompt_datasets(dataset_cfg(source=str(path), eval_holdout=2), required=["entry_point"])
+    assert len(load_prompt_datasets(dataset_cfg(source=str(path), eval_holdout=2))[0]) == 9  # no reward needs it
+
+
 @pytest.mark.parametrize("column", ["completions", "log_metric", "trainer_state"])
 def test_columns_named_like_trl_reward_keywords_are_refused(rows_file, column):
     path = rows_file([{"question": "1+1=", "answer": "2", column: "x"}])

@@ -98,6 +98,14 @@ def test_extraction_takes_the_block_that_defines_the_entry_point():
     assert extract_program("    return a + b", "add") == "    return a + b"
 
 
+def test_a_long_line_opening_like_a_fence_is_read_in_one_pass():
+    """Spaces and letters after ``` then a backtick (so no fence: CommonMark's info string holds none) took
+    the earlier single pattern quadratic time in the training process: 0.66 s at 8,000 + 8,000 characters,
+    about 17 minutes at this size, past the suite's timeout."""
+    completion = "```" + " " * 200_000 + "x" * 200_000 + "`\ndef add(a, b):\n    return a + b\n"
+    assert extract_program(completion, "add") == completion
+
+
 ADD = "def add(a, b):\n    return a + b\n"
 
 
@@ -364,6 +372,14 @@ def test_a_killed_caller_ends_sandboxes_that_missed_the_parent_death_signal(tmp_
         process.wait(timeout=10)
 
 
+def test_tests_that_print_without_end_stop_at_file_mb_not_at_the_disks_end(reward):
+    """What the tests print goes to a file on this machine: it grew by about 4 GB in 10 s until timeout_s."""
+    flood = "while True:\n    print('x' * 1_000_000)\n" + ADD_TESTS
+    value, outcome = score(reward, CORRECT_ADD, tests=flood)
+    assert value == 0.0 and outcome.prediction == "no test ran: OSError: [Errno 27] File too large"
+    assert score(reward, CORRECT_ADD, tests="print('x' * 1000)\n" + ADD_TESTS)[0] == 1.0  # printing within it is fine
+
+
 def test_limits_are_range_checked():
     with pytest.raises(ConfigError, match=r"memory_mb=0 must be a finite number in \[64, 65536\]"):
         Limits(memory_mb=0)
@@ -373,6 +389,11 @@ def test_limits_are_range_checked():
         CodeTestsReward(name="code", walltime=3)
     with pytest.raises(ConfigError, match="sandbox='docker': must be one of bubblewrap, none"):
         CodeTestsReward(name="code", sandbox="docker")
+    # scores: they failed only after scoring (correct='abc'), or ranked failing code above passing code (wrong=2)
+    with pytest.raises(ConfigError, match=r"^reward.functions.code.correct='abc' must be a finite number$"):
+        CodeTestsReward(name="code", correct="abc")
+    with pytest.raises(ConfigError, match=r"^reward.functions.code.wrong=2 must be a finite number < 1 \(correct\)$"):
+        CodeTestsReward(name="code", wrong=2)
 
 
 def test_a_machine_without_bubblewrap_is_refused_in_one_line(monkeypatch):

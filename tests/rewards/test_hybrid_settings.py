@@ -11,6 +11,8 @@ import pytest
 from conftest import TINY_RUN, one_line_error, refused_in_process
 from rlvr.errors import ConfigError, RlvrError
 from rlvr.rewards import build_rewards
+from rlvr.rewards.base import WeightedReward
+from rlvr.rewards.checks import required_columns
 from rlvr.rewards.hybrid import HybridReward, RewardModelScorer, hybrid_value
 
 VERIFIER = {"_target_": "rlvr.rewards.numeric.LastNumberReward"}
@@ -365,3 +367,21 @@ def test_a_cuda_reward_model_goes_to_each_processs_own_gpu(monkeypatch):
     scorer = RewardModelScorer(torch.nn.Linear(1, 1), tokenizer=None, device="cuda", offload=True)  # offload: stays on the CPU
     assert scorer.device == "cuda:3"
     assert RewardModelScorer(torch.nn.Linear(1, 1), tokenizer=None, device="cuda:1", offload=True).device == "cuda:1"
+
+
+def test_the_code_reward_as_verifier_reads_the_rows_tests_and_entry_points(tmp_path, loads):
+    """It raised IndexError at its first call: the hybrid passed the verifier neither the rows' entry_point
+    nor the tests as written (it read them as a gold answer)."""
+    rm = reward_model_dir(tmp_path / "rm")
+    loads[rm] = [0.0, 1.0]
+    code = {"_target_": "rlvr.rewards.code.CodeTestsReward"}
+    reward = hybrid(rm, verifier=code, r_min=0.0, r_max=1.0, alpha=0.5, beta=0.5)
+    assert required_columns([WeightedReward("hybrid", reward, 1.0)]) == ["entry_point"]  # checked as the data loads
+    values = reward(
+        prompts=["add", "add"],
+        completions=["def add(a, b):\n    return a + b", "def add(a, b):\n    return a - b"],
+        answer=["assert add(1, 2) == 3\nassert add(2, 2) == 4"] * 2,
+        entry_point=["add", "add"],
+    )
+    assert [o.correct for o in reward.last_outcomes] == [True, False]
+    assert values == [hybrid_value(True, 0.0, 0.0, 1.0, 0.5, 0.5, 0.01), hybrid_value(False, 1.0, 0.0, 1.0, 0.5, 0.5, 0.01)]
