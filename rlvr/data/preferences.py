@@ -122,6 +122,17 @@ def drop_degenerate(ds):
     return ds.select(keep), identical, empty
 
 
+def as_whole_conversations(ds):
+    """The pairs as TRL's reward trainer tokenizes an explicit prompt (prompt + chosen, prompt + rejected),
+    handed to it so, without a `prompt` column: its format check (trl.data_utils.is_conversational) reads
+    the first message of one key drawn from a set, and where the prompt was empty (plain strings whose
+    sides share no turn) it failed with an IndexError in about one run of two, as Python's hash seed fell.
+    Remove when is_conversational skips an empty value (TRL 1.16)."""
+    return ds.map(
+        lambda row: {"chosen": row["prompt"] + row["chosen"], "rejected": row["prompt"] + row["rejected"]}, remove_columns=["prompt"]
+    )
+
+
 @dataclass
 class FilterCounts:
     """How many pairs each filter dropped, reported in metrics.json."""

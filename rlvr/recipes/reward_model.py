@@ -114,6 +114,7 @@ def train(cfg, run_dir: Path, start: Start) -> dict[str, float]:
     from trl import RewardConfig
 
     from rlvr.models.loading import check_lora_targets, load_reward_model, lora_config
+    from rlvr.data.preferences import as_whole_conversations
     from rlvr.plots import plot_token_lengths, print_coloured_tokens
     from rlvr.trainers.reward import PreferenceRewardTrainer
 
@@ -143,8 +144,8 @@ def train(cfg, run_dir: Path, start: Start) -> dict[str, float]:
     trainer = PreferenceRewardTrainer(
         model=model,
         args=args,
-        train_dataset=train_pairs,
-        eval_dataset=eval_pairs,
+        train_dataset=as_whole_conversations(train_pairs),
+        eval_dataset=None if eval_pairs is None else as_whole_conversations(eval_pairs),
         processing_class=tokenizer,
         peft_config=None if finishing else lora_config(cfg.model, task_type="SEQ_CLS"),
         callbacks=[metrics_callback(run_dir / "metrics.jsonl")],

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from rlvr.config import DatasetConfig
 from rlvr.data import builtin_data_path
 from rlvr.data.loading import read_splits
-from rlvr.data.preferences import length_filter, parse_hh, to_pair
+from rlvr.data.preferences import as_whole_conversations, length_filter, parse_hh, to_pair
 from rlvr.errors import DataError
 from rlvr.models.loading import build_tiny_tokenizer
 
@@ -48,6 +48,26 @@ def test_trl_format_and_plain_strings():
         "chosen": [{"role": "assistant", "content": "4"}],
         "rejected": [{"role": "assistant", "content": "5"}],
     }
+
+
+def test_pairs_reach_trls_reward_trainer_as_whole_conversations_with_no_empty_value():
+    """TRL's format check reads the first message of one key picked from a set: an empty prompt (plain
+    strings whose two sides share no turn) failed in about one run of two, by Python's hash seed."""
+    import datasets
+    from trl.data_utils import is_conversational
+
+    no_shared_turn = to_pair({"chosen": "6+6=12", "rejected": "6+6=13"}, "chosen", "rejected", None)
+    with_prompt = to_pair(
+        {"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected": "\n\nHuman: hi\n\nAssistant: go"}, "chosen", "rejected", None
+    )
+    assert no_shared_turn["prompt"] == [] and with_prompt["prompt"]
+    pairs = datasets.Dataset.from_list([no_shared_turn, with_prompt])
+    whole = as_whole_conversations(pairs)
+    assert whole.column_names == ["chosen", "rejected"]
+    assert whole[1]["chosen"] == with_prompt["prompt"] + with_prompt["chosen"]  # what TRL makes of an explicit prompt
+    for row in whole:
+        for key in ("chosen", "rejected"):  # whichever key the set gives first
+            assert is_conversational({key: row[key]})
 
 
 def test_identical_pairs_are_dropped_and_counted():
