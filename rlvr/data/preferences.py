@@ -62,6 +62,8 @@ def _as_messages(value: Any, role: str) -> list[dict]:
         return [dict(m) for m in value]
     if isinstance(value, str) and HH_TURN.match(value):
         return parse_hh(value)
+    if isinstance(value, str) and value.lstrip().startswith("Human: ") and "\n\nAssistant: " in value:
+        return parse_hh("\n\n" + value.lstrip())  # a transcript whose leading blank lines were stripped
     if isinstance(value, str):
         return [{"role": role, "content": value}]
     raise ValueError(f"expected a string or a list of messages, got {type(value).__name__}")

@@ -70,6 +70,19 @@ def test_pairs_reach_trls_reward_trainer_as_whole_conversations_with_no_empty_va
             assert is_conversational({key: row[key]})
 
 
+def test_an_hh_transcript_without_its_leading_blank_lines_is_still_one():
+    """Read as one assistant message with no prompt: the two sides shared no turn, silently."""
+    pair = to_pair({"chosen": "Human: hi\n\nAssistant: hello", "rejected": "Human: hi\n\nAssistant: go away"}, "chosen", "rejected", None)
+    assert pair == {
+        "prompt": [{"role": "user", "content": "hi"}],
+        "chosen": [{"role": "assistant", "content": "hello"}],
+        "rejected": [{"role": "assistant", "content": "go away"}],
+    }
+    assert to_pair({"chosen": "Human: hi", "rejected": "no"}, "chosen", "rejected", None)["chosen"] == [
+        {"role": "assistant", "content": "Human: hi"}
+    ]
+
+
 def test_identical_pairs_are_dropped_and_counted():
     import datasets
 
