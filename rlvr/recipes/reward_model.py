@@ -22,10 +22,10 @@ log = logging.getLogger(__name__)
 SANITY_CHECK_PAIRS = 100
 
 
-def prepare_split(ds, cfg, tokenizer, limit_key: str, where: str, prefix: str):
-    """Pairs without the degenerate ones, cut to the `dataset.<limit_key>` limit and length-filtered;
-    with the counts of what was dropped. A split that this leaves without pairs is refused, naming
-    what emptied it."""
+def prepare_split(ds, cfg, tokenizer, limit_key: str, where: str, prefix: str, context: int | None = None):
+    """Pairs without the degenerate ones, cut to the `dataset.<limit_key>` limit and length-filtered
+    (max_token_length, or the model's `context` where it is shorter); with the counts of what was
+    dropped. A split that this leaves without pairs is refused, naming what emptied it."""
     from rlvr.data.preferences import drop_degenerate, length_filter
 
     pref = cfg.dataset.preference
@@ -42,30 +42,34 @@ def prepare_split(ds, cfg, tokenizer, limit_key: str, where: str, prefix: str):
         raise ConfigError(f"dataset.{limit_key}=0 leaves {where} without pairs")
     if limit is not None:
         ds = ds.select(range(min(limit, len(ds))))
-    ds, counts = length_filter(ds, tokenizer, pref.max_token_length, pref.max_prompt_token_length)
+    longest, named = pref.max_token_length, f"max_token_length={pref.max_token_length}"
+    if context is not None and (longest is None or context < longest):
+        longest, named = context, f"the model's {context}-token context (max_position_embeddings)"
+    ds, counts = length_filter(ds, tokenizer, longest, pref.max_prompt_token_length)
     if not len(ds):
         raise ConfigError(
             f"{where} has no pairs left after dataset.preference length filters: {counts.dropped_too_long} longer than "
-            f"max_token_length={pref.max_token_length}, {counts.dropped_prompt_too_long} with a prompt longer than "
+            f"{named}, {counts.dropped_prompt_too_long} with a prompt longer than "
             f"max_prompt_token_length={pref.max_prompt_token_length}"
         )
     counts.dropped_identical, counts.dropped_empty = identical, empty
     return ds, {f"{prefix}_{k}": v for k, v in dataclasses.asdict(counts).items()}
 
 
-def load_pairs(cfg, tokenizer):
-    """(train, eval, counts): preference pairs as TRL conversational rows, limited and length-filtered.
-    Each source's rows become pairs as read, so that an error names the file and line the user wrote."""
+def load_pairs(cfg, tokenizer, context: int | None = None):
+    """(train, eval, counts): preference pairs as TRL conversational rows, limited and length-filtered
+    (a pair longer than the model's `context` too: dropped_too_long). Each source's rows become pairs
+    as read, so that an error names the file and line the user wrote."""
     from rlvr.data.loading import read_splits
     from rlvr.data.preferences import convert
 
     data = cfg.dataset
     train, evaluation = read_splits(data, cfg.seed, lambda ds, where, label: convert(ds, data.preference, where, label))
     source = "the mixture" if data.mixer else data.source
-    train, counts = prepare_split(train, cfg, tokenizer, "max_train_samples", f"dataset '{data.name}' ({source})", "train")
+    train, counts = prepare_split(train, cfg, tokenizer, "max_train_samples", f"dataset '{data.name}' ({source})", "train", context)
     if evaluation is not None:
         where = f"eval data of '{data.name}' ({data.eval_source or source})"
-        evaluation, eval_counts = prepare_split(evaluation, cfg, tokenizer, "max_eval_samples", where, "eval")
+        evaluation, eval_counts = prepare_split(evaluation, cfg, tokenizer, "max_eval_samples", where, "eval", context)
         counts |= eval_counts
     log.info("preference pairs: %s", counts)
     return train, evaluation, counts
@@ -114,6 +118,7 @@ def train(cfg, run_dir: Path, start: Start) -> dict[str, float]:
     from trl import RewardConfig
 
     from rlvr.models.loading import check_lora_targets, load_reward_model, lora_config
+    from rlvr.data.lengths import context_length
     from rlvr.data.preferences import as_whole_conversations
     from rlvr.plots import plot_token_lengths, print_coloured_tokens
     from rlvr.trainers.reward import PreferenceRewardTrainer
@@ -131,7 +136,7 @@ def train(cfg, run_dir: Path, start: Start) -> dict[str, float]:
             model, tokenizer = load_reward_model(cfg.model, cfg.seed)
             check_lora_targets(model, cfg.model.lora)
         set_chat_template(tokenizer, cfg.dataset.preference.chat_template)
-        train_pairs, eval_pairs, counts = load_pairs(cfg, tokenizer)
+        train_pairs, eval_pairs, counts = load_pairs(cfg, tokenizer, context_length(model))
     args = trl_config(
         RewardConfig,
         without_evals(cfg) if eval_pairs is None else cfg,

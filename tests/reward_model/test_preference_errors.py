@@ -97,6 +97,20 @@ def test_a_train_split_left_without_pairs_names_what_emptied_it(rows_file, token
         load_pairs(run_cfg(source=str(train), preference={"prompt_column": "prompt", "max_token_length": 2}), tokenizer)
 
 
+def test_a_pair_longer_than_the_models_context_is_dropped_and_counted(rows_file, tokenizer):
+    """It was kept (no max_token_length, or a longer one): trained past the model's positions."""
+    long_answer = {"prompt": "1+1=", "chosen": "2" * 300, "rejected": "3"}
+    path = rows_file([*pairs(3), long_answer])
+    cfg = run_cfg(source=str(path), preference={"prompt_column": "prompt"})
+    assert load_pairs(cfg, tokenizer)[2]["train_kept"] == 4  # no context known: only max_token_length (unset) filters
+    _, _, counts = load_pairs(cfg, tokenizer, context=256)
+    assert (counts["train_kept"], counts["train_dropped_too_long"]) == (3, 1)
+    with pytest.raises(
+        ConfigError, match=r"no pairs left after dataset.preference length filters: 4 longer than the model's 4-token context"
+    ):
+        load_pairs(cfg, tokenizer, context=4)
+
+
 def test_a_bad_row_is_named_by_file_and_line_not_after_the_holdout_shuffle(tmp_path, tokenizer):
     lines = [json.dumps(row) for row in pairs(60)]
     lines[5] = json.dumps({"prompt": "5+1=", "chosen": None, "rejected": "7"})
