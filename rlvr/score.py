@@ -72,6 +72,8 @@ def read_rows(path: Path, completion_column: str, answer_column: str = "answer",
         raise DataError(f"{path} has no rows")
     if needs_gold and no_gold and len(no_gold) < len(rows):
         raise DataError(f"{path} line {no_gold[0]} has no value in column '{answer_column}'")
+    if needs_gold and len(no_gold) == len(rows) and any(answer_column in row for row in rows):  # each row scored "missing"
+        raise DataError(f"{path}: column '{answer_column}' has no value in any row")
     return rows
 
 

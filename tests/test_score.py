@@ -39,6 +39,9 @@ def test_a_row_without_the_gold_other_rows_have_is_refused_naming_its_line(tmp_p
         read_rows(path, "completion", "gold")
     assert len(read_rows(path, "completion", "gold", needs_gold=False)) == 3  # rewards that read no gold (think_format)
     assert len(read_rows(write(tmp_path, ['{"completion": "c"}'] * 2), "completion")) == 2  # no gold at all: the rewards decide
+    # a gold column with no value in any row: each row was scored "missing", the code reward's word for no code
+    with pytest.raises(DataError, match=r"rows.jsonl: column 'tests' has no value in any row$"):
+        read_rows(write(tmp_path, ['{"completion": "c", "tests": null}'] * 2), "completion", "tests")
 
 
 @pytest.mark.parametrize("completion, shown", [("4", "4"), ("null", "null"), ('{"text": "4"}', '{"text": "4"}'), ('["4"]', '["4"]')])
