@@ -172,6 +172,8 @@ def check_reachable(name: str, key: str = "model.name_or_path") -> None:
         else:
             fix = f"point {key} at a directory written by save_pretrained (a run's final_model/)"
         raise ModelLoadError(f"model directory {name} has no config.json: {fix}")
+    if directory.exists():
+        raise ModelLoadError(f"{name} is a file, not a model directory ({key}): name the directory that holds it")
     if looks_like_path(name) or not is_valid_hub_name(name):
         raise ModelLoadError(f"model directory not found: {name} ({key})")
     if is_offline():

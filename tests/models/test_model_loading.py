@@ -58,6 +58,16 @@ def test_missing_local_directory_is_named():
         load_policy(cfg, seed=0)
 
 
+def test_a_file_named_as_the_model_is_told_apart_from_a_missing_directory(tmp_path):
+    """A reward model's model.safetensors named as the model: it said "model directory not found"."""
+    from rlvr.models.loading import check_reachable
+
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"x")
+    with pytest.raises(ModelLoadError, match=f"^{weights} is a file, not a model directory \\(key\\): name the directory that holds it$"):
+        check_reachable(str(weights), "key")
+
+
 def test_a_missing_relative_path_that_is_no_hub_name_is_named_as_a_directory():
     """'runs/x/final_model' cannot be a Hub name: it was huggingface_hub's "Repo id must be in the form ..."."""
     cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), {"name_or_path": "runs/no_such_run/final_model"})
