@@ -37,17 +37,21 @@ class SpanReward:
     def __call__(self, prompts=None, completions=(), **columns) -> list[float]:
         texts = [completion_text(c) for c in completions]
         spans = self.fn(prompts=prompts, completions=texts, **columns)
-        if spans and isinstance(spans, (list, tuple)) and isinstance(spans[0], numbers.Real):
+        if not isinstance(spans, (list, tuple)):
+            raise RewardError(f"span reward '{self.__name__}' returned {short(spans)}, not a list of {len(texts)} span lists{CONTRACT}")
+        if spans and isinstance(spans[0], numbers.Real):
             raise ConfigError(
                 f"reward '{self.__name__}' returned {type(spans[0]).__name__}s, not span lists: "
                 "algorithm=fgrpo needs span rewards (e.g. reward=fgrpo_spans)"
             )
-        if not isinstance(spans, (list, tuple)):
-            raise RewardError(f"span reward '{self.__name__}' returned {short(spans)}, not a list of {len(texts)} span lists{CONTRACT}")
         if len(spans) != len(texts):
             raise RewardError(f"span reward '{self.__name__}' returned {len(spans)} span lists for {len(texts)} completions{CONTRACT}")
         self.last_spans = [[(*span, self.weight) for span in self.checked_row(i, row, prompts)] for i, row in enumerate(spans)]
-        totals = [sum(s for s, _, _, _ in row) * self.weight for row in self.last_spans]
+        # what training keeps of the spans (`within`): a dropped span, such as a NaN score, counts in no total
+        totals = [
+            sum(s for s, (start, end), _, _ in row if within(s, start, end, len(text)) is not None) * self.weight
+            for row, text in zip(self.last_spans, texts)
+        ]
         self.last_outcomes = [Outcome(total, "ok", None, _correct(row)) for total, row in zip(totals, self.last_spans)]
         return totals
 
@@ -76,6 +80,18 @@ class SpanReward:
     def refuse(self, row: int, value: Any, prompts, what: str) -> None:
         prompt = f" (prompt {short(completion_text(prompts[row]), 60)})" if prompts is not None and row < len(prompts) else ""
         raise RewardError(f"span reward '{self.__name__}' returned {what}, {short(value)}, for row {row}{prompt}{CONTRACT}")
+
+
+def within(score: float, start: int, end: int, length: int) -> tuple[int, int] | None:
+    """The characters (start, end) a span keeps of a completion of `length` characters: its own, or
+    clipped to the completion; None when nothing is left (a non-finite score, a reversed or empty span).
+    (0, 0) of an empty completion is its whole. A span it changes is malformed (`fgrpo/spans_malformed`)."""
+    if not math.isfinite(score):
+        return None
+    if length == 0:
+        return (0, 0) if (start, end) == (0, 0) else None
+    start, end = max(0, min(start, length)), max(0, min(end, length))
+    return (start, end) if start < end else None
 
 
 def _is_int(value: Any) -> bool:

@@ -32,6 +32,7 @@ from accelerate.utils import gather_object
 
 from rlvr.config import FineGrainedConfig
 from rlvr.errors import ConfigError
+from rlvr.rewards.spans import within
 from rlvr.trainers.grpo import RolloutLoggingGRPOTrainer
 
 log = logging.getLogger(__name__)
@@ -64,23 +65,20 @@ class CleanSpans:
 
 
 def clean_spans(spans: Sequence, text_length: int, strict: bool, stats: SpanStats, where: str) -> CleanSpans:
-    """Clip spans `(score, (start, end), group[, weight])` to the text, drop reversed/empty ones
-    (counted), or raise with `strict`."""
+    """Spans `(score, (start, end), group[, weight])` as `rlvr.rewards.spans.within` keeps them: clipped
+    to the text, or dropped (reversed, empty, a non-finite score); each such span counted, or refused
+    with `strict`."""
     kept = []
     for score, (start, end), group, *weight in spans:
-        empty = start == end and text_length > 0  # (0, 0) is the whole of an empty completion
-        bad = start > end or empty or start < 0 or end > text_length or not np.isfinite(score)
-        if bad and strict:
-            raise ConfigError(
-                f"{where}: malformed span (score={score}, chars=({start}, {end}), group={group!r}) "
-                f"for a completion of {text_length} characters"
-            )
-        if bad:
+        if (chars := within(score, start, end, text_length)) != (start, end):  # clipped, or dropped (None)
+            if strict:
+                raise ConfigError(
+                    f"{where}: malformed span (score={score}, chars=({start}, {end}), group={group!r}) "
+                    f"for a completion of {text_length} characters"
+                )
             stats.malformed += 1
-            start, end = max(0, min(start, text_length)), max(0, min(end, text_length))
-            if start >= end or not np.isfinite(score):
-                continue  # reversed, empty or non-finite after clipping: dropped
-        kept.append((float(score), int(start), int(end), group, float(weight[0]) if weight else 1.0))
+        if chars is not None:
+            kept.append((float(score), *chars, group, float(weight[0]) if weight else 1.0))
     if not kept:
         return CleanSpans(np.zeros(0), np.zeros(0, dtype=int), np.zeros(0, dtype=int), [])
     scores, starts, ends, groups, weights = zip(*kept)

@@ -547,6 +547,7 @@ def test_the_docs_own_span_reward_example_gives_each_of_its_groups_a_signal():
         ([[], [(1.0, (0, 2), ["g"])]], "span reward 'bad' returned a span whose group is not a name (hashable)"),
         ([[]], "span reward 'bad' returned 1 span lists for 2 completions"),
         (None, "span reward 'bad' returned None, not a list of 2 span lists"),
+        (np.array([[[1.0, 0, 2]]] * 2), "span reward 'bad' returned array([[[1., 0., 2.]],"),  # was numpy's "truth value ... ambiguous"
     ],
 )
 def test_a_span_reward_returning_the_wrong_structure_is_named_with_its_row(returned, message):
@@ -572,6 +573,17 @@ def test_spans_kept_as_offsets_and_scores_the_trainer_checks():
     reward(prompts=["p"], completions=["abc"])
     assert reward.last_spans[0][0] == (1.0, (3, 1), "g", 2.0)
     assert reward.last_spans[0][1][1:] == ((0, 99), "h", 2.0) and np.isnan(reward.last_spans[0][1][0])
+
+
+def test_the_reward_a_span_reward_gives_counts_only_the_spans_training_keeps():
+    """A NaN score stopped the run ("returned nan ... must be a finite float"), and a reversed span's score
+    counted in the logged and evaluated reward although training drops it."""
+    from rlvr.rewards.checks import CheckedReward
+    from rlvr.rewards.spans import SpanReward
+
+    spans = [[(0.5, (0, 2), "g"), (float("nan"), (0, 3), "h"), (1.0, (3, 1), "g"), (0.25, (1, 99), "h")], []]
+    reward = CheckedReward(SpanReward("spans", lambda completions, **_: spans, weight=2.0), "spans")
+    assert reward(prompts=["p0", "p1"], completions=["abc", ""]) == [2.0 * (0.5 + 0.25), 0.0]  # (1, 99) is clipped to (1, 3)
 
 
 def test_a_run_whose_every_advantage_is_0_is_warned_about_once(caplog):
