@@ -157,6 +157,8 @@ def build_rewards(functions: dict[str, Any]) -> list[WeightedReward]:
             if inspect.isclass(obj):
                 fn = obj(name=name, **entry) if issubclass(obj, Reward) else obj(**entry)
             else:
+                if hasattr(obj, "preflight"):  # a built-in function's checks of its arguments (a class's run in __init__)
+                    obj.preflight(name, **entry)
                 fn = functools.update_wrapper(functools.partial(obj, **entry), obj)
         except TypeError as exc:
             raise ConfigError(f"reward.functions.{name}: {exc}") from exc
@@ -193,8 +195,8 @@ def check_reward_signal(functions: dict[str, Any]) -> None:
 
 def preflight_rewards(functions: dict[str, Any]) -> None:
     """Each configured reward's weight a number and its target importable, taking the arguments it is
-    given, and the `preflight(name, **arguments)` classmethod of each reward class that has one run:
-    checks of the machine (a sandbox that must work) made before a run writes anything."""
+    given, and the `preflight(name, **arguments)` of each reward class or function that has one run:
+    checks of its arguments and of the machine (a sandbox that must work) made before a run writes anything."""
     for name, entry in reward_entries(functions).items():
         reward_weight(name, entry)
         arguments = {k: v for k, v in entry.items() if k not in ("_target_", "weight")}
@@ -202,7 +204,7 @@ def preflight_rewards(functions: dict[str, Any]) -> None:
         check_arguments(name, target, arguments)
         if runs_in_worker(target, arguments):
             check_timeout(name, arguments["timeout_s"])
-        if isinstance(target, type) and hasattr(target, "preflight"):
+        if hasattr(target, "preflight"):
             target.preflight(name, **arguments)
 
 

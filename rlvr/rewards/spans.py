@@ -102,7 +102,8 @@ def _is_int(value: Any) -> bool:
 
 
 def _correct(spans: list[Span]) -> bool | None:
-    """A completion is correct when it has accuracy-group spans and all of them score above 0."""
+    """A completion is correct when it has accuracy-group spans and all of them score above 0 (the span
+    contract's sign rule: `check_answer_spans` holds the built-in spans' scores to it)."""
     accuracy = [score for score, _, group, _ in spans if group == "accuracy"]
     return all(score > 0 for score in accuracy) if accuracy else None
 
@@ -165,3 +166,20 @@ def answer_spans(
             spans.append((reasoning_score, (0, reasoning_end), "reasoning") if present else (0.0, whole, "reasoning"))
         out.append(spans)
     return out
+
+
+def check_answer_spans(name: str, format_score=0.5, correct=1.0, wrong=-1.0, reasoning_score=0.0, missing=-1.0, **_: Any) -> None:
+    """`answer_spans`' scores, before anything loads: each a finite number, and `correct` above 0 with
+    `wrong` and `missing` at most 0, as the sign rule that says which completions are correct (eval
+    accuracy, each row's `correct`) reads them. `correct=0` made every answer wrong; `wrong=0.25`, right."""
+    from rlvr.config import Range, check_number
+
+    sign_rule = "an answer counts as correct when its accuracy span scores above 0"
+    for key, value in {"format_score": format_score, "reasoning_score": reasoning_score}.items():
+        check_number(f"reward.functions.{name}.{key}", value)
+    check_number(f"reward.functions.{name}.correct", correct, Range(0, open_low=True, why=sign_rule))
+    for key, value in {"wrong": wrong, "missing": missing}.items():
+        check_number(f"reward.functions.{name}.{key}", value, Range(high=0, why=sign_rule))
+
+
+answer_spans.preflight = check_answer_spans  # run at start-up and when the rewards are built (`rewards.base`)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import one_line_error, refused_in_process
 from rlvr.errors import ConfigError
 from rlvr.models.loading import build_tiny_model, build_tiny_tokenizer
 from rlvr.rewards.spans import answer_spans
@@ -573,6 +574,21 @@ def test_spans_kept_as_offsets_and_scores_the_trainer_checks():
     reward(prompts=["p"], completions=["abc"])
     assert reward.last_spans[0][0] == (1.0, (3, 1), "g", 2.0)
     assert reward.last_spans[0][1][1:] == ((0, 99), "h", 2.0) and np.isnan(reward.last_spans[0][1][0])
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("correct=0.0", "reward.functions.answer_spans.correct=0.0 must be a finite number > 0 (an answer counts as correct when"),
+        ("wrong=0.25", "reward.functions.answer_spans.wrong=0.25 must be a finite number <= 0 (an answer counts as correct when"),
+        ("format_score=abc", "reward.functions.answer_spans.format_score='abc' must be a finite number"),
+    ],
+)
+def test_answer_spans_scores_that_break_the_sign_rule_are_refused_at_start_up(tmp_path, setting, message):
+    """Eval accuracy reads an answer as correct when its accuracy span scores above 0: correct=0 made every
+    answer wrong, wrong=0.25 every one right; format_score=abc failed only when a completion had the format."""
+    refused = refused_in_process("algorithm=fgrpo", f"reward.functions.answer_spans.{setting}", f"hydra.run.dir={tmp_path}")
+    assert message in one_line_error(refused)
 
 
 def test_the_reward_a_span_reward_gives_counts_only_the_spans_training_keeps():
