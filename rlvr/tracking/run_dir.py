@@ -50,7 +50,8 @@ CHECKPOINT_DEPENDS_ON = (
     "processes",  # that trained it, however started (not hardware.nodes x tasks_per_node: torchrun's are its own)
     "hardware.precision",
 )
-EVAL_ONLY = ("dataset.max_eval_samples", "dataset.eval_source", "dataset.eval_split")  # not the training data
+# Keys under those above that the trained model does not depend on: the eval data, and how malformed spans are reported
+NOT_TRAINED_ON = ("dataset.max_eval_samples", "dataset.eval_source", "dataset.eval_split", "algorithm.fine_grained.strict")
 SIBLING_WAIT_S = 30.0  # how long a rank > 0 waits for rank 0 to take the lock for their job
 
 
@@ -223,7 +224,7 @@ def under(key: str, prefixes) -> bool:
 
 
 def depends_on_checkpoint(key: str) -> bool:
-    return under(key, CHECKPOINT_DEPENDS_ON) and not under(key, EVAL_ONLY)
+    return under(key, CHECKPOINT_DEPENDS_ON) and not under(key, NOT_TRAINED_ON)
 
 
 def resume_changes(
