@@ -136,11 +136,15 @@ def test_a_resume_may_change_what_the_checkpoint_does_not_depend_on(tmp_path, ca
     assert resume_changes(CONFIG | evals, checkpoint_with(tmp_path / "b", TRAINED | {"dataset": {"max_eval_samples": 9}}), 1) == {
         "dataset.max_eval_samples": [9, 50]
     }
-    strict = {"algorithm": {**CONFIG["algorithm"], "fine_grained": {"strict": True, "eps": 1e-4}}}  # how bad spans are reported
-    trained = checkpoint_with(tmp_path / "c", TRAINED | {"algorithm": {**CONFIG["algorithm"], "fine_grained": {"strict": False, "eps": 1e-4}}})
+
+    def fine_grained(**settings) -> dict:
+        return {"algorithm": {**CONFIG["algorithm"], "fine_grained": settings}}
+
+    trained = checkpoint_with(tmp_path / "c", TRAINED | fine_grained(strict=False, eps=1e-4))
+    strict = fine_grained(strict=True, eps=1e-4)  # how malformed spans are reported: no change to what trained
     assert resume_changes(CONFIG | strict, trained, 1) == {"algorithm.fine_grained.strict": [False, True]}
     with pytest.raises(ConfigError, match=r"other values of what it depends on \(algorithm.fine_grained.eps: 0.0001 -> 0.01\)"):
-        resume_changes(CONFIG | {"algorithm": {**CONFIG["algorithm"], "fine_grained": {"strict": False, "eps": 0.01}}}, trained, 1)
+        resume_changes(CONFIG | fine_grained(strict=False, eps=0.01), trained, 1)
 
 
 def test_no_prompt_template_is_the_template_that_names_the_prompt_column(tmp_path):
