@@ -291,9 +291,34 @@ def completion_metrics(cfg, setup, run_dir: Path, train_steps: int, engine=None)
     metrics |= evaluate(cfg, setup, run_dir, "after", engine)
     after = run_dir / "eval" / "after.jsonl"
     if before is not None and after.exists() and [r["prompt_id"] for r in before] != [r["prompt_id"] for r in read_jsonl(after)]:
-        log.warning(
-            "the eval before training (eval/before.jsonl) and after it are on different prompts (the eval data changed "
-            "when the run was continued): eval_before_* are left out of metrics.json, which would compare them"
-        )
-        metrics = {k: v for k, v in metrics.items() if not k.startswith("eval_before_")}
-    return metrics
+        unlike = "on different prompts (the eval data changed"
+    elif before is not None and (moved := eval_settings_moved(cfg, run_dir)):
+        unlike = f"scored or sampled otherwise ({moved} changed"
+    else:
+        return metrics
+    log.warning(
+        "the eval before training (eval/before.jsonl) and after it are %s when the run was continued): eval_before_* "
+        "are left out of metrics.json, which would compare them",
+        unlike,
+    )
+    return {k: v for k, v in metrics.items() if not k.startswith("eval_before_")}
+
+
+def eval_settings_moved(cfg, run_dir: Path) -> str:
+    """The settings that make an eval's numbers (the `reward` group, the `eval` group but when and in
+    what batches it runs) that differ from the run's first start, which made eval/before.jsonl, as
+    "key, key"; "" where none does or nothing is recorded."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    from rlvr.tracking.run_dir import RUN_INFO, flatten, under
+
+    starts = read_jsonl(run_dir / RUN_INFO) if (run_dir / RUN_INFO).exists() else []
+    first = next((start["config"] for start in starts if start.get("mode") == "new"), None)
+    if first is None:
+        return ""
+    before, now = flatten(first), flatten(json.loads(json.dumps(OmegaConf.to_container(cfg, resolve=True), default=str)))
+    when = ("eval.before", "eval.after", "eval.every_steps", "eval.batch_size")
+    keys = sorted(k for k in before.keys() | now.keys() if under(k, ("reward", "eval")) and not under(k, when))
+    return ", ".join(k for k in keys if before.get(k) != now.get(k))

@@ -25,3 +25,20 @@ def test_a_ctrl_c_between_trainings_end_and_the_final_save_names_the_save(tmp_pa
         grpo_family.end_training(SimpleNamespace(eval=SimpleNamespace(after=True)), tmp_path, setup, None, None)
     assert stopped.value.code == 130
     assert capsys.readouterr().err.startswith("rlvr: Ctrl-C during saving the final model: stopped at once")
+
+
+def test_the_eval_before_is_compared_only_with_an_eval_after_made_the_same_way(tmp_path):
+    """A resume with another reward or other eval sampling left eval_before_* (scored by the first start)
+    beside eval_after_* in metrics.json, which compares them: -1 before, -3 after, from the reward alone."""
+    import json
+
+    from rlvr.eval import compose
+    from rlvr.tracking.run_dir import trained_config
+
+    first = compose(["algorithm=fgrpo"], None)
+    (tmp_path / "run_info.jsonl").write_text(json.dumps({"mode": "new", "config": trained_config(first)}, default=str) + "\n")
+    assert grpo_family.eval_settings_moved(first, tmp_path) == ""
+    when_and_how_long = compose(["algorithm=fgrpo", "eval.every_steps=5", "algorithm.max_steps=9"], None)
+    assert grpo_family.eval_settings_moved(when_and_how_long, tmp_path) == ""
+    moved = compose(["algorithm=fgrpo", "reward.functions.answer_spans.wrong=-3", "eval.max_new_tokens=9"], None)
+    assert grpo_family.eval_settings_moved(moved, tmp_path) == "eval.max_new_tokens, reward.functions.answer_spans.wrong"
