@@ -221,6 +221,13 @@ def choose_source_ids(choice: Any, size: int, tokenizer, corpus: Sequence[str | 
     return [int(i) for i in ids]
 
 
+def check_source_ids(choice: Any, size: int, tokenizer) -> None:
+    """`choose_source_ids`' refusals that the tokenizer alone decides (more copies than copyable tokens,
+    a list of ids that are not all ordinary tokens), made before the SFT warm-up that the vocabulary
+    follows, which they would waste."""
+    choose_source_ids("first" if choice == "frequent" else choice, size, tokenizer)
+
+
 @torch.no_grad()
 def expand_vocabulary(
     model, tokenizer, size: int, choice: Any = "first", corpus: Sequence[str | list] = (), only_in_think: bool = False

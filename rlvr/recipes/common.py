@@ -112,6 +112,10 @@ def setup_policy(cfg, run_dir: Path, resuming: bool = False) -> PolicySetup:
         load_saved_model(cfg.model, initial) if restored else load_policy(cfg.model, cfg.seed, hardware.torch_device(cfg.hardware))
     )
     check_lora_targets(model, cfg.model.lora)
+    if cfg.model.reasoning_vocab_size > 0 and not restored:
+        from rlvr.models.vocab import check_source_ids
+
+        check_source_ids(cfg.model.reasoning_vocab_ids, cfg.model.reasoning_vocab_size, tokenizer)
     bind_chat_template_kwargs(tokenizer, cfg)
     if cfg.dataset.chat and not tokenizer.chat_template:
         raise ConfigError(

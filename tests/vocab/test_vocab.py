@@ -86,6 +86,26 @@ def states_batch(vocab, tokenizer):
     return [tokenizer(t)["input_ids"] for t in texts]
 
 
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("model.reasoning_vocab_size=300", "model.reasoning_vocab_size=300 is more than the "),
+        ("model.reasoning_vocab_ids=[1,2,400]", "model.reasoning_vocab_ids: need 64 distinct ids of ordinary tokens"),
+    ],
+)
+def test_a_vocabulary_the_tokenizer_cannot_give_is_refused_before_the_sft_warm_up(tmp_path, monkeypatch, setting, message):
+    """It was refused after the warm-up (38 s of 60 steps; the preset's own is 300 steps)."""
+    from rlvr.eval import compose
+    from rlvr.recipes import common
+
+    def warm_up(*args, **kwargs):
+        raise AssertionError("the SFT warm-up ran")
+
+    monkeypatch.setattr("rlvr.recipes.warmup.sft_warmup", warm_up)
+    with pytest.raises(ConfigError, match=message):
+        common.setup_policy(compose(["experiment=vocab_reasoning", setting], None), tmp_path)
+
+
 @pytest.mark.parametrize("only_in_think", [False, True])
 def test_processor_keeps_reasoning_ids_inside_think(only_in_think):
     model, tokenizer = tiny()
