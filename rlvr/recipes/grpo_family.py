@@ -26,6 +26,7 @@ from rlvr.hardware.checkpoints import checkpoint_step, latest_complete_checkpoin
 from rlvr.hardware.distributed import is_main_process, process_count, rank, weights_digest
 from rlvr._compat import generation_used_up
 from rlvr.hardware.stops import checkpoint_callback, phase
+from rlvr.config import ModelConfig
 from rlvr.errors import ConfigError, DataError
 from rlvr.rewards.base import check_reward_signal
 from rlvr.rewards.checks import checked_rewards
@@ -34,6 +35,8 @@ from rlvr.tracking.outputs import JsonlWriter, metrics_callback, read_json, read
 from rlvr.evaluation.vllm_engine import own_completer, trainer_completer
 
 log = logging.getLogger(__name__)
+# The reasoning vocabulary's other knobs, as the schema defaults them
+VOCAB_DEFAULTS = {key: getattr(ModelConfig, key) for key in ("reasoning_vocab_ids", "reasoning_only_in_think")}
 
 
 # The sampling filters a reasoning vocabulary's training leaves out, with the values that filter nothing.
@@ -83,6 +86,9 @@ def check(cfg, processes: int) -> None:
 
         check_untruncated_sampling(a)
         check_source_id_list(cfg.model.reasoning_vocab_ids, cfg.model.reasoning_vocab_size)
+    elif unused := [f"{key}={cfg.model[key]}" for key, default in VOCAB_DEFAULTS.items() if cfg.model[key] != default]:
+        # a warning, not a refusal: a sweep over reasoning_vocab_size=0,64 shares the other knobs
+        log.warning("%s: no effect with model.reasoning_vocab_size=0 (no reasoning vocabulary)", ", ".join(f"model.{u}" for u in unused))
 
 
 def check_untruncated_sampling(algorithm) -> None:

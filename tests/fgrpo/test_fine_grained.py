@@ -582,12 +582,14 @@ def test_spans_kept_as_offsets_and_scores_the_trainer_checks():
         ("correct=0.0", "reward.functions.answer_spans.correct=0.0 must be a finite number > 0 (an answer counts as correct when"),
         ("wrong=0.25", "reward.functions.answer_spans.wrong=0.25 must be a finite number <= 0 (an answer counts as correct when"),
         ("format_score=abc", "reward.functions.answer_spans.format_score='abc' must be a finite number"),
+        ("reasoning_scor=0.2", "reward.functions.answer_spans.reasoning_scor: answer_spans takes no 'reasoning_scor' (did you mean"),
     ],
 )
 def test_answer_spans_scores_that_break_the_sign_rule_are_refused_at_start_up(tmp_path, setting, message):
     """Eval accuracy reads an answer as correct when its accuracy span scores above 0: correct=0 made every
-    answer wrong, wrong=0.25 every one right; format_score=abc failed only when a completion had the format."""
-    refused = refused_in_process("algorithm=fgrpo", f"reward.functions.answer_spans.{setting}", f"hydra.run.dir={tmp_path}")
+    answer wrong, wrong=0.25 every one right; format_score=abc failed only when a completion had the format;
+    a misspelt key added with + went to the function's **_ and was ignored."""
+    refused = refused_in_process("algorithm=fgrpo", f"++reward.functions.answer_spans.{setting}", f"hydra.run.dir={tmp_path}")
     assert message in one_line_error(refused)
 
 

@@ -202,3 +202,15 @@ def test_an_explicit_reasoning_vocabulary_id_list_is_checked_before_the_warm_up(
     cfg = config()
     cfg.model.reasoning_vocab_size, cfg.model.reasoning_vocab_ids = 2, ids
     assert refusal(grpo_family.check, cfg) == error
+
+
+def test_the_reasoning_vocabularys_knobs_without_one_are_named_in_a_warning(caplog):
+    """They ran plain GRPO without a word; a warning, not a refusal: a sweep over reasoning_vocab_size=0,64 shares them."""
+    cfg = config()
+    cfg.model.reasoning_only_in_think, cfg.model.reasoning_vocab_ids = True, "frequent"
+    assert refusal(grpo_family.check, cfg) is None
+    assert (
+        "model.reasoning_vocab_ids=frequent, model.reasoning_only_in_think=True: no effect with model.reasoning_vocab_size=0" in caplog.text
+    )
+    caplog.clear()
+    assert refusal(grpo_family.check, config()) is None and "no effect" not in caplog.text
