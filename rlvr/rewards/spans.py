@@ -190,3 +190,4 @@ def check_answer_spans(name: str, format_score=0.5, correct=1.0, wrong=-1.0, rea
 
 
 answer_spans.preflight = check_answer_spans  # run at start-up and when the rewards are built (`rewards.base`)
+SPAN_FUNCTIONS = (answer_spans,)  # the built-in span rewards, which train with algorithm=fgrpo only

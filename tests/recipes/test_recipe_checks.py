@@ -9,7 +9,7 @@ from trl import GRPOConfig
 
 from rlvr.config import Config, TinyModelConfig, conf_dir
 from rlvr.errors import ConfigError
-from rlvr.recipes import fgrpo, grpo_family, reward_model
+from rlvr.recipes import fgrpo, grpo, grpo_family, reward_model
 import rlvr.run  # noqa: F401  registers the schema the presets compose with
 
 
@@ -85,6 +85,14 @@ def test_fgrpo_refuses_a_reward_that_scores_whole_completions_naming_the_span_pr
     assert message is not None and "scores whole completions" in message and "use reward=fgrpo_spans" in message, message
     with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
         assert refusal(fgrpo.check, compose(config_name="config", overrides=[*overrides, "reward=fgrpo_spans"])) is None
+
+
+def test_grpo_refuses_the_built_in_span_reward_which_trains_with_fgrpo():
+    """reward=fgrpo_spans with the default algorithm=grpo was refused at the first eval, after the warm-up."""
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        spans, whole = (compose(config_name="config", overrides=[f"reward={name}"]) for name in ("fgrpo_spans", "gsm8k_flexible"))
+    assert refusal(grpo.check, spans).startswith("reward.functions.answer_spans returns spans, which train with algorithm=fgrpo")
+    assert refusal(grpo.check, whole) is None
 
 
 @pytest.mark.parametrize("check", [grpo_family.check, fgrpo.check])
