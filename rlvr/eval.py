@@ -57,8 +57,11 @@ SETTINGS = (
     "algorithm.name",
     "algorithm.max_completion_length",
     "algorithm.trl.chat_template_kwargs",
+    "algorithm.vllm.dtype",  # eval.engine=vllm's weights: bf16 and fp32 give other greedy completions
     "hardware.precision",
 )
+# The vLLM knobs of training's rollout engines, which rlvr.eval's own engine (one in this process) has no use for
+ROLLOUT_ENGINE_ONLY = ("mode", "server_base_url", "tensor_parallel_size", "sleep_mode")
 
 
 @dataclass
@@ -577,6 +580,12 @@ def run(target_text: str, output_dir: str | None, composed: DictConfig, override
 
     target = resolve_target(target_text)
     cfg = eval_config(composed, overrides, target.run_dir, [model_dir for _, model_dir, _ in target.models])
+    named = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in {f"algorithm.vllm.{key}" for key in ROLLOUT_ENGINE_ONLY}]
+    if named:
+        raise ConfigError(
+            f"{named[0]}: rlvr.eval starts no rollout engine, and its own vLLM engine (eval.engine=vllm) is one in this "
+            f"process: training's algorithm.vllm.{{{','.join(ROLLOUT_ENGINE_ONLY)}}} are not used: leave it out"
+        )
     for _, model_dir, _ in target.models:
         check_adapter_base(cfg, model_dir, target.run_dir)
         if cfg.eval.engine == "vllm":

@@ -108,6 +108,7 @@ def test_a_result_is_reused_only_with_the_same_settings(tmp_path, monkeypatch):
         ["seed=5"],
         ["algorithm=fgrpo"],
         ["+algorithm.trl.chat_template_kwargs={enable_thinking: false}"],
+        ["algorithm.vllm.dtype=float32"],  # eval.engine=vllm's weights: a bf16 result stood for an fp32 one
         ["eval=pass_at_k"],
         ["eval=pass_at_k"],
     ):
@@ -120,6 +121,7 @@ def test_a_result_is_reused_only_with_the_same_settings(tmp_path, monkeypatch):
         ["seed=5"],
         ["algorithm=fgrpo"],
         ["+algorithm.trl.chat_template_kwargs={enable_thinking: false}"],
+        ["algorithm.vllm.dtype=float32"],
         ["eval=pass_at_k"],
     ]
     assert json.loads((tmp_path / "out" / "eval" / "final_model.json").read_text())["settings"]["eval"]["n"] == 8
@@ -216,6 +218,10 @@ def test_a_vllm_eval_that_cannot_run_here_fails_in_one_line(tmp_path, capsys):
     (model / "config.json").write_text(json.dumps({"hidden_size": 64, "num_attention_heads": 2}))
     assert "eval.engine=vllm: vLLM is not installed" in error_of(capsys, f"target={model}", "eval.engine=vllm")
     assert "eval.engine='vlm' must be one of hf, vllm (did you mean 'vllm'?)" in error_of(capsys, f"target={model}", "eval.engine=vlm")
+    # the rollout engines' knobs, which it ignored: mode=server evaluated here all the same
+    assert error_of(capsys, f"target={model}", "eval.engine=vllm", "algorithm.vllm.mode=server").startswith(
+        "rlvr.eval: error: algorithm.vllm.mode=server: rlvr.eval starts no rollout engine"
+    )
 
 
 @pytest.mark.slow
