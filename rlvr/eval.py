@@ -540,7 +540,7 @@ def check_curve_kept(target: Target, out_dir: Path, inputs: dict) -> None:
     (eval/curve.jsonl) is refused in one line: its result would be replaced while the curve and its
     plot kept the earlier figures. A whole run's eval rewrites its curve from its own results."""
     from rlvr.tracking.outputs import read_json, read_jsonl
-    from rlvr.tracking.run_dir import flatten, listed
+    from rlvr.tracking.run_dir import changed_leaves, listed
 
     curve = out_dir / "eval" / "curve.jsonl"
     if target.is_run or not curve.exists():
@@ -549,8 +549,7 @@ def check_curve_kept(target: Target, out_dir: Path, inputs: dict) -> None:
     for label, _, step in target.models:
         if step is None or label not in on_curve or not (path := out_dir / "eval" / f"{label}.json").exists():
             continue
-        before, now = flatten(made_with(read_json(path))), flatten(inputs)
-        if changed := {k: [before.get(k), now.get(k)] for k in sorted(before.keys() | now.keys()) if before.get(k) != now.get(k)}:
+        if changed := changed_leaves(made_with(read_json(path)), inputs):
             raise ConfigError(
                 f"{curve} holds {label} evaluated with other inputs ({listed(changed)}): evaluated alone it would "
                 f"disagree with the curve; evaluate the whole run (target={target.run_dir}) or give it an output_dir of its own"

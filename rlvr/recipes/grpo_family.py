@@ -314,17 +314,14 @@ def eval_settings_moved(cfg, run_dir: Path) -> str:
     """The settings that make an eval's numbers (the `reward` group, the `eval` group but when and in
     what batches it runs) that differ from the run's first start, which made eval/before.jsonl, as
     "key, key"; "" where none does or nothing is recorded."""
-    import json
-
     from omegaconf import OmegaConf
 
-    from rlvr.tracking.run_dir import RUN_INFO, flatten, under
+    from rlvr.tracking.run_dir import RUN_INFO, as_recorded, changed_leaves, under
 
     starts = read_jsonl(run_dir / RUN_INFO) if (run_dir / RUN_INFO).exists() else []
     first = next((start["config"] for start in starts if start.get("mode") == "new"), None)
     if first is None:
         return ""
-    before, now = flatten(first), flatten(json.loads(json.dumps(OmegaConf.to_container(cfg, resolve=True), default=str)))
+    changed = changed_leaves(first, as_recorded(OmegaConf.to_container(cfg, resolve=True)))
     when = ("eval.before", "eval.after", "eval.every_steps", "eval.batch_size")
-    keys = sorted(k for k in before.keys() | now.keys() if under(k, ("reward", "eval")) and not under(k, when))
-    return ", ".join(k for k in keys if before.get(k) != now.get(k))
+    return ", ".join(k for k in changed if under(k, ("reward", "eval")) and not under(k, when))

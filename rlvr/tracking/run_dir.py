@@ -218,6 +218,18 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def changed_leaves(before: dict, after: dict) -> dict[str, list]:
+    """{dotted.key: [old, new]} of each leaf (`flatten`) that differs between two configs, a leaf that
+    only one holds included (the other's value None)."""
+    old, new = flatten(before), flatten(after)
+    return {k: [old.get(k), new.get(k)] for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)}
+
+
+def as_recorded(config: dict) -> dict:
+    """`config` as run_info.jsonl holds it once read back (JSON's types: a path or an enum as text)."""
+    return json.loads(json.dumps(config, default=str))
+
+
 def under(key: str, prefixes) -> bool:
     """`key` is one of the dotted `prefixes` or a key below one (a group: its keys)."""
     return any(key == prefix or key.startswith(prefix + ".") for prefix in prefixes)
@@ -325,7 +337,7 @@ def finished_result(run_dir: Path, resolved: dict) -> dict | None:
     starts = [row for row in rows if "config" in row]
     if not starts or rows[-1].get("ended") != "completed":
         return None
-    if starts[-1]["config"] != json.loads(json.dumps(resolved, default=str)):
+    if starts[-1]["config"] != as_recorded(resolved):
         return None
     return read_json(run_dir / "metrics.json")
 
