@@ -35,6 +35,15 @@ VLLM = ["algorithm.rollout=vllm", "model.tiny.num_attention_heads=2"]
         ([*VLLM, "algorithm.vllm.tensor_parallel_size=2"], "algorithm.vllm.tensor_parallel_size=2 must divide the 1 training process "),
         ([*VLLM, "algorithm.vllm.cpu_kv_cache_gib=100000"], "algorithm.vllm.cpu_kv_cache_gib=100000 is more than this machine's memory"),
         (VLLM, "vLLM is not installed: pip install 'rlvr[vllm]' on a CUDA machine; on CPU `make vllm-venv`"),
+        # the tiny model's KV cache takes 512 bytes a token: vLLM fits 2,097,024 tokens in 1 GiB, and fails one token later
+        (
+            [*VLLM, "model.tiny.max_position_embeddings=2097025"],
+            "vLLM's KV cache must hold one sequence of the engine's 2,097,025-token context, 1.00 GiB, more than "
+            "algorithm.vllm.cpu_kv_cache_gib=1: set algorithm.vllm.cpu_kv_cache_gib=2",
+        ),
+        ([*VLLM, "model.tiny.max_position_embeddings=2097024"], "vLLM is not installed"),
+        ([*VLLM, "model.tiny.max_position_embeddings=4000000", "+algorithm.trl.vllm_max_model_length=2000000"], "vLLM is not installed"),
+        ([*VLLM, "model.tiny.max_position_embeddings=1048577", "algorithm.vllm.dtype=float32"], "engine's 1,048,577-token context"),
         ([*VLLM, "algorithm.vllm.mode=server"], "algorithm.vllm.mode=server needs CUDA GPUs"),
         ([*VLLM, "model.reasoning_vocab_size=8"], "a reasoning vocabulary masks its copies during sampling"),
         ([*VLLM, "algorithm=reward_model"], "the reward_model recipe samples no rollouts"),
@@ -49,6 +58,29 @@ def test_a_vllm_run_that_cannot_work_is_refused_in_one_line(tmp_path, args, refu
     result = refused_in_process(*args, f"hydra.run.dir={tmp_path / 'run'}")
     assert refusal in one_line_error(result)
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_a_saved_model_whose_context_the_kv_cache_cannot_hold_is_refused_before_it_loads(tmp_path):
+    """Qwen3-0.6B's shape: 28 layers of 8 key/value heads of 128, a 40,960-token context."""
+    from omegaconf import OmegaConf
+
+    from rlvr.config import Config
+    from rlvr.errors import ConfigError
+    from rlvr.trainers.rollout_engine import check_vllm_here
+
+    shape = {
+        "num_hidden_layers": 28,
+        "num_key_value_heads": 8,
+        "num_attention_heads": 16,
+        "head_dim": 128,
+        "max_position_embeddings": 40960,
+    }
+    (tmp_path / "config.json").write_text(json.dumps({"text_config": shape}))
+    cfg = OmegaConf.structured(Config)
+    with pytest.raises(
+        ConfigError, match=r"^eval.engine=vllm: .* 40,960-token context, 4.39 GiB, .*: set algorithm.vllm.cpu_kv_cache_gib=5$"
+    ):
+        check_vllm_here(cfg, "eval.engine=vllm", tmp_path)
 
 
 def test_a_torchvision_built_for_another_torch_is_refused_with_the_fix(tmp_path, monkeypatch):

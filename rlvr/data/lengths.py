@@ -18,15 +18,23 @@ def context_length(model) -> int | None:
     return getattr(model.config, "max_position_embeddings", None)
 
 
-def check_completion_fits(context: int, name: str, completion_tokens: dict[str, int]) -> None:
+def context_limit(model, cfg) -> tuple[int | None, str]:
+    """The tokens a prompt and its completion share (None: not known), and what sets them: the
+    model's context, or a shorter vLLM engine's (`algorithm.trl.vllm_max_model_length`, which TRL
+    passes to vLLM as `max_model_len`: vLLM refuses a longer prompt and cuts its completion short)."""
+    context = context_length(model)
+    engine = cfg.algorithm.trl.get("vllm_max_model_length") if cfg.algorithm.rollout == "vllm" else None
+    if engine and (context is None or engine < context):
+        return engine, f"algorithm.trl.vllm_max_model_length={engine}"
+    return context, f"the model's {context}-token context"
+
+
+def check_completion_fits(context: int, limit: str, completion_tokens: dict[str, int]) -> None:
     """One line for a completion budget (`algorithm.max_completion_length`, `eval.max_new_tokens`)
-    that leaves no room in the context for a prompt."""
+    that leaves no room for a prompt in the `context` tokens `limit` names."""
     for key, tokens in completion_tokens.items():
         if tokens >= context:
-            raise ConfigError(
-                f"{key}={tokens} leaves no room for a prompt in the {context}-token context of "
-                f"'{name}' (its max_position_embeddings): lower it"
-            )
+            raise ConfigError(f"{key}={tokens} leaves no room for a prompt in {limit}: lower it")
 
 
 def prompt_tokens(prompts: list, tokenizer, budget: int) -> list[int]:
@@ -49,14 +57,14 @@ def prompt_tokens(prompts: list, tokenizer, budget: int) -> list[int]:
     return counts
 
 
-def drop_long_prompts(ds, tokenizer, context: int, completion_key: str, completion_tokens: int, label: str):
-    """`ds` without the prompts that leave fewer than `completion_tokens` of the context, and how many
-    were dropped (a warning says so)."""
+def drop_long_prompts(ds, tokenizer, context: int, limit: str, completion_key: str, completion_tokens: int, label: str):
+    """`ds` without the prompts that leave fewer than `completion_tokens` of the `context` tokens
+    `limit` names, and how many were dropped (a warning says so)."""
     budget = context - completion_tokens
     counts = prompt_tokens(ds["prompt"], tokenizer, budget)
     keep = [index for index, count in enumerate(counts) if count <= budget]
     dropped = len(ds) - len(keep)
-    why = f"the model's {context}-token context minus {completion_key}={completion_tokens}"
+    why = f"{limit} minus {completion_key}={completion_tokens}"
     if not keep:
         raise DataError(f"every {label} prompt is longer than {budget} tokens ({why}): shorten the prompts or lower {completion_key}")
     if dropped:
@@ -67,16 +75,16 @@ def drop_long_prompts(ds, tokenizer, context: int, completion_key: str, completi
 def fit_to_context(train, evaluation, model, tokenizer, cfg):
     """(train, eval, metrics): the prompts that leave no room for their completion dropped and counted
     per split; one line for a completion length that does not fit the context at all."""
-    context = context_length(model)
+    context, limit = context_limit(model, cfg)
     if context is None:
         log.info("the model's config has no max_position_embeddings: prompt lengths not checked")
         return train, evaluation, {}
     train_budget = ("algorithm.max_completion_length", cfg.algorithm.max_completion_length)
     eval_budget = ("eval.max_new_tokens", cfg.eval.max_new_tokens) if cfg.eval.max_new_tokens else train_budget
-    check_completion_fits(context, cfg.model.name_or_path, dict([train_budget, eval_budget]))
-    train, dropped = drop_long_prompts(train, tokenizer, context, *train_budget, "train")
+    check_completion_fits(context, limit, dict([train_budget, eval_budget]))
+    train, dropped = drop_long_prompts(train, tokenizer, context, limit, *train_budget, "train")
     metrics = {"train_prompts_dropped_too_long": dropped}
     if evaluation is not None:
-        evaluation, dropped = drop_long_prompts(evaluation, tokenizer, context, *eval_budget, "eval")
+        evaluation, dropped = drop_long_prompts(evaluation, tokenizer, context, limit, *eval_budget, "eval")
         metrics["eval_prompts_dropped_too_long"] = dropped
     return train, evaluation, metrics

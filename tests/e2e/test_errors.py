@@ -133,7 +133,7 @@ def test_a_completion_length_beyond_the_context_is_one_line(tmp_path):
     line = one_line_error(
         run_cli("rlvr.run", *TINY_RUN, "algorithm.max_completion_length=100000", f"hydra.run.dir={tmp_path}", timeout=120)
     )
-    assert "algorithm.max_completion_length=100000 leaves no room for a prompt in the 256-token context of 'tiny'" in line
+    assert "algorithm.max_completion_length=100000 leaves no room for a prompt in the model's 256-token context: lower it" in line
     assert not (tmp_path / "eval").exists()  # refused before the warm-up and the first eval
 
 
