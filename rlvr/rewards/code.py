@@ -27,20 +27,25 @@ log = logging.getLogger(__name__)
 # not one: a single one's overlapping repeats backtracked quadratically on a long line that ends in a backtick.
 FENCE = re.compile(r"( {0,3})(`{3,}|~{3,})(.*)")
 LANGUAGE = re.compile(r"[ \t]*\{?([^\s`{}:]*)")
+# Not CommonMark, but how models open a block after a sentence ("Sure! ```python"): a line ending in a
+# backtick fence, bare or naming Python, after text with no fence of its own (so "```x```" stays text).
+TRAILING_FENCE = re.compile(r"(?:(?!```).)*?\S[ \t]*(`{3,})[ \t]*(python3?|py)?[ \t]*", re.IGNORECASE)
 PYTHON_FENCES = ("", "python", "python3", "py")
 SCORES = ("pass", "fraction")
 
 
 def fenced_blocks(text: str) -> list[tuple[str, str]]:
     """(language, body) of each Markdown fenced block (``` or ~~~, CommonMark's rule: closed by a line
-    of the same character, at least as long); an unclosed last block runs to the end (a completion
-    cut at max length). Written by hand: the standard library has no Markdown parser, and this is
+    of the same character, at least as long; opened after text too, by `TRAILING_FENCE`); an unclosed
+    last block runs to the end (a completion cut at max length). Written by hand: the standard library has no Markdown parser, and this is
     the one rule needed."""
     blocks, fence, language, body, indent = [], None, "", [], 0
     for line in text.replace("\r\n", "\n").split("\n"):
         if fence is None:
             if (opening := FENCE.fullmatch(line)) and "`" not in opening[3]:
                 indent, fence, language, body = len(opening[1]), opening[2], LANGUAGE.match(opening[3])[1].lower(), []
+            elif trailing := TRAILING_FENCE.fullmatch(line):
+                indent, fence, language, body = 0, trailing[1], (trailing[2] or "").lower(), []
         elif len(line) - len(line.lstrip(" ")) <= 3 and line.strip().startswith(fence) and not line.strip().strip(fence[0]):
             blocks.append((language, "\n".join(body) + "\n"))
             fence = None

@@ -120,11 +120,18 @@ ADD = "def add(a, b):\n    return a + b\n"
         "1. Define it:\n   ```python\n   " + ADD.replace("\n", "\n   ").rstrip() + "\n   ```\n",  # a block inside a list item
         f"```python:add.py\n{ADD}```\n",
         f"```{{python}}\n{ADD}```\n",
+        f"Sure! ```python\n{ADD}```\n",  # opened after a sentence, as models write it
+        f"Use `add`; the code: ```\n{ADD}```",
     ],
 )
 def test_the_python_block_is_found_among_markdown_fences(reward, completion):
     assert extract_program(completion, "add").replace("\r", "").startswith(ADD)
     assert score(reward, completion)[0] == 1.0
+
+
+@pytest.mark.parametrize("line", ["Wrap code in ```x``` spans", "```x``` alone", "See the ```bash"])
+def test_a_line_with_a_fence_inside_or_another_language_after_text_opens_no_block(line):
+    assert extract_program(f"{line}\n{ADD}", "add") == f"{line}\n{ADD}"
 
 
 def test_a_fence_indented_four_spaces_is_text_not_a_block(reward):
