@@ -52,7 +52,7 @@ class SpanReward:
             sum(s for s, (start, end), _, _ in row if within(s, start, end, len(text)) is not None) * self.weight
             for row, text in zip(self.last_spans, texts)
         ]
-        self.last_outcomes = [Outcome(total, "ok", None, _correct(row)) for total, row in zip(totals, self.last_spans)]
+        self.last_outcomes = [_outcome(total, row, text) for total, row, text in zip(totals, self.last_spans, texts)]
         return totals
 
     def checked_row(self, row: int, spans: Any, prompts) -> list[Span]:
@@ -101,11 +101,17 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) or (math.isfinite(value) and float(value).is_integer())
 
 
-def _correct(spans: list[Span]) -> bool | None:
-    """A completion is correct when it has accuracy-group spans and all of them score above 0 (the span
-    contract's sign rule: `check_answer_spans` holds the built-in spans' scores to it)."""
-    accuracy = [score for score, _, group, _ in spans if group == "accuracy"]
-    return all(score > 0 for score in accuracy) if accuracy else None
+def _outcome(total: float, spans: list[Span], text: str) -> Outcome:
+    """A completion's outcome: correct when it has accuracy-group spans and all of them score above 0
+    (the span contract's sign rule: `check_answer_spans` holds the built-in spans' scores to it), else
+    wrong; its prediction, the text of its first accuracy span that training keeps (what maj@k votes on).
+    A completion without accuracy spans is judged on form only ("ok", correct None)."""
+    accuracy = [(score, within(score, start, end, len(text))) for score, (start, end), group, _ in spans if group == "accuracy"]
+    if not accuracy:
+        return Outcome(total, "ok")
+    correct = all(score > 0 for score, _ in accuracy)
+    kept = [characters for _, characters in accuracy if characters is not None]
+    return Outcome(total, "correct" if correct else "wrong", text[slice(*kept[0])] if kept else None, correct)
 
 
 def _answer_match(text: str):

@@ -227,12 +227,14 @@ def test_a_vllm_eval_that_cannot_run_here_fails_in_one_line(tmp_path, capsys):
 @pytest.mark.slow
 def test_an_fgrpo_model_is_evaluated_through_its_span_rewards(tmp_path):
     """Span functions return spans, which the recipe's adapter makes rewards of (in training, and here);
-    they extract no answer, so maj@k, which would read 0, is left out."""
+    the accuracy span's text is the answer maj@k votes on."""
     run = completed_run(tmp_path, *TINY_RUN, "algorithm=fgrpo", "algorithm.max_steps=2", "eval.before=false", "eval.after=false")
     result = run_cli("rlvr.eval", f"target={run / 'final_model'}", "eval=pass_at_k", "eval.limit=8")
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run / "eval" / "final_model.json").read_text())["metrics"]
-    assert {"accuracy", "mean@8", "pass@8"} <= metrics.keys() and not any(name.startswith("maj@") for name in metrics)
+    assert {"accuracy", "mean@8", "pass@8", "maj@8"} <= metrics.keys()
+    rows = [json.loads(line) for line in (run / "eval" / "final_model.jsonl").read_text().splitlines()]
+    assert all(sample["prediction"] is not None for row in rows for sample in row["samples"])
 
 
 def test_a_runs_relative_paths_are_read_from_where_it_started(tmp_path, monkeypatch):

@@ -593,6 +593,23 @@ def test_answer_spans_scores_that_break_the_sign_rule_are_refused_at_start_up(tm
     assert message in one_line_error(refused)
 
 
+def test_a_span_rewards_outcome_names_its_accuracy_spans_text_and_verdict():
+    """Rollout and eval rows showed no prediction and the reason "ok" for every fgrpo completion, and
+    maj@k had nothing to vote on."""
+    from rlvr.rewards.spans import SpanReward, answer_spans
+
+    reward = SpanReward("answer_spans", answer_spans)
+    reward(prompts=["9+4="] * 3, completions=["13", "so 12", ""], answer=["13"] * 3)
+    assert [(o.prediction, o.reason, o.correct) for o in reward.last_outcomes] == [
+        ("13", "correct", True),
+        ("12", "wrong", False),
+        ("", "wrong", False),
+    ]
+    reward = SpanReward("form", lambda completions, **_: [[(1.0, (0, 1), "format")] for _ in completions])
+    reward(prompts=["p"], completions=["x"])
+    assert [(o.prediction, o.reason, o.correct) for o in reward.last_outcomes] == [(None, "ok", None)]  # judged on form only
+
+
 def test_the_reward_a_span_reward_gives_counts_only_the_spans_training_keeps():
     """A NaN score stopped the run ("returned nan ... must be a finite float"), and a reversed span's score
     counted in the logged and evaluated reward although training drops it."""
