@@ -65,7 +65,7 @@ def test_a_sigterm_stop_is_one_line_whose_command_continues_the_run(tmp_path):
         *TWO_PROCESSES,
         "hardware.sharding=fsdp",
         *TINY_RUN,
-        "algorithm.max_steps=40",
+        "algorithm.max_steps=16",
         "algorithm.save_steps=0",
         "eval.before=false",
         f"hydra.sweep.dir={tmp_path}",
@@ -92,7 +92,7 @@ def test_a_sigterm_stop_is_one_line_whose_command_continues_the_run(tmp_path):
     assert f"MASTER_PORT={shell['MASTER_PORT']} from the launching shell is not used" in said
     [checkpoint] = (run_dir / "checkpoints").glob("checkpoint-*")
     saved = int(checkpoint.name.split("-")[1])
-    assert 3 <= saved < 40 and [row["step"] for row in loss_rows(run_dir)] == list(range(1, saved + 1))
+    assert 3 <= saved < 16 and [row["step"] for row in loss_rows(run_dir)] == list(range(1, saved + 1))
     report = (tmp_path / "sweep_summary.md").read_text()
     assert "| 0 |  | stopped |" in report  # not "failed"
     [stopped] = [line for line in report.splitlines() if line.startswith("- job 0 (")]
@@ -102,7 +102,7 @@ def test_a_sigterm_stop_is_one_line_whose_command_continues_the_run(tmp_path):
         *TINY_RUN,
         "hardware.tasks_per_node=2",
         "hardware.sharding=fsdp",
-        "algorithm.max_steps=40",
+        "algorithm.max_steps=16",
         "algorithm.save_steps=0",
         "eval.before=false",
         f"hydra.run.dir={run_dir}",
@@ -115,11 +115,11 @@ def test_a_sigterm_stop_is_one_line_whose_command_continues_the_run(tmp_path):
     )
     held.close()
     assert pasted.returncode == 0, pasted.stderr[-3000:]
-    assert [row["step"] for row in loss_rows(run_dir)] == list(range(1, 41))  # continued; no step repeated
+    assert [row["step"] for row in loss_rows(run_dir)] == list(range(1, 17))  # continued; no step repeated
     records = read_jsonl(run_dir / "run_info.jsonl")
     assert [r.get("mode") or r["ended"] for r in records] == ["new", "stopped by SIGTERM", "resume", "completed"]
     assert "| 0 |  | completed |" in (tmp_path / "sweep_summary.md").read_text()
-    assert json.loads((run_dir / "metrics.json").read_text())["train_steps"] == 40
+    assert json.loads((run_dir / "metrics.json").read_text())["train_steps"] == 16
 
 
 def test_a_job_whose_launching_process_is_killed_alone_stops_after_a_checkpoint(tmp_path):
