@@ -197,6 +197,8 @@ def preflight_rewards(functions: dict[str, Any]) -> None:
     """Each configured reward's weight a number and its target importable, taking the arguments it is
     given, and the `preflight(name, **arguments)` of each reward class or function that has one run:
     checks of its arguments and of the machine (a sandbox that must work) made before a run writes anything."""
+    import inspect
+
     for name, entry in reward_entries(functions).items():
         reward_weight(name, entry)
         arguments = {k: v for k, v in entry.items() if k not in ("_target_", "weight")}
@@ -204,21 +206,24 @@ def preflight_rewards(functions: dict[str, Any]) -> None:
         check_arguments(name, target, arguments)
         if runs_in_worker(target, arguments):
             check_timeout(name, arguments["timeout_s"])
-        if hasattr(target, "preflight"):
-            target.preflight(name, **arguments)
+        if hasattr(target, "preflight"):  # a function's time limit is rlvr's (`own_settings`), not one of its settings
+            target.preflight(name, **{k: v for k, v in arguments.items() if inspect.isclass(target) or k != "timeout_s"})
 
 
 def check_arguments(name: str, target: Any, arguments: dict) -> None:
-    """Each of `reward.functions.<name>`'s arguments one that its target takes. A target that takes
-    **kwargs takes any; a near miss of rlvr's own keys (`wieght`, `timeout`) is named in a warning:
-    it goes to the function, and the weight or time limit it may have meant is not set (a refusal
-    would also refuse a function's own `weights` or `timeout`)."""
+    """Each of `reward.functions.<name>`'s arguments one that its target takes: a class's `__init__`,
+    a function's parameters, or, for a function with a `preflight`, the settings that preflight
+    declares (the function's own **kwargs take the data columns TRL passes at each call). A target
+    that takes **kwargs takes any; a near miss of rlvr's own keys (`wieght`, `timeout`) is named in a
+    warning: it goes to the function, and the weight or time limit it may have meant is not set (a
+    refusal would also refuse a function's own `weights` or `timeout`)."""
     import inspect
 
     from rlvr.config import did_you_mean
 
+    declares = target if inspect.isclass(target) else getattr(target, "preflight", target)
     try:
-        parameters = inspect.signature(target).parameters
+        parameters = inspect.signature(declares).parameters
     except (TypeError, ValueError):  # a builtin without a signature: its call names what it refuses
         return
     own = ["weight"] + ([] if inspect.isclass(target) else ["timeout_s"])  # see runs_in_worker
@@ -227,7 +232,7 @@ def check_arguments(name: str, target: Any, arguments: dict) -> None:
             if hint := did_you_mean(key, own, cutoff=0.8):
                 log.warning("reward.functions.%s.%s goes to %s's **kwargs, not to rlvr%s", name, key, target.__name__, hint)
         return
-    known = [p for p in parameters if p != "name" or not inspect.isclass(target)] + own
+    known = [p for p in parameters if p != "name" or (declares is target and not inspect.isclass(target))] + own
     for key in arguments:
         if key not in known:
             raise ConfigError(f"reward.functions.{name}.{key}: {target.__name__} takes no '{key}'{did_you_mean(key, known)}")

@@ -174,18 +174,12 @@ def answer_spans(
     return out
 
 
-def check_answer_spans(name: str, format_score=0.5, correct=1.0, wrong=-1.0, reasoning_score=0.0, missing=-1.0, **others: Any) -> None:
-    """`answer_spans`' settings, before anything loads: no other key (its `**_` takes what TRL passes at
-    each call, not settings), each score a finite number, and `correct` above 0 with `wrong` and
+def check_answer_spans(name: str, format_score=0.5, correct=1.0, wrong=-1.0, reasoning_score=0.0, missing=-1.0) -> None:
+    """`answer_spans`' settings, before anything loads (this signature declares them: its `**_` takes
+    what TRL passes at each call): each score a finite number, and `correct` above 0 with `wrong` and
     `missing` at most 0, as the sign rule that says which completions are correct (eval accuracy, each
     row's `correct`) reads them. `correct=0` made every answer wrong; `wrong=0.25`, every one right."""
-    import inspect
-
-    from rlvr.config import Range, check_number, did_you_mean
-
-    for key in (k for k in others if k != "timeout_s"):  # rlvr's own key, checked as every reward's is
-        known = [p for p in inspect.signature(check_answer_spans).parameters if p not in ("name", "others")]
-        raise ConfigError(f"reward.functions.{name}.{key}: answer_spans takes no '{key}'{did_you_mean(key, known)}")
+    from rlvr.config import Range, check_number
 
     sign_rule = "an answer counts as correct when its accuracy span scores above 0"
     for key, value in {"format_score": format_score, "reasoning_score": reasoning_score}.items():
