@@ -168,9 +168,17 @@ def initial_policy_dir(run_dir: Path) -> Path | None:
     return run_dir / INITIAL_POLICY if (run_dir / INITIAL_POLICY / "config.json").exists() else None
 
 
+def final_weights(run_dir: Path) -> Path | None:
+    """What a run saved at its end: final_model/, else (a LoRA run that saved its adapter only:
+    `save_merged=false`, a 4-bit base) final_adapter/; None before either is written whole."""
+    if (run_dir / "final_model" / "config.json").exists():
+        return run_dir / "final_model"
+    return run_dir / "final_adapter" if (run_dir / "final_adapter" / "adapter_config.json").exists() else None
+
+
 def final_model_saved(run_dir: Path) -> bool:
-    """Training ended and final_model/ was written whole (train_result.json comes after it)."""
-    return (run_dir / TRAIN_RESULT).exists() and (run_dir / "final_model" / "config.json").exists()
+    """Training ended and its final weights were written whole (train_result.json comes after them)."""
+    return (run_dir / TRAIN_RESULT).exists() and final_weights(run_dir) is not None
 
 
 def load_saved_model(model_cfg, path: Path, auto_class_name: str = "AutoModelForCausalLM", **model_kwargs):
@@ -190,7 +198,8 @@ def is_adapter(path: Path) -> bool:
 def load_saved_policy(cfg, path: Path, run_dir: Path | None):
     """(model, tokenizer) saved at `path`: a whole model, or a LoRA run's adapter (its checkpoints),
     merged into its base as the run built it: the run's initial_policy/ if it saved one, else the model
-    group's (which `check_adapter_base` makes sure is no random model)."""
+    group's (which `check_adapter_base` makes sure is no random model). On a 4-bit base the adapter
+    stays unmerged, as the run evaluated it."""
     if not is_adapter(path):
         return load_saved_model(cfg.model, path)
     from peft import PeftModel
@@ -199,7 +208,10 @@ def load_saved_policy(cfg, path: Path, run_dir: Path | None):
 
     base = initial_policy_dir(run_dir) if run_dir is not None else None
     model, tokenizer = load_saved_model(cfg.model, base) if base is not None else load_policy(cfg.model, cfg.seed)
-    return PeftModel.from_pretrained(model, str(path)).merge_and_unload(), tokenizer
+    adapted = PeftModel.from_pretrained(model, str(path))
+    if cfg.model.quantization == "4bit":  # merged into a 4-bit base, its updates would round away (`save_final_model`)
+        return adapted, tokenizer
+    return adapted.merge_and_unload(), tokenizer
 
 
 def check_adapter_base(cfg, path: Path, run_dir: Path | None) -> None:
@@ -232,7 +244,7 @@ def load_trained_policy(cfg, run_dir: Path, model_dir: Path | None = None) -> Po
 
     rewards = policy_rewards(cfg)
     train, evaluation = load_prompt_datasets(cfg.dataset, cfg.seed, required_columns(rewards))
-    model, tokenizer = load_saved_policy(cfg, model_dir or run_dir / "final_model", run_dir)
+    model, tokenizer = load_saved_policy(cfg, model_dir or final_weights(run_dir), run_dir)
     bind_chat_template_kwargs(tokenizer, cfg)
     train, evaluation, dropped = fit_to_context(train, evaluation, model, tokenizer, cfg)  # as when it trained
     return PolicySetup(model, tokenizer, train, evaluation, rewards, hardware.trainer_arguments(cfg.hardware), prompts_dropped=dropped)

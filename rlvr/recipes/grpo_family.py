@@ -13,6 +13,7 @@ from rlvr.recipes.common import (
     eval_callback,
     evaluate,
     final_model_saved,
+    final_weights,
     finish,
     load_trained_policy,
     reuse_run_dir,
@@ -182,7 +183,7 @@ def finish_saved_run(cfg, run_dir: Path, start: Start) -> dict[str, float]:
     with phase("loading the model and data"):
         setup = load_trained_policy(cfg, run_dir)
     setup.rewards = checked_rewards(setup.rewards, cfg.reward.checks)
-    with own_completer(cfg, setup.model, setup.tokenizer, run_dir / "final_model") as engine:
+    with own_completer(cfg, setup.model, setup.tokenizer, final_weights(run_dir)) as engine:
         return finish(cfg, run_dir, completion_metrics(cfg, setup, run_dir, start.step, engine))
 
 

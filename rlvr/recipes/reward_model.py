@@ -14,7 +14,16 @@ from rlvr.hardware import device as hardware
 from rlvr.hardware.distributed import is_main_process
 from rlvr.hardware.stops import phase
 from rlvr.errors import ConfigError, DataError
-from rlvr.recipes.common import TRAIN_RESULT, final_model_saved, finish, load_saved_model, reuse_run_dir, save_final_model, trl_config
+from rlvr.recipes.common import (
+    TRAIN_RESULT,
+    final_model_saved,
+    final_weights,
+    finish,
+    load_saved_model,
+    reuse_run_dir,
+    save_final_model,
+    trl_config,
+)
 from rlvr.tracking.run_dir import Start
 from rlvr.tracking.outputs import metrics_callback, read_json, setup_wandb, use_compact_progress, write_json
 
@@ -96,7 +105,7 @@ def preflight(cfg, run_dir: Path) -> Start:
     model saved) is finished by evaluating that model, any other starts over."""
     if (run_dir / "metrics.json").exists():
         raise ConfigError(f"{run_dir} already holds a reward-model run (reward-model runs do not resume): pick a new hydra.run.dir")
-    if final_model_saved(run_dir):
+    if final_model_saved(run_dir) and final_weights(run_dir).name == "final_model":  # not an adapter alone
         return Start("finish")
     return Start("new")
 

@@ -8,6 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import TINY_RUN, one_line_error, run_cli
+from rlvr.tracking.outputs import read_jsonl
 from rlvr.config import Config
 from rlvr.errors import ConfigError
 from rlvr.models.loading import check_bitsandbytes, check_quantization
@@ -93,3 +94,12 @@ def test_qlora_run_trains_its_adapter(tmp_path):
     # merged into the 4-bit base, the adapter's updates round away (the merged model evaluated as the base): adapter only
     assert not (run / "final_model").exists()
     assert "final_adapter/ only: merged into the 4-bit base, the adapter's updates would round away" in (run / "run.log").read_text()
+    # and rlvr.eval puts it on the base unmerged, as the run evaluated it: merged, it evaluated the base
+    evaluated = run_cli(
+        "rlvr.eval",
+        f"target={run / 'final_adapter'}",
+        env={"PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))},
+    )
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    completions = [[row["completion"] for row in read_jsonl(run / "eval" / name)] for name in ("after.jsonl", "final_adapter.jsonl")]
+    assert completions[0] == completions[1]

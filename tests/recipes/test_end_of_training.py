@@ -42,3 +42,16 @@ def test_the_eval_before_is_compared_only_with_an_eval_after_made_the_same_way(t
     assert grpo_family.eval_settings_moved(when_and_how_long, tmp_path) == ""
     moved = compose(["algorithm=fgrpo", "reward.functions.answer_spans.wrong=-3", "eval.max_new_tokens=9"], None)
     assert grpo_family.eval_settings_moved(moved, tmp_path) == "eval.max_new_tokens, reward.functions.answer_spans.wrong"
+
+
+@pytest.mark.parametrize("saved", ["final_model/config.json", "final_adapter/adapter_config.json"])
+def test_a_run_whose_final_weights_are_saved_is_finished_from_them(tmp_path, saved):
+    """A LoRA run that saves its adapter alone (`save_merged=false`, a 4-bit base) writes no final_model/:
+    stopped in its final eval, with its checkpoints gone, it was started over, its adapter overwritten."""
+    from rlvr.eval import compose
+
+    (tmp_path / "train_result.json").write_text('{"train_steps": 4}')
+    (tmp_path / saved).parent.mkdir()
+    (tmp_path / saved).write_text("{}")
+    start = grpo_family.preflight(compose(["algorithm.max_steps=4"], None), tmp_path)
+    assert (start.mode, start.checkpoint, start.step) == ("finish", None, 4)
