@@ -98,6 +98,8 @@ def run_holding(path: Path) -> Path | None:
 def resolve_target(text: str) -> Target:
     """The target named on the command line, or a one-line ConfigError saying why it cannot be evaluated."""
     path = Path(text).expanduser().resolve()
+    if path.is_file():
+        raise ConfigError(f"target {text}: a file, not a directory: target= names a run dir, a checkpoints/checkpoint-N dir or a model dir")
     if not path.is_dir():
         raise ConfigError(f"target {text}: no such directory")
     run = run_holding(path)
@@ -449,9 +451,12 @@ def made_with(result: dict) -> dict:
 
 def evaluate_target(target: Target, cfg, out_dir: Path, inputs: dict) -> list[dict]:
     """One result per model of `target` (`model_result`); in a curve, a checkpoint that the running
-    training's rotation deletes before or while it is evaluated is skipped with a line."""
-    results = []
-    for label, model_dir, step in target.models:
+    training's rotation deletes before or while it is evaluated is skipped with a line, and the
+    checkpoints saved since the curve listed them join it."""
+    results, models = [], list(target.models)
+    listed = {label for label, _, _ in models}
+    while models:
+        label, model_dir, step = models.pop(0)
         try:
             result = model_result(cfg, target, (label, model_dir, step), inputs, out_dir)
         except Exception as exc:
@@ -460,6 +465,9 @@ def evaluate_target(target: Target, cfg, out_dir: Path, inputs: dict) -> list[di
             if not target.is_run:
                 raise ConfigError(f"target {model_dir}: removed while it was evaluated (a running training's rotation?)") from exc
             log.warning("%s: %s", label, GONE)
+            saved_since = [c for c in sound_checkpoints(target.run_dir / "checkpoints") if c.name not in listed]
+            listed |= {c.name for c in saved_since}
+            models += [(c.name, c, checkpoint_step(c)) for c in saved_since]
             continue
         warn_if_cut_short(cfg, result)
         results.append(result)
@@ -597,7 +605,12 @@ def run(target_text: str, output_dir: str | None, composed: DictConfig, override
     set_up_process(cfg)
     results = evaluate_target(target, cfg, out_dir, inputs)
     curve = results + rotated_away(results, inputs, out_dir, target.run_dir / "checkpoints") if target.is_run and is_main_process() else []
-    if curve:  # none: every checkpoint was rotated away before any eval, each said so
+    if target.is_run and is_main_process() and not curve:
+        raise ConfigError(
+            f"target {target.run_dir}: the running training's rotation removed every checkpoint before its turn: evaluate it "
+            "once training has ended, or train with a larger algorithm.save_total_limit"
+        )
+    if curve:
         log.info("curve: %s", write_curve(curve, out_dir))
     return results
 

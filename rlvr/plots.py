@@ -208,8 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=positive_int, default=12, help="prompts in the per-prompt plot (at least 1)")
     args = parser.parse_args(argv)
     run_dir = args.run_dir
-    if not run_dir.is_dir():
-        parser.error(f"{run_dir}: no such directory")  # exit 2, as argparse's own errors
+    if not run_dir.is_dir():  # exit 2, as argparse's own errors
+        parser.error(f"{run_dir}: {'a file, not a run dir' if run_dir.is_file() else 'no such directory'}")
     logs = [name for name in ("metrics.jsonl", "rollouts.jsonl") if (run_dir / name).exists()]
     if not logs:
         sweep = " (a -m run's sweep dir: python -m rlvr.sweep_report DIR plots its jobs)" if (run_dir / "0").is_dir() else ""

@@ -39,7 +39,7 @@ def read_rows(path: Path, completion_column: str, answer_column: str = "answer",
     ("12", not 12), and, for rewards that `needs_gold`, a row without one where other rows have one
     refused naming its line."""
     if not path.is_file():
-        raise DataError(f"input file not found: {path}")
+        raise DataError(f"input {path}: {'a directory, not a JSONL file' if path.is_dir() else 'file not found'}")
     rows, no_gold = [], []
     with open(path, "rb") as handle:  # bytes, decoded line by line, so a decoding error names its line
         for number, raw in enumerate(handle, start=1):
@@ -86,6 +86,11 @@ def score_rows(rows: list[dict], rewards, completion_column: str, answer_column:
     """Rows with reward, per-function rewards, reasons, the first extracted prediction and `correct` (the
     first reward that judges correctness; None if none does) set; an eval row's `samples` and `judge`,
     which this scoring does not make, left out."""
+    if answer_column == completion_column:
+        raise DataError(
+            f"completion_column={completion_column} and answer_column={answer_column} name the same column: "
+            "answer_column names the gold answers' column"
+        )
     completions = [r[completion_column] for r in rows]  # `is_completion`: the rewards read either form
     columns = {k: [r.get(k) for r in rows] for k in set().union(*rows) - {completion_column, "prompt"}}
     if answer_column not in columns and answer_column != "answer":

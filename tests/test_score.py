@@ -89,3 +89,20 @@ def test_a_column_named_answer_beside_another_gold_column_is_refused():
     with pytest.raises(DataError, match="^the input has a column 'answer' besides the gold answer's column 'sol' \\(answer_column\\)"):
         score_rows(rows, rewards, "completion", "sol")
     assert score_rows([{"completion": "Final: 4", "sol": "4"}], rewards, "completion", "sol")[0]["correct"] is True
+
+
+def test_one_column_named_as_both_completion_and_gold_is_refused():
+    """answer_column=completion said the input had no column 'completion' while listing it."""
+    from rlvr.rewards import build_rewards
+
+    rewards = build_rewards({"strict": {"_target_": "rlvr.rewards.numeric.FinalLineReward"}})
+    for completion_column, answer_column in [("completion", "completion"), ("answer", "answer")]:
+        with pytest.raises(
+            DataError, match=f"^completion_column={completion_column} and answer_column={answer_column} name the same column"
+        ):
+            score_rows([{"completion": "4", "answer": "4"}], rewards, completion_column, answer_column)
+
+
+def test_a_directory_given_as_the_input_is_named_as_one(tmp_path):
+    with pytest.raises(DataError, match="a directory, not a JSONL file$"):
+        read_rows(tmp_path, "completion")

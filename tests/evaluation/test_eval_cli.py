@@ -38,6 +38,10 @@ def test_a_reward_model_run_is_refused_naming_where_its_eval_is(tmp_path, capsys
 
 def test_targets_that_cannot_be_evaluated_fail_in_one_line(tmp_path, capsys):
     assert "no such directory" in error_of(capsys, f"target={tmp_path / 'missing'}")
+    (tmp_path / "model.safetensors").write_text("")
+    assert "model.safetensors: a file, not a directory: target= names a run dir" in error_of(
+        capsys, f"target={tmp_path / 'model.safetensors'}"
+    )
     (tmp_path / "empty").mkdir()
     assert "no model there" in error_of(capsys, f"target={tmp_path / 'empty'}")
     jobs = [fake_run_dir(tmp_path / "sweep" / job) for job in ("0", "1")]

@@ -14,6 +14,7 @@ import test_eval_corrupt_checkpoints as corrupt
 from conftest import process_state_kept
 from eval_cli_errors import error_of
 from rlvr import eval as rlvr_eval
+from rlvr.errors import ConfigError
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -143,6 +144,33 @@ def test_checkpoints_rotated_away_while_a_curve_runs_are_skipped_and_the_rest_ev
     gone = "gone (removed by the running training's rotation), skipped"
     assert rlvr_eval_lines(caplog) == [f"checkpoint-4: {gone}", f"checkpoint-6: {gone}"]
     assert rlvr_eval.write_curve(results, run).exists()
+
+
+def test_checkpoints_saved_while_a_curve_runs_join_it_and_a_curve_left_empty_is_an_error(tmp_path, monkeypatch):
+    """With save_total_limit=1 the one checkpoint listed was gone at its turn: the eval printed that, made
+    no curve and exited 0, though the training had saved a newer one meanwhile."""
+    run = corrupt.run_dir(tmp_path / "run", 3)
+    checkpoints = run / "checkpoints"
+
+    def rotating_eval(cfg, label, model_dir, run_dir, out_dir):
+        if label == "checkpoint-3":
+            shutil.copytree(model_dir, checkpoints / "checkpoint-6")
+            shutil.rmtree(model_dir)
+            raise OSError(f"{model_dir / 'model.safetensors'}: no such file")
+        return {f"eval_{label}_accuracy": 0.5}
+
+    monkeypatch.setattr(rlvr_eval, "evaluate_model", rotating_eval)
+    cfg = rlvr_eval.compose([], None)
+    results = rlvr_eval.evaluate_target(rlvr_eval.resolve_target(str(run)), cfg, run, rlvr_eval.eval_inputs(cfg))
+    assert [r["label"] for r in results] == ["checkpoint-6"]
+
+    def everything_gone(cfg, label, model_dir, run_dir, out_dir):
+        shutil.rmtree(model_dir)
+        raise OSError("no such file")
+
+    monkeypatch.setattr(rlvr_eval, "evaluate_model", everything_gone)
+    with pytest.raises(ConfigError, match=r"the running training's rotation removed every checkpoint before its turn"):
+        rlvr_eval.run(str(corrupt.run_dir(tmp_path / "other", 3)), None, rlvr_eval.compose([], None), [])
 
 
 def test_a_result_is_evaluated_again_when_its_data_file_was_written_anew(tmp_path, monkeypatch):

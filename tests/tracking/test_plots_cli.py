@@ -29,6 +29,8 @@ def refusal(capsys, *argv) -> str:
 
 def test_a_missing_dir_and_a_sweep_dir_are_named_as_such(tmp_path, capsys):
     assert refusal(capsys, str(tmp_path / "missing")) == f"rlvr-plots: error: {tmp_path / 'missing'}: no such directory"
+    (tmp_path / "run.log").write_text("")
+    assert refusal(capsys, str(tmp_path / "run.log")) == f"rlvr-plots: error: {tmp_path / 'run.log'}: a file, not a run dir"
     (tmp_path / "0").mkdir()
     assert refusal(capsys, str(tmp_path)) == (
         f"rlvr-plots: error: {tmp_path} has no metrics.jsonl or rollouts.jsonl "
