@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 from hydra.experimental.callback import Callback
 
+from rlvr.errors import RlvrError
 from rlvr.evaluation.metrics import interval95, sample_metric_names, with_uncertainty
 
 
@@ -32,24 +33,28 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
     continues). The status is how the latest start ended: completed, stopped, or failed (also a start
     with no end recorded: killed, or still running; a metrics.json an earlier start wrote is not its)."""
     from rlvr.launcher import submitit_logs_by_job
-    from rlvr.tracking.run_dir import latest_end
+    from rlvr.tracking.run_dir import RUN_INFO, latest_end
 
     submitit_logs = submitit_logs_by_job(sweep_dir)
     rows = []
     for job in sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)):
-        overrides_file = job / ".hydra" / "overrides.yaml"
-        overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
-        metrics_file = job / "metrics.json"
-        row: dict[str, Any] = {"job": int(job.name), "overrides": " ".join(overrides or [])}
-        end = latest_end(job) or {}  # none: the latest start has not ended (running, or killed)
-        if metrics_file.exists() and end.get("ended") == "completed":
-            row |= {"status": "completed", **json.loads(metrics_file.read_text())}
-        elif end.get("ended", "").startswith("stopped"):
-            row |= {"status": "stopped", "logs": f"{end['ended']}; {end['continue']}"}
-        else:
-            own = submitit_logs.get(int(job.name)) or submitit_logs.get(None, [])
-            logs = [str(job / "run.log")] * (job / "run.log").exists() + own
-            row |= {"status": "failed", "logs": " ".join(logs)}
+        row: dict[str, Any] = {"job": int(job.name), "overrides": ""}
+        reading = job / ".hydra" / "overrides.yaml"
+        try:  # a file torn or written by hand fails its job's row, not the report of the others
+            row["overrides"] = " ".join((yaml.safe_load(reading.read_text()) if reading.exists() else None) or [])
+            reading = job / RUN_INFO
+            end = latest_end(job) or {}  # none: the latest start has not ended (running, or killed)
+            reading = job / "metrics.json"
+            if reading.exists() and end.get("ended") == "completed":
+                row |= {"status": "completed", **json.loads(reading.read_text())}
+            elif end.get("ended", "").startswith("stopped"):
+                row |= {"status": "stopped", "logs": f"{end['ended']}; {end['continue']}"}
+            else:
+                own = submitit_logs.get(int(job.name)) or submitit_logs.get(None, [])
+                logs = [str(job / "run.log")] * (job / "run.log").exists() + own
+                row |= {"status": "failed", "logs": " ".join(logs)}
+        except (RlvrError, OSError, ValueError, yaml.YAMLError) as exc:
+            row |= {"status": "failed", "logs": f"{reading} unreadable: {' '.join(str(exc).split())}"}
         rows.append(row)
     return rows
 

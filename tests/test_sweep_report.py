@@ -84,3 +84,17 @@ def test_a_stopped_job_is_listed_as_stopped_with_its_command_and_a_failed_or_kil
     report = (tmp_path / "sweep_summary.md").read_text()
     continues = f"the same command with hydra.run.dir={tmp_path / '1'} continues it from its newest complete checkpoint"
     assert report.split("Stopped jobs:\n")[1] == f"- job 1 (): stopped by Ctrl-C; {continues}\n"
+
+
+def test_a_jobs_torn_file_fails_its_row_naming_the_file_and_the_others_are_reported(tmp_path):
+    """A torn metrics.json or run_info.jsonl, or a hand-edited overrides.yaml, was a traceback for the whole report."""
+    for job in range(4):
+        fake_job(tmp_path, job, [f"seed={job}"], {"train_seconds": 3.0})
+    (tmp_path / "1" / "metrics.json").write_text('{"eval_after')
+    (tmp_path / "2" / "run_info.jsonl").write_text("garbage\n")
+    (tmp_path / "3" / ".hydra" / "overrides.yaml").write_text("[unclosed")
+    rows = write_report(tmp_path)
+    assert [r["status"] for r in rows] == ["completed", "failed", "failed", "failed"]
+    for row, name in zip(rows[1:], ["metrics.json", "run_info.jsonl", ".hydra/overrides.yaml"]):
+        assert row["logs"].startswith(f"{tmp_path / str(row['job']) / name} unreadable: "), row["logs"]
+    assert "- job 1 (seed=1): " in (tmp_path / "sweep_summary.md").read_text()
