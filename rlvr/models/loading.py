@@ -99,15 +99,18 @@ def tiny_config(shape, tokenizer):
 CACHED_FROM_PARAMETERS = 50_000_000
 
 
-def build_tiny_model(shape, tokenizer, seed: int, head: str = "causal_lm"):
+def build_tiny_model(shape, tokenizer, seed: int, head: str = "causal_lm", dtype: str = "float32"):
     """The tiny model: a causal LM (policy) or a one-output sequence classifier (reward model), random init
-    from `seed`. A policy of `CACHED_FROM_PARAMETERS` or more is loaded from the machine's cache (the
-    same weights, built there on first use)."""
+    from `seed`, in `dtype` (a `model.dtype`; built in float32, which `auto` keeps). A policy of
+    `CACHED_FROM_PARAMETERS` or more is loaded from the machine's cache (the same weights, built there
+    on first use)."""
     import torch
     import transformers
 
     config = tiny_config(shape, tokenizer)
     prefix = ARCHITECTURES[shape.architecture]
+    if DTYPES[dtype] not in ("float32", "auto"):
+        return build_tiny_model(shape, tokenizer, seed, head).to(getattr(torch, DTYPES[dtype]))
     if head == "reward":
         config.num_labels = 1
         return random_init(getattr(transformers, f"{prefix}ForSequenceClassification"), config, seed)
@@ -315,7 +318,7 @@ def load_policy(cfg, seed: int, device: str = "cpu"):
     (`cuda:<LOCAL_RANK>` from hardware.torch_device, not a bare `cuda`)."""
     if cfg.name_or_path == TINY:
         tokenizer = build_tokenizer(cfg.tiny)
-        return build_tiny_model(cfg.tiny, tokenizer, seed), tokenizer
+        return build_tiny_model(cfg.tiny, tokenizer, seed, dtype=cfg.dtype), tokenizer
     if cfg.quantization == "none":
         return load_pretrained(cfg)
     from peft import prepare_model_for_kbit_training
@@ -427,7 +430,7 @@ def load_reward_model(cfg, seed: int):
 
     if cfg.name_or_path == TINY:
         tokenizer = build_tokenizer(cfg.tiny)
-        model = build_tiny_model(cfg.tiny, tokenizer, seed, head="reward")
+        model = build_tiny_model(cfg.tiny, tokenizer, seed, head="reward", dtype=cfg.dtype)
     else:
         model, tokenizer = load_pretrained(cfg, "AutoModelForSequenceClassification", num_labels=1)
     if tokenizer.eos_token is not None and tokenizer.pad_token_id == tokenizer.eos_token_id:

@@ -40,6 +40,16 @@ def test_tiny_model_ties_its_embeddings_as_asked_and_reloads_so(tmp_path, tied):
     assert same(loaded) == tied and torch.equal(loaded.lm_head.weight, model.lm_head.weight)
 
 
+@pytest.mark.parametrize(("dtype", "expected"), [("bfloat16", torch.bfloat16), ("fp16", torch.float16), ("auto", torch.float32)])
+def test_the_tiny_policy_and_reward_model_are_built_in_model_dtype(dtype, expected):
+    """model.dtype was read for saved and Hub models only: the built-in one stayed float32 without a word."""
+    from rlvr.models.loading import load_reward_model
+
+    cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), {"dtype": dtype})
+    for model, _ in (load_policy(cfg, seed=0), load_reward_model(cfg, seed=0)):
+        assert {p.dtype for p in model.parameters()} == {expected}
+
+
 def test_policy_loads_from_a_local_directory(tmp_path):
     model, tokenizer = load_policy(OmegaConf.structured(ModelConfig), seed=0)
     model.save_pretrained(tmp_path)
