@@ -114,6 +114,18 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
     return Accepted(run_dir, recipe, start, changed, world_size, offline)
 
 
+LOGGED_ONCE: set[str] = set()
+
+
+def first_of_each_message(record: logging.LogRecord) -> bool:
+    """A logging filter that lets each message through once per process (`LOGGED_ONCE`)."""
+    message = record.getMessage()
+    if message in LOGGED_ONCE:
+        return False
+    LOGGED_ONCE.add(message)
+    return True
+
+
 def set_up_process(cfg: DictConfig) -> None:
     """What every process that loads a model sets first (a run, `rlvr.eval`): quiet progress bars and
     warnings the user cannot act on, the seed, the thread count, the CPU patches."""
@@ -125,8 +137,8 @@ def set_up_process(cfg: DictConfig) -> None:
     # TRL 1.16 calls transformers' deprecated `is_gradient_checkpointing` inside training: a warning
     # the user cannot act on, printed through the progress bar.
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-    # model.quantization=8bit on CPU: bitsandbytes says so on every matmul of every step.
-    warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast from torch.float32 to float16")
+    # model.quantization=8bit in fp32: bitsandbytes logs the cast on every matmul of every step; once says it.
+    logging.getLogger("bitsandbytes.autograd._functions").addFilter(first_of_each_message)
     transformers.utils.logging.disable_progress_bar()
     transformers.set_seed(cfg.seed)
     apply_threads(cfg.hardware)

@@ -7,7 +7,7 @@ import os
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import TINY_RUN, one_line_error, run_cli
+from conftest import TINY_RUN, one_line_error, process_state_kept, run_cli
 from rlvr.tracking.outputs import read_jsonl
 from rlvr.config import Config
 from rlvr.errors import ConfigError
@@ -103,3 +103,23 @@ def test_qlora_run_trains_its_adapter(tmp_path):
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     completions = [[row["completion"] for row in read_jsonl(run / "eval" / name)] for name in ("after.jsonl", "final_adapter.jsonl")]
     assert completions[0] == completions[1]
+
+
+def test_bitsandbytes_line_about_casting_fp32_inputs_is_logged_once(caplog):
+    """An 8-bit run in fp32 logged it on every matmul: 168 lines in 2 steps. (warnings.filterwarnings did
+    nothing: bitsandbytes logs it.)"""
+    import logging
+
+    import bitsandbytes as bnb
+    import torch
+
+    from rlvr.run import set_up_process
+
+    with process_state_kept():
+        set_up_process(OmegaConf.structured(Config))
+        layer = bnb.nn.Linear8bitLt(16, 16, has_fp16_weights=False).to("cpu").eval()  # quantized; the eval's path
+        with caplog.at_level(logging.WARNING, logger="bitsandbytes"):
+            for _ in range(3):
+                layer(torch.ones(2, 16))
+    casts = [r.getMessage() for r in caplog.records if r.getMessage().startswith("MatMul8bitLt")]
+    assert casts == ["MatMul8bitLt: inputs will be cast from torch.float32 to float16 during quantization"]
