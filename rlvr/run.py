@@ -143,6 +143,8 @@ def set_up_process(cfg: DictConfig) -> None:
     transformers.set_seed(cfg.seed)
     apply_threads(cfg.hardware)
     if cfg.hardware.device == "cpu":
+        # what DeepSpeed finds by itself, as it is imported (the trainers import it), warning on every CPU run
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
         from rlvr._compat import score_labelled_positions_only_on_cpu
 
         score_labelled_positions_only_on_cpu()

@@ -79,3 +79,13 @@ def test_a_process_device_is_its_local_rank_among_the_gpus_it_sees(monkeypatch, 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: visible)
     assert process_device("cuda") == torch_device(hardware(device="cuda")) == expected
     assert process_device("cpu") == "cpu"
+
+
+def test_a_cpu_process_imports_deepspeed_without_its_accelerator_warning():
+    """DeepSpeed, which the trainers import, warned "Setting accelerator to CPU ... unable to detect it" on every CPU run."""
+    code = "from omegaconf import OmegaConf; from rlvr.config import Config; from rlvr.run import set_up_process; "
+    code += "set_up_process(OmegaConf.structured(Config)); import deepspeed; print(deepspeed.get_accelerator().device_name())"
+    env = {k: v for k, v in os.environ.items() if k != "DS_ACCELERATOR"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["cpu"] and "Setting accelerator" not in result.stderr + result.stdout
