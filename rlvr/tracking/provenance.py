@@ -45,11 +45,16 @@ def source_commit(source_dir: Path = Path(__file__).resolve().parents[1]) -> dic
         return None
 
 
+def invoked_command() -> list[str]:
+    """The command line that started this process, as typed (`python -m rlvr.run ...`, not run.py's path)."""
+    return [Path(sys.executable).name, *sys.orig_argv[1:]]
+
+
 def run_info() -> dict:
     import torch
 
     return {
-        "command": [Path(sys.executable).name, *sys.orig_argv[1:]],
+        "command": invoked_command(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "host": socket.gethostname(),
         "python": platform.python_version(),

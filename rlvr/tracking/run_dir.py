@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import socket
-import sys
+import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 from rlvr.config import MAPPINGS
 from rlvr.errors import ConfigError
+from rlvr.tracking.provenance import invoked_command
 
 log = logging.getLogger(__name__)
 LOCK_NAME = ".rlvr.lock"
@@ -120,7 +121,7 @@ class RunDirLock:
             "pid": os.getpid(),
             "pid_started": process_start_time(os.getpid()),
             "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "command": " ".join(sys.argv),
+            "command": shlex.join(invoked_command()),
         }
 
     def _holder(self) -> dict | None:

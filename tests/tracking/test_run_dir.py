@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import time
 import pytest
 
 from rlvr.errors import ConfigError
+from rlvr.tracking.provenance import run_info
 from rlvr.tracking.run_dir import CHECKPOINT_CONFIG, LOCK_NAME, RunDirLock, process_start_time, resume_changes
 
 
@@ -36,6 +38,7 @@ def test_the_lock_names_its_holder_and_is_released(tmp_path):
     lock = RunDirLock(tmp_path).acquire()
     holder = json.loads((tmp_path / LOCK_NAME).read_text())
     assert (holder["pid"], holder["host"]) == (os.getpid(), socket.gethostname())
+    assert holder["command"] == shlex.join(run_info()["command"])  # as typed, as run_info.jsonl records it (not run.py's path)
     lock.release()
     assert not (tmp_path / LOCK_NAME).exists()
 
