@@ -136,10 +136,10 @@ def preflight(cfg, run_dir: Path) -> Start:
             f"{run_dir} already holds a finished GRPO run (it saved no checkpoint to continue from): pick a new hydra.run.dir"
         )
     if done and finished:
+        asked = f"algorithm.max_steps={max_steps}" if max_steps > 0 else f"algorithm.num_train_epochs={cfg.algorithm.num_train_epochs}"
         raise ConfigError(
-            f"{run_dir} already holds a run trained to step {trained_steps} "
-            f"(algorithm.max_steps={max_steps}): raise algorithm.max_steps to continue it, "
-            f"or pick a new hydra.run.dir"
+            f"{run_dir} already holds a run trained to step {trained_steps} ({asked}): set algorithm.max_steps "
+            f"above {trained_steps} to continue it, or pick a new hydra.run.dir"
         )
     if done:
         return Start("finish", None if trained is not None else checkpoint, trained_steps)

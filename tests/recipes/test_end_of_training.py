@@ -55,3 +55,24 @@ def test_a_run_whose_final_weights_are_saved_is_finished_from_them(tmp_path, sav
     (tmp_path / saved).write_text("{}")
     start = grpo_family.preflight(compose(["algorithm.max_steps=4"], None), tmp_path)
     assert (start.mode, start.checkpoint, start.step) == ("finish", None, 4)
+
+
+def test_a_finished_run_by_epochs_is_told_how_to_continue_in_its_own_terms(tmp_path):
+    """It said "(algorithm.max_steps=-1): raise algorithm.max_steps", which -1 (train by epochs) does not fit."""
+    from rlvr.errors import ConfigError
+    from rlvr.eval import compose
+
+    run = tmp_path / "run"
+    for path, text in [
+        ("checkpoints/checkpoint-4/trainer_state.json", '{"global_step": 4}'),
+        ("checkpoints/checkpoint-4/COMPLETE", "4\n"),
+        ("final_model/config.json", "{}"),
+        ("train_result.json", '{"train_steps": 4}'),
+        ("metrics.json", "{}"),
+    ]:
+        (run / path).parent.mkdir(parents=True, exist_ok=True)
+        (run / path).write_text(text)
+    with pytest.raises(
+        ConfigError, match=r"trained to step 4 \(algorithm.num_train_epochs=2.0\): set algorithm.max_steps above 4 to continue"
+    ):
+        grpo_family.preflight(compose(["algorithm.max_steps=-1", "algorithm.num_train_epochs=2"], None), run)
