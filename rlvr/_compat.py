@@ -22,6 +22,7 @@ used; here is only the mechanism.
 | `requeue_through_submitit` | submitit 1.5 | hardware.stops (SIGUSR2 under hydra/launcher=slurm) |
 | `generation_used_up` | trl 1.16 | recipes.grpo_family (checkpoints between generations) |
 | `seed_each_epoch` | trl 1.16 | trainers.grpo (resume after the first epoch) |
+| `wandb_offline_notice_to_stderr` | transformers 5 | run.set_up_process (rlvr.run, rlvr.eval) |
 """
 
 from __future__ import annotations
@@ -306,3 +307,15 @@ def seed_each_epoch(sampler):
 
         sampler.set_epoch = set_epoch
     return sampler
+
+
+def wandb_offline_notice_to_stderr() -> None:
+    """transformers 5 `print`s "[INFO] Running in WANDB offline mode" to stdout as it first imports
+    `transformers.integrations.integration_utils` with WANDB_MODE=offline (as rlvr's docs set it): that
+    import is made here, its stdout sent to stderr with the logs, so that stdout holds only what the
+    CLIs print as results. A no-op once imported. Remove when transformers logs the notice instead."""
+    import contextlib
+    import sys
+
+    with contextlib.redirect_stdout(sys.stderr):
+        import transformers.integrations.integration_utils  # noqa: F401

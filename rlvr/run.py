@@ -129,9 +129,12 @@ def first_of_each_message(record: logging.LogRecord) -> bool:
 def set_up_process(cfg: DictConfig) -> None:
     """What every process that loads a model sets first (a run, `rlvr.eval`): quiet progress bars and
     warnings the user cannot act on, the seed, the thread count, the CPU patches."""
+    from rlvr._compat import wandb_offline_notice_to_stderr
     from rlvr.hardware.device import apply_threads
     import datasets
     import transformers
+
+    wandb_offline_notice_to_stderr()
 
     datasets.disable_progress_bars()  # per-map and per-save bars drown the training progress bar
     # TRL 1.16 calls transformers' deprecated `is_gradient_checkpointing` inside training: a warning

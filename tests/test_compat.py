@@ -8,6 +8,9 @@ serves is tested where it is used (config, launcher, test_cpu_log_probs, vocab, 
 import dataclasses
 import importlib
 import inspect
+import os
+import subprocess
+import sys
 
 from rlvr import _compat
 
@@ -215,3 +218,14 @@ def test_trls_repeat_sampler_has_no_set_epoch_and_transformers_calls_the_sampler
     first = list(sampler)
     sampler.set_epoch(1)
     assert list(sampler) == first  # an epoch's order is its own, however many were drawn before
+
+
+def test_transformers_prints_its_wandb_offline_notice_to_stdout_as_it_imports_its_integrations():
+    import_it = "import transformers.integrations.integration_utils"
+    ours = "from rlvr._compat import wandb_offline_notice_to_stderr; wandb_offline_notice_to_stderr(); " + import_it
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    upstream, patched = (
+        subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300) for code in (import_it, ours)
+    )
+    assert "Running in WANDB offline mode" in upstream.stdout  # gone: remove wandb_offline_notice_to_stderr
+    assert "Running in WANDB offline mode" not in patched.stdout and "Running in WANDB offline mode" in patched.stderr
