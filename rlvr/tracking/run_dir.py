@@ -50,6 +50,7 @@ CHECKPOINT_DEPENDS_ON = (
     "algorithm.fine_grained",
     "processes",  # that trained it, however started (not hardware.nodes x tasks_per_node: torchrun's are its own)
     "hardware.precision",
+    "hardware.sharding",  # how its weights and optimizer state are laid out (FSDP's shards, ZeRO's global_stepN/)
 )
 # Keys under those above that the trained model does not depend on: the eval data, and how malformed spans are reported
 NOT_TRAINED_ON = ("dataset.max_eval_samples", "dataset.eval_source", "dataset.eval_split", "algorithm.fine_grained.strict")

@@ -262,3 +262,14 @@ def test_a_training_data_file_written_anew_is_a_change_a_resume_refuses_and_a_co
     data.write_text('{"q": "1+1=", "a": "7"}\n')
     with pytest.raises(ConfigError, match=rf"other values of what it depends on \(data_files\.{data}: '[0-9a-f]+' -> '[0-9a-f]+'\)"):
         resume_changes(trained_config(cfg), checkpoint, 1)
+
+
+def test_a_resume_with_other_sharding_is_refused_naming_it(tmp_path):
+    """A ZeRO-3 checkpoint resumed under FSDP died in torch (no pytorch_model_fsdp_0/); without sharding it
+    trained on with a fresh optimizer (ZeRO keeps its state in global_stepN/, which transformers skips unseen)."""
+    zero3 = CONFIG | {"hardware": {**CONFIG["hardware"], "sharding": "zero3"}}
+    checkpoint = checkpoint_with(tmp_path, zero3 | {"processes": 2})
+    for other in ("fsdp", "none"):
+        with pytest.raises(ConfigError, match=f"hardware.sharding: 'zero3' -> '{other}'"):
+            resume_changes(CONFIG | {"hardware": {**CONFIG["hardware"], "sharding": other}}, checkpoint, 2)
+    assert resume_changes(zero3, checkpoint, 2) == {}
