@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rlvr.hardware import device as hardware
 from rlvr.hardware.distributed import barrier, is_main_process
@@ -92,9 +92,10 @@ def policy_rewards(cfg) -> list:
     return adapt(rewards) if adapt is not None else rewards
 
 
-def setup_policy(cfg, run_dir: Path, resuming: bool = False) -> PolicySetup:
-    """Model, data and rewards from their config groups; the SFT warm-up if the model asks for one,
-    then the reasoning vocabulary (copied from the warmed-up rows, so copies start equal).
+def setup_policy(cfg, run_dir: Path, resuming: bool = False, check_train: Callable[[int], None] | None = None) -> PolicySetup:
+    """Model, data and rewards from their config groups; `check_train` of the number of train prompts
+    that fit the context; the SFT warm-up if the model asks for one, then the reasoning vocabulary
+    (copied from the warmed-up rows, so copies start equal).
 
     A resumed run skips the warm-up: its checkpoint holds the weights, or (LoRA: the checkpoint holds
     the adapter) its base is the policy as RL started, saved by the first start (`initial_policy/`).
@@ -123,6 +124,8 @@ def setup_policy(cfg, run_dir: Path, resuming: bool = False) -> PolicySetup:
             f"has no chat template: use an instruct model, or dataset.chat=false for plain-text prompts"
         )
     train, evaluation, dropped = fit_to_context(train, evaluation, model, tokenizer, cfg)
+    if check_train is not None:
+        check_train(len(train))
     log.info(
         "policy %s: %.2fM parameters; %d train / %d eval prompts",
         initial if restored else cfg.model.name_or_path,

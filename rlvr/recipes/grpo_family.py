@@ -3,6 +3,7 @@ itself (new, resumed or finished), and metrics.json. The recipes differ in train
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from pathlib import Path
@@ -63,6 +64,32 @@ def check(cfg, processes: int) -> None:
         raise ConfigError(
             f"model.lora.target_modules={cfg.model.lora.target_modules}: TRL applies no LoRA adapter to lm_head (leave it out)"
         )
+    generated, named = completions_per_generation(a, processes)
+    if generated % a.num_generations:
+        raise ConfigError(
+            f"algorithm.num_generations={a.num_generations} must divide the completions generated at once, {named}: "
+            f"a prompt's completions are generated together"
+        )
+    if cfg.model.reasoning_vocab_size > 0:
+        from rlvr.models.vocab import check_source_id_list
+
+        if cfg.hardware.sharding == "zero3":
+            raise ConfigError(
+                f"model.reasoning_vocab_size={cfg.model.reasoning_vocab_size} with hardware.sharding=zero3: TRL's fused LM head "
+                "gathers ZeRO-3's partitioned head again in its backward, which the vocabulary's subsets of its rows are not: "
+                "use hardware.sharding=fsdp or zero2"
+            )
+        check_untruncated_sampling(a)
+        check_source_id_list(cfg.model.reasoning_vocab_ids, cfg.model.reasoning_vocab_size)
+    elif unused := [f"{key}={cfg.model[key]}" for key, default in VOCAB_DEFAULTS.items() if cfg.model[key] != default]:
+        # a warning, not a refusal: a sweep over reasoning_vocab_size=0,64 shares the other knobs
+        log.warning("%s: no effect with model.reasoning_vocab_size=0 (no reasoning vocabulary)", ", ".join(f"model.{u}" for u in unused))
+
+
+def completions_per_generation(a, processes: int) -> tuple[int, str]:
+    """The completions one generation samples (TRL's generation_batch_size, from `a` = cfg.algorithm as
+    GRPOConfig derives it), and how they come about, in words; one line for a set generation_batch_size
+    that is no whole number of global batches."""
     global_batch = a.per_device_train_batch_size * processes
     per_step = f"algorithm.per_device_train_batch_size={a.per_device_train_batch_size} x {processes} process{'es' * (processes > 1)}"
     if a.generation_batch_size is not None and a.steps_per_generation is not None:
@@ -72,24 +99,10 @@ def check(cfg, processes: int) -> None:
             raise ConfigError(
                 f"algorithm.generation_batch_size={a.generation_batch_size} must be a multiple of {per_step} = {global_batch}"
             )
-        generated, named = a.generation_batch_size, f"algorithm.generation_batch_size={a.generation_batch_size}"
-    else:
-        key = "steps_per_generation" if a.steps_per_generation is not None else "gradient_accumulation_steps"
-        generated = global_batch * a[key]
-        named = f"{per_step} x algorithm.{key}={a[key]} = {generated}"
-    if generated % a.num_generations:
-        raise ConfigError(
-            f"algorithm.num_generations={a.num_generations} must divide the completions generated at once, {named}: "
-            f"a prompt's completions are generated together"
-        )
-    if cfg.model.reasoning_vocab_size > 0:
-        from rlvr.models.vocab import check_source_id_list
-
-        check_untruncated_sampling(a)
-        check_source_id_list(cfg.model.reasoning_vocab_ids, cfg.model.reasoning_vocab_size)
-    elif unused := [f"{key}={cfg.model[key]}" for key, default in VOCAB_DEFAULTS.items() if cfg.model[key] != default]:
-        # a warning, not a refusal: a sweep over reasoning_vocab_size=0,64 shares the other knobs
-        log.warning("%s: no effect with model.reasoning_vocab_size=0 (no reasoning vocabulary)", ", ".join(f"model.{u}" for u in unused))
+        return a.generation_batch_size, f"algorithm.generation_batch_size={a.generation_batch_size}"
+    key = "steps_per_generation" if a.steps_per_generation is not None else "gradient_accumulation_steps"
+    generated = global_batch * a[key]
+    return generated, f"{per_step} x algorithm.{key}={a[key]} = {generated}"
 
 
 def check_untruncated_sampling(algorithm) -> None:
@@ -203,12 +216,13 @@ def build_trainer(cfg, run_dir: Path, start: Start, trainer_class, trainer_extra
             stale.unlink(missing_ok=True)
     report_to = setup_wandb(cfg.logging, run_dir, run_dir.name)  # first: a missing wandb key fails before loading
     with phase("loading the model and data"):
-        setup = setup_policy(cfg, run_dir, resuming=start.checkpoint is not None)
+        setup = setup_policy(
+            cfg, run_dir, resuming=start.checkpoint is not None, check_train=functools.partial(check_enough_prompts, cfg=cfg)
+        )
     setup.rewards = checked_rewards(setup.rewards, cfg.reward.checks)  # for training, calibration and eval alike
     args = trl_config(
         GRPOConfig, cfg, run_dir, report_to, setup.trainer_kwargs, reward_weights=[r.weight for r in setup.rewards], **trl_vllm_fields(cfg)
     )
-    check_enough_prompts(len(setup.train), args)
     calibrate_rewards(cfg, setup, run_dir)
     if start.mode == "new":
         if cfg.eval.engine == "hf":
@@ -251,15 +265,17 @@ def adapts_lm_head(target_modules) -> bool:
         raise ConfigError(f"model.lora.target_modules={target_modules!r} is not a regular expression ({exc})") from None
 
 
-def check_enough_prompts(prompts: int, args) -> None:
+def check_enough_prompts(prompts: int, cfg) -> None:
     """One generation takes generation_batch_size / num_generations prompts, and TRL's sampler drops
-    a partial one: with fewer train prompts the run would train 0 steps and end as if it had trained."""
-    needed = args.generation_batch_size // args.num_generations
+    a partial one: with fewer train prompts the run would train 0 steps and end as if it had trained.
+    Checked once the prompts that fit the context are known, before the SFT warm-up."""
+    generated, _ = completions_per_generation(cfg.algorithm, process_count())
+    needed = generated // cfg.algorithm.num_generations
     if prompts < needed:
         raise DataError(
             f"{prompts} train prompts (after dataset limits and prompts too long for the context), fewer than the {needed} "
-            f"that one generation of {args.generation_batch_size} completions takes at algorithm.num_generations="
-            f"{args.num_generations}: use more data or a smaller algorithm.per_device_train_batch_size"
+            f"that one generation of {generated} completions takes at algorithm.num_generations="
+            f"{cfg.algorithm.num_generations}: use more data or a smaller algorithm.per_device_train_batch_size"
         )
 
 

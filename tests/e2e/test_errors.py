@@ -173,3 +173,4 @@ def test_fewer_train_prompts_than_one_generation_takes_is_one_line(tmp_path):
         "one generation of 16 completions takes at algorithm.num_generations=4: use more data or a smaller "
         "algorithm.per_device_train_batch_size"
     )
+    assert not (tmp_path / "warmup.json").exists()  # refused before the SFT warm-up, not after it

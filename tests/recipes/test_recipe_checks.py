@@ -38,17 +38,20 @@ SHAPES = [dict(zip(KEYS, v)) for v in itertools.product((6, 8), (4, 8), (1, 2), 
 
 @pytest.mark.parametrize("processes", [1, 3])
 def test_the_grpo_check_refuses_exactly_what_trls_grpoconfig_refuses(processes, tmp_path, monkeypatch):
-    """The same verdict as GRPOConfig's own batch checks, for every shape here, with 1 and 3 processes."""
+    """The same verdict as GRPOConfig's own batch checks, for every shape here, with 1 and 3 processes,
+    and where both accept, the same number of completions a generation (what the prompt count check uses)."""
     monkeypatch.setattr(GRPOConfig, "world_size", property(lambda self: processes))
     refused_by_both = 0
     for shape in SHAPES:
         try:
-            GRPOConfig(output_dir=str(tmp_path), use_cpu=True, **shape)
+            trl_generates = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, **shape).generation_batch_size
             trl_refuses = False
         except ValueError:
             trl_refuses = True
         ours = refusal(grpo_family.check, config(**shape), processes)
         assert (ours is not None) == trl_refuses, (shape, ours)
+        if not trl_refuses:
+            assert grpo_family.completions_per_generation(config(**shape).algorithm, processes)[0] == trl_generates, shape
         refused_by_both += trl_refuses
     assert 0 < refused_by_both < len(SHAPES)
 
@@ -145,6 +148,17 @@ def test_a_sampling_filter_that_training_would_leave_out_is_refused_with_a_reaso
     neutral = config(trl={"generation_kwargs": {"top_p": 1.0, "min_p": 0.0, "num_beams": 1}})
     neutral.model.reasoning_vocab_size = 8
     assert refusal(grpo_family.check, neutral) is None
+
+
+def test_a_reasoning_vocabulary_under_zero3_is_refused():
+    """It died in the first backward: TRL's fused head gathers the ZeRO-3 head it is given, and the
+    vocabulary's row subsets are plain tensors (AttributeError: 'Tensor' object has no attribute 'ds_status')."""
+    cfg = config()
+    cfg.model.reasoning_vocab_size = 4
+    cfg.hardware.sharding = "zero3"
+    assert "with hardware.sharding=zero3: TRL's fused LM head gathers" in refusal(grpo_family.check, cfg, 2)
+    cfg.hardware.sharding = "zero2"
+    assert refusal(grpo_family.check, cfg, 2) is None
 
 
 def test_a_reward_model_with_a_reasoning_vocabulary_is_refused():
