@@ -222,7 +222,7 @@ def hydra_main(cfg: DictConfig) -> float:
     the sweeper. An error is one line (`fail`); a stop is one line from rlvr.hardware.stops."""
     from hydra.core.hydra_config import HydraConfig
 
-    from rlvr.launcher import announce_job, end_stopped_job, objective_value, stop_when_launcher_gone
+    from rlvr.launcher import announce_job, end_stopped_job, is_multirun, objective_value, stop_when_launcher_gone
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     announce_job(run_dir)
@@ -236,6 +236,13 @@ def hydra_main(cfg: DictConfig) -> float:
         fail(exc, run_dir, refused=accepted is None)
     except SystemExit as stop:
         end_stopped_job(stop)  # a job of a -m run in its own process: reported by the launching process
+    except Exception:
+        # Not one of rlvr's errors: a bug, here or in a library. Hydra prints the traceback of a single run;
+        # a -m job's reaches the launching process without its frames: its own log is where it is kept.
+        log.exception(
+            "stopped by an unexpected error (a bug: please report it with this traceback)", extra={"run_log_only": not is_multirun()}
+        )
+        raise
     summary = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
     log.info("final metrics: %s", summary)
     log.info("done: everything this run wrote is in %s", accepted.run_dir)

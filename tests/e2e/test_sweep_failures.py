@@ -134,3 +134,21 @@ def test_an_objective_that_is_no_metric_stops_the_search_after_its_first_trial(t
         f"{tmp_path / 'sweep_summary.md'})",
     ]
     assert list(statuses(tmp_path)) == ["0"]  # one trial trained, not three
+
+
+def test_an_unexpected_error_in_a_job_keeps_its_traceback_in_the_jobs_run_log(tmp_path):
+    """A job that died of a bug (here a recipe patched to raise AttributeError) reached the launching
+    process without its frames, and its run.log ended without a word of it."""
+    (tmp_path / "patch").mkdir()
+    (tmp_path / "patch" / "sitecustomize.py").write_text(
+        "import rlvr.recipes.grpo\ndef train(cfg, run_dir, start):\n    raise AttributeError('boom')\nrlvr.recipes.grpo.train = train\n"
+    )
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        "rlvr.run", "-m", "hydra/launcher=local", *SHORT, f"hydra.sweep.dir={sweep}", env={"PYTHONPATH": str(tmp_path / "patch")}
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    said = (sweep / "0" / "run.log").read_text()
+    assert "stopped by an unexpected error (a bug: please report it with this traceback)" in said
+    assert "sitecustomize.py" in said and "AttributeError: boom" in said
+    assert statuses(sweep) == {"0": "failed"}
