@@ -114,7 +114,7 @@ def resolve_target(text: str) -> Target:
         if not checkpoints:
             hint = f" (its final model: python -m rlvr.eval target={path / 'final_model'})" if has_model(path / "final_model") else ""
             raise ConfigError(
-                f"target {text}: the run dir has no complete checkpoint that is not corrupt "
+                f"target {text}: the run dir has no complete checkpoint that rlvr.eval can read "
                 f"(checkpoints/checkpoint-N with {COMPLETE}){hint}"
             )
         return Target([(c.name, c, checkpoint_step(c)) for c in checkpoints], path, is_run=True)
@@ -127,21 +127,21 @@ def resolve_target(text: str) -> Target:
             why = "a resume found it corrupt" if (path / CORRUPT).exists() else "still being written, or cut short"
             raise ConfigError(f"target {text}: the checkpoint is not marked {COMPLETE} ({why})")
         if problem := unusable_checkpoint(path):
-            raise ConfigError(f"target {text}: the checkpoint is corrupt ({problem})")
+            raise ConfigError(f"target {text}: the checkpoint is {problem}")
         return Target([(path.name, path, checkpoint_step(path))], run_dir)
     return Target([(path.name, path, None)], run_dir)
 
 
 def unusable_checkpoint(checkpoint: Path) -> str | None:
-    """Why a checkpoint marked complete cannot be evaluated, found without reading a tensor: the check
-    a resume makes (`checkpoint_problem`), then what loading its model needs (its weights, config and,
-    for a whole model, tokenizer: `saved_model_problem`); None if nothing."""
+    """Why a checkpoint marked complete cannot be evaluated, found without reading a tensor ("corrupt (...)",
+    or "sharded ..."): the check a resume makes (`checkpoint_problem`), then what loading its model needs
+    (its weights, config and, for a whole model, tokenizer: `saved_model_problem`); None if nothing."""
     from rlvr.models.loading import saved_model_problem
 
     problem = checkpoint_problem(checkpoint) or saved_model_problem(checkpoint)
     if problem and any(checkpoint.glob(SHARDED_WEIGHTS)):
-        return "its weights are sharded (FSDP): rlvr.eval reads whole models, as the run's final_model/ is"
-    return problem
+        return "sharded (FSDP): rlvr.eval reads whole models, as the run's final_model/ is"
+    return problem and f"corrupt ({problem})"
 
 
 def sound_checkpoints(checkpoint_dir: Path) -> list[Path]:
@@ -164,7 +164,7 @@ def sound_checkpoints(checkpoint_dir: Path) -> list[Path]:
                 log.warning("%s: skipped, not marked %s (cut short: its run stopped or crashed while saving it)", checkpoint.name, COMPLETE)
         elif problem := unusable_checkpoint(checkpoint):
             if checkpoint.is_dir():
-                log.warning("%s: skipped, corrupt (%s)", checkpoint.name, problem)
+                log.warning("%s: skipped, %s", checkpoint.name, problem)
             else:
                 log.warning("%s: %s", checkpoint.name, GONE)
         else:

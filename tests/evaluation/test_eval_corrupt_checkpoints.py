@@ -51,4 +51,4 @@ def test_a_corrupt_checkpoint_named_as_the_target_is_refused_in_one_line(tmp_pat
     assert "checkpoint-4: the checkpoint is not marked COMPLETE (a resume found it corrupt)" in error_of(
         capsys, f"target={run / 'checkpoints' / 'checkpoint-4'}"
     )
-    assert "the run dir has no complete checkpoint that is not corrupt" in error_of(capsys, f"target={run}")
+    assert "the run dir has no complete checkpoint that rlvr.eval can read" in error_of(capsys, f"target={run}")

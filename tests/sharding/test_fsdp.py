@@ -43,7 +43,7 @@ def test_fsdp_shards_and_trains_as_ddp_does(ddp_and_fsdp):
     assert [m["step"] for m in evals(fsdp)] == [2, 4] and evals(fsdp) == evals(ddp)
     checkpoint = fsdp / "checkpoints" / "checkpoint-4"
     assert (checkpoint / "pytorch_model_fsdp_0").is_dir()  # each process wrote its own shard
-    assert unusable_checkpoint(checkpoint) == "its weights are sharded (FSDP): rlvr.eval reads whole models, as the run's final_model/ is"
+    assert unusable_checkpoint(checkpoint) == "sharded (FSDP): rlvr.eval reads whole models, as the run's final_model/ is"
     assert (
         json.loads((fsdp / "metrics.json").read_text())["eval_after_accuracy"]
         == json.loads((ddp / "metrics.json").read_text())["eval_after_accuracy"]
