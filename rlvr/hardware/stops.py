@@ -259,7 +259,7 @@ def checkpoint_callback(extra_files: dict[str, str] | None = None):
                 self.wait.start()
             if self.requested:  # a repeated SIGTERM or SIGUSR2: already on its way
                 return
-            then = "requeueing" if signum == signal.SIGUSR2 else "stopping (Ctrl-C again: stop now)"
+            then = {signal.SIGUSR2: "requeueing", signal.SIGINT: "stopping (Ctrl-C again: stop now)"}.get(signum, "stopping")
             log.warning(
                 "%s: saving a checkpoint at the end of this step (of this generation's last), then %s", signal.Signals(signum).name, then
             )

@@ -115,3 +115,13 @@ def test_a_checkpoint_due_inside_a_generation_is_put_off_to_its_end():
             callback.wait.end()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+@pytest.mark.parametrize(
+    ("signum", "then"), [(signal.SIGINT, "stopping (Ctrl-C again: stop now)"), (signal.SIGTERM, "stopping"), (signal.SIGUSR2, "requeueing")]
+)
+def test_a_stop_says_what_follows_and_offers_a_second_ctrl_c_only_to_a_ctrl_c(training, caplog, signum, then):
+    """A scheduler's SIGTERM was told "(Ctrl-C again: stop now)", which no terminal can give it."""
+    with caplog.at_level(logging.WARNING, logger="rlvr.hardware.stops"):
+        training()._request(signum, None)
+    assert caplog.records[-1].getMessage().endswith(f"saving a checkpoint at the end of this step (of this generation's last), then {then}")
