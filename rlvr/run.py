@@ -71,7 +71,7 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
     from rlvr.recipes.common import initial_policy_dir
     from rlvr.recipes import get_recipe
     from rlvr.rewards.base import preflight_rewards
-    from rlvr.tracking.outputs import check_wandb_installed
+    from rlvr.tracking.outputs import check_wandb
     from rlvr.launcher import swept_in_this_job
     from rlvr.tracking.run_dir import RunDirLock, Start, check_run_dir, finished_result, resume_changes, trained_config
     from rlvr.trainers.rollout_engine import check_rollout_engine
@@ -83,7 +83,7 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
     check_device(cfg.hardware)
     check_quantization(cfg, cfg.hardware.device)
     check_tiny_shape(cfg.model)
-    check_wandb_installed(cfg.logging)
+    check_wandb(cfg.logging)
     recipe = get_recipe(cfg.algorithm.name)
     world_size = export_torch_distributed()
     check_rollout_engine(cfg, world_size)

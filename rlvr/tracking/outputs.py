@@ -129,11 +129,23 @@ def write_json(path: Path, payload: dict) -> None:
     write_whole(path, json.dumps(payload, indent=2, default=str) + "\n")
 
 
-def check_wandb_installed(logging_cfg) -> None:
-    """Refuse a run that logs to wandb where wandb is not installed (it is a dependency, but images
-    built without it exist); else transformers' WandbCallback fails as the trainer is built."""
-    if logging_cfg.wandb != "disabled" and importlib.util.find_spec("wandb") is None:
+def check_wandb(logging_cfg) -> None:
+    """Refuse, at start-up, a run that logs to wandb where wandb is not installed (it is a dependency,
+    but images built without it exist), and an online one without an API key; else transformers'
+    WandbCallback fails as the trainer is built, or wandb at the first training step, after the start
+    was recorded. A terminal without a stored key is asked for one (wandb's own prompt)."""
+    if logging_cfg.wandb == "disabled":
+        return
+    if importlib.util.find_spec("wandb") is None:
         raise ConfigError(f"logging.wandb={logging_cfg.wandb} but wandb is not installed: pip install wandb, or logging=disabled")
+    if logging_cfg.wandb == "online":
+        import wandb
+
+        os.environ["WANDB_MODE"] = "online"  # what `setup_wandb` sets: a WANDB_MODE=offline in the shell does not apply
+        try:
+            wandb.login(verify=False)  # a stored key or WANDB_API_KEY
+        except wandb.errors.UsageError as exc:
+            raise ConfigError(f"logging.wandb=online: {exc} (or logging=offline: the same logs, `wandb sync` them later)") from exc
 
 
 def wandb_run_id(run_dir: Path) -> str:
@@ -170,13 +182,6 @@ def setup_wandb(logging_cfg, run_dir: Path, run_name: str) -> list[str]:
         log.info("wandb offline: its files go to %s; `wandb sync %s` uploads them", run_dir / "wandb", run_dir / "wandb" / "offline-run-*")
     if logging_cfg.entity:
         os.environ["WANDB_ENTITY"] = logging_cfg.entity
-    if mode == "online":  # else wandb fails at the first training step, a traceback from deep inside TRL
-        import wandb
-
-        try:
-            wandb.login(verify=False)  # a stored key or WANDB_API_KEY; asks for one on a terminal
-        except wandb.errors.UsageError as exc:
-            raise ConfigError(f"logging.wandb=online: {exc} (or logging=offline: the same logs, `wandb sync` them later)") from exc
     return ["wandb"]
 
 

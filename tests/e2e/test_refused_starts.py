@@ -67,6 +67,17 @@ def test_a_machine_without_wandb_refuses_a_logged_run_and_writes_nothing(tmp_pat
     assert not run_dir.exists()
 
 
+def test_an_online_run_without_a_wandb_key_is_refused_and_writes_nothing(tmp_path, monkeypatch):
+    """It was refused as the recipe began, after the start was recorded (config_resolved.yaml, run_info.jsonl)."""
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "no-settings"))  # no key stored there
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    run_dir = tmp_path / "run"
+    line = one_line_error(refused_in_process(*TINY_RUN, "logging=wandb", f"hydra.run.dir={run_dir}"))
+    assert line.startswith("rlvr: error: logging.wandb=online: ") and "logging=offline" in line
+    assert not run_dir.exists()
+
+
 TORCHRUN_RANK_0 = {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29999"}
 SRUN_TASK_0 = {"SLURM_STEP_NUM_TASKS": "2", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NTASKS": "2"}
 

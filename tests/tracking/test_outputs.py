@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from rlvr.config import LoggingConfig
 from rlvr.errors import ConfigError
-from rlvr.tracking.outputs import setup_wandb
+from rlvr.tracking.outputs import check_wandb, setup_wandb
 
 
 @pytest.fixture
@@ -87,13 +87,15 @@ def test_the_starts_of_a_run_are_one_wandb_run_online(clean_wandb_env, monkeypat
     assert ids[0] == ids[1] != ids[2] and ids[0][1] == "allow"
 
 
-def test_online_mode_without_a_key_fails_before_training(clean_wandb_env, tmp_path):
+def test_online_mode_without_a_key_is_refused_at_start_up(clean_wandb_env, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")  # the shell's: logging.wandb=online is asked for all the same
     with pytest.raises(ConfigError, match=r"logging.wandb=online: .*API key.*logging=offline"):
-        setup_wandb(logging_cfg(wandb="online"), tmp_path, "run-1")
+        check_wandb(logging_cfg(wandb="online"))
 
 
 def test_online_mode_with_a_key_needs_no_network(clean_wandb_env, monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_API_KEY", "a" * 40)
+    check_wandb(logging_cfg(wandb="online"))
     assert setup_wandb(logging_cfg(wandb="online"), tmp_path, "run-1") == ["wandb"]
 
 
