@@ -267,10 +267,11 @@ def submitit_logs_by_job(sweep_dir: Path) -> dict[int | None, list[str]]:
     return logs
 
 
-def forget_refused_start(run_dir: Path) -> None:
+def forget_refused_start(run_dir: Path) -> bool:
     """A refused start leaves nothing: a single run's dir that its start created goes (it is empty:
     rlvr writes nothing before the start is accepted); a `-m` job's own new dir keeps the start's
-    log in run.log and its overrides, for the sweep report to show. An existing run dir is left as it was."""
+    log in run.log and its overrides, for the sweep report to show. An existing run dir is left as it
+    was. Whether run.log is the refused start's own (a `-m` job's new dir)."""
     from rlvr.tracking.outputs import start_run_log
     from rlvr.tracking.run_dir import save_overrides
 
@@ -278,13 +279,15 @@ def forget_refused_start(run_dir: Path) -> None:
         if run_dir.is_dir() and not any(run_dir.iterdir()):
             start_run_log(run_dir)
             save_overrides(run_dir)
-        return
+            return True
+        return False
     for path in _created:
         try:
             path.rmdir()
         except OSError:  # not empty: something else lives there now
             break
     _created.clear()
+    return False
 
 
 def override_arg(key: str, value) -> str:
@@ -322,26 +325,28 @@ def job_logs(run_dir: Path) -> list[str]:
     return logs
 
 
-def job_ended(code: int, line: str | None, how: str, resume: bool = False) -> RunEnded:
-    """This job's end, as the process that launched the sweep reports it."""
+def job_ended(code: int, line: str | None, how: str, resume: bool = False, logs: bool = True) -> RunEnded:
+    """This job's end, as the process that launched the sweep reports it (with its logs, if `logs`)."""
     from hydra.core.hydra_config import HydraConfig
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     summary = f"job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)}) {how}"
-    if logs := job_logs(run_dir):
-        summary += f"; its log: {', '.join(logs)}"
+    if logs and (paths := job_logs(run_dir)):
+        summary += f"; its log: {', '.join(paths)}"
     if resume:
         summary += f"; this continues it from its newest complete checkpoint, if any: {continue_command(hydra_cfg)}"
     return RunEnded(code, line, summary)
 
 
-def end_run(code: int, line: str | None) -> None:
+def end_run(code: int, line: str | None, logs: bool = True) -> None:
     """A run that failed or was refused, its line printed: exit with `code`; a job of a `-m` run
-    raises `RunEnded` instead, so that the sweep goes on and the launching process reports it."""
+    raises `RunEnded` instead, so that the sweep goes on and the launching process reports it (naming
+    the job's logs if `logs`, where they hold its end: not an existing run dir's, which a refused
+    start leaves alone)."""
     if not is_multirun():
         sys.exit(code)
-    raise job_ended(code, line, "failed")
+    raise job_ended(code, line, "failed", logs=logs)
 
 
 def end_stopped_job(stop: SystemExit) -> None:

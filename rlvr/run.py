@@ -208,12 +208,11 @@ def fail(exc: RlvrError, run_dir: Path, refused: bool) -> None:
 
     from rlvr.launcher import end_run, forget_refused_start
 
-    if refused:
-        forget_refused_start(run_dir)
+    logged = forget_refused_start(run_dir) if refused else True
     log.error("%s", exc, extra={"run_log_only": True})  # the console shows the line below
     line = f"rlvr: error: {exc}"
     tqdm.write(line, file=sys.stderr)  # on a line of its own, also under a live progress bar
-    end_run(2, line)
+    end_run(2, line, logs=logged)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")

@@ -43,6 +43,8 @@ def test_a_finished_jobs_result_is_reused_by_a_rerun_of_its_command_and_not_afte
         [line] = [x for x in changed.stderr.splitlines() if x.startswith(f"rlvr: error: the final model in {runs / job} ")]
         assert f"was trained with other values of what it depends on (data_files.{data}: " in line
         assert line.endswith("continue with the same values, or start a new run (a new hydra.sweep.dir)")
+    # "rlvr: job 0 (...) failed", not "failed; its log: .../0/run.log": the refused start left the finished run's log alone
+    assert changed.stderr.endswith(") failed\n") and "its log:" not in changed.stderr
 
 
 def test_a_job_dir_is_not_continued_at_another_point_of_the_sweep(tmp_path):
