@@ -64,7 +64,8 @@ def test_a_sweep_stopped_by_ctrl_c_is_continued_whole_by_the_command_its_line_gi
     """The basic launcher runs the sweep in one process: Ctrl-C in job 1 stops it whole. Its stop line
     (the log, run_info.jsonl, the report) gives the same -m command, not job 1's alone, which left job 2
     out; the report is written; and that command keeps job 0, resumes job 1 and runs job 2."""
-    args = ["-m", *SHORT, "algorithm.max_steps=30", "algorithm.save_steps=0", "seed=1,2,3", f"hydra.sweep.dir={tmp_path}"]
+    # stopped once job 1 logs its first step: 11 steps left for the Ctrl-C to arrive
+    args = ["-m", *SHORT, "algorithm.max_steps=12", "algorithm.save_steps=0", "seed=1,2,3", f"hydra.sweep.dir={tmp_path}"]
     code, stderr = interrupted(args, lambda: (tmp_path / "1" / "metrics.jsonl").exists())
     assert code == 130, stderr[-3000:]
     assert read_jsonl(tmp_path / "1" / "run_info.jsonl")[-1]["continue"] == (
@@ -75,4 +76,4 @@ def test_a_sweep_stopped_by_ctrl_c_is_continued_whole_by_the_command_its_line_gi
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"rlvr: {tmp_path / '0'} holds this job, finished with the same config" in again.stderr
     assert [read_jsonl(tmp_path / job / "run_info.jsonl")[-2]["mode"] for job in ("1", "2")] == ["resume", "new"]
-    assert all(read_json(tmp_path / job / "metrics.json")["train_steps"] == 30 for job in ("0", "1", "2"))
+    assert all(read_json(tmp_path / job / "metrics.json")["train_steps"] == 12 for job in ("0", "1", "2"))
