@@ -20,10 +20,12 @@ def context_length(model) -> int | None:
 
 def context_limit(model, cfg) -> tuple[int | None, str]:
     """The tokens a prompt and its completion share (None: not known), and what sets them: the
-    model's context, or a shorter vLLM engine's (`algorithm.trl.vllm_max_model_length`, which TRL
-    passes to vLLM as `max_model_len`: vLLM refuses a longer prompt and cuts its completion short)."""
+    model's context, or a shorter vLLM rollout engine's (`engine_max_length`: vLLM refuses a longer
+    prompt and cuts its completion short)."""
+    from rlvr.trainers.rollout_engine import engine_max_length
+
     context = context_length(model)
-    engine = cfg.algorithm.trl.get("vllm_max_model_length") if cfg.algorithm.rollout == "vllm" else None
+    engine = engine_max_length(cfg)
     if engine and (context is None or engine < context):
         return engine, f"algorithm.trl.vllm_max_model_length={engine}"
     return context, f"the model's {context}-token context"

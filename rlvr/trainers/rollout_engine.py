@@ -32,6 +32,13 @@ def uses_vllm(cfg) -> bool:
     return cfg.algorithm.rollout == "vllm"
 
 
+def engine_max_length(cfg) -> int | None:
+    """The tokens a prompt and its completion share in the vLLM rollout engine when shorter than the
+    model's context is asked for (`algorithm.trl.vllm_max_model_length`, TRL's, passed to vLLM as
+    `max_model_len`); None without vLLM rollouts or without it."""
+    return cfg.algorithm.trl.get("vllm_max_model_length") if uses_vllm(cfg) else None
+
+
 def check_rollout_engine(cfg, processes: int) -> None:
     """Refuse in one line, before anything loads, a training run (of `processes` processes) whose vLLM
     rollouts or evals cannot work here."""
@@ -63,7 +70,7 @@ def check_vllm_rollouts(cfg, processes: int) -> None:
         )
     if cfg.algorithm.vllm.sleep_mode and cfg.hardware.device != "cuda":
         raise ConfigError(f"{prefix} algorithm.vllm.sleep_mode=true frees GPU memory: vLLM has no sleep mode on {cfg.hardware.device}")
-    check_vllm_here(cfg, prefix, max_model_length=cfg.algorithm.trl.get("vllm_max_model_length"))
+    check_vllm_here(cfg, prefix, max_model_length=engine_max_length(cfg))
 
 
 def check_vllm_here(cfg, prefix: str, model_dir: Path | None = None, max_model_length: int | None = None) -> None:
