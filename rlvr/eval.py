@@ -604,13 +604,12 @@ def run(target_text: str, output_dir: str | None, composed: DictConfig, override
     check_curve_kept(target, out_dir, inputs)
     set_up_process(cfg)
     results = evaluate_target(target, cfg, out_dir, inputs)
-    curve = results + rotated_away(results, inputs, out_dir, target.run_dir / "checkpoints") if target.is_run and is_main_process() else []
-    if target.is_run and is_main_process() and not curve:
-        raise ConfigError(
-            f"target {target.run_dir}: the running training's rotation removed every checkpoint before its turn: evaluate it "
-            "once training has ended, or train with a larger algorithm.save_total_limit"
-        )
-    if curve:
+    if target.is_run and is_main_process():
+        if not (curve := results + rotated_away(results, inputs, out_dir, target.run_dir / "checkpoints")):
+            raise ConfigError(
+                f"target {target.run_dir}: the running training's rotation removed every checkpoint before its turn: evaluate it "
+                "once training has ended, or train with a larger algorithm.save_total_limit"
+            )
         log.info("curve: %s", write_curve(curve, out_dir))
     return results
 

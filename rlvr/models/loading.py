@@ -107,10 +107,10 @@ def build_tiny_model(shape, tokenizer, seed: int, head: str = "causal_lm", dtype
     import torch
     import transformers
 
-    config = tiny_config(shape, tokenizer)
-    prefix = ARCHITECTURES[shape.architecture]
     if DTYPES[dtype] not in ("float32", "auto"):
         return build_tiny_model(shape, tokenizer, seed, head).to(getattr(torch, DTYPES[dtype]))
+    config = tiny_config(shape, tokenizer)
+    prefix = ARCHITECTURES[shape.architecture]
     if head == "reward":
         config.num_labels = 1
         return random_init(getattr(transformers, f"{prefix}ForSequenceClassification"), config, seed)

@@ -232,7 +232,8 @@ def check_arguments(name: str, target: Any, arguments: dict) -> None:
             if hint := did_you_mean(key, own, cutoff=0.8):
                 log.warning("reward.functions.%s.%s goes to %s's **kwargs, not to rlvr%s", name, key, target.__name__, hint)
         return
-    known = [p for p in parameters if p != "name" or (declares is target and not inspect.isclass(target))] + own
+    passed_by_rlvr = inspect.isclass(target) or declares is not target  # `name`: a class's or a preflight's first argument
+    known = [p for p in parameters if p != "name" or not passed_by_rlvr] + own
     for key in arguments:
         if key not in known:
             raise ConfigError(f"reward.functions.{name}.{key}: {target.__name__} takes no '{key}'{did_you_mean(key, known)}")

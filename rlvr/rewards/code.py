@@ -37,8 +37,8 @@ SCORES = ("pass", "fraction")
 def fenced_blocks(text: str) -> list[tuple[str, str]]:
     """(language, body) of each Markdown fenced block (``` or ~~~, CommonMark's rule: closed by a line
     of the same character, at least as long; opened after text too, by `TRAILING_FENCE`); an unclosed
-    last block runs to the end (a completion cut at max length). Written by hand: the standard library has no Markdown parser, and this is
-    the one rule needed."""
+    last block runs to the end (a completion cut at max length). Written by hand: the standard library
+    has no Markdown parser, and this is the one rule needed."""
     blocks, fence, language, body, indent = [], None, "", [], 0
     for line in text.replace("\r\n", "\n").split("\n"):
         if fence is None:
