@@ -191,8 +191,8 @@ def test_fine_grained_grpo_with_lora_and_a_kl_reference_samples_with_vllm(tmp_pa
     """Span rewards on vLLM's token ids; vLLM samples with the LoRA adapter merged in: in fp32 its
     log-probs equal the policy's exactly at every step, after the policy has moved away from its
     reference (LoRA dropout 0: in training mode it would put noise into the policy's own log-probs).
-    Its evals go through the same engine, the merged weights synced first: the one at the last step
-    and the one after training see the same weights and give the same metrics."""
+    Its evals go through the same engine, the merged weights synced first; the one at the last step
+    is the eval after training too."""
     vllm_run(
         tmp_path,
         *VLLM,
@@ -211,7 +211,7 @@ def test_fine_grained_grpo_with_lora_and_a_kl_reference_samples_with_vllm(tmp_pa
     assert max(row["kl"] for row in rows) > 0.01  # the weights vLLM must follow did move
     assert_vllm_sampled_with_the_policys_weights(rows, fp32=True)
     assert (tmp_path / "final_adapter" / "adapter_config.json").exists()
-    assert all(f"eval {label} (vLLM)" in (tmp_path / "run.log").read_text() for label in ("before", "step-6", "step-12", "after"))
+    assert all(f"eval {label} (vLLM)" in (tmp_path / "run.log").read_text() for label in ("before", "step-6", "step-12"))
     last = next(row for row in read_jsonl(tmp_path / "metrics.jsonl") if row.get("step") == 12 and "eval/accuracy" in row)
     after = json.loads((tmp_path / "metrics.json").read_text())
     assert last["eval/accuracy"] == after["eval_after_accuracy"] and last["eval/reward"] == after["eval_after_reward"]

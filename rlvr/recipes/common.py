@@ -30,6 +30,7 @@ class PolicySetup:
     warmup_loss: float | None = None
     reasoning_vocab: Any = None  # rlvr.models.vocab.ReasoningVocab when model.reasoning_vocab_size > 0
     prompts_dropped: dict = field(default_factory=dict)  # {split}_prompts_dropped_too_long: no room in the context
+    step_evaluated: int | None = None  # the last step this process evaluated during training (eval.every_steps)
 
 
 # AlgorithmConfig fields that are rlvr's, not TRL's.
@@ -398,6 +399,7 @@ def eval_callback(cfg, setup: PolicySetup, run_dir: Path, trainer):
             else:
                 with generating_model(trainer) as model:  # whole: the ranks generate apart
                     metrics = eval_model(cfg, setup, model, run_dir, label)
+            setup.step_evaluated = state.global_step
             if metrics:  # rank 0; the base class's log: GRPOTrainer's would flush this step's training metrics into it
                 log_due = control.should_log  # logging resets it: the step's own training row is still to come
                 Trainer.log(trainer, {f"eval/{k[len(f'eval_{label}_') :]}": v for k, v in metrics.items()})

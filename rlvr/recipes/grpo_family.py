@@ -33,7 +33,16 @@ from rlvr.errors import ConfigError, DataError
 from rlvr.rewards.base import check_reward_signal
 from rlvr.rewards.checks import checked_rewards
 from rlvr.tracking.run_dir import Start, checkpoint_config
-from rlvr.tracking.outputs import JsonlWriter, metrics_callback, read_json, read_jsonl, setup_wandb, use_compact_progress, write_json
+from rlvr.tracking.outputs import (
+    JsonlWriter,
+    metrics_callback,
+    read_json,
+    read_jsonl,
+    setup_wandb,
+    use_compact_progress,
+    write_json,
+    write_jsonl,
+)
 from rlvr.evaluation.vllm_engine import own_completer, trainer_completer
 
 log = logging.getLogger(__name__)
@@ -288,7 +297,8 @@ def end_training(cfg, run_dir: Path, setup, trainer, rollouts) -> dict[str, floa
         if rollouts is not None:
             rollouts.close()
         # synced before a LoRA adapter is merged to save; no sync where no eval follows
-        engine = trainer_completer(cfg, trainer, setup.model, setup.tokenizer) if cfg.eval.after else None
+        evaluating = cfg.eval.after and setup.step_evaluated != trainer.state.global_step
+        engine = trainer_completer(cfg, trainer, setup.model, setup.tokenizer) if evaluating else None
         setup.model = save_final_model(trainer, setup.tokenizer, cfg.model, run_dir)
         if setup.reasoning_vocab is not None and is_main_process():  # the map, and where each copy ended up
             vocab = setup.reasoning_vocab
@@ -311,7 +321,10 @@ def completion_metrics(cfg, setup, run_dir: Path, train_steps: int, engine=None)
     if before is not None:
         metrics |= summarise(before, "before", cfg.eval.ks, answer_equivalence(setup.rewards, before), cfg.eval.seed)
     metrics |= setup.prompts_dropped | training_curve_summary(run_dir) | {"train_steps": train_steps}
-    metrics |= evaluate(cfg, setup, run_dir, "after", engine)
+    if cfg.eval.after and setup.step_evaluated == train_steps:  # these weights' eval ran at the last step
+        metrics |= eval_after_from_last_step(cfg, setup, run_dir, train_steps)
+    else:
+        metrics |= evaluate(cfg, setup, run_dir, "after", engine)
     after = run_dir / "eval" / "after.jsonl"
     if before is not None and after.exists() and [r["prompt_id"] for r in before] != [r["prompt_id"] for r in read_jsonl(after)]:
         unlike = "on different prompts (the eval data changed"
@@ -325,6 +338,20 @@ def completion_metrics(cfg, setup, run_dir: Path, train_steps: int, engine=None)
         unlike,
     )
     return {k: v for k, v in metrics.items() if not k.startswith("eval_before_")}
+
+
+def eval_after_from_last_step(cfg, setup, run_dir: Path, train_steps: int) -> dict[str, float]:
+    """The eval after training when this process evaluated the final weights at their last step
+    (`eval.every_steps` dividing it): eval/step-<N>.jsonl copied to eval/after.jsonl and summarised as
+    "after" (rank 0), instead of generating the same completions again."""
+    from rlvr.evaluation.engine import answer_equivalence, summarise
+
+    if not is_main_process():
+        return {}
+    rows = read_jsonl(run_dir / "eval" / f"step-{train_steps}.jsonl")
+    write_jsonl(run_dir / "eval" / "after.jsonl", rows)
+    log.info("eval after: the eval of step %d, on the same weights (eval/step-%d.jsonl)", train_steps, train_steps)
+    return summarise(rows, "after", cfg.eval.ks, answer_equivalence(setup.rewards, rows), cfg.eval.seed)
 
 
 def eval_settings_moved(cfg, run_dir: Path) -> str:

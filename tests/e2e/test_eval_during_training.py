@@ -1,5 +1,7 @@
 """Evaluation every `eval.every_steps` training steps, and what a resume does with it."""
 
+import json
+
 import pytest
 
 from conftest import TINY_RUN, completed_run
@@ -29,6 +31,14 @@ def test_eval_rows_every_n_steps_survive_a_resume_once_each(tmp_path):
     rows = read_jsonl(tmp_path / "eval" / "step-4.jsonl")
     assert [r["index"] for r in rows] == [0, 1, 2, 3] and all(len(r["samples"]) == 2 for r in rows)
     assert (tmp_path / "plots" / "eval.png").stat().st_size > 1000
+    # step 4 is the last: the eval after training is its eval, not the same completions generated again
+    assert read_jsonl(tmp_path / "eval" / "after.jsonl") == rows
+    assert "eval after (transformers)" not in (tmp_path / "run.log").read_text()
+    after = json.loads((tmp_path / "metrics.json").read_text())
+    step_4 = next(row for row in read_jsonl(tmp_path / "metrics.jsonl") if row["step"] == 4 and "eval/mean@2" in row)
+    assert {k: after[f"eval_after_{k[len('eval/') :]}"] for k in step_4 if k.startswith("eval/")} == {
+        k: v for k, v in step_4.items() if k.startswith("eval/")
+    }
     # a crash after step 4's eval, before its checkpoint; an earlier start had evaluated at step 5
     for done in ("metrics.json", "train_result.json"):
         (tmp_path / done).unlink()
