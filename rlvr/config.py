@@ -771,9 +771,30 @@ def missing_option_line(exc: BaseException) -> str | None:
     if not options:
         return None
     typed = any(arg.lstrip("+~").startswith(f"{group}=") and option in arg for arg in sys.argv[1:])
-    where = "" if typed else " (named in a preset's defaults list)"  # Hydra's "In '...'" names groups.yaml then
+    where = "" if typed else f" (named in {preset_naming(group, option, exc) or 'a preset'}'s defaults list)"
     hint = did_you_mean(option, options, prefix=f"{group}=")
     return f"{group}={option}{where}: no such option{hint}; the {group} options: {', '.join(options)}"
+
+
+def preset_naming(group: str, option: str, exc: BaseException) -> str | None:
+    """The file of a preset chosen on the command line whose defaults list names `group: option`, on
+    the search path Hydra's error lists, or None. Hydra's own "In '...'" names groups.yaml, the
+    primary config's list the preset's override entry replaces."""
+    import sys
+
+    import yaml
+
+    folders = re.findall(r"path=file://(\S+)", str(exc))
+    for chosen in filter(None, (re.fullmatch(r"[+~]*([\w/-]+)=([\w.-]+)", arg) for arg in sys.argv[1:])):
+        for path in (Path(folder, chosen[1], f"{chosen[2]}.yaml") for folder in folders):
+            try:
+                entries = yaml.safe_load(path.read_text()).get("defaults") or []
+            except (OSError, ValueError, AttributeError, yaml.YAMLError):
+                continue
+            for entry in (e for e in entries if isinstance(e, dict)):
+                if any(key.removeprefix("override ").strip("/ ") == group and value == option for key, value in entry.items()):
+                    return str(path)
+    return None
 
 
 # The free-form mappings: their keys are the user's (file paths, TRL fields, generator arguments, Optuna's search space)

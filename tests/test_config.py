@@ -159,7 +159,8 @@ def test_a_group_option_that_does_not_exist_in_a_presets_defaults_says_so(tmp_pa
     (tmp_path / "experiment").mkdir()
     (tmp_path / "experiment" / "mine.yaml").write_text("# @package _global_\ndefaults:\n  - override /model: tinyy\n")
     result = run_cli("rlvr.run", f"hydra.searchpath=[file://{tmp_path}]", "experiment=mine", "--cfg", "job")
-    assert one_line_error(result).startswith("rlvr: error: model=tinyy (named in a preset's defaults list): no such option (did you")
+    preset = tmp_path / "experiment" / "mine.yaml"
+    assert one_line_error(result).startswith(f"rlvr: error: model=tinyy (named in {preset}'s defaults list): no such option (did you")
 
 
 @pytest.mark.parametrize("preset", ["h100x8", "h100x16", "a100x4"])
