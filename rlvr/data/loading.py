@@ -147,8 +147,6 @@ def read_local(path_text: str, literal_columns: tuple[str, ...] = ()):
     are text columns holding each number as the file writes it, other values as `str` makes them
     (`true` -> "True", as in a column of only `true`/`false`): a gold answer 12 stays "12", not "12.0",
     which no reward would match. A column with a list or object in it stays as read."""
-    import datasets
-
     path = Path(path_text).expanduser()
     if path.is_dir():
         raise DataError(f"dataset file {path} is a directory: name one file (a mixture of files: dataset.mixer)")
@@ -159,6 +157,14 @@ def read_local(path_text: str, literal_columns: tuple[str, ...] = ()):
     kind = "parquet" if is_parquet(path) else "json"
     if kind == "json" and (bad := _first_bad_utf8(path)):
         raise DataError(f"cannot read dataset file {path}: {bad}")
+    ds = _load_quietly(path, kind)
+    return _as_the_file_writes_it(ds, path, literal_columns) if kind == "json" else ds
+
+
+def _load_quietly(path: Path, kind: str):
+    """`datasets.load_dataset(kind)` of one file, a malformed one a DataError naming its first bad row."""
+    import datasets
+
     # datasets' reader logs its own error for a malformed file (JSON: naming pyarrow's row; parquet: "Failed
     # to read schema"), which its handler and the root logger's both print; the one line below says it instead
     reader_log = logging.getLogger(f"datasets.packaged_modules.{kind}.{kind}")
@@ -174,6 +180,14 @@ def read_local(path_text: str, literal_columns: tuple[str, ...] = ()):
             raise DataError(f"cannot read dataset file {path}: {detail}") from exc
     finally:
         reader_log.setLevel(level)
+    return ds
+
+
+def _as_the_file_writes_it(ds, path: Path, literal_columns: tuple[str, ...]):
+    """`ds` read from JSON file `path`, its `literal_columns` and JSON-typed columns as the file writes
+    them (read_local's contract)."""
+    import datasets
+
     parsed: dict = {}  # parse -> the file's rows: the file is read and parsed at most once each way
 
     def file_column(column: str, parse=json_with_literal_numbers) -> list:
@@ -181,7 +195,7 @@ def read_local(path_text: str, literal_columns: tuple[str, ...] = ()):
             parsed[parse] = _file_rows(path, parse)
         return _column(parsed[parse], column)
 
-    for column in literal_columns if kind == "json" else ():
+    for column in literal_columns:
         if column in ds.column_names and _lost_its_numbers(ds.features[column]):
             try:
                 values = file_column(column)
@@ -190,7 +204,7 @@ def read_local(path_text: str, literal_columns: tuple[str, ...] = ()):
             if len(values) == len(ds) and not any(isinstance(value, (list, dict)) for value in values):
                 texts = [None if value is None else str(value) for value in values]
                 ds = ds.remove_columns(column).add_column(column, texts, feature=datasets.Value("string"))
-    for column in ds.column_names if kind == "json" else ():
+    for column in ds.column_names:
         if is_json_column(ds.features[column]):
             # datasets stores such a column's strings that read as JSON as that JSON: a chosen "2"
             # beside message lists came back as the int 2. The file's own values instead.

@@ -95,8 +95,7 @@ def policy_rewards(cfg) -> list:
 
 def setup_policy(cfg, run_dir: Path, resuming: bool = False, check_train: Callable[[int], None] | None = None) -> PolicySetup:
     """Model, data and rewards from their config groups; `check_train` of the number of train prompts
-    that fit the context; the SFT warm-up if the model asks for one, then the reasoning vocabulary
-    (copied from the warmed-up rows, so copies start equal).
+    that fit the context; then `warm_up_and_expand`.
 
     A resumed run skips the warm-up: its checkpoint holds the weights, or (LoRA: the checkpoint holds
     the adapter) its base is the policy as RL started, saved by the first start (`initial_policy/`).
@@ -141,13 +140,21 @@ def setup_policy(cfg, run_dir: Path, resuming: bool = False, check_train: Callab
         log.info("resuming: no SFT warm-up (the policy as RL started is loaded from %s)", initial)
         setup.reasoning_vocab = ReasoningVocab.of(model)  # saved with the policy: not expanded again
         return setup
+    warm_up_and_expand(setup, cfg, run_dir, resuming)
+    return setup
+
+
+def warm_up_and_expand(setup: PolicySetup, cfg, run_dir: Path, resuming: bool) -> None:
+    """The SFT warm-up the model asks for (not on a resume: the checkpoint holds the trained weights),
+    then the reasoning vocabulary, its copies made from the warmed-up rows so that they start equal."""
+    model, tokenizer = setup.model, setup.tokenizer
     if cfg.model.warmup_sft_steps > 0 and resuming and not cfg.model.lora.enabled:
         log.info("resuming: no SFT warm-up (the checkpoint holds the trained weights)")
     elif cfg.model.warmup_sft_steps > 0:
         from rlvr.recipes.warmup import sft_warmup
 
         # data-parallel, never sharded: sharding would leave the policy wrapped before the RL trainer wraps it
-        setup.warmup_loss = sft_warmup(model, tokenizer, train, cfg, hardware.trainer_arguments(cfg.hardware, shard=False), cfg.seed)
+        setup.warmup_loss = sft_warmup(model, tokenizer, setup.train, cfg, hardware.trainer_arguments(cfg.hardware, shard=False), cfg.seed)
         if is_main_process():
             write_json(run_dir / "warmup.json", {"warmup_sft_loss": setup.warmup_loss})
     if cfg.model.reasoning_vocab_size > 0:
@@ -158,13 +165,12 @@ def setup_policy(cfg, run_dir: Path, resuming: bool = False, check_train: Callab
             tokenizer,
             cfg.model.reasoning_vocab_size,
             cfg.model.reasoning_vocab_ids,
-            train["prompt"],  # for reasoning_vocab_ids=frequent
+            setup.train["prompt"],  # for reasoning_vocab_ids=frequent
             only_in_think=cfg.model.reasoning_only_in_think,
         )
         log.info(
             "reasoning vocabulary: %d tokens after the %d standard ones", setup.reasoning_vocab.size, setup.reasoning_vocab.standard_size
         )
-    return setup
 
 
 def initial_policy_dir(run_dir: Path) -> Path | None:

@@ -129,7 +129,6 @@ def train(cfg, run_dir: Path, start: Start) -> dict[str, float]:
     from rlvr.models.loading import check_lora_targets, load_reward_model, lora_config
     from rlvr.data.lengths import context_length
     from rlvr.data.preferences import as_whole_conversations
-    from rlvr.plots import plot_token_lengths, print_coloured_tokens
     from rlvr.trainers.reward import PreferenceRewardTrainer
 
     finishing = start.mode == "finish"
@@ -165,27 +164,40 @@ def train(cfg, run_dir: Path, start: Start) -> dict[str, float]:
         callbacks=[metrics_callback(run_dir / "metrics.jsonl")],
     )
     use_compact_progress(trainer)
-    if finishing:
-        metrics = read_json(run_dir / TRAIN_RESULT)
-    else:
-        if cfg.logging.plots:
-            plot_token_lengths(trainer.train_dataset, train_pairs, tokenizer, run_dir / "plots" / "token_lengths.png")
-            print_coloured_tokens(tokenizer, trainer.train_dataset[0]["chosen_ids"])
-        with phase("training"):
-            result = trainer.train()
-        with phase("saving the final model"):  # before the eval: a run stopped in it is finished from this
-            trainer.model = save_final_model(trainer, tokenizer, cfg.model, run_dir)
-            metrics = {"train_loss": result.training_loss, "train_steps": trainer.state.global_step}
-            if is_main_process():
-                write_json(run_dir / TRAIN_RESULT, metrics)
+    metrics = read_json(run_dir / TRAIN_RESULT) if finishing else train_and_save(cfg, run_dir, trainer, tokenizer, train_pairs)
     metrics |= counts
     if eval_pairs is not None:
-        from rlvr.rewards.hybrid import RewardModelScorer
-
-        with phase("eval 'after'"):
-            metrics |= trainer.evaluate()
-            device, batch_size = hardware.torch_device(cfg.hardware), cfg.algorithm.per_device_eval_batch_size
-            scorer = RewardModelScorer(trainer.model, tokenizer, device=device, batch_size=batch_size)
-            metrics["eval_pair_accuracy"] = scorer.pair_accuracy(eval_pairs)
+        metrics |= evaluate_pairs(cfg, trainer, tokenizer, eval_pairs)
     log.info("reward model: %s", {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)})
     return finish(cfg, run_dir, metrics)
+
+
+def train_and_save(cfg, run_dir: Path, trainer, tokenizer, train_pairs) -> dict[str, float]:
+    """The token-length plot and a coloured example, training, then the final model and
+    train_result.json (before the eval: a run stopped in it is finished from them); the train metrics."""
+    from rlvr.plots import plot_token_lengths, print_coloured_tokens
+
+    if cfg.logging.plots:
+        plot_token_lengths(trainer.train_dataset, train_pairs, tokenizer, run_dir / "plots" / "token_lengths.png")
+        print_coloured_tokens(tokenizer, trainer.train_dataset[0]["chosen_ids"])
+    with phase("training"):
+        result = trainer.train()
+    with phase("saving the final model"):
+        trainer.model = save_final_model(trainer, tokenizer, cfg.model, run_dir)
+        metrics = {"train_loss": result.training_loss, "train_steps": trainer.state.global_step}
+        if is_main_process():
+            write_json(run_dir / TRAIN_RESULT, metrics)
+    return metrics
+
+
+def evaluate_pairs(cfg, trainer, tokenizer, eval_pairs) -> dict[str, float]:
+    """TRL's eval metrics (batch-averaged) and `eval_pair_accuracy`: the share of eval pairs whose
+    chosen reply the trained model scores above the rejected one."""
+    from rlvr.rewards.hybrid import RewardModelScorer
+
+    with phase("eval 'after'"):
+        metrics = trainer.evaluate()
+        device, batch_size = hardware.torch_device(cfg.hardware), cfg.algorithm.per_device_eval_batch_size
+        scorer = RewardModelScorer(trainer.model, tokenizer, device=device, batch_size=batch_size)
+        metrics["eval_pair_accuracy"] = scorer.pair_accuracy(eval_pairs)
+    return metrics

@@ -215,13 +215,9 @@ def cap_what_the_tests_write(file_mb: int) -> None:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 
-def main():
-    sys.set_int_max_str_digits(0)  # an int of any size crosses the pipe as JSON
-    limits = json.loads(sys.argv[1])
-    if limits["uid"] is None:
-        import ctypes
-
-        ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: no /proc/<pid>/mem, fd or ptrace access
+def start_candidate(limits: dict) -> tuple[int, int, int]:
+    """Forks the candidate process (before the job is read from stdin: it never sees the tests), tied
+    to the caller's lifeline; returns its pid, the fd to send it requests and the fd of its replies."""
     requests_r, requests_w = os.pipe()
     replies_r, replies_w = os.pipe()
     pid = os.fork()
@@ -237,6 +233,17 @@ def main():
         threading.Thread(target=end_with_the_caller, args=(limits["lifeline"], pid), daemon=True).start()
     os.close(requests_r)
     os.close(replies_w)
+    return pid, requests_w, replies_r
+
+
+def main():
+    sys.set_int_max_str_digits(0)  # an int of any size crosses the pipe as JSON
+    limits = json.loads(sys.argv[1])
+    if limits["uid"] is None:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: no /proc/<pid>/mem, fd or ptrace access
+    pid, requests_w, replies_r = start_candidate(limits)
     job = json.loads(sys.stdin.buffer.read())
     replies = os.fdopen(replies_r, "rb")
     verdict_out = os.dup(1)  # the verdict's own: what the prelude and the tests print goes to stderr

@@ -20,9 +20,10 @@ def test_a_ctrl_c_between_trainings_end_and_the_final_save_names_the_save(tmp_pa
         time.sleep(5)  # the handler raises here
 
     monkeypatch.setattr(grpo_family, "trainer_completer", ctrl_c)
-    setup = SimpleNamespace(rewards=[], model=None, tokenizer=None)
+    setup = SimpleNamespace(rewards=[], model=None, tokenizer=None, step_evaluated=None)
+    trainer = SimpleNamespace(state=SimpleNamespace(global_step=4))
     with pytest.raises(SystemExit) as stopped, stops_reported(tmp_path):
-        grpo_family.end_training(SimpleNamespace(eval=SimpleNamespace(after=True)), tmp_path, setup, None, None)
+        grpo_family.end_training(SimpleNamespace(eval=SimpleNamespace(after=True)), tmp_path, setup, trainer, None)
     assert stopped.value.code == 130
     assert capsys.readouterr().err.startswith("rlvr: Ctrl-C during saving the final model: stopped at once")
 
