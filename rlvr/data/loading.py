@@ -66,12 +66,31 @@ def _first_bad_json_row(path: Path) -> str | None:
     for number, line in enumerate(text.split("\n"), start=1):
         if line.strip():
             try:
-                row = json.loads(line)
+                row = json.loads(line, object_pairs_hook=_without_repeated_keys)
             except json.JSONDecodeError as exc:
                 return f"line {number}: {exc.msg}"
+            except ValueError as exc:  # a repeated key, which pyarrow's JSON-lines reader refuses
+                return f"line {number}: {exc}"
             if not isinstance(row, dict):
                 return f"line {number} is {_json_kind(row)}, not an object of columns ({{...}}): a JSON-lines file has one object per line"
     return None
+
+
+def _no_parquet_rows(path: Path) -> str | None:
+    import pyarrow.parquet
+
+    try:
+        return "the file has no rows" if pyarrow.parquet.read_metadata(path).num_rows == 0 else None
+    except Exception:  # noqa: BLE001  not readable as parquet: datasets' own error says why
+        return None
+
+
+def _without_repeated_keys(pairs: list[tuple[str, Any]]) -> dict:
+    row = dict(pairs)
+    if len(row) < len(pairs):
+        repeated = next(key for index, (key, _) in enumerate(pairs) if key in dict(pairs[:index]))
+        raise ValueError(f"the key {repeated!r} appears twice in one object: keep one")
+    return row
 
 
 def _first_bad_utf8(path: Path) -> str | None:
@@ -173,10 +192,11 @@ def _load_quietly(path: Path, kind: str):
     try:
         ds = datasets.load_dataset(kind, data_files=str(path), split="train")
     except Exception as exc:  # datasets raises several types for a malformed file
-        detail = _first_bad_json_row(path) if kind == "json" else None
-        ds = None if detail else _read_without_blank_lines(path)
+        detail = _first_bad_json_row(path) if kind == "json" else _no_parquet_rows(path)
+        ds = None if detail or kind != "json" else _read_without_blank_lines(path)
         if ds is None:
-            detail = detail or next(iter(str(exc).splitlines()), type(exc).__name__)
+            cause = exc.__cause__ or exc  # "An error occurred while generating the dataset" wraps pyarrow's
+            detail = detail or next(iter(str(cause).splitlines()), type(cause).__name__)
             raise DataError(f"cannot read dataset file {path}: {detail}") from exc
     finally:
         reader_log.setLevel(level)
@@ -340,14 +360,37 @@ def mix(sources: dict[str, Any], read, seed: int):
     start-up: rlvr.config's `_check_mixer`)."""
     import datasets
 
-    parts = []
+    parts = {}
     for name, amount in sources.items():
         ds = read(name).shuffle(seed=seed)
         n = round(amount * len(ds)) if amount <= 1.0 else int(amount)
         if n > len(ds):
             raise DataError(f"dataset.mixer['{name}'] asks for {n} rows; it has {len(ds)}")
-        parts.append(ds.select(range(n)))
-    return datasets.concatenate_datasets(parts)
+        if n == 0:
+            raise DataError(f"dataset.mixer['{name}']={amount} of its {len(ds)} rows rounds to none: ask for more, or leave it out")
+        parts[name] = ds.select(range(n))
+    return datasets.concatenate_datasets(aligned(parts))
+
+
+def aligned(parts: dict[str, Any]) -> list:
+    """The sources of a mixture with the columns they all have, a column that is text in one and a
+    number in another (or parquet's large_string beside JSON's string) as text in all: what
+    `concatenate_datasets` takes. Columns of other kinds that differ (chat messages beside plain
+    text) are a DataError naming the two sources."""
+    import datasets
+
+    shared = [c for c in next(iter(parts.values())).column_names if all(c in part.column_names for part in parts.values())]
+    parts = {name: part.select_columns(shared) for name, part in parts.items()}
+    for column in shared:
+        kinds = {name: part.features[column] for name, part in parts.items()}
+        if len({repr(kind) for kind in kinds.values()}) == 1:
+            continue
+        if not all(isinstance(kind, datasets.Value) for kind in kinds.values()):
+            first, kind = next(iter(kinds.items()))
+            other, other_kind = next((name, k) for name, k in kinds.items() if repr(k) != repr(kind))
+            raise DataError(f"dataset.mixer: column '{column}' is {kind} in '{first}' and {other_kind} in '{other}': make them one kind")
+        parts = {name: part.cast_column(column, datasets.Value("string")) for name, part in parts.items()}
+    return list(parts.values())
 
 
 def _row_index(index: int) -> str:

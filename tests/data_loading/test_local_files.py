@@ -136,3 +136,48 @@ def test_an_empty_system_prompt_is_an_empty_system_message_or_nothing(tmp_path, 
     train, _ = load_prompt_datasets(dataset_cfg(source=str(path), system_prompt="", chat=chat))
     expected = [{"role": "system", "content": ""}, {"role": "user", "content": "1+1="}] if chat else "1+1="
     assert train[0]["prompt"] == expected
+
+
+def test_a_mixture_of_parquet_and_json_lines_with_numbers_for_text_trains_on_all_rows(tmp_path):
+    """parquet's large_string beside JSON's string, a column of numbers beside one of text: datasets'
+    concatenate_datasets refused each with a traceback."""
+    import pandas
+
+    rows = [{"question": f"What is {i}+1?", "answer": str(i + 1)} for i in range(4)]
+    pandas.DataFrame(rows).to_parquet(tmp_path / "a.parquet")
+    (tmp_path / "b.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps({"question": i, "answer": i, "extra": 1}) + "\n" for i in range(3)))
+    mixer = {str(tmp_path / name): 1.0 for name in ("a.parquet", "b.jsonl", "c.jsonl")}
+    train, _ = load_prompt_datasets(dataset_cfg(source="", mixer=mixer))
+    assert sorted(train["answer"]) == sorted(["1", "2", "3", "4"] * 2 + ["0", "1", "2"])
+    assert "extra" not in train.column_names  # a column not every source has
+
+
+def test_a_mixer_fraction_that_rounds_to_no_rows_is_refused(tmp_path):
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps({"question": f"q{i}", "answer": "1"}) + "\n" for i in range(20)))
+    with pytest.raises(DataError, match=r"dataset.mixer\['.*a.jsonl'\]=0.01 of its 20 rows rounds to none"):
+        load_prompt_datasets(dataset_cfg(source="", mixer={str(tmp_path / "a.jsonl"): 0.01}))
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("empty.parquet", "the file has no rows"),
+        ("torn.parquet", "Parquet magic bytes not found in footer. Either the file is corrupted or this is not a parquet file."),
+        ("twice.jsonl", "line 2: the key 'answer' appears twice in one object: keep one"),
+    ],
+)
+def test_a_malformed_parquet_or_json_file_is_one_line_naming_what_is_wrong(tmp_path, name, message):
+    """An empty or torn parquet file was a UnicodeDecodeError traceback (read again as JSON lines); a
+    repeated key, datasets' "An error occurred while generating the dataset"."""
+    import pandas
+
+    pandas.DataFrame({"question": pandas.Series([], dtype=str), "answer": pandas.Series([], dtype=str)}).to_parquet(
+        tmp_path / "empty.parquet"
+    )
+    pandas.DataFrame({"question": ["q"] * 50, "answer": ["1"] * 50}).to_parquet(tmp_path / "whole.parquet")
+    (tmp_path / "torn.parquet").write_bytes((tmp_path / "whole.parquet").read_bytes()[:300])
+    (tmp_path / "twice.jsonl").write_text('{"question": "q", "answer": "1"}\n{"question": "q", "answer": "1", "answer": "0"}\n')
+    with pytest.raises(DataError) as info:
+        load_prompt_datasets(dataset_cfg(source=str(tmp_path / name)))
+    assert str(info.value) == f"cannot read dataset file {tmp_path / name}: {message}"
