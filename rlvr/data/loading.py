@@ -351,7 +351,7 @@ def _limit(ds, where: str, limit: int | None, seed: int):
     if limit is not None and limit < len(ds):
         ds = ds.shuffle(seed=seed).select(range(limit))
     if len(ds) == 0:
-        raise DataError(f"{where} has no rows" + (f" (a limit of {limit} rows)" if limit == 0 else ""))
+        raise DataError(f"{where} has no rows")
     return ds
 
 

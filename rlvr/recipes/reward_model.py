@@ -47,8 +47,6 @@ def prepare_split(ds, cfg, tokenizer, limit_key: str, where: str, prefix: str, c
             f"{where} has no pairs left: all {read} have chosen == rejected ({identical}) or an empty chosen or rejected answer ({empty})"
         )
     limit = SANITY_CHECK_PAIRS if pref.sanity_check else cfg.dataset[limit_key]
-    if limit == 0:
-        raise ConfigError(f"dataset.{limit_key}=0 leaves {where} without pairs")
     if limit is not None:
         ds = ds.select(range(min(limit, len(ds))))
     longest, named = pref.max_token_length, f"max_token_length={pref.max_token_length}"

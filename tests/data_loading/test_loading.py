@@ -7,7 +7,7 @@ import pytest
 from rlvr.config import DatasetConfig
 from rlvr.data import load_prompt_datasets
 from rlvr.data.arithmetic import generate
-from rlvr.errors import DataError
+from rlvr.errors import ConfigError, DataError
 from omegaconf import OmegaConf
 
 
@@ -146,9 +146,11 @@ def test_empty_file_is_named(tmp_path, content):
 
 
 @pytest.mark.parametrize("limit", ["max_train_samples", "max_eval_samples"])
-def test_a_limit_of_zero_rows_is_an_error_not_an_empty_run(limit):
-    with pytest.raises(DataError, match=r"has no rows \(a limit of 0 rows\)"):
-        load_prompt_datasets(dataset_cfg(**{limit: 0}))
+def test_a_limit_of_zero_rows_is_refused_at_start_up_not_after_the_run_dir_is_written(limit):
+    from rlvr.config import check_ranges
+
+    with pytest.raises(ConfigError, match=rf"^dataset.{limit}=0 must be > 0 \("):
+        check_ranges(OmegaConf.create({"dataset": dataset_cfg(**{limit: 0})}))
 
 
 def test_prompt_template_naming_a_missing_column(rows_file):
