@@ -7,8 +7,9 @@ from typing import Any
 
 from rlvr.errors import DataError
 
-# Bounded lengths keep every match linear on adversarial input (a 1 MB run of digits included).
-NUMBER = re.compile(r"-?\d[\d,]{0,30}(?:\.\d{1,12})?")
+# Bounded lengths keep every match linear on adversarial input (a 1 MB run of digits included). A minus
+# sign (or U+2212) right after a digit is a range or a difference ("3-5 days"), not the number's sign.
+NUMBER = re.compile(r"(?:(?<!\d)[-\u2212])?\d[\d,]{0,30}(?:\.\d{1,20})?")
 FINAL_LINE = re.compile(r"^\s*Final:\s*(?P<value>\S.{0,60}?)\s*$")
 
 
@@ -38,12 +39,18 @@ def short(value: Any, limit: int = 80) -> str:
 
 
 def normalize_number(text: str) -> str | None:
-    """Canonical decimal form of a number written as text ("1,000.50" -> "1000.5"), or None."""
-    cleaned = text.strip().replace(",", "").rstrip(".")
+    """Canonical decimal form of a number written as text ("1,000.50" -> "1000.5", "\u22125" -> "-5",
+    a gold written by JSON as "1e3" -> "1000"), or None."""
+    cleaned = text.strip().replace(",", "").replace("\u2212", "-").rstrip(".")
     if cleaned.startswith("$"):
         cleaned = cleaned[1:]
-    if not re.fullmatch(r"-?\d{1,40}(?:\.\d{1,20})?", cleaned):
+    written = re.fullmatch(r"-?\d{1,40}(?:\.\d{1,20})?(?P<exponent>[eE][-+]?\d{1,2})?", cleaned)
+    if written is None:
         return None
+    if written["exponent"]:
+        from decimal import Decimal
+
+        cleaned = format(Decimal(cleaned), "f")
     if "." in cleaned:
         cleaned = cleaned.rstrip("0").rstrip(".")
     if cleaned in ("-0", ""):

@@ -66,3 +66,19 @@ def test_a_reward_without_gold_column_says_so():
 
     with pytest.raises(ConfigError, match="needs an 'answer' column"):
         LastNumberReward(name="flex")(completions=["1"])
+
+
+@pytest.mark.parametrize(
+    ("completion", "gold", "prediction", "correct"),
+    [
+        ("1/3 = 0.3333333333333333", "0.3333333333333333", "0.3333333333333333", True),  # was read as 3333
+        ("0.1+0.2 = 0.30000000000000004", "0.30000000000000004", "0.30000000000000004", True),
+        ("The temperature drops to \u22125 degrees.", "5", "\u22125", False),  # U+2212: was read as 5
+        ("The temperature drops to \u22125 degrees.", "-5", "\u22125", True),
+        ("It takes 3-5 days", "5", "5", True),  # was read as -5
+        ("The answer is 1000.", "1e3", "1000", True),  # a JSON gold written 1e3 (kept as written)
+    ],
+)
+def test_flexible_reads_numbers_as_written(completion, gold, prediction, correct):
+    [outcome] = LastNumberReward().score([completion], [gold])
+    assert (outcome.prediction, outcome.correct) == (prediction, correct)
