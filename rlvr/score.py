@@ -91,19 +91,8 @@ def score_rows(rows: list[dict], rewards, completion_column: str, answer_column:
             f"completion_column={completion_column} and answer_column={answer_column} name the same column: "
             "answer_column names the gold answers' column"
         )
-    completions = [r[completion_column] for r in rows]  # `is_completion`: the rewards read either form
-    columns = {k: [r.get(k) for r in rows] for k in set().union(*rows) - {completion_column, "prompt"}}
-    if answer_column not in columns and answer_column != "answer":
-        present = ", ".join(sorted(set().union(*rows)))
-        raise DataError(f"answer_column={answer_column}: the input has no such column (its columns: {present})")
-    check_reward_columns(columns, answer_column, "answer_column", "the input")
-    if answer_column in columns:
-        columns["answer"] = columns.pop(answer_column)
-    if "answer" not in columns and (needing := [rw.name for rw in rewards if getattr(rw.fn, "needs_gold", False)]):
-        hint = " (it has a 'gold' column, as a run's rollouts.jsonl does: answer_column=gold)" if "gold" in columns else ""
-        raise DataError(f"reward '{needing[0]}' needs an 'answer' column in the input{hint}")
-    prompts = [r.get("prompt", "") for r in rows]
-    values = {rw.name: rw.fn(prompts=prompts, completions=completions, **columns) for rw in rewards}
+    arguments = reward_arguments(rows, rewards, completion_column, answer_column)
+    values = {rw.name: rw.fn(**arguments) for rw in rewards}
     judge = judging_reward(rewards)
     if any("samples" in row for row in rows):
         print("rlvr.score: the rows' `samples` (an eval's sampled completions) are not scored: left out of the output", file=sys.stderr)
@@ -122,6 +111,38 @@ def score_rows(rows: list[dict], rewards, completion_column: str, answer_column:
             }
         )
     return scored
+
+
+def reward_arguments(rows: list[dict], rewards, completion_column: str, answer_column: str) -> dict:
+    """What the rewards are called with for `rows`, as in training: prompts, completions and the other
+    columns, the gold column as `answer`."""
+    completions = [r[completion_column] for r in rows]  # `is_completion`: the rewards read either form
+    columns = {k: [r.get(k) for r in rows] for k in set().union(*rows) - {completion_column, "prompt"}}
+    if answer_column not in columns and answer_column != "answer":
+        present = ", ".join(sorted(set().union(*rows)))
+        raise DataError(f"answer_column={answer_column}: the input has no such column (its columns: {present})")
+    check_reward_columns(columns, answer_column, "answer_column", "the input")
+    if answer_column in columns:
+        columns["answer"] = columns.pop(answer_column)
+    if "answer" not in columns and (needing := [rw.name for rw in rewards if getattr(rw.fn, "needs_gold", False)]):
+        hint = " (it has a 'gold' column, as a run's rollouts.jsonl does: answer_column=gold)" if "gold" in columns else ""
+        raise DataError(f"reward '{needing[0]}' needs an 'answer' column in the input{hint}")
+    return {"prompts": [r.get("prompt", "") for r in rows], "completions": completions, **columns}
+
+
+def as_fgrpo_scores_them(rewards, rows: list[dict], completion_column: str, answer_column: str) -> list:
+    """`rewards` as scored here: span functions (algorithm=fgrpo's, e.g. reward=fgrpo_spans) as that
+    recipe scores a completion, the sum of its spans' scores, found by what they return for the first row."""
+    from rlvr.recipes.fgrpo import adapt_rewards
+    from rlvr.rewards.base import Reward
+
+    arguments = reward_arguments(rows[:1], rewards, completion_column, answer_column)
+    plain = [rw for rw in rewards if isinstance(rw.fn, Reward)]  # a built-in whole-completion reward
+    first = [None if rw in plain else rw.fn(**arguments) for rw in rewards]
+    spans = [rw.name for rw, value in zip(rewards, first) if isinstance(value, list) and value and isinstance(value[0], (list, tuple))]
+    if spans and len(spans) < len(rewards):
+        raise ConfigError(f"reward '{spans[0]}' returns spans and another reward of the preset does not: score them apart")
+    return adapt_rewards(rewards) if spans else rewards
 
 
 def is_utf8_encodable(text: str) -> bool:
@@ -176,9 +197,11 @@ def hydra_main(cfg: DictConfig) -> None:
         if OmegaConf.is_missing(cfg, "input"):
             raise ConfigError("input must be set (it is ???): input=ROWS.jsonl, the rows to score")
         check_ranges(cfg)
-        rewards = checked_rewards(build_rewards(cfg.reward.functions), OmegaConf.to_container(cfg.reward.checks))
+        rewards = build_rewards(cfg.reward.functions)
         needs_gold = any(getattr(reward.fn, "needs_gold", False) for reward in rewards)
         rows = read_rows(Path(cfg.input), cfg.completion_column, cfg.answer_column, needs_gold)
+        rewards = as_fgrpo_scores_them(rewards, rows, cfg.completion_column, cfg.answer_column)
+        rewards = checked_rewards(rewards, OmegaConf.to_container(cfg.reward.checks))
         scored = score_rows(rows, rewards, cfg.completion_column, cfg.answer_column)
         if cfg.output:
             write_rows(scored, Path(cfg.output))
