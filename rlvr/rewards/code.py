@@ -17,6 +17,7 @@ from typing import Sequence
 
 from rlvr.config import Range, check_number
 from rlvr.errors import ConfigError, DataError
+from rlvr.rewards.answers import short
 from rlvr.rewards.base import Outcome, Reward
 from rlvr.rewards.code_sandbox import MAX_WORKERS, Job, Limits, Sandbox
 
@@ -67,6 +68,16 @@ def extract_program(completion: str, entry_point: str) -> str:
     python = [body for language, body in blocks if language in PYTHON_FENCES]
     defines = re.compile(rf"^\s*(async\s+)?def\s+{re.escape(entry_point)}\s*\(", re.MULTILINE)
     return next((body for body in python if defines.search(body)), python[0] if python else "")
+
+
+def does_not_compile(tests: str, prelude: str) -> str | None:
+    """Why a row's tests or code prelude are not Python (compiled, not run), or None."""
+    for name, source in (("code_prelude", prelude), ("tests", tests)):
+        try:
+            compile(source, f"<{name}>", "exec")
+        except (SyntaxError, ValueError) as exc:  # ValueError: a NUL byte
+            return f"the row's {name} {'are' if name == 'tests' else 'is'} not Python: {type(exc).__name__}: {exc}"
+    return None
 
 
 class CodeTestsReward(Reward):
@@ -132,9 +143,11 @@ class CodeTestsReward(Reward):
                 f"reward '{self.__name__}': row {row}'s tests are a {type(raw).__name__}, not Python source "
                 "(join a list of asserts into one string)"
             )
-        entry_point = self._rows[0][row]
+        entry_point, prelude = self._rows[0][row], self._rows[1][row]
         if not isinstance(entry_point, str) or not entry_point.isidentifier():
             raise DataError(f"reward '{self.__name__}': row {row}'s entry_point {entry_point!r} is not a function name")
+        if prelude is not None and not isinstance(prelude, str):
+            raise DataError(f"reward '{self.__name__}': row {row}'s code_prelude {short(prelude)} is not Python source (text)")
         return raw
 
     def score(self, completions: Sequence[str], golds: Sequence[str | None], prompts=None) -> list[Outcome]:
@@ -145,6 +158,8 @@ class CodeTestsReward(Reward):
             program = extract_program(completion, entry_points[i])
             if tests is None or not program.strip():
                 outcomes[i] = Outcome(self.wrong, "missing", None, False)
+            elif broken := does_not_compile(tests, preludes[i] or ""):  # the data's fault: no verdict on the program
+                outcomes[i] = Outcome(self.wrong, "error", broken, False)
             else:
                 jobs[i] = Job(program, tests, entry_points[i], preludes[i] or "")
         for i, verdict in zip(jobs, self.sandbox.run(list(jobs.values())), strict=True):
@@ -153,7 +168,7 @@ class CodeTestsReward(Reward):
 
     def _outcome(self, verdict) -> Outcome:
         if verdict.status != "ok":
-            return Outcome(self.wrong, verdict.status, None, False)
+            return Outcome(self.wrong, verdict.status, verdict.error if verdict.status == "error" else None, False)
         ran = verdict.passed + verdict.failed + (verdict.error is not None)
         if ran == 0:  # the tests hold no assert and no check(): they judge nothing
             return Outcome(self.wrong, "error", "the tests ran no assert (no assert, no check function)", False)

@@ -5,7 +5,8 @@ Started as `python -I -S code_harness.py LIMITS` with LIMITS a JSON object {"cpu
 when the sandbox runs as root; lifeline: null, or the read end of a pipe whose write end the caller
 holds: when it closes, because the caller ended or gave up on this job, this process ends at once,
 and with it the sandbox); reads one JSON object {"program", "prelude", "tests", "entry_point", "token"}
-on stdin and prints one line, `<token> {"passed": n, "failed": n, "error": str|null}`.
+on stdin and prints one line, `<token> {"passed": n, "failed": n, "error": str|null}` (with
+"tests_error" where the tests' own import failed: the data's fault, not the program's).
 
 The program never shares a process with the tests or the token, so no reward hack inside it can
 reach them: this process forks the candidate process BEFORE it reads its input, the candidate
@@ -163,6 +164,8 @@ def run_tests(job, call_candidate):
         exec(compile(tree, "<tests>", "exec"), namespace)
         if callable(namespace.get("check")):
             namespace["check"](candidate)
+    except ImportError as exc:
+        counts["tests_error" if not getattr(exc, "from_the_program", False) else "error"] = one_line(exc)
     except Exception as exc:  # the tests stopped: a call raised outside an assert, or the program did not load
         counts["error"] = one_line(exc)
     return counts
@@ -261,7 +264,9 @@ def main():
             raise EOFError("the candidate process ended") from None
         if "raised" in reply:  # as the built-in exception the program raised (`except ValueError:` in tests), else RuntimeError
             kind = getattr(builtins, str(reply.get("type")), None)
-            raise (kind if isinstance(kind, type) and issubclass(kind, Exception) else RuntimeError)(reply["raised"])
+            raised = (kind if isinstance(kind, type) and issubclass(kind, Exception) else RuntimeError)(reply["raised"])
+            raised.from_the_program = True
+            raise raised
         return decode(reply["value"])
 
     try:

@@ -268,6 +268,8 @@ class Sandbox:
         for line in output.splitlines():
             if line.startswith(token + " "):
                 counts = json.loads(line[len(token) + 1 :])
+                if counts.get("tests_error"):
+                    return Verdict("error", error=f"the tests did not run: {counts['tests_error']}")
                 return Verdict("ok", counts["passed"], counts["failed"], counts["error"], counts.get("out_of_cpu", False))
         detail = errors.decode(errors="replace").strip().splitlines()
         return Verdict("error", error=f"no verdict (exit {process.returncode}" + (f": {detail[-1][:200]})" if detail else ")"))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from rlvr.errors import ConfigError
+from rlvr.errors import ConfigError, DataError
 from rlvr.rewards.code import CodeTestsReward, extract_program
 from rlvr.rewards.code_sandbox import FIRST_UID, HARNESS, MAX_WORKERS, Job, Limits, Sandbox
 
@@ -150,6 +150,31 @@ def test_fenced_blocks_without_python_are_missing_code(reward):
 def test_no_code_scores_zero(reward, completion):
     value, outcome = score(reward, completion)
     assert value == 0.0 and outcome.reason in ("missing", "wrong")
+
+
+@pytest.mark.parametrize(
+    ("tests", "prelude", "why"),
+    [
+        ("assert add(1, 2 == 3\n", "", "the row's tests are not Python: SyntaxError: '(' was never closed"),
+        (ADD_TESTS, "def f(:\n", "the row's code_prelude is not Python: SyntaxError: invalid syntax"),
+        ("import not_installed_here\n" + ADD_TESTS, "", "the tests did not run: ModuleNotFoundError: No module named 'not_installed_here'"),
+    ],
+)
+def test_tests_that_cannot_run_are_no_verdict_not_a_wrong_program(reward, tests, prelude, why):
+    """The data's fault: scored as "error" (counted in no_verdict_frac), not "wrong", which blamed a correct program."""
+    value, outcome = score(reward, prelude + CORRECT_ADD, tests=tests, prelude=prelude)
+    assert (value, outcome.reason, outcome.correct) == (0.0, "error", False) and outcome.prediction.startswith(why)
+
+
+def test_an_import_error_the_program_raises_is_the_programs(reward):
+    program = "def add(a, b):\n    import not_installed_here\n"
+    value, outcome = score(reward, program, tests="add(1, 2)\n" + ADD_TESTS)
+    assert (value, outcome.reason) == (0.0, "wrong") and "ModuleNotFoundError" in outcome.prediction
+
+
+def test_a_code_prelude_that_is_not_text_is_one_line(reward):
+    with pytest.raises(DataError, match=r"^reward 'code': row 0's code_prelude 42 is not Python source \(text\)$"):
+        score(reward, CORRECT_ADD, prelude=42)
 
 
 HACKS = {
