@@ -103,6 +103,7 @@ def setup_policy(cfg, run_dir: Path, resuming: bool = False, check_train: Callab
     from rlvr.data import load_prompt_datasets
     from rlvr.data.lengths import fit_to_context
     from rlvr.models.loading import check_lora_targets, load_policy
+    from rlvr.rewards.checks import warn_unreadable_golds
 
     rewards = policy_rewards(cfg)  # first: a bad reward config fails before any loading
     trainer_kwargs = hardware.trainer_arguments(cfg.hardware)
@@ -124,6 +125,9 @@ def setup_policy(cfg, run_dir: Path, resuming: bool = False, check_train: Callab
             f"has no chat template: use an instruct model, or dataset.chat=false for plain-text prompts"
         )
     train, evaluation, dropped = fit_to_context(train, evaluation, model, tokenizer, cfg)
+    for dataset, where in ((train, "the train data"), (evaluation, "the eval data")):
+        if dataset is not None:
+            warn_unreadable_golds(rewards, dataset, where)
     if check_train is not None:
         check_train(len(train))
     log.info(

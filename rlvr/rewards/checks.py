@@ -73,6 +73,25 @@ def required_columns(rewards) -> list[str]:
     return [name for reward in rewards for name, required in getattr(innermost(reward.fn), "data_columns", {}).items() if required]
 
 
+def warn_unreadable_golds(rewards, dataset, where: str) -> None:
+    """A warning for each reward that can match none of some gold answers of `dataset` (its
+    `reads_gold`: a numeric reward and golds such as "five" or "\\frac{1}{2}"): every completion
+    of those prompts scores wrong, so they carry no signal."""
+    for reward in rewards:
+        reads = getattr(innermost(reward.fn), "reads_gold", None)
+        unread = [] if reads is None else [gold for gold in dataset["answer"] if not reads(gold)]
+        if unread:
+            log.warning(
+                "%d of the %d gold answers of %s (e.g. %s) are not numbers, which reward '%s' reads: it scores every "
+                "completion of their prompts wrong (a math reward reads them: reward=math_verify)",
+                len(unread),
+                len(dataset),
+                where,
+                short(unread[0]),
+                reward.name,
+            )
+
+
 def check_reward_columns(columns: Sequence[str], answer_column: str, setting: str, where: str) -> None:
     """Refuses in one line, naming `where`, data columns that would not reach the reward functions as
     they are: named like a keyword TRL passes them, or a column 'answer' beside the gold answer's column

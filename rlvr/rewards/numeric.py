@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from rlvr.rewards.answers import FINAL_LINE, last_number, normalize_number
+from rlvr.rewards.answers import FINAL_LINE, gold_answer, last_number, normalize_number
 from rlvr.rewards.base import Outcome, Reward
 
 
@@ -15,6 +15,10 @@ def _matches(prediction: str, gold: str | None) -> bool:
 
 class NumberReward(Reward):
     """A reward whose predictions are numbers as written: "1,000", "1000.0" and "$1000" are one answer."""
+
+    def reads_gold(self, raw: str) -> bool:
+        """Whether a gold answer cell is one this reward can match (a number): else every completion scores wrong."""
+        return normalize_number(gold_answer(raw) or "") is not None
 
     def same_answer(self, a: str, b: str) -> bool:
         number_a = normalize_number(a)
