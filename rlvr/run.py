@@ -88,7 +88,7 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
     world_size = export_torch_distributed()
     check_rollout_engine(cfg, world_size)
     run_dir = agreed_run_dir(run_dir)
-    check_run_dir(run_dir)
+    check_run_dir(run_dir, cfg.algorithm.name)
     from rlvr.hardware.sharding import check_sharding  # imports transformers: after export_device_environment
 
     check_sharding(cfg.hardware, world_size)

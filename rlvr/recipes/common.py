@@ -283,6 +283,16 @@ def calibrate_rewards(cfg, setup: PolicySetup, out_dir: Path, run_dir: Path | No
             )
 
 
+def restore_checkpoint(trainer, checkpoint: Path) -> None:
+    """The trainer as `checkpoint` left it, without training: the weights (or a LoRA run's adapter)
+    through transformers' own loader, and the state with its step count. Resuming at max_steps
+    instead would train one step more (transformers' resume always runs a step)."""
+    from transformers import TrainerState
+
+    trainer._load_from_checkpoint(str(checkpoint))
+    trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+
+
 def reuse_run_dir(run_dir: Path, resume_step: int | None) -> None:
     """Drop what an earlier start logged after the step this start continues from (all of it for a
     start from scratch, e.g. after a crash before the first checkpoint), so no step appears twice:

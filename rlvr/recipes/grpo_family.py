@@ -17,6 +17,7 @@ from rlvr.recipes.common import (
     final_weights,
     finish,
     load_trained_policy,
+    restore_checkpoint,
     reuse_run_dir,
     save_final_model,
     save_initial_policy,
@@ -166,16 +167,6 @@ def preflight(cfg, run_dir: Path) -> Start:
     if done:
         return Start("finish", None if trained is not None else checkpoint, trained_steps)
     return Start("new") if checkpoint is None else Start("resume", checkpoint, step)
-
-
-def restore_checkpoint(trainer, checkpoint: Path) -> None:
-    """The trainer as `checkpoint` left it, without training: the weights (or a LoRA run's adapter)
-    through transformers' own loader, and the state with its step count. Resuming at max_steps
-    instead would train one step more (transformers' resume always runs a step)."""
-    from transformers import TrainerState
-
-    trainer._load_from_checkpoint(str(checkpoint))
-    trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
 
 
 def run_grpo(cfg, run_dir: Path, start: Start, trainer_class, **trainer_extra) -> dict[str, float]:

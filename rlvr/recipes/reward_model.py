@@ -11,8 +11,9 @@ import logging
 from pathlib import Path
 
 from rlvr.hardware import device as hardware
-from rlvr.hardware.distributed import is_main_process
-from rlvr.hardware.stops import phase
+from rlvr.hardware.checkpoints import checkpoint_step, latest_complete_checkpoint
+from rlvr.hardware.distributed import is_main_process, process_count
+from rlvr.hardware.stops import checkpoint_callback, phase
 from rlvr.errors import ConfigError, DataError
 from rlvr.recipes.common import (
     TRAIN_RESULT,
@@ -20,12 +21,13 @@ from rlvr.recipes.common import (
     final_weights,
     finish,
     load_saved_model,
+    restore_checkpoint,
     reuse_run_dir,
     save_final_model,
     trl_config,
 )
-from rlvr.tracking.run_dir import Start
-from rlvr.tracking.outputs import metrics_callback, read_json, setup_wandb, use_compact_progress, write_json
+from rlvr.tracking.run_dir import Start, checkpoint_config
+from rlvr.tracking.outputs import metrics_callback, read_json, read_jsonl, setup_wandb, use_compact_progress, write_json
 
 log = logging.getLogger(__name__)
 SANITY_CHECK_PAIRS = 100
@@ -99,13 +101,15 @@ def check(cfg, processes: int) -> None:
 
 
 def preflight(cfg, run_dir: Path) -> Start:
-    """Reward-model runs do not resume: a finished one is kept, one stopped after training (its final
-    model saved) is finished by evaluating that model, any other starts over."""
+    """A finished reward-model run is kept; one stopped after training (its final model saved) is
+    finished by evaluating that model; one stopped in training continues from its newest complete
+    checkpoint (`latest_complete_checkpoint`), else starts over."""
     if (run_dir / "metrics.json").exists():
-        raise ConfigError(f"{run_dir} already holds a reward-model run (reward-model runs do not resume): pick a new hydra.run.dir")
+        raise ConfigError(f"{run_dir} already holds a finished reward-model run: pick a new hydra.run.dir")
     if final_model_saved(run_dir) and final_weights(run_dir).name == "final_model":  # not an adapter alone
         return Start("finish")
-    return Start("new")
+    checkpoint = latest_complete_checkpoint(run_dir / "checkpoints")
+    return Start("new") if checkpoint is None else Start("resume", checkpoint, checkpoint_step(checkpoint))
 
 
 def without_evals(cfg):
@@ -131,7 +135,7 @@ def train(cfg, run_dir: Path, start: Start) -> dict[str, float]:
 
     finishing = start.mode == "finish"
     if not finishing:
-        reuse_run_dir(run_dir, None)
+        reuse_run_dir(run_dir, start.step)
     trainer_kwargs = hardware.trainer_arguments(cfg.hardware)
     report_to = setup_wandb(cfg.logging, run_dir, run_dir.name)  # first: a missing wandb key fails before loading
     with phase("loading the model and data"):
@@ -159,10 +163,14 @@ def train(cfg, run_dir: Path, start: Start) -> dict[str, float]:
         eval_dataset=None if eval_pairs is None else as_whole_conversations(eval_pairs),
         processing_class=tokenizer,
         peft_config=None if finishing else lora_config(cfg.model, task_type="SEQ_CLS"),
-        callbacks=[metrics_callback(run_dir / "metrics.jsonl")],
+        callbacks=[metrics_callback(run_dir / "metrics.jsonl")]
+        + ([] if finishing else [checkpoint_callback(checkpoint_config(cfg, process_count()))]),
     )
     use_compact_progress(trainer)
-    metrics = read_json(run_dir / TRAIN_RESULT) if finishing else train_and_save(cfg, run_dir, trainer, tokenizer, train_pairs)
+    if finishing:
+        metrics = read_json(run_dir / TRAIN_RESULT)
+    else:
+        metrics = train_and_save(cfg, run_dir, trainer, tokenizer, train_pairs, start.checkpoint)
     metrics |= counts
     if eval_pairs is not None:
         metrics |= evaluate_pairs(cfg, trainer, tokenizer, eval_pairs)
@@ -170,19 +178,27 @@ def train(cfg, run_dir: Path, start: Start) -> dict[str, float]:
     return finish(cfg, run_dir, metrics)
 
 
-def train_and_save(cfg, run_dir: Path, trainer, tokenizer, train_pairs) -> dict[str, float]:
-    """The token-length plot and a coloured example, training, then the final model and
-    train_result.json (before the eval: a run stopped in it is finished from them); the train metrics."""
+def train_and_save(cfg, run_dir: Path, trainer, tokenizer, train_pairs, checkpoint: Path | None) -> dict[str, float]:
+    """The token-length plot and a coloured example, training (from `checkpoint` if given), then the
+    final model and train_result.json (before the eval: a run stopped in it is finished from them); the
+    train metrics."""
     from rlvr.plots import plot_token_lengths, print_coloured_tokens
 
     if cfg.logging.plots:
         plot_token_lengths(trainer.train_dataset, train_pairs, tokenizer, run_dir / "plots" / "token_lengths.png")
         print_coloured_tokens(tokenizer, trainer.train_dataset[0]["chosen_ids"])
-    with phase("training"):
-        result = trainer.train()
+    if checkpoint is not None and 0 < trainer.args.max_steps <= checkpoint_step(checkpoint):
+        with phase("restoring the last checkpoint"):
+            log.info("%s is the end of training: restoring it", checkpoint.name)
+            restore_checkpoint(trainer, checkpoint)
+    else:
+        with phase("training"):
+            trainer.train(resume_from_checkpoint=None if checkpoint is None else str(checkpoint))
     with phase("saving the final model"):
         trainer.model = save_final_model(trainer, tokenizer, cfg.model, run_dir)
-        metrics = {"train_loss": result.training_loss, "train_steps": trainer.state.global_step}
+        losses = [row["loss"] for row in read_jsonl(run_dir / "metrics.jsonl") if "loss" in row] if is_main_process() else []
+        # over every start of the run, as logged: transformers' training_loss covers this start's steps only
+        metrics = {"train_loss": sum(losses) / max(len(losses), 1), "train_steps": trainer.state.global_step}
         if is_main_process():
             write_json(run_dir / TRAIN_RESULT, metrics)
     return metrics

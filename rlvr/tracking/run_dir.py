@@ -296,11 +296,14 @@ MODEL_FILES = ("trainer_state.json", "adapter_config.json", "config.json")  # a 
 BEFORE_FIRST_START = frozenset({".hydra", LOCK_NAME})
 
 
-def check_run_dir(run_dir: Path) -> None:
+def check_run_dir(run_dir: Path, algorithm: str) -> None:
     """Refuse a run dir that is not a run's, where a new run would write among what is there: one that
     holds a saved model or a checkpoint (`hydra.run.dir=RUN/final_model`, or `RUN/checkpoints/checkpoint-8`
-    meant as "continue from here"), one inside another run (`RUN/eval`), and a folder of other files
-    (`hydra.run.dir=.` in a project: its metrics.jsonl, plots/ and eval/ were overwritten)."""
+    meant as "continue from here"), one inside another run (`RUN/eval`), a folder of other files
+    (`hydra.run.dir=.` in a project: its metrics.jsonl, plots/ and eval/ were overwritten), and the
+    run dir of another algorithm's run (a reward model started in a stopped GRPO run's dir replaced its logs)."""
+    from rlvr.tracking.outputs import read_jsonl
+
     run = next((parent for parent in run_dir.absolute().parents[:2] if (parent / RUN_INFO).is_file()), None)  # RUN/x, RUN/x/y
     continue_run = f"to continue that run from its newest complete checkpoint, pass hydra.run.dir={run}"
     if held := next((name for name in MODEL_FILES if (run_dir / name).is_file()), None):
@@ -308,6 +311,12 @@ def check_run_dir(run_dir: Path) -> None:
         raise ConfigError(f"hydra.run.dir={run_dir} holds a saved model or checkpoint ({held}), not a run: {fix}")
     if run is not None:
         raise ConfigError(f"hydra.run.dir={run_dir} is inside the run dir {run}: pick a dir outside it, or {continue_run}")
+    starts = [row for row in read_jsonl(run_dir / RUN_INFO) if "config" in row] if (run_dir / RUN_INFO).is_file() else []
+    if starts and (held := starts[-1]["config"].get("algorithm", {}).get("name")) not in (None, algorithm):
+        raise ConfigError(
+            f"hydra.run.dir={run_dir} holds an algorithm={held} run (run_info.jsonl): an algorithm={algorithm} run "
+            "is not continued from it and would replace its logs: pick a new hydra.run.dir"
+        )
     if run_dir.is_dir() and not (run_dir / RUN_INFO).exists():
         others = sorted(e.name for e in run_dir.iterdir() if e.name not in BEFORE_FIRST_START and not e.name.endswith(".log"))
         if others:

@@ -39,7 +39,30 @@ def test_reward_model_run_writes_metrics_plots_and_model(rm_run):
 
 def test_a_second_run_in_the_same_dir_is_refused(rm_run):
     again = refused_in_process("algorithm=reward_model", "logging=disabled", "algorithm.max_steps=300", f"hydra.run.dir={rm_run}")
-    assert "already holds a reward-model run (reward-model runs do not resume)" in one_line_error(again)
+    assert "already holds a finished reward-model run: pick a new hydra.run.dir" in one_line_error(again)
+
+
+def test_a_reward_model_run_stopped_in_training_continues_from_its_checkpoint_as_if_never_stopped(rm_run, tmp_path):
+    """It started over (its checkpoints dropped), though the stop's line said the same command continues
+    it. Stopped after checkpoint-250, or after the last one (training's end), before the final model."""
+    from safetensors.torch import load_file
+
+    run = shutil.copytree(rm_run, tmp_path / "run")
+    for name in ("metrics.json", "train_result.json"):
+        (run / name).unlink()
+    shutil.rmtree(run / "final_model")
+    finished_training = shutil.copytree(run, tmp_path / "finished_training")
+    shutil.rmtree(run / "checkpoints" / "checkpoint-300")
+    completed_run(run, "algorithm=reward_model", "logging=disabled", "algorithm.max_steps=300")
+    assert "resume from checkpoint-250)" in [line for line in (run / "run.log").read_text().splitlines() if "] - run dir " in line][-1]
+    steps = [row["step"] for row in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "loss" in row]
+    assert steps == sorted(set(steps)) and steps[-1] == 300
+    completed_run(finished_training, "algorithm=reward_model", "logging=disabled", "algorithm.max_steps=300")
+    assert "checkpoint-300 is the end of training: restoring it" in (finished_training / "run.log").read_text()
+    whole = load_file(rm_run / "final_model" / "model.safetensors")
+    for resumed in (load_file(r / "final_model" / "model.safetensors") for r in (run, finished_training)):
+        assert all((resumed[name] == whole[name]).all() for name in whole)
+    assert json.loads((run / "metrics.json").read_text())["train_loss"] == json.loads((rm_run / "metrics.json").read_text())["train_loss"]
 
 
 def test_reloaded_reward_model_scores_pairs_like_training_eval(rm_run):

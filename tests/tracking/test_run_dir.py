@@ -238,9 +238,9 @@ def test_a_first_start_is_not_refused_for_hydras_log_or_a_run_far_above(tmp_path
     nested = tmp_path / "outputs" / "2026-12-05" / "10-00-00"
     nested.mkdir(parents=True)
     (nested / "sweep_job.log").write_text("")
-    check_run_dir(nested)
+    check_run_dir(nested, "grpo")
     with pytest.raises(ConfigError, match="is inside the run dir"):
-        check_run_dir(tmp_path / "outputs" / "new")
+        check_run_dir(tmp_path / "outputs" / "new", "grpo")
 
 
 def test_a_training_data_file_written_anew_is_a_change_a_resume_refuses_and_a_copy_is_not(tmp_path):
@@ -273,3 +273,17 @@ def test_a_resume_with_other_sharding_is_refused_naming_it(tmp_path):
         with pytest.raises(ConfigError, match=f"hardware.sharding: 'zero3' -> '{other}'"):
             resume_changes(CONFIG | {"hardware": {**CONFIG["hardware"], "sharding": other}}, checkpoint, 2)
     assert resume_changes(zero3, checkpoint, 2) == {}
+
+
+def test_the_run_dir_of_another_algorithms_run_is_refused(tmp_path):
+    """A reward model started in a stopped fgrpo run's dir was a new run there: it replaced the fgrpo
+    run's metrics.jsonl and rollouts.jsonl and left its checkpoints beside a reward model."""
+    from rlvr.tracking.run_dir import RUN_INFO, check_run_dir
+
+    start = {"mode": "new", "config": {"algorithm": {"name": "fgrpo"}}}
+    (tmp_path / RUN_INFO).write_text(json.dumps(start) + "\n" + json.dumps({"ended": "stopped by Ctrl-C"}) + "\n")
+    check_run_dir(tmp_path, "fgrpo")
+    with pytest.raises(
+        ConfigError, match=r"holds an algorithm=fgrpo run \(run_info.jsonl\): an algorithm=reward_model run is not continued"
+    ):
+        check_run_dir(tmp_path, "reward_model")
