@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from pathlib import Path
 
 from rlvr.hardware import device as hardware
@@ -95,9 +96,31 @@ def set_chat_template(tokenizer, name: str) -> None:
 
 
 def check(cfg, processes: int) -> None:
-    """A reward model has no reasoning vocabulary (a policy's)."""
+    """A reward model has no reasoning vocabulary (a policy's), and a setting only GRPO reads (one of
+    `algorithm` that RewardConfig lacks, moved from the schema's default, or the `reward` or `eval`
+    group named on the command line) is refused rather than ignored."""
+    import trl
+    from omegaconf import OmegaConf
+
+    from rlvr.config import AlgorithmConfig
+
     if cfg.model.reasoning_vocab_size:
         raise ConfigError("model.reasoning_vocab_size is for policies (algorithm=grpo or fgrpo), not reward models")
+    schema, trains = OmegaConf.structured(AlgorithmConfig), {f.name for f in dataclasses.fields(trl.RewardConfig)}
+    moved = [k for k in schema if k not in trains | {"name", "trl"} and cfg.algorithm[k] != schema[k]]
+    named = [o for o in own_overrides() if re.match(r"[+~]*(reward|eval)[.=]", o)]
+    if moved or named:
+        what = named[0] if named else f"algorithm.{moved[0]}={OmegaConf.to_container(cfg.algorithm)[moved[0]]}"
+        raise ConfigError(
+            f"{what} is for policies (algorithm=grpo or fgrpo): a reward model trains and evaluates on preference pairs without it"
+        )
+
+
+def own_overrides() -> list[str]:
+    """This job's command-line overrides (none outside a Hydra app)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
 def preflight(cfg, run_dir: Path) -> Start:

@@ -110,3 +110,20 @@ def test_a_reward_model_without_eval_pairs_trains_on_every_pair_without_evals(tm
     assert (metrics["train_steps"], metrics["train_kept"]) == (2, 20)
     assert not [key for key in metrics if key.startswith("eval_")]
     assert "no eval pairs (dataset.eval_holdout=0" in (run / "run.log").read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["algorithm.beta=0.3"], "algorithm.beta=0.3 is for policies (algorithm=grpo or fgrpo)"),
+        (["algorithm.num_generations=4"], "algorithm.num_generations=4 is for policies"),
+        (["reward=fgrpo_spans"], "reward=fgrpo_spans is for policies"),
+        (["eval.n=4"], "eval.n=4 is for policies"),
+    ],
+)
+def test_a_policy_setting_given_to_a_reward_model_is_refused_not_ignored(tmp_path, args, line):
+    """The run trained and exited 0, every one of these ignored."""
+    from conftest import one_line_error, refused_in_process
+
+    result = refused_in_process("algorithm=reward_model", *args, f"hydra.run.dir={tmp_path}")
+    assert one_line_error(result).startswith(f"rlvr: error: {line}")
