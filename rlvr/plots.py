@@ -67,9 +67,10 @@ def plot_run(run_dir: Path) -> list[Path]:
         written.append(_save(fig, run_dir / "plots" / "reward.png"))
     train_acc = [(m["step"], m["accuracy"]) for m in logged if "accuracy" in m]  # reward-model runs
     eval_acc = [(m["step"], m["eval_accuracy"]) for m in logged if "eval_accuracy" in m]
-    if train_acc:
+    if train_acc or eval_acc:  # a run shorter than logging_steps logs evals only
         fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot(*zip(*train_acc), label="train pair accuracy")
+        if train_acc:
+            ax.plot(*zip(*train_acc), label="train pair accuracy")
         if eval_acc:
             ax.plot(*zip(*eval_acc), marker="o", label="eval pair accuracy (TRL, batch-averaged)")
         ax.set(xlabel="step", ylabel="chosen > rejected", ylim=(0, 1), title="reward model accuracy")

@@ -282,25 +282,28 @@ class FineGrainedGRPOTrainer(RolloutLoggingGRPOTrainer):
             if mode == "train":
                 self._watch_signal(str(group), bool(np.any(advs != 0)))
         if mode == "train":
-            self._watch_spans(any(np.any(adv != 0) for adv in span_adv), stats.malformed)
+            self._watch_spans(any(np.any(adv != 0) for adv in span_adv), stats.malformed, kept=sum(len(s.scores) for s in cleaned))
         total = stats.exact + stats.approximate
         metrics["fgrpo/covered_token_frac"].append(float((covered & mask.bool().cpu()).sum() / max(mask.sum().item(), 1)))
         metrics["fgrpo/spans_exact_frac"].append(stats.exact / total if total else 1.0)
         metrics["fgrpo/spans_malformed"].append(float(stats.malformed))
 
-    def _watch_spans(self, has_signal: bool, malformed: int) -> None:
+    def _watch_spans(self, has_signal: bool, malformed: int, kept: int) -> None:
         """Count the steps in a row in which no span of any group had a non-zero advantage; warn once when
-        they reach `silent_group_steps`. The per-group warning misses a run whose spans are all malformed:
-        dropped, they leave no group to watch, or only the odd one (an empty completion's) with nothing to
-        compare against."""
+        they reach `silent_group_steps`. The per-group warning misses a run whose spans are all malformed
+        or that returns none: no group is left to watch, or only the odd one (an empty completion's) with
+        nothing to compare against."""
         self.signalless_steps = 0 if has_signal else self.signalless_steps + 1
         if self.signalless_steps == self.silent_group_steps and self.accelerator.is_main_process:
-            why = (
-                f"{malformed} spans of this step were malformed (reversed, empty, outside their completion or not finite) and "
-                "dropped (see fgrpo/spans_malformed; algorithm.fine_grained.strict=true stops at the first one)"
-                if malformed
-                else "every span scores the same in every completion of a prompt"
-            )
+            if malformed:
+                why = (
+                    f"{malformed} spans of this step were malformed (reversed, empty, outside their completion or not finite) and "
+                    "dropped (see fgrpo/spans_malformed; algorithm.fine_grained.strict=true stops at the first one)"
+                )
+            elif not kept:
+                why = "the span rewards returned no spans this step (an empty list for every completion)"
+            else:
+                why = "every span scores the same in every completion of a prompt"
             log.warning(
                 "fgrpo: every advantage has been 0 for %d steps in a row, so the run learns nothing: %s", self.signalless_steps, why
             )

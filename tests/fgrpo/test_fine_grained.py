@@ -630,9 +630,26 @@ def test_a_run_whose_every_advantage_is_0_is_warned_about_once(caplog):
     trainer = SimpleNamespace(signalless_steps=0, silent_group_steps=3, accelerator=SimpleNamespace(is_main_process=True))
     watch = FineGrainedGRPOTrainer._watch_spans.__get__(trainer)
     for has_signal in [False, False, True, False, False, False, False, False]:
-        watch(has_signal, 0 if has_signal else 64)
+        watch(has_signal, 0 if has_signal else 64, kept=8 if has_signal else 0)
     [warning] = [r.getMessage() for r in caplog.records if "learns nothing" in r.getMessage()]
     assert warning.startswith("fgrpo: every advantage has been 0 for 3 steps in a row, so the run learns nothing: 64 spans of this step")
+
+
+@pytest.mark.parametrize(
+    ("kept", "why"),
+    [(0, "the span rewards returned no spans this step"), (16, "every span scores the same in every completion of a prompt")],
+)
+def test_the_no_signal_warning_says_whether_any_span_came_back(caplog, kept, why):
+    """A reward returning empty span lists was told that every span scores the same."""
+    from types import SimpleNamespace
+
+    from rlvr.trainers.fine_grained import FineGrainedGRPOTrainer
+
+    trainer = SimpleNamespace(signalless_steps=0, silent_group_steps=2, accelerator=SimpleNamespace(is_main_process=True))
+    for _ in range(2):
+        FineGrainedGRPOTrainer._watch_spans.__get__(trainer)(False, 0, kept=kept)
+    [warning] = [r.getMessage() for r in caplog.records if "learns nothing" in r.getMessage()]
+    assert f"so the run learns nothing: {why}" in warning
 
 
 def test_a_training_step_with_only_malformed_spans_counts_towards_the_warning(tmp_path, monkeypatch, caplog):

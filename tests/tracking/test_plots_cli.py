@@ -110,3 +110,10 @@ def test_per_prompt_plots_the_top_prompts(tmp_path, capsys, monkeypatch):
     plots = tmp_path / "plots"
     assert capsys.readouterr().out.splitlines() == [str(plots / n) for n in ("reward.png", "accuracy.png", "per_prompt_accuracy.png")]
     assert legends[-1] == ["prompt a"]  # the prompt with the most judged completions
+
+
+def test_a_reward_model_run_shorter_than_its_logging_steps_plots_its_eval_accuracy(tmp_path, capsys):
+    """Evals logged, no training row (max_steps < logging_steps): 'nothing to plot yet' was printed."""
+    write_jsonl(tmp_path / "metrics.jsonl", [{"step": 2, "eval_accuracy": 0.5}, {"step": 4, "eval_accuracy": 0.75}])
+    assert main([str(tmp_path)]) == 0
+    assert capsys.readouterr().out.split() == [str(tmp_path / "plots" / "rm_accuracy.png")]
