@@ -130,21 +130,6 @@ def reward_arguments(rows: list[dict], rewards, completion_column: str, answer_c
     return {"prompts": [r.get("prompt", "") for r in rows], "completions": completions, **columns}
 
 
-def as_fgrpo_scores_them(rewards, rows: list[dict], completion_column: str, answer_column: str) -> list:
-    """`rewards` as scored here: span functions (algorithm=fgrpo's, e.g. reward=fgrpo_spans) as that
-    recipe scores a completion, the sum of its spans' scores, found by what they return for the first row."""
-    from rlvr.recipes.fgrpo import adapt_rewards
-    from rlvr.rewards.base import Reward
-
-    arguments = reward_arguments(rows[:1], rewards, completion_column, answer_column)
-    plain = [rw for rw in rewards if isinstance(rw.fn, Reward)]  # a built-in whole-completion reward
-    first = [None if rw in plain else rw.fn(**arguments) for rw in rewards]
-    spans = [rw.name for rw, value in zip(rewards, first) if isinstance(value, list) and value and isinstance(value[0], (list, tuple))]
-    if spans and len(spans) < len(rewards):
-        raise ConfigError(f"reward '{spans[0]}' returns spans and another reward of the preset does not: score them apart")
-    return adapt_rewards(rewards) if spans else rewards
-
-
 def is_utf8_encodable(text: str) -> bool:
     try:
         text.encode("utf-8")
@@ -190,19 +175,23 @@ def summary(scored: list[dict]) -> str:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="score")
 def hydra_main(cfg: DictConfig) -> None:
+    from rlvr.recipes.fgrpo import adapt_rewards
     from rlvr.rewards import build_rewards
-    from rlvr.rewards.checks import checked_rewards
+    from rlvr.rewards.checks import SpansReturned, checked_rewards
 
     try:
         if OmegaConf.is_missing(cfg, "input"):
             raise ConfigError("input must be set (it is ???): input=ROWS.jsonl, the rows to score")
         check_ranges(cfg)
-        rewards = build_rewards(cfg.reward.functions)
+        checks = OmegaConf.to_container(cfg.reward.checks)
+        rewards = checked_rewards(build_rewards(cfg.reward.functions), checks)
         needs_gold = any(getattr(reward.fn, "needs_gold", False) for reward in rewards)
         rows = read_rows(Path(cfg.input), cfg.completion_column, cfg.answer_column, needs_gold)
-        rewards = as_fgrpo_scores_them(rewards, rows, cfg.completion_column, cfg.answer_column)
-        rewards = checked_rewards(rewards, OmegaConf.to_container(cfg.reward.checks))
-        scored = score_rows(rows, rewards, cfg.completion_column, cfg.answer_column)
+        try:
+            scored = score_rows(rows, rewards, cfg.completion_column, cfg.answer_column)
+        except SpansReturned:  # span rewards (reward=fgrpo_spans): scored as algorithm=fgrpo sums each completion's spans
+            rewards = checked_rewards(adapt_rewards(build_rewards(cfg.reward.functions)), checks)
+            scored = score_rows(rows, rewards, cfg.completion_column, cfg.answer_column)
         if cfg.output:
             write_rows(scored, Path(cfg.output))
     except RlvrError as exc:

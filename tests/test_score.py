@@ -5,7 +5,6 @@ import re
 
 import pytest
 
-from conftest import ROOT
 from rlvr.errors import DataError
 from rlvr.score import read_rows, score_rows, summary
 
@@ -108,29 +107,3 @@ def test_a_directory_given_as_the_input_is_named_as_one(tmp_path):
     with pytest.raises(DataError, match="a directory, not a JSONL file$"):
         read_rows(tmp_path, "completion")
 
-
-def test_span_rewards_are_scored_as_fgrpo_sums_their_spans():
-    """reward=fgrpo_spans was refused: its spans are not a float. Accuracy (+1 right, -1 wrong or none)
-    plus format (0.5 for a final line) per completion, as algorithm=fgrpo's logs sum them."""
-    from omegaconf import OmegaConf
-
-    from rlvr.errors import ConfigError
-    from rlvr.rewards import build_rewards
-    from rlvr.score import as_fgrpo_scores_them
-
-    rows = [
-        {"completion": "3+5 is 8\nFinal: 8", "answer": "8"},
-        {"completion": "Final: 7", "answer": "8"},
-        {"completion": "no idea", "answer": "8"},
-    ]
-    spans = OmegaConf.load(ROOT / "conf/reward/fgrpo_spans.yaml").functions
-    rewards = as_fgrpo_scores_them(build_rewards(spans), rows, "completion", "answer")
-    scored = score_rows(rows, rewards, "completion", "answer")
-    assert [(row["reward"], row["prediction"], row["correct"]) for row in scored] == [
-        (1.5, "8", True),
-        (-0.5, "7", False),
-        (-1.0, "no idea", False),
-    ]
-    flexible = OmegaConf.load(ROOT / "conf/reward/gsm8k_flexible.yaml").functions
-    with pytest.raises(ConfigError, match=r"^reward 'answer_spans' returns spans and another reward of the preset does not"):
-        as_fgrpo_scores_them(build_rewards(OmegaConf.merge(spans, flexible)), rows, "completion", "answer")

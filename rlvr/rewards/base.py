@@ -214,9 +214,9 @@ def check_arguments(name: str, target: Any, arguments: dict) -> None:
     """Each of `reward.functions.<name>`'s arguments one that its target takes: a class's `__init__`,
     a function's parameters, or, for a function with a `preflight`, the settings that preflight
     declares (the function's own **kwargs take the data columns TRL passes at each call). A target
-    that takes **kwargs takes any; a near miss of rlvr's own keys (`wieght`, `timeout`) is named in a
-    warning: it goes to the function, and the weight or time limit it may have meant is not set (a
-    refusal would also refuse a function's own `weights` or `timeout`)."""
+    that takes **kwargs takes any; a near miss of rlvr's own keys (`wieght`, `timeout`) or of the
+    function's named parameters is named in a warning: it goes to the **kwargs, and what it may have
+    meant is not set (a refusal would also refuse a function's own `weights` or `timeout`)."""
     import inspect
 
     from rlvr.config import did_you_mean
@@ -228,9 +228,12 @@ def check_arguments(name: str, target: Any, arguments: dict) -> None:
         return
     own = ["weight"] + ([] if inspect.isclass(target) else ["timeout_s"])  # see runs_in_worker
     if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        named = [k for k, p in parameters.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
         for key in (k for k in arguments if k not in parameters and k not in own):
             if hint := did_you_mean(key, own, cutoff=0.8):
                 log.warning("reward.functions.%s.%s goes to %s's **kwargs, not to rlvr%s", name, key, target.__name__, hint)
+            elif hint := did_you_mean(key, named, cutoff=0.8):  # `max_chrs` beside `max_chars=3`, which stays 3
+                log.warning("reward.functions.%s.%s goes to %s's **kwargs, not to its parameter%s", name, key, target.__name__, hint)
         return
     passed_by_rlvr = inspect.isclass(target) or declares is not target  # `name`: a class's or a preflight's first argument
     known = [p for p in parameters if p != "name" or not passed_by_rlvr] + own

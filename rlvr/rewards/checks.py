@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import copy
 import logging
 import math
 import numbers
@@ -40,6 +41,10 @@ log = logging.getLogger(__name__)
 # column of the same name collides. tests/rewards/test_checks.py holds this list against TRL itself.
 TRL_REWARD_KEYWORDS = ("prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric", "environments")
 NO_VERDICT_REASONS = ("timeout", "error")  # Outcome reasons of built-in rewards that judged nothing
+
+
+class SpansReturned(RewardError):
+    """A reward returned span lists where a float was due: a span reward (algorithm=fgrpo's)."""
 
 
 def innermost(fn: Callable) -> Callable:
@@ -271,8 +276,9 @@ class CheckedReward:
     def _call(self, prompts, completions, kwargs: dict):
         if self.pool is None:
             try:
-                with exits_refused(self.__name__):
-                    return self.fn(prompts=prompts, completions=completions, **kwargs)
+                with exits_refused(self.__name__):  # copies: a reward that edits them would change the next one's and the logs
+                    columns = {k: list(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+                    return self.fn(prompts=copy.deepcopy(prompts), completions=copy.deepcopy(completions), **columns)
             except RlvrError:
                 raise
             except Exception as exc:  # a user's reward: its failure in one line, pointing at its code
@@ -305,7 +311,7 @@ class CheckedReward:
             except ValueError:
                 prompt = completion_text(prompts[row]) if prompts is not None else ""
                 spans = isinstance(value, (list, tuple)) and all(isinstance(s, (list, tuple)) and len(s) == 3 for s in value)
-                raise RewardError(
+                raise (SpansReturned if spans and value else RewardError)(
                     f"reward '{self.__name__}' returned {short(value)} for row {row} "
                     f"(prompt {short(prompt, 60)}): a reward must be a finite float or None"
                     + (" (spans: a span reward trains with algorithm=fgrpo)" if spans and value else "")

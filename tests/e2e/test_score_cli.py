@@ -172,3 +172,50 @@ def test_help_is_rlvr_scores_own():
     shown = run_cli("rlvr.score", "--help")
     assert shown.returncode == 0 and shown.stdout.startswith("rlvr.score: score a JSONL of completions")
     assert "== Configuration groups ==" not in shown.stdout and "gsm8k_strict:" in shown.stdout
+
+
+def test_span_rewards_are_scored_as_fgrpo_sums_their_spans(rows_file, tmp_path):
+    """reward=fgrpo_spans was refused: its spans are not a float. Accuracy (+1 right, -1 wrong or none)
+    plus format (0.5 for a final line) per completion, as algorithm=fgrpo's logs sum them."""
+    rows = [
+        {"completion": "3+5 is 8\nFinal: 8", "answer": "8"},
+        {"completion": "Final: 7", "answer": "8"},
+        {"completion": "no idea", "answer": "8"},
+    ]
+    out = tmp_path / "scored.jsonl"
+    result = run_cli("rlvr.score", "reward=fgrpo_spans", f"input={rows_file(rows)}", f"output={out}")
+    assert result.returncode == 0, result.stderr
+    scored = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(row["reward"], row["prediction"], row["correct"]) for row in scored] == [
+        (1.5, "8", True),
+        (-0.5, "7", False),
+        (-1.0, "no idea", False),
+    ]
+
+
+USER_REWARDS = """
+import time
+
+
+def hangs(completions, **kwargs):
+    time.sleep(3600)
+
+
+def raises(completions, **kwargs):
+    raise ValueError("boom")
+"""
+
+
+@pytest.mark.parametrize(
+    ("function", "timeout", "expected"),
+    [
+        ("hangs", ", timeout_s: 1", "no verdict (None) 1"),  # a first call outside the checks never returned
+        ("raises", "", "rlvr.score: error: reward 'mine' raised ValueError: boom (at user_rewards.py:10)"),
+    ],
+)
+def test_a_users_reward_is_scored_through_the_checks_as_in_training(rows_file, tmp_path, function, timeout, expected):
+    (tmp_path / "user_rewards.py").write_text(USER_REWARDS)
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p)}
+    reward = f"+reward.functions.mine={{_target_: user_rewards.{function}{timeout}}}"
+    result = run_cli("rlvr.score", f"input={rows_file([{'completion': 'c', 'answer': '1'}])}", reward, env=env, timeout=120)
+    assert "Traceback" not in result.stderr and expected in (result.stdout + result.stderr), result.stderr[-2000:]

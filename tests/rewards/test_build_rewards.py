@@ -124,3 +124,10 @@ def test_a_weight_that_is_not_a_number_is_refused_at_start_up():
         preflight_rewards({"mine": {"_target_": "rlvr.rewards.numeric.FinalLineReward", "weight": "abc"}})
     with pytest.raises(ConfigError, match=r"^reward.functions.mine.timeout_s=-1 must be a finite number > 0"):
         preflight_rewards({"mine": {"_target_": f"{__name__}.brevity", "timeout_s": -1}})
+
+
+def test_a_near_miss_of_a_named_parameter_going_to_kwargs_is_a_warning(caplog):
+    """`max_chrs: 2` went to **kwargs silently; max_chars stayed 200."""
+    preflight_rewards({"mine": {"_target_": f"{__name__}.brevity", "max_chrs": 2}})
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warning == "reward.functions.mine.max_chrs goes to brevity's **kwargs, not to its parameter (did you mean 'max_chars'?)"

@@ -250,3 +250,17 @@ def test_reward_columns_are_the_data_columns_rewards_name():
     )
     rewards.append(SimpleNamespace(name="spans", fn=SpanReward("spans", by_difficulty)))
     assert reward_columns(rewards) == ["entry_point", "code_prelude", "difficulty"]
+
+
+def test_a_reward_that_edits_its_inputs_changes_neither_the_next_reward_nor_the_logs():
+    """A reward overwriting `completions` in place made every later reward score 'MUTATED', and the rollouts log it."""
+
+    def overwrites(prompts, completions, answer, **kwargs):
+        completions[:] = ["MUTATED"] * len(completions)
+        prompts[0]["content"] = "MUTATED"
+        answer[:] = ["0"] * len(answer)
+        return [0.0] * len(completions)
+
+    prompts, completions, answer = [{"role": "user", "content": "1+1="}], ["2"], ["2"]
+    CheckedReward(overwrites, "overwrites")(prompts=prompts, completions=completions, answer=answer)
+    assert (prompts, completions, answer) == ([{"role": "user", "content": "1+1="}], ["2"], ["2"])
