@@ -244,7 +244,7 @@ def checkpoint_callback(extra_files: dict[str, str] | None = None):
             self.keep = None  # save_total_limit, applied by rotate_checkpoints after COMPLETE
             self.wait = None  # a StopWait, from the first Ctrl-C or SIGTERM on
             self.previous = {sig: signal.getsignal(sig) for sig in STOPPING_SIGNALS}
-            self.between_generations: Callable[[], bool] = lambda: True
+            self.between_generations: Callable[[], bool] | None = None  # None: a trainer that does not generate
             self.put_off = False  # a checkpoint due inside a generation, saved at its end
             for sig in STOPPING_SIGNALS:
                 signal.signal(sig, self._request)
@@ -260,9 +260,8 @@ def checkpoint_callback(extra_files: dict[str, str] | None = None):
             if self.requested:  # a repeated SIGTERM or SIGUSR2: already on its way
                 return
             then = {signal.SIGUSR2: "requeueing", signal.SIGINT: "stopping (Ctrl-C again: stop now)"}.get(signum, "stopping")
-            log.warning(
-                "%s: saving a checkpoint at the end of this step (of this generation's last), then %s", signal.Signals(signum).name, then
-            )
+            where = "this step" if self.between_generations is None else "this step (of this generation's last)"
+            log.warning("%s: saving a checkpoint at the end of %s, then %s", signal.Signals(signum).name, where, then)
             self.requested = signum
 
         def on_train_begin(self, args, state, control, **kwargs):
@@ -273,7 +272,8 @@ def checkpoint_callback(extra_files: dict[str, str] | None = None):
             self.requested = agreed_stop(self.requested)
             due = control.should_save or bool(self.requested) or self.put_off
             last = state.global_step >= state.max_steps
-            if due and not self.between_generations() and not (self.requested and last):
+            inside_a_generation = self.between_generations is not None and not self.between_generations()
+            if due and inside_a_generation and not (self.requested and last):
                 control.should_save, self.put_off = False, not last  # to the generation's end; none at the end of training
             else:
                 control.should_save, self.put_off = due, False

@@ -124,4 +124,14 @@ def test_a_stop_says_what_follows_and_offers_a_second_ctrl_c_only_to_a_ctrl_c(tr
     """A scheduler's SIGTERM was told "(Ctrl-C again: stop now)", which no terminal can give it."""
     with caplog.at_level(logging.WARNING, logger="rlvr.hardware.stops"):
         training()._request(signum, None)
-    assert caplog.records[-1].getMessage().endswith(f"saving a checkpoint at the end of this step (of this generation's last), then {then}")
+    assert caplog.records[-1].getMessage().endswith(f"saving a checkpoint at the end of this step, then {then}")  # a reward model's
+
+
+def test_a_stop_of_a_generating_trainer_says_it_waits_for_the_generations_last_step(training, caplog):
+    callback = training()
+    callback.between_generations = lambda: False
+    with caplog.at_level(logging.WARNING, logger="rlvr.hardware.stops"):
+        callback._request(signal.SIGTERM, None)
+    assert (
+        caplog.records[-1].getMessage().endswith("saving a checkpoint at the end of this step (of this generation's last), then stopping")
+    )
