@@ -106,4 +106,3 @@ def test_one_column_named_as_both_completion_and_gold_is_refused():
 def test_a_directory_given_as_the_input_is_named_as_one(tmp_path):
     with pytest.raises(DataError, match="a directory, not a JSONL file$"):
         read_rows(tmp_path, "completion")
-
