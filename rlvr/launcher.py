@@ -270,17 +270,19 @@ def submitit_logs_by_job(sweep_dir: Path) -> dict[int | None, list[str]]:
 def forget_refused_start(run_dir: Path) -> bool:
     """A refused start leaves nothing: a single run's dir that its start created goes (it is empty:
     rlvr writes nothing before the start is accepted); a `-m` job's own new dir keeps the start's
-    log in run.log and its overrides, for the sweep report to show. An existing run dir is left as it
-    was. Whether run.log is the refused start's own (a `-m` job's new dir)."""
+    log in run.log and its overrides, for the sweep report to show (rank 0 writes them: the job dir
+    is new when it holds nothing else, whichever rank got there first). An existing run dir is left
+    as it was. Whether run.log is the refused start's own (a `-m` job's new dir)."""
+    from rlvr.hardware.distributed import task_rank
     from rlvr.tracking.outputs import start_run_log
     from rlvr.tracking.run_dir import save_overrides
 
     if is_multirun():
-        if run_dir.is_dir() and not any(run_dir.iterdir()):
+        new = run_dir.is_dir() and {entry.name for entry in run_dir.iterdir()} <= {"run.log", ".hydra"}
+        if new and task_rank() == 0:
             start_run_log(run_dir)
             save_overrides(run_dir)
-            return True
-        return False
+        return new
     for path in _created:
         try:
             path.rmdir()

@@ -25,6 +25,16 @@ def job_tasks() -> int:
     return 1
 
 
+def task_rank() -> int:
+    """This process's rank in its job, also before `export_torch_distributed` sets RANK (a start
+    refused earlier): torchrun's, submitit's local executor's, or SLURM's; 0 outside a job."""
+    local = ["SUBMITIT_LOCAL_GLOBALID"] if os.environ.get("SUBMITIT_EXECUTOR") == "local" else []
+    for variable in ["RANK", *local, "SLURM_PROCID"]:
+        if variable in os.environ:
+            return int(os.environ[variable])
+    return 0
+
+
 def rendezvous_port(job_id: str) -> int:
     """The port of a job's torch.distributed rendezvous on its first task's host: the same on every task
     (drawn with the job id as seed, as submitit does), from `rendezvous_port_range`."""

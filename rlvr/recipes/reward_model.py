@@ -96,24 +96,29 @@ def set_chat_template(tokenizer, name: str) -> None:
 
 
 def check(cfg, processes: int) -> None:
-    """A reward model has no reasoning vocabulary (a policy's), and a setting only GRPO reads (one of
-    `algorithm` that RewardConfig lacks, moved from the schema's default, or the `reward` or `eval`
-    group named on the command line) is refused rather than ignored."""
+    """A reward model has no reasoning vocabulary (a policy's); the policy settings it is given are
+    named in a warning (`policy_settings`): a sweep over algorithm=grpo,reward_model shares them."""
+    if cfg.model.reasoning_vocab_size:
+        raise ConfigError("model.reasoning_vocab_size is for policies (algorithm=grpo or fgrpo), not reward models")
+    if ignored := policy_settings(cfg, own_overrides()):
+        log.warning(
+            "%s: for policies (algorithm=grpo or fgrpo); a reward model trains and evaluates on preference pairs without them",
+            ", ".join(ignored),
+        )
+
+
+def policy_settings(cfg, overrides: list[str]) -> list[str]:
+    """What a reward-model run would ignore: a field of `algorithm` that TRL's RewardConfig lacks, moved
+    from the schema's default ("algorithm.beta=0.3"), and the `reward` or `eval` group in `overrides`."""
     import trl
     from omegaconf import OmegaConf
 
     from rlvr.config import AlgorithmConfig
 
-    if cfg.model.reasoning_vocab_size:
-        raise ConfigError("model.reasoning_vocab_size is for policies (algorithm=grpo or fgrpo), not reward models")
-    schema, trains = OmegaConf.structured(AlgorithmConfig), {f.name for f in dataclasses.fields(trl.RewardConfig)}
-    moved = [k for k in schema if k not in trains | {"name", "trl"} and cfg.algorithm[k] != schema[k]]
-    named = [o for o in own_overrides() if re.match(r"[+~]*(reward|eval)[.=]", o)]
-    if moved or named:
-        what = named[0] if named else f"algorithm.{moved[0]}={OmegaConf.to_container(cfg.algorithm)[moved[0]]}"
-        raise ConfigError(
-            f"{what} is for policies (algorithm=grpo or fgrpo): a reward model trains and evaluates on preference pairs without it"
-        )
+    schema, trains = OmegaConf.structured(AlgorithmConfig), {f.name for f in dataclasses.fields(trl.RewardConfig)} | {"name", "trl"}
+    algorithm = OmegaConf.to_container(cfg.algorithm)
+    moved = [f"algorithm.{k}={algorithm[k]}" for k in schema if k not in trains and cfg.algorithm[k] != schema[k]]
+    return [o for o in overrides if re.match(r"[+~]*(reward|eval)[.=]", o)] + moved
 
 
 def own_overrides() -> list[str]:

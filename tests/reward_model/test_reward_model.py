@@ -112,18 +112,17 @@ def test_a_reward_model_without_eval_pairs_trains_on_every_pair_without_evals(tm
     assert "no eval pairs (dataset.eval_holdout=0" in (run / "run.log").read_text()
 
 
-@pytest.mark.parametrize(
-    ("args", "line"),
-    [
-        (["algorithm.beta=0.3"], "algorithm.beta=0.3 is for policies (algorithm=grpo or fgrpo)"),
-        (["algorithm.num_generations=4"], "algorithm.num_generations=4 is for policies"),
-        (["reward=fgrpo_spans"], "reward=fgrpo_spans is for policies"),
-        (["eval.n=4"], "eval.n=4 is for policies"),
-    ],
-)
-def test_a_policy_setting_given_to_a_reward_model_is_refused_not_ignored(tmp_path, args, line):
-    """The run trained and exited 0, every one of these ignored."""
-    from conftest import one_line_error, refused_in_process
+def test_the_policy_settings_a_reward_model_ignores_are_named():
+    """They were ignored silently (the run trained and exited 0); a warning names them, as a sweep over
+    algorithm=grpo,reward_model shares them."""
+    from rlvr.eval import compose
+    from rlvr.recipes.reward_model import policy_settings
 
-    result = refused_in_process("algorithm=reward_model", *args, f"hydra.run.dir={tmp_path}")
-    assert one_line_error(result).startswith(f"rlvr: error: {line}")
+    cfg = compose(["algorithm=reward_model", "algorithm.beta=0.3", "algorithm.num_generations=4", "eval.n=4"], None)
+    assert policy_settings(cfg, ["reward=fgrpo_spans", "eval.n=4", "algorithm.learning_rate=1e-4"]) == [
+        "reward=fgrpo_spans",
+        "eval.n=4",
+        "algorithm.num_generations=4",
+        "algorithm.beta=0.3",
+    ]
+    assert policy_settings(compose(["experiment=rm_hh"], None), []) == []
