@@ -288,7 +288,7 @@ def end_training(cfg, run_dir: Path, setup, trainer, rollouts) -> dict[str, floa
         if rollouts is not None:
             rollouts.close()
         # synced before a LoRA adapter is merged to save; no sync where no eval follows
-        evaluating = cfg.eval.after and setup.step_evaluated != trainer.state.global_step
+        evaluating = cfg.eval.after and not evaluated_at(setup, trainer.state.global_step)
         engine = trainer_completer(cfg, trainer, setup.model, setup.tokenizer) if evaluating else None
         setup.model = save_final_model(trainer, setup.tokenizer, cfg.model, run_dir)
         if setup.reasoning_vocab is not None and is_main_process():  # the map, and where each copy ended up
@@ -312,7 +312,7 @@ def completion_metrics(cfg, setup, run_dir: Path, train_steps: int, engine=None)
     if before is not None:
         metrics |= summarise(before, "before", cfg.eval.ks, answer_equivalence(setup.rewards, before), cfg.eval.seed)
     metrics |= setup.prompts_dropped | training_curve_summary(run_dir) | {"train_steps": train_steps}
-    if cfg.eval.after and setup.step_evaluated == train_steps:  # these weights' eval ran at the last step
+    if cfg.eval.after and evaluated_at(setup, train_steps):
         metrics |= eval_after_from_last_step(cfg, setup, run_dir, train_steps)
     else:
         metrics |= evaluate(cfg, setup, run_dir, "after", engine)
@@ -329,6 +329,12 @@ def completion_metrics(cfg, setup, run_dir: Path, train_steps: int, engine=None)
         unlike,
     )
     return {k: v for k, v in metrics.items() if not k.startswith("eval_before_")}
+
+
+def evaluated_at(setup, last_step: int) -> bool:
+    """Whether this process evaluated the final weights during training, at their `last_step`
+    (`eval.every_steps` dividing it): the eval after training is that eval (`eval_after_from_last_step`)."""
+    return setup.step_evaluated == last_step
 
 
 def eval_after_from_last_step(cfg, setup, run_dir: Path, train_steps: int) -> dict[str, float]:

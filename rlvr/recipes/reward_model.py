@@ -25,10 +25,11 @@ from rlvr.recipes.common import (
     restore_checkpoint,
     reuse_run_dir,
     save_final_model,
+    training_curve_summary,
     trl_config,
 )
 from rlvr.tracking.run_dir import Start, checkpoint_config
-from rlvr.tracking.outputs import metrics_callback, read_json, read_jsonl, setup_wandb, use_compact_progress, write_json
+from rlvr.tracking.outputs import metrics_callback, read_json, setup_wandb, use_compact_progress, write_json
 
 log = logging.getLogger(__name__)
 SANITY_CHECK_PAIRS = 100
@@ -224,9 +225,8 @@ def train_and_save(cfg, run_dir: Path, trainer, tokenizer, train_pairs, checkpoi
             trainer.train(resume_from_checkpoint=None if checkpoint is None else str(checkpoint))
     with phase("saving the final model"):
         trainer.model = save_final_model(trainer, tokenizer, cfg.model, run_dir)
-        losses = [row["loss"] for row in read_jsonl(run_dir / "metrics.jsonl") if "loss" in row] if is_main_process() else []
         # over every start of the run, as logged: transformers' training_loss covers this start's steps only
-        metrics = {"train_loss": sum(losses) / max(len(losses), 1), "train_steps": trainer.state.global_step}
+        metrics = {"train_loss": training_curve_summary(run_dir)["train_loss"], "train_steps": trainer.state.global_step}
         if is_main_process():
             write_json(run_dir / TRAIN_RESULT, metrics)
     return metrics

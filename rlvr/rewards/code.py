@@ -11,6 +11,7 @@ followed by the program, so a body continuing the prompt and a whole function bo
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from typing import Sequence
@@ -70,8 +71,10 @@ def extract_program(completion: str, entry_point: str) -> str:
     return next((body for body in python if defines.search(body)), python[0] if python else "")
 
 
+@functools.lru_cache(maxsize=1024)
 def does_not_compile(tests: str, prelude: str) -> str | None:
-    """Why a row's tests or code prelude are not Python (compiled, not run), or None."""
+    """Why a row's tests or code prelude are not Python (compiled, not run), or None; once per pair (a
+    prompt's completions share them)."""
     for name, source in (("code_prelude", prelude), ("tests", tests)):
         try:
             compile(source, f"<{name}>", "exec")
