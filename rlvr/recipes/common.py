@@ -11,7 +11,7 @@ from rlvr.hardware import device as hardware
 from rlvr.hardware.distributed import barrier, is_main_process
 from rlvr.hardware.stops import phase
 from rlvr.errors import ConfigError, ModelLoadError
-from rlvr.rewards.checks import required_columns
+from rlvr.rewards.checks import check_reward_parameters, required_columns
 from rlvr.tracking.outputs import close_wandb, read_jsonl, write_json
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,18 @@ def policy_rewards(cfg) -> list:
     return adapt(rewards) if adapt is not None else rewards
 
 
+def load_rewarded_prompts(cfg, rewards):
+    """(train, eval) prompts of `cfg.dataset`, each row with what `rewards` need: a value in each column a
+    Reward declares, and a column for each parameter of a reward function that has no default."""
+    from rlvr.data import load_prompt_datasets
+
+    train, evaluation = load_prompt_datasets(cfg.dataset, cfg.seed, required_columns(rewards))
+    for dataset, where in ((train, "the train data"), (evaluation, "the eval data")):
+        if dataset is not None:
+            check_reward_parameters(rewards, dataset.column_names, where)
+    return train, evaluation
+
+
 def setup_policy(cfg, run_dir: Path, resuming: bool = False, check_train: Callable[[int], None] | None = None) -> PolicySetup:
     """Model, data and rewards from their config groups; `check_train` of the number of train prompts
     that fit the context; then `warm_up_and_expand`.
@@ -100,14 +112,13 @@ def setup_policy(cfg, run_dir: Path, resuming: bool = False, check_train: Callab
     A resumed run skips the warm-up: its checkpoint holds the weights, or (LoRA: the checkpoint holds
     the adapter) its base is the policy as RL started, saved by the first start (`initial_policy/`).
     """
-    from rlvr.data import load_prompt_datasets
     from rlvr.data.lengths import fit_to_context
     from rlvr.models.loading import check_lora_targets, load_policy
     from rlvr.rewards.checks import warn_unreadable_golds
 
     rewards = policy_rewards(cfg)  # first: a bad reward config fails before any loading
     trainer_kwargs = hardware.trainer_arguments(cfg.hardware)
-    train, evaluation = load_prompt_datasets(cfg.dataset, cfg.seed, required_columns(rewards))
+    train, evaluation = load_rewarded_prompts(cfg, rewards)
     initial = initial_policy_dir(run_dir)
     restored = resuming and initial is not None
     model, tokenizer = (
@@ -253,11 +264,10 @@ def check_adapter_base(cfg, path: Path, run_dir: Path | None) -> None:
 
 def load_trained_policy(cfg, run_dir: Path, model_dir: Path | None = None) -> PolicySetup:
     """A trained model (default: the run's final model), eval data and rewards: what an eval needs, no training."""
-    from rlvr.data import load_prompt_datasets
     from rlvr.data.lengths import fit_to_context
 
     rewards = policy_rewards(cfg)
-    train, evaluation = load_prompt_datasets(cfg.dataset, cfg.seed, required_columns(rewards))
+    train, evaluation = load_rewarded_prompts(cfg, rewards)
     model, tokenizer = load_saved_policy(cfg, model_dir or final_weights(run_dir), run_dir)
     bind_chat_template_kwargs(tokenizer, cfg)
     train, evaluation, dropped = fit_to_context(train, evaluation, model, tokenizer, cfg)  # as when it trained

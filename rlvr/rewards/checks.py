@@ -78,6 +78,31 @@ def required_columns(rewards) -> list[str]:
     return [name for reward in rewards for name, required in getattr(innermost(reward.fn), "data_columns", {}).items() if required]
 
 
+def check_reward_parameters(rewards, columns: Sequence[str], where: str) -> None:
+    """Refuses in one line a reward function's parameter without a default that no column of the data
+    `where` (`columns`, as loaded: `prompt`, `answer` and the source's others) gives and TRL does not
+    pass: its first call would fail, after the model loaded. Classes (`Reward`s) take no such parameter."""
+    import functools
+    import inspect
+
+    given = {*TRL_REWARD_KEYWORDS, *(c for c in columns if c not in ("prompt", "completion", "completion_ids"))}
+    for reward in rewards:
+        fn = innermost(reward.fn)
+        target, bound = (fn.func, fn.keywords) if isinstance(fn, functools.partial) else (fn, {})
+        try:
+            parameters = inspect.signature(target).parameters.values()
+        except (TypeError, ValueError):  # a callable without a signature: its call names what it lacks
+            continue
+        needed = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is p.empty]
+        if missing := [name for name in needed if name not in given and name not in bound]:
+            names = ", ".join(f"'{name}'" for name in missing)
+            raise DataError(
+                f"reward.functions.{reward.name}: {getattr(target, '__name__', target)} takes {names} (no default), which no "
+                f"column of {where} gives (columns: {', '.join(c for c in columns if c != 'prompt')}): give it a default, "
+                f"or set it (reward.functions.{reward.name}.{missing[0]}=...)"
+            )
+
+
 def warn_unreadable_golds(rewards, dataset, where: str) -> None:
     """A warning for each reward that can match none of some gold answers of `dataset` (its
     `reads_gold`: a numeric reward and golds such as "five" or "\\frac{1}{2}"): every completion

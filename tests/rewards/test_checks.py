@@ -252,6 +252,31 @@ def test_reward_columns_are_the_data_columns_rewards_name():
     assert reward_columns(rewards) == ["entry_point", "code_prelude", "difficulty"]
 
 
+def test_a_function_parameter_no_column_gives_is_refused_naming_the_reward_and_the_columns():
+    """A user function's `difficulty` that the data lacks failed at the first reward call, after the
+    model loaded: refused as the data loads. A default, a configured value, a column, TRL's keywords
+    and a Reward class (no required parameter) pass."""
+    from rlvr.errors import DataError
+    from rlvr.rewards.checks import check_reward_parameters
+
+    def rewards(**entry):
+        return checked_rewards(
+            build_rewards({"mine": {"_target_": f"{__name__}.by_difficulty", **entry}, "strict": {"_target_": "rlvr.rewards.numeric.FinalLineReward"}})
+        )
+
+    with pytest.raises(DataError) as refused:
+        check_reward_parameters(rewards(), ["prompt", "answer", "level"], "the train data")
+    assert str(refused.value) == (
+        "reward.functions.mine: by_difficulty takes 'difficulty' (no default), which no column of the train data gives "
+        "(columns: answer, level): give it a default, or set it (reward.functions.mine.difficulty=...)"
+    )
+    check_reward_parameters(rewards(), ["prompt", "answer", "difficulty"], "the train data")
+    check_reward_parameters(rewards(difficulty=[2.0]), ["prompt", "answer"], "the train data")
+    check_reward_parameters(rewards(timeout_s=5), ["prompt", "answer", "difficulty"], "the train data")
+    with pytest.raises(DataError, match="takes 'difficulty'"):
+        check_reward_parameters(rewards(timeout_s=5), ["prompt", "answer"], "the eval data")
+
+
 def test_a_reward_that_edits_its_inputs_changes_neither_the_next_reward_nor_the_logs():
     """A reward overwriting `completions` in place made every later reward score 'MUTATED', and the rollouts log it."""
 
