@@ -87,6 +87,7 @@ class RunDirCheck(Callback):
         check_one_sweep_per_launch()
         overrides, params = list(config.hydra.overrides.task), config.hydra.sweeper.get("params")
         check_swept_once(overrides, params)
+        check_searched_keys(config, params)
         check_objective_evaluated(config)
         os.environ[SWEPT_KEYS_VAR] = ",".join(swept_keys(overrides, params))
         check_launcher_resources(config)
@@ -123,6 +124,34 @@ def check_swept_once(overrides: list[str], params=None) -> None:
                 file=sys.stderr,
             )
             sys.exit(2)
+
+
+def check_searched_keys(config, params) -> None:
+    """Refuse a key of the sweeper's `params` (`+hydra.sweeper.params={algorithm.learning_rat: ...}`) that
+    the config does not hold, as Hydra refuses it on the command line: one line, exit code 2, before the
+    study starts (each trial's job would compose it and fail, the first after its submission). A key
+    written with `+` adds one; group choices and `hydra.*` keys are Hydra's."""
+    from omegaconf import DictConfig, OmegaConf
+
+    from rlvr.config import did_you_mean
+
+    for written in map(str, params or {}):
+        if written.startswith("+") or written.startswith("hydra") or written in config.hydra.runtime.choices or "/" in written:
+            continue
+        node, parts = config, written.split(".")
+        for depth, part in enumerate(parts):
+            if not isinstance(node, DictConfig) or part in node:
+                node = node[part] if isinstance(node, DictConfig) else None
+                continue
+            if OmegaConf.is_struct(node):
+                parent, keys = ".".join(parts[:depth]) or "the config", [str(k) for k in node]
+                print(
+                    f"rlvr: error: hydra.sweeper.params.{written}: {parent} has no '{part}'{did_you_mean(part, keys)}; "
+                    f"its keys: {', '.join(keys)} (to add a key, start it with +)",
+                    file=sys.stderr,
+                )
+                sys.exit(2)
+            break
 
 
 def swept_keys(overrides: list[str], params) -> list[str]:

@@ -34,6 +34,19 @@ def test_the_mapping_without_a_plus_is_one_line(tmp_path):
     ), result.stderr
 
 
+def test_a_searched_key_the_config_lacks_is_refused_before_the_study_starts(tmp_path):
+    """It was refused by the first trial's job (under SLURM, after its submission); a group choice
+    and a key of the config pass, and the first key the config lacks is named."""
+    space = '{model: "choice(tiny)", seed: "choice(1, 2)", algorithm.fine_graind.normalization: "choice(group)"}'
+    result = run_cli("rlvr.run", "-m", "hydra/sweeper=optuna_maximize", f"+hydra.sweeper.params={space}", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.splitlines()[-1].startswith(
+        "rlvr: error: hydra.sweeper.params.algorithm.fine_graind.normalization: algorithm has no 'fine_graind' "
+        "(did you mean 'fine_grained'?); its keys: name, learning_rate,"
+    ), result.stderr
+    assert "Study name" not in result.stderr + result.stdout and not (tmp_path / "sweep").exists()
+
+
 @pytest.mark.slow
 def test_a_search_over_the_mapping_searches_it(tmp_path):
     short = [*TINY_RUN, "model.warmup_sft_steps=0", "algorithm.max_steps=1", "algorithm.save_steps=0", "dataset.max_eval_samples=4"]
