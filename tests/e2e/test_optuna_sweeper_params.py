@@ -38,7 +38,9 @@ def test_a_searched_key_the_config_lacks_is_refused_before_the_study_starts(tmp_
     """It was refused by the first trial's job (under SLURM, after its submission); a group choice
     and a key of the config pass, and the first key the config lacks is named."""
     space = '{model: "choice(tiny)", seed: "choice(1, 2)", algorithm.fine_graind.normalization: "choice(group)"}'
-    result = run_cli("rlvr.run", "-m", "hydra/sweeper=optuna_maximize", f"+hydra.sweeper.params={space}", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    result = run_cli(
+        "rlvr.run", "-m", "hydra/sweeper=optuna_maximize", f"+hydra.sweeper.params={space}", f"hydra.sweep.dir={tmp_path / 'sweep'}"
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert result.stderr.splitlines()[-1].startswith(
         "rlvr: error: hydra.sweeper.params.algorithm.fine_graind.normalization: algorithm has no 'fine_graind' "

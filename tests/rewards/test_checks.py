@@ -261,7 +261,9 @@ def test_a_function_parameter_no_column_gives_is_refused_naming_the_reward_and_t
 
     def rewards(**entry):
         return checked_rewards(
-            build_rewards({"mine": {"_target_": f"{__name__}.by_difficulty", **entry}, "strict": {"_target_": "rlvr.rewards.numeric.FinalLineReward"}})
+            build_rewards(
+                {"mine": {"_target_": f"{__name__}.by_difficulty", **entry}, "strict": {"_target_": "rlvr.rewards.numeric.FinalLineReward"}}
+            )
         )
 
     with pytest.raises(DataError) as refused:
