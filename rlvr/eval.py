@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,6 +130,12 @@ def resolve_target(text: str) -> Target:
         if problem := unusable_checkpoint(path):
             raise ConfigError(f"target {text}: the checkpoint is {problem}")
         return Target([(path.name, path, checkpoint_step(path))], run_dir)
+    if re.fullmatch(r"before|after|step-\d+|curve", path.name):
+        owner = "rlvr.eval's curve of a run's checkpoints" if path.name == "curve" else f"a run's own eval (eval_{path.name}_*)"
+        raise ConfigError(
+            f"target {text}: a model dir named '{path.name}' would write its rows as eval/{path.name}.jsonl, "
+            f"the file of {owner}: rename (or copy) the dir"
+        )
     return Target([(path.name, path, None)], run_dir)
 
 
@@ -479,11 +486,11 @@ def model_result(cfg, target: Target, model: tuple[str, Path, int | None], input
     `inputs` (settings, data files' and reward inputs' fingerprints) on these very model files (a continued run
     rewrites final_model/ and may rebuild a checkpoint). A result of another model under the same label
     (two runs' final_model/ into one output_dir) is refused in one line, not overwritten."""
-    from rlvr.tracking.outputs import files_fingerprint, read_json, read_jsonl, write_json
+    from rlvr.tracking.outputs import files_fingerprint, read_jsonl, write_json
 
     label, model_dir, step = model
     path = out_dir / "eval" / f"{label}.json"
-    result = read_json(path) if path.exists() else None
+    result = saved_result(path)
     other = result.get("model") if result is not None else None
     if other and other != str(model_dir) and Path(other).is_dir() and out_dir not in (target.run_dir, model_dir):  # not a copied run
         raise ConfigError(f"{path} holds the result of another model of the same name ({other}): give {model_dir} an output_dir of its own")
@@ -506,6 +513,24 @@ def model_result(cfg, target: Target, model: tuple[str, Path, int | None], input
         if (rows := out_dir / "eval" / f"{label}.jsonl").exists():  # one row per prompt scored
             result["prompts"] = len(read_jsonl(rows))
         write_json(path, result)  # atomic: a stop mid-write leaves no result, and the re-run redoes it
+    return result
+
+
+def saved_result(path: Path) -> dict | None:
+    """The result an earlier eval saved at `path`; None if there is none, or (with a warning) if it
+    cannot be read (emptied or cut short outside rlvr, which writes it whole): it is evaluated again."""
+    from rlvr.tracking.outputs import read_json
+
+    if not path.exists():
+        return None
+    try:
+        result = read_json(path)
+        problem = None if isinstance(result, dict) else f"a JSON {type(result).__name__}, not an object"
+    except ValueError as exc:  # bad JSON or bad UTF-8
+        problem = str(exc)
+    if problem is not None:
+        log.warning("%s: not a result rlvr.eval can read (%s): its model is evaluated again", path, problem)
+        return None
     return result
 
 
@@ -532,11 +557,10 @@ def rotated_away(results: list[dict], inputs: dict, out_dir: Path, checkpoint_di
     """The results in `out_dir/eval` of checkpoints of `checkpoint_dir` that are gone (a training's
     rotation deleted them after an earlier eval) made with this eval's `inputs`: points of the curve
     that cannot be redone."""
-    from rlvr.tracking.outputs import read_json
-
     labels, kept = {r["label"] for r in results}, []
     for path in sorted((out_dir / "eval").glob("checkpoint-*.json")):
-        result = read_json(path)
+        if (result := saved_result(path)) is None:
+            continue
         model = Path(result.get("model") or "")
         if result.get("label") not in labels and made_with(result) == inputs and model.parent == checkpoint_dir and not model.is_dir():
             kept.append(result)
@@ -547,7 +571,7 @@ def check_curve_kept(target: Target, out_dir: Path, inputs: dict) -> None:
     """One checkpoint of a run evaluated with other `inputs` than its point on the curve in `out_dir`
     (eval/curve.jsonl) is refused in one line: its result would be replaced while the curve and its
     plot kept the earlier figures. A whole run's eval rewrites its curve from its own results."""
-    from rlvr.tracking.outputs import read_json, read_jsonl
+    from rlvr.tracking.outputs import read_jsonl
     from rlvr.tracking.run_dir import changed_leaves, listed
 
     curve = out_dir / "eval" / "curve.jsonl"
@@ -555,9 +579,9 @@ def check_curve_kept(target: Target, out_dir: Path, inputs: dict) -> None:
         return
     on_curve = {row.get("checkpoint") for row in read_jsonl(curve)}
     for label, _, step in target.models:
-        if step is None or label not in on_curve or not (path := out_dir / "eval" / f"{label}.json").exists():
+        if step is None or label not in on_curve or (result := saved_result(out_dir / "eval" / f"{label}.json")) is None:
             continue
-        if changed := changed_leaves(made_with(read_json(path)), inputs):
+        if changed := changed_leaves(made_with(result), inputs):
             raise ConfigError(
                 f"{curve} holds {label} evaluated with other inputs ({listed(changed)}): evaluated alone it would "
                 f"disagree with the curve; evaluate the whole run (target={target.run_dir}) or give it an output_dir of its own"

@@ -294,3 +294,29 @@ def test_model_dirs_that_load_pass_the_check(saved_model, tmp_path):
     assert saved_model_problem(sharded) is None
     (sharded / "model-00001-of-00001.safetensors").unlink()
     assert saved_model_problem(sharded) == "model.safetensors.index.json names model-00001-of-00001.safetensors, which is not there"
+
+
+@pytest.mark.parametrize("name", ["after", "step-4", "curve"])
+def test_a_model_dir_named_as_a_runs_own_eval_file_is_refused_not_written_over_it(tmp_path, capsys, name):
+    """A model dir named `after` evaluated into a run (output_dir) replaced the run's eval/after.jsonl (its
+    eval after training); one named `curve`, the curve of its checkpoints."""
+    model = tmp_path / name
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    line = error_of(capsys, f"target={model}", f"output_dir={tmp_path / 'run'}")
+    assert line.startswith(f"rlvr.eval: error: target {model}: a model dir named '{name}' would write its rows as eval/{name}.jsonl")
+    assert line.endswith("rename (or copy) the dir") and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("content", ["", '{"label": "final_model", "mod', "[1, 2]"])
+def test_a_saved_result_that_cannot_be_read_is_evaluated_again_with_a_warning(tmp_path, monkeypatch, caplog, content):
+    """An emptied or cut-short eval/<label>.json was a JSONDecodeError traceback."""
+    model_dir = tmp_path / "final_model"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text("{}")
+    (tmp_path / "out" / "eval").mkdir(parents=True)
+    (tmp_path / "out" / "eval" / "final_model.json").write_text(content)
+    monkeypatch.setattr(rlvr_eval, "evaluate_model", lambda cfg, label, *_: {f"eval_{label}_accuracy": 1.0})
+    rlvr_eval.run(str(model_dir), str(tmp_path / "out"), rlvr_eval.compose([], None), [])
+    assert json.loads((tmp_path / "out" / "eval" / "final_model.json").read_text())["metrics"] == {"accuracy": 1.0}
+    assert any("not a result rlvr.eval can read" in line and "evaluated again" in line for line in rlvr_eval_lines(caplog))
