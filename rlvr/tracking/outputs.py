@@ -227,8 +227,9 @@ TRAINING_SUMMARY_KEY = "train_runtime"
 def metrics_callback(path: Path):
     """A transformers TrainerCallback writing every logged dict, with its step, to metrics.jsonl.
 
-    Each row also carries `step_seconds`: wall time from the end of the previous optimizer step
-    to the end of this one (generation, rewards, backward, optimizer, logging: all of it), and on a
+    Each training row also carries `step_seconds`: wall time per optimizer step since the previous
+    training row (generation, rewards, backward, optimizer, logging: all of it; one step's time when
+    every step is logged, the mean over the `logging_steps` a row stands for otherwise), and on a
     GPU `gpu_peak_memory_mb`, this process's peak of allocated GPU memory so far. When
     training (re)starts, the end-of-training row of an earlier start is dropped (a continued run has
     one, its own), and so are the rows of steps after the checkpoint it resumes from (a crash lost
@@ -243,7 +244,8 @@ def metrics_callback(path: Path):
         def __init__(self):
             path.parent.mkdir(parents=True, exist_ok=True)
             self.last_end = None
-            self.step_seconds = None
+            self.logged_end = None  # the end of the step of the last training row
+            self.steps_since_logged = 0
 
         def on_train_begin(self, args, state, control, **kwargs):
             if state.is_world_process_zero:
@@ -253,15 +255,18 @@ def metrics_callback(path: Path):
             if self.last_end is None:  # the first step of this start: the resumed state is loaded by now
                 if state.is_world_process_zero:
                     truncate_jsonl(path, keep=lambda row: row.get("step", 0) <= state.global_step)
-                self.last_end = time.perf_counter()
+                self.last_end = self.logged_end = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kwargs):
-            now = time.perf_counter()
-            self.step_seconds, self.last_end = now - self.last_end, now
+            self.last_end = time.perf_counter()
+            self.steps_since_logged += 1
 
         def on_log(self, args, state, control, logs=None, **kwargs):
+            timing = {}
+            if "loss" in (logs or {}) and self.steps_since_logged:
+                timing["step_seconds"] = (self.last_end - self.logged_end) / self.steps_since_logged
+                self.logged_end, self.steps_since_logged = self.last_end, 0
             if state.is_world_process_zero and logs:
-                timing = {"step_seconds": self.step_seconds} if "loss" in logs and self.step_seconds else {}
                 if "loss" in logs and torch.cuda.is_initialized():
                     timing["gpu_peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
                 with open(path, "a", encoding="utf-8") as handle:  # also after training: final eval logs

@@ -1,7 +1,10 @@
 """The `logging` group as wandb's own environment variables, and the checks made before training."""
 
+import json
+import math
 import os
 import sys
+from types import SimpleNamespace
 
 import pytest
 from omegaconf import OmegaConf
@@ -157,3 +160,52 @@ def test_a_resume_after_a_torn_rollout_line_goes_on(tmp_path, caplog):
     assert (tmp_path / "rollouts.jsonl").read_text() == '{"step": 1}\n{"step": 2}\n'
     assert (tmp_path / "metrics.jsonl").read_text() == '{"step": 1, "loss": 0}\n'
     assert len(caplog.records) == 2
+
+
+def test_rows_logged_every_few_steps_give_the_training_time_of_every_step(tmp_path, monkeypatch):
+    """With logging_steps=2, `step_seconds` was the logged step's time alone, and train_seconds the sum of
+    those: half the training time (a reward model's preset logs every 10 steps: a tenth)."""
+    import threading
+    import time
+
+    from rlvr.recipes.common import training_curve_summary
+    from rlvr.tracking.outputs import metrics_callback
+
+    callback = metrics_callback(tmp_path / "metrics.jsonl")  # before the clock is faked: it imports transformers
+    clock, real, here = iter([0.0, 1.0, 3.0, 6.0, 10.0]), time.perf_counter, threading.get_ident()
+    # the first step begins at 0, the steps end at 1, 3, 6 and 10 (in this thread: other threads time their own work)
+    monkeypatch.setattr(time, "perf_counter", lambda: next(clock) if threading.get_ident() == here else real())
+    state = SimpleNamespace(global_step=0, is_world_process_zero=True)
+    for step in range(1, 5):
+        if step == 1:
+            callback.on_step_begin(None, state, None)
+        state.global_step = step
+        callback.on_step_end(None, state, None)
+        if step % 2 == 0:
+            callback.on_log(None, state, None, logs={"loss": float(step), "reward": 0.5})
+    monkeypatch.undo()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step_seconds"] for row in rows] == [1.5, 3.5]  # (3 - 0) / 2, (10 - 3) / 2
+    summary = training_curve_summary(tmp_path)
+    assert summary["train_seconds"] == 10.0 and summary["train_loss"] == 3.0 and summary["train_logged_steps"] == 2
+
+
+def test_a_run_that_logged_no_training_row_has_no_training_loss(tmp_path):
+    """logging_steps above max_steps: train_loss was 0.0 (the mean of no rows), TRL's own being 0.69."""
+    from rlvr.recipes.common import training_curve_summary
+
+    (tmp_path / "metrics.jsonl").write_text('{"step": 4, "train_runtime": 2.0, "train_loss": 0.69}\n')
+    summary = training_curve_summary(tmp_path)
+    assert math.isnan(summary["train_loss"]) and summary["train_seconds"] == 0.0 and summary["train_logged_steps"] == 0
+
+
+def test_logging_steps_above_max_steps_is_warned_of_at_start_up(caplog):
+    from rlvr.recipes.common import warn_if_nothing_logged
+
+    with caplog.at_level("WARNING"):
+        warn_if_nothing_logged(SimpleNamespace(max_steps=4, logging_steps=10))
+        warn_if_nothing_logged(SimpleNamespace(max_steps=10, logging_steps=10))
+    assert [r.getMessage() for r in caplog.records] == [
+        "algorithm.logging_steps=10 is more than algorithm.max_steps=4: no training step is logged (metrics.jsonl, "
+        "plots, train_loss): lower algorithm.logging_steps"
+    ]
