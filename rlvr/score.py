@@ -28,7 +28,7 @@ from rlvr.config import ScoreConfig, check_ranges, conf_dir, exit_on_unknown_key
 from rlvr.data.loading import json_with_literal_numbers
 from rlvr.errors import ConfigError, DataError, RlvrError
 from rlvr.rewards.base import judging_reward
-from rlvr.rewards.checks import check_reward_columns
+from rlvr.rewards.checks import ROW_FIELDS, check_reward_columns
 
 CONF_DIR = conf_dir()
 register_schemas()
@@ -115,9 +115,10 @@ def score_rows(rows: list[dict], rewards, completion_column: str, answer_column:
 
 def reward_arguments(rows: list[dict], rewards, completion_column: str, answer_column: str) -> dict:
     """What the rewards are called with for `rows`, as in training: prompts, completions and the other
-    columns, the gold column as `answer`."""
+    columns, the gold column as `answer`; not the fields rlvr wrote in a run's rows (ROW_FIELDS: an
+    fgrpo row's `correct` would set answer_spans's own `correct`)."""
     completions = [r[completion_column] for r in rows]  # `is_completion`: the rewards read either form
-    columns = {k: [r.get(k) for r in rows] for k in set().union(*rows) - {completion_column, "prompt"}}
+    columns = {k: [r.get(k) for r in rows] for k in set().union(*rows) - {completion_column, "prompt", *ROW_FIELDS}}
     if answer_column not in columns and answer_column != "answer":
         present = ", ".join(sorted(set().union(*rows)))
         raise DataError(f"answer_column={answer_column}: the input has no such column (its columns: {present})")

@@ -40,6 +40,12 @@ log = logging.getLogger(__name__)
 # What TRL's GRPOTrainer passes every reward besides the data columns (`_calculate_rewards`); a data
 # column of the same name collides. tests/rewards/test_checks.py holds this list against TRL itself.
 TRL_REWARD_KEYWORDS = ("prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric", "environments")
+# The fields rlvr writes in a rollouts or eval row beside its prompt, completion, gold and the rewards' data
+# columns (`reward_columns`), and those rlvr.score adds: never reward arguments when such a row is scored again.
+ROW_FIELDS = (
+    *("step", "prompt_id", "prompt_text", "stop", "reasoning_token_positions", "index", "rank", "judge", "samples"),
+    *("new_tokens", "truncated", "prediction", "rewards", "reasons", "reward", "correct"),
+)
 NO_VERDICT_REASONS = ("timeout", "error")  # Outcome reasons of built-in rewards that judged nothing
 
 

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from rlvr.rewards.checks import ROW_FIELDS
 from conftest import ROOT, TINY_RUN, TORCHRUN_TWO, completed_run, rank_weight_digests, run_cli
 
 pytestmark = pytest.mark.slow
@@ -66,6 +67,7 @@ def test_rollouts_record_each_completion(tiny_run):
     assert {r["step"] for r in rows} == {1, 2, 3, 4}  # metrics.jsonl's steps
     for row in rows:
         assert set(row) >= {"prompt_id", "prompt", "completion", "prediction", "gold", "rewards", "reward", "correct"}
+        assert set(row) - {"prompt", "completion", "gold"} <= set(ROW_FIELDS)  # what rlvr.score passes no reward
         assert row["correct"] == (row["rewards"]["gsm8k_flexible"] == 1.0)
         a, b = row["prompt"].rstrip("=").split("+")
         assert int(row["gold"]) == int(a) + int(b)
@@ -147,6 +149,9 @@ def test_local_launcher_trains_data_parallel_like_slurm(tmp_path):
     rows = read_jsonl(tmp_path / "0" / "eval" / "after.jsonl")
     assert [row["index"] for row in rows] == list(range(16)) and all(len(row["samples"]) == 2 for row in rows)
     assert [row["rank"] for row in rows] == [0, 1] * 8  # rank r evaluates rows r, r + 2, ...
+    for row in rows:  # what rlvr.score passes no reward, of an eval row and of its samples
+        assert set(row) - {"prompt", "completion", "gold"} <= set(ROW_FIELDS)
+        assert all(set(sample) - {"completion"} <= set(ROW_FIELDS) for sample in row["samples"]), row["samples"][0]
     assert "eval_after_pass@2" in json.loads((tmp_path / "0" / "metrics.json").read_text())
 
 

@@ -176,10 +176,11 @@ def test_help_is_rlvr_scores_own():
 
 def test_span_rewards_are_scored_as_fgrpo_sums_their_spans(rows_file, tmp_path):
     """reward=fgrpo_spans was refused: its spans are not a float. Accuracy (+1 right, -1 wrong or none)
-    plus format (0.5 for a final line) per completion, as algorithm=fgrpo's logs sum them."""
+    plus format (0.5 for a final line) per completion, as algorithm=fgrpo's logs sum them. Rows scored
+    before (as a run's rollouts are) too: their `correct` set answer_spans's own `correct` argument."""
     rows = [
-        {"completion": "3+5 is 8\nFinal: 8", "answer": "8"},
-        {"completion": "Final: 7", "answer": "8"},
+        {"completion": "3+5 is 8\nFinal: 8", "answer": "8", "correct": True, "reward": 1.5},
+        {"completion": "Final: 7", "answer": "8", "correct": False, "reward": -0.5},
         {"completion": "no idea", "answer": "8"},
     ]
     out = tmp_path / "scored.jsonl"
