@@ -134,14 +134,20 @@ def plot_eval_comparison(rows: list[dict], metrics: list[str], path: Path) -> No
 
 
 def plot_reward_curves(sweep_dir: Path, rows: list[dict], path: Path) -> None:
-    """Each job's training reward (rolling mean) on one set of axes, labelled by what the sweep varied."""
+    """Each job's training reward (rolling mean) on one set of axes, labelled by what the sweep varied; a
+    job whose metrics.jsonl is corrupt is left out, in a line on stderr."""
+    from rlvr.errors import DataError
     from rlvr.plots import _pyplot, _save, rolling_mean
     from rlvr.tracking.outputs import read_jsonl
 
     curves = []
     for r in rows:
         metrics_file = sweep_dir / str(r["job"]) / "metrics.jsonl"
-        logged = [m for m in read_jsonl(metrics_file) if "reward" in m] if metrics_file.exists() else []
+        try:
+            logged = [m for m in read_jsonl(metrics_file) if "reward" in m] if metrics_file.exists() else []
+        except DataError as exc:
+            print(f"sweep report: job {r['job']}'s reward curve left out: {exc}", file=sys.stderr)
+            continue
         if logged:
             curves.append((r["swept"] or str(r["job"]), [m["step"] for m in logged], [m["reward"] for m in logged]))
     if not curves:

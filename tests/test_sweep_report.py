@@ -98,3 +98,15 @@ def test_a_jobs_torn_file_fails_its_row_naming_the_file_and_the_others_are_repor
     for row, name in zip(rows[1:], ["metrics.json", "run_info.jsonl", ".hydra/overrides.yaml"]):
         assert row["logs"].startswith(f"{tmp_path / str(row['job']) / name} unreadable: "), row["logs"]
     assert "- job 1 (seed=1): " in (tmp_path / "sweep_summary.md").read_text()
+
+
+def test_a_jobs_corrupt_metrics_jsonl_leaves_its_curve_out_and_the_report_is_written(tmp_path, capsys):
+    """A line in the middle of a job's metrics.jsonl that is not JSON was a DataError traceback for the whole report."""
+    for job in range(2):
+        fake_job(tmp_path, job, [f"seed={job}"], {"train_seconds": 3.0})
+        (tmp_path / str(job) / "metrics.jsonl").write_text('{"step": 1, "reward": 0.5}\n{"step": 2, "rew\n{"step": 3, "reward": 0.7}\n')
+    (tmp_path / "0" / "metrics.jsonl").write_text('{"step": 1, "reward": 0.5}\n{"step": 2, "reward": 0.6}\n')
+    rows = write_report(tmp_path)
+    assert [r["status"] for r in rows] == ["completed", "completed"]
+    assert (tmp_path / "sweep_summary.md").exists() and (tmp_path / "sweep_rewards.png").exists()
+    assert capsys.readouterr().err.startswith(f"sweep report: job 1's reward curve left out: {tmp_path / '1' / 'metrics.jsonl'} line 2")
