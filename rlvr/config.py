@@ -729,8 +729,10 @@ def check_overrides(args: list[str], schema: type = Config, groups: frozenset[st
     for arg in args:
         if arg.startswith(("-", "~")) or "=" not in arg:
             continue
-        written = arg.split("=", 1)[0]
+        written, value = arg.split("=", 1)
         key = written.lstrip("+")
+        if (key in groups or "/" in key) and value.strip() == "null":  # Hydra's ValueError traceback
+            raise ConfigError(f"'{arg}': a config group takes the name of one of its options; to leave the group out, write ~{key}")
         if key.startswith("hydra") or key in groups or "/" in key or "@" in key:
             continue
         if check_key(key, schema) and written.startswith("+") and not written.startswith("++"):

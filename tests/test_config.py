@@ -92,6 +92,15 @@ def test_check_overrides_leaves_groups_and_hydra_keys_alone():
         check_overrides(["sed=1"])
 
 
+@pytest.mark.parametrize("override", ["experiment=null", "model= null", "hydra/launcher=null"])
+def test_a_group_set_to_null_is_one_line_naming_how_to_leave_it_out(override):
+    """`experiment=null` (what `--cfg job` shows when no experiment is chosen) was Hydra's 29-line ValueError traceback."""
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError) as refused:
+        check_overrides([override], groups=frozenset(GROUPS))
+    assert str(refused.value) == f"'{override}': a config group takes the name of one of its options; to leave the group out, write ~{key}"
+
+
 def test_unknown_key_fails_in_one_line_without_torch():
     result = run_cli("rlvr.run", "algorithm.lerning_rate=1")
     assert result.returncode == 2
