@@ -170,11 +170,21 @@ def swept_in_this_job() -> list[str]:
 
 def check_objective_evaluated(config) -> None:
     """Refuse, before any job starts, a search (a sweeper that reads `objective`, not the basic one)
-    whose objective is an eval that the config turns off (`eval_after_*` with eval.after=false): every
-    trial would train, then fail. One line, exit code 2."""
+    that minimises an objective higher for better models (`hydra/sweeper=optuna`, the plugin's own
+    config, minimises), or whose objective is an eval that the config turns off (`eval_after_*` with
+    eval.after=false): every trial would train, then fail. One line, exit code 2."""
     if not reads_objective(config.hydra.sweeper):
         return
     objective = str(config.get("objective", ""))
+    direction = config.hydra.sweeper.get("direction")  # Optuna's: an Enum, a name or (several objectives) a list
+    higher_is_better = re.search(r"accuracy|reward|(pass|maj|mean)@", objective) and not objective.endswith("_se")
+    if getattr(direction, "name", direction) == "minimize" and higher_is_better:
+        print(
+            f"rlvr: error: hydra.sweeper.direction=minimize would search for the lowest objective={objective}, which is "
+            f"higher for better models: use hydra/sweeper=optuna_maximize (or hydra.sweeper.direction=maximize)",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     for when in ("before", "after"):
         if objective.startswith(f"eval_{when}_") and not config.eval[when]:
             print(

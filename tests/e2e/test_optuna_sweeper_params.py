@@ -49,6 +49,24 @@ def test_a_searched_key_the_config_lacks_is_refused_before_the_study_starts(tmp_
     assert "Study name" not in result.stderr + result.stdout and not (tmp_path / "sweep").exists()
 
 
+def test_the_plugins_own_sweeper_minimising_an_accuracy_is_refused_before_the_study_starts(tmp_path):
+    """`hydra/sweeper=optuna` (the plugin's config, an option rlvr lists) searched for the worst accuracy, silently."""
+    result = run_cli("rlvr.run", "-m", "hydra/sweeper=optuna", "algorithm.beta=choice(0.0, 0.04)", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert result.returncode == 2 and result.stderr.splitlines()[-1] == (
+        "rlvr: error: hydra.sweeper.direction=minimize would search for the lowest objective=eval_after_accuracy, which is "
+        "higher for better models: use hydra/sweeper=optuna_maximize (or hydra.sweeper.direction=maximize)"
+    ), result.stderr[-3000:]
+    assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.parametrize(("direction", "objective"), [("maximize", "eval_after_accuracy"), ("minimize", "train_loss")])
+def test_a_search_in_the_objectives_own_direction_passes(direction, objective):
+    from rlvr.launcher import check_objective_evaluated
+
+    sweeper = {"_target_": "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper", "direction": direction}
+    check_objective_evaluated(OmegaConf.create({"objective": objective, "eval": {"after": True}, "hydra": {"sweeper": sweeper}}))
+
+
 @pytest.mark.slow
 def test_a_search_over_the_mapping_searches_it(tmp_path):
     short = [*TINY_RUN, "model.warmup_sft_steps=0", "algorithm.max_steps=1", "algorithm.save_steps=0", "dataset.max_eval_samples=4"]
