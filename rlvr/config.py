@@ -756,6 +756,8 @@ def preset_error_line(exc: BaseException, schema: type = Config) -> str | None:
             check_key(cause.full_key, schema)
         except ConfigError as unknown:
             problem = str(unknown)
+    if preset.group(1).startswith("experiment/") and cause.full_key.split(".")[0] == "experiment":  # its keys went under `experiment`
+        problem += " (an experiment preset sets keys of the whole config: start it with the line '# @package _global_')"
     return f"{preset.group(1)}.yaml: {problem}"
 
 

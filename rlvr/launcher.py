@@ -81,9 +81,11 @@ class RunDirCheck(Callback):
     goes on; Hydra's own attempt would end in a traceback."""
 
     def on_run_start(self, config, **kwargs) -> None:
+        check_working_dir_kept(config)
         _created[:] = prepare_dir("hydra.run.dir", Path(config.hydra.run.dir))
 
     def on_multirun_start(self, config, **kwargs) -> None:
+        check_working_dir_kept(config)
         check_one_sweep_per_launch()
         overrides, params = list(config.hydra.overrides.task), config.hydra.sweeper.get("params")
         check_swept_once(overrides, params)
@@ -98,6 +100,18 @@ class RunDirCheck(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         prepare_dir("hydra.sweep.dir", sweep_dir)
         _sweep_dirs[:] = [sweep_dir]
+
+
+def check_working_dir_kept(config) -> None:
+    """Refuse `hydra.job.chdir=true` in one line, exit code 2: relative paths in the config (data files,
+    presets' models) are the launch directory's, and a job moved into its run dir would not find them."""
+    if config.hydra.job.get("chdir"):
+        print(
+            "rlvr: error: hydra.job.chdir=true: rlvr runs in the directory it is launched from (relative paths in the "
+            "config are read from there; the run's files go to hydra.run.dir): leave it false",
+            file=sys.stderr,
+        )
+        sys.exit(2)
 
 
 # The `hardware` values conf/hydra/launcher/{local,slurm}.yaml hand to submitit.

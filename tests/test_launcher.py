@@ -31,6 +31,15 @@ def test_a_yaml_syntax_error_in_a_user_preset_is_one_line(tmp_path, how):
     assert not (tmp_path / "run").exists()
 
 
+def test_an_experiment_preset_without_its_package_header_is_told_to_add_it(tmp_path):
+    """Its keys land under `experiment` (a string): the line said "Cannot convert 'DictConfig' to string" alone."""
+    (tmp_path / "conf" / "experiment").mkdir(parents=True)
+    (tmp_path / "conf" / "experiment" / "mine.yaml").write_text("algorithm: {beta: 0.2}\n")
+    line = one_line_error(run_cli("rlvr.run", "--config-dir", str(tmp_path / "conf"), "experiment=mine", "--cfg", "job", timeout=60))
+    assert line.startswith("rlvr: error: experiment/mine.yaml: experiment: Cannot convert 'DictConfig' to string")
+    assert line.endswith("(an experiment preset sets keys of the whole config: start it with the line '# @package _global_')")
+
+
 def test_a_user_preset_that_is_not_utf8_is_one_line_naming_it(tmp_path):
     """Hydra's UnicodeDecodeError traceback, with `--cfg job` too."""
     preset = tmp_path / "conf" / "dataset" / "latin1.yaml"
@@ -77,6 +86,15 @@ def test_a_sweep_dir_that_is_a_file_is_one_line(tmp_path):
     assert (
         line == f"rlvr: error: hydra.sweep.dir={tmp_path}/afile: {tmp_path}/afile is a file, not a directory: pick another hydra.sweep.dir"
     )
+
+
+@pytest.mark.parametrize("sweep", [[], ["-m", "seed=1,2"]])
+def test_moving_into_the_run_dir_is_refused_before_it_is_made(tmp_path, sweep):
+    """hydra.job.chdir=true: a relative data path then named a file in the run dir (`dataset file not found`)."""
+    dirs = [f"hydra.run.dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    line = one_line_error(run_cli("rlvr.run", *sweep, "hydra.job.chdir=true", *dirs, timeout=60))
+    assert line.startswith("rlvr: error: hydra.job.chdir=true: rlvr runs in the directory it is launched from") and line.endswith("false")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_job_that_ended_without_a_result_is_one_line_naming_its_rank_and_state(capsys):
