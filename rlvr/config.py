@@ -824,6 +824,8 @@ def command_line_error_line(exc: BaseException) -> str | None:
             )
         parent, key = cause.full_key.rpartition(".")[0], str(cause.key)
         keys = [str(k) for k in cause.parent_node.keys()]
+        if not keys:  # a free-form mapping left empty (algorithm.trl)
+            return f"{override[1]}: {parent} holds no keys yet: to add one, start the override with + (+{override[1]}=...)"
         return (
             f"{override[1]}: {parent or 'the config'} has no '{key}'{did_you_mean(key, keys)}; its keys: {', '.join(keys)} "
             f"(to add a key, start the override with +)"

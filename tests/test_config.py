@@ -371,6 +371,10 @@ def test_no_preset_claims_to_mirror_a_system_it_does_not_reproduce():
         ),
         ("seed=1,2", "Ambiguous value for argument 'seed=1,2'; 1. To use it as a list, use key=[value1,value2]; "),
         (
+            "algorithm.trl.foo=1",
+            "algorithm.trl.foo: algorithm.trl holds no keys yet: to add one, start the override with + (+algorithm.trl.foo=...)",
+        ),
+        (
             "dataset.mixer={/data/a.jsonl: 30}",
             "dataset.mixer: to set the whole mapping, write '++dataset.mixer={...}' (Hydra merges a plain dataset.mixer= key by key)",
         ),
