@@ -91,6 +91,19 @@ def read_yaml(path: Path) -> DictConfig:
         raise ConfigError(f"{path}: not a readable YAML file ({why})") from exc
 
 
+def read_run_config(run: Path) -> DictConfig:
+    """The run's config_resolved.yaml, or a one-line ConfigError naming it where it is no run's config
+    (emptied, or overwritten by another file): read as it is, the tree's defaults would stand in for it."""
+    config = read_yaml(run / RUN_CONFIG)
+    missing = [group for group in GROUPS - {"experiment"} if not isinstance(config, DictConfig) or group not in config]
+    if missing:
+        raise ConfigError(
+            f"{run / RUN_CONFIG}: not the config of a run (no {', '.join(sorted(missing))}): rlvr.run writes it as a run "
+            f"starts; restore it from a copy of the run"
+        )
+    return config
+
+
 def run_holding(path: Path) -> Path | None:
     """The run dir `path` is, or is in (its final_model/, a checkpoints/checkpoint-N); None outside a run."""
     return next((p for p in (path, path.parent, path.parent.parent) if (p / RUN_CONFIG).exists()), None)
@@ -105,7 +118,7 @@ def resolve_target(text: str) -> Target:
         raise ConfigError(f"target {text}: no such directory")
     run = run_holding(path)
     run_dir = run if run != path else None  # the run a model dir belongs to (its final_model/, a checkpoint)
-    if run is not None and OmegaConf.select(read_yaml(run / RUN_CONFIG), "algorithm.name") == "reward_model":
+    if run is not None and OmegaConf.select(read_run_config(run), "algorithm.name") == "reward_model":
         raise ConfigError(
             f"target {text}: a reward model (algorithm=reward_model): rlvr.eval evaluates policies by what they "
             f"generate; a reward model's eval is its pair accuracy, eval_pair_accuracy in {run / 'metrics.json'}"
@@ -232,7 +245,7 @@ def eval_config(composed: DictConfig, overrides: list[str], run_dir: Path | None
         cfg = OmegaConf.merge(OmegaConf.structured(Config), settings_only)
     else:
         try:
-            saved = OmegaConf.to_container(read_yaml(run_dir / RUN_CONFIG))
+            saved = OmegaConf.to_container(read_run_config(run_dir))
             rebase_relative_paths(saved, run_dir)
             if retired := drop_retired_keys(saved):
                 log.warning("%s: ignoring %s (written by an earlier rlvr; no longer settings)", run_dir / RUN_CONFIG, ", ".join(retired))

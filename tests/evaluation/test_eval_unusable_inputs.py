@@ -203,6 +203,19 @@ def test_a_malformed_run_config_is_refused_naming_the_file(tmp_path, capsys):
     )
 
 
+@pytest.mark.parametrize("content", ["", "foo: 1\n"])
+def test_a_run_config_that_is_no_runs_config_is_refused_before_anything_loads(tmp_path, capsys, content):
+    """An emptied config_resolved.yaml was read as the tree's defaults: the checkpoint loaded, then 'no reward
+    functions configured'."""
+    run = corrupt.run_dir(tmp_path / "run", 2)
+    (run / "config_resolved.yaml").write_text(content)
+    assert error_of(capsys, f"target={run}") == (
+        f"rlvr.eval: error: {run / 'config_resolved.yaml'}: not the config of a run (no "
+        "algorithm, dataset, eval, hardware, logging, model, reward): rlvr.run writes it as a run starts; "
+        "restore it from a copy of the run"
+    )
+
+
 def test_completions_cut_at_the_limit_are_warned_of_and_the_result_says_how_many_prompts(tmp_path, monkeypatch, capsys):
     model_dir = tmp_path / "model"
     model_dir.mkdir()
