@@ -11,10 +11,9 @@ import pytest
 
 from conftest import ROOT, TINY_RUN
 
-# What a clone holds besides the sources: never part of a build.
-NOT_SOURCES = shutil.ignore_patterns(
-    ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "outputs", "multirun", "wandb", ".pytest_cache", "tests"
-)
+# What a clone holds besides the sources: never part of a build. Hidden names too: .git, and the venvs
+# (.venv-vllm, ~4 GB, may be being built meanwhile: files vanished under the copy).
+NOT_SOURCES = shutil.ignore_patterns(".*", "build", "dist", "*.egg-info", "__pycache__", "outputs", "multirun", "wandb", "tests", "*.log")
 
 
 @pytest.fixture(scope="module")
