@@ -109,21 +109,6 @@ def test_per_prompt_plot_command(tiny_run):
     assert (tiny_run / "plots" / "per_prompt_accuracy.png").stat().st_size > 1000
 
 
-def test_two_job_sweep(tmp_path):
-    result = run_cli("rlvr.run", "-m", *TINY_RUN, "algorithm.max_steps=2", "algorithm.beta=0.0,0.04", f"hydra.sweep.dir={tmp_path}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
-    assert [p.name for p in jobs] == ["0", "1"]
-    betas = [float((p / "config_resolved.yaml").read_text().split("beta: ")[1].split()[0]) for p in jobs]
-    assert betas == [0.0, 0.04]
-    for job in jobs:
-        assert json.loads((job / "metrics.json").read_text())["train_steps"] == 2
-    report = (tmp_path / "sweep_summary.md").read_text()
-    assert "| 0 | algorithm.beta=0.0 | completed |" in report and "| 1 | algorithm.beta=0.04 | completed |" in report
-    assert (tmp_path / "sweep_summary.csv").read_text().count("completed") == 2
-    assert (tmp_path / "sweep_summary.png").stat().st_size > 1000
-
-
 def test_local_launcher_trains_data_parallel_like_slurm(tmp_path):
     """hydra/launcher=local with 2 tasks: one gloo job of 2 ranks (not 2 runs sharing a dir), same
     weights on both ranks after LoRA is merged, one writer of the logs; the eval after training

@@ -4,12 +4,17 @@ never continued at another point of the sweep (an interrupted search whose sampl
 import json
 
 import pytest
+import yaml
 
 from conftest import TINY_RUN, interrupted, one_line_error, run_cli
 from rlvr.tracking.outputs import read_json, read_jsonl
 
 pytestmark = pytest.mark.slow
 SHORT = [*TINY_RUN, "algorithm.max_steps=2", "eval.before=false", "logging.plots=false"]
+
+
+def read_yaml(path):
+    return yaml.safe_load(path.read_text())
 
 
 def sweep(tmp_path, *args: str):
@@ -48,7 +53,17 @@ def test_a_finished_jobs_result_is_reused_by_a_rerun_of_its_command_and_not_afte
 
 
 def test_a_job_dir_is_not_continued_at_another_point_of_the_sweep(tmp_path):
-    assert sweep(tmp_path, "algorithm.beta=0.0,0.01").returncode == 0
+    """A 2-job sweep (each job's config, result and report row), then a rerun at other points."""
+    first = sweep(tmp_path, "algorithm.beta=0.0,0.01")
+    assert first.returncode == 0, first.stderr[-3000:]
+    jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
+    assert [p.name for p in jobs] == ["0", "1"]
+    assert [read_yaml(p / "config_resolved.yaml")["algorithm"]["beta"] for p in jobs] == [0.0, 0.01]
+    assert [read_json(p / "metrics.json")["train_steps"] for p in jobs] == [2, 2]
+    report = (tmp_path / "sweep_summary.md").read_text()
+    assert "| 0 | algorithm.beta=0.0 | completed |" in report and "| 1 | algorithm.beta=0.01 | completed |" in report
+    assert (tmp_path / "sweep_summary.csv").read_text().count("completed") == 2
+    assert (tmp_path / "sweep_summary.png").stat().st_size > 1000
     # Job 0's point moved (0.0 -> 0.02; a continued run may raise beta): refused; job 1 is continued to the raised max_steps.
     rerun = sweep(tmp_path, "algorithm.beta=0.02,0.01", "algorithm.max_steps=3")
     assert one_line_error(rerun) == (
