@@ -480,11 +480,13 @@ def evaluate_target(target: Target, cfg, out_dir: Path, inputs: dict) -> list[di
         try:
             result = model_result(cfg, target, (label, model_dir, step), inputs, out_dir)
         except Exception as exc:
-            if step is None or model_dir.is_dir():
+            # a checkpoint found sound when listed, no longer so: deleted while it loaded (whole, or part of it)
+            lost = None if step is None else "removed" if not model_dir.is_dir() else unusable_checkpoint(model_dir)
+            if lost is None:
                 raise
             if not target.is_run:
-                raise ConfigError(f"target {model_dir}: removed while it was evaluated (a running training's rotation?)") from exc
-            log.warning("%s: %s", label, GONE)
+                raise ConfigError(f"target {model_dir}: {lost} while it was evaluated (a running training's rotation?)") from exc
+            log.warning("%s: %s", label, GONE if lost == "removed" else f"{lost} while it was evaluated, skipped")
             saved_since = [c for c in sound_checkpoints(target.run_dir / "checkpoints") if c.name not in listed]
             listed |= {c.name for c in saved_since}
             models += [(c.name, c, checkpoint_step(c)) for c in saved_since]

@@ -123,8 +123,9 @@ def test_checkpoints_not_marked_complete_are_each_named_the_newest_of_a_training
 
 def test_checkpoints_rotated_away_while_a_curve_runs_are_skipped_and_the_rest_evaluated(tmp_path, monkeypatch, caplog):
     """A training's save_total_limit deletes checkpoints the curve has listed: one before its turn came
-    (a FileNotFoundError traceback from its files' fingerprint), one while it was being loaded."""
-    run = corrupt.run_dir(tmp_path / "run", 2, 4, 6, 8)
+    (a FileNotFoundError traceback from its files' fingerprint), one while it was being loaded, and one
+    caught half-deleted as it loaded (the whole eval ended, its error naming model.name_or_path)."""
+    run = corrupt.run_dir(tmp_path / "run", 2, 4, 6, 8, 10)
     checkpoints = run / "checkpoints"
 
     def rotating_eval(cfg, label, model_dir, run_dir, out_dir):
@@ -133,6 +134,9 @@ def test_checkpoints_rotated_away_while_a_curve_runs_are_skipped_and_the_rest_ev
         if label == "checkpoint-6":
             shutil.rmtree(model_dir)
             raise OSError(f"{model_dir / 'model.safetensors'}: no such file")
+        if label == "checkpoint-8":
+            (model_dir / "config.json").unlink()
+            raise ConfigError(f"model directory {model_dir} has no config.json")
         return {f"eval_{label}_accuracy": 0.5}
 
     monkeypatch.setattr(rlvr_eval, "evaluate_model", rotating_eval)
@@ -140,9 +144,12 @@ def test_checkpoints_rotated_away_while_a_curve_runs_are_skipped_and_the_rest_ev
     cfg = rlvr_eval.compose([], None)
     with caplog.at_level(logging.WARNING, logger="rlvr.eval"):
         results = rlvr_eval.evaluate_target(target, cfg, run, rlvr_eval.eval_inputs(cfg))
-    assert [r["label"] for r in results] == ["checkpoint-2", "checkpoint-8"]
+    assert [r["label"] for r in results] == ["checkpoint-2", "checkpoint-10"]
     gone = "gone (removed by the running training's rotation), skipped"
-    assert rlvr_eval_lines(caplog) == [f"checkpoint-4: {gone}", f"checkpoint-6: {gone}"]
+    assert rlvr_eval_lines(caplog)[:2] == [f"checkpoint-4: {gone}", f"checkpoint-6: {gone}"]
+    assert rlvr_eval_lines(caplog)[2].startswith("checkpoint-8: corrupt (") and rlvr_eval_lines(caplog)[2].endswith(
+        ") while it was evaluated, skipped"
+    )
     assert rlvr_eval.write_curve(results, run).exists()
 
 
