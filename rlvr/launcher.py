@@ -99,7 +99,28 @@ class RunDirCheck(Callback):
             os.environ[LOCAL_LAUNCHER_VAR] = f"{os.getpid()}:{process_start_time(os.getpid()) or ''}"
         sweep_dir = Path(config.hydra.sweep.dir)
         prepare_dir("hydra.sweep.dir", sweep_dir)
+        keep_other_sweeps_record(sweep_dir, list(config.hydra.overrides.task))
         _sweep_dirs[:] = [sweep_dir]
+
+
+def keep_other_sweeps_record(sweep_dir: Path, overrides: list[str]) -> None:
+    """Hydra's basic sweeper writes multirun.yaml (the sweep's config and command line) at every `-m` run,
+    over an earlier one: the record of a sweep continued one job at a time, or rerun at other points (and
+    refused), would describe the last command only. An earlier record of other overrides is kept, renamed
+    multirun-<n>.yaml (n = 1, 2, ...: oldest first); one of the same command is left to be rewritten."""
+    from omegaconf import OmegaConf
+
+    record = sweep_dir / "multirun.yaml"
+    if not record.exists():
+        return
+    try:
+        earlier = list(OmegaConf.load(record).hydra.overrides.task)
+    except Exception:  # torn, or no record of Hydra's: kept as it is, beside the new one
+        earlier = None
+    if earlier == overrides:
+        return
+    number = 1 + max((int(p.stem.split("-")[1]) for p in sweep_dir.glob("multirun-*.yaml") if p.stem.split("-")[1].isdigit()), default=0)
+    record.rename(sweep_dir / f"multirun-{number}.yaml")
 
 
 def check_working_dir_kept(config) -> None:

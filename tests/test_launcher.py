@@ -167,3 +167,24 @@ def test_the_swept_keys_are_the_command_lines_sweeps_and_the_sweepers_params():
         "algorithm.learning_rate",
     ]
     assert swept_keys(["algorithm.max_steps=4"], None) == []
+
+
+def test_a_sweep_dirs_record_of_another_command_is_kept_beside_the_new_one(tmp_path):
+    """Hydra rewrote multirun.yaml at each -m run in the dir: a sweep continued one job at a time, or rerun
+    at other points and refused, left the record of that last command only."""
+    from omegaconf import OmegaConf
+
+    from rlvr.launcher import keep_other_sweeps_record
+
+    def record(*overrides):
+        OmegaConf.save(OmegaConf.create({"hydra": {"overrides": {"task": list(overrides)}}}), tmp_path / "multirun.yaml")
+
+    keep_other_sweeps_record(tmp_path, ["seed=1,2"])  # no record yet
+    record("seed=1,2")
+    keep_other_sweeps_record(tmp_path, ["seed=1,2"])  # the same command: Hydra writes the same record
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["multirun.yaml"]
+    keep_other_sweeps_record(tmp_path, ["seed=2,1"])
+    record("seed=2,1")
+    keep_other_sweeps_record(tmp_path, ["seed=3"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["multirun-1.yaml", "multirun-2.yaml"]
+    assert [OmegaConf.load(tmp_path / f"multirun-{n}.yaml").hydra.overrides.task for n in (1, 2)] == [["seed=1,2"], ["seed=2,1"]]
