@@ -355,7 +355,7 @@ RANGES = {
     "model.lora.dropout": Range(0, 1, open_high=True),
     "dataset.eval_holdout": NON_NEGATIVE,
     "dataset.max_train_samples": Range(0, open_low=True, why="null: every row"),
-    "dataset.max_eval_samples": Range(0, open_low=True, why="no eval: eval.before=false eval.after=false"),
+    "dataset.max_eval_samples": Range(0, open_low=True, why="a run without evals: eval.before=false eval.after=false"),
     "dataset.shuffle_seed": SEED,
     "reward.checks.failure_warn_frac": Range(0, 1),
     "reward.checks.none_patience": NON_NEGATIVE,
