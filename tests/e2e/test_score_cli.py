@@ -204,6 +204,10 @@ def hangs(completions, **kwargs):
 
 def raises(completions, **kwargs):
     raise ValueError("boom")
+
+
+def by_level(completions, level, **kwargs):
+    return [1.0 / level[0]] * len(completions)
 """
 
 
@@ -212,6 +216,12 @@ def raises(completions, **kwargs):
     [
         ("hangs", ", timeout_s: 1", "no verdict (None) 1"),  # a first call outside the checks never returned
         ("raises", "", "rlvr.score: error: reward 'mine' raised ValueError: boom (at user_rewards.py:10)"),
+        (  # it was the TypeError of the first call, naming checks.py
+            "by_level",
+            "",
+            "rlvr.score: error: reward.functions.mine: by_level takes 'level' (no default), which no column of the input gives "
+            "(columns: answer): give it a default, or set it (reward.functions.mine.level=...)",
+        ),
     ],
 )
 def test_a_users_reward_is_scored_through_the_checks_as_in_training(rows_file, tmp_path, function, timeout, expected):
