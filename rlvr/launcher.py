@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 _created: list[Path] = []
 # The sweep dir of the `-m` run this process launched, for the report of a sweep that ends in a failure.
 _sweep_dirs: list[Path] = []
+# The summaries of the jobs of that run that ended without a result in this process (the basic launcher's):
+# the sweeper raises the first one only.
+_ended_here: list[str] = []
 # "pid:start time" of the process that launched a hydra/launcher=local run, in its jobs' environment.
 LOCAL_LAUNCHER_VAR = "RLVR_LOCAL_LAUNCHER"
 # The keys a `-m` run sweeps, comma-separated, in its jobs' environment: a job dir is one point of the sweep.
@@ -412,6 +415,7 @@ def job_ended(code: int, line: str | None, how: str, resume: bool = False, logs:
         summary += f"; its log: {', '.join(paths)}"
     if resume:
         summary += f"; this continues it from its newest complete checkpoint, if any: {continue_command(hydra_cfg)}"
+    _ended_here.append(summary)
     return RunEnded(code, line, summary)
 
 
@@ -497,7 +501,8 @@ def report_end(exc: BaseException, prog: str = "rlvr") -> int | None:
     if isinstance(exc, RunEnded):
         if exc.line and exc.pid != os.getpid():  # a submitit job's: printed in its own log only
             print(exc.line, file=sys.stderr)
-        print(f"{prog}: {exc.summary}", file=sys.stderr)
+        for summary in dict.fromkeys([exc.summary, *_ended_here]):  # every job of this process that ended so
+            print(f"{prog}: {summary}", file=sys.stderr)
         if sum(row["status"] != "completed" for row in rows) > 1:  # the basic sweeper raises the first failed job's end
             print(unfinished_line(rows, _sweep_dirs[0] / "sweep_summary.md", prog), file=sys.stderr)
         return exc.code

@@ -50,6 +50,7 @@ def test_a_finished_jobs_result_is_reused_by_a_rerun_of_its_command_and_not_afte
         assert line.endswith("continue with the same values, or start a new run (a new hydra.sweep.dir)")
     # "rlvr: job 0 (...) failed", not "failed; its log: .../0/run.log": the refused start left the finished run's log alone
     assert changed.stderr.endswith(") failed\n") and "its log:" not in changed.stderr
+    assert "\nrlvr: job 0 (" in changed.stderr and "\nrlvr: job 1 (" in changed.stderr  # each job refused, not the first alone
 
 
 def test_a_job_dir_is_not_continued_at_another_point_of_the_sweep(tmp_path):
