@@ -240,6 +240,7 @@ def build_trainer(cfg, run_dir: Path, start: Start, trainer_class, trainer_extra
         processing_class=setup.tokenizer,
         peft_config=lora_config(cfg.model, setup.reasoning_vocab),
         callbacks=[metrics_callback(run_dir / "metrics.jsonl"), stops],
+        rollouts=cfg.logging.rollouts,
         rollout_writer=rollouts,
         stage_timing=cfg.logging.stage_timing,
         inverse_cdf_on_cpu=cfg.hardware.cpu_inverse_cdf_sampling,

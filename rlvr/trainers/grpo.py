@@ -20,14 +20,16 @@ class RolloutLoggingGRPOTrainer(TiedWeightsLoadQuietly, ShardedTrainerMixin, Rea
     `rewards` are rlvr's WeightedRewards, in the same order as the trainer's `reward_funcs`.
     """
 
-    def __init__(self, *args, rewards, rollout_writer: JsonlWriter | None = None, stage_timing: bool = False, **kwargs):
+    def __init__(
+        self, *args, rewards, rollouts: bool = False, rollout_writer: JsonlWriter | None = None, stage_timing: bool = False, **kwargs
+    ):
         rewards = checked_rewards(rewards)  # the recipes pass them checked already; anything else gets the defaults
         super().__init__(*args, reward_funcs=[r.fn for r in rewards], **kwargs)
         self.rewards = rewards
         self.reward_columns = reward_columns(rewards)  # in each rollouts row: `rlvr.score` can score it again
         for reward in rewards:  # every rank must reach TRL's gather; errors are raised after it, on all ranks
             reward.fn.defer_errors = self.accelerator.num_processes > 1
-        self.rollout_writer = rollout_writer
+        self.rollouts, self.rollout_writer = rollouts, rollout_writer  # every rank makes its rows; the main process writes them
         if stage_timing:  # logging.stage_timing=true: per-stage seconds in metrics.jsonl
             instrument(self)
 
@@ -41,8 +43,15 @@ class RolloutLoggingGRPOTrainer(TiedWeightsLoadQuietly, ShardedTrainerMixin, Rea
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         self._stop_on_reward_errors()
-        if self.rollout_writer is not None and self.accelerator.is_main_process:
-            self._write_rollouts(inputs, prompts, completions, rewards_per_func[: len(prompts)], completion_ids_list)
+        if self.rollouts:
+            own = slice(self.accelerator.process_index * len(prompts), (self.accelerator.process_index + 1) * len(prompts))
+            rows = self._rollout_rows(inputs, prompts, completions, rewards_per_func[own], completion_ids_list)
+            if self.accelerator.num_processes > 1:  # every rank's, in rank order, as TRL gathers the rewards
+                from accelerate.utils import gather_object
+
+                rows = gather_object(rows)
+            if self.rollout_writer is not None:
+                self.rollout_writer.write(rows)
         return rewards_per_func
 
     def _stop_on_reward_errors(self) -> None:
@@ -59,7 +68,7 @@ class RolloutLoggingGRPOTrainer(TiedWeightsLoadQuietly, ShardedTrainerMixin, Rea
         if failed_anywhere:
             raise RewardError("a reward failed on another rank: that rank's log names it")
 
-    def _write_rollouts(self, inputs, prompts, completions, rewards_per_func, completion_ids) -> None:
+    def _rollout_rows(self, inputs, prompts, completions, rewards_per_func, completion_ids) -> list[dict]:
         weights = self.reward_weights.to(rewards_per_func.device)
         totals = (rewards_per_func * weights).nansum(dim=1).tolist()
         per_func = rewards_per_func.tolist()
@@ -90,7 +99,7 @@ class RolloutLoggingGRPOTrainer(TiedWeightsLoadQuietly, ShardedTrainerMixin, Rea
                 rows[-1]["prompt_text"] = self._chat_text(prompt)
             if reasoning_positions is not None:  # which tokens came from the reasoning vocabulary
                 rows[-1]["reasoning_token_positions"] = reasoning_positions[i]
-        self.rollout_writer.write(rows)
+        return rows
 
     def _chat_text(self, messages) -> str:
         """Chat messages rendered as TRL renders them for generation (same template, tools and kwargs)."""

@@ -129,8 +129,12 @@ def test_local_launcher_trains_data_parallel_like_slurm(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     digests = rank_weight_digests(tmp_path)
     assert sorted(digests) == [0, 1] and digests[0] == digests[1]
-    steps = [row["step"] for row in read_jsonl(tmp_path / "0" / "metrics.jsonl") if "loss" in row]
-    assert steps == [1, 2, 3, 4]
+    logged = [row for row in read_jsonl(tmp_path / "0" / "metrics.jsonl") if "loss" in row]
+    assert [row["step"] for row in logged] == [1, 2, 3, 4]
+    rollouts = read_jsonl(tmp_path / "0" / "rollouts.jsonl")  # every rank's completions: what the logged reward is the mean of
+    for row in logged:
+        scored = [r["reward"] for r in rollouts if r["step"] == row["step"]]
+        assert len(scored) == 2 * 16 and sum(scored) / len(scored) == pytest.approx(row["reward"], abs=1e-6)
     rows = read_jsonl(tmp_path / "0" / "eval" / "after.jsonl")
     assert [row["index"] for row in rows] == list(range(16)) and all(len(row["samples"]) == 2 for row in rows)
     assert [row["rank"] for row in rows] == [0, 1] * 8  # rank r evaluates rows r, r + 2, ...

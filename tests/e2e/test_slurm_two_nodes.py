@@ -90,7 +90,7 @@ def test_a_sweep_whose_jobs_span_both_nodes_trains_as_one_node_with_two_tasks(tw
     digests = rank_weight_digests(one_node)
     assert sorted(digests) == [0, 1] and digests[0] == digests[1]
     assert trained_steps(one_node / "0") == [1, 2, 3, 4]
-    assert len((one_node / "0" / "rollouts.jsonl").read_text().splitlines()) == 4 * 16  # rank 0's completions only
+    assert len((one_node / "0" / "rollouts.jsonl").read_text().splitlines()) == 4 * 2 * 16  # both ranks' completions
     across, alone = final_weights(sweep / "1"), final_weights(one_node / "0")
     assert across.keys() == alone.keys()
     largest = max((across[k] - alone[k]).abs().max().item() for k in across)
