@@ -31,6 +31,10 @@ VLLM = ["algorithm.rollout=vllm", "model.tiny.num_attention_heads=2"]
             ["algorithm.rollout=vllm", "model.tiny.hidden_size=96"],
             "(e.g. model.tiny.num_attention_heads=3 model.tiny.num_key_value_heads=1)",
         ),
+        (  # no head count makes a head size vLLM takes of width 48: it suggested the counts just refused
+            ["algorithm.rollout=vllm", "model.tiny.hidden_size=48", "model.tiny.num_attention_heads=1", "model.tiny.num_key_value_heads=1"],
+            "this model's is 48 (e.g. model.tiny.hidden_size=64 model.tiny.num_attention_heads=2 model.tiny.num_key_value_heads=1)",
+        ),
         ([*VLLM, "algorithm.vllm.sleep_mode=true"], "algorithm.vllm.sleep_mode=true frees GPU memory: vLLM has no sleep mode on cpu"),
         ([*VLLM, "algorithm.vllm.tensor_parallel_size=2"], "algorithm.vllm.tensor_parallel_size=2 must divide the 1 training process "),
         ([*VLLM, "algorithm.vllm.cpu_kv_cache_gib=100000"], "algorithm.vllm.cpu_kv_cache_gib=100000 is more than this machine's memory"),
@@ -45,6 +49,7 @@ VLLM = ["algorithm.rollout=vllm", "model.tiny.num_attention_heads=2"]
         ([*VLLM, "model.tiny.max_position_embeddings=4000000", "+algorithm.trl.vllm_max_model_length=2000000"], "vLLM is not installed"),
         ([*VLLM, "model.tiny.max_position_embeddings=1048577", "algorithm.vllm.dtype=float32"], "engine's 1,048,577-token context"),
         ([*VLLM, "algorithm.vllm.mode=server"], "algorithm.vllm.mode=server needs CUDA GPUs"),
+        ([*VLLM, "algorithm.vllm.server_base_url=http://gen:8000"], "which algorithm.vllm.mode=colocate does not use"),  # was ignored
         ([*VLLM, "model.reasoning_vocab_size=8"], "a reasoning vocabulary masks its copies during sampling"),
         ([*VLLM, "algorithm=reward_model"], "the reward_model recipe samples no rollouts"),
         (["+algorithm.trl.use_vllm=true"], "algorithm.rollout"),

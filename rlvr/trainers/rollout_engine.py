@@ -51,6 +51,12 @@ def check_rollout_engine(cfg, processes: int) -> None:
 
 def check_vllm_rollouts(cfg, processes: int) -> None:
     prefix = "algorithm.rollout=vllm"
+    if cfg.algorithm.vllm.mode == "colocate" and cfg.algorithm.vllm.server_base_url is not None:
+        raise ConfigError(
+            f"algorithm.vllm.server_base_url={cfg.algorithm.vllm.server_base_url} names a vLLM server, which "
+            "algorithm.vllm.mode=colocate does not use (its engine runs in each training process): set "
+            "algorithm.vllm.mode=server, or leave the URL out"
+        )
     if processes % cfg.algorithm.vllm.tensor_parallel_size:
         raise ConfigError(
             f"{prefix}: algorithm.vllm.tensor_parallel_size={cfg.algorithm.vllm.tensor_parallel_size} must divide the "
@@ -98,15 +104,19 @@ def check_vllm_here(cfg, prefix: str, model_dir: Path | None = None, max_model_l
 
 
 def head_dim_hint(model_cfg, model_dir: Path | None) -> str:
-    """How to reach head_dim 32: the tiny model's head counts (the key/value heads dividing the heads),
-    or, for saved weights, whose shape is fixed, the transformers engine."""
+    """How to reach a head size vLLM takes: the tiny model's head counts (the key/value heads dividing the
+    heads) for the smallest one its width divides, else a width of whole 32-wide heads too; or, for saved
+    weights, whose shape is fixed, the transformers engine."""
     if model_dir is not None:
         return " (saved weights keep their shape: eval.engine=hf evaluates them)"
     if model_cfg.name_or_path != "tiny":
         return ""
-    heads = max(1, model_cfg.tiny.hidden_size // 32)
+    hidden = model_cfg.tiny.hidden_size
+    head_dim = next((d for d in sorted(VLLM_CPU_HEAD_DIMS) if hidden % d == 0), None)
+    width = "" if head_dim is not None else f"model.tiny.hidden_size={(hidden := 32 * math.ceil(hidden / 32))} "
+    heads = hidden // (head_dim or 32)
     key_value_heads = math.gcd(heads, model_cfg.tiny.num_key_value_heads)
-    return f" (e.g. model.tiny.num_attention_heads={heads} model.tiny.num_key_value_heads={key_value_heads})"
+    return f" (e.g. {width}model.tiny.num_attention_heads={heads} model.tiny.num_key_value_heads={key_value_heads})"
 
 
 def model_shape(model_cfg, model_dir: Path | None = None) -> dict | None:
