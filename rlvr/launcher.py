@@ -104,6 +104,7 @@ class RunDirCheck(Callback):
         prepare_dir("hydra.sweep.dir", sweep_dir)
         keep_other_sweeps_record(sweep_dir, list(config.hydra.overrides.task))
         _sweep_dirs[:] = [sweep_dir]
+        _ended_here.clear()
 
 
 def keep_other_sweeps_record(sweep_dir: Path, overrides: list[str]) -> None:
