@@ -65,18 +65,25 @@ def reward_columns(rewards) -> list[str]:
     Reward declares (`data_columns`: CodeTestsReward's entry_point and code_prelude) and those a function
     names as parameters (a user's function's `difficulty`). What a rollouts or eval row carries, besides
     prompt and gold, for `rlvr.score` to score it as training did."""
-    import inspect
-
     names: dict[str, None] = {}
     for reward in rewards:
         fn = innermost(reward.fn)
         names.update(dict.fromkeys(getattr(fn, "data_columns", {})))
-        try:
-            parameters = inspect.signature(fn).parameters.values()
-        except (TypeError, ValueError):  # a callable without a signature: it names no column
-            continue
-        names.update(dict.fromkeys(p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)))
+        names.update(dict.fromkeys(p.name for p in named_parameters(fn)))
     return [name for name in names if name not in (*TRL_REWARD_KEYWORDS, "answer")]
+
+
+def named_parameters(fn: Callable) -> list:
+    """The parameters `fn` takes by name, as `inspect.Parameter`s: a reward function's own (through the
+    functools.partial build_rewards binds its arguments with, which wraps it), a Reward's `__call__`'s;
+    none for a callable without a signature (its call names what it lacks)."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
 def required_columns(rewards) -> list[str]:
@@ -89,17 +96,12 @@ def check_reward_parameters(rewards, columns: Sequence[str], where: str) -> None
     `where` (`columns`, as loaded: `prompt`, `answer` and the source's others) gives and TRL does not
     pass: its first call would fail, after the model loaded. Classes (`Reward`s) take no such parameter."""
     import functools
-    import inspect
 
     given = {*TRL_REWARD_KEYWORDS, *(c for c in columns if c not in ("prompt", "completion", "completion_ids"))}
     for reward in rewards:
         fn = innermost(reward.fn)
         target, bound = (fn.func, fn.keywords) if isinstance(fn, functools.partial) else (fn, {})
-        try:
-            parameters = inspect.signature(target).parameters.values()
-        except (TypeError, ValueError):  # a callable without a signature: its call names what it lacks
-            continue
-        needed = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is p.empty]
+        needed = [p.name for p in named_parameters(fn) if p.default is p.empty]
         if missing := [name for name in needed if name not in given and name not in bound]:
             names = ", ".join(f"'{name}'" for name in missing)
             raise DataError(
