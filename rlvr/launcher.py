@@ -93,6 +93,7 @@ class RunDirCheck(Callback):
         overrides, params = list(config.hydra.overrides.task), config.hydra.sweeper.get("params")
         check_swept_once(overrides, params)
         check_searched_keys(config, params)
+        check_objective_direction(config)
         check_objective_evaluated(config)
         os.environ[SWEPT_KEYS_VAR] = ",".join(swept_keys(overrides, params))
         check_launcher_resources(config)
@@ -207,11 +208,10 @@ def swept_in_this_job() -> list[str]:
     return [key for key in os.environ.get(SWEPT_KEYS_VAR, "").split(",") if key] if is_multirun() else []
 
 
-def check_objective_evaluated(config) -> None:
-    """Refuse, before any job starts, a search (a sweeper that reads `objective`, not the basic one)
-    that minimises an objective higher for better models (`hydra/sweeper=optuna`, the plugin's own
-    config, minimises), or whose objective is an eval that the config turns off (`eval_after_*` with
-    eval.after=false): every trial would train, then fail. One line, exit code 2."""
+def check_objective_direction(config) -> None:
+    """Refuse, before any job starts, a search (a sweeper that reads `objective`) that minimises an
+    objective higher for better models (`hydra/sweeper=optuna`, the plugin's own config, minimises).
+    One line, exit code 2."""
     if not reads_objective(config.hydra.sweeper):
         return
     objective = str(config.get("objective", ""))
@@ -224,6 +224,15 @@ def check_objective_evaluated(config) -> None:
             file=sys.stderr,
         )
         sys.exit(2)
+
+
+def check_objective_evaluated(config) -> None:
+    """Refuse, before any job starts, a search (a sweeper that reads `objective`, not the basic one)
+    whose objective is an eval that the config turns off (`eval_after_*` with eval.after=false): every
+    trial would train, then fail. One line, exit code 2."""
+    if not reads_objective(config.hydra.sweeper):
+        return
+    objective = str(config.get("objective", ""))
     for when in ("before", "after"):
         if objective.startswith(f"eval_{when}_") and not config.eval[when]:
             print(

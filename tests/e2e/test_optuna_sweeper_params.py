@@ -61,10 +61,10 @@ def test_the_plugins_own_sweeper_minimising_an_accuracy_is_refused_before_the_st
 
 @pytest.mark.parametrize(("direction", "objective"), [("maximize", "eval_after_accuracy"), ("minimize", "train_loss")])
 def test_a_search_in_the_objectives_own_direction_passes(direction, objective):
-    from rlvr.launcher import check_objective_evaluated
+    from rlvr.launcher import check_objective_direction
 
     sweeper = {"_target_": "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper", "direction": direction}
-    check_objective_evaluated(OmegaConf.create({"objective": objective, "eval": {"after": True}, "hydra": {"sweeper": sweeper}}))
+    check_objective_direction(OmegaConf.create({"objective": objective, "eval": {"after": True}, "hydra": {"sweeper": sweeper}}))
 
 
 @pytest.mark.slow
