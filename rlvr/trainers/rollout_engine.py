@@ -111,10 +111,12 @@ def head_dim_hint(model_cfg, model_dir: Path | None) -> str:
         return " (saved weights keep their shape: eval.engine=hf evaluates them)"
     if model_cfg.name_or_path != "tiny":
         return ""
-    hidden = model_cfg.tiny.hidden_size
+    hidden, width = model_cfg.tiny.hidden_size, ""
     head_dim = next((d for d in sorted(VLLM_CPU_HEAD_DIMS) if hidden % d == 0), None)
-    width = "" if head_dim is not None else f"model.tiny.hidden_size={(hidden := 32 * math.ceil(hidden / 32))} "
-    heads = hidden // (head_dim or 32)
+    if head_dim is None:  # no head count fits this width: the next width of whole 32-wide heads
+        hidden, head_dim = 32 * math.ceil(hidden / 32), 32
+        width = f"model.tiny.hidden_size={hidden} "
+    heads = hidden // head_dim
     key_value_heads = math.gcd(heads, model_cfg.tiny.num_key_value_heads)
     return f" (e.g. {width}model.tiny.num_attention_heads={heads} model.tiny.num_key_value_heads={key_value_heads})"
 
