@@ -187,6 +187,27 @@ def token_advantages(
     return (advantages[0], covered[0]) if single else (advantages, covered)
 
 
+def silence_in(log_history: list[dict]) -> tuple[dict[str, int], int]:
+    """The training steps in a row without signal at the end of `log_history` (a resumed run's logged
+    rows, TrainerState's): per reward group, and of every span. A training row stands for the steps
+    since the row before; its `fgrpo/<group>/adv_abs_mean` is 0 only when it was 0 at each of them."""
+    silent: dict[str, int] = {}
+    signalless = previous = 0
+    for row in log_history:
+        if "fgrpo/covered_token_frac" not in row:  # an eval row (eval_-prefixed) or the run's summary
+            continue
+        steps, previous = row["step"] - previous, row["step"]
+        groups = {
+            key[len("fgrpo/") : -len("/adv_abs_mean")]: v
+            for key, v in row.items()
+            if key.startswith("fgrpo/") and key.endswith("/adv_abs_mean")
+        }
+        for group, adv_abs_mean in groups.items():
+            silent[group] = 0 if adv_abs_mean else silent.get(group, 0) + steps
+        signalless = 0 if any(groups.values()) else signalless + steps
+    return silent, signalless
+
+
 class FineGrainedGRPOTrainer(RolloutLoggingGRPOTrainer):
     """GRPO with span-level rewards and per-reward-group advantages (see the module docstring)."""
 
@@ -197,8 +218,11 @@ class FineGrainedGRPOTrainer(RolloutLoggingGRPOTrainer):
         check_loss_type(self.loss_type)
         self.fine_grained = fine_grained
         self.special_ids = set(self.processing_class.all_special_ids)
-        self.silent_steps: dict[str, int] = {}  # reward group -> training steps in a row without signal
-        self.signalless_steps = 0  # training steps in a row in which every span's advantage was 0
+        # Training steps in a row without signal: per reward group, and of every span. None until the first
+        # step, which reads them from the logged rows a resumed run starts with (silence_in).
+        self.silent_steps: dict[str, int] | None = None
+        self.signalless_steps = 0
+        self.warned: set[str | None] = set()  # the groups warned about in this process; None: every span
 
     def _local_spans(self) -> list[list]:
         per_function = [getattr(r.fn, "last_spans", None) for r in self.rewards]
@@ -270,6 +294,8 @@ class FineGrainedGRPOTrainer(RolloutLoggingGRPOTrainer):
 
     def _log_span_metrics(self, mode, cleaned, span_adv, covered, mask, stats: SpanStats) -> None:
         metrics = self._metrics[mode]
+        if mode == "train" and self.silent_steps is None:
+            self.silent_steps, self.signalless_steps = silence_in(self.state.log_history)
         groups = sorted({g for s in cleaned for g in s.groups}, key=str)
         for group in groups:
             scores = np.array([sc for s in cleaned for sc, g in zip(s.scores, s.groups) if g == group])
@@ -290,11 +316,12 @@ class FineGrainedGRPOTrainer(RolloutLoggingGRPOTrainer):
 
     def _watch_spans(self, has_signal: bool, malformed: int, kept: int) -> None:
         """Count the steps in a row in which no span of any group had a non-zero advantage; warn once when
-        they reach `silent_group_steps`. The per-group warning misses a run whose spans are all malformed
+        they reach `silent_group_steps` (once per process). The per-group warning misses a run whose spans are all malformed
         or that returns none: no group is left to watch, or only the odd one (an empty completion's) with
         nothing to compare against."""
         self.signalless_steps = 0 if has_signal else self.signalless_steps + 1
-        if self.signalless_steps == self.silent_group_steps and self.accelerator.is_main_process:
+        if self.signalless_steps >= self.silent_group_steps and None not in self.warned and self.accelerator.is_main_process:
+            self.warned.add(None)
             if malformed:
                 why = (
                     f"{malformed} spans of this step were malformed (reversed, empty, outside their completion or not finite) and "
@@ -310,10 +337,11 @@ class FineGrainedGRPOTrainer(RolloutLoggingGRPOTrainer):
 
     def _watch_signal(self, group: str, has_signal: bool) -> None:
         """Count the steps in a row in which `group` trained nothing; warn once when they reach
-        `silent_group_steps` (a group whose every member scores the same never trains)."""
+        `silent_group_steps`, once per process (a group whose every member scores the same never trains)."""
         steps = 0 if has_signal else self.silent_steps.get(group, 0) + 1
         self.silent_steps[group] = steps
-        if steps == self.silent_group_steps and self.accelerator.is_main_process:
+        if steps >= self.silent_group_steps and group not in self.warned and self.accelerator.is_main_process:
+            self.warned.add(group)
             log.warning(
                 "fgrpo: reward group %r has had all-zero advantages for %d steps in a row: its spans "
                 "score the same in every completion of a prompt, so it carries no learning signal "

@@ -475,13 +475,41 @@ def test_a_group_without_signal_is_warned_about_once(caplog):
 
     from rlvr.trainers.fine_grained import FineGrainedGRPOTrainer
 
-    trainer = SimpleNamespace(silent_steps={}, silent_group_steps=3, accelerator=SimpleNamespace(is_main_process=True))
+    trainer = SimpleNamespace(silent_steps={}, warned=set(), silent_group_steps=3, accelerator=SimpleNamespace(is_main_process=True))
     watch = FineGrainedGRPOTrainer._watch_signal.__get__(trainer)
     for has_signal in [False, False, True, False, False, False, False, False]:
         watch("format", has_signal)
         watch("accuracy", True)
     warnings = [r.getMessage() for r in caplog.records if "no learning signal" in r.getMessage()]
     assert len(warnings) == 1 and "'format'" in warnings[0]
+
+
+def test_a_resumed_run_counts_the_silent_steps_its_logged_rows_hold(caplog):
+    """A resumed run starts from its checkpoint's log history, not from 0: a group silent for 8 steps
+    before the stop is warned about 2 steps after it (a row logged every 2 steps stands for both)."""
+    from types import SimpleNamespace
+
+    from rlvr.trainers.fine_grained import FineGrainedGRPOTrainer, silence_in
+
+    def row(step, format_adv, accuracy_adv):
+        return {
+            "step": step,
+            "fgrpo/covered_token_frac": 1.0,
+            "fgrpo/format/adv_abs_mean": format_adv,
+            "fgrpo/accuracy/adv_abs_mean": accuracy_adv,
+        }
+
+    history = [row(2, 0.3, 0.0), row(4, 0.0, 0.0), {"step": 4, "eval_fgrpo/format/adv_abs_mean": 0.5}, row(6, 0.0, 0.0)]
+    history += [row(8, 0.0, 0.1), row(10, 0.0, 0.0)]
+    assert silence_in(history) == ({"format": 8, "accuracy": 2}, 2)
+    assert silence_in([]) == ({}, 0)
+    silent, signalless = silence_in(history)
+    trainer = SimpleNamespace(silent_steps=silent, signalless_steps=signalless, warned=set(), silent_group_steps=10)
+    trainer.accelerator = SimpleNamespace(is_main_process=True)
+    for _ in range(3):
+        FineGrainedGRPOTrainer._watch_signal.__get__(trainer)("format", False)
+    warnings = [r.getMessage() for r in caplog.records if "no learning signal" in r.getMessage()]
+    assert len(warnings) == 1 and "'format' has had all-zero advantages for 10 steps" in warnings[0]
 
 
 def test_stage_timing_times_the_span_advantages_as_their_own_stage(model_dir, tmp_path):
@@ -627,7 +655,7 @@ def test_a_run_whose_every_advantage_is_0_is_warned_about_once(caplog):
 
     from rlvr.trainers.fine_grained import FineGrainedGRPOTrainer
 
-    trainer = SimpleNamespace(signalless_steps=0, silent_group_steps=3, accelerator=SimpleNamespace(is_main_process=True))
+    trainer = SimpleNamespace(signalless_steps=0, warned=set(), silent_group_steps=3, accelerator=SimpleNamespace(is_main_process=True))
     watch = FineGrainedGRPOTrainer._watch_spans.__get__(trainer)
     for has_signal in [False, False, True, False, False, False, False, False]:
         watch(has_signal, 0 if has_signal else 64, kept=8 if has_signal else 0)
@@ -645,7 +673,7 @@ def test_the_no_signal_warning_says_whether_any_span_came_back(caplog, kept, why
 
     from rlvr.trainers.fine_grained import FineGrainedGRPOTrainer
 
-    trainer = SimpleNamespace(signalless_steps=0, silent_group_steps=2, accelerator=SimpleNamespace(is_main_process=True))
+    trainer = SimpleNamespace(signalless_steps=0, warned=set(), silent_group_steps=2, accelerator=SimpleNamespace(is_main_process=True))
     for _ in range(2):
         FineGrainedGRPOTrainer._watch_spans.__get__(trainer)(False, 0, kept=kept)
     [warning] = [r.getMessage() for r in caplog.records if "learns nothing" in r.getMessage()]
