@@ -53,6 +53,14 @@ VOCAB_DEFAULTS = {key: getattr(ModelConfig, key) for key in ("reasoning_vocab_id
 
 # The sampling filters a reasoning vocabulary's training leaves out, with the values that filter nothing.
 SAMPLING_FILTERS = {"top_k": (0, None), "top_p": (1.0, None), "min_p": (0.0, None), "repetition_penalty": (1.0, None)}
+# Generation keys (TRL's generation_kwargs, given to transformers' generate or vLLM's SamplingParams) that leave
+# each token's sampling distribution as it is: any value of the first, the listed values of the others. A key not
+# here may reshape it (typical_p, epsilon_cutoff, no_repeat_ngram_size, bad_words_ids, ...).
+NEUTRAL_GENERATION_KEYS = {"use_cache", "cache_implementation", "cache_config", "max_cache_len", "compile_config", "disable_compile"}
+NEUTRAL_GENERATION_VALUES = SAMPLING_FILTERS | {
+    **{"do_sample": (True, None), "num_beams": (1, None), "typical_p": (1.0, None), "epsilon_cutoff": (0.0, None)},
+    **{"eta_cutoff": (0.0, None), "no_repeat_ngram_size": (0, None), "presence_penalty": (0.0, None), "frequency_penalty": (0.0, None)},
+}
 
 
 def check(cfg, processes: int) -> None:
@@ -63,8 +71,9 @@ def check(cfg, processes: int) -> None:
       is whole global batches (`processes` x per_device_train_batch_size). TRL's GRPOConfig checks the
       same, but only once the model has loaded and warmed up; tests/recipes/test_recipe_checks.py
       holds the two together;
-    - sampling filters that a reasoning vocabulary's training would leave out (`check_untruncated_sampling`), and an
-      explicit list of its source ids of the wrong length or with repeats (`check_source_id_list`);
+    - sampling filters and a LoRA dropout that a reasoning vocabulary's training would leave out
+      (`check_untruncated_sampling`, `check_no_dropout`), and an explicit list of its source ids of the wrong
+      length or with repeats (`check_source_id_list`);
     - rewards with no signal to train on: none configured, or every weight 0 (`check_reward_signal`)."""
     check_reward_signal(cfg.reward.functions)
     a = cfg.algorithm
@@ -90,6 +99,7 @@ def check(cfg, processes: int) -> None:
                 "use hardware.sharding=fsdp or zero2"
             )
         check_untruncated_sampling(a)
+        check_no_dropout(cfg.model.lora, a)
         check_source_id_list(cfg.model.reasoning_vocab_ids, cfg.model.reasoning_vocab_size)
     elif unused := [f"{key}={cfg.model[key]}" for key, default in VOCAB_DEFAULTS.items() if cfg.model[key] != default]:
         # a warning, not a refusal: a sweep over reasoning_vocab_size=0,64 shares the other knobs
@@ -117,20 +127,39 @@ def completions_per_generation(a, processes: int) -> tuple[int, str]:
 
 def check_untruncated_sampling(algorithm) -> None:
     """With a reasoning vocabulary, training takes each token's log-prob over the ids the think processor
-    allowed when it was drawn, at the sampling temperature; a filter that also reshapes the sampling
-    distribution (top-k, top-p, min-p, a repetition penalty, set as a key of `algorithm`, of
-    `algorithm.trl` or of TRL's `generation_kwargs`) would be left out of it."""
+    allowed when it was drawn, at `algorithm.temperature`; a filter that also reshapes the sampling
+    distribution would be left out of it: top-k, top-p, min-p or a repetition penalty set as a key of
+    `algorithm` or `algorithm.trl`, and any key of TRL's `generation_kwargs` not known to leave it as it is
+    (NEUTRAL_GENERATION_KEYS and _VALUES; a temperature of its own among them)."""
     given = {f"algorithm.{key}": algorithm[key] for key in ("top_k", "top_p", "repetition_penalty")}
     given["algorithm.trl.min_p"] = algorithm.trl.get("min_p")
-    given |= {f"algorithm.trl.generation_kwargs.{k}": v for k, v in (algorithm.trl.get("generation_kwargs") or {}).items()}
     for key, value in given.items():
-        neutral = SAMPLING_FILTERS.get(key.rsplit(".", 1)[-1])
-        if neutral is not None and value not in neutral:
+        if value not in SAMPLING_FILTERS[key.rsplit(".", 1)[-1]]:
             raise ConfigError(
                 f"{key}={value} with a reasoning vocabulary (model.reasoning_vocab_size > 0): "
                 "training takes each token's log-prob over the ids allowed when it was drawn, without this filter, so it "
                 "would not train on the distribution it samples from: leave it at its default"
             )
+    for key, value in (algorithm.trl.get("generation_kwargs") or {}).items():
+        neutral = (algorithm.temperature,) if key == "temperature" else NEUTRAL_GENERATION_VALUES.get(key, ())
+        if key not in NEUTRAL_GENERATION_KEYS and value not in neutral:
+            raise ConfigError(
+                f"algorithm.trl.generation_kwargs.{key}={value} with a reasoning vocabulary (model.reasoning_vocab_size > 0): "
+                "training takes each token's log-prob over the ids allowed when it was drawn, at algorithm.temperature, "
+                "without this sampling setting, so it would not train on the distribution it samples from: leave it out"
+                + (" (set algorithm.temperature instead)" if key == "temperature" else "")
+            )
+
+
+def check_no_dropout(lora, algorithm) -> None:
+    """With a reasoning vocabulary, training scores each token as it was sampled (`vocab/logprob_gap`): a
+    LoRA dropout, active in the training forward and not in generation, would score it otherwise."""
+    if lora.enabled and lora.dropout > 0 and not algorithm.trl.get("disable_dropout"):
+        raise ConfigError(
+            f"model.lora.dropout={lora.dropout} with a reasoning vocabulary (model.reasoning_vocab_size > 0): the dropout is "
+            "active when training scores a token and not when it is sampled, so it would not train on the distribution it "
+            "samples from: set model.lora.dropout=0 (or +algorithm.trl.disable_dropout=true)"
+        )
 
 
 def preflight(cfg, run_dir: Path) -> Start:

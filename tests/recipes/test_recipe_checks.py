@@ -133,7 +133,6 @@ def test_fgrpo_refuses_trls_reward_normalisations_which_its_span_advantages_repl
         ("top_p", 0.9, "top_p=0.9"),
         ("repetition_penalty", 1.5, "repetition_penalty=1.5"),
         ("trl", {"min_p": 0.1}, "trl.min_p=0.1"),
-        ("trl", {"generation_kwargs": {"top_p": 0.8}}, "trl.generation_kwargs.top_p=0.8"),
     ],
 )
 def test_a_sampling_filter_that_training_would_leave_out_is_refused_with_a_reasoning_vocabulary(key, value, shown):
@@ -148,6 +147,36 @@ def test_a_sampling_filter_that_training_would_leave_out_is_refused_with_a_reaso
     neutral = config(trl={"generation_kwargs": {"top_p": 1.0, "min_p": 0.0, "num_beams": 1}})
     neutral.model.reasoning_vocab_size = 8
     assert refusal(grpo_family.check, neutral) is None
+
+
+@pytest.mark.parametrize(
+    "generation_kwargs",
+    [{"top_p": 0.8}, {"temperature": 0.05}, {"typical_p": 0.2}, {"epsilon_cutoff": 3e-4}, {"no_repeat_ngram_size": 2}, {"num_beams": 2}],
+)
+def test_a_generation_setting_that_may_reshape_sampling_is_refused_with_a_reasoning_vocabulary(generation_kwargs):
+    """Keys of TRL's generation_kwargs go to the sampler only: a temperature or a typical-p filter there sampled
+    other distributions than training scored, and vocab/logprob_gap (at algorithm.temperature) did not show it."""
+    [(key, value)] = generation_kwargs.items()
+    cfg = config(trl={"generation_kwargs": generation_kwargs})
+    assert refusal(grpo_family.check, cfg) is None
+    cfg.model.reasoning_vocab_size = 8
+    assert refusal(grpo_family.check, cfg).startswith(f"algorithm.trl.generation_kwargs.{key}={value} with a reasoning vocabulary")
+    kept = config(temperature=0.7, trl={"generation_kwargs": {"temperature": 0.7, "use_cache": False, "cache_implementation": "static"}})
+    kept.model.reasoning_vocab_size = 8
+    assert refusal(grpo_family.check, kept) is None
+
+
+def test_a_lora_dropout_is_refused_with_a_reasoning_vocabulary():
+    """The dropout acts in the training forward, not in generation: vocab/logprob_gap grew to 3e-3 in 3 steps."""
+    cfg = config()
+    cfg.model.lora.enabled, cfg.model.lora.dropout = True, 0.05
+    assert refusal(grpo_family.check, cfg) is None  # without a vocabulary: TRL's GRPO as it is
+    cfg.model.reasoning_vocab_size = 8
+    assert refusal(grpo_family.check, cfg).startswith("model.lora.dropout=0.05 with a reasoning vocabulary")
+    cfg.algorithm.trl = {"disable_dropout": True}
+    assert refusal(grpo_family.check, cfg) is None
+    cfg.algorithm.trl, cfg.model.lora.dropout = {}, 0.0
+    assert refusal(grpo_family.check, cfg) is None
 
 
 def test_a_reasoning_vocabulary_under_zero3_is_refused():
