@@ -78,7 +78,11 @@ class RewardModelScorer:
 
     `offload: true` keeps the model on the CPU between calls and moves it to `device` to score;
     `device="cuda"` is each process's own GPU (`process_device`), not GPU 0 for every rank.
+    A conversation longer than the model's context is cut to it, keeping the end the model reads its
+    score from (a decoder's last token, an encoder's first), with a warning the first time.
     """
+
+    warned_cut = False
 
     def __init__(self, model, tokenizer, device: str = "cpu", batch_size: int = 32, offload: bool = False):
         from rlvr.hardware.device import process_device
@@ -115,18 +119,41 @@ class RewardModelScorer:
         texts = ["\n\n".join(m["content"] for m in c) for c in conversations]
         return self.tokenizer(texts, add_special_tokens=True)["input_ids"]
 
+    def cut_to_context(self, ids: list[list[int]]) -> list[list[int]]:
+        """`ids`, each cut to the model's context (max_position_embeddings) on the side its score is not read
+        from: transformers' decoder classifiers (GenericForSequenceClassification) read the last token."""
+        from transformers.modeling_layers import GenericForSequenceClassification
+
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        cut = [] if limit is None else [i for i, seq in enumerate(ids) if len(seq) > limit]
+        if not cut:
+            return ids
+        reads_last = isinstance(self.model, GenericForSequenceClassification)
+        if not self.warned_cut:
+            self.warned_cut = True
+            log.warning(
+                "reward model: %d of %d conversations are longer than its %d-token context: each is scored on its %s %d "
+                "tokens only (warned once; shorter completions, algorithm.max_completion_length, or a reward model "
+                "with a longer context avoid it)",
+                len(cut),
+                len(ids),
+                limit,
+                "last" if reads_last else "first",
+                limit,
+            )
+        return [seq[-limit:] if reads_last else seq[:limit] for seq in ids]
+
     def score(self, conversations: Sequence[list[dict]]) -> list[float]:
         import torch
 
-        ids = self.token_ids(conversations)
+        ids = self.cut_to_context(self.token_ids(conversations))
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        limit = getattr(self.model.config, "max_position_embeddings", None) or 10**9
         scores: list[float] = []
         if self.offload:
             self.model.to(self.device)
         try:
             for start in range(0, len(ids), self.batch_size):
-                batch = [seq[-limit:] for seq in ids[start : start + self.batch_size]]
+                batch = ids[start : start + self.batch_size]
                 width = max(len(seq) for seq in batch)
                 input_ids = torch.tensor([seq + [pad] * (width - len(seq)) for seq in batch], device=self.device)
                 mask = torch.tensor([[1] * len(seq) + [0] * (width - len(seq)) for seq in batch], device=self.device)

@@ -385,3 +385,25 @@ def test_the_code_reward_as_verifier_reads_the_rows_tests_and_entry_points(tmp_p
     )
     assert [o.correct for o in reward.last_outcomes] == [True, False]
     assert values == [hybrid_value(True, 0.0, 0.0, 1.0, 0.5, 0.5, 0.01), hybrid_value(False, 1.0, 0.0, 1.0, 0.5, 0.5, 0.01)]
+
+
+@pytest.mark.parametrize("architecture", ["qwen2", "bert"])
+def test_a_conversation_longer_than_the_reward_models_context_is_cut_where_its_score_is_not_read(architecture, caplog):
+    """It was cut to its last tokens whatever the model, silently: a BERT-like encoder, which reads its
+    score at the first token, lost that token."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    torch.manual_seed(0)
+    shape = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, max_position_embeddings=8)
+    config = AutoConfig.for_model(architecture, vocab_size=300, num_labels=1, pad_token_id=0, **shape)
+    model = AutoModelForSequenceClassification.from_config(config)
+    scorer = RewardModelScorer(model, tokenizer=None)
+    short, long_ = list(range(40, 46)), list(range(40, 60))
+    kept = long_[-8:] if architecture == "qwen2" else long_[:8]
+    assert scorer.cut_to_context([short, long_]) == [short, kept]
+    [warning] = [r.getMessage() for r in caplog.records if "context" in r.getMessage()]
+    edge = "last" if architecture == "qwen2" else "first"
+    assert warning.startswith(f"reward model: 1 of 2 conversations are longer than its 8-token context: each is scored on its {edge} 8")
+    scorer.cut_to_context([long_])
+    assert len([r for r in caplog.records if "context" in r.getMessage()]) == 1  # once
