@@ -23,6 +23,7 @@ used; here is only the mechanism.
 | `generation_used_up` | trl 1.16 | recipes.grpo_family (checkpoints between generations) |
 | `seed_each_epoch` | trl 1.16 | trainers.grpo (resume after the first epoch) |
 | `wandb_offline_notice_to_stderr` | transformers 5 | run.set_up_process (rlvr.run, rlvr.eval) |
+| `counting_reward_tokens_in_state` | trl 1.16 | trainers.reward (resume) |
 """
 
 from __future__ import annotations
@@ -319,3 +320,15 @@ def wandb_offline_notice_to_stderr() -> None:
 
     with contextlib.redirect_stdout(sys.stderr):
         import transformers.integrations.integration_utils  # noqa: F401
+
+
+@contextmanager
+def counting_reward_tokens_in_state(trainer):
+    """Around a training `compute_loss` of TRL's RewardTrainer: its `num_tokens` metric counts in a private
+    `_total_train_tokens` that checkpoints do not hold, so a resumed run counted again from 0. The count
+    is kept in TrainerState's `num_input_tokens_seen` (saved with each checkpoint; transformers leaves it
+    alone at its default include_num_input_tokens_seen="no") and taken from there. trl 1.16; remove when
+    RewardTrainer's count survives a resume."""
+    trainer._total_train_tokens = trainer.state.num_input_tokens_seen
+    yield
+    trainer.state.num_input_tokens_seen = trainer._total_train_tokens

@@ -229,3 +229,12 @@ def test_transformers_prints_its_wandb_offline_notice_to_stdout_as_it_imports_it
     )
     assert "Running in WANDB offline mode" in upstream.stdout  # gone: remove wandb_offline_notice_to_stderr
     assert "Running in WANDB offline mode" not in patched.stdout and "Running in WANDB offline mode" in patched.stderr
+
+
+def test_trls_reward_trainer_counts_its_tokens_in_a_private_total_and_transformers_leaves_the_states_count_alone():
+    import trl.trainer.reward_trainer as reward_trainer
+    from transformers import TrainingArguments
+
+    source = inspect.getsource(reward_trainer.RewardTrainer)
+    assert "self._total_train_tokens += " in source and '["num_tokens"] = [self._total_train_tokens]' in source
+    assert TrainingArguments("unused").include_num_input_tokens_seen == "no"

@@ -1,19 +1,25 @@
-"""TRL's RewardTrainer plus the chosen/rejected reward means, which it does not log."""
+"""TRL's RewardTrainer plus the chosen/rejected reward means, which it does not log, and a token count
+that a resume continues."""
 
 from __future__ import annotations
+
+from contextlib import nullcontext
 
 import torch
 from trl import RewardTrainer
 
+from rlvr._compat import counting_reward_tokens_in_state
 from rlvr.hardware.sharding import ShardedTrainerMixin
 
 
 class PreferenceRewardTrainer(ShardedTrainerMixin, RewardTrainer):
-    """Overrides `compute_loss` only to add `chosen_reward` and `rejected_reward` to the metrics."""
+    """Overrides `compute_loss` only to add `chosen_reward` and `rejected_reward` to the metrics, and to keep
+    the `num_tokens` count where a checkpoint holds it."""
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         mode = "train" if self.model.training else "eval"
+        with counting_reward_tokens_in_state(self) if mode == "train" else nullcontext():
+            loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         with torch.no_grad():
             chosen, rejected = torch.chunk(outputs.logits.squeeze(-1), chunks=2)
             self._metrics[mode]["chosen_reward"].append(self.accelerator.gather_for_metrics(chosen).mean().item())

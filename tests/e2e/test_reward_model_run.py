@@ -6,6 +6,7 @@ import shutil
 import pytest
 
 from conftest import TINY_RUN, completed_run, one_line_error, refused_in_process, run_cli
+from rlvr.tracking.outputs import read_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -63,6 +64,11 @@ def test_a_reward_model_run_stopped_in_training_continues_from_its_checkpoint_as
     for resumed in (load_file(r / "final_model" / "model.safetensors") for r in (run, finished_training)):
         assert all((resumed[name] == whole[name]).all() for name in whole)
     assert json.loads((run / "metrics.json").read_text())["train_loss"] == json.loads((rm_run / "metrics.json").read_text())["train_loss"]
+    # TRL counts num_tokens where no checkpoint held it: the resumed count started again from 0
+    [tokens, whole_tokens] = [
+        [row for row in read_jsonl(r / "metrics.jsonl") if "num_tokens" in row][-1]["num_tokens"] for r in (run, rm_run)
+    ]
+    assert tokens == whole_tokens > 0
 
 
 def test_reloaded_reward_model_scores_pairs_like_training_eval(rm_run):
