@@ -6,7 +6,8 @@ when the sandbox runs as root; lifeline: null, or the read end of a pipe whose w
 holds: when it closes, because the caller ended or gave up on this job, this process ends at once,
 and with it the sandbox); reads one JSON object {"program", "prelude", "tests", "entry_point", "token"}
 on stdin and prints one line, `<token> {"passed": n, "failed": n, "error": str|null}` (with
-"tests_error" where the tests' own import failed: the data's fault, not the program's).
+"tests_error" where the row's prelude or tests failed on their own: an import of theirs, or anything
+they raised before their first call of the program: the data's fault, not the program's).
 
 The program never shares a process with the tests or the token, so no reward hack inside it can
 reach them: this process forks the candidate process BEFORE it reads its input, the candidate
@@ -25,6 +26,7 @@ import builtins
 import json
 import math
 import os
+import signal
 import sys
 
 MESSAGE_LIMIT = 16 << 20  # bytes of one value crossing the pipe
@@ -109,6 +111,7 @@ def candidate_process(requests, replies, limits):
         os.setgroups([])
         os.setgid(limits["uid"])
         os.setuid(limits["uid"])
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # the harness ignores it (see main)
     reader = os.fdopen(requests, "rb")
     try:
         job = receive(reader)
@@ -118,7 +121,10 @@ def candidate_process(requests, replies, limits):
         if not callable(function):
             raise TypeError(f"{job['entry_point']} is not a function")
     except BaseException as exc:  # SystemExit and KeyboardInterrupt too: the program failed to load
-        send(replies, {"error": one_line(exc)})
+        if raised_by_the_prelude(exc, job["prelude"]):  # the row's own code: no verdict on the program
+            send(replies, {"tests_error": f"its code_prelude raised {one_line(exc)}"})
+        else:
+            send(replies, {"error": one_line(exc)})
         os._exit(0)
     send(replies, {"ready": True})
     while True:
@@ -133,6 +139,16 @@ def candidate_process(requests, replies, limits):
         send(replies, result)
 
 
+def raised_by_the_prelude(exc, prelude):
+    """Whether `exc`, raised running prelude + newline + program (one "<completion>", so that a program may
+    continue the prelude's last function), came of the prelude's own top-level code: the first frame of
+    "<completion>" (the module's) stopped on one of the prelude's lines, before any of the program's ran."""
+    frame = exc.__traceback__
+    while frame is not None and frame.tb_frame.f_code.co_filename != "<completion>":
+        frame = frame.tb_next
+    return bool(prelude.strip()) and frame is not None and frame.tb_lineno <= prelude.count("\n") + 1
+
+
 class CountAsserts(ast.NodeTransformer):
     """`assert test, msg` becomes `rlvr_assert_(lambda: test)`: counted, never stopping the tests."""
 
@@ -143,7 +159,10 @@ class CountAsserts(ast.NodeTransformer):
 
 
 def run_tests(job, call_candidate):
+    """The tests' counts; what the tests raise before their first call of the program is their own
+    failure ("tests_error"), what they raise after it may come of what the program returned ("error")."""
     counts = {"passed": 0, "failed": 0, "error": None}
+    called = []
 
     def rlvr_assert_(check):
         try:
@@ -153,6 +172,7 @@ def run_tests(job, call_candidate):
         counts["passed" if ok else "failed"] += 1
 
     def candidate(*args, **kwargs):
+        called.append(True)
         return call_candidate(args, kwargs)
 
     namespace = {"__name__": "__main__"}
@@ -166,8 +186,8 @@ def run_tests(job, call_candidate):
             namespace["check"](candidate)
     except ImportError as exc:
         counts["tests_error" if not getattr(exc, "from_the_program", False) else "error"] = one_line(exc)
-    except Exception as exc:  # the tests stopped: a call raised outside an assert, or the program did not load
-        counts["error"] = one_line(exc)
+    except Exception as exc:  # the tests stopped: on their own before any call, else a call raised outside an assert
+        counts["error" if called else "tests_error"] = one_line(exc)
     return counts
 
 
@@ -241,6 +261,9 @@ def start_candidate(limits: dict) -> tuple[int, int, int]:
 
 def main():
     sys.set_int_max_str_digits(0)  # an int of any size crosses the pipe as JSON
+    # This process is the sandbox's first: the only signal the program (the same user, without root) can
+    # send it that is not ignored there is SIGINT, for which Python installs a handler.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     limits = json.loads(sys.argv[1])
     if limits["uid"] is None:
         import ctypes
@@ -275,8 +298,8 @@ def main():
     except (BrokenPipeError, EOFError, ValueError) as exc:
         ready = {"error": f"the program ended before the tests ran ({exc})"}
         gone.append(True)
-    if "error" in ready:
-        counts = {"passed": 0, "failed": 0, "error": ready["error"]}
+    if "error" in ready or "tests_error" in ready:
+        counts = {"passed": 0, "failed": 0, "error": None} | ready
     else:
         counts = run_tests(job, call_candidate)
     counts["out_of_cpu"] = bool(gone) and ran_out_of_cpu(pid, limits["cpu_s"])

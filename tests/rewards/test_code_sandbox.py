@@ -158,12 +158,20 @@ def test_no_code_scores_zero(reward, completion):
         ("assert add(1, 2 == 3\n", "", "the row's tests are not Python: SyntaxError: '(' was never closed"),
         (ADD_TESTS, "def f(:\n", "the row's code_prelude is not Python: SyntaxError: invalid syntax"),
         ("import not_installed_here\n" + ADD_TESTS, "", "the tests did not run: ModuleNotFoundError: No module named 'not_installed_here'"),
+        ("1 / 0\n" + ADD_TESTS, "", "the tests did not run: ZeroDivisionError: division by zero"),
+        (ADD_TESTS, "import math\nmath.sqrt(-1)\n", "the tests did not run: its code_prelude raised ValueError: math domain error"),
     ],
 )
 def test_tests_that_cannot_run_are_no_verdict_not_a_wrong_program(reward, tests, prelude, why):
     """The data's fault: scored as "error" (counted in no_verdict_frac), not "wrong", which blamed a correct program."""
     value, outcome = score(reward, prelude + CORRECT_ADD, tests=tests, prelude=prelude)
     assert (value, outcome.reason, outcome.correct) == (0.0, "error", False) and outcome.prediction.startswith(why)
+
+
+def test_what_the_tests_raise_after_calling_the_program_is_the_programs(reward):
+    """The tests index what the program returned: a TypeError in the tests' own code, of the program's making."""
+    value, outcome = score(reward, "def add(a, b):\n    return a + b\n", tests="add(1, 2)[0]\n" + ADD_TESTS)
+    assert (value, outcome.reason) == (0.0, "wrong") and outcome.prediction.startswith("no test ran: TypeError"), outcome
 
 
 def test_an_import_error_the_program_raises_is_the_programs(reward):
@@ -408,7 +416,8 @@ def test_tests_that_print_without_end_stop_at_file_mb_not_at_the_disks_end(rewar
     """What the tests print goes to a file on this machine: it grew by about 4 GB in 10 s until timeout_s."""
     flood = "while True:\n    print('x' * 1_000_000)\n" + ADD_TESTS
     value, outcome = score(reward, CORRECT_ADD, tests=flood)
-    assert value == 0.0 and outcome.prediction == "no test ran: OSError: [Errno 27] File too large"
+    assert (value, outcome.reason) == (0.0, "error")  # the tests' own fault, before they called the program
+    assert outcome.prediction == "the tests did not run: OSError: [Errno 27] File too large"
     assert score(reward, CORRECT_ADD, tests="print('x' * 1000)\n" + ADD_TESTS)[0] == 1.0  # printing within it is fine
 
 
@@ -474,7 +483,8 @@ NON_ROOT_CHECK = textwrap.dedent("""
     tests = "assert add(1, 2) == 3\\n"
     jobs = [Job("def add(a, b):\\n    return a + b\\n", tests, "add"),
             Job("import os\\nwhile True:\\n    try:\\n        os.fork()\\n    except OSError:\\n        pass\\n", tests, "add"),
-            Job("import os\\ndef add(a, b):\\n    return open(f'/proc/{os.getppid()}/environ').read()\\n", tests, "add")]
+            Job("import os\\ndef add(a, b):\\n    return open(f'/proc/{os.getppid()}/environ').read()\\n", tests, "add"),
+            Job("import os, signal\\ndef add(a, b):\\n    os.kill(1, signal.SIGINT)\\n    return a + b\\n", tests, "add")]
     print(json.dumps([sandbox.as_root] + [[v.status, v.passed] for v in sandbox.run(jobs)]))
     """)
 
@@ -485,7 +495,8 @@ NON_ROOT_CHECK = textwrap.dedent("""
 )
 def test_run_by_an_unprivileged_user_the_sandbox_makes_a_user_namespace():
     """What a user on a laptop or cluster gets (rlvr not root): a correct program passes, a fork bomb
-    is killed at the wall time, the harness's environment is unreadable. The system Python runs it,
+    is killed at the wall time, the harness's environment is unreadable, and a SIGINT to the sandbox's
+    first process (the harness, the same user) does not end it (it did: "no verdict", not the program's). The system Python runs it,
     as user nobody, on rlvr's sources (standard library only)."""
     import shutil
     import tempfile
@@ -504,7 +515,7 @@ def test_run_by_an_unprivileged_user_the_sandbox_makes_a_user_namespace():
     assert done.returncode == 0, done.stderr[-2000:]
     import json
 
-    assert json.loads(done.stdout) == [False, ["ok", 1], ["timeout", 0], ["ok", 0]]
+    assert json.loads(done.stdout) == [False, ["ok", 1], ["timeout", 0], ["ok", 0], ["ok", 1]]
 
 
 WHERE_IT_WRITES = """
