@@ -360,8 +360,7 @@ def evaluate_model(cfg, label: str, model_dir: Path, run_dir: Path | None, out_d
 
     with phase("loading the model and data"):
         setup = load_trained_policy(cfg, run_dir, model_dir)
-    data = setup.train if cfg.eval.split == "train" else setup.evaluation
-    if data is None or len(data) == 0:
+    if setup.evaluation is None or len(setup.evaluation) == 0:
         raise ConfigError(f"dataset '{cfg.dataset.name}' has no {cfg.eval.split} split to evaluate on (eval.split={cfg.eval.split})")
     setup.rewards = checked_rewards(setup.rewards, cfg.reward.checks)
     # a hybrid reward: the run's own scale, where its reward model is the run's; else one kept in eval/,

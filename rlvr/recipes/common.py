@@ -95,10 +95,14 @@ def policy_rewards(cfg) -> list:
 
 def load_rewarded_prompts(cfg, rewards):
     """(train, eval) prompts of `cfg.dataset`, each row with what `rewards` need: a value in each column a
-    Reward declares, and a column for each parameter of a reward function that has no default."""
+    Reward declares, and a column for each parameter of a reward function that has no default. The eval
+    prompts are what evals run on: the train prompts under `eval.split=train` (then fitted to the eval's
+    completion budget, not training's, by `fit_to_context`)."""
     from rlvr.data import load_prompt_datasets
 
     train, evaluation = load_prompt_datasets(cfg.dataset, cfg.seed, required_columns(rewards))
+    if cfg.eval.split == "train":
+        evaluation = train
     for dataset, where in ((train, "the train data"), (evaluation, "the eval data")):
         if dataset is not None:
             check_reward_parameters(rewards, dataset.column_names, where)
@@ -393,17 +397,14 @@ def to_device(cfg, model):
 
 
 def eval_model(cfg, setup: PolicySetup, model, run_dir: Path, label: str) -> dict[str, float]:
-    """`model` (or a vLLM completer) on the eval config's split and settings, rows in
-    eval/<label>.jsonl; every rank calls it."""
+    """`model` (or a vLLM completer) on the eval prompts (`setup.evaluation`) with the eval config's settings,
+    rows in eval/<label>.jsonl; every rank calls it."""
     from rlvr.evaluation.engine import run_eval
 
-    dataset = setup.train if cfg.eval.split == "train" else setup.evaluation
-    if dataset is None:
+    if setup.evaluation is None:
         return {}
-    max_new = cfg.eval.max_new_tokens or cfg.algorithm.max_completion_length
-    result = run_eval(
-        model, setup.tokenizer, dataset, setup.rewards, cfg.eval, max_new, run_dir / "eval" / f"{label}.jsonl", label, cfg.eval.seed
-    )
+    max_new, rows = cfg.eval.max_new_tokens or cfg.algorithm.max_completion_length, run_dir / "eval" / f"{label}.jsonl"
+    result = run_eval(model, setup.tokenizer, setup.evaluation, setup.rewards, cfg.eval, max_new, rows, label, cfg.eval.seed)
     if result:
         engine = "vLLM" if hasattr(model, "complete") else "transformers"
         log.info("eval %s (%s): %s", label, engine, {k: round(v, 4) for k, v in result.items()})

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from evaluation_setup import EVAL, MAX_NEW, TinySetup
@@ -121,14 +122,26 @@ def test_two_ranks_evaluate_each_row_once_agree_with_one_process_and_stop_togeth
     assert not (tmp_path / "failed.jsonl").exists()
 
 
-def test_split_train_and_limit_choose_the_rows(tiny, tmp_path):
+def test_split_train_evaluates_the_train_prompts_that_leave_the_evals_room_and_limit_chooses_rows(tiny, tmp_path):
+    """The train prompts as fitted to training's completion budget were evaluated: with a larger
+    eval.max_new_tokens, prompt and completion ran past the model's context, silently."""
     from rlvr.config import Config
-    from rlvr.recipes.common import PolicySetup, eval_model
+    from rlvr.data.lengths import fit_to_context
+    from rlvr.recipes.common import PolicySetup, eval_model, load_rewarded_prompts
 
     cfg = OmegaConf.structured(Config)
     cfg.eval = with_eval(split="train", limit=3, n=0, ks=[], max_new_tokens=MAX_NEW)
-    train = tiny.dataset.select([9, 8, 7, 6])
-    setup = PolicySetup(tiny.model, tiny.tokenizer, train, tiny.dataset, tiny.rewards, {})
+    train, evaluation = load_rewarded_prompts(cfg, tiny.rewards)
+    assert evaluation["prompt"] == train["prompt"] and len(train) > 100
+    context = len(tiny.tokenizer(train[0]["prompt"])["input_ids"]) + MAX_NEW  # room for the first prompt's tokens only
+    model = SimpleNamespace(config=SimpleNamespace(max_position_embeddings=context))
+    cfg.algorithm.max_completion_length = MAX_NEW - 4
+    cfg.dataset.max_train_samples = 4
+    train, evaluation = load_rewarded_prompts(cfg, tiny.rewards)
+    train = train.add_item({**train[1], "prompt": train[1]["prompt"] + "1"})  # 1 token longer: fits training, not the eval
+    train, evaluation, dropped = fit_to_context(train, train, model, tiny.tokenizer, cfg)
+    assert len(train) == 5 and dropped == {"train_prompts_dropped_too_long": 0, "eval_prompts_dropped_too_long": 1}
+    setup = PolicySetup(tiny.model, tiny.tokenizer, train, evaluation, tiny.rewards, {})
     metrics = eval_model(cfg, setup, tiny.model, tmp_path, "after")
     rows = read_jsonl(tmp_path / "eval" / "after.jsonl")
     assert [r["prompt"] for r in rows] == train["prompt"][:3] and "eval_after_accuracy" in metrics
