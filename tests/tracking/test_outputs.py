@@ -190,13 +190,21 @@ def test_rows_logged_every_few_steps_give_the_training_time_of_every_step(tmp_pa
     assert summary["train_seconds"] == 10.0 and summary["train_loss"] == 3.0 and summary["train_logged_steps"] == 2
 
 
-def test_a_run_that_logged_no_training_row_has_no_training_loss(tmp_path):
-    """logging_steps above max_steps: train_loss was 0.0 (the mean of no rows), TRL's own being 0.69."""
+def test_a_run_that_logged_no_training_row_reports_the_loss_and_time_transformers_wrote_at_each_end(tmp_path):
+    """logging_steps above max_steps: train_loss was 0.0 (the mean of no rows), then NaN, and train_seconds 0.0,
+    though transformers wrote both at the end of training. Two starts that ended: weighted by their steps."""
     from rlvr.recipes.common import training_curve_summary
 
     (tmp_path / "metrics.jsonl").write_text('{"step": 4, "train_runtime": 2.0, "train_loss": 0.69}\n')
     summary = training_curve_summary(tmp_path)
-    assert math.isnan(summary["train_loss"]) and summary["train_seconds"] == 0.0 and summary["train_logged_steps"] == 0
+    assert (summary["train_loss"], summary["train_seconds"], summary["train_logged_steps"]) == (0.69, 2.0, 0)
+    assert math.isnan(summary["train_reward_first20"])
+    with open(tmp_path / "metrics.jsonl", "a") as rows:
+        rows.write('{"step": 4, "eval_loss": 0.5}\n{"step": 12, "train_runtime": 3.0, "train_loss": 0.6}\n')
+    summary = training_curve_summary(tmp_path)
+    assert summary["train_loss"] == pytest.approx((0.69 * 4 + 0.6 * 8) / 12) and summary["train_seconds"] == 5.0
+    (tmp_path / "metrics.jsonl").write_text("")
+    assert math.isnan(training_curve_summary(tmp_path)["train_loss"])
 
 
 def test_logging_steps_above_max_steps_is_warned_of_at_start_up(caplog):
@@ -207,5 +215,5 @@ def test_logging_steps_above_max_steps_is_warned_of_at_start_up(caplog):
         warn_if_nothing_logged(SimpleNamespace(max_steps=10, logging_steps=10))
     assert [r.getMessage() for r in caplog.records] == [
         "algorithm.logging_steps=10 is more than algorithm.max_steps=4: no training step is logged (metrics.jsonl, "
-        "plots, train_loss): lower algorithm.logging_steps"
+        "plots, train_reward_*): lower algorithm.logging_steps"
     ]
