@@ -741,11 +741,16 @@ def check_overrides(args: list[str], schema: type = Config, groups: frozenset[st
             raise ConfigError(f"'{written}' repeats {owner}: set {owner} instead")
 
 
+GLOBAL_PACKAGE_HINT = " (an experiment preset sets keys of the whole config: start it with the line '# @package _global_')"
+
+
 def preset_error_line(exc: BaseException, schema: type = Config) -> str | None:
     """One line for Hydra's error about a preset that does not fit the schema (an unknown key, a
     value of the wrong type, in rlvr's presets or a user's), or None for any other error."""
     from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+    if header := re.match(r"In '(experiment/[^']+)': (Could not override '\w+@experiment\.[^']*')", str(exc)):  # its defaults list
+        return f"{header.group(1)}.yaml: {header.group(2)}{GLOBAL_PACKAGE_HINT}"
     cause = exc.__cause__ or exc.__context__  # Hydra raises it inside `except OmegaConfBaseException`
     preset = re.match(r"In '([^']+)'", str(exc))
     if not (isinstance(cause, OmegaConfBaseException) and cause.full_key and preset):
@@ -757,7 +762,7 @@ def preset_error_line(exc: BaseException, schema: type = Config) -> str | None:
         except ConfigError as unknown:
             problem = str(unknown)
     if preset.group(1).startswith("experiment/") and cause.full_key.split(".")[0] == "experiment":  # its keys went under `experiment`
-        problem += " (an experiment preset sets keys of the whole config: start it with the line '# @package _global_')"
+        problem += GLOBAL_PACKAGE_HINT
     return f"{preset.group(1)}.yaml: {problem}"
 
 

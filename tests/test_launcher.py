@@ -32,12 +32,16 @@ def test_a_yaml_syntax_error_in_a_user_preset_is_one_line(tmp_path, how):
 
 
 def test_an_experiment_preset_without_its_package_header_is_told_to_add_it(tmp_path):
-    """Its keys land under `experiment` (a string): the line said "Cannot convert 'DictConfig' to string" alone."""
+    """Its keys land under `experiment` (a string): the line said "Cannot convert 'DictConfig' to string" alone;
+    with a defaults list (docs/your-own-presets.md's layout), Hydra's "Could not override" alone."""
     (tmp_path / "conf" / "experiment").mkdir(parents=True)
     (tmp_path / "conf" / "experiment" / "mine.yaml").write_text("algorithm: {beta: 0.2}\n")
+    (tmp_path / "conf" / "experiment" / "listed.yaml").write_text("defaults:\n  - override /dataset: arithmetic\nalgorithm: {beta: 0.2}\n")
+    hint = "(an experiment preset sets keys of the whole config: start it with the line '# @package _global_')"
     line = one_line_error(run_cli("rlvr.run", "--config-dir", str(tmp_path / "conf"), "experiment=mine", "--cfg", "job", timeout=60))
-    assert line.startswith("rlvr: error: experiment/mine.yaml: experiment: Cannot convert 'DictConfig' to string")
-    assert line.endswith("(an experiment preset sets keys of the whole config: start it with the line '# @package _global_')")
+    assert line.startswith("rlvr: error: experiment/mine.yaml: experiment: Cannot convert 'DictConfig' to string") and line.endswith(hint)
+    line = one_line_error(run_cli("rlvr.run", "--config-dir", str(tmp_path / "conf"), "experiment=listed", "--cfg", "job", timeout=60))
+    assert line == f"rlvr: error: experiment/listed.yaml: Could not override 'dataset@experiment.dataset' {hint}"
 
 
 def test_a_user_preset_that_is_not_utf8_is_one_line_naming_it(tmp_path):
