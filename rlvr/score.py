@@ -25,7 +25,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from rlvr.config import ScoreConfig, check_ranges, conf_dir, exit_on_unknown_keys, one_line_preset_errors, register_schemas
-from rlvr.data.loading import json_with_literal_numbers
+from rlvr.data.loading import json_error, json_with_literal_numbers
 from rlvr.errors import ConfigError, DataError, RlvrError
 from rlvr.rewards.base import judging_reward
 from rlvr.rewards.checks import ROW_FIELDS, check_reward_columns, check_reward_parameters
@@ -54,8 +54,10 @@ def read_rows(path: Path, completion_column: str, answer_column: str = "answer",
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise DataError(f"{path} line {number}: not JSON ({exc.msg})") from exc
-            if not isinstance(row, dict) or completion_column not in row:
+                raise DataError(f"{path} line {number}: not JSON ({json_error(exc)})") from exc
+            if not isinstance(row, dict):
+                raise DataError(f"{path} line {number}: {json.dumps(row)[:60]} is not an object of fields ({{...}})")
+            if completion_column not in row:
                 raise DataError(f"{path} line {number}: no '{completion_column}' field")
             if not is_completion(completion := row[completion_column]):
                 raise DataError(

@@ -45,6 +45,11 @@ def _json_kind(value) -> str:
     return {list: "an array", str: "a string"}.get(type(value), "a number")
 
 
+def json_error(exc) -> str:
+    """A JSONDecodeError's message with its column: json's own message may end at "starting at"."""
+    return f"{exc.msg}{'' if exc.msg.endswith(' at') else ' at'} column {exc.colno}"
+
+
 def _first_bad_json_row(path: Path) -> str | None:
     """What is wrong with a JSON(-lines) file that `datasets` refused: no rows, the first line that is not
     JSON or not an object ({...}), or in a JSON array of rows its first element that is not an object."""
@@ -57,7 +62,7 @@ def _first_bad_json_row(path: Path) -> str | None:
             rows = json.loads(text)
         except json.JSONDecodeError as exc:
             if exc.msg != "Extra data":  # "Extra data": more lines after the first, as in JSON lines
-                return f"line {exc.lineno}: {exc.msg}"
+                return f"line {exc.lineno}: {json_error(exc)}"
         else:
             if isinstance(rows, list):
                 bad = next((index for index, row in enumerate(rows) if not isinstance(row, dict)), None)
@@ -68,7 +73,7 @@ def _first_bad_json_row(path: Path) -> str | None:
             try:
                 row = json.loads(line, object_pairs_hook=_without_repeated_keys)
             except json.JSONDecodeError as exc:
-                return f"line {number}: {exc.msg}"
+                return f"line {number}: {json_error(exc)}"
             except ValueError as exc:  # a repeated key, which pyarrow's JSON-lines reader refuses
                 return f"line {number}: {exc}"
             if not isinstance(row, dict):

@@ -90,7 +90,9 @@ def test_malformed_json_line_is_named(tmp_path, caplog):
         ("rows.jsonl", "[1, 2]", "line 6 is an array, not an object of columns ({...}): a JSON-lines file has one object per line"),
         ("rows.jsonl", '"3+3="', "line 6 is a string, not an object of columns ({...})"),
         ("rows.json", "[1, 2]", "row 5 is an array, not an object of columns ({...})"),  # a JSON array of rows
-        ("rows.json", "{]", "line 7: Expecting property name enclosed in double quotes"),
+        ("rows.json", "{]", "line 7: Expecting property name enclosed in double quotes at column 2"),
+        ("rows.jsonl", '{"question": "a, "answer": "1"}', "line 6: Expecting ',' delimiter at column 19"),
+        ("rows.jsonl", '{"question": "a', "line 6: Unterminated string starting at column 14"),  # json's message ends at "at"
     ],
 )
 def test_a_json_row_that_is_not_an_object_is_named(tmp_path, name, bad, problem):

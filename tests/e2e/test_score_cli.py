@@ -57,7 +57,11 @@ def test_score_runs_code_rows_in_the_sandbox(rows_file):
 
 @pytest.mark.parametrize(
     ("content", "problem"),
-    [('{"completion": "x", "answer": "1"}\nnot json\n', "line 2: not JSON (Expecting value)"), ("\n", "has no rows")],
+    [
+        ('{"completion": "x", "answer": "1"}\nnot json\n', "line 2: not JSON (Expecting value at column 1)"),
+        ("\n", "has no rows"),
+        ('[1, 2]\n{"completion": "x"}\n', "line 1: [1, 2] is not an object of fields ({...})"),  # it said: no 'completion' field
+    ],
 )
 def test_score_bad_input_is_one_line(tmp_path, content, problem):
     bad = tmp_path / "bad.jsonl"
