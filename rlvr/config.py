@@ -537,7 +537,9 @@ def _check_against_trl(algorithm: dict) -> None:
         if (owner := trl_duplicate(key)) is not None:
             raise ConfigError(f"algorithm.trl.{key}={value} repeats {owner}: set {owner} instead")
         if key not in known:
-            raise ConfigError(f"algorithm.trl.{key} is not a {config_class.__name__} field{did_you_mean(key, known)}")
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean {owner}?)" if close and (owner := trl_duplicate(close[0])) else did_you_mean(key, known)
+            raise ConfigError(f"algorithm.trl.{key} is not a {config_class.__name__} field{hint}")
     for key in TRL_CHOICES:
         for prefix, values in (("algorithm.", algorithm), ("algorithm.trl.", algorithm["trl"])):
             allowed = trl_choices(config_class, key) if key in known else frozenset()

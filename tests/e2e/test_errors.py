@@ -37,8 +37,11 @@ def test_hub_dataset_while_offline(tmp_path):
 
 
 def test_unknown_trl_passthrough_field(tmp_path):
+    """A field rlvr sets as a key of its own is suggested as that key: algorithm.trl.temperature is refused too."""
     line = one_line_error(refused_in_process(*TINY_RUN, "+algorithm.trl.temprature=1", f"hydra.run.dir={tmp_path}"))
-    assert "algorithm.trl.temprature is not a GRPOConfig field (did you mean 'temperature'?)" in line
+    assert line.endswith("algorithm.trl.temprature is not a GRPOConfig field (did you mean algorithm.temperature?)")
+    line = one_line_error(refused_in_process(*TINY_RUN, "+algorithm.trl.top_entropy_quantil=1", f"hydra.run.dir={tmp_path}"))
+    assert line.endswith("algorithm.trl.top_entropy_quantil is not a GRPOConfig field (did you mean 'top_entropy_quantile'?)")
 
 
 def test_reasoning_vocabulary_on_a_reward_model(tmp_path):
