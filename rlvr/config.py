@@ -98,7 +98,8 @@ class DatasetConfig:
     subset: str | None = None
     train_split: str = "train"
     eval_split: str | None = "test"
-    # The eval rows' own file or Hub dataset (its `eval_split`), for any `source`; without one, a builtin's
+    # The eval rows' own file, Hub dataset (its `eval_split`) or built-in generator (builtin:NAME: its eval rows,
+    # made with `generator`), for any `source`; without one, a builtin's
     # eval rows, a Hub source's `eval_split`, else `eval_holdout` rows held out of the train rows.
     eval_source: str | None = None
     eval_holdout: int = 100

@@ -422,6 +422,12 @@ def _holdout(train, cfg, where: str):
     return parts["train"], parts["test"]
 
 
+def _builtin_splits(source: str, cfg, seed: int, prepare=None) -> dict:
+    """The splits of the built-in generator `source` names (builtin:NAME), each prepared as read."""
+    splits = read_builtin(source.split(":", 1)[1], dict(cfg.generator), seed)
+    return splits if prepare is None else {split: prepare(ds, f"{source} split '{split}'", _row_index) for split, ds in splits.items()}
+
+
 def read_splits(cfg, seed: int, prepare=None):
     """(train, eval) Datasets from `source` (or `mixer`), `eval_source`/`eval_split` or a holdout.
 
@@ -430,14 +436,14 @@ def read_splits(cfg, seed: int, prepare=None):
     source = cfg.source
     builtin = source.startswith("builtin:") and not cfg.mixer
     if builtin:
-        splits = read_builtin(source.split(":", 1)[1], dict(cfg.generator), seed)
-        if prepare is not None:
-            splits = {split: prepare(ds, f"{source} split '{split}'", _row_index) for split, ds in splits.items()}
+        splits = _builtin_splits(source, cfg, seed, prepare)
         train = splits["train"]
     elif cfg.mixer:
         train = mix(dict(cfg.mixer), lambda name: read_source(name, cfg, cfg.train_split, prepare), cfg.shuffle_seed)
     else:
         train = read_source(source, cfg, cfg.train_split, prepare)
+    if cfg.eval_source and cfg.eval_source.startswith("builtin:"):  # a generator's eval rows, whatever the source
+        return train, _builtin_splits(cfg.eval_source, cfg, seed, prepare).get("test")
     if cfg.eval_source:  # the user's own eval rows, whatever the source (a generator's tasks too)
         return train, read_source(cfg.eval_source, cfg, cfg.eval_split or "test", prepare)
     if builtin:

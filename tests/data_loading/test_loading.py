@@ -249,6 +249,15 @@ def test_a_hub_source_takes_its_eval_rows_from_eval_source_when_one_is_set(tmp_p
     assert [row["question"] for row in evaluation] == ["local 0", "local 1", "local 2"]
 
 
+def test_a_builtin_eval_source_is_its_generators_eval_rows(tmp_path):
+    """It was read as a Hub dataset's name: "cannot load Hub dataset 'builtin:arithmetic'"."""
+    local = tmp_path / "train.jsonl"
+    local.write_text("".join(json.dumps({"question": f"{i}+1=", "answer": str(i + 1)}) + "\n" for i in range(5)))
+    cfg = dataset_cfg(source=str(local), eval_source="builtin:arithmetic", prompt_column="question", generator={"num_eval": 7})
+    train, evaluation = load_prompt_datasets(cfg)
+    assert len(train) == 5 and evaluation["question"] == [row["question"] for row in generate(num_eval=7, seed=0)["test"]]
+
+
 def test_a_builtin_source_takes_its_eval_rows_from_eval_source_when_one_is_set(tmp_path):
     """`dataset.eval_source=FILE` beside the arithmetic generator: the file's rows (it was ignored, even a missing file)."""
     local = tmp_path / "test.jsonl"
