@@ -201,6 +201,9 @@ def hydra_main(cfg: DictConfig) -> None:
     except RlvrError as exc:
         print(f"rlvr.score: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("rlvr.score: stopped by Ctrl-C: nothing written", file=sys.stderr)
+        sys.exit(130)
     print(summary(scored))
 
 

@@ -234,3 +234,46 @@ def test_a_users_reward_is_scored_through_the_checks_as_in_training(rows_file, t
     reward = f"+reward.functions.mine={{_target_: user_rewards.{function}{timeout}}}"
     result = run_cli("rlvr.score", f"input={rows_file([{'completion': 'c', 'answer': '1'}])}", reward, env=env, timeout=120)
     assert "Traceback" not in result.stderr and expected in (result.stdout + result.stderr), result.stderr[-2000:]
+
+
+SLOW_REWARD = """
+import pathlib, time
+def slow(completions, **kwargs):
+    pathlib.Path(__file__).with_name("started").touch()
+    time.sleep(120)
+    return [0.0] * len(completions)
+"""
+
+
+def test_a_ctrl_c_while_a_reward_runs_is_one_line_and_writes_nothing(rows_file, tmp_path):
+    """It was KeyboardInterrupt's traceback through Hydra and the reward's call."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "slowreward.py").write_text(SLOW_REWARD)
+    out = tmp_path / "scored.jsonl"
+    args = ["+reward.functions.slow={_target_: slowreward.slow}", "~reward.functions.gsm8k_strict"]
+    command = [sys.executable, "-m", "rlvr.score", *args, f"input={rows_file([{'completion': 'x', 'answer': '1'}])}", f"output={out}"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    # SIGINT as a terminal sends it: handled by Python (a background job of a script would ignore it)
+    score = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        restore_signals=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (tmp_path / "started").exists() and score.poll() is None:
+            time.sleep(0.1)
+        score.send_signal(signal.SIGINT)
+        _, stderr = score.communicate(timeout=60)
+    finally:
+        score.kill()
+    assert score.returncode == 130 and stderr.strip().splitlines()[-1] == "rlvr.score: stopped by Ctrl-C: nothing written", stderr[-2000:]
+    assert "Traceback" not in stderr and not out.exists()
