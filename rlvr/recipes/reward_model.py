@@ -233,13 +233,13 @@ def train_and_save(cfg, run_dir: Path, trainer, tokenizer, train_pairs, checkpoi
 
 
 def evaluate_pairs(cfg, trainer, tokenizer, eval_pairs) -> dict[str, float]:
-    """TRL's eval metrics (batch-averaged) and `eval_pair_accuracy`: the share of eval pairs whose
-    chosen reply the trained model scores above the rejected one."""
+    """TRL's eval metrics (batch-averaged) and, per pair, `eval_pair_accuracy` (the share of eval pairs whose
+    chosen reply the trained model scores above the rejected one) and `eval_pair_margin` (its mean lead)."""
     from rlvr.rewards.hybrid import RewardModelScorer
 
     with phase("eval 'after'"):
         metrics = trainer.evaluate()
         device, batch_size = hardware.torch_device(cfg.hardware), cfg.algorithm.per_device_eval_batch_size
         scorer = RewardModelScorer(trainer.model, tokenizer, device=device, batch_size=batch_size)
-        metrics["eval_pair_accuracy"] = scorer.pair_accuracy(eval_pairs)
+        metrics |= {f"eval_pair_{name}": value for name, value in scorer.pair_metrics(eval_pairs).items()}
     return metrics

@@ -104,14 +104,14 @@ class RewardModelScorer:
             raise ConfigError(f"cannot load reward model '{path}': {str(exc).splitlines()[0]}") from exc
         return cls(model, tokenizer, **kwargs)
 
-    def pair_accuracy(self, pairs) -> float:
-        """Share of preference pairs (TRL conversational rows) whose chosen answer outscores the rejected one.
-
-        Weighted per pair; TRL's eval `accuracy` averages per-batch means, which a partial last batch skews.
-        """
+    def pair_metrics(self, pairs) -> dict[str, float]:
+        """Over preference pairs (TRL conversational rows): `accuracy`, the share whose chosen answer outscores
+        the rejected one, and `margin`, the mean chosen - rejected score. Weighted per pair: TRL's eval
+        `accuracy` and `margin` average per-batch means, which a partial last batch skews (a margin's sign too)."""
         chosen = self.score([p["prompt"] + p["chosen"] for p in pairs])
         rejected = self.score([p["prompt"] + p["rejected"] for p in pairs])
-        return sum(c > r for c, r in zip(chosen, rejected)) / max(len(chosen), 1)
+        n = max(len(chosen), 1)
+        return {"accuracy": sum(c > r for c, r in zip(chosen, rejected)) / n, "margin": sum(c - r for c, r in zip(chosen, rejected)) / n}
 
     def token_ids(self, conversations: Sequence[list[dict]]) -> list[list[int]]:
         if self.tokenizer.chat_template:

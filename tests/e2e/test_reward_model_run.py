@@ -21,6 +21,7 @@ def test_reward_model_run_writes_metrics_plots_and_model(rm_run):
     for key in [
         "eval_accuracy",
         "eval_pair_accuracy",
+        "eval_pair_margin",
         "eval_loss",
         "eval_chosen_reward",
         "eval_rejected_reward",
@@ -80,8 +81,10 @@ def test_reloaded_reward_model_scores_pairs_like_training_eval(rm_run):
     chosen = scorer.score([as_messages(p["prompt"], p["chosen"]) for p in pairs])
     rejected = scorer.score([as_messages(p["prompt"], p["rejected"]) for p in pairs])
     accuracy = sum(c > r for c, r in zip(chosen, rejected)) / len(pairs)
-    trained = json.loads((rm_run / "metrics.json").read_text())["eval_pair_accuracy"]
-    assert accuracy == pytest.approx(trained, abs=1e-9)  # the saved model scores as the trained one did
+    margin = sum(c - r for c, r in zip(chosen, rejected)) / len(pairs)
+    trained = json.loads((rm_run / "metrics.json").read_text())
+    assert accuracy == pytest.approx(trained["eval_pair_accuracy"], abs=1e-9)  # the saved model scores as the trained one did
+    assert margin == pytest.approx(trained["eval_pair_margin"], abs=1e-4)
     one_by_one = [scorer.score([as_messages(pairs[0]["prompt"], pairs[0]["chosen"])])[0]]
     assert one_by_one[0] == pytest.approx(chosen[0], abs=1e-4)  # padding does not change a score
 

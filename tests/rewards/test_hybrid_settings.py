@@ -407,3 +407,19 @@ def test_a_conversation_longer_than_the_reward_models_context_is_cut_where_its_s
     assert warning.startswith(f"reward model: 1 of 2 conversations are longer than its 8-token context: each is scored on its {edge} 8")
     scorer.cut_to_context([long_])
     assert len([r for r in caplog.records if "context" in r.getMessage()]) == 1  # once
+
+
+def test_pair_metrics_weigh_every_pair_alike():
+    """A batch of 2 pairs and a last batch of 1: TRL's batch means give that one pair half the weight."""
+    scores = {"a": 1.0, "b": 0.0, "c": 2.0, "d": 1.5, "e": 0.0, "f": 3.0}
+
+    class Fixed(RewardModelScorer):
+        def __init__(self):
+            pass
+
+        def score(self, conversations):
+            return [scores[c[-1]["content"]] for c in conversations]
+
+    turn = [{"role": "assistant", "content": "x"}]
+    pairs = [{"prompt": [], "chosen": [{**turn[0], "content": c}], "rejected": [{**turn[0], "content": r}]} for c, r in ("ab", "cd", "ef")]
+    assert Fixed().pair_metrics(pairs) == {"accuracy": 2 / 3, "margin": pytest.approx((1.0 + 0.5 - 3.0) / 3)}
