@@ -212,6 +212,12 @@ def check_settings(
         )
     if r_min is not None and r_max <= r_min:
         raise ConfigError(f"{key}: r_max={r_max} must be > r_min={r_min} (higher reward-model scores must give higher rewards)")
+    if r_min is not None and r_max - r_min < eps:  # as a calibration's range is refused (check_spread)
+        top = (r_max - r_min) / (r_max - r_min + eps)
+        raise ConfigError(
+            f"{key}: r_max - r_min = {r_max - r_min:.3g} is below eps={eps}: n = (r - r_min) / (r_max - r_min + eps) would "
+            f"never pass {top:.2f} of its [0, 1] range: widen r_min..r_max or lower eps"
+        )
     check_number(
         f"{key}.calibration_prompts",
         calibration_prompts,

@@ -98,6 +98,7 @@ BAD_SETTINGS = [
     ({"r_min": 0, "r_max": float("inf")}, "reward.functions.hybrid.r_max=inf must be a finite number"),
     ({"eps": 0, "r_min": 1, "r_max": 1}, "reward.functions.hybrid.eps=0 must be a finite number > 0"),
     ({"eps": -0.01}, "reward.functions.hybrid.eps=-0.01 must be a finite number > 0"),
+    ({"r_min": 0.9, "r_max": 0.905, "eps": 0.01}, "reward.functions.hybrid: r_max - r_min = 0.005 is below eps=0.01: n = (r - r_min)"),
     ({"calibration_prompts": 0}, "reward.functions.hybrid.calibration_prompts=0 must be a whole number >= 2"),
     ({"calibration_prompts": -3}, "reward.functions.hybrid.calibration_prompts=-3 must be a whole number >= 2"),
     ({"calibration_prompts": 1}, "reward.functions.hybrid.calibration_prompts=1 must be a whole number >= 2"),
