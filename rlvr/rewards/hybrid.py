@@ -34,6 +34,10 @@ def resolve_reward_model_path(path: str) -> str:
         raise ConfigError(
             f"reward model '{path}' kept only its LoRA adapter (model.lora.save_merged=false): train it again without that option"
         )
+    if (candidate / "adapter_config.json").exists() and not (candidate / "config.json").exists():
+        raise ConfigError(
+            f"reward model '{path}' is a LoRA adapter, not a model: name its run dir (final_model/ holds the adapter merged into its base)"
+        )
     if candidate.is_dir() and not (candidate / "config.json").exists():
         raise ConfigError(f"reward model '{path}' is a directory with neither final_model/ nor config.json")
     return str(candidate) if candidate.exists() else path

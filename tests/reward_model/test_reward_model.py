@@ -86,6 +86,9 @@ def test_reward_model_paths_without_a_model_are_named(tmp_path):
     (tmp_path / "final_adapter").mkdir()
     with pytest.raises(ConfigError, match="kept only its LoRA adapter"):
         resolve_reward_model_path(str(tmp_path))
+    (tmp_path / "final_adapter" / "adapter_config.json").write_text("{}")  # or a LoRA run's checkpoint
+    with pytest.raises(ConfigError, match=r"final_adapter' is a LoRA adapter, not a model: name its run dir \(final_model/"):
+        resolve_reward_model_path(str(tmp_path / "final_adapter"))
     (tmp_path / "final_model").mkdir()
     (tmp_path / "final_model" / "config.json").write_text("{}")
     assert resolve_reward_model_path(str(tmp_path)) == str(tmp_path / "final_model")
