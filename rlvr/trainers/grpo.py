@@ -14,6 +14,12 @@ from rlvr.tracking.outputs import JsonlWriter, prompt_id
 from rlvr.trainers.vocab import ReasoningVocabMixin
 
 
+def shortest_decimals(values) -> list[float]:
+    """A float32 tensor's values as the shortest decimals that read back to them: a reward of 1.6 that TRL's
+    float32 tensor holds is written 1.6 (as rlvr.score writes it), not 1.600000023841858."""
+    return [float(str(value)) for value in values.detach().cpu().numpy()]
+
+
 class RolloutLoggingGRPOTrainer(TiedWeightsLoadQuietly, ShardedTrainerMixin, ReasoningVocabMixin, GRPOTrainer):
     """Overrides `_calculate_rewards` (TRL >= 1.16) only to record what the rewards saw and said.
 
@@ -70,8 +76,8 @@ class RolloutLoggingGRPOTrainer(TiedWeightsLoadQuietly, ShardedTrainerMixin, Rea
 
     def _rollout_rows(self, inputs, prompts, completions, rewards_per_func, completion_ids) -> list[dict]:
         weights = self.reward_weights.to(rewards_per_func.device)
-        totals = (rewards_per_func * weights).nansum(dim=1).tolist()
-        per_func = rewards_per_func.tolist()
+        totals = shortest_decimals((rewards_per_func * weights).nansum(dim=1))
+        per_func = [shortest_decimals(row) for row in rewards_per_func]
         judge = judging_reward(self.rewards)
         outcomes = [getattr(r.fn, "last_outcomes", None) or [None] * len(prompts) for r in self.rewards]
         reasoning_positions = self.reasoning_positions(completion_ids)
