@@ -213,6 +213,36 @@ def test_a_warm_up_template_that_does_not_fit_the_rows_is_one_line(template, err
 
 
 @pytest.mark.parametrize(
+    ("dataset", "reward", "source"),
+    [
+        ("gsm8k", "gsm8k_strict", "tests/data/gsm8k_test_300.jsonl"),  # its experiments' reward
+        ("math500", "math_verify", None),
+        ("arithmetic", "gsm8k_flexible", None),
+    ],
+)
+def test_a_dataset_presets_warm_up_targets_score_correct_under_its_reward(dataset, reward, source):
+    """GSM8K's target was the raw solution ("... #### 54"), which gsm8k_strict, asking for "Final: <number>"
+    as the preset's system prompt does, scored missing: the warm-up taught a format the reward refuses."""
+    from rlvr.data import load_prompt_datasets
+    from rlvr.recipes.warmup import sft_dataset
+    from rlvr.rewards import build_rewards
+
+    from conftest import ROOT
+
+    overrides = [f"dataset={dataset}", f"reward={reward}"] + (
+        [f"dataset.source={ROOT / source}", "dataset.eval_holdout=0"] if source else []
+    )
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    train, _ = load_prompt_datasets(cfg.dataset)
+    rows = train.select(range(40))
+    targets = sft_dataset(rows, cfg.dataset.sft_completion_template, chat=False)["completion"]
+    [scorer] = build_rewards(cfg.reward.functions)
+    scorer.fn(prompts=rows["prompt"], completions=targets, answer=rows["answer"])
+    assert [o.reason for o in scorer.fn.last_outcomes] == ["correct"] * len(rows), targets[0]
+
+
+@pytest.mark.parametrize(
     "target_modules", [["q_proj", "lm_head"], ["q_proj", "v_proj"], "all-linear", ".*_proj", ".*(proj|head)", "lm_head"]
 )
 def test_a_lora_adapter_on_lm_head_is_refused_exactly_where_peft_would_put_one(target_modules):
