@@ -9,7 +9,9 @@ from rlvr.errors import DataError
 
 # Bounded lengths keep every match linear on adversarial input (a 1 MB run of digits included). A minus
 # sign (or U+2212) right after a digit is a range or a difference ("3-5 days"), not the number's sign.
-NUMBER = re.compile(r"(?:(?<!\d)[-\u2212])?\d[\d,]{0,30}(?:\.\d{1,20})?")
+# A comma only between groups of three digits: "1,000" is 1000, "1,2,3" the numbers 1, 2 and 3.
+NUMBER = re.compile(r"(?:(?<!\d)[-\u2212])?(?:\d{1,3}(?:,\d{3}){1,10}(?!\d)|\d{1,31})(?:\.\d{1,20})?")
+THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d*)?")
 FINAL_LINE = re.compile(r"^\s*Final:\s*(?P<value>\S.{0,60}?)\s*$")
 
 
@@ -40,10 +42,14 @@ def short(value: Any, limit: int = 80) -> str:
 
 def normalize_number(text: str) -> str | None:
     """Canonical decimal form of a number written as text ("1,000.50" -> "1000.5", "\u22125" -> "-5",
-    a gold written by JSON as "1e3" -> "1000"), or None."""
-    cleaned = text.strip().replace(",", "").replace("\u2212", "-").rstrip(".")
+    a gold written by JSON as "1e3" -> "1000"), or None (also for commas that group no thousands: "1,8")."""
+    cleaned = text.strip().replace("\u2212", "-").rstrip(".")
     if cleaned.startswith("$"):
         cleaned = cleaned[1:]
+    if "," in cleaned:
+        if not THOUSANDS.fullmatch(cleaned):
+            return None
+        cleaned = cleaned.replace(",", "")
     written = re.fullmatch(r"-?\d{1,40}(?:\.\d{1,20})?(?P<exponent>[eE][-+]?\d{1,2})?", cleaned)
     if written is None:
         return None

@@ -44,6 +44,7 @@ def test_strict_scores_every_final_line_correct_and_wrong_numbers_0_1():
         ("the answer is 42", 0.0, "missing"),
         ("Final: forty-two", 0.0, "unparsable"),
         ("", 0.0, "missing"),
+        ("Final: 4,2", 0.0, "unparsable"),  # a comma that groups no thousands: it was read as 42
     ],
 )
 def test_strict_cases(completion, reward, reason):
@@ -59,6 +60,14 @@ def test_flexible_cases_and_numbers():
     assert outcomes[1].reason == "missing"
     assert last_number("a 12 b 0.5.") == "0.5"
     assert normalize_number("$1,000.50") == "1000.5" and normalize_number("007") == "7"
+
+
+def test_a_comma_groups_thousands_only():
+    """Every comma was dropped: "the list is 1,2,3" read as 123, "Final: 1,8" as 18."""
+    [listed] = LastNumberReward().score(["the list is 1,2,3"], ["123"])
+    assert (listed.reward, listed.prediction) == (0.0, "3")
+    assert [normalize_number(t) for t in ("1,000", "-12,345,678.5", "1,8", "1,0000", "12,34")] == ["1000", "-12345678.5", None, None, None]
+    assert [last_number(t) for t in ("pay 1,000 now", "a -1,234.5 b", "1,2,3")] == ["1,000", "-1,234.5", "3"]
 
 
 def test_a_reward_without_gold_column_says_so():
