@@ -25,7 +25,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from rlvr.config import ScoreConfig, check_ranges, conf_dir, exit_on_unknown_keys, one_line_preset_errors, register_schemas
-from rlvr.data.loading import json_error, json_with_literal_numbers
+from rlvr.data.loading import json_error, json_with_literal_numbers, open_maybe_gzipped
 from rlvr.errors import ConfigError, DataError, RlvrError
 from rlvr.rewards.base import judging_reward
 from rlvr.rewards.checks import ROW_FIELDS, check_reward_columns, check_reward_parameters
@@ -35,41 +35,40 @@ register_schemas()
 
 
 def read_rows(path: Path, completion_column: str, answer_column: str = "answer", needs_gold: bool = True) -> list[dict]:
-    """The rows of a JSONL file. Gold answers as training reads them: numbers as the file writes them
-    ("12", not 12), and, for rewards that `needs_gold`, a row without one where other rows have one
-    refused naming its line."""
+    """The rows of a JSONL file (gzipped where its name ends in .gz). Gold answers as training reads them:
+    numbers as the file writes them ("12", not 12), and, for rewards that `needs_gold`, a row without one
+    where other rows have one refused naming its line."""
     if not path.is_file():
         raise DataError(f"input {path}: {'a directory, not a JSONL file' if path.is_dir() else 'file not found'}")
     rows, no_gold = [], []
-    with open(path, "rb") as handle:  # bytes, decoded line by line, so a decoding error names its line
-        for number, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")  # a leading BOM, as training reads it
-            except UnicodeDecodeError as exc:
-                raise DataError(
-                    f"{path} line {number}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}: {exc.reason})"
-                ) from exc
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path} line {number}: not JSON ({json_error(exc)})") from exc
-            if not isinstance(row, dict):
-                raise DataError(f"{path} line {number}: {json.dumps(row)[:60]} is not an object of fields ({{...}})")
-            if completion_column not in row:
-                raise DataError(f"{path} line {number}: no '{completion_column}' field")
-            if not is_completion(completion := row[completion_column]):
-                raise DataError(
-                    f"{path} line {number}: '{completion_column}' is {json.dumps(completion)[:60]}, not a completion "
-                    "(the model's text, or a list of chat messages with 'content')"
-                )
-            gold = row.get(answer_column)
-            if isinstance(gold, (int, float)) and not isinstance(gold, bool):
-                row[answer_column] = json_with_literal_numbers(line)[answer_column]
-            elif gold is None or (isinstance(gold, str) and not gold.strip()):
-                no_gold.append(number)
-            rows.append(row)
+    for number, raw in numbered_lines(path):  # bytes, decoded line by line, so a decoding error names its line
+        try:
+            line = raw.decode("utf-8-sig" if number == 1 else "utf-8")  # a leading BOM, as training reads it
+        except UnicodeDecodeError as exc:
+            raise DataError(
+                f"{path} line {number}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}: {exc.reason})"
+            ) from exc
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path} line {number}: not JSON ({json_error(exc)})") from exc
+        if not isinstance(row, dict):
+            raise DataError(f"{path} line {number}: {json.dumps(row)[:60]} is not an object of fields ({{...}})")
+        if completion_column not in row:
+            raise DataError(f"{path} line {number}: no '{completion_column}' field")
+        if not is_completion(completion := row[completion_column]):
+            raise DataError(
+                f"{path} line {number}: '{completion_column}' is {json.dumps(completion)[:60]}, not a completion "
+                "(the model's text, or a list of chat messages with 'content')"
+            )
+        gold = row.get(answer_column)
+        if isinstance(gold, (int, float)) and not isinstance(gold, bool):
+            row[answer_column] = json_with_literal_numbers(line)[answer_column]
+        elif gold is None or (isinstance(gold, str) and not gold.strip()):
+            no_gold.append(number)
+        rows.append(row)
     if not rows:
         raise DataError(f"{path} has no rows")
     if needs_gold and no_gold and len(no_gold) < len(rows):
@@ -77,6 +76,17 @@ def read_rows(path: Path, completion_column: str, answer_column: str = "answer",
     if needs_gold and len(no_gold) == len(rows) and any(answer_column in row for row in rows):  # each row scored "missing"
         raise DataError(f"{path}: column '{answer_column}' has no value in any row")
     return rows
+
+
+def numbered_lines(path: Path):
+    """(number from 1, bytes) of each line of `path`; a file that cannot be read (a corrupt .gz) is one line."""
+    import zlib
+
+    try:
+        with open_maybe_gzipped(path) as handle:
+            yield from enumerate(handle, start=1)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"input {path} cannot be read: {exc}") from exc
 
 
 def is_completion(value) -> bool:

@@ -106,3 +106,15 @@ def test_one_column_named_as_both_completion_and_gold_is_refused():
 def test_a_directory_given_as_the_input_is_named_as_one(tmp_path):
     with pytest.raises(DataError, match="a directory, not a JSONL file$"):
         read_rows(tmp_path, "completion")
+
+
+def test_a_gzipped_file_is_read_as_training_reads_it_and_a_corrupt_one_is_one_line(tmp_path):
+    """It was "line 1: not UTF-8 (byte 0x8b ...)", blaming the encoding of a file training reads."""
+    import gzip
+
+    path = tmp_path / "rows.jsonl.gz"
+    path.write_bytes(gzip.compress(b'{"completion": "c", "answer": "1"}\n{"completion": "d", "answer": "2"}\n'))
+    assert [row["completion"] for row in read_rows(path, "completion")] == ["c", "d"]
+    path.write_bytes(gzip.compress(b'{"completion": "c", "answer": "1"}\n' * 1000)[:-10])  # cut short
+    with pytest.raises(DataError, match=r"^input .*rows.jsonl.gz cannot be read: Compressed file ended before"):
+        read_rows(path, "completion")

@@ -32,7 +32,8 @@ def local_files(dataset, with_eval: bool = False) -> list[Path]:
     return [path for name in names if name and (path := Path(str(name)).expanduser()).is_file()]
 
 
-def _open(path: Path):
+def open_maybe_gzipped(path: Path):
+    """`path` opened for reading bytes, through gzip where its name ends in .gz."""
     import gzip
 
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
@@ -53,7 +54,7 @@ def json_error(exc) -> str:
 def _first_bad_json_row(path: Path) -> str | None:
     """What is wrong with a JSON(-lines) file that `datasets` refused: no rows, the first line that is not
     JSON or not an object ({...}), or in a JSON array of rows its first element that is not an object."""
-    with _open(path) as handle:
+    with open_maybe_gzipped(path) as handle:
         text = handle.read().decode("utf-8-sig")
     if not text.strip():
         return "the file has no rows"
@@ -100,7 +101,7 @@ def _without_repeated_keys(pairs: list[tuple[str, Any]]) -> dict:
 
 def _first_bad_utf8(path: Path) -> str | None:
     """The first line of a JSON file that is not UTF-8 (`datasets` reads it, and fails when a row is used)."""
-    with _open(path) as handle:
+    with open_maybe_gzipped(path) as handle:
         for number, line in enumerate(handle, start=1):
             try:
                 line.decode("utf-8")
@@ -119,7 +120,7 @@ def _row_labeller(path: Path, rows: int):
 
     def label(index: int) -> str:
         if not is_parquet(path):
-            with _open(path) as handle:
+            with open_maybe_gzipped(path) as handle:
                 numbers = [n for n, line in enumerate(handle, start=1) if line.strip()]  # datasets skips blank lines
             if len(numbers) == rows:
                 return f"line {numbers[index]}"
@@ -137,7 +138,7 @@ def json_with_literal_numbers(text: str):
 def _file_rows(path: Path, parse=json_with_literal_numbers) -> list:
     """The rows of a JSON(-lines) file with their numbers as the file writes them (text), other values
     as JSON reads them (with `parse=json.loads`, all of them)."""
-    with _open(path) as handle:
+    with open_maybe_gzipped(path) as handle:
         text = handle.read().decode("utf-8-sig")
     if text.lstrip().startswith("["):  # a JSON array of rows (a JSON-lines row is an object)
         return parse(text)
@@ -249,7 +250,7 @@ def _read_without_blank_lines(path: Path):
 
     import datasets
 
-    with _open(path) as handle:
+    with open_maybe_gzipped(path) as handle:
         lines = handle.read().decode("utf-8-sig").split("\n")
     if lines[0].lstrip().startswith("[") or all(line.strip() for line in lines[:-1]):
         return None
