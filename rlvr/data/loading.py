@@ -32,6 +32,14 @@ def local_files(dataset, with_eval: bool = False) -> list[Path]:
     return [path for name in names if name and (path := Path(str(name)).expanduser()).is_file()]
 
 
+def template_error(exc: Exception) -> str:
+    """Why str.format_map refused a row: the error, and for a brace that names no column (LaTeX's
+    \\boxed{}, a JSON example) how to write one as text."""
+    about_braces = ("positional fields", "Single '", "unmatched '{'", "expected '}'")
+    braces = any(m in str(exc) for m in about_braces) or (isinstance(exc, KeyError) and not str(exc.args[0]).isidentifier())
+    return f"{exc!r}" + (" (a brace that is text is written twice: \\boxed{{}})" if braces else "")
+
+
 def open_maybe_gzipped(path: Path):
     """`path` opened for reading bytes, through gzip where its name ends in .gz."""
     import gzip
@@ -344,7 +352,9 @@ def _with_prompts(ds, cfg, where: str, label, required: Sequence[str]):
         try:
             prompt = format_prompt(row, cfg)
         except (KeyError, IndexError, ValueError) as exc:
-            raise DataError(f"{where} {label(index)}: dataset.prompt_template {cfg.prompt_template!r} fails: {exc!r}") from exc
+            raise DataError(
+                f"{where} {label(index)}: dataset.prompt_template {cfg.prompt_template!r} fails: {template_error(exc)}"
+            ) from exc
         return {"prompt": prompt, GOLD_TEXT: str(row[cfg.answer_column])}
 
     drop = [c for c in ("prompt",) if c in ds.column_names and c != cfg.prompt_column]

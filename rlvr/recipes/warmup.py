@@ -17,13 +17,14 @@ log = logging.getLogger(__name__)
 def sft_dataset(train, template: str, chat: bool):
     """prompt/completion pairs for SFTTrainer: the completion is `template` filled from the row; a
     template that does not fit the rows (a column they lack, a format the value refuses) is one line."""
+    from rlvr.data.loading import template_error
     from rlvr.rewards.answers import gold_answer
 
     def to_pair(row: dict, index: int) -> dict:
         try:
             text = template.format_map({**row, "gold": gold_answer(row["answer"])})
         except (KeyError, IndexError, ValueError, AttributeError) as exc:
-            raise DataError(f"dataset.sft_completion_template {template!r} fails on training row {index}: {exc!r}") from exc
+            raise DataError(f"dataset.sft_completion_template {template!r} fails on training row {index}: {template_error(exc)}") from exc
         completion = [{"role": "assistant", "content": text}] if chat else text
         return {"prompt": row["prompt"], "completion": completion}
 

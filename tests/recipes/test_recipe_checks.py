@@ -197,7 +197,14 @@ def test_a_reward_model_with_a_reasoning_vocabulary_is_refused():
 
 
 @pytest.mark.parametrize(
-    "template, error", [("{solution}", "KeyError('solution')"), ("{gold:>5d}", "ValueError(\"Unknown format code 'd'")]
+    "template, error",
+    [
+        ("{solution}", "KeyError('solution')"),
+        ("{gold:>5d}", "ValueError(\"Unknown format code 'd'"),
+        ("\\boxed{}", "ValueError('Format string contains positional fields') (a brace that is text is written twice: \\boxed{{}})"),
+        ("\\frac{1}{2}", "ValueError('Format string contains positional fields') (a brace that is text"),
+        ("\\boxed{x^2}", "KeyError('x^2') (a brace that is text is written twice: \\boxed{{}})"),
+    ],
 )
 def test_a_warm_up_template_that_does_not_fit_the_rows_is_one_line(template, error):
     import datasets
