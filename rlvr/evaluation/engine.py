@@ -80,12 +80,16 @@ def generate_batch(
         if samples > 1:  # what num_return_sequences does, which greedy generation refuses
             encoded = {k: v.repeat_interleave(samples, dim=0) for k, v in encoded.items()}
         with torch.inference_mode():
-            # use_cache: training with activation checkpointing turns the model's default off
+            # use_cache: training with activation checkpointing turns the model's default off.
+            # synced_gpus=False: the model is whole in each process here (evals of a sharded one run inside
+            # rlvr.hardware.sharding.generating_model); transformers' default under FSDP or ZeRO-3 steps every
+            # process's calls together, token by token, and a rank with one batch more waited for ever.
             generated = model.generate(
                 **encoded,
                 max_new_tokens=max_new_tokens,
                 do_sample=do_sample,
                 use_cache=True,
+                synced_gpus=False,
                 logits_processor=processors,
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=stop,

@@ -12,8 +12,9 @@ from rlvr.tracking.outputs import read_jsonl
 # 100 warm-up steps: rewards vary within groups, so every step changes the weights (a run whose
 # advantages are all zero would leave DDP and a sharded run trivially equal).
 TWO_RANKS = ["-m", "hydra/launcher=local", "hardware.tasks_per_node=2", *TINY_RUN, "model.warmup_sft_steps=100", "eval.before=false"]
-# An eval during training on 15 rows: the two ranks generate 8 and 7 prompts' worth on the sharded model.
-EVAL_DURING_TRAINING = ["eval.every_steps=2", "dataset.max_eval_samples=15"]
+# An eval during training on 15 rows: the two ranks generate 8 and 7 prompts' worth on the sharded model, in
+# batches of 7: 2 generate calls and 1 (the rank with one call more waited for ever under FSDP and ZeRO-3).
+EVAL_DURING_TRAINING = ["eval.every_steps=2", "dataset.max_eval_samples=15", "eval.batch_size=7"]
 
 
 def multirun(sweep_dir: Path, *args: str) -> Path:
