@@ -32,8 +32,9 @@ def check_sharding(hw, processes: int | None = None) -> None:
         return
     if (processes or 1) < 2 and hw.nodes * hw.tasks_per_node < 2:
         raise ConfigError(
-            f"hardware.sharding={hw.sharding} splits the model across processes, but the hardware asks "
-            f"for one (hardware.nodes x hardware.tasks_per_node = 1): ask for 2 or more, or sharding=none"
+            f"hardware.sharding={hw.sharding} splits the model across processes, but this is one process and the "
+            f"hardware asks for one (hardware.nodes x hardware.tasks_per_node = 1): ask for 2 or more, or sharding=none "
+            f"(without GPUs, accelerate launch --num_processes N starts one process unless given --multi_gpu)"
         )
     if processes == 1:
         raise ConfigError(
