@@ -66,7 +66,7 @@ class ModelConfig:
     # training split gives GRPO a policy that is sometimes right. 0 for pretrained models.
     warmup_sft_steps: int = 0
     warmup_sft_learning_rate: float = 1e-3
-    warmup_sft_batch_size: int = 32  # examples per warm-up step (at a 151,936-row vocabulary each costs)
+    warmup_sft_batch_size: int = 32  # examples per warm-up step and process (at a 151,936-row vocabulary each costs)
     lora: LoraConfig = field(default_factory=LoraConfig)
     # none | 8bit | 4bit: weights loaded quantized by bitsandbytes (transformers' BitsAndBytesConfig;
     # 4bit is QLoRA's NF4), frozen, with LoRA trained on top. Needs the quantization extra.

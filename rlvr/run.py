@@ -222,6 +222,7 @@ def hydra_main(cfg: DictConfig) -> float:
     the sweeper. An error is one line (`fail`); a stop is one line from rlvr.hardware.stops."""
     from hydra.core.hydra_config import HydraConfig
 
+    from rlvr.hardware.distributed import is_main_process
     from rlvr.launcher import announce_job, end_stopped_job, is_multirun, objective_value, stop_when_launcher_gone
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -243,8 +244,8 @@ def hydra_main(cfg: DictConfig) -> float:
             "stopped by an unexpected error (a bug: please report it with this traceback)", extra={"run_log_only": not is_multirun()}
         )
         raise
-    summary = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
-    log.info("final metrics: %s", summary)
+    if is_main_process():  # the others hold no eval results
+        log.info("final metrics: %s", ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     log.info("done: everything this run wrote is in %s", accepted.run_dir)
     return objective_value(cfg, metrics)
 

@@ -211,13 +211,24 @@ def start_run_log(run_dir: Path) -> None:
             console.setLevel(logging.WARNING)
     for held in [h for h in root.handlers if isinstance(h, logging.handlers.MemoryHandler)]:
         file = logging.FileHandler(run_dir / f"{HydraConfig.get().job.name}.log", encoding="utf-8")
-        file.setFormatter(held.formatter)
+        file.setFormatter(held.formatter if rank() == 0 else RankTagged(held.formatter, f"[rank {rank()}]"))
         file.setLevel(held.level)
         for record in held.buffer:
             file.handle(record)
         root.removeHandler(held)
         held.close()
         root.addHandler(file)
+
+
+class RankTagged(logging.Formatter):
+    """Another formatter's lines, each tagged with the rank that logged it: the ranks of a run share run.log."""
+
+    def __init__(self, base: logging.Formatter, tag: str):
+        super().__init__()
+        self.base, self.tag = base, tag
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.tag + self.base.format(record)
 
 
 # The row transformers' Trainer logs when training ends (runtime, throughput, mean loss), by a key only it has.

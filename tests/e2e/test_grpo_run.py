@@ -162,8 +162,13 @@ def test_the_processes_of_a_torchrun_launch_share_rank_zeros_run_dir(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert [path.name for path in tmp_path.iterdir()] == ["rank0"]
     assert [row["step"] for row in read_jsonl(tmp_path / "rank0" / "metrics.jsonl") if "loss" in row] == [1, 2, 3, 4]
-    # one console: rank 1 prints only its warnings; run.log keeps both ranks' lines
-    assert result.stdout.count("- final metrics:") == 1 and (tmp_path / "rank0" / "run.log").read_text().count("- final metrics:") == 2
+    # one console: rank 1 prints only its warnings; run.log keeps both ranks' lines, rank 1's tagged as its
+    # (the final metrics: rank 0's only, the others hold no eval results)
+    log = (tmp_path / "rank0" / "run.log").read_text().splitlines()
+    assert result.stdout.count("- done: everything this run wrote") == 1 and result.stdout.count("- final metrics:") == 1
+    done = [line for line in log if "- done: everything this run wrote" in line]
+    assert len(done) == 2 and sum(line.startswith("[rank 1][") for line in done) == 1
+    assert sum("- final metrics:" in line for line in log) == 1
 
 
 def test_several_tasks_without_a_launcher_say_so(tmp_path):
