@@ -72,7 +72,7 @@ def how_to_continue(run_dir) -> str:
     local or SLURM launcher), its own `-m` command (rlvr.launcher.continue_command); for one of a
     sweep that runs in this process (the basic launcher, stopped whole), the same `-m` command in the
     same sweep dir (its finished jobs are kept); else the same command with `hydra.run.dir` set to the
-    run dir, when one is known."""
+    run dir, when one is known (a torchrun or accelerate launch: its launch command, not this process's)."""
     from hydra.core.hydra_config import HydraConfig
 
     from rlvr.launcher import continue_command, is_multirun, override_arg, own_process
@@ -81,7 +81,9 @@ def how_to_continue(run_dir) -> str:
         if own_process():
             return f"running {continue_command(HydraConfig.get())}"
         return f"the same -m command with {override_arg('hydra.sweep.dir', Path(HydraConfig.get().sweep.dir).absolute())}"
-    return "the same command" + (f" with {override_arg('hydra.run.dir', run_dir)}" if run_dir else "")
+    launched = "TORCHELASTIC_RUN_ID" in os.environ  # set by torchrun's agent, which accelerate launch runs too
+    command = "the same torchrun (or accelerate launch) command" if launched else "the same command"
+    return command + (f" with {override_arg('hydra.run.dir', run_dir)}" if run_dir else "")
 
 
 @contextlib.contextmanager

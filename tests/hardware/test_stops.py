@@ -41,3 +41,11 @@ def test_the_continue_command_quotes_a_run_dir_with_spaces():
         [override] = OverridesParser.create().parse_overrides([arg])  # as Hydra reads it: not a sweep of two values
         assert (override.key_or_group, override.value()) == ("hydra.run.dir", run_dir)
     assert how_to_continue(Path("/runs/exp1")) == "the same command with hydra.run.dir=/runs/exp1"
+
+
+def test_a_launched_runs_continue_command_is_its_launch_command(monkeypatch):
+    """run_info.jsonl records each process's `python -u -m rlvr.run ...`, which one process reruns: refused."""
+    from rlvr.hardware.stops import how_to_continue
+
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")
+    assert how_to_continue(Path("/runs/exp1")) == "the same torchrun (or accelerate launch) command with hydra.run.dir=/runs/exp1"
