@@ -192,7 +192,7 @@ def train(cfg, run_dir: Path, start: Start) -> dict[str, float]:
         eval_dataset=None if eval_pairs is None else as_whole_conversations(eval_pairs),
         processing_class=tokenizer,
         peft_config=None if finishing else lora_config(cfg.model, task_type="SEQ_CLS"),
-        callbacks=[metrics_callback(run_dir / "metrics.jsonl")]
+        callbacks=[metrics_callback(run_dir / "metrics.jsonl"), no_eval_at_the_last_step()]
         + ([] if finishing else [checkpoint_callback(checkpoint_config(cfg, process_count()))]),
     )
     use_compact_progress(trainer)
@@ -230,6 +230,19 @@ def train_and_save(cfg, run_dir: Path, trainer, tokenizer, train_pairs, checkpoi
         if is_main_process():
             write_json(run_dir / TRAIN_RESULT, metrics)
     return metrics
+
+
+def no_eval_at_the_last_step():
+    """A callback: no eval during training at its last step, which the final eval (`evaluate_pairs`) evaluates
+    (at an `eval_steps` multiple, the same model was evaluated and logged twice at that step)."""
+    from transformers import TrainerCallback
+
+    class NoEvalAtTheLastStep(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step >= state.max_steps:
+                control.should_evaluate = False
+
+    return NoEvalAtTheLastStep()
 
 
 def evaluate_pairs(cfg, trainer, tokenizer, eval_pairs) -> dict[str, float]:

@@ -34,6 +34,8 @@ def test_reward_model_run_writes_metrics_plots_and_model(rm_run):
     assert metrics["eval_pair_accuracy"] > 0.75  # the built-in pairs are learnable: right sum vs wrong sum
     logged = [json.loads(line) for line in (rm_run / "metrics.jsonl").read_text().splitlines()]
     assert any("learning_rate" in row and "accuracy" in row for row in logged)
+    evals = [row["step"] for row in logged if "eval_accuracy" in row]  # every 100 steps; the last step's once: the final eval's
+    assert evals == [100, 200, 300], evals
     assert (rm_run / "plots" / "token_lengths.png").stat().st_size > 1000
     assert (rm_run / "plots" / "rm_accuracy.png").stat().st_size > 1000
     assert (rm_run / "final_model" / "config.json").exists()
