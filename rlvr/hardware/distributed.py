@@ -88,10 +88,15 @@ def shell_rendezvous_ignored() -> bool:
     return "SUBMITIT_FOLDER" in os.environ
 
 
+def torchrun_launched() -> bool:
+    """Whether torchrun's agent started this process (accelerate launch runs that agent too)."""
+    return "TORCHELASTIC_RUN_ID" in os.environ
+
+
 def export_torch_distributed() -> int:
     """World size of this job; with more than one task, the torch.distributed variables are exported
     (submitit's, with this job's own port). torchrun's processes keep torchrun's."""
-    if "TORCHELASTIC_RUN_ID" in os.environ:  # torchrun's, also inside a multi-task allocation
+    if torchrun_launched():  # torchrun's, also inside a multi-task allocation
         return int(os.environ.get("WORLD_SIZE", "1"))
     if job_tasks() <= 1:
         if shell_rendezvous_ignored():  # a one-process job that opens a group of its own draws its port (`own_master_port`)

@@ -17,7 +17,7 @@ from typing import Callable
 from pathlib import Path
 
 from rlvr.hardware.checkpoints import COMPLETE, rotate_checkpoints
-from rlvr.hardware.distributed import agreed_stop, barrier
+from rlvr.hardware.distributed import agreed_stop, barrier, torchrun_launched
 
 log = logging.getLogger(__name__)
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by SIGUSR2 after a checkpoint; launchers/sbatch_run.sh requeues on it
@@ -81,8 +81,7 @@ def how_to_continue(run_dir) -> str:
         if own_process():
             return f"running {continue_command(HydraConfig.get())}"
         return f"the same -m command with {override_arg('hydra.sweep.dir', Path(HydraConfig.get().sweep.dir).absolute())}"
-    launched = "TORCHELASTIC_RUN_ID" in os.environ  # set by torchrun's agent, which accelerate launch runs too
-    command = "the same torchrun (or accelerate launch) command" if launched else "the same command"
+    command = "the same torchrun (or accelerate launch) command" if torchrun_launched() else "the same command"
     return command + (f" with {override_arg('hydra.run.dir', run_dir)}" if run_dir else "")
 
 

@@ -203,10 +203,10 @@ def start_run_log(run_dir: Path) -> None:
     print only their warnings and errors (rank 0 says the rest once); run.log has every rank's lines."""
     from hydra.core.hydra_config import HydraConfig
 
-    from rlvr.hardware.distributed import rank
+    from rlvr.hardware.distributed import rank, torchrun_launched
 
     root = logging.getLogger()
-    if rank() > 0 and "TORCHELASTIC_RUN_ID" in os.environ:  # set by torchrun's agent, which accelerate launch runs too
+    if rank() > 0 and torchrun_launched():
         for console in [h for h in root.handlers if type(h) is logging.StreamHandler]:
             console.setLevel(logging.WARNING)
     for held in [h for h in root.handlers if isinstance(h, logging.handlers.MemoryHandler)]:
