@@ -77,7 +77,7 @@ class RolloutLoggingGRPOTrainer(TiedWeightsLoadQuietly, ShardedTrainerMixin, Rea
     def _rollout_rows(self, inputs, prompts, completions, rewards_per_func, completion_ids) -> list[dict]:
         weights = self.reward_weights.to(rewards_per_func.device)
         totals = shortest_decimals((rewards_per_func * weights).nansum(dim=1))
-        per_func = [shortest_decimals(row) for row in rewards_per_func]
+        per_func = [shortest_decimals(row) for row in rewards_per_func.detach().cpu()]  # one copy off the device, not one per row
         judge = judging_reward(self.rewards)
         outcomes = [getattr(r.fn, "last_outcomes", None) or [None] * len(prompts) for r in self.rewards]
         reasoning_positions = self.reasoning_positions(completion_ids)
