@@ -187,21 +187,35 @@ def token_advantages(
     return (advantages[0], covered[0]) if single else (advantages, covered)
 
 
+COVERED_TOKEN_FRAC = "fgrpo/covered_token_frac"  # logged at every step, train and eval
+
+
+def group_metric(group, statistic: str) -> str:
+    """The logged name of reward group `group`'s `statistic` (score_mean, adv_abs_mean, ...)."""
+    return f"fgrpo/{group}/{statistic}"
+
+
+def groups_in(row: dict, statistic: str) -> dict[str, float]:
+    """{group: value} of every `group_metric(group, statistic)` key of a logged row."""
+    prefix, suffix = group_metric("\0", statistic).split("\0")
+    return {
+        key[len(prefix) : -len(suffix)]: value
+        for key, value in row.items()
+        if key.startswith(prefix) and key.endswith(suffix) and len(key) > len(prefix) + len(suffix)
+    }
+
+
 def silence_in(log_history: list[dict]) -> tuple[dict[str, int], int]:
     """The training steps in a row without signal at the end of `log_history` (a resumed run's logged
     rows, TrainerState's): per reward group, and of every span. A training row stands for the steps
-    since the row before; its `fgrpo/<group>/adv_abs_mean` is 0 only when it was 0 at each of them."""
+    since the row before; its group's adv_abs_mean is 0 only when it was 0 at each of them."""
     silent: dict[str, int] = {}
     signalless = previous = 0
     for row in log_history:
-        if "fgrpo/covered_token_frac" not in row:  # an eval row (eval_-prefixed) or the run's summary
+        if COVERED_TOKEN_FRAC not in row:  # an eval row (eval_-prefixed) or the run's summary
             continue
         steps, previous = row["step"] - previous, row["step"]
-        groups = {
-            key[len("fgrpo/") : -len("/adv_abs_mean")]: v
-            for key, v in row.items()
-            if key.startswith("fgrpo/") and key.endswith("/adv_abs_mean")
-        }
+        groups = groups_in(row, "adv_abs_mean")
         for group, adv_abs_mean in groups.items():
             silent[group] = 0 if adv_abs_mean else silent.get(group, 0) + steps
         signalless = 0 if any(groups.values()) else signalless + steps
@@ -300,17 +314,17 @@ class FineGrainedGRPOTrainer(RolloutLoggingGRPOTrainer):
         for group in groups:
             scores = np.array([sc for s in cleaned for sc, g in zip(s.scores, s.groups) if g == group])
             advs = np.array([a for s, adv in zip(cleaned, span_adv) for a, g in zip(adv, s.groups) if g == group])
-            metrics[f"fgrpo/{group}/score_mean"].append(float(scores.mean()))
-            metrics[f"fgrpo/{group}/score_std"].append(float(scores.std()))
-            metrics[f"fgrpo/{group}/advantage_mean"].append(float(advs.mean()))
-            metrics[f"fgrpo/{group}/advantage_std"].append(float(advs.std()))
-            metrics[f"fgrpo/{group}/adv_abs_mean"].append(float(np.abs(advs).mean()))
+            metrics[group_metric(group, "score_mean")].append(float(scores.mean()))
+            metrics[group_metric(group, "score_std")].append(float(scores.std()))
+            metrics[group_metric(group, "advantage_mean")].append(float(advs.mean()))
+            metrics[group_metric(group, "advantage_std")].append(float(advs.std()))
+            metrics[group_metric(group, "adv_abs_mean")].append(float(np.abs(advs).mean()))
             if mode == "train":
                 self._watch_signal(str(group), bool(np.any(advs != 0)))
         if mode == "train":
             self._watch_spans(any(np.any(adv != 0) for adv in span_adv), stats.malformed, kept=sum(len(s.scores) for s in cleaned))
         total = stats.exact + stats.approximate
-        metrics["fgrpo/covered_token_frac"].append(float((covered & mask.bool().cpu()).sum() / max(mask.sum().item(), 1)))
+        metrics[COVERED_TOKEN_FRAC].append(float((covered & mask.bool().cpu()).sum() / max(mask.sum().item(), 1)))
         metrics["fgrpo/spans_exact_frac"].append(stats.exact / total if total else 1.0)
         metrics["fgrpo/spans_malformed"].append(float(stats.malformed))
 
@@ -345,8 +359,8 @@ class FineGrainedGRPOTrainer(RolloutLoggingGRPOTrainer):
             log.warning(
                 "fgrpo: reward group %r has had all-zero advantages for %d steps in a row: its spans "
                 "score the same in every completion of a prompt, so it carries no learning signal "
-                "(see fgrpo/%s/adv_abs_mean)",
+                "(see %s)",
                 group,
                 steps,
-                group,
+                group_metric(group, "adv_abs_mean"),
             )
