@@ -28,7 +28,7 @@ from rlvr.config import ScoreConfig, check_ranges, conf_dir, exit_on_unknown_key
 from rlvr.data.loading import json_error, json_with_literal_numbers, open_maybe_gzipped
 from rlvr.errors import ConfigError, DataError, RlvrError
 from rlvr.rewards.base import judging_reward
-from rlvr.rewards.checks import ROW_FIELDS, check_reward_columns, check_reward_parameters
+from rlvr.rewards.checks import ROW_FIELDS, check_reward_columns, check_reward_parameters, warn_unreadable_golds
 
 CONF_DIR = conf_dir()
 register_schemas()
@@ -105,6 +105,7 @@ def score_rows(rows: list[dict], rewards, completion_column: str, answer_column:
         )
     arguments = reward_arguments(rows, rewards, completion_column, answer_column)
     check_reward_parameters(rewards, [k for k in arguments if k not in ("prompts", "completions")], "the input")
+    warn_unreadable_golds(rewards, arguments.get("answer", []), "the input")
     values = {rw.name: rw.fn(**arguments) for rw in rewards}
     judge = judging_reward(rewards)
     if any("samples" in row for row in rows):

@@ -118,3 +118,14 @@ def test_a_gzipped_file_is_read_as_training_reads_it_and_a_corrupt_one_is_one_li
     path.write_bytes(gzip.compress(b'{"completion": "c", "answer": "1"}\n' * 1000)[:-10])  # cut short
     with pytest.raises(DataError, match=r"^input .*rows.jsonl.gz cannot be read: Compressed file ended before"):
         read_rows(path, "completion")
+
+
+def test_golds_the_reward_cannot_read_are_warned_of_as_training_warns(caplog):
+    """A gold 'X ####' with nothing after the marker: every completion of its row scores wrong, as in
+    training, where the same warning names the data."""
+    from rlvr.rewards import build_rewards
+
+    rows = [{"completion": "Final: 4", "answer": "4"}, {"completion": "Final: 4", "answer": "She has 4. ####"}]
+    strict = build_rewards({"strict": {"_target_": "rlvr.rewards.numeric.FinalLineReward"}})
+    assert [row["correct"] for row in score_rows(rows, strict, "completion", "answer")] == [True, False]
+    assert [m.split(" (e.g.")[0] for m in caplog.messages] == ["1 of the 2 gold answers of the input"]

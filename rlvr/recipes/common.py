@@ -142,7 +142,7 @@ def setup_policy(cfg, run_dir: Path, resuming: bool = False, check_train: Callab
     train, evaluation, dropped = fit_to_context(train, evaluation, model, tokenizer, cfg)
     for dataset, where in ((train, "the train data"), (evaluation, "the eval data")):
         if dataset is not None:
-            warn_unreadable_golds(rewards, dataset, where)
+            warn_unreadable_golds(rewards, dataset["answer"], where)
     if check_train is not None:
         check_train(len(train))
     log.info(

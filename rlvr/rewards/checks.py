@@ -111,19 +111,19 @@ def check_reward_parameters(rewards, columns: Sequence[str], where: str) -> None
             )
 
 
-def warn_unreadable_golds(rewards, dataset, where: str) -> None:
-    """A warning for each reward that can match none of some gold answers of `dataset` (its
-    `reads_gold`: a numeric reward and golds such as "five" or "\\frac{1}{2}"): every completion
+def warn_unreadable_golds(rewards, golds: Sequence, where: str) -> None:
+    """A warning for each reward that can match none of some gold answers `golds` of `where` (its
+    `reads_gold`: a numeric reward and golds such as "five", "#### " or "\\frac{1}{2}"): every completion
     of those prompts scores wrong, so they carry no signal."""
     for reward in rewards:
         reads = getattr(innermost(reward.fn), "reads_gold", None)
-        unread = [] if reads is None else [gold for gold in dataset["answer"] if not reads(gold)]
+        unread = [] if reads is None else [gold for gold in golds if gold is not None and not reads(gold)]
         if unread:
             log.warning(
                 "%d of the %d gold answers of %s (e.g. %s) are not numbers, which reward '%s' reads: it scores every "
                 "completion of their prompts wrong (a math reward reads them: reward=math_verify)",
                 len(unread),
-                len(dataset),
+                len(golds),
                 where,
                 short(unread[0]),
                 reward.name,

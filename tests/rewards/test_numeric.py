@@ -95,14 +95,12 @@ def test_flexible_reads_numbers_as_written(completion, gold, prediction, correct
 
 def test_golds_a_numeric_reward_cannot_read_are_counted_in_a_warning(caplog):
     """MATH-500's golds under the default numeric reward: every completion of '\\frac{1}{2}' scored wrong, silently."""
-    import datasets
-
     from rlvr.rewards.base import WeightedReward
     from rlvr.rewards.checks import warn_unreadable_golds
 
     golds = ["#### 1,200", "\\frac{1}{2}", "12", "five", "1e3"]
     rewards = [WeightedReward("flex", LastNumberReward(name="flex"), 1.0)]
-    warn_unreadable_golds(rewards, datasets.Dataset.from_dict({"answer": golds}), "the train data")
+    warn_unreadable_golds(rewards, golds, "the train data")
     assert caplog.messages == [
         "2 of the 5 gold answers of the train data (e.g. '\\\\frac{1}{2}') are not numbers, which reward 'flex' reads: "
         "it scores every completion of their prompts wrong (a math reward reads them: reward=math_verify)"
