@@ -68,7 +68,7 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
     from rlvr.hardware.distributed import agreed_run_dir, export_torch_distributed, is_main_process
     from rlvr.hardware.device import check_device, check_torchvision, export_device_environment
     from rlvr.models.loading import check_model_source, check_quantization, check_tiny_shape
-    from rlvr.recipes.common import initial_policy_dir, warn_if_nothing_logged
+    from rlvr.recipes.common import initial_policy_dir
     from rlvr.recipes import get_recipe
     from rlvr.rewards.base import preflight_rewards
     from rlvr.tracking.outputs import check_wandb
@@ -93,7 +93,6 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
 
     check_sharding(cfg.hardware, world_size)
     recipe.check(cfg, world_size)
-    warn_if_nothing_logged(cfg.algorithm)
     preflight_rewards(cfg.reward.functions)
     lock = RunDirLock(run_dir, main_process=is_main_process()).acquire()  # held until this process exits
     resolved, swept = trained_config(cfg), swept_in_this_job()

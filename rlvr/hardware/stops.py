@@ -278,6 +278,8 @@ def checkpoint_callback(extra_files: dict[str, str] | None = None):
                 control.should_save, self.put_off = False, not last  # to the generation's end; none at the end of training
             else:
                 control.should_save, self.put_off = due, False
+            if self.requested and control.should_save:  # the steps since the last logged row are logged before the stop
+                control.should_log = True
 
         def on_save(self, args, state, control, **kwargs):
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"

@@ -439,37 +439,19 @@ def eval_callback(cfg, setup: PolicySetup, run_dir: Path, trainer):
     return EvalEverySteps()
 
 
-def warn_if_nothing_logged(algorithm) -> None:
-    """A warning when `logging_steps` exceeds `max_steps`: no training row is logged, so metrics.jsonl,
-    the plots and the train_reward_* metrics hold nothing of the training."""
-    if 0 < algorithm.max_steps < algorithm.logging_steps:
-        log.warning(
-            "algorithm.logging_steps=%d is more than algorithm.max_steps=%d: no training step is logged (metrics.jsonl, "
-            "plots, train_reward_*): lower algorithm.logging_steps",
-            algorithm.logging_steps,
-            algorithm.max_steps,
-        )
-
-
 def training_curve_summary(run_dir: Path) -> dict[str, float]:
     """From metrics.jsonl's training rows, so that they cover every start of a resumed run: the mean
-    reward over the first and last 20% of them, the mean training loss and the training time (each
-    row's `step_seconds` times the steps since the row before it). Where no training row was logged
-    (`logging_steps` above the steps trained), the loss and time are those transformers wrote at the
-    end of each start that ended (`train_loss` weighted by its steps, `train_runtime`); the rewards NaN."""
+    reward over the first and last 20% of them, and, each row weighted by the steps since the row
+    before it (a row holds their means), the mean training loss and the training time (`step_seconds`).
+    The last step trained is always logged (`metrics_callback`), so the rows cover every step."""
     path = run_dir / "metrics.jsonl"
-    logged = read_jsonl(path) if path.exists() else []
-    rows = [m for m in logged if "loss" in m]
+    rows = [m for m in read_jsonl(path) if "loss" in m] if path.exists() else []
     rewards = [m["reward"] for m in rows if "reward" in m]
     k = max(1, len(rewards) // 5)  # 20%, at least one point
     first, last = (sum(rewards[:k]) / k, sum(rewards[-k:]) / k) if rewards else (float("nan"), float("nan"))
     steps = [row["step"] - before["step"] for before, row in zip([{"step": 0}, *rows], rows)]
-    loss = sum(m["loss"] for m in rows) / len(rows) if rows else float("nan")
+    loss = sum(m["loss"] * n for m, n in zip(rows, steps)) / sum(steps) if rows else float("nan")
     seconds = sum((m.get("step_seconds") or 0.0) * n for m, n in zip(rows, steps))
-    if ends := [] if rows else [m for m in logged if "train_runtime" in m]:
-        steps = [row["step"] - before["step"] for before, row in zip([{"step": 0}, *ends], ends)]
-        loss = sum(m["train_loss"] * n for m, n in zip(ends, steps)) / max(sum(steps), 1)
-        seconds = sum(m["train_runtime"] for m in ends)
     return {
         "train_reward_first20": first,
         "train_reward_last20": last,

@@ -241,10 +241,12 @@ def metrics_callback(path: Path):
     Each training row also carries `step_seconds`: wall time per optimizer step since the previous
     training row (generation, rewards, backward, optimizer, logging: all of it; one step's time when
     every step is logged, the mean over the `logging_steps` a row stands for otherwise), and on a
-    GPU `gpu_peak_memory_mb`, this process's peak of allocated GPU memory so far. When
-    training (re)starts, the end-of-training row of an earlier start is dropped (a continued run has
-    one, its own), and so are the rows of steps after the checkpoint it resumes from (a crash lost
-    them; they are trained and logged again): no step is logged twice.
+    GPU `gpu_peak_memory_mb`, this process's peak of allocated GPU memory so far. The last step of
+    training is logged whatever `logging_steps` is (transformers would log none of the steps after the
+    last multiple, and TRL would put their metrics in the end-of-training row). When training
+    (re)starts, the end-of-training row of an earlier start is dropped (a continued run has one, its
+    own), and so are the rows of steps after the checkpoint it resumes from (a crash lost them; they
+    are trained and logged again): no step is logged twice.
     """
     import time
 
@@ -271,6 +273,8 @@ def metrics_callback(path: Path):
         def on_step_end(self, args, state, control, **kwargs):
             self.last_end = time.perf_counter()
             self.steps_since_logged += 1
+            if state.global_step >= state.max_steps:
+                control.should_log = True
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             timing = {}

@@ -1,7 +1,6 @@
 """The `logging` group as wandb's own environment variables, and the checks made before training."""
 
 import json
-import math
 import os
 import sys
 from types import SimpleNamespace
@@ -11,7 +10,7 @@ from omegaconf import OmegaConf
 
 from rlvr.config import LoggingConfig
 from rlvr.errors import ConfigError
-from rlvr.tracking.outputs import check_wandb, setup_wandb
+from rlvr.tracking.outputs import check_wandb, read_jsonl, setup_wandb
 
 
 @pytest.fixture
@@ -175,12 +174,13 @@ def test_rows_logged_every_few_steps_give_the_training_time_of_every_step(tmp_pa
     clock, real, here = iter([0.0, 1.0, 3.0, 6.0, 10.0]), time.perf_counter, threading.get_ident()
     # the first step begins at 0, the steps end at 1, 3, 6 and 10 (in this thread: other threads time their own work)
     monkeypatch.setattr(time, "perf_counter", lambda: next(clock) if threading.get_ident() == here else real())
-    state = SimpleNamespace(global_step=0, is_world_process_zero=True)
+    state = SimpleNamespace(global_step=0, is_world_process_zero=True, max_steps=4)
     for step in range(1, 5):
         if step == 1:
             callback.on_step_begin(None, state, None)
-        state.global_step = step
-        callback.on_step_end(None, state, None)
+        state.global_step, control = step, SimpleNamespace(should_log=False)
+        callback.on_step_end(None, state, control)
+        assert control.should_log == (step == 4)  # the last step is logged, whatever logging_steps is
         if step % 2 == 0:
             callback.on_log(None, state, None, logs={"loss": float(step), "reward": 0.5})
     monkeypatch.undo()
@@ -190,30 +190,33 @@ def test_rows_logged_every_few_steps_give_the_training_time_of_every_step(tmp_pa
     assert summary["train_seconds"] == 10.0 and summary["train_loss"] == 3.0 and summary["train_logged_steps"] == 2
 
 
-def test_a_run_that_logged_no_training_row_reports_the_loss_and_time_transformers_wrote_at_each_end(tmp_path):
-    """logging_steps above max_steps: train_loss was 0.0 (the mean of no rows), then NaN, and train_seconds 0.0,
-    though transformers wrote both at the end of training. Two starts that ended: weighted by their steps."""
+def test_the_steps_after_the_last_multiple_of_logging_steps_are_logged_and_summed(tmp_path):
+    """5 steps logged every 2: step 5 was in no training row (TRL put its reward in transformers'
+    end-of-training row), so metrics.json's train_loss, train_seconds and train_reward_last20 left it out."""
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    from rlvr.config import TinyModelConfig
+    from rlvr.models.loading import build_tiny_model, build_tiny_tokenizer
     from rlvr.recipes.common import training_curve_summary
+    from rlvr.tracking.outputs import metrics_callback
 
-    (tmp_path / "metrics.jsonl").write_text('{"step": 4, "train_runtime": 2.0, "train_loss": 0.69}\n')
-    summary = training_curve_summary(tmp_path)
-    assert (summary["train_loss"], summary["train_seconds"], summary["train_logged_steps"]) == (0.69, 2.0, 0)
-    assert math.isnan(summary["train_reward_first20"])
-    with open(tmp_path / "metrics.jsonl", "a") as rows:
-        rows.write('{"step": 4, "eval_loss": 0.5}\n{"step": 12, "train_runtime": 3.0, "train_loss": 0.6}\n')
-    summary = training_curve_summary(tmp_path)
-    assert summary["train_loss"] == pytest.approx((0.69 * 4 + 0.6 * 8) / 12) and summary["train_seconds"] == 5.0
-    (tmp_path / "metrics.jsonl").write_text("")
-    assert math.isnan(training_curve_summary(tmp_path)["train_loss"])
-
-
-def test_logging_steps_above_max_steps_is_warned_of_at_start_up(caplog):
-    from rlvr.recipes.common import warn_if_nothing_logged
-
-    with caplog.at_level("WARNING"):
-        warn_if_nothing_logged(SimpleNamespace(max_steps=4, logging_steps=10))
-        warn_if_nothing_logged(SimpleNamespace(max_steps=10, logging_steps=10))
-    assert [r.getMessage() for r in caplog.records] == [
-        "algorithm.logging_steps=10 is more than algorithm.max_steps=4: no training step is logged (metrics.jsonl, "
-        "plots, train_reward_*): lower algorithm.logging_steps"
-    ]
+    tokenizer = build_tiny_tokenizer()
+    args = GRPOConfig(
+        **dict(output_dir=str(tmp_path), max_steps=5, logging_steps=2, per_device_train_batch_size=4, num_generations=4),
+        **dict(max_completion_length=3, save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True),
+    )
+    trainer = GRPOTrainer(
+        model=build_tiny_model(OmegaConf.structured(TinyModelConfig), tokenizer, seed=0),
+        reward_funcs=lambda completions, **kw: [float(len(c)) for c in completions],
+        args=args,
+        processing_class=tokenizer,
+        train_dataset=Dataset.from_list([{"prompt": f"{i}+1="} for i in range(8)]),
+        callbacks=[metrics_callback(tmp_path / "metrics.jsonl")],
+    )
+    trainer.train()
+    rows = read_jsonl(tmp_path / "metrics.jsonl")
+    assert [row["step"] for row in rows if "loss" in row] == [2, 4, 5]
+    end = next(row for row in rows if "train_runtime" in row)
+    assert "reward" not in end  # every step's metrics are in a training row
+    assert training_curve_summary(tmp_path)["train_loss"] == pytest.approx(end["train_loss"], rel=1e-4)  # transformers' mean of 5 steps
