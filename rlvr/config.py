@@ -111,6 +111,7 @@ class DatasetConfig:
     sft_completion_template: str = "{gold}"  # target text of the warm-up stage
     max_train_samples: int | None = None
     max_eval_samples: int | None = 100
+    # The data's seed: a built-in generator's draws, mixing, holdout, sample limits; the run's `seed` leaves the data as it is.
     shuffle_seed: int = 0
     generator: dict[str, Any] = field(default_factory=dict)  # arguments of a builtin generator
     # {name_or_path: fraction (<= 1.0) or count (> 1)}: train on a mixture instead of `source`.
@@ -275,7 +276,7 @@ class Config:
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    seed: int = 0
+    seed: int = 0  # the run's: initialisation, sampling, data order (not the data itself: dataset.shuffle_seed)
     # None: offline exactly when the config names nothing on the Hub.
     offline: bool | None = None
     experiment: str | None = None

@@ -285,6 +285,9 @@ def read_hub(name: str, subset: str | None, split: str):
 
 
 def read_builtin(name: str, arguments: dict[str, Any], seed: int):
+    """The splits of built-in generator `name`, drawn with `arguments` (`dataset.generator`) and `seed`
+    (`dataset.shuffle_seed`: the run's seed leaves the data as it is, so runs of other seeds are
+    trained and evaluated on the same prompts)."""
     import datasets
 
     from rlvr.data import arithmetic, humaneval
@@ -292,6 +295,8 @@ def read_builtin(name: str, arguments: dict[str, Any], seed: int):
     generators = {"arithmetic": arithmetic.generate, "preferences": arithmetic.generate_preferences, "humaneval": humaneval.generate}
     if name not in generators:
         raise DataError(f"unknown built-in dataset 'builtin:{name}' (known: {', '.join(sorted(generators))})")
+    if "seed" in arguments:
+        raise DataError(f"dataset.generator.seed: builtin:{name} draws its rows with dataset.shuffle_seed (set that)")
     try:
         splits = generators[name](seed=seed, **arguments)
     except (TypeError, ValueError) as exc:
@@ -433,13 +438,13 @@ def _holdout(train, cfg, where: str):
     return parts["train"], parts["test"]
 
 
-def _builtin_splits(source: str, cfg, seed: int, prepare=None) -> dict:
+def _builtin_splits(source: str, cfg, prepare=None) -> dict:
     """The splits of the built-in generator `source` names (builtin:NAME), each prepared as read."""
-    splits = read_builtin(source.split(":", 1)[1], dict(cfg.generator), seed)
+    splits = read_builtin(source.split(":", 1)[1], dict(cfg.generator), cfg.shuffle_seed)
     return splits if prepare is None else {split: prepare(ds, f"{source} split '{split}'", _row_index) for split, ds in splits.items()}
 
 
-def read_splits(cfg, seed: int, prepare=None):
+def read_splits(cfg, prepare=None):
     """(train, eval) Datasets from `source` (or `mixer`), `eval_source`/`eval_split` or a holdout.
 
     `prepare(ds, where, label)` runs on each source as read, before mixing and holdout shuffle it.
@@ -447,14 +452,14 @@ def read_splits(cfg, seed: int, prepare=None):
     source = cfg.source
     builtin = source.startswith("builtin:") and not cfg.mixer
     if builtin:
-        splits = _builtin_splits(source, cfg, seed, prepare)
+        splits = _builtin_splits(source, cfg, prepare)
         train = splits["train"]
     elif cfg.mixer:
         train = mix(dict(cfg.mixer), lambda name: read_source(name, cfg, cfg.train_split, prepare), cfg.shuffle_seed)
     else:
         train = read_source(source, cfg, cfg.train_split, prepare)
     if cfg.eval_source and cfg.eval_source.startswith("builtin:"):  # a generator's eval rows, whatever the source
-        return train, _builtin_splits(cfg.eval_source, cfg, seed, prepare).get("test")
+        return train, _builtin_splits(cfg.eval_source, cfg, prepare).get("test")
     if cfg.eval_source:  # the user's own eval rows, whatever the source (a generator's tasks too)
         return train, read_source(cfg.eval_source, cfg, cfg.eval_split or "test", prepare)
     if builtin:
@@ -464,12 +469,12 @@ def read_splits(cfg, seed: int, prepare=None):
     return _holdout(train, cfg, "the mixture" if cfg.mixer else source)
 
 
-def load_prompt_datasets(cfg, seed: int = 0, required: Sequence[str] = ()):
+def load_prompt_datasets(cfg, required: Sequence[str] = ()):
     """(train, eval) Datasets for the `dataset` config, each row with a value in every `required` column
     (what the rewards need: `rewards.checks.required_columns`); eval is None when there is no eval data. Eval
     prompts that are also training prompts are counted in a warning (not for a built-in generator,
     whose small task space repeats by design)."""
-    train, evaluation = read_splits(cfg, seed, lambda ds, where, label: _with_prompts(ds, cfg, where, label, required))
+    train, evaluation = read_splits(cfg, lambda ds, where, label: _with_prompts(ds, cfg, where, label, required))
     train = _limit(train, f"dataset '{cfg.name}' ({cfg.source})", cfg.max_train_samples, cfg.shuffle_seed)
     if evaluation is not None:
         where = f"eval data of '{cfg.name}' ({cfg.eval_source or cfg.source})"

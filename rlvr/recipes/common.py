@@ -100,7 +100,7 @@ def load_rewarded_prompts(cfg, rewards):
     completion budget, not training's, by `fit_to_context`)."""
     from rlvr.data import load_prompt_datasets
 
-    train, evaluation = load_prompt_datasets(cfg.dataset, cfg.seed, required_columns(rewards))
+    train, evaluation = load_prompt_datasets(cfg.dataset, required_columns(rewards))
     if cfg.eval.split == "train":
         evaluation = train
     for dataset, where in ((train, "the train data"), (evaluation, "the eval data")):

@@ -75,7 +75,7 @@ def load_pairs(cfg, tokenizer, context: int | None = None):
     from rlvr.data.preferences import convert
 
     data = cfg.dataset
-    train, evaluation = read_splits(data, cfg.seed, lambda ds, where, label: convert(ds, data.preference, where, label))
+    train, evaluation = read_splits(data, lambda ds, where, label: convert(ds, data.preference, where, label))
     source = "the mixture" if data.mixer else data.source
     train, counts = prepare_split(train, cfg, tokenizer, "max_train_samples", f"dataset '{data.name}' ({source})", "train", context)
     if evaluation is not None:

@@ -285,3 +285,35 @@ def test_a_json_lines_file_with_blank_lines_and_a_column_of_numbers_and_text_is_
     bad.write_text('{"question": "1+1=", "answer": "2"}\n\n{"question": "2+2=", "answer": 4\n')
     with pytest.raises(DataError, match=f"^cannot read dataset file {bad}: line 3: "):
         load_prompt_datasets(dataset_cfg(source=str(bad), eval_holdout=0))
+
+
+def composed_data(*overrides):
+    """(train, eval) rows as the recipe of the composed config loads them: prompts, or preference pairs."""
+    from hydra import compose, initialize_config_dir
+
+    from rlvr.config import conf_dir, register_schemas
+
+    register_schemas()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=list(overrides))
+    if cfg.algorithm.name == "reward_model":
+        from rlvr.models.loading import build_tiny_tokenizer
+        from rlvr.recipes.reward_model import load_pairs
+
+        train, evaluation, _ = load_pairs(cfg, build_tiny_tokenizer())
+    else:
+        from rlvr.recipes.common import load_rewarded_prompts
+        from rlvr.rewards import build_rewards
+
+        train, evaluation = load_rewarded_prompts(cfg, build_rewards(cfg.reward.functions))
+    return train.to_list(), evaluation.to_list()
+
+
+@pytest.mark.parametrize("experiment", [[], ["algorithm=reward_model"]])
+def test_the_built_in_data_is_drawn_with_the_data_seed_not_the_runs(experiment):
+    """A sweep over `seed` trained and evaluated each seed on other prompts (1 of 100 eval rows alike):
+    its eval_after_accuracy differences were partly the data's."""
+    assert composed_data(*experiment, "seed=0") == composed_data(*experiment, "seed=1")
+    assert composed_data(*experiment, "dataset.shuffle_seed=1")[1] != composed_data(*experiment)[1]
+    with pytest.raises(DataError, match=r"^dataset.generator.seed: builtin:\w+ draws its rows with dataset.shuffle_seed \(set that\)$"):
+        composed_data(*experiment, "+dataset.generator.seed=1")

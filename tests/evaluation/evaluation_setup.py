@@ -47,5 +47,5 @@ class TinySetup:
         cfg = OmegaConf.structured(Config)
         cfg.dataset.generator = {"num_train": 4, "num_eval": rows}
         self.model, self.tokenizer = load_policy(cfg.model, 0)
-        _, self.dataset = load_prompt_datasets(cfg.dataset, 0)
+        _, self.dataset = load_prompt_datasets(cfg.dataset)
         self.rewards = checked_rewards([WeightedReward("length_class", LengthClassReward(name="length_class"), 1.0)])

@@ -116,16 +116,16 @@ def mixer_cfg(tmp_path, mixer):
 
 
 def test_mixer_fractions_and_counts(tmp_path):
-    train, _ = read_splits(mixer_cfg(tmp_path, (0.5, 7)), seed=0)
+    train, _ = read_splits(mixer_cfg(tmp_path, (0.5, 7)))
     sources = [row["src"] for row in train]
     assert (sources.count("a"), sources.count("b")) == (20, 7)
-    train, _ = read_splits(mixer_cfg(tmp_path, (1.0, 1.0)), seed=0)
+    train, _ = read_splits(mixer_cfg(tmp_path, (1.0, 1.0)))
     assert len(train) == 50
 
 
 def test_mixer_rejects_impossible_amounts(tmp_path):
     with pytest.raises(DataError, match=r"asks for 11 rows; it has 10"):
-        read_splits(mixer_cfg(tmp_path, (0.5, 11)), seed=0)
+        read_splits(mixer_cfg(tmp_path, (0.5, 11)))
 
 
 def test_strings_beside_message_lists_in_one_column_stay_strings(tmp_path):
@@ -136,7 +136,7 @@ def test_strings_beside_message_lists_in_one_column_stay_strings(tmp_path):
     rows.append({"chosen": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "rejected": "no"})
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     cfg = OmegaConf.merge(OmegaConf.structured(DatasetConfig), {"source": str(path), "eval_holdout": 0})
-    train, _ = read_splits(cfg, seed=0)
+    train, _ = read_splits(cfg)
     chosen = [row["chosen"] for row in train]
     assert sorted(c for c in chosen if isinstance(c, str)) == ["2", "[1]", "null"]
     assert [c for c in chosen if not isinstance(c, str)] == [rows[-1]["chosen"]]
