@@ -181,7 +181,7 @@ class AlgorithmConfig:
     max_steps: int = 1000
     num_train_epochs: float = 1.0
     per_device_train_batch_size: int = 64  # GRPO: completions, not prompts; reward_model: pairs
-    per_device_eval_batch_size: int = 8
+    per_device_eval_batch_size: int = 8  # reward_model (a GRPO-family run evaluates in eval.batch_size batches)
     eval_steps: int | None = None  # reward_model: evaluate every N steps (None: at the end only)
     center_rewards_coefficient: float | None = None  # reward_model: pull mean reward towards 0
     gradient_accumulation_steps: int = 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,17 +37,31 @@ class PolicySetup:
 NOT_TRL = {"name", "trl", "save_steps", "eval_steps", "fine_grained"}
 
 
+def ignored_algorithm_settings(cfg, read: set[str]) -> list[str]:
+    """`algorithm.<field>=<value>` for each field of `cfg.algorithm` moved from the schema's default that
+    is not among the fields the recipe reads (`read`; `name` and `trl` always are). The recipes warn of
+    them rather than refuse: a sweep over recipes shares its settings."""
+    from omegaconf import OmegaConf
+
+    from rlvr.config import AlgorithmConfig
+
+    schema, algorithm = OmegaConf.structured(AlgorithmConfig), OmegaConf.to_container(cfg.algorithm)
+    return [f"algorithm.{k}={algorithm[k]}" for k in schema if k not in {*read, "name", "trl"} and cfg.algorithm[k] != schema[k]]
+
+
+def config_fields(config_class) -> set[str]:
+    """The field names of a TRL config class."""
+    return {f.name for f in fields(config_class)}
+
+
 def trl_config(config_class, cfg, run_dir: Path, report_to: list[str], trainer_kwargs: dict, **extra):
     """A TRL config (GRPOConfig, RewardConfig, ...) from `cfg.algorithm`: the fields that class has,
     plus `algorithm.trl.*` passed through (checked by `rlvr.config.check_ranges`), plus the hardware
     arguments. One-line errors."""
-    import dataclasses
-
     from omegaconf import OmegaConf
 
     algorithm = OmegaConf.to_container(cfg.algorithm, resolve=True)
-    known = {f.name for f in dataclasses.fields(config_class)}
-    knobs = {k: v for k, v in algorithm.items() if k in known and k not in NOT_TRL}
+    knobs = {k: v for k, v in algorithm.items() if k in config_fields(config_class) and k not in NOT_TRL}
     save_steps, eval_steps = algorithm["save_steps"], algorithm["eval_steps"]
     schedule = {"save_strategy": "steps" if save_steps > 0 else "no", "save_steps": save_steps if save_steps > 0 else 500}
     if eval_steps:

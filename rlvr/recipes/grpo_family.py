@@ -11,11 +11,13 @@ from pathlib import Path
 from rlvr.recipes.common import (
     TRAIN_RESULT,
     calibrate_rewards,
+    config_fields,
     eval_callback,
     evaluate,
     final_model_saved,
     final_weights,
     finish,
+    ignored_algorithm_settings,
     load_trained_policy,
     restore_checkpoint,
     reuse_run_dir,
@@ -63,6 +65,17 @@ NEUTRAL_GENERATION_VALUES = SAMPLING_FILTERS | {
 }
 
 
+def policy_ignored_settings(cfg) -> list[str]:
+    """The settings of `algorithm` a GRPO-family run never reads: a field GRPOConfig lacks (the reward
+    model's center_rewards_coefficient), TRL's own eval batch (rlvr's evals run in eval.batch_size
+    batches), the fine-grained settings outside fgrpo, the vLLM engine's with `rollout=hf`."""
+    from trl import GRPOConfig
+
+    read = config_fields(GRPOConfig) - {"per_device_eval_batch_size"} | {"rollout"}
+    read |= {"fine_grained"} if cfg.algorithm.name == "fgrpo" else set()
+    return ignored_algorithm_settings(cfg, read | ({"vllm"} if cfg.algorithm.rollout == "vllm" else set()))
+
+
 def check(cfg, processes: int) -> None:
     """Refuse, in one line, settings a GRPO-family run cannot train with, before anything loads:
     - the reward model's `eval_steps`, and a LoRA adapter on lm_head (TRL refuses it, after loading);
@@ -74,11 +87,14 @@ def check(cfg, processes: int) -> None:
     - sampling filters and a LoRA dropout that a reasoning vocabulary's training would leave out
       (`check_untruncated_sampling`, `check_no_dropout`), and an explicit list of its source ids of the wrong
       length or with repeats (`check_source_id_list`);
-    - rewards with no signal to train on: none configured, or every weight 0 (`check_reward_signal`)."""
+    - rewards with no signal to train on: none configured, or every weight 0 (`check_reward_signal`).
+    Settings of `algorithm` this recipe never reads are named in a warning (`ignored_algorithm_settings`)."""
     check_reward_signal(cfg.reward.functions)
     a = cfg.algorithm
     if a.eval_steps is not None:
         raise ConfigError(f"algorithm.eval_steps={a.eval_steps} is for algorithm=reward_model: a GRPO run evaluates every eval.every_steps")
+    if ignored := policy_ignored_settings(cfg):
+        log.warning("%s: not read by algorithm=%s, which runs as without them", ", ".join(ignored), a.name)
     if cfg.model.lora.enabled and adapts_lm_head(cfg.model.lora.target_modules):
         raise ConfigError(
             f"model.lora.target_modules={cfg.model.lora.target_modules}: TRL applies no LoRA adapter to lm_head (leave it out)"

@@ -20,7 +20,9 @@ from rlvr.recipes.common import (
     TRAIN_RESULT,
     final_model_saved,
     final_weights,
+    config_fields,
     finish,
+    ignored_algorithm_settings,
     load_saved_model,
     restore_checkpoint,
     reuse_run_dir,
@@ -112,13 +114,8 @@ def policy_settings(cfg, overrides: list[str]) -> list[str]:
     """What a reward-model run would ignore: a field of `algorithm` that TRL's RewardConfig lacks, moved
     from the schema's default ("algorithm.beta=0.3"), and the `reward` or `eval` group in `overrides`."""
     import trl
-    from omegaconf import OmegaConf
 
-    from rlvr.config import AlgorithmConfig
-
-    schema, trains = OmegaConf.structured(AlgorithmConfig), {f.name for f in dataclasses.fields(trl.RewardConfig)} | {"name", "trl"}
-    algorithm = OmegaConf.to_container(cfg.algorithm)
-    moved = [f"algorithm.{k}={algorithm[k]}" for k in schema if k not in trains and cfg.algorithm[k] != schema[k]]
+    moved = ignored_algorithm_settings(cfg, config_fields(trl.RewardConfig))
     return [o for o in overrides if re.match(r"[+~]*(reward|eval)[.=]", o)] + moved
 
 

@@ -302,3 +302,24 @@ def test_the_reasoning_vocabularys_knobs_without_one_are_named_in_a_warning(capl
     )
     caplog.clear()
     assert refusal(grpo_family.check, config()) is None and "no effect" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ([], []),
+        (
+            ["algorithm.center_rewards_coefficient=0.5", "algorithm.per_device_eval_batch_size=3"],
+            ["per_device_eval_batch_size=3", "center_rewards_coefficient=0.5"],
+        ),
+        (["algorithm.fine_grained.eps=0.1", "algorithm.vllm.cpu_kv_cache_gib=2"], ["fine_grained={", "vllm={"]),
+        (["algorithm=fgrpo", "algorithm.fine_grained.eps=0.1", "algorithm.rollout=vllm", "algorithm.vllm.cpu_kv_cache_gib=2"], []),
+    ],
+)
+def test_the_algorithm_settings_a_grpo_run_never_reads_are_named(overrides, named):
+    """They were accepted without a word (a GRPO run with center_rewards_coefficient=0.5 trained as without it)."""
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    ignored = grpo_family.policy_ignored_settings(cfg)
+    assert [setting.removeprefix("algorithm.")[: len(prefix)] for setting, prefix in zip(ignored, named)] == named
+    assert len(ignored) == len(named)
