@@ -239,7 +239,7 @@ def metrics_callback(path: Path):
     """A transformers TrainerCallback writing every logged dict, with its step, to metrics.jsonl.
 
     Each training row also carries `step_seconds`: wall time per optimizer step since the previous
-    training row (generation, rewards, backward, optimizer, logging: all of it; one step's time when
+    training row (generation, rewards, backward, optimizer, logging, an eval during training: all of it; one step's time when
     every step is logged, the mean over the `logging_steps` a row stands for otherwise), and on a
     GPU `gpu_peak_memory_mb`, this process's peak of allocated GPU memory so far. The last step of
     training is logged whatever `logging_steps` is (transformers would log none of the steps after the
