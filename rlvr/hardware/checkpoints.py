@@ -1,6 +1,6 @@
 """Checkpoints of a run that can stop and come back: marked `COMPLETE` once the Trainer has written
-them, checked before a resume (a corrupt one is marked `CORRUPT` and the previous one used), rotated
-only after the new one is complete."""
+them (the marker lists each file and its size), checked before a resume (a corrupt one is marked
+`CORRUPT` and the previous one used), rotated only after the new one is complete."""
 
 from __future__ import annotations
 
@@ -47,11 +47,41 @@ def latest_complete_checkpoint(checkpoint_dir: Path) -> Path | None:
     return None
 
 
+def mark_complete(checkpoint: Path, step: int) -> None:
+    """Write `checkpoint`'s COMPLETE marker: its step, then the size of each file it holds, by path
+    (`checkpoint_problem` holds the checkpoint to them: a file deleted or cut since is found). Written
+    whole or not at all (a temporary file renamed)."""
+    partial = checkpoint / f".{COMPLETE}.tmp"
+    markers = {checkpoint / COMPLETE, checkpoint / CORRUPT, partial}
+    files = {str(f.relative_to(checkpoint)): f.stat().st_size for f in sorted(checkpoint.rglob("*")) if f.is_file() and f not in markers}
+    partial.write_text(f"{step}\n{json.dumps(files)}\n")
+    os.replace(partial, checkpoint / COMPLETE)
+
+
+def marked_files(checkpoint: Path) -> dict[str, int]:
+    """{file: size} as `mark_complete` listed them (ValueError if the marker does not parse)."""
+    lines = (checkpoint / COMPLETE).read_text().splitlines()
+    files = json.loads(lines[1]) if len(lines) > 1 else {}
+    if not (isinstance(files, dict) and all(isinstance(size, int) for size in files.values())):
+        raise ValueError("not a list of files and sizes")
+    return files
+
+
 def checkpoint_problem(path: Path) -> str | None:
-    """What makes a checkpoint unusable, found without reading a tensor: JSON files that do not parse,
-    safetensors whose header or size is off, torch files cut before their zip directory; None if none."""
+    """What makes a checkpoint unusable, found without reading a tensor: a file its COMPLETE marker
+    lists that is gone or of another size, JSON files that do not parse, safetensors whose header or
+    size is off, torch files cut before their zip directory; None if none."""
     if not (path / "trainer_state.json").is_file():
         return "no trainer_state.json"
+    try:
+        listed = marked_files(path) if (path / COMPLETE).exists() else {}
+    except (OSError, ValueError) as exc:
+        return f"{COMPLETE}: {exc}"
+    for name, size in listed.items():
+        if not (path / name).is_file():
+            return f"{name} is missing"
+        if (now := (path / name).stat().st_size) != size:
+            return f"{name} is {now} bytes, {size} when the checkpoint was marked complete"
     for file in sorted(path.rglob("*")):
         name = file.relative_to(path)
         try:

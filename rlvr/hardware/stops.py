@@ -16,7 +16,7 @@ import time
 from typing import Callable
 from pathlib import Path
 
-from rlvr.hardware.checkpoints import COMPLETE, rotate_checkpoints
+from rlvr.hardware.checkpoints import mark_complete, rotate_checkpoints
 from rlvr.hardware.distributed import agreed_stop, barrier, torchrun_launched
 
 log = logging.getLogger(__name__)
@@ -283,10 +283,11 @@ def checkpoint_callback(extra_files: dict[str, str] | None = None):
 
         def on_save(self, args, state, control, **kwargs):
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            barrier()  # every rank's files are written (its RNG state, its shards) before they are listed
             if state.is_world_process_zero and path.is_dir():
                 for name, text in (extra_files or {}).items():
                     (path / name).write_text(text)
-                (path / COMPLETE).write_text(f"{state.global_step}\n")
+                mark_complete(path, state.global_step)
                 rotate_checkpoints(path.parent, self.keep)
             if not self.requested:
                 return

@@ -93,3 +93,27 @@ def test_sound_checkpoints_are_used_and_with_none_left_the_run_starts_over(tmp_p
     not_an_optimizer_state(older / "optimizer.pt")
     assert latest_complete_checkpoint(tmp_path) is None
     assert [p.name for p in tmp_path.glob(f"*/{CORRUPT}")] and not list(tmp_path.glob(f"*/{COMPLETE}"))
+
+
+@pytest.mark.parametrize(
+    ("spoil", "why"),
+    [
+        (lambda path: (path / "optimizer.pt").unlink(), "optimizer.pt is missing"),
+        (lambda path: (path / "rng_state.pth").unlink(), "rng_state.pth is missing"),
+        (lambda path: (path / "model.safetensors").unlink(), "model.safetensors is missing"),
+        (lambda path: (path / "scheduler.pt").write_bytes(b""), "scheduler.pt is 0 bytes, "),
+    ],
+)
+def test_a_file_gone_or_cut_since_the_checkpoint_was_marked_complete_is_found(tmp_path, caplog, spoil, why):
+    """Without optimizer.pt or rng_state.pth the resume went on silently with a fresh optimizer or RNG (other
+    weights than the uninterrupted run's); without the weights every rerun died in the Trainer's traceback."""
+    from rlvr.hardware.checkpoints import mark_complete
+
+    older, newest = checkpoint(tmp_path, 2), checkpoint(tmp_path, 4)
+    mark_complete(newest, 4)
+    assert checkpoint_problem(newest) is None
+    spoil(newest)
+    with caplog.at_level(logging.WARNING):
+        assert latest_complete_checkpoint(tmp_path) == older
+    [line] = reported(caplog)
+    assert line.startswith(f"{newest} is marked complete but is corrupt ({why}")
