@@ -23,12 +23,21 @@ def prompt_id(prompt: Any) -> str:
     return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
 
 
+def check_a_file(path: Path) -> None:
+    """A DataError if `path` is there but is not a regular file: a FIFO would hang its reader or writer
+    for ever, a directory fail deep inside the write."""
+    if path.exists() and not path.is_file():
+        kind = "a directory" if path.is_dir() else "not a regular file (a FIFO, a socket or a device)"
+        raise DataError(f"{path} is {kind}, where rlvr reads and writes a file of rows: move it away")
+
+
 class JsonlWriter:
     """Appends JSON rows to a file, line-buffered so a crash loses at most the current line."""
 
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        check_a_file(path)
         drop_torn_tail(path)  # else the first new row would be glued to a torn one, corrupting both
         self._handle = open(path, "a", encoding="utf-8", buffering=1)
 
@@ -49,6 +58,7 @@ def read_jsonl(path: Path) -> list[dict]:
     crash, a full disk): dropped with a warning. A bad line anywhere else is corruption that no
     crash makes: a one-line DataError naming file and line, rather than rows silently lost. So is a
     line of JSON that is not an object (a row)."""
+    check_a_file(path)
     lines = path.read_bytes().split(b"\n")
     rows = []
     for number, line in enumerate(lines, 1):

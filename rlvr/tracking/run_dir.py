@@ -301,8 +301,13 @@ def check_run_dir(run_dir: Path, algorithm: str) -> None:
     holds a saved model or a checkpoint (`hydra.run.dir=RUN/final_model`, or `RUN/checkpoints/checkpoint-8`
     meant as "continue from here"), one inside another run (`RUN/eval`), a folder of other files
     (`hydra.run.dir=.` in a project: its metrics.jsonl, plots/ and eval/ were overwritten), and the
-    run dir of another algorithm's run (a reward model started in a stopped GRPO run's dir replaced its logs)."""
-    from rlvr.tracking.outputs import read_jsonl
+    run dir of another algorithm's run (a reward model started in a stopped GRPO run's dir replaced its logs),
+    and one where a file of the run is something else (a FIFO would hang the run, a directory fail it)."""
+    from rlvr.tracking.outputs import check_a_file, read_jsonl
+
+    for entry in [*run_dir.glob("*"), *run_dir.glob("eval/*")]:
+        if entry.suffix in (".json", ".jsonl", ".log", ".yaml") or not (entry.is_file() or entry.is_dir()):
+            check_a_file(entry)
 
     run = next((parent for parent in run_dir.absolute().parents[:2] if (parent / RUN_INFO).is_file()), None)  # RUN/x, RUN/x/y
     continue_run = f"to continue that run from its newest complete checkpoint, pass hydra.run.dir={run}"

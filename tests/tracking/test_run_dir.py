@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import re
 import shlex
 import socket
 import subprocess
@@ -11,7 +12,7 @@ import time
 
 import pytest
 
-from rlvr.errors import ConfigError
+from rlvr.errors import ConfigError, DataError
 from rlvr.tracking.provenance import run_info
 from rlvr.tracking.run_dir import CHECKPOINT_CONFIG, LOCK_NAME, RunDirLock, process_start_time, resume_changes
 
@@ -287,3 +288,29 @@ def test_the_run_dir_of_another_algorithms_run_is_refused(tmp_path):
         ConfigError, match=r"holds an algorithm=fgrpo run \(run_info.jsonl\): an algorithm=reward_model run is not continued"
     ):
         check_run_dir(tmp_path, "reward_model")
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "kind"),
+    [
+        ("run_info.jsonl", os.mkfifo, "not a regular file (a FIFO"),
+        ("rollouts.jsonl", os.mkfifo, "not a regular file (a FIFO"),
+        ("eval/before.jsonl", os.mkfifo, "not a regular file (a FIFO"),
+        ("metrics.jsonl", os.mkdir, "a directory"),
+    ],
+)
+def test_a_file_of_the_run_that_is_a_fifo_or_a_directory_is_refused_at_start_up(tmp_path, name, make, kind):
+    """A FIFO in its place hung the run for ever (at start-up or at the first write); a directory failed it
+    in a traceback after the model loaded. rlvr.plots hung on a FIFO metrics.jsonl the same way."""
+    from rlvr.tracking.outputs import read_jsonl
+    from rlvr.tracking.run_dir import check_run_dir
+
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "run_info.jsonl").write_text("")
+    (tmp_path / name).unlink(missing_ok=True)
+    make(tmp_path / name)
+    expected = rf"^{tmp_path / name} is {re.escape(kind)}.*, where rlvr reads and writes a file of rows: move it away$"
+    with pytest.raises(DataError, match=expected):
+        check_run_dir(tmp_path, "grpo")
+    with pytest.raises(DataError, match=expected):
+        read_jsonl(tmp_path / name)
