@@ -15,6 +15,11 @@ class DataError(RlvrError):
     pass
 
 
+class StorageError(RlvrError):
+    """The run dir's storage failed under a run (disk full, read-only, deleted): not a bug, and the run
+    dir stays resumable from its newest complete checkpoint (`rlvr.tracking.run_dir.storage_failure`)."""
+
+
 class ModelLoadError(RlvrError):
     pass
 

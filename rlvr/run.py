@@ -223,6 +223,7 @@ def hydra_main(cfg: DictConfig) -> float:
 
     from rlvr.hardware.distributed import is_main_process
     from rlvr.launcher import announce_job, end_stopped_job, is_multirun, objective_value, stop_when_launcher_gone
+    from rlvr.tracking.run_dir import storage_failure
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     announce_job(run_dir)
@@ -236,7 +237,10 @@ def hydra_main(cfg: DictConfig) -> float:
         fail(exc, run_dir, refused=accepted is None)
     except SystemExit as stop:
         end_stopped_job(stop)  # a job of a -m run in its own process: reported by the launching process
-    except Exception:
+    except Exception as exc:
+        if (storage := storage_failure(exc, accepted.run_dir if accepted else run_dir)) is not None:
+            logging.raiseExceptions = False  # a log line the full or read-only disk cannot take is dropped, not a traceback
+            fail(storage, run_dir, refused=accepted is None)
         # Not one of rlvr's errors: a bug, here or in a library. Hydra prints the traceback of a single run;
         # a -m job's reaches the launching process without its frames: its own log is where it is kept.
         log.exception(

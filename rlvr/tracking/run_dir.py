@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from rlvr.config import MAPPINGS
-from rlvr.errors import ConfigError
+from rlvr.errors import ConfigError, StorageError
 from rlvr.tracking.provenance import invoked_command
 
 log = logging.getLogger(__name__)
@@ -330,6 +330,35 @@ def check_run_dir(run_dir: Path, algorithm: str) -> None:
                 f"hydra.run.dir={run_dir} holds files that no rlvr run wrote ({shown}): a run would write among them; "
                 "pick a new or empty dir"
             )
+
+
+def storage_failure(exc: BaseException, run_dir: Path) -> StorageError | None:
+    """`exc` as a one-line StorageError when the run dir's storage caused it, found in the exception or
+    those it was raised from (libraries wrap the OSError: safetensors' I/O error, torch.save's "unexpected
+    pos"): the run dir gone, its disk full (the OSError, or no free space left now), or a file of it
+    not writable. None for any other failure."""
+    import errno
+    import shutil
+
+    from rlvr.hardware.stops import how_to_continue
+
+    chain: list[BaseException] = []
+    while exc is not None and exc not in chain:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    os_errors = [e for e in chain if isinstance(e, OSError) and e.errno is not None]
+    then = f"then {how_to_continue(run_dir)} continues the run from its newest complete checkpoint"
+    if not run_dir.is_dir():
+        return StorageError(f"the run dir {run_dir} was deleted or moved while the run wrote to it")
+    if (
+        any(e.errno in (errno.ENOSPC, errno.EDQUOT) for e in os_errors)
+        or any("No space left on device" in str(e) for e in chain)
+        or shutil.disk_usage(run_dir).free < 2**20
+    ):
+        return StorageError(f"no space left on the disk of the run dir {run_dir}: free some, {then}")
+    if denied := next((e for e in os_errors if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM)), None):
+        return StorageError(f"cannot write {denied.filename or run_dir} ({denied.strerror}): make the run dir writable, {then}")
+    return None
 
 
 def save_overrides(run_dir: Path) -> None:

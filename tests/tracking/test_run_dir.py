@@ -314,3 +314,26 @@ def test_a_file_of_the_run_that_is_a_fifo_or_a_directory_is_refused_at_start_up(
         check_run_dir(tmp_path, "grpo")
     with pytest.raises(DataError, match=expected):
         read_jsonl(tmp_path / name)
+
+
+def test_a_failure_of_the_run_dirs_storage_is_one_line_saying_how_to_continue(tmp_path):
+    """A full disk, a read-only run dir or one deleted under the run ended in a traceback "of a bug",
+    exit 1 (torch.save's own words for a full disk: "unexpected pos 190848 vs 190740")."""
+    import errno
+
+    from rlvr.tracking.run_dir import storage_failure
+
+    def raised(exc, cause):
+        exc.__cause__ = cause  # `raise exc from cause`
+        return exc
+
+    continues = f"then the same command with hydra.run.dir={tmp_path} continues the run from its newest complete checkpoint"
+    full = raised(RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1 vs 0"), OSError(errno.ENOSPC, "No space"))
+    assert str(storage_failure(full, tmp_path)) == f"no space left on the disk of the run dir {tmp_path}: free some, {continues}"
+    read_only = raised(ValueError("wrapped"), OSError(errno.EROFS, "Read-only file system", str(tmp_path / "metrics.jsonl")))
+    assert str(storage_failure(read_only, tmp_path)) == (
+        f"cannot write {tmp_path / 'metrics.jsonl'} (Read-only file system): make the run dir writable, {continues}"
+    )
+    assert storage_failure(raised(ValueError("a bug"), KeyError("x")), tmp_path) is None
+    gone = tmp_path / "moved"
+    assert str(storage_failure(FileNotFoundError(errno.ENOENT, "gone"), gone)).startswith(f"the run dir {gone} was deleted or moved")
