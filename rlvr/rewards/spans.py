@@ -3,7 +3,9 @@
 Contract (TRL's signature, another return type): `fn(prompts, completions, **columns)` returns, per
 completion, a list of spans `(score, (start_char, end_char), group)`; `group` names a reward group
 (format, accuracy, reasoning, ...). `SpanReward` adapts such a function for TRL (the scalar it
-logs is the sum of a completion's span scores) and keeps the spans for the trainer.
+logs is the sum of a completion's span scores) and keeps the spans for the trainer. A span function
+may also say which completions hold no answer at all (`fn.finds_no_answer(text) -> bool`): their
+outcome is `missing`, as a scalar reward's is, rather than `wrong`.
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ class SpanReward:
             sum(s for s, (start, end), _, _ in row if within(s, start, end, len(text)) is not None) * self.weight
             for row, text in zip(self.last_spans, texts)
         ]
-        self.last_outcomes = [_outcome(total, row, text) for total, row, text in zip(totals, self.last_spans, texts)]
+        no_answer = getattr(self.fn, "finds_no_answer", lambda text: False)
+        self.last_outcomes = [_outcome(total, row, text, no_answer(text)) for total, row, text in zip(totals, self.last_spans, texts)]
         return totals
 
     def checked_row(self, row: int, spans: Any, prompts) -> list[Span]:
@@ -101,14 +104,17 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) or (math.isfinite(value) and float(value).is_integer())
 
 
-def _outcome(total: float, spans: list[Span], text: str) -> Outcome:
+def _outcome(total: float, spans: list[Span], text: str, no_answer: bool) -> Outcome:
     """A completion's outcome: correct when it has accuracy-group spans and all of them score above 0
     (the span contract's sign rule: `check_answer_spans` holds the built-in spans' scores to it), else
-    wrong; its prediction, the text of its first accuracy span that training keeps (what maj@k votes on).
-    A completion without accuracy spans is judged on form only ("ok", correct None)."""
+    wrong, or missing where the function found `no_answer`; its prediction, the text of its first
+    accuracy span that training keeps (what maj@k votes on). A completion without accuracy spans is
+    judged on form only ("ok", correct None)."""
     accuracy = [(score, within(score, start, end, len(text))) for score, (start, end), group, _ in spans if group == "accuracy"]
     if not accuracy:
         return Outcome(total, "ok")
+    if no_answer:
+        return Outcome(total, "missing", None, False)
     correct = all(score > 0 for score, _ in accuracy)
     kept = [characters for _, characters in accuracy if characters is not None]
     return Outcome(total, "correct" if correct else "wrong", text[slice(*kept[0])] if kept else None, correct)
@@ -190,4 +196,5 @@ def check_answer_spans(name: str, format_score=0.5, correct=1.0, wrong=-1.0, rea
 
 
 answer_spans.preflight = check_answer_spans  # run at start-up and when the rewards are built (`rewards.base`)
+answer_spans.finds_no_answer = lambda text: _answer_match(text) is None  # its `missing` spans (SpanReward)
 SPAN_FUNCTIONS = (answer_spans,)  # the built-in span rewards, which train with algorithm=fgrpo only

@@ -627,11 +627,12 @@ def test_a_span_rewards_outcome_names_its_accuracy_spans_text_and_verdict():
     from rlvr.rewards.spans import SpanReward, answer_spans
 
     reward = SpanReward("answer_spans", answer_spans)
-    reward(prompts=["9+4="] * 3, completions=["13", "so 12", ""], answer=["13"] * 3)
+    reward(prompts=["9+4="] * 4, completions=["13", "so 12", "", "no idea"], answer=["13"] * 4)
     assert [(o.prediction, o.reason, o.correct) for o in reward.last_outcomes] == [
         ("13", "correct", True),
         ("12", "wrong", False),
-        ("", "wrong", False),
+        (None, "missing", False),  # no number at all: `missing` (and its score), as the scalar rewards say it
+        (None, "missing", False),
     ]
     reward = SpanReward("form", lambda completions, **_: [[(1.0, (0, 1), "format")] for _ in completions])
     reward(prompts=["p"], completions=["x"])
