@@ -195,6 +195,8 @@ def train(cfg, run_dir: Path, start: Start) -> dict[str, float]:
     use_compact_progress(trainer)
     if finishing:
         metrics = read_json(run_dir / TRAIN_RESULT)
+        # the final eval is logged at the step and epoch where training ended, not at those of an untrained trainer (0)
+        trainer.state.global_step, trainer.state.epoch = metrics["train_steps"], metrics.get("epoch")
     else:
         metrics = train_and_save(cfg, run_dir, trainer, tokenizer, train_pairs, start.checkpoint)
     metrics |= counts
@@ -223,7 +225,11 @@ def train_and_save(cfg, run_dir: Path, trainer, tokenizer, train_pairs, checkpoi
     with phase("saving the final model"):
         trainer.model = save_final_model(trainer, tokenizer, cfg.model, run_dir)
         # over every start of the run, as logged: transformers' training_loss covers this start's steps only
-        metrics = {"train_loss": training_curve_summary(run_dir)["train_loss"], "train_steps": trainer.state.global_step}
+        metrics = {
+            "train_loss": training_curve_summary(run_dir)["train_loss"],
+            "train_steps": trainer.state.global_step,
+            "epoch": trainer.state.epoch,
+        }
         if is_main_process():
             write_json(run_dir / TRAIN_RESULT, metrics)
     return metrics

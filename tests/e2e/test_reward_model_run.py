@@ -168,3 +168,7 @@ def test_a_reward_model_run_stopped_in_its_eval_is_finished_without_training(tmp
     finished = json.loads((tmp_path / "metrics.json").read_text())
     assert finished["train_steps"] == 20 and finished["train_loss"] == expected["train_loss"]
     assert finished["eval_pair_accuracy"] == expected["eval_pair_accuracy"]
+    # the final eval at the step and epoch training ended, as the first start logged it (not at step 0, epoch 0.0)
+    assert finished["epoch"] == expected["epoch"] > 0
+    evals = [row for row in read_jsonl(tmp_path / "metrics.jsonl") if "eval_loss" in row]
+    assert [row["step"] for row in evals] == [20, 20] and evals[0]["epoch"] == evals[1]["epoch"]
