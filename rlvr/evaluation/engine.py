@@ -32,6 +32,14 @@ def prompt_texts(prompts, tokenizer) -> list[str]:
     return list(prompts)
 
 
+def tokenized_prompts(prompts, tokenizer, **kwargs):
+    """`prompts` tokenized as TRL tokenizes them for training: a chat template's rendering as it is (the
+    template writes its own special tokens), text with the tokenizer's special tokens (the BOS a Llama
+    tokenizer adds: without it, an eval read other inputs than training). `kwargs` go to the tokenizer."""
+    chat = bool(prompts) and isinstance(prompts[0], list)
+    return tokenizer(prompt_texts(prompts, tokenizer), add_special_tokens=not chat, **kwargs)
+
+
 def sample_seed(seed: int, row: int, sample: int) -> int:
     """The generator seed of sample `sample` of eval row `row` (63 bits of a hash: unrelated streams)."""
     digest = hashlib.sha256(f"{seed}/{row}/{sample}".encode()).digest()
@@ -76,7 +84,7 @@ def generate_batch(
     stop = end_ids(model, tokenizer)
     padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
     try:
-        encoded = tokenizer(prompt_texts(prompts, tokenizer), return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        encoded = tokenized_prompts(prompts, tokenizer, return_tensors="pt", padding=True).to(device)
         if samples > 1:  # what num_return_sequences does, which greedy generation refuses
             encoded = {k: v.repeat_interleave(samples, dim=0) for k, v in encoded.items()}
         with torch.inference_mode():
@@ -132,8 +140,7 @@ def _each_times(values: list, times: int) -> list:
 def by_length(dataset, rows: list[int], tokenizer) -> list[int]:
     """`rows` longest prompt first: neighbours in a batch need little padding, and a batch too large
     for memory fails at the start, not after most of the eval."""
-    texts = prompt_texts(dataset[rows]["prompt"], tokenizer) if rows else []
-    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
+    lengths = [len(ids) for ids in tokenized_prompts(dataset[rows]["prompt"], tokenizer)["input_ids"]] if rows else []
     return [row for _, row in sorted(zip(lengths, rows), key=lambda pair: (-pair[0], pair[1]))]
 
 

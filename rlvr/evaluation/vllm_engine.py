@@ -39,9 +39,9 @@ class VllmCompleter:
         greedy, or sample i drawn with seed `seeds[i]` and `sampling`'s temperature, top_p, top_k."""
         from vllm import SamplingParams
 
-        from rlvr.evaluation.engine import prompt_texts
+        from rlvr.evaluation.engine import tokenized_prompts
 
-        ids = self.tokenizer(prompt_texts(prompts, self.tokenizer), add_special_tokens=False)["input_ids"]
+        ids = tokenized_prompts(prompts, self.tokenizer)["input_ids"]
         requests = [{"prompt_token_ids": one} for one in ids for _ in range(samples)]
         common = {"max_tokens": max_new_tokens, "stop_token_ids": self.stop, "detokenize": False}
         if seeds is None:

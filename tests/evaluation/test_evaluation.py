@@ -155,3 +155,24 @@ def test_without_a_reward_that_judges_correctness_no_accuracy_is_reported():
         {"completion": "b", "correct": None, "reward": 0.0, "new_tokens": 5, "truncated": True},
     ]
     assert summarise(rows, "after") == {"eval_after_reward": 0.5, "eval_after_mean_new_tokens": 4.0, "eval_after_truncated_frac": 0.5}
+
+
+def test_eval_prompts_are_tokenized_as_training_tokenizes_them():
+    """A tokenizer that adds a BOS (Llama's) got it on every plain-text prompt in training (TRL) and on
+    none in the evals: 6 of 16 greedy answers of a probe's model changed with it."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    from rlvr.evaluation.engine import tokenized_prompts
+
+    words = {"<s>": 0, "</s>": 1, "<pad>": 2, "[UNK]": 3, "3": 4, "+": 5, "5": 6, "=": 7}
+    backend = Tokenizer(models.WordLevel(words, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
+    plain = ["3 + 5 ="]
+    assert tokenized_prompts(plain, tokenizer)["input_ids"] == tokenizer(text=plain)["input_ids"] == [[0, 4, 5, 6, 7]]  # TRL's call
+    chat = [[{"role": "user", "content": "3 + 5 ="}]]
+    as_trained = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+    assert tokenized_prompts(chat, tokenizer)["input_ids"] == as_trained
