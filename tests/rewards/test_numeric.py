@@ -70,6 +70,14 @@ def test_a_comma_groups_thousands_only():
     assert [last_number(t) for t in ("pay 1,000 now", "a -1,234.5 b", "1,2,3")] == ["1,000", "-1,234.5", "3"]
 
 
+def test_a_run_of_more_digits_than_a_number_holds_is_no_number():
+    """Its last digits were read as a number: '10000000000000000000000000000004' scored correct for gold 4."""
+    long_run = "1" + "0" * 30 + "4"
+    [outcome] = LastNumberReward().score([f"the result is {long_run}"], ["4"])
+    assert (outcome.reward, outcome.reason) == (0.0, "missing")
+    assert [last_number(t) for t in (long_run, f"{long_run} so 7", "9" * 31)] == [None, "7", "9" * 31]
+
+
 def test_a_reward_without_gold_column_says_so():
     from rlvr.errors import ConfigError
 
