@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from rlvr._compat import keep_4bit_weights_trainable
 from rlvr.errors import ConfigError, ModelLoadError
 from rlvr.models.hub import is_offline, looks_like_path
 from rlvr.models.machine_cache import built_once
+
+log = logging.getLogger(__name__)
 
 TINY = "tiny"
 SPECIAL_TOKENS = {"eos_token": "<|endoftext|>", "pad_token": "<|pad|>"}
@@ -310,7 +313,37 @@ def load_pretrained(cfg, auto_class_name: str = "AutoModelForCausalLM", **model_
         raise ModelLoadError(f"cannot load model '{name}': {str(exc).splitlines()[0]}") from exc
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if auto_class_name == "AutoModelForCausalLM":
+        model.generation_config = token_ids_only(model.generation_config, name)
     return model, tokenizer
+
+
+GENERATION_TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
+
+
+def token_ids_only(generation_config, name: str):
+    """A model's generation config with its token ids only. rlvr samples with algorithm.* and evaluates
+    with eval.*, and transformers fills every setting a generate call leaves unset from the model's
+    generation_config.json: Qwen2.5-Instruct's repetition_penalty 1.1 acted in the greedy evals and not
+    in training (TRL sets it), its no_repeat_ngram_size or min_new_tokens would act in both. The settings
+    dropped are named in a warning; final_model/ is saved without them."""
+    from transformers import GenerationConfig
+
+    kept = {k: v for k in GENERATION_TOKEN_IDS if (v := getattr(generation_config, k, None)) is not None}
+    defaults = GenerationConfig._get_default_generation_params()
+    dropped = {
+        k: v
+        for k, v in generation_config.to_diff_dict().items()
+        if k not in GENERATION_TOKEN_IDS and not k.startswith(("_", "transformers_", "output_")) and v not in (None, False, defaults.get(k))
+    }
+    if dropped:
+        log.warning(
+            "%s: the generation settings of its generation_config.json (%s) are left out: rlvr samples with algorithm.* "
+            "and evaluates with eval.* settings alone",
+            name,
+            ", ".join(f"{k}={v}" for k, v in dropped.items()),
+        )
+    return GenerationConfig(**kept)
 
 
 def load_policy(cfg, seed: int, device: str = "cpu"):

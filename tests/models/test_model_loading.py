@@ -153,3 +153,26 @@ def test_the_tiny_models_head_counts_are_checked_before_it_is_built(shape, refus
     else:
         with pytest.raises(ConfigError, match=refusal):
             check_tiny_shape(model)
+
+
+def test_a_models_own_generation_settings_are_left_out_and_named(tmp_path, caplog):
+    """Qwen2.5-Instruct's generation_config.json has repetition_penalty 1.1: transformers applied it in
+    rlvr's greedy evals (a probe's `8+0=` answered 12, not 8) though training (TRL) never did."""
+    from rlvr.evaluation.engine import generate_batch
+
+    model, tokenizer = load_policy(OmegaConf.structured(ModelConfig), seed=0)
+    eos = model.generation_config.eos_token_id
+    model.generation_config.update(do_sample=True, temperature=7.0, top_k=3, repetition_penalty=3.0, no_repeat_ngram_size=1, max_length=12)
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    loaded, _ = load_policy(OmegaConf.merge(OmegaConf.structured(ModelConfig), {"name_or_path": str(tmp_path)}), seed=0)
+    assert loaded.generation_config.to_diff_dict() | {"transformers_version": None} == {
+        "eos_token_id": eos,
+        "pad_token_id": tokenizer.pad_token_id,
+        "transformers_version": None,
+    }
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "do_sample=True, temperature=7.0, top_k=3, repetition_penalty=3.0, no_repeat_ngram_size=1" in warning
+    model.generation_config.update(do_sample=False, temperature=None, top_k=None, repetition_penalty=None, no_repeat_ngram_size=None)
+    plain = generate_batch(model, tokenizer, ["3+3=", "1+2+3+4="], max_new_tokens=8)  # greedy, nothing else
+    assert generate_batch(loaded, tokenizer, ["3+3=", "1+2+3+4="], max_new_tokens=8) == plain
