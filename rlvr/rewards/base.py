@@ -37,6 +37,9 @@ class Reward(ABC):
     needs_gold = True
     # The data columns it reads besides the gold answer (`take_columns`): {name: a value needed in every row}
     data_columns: dict[str, bool] = {}
+    # `reward.functions.<name>.answer_after` ("</think>"): it reads only what follows the last such marker
+    # (the answer, not the reasoning before it), or the whole completion where there is none.
+    answer_after: str | None = None
 
     def __init__(self, name: str | None = None):
         self.__name__ = name or type(self).__name__  # TRL names metrics after __name__
@@ -48,6 +51,8 @@ class Reward(ABC):
 
     def __call__(self, prompts=None, completions=(), answer=None, log_metric=None, **columns: Any) -> list[float]:
         texts = [completion_text(c) for c in completions]
+        if self.answer_after:
+            texts = [text.rpartition(self.answer_after)[2] if self.answer_after in text else text for text in texts]
         if self.needs_gold and answer is None:
             raise ConfigError(f"reward '{self.__name__}' needs an 'answer' column in the data")
         self.take_columns(columns)
@@ -153,9 +158,12 @@ def build_rewards(functions: dict[str, Any]) -> list[WeightedReward]:
         weight = reward_weight(name, entry)
         entry.pop("weight", None)
         timeout_s = entry.pop("timeout_s") if runs_in_worker(obj, entry) else None
+        answer_after = entry.pop("answer_after", None)
+        check_answer_after(name, obj, answer_after)
         try:
             if inspect.isclass(obj):
                 fn = obj(name=name, **entry) if issubclass(obj, Reward) else obj(**entry)
+                fn.answer_after = answer_after
             else:
                 if hasattr(obj, "preflight"):  # a built-in function's checks of its arguments (a class's run in __init__)
                     obj.preflight(name, **entry)
@@ -203,6 +211,7 @@ def preflight_rewards(functions: dict[str, Any]) -> None:
         reward_weight(name, entry)
         arguments = {k: v for k, v in entry.items() if k not in ("_target_", "weight")}
         target = reward_target(name, entry)
+        check_answer_after(name, target, arguments.pop("answer_after", None))
         check_arguments(name, target, arguments)
         if runs_in_worker(target, arguments):
             check_timeout(name, arguments["timeout_s"])
@@ -240,6 +249,18 @@ def check_arguments(name: str, target: Any, arguments: dict) -> None:
     for key in arguments:
         if key not in known:
             raise ConfigError(f"reward.functions.{name}.{key}: {target.__name__} takes no '{key}'{did_you_mean(key, known)}")
+
+
+def check_answer_after(name: str, target: Any, marker: Any) -> None:
+    """`reward.functions.<name>.answer_after`, if set: a marker (non-empty text) for one of rlvr's reward classes."""
+    import inspect
+
+    if marker is None:
+        return
+    if not (inspect.isclass(target) and issubclass(target, Reward)):
+        raise ConfigError(f"reward.functions.{name}.answer_after is for rlvr's reward classes: {target.__name__} reads what it is given")
+    if not isinstance(marker, str) or not marker:
+        raise ConfigError(f"reward.functions.{name}.answer_after={marker!r} must be the text that ends the reasoning (e.g. '</think>')")
 
 
 def check_timeout(name: str, timeout_s: Any) -> None:

@@ -131,3 +131,38 @@ def test_a_near_miss_of_a_named_parameter_going_to_kwargs_is_a_warning(caplog):
     preflight_rewards({"mine": {"_target_": f"{__name__}.brevity", "max_chrs": 2}})
     [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert warning == "reward.functions.mine.max_chrs goes to brevity's **kwargs, not to its parameter (did you mean 'max_chars'?)"
+
+
+@pytest.mark.parametrize("preset", ["math_verify_think", "flexible_think"])
+def test_the_think_presets_read_the_answer_after_the_reasoning(preset):
+    """Their correctness reward read the whole completion: a \\boxed{4} the reasoning considered and dropped
+    scored correct for gold 4 under 'The answer is 3' (the reader, shown no think block, sees 3)."""
+    from hydra import compose, initialize_config_dir
+
+    from rlvr.config import conf_dir, register_schemas
+
+    register_schemas()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        functions = compose(config_name="config", overrides=[f"reward={preset}"]).reward.functions
+    judge = next(r for r in build_rewards(functions) if r.name != "think_format")
+    completions = [
+        "<think>maybe \\boxed{4}? no.</think>The answer is $3$.",
+        "<think>is it 4?</think>I do not know.",
+        "<think>3 or 4?</think>\\boxed{4}",
+        "\\boxed{4}",  # no think block: the whole completion
+    ]
+    judge.fn(completions=completions, answer=["4"] * 4)
+    assert [o.correct for o in judge.fn.last_outcomes] == [False, False, True, True]
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"_target_": f"{__name__}.brevity", "answer_after": "</think>"}, "answer_after is for rlvr's reward classes"),
+        ({"_target_": "rlvr.rewards.numeric.LastNumberReward", "answer_after": ""}, "answer_after='' must be the text"),
+    ],
+)
+def test_answer_after_is_refused_where_it_could_not_act(entry, message):
+    for check in (preflight_rewards, build_rewards):
+        with pytest.raises(ConfigError, match=message):
+            check({"r": entry})
