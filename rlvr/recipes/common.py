@@ -49,6 +49,36 @@ def ignored_algorithm_settings(cfg, read: set[str]) -> list[str]:
     return [f"algorithm.{k}={algorithm[k]}" for k in schema if k not in {*read, "name", "trl"} and cfg.algorithm[k] != schema[k]]
 
 
+def own_overrides() -> list[str]:
+    """This job's command-line overrides (none outside a Hydra app)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def chosen_option(group: str) -> str | None:
+    """The option of config group `group` this job composed (None outside a Hydra app)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().runtime.choices.get(group) if HydraConfig.initialized() else None
+
+
+def check_warm_up_meant(cfg) -> None:
+    """Refuse in one line a model of the user's own (`model.name_or_path`) under the built-in model's
+    preset, whose SFT warm-up (made for a random model) would train it first, unless the warm-up is set
+    on the command line: `model.name_or_path=/my/model` alone ran 100 steps at lr 1e-3 on a pretrained model."""
+    steps = cfg.model.warmup_sft_steps
+    if cfg.model.name_or_path == "tiny" or not steps or chosen_option("model") != "tiny":
+        return
+    if any(o.lstrip("+~").startswith("model.warmup_sft_steps=") for o in own_overrides()):
+        return
+    raise ConfigError(
+        f"model.name_or_path={cfg.model.name_or_path} under model=tiny, whose preset warms the built-in random model up for "
+        f"{steps} SFT steps (lr {cfg.model.warmup_sft_learning_rate}) and would train yours first: name your model's preset "
+        "(model=qwen2.5_0.5b_instruct model.name_or_path=...), or set model.warmup_sft_steps (0: no warm-up)"
+    )
+
+
 def config_fields(config_class) -> set[str]:
     """The field names of a TRL config class."""
     return {f.name for f in fields(config_class)}

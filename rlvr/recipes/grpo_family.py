@@ -11,6 +11,7 @@ from pathlib import Path
 from rlvr.recipes.common import (
     TRAIN_RESULT,
     calibrate_rewards,
+    check_warm_up_meant,
     config_fields,
     eval_callback,
     evaluate,
@@ -88,8 +89,10 @@ def check(cfg, processes: int) -> None:
       (`check_untruncated_sampling`, `check_no_dropout`), and an explicit list of its source ids of the wrong
       length or with repeats (`check_source_id_list`);
     - rewards with no signal to train on: none configured, or every weight 0 (`check_reward_signal`).
+    - a model of the user's own under the built-in model's preset and its warm-up (`check_warm_up_meant`).
     Settings of `algorithm` this recipe never reads are named in a warning (`ignored_algorithm_settings`)."""
     check_reward_signal(cfg.reward.functions)
+    check_warm_up_meant(cfg)
     a = cfg.algorithm
     if a.eval_steps is not None:
         raise ConfigError(f"algorithm.eval_steps={a.eval_steps} is for algorithm=reward_model: a GRPO run evaluates every eval.every_steps")

@@ -23,6 +23,7 @@ from rlvr.recipes.common import (
     config_fields,
     finish,
     ignored_algorithm_settings,
+    own_overrides,
     load_saved_model,
     restore_checkpoint,
     reuse_run_dir,
@@ -117,13 +118,6 @@ def policy_settings(cfg, overrides: list[str]) -> list[str]:
 
     moved = ignored_algorithm_settings(cfg, config_fields(trl.RewardConfig))
     return [o for o in overrides if re.match(r"[+~]*(reward|eval)[.=]", o)] + moved
-
-
-def own_overrides() -> list[str]:
-    """This job's command-line overrides (none outside a Hydra app)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
 def preflight(cfg, run_dir: Path) -> Start:

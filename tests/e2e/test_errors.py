@@ -76,6 +76,25 @@ def test_model_directory_without_a_model_is_refused_before_the_run_dir_is_writte
     assert not (tmp_path / "run").exists()
 
 
+def test_a_model_of_ones_own_under_the_built_in_models_warm_up_is_refused(tmp_path):
+    """`model.name_or_path=/my/model` alone kept model=tiny's 100-step SFT warm-up (lr 1e-3, made for a random
+    model): a pretrained model was fine-tuned before its first eval, with an INFO line."""
+    from rlvr.models.loading import build_tiny_model, build_tiny_tokenizer
+
+    from omegaconf import OmegaConf
+
+    from rlvr.config import TinyModelConfig
+
+    tokenizer = build_tiny_tokenizer()
+    build_tiny_model(OmegaConf.structured(TinyModelConfig), tokenizer, seed=0).save_pretrained(tmp_path / "mine")
+    tokenizer.save_pretrained(tmp_path / "mine")
+    line = one_line_error(refused_in_process(f"model.name_or_path={tmp_path / 'mine'}", f"hydra.run.dir={tmp_path / 'run'}"))
+    assert line.startswith(f"rlvr: error: model.name_or_path={tmp_path / 'mine'} under model=tiny, whose preset warms")
+    assert line.endswith("or set model.warmup_sft_steps (0: no warm-up)")
+    with pytest.raises(pytest.fail.Exception, match="refused_in_process is for refusals"):  # set on the command line: meant
+        refused_in_process(f"model.name_or_path={tmp_path / 'mine'}", "model.warmup_sft_steps=3", f"hydra.run.dir={tmp_path / 'run'}")
+
+
 def test_a_run_dir_or_an_adapter_as_the_model_names_what_to_pass(tmp_path):
     from rlvr.errors import ModelLoadError
     from rlvr.models.loading import check_reachable
