@@ -12,6 +12,7 @@ import tempfile
 from rlvr.errors import DataError
 
 log = logging.getLogger(__name__)
+SFT_LENGTH = 1024  # TRL's SFTConfig.max_length: the longest warm-up pair, also for models of a longer context
 
 
 def sft_dataset(train, template: str, chat: bool):
@@ -32,12 +33,17 @@ def sft_dataset(train, template: str, chat: bool):
 
 
 def sft_warmup(model, tokenizer, train, cfg, trainer_kwargs: dict, seed: int):
-    """Train `model` in place for `cfg.model.warmup_sft_steps` steps; returns the final SFT loss."""
+    """Train `model` in place for `cfg.model.warmup_sft_steps` steps; returns the final SFT loss. Each
+    prompt + target is cut to the model's context (TRL's SFT length where that is longer), and the
+    pairs cut are counted in a warning: a longer one failed deep inside the model's forward (GPT-2's
+    learned positions) or trained past the positions it has (RoPE)."""
     from trl import SFTConfig, SFTTrainer
 
+    from rlvr.data.lengths import context_length
     from rlvr.hardware.stops import phase
 
     steps = cfg.model.warmup_sft_steps
+    max_length = min(context_length(model) or SFT_LENGTH, SFT_LENGTH)
     pairs = sft_dataset(train, cfg.dataset.sft_completion_template, cfg.dataset.chat)
     with phase("the SFT warm-up"), tempfile.TemporaryDirectory(prefix="rlvr-warmup-") as tmp:
         args = SFTConfig(
@@ -50,9 +56,12 @@ def sft_warmup(model, tokenizer, train, cfg, trainer_kwargs: dict, seed: int):
             save_strategy="no",
             report_to=[],
             seed=seed,
+            max_length=max_length,
             **trainer_kwargs,
         )
         trainer = SFTTrainer(model=model, args=args, train_dataset=pairs, processing_class=tokenizer)
+        if cut := sum(len(ids) >= max_length for ids in trainer.train_dataset["input_ids"]):
+            log.warning("SFT warm-up: %d of %d prompt + target pairs reach %d tokens and are cut there", cut, len(pairs), max_length)
         result = trainer.train()
     log.info("SFT warm-up: %d steps, final loss %.4f", steps, result.training_loss)
     return result.training_loss

@@ -323,3 +323,20 @@ def test_the_algorithm_settings_a_grpo_run_never_reads_are_named(overrides, name
     ignored = grpo_family.policy_ignored_settings(cfg)
     assert [setting.removeprefix("algorithm.")[: len(prefix)] for setting, prefix in zip(ignored, named)] == named
     assert len(ignored) == len(named)
+
+
+def test_warm_up_pairs_longer_than_the_context_are_cut_to_it_and_counted(caplog):
+    """The SFT warm-up ran at TRL's 1024 tokens whatever the model's context: a GPT-2 (learned positions)
+    failed deep inside its forward on a long gold, a RoPE model trained past the positions it has."""
+    from datasets import Dataset
+
+    from rlvr.models.loading import build_tiny_model, build_tiny_tokenizer
+    from rlvr.recipes.warmup import sft_warmup
+
+    cfg = OmegaConf.merge(OmegaConf.structured(Config), {"model": {"warmup_sft_steps": 1, "tiny": {"max_position_embeddings": 32}}})
+    tokenizer = build_tiny_tokenizer()
+    model = build_tiny_model(cfg.model.tiny, tokenizer, seed=0)
+    rows = Dataset.from_list([{"prompt": "1+1=", "answer": "2"}, {"prompt": "1+2=", "answer": "3 " * 40}])
+    with caplog.at_level("WARNING"):
+        sft_warmup(model, tokenizer, rows, cfg, {"use_cpu": True}, seed=0)
+    assert "SFT warm-up: 1 of 2 prompt + target pairs reach 32 tokens and are cut there" in caplog.messages
