@@ -514,14 +514,16 @@ def check_lora_targets(model, lora_cfg) -> None:
     """A one-line error for `model.lora.target_modules` names the model lacks (peft's own error is a
     traceback from inside TRL's trainer). A string is peft's regex or "all-linear": peft checks it."""
     import torch
+    from transformers.pytorch_utils import Conv1D
 
     target = lora_cfg.target_modules
     if not lora_cfg.enabled or isinstance(target, str):
         return
     names = [name for name, _ in model.named_modules()]
     missing = [t for t in target if not any(name == t or name.endswith("." + t) for name in names)]
-    if missing:
-        linear = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)})
+    if missing:  # GPT-2's projections are transformers' Conv1D, a linear layer to LoRA
+        layers = (torch.nn.Linear, Conv1D)
+        linear = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, layers)})
         raise ConfigError(
             f"model.lora.target_modules: {', '.join(missing)} not in {type(model).__name__}; its linear layers are {', '.join(linear)}"
         )

@@ -176,3 +176,16 @@ def test_a_models_own_generation_settings_are_left_out_and_named(tmp_path, caplo
     model.generation_config.update(do_sample=False, temperature=None, top_k=None, repetition_penalty=None, no_repeat_ngram_size=None)
     plain = generate_batch(model, tokenizer, ["3+3=", "1+2+3+4="], max_new_tokens=8)  # greedy, nothing else
     assert generate_batch(loaded, tokenizer, ["3+3=", "1+2+3+4="], max_new_tokens=8) == plain
+
+
+def test_a_lora_target_the_model_lacks_names_gpt2s_projections_too():
+    """GPT-2's projections are transformers' Conv1D, which LoRA adapts: the line named lm_head alone."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from rlvr.errors import ConfigError
+    from rlvr.models.loading import check_lora_targets
+
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64, n_positions=24, bos_token_id=0, eos_token_id=0))
+    lora = OmegaConf.merge(OmegaConf.structured(ModelConfig).lora, {"enabled": True, "target_modules": ["q_proj"]})
+    with pytest.raises(ConfigError, match="q_proj not in GPT2LMHeadModel; its linear layers are c_attn, c_fc, c_proj, lm_head$"):
+        check_lora_targets(model, lora)
