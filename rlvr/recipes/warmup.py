@@ -32,6 +32,22 @@ def sft_dataset(train, template: str, chat: bool):
     return train.map(to_pair, with_indices=True, remove_columns=train.column_names, desc="warm-up targets")
 
 
+def warn_if_no_end_is_taught(model, tokenizer, pair: dict) -> None:
+    """A warning when the chat template ends an assistant turn with none of the ids that end generation:
+    the warm-up's targets then hold no end, and the policy learns to write on to max_completion_length."""
+    from rlvr.evaluation.engine import end_ids
+
+    prompt = tokenizer.apply_chat_template(pair["prompt"], add_generation_prompt=True, tokenize=False)
+    whole = tokenizer.apply_chat_template(pair["prompt"] + pair["completion"], tokenize=False)
+    target = tokenizer(whole[len(prompt) :] if whole.startswith(prompt) else whole, add_special_tokens=False)["input_ids"]
+    if not set(end_ids(model, tokenizer)) & set(target):
+        log.warning(
+            "SFT warm-up: the chat template ends an assistant turn with none of the ids that end generation (%s): the warm-up "
+            "teaches no end, so completions run on to algorithm.max_completion_length",
+            tokenizer.convert_ids_to_tokens(end_ids(model, tokenizer)),
+        )
+
+
 def sft_warmup(model, tokenizer, train, cfg, trainer_kwargs: dict, seed: int):
     """Train `model` in place for `cfg.model.warmup_sft_steps` steps; returns the final SFT loss. Each
     prompt + target is cut to the model's context (TRL's SFT length where that is longer), and the
@@ -45,6 +61,8 @@ def sft_warmup(model, tokenizer, train, cfg, trainer_kwargs: dict, seed: int):
     steps = cfg.model.warmup_sft_steps
     max_length = min(context_length(model) or SFT_LENGTH, SFT_LENGTH)
     pairs = sft_dataset(train, cfg.dataset.sft_completion_template, cfg.dataset.chat)
+    if cfg.dataset.chat and len(pairs):
+        warn_if_no_end_is_taught(model, tokenizer, pairs[0])
     with phase("the SFT warm-up"), tempfile.TemporaryDirectory(prefix="rlvr-warmup-") as tmp:
         args = SFTConfig(
             output_dir=tmp,

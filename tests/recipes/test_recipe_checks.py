@@ -340,3 +340,23 @@ def test_warm_up_pairs_longer_than_the_context_are_cut_to_it_and_counted(caplog)
     with caplog.at_level("WARNING"):
         sft_warmup(model, tokenizer, rows, cfg, {"use_cpu": True}, seed=0)
     assert "SFT warm-up: 1 of 2 prompt + target pairs reach 32 tokens and are cut there" in caplog.messages
+
+
+def test_a_chat_template_that_ends_no_turn_is_named_before_the_warm_up(caplog):
+    """An assistant turn rendered without an end-of-generation id: the warm-up's targets held no end, and
+    the policy learned to write to max_completion_length, without a word."""
+    from rlvr.models.loading import build_tiny_model, build_tiny_tokenizer
+    from rlvr.recipes.warmup import warn_if_no_end_is_taught
+
+    tokenizer = build_tiny_tokenizer()
+    model = build_tiny_model(OmegaConf.structured(TinyModelConfig), tokenizer, seed=0)
+    pair = {"prompt": [{"role": "user", "content": "1+1="}], "completion": [{"role": "assistant", "content": "2"}]}
+    templates = {
+        True: "{% for m in messages %}{{ m['content'] + eos_token }}{% endfor %}",
+        False: "{% for m in messages %}{{ m['content'] }} {% endfor %}",
+    }
+    for ends, template in templates.items():
+        tokenizer.chat_template = template
+        caplog.clear()
+        warn_if_no_end_is_taught(model, tokenizer, pair)
+        assert any("teaches no end" in m for m in caplog.messages) != ends
