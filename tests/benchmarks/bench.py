@@ -853,7 +853,7 @@ def bench_eval(
         cfg.dataset.generator = {"num_train": 1, "num_eval": prompts}
         model, tokenizer = load_policy(cfg.model, 0)
         model.eval()
-        _, dataset = load_prompt_datasets(cfg.dataset, 0)
+        _, dataset = load_prompt_datasets(cfg.dataset)
         rewards = checked_rewards(build_rewards({"gsm8k_flexible": {"_target_": "rlvr.rewards.numeric.LastNumberReward"}}))
         eval_cfg = OmegaConf.structured(EvalConfig(greedy=False, n=n, ks=[1, n], batch_size=64))
 
