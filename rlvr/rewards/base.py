@@ -38,7 +38,7 @@ class Reward(ABC):
     # The data columns it reads besides the gold answer (`take_columns`): {name: a value needed in every row}
     data_columns: dict[str, bool] = {}
     # `reward.functions.<name>.answer_after` ("</think>"): it reads only what follows the last such marker
-    # (the answer, not the reasoning before it), or the whole completion where there is none.
+    # (the answer, not the reasoning before it), or the whole completion where there is none (`answer_part`).
     answer_after: str | None = None
 
     def __init__(self, name: str | None = None):
@@ -52,7 +52,7 @@ class Reward(ABC):
     def __call__(self, prompts=None, completions=(), answer=None, log_metric=None, **columns: Any) -> list[float]:
         texts = [completion_text(c) for c in completions]
         if self.answer_after:
-            texts = [text.rpartition(self.answer_after)[2] if self.answer_after in text else text for text in texts]
+            texts = [answer_part(text, self.answer_after) for text in texts]
         if self.needs_gold and answer is None:
             raise ConfigError(f"reward '{self.__name__}' needs an 'answer' column in the data")
         self.take_columns(columns)
@@ -249,6 +249,16 @@ def check_arguments(name: str, target: Any, arguments: dict) -> None:
     for key in arguments:
         if key not in known:
             raise ConfigError(f"reward.functions.{name}.{key}: {target.__name__} takes no '{key}'{did_you_mean(key, known)}")
+
+
+def answer_part(text: str, marker: str) -> str:
+    """What follows the last `marker` in `text` (the answer after "</think>"); nothing where the tag that
+    `marker` closes ("<think>") is opened and never closed (a completion cut inside its reasoning has
+    given no answer); the whole text where neither is there."""
+    if marker in text:
+        return text.rpartition(marker)[2]
+    opener = "<" + marker[2:] if marker.startswith("</") else None
+    return "" if opener and opener in text else text
 
 
 def check_answer_after(name: str, target: Any, marker: Any) -> None:

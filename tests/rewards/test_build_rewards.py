@@ -150,9 +150,10 @@ def test_the_think_presets_read_the_answer_after_the_reasoning(preset):
         "<think>is it 4?</think>I do not know.",
         "<think>3 or 4?</think>\\boxed{4}",
         "\\boxed{4}",  # no think block: the whole completion
+        "<think>8+0 is 4, or \\boxed{4}",  # cut inside its reasoning: no answer given
     ]
-    judge.fn(completions=completions, answer=["4"] * 4)
-    assert [o.correct for o in judge.fn.last_outcomes] == [False, False, True, True]
+    judge.fn(completions=completions, answer=["4"] * 5)
+    assert [o.correct for o in judge.fn.last_outcomes] == [False, False, True, True, False]
 
 
 @pytest.mark.parametrize(
