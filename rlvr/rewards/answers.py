@@ -10,8 +10,9 @@ from rlvr.errors import DataError
 # Bounded lengths keep every match linear on adversarial input (a 1 MB run of digits included). A minus
 # sign (or U+2212) right after a digit is a range or a difference ("3-5 days"), not the number's sign.
 # A comma only between groups of three digits: "1,000" is 1000, "1,2,3" the numbers 1, 2 and 3. A run of
-# more digits than the bound is no number (not its last 31 digits: "1000...0004" is not 4).
-NUMBER = re.compile(r"(?:(?<!\d)[-\u2212])?(?<!\d)(?:\d{1,3}(?:,\d{3}){1,10}(?!\d)|\d{1,31}(?!\d))(?:\.\d{1,20})?")
+# more digits than the bounds (31 before the point, 20 after) is no number, nor any part of it ("1000...0004"
+# is not 4, "4.000...0001" not 4).
+NUMBER = re.compile(r"(?:(?<!\d)[-\u2212])?(?<!\d)(?<!\d\.)(?:\d{1,3}(?:,\d{3}){1,10}(?!\d)|\d{1,31}(?!\d))(?:\.\d{1,20}(?!\d))?(?!\.?\d)")
 THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d*)?")
 FINAL_LINE = re.compile(r"^\s*Final:\s*(?P<value>\S.{0,60}?)\s*$")
 

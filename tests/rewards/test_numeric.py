@@ -76,6 +76,9 @@ def test_a_run_of_more_digits_than_a_number_holds_is_no_number():
     [outcome] = LastNumberReward().score([f"the result is {long_run}"], ["4"])
     assert (outcome.reward, outcome.reason) == (0.0, "missing")
     assert [last_number(t) for t in (long_run, f"{long_run} so 7", "9" * 31)] == [None, "7", "9" * 31]
+    # nor is its fractional part, nor a decimal cut at 20 places (read as 4, it scored correct for gold 4)
+    twenty_places = "4." + "0" * 19 + "1"
+    assert [last_number(t) for t in (f"{long_run}.5", "4." + "0" * 20 + "1", f"{twenty_places} m")] == [None, None, twenty_places]
 
 
 def test_a_reward_without_gold_column_says_so():
