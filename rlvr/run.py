@@ -238,9 +238,8 @@ def hydra_main(cfg: DictConfig) -> float:
     except SystemExit as stop:
         end_stopped_job(stop)  # a job of a -m run in its own process: reported by the launching process
     except Exception as exc:
-        if (storage := storage_failure(exc, accepted.run_dir if accepted else run_dir)) is not None:
-            logging.raiseExceptions = False  # a log line the full or read-only disk cannot take is dropped, not a traceback
-            fail(storage, run_dir, refused=accepted is None)
+        if accepted is not None and (storage := storage_failure(exc, accepted.run_dir)) is not None:
+            fail(storage, run_dir, refused=False)
         # Not one of rlvr's errors: a bug, here or in a library. Hydra prints the traceback of a single run;
         # a -m job's reaches the launching process without its frames: its own log is where it is kept.
         log.exception(

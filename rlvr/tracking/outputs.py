@@ -220,7 +220,7 @@ def start_run_log(run_dir: Path) -> None:
         for console in [h for h in root.handlers if type(h) is logging.StreamHandler]:
             console.setLevel(logging.WARNING)
     for held in [h for h in root.handlers if isinstance(h, logging.handlers.MemoryHandler)]:
-        file = logging.FileHandler(run_dir / f"{HydraConfig.get().job.name}.log", encoding="utf-8")
+        file = RunLog(run_dir / f"{HydraConfig.get().job.name}.log", encoding="utf-8")
         file.setFormatter(held.formatter if rank() == 0 else RankTagged(held.formatter, f"[rank {rank()}]"))
         file.setLevel(held.level)
         for record in held.buffer:
@@ -228,6 +228,18 @@ def start_run_log(run_dir: Path) -> None:
         root.removeHandler(held)
         held.close()
         root.addHandler(file)
+
+
+class RunLog(logging.FileHandler):
+    """run.log's handler: a line it cannot write (a full or read-only disk) is said once on stderr and
+    the run's later lines dropped from it, where logging would print a traceback for each one."""
+
+    failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            self.failed = True
+            print(f"rlvr: cannot write {self.baseFilename} ({sys.exc_info()[1]}): its lines are dropped", file=sys.stderr)
 
 
 class RankTagged(logging.Formatter):

@@ -332,11 +332,17 @@ def check_run_dir(run_dir: Path, algorithm: str) -> None:
             )
 
 
+# How the libraries that write a run dir's big files say a write did not fit, without an OSError to read:
+# torch.save's C++ writer ("unexpected pos 190848 vs 190740") and safetensors' I/O error.
+CUT_WRITE_WORDS = ("unexpected pos", "No space left on device")
+
+
 def storage_failure(exc: BaseException, run_dir: Path) -> StorageError | None:
-    """`exc` as a one-line StorageError when the run dir's storage caused it, found in the exception or
-    those it was raised from (libraries wrap the OSError: safetensors' I/O error, torch.save's "unexpected
-    pos"): the run dir gone, its disk full (the OSError, or no free space left now), or a file of it
-    not writable. None for any other failure."""
+    """`exc` as a one-line StorageError when the storage of the run dir `run_dir` (one this start has
+    written to) caused it, found in the exception or those it was raised from: the run dir gone; a file
+    in it not writable (EROFS, EACCES, EPERM naming it); its disk full (ENOSPC or EDQUOT naming one of
+    its files, or, naming none, or in a library's words for a cut write, with under 1 MiB left there).
+    None for any other failure: a bug, or another disk's (the Hub cache's, /dev/shm) with its traceback."""
     import errno
     import shutil
 
@@ -346,18 +352,22 @@ def storage_failure(exc: BaseException, run_dir: Path) -> StorageError | None:
     while exc is not None and exc not in chain:
         chain.append(exc)
         exc = exc.__cause__ or exc.__context__
-    os_errors = [e for e in chain if isinstance(e, OSError) and e.errno is not None]
-    then = f"then {how_to_continue(run_dir)} continues the run from its newest complete checkpoint"
     if not run_dir.is_dir():
         return StorageError(f"the run dir {run_dir} was deleted or moved while the run wrote to it")
-    if (
-        any(e.errno in (errno.ENOSPC, errno.EDQUOT) for e in os_errors)
-        or any("No space left on device" in str(e) for e in chain)
-        or shutil.disk_usage(run_dir).free < 2**20
-    ):
+
+    def in_run_dir(error: OSError) -> bool:
+        names = [n for n in (error.filename, getattr(error, "filename2", None)) if isinstance(n, (str, Path))]
+        return any(Path(n).absolute().is_relative_to(run_dir.absolute()) for n in names)
+
+    os_errors = [e for e in chain if isinstance(e, OSError) and e.errno is not None]
+    then = f"then {how_to_continue(run_dir)} continues the run from its newest complete checkpoint"
+    full_here = any(e.errno in (errno.ENOSPC, errno.EDQUOT) and in_run_dir(e) for e in os_errors)
+    unnamed = any(e.errno in (errno.ENOSPC, errno.EDQUOT) and e.filename is None for e in os_errors)
+    cut = any(any(words in str(e) for words in CUT_WRITE_WORDS) for e in chain if not isinstance(e, OSError))
+    if full_here or ((unnamed or cut) and shutil.disk_usage(run_dir).free < 2**20):
         return StorageError(f"no space left on the disk of the run dir {run_dir}: free some, {then}")
-    if denied := next((e for e in os_errors if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM)), None):
-        return StorageError(f"cannot write {denied.filename or run_dir} ({denied.strerror}): make the run dir writable, {then}")
+    if denied := next((e for e in os_errors if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM) and in_run_dir(e)), None):
+        return StorageError(f"cannot write {denied.filename} ({denied.strerror}): make the run dir writable, {then}")
     return None
 
 

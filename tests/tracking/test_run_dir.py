@@ -316,10 +316,13 @@ def test_a_file_of_the_run_that_is_a_fifo_or_a_directory_is_refused_at_start_up(
         read_jsonl(tmp_path / name)
 
 
-def test_a_failure_of_the_run_dirs_storage_is_one_line_saying_how_to_continue(tmp_path):
+def test_a_failure_of_the_run_dirs_storage_is_one_line_saying_how_to_continue(tmp_path, monkeypatch):
     """A full disk, a read-only run dir or one deleted under the run ended in a traceback "of a bug",
-    exit 1 (torch.save's own words for a full disk: "unexpected pos 190848 vs 190740")."""
+    exit 1 (torch.save's own words for a full disk: "unexpected pos 190848 vs 190740", no OSError). Another
+    disk's failure (the Hub cache's, /dev/shm's) is not the run dir's: its traceback stays."""
     import errno
+    import shutil
+    from collections import namedtuple
 
     from rlvr.tracking.run_dir import storage_failure
 
@@ -328,12 +331,25 @@ def test_a_failure_of_the_run_dirs_storage_is_one_line_saying_how_to_continue(tm
         return exc
 
     continues = f"then the same command with hydra.run.dir={tmp_path} continues the run from its newest complete checkpoint"
-    full = raised(RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1 vs 0"), OSError(errno.ENOSPC, "No space"))
-    assert str(storage_failure(full, tmp_path)) == f"no space left on the disk of the run dir {tmp_path}: free some, {continues}"
+    full = f"no space left on the disk of the run dir {tmp_path}: free some, {continues}"
+    named = raised(RuntimeError("wrapped"), OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "rollouts.jsonl")))
+    assert str(storage_failure(named, tmp_path)) == full
+    torch_words = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 190848 vs 190740")
+    assert storage_failure(torch_words, tmp_path) is None  # this disk has room: not a full disk's failure
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(2**30, 2**30, 4096))
+    assert str(storage_failure(torch_words, tmp_path)) == full
+    monkeypatch.undo()
     read_only = raised(ValueError("wrapped"), OSError(errno.EROFS, "Read-only file system", str(tmp_path / "metrics.jsonl")))
     assert str(storage_failure(read_only, tmp_path)) == (
         f"cannot write {tmp_path / 'metrics.jsonl'} (Read-only file system): make the run dir writable, {continues}"
     )
-    assert storage_failure(raised(ValueError("a bug"), KeyError("x")), tmp_path) is None
+    others = [
+        PermissionError(errno.EACCES, "Permission denied", "/root/.cache/huggingface/hub/.locks/x.lock"),
+        raised(RuntimeError("DataLoader worker failed"), OSError(errno.ENOSPC, "No space left on device", "/dev/shm/torch_1")),
+        PermissionError(errno.EPERM, "Operation not permitted"),
+        raised(ValueError("a bug"), KeyError("x")),
+    ]
+    assert [storage_failure(exc, tmp_path) for exc in others] == [None] * 4
     gone = tmp_path / "moved"
     assert str(storage_failure(FileNotFoundError(errno.ENOENT, "gone"), gone)).startswith(f"the run dir {gone} was deleted or moved")
