@@ -56,26 +56,20 @@ def own_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
-def chosen_option(group: str) -> str | None:
-    """The option of config group `group` this job composed (None outside a Hydra app)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    return HydraConfig.get().runtime.choices.get(group) if HydraConfig.initialized() else None
-
-
 def check_warm_up_meant(cfg) -> None:
-    """Refuse in one line a model of the user's own (`model.name_or_path`) under the built-in model's
-    preset, whose SFT warm-up (made for a random model) would train it first, unless the warm-up is set
-    on the command line: `model.name_or_path=/my/model` alone ran 100 steps at lr 1e-3 on a pretrained model."""
-    steps = cfg.model.warmup_sft_steps
-    if cfg.model.name_or_path == "tiny" or not steps or chosen_option("model") != "tiny":
+    """For a new run: refuse in one line a model given on the command line (`model.name_or_path=`) that
+    keeps an SFT warm-up the config sets for a built-in random model (model=tiny's, an experiment's),
+    unless the warm-up is set on the command line too: `model.name_or_path=/my/model` alone ran 100
+    steps at lr 1e-3 on a pretrained model before its first eval."""
+    steps, given = cfg.model.warmup_sft_steps, [o.lstrip("+~") for o in own_overrides()]
+    if cfg.model.name_or_path == "tiny" or not steps or not any(o.startswith("model.name_or_path=") for o in given):
         return
-    if any(o.lstrip("+~").startswith("model.warmup_sft_steps=") for o in own_overrides()):
+    if any(o.startswith("model.warmup_sft_steps=") for o in given):
         return
     raise ConfigError(
-        f"model.name_or_path={cfg.model.name_or_path} under model=tiny, whose preset warms the built-in random model up for "
-        f"{steps} SFT steps (lr {cfg.model.warmup_sft_learning_rate}) and would train yours first: name your model's preset "
-        "(model=qwen2.5_0.5b_instruct model.name_or_path=...), or set model.warmup_sft_steps (0: no warm-up)"
+        f"model.name_or_path={cfg.model.name_or_path} keeps the SFT warm-up the config sets for its built-in random model "
+        f"({steps} steps at lr {cfg.model.warmup_sft_learning_rate}), which would train your model first: set "
+        "model.warmup_sft_steps (0: no warm-up), or name your model's preset (model=qwen2.5_0.5b_instruct model.name_or_path=...)"
     )
 
 

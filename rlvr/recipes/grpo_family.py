@@ -89,10 +89,8 @@ def check(cfg, processes: int) -> None:
       (`check_untruncated_sampling`, `check_no_dropout`), and an explicit list of its source ids of the wrong
       length or with repeats (`check_source_id_list`);
     - rewards with no signal to train on: none configured, or every weight 0 (`check_reward_signal`).
-    - a model of the user's own under the built-in model's preset and its warm-up (`check_warm_up_meant`).
     Settings of `algorithm` this recipe never reads are named in a warning (`ignored_algorithm_settings`)."""
     check_reward_signal(cfg.reward.functions)
-    check_warm_up_meant(cfg)
     a = cfg.algorithm
     if a.eval_steps is not None:
         raise ConfigError(f"algorithm.eval_steps={a.eval_steps} is for algorithm=reward_model: a GRPO run evaluates every eval.every_steps")
@@ -214,7 +212,10 @@ def preflight(cfg, run_dir: Path) -> Start:
         )
     if done:
         return Start("finish", None if trained is not None else checkpoint, trained_steps)
-    return Start("new") if checkpoint is None else Start("resume", checkpoint, step)
+    if checkpoint is None:
+        check_warm_up_meant(cfg)  # a resume has its warm-up behind it
+        return Start("new")
+    return Start("resume", checkpoint, step)
 
 
 def run_grpo(cfg, run_dir: Path, start: Start, trainer_class, **trainer_extra) -> dict[str, float]:

@@ -78,7 +78,8 @@ def test_model_directory_without_a_model_is_refused_before_the_run_dir_is_writte
 
 def test_a_model_of_ones_own_under_the_built_in_models_warm_up_is_refused(tmp_path):
     """`model.name_or_path=/my/model` alone kept model=tiny's 100-step SFT warm-up (lr 1e-3, made for a random
-    model): a pretrained model was fine-tuned before its first eval, with an INFO line."""
+    model): a pretrained model was fine-tuned before its first eval, with an INFO line. So did an experiment's
+    (experiment=addition_chat_qwen: 150 steps)."""
     from rlvr.models.loading import build_tiny_model, build_tiny_tokenizer
 
     from omegaconf import OmegaConf
@@ -89,8 +90,12 @@ def test_a_model_of_ones_own_under_the_built_in_models_warm_up_is_refused(tmp_pa
     build_tiny_model(OmegaConf.structured(TinyModelConfig), tokenizer, seed=0).save_pretrained(tmp_path / "mine")
     tokenizer.save_pretrained(tmp_path / "mine")
     line = one_line_error(refused_in_process(f"model.name_or_path={tmp_path / 'mine'}", f"hydra.run.dir={tmp_path / 'run'}"))
-    assert line.startswith(f"rlvr: error: model.name_or_path={tmp_path / 'mine'} under model=tiny, whose preset warms")
-    assert line.endswith("or set model.warmup_sft_steps (0: no warm-up)")
+    assert line.startswith(f"rlvr: error: model.name_or_path={tmp_path / 'mine'} keeps the SFT warm-up the config sets")
+    assert "(100 steps at lr 0.001), which would train your model first: set model.warmup_sft_steps (0: no warm-up)" in line
+    line = one_line_error(
+        refused_in_process("experiment=addition_chat_qwen", f"model.name_or_path={tmp_path / 'mine'}", f"hydra.run.dir={tmp_path / 'run'}")
+    )
+    assert "keeps the SFT warm-up the config sets for its built-in random model (150 steps" in line
     with pytest.raises(pytest.fail.Exception, match="refused_in_process is for refusals"):  # set on the command line: meant
         refused_in_process(f"model.name_or_path={tmp_path / 'mine'}", "model.warmup_sft_steps=3", f"hydra.run.dir={tmp_path / 'run'}")
 
