@@ -278,7 +278,7 @@ def checkpoint_callback(extra_files: dict[str, str] | None = None):
                 control.should_save, self.put_off = False, not last  # to the generation's end; none at the end of training
             else:
                 control.should_save, self.put_off = due, False
-            if self.requested and control.should_save:  # the steps since the last logged row are logged before the stop
+            if control.should_save:  # a checkpoint's step is logged: a resume from it leaves no step in no row
                 control.should_log = True
 
         def on_save(self, args, state, control, **kwargs):

@@ -85,7 +85,7 @@ def test_a_reward_that_swallows_the_interrupt_is_ended_with_the_stops_exit_code(
 def test_a_checkpoint_due_inside_a_generation_is_put_off_to_its_end():
     """GRPO trains several steps on one generation's completions, held in memory: a checkpoint (a
     stop's, or save_steps') waits for the step after which none are left. At the last step of
-    training none is saved inside a generation, unless a stop asks for it."""
+    training none is saved inside a generation, unless a stop asks for it. The step of each checkpoint is logged."""
     from types import SimpleNamespace
 
     previous = {sig: signal.getsignal(sig) for sig in stops.STOPPING_SIGNALS}
@@ -94,11 +94,14 @@ def test_a_checkpoint_due_inside_a_generation_is_put_off_to_its_end():
     callback.between_generations = lambda: used_up[step]
 
     def saves(step_now, asked_by_save_steps=False, max_steps=10):
-        control = SimpleNamespace(should_save=asked_by_save_steps)
+        control = SimpleNamespace(should_save=asked_by_save_steps, should_log=False)
         callback.on_step_end(None, SimpleNamespace(global_step=step_now, max_steps=max_steps), control)
+        assert control.should_log == control.should_save  # a checkpoint's step is logged: a resume from it leaves none out
         return control.should_save
 
     try:
+        step = 4
+        assert saves(4, asked_by_save_steps=True)  # save_steps' own checkpoint, between generations
         step = 5
         assert not saves(5, asked_by_save_steps=True)
         step = 6
