@@ -129,3 +129,13 @@ def test_golds_the_reward_cannot_read_are_warned_of_as_training_warns(caplog):
     strict = build_rewards({"strict": {"_target_": "rlvr.rewards.numeric.FinalLineReward"}})
     assert [row["correct"] for row in score_rows(rows, strict, "completion", "answer")] == [True, False]
     assert [m.split(" (e.g.")[0] for m in caplog.messages] == ["1 of the 2 gold answers of the input"]
+
+
+def test_a_gold_the_reward_refuses_is_named_with_its_row_not_by_the_golds_warning():
+    """The unreadable-golds warning read a list gold first and raised without the row or the reward."""
+    from rlvr.rewards import build_rewards
+
+    rows = [{"completion": "Final: 4", "answer": "4"}, {"completion": "Final: 4", "answer": [1, 2]}]
+    strict = build_rewards({"strict": {"_target_": "rlvr.rewards.numeric.FinalLineReward"}})
+    with pytest.raises(DataError, match=r"^reward 'strict', row 1: the gold answer \[1, 2\] is a list"):
+        score_rows(rows, strict, "completion", "answer")

@@ -117,7 +117,7 @@ def warn_unreadable_golds(rewards, golds: Sequence, where: str) -> None:
     of those prompts scores wrong, so they carry no signal."""
     for reward in rewards:
         reads = getattr(innermost(reward.fn), "reads_gold", None)
-        unread = [] if reads is None else [gold for gold in golds if gold is not None and not reads(gold)]
+        unread = [] if reads is None else [gold for gold in golds if gold is not None and not reads_or_refuses(reads, gold)]
         if unread:
             log.warning(
                 "%d of the %d gold answers of %s (e.g. %s) are not numbers, which reward '%s' reads: it scores every "
@@ -128,6 +128,14 @@ def warn_unreadable_golds(rewards, golds: Sequence, where: str) -> None:
                 short(unread[0]),
                 reward.name,
             )
+
+
+def reads_or_refuses(reads: Callable[[Any], bool], gold: Any) -> bool:
+    """`reads(gold)`, True where the gold is one the reward refuses (a list): its call names the row."""
+    try:
+        return reads(gold)
+    except DataError:
+        return True
 
 
 def check_reward_columns(columns: Sequence[str], answer_column: str, setting: str, where: str) -> None:
