@@ -78,8 +78,13 @@ def sft_warmup(model, tokenizer, train, cfg, trainer_kwargs: dict, seed: int):
             **trainer_kwargs,
         )
         trainer = SFTTrainer(model=model, args=args, train_dataset=pairs, processing_class=tokenizer)
-        if cut := sum(len(ids) >= max_length for ids in trainer.train_dataset["input_ids"]):
-            log.warning("SFT warm-up: %d of %d prompt + target pairs reach %d tokens and are cut there", cut, len(pairs), max_length)
+        kept = trainer.train_dataset
+        if not len(kept):
+            raise DataError(f"SFT warm-up: every prompt reaches {max_length} tokens, so no target is left to learn: shorten the prompts")
+        # TRL drops a pair whose prompt alone reaches max_length (no target left), and cuts the others there
+        cut = sum(len(ids) == max_length for ids in kept["input_ids"]) + len(pairs) - len(kept)
+        if cut:
+            log.warning("SFT warm-up: %d of %d prompt + target pairs reach %d tokens: cut there, or dropped", cut, len(pairs), max_length)
         result = trainer.train()
     log.info("SFT warm-up: %d steps, final loss %.4f", steps, result.training_loss)
     return result.training_loss

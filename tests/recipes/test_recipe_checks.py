@@ -339,7 +339,7 @@ def test_warm_up_pairs_longer_than_the_context_are_cut_to_it_and_counted(caplog)
     rows = Dataset.from_list([{"prompt": "1+1=", "answer": "2"}, {"prompt": "1+2=", "answer": "3 " * 40}])
     with caplog.at_level("WARNING"):
         sft_warmup(model, tokenizer, rows, cfg, {"use_cpu": True}, seed=0)
-    assert "SFT warm-up: 1 of 2 prompt + target pairs reach 32 tokens and are cut there" in caplog.messages
+    assert "SFT warm-up: 1 of 2 prompt + target pairs reach 32 tokens: cut there, or dropped" in caplog.messages
 
 
 def test_a_chat_template_that_ends_no_turn_is_named_before_the_warm_up(caplog):
