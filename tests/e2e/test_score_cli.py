@@ -194,7 +194,7 @@ def test_span_rewards_are_scored_as_fgrpo_sums_their_spans(rows_file, tmp_path):
     assert [(row["reward"], row["prediction"], row["correct"]) for row in scored] == [
         (1.5, "8", True),
         (-0.5, "7", False),
-        (-1.0, "no idea", False),
+        (-1.0, None, False),  # no number at all: missing, with no prediction, as the scalar rewards say
     ]
 
 

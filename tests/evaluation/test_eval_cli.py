@@ -232,13 +232,18 @@ def test_a_vllm_eval_that_cannot_run_here_fails_in_one_line(tmp_path, capsys):
 def test_an_fgrpo_model_is_evaluated_through_its_span_rewards(tmp_path):
     """Span functions return spans, which the recipe's adapter makes rewards of (in training, and here);
     the accuracy span's text is the answer maj@k votes on."""
+    from rlvr.rewards.spans import answer_spans
+
     run = completed_run(tmp_path, *TINY_RUN, "algorithm=fgrpo", "algorithm.max_steps=2", "eval.before=false", "eval.after=false")
     result = run_cli("rlvr.eval", f"target={run / 'final_model'}", "eval=pass_at_k", "eval.limit=8")
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run / "eval" / "final_model.json").read_text())["metrics"]
     assert {"accuracy", "mean@8", "pass@8", "maj@8"} <= metrics.keys()
     rows = [json.loads(line) for line in (run / "eval" / "final_model.jsonl").read_text().splitlines()]
-    assert all(sample["prediction"] is not None for row in rows for sample in row["samples"])
+    # every sample that holds a number has it as its prediction (one with none is `missing`: no vote)
+    samples = [sample for row in rows for sample in row["samples"]]
+    assert all((sample["prediction"] is None) == answer_spans.finds_no_answer(sample["completion"]) for sample in samples)
+    assert any(sample["prediction"] is not None for sample in samples)
 
 
 def test_a_runs_relative_paths_are_read_from_where_it_started(tmp_path, monkeypatch):
