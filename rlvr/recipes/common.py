@@ -85,7 +85,8 @@ def trl_config(config_class, cfg, run_dir: Path, report_to: list[str], trainer_k
     from omegaconf import OmegaConf
 
     algorithm = OmegaConf.to_container(cfg.algorithm, resolve=True)
-    knobs = {k: v for k, v in algorithm.items() if k in config_fields(config_class) and k not in NOT_TRL}
+    known = config_fields(config_class)
+    knobs = {k: v for k, v in algorithm.items() if k in known and k not in NOT_TRL}
     save_steps, eval_steps = algorithm["save_steps"], algorithm["eval_steps"]
     schedule = {"save_strategy": "steps" if save_steps > 0 else "no", "save_steps": save_steps if save_steps > 0 else 500}
     if eval_steps:
