@@ -40,11 +40,12 @@ def warn_if_no_end_is_taught(model, tokenizer, pair: dict) -> None:
     prompt = tokenizer.apply_chat_template(pair["prompt"], add_generation_prompt=True, tokenize=False)
     whole = tokenizer.apply_chat_template(pair["prompt"] + pair["completion"], tokenize=False)
     target = tokenizer(whole[len(prompt) :] if whole.startswith(prompt) else whole, add_special_tokens=False)["input_ids"]
-    if not set(end_ids(model, tokenizer)) & set(target):
+    ends = end_ids(model, tokenizer)
+    if not set(ends) & set(target):
         log.warning(
             "SFT warm-up: the chat template ends an assistant turn with none of the ids that end generation (%s): the warm-up "
             "teaches no end, so completions run on to algorithm.max_completion_length",
-            tokenizer.convert_ids_to_tokens(end_ids(model, tokenizer)),
+            tokenizer.convert_ids_to_tokens(ends),
         )
 
 
