@@ -403,8 +403,8 @@ def eval_after_from_last_step(cfg, setup, run_dir: Path, train_steps: int) -> di
 
 def eval_settings_moved(cfg, run_dir: Path) -> str:
     """The settings that make an eval's numbers (the `reward` group, the `eval` group but when and in
-    what batches it runs) that differ from the run's first start, which made eval/before.jsonl, as
-    "key, key"; "" where none does or nothing is recorded."""
+    what batches it runs, the eval's token limit however it is set) that differ from the run's first
+    start, which made eval/before.jsonl, as "key, key"; "" where none does or nothing is recorded."""
     from omegaconf import OmegaConf
 
     from rlvr.tracking.run_dir import RUN_INFO, as_recorded, changed_leaves, under
@@ -413,6 +413,17 @@ def eval_settings_moved(cfg, run_dir: Path) -> str:
     first = next((start["config"] for start in starts if start.get("mode") == "new"), None)
     if first is None:
         return ""
-    changed = changed_leaves(first, as_recorded(OmegaConf.to_container(cfg, resolve=True)))
+    now = as_recorded(OmegaConf.to_container(cfg, resolve=True))
+    changed = changed_leaves(first, now)
     when = ("eval.before", "eval.after", "eval.every_steps", "eval.batch_size")
-    return ", ".join(k for k in changed if under(k, ("reward", "eval")) and not under(k, when))
+    moved = [k for k in changed if under(k, ("reward", "eval")) and not under(k, when + ("eval.max_new_tokens",))]
+    if eval_token_limit(first) != eval_token_limit(now):  # what the eval may generate, however it is set
+        unset = first["eval"]["max_new_tokens"] is None and now["eval"]["max_new_tokens"] is None
+        moved.append("algorithm.max_completion_length (the eval's limit: eval.max_new_tokens is unset)" if unset else "eval.max_new_tokens")
+    return ", ".join(moved)
+
+
+def eval_token_limit(config: dict) -> int:
+    """The new tokens an eval of this (recorded) config may generate: `eval.max_new_tokens`, or
+    `algorithm.max_completion_length` where it is unset."""
+    return config["eval"]["max_new_tokens"] or config["algorithm"]["max_completion_length"]

@@ -42,7 +42,16 @@ def test_the_eval_before_is_compared_only_with_an_eval_after_made_the_same_way(t
     when_and_how_long = compose(["algorithm=fgrpo", "eval.every_steps=5", "algorithm.max_steps=9"], None)
     assert grpo_family.eval_settings_moved(when_and_how_long, tmp_path) == ""
     moved = compose(["algorithm=fgrpo", "reward.functions.answer_spans.wrong=-3", "eval.max_new_tokens=9"], None)
-    assert grpo_family.eval_settings_moved(moved, tmp_path) == "eval.max_new_tokens, reward.functions.answer_spans.wrong"
+    assert grpo_family.eval_settings_moved(moved, tmp_path) == "reward.functions.answer_spans.wrong, eval.max_new_tokens"
+    # eval.max_new_tokens unset: the eval's limit is the completions'
+    shorter = compose(["algorithm=fgrpo", "algorithm.max_completion_length=3"], None)
+    assert grpo_family.eval_settings_moved(shorter, tmp_path).startswith("algorithm.max_completion_length")
+    same_limit = compose(["algorithm=fgrpo", "algorithm.max_completion_length=3", f"eval.max_new_tokens={eval_limit(first)}"], None)
+    assert grpo_family.eval_settings_moved(same_limit, tmp_path) == ""
+
+
+def eval_limit(cfg) -> int:
+    return cfg.eval.max_new_tokens or cfg.algorithm.max_completion_length
 
 
 @pytest.mark.parametrize("saved", ["final_model/config.json", "final_adapter/adapter_config.json"])
