@@ -351,8 +351,9 @@ def model_as_saved(cfg, overrides: list[str], models: list[Path], run_dir: Path 
     cfg.model = base
 
 
-def evaluate_model(cfg, label: str, model_dir: Path, run_dir: Path | None, out_dir: Path) -> dict[str, float]:
-    """`eval_<label>_*` metrics of the model in `model_dir`; eval/<label>.jsonl written under `out_dir`."""
+def evaluate_model(cfg, label: str, model_dir: Path, run_dir: Path | None, out_dir: Path) -> tuple[dict[str, float], int]:
+    """(`eval_<label>_*` metrics of the model in `model_dir`, how many eval prompts were dropped: no room
+    for a completion in its context); eval/<label>.jsonl written under `out_dir`."""
     from rlvr.hardware.stops import phase
     from rlvr.recipes.common import calibrate_rewards, eval_model, load_trained_policy, to_device
     from rlvr.rewards.checks import checked_rewards
@@ -368,7 +369,8 @@ def evaluate_model(cfg, label: str, model_dir: Path, run_dir: Path | None, out_d
     # files_fingerprint the reuse of its results checks)
     calibrate_rewards(cfg, setup, out_dir / "eval", run_dir)
     with own_completer(cfg, setup.model, setup.tokenizer, model_dir) as engine:
-        return eval_model(cfg, setup, engine or to_device(cfg, setup.model), out_dir, label)
+        metrics = eval_model(cfg, setup, engine or to_device(cfg, setup.model), out_dir, label)
+    return metrics, setup.prompts_dropped.get("eval_prompts_dropped_too_long", 0)
 
 
 def to_plain(value):
@@ -513,7 +515,7 @@ def model_result(cfg, target: Target, model: tuple[str, Path, int | None], input
         log.info("%s: done (%s), skipped", label, path)
         return result
     log.info("%s: evaluating %s", label, model_dir)
-    metrics = evaluate_model(cfg, label, model_dir, target.run_dir, out_dir)
+    metrics, dropped = evaluate_model(cfg, label, model_dir, target.run_dir, out_dir)
     prefix = f"eval_{label}_"
     result = {
         "label": label,
@@ -526,6 +528,7 @@ def model_result(cfg, target: Target, model: tuple[str, Path, int | None], input
     if is_main_process():
         if (rows := out_dir / "eval" / f"{label}.jsonl").exists():  # one row per prompt scored
             result["prompts"] = len(read_jsonl(rows))
+            result["prompts_dropped_too_long"] = dropped
         write_json(path, result)  # atomic: a stop mid-write leaves no result, and the re-run redoes it
     return result
 
@@ -680,7 +683,8 @@ def hydra_main(app: DictConfig) -> None:
         shown = ", ".join(
             f"{name}={with_uncertainty(metrics, name)}" for name in metrics if not name.endswith(("_se", "_ci_low", "_ci_high"))
         )
-        scored = f" ({result['prompts']} prompts scored)" if "prompts" in result else ""
+        dropped = f", {n} dropped: too long for the context" if (n := result.get("prompts_dropped_too_long")) else ""
+        scored = f" ({result['prompts']} prompts scored{dropped})" if "prompts" in result else ""
         print(f"{result['label']}: {shown}{scored}")
 
 

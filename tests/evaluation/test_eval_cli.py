@@ -100,7 +100,7 @@ def test_a_result_is_reused_only_with_the_same_settings(tmp_path, monkeypatch):
 
     def fake_eval(cfg, label, model_dir, run_dir, out_dir):
         evaluated.append(overrides)
-        return {f"eval_{label}_accuracy": 0.5}
+        return {f"eval_{label}_accuracy": 0.5}, 0
 
     monkeypatch.setattr(rlvr_eval, "evaluate_model", fake_eval)
     target = rlvr_eval.resolve_target(str(model_dir))
@@ -131,6 +131,24 @@ def test_a_result_is_reused_only_with_the_same_settings(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "out" / "eval" / "final_model.json").read_text())["settings"]["eval"]["n"] == 8
 
 
+def test_the_prompts_dropped_for_the_context_are_recorded_and_printed(tmp_path, monkeypatch, capsys):
+    """Two evals of one model at other token limits score other prompts: `<label>.json` said how many
+    were scored, not how many were dropped (rlvr.run's metrics.json says it)."""
+    (tmp_path / "config.json").write_text("{}")
+
+    def fake_eval(cfg, label, model_dir, run_dir, out_dir):
+        (out_dir / "eval").mkdir(parents=True, exist_ok=True)
+        (out_dir / "eval" / f"{label}.jsonl").write_text('{"index": 0}\n{"index": 1}\n')
+        return {f"eval_{label}_accuracy": 0.5}, 3
+
+    monkeypatch.setattr(rlvr_eval, "evaluate_model", fake_eval)
+    with process_state_kept():
+        rlvr_eval.main([f"target={tmp_path}"])
+    result = json.loads((tmp_path / "eval" / f"{tmp_path.name}.json").read_text())
+    assert (result["prompts"], result["prompts_dropped_too_long"]) == (2, 3)
+    assert "(2 prompts scored, 3 dropped: too long for the context)" in capsys.readouterr().out
+
+
 def test_a_sweep_over_targets_evaluates_each_and_reports_the_one_that_failed(tmp_path, monkeypatch, capsys):
     """`-m target=A,B,C`: one job per target (Hydra's launcher, here the basic one in this process);
     a target that cannot be evaluated fails its job in one line and the others still run."""
@@ -139,7 +157,7 @@ def test_a_sweep_over_targets_evaluates_each_and_reports_the_one_that_failed(tmp
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text("{}")
         models.append(tmp_path / name)
-    monkeypatch.setattr(rlvr_eval, "evaluate_model", lambda cfg, label, *_: {f"eval_{label}_accuracy": cfg.eval.n / 10})
+    monkeypatch.setattr(rlvr_eval, "evaluate_model", lambda cfg, label, *_: ({f"eval_{label}_accuracy": cfg.eval.n / 10}, 0))
     targets = ",".join(str(p) for p in (models[0], tmp_path / "missing", models[1]))
     with process_state_kept(), pytest.raises(SystemExit) as ended:
         rlvr_eval.main(["-m", f"target={targets}", "eval=pass_at_k", f"hydra.sweep.dir={tmp_path / 'sweep'}"])
