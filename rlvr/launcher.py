@@ -306,7 +306,7 @@ def is_local_launcher(launcher) -> bool:
     return "LocalLauncher" in str(launcher.get("_target_", ""))
 
 
-JOB_ANNOUNCED = re.compile(r"^rlvr: sweep job (\d+), run dir ", re.MULTILINE)
+JOB_ANNOUNCED = re.compile(r"^rlvr: sweep job (\d+), run dir (.*)$", re.MULTILINE)
 
 
 def announce_job(run_dir: Path) -> None:
@@ -315,7 +315,14 @@ def announce_job(run_dir: Path) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     if own_process():
-        print(f"rlvr: sweep job {HydraConfig.get().job.num}, run dir {run_dir}", file=sys.stderr, flush=True)
+        print(f"rlvr: sweep job {job_name(HydraConfig.get())}, run dir {run_dir}", file=sys.stderr, flush=True)
+
+
+def job_name(hydra_cfg) -> str:
+    """What the sweep report calls this job of a `-m` run: its dir under the sweep dir (the job's number,
+    but where `hydra.sweep.subdir` names another, as a one-job continue command does)."""
+    run_dir, sweep_dir = Path(hydra_cfg.runtime.output_dir), Path(hydra_cfg.sweep.dir)
+    return str(run_dir.relative_to(sweep_dir)) if run_dir.is_relative_to(sweep_dir) else str(hydra_cfg.job.num)
 
 
 def stop_when_launcher_gone() -> None:
@@ -348,10 +355,19 @@ def submitit_logs_by_job(sweep_dir: Path) -> dict[int | None, list[str]]:
     (None: a process that ended before it announced its job)."""
     logs: dict[int | None, list[str]] = {}
     for path in sorted((sweep_dir / ".submitit").glob("*/*.err")):
-        with open(path, errors="replace") as handle:
-            found = JOB_ANNOUNCED.search(handle.read(65536))
-        logs.setdefault(int(found[1]) if found else None, []).append(str(path))
+        found = announced_job(path)
+        logs.setdefault(int(found[0]) if found else None, []).append(str(path))
     return logs
+
+
+def announced_job(error_stream: Path) -> tuple[str, str] | None:
+    """(job number, run dir) that a submitit task's error stream announced in its first 64 KiB (`announce_job`)."""
+    try:
+        with open(error_stream, errors="replace") as handle:
+            found = JOB_ANNOUNCED.search(handle.read(65536))
+    except OSError:
+        return None
+    return (found[1], found[2]) if found else None
 
 
 def forget_refused_start(run_dir: Path) -> bool:
@@ -420,7 +436,7 @@ def job_ended(code: int, line: str | None, how: str, resume: bool = False, logs:
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    summary = f"job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)}) {how}"
+    summary = f"job {job_name(hydra_cfg)} ({' '.join(hydra_cfg.overrides.task)}) {how}"
     if logs and (paths := job_logs(run_dir)):
         summary += f"; its log: {', '.join(paths)}"
     if resume:
@@ -519,8 +535,10 @@ def report_end(exc: BaseException, prog: str = "rlvr") -> int | None:
     if type(exc).__module__.startswith("submitit"):  # a job that died without a result (killed, out of memory)
         # submitit's first two lines: "Job J (task: T) with path P", "has not produced any output (state: S)"
         where = " ".join(str(exc).splitlines()[:2])
-        task = re.match(r"Job (\S+) \(task: (\d+)\)", where)
+        task = re.match(r"Job (\S+) \(task: (\d+)\) with path (\S+)_result\.pkl", where)
         who = f"rank {task[2]} of job {task[1]}" if task else "a job"  # submitit's task = the global rank
+        if task and (announced := announced_job(Path(f"{task[3]}_log.err"))):  # which sweep job it was
+            who = f"job {announced[0]} (run dir {announced[1]}): rank {task[2]} of submitit job {task[1]}"
         print(
             f"{prog}: {who} ended without a result (killed, or it died outside rlvr; the scheduler stops the "
             f"job's other ranks, and the job's newest complete checkpoint continues it): {where}",

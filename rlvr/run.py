@@ -72,7 +72,7 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
     from rlvr.recipes import get_recipe
     from rlvr.rewards.base import preflight_rewards
     from rlvr.tracking.outputs import check_wandb
-    from rlvr.launcher import swept_in_this_job
+    from rlvr.launcher import is_multirun, swept_in_this_job
     from rlvr.tracking.run_dir import RunDirLock, Start, check_run_dir, finished_result, resume_changes, trained_config
     from rlvr.trainers.rollout_engine import check_rollout_engine
 
@@ -96,13 +96,13 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
     preflight_rewards(cfg.reward.functions)
     lock = RunDirLock(run_dir, main_process=is_main_process()).acquire()  # held until this process exits
     resolved, swept = trained_config(cfg), swept_in_this_job()
-    try:
-        if swept and (earlier := finished_result(run_dir, resolved)) is not None:
+    try:  # a job of a -m run (one with a single point too) finished with this config: its result stands
+        if is_multirun() and (earlier := finished_result(run_dir, resolved)) is not None:
             return Accepted(run_dir, recipe, Start("done"), {}, world_size, offline, earlier)
         try:
             start = recipe.preflight(cfg, run_dir)  # may refuse; writes nothing
         except RlvrError:
-            if swept:  # a finished job not reused: say which of its values moved, where one did
+            if is_multirun():  # a finished job not reused: say which of its values moved, where one did
                 resume_changes(resolved, None, world_size, swept, final_model_in=run_dir)
             raise
         if start.mode == "new" or (start.mode == "resume" and initial_policy_dir(run_dir) is None):  # what loads the base

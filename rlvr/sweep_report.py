@@ -4,8 +4,8 @@ and, where jobs evaluated n samples per prompt, sweep_eval.png (mean@n / pass@k 
 
 Runs by itself at the end of every multirun (a Hydra callback), whatever the launcher; also by hand:
     python -m rlvr.sweep_report multirun/DATE/TIME
-Jobs without metrics.json are listed as failed, with the logs to read, or as stopped (a Ctrl-C or
-SIGTERM), with the command that continues them.
+Jobs without metrics.json are listed as failed, with the logs to read, as stopped (a Ctrl-C or
+SIGTERM), with the command that continues them, or as running.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 from collections import Counter
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,23 +32,27 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
     """One row per job dir: its overrides, status, final metrics (or the logs of a failed job: its
     run.log and its own `.submitit` error streams, else those no job claimed; or how a stopped job
     continues). The status is how the latest start ended: completed, stopped, or failed (also a start
-    with no end recorded: killed, or still running; a metrics.json an earlier start wrote is not its)."""
+    with no end recorded that no live process of this host holds: killed, or running on another host;
+    a metrics.json an earlier start wrote is not its); running while a live process of this host holds it.
+    `overrides` is the job's list of them."""
     from rlvr.launcher import submitit_logs_by_job
-    from rlvr.tracking.run_dir import RUN_INFO, latest_end
+    from rlvr.tracking.run_dir import RUN_INFO, RunDirLock, latest_end
 
     submitit_logs = submitit_logs_by_job(sweep_dir)
     rows = []
     for job in sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)):
-        row: dict[str, Any] = {"job": int(job.name), "overrides": ""}
+        row: dict[str, Any] = {"job": int(job.name), "overrides": []}
         reading = job / ".hydra" / "overrides.yaml"
         try:  # a file torn or written by hand fails its job's row, not the report of the others
-            row["overrides"] = " ".join((yaml.safe_load(reading.read_text()) if reading.exists() else None) or [])
+            row["overrides"] = [str(o) for o in (yaml.safe_load(reading.read_text()) if reading.exists() else None) or []]
             reading = job / RUN_INFO
-            end = latest_end(job) or {}  # none: the latest start has not ended (running, or killed)
+            end = latest_end(job)  # None: the latest start has not ended (running, or killed)
             reading = job / "metrics.json"
-            if reading.exists() and end.get("ended") == "completed":
+            if end is None and RunDirLock(job).running_here():
+                row |= {"status": "running", "logs": " ".join([str(job / "run.log")] * (job / "run.log").exists())}
+            elif reading.exists() and (end or {}).get("ended") == "completed":
                 row |= {"status": "completed", **json.loads(reading.read_text())}
-            elif end.get("ended", "").startswith("stopped"):
+            elif (end or {}).get("ended", "").startswith("stopped"):
                 row |= {"status": "stopped", "logs": f"{end['ended']}; {end['continue']}"}
             else:
                 own = submitit_logs.get(int(job.name)) or submitit_logs.get(None, [])
@@ -60,13 +65,15 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
 
 
 def write_report(sweep_dir: Path, objective: str | None = None) -> list[dict[str, Any]]:
+    """The report's files written in `sweep_dir`; its rows (`collect`'s, `overrides` one string, and
+    `swept`: the job's overrides of the keys the sweep varied). Nothing written where no job is."""
     rows = collect(sweep_dir)
     if not rows:
         return rows
-    known = [set(r["overrides"].split()) for r in rows if r["overrides"]]  # a job that died before its start recorded none
-    shared = set.intersection(*known) if known else set()
-    for r in rows:  # what the sweep varied; the csv keeps every override
-        r["swept"] = " ".join(o for o in r["overrides"].split() if o not in shared)
+    swept = swept_keys_of(sweep_dir, [r["overrides"] for r in rows])
+    for r in rows:  # the csv keeps every override
+        r["swept"] = " ".join(o for o in r["overrides"] if override_key(o) in swept)
+        r["overrides"] = " ".join(r["overrides"])
     fixed = {"job", "swept", "overrides", "status", "logs"}
     columns = ["job", "swept", "status"] + sorted({k for r in rows for k in r} - fixed) + ["overrides", "logs"]
     with open(sweep_dir / "sweep_summary.csv", "w", newline="") as handle:
@@ -80,7 +87,7 @@ def write_report(sweep_dir: Path, objective: str | None = None) -> list[dict[str
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for r in rows:
         values = [with_uncertainty(r, c) if isinstance(r.get(c), float) else str(r.get(c, "")) for c in shown + sampled]
-        lines.append("| " + " | ".join([str(r["job"]), r["swept"], r["status"], *values]) + " |")
+        lines.append("| " + " | ".join([str(r["job"]), r["swept"].replace("|", "\\|"), r["status"], *values]) + " |")
     failed = [r for r in rows if r["status"] == "failed"]
     if sampled:
         lines += ["", "accuracy, mean@n, pass@k: value ± standard error over prompts; maj@k: value [95% bootstrap interval]."]
@@ -99,6 +106,31 @@ def write_report(sweep_dir: Path, objective: str | None = None) -> list[dict[str
             rows, [c for c in ("eval_after_accuracy", *plotted) if any(c in r for r in rows)], sweep_dir / "sweep_eval.png"
         )
     return rows
+
+
+def override_key(override: str) -> str:
+    """The key an override sets: `algorithm.beta` of `+algorithm.beta=0.1`."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def swept_keys_of(sweep_dir: Path, overrides: list[list[str]]) -> set[str]:
+    """The keys the sweep in `sweep_dir` varied: those its command swept (known to the process that
+    launched it, else from its multirun.yaml, which Optuna's sweeper does not write) and those whose
+    value differs between the jobs' `overrides` (a job that died before recording them left out)."""
+    from omegaconf import OmegaConf
+
+    from rlvr.launcher import SWEPT_KEYS_VAR, swept_keys
+
+    keys = {key for key in os.environ.get(SWEPT_KEYS_VAR, "").split(",") if key}
+    if not keys and (sweep_dir / "multirun.yaml").is_file():
+        try:
+            record = OmegaConf.load(sweep_dir / "multirun.yaml").hydra
+            keys = set(swept_keys(list(record.overrides.task), record.sweeper.get("params")))
+        except Exception as exc:  # a record torn or edited by hand: the jobs' overrides still tell
+            print(f"sweep report: {sweep_dir / 'multirun.yaml'} left out: {' '.join(str(exc).split())[:200]}", file=sys.stderr)
+    known = [dict((override_key(o), o) for o in job) for job in overrides if job]
+    every = set().union(*known) if known else set()
+    return keys | {key for key in every if len({job.get(key) for job in known}) > 1}
 
 
 def plot(rows: list[dict], metric: str, path: Path) -> None:
@@ -171,6 +203,9 @@ class SweepReport(Callback):
         if not sweep_dir.is_dir():
             return
         rows = write_report(sweep_dir, config.get("objective"))
+        if not rows:
+            print(f"rlvr: error: the sweep ran no job (a sweep of no values, e.g. range(0,0)): nothing in {sweep_dir}", file=sys.stderr)
+            sys.exit(2)
         report = sweep_dir / "sweep_summary.md"
         print(f"sweep report: {report} ({statuses(rows)})")
         if line := unfinished_line(rows, report):

@@ -101,7 +101,7 @@ def test_moving_into_the_run_dir_is_refused_before_it_is_made(tmp_path, sweep):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_job_that_ended_without_a_result_is_one_line_naming_its_rank_and_state(capsys):
+def test_a_job_that_ended_without_a_result_is_one_line_naming_its_rank_and_state(tmp_path, capsys):
     """submitit's error (its message as submitit words it: the result file, the state, then the job's
     whole error stream) becomes one line in the launching command's output, exit code 1."""
     from submitit.core.utils import UncompletedJobError
@@ -115,6 +115,11 @@ def test_a_job_that_ended_without_a_result_is_one_line_naming_its_rank_and_state
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith("rlvr: rank 1 of job 56 ended without a result (")
     assert line.endswith(": Job 56 (task: 1) with path /j/56_1_result.pkl has not produced any output (state: FAILED)")
+    # its error stream says which job of the sweep it ran: named
+    (tmp_path / "56_1_log.err").write_text(f"rlvr: sweep job 3, run dir {tmp_path / '3'}\nKilled\n")
+    lines[0] = f"Job 56 (task: 1) with path {tmp_path / '56_1_result.pkl'}"
+    assert report_end(UncompletedJobError("\n".join(lines))) == 1
+    assert capsys.readouterr().err.startswith(f"rlvr: job 3 (run dir {tmp_path / '3'}): rank 1 of submitit job 56 ended without a result (")
 
 
 @pytest.mark.parametrize(
@@ -192,3 +197,18 @@ def test_a_sweep_dirs_record_of_another_command_is_kept_beside_the_new_one(tmp_p
     keep_other_sweeps_record(tmp_path, ["seed=3"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["multirun-1.yaml", "multirun-2.yaml"]
     assert [OmegaConf.load(tmp_path / f"multirun-{n}.yaml").hydra.overrides.task for n in (1, 2)] == [["seed=1,2"], ["seed=2,1"]]
+
+
+def test_a_job_is_named_by_its_dir_in_the_sweep_as_the_report_names_it(tmp_path):
+    """A stopped job's one-job continue command (`hydra.sweep.subdir=1`) runs as Hydra's job 0: its
+    failure was reported as "job 0", another job of the sweep."""
+    from omegaconf import OmegaConf
+
+    from rlvr.launcher import job_name
+
+    def hydra(subdir: str, num: int):
+        return OmegaConf.create({"runtime": {"output_dir": str(tmp_path / subdir)}, "sweep": {"dir": str(tmp_path)}, "job": {"num": num}})
+
+    assert [job_name(hydra("1", 0)), job_name(hydra("0", 0)), job_name(hydra("a/b", 2))] == ["1", "0", "a/b"]
+    elsewhere = OmegaConf.create({"runtime": {"output_dir": "/elsewhere"}, "sweep": {"dir": str(tmp_path)}, "job": {"num": 4}})
+    assert job_name(elsewhere) == "4"

@@ -110,3 +110,63 @@ def test_a_jobs_corrupt_metrics_jsonl_leaves_its_curve_out_and_the_report_is_wri
     assert [r["status"] for r in rows] == ["completed", "completed"]
     assert (tmp_path / "sweep_summary.md").exists() and (tmp_path / "sweep_rewards.png").exists()
     assert capsys.readouterr().err.startswith(f"sweep report: job 1's reward curve left out: {tmp_path / '1' / 'metrics.jsonl'} line 2")
+
+
+def test_the_swept_column_holds_whole_values_and_the_swept_key_of_a_one_job_sweep(tmp_path, monkeypatch):
+    """It split overrides at spaces (a swept prompt showed as `dataset.system_prompt='Add`, the shared
+    words dropped), a `|` in a value cut the markdown row, and a sweep of one job showed nothing swept."""
+    from rlvr.launcher import SWEPT_KEYS_VAR
+
+    monkeypatch.delenv(SWEPT_KEYS_VAR, raising=False)  # as when the report is written by hand
+    prompts = ["dataset.system_prompt='Add then answer'", "dataset.system_prompt='Sum then answer'", "dataset.system_prompt='x | y'"]
+    for job, prompt in enumerate(prompts):
+        fake_job(tmp_path, job, ["seed=1", prompt], {"train_seconds": 3.0})
+    rows = write_report(tmp_path)
+    assert [r["swept"] for r in rows] == prompts and rows[0]["overrides"] == f"seed=1 {prompts[0]}"
+    assert "| 2 | dataset.system_prompt='x \\| y' | completed | 3 |" in (tmp_path / "sweep_summary.md").read_text()
+
+    one = tmp_path / "one"
+    fake_job(one, 0, ["seed=1", "algorithm.beta=0.04"], {"train_seconds": 3.0})
+    assert write_report(one)[0]["swept"] == ""  # nothing says what was swept
+    (one / "multirun.yaml").write_text(
+        yaml.safe_dump({"hydra": {"overrides": {"task": ["seed=1"]}, "sweeper": {"params": {"algorithm.beta": "choice(0.0, 0.04)"}}}})
+    )
+    assert write_report(one)[0]["swept"] == "algorithm.beta=0.04"
+
+
+def test_a_job_a_live_process_runs_is_listed_as_running_not_failed(tmp_path):
+    import os
+    import socket
+    import subprocess
+
+    from rlvr.tracking.run_dir import LOCK_NAME, RUN_INFO, process_start_time
+
+    fake_job(tmp_path, 0, ["seed=0"], {"train_seconds": 3.0})
+    (tmp_path / "1" / ".hydra").mkdir(parents=True)
+    (tmp_path / "1" / RUN_INFO).write_text('{"mode": "new"}\n')  # started, not ended
+    runner = subprocess.Popen(["sleep", "60"])
+    try:
+        holder = {"host": socket.gethostname(), "pid": runner.pid, "pid_started": process_start_time(runner.pid)}
+        (tmp_path / "1" / LOCK_NAME).write_text(json.dumps(holder))
+        assert [r["status"] for r in write_report(tmp_path)] == ["completed", "running"]
+        report = (tmp_path / "sweep_summary.md").read_text()
+        assert "| 1 |  | running |" in report and "Failed jobs" not in report
+        (tmp_path / "1" / LOCK_NAME).write_text(json.dumps(holder | {"pid": os.getpid(), "pid_started": process_start_time(os.getpid())}))
+        assert write_report(tmp_path)[1]["status"] == "failed"  # this process's own lock: a job it ran, which ended without a line
+    finally:
+        runner.kill()
+        runner.wait()
+    (tmp_path / "1" / LOCK_NAME).write_text(json.dumps(holder))
+    assert write_report(tmp_path)[1]["status"] == "failed"  # its process is gone: killed
+
+
+def test_a_sweep_that_ran_no_job_is_one_line_exit_2(tmp_path, capsys):
+    from omegaconf import OmegaConf
+
+    from rlvr.sweep_report import SweepReport
+
+    with pytest.raises(SystemExit) as info:
+        SweepReport().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
+    assert info.value.code == 2
+    assert capsys.readouterr().err == f"rlvr: error: the sweep ran no job (a sweep of no values, e.g. range(0,0)): nothing in {tmp_path}\n"
+    assert list(tmp_path.iterdir()) == []

@@ -141,6 +141,13 @@ class RunDirLock:
             return holder == {}
         return holder.get("host") != self.me["host"] or self._alive_here(holder)
 
+    def running_here(self) -> bool:
+        """Whether another live process of this host holds this lock (a run going on here; this process
+        holds the locks of the jobs it ran until it exits)."""
+        holder = self._holder()
+        mine = holder and holder.get("pid") == self.me["pid"]
+        return bool(holder) and not mine and holder.get("host") == self.me["host"] and self._alive_here(holder)
+
     def _refuse(self, holder: dict) -> ConfigError:
         who = f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('since')} ({holder.get('command')})"
         gone = "" if holder.get("host") == self.me["host"] else f"; if that job is gone, delete {self.path}"

@@ -40,6 +40,10 @@ def test_a_finished_jobs_result_is_reused_by_a_rerun_of_its_command_and_not_afte
         assert read_jsonl(runs / job / "run_info.jsonl") == starts[job]  # nothing ran
     assert "already holds" not in again.stderr
     assert read_json(runs / "0" / "metrics.json")["train_steps"] == 2
+    # A -m command of one point (nothing swept) reuses it too: it was refused as "already holds a run trained to step 2"
+    single = sweep(runs, "seed=1", *on_data)
+    assert single.returncode == 0, single.stderr[-3000:]
+    assert f"rlvr: {runs / '0'} holds this job, finished with the same config" in single.stderr
     # Its training file rewritten: refused naming the file (it said "already holds a run ... raise algorithm.max_steps")
     addition_rows(data, answer=lambda a, b: 7)
     changed = sweep(runs, "seed=1,2", *on_data)
