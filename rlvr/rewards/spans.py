@@ -105,19 +105,22 @@ def _is_int(value: Any) -> bool:
 
 
 def _outcome(total: float, spans: list[Span], text: str, no_answer: bool) -> Outcome:
-    """A completion's outcome: correct when it has accuracy-group spans and all of them score above 0
-    (the span contract's sign rule: `check_answer_spans` holds the built-in spans' scores to it), else
-    wrong, or missing where the function found `no_answer`; its prediction, the text of its first
-    accuracy span that training keeps (what maj@k votes on). A completion without accuracy spans is
-    judged on form only ("ok", correct None)."""
+    """A completion's outcome, from the accuracy-group spans that training keeps (`within`): correct
+    when all of them score above 0 (the span contract's sign rule: `check_answer_spans` holds the
+    built-in spans' scores to it), else wrong, or missing where the function found `no_answer`; its
+    prediction, the text of the first of them (what maj@k votes on). A completion without accuracy
+    spans is judged on form only ("ok", correct None); one whose accuracy spans training drops
+    (malformed) has no verdict ("error")."""
     accuracy = [(score, within(score, start, end, len(text))) for score, (start, end), group, _ in spans if group == "accuracy"]
     if not accuracy:
         return Outcome(total, "ok")
     if no_answer:
         return Outcome(total, "missing", None, False)
-    correct = all(score > 0 for score, _ in accuracy)
-    kept = [characters for _, characters in accuracy if characters is not None]
-    return Outcome(total, "correct" if correct else "wrong", text[slice(*kept[0])] if kept else None, correct)
+    kept = [(score, characters) for score, characters in accuracy if characters is not None]
+    if not kept:
+        return Outcome(total, "error", None, False)
+    correct = all(score > 0 for score, _ in kept)
+    return Outcome(total, "correct" if correct else "wrong", text[slice(*kept[0][1])], correct)
 
 
 def _answer_match(text: str):

@@ -67,9 +67,13 @@ class CleanSpans:
 def clean_spans(spans: Sequence, text_length: int, strict: bool, stats: SpanStats, where: str) -> CleanSpans:
     """Spans `(score, (start, end), group[, weight])` as `rlvr.rewards.spans.within` keeps them: clipped
     to the text, or dropped (reversed, empty, a non-finite score); each such span counted, or refused
-    with `strict`."""
+    with `strict`. A span of weight 0 is left out before anything (its reward function switched off, as
+    a weight of 0 leaves a reward out of TRL's sum): in its group's statistics and in a token's mean it
+    would move the other functions' advantages."""
     kept = []
     for score, (start, end), group, *weight in spans:
+        if weight and weight[0] == 0:
+            continue
         if (chars := within(score, start, end, text_length)) != (start, end):  # clipped, or dropped (None)
             if strict:
                 raise ConfigError(

@@ -231,6 +231,21 @@ def test_a_reward_functions_weight_scales_its_advantages_under_every_normalisati
     np.testing.assert_allclose(advantages[3.0], 3 * advantages[1.0])
 
 
+def test_a_reward_function_of_weight_0_leaves_the_others_advantages_as_they_are():
+    """Its spans entered the group statistics and each token's mean: a second function of weight 0 moved
+    the first's token advantages from 0.866 to 0.54 / 0.81."""
+    first = [[(1.0, (0, 3), "accuracy")], [(-1.0, (0, 3), "accuracy")], [(1.0, (0, 3), "accuracy")]]
+    second = [[(-1.0, (0, 3), "accuracy")], [(1.0, (0, 3), "accuracy")], [(5.0, (0, 2), "accuracy")]]
+
+    def advantages(rows):
+        cleaned = [clean_spans(row, 3, True, SpanStats(), "c") for row in rows]
+        return [list(a) for a in normalize_span_scores(cleaned, 3, "standard", "prompt")]
+
+    alone = advantages([[(*span, 1.0) for span in row] for row in first])
+    switched_off = advantages([[(*a, 1.0), (*b, 0.0)] for [a], [b] in zip(first, second)])
+    assert switched_off == alone and abs(alone[0][0]) > 0.5
+
+
 def test_token_advantage_is_the_mean_of_covering_spans():
     tok_starts, tok_ends = np.array([0, 2, 4, 6]), np.array([2, 4, 6, 6])  # last: a zero-width EOS
     cover = coverage(tok_starts, tok_ends, np.array([0, 3]), np.array([4, 6]))
@@ -637,6 +652,11 @@ def test_a_span_rewards_outcome_names_its_accuracy_spans_text_and_verdict():
     reward = SpanReward("form", lambda completions, **_: [[(1.0, (0, 1), "format")] for _ in completions])
     reward(prompts=["p"], completions=["x"])
     assert [(o.prediction, o.reason, o.correct) for o in reward.last_outcomes] == [(None, "ok", None)]  # judged on form only
+    # judged on the spans training keeps: an accuracy span it drops (out of range, NaN) gives no verdict
+    kept_only = [[(1.0, (20, 30), "accuracy")], [(float("nan"), (0, 2), "accuracy"), (-1.0, (0, 2), "accuracy")]]
+    reward = SpanReward("dropped", lambda completions, **_: kept_only)
+    reward(prompts=["p", "p"], completions=["I think 13", "no idea"])
+    assert [(o.prediction, o.reason, o.correct) for o in reward.last_outcomes] == [(None, "error", False), ("no", "wrong", False)]
 
 
 def test_the_reward_a_span_reward_gives_counts_only_the_spans_training_keeps():
