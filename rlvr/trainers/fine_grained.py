@@ -292,8 +292,9 @@ class FineGrainedGRPOTrainer(RolloutLoggingGRPOTrainer):
             on_boundary = (
                 (tok_starts[rows, first] == span_starts) & (tok_ends[rows, last] == span_ends) & exact_rows[rows] & cover.any(axis=1)
             )
-            stats.exact += int(on_boundary.sum())
-            stats.approximate += int((~on_boundary).sum())
+            mapped = np.array(token_lengths)[rows] > 0  # a completion masked whole (mask_truncated_completions) maps nothing
+            stats.exact += int((on_boundary & mapped).sum())
+            stats.approximate += int((~on_boundary & mapped).sum())
         stops = np.isin(output["completion_ids"].cpu().numpy(), self.eos_token_ids) & mask.bool().cpu().numpy()
         cover |= stops[rows]  # the stop token: every span of its completion
         advantages, covered = token_advantages(cover, span_values, rows, shape[0])

@@ -318,9 +318,10 @@ def test_the_toy_examples_bad_setting_is_one_line_and_exit_code_2(tmp_path, caps
     assert not (tmp_path / "out").exists()
 
 
-def bpe_trainer(tmp_path, span_fn, completions: list[str], answers: list[str] | None = None, settings=None):
+def bpe_trainer(tmp_path, span_fn, completions: list[str], answers: list[str] | None = None, settings=None, cut: int = 0):
     """A fine-grained trainer on the qwen2.5_shape model (real BPE tokenizer) whose rollouts are
-    `completions`, tokenized as a model emits them (canonical ids, then <|im_end|>)."""
+    `completions`, tokenized as a model emits them (canonical ids, then <|im_end|>); with `cut`, the
+    first `cut` of them end without it (cut at the length limit) and TRL masks cut completions."""
     import datasets
     from omegaconf import OmegaConf
     from trl import GRPOConfig
@@ -334,7 +335,8 @@ def bpe_trainer(tmp_path, span_fn, completions: list[str], answers: list[str] | 
 
     preset = OmegaConf.load(Path(__file__).parent.parent.parent / "conf" / "model" / "qwen2.5_shape.yaml")
     model, tokenizer = load_policy(OmegaConf.merge(OmegaConf.structured(ModelConfig), preset), seed=0)
-    completion_ids = [tokenizer(c, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for c in completions]
+    ends = [[tokenizer.eos_token_id] * (i >= cut) for i in range(len(completions))]
+    completion_ids = [tokenizer(c, add_special_tokens=False)["input_ids"] + end for c, end in zip(completions, ends)]
 
     def rollout(prompts, trainer):
         return {
@@ -352,6 +354,7 @@ def bpe_trainer(tmp_path, span_fn, completions: list[str], answers: list[str] | 
         max_completion_length=max(map(len, completion_ids)),
         report_to=[],
         seed=0,
+        mask_truncated_completions=cut > 0,
     )
     answers = answers or [GSM8K[i]["answer"] for i in range(n)]
     rows = [{"prompt": GSM8K[i]["question"], "answer": answer} for i, answer in enumerate(answers)]
@@ -374,6 +377,15 @@ def test_gsm8k_shaped_completions_map_exactly_under_bpe(tmp_path):
     assert any(len(tokenizer.decode([t])) > 1 for row in ids for t in row)  # multi-character tokens
     assert metrics["fgrpo/spans_exact_frac"] == [1.0]
     assert batch["advantages"].abs().sum() > 0
+
+
+def test_the_spans_of_masked_cut_completions_are_not_counted_as_inexact(tmp_path):
+    """With mask_truncated_completions, a cut completion has no token left in the loss: its spans, on
+    token boundaries, were counted as mapping inexactly (0.5 where every span was exact)."""
+    shaped = [GSM8K[i]["answer"].replace("#### ", "Final: ") for i in range(4)]
+    batch, metrics, ids, tokenizer = bpe_trainer(tmp_path, answer_spans, shaped, cut=2)
+    assert batch["completion_mask"][:2].sum() == 0 and batch["completion_mask"][2:].sum() > 0
+    assert metrics["fgrpo/spans_exact_frac"] == [1.0]
 
 
 def test_spans_inside_multi_character_tokens_cover_those_tokens(tmp_path):
