@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import string
+import zlib
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -118,6 +121,22 @@ def _first_bad_utf8(path: Path) -> str | None:
     return None
 
 
+# The first bytes of compressed files: only gzip, named *.gz, is read (as `datasets` reads it, by its name).
+COMPRESSION_MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd", b"PK\x03\x04": "zip"}
+
+
+def _compression_unread(path: Path) -> str | None:
+    """Why a compressed JSON file is not read (it would be reported as text that is not UTF-8), if it is one."""
+    with open(path, "rb") as handle:
+        head = handle.read(6)
+    found = next((name for magic, name in COMPRESSION_MAGIC.items() if head.startswith(magic)), None)
+    if found is None or (found == "gzip" and path.suffix == ".gz"):
+        return None
+    if found == "gzip":
+        return f"the file is gzip-compressed: name it {path.name.rsplit('.', 1)[0]}.gz (gzip is read by its .gz name)"
+    return f"the file is {found}-compressed: decompress it (or gzip it, as NAME.jsonl.gz)"
+
+
 def is_parquet(path: Path) -> bool:
     return path.suffix.lower() == ".parquet"
 
@@ -130,7 +149,9 @@ def _row_labeller(path: Path, rows: int):
         if not is_parquet(path):
             with open_maybe_gzipped(path) as handle:
                 numbers = [n for n, line in enumerate(handle, start=1) if line.strip()]  # datasets skips blank lines
-            if len(numbers) == rows:
+                handle.seek(0)
+                array = handle.read(4096).decode("utf-8-sig", errors="replace").lstrip().startswith("[")
+            if len(numbers) == rows and not array:  # a JSON array laid out one row a line still counts rows
                 return f"line {numbers[index]}"
         return f"row {index}"
 
@@ -188,8 +209,13 @@ def read_local(path_text: str, literal_columns: tuple[str, ...] = ()):
     if path.suffix.lower() in (".csv", ".tsv"):
         raise DataError(f"dataset file {path}: rlvr reads JSON lines, JSON or parquet files, not {path.suffix}: convert it")
     kind = "parquet" if is_parquet(path) else "json"
-    if kind == "json" and (bad := _first_bad_utf8(path)):
-        raise DataError(f"cannot read dataset file {path}: {bad}")
+    if kind == "json":
+        try:
+            bad = _compression_unread(path) or _first_bad_utf8(path)
+        except (EOFError, OSError, zlib.error) as exc:  # a .gz file cut short or not gzip
+            bad = f"{type(exc).__name__}: {exc}"
+        if bad:
+            raise DataError(f"cannot read dataset file {path}: {bad}")
     ds = _load_quietly(path, kind)
     return _as_the_file_writes_it(ds, path, literal_columns) if kind == "json" else ds
 
@@ -317,17 +343,35 @@ def _not_a_text_prompt(value: list | dict, column: str) -> str:
     return f"{found}: name a text column (dataset.prompt_column) or build the prompt with dataset.prompt_template"
 
 
+def prompt_columns(cfg) -> tuple[str, ...]:
+    """The columns a row's prompt is made of: those `prompt_template` names (`{a}`, `{row[key]}`: a),
+    or without one the prompt column."""
+    if cfg.prompt_template is None:
+        return (cfg.prompt_column,)
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(cfg.prompt_template) if name]
+    except ValueError:  # an unmatched brace: each row's formatting says so (`template_error`)
+        return ()
+    return tuple(dict.fromkeys(re.split(r"[.\[]", name)[0] for name in fields if not name.isdigit()))
+
+
 def _check_columns(ds, cfg, where: str, label, required: Sequence[str]) -> None:
+    """Each column the prompt, the gold and the rewards (`required`) read holds a value in every row:
+    not null (a JSON row without the key), and outside a template not blank (a template's field may
+    be empty text: "{context}{question}")."""
     from rlvr.rewards.answers import short
     from rlvr.rewards.checks import check_reward_columns
 
     check_reward_columns(ds.column_names, cfg.answer_column, "dataset.answer_column", where)
-    for column in (cfg.prompt_column, cfg.answer_column, *required):
+    fields = prompt_columns(cfg) if cfg.prompt_template is not None else ()
+    for column in dict.fromkeys((*prompt_columns(cfg), cfg.answer_column, *required)):
         if column not in ds.column_names:
-            raise DataError(f"{where} has no column '{column}' (columns: {', '.join(ds.column_names)})")
+            named = " (dataset.prompt_template names it)" if column in fields else ""
+            raise DataError(f"{where} has no column '{column}'{named} (columns: {', '.join(ds.column_names)})")
         for index, value in enumerate(ds[column]):
-            if value is None or (isinstance(value, str) and not value.strip()):
-                raise DataError(f"{where} {label(index)} has no value in column '{column}'")
+            if value is None or (column not in fields and isinstance(value, str) and not value.strip()):
+                named = " (dataset.prompt_template names it: it would read 'None')" if column in fields else ""
+                raise DataError(f"{where} {label(index)} has no value in column '{column}'{named}")
             if column == cfg.prompt_column and cfg.prompt_template is None and isinstance(value, (list, dict)):
                 raise DataError(f"{where} {label(index)}: {_not_a_text_prompt(value, column)}")
             if column == cfg.answer_column and isinstance(value, (list, dict)):
@@ -421,7 +465,7 @@ def _row_index(index: int) -> str:
 def read_source(source: str, cfg, split: str, prepare=None):
     """One local file or Hub split; `prepare(ds, where, label)`, if given, runs on it as read."""
     if is_local(source):
-        ds = read_local(source, literal_columns=(cfg.answer_column,))
+        ds = read_local(source, literal_columns=(cfg.answer_column, *prompt_columns(cfg)))  # their numbers as written
         where, label = f"dataset file {source}", _row_labeller(Path(source).expanduser(), len(ds))
     else:
         ds = read_hub(source, cfg.subset, split)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Sequence
 
 from rlvr.rewards.base import Outcome, Reward
@@ -13,13 +14,20 @@ from rlvr.rewards.sandbox import TimeLimitedPool
 LATEX_ANCHOR = re.compile(r"(?<!\\)\$|\\\(|\\\[|\\boxed")
 
 
+# A number in exponent form, as JSON and Python write floats (1e-05, 1e+16): math-verify reads "1e3" as 1·e³.
+EXPONENT_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d{1,3}")
+
+
 def gold_latex(gold: str) -> str:
     """The gold answer as math-verify's README and TRL's `accuracy_reward` hand it to `parse`: LaTeX.
 
     A bare answer ("(-2,1)", "10,\\!080", "25\\%") goes between $...$, as in math-verify's
     examples; text that already carries math delimiters (a whole worked solution, as TRL's
-    `solution` column) is passed as it is. No other rewriting: commas are part of tuples and sets.
+    `solution` column) is passed as it is. A number in exponent form is written out (1e3: 1000).
+    No other rewriting: commas are part of tuples and sets.
     """
+    if EXPONENT_NUMBER.fullmatch(gold.strip()):
+        gold = format(Decimal(gold.strip()), "f")
     return gold if LATEX_ANCHOR.search(gold) else f"${gold}$"
 
 

@@ -157,8 +157,25 @@ def test_a_limit_of_zero_rows_is_refused_at_start_up_not_after_the_run_dir_is_wr
 
 def test_prompt_template_naming_a_missing_column(rows_file):
     path = rows_file([{"question": "1+1=", "answer": "2"}] * 3)
-    with pytest.raises(DataError, match="line 1: dataset.prompt_template"):
+    with pytest.raises(DataError, match="has no column 'problem' \\(dataset.prompt_template names it\\)"):
         load_prompt_datasets(dataset_cfg(source=str(path), eval_holdout=0, prompt_template="{problem}"))
+
+
+def test_a_templates_fields_keep_their_numbers_as_written_and_a_null_one_is_refused(rows_file):
+    """pyarrow read a column of 3 and 2.5 as floats: the prompt said 'What is 3.0+0?' for 3+0 (and 20.50 became
+    20.5); a row without one of the template's fields had the prompt 'What is 2+None?'. The prompt column the
+    template does not read is not required."""
+    rows = [{"a": 3, "b": 0, "answer": "3"}, {"a": 2.5, "b": 1.10, "answer": "3.6"}, {"a": 20.50, "b": 1e3, "answer": "x"}]
+    path = rows_file(rows)
+    path.write_text(path.read_text().replace("20.5,", "20.50,").replace("1000.0", "1e3"))
+    train, _ = load_prompt_datasets(dataset_cfg(source=str(path), eval_holdout=0, prompt_template="What is {a}+{b}?"))
+    assert train["prompt"] == ["What is 3+0?", "What is 2.5+1.1?", "What is 20.50+1e3?"]
+    missing = rows_file([{"a": 2, "b": 3, "answer": "5"}, {"a": 2, "answer": "5"}], name="missing.jsonl")
+    with pytest.raises(DataError, match="line 2 has no value in column 'b' \\(dataset.prompt_template names it"):
+        load_prompt_datasets(dataset_cfg(source=str(missing), eval_holdout=0, prompt_template="What is {a}+{b}?"))
+    empty = rows_file([{"context": "", "q": "1+1=", "answer": "2"}], name="empty.jsonl")
+    train, _ = load_prompt_datasets(dataset_cfg(source=str(empty), eval_holdout=0, prompt_template="{context}{q}"))
+    assert train["prompt"] == ["1+1="]  # an empty field is text
 
 
 def test_unknown_builtin_generator():
@@ -225,6 +242,31 @@ def test_bytes_that_are_not_utf8_are_one_line_naming_file_and_line(tmp_path, suf
     path.write_bytes(gzip.compress(content) if suffix.endswith(".gz") else content)
     problem = "line 2: byte 18 \\(0xe9\\) is not UTF-8: save the file as UTF-8"
     with pytest.raises(DataError, match=f"^cannot read dataset file {path}: {problem}$"):
+        load_prompt_datasets(dataset_cfg(source=str(path), eval_holdout=0))
+
+
+@pytest.mark.parametrize(
+    ("name", "compress", "problem"),
+    [
+        ("rows.jsonl.gz", lambda b: __import__("gzip").compress(b)[:-20], "EOFError: Compressed file ended before"),
+        ("rows.jsonl.gzip", lambda b: __import__("gzip").compress(b), "the file is gzip-compressed: name it rows.jsonl.gz"),
+        ("rows.jsonl.bz2", lambda b: __import__("bz2").compress(b), "the file is bzip2-compressed: decompress it"),
+        ("rows.jsonl.xz", lambda b: __import__("lzma").compress(b), "the file is xz-compressed: decompress it"),
+    ],
+)
+def test_a_compressed_file_rlvr_cannot_read_is_one_line_saying_so(tmp_path, name, compress, problem):
+    """A .gz cut short was EOFError's traceback; bz2, xz or gzip under another name were 'byte 13 is not UTF-8'."""
+    content = b"".join(b'{"question": "%d+1=", "answer": "%d"}\n' % (i, i + 1) for i in range(50))
+    (path := tmp_path / name).write_bytes(compress(content))
+    with pytest.raises(DataError, match=f"^cannot read dataset file {path}: {problem}"):
+        load_prompt_datasets(dataset_cfg(source=str(path), eval_holdout=0))
+
+
+def test_a_row_of_a_json_array_is_named_by_its_index_whatever_its_layout(tmp_path):
+    """An array of as many lines as rows was named by line: the row on line 2 was called line 3."""
+    rows = ['{"question": "1+1=", "answer": "2"}', '{"question": "2+2=", "answer": "4"}', '{"question": "3+3=", "answer": null}']
+    (path := tmp_path / "rows.json").write_text(f"[{rows[0]},\n{rows[1]}, {rows[2]}\n]")
+    with pytest.raises(DataError, match="rows.json row 2 has no value in column 'answer'"):
         load_prompt_datasets(dataset_cfg(source=str(path), eval_holdout=0))
 
 

@@ -160,6 +160,11 @@ def test_boxed_answers_paired_with_another_problems_answer_score_zero_unless_mat
         ("\\$32,\\!348", "\\boxed{32348}", True),
         ("1,234", "\\boxed{1234}", True),  # a GSM8K gold after '####'
         ("#### 1,234", "The answer is 1234", True),
+        ("1e3", "\\boxed{1000}", True),  # a float gold as JSON writes it: math-verify read 1e3 as 1·e³
+        ("1e-05", "\\boxed{0.00001}", True),
+        ("2.5e-1", "\\boxed{0.25}", True),
+        ("1e+16", "\\boxed{10000000000000000}", True),
+        ("1e3", "\\boxed{999}", False),
     ],
 )
 def test_named_answer_forms(judge, gold, completion, correct):
