@@ -454,6 +454,12 @@ def allowed_values(key: str) -> tuple[str, ...]:
     return allowed if isinstance(allowed, tuple) else allowed()
 
 
+def eval_token_limit(config) -> int:
+    """The new tokens an eval may generate: `eval.max_new_tokens`, or `algorithm.max_completion_length`
+    where it is unset; of a config, or of one as run_info.jsonl records it (a dict)."""
+    return config["eval"]["max_new_tokens"] or config["algorithm"]["max_completion_length"]
+
+
 def did_you_mean(word: str, options: typing.Iterable[str], cutoff: float = 0.6, prefix: str = "") -> str:
     """` (did you mean 'PREFIXOPTION'?)` for the option closest to `word`, or "" when none is close."""
     close = difflib.get_close_matches(word, list(options), n=1, cutoff=cutoff)

@@ -30,6 +30,7 @@ from rlvr.config import (
     check_key,
     check_ranges,
     drop_retired_keys,
+    eval_token_limit,
     exit_on_unknown_keys,
     one_line_preset_errors,
     searchpath_dirs,
@@ -351,9 +352,10 @@ def model_as_saved(cfg, overrides: list[str], models: list[Path], run_dir: Path 
     cfg.model = base
 
 
-def evaluate_model(cfg, label: str, model_dir: Path, run_dir: Path | None, out_dir: Path) -> tuple[dict[str, float], int]:
+def evaluate_model(cfg, label: str, model_dir: Path, run_dir: Path | None, out_dir: Path) -> tuple[dict[str, float], int | None]:
     """(`eval_<label>_*` metrics of the model in `model_dir`, how many eval prompts were dropped: no room
-    for a completion in its context); eval/<label>.jsonl written under `out_dir`."""
+    for a completion in its context; None where the model states no context); eval/<label>.jsonl written
+    under `out_dir`."""
     from rlvr.hardware.stops import phase
     from rlvr.recipes.common import calibrate_rewards, eval_model, load_trained_policy, to_device
     from rlvr.rewards.checks import checked_rewards
@@ -370,7 +372,7 @@ def evaluate_model(cfg, label: str, model_dir: Path, run_dir: Path | None, out_d
     calibrate_rewards(cfg, setup, out_dir / "eval", run_dir)
     with own_completer(cfg, setup.model, setup.tokenizer, model_dir) as engine:
         metrics = eval_model(cfg, setup, engine or to_device(cfg, setup.model), out_dir, label)
-    return metrics, setup.prompts_dropped.get("eval_prompts_dropped_too_long", 0)
+    return metrics, setup.prompts_dropped.get("eval_prompts_dropped_too_long")
 
 
 def to_plain(value):
@@ -559,7 +561,7 @@ def warn_if_cut_short(cfg, result: dict) -> None:
     then measure the limit more than the model."""
     share = result["metrics"].get("truncated_frac", 0.0)
     if share > CUT_SHORT_WARN_FRAC:
-        limit = cfg.eval.max_new_tokens or cfg.algorithm.max_completion_length
+        limit = eval_token_limit(cfg)
         source = "" if cfg.eval.max_new_tokens else ", from algorithm.max_completion_length as eval.max_new_tokens is unset"
         log.warning(
             "%s: %.0f%% of the greedy completions were cut at the limit of %d new tokens%s: raise eval.max_new_tokens",

@@ -321,7 +321,7 @@ def announce_job(run_dir: Path) -> None:
 def job_name(hydra_cfg) -> str:
     """What the sweep report calls this job of a `-m` run: its dir under the sweep dir (the job's number,
     but where `hydra.sweep.subdir` names another, as a one-job continue command does)."""
-    run_dir, sweep_dir = Path(hydra_cfg.runtime.output_dir), Path(hydra_cfg.sweep.dir)
+    run_dir, sweep_dir = Path(hydra_cfg.runtime.output_dir).absolute(), Path(hydra_cfg.sweep.dir).absolute()
     return str(run_dir.relative_to(sweep_dir)) if run_dir.is_relative_to(sweep_dir) else str(hydra_cfg.job.num)
 
 
@@ -535,9 +535,10 @@ def report_end(exc: BaseException, prog: str = "rlvr") -> int | None:
     if type(exc).__module__.startswith("submitit"):  # a job that died without a result (killed, out of memory)
         # submitit's first two lines: "Job J (task: T) with path P", "has not produced any output (state: S)"
         where = " ".join(str(exc).splitlines()[:2])
-        task = re.match(r"Job (\S+) \(task: (\d+)\) with path (\S+)_result\.pkl", where)
+        task = re.match(r"Job (\S+) \(task: (\d+)\)", where)
         who = f"rank {task[2]} of job {task[1]}" if task else "a job"  # submitit's task = the global rank
-        if task and (announced := announced_job(Path(f"{task[3]}_log.err"))):  # which sweep job it was
+        result = re.search(r" with path (.+)_result\.pkl", where)
+        if task and result and (announced := announced_job(Path(f"{result[1]}_log.err"))):  # which sweep job it was
             who = f"job {announced[0]} (run dir {announced[1]}): rank {task[2]} of submitit job {task[1]}"
         print(
             f"{prog}: {who} ended without a result (killed, or it died outside rlvr; the scheduler stops the "

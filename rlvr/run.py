@@ -102,7 +102,7 @@ def start_up(cfg: DictConfig, run_dir: Path) -> Accepted:
         try:
             start = recipe.preflight(cfg, run_dir)  # may refuse; writes nothing
         except RlvrError:
-            if is_multirun():  # a finished job not reused: say which of its values moved, where one did
+            if swept:  # a finished job not reused: say which of its swept values moved, where one did
                 resume_changes(resolved, None, world_size, swept, final_model_in=run_dir)
             raise
         if start.mode == "new" or (start.mode == "resume" and initial_policy_dir(run_dir) is None):  # what loads the base

@@ -203,9 +203,11 @@ class SweepReport(Callback):
         if not sweep_dir.is_dir():
             return
         rows = write_report(sweep_dir, config.get("objective"))
-        if not rows:
-            print(f"rlvr: error: the sweep ran no job (a sweep of no values, e.g. range(0,0)): nothing in {sweep_dir}", file=sys.stderr)
-            sys.exit(2)
+        if not rows:  # no numbered job dir: none at all, or jobs in dirs of other names (hydra.sweep.subdir), not reported
+            if not any(p.is_dir() and not p.name.startswith(".") for p in sweep_dir.iterdir()):
+                print(f"rlvr: error: the sweep ran no job (a sweep of no values, e.g. range(0,0)): nothing in {sweep_dir}", file=sys.stderr)
+                sys.exit(2)
+            return
         report = sweep_dir / "sweep_summary.md"
         print(f"sweep report: {report} ({statuses(rows)})")
         if line := unfinished_line(rows, report):

@@ -1,6 +1,8 @@
 """Mistakes caught before anything runs, each in one line (exit code 2, no traceback): a preset of the
 user's that is not valid YAML, and a run dir or sweep dir that cannot be one. Nothing here imports torch."""
 
+from pathlib import Path
+
 import pytest
 
 from conftest import one_line_error, run_cli
@@ -115,11 +117,12 @@ def test_a_job_that_ended_without_a_result_is_one_line_naming_its_rank_and_state
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith("rlvr: rank 1 of job 56 ended without a result (")
     assert line.endswith(": Job 56 (task: 1) with path /j/56_1_result.pkl has not produced any output (state: FAILED)")
-    # its error stream says which job of the sweep it ran: named
-    (tmp_path / "56_1_log.err").write_text(f"rlvr: sweep job 3, run dir {tmp_path / '3'}\nKilled\n")
-    lines[0] = f"Job 56 (task: 1) with path {tmp_path / '56_1_result.pkl'}"
+    # its error stream says which job of the sweep it ran: named (a path with a space too)
+    (folder := tmp_path / "sweep dir").mkdir()
+    (folder / "56_1_log.err").write_text(f"rlvr: sweep job 3, run dir {folder / '3'}\nKilled\n")
+    lines[0] = f"Job 56 (task: 1) with path {folder / '56_1_result.pkl'}"
     assert report_end(UncompletedJobError("\n".join(lines))) == 1
-    assert capsys.readouterr().err.startswith(f"rlvr: job 3 (run dir {tmp_path / '3'}): rank 1 of submitit job 56 ended without a result (")
+    assert capsys.readouterr().err.startswith(f"rlvr: job 3 (run dir {folder / '3'}): rank 1 of submitit job 56 ended without a result (")
 
 
 @pytest.mark.parametrize(
@@ -210,5 +213,8 @@ def test_a_job_is_named_by_its_dir_in_the_sweep_as_the_report_names_it(tmp_path)
         return OmegaConf.create({"runtime": {"output_dir": str(tmp_path / subdir)}, "sweep": {"dir": str(tmp_path)}, "job": {"num": num}})
 
     assert [job_name(hydra("1", 0)), job_name(hydra("0", 0)), job_name(hydra("a/b", 2))] == ["1", "0", "a/b"]
+    absolute = str(Path.cwd() / "multirun/x/1")
+    relative = OmegaConf.create({"runtime": {"output_dir": absolute}, "sweep": {"dir": "multirun/x"}, "job": {"num": 0}})
+    assert job_name(relative) == "1"  # Hydra's output dir is absolute, the sweep dir as given
     elsewhere = OmegaConf.create({"runtime": {"output_dir": "/elsewhere"}, "sweep": {"dir": str(tmp_path)}, "job": {"num": 4}})
     assert job_name(elsewhere) == "4"

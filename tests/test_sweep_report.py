@@ -170,3 +170,5 @@ def test_a_sweep_that_ran_no_job_is_one_line_exit_2(tmp_path, capsys):
     assert info.value.code == 2
     assert capsys.readouterr().err == f"rlvr: error: the sweep ran no job (a sweep of no values, e.g. range(0,0)): nothing in {tmp_path}\n"
     assert list(tmp_path.iterdir()) == []
+    (tmp_path / "seed=1").mkdir()  # a job of hydra.sweep.subdir=${hydra.job.override_dirname}: it ran
+    SweepReport().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))

@@ -121,6 +121,9 @@ def _first_bad_utf8(path: Path) -> str | None:
     return None
 
 
+# The prefix of a column's copy with its numbers as the file writes them (`read_local`'s written_columns).
+WRITTEN = "__as_written__"
+
 # The first bytes of compressed files: only gzip, named *.gz, is read (as `datasets` reads it, by its name).
 COMPRESSION_MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd", b"PK\x03\x04": "zip"}
 
@@ -133,7 +136,8 @@ def _compression_unread(path: Path) -> str | None:
     if found is None or (found == "gzip" and path.suffix == ".gz"):
         return None
     if found == "gzip":
-        return f"the file is gzip-compressed: name it {path.name.rsplit('.', 1)[0]}.gz (gzip is read by its .gz name)"
+        stem = path.name[: -len(path.suffix)] if path.suffix.lower() in (".gzip", ".gzipped") else path.name
+        return f"the file is gzip-compressed: name it {stem}.gz (gzip is read by its .gz name)"
     return f"the file is {found}-compressed: decompress it (or gzip it, as NAME.jsonl.gz)"
 
 
@@ -194,13 +198,15 @@ def is_json_column(feature) -> bool:
     return json_feature is not None and isinstance(feature, json_feature)
 
 
-def read_local(path_text: str, literal_columns: tuple[str, ...] = ()):
+def read_local(path_text: str, literal_columns: tuple[str, ...] = (), written_columns: tuple[str, ...] = ()):
     """A local json/jsonl(.gz)/parquet file as a `datasets.Dataset`, with one-line errors.
 
     `literal_columns` of a JSON file whose numbers `datasets` did not keep as written (`_lost_its_numbers`)
     are text columns holding each number as the file writes it, other values as `str` makes them
     (`true` -> "True", as in a column of only `true`/`false`): a gold answer 12 stays "12", not "12.0",
-    which no reward would match. A column with a list or object in it stays as read."""
+    which no reward would match. `written_columns` that lost their numbers keep their type and get
+    such a text copy beside them, `WRITTEN` + name (what a prompt is filled from). A column with a list
+    or object in it stays as read."""
     path = Path(path_text).expanduser()
     if path.is_dir():
         raise DataError(f"dataset file {path} is a directory: name one file (a mixture of files: dataset.mixer)")
@@ -217,7 +223,7 @@ def read_local(path_text: str, literal_columns: tuple[str, ...] = ()):
         if bad:
             raise DataError(f"cannot read dataset file {path}: {bad}")
     ds = _load_quietly(path, kind)
-    return _as_the_file_writes_it(ds, path, literal_columns) if kind == "json" else ds
+    return _as_the_file_writes_it(ds, path, literal_columns, written_columns) if kind == "json" else ds
 
 
 def _load_quietly(path: Path, kind: str):
@@ -243,9 +249,9 @@ def _load_quietly(path: Path, kind: str):
     return ds
 
 
-def _as_the_file_writes_it(ds, path: Path, literal_columns: tuple[str, ...]):
+def _as_the_file_writes_it(ds, path: Path, literal_columns: tuple[str, ...], written_columns: tuple[str, ...] = ()):
     """`ds` read from JSON file `path`, its `literal_columns` and JSON-typed columns as the file writes
-    them (read_local's contract)."""
+    them, and a copy so written of its `written_columns` (read_local's contract)."""
     import datasets
 
     parsed: dict = {}  # parse -> the file's rows: the file is read and parsed at most once each way
@@ -255,7 +261,7 @@ def _as_the_file_writes_it(ds, path: Path, literal_columns: tuple[str, ...]):
             parsed[parse] = _file_rows(path, parse)
         return _column(parsed[parse], column)
 
-    for column in literal_columns:
+    for column, copy in [(c, False) for c in literal_columns] + [(c, True) for c in written_columns]:
         if column in ds.column_names and _lost_its_numbers(ds.features[column]):
             try:
                 values = file_column(column)
@@ -263,7 +269,8 @@ def _as_the_file_writes_it(ds, path: Path, literal_columns: tuple[str, ...]):
                 continue
             if len(values) == len(ds) and not any(isinstance(value, (list, dict)) for value in values):
                 texts = [None if value is None else str(value) for value in values]
-                ds = ds.remove_columns(column).add_column(column, texts, feature=datasets.Value("string"))
+                ds = ds if copy else ds.remove_columns(column)
+                ds = ds.add_column(WRITTEN + column if copy else column, texts, feature=datasets.Value("string"))
     for column in ds.column_names:
         if is_json_column(ds.features[column]):
             # datasets stores such a column's strings that read as JSON as that JSON: a chosen "2"
@@ -344,15 +351,16 @@ def _not_a_text_prompt(value: list | dict, column: str) -> str:
 
 
 def prompt_columns(cfg) -> tuple[str, ...]:
-    """The columns a row's prompt is made of: those `prompt_template` names (`{a}`, `{row[key]}`: a),
-    or without one the prompt column."""
+    """The columns a row's prompt is made of: those `prompt_template` names (`{a}`, `{a:.2f}`,
+    `{row[key]}`: row), or without one the prompt column. A field that names no column (`{}`, a JSON
+    example's `{"answer": 1}`) is left to the template's own error (`template_error`)."""
     if cfg.prompt_template is None:
         return (cfg.prompt_column,)
     try:
-        fields = [name for _, name, _, _ in string.Formatter().parse(cfg.prompt_template) if name]
-    except ValueError:  # an unmatched brace: each row's formatting says so (`template_error`)
+        fields = [re.split(r"[.\[]", name)[0] for _, name, _, _ in string.Formatter().parse(cfg.prompt_template) if name]
+    except ValueError:  # an unmatched brace: each row's formatting says so
         return ()
-    return tuple(dict.fromkeys(re.split(r"[.\[]", name)[0] for name in fields if not name.isdigit()))
+    return tuple(dict.fromkeys(field for field in fields if field.isidentifier()))
 
 
 def _check_columns(ds, cfg, where: str, label, required: Sequence[str]) -> None:
@@ -363,11 +371,13 @@ def _check_columns(ds, cfg, where: str, label, required: Sequence[str]) -> None:
     from rlvr.rewards.checks import check_reward_columns
 
     check_reward_columns(ds.column_names, cfg.answer_column, "dataset.answer_column", where)
-    fields = prompt_columns(cfg) if cfg.prompt_template is not None else ()
-    for column in dict.fromkeys((*prompt_columns(cfg), cfg.answer_column, *required)):
+    columns = prompt_columns(cfg)
+    fields = set(columns if cfg.prompt_template is not None else ()) - {cfg.answer_column, *required}
+    for column in dict.fromkeys((*columns, cfg.answer_column, *required)):
         if column not in ds.column_names:
             named = " (dataset.prompt_template names it)" if column in fields else ""
-            raise DataError(f"{where} has no column '{column}'{named} (columns: {', '.join(ds.column_names)})")
+            shown = ", ".join(c for c in ds.column_names if not c.startswith(WRITTEN))
+            raise DataError(f"{where} has no column '{column}'{named} (columns: {shown})")
         for index, value in enumerate(ds[column]):
             if value is None or (column not in fields and isinstance(value, str) and not value.strip()):
                 named = " (dataset.prompt_template names it: it would read 'None')" if column in fields else ""
@@ -381,8 +391,24 @@ def _check_columns(ds, cfg, where: str, label, required: Sequence[str]) -> None:
                 )
 
 
+class WrittenNumber(str):
+    """A number as the file writes it ("2.50"): a template's `{price}` fills it in so; a format spec
+    (`{price:.2f}`) formats the number it is."""
+
+    def __format__(self, spec: str) -> str:
+        if spec:
+            try:
+                return format(int(self) if re.fullmatch(r"[+-]?\d+", self) else float(self), spec)
+            except ValueError:  # text in a column of numbers and text
+                pass
+        return str.__format__(self, spec)
+
+
 def format_prompt(row: dict, cfg) -> str | list[dict]:
-    """A row's prompt: `prompt_template` filled from the row, or (None) the prompt column's text."""
+    """A row's prompt: `prompt_template` filled from the row, or (None) the prompt column's text; a
+    number as the file writes it where a JSON file's column lost it (`WRITTEN` copies)."""
+    written = {key[len(WRITTEN) :]: WrittenNumber(value) for key, value in row.items() if key.startswith(WRITTEN) and value is not None}
+    row = row | written
     text = str(row[cfg.prompt_column]) if cfg.prompt_template is None else cfg.prompt_template.format_map(row)
     if not cfg.chat:
         return f"{cfg.system_prompt}\n\n{text}" if cfg.system_prompt else text
@@ -407,7 +433,8 @@ def _with_prompts(ds, cfg, where: str, label, required: Sequence[str]):
         return {"prompt": prompt, GOLD_TEXT: str(row[cfg.answer_column])}
 
     drop = [c for c in ("prompt",) if c in ds.column_names and c != cfg.prompt_column]
-    ds = ds.remove_columns(drop).map(add_prompt, with_indices=True, desc=f"formatting {where}")
+    written = [c for c in ds.column_names if c.startswith(WRITTEN)]  # read by format_prompt, then gone
+    ds = ds.remove_columns(drop).map(add_prompt, with_indices=True, remove_columns=written, desc=f"formatting {where}")
     # the gold as text under its own name, then as `answer`: a map into the file's own `answer` column keeps its type (int, JSON)
     return ds.remove_columns([c for c in ("answer",) if c in ds.column_names]).rename_column(GOLD_TEXT, "answer")
 
@@ -462,10 +489,11 @@ def _row_index(index: int) -> str:
     return f"row {index}"
 
 
-def read_source(source: str, cfg, split: str, prepare=None):
-    """One local file or Hub split; `prepare(ds, where, label)`, if given, runs on it as read."""
+def read_source(source: str, cfg, split: str, prepare=None, written: tuple[str, ...] = ()):
+    """One local file or Hub split; `prepare(ds, where, label)`, if given, runs on it as read; the
+    `written` columns with a copy of their numbers as written (`read_local`)."""
     if is_local(source):
-        ds = read_local(source, literal_columns=(cfg.answer_column, *prompt_columns(cfg)))  # their numbers as written
+        ds = read_local(source, literal_columns=(cfg.answer_column,), written_columns=written)
         where, label = f"dataset file {source}", _row_labeller(Path(source).expanduser(), len(ds))
     else:
         ds = read_hub(source, cfg.subset, split)
@@ -488,10 +516,11 @@ def _builtin_splits(source: str, cfg, prepare=None) -> dict:
     return splits if prepare is None else {split: prepare(ds, f"{source} split '{split}'", _row_index) for split, ds in splits.items()}
 
 
-def read_splits(cfg, prepare=None):
+def read_splits(cfg, prepare=None, written: tuple[str, ...] = ()):
     """(train, eval) Datasets from `source` (or `mixer`), `eval_source`/`eval_split` or a holdout.
 
-    `prepare(ds, where, label)` runs on each source as read, before mixing and holdout shuffle it.
+    `prepare(ds, where, label)` runs on each source as read, before mixing and holdout shuffle it;
+    `written` as `read_source` takes it.
     """
     source = cfg.source
     builtin = source.startswith("builtin:") and not cfg.mixer
@@ -499,17 +528,17 @@ def read_splits(cfg, prepare=None):
         splits = _builtin_splits(source, cfg, prepare)
         train = splits["train"]
     elif cfg.mixer:
-        train = mix(dict(cfg.mixer), lambda name: read_source(name, cfg, cfg.train_split, prepare), cfg.shuffle_seed)
+        train = mix(dict(cfg.mixer), lambda name: read_source(name, cfg, cfg.train_split, prepare, written), cfg.shuffle_seed)
     else:
-        train = read_source(source, cfg, cfg.train_split, prepare)
+        train = read_source(source, cfg, cfg.train_split, prepare, written)
     if cfg.eval_source and cfg.eval_source.startswith("builtin:"):  # a generator's eval rows, whatever the source
         return train, _builtin_splits(cfg.eval_source, cfg, prepare).get("test")
     if cfg.eval_source:  # the user's own eval rows, whatever the source (a generator's tasks too)
-        return train, read_source(cfg.eval_source, cfg, cfg.eval_split or "test", prepare)
+        return train, read_source(cfg.eval_source, cfg, cfg.eval_split or "test", prepare, written)
     if builtin:
         return train, splits.get("test")
     if cfg.eval_split and not cfg.mixer and not is_local(source):  # the Hub dataset's own eval split
-        return train, read_source(source, cfg, cfg.eval_split, prepare)
+        return train, read_source(source, cfg, cfg.eval_split, prepare, written)
     return _holdout(train, cfg, "the mixture" if cfg.mixer else source)
 
 
@@ -518,7 +547,8 @@ def load_prompt_datasets(cfg, required: Sequence[str] = ()):
     (what the rewards need: `rewards.checks.required_columns`); eval is None when there is no eval data. Eval
     prompts that are also training prompts are counted in a warning (not for a built-in generator,
     whose small task space repeats by design)."""
-    train, evaluation = read_splits(cfg, lambda ds, where, label: _with_prompts(ds, cfg, where, label, required))
+    prepare = lambda ds, where, label: _with_prompts(ds, cfg, where, label, required)  # noqa: E731
+    train, evaluation = read_splits(cfg, prepare, written=prompt_columns(cfg))  # the prompt's numbers as the file writes them
     train = _limit(train, f"dataset '{cfg.name}' ({cfg.source})", cfg.max_train_samples, cfg.shuffle_seed)
     if evaluation is not None:
         where = f"eval data of '{cfg.name}' ({cfg.eval_source or cfg.source})"

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
+from rlvr.config import eval_token_limit
 from rlvr.hardware import device as hardware
 from rlvr.hardware.distributed import barrier, is_main_process
 from rlvr.hardware.stops import phase
@@ -442,7 +443,7 @@ def eval_model(cfg, setup: PolicySetup, model, run_dir: Path, label: str) -> dic
 
     if setup.evaluation is None:
         return {}
-    max_new, rows = cfg.eval.max_new_tokens or cfg.algorithm.max_completion_length, run_dir / "eval" / f"{label}.jsonl"
+    max_new, rows = eval_token_limit(cfg), run_dir / "eval" / f"{label}.jsonl"
     result = run_eval(model, setup.tokenizer, setup.evaluation, setup.rewards, cfg.eval, max_new, rows, label, cfg.eval.seed)
     if result:
         engine = "vLLM" if hasattr(model, "complete") else "transformers"

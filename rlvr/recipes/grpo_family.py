@@ -32,7 +32,7 @@ from rlvr.hardware.checkpoints import checkpoint_step, latest_complete_checkpoin
 from rlvr.hardware.distributed import is_main_process, process_count, rank, weights_digest
 from rlvr._compat import generation_used_up
 from rlvr.hardware.stops import checkpoint_callback, phase
-from rlvr.config import ModelConfig
+from rlvr.config import ModelConfig, eval_token_limit
 from rlvr.errors import ConfigError, DataError
 from rlvr.rewards.base import check_reward_signal
 from rlvr.rewards.checks import checked_rewards
@@ -421,9 +421,3 @@ def eval_settings_moved(cfg, run_dir: Path) -> str:
         unset = first["eval"]["max_new_tokens"] is None and now["eval"]["max_new_tokens"] is None
         moved.append("algorithm.max_completion_length (the eval's limit: eval.max_new_tokens is unset)" if unset else "eval.max_new_tokens")
     return ", ".join(moved)
-
-
-def eval_token_limit(config: dict) -> int:
-    """The new tokens an eval of this (recorded) config may generate: `eval.max_new_tokens`, or
-    `algorithm.max_completion_length` where it is unset."""
-    return config["eval"]["max_new_tokens"] or config["algorithm"]["max_completion_length"]

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import re
-from decimal import Decimal
 from typing import Sequence
 
+from rlvr.rewards.answers import normalize_number
 from rlvr.rewards.base import Outcome, Reward
 from rlvr.rewards.sandbox import TimeLimitedPool
 
 
 # LaTeX that math-verify's parser anchors on: an unescaped $, \( \[ or \boxed.
 LATEX_ANCHOR = re.compile(r"(?<!\\)\$|\\\(|\\\[|\\boxed")
-
-
-# A number in exponent form, as JSON and Python write floats (1e-05, 1e+16): math-verify reads "1e3" as 1·e³.
-EXPONENT_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d{1,3}")
 
 
 def gold_latex(gold: str) -> str:
@@ -26,8 +22,8 @@ def gold_latex(gold: str) -> str:
     `solution` column) is passed as it is. A number in exponent form is written out (1e3: 1000).
     No other rewriting: commas are part of tuples and sets.
     """
-    if EXPONENT_NUMBER.fullmatch(gold.strip()):
-        gold = format(Decimal(gold.strip()), "f")
+    if re.search(r"\d[eE]", gold) and (written_out := normalize_number(gold)) is not None:  # math-verify reads 1e3 as 1·e³
+        gold = written_out
     return gold if LATEX_ANCHOR.search(gold) else f"${gold}$"
 
 

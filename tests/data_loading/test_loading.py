@@ -170,12 +170,20 @@ def test_a_templates_fields_keep_their_numbers_as_written_and_a_null_one_is_refu
     path.write_text(path.read_text().replace("20.5,", "20.50,").replace("1000.0", "1e3"))
     train, _ = load_prompt_datasets(dataset_cfg(source=str(path), eval_holdout=0, prompt_template="What is {a}+{b}?"))
     assert train["prompt"] == ["What is 3+0?", "What is 2.5+1.1?", "What is 20.50+1e3?"]
+    assert train["a"] == [3.0, 2.5, 20.5] and not any(c.startswith("__") for c in train.column_names)  # the column keeps its type
+    train, _ = load_prompt_datasets(dataset_cfg(source=str(path), eval_holdout=0, prompt_template="{a:.2f} {b:>6}"))
+    assert train["prompt"] == ["3.00      0", "2.50    1.1", "20.50 1000.0"]  # a format spec formats the number
     missing = rows_file([{"a": 2, "b": 3, "answer": "5"}, {"a": 2, "answer": "5"}], name="missing.jsonl")
     with pytest.raises(DataError, match="line 2 has no value in column 'b' \\(dataset.prompt_template names it"):
         load_prompt_datasets(dataset_cfg(source=str(missing), eval_holdout=0, prompt_template="What is {a}+{b}?"))
     empty = rows_file([{"context": "", "q": "1+1=", "answer": "2"}], name="empty.jsonl")
     train, _ = load_prompt_datasets(dataset_cfg(source=str(empty), eval_holdout=0, prompt_template="{context}{q}"))
     assert train["prompt"] == ["1+1="]  # an empty field is text
+    blank_gold = rows_file([{"q": "1+1=", "answer": " "}], name="blank_gold.jsonl")
+    with pytest.raises(DataError, match="line 1 has no value in column 'answer'$"):  # but not the gold's
+        load_prompt_datasets(dataset_cfg(source=str(blank_gold), eval_holdout=0, prompt_template="Is {answer} right for {q}?"))
+    with pytest.raises(DataError, match="fails: KeyError.*a brace that is text is written twice"):  # a JSON example is no column
+        load_prompt_datasets(dataset_cfg(source=str(empty), eval_holdout=0, prompt_template='{q} Reply as {"answer": 1}'))
 
 
 def test_unknown_builtin_generator():

@@ -29,7 +29,7 @@ def evaluated(monkeypatch):
     def fake_eval(cfg, label, *_):
         labels.append(label)
         labels.configs.append(cfg)
-        return {f"eval_{label}_accuracy": 0.5}
+        return {f"eval_{label}_accuracy": 0.5}, 0
 
     monkeypatch.setattr(rlvr_eval, "evaluate_model", fake_eval)
     return labels
@@ -183,7 +183,7 @@ def test_a_deletion_on_the_command_line_removes_the_runs_key(tmp_path, monkeypat
     """`~reward.functions.answer_spans` (docs/fine-grained.md) on a run's target was set to None, then
     refused as "None is not a reward entry"."""
     rewards = []
-    monkeypatch.setattr(rlvr_eval, "evaluate_model", lambda cfg, label, *_: rewards.append(cfg.reward.functions) or {})
+    monkeypatch.setattr(rlvr_eval, "evaluate_model", lambda cfg, label, *_: (rewards.append(cfg.reward.functions) or {}, 0))
     run = fake_run_dir(tmp_path / "run", "algorithm=fgrpo", "+reward.functions.again={_target_: rlvr.rewards.spans.answer_spans}")
     final = chose(run, {"reward": "fgrpo_spans", "algorithm": "fgrpo"})
     run_eval(f"target={final}", "~reward.functions.answer_spans", f"output_dir={tmp_path / 'out'}")

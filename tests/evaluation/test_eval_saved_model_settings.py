@@ -35,7 +35,7 @@ def evaluated(monkeypatch):
 
     def fake_eval(cfg, label, *_):
         models.append(cfg.model)
-        return {f"eval_{label}_accuracy": 0.5}
+        return {f"eval_{label}_accuracy": 0.5}, 0
 
     monkeypatch.setattr(rlvr_eval, "evaluate_model", fake_eval)
     return models

@@ -137,7 +137,7 @@ def test_checkpoints_rotated_away_while_a_curve_runs_are_skipped_and_the_rest_ev
         if label == "checkpoint-8":
             (model_dir / "config.json").unlink()
             raise ConfigError(f"model directory {model_dir} has no config.json")
-        return {f"eval_{label}_accuracy": 0.5}
+        return {f"eval_{label}_accuracy": 0.5}, 0
 
     monkeypatch.setattr(rlvr_eval, "evaluate_model", rotating_eval)
     target = rlvr_eval.resolve_target(str(run))
@@ -164,7 +164,7 @@ def test_checkpoints_saved_while_a_curve_runs_join_it_and_a_curve_left_empty_is_
             shutil.copytree(model_dir, checkpoints / "checkpoint-6")
             shutil.rmtree(model_dir)
             raise OSError(f"{model_dir / 'model.safetensors'}: no such file")
-        return {f"eval_{label}_accuracy": 0.5}
+        return {f"eval_{label}_accuracy": 0.5}, 0
 
     monkeypatch.setattr(rlvr_eval, "evaluate_model", rotating_eval)
     cfg = rlvr_eval.compose([], None)
@@ -188,7 +188,7 @@ def test_a_result_is_evaluated_again_when_its_data_file_was_written_anew(tmp_pat
     data = tmp_path / "data.jsonl"
     data.write_text('{"question": "1+1=", "answer": "2"}\n')
     evaluated = []
-    monkeypatch.setattr(rlvr_eval, "evaluate_model", lambda cfg, label, *_: evaluated.append(label) or {f"eval_{label}_accuracy": 1.0})
+    monkeypatch.setattr(rlvr_eval, "evaluate_model", lambda cfg, label, *_: (evaluated.append(label) or {f"eval_{label}_accuracy": 1.0}, 0))
     target = rlvr_eval.resolve_target(str(model_dir))
     cfg = rlvr_eval.compose([f"dataset.source={data}"], None)
     for _ in range(2):
@@ -231,7 +231,7 @@ def test_completions_cut_at_the_limit_are_warned_of_and_the_result_says_how_many
     def cut_short_eval(cfg, label, model_dir, run_dir, out_dir):
         (out_dir / "eval").mkdir(parents=True, exist_ok=True)
         (out_dir / "eval" / f"{label}.jsonl").write_text('{"index": 0}\n{"index": 1}\n{"index": 2}\n')
-        return {f"eval_{label}_accuracy": 0.0, f"eval_{label}_truncated_frac": 0.75}
+        return {f"eval_{label}_accuracy": 0.0, f"eval_{label}_truncated_frac": 0.75}, 0
 
     monkeypatch.setattr(rlvr_eval, "evaluate_model", cut_short_eval)
     with process_state_kept():
@@ -252,7 +252,7 @@ def test_two_models_of_one_name_into_one_output_dir_are_refused_not_overwritten(
         (tmp_path / run / "final_model").mkdir(parents=True)
         (tmp_path / run / "final_model" / "config.json").write_text("{}")
         models.append(tmp_path / run / "final_model")
-    monkeypatch.setattr(rlvr_eval, "evaluate_model", lambda cfg, label, *_: {f"eval_{label}_accuracy": 1.0})
+    monkeypatch.setattr(rlvr_eval, "evaluate_model", lambda cfg, label, *_: ({f"eval_{label}_accuracy": 1.0}, 0))
     with process_state_kept():
         rlvr_eval.main([f"target={models[0]}", f"output_dir={tmp_path / 'out'}"])
     assert error_of(capsys, f"target={models[1]}", f"output_dir={tmp_path / 'out'}") == (
@@ -266,7 +266,7 @@ def test_the_curve_keeps_the_points_of_checkpoints_rotated_away_since_their_eval
     """A curve taken while a run trains, taken again later: the checkpoints its rotation deleted meanwhile
     were evaluated with these settings; their points stay (the curve held the remaining ones alone)."""
     run = corrupt.run_dir(tmp_path / "run", 2, 4)
-    monkeypatch.setattr(rlvr_eval, "evaluate_model", lambda cfg, label, *_: {f"eval_{label}_accuracy": int(label.split("-")[1]) / 10})
+    monkeypatch.setattr(rlvr_eval, "evaluate_model", lambda cfg, label, *_: ({f"eval_{label}_accuracy": int(label.split("-")[1]) / 10}, 0))
     rlvr_eval.run(str(run), None, rlvr_eval.compose([], None), [])
     shutil.rmtree(run / "checkpoints" / "checkpoint-2")
     corrupt.run_dir(tmp_path / "later", 6)
@@ -282,7 +282,7 @@ def test_the_curve_keeps_the_points_of_checkpoints_rotated_away_since_their_eval
 def test_one_checkpoint_evaluated_with_other_settings_than_its_point_on_the_curve_is_refused(tmp_path, monkeypatch, capsys):
     """It replaced eval/checkpoint-4.json while curve.jsonl and its plot kept the earlier settings' figures."""
     run = corrupt.run_dir(tmp_path / "run", 2, 4)
-    monkeypatch.setattr(rlvr_eval, "evaluate_model", lambda cfg, label, *_: {f"eval_{label}_accuracy": 0.5})
+    monkeypatch.setattr(rlvr_eval, "evaluate_model", lambda cfg, label, *_: ({f"eval_{label}_accuracy": 0.5}, 0))
     with process_state_kept():
         rlvr_eval.main([f"target={run}"])
     result = (run / "eval" / "checkpoint-4.json").read_text()
@@ -336,7 +336,7 @@ def test_a_saved_result_that_cannot_be_read_is_evaluated_again_with_a_warning(tm
     (model_dir / "config.json").write_text("{}")
     (tmp_path / "out" / "eval").mkdir(parents=True)
     (tmp_path / "out" / "eval" / "final_model.json").write_text(content)
-    monkeypatch.setattr(rlvr_eval, "evaluate_model", lambda cfg, label, *_: {f"eval_{label}_accuracy": 1.0})
+    monkeypatch.setattr(rlvr_eval, "evaluate_model", lambda cfg, label, *_: ({f"eval_{label}_accuracy": 1.0}, 0))
     rlvr_eval.run(str(model_dir), str(tmp_path / "out"), rlvr_eval.compose([], None), [])
     assert json.loads((tmp_path / "out" / "eval" / "final_model.json").read_text())["metrics"] == {"accuracy": 1.0}
     assert any("not a result rlvr.eval can read" in line and "evaluated again" in line for line in rlvr_eval_lines(caplog))

@@ -33,6 +33,7 @@ def test_the_eval_before_is_compared_only_with_an_eval_after_made_the_same_way(t
     beside eval_after_* in metrics.json, which compares them: -1 before, -3 after, from the reward alone."""
     import json
 
+    from rlvr.config import eval_token_limit
     from rlvr.eval import compose
     from rlvr.tracking.run_dir import trained_config
 
@@ -46,12 +47,8 @@ def test_the_eval_before_is_compared_only_with_an_eval_after_made_the_same_way(t
     # eval.max_new_tokens unset: the eval's limit is the completions'
     shorter = compose(["algorithm=fgrpo", "algorithm.max_completion_length=3"], None)
     assert grpo_family.eval_settings_moved(shorter, tmp_path).startswith("algorithm.max_completion_length")
-    same_limit = compose(["algorithm=fgrpo", "algorithm.max_completion_length=3", f"eval.max_new_tokens={eval_limit(first)}"], None)
+    same_limit = compose(["algorithm=fgrpo", "algorithm.max_completion_length=3", f"eval.max_new_tokens={eval_token_limit(first)}"], None)
     assert grpo_family.eval_settings_moved(same_limit, tmp_path) == ""
-
-
-def eval_limit(cfg) -> int:
-    return cfg.eval.max_new_tokens or cfg.algorithm.max_completion_length
 
 
 @pytest.mark.parametrize("saved", ["final_model/config.json", "final_adapter/adapter_config.json"])
