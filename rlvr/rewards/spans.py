@@ -50,8 +50,8 @@ class SpanReward:
             raise RewardError(f"span reward '{self.__name__}' returned {len(spans)} span lists for {len(texts)} completions{CONTRACT}")
         self.last_spans = [[(*span, self.weight) for span in self.checked_row(i, row, prompts)] for i, row in enumerate(spans)]
         # what training keeps of the spans (`within`): a dropped span, such as a NaN score, counts in no total
-        totals = [
-            sum(s for s, (start, end), _, _ in row if within(s, start, end, len(text)) is not None) * self.weight
+        totals = [  # + 0.0: a negative sum times weight 0 is -0.0, which rollouts.jsonl would show
+            sum(s for s, (start, end), _, _ in row if within(s, start, end, len(text)) is not None) * self.weight + 0.0
             for row, text in zip(self.last_spans, texts)
         ]
         no_answer = getattr(self.fn, "finds_no_answer", lambda text: False)

@@ -241,6 +241,9 @@ def test_a_reward_function_of_weight_0_leaves_the_others_advantages_as_they_are(
         cleaned = [clean_spans(row, 3, True, SpanStats(), "c") for row in rows]
         return [list(a) for a in normalize_span_scores(cleaned, 3, "standard", "prompt")]
 
+    from rlvr.rewards.spans import SpanReward
+
+    assert str(SpanReward("off", lambda completions, **_: second, weight=0.0)(completions=["abc"] * 3)) == "[0.0, 0.0, 0.0]"  # not -0.0
     alone = advantages([[(*span, 1.0) for span in row] for row in first])
     switched_off = advantages([[(*a, 1.0), (*b, 0.0)] for [a], [b] in zip(first, second)])
     assert switched_off == alone and abs(alone[0][0]) > 0.5
