@@ -247,7 +247,8 @@ def test_a_node_dying_mid_run_ends_the_job_names_the_rank_and_leaves_it_resumabl
     finally:
         caller.kill()
     assert caller.returncode == 1, err[-3000:]
-    assert re.search(rf"rlvr: rank 1 of job {job_id} ended without a result .*\(state: FAILED\)", err), err[-3000:]
+    named = rf"rlvr: job 0 \(run dir {re.escape(str(tmp_path / '0'))}\): rank 1 of submitit job {job_id} ended without a result"
+    assert re.search(rf"{named} .*\(state: FAILED\)", err), err[-3000:]  # the sweep's job, read from the rank's error stream
     assert sacct_states(job_id, env=two_nodes) == {job_id: "FAILED"}
     print(f"the launching command ended {ended_after:.0f} s after the kill")
     checkpoints = sorted((tmp_path / "0" / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
