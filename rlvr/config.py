@@ -454,6 +454,11 @@ def allowed_values(key: str) -> tuple[str, ...]:
     return allowed if isinstance(allowed, tuple) else allowed()
 
 
+def override_key(override: str) -> str:
+    """The key a command-line override sets: `algorithm.beta` of `+algorithm.beta=0.1`."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
 def eval_token_limit(config) -> int:
     """The new tokens an eval may generate: `eval.max_new_tokens`, or `algorithm.max_completion_length`
     where it is unset; of a config, or of one as run_info.jsonl records it (a dict)."""

@@ -33,6 +33,7 @@ from rlvr.config import (
     eval_token_limit,
     exit_on_unknown_keys,
     one_line_preset_errors,
+    override_key,
     searchpath_dirs,
 )
 from rlvr.hardware.checkpoints import COMPLETE, CORRUPT, checkpoint_problem, checkpoint_step, numbered_checkpoints
@@ -255,7 +256,7 @@ def eval_config(composed: DictConfig, overrides: list[str], run_dir: Path | None
             raise ConfigError(f"{run_dir / RUN_CONFIG}: {str(exc).splitlines()[0]}") from exc
         saved_model = copy.deepcopy(cfg.model)
         for override in overrides:
-            key = override.split("=", 1)[0].lstrip("+~")
+            key = override_key(override)
             if key in APP_KEYS:
                 continue
             if key == "experiment":
@@ -299,7 +300,7 @@ def applied_model_keys(models: list[Path], run_dir: Path | None) -> tuple[str, .
 def override_setting(overrides: list[str], key: str) -> str | None:
     """The command line's override that sets model.`key`: the last that names it or a node above it,
     else the last group choice that may (`model=...`, `experiment=...`); None: the tree's default."""
-    names = [(override, override.split("=", 1)[0].lstrip("+~")) for override in reversed(overrides)]
+    names = [(override, override_key(override)) for override in reversed(overrides)]
     full = f"model.{key}"
     named = next((o for o, name in names if name.startswith("model.") and (full == name or full.startswith(name + "."))), None)
     return named or next((o for o, name in names if name == "model"), None) or next((o for o, name in names if name == "experiment"), None)
@@ -336,7 +337,7 @@ def model_as_saved(cfg, overrides: list[str], models: list[Path], run_dir: Path 
         top = key.split(".")[0]
         if top in applied or value == have.get(key) or (said := override_setting(overrides, key)) is None:
             continue
-        chosen = said.split("=", 1)[0].lstrip("+~")
+        chosen = override_key(said)
         if chosen == "experiment":  # picked for its other groups: its model keys are the saved model's
             continue
         if chosen == "model" and (top in TRAINING_KEYS or (saved_model is None and key in WHERE_KEYS)):
@@ -630,7 +631,7 @@ def run(target_text: str, output_dir: str | None, composed: DictConfig, override
 
     target = resolve_target(target_text)
     cfg = eval_config(composed, overrides, target.run_dir, [model_dir for _, model_dir, _ in target.models])
-    named = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in {f"algorithm.vllm.{key}" for key in ROLLOUT_ENGINE_ONLY}]
+    named = [o for o in overrides if override_key(o) in {f"algorithm.vllm.{key}" for key in ROLLOUT_ENGINE_ONLY}]
     if named:
         raise ConfigError(
             f"{named[0]}: rlvr.eval starts no rollout engine, and its own vLLM engine (eval.engine=vllm) is one in this "

@@ -415,8 +415,7 @@ def continue_command(hydra_cfg) -> str:
     if hydra_cfg.job.config_name != "config":
         args.append(f"--config-name={hydra_cfg.job.config_name}")
     args += [o for o in hydra_cfg.overrides.hydra if not o.lstrip("+~").startswith(dropped)]
-    subdir = Path(hydra_cfg.runtime.output_dir).relative_to(sweep_dir)
-    dirs = [override_arg("hydra.sweep.dir", sweep_dir), override_arg("hydra.sweep.subdir", subdir)]
+    dirs = [override_arg("hydra.sweep.dir", sweep_dir), override_arg("hydra.sweep.subdir", job_name(hydra_cfg))]
     return " ".join([shlex.join([*args, *hydra_cfg.overrides.task]), *dirs])
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 from hydra.experimental.callback import Callback
 
+from rlvr.config import override_key
 from rlvr.errors import RlvrError
 from rlvr.evaluation.metrics import interval95, sample_metric_names, with_uncertainty
 
@@ -106,11 +107,6 @@ def write_report(sweep_dir: Path, objective: str | None = None) -> list[dict[str
             rows, [c for c in ("eval_after_accuracy", *plotted) if any(c in r for r in rows)], sweep_dir / "sweep_eval.png"
         )
     return rows
-
-
-def override_key(override: str) -> str:
-    """The key an override sets: `algorithm.beta` of `+algorithm.beta=0.1`."""
-    return override.split("=", 1)[0].lstrip("+~")
 
 
 def swept_keys_of(sweep_dir: Path, overrides: list[list[str]]) -> set[str]:
