@@ -9,7 +9,7 @@ import re
 import string
 import zlib
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from rlvr.errors import DataError
 from rlvr.models.hub import is_offline, looks_like_path
@@ -417,6 +417,18 @@ def format_prompt(row: dict, cfg) -> str | list[dict]:
     return messages + [{"role": "user", "content": text}]
 
 
+def map_rows(ds, to_row: Callable[[dict, int], dict], **map_arguments):
+    """`ds.map(to_row, with_indices=True, **map_arguments)`, handed to `datasets` a batch of rows at a
+    time: the same rows and columns, errors raised at the same row, about 20 times faster (datasets'
+    row-at-a-time map spends ~50 us per row around the function; its batched map has no per-row form)."""
+
+    def to_batch(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
+        rows = [to_row(dict(zip(batch, values)), index) for values, index in zip(zip(*batch.values()), indices)]
+        return {key: [row[key] for row in rows] for key in (rows[0] if rows else {})}
+
+    return ds.map(to_batch, with_indices=True, batched=True, **map_arguments)
+
+
 def _with_prompts(ds, cfg, where: str, label, required: Sequence[str]):
     """Rows of one source, checked (prompt, gold and the `required` columns each hold a value) and given
     `prompt`/`answer` (text) columns in the order the source holds them (before any mixing, holdout or
@@ -434,7 +446,7 @@ def _with_prompts(ds, cfg, where: str, label, required: Sequence[str]):
 
     drop = [c for c in ("prompt",) if c in ds.column_names and c != cfg.prompt_column]
     written = [c for c in ds.column_names if c.startswith(WRITTEN)]  # read by format_prompt, then gone
-    ds = ds.remove_columns(drop).map(add_prompt, with_indices=True, remove_columns=written, desc=f"formatting {where}")
+    ds = map_rows(ds.remove_columns(drop), add_prompt, remove_columns=written, desc=f"formatting {where}")
     # the gold as text under its own name, then as `answer`: a map into the file's own `answer` column keeps its type (int, JSON)
     return ds.remove_columns([c for c in ("answer",) if c in ds.column_names]).rename_column(GOLD_TEXT, "answer")
 

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from rlvr.data.loading import map_rows
 from rlvr.errors import DataError
 from rlvr.rewards.answers import short
 
@@ -102,7 +103,7 @@ def convert(ds, pref, where: str, label: Callable[[int], str]):
         except ValueError as exc:
             raise DataError(f"{where} {label(index)}: {exc}") from exc
 
-    return ds.map(convert_row, with_indices=True, remove_columns=ds.column_names, desc=f"reading pairs of {where}")
+    return map_rows(ds, convert_row, remove_columns=ds.column_names, desc=f"reading pairs of {where}")
 
 
 def _blank(messages: list[dict]) -> bool:
@@ -130,8 +131,8 @@ def as_whole_conversations(ds):
     the first message of one key drawn from a set, and where the prompt was empty (plain strings whose
     sides share no turn) it failed with an IndexError in about one run of two, as Python's hash seed fell.
     Remove when is_conversational skips an empty value (TRL 1.16)."""
-    return ds.map(
-        lambda row: {"chosen": row["prompt"] + row["chosen"], "rejected": row["prompt"] + row["rejected"]}, remove_columns=["prompt"]
+    return map_rows(
+        ds, lambda row, _: {"chosen": row["prompt"] + row["chosen"], "rejected": row["prompt"] + row["rejected"]}, remove_columns=["prompt"]
     )
 
 

@@ -18,7 +18,7 @@ SFT_LENGTH = 1024  # TRL's SFTConfig.max_length: the longest warm-up pair, also 
 def sft_dataset(train, template: str, chat: bool):
     """prompt/completion pairs for SFTTrainer: the completion is `template` filled from the row; a
     template that does not fit the rows (a column they lack, a format the value refuses) is one line."""
-    from rlvr.data.loading import template_error
+    from rlvr.data.loading import map_rows, template_error
     from rlvr.rewards.answers import gold_answer
 
     def to_pair(row: dict, index: int) -> dict:
@@ -29,7 +29,7 @@ def sft_dataset(train, template: str, chat: bool):
         completion = [{"role": "assistant", "content": text}] if chat else text
         return {"prompt": row["prompt"], "completion": completion}
 
-    return train.map(to_pair, with_indices=True, remove_columns=train.column_names, desc="warm-up targets")
+    return map_rows(train, to_pair, remove_columns=train.column_names, desc="warm-up targets")
 
 
 def warn_if_no_end_is_taught(model, tokenizer, pair: dict) -> None:
