@@ -67,6 +67,9 @@ class ModelConfig:
     warmup_sft_steps: int = 0
     warmup_sft_learning_rate: float = 1e-3
     warmup_sft_batch_size: int = 32  # examples per warm-up step and process (at a 151,936-row vocabulary each costs)
+    # A warm-up this machine trained before with the same inputs is loaded from ~/.cache/rlvr/warmups
+    # (rlvr/recipes/warmup_cache.py); false trains it again.
+    warmup_sft_cache: bool = True
     lora: LoraConfig = field(default_factory=LoraConfig)
     # none | 8bit | 4bit: weights loaded quantized by bitsandbytes (transformers' BitsAndBytesConfig;
     # 4bit is QLoRA's NF4), frozen, with LoRA trained on top. Needs the quantization extra.

@@ -58,6 +58,7 @@ def sft_warmup(model, tokenizer, train, cfg, trainer_kwargs: dict, seed: int):
 
     from rlvr.data.lengths import context_length
     from rlvr.hardware.stops import phase
+    from rlvr.recipes.warmup_cache import forget_trainer_state, keep_warmup, kept_warmup, load_warmup, warmup_key
 
     steps = cfg.model.warmup_sft_steps
     max_length = min(context_length(model) or SFT_LENGTH, SFT_LENGTH)
@@ -65,6 +66,7 @@ def sft_warmup(model, tokenizer, train, cfg, trainer_kwargs: dict, seed: int):
     if cfg.dataset.chat and len(pairs):
         warn_if_no_end_is_taught(model, tokenizer, pairs[0])
     with phase("the SFT warm-up"), tempfile.TemporaryDirectory(prefix="rlvr-warmup-") as tmp:
+        attributes, use_cache = set(vars(model)), model.config.use_cache
         args = SFTConfig(
             output_dir=tmp,
             max_steps=steps,
@@ -78,14 +80,28 @@ def sft_warmup(model, tokenizer, train, cfg, trainer_kwargs: dict, seed: int):
             max_length=max_length,
             **trainer_kwargs,
         )
+        key = warmup_key(model, tokenizer, pairs, args) if cfg.model.warmup_sft_cache else None
+        if (kept := kept_warmup(key)) is not None:
+            record = load_warmup(model, kept)
+            model.train()  # as the SFT trainer leaves it
+            warn_of_cut_pairs(record["cut"], record["pairs"], max_length)
+            log.info("SFT warm-up: %d steps, final loss %.4f (loaded: trained before on this machine, %s)", steps, record["loss"], kept)
+            return record["loss"]
         trainer = SFTTrainer(model=model, args=args, train_dataset=pairs, processing_class=tokenizer)
         kept = trainer.train_dataset
         if not len(kept):
             raise DataError(f"SFT warm-up: every prompt reaches {max_length} tokens, so no target is left to learn: shorten the prompts")
         # TRL drops a pair whose prompt alone reaches max_length (no target left), and cuts the others there
         cut = sum(len(ids) == max_length for ids in kept["input_ids"]) + len(pairs) - len(kept)
-        if cut:
-            log.warning("SFT warm-up: %d of %d prompt + target pairs reach %d tokens: cut there, or dropped", cut, len(pairs), max_length)
+        warn_of_cut_pairs(cut, len(pairs), max_length)
         result = trainer.train()
+        forget_trainer_state(model, attributes, use_cache)
+        if key is not None:
+            keep_warmup(key, model, result.training_loss, cut, len(pairs))
     log.info("SFT warm-up: %d steps, final loss %.4f", steps, result.training_loss)
     return result.training_loss
+
+
+def warn_of_cut_pairs(cut: int, pairs: int, max_length: int) -> None:
+    if cut:
+        log.warning("SFT warm-up: %d of %d prompt + target pairs reach %d tokens: cut there, or dropped", cut, pairs, max_length)

@@ -52,8 +52,15 @@ CHECKPOINT_DEPENDS_ON = (
     "hardware.precision",
     "hardware.sharding",  # how its weights and optimizer state are laid out (FSDP's shards, ZeRO's global_stepN/)
 )
-# Keys under those above that the trained model does not depend on: the eval data, and how malformed spans are reported
-NOT_TRAINED_ON = ("dataset.max_eval_samples", "dataset.eval_source", "dataset.eval_split", "algorithm.fine_grained.strict")
+# Keys under those above that the trained model does not depend on: the eval data, how malformed spans are
+# reported, whether a kept SFT warm-up is loaded (it is the one the run would train)
+NOT_TRAINED_ON = (
+    "dataset.max_eval_samples",
+    "dataset.eval_source",
+    "dataset.eval_split",
+    "algorithm.fine_grained.strict",
+    "model.warmup_sft_cache",
+)
 SIBLING_WAIT_S = 30.0  # how long a rank > 0 waits for rank 0 to take the lock for their job
 
 
