@@ -13,7 +13,7 @@ from rlvr.hardware.sharding import ShardedTrainerMixin
 
 
 class PreferenceRewardTrainer(ShardedTrainerMixin, RewardTrainer):
-    """Overrides `compute_loss` only to add `chosen_reward` and `rejected_reward` to the metrics, and to keep
+    """Overrides `compute_loss` only to add `chosen_reward` and `rejected_reward` (means over pairs) to the metrics, and to keep
     the `num_tokens` count where a checkpoint holds it."""
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -22,6 +22,8 @@ class PreferenceRewardTrainer(ShardedTrainerMixin, RewardTrainer):
             loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         with torch.no_grad():
             chosen, rejected = torch.chunk(outputs.logits.squeeze(-1), chunks=2)
-            self._metrics[mode]["chosen_reward"].append(self.accelerator.gather_for_metrics(chosen).mean().item())
-            self._metrics[mode]["rejected_reward"].append(self.accelerator.gather_for_metrics(rejected).mean().item())
+            # every pair's score, not the batch's mean: the logged mean (of the list) is then the mean over pairs,
+            # where a mean of batch means let a partial last eval batch count as much as a whole one
+            self._metrics[mode]["chosen_reward"].extend(self.accelerator.gather_for_metrics(chosen).tolist())
+            self._metrics[mode]["rejected_reward"].extend(self.accelerator.gather_for_metrics(rejected).tolist())
         return (loss, outputs) if return_outputs else loss

@@ -50,8 +50,36 @@ def test_loss_and_accuracy_on_a_hand_made_batch():
     assert loss.item() == pytest.approx(expected.item(), abs=1e-5)
     accuracy = trainer._metrics["train"]["accuracy"][-1]
     assert accuracy == pytest.approx(float(((torch.stack(single[:2]) > torch.stack(single[2:])).float().mean())))
-    chosen = trainer._metrics["train"]["chosen_reward"][-1]
-    assert chosen == pytest.approx(torch.stack(single[:2]).mean().item(), abs=1e-5)
+    assert trainer._metrics["train"]["chosen_reward"] == pytest.approx([s.item() for s in single[:2]], abs=1e-5)
+    assert trainer._metrics["train"]["rejected_reward"] == pytest.approx([s.item() for s in single[2:]], abs=1e-5)
+
+
+def test_eval_chosen_and_rejected_rewards_are_means_over_pairs_whatever_the_batches():
+    """3 eval pairs in batches of 2: a mean of batch means counted the third pair as much as the other two."""
+    import datasets
+    from trl import RewardConfig
+
+    from rlvr.trainers.reward import PreferenceRewardTrainer
+
+    model, tokenizer = load_reward_model(OmegaConf.structured(ModelConfig), seed=0)
+    pairs = [
+        {
+            "prompt": [{"role": "user", "content": f"{a}+1="}],
+            "chosen": [{"role": "assistant", "content": str(a + 1)}],
+            "rejected": [{"role": "assistant", "content": f"{a} and then some"}],
+        }
+        for a in range(3)
+    ]
+
+    def evaluated(batch_size: int) -> dict:
+        args = RewardConfig(output_dir="/tmp/rlvr-rm-test", use_cpu=True, report_to=[], per_device_eval_batch_size=batch_size)
+        data = datasets.Dataset.from_list(pairs)
+        trainer = PreferenceRewardTrainer(model=model, args=args, train_dataset=data, eval_dataset=data, processing_class=tokenizer)
+        return trainer.evaluate()
+
+    one, two = evaluated(1), evaluated(2)
+    for name in ("eval_chosen_reward", "eval_rejected_reward"):
+        assert two[name] == pytest.approx(one[name], abs=1e-5), name
 
 
 @pytest.mark.parametrize(
