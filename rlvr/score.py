@@ -188,6 +188,20 @@ def summary(scored: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def check_no_calibration_needed(functions) -> None:
+    """Before anything loads: a hybrid reward without r_min and r_max is calibrated on a policy's samples
+    by a run or rlvr.eval; rlvr.score has no policy, so it needs them set."""
+    from rlvr.rewards.base import reward_entries, reward_target
+    from rlvr.rewards.hybrid import HybridReward
+
+    for name, entry in reward_entries(functions).items():
+        if reward_target(name, entry) is HybridReward and (entry.get("r_min") is None or entry.get("r_max") is None):
+            raise ConfigError(
+                f"reward '{name}' needs r_min and r_max: a run calibrates them on its policy's samples, rlvr.score has no policy; "
+                f"set reward.functions.{name}.r_min and r_max (a run's are in its {name}_calibration.json)"
+            )
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="score")
 def hydra_main(cfg: DictConfig) -> None:
     from rlvr.recipes.fgrpo import adapt_rewards
@@ -198,6 +212,7 @@ def hydra_main(cfg: DictConfig) -> None:
         if OmegaConf.is_missing(cfg, "input"):
             raise ConfigError("input must be set (it is ???): input=ROWS.jsonl, the rows to score")
         check_ranges(cfg)
+        check_no_calibration_needed(cfg.reward.functions)
         checks = OmegaConf.to_container(cfg.reward.checks)
         rewards = checked_rewards(build_rewards(cfg.reward.functions), checks)
         needs_gold = any(getattr(reward.fn, "needs_gold", False) for reward in rewards)

@@ -76,6 +76,11 @@ def test_score_bad_input_is_one_line(tmp_path, content, problem):
     [
         (["reward=gsm8k_strict"], "input must be set (it is ???): input=ROWS.jsonl, the rows to score"),
         (["reward=hybrid", "input=rows.jsonl"], "reward.functions.hybrid.reward_model must be set (it is ???)"),
+        (  # before the reward model loads (this one is nowhere)
+            ["reward=hybrid", "input=rows.jsonl", "reward.functions.hybrid.reward_model=/nowhere", "reward.functions.hybrid.r_min=0"],
+            "reward 'hybrid' needs r_min and r_max: a run calibrates them on its policy's samples, rlvr.score has no policy; "
+            "set reward.functions.hybrid.r_min and r_max (a run's are in its hybrid_calibration.json)",
+        ),
         (["input=rows.jsonl", "reward.checks.slow_call_s=0"], "reward.checks.slow_call_s=0.0 must be > 0"),
         (["input=rows.jsonl", "reward.checks.failure_warn_frac=1.5"], "reward.checks.failure_warn_frac=1.5 must be in [0, 1]"),
     ],
