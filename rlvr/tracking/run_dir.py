@@ -156,6 +156,11 @@ class RunDirLock:
         return bool(holder) and not mine and holder.get("host") == self.me["host"] and self._alive_here(holder)
 
     def _refuse(self, holder: dict) -> ConfigError:
+        if not holder:  # still empty or torn after the retries: its writer died between creating and writing it
+            return ConfigError(
+                f"{self.path} cannot be read (empty or cut short: a run that was killed as it took the lock?): "
+                f"if no run uses {self.path.parent}, delete it"
+            )
         who = f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('since')} ({holder.get('command')})"
         gone = "" if holder.get("host") == self.me["host"] else f"; if that job is gone, delete {self.path}"
         return ConfigError(f"{self.path.parent} is in use by another run: {who}: wait for it to end, or pick a new hydra.run.dir{gone}")

@@ -103,6 +103,18 @@ def test_a_rank_above_0_refuses_a_live_holder_at_once_and_waits_for_a_stale_one(
     assert time.monotonic() - began >= 5
 
 
+@pytest.mark.parametrize("content", ["", '{"job": "local:1", "pi'])
+def test_a_lock_left_empty_or_cut_short_is_named_as_such(tmp_path, content):
+    """Killed between creating the lock and writing it: it was refused as held by "pid None on None since None"."""
+    (tmp_path / LOCK_NAME).write_text(content)
+    with pytest.raises(ConfigError) as refused:
+        RunDirLock(tmp_path).acquire()
+    assert str(refused.value) == (
+        f"{tmp_path / LOCK_NAME} cannot be read (empty or cut short: a run that was killed as it took the lock?): "
+        f"if no run uses {tmp_path}, delete it"
+    )
+
+
 def test_release_leaves_someone_elses_lock(tmp_path):
     lock = RunDirLock(tmp_path).acquire()
     write_lock(tmp_path, pid=1)
