@@ -24,6 +24,7 @@ used; here is only the mechanism.
 | `seed_each_epoch` | trl 1.16 | trainers.grpo (resume after the first epoch) |
 | `wandb_offline_notice_to_stderr` | transformers 5 | run.set_up_process (rlvr.run, rlvr.eval) |
 | `counting_reward_tokens_in_state` | trl 1.16 | trainers.reward (resume) |
+| `close_progress_bars` | tqdm 4 | run.fail (an error line after the bars) |
 """
 
 from __future__ import annotations
@@ -332,3 +333,13 @@ def counting_reward_tokens_in_state(trainer):
     trainer._total_train_tokens = trainer.state.num_input_tokens_seen
     yield
     trainer.state.num_input_tokens_seen = trainer._total_train_tokens
+
+
+def close_progress_bars() -> None:
+    """Close every live tqdm bar (each draws its last state and a newline), so that a line written next
+    stays the last one: a bar a failed step left open was drawn again below it when the process exited.
+    tqdm keeps its live bars in the class's private `_instances`; tqdm 4; remove when tqdm can close them all."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()

@@ -204,14 +204,14 @@ def train(cfg: DictConfig, accepted: Accepted) -> dict[str, float]:
 def fail(exc: RlvrError, run_dir: Path, refused: bool) -> None:
     """One line naming the cause and the fix, exit code 2 (a job of a `-m` run: the sweep goes on).
     A refused start leaves nothing behind (`rlvr.launcher.forget_refused_start`)."""
-    from tqdm import tqdm
-
+    from rlvr._compat import close_progress_bars
     from rlvr.launcher import end_run, forget_refused_start
 
     logged = forget_refused_start(run_dir) if refused else True
     log.error("%s", exc, extra={"run_log_only": True})  # the console shows the line below
     line = f"rlvr: error: {exc}"
-    tqdm.write(line, file=sys.stderr)  # on a line of its own, also under a live progress bar
+    close_progress_bars()  # the line comes last, on a line of its own
+    print(line, file=sys.stderr, flush=True)
     end_run(2, line, logs=logged)
 
 

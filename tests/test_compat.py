@@ -7,6 +7,7 @@ serves is tested where it is used (config, launcher, test_cpu_log_probs, vocab, 
 
 import dataclasses
 import importlib
+import io
 import inspect
 import os
 import subprocess
@@ -238,3 +239,14 @@ def test_trls_reward_trainer_counts_its_tokens_in_a_private_total_and_transforme
     source = inspect.getsource(reward_trainer.RewardTrainer)
     assert "self._total_train_tokens += " in source and '["num_tokens"] = [self._total_train_tokens]' in source
     assert TrainingArguments("unused").include_num_input_tokens_seen == "no"
+
+
+def test_tqdm_keeps_its_live_bars_in_a_class_set_and_forgets_a_closed_one():
+    from tqdm import tqdm
+
+    from rlvr._compat import close_progress_bars
+
+    bar = tqdm(total=2, file=io.StringIO())
+    assert bar in tqdm._instances  # gone: close_progress_bars closes nothing
+    close_progress_bars()
+    assert bar not in tqdm._instances and bar.disable

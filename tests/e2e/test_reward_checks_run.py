@@ -36,7 +36,9 @@ def run_with_reward(tmp_path, function: str, *args: str):
 
 
 def test_a_reward_returning_inf_stops_the_run_before_the_loss(tmp_path):
-    line = one_line_error(run_with_reward(tmp_path, "infinite"))
+    result = run_with_reward(tmp_path, "infinite")
+    line = one_line_error(result)
+    assert result.stderr.rstrip().splitlines()[-1] == line  # last: the training bar was drawn again below it
     assert line.startswith("rlvr: error: reward 'gsm8k_flexible' returned inf for row 0 (prompt ")
     assert not (tmp_path / "run" / "metrics.jsonl").exists()  # no step trained on it
 
