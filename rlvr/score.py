@@ -25,7 +25,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from rlvr.config import ScoreConfig, check_ranges, conf_dir, exit_on_unknown_keys, one_line_preset_errors, register_schemas
-from rlvr.data.loading import json_error, json_with_literal_numbers, open_maybe_gzipped
+from rlvr.data.loading import WrittenNumber, json_error, json_with_literal_numbers, open_maybe_gzipped
 from rlvr.errors import ConfigError, DataError, RlvrError
 from rlvr.rewards.base import judging_reward
 from rlvr.rewards.checks import ROW_FIELDS, check_reward_columns, check_reward_parameters, warn_unreadable_golds
@@ -65,7 +65,7 @@ def read_rows(path: Path, completion_column: str, answer_column: str = "answer",
             )
         gold = row.get(answer_column)
         if isinstance(gold, (int, float)) and not isinstance(gold, bool):
-            row[answer_column] = json_with_literal_numbers(line)[answer_column]
+            row[answer_column] = WrittenNumber(json_with_literal_numbers(line)[answer_column])  # scored as written, output as read
         elif gold is None or (isinstance(gold, str) and not gold.strip()):
             no_gold.append(number)
         rows.append(row)
@@ -116,7 +116,7 @@ def score_rows(rows: list[dict], rewards, completion_column: str, answer_column:
         prediction = next((o.prediction for o in outcomes.values() if o.prediction is not None), None)
         scored.append(
             {
-                **{k: v for k, v in row.items() if k not in ("samples", "judge")},
+                **{k: json.loads(v) if isinstance(v, WrittenNumber) else v for k, v in row.items() if k not in ("samples", "judge")},
                 "reward": sum(rw.weight * (values[rw.name][i] or 0.0) for rw in rewards),
                 "rewards": {name: v[i] for name, v in values.items()},
                 "reasons": {name: o.reason for name, o in outcomes.items()},

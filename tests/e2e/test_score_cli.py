@@ -102,6 +102,17 @@ def test_score_input_that_is_not_utf8_is_one_line_naming_the_line(tmp_path):
     assert out.read_text() == "previous\n"
 
 
+def test_a_numeric_gold_is_scored_as_the_file_writes_it_and_written_back_a_number(tmp_path):
+    """The output's gold was the number's text ("answer": 12 became "12"): a column of another type."""
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"completion": "Final: 12", "answer": 12}\n{"completion": "Final: 2.5", "answer": 2.50}\n')
+    out = tmp_path / "scored.jsonl"
+    result = run_cli("rlvr.score", f"input={rows}", f"output={out}")
+    assert result.returncode == 0, result.stderr
+    scored = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(row["answer"], row["reward"]) for row in scored] == [(12, 1.0), (2.5, 1.0)]
+
+
 def test_score_keeps_a_lone_surrogate_as_its_json_escape(rows_file, tmp_path):
     # JSON allows "\ud800" (a model can emit half a surrogate pair); UTF-8 cannot encode it.
     rows = [{"completion": "Final: 3 \ud800", "answer": "3", "note": "é"}, {"completion": "Final: 4", "answer": "4"}]
