@@ -58,7 +58,7 @@ def sft_warmup(model, tokenizer, train, cfg, trainer_kwargs: dict, seed: int):
 
     from rlvr.data.lengths import context_length
     from rlvr.hardware.stops import phase
-    from rlvr.recipes.warmup_cache import forget_trainer_state, keep_warmup, kept_warmup, load_warmup, warmup_key
+    from rlvr.recipes.warmup_cache import KeptWarmup, forget_trainer_state, keep_warmup, kept_warmup, load_warmup, warmup_key
 
     steps = cfg.model.warmup_sft_steps
     max_length = min(context_length(model) or SFT_LENGTH, SFT_LENGTH)
@@ -81,27 +81,28 @@ def sft_warmup(model, tokenizer, train, cfg, trainer_kwargs: dict, seed: int):
             **trainer_kwargs,
         )
         key = warmup_key(model, tokenizer, pairs, args) if cfg.model.warmup_sft_cache else None
-        if (kept := kept_warmup(key)) is not None:
-            record = load_warmup(model, kept)
+        if (entry := kept_warmup(key)) is not None:
+            kept = load_warmup(model, entry)
             model.train()  # as the SFT trainer leaves it
-            warn_of_cut_pairs(record["cut"], record["pairs"], max_length)
-            log.info("SFT warm-up: %d steps, final loss %.4f (loaded: trained before on this machine, %s)", steps, record["loss"], kept)
-            return record["loss"]
+            warn_of_cut_pairs(kept.cut, kept.pairs, max_length)
+            log.info("SFT warm-up: %d steps, final loss %.4f (loaded: trained before on this machine, %s)", steps, kept.loss, entry)
+            return kept.loss
         trainer = SFTTrainer(model=model, args=args, train_dataset=pairs, processing_class=tokenizer)
-        kept = trainer.train_dataset
-        if not len(kept):
+        tokenized = trainer.train_dataset
+        if not len(tokenized):
             raise DataError(f"SFT warm-up: every prompt reaches {max_length} tokens, so no target is left to learn: shorten the prompts")
         # TRL drops a pair whose prompt alone reaches max_length (no target left), and cuts the others there
-        cut = sum(len(ids) == max_length for ids in kept["input_ids"]) + len(pairs) - len(kept)
+        cut = sum(len(ids) == max_length for ids in tokenized["input_ids"]) + len(pairs) - len(tokenized)
         warn_of_cut_pairs(cut, len(pairs), max_length)
         result = trainer.train()
         forget_trainer_state(model, attributes, use_cache)
         if key is not None:
-            keep_warmup(key, model, result.training_loss, cut, len(pairs))
+            keep_warmup(key, model, KeptWarmup(result.training_loss, cut, len(pairs)))
     log.info("SFT warm-up: %d steps, final loss %.4f", steps, result.training_loss)
     return result.training_loss
 
 
 def warn_of_cut_pairs(cut: int, pairs: int, max_length: int) -> None:
+    """A warning counting the `cut` of `pairs` warm-up pairs cut to (or dropped at) `max_length` tokens, if any."""
     if cut:
         log.warning("SFT warm-up: %d of %d prompt + target pairs reach %d tokens: cut there, or dropped", cut, pairs, max_length)
