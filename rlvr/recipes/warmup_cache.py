@@ -74,22 +74,13 @@ def warmup_key(model, tokenizer, pairs, args) -> str | None:
     return digest.hexdigest()[:32]
 
 
-def _every_process(value) -> list:
-    """`value` of each process of the job (this one's alone outside torch.distributed)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return [value]
-    values = [None] * dist.get_world_size()
-    dist.all_gather_object(values, value)
-    return values
-
-
 def kept_warmup(key: str | None) -> Path | None:
     """The kept warm-up of `key` where every process of the job finds it, else None (every process trains)."""
+    from accelerate.utils import gather_object  # each process's list, joined (this one's alone in one process)
+
     path = cache_dir(KIND) / key if key is not None else None
     found = path is not None and (path / RECORD).is_file()
-    return path if all(_every_process(found)) else None
+    return path if all(gather_object([found])) else None
 
 
 @dataclass(frozen=True)
@@ -121,6 +112,7 @@ def load_warmup(model, path: Path) -> KeptWarmup:
 def keep_warmup(key: str, model, kept: KeptWarmup) -> None:
     """Keep the warm-up just trained under `key`, from the job's first process, where every process
     ends it with the same generator states; a cache that cannot be written is a warning."""
+    from accelerate.utils import gather_object
     from safetensors import SafetensorError
     from safetensors.torch import save_file, save_model
 
@@ -128,7 +120,7 @@ def keep_warmup(key: str, model, kept: KeptWarmup) -> None:
 
     generators, tensors = generator_states()
     states = hashlib.sha256(json.dumps(generators).encode() + b"".join(t.numpy().tobytes() for t in tensors.values())).hexdigest()
-    if len(set(_every_process(states))) > 1:
+    if len(set(gather_object([states]))) > 1:
         log.info("SFT warm-up: not kept in the machine cache (its processes end it with different random states)")
         return
     if not is_main_process():
