@@ -383,25 +383,37 @@ def pytest_collection_modifyitems(config, items):
 
 
 def interrupted(args: list[str], ready, stops: int = 1, stop=signal.SIGINT, env: dict | None = None) -> tuple[int, str]:
-    """`python -m rlvr.run args` in a process group of its own, sent `stop` `stops` times (50 ms apart) as
-    a terminal's Ctrl-C or `scancel --signal` sends it, once `ready()` holds (at most 120 s on);
-    (exit code, stderr). Nothing of it outlives the call."""
+    """`python -m rlvr.run args` in a session (and process group) of its own, sent `stop` `stops` times
+    (50 ms apart) as a terminal's Ctrl-C or `scancel --signal` sends it, once `ready()` holds (at most 120 s
+    on); (exit code, stderr). A child of the prewarmed interpreter where it serves the run, else a fresh
+    one. Nothing of it outlives the call."""
+
+    def stopped(group: int) -> None:
+        deadline = time.time() + 120
+        while time.time() < deadline and not ready():
+            time.sleep(0.05)
+        for _ in range(stops):
+            os.killpg(group, stop)
+            time.sleep(0.05)
+
+    full_env, argv = run_env(env), ["-m", "rlvr.run", *args]
+    server = prewarmed()
+    if server is not None and server.serves(full_env):
+        with tempfile.TemporaryDirectory() as output_dir, server.started(argv, full_env, Path(output_dir), new_session=True) as run:
+            stopped(run.pid)
+            done = run.wait(timeout=120)
+        return done.returncode, done.stderr
     process = subprocess.Popen(
-        [sys.executable, "-m", "rlvr.run", *args],
+        [sys.executable, *argv],
         cwd=ROOT,
-        env=env or {**os.environ, "HF_HUB_OFFLINE": "1"},
+        env=full_env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
     )
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline and not ready():
-            time.sleep(0.05)
-        for _ in range(stops):
-            os.killpg(process.pid, stop)
-            time.sleep(0.05)
+        stopped(process.pid)
         _, stderr = process.communicate(timeout=120)
     finally:
         process.kill()

@@ -10,13 +10,15 @@ and its peak RSS (`os.wait4`: the child's own, as a fresh process's would be mea
 
 Nothing is served that could differ from a fresh interpreter's run: `Prewarmed.run` takes a request
 only when the run's environment is the one this interpreter started with (variables read at import,
-such as HF_HOME or OMP_NUM_THREADS, are the same); the server refuses to serve if the imports left a
+such as HF_HOME or OMP_NUM_THREADS, are the same; a PYTHONPATH with directories before this one's puts
+them where the interpreter would, after sys.path[0]); the server refuses to serve if the imports left a
 Python thread running (a fork copies only the calling thread, and the locks others hold stay held).
 The native threads these imports start (torch's, pyarrow's allocator) are the ones every fork of a
 torch process meets: a DataLoader's workers and `datasets`' num_proc fork after the same imports.
-Runs that signal their process, change the environment or start a non-rlvr module still get a fresh
-interpreter (run_cli decides); tests/benchmarks/bench.py's smoke runs are served by one of their own,
-and tests/test_vllm_rollouts.py's runs by one in .venv-vllm that has imported vLLM too.
+Runs that change the environment otherwise or start a non-rlvr module still get a fresh interpreter
+(run_cli and conftest.interrupted decide: `Prewarmed.started` gives a run to signal as it goes on);
+tests/benchmarks/bench.py's smoke runs are served by one of their own, and tests/test_vllm_rollouts.py's
+runs by one in .venv-vllm that has imported vLLM too.
 
 The tasks of a served run's submitit jobs (`hydra/launcher=local`: 2 ranks, each a fresh interpreter
 that imports all of the above) are served too, side by side. A served run's `sys.executable` is
@@ -45,6 +47,16 @@ ROOT = Path(__file__).resolve().parents[1]
 # Variables the child takes from the request that need not match the server's: the test's name, and
 # two that torch sets in the test process as it runs and reads only when it compiles or asks for CUDA.
 READ_AT_RUN_TIME = {"PYTEST_CURRENT_TEST", "TORCHINDUCTOR_CACHE_DIR", "PYTORCH_NVML_BASED_CUDA_CHECK"}
+
+
+# Read by the interpreter as it starts, into sys.path: a run whose PYTHONPATH puts directories before the
+# server's (a test's user modules) gets them there in sys.path, where its own interpreter would have them.
+def added_path(env: dict, server_env: dict) -> list[str] | None:
+    """The directories `env`'s PYTHONPATH puts before `server_env`'s, or None if it is not such an extension."""
+    run, server = (e.get("PYTHONPATH", "").split(os.pathsep) if e.get("PYTHONPATH") else [] for e in (env, server_env))
+    return run[: len(run) - len(server)] if run[len(run) - len(server) :] == server else None
+
+
 # What a run imports that takes time; pyplot (1 s) for the plots a run writes as it ends.
 PRELOADED = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "hydra", "omegaconf", "math_verify", "matplotlib.pyplot")
 # Imported too where installed (not in every venv), as every run imports them: wandb, as transformers asks
@@ -83,7 +95,8 @@ def _child(request: dict, fds: list[int] | None, socket_name: str) -> None:
     # The server's environment, as a fresh interpreter's would be after the same imports (which set some:
     # vLLM's do), with the run's own value of each variable read at run time that the run has.
     if fds is None:
-        os.environ.update({key: value for key, value in request["env"].items() if key in READ_AT_RUN_TIME})
+        sys.path[1:1] = added_path(request["env"], os.environ)  # after the entry _run puts first
+        os.environ.update({key: value for key, value in request["env"].items() if key in READ_AT_RUN_TIME | {"PYTHONPATH"}})
         os.environ.update({TASK_SOCKET: socket_name, REAL_PYTHON: sys.executable})
         sys.executable = str(SERVED_PYTHON)
         stdin = os.open(os.devnull, os.O_RDONLY)
@@ -269,8 +282,12 @@ class Prewarmed:
 
     def serves(self, env: dict) -> bool:
         """Whether a run with `env` can be a child of the server: one whose environment differs from
-        the one the server started with only in variables READ_AT_RUN_TIME."""
-        return self.usable and self.server.poll() is None and differing(env, self.started_with) <= READ_AT_RUN_TIME
+        the one the server started with only in variables READ_AT_RUN_TIME, and in directories its
+        PYTHONPATH puts before the server's."""
+        differs = differing(env, self.started_with) - READ_AT_RUN_TIME
+        if differs == {"PYTHONPATH"} and added_path(env, self.started_with) is not None:
+            differs = set()
+        return self.usable and self.server.poll() is None and not differs
 
     def run(
         self, argv: list[str], env: dict, output_dir: Path, timeout: float | None, new_session: bool = False
@@ -279,24 +296,30 @@ class Prewarmed:
         timeout=timeout, start_new_session=new_session)` returns or raises, from a child of the server;
         `argv` is `-m module args...` or `script args...`. The result also holds the child's `pid` and
         `peak_rss_kb`."""
-        stdout, stderr = output_dir / "stdout", output_dir / "stderr"
+        with self.started(argv, env, output_dir, new_session) as run:
+            return run.wait(timeout)
+
+    @contextlib.contextmanager
+    def started(self, argv: list[str], env: dict, output_dir: Path, new_session: bool = False):
+        """The run `run` makes, started: yields a ServedRun (its `pid`, and `wait`) while the run goes on,
+        as `subprocess.Popen` would; a run not waited for is killed (with `new_session`, its process group)."""
         with self.lock:
-            request = {"argv": list(argv), "env": env, "stdout": str(stdout), "stderr": str(stderr), "new_session": new_session}
+            request = {
+                "argv": list(argv),
+                "env": env,
+                "stdout": str(output_dir / "stdout"),
+                "stderr": str(output_dir / "stderr"),
+                "new_session": new_session,
+            }
             self.server.stdin.write(json.dumps(request).encode() + b"\n")
             self.server.stdin.flush()
-            pid = json.loads(self._line(None))["pid"]
-            ended = self._line(timeout)
-            if ended is None:  # the server reaps the child only after it ends: `pid` is still the child's
-                os.kill(pid, signal.SIGKILL)
-                self._line(None)
-        out, err = (_text(path) for path in (stdout, stderr))
-        command = [self.python, *argv]
-        if ended is None:
-            raise subprocess.TimeoutExpired(command, timeout, out, err)
-        ended = json.loads(ended)
-        completed = subprocess.CompletedProcess(command, ended["returncode"], out, err)
-        completed.pid, completed.peak_rss_kb = pid, ended["peak_rss_kb"]
-        return completed
+            run = ServedRun(self, json.loads(self._line(None))["pid"], [self.python, *argv], output_dir, new_session)
+            try:
+                yield run
+            finally:
+                if run.result is None and self.server.poll() is None:  # a server that ended has nothing to answer
+                    run.kill()
+                    self._line(None)
 
     def close(self) -> None:
         """The server ends at the end of its input."""
@@ -319,6 +342,36 @@ class Prewarmed:
             self.buffer += chunk
         line, self.buffer = self.buffer.split(b"\n", 1)
         return line.decode()
+
+
+class ServedRun:
+    """A run a prewarmed interpreter forked (Prewarmed.started): `pid` (with `new_session`, its session's id)."""
+
+    def __init__(self, server: Prewarmed, pid: int, command: list[str], output_dir: Path, new_session: bool):
+        self.server, self.pid, self.command, self.output_dir, self.new_session = server, pid, command, output_dir, new_session
+        self.result: subprocess.CompletedProcess | None = None
+
+    def wait(self, timeout: float | None) -> subprocess.CompletedProcess:
+        """What `subprocess.run` returns (the result also holds `pid` and `peak_rss_kb`), or raises
+        subprocess.TimeoutExpired after killing the run."""
+        ended = self.server._line(timeout)
+        if ended is None:  # the server reaps the child only after it ends: `pid` is still the child's
+            self.kill()
+            self.server._line(None)
+        out, err = (_text(self.output_dir / name) for name in ("stdout", "stderr"))
+        if ended is None:
+            self.result = subprocess.CompletedProcess(self.command, None, out, err)
+            raise subprocess.TimeoutExpired(self.command, timeout, out, err)
+        ended = json.loads(ended)
+        self.result = subprocess.CompletedProcess(self.command, ended["returncode"], out, err)
+        self.result.pid, self.result.peak_rss_kb = self.pid, ended["peak_rss_kb"]
+        return self.result
+
+    def kill(self) -> None:
+        try:
+            (os.killpg if self.new_session else os.kill)(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _text(path: Path) -> str:

@@ -1,6 +1,7 @@
 """The suite's prewarmed interpreter (tests/prewarmed.py) gives what a fresh `python -m` gives."""
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -49,6 +50,25 @@ def test_a_served_run_prints_and_exits_as_a_fresh_interpreter_does(prewarmed, tm
     served, expected = prewarmed.run(argv, env, tmp_path, timeout=120), fresh(*argv, env=env)
     assert (served.returncode, served.stdout, served.stderr) == (expected.returncode, expected.stdout, expected.stderr)
     assert served.peak_rss_kb > 100_000  # the child's own maximum, which holds the preloaded torch
+
+
+PATH_PROBE = "import sys, user_module; print(sys.path, user_module.__file__)"
+
+
+def test_a_served_run_with_directories_put_before_the_pythonpath_has_the_sys_path_of_a_fresh_one(prewarmed, tmp_path):
+    """A test's user modules (a PYTHONPATH that puts its directory first): served, with the sys.path a fresh
+    interpreter builds; a PYTHONPATH that drops the server's entries is not served."""
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / "user_module.py").write_text("")
+    (tmp_path / "probe.py").write_text(PATH_PROBE)
+    server = run_env().get("PYTHONPATH")
+    env = run_env({"PYTHONPATH": os.pathsep.join(p for p in (str(tmp_path / "user"), server) if p)})
+    assert prewarmed.serves(env)
+    assert not server or not prewarmed.serves(run_env({"PYTHONPATH": str(tmp_path / "user")}))
+    argv = [str(tmp_path / "probe.py")]
+    served, expected = prewarmed.run(argv, env, tmp_path, timeout=120), fresh(*argv, env=env)
+    assert served.returncode == 0, served.stderr[-2000:]
+    assert served.stdout == expected.stdout
 
 
 def test_a_served_run_past_its_timeout_is_killed_and_raises_as_subprocess_run_does(prewarmed):
