@@ -69,7 +69,8 @@ def run_cli(
     imported too) where it serves the run, else in a fresh one; in a session of its own with
     `new_session`. The result also holds the process's `pid` (with `new_session`, its session's id)."""
     full_env = run_env(env)
-    server = prewarmed(python, also) if module.startswith("rlvr") else None  # others are never served: start nothing
+    # others are never served (start nothing): rlvr's, and torchrun's, whose workers running rlvr are served too
+    server = prewarmed(python, also) if module.startswith("rlvr") or module == "torch.distributed.run" else None
     if server is not None and server.serves(full_env):
         with tempfile.TemporaryDirectory() as output_dir:
             return server.run(["-m", module, *args], full_env, Path(output_dir), timeout, new_session=new_session)

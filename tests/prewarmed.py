@@ -21,7 +21,8 @@ tests/benchmarks/bench.py's smoke runs are served by one of their own, and tests
 runs by one in .venv-vllm that has imported vLLM too.
 
 The tasks of a served run's submitit jobs (`hydra/launcher=local`: 2 ranks, each a fresh interpreter
-that imports all of the above) are served too, side by side. A served run's `sys.executable` is
+that imports all of the above) are served too, side by side, and so are the workers of a served
+`torchrun ... -m rlvr.run` (`python -u -m rlvr.run` with torchrun's variables). A served run's `sys.executable` is
 tests/served/python, which submitit's local controller starts each task with: it hands
 `-m submitit.core._submit` to tests/served_task.py, a client that asks this server over a Unix socket
 to fork the task with the client's stdin/stdout/stderr, relays the signals the controller sends, and
@@ -70,6 +71,10 @@ SERVED_PYTHON = Path(__file__).with_name("served") / "python"
 # _submit module as it runs), what the shell of tests/served/python sets, and CUDA_VISIBLE_DEVICES
 # (read when CUDA is first asked for: on a CPU build of torch, never at import; see _serve).
 TASK_READ_AT_RUN_TIME = READ_AT_RUN_TIME | {"CUDA_VISIBLE_DEVICES", TASK_SOCKET, REAL_PYTHON, "PWD", "OLDPWD", "SHLVL", "_"}
+# What torchrun adds to a worker's environment (torch/distributed/elastic/agent/server/local_elastic_agent.py,
+# with the variables starting TORCHELASTIC_): read as torch.distributed starts, at run time.
+TORCHRUN_WORKER = {"RANK", "LOCAL_RANK", "GROUP_RANK", "ROLE_RANK", "ROLE_NAME", "LOCAL_WORLD_SIZE", "WORLD_SIZE"}
+TORCHRUN_WORKER |= {"GROUP_WORLD_SIZE", "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCH_NCCL_ASYNC_ERROR_HANDLING"}
 
 
 class _Launch(BaseException):
@@ -157,7 +162,7 @@ def _serve(also: list[str]) -> None:
     signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes select() through the pipe
     server_env = dict(os.environ)
     # A CUDA build may have counted the devices during the imports (bitsandbytes asks): then the variable counts.
-    read_at_run_time = TASK_READ_AT_RUN_TIME - ({"CUDA_VISIBLE_DEVICES"} if torch.version.cuda else set())
+    read_at_run_time = TASK_READ_AT_RUN_TIME - ({"CUDA_VISIBLE_DEVICES"} if torch.version.cuda else set()) | TORCHRUN_WORKER
     print(json.dumps({"ready": threading.active_count() == 1}), flush=True)
     stdin_pid, tasks, connections = None, {}, []  # tasks: {pid: its client's connection, None once the client died}
     stdin = os.fdopen(0, "rb", buffering=0, closefd=False)
@@ -181,11 +186,18 @@ def _serve(also: list[str]) -> None:
         peer_pid, peer_uid = int.from_bytes(peer[:4], sys.byteorder), int.from_bytes(peer[4:8], sys.byteorder)
         if peer_uid != os.getuid():
             return "another user"
-        if os.getsid(peer_pid) != os.getsid(0):  # a run in a session of its own: its tasks stay in it
+        # a run in a session of its own: its tasks stay in it; but a torchrun worker, whose session torchrun
+        # makes for it alone (to signal its process group), relays those signals to the task as a client does
+        torchrun_worker = "TORCHELASTIC_RUN_ID" in request["env"] and os.getsid(peer_pid) == peer_pid
+        if os.getsid(peer_pid) != os.getsid(0) and not torchrun_worker:
             return "another session"
         if len(fds) != 3:
             return "no stdin/stdout/stderr"
-        differs = {key for key in differing(request["env"], server_env) if key not in read_at_run_time and not key.startswith("SUBMITIT_")}
+        differs = {
+            key
+            for key in differing(request["env"], server_env)
+            if key not in read_at_run_time and not key.startswith(("SUBMITIT_", "TORCHELASTIC_"))
+        }
         return f"the environment differs in {sorted(differs)}" if differs else None
 
     def serve_task(connection) -> None:

@@ -1,5 +1,5 @@
-"""`python -u -m submitit.core._submit FOLDER` of a submitit local task, run as a child of the
-prewarmed interpreter whose run submitted it (tests/prewarmed.py): this process stands in for the
+"""`python -u -m submitit.core._submit FOLDER` of a submitit local task (or `python -u -m rlvr.run ...` of
+a torchrun worker), run as a child of the prewarmed interpreter whose run started it (tests/prewarmed.py): this process stands in for the
 task, as the controller sees it. It hands the server its argv, environment, working directory and
 stdin/stdout/stderr, passes on every signal the controller sends, and exits as the task did. Where
 the server refuses (an environment that differs in a variable read at import) or is gone, it becomes
