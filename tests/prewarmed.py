@@ -45,9 +45,10 @@ import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# Variables the child takes from the request that need not match the server's: the test's name, and
-# two that torch sets in the test process as it runs and reads only when it compiles or asks for CUDA.
-READ_AT_RUN_TIME = {"PYTEST_CURRENT_TEST", "TORCHINDUCTOR_CACHE_DIR", "PYTORCH_NVML_BASED_CUDA_CHECK"}
+# Variables the child takes from the request that need not match the server's: the test's name, two
+# that torch sets in the test process as it runs and reads only when it compiles or asks for CUDA, and
+# the SLURM cluster's config, read by the SLURM commands a run starts (sbatch, squeue, sacct).
+READ_AT_RUN_TIME = {"PYTEST_CURRENT_TEST", "TORCHINDUCTOR_CACHE_DIR", "PYTORCH_NVML_BASED_CUDA_CHECK", "SLURM_CONF"}
 
 
 # Read by the interpreter as it starts, into sys.path: a run whose PYTHONPATH puts directories before the
@@ -338,8 +339,9 @@ class Prewarmed:
         self.server.stdin.close()
         self.server.wait(timeout=60)
 
-    def _line(self, timeout: float | None) -> str | None:
-        """The server's next line, or None if it has written none within `timeout` seconds."""
+    def _line(self, timeout: float | None, peek: bool = False) -> str | None:
+        """The server's next line, or None if it has written none within `timeout` seconds; with `peek`,
+        left to be read again."""
         import select
         import time
 
@@ -352,20 +354,40 @@ class Prewarmed:
             if not chunk:
                 raise RuntimeError(f"the prewarmed interpreter ended (exit code {self.server.wait()})")
             self.buffer += chunk
+        if peek:
+            return self.buffer.split(b"\n", 1)[0].decode()
         line, self.buffer = self.buffer.split(b"\n", 1)
         return line.decode()
 
 
 class ServedRun:
-    """A run a prewarmed interpreter forked (Prewarmed.started): `pid` (with `new_session`, its session's id)."""
+    """A run a prewarmed interpreter forked (Prewarmed.started), as much of a `subprocess.Popen` as the
+    tests use: `pid` (with `new_session`, its session's id), `poll`, `wait`, `communicate`, `returncode`."""
 
     def __init__(self, server: Prewarmed, pid: int, command: list[str], output_dir: Path, new_session: bool):
         self.server, self.pid, self.command, self.output_dir, self.new_session = server, pid, command, output_dir, new_session
         self.result: subprocess.CompletedProcess | None = None
 
+    @property
+    def returncode(self) -> int | None:
+        return None if self.result is None else self.result.returncode
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+        """(stdout, stderr) once the run has ended, as `subprocess.Popen.communicate` gives them."""
+        done = self.wait(timeout)
+        return done.stdout, done.stderr
+
+    def poll(self) -> int | None:
+        """The run's exit code once it has ended (its result is then `wait`'s), else None."""
+        if self.result is None and self.server._line(0, peek=True) is not None:
+            self.wait(None)
+        return self.returncode
+
     def wait(self, timeout: float | None) -> subprocess.CompletedProcess:
         """What `subprocess.run` returns (the result also holds `pid` and `peak_rss_kb`), or raises
         subprocess.TimeoutExpired after killing the run."""
+        if self.result is not None:
+            return self.result
         ended = self.server._line(timeout)
         if ended is None:  # the server reaps the child only after it ends: `pid` is still the child's
             self.kill()

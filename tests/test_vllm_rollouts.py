@@ -4,18 +4,31 @@ transformers than .venv's; `make test` builds it)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
 from rlvr.tracking.outputs import read_jsonl
-from conftest import ROOT, TINY_RUN, completed_run, one_line_error, rank_weight_digests, refused_in_process, run_cli, run_env, vllm_python
+from conftest import (
+    ROOT,
+    TINY_RUN,
+    completed_run,
+    one_line_error,
+    prewarmed,
+    rank_weight_digests,
+    refused_in_process,
+    run_cli,
+    run_env,
+    vllm_python,
+)
 
 pytestmark = pytest.mark.vllm_venv  # after the rest of the suite (`make test` builds .venv-vllm meanwhile)
 # vLLM's CPU attention has kernels for head_dim 32 and up: the tiny model's hidden 64 over 2 heads
@@ -105,11 +118,22 @@ def run_dir_override(run_dir: Path, args: tuple[str, ...]) -> str:
     return f"{'hydra.sweep.dir' if '-m' in args else 'hydra.run.dir'}={run_dir}"
 
 
-def vllm_process(run_dir: Path, *args: str, **popen) -> subprocess.Popen:
-    """`python -m rlvr.run args... hydra.run.dir=run_dir` (a `-m` run: hydra.sweep.dir) in the vLLM
-    venv, in a session of its own, as a fresh interpreter (a test signals it)."""
-    command = [str(vllm_python()), "-m", "rlvr.run", *args, run_dir_override(run_dir, args)]
-    return subprocess.Popen(command, cwd=ROOT, env=run_env(), text=True, start_new_session=True, **popen)
+@contextlib.contextmanager
+def started_vllm_run(run_dir: Path, *args: str):
+    """`python -m rlvr.run args... hydra.run.dir=run_dir` (a `-m` run: hydra.sweep.dir) in the vLLM venv,
+    in a session of its own, as it goes (its `pid`, `poll`, `communicate`, `returncode`, as a Popen's): a
+    child of the vLLM venv's prewarmed interpreter where it serves the run, else a fresh interpreter.
+    Killed if it has not ended when the block does."""
+    server, env, argv = prewarmed(vllm_python(), ("vllm",)), run_env(), ["-m", "rlvr.run", *args, run_dir_override(run_dir, args)]
+    if server is not None and server.serves(env):
+        with tempfile.TemporaryDirectory() as output_dir, server.started(argv, env, Path(output_dir), new_session=True) as run:
+            yield run
+        return
+    process = subprocess.Popen([str(vllm_python()), *argv], cwd=ROOT, env=env, text=True, start_new_session=True, stderr=subprocess.PIPE)
+    try:
+        yield process
+    finally:
+        process.kill()
 
 
 def in_vllm_venv(module: str, *args: str, timeout: int) -> subprocess.CompletedProcess:
@@ -246,22 +270,19 @@ def test_a_stop_signal_ends_a_vllm_run_after_a_checkpoint_and_the_rerun_continue
     the starting policy's completions."""
     extra = hybrid_reward(tmp_path) if reward == "hybrid" else []
     run_dir = tmp_path / "run"
-    process = vllm_process(
-        run_dir, *VLLM, *TINY_RUN, *extra, "algorithm.max_steps=400", "algorithm.save_steps=0", "eval.before=false", stderr=subprocess.PIPE
-    )
-    try:
+    with started_vllm_run(
+        run_dir, *VLLM, *TINY_RUN, *extra, "algorithm.max_steps=400", "algorithm.save_steps=0", "eval.before=false"
+    ) as run:
         deadline = time.time() + 300
-        while time.time() < deadline and process.poll() is None:
+        while time.time() < deadline and run.poll() is None:
             path = run_dir / "metrics.jsonl"
             if path.exists() and len(path.read_text().splitlines()) >= 5:
                 break
             time.sleep(0.2)
-        os.killpg(process.pid, stop)
-        _, stderr = process.communicate(timeout=120)
-    finally:
-        process.kill()
-    assert process.returncode == exit_code, stderr[-2000:]
-    assert session_processes(process.pid) == []
+        os.killpg(run.pid, stop)
+        _, stderr = run.communicate(timeout=120)
+    assert run.returncode == exit_code, stderr[-2000:]
+    assert session_processes(run.pid) == []
     checkpoints = list((run_dir / "checkpoints").glob("checkpoint-*"))
     assert len(checkpoints) == 1 and (checkpoints[0] / "COMPLETE").exists(), stderr[-2000:]
     saved = int(checkpoints[0].name.split("-")[1])
