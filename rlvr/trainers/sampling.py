@@ -77,8 +77,7 @@ def draw(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
         block_sums = torch.cat([block_sums, probs[:, whole:].sum(dim=-1, keepdim=True)], dim=1)
     block_cdf = block_sums.to(torch.float64).cumsum(dim=-1)
     point = uniforms * block_cdf[:, -1:]
-    # the first block whose end passes the point: it holds probability, so some id in it is drawn
-    block = torch.searchsorted(block_cdf, point, right=True).clamp(max=block_cdf.shape[1] - 1)
+    block = first_past(block_cdf, point)  # a block that holds probability, so some id in it is drawn
     before = torch.where(block > 0, block_cdf.gather(1, (block - 1).clamp(min=0)), 0.0)
     ids = block * BLOCK + torch.arange(BLOCK, device=probs.device)
     inside = torch.where(ids < width, probs.gather(1, ids.clamp(max=width - 1)), 0.0)

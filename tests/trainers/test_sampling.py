@@ -45,7 +45,7 @@ def test_the_sampler_draws_from_the_filtered_distribution(source, top_k, top_p, 
 def test_the_two_level_draw_is_the_whole_row_inverse_cdf(width):
     """`draw` picks the id a float64 cumsum over the whole row picks, for every point farther than 1e-6
     of the row's mass from a boundary (a block's float32 sum moves its edge by about 1e-7), and never an
-    id of probability 0: rows filtered to their top sevenths, rows of one id, the uniforms 0 and 1 - 2^-53."""
+    id of probability 0: rows filtered to their top sevenths, rows of one id, the uniforms 0, 1 - 2^-53 and 1."""
     generator = torch.Generator().manual_seed(width)
     logits = torch.randn(48, width, generator=generator) * 3
     top = logits[16:32].topk(max(1, width // 7), dim=-1).values[:, -1:]
@@ -54,14 +54,14 @@ def test_the_two_level_draw_is_the_whole_row_inverse_cdf(width):
     logits[32:].scatter_(1, torch.randint(width, (16, 1), generator=generator), 0.0)
     probs = torch.softmax(logits, dim=-1)
     uniforms = torch.rand(48, dtype=torch.float64, generator=generator)
-    uniforms[[0, 16, 32]], uniforms[[1, 17, 33]] = 0.0, 1 - 2**-53
+    uniforms[[0, 16, 32]], uniforms[[1, 17, 33]], uniforms[[2, 18, 34]] = 0.0, 1 - 2**-53, 1.0  # 1: what rounding can make of 1 - 2^-53
     drawn = draw(probs, uniforms)
     assert torch.all(probs.gather(1, drawn.unsqueeze(1)) > 0)
     cdf = probs.cumsum(dim=-1, dtype=torch.float64)
     point = (uniforms * cdf[:, -1]).unsqueeze(1)
     whole_row = torch.searchsorted(cdf, point, right=True).clamp(max=width - 1).squeeze(1)
     clear = ((cdf - point).abs() > 1e-6 * cdf[:, -1:]).all(dim=1)
-    assert clear.sum() >= 40
+    assert clear.sum() >= 30
     assert torch.equal(drawn[clear], whole_row[clear])
 
 
