@@ -383,39 +383,39 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: (item.get_closest_marker("vllm_venv") is not None, -seconds(item)))
 
 
-def interrupted(args: list[str], ready, stops: int = 1, stop=signal.SIGINT, env: dict | None = None) -> tuple[int, str]:
-    """`python -m rlvr.run args` in a session (and process group) of its own, sent `stop` `stops` times
-    (50 ms apart) as a terminal's Ctrl-C or `scancel --signal` sends it, once `ready()` holds (at most 120 s
-    on); (exit code, stderr). A child of the prewarmed interpreter where it serves the run, else a fresh
-    one. Nothing of it outlives the call."""
+@contextlib.contextmanager
+def started_run(*args: str, python: str = sys.executable, also: tuple[str, ...] = (), env: dict | None = None):
+    """`python -m rlvr.run args` in a session (and process group) of its own, as it goes: its `pid` (the
+    session's id), `poll`, `communicate`, `returncode`, as a `subprocess.Popen`'s (stdout discarded, stderr
+    captured as text). A child of the prewarmed interpreter of `python` (with `also`) where it serves the
+    run, else a fresh one. Killed (its process group) if it has not ended when the block does."""
+    full_env, argv = run_env(env), ["-m", "rlvr.run", *args]
+    server = prewarmed(python, also)
+    if server is not None and server.serves(full_env):
+        with tempfile.TemporaryDirectory() as output_dir, server.started(argv, full_env, Path(output_dir), new_session=True) as run:
+            yield run
+        return
+    process = subprocess.Popen(
+        [str(python), *argv], cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
-    def stopped(group: int) -> None:
+
+def interrupted(args: list[str], ready, stops: int = 1, stop=signal.SIGINT, env: dict | None = None) -> tuple[int, str]:
+    """`started_run(*args)`, sent `stop` `stops` times (50 ms apart) as a terminal's Ctrl-C or `scancel
+    --signal` sends it, once `ready()` holds (at most 120 s on); (exit code, stderr). Nothing of it
+    outlives the call."""
+    with started_run(*args, env=env) as run:
         deadline = time.time() + 120
         while time.time() < deadline and not ready():
             time.sleep(0.05)
         for _ in range(stops):
-            os.killpg(group, stop)
+            os.killpg(run.pid, stop)
             time.sleep(0.05)
-
-    full_env, argv = run_env(env), ["-m", "rlvr.run", *args]
-    server = prewarmed()
-    if server is not None and server.serves(full_env):
-        with tempfile.TemporaryDirectory() as output_dir, server.started(argv, full_env, Path(output_dir), new_session=True) as run:
-            stopped(run.pid)
-            done = run.wait(timeout=120)
-        return done.returncode, done.stderr
-    process = subprocess.Popen(
-        [sys.executable, *argv],
-        cwd=ROOT,
-        env=full_env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        stopped(process.pid)
-        _, stderr = process.communicate(timeout=120)
-    finally:
-        process.kill()
-    return process.returncode, stderr
+        _, stderr = run.communicate(timeout=120)
+    return run.returncode, stderr

@@ -4,31 +4,18 @@ transformers than .venv's; `make test` builds it)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
 from rlvr.tracking.outputs import read_jsonl
-from conftest import (
-    ROOT,
-    TINY_RUN,
-    completed_run,
-    one_line_error,
-    prewarmed,
-    rank_weight_digests,
-    refused_in_process,
-    run_cli,
-    run_env,
-    vllm_python,
-)
+from conftest import TINY_RUN, completed_run, one_line_error, rank_weight_digests, refused_in_process, run_cli, started_run, vllm_python
 
 pytestmark = pytest.mark.vllm_venv  # after the rest of the suite (`make test` builds .venv-vllm meanwhile)
 # vLLM's CPU attention has kernels for head_dim 32 and up: the tiny model's hidden 64 over 2 heads
@@ -118,22 +105,10 @@ def run_dir_override(run_dir: Path, args: tuple[str, ...]) -> str:
     return f"{'hydra.sweep.dir' if '-m' in args else 'hydra.run.dir'}={run_dir}"
 
 
-@contextlib.contextmanager
 def started_vllm_run(run_dir: Path, *args: str):
-    """`python -m rlvr.run args... hydra.run.dir=run_dir` (a `-m` run: hydra.sweep.dir) in the vLLM venv,
-    in a session of its own, as it goes (its `pid`, `poll`, `communicate`, `returncode`, as a Popen's): a
-    child of the vLLM venv's prewarmed interpreter where it serves the run, else a fresh interpreter.
-    Killed if it has not ended when the block does."""
-    server, env, argv = prewarmed(vllm_python(), ("vllm",)), run_env(), ["-m", "rlvr.run", *args, run_dir_override(run_dir, args)]
-    if server is not None and server.serves(env):
-        with tempfile.TemporaryDirectory() as output_dir, server.started(argv, env, Path(output_dir), new_session=True) as run:
-            yield run
-        return
-    process = subprocess.Popen([str(vllm_python()), *argv], cwd=ROOT, env=env, text=True, start_new_session=True, stderr=subprocess.PIPE)
-    try:
-        yield process
-    finally:
-        process.kill()
+    """conftest.started_run of `args... hydra.run.dir=run_dir` (a `-m` run: hydra.sweep.dir) in the vLLM
+    venv (its prewarmed interpreter has imported vLLM too)."""
+    return started_run(*args, run_dir_override(run_dir, args), python=vllm_python(), also=("vllm",))
 
 
 def in_vllm_venv(module: str, *args: str, timeout: int) -> subprocess.CompletedProcess:
