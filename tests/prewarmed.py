@@ -16,14 +16,14 @@ Python thread running (a fork copies only the calling thread, and the locks othe
 The native threads these imports start (torch's, pyarrow's allocator) are the ones every fork of a
 torch process meets: a DataLoader's workers and `datasets`' num_proc fork after the same imports.
 Runs that change the environment otherwise or start a non-rlvr module still get a fresh interpreter
-(run_cli and conftest.interrupted decide: `Prewarmed.started` gives a run to signal as it goes on);
+(conftest.run_cli and conftest.started_run decide; `Prewarmed.started` gives a run to signal as it goes);
 tests/benchmarks/bench.py's smoke runs are served by one of their own, and tests/test_vllm_rollouts.py's
 runs by one in .venv-vllm that has imported vLLM too.
 
 The tasks of a served run's submitit jobs (`hydra/launcher=local`: 2 ranks, each a fresh interpreter
 that imports all of the above) are served too, side by side, and so are the workers of a served
-`torchrun ... -m rlvr.run` (`python -u -m rlvr.run` with torchrun's variables). A served run's `sys.executable` is
-tests/served/python, which submitit's local controller starts each task with: it hands
+`torchrun ... -m rlvr.run` (`python -u -m rlvr.run` with torchrun's variables). A served run's
+`sys.executable` is tests/served/python, which submitit's local controller starts each task with: it hands
 `-m submitit.core._submit` to tests/served_task.py, a client that asks this server over a Unix socket
 to fork the task with the client's stdin/stdout/stderr, relays the signals the controller sends, and
 exits as the task did (the task dies if its client or the server dies first); anything else it
@@ -163,7 +163,7 @@ def _serve(also: list[str]) -> None:
     signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes select() through the pipe
     server_env = dict(os.environ)
     # A CUDA build may have counted the devices during the imports (bitsandbytes asks): then the variable counts.
-    read_at_run_time = TASK_READ_AT_RUN_TIME - ({"CUDA_VISIBLE_DEVICES"} if torch.version.cuda else set()) | TORCHRUN_WORKER
+    read_at_run_time = (TASK_READ_AT_RUN_TIME - ({"CUDA_VISIBLE_DEVICES"} if torch.version.cuda else set())) | TORCHRUN_WORKER
     print(json.dumps({"ready": threading.active_count() == 1}), flush=True)
     stdin_pid, tasks, connections = None, {}, []  # tasks: {pid: its client's connection, None once the client died}
     stdin = os.fdopen(0, "rb", buffering=0, closefd=False)
@@ -314,8 +314,8 @@ class Prewarmed:
 
     @contextlib.contextmanager
     def started(self, argv: list[str], env: dict, output_dir: Path, new_session: bool = False):
-        """The run `run` makes, started: yields a ServedRun (its `pid`, and `wait`) while the run goes on,
-        as `subprocess.Popen` would; a run not waited for is killed (with `new_session`, its process group)."""
+        """The run `run` makes, started: yields its ServedRun (Popen-like) while the run goes on; a run not
+        waited for is killed (with `new_session`, its process group)."""
         with self.lock:
             request = {
                 "argv": list(argv),

@@ -1,9 +1,10 @@
-"""`python -u -m submitit.core._submit FOLDER` of a submitit local task (or `python -u -m rlvr.run ...` of
-a torchrun worker), run as a child of the prewarmed interpreter whose run started it (tests/prewarmed.py): this process stands in for the
-task, as the controller sees it. It hands the server its argv, environment, working directory and
-stdin/stdout/stderr, passes on every signal the controller sends, and exits as the task did. Where
-the server refuses (an environment that differs in a variable read at import) or is gone, it becomes
-the real interpreter running the same command: slower, the same run, nothing printed."""
+"""`python -u -m submitit.core._submit FOLDER` of a submitit local task (or `python -u -m rlvr.run ...`
+of a torchrun worker), run as a child of the prewarmed interpreter whose run started it
+(tests/prewarmed.py): this process stands in for the task, as the controller sees it. It hands the
+server its argv, environment, working directory and stdin/stdout/stderr, passes on every signal the
+controller sends, and exits as the task did. Where the server refuses (an environment that differs in
+a variable read at import) or is gone, it becomes the real interpreter running the same command:
+slower, the same run, nothing printed."""
 
 import contextlib
 import json

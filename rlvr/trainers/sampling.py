@@ -6,8 +6,8 @@ sequences: 75 ms a token, 82% of a GRPO rollout's time on `model=qwen2.5_shape` 
 2 cores). Inverse CDF needs one uniform per sequence: the filtered distribution's cumulative sum
 (in float64, so no tail token loses its share to rounding) and a binary search, done in two levels
 (`draw`). The processor keeps only the drawn token and the greedy `generate` takes it: the same
-distribution, drawn differently. Two sources of uniforms use it: the global generator (training rollouts on CPU) and
-one seeded stream per sequence (evaluation, reproducible whatever the batch).
+distribution, drawn differently. Two sources of uniforms use it: the global generator (training
+rollouts on CPU) and one seeded stream per sequence (evaluation, reproducible whatever the batch).
 """
 
 from __future__ import annotations
