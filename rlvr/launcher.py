@@ -476,7 +476,8 @@ def objective_value(cfg, metrics: dict[str, float]) -> float:
 
     from rlvr.config import did_you_mean
 
-    value = metrics.get(cfg.objective, math.nan)
+    value = metrics.get(cfg.objective)
+    value = math.nan if value is None else value  # None: NaN as metrics.json writes it (null), read back
     if not math.isnan(value) or not is_multirun() or not reads_objective(HydraConfig.get().sweeper):
         return value
     meant = did_you_mean(cfg.objective, metrics)  # "": no metric is close

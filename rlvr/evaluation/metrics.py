@@ -11,7 +11,7 @@ answers that a reward judges equivalent (`Reward.same_answer`), each with the un
            from the prompt's n (exact over every k-subset when there are at most `resamples` of
            them, else a seeded sample of `resamples` subsets; k = n is the vote of all n);
 - `_se`    standard error over prompts (sample std of the per-prompt values / sqrt(#prompts); NaN
-           with one prompt, where it is undefined);
+           with one prompt, where it is undefined (null in the JSON files));
 - maj@k's `_ci_low` / `_ci_high`: 95% percentile bootstrap over prompts (fixed seed), since a
            majority vote's per-prompt value is not a mean the SE formula describes well at 0 or 1.
 """

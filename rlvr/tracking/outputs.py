@@ -7,6 +7,7 @@ import importlib.util
 import json
 import logging
 import logging.handlers
+import math
 import os
 import sys
 from pathlib import Path
@@ -21,6 +22,24 @@ def prompt_id(prompt: Any) -> str:
     """A short stable id for a prompt (text or chat messages), for per-prompt curves."""
     text = prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)
     return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+
+
+def json_text(value: Any, indent: int | None = None) -> str:
+    """`value` as strict JSON (RFC 8259, what jq and JavaScript read, where Python's default writes a
+    bare NaN): a NaN or infinite float is written as null (an SE over one prompt, a logged mean of
+    nothing); an object JSON has no type for, as its str. Every JSON file rlvr writes goes through it."""
+    return json.dumps(finite_or_null(value), ensure_ascii=False, indent=indent, default=str, allow_nan=False)
+
+
+def finite_or_null(value: Any) -> Any:
+    """`value` with every NaN or infinite float in it (inside dicts, lists and tuples) replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_null(item) for item in value]
+    return value
 
 
 def check_a_file(path: Path) -> None:
@@ -43,7 +62,7 @@ class JsonlWriter:
 
     def write(self, rows: Iterable[dict]) -> None:
         for row in rows:
-            self._handle.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+            self._handle.write(json_text(row) + "\n")
 
     def close(self) -> None:
         self._handle.close()
@@ -119,7 +138,7 @@ def write_whole(path: Path, text: str) -> None:
 
 def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
     """`rows` as a JSONL file, written whole (`write_whole`)."""
-    write_whole(path, "".join(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows))
+    write_whole(path, "".join(json_text(row) + "\n" for row in rows))
 
 
 def files_fingerprint(path: Path) -> str:
@@ -136,7 +155,7 @@ def read_json(path: Path) -> dict:
 
 
 def write_json(path: Path, payload: dict) -> None:
-    write_whole(path, json.dumps(payload, indent=2, default=str) + "\n")
+    write_whole(path, json_text(payload, indent=2) + "\n")
 
 
 def check_wandb(logging_cfg) -> None:
@@ -307,7 +326,7 @@ def metrics_callback(path: Path):
                 if "loss" in logs and torch.cuda.is_initialized():
                     timing["gpu_peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
                 with open(path, "a", encoding="utf-8") as handle:  # also after training: final eval logs
-                    handle.write(json.dumps({"step": state.global_step, **logs, **timing}, default=str) + "\n")
+                    handle.write(json_text({"step": state.global_step, **logs, **timing}) + "\n")
 
     return MetricsJsonl()
 

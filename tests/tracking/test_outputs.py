@@ -1,6 +1,7 @@
 """The `logging` group as wandb's own environment variables, and the checks made before training."""
 
 import json
+import math
 import os
 import sys
 from types import SimpleNamespace
@@ -220,3 +221,31 @@ def test_the_steps_after_the_last_multiple_of_logging_steps_are_logged_and_summe
     end = next(row for row in rows if "train_runtime" in row)
     assert "reward" not in end  # every step's metrics are in a training row
     assert training_curve_summary(tmp_path)["train_loss"] == pytest.approx(end["train_loss"], rel=1e-4)  # transformers' mean of 5 steps
+
+
+def strict_json(text):
+    """JSON as RFC 8259 has it: a bare NaN or Infinity is an error, as in jq or JavaScript."""
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_every_json_file_rlvr_writes_is_strict_json_with_null_for_nan_and_infinity(tmp_path):
+    from rlvr.tracking.outputs import JsonlWriter, metrics_callback, write_json, write_jsonl
+
+    values = {"accuracy": 1.0, "accuracy_se": math.nan, "nested": [{"low": -math.inf}, (math.inf, 2)], "name": "ü"}
+    expected = {"accuracy": 1.0, "accuracy_se": None, "nested": [{"low": None}, [None, 2]], "name": "ü"}
+    write_json(tmp_path / "metrics.json", values)
+    write_jsonl(tmp_path / "rows.jsonl", [values])
+    writer = JsonlWriter(tmp_path / "appended.jsonl")
+    writer.write([values])
+    writer.close()
+    callback = metrics_callback(tmp_path / "metrics.jsonl")
+    state = SimpleNamespace(global_step=3, is_world_process_zero=True)
+    callback.on_log(None, state, None, logs=values)
+    assert strict_json((tmp_path / "metrics.json").read_text()) == expected
+    for name in ("rows.jsonl", "appended.jsonl"):
+        assert [strict_json(line) for line in (tmp_path / name).read_text().splitlines()] == [expected]
+    assert [strict_json(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [{"step": 3, **expected}]
