@@ -54,13 +54,13 @@ class SpanStats:
 
 @dataclass
 class CleanSpans:
-    """Spans of one completion after validation: arrays of scores, starts, ends, group names, and the
+    """Spans of one completion after validation: arrays of scores, starts, ends, group names (str), and the
     weight that scales each span's normalised advantage."""
 
     scores: np.ndarray
     starts: np.ndarray
     ends: np.ndarray
-    groups: list = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
     weights: np.ndarray | None = None  # None: 1 for every span
 
 
@@ -69,7 +69,8 @@ def clean_spans(spans: Sequence, text_length: int, strict: bool, stats: SpanStat
     to the text, or dropped (reversed, empty, a non-finite score); each such span counted, or refused
     with `strict`. A span of weight 0 is left out before anything (its reward function switched off, as
     a weight of 0 leaves a reward out of TRL's sum): in its group's statistics and in a token's mean it
-    would move the other functions' advantages."""
+    would move the other functions' advantages. A group is named by its text (`str`): `1` and `"1"` are
+    one group, as they are one metric key (`group_metric`)."""
     kept = []
     for score, (start, end), group, *weight in spans:
         if weight and weight[0] == 0:
@@ -82,7 +83,7 @@ def clean_spans(spans: Sequence, text_length: int, strict: bool, stats: SpanStat
                 )
             stats.malformed += 1
         if chars is not None:
-            kept.append((float(score), *chars, group, float(weight[0]) if weight else 1.0))
+            kept.append((float(score), *chars, str(group), float(weight[0]) if weight else 1.0))
     if not kept:
         return CleanSpans(np.zeros(0), np.zeros(0, dtype=int), np.zeros(0, dtype=int), [])
     scores, starts, ends, groups, weights = zip(*kept)
@@ -315,7 +316,7 @@ class FineGrainedGRPOTrainer(RolloutLoggingGRPOTrainer):
         metrics = self._metrics[mode]
         if mode == "train" and self.silent_steps is None:
             self.silent_steps, self.signalless_steps = silence_in(self.state.log_history)
-        groups = sorted({g for s in cleaned for g in s.groups}, key=str)
+        groups = sorted({g for s in cleaned for g in s.groups})
         for group in groups:
             scores = np.array([sc for s in cleaned for sc, g in zip(s.scores, s.groups) if g == group])
             advs = np.array([a for s, adv in zip(cleaned, span_adv) for a, g in zip(adv, s.groups) if g == group])
@@ -325,7 +326,7 @@ class FineGrainedGRPOTrainer(RolloutLoggingGRPOTrainer):
             metrics[group_metric(group, "advantage_std")].append(float(advs.std()))
             metrics[group_metric(group, "adv_abs_mean")].append(float(np.abs(advs).mean()))
             if mode == "train":
-                self._watch_signal(str(group), bool(np.any(advs != 0)))
+                self._watch_signal(group, bool(np.any(advs != 0)))
         if mode == "train":
             self._watch_spans(any(np.any(adv != 0) for adv in span_adv), stats.malformed, kept=sum(len(s.scores) for s in cleaned))
         total = stats.exact + stats.approximate

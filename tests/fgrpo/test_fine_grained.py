@@ -191,6 +191,13 @@ def test_fallback_offsets_match_the_fast_ones_on_gsm8k():
         check_span_tokens(slow, ids, text, answer_spans([text], [row["answer"]])[0])
 
 
+def test_a_group_is_named_by_its_text_so_1_and_the_string_1_are_one_group_with_one_metric_key():
+    cleaned = [clean_spans([(score, (0, 1), group)], 1, True, SpanStats(), "test") for score, group in ((1.0, 1), (3.0, "1"))]
+    assert [s.groups for s in cleaned] == [["1"], ["1"]]
+    centered = normalize_span_scores(cleaned, num_generations=2, normalization="centered", scope="prompt")
+    assert [a[0] for a in centered] == [-1.0, 1.0]  # one group of two spans, not two groups of one (advantage 0)
+
+
 def test_normalisations_and_scopes():
     spans = [CleanSpans(np.array([s]), np.array([0]), np.array([1]), ["g"]) for s in (1.0, 3.0, 10.0, 30.0)]
     centered = normalize_span_scores(spans, num_generations=2, normalization="centered", scope="prompt")
