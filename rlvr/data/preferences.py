@@ -110,19 +110,24 @@ def _blank(messages: list[dict]) -> bool:
     return not any(m["content"].strip() for m in messages)
 
 
-def drop_degenerate(ds):
-    """(pairs, identical, empty): pairs with chosen == rejected, or with a blank chosen or rejected
-    answer (no message, or only whitespace), carry no preference signal and are dropped, and counted."""
-    identical = empty = 0
+def drop_degenerate(ds) -> tuple[Any, dict[str, int]]:
+    """(pairs, {"identical", "empty", "different_prompts": count}): pairs that carry no preference
+    between two answers are dropped, and counted: chosen == rejected; a blank chosen or rejected answer
+    (no message, or only whitespace); and sides that part before the answer (chosen or rejected, after
+    the prompt, starts with another turn than the assistant's: transcripts of two different questions,
+    or a transcript against a bare answer), which would teach the model to score the questions."""
+    dropped = {"identical": 0, "empty": 0, "different_prompts": 0}
     keep = []
     for index, (chosen, rejected) in enumerate(zip(ds["chosen"], ds["rejected"])):
         if chosen == rejected:
-            identical += 1
+            dropped["identical"] += 1
         elif _blank(chosen) or _blank(rejected):
-            empty += 1
+            dropped["empty"] += 1
+        elif chosen[0]["role"] != "assistant" or rejected[0]["role"] != "assistant":
+            dropped["different_prompts"] += 1
         else:
             keep.append(index)
-    return ds.select(keep), identical, empty
+    return ds.select(keep), dropped
 
 
 def as_whole_conversations(ds):
@@ -143,6 +148,7 @@ class FilterCounts:
     kept: int = 0
     dropped_identical: int = 0
     dropped_empty: int = 0
+    dropped_different_prompts: int = 0
     dropped_too_long: int = 0
     dropped_prompt_too_long: int = 0
 

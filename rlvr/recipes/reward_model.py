@@ -48,10 +48,12 @@ def prepare_split(ds, cfg, tokenizer, limit_key: str, where: str, prefix: str, c
     if not len(ds):
         raise DataError(f"{where} has no rows")
     read = len(ds)
-    ds, identical, empty = drop_degenerate(ds)
+    ds, dropped = drop_degenerate(ds)
     if not len(ds):
         raise DataError(
-            f"{where} has no pairs left: all {read} have chosen == rejected ({identical}) or an empty chosen or rejected answer ({empty})"
+            f"{where} has no pairs left: all {read} have chosen == rejected ({dropped['identical']}), an empty chosen or rejected "
+            f"answer ({dropped['empty']}), or sides that part before the answer ({dropped['different_prompts']}: another question, "
+            "or a transcript against a bare answer)"
         )
     limit = SANITY_CHECK_PAIRS if pref.sanity_check else cfg.dataset[limit_key]
     if limit is not None:
@@ -66,7 +68,7 @@ def prepare_split(ds, cfg, tokenizer, limit_key: str, where: str, prefix: str, c
             f"{named}, {counts.dropped_prompt_too_long} with a prompt longer than "
             f"max_prompt_token_length={pref.max_prompt_token_length}"
         )
-    counts.dropped_identical, counts.dropped_empty = identical, empty
+    counts = dataclasses.replace(counts, **{f"dropped_{reason}": count for reason, count in dropped.items()})
     return ds, {f"{prefix}_{k}": v for k, v in dataclasses.asdict(counts).items()}
 
 

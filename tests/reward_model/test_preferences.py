@@ -92,8 +92,26 @@ def test_identical_pairs_are_dropped_and_counted():
     same = "\n\nHuman: a\n\nAssistant: b"
     rows = [{"chosen": same, "rejected": same}, {"chosen": same, "rejected": same + " c"}]
     pairs = convert(datasets.Dataset.from_list(rows), OmegaConf.structured(PreferenceConfig), "test", lambda i: f"row {i}")
-    pairs, identical, empty = drop_degenerate(pairs)
-    assert (len(pairs), identical, empty) == (1, 1, 0)
+    pairs, dropped = drop_degenerate(pairs)
+    assert (len(pairs), dropped) == (1, {"identical": 1, "empty": 0, "different_prompts": 0})
+
+
+def test_pairs_whose_sides_part_before_the_answer_are_dropped_and_counted():
+    import datasets
+
+    from rlvr.config import PreferenceConfig
+    from rlvr.data.preferences import convert, drop_degenerate
+
+    rows = [
+        {"chosen": "\n\nHuman: 2+2?\n\nAssistant: 4", "rejected": "\n\nHuman: 3+3?\n\nAssistant: 5"},  # two questions
+        {"chosen": "\n\nHuman: 2+2?\n\nAssistant: 4", "rejected": "5"},  # a transcript against a bare answer
+        {"chosen": "\n\nHuman: 2+2?\n\nAssistant: 4", "rejected": "\n\nHuman: 2+2?\n\nAssistant: 5"},  # one question
+        {"chosen": "4", "rejected": "5"},  # bare answers: no prompt, nothing to part
+    ]
+    pairs = convert(datasets.Dataset.from_list(rows), OmegaConf.structured(PreferenceConfig), "test", lambda i: f"row {i}")
+    kept, dropped = drop_degenerate(pairs)
+    assert dropped == {"identical": 0, "empty": 0, "different_prompts": 2}
+    assert [(pair["prompt"], pair["chosen"][0]["content"]) for pair in kept] == [([{"role": "user", "content": "2+2?"}], "4"), ([], "4")]
 
 
 def test_a_malformed_row_is_named():
