@@ -363,6 +363,21 @@ def prompt_columns(cfg) -> tuple[str, ...]:
     return tuple(dict.fromkeys(field for field in fields if field.isidentifier()))
 
 
+def wrapped_rows(ds) -> str:
+    """For a missing column's error: where `ds` is one row whose column holds a list of objects (a file
+    such as {"data": [{...}, ...]}, which a JSON reader takes as one row), what to write instead; else ""."""
+    if len(ds) != 1:
+        return ""
+    row = ds[0]
+    column = next((c for c, v in row.items() if isinstance(v, list) and v and all(isinstance(r, dict) for r in v)), None)
+    if column is None:
+        return ""
+    return (
+        f": the file is one object whose '{column}' holds {len(row[column])} rows; "
+        "write the rows as JSON lines (one object per line) or as a JSON array of objects"
+    )
+
+
 def _check_columns(ds, cfg, where: str, label, required: Sequence[str]) -> None:
     """Each column the prompt, the gold and the rewards (`required`) read holds a value in every row:
     not null (a JSON row without the key), and outside a template not blank (a template's field may
@@ -377,7 +392,7 @@ def _check_columns(ds, cfg, where: str, label, required: Sequence[str]) -> None:
         if column not in ds.column_names:
             named = " (dataset.prompt_template names it)" if column in fields else ""
             shown = ", ".join(c for c in ds.column_names if not c.startswith(WRITTEN))
-            raise DataError(f"{where} has no column '{column}'{named} (columns: {shown})")
+            raise DataError(f"{where} has no column '{column}'{named} (columns: {shown}){wrapped_rows(ds)}")
         for index, value in enumerate(ds[column]):
             if value is None or (column not in fields and isinstance(value, str) and not value.strip()):
                 named = " (dataset.prompt_template names it: it would read 'None')" if column in fields else ""

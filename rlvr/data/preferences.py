@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from rlvr.data.loading import map_rows
+from rlvr.data.loading import map_rows, wrapped_rows
 from rlvr.errors import DataError
 from rlvr.rewards.answers import short
 
@@ -95,7 +95,7 @@ def convert(ds, pref, where: str, label: Callable[[int], str]):
     `drop_degenerate`."""
     for column in (pref.chosen_column, pref.rejected_column, *([pref.prompt_column] if pref.prompt_column else [])):
         if column not in ds.column_names:
-            raise DataError(f"{where} has no column '{column}' (columns: {', '.join(ds.column_names)})")
+            raise DataError(f"{where} has no column '{column}' (columns: {', '.join(ds.column_names)}){wrapped_rows(ds)}")
 
     def convert_row(row: dict, index: int) -> dict:
         try:

@@ -1,6 +1,7 @@
 """Dataset sources (built-in, local files), prompt formatting, and one-line errors on bad input."""
 
 import json
+import re
 
 import pytest
 
@@ -275,6 +276,19 @@ def test_a_row_of_a_json_array_is_named_by_its_index_whatever_its_layout(tmp_pat
     rows = ['{"question": "1+1=", "answer": "2"}', '{"question": "2+2=", "answer": "4"}', '{"question": "3+3=", "answer": null}']
     (path := tmp_path / "rows.json").write_text(f"[{rows[0]},\n{rows[1]}, {rows[2]}\n]")
     with pytest.raises(DataError, match="rows.json row 2 has no value in column 'answer'"):
+        load_prompt_datasets(dataset_cfg(source=str(path), eval_holdout=0))
+
+
+@pytest.mark.parametrize("layout", ["one line", "over lines"])
+def test_a_file_of_one_object_holding_the_rows_says_how_to_write_them(tmp_path, layout):
+    """{"data": [...]} was "has no column 'question' (columns: data)", or over lines "Expecting value"."""
+    rows = [{"question": "1+1=", "answer": "2"}, {"question": "2+2=", "answer": "4"}]
+    (path := tmp_path / "rows.json").write_text(json.dumps({"data": rows}, indent=None if layout == "one line" else 1))
+    expected = (
+        f"dataset file {path} has no column 'question' (columns: data): the file is one object whose 'data' holds 2 rows; "
+        "write the rows as JSON lines (one object per line) or as a JSON array of objects"
+    )
+    with pytest.raises(DataError, match=f"^{re.escape(expected)}$"):
         load_prompt_datasets(dataset_cfg(source=str(path), eval_holdout=0))
 
 
