@@ -279,6 +279,16 @@ def test_a_row_of_a_json_array_is_named_by_its_index_whatever_its_layout(tmp_pat
         load_prompt_datasets(dataset_cfg(source=str(path), eval_holdout=0))
 
 
+def test_an_integer_wider_than_64_bits_in_a_mixed_column_is_named_by_its_line(tmp_path):
+    """It was pandas' "Value is too big! at position 29", with no line."""
+    rows = ['{"question": "1+1=", "answer": 2}', '{"question": "2+2=", "answer": "4"}']
+    rows.append('{"question": "big", "answer": 123456789012345678901234}')
+    (path := tmp_path / "rows.jsonl").write_text("\n".join(rows) + "\n")
+    expected = f"cannot read dataset file {path}: line 3: the integer 12345678901234567890… is wider than 64 bits: write it as a string"
+    with pytest.raises(DataError, match=f"^{re.escape(expected)}"):
+        load_prompt_datasets(dataset_cfg(source=str(path), eval_holdout=0))
+
+
 @pytest.mark.parametrize("layout", ["one line", "over lines"])
 def test_a_file_of_one_object_holding_the_rows_says_how_to_write_them(tmp_path, layout):
     """{"data": [...]} was "has no column 'question' (columns: data)", or over lines "Expecting value"."""
