@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from rlvr.config import ScoreConfig, check_ranges, conf_dir, exit_on_unknown_keys, one_line_preset_errors, register_schemas
 from rlvr.data.loading import WrittenNumber, json_error, json_with_literal_numbers, open_maybe_gzipped
 from rlvr.errors import ConfigError, DataError, RlvrError
+from rlvr.rewards.answers import not_one_answer
 from rlvr.rewards.base import judging_reward
 from rlvr.rewards.checks import ROW_FIELDS, check_reward_columns, check_reward_parameters, warn_unreadable_golds
 
@@ -66,6 +67,8 @@ def read_rows(path: Path, completion_column: str, answer_column: str = "answer",
         gold = row.get(answer_column)
         if isinstance(gold, (int, float)) and not isinstance(gold, bool):
             row[answer_column] = WrittenNumber(json_with_literal_numbers(line)[answer_column])  # scored as written, output as read
+        elif needs_gold and isinstance(gold, (list, dict)):
+            raise DataError(f"{path} line {number}: {not_one_answer(gold, answer_column)}")
         elif gold is None or (isinstance(gold, str) and not gold.strip()):
             no_gold.append(number)
         rows.append(row)

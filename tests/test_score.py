@@ -33,6 +33,14 @@ def test_a_file_starting_with_a_byte_order_mark_is_read_as_training_reads_it(tmp
     assert [row["completion"] for row in read_rows(path, "completion")] == ["c", "d"]
 
 
+def test_a_gold_that_is_a_list_is_refused_naming_its_line(tmp_path):
+    """It was named by its 0-based row ("row 1" for the file's line 2) as the reward reported it."""
+    path = write(tmp_path, ['{"completion": "c", "answer": "1"}', '{"completion": "c", "answer": [1, 2]}'])
+    with pytest.raises(DataError, match=r"rows.jsonl line 2: the gold answer \[1, 2\] in column 'answer' is a list, not one value"):
+        read_rows(path, "completion")
+    assert len(read_rows(path, "completion", needs_gold=False)) == 2  # rewards that read no gold
+
+
 def test_a_row_without_the_gold_other_rows_have_is_refused_naming_its_line(tmp_path):
     path = write(tmp_path, ['{"completion": "c", "gold": "1"}', '{"completion": "c", "gold": null}', '{"completion": "c"}'])
     with pytest.raises(DataError, match=r"rows.jsonl line 2 has no value in column 'gold'$"):

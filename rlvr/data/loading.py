@@ -405,7 +405,7 @@ def _check_columns(ds, cfg, where: str, label, required: Sequence[str]) -> None:
     """Each column the prompt, the gold and the rewards (`required`) read holds a value in every row:
     not null (a JSON row without the key), and outside a template not blank (a template's field may
     be empty text: "{context}{question}")."""
-    from rlvr.rewards.answers import short
+    from rlvr.rewards.answers import not_one_answer
     from rlvr.rewards.checks import check_reward_columns
 
     check_reward_columns(ds.column_names, cfg.answer_column, "dataset.answer_column", where)
@@ -423,10 +423,7 @@ def _check_columns(ds, cfg, where: str, label, required: Sequence[str]) -> None:
             if column == cfg.prompt_column and cfg.prompt_template is None and isinstance(value, (list, dict)):
                 raise DataError(f"{where} {label(index)}: {_not_a_text_prompt(value, column)}")
             if column == cfg.answer_column and isinstance(value, (list, dict)):
-                raise DataError(
-                    f"{where} {label(index)}: the gold answer {short(value)} in column '{column}' is a "
-                    f"{type(value).__name__}, not one value: give each row a single answer"
-                )
+                raise DataError(f"{where} {label(index)}: {not_one_answer(value, column)}")
 
 
 class WrittenNumber(str):

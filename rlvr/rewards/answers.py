@@ -17,6 +17,14 @@ THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d*)?")
 FINAL_LINE = re.compile(r"^\s*Final:\s*(?P<value>\S.{0,60}?)\s*$")
 
 
+def not_one_answer(gold: Any, column: str | None = None) -> str:
+    """Why a gold answer that is a list or a dict is refused (which of its parts is the answer is not
+    rlvr's to guess), for an error line; `column`: the column it was read from."""
+    where = f" in column '{column}'" if column else ""
+    kind = type(gold).__name__
+    return f"the gold answer {short(gold)}{where} is a {kind}, not one value: give each row a single answer (a string or a number)"
+
+
 def gold_answer(raw: Any) -> str | None:
     """The gold answer of an `answer` cell as written: the part after the last '####' (GSM8K), else the cell.
 
@@ -27,9 +35,7 @@ def gold_answer(raw: Any) -> str | None:
     if raw is None:
         return None
     if isinstance(raw, (list, tuple, dict, set)):
-        raise DataError(
-            f"the gold answer {short(raw)} is a {type(raw).__name__}, not one value: give each row a single answer (a string or a number)"
-        )
+        raise DataError(not_one_answer(raw))
     text = str(raw)
     if "####" in text:
         text = text.rsplit("####", 1)[1]
