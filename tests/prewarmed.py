@@ -28,9 +28,9 @@ that imports all of the above) are served too, side by side, and so are the work
 to fork the task with the client's stdin/stdout/stderr, relays the signals the controller sends, and
 exits as the task did (the task dies if its client or the server dies first); anything else it
 starts is the real interpreter. A task is served only when its environment differs from this
-interpreter's in variables read at run time (READ_AT_RUN_TIME and those submitit sets for each task)
-and its client is in this interpreter's session (a run started in a session of its own keeps all its
-processes there).
+interpreter's as a run's may (`unserved`: variables read at run time, READ_AT_RUN_TIME and those
+submitit and torchrun set for each task, and directories put before the PYTHONPATH) and its client is
+in this interpreter's session (a run started in a session of its own keeps all its processes there).
 """
 
 from __future__ import annotations
@@ -90,18 +90,28 @@ def differing(env: dict, other: dict) -> set[str]:
     return {key for key in env.keys() | other.keys() if env.get(key) != other.get(key)}
 
 
+def unserved(env: dict, server_env: dict, read_at_run_time: set[str], prefixes: tuple[str, ...] = ()) -> set[str]:
+    """The variables in which `env` differs from `server_env` that a child of the server cannot take: all
+    but those read at run time (`read_at_run_time`, or starting with one of `prefixes`) and a PYTHONPATH
+    that puts directories before the server's (`added_path`; the child puts them in sys.path)."""
+    differs = {key for key in differing(env, server_env) if key not in read_at_run_time and not key.startswith(prefixes)}
+    if "PYTHONPATH" in differs and added_path(env, server_env) is not None:
+        differs.remove("PYTHONPATH")
+    return differs
+
+
 def _child(request: dict, fds: list[int] | None, socket_name: str) -> None:
     """In the forked child: fds 0-2 as `subprocess.run(..., capture_output=True)` would give them (a
     task: the client's own), a session of its own if the request asks for one (`start_new_session=True`),
     and, for a run, tests/served/python as `sys.executable` so that its submitit tasks are served."""
     if request.get("new_session"):
         os.setsid()
+    sys.path[1:1] = added_path(request["env"], os.environ)  # after the entry _run puts first
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     # The server's environment, as a fresh interpreter's would be after the same imports (which set some:
     # vLLM's do), with the run's own value of each variable read at run time that the run has.
     if fds is None:
-        sys.path[1:1] = added_path(request["env"], os.environ)  # after the entry _run puts first
         os.environ.update({key: value for key, value in request["env"].items() if key in READ_AT_RUN_TIME | {"PYTHONPATH"}})
         os.environ.update({TASK_SOCKET: socket_name, REAL_PYTHON: sys.executable})
         sys.executable = str(SERVED_PYTHON)
@@ -194,11 +204,7 @@ def _serve(also: list[str]) -> None:
             return "another session"
         if len(fds) != 3:
             return "no stdin/stdout/stderr"
-        differs = {
-            key
-            for key in differing(request["env"], server_env)
-            if key not in read_at_run_time and not key.startswith(("SUBMITIT_", "TORCHELASTIC_"))
-        }
+        differs = unserved(request["env"], server_env, read_at_run_time, ("SUBMITIT_", "TORCHELASTIC_"))
         return f"the environment differs in {sorted(differs)}" if differs else None
 
     def serve_task(connection) -> None:
@@ -297,10 +303,7 @@ class Prewarmed:
         """Whether a run with `env` can be a child of the server: one whose environment differs from
         the one the server started with only in variables READ_AT_RUN_TIME, and in directories its
         PYTHONPATH puts before the server's."""
-        differs = differing(env, self.started_with) - READ_AT_RUN_TIME
-        if differs == {"PYTHONPATH"} and added_path(env, self.started_with) is not None:
-            differs = set()
-        return self.usable and self.server.poll() is None and not differs
+        return self.usable and self.server.poll() is None and not unserved(env, self.started_with, READ_AT_RUN_TIME)
 
     def run(
         self, argv: list[str], env: dict, output_dir: Path, timeout: float | None, new_session: bool = False

@@ -144,13 +144,18 @@ def task():
         os._exit(144)  # submitit's "requeue me": the controller starts the tasks again
     if mode in ("results", "requeue"):
         print("task output")
-        return {"preloaded": "trl" in sys.modules, "parent": os.getppid(), "rank": rank}
+        path = [entry.replace(str(folder), "FOLDER") for entry in sys.path]
+        return {"preloaded": "trl" in sys.modules, "parent": os.getppid(), "rank": rank, "path": path}
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a cancelled job's task lives on until the SIGKILL
     signal.signal(signal.SIGTERM, lambda *_: (Path(folder / f"sigterm{rank}").touch(), os._exit(0)))
     (folder / f"pid{rank}").write_text(str(os.getpid()))
     time.sleep(120)
 
 
+if mode.startswith("user-modules"):  # a PYTHONPATH putting a directory of the user's before the run's
+    (folder / "user").mkdir(exist_ok=True)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(folder / "user"), os.environ.get("PYTHONPATH")) if p)
+    mode = mode.removeprefix("user-modules-")
 if mode == "refused":
     os.environ["OMP_NUM_THREADS"] = "7"  # read when torch is imported: a task with it cannot be a child of the server
     mode = "results"
@@ -208,6 +213,15 @@ def test_the_submitit_tasks_of_a_served_run_are_served_too_and_give_what_fresh_o
     assert [(r["preloaded"], r["rank"]) for r in refused["results"]] == [(False, "0"), (False, "1")]
     assert all(r["parent"] != prewarmed.server.pid for r in refused["results"])
     assert "task output" in refused["stdout"]
+
+
+def test_the_tasks_of_a_run_with_directories_put_before_the_pythonpath_are_served_with_a_fresh_ones_sys_path(prewarmed, tmp_path):
+    served = submit_tasks(prewarmed, tmp_path / "served", "user-modules-results")
+    fresh = submit_tasks(prewarmed, tmp_path / "refused", "user-modules-refused")
+    assert [(r["preloaded"], r["parent"]) for r in served["results"]] == [(True, prewarmed.server.pid)] * 2
+    assert [r["preloaded"] for r in fresh["results"]] == [False, False]
+    assert "FOLDER/user" in served["results"][0]["path"]
+    assert [r["path"] for r in served["results"]] == [r["path"] for r in fresh["results"]]
 
 
 def test_a_served_tasks_exit_code_reaches_its_controller(prewarmed, tmp_path):
