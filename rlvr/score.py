@@ -30,6 +30,7 @@ from rlvr.errors import ConfigError, DataError, RlvrError
 from rlvr.rewards.answers import not_one_answer
 from rlvr.rewards.base import judging_reward
 from rlvr.rewards.checks import ROW_FIELDS, check_reward_columns, check_reward_parameters, warn_unreadable_golds
+from rlvr.tracking.outputs import json_text
 
 CONF_DIR = conf_dir()
 register_schemas()
@@ -164,7 +165,7 @@ def write_rows(rows: list[dict], path: Path) -> None:
         # backslashreplace writes a lone surrogate, which only occurs inside JSON strings, as its JSON escape.
         with open(tmp, "w", encoding="utf-8", errors="backslashreplace") as handle:
             for number, row in enumerate(rows, start=1):
-                line = json.dumps(row, ensure_ascii=False) + "\n"
+                line = json_text(row) + "\n"
                 if not line.isascii() and not is_utf8_encodable(line):
                     print(f"rlvr.score: row {number}: a lone surrogate is written as its JSON escape (\\ud8xx)", file=sys.stderr)
                 handle.write(line)
