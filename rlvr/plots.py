@@ -12,7 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from rlvr.errors import RlvrError
-from rlvr.tracking.outputs import read_jsonl
+from rlvr.tracking.outputs import read_jsonl, read_metrics
 
 
 def _pyplot():
@@ -51,7 +51,7 @@ def plot_run(run_dir: Path) -> list[Path]:
     reward, accuracy, eval/ values or rollout verdicts). A corrupt log raises DataError naming file and line."""
     plt = _pyplot()
     written = []
-    logged = read_jsonl(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
+    logged = read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
     metrics = [m for m in logged if "reward" in m]  # GRPO-family runs
     if metrics:
         fig, ax = plt.subplots(figsize=(6, 4))

@@ -166,13 +166,13 @@ def plot_reward_curves(sweep_dir: Path, rows: list[dict], path: Path) -> None:
     job whose metrics.jsonl is corrupt is left out, in a line on stderr."""
     from rlvr.errors import DataError
     from rlvr.plots import _pyplot, _save, rolling_mean
-    from rlvr.tracking.outputs import read_jsonl
+    from rlvr.tracking.outputs import read_metrics
 
     curves = []
     for r in rows:
         metrics_file = sweep_dir / str(r["job"]) / "metrics.jsonl"
         try:
-            logged = [m for m in read_jsonl(metrics_file) if "reward" in m] if metrics_file.exists() else []
+            logged = [m for m in read_metrics(metrics_file) if "reward" in m] if metrics_file.exists() else []
         except DataError as exc:
             print(f"sweep report: job {r['job']}'s reward curve left out: {exc}", file=sys.stderr)
             continue

@@ -168,20 +168,28 @@ def sample_metric_names(keys: Iterable[str], prefix: str, plotted: bool = False)
     return [key for key, match in sorted(found, key=lambda f: (order[f[1]["kind"]], int(f[1]["k"])))]
 
 
+def _number(value: Any) -> bool:
+    """A finite number: an uncertainty that is undefined is NaN in memory, null (None) read back from JSON."""
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
 def interval95(metrics: Mapping[str, Any], name: str) -> tuple[float, float] | None:
-    """The 95% interval of metric `name`: maj@k's bootstrap interval, else value ± 1.96 SE; None if neither."""
-    if f"{name}_ci_low" in metrics:
-        return metrics[f"{name}_ci_low"], metrics[f"{name}_ci_high"]
+    """The 95% interval of metric `name`: maj@k's bootstrap interval, else value ± 1.96 SE; None if neither
+    is a number."""
+    low, high = metrics.get(f"{name}_ci_low"), metrics.get(f"{name}_ci_high")
+    if _number(low) and _number(high):
+        return low, high
     se = metrics.get(f"{name}_se")
-    if isinstance(se, (int, float)) and math.isfinite(se):
+    if _number(se):
         return metrics[name] - Z95 * se, metrics[name] + Z95 * se
     return None
 
 
 def with_uncertainty(metrics: Mapping[str, Any], name: str) -> str:
-    """`0.512 ± 0.031` (value ± SE) or `0.5 [0.4, 0.6]` (maj@k's bootstrap interval) for tables."""
+    """`0.512 ± 0.031` (value ± SE) or `0.5 [0.4, 0.6]` (maj@k's bootstrap interval) for tables; the
+    value alone where its uncertainty is not a number."""
     value = metrics[name]
-    if f"{name}_ci_low" in metrics:
-        return f"{value:.4g} [{metrics[f'{name}_ci_low']:.4g}, {metrics[f'{name}_ci_high']:.4g}]"
-    se = metrics.get(f"{name}_se")
-    return f"{value:.4g} ± {se:.2g}" if isinstance(se, (int, float)) and math.isfinite(se) else f"{value:.4g}"
+    low, high, se = (metrics.get(f"{name}{part}") for part in ("_ci_low", "_ci_high", "_se"))
+    if _number(low) and _number(high):
+        return f"{value:.4g} [{low:.4g}, {high:.4g}]"
+    return f"{value:.4g} ± {se:.2g}" if _number(se) else f"{value:.4g}"

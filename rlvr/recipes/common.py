@@ -13,7 +13,7 @@ from rlvr.hardware.distributed import barrier, is_main_process
 from rlvr.hardware.stops import phase
 from rlvr.errors import ConfigError, ModelLoadError
 from rlvr.rewards.checks import check_reward_parameters, required_columns
-from rlvr.tracking.outputs import close_wandb, read_jsonl, write_json
+from rlvr.tracking.outputs import close_wandb, read_metrics, write_json
 
 log = logging.getLogger(__name__)
 INITIAL_POLICY = "initial_policy"  # the policy as RL started, where only this run could rebuild it
@@ -485,7 +485,7 @@ def training_curve_summary(run_dir: Path) -> dict[str, float]:
     before it (a row holds their means), the mean training loss and the training time (`step_seconds`).
     The last step trained is always logged (`metrics_callback`), so the rows cover every step."""
     path = run_dir / "metrics.jsonl"
-    rows = [m for m in read_jsonl(path) if "loss" in m] if path.exists() else []
+    rows = [m for m in read_metrics(path) if "loss" in m] if path.exists() else []
     rewards = [m["reward"] for m in rows if "reward" in m]
     k = max(1, len(rewards) // 5)  # 20%, at least one point
     first, last = (sum(rewards[:k]) / k, sum(rewards[-k:]) / k) if rewards else (float("nan"), float("nan"))

@@ -24,6 +24,11 @@ def prompt_id(prompt: Any) -> str:
     return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
 
 
+# How the JSON files are encoded: a lone surrogate (half a pair, as in a path decoded with surrogateescape),
+# which UTF-8 cannot encode and which only occurs inside a JSON string, is written as its JSON escape.
+UNPAIRED_AS_ESCAPE = "backslashreplace"
+
+
 def json_text(value: Any, indent: int | None = None) -> str:
     """`value` as strict JSON (RFC 8259, what jq and JavaScript read, where Python's default writes a
     bare NaN): a NaN or infinite float is written as null (an SE over one prompt, a logged mean of
@@ -32,7 +37,10 @@ def json_text(value: Any, indent: int | None = None) -> str:
 
 
 def finite_or_null(value: Any) -> Any:
-    """`value` with every NaN or infinite float in it (inside dicts, lists and tuples) replaced by None."""
+    """`value` with every NaN or infinite float in it (inside dicts, lists and tuples) replaced by None;
+    a numpy or 0-d torch number as the Python number it holds (JSON would have its str)."""
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():  # numpy scalars, 0-d tensors
+        value = value.item()
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
@@ -58,7 +66,7 @@ class JsonlWriter:
         self.path = path
         check_a_file(path)
         drop_torn_tail(path)  # else the first new row would be glued to a torn one, corrupting both
-        self._handle = open(path, "a", encoding="utf-8", buffering=1)
+        self._handle = open(path, "a", encoding="utf-8", errors=UNPAIRED_AS_ESCAPE, buffering=1)
 
     def write(self, rows: Iterable[dict]) -> None:
         for row in rows:
@@ -94,6 +102,12 @@ def read_jsonl(path: Path) -> list[dict]:
             raise DataError(f"{path} line {number} is not a JSON row (a JSON {type(row).__name__}, not an object): delete or fix that line")
         rows.append(row)
     return rows
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """metrics.jsonl's rows (`read_jsonl`), every null read as NaN: each value of a metrics row is a
+    number, and `json_text` writes a NaN or infinite one as null."""
+    return [{key: math.nan if value is None else value for key, value in row.items()} for row in read_jsonl(path)]
 
 
 def drop_torn_tail(path: Path) -> None:
@@ -132,7 +146,7 @@ def write_whole(path: Path, text: str) -> None:
     """Write a file whole (a temp file, then a rename): readers never see part of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8", errors=UNPAIRED_AS_ESCAPE)
     os.replace(tmp, path)
 
 
@@ -325,7 +339,7 @@ def metrics_callback(path: Path):
             if state.is_world_process_zero and logs:
                 if "loss" in logs and torch.cuda.is_initialized():
                     timing["gpu_peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
-                with open(path, "a", encoding="utf-8") as handle:  # also after training: final eval logs
+                with open(path, "a", encoding="utf-8", errors=UNPAIRED_AS_ESCAPE) as handle:  # also after training: final eval logs
                     handle.write(json_text({"step": state.global_step, **logs, **timing}) + "\n")
 
     return MetricsJsonl()

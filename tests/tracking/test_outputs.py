@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from rlvr.config import LoggingConfig
 from rlvr.errors import ConfigError
-from rlvr.tracking.outputs import check_wandb, read_jsonl, setup_wandb
+from rlvr.tracking.outputs import check_wandb, metrics_callback, read_jsonl, setup_wandb
 
 
 @pytest.fixture
@@ -249,3 +249,42 @@ def test_every_json_file_rlvr_writes_is_strict_json_with_null_for_nan_and_infini
     for name in ("rows.jsonl", "appended.jsonl"):
         assert [strict_json(line) for line in (tmp_path / name).read_text().splitlines()] == [expected]
     assert [strict_json(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [{"step": 3, **expected}]
+
+
+def test_numpy_and_torch_numbers_and_a_lone_surrogate_are_written_as_strict_json(tmp_path):
+    """A numpy float32 NaN was the string "nan", a tensor "tensor(nan)"; a lone surrogate made write_json fail."""
+    import numpy as np
+    import torch
+
+    from rlvr.tracking.outputs import write_json
+
+    write_json(
+        tmp_path / "m.json", {"a": np.float32("nan"), "b": np.int64(3), "c": torch.tensor(0.5), "d": torch.tensor(math.inf), "p": "\udcff"}
+    )
+    assert strict_json((tmp_path / "m.json").read_text()) == {"a": None, "b": 3, "c": 0.5, "d": None, "p": "\udcff"}
+
+
+def test_what_reads_a_metrics_log_back_takes_its_nulls_as_nan(tmp_path):
+    """A NaN loss or reward, written as null, failed the end of a run (training_curve_summary) and the sweep
+    report's reward curves with a TypeError."""
+    from rlvr.plots import plot_run
+    from rlvr.recipes.common import training_curve_summary
+    from rlvr.sweep_report import plot_reward_curves
+
+    callback = metrics_callback(tmp_path / "0" / "metrics.jsonl")
+    for step in range(1, 101):
+        state = SimpleNamespace(global_step=step, is_world_process_zero=True)
+        callback.on_log(None, state, None, logs={"loss": math.nan if step == 50 else 0.5, "reward": math.nan if step == 60 else 1.0})
+    summary = training_curve_summary(tmp_path / "0")
+    assert math.isnan(summary["train_loss"]) and summary["train_reward_first20"] == 1.0 and summary["train_logged_steps"] == 100
+    assert [path.name for path in plot_run(tmp_path / "0")] == ["reward.png"]
+    plot_reward_curves(tmp_path, [{"job": 0, "swept": "lr=1"}], tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").exists()
+
+
+def test_an_uncertainty_read_back_as_null_is_left_out_of_tables_and_intervals():
+    from rlvr.evaluation.metrics import interval95, with_uncertainty
+
+    read_back = {"maj@2": 0.5, "maj@2_ci_low": None, "maj@2_ci_high": None, "accuracy": 1.0, "accuracy_se": None}
+    assert [with_uncertainty(read_back, name) for name in ("maj@2", "accuracy")] == ["0.5", "1"]
+    assert interval95(read_back, "maj@2") is None and interval95(read_back, "accuracy") is None
