@@ -28,6 +28,11 @@ class RewardError(RlvrError):
     """A reward function returned something that is not one finite float or None per completion, or raised."""
 
 
+class DivergedError(RlvrError):
+    """The model's scores hold NaN or infinity (training diverged, or the weights loaded are broken):
+    nothing can be sampled from them."""
+
+
 def modules_raised_through(exc: BaseException) -> list[str]:
     """The names of the modules `exc`'s traceback passes through (who raised it: Hydra, optuna, a run)."""
     return [frame.f_globals.get("__name__", "") for frame, _ in traceback.walk_tb(exc.__traceback__)]

@@ -18,6 +18,8 @@ from typing import Callable, Sequence
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, MinPLogitsWarper, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
+from rlvr.errors import DivergedError
+
 Uniforms = Callable[[int, int, torch.device], torch.Tensor]  # (step, batch, device) -> (batch,) float64 in [0, 1)
 
 
@@ -61,28 +63,41 @@ def draw(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     A row wider than BLOCK is searched in two levels, so that a step reads the (B, V) probabilities
     once: the block of BLOCK ids whose end first passes the point, then the float64 cumulative sum
     inside that block only. The block sums are float32's (summing with dtype=float64 converts first:
-    40 ms where this takes 2): a block's edge moves by its sum's rounding, about 1e-7 of its mass, so
-    an id at the edge may gain or lose that much of its share; every other id keeps its float64
-    share, however small. At Qwen's 151,936 ids, 32 rows on one core: 62 ms for the whole-row float64
+    40 ms where this takes 2): a block's edge moves by its sum's rounding, about 1e-7 of the block's
+    mass, which the few ids at its end (of shares far below that) gain or lose; every other id keeps
+    its float64 share, however small. At Qwen's 151,936 ids, 32 rows on one core: 62 ms for the whole-row float64
     cumsum, 1.5 ms for this. A 0-probability id is never drawn: it adds nothing to the sum before it.
     """
     rows, width = probs.shape
     uniforms = uniforms.to(torch.float64).unsqueeze(1)
     if width <= BLOCK:  # one block: its cumulative sum, in fewer operations than the two levels
         cdf = probs.cumsum(dim=-1, dtype=torch.float64)
-        return first_past(cdf, uniforms * cdf[:, -1:]).squeeze(1)
+        return first_past(cdf, uniforms * checked_total(cdf[:, -1:])).squeeze(1)
     whole = width - width % BLOCK
-    block_sums = probs[:, :whole].reshape(rows, -1, BLOCK).sum(dim=-1)
+    block_sums = probs[:, :whole].reshape(rows, -1, BLOCK).sum(dim=-1, dtype=torch.float32)  # float32 also for half weights
     if whole < width:
-        block_sums = torch.cat([block_sums, probs[:, whole:].sum(dim=-1, keepdim=True)], dim=1)
+        block_sums = torch.cat([block_sums, probs[:, whole:].sum(dim=-1, keepdim=True, dtype=torch.float32)], dim=1)
     block_cdf = block_sums.to(torch.float64).cumsum(dim=-1)
-    point = uniforms * block_cdf[:, -1:]
+    point = uniforms * checked_total(block_cdf[:, -1:])
     block = first_past(block_cdf, point)  # a block that holds probability, so some id in it is drawn
     before = torch.where(block > 0, block_cdf.gather(1, (block - 1).clamp(min=0)), 0.0)
     ids = block * BLOCK + torch.arange(BLOCK, device=probs.device)
     inside = torch.where(ids < width, probs.gather(1, ids.clamp(max=width - 1)), 0.0)
     cdf = before + inside.cumsum(dim=-1, dtype=torch.float64)
     return (block * BLOCK + first_past(cdf, point)).squeeze(1)
+
+
+def checked_total(total: torch.Tensor) -> torch.Tensor:
+    """`total`, (B, 1) rows' sums of weights, or a DivergedError where one is not a positive number: the
+    scores held NaN or infinity (exp of a NaN, or inf - inf once the row's maximum is taken off), or
+    every one was -inf; nothing can be drawn from such a row (transformers' sampling raises too)."""
+    bad = ~(torch.isfinite(total) & (total > 0)).squeeze(1)
+    if bad.any():
+        raise DivergedError(
+            f"the model's next-token scores hold NaN or infinity ({int(bad.sum())} of {len(bad)} sequences): training diverged "
+            "(lower algorithm.learning_rate, or continue from an earlier checkpoint), or the model's weights are broken"
+        )
+    return total
 
 
 def first_past(cdf: torch.Tensor, point: torch.Tensor) -> torch.Tensor:

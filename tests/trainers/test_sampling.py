@@ -7,6 +7,7 @@ import datasets
 import pytest
 import torch
 
+from rlvr.errors import DivergedError
 from rlvr.evaluation.engine import sample_seed
 from rlvr.trainers.sampling import BLOCK, draw, global_stream_sampler, row_seeded_sampler
 
@@ -63,6 +64,29 @@ def test_the_two_level_draw_is_the_whole_row_inverse_cdf(width):
     clear = ((cdf - point).abs() > 1e-6 * cdf[:, -1:]).all(dim=1)
     assert clear.sum() >= 30
     assert torch.equal(drawn[clear], whole_row[clear])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_weights_are_drawn_as_their_float32_values_are(dtype):
+    """The block sums were summed in the weights' own dtype: a bf16 row's last id of a block was drawn
+    about 1e5 times as often as its share."""
+    generator = torch.Generator().manual_seed(0)
+    weights = torch.softmax(torch.randn(2, 151936, generator=generator) * 3, dim=-1).to(dtype)
+    uniforms = torch.linspace(0, 1 - 2**-53, 256, dtype=torch.float64)
+    for row in weights:
+        rows = row.expand(len(uniforms), -1)
+        assert torch.equal(draw(rows, uniforms), draw(rows.float(), uniforms))
+
+
+@pytest.mark.parametrize("width", [5, 3 * BLOCK + 17])
+@pytest.mark.parametrize("poison", ["nan", "inf", "all -inf"])
+def test_scores_of_nan_or_infinity_are_one_line_saying_training_diverged(width, poison):
+    """It was an IndexError from scatter_ ("index 1024 is out of bounds"), naming nothing."""
+    scores = torch.randn(3, width)
+    scores[1] = -math.inf if poison == "all -inf" else scores[1]
+    scores[1, 2] = {"nan": math.nan, "inf": math.inf, "all -inf": -math.inf}[poison]
+    with pytest.raises(DivergedError, match=r"^the model's next-token scores hold NaN or infinity \(1 of 3 sequences\): training diverged"):
+        global_stream_sampler(1.0, 1.0, 0, None)(torch.zeros(3, 1, dtype=torch.long), scores)
 
 
 def grpo_trainer(tmp_path, temperature: float = 1.0):
