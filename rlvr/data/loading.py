@@ -94,24 +94,35 @@ def _first_bad_json_row(path: Path) -> str | None:
 
 
 def _first_huge_integer(path: Path) -> str | None:
-    """The first line of a JSON-lines file holding an integer beyond 64 bits, which `datasets` reads
-    through pandas where a column mixes numbers and text ("Value is too big!"), or None."""
+    """Where a JSON(-lines) file first holds an integer outside 64 bits ("line N", or in a JSON array
+    "row N"), which `datasets` reads through pandas where a column mixes numbers and text ("Value is
+    too big!" / "too small"), or None."""
 
     def integer(text: str) -> int:
         if not -(2**63) <= int(text) < 2**64:
             raise OverflowError(text)
         return int(text)
 
+    def huge(text: str) -> str | None:
+        try:
+            json.loads(text, parse_int=integer)
+        except OverflowError as exc:
+            digits = str(exc) if len(str(exc)) <= 21 else f"{str(exc)[:21]}…"
+            return f"the integer {digits} is wider than 64 bits: write it as a string (in quotes)"
+        except ValueError:
+            return None
+        return None
+
     with open_maybe_gzipped(path) as handle:
-        for number, line in enumerate(handle.read().decode("utf-8-sig").split("\n"), start=1):
-            try:
-                json.loads(line or "null", parse_int=integer)
-            except OverflowError as exc:
-                digits = str(exc) if len(str(exc)) <= 20 else f"{str(exc)[:20]}…"
-                return f"line {number}: the integer {digits} is wider than 64 bits: write it as a string (in quotes)"
-            except ValueError:
-                continue
-    return None
+        text = handle.read().decode("utf-8-sig")
+    if text.lstrip().startswith("["):
+        try:
+            rows = json.loads(text)
+        except ValueError:
+            rows = None
+        if isinstance(rows, list):
+            return next((f"row {index}: {why}" for index, row in enumerate(rows) if (why := huge(json.dumps(row)))), None)
+    return next((f"line {number}: {why}" for number, line in enumerate(text.split("\n"), start=1) if (why := huge(line))), None)
 
 
 def _no_parquet_rows(path: Path) -> str | None:
@@ -263,7 +274,7 @@ def _load_quietly(path: Path, kind: str):
         ds = None if detail or kind != "json" else _read_without_blank_lines(path)
         if ds is None:
             cause = exc.__cause__ or exc  # "An error occurred while generating the dataset" wraps pyarrow's
-            if not detail and str(cause).startswith("Value is too big"):  # pandas' reader, at a byte offset
+            if not detail and str(cause).startswith(("Value is too big", "Value is too small")):  # pandas' reader, at a byte offset
                 detail = _first_huge_integer(path)
             detail = detail or next(iter(str(cause).splitlines()), type(cause).__name__)
             raise DataError(f"cannot read dataset file {path}: {detail}") from exc

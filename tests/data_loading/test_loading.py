@@ -279,12 +279,15 @@ def test_a_row_of_a_json_array_is_named_by_its_index_whatever_its_layout(tmp_pat
         load_prompt_datasets(dataset_cfg(source=str(path), eval_holdout=0))
 
 
-def test_an_integer_wider_than_64_bits_in_a_mixed_column_is_named_by_its_line(tmp_path):
-    """It was pandas' "Value is too big! at position 29", with no line."""
-    rows = ['{"question": "1+1=", "answer": 2}', '{"question": "2+2=", "answer": "4"}']
-    rows.append('{"question": "big", "answer": 123456789012345678901234}')
-    (path := tmp_path / "rows.jsonl").write_text("\n".join(rows) + "\n")
-    expected = f"cannot read dataset file {path}: line 3: the integer 12345678901234567890… is wider than 64 bits: write it as a string"
+@pytest.mark.parametrize(("layout", "where"), [("lines", "line 3"), ("array", "row 2")])
+@pytest.mark.parametrize("huge", [123456789012345678901234, -(2**63) - 5])
+def test_an_integer_wider_than_64_bits_in_a_mixed_column_is_named_by_its_line_or_row(tmp_path, layout, where, huge):
+    """It was pandas' "Value is too big! at position 29" (or "too small"), with no line."""
+    rows = [{"question": "1+1=", "answer": 2}, {"question": "2+2=", "answer": "4"}, {"question": "big", "answer": huge}]
+    text = "\n".join(map(json.dumps, rows)) + "\n" if layout == "lines" else json.dumps(rows, indent=1)
+    (path := tmp_path / "rows.json").write_text(text)
+    digits = str(huge) if len(str(huge)) <= 21 else f"{str(huge)[:21]}…"
+    expected = f"cannot read dataset file {path}: {where}: the integer {digits} is wider than 64 bits: write it as a string"
     with pytest.raises(DataError, match=f"^{re.escape(expected)}"):
         load_prompt_datasets(dataset_cfg(source=str(path), eval_holdout=0))
 
