@@ -29,8 +29,14 @@ class RewardError(RlvrError):
 
 
 class DivergedError(RlvrError):
-    """The model's scores hold NaN or infinity (training diverged, or the weights loaded are broken):
-    nothing can be sampled from them."""
+    """The model's parameters or scores hold NaN or infinity: training diverged, or the weights loaded are broken."""
+
+
+# What to do about a diverged RL or reward-model training (a rerun would resume it).
+DIVERGED_TRAINING = (
+    "start a new run dir with a lower algorithm.learning_rate (a rerun here continues from the newest checkpoint, "
+    "which may have diverged already)"
+)
 
 
 def modules_raised_through(exc: BaseException) -> list[str]:

@@ -198,6 +198,23 @@ def local_part(tensor):
     return tensor.to_local() if hasattr(tensor, "to_local") else tensor
 
 
+def non_finite_share(trainer) -> float:
+    """The share of the trained model's parameter elements that are NaN or infinite, over what every
+    process holds (`local_part`; whole copies count once per process, which leaves the share as it is).
+    Every process must call it (a gather), and gets the same value."""
+    import torch
+
+    bad = held = 0
+    for parameter in trainer.model.parameters():
+        local = local_part(parameter)
+        if local.is_floating_point() and local.numel():  # not a 4-bit base's packed bytes
+            held += local.numel()
+            bad += local.numel() - int(torch.isfinite(local).sum())
+    counts = torch.tensor([[bad, held]], dtype=torch.float64, device=trainer.accelerator.device)
+    bad, held = trainer.accelerator.gather(counts).sum(dim=0).tolist()
+    return bad / held if held else 0.0
+
+
 def full_numel(tensor) -> int:
     return getattr(tensor, "ds_numel", None) or tensor.numel()  # a ZeRO-3 parameter's own tensor is empty
 

@@ -11,7 +11,7 @@ from rlvr.config import eval_token_limit
 from rlvr.hardware import device as hardware
 from rlvr.hardware.distributed import barrier, is_main_process
 from rlvr.hardware.stops import phase
-from rlvr.errors import ConfigError, ModelLoadError
+from rlvr.errors import DIVERGED_TRAINING, ConfigError, DivergedError, ModelLoadError
 from rlvr.rewards.checks import check_reward_parameters, required_columns
 from rlvr.tracking.outputs import close_wandb, read_metrics, write_json
 
@@ -386,6 +386,17 @@ def save_initial_policy(cfg, setup: PolicySetup, run_dir: Path) -> None:
     barrier()  # every rank loads it
 
 
+def refuse_diverged(trainer, what: str, advice: str = DIVERGED_TRAINING) -> None:
+    """A DivergedError where the model `trainer` trained holds NaN or infinite parameters (`what`
+    diverged; `advice`: what to do): transformers' logged losses leave non-finite ones out, so a
+    diverged run would end "completed", its final model NaN. Every process calls it, and all raise."""
+    from rlvr.hardware.sharding import non_finite_share
+
+    if share := non_finite_share(trainer):
+        step = trainer.state.global_step
+        raise DivergedError(f"{what} diverged: {100 * share:.3g}% of the model's parameters are NaN or infinite at step {step}: {advice}")
+
+
 def save_final_model(trainer, tokenizer, model_cfg, run_dir: Path):
     """Write final_model/ so that it loads with transformers alone; returns the model to evaluate.
 
@@ -400,6 +411,7 @@ def save_final_model(trainer, tokenizer, model_cfg, run_dir: Path):
 
     from rlvr.hardware.sharding import save_gathered
 
+    refuse_diverged(trainer, "training")
     if trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
         return save_gathered(trainer, tokenizer, model_cfg, run_dir)
     model = trainer.accelerator.unwrap_model(trainer.model)

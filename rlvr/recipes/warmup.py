@@ -58,6 +58,7 @@ def sft_warmup(model, tokenizer, train, cfg, trainer_kwargs: dict, seed: int):
 
     from rlvr.data.lengths import context_length
     from rlvr.hardware.stops import phase
+    from rlvr.recipes.common import refuse_diverged
     from rlvr.recipes.warmup_cache import KeptWarmup, forget_trainer_state, keep_warmup, kept_warmup, load_warmup, warmup_key
 
     steps = cfg.model.warmup_sft_steps
@@ -95,6 +96,7 @@ def sft_warmup(model, tokenizer, train, cfg, trainer_kwargs: dict, seed: int):
         cut = sum(len(ids) == max_length for ids in tokenized["input_ids"]) + len(pairs) - len(tokenized)
         warn_of_cut_pairs(cut, len(pairs), max_length)
         result = trainer.train()
+        refuse_diverged(trainer, "the SFT warm-up", "lower model.warmup_sft_learning_rate")
         forget_trainer_state(model, attributes, use_cache)
         if key is not None:
             keep_warmup(key, model, KeptWarmup(result.training_loss, cut, len(pairs)))

@@ -151,13 +151,19 @@ def check_reward_columns(columns: Sequence[str], answer_column: str, setting: st
         )
 
 
+# The largest reward magnitude: float32's (TRL holds rewards in float32 tensors, where a larger finite
+# float, 1e300, is infinite and every statistic of its batch NaN).
+LARGEST_REWARD = 3.4e38
+
+
 def as_reward(value: Any) -> float | None:
-    """A finite float or None from one returned value (numpy and 0-d torch scalars included), else ValueError."""
+    """A finite float within float32's range, or None, from one returned value (numpy and 0-d torch
+    scalars included), else ValueError."""
     if value is None:
         return None
     if not isinstance(value, numbers.Real) and getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
         value = value.item()
-    if isinstance(value, numbers.Real) and math.isfinite(value):
+    if isinstance(value, numbers.Real) and math.isfinite(value) and abs(value) <= LARGEST_REWARD:
         return float(value)
     raise ValueError(value)
 
@@ -354,7 +360,7 @@ class CheckedReward:
                 spans = isinstance(value, (list, tuple)) and all(isinstance(s, (list, tuple)) and len(s) == 3 for s in value)
                 raise (SpansReturned if spans and value else RewardError)(
                     f"reward '{self.__name__}' returned {short(value)} for row {row} "
-                    f"(prompt {short(prompt, 60)}): a reward must be a finite float or None"
+                    f"(prompt {short(prompt, 60)}): a reward must be a finite float (float32's range: |r| <= {LARGEST_REWARD:g}) or None"
                     + (" (spans: a span reward trains with algorithm=fgrpo)" if spans and value else "")
                 ) from None
         return checked

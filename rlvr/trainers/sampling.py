@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, MinPLogitsWarper, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from rlvr.errors import DivergedError
+from rlvr.errors import DIVERGED_TRAINING, DivergedError
 
 Uniforms = Callable[[int, int, torch.device], torch.Tensor]  # (step, batch, device) -> (batch,) float64 in [0, 1)
 
@@ -94,8 +94,8 @@ def checked_total(total: torch.Tensor) -> torch.Tensor:
     bad = ~(torch.isfinite(total) & (total > 0)).squeeze(1)
     if bad.any():
         raise DivergedError(
-            f"the model's next-token scores hold NaN or infinity ({int(bad.sum())} of {len(bad)} sequences): training diverged "
-            "(lower algorithm.learning_rate, or continue from an earlier checkpoint), or the model's weights are broken"
+            f"the model's next-token scores hold NaN or infinity ({int(bad.sum())} of {len(bad)} sequences): the weights loaded are "
+            f"broken, or training diverged: {DIVERGED_TRAINING}"
         )
     return total
 

@@ -201,3 +201,20 @@ def test_fewer_train_prompts_than_one_generation_takes_is_one_line(tmp_path):
         "algorithm.per_device_train_batch_size"
     )
     assert not (tmp_path / "warmup.json").exists()  # refused before the SFT warm-up, not after it
+
+
+def test_a_reward_model_that_diverges_is_a_failed_run_not_a_completed_one(tmp_path):
+    """Its logged losses (transformers leaves non-finite ones out) and exit said "completed", its final model 87% NaN."""
+    args = ["experiment=rm_hh", "logging=disabled", "algorithm.max_steps=4", "algorithm.eval_steps=2", "algorithm.learning_rate=1e30"]
+    line = one_line_error(run_cli("rlvr.run", *args, "algorithm.max_grad_norm=0", f"hydra.run.dir={tmp_path}"))
+    assert line.startswith("rlvr: error: training diverged: ") and "% of the model's parameters are NaN or infinite at step 4: " in line
+    assert "start a new run dir with a lower algorithm.learning_rate" in line
+    assert not (tmp_path / "final_model").exists() and not (tmp_path / "metrics.json").exists()
+
+
+def test_an_sft_warm_up_that_diverges_is_one_line_not_a_loss_of_0(tmp_path):
+    """warmup.json said a loss of 0.0 (transformers' loss leaves non-finite steps out) and RL went on."""
+    args = ["model.warmup_sft_learning_rate=1e30", "model.warmup_sft_cache=false", f"hydra.run.dir={tmp_path}"]
+    line = one_line_error(run_cli("rlvr.run", *TINY_RUN, *args))
+    assert line.startswith("rlvr: error: the SFT warm-up diverged: ") and line.endswith(": lower model.warmup_sft_learning_rate")
+    assert not (tmp_path / "warmup.json").exists()

@@ -36,7 +36,8 @@ def call(fn, **settings):
         ([1.0, 0.0, math.nan], "reward 'mine' returned nan for row 2 (prompt '3+3=')"),
         ([1.0, "0.5", 0.0], "reward 'mine' returned '0.5' for row 1"),
         ([1.0, [0.5], 0.0], "reward 'mine' returned [0.5] for row 1"),
-        ([[(1.0, (0, 1), "accuracy")]] * 3, "a reward must be a finite float or None (spans: a span reward trains with algorithm=fgrpo)"),
+        ([1.0, -1e300, 0.0], "reward 'mine' returned -1e+300 for row 1 (prompt '2+2='): a reward must be a finite float (float32's range"),
+        ([[(1.0, (0, 1), "accuracy")]] * 3, "or None (spans: a span reward trains with algorithm=fgrpo)"),
         ([1.0, 0.0], "reward 'mine' returned 2 rewards for 3 completions"),
         (1.0, "reward 'mine' returned 1.0 (float), not a list of 3 rewards"),
         ("1,0,1", "reward 'mine' returned '1,0,1' (str), not a list of 3 rewards"),
@@ -51,8 +52,8 @@ def test_bad_outputs_stop_in_one_line_naming_reward_row_and_value(output, messag
 
 
 def test_floats_none_and_numeric_scalars_pass_as_floats_or_none():
-    output = [np.float32(0.5), None, torch.tensor(2.0)]
-    assert call(returning(output)) == [0.5, None, 2.0]
+    output = [np.float32(0.5), None, torch.tensor(-3.4e38)]
+    assert call(returning(output)) == [0.5, None, float(torch.tensor(-3.4e38))]
     assert call(returning(np.array([1, 0, 1]))) == [1.0, 0.0, 1.0]
     assert call(returning(torch.tensor([0.25, 0.5, 1.0]))) == [0.25, 0.5, 1.0]
 

@@ -85,7 +85,10 @@ def test_scores_of_nan_or_infinity_are_one_line_saying_training_diverged(width, 
     scores = torch.randn(3, width)
     scores[1] = -math.inf if poison == "all -inf" else scores[1]
     scores[1, 2] = {"nan": math.nan, "inf": math.inf, "all -inf": -math.inf}[poison]
-    with pytest.raises(DivergedError, match=r"^the model's next-token scores hold NaN or infinity \(1 of 3 sequences\): training diverged"):
+    expected = (
+        r"^the model's next-token scores hold NaN or infinity \(1 of 3 sequences\): the weights loaded are broken, or training diverged"
+    )
+    with pytest.raises(DivergedError, match=expected):
         global_stream_sampler(1.0, 1.0, 0, None)(torch.zeros(3, 1, dtype=torch.long), scores)
 
 
