@@ -16,6 +16,7 @@ on. The output appears whole or not at all: a failed run leaves no file, or the 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from collections import Counter
@@ -28,7 +29,7 @@ from rlvr.config import ScoreConfig, check_ranges, conf_dir, exit_on_unknown_key
 from rlvr.data.loading import WrittenNumber, json_error, json_with_literal_numbers, open_maybe_gzipped
 from rlvr.errors import ConfigError, DataError, RlvrError
 from rlvr.rewards.answers import not_one_answer
-from rlvr.rewards.base import judging_reward
+from rlvr.rewards.base import judging_reward, mean_reward, weighted_total
 from rlvr.rewards.checks import ROW_FIELDS, check_reward_columns, check_reward_parameters, warn_unreadable_golds
 from rlvr.tracking.outputs import json_text
 
@@ -121,7 +122,7 @@ def score_rows(rows: list[dict], rewards, completion_column: str, answer_column:
         scored.append(
             {
                 **{k: json.loads(v) if isinstance(v, WrittenNumber) else v for k, v in row.items() if k not in ("samples", "judge")},
-                "reward": sum(rw.weight * (values[rw.name][i] or 0.0) for rw in rewards),
+                "reward": weighted_total(rewards, {name: v[i] for name, v in values.items()}),
                 "rewards": {name: v[i] for name, v in values.items()},
                 "reasons": {name: o.reason for name, o in outcomes.items()},
                 "prediction": prediction,
@@ -180,8 +181,8 @@ def write_rows(rows: list[dict], path: Path) -> None:
 def summary(scored: list[dict]) -> str:
     """Rows and mean reward, then each reward's mean over the rows it scored (None: no verdict, counted) and its reasons."""
     n = len(scored)
-    mean = sum(r["reward"] for r in scored) / max(n, 1)
-    lines = [f"{n} rows, mean reward {mean:.4f}"]
+    mean = mean_reward([r["reward"] for r in scored])
+    lines = [f"{n} rows, mean reward {mean:.4f}" if not math.isnan(mean) else f"{n} rows, no reward gave a verdict on any"]
     for name in scored[0]["rewards"] if scored else []:
         vals = [v for r in scored if (v := r["rewards"][name]) is not None]
         reasons = Counter(r["reasons"].get(name, "-") for r in scored if r["rewards"][name] is not None)

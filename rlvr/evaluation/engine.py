@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 from rlvr.hardware.distributed import is_main_process, process_count, rank
 from rlvr.hardware.stops import phase
 from rlvr.errors import RlvrError
-from rlvr.rewards.base import judging_reward
+from rlvr.rewards.base import judging_reward, mean_reward, weighted_total
 from rlvr.rewards.checks import reward_columns
 from rlvr.tracking.outputs import prompt_id, write_jsonl
 
@@ -124,7 +124,7 @@ def score(rewards, prompts, completions, columns: dict) -> tuple[list[dict], str
     return [
         {
             "prediction": outcome.prediction if outcome else None,
-            "reward": sum(r.weight * (per_func[r.name][i] or 0.0) for r in rewards),
+            "reward": weighted_total(rewards, {name: values[i] for name, values in per_func.items()}),
             "rewards": {name: values[i] for name, values in per_func.items()},
             "correct": outcome.correct if outcome else None,
         }
@@ -268,7 +268,7 @@ def summarise(
     if greedy:
         if greedy[0]["correct"] is not None:  # a reward judges correctness
             metrics["accuracy"], metrics["accuracy_se"] = mean_se([float(bool(r["correct"])) for r in greedy])
-        metrics["reward"] = sum(r["reward"] for r in greedy) / len(greedy)
+        metrics["reward"] = mean_reward([r["reward"] for r in greedy])
         metrics["mean_new_tokens"] = sum(r["new_tokens"] for r in greedy) / len(greedy)
         metrics["truncated_frac"] = sum(r["truncated"] for r in greedy) / len(greedy)
     sampled = [r["samples"] for r in rows if r.get("samples")]

@@ -9,6 +9,7 @@ feed rollouts.jsonl, eval and `rlvr.score`, and the reason fractions are logged 
 from __future__ import annotations
 
 import logging
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -90,6 +91,20 @@ class WeightedReward:
     fn: Callable[..., list[float]]
     weight: float
     timeout_s: float | None = None  # a plain function given `timeout_s` runs in a killable worker
+
+
+def weighted_total(rewards: Sequence[WeightedReward], values: dict[str, float | None]) -> float | None:
+    """A completion's reward from each reward's value (`values[name]`, None: no verdict): the weighted
+    sum of the verdicts, or None where no reward gave one (as TRL leaves such a completion out of its
+    reward statistics: a 0 would pull the mean down)."""
+    given = [r.weight * values[r.name] for r in rewards if values[r.name] is not None]
+    return sum(given) if given else None
+
+
+def mean_reward(totals: Sequence[float | None]) -> float:
+    """The mean of the completions' rewards that some reward gave a verdict on (NaN: none)."""
+    given = [t for t in totals if t is not None]
+    return sum(given) / len(given) if given else math.nan
 
 
 def reward_entries(functions: dict[str, Any]) -> dict[str, Any]:

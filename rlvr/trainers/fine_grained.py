@@ -231,6 +231,7 @@ class FineGrainedGRPOTrainer(RolloutLoggingGRPOTrainer):
     """GRPO with span-level rewards and per-reward-group advantages (see the module docstring)."""
 
     silent_group_steps = 10  # warn once when a reward group's advantages were all 0 for this many steps in a row
+    zero_spread_generations = None  # the scalar rewards' spread is not what trains: the spans' advantages are watched
 
     def __init__(self, *args, fine_grained: FineGrainedConfig, **kwargs):
         super().__init__(*args, **kwargs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from trl import GRPOTrainer
 
 from rlvr._compat import TiedWeightsLoadQuietly
@@ -12,6 +14,8 @@ from rlvr.rewards.checks import checked_rewards, reward_columns
 from rlvr.hardware.sharding import ShardedTrainerMixin
 from rlvr.tracking.outputs import JsonlWriter, prompt_id
 from rlvr.trainers.vocab import ReasoningVocabMixin
+
+log = logging.getLogger(__name__)
 
 
 def shortest_decimals(values) -> list[float]:
@@ -38,6 +42,30 @@ class RolloutLoggingGRPOTrainer(TiedWeightsLoadQuietly, ShardedTrainerMixin, Rea
         self.rollouts, self.rollout_writer = rollouts, rollout_writer  # every rank makes its rows; the main process writes them
         if stage_timing:  # logging.stage_timing=true: per-stage seconds in metrics.jsonl
             instrument(self)
+
+    # Warn once when no prompt's completions differed in reward for this many generations in a row
+    # (None: not watched; fgrpo watches its spans' advantages instead).
+    zero_spread_generations: int | None = 10
+    zero_spread = 0  # generations in a row so far (in this process: a resume counts afresh)
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        if self.model.training and self.zero_spread_generations:
+            self._watch_reward_spread()
+        return output
+
+    def _watch_reward_spread(self) -> None:
+        """Count the training generations in a row in which every prompt's completions scored alike
+        (TRL's frac_reward_zero_std, over every process: 1.0), and warn once when they reach
+        `zero_spread_generations`: every advantage is then 0, and the rewards move nothing."""
+        self.zero_spread = self.zero_spread + 1 if self._metrics["train"]["frac_reward_zero_std"][-1] == 1.0 else 0
+        if self.zero_spread == self.zero_spread_generations and self.accelerator.is_main_process:
+            log.warning(
+                "no prompt's completions have differed in reward for %d generations in a row (frac_reward_zero_std = 1): every "
+                "advantage is 0, so the rewards teach nothing; a reward that scores every completion alike, completions that do "
+                "not differ (algorithm.temperature), or a task the model always or never solves",
+                self.zero_spread,
+            )
 
     def _get_train_sampler(self, dataset=None):
         """TRL's, each epoch's order seeded by the epoch (rlvr._compat.seed_each_epoch): a resume after
@@ -77,6 +105,7 @@ class RolloutLoggingGRPOTrainer(TiedWeightsLoadQuietly, ShardedTrainerMixin, Rea
     def _rollout_rows(self, inputs, prompts, completions, rewards_per_func, completion_ids) -> list[dict]:
         weights = self.reward_weights.to(rewards_per_func.device)
         totals = shortest_decimals((rewards_per_func * weights).nansum(dim=1))
+        judged = (~rewards_per_func.isnan()).any(dim=1).tolist()  # a completion no reward gave a verdict on: reward None, as TRL
         per_func = [shortest_decimals(row) for row in rewards_per_func.detach().cpu()]  # one copy off the device, not one per row
         judge = judging_reward(self.rewards)
         outcomes = [getattr(r.fn, "last_outcomes", None) or [None] * len(prompts) for r in self.rewards]
@@ -97,7 +126,7 @@ class RolloutLoggingGRPOTrainer(TiedWeightsLoadQuietly, ShardedTrainerMixin, Rea
                     "gold": example.get("answer"),
                     "rewards": {r.name: per_func[i][j] for j, r in enumerate(self.rewards)},
                     "reasons": {r.name: o[i].reason for r, o in zip(self.rewards, outcomes) if o[i] is not None},
-                    "reward": totals[i],
+                    "reward": totals[i] if judged[i] else None,
                     "correct": judge.fn.last_outcomes[i].correct if judge else None,
                 }
             )

@@ -18,6 +18,10 @@ def infinite(completions, **kwargs):
 
 def crashes(completions, **kwargs):
     os._exit(3)
+
+
+def judges_even_lengths(completions, **kwargs):
+    return [None if len(c) % 2 else 1.0 for c in completions]
 """
 
 
@@ -51,3 +55,19 @@ def test_an_isolated_reward_whose_process_dies_is_reported_and_stops_the_run(tmp
         "rlvr: error: reward 'gsm8k_flexible' returned None for every completion in 2 training steps in a row: "
         "it scores nothing (reward.checks.none_patience=2)"
     )
+
+
+def test_a_completion_no_reward_gives_a_verdict_on_has_no_reward_and_is_out_of_the_means(tmp_path):
+    """Its reward was 0.0 in rollouts.jsonl and the eval rows, pulling eval_*_reward down (TRL leaves it out)."""
+    import json
+
+    result = run_with_reward(tmp_path, "judges_even_lengths", "eval.before=true", "algorithm.max_steps=2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    run = tmp_path / "run"
+    rollouts = [json.loads(line) for line in (run / "rollouts.jsonl").read_text().splitlines()]
+    evals = [json.loads(line) for name in ("before", "after") for line in (run / "eval" / f"{name}.jsonl").read_text().splitlines()]
+    for row in rollouts + evals:
+        assert row["reward"] == (None if len(row["completion"]) % 2 else 1.0), row
+    assert {row["reward"] for row in rollouts + evals} == {None, 1.0}
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["eval_before_reward"] == metrics["eval_after_reward"] == 1.0
