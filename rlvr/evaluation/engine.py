@@ -73,12 +73,12 @@ def generate_batch(
     import torch
     from transformers import LogitsProcessorList
 
-    from rlvr.trainers.sampling import row_seeded_sampler
+    from rlvr.trainers.sampling import FirstScoresChecked, row_seeded_sampler
     from rlvr.models.vocab import ReasoningVocab
 
     device = next(model.parameters()).device
     vocab = ReasoningVocab.of(model)
-    processors = LogitsProcessorList([vocab.processor()] if vocab else [])
+    processors = LogitsProcessorList([FirstScoresChecked(), *([vocab.processor()] if vocab else [])])
     if seeds is not None:
         processors.append(row_seeded_sampler(seeds, max_new_tokens, device=device, **sampling))
     stop = end_ids(model, tokenizer)

@@ -91,13 +91,33 @@ def checked_total(total: torch.Tensor) -> torch.Tensor:
     """`total`, (B, 1) rows' sums of weights, or a DivergedError where one is not a positive number: the
     scores held NaN or infinity (exp of a NaN, or inf - inf once the row's maximum is taken off), or
     every one was -inf; nothing can be drawn from such a row (transformers' sampling raises too)."""
-    bad = ~(torch.isfinite(total) & (total > 0)).squeeze(1)
+    refuse_non_finite(~(torch.isfinite(total) & (total > 0)).squeeze(1))
+    return total
+
+
+def refuse_non_finite(bad: torch.Tensor) -> None:
+    """A DivergedError if any of the (B,) flags `bad` (a sequence whose scores hold NaN or infinity) is set."""
     if bad.any():
         raise DivergedError(
             f"the model's next-token scores hold NaN or infinity ({int(bad.sum())} of {len(bad)} sequences): the weights loaded are "
             f"broken, or training diverged: {DIVERGED_TRAINING}"
         )
-    return total
+
+
+class FirstScoresChecked(LogitsProcessor):
+    """Leaves the scores as they are, after refusing (`refuse_non_finite`) the first step's where a row's
+    maximum is not finite (a NaN in it, +inf, or every score -inf). For greedy decoding, which would take
+    id 0 from NaN scores and score its text as any other: a model whose weights are NaN. The first step
+    only (a broken model shows there): every step's would be a pass over (B, V) scores per token."""
+
+    def __init__(self):
+        self.checked = False
+
+    def __call__(self, input_ids, scores):
+        if not self.checked:
+            refuse_non_finite(~torch.isfinite(scores.amax(dim=-1)))
+            self.checked = True
+        return scores
 
 
 def first_past(cdf: torch.Tensor, point: torch.Tensor) -> torch.Tensor:

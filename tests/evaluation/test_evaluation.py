@@ -2,6 +2,7 @@
 per-example file and its metrics, and two ranks that give what one gives."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -53,6 +54,19 @@ def test_batched_greedy_equals_one_generate_call_per_prompt(tiny):
             ids = tiny.model.generate(**encoded, max_new_tokens=MAX_NEW, do_sample=False, pad_token_id=tiny.tokenizer.pad_token_id)
         assert row["completion"] == tiny.tokenizer.decode(ids[0, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
         assert "samples" not in row
+
+
+def test_a_model_of_nan_weights_is_one_line_not_a_greedy_eval_of_id_0():
+    """Greedy decoding took id 0 from NaN scores, and the eval scored its "!!!!!!" as any completion, silently."""
+    import torch
+
+    from rlvr.errors import DivergedError
+
+    broken = TinySetup(rows=2)
+    with torch.no_grad():
+        broken.model.get_output_embeddings().weight[5, 0] = math.nan
+    with pytest.raises(DivergedError, match=r"^the model's next-token scores hold NaN or infinity \(2 of 2 sequences\)"):
+        evaluate_rows(broken.model, broken.tokenizer, broken.dataset, [0, 1], broken.rewards, with_eval(n=0, ks=[]), MAX_NEW, 0, "t")
 
 
 def test_top_k_one_samples_are_the_greedy_completion(tiny):
