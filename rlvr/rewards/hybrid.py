@@ -13,13 +13,14 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Sequence
 
 from rlvr.config import Range, allowed_values, check_number, choice_error
-from rlvr.errors import ConfigError
+from rlvr.errors import ConfigError, DivergedError
 from rlvr.rewards.base import Outcome, Reward, build_rewards, preflight_rewards, reward_target
 
 log = logging.getLogger(__name__)
@@ -258,8 +259,14 @@ def check_verifier(name: str, verifier: Mapping) -> None:
 
 
 def check_spread(name: str, r_min: float, r_max: float, eps: float, source: str) -> None:
-    """Refuse a score range narrower than eps: the reward model scored the calibration's completions
-    (nearly) alike, and n, set by eps rather than by the scores, would be close to a step at r_min."""
+    """Refuse a score range that is not finite (the reward model scores NaN or infinity) or narrower than
+    eps: the reward model scored the calibration's completions (nearly) alike, and n, set by eps rather
+    than by the scores, would be close to a step at r_min."""
+    if not (math.isfinite(r_min) and math.isfinite(r_max)):
+        raise DivergedError(
+            f"reward '{name}': {source} gives r_min={r_min}, r_max={r_max}: the reward model (reward.functions.{name}.reward_model) "
+            "scores NaN or infinity: its weights are broken, or its training diverged"
+        )
     if r_max - r_min < eps:
         raise ConfigError(
             f"reward '{name}': {source} gives r_max - r_min = {r_max - r_min:.3g}, below eps={eps}: the reward model "
@@ -380,8 +387,10 @@ class HybridReward(Reward):
         chosen = list(prompts[: self.calibration_prompts])
         completions = generate_batch(policy, tokenizer, chosen, max_new_tokens, do_sample=True)[0]
         scores = self.scorer.score([as_messages(p, c) for p, c in zip(chosen, completions)])
-        check_spread(self.__name__, min(scores), max(scores), self.eps, f"the calibration on {len(chosen)} prompts")
-        self.r_min, self.r_max = min(scores), max(scores)
+        # min/max of scores holding a NaN depend on where it is: any non-finite score makes the range NaN
+        r_min, r_max = (min(scores), max(scores)) if all(map(math.isfinite, scores)) else (math.nan, math.nan)
+        check_spread(self.__name__, r_min, r_max, self.eps, f"the calibration on {len(chosen)} prompts")
+        self.r_min, self.r_max = r_min, r_max
         record = {"r_min": self.r_min, "r_max": self.r_max, "prompts": len(chosen), "scores": scores, "reward_model": model}
         if is_main_process():  # every process samples the same completions (one seed, one policy): one writes them
             write_json(out_path, record)

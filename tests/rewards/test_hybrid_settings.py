@@ -2,6 +2,7 @@
 reward model's loading and the policy's sampling are stand-ins, its files a few bytes."""
 
 import json
+import math
 import logging
 import os
 import struct
@@ -319,6 +320,18 @@ def test_a_calibration_whose_scores_are_alike_is_refused_and_not_written(tmp_pat
     loads[rm] = [1.5, 1.5, 1.503]
     out = tmp_path / "hybrid_calibration.json"
     with pytest.raises(ConfigError, match=r"the calibration on 3 prompts gives r_max - r_min = 0.003, below eps=0.01"):
+        calibrate(hybrid(rm), out, prompts=3)
+    assert not out.exists()
+
+
+def test_a_reward_model_scoring_nan_is_refused_at_its_calibration_not_as_the_hybrid_rewards_value(tmp_path, loads, sampled):
+    """A NaN reward model calibrated to r_min=nan r_max=nan (logged at INFO), then failed as "reward 'hybrid' returned nan"."""
+    from rlvr.errors import DivergedError
+
+    rm = reward_model_dir(tmp_path / "rm")
+    loads[rm] = [1.0, math.nan, 2.0]
+    out = tmp_path / "hybrid_calibration.json"
+    with pytest.raises(DivergedError, match=r"the calibration on 3 prompts gives r_min=nan, r_max=nan: the reward model .* scores NaN"):
         calibrate(hybrid(rm), out, prompts=3)
     assert not out.exists()
 
