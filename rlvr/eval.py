@@ -30,7 +30,6 @@ from rlvr.config import (
     check_key,
     check_ranges,
     drop_retired_keys,
-    eval_token_limit,
     exit_on_unknown_keys,
     one_line_preset_errors,
     override_key,
@@ -477,6 +476,8 @@ def evaluate_target(target: Target, cfg, out_dir: Path, inputs: dict) -> list[di
     """One result per model of `target` (`model_result`); in a curve, a checkpoint that the running
     training's rotation deletes before or while it is evaluated is skipped with a line, and the
     checkpoints saved since the curve listed them join it."""
+    from rlvr.recipes.common import warn_if_cut_short
+
     results, models = [], list(target.models)
     listed = {label for label, _, _ in models}
     while models:
@@ -495,7 +496,7 @@ def evaluate_target(target: Target, cfg, out_dir: Path, inputs: dict) -> list[di
             listed |= {c.name for c in saved_since}
             models += [(c.name, c, checkpoint_step(c)) for c in saved_since]
             continue
-        warn_if_cut_short(cfg, result)
+        warn_if_cut_short(cfg, result["label"], result["metrics"].get("truncated_frac", 0.0))
         results.append(result)
     return results
 
@@ -552,25 +553,6 @@ def saved_result(path: Path) -> dict | None:
         log.warning("%s: not a result rlvr.eval can read (%s): its model is evaluated again", path, problem)
         return None
     return result
-
-
-CUT_SHORT_WARN_FRAC = 0.5  # a larger share of greedy completions cut at the length limit is warned of
-
-
-def warn_if_cut_short(cfg, result: dict) -> None:
-    """One warning line when most of `result`'s greedy completions hit the token limit: its numbers
-    then measure the limit more than the model."""
-    share = result["metrics"].get("truncated_frac", 0.0)
-    if share > CUT_SHORT_WARN_FRAC:
-        limit = eval_token_limit(cfg)
-        source = "" if cfg.eval.max_new_tokens else ", from algorithm.max_completion_length as eval.max_new_tokens is unset"
-        log.warning(
-            "%s: %.0f%% of the greedy completions were cut at the limit of %d new tokens%s: raise eval.max_new_tokens",
-            result["label"],
-            100 * share,
-            limit,
-            source,
-        )
 
 
 def rotated_away(results: list[dict], inputs: dict, out_dir: Path, checkpoint_dir: Path) -> list[dict]:

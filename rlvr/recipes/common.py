@@ -437,7 +437,9 @@ def evaluate(cfg, setup: PolicySetup, run_dir: Path, label: str, engine=None) ->
     transformers; rank 0 gets the metrics, the others {}."""
     if not getattr(cfg.eval, label):
         return {}
-    return eval_model(cfg, setup, engine or to_device(cfg, setup.model), run_dir, label)
+    metrics = eval_model(cfg, setup, engine or to_device(cfg, setup.model), run_dir, label)
+    warn_if_cut_short(cfg, f"eval {label}", metrics.get(f"eval_{label}_truncated_frac", 0.0))
+    return metrics
 
 
 def to_device(cfg, model):
@@ -446,6 +448,23 @@ def to_device(cfg, model):
     if not getattr(model, "is_quantized", False):
         model.to(hardware.torch_device(cfg.hardware))
     return model
+
+
+CUT_SHORT_WARN_FRAC = 0.5  # a larger share of greedy completions cut at the length limit is warned of
+
+
+def warn_if_cut_short(cfg, label: str, truncated_frac: float) -> None:
+    """One warning line when most of the eval `label`'s greedy completions hit the token limit
+    (`truncated_frac`): its numbers then measure the limit more than the model."""
+    if truncated_frac > CUT_SHORT_WARN_FRAC:
+        source = "" if cfg.eval.max_new_tokens else ", from algorithm.max_completion_length as eval.max_new_tokens is unset"
+        log.warning(
+            "%s: %.0f%% of the greedy completions were cut at the limit of %d new tokens%s: raise eval.max_new_tokens",
+            label,
+            100 * truncated_frac,
+            eval_token_limit(cfg),
+            source,
+        )
 
 
 def eval_model(cfg, setup: PolicySetup, model, run_dir: Path, label: str) -> dict[str, float]:

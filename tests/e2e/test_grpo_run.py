@@ -234,3 +234,13 @@ def test_default_run_learns(tmp_path):
     print({k: round(v, 3) for k, v in m.items()})
     assert m["train_reward_last20"] > m["train_reward_first20"] + 0.15
     assert m["eval_after_accuracy"] > m["eval_before_accuracy"] + 0.15
+
+
+def test_an_eval_whose_completions_are_mostly_cut_at_the_limit_says_so_as_rlvr_eval_does(tmp_path):
+    """rlvr.eval warned; the evals of a training run (truncated_frac 1.0) said nothing."""
+    args = ["algorithm.max_completion_length=2", "model.warmup_sft_steps=0", "algorithm.max_steps=1", f"hydra.run.dir={tmp_path}"]
+    result = run_cli("rlvr.run", *TINY_RUN, *args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    log = (tmp_path / "run.log").read_text()
+    cut = "% of the greedy completions were cut at the limit of 2 new tokens, from algorithm.max_completion_length"
+    assert f"eval before: 100{cut}" in log and f"eval after: 100{cut}" in log
