@@ -7,7 +7,9 @@ import pytest
 from conftest import process_state_kept
 from rlvr import eval as rlvr_eval
 
-LOG_RECORD = re.compile(r"\[\d{4}-\d\d-\d\d [\d:,]+\]\[")  # conf/hydra/job_logging/stderr.yaml's format
+# conf/hydra/job_logging/stderr.yaml's format; and the notice transformers prints once per process where
+# WANDB_MODE=offline is set (rlvr._compat.wandb_offline_notice_to_stderr): the first test to import it sees it
+LOG_RECORD = re.compile(r"\[\d{4}-\d\d-\d\d [\d:,]+\]\[|\[INFO\] Running in WANDB offline mode$")
 
 
 def error_of(capsys, *argv) -> str:
