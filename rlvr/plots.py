@@ -7,6 +7,7 @@ python -m rlvr.plots RUN_DIR --per-prompt  # also per_prompt_accuracy.png (top p
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -22,6 +23,12 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _legend(ax, **kwargs) -> None:
+    """A legend of the axes' labelled lines, where there are any (matplotlib warns of an empty one)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
 
 
 def _save(fig, path: Path) -> Path:
@@ -52,7 +59,7 @@ def plot_run(run_dir: Path) -> list[Path]:
     plt = _pyplot()
     written = []
     logged = read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
-    metrics = [m for m in logged if "reward" in m]  # GRPO-family runs
+    metrics = [m for m in logged if math.isfinite(m.get("reward", math.nan))]  # GRPO-family runs; a step no reward judged: NaN
     if metrics:
         fig, ax = plt.subplots(figsize=(6, 4))
         steps, rewards = [m["step"] for m in metrics], [m["reward"] for m in metrics]
@@ -63,7 +70,7 @@ def plot_run(run_dir: Path) -> list[Path]:
         for key in sorted(k for k in metrics[0] if k.startswith("rewards/") and k.endswith("/mean")):
             ax.plot(steps, [m.get(key) for m in metrics], alpha=0.35, label=key)
         ax.set(xlabel="step", ylabel="reward", title="training reward")
-        ax.legend(fontsize=7)
+        _legend(ax, fontsize=7)
         written.append(_save(fig, run_dir / "plots" / "reward.png"))
     train_acc = [(m["step"], m["accuracy"]) for m in logged if "accuracy" in m]  # reward-model runs
     eval_acc = [(m["step"], m["eval_accuracy"]) for m in logged if "eval_accuracy" in m]
@@ -74,7 +81,7 @@ def plot_run(run_dir: Path) -> list[Path]:
         if eval_acc:
             ax.plot(*zip(*eval_acc), marker="o", label="eval pair accuracy (TRL, batch-averaged)")
         ax.set(xlabel="step", ylabel="chosen > rejected", ylim=(0, 1), title="reward model accuracy")
-        ax.legend(fontsize=7)
+        _legend(ax, fontsize=7)
         written.append(_save(fig, run_dir / "plots" / "rm_accuracy.png"))
     evals = [m for m in logged if any(k.startswith("eval/") for k in m)]  # eval.every_steps > 0
     if evals:
@@ -88,7 +95,7 @@ def plot_run(run_dir: Path) -> list[Path]:
             fig, ax = plt.subplots(figsize=(6, 4))
             ax.plot(list(accuracy), list(accuracy.values()), label="sampled completions correct")
             ax.set(xlabel="step", ylabel="accuracy", ylim=(0, 1), title="training accuracy")
-            ax.legend(fontsize=7)
+            _legend(ax, fontsize=7)
             written.append(_save(fig, run_dir / "plots" / "accuracy.png"))
     return written
 
@@ -110,7 +117,7 @@ def plot_eval_curve(rows: list[dict], path: Path, title: str = "eval") -> Path:
         if all(bands):
             ax.fill_between(steps, [lo for lo, _ in bands], [hi for _, hi in bands], color=line.get_color(), alpha=0.1)
     ax.set(xlabel="step", ylabel="share of eval prompts (95% intervals)", ylim=(-0.02, 1.02), title=title)
-    ax.legend(fontsize=7)
+    _legend(ax, fontsize=7)
     return _save(fig, path)
 
 
@@ -127,7 +134,7 @@ def plot_reasoning_vocab(run_dir: Path, metrics: list[dict]) -> list[Path]:
     ax.plot(steps, [m["vocab/reasoning_share_in_think"] for m in rows], label="reasoning ids / think tokens")
     ax.plot(steps, [m["vocab/reasoning_outside_think"] for m in rows], label="reasoning ids outside think (count)")
     ax.set(xlabel="step", ylabel="share", title="reasoning vocabulary usage")
-    ax.legend(fontsize=7)
+    _legend(ax, fontsize=7)
     written = [_save(fig, run_dir / "plots" / "vocab_usage.png")]
     final = run_dir / "reasoning_vocab.json"
     fig, axes = plt.subplots(1, 2 if final.exists() else 1, figsize=(10 if final.exists() else 6, 4), squeeze=False)
@@ -163,7 +170,7 @@ def plot_per_prompt(run_dir: Path, top: int = 12) -> Path | None:
         steps = sorted(series[pid])
         ax.plot(steps, [sum(series[pid][s]) / len(series[pid][s]) for s in steps], marker="o", ms=3, label=labels[pid])
     ax.set(xlabel="step", ylabel="accuracy of its completions", ylim=(-0.05, 1.05), title="per-prompt accuracy")
-    ax.legend(fontsize=6, ncol=2)
+    _legend(ax, fontsize=6, ncol=2)
     return _save(fig, run_dir / "plots" / "per_prompt_accuracy.png")
 
 
@@ -177,7 +184,7 @@ def plot_token_lengths(tokenized, pairs, tokenizer, path: Path) -> Path:
     for values, label in ((prompts, "prompt"), (chosen, "prompt + chosen"), (rejected, "prompt + rejected")):
         ax.hist(values, bins=40, alpha=0.5, label=label)
     ax.set(xlabel="tokens", ylabel="pairs", title="token lengths")
-    ax.legend(fontsize=7)
+    _legend(ax, fontsize=7)
     return _save(fig, path)
 
 

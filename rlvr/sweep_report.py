@@ -143,7 +143,7 @@ def plot(rows: list[dict], metric: str, path: Path) -> None:
 
 def plot_eval_comparison(rows: list[dict], metrics: list[str], path: Path) -> None:
     """Grouped bars: one group per eval metric, one bar per job, 95% intervals as error bars."""
-    from rlvr.plots import _pyplot, _save
+    from rlvr.plots import _legend, _pyplot, _save
 
     plt = _pyplot()
     done = [r for r in rows if any(isinstance(r.get(m), (int, float)) for m in metrics)]
@@ -157,7 +157,7 @@ def plot_eval_comparison(rows: list[dict], metrics: list[str], path: Path) -> No
         ax.bar([i - 0.4 + width * (j + 0.5) for i in present], values, width, yerr=errors, capsize=3, label=r["swept"] or f"job {r['job']}")
     ax.set_xticks(range(len(metrics)), [m.removeprefix(EVAL_PREFIX) for m in metrics], fontsize=8)
     ax.set(ylabel="after training (95% intervals)", ylim=(0, 1.05), title="sweep: eval metrics")
-    ax.legend(fontsize=7)
+    _legend(ax, fontsize=7)
     _save(fig, path)
 
 
@@ -165,7 +165,7 @@ def plot_reward_curves(sweep_dir: Path, rows: list[dict], path: Path) -> None:
     """Each job's training reward (rolling mean) on one set of axes, labelled by what the sweep varied; a
     job whose metrics.jsonl is corrupt is left out, in a line on stderr."""
     from rlvr.errors import DataError
-    from rlvr.plots import _pyplot, _save, rolling_mean
+    from rlvr.plots import _legend, _pyplot, _save, rolling_mean
     from rlvr.tracking.outputs import read_metrics
 
     curves = []
@@ -185,7 +185,7 @@ def plot_reward_curves(sweep_dir: Path, rows: list[dict], path: Path) -> None:
     for label, steps, rewards in curves:
         ax.plot(steps, rolling_mean(rewards, max(1, len(rewards) // 20)), label=label)
     ax.set(xlabel="step", ylabel="mean reward (rolling mean, 5% of steps)", title="sweep: training reward")
-    ax.legend(fontsize=7)
+    _legend(ax, fontsize=7)
     _save(fig, path)
 
 

@@ -58,7 +58,9 @@ def test_a_corrupt_line_before_the_last_is_one_line_naming_file_and_line(tmp_pat
     assert len(err) == 1 and err[0].startswith(f"rlvr-plots: error: {tmp_path / name} line 1 is not a JSON row ("), err
 
 
-@pytest.mark.parametrize("rows", [[], [{"step": 1, "loss": 0.5}]], ids=["empty", "no reward"])
+@pytest.mark.parametrize(
+    "rows", [[], [{"step": 1, "loss": 0.5}], [{"step": 1, "loss": 0.5, "reward": None}]], ids=["empty", "no reward", "no verdict"]
+)
 def test_a_run_with_nothing_to_plot_says_so(tmp_path, capsys, rows):
     write_jsonl(tmp_path / "metrics.jsonl", rows)
     assert main([str(tmp_path)]) == 0
@@ -117,3 +119,11 @@ def test_a_reward_model_run_shorter_than_its_logging_steps_plots_its_eval_accura
     write_jsonl(tmp_path / "metrics.jsonl", [{"step": 2, "eval_accuracy": 0.5}, {"step": 4, "eval_accuracy": 0.75}])
     assert main([str(tmp_path)]) == 0
     assert capsys.readouterr().out.split() == [str(tmp_path / "plots" / "rm_accuracy.png")]
+
+
+def test_an_eval_curve_with_nothing_labelled_draws_no_legend_and_no_warning(tmp_path, recwarn):
+    """matplotlib's "No artists with labels found to put in legend" reached rlvr.eval's console."""
+    from rlvr.plots import plot_eval_curve
+
+    plot_eval_curve([{"step": 1, "eval/reward": 0.5}], tmp_path / "eval.png")
+    assert (tmp_path / "eval.png").exists() and not [str(w.message) for w in recwarn]
