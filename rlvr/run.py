@@ -170,7 +170,9 @@ def run(cfg: DictConfig, accepted: Accepted) -> dict[str, float]:
     try:
         metrics = train(cfg, accepted)
     except BaseException as exc:
-        record_end(accepted.run_dir, how_it_ended(exc))
+        ended = how_it_ended(exc)
+        error = str(exc) if isinstance(exc, RlvrError) else f"{type(exc).__name__}: {exc}"  # RlvrError: the line printed
+        record_end(accepted.run_dir, ended, error.splitlines()[0] if ended == "failed" and error.strip() else None)
         raise
     record_end(accepted.run_dir, "completed")
     close_process_group()

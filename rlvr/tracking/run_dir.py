@@ -434,17 +434,17 @@ def record_start(run_dir: Path, cfg, changed: dict[str, list], mode: str) -> Non
     save_overrides(run_dir)
 
 
-def record_end(run_dir: Path, ended: str) -> None:
+def record_end(run_dir: Path, ended: str, error: str | None = None) -> None:
     """This start's end, a line after its start line in run_info.jsonl: `ended` is "completed",
-    "failed" or how it was stopped ("stopped by Ctrl-C", with how to continue it); the sweep report
-    reads it. A start with no end line was killed. Rank 0 writes it; a write that fails (a full disk)
-    is a warning, so that the run ends as it was ending."""
+    "failed" (with its `error`, the line it ended with) or how it was stopped ("stopped by Ctrl-C",
+    with how to continue it); the sweep report reads it. A start with no end line was killed. Rank 0
+    writes it; a write that fails (a full disk) is a warning, so that the run ends as it was ending."""
     from rlvr.hardware.distributed import is_main_process
     from rlvr.hardware.stops import how_to_continue
 
     if not is_main_process():
         return
-    end = {"ended": ended, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    end = {"ended": ended, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")} | ({"error": error} if error else {})
     if ended.startswith("stopped"):
         end["continue"] = f"{how_to_continue(run_dir)} continues it from its newest complete checkpoint"
     try:

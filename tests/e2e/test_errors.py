@@ -1,5 +1,7 @@
 """Bad input at the command line: one line on stderr naming the culprit, exit code 2, no traceback."""
 
+import json
+
 import pytest
 
 from conftest import TINY_RUN, one_line_error, refused_in_process, run_cli
@@ -210,6 +212,8 @@ def test_a_reward_model_that_diverges_is_a_failed_run_not_a_completed_one(tmp_pa
     assert line.startswith("rlvr: error: training diverged: ") and "% of the model's parameters are NaN or infinite at step 4: " in line
     assert "start a new run dir with a lower algorithm.learning_rate" in line
     assert not (tmp_path / "final_model").exists() and not (tmp_path / "metrics.json").exists()
+    end = json.loads((tmp_path / "run_info.jsonl").read_text().splitlines()[-1])
+    assert (end["ended"], end["error"]) == ("failed", line.removeprefix("rlvr: error: "))  # why, where the run's history is
 
 
 def test_an_sft_warm_up_that_diverges_is_one_line_not_a_loss_of_0(tmp_path):
