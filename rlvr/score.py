@@ -31,7 +31,7 @@ from rlvr.errors import ConfigError, DataError, RlvrError
 from rlvr.rewards.answers import not_one_answer
 from rlvr.rewards.base import judging_reward, mean_reward, weighted_total
 from rlvr.rewards.checks import ROW_FIELDS, check_reward_columns, check_reward_parameters, warn_unreadable_golds
-from rlvr.tracking.outputs import json_text
+from rlvr.tracking.outputs import UNPAIRED_AS_ESCAPE, json_text
 
 CONF_DIR = conf_dir()
 register_schemas()
@@ -163,8 +163,7 @@ def write_rows(rows: list[dict], path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # backslashreplace writes a lone surrogate, which only occurs inside JSON strings, as its JSON escape.
-        with open(tmp, "w", encoding="utf-8", errors="backslashreplace") as handle:
+        with open(tmp, "w", encoding="utf-8", errors=UNPAIRED_AS_ESCAPE) as handle:
             for number, row in enumerate(rows, start=1):
                 line = json_text(row) + "\n"
                 if not line.isascii() and not is_utf8_encodable(line):

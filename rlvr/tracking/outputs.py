@@ -32,7 +32,8 @@ UNPAIRED_AS_ESCAPE = "backslashreplace"
 def json_text(value: Any, indent: int | None = None) -> str:
     """`value` as strict JSON (RFC 8259, what jq and JavaScript read, where Python's default writes a
     bare NaN): a NaN or infinite float is written as null (an SE over one prompt, a logged mean of
-    nothing); an object JSON has no type for, as its str. Every JSON file rlvr writes goes through it."""
+    nothing); an object JSON has no type for, as its str. The run dir's metrics, eval and rollout files
+    and rlvr.score's output are written through it."""
     return json.dumps(finite_or_null(value), ensure_ascii=False, indent=indent, default=str, allow_nan=False)
 
 
