@@ -16,7 +16,8 @@ from eval_cli_errors import error_of
 from rlvr import eval as rlvr_eval
 from rlvr.errors import ConfigError
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+# compose, like the CLI, sets the offline variables in this process
+pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.usefixtures("environment_restored")]
 
 
 @pytest.fixture(scope="module")
