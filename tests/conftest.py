@@ -107,27 +107,14 @@ _prewarmed = {}
 
 
 @pytest.fixture(autouse=True)
-def environment_kept():
-    """A test that leaves this test process's environment changed fails: every run a later test starts
-    would inherit it (a submitit job refuses to export torch.distributed's variables over its own), and
-    the prewarmed interpreter serves no run whose environment differs from its own, so every later run
-    would be a fresh interpreter (~10 s more each)."""
-    before = dict(os.environ)
+def distributed_environment_kept():
+    """A test that leaves torch.distributed's variables changed in this test process fails: every run
+    a later test starts would inherit them (and a submitit job refuses to export its own over them)."""
+    names = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK")
+    before = {name: os.environ.get(name) for name in names}
     yield
-    after = {**os.environ, "PYTEST_CURRENT_TEST": before.get("PYTEST_CURRENT_TEST")}
-    changed = {name: (before.get(name), after.get(name)) for name in before.keys() | after.keys() if before.get(name) != after.get(name)}
-    assert not changed, f"the test left these changed in the environment (before, after): {changed}"
-
-
-@pytest.fixture
-def environment_restored():
-    """For a test whose code under test sets variables in this process's environment, as a start does
-    (rlvr.eval's compose: the offline variables; the device's exports; TrainingArguments' FSDP ones):
-    the environment is put back after it."""
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
+    changed = {name: os.environ.get(name) for name in names if os.environ.get(name) != before[name]}
+    assert not changed, f"the test left these in the environment: {changed}"
 
 
 @contextlib.contextmanager

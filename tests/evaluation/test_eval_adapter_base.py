@@ -10,9 +10,6 @@ from omegaconf import OmegaConf
 from eval_cli_errors import error_of
 from rlvr import eval as rlvr_eval
 
-# compose, like the CLI, sets the offline variables in this process
-pytestmark = pytest.mark.usefixtures("environment_restored")
-
 
 def adapter(path, base=None):
     """An adapter dir as far as rlvr.eval reads one before loading it."""

@@ -13,8 +13,7 @@ from eval_cli_errors import error_of
 from rlvr import eval as rlvr_eval
 from rlvr.tracking.outputs import read_jsonl
 
-# compose, like the CLI, sets the offline variables in this process
-pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.usefixtures("environment_restored")]
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 def fake_run_dir(path, *overrides):

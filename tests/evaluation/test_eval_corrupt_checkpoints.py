@@ -4,15 +4,10 @@ with a line each, one named as the target is refused in one line."""
 import json
 import logging
 
-import pytest
-
 from omegaconf import OmegaConf
 
 from eval_cli_errors import error_of
 from rlvr import eval as rlvr_eval
-
-# compose, like the CLI, sets the offline variables in this process
-pytestmark = pytest.mark.usefixtures("environment_restored")
 
 
 def run_dir(path, *steps):

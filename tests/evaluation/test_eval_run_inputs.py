@@ -13,8 +13,7 @@ from rlvr import eval as rlvr_eval
 from test_eval_cli import fake_run_dir
 from test_eval_saved_model_settings import model_dir, run_eval
 
-# compose, like the CLI, sets the offline variables in this process
-pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.usefixtures("environment_restored")]
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 class Evaluated(list):

@@ -13,8 +13,7 @@ from rlvr import eval as rlvr_eval
 from test_eval_adapter_base import adapter
 from test_eval_cli import fake_run_dir
 
-# compose, like the CLI, sets the offline variables in this process
-pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.usefixtures("environment_restored")]
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 TAIL = (
     ": it loads as it was saved, with its own shape, tokenizer, vocabulary and training; leave the override out "
     "(of model.*, only model.dtype, model.attn_implementation, model.trust_remote_code apply to a saved model) "

@@ -16,8 +16,7 @@ from eval_cli_errors import error_of
 from rlvr import eval as rlvr_eval
 from rlvr.errors import ConfigError
 
-# compose, like the CLI, sets the offline variables in this process
-pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.usefixtures("environment_restored")]
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ def hardware(**values):
     return OmegaConf.merge(OmegaConf.structured(HardwareConfig), values)
 
 
-def test_mps_asks_for_the_cpu_fallback_and_cpu_does_not(monkeypatch, environment_restored):
+def test_mps_asks_for_the_cpu_fallback_and_cpu_does_not(monkeypatch):
     monkeypatch.delenv("PYTORCH_ENABLE_MPS_FALLBACK", raising=False)
     export_device_environment(hardware(device="cpu"))
     assert "PYTORCH_ENABLE_MPS_FALLBACK" not in os.environ

@@ -10,9 +10,6 @@ from rlvr.hardware.device import trainer_arguments
 from rlvr.hardware.sharding import check_running, sharding_asked
 from rlvr.hardware.sharding import sharding_arguments
 
-# TrainingArguments sets FSDP's variables in this process
-pytestmark = pytest.mark.usefixtures("environment_restored")
-
 
 def hardware(**values):
     return OmegaConf.merge(OmegaConf.structured(HardwareConfig), values)
