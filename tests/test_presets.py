@@ -50,9 +50,9 @@ def conf_copy(tmp_path_factory):
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_a_preset_sets_nothing_it_would_get_anyway(conf_copy, group, option):
-    """Each value a preset sets changes what it composes to: dropping one would compose what the preset
-    composes to without any of its values (its defaults list kept) has there. Hydra merges a preset's
-    values key by key, so one composition without them stands for dropping each value in turn."""
+    """Each value a preset sets changes what it composes to. Hydra merges a preset's values key by key,
+    so dropping one value leaves at its path what the preset composes to with all its values dropped
+    (its defaults list kept): one such composition stands for dropping each value in turn."""
     path = conf_copy / group / f"{option}.yaml"
     text = path.read_text()
     header = GLOBAL_PACKAGE + "\n" if text.startswith(GLOBAL_PACKAGE) else ""
