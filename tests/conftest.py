@@ -107,14 +107,29 @@ _prewarmed = {}
 
 
 @pytest.fixture(autouse=True)
-def distributed_environment_kept():
-    """A test that leaves torch.distributed's variables changed in this test process fails: every run
-    a later test starts would inherit them (and a submitit job refuses to export its own over them)."""
+def environment_kept():
+    """This test process's environment is put back after each test, and a test that leaves
+    torch.distributed's variables changed fails (a submitit job refuses to export its own over them).
+    Code under test sets variables in the process it runs in, as a start does (rlvr.eval's offline ones,
+    the device's exports, TrainingArguments' FSDP ones); kept, every run a later test starts would
+    inherit them, and the prewarmed interpreter serves no run whose environment differs from its own:
+    each later run would pay a fresh interpreter's imports (~10 s)."""
     names = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK")
-    before = {name: os.environ.get(name) for name in names}
+    saved = dict(os.environ)
     yield
-    changed = {name: os.environ.get(name) for name in names if os.environ.get(name) != before[name]}
+    changed = {name: os.environ.get(name) for name in names if os.environ.get(name) != saved.get(name)}
+    os.environ.clear()
+    os.environ.update(saved)
     assert not changed, f"the test left these in the environment: {changed}"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def module_environment_kept():
+    """As environment_kept, for what a module's own fixtures set (a saved model composed by rlvr.eval)."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @contextlib.contextmanager

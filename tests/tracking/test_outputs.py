@@ -16,18 +16,14 @@ from rlvr.tracking.outputs import check_wandb, metrics_callback, read_jsonl, set
 
 @pytest.fixture
 def clean_wandb_env(monkeypatch, tmp_path):
-    """No stored key anywhere wandb looks: an empty home, config dir and netrc. setup_wandb writes
-    os.environ itself, so the whole environment is put back afterwards."""
-    saved = dict(os.environ)
+    """No stored key anywhere wandb looks: an empty home, config dir and netrc. (setup_wandb writes
+    os.environ itself: conftest.environment_kept puts it back after each test.)"""
     for var in ("API_KEY", "MODE", "DIR", "PROJECT", "NAME", "ENTITY", "RUN_ID", "RESUME", "RUN_GROUP"):
         monkeypatch.delenv(f"WANDB_{var}", raising=False)
     monkeypatch.delenv("NETRC", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
     monkeypatch.setenv("WANDB_SILENT", "true")
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
 
 
 def logging_cfg(**overrides):
