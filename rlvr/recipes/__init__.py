@@ -6,7 +6,7 @@
   or a one-line refusal; it reads the run dir and writes nothing.
 - `train(cfg, run_dir, start) -> dict[str, float]`: the run.
 
-and optionally `adapt_rewards(rewards) -> rewards`: how its trainer, and every eval of its models,
+and optionally `adapt_rewards(rewards, algorithm) -> rewards`: how its trainer, and every eval of its models,
 call the `reward` group's functions (`rlvr.recipes.common.policy_rewards`).
 
 `run.py` imports the module named by the config, so a recipe's dependencies load only when used.

@@ -130,7 +130,7 @@ def policy_rewards(cfg) -> list:
 
     rewards = build_rewards(cfg.reward.functions)
     adapt = getattr(get_recipe(cfg.algorithm.name), "adapt_rewards", None)
-    return adapt(rewards) if adapt is not None else rewards
+    return adapt(rewards, cfg.algorithm) if adapt is not None else rewards
 
 
 def load_rewarded_prompts(cfg, rewards):

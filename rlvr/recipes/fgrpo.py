@@ -48,10 +48,13 @@ def check(cfg, processes: int) -> None:
             )
 
 
-def adapt_rewards(rewards: list[WeightedReward]) -> list[WeightedReward]:
+def adapt_rewards(rewards: list[WeightedReward], algorithm=None) -> list[WeightedReward]:
     """Span functions as TRL calls rewards, in training and in every eval of an fgrpo model. Weights
-    scale the spans' advantages; TRL's scalar (for logs) is the weighted sum, so TRL's own weight is 1."""
-    return [WeightedReward(r.name, SpanReward(r.name, r.fn, r.weight), 1.0) for r in rewards]
+    scale the spans' advantages; TRL's scalar (for logs) is the weighted sum, so TRL's own weight is 1.
+    `algorithm`: the run's algorithm config, whose fine_grained.strict refuses malformed spans; None
+    where there is none (rlvr.score: they are clipped or dropped, as training does without strict)."""
+    strict = bool(algorithm.fine_grained.strict) if algorithm is not None else False
+    return [WeightedReward(r.name, SpanReward(r.name, r.fn, r.weight, strict), 1.0) for r in rewards]
 
 
 def train(cfg, run_dir: Path, start: Start) -> dict[str, float]:

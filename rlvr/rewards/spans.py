@@ -21,6 +21,10 @@ from rlvr.rewards.base import Outcome
 
 Span = tuple[float, tuple[int, int], Any]
 CONTRACT = ": a span reward returns, per completion, a list of spans (score, (start_char, end_char), group)"
+STRICT = (
+    ": algorithm.fine_grained.strict=true refuses a span outside the completion, reversed, empty or with a non-finite score "
+    "(false: clipped or dropped, and counted in fgrpo/spans_malformed)"
+)
 BOXED = re.compile(r"\\boxed\{(?P<value>[^{}]{0,80})\}")
 
 
@@ -28,11 +32,14 @@ class SpanReward:
     """TRL-facing wrapper of a span function. `last_spans` holds the spans of the latest call, each with
     the function's `weight` as a fourth item: it scales the span's advantage after the normalisation
     within its reward group (which would cancel a scale applied to the scores), as TRL's
-    `normalize_then_sum` weighs rewards normalised one by one. The scalar TRL logs is the weighted sum."""
+    `normalize_then_sum` weighs rewards normalised one by one. The scalar TRL logs is the weighted sum.
+    With `strict` (algorithm.fine_grained.strict), a malformed span of a reward that is switched on
+    (weight not 0) is a RewardError naming it, in training and in every eval alike; without, training
+    clips or drops it and counts it, and an eval judges what training keeps (`within`)."""
 
-    def __init__(self, name: str, fn: Callable[..., list[list[Span]]], weight: float = 1.0):
+    def __init__(self, name: str, fn: Callable[..., list[list[Span]]], weight: float = 1.0, strict: bool = False):
         self.__name__ = name
-        self.fn, self.weight = fn, weight
+        self.fn, self.weight, self.strict = fn, weight, strict
         self.last_spans: list[list[Span]] = []
         self.last_outcomes: list[Outcome] = []
 
@@ -49,6 +56,12 @@ class SpanReward:
         if len(spans) != len(texts):
             raise RewardError(f"span reward '{self.__name__}' returned {len(spans)} span lists for {len(texts)} completions{CONTRACT}")
         self.last_spans = [[(*span, self.weight) for span in self.checked_row(i, row, prompts)] for i, row in enumerate(spans)]
+        if self.strict and self.weight != 0:
+            for i, (row, text) in enumerate(zip(self.last_spans, texts)):
+                for score, (start, end), group, _ in row:
+                    if within(score, start, end, len(text)) != (start, end):
+                        what = f"a malformed span for a completion of {len(text)} characters"
+                        self.refuse(i, (score, (start, end), group), prompts, what, STRICT)
         # what training keeps of the spans (`within`): a dropped span, such as a NaN score, counts in no total
         totals = [  # + 0.0: a negative sum times weight 0 is -0.0, which rollouts.jsonl would show
             sum(s for s, (start, end), _, _ in row if within(s, start, end, len(text)) is not None) * self.weight + 0.0
@@ -80,9 +93,9 @@ class SpanReward:
             checked.append((float(score), (int(chars[0]), int(chars[1])), group))
         return checked
 
-    def refuse(self, row: int, value: Any, prompts, what: str) -> None:
+    def refuse(self, row: int, value: Any, prompts, what: str, why: str = CONTRACT) -> None:
         prompt = f" (prompt {short(completion_text(prompts[row]), 60)})" if prompts is not None and row < len(prompts) else ""
-        raise RewardError(f"span reward '{self.__name__}' returned {what}, {short(value)}, for row {row}{prompt}{CONTRACT}")
+        raise RewardError(f"span reward '{self.__name__}' returned {what}, {short(value)}, for row {row}{prompt}{why}")
 
 
 def within(score: float, start: int, end: int, length: int) -> tuple[int, int] | None:

@@ -64,11 +64,12 @@ class CleanSpans:
     weights: np.ndarray | None = None  # None: 1 for every span
 
 
-def clean_spans(spans: Sequence, text_length: int, strict: bool, stats: SpanStats, where: str) -> CleanSpans:
+def clean_spans(spans: Sequence, text_length: int, stats: SpanStats) -> CleanSpans:
     """Spans `(score, (start, end), group[, weight])` as `rlvr.rewards.spans.within` keeps them: clipped
-    to the text, or dropped (reversed, empty, a non-finite score); each such span counted, or refused
-    with `strict`. A span of weight 0 is left out before anything (its reward function switched off, as
-    a weight of 0 leaves a reward out of TRL's sum): in its group's statistics and in a token's mean it
+    to the text, or dropped (reversed, empty, a non-finite score); each such span counted (with
+    `strict`, the reward has refused it already: rlvr.rewards.spans.SpanReward). A span of weight 0 is
+    left out before anything (its reward function switched off, as a weight of 0 leaves a reward out of
+    TRL's sum): in its group's statistics and in a token's mean it
     would move the other functions' advantages. A group is named by its text (`str`): `1` and `"1"` are
     one group, as they are one metric key (`group_metric`)."""
     kept = []
@@ -76,11 +77,6 @@ def clean_spans(spans: Sequence, text_length: int, strict: bool, stats: SpanStat
         if weight and weight[0] == 0:
             continue
         if (chars := within(score, start, end, text_length)) != (start, end):  # clipped, or dropped (None)
-            if strict:
-                raise ConfigError(
-                    f"{where}: malformed span (score={score}, chars=({start}, {end}), group={group!r}) "
-                    f"for a completion of {text_length} characters"
-                )
             stats.malformed += 1
         if chars is not None:
             kept.append((float(score), *chars, str(group), float(weight[0]) if weight else 1.0))
@@ -267,9 +263,7 @@ class FineGrainedGRPOTrainer(RolloutLoggingGRPOTrainer):
         texts = self.processing_class.batch_decode(ids, skip_special_tokens=True)
         local = self._local_spans()
         text_lengths = gather_object([len(t) for t in texts])
-        cleaned = [
-            clean_spans(s, n, settings.strict, stats, f"completion {i}") for i, (s, n) in enumerate(zip(gather_object(local), text_lengths))
-        ]
+        cleaned = [clean_spans(s, n, stats) for s, n in zip(gather_object(local), text_lengths)]
         num_generations = self.num_generations if mode == "train" else self.num_generations_eval
         span_adv = normalize_span_scores(cleaned, num_generations, settings.normalization, settings.scope, settings.eps)
         offset = self.accelerator.process_index * len(texts)

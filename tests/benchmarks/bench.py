@@ -650,7 +650,7 @@ def bench_span_mapping() -> dict:
     started = time.perf_counter()
     mapped = 0
     for text, row_ids, row_spans in zip(texts, ids, spans):
-        clean = clean_spans(row_spans, len(text), False, SpanStats(), "bench")
+        clean = clean_spans(row_spans, len(text), SpanStats())
         starts, ends, _ = token_char_offsets(tokenizer, row_ids, text)
         token_advantages(coverage(starts, ends, clean.starts, clean.ends), clean.scores)
         mapped += len(clean.scores)

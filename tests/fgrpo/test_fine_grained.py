@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import one_line_error, refused_in_process
-from rlvr.errors import ConfigError
+from rlvr.errors import RewardError
 from rlvr.models.loading import build_tiny_model, build_tiny_tokenizer
 from rlvr.rewards.spans import answer_spans
 from rlvr.trainers.fine_grained import (
@@ -110,9 +110,17 @@ def test_one_whole_span_equals_trl_grpo(model_dir, tmp_path, loss_type, beta):
         torch.testing.assert_close(fg_grads[name], trl_grads[name], atol=1e-6, rtol=0)
 
 
+def strictly_clean(spans, length):
+    """clean_spans' result, none of `spans` clipped or dropped (what strict would refuse)."""
+    stats = SpanStats()
+    clean = clean_spans(spans, length, stats)
+    assert stats.malformed == 0, spans
+    return clean
+
+
 def check_span_tokens(tokenizer, ids, text, spans):
     starts, ends, _ = token_char_offsets(tokenizer, ids, text)
-    clean = clean_spans(spans, len(text), True, SpanStats(), "gsm8k")
+    clean = strictly_clean(spans, len(text))
     cover = coverage(starts, ends, clean.starts, clean.ends)
     for j in range(len(clean.scores)):
         s, e = clean.starts[j], clean.ends[j]
@@ -192,7 +200,7 @@ def test_fallback_offsets_match_the_fast_ones_on_gsm8k():
 
 
 def test_a_group_is_named_by_its_text_so_1_and_the_string_1_are_one_group_with_one_metric_key():
-    cleaned = [clean_spans([(score, (0, 1), group)], 1, True, SpanStats(), "test") for score, group in ((1.0, 1), (3.0, "1"))]
+    cleaned = [strictly_clean([(score, (0, 1), group)], 1) for score, group in ((1.0, 1), (3.0, "1"))]
     assert [s.groups for s in cleaned] == [["1"], ["1"]]
     centered = normalize_span_scores(cleaned, num_generations=2, normalization="centered", scope="prompt")
     assert [a[0] for a in centered] == [-1.0, 1.0]  # one group of two spans, not two groups of one (advantage 0)
@@ -232,7 +240,7 @@ def test_a_reward_functions_weight_scales_its_advantages_under_every_normalisati
     for weight in (1.0, 3.0):
         reward = SpanReward("spans", spans, weight)
         assert reward(completions=completions) == [weight * n for n in (1, 3, 2, 6)]  # the scalar TRL logs
-        cleaned = [clean_spans(row, len(c), True, SpanStats(), "c") for row, c in zip(reward.last_spans, completions)]
+        cleaned = [strictly_clean(row, len(c)) for row, c in zip(reward.last_spans, completions)]
         advantages[weight] = np.concatenate(normalize_span_scores(cleaned, 2, normalization, "prompt"))
     assert np.abs(advantages[1.0]).min() > 0
     np.testing.assert_allclose(advantages[3.0], 3 * advantages[1.0])
@@ -245,7 +253,7 @@ def test_a_reward_function_of_weight_0_leaves_the_others_advantages_as_they_are(
     second = [[(-1.0, (0, 3), "accuracy")], [(1.0, (0, 3), "accuracy")], [(5.0, (0, 2), "accuracy")]]
 
     def advantages(rows):
-        cleaned = [clean_spans(row, 3, True, SpanStats(), "c") for row in rows]
+        cleaned = [strictly_clean(row, 3) for row in rows]
         return [list(a) for a in normalize_span_scores(cleaned, 3, "standard", "prompt")]
 
     from rlvr.rewards.spans import SpanReward
@@ -277,14 +285,40 @@ def test_malformed_spans_are_clipped_dropped_and_counted_or_rejected():
             (1.0, (0, 10), "ok"),
         ],
         10,
-        False,
         stats,
-        "x",
     )
     assert stats.malformed == 5
     assert list(zip(clean.starts, clean.ends, clean.groups)) == [(0, 3, "c"), (8, 10, "o"), (0, 10, "ok")]
-    with pytest.raises(ConfigError, match=r"completion 7: malformed span \(score=1.0, chars=\(5, 2\)"):
-        clean_spans([(1.0, (5, 2), "r")], 10, True, SpanStats(), "completion 7")
+
+
+def test_under_strict_a_malformed_span_is_refused_naming_the_reward_the_row_and_the_span():
+    """With strict (algorithm.fine_grained.strict), training and every eval of an fgrpo model refuse
+    what clean_spans would clip or drop, as the reward returns it; a reward of weight 0 (switched off
+    in training) is not refused."""
+    from rlvr.rewards.spans import SpanReward
+
+    def spans(completions, **_):
+        return [[(1.0, (0, len(c)), "ok")] if c != "bad" else [(1.0, (2, 9), "o")] for c in completions]
+
+    assert SpanReward("s", spans, strict=True)(completions=["fine", "also fine"]) == [1.0, 1.0]
+    refusal = r"span reward 's' returned a malformed span for a completion of 3 characters, \(1.0, \(2, 9\), 'o'\), for row 1.*strict=true"
+    with pytest.raises(RewardError, match=refusal):
+        SpanReward("s", spans, strict=True)(completions=["fine", "bad"])
+    without = SpanReward("s", spans)
+    assert without(completions=["fine", "bad"]) == [1.0, 1.0]
+    assert without.last_outcomes[1].reason == "ok"  # clipped to (2, 3), as training keeps it; no accuracy span: judged on form
+    assert SpanReward("s", spans, weight=0.0, strict=True)(completions=["fine", "bad"]) == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_strict_reaches_the_span_rewards_that_training_and_every_eval_call(strict):
+    """policy_rewards builds the rewards of training and of every eval of an fgrpo model (in a run, in rlvr.eval)."""
+    from test_config import compose_with
+
+    from rlvr.recipes.common import policy_rewards
+
+    cfg = compose_with("algorithm=fgrpo", "reward=fgrpo_spans", f"algorithm.fine_grained.strict={str(strict).lower()}")
+    assert [reward.fn.strict for reward in policy_rewards(cfg)] == [strict]
 
 
 @pytest.mark.slow
@@ -593,7 +627,7 @@ def test_the_docs_own_span_reward_example_gives_each_of_its_groups_a_signal():
     exec(source, namespace)
     completions = ["STOP that", "please stop", "thanks, NO", "ok"]  # one prompt's group
     spans = namespace["shouting"](completions)
-    cleaned = [clean_spans(row, len(c), True, SpanStats(), "docs") for row, c in zip(spans, completions)]
+    cleaned = [strictly_clean(row, len(c)) for row, c in zip(spans, completions)]
     advantages = normalize_span_scores(cleaned, len(completions), "standard", "prompt")
     for group in ("tone", "politeness"):
         assert any(a != 0 for row, adv in zip(cleaned, advantages) for g, a in zip(row.groups, adv) if g == group), group
@@ -618,7 +652,6 @@ def test_the_docs_own_span_reward_example_gives_each_of_its_groups_a_signal():
 )
 def test_a_span_reward_returning_the_wrong_structure_is_named_with_its_row(returned, message):
     """One line naming the reward, the row and what it returned (not an unpacking error inside rlvr's own code)."""
-    from rlvr.errors import RewardError
     from rlvr.rewards.checks import CheckedReward
     from rlvr.rewards.spans import SpanReward
 
