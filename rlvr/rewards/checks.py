@@ -190,13 +190,23 @@ def worker_keywords(kwargs: dict) -> dict:
 LIBRARY_DIRS = tuple({sysconfig.get_paths()[key] for key in ("stdlib", "purelib", "platlib")})
 
 
+def code_location(filename: str, line: int) -> str:
+    """'path:line' of a line of code, as a one-line error names it: the path relative to the working
+    directory where the file is under it (`mypkg/rewards.py:12`), else whole; never the base name alone,
+    which two modules of a user's can share."""
+    path = Path(filename)
+    with contextlib.suppress(ValueError, OSError):
+        path = path.resolve().relative_to(Path.cwd().resolve())
+    return f"{path}:{line}"
+
+
 def where_raised(exc: BaseException) -> str:
-    """'file.py:12' of the innermost frame outside the standard library and installed packages (else the
-    innermost), so a one-line error points at the reward's code: not at a library it called, nor at one
-    that wraps `sys.exit` (wandb.init does)."""
+    """' (at path:12)' (`code_location`) of the innermost frame outside the standard library and installed
+    packages (else the innermost), so a one-line error points at the reward's code: not at a library it
+    called, nor at one that wraps `sys.exit` (wandb.init does)."""
     frames = traceback.extract_tb(exc.__traceback__)
     own = [frame for frame in frames if not frame.filename.startswith(LIBRARY_DIRS)]
-    return f" (at {Path((own or frames)[-1].filename).name}:{(own or frames)[-1].lineno})" if frames else ""
+    return f" (at {code_location((own or frames)[-1].filename, (own or frames)[-1].lineno)})" if frames else ""
 
 
 class ExitRefused(BaseException):
@@ -225,7 +235,7 @@ def exits_refused(name: str):
         if os.getpid() != owner:
             real_exit(code)
         caller = sys._getframe(1)
-        exits.append(f"called os._exit({code!r}) (at {Path(caller.f_code.co_filename).name}:{caller.f_lineno})")
+        exits.append(f"called os._exit({code!r}) (at {code_location(caller.f_code.co_filename, caller.f_lineno)})")
         raise ExitRefused(exits[-1])
 
     os._exit = refused_exit

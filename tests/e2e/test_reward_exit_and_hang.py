@@ -57,7 +57,7 @@ def test_a_reward_that_ends_the_process_stops_the_run_in_one_line_naming_it(tmp_
         env=user_env(tmp_path),
     )
     error = one_line_error(result)
-    assert error == f"rlvr: error: reward 'gsm8k_flexible' {what} (at user_rewards.py:{line}): {FIX}"
+    assert error == f"rlvr: error: reward 'gsm8k_flexible' {what} (at {(tmp_path / 'user_rewards.py').resolve()}:{line}): {FIX}"
     assert error.removeprefix("rlvr: error: ") in (tmp_path / "run" / "run.log").read_text()  # kept for whoever looks later
     assert not (tmp_path / "run" / ".rlvr.lock").exists()  # an ordinary end: the next start finds the run dir free
 

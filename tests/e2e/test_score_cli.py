@@ -235,7 +235,7 @@ def by_level(completions, level, **kwargs):
     ("function", "timeout", "expected"),
     [
         ("hangs", ", timeout_s: 1", "no verdict (None) 1"),  # a first call outside the checks never returned
-        ("raises", "", "rlvr.score: error: reward 'mine' raised ValueError: boom (at user_rewards.py:10)"),
+        ("raises", "", "rlvr.score: error: reward 'mine' raised ValueError: boom (at {rewards}:10)"),  # outside the working dir: whole
         (  # it was the TypeError of the first call, naming checks.py
             "by_level",
             "",
@@ -249,6 +249,7 @@ def test_a_users_reward_is_scored_through_the_checks_as_in_training(rows_file, t
     env = {"PYTHONPATH": os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p)}
     reward = f"+reward.functions.mine={{_target_: user_rewards.{function}{timeout}}}"
     result = run_cli("rlvr.score", f"input={rows_file([{'completion': 'c', 'answer': '1'}])}", reward, env=env, timeout=120)
+    expected = expected.format(rewards=(tmp_path / "user_rewards.py").resolve())
     assert "Traceback" not in result.stderr and expected in (result.stdout + result.stderr), result.stderr[-2000:]
 
 

@@ -3,7 +3,9 @@
 import logging
 import math
 import os
+import re
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -58,11 +60,20 @@ def test_floats_none_and_numeric_scalars_pass_as_floats_or_none():
     assert call(returning(torch.tensor([0.25, 0.5, 1.0]))) == [0.25, 0.5, 1.0]
 
 
-def test_a_raising_reward_is_one_line_pointing_at_its_code():
+def test_a_raising_reward_is_one_line_pointing_at_its_code(monkeypatch, tmp_path):
+    """The file from the working directory where it is under it (tests/rewards/test_checks.py), else whole:
+    not its base name alone, which two of a user's modules can share."""
+
     def broken(completions, **kwargs):
         return [1 / 0 for _ in completions]
 
-    with pytest.raises(RewardError, match=r"reward 'mine' raised ZeroDivisionError: division by zero \(at test_checks.py:\d+\)"):
+    line = broken.__code__.co_firstlineno + 1
+    monkeypatch.chdir(Path(__file__).parents[2])
+    with pytest.raises(RewardError) as info:
+        call(broken)
+    assert str(info.value) == f"reward 'mine' raised ZeroDivisionError: division by zero (at tests/rewards/test_checks.py:{line})"
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RewardError, match=re.escape(f"(at {Path(__file__).resolve()}:{line})")):
         call(broken)
 
 

@@ -4,6 +4,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -48,7 +49,8 @@ def line_of(fn, text: str) -> int:
         (raises_system_exit, "raised SystemExit('bye') (at test_reward_exits.py:{})"),
     ],
 )
-def test_ending_the_process_is_one_line_naming_the_reward_and_where(fn, what):
+def test_ending_the_process_is_one_line_naming_the_reward_and_where(fn, what, monkeypatch):
+    monkeypatch.chdir(Path(__file__).parent)  # the code's path is named from the working directory
     real_exit = os._exit
     with pytest.raises(RewardError) as info:
         call(fn)
@@ -61,6 +63,7 @@ def test_an_exit_through_a_librarys_hook_on_sys_exit_names_the_rewards_line(monk
     """wandb.init wraps sys.exit: the error named wandb's exit_hooks.py, not the reward's line."""
     from wandb.sdk.lib.exit_hooks import ExitHooks
 
+    monkeypatch.chdir(Path(__file__).parent)
     monkeypatch.setattr(sys, "exit", sys.exit)  # both put back after the test
     monkeypatch.setattr(sys, "excepthook", sys.excepthook)
     ExitHooks().hook()
