@@ -159,22 +159,42 @@ def is_utf8_encodable(text: str) -> bool:
 
 
 def write_rows(rows: list[dict], path: Path) -> None:
-    """Write to a temp file beside `path`, then rename: a failure never leaves an empty or partial file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """The rows as JSONL at `path`, whole or not at all: written to a temp file beside it, then renamed
+    over it, so a failure never leaves an empty or partial file; through a symlink, its target is the
+    file rewritten (the link stays). A path that is there but not a regular file (/dev/stdout, /dev/null,
+    a FIFO) is written into: a rename over it would put a file in its place."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w", encoding="utf-8", errors=UNPAIRED_AS_ESCAPE) as handle:
-            for number, row in enumerate(rows, start=1):
-                line = json_text(row) + "\n"
-                if not line.isascii() and not is_utf8_encodable(line):
-                    print(f"rlvr.score: row {number}: a lone surrogate is written as its JSON escape (\\ud8xx)", file=sys.stderr)
-                handle.write(line)
-        os.replace(tmp, path)
+        if path.exists() and not path.is_file():
+            with open(path, "w", encoding="utf-8", errors=UNPAIRED_AS_ESCAPE) as handle:
+                write_lines(rows, handle)
+            return
+        path = Path(os.path.realpath(path))
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "w", encoding="utf-8", errors=UNPAIRED_AS_ESCAPE) as handle:
+                write_lines(rows, handle)
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
     except OSError as exc:
         raise DataError(f"cannot write {path} ({exc.strerror or exc})") from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+
+def is_same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either is not there (a missing input is named when it is read)
+        return False
+
+
+def write_lines(rows: list[dict], handle) -> None:
+    for number, row in enumerate(rows, start=1):
+        line = json_text(row) + "\n"
+        if not line.isascii() and not is_utf8_encodable(line):
+            print(f"rlvr.score: row {number}: a lone surrogate is written as its JSON escape (\\ud8xx)", file=sys.stderr)
+        handle.write(line)
 
 
 def summary(scored: list[dict]) -> str:
@@ -216,6 +236,8 @@ def hydra_main(cfg: DictConfig) -> None:
         if OmegaConf.is_missing(cfg, "input"):
             raise ConfigError("input must be set (it is ???): input=ROWS.jsonl, the rows to score")
         check_ranges(cfg)
+        if cfg.output and is_same_file(Path(cfg.input), Path(cfg.output)):
+            raise ConfigError(f"output={cfg.output} is the input file, which the scored rows would replace: name another output")
         check_no_calibration_needed(cfg.reward.functions)
         checks = OmegaConf.to_container(cfg.reward.checks)
         rewards = checked_rewards(build_rewards(cfg.reward.functions), checks)

@@ -1,12 +1,14 @@
 """rlvr.score's rows and summary, as training reads the same file."""
 
 import json
+import os
 import re
+import stat
 
 import pytest
 
 from rlvr.errors import DataError
-from rlvr.score import read_rows, score_rows, summary
+from rlvr.score import read_rows, score_rows, summary, write_rows
 
 
 def write(tmp_path, lines: list[str]):
@@ -147,3 +149,26 @@ def test_a_gold_the_reward_refuses_is_named_with_its_row_not_by_the_golds_warnin
     strict = build_rewards({"strict": {"_target_": "rlvr.rewards.numeric.FinalLineReward"}})
     with pytest.raises(DataError, match=r"^reward 'strict', row 1: the gold answer \[1, 2\] is a list"):
         score_rows(rows, strict, "completion", "answer")
+
+
+def test_an_output_that_is_a_fifo_is_written_into_not_replaced_by_a_file(tmp_path):
+    """/dev/stdout, /dev/null and FIFOs are written through: a rename over one put a regular file in
+    its place (as root, /dev/null itself)."""
+    fifo = tmp_path / "rows.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # there before the writer, which then does not block
+    try:
+        write_rows([{"reward": 1.0}], fifo)
+        assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+        assert os.read(reader, 1000) == b'{"reward": 1.0}\n'
+    finally:
+        os.close(reader)
+
+
+def test_an_output_that_is_a_symlink_rewrites_its_target_and_keeps_the_link(tmp_path):
+    (tmp_path / "real.jsonl").write_text("old\n")
+    (tmp_path / "link.jsonl").symlink_to("real.jsonl")
+    write_rows([{"reward": 1.0}], tmp_path / "link.jsonl")
+    assert (tmp_path / "link.jsonl").is_symlink()
+    assert (tmp_path / "real.jsonl").read_text() == '{"reward": 1.0}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.jsonl", "real.jsonl"]  # no temp file left

@@ -157,6 +157,19 @@ def test_score_output_that_cannot_be_written_is_one_line(rows_file, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.jsonl", "scored.jsonl"]  # no temp file left
 
 
+def test_scoring_a_file_into_itself_is_refused_before_anything_is_written(rows_file, tmp_path):
+    """The scored rows leave out what the file held that scoring does not make (an eval's `samples`)."""
+    rows = rows_file([{"completion": "Final: 1", "answer": "1", "samples": [{"completion": "Final: 2"}]}])
+    before = rows.read_bytes()
+    (tmp_path / "link.jsonl").symlink_to(rows)
+    for output in (rows, tmp_path / "link.jsonl"):
+        result = run_cli("rlvr.score", f"input={rows}", f"output={output}")
+        assert result.returncode == 2
+        refusal = f"rlvr.score: error: output={output} is the input file, which the scored rows would replace: name another output"
+        assert result.stderr.strip() == refusal
+        assert rows.read_bytes() == before
+
+
 def test_score_with_math_verify_exits_without_a_traceback(rows_file):
     # More workers than cores: some are still starting when the run ends, and pebble's stop used to
     # unlink their channel's semaphores first (SemLock FileNotFoundError tracebacks, exit code 0).
