@@ -306,16 +306,44 @@ def load_pretrained(cfg, auto_class_name: str = "AutoModelForCausalLM", **model_
     kwargs = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
     try:
         tokenizer = AutoTokenizer.from_pretrained(os.path.expanduser(name), **kwargs)
-        model = getattr(transformers, auto_class_name).from_pretrained(
-            os.path.expanduser(name), dtype=DTYPES[cfg.dtype], attn_implementation=cfg.attn_implementation, **kwargs, **model_kwargs
+        model, loading = getattr(transformers, auto_class_name).from_pretrained(
+            os.path.expanduser(name),
+            dtype=DTYPES[cfg.dtype],
+            attn_implementation=cfg.attn_implementation,
+            output_loading_info=True,
+            **kwargs,
+            **model_kwargs,
         )
     except OSError as exc:  # transformers' message for missing files / no network is an OSError
         raise ModelLoadError(f"cannot load model '{name}': {str(exc).splitlines()[0]}") from exc
+    except Exception as exc:  # noqa: BLE001  files that parse but do not fit (a value's type, a shape): one line, not a traceback
+        said = " ".join(line.strip() for line in str(exc).splitlines())
+        raise ModelLoadError(f"cannot load model '{name}': {type(exc).__name__}: {said[:300]}") from exc
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if auto_class_name == "AutoModelForCausalLM":
+        check_weights_fit(name, loading)
         model.generation_config = token_ids_only(model.generation_config, name)
     return model, tokenizer
+
+
+def check_weights_fit(name: str, loading: dict) -> None:
+    """A policy's weights hold each of its parameters and nothing else: transformers starts a missing one
+    random and drops one the config has no place for, with a table on stderr and nothing else (a saved
+    model edited or cut short, a config.json with another num_hidden_layers). (A reward model loaded from
+    a policy lacks its score head by design: not checked.)"""
+    missing = sorted(loading["missing_keys"]) + sorted(key for key, *_ in loading["mismatched_keys"])
+    unexpected = sorted(loading["unexpected_keys"])
+    problems = [
+        what.format(len(keys), ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else ""))
+        for keys, what in (
+            (missing, "its weights lack {} of its parameters ({}), which would start random"),
+            (unexpected, "its weights hold {} tensors its config has no place for ({}), which would be dropped"),
+        )
+        if keys
+    ]
+    if problems:
+        raise ModelLoadError(f"model '{name}' does not fit its weights: {'; '.join(problems)}")
 
 
 GENERATION_TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")

@@ -62,6 +62,42 @@ def test_a_model_dir_with_its_weights_cut_short_is_refused_naming_the_file(saved
     )
 
 
+def test_a_model_dir_whose_weights_lack_a_parameter_or_hold_one_too_many_is_refused_naming_them(saved_model, tmp_path, capsys):
+    """transformers started a missing parameter random and dropped weights the config had no place for,
+    with a table on stderr: the eval ran on that model and wrote its result."""
+    from safetensors.torch import load_file, save_file
+
+    model = shutil.copytree(saved_model, tmp_path / "lacking")
+    weights = load_file(model / "model.safetensors")
+    del weights["model.layers.0.mlp.down_proj.weight"]
+    save_file(weights, model / "model.safetensors", metadata={"format": "pt"})
+    assert error_of(capsys, f"target={model}", f"output_dir={tmp_path / 'out'}") == (
+        f"rlvr.eval: error: model '{model}' does not fit its weights: its weights lack 1 of its parameters "
+        "(model.layers.0.mlp.down_proj.weight), which would start random"
+    )
+    model = shutil.copytree(saved_model, tmp_path / "one_layer")
+    config = json.loads((model / "config.json").read_text())
+    config |= {"num_hidden_layers": 1, "layer_types": config["layer_types"][:1]}
+    second_layer = sum(name.startswith("model.layers.1.") for name in load_file(model / "model.safetensors"))
+    (model / "config.json").write_text(json.dumps(config))
+    assert error_of(capsys, f"target={model}", f"output_dir={tmp_path / 'out'}") == (
+        f"rlvr.eval: error: model '{model}' does not fit its weights: its weights hold {second_layer} tensors its config has no place for "
+        "(model.layers.1.input_layernorm.weight, model.layers.1.mlp.down_proj.weight, model.layers.1.mlp.gate_proj.weight, ...), "
+        "which would be dropped"
+    )
+    assert sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "out").rglob("*")) == []
+
+
+def test_a_config_value_of_the_wrong_type_is_one_line_not_a_traceback(saved_model, tmp_path, capsys):
+    model = shutil.copytree(saved_model, tmp_path / "model")
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps(config | {"hidden_size": "64"}))
+    assert error_of(capsys, f"target={model}") == (
+        f"rlvr.eval: error: cannot load model '{model}': StrictDataclassFieldValidationError: Validation error for field "
+        "'hidden_size': TypeError: Field 'hidden_size' expected int, got str (value: '64')"
+    )
+
+
 def adapter_checkpoint(checkpoint, weights: bool = True):
     """Turn a fixture checkpoint into a LoRA run's: an adapter, its config, no whole model, no tokenizer."""
     import torch
