@@ -106,7 +106,7 @@ def toy(cfg, run_dir: Path, settings) -> dict[str, float]:
     group_size = len(TOY_ROLLOUTS[0][1])
     rows = toy_rows()
     stats = SpanStats()
-    cleaned = [clean_spans(spans, len(text), settings.strict, stats, f"toy response {i}") for i, (_, text, spans) in enumerate(rows)]
+    cleaned = [clean_spans(spans, len(text), stats) for _, text, spans in rows]
     span_adv = normalize_span_scores(cleaned, group_size, settings.normalization, settings.scope, settings.eps)
 
     prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p, _, _ in rows]
