@@ -84,9 +84,13 @@ def last_number(text: str) -> str | None:
 
 
 def completion_text(completion: Any) -> str:
-    """Text of a TRL completion: a plain string, or the content of the last chat message."""
+    """Text of a TRL completion: a plain string, or the content of the last chat message (content given as
+    parts, as multimodal messages give it: the text of its text parts, in order)."""
     if isinstance(completion, str):
         return completion
     if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
-        return str(completion[-1].get("content", ""))
+        content = completion[-1].get("content", "")
+        if isinstance(content, list):
+            return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict) and part.get("type") == "text")
+        return str(content)
     return str(completion)

@@ -53,6 +53,13 @@ def test_strict_cases(completion, reward, reason):
     assert (outcome.reward, outcome.reason) == (reward, reason)
 
 
+def test_a_chat_completion_is_read_from_its_text_whether_a_string_or_parts():
+    """Content as parts (the multimodal message form) was read as the list's repr: 'missing', reward 0."""
+    parts = [{"type": "text", "text": "steps\n"}, {"type": "image"}, {"type": "text", "text": "Final: 42"}]
+    chats = [[{"role": "assistant", "content": content}] for content in ("steps\nFinal: 42", parts)]
+    assert FinalLineReward()(completions=chats, answer=["42", "42"]) == [1.0, 1.0]
+
+
 def test_flexible_cases_and_numbers():
     scorer = LastNumberReward()
     outcomes = scorer.score(["so 3 + 4 = 7", "no digits", "x = -2.50", "1,000 apples"], ["7", "7", "-2.5", "1000"])
