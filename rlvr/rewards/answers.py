@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Any
 
 from rlvr.errors import DataError
@@ -50,8 +51,11 @@ def short(value: Any, limit: int = 80) -> str:
 
 def normalize_number(text: str) -> str | None:
     """Canonical decimal form of a number written as text ("1,000.50" -> "1000.5", "\u22125" -> "-5",
-    a gold written by JSON as "1e3" -> "1000"), or None (also for commas that group no thousands: "1,8")."""
+    a gold written by JSON as "1e3" -> "1000"), or None (also for commas that group no thousands: "1,8").
+    Digits of other scripts are read as the digits they are ("\uff14\uff12", "\u0664\u0662" -> "42"), as `\\d` finds them."""
     cleaned = text.strip().replace("\u2212", "-").rstrip(".")
+    if not cleaned.isascii():
+        cleaned = "".join(str(digit) if (digit := unicodedata.decimal(c, None)) is not None else c for c in cleaned)
     if cleaned.startswith("$"):
         cleaned = cleaned[1:]
     if "," in cleaned:

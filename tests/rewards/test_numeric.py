@@ -60,6 +60,13 @@ def test_a_chat_completion_is_read_from_its_text_whether_a_string_or_parts():
     assert FinalLineReward()(completions=chats, answer=["42", "42"]) == [1.0, 1.0]
 
 
+@pytest.mark.parametrize("written", ["Final: \uff14\uff12", "The answer is \u0664\u0662", "Final: \u096a\u0968.0"])
+def test_digits_of_other_scripts_are_read_as_the_digits_they_are(written):
+    """Full-width, Arabic-Indic and Devanagari 42 were extracted as numbers (`\\d` finds them) but judged wrong against 42."""
+    assert FinalLineReward()(completions=[written], answer=["42"]) == ([1.0] if written.startswith("Final") else [0.0])
+    assert LastNumberReward()(completions=[written], answer=["42"]) == [1.0]
+
+
 def test_flexible_cases_and_numbers():
     scorer = LastNumberReward()
     outcomes = scorer.score(["so 3 + 4 = 7", "no digits", "x = -2.50", "1,000 apples"], ["7", "7", "-2.5", "1000"])
