@@ -67,7 +67,7 @@ def read_rows(path: Path, completion_column: str, answer_column: str = "answer",
                 "(the model's text, or a list of chat messages with 'content')"
             )
         gold = row.get(answer_column)
-        if isinstance(gold, (int, float)) and not isinstance(gold, bool):
+        if isinstance(gold, (int, float)) and not isinstance(gold, bool) and math.isfinite(gold):  # NaN, Infinity: golds no reward reads
             row[answer_column] = WrittenNumber(json_with_literal_numbers(line)[answer_column])  # scored as written, output as read
         elif needs_gold and isinstance(gold, (list, dict)):
             raise DataError(f"{path} line {number}: {not_one_answer(gold, answer_column)}")

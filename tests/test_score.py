@@ -29,6 +29,16 @@ def test_numeric_gold_answers_are_the_files_text_as_in_training(tmp_path):
     assert [row["answer"] for row in read_rows(path, "completion")] == ["12", "2.50", "12345678901234567890"]
 
 
+def test_a_gold_that_is_nan_or_infinity_is_scored_as_a_gold_no_reward_reads(tmp_path):
+    """JSON's NaN and Infinity literals: scoring stopped with a JSONDecodeError traceback."""
+    from rlvr.rewards import build_rewards
+
+    path = write(tmp_path, ['{"completion": "Final: 1", "answer": NaN}', '{"completion": "Final: 1", "answer": -Infinity}'])
+    rows = read_rows(path, "completion")
+    strict = build_rewards({"strict": {"_target_": "rlvr.rewards.numeric.FinalLineReward"}})
+    assert [row["reasons"]["strict"] for row in score_rows(rows, strict, "completion", "answer")] == ["wrong", "wrong"]
+
+
 def test_a_file_starting_with_a_byte_order_mark_is_read_as_training_reads_it(tmp_path):
     path = tmp_path / "rows.jsonl"
     path.write_text('{"completion": "c", "answer": "1"}\n{"completion": "d", "answer": "2"}\n', encoding="utf-8-sig")
