@@ -605,6 +605,19 @@ def write_curve(results: list[dict], out_dir: Path) -> Path:
     return path
 
 
+def output_problem(out_dir: Path, labels: list[str]) -> str | None:
+    """Why the eval cannot write its files under `out_dir` (`dir_problem`; its eval/ or plots/ a file, or a
+    result file's name taken by a directory), found before anything loads; None when it can."""
+    if (problem := dir_problem(out_dir)) is not None:
+        return problem
+    for path in (out_dir / "eval", out_dir / "plots"):
+        if path.exists() and not path.is_dir():
+            return f"{path} is a file, not a directory"
+    results = [out_dir / "eval" / f"{label}{suffix}" for label in labels for suffix in (".json", ".jsonl")]
+    taken = [path for path in results if path.is_dir()]
+    return f"{taken[0]} is a directory, where the eval writes its result" if taken else None
+
+
 def run(target_text: str, output_dir: str | None, composed: DictConfig, overrides: list[str]) -> list[dict]:
     """Evaluate what `target_text` names with `eval_config(composed, overrides, its run)`; every check
     that can refuse it runs before anything loads or is written."""
@@ -624,7 +637,7 @@ def run(target_text: str, output_dir: str | None, composed: DictConfig, override
         if cfg.eval.engine == "vllm":
             check_vllm_here(cfg, "eval.engine=vllm", model_dir)
     out_dir = Path(output_dir).expanduser() if output_dir else target.run_dir or target.models[0][1]
-    if (problem := dir_problem(out_dir)) is not None:
+    if (problem := output_problem(out_dir, [label for label, _, _ in target.models])) is not None:
         raise ConfigError(f"output_dir={out_dir}: {problem}")
     inputs = eval_inputs(cfg)
     check_curve_kept(target, out_dir, inputs)

@@ -63,6 +63,15 @@ def test_targets_that_cannot_be_evaluated_fail_in_one_line(tmp_path, capsys):
     assert f"output_dir={tmp_path / 'a_file'}: {tmp_path / 'a_file'} is a file, not a directory" in error_of(
         capsys, f"target={run}", f"output_dir={tmp_path / 'a_file'}"
     )
+    out = tmp_path / "out"  # what the eval writes inside it: eval/ a file, then a result's name taken by a directory
+    out.mkdir()
+    (out / "eval").write_text("")
+    assert f"output_dir={out}: {out / 'eval'} is a file, not a directory" in error_of(capsys, f"target={run}", f"output_dir={out}")
+    (out / "eval").unlink()
+    (out / "eval" / "checkpoint-3.json").mkdir(parents=True)
+    assert f"output_dir={out}: {out / 'eval' / 'checkpoint-3.json'} is a directory, where the eval writes its result" in error_of(
+        capsys, f"target={run}", f"output_dir={out}"
+    )
 
 
 def test_unknown_key_fails_before_anything_loads(tmp_path, capsys):
