@@ -25,6 +25,7 @@ used; here is only the mechanism.
 | `wandb_offline_notice_to_stderr` | transformers 5 | run.set_up_process (rlvr.run, rlvr.eval) |
 | `counting_reward_tokens_in_state` | trl 1.16 | trainers.reward (resume) |
 | `close_progress_bars` | tqdm 4 | run.fail (an error line after the bars) |
+| `without_load_report` | transformers 5 | models.loading (a policy's weights checked in one line) |
 """
 
 from __future__ import annotations
@@ -343,3 +344,21 @@ def close_progress_bars() -> None:
 
     for bar in list(getattr(tqdm, "_instances", ())):
         bar.close()
+
+
+@contextmanager
+def without_load_report():
+    """While a policy loads, transformers' "<Model> LOAD REPORT" (a table of the weights it started random
+    or dropped, logged as a warning by `log_state_dict_report`) is left out: rlvr refuses such a policy in
+    one line naming them (models.loading.check_weights_fit). transformers 5.25
+    (transformers/utils/loading_report.py); remove when from_pretrained can be told not to log it."""
+    logger = logging.getLogger("transformers.modeling_utils")
+
+    def not_the_report(record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in str(record.msg)
+
+    logger.addFilter(not_the_report)
+    try:
+        yield
+    finally:
+        logger.removeFilter(not_the_report)

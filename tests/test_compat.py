@@ -250,3 +250,12 @@ def test_tqdm_keeps_its_live_bars_in_a_class_set_and_forgets_a_closed_one():
     assert bar in tqdm._instances  # gone: close_progress_bars closes nothing
     close_progress_bars()
     assert bar not in tqdm._instances and bar.disable
+
+
+def test_transformers_logs_its_load_report_on_the_modeling_utils_logger_with_its_title():
+    from transformers import modeling_utils
+    from transformers.utils import loading_report
+
+    assert modeling_utils.logger.name == "transformers.modeling_utils"
+    assert "LOAD REPORT" in inspect.getsource(loading_report.log_state_dict_report)
+    assert "logger=logger" in inspect.getsource(modeling_utils.PreTrainedModel._finalize_model_loading)

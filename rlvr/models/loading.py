@@ -8,13 +8,14 @@ tokenizer instead (the `qwen2.5_shape` / `qwen3_shape` presets: rlvr/models/qwen
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 from pathlib import Path
 
-from rlvr._compat import keep_4bit_weights_trainable
+from rlvr._compat import keep_4bit_weights_trainable, without_load_report
 from rlvr.errors import ConfigError, ModelLoadError
 from rlvr.models.hub import is_offline, looks_like_path
 from rlvr.models.machine_cache import built_once
@@ -306,14 +307,16 @@ def load_pretrained(cfg, auto_class_name: str = "AutoModelForCausalLM", **model_
     kwargs = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
     try:
         tokenizer = AutoTokenizer.from_pretrained(os.path.expanduser(name), **kwargs)
-        model, loading = getattr(transformers, auto_class_name).from_pretrained(
-            os.path.expanduser(name),
-            dtype=DTYPES[cfg.dtype],
-            attn_implementation=cfg.attn_implementation,
-            output_loading_info=True,
-            **kwargs,
-            **model_kwargs,
-        )
+        policy = auto_class_name == "AutoModelForCausalLM"  # a reward model loaded from a policy lacks its head by design
+        with without_load_report() if policy else contextlib.nullcontext():
+            model, loading = getattr(transformers, auto_class_name).from_pretrained(
+                os.path.expanduser(name),
+                dtype=DTYPES[cfg.dtype],
+                attn_implementation=cfg.attn_implementation,
+                output_loading_info=True,
+                **kwargs,
+                **model_kwargs,
+            )
     except OSError as exc:  # transformers' message for missing files / no network is an OSError
         raise ModelLoadError(f"cannot load model '{name}': {str(exc).splitlines()[0]}") from exc
     except Exception as exc:  # noqa: BLE001  files that parse but do not fit (a value's type, a shape): one line, not a traceback
@@ -321,7 +324,7 @@ def load_pretrained(cfg, auto_class_name: str = "AutoModelForCausalLM", **model_
         raise ModelLoadError(f"cannot load model '{name}': {type(exc).__name__}: {said[:300]}") from exc
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if auto_class_name == "AutoModelForCausalLM":
+    if policy:
         check_weights_fit(name, loading)
         model.generation_config = token_ids_only(model.generation_config, name)
     return model, tokenizer

@@ -62,13 +62,20 @@ def test_a_model_dir_with_its_weights_cut_short_is_refused_naming_the_file(saved
     )
 
 
-def test_a_model_dir_whose_weights_lack_a_parameter_or_hold_one_too_many_is_refused_naming_them(saved_model, tmp_path, capsys, monkeypatch):
+def test_a_model_dir_whose_weights_lack_a_parameter_or_hold_one_too_many_is_refused_naming_them(saved_model, tmp_path, capsys, caplog):
     """transformers started a missing parameter random and dropped weights the config had no place for,
-    with a table on stderr: the eval ran on that model and wrote its result."""
-    from safetensors.torch import load_file, save_file
+    with a table on stderr: the eval ran on that model and wrote its result. Now the one line alone (no table)."""
+    transformers_log = logging.getLogger("transformers")  # it does not propagate: caplog's handler added to it
+    transformers_log.addHandler(caplog.handler)
+    try:
+        refused_lacking_and_one_layer_short(saved_model, tmp_path, capsys)
+    finally:
+        transformers_log.removeHandler(caplog.handler)
+    assert not [r for r in caplog.records if "LOAD REPORT" in r.getMessage()]
 
-    # transformers' table of what it started random or dropped, before the one line (error_of reads stderr whole)
-    monkeypatch.setattr(logging.getLogger("transformers.modeling_utils"), "disabled", True)
+
+def refused_lacking_and_one_layer_short(saved_model, tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
 
     model = shutil.copytree(saved_model, tmp_path / "lacking")
     weights = load_file(model / "model.safetensors")
