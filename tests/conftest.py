@@ -115,21 +115,28 @@ def environment_kept():
     inherit them, and the prewarmed interpreter serves no run whose environment differs from its own:
     each later run would pay a fresh interpreter's imports (~10 s)."""
     names = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK")
-    saved = dict(os.environ)
-    yield
-    changed = {name: os.environ.get(name) for name in names if os.environ.get(name) != saved.get(name)}
-    os.environ.clear()
-    os.environ.update(saved)
+    with environment_put_back() as saved:
+        yield
+        changed = {name: os.environ.get(name) for name in names if os.environ.get(name) != saved.get(name)}
     assert not changed, f"the test left these in the environment: {changed}"
 
 
 @pytest.fixture(autouse=True, scope="module")
 def module_environment_kept():
     """As environment_kept, for what a module's own fixtures set (a saved model composed by rlvr.eval)."""
+    with environment_put_back():
+        yield
+
+
+@contextlib.contextmanager
+def environment_put_back():
+    """This process's environment as the block found it (given to the block) is put back when it ends."""
     saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
+    try:
+        yield saved
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 @contextlib.contextmanager
@@ -143,18 +150,17 @@ def process_state_kept():
     import hydra._internal.utils as hydra_utils
     from hydra.core.hydra_config import HydraConfig
 
-    environ, argv, cwd = dict(os.environ), sys.argv[:], os.getcwd()
+    argv, cwd = sys.argv[:], os.getcwd()
     loggers = [logging.getLogger(), *(x for x in logging.Logger.manager.loggerDict.values() if isinstance(x, logging.Logger))]
     logger_state = [(x, x.handlers[:], x.level, x.propagate, x.disabled) for x in loggers]
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     hydra_config = HydraConfig.instance().cfg
     reporter = hydra_utils.run_and_report
     try:
-        yield
+        with environment_put_back():
+            yield
     finally:
         hydra_utils.run_and_report = reporter
-        os.environ.clear()
-        os.environ.update(environ)
         sys.argv = argv
         os.chdir(cwd)
         for logger, logger_handlers, level, propagate, disabled in logger_state:

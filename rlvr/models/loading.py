@@ -305,9 +305,9 @@ def load_pretrained(cfg, auto_class_name: str = "AutoModelForCausalLM", **model_
     check_model_source(cfg, policy=auto_class_name == "AutoModelForCausalLM")
     name = resolve_package_path(cfg.name_or_path)
     kwargs = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
+    policy = auto_class_name == "AutoModelForCausalLM"  # a reward model loaded from a policy lacks its head by design
     try:
         tokenizer = AutoTokenizer.from_pretrained(os.path.expanduser(name), **kwargs)
-        policy = auto_class_name == "AutoModelForCausalLM"  # a reward model loaded from a policy lacks its head by design
         with without_load_report() if policy else contextlib.nullcontext():
             model, loading = getattr(transformers, auto_class_name).from_pretrained(
                 os.path.expanduser(name),

@@ -206,7 +206,10 @@ def where_raised(exc: BaseException) -> str:
     called, nor at one that wraps `sys.exit` (wandb.init does)."""
     frames = traceback.extract_tb(exc.__traceback__)
     own = [frame for frame in frames if not frame.filename.startswith(LIBRARY_DIRS)]
-    return f" (at {code_location((own or frames)[-1].filename, (own or frames)[-1].lineno)})" if frames else ""
+    if not frames:
+        return ""
+    frame = (own or frames)[-1]
+    return f" (at {code_location(frame.filename, frame.lineno)})"
 
 
 class ExitRefused(BaseException):
