@@ -7,13 +7,14 @@ python -m rlvr.plots RUN_DIR --per-prompt  # also per_prompt_accuracy.png (top p
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 from rlvr.errors import RlvrError
-from rlvr.tracking.outputs import read_jsonl, read_metrics
+from rlvr.tracking.outputs import is_number, read_jsonl, read_metrics
 
 
 def _pyplot():
@@ -37,6 +38,19 @@ def _save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=100)
     _pyplot().close(fig)
     return path
+
+
+def rollout_row_problem(row: dict) -> str | None:
+    """Why a rollouts.jsonl row cannot be plotted (see `read_jsonl`): a verdict (`correct`) other than
+    true, false or null, or a judged row without a whole-number `step` or a `prompt_id`."""
+    correct, step = row.get("correct"), row.get("step")
+    if correct is not None and not isinstance(correct, bool):
+        return f"correct is {json.dumps(correct)[:40]}, not true, false or null"
+    if correct is not None and not (is_number(step) and float(step).is_integer()):
+        return f"step is {json.dumps(step)}, not a whole number" if "step" in row else "no step"
+    if correct is not None and not isinstance(row.get("prompt_id"), (str, int)):
+        return "no prompt_id"
+    return None
 
 
 def accuracy_by_step(rollouts: list[dict]) -> dict[int, float]:
@@ -90,7 +104,7 @@ def plot_run(run_dir: Path) -> list[Path]:
         written += plot_reasoning_vocab(run_dir, metrics)
     rollouts_path = run_dir / "rollouts.jsonl"
     if rollouts_path.exists():
-        accuracy = accuracy_by_step(read_jsonl(rollouts_path))
+        accuracy = accuracy_by_step(read_jsonl(rollouts_path, rollout_row_problem))
         if accuracy:
             fig, ax = plt.subplots(figsize=(6, 4))
             ax.plot(list(accuracy), list(accuracy.values()), label="sampled completions correct")
@@ -125,8 +139,6 @@ def plot_reasoning_vocab(run_dir: Path, metrics: list[dict]) -> list[Path]:
     """vocab_usage.png: share of think tokens drawn from the reasoning vocabulary, and reasoning ids
     outside think (0 by construction); embedding_drift.png: how far the copies moved from their
     originals, over training and (from reasoning_vocab.json) per row at the end."""
-    import json
-
     plt = _pyplot()
     rows = [m for m in metrics if "vocab/reasoning_share_in_think" in m]
     steps = [m["step"] for m in rows]
@@ -155,13 +167,13 @@ def plot_per_prompt(run_dir: Path, top: int = 12) -> Path | None:
     completions in `run_dir/rollouts.jsonl` (which must exist), per step; None when no rollout has a
     verdict (`correct`). A corrupt log raises DataError naming file and line."""
     plt = _pyplot()
-    rows = read_jsonl(run_dir / "rollouts.jsonl")
+    rows = read_jsonl(run_dir / "rollouts.jsonl", rollout_row_problem)
     series: dict[str, dict[int, list[bool]]] = defaultdict(lambda: defaultdict(list))
     labels = {}
     for row in rows:
         if row.get("correct") is not None:
             series[row["prompt_id"]][row["step"]].append(bool(row["correct"]))
-            labels[row["prompt_id"]] = str(row["prompt"])[-40:]
+            labels[row["prompt_id"]] = str(row.get("prompt", row["prompt_id"]))[-40:]
     if not series:
         return None
     busiest = sorted(series, key=lambda pid: -sum(len(v) for v in series[pid].values()))[:top]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 from collections import Counter
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -52,7 +53,7 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
             if end is None and RunDirLock(job).running_here():
                 row |= {"status": "running", "logs": " ".join([str(job / "run.log")] * (job / "run.log").exists())}
             elif reading.exists() and (end or {}).get("ended") == "completed":
-                row |= {"status": "completed", **json.loads(reading.read_text())}
+                row |= {"status": "completed", **final_metrics(reading)}
             elif (end or {}).get("ended", "").startswith("stopped"):
                 row |= {"status": "stopped", "logs": f"{end['ended']}; {end['continue']}"}
             else:
@@ -63,6 +64,19 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
             row |= {"status": "failed", "logs": f"{reading} unreadable: {' '.join(str(exc).split())}"}
         rows.append(row)
     return rows
+
+
+def final_metrics(path: Path) -> dict[str, Any]:
+    """A job's metrics.json: an object of numbers (a null read as NaN: `json_text` writes NaN so), else
+    ValueError saying what it holds."""
+    from rlvr.tracking.outputs import is_number
+
+    metrics = json.loads(path.read_text())
+    if not isinstance(metrics, dict):
+        raise ValueError(f"a JSON {type(metrics).__name__}, not an object of metrics")
+    if wrong := next((key for key, value in metrics.items() if value is not None and not is_number(value)), None):
+        raise ValueError(f"{wrong} is {json.dumps(metrics[wrong])[:40]}, not a number")
+    return {key: math.nan if value is None else value for key, value in metrics.items()}
 
 
 def write_report(sweep_dir: Path, objective: str | None = None) -> list[dict[str, Any]]:

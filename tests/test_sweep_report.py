@@ -100,6 +100,21 @@ def test_a_jobs_torn_file_fails_its_row_naming_the_file_and_the_others_are_repor
     assert "- job 1 (seed=1): " in (tmp_path / "sweep_summary.md").read_text()
 
 
+@pytest.mark.parametrize(
+    ("metrics", "problem"),
+    [([0.5], "a JSON list, not an object of metrics"), ({"train_seconds": "3.0"}, 'train_seconds is "3.0", not a number')],
+)
+def test_a_jobs_hand_edited_metrics_json_fails_its_row_saying_what_it_holds(tmp_path, metrics, problem):
+    """A metrics.json holding a list was a TypeError for the whole report; a string value a cell of the table."""
+    for job in range(2):
+        fake_job(tmp_path, job, [f"seed={job}"], {"train_seconds": 3.0, "train_reward_last20": None})
+    (tmp_path / "1" / "metrics.json").write_text(json.dumps(metrics))
+    rows = write_report(tmp_path)
+    assert [r["status"] for r in rows] == ["completed", "failed"]
+    assert rows[1]["logs"] == f"{tmp_path / '1' / 'metrics.json'} unreadable: {problem}"
+    assert "| 0 | seed=0 | completed | nan | 3 |" in (tmp_path / "sweep_summary.md").read_text()  # a null: NaN
+
+
 def test_a_jobs_corrupt_metrics_jsonl_leaves_its_curve_out_and_the_report_is_written(tmp_path, capsys):
     """A line in the middle of a job's metrics.jsonl that is not JSON was a DataError traceback for the whole report."""
     for job in range(2):

@@ -11,7 +11,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from rlvr.errors import ConfigError, DataError
 
@@ -81,11 +81,12 @@ def warn_torn(path: Path, size: int) -> None:
     log.warning("%s: dropped a torn last line (%d bytes; a write cut short by a crash or a full disk)", path, size)
 
 
-def read_jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path, row_problem: Callable[[dict], str | None] | None = None) -> list[dict]:
     """The rows of a JSONL file. A bad last line with no newline after it is a write cut short (a
     crash, a full disk): dropped with a warning. A bad line anywhere else is corruption that no
     crash makes: a one-line DataError naming file and line, rather than rows silently lost. So is a
-    line of JSON that is not an object (a row)."""
+    line of JSON that is not an object (a row), and a row for which `row_problem` (the reader's
+    check of the fields it reads: a file edited by hand) returns a problem."""
     check_a_file(path)
     lines = path.read_bytes().split(b"\n")
     rows = []
@@ -101,14 +102,30 @@ def read_jsonl(path: Path) -> list[dict]:
             raise DataError(f"{path} line {number} is not a JSON row ({exc}): the file is corrupt; delete or fix that line") from None
         if not isinstance(row, dict):
             raise DataError(f"{path} line {number} is not a JSON row (a JSON {type(row).__name__}, not an object): delete or fix that line")
+        if row_problem and (problem := row_problem(row)):
+            raise DataError(f"{path} line {number}: {problem}: delete or fix that line")
         rows.append(row)
     return rows
 
 
 def read_metrics(path: Path) -> list[dict]:
     """metrics.jsonl's rows (`read_jsonl`), every null read as NaN: each value of a metrics row is a
-    number, and `json_text` writes a NaN or infinite one as null."""
-    return [{key: math.nan if value is None else value for key, value in row.items()} for row in read_jsonl(path)]
+    number, and `json_text` writes a NaN or infinite one as null. A row without a whole-number `step`,
+    or with a value of another type, is a DataError naming file, line and key."""
+    return [{key: math.nan if value is None else value for key, value in row.items()} for row in read_jsonl(path, metrics_row_problem)]
+
+
+def metrics_row_problem(row: dict) -> str | None:
+    """Why `row` is not a metrics.jsonl row (see `read_metrics`); None when it is one."""
+    if not (is_number(row.get("step")) and float(row["step"]).is_integer()):
+        return f"step is {json.dumps(row.get('step'))}, not a whole number" if "step" in row else "no step"
+    wrong = next((key for key, value in row.items() if value is not None and not is_number(value)), None)
+    return f"{wrong} is {json.dumps(row[wrong])[:40]}, not a number" if wrong else None
+
+
+def is_number(value) -> bool:
+    """An int or float as JSON reads them (true and false are not numbers here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def drop_torn_tail(path: Path) -> None:

@@ -59,6 +59,40 @@ def test_a_corrupt_line_before_the_last_is_one_line_naming_file_and_line(tmp_pat
 
 
 @pytest.mark.parametrize(
+    ("name", "row", "problem"),
+    [
+        ("metrics.jsonl", {"step": "2", "reward": 0.5}, 'step is "2", not a whole number'),
+        ("metrics.jsonl", {"step": 1.5, "reward": 0.5}, "step is 1.5, not a whole number"),
+        ("metrics.jsonl", {"reward": 0.5}, "no step"),
+        ("metrics.jsonl", {"step": 2, "reward": "0.5"}, 'reward is "0.5", not a number'),
+        ("metrics.jsonl", {"step": 2, "reward": True}, "reward is true, not a number"),
+        ("rollouts.jsonl", {"step": 1, "prompt_id": "a", "correct": "false"}, 'correct is "false", not true, false or null'),
+        ("rollouts.jsonl", {"step": 1, "prompt_id": "a", "correct": 0}, "correct is 0, not true, false or null"),
+        ("rollouts.jsonl", {"step": "1", "prompt_id": "a", "correct": True}, 'step is "1", not a whole number'),
+        ("rollouts.jsonl", {"prompt_id": "a", "correct": True}, "no step"),
+        ("rollouts.jsonl", {"step": 1, "correct": True}, "no prompt_id"),
+    ],
+)
+def test_a_hand_edited_row_is_one_line_naming_file_line_and_field(tmp_path, capsys, name, row, problem):
+    """A string step or reward, a row without step or prompt_id were tracebacks; a verdict "false"
+    (a string) was counted as correct."""
+    write_jsonl(tmp_path / "metrics.jsonl", REWARD_ROWS)
+    write_jsonl(tmp_path / "rollouts.jsonl", ROLLOUTS)
+    with open(tmp_path / name, "a") as handle:
+        handle.write(json.dumps(row) + "\n")
+    lines = len((tmp_path / name).read_text().splitlines())
+    expected = f"rlvr-plots: error: {tmp_path / name} line {lines}: {problem}: delete or fix that line"
+    assert refusal(capsys, str(tmp_path), "--per-prompt") == expected
+
+
+def test_unjudged_rollouts_need_no_step_or_prompt_id_and_a_null_metric_is_nan(tmp_path, capsys):
+    write_jsonl(tmp_path / "metrics.jsonl", [*REWARD_ROWS, {"step": 3, "reward": None, "loss": 0.1}])
+    write_jsonl(tmp_path / "rollouts.jsonl", [*ROLLOUTS, {"correct": None}, {"completion": "x"}])
+    assert main([str(tmp_path), "--per-prompt"]) == 0
+    assert len(capsys.readouterr().out.split()) == 3
+
+
+@pytest.mark.parametrize(
     "rows", [[], [{"step": 1, "loss": 0.5}], [{"step": 1, "loss": 0.5, "reward": None}]], ids=["empty", "no reward", "no verdict"]
 )
 def test_a_run_with_nothing_to_plot_says_so(tmp_path, capsys, rows):
