@@ -2,7 +2,8 @@
 
 Rows are split across ranks (rank r takes rows r, r + world, ...), each rank generates its share
 in batches of prompts of similar token length (less padding), a prompt's n samples in the same
-batch; rank 0 gathers every row, writes the per-example JSONL and returns the metrics.
+batch where they fit in eval.batch_size; rank 0 gathers every row, writes the per-example JSONL
+and returns the metrics.
 
 Sampled completions are reproducible per row: sample j of eval row i is drawn from its own
 stream seeded from (eval.seed, i, j), so it does not depend on which rows share its batch, on
@@ -144,6 +145,16 @@ def by_length(dataset, rows: list[int], tokenizer) -> list[int]:
     return [row for _, row in sorted(zip(lengths, rows), key=lambda pair: (-pair[0], pair[1]))]
 
 
+def batches(order: list[int], n: int, batch_size: int) -> list[tuple[list[int], int, int]]:
+    """The generate calls of `n` completions per row of `order`, as (rows, first sample, samples per row):
+    at most `batch_size` sequences each (a prompt's n samples count n), whole prompts while n fits;
+    a prompt of more samples than that over several calls, its samples in order."""
+    if n <= batch_size:
+        per_call = batch_size // n
+        return [(order[start : start + per_call], 0, n) for start in range(0, len(order), per_call)]
+    return [([row], first, min(batch_size, n - first)) for row in order for first in range(0, n, batch_size)]
+
+
 def evaluate_rows(model, tokenizer, dataset, rows: list[int], rewards, eval_cfg, max_new_tokens: int, seed: int, desc: str) -> list[dict]:
     """The eval rows `rows` of `dataset` (its row indices), each with its greedy completion and its
     `eval_cfg.n` samples, scored; in `rows`' order. `model`: a transformers model or a vLLM completer."""
@@ -164,16 +175,14 @@ def evaluate_rows(model, tokenizer, dataset, rows: list[int], rewards, eval_cfg,
         }
         for row, example in zip(rows, (dataset[row] for row in rows))
     }
-    n = eval_cfg.n
-    passes = ([("greedy", 1, eval_cfg.batch_size)] if eval_cfg.greedy else []) + (
-        [("samples", n, max(1, eval_cfg.batch_size // n))] if n > 0 else []
+    passes = ([("greedy", batches(order, 1, eval_cfg.batch_size))] if eval_cfg.greedy else []) + (
+        [("samples", batches(order, eval_cfg.n, eval_cfg.batch_size))] if eval_cfg.n > 0 else []
     )
     sampling = {"temperature": eval_cfg.temperature, "top_p": eval_cfg.top_p, "top_k": eval_cfg.top_k}
-    for kind, samples, prompts_per_batch in passes:
-        for start in tqdm(range(0, len(order), prompts_per_batch), desc=f"{desc} ({kind})", leave=False, disable=not is_main_process()):
-            chunk = order[start : start + prompts_per_batch]
+    for kind, planned in passes:
+        for chunk, first, samples in tqdm(planned, desc=f"{desc} ({kind})", leave=False, disable=not is_main_process()):
             batch = dataset[chunk]
-            seeds = [sample_seed(seed, row, j) for row in chunk for j in range(n)] if kind == "samples" else None
+            seeds = [sample_seed(seed, row, j) for row in chunk for j in range(first, first + samples)] if kind == "samples" else None
             completions, lengths, truncated = complete(batch["prompt"], max_new_tokens, samples, seeds=seeds, sampling=sampling)
             columns = {k: _each_times(v, samples) for k, v in batch.items() if k != "prompt"}
             scored, judge = score(rewards, _each_times(batch["prompt"], samples), completions, columns)

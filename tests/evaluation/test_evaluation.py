@@ -44,6 +44,21 @@ def test_a_rows_samples_depend_on_the_seed_only_not_on_its_batch(tiny):
     assert sample_texts(other_seed) != sample_texts(alone)
 
 
+def test_more_samples_than_a_batch_holds_are_split_over_calls_and_draw_the_same(tiny, monkeypatch):
+    """A prompt's n samples were one generate call whatever eval.batch_size said: eval.n=100000 one
+    call of 100,000 sequences, its memory never bounded."""
+    from rlvr.evaluation import engine
+
+    whole = evaluate_rows(tiny.model, tiny.tokenizer, tiny.dataset, [3, 5], tiny.rewards, with_eval(n=5, ks=[1]), MAX_NEW, 0, "t")
+    calls = []
+    generate = engine.generate_batch
+    monkeypatch.setattr(engine, "generate_batch", lambda *a, **k: calls.append(len(a[2]) * a[4]) or generate(*a, **k))
+    small_batches = with_eval(n=5, ks=[1], batch_size=2)
+    split = evaluate_rows(tiny.model, tiny.tokenizer, tiny.dataset, [3, 5], tiny.rewards, small_batches, MAX_NEW, 0, "t")
+    assert calls == [2, 2, 2, 1, 2, 2, 1]  # greedy: 2 prompts; then each prompt's 5 samples as 2 + 2 + 1
+    assert [sample_texts(row) for row in split] == [sample_texts(row) for row in whole]
+
+
 def test_batched_greedy_equals_one_generate_call_per_prompt(tiny):
     import torch
 
