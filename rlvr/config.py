@@ -630,6 +630,11 @@ def _check_eval(evaluation: dict) -> None:
             f"eval.{set_for_samples[0]}={evaluation[set_for_samples[0]]} sets the sampled completions, and eval.n=0 samples none "
             "(the greedy completion has no sampling): set eval.n > 0 (e.g. eval=pass_at_k), or leave it out"
         )
+    if n == 0 and ks:
+        raise ConfigError(
+            f"eval.n=0 samples no completion, and eval.ks={ks} takes k of the n samples (pass@k, maj@k): "
+            f"set eval.n to at least {max(*ks, 1)}, or eval.ks=[]"
+        )
     for k in ks:
         if not 1 <= k <= n:
             raise ConfigError(f"eval.ks={ks}: each k must be in [1, eval.n={n}] (pass@k and maj@k take k of the n samples)")
@@ -858,8 +863,8 @@ def command_line_error_line(exc: BaseException) -> str | None:
     lines = [line.strip() for line in str(exc).split("\n\n")[0].splitlines()]
     said = "; ".join(line.rstrip(".") for line in lines if line)
     if isinstance(exc, OverrideParseException) and exc.override:  # Hydra's message does not name it
-        quote = re.search(r"[\s{}]", exc.override.partition("=")[2])
-        return f"'{exc.override}': {said}" + ("; a value with spaces or braces goes in quotes: key='\"...\"'" if quote else "")
+        quote = re.search(r"[\s{}~]", exc.override.partition("=")[2])
+        return f"'{exc.override}': {said}" + ("; a value with spaces, braces or ~ goes in quotes: key='\"...\"'" if quote else "")
     return said
 
 

@@ -385,7 +385,12 @@ def test_no_preset_claims_to_mirror_a_system_it_does_not_reproduce():
         (
             "dataset.prompt_template=Q: {q",
             "'dataset.prompt_template=Q: {q': mismatched input '{' expecting <EOF>; See https://hydra.cc/docs/1.2/advanced/"
-            "override_grammar/basic for details; a value with spaces or braces goes in quotes: key='\"...\"'",
+            "override_grammar/basic for details; a value with spaces, braces or ~ goes in quotes: key='\"...\"'",
+        ),
+        (
+            "model.name_or_path=~/models/qwen",
+            "'model.name_or_path=~/models/qwen': LexerNoViableAltException: model.name_or_path=~/models/qwen; ^; See https://hydra.cc/docs/1.2/advanced/"
+            "override_grammar/basic for details; a value with spaces, braces or ~ goes in quotes: key='\"...\"'",
         ),
         ("algorithm.beta=[0.1", "'algorithm.beta=[0.1': no viable alternative at input '[0.1'"),
         ("hydra.searchpath=[file:///nonexistent/presets]", "hydra.searchpath: /nonexistent/presets is not a directory"),

@@ -58,7 +58,7 @@ def test_targets_that_cannot_be_evaluated_fail_in_one_line(tmp_path, capsys):
     for name in ("trainer_state.json", "tokenizer_config.json", "COMPLETE"):
         (run / "checkpoints" / "checkpoint-3" / name).write_text("{}")
     save_file({"w": torch.ones(1)}, str(run / "checkpoints" / "checkpoint-3" / "model.safetensors"))
-    assert "eval.ks=[16]: each k must be in [1, eval.n=0]" in error_of(capsys, f"target={run}", "eval.ks=[16]")
+    assert "eval.n=0 samples no completion, and eval.ks=[16] takes k of the n samples" in error_of(capsys, f"target={run}", "eval.ks=[16]")
     (tmp_path / "a_file").write_text("")
     assert f"output_dir={tmp_path / 'a_file'}: {tmp_path / 'a_file'} is a file, not a directory" in error_of(
         capsys, f"target={run}", f"output_dir={tmp_path / 'a_file'}"

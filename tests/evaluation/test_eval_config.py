@@ -26,7 +26,11 @@ def test_the_default_is_greedy_before_and_after_and_pass_at_k_adds_samples():
     ("overrides", "message"),
     [
         (["eval=pass_at_k", "eval.n=4"], "eval.ks=[1, 2, 4, 8]: each k must be in [1, eval.n=4]"),
-        (["eval.ks=[1]"], "eval.ks=[1]: each k must be in [1, eval.n=0]"),
+        (
+            ["eval.ks=[1]"],
+            "eval.n=0 samples no completion, and eval.ks=[1] takes k of the n samples (pass@k, maj@k): set eval.n to at least 1",
+        ),
+        (["eval=pass_at_k", "eval.n=0"], "eval.n=0 samples no completion, and eval.ks=[1, 2, 4, 8] takes k of the n samples"),
         (["eval=pass_at_k", "eval.ks=[0]"], "eval.ks=[0]: each k must be in [1, eval.n=8]"),
         (["eval.n=-1"], "eval.n=-1 must be >= 0"),
         (["eval=pass_at_k", "eval.temperature=0"], "eval.temperature=0.0 must be > 0"),
