@@ -135,22 +135,33 @@ def run(args: list[str]) -> float:
     return run_measured(args)[0]
 
 
+# Runs `sys.argv[2:]` and writes its peak RSS (KiB) to the file `sys.argv[1]`, exiting with its exit code.
+# Linux carries a process's peak RSS over fork and exec into its child's rusage, and this process holds
+# GBs after the in-process benches: a child of this small process starts from ~15 MB instead.
+PEAK_RSS_REPORTER = (
+    "import os, subprocess, sys; child = subprocess.Popen(sys.argv[2:]); _, status, usage = os.wait4(child.pid, 0); "
+    "open(sys.argv[1], 'w').write(str(usage.ru_maxrss)); sys.exit(os.waitstatus_to_exitcode(status) & 255)"
+)
+
+
 def run_measured(args: list[str], python: str = sys.executable) -> tuple[float, float]:
     """(wall seconds, peak RSS in MB) of `python args...` in a fresh process: os.wait4 gives that one
-    child's own rusage (RUSAGE_CHILDREN would be the maximum over every child so far). Under BENCH_SMOKE=1
-    a run by this interpreter is a child of a prewarmed one instead (`smoke_server`)."""
+    child's own rusage (RUSAGE_CHILDREN would be the maximum over every child so far), taken by a small
+    parent (`PEAK_RSS_REPORTER`). Under BENCH_SMOKE=1 a run by this interpreter is a child of a prewarmed
+    one instead (`smoke_server`)."""
     with tempfile.TemporaryDirectory() as output:
         started = time.perf_counter()
         if SMOKE and python == sys.executable and smoke_server().serves(ENV):
             done = smoke_server().run(args, ENV, Path(output), timeout=None)
             returncode, peak_rss_kb, printed = done.returncode, done.peak_rss_kb, done.stdout + done.stderr
         else:
+            peak = Path(output) / "peak_rss_kb"
             with open(Path(output) / "output", "w+b") as file:
-                child = subprocess.Popen([python, *args], cwd=ROOT, env=ENV, stdout=file, stderr=subprocess.STDOUT)
-                _, status, usage = os.wait4(child.pid, 0)
-                returncode, peak_rss_kb = os.waitstatus_to_exitcode(status), usage.ru_maxrss  # KiB on Linux
+                command = [sys.executable, "-c", PEAK_RSS_REPORTER, str(peak), python, *args]
+                returncode = subprocess.run(command, cwd=ROOT, env=ENV, stdout=file, stderr=subprocess.STDOUT).returncode
                 file.seek(0)
                 printed = file.read().decode(errors="replace")
+            peak_rss_kb = int(peak.read_text()) if peak.exists() else 0  # KiB on Linux
         seconds = time.perf_counter() - started
     if returncode != 0:
         raise RuntimeError(f"`python {' '.join(args)}` exited with {returncode}; its output ends:\n{printed[-3000:]}")

@@ -81,3 +81,16 @@ def test_benches_run_at_smoke_size(names, tmp_path):
     }
     assert not not_finite, f"figures that are not finite numbers: {not_finite}"
     assert modified(REAL_RESULTS) == real_results, "a smoke run wrote bench-results.json"
+
+
+def test_a_runs_peak_rss_is_its_own_not_the_bench_processes(monkeypatch):
+    """Linux carries a parent's peak RSS into its child's rusage: after the in-process benches had grown
+    bench.py to 2.6 GB, both sides of vocab_full_copy measured exactly that (peak RSS ratio 1.00)."""
+    spec = importlib.util.spec_from_file_location("bench", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(bench, "SMOKE", False)  # the path of the real `make bench`
+    held = bytearray(400 * 2**20)
+    held[:: 2**12] = b"\x01" * (len(held) >> 12)  # every page touched: resident
+    _, peak_mb = bench.run_measured(["-c", "pass"])
+    assert 1 < peak_mb < 100, peak_mb  # a bare interpreter's, not this process's 400 MB and more
