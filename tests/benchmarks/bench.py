@@ -23,7 +23,7 @@
 - real_vocab_step_ratio_vs_trl / real_vocab_peak_rss_ratio_vs_trl: the GRPO step comparison above
   on model=qwen2.5_shape (the real Qwen tokenizer and 151,936 vocabulary rows, width 64; the plain
   script builds the same model from the same preset), median step time and peak RSS of each fresh
-  process (os.wait4's rusage of that child), rlvr over TRL.
+  process (os.wait4's rusage of that child, taken by a small parent), rlvr over TRL.
 - vocab_full_copy_step_ratio / vocab_full_copy_peak_rss_ratio: `experiment=vocab_reasoning` on
   qwen3_shape with model.reasoning_vocab_size=151646 (the whole vocabulary copied: 303,582 rows)
   over the same with 0; and vocab_processor_us_per_token_v303k, the think-segment processor alone
