@@ -14,7 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from rlvr.errors import RlvrError
-from rlvr.tracking.outputs import is_number, read_jsonl, read_metrics
+from rlvr.tracking.outputs import read_jsonl, read_metrics, step_problem
 
 
 def _pyplot():
@@ -43,14 +43,12 @@ def _save(fig, path: Path) -> Path:
 def rollout_row_problem(row: dict) -> str | None:
     """Why a rollouts.jsonl row cannot be plotted (see `read_jsonl`): a verdict (`correct`) other than
     true, false or null, or a judged row without a whole-number `step` or a `prompt_id`."""
-    correct, step = row.get("correct"), row.get("step")
-    if correct is not None and not isinstance(correct, bool):
+    correct = row.get("correct")
+    if correct is None:
+        return None
+    if not isinstance(correct, bool):
         return f"correct is {json.dumps(correct)[:40]}, not true, false or null"
-    if correct is not None and not (is_number(step) and float(step).is_integer()):
-        return f"step is {json.dumps(step)}, not a whole number" if "step" in row else "no step"
-    if correct is not None and not isinstance(row.get("prompt_id"), (str, int)):
-        return "no prompt_id"
-    return None
+    return step_problem(row) or (None if isinstance(row.get("prompt_id"), (str, int)) else "no prompt_id")
 
 
 def accuracy_by_step(rollouts: list[dict]) -> dict[int, float]:

@@ -69,13 +69,13 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
 def final_metrics(path: Path) -> dict[str, Any]:
     """A job's metrics.json: an object of numbers (a null read as NaN: `json_text` writes NaN so), else
     ValueError saying what it holds."""
-    from rlvr.tracking.outputs import is_number
+    from rlvr.tracking.outputs import number_problem
 
     metrics = json.loads(path.read_text())
     if not isinstance(metrics, dict):
         raise ValueError(f"a JSON {type(metrics).__name__}, not an object of metrics")
-    if wrong := next((key for key, value in metrics.items() if value is not None and not is_number(value)), None):
-        raise ValueError(f"{wrong} is {json.dumps(metrics[wrong])[:40]}, not a number")
+    if problem := number_problem(metrics):
+        raise ValueError(problem)
     return {key: math.nan if value is None else value for key, value in metrics.items()}
 
 

@@ -117,15 +117,25 @@ def read_metrics(path: Path) -> list[dict]:
 
 def metrics_row_problem(row: dict) -> str | None:
     """Why `row` is not a metrics.jsonl row (see `read_metrics`); None when it is one."""
-    if not (is_number(row.get("step")) and float(row["step"]).is_integer()):
-        return f"step is {json.dumps(row.get('step'))}, not a whole number" if "step" in row else "no step"
-    wrong = next((key for key, value in row.items() if value is not None and not is_number(value)), None)
-    return f"{wrong} is {json.dumps(row[wrong])[:40]}, not a number" if wrong else None
+    return step_problem(row) or number_problem(row)
 
 
-def is_number(value) -> bool:
-    """An int or float as JSON reads them (true and false are not numbers here)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def step_problem(row: dict) -> str | None:
+    """ "no step", or "step is ..., not a whole number", where `row`'s `step` is not one; else None."""
+    step = row.get("step")
+    if isinstance(step, (int, float)) and not isinstance(step, bool) and float(step).is_integer():
+        return None
+    return f"step is {json.dumps(step)}, not a whole number" if "step" in row else "no step"
+
+
+def number_problem(values: dict) -> str | None:
+    """ "KEY is ..., not a number" for the first of `values` that is neither a number nor null (a NaN
+    written by `json_text`); else None. true and false are not numbers here."""
+    wrong = next(
+        (key for key, value in values.items() if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)))),
+        None,
+    )
+    return f"{wrong} is {json.dumps(values[wrong])[:40]}, not a number" if wrong is not None else None
 
 
 def drop_torn_tail(path: Path) -> None:
