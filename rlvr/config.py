@@ -266,7 +266,7 @@ class EvalConfig:
     max_new_tokens: int | None = None  # None: algorithm.max_completion_length
     split: str = "eval"  # eval: the dataset's eval split | train: its training prompts
     limit: int | None = None  # the first N rows of that split; None: all
-    batch_size: int = 64  # sequences per generate call (a prompt's n samples count n)
+    batch_size: int = 64  # sequences per generate call at most (a prompt's n samples count n, split when n exceeds it)
     engine: str = "hf"  # hf: transformers' generate | vllm: vLLM (in training, the run's rollout engine: algorithm.rollout=vllm)
 
 
