@@ -29,7 +29,7 @@ from rlvr.config import ScoreConfig, check_ranges, conf_dir, exit_on_unknown_key
 from rlvr.data.loading import WrittenNumber, json_error, json_with_literal_numbers, open_maybe_gzipped
 from rlvr.errors import ConfigError, DataError, RlvrError
 from rlvr.rewards.answers import not_one_answer
-from rlvr.rewards.base import judging_reward, mean_reward, weighted_total
+from rlvr.rewards.base import mean_reward, verdicts, weighted_total
 from rlvr.rewards.checks import ROW_FIELDS, check_reward_columns, check_reward_parameters, warn_unreadable_golds
 from rlvr.tracking.outputs import UNPAIRED_AS_ESCAPE, json_text
 
@@ -101,7 +101,7 @@ def is_completion(value) -> bool:
 
 def score_rows(rows: list[dict], rewards, completion_column: str, answer_column: str) -> list[dict]:
     """Rows with reward, per-function rewards, reasons, the first extracted prediction and `correct` (the
-    first reward that judges correctness; None if none does) set; an eval row's `samples` and `judge`,
+    first reward that judged the row's correctness; None if none did) set; an eval row's `samples` and `judge`,
     which this scoring does not make, left out."""
     if answer_column == completion_column:
         raise DataError(
@@ -112,7 +112,7 @@ def score_rows(rows: list[dict], rewards, completion_column: str, answer_column:
     check_reward_parameters(rewards, [k for k in arguments if k not in ("prompts", "completions")], "the input")
     warn_unreadable_golds(rewards, arguments.get("answer", []), "the input")
     values = {rw.name: rw.fn(**arguments) for rw in rewards}
-    judge = judging_reward(rewards)
+    judged_by = verdicts(rewards, len(rows))
     if any("samples" in row for row in rows):
         print("rlvr.score: the rows' `samples` (an eval's sampled completions) are not scored: left out of the output", file=sys.stderr)
     scored = []
@@ -126,7 +126,7 @@ def score_rows(rows: list[dict], rewards, completion_column: str, answer_column:
                 "rewards": {name: v[i] for name, v in values.items()},
                 "reasons": {name: o.reason for name, o in outcomes.items()},
                 "prediction": prediction,
-                "correct": judge.fn.last_outcomes[i].correct if judge else None,  # None: no reward judges correctness
+                "correct": judged_by[i][1].correct if judged_by[i] else None,  # None: no reward judged it
             }
         )
     return scored

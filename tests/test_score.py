@@ -81,6 +81,33 @@ def test_a_reward_without_a_verdict_is_counted_not_summed():
     assert summary(nothing).splitlines()[1] == "  mine: no verdict on any row; no verdict (None) 1"
 
 
+def test_a_rows_verdict_is_its_first_judges_whatever_rows_share_its_batch():
+    """The judge of a whole batch was the first reward that judged its first completion: the same rows
+    in another order were judged by another reward (a span function that judges only some completions)."""
+    from rlvr.rewards.base import Outcome, Reward, WeightedReward
+    from rlvr.rewards.checks import checked_rewards
+    from rlvr.rewards.numeric import LastNumberReward
+
+    class FirstDigit(Reward):
+        """Judges a completion holding a digit: correct when its first digit is the gold; no verdict without one."""
+
+        def score(self, completions, golds, prompts=None):
+            found = [re.search(r"\d", text) for text in completions]
+            return [Outcome(0.0, "ok") if m is None else Outcome(1.0, "judged", m.group(), m.group() == g) for m, g in zip(found, golds)]
+
+    rewards = checked_rewards(
+        [WeightedReward("first", FirstDigit(name="first"), 1.0), WeightedReward("last", LastNumberReward(name="last"), 1.0)]
+    )
+    rows = [
+        {"completion": "no digits here", "answer": "7"},
+        {"completion": "7 then 8", "answer": "7"},
+        {"completion": "8 then 7", "answer": "7"},
+    ]
+    expected = {"no digits here": False, "7 then 8": True, "8 then 7": False}  # the first by its last number (none: missing)
+    for order in (rows, rows[1:] + rows[:1]):
+        assert {row["completion"]: row["correct"] for row in score_rows(order, rewards, "completion", "answer")} == expected
+
+
 def test_scored_rows_say_what_the_new_rewards_judged_not_what_the_old_ones_did(capsys):
     """A run's rows carry the training reward's `correct` and an eval's unscored `samples`: the output
     holds the new judge's `correct` (None where no reward judges), and no stale samples."""

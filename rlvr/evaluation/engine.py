@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 from rlvr.hardware.distributed import is_main_process, process_count, rank
 from rlvr.hardware.stops import phase
 from rlvr.errors import RlvrError
-from rlvr.rewards.base import judging_reward, mean_reward, weighted_total
+from rlvr.rewards.base import mean_reward, verdicts, weighted_total
 from rlvr.rewards.checks import reward_columns
 from rlvr.tracking.outputs import prompt_id, write_jsonl
 
@@ -116,21 +116,20 @@ def generate_batch(
     return tokenizer.batch_decode(new_tokens, skip_special_tokens=True), lengths, truncated
 
 
-def score(rewards, prompts, completions, columns: dict) -> tuple[list[dict], str | None]:
-    """Per completion: weighted reward, each reward, correctness and prediction (from the judging
-    reward's outcomes; None where no reward judges correctness); and the judging reward's name."""
+def score(rewards, prompts, completions, columns: dict) -> list[dict]:
+    """Per completion: weighted reward, each reward, and the name of its judge (`verdicts`: the first
+    reward that judged it) with that judge's correctness and prediction (all None where none judged it)."""
     per_func = {r.name: r.fn(prompts=prompts, completions=completions, **columns) for r in rewards}
-    judge = judging_reward(rewards)
-    outcomes = judge.fn.last_outcomes if judge is not None else [None] * len(completions)
     return [
         {
-            "prediction": outcome.prediction if outcome else None,
+            "prediction": verdict[1].prediction if verdict else None,
             "reward": weighted_total(rewards, {name: values[i] for name, values in per_func.items()}),
             "rewards": {name: values[i] for name, values in per_func.items()},
-            "correct": outcome.correct if outcome else None,
+            "correct": verdict[1].correct if verdict else None,
+            "judge": verdict[0] if verdict else None,
         }
-        for i, outcome in enumerate(outcomes)
-    ], judge.name if judge is not None else None
+        for i, verdict in enumerate(verdicts(rewards, len(completions)))
+    ]
 
 
 def _each_times(values: list, times: int) -> list:
@@ -185,10 +184,9 @@ def evaluate_rows(model, tokenizer, dataset, rows: list[int], rewards, eval_cfg,
             seeds = [sample_seed(seed, row, j) for row in chunk for j in range(first, first + samples)] if kind == "samples" else None
             completions, lengths, truncated = complete(batch["prompt"], max_new_tokens, samples, seeds=seeds, sampling=sampling)
             columns = {k: _each_times(v, samples) for k, v in batch.items() if k != "prompt"}
-            scored, judge = score(rewards, _each_times(batch["prompt"], samples), completions, columns)
+            scored = score(rewards, _each_times(batch["prompt"], samples), completions, columns)
             for i, (completion, scores) in enumerate(zip(completions, scored, strict=True)):
                 row = chunk[i // samples]
-                results[row]["judge"] = judge
                 one = {"completion": completion, **scores, "new_tokens": lengths[i], "truncated": truncated[i]}
                 if kind == "greedy":
                     results[row] |= one
@@ -259,7 +257,8 @@ def _same_text(a: str, b: str) -> bool:
 def answer_equivalence(rewards, rows: list[dict]) -> Callable[[str, str], bool]:
     """When two predictions of `rows` are the same answer (maj@k's vote): the `same_answer` of the
     reward that judged them (numbers normalised, math-verify equivalence, ...), else equal stripped strings."""
-    judge = next((r for r in rewards if rows and r.name == rows[0].get("judge")), None)
+    named = next((c["judge"] for row in rows for c in (row, *row.get("samples", ())) if c.get("judge")), None)
+    judge = next((r for r in rewards if r.name == named), None)
     return getattr(judge.fn, "same_answer", None) or _same_text if judge else _same_text
 
 
@@ -275,7 +274,7 @@ def summarise(
     metrics = {}
     greedy = [r for r in rows if "completion" in r]
     if greedy:
-        if greedy[0]["correct"] is not None:  # a reward judges correctness
+        if any(r["correct"] is not None for r in greedy):  # a reward judged correctness (no verdict: not correct)
             metrics["accuracy"], metrics["accuracy_se"] = mean_se([float(bool(r["correct"])) for r in greedy])
         metrics["reward"] = mean_reward([r["reward"] for r in greedy])
         metrics["mean_new_tokens"] = sum(r["new_tokens"] for r in greedy) / len(greedy)
@@ -285,7 +284,7 @@ def summarise(
         every = [s for samples in sampled for s in samples]
         metrics["sampled_mean_new_tokens"] = sum(s["new_tokens"] for s in every) / len(every)
         metrics["sampled_truncated_frac"] = sum(s["truncated"] for s in every) / len(every)
-        if every[0]["correct"] is not None:  # a reward judges correctness
+        if any(s["correct"] is not None for s in every):  # a reward judged correctness (no verdict: not correct)
             n = min(len(samples) for samples in sampled)
             metrics |= sample_metrics(
                 [[bool(s["correct"]) for s in samples[:n]] for samples in sampled],

@@ -306,6 +306,10 @@ def check_runs_in_worker(name: str, fn: Callable, timeout_s: Any) -> None:
         ) from exc
 
 
-def judging_reward(rewards: Sequence[WeightedReward]) -> WeightedReward | None:
-    """The reward whose correctness counts: the first that judged the completions of its last call."""
-    return next((r for r in rewards if (outcomes := getattr(r.fn, "last_outcomes", None)) and outcomes[0].correct is not None), None)
+def verdicts(rewards: Sequence[WeightedReward], count: int) -> list[tuple[str, Outcome] | None]:
+    """Per completion of the rewards' last call (`count` of them): the name of the reward whose
+    correctness counts, the first in config order that judged that completion (its outcome's `correct`
+    is not None), and that outcome; None where none judged it. Per completion, so that a completion's
+    verdict does not depend on the others in its batch."""
+    outcomes = [(r.name, listed) for r in rewards if (listed := getattr(r.fn, "last_outcomes", None))]
+    return [next(((name, o[i]) for name, o in outcomes if o[i] is not None and o[i].correct is not None), None) for i in range(count)]

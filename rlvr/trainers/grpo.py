@@ -9,7 +9,7 @@ from trl import GRPOTrainer
 from rlvr._compat import TiedWeightsLoadQuietly
 from rlvr.errors import RewardError
 from rlvr.trainers.stage_timing import instrument
-from rlvr.rewards.base import judging_reward
+from rlvr.rewards.base import verdicts
 from rlvr.rewards.checks import checked_rewards, reward_columns
 from rlvr.hardware.sharding import ShardedTrainerMixin
 from rlvr.tracking.outputs import JsonlWriter, prompt_id
@@ -107,7 +107,7 @@ class RolloutLoggingGRPOTrainer(TiedWeightsLoadQuietly, ShardedTrainerMixin, Rea
         totals = shortest_decimals((rewards_per_func * weights).nansum(dim=1))
         judged = (~rewards_per_func.isnan()).any(dim=1).tolist()  # a completion no reward gave a verdict on: reward None, as TRL
         per_func = [shortest_decimals(row) for row in rewards_per_func.detach().cpu()]  # one copy off the device, not one per row
-        judge = judging_reward(self.rewards)
+        judged_by = verdicts(self.rewards, len(prompts))
         outcomes = [getattr(r.fn, "last_outcomes", None) or [None] * len(prompts) for r in self.rewards]
         reasoning_positions = self.reasoning_positions(completion_ids)
         stops = [self.processing_class.decode(ids[-1:]) if ids and ids[-1] in self.eos_token_ids else None for ids in completion_ids]
@@ -127,7 +127,7 @@ class RolloutLoggingGRPOTrainer(TiedWeightsLoadQuietly, ShardedTrainerMixin, Rea
                     "rewards": {r.name: per_func[i][j] for j, r in enumerate(self.rewards)},
                     "reasons": {r.name: o[i].reason for r, o in zip(self.rewards, outcomes) if o[i] is not None},
                     "reward": totals[i] if judged[i] else None,
-                    "correct": judge.fn.last_outcomes[i].correct if judge else None,
+                    "correct": judged_by[i][1].correct if judged_by[i] else None,
                 }
             )
             if isinstance(prompt, list):  # chat messages: also the text the model saw

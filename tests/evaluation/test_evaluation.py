@@ -186,6 +186,16 @@ def test_without_a_reward_that_judges_correctness_no_accuracy_is_reported():
     assert summarise(rows, "after") == {"eval_after_reward": 0.5, "eval_after_mean_new_tokens": 4.0, "eval_after_truncated_frac": 0.5}
 
 
+def test_accuracy_counts_a_completion_no_reward_judged_as_not_correct_wherever_it_stands():
+    """Accuracy was left out where the first row had no verdict (a judge that judges only some completions)."""
+    rows = [
+        {"completion": "a", "correct": None, "reward": 0.0, "new_tokens": 3, "truncated": False},
+        {"completion": "b", "correct": True, "reward": 1.0, "new_tokens": 5, "truncated": False},
+    ]
+    for order in (rows, rows[::-1]):
+        assert summarise(order, "after")["eval_after_accuracy"] == 0.5
+
+
 def test_eval_prompts_are_tokenized_as_training_tokenizes_them():
     """A tokenizer that adds a BOS (Llama's) got it on every plain-text prompt in training (TRL) and on
     none in the evals: 6 of 16 greedy answers of a probe's model changed with it."""

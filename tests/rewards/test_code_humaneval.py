@@ -61,8 +61,8 @@ def test_eval_scoring_passes_the_rows_columns_to_the_code_reward(reward, problem
     completions = [rows[0]["canonical_solution"], "    return None\n", rows[2]["canonical_solution"]]
     from rlvr.rewards.base import WeightedReward
 
-    scored, judge = score([WeightedReward("code_tests", reward, 1.0)], [r["problem"] for r in rows], completions, columns)
-    assert judge == "code_tests" and [s["correct"] for s in scored] == [True, False, True]
+    scored = score([WeightedReward("code_tests", reward, 1.0)], [r["problem"] for r in rows], completions, columns)
+    assert [(s["judge"], s["correct"]) for s in scored] == [("code_tests", True), ("code_tests", False), ("code_tests", True)]
 
 
 def test_without_the_package_the_dataset_names_the_extra(monkeypatch):
