@@ -80,11 +80,21 @@ def normalize_number(text: str) -> str | None:
     return sign + digits
 
 
+LONGEST_NUMBER = 80  # characters: more than any match of NUMBER spans
+
+
 def last_number(text: str) -> str | None:
-    """The last number in `text`, or None. Scans from the end so a huge completion costs little."""
-    tail = text[-4096:]
-    matches = NUMBER.findall(tail)
-    return matches[-1] if matches else None
+    """The last number in `text`, or None. Reads windows from the end, each 4 times the last, so that a
+    huge completion whose answer comes last costs little; a window's last number that starts so near
+    its edge that it may be the end of a longer one (`12,345` cut to `345`) is read in the next."""
+    size = 4096
+    while True:
+        begin = max(0, len(text) - size)
+        numbers = list(NUMBER.finditer(text, begin))  # its lookbehinds see the text before `begin`
+        last = numbers[-1] if numbers else None
+        if begin == 0 or (last is not None and last.start() >= begin + LONGEST_NUMBER):
+            return last.group() if last else None
+        size *= 4
 
 
 def completion_text(completion: Any) -> str:

@@ -55,7 +55,7 @@ class FinalLineReward(NumberReward):
     def score(self, completions: Sequence[str], golds: Sequence[str | None], prompts=None) -> list[Outcome]:
         outcomes = []
         for text, gold in zip(completions, golds, strict=True):
-            lines = text[-512:].rstrip().splitlines()
+            lines = text.rstrip().splitlines()  # the whole text: a last line may be longer than any window of the end
             match = FINAL_LINE.match(lines[-1]) if lines else None
             if match is None:
                 outcomes.append(Outcome(self.missing, "missing", None, False))

@@ -138,7 +138,7 @@ def _outcome(total: float, spans: list[Span], text: str, no_answer: bool) -> Out
 
 def _answer_match(text: str):
     """The final answer's location: a 'Final: n' last line, else the last \\boxed{}, else the last number."""
-    lines = list(re.finditer(r"[^\n]+", text))
+    lines = [line for line in re.finditer(r"[^\n]+", text) if not line.group().isspace()]
     if lines:
         last = lines[-1]
         match = FINAL_LINE.match(last.group())

@@ -483,6 +483,13 @@ def open_instruct_token_advantages(pieces: list[list[str]], objects: list[list[t
 ISSUE_COMPLETIONS = ["3 * 4 = 12\nFinal: 12", "3 * 4 = 13\nFinal: 13", "So it is 12", "I do not know"]
 
 
+def test_a_final_line_followed_by_a_blank_line_of_spaces_has_its_format_span():
+    """A last line of spaces was taken for the last line: "Final: 7" lost its format score, as gsm8k_strict gives it."""
+    [with_spaces], [without] = answer_spans(["so\nFinal: 7\n  "], ["7"]), answer_spans(["so\nFinal: 7"], ["7"])
+    assert [(score, group) for score, _, group in with_spaces] == [(score, group) for score, _, group in without]
+    assert ("format", 0.5) in [(group, score) for score, _, group in with_spaces]
+
+
 def test_format_group_absent_case_scores_zero_over_the_whole_completion():
     spans = answer_spans(ISSUE_COMPLETIONS, ["#### 12"] * 4)
     by_group = [{g: (s, r) for s, r, g in row} for row in spans]

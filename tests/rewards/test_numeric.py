@@ -76,6 +76,29 @@ def test_flexible_cases_and_numbers():
     assert normalize_number("$1,000.50") == "1000.5" and normalize_number("007") == "7"
 
 
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [
+        ("answer 12345" + "x" * 4094, "12345"),  # a window of the last 4096 characters read "45"
+        ("answer 12,345" + "x" * 4090, "12,345"),
+        ("The answer is 42." + "y" * 5000, "42"),  # beyond that window: none
+        ("1 " * 3000 + "7", "7"),
+        ("no number" + " " * 20000, None),
+    ],
+    ids=["cut", "cut-thousands", "beyond", "many", "none"],
+)
+def test_the_last_number_of_a_long_completion_is_read_whole_wherever_it_stands(text, number):
+    assert last_number(text) == number
+
+
+def test_the_strict_final_line_is_the_whole_last_line_however_long():
+    """A window of the last 512 characters cut "…Not Final: 7" to "Final: 7": correct, 1.0."""
+    [outcome] = FinalLineReward().score(["q" * 1000 + "Not Final: 7" + " " * 504], ["7"])
+    assert outcome.reason == "missing"
+    [outcome] = FinalLineReward().score(["q" * 1000 + "\nFinal: 7" + " " * 504], ["7"])
+    assert outcome.reason == "correct"
+
+
 def test_a_comma_groups_thousands_only():
     """Every comma was dropped: "the list is 1,2,3" read as 123, "Final: 1,8" as 18."""
     [listed] = LastNumberReward().score(["the list is 1,2,3"], ["123"])
