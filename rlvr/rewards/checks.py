@@ -53,6 +53,11 @@ class SpansReturned(RewardError):
     """A reward returned span lists where a float was due: a span reward (algorithm=fgrpo's)."""
 
 
+def is_span_list(value: Any) -> bool:
+    """A row's value shaped as a span reward returns it: a list of 3-item spans (none, for a row without one)."""
+    return isinstance(value, (list, tuple)) and all(isinstance(s, (list, tuple)) and len(s) == 3 for s in value)
+
+
 def innermost(fn: Callable) -> Callable:
     """The reward function itself, looked through its wrappers (CheckedReward, SpanReward) by their `fn`."""
     while "fn" in getattr(fn, "__dict__", {}):
@@ -370,11 +375,11 @@ class CheckedReward:
                 checked.append(as_reward(value))
             except ValueError:
                 prompt = completion_text(prompts[row]) if prompts is not None else ""
-                spans = isinstance(value, (list, tuple)) and all(isinstance(s, (list, tuple)) and len(s) == 3 for s in value)
-                raise (SpansReturned if spans and value else RewardError)(
+                spans = all(map(is_span_list, values)) and any(values)  # a row may have none: []
+                raise (SpansReturned if spans else RewardError)(
                     f"reward '{self.__name__}' returned {short(value)} for row {row} "
                     f"(prompt {short(prompt, 60)}): a reward must be a finite float (float32's range: |r| <= {LARGEST_REWARD:g}) or None"
-                    + (" (spans: a span reward trains with algorithm=fgrpo)" if spans and value else "")
+                    + (" (spans: a span reward trains with algorithm=fgrpo)" if spans else "")
                 ) from None
         return checked
 

@@ -176,7 +176,8 @@ def answer_spans(
       completion; `reasoning_score=0` (the default) leaves the group out (it could carry no signal).
     """
     out = []
-    for text, raw in zip(completions, answer, strict=True):
+    for completion, raw in zip(completions, answer, strict=True):
+        text = completion_text(completion)  # text already in training (SpanReward); chat messages where rlvr.score hands them on
         whole = (0, len(text))
         located = _answer_match(text)
         if located is None:

@@ -303,3 +303,27 @@ def test_a_reward_that_edits_its_inputs_changes_neither_the_next_reward_nor_the_
     prompts, completions, answer = [{"role": "user", "content": "1+1="}], ["2"], ["2"]
     CheckedReward(overwrites, "overwrites")(prompts=prompts, completions=completions, answer=answer)
     assert (prompts, completions, answer) == ([{"role": "user", "content": "1+1="}], ["2"], ["2"])
+
+
+def test_span_lists_are_known_as_such_when_the_first_row_has_none():
+    """A span function whose first row had no span ([]) was refused as returning a non-float, where
+    the same rows in another order were scored as spans (rlvr.score's detection of span rewards)."""
+    from rlvr.rewards.checks import SpansReturned
+
+    def polite(completions, **kwargs):
+        return [[(0.5, (0, 6), "politeness")] if text.startswith("thanks") else [] for text in completions]
+
+    for order in (["7", "thanks, 7"], ["thanks, 7", "7"]):
+        with pytest.raises(SpansReturned):
+            CheckedReward(polite, "polite")(prompts=["q", "q"], completions=order)
+    with pytest.raises(RewardError, match="returned \\[\\] for row 0") as refused:
+        CheckedReward(lambda completions, **kwargs: [[] for _ in completions], "none")(prompts=["q"], completions=["7"])
+    assert refused.type is RewardError  # no span anywhere: nothing says it is a span reward
+
+
+def test_the_built_in_answer_spans_read_a_chat_completion_by_its_text():
+    """rlvr.score hands a chat run's completions on as messages: answer_spans raised TypeError on them."""
+    from rlvr.rewards.spans import answer_spans
+
+    chat = [[{"role": "assistant", "content": "so\nFinal: 8"}]]
+    assert answer_spans(chat, ["8"]) == answer_spans(["so\nFinal: 8"], ["8"])
