@@ -511,16 +511,16 @@ def eval_callback(cfg, setup: PolicySetup, run_dir: Path, trainer):
 
 
 def training_curve_summary(run_dir: Path) -> dict[str, float]:
-    """From metrics.jsonl's training rows, so that they cover every start of a resumed run: the mean
-    reward over the first and last 20% of them, and, each row weighted by the steps since the row
-    before it (a row holds their means), the mean training loss and the training time (`step_seconds`).
+    """From metrics.jsonl's training rows, so that they cover every start of a resumed run, each row
+    standing for the steps since the row before it (it holds their means): the mean reward over the
+    first and last 20% of the steps, the mean training loss and the training time (`step_seconds`).
     The last step trained is always logged (`metrics_callback`), so the rows cover every step."""
     path = run_dir / "metrics.jsonl"
     rows = [m for m in read_metrics(path) if "loss" in m] if path.exists() else []
-    rewards = [m["reward"] for m in rows if "reward" in m]
-    k = max(1, len(rewards) // 5)  # 20%, at least one point
-    first, last = (sum(rewards[:k]) / k, sum(rewards[-k:]) / k) if rewards else (float("nan"), float("nan"))
     steps = [row["step"] - before["step"] for before, row in zip([{"step": 0}, *rows], rows)]
+    rewards = [m["reward"] for m, n in zip(rows, steps) if "reward" in m for _ in range(int(n))]  # one per step
+    k = max(1, len(rewards) // 5)  # 20% of the steps, at least one
+    first, last = (sum(rewards[:k]) / k, sum(rewards[-k:]) / k) if rewards else (float("nan"), float("nan"))
     loss = sum(m["loss"] * n for m, n in zip(rows, steps)) / sum(steps) if rows else float("nan")
     seconds = sum((m.get("step_seconds") or 0.0) * n for m, n in zip(rows, steps))
     return {

@@ -187,6 +187,20 @@ def test_rows_logged_every_few_steps_give_the_training_time_of_every_step(tmp_pa
     assert summary["train_seconds"] == 10.0 and summary["train_loss"] == 3.0 and summary["train_logged_steps"] == 2
 
 
+def test_the_reward_of_the_first_and_last_20_percent_is_of_steps_not_of_logged_rows(tmp_path):
+    """10 steps logged every 5: the first 20% was the first row, the mean of steps 1-5 (half the run)."""
+    from rlvr.recipes.common import training_curve_summary
+
+    rows = [{"step": 5, "loss": 0.1, "reward": 0.2}, {"step": 10, "loss": 0.1, "reward": 0.8}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    summary = training_curve_summary(tmp_path)
+    assert (summary["train_reward_first20"], summary["train_reward_last20"]) == (0.2, 0.8)  # steps 1-2 and 9-10
+    rows = [{"step": step, "loss": 0.1, "reward": float(step)} for step in (1, 2, 3, 4, 10)]  # the last row: 6 steps
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    summary = training_curve_summary(tmp_path)
+    assert (summary["train_reward_first20"], summary["train_reward_last20"]) == (1.5, 10.0)
+
+
 def test_the_steps_after_the_last_multiple_of_logging_steps_are_logged_and_summed(tmp_path):
     """5 steps logged every 2: step 5 was in no training row (TRL put its reward in transformers'
     end-of-training row), so metrics.json's train_loss, train_seconds and train_reward_last20 left it out."""
