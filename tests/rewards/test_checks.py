@@ -291,6 +291,23 @@ def test_a_function_parameter_no_column_gives_is_refused_naming_the_reward_and_t
         check_reward_parameters(rewards(timeout_s=5), ["prompt", "answer"], "the eval data")
 
 
+def by_index(completions, index, **kwargs):
+    return [float(i) for i in index]
+
+
+def test_a_function_parameter_named_like_a_field_of_rlvrs_rows_is_refused():
+    """A data column `index` read by a reward: eval rows wrote rlvr's own index over it (the data's value
+    lost beside the reward it gave), and rlvr.score said no column gave it."""
+    from rlvr.errors import DataError
+    from rlvr.rewards.checks import check_reward_parameters
+
+    rewards = checked_rewards(build_rewards({"idx": {"_target_": f"{__name__}.by_index"}}))
+    with pytest.raises(DataError, match=r"^reward.functions.idx: by_index takes 'index', the name of a field rlvr writes in its rollout"):
+        check_reward_parameters(rewards, ["prompt", "answer", "index"], "the train data")
+    settings = checked_rewards(build_rewards({"spans": {"_target_": "rlvr.rewards.spans.answer_spans"}}))
+    check_reward_parameters(settings, ["prompt", "answer"], "the train data")  # its `correct` is a setting, with a default
+
+
 def test_a_reward_that_edits_its_inputs_changes_neither_the_next_reward_nor_the_logs():
     """A reward overwriting `completions` in place made every later reward score 'MUTATED', and the rollouts log it."""
 
