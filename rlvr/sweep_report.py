@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 from collections import Counter
 import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -69,14 +68,14 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
 def final_metrics(path: Path) -> dict[str, Any]:
     """A job's metrics.json: an object of numbers (a null read as NaN: `json_text` writes NaN so), else
     ValueError saying what it holds."""
-    from rlvr.tracking.outputs import number_problem
+    from rlvr.tracking.outputs import nulls_as_nan, number_problem
 
     metrics = json.loads(path.read_text())
     if not isinstance(metrics, dict):
         raise ValueError(f"a JSON {type(metrics).__name__}, not an object of metrics")
     if problem := number_problem(metrics):
         raise ValueError(problem)
-    return {key: math.nan if value is None else value for key, value in metrics.items()}
+    return nulls_as_nan(metrics)
 
 
 def write_report(sweep_dir: Path, objective: str | None = None) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 from rlvr.errors import ConfigError, RewardError
 from rlvr.rewards.answers import FINAL_LINE, NUMBER, completion_text, gold_answer, normalize_number, short
 from rlvr.rewards.base import Outcome
+from rlvr.tracking.outputs import is_whole_number
 
 Span = tuple[float, tuple[int, int], Any]
 CONTRACT = ": a span reward returns, per completion, a list of spans (score, (start_char, end_char), group)"
@@ -84,7 +85,7 @@ class SpanReward:
             score, chars, group = span
             if isinstance(score, bool) or not isinstance(score, numbers.Real):
                 self.refuse(row, span, prompts, "a span whose score is not a number")
-            if not (isinstance(chars, (list, tuple)) and len(chars) == 2 and all(_is_int(c) for c in chars)):
+            if not (isinstance(chars, (list, tuple)) and len(chars) == 2 and all(is_whole_number(c) for c in chars)):
                 self.refuse(row, span, prompts, "a span whose characters are not (start_char, end_char) integers")
             try:
                 hash(group)
@@ -108,13 +109,6 @@ def within(score: float, start: int, end: int, length: int) -> tuple[int, int] |
         return (0, 0) if (start, end) == (0, 0) else None
     start, end = max(0, min(start, length)), max(0, min(end, length))
     return (start, end) if start < end else None
-
-
-def _is_int(value: Any) -> bool:
-    """A character offset: an integer, or a float with an integer value (3.0)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        return False
-    return isinstance(value, numbers.Integral) or (math.isfinite(value) and float(value).is_integer())
 
 
 def _outcome(total: float, spans: list[Span], text: str, no_answer: bool) -> Outcome:

@@ -8,6 +8,7 @@ import json
 import logging
 import logging.handlers
 import math
+import numbers
 import os
 import sys
 from pathlib import Path
@@ -112,7 +113,12 @@ def read_metrics(path: Path) -> list[dict]:
     """metrics.jsonl's rows (`read_jsonl`), every null read as NaN: each value of a metrics row is a
     number, and `json_text` writes a NaN or infinite one as null. A row without a whole-number `step`,
     or with a value of another type, is a DataError naming file, line and key."""
-    return [{key: math.nan if value is None else value for key, value in row.items()} for row in read_jsonl(path, metrics_row_problem)]
+    return [nulls_as_nan(row) for row in read_jsonl(path, metrics_row_problem)]
+
+
+def nulls_as_nan(values: dict) -> dict:
+    """`values` with every null read as NaN: `json_text` writes a NaN or infinite number as null."""
+    return {key: math.nan if value is None else value for key, value in values.items()}
 
 
 def metrics_row_problem(row: dict) -> str | None:
@@ -122,10 +128,16 @@ def metrics_row_problem(row: dict) -> str | None:
 
 def step_problem(row: dict) -> str | None:
     """ "no step", or "step is ..., not a whole number", where `row`'s `step` is not one; else None."""
-    step = row.get("step")
-    if isinstance(step, (int, float)) and not isinstance(step, bool) and float(step).is_integer():
+    if is_whole_number(step := row.get("step")):
         return None
     return f"step is {json.dumps(step)}, not a whole number" if "step" in row else "no step"
+
+
+def is_whole_number(value: Any) -> bool:
+    """An integer, or a float with an integer value (3.0); not a bool."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    return isinstance(value, numbers.Integral) or (math.isfinite(value) and float(value).is_integer())
 
 
 def number_problem(values: dict) -> str | None:
