@@ -100,8 +100,8 @@ def check_reward_parameters(rewards, columns: Sequence[str], where: str) -> None
     """Refuses in one line a reward function's parameter without a default that no column of the data
     `where` (`columns`, as loaded: `prompt`, `answer` and the source's others) gives and TRL does not
     pass: its first call would fail, after the model loaded. So is one named like a field rlvr writes
-    in a rollout or eval row (ROW_FIELDS: `index`, `step`, ...): the row would hold rlvr's value, not
-    the column's, and `rlvr.score` could not score it again. Classes (`Reward`s) take no such parameter."""
+    in a rollout or eval row (ROW_FIELDS: `index`, `step`, ..., and `gold`, the gold answer): the row would
+    hold rlvr's value, not the column's, and `rlvr.score` could not score it again. Classes (`Reward`s) take no such parameter."""
     import functools
 
     given = {*TRL_REWARD_KEYWORDS, *(c for c in columns if c not in ("prompt", "completion", "completion_ids"))}
@@ -109,10 +109,10 @@ def check_reward_parameters(rewards, columns: Sequence[str], where: str) -> None
         fn = innermost(reward.fn)
         target, bound = (fn.func, fn.keywords) if isinstance(fn, functools.partial) else (fn, {})
         needed = [p.name for p in named_parameters(fn) if p.default is p.empty]
-        if clashes := [name for name in needed if name in ROW_FIELDS and name not in bound]:
+        if clashes := [name for name in needed if name in (*ROW_FIELDS, "gold") and name not in bound]:
             raise DataError(
                 f"reward.functions.{reward.name}: {getattr(target, '__name__', target)} takes '{clashes[0]}', the name of a "
-                f"field rlvr writes in its rollout and eval rows ({', '.join(ROW_FIELDS)}): those rows would hold rlvr's "
+                f"field rlvr writes in its rollout and eval rows ({', '.join(ROW_FIELDS)}, gold): those rows would hold rlvr's "
                 f"value, not the column's: rename the column and the parameter"
             )
         if missing := [name for name in needed if name not in given and name not in bound]:

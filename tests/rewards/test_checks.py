@@ -295,6 +295,10 @@ def by_index(completions, index, **kwargs):
     return [float(i) for i in index]
 
 
+def by_gold(completions, gold, **kwargs):
+    return [float(g == c) for g, c in zip(gold, completions)]
+
+
 def test_a_function_parameter_named_like_a_field_of_rlvrs_rows_is_refused():
     """A data column `index` read by a reward: eval rows wrote rlvr's own index over it (the data's value
     lost beside the reward it gave), and rlvr.score said no column gave it."""
@@ -304,6 +308,9 @@ def test_a_function_parameter_named_like_a_field_of_rlvrs_rows_is_refused():
     rewards = checked_rewards(build_rewards({"idx": {"_target_": f"{__name__}.by_index"}}))
     with pytest.raises(DataError, match=r"^reward.functions.idx: by_index takes 'index', the name of a field rlvr writes in its rollout"):
         check_reward_parameters(rewards, ["prompt", "answer", "index"], "the train data")
+    gold = checked_rewards(build_rewards({"g": {"_target_": f"{__name__}.by_gold"}}))  # rows write the gold answer as `gold`
+    with pytest.raises(DataError, match=r"^reward.functions.g: by_gold takes 'gold', the name of a field rlvr writes"):
+        check_reward_parameters(gold, ["prompt", "answer", "gold"], "the train data")
     settings = checked_rewards(build_rewards({"spans": {"_target_": "rlvr.rewards.spans.answer_spans"}}))
     check_reward_parameters(settings, ["prompt", "answer"], "the train data")  # its `correct` is a setting, with a default
 
