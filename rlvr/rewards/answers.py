@@ -16,6 +16,17 @@ from rlvr.errors import DataError
 NUMBER = re.compile(r"(?:(?<!\d)[-\u2212])?(?<!\d)(?<!\d\.)(?:\d{1,3}(?:,\d{3}){1,10}(?!\d)|\d{1,31}(?!\d))(?:\.\d{1,20}(?!\d))?(?!\.?\d)")
 THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d*)?")
 FINAL_LINE = re.compile(r"^\s*Final:\s*(?P<value>\S.{0,60}?)\s*$")
+LINE = re.compile(r"[^\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]+")  # a line between str.splitlines' breaks
+
+
+def last_line(text: str) -> re.Match | None:
+    """The last line of `text` that is not all whitespace (None: there is none), as a match: its
+    `start()`/`end()` are its place in `text`. Lines end where str.splitlines ends them (\\r too)."""
+    last = None
+    for line in LINE.finditer(text):
+        if not line.group().isspace():
+            last = line
+    return last
 
 
 def not_one_answer(gold: Any, column: str | None = None) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from rlvr.rewards.answers import FINAL_LINE, gold_answer, last_number, normalize_number
+from rlvr.rewards.answers import FINAL_LINE, gold_answer, last_line, last_number, normalize_number
 from rlvr.rewards.base import Outcome, Reward
 
 
@@ -55,8 +55,8 @@ class FinalLineReward(NumberReward):
     def score(self, completions: Sequence[str], golds: Sequence[str | None], prompts=None) -> list[Outcome]:
         outcomes = []
         for text, gold in zip(completions, golds, strict=True):
-            lines = text.rstrip().splitlines()  # the whole text: a last line may be longer than any window of the end
-            match = FINAL_LINE.match(lines[-1]) if lines else None
+            line = last_line(text)  # the whole text: a last line may be longer than any window of the end
+            match = FINAL_LINE.match(line.group()) if line else None
             if match is None:
                 outcomes.append(Outcome(self.missing, "missing", None, False))
                 continue

@@ -16,7 +16,7 @@ import re
 from typing import Any, Callable, Sequence
 
 from rlvr.errors import ConfigError, RewardError
-from rlvr.rewards.answers import FINAL_LINE, NUMBER, completion_text, gold_answer, normalize_number, short
+from rlvr.rewards.answers import FINAL_LINE, NUMBER, completion_text, gold_answer, last_line, normalize_number, short
 from rlvr.rewards.base import Outcome
 from rlvr.tracking.outputs import is_whole_number
 
@@ -132,9 +132,7 @@ def _outcome(total: float, spans: list[Span], text: str, no_answer: bool) -> Out
 
 def _answer_match(text: str):
     """The final answer's location: a 'Final: n' last line, else the last \\boxed{}, else the last number."""
-    lines = [line for line in re.finditer(r"[^\n]+", text) if not line.group().isspace()]
-    if lines:
-        last = lines[-1]
+    if last := last_line(text):
         match = FINAL_LINE.match(last.group())
         if match:
             return last.start(), last.end(), last.start() + match.start("value"), last.start() + match.end("value")

@@ -490,6 +490,18 @@ def test_a_final_line_followed_by_a_blank_line_of_spaces_has_its_format_span():
     assert ("format", 0.5) in [(group, score) for score, _, group in with_spaces]
 
 
+@pytest.mark.parametrize("text", ["so\r\nFinal: 7\r\n", "so\rFinal: 7", "so\u2028Final: 7", "Final: 7\rso 8", "Final: 7\n\r  \r"])
+def test_answer_spans_and_gsm8k_strict_read_the_same_last_line(text):
+    """Lines ended at '\\n' only here and wherever str.splitlines ends them in gsm8k_strict: after a bare
+    '\\r' the strict reward read "Final: 7" as the last line, the span reward the whole text (no format span)."""
+    from rlvr.rewards.numeric import FinalLineReward
+
+    [strict] = FinalLineReward().score([text], ["7"])
+    [spans] = answer_spans([text], ["7"])
+    has_format = ("format", 0.5) in [(group, score) for score, _, group in spans]
+    assert has_format == (strict.reason == "correct"), (strict, spans)
+
+
 def test_format_group_absent_case_scores_zero_over_the_whole_completion():
     spans = answer_spans(ISSUE_COMPLETIONS, ["#### 12"] * 4)
     by_group = [{g: (s, r) for s, r, g in row} for row in spans]
