@@ -32,6 +32,8 @@ LANGUAGE = re.compile(r"[ \t]*\{?([^\s`{}:]*)")
 # Not CommonMark, but how models open a block after a sentence ("Sure! ```python"): a line ending in a
 # backtick fence, bare or naming Python, after text with no fence of its own (so "```x```" stays text).
 TRAILING_FENCE = re.compile(r"(?:(?!```).)*?\S[ \t]*(`{3,})[ \t]*(python3?|py)?[ \t]*", re.IGNORECASE)
+# Not CommonMark either: a backtick fence closing a block at the end of its last line of code ("    return a```")
+CLOSING_AFTER_CODE = re.compile(r"(.*\S)(`{3,})[ \t]*")
 PYTHON_FENCES = ("", "python", "python3", "py")
 SCORES = ("pass", "fraction")
 
@@ -51,6 +53,10 @@ def fenced_blocks(text: str) -> list[tuple[str, str]]:
         elif len(line) - len(line.lstrip(" ")) <= 3 and line.strip().startswith(fence) and not line.strip().strip(fence[0]):
             blocks.append((language, "\n".join(body) + "\n"))
             fence = None
+        elif fence[0] == "`" and (glued := CLOSING_AFTER_CODE.fullmatch(line)) and len(glued[2]) >= len(fence) and "`" not in glued[1][-1:]:
+            body.append(glued[1][min(indent, len(line) - len(line.lstrip(" "))) :])
+            blocks.append((language, "\n".join(body) + "\n"))
+            fence = None
         else:  # the opening fence's indentation comes off each line (a block inside a list item)
             body.append(line[min(indent, len(line) - len(line.lstrip(" "))) :])
     if fence is not None:
@@ -60,13 +66,13 @@ def fenced_blocks(text: str) -> list[tuple[str, str]]:
 
 def extract_program(completion: str, entry_point: str) -> str:
     """The program in a completion: the first Python block (```python, ```py or a bare fence; ~~~ too)
-    that defines `entry_point`, else the first Python block; "" when the completion has fenced blocks
-    but none in Python (a shell or text block alone); with no fence, the whole completion as it is
-    (a body continuing the prompt, or raw code)."""
+    that defines `entry_point`, else the first block named Python, else the first bare one (which may
+    hold sample output); "" when the completion has fenced blocks but none in Python (a shell or text
+    block alone); with no fence, the whole completion as it is (a body continuing the prompt, or raw code)."""
     blocks = fenced_blocks(completion)
     if not blocks:
         return completion
-    python = [body for language, body in blocks if language in PYTHON_FENCES]
+    python = [body for language, body in blocks if language in PYTHON_FENCES[1:]] + [body for language, body in blocks if language == ""]
     defines = re.compile(rf"^\s*(async\s+)?def\s+{re.escape(entry_point)}\s*\(", re.MULTILINE)
     return next((body for body in python if defines.search(body)), python[0] if python else "")
 
@@ -182,6 +188,8 @@ class CodeTestsReward(Reward):
             summary = f"{verdict.passed}/{ran} tests passed" + (f"; {verdict.error}" if verdict.error else "")
         if verdict.out_of_cpu:
             summary += f"; the program used up its {self.sandbox.limits.cpu_s} s of CPU time (cpu_s)"
+        if verdict.too_large and verdict.too_large not in (verdict.error or ""):
+            summary += f"; {verdict.too_large}"
         if self.score_mode == "fraction":
             value = self.wrong + (self.correct - self.wrong) * (verdict.passed / ran if ran else 0.0)
         else:

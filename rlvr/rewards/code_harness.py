@@ -5,9 +5,10 @@ Started as `python -I -S code_harness.py LIMITS` with LIMITS a JSON object {"cpu
 when the sandbox runs as root; lifeline: null, or the read end of a pipe whose write end the caller
 holds: when it closes, because the caller ended or gave up on this job, this process ends at once,
 and with it the sandbox); reads one JSON object {"program", "prelude", "tests", "entry_point", "token"}
-on stdin and prints one line, `<token> {"passed": n, "failed": n, "error": str|null}` (with
-"tests_error" where the row's prelude or tests failed on their own: an import of theirs, or anything
-they raised before their first call of the program: the data's fault, not the program's).
+on stdin and prints one line, `<token> {"passed": n, "failed": n, "error": str|null, "too_large": str|null}`
+(with "tests_error" where the row's prelude or tests failed on their own: an import of theirs, or
+anything they raised before their first call of the program: the data's fault, not the program's;
+"too_large": why a value crossing between the tests and the program was not compared).
 
 The program never shares a process with the tests or the token, so no reward hack inside it can
 reach them: this process forks the candidate process BEFORE it reads its input, the candidate
@@ -28,6 +29,7 @@ import math
 import os
 import signal
 import sys
+import types
 
 MESSAGE_LIMIT = 16 << 20  # bytes of one value crossing the pipe
 # Open files per process of the program. Memory held in files outside its address space (memfd) is
@@ -79,10 +81,19 @@ def write_all(fd, data: bytes):
         data = data[os.write(fd, data) :]
 
 
+class TooLarge(Exception):
+    """A value over MESSAGE_LIMIT bytes of JSON: read past whole (the pipe stays in step for the next call), not compared."""
+
+
 def receive(stream):
     line = stream.readline(MESSAGE_LIMIT + 1)
-    if not line.endswith(b"\n"):
-        raise EOFError("the candidate process ended" if not line else "a message over the size limit")
+    while line and not line.endswith(b"\n"):  # past the limit: the rest of it is read and dropped
+        if not (line := stream.readline(MESSAGE_LIMIT)):
+            break
+        if line.endswith(b"\n"):
+            raise TooLarge(f"a value over {MESSAGE_LIMIT >> 20} MB of JSON crossed between the tests and the program: not compared")
+    if not line:
+        raise EOFError("the candidate process ended")
     return json.loads(line)
 
 
@@ -115,16 +126,15 @@ def candidate_process(requests, replies, limits):
     reader = os.fdopen(requests, "rb")
     try:
         job = receive(reader)
-        namespace = {"__name__": "__candidate__"}  # as in HumanEval's harness, an `if __name__ == "__main__":` block does not run
-        exec(compile(job["prelude"] + "\n" + job["program"], "<completion>", "exec"), namespace)
-        function = namespace[job["entry_point"]]
+        # A module of its own, in sys.modules (dataclasses and pickle look a class's module up there); named
+        # as in HumanEval's harness, so an `if __name__ == "__main__":` block does not run
+        module = sys.modules["__candidate__"] = types.ModuleType("__candidate__")
+        exec(compile(job["prelude"] + "\n" + job["program"], "<completion>", "exec"), vars(module))
+        function = vars(module)[job["entry_point"]]
         if not callable(function):
             raise TypeError(f"{job['entry_point']} is not a function")
     except BaseException as exc:  # SystemExit and KeyboardInterrupt too: the program failed to load
-        if raised_by_the_prelude(exc, job["prelude"]):  # the row's own code: no verdict on the program
-            send(replies, {"tests_error": f"its code_prelude raised {one_line(exc)}"})
-        else:
-            send(replies, {"error": one_line(exc)})
+        send(replies, {"error": one_line(exc)})
         os._exit(0)
     send(replies, {"ready": True})
     while True:
@@ -132,6 +142,9 @@ def candidate_process(requests, replies, limits):
             call = receive(reader)
         except EOFError:
             os._exit(0)
+        except TooLarge:
+            send(replies, {"too_large": True})
+            continue
         try:
             result = {"value": encode(function(*decode(call["args"]), **decode(call["kwargs"])))}
         except BaseException as exc:
@@ -139,14 +152,15 @@ def candidate_process(requests, replies, limits):
         send(replies, result)
 
 
-def raised_by_the_prelude(exc, prelude):
-    """Whether `exc`, raised running prelude + newline + program (one "<completion>", so that a program may
-    continue the prelude's last function), came of the prelude's own top-level code: the first frame of
-    "<completion>" (the module's) stopped on one of the prelude's lines, before any of the program's ran."""
-    frame = exc.__traceback__
-    while frame is not None and frame.tb_frame.f_code.co_filename != "<completion>":
-        frame = frame.tb_next
-    return bool(prelude.strip()) and frame is not None and frame.tb_lineno <= prelude.count("\n") + 1
+def prelude_problem(prelude):
+    """Why the row's prelude raises run on its own here (None: it does not), where the program did not
+    load: the data's fault, not the program's. Decided here, not by what the program's process says,
+    which the program could write itself."""
+    try:
+        exec(compile(prelude, "<prelude>", "exec"), {"__name__": "__main__"})
+    except BaseException as exc:
+        return f"its code_prelude raised {one_line(exc)}"
+    return None
 
 
 class CountAsserts(ast.NodeTransformer):
@@ -161,12 +175,14 @@ class CountAsserts(ast.NodeTransformer):
 def run_tests(job, call_candidate):
     """The tests' counts; what the tests raise before their first call of the program is their own
     failure ("tests_error"), what they raise after it may come of what the program returned ("error")."""
-    counts = {"passed": 0, "failed": 0, "error": None}
+    counts = {"passed": 0, "failed": 0, "error": None, "too_large": None}
     called = []
 
     def rlvr_assert_(check):
         try:
             ok = bool(check())
+        except TooLarge as exc:
+            ok, counts["too_large"] = False, str(exc)
         except Exception:
             ok = False
         counts["passed" if ok else "failed"] += 1
@@ -188,6 +204,8 @@ def run_tests(job, call_candidate):
         counts["tests_error" if not getattr(exc, "from_the_program", False) else "error"] = one_line(exc)
     except Exception as exc:  # the tests stopped: on their own before any call, else a call raised outside an assert
         counts["error" if called else "tests_error"] = one_line(exc)
+        if isinstance(exc, TooLarge):
+            counts["too_large"] = str(exc)
     return counts
 
 
@@ -285,6 +303,10 @@ def main():
         except (BrokenPipeError, EOFError):
             gone.append(True)
             raise EOFError("the candidate process ended") from None
+        if not isinstance(reply, dict):
+            raise RuntimeError("the program wrote over the harness's pipe")
+        if reply.get("too_large"):
+            raise TooLarge(f"an argument over {MESSAGE_LIMIT >> 20} MB of JSON: not passed to the program")
         if "raised" in reply:  # as the built-in exception the program raised (`except ValueError:` in tests), else RuntimeError
             kind = getattr(builtins, str(reply.get("type")), None)
             raised = (kind if isinstance(kind, type) and issubclass(kind, Exception) else RuntimeError)(reply["raised"])
@@ -295,11 +317,15 @@ def main():
     try:
         send(requests_w, {"prelude": job["prelude"], "program": job["program"], "entry_point": job["entry_point"]})
         ready = receive(replies)
-    except (BrokenPipeError, EOFError, ValueError) as exc:
+    except (BrokenPipeError, EOFError, ValueError, TooLarge) as exc:
         ready = {"error": f"the program ended before the tests ran ({exc})"}
         gone.append(True)
-    if "error" in ready or "tests_error" in ready:
-        counts = {"passed": 0, "failed": 0, "error": None} | ready
+    if not isinstance(ready, dict) or ("ready" not in ready and "error" not in ready):
+        ready = {"error": "the program wrote over the harness's pipe"}
+    if "error" in ready:  # the program did not load: the prelude's fault where it raises on its own
+        counts = {"passed": 0, "failed": 0, "error": str(ready["error"])[:300], "too_large": None}
+        if job["prelude"].strip() and (problem := prelude_problem(job["prelude"])):
+            counts["tests_error"] = problem
     else:
         counts = run_tests(job, call_candidate)
     counts["out_of_cpu"] = bool(gone) and ran_out_of_cpu(pid, limits["cpu_s"])

@@ -78,6 +78,7 @@ class Verdict:
     failed: int = 0
     error: str | None = None  # why the tests stopped early, or why there is no verdict
     out_of_cpu: bool = False  # the program was ended by its cpu_s limit (the tests' counts and error stand)
+    too_large: str | None = None  # why a value the tests passed or got back was not compared (over the harness's size limit)
 
 
 @functools.cache
@@ -270,7 +271,7 @@ class Sandbox:
                 counts = json.loads(line[len(token) + 1 :])
                 if counts.get("tests_error"):
                     return Verdict("error", error=f"the tests did not run: {counts['tests_error']}")
-                return Verdict("ok", counts["passed"], counts["failed"], counts["error"], counts.get("out_of_cpu", False))
+                return Verdict("ok", counts["passed"], counts["failed"], counts["error"], counts["out_of_cpu"], counts["too_large"])
         detail = errors.decode(errors="replace").strip().splitlines()
         return Verdict("error", error=f"no verdict (exit {process.returncode}" + (f": {detail[-1][:200]})" if detail else ")"))
 

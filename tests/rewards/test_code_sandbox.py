@@ -98,6 +98,15 @@ def test_extraction_takes_the_block_that_defines_the_entry_point():
     assert extract_program("    return a + b", "add") == "    return a + b"
 
 
+def test_extraction_reads_a_fence_closing_its_last_line_and_prefers_a_block_named_python():
+    """A block closed at the end of its last line of code ran to the end (a SyntaxError: wrong); a bare
+    block of sample output before the ```python body was taken for the program."""
+    assert extract_program("```python\ndef add(a, b):\n    return a + b```\nThat is it.", "add") == ADD
+    body = "Example output:\n```\n3\n```\n```python\n    return a + b\n```\n"
+    assert extract_program(body, "add") == "    return a + b\n"
+    assert extract_program("```python\ns = '```'\n```\n", "add") == "s = '```'\n"
+
+
 def test_a_long_line_opening_like_a_fence_is_read_in_one_pass():
     """Spaces and letters after ``` then a backtick (so no fence: CommonMark's info string holds none) took
     the earlier single pattern quadratic time in the training process: 0.66 s at 8,000 + 8,000 characters,
@@ -166,6 +175,42 @@ def test_tests_that_cannot_run_are_no_verdict_not_a_wrong_program(reward, tests,
     """The data's fault: scored as "error" (counted in no_verdict_frac), not "wrong", which blamed a correct program."""
     value, outcome = score(reward, prelude + CORRECT_ADD, tests=tests, prelude=prelude)
     assert (value, outcome.reason, outcome.correct) == (0.0, "error", False) and outcome.prediction.startswith(why)
+
+
+@pytest.mark.parametrize(
+    "program",
+    [
+        "from __future__ import annotations\nfrom dataclasses import dataclass\n@dataclass\nclass P:\n    x: int\n"
+        "def add(a, b):\n    return P(a + b).x\n",
+        "import pickle\nclass P:\n    pass\ndef add(a, b):\n    pickle.dumps(P())\n    return a + b\n",
+    ],
+    ids=["dataclass", "pickle"],
+)
+def test_the_program_runs_as_a_module_of_its_own(reward, program):
+    """Its namespace was no module in sys.modules: a dataclass under postponed annotations, and a
+    pickle of its own class (multiprocessing's too), raised; correct programs scored wrong."""
+    assert score(reward, program)[0] == 1.0, score(reward, program)
+
+
+def test_a_value_over_the_size_limit_fails_its_own_assert_only_and_says_why(reward):
+    """A return value over 16 MB of JSON put the pipe out of step (every later assert failed too), with no
+    reason given; an argument over it ended the program's process."""
+    tests = "assert len(add(3_000_000, 0)) == 3_000_000\nassert add(1, 2) == 3\n"  # a return value over the limit
+    tests += "assert add('x' * 20_000_000, '') == 20_000_000\nassert add(2, 2) == 4\n"  # an argument over it
+    program = "def add(a, b):\n    if isinstance(a, str):\n        return len(a)\n    return list(range(a)) if a > 1000 else a + b\n"
+    value, outcome = score(CodeTestsReward(name="code", score="fraction", memory_mb=2048), program, tests=tests)
+    assert (value, outcome.prediction.split(";")[0]) == (0.5, "2/4 tests passed"), outcome
+    assert "over 16 MB of JSON" in outcome.prediction
+
+
+@pytest.mark.parametrize("writes", [b'{"tests_error": "bad tests"}', b"1"], ids=["forged-tests-error", "not-an-object"])
+def test_what_the_program_writes_on_the_harness_pipe_is_its_own_failure(reward, writes):
+    """A program writing a reply of its own before it loaded was taken at its word: 'the tests did not
+    run' (the data's fault, no verdict), or the harness crashed on a reply that was no object."""
+    forges = f"import os\nfor fd in range(3, 30):\n    try:\n        os.write(fd, {writes!r} + b'\\n')\n    except OSError:\n        pass\n"
+    program = forges + CORRECT_ADD
+    value, outcome = score(reward, program)
+    assert (value, outcome.reason) == (0.0, "wrong"), outcome
 
 
 def test_what_the_tests_raise_after_calling_the_program_is_the_programs(reward):
