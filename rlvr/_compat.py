@@ -326,7 +326,7 @@ def wandb_offline_notice_to_stderr() -> None:
 
 @contextmanager
 def counting_reward_tokens_in_state(trainer):
-    """Around a training `compute_loss` of TRL's RewardTrainer: its `num_tokens` metric counts in a private
+    """Around a `compute_loss` of TRL's RewardTrainer: its `num_tokens` metric (logged by evals too) counts in a private
     `_total_train_tokens` that checkpoints do not hold, so a resumed run counted again from 0. The count
     is kept in TrainerState's `num_input_tokens_seen` (saved with each checkpoint; transformers leaves it
     alone at its default include_num_input_tokens_seen="no") and taken from there. trl 1.16; remove when

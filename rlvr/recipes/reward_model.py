@@ -36,6 +36,7 @@ from rlvr.tracking.outputs import metrics_callback, read_json, setup_wandb, use_
 
 log = logging.getLogger(__name__)
 SANITY_CHECK_PAIRS = 100
+TOKENS_SEEN = "num_input_tokens_seen"  # kept in train_result.json (not a metric): the count the final eval logs after a stop
 
 
 def prepare_split(ds, cfg, tokenizer, limit_key: str, where: str, prefix: str, context: int | None = None):
@@ -191,8 +192,9 @@ def train(cfg, run_dir: Path, start: Start) -> dict[str, float]:
     use_compact_progress(trainer)
     if finishing:
         metrics = read_json(run_dir / TRAIN_RESULT)
-        # the final eval is logged at the step and epoch where training ended, not at those of an untrained trainer (0)
+        # the final eval is logged at the step, epoch and token count where training ended, not at those of an untrained trainer (0)
         trainer.state.global_step, trainer.state.epoch = metrics["train_steps"], metrics.get("epoch")
+        trainer.state.num_input_tokens_seen = metrics.pop(TOKENS_SEEN, 0)
     else:
         metrics = train_and_save(cfg, run_dir, trainer, tokenizer, train_pairs, start.checkpoint)
     metrics |= counts
@@ -227,7 +229,7 @@ def train_and_save(cfg, run_dir: Path, trainer, tokenizer, train_pairs, checkpoi
             "epoch": trainer.state.epoch,
         }
         if is_main_process():
-            write_json(run_dir / TRAIN_RESULT, metrics)
+            write_json(run_dir / TRAIN_RESULT, metrics | {TOKENS_SEEN: trainer.state.num_input_tokens_seen})
     return metrics
 
 

@@ -3,8 +3,6 @@ that a resume continues."""
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import torch
 from trl import RewardTrainer
 
@@ -18,7 +16,7 @@ class PreferenceRewardTrainer(ShardedTrainerMixin, RewardTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
-        with counting_reward_tokens_in_state(self) if mode == "train" else nullcontext():
+        with counting_reward_tokens_in_state(self):  # an eval logs the count too (a trainer restored or finished has it in its state only)
             loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         with torch.no_grad():
             chosen, rejected = torch.chunk(outputs.logits.squeeze(-1), chunks=2)

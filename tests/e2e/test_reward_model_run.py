@@ -72,6 +72,11 @@ def test_a_reward_model_run_stopped_in_training_continues_from_its_checkpoint_as
         [row for row in read_jsonl(r / "metrics.jsonl") if "num_tokens" in row][-1]["num_tokens"] for r in (run, rm_run)
     ]
     assert tokens == whole_tokens > 0
+    # the final eval logs the count too: 0 where the checkpoint was restored, not trained from
+    [whole_eval, *resumed_evals] = [
+        json.loads((r / "metrics.json").read_text())["eval_num_tokens"] for r in (rm_run, run, finished_training)
+    ]
+    assert resumed_evals == [whole_eval, whole_eval] and whole_eval == whole_tokens
 
 
 def test_reloaded_reward_model_scores_pairs_like_training_eval(rm_run):
@@ -168,6 +173,7 @@ def test_a_reward_model_run_stopped_in_its_eval_is_finished_without_training(tmp
     finished = json.loads((tmp_path / "metrics.json").read_text())
     assert finished["train_steps"] == 20 and finished["train_loss"] == expected["train_loss"]
     assert finished["eval_pair_accuracy"] == expected["eval_pair_accuracy"]
+    assert finished["eval_num_tokens"] == expected["eval_num_tokens"] > 0  # it was 0: the count a stop lost
     # the final eval at the step and epoch training ended, as the first start logged it (not at step 0, epoch 0.0)
     assert finished["epoch"] == expected["epoch"] > 0
     evals = [row for row in read_jsonl(tmp_path / "metrics.jsonl") if "eval_loss" in row]
