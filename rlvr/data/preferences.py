@@ -17,7 +17,7 @@ from rlvr.errors import DataError
 from rlvr.rewards.answers import short
 
 log = logging.getLogger(__name__)
-HH_TURN = re.compile(r"\n\n(Human|Assistant): ")
+HH_TURN = re.compile(r"\n\n(Human|Assistant):(?: |$)")  # a turn left empty at the end may have lost its space
 ROLES = {"Human": "user", "Assistant": "assistant"}
 
 # Chat templates by name, as open-instruct writes them ("tokenizer" keeps the tokenizer's own): the last
@@ -63,7 +63,7 @@ def _as_messages(value: Any, role: str) -> list[dict]:
         return [dict(m) for m in value]
     if isinstance(value, str) and HH_TURN.match(value):
         return parse_hh(value)
-    if isinstance(value, str) and value.lstrip().startswith("Human: ") and "\n\nAssistant: " in value:
+    if isinstance(value, str) and value.lstrip().startswith("Human: ") and "Assistant" in HH_TURN.findall(value):
         return parse_hh("\n\n" + value.lstrip())  # a transcript whose leading blank lines were stripped
     if isinstance(value, str):
         return [{"role": role, "content": value}]

@@ -83,6 +83,14 @@ def test_an_hh_transcript_without_its_leading_blank_lines_is_still_one():
     ]
 
 
+@pytest.mark.parametrize("chosen", ["\n\nHuman: hi\n\nAssistant:", "Human: hi\n\nAssistant:", "\n\nHuman: hi\n\nAssistant:\n"])
+def test_an_hh_transcript_whose_empty_answer_lost_its_space_is_an_empty_answer(chosen):
+    """Its last 'Assistant:' was no turn: 'does not end with an Assistant turn' stopped the run, where
+    the same pair with the space kept is dropped and counted as empty."""
+    pair = to_pair({"chosen": chosen, "rejected": "\n\nHuman: hi\n\nAssistant: go away"}, "chosen", "rejected", None)
+    assert pair["prompt"] == [{"role": "user", "content": "hi"}] and pair["chosen"] == [{"role": "assistant", "content": ""}]
+
+
 def test_identical_pairs_are_dropped_and_counted():
     import datasets
 
