@@ -524,7 +524,8 @@ def mix(sources: dict[str, Any], read, seed: int):
 
 def aligned(parts: dict[str, Any]) -> list:
     """The sources of a mixture with the columns they all have, a column that is text in one and a
-    number in another (or parquet's large_string beside JSON's string) as text in all: what
+    number in another (or parquet's large_string beside JSON's string) as text in all, and one that
+    holds nothing in a source (nulls, empty lists: Arrow's null type) as the others' kind: what
     `concatenate_datasets` takes. Columns of other kinds that differ (chat messages beside plain
     text) are a DataError naming the two sources."""
     import datasets
@@ -533,6 +534,10 @@ def aligned(parts: dict[str, Any]) -> list:
     parts = {name: part.select_columns(shared) for name, part in parts.items()}
     for column in shared:
         kinds = {name: part.features[column] for name, part in parts.items()}
+        if len(held := {repr(kind): kind for kind in kinds.values() if not holds_nothing(kind)}) == 1:  # one kind holds values
+            [kind] = held.values()
+            parts = {name: part if repr(part.features[column]) in held else part.cast_column(column, kind) for name, part in parts.items()}
+            continue
         if len({repr(kind) for kind in kinds.values()}) == 1:
             continue
         if not all(isinstance(kind, datasets.Value) for kind in kinds.values()):
@@ -541,6 +546,16 @@ def aligned(parts: dict[str, Any]) -> list:
             raise DataError(f"dataset.mixer: column '{column}' is {kind} in '{first}' and {other_kind} in '{other}': make them one kind")
         parts = {name: part.cast_column(column, datasets.Value("string")) for name, part in parts.items()}
     return list(parts.values())
+
+
+def holds_nothing(kind) -> bool:
+    """Whether a column of this kind holds no value: Arrow's null type, alone or as a list's items (every
+    row None, or an empty list: a preference source without prompts)."""
+    import datasets
+
+    while isinstance(kind, datasets.List):
+        kind = kind.feature
+    return isinstance(kind, datasets.Value) and kind.dtype == "null"
 
 
 def _row_index(index: int) -> str:

@@ -154,6 +154,22 @@ def test_mixer_rejects_impossible_amounts(tmp_path):
         read_splits(mixer_cfg(tmp_path, (0.5, 11)))
 
 
+def test_a_source_without_prompts_mixes_with_one_of_transcripts(tmp_path):
+    """Plain strings (no prompt: every `prompt` an empty list, typed null) beside HH transcripts were
+    refused as a 'prompt' column of two kinds, a column neither file has."""
+    plain, hh = tmp_path / "plain.jsonl", tmp_path / "hh.jsonl"
+    plain.write_text("".join(json.dumps({"chosen": f"{i}+1={i + 1}", "rejected": f"{i}+1={i}"}) + "\n" for i in range(6)))
+    turn = "\n\nHuman: {i}+1=\n\nAssistant: {a}"
+    hh.write_text("".join(json.dumps({"chosen": turn.format(i=i, a=i + 1), "rejected": turn.format(i=i, a=i)}) + "\n" for i in range(4)))
+    from rlvr.data.preferences import convert
+
+    cfg = OmegaConf.merge(OmegaConf.structured(DatasetConfig), {"mixer": {str(plain): 1.0, str(hh): 1.0}, "eval_holdout": 0})
+    cfg.preference.prompt_column = None
+    train, _ = read_splits(cfg, lambda ds, where, label: convert(ds, cfg.preference, where, label))
+    assert sorted(len(row["prompt"]) for row in train) == [0] * 6 + [1] * 4
+    assert {"role": "user", "content": "3+1="} in [m for row in train for m in row["prompt"]]
+
+
 def test_strings_beside_message_lists_in_one_column_stay_strings(tmp_path):
     """datasets reads such a column as JSON and gave back a chosen "2" as the int 2: the error named
     line 1, whose row is right, and strings like "[1]" or "null" were other values."""
