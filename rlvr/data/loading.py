@@ -497,7 +497,9 @@ def _with_prompts(ds, cfg, where: str, label, required: Sequence[str]):
     return ds.remove_columns([c for c in ("answer",) if c in ds.column_names]).rename_column(GOLD_TEXT, "answer")
 
 
-def _limit(ds, where: str, limit: int | None, seed: int):
+def limit_rows(ds, where: str, limit: int | None, seed: int):
+    """At most `limit` rows of `ds` (None: all), drawn with the data's `seed` where there are more; a
+    DataError naming `where` when none is left."""
     if limit is not None and limit < len(ds):
         ds = ds.shuffle(seed=seed).select(range(limit))
     if len(ds) == 0:
@@ -622,10 +624,10 @@ def load_prompt_datasets(cfg, required: Sequence[str] = ()):
     whose small task space repeats by design)."""
     prepare = lambda ds, where, label: _with_prompts(ds, cfg, where, label, required)  # noqa: E731
     train, evaluation = read_splits(cfg, prepare, written=prompt_columns(cfg))  # the prompt's numbers as the file writes them
-    train = _limit(train, f"dataset '{cfg.name}' ({cfg.source})", cfg.max_train_samples, cfg.shuffle_seed)
+    train = limit_rows(train, f"dataset '{cfg.name}' ({cfg.source})", cfg.max_train_samples, cfg.shuffle_seed)
     if evaluation is not None:
         where = f"eval data of '{cfg.name}' ({cfg.eval_source or cfg.source})"
-        evaluation = _limit(evaluation, where, cfg.max_eval_samples, cfg.shuffle_seed)
+        evaluation = limit_rows(evaluation, where, cfg.max_eval_samples, cfg.shuffle_seed)
         if not cfg.source.startswith("builtin:") and (seen := _shared_prompts(train, evaluation)):
             logging.getLogger(__name__).warning(
                 "%d of the %d eval prompts of %s are also training prompts: the eval measures recall of them too",

@@ -40,14 +40,15 @@ TOKENS_SEEN = "num_input_tokens_seen"  # kept in train_result.json (not a metric
 
 
 def prepare_split(ds, cfg, tokenizer, limit_key: str, where: str, prefix: str, context: int | None = None):
-    """Pairs without the degenerate ones, cut to the `dataset.<limit_key>` limit and length-filtered
-    (max_token_length, or the model's `context` where it is shorter); with the counts of what was
-    dropped. A split that this leaves without pairs is refused, naming what emptied it."""
+    """Pairs drawn to the `dataset.<limit_key>` limit (as prompts are: `limit_rows`), then without the
+    degenerate ones and length-filtered (max_token_length, or the model's `context` where it is shorter);
+    with the counts of what was dropped, which add up to the pairs drawn. A split that this leaves without
+    pairs is refused, naming what emptied it."""
+    from rlvr.data.loading import limit_rows
     from rlvr.data.preferences import drop_degenerate, length_filter
 
     pref = cfg.dataset.preference
-    if not len(ds):
-        raise DataError(f"{where} has no rows")
+    ds = limit_rows(ds, where, SANITY_CHECK_PAIRS if pref.sanity_check else cfg.dataset[limit_key], cfg.dataset.shuffle_seed)
     read = len(ds)
     ds, dropped = drop_degenerate(ds)
     if not len(ds):
@@ -56,9 +57,6 @@ def prepare_split(ds, cfg, tokenizer, limit_key: str, where: str, prefix: str, c
             f"answer ({dropped['empty']}), or sides that part before the answer ({dropped['different_prompts']}: another question, "
             "or a transcript against a bare answer)"
         )
-    limit = SANITY_CHECK_PAIRS if pref.sanity_check else cfg.dataset[limit_key]
-    if limit is not None:
-        ds = ds.select(range(min(limit, len(ds))))
     longest, named = pref.max_token_length, f"max_token_length={pref.max_token_length}"
     if context is not None and (longest is None or context < longest):
         longest, named = context, f"the model's {context}-token context (max_position_embeddings)"

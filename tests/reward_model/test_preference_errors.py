@@ -77,6 +77,20 @@ def test_pairs_with_an_empty_answer_are_dropped_and_counted(rows_file, tokenizer
     assert train[0]["prompt"] == [{"role": "user", "content": "q"}] and train[0]["rejected"] == [{"role": "assistant", "content": "b"}]
 
 
+def test_a_sample_limit_draws_pairs_first_and_the_counts_add_up_to_it(rows_file, tokenizer):
+    """The degenerate pairs were dropped from the whole file, then the first max_train_samples taken, then
+    the length filter: kept + dropped added up to neither the file nor the limit."""
+    rows = pairs(30) + [{"prompt": f"{i}+1=", "chosen": "x", "rejected": "x"} for i in range(30)]
+    rows += [{"prompt": f"{i}+1=", "chosen": "1" * 400, "rejected": "2"} for i in range(30)]  # over max_token_length
+    cfg = run_cfg(source=str(rows_file(rows)), max_train_samples=40, preference={"prompt_column": "prompt", "max_token_length": 64})
+    train, _, counts = load_pairs(cfg, tokenizer)
+    dropped = sum(v for k, v in counts.items() if k.startswith("train_dropped"))
+    assert counts["train_kept"] + dropped == 40 and len(train) == counts["train_kept"]
+    assert 0 < counts["train_dropped_identical"] < 40 and 0 < counts["train_dropped_too_long"] < 40
+    again, _, _ = load_pairs(cfg, tokenizer)  # drawn with the data's seed, as prompts are
+    assert again[:] == train[:]
+
+
 def test_an_eval_split_left_without_pairs_is_refused(rows_file, tokenizer):
     train = rows_file(pairs(5), name="train.jsonl")
     same = rows_file([{"chosen": "2", "rejected": "2"}] * 3, name="same.jsonl")
