@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 from rlvr._compat import keep_4bit_weights_trainable, without_load_report
@@ -541,14 +542,39 @@ def lora_config(cfg, reasoning_vocab=None, task_type: str = "CAUSAL_LM"):
     )
 
 
+def lora_targets(target_modules, name: str) -> bool:
+    """Whether PEFT puts an adapter on the module of full name `name` for these `target_modules`: a list
+    naming it or its last parts, or a regex that PEFT's `re.fullmatch` matches it with ("all-linear":
+    the linear layers but the output layer, so neither lm_head nor an embedding)."""
+    if not isinstance(target_modules, str):
+        return any(name == target or name.endswith("." + target) for target in target_modules)
+    try:
+        return target_modules != "all-linear" and re.fullmatch(target_modules, name) is not None
+    except re.error as exc:
+        raise ConfigError(f"model.lora.target_modules={target_modules!r} is not a regular expression ({exc})") from None
+
+
 def check_lora_targets(model, lora_cfg) -> None:
     """A one-line error for `model.lora.target_modules` names the model lacks (peft's own error is a
-    traceback from inside TRL's trainer). A string is peft's regex or "all-linear": peft checks it."""
+    traceback from inside TRL's trainer; a string is peft's regex or "all-linear": peft checks it), and
+    for an adapter on an input embedding the model ties to its output layer: merged into the shared
+    weight, it would change lm_head too, which training never saw (TRL's log-prob head reads lm_head's
+    weight), so the saved model would not be the policy trained."""
     import torch
     from transformers.pytorch_utils import Conv1D
 
     target = lora_cfg.target_modules
-    if not lora_cfg.enabled or isinstance(target, str):
+    if not lora_cfg.enabled:
+        return
+    embeddings, output = model.get_input_embeddings(), model.get_output_embeddings()
+    if output is not None and output.weight is embeddings.weight:
+        name = next(name for name, module in model.named_modules() if module is embeddings)
+        if lora_targets(target, name):
+            raise ConfigError(
+                f"model.lora.target_modules={target}: {type(model).__name__} ties {name} to its output layer "
+                "(tie_word_embeddings): merged, its adapter would change lm_head too, which training never saw; leave it out"
+            )
+    if isinstance(target, str):
         return
     names = [name for name, _ in model.named_modules()]
     missing = [t for t in target if not any(name == t or name.endswith("." + t) for name in names)]

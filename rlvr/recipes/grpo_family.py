@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
 from pathlib import Path
 
 from rlvr.recipes.common import (
@@ -32,6 +31,7 @@ from rlvr.hardware.checkpoints import checkpoint_step, latest_complete_checkpoin
 from rlvr.hardware.distributed import is_main_process, process_count, rank, weights_digest
 from rlvr._compat import generation_used_up
 from rlvr.hardware.stops import checkpoint_callback, phase
+from rlvr.models.loading import lora_targets
 from rlvr.config import ModelConfig, eval_token_limit
 from rlvr.errors import ConfigError, DataError
 from rlvr.rewards.base import check_reward_signal
@@ -96,7 +96,7 @@ def check(cfg, processes: int) -> None:
         raise ConfigError(f"algorithm.eval_steps={a.eval_steps} is for algorithm=reward_model: a GRPO run evaluates every eval.every_steps")
     if ignored := policy_ignored_settings(cfg):
         log.warning("%s: not read by algorithm=%s, which runs as without them", ", ".join(ignored), a.name)
-    if cfg.model.lora.enabled and adapts_lm_head(cfg.model.lora.target_modules):
+    if cfg.model.lora.enabled and lora_targets(cfg.model.lora.target_modules, "lm_head"):
         raise ConfigError(
             f"model.lora.target_modules={cfg.model.lora.target_modules}: TRL applies no LoRA adapter to lm_head (leave it out)"
         )
@@ -302,17 +302,6 @@ def build_trainer(cfg, run_dir: Path, start: Start, trainer_class, trainer_extra
     if start.mode == "new" and cfg.eval.engine == "vllm":
         evaluate(cfg, setup, run_dir, "before", trainer_completer(cfg, trainer, setup.model, setup.tokenizer))
     return setup, trainer, rollouts, stops
-
-
-def adapts_lm_head(target_modules) -> bool:
-    """Whether PEFT puts an adapter on `lm_head` for these `target_modules`: a list naming it, or a regex
-    that PEFT's `re.fullmatch` matches it with ("all-linear" leaves the output layer out)."""
-    if not isinstance(target_modules, str):
-        return "lm_head" in target_modules
-    try:
-        return target_modules != "all-linear" and re.fullmatch(target_modules, "lm_head") is not None
-    except re.error as exc:
-        raise ConfigError(f"model.lora.target_modules={target_modules!r} is not a regular expression ({exc})") from None
 
 
 def check_enough_prompts(prompts: int, cfg) -> None:

@@ -270,6 +270,32 @@ def test_a_lora_adapter_on_lm_head_is_refused_exactly_where_peft_would_put_one(t
     assert refused is None or refused.endswith("TRL applies no LoRA adapter to lm_head (leave it out)")
 
 
+@pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
+@pytest.mark.parametrize(
+    "target_modules", [["q_proj", "embed_tokens"], ["q_proj", "v_proj"], "all-linear", ".*embed.*", ".*_proj", "model.embed_tokens"]
+)
+def test_a_lora_adapter_on_an_embedding_tied_to_lm_head_is_refused_where_peft_would_put_one(target_modules, tied):
+    """Merged into the weight the embedding shares with lm_head, the adapter changed lm_head too, which
+    training never saw: the saved model was not the policy trained (33 of 100 eval completions differed)."""
+    from peft import LoraConfig, get_peft_model
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from rlvr.config import LoraConfig as RlvrLora
+    from rlvr.models.loading import build_tiny_model, build_tiny_tokenizer, check_lora_targets
+
+    shape = OmegaConf.merge(OmegaConf.structured(TinyModelConfig), {"tie_word_embeddings": tied})
+    model = build_tiny_model(shape, build_tiny_tokenizer(), seed=0)
+    lora = OmegaConf.merge(OmegaConf.structured(RlvrLora), {"enabled": True, "target_modules": target_modules})
+    try:
+        refused = check_lora_targets(model, lora)
+    except ConfigError as exc:
+        refused = str(exc)
+    adapted = get_peft_model(model, LoraConfig(target_modules=target_modules, r=2))
+    peft_adapts_the_embedding = isinstance(adapted.get_input_embeddings(), BaseTunerLayer)
+    assert (refused is not None) == (peft_adapts_the_embedding and tied), refused
+    assert refused is None or "ties model.embed_tokens to its output layer (tie_word_embeddings)" in refused
+
+
 def test_a_target_modules_regex_that_does_not_compile_is_one_line():
     cfg = config()
     cfg.model.lora.enabled, cfg.model.lora.target_modules = True, "(proj"
