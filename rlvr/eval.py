@@ -506,7 +506,7 @@ def model_result(cfg, target: Target, model: tuple[str, Path, int | None], input
     `inputs` (settings, data files' and reward inputs' fingerprints) on these very model files (a continued run
     rewrites final_model/ and may rebuild a checkpoint). A result of another model under the same label
     (two runs' final_model/ into one output_dir) is refused in one line, not overwritten."""
-    from rlvr.tracking.outputs import files_fingerprint, read_jsonl, write_json
+    from rlvr.tracking.outputs import read_jsonl, write_json
 
     label, model_dir, step = model
     path = out_dir / "eval" / f"{label}.json"
@@ -514,7 +514,7 @@ def model_result(cfg, target: Target, model: tuple[str, Path, int | None], input
     other = result.get("model") if result is not None else None
     if other and other != str(model_dir) and Path(other).is_dir() and out_dir not in (target.run_dir, model_dir):  # not a copied run
         raise ConfigError(f"{path} holds the result of another model of the same name ({other}): give {model_dir} an output_dir of its own")
-    files = files_fingerprint(model_dir)
+    files = model_fingerprint(cfg, model_dir, target.run_dir)
     if result is not None and made_with(result) == inputs and result.get("files") == files:
         log.info("%s: done (%s), skipped", label, path)
         return result
@@ -535,6 +535,23 @@ def model_result(cfg, target: Target, model: tuple[str, Path, int | None], input
             result["prompts_dropped_too_long"] = dropped
         write_json(path, result)  # atomic: a stop mid-write leaves no result, and the re-run redoes it
     return result
+
+
+def model_fingerprint(cfg, model_dir: Path, run_dir: Path | None) -> str:
+    """`files_fingerprint` of the model's files; for a LoRA adapter also of the base it is merged into
+    (`load_saved_policy`'s: the run's initial_policy/, else a local model.name_or_path): a base saved
+    anew under the same name makes another model of the same adapter."""
+    from rlvr.models.loading import local_model_files
+    from rlvr.recipes.common import initial_policy_dir, is_adapter
+    from rlvr.tracking.outputs import files_fingerprint
+
+    files = files_fingerprint(model_dir)
+    if not is_adapter(model_dir):
+        return files
+    base = (initial_policy_dir(run_dir) if run_dir is not None else None) or (
+        Path(cfg.model.name_or_path).expanduser() if local_model_files(cfg.model.name_or_path) else None
+    )
+    return files if base is None else f"{files} on {files_fingerprint(base)}"
 
 
 def saved_result(path: Path) -> dict | None:

@@ -586,5 +586,12 @@ def check_lora_targets(model, lora_cfg) -> None:
         )
 
 
+def local_model_files(name_or_path: str) -> list[Path]:
+    """The files of a local model dir (not its subdirectories): its weights, config and tokenizer; none
+    for the built-in tiny model or a Hub name."""
+    path = Path(os.path.expanduser(name_or_path))
+    return sorted(p for p in path.iterdir() if p.is_file()) if name_or_path != TINY and path.is_dir() else []
+
+
 def is_hub_name(name: str) -> bool:
     return name != TINY and not os.path.isdir(os.path.expanduser(name)) and not looks_like_path(name)

@@ -34,6 +34,7 @@ CHECKPOINT_DEPENDS_ON = (
     "model",
     "dataset",
     "data_files",  # `trained_config`'s fingerprints of the local training data files
+    "model_files",  # and of a local model's files: a LoRA run's adapter holds no base weights
     "seed",
     "algorithm.name",
     "algorithm.learning_rate",
@@ -471,7 +472,7 @@ def latest_end(run_dir: Path) -> dict | None:
     return last[0] if last and "ended" in last[0] else None
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=256)
 def content_digest(path: str, size: int, mtime_ns: int) -> str:
     """A digest of the file's bytes; read again only when its size or modification time changes."""
     digest = hashlib.sha256()
@@ -486,13 +487,18 @@ def trained_config(cfg) -> dict:
     compares with it, with `data_files`: {path: `content_digest`} of each local file the training rows
     come from (dataset.source, the mixer's sources), so that a data file written anew with other rows
     or gold answers is a change as a changed setting is (the same bytes copied elsewhere, e.g. to a
-    node's local disk, are not)."""
+    node's local disk, are not); and `model_files`, the same of a local model dir's files (a model
+    saved anew at that path: a LoRA checkpoint's adapter would go on other base weights)."""
     from omegaconf import OmegaConf
 
     from rlvr.data.loading import local_files
+    from rlvr.models.loading import local_model_files
 
-    digests = {str(f): content_digest(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in local_files(cfg.dataset)}
-    return OmegaConf.to_container(cfg, resolve=True) | {"data_files": digests}
+    def digests(files) -> dict[str, str]:
+        return {str(f): content_digest(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files}
+
+    model = local_model_files(cfg.model.name_or_path) if cfg.get("model") else []
+    return OmegaConf.to_container(cfg, resolve=True) | {"data_files": digests(local_files(cfg.dataset)), "model_files": digests(model)}
 
 
 def checkpoint_config(cfg, processes: int) -> dict[str, str]:

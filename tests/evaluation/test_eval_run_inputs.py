@@ -41,6 +41,26 @@ def rewritten(path, content="{}"):
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000))
 
 
+def test_an_adapters_result_is_redone_when_its_base_is_saved_anew(tmp_path, evaluated):
+    """A LoRA checkpoint holds the adapter alone: its base at model.name_or_path written again (the run it
+    came from continued) gave the old result back, `done, skipped`, for an adapter now on other weights."""
+    base = model_dir(tmp_path / "base")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    target = rlvr_eval.resolve_target(str(adapter))
+
+    def evaluate():
+        cfg = rlvr_eval.compose([f"model.name_or_path={base}", "model.warmup_sft_steps=0"], None)
+        [result] = rlvr_eval.evaluate_target(target, cfg, tmp_path / "out", rlvr_eval.eval_inputs(cfg))
+        return result
+
+    first = evaluate()
+    assert evaluate() == first and len(evaluated) == 1  # the same base: reused
+    rewritten(base / "config.json")
+    assert evaluate() != first and len(evaluated) == 2
+
+
 def test_a_result_is_redone_when_its_reward_model_is_another(tmp_path, evaluated):
     """A reward-model run dir named by the hybrid reward: its final_model/ written again (another seed,
     another shape, copied to the same path) gave the old result back, `done, skipped`."""

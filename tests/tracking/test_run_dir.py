@@ -277,6 +277,28 @@ def test_a_training_data_file_written_anew_is_a_change_a_resume_refuses_and_a_co
         resume_changes(trained_config(cfg), checkpoint, 1)
 
 
+def test_a_local_model_saved_anew_is_a_change_a_resume_refuses(tmp_path):
+    """A LoRA run's checkpoints hold the adapter alone: the base at model.name_or_path, saved anew (the
+    run it came from continued), took the adapter silently, and evals ended at other numbers."""
+    from omegaconf import OmegaConf
+
+    from rlvr.tracking.run_dir import trained_config
+
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "model.safetensors").write_bytes(b"weights 1")
+    (base / "config.json").write_text("{}")
+    cfg = OmegaConf.create({"dataset": {"source": "builtin:arithmetic", "mixer": None}, "model": {"name_or_path": str(base)}, "seed": 0})
+    checkpoint = checkpoint_with(tmp_path / "run", trained_config(cfg))
+    os.utime(base / "model.safetensors", ns=(0, 10**9))  # touched, or copied: the same bytes
+    assert resume_changes(trained_config(cfg), checkpoint, 1) == {}
+    (base / "model.safetensors").write_bytes(b"weights 2")
+    weights = base / "model.safetensors"
+    with pytest.raises(ConfigError, match=rf"other values of what it depends on \(model_files\.{weights}: '[0-9a-f]+' -> '[0-9a-f]+'\)"):
+        resume_changes(trained_config(cfg), checkpoint, 1)
+    assert trained_config(OmegaConf.merge(cfg, {"model": {"name_or_path": "tiny"}}))["model_files"] == {}
+
+
 def test_a_resume_with_other_sharding_is_refused_naming_it(tmp_path):
     """A ZeRO-3 checkpoint resumed under FSDP died in torch (no pytorch_model_fsdp_0/); without sharding it
     trained on with a fresh optimizer (ZeRO keeps its state in global_stepN/, which transformers skips unseen)."""
