@@ -188,7 +188,7 @@ def setup_policy(cfg, run_dir: Path, resuming: bool = False, check_train: Callab
     log.info(
         "policy %s: %.2fM parameters; %d train / %d eval prompts",
         initial if restored else cfg.model.name_or_path,
-        sum(p.numel() for p in model.parameters()) / 1e6,
+        model.num_parameters() / 1e6,  # transformers': a 4-bit weight's packed storage counted as the values it holds
         len(train),
         len(evaluation or []),
     )

@@ -66,7 +66,8 @@ def test_qlora_run_trains_its_adapter(tmp_path):
     from rlvr.models.loading import build_tiny_model, build_tiny_tokenizer
 
     tokenizer = build_tiny_tokenizer()  # a pretrained model directory: quantization happens as it loads
-    build_tiny_model(OmegaConf.structured(TinyModelConfig), tokenizer, seed=0).save_pretrained(tmp_path / "base")
+    base = build_tiny_model(OmegaConf.structured(TinyModelConfig), tokenizer, seed=0)
+    base.save_pretrained(tmp_path / "base")
     tokenizer.save_pretrained(tmp_path / "base")
     (tmp_path / "length_reward.py").write_text(LENGTH_REWARD)  # completions differ in length: a gradient
     short = [arg for arg in TINY_RUN if not arg.startswith("model.warmup_sft_steps")]
@@ -94,6 +95,8 @@ def test_qlora_run_trains_its_adapter(tmp_path):
     # merged into the 4-bit base, the adapter's updates round away (the merged model evaluated as the base): adapter only
     assert not (run / "final_model").exists()
     assert "final_adapter/ only: merged into the 4-bit base, the adapter's updates would round away" in (run / "run.log").read_text()
+    # its size as the values its weights hold (the packed 4-bit storage counted 0.06M of 0.09M)
+    assert f": {base.num_parameters() / 1e6:.2f}M parameters;" in (run / "run.log").read_text()
     # and rlvr.eval puts it on the base unmerged, as the run evaluated it: merged, it evaluated the base
     evaluated = run_cli(
         "rlvr.eval",
