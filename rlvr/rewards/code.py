@@ -33,7 +33,7 @@ LANGUAGE = re.compile(r"[ \t]*\{?([^\s`{}:]*)")
 # backtick fence, bare or naming Python, after text with no fence of its own (so "```x```" stays text).
 TRAILING_FENCE = re.compile(r"(?:(?!```).)*?\S[ \t]*(`{3,})[ \t]*(python3?|py)?[ \t]*", re.IGNORECASE)
 # Not CommonMark either: a backtick fence closing a block at the end of its last line of code ("    return a```")
-CLOSING_AFTER_CODE = re.compile(r"(.*\S)(`{3,})[ \t]*")
+CLOSING_AFTER_CODE = re.compile(r"(.*[^`\s])[ \t]*(`{3,})[ \t]*")
 PYTHON_FENCES = ("", "python", "python3", "py")
 SCORES = ("pass", "fraction")
 
@@ -53,7 +53,7 @@ def fenced_blocks(text: str) -> list[tuple[str, str]]:
         elif len(line) - len(line.lstrip(" ")) <= 3 and line.strip().startswith(fence) and not line.strip().strip(fence[0]):
             blocks.append((language, "\n".join(body) + "\n"))
             fence = None
-        elif fence[0] == "`" and (glued := CLOSING_AFTER_CODE.fullmatch(line)) and len(glued[2]) >= len(fence) and "`" not in glued[1][-1:]:
+        elif fence[0] == "`" and (glued := CLOSING_AFTER_CODE.fullmatch(line)) and len(glued[2]) >= len(fence):
             body.append(glued[1][min(indent, len(line) - len(line.lstrip(" "))) :])
             blocks.append((language, "\n".join(body) + "\n"))
             fence = None

@@ -102,6 +102,7 @@ def test_extraction_reads_a_fence_closing_its_last_line_and_prefers_a_block_name
     """A block closed at the end of its last line of code ran to the end (a SyntaxError: wrong); a bare
     block of sample output before the ```python body was taken for the program."""
     assert extract_program("```python\ndef add(a, b):\n    return a + b```\nThat is it.", "add") == ADD
+    assert extract_program("```python\ndef add(a, b):\n    return a + b ````\n", "add") == ADD
     body = "Example output:\n```\n3\n```\n```python\n    return a + b\n```\n"
     assert extract_program(body, "add") == "    return a + b\n"
     assert extract_program("```python\ns = '```'\n```\n", "add") == "s = '```'\n"
