@@ -152,6 +152,20 @@ def candidate_process(requests, replies, limits):
         send(replies, result)
 
 
+def load_failure(ready, prelude: str) -> dict | None:
+    """The counts of a program that did not load, read from the candidate process's first reply (None:
+    it loaded); the prelude's fault where the prelude raises on its own. A reply of neither kind is the
+    program's own writing on the pipe."""
+    if not isinstance(ready, dict) or ("ready" not in ready and "error" not in ready):
+        ready = {"error": "the program wrote over the harness's pipe"}
+    if "error" not in ready:
+        return None
+    counts = {"passed": 0, "failed": 0, "error": str(ready["error"])[:300], "too_large": None}
+    if prelude.strip() and (problem := prelude_problem(prelude)):
+        counts["tests_error"] = problem
+    return counts
+
+
 def prelude_problem(prelude):
     """Why the row's prelude raises run on its own here (None: it does not), where the program did not
     load: the data's fault, not the program's. Decided here, not by what the program's process says,
@@ -320,14 +334,7 @@ def main():
     except (BrokenPipeError, EOFError, ValueError, TooLarge) as exc:
         ready = {"error": f"the program ended before the tests ran ({exc})"}
         gone.append(True)
-    if not isinstance(ready, dict) or ("ready" not in ready and "error" not in ready):
-        ready = {"error": "the program wrote over the harness's pipe"}
-    if "error" in ready:  # the program did not load: the prelude's fault where it raises on its own
-        counts = {"passed": 0, "failed": 0, "error": str(ready["error"])[:300], "too_large": None}
-        if job["prelude"].strip() and (problem := prelude_problem(job["prelude"])):
-            counts["tests_error"] = problem
-    else:
-        counts = run_tests(job, call_candidate)
+    counts = load_failure(ready, job["prelude"]) or run_tests(job, call_candidate)
     counts["out_of_cpu"] = bool(gone) and ran_out_of_cpu(pid, limits["cpu_s"])
     try:
         sys.stdout.flush()
