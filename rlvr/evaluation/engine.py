@@ -225,14 +225,17 @@ def run_eval(model, tokenizer, dataset, rewards, eval_cfg, max_new_tokens: int, 
     world = process_count()
     total = len(dataset) if eval_cfg.limit is None else min(len(dataset), eval_cfg.limit)
     mine = list(range(rank(), total, world))
+    # A rank with no row of its own generates row 0 and keeps nothing: under ZeRO-3 a rank's first forward
+    # joins a collective of DeepSpeed's (its parameter trace), and one that never generated left the others waiting
+    idle = not mine
     was_training = getattr(model, "training", False)  # a vLLM completer has no training mode
     if was_training:
         model.eval()
     rows, failure = [], None
     try:
         with phase(f"eval '{label}'"):
-            rows = evaluate_rows(model, tokenizer, dataset, mine, rewards, eval_cfg, max_new_tokens, seed, f"eval {label}")
-        failure = _reward_error(rewards)
+            rows = evaluate_rows(model, tokenizer, dataset, mine or [0], rewards, eval_cfg, max_new_tokens, seed, f"eval {label}")
+        rows, failure = [] if idle else rows, _reward_error(rewards)
     except Exception as exc:  # noqa: BLE001  raised below, after the other ranks have heard of it
         if world == 1:
             raise

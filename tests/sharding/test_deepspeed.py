@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from rlvr.tracking.outputs import read_jsonl
+
 from conftest import TINY_RUN, TORCHRUN_TWO, run_cli
 from two_ranks import (
     EVAL_DURING_TRAINING,
@@ -82,7 +84,9 @@ def test_zero3_run_stopped_after_its_last_checkpoint_is_finished_from_it(ddp_and
 def test_zero3_starts_end_with_a_clean_exit(tmp_path):
     """ZeRO-3 processes were seen to abort (SIGABRT) at interpreter exit after all their work, in 3 of 17
     resumed runs: two starts of one run (new, resumed) under torchrun, whose exit status,
-    unlike a submitit task's, is each process's own (rlvr.hardware.distributed.close_process_group)."""
+    unlike a submitit task's, is each process's own (rlvr.hardware.distributed.close_process_group).
+    One eval row for two ranks: the eval during training hung, rank 1 (no row) in the gather of the
+    rows, rank 0 in generate, in the collective ZeRO-3's first forward joins."""
     for steps in (2, 3):
         result = run_cli(
             *TORCHRUN_TWO,
@@ -93,6 +97,8 @@ def test_zero3_starts_end_with_a_clean_exit(tmp_path):
             "hardware.sharding=zero3",
             "eval.before=false",
             "eval.after=false",
+            "eval.every_steps=2",
+            "dataset.max_eval_samples=1",
             "model.warmup_sft_steps=0",
             "algorithm.save_steps=1",
             f"algorithm.max_steps={steps}",
@@ -102,3 +108,4 @@ def test_zero3_starts_end_with_a_clean_exit(tmp_path):
         assert result.returncode == 0, f"start to step {steps}: {result.stderr[-3000:]}"
         assert "SIGABRT" not in result.stderr and "terminate called" not in result.stderr
     assert "resume from checkpoint-2" in (tmp_path / "run.log").read_text()
+    assert len(read_jsonl(tmp_path / "eval" / "step-2.jsonl")) == 1  # the one row, once
