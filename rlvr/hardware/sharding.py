@@ -21,13 +21,22 @@ from rlvr.hardware.device import checkpointing_argument
 
 log = logging.getLogger(__name__)
 ZERO_STAGES = {"zero2": 2, "zero3": 3}  # with none and fsdp, the values of hardware.sharding
+# What `accelerate launch --use_deepspeed` / `--use_fsdp` set for the processes it starts: a sharding of
+# accelerate's own, set up whatever hardware.sharding says (DeepSpeed trained ZeRO-2 under sharding=none)
+LAUNCHER_SHARDING = {"ACCELERATE_USE_DEEPSPEED": "--use_deepspeed", "ACCELERATE_USE_FSDP": "--use_fsdp"}
 
 
 def check_sharding(hw, processes: int | None = None) -> None:
     """`hardware.sharding` (one of config.CHOICES) is a mode this start can run, in one line: 2 or more
     processes running (`processes`: the number this start runs; torchrun's need not be what the hardware
     asks for) or, where that is not known, asked for; DeepSpeed installed for zero2 / zero3. Part of
-    the start-up check (rlvr/run.py), before anything is written."""
+    the start-up check (rlvr/run.py), before anything is written. A launcher's own sharding flag is
+    refused: rlvr sets the sharding up from hardware.sharding alone."""
+    if flags := [flag for variable, flag in LAUNCHER_SHARDING.items() if os.environ.get(variable, "").lower() in ("true", "1")]:
+        raise ConfigError(
+            f"accelerate launch {flags[0]} sets up a sharding of its own, which rlvr does not record or check "
+            f"(hardware.sharding={hw.sharding}): launch without it and set hardware.sharding=fsdp, zero2 or zero3"
+        )
     if hw.sharding == "none":
         return
     if (processes or 1) < 2 and hw.nodes * hw.tasks_per_node < 2:

@@ -117,6 +117,20 @@ def test_a_torchrun_launch_of_two_processes_shards_whatever_the_hardware_asks_fo
         check_sharding(hardware(sharding="fsdp"), processes=1)
 
 
+@pytest.mark.parametrize("variable, flag", [("ACCELERATE_USE_DEEPSPEED", "--use_deepspeed"), ("ACCELERATE_USE_FSDP", "--use_fsdp")])
+def test_a_launchers_own_sharding_flag_is_refused(monkeypatch, variable, flag):
+    """accelerate launch --use_deepspeed trained ZeRO-2 while rlvr recorded hardware.sharding=none (a
+    resume as DDP then lost the optimizer state); --use_fsdp ended in a traceback from FSDP on CPU."""
+    from rlvr.hardware.sharding import check_sharding
+
+    monkeypatch.setenv(variable, "false")
+    check_sharding(hardware(sharding="none"), processes=2)
+    monkeypatch.setenv(variable, "true")
+    for sharding in ("none", "zero2"):
+        with pytest.raises(ConfigError, match=f"^accelerate launch {flag} sets up a sharding of its own"):
+            check_sharding(hardware(sharding=sharding), processes=2)
+
+
 def test_the_trainer_arguments_of_a_torchrun_launch_shard(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert trainer_arguments(hardware(sharding="fsdp"))["fsdp"] is True
