@@ -333,7 +333,8 @@ def end_training(cfg, run_dir: Path, setup, trainer, rollouts) -> dict[str, floa
         if setup.reasoning_vocab is not None and is_main_process():  # the map, and where each copy ended up
             vocab = setup.reasoning_vocab
             write_json(run_dir / "reasoning_vocab.json", vocab.as_dict() | vocab.embedding_norms(setup.model))
-        if trainer.accelerator.num_processes > 1:
+        if trainer.accelerator.num_processes > 1 and not (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
+            # data-parallel: each rank's own copy (sharded, each weight is held once, and setup.model is final_model/ read back)
             print(f"rlvr: rank {rank()} weights {weights_digest(setup.model)}", flush=True)
         if is_main_process():
             write_json(run_dir / TRAIN_RESULT, {"train_steps": trainer.state.global_step})

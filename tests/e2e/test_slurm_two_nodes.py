@@ -108,14 +108,11 @@ def test_an_fsdp_job_holds_half_the_model_on_each_node(two_nodes, tmp_path):
 
 
 def assert_half_the_model_on_each_node(sweep_dir: Path) -> None:
-    """Rank 0 on n1 and rank 1 on n2, each holding half the parameters; both end with the same weights,
-    and the final model loads whole in one process."""
+    """Rank 0 on n1 and rank 1 on n2, each holding half the parameters, and the final model loads whole in one process."""
     assert rank_hosts(sweep_dir) == {0: "n1", 1: "n2"}
     log = (sweep_dir / "0" / "run.log").read_text()
     assert "sharding: process 0 holds 50.0% of the parameters" in log
     assert "sharding: process 1 holds 50.0% of the parameters" in log
-    digests = rank_weight_digests(sweep_dir)
-    assert sorted(digests) == [0, 1] and digests[0] == digests[1]
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(sweep_dir / "0" / "final_model")  # whole, in one process

@@ -65,8 +65,7 @@ def test_lora_with_a_reference_model_under_fsdp(tmp_path):
     multirun(tmp_path, "hardware.sharding=fsdp", "model.lora.enabled=true", "algorithm.beta=0.04")
     run = tmp_path / "0"
     assert held_fractions(run) == pytest.approx({0: 0.5, 1: 0.5}, abs=0.02)
-    digests = rank_weight_digests(tmp_path)
-    assert sorted(digests) == [0, 1] and digests[0] == digests[1]
+    assert rank_weight_digests(tmp_path) == {}  # sharded: no copy per rank to compare
     assert (run / "final_adapter" / "adapter_model.safetensors").exists()
     AutoModelForCausalLM.from_pretrained(run / "final_model")  # the adapter merged into its base
     assert max_difference(weights(run), load_file(run / "initial_policy" / "model.safetensors")) > 1e-6
