@@ -89,18 +89,17 @@ class RolloutLoggingGRPOTrainer(TiedWeightsLoadQuietly, ShardedTrainerMixin, Rea
         return rewards_per_func
 
     def _stop_on_reward_errors(self) -> None:
-        """Raise a reward's deferred error on every rank at once (before the rewards reach the loss)."""
-        import torch
-
+        """Raise a reward's deferred error on every rank at once (before the rewards reach the loss); the
+        other ranks' error names the rank and the error, as an eval's does."""
         errors = [e for r in self.rewards if (e := r.fn.take_pending_error()) is not None]
-        failed_anywhere = bool(errors)
         if self.accelerator.num_processes > 1:
-            flag = torch.tensor([float(failed_anywhere)], device=self.accelerator.device)
-            failed_anywhere = bool(self.accelerator.reduce(flag, reduction="sum").item())
+            from accelerate.utils import gather_object
+
+            said = gather_object([str(errors[0]).splitlines()[0] if errors else None])
+            if not errors and (first := next(((i, m) for i, m in enumerate(said) if m is not None), None)):
+                raise RewardError(f"a reward failed on rank {first[0]}: {first[1]}")
         if errors:
             raise errors[0]
-        if failed_anywhere:
-            raise RewardError("a reward failed on another rank: that rank's log names it")
 
     def _rollout_rows(self, inputs, prompts, completions, rewards_per_func, completion_ids) -> list[dict]:
         weights = self.reward_weights.to(rewards_per_func.device)

@@ -1,6 +1,7 @@
 """Whole runs through `python -m rlvr.run`, as a user types them (offline, CPU)."""
 
 import json
+import os
 
 import pytest
 
@@ -169,6 +170,39 @@ def test_the_processes_of_a_torchrun_launch_share_rank_zeros_run_dir(tmp_path):
     done = [line for line in log if "- done: everything this run wrote" in line]
     assert len(done) == 2 and sum(line.startswith("[rank 1][") for line in done) == 1
     assert sum("- final metrics:" in line for line in log) == 1
+
+
+RANK_ONE_FAILS = """import os
+
+calls = [0]
+
+
+def flaky(completions, **kwargs):
+    calls[0] += 1
+    if os.environ.get("RANK") == "1" and calls[0] >= 2:
+        raise ValueError("boom on rank one")
+    return [0.0] * len(completions)
+"""
+
+
+def test_a_reward_failing_on_one_rank_stops_every_rank_naming_that_rank_and_its_error(tmp_path):
+    """Rank 0 (and run_info.jsonl) said only 'a reward failed on another rank: that rank's log names it'."""
+    (tmp_path / "flaky_reward.py").write_text(RANK_ONE_FAILS)
+    result = run_cli(
+        *TORCHRUN_TWO,
+        "-m",
+        "rlvr.run",
+        *TINY_RUN,
+        "hardware.tasks_per_node=2",
+        "eval.before=false",
+        "+reward.functions.flaky={_target_: flaky_reward.flaky, weight: 0.5}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        env={"PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))},
+        timeout=300,
+    )
+    assert result.returncode != 0
+    end = read_jsonl(tmp_path / "run" / "run_info.jsonl")[-1]
+    assert end["error"].startswith("a reward failed on rank 1: reward 'flaky' raised ValueError: boom on rank one"), end
 
 
 def test_several_tasks_without_a_launcher_say_so(tmp_path):
