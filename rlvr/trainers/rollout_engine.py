@@ -76,7 +76,24 @@ def check_vllm_rollouts(cfg, processes: int) -> None:
         )
     if cfg.algorithm.vllm.sleep_mode and cfg.hardware.device != "cuda":
         raise ConfigError(f"{prefix} algorithm.vllm.sleep_mode=true frees GPU memory: vLLM has no sleep mode on {cfg.hardware.device}")
+    warn_if_truncation_is_weighed(cfg.algorithm)
     check_vllm_here(cfg, prefix, max_model_length=engine_max_length(cfg))
+
+
+def warn_if_truncation_is_weighed(algorithm) -> None:
+    """A warning for top_p / top_k under TRL's importance-sampling correction (on unless
+    `algorithm.trl.vllm_importance_sampling_correction=false`): vLLM's log-probs are over the tokens the
+    filter keeps, the policy's over all, so each completion's loss is weighed by the probability mass
+    the filter kept, token after token (about top_p ** length: near 0 at hundreds of tokens), where
+    rollout=hf weighs nothing."""
+    truncating = [f"algorithm.{key}={algorithm[key]}" for key, off in (("top_p", 1.0), ("top_k", 0)) if algorithm[key] != off]
+    if truncating and algorithm.trl.get("vllm_importance_sampling_correction", True):
+        log.warning(
+            "algorithm.rollout=vllm with %s: TRL's importance-sampling correction weighs each completion by the "
+            "probability mass the filter kept over its tokens (about top_p ** length), which rollout=hf does not: "
+            "set +algorithm.trl.vllm_importance_sampling_correction=false to train as rollout=hf does, or leave the filter out",
+            " and ".join(truncating),
+        )
 
 
 def check_vllm_here(cfg, prefix: str, model_dir: Path | None = None, max_model_length: int | None = None) -> None:

@@ -296,6 +296,29 @@ def test_a_lora_adapter_on_an_embedding_tied_to_lm_head_is_refused_where_peft_wo
     assert refused is None or "ties model.embed_tokens to its output layer (tie_word_embeddings)" in refused
 
 
+@pytest.mark.parametrize(
+    "overrides, warned",
+    [
+        ({"top_p": 0.9}, "algorithm.top_p=0.9"),
+        ({"top_k": 5}, "algorithm.top_k=5"),
+        ({}, None),
+        ({"top_p": 0.9, "trl": {"vllm_importance_sampling_correction": False}}, None),
+    ],
+)
+def test_a_truncating_sampler_under_vllms_importance_sampling_correction_is_named(caplog, overrides, warned):
+    """vLLM's log-probs are over the tokens top_p / top_k keep, the policy's over all: TRL's correction
+    weighed each completion by about top_p ** length (importance ratio 0.77 at top_p=0.9), unseen."""
+    from rlvr.trainers.rollout_engine import warn_if_truncation_is_weighed
+
+    cfg = config()
+    for key, value in overrides.items():
+        OmegaConf.update(cfg, f"algorithm.{key}", value, force_add=True)
+    with caplog.at_level("WARNING"):
+        warn_if_truncation_is_weighed(cfg.algorithm)
+    said = [r.getMessage() for r in caplog.records if "importance-sampling correction" in r.getMessage()]
+    assert said[0].startswith(f"algorithm.rollout=vllm with {warned}: ") if warned else said == [], said
+
+
 def test_a_target_modules_regex_that_does_not_compile_is_one_line():
     cfg = config()
     cfg.model.lora.enabled, cfg.model.lora.target_modules = True, "(proj"
