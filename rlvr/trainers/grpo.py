@@ -116,7 +116,7 @@ class RolloutLoggingGRPOTrainer(TiedWeightsLoadQuietly, ShardedTrainerMixin, Rea
             rows.append(
                 {
                     **{c: example[c] for c in self.reward_columns if c in example},  # the row's own fields win
-                    "step": self.state.global_step + 1,  # the step they train first: metrics.jsonl's numbering
+                    "step": self.state.global_step + 1,  # the generation's step (TRL shuffles it over steps_per_generation steps)
                     "prompt_id": prompt_id(prompt),
                     "prompt": prompt,
                     "completion": completion,
