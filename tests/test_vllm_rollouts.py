@@ -42,7 +42,7 @@ VLLM = ["algorithm.rollout=vllm", "model.tiny.num_attention_heads=2"]
         # the tiny model's KV cache takes 512 bytes a token: vLLM fits 2,097,024 tokens in 1 GiB, and fails one token later
         (
             [*VLLM, "model.tiny.max_position_embeddings=2097025"],
-            "vLLM's KV cache must hold one sequence of the engine's 2,097,025-token context, 1.00 GiB, more than "
+            "vLLM's KV cache must hold one sequence of the engine's 2,097,025-token context, 1.01 GiB (rounded up), more than "
             "algorithm.vllm.cpu_kv_cache_gib=1: set algorithm.vllm.cpu_kv_cache_gib=2",
         ),
         ([*VLLM, "model.tiny.max_position_embeddings=2097024"], "vLLM is not installed"),

@@ -177,7 +177,7 @@ def check_kv_cache_holds_a_sequence(cfg, shape: dict, context: int | None, prefi
     if need_gib > have_gib:
         raise ConfigError(
             f"{prefix}: vLLM's KV cache must hold one sequence of the engine's {context:,}-token context, "
-            f"{need_gib:.2f} GiB, more than algorithm.vllm.cpu_kv_cache_gib={have_gib}: set "
+            f"{math.ceil(need_gib * 100) / 100:.2f} GiB (rounded up), more than algorithm.vllm.cpu_kv_cache_gib={have_gib}: set "
             f"algorithm.vllm.cpu_kv_cache_gib={math.ceil(need_gib)}"
         )
 
