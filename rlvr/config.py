@@ -681,17 +681,31 @@ def drop_retired_keys(saved: dict, schema: type = Config) -> list[str]:
 def check_key(path: str, schema: type = Config) -> bool:
     """Raise ConfigError if the dotted `path` names no field of `schema`; True if it names a schema
     field, False if it ends inside a free-form dict (where anything goes)."""
-    prefix = ""
-    for part in path.split("."):
+    prefix, root, parts = "", schema, path.split(".")
+    for index, part in enumerate(parts):
         if not (isinstance(schema, type) and dataclasses.is_dataclass(schema)):
             return False
         fields = _field_types(schema)
         if part not in fields:
             cutoff = 0.6 if len(part) > 3 else 0.5  # a short key's one wrong letter (eval.kz) halves the ratio
-            raise ConfigError(f"unknown config key '{prefix}{part}'{did_you_mean(part, sorted(fields), cutoff, prefix)}")
+            hint = did_you_mean(part, sorted(fields), cutoff, prefix)
+            if not hint and (elsewhere := paths_named(part, root)):  # its group left out or another's (max_steps)
+                hint = f" (did you mean '{'.'.join([elsewhere[0], *parts[index + 1 :]])}'?)"
+            raise ConfigError(f"unknown config key '{prefix}{part}'{hint}")
         schema = fields[part]
         prefix += part + "."
     return True
+
+
+def paths_named(name: str, schema: type, prefix: str = "") -> list[str]:
+    """The dotted paths of `schema`'s fields, at any depth, whose last part is `name`."""
+    found = []
+    for key, kind in _field_types(schema).items():
+        if key == name:
+            found.append(prefix + key)
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+            found += paths_named(name, kind, f"{prefix}{key}.")
+    return found
 
 
 # Command-line choices that need an optional extra: {choice prefix: (module it needs, the extra)}.

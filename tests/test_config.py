@@ -101,6 +101,23 @@ def test_a_group_set_to_null_is_one_line_naming_how_to_leave_it_out(override):
     assert str(refused.value) == f"'{override}': a config group takes the name of one of its options; to leave the group out, write ~{key}"
 
 
+@pytest.mark.parametrize(
+    "key, refusal",
+    [
+        ("max_steps", "unknown config key 'max_steps' (did you mean 'algorithm.max_steps'?)"),
+        ("eval.max_eval_samples", "unknown config key 'eval.max_eval_samples' (did you mean 'dataset.max_eval_samples'?)"),
+        ("fine_grained.strict", "unknown config key 'fine_grained' (did you mean 'algorithm.fine_grained.strict'?)"),
+    ],
+)
+def test_a_key_without_its_group_or_in_another_names_where_it_is(key, refusal):
+    """TRL's flat names (max_steps=3) got no hint: the close matches were looked for at the same level only."""
+    from rlvr.config import check_key
+
+    with pytest.raises(ConfigError) as refused:
+        check_key(key)
+    assert str(refused.value) == refusal
+
+
 def test_unknown_key_fails_in_one_line_without_torch():
     result = run_cli("rlvr.run", "algorithm.lerning_rate=1")
     assert result.returncode == 2
