@@ -962,9 +962,14 @@ def one_line_preset_errors(prog: str, schema: type = Config, report=None) -> Non
 
 
 def exit_on_unknown_keys(prog: str, args: list[str], schema: type = Config, groups: frozenset[str] = frozenset()) -> None:
-    """`check_overrides` for a command-line entry point: one line on stderr and exit code 2."""
+    """`check_overrides` for a command-line entry point: one line on stderr and exit code 2. A help
+    command (`rlvr --help | head`) is ended by a closed pipe as Unix tools are, not by a BrokenPipeError
+    traceback from Hydra's print."""
+    import signal
     import sys
 
+    if {"--help", "-h", "--hydra-help"} & set(args):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
         check_hydra_modes(args)
         check_searchpath(args)

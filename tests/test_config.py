@@ -118,6 +118,18 @@ def test_a_key_without_its_group_or_in_another_names_where_it_is(key, refusal):
     assert str(refused.value) == refusal
 
 
+@pytest.mark.parametrize("module", ["rlvr.run", "rlvr.eval", "rlvr.score"])
+def test_help_into_a_closed_pipe_ends_without_a_traceback(module):
+    """`rlvr --help | head -1` printed a BrokenPipeError traceback from Hydra's print (4 times in 5), exit 1."""
+    import subprocess
+    import sys
+
+    help_command = subprocess.Popen([sys.executable, "-m", module, "--help"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    help_command.stdout.close()  # the reader gone before the help is written
+    _, stderr = help_command.communicate(timeout=120)
+    assert b"Traceback" not in stderr and b"BrokenPipeError" not in stderr, stderr.decode()[-2000:]
+
+
 def test_unknown_key_fails_in_one_line_without_torch():
     result = run_cli("rlvr.run", "algorithm.lerning_rate=1")
     assert result.returncode == 2
