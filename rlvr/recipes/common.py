@@ -185,12 +185,14 @@ def setup_policy(cfg, run_dir: Path, resuming: bool = False, check_train: Callab
             warn_unreadable_golds(rewards, dataset["answer"], where)
     if check_train is not None:
         check_train(len(train))
+    evaluated = len(evaluation or [])
     log.info(
-        "policy %s: %.2fM parameters; %d train / %d eval prompts",
+        "policy %s: %.2fM parameters; %d train / %d eval prompts%s",
         initial if restored else cfg.model.name_or_path,
         model.num_parameters() / 1e6,  # transformers': a 4-bit weight's packed storage counted as the values it holds
         len(train),
-        len(evaluation or []),
+        evaluated,
+        f" ({cfg.eval.limit} evaluated: eval.limit)" if cfg.eval.limit is not None and cfg.eval.limit < evaluated else "",
     )
     setup = PolicySetup(model, tokenizer, train, evaluation, rewards, trainer_kwargs, prompts_dropped=dropped)
     if restored:

@@ -114,7 +114,8 @@ def test_grpo_with_hybrid_reward_uses_the_trained_model(rm_run, tmp_path):
 
 def test_a_bare_models_hybrid_eval_keeps_its_calibration_beside_its_results(rm_run, tmp_path):
     """In the model dir itself it would change the dir's files, and the next eval would run again."""
-    run = completed_run(tmp_path / "run", *TINY_RUN, "algorithm.max_steps=2", "eval.before=false", "eval.after=false")
+    run = completed_run(tmp_path / "run", *TINY_RUN, "algorithm.max_steps=2", "eval.before=false", "eval.after=false", "eval.limit=5")
+    assert "train / 16 eval prompts (5 evaluated: eval.limit)" in (run / "run.log").read_text()  # it said 16 alone
     model_dir = shutil.copytree(run / "final_model", tmp_path / "bare_model")  # a model dir outside any run
     hybrid = ["reward=hybrid", f"reward.functions.hybrid.reward_model={rm_run}", "reward.functions.hybrid.calibration_prompts=4"]
     first = run_cli("rlvr.eval", f"target={model_dir}", *hybrid, "eval.limit=8")
