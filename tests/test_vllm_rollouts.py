@@ -83,7 +83,7 @@ def test_a_saved_model_whose_context_the_kv_cache_cannot_hold_is_refused_before_
     (tmp_path / "config.json").write_text(json.dumps({"text_config": shape}))
     cfg = OmegaConf.structured(Config)
     with pytest.raises(
-        ConfigError, match=r"^eval.engine=vllm: .* 40,960-token context, 4.39 GiB, .*: set algorithm.vllm.cpu_kv_cache_gib=5$"
+        ConfigError, match=r"^eval.engine=vllm: .* 40,960-token context, 4.39 GiB \(rounded up\), .*: set .*cpu_kv_cache_gib=5$"
     ):
         check_vllm_here(cfg, "eval.engine=vllm", tmp_path)
 
@@ -273,8 +273,7 @@ def test_a_stop_signal_ends_a_vllm_run_after_a_checkpoint_and_the_rerun_continue
 def test_two_processes_each_sample_with_their_own_engine_and_train_as_one(tmp_path, sharding):
     """Colocate mode with 2 data-parallel processes (hydra/launcher=local): an engine per rank, every
     step sampled by vLLM with exactly the weights being trained (fp32: FSDP2 and ZeRO-3 gather their
-    shards for the sync), the ranks ending with equal weights. Plain data parallelism syncs as one
-    process does (tested above)."""
+    shards for the sync). Plain data parallelism syncs as one process does (tested above)."""
     vllm_run(
         tmp_path,
         "-m",
@@ -289,5 +288,4 @@ def test_two_processes_each_sample_with_their_own_engine_and_train_as_one(tmp_pa
     run_dir = tmp_path / "0"
     assert (run_dir / "run.log").read_text().count("rollouts: vLLM 0.31") == 2
     assert_vllm_sampled_with_the_policys_weights(training_rows(run_dir), fp32=True)
-    digests = rank_weight_digests(tmp_path)
-    assert sorted(digests) == [0, 1] and len(set(digests.values())) == 1
+    assert rank_weight_digests(tmp_path) == {}  # sharded: each weight is held once, no copy per rank to compare
