@@ -449,7 +449,8 @@ def check_quantization(cfg, device: str) -> None:
     if cfg.model.name_or_path == TINY:
         raise ConfigError(
             f"{said} applies as weights load: the built-in tiny model is made in memory; save one "
-            f"(a run's final_model/) and pass its directory as model.name_or_path"
+            f"(a run's final_model/) and pass its directory as model.name_or_path, with model.warmup_sft_steps=0 "
+            f"(quantized weights take no warm-up)"
         )
     if not cfg.model.lora.enabled:
         raise ConfigError(f"{said} freezes the quantized weights: train LoRA on top (model.lora.enabled=true)")
