@@ -617,6 +617,8 @@ def _check_mixer(mixer: dict) -> None:
             raise ConfigError(f"dataset.mixer['{name}']={amount!r}: must be a fraction in (0, 1] or a whole count > 1")
 
 
+# The values of each sampling filter that leave the sampling distribution as it is (the filter off)
+SAMPLING_FILTERS = {"top_k": (0, None), "top_p": (1.0, None), "min_p": (0.0, None), "repetition_penalty": (1.0, None)}
 SAMPLING_KEYS = ("temperature", "top_p", "top_k", "seed")  # eval's, of its n sampled completions
 
 

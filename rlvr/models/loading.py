@@ -578,7 +578,7 @@ def check_lora_targets(model, lora_cfg) -> None:
     if isinstance(target, str):
         return
     names = [name for name, _ in model.named_modules()]
-    missing = [t for t in target if not any(name == t or name.endswith("." + t) for name in names)]
+    missing = [t for t in target if not any(lora_targets([t], name) for name in names)]
     if missing:  # GPT-2's projections are transformers' Conv1D, a linear layer to LoRA
         layers = (torch.nn.Linear, Conv1D)
         linear = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, layers)})

@@ -32,7 +32,7 @@ from rlvr.hardware.distributed import is_main_process, process_count, rank, weig
 from rlvr._compat import generation_used_up
 from rlvr.hardware.stops import checkpoint_callback, phase
 from rlvr.models.loading import lora_targets
-from rlvr.config import ModelConfig, eval_token_limit
+from rlvr.config import SAMPLING_FILTERS, ModelConfig, eval_token_limit
 from rlvr.errors import ConfigError, DataError
 from rlvr.rewards.base import check_reward_signal
 from rlvr.rewards.checks import checked_rewards
@@ -55,7 +55,6 @@ VOCAB_DEFAULTS = {key: getattr(ModelConfig, key) for key in ("reasoning_vocab_id
 
 
 # The sampling filters a reasoning vocabulary's training leaves out, with the values that filter nothing.
-SAMPLING_FILTERS = {"top_k": (0, None), "top_p": (1.0, None), "min_p": (0.0, None), "repetition_penalty": (1.0, None)}
 # Generation keys (TRL's generation_kwargs, given to transformers' generate or vLLM's SamplingParams) that leave
 # each token's sampling distribution as it is: any value of the first, the listed values of the others. A key not
 # here may reshape it (typical_p, epsilon_cutoff, no_repeat_ngram_size, bad_words_ids, ...).

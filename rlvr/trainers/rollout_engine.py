@@ -86,7 +86,9 @@ def warn_if_truncation_is_weighed(algorithm) -> None:
     filter keeps, the policy's over all, so each completion's loss is weighed by the probability mass
     the filter kept, token after token (about top_p ** length: near 0 at hundreds of tokens), where
     rollout=hf weighs nothing."""
-    truncating = [f"algorithm.{key}={algorithm[key]}" for key, off in (("top_p", 1.0), ("top_k", 0)) if algorithm[key] != off]
+    from rlvr.config import SAMPLING_FILTERS
+
+    truncating = [f"algorithm.{key}={algorithm[key]}" for key in ("top_p", "top_k") if algorithm[key] not in SAMPLING_FILTERS[key]]
     if truncating and algorithm.trl.get("vllm_importance_sampling_correction", True):
         log.warning(
             "algorithm.rollout=vllm with %s: TRL's importance-sampling correction weighs each completion by the "
