@@ -72,7 +72,7 @@ def extract_program(completion: str, entry_point: str) -> str:
     blocks = fenced_blocks(completion)
     if not blocks:
         return completion
-    python = [body for language, body in blocks if language in PYTHON_FENCES[1:]] + [body for language, body in blocks if language == ""]
+    python = [body for language, body in sorted(blocks, key=lambda block: block[0] == "") if language in PYTHON_FENCES]  # named first
     defines = re.compile(rf"^\s*(async\s+)?def\s+{re.escape(entry_point)}\s*\(", re.MULTILINE)
     return next((body for body in python if defines.search(body)), python[0] if python else "")
 
